@@ -1,0 +1,1 @@
+"""Delivery: the outbox dispatcher and the channel providers it sends through."""

@@ -1,0 +1,88 @@
+"""The contract between the dispatcher and a channel provider.
+
+A provider turns one ``SendRequest`` into one attempt at the outside world and
+reports how it went as a ``DeliveryResult``. It never raises for a delivery
+failure: the dispatcher decides about retries from the result's ``status``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class SendRequest:
+    """One message as a provider sees it.
+
+    ``message_id`` is stable across attempts: providers pass it on as an
+    idempotency key so that a retried delivery is not delivered twice.
+    """
+
+    message_id: str
+    channel: str
+    recipient: str
+    rule: str
+    dedup_key: str
+    user_id: str
+    event_id: str
+    subject: str
+    body: str
+    html: str | None = None
+    category: str = "transactional"
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "message_id": self.message_id,
+            "channel": self.channel,
+            "recipient": self.recipient,
+            "rule": self.rule,
+            "dedup_key": self.dedup_key,
+            "user_id": self.user_id,
+            "event_id": self.event_id,
+            "subject": self.subject,
+            "body": self.body,
+            "html": self.html,
+            "category": self.category,
+        }
+
+
+class DeliveryStatus(StrEnum):
+    SENT = "sent"
+    RETRY = "retry"  # transient: connection error, timeout, 5xx, 408/429, SMTP 4xx
+    FAILED = "failed"  # permanent: other 4xx, SMTP 5xx, bad recipient
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryResult:
+    status: DeliveryStatus
+    detail: str = ""
+    provider_reference: str | None = None
+
+    @classmethod
+    def sent(cls, detail: str = "", reference: str | None = None) -> DeliveryResult:
+        return cls(DeliveryStatus.SENT, detail, reference)
+
+    @classmethod
+    def retry(cls, detail: str) -> DeliveryResult:
+        return cls(DeliveryStatus.RETRY, detail)
+
+    @classmethod
+    def failed(cls, detail: str) -> DeliveryResult:
+        return cls(DeliveryStatus.FAILED, detail)
+
+
+class Provider(Protocol):
+    """A channel provider (stub, SMTP, webhook, ...)."""
+
+    name: str
+
+    async def send(self, request: SendRequest) -> DeliveryResult:
+        """Attempt one delivery. Must not raise for delivery failures."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections; called once when the dispatcher stops."""
+        ...
