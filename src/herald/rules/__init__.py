@@ -1,0 +1,1 @@
+"""Rules: the declarative rule file, its loader and the pure engine that applies it."""

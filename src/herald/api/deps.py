@@ -1,0 +1,43 @@
+"""Dependencies shared by the routes: the runtime and the bearer-token guards."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+
+from herald.bootstrap import Runtime
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def _check_bearer(request: Request, expected: str | None) -> None:
+    if expected is None:
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), expected.encode()):
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "missing or wrong bearer token",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+def require_admin(request: Request, runtime: RuntimeDep) -> None:
+    _check_bearer(request, runtime.settings.admin_token)
+
+
+def require_ingest(request: Request, runtime: RuntimeDep) -> None:
+    _check_bearer(request, runtime.settings.ingest_token)
+
+
+AdminOnly = Depends(require_admin)
+IngestOnly = Depends(require_ingest)

@@ -1,0 +1,64 @@
+"""The rule set in force, and user preferences (unsubscribes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from herald.api.deps import AdminOnly, RuntimeDep
+from herald.api.schemas import PreferencesIn
+from herald.domain.timeutil import to_micros
+from herald.store.unit_of_work import UnitOfWork
+
+router = APIRouter(tags=["admin"], dependencies=[AdminOnly])
+
+
+@router.get("/rules")
+def get_rules(runtime: RuntimeDep) -> dict[str, Any]:
+    ruleset = runtime.ruleset
+    return {
+        "version": ruleset.version,
+        "source": ruleset.source,
+        "event_types": {
+            name: {
+                "description": spec.description,
+                "properties": {
+                    p.name: {"type": p.type, "required": p.required, "minimum": p.minimum}
+                    for p in spec.properties.values()
+                },
+            }
+            for name, spec in ruleset.event_types.items()
+        },
+        "rules": [
+            {
+                "id": rule.id,
+                "version": rule.version,
+                "description": rule.description,
+                "trigger": rule.on,
+                "when": rule.condition.source if rule.condition else None,
+                "after": {
+                    "event": rule.after.event_type,
+                    "within_seconds": rule.after.within.total_seconds(),
+                }
+                if rule.after
+                else None,
+                "channel": rule.channel,
+                "category": rule.category.value,
+                "limit": rule.limit.value,
+                "template": rule.template,
+            }
+            for rule in ruleset.rules
+        ],
+    }
+
+
+@router.post("/users/{user_id}/preferences")
+def set_preferences(user_id: str, body: PreferencesIn, runtime: RuntimeDep) -> dict[str, Any]:
+    """Replace the user's unsubscribes. Marketing rules then skip them; transactional go on."""
+    preferences = {"unsubscribed": sorted(set(body.unsubscribed))}
+    with UnitOfWork(runtime.database) as uow:
+        uow.lock([user_id])
+        uow.users.set_preferences(user_id, preferences, to_micros(runtime.clock()))
+        uow.commit()
+    return {"user_id": user_id, "preferences": preferences}

@@ -1,0 +1,28 @@
+"""GET /audit/{user_id}: why each message was sent, suppressed or skipped."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, status
+
+from herald.api.deps import AdminOnly, RuntimeDep
+from herald.service.audit import BadCursor, user_audit
+
+router = APIRouter(tags=["audit"], dependencies=[AdminOnly])
+
+
+@router.get("/audit/{user_id}")
+def get_audit(
+    user_id: str,
+    runtime: RuntimeDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+) -> dict[str, Any]:
+    try:
+        audit = user_audit(runtime.database, user_id, limit=limit, cursor=cursor)
+    except BadCursor as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
+    if audit is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no events for user {user_id!r}")
+    return audit

@@ -1,0 +1,126 @@
+"""POST /events and /events/batch: validate, hand to the group-commit writer, answer."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, HTTPException, Response, status
+from pydantic import TypeAdapter, ValidationError
+
+from herald.api.deps import IngestOnly, RuntimeDep
+from herald.api.schemas import BatchIn, BatchOut, EventAccepted, EventIn
+from herald.service.ingest import IngestResult, IngestStatus
+from herald.service.intake import Rejection, to_event
+from herald.service.writer import IngestFailed
+
+router = APIRouter(tags=["events"], dependencies=[IngestOnly])
+_event_adapter = TypeAdapter(EventIn)
+
+
+def _json(body: Any, code: int) -> Response:
+    return Response(orjson.dumps(body), status_code=code, media_type="application/json")
+
+
+def _result_json(result: IngestResult) -> dict[str, Any]:
+    return {
+        "event_id": result.event_id,
+        "status": result.status.value,
+        "decisions": [decision.as_json() for decision in result.decisions],
+    }
+
+
+async def _store(runtime: RuntimeDep, events: list[Any]) -> list[IngestResult]:
+    try:
+        return await asyncio.wrap_future(runtime.writer.submit(events))
+    except IngestFailed:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, "storage unavailable; retry"
+        ) from None
+
+
+@router.post(
+    "/events",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=EventAccepted,
+    responses={
+        200: {"description": "Duplicate: already accepted, nothing new happened"},
+        409: {"description": "The event_id is taken by a different payload"},
+        422: {"description": "Invalid event"},
+    },
+)
+async def post_event(body: EventIn, runtime: RuntimeDep) -> Response:
+    started = time.perf_counter()
+    event = to_event(body.model_dump(), runtime.ruleset)
+    if isinstance(event, Rejection):
+        runtime.metrics.events.labels(body.event_type, "rejected").inc()
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, event.errors)
+    [result] = await _store(runtime, [event])
+    runtime.metrics.events.labels(event.event_type, result.status.value).inc()
+    runtime.metrics.ingest_latency.labels("event").observe(time.perf_counter() - started)
+    if result.status is IngestStatus.CONFLICT:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"event_id {event.event_id!r} was already used for a different payload "
+            "(without event_id, the key is user_id + event_type + event_timestamp)",
+        )
+    code = (
+        status.HTTP_202_ACCEPTED if result.status is IngestStatus.ACCEPTED else status.HTTP_200_OK
+    )
+    return _json(_result_json(result), code)
+
+
+@router.post("/events/batch", response_model=BatchOut)
+async def post_batch(body: BatchIn, runtime: RuntimeDep) -> Response:
+    """Up to 1,000 events; each is accepted, a duplicate or rejected on its own."""
+    started = time.perf_counter()
+    items: list[dict[str, Any]] = [{} for _ in body.events]
+    valid: list[tuple[int, Any]] = []
+    for index, raw in enumerate(body.events):
+        items[index] = {
+            "index": index,
+            "event_id": raw.get("event_id") if isinstance(raw, dict) else None,
+        }
+        try:
+            envelope = _event_adapter.validate_python(raw)
+        except ValidationError as exc:
+            _reject(items[index], _errors(exc))
+            continue
+        event = to_event(envelope.model_dump(), runtime.ruleset)
+        if isinstance(event, Rejection):
+            _reject(items[index], event.errors)
+            continue
+        valid.append((index, event))
+    results = await _store(runtime, [event for _, event in valid]) if valid else []
+    for (index, event), result in zip(valid, results, strict=True):
+        item = items[index]
+        item["event_id"] = result.event_id
+        runtime.metrics.events.labels(event.event_type, result.status.value).inc()
+        if result.status is IngestStatus.CONFLICT:
+            _reject(
+                item,
+                [
+                    {
+                        "loc": ["event_id"],
+                        "msg": "already used for a different payload",
+                        "type": "conflict",
+                    }
+                ],
+            )
+        else:
+            item.update(_result_json(result))
+    runtime.metrics.ingest_latency.labels("batch").observe(time.perf_counter() - started)
+    return _json({"results": items}, status.HTTP_200_OK)
+
+
+def _reject(item: dict[str, Any], errors: list[dict[str, Any]]) -> None:
+    item.update(status="rejected", decisions=[], errors=errors)
+
+
+def _errors(exc: ValidationError) -> list[dict[str, Any]]:
+    return [
+        {"loc": list(error["loc"]), "msg": error["msg"], "type": error["type"]}
+        for error in exc.errors(include_url=False, include_input=False)
+    ]

@@ -1,0 +1,41 @@
+"""Liveness, readiness and metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response, status
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from herald.api.deps import RuntimeDep
+from herald.store.migrate import current_revision, head_revision
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is alive."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+def readyz(runtime: RuntimeDep, response: Response) -> dict[str, Any]:
+    """The database answers and its schema is current."""
+    try:
+        with runtime.database.reader.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        revision = current_revision(runtime.database)
+    except Exception as exc:
+        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+        return {"status": "unavailable", "database": f"unreachable: {type(exc).__name__}"}
+    if revision != head_revision():
+        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+        return {"status": "unavailable", "schema": f"at {revision}, need {head_revision()}"}
+    return {"status": "ready", "schema": revision, "rules": runtime.ruleset.version}
+
+
+@router.get("/metrics", include_in_schema=False)
+def metrics(runtime: RuntimeDep) -> Response:
+    return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,144 @@
+"""Build a running Herald from settings: the only place where parts are wired together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from herald.config import Settings
+from herald.delivery.dispatcher import Dispatcher
+from herald.delivery.provider import DeliveryStatus
+from herald.delivery.setup import DeliveryPlan, build_delivery
+from herald.domain.timeutil import iso, to_micros
+from herald.observability.metrics import Metrics
+from herald.rules.definition import RuleSet
+from herald.rules.loader import default_rules_path, load_ruleset
+from herald.service.ingest import HoldPolicy, IngestResult
+from herald.service.writer import GroupCommitWriter
+from herald.store.database import Database
+from herald.store.migrate import ensure_current
+from herald.store.unit_of_work import ReadOnly
+
+log = logging.getLogger("herald")
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def load_document(settings: Settings) -> tuple[RuleSet, dict[str, Any]]:
+    path = Path(settings.rules) if settings.rules else default_rules_path()
+    ruleset = load_ruleset(path)
+    return ruleset, yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def quiet_hours_policy(plan: DeliveryPlan) -> HoldPolicy:
+    def hold(channel: str, user: dict[str, Any], now: datetime) -> tuple[datetime, str] | None:
+        window = plan.quiet_hours.get(channel)
+        if window is None:
+            return None
+        zone = user.get("timezone") if isinstance(user.get("timezone"), str) else None
+        release = window.release_time(now, zone)
+        if release is None:
+            return None
+        return release, (
+            f"quiet hours for {channel} ({window.start:%H:%M}-{window.end:%H:%M} "
+            f"{zone or 'UTC'}): held until {iso(release)}"
+        )
+
+    return hold
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    database: Database
+    ruleset: RuleSet
+    delivery: DeliveryPlan
+    metrics: Metrics
+    writer: GroupCommitWriter
+    dispatcher: Dispatcher | None
+    clock: Callable[[], datetime] = utc_now
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    _task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.writer.start()
+        if self.dispatcher is not None:
+            self._task = asyncio.create_task(self.dispatcher.run(self._stopping))
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self.writer.stop)
+        self._stopping.set()
+        if self._task is not None:
+            await self._task
+        for provider in self.delivery.providers.values():
+            await provider.aclose()
+        self.database.dispose()
+
+    def outbox_snapshot(self) -> tuple[dict[str, int], int, float]:
+        with ReadOnly(self.database) as read:
+            by_status = read.outbox.count_by_status()
+            backlog, age_us = read.outbox.backlog(to_micros(self.clock()))
+        return by_status, backlog, (age_us or 0) / 1e6
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def build_runtime(
+    settings: Settings,
+    *,
+    clock: Callable[[], datetime] = utc_now,
+    with_dispatcher: bool | None = None,
+) -> Runtime:
+    """Everything a process needs, built from ``settings``; nothing is started yet."""
+    ruleset, document = load_document(settings)
+    database = Database(settings.database_url)
+    ensure_current(database, auto_upgrade=database.is_sqlite)
+    outbox = (
+        Path(settings.outbox_file) if settings.outbox_file else database.data_dir / "outbox.jsonl"
+    )
+    plan = build_delivery(document, outbox=outbox)
+    metrics = Metrics()
+
+    dispatcher = None
+    if settings.dispatcher if with_dispatcher is None else with_dispatcher:
+        dispatcher = Dispatcher(
+            database,
+            plan.providers,
+            worker_id=worker_id(),
+            clock=clock,
+            retry=plan.retry,
+            rate_limits=plan.rate_limits(time.monotonic),
+            on_result=lambda channel, status: _count_delivery(metrics, channel, status),
+        )
+
+    def on_commit(results: list[IngestResult]) -> None:
+        for result in results:
+            for decision in result.decisions:
+                metrics.decisions.labels(decision.rule, decision.outcome.value).inc()
+        if dispatcher is not None:
+            dispatcher.wake()
+
+    writer = GroupCommitWriter(
+        database, ruleset, clock=clock, hold=quiet_hours_policy(plan), on_commit=on_commit
+    )
+    runtime = Runtime(settings, database, ruleset, plan, metrics, writer, dispatcher, clock)
+    metrics.watch_outbox(runtime.outbox_snapshot)
+    return runtime
+
+
+def _count_delivery(metrics: Metrics, channel: str, status: DeliveryStatus) -> None:
+    metrics.deliveries.labels(channel, status.value).inc()

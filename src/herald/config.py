@@ -1,0 +1,43 @@
+"""Settings, from arguments or ``HERALD_*`` environment variables (validated at start)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HERALD_", extra="ignore")
+
+    database_url: str = "sqlite:///./herald.db"
+    rules: str | None = Field(None, description="rule file; the packaged default when unset")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    admin_token: str | None = None  # guards /audit, /rules, /users
+    ingest_token: str | None = None  # guards /events
+    dispatcher: bool = True  # deliver messages inside the API process
+    workers: int = Field(1, ge=1, le=64)
+    log_level: str = "INFO"
+    log_format: str = Field("text", pattern="^(text|json)$")
+    outbox_file: str | None = None  # the stub provider's file; beside the database by default
+    max_batch: int = Field(1000, ge=1, le=10000)
+
+    def exposure_problem(self) -> str | None:
+        """Why it is unsafe to serve on ``host`` with these settings, if it is."""
+        if _is_loopback(self.host) or (self.admin_token and self.ingest_token):
+            return None
+        return (
+            f"refusing to listen on {self.host}: the audit exposes personal data. Set both "
+            "HERALD_ADMIN_TOKEN and HERALD_INGEST_TOKEN, or bind to 127.0.0.1"
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,203 @@
+"""The dispatcher: claims due messages from the outbox and delivers them through providers.
+
+Delivery is at least once with the message id as idempotency key: a claim has a lease,
+and a dispatcher that dies mid-send leaves its messages to be claimed again when the
+lease runs out. A message whose provider answered ``sent`` is never claimed again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from herald.delivery.backoff import compute_backoff
+from herald.delivery.provider import DeliveryResult, DeliveryStatus, Provider, SendRequest
+from herald.delivery.ratelimit import ChannelRateLimits
+from herald.domain.timeutil import to_micros
+from herald.store.database import Database
+from herald.store.outbox import FAILED, SENT
+from herald.store.unit_of_work import UnitOfWork
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_attempts: int = 5
+    base: float = 2.0  # seconds before the second attempt
+    factor: float = 2.0
+    max_backoff: float = 600.0
+    jitter: float = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchReport:
+    claimed: int = 0
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+    deferred: int = 0
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        database: Database,
+        providers: Mapping[str, Provider],
+        *,
+        worker_id: str,
+        clock: Callable[[], datetime],
+        retry: RetryPolicy | None = None,
+        rate_limits: ChannelRateLimits | None = None,
+        batch_size: int = 200,
+        lease_seconds: float = 60.0,
+        concurrency: int = 16,
+        poll_interval: float = 1.0,
+        on_result: Callable[[str, DeliveryStatus], None] = lambda _c, _s: None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._database = database
+        self._providers = dict(providers)
+        self.worker_id = worker_id
+        self._clock = clock
+        self._retry = retry or RetryPolicy()
+        self._limits = rate_limits or ChannelRateLimits()
+        self._batch_size = batch_size
+        self._lease_us = int(lease_seconds * 1_000_000)
+        self._semaphore = asyncio.Semaphore(concurrency)
+        self._poll_interval = poll_interval
+        self._on_result = on_result
+        self._rng = rng or random.Random()
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def wake(self) -> None:
+        """Thread-safe nudge: new messages were committed."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Deliver until ``stopping`` is set; a failing database pauses, never ends, the loop."""
+        self._loop = asyncio.get_running_loop()
+        while not stopping.is_set():
+            try:
+                report = await self.run_once()
+            except Exception:
+                log.exception("dispatch round failed; retrying shortly")
+                report = DispatchReport()
+            if report.claimed >= self._batch_size:
+                continue  # more is waiting
+            self._wake.clear()
+            waiter = asyncio.ensure_future(self._wake.wait())
+            stopper = asyncio.ensure_future(stopping.wait())
+            await asyncio.wait(
+                {waiter, stopper}, timeout=self._poll_interval, return_when=asyncio.FIRST_COMPLETED
+            )
+            waiter.cancel()
+            stopper.cancel()
+
+    async def run_once(self) -> DispatchReport:
+        """Claim one batch of due messages and deliver it."""
+        now_us = to_micros(self._clock())
+        claimed = await asyncio.to_thread(self._claim, now_us)
+        if not claimed:
+            return DispatchReport()
+        outcomes = await asyncio.gather(*(self._deliver(row) for row in claimed))
+        await asyncio.to_thread(self._record, outcomes)
+        counts = {"sent": 0, "retry": 0, "failed": 0, "deferred": 0}
+        for outcome in outcomes:
+            counts[outcome[1]] += 1
+        return DispatchReport(
+            len(claimed), counts["sent"], counts["retry"], counts["failed"], counts["deferred"]
+        )
+
+    def _claim(self, now_us: int) -> list[Any]:
+        with UnitOfWork(self._database) as uow:
+            rows = uow.outbox.claim_due(
+                now_us=now_us,
+                limit=self._batch_size,
+                worker=self.worker_id,
+                lease_us=self._lease_us,
+            )
+            uow.commit()
+        return rows
+
+    async def _deliver(self, row: Any) -> tuple[Any, str, DeliveryResult | None, float]:
+        if not self._limits.try_acquire(row.channel):
+            return row, "deferred", None, self._limits.delay_until_available(row.channel)
+        provider = self._providers.get(row.channel)
+        if provider is None:
+            return row, "failed", DeliveryResult.failed(f"no provider for channel {row.channel}"), 0
+        async with self._semaphore:
+            try:
+                result = await provider.send(_request(row))
+            except Exception as exc:  # a provider bug must not stop the dispatcher
+                log.exception("provider %s raised", provider.name)
+                result = DeliveryResult.retry(f"provider error: {type(exc).__name__}: {exc}")
+        attempt = row.attempts + 1
+        if result.status is DeliveryStatus.RETRY and attempt >= self._retry.max_attempts:
+            result = DeliveryResult.failed(f"gave up after {attempt} attempts: {result.detail}")
+        delay = 0.0
+        if result.status is DeliveryStatus.RETRY:
+            policy = self._retry
+            delay = compute_backoff(
+                attempt,
+                base=policy.base,
+                factor=policy.factor,
+                max_backoff=policy.max_backoff,
+                jitter=policy.jitter,
+                rng=self._rng,
+            )
+        return row, result.status.value, result, delay
+
+    def _record(self, outcomes: list[tuple[Any, str, DeliveryResult | None, float]]) -> None:
+        now_us = to_micros(self._clock())
+        with UnitOfWork(self._database) as uow:
+            for row, status, result, delay in outcomes:
+                due_us = now_us + int(delay * 1_000_000)
+                if result is None:
+                    uow.outbox.release(
+                        row.message_id,
+                        worker=self.worker_id,
+                        due_us=due_us,
+                        reason=f"{row.channel} rate limit: deferred",
+                    )
+                    continue
+                uow.outbox.record_attempt(
+                    row.message_id,
+                    worker=self.worker_id,
+                    attempt=row.attempts + 1,
+                    at_us=now_us,
+                    outcome=status,
+                    detail=result.detail,
+                    next_due_us=due_us,
+                )
+            uow.commit()
+        for row, status, result, _delay in outcomes:
+            if result is not None:
+                self._on_result(row.channel, result.status)
+                if status == FAILED:
+                    log.error("message %s dead-lettered: %s", row.message_id, result.detail)
+                elif status != SENT:
+                    log.info("message %s will be retried: %s", row.message_id, result.detail)
+
+
+def _request(row: Any) -> SendRequest:
+    return SendRequest(
+        message_id=row.message_id,
+        channel=row.channel,
+        recipient=row.recipient,
+        rule=row.rule,
+        dedup_key=row.dedup_key,
+        user_id=row.user_id,
+        event_id=row.event_id,
+        subject=row.subject,
+        body=row.body,
+        html=row.html,
+        category=row.category,
+    )

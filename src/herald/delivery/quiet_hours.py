@@ -1,0 +1,134 @@
+"""Quiet hours: a daily window, in the user's own time zone, when nothing is sent.
+
+A message that falls inside the window is held back until the window ends
+rather than dropped. Pure: the current time is always an argument.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+
+@dataclass(frozen=True, slots=True)
+class QuietHours:
+    """The daily window ``[start, end)`` in local wall-clock time.
+
+    ``start`` is inside the window, ``end`` is not. When ``start > end`` the
+    window wraps midnight: 21:00-08:00 is quiet from 21:00 in the evening until
+    08:00 the next morning. ``start == end`` is an empty window (never quiet),
+    which is how a user switches quiet hours off without losing the setting.
+
+    Both are naive ``datetime.time`` values: the zone is the user's, given to
+    ``release_time``.
+    """
+
+    start: time
+    end: time
+
+    def __post_init__(self) -> None:
+        if self.start.tzinfo is not None or self.end.tzinfo is not None:
+            raise ValueError("quiet hours are wall-clock times: start and end must be naive")
+
+    @classmethod
+    def parse(cls, text: str) -> QuietHours:
+        """Read ``"HH:MM-HH:MM"`` (seconds allowed), e.g. ``"21:00-08:00"``."""
+        start, sep, end = text.partition("-")
+        if not sep:
+            raise ValueError(f"quiet hours must look like '21:00-08:00', got {text!r}")
+        return cls(time.fromisoformat(start.strip()), time.fromisoformat(end.strip()))
+
+    def release_time(self, now_utc: datetime, timezone: str | None) -> datetime | None:
+        """When a message held back at ``now_utc`` may go out, or None if it may go now.
+
+        Args:
+            now_utc: the current instant; must be timezone-aware (any zone).
+            timezone: the user's IANA zone name, e.g. ``"Europe/Lisbon"``. An
+                absent, empty or unknown name means UTC, so a bad profile value
+                still gets quiet hours instead of an error.
+
+        Returns:
+            None when the user's local time is outside the window; otherwise
+            the aware UTC datetime at which the window ends: the first instant
+            after ``now_utc`` at which the local clock reads ``end`` or later.
+            On a day when ``end`` falls into a daylight-saving gap that is the
+            moment the clocks jump; when ``end`` occurs twice, its next
+            occurrence. At the returned instant the user is never in quiet
+            hours, so ``release_time(result, timezone)`` is None.
+        """
+        if now_utc.tzinfo is None or now_utc.utcoffset() is None:
+            raise ValueError("now_utc must be timezone-aware")
+        zone = resolve_zone(timezone)
+        release = self._window_end(now_utc, zone)
+        if release is None:
+            return None
+        # Where a zone skips a whole day (Pacific/Apia, 2011-12-30) the clocks
+        # can jump from one night's window straight into the next one's.
+        for _ in range(3):
+            later = self._window_end(release, zone)
+            if later is None:
+                break
+            release = later
+        return release
+
+    def _window_end(self, instant: datetime, zone: tzinfo) -> datetime | None:
+        """The end of the window ``instant`` is in, or None when it is in none."""
+        local = instant.astimezone(zone)
+        wall = local.time()
+        if not self._contains(wall):
+            return None
+        end_date = local.date()
+        if self.start > self.end and wall >= self.start:
+            end_date += timedelta(days=1)  # evening part of a window that wraps midnight
+        return _first_instant_reading(datetime.combine(end_date, self.end), zone, after=instant)
+
+    def _contains(self, wall: time) -> bool:
+        if self.start == self.end:
+            return False
+        if self.start < self.end:
+            return self.start <= wall < self.end
+        return wall >= self.start or wall < self.end
+
+
+@functools.lru_cache(maxsize=1024)
+def resolve_zone(name: str | None) -> tzinfo:
+    """The IANA zone called ``name``; UTC when ``name`` is absent, empty or unknown."""
+    if not name:
+        return UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        # ValueError: malformed keys ("../x", absolute paths); OSError: odd file systems.
+        return UTC
+
+
+def _first_instant_reading(wall: datetime, zone: tzinfo, *, after: datetime) -> datetime:
+    """The first UTC instant after ``after`` at which the clock in ``zone`` reads >= ``wall``.
+
+    ``wall`` is naive. Usually it maps to exactly one instant; around a
+    daylight-saving change it may map to two (clocks go back) or none (clocks
+    go forward), which is what the ``fold`` juggling below is about.
+    """
+    candidates = sorted({wall.replace(tzinfo=zone, fold=fold).astimezone(UTC) for fold in (0, 1)})
+    real = [c for c in candidates if _reads(c, zone) == wall]
+    if real:
+        later = [c for c in real if c > after]
+        return later[0] if later else real[-1]
+    # ``wall`` is skipped: the clock jumps from before it to after it somewhere
+    # between the two candidates. Transitions fall on whole seconds, so a
+    # bisection over seconds finds the jump exactly.
+    low, high = candidates[0], candidates[-1]
+    while high - low > timedelta(seconds=1):
+        middle = low + timedelta(seconds=(high - low).total_seconds() // 2)
+        if _reads(middle, zone) >= wall:
+            high = middle
+        else:
+            low = middle
+    return high
+
+
+def _reads(instant: datetime, zone: tzinfo) -> datetime:
+    """What a wall clock in ``zone`` shows at ``instant``, as a naive datetime."""
+    return instant.astimezone(zone).replace(tzinfo=None, fold=0)

@@ -1,0 +1,108 @@
+"""Per-channel send rate limits (token buckets).
+
+Providers such as an SMTP relay or a partner's webhook accept only so many
+requests per second; the dispatcher asks the limiter before each send and
+defers the message instead of provoking 429s or a relay ban.
+
+Time comes from an injected clock so that tests drive it by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+# Waiting exactly ``delay_until_available()`` seconds must be enough, but the
+# refill arithmetic can land a hair below one token; count that as a token.
+_TOKEN_EPSILON = 1e-9
+
+
+class RateLimiter:
+    """A token bucket: ``burst`` sends at once, then ``rate_per_second`` on average.
+
+    The bucket starts full. It refills continuously at ``rate_per_second``
+    tokens per second up to ``burst`` tokens; each send takes one token.
+
+    ``clock`` returns seconds as a float from any fixed origin, and should be
+    monotonic (``time.monotonic``). If it ever steps backwards the bucket simply
+    gains nothing until it moves forward again.
+
+    Not thread-safe: it is meant to be used from the dispatcher's event loop.
+    """
+
+    def __init__(self, rate_per_second: float, burst: int, clock: Callable[[], float]) -> None:
+        if not rate_per_second > 0:
+            raise ValueError(f"rate_per_second must be > 0, got {rate_per_second}")
+        if burst < 1:
+            raise ValueError(f"burst must be >= 1, got {burst}")
+        self.rate_per_second = rate_per_second
+        self.burst = burst
+        self._clock = clock
+        self._tokens = float(burst)
+        self._updated_at = clock()
+
+    def try_acquire(self) -> bool:
+        """Take one token if one is available now; True when it was taken."""
+        self._refill()
+        if self._tokens >= 1.0 - _TOKEN_EPSILON:
+            self._tokens -= 1.0
+            return True
+        return False
+
+    def delay_until_available(self) -> float:
+        """Seconds until ``try_acquire`` would succeed; 0.0 when it would now.
+
+        Takes no token: a caller that waits this long must still call
+        ``try_acquire``, since another sender may have taken the token first.
+        """
+        self._refill()
+        missing = 1.0 - self._tokens
+        if missing <= _TOKEN_EPSILON:
+            return 0.0
+        return missing / self.rate_per_second
+
+    def _refill(self) -> None:
+        now = self._clock()
+        elapsed = now - self._updated_at
+        if elapsed > 0:
+            self._tokens = min(float(self.burst), self._tokens + elapsed * self.rate_per_second)
+        # Moving the reference point even when the clock went backwards avoids
+        # crediting the same interval twice once it moves forward again.
+        self._updated_at = now
+
+
+class ChannelRateLimits:
+    """One ``RateLimiter`` per channel name.
+
+    A channel that maps to ``None``, or is not mentioned at all, is unlimited.
+    """
+
+    def __init__(self, limiters: Mapping[str, RateLimiter | None] | None = None) -> None:
+        self._limiters: dict[str, RateLimiter | None] = dict(limiters or {})
+
+    @classmethod
+    def from_rates(
+        cls,
+        rates: Mapping[str, tuple[float, int] | None],
+        clock: Callable[[], float],
+    ) -> ChannelRateLimits:
+        """Build from ``{channel: (rate_per_second, burst) or None}``, sharing ``clock``."""
+        return cls(
+            {
+                channel: None if rate is None else RateLimiter(rate[0], rate[1], clock)
+                for channel, rate in rates.items()
+            }
+        )
+
+    def limiter_for(self, channel: str) -> RateLimiter | None:
+        """The channel's limiter, or None when the channel is unlimited."""
+        return self._limiters.get(channel)
+
+    def try_acquire(self, channel: str) -> bool:
+        """Take one send slot on ``channel``; always True for an unlimited channel."""
+        limiter = self.limiter_for(channel)
+        return True if limiter is None else limiter.try_acquire()
+
+    def delay_until_available(self, channel: str) -> float:
+        """Seconds until ``channel`` has a free slot; 0.0 for an unlimited channel."""
+        limiter = self.limiter_for(channel)
+        return 0.0 if limiter is None else limiter.delay_until_available()

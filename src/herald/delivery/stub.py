@@ -1,0 +1,97 @@
+"""Providers that need no outside service: the development stub and the internal log."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from pathlib import Path
+
+import orjson
+
+from herald.delivery.provider import DeliveryResult, SendRequest
+from herald.observability.masking import mask_recipient
+
+log = logging.getLogger("herald.delivery")
+
+
+class StubProvider:
+    """Records each send request as one JSON line in ``path`` (e.g. ``outbox.jsonl``) and
+    logs it; the message then counts as sent. For development and tests."""
+
+    def __init__(self, path: Path, name: str = "stub") -> None:
+        self.name = name
+        self._path = path
+        self._lock = threading.Lock()
+
+    async def send(self, request: SendRequest) -> DeliveryResult:
+        line = orjson.dumps(request.as_json()) + b"\n"
+        try:
+            await asyncio.to_thread(self._append, line)
+        except OSError as exc:
+            return DeliveryResult.retry(f"cannot write {self._path}: {exc.strerror}")
+        log.info(
+            "stub send %s %s to %s",
+            request.channel,
+            request.rule,
+            mask_recipient(request.recipient),
+            extra={"message_id": request.message_id, "user_id": request.user_id},
+        )
+        return DeliveryResult.sent(f"recorded in {self._path.name}")
+
+    def _append(self, line: bytes) -> None:
+        with self._lock, self._path.open("ab") as handle:
+            handle.write(line)
+
+    async def aclose(self) -> None:
+        return None
+
+
+class LogAlertProvider:
+    """Internal alerts (e.g. HIGH_RISK_ALERT): a structured WARNING line, never a user message."""
+
+    def __init__(self, name: str = "log") -> None:
+        self.name = name
+
+    async def send(self, request: SendRequest) -> DeliveryResult:
+        log.warning(
+            "internal alert %s for user %s (event %s): %s",
+            request.rule,
+            request.user_id,
+            request.event_id,
+            request.subject,
+            extra={
+                "alert": request.rule,
+                "user_id": request.user_id,
+                "event_id": request.event_id,
+                "message_id": request.message_id,
+            },
+        )
+        return DeliveryResult.sent("logged")
+
+    async def aclose(self) -> None:
+        return None
+
+
+class FanOutProvider:
+    """Sends through each provider in turn; the first one is the one that must succeed
+    (e.g. the log), the others are best effort with their outcome in the detail."""
+
+    def __init__(self, name: str, primary: object, *others: object) -> None:
+        self.name = name
+        self._primary = primary
+        self._others = others
+
+    async def send(self, request: SendRequest) -> DeliveryResult:
+        result: DeliveryResult = await self._primary.send(request)  # type: ignore[attr-defined]
+        notes = [result.detail]
+        for other in self._others:
+            extra: DeliveryResult = await other.send(request)  # type: ignore[attr-defined]
+            notes.append(f"{other.name}: {extra.status.value} {extra.detail}".strip())  # type: ignore[attr-defined]
+        return DeliveryResult(
+            result.status, "; ".join(n for n in notes if n), result.provider_reference
+        )
+
+    async def aclose(self) -> None:
+        for provider in (self._primary, *self._others):
+            await provider.aclose()  # type: ignore[attr-defined]

@@ -1,0 +1,151 @@
+"""The webhook channel: POST each message as JSON to a configured URL.
+
+What the receiver gets, per request:
+
+- body: ``SendRequest.as_json()`` as UTF-8 JSON;
+- ``Content-Type: application/json``;
+- ``Idempotency-Key: <message_id>``, the same on every retry of a message,
+  because delivery is at-least-once and the receiver must de-duplicate;
+- ``Herald-Signature: t=<unix seconds>,v1=<hex>`` when a secret is set
+  (see ``herald.delivery.signing`` for how to verify it);
+- ``User-Agent: herald/<version>``.
+
+How the answer is read: 2xx is sent; 408, 429, 5xx, connection errors and
+timeouts are worth retrying; anything else (other 4xx, an unfollowed 3xx) is a
+permanent failure that retrying would only repeat.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import httpx
+
+from herald import __version__
+from herald.delivery.provider import DeliveryResult, SendRequest
+from herald.delivery.signing import SIGNATURE_HEADER, signature_header
+
+_RETRYABLE_STATUSES = frozenset({408, 429})
+_DETAIL_BODY_CHARS = 200
+
+
+class WebhookProvider:
+    """Delivers messages by HTTP POST to ``url``; implements ``Provider``.
+
+    Args:
+        name: the provider's name in configuration and the audit.
+        url: the endpoint; redirects are not followed (a moved endpoint is a
+            configuration change, not something to chase silently).
+        secret: HMAC key for ``Herald-Signature``; None sends no signature.
+        timeout: seconds allowed for each of connect, write, pool wait and
+            read; going over any of them is a ``retry``.
+        headers: extra headers sent on every request. The headers listed in
+            the module docstring are Herald's and win over these.
+        clock: Unix time in seconds, used for the signature timestamp.
+        client: an ``httpx.AsyncClient`` to share; the caller keeps ownership
+            and closes it. When None the provider makes its own on first use
+            and closes it in ``aclose``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        secret: bytes | None,
+        timeout: float = 10.0,
+        headers: Mapping[str, str] | None = None,
+        clock: Callable[[], float] = time.time,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.name = name
+        self.url = url
+        self.timeout = timeout
+        self._secret = secret
+        self._extra_headers = dict(headers or {})
+        self._clock = clock
+        self._client = client
+        self._owns_client = client is None
+
+    async def send(self, request: SendRequest) -> DeliveryResult:
+        """POST ``request`` once and classify the outcome. Never raises for delivery failures."""
+        # Serialise once: the signature covers these exact bytes.
+        body = json.dumps(request.as_json(), ensure_ascii=False, separators=(",", ":")).encode()
+        try:
+            response = await self._get_client().post(
+                self.url,
+                content=body,
+                headers=self._headers_for(request, body),
+                timeout=self.timeout,
+            )
+        except httpx.TimeoutException as exc:
+            return DeliveryResult.retry(f"timeout after {self.timeout:g} s ({type(exc).__name__})")
+        except httpx.ConnectError as exc:
+            return DeliveryResult.retry(f"connection failed: {_describe(exc)}")
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+            return DeliveryResult.failed(f"bad webhook URL {self.url!r}: {_describe(exc)}")
+        except httpx.TransportError as exc:
+            # The connection broke mid-exchange: the receiver may or may not
+            # have the message, and the idempotency key covers the retry.
+            return DeliveryResult.retry(f"connection error: {_describe(exc)}")
+        return _classify(response)
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if this provider created it; idempotent."""
+        if self._owns_client and self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def _get_client(self) -> httpx.AsyncClient:
+        # Created lazily so the client belongs to the event loop that sends,
+        # not to whatever (if any) loop was running when config was loaded.
+        if self._client is None:
+            self._client = httpx.AsyncClient(follow_redirects=False)
+        return self._client
+
+    def _headers_for(self, request: SendRequest, body: bytes) -> dict[str, str]:
+        headers = dict(self._extra_headers)
+        headers["Content-Type"] = "application/json"
+        headers["Idempotency-Key"] = request.message_id
+        headers["User-Agent"] = f"herald/{__version__}"
+        if self._secret is not None:
+            timestamp = int(self._clock())
+            headers[SIGNATURE_HEADER] = signature_header(self._secret, timestamp, body)
+        return headers
+
+
+def _classify(response: httpx.Response) -> DeliveryResult:
+    status = response.status_code
+    if 200 <= status < 300:
+        return DeliveryResult.sent(f"HTTP {status}", reference=_reference_from(response))
+    snippet = _snippet(response.content)
+    detail = f"HTTP {status}: {snippet}" if snippet else f"HTTP {status}"
+    retry_after = response.headers.get("Retry-After")
+    if retry_after:
+        detail += f" (Retry-After: {retry_after[:40]})"
+    if status in _RETRYABLE_STATUSES or status >= 500:
+        return DeliveryResult.retry(detail)
+    return DeliveryResult.failed(detail)
+
+
+def _reference_from(response: httpx.Response) -> str | None:
+    """The receiver's own id for the message: a top-level ``id`` in a JSON object body."""
+    try:
+        payload: Any = json.loads(response.content)
+    except ValueError:  # not JSON, or not UTF-8
+        return None
+    if isinstance(payload, dict) and payload.get("id") is not None:
+        return str(payload["id"])
+    return None
+
+
+def _snippet(content: bytes) -> str:
+    text = content.decode("utf-8", errors="replace")
+    return " ".join(text.split())[:_DETAIL_BODY_CHARS]
+
+
+def _describe(exc: Exception) -> str:
+    # httpx errors often carry an empty message; the class name still says what happened.
+    return str(exc) or type(exc).__name__

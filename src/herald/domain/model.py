@@ -1,0 +1,133 @@
+"""Values the rule engine reads and writes."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+from herald.domain.timeutil import iso
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A behavioural event, validated and normalised (timestamp in UTC)."""
+
+    event_id: str
+    user_id: str
+    event_type: str
+    timestamp: datetime
+    properties: Mapping[str, Any] = field(default_factory=dict)
+    user_traits: Mapping[str, Any] = field(default_factory=dict)
+
+    def fingerprint(self) -> str:
+        """Hash of the payload, to tell a retry (same) from a conflicting reuse of an id."""
+        canonical = orjson.dumps(
+            [self.user_id, self.event_type, iso(self.timestamp), self.properties, self.user_traits],
+            option=orjson.OPT_SORT_KEYS,
+        )
+        return hashlib.blake2b(canonical, digest_size=16).hexdigest()
+
+    def as_context(self) -> dict[str, Any]:
+        """The ``event`` variable seen by rule conditions and templates."""
+        return {
+            "id": self.event_id,
+            "type": self.event_type,
+            "user_id": self.user_id,
+            "timestamp": iso(self.timestamp),
+            "properties": dict(self.properties),
+        }
+
+
+def derived_event_id(user_id: str, event_type: str, timestamp: datetime) -> str:
+    """The idempotency key of an event sent without ``event_id``."""
+    digest = hashlib.sha256(f"{user_id}\x1f{event_type}\x1f{iso(timestamp)}".encode()).hexdigest()
+    return f"evt_{digest[:32]}"
+
+
+@dataclass(frozen=True, slots=True)
+class UserProfile:
+    """What Herald knows about a user: traits, each stamped with the event time it came from."""
+
+    user_id: str
+    traits: Mapping[str, Any] = field(default_factory=dict)
+    trait_times: Mapping[str, int] = field(default_factory=dict)
+
+    def merged(self, traits: Mapping[str, Any], at_micros: int) -> UserProfile:
+        """Merge traits from an event at ``at_micros``; the later event time wins per trait.
+
+        Ties go to the newer arrival, so a corrected resend of the same event updates.
+        The result is independent of arrival order for distinct event times.
+        """
+        if not traits:
+            return self
+        new_traits = dict(self.traits)
+        new_times = dict(self.trait_times)
+        for key, value in traits.items():
+            if at_micros >= new_times.get(key, -(2**62)):
+                new_traits[key] = value
+                new_times[key] = at_micros
+        return UserProfile(self.user_id, new_traits, new_times)
+
+    def seen_by(self, event: Event) -> dict[str, Any]:
+        """The ``user`` variable for a rule about ``event``: the profile overlaid with the
+        event's own traits, so a decision depends on what the event said, not on what
+        arrived before it."""
+        view = dict(self.traits)
+        view.update(event.user_traits)
+        view["id"] = self.user_id
+        return view
+
+
+class Outcome(StrEnum):
+    TRIGGERED = "triggered"  # a message was created
+    SUPPRESSED = "suppressed"  # a limit blocked it: another message holds the dedup key
+    SKIPPED = "skipped"  # a condition, window, consent or recipient did not hold
+
+
+@dataclass(frozen=True, slots=True)
+class MessageDraft:
+    """A message a triggered decision asks for; the service renders and stores it."""
+
+    message_id: str
+    dedup_key: str
+    channel: str
+    recipient: str
+    trigger: Event
+    limit: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The verdict of one rule on one event, with the reason a person can read."""
+
+    rule: str
+    rule_version: str
+    outcome: Outcome
+    reason: str
+    message_id: str | None = None
+    dedup_key: str | None = None
+    draft: MessageDraft | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "rule": self.rule,
+            "rule_version": self.rule_version,
+            "outcome": self.outcome.value,
+            "reason": self.reason,
+        }
+        if self.message_id is not None:
+            out["message_id"] = self.message_id
+        if self.dedup_key is not None:
+            out["dedup_key"] = self.dedup_key
+        return out
+
+
+def message_id_for(dedup_key: str) -> str:
+    """Message ids derive from the dedup key: the same decision always names the same message."""
+    return "msg_" + hashlib.blake2b(dedup_key.encode(), digest_size=12).hexdigest()

@@ -1,0 +1,64 @@
+"""Validation of event properties against the schema declared in the rule file."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+PROPERTY_TYPES = ("string", "number", "integer", "boolean", "object", "array")
+
+
+@dataclass(frozen=True, slots=True)
+class PropertySpec:
+    name: str
+    type: str
+    required: bool = False
+    minimum: float | None = None
+    maximum: float | None = None
+    enum: tuple[Any, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    loc: tuple[str, ...]
+    msg: str
+
+
+def _type_matches(value: Any, type_name: str) -> bool:
+    # bool is an int in Python; JSON keeps them apart, and so do we.
+    if type_name == "string":
+        return isinstance(value, str)
+    if type_name == "integer":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if type_name == "number":
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if type_name == "boolean":
+        return isinstance(value, bool)
+    if type_name == "object":
+        return isinstance(value, dict)
+    return isinstance(value, list)
+
+
+def validate_properties(
+    properties: Mapping[str, Any], specs: Mapping[str, PropertySpec]
+) -> list[FieldError]:
+    """Errors of ``properties`` against ``specs``; undeclared properties are kept as they are."""
+    errors: list[FieldError] = []
+    for spec in specs.values():
+        loc = ("properties", spec.name)
+        if spec.name not in properties or properties[spec.name] is None:
+            if spec.required:
+                errors.append(FieldError(loc, "field required"))
+            continue
+        value = properties[spec.name]
+        if not _type_matches(value, spec.type):
+            errors.append(FieldError(loc, f"must be of type {spec.type}, got {value!r}"))
+            continue
+        if spec.minimum is not None and value < spec.minimum:
+            errors.append(FieldError(loc, f"must be >= {spec.minimum:g}, got {value!r}"))
+        if spec.maximum is not None and value > spec.maximum:
+            errors.append(FieldError(loc, f"must be <= {spec.maximum:g}, got {value!r}"))
+        if spec.enum is not None and value not in spec.enum:
+            errors.append(FieldError(loc, f"must be one of {list(spec.enum)}, got {value!r}"))
+    return errors

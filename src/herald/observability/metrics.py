@@ -1,0 +1,67 @@
+"""Prometheus metrics, on a registry of the app's own (nothing global at import time)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.events = Counter(
+            "herald_events_total",
+            "Events received, by type and status",
+            ["event_type", "status"],
+            registry=self.registry,
+        )
+        self.decisions = Counter(
+            "herald_decisions_total",
+            "Rule decisions, by rule and outcome",
+            ["rule", "outcome"],
+            registry=self.registry,
+        )
+        self.deliveries = Counter(
+            "herald_deliveries_total",
+            "Delivery attempts, by channel and result",
+            ["channel", "status"],
+            registry=self.registry,
+        )
+        self.ingest_latency = Histogram(
+            "herald_ingest_seconds",
+            "Time from request to committed answer, per request",
+            ["endpoint"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+
+    def watch_outbox(self, read: Callable[[], tuple[dict[str, int], int, float]]) -> None:
+        """Report the outbox on each scrape: ``read()`` gives (count by status, backlog,
+        age in seconds of the oldest due message)."""
+        self.registry.register(_OutboxCollector(read))
+
+
+class _OutboxCollector(Collector):
+    def __init__(self, read: Callable[[], tuple[dict[str, int], int, float]]) -> None:
+        self._read = read
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        return []  # registering must not query the database
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        by_status, backlog, age = self._read()
+        messages = GaugeMetricFamily(
+            "herald_messages", "Messages in the outbox, by status", labels=["status"]
+        )
+        for status, count in sorted(by_status.items()):
+            messages.add_metric([status], count)
+        yield messages
+        yield GaugeMetricFamily(
+            "herald_outbox_backlog", "Messages pending or being sent", value=backlog
+        )
+        yield GaugeMetricFamily(
+            "herald_outbox_oldest_due_seconds", "Age of the oldest due message", value=age
+        )

@@ -1,0 +1,84 @@
+"""Rule conditions in CEL (the Common Expression Language): safe, side-effect free, fast."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import cel
+
+CONDITION_VARIABLES = frozenset({"event", "user"})
+_PATH = re.compile(r"\b(?:event|user)(?:\.[A-Za-z_][A-Za-z0-9_]*)+")
+
+
+class ConditionError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ConditionResult:
+    holds: bool
+    explanation: str
+
+
+def _lookup(context: dict[str, Any], path: str) -> tuple[bool, Any]:
+    node: Any = context
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def _cel_literal(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return f'"{value}"'
+    return repr(value)
+
+
+class Condition:
+    """A compiled CEL expression over ``event`` and ``user`` that must yield a bool."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source.strip()
+        try:
+            self._program = cel.compile(self.source)
+        except (ValueError, RuntimeError) as exc:
+            raise ConditionError(f"does not compile: {exc}") from None
+        unknown = set(self._program.variables()) - CONDITION_VARIABLES
+        if unknown:
+            raise ConditionError(
+                f"uses unknown variable(s) {sorted(unknown)}; only `event` and `user` exist"
+            )
+        self._paths = sorted(set(_PATH.findall(self.source)))
+
+    def evaluate(self, context: dict[str, Any]) -> ConditionResult:
+        """Evaluate against ``{"event": ..., "user": ...}``.
+
+        Never raises: an expression that cannot be evaluated (a missing field, a type
+        mismatch) does not hold, and the explanation says why.
+        """
+        try:
+            value = self._program.execute(context)
+        except KeyError as exc:
+            return ConditionResult(False, f"`{self.source}` could not be evaluated: {exc} missing")
+        except Exception as exc:
+            first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            return ConditionResult(False, f"`{self.source}` could not be evaluated: {first_line}")
+        if not isinstance(value, bool):
+            return ConditionResult(False, f"`{self.source}` returned {value!r}, not a bool")
+        return ConditionResult(
+            value, f"`{self.source}` is {_cel_literal(value)}{self._values(context)}"
+        )
+
+    def _values(self, context: dict[str, Any]) -> str:
+        parts = []
+        for path in self._paths:
+            found, value = _lookup(context, path)
+            parts.append(f"{path} is {_cel_literal(value) if found else 'missing'}")
+        return f" ({', '.join(parts)})" if parts else ""

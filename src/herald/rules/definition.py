@@ -1,0 +1,74 @@
+"""The rule set: event types with their property schemas, and rules over them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import StrEnum
+
+from herald.domain.properties import PropertySpec
+from herald.rules.conditions import Condition
+from herald.rules.templates import TemplateSet
+
+CHANNELS = ("email", "sms", "internal")
+
+
+class Limit(StrEnum):
+    ONCE_PER_USER = "once_per_user"
+    ONCE_PER_USER_PER_DAY = "once_per_user_per_day"  # the UTC day of the triggering event
+    ONCE_PER_EVENT = "once_per_event"
+
+
+class Category(StrEnum):
+    MARKETING = "marketing"  # needs consent; unsubscribes apply
+    TRANSACTIONAL = "transactional"  # about the user's own account; always sent
+    INTERNAL = "internal"  # for the team, never for the user
+
+
+@dataclass(frozen=True, slots=True)
+class After:
+    """The rule fires only if an ``event_type`` event precedes the trigger by at most
+    ``within`` (both ends inclusive: ``anchor <= trigger <= anchor + within``)."""
+
+    event_type: str
+    within: timedelta
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    id: str
+    on: str
+    channel: str
+    limit: Limit
+    category: Category
+    version: str
+    condition: Condition | None = None
+    after: After | None = None
+    template: str | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class EventType:
+    name: str
+    properties: Mapping[str, PropertySpec] = field(default_factory=dict)
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSet:
+    version: str
+    source: str
+    event_types: Mapping[str, EventType]
+    rules: tuple[Rule, ...]
+    templates: TemplateSet
+
+    def triggered_by(self, event_type: str) -> tuple[Rule, ...]:
+        return tuple(rule for rule in self.rules if rule.on == event_type)
+
+    def anchored_on(self, event_type: str) -> tuple[Rule, ...]:
+        """Rules whose ``after`` window starts at an event of this type."""
+        return tuple(
+            rule for rule in self.rules if rule.after and rule.after.event_type == event_type
+        )

@@ -1,0 +1,221 @@
+"""The rule engine: pure functions from an event, the user and their history to decisions.
+
+It reads no clock and no database. The service asks it which history it needs
+(``history_windows``), fetches that, calls ``evaluate`` for candidate decisions, looks
+up which dedup keys are already held, and calls ``apply_limits`` for the final word.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from herald.domain.model import (
+    Decision,
+    Event,
+    MessageDraft,
+    Outcome,
+    UserProfile,
+    message_id_for,
+)
+from herald.domain.timeutil import iso, utc_day
+from herald.rules.definition import Category, Limit, Rule, RuleSet
+
+RECIPIENT_TRAIT = {"email": "email", "sms": "phone"}
+INTERNAL_RECIPIENT = "internal"
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryWindow:
+    """The user's events of ``event_type`` with ``start <= timestamp <= end``."""
+
+    event_type: str
+    start: datetime
+    end: datetime
+
+
+def history_windows(event: Event, ruleset: RuleSet) -> list[HistoryWindow]:
+    """The slices of the user's history that ``evaluate`` needs for ``event``."""
+    windows = []
+    for rule in ruleset.triggered_by(event.event_type):
+        if rule.after:
+            start = event.timestamp - rule.after.within
+            windows.append(HistoryWindow(rule.after.event_type, start, event.timestamp))
+    for rule in ruleset.anchored_on(event.event_type):
+        assert rule.after is not None
+        end = event.timestamp + rule.after.within
+        windows.append(HistoryWindow(rule.on, event.timestamp, end))
+    return windows
+
+
+def dedup_key(rule: Rule, trigger: Event) -> str:
+    if rule.limit is Limit.ONCE_PER_USER:
+        return f"{rule.id}:{trigger.user_id}"
+    if rule.limit is Limit.ONCE_PER_USER_PER_DAY:
+        return f"{rule.id}:{trigger.user_id}:{utc_day(trigger.timestamp)}"
+    return f"{rule.id}:{trigger.user_id}:{trigger.event_id}"
+
+
+def evaluate(
+    event: Event, user: UserProfile, history: Sequence[Event], ruleset: RuleSet
+) -> list[Decision]:
+    """Candidate decisions for ``event``; ``history`` holds the events ``history_windows``
+    asked for. Triggered candidates carry a dedup key but have not met their limit yet."""
+    decisions = []
+    for rule in ruleset.triggered_by(event.event_type):
+        decisions.append(_decide_on_trigger(rule, event, user, history))
+    # Event time, not arrival order: a trigger that came before its anchor is decided now.
+    for rule in ruleset.anchored_on(event.event_type):
+        decisions.extend(_decide_on_anchor(rule, event, user, history))
+    return decisions
+
+
+def apply_limits(candidates: Iterable[Decision], held: Mapping[str, str]) -> list[Decision]:
+    """Turn triggered candidates whose dedup key is already held into suppressions.
+
+    ``held`` maps dedup keys to the message id holding them. Candidates are taken in
+    order, so the second of two candidates with one key is suppressed by the first.
+    """
+    taken = dict(held)
+    final = []
+    for decision in candidates:
+        if decision.outcome is Outcome.TRIGGERED and decision.dedup_key is not None:
+            holder = taken.get(decision.dedup_key)
+            if holder is not None:
+                limit = decision.draft.limit if decision.draft else "limit"
+                decision = replace(
+                    decision,
+                    outcome=Outcome.SUPPRESSED,
+                    reason=f"{limit}: dedup key {decision.dedup_key} is held by message {holder}",
+                    message_id=holder,
+                    draft=None,
+                )
+            else:
+                taken[decision.dedup_key] = decision.message_id or ""
+        final.append(decision)
+    return final
+
+
+def _decide_on_trigger(
+    rule: Rule, event: Event, user: UserProfile, history: Sequence[Event]
+) -> Decision:
+    why = ""
+    if rule.after:
+        anchors = [
+            anchor
+            for anchor in history
+            if anchor.event_type == rule.after.event_type
+            and anchor.timestamp <= event.timestamp <= anchor.timestamp + rule.after.within
+        ]
+        if not anchors:
+            return _skip(
+                rule,
+                f"no {rule.after.event_type} within {_span(rule)} before this "
+                f"{event.event_type} at {iso(event.timestamp)} (yet: a later-arriving one "
+                f"will decide it)",
+            )
+        anchor = max(anchors, key=lambda a: a.timestamp)
+        why = f"{rule.after.event_type} {anchor.event_id} at {iso(anchor.timestamp)} is within {_span(rule)}; "
+    return _decide_condition(rule, event, user, why)
+
+
+def _decide_on_anchor(
+    rule: Rule, anchor: Event, user: UserProfile, history: Sequence[Event]
+) -> list[Decision]:
+    assert rule.after is not None
+    triggers = sorted(
+        (
+            trigger
+            for trigger in history
+            if trigger.event_type == rule.on
+            and anchor.timestamp <= trigger.timestamp <= anchor.timestamp + rule.after.within
+        ),
+        key=lambda t: (t.timestamp, t.event_id),
+    )
+    return [
+        _decide_condition(
+            rule,
+            trigger,
+            user,
+            f"{rule.on} {trigger.event_id} at {iso(trigger.timestamp)} came within "
+            f"{_span(rule)} after this {anchor.event_type}; ",
+        )
+        for trigger in triggers
+    ]
+
+
+def _decide_condition(rule: Rule, trigger: Event, user: UserProfile, why: str) -> Decision:
+    view = user.seen_by(trigger)
+    if rule.condition is not None:
+        result = rule.condition.evaluate({"event": trigger.as_context(), "user": view})
+        if not result.holds:
+            return _skip(rule, why + result.explanation)
+        why += result.explanation
+    consent = _consent_problem(rule, view)
+    if consent:
+        return _skip(rule, why + ("; " if why else "") + consent)
+    recipient = _recipient(rule, view)
+    if recipient is None:
+        trait = RECIPIENT_TRAIT[rule.channel]
+        return _skip(rule, f"no recipient: user has no {trait} for channel {rule.channel}")
+    key = dedup_key(rule, trigger)
+    message_id = message_id_for(key)
+    return Decision(
+        rule=rule.id,
+        rule_version=rule.version,
+        outcome=Outcome.TRIGGERED,
+        reason=(why or "no condition") + _delivery_note(rule.channel, recipient),
+        message_id=message_id,
+        dedup_key=key,
+        draft=MessageDraft(message_id, key, rule.channel, recipient, trigger, rule.limit.value),
+    )
+
+
+def _consent_problem(rule: Rule, view: Mapping[str, object]) -> str | None:
+    if rule.category is not Category.MARKETING:
+        return None
+    if view.get("marketing_opt_in") is False:
+        return "marketing rule and the user has not opted in (marketing_opt_in is false)"
+    unsubscribed = view.get("unsubscribed")
+    if isinstance(unsubscribed, list | tuple):
+        if "marketing" in unsubscribed or "all" in unsubscribed:
+            return "marketing rule and the user unsubscribed from all marketing"
+        if rule.channel in unsubscribed:
+            return f"marketing rule and the user unsubscribed from {rule.channel}"
+    return None
+
+
+def _recipient(rule: Rule, view: Mapping[str, object]) -> str | None:
+    if rule.channel == "internal":
+        return INTERNAL_RECIPIENT
+    value = view.get(RECIPIENT_TRAIT[rule.channel])
+    return value if isinstance(value, str) and value.strip() else None
+
+
+def _mask(recipient: str) -> str:
+    """Decisions are shown to operators; a hint of the address is enough."""
+    if recipient == INTERNAL_RECIPIENT:
+        return recipient
+    if "@" in recipient:
+        local, _, domain = recipient.partition("@")
+        return f"{local[:1]}***@{domain}"
+    return f"***{recipient[-4:]}"
+
+
+def _span(rule: Rule) -> str:
+    assert rule.after is not None
+    seconds = int(rule.after.within.total_seconds())
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600}h"
+    return f"{seconds}s"
+
+
+def _skip(rule: Rule, reason: str) -> Decision:
+    return Decision(rule.id, rule.version, Outcome.SKIPPED, reason)
+
+
+def _delivery_note(channel: str, recipient: str) -> str:
+    if channel == "internal":
+        return "; internal alert (log)"
+    return f"; {channel} to {_mask(recipient)}"

@@ -1,0 +1,216 @@
+"""Load and validate a rule file (YAML) into a ``RuleSet``.
+
+Every problem is reported with the file, the rule (or event type) and what is wrong,
+and all problems are collected before failing, so one run of ``herald rules check``
+shows everything to fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import timedelta
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+
+from herald.domain.properties import PROPERTY_TYPES, PropertySpec
+from herald.rules.conditions import Condition, ConditionError
+from herald.rules.definition import CHANNELS, After, Category, EventType, Limit, Rule, RuleSet
+from herald.rules.samples import sample_context
+from herald.rules.templates import TemplateProblem, TemplateSet
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_RULE_KEYS = {
+    "id",
+    "trigger",
+    "when",
+    "after",
+    "channel",
+    "limit",
+    "category",
+    "template",
+    "description",
+}
+
+
+class RuleFileError(ValueError):
+    """The rule file is invalid; ``problems`` lists each one."""
+
+    def __init__(self, path: str, problems: list[str]) -> None:
+        self.path = path
+        self.problems = problems
+        super().__init__(f"{path}: " + "; ".join(problems))
+
+
+def default_rules_path() -> Path:
+    return Path(str(resources.files("herald.rules") / "default.yaml"))
+
+
+def load_ruleset(path: str | Path | None = None) -> RuleSet:
+    path = Path(path) if path is not None else default_rules_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RuleFileError(str(path), [f"cannot read: {exc.strerror}"]) from None
+    return parse_ruleset(text, source=str(path), template_dir=path.parent / "templates")
+
+
+def parse_ruleset(text: str, *, source: str, template_dir: Path) -> RuleSet:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RuleFileError(source, [f"not valid YAML: {exc}"]) from None
+    if not isinstance(data, dict):
+        raise RuleFileError(source, ["must be a mapping with `events` and `rules`"])
+    problems: list[str] = []
+    event_types = _event_types(data.get("events"), problems)
+    rules = _rules(data.get("rules"), event_types, problems)
+    templates = _templates(data, rules, template_dir, event_types, problems)
+    if problems:
+        raise RuleFileError(source, problems)
+    version = hashlib.sha256(
+        orjson.dumps(data, option=orjson.OPT_SORT_KEYS, default=str)
+    ).hexdigest()[:12]
+    return RuleSet(version, source, event_types, tuple(rules), templates)
+
+
+def _event_types(raw: Any, problems: list[str]) -> dict[str, EventType]:
+    if not isinstance(raw, dict) or not raw:
+        problems.append("`events` must map each event type to its definition")
+        return {}
+    types = {}
+    for name, spec in raw.items():
+        spec = spec or {}
+        props = {}
+        for prop, pspec in (spec.get("properties") or {}).items():
+            pspec = pspec if isinstance(pspec, dict) else {"type": pspec}
+            if pspec.get("type") not in PROPERTY_TYPES:
+                problems.append(
+                    f"event {name}: property {prop}: type must be one of {list(PROPERTY_TYPES)}"
+                )
+                continue
+            enum = pspec.get("enum")
+            props[prop] = PropertySpec(
+                prop,
+                pspec["type"],
+                bool(pspec.get("required", False)),
+                pspec.get("minimum"),
+                pspec.get("maximum"),
+                tuple(enum) if enum else None,
+            )
+        types[name] = EventType(name, props, spec.get("description", ""))
+    return types
+
+
+def _rules(raw: Any, event_types: dict[str, EventType], problems: list[str]) -> list[Rule]:
+    if not isinstance(raw, list):
+        problems.append("`rules` must be a list")
+        return []
+    rules: list[Rule] = []
+    seen: set[str] = set()
+    for index, spec in enumerate(raw):
+        if not isinstance(spec, dict) or not spec.get("id"):
+            problems.append(f"rule #{index + 1}: needs an `id`")
+            continue
+        rule_id = str(spec["id"])
+        before = len(problems)
+
+        def bad(msg: str, rule_id: str = rule_id) -> None:
+            problems.append(f"rule {rule_id}: {msg}")
+
+        if rule_id in seen:
+            bad("duplicate id")
+        seen.add(rule_id)
+        for key in sorted(set(spec) - _RULE_KEYS):
+            bad(f"unknown key `{key}` (known: {sorted(_RULE_KEYS)})")
+        on = spec.get("trigger")
+        if on not in event_types:
+            bad(f"`trigger: {on}` is not a declared event type ({sorted(event_types)})")
+        channel = spec.get("channel")
+        if channel not in CHANNELS:
+            bad(f"unknown channel {channel!r} (known: {list(CHANNELS)})")
+        limit = _enum(Limit, spec.get("limit", Limit.ONCE_PER_EVENT.value), "limit", bad)
+        default_category = "internal" if channel == "internal" else "transactional"
+        category = _enum(Category, spec.get("category", default_category), "category", bad)
+        condition = None
+        if spec.get("when") is not None:
+            try:
+                condition = Condition(str(spec["when"]))
+            except ConditionError as exc:
+                bad(f"`when: {spec['when']}` {exc}")
+        after = _after(spec.get("after"), event_types, bad)
+        if len(problems) > before or limit is None or category is None:
+            continue
+        version = hashlib.sha256(
+            orjson.dumps(spec, option=orjson.OPT_SORT_KEYS, default=str)
+        ).hexdigest()[:8]
+        rules.append(
+            Rule(
+                rule_id,
+                on,
+                channel,
+                limit,
+                category,
+                version,
+                condition,
+                after,
+                spec.get("template"),
+                str(spec.get("description", "")).strip(),
+            )
+        )
+    return rules
+
+
+def _enum(kind: Any, value: Any, field: str, bad: Any) -> Any:
+    try:
+        return kind(value)
+    except ValueError:
+        bad(f"unknown {field} {value!r} (known: {[m.value for m in kind]})")
+        return None
+
+
+def _after(raw: Any, event_types: dict[str, EventType], bad: Any) -> After | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or "event" not in raw or "within" not in raw:
+        bad("`after` needs `event` and `within` (e.g. {event: signup_completed, within: 24h})")
+        return None
+    if raw["event"] not in event_types:
+        bad(f"`after.event: {raw['event']}` is not a declared event type")
+        return None
+    match = _DURATION.match(str(raw["within"]))
+    if not match:
+        bad(f"`after.within: {raw['within']}` is not a duration like 30m, 24h or 7d")
+        return None
+    return After(raw["event"], timedelta(seconds=int(match[1]) * _UNITS[match[2]]))
+
+
+def _templates(
+    data: dict[str, Any],
+    rules: list[Rule],
+    template_dir: Path,
+    event_types: dict[str, EventType],
+    problems: list[str],
+) -> TemplateSet:
+    directory = template_dir
+    if data.get("templates_dir"):
+        directory = template_dir.parent / str(data["templates_dir"])
+    names = sorted({rule.template for rule in rules if rule.template})
+    try:
+        templates = TemplateSet.from_directory(directory, names)
+    except TemplateProblem as exc:
+        problems.append(str(exc))
+        return TemplateSet({})
+    traits = data.get("traits") or {}
+    for rule in rules:
+        if rule.template:
+            try:
+                templates.check(rule.template, sample_context(event_types[rule.on], traits))
+            except TemplateProblem as exc:
+                problems.append(f"rule {rule.id}: {exc}")
+    return templates

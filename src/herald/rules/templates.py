@@ -1,0 +1,93 @@
+"""Message templates: Jinja2 in a sandbox, a subject, a text body and an optional HTML body.
+
+A template lives in a folder named after it: ``subject.txt``, ``body.txt`` and
+optionally ``body.html`` (autoescaped). Templates are compiled and test-rendered when
+the rule file loads, so a broken one stops ``herald rules check`` and start-up, not a send.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jinja2 import ChainableUndefined, StrictUndefined, TemplateError, Undefined
+from jinja2.sandbox import SandboxedEnvironment
+
+PARTS = ("subject.txt", "body.txt", "body.html")
+
+
+class TemplateProblem(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    subject: str
+    body: str
+    html: str | None = None
+
+
+def _environment(undefined: type[Undefined], autoescape: bool) -> SandboxedEnvironment:
+    return SandboxedEnvironment(
+        undefined=undefined, autoescape=autoescape, trim_blocks=True, keep_trailing_newline=False
+    )
+
+
+class TemplateSet:
+    """Compiled templates by name. ``render`` never raises on a missing optional trait:
+    at send time an absent value renders empty (the check already proved the names)."""
+
+    def __init__(self, sources: Mapping[str, Mapping[str, str]]) -> None:
+        self._sources = {name: dict(parts) for name, parts in sources.items()}
+        self._compiled: dict[str, dict[str, Any]] = {}
+        text_env = _environment(ChainableUndefined, autoescape=False)
+        html_env = _environment(ChainableUndefined, autoescape=True)
+        for name, parts in self._sources.items():
+            if "subject.txt" not in parts or "body.txt" not in parts:
+                raise TemplateProblem(f"template {name!r} needs subject.txt and body.txt")
+            compiled = {}
+            for part, source in parts.items():
+                env = html_env if part.endswith(".html") else text_env
+                try:
+                    compiled[part] = env.from_string(source)
+                except TemplateError as exc:
+                    raise TemplateProblem(f"template {name}/{part}: {exc}") from None
+            self._compiled[name] = compiled
+
+    @classmethod
+    def from_directory(cls, directory: Path, names: Iterable[str]) -> TemplateSet:
+        sources: dict[str, dict[str, str]] = {}
+        for name in names:
+            folder = directory / name
+            if not folder.is_dir():
+                raise TemplateProblem(f"template {name!r} not found (no folder {folder})")
+            sources[name] = {
+                part: (folder / part).read_text(encoding="utf-8")
+                for part in PARTS
+                if (folder / part).is_file()
+            }
+        return cls(sources)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._compiled)
+
+    def render(self, name: str, context: Mapping[str, Any]) -> Rendered:
+        parts = self._compiled[name]
+        html = parts.get("body.html")
+        return Rendered(
+            subject=parts["subject.txt"].render(context).strip(),
+            body=parts["body.txt"].render(context),
+            html=html.render(context) if html is not None else None,
+        )
+
+    def check(self, name: str, sample: Mapping[str, Any]) -> None:
+        """Render strictly against a sample context; an unknown name raises TemplateProblem."""
+        for part, source in self._sources[name].items():
+            env = _environment(StrictUndefined, autoescape=part.endswith(".html"))
+            try:
+                env.from_string(source).render(sample)
+            except TemplateError as exc:
+                raise TemplateProblem(f"template {name}/{part}: {exc}") from None

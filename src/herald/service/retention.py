@@ -1,0 +1,62 @@
+"""Retention: delete old history in small transactions, so ingestion never waits long."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy import delete, select, update
+
+from herald.domain.timeutil import to_micros
+from herald.store.database import Database
+from herald.store.outbox import FAILED, SENT
+from herald.store.tables import delivery_attempts, events, messages, users
+
+
+def prune_history(
+    database: Database,
+    *,
+    cutoff: datetime,
+    batch_size: int = 5000,
+    progress: Callable[[str, int], None] = lambda _kind, _n: None,
+) -> dict[str, int]:
+    """Delete events older than ``cutoff`` (event time) and finished messages created
+    before it. Users whose events were pruned are marked, so the audit can say so.
+    Pending messages are kept whatever their age: they have not been delivered yet."""
+    cutoff_us = to_micros(cutoff)
+    totals = {"events": 0, "messages": 0}
+    while True:
+        with database.writer.begin() as conn:
+            doomed = conn.execute(
+                select(events.c.seq, events.c.user_id)
+                .where(events.c.event_time_us < cutoff_us)
+                .limit(batch_size)
+            ).all()
+            if not doomed:
+                break
+            conn.execute(delete(events).where(events.c.seq.in_([row.seq for row in doomed])))
+            conn.execute(
+                update(users)
+                .where(users.c.user_id.in_({row.user_id for row in doomed}))
+                .values(pruned_before_us=cutoff_us)
+            )
+        totals["events"] += len(doomed)
+        progress("events", totals["events"])
+    while True:
+        with database.writer.begin() as conn:
+            ids = (
+                conn.execute(
+                    select(messages.c.message_id)
+                    .where(messages.c.created_us < cutoff_us, messages.c.status.in_([SENT, FAILED]))
+                    .limit(batch_size)
+                )
+                .scalars()
+                .all()
+            )
+            if not ids:
+                break
+            conn.execute(delete(delivery_attempts).where(delivery_attempts.c.message_id.in_(ids)))
+            conn.execute(delete(messages).where(messages.c.message_id.in_(ids)))
+        totals["messages"] += len(ids)
+        progress("messages", totals["messages"])
+    return totals

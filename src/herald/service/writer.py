@@ -1,0 +1,121 @@
+"""Group commit: one writer thread ingests whatever requests are waiting in one transaction.
+
+Each request waits for the commit that includes its events, so a reply still means
+"committed"; but a few hundred concurrent requests share one transaction (one fsync, one
+lock), which is what lets a single SQLite file take thousands of events per second.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from datetime import datetime
+
+from herald.domain.model import Event
+from herald.rules.definition import RuleSet
+from herald.service.ingest import HoldPolicy, IngestResult, ingest, no_hold
+from herald.store.database import Database
+from herald.store.unit_of_work import UnitOfWork
+
+log = logging.getLogger(__name__)
+
+_Job = tuple[Sequence[Event], "Future[list[IngestResult]]"]
+_STOP = object()
+
+
+class GroupCommitWriter:
+    """Owns the write path of a process. ``submit`` is thread-safe and returns a future."""
+
+    def __init__(
+        self,
+        database: Database,
+        ruleset: RuleSet,
+        *,
+        clock: Callable[[], datetime],
+        hold: HoldPolicy = no_hold,
+        on_commit: Callable[[list[IngestResult]], None] = lambda _results: None,
+        max_events: int = 2000,
+    ) -> None:
+        self._database = database
+        self._ruleset = ruleset
+        self._clock = clock
+        self._hold = hold
+        self._on_commit = on_commit
+        self._max_events = max_events
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="herald-writer", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Finish what is queued, then stop."""
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join(timeout)
+            self._thread = None
+
+    def submit(self, events: Sequence[Event]) -> Future[list[IngestResult]]:
+        future: Future[list[IngestResult]] = Future()
+        if self._thread is None:
+            future.set_exception(RuntimeError("the writer is not running"))
+            return future
+        self._queue.put((events, future))
+        return future
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            jobs: list[_Job] = [first]  # type: ignore[list-item]
+            size = len(jobs[0][0])
+            stop_after = False
+            while size < self._max_events:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop_after = True
+                    break
+                jobs.append(item)  # type: ignore[arg-type]
+                size += len(item[0])  # type: ignore[index]
+            self._write(jobs)
+            if stop_after:
+                return
+
+    def _write(self, jobs: list[_Job]) -> None:
+        try:
+            results = self._commit([event for events, _ in jobs for event in events])
+        except Exception:
+            if len(jobs) == 1:
+                log.exception("ingestion failed; the request is answered with an error")
+                jobs[0][1].set_exception(IngestFailed("could not store the events"))
+                return
+            # Keep one bad request from failing its neighbours: retry them one by one.
+            for job in jobs:
+                self._write([job])
+            return
+        offset = 0
+        for events, future in jobs:
+            future.set_result(results[offset : offset + len(events)])
+            offset += len(events)
+        try:
+            self._on_commit(results)
+        except Exception:
+            log.exception("post-commit hook failed")
+
+    def _commit(self, events: list[Event]) -> list[IngestResult]:
+        with UnitOfWork(self._database) as uow:
+            results = ingest(uow, events, self._ruleset, now=self._clock(), hold=self._hold)
+            uow.commit()
+        return results
+
+
+class IngestFailed(RuntimeError):
+    pass

@@ -1,0 +1,103 @@
+"""Engines for a database URL: SQLite (embedded, the default) or PostgreSQL (scale-out)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+
+
+class DatabaseUrlError(ValueError):
+    pass
+
+
+def _json_dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def normalise_url(raw: str) -> URL:
+    """Accept ``sqlite:///file.db`` and ``postgresql://...`` (psycopg 3 is the driver)."""
+    try:
+        url = make_url(raw)
+    except Exception as exc:
+        raise DatabaseUrlError(f"not a database URL: {raw!r} ({exc})") from None
+    if url.get_backend_name() == "postgresql":
+        return url.set(drivername="postgresql+psycopg")
+    if url.get_backend_name() == "sqlite":
+        if not url.database or url.database == ":memory:":
+            raise DatabaseUrlError(
+                "an in-memory SQLite database would lose every event; use a file, "
+                "e.g. sqlite:///./herald.db"
+            )
+        return url
+    raise DatabaseUrlError(
+        f"unsupported database {url.get_backend_name()!r}: use sqlite or postgresql"
+    )
+
+
+class Database:
+    """The engines Herald uses. On SQLite, writes go through a ``BEGIN IMMEDIATE``
+    engine so that a writer waits for the lock at the start rather than failing to
+    upgrade a read lock mid-transaction; reads use plain deferred transactions."""
+
+    def __init__(self, raw_url: str, *, pool_size: int = 8) -> None:
+        self.url = normalise_url(raw_url)
+        self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        if self.is_sqlite:
+            path = Path(self.url.database or "herald.db")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.data_dir = path.resolve().parent
+            self.writer = self._sqlite_engine(immediate=True)
+            self.reader = self._sqlite_engine(immediate=False)
+        else:
+            self.data_dir = Path.cwd()
+            engine = create_engine(
+                self.url,
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                pool_pre_ping=True,
+                json_serializer=_json_dumps,
+                json_deserializer=orjson.loads,
+            )
+            self.writer = self.reader = engine
+
+    @property
+    def dialect(self) -> str:
+        return self.writer.dialect.name
+
+    def _sqlite_engine(self, *, immediate: bool) -> Engine:
+        engine = create_engine(
+            self.url,
+            pool_size=8,
+            max_overflow=8,
+            json_serializer=_json_dumps,
+            json_deserializer=orjson.loads,
+            connect_args={"check_same_thread": False, "timeout": 30},
+        )
+
+        @event.listens_for(engine, "connect")
+        def _configure(dbapi_connection: Any, _record: Any) -> None:
+            # Let SQLAlchemy's "begin" event below issue BEGIN itself.
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            # WAL + synchronous=NORMAL: a committed transaction survives a killed process
+            # (only a power loss can take the last ones); writers don't block readers.
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(connection: Any) -> None:
+            connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+        return engine
+
+    def dispose(self) -> None:
+        self.writer.dispose()
+        if self.reader is not self.writer:
+            self.reader.dispose()

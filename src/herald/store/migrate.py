@@ -1,0 +1,57 @@
+"""Schema migrations (Alembic) for SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from herald.store.database import Database
+
+_SCRIPTS = Path(__file__).parent / "migrations"
+
+
+class SchemaOutdated(RuntimeError):
+    pass
+
+
+def _config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(_SCRIPTS))
+    return config
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(database: Database) -> str | None:
+    with database.writer.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def upgrade(database: Database) -> None:
+    """Bring the schema to the newest revision (a no-op when it is current)."""
+    config = _config()
+    with database.writer.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+def ensure_current(database: Database, *, auto_upgrade: bool) -> None:
+    """Upgrade an embedded database; refuse a shared one whose schema is behind."""
+    current = current_revision(database)
+    if current == head_revision():
+        return
+    if auto_upgrade:
+        upgrade(database)
+        return
+    raise SchemaOutdated(
+        f"the database schema is at {current or 'nothing (empty database)'}, Herald needs "
+        f"{head_revision()}: run `herald db upgrade --database URL` first"
+    )

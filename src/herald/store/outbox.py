@@ -1,0 +1,189 @@
+"""The outbox: messages waiting for delivery, claimed by dispatchers, with every attempt."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, func, select, update
+
+from herald.store.dialect import insert_for
+from herald.store.tables import delivery_attempts, messages
+
+PENDING, SENDING, SENT, FAILED = "pending", "sending", "sent", "failed"
+
+
+class OutboxRepository:
+    def __init__(self, connection: Connection, dialect: str) -> None:
+        self._conn = connection
+        self._dialect = dialect
+
+    def holders(self, dedup_keys: Iterable[str]) -> dict[str, str]:
+        """Dedup key -> id of the message that holds it, for keys already held."""
+        keys = list(dict.fromkeys(dedup_keys))
+        found: dict[str, str] = {}
+        for start in range(0, len(keys), 500):
+            rows = self._conn.execute(
+                select(messages.c.dedup_key, messages.c.message_id).where(
+                    messages.c.dedup_key.in_(keys[start : start + 500])
+                )
+            )
+            found.update({row.dedup_key: row.message_id for row in rows})
+        return found
+
+    def add_many(self, rows: Sequence[dict[str, Any]]) -> set[str]:
+        """Insert messages; a row whose dedup key is taken is not inserted (the database,
+        not the caller, has the last word on limits). Returns the inserted message ids."""
+        if not rows:
+            return set()
+        statement = (
+            insert_for(self._dialect, messages)
+            .on_conflict_do_nothing(index_elements=[messages.c.dedup_key])
+            .returning(messages.c.message_id)
+        )
+        inserted = self._conn.execute(statement, list(rows)).scalars().all()
+        return set(inserted)
+
+    def claim_due(self, *, now_us: int, limit: int, worker: str, lease_us: int) -> list[Any]:
+        """Atomically claim up to ``limit`` due messages for ``worker`` until the lease ends.
+
+        A message is due when it is pending and its due time has come, or when a
+        dispatcher claimed it and its lease ran out (that dispatcher died). Two
+        dispatchers never hold the same message: PostgreSQL skips locked rows, SQLite
+        serialises writers.
+        """
+        due = (
+            select(messages.c.message_id)
+            .where(
+                ((messages.c.status == PENDING) & (messages.c.due_us <= now_us))
+                | ((messages.c.status == SENDING) & (messages.c.lease_until_us < now_us))
+            )
+            .order_by(messages.c.due_us)
+            .limit(limit)
+        )
+        if self._dialect == "postgresql":
+            due = due.with_for_update(skip_locked=True)
+        statement = (
+            update(messages)
+            .where(messages.c.message_id.in_(due.scalar_subquery()))
+            .values(status=SENDING, claimed_by=worker, lease_until_us=now_us + lease_us)
+            .returning(*messages.c)
+        )
+        return list(self._conn.execute(statement))
+
+    def record_attempt(
+        self,
+        message_id: str,
+        *,
+        worker: str,
+        attempt: int,
+        at_us: int,
+        outcome: str,
+        detail: str,
+        next_due_us: int | None = None,
+    ) -> bool:
+        """Record one delivery attempt and move the message on: ``sent``, ``failed``
+        (dead letter) or back to ``pending`` due at ``next_due_us``. Only the worker that
+        holds the claim can record; returns False when the claim was lost."""
+        values: dict[str, Any] = {
+            "attempts": attempt,
+            "claimed_by": None,
+            "lease_until_us": None,
+            "last_error": None if outcome == SENT else detail,
+        }
+        if outcome == SENT:
+            values.update(status=SENT, sent_us=at_us)
+        elif outcome == FAILED:
+            values.update(status=FAILED)
+        else:
+            values.update(status=PENDING, due_us=next_due_us if next_due_us is not None else at_us)
+        result = self._conn.execute(
+            update(messages)
+            .where(
+                messages.c.message_id == message_id,
+                messages.c.claimed_by == worker,
+                messages.c.status == SENDING,
+            )
+            .values(**values)
+        )
+        if result.rowcount != 1:
+            return False
+        self._conn.execute(
+            delivery_attempts.insert().values(
+                message_id=message_id,
+                attempt=attempt,
+                at_us=at_us,
+                outcome=outcome,
+                detail=detail[:2000],
+                worker=worker,
+            )
+        )
+        return True
+
+    def requeue(self, *, now_us: int, message_id: str | None = None) -> int:
+        """Put dead letters (all, or one) back in the queue, due now. Returns how many."""
+        statement = update(messages).where(messages.c.status == FAILED)
+        if message_id is not None:
+            statement = statement.where(messages.c.message_id == message_id)
+        result = self._conn.execute(
+            statement.values(status=PENDING, due_us=now_us, last_error=None)
+        )
+        return int(result.rowcount)
+
+    def for_events(self, user_id: str, event_ids: Sequence[str]) -> list[Any]:
+        if not event_ids:
+            return []
+        return list(
+            self._conn.execute(
+                select(messages)
+                .where(messages.c.user_id == user_id, messages.c.event_id.in_(list(event_ids)))
+                .order_by(messages.c.created_us.desc())
+            )
+        )
+
+    def get(self, message_id: str) -> Any | None:
+        return self._conn.execute(
+            select(messages).where(messages.c.message_id == message_id)
+        ).first()
+
+    def attempts_for(self, message_ids: Sequence[str]) -> dict[str, list[Any]]:
+        found: dict[str, list[Any]] = {}
+        if not message_ids:
+            return found
+        rows = self._conn.execute(
+            select(delivery_attempts)
+            .where(delivery_attempts.c.message_id.in_(list(message_ids)))
+            .order_by(delivery_attempts.c.message_id, delivery_attempts.c.attempt)
+        )
+        for row in rows:
+            found.setdefault(row.message_id, []).append(row)
+        return found
+
+    def backlog(self, now_us: int) -> tuple[int, int | None]:
+        """(pending messages, age in microseconds of the oldest one due)."""
+        count, oldest = self._conn.execute(
+            select(func.count(), func.min(messages.c.due_us)).where(
+                messages.c.status.in_([PENDING, SENDING])
+            )
+        ).one()
+        return int(count), (now_us - oldest) if oldest is not None and oldest <= now_us else 0
+
+    def count_by_status(self) -> dict[str, int]:
+        rows = self._conn.execute(
+            select(messages.c.status, func.count()).group_by(messages.c.status)
+        )
+        return {row[0]: int(row[1]) for row in rows}
+
+    def release(self, message_id: str, *, worker: str, due_us: int, reason: str) -> None:
+        """Give a claimed message back without an attempt (e.g. its channel is rate limited)."""
+        self._conn.execute(
+            update(messages)
+            .where(messages.c.message_id == message_id, messages.c.claimed_by == worker)
+            .values(
+                status=PENDING,
+                due_us=due_us,
+                claimed_by=None,
+                lease_until_us=None,
+                hold_reason=reason,
+            )
+        )
