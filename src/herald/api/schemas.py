@@ -44,7 +44,7 @@ class EventIn(BaseModel):
 
 
 class BatchIn(BaseModel):
-    events: list[dict[str, Any]] = Field(min_length=1, max_length=1000)
+    events: list[Any] = Field(min_length=1, max_length=1000, description="up to 1,000 events")
 
 
 class DecisionOut(BaseModel):

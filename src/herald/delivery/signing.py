@@ -3,7 +3,7 @@
 Every webhook request carries a header; for the secret ``b"whsec_example"``
 and the body ``{"message_id":"m-1"}`` signed at 1718000000 it reads::
 
-    Herald-Signature: t=1718000000,v1=37cb32798bf0646e75be7128dcbed002798014b74f5dfc9f162a4c11e02e1892
+  Herald-Signature: t=1718000000,v1=37cb32798bf0646e75be7128dcbed002798014b74f5dfc9f162a4c11e02e1892
 
 ``t`` is the Unix time in seconds when Herald signed the request and ``v1`` is
 the lowercase hex HMAC-SHA256, keyed with the shared secret, of the bytes

@@ -103,6 +103,9 @@ class SmtpProvider:
         except smtplib.SMTPResponseException as exc:
             return _classify_reply(exc.smtp_code, exc.smtp_error)
         except smtplib.SMTPServerDisconnected as exc:
+            # smtplib reports a read timeout as a disconnect; say which it was.
+            if isinstance(exc.__context__, TimeoutError):
+                return DeliveryResult.retry(f"timeout after {self.timeout:g} s talking to {where}")
             return DeliveryResult.retry(f"SMTP server {where} disconnected: {exc}")
         except smtplib.SMTPException as exc:
             # What is left are capability mismatches (no STARTTLS, no usable AUTH

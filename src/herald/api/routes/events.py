@@ -56,7 +56,7 @@ async def post_event(body: EventIn, runtime: RuntimeDep) -> Response:
     event = to_event(body.model_dump(), runtime.ruleset)
     if isinstance(event, Rejection):
         runtime.metrics.events.labels(body.event_type, "rejected").inc()
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, event.errors)
+        raise HTTPException(422, event.errors)
     [result] = await _store(runtime, [event])
     runtime.metrics.events.labels(event.event_type, result.status.value).inc()
     runtime.metrics.ingest_latency.labels("event").observe(time.perf_counter() - started)

@@ -1,0 +1,103 @@
+"""Shared fixtures: a database of each backend, an app on it, a fixed clock.
+
+PostgreSQL tests run wherever one is reachable (HERALD_TEST_POSTGRES_URL, by default
+the local server) and skip with the reason otherwise; under CI (CI=true) an unreachable
+PostgreSQL is a failure, not a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from herald.store.database import Database
+from herald.store.migrate import upgrade
+from herald.store.tables import metadata
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "HERALD_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+class FixedClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: datetime | None = None) -> None:
+        self.now = now or datetime(2025, 11, 3, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock()
+
+
+def _postgres_server() -> str | None:
+    """None when reachable, else why not."""
+    try:
+        engine = create_engine(POSTGRES_ADMIN_URL, connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        engine.dispose()
+        return None
+    except Exception as exc:
+        return f"PostgreSQL unreachable at {POSTGRES_ADMIN_URL}: {str(exc).splitlines()[0]}"
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, migrated, dropped at the end."""
+    problem = _postgres_server()
+    if problem:
+        if os.environ.get("CI"):
+            pytest.fail(problem + " (CI must test PostgreSQL)")
+        pytest.skip(problem)
+    name = f"herald_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    database = Database(url)
+    upgrade(database)
+    database.dispose()
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _empty_postgres(url: str) -> None:
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as conn:
+        names = ", ".join(table.name for table in metadata.sorted_tables)
+        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of an empty, migrated database: every backend Herald supports."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'herald.db'}"
+        database = Database(url)
+        upgrade(database)
+        database.dispose()
+        return url
+    url: str = request.getfixturevalue("postgres_url")
+    _empty_postgres(url)
+    return url
+
+
+@pytest.fixture
+def database(database_url: str) -> Iterator[Database]:
+    db = Database(database_url)
+    yield db
+    db.dispose()

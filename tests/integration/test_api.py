@@ -1,0 +1,240 @@
+"""The HTTP API, exercised through the ASGI app with its real lifespan (writer, dispatcher)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from herald.api.app import create_app
+from herald.config import Settings
+
+
+def payment_failed(user: str = "u_1", **overrides: Any) -> dict[str, Any]:
+    event = {
+        "user_id": user,
+        "event_type": "payment_failed",
+        "event_timestamp": "2025-10-31T19:24:11Z",
+        "properties": {"amount": 1425.0, "attempt_number": 2, "failure_reason": "INSUFFICIENT_FUNDS"},
+        "user_traits": {"email": "maria@example.com", "country": "PT", "marketing_opt_in": True},
+    }
+    event.update(overrides)
+    return event
+
+
+def signup(user: str = "u_1", opt_in: bool = True, **overrides: Any) -> dict[str, Any]:
+    event = {
+        "user_id": user,
+        "event_type": "signup_completed",
+        "event_timestamp": "2025-11-01T10:00:00Z",
+        "user_traits": {"email": f"{user}@example.com", "marketing_opt_in": opt_in},
+    }
+    event.update(overrides)
+    return event
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(database_url=database_url, outbox_file=str(tmp_path / "outbox.jsonl"))
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def wait_for(predicate: Any, timeout: float = 5.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def test_a_new_event_is_accepted_with_its_decisions(client: TestClient) -> None:
+    response = client.post("/events", json=payment_failed(event_id="e1"))
+    assert response.status_code == 202
+    body = response.json()
+    assert body["event_id"] == "e1" and body["status"] == "accepted"
+    outcomes = {d["rule"]: d["outcome"] for d in body["decisions"]}
+    assert outcomes == {"INSUFFICIENT_FUNDS_EMAIL": "triggered", "HIGH_RISK_ALERT": "skipped"}
+
+
+def test_the_same_event_twice_is_a_duplicate_without_new_side_effects(client: TestClient) -> None:
+    assert client.post("/events", json=payment_failed(event_id="e1")).status_code == 202
+    again = client.post("/events", json=payment_failed(event_id="e1"))
+    assert again.status_code == 200 and again.json()["status"] == "duplicate"
+    audit = client.get("/audit/u_1").json()
+    assert len(audit["events"]) == 1 and len(audit["messages"]) == 1
+
+
+def test_an_event_without_id_is_deduplicated_by_user_type_and_timestamp(client: TestClient) -> None:
+    first = client.post("/events", json=payment_failed())
+    second = client.post("/events", json=payment_failed())
+    assert first.status_code == 202 and second.status_code == 200
+    assert first.json()["event_id"] == second.json()["event_id"]
+
+
+def test_reusing_an_event_id_for_another_payload_is_a_conflict(client: TestClient) -> None:
+    client.post("/events", json=payment_failed(event_id="e1"))
+    response = client.post("/events", json=payment_failed(event_id="e1", user_id="u_2"))
+    assert response.status_code == 409
+    assert client.get("/audit/u_2").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (payment_failed(event_type="payment_exploded"), "event_type"),
+        (payment_failed(user_id=""), "user_id"),
+        (payment_failed(user_id="   "), "user_id"),
+        (payment_failed(event_timestamp="yesterday"), "event_timestamp"),
+        (payment_failed(properties={"amount": "lots", "attempt_number": 1, "failure_reason": "X"}), "amount"),
+        (payment_failed(properties={"amount": 5, "attempt_number": 0, "failure_reason": "X"}), "attempt_number"),
+        (payment_failed(properties={"amount": 5, "attempt_number": 1}), "failure_reason"),
+        ({"user_id": "u_1", "event_type": "signup_completed"}, "event_timestamp"),
+    ],
+)
+def test_invalid_events_are_client_errors_that_store_nothing(
+    client: TestClient, body: dict[str, Any], field: str
+) -> None:
+    response = client.post("/events", json=body)
+    assert response.status_code == 422
+    locations = [error["loc"][-1] for error in response.json()["detail"]]
+    assert field in locations
+    assert client.get("/audit/u_1").status_code == 404
+
+
+def test_an_unknown_event_type_lists_the_supported_ones(client: TestClient) -> None:
+    detail = client.post("/events", json=payment_failed(event_type="nope")).json()["detail"]
+    assert "signup_completed" in detail[0]["msg"] and "payment_failed" in detail[0]["msg"]
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b'"text"', b""])
+def test_malformed_or_non_object_bodies_are_client_errors(client: TestClient, raw: bytes) -> None:
+    response = client.post("/events", content=raw, headers={"content-type": "application/json"})
+    assert response.status_code in (400, 422)
+
+
+def test_a_body_over_one_mebibyte_is_refused_with_413(client: TestClient) -> None:
+    big = payment_failed(properties={"amount": 1, "attempt_number": 1, "failure_reason": "x" * 1_100_000})
+    assert client.post("/events", json=big).status_code == 413
+
+
+def test_a_batch_accepts_valid_events_and_rejects_the_others_one_by_one(client: TestClient) -> None:
+    events = [
+        payment_failed(event_id="b1"),
+        payment_failed(event_id="b2", event_type="nope"),
+        "not an object",
+        payment_failed(event_id="b1"),
+        signup(user="u_9", event_id="b3"),
+    ]
+    response = client.post("/events/batch", json={"events": events})
+    assert response.status_code == 200
+    statuses = [item["status"] for item in response.json()["results"]]
+    assert statuses == ["accepted", "rejected", "rejected", "duplicate", "accepted"]
+    assert response.json()["results"][1]["errors"][0]["loc"][-1] == "event_type"
+    assert client.get("/audit/u_9").status_code == 200
+
+
+def test_a_batch_over_a_thousand_events_is_refused(client: TestClient) -> None:
+    response = client.post("/events/batch", json={"events": [signup(event_id=f"x{i}") for i in range(1001)]})
+    assert response.status_code == 422
+
+
+def test_the_audit_explains_skipped_suppressed_and_triggered_decisions(client: TestClient) -> None:
+    client.post("/events", json=signup(user="u_5", opt_in=False, event_id="s1"))
+    client.post("/events", json=payment_failed(user="u_5", event_id="p1"))
+    client.post(
+        "/events",
+        json=payment_failed(user="u_5", event_id="p2", event_timestamp="2025-10-31T23:59:59Z"),
+    )
+    audit = client.get("/audit/u_5").json()
+    by_event = {event["event_id"]: event["decisions"] for event in audit["events"]}
+    assert "marketing_opt_in is false" in by_event["s1"][0]["reason"]
+    first = next(d for d in by_event["p1"] if d["rule"] == "INSUFFICIENT_FUNDS_EMAIL")
+    second = next(d for d in by_event["p2"] if d["rule"] == "INSUFFICIENT_FUNDS_EMAIL")
+    assert first["outcome"] == "triggered"
+    assert second["outcome"] == "suppressed"
+    assert first["message_id"] in second["reason"]
+    assert "INSUFFICIENT_FUNDS_EMAIL:u_5:2025-10-31" in second["reason"]
+    assert [m["rule"] for m in audit["messages"]] == ["INSUFFICIENT_FUNDS_EMAIL"]
+    assert [e["event_id"] for e in audit["events"]] == ["s1", "p2", "p1"]  # newest event time first
+
+
+def test_the_audit_pages_with_a_cursor(client: TestClient) -> None:
+    for day in range(1, 6):
+        client.post("/events", json=payment_failed(event_timestamp=f"2025-10-0{day}T10:00:00Z"))
+    first = client.get("/audit/u_1?limit=2").json()
+    second = client.get(f"/audit/u_1?limit=2&cursor={first['next_cursor']}").json()
+    third = client.get(f"/audit/u_1?limit=2&cursor={second['next_cursor']}").json()
+    days = [e["event_timestamp"][:10] for page in (first, second, third) for e in page["events"]]
+    assert days == ["2025-10-05", "2025-10-04", "2025-10-03", "2025-10-02", "2025-10-01"]
+    assert third["next_cursor"] is None
+    assert client.get("/audit/u_1?cursor=garbage!").status_code == 400
+
+
+def test_an_unknown_user_has_no_audit(client: TestClient) -> None:
+    assert client.get("/audit/nobody").status_code == 404
+
+
+def test_a_triggered_message_is_delivered_by_the_stub_provider(client: TestClient, settings: Settings) -> None:
+    client.post("/events", json=signup(user="u_7", event_id="s7"))
+    outbox = Path(settings.outbox_file or "")
+    wait_for(lambda: outbox.exists() and "WELCOME_EMAIL" in outbox.read_text())
+    message = wait_for(lambda: [m for m in client.get("/audit/u_7").json()["messages"] if m["status"] == "sent"])
+    assert message[0]["recipient"] == "u_7@example.com" and message[0]["sent_at"]
+    assert "Welcome" in message[0]["subject"]
+
+
+def test_the_rules_endpoint_shows_the_active_rule_set(client: TestClient) -> None:
+    rules = client.get("/rules").json()
+    assert len(rules["version"]) == 12
+    assert [r["id"] for r in rules["rules"]] == [
+        "WELCOME_EMAIL",
+        "BANK_LINK_NUDGE_SMS",
+        "INSUFFICIENT_FUNDS_EMAIL",
+        "HIGH_RISK_ALERT",
+    ]
+
+
+def test_health_readiness_and_metrics_answer(client: TestClient) -> None:
+    client.post("/events", json=payment_failed(event_id="m1"))
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json()["status"] == "ready"
+    metrics = client.get("/metrics").text
+    assert 'herald_events_total{event_type="payment_failed",status="accepted"} 1.0' in metrics
+    assert "herald_outbox_backlog" in metrics
+
+
+def test_tokens_guard_ingestion_and_the_audit(database_url: str, tmp_path: Path) -> None:
+    settings = Settings(
+        database_url=database_url,
+        outbox_file=str(tmp_path / "o.jsonl"),
+        admin_token="admin-secret",
+        ingest_token="ingest-secret",
+    )
+    with TestClient(create_app(settings)) as client:
+        assert client.post("/events", json=signup()).status_code == 401
+        ingest = {"Authorization": "Bearer ingest-secret"}
+        assert client.post("/events", json=signup(), headers=ingest).status_code == 202
+        assert client.get("/audit/u_1", headers=ingest).status_code == 401
+        assert client.get("/audit/u_1", headers={"Authorization": "Bearer admin-secret"}).status_code == 200
+        assert client.get("/rules").status_code == 401
+        assert client.get("/healthz").status_code == 200
+
+
+def test_an_unsubscribe_skips_marketing_but_not_transactional_messages(client: TestClient) -> None:
+    response = client.post("/users/u_3/preferences", json={"unsubscribed": ["email"]})
+    assert response.status_code == 200
+    welcome = client.post("/events", json=signup(user="u_3", event_id="s3")).json()["decisions"][0]
+    assert welcome["outcome"] == "skipped" and "unsubscribed from email" in welcome["reason"]
+    funds = client.post("/events", json=payment_failed(user="u_3", event_id="p3")).json()["decisions"]
+    assert next(d for d in funds if d["rule"] == "INSUFFICIENT_FUNDS_EMAIL")["outcome"] == "triggered"

@@ -1,0 +1,217 @@
+"""SmtpProvider against a real aiosmtpd server on 127.0.0.1."""
+
+import asyncio
+import socket
+from collections.abc import Iterator
+from dataclasses import replace
+from email.message import EmailMessage
+
+import pytest
+
+from herald.delivery.provider import DeliveryResult, DeliveryStatus, SendRequest
+from herald.delivery.smtp import SmtpProvider
+from tests.support.ports import refused_port
+from tests.support.smtp_sink import SmtpSink
+
+SENDER = "Herald <noreply@herald.test>"
+
+REQUEST = SendRequest(
+    message_id="msg-0001",
+    channel="email",
+    recipient="ada@example.com",
+    rule="welcome",
+    dedup_key="user-7:welcome",
+    user_id="user-7",
+    event_id="evt-99",
+    subject="Welcome to Herald, Ada\n",
+    body="Hello Ada — welcome aboard.",
+    html="<p>Hello <b>Ada</b> — welcome aboard.</p>",
+)
+TEXT_ONLY = replace(REQUEST, message_id="msg-0002", subject="Plain", body="Just text.", html=None)
+
+
+@pytest.fixture
+def sink() -> Iterator[SmtpSink]:
+    with SmtpSink() as running:
+        yield running
+
+
+def send_once(port: int, request: SendRequest = REQUEST, **options: object) -> DeliveryResult:
+    """Build a provider for 127.0.0.1:port, send one request, close the provider."""
+
+    async def scenario() -> DeliveryResult:
+        provider = SmtpProvider(
+            name="mail",
+            host="127.0.0.1",
+            port=port,
+            sender=SENDER,
+            **options,  # type: ignore[arg-type]
+        )
+        try:
+            return await provider.send(request)
+        finally:
+            await provider.aclose()
+
+    return asyncio.run(scenario())
+
+
+def only_message(sink: SmtpSink) -> EmailMessage:
+    [received] = sink.messages
+    return received.message
+
+
+def test_the_server_receives_the_addressing_headers(sink: SmtpSink) -> None:
+    send_once(sink.port, reply_to="support@herald.test")
+
+    message = only_message(sink)
+    assert message["From"] == SENDER
+    assert message["To"] == "ada@example.com"
+    assert message["Reply-To"] == "support@herald.test"
+    assert message["Subject"] == "Welcome to Herald, Ada"  # the trailing newline is folded away
+    assert message["Message-ID"] == "<msg-0001@herald>"
+    assert message["X-Herald-Message-Id"] == "msg-0001"
+    assert message["Date"] is not None
+
+
+def test_there_is_no_reply_to_unless_configured(sink: SmtpSink) -> None:
+    send_once(sink.port)
+
+    assert only_message(sink)["Reply-To"] is None
+
+
+def test_the_envelope_goes_from_the_sender_address_to_the_recipient(sink: SmtpSink) -> None:
+    send_once(sink.port)
+
+    [received] = sink.messages
+    assert received.mail_from == "noreply@herald.test"
+    assert received.rcpt_tos == ["ada@example.com"]
+
+
+def test_html_arrives_as_an_alternative_to_the_text(sink: SmtpSink) -> None:
+    send_once(sink.port)
+
+    message = only_message(sink)
+    assert message.get_content_type() == "multipart/alternative"
+    text = message.get_body(preferencelist=("plain",))
+    html = message.get_body(preferencelist=("html",))
+    assert text is not None and html is not None
+    assert text.get_content().strip() == "Hello Ada — welcome aboard."
+    assert html.get_content().strip() == "<p>Hello <b>Ada</b> — welcome aboard.</p>"
+
+
+def test_a_message_without_html_is_plain_text(sink: SmtpSink) -> None:
+    send_once(sink.port, request=TEXT_ONLY)
+
+    message = only_message(sink)
+    assert message.get_content_type() == "text/plain"
+    assert message.get_content().strip() == "Just text."
+
+
+def test_an_accepted_message_is_sent_with_its_message_id_as_reference(sink: SmtpSink) -> None:
+    result = send_once(sink.port)
+
+    assert result.status is DeliveryStatus.SENT
+    assert result.provider_reference == "<msg-0001@herald>"
+
+
+@pytest.mark.parametrize(
+    ("code", "text"), [("451", "4.3.0 try later"), ("452", "4.2.2 mailbox full")]
+)
+def test_a_temporary_refusal_of_the_recipient_is_retried(
+    sink: SmtpSink, code: str, text: str
+) -> None:
+    sink.rcpt_reply = f"{code} {text}"
+
+    result = send_once(sink.port)
+
+    assert result.status is DeliveryStatus.RETRY
+    assert result.detail == f"ada@example.com refused: SMTP {code}: {text}"
+    assert sink.messages == []
+
+
+def test_an_unknown_recipient_fails_for_good(sink: SmtpSink) -> None:
+    sink.rcpt_reply = "550 5.1.1 no such user"
+
+    result = send_once(sink.port)
+
+    assert result.status is DeliveryStatus.FAILED
+    assert result.detail == "ada@example.com refused: SMTP 550: 5.1.1 no such user"
+
+
+def test_a_temporary_refusal_of_the_content_is_retried(sink: SmtpSink) -> None:
+    sink.data_reply = "451 4.7.1 greylisted"
+
+    result = send_once(sink.port)
+
+    assert result.status is DeliveryStatus.RETRY
+    assert result.detail == "SMTP 451: 4.7.1 greylisted"
+
+
+def test_rejected_content_fails_for_good(sink: SmtpSink) -> None:
+    sink.data_reply = "554 5.7.1 looks like spam"
+
+    result = send_once(sink.port)
+
+    assert result.status is DeliveryStatus.FAILED
+    assert result.detail == "SMTP 554: 5.7.1 looks like spam"
+
+
+def test_a_server_that_is_not_listening_is_retried() -> None:
+    with refused_port() as port:
+        result = send_once(port)
+
+    assert result.status is DeliveryStatus.RETRY
+    assert result.detail.startswith(f"cannot connect to 127.0.0.1:{port}")
+
+
+def test_a_server_that_never_greets_is_retried_after_the_timeout() -> None:
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()  # the kernel accepts the connection; nobody ever speaks
+        result = send_once(silent.getsockname()[1], timeout=0.2)
+
+    assert result.status is DeliveryStatus.RETRY
+    assert result.detail.startswith("timeout after 0.2 s")
+
+
+def test_a_recipient_with_a_line_break_fails_without_sending(sink: SmtpSink) -> None:
+    request = replace(REQUEST, recipient="ada@example.com\nBcc: all@example.com")
+
+    result = send_once(sink.port, request=request)
+
+    assert result.status is DeliveryStatus.FAILED
+    assert result.detail.startswith("cannot build email")
+    assert sink.messages == []
+
+
+def test_credentials_are_used_to_log_in() -> None:
+    with SmtpSink(credentials=("herald", "s3cret")) as sink:
+        result = send_once(sink.port, username="herald", password="s3cret")
+
+        assert result.status is DeliveryStatus.SENT
+        assert sink.logins == ["herald"]
+        assert len(sink.messages) == 1
+
+
+def test_wrong_credentials_fail_for_good() -> None:
+    with SmtpSink(credentials=("herald", "s3cret")) as sink:
+        result = send_once(sink.port, username="herald", password="guess")
+
+        assert result.status is DeliveryStatus.FAILED
+        assert result.detail.startswith("SMTP 535")
+        assert sink.messages == []
+
+
+def test_sending_without_logging_in_to_a_server_that_requires_it_fails() -> None:
+    with SmtpSink(credentials=("herald", "s3cret")) as sink:
+        result = send_once(sink.port)
+
+        assert result.status is DeliveryStatus.FAILED
+        assert result.detail.startswith("SMTP 530")
+
+
+def test_starttls_against_a_server_without_it_fails_for_good(sink: SmtpSink) -> None:
+    result = send_once(sink.port, starttls=True)
+
+    assert result.status is DeliveryStatus.FAILED
+    assert "STARTTLS" in result.detail

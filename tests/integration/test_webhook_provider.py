@@ -1,0 +1,228 @@
+"""WebhookProvider against a real HTTP server on 127.0.0.1."""
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from herald import __version__
+from herald.delivery.provider import DeliveryResult, DeliveryStatus, SendRequest
+from herald.delivery.signing import verify
+from herald.delivery.webhook import WebhookProvider
+from tests.support.http_receiver import CannedResponse, HttpReceiver
+from tests.support.ports import refused_port
+
+SECRET = b"whsec_integration"
+SIGNED_AT = 1_718_000_000
+
+REQUEST = SendRequest(
+    message_id="msg-0001",
+    channel="webhook",
+    recipient="https://partner.example/hooks",
+    rule="order-shipped",
+    dedup_key="order-42:shipped",
+    user_id="user-7",
+    event_id="evt-99",
+    subject="Your order shipped",
+    body="Order 42 is on its way — ça arrive.",
+    html="<p>Order 42 is on its way</p>",
+    category="transactional",
+)
+
+
+@pytest.fixture
+def receiver() -> Iterator[HttpReceiver]:
+    with HttpReceiver() as running:
+        yield running
+
+
+def send_once(url: str, request: SendRequest = REQUEST, **options: object) -> DeliveryResult:
+    """Build a provider, send one request, close the provider."""
+
+    async def scenario() -> DeliveryResult:
+        provider = WebhookProvider(name="partner", url=url, **options)  # type: ignore[arg-type]
+        try:
+            return await provider.send(request)
+        finally:
+            await provider.aclose()
+
+    return asyncio.run(scenario())
+
+
+def test_the_receiver_gets_every_field_of_the_message_as_json(receiver: HttpReceiver) -> None:
+    send_once(receiver.url, secret=None)
+
+    [received] = receiver.requests
+    assert received.method == "POST"
+    assert received.path == "/hook"
+    assert received.headers["content-type"] == "application/json"
+    assert received.json() == REQUEST.as_json()
+
+
+def test_the_signature_verifies_against_the_exact_body_received(receiver: HttpReceiver) -> None:
+    send_once(receiver.url, secret=SECRET, clock=lambda: SIGNED_AT + 0.9)
+
+    [received] = receiver.requests
+    header = received.headers["herald-signature"]
+    assert header.startswith(f"t={SIGNED_AT},v1=")
+    assert verify(SECRET, header, received.body, now=SIGNED_AT) is True
+    assert verify(b"wrong secret", header, received.body, now=SIGNED_AT) is False
+
+
+def test_no_signature_is_sent_without_a_secret(receiver: HttpReceiver) -> None:
+    send_once(receiver.url, secret=None)
+
+    assert "herald-signature" not in receiver.requests[0].headers
+
+
+def test_the_user_agent_names_herald_and_its_version(receiver: HttpReceiver) -> None:
+    send_once(receiver.url, secret=None)
+
+    assert receiver.requests[0].headers["user-agent"] == f"herald/{__version__}"
+
+
+def test_extra_headers_are_sent_but_do_not_replace_herald_headers(
+    receiver: HttpReceiver,
+) -> None:
+    send_once(
+        receiver.url,
+        secret=None,
+        headers={"Authorization": "Bearer abc", "Idempotency-Key": "mine"},
+    )
+
+    headers = receiver.requests[0].headers
+    assert headers["authorization"] == "Bearer abc"
+    assert headers["idempotency-key"] == REQUEST.message_id
+
+
+def test_retries_carry_the_message_id_as_the_same_idempotency_key(
+    receiver: HttpReceiver,
+) -> None:
+    receiver.respond_with(CannedResponse(503, b"busy"), CannedResponse(200))
+
+    async def scenario() -> list[DeliveryResult]:
+        provider = WebhookProvider(name="partner", url=receiver.url, secret=SECRET)
+        try:
+            return [await provider.send(REQUEST), await provider.send(REQUEST)]
+        finally:
+            await provider.aclose()
+
+    results = asyncio.run(scenario())
+
+    assert [r.status for r in results] == [DeliveryStatus.RETRY, DeliveryStatus.SENT]
+    keys = [request.headers["idempotency-key"] for request in receiver.requests]
+    assert keys == [REQUEST.message_id, REQUEST.message_id]
+
+
+def test_a_2xx_answer_is_sent_with_the_receivers_id_as_reference(
+    receiver: HttpReceiver,
+) -> None:
+    receiver.respond_with(CannedResponse(201, b'{"id": "rcv-123", "ok": true}'))
+
+    result = send_once(receiver.url, secret=None)
+
+    assert result.status is DeliveryStatus.SENT
+    assert result.provider_reference == "rcv-123"
+    assert result.detail == "HTTP 201"
+
+
+def test_a_2xx_answer_without_a_json_id_has_no_reference(receiver: HttpReceiver) -> None:
+    receiver.respond_with(CannedResponse(200, b"thanks", {"Content-Type": "text/plain"}))
+
+    result = send_once(receiver.url, secret=None)
+
+    assert result.status is DeliveryStatus.SENT
+    assert result.provider_reference is None
+
+
+def test_a_503_is_retried_and_the_detail_quotes_the_answer(receiver: HttpReceiver) -> None:
+    receiver.respond_with(CannedResponse(503, b"upstream\n  down", {"Retry-After": "30"}))
+
+    result = send_once(receiver.url, secret=None)
+
+    assert result.status is DeliveryStatus.RETRY
+    assert result.detail == "HTTP 503: upstream down (Retry-After: 30)"
+
+
+@pytest.mark.parametrize("status", [408, 429, 500, 502, 504])
+def test_timeouts_throttling_and_server_errors_are_retried(
+    receiver: HttpReceiver, status: int
+) -> None:
+    receiver.respond_with(CannedResponse(status, b""))
+
+    result = send_once(receiver.url, secret=None)
+
+    assert result.status is DeliveryStatus.RETRY
+    assert result.detail == f"HTTP {status}"
+
+
+@pytest.mark.parametrize("status", [400, 401, 404, 410, 422, 301])
+def test_other_client_errors_and_redirects_fail_for_good(
+    receiver: HttpReceiver, status: int
+) -> None:
+    receiver.respond_with(CannedResponse(status, b'{"error": "bad payload"}'))
+
+    result = send_once(receiver.url, secret=None)
+
+    assert result.status is DeliveryStatus.FAILED
+    assert result.detail == f'HTTP {status}: {{"error": "bad payload"}}'
+
+
+def test_the_detail_quotes_at_most_200_characters_of_the_answer(receiver: HttpReceiver) -> None:
+    receiver.respond_with(CannedResponse(500, b"x" * 5_000))
+
+    result = send_once(receiver.url, secret=None)
+
+    assert result.detail == "HTTP 500: " + "x" * 200
+
+
+def test_a_port_with_nothing_listening_is_retried() -> None:
+    with refused_port() as port:
+        result = send_once(f"http://127.0.0.1:{port}/hook", secret=None)
+
+    assert result.status is DeliveryStatus.RETRY
+    assert result.detail.startswith("connection failed: ")
+
+
+def test_a_server_slower_than_the_timeout_is_retried(receiver: HttpReceiver) -> None:
+    receiver.respond_with(CannedResponse(200, delay=10.0))
+    started = time.monotonic()
+
+    result = send_once(receiver.url, secret=None, timeout=0.2)
+
+    assert time.monotonic() - started < 2.0
+    assert result.status is DeliveryStatus.RETRY
+    assert result.detail.startswith("timeout after 0.2 s")
+    assert len(receiver.requests) == 1  # it did arrive; the answer was too late
+
+
+def test_a_url_that_is_not_http_fails_for_good() -> None:
+    result = send_once("ftp://127.0.0.1/hook", secret=None)
+
+    assert result.status is DeliveryStatus.FAILED
+    assert "bad webhook URL" in result.detail
+
+
+def test_closing_the_provider_leaves_a_shared_client_open(receiver: HttpReceiver) -> None:
+    async def scenario() -> tuple[bool, DeliveryResult]:
+        async with httpx.AsyncClient() as client:
+            provider = WebhookProvider(name="partner", url=receiver.url, secret=None, client=client)
+            await provider.aclose()
+            return client.is_closed, await provider.send(REQUEST)
+
+    closed, result = asyncio.run(scenario())
+
+    assert closed is False
+    assert result.status is DeliveryStatus.SENT
+
+
+def test_closing_the_provider_twice_is_harmless(receiver: HttpReceiver) -> None:
+    async def scenario() -> None:
+        provider = WebhookProvider(name="partner", url=receiver.url, secret=None)
+        await provider.send(REQUEST)
+        await provider.aclose()
+        await provider.aclose()
+
+    asyncio.run(scenario())

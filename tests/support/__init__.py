@@ -1,0 +1,1 @@
+"""Real local servers and hand-written fakes shared by the test suites."""

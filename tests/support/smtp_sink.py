@@ -1,0 +1,173 @@
+"""A real SMTP server (aiosmtpd) on 127.0.0.1 that records what it accepts.
+
+Usage::
+
+    with SmtpSink() as sink:
+        ...  # send to sink.host, sink.port
+        message = sink.messages[0].message  # an email.message.EmailMessage
+
+    sink.rcpt_reply = "451 4.3.0 try later"   # answer every RCPT TO with this
+    sink.data_reply = "550 5.7.1 rejected"    # answer DATA with this
+
+With ``credentials=("user", "secret")`` the sink offers AUTH without TLS and
+refuses mail from clients that have not logged in with exactly those.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from types import TracebackType
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+
+@dataclass(frozen=True)
+class ReceivedEmail:
+    """One accepted message: the envelope and the raw content."""
+
+    mail_from: str
+    rcpt_tos: list[str]
+    content: bytes
+
+    @property
+    def message(self) -> EmailMessage:
+        parsed = message_from_bytes(self.content, policy=policy.default)
+        assert isinstance(parsed, EmailMessage)  # policy.default builds EmailMessage
+        return parsed
+
+
+class SmtpSink:
+    """Starts aiosmtpd's threaded ``Controller`` on an ephemeral port; a context manager."""
+
+    host = "127.0.0.1"
+
+    def __init__(self, *, credentials: tuple[str, str] | None = None) -> None:
+        self.rcpt_reply: str | None = None
+        self.data_reply: str | None = None
+        self.credentials = credentials
+        self._messages: list[ReceivedEmail] = []
+        self._logins: list[str] = []
+        self._lock = threading.Lock()
+        self._controller: _EphemeralPortController | None = None
+
+    @property
+    def port(self) -> int:
+        if self._controller is None:
+            raise RuntimeError("SmtpSink is not running")
+        return self._controller.port
+
+    @property
+    def messages(self) -> list[ReceivedEmail]:
+        """Messages accepted so far, oldest first (a copy)."""
+        with self._lock:
+            return list(self._messages)
+
+    @property
+    def logins(self) -> list[str]:
+        """User names of successful AUTH commands so far."""
+        with self._lock:
+            return list(self._logins)
+
+    def start(self) -> SmtpSink:
+        auth: dict[str, Any] = {}
+        if self.credentials is not None:
+            auth = {
+                "authenticator": self._authenticate,
+                "auth_require_tls": False,
+            }
+        self._controller = _EphemeralPortController(
+            _Handler(self),
+            hostname=self.host,
+            port=0,
+            # Naming the server avoids aiosmtpd's socket.getfqdn(), a DNS lookup.
+            server_hostname="sink.herald.test",
+            **auth,
+        )
+        self._controller.start()
+        return self
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+    def __enter__(self) -> SmtpSink:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _accept(self, email: ReceivedEmail) -> None:
+        with self._lock:
+            self._messages.append(email)
+
+    def _authenticate(
+        self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        if not isinstance(auth_data, LoginPassword) or self.credentials is None:
+            return AuthResult(success=False, handled=False)
+        login, password = auth_data.login.decode(), auth_data.password.decode()
+        if (login, password) != self.credentials:
+            return AuthResult(success=False, handled=False)
+        with self._lock:
+            self._logins.append(login)
+        return AuthResult(success=True)
+
+
+class _Handler:
+    """aiosmtpd handler hooks; aiosmtpd finds them by name."""
+
+    def __init__(self, sink: SmtpSink) -> None:
+        self._sink = sink
+
+    async def handle_MAIL(
+        self, server: Any, session: Any, envelope: Any, address: str, mail_options: list[str]
+    ) -> str:
+        # Enforced here rather than with aiosmtpd's auth_required, which warns
+        # loudly when combined with plain-text AUTH.
+        if self._sink.credentials is not None and not session.authenticated:
+            return "530 5.7.0 Authentication required"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
+    ) -> str:
+        if self._sink.rcpt_reply is not None:
+            return self._sink.rcpt_reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self._sink.data_reply is not None:
+            return self._sink.data_reply
+        content = envelope.original_content or envelope.content
+        self._sink._accept(ReceivedEmail(envelope.mail_from, list(envelope.rcpt_tos), content))
+        return "250 Message accepted for delivery"
+
+
+class _EphemeralPortController(Controller):
+    """A ``Controller`` that may listen on port 0.
+
+    aiosmtpd connects to its own ``port`` once after binding, to check that the
+    server answers; with port 0 that would fail. Reading the port the OS picked
+    just before that check makes port 0 work (relies on aiosmtpd 1.4 internals:
+    ``server`` is set and ``_trigger_server`` runs after binding).
+    """
+
+    def _trigger_server(self) -> None:
+        assert isinstance(self.server, asyncio.Server)
+        self.port = self.server.sockets[0].getsockname()[1]
+        super()._trigger_server()

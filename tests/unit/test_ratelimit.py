@@ -1,0 +1,163 @@
+import pytest
+
+from herald.delivery.ratelimit import ChannelRateLimits, RateLimiter
+
+
+class FakeClock:
+    """A clock that only moves when the test says so."""
+
+    def __init__(self, now: float = 1_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def acquire_all(limiter: RateLimiter) -> int:
+    taken = 0
+    while limiter.try_acquire():
+        taken += 1
+    return taken
+
+
+def test_a_new_limiter_allows_a_full_burst_at_once() -> None:
+    limiter = RateLimiter(rate_per_second=1.0, burst=5, clock=FakeClock())
+
+    assert acquire_all(limiter) == 5
+
+
+def test_the_send_after_the_burst_is_refused_until_time_passes() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(rate_per_second=2.0, burst=2, clock=clock)
+    acquire_all(limiter)
+
+    assert limiter.try_acquire() is False
+    clock.advance(0.49)
+    assert limiter.try_acquire() is False
+    clock.advance(0.01)
+    assert limiter.try_acquire() is True
+
+
+def test_tokens_come_back_at_the_configured_rate() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(rate_per_second=10.0, burst=1, clock=clock)
+    acquire_all(limiter)
+    sent = 0
+
+    for _ in range(1_000):  # ten seconds in steps of 10 ms
+        clock.advance(0.01)
+        sent += acquire_all(limiter)
+
+    assert sent in (99, 100)
+
+
+def test_an_idle_bucket_fills_up_to_burst_and_no_further() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(rate_per_second=100.0, burst=3, clock=clock)
+    acquire_all(limiter)
+
+    clock.advance(3_600)
+
+    assert acquire_all(limiter) == 3
+
+
+def test_delay_is_zero_while_tokens_remain() -> None:
+    limiter = RateLimiter(rate_per_second=1.0, burst=2, clock=FakeClock())
+    limiter.try_acquire()
+
+    assert limiter.delay_until_available() == 0.0
+
+
+def test_delay_says_how_many_seconds_until_the_next_token() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(rate_per_second=4.0, burst=1, clock=clock)
+    limiter.try_acquire()
+
+    assert limiter.delay_until_available() == pytest.approx(0.25)
+    clock.advance(0.1)
+    assert limiter.delay_until_available() == pytest.approx(0.15)
+
+
+def test_asking_for_the_delay_takes_no_token() -> None:
+    limiter = RateLimiter(rate_per_second=1.0, burst=1, clock=FakeClock())
+
+    limiter.delay_until_available()
+    limiter.delay_until_available()
+
+    assert limiter.try_acquire() is True
+
+
+@pytest.mark.parametrize("rate", [3.0, 7.0, 0.3, 1 / 3])
+def test_waiting_exactly_the_reported_delay_is_always_enough(rate: float) -> None:
+    clock = FakeClock(now=0.1)
+    limiter = RateLimiter(rate_per_second=rate, burst=1, clock=clock)
+    acquire_all(limiter)
+
+    for _ in range(200):
+        clock.advance(limiter.delay_until_available())
+        assert limiter.try_acquire() is True
+
+
+def test_a_clock_that_steps_backwards_adds_no_tokens() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(rate_per_second=1.0, burst=1, clock=clock)
+    limiter.try_acquire()
+
+    clock.advance(-10.0)
+    assert limiter.try_acquire() is False
+    clock.advance(0.5)
+    assert limiter.try_acquire() is False  # the backwards step is not credited later
+    clock.advance(0.5)
+    assert limiter.try_acquire() is True
+
+
+@pytest.mark.parametrize(("rate", "burst"), [(0.0, 1), (-1.0, 1), (1.0, 0)])
+def test_a_limiter_needs_a_positive_rate_and_burst(rate: float, burst: int) -> None:
+    with pytest.raises(ValueError):
+        RateLimiter(rate_per_second=rate, burst=burst, clock=FakeClock())
+
+
+def test_a_channel_without_a_limiter_is_unlimited() -> None:
+    limits = ChannelRateLimits({"email": None})
+
+    assert all(limits.try_acquire("email") for _ in range(10_000))
+    assert limits.delay_until_available("email") == 0.0
+    assert limits.limiter_for("email") is None
+
+
+def test_a_channel_that_is_not_configured_is_unlimited() -> None:
+    limits = ChannelRateLimits()
+
+    assert limits.try_acquire("sms") is True
+    assert limits.delay_until_available("sms") == 0.0
+
+
+def test_channels_draw_from_their_own_buckets() -> None:
+    clock = FakeClock()
+    limits = ChannelRateLimits(
+        {
+            "email": RateLimiter(rate_per_second=1.0, burst=1, clock=clock),
+            "webhook": RateLimiter(rate_per_second=1.0, burst=1, clock=clock),
+        }
+    )
+
+    assert limits.try_acquire("email") is True
+    assert limits.try_acquire("email") is False
+    assert limits.try_acquire("webhook") is True
+    assert limits.delay_until_available("email") == pytest.approx(1.0)
+
+
+def test_limits_can_be_built_from_rates_and_bursts() -> None:
+    clock = FakeClock()
+    limits = ChannelRateLimits.from_rates({"email": (2.0, 3), "push": None}, clock=clock)
+
+    limiter = limits.limiter_for("email")
+    assert limiter is not None
+    assert (limiter.rate_per_second, limiter.burst) == (2.0, 3)
+    assert limits.limiter_for("push") is None
+    assert [limits.try_acquire("email") for _ in range(4)] == [True, True, True, False]
+    clock.advance(0.5)
+    assert limits.try_acquire("email") is True
