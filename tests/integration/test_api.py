@@ -19,7 +19,11 @@ def payment_failed(user: str = "u_1", **overrides: Any) -> dict[str, Any]:
         "user_id": user,
         "event_type": "payment_failed",
         "event_timestamp": "2025-10-31T19:24:11Z",
-        "properties": {"amount": 1425.0, "attempt_number": 2, "failure_reason": "INSUFFICIENT_FUNDS"},
+        "properties": {
+            "amount": 1425.0,
+            "attempt_number": 2,
+            "failure_reason": "INSUFFICIENT_FUNDS",
+        },
         "user_traits": {"email": "maria@example.com", "country": "PT", "marketing_opt_in": True},
     }
     event.update(overrides)
@@ -96,8 +100,16 @@ def test_reusing_an_event_id_for_another_payload_is_a_conflict(client: TestClien
         (payment_failed(user_id=""), "user_id"),
         (payment_failed(user_id="   "), "user_id"),
         (payment_failed(event_timestamp="yesterday"), "event_timestamp"),
-        (payment_failed(properties={"amount": "lots", "attempt_number": 1, "failure_reason": "X"}), "amount"),
-        (payment_failed(properties={"amount": 5, "attempt_number": 0, "failure_reason": "X"}), "attempt_number"),
+        (
+            payment_failed(
+                properties={"amount": "lots", "attempt_number": 1, "failure_reason": "X"}
+            ),
+            "amount",
+        ),
+        (
+            payment_failed(properties={"amount": 5, "attempt_number": 0, "failure_reason": "X"}),
+            "attempt_number",
+        ),
         (payment_failed(properties={"amount": 5, "attempt_number": 1}), "failure_reason"),
         ({"user_id": "u_1", "event_type": "signup_completed"}, "event_timestamp"),
     ],
@@ -124,7 +136,9 @@ def test_malformed_or_non_object_bodies_are_client_errors(client: TestClient, ra
 
 
 def test_a_body_over_one_mebibyte_is_refused_with_413(client: TestClient) -> None:
-    big = payment_failed(properties={"amount": 1, "attempt_number": 1, "failure_reason": "x" * 1_100_000})
+    big = payment_failed(
+        properties={"amount": 1, "attempt_number": 1, "failure_reason": "x" * 1_100_000}
+    )
     assert client.post("/events", json=big).status_code == 413
 
 
@@ -145,7 +159,9 @@ def test_a_batch_accepts_valid_events_and_rejects_the_others_one_by_one(client: 
 
 
 def test_a_batch_over_a_thousand_events_is_refused(client: TestClient) -> None:
-    response = client.post("/events/batch", json={"events": [signup(event_id=f"x{i}") for i in range(1001)]})
+    response = client.post(
+        "/events/batch", json={"events": [signup(event_id=f"x{i}") for i in range(1001)]}
+    )
     assert response.status_code == 422
 
 
@@ -185,11 +201,15 @@ def test_an_unknown_user_has_no_audit(client: TestClient) -> None:
     assert client.get("/audit/nobody").status_code == 404
 
 
-def test_a_triggered_message_is_delivered_by_the_stub_provider(client: TestClient, settings: Settings) -> None:
+def test_a_triggered_message_is_delivered_by_the_stub_provider(
+    client: TestClient, settings: Settings
+) -> None:
     client.post("/events", json=signup(user="u_7", event_id="s7"))
     outbox = Path(settings.outbox_file or "")
     wait_for(lambda: outbox.exists() and "WELCOME_EMAIL" in outbox.read_text())
-    message = wait_for(lambda: [m for m in client.get("/audit/u_7").json()["messages"] if m["status"] == "sent"])
+    message = wait_for(
+        lambda: [m for m in client.get("/audit/u_7").json()["messages"] if m["status"] == "sent"]
+    )
     assert message[0]["recipient"] == "u_7@example.com" and message[0]["sent_at"]
     assert "Welcome" in message[0]["subject"]
 
@@ -226,7 +246,10 @@ def test_tokens_guard_ingestion_and_the_audit(database_url: str, tmp_path: Path)
         ingest = {"Authorization": "Bearer ingest-secret"}
         assert client.post("/events", json=signup(), headers=ingest).status_code == 202
         assert client.get("/audit/u_1", headers=ingest).status_code == 401
-        assert client.get("/audit/u_1", headers={"Authorization": "Bearer admin-secret"}).status_code == 200
+        assert (
+            client.get("/audit/u_1", headers={"Authorization": "Bearer admin-secret"}).status_code
+            == 200
+        )
         assert client.get("/rules").status_code == 401
         assert client.get("/healthz").status_code == 200
 
@@ -236,5 +259,9 @@ def test_an_unsubscribe_skips_marketing_but_not_transactional_messages(client: T
     assert response.status_code == 200
     welcome = client.post("/events", json=signup(user="u_3", event_id="s3")).json()["decisions"][0]
     assert welcome["outcome"] == "skipped" and "unsubscribed from email" in welcome["reason"]
-    funds = client.post("/events", json=payment_failed(user="u_3", event_id="p3")).json()["decisions"]
-    assert next(d for d in funds if d["rule"] == "INSUFFICIENT_FUNDS_EMAIL")["outcome"] == "triggered"
+    funds = client.post("/events", json=payment_failed(user="u_3", event_id="p3")).json()[
+        "decisions"
+    ]
+    assert (
+        next(d for d in funds if d["rule"] == "INSUFFICIENT_FUNDS_EMAIL")["outcome"] == "triggered"
+    )

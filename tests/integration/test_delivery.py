@@ -1,0 +1,289 @@
+"""The dispatcher end to end: real SMTP and HTTP peers on loopback, a clock moved by hand."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from typer.testing import CliRunner
+
+from herald.cli.main import app as cli
+from herald.delivery.dispatcher import Dispatcher, RetryPolicy
+from herald.delivery.provider import Provider
+from herald.delivery.ratelimit import ChannelRateLimits
+from herald.delivery.signing import SIGNATURE_HEADER, verify
+from herald.delivery.smtp import SmtpProvider
+from herald.delivery.stub import LogAlertProvider, StubProvider
+from herald.delivery.webhook import WebhookProvider
+from herald.domain.model import Event
+from herald.domain.timeutil import parse_timestamp, to_micros
+from herald.rules.loader import load_ruleset
+from herald.service.ingest import ingest
+from herald.store.database import Database
+from herald.store.unit_of_work import ReadOnly, UnitOfWork
+from tests.conftest import FixedClock
+from tests.support.http_receiver import CannedResponse, HttpReceiver
+from tests.support.smtp_sink import SmtpSink
+
+RULES = load_ruleset()
+
+
+def funds_failure(user: str, day: int = 3, **traits: Any) -> Event:
+    return Event(
+        event_id=f"pf-{user}-{day}",
+        user_id=user,
+        event_type="payment_failed",
+        timestamp=parse_timestamp(f"2025-11-{day:02d}T10:00:00Z"),
+        properties={"amount": 12.5, "attempt_number": 1, "failure_reason": "INSUFFICIENT_FUNDS"},
+        user_traits={"email": f"{user}@example.com", **traits},
+    )
+
+
+def link_after_signup(user: str) -> list[Event]:
+    traits = {"phone": "+351910000001", "marketing_opt_in": True}
+    signup = Event(
+        f"s-{user}", user, "signup_completed", parse_timestamp("2025-11-03T09:00:00Z"), {}, traits
+    )
+    link = Event(
+        f"l-{user}", user, "link_bank_success", parse_timestamp("2025-11-03T10:00:00Z"), {}, traits
+    )
+    return [signup, link]
+
+
+def store(database: Database, clock: FixedClock, events: list[Event]) -> None:
+    with UnitOfWork(database) as uow:
+        ingest(uow, events, RULES, now=clock())
+        uow.commit()
+
+
+def dispatcher(
+    database: Database, clock: FixedClock, providers: dict[str, Provider], **options: Any
+) -> Dispatcher:
+    options.setdefault("retry", RetryPolicy(max_attempts=3, base=10, jitter=0))
+    return Dispatcher(
+        database, providers, worker_id=options.pop("worker_id", "w1"), clock=clock, **options
+    )
+
+
+def message(database: Database, message_id: str | None = None) -> Any:
+    with ReadOnly(database) as read:
+        rows = read.connection.exec_driver_sql("SELECT message_id FROM messages").all()
+        return read.outbox.get(message_id or rows[0][0])
+
+
+def test_email_goes_through_a_real_smtp_server(database: Database, clock: FixedClock) -> None:
+    store(database, clock, [funds_failure("u1", first_name="Maria")])
+    with SmtpSink() as sink:
+        smtp = SmtpProvider(
+            "email", sink.host, sink.port, sender="herald@example.com", reply_to="help@example.com"
+        )
+        report = asyncio.run(dispatcher(database, clock, {"email": smtp}).run_once())
+        assert report.sent == 1
+        [received] = sink.messages
+    email = received.message
+    assert email["To"] == "u1@example.com" and email["Reply-To"] == "help@example.com"
+    assert email["Subject"] == "Your payment could not be completed"
+    assert message(database).message_id in email["Message-ID"]
+    assert "Hi Maria" in email.get_body(("plain",)).get_content()
+    assert "<strong>12.50</strong>" in email.get_body(("html",)).get_content()
+    assert message(database).status == "sent"
+
+
+def test_sms_goes_to_a_signed_webhook_with_the_message_id_as_idempotency_key(
+    database: Database, clock: FixedClock
+) -> None:
+    store(database, clock, link_after_signup("u2"))
+    with HttpReceiver() as receiver:
+        webhook = WebhookProvider("sms", receiver.url + "/sms", secret=b"shh")
+        asyncio.run(
+            dispatcher(
+                database, clock, {"sms": webhook, "email": StubProvider(Path("/dev/null"))}
+            ).run_once()
+        )
+        [request] = receiver.requests
+    assert request.json()["recipient"] == "+351910000001"
+    assert request.json()["rule"] == "BANK_LINK_NUDGE_SMS"
+    assert request.headers["idempotency-key"] == request.json()["message_id"]
+    signature = request.headers[SIGNATURE_HEADER.lower()]
+    timestamp = int(signature.split(",")[0].removeprefix("t="))
+    assert verify(b"shh", signature, request.body, now=timestamp)
+
+
+def test_a_failing_provider_is_retried_with_backoff_until_it_succeeds(
+    database: Database, clock: FixedClock
+) -> None:
+    store(database, clock, [funds_failure("u3")])
+    with HttpReceiver() as receiver:
+        receiver.respond_with(CannedResponse(503), CannedResponse(503), CannedResponse(200))
+        worker = dispatcher(
+            database, clock, {"email": WebhookProvider("email", receiver.url, secret=None)}
+        )
+        assert asyncio.run(worker.run_once()).retried == 1
+        assert asyncio.run(worker.run_once()).claimed == 0  # not due before the backoff
+        clock.now += timedelta(seconds=10)
+        assert asyncio.run(worker.run_once()).retried == 1
+        clock.now += timedelta(seconds=20)
+        assert asyncio.run(worker.run_once()).sent == 1
+        assert len(receiver.requests) == 3
+    with ReadOnly(database) as read:
+        row = message(database)
+        attempts = read.outbox.attempts_for([row.message_id])[row.message_id]
+    assert row.status == "sent" and row.attempts == 3
+    assert [a.outcome for a in attempts] == ["retry", "retry", "sent"]
+    assert "HTTP 503" in attempts[0].detail
+
+
+def test_a_permanent_failure_is_a_dead_letter_until_retried_by_command(
+    database: Database, database_url: str, clock: FixedClock
+) -> None:
+    store(database, clock, [funds_failure("u4")])
+    with HttpReceiver() as receiver:
+        receiver.respond_with(CannedResponse(400, b'{"error": "bad number"}'))
+        worker = dispatcher(
+            database, clock, {"email": WebhookProvider("email", receiver.url, secret=None)}
+        )
+        assert asyncio.run(worker.run_once()).failed == 1
+        dead = message(database)
+        assert dead.status == "failed" and "HTTP 400" in dead.last_error
+        result = CliRunner().invoke(
+            cli, ["messages", "retry", "--failed", "--database", database_url]
+        )
+        assert result.exit_code == 0, result.output
+        # the command uses the wall clock: the message is due now, long after the test's clock
+        clock.now += timedelta(days=3650)
+        receiver.respond_with(CannedResponse(200))
+        assert asyncio.run(worker.run_once()).sent == 1
+    assert message(database).status == "sent"
+
+
+def test_the_last_transient_failure_is_a_dead_letter(database: Database, clock: FixedClock) -> None:
+    store(database, clock, [funds_failure("u5")])
+    with HttpReceiver(default=CannedResponse(503)) as receiver:
+        worker = dispatcher(
+            database, clock, {"email": WebhookProvider("email", receiver.url, secret=None)}
+        )
+        for _ in range(3):
+            asyncio.run(worker.run_once())
+            clock.now += timedelta(minutes=10)
+    row = message(database)
+    assert row.status == "failed" and "gave up after 3 attempts" in row.last_error
+
+
+def test_a_rate_limited_channel_drains_its_backlog_at_its_rate(
+    database: Database, clock: FixedClock, tmp_path: Path
+) -> None:
+    store(database, clock, [funds_failure(f"r{i}") for i in range(5)])
+    seconds = [0.0]
+    limits = ChannelRateLimits.from_rates({"email": (2.0, 2)}, lambda: seconds[0])
+    outbox = tmp_path / "outbox.jsonl"
+    worker = dispatcher(database, clock, {"email": StubProvider(outbox)}, rate_limits=limits)
+    sent_per_second = []
+    for _ in range(3):
+        sent_per_second.append(asyncio.run(worker.run_once()).sent)
+        seconds[0] += 1.0
+        clock.now += timedelta(seconds=1)
+    assert sent_per_second == [2, 2, 1]
+    assert len(outbox.read_text().splitlines()) == 5
+
+
+def test_two_dispatchers_never_send_one_message_twice(
+    database: Database, clock: FixedClock, tmp_path: Path
+) -> None:
+    store(database, clock, [funds_failure(f"d{i}") for i in range(60)])
+    outbox = tmp_path / "outbox.jsonl"
+
+    async def both() -> None:
+        workers = [
+            dispatcher(
+                database, clock, {"email": StubProvider(outbox)}, worker_id=name, batch_size=7
+            )
+            for name in ("a", "b")
+        ]
+        for _ in range(10):
+            await asyncio.gather(*(w.run_once() for w in workers))
+
+    asyncio.run(both())
+    ids = [
+        line.split('"message_id":"')[1].split('"')[0] for line in outbox.read_text().splitlines()
+    ]
+    assert len(ids) == 60 and len(set(ids)) == 60
+
+
+def test_an_expired_claim_is_delivered_by_another_dispatcher(
+    database: Database, clock: FixedClock, tmp_path: Path
+) -> None:
+    store(database, clock, [funds_failure("c1")])
+    with UnitOfWork(database) as uow:  # a dispatcher claims it, then dies
+        uow.outbox.claim_due(
+            now_us=to_micros(clock()), limit=10, worker="dead", lease_us=60_000_000
+        )
+        uow.commit()
+    outbox = tmp_path / "outbox.jsonl"
+    alive = dispatcher(database, clock, {"email": StubProvider(outbox)}, worker_id="alive")
+    assert asyncio.run(alive.run_once()).claimed == 0  # the lease still holds
+    clock.now += timedelta(minutes=2)
+    report = asyncio.run(alive.run_once())
+    assert report.sent == 1
+
+
+def test_quiet_hours_hold_an_sms_until_the_morning_in_the_users_zone(
+    database: Database, tmp_path: Path
+) -> None:
+    from herald.bootstrap import quiet_hours_policy
+    from herald.delivery.setup import build_delivery
+
+    plan = build_delivery(
+        {"delivery": {"quiet_hours": {"sms": {"start": "21:00", "end": "08:00"}}}},
+        outbox=tmp_path / "o",
+    )
+    night = FixedClock(
+        parse_timestamp("2025-11-03T23:30:00Z")
+    )  # 23:30 in Lisbon (UTC+0 in November)
+    events = link_after_signup("q1")
+    events = [
+        Event(
+            e.event_id,
+            e.user_id,
+            e.event_type,
+            e.timestamp,
+            e.properties,
+            {**e.user_traits, "timezone": "Europe/Lisbon"},
+        )
+        for e in events
+    ]
+    with UnitOfWork(database) as uow:
+        ingest(uow, events, RULES, now=night(), hold=quiet_hours_policy(plan))
+        uow.commit()
+    sms = message(database)
+    assert sms.channel == "sms" and "held until 2025-11-04T08:00:00Z" in sms.hold_reason
+    stub = StubProvider(tmp_path / "outbox.jsonl")
+    worker = dispatcher(database, night, {"sms": stub, "email": stub})
+    assert asyncio.run(worker.run_once()).claimed == 0
+    night.now = parse_timestamp("2025-11-04T08:00:00Z")
+    assert asyncio.run(worker.run_once()).sent == 1
+
+
+def test_internal_alerts_are_logged_and_never_sent_to_the_user(
+    database: Database, clock: FixedClock, caplog: Any
+) -> None:
+    alert = funds_failure("h1")
+    alert = Event(
+        alert.event_id,
+        "h1",
+        "payment_failed",
+        alert.timestamp,
+        {"amount": 1.0, "attempt_number": 4, "failure_reason": "CARD_DECLINED"},
+        alert.user_traits,
+    )
+    store(database, clock, [alert])
+    caplog.set_level("WARNING", logger="herald.delivery")
+    asyncio.run(dispatcher(database, clock, {"internal": LogAlertProvider()}).run_once())
+    [record] = [r for r in caplog.records if getattr(r, "alert", None) == "HIGH_RISK_ALERT"]
+    assert (
+        record.levelname == "WARNING"
+        and record.user_id == "h1"
+        and record.event_id == alert.event_id
+    )
+    assert message(database).recipient == "internal"
