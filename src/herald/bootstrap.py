@@ -24,7 +24,7 @@ from herald.observability.metrics import Metrics
 from herald.rules.definition import RuleSet
 from herald.rules.loader import default_rules_path, load_ruleset
 from herald.service.ingest import HoldPolicy, IngestResult
-from herald.service.writer import GroupCommitWriter
+from herald.service.writer import GroupCommitWriter, InlineGroupCommitWriter
 from herald.store.database import Database
 from herald.store.migrate import ensure_current
 from herald.store.unit_of_work import ReadOnly
@@ -132,7 +132,8 @@ def build_runtime(
         if dispatcher is not None:
             dispatcher.wake()
 
-    writer = GroupCommitWriter(
+    writer_class = InlineGroupCommitWriter if database.is_sqlite else GroupCommitWriter
+    writer = writer_class(
         database, ruleset, clock=clock, hold=quiet_hours_policy(plan), on_commit=on_commit
     )
     runtime = Runtime(settings, database, ruleset, plan, metrics, writer, dispatcher, clock)

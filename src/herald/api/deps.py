@@ -10,7 +10,7 @@ from fastapi import Depends, HTTPException, Request, status
 from herald.bootstrap import Runtime
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -31,11 +31,11 @@ def _check_bearer(request: Request, expected: str | None) -> None:
         )
 
 
-def require_admin(request: Request, runtime: RuntimeDep) -> None:
+async def require_admin(request: Request, runtime: RuntimeDep) -> None:
     _check_bearer(request, runtime.settings.admin_token)
 
 
-def require_ingest(request: Request, runtime: RuntimeDep) -> None:
+async def require_ingest(request: Request, runtime: RuntimeDep) -> None:
     _check_bearer(request, runtime.settings.ingest_token)
 
 

@@ -56,6 +56,8 @@ class Condition:
                 f"uses unknown variable(s) {sorted(unknown)}; only `event` and `user` exist"
             )
         self._paths = sorted(set(_PATH.findall(self.source)))
+        # Converting a variable into CEL costs more than evaluating: pass only those used.
+        self._variables = tuple(sorted(set(self._program.variables())))
 
     def evaluate(self, context: dict[str, Any]) -> ConditionResult:
         """Evaluate against ``{"event": ..., "user": ...}``.
@@ -64,7 +66,7 @@ class Condition:
         mismatch) does not hold, and the explanation says why.
         """
         try:
-            value = self._program.execute(context)
+            value = self._program.execute({name: context[name] for name in self._variables})
         except KeyError as exc:
             return ConditionResult(False, f"`{self.source}` could not be evaluated: {exc} missing")
         except Exception as exc:

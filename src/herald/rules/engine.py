@@ -116,7 +116,10 @@ def _decide_on_trigger(
                 f"will decide it)",
             )
         anchor = max(anchors, key=lambda a: a.timestamp)
-        why = f"{rule.after.event_type} {anchor.event_id} at {iso(anchor.timestamp)} is within {_span(rule)}; "
+        why = (
+            f"{rule.after.event_type} {anchor.event_id} at {iso(anchor.timestamp)} "
+            f"is within {_span(rule)}"
+        )
     return _decide_condition(rule, event, user, why)
 
 
@@ -139,7 +142,7 @@ def _decide_on_anchor(
             trigger,
             user,
             f"{rule.on} {trigger.event_id} at {iso(trigger.timestamp)} came within "
-            f"{_span(rule)} after this {anchor.event_type}; ",
+            f"{_span(rule)} after this {anchor.event_type}",
         )
         for trigger in triggers
     ]
@@ -147,14 +150,15 @@ def _decide_on_anchor(
 
 def _decide_condition(rule: Rule, trigger: Event, user: UserProfile, why: str) -> Decision:
     view = user.seen_by(trigger)
+    clauses = [why] if why else []
     if rule.condition is not None:
         result = rule.condition.evaluate({"event": trigger.as_context(), "user": view})
+        clauses.append(result.explanation)
         if not result.holds:
-            return _skip(rule, why + result.explanation)
-        why += result.explanation
+            return _skip(rule, "; ".join(clauses))
     consent = _consent_problem(rule, view)
     if consent:
-        return _skip(rule, why + ("; " if why else "") + consent)
+        return _skip(rule, "; ".join([*clauses, consent]))
     recipient = _recipient(rule, view)
     if recipient is None:
         trait = RECIPIENT_TRAIT[rule.channel]
@@ -165,7 +169,7 @@ def _decide_condition(rule: Rule, trigger: Event, user: UserProfile, why: str) -
         rule=rule.id,
         rule_version=rule.version,
         outcome=Outcome.TRIGGERED,
-        reason=(why or "no condition") + _delivery_note(rule.channel, recipient),
+        reason=("; ".join(clauses) or "no condition") + _delivery_note(rule.channel, recipient),
         message_id=message_id,
         dedup_key=key,
         draft=MessageDraft(message_id, key, rule.channel, recipient, trigger, rule.limit.value),

@@ -200,15 +200,23 @@ def _templates(
     directory = template_dir
     if data.get("templates_dir"):
         directory = template_dir.parent / str(data["templates_dir"])
-    names = sorted({rule.template for rule in rules if rule.template})
-    try:
-        templates = TemplateSet.from_directory(directory, names)
-    except TemplateProblem as exc:
-        problems.append(str(exc))
-        return TemplateSet({})
-    traits = data.get("traits") or {}
+    rules_by_template: dict[str, list[str]] = {}
     for rule in rules:
         if rule.template:
+            rules_by_template.setdefault(rule.template, []).append(rule.id)
+    # One template at a time, so a broken one does not hide the problems of the others.
+    loadable = []
+    for name, rule_ids in sorted(rules_by_template.items()):
+        try:
+            TemplateSet.from_directory(directory, [name])
+        except TemplateProblem as exc:
+            problems.extend(f"rule {rule_id}: {exc}" for rule_id in rule_ids)
+        else:
+            loadable.append(name)
+    templates = TemplateSet.from_directory(directory, loadable)
+    traits = data.get("traits") or {}
+    for rule in rules:
+        if rule.template and rule.template in loadable:
             try:
                 templates.check(rule.template, sample_context(event_types[rule.on], traits))
             except TemplateProblem as exc:

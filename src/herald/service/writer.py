@@ -7,12 +7,14 @@ lock), which is what lets a single SQLite file take thousands of events per seco
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from datetime import datetime
+from typing import Any
 
 from herald.domain.model import Event
 from herald.rules.definition import RuleSet
@@ -58,6 +60,10 @@ class GroupCommitWriter:
             self._queue.put(_STOP)
             self._thread.join(timeout)
             self._thread = None
+
+    async def ingest(self, events: Sequence[Event]) -> list[IngestResult]:
+        """Store ``events``; returns once they are committed."""
+        return await asyncio.wrap_future(self.submit(events))
 
     def submit(self, events: Sequence[Event]) -> Future[list[IngestResult]]:
         future: Future[list[IngestResult]] = Future()
@@ -119,3 +125,58 @@ class GroupCommitWriter:
 
 class IngestFailed(RuntimeError):
     pass
+
+
+class InlineGroupCommitWriter(GroupCommitWriter):
+    """Group commit on the event loop itself, for SQLite.
+
+    SQLite commits in microseconds (WAL, no fsync per commit), so writing on the loop
+    costs less than handing every request to a thread and back: requests that arrive
+    while a batch is being written simply form the next batch.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pending: list[tuple[Sequence[Event], asyncio.Future[list[IngestResult]]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._running = False
+
+    def start(self) -> None:
+        self._running = True
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._running = False
+
+    async def ingest(self, events: Sequence[Event]) -> list[IngestResult]:
+        if not self._running:
+            raise RuntimeError("the writer is not running")
+        future: asyncio.Future[list[IngestResult]] = asyncio.get_running_loop().create_future()
+        self._pending.append((events, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        while self._pending:
+            await asyncio.sleep(0)  # let requests already readable join this batch
+            jobs, size = [], 0
+            while self._pending and size < self._max_events:
+                events, future = self._pending.pop(0)
+                jobs.append((events, _AsyncioResult(future)))
+                size += len(events)
+            self._write(jobs)  # type: ignore[arg-type]
+
+
+class _AsyncioResult:
+    """Lets ``_write`` resolve an asyncio future as it resolves a thread future."""
+
+    def __init__(self, future: asyncio.Future[list[IngestResult]]) -> None:
+        self._future = future
+
+    def set_result(self, value: list[IngestResult]) -> None:
+        if not self._future.done():
+            self._future.set_result(value)
+
+    def set_exception(self, exc: BaseException) -> None:
+        if not self._future.done():
+            self._future.set_exception(exc)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -34,7 +33,7 @@ def _result_json(result: IngestResult) -> dict[str, Any]:
 
 async def _store(runtime: RuntimeDep, events: list[Any]) -> list[IngestResult]:
     try:
-        return await asyncio.wrap_future(runtime.writer.submit(events))
+        return await runtime.writer.ingest(events)
     except IngestFailed:
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE, "storage unavailable; retry"

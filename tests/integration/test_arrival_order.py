@@ -1,0 +1,152 @@
+"""Arrival order does not change which messages a user gets.
+
+For one user's events in any order, one request at a time or all in one batch, the
+messages stored are those the rule file asks for, reckoned from event times alone.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select
+
+from herald.domain.model import Event
+from herald.rules.definition import RuleSet
+from herald.rules.loader import load_ruleset
+from herald.service.ingest import IngestStatus, ingest
+from herald.store.database import Database
+from herald.store.migrate import upgrade
+from herald.store.tables import messages
+from herald.store.unit_of_work import UnitOfWork
+
+USER = "u_1"
+CONTACT = {"email": "maria@example.com", "phone": "+351912345678"}
+START = datetime(2025, 11, 2, tzinfo=UTC)
+NOW = datetime(2025, 11, 10, tzinfo=UTC)
+DAY = timedelta(days=1)
+
+Message = tuple[str, str]  # (rule, dedup key)
+
+
+@pytest.fixture(scope="module")
+def ruleset() -> RuleSet:
+    return load_ruleset()
+
+
+@pytest.fixture(scope="module")
+def migrated_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty migrated SQLite file; each example copies it rather than migrating anew."""
+    path = tmp_path_factory.mktemp("arrival") / "template.db"
+    database = Database(f"sqlite:///{path}")
+    upgrade(database)
+    database.dispose()
+    return path
+
+
+def make_event(index: int, event_type: str, at: datetime, **fields: object) -> Event:
+    traits = dict(CONTACT)
+    if "marketing_opt_in" in fields:
+        traits["marketing_opt_in"] = fields.pop("marketing_opt_in")
+    return Event(f"evt_{index}", USER, event_type, at, dict(fields), traits)
+
+
+# Gaps around the 24-hour nudge window and moments around UTC midnight, plus any other.
+LINK_GAPS = st.sampled_from([-1, 0, 1, 3600, 86_399, 86_400, 86_401]) | st.integers(
+    -2 * 86_400, 2 * 86_400
+)
+SECOND_OF_DAY = st.sampled_from([0, 1, 86_398, 86_399]) | st.integers(0, 86_399)
+
+
+@st.composite
+def one_users_events(draw: st.DrawFn) -> list[Event]:
+    """At most one signup, some bank links around it and some failed payments over 3 days."""
+    found: list[Event] = []
+    signup_at = START + timedelta(seconds=draw(st.integers(0, 2 * 86_400)))
+    if draw(st.booleans()):
+        opt_in = draw(st.booleans())
+        found.append(make_event(0, "signup_completed", signup_at, marketing_opt_in=opt_in))
+    for gap in draw(st.lists(LINK_GAPS, max_size=3)):
+        link_at = signup_at + timedelta(seconds=gap)
+        found.append(make_event(len(found) + 1, "link_bank_success", link_at))
+    payments = st.tuples(
+        st.integers(0, 2),
+        SECOND_OF_DAY,
+        st.sampled_from(["INSUFFICIENT_FUNDS", "CARD_EXPIRED"]),
+        st.integers(1, 4),
+    )
+    for day, second, reason, attempt in draw(st.lists(payments, max_size=5)):
+        failed_at = START + day * DAY + timedelta(seconds=second)
+        found.append(
+            make_event(
+                len(found) + 1,
+                "payment_failed",
+                failed_at,
+                amount=10.0,
+                attempt_number=attempt,
+                failure_reason=reason,
+            )
+        )
+    return found
+
+
+def expected_messages(history: Iterable[Event]) -> set[Message]:
+    """The spec, by event time: what the default rule file should send for this user."""
+    history = list(history)
+    signups = [e for e in history if e.event_type == "signup_completed"]
+    wanted: set[Message] = set()
+    opted_in = [s for s in signups if s.user_traits["marketing_opt_in"] is True]
+    if opted_in:
+        wanted.add(("WELCOME_EMAIL", f"WELCOME_EMAIL:{USER}"))
+    for link in (e for e in history if e.event_type == "link_bank_success"):
+        if any(s.timestamp <= link.timestamp <= s.timestamp + DAY for s in opted_in):
+            wanted.add(("BANK_LINK_NUDGE_SMS", f"BANK_LINK_NUDGE_SMS:{USER}"))
+    for failed in (e for e in history if e.event_type == "payment_failed"):
+        day = failed.timestamp.astimezone(UTC).date().isoformat()
+        if failed.properties["failure_reason"] == "INSUFFICIENT_FUNDS":
+            wanted.add(("INSUFFICIENT_FUNDS_EMAIL", f"INSUFFICIENT_FUNDS_EMAIL:{USER}:{day}"))
+        if failed.properties["attempt_number"] >= 3:
+            wanted.add(("HIGH_RISK_ALERT", f"HIGH_RISK_ALERT:{USER}:{day}"))
+    return wanted
+
+
+def stored_after(
+    batches: Sequence[Sequence[Event]], migrated_file: Path, ruleset: RuleSet
+) -> set[Message]:
+    """Ingest each batch in its own committed unit of work on a fresh database."""
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "herald.db"
+        shutil.copyfile(migrated_file, path)
+        database = Database(f"sqlite:///{path}")
+        try:
+            for batch in batches:
+                with UnitOfWork(database) as uow:
+                    results = ingest(uow, batch, ruleset, now=NOW)
+                    uow.commit()
+                assert {r.status for r in results} <= {IngestStatus.ACCEPTED}
+            with database.reader.connect() as connection:
+                rows = connection.execute(select(messages.c.rule, messages.c.dedup_key))
+                return {(row.rule, row.dedup_key) for row in rows}
+        finally:
+            database.dispose()
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data(), history=one_users_events())
+def test_any_arrival_order_sends_the_messages_the_event_times_call_for(
+    data: st.DataObject, history: list[Event], migrated_file: Path, ruleset: RuleSet
+) -> None:
+    arrivals = data.draw(st.permutations(history), label="arrival order")
+    expected = expected_messages(history)
+
+    one_per_request = stored_after([[e] for e in arrivals], migrated_file, ruleset)
+    all_in_one_batch = stored_after([arrivals], migrated_file, ruleset) if arrivals else set()
+
+    assert one_per_request == expected
+    assert all_in_one_batch == expected

@@ -1,0 +1,172 @@
+"""Schema migrations: ``herald db upgrade`` builds the schema Herald's tables describe,
+an embedded SQLite database upgrades itself, and a shared PostgreSQL database is never
+migrated behind the operator's back: ``herald serve`` refuses it until they upgrade.
+
+The CLI runs as a subprocess (the installed ``herald``), on databases made for each test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from fastapi.testclient import TestClient
+from sqlalchemy import inspect, text
+
+from herald.api.app import create_app
+from herald.bootstrap import build_runtime
+from herald.config import Settings
+from herald.store.database import Database
+from herald.store.migrate import current_revision, head_revision, upgrade
+from herald.store.tables import metadata
+from tests.support.ports import free_port
+from tests.support.processes import herald_environment, run_herald, scratch_postgres_database
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of a database with nothing in it, not even Herald's schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'fresh.db'}"
+        return
+    with scratch_postgres_database(request.getfixturevalue("postgres_url")) as url:
+        yield url
+
+
+@pytest.fixture
+def empty_postgres_url(postgres_url: str) -> Iterator[str]:
+    with scratch_postgres_database(postgres_url) as url:
+        yield url
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def schema_differences(database: Database) -> list[object]:
+    """What Alembic's autogenerate would change to make the database match ``tables.py``."""
+    with database.writer.connect() as connection:
+        return list(compare_metadata(MigrationContext.configure(connection), metadata))
+
+
+def test_db_upgrade_builds_the_whole_schema_on_an_empty_database(
+    empty_database_url: str, tmp_path: Path
+) -> None:
+    result = run_herald(
+        ["db", "upgrade", "--database", empty_database_url],
+        env=herald_environment(),
+        cwd=tmp_path,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert f"schema: empty -> {head_revision()}" in one_line(result.stdout + result.stderr)
+    database = Database(empty_database_url)
+    try:
+        assert current_revision(database) == head_revision()
+        tables = set(inspect(database.writer).get_table_names())
+        assert tables == set(metadata.tables) | {"alembic_version"}
+        assert schema_differences(database) == []
+    finally:
+        database.dispose()
+
+
+def test_db_upgrade_of_a_current_database_changes_nothing(
+    empty_database_url: str, tmp_path: Path
+) -> None:
+    command = ["db", "upgrade", "--database", empty_database_url]
+    run_herald(command, env=herald_environment(), cwd=tmp_path)
+
+    again = run_herald(command, env=herald_environment(), cwd=tmp_path)
+
+    assert again.returncode == 0, again.stderr
+    head = head_revision()
+    assert f"schema: {head} -> {head}" in one_line(again.stdout + again.stderr)
+
+
+def test_build_runtime_upgrades_an_empty_sqlite_database_by_itself(tmp_path: Path) -> None:
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'embedded.db'}",
+        outbox_file=str(tmp_path / "outbox.jsonl"),
+    )
+
+    runtime = build_runtime(settings)
+
+    try:
+        assert current_revision(runtime.database) == head_revision()
+        assert schema_differences(runtime.database) == []
+    finally:
+        runtime.database.dispose()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_herald_refuses_an_unmigrated_postgresql_database_and_says_how_to_fix_it(
+    command: str, empty_postgres_url: str, tmp_path: Path
+) -> None:
+    args = [command, "--database", empty_postgres_url]
+    if command == "serve":
+        args += ["--host", "127.0.0.1", "--port", str(free_port())]
+
+    result = run_herald(args, env=herald_environment(), cwd=tmp_path, timeout=60)
+
+    said = one_line(result.stdout + result.stderr)
+    assert result.returncode == 1, said
+    assert "empty database" in said
+    assert "herald db upgrade" in said
+    assert "Traceback" not in said
+    database = Database(empty_postgres_url)
+    try:
+        assert current_revision(database) is None  # it did not migrate a shared database
+    finally:
+        database.dispose()
+
+
+@pytest.mark.postgres
+def test_build_runtime_refuses_an_unmigrated_postgresql_database(
+    empty_postgres_url: str, tmp_path: Path
+) -> None:
+    settings = Settings(database_url=empty_postgres_url, outbox_file=str(tmp_path / "o.jsonl"))
+
+    with pytest.raises(RuntimeError, match="herald db upgrade"):
+        build_runtime(settings)
+
+
+def test_readyz_answers_200_with_the_revision_when_the_schema_is_current(
+    database_url: str, tmp_path: Path
+) -> None:
+    settings = Settings(
+        database_url=database_url, dispatcher=False, outbox_file=str(tmp_path / "o.jsonl")
+    )
+
+    with TestClient(create_app(settings)) as client:
+        response = client.get("/readyz")
+
+    assert response.status_code == 200
+    assert response.json()["status"] == "ready"
+    assert response.json()["schema"] == head_revision()
+
+
+def test_readyz_answers_503_once_the_schema_falls_behind(
+    empty_database_url: str, tmp_path: Path
+) -> None:
+    database = Database(empty_database_url)
+    upgrade(database)
+    settings = Settings(
+        database_url=empty_database_url, dispatcher=False, outbox_file=str(tmp_path / "o.jsonl")
+    )
+
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/readyz").status_code == 200
+        with database.writer.begin() as connection:
+            connection.execute(text("UPDATE alembic_version SET version_num = 'older'"))
+        response = client.get("/readyz")
+    database.dispose()
+
+    assert response.status_code == 503
+    assert response.json() == {
+        "status": "unavailable",
+        "schema": f"at older, need {head_revision()}",
+    }

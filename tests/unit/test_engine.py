@@ -1,0 +1,544 @@
+"""The rule engine on its own: events, a user and their history in; decisions out.
+
+``replay`` plays the service's part by hand: it remembers the events that arrived,
+hands ``evaluate`` the slices ``history_windows`` asks for, and holds dedup keys the
+way the outbox does, so arrival order can be tested without a database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from herald.domain.model import Decision, Event, Outcome, UserProfile
+from herald.domain.timeutil import to_micros
+from herald.rules import engine
+from herald.rules.definition import RuleSet
+from herald.rules.loader import load_ruleset
+
+USER = "u_1"
+TRAITS: dict[str, Any] = {
+    "email": "maria@example.com",
+    "phone": "+351912345678",
+    "marketing_opt_in": True,
+}
+SIGNUP_AT = "2025-11-02T10:00:00+00:00"
+
+
+@pytest.fixture(scope="module")
+def ruleset() -> RuleSet:
+    return load_ruleset()
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def event(
+    event_type: str,
+    when: str | datetime,
+    *,
+    event_id: str | None = None,
+    properties: Mapping[str, Any] | None = None,
+    traits: Mapping[str, Any] = TRAITS,
+) -> Event:
+    timestamp = at(when) if isinstance(when, str) else when
+    return Event(
+        event_id=event_id or f"{event_type}@{timestamp.isoformat()}",
+        user_id=USER,
+        event_type=event_type,
+        timestamp=timestamp,
+        properties=dict(properties or {}),
+        user_traits=dict(traits),
+    )
+
+
+def payment_failed(
+    when: str, *, reason: str = "INSUFFICIENT_FUNDS", attempt: int = 1, event_id: str | None = None
+) -> Event:
+    properties = {"amount": 25.0, "attempt_number": attempt, "failure_reason": reason}
+    return event("payment_failed", when, properties=properties, event_id=event_id)
+
+
+def replay(
+    arrivals: Iterable[Event],
+    ruleset: RuleSet,
+    *,
+    profile_traits: Mapping[str, Any] | None = None,
+) -> list[Decision]:
+    """Every decision made while ``arrivals`` come in one by one, limits applied."""
+    known: list[Event] = []
+    held: dict[str, str] = {}
+    profile = UserProfile(USER, dict(profile_traits or {}))
+    decisions: list[Decision] = []
+    for arriving in arrivals:
+        profile = profile.merged(arriving.user_traits, to_micros(arriving.timestamp))
+        history = [
+            other
+            for window in engine.history_windows(arriving, ruleset)
+            for other in known
+            if other.event_type == window.event_type
+            and window.start <= other.timestamp <= window.end
+        ]
+        candidates = engine.evaluate(arriving, profile, history, ruleset)
+        for decision in engine.apply_limits(candidates, held):
+            if decision.draft is not None:
+                held[decision.draft.dedup_key] = decision.draft.message_id
+            decisions.append(decision)
+        known.append(arriving)
+    return decisions
+
+
+def of_rule(decisions: Sequence[Decision], rule: str) -> list[Decision]:
+    return [decision for decision in decisions if decision.rule == rule]
+
+
+def the_one(decisions: Sequence[Decision], rule: str) -> Decision:
+    found = of_rule(decisions, rule)
+    assert len(found) == 1, found
+    return found[0]
+
+
+def sent(decisions: Sequence[Decision], rule: str) -> list[Decision]:
+    return [d for d in of_rule(decisions, rule) if d.outcome is Outcome.TRIGGERED]
+
+
+# WELCOME_EMAIL
+
+
+def test_a_signup_with_marketing_opt_in_sends_a_welcome_email_to_the_user(
+    ruleset: RuleSet,
+) -> None:
+    decision = the_one(replay([event("signup_completed", SIGNUP_AT)], ruleset), "WELCOME_EMAIL")
+
+    assert decision.outcome is Outcome.TRIGGERED
+    assert decision.draft is not None
+    assert (decision.draft.channel, decision.draft.recipient) == ("email", "maria@example.com")
+    assert decision.dedup_key == f"WELCOME_EMAIL:{USER}"
+    assert decision.rule_version == next(
+        r.version for r in ruleset.rules if r.id == "WELCOME_EMAIL"
+    )
+
+
+def test_a_signup_without_marketing_opt_in_is_skipped_and_the_reason_says_so(
+    ruleset: RuleSet,
+) -> None:
+    signup = event("signup_completed", SIGNUP_AT, traits={**TRAITS, "marketing_opt_in": False})
+
+    decision = the_one(replay([signup], ruleset), "WELCOME_EMAIL")
+
+    assert decision.outcome is Outcome.SKIPPED
+    assert "marketing_opt_in is false" in decision.reason
+    assert decision.message_id is None
+
+
+def test_a_signup_that_does_not_mention_opt_in_is_skipped_naming_the_missing_trait(
+    ruleset: RuleSet,
+) -> None:
+    traits = {"email": "maria@example.com"}
+
+    decision = the_one(
+        replay([event("signup_completed", SIGNUP_AT, traits=traits)], ruleset), "WELCOME_EMAIL"
+    )
+
+    assert decision.outcome is Outcome.SKIPPED
+    assert "could not be evaluated" in decision.reason
+    assert "marketing_opt_in" in decision.reason
+
+
+def test_a_user_without_an_email_address_gets_no_welcome_and_the_reason_names_the_trait(
+    ruleset: RuleSet,
+) -> None:
+    signup = event("signup_completed", SIGNUP_AT, traits={"marketing_opt_in": True})
+
+    decision = the_one(replay([signup], ruleset), "WELCOME_EMAIL")
+
+    assert decision.outcome is Outcome.SKIPPED
+    assert "no recipient" in decision.reason
+    assert "email" in decision.reason
+
+
+def test_a_second_signup_of_the_same_user_is_suppressed_by_the_first_welcome(
+    ruleset: RuleSet,
+) -> None:
+    first = event("signup_completed", SIGNUP_AT)
+    second = event("signup_completed", "2025-12-01T10:00:00+00:00")
+
+    first_decision, second_decision = of_rule(replay([first, second], ruleset), "WELCOME_EMAIL")
+
+    assert first_decision.outcome is Outcome.TRIGGERED
+    assert second_decision.outcome is Outcome.SUPPRESSED
+    assert second_decision.message_id == first_decision.message_id
+    assert "once_per_user" in second_decision.reason
+    assert f"WELCOME_EMAIL:{USER}" in second_decision.reason
+    assert str(first_decision.message_id) in second_decision.reason
+
+
+# BANK_LINK_NUDGE_SMS: the 24-hour window, in both arrival orders
+
+ARRIVAL_ORDERS = pytest.mark.parametrize(
+    "link_arrives_first", [False, True], ids=["signup_arrives_first", "link_arrives_first"]
+)
+
+
+def nudges_for_link(
+    gap: timedelta, ruleset: RuleSet, *, link_arrives_first: bool
+) -> list[Decision]:
+    signup = event("signup_completed", SIGNUP_AT)
+    link = event("link_bank_success", signup.timestamp + gap)
+    arrivals = [link, signup] if link_arrives_first else [signup, link]
+    return sent(replay(arrivals, ruleset), "BANK_LINK_NUDGE_SMS")
+
+
+@ARRIVAL_ORDERS
+@pytest.mark.parametrize(
+    "gap",
+    [timedelta(0), timedelta(hours=1), timedelta(hours=24)],
+    ids=["same_second", "one_hour_later", "exactly_24h_later"],
+)
+def test_a_bank_link_within_24_hours_after_signup_sends_one_nudge_sms(
+    gap: timedelta, link_arrives_first: bool, ruleset: RuleSet
+) -> None:
+    nudges = nudges_for_link(gap, ruleset, link_arrives_first=link_arrives_first)
+
+    assert len(nudges) == 1
+    assert nudges[0].draft is not None
+    assert (nudges[0].draft.channel, nudges[0].draft.recipient) == ("sms", "+351912345678")
+    assert nudges[0].dedup_key == f"BANK_LINK_NUDGE_SMS:{USER}"
+
+
+@ARRIVAL_ORDERS
+@pytest.mark.parametrize(
+    "gap",
+    [timedelta(hours=24, seconds=1), timedelta(days=3), timedelta(seconds=-1)],
+    ids=["24h_and_1s_later", "three_days_later", "one_second_before_signup"],
+)
+def test_a_bank_link_outside_the_24_hours_after_signup_sends_no_nudge(
+    gap: timedelta, link_arrives_first: bool, ruleset: RuleSet
+) -> None:
+    assert nudges_for_link(gap, ruleset, link_arrives_first=link_arrives_first) == []
+
+
+def test_a_link_24_hours_and_1_second_after_signup_is_skipped_naming_the_missing_signup(
+    ruleset: RuleSet,
+) -> None:
+    signup = event("signup_completed", SIGNUP_AT)
+    link = event("link_bank_success", signup.timestamp + timedelta(hours=24, seconds=1))
+
+    decision = the_one(replay([signup, link], ruleset), "BANK_LINK_NUDGE_SMS")
+
+    assert decision.outcome is Outcome.SKIPPED
+    assert "no signup_completed within 24h" in decision.reason
+
+
+def test_a_link_that_arrives_before_its_signup_is_decided_when_the_signup_arrives(
+    ruleset: RuleSet,
+) -> None:
+    link = event("link_bank_success", "2025-11-02T12:00:00+00:00", event_id="evt_link")
+    signup = event("signup_completed", SIGNUP_AT, event_id="evt_signup")
+
+    link_decisions = replay([link], ruleset)
+    all_decisions = replay([link, signup], ruleset)
+
+    waiting = the_one(link_decisions, "BANK_LINK_NUDGE_SMS")
+    assert waiting.outcome is Outcome.SKIPPED
+    assert "later-arriving" in waiting.reason
+    skipped, nudge = of_rule(all_decisions, "BANK_LINK_NUDGE_SMS")
+    assert skipped == waiting
+    assert nudge.outcome is Outcome.TRIGGERED
+    assert nudge.draft is not None
+    assert nudge.draft.trigger.event_id == "evt_link"
+    assert "evt_link" in nudge.reason
+
+
+def test_the_nudge_reason_reads_as_clauses_without_empty_ones(ruleset: RuleSet) -> None:
+    signup = event("signup_completed", SIGNUP_AT, event_id="evt_signup")
+    link = event("link_bank_success", "2025-11-02T12:00:00+00:00")
+
+    nudge = the_one(replay([signup, link], ruleset), "BANK_LINK_NUDGE_SMS")
+
+    assert "signup_completed evt_signup at 2025-11-02T10:00:00Z is within 24h" in nudge.reason
+    assert "; ;" not in nudge.reason
+
+
+def test_two_links_within_the_window_send_one_nudge_and_suppress_the_other(
+    ruleset: RuleSet,
+) -> None:
+    first = event("link_bank_success", "2025-11-02T11:00:00+00:00")
+    second = event("link_bank_success", "2025-11-02T12:00:00+00:00")
+    signup = event("signup_completed", SIGNUP_AT)
+
+    nudges = of_rule(replay([second, first, signup], ruleset), "BANK_LINK_NUDGE_SMS")
+
+    outcomes = [d.outcome for d in nudges if d.outcome is not Outcome.SKIPPED]
+    assert sorted(outcomes) == [Outcome.SUPPRESSED, Outcome.TRIGGERED]
+
+
+def test_a_user_without_a_phone_gets_no_nudge_and_the_reason_names_the_trait(
+    ruleset: RuleSet,
+) -> None:
+    traits = {"email": "maria@example.com", "marketing_opt_in": True}
+    signup = event("signup_completed", SIGNUP_AT, traits=traits)
+    link = event("link_bank_success", "2025-11-02T12:00:00+00:00", traits=traits)
+
+    decision = the_one(replay([signup, link], ruleset), "BANK_LINK_NUDGE_SMS")
+
+    assert decision.outcome is Outcome.SKIPPED
+    assert "no recipient" in decision.reason
+    assert "phone" in decision.reason
+
+
+def test_a_link_asks_for_the_day_before_it_and_a_signup_for_the_day_after_it(
+    ruleset: RuleSet,
+) -> None:
+    moment = at(SIGNUP_AT)
+    day = timedelta(hours=24)
+
+    link_windows = engine.history_windows(event("link_bank_success", moment), ruleset)
+    signup_windows = engine.history_windows(event("signup_completed", moment), ruleset)
+
+    assert link_windows == [engine.HistoryWindow("signup_completed", moment - day, moment)]
+    assert signup_windows == [engine.HistoryWindow("link_bank_success", moment, moment + day)]
+
+
+# INSUFFICIENT_FUNDS_EMAIL and HIGH_RISK_ALERT: once per user per UTC day
+
+DAILY_RULES = pytest.mark.parametrize("rule", ["INSUFFICIENT_FUNDS_EMAIL", "HIGH_RISK_ALERT"])
+
+
+def test_a_payment_failed_for_insufficient_funds_emails_the_user(ruleset: RuleSet) -> None:
+    decision = the_one(
+        replay([payment_failed("2025-11-02T09:00:00+00:00")], ruleset), "INSUFFICIENT_FUNDS_EMAIL"
+    )
+
+    assert decision.outcome is Outcome.TRIGGERED
+    assert decision.draft is not None
+    assert decision.draft.recipient == "maria@example.com"
+    assert decision.dedup_key == f"INSUFFICIENT_FUNDS_EMAIL:{USER}:2025-11-02"
+
+
+def test_a_payment_failed_for_another_reason_is_skipped_naming_the_reason(
+    ruleset: RuleSet,
+) -> None:
+    failed = payment_failed("2025-11-02T09:00:00+00:00", reason="CARD_EXPIRED")
+
+    decision = the_one(replay([failed], ruleset), "INSUFFICIENT_FUNDS_EMAIL")
+
+    assert decision.outcome is Outcome.SKIPPED
+    assert 'failure_reason is "CARD_EXPIRED"' in decision.reason
+
+
+@DAILY_RULES
+def test_a_second_failure_on_the_same_utc_day_is_suppressed_naming_the_holder(
+    rule: str, ruleset: RuleSet
+) -> None:
+    morning = payment_failed("2025-11-02T00:00:00+00:00", attempt=3)
+    night = payment_failed("2025-11-02T23:59:59+00:00", attempt=4)
+
+    first, second = of_rule(replay([morning, night], ruleset), rule)
+
+    assert first.outcome is Outcome.TRIGGERED
+    assert second.outcome is Outcome.SUPPRESSED
+    assert second.draft is None
+    key = f"{rule}:{USER}:2025-11-02"
+    assert second.dedup_key == key
+    assert f"once_per_user_per_day: dedup key {key} is held by message {first.message_id}" in (
+        second.reason
+    )
+
+
+@DAILY_RULES
+def test_failures_a_second_either_side_of_utc_midnight_fall_on_different_days(
+    rule: str, ruleset: RuleSet
+) -> None:
+    before = payment_failed("2025-11-02T23:59:59+00:00", attempt=3)
+    after = payment_failed("2025-11-03T00:00:01+00:00", attempt=3)
+
+    decisions = of_rule(replay([before, after], ruleset), rule)
+
+    assert [d.outcome for d in decisions] == [Outcome.TRIGGERED, Outcome.TRIGGERED]
+    assert [d.dedup_key for d in decisions] == [
+        f"{rule}:{USER}:2025-11-02",
+        f"{rule}:{USER}:2025-11-03",
+    ]
+
+
+@DAILY_RULES
+@pytest.mark.parametrize(
+    ("local_time", "utc_day"),
+    [
+        ("2025-11-03T01:30:00+02:00", "2025-11-02"),
+        ("2025-11-02T22:30:00-05:00", "2025-11-03"),
+        ("2025-11-02T23:59:59+00:00", "2025-11-02"),
+    ],
+)
+def test_the_daily_limit_counts_the_utc_day_not_the_local_one(
+    rule: str, local_time: str, utc_day: str, ruleset: RuleSet
+) -> None:
+    decision = the_one(replay([payment_failed(local_time, attempt=3)], ruleset), rule)
+
+    assert decision.dedup_key == f"{rule}:{USER}:{utc_day}"
+
+
+def test_a_failure_at_1_30_plus_two_hours_shares_the_previous_utc_day_limit(
+    ruleset: RuleSet,
+) -> None:
+    evening_utc = payment_failed("2025-11-02T20:00:00+00:00")
+    next_morning_local = payment_failed("2025-11-03T01:30:00+02:00")
+
+    _, second = of_rule(
+        replay([evening_utc, next_morning_local], ruleset), "INSUFFICIENT_FUNDS_EMAIL"
+    )
+
+    assert second.outcome is Outcome.SUPPRESSED
+
+
+@pytest.mark.parametrize(
+    ("attempt", "outcome"), [(2, Outcome.SKIPPED), (3, Outcome.TRIGGERED), (7, Outcome.TRIGGERED)]
+)
+def test_the_risk_team_is_alerted_from_the_third_failed_attempt(
+    attempt: int, outcome: Outcome, ruleset: RuleSet
+) -> None:
+    failed = payment_failed("2025-11-02T09:00:00+00:00", attempt=attempt, reason="DECLINED")
+
+    decision = the_one(replay([failed], ruleset), "HIGH_RISK_ALERT")
+
+    assert decision.outcome is outcome
+    assert f"attempt_number is {attempt}" in decision.reason
+
+
+def test_the_risk_alert_goes_to_the_team_even_when_the_user_has_no_address(
+    ruleset: RuleSet,
+) -> None:
+    failed = event(
+        "payment_failed",
+        "2025-11-02T09:00:00+00:00",
+        properties={"amount": 1.0, "attempt_number": 3, "failure_reason": "DECLINED"},
+        traits={},
+    )
+
+    decision = the_one(replay([failed], ruleset), "HIGH_RISK_ALERT")
+
+    assert decision.outcome is Outcome.TRIGGERED
+    assert decision.draft is not None
+    assert (decision.draft.channel, decision.draft.recipient) == ("internal", "internal")
+
+
+# Unsubscribes: marketing stops, transactional messages keep coming
+
+
+def marketing_and_transactional(
+    ruleset: RuleSet, unsubscribed: list[str], *, on_profile: bool
+) -> dict[str, Outcome]:
+    traits = dict(TRAITS) if on_profile else {**TRAITS, "unsubscribed": unsubscribed}
+    events = [
+        event("signup_completed", SIGNUP_AT, traits=traits),
+        event("link_bank_success", "2025-11-02T12:00:00+00:00", traits=traits),
+        event(
+            "payment_failed",
+            "2025-11-02T13:00:00+00:00",
+            properties={"amount": 5.0, "attempt_number": 1, "failure_reason": "INSUFFICIENT_FUNDS"},
+            traits=traits,
+        ),
+    ]
+    profile = {"unsubscribed": unsubscribed} if on_profile else None
+    decisions = replay(events, ruleset, profile_traits=profile)
+    return {d.rule: d.outcome for d in decisions}
+
+
+@pytest.mark.parametrize("on_profile", [False, True], ids=["event_trait", "saved_preference"])
+@pytest.mark.parametrize(
+    ("unsubscribed", "welcome", "nudge"),
+    [
+        (["email"], Outcome.SKIPPED, Outcome.TRIGGERED),
+        (["sms"], Outcome.TRIGGERED, Outcome.SKIPPED),
+        (["marketing"], Outcome.SKIPPED, Outcome.SKIPPED),
+    ],
+)
+def test_an_unsubscribe_stops_marketing_but_not_transactional_messages(
+    unsubscribed: list[str],
+    welcome: Outcome,
+    nudge: Outcome,
+    on_profile: bool,
+    ruleset: RuleSet,
+) -> None:
+    outcomes = marketing_and_transactional(ruleset, unsubscribed, on_profile=on_profile)
+
+    assert outcomes["WELCOME_EMAIL"] is welcome
+    assert outcomes["BANK_LINK_NUDGE_SMS"] is nudge
+    assert outcomes["INSUFFICIENT_FUNDS_EMAIL"] is Outcome.TRIGGERED
+
+
+def test_an_unsubscribed_welcome_says_which_unsubscribe_stopped_it(ruleset: RuleSet) -> None:
+    signup = event("signup_completed", SIGNUP_AT, traits={**TRAITS, "unsubscribed": ["email"]})
+
+    decision = the_one(replay([signup], ruleset), "WELCOME_EMAIL")
+
+    assert "unsubscribed from email" in decision.reason
+
+
+# A custom rule file: a condition over a property the event may not carry
+
+CUSTOM_RULES = """
+events:
+  plan_changed:
+    properties:
+      plan: {type: string}
+rules:
+  - id: PRO_UPGRADE_ALERT
+    trigger: plan_changed
+    when: event.properties.plan == "pro" && user.seats > 1
+    channel: internal
+    limit: once_per_event
+"""
+
+
+@pytest.fixture
+def custom_ruleset(tmp_path: Path) -> RuleSet:
+    path = tmp_path / "rules.yaml"
+    path.write_text(CUSTOM_RULES, encoding="utf-8")
+    return load_ruleset(path)
+
+
+@pytest.mark.parametrize(
+    ("properties", "traits", "missing"),
+    [({}, {"seats": 3}, "plan"), ({"plan": "pro"}, {}, "seats")],
+    ids=["missing_property", "missing_trait"],
+)
+def test_a_condition_over_a_missing_value_is_skipped_with_the_error_not_raised(
+    properties: dict[str, Any],
+    traits: dict[str, Any],
+    missing: str,
+    custom_ruleset: RuleSet,
+) -> None:
+    changed = event("plan_changed", SIGNUP_AT, properties=properties, traits=traits)
+
+    decision = the_one(replay([changed], custom_ruleset), "PRO_UPGRADE_ALERT")
+
+    assert decision.outcome is Outcome.SKIPPED
+    assert "could not be evaluated" in decision.reason
+    assert f"'{missing}' missing" in decision.reason
+
+
+def test_a_condition_over_a_value_of_the_wrong_type_is_skipped_with_the_error(
+    custom_ruleset: RuleSet,
+) -> None:
+    changed = event("plan_changed", SIGNUP_AT, properties={"plan": "pro"}, traits={"seats": "3"})
+
+    decision = the_one(replay([changed], custom_ruleset), "PRO_UPGRADE_ALERT")
+
+    assert decision.outcome is Outcome.SKIPPED
+    assert "could not be evaluated" in decision.reason
+
+
+def test_the_custom_rule_fires_when_its_values_are_present(custom_ruleset: RuleSet) -> None:
+    changed = event("plan_changed", SIGNUP_AT, properties={"plan": "pro"}, traits={"seats": 3})
+
+    decision = the_one(replay([changed], custom_ruleset), "PRO_UPGRADE_ALERT")
+
+    assert decision.outcome is Outcome.TRIGGERED
+    assert decision.dedup_key == f"PRO_UPGRADE_ALERT:{USER}:{changed.event_id}"

@@ -1,0 +1,196 @@
+"""Turning an API payload into an event, or into errors a client can act on."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from herald.domain.model import Event
+from herald.rules.definition import RuleSet
+from herald.rules.loader import load_ruleset
+from herald.service.intake import Rejection, to_event
+
+GOOD_PROPERTIES = {"amount": 14.25, "attempt_number": 2, "failure_reason": "INSUFFICIENT_FUNDS"}
+
+
+@pytest.fixture(scope="module")
+def ruleset() -> RuleSet:
+    return load_ruleset()
+
+
+def payload(**changes: Any) -> dict[str, Any]:
+    """A valid payment_failed payload, as the API envelope hands it over, with ``changes``."""
+    base: dict[str, Any] = {
+        "event_id": "evt_1",
+        "user_id": "u_1",
+        "event_type": "payment_failed",
+        "event_timestamp": "2025-10-31T19:24:11Z",
+        "properties": dict(GOOD_PROPERTIES),
+        "user_traits": {"email": "maria@example.com"},
+    }
+    base.update(changes)
+    return base
+
+
+def accepted(result: Event | Rejection) -> Event:
+    assert isinstance(result, Event), result
+    return result
+
+
+def rejected(result: Event | Rejection) -> list[dict[str, Any]]:
+    assert isinstance(result, Rejection), result
+    return result.errors
+
+
+def test_a_valid_payload_becomes_an_event_with_everything_it_said(ruleset: RuleSet) -> None:
+    event = accepted(to_event(payload(), ruleset))
+
+    assert event.event_id == "evt_1"
+    assert event.user_id == "u_1"
+    assert event.event_type == "payment_failed"
+    assert event.timestamp == datetime(2025, 10, 31, 19, 24, 11, tzinfo=UTC)
+    assert event.properties == GOOD_PROPERTIES
+    assert event.user_traits == {"email": "maria@example.com"}
+
+
+def test_an_unknown_event_type_is_refused_listing_the_supported_ones(ruleset: RuleSet) -> None:
+    errors = rejected(to_event(payload(event_type="payment_refunded"), ruleset))
+
+    assert len(errors) == 1
+    assert errors[0]["loc"] == ["body", "event_type"]
+    assert errors[0]["type"] == "unknown_event_type"
+    assert "'payment_refunded'" in errors[0]["msg"]
+    assert (
+        "supported: link_bank_success, payment_failed, payment_initiated, signup_completed"
+        in errors[0]["msg"]
+    )
+
+
+@pytest.mark.parametrize("timestamp", ["yesterday", "2025-13-01T00:00:00Z", "2025-10-31T25:00"])
+def test_a_timestamp_that_is_not_iso_8601_is_refused(timestamp: str, ruleset: RuleSet) -> None:
+    errors = rejected(to_event(payload(event_timestamp=timestamp), ruleset))
+
+    assert len(errors) == 1
+    assert errors[0]["loc"] == ["body", "event_timestamp"]
+    assert errors[0]["type"] == "invalid_timestamp"
+    assert repr(timestamp) in errors[0]["msg"]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("amount", "14.25", "must be of type number, got '14.25'"),
+        ("amount", True, "must be of type number, got True"),
+        ("amount", -1, "must be >= 0, got -1"),
+        ("attempt_number", 2.5, "must be of type integer, got 2.5"),
+        ("attempt_number", 0, "must be >= 1, got 0"),
+        ("failure_reason", 42, "must be of type string, got 42"),
+    ],
+)
+def test_a_property_of_the_wrong_type_or_range_is_refused_naming_it(
+    name: str, value: Any, message: str, ruleset: RuleSet
+) -> None:
+    properties = {**GOOD_PROPERTIES, name: value}
+
+    errors = rejected(to_event(payload(properties=properties), ruleset))
+
+    assert errors == [
+        {"loc": ["body", "properties", name], "msg": message, "type": "invalid_property"}
+    ]
+
+
+def test_a_missing_required_property_is_refused_naming_it(ruleset: RuleSet) -> None:
+    properties = {"amount": 14.25, "failure_reason": "INSUFFICIENT_FUNDS"}
+
+    errors = rejected(to_event(payload(properties=properties), ruleset))
+
+    assert errors == [
+        {
+            "loc": ["body", "properties", "attempt_number"],
+            "msg": "field required",
+            "type": "invalid_property",
+        }
+    ]
+
+
+def test_every_problem_of_a_payload_is_reported_together(ruleset: RuleSet) -> None:
+    bad = payload(event_timestamp="soon", properties={"amount": "lots"})
+
+    errors = rejected(to_event(bad, ruleset))
+
+    assert sorted(tuple(error["loc"]) for error in errors) == [
+        ("body", "event_timestamp"),
+        ("body", "properties", "amount"),
+        ("body", "properties", "attempt_number"),
+        ("body", "properties", "failure_reason"),
+    ]
+
+
+def test_undeclared_properties_are_kept_as_they_are(ruleset: RuleSet) -> None:
+    properties = {**GOOD_PROPERTIES, "merchant": "ACME", "retry": {"after_s": 30}}
+
+    event = accepted(to_event(payload(properties=properties), ruleset))
+
+    assert event.properties["merchant"] == "ACME"
+    assert event.properties["retry"] == {"after_s": 30}
+
+
+@pytest.mark.parametrize(
+    ("given", "utc"),
+    [
+        ("2025-11-03T01:30:00+02:00", datetime(2025, 11, 2, 23, 30, tzinfo=UTC)),
+        ("2025-11-02T22:30:00-05:00", datetime(2025, 11, 3, 3, 30, tzinfo=UTC)),
+        ("2025-11-03T01:30:00", datetime(2025, 11, 3, 1, 30, tzinfo=UTC)),
+        ("2025-11-03T01:30:00.250z", datetime(2025, 11, 3, 1, 30, 0, 250_000, tzinfo=UTC)),
+    ],
+)
+def test_a_timestamp_is_normalised_to_utc(given: str, utc: datetime, ruleset: RuleSet) -> None:
+    event = accepted(to_event(payload(event_timestamp=given), ruleset))
+
+    assert event.timestamp == utc
+    assert event.timestamp.utcoffset() == timedelta(0)
+
+
+def without_id(**changes: Any) -> dict[str, Any]:
+    return {**payload(**changes), "event_id": None}
+
+
+def test_an_event_sent_twice_without_id_gets_the_same_derived_id(ruleset: RuleSet) -> None:
+    first = accepted(to_event(without_id(), ruleset))
+    again = accepted(to_event(without_id(properties={**GOOD_PROPERTIES, "amount": 1}), ruleset))
+
+    assert first.event_id == again.event_id
+    assert first.event_id.startswith("evt_")
+
+
+def test_the_same_moment_in_another_offset_derives_the_same_id(ruleset: RuleSet) -> None:
+    in_utc = accepted(to_event(without_id(event_timestamp="2025-11-02T23:30:00Z"), ruleset))
+    in_paris = accepted(to_event(without_id(event_timestamp="2025-11-03T00:30:00+01:00"), ruleset))
+
+    assert in_utc.event_id == in_paris.event_id
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"user_id": "u_2"},
+        {"event_type": "payment_initiated", "properties": {"amount": 1}},
+        {"event_timestamp": "2025-10-31T19:24:12Z"},
+    ],
+    ids=["other_user", "other_type", "one_second_later"],
+)
+def test_events_differing_in_user_type_or_time_derive_different_ids(
+    change: dict[str, Any], ruleset: RuleSet
+) -> None:
+    base = accepted(to_event(without_id(), ruleset))
+    other = accepted(to_event(without_id(**change), ruleset))
+
+    assert other.event_id != base.event_id
+
+
+def test_a_given_event_id_is_kept(ruleset: RuleSet) -> None:
+    assert accepted(to_event(payload(event_id="evt_client_42"), ruleset)).event_id == (
+        "evt_client_42"
+    )

@@ -1,0 +1,243 @@
+"""Loading a rule file: every mistake is reported with the rule and what is wrong, all at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from herald.cli.main import app
+from herald.rules.loader import RuleFileError, default_rules_path, load_ruleset
+
+EVENTS = """
+events:
+  signup_completed: {}
+  payment_failed:
+    properties:
+      amount: {type: number, required: true}
+traits:
+  email: string
+  first_name: string
+"""
+
+GOOD_RULE = """
+  - id: GOOD
+    trigger: signup_completed
+    channel: email
+    template: hello
+"""
+
+HELLO = {"subject.txt": "Hello {{ user.first_name }}", "body.txt": "Welcome, {{ user.email }}."}
+
+# A terminal wide enough that Rich prints paths and problems on one line each.
+WIDE = {"COLUMNS": "1000"}
+
+
+def write_rule_file(
+    directory: Path,
+    rules: str,
+    templates: dict[str, dict[str, str]] | None = None,
+) -> Path:
+    """A rule file with the shared event types, and a ``templates/`` folder beside it."""
+    for name, parts in {"hello": HELLO, **(templates or {})}.items():
+        folder = directory / "templates" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for part, text in parts.items():
+            (folder / part).write_text(text, encoding="utf-8")
+    path = directory / "rules.yaml"
+    path.write_text(EVENTS + "rules:\n" + rules, encoding="utf-8")
+    return path
+
+
+def problems_of(path: Path) -> list[str]:
+    with pytest.raises(RuleFileError) as caught:
+        load_ruleset(path)
+    assert caught.value.path == str(path)
+    return caught.value.problems
+
+
+def test_the_default_rule_file_loads_its_four_rules() -> None:
+    ruleset = load_ruleset()
+
+    assert [rule.id for rule in ruleset.rules] == [
+        "WELCOME_EMAIL",
+        "BANK_LINK_NUDGE_SMS",
+        "INSUFFICIENT_FUNDS_EMAIL",
+        "HIGH_RISK_ALERT",
+    ]
+    assert ruleset.source == str(default_rules_path())
+
+
+def test_a_valid_custom_file_loads_with_its_templates(tmp_path: Path) -> None:
+    ruleset = load_ruleset(write_rule_file(tmp_path, GOOD_RULE))
+
+    assert [rule.id for rule in ruleset.rules] == ["GOOD"]
+    assert ruleset.templates.names == ("hello",)
+
+
+BROKEN_RULES = {
+    "unknown_trigger": (
+        "  - {id: BROKEN, trigger: payment_refunded, channel: email}\n",
+        "rule BROKEN: `trigger: payment_refunded` is not a declared event type",
+    ),
+    "condition_does_not_compile": (
+        "  - {id: BROKEN, trigger: signup_completed, channel: email, when: 'user.x =='}\n",
+        "rule BROKEN: `when: user.x ==` does not compile",
+    ),
+    "unknown_channel": (
+        "  - {id: BROKEN, trigger: signup_completed, channel: pigeon}\n",
+        "rule BROKEN: unknown channel 'pigeon'",
+    ),
+    "unknown_limit": (
+        "  - {id: BROKEN, trigger: signup_completed, channel: email, limit: twice_a_day}\n",
+        "rule BROKEN: unknown limit 'twice_a_day'",
+    ),
+    "unknown_variable": (
+        "  - {id: BROKEN, trigger: signup_completed, channel: email, when: 'account.vip'}\n",
+        "rule BROKEN: `when: account.vip` uses unknown variable(s) ['account']",
+    ),
+    "bad_within": (
+        "  - id: BROKEN\n    trigger: payment_failed\n    channel: email\n"
+        "    after: {event: signup_completed, within: a day}\n",
+        "rule BROKEN: `after.within: a day` is not a duration like 30m, 24h or 7d",
+    ),
+    "missing_template_folder": (
+        "  - {id: BROKEN, trigger: signup_completed, channel: email, template: farewell}\n",
+        "rule BROKEN: template 'farewell' not found",
+    ),
+    "template_syntax_error": (
+        "  - {id: BROKEN, trigger: signup_completed, channel: email, template: broken}\n",
+        "rule BROKEN: template broken/subject.txt:",
+    ),
+    "template_uses_undeclared_property": (
+        "  - {id: BROKEN, trigger: payment_failed, channel: email, template: strict}\n",
+        "rule BROKEN: template strict/body.txt: 'dict object' has no attribute 'currency'",
+    ),
+    "template_uses_undeclared_trait": (
+        "  - {id: BROKEN, trigger: payment_failed, channel: email, template: nickname}\n",
+        "rule BROKEN: template nickname/subject.txt: 'dict object' has no attribute 'nickname'",
+    ),
+}
+
+TEMPLATES = {
+    "broken": {"subject.txt": "Hi {% if %}", "body.txt": "x"},
+    "strict": {"subject.txt": "Failed", "body.txt": "{{ event.properties.currency }}"},
+    "nickname": {"subject.txt": "Hi {{ user.nickname }}", "body.txt": "x"},
+}
+
+
+@pytest.mark.parametrize(("rules", "problem"), list(BROKEN_RULES.values()), ids=list(BROKEN_RULES))
+def test_a_broken_rule_is_refused_naming_the_rule_and_the_problem(
+    rules: str, problem: str, tmp_path: Path
+) -> None:
+    path = write_rule_file(tmp_path, GOOD_RULE + rules, TEMPLATES)
+
+    problems = problems_of(path)
+
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(problem), problems
+
+
+def test_a_duplicate_rule_id_is_refused(tmp_path: Path) -> None:
+    path = write_rule_file(tmp_path, GOOD_RULE + GOOD_RULE)
+
+    assert problems_of(path) == ["rule GOOD: duplicate id"]
+
+
+def test_every_problem_in_the_file_is_reported_at_once(tmp_path: Path) -> None:
+    numbered = "".join(
+        rules.replace("id: BROKEN", f"id: BROKEN_{n}")
+        for n, (rules, _) in enumerate(BROKEN_RULES.values())
+    )
+    path = write_rule_file(tmp_path, GOOD_RULE + numbered, TEMPLATES)
+
+    problems = problems_of(path)
+
+    expected = [
+        problem.replace("rule BROKEN:", f"rule BROKEN_{n}:")
+        for n, (_, problem) in enumerate(BROKEN_RULES.values())
+    ]
+    assert len(problems) == len(expected), problems
+    for wanted in expected:
+        assert any(found.startswith(wanted) for found in problems), (wanted, problems)
+
+
+def test_the_error_message_starts_with_the_file(tmp_path: Path) -> None:
+    path = write_rule_file(tmp_path, "  - {id: BROKEN, trigger: signup_completed, channel: fax}\n")
+
+    with pytest.raises(RuleFileError) as caught:
+        load_ruleset(path)
+
+    assert str(caught.value).startswith(f"{path}: rule BROKEN: unknown channel 'fax'")
+
+
+def test_a_missing_rule_file_is_reported_not_raised_as_a_crash(tmp_path: Path) -> None:
+    assert problems_of(tmp_path / "absent.yaml") == ["cannot read: No such file or directory"]
+
+
+# Versions: a rule's version follows its own text only
+
+SECOND_RULE = """
+  - id: SECOND
+    trigger: payment_failed
+    when: event.properties.amount > 10
+    channel: internal
+"""
+
+
+def versions(path: Path) -> tuple[str, dict[str, str]]:
+    ruleset = load_ruleset(path)
+    return ruleset.version, {rule.id: rule.version for rule in ruleset.rules}
+
+
+def test_changing_a_rule_changes_its_version_and_the_file_version_only(tmp_path: Path) -> None:
+    before_file, before = versions(write_rule_file(tmp_path, GOOD_RULE + SECOND_RULE))
+    edited = SECOND_RULE.replace("> 10", "> 20")
+    after_file, after = versions(write_rule_file(tmp_path, GOOD_RULE + edited))
+
+    assert after["SECOND"] != before["SECOND"]
+    assert after["GOOD"] == before["GOOD"]
+    assert after_file != before_file
+
+
+def test_loading_the_same_file_twice_gives_the_same_versions(tmp_path: Path) -> None:
+    path = write_rule_file(tmp_path, GOOD_RULE + SECOND_RULE)
+
+    assert versions(path) == versions(path)
+
+
+# herald rules check
+
+
+def test_rules_check_lists_the_default_rules_and_exits_0() -> None:
+    result = CliRunner().invoke(app, ["rules", "check"], env=WIDE)
+
+    assert result.exit_code == 0, result.output
+    for rule_id in (
+        "WELCOME_EMAIL",
+        "BANK_LINK_NUDGE_SMS",
+        "INSUFFICIENT_FUNDS_EMAIL",
+        "HIGH_RISK_ALERT",
+    ):
+        assert rule_id in result.output
+    assert "OK: 4 rules over 4 event types" in result.output
+
+
+def test_rules_check_on_a_broken_file_names_the_file_rule_and_problem_and_exits_1(
+    tmp_path: Path,
+) -> None:
+    path = write_rule_file(
+        tmp_path,
+        GOOD_RULE
+        + "  - {id: SHOUT, trigger: signup_completed, channel: megaphone}\n"
+        + "  - {id: LATE, trigger: signup_completed, channel: email, limit: sometimes}\n",
+    )
+
+    result = CliRunner().invoke(app, ["rules", "check", str(path)], env=WIDE)
+
+    assert result.exit_code == 1
+    assert f"{path}: 2 problem(s)" in result.output
+    assert "rule SHOUT: unknown channel 'megaphone'" in result.output
+    assert "rule LATE: unknown limit 'sometimes'" in result.output
+    assert "OK:" not in result.output
