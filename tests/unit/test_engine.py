@@ -384,7 +384,7 @@ def test_the_daily_limit_counts_the_utc_day_not_the_local_one(
     assert decision.dedup_key == f"{rule}:{USER}:{utc_day}"
 
 
-def test_a_failure_at_1_30_plus_two_hours_shares_the_previous_utc_day_limit(
+def test_a_failure_at_1_30_local_time_shares_the_limit_of_the_previous_utc_day(
     ruleset: RuleSet,
 ) -> None:
     evening_utc = payment_failed("2025-11-02T20:00:00+00:00")

@@ -42,7 +42,7 @@ def _settings(**overrides: object) -> Settings:
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {message}")
+    console.print("error:", message, style="bold red", markup=False)
     raise typer.Exit(code)
 
 
@@ -151,9 +151,9 @@ def rules_check(
     try:
         ruleset = load_ruleset(path)
     except RuleFileError as exc:
-        console.print(f"[bold red]{exc.path}[/]: {len(exc.problems)} problem(s)")
+        console.print(f"{exc.path}: {len(exc.problems)} problem(s)", style="bold red", markup=False)
         for problem in exc.problems:
-            console.print(f"  - {problem}")
+            console.print(f"  - {problem}", markup=False)
         raise typer.Exit(1) from None
     table = Table(title=f"{ruleset.source} (version {ruleset.version})")
     for column in ("rule", "trigger", "condition", "channel", "category", "limit", "template"):
