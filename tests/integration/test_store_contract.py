@@ -150,9 +150,7 @@ class TestEventRepository:
         assert len(found) == 600
         assert found["e1198"] == "fp-e1198"
 
-    def test_the_database_refuses_a_second_event_with_the_same_id(
-        self, database: Database
-    ) -> None:
+    def test_the_database_refuses_a_second_event_with_the_same_id(self, database: Database) -> None:
         add_events(database, event_row("e1"))
 
         with pytest.raises(IntegrityError):
@@ -353,9 +351,7 @@ class TestOutboxRepository:
 
         assert set(claimed) == {message_id_for("m4"), message_id_for("m3")}
 
-    def test_a_claimed_message_is_not_claimed_by_a_second_worker(
-        self, database: Database
-    ) -> None:
+    def test_a_claimed_message_is_not_claimed_by_a_second_worker(self, database: Database) -> None:
         add_messages(database, message_row("m1"), message_row("m2"))
 
         assert len(claim(database, "worker-a")) == 2

@@ -18,3 +18,14 @@ def refused_port() -> Iterator[int]:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         yield sock.getsockname()[1]
+
+
+def free_port() -> int:
+    """A 127.0.0.1 port nothing listens on right now, for a server started next.
+
+    The port is released before it is returned, so another program could take it in
+    between; servers started from it should be checked for readiness, not assumed up.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -7,7 +7,7 @@ import os
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -41,7 +41,7 @@ def _settings(**overrides: object) -> Settings:
         _fail(f"invalid settings: {exc}")
 
 
-def _fail(message: str, code: int = 1) -> typer.Exit:
+def _fail(message: str, code: int = 1) -> NoReturn:
     console.print("error:", message, style="bold red", markup=False)
     raise typer.Exit(code)
 
@@ -246,7 +246,8 @@ def prune(
     )
     db.dispose()
     console.print(
-        f"pruned {totals['events']} events and {totals['messages']} messages before {cutoff:%Y-%m-%d}"
+        f"pruned {totals['events']} events and {totals['messages']} messages "
+        f"from before {cutoff:%Y-%m-%d}"
     )
 
 

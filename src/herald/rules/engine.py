@@ -80,19 +80,20 @@ def apply_limits(candidates: Iterable[Decision], held: Mapping[str, str]) -> lis
     taken = dict(held)
     final = []
     for decision in candidates:
-        if decision.outcome is Outcome.TRIGGERED and decision.dedup_key is not None:
-            holder = taken.get(decision.dedup_key)
+        key = decision.dedup_key
+        if decision.outcome is Outcome.TRIGGERED and key is not None:
+            holder = taken.get(key)
             if holder is not None:
                 limit = decision.draft.limit if decision.draft else "limit"
                 decision = replace(
                     decision,
                     outcome=Outcome.SUPPRESSED,
-                    reason=f"{limit}: dedup key {decision.dedup_key} is held by message {holder}",
+                    reason=f"{limit}: dedup key {key} is held by message {holder}",
                     message_id=holder,
                     draft=None,
                 )
             else:
-                taken[decision.dedup_key] = decision.message_id or ""
+                taken[key] = decision.message_id or ""
         final.append(decision)
     return final
 

@@ -152,8 +152,8 @@ def _rules(raw: Any, event_types: dict[str, EventType], problems: list[str]) -> 
         rules.append(
             Rule(
                 rule_id,
-                on,
-                channel,
+                str(on),
+                str(channel),
                 limit,
                 category,
                 version,

@@ -34,7 +34,8 @@ def to_event(payload: Mapping[str, Any], ruleset: RuleSet) -> Event | Rejection:
         errors.append(
             _error(
                 ("body", "event_type"),
-                f"unknown event type {event_type!r}; supported: {', '.join(sorted(ruleset.event_types))}",
+                f"unknown event type {event_type!r}; supported: "
+                + ", ".join(sorted(ruleset.event_types)),
                 "unknown_event_type",
             )
         )

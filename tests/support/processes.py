@@ -1,0 +1,211 @@
+"""Herald out of process, for end-to-end tests: the real ``herald`` command line in
+subprocesses, each writing to its own log file, and always stopped.
+
+Usage::
+
+    env = herald_environment(HERALD_OUTBOX_FILE=str(tmp_path / "outbox.jsonl"))
+    api = HeraldProcess("api", log_dir=tmp_path)
+    try:
+        api.start(["serve", "--port", str(port), "--database", url], env=env, cwd=tmp_path)
+        api.wait_healthy(f"http://127.0.0.1:{port}/readyz")
+        ...
+    finally:
+        api.stop()
+
+PostgreSQL tests that need a database of their own (empty, or shared by several
+processes) take one from ``scratch_postgres_database``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+import httpx
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+
+def herald_command() -> list[str]:
+    """The ``herald`` script of the running virtualenv (``python -m herald`` without one)."""
+    script = Path(sys.executable).with_name("herald")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "herald"]
+
+
+def herald_environment(**variables: str) -> dict[str, str]:
+    """This process's environment without its ``HERALD_*`` settings, plus ``variables``.
+
+    Wide columns keep the CLI's messages on one line, so tests can search them.
+    """
+    env = {key: value for key, value in os.environ.items() if not key.startswith("HERALD_")}
+    env.update(COLUMNS="200", PYTHONUNBUFFERED="1", NO_COLOR="1")
+    env.update(variables)
+    return env
+
+
+def run_herald(
+    args: Sequence[str], *, env: Mapping[str, str], cwd: Path, timeout: float = 60.0
+) -> subprocess.CompletedProcess[str]:
+    """Run a one-shot ``herald`` command to its end; stdout and stderr are captured."""
+    return subprocess.run(
+        [*herald_command(), *args],
+        env=dict(env),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+class HeraldProcess:
+    """One long-running ``herald`` process (``serve`` or ``worker``) with its log in
+    ``log_dir/<name>.log``. ``stop`` ends it and anything it started."""
+
+    def __init__(self, name: str, *, log_dir: Path) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def start(
+        self, args: Sequence[str], env: Mapping[str, str] | None = None, *, cwd: Path | None = None
+    ) -> HeraldProcess:
+        if self._process is not None:
+            raise RuntimeError(f"{self.name} was already started")
+        self._log = self.log_path.open("wb")
+        self._process = subprocess.Popen(
+            [*herald_command(), *args],
+            env=dict(env) if env is not None else herald_environment(),
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            # Its own process group, so that stop() also reaches the workers it forks.
+            start_new_session=True,
+        )
+        return self
+
+    def output(self) -> str:
+        """Everything the process has written so far (stdout and stderr)."""
+        try:
+            return self.log_path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_healthy(self, url: str, timeout: float = 30.0) -> None:
+        """Wait until ``GET url`` answers 200; fail at once, with the log, if the process ends."""
+        deadline = time.monotonic() + timeout
+        last = "no answer yet"
+        while time.monotonic() < deadline:
+            self._check_alive(f"while waiting for {url}")
+            try:
+                response = httpx.get(url, timeout=1.0)
+                if response.status_code == 200:
+                    return
+                last = f"{response.status_code} {response.text[:200]}"
+            except httpx.HTTPError as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            time.sleep(0.1)
+        raise TimeoutError(
+            f"{self.name}: {url} not healthy after {timeout}s ({last})\n{self._tail()}"
+        )
+
+    def wait_for_output(self, needle: str, timeout: float = 30.0) -> None:
+        """Wait until the process has written ``needle`` (e.g. a startup line)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if needle in self.output():
+                return
+            self._check_alive(f"while waiting for {needle!r}")
+            time.sleep(0.1)
+        raise TimeoutError(f"{self.name}: no {needle!r} after {timeout}s\n{self._tail()}")
+
+    def terminate(self) -> None:
+        """Ask the process to shut down (SIGTERM), without waiting."""
+        if self.running:
+            assert self._process is not None
+            self._process.terminate()
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM, then SIGKILL to its process group after ``timeout``; its exit code."""
+        process = self._process
+        if process is None:
+            return None
+        self.terminate()
+        with suppress(subprocess.TimeoutExpired):
+            process.wait(timeout)
+        # Whatever is left of its group (a killed uvicorn's workers, say) goes too.
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        code = process.wait(timeout)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        return code
+
+    def __enter__(self) -> HeraldProcess:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _check_alive(self, doing: str) -> None:
+        if self._process is None:
+            raise RuntimeError(f"{self.name} was never started")
+        code = self._process.poll()
+        if code is not None:
+            raise RuntimeError(f"{self.name} exited with {code} {doing}\n{self._tail()}")
+
+    def _tail(self, lines: int = 40) -> str:
+        tail = self.output().splitlines()[-lines:]
+        return f"--- last lines of {self.log_path} ---\n" + "\n".join(tail)
+
+
+def stop_all(processes: Iterable[HeraldProcess], timeout: float = 10.0) -> None:
+    """Stop processes together: all get SIGTERM first, so their shutdowns overlap."""
+    processes = list(processes)
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.stop(timeout)
+
+
+@contextmanager
+def scratch_postgres_database(server_url: str) -> Iterator[str]:
+    """A new, empty database on the server of ``server_url`` (any database there the
+    user may connect to), dropped afterwards even if processes still hold connections."""
+    name = f"herald_scratch_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+        finally:
+            with admin.connect() as connection:
+                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
