@@ -31,7 +31,8 @@ def head_revision() -> str:
 
 
 def current_revision(database: Database) -> str | None:
-    with database.writer.connect() as connection:
+    # The reader: a readiness probe must not queue behind the writer's lock.
+    with database.reader.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
 
 

@@ -159,7 +159,7 @@ class OutboxRepository:
             found.setdefault(row.message_id, []).append(row)
         return found
 
-    def backlog(self, now_us: int) -> tuple[int, int | None]:
+    def backlog(self, now_us: int) -> tuple[int, int]:
         """(pending messages, age in microseconds of the oldest one due)."""
         count, oldest = self._conn.execute(
             select(func.count(), func.min(messages.c.due_us)).where(
