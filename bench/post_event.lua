@@ -1,0 +1,56 @@
+-- wrk script: every request POSTs a distinct payment_failed event to the target URL.
+--
+-- Script arguments (after `--` on the wrk command line), all optional:
+--   1. run token: prefix of every event_id, so separate runs never collide (default "run")
+--   2. number of distinct users, user ids u_0 .. u_(N-1) (default 100000)
+--   3. spread of event timestamps in seconds, ending now (default 259200 = 3 days)
+-- event_id = token-thread-counter-random, so it is unique per request within a run.
+-- Users' traits are a function of the user number, so one user always looks the same.
+
+local thread_count = 0
+
+function setup(thread)
+  thread_count = thread_count + 1
+  thread:set("thread_id", thread_count)
+end
+
+local countries = { "PT", "ES", "FR", "DE", "GB", "US", "BR" }
+local segments = { "LOW", "MEDIUM", "HIGH" }
+local reasons = { "INSUFFICIENT_FUNDS", "CARD_DECLINED" }
+
+local template = '{"event_id":"%s-%d-%d-%d","user_id":"u_%d","event_type":"payment_failed",'
+  .. '"event_timestamp":"%s","properties":{"amount":%.2f,"attempt_number":%d,'
+  .. '"failure_reason":"%s"},"user_traits":{"email":"u_%d@example.com","country":"%s",'
+  .. '"marketing_opt_in":%s,"risk_segment":"%s"}}'
+
+local token, users, spread, now
+local counter = 0
+
+function init(args)
+  token = args[1] or "run"
+  users = tonumber(args[2]) or 100000
+  spread = tonumber(args[3]) or 259200
+  now = os.time()
+  math.randomseed(now * 1000 + (thread_id or 0))
+  wrk.method = "POST"
+  wrk.headers["Content-Type"] = "application/json"
+end
+
+function request()
+  counter = counter + 1
+  local user = math.random(0, users - 1)
+  local body = string.format(
+    template,
+    token, thread_id or 0, counter, math.random(0, 999999999),
+    user,
+    os.date("!%Y-%m-%dT%H:%M:%SZ", now - math.random(0, spread)),
+    math.random(500, 200000) / 100,
+    math.random(1, 4),
+    reasons[counter % 2 + 1],
+    user,
+    countries[user % #countries + 1],
+    tostring(user % 4 ~= 0),
+    segments[user % 3 + 1]
+  )
+  return wrk.format(nil, nil, nil, body)
+end

@@ -1,0 +1,150 @@
+"""Machine description, the summary table and the JSON results file.
+
+Everything here works on the plain results dict ``run.py`` builds, whose shape is
+documented in README.md; rates are per second, latencies in milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+
+def machine_info() -> dict[str, Any]:
+    """Describe the machine: CPUs usable by this process, CPU model, memory, versions."""
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu_model": _cpu_model(),
+        "mem_total_gb": _mem_total_gb(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "wrk": _wrk_version(),
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _mem_total_gb() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
+def _wrk_version() -> str:
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        return "missing"
+    done = subprocess.run([wrk, "--version"], capture_output=True, text=True, timeout=10)
+    first = (done.stdout or done.stderr).splitlines()
+    return first[0].split(" Copyright")[0] if first else "unknown"
+
+
+def write_json(results: dict[str, Any], path: Path) -> None:
+    """Write ``results`` to ``path`` (creating its folder), NaN written as null."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_nan_to_none(results), indent=2) + "\n")
+
+
+def _nan_to_none(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_nan_to_none(v) for v in value]
+    return value
+
+
+def summary_table(results: dict[str, Any]) -> str:
+    """Render the results as a markdown table plus a machine line and any errors."""
+    m = results["machine"]
+    cfg = results["config"]
+    lines = [
+        f"## Herald benchmark, {results['started_at']}",
+        "",
+        f"machine: {m['nproc']} CPUs ({m['cpu_model']}), {m['mem_total_gb']} GB, "
+        f"Python {m['python']}, {m['wrk']}; load generators share these CPUs",
+        f"load: wrk -c {cfg['connections']} -t {cfg['threads']}, {cfg['duration_s']} s "
+        f"after {cfg['warmup_s']} s warm-up; batch: {cfg['batch_clients']} clients x "
+        f"{cfg['batch_size']} events; herald: `{cfg['herald_cmd']}`",
+        "",
+        "| measurement | rate | p50 | p99 | errors |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    rows: list[tuple[str, str, str, str, str]] = []
+    if bare := results.get("bare"):
+        rows.append(_wrk_row("bare FastAPI POST /events", bare, "req/s"))
+    if single := results.get("herald_single"):
+        rows.append(_wrk_row("herald POST /events", single, "events/s"))
+    if (ratio := results.get("herald_over_bare")) is not None:
+        rows.append(("herald / bare (req/s)", _ratio(ratio), "", "", ""))
+    if batch := results.get("herald_batch"):
+        rows.append(
+            (
+                f"herald POST /events/batch ({cfg['batch_size']}/req)",
+                f"{_num(batch['events_per_s'])} events/s",
+                _ms(batch["p50_ms"]),
+                _ms(batch["p99_ms"]),
+                str(batch["failed_batches"]),
+            )
+        )
+    dispatch = "" if cfg["history_dispatcher"] else ", dispatcher off"
+    for point in results.get("history", []):
+        label = (
+            f"herald POST /events, history {point['target']:,}{dispatch}"
+            f" ({point['stored_before']:,} to {point['stored_after']:,} stored)"
+        )
+        rows.append(_wrk_row(label, point, "events/s"))
+    if (ratio := results.get("history_ratio")) is not None:
+        sizes = results["history"]
+        label = f"history ratio ({sizes[-1]['target']:,} / {sizes[0]['target']:,})"
+        rows.append((label, _ratio(ratio), "", "", ""))
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    if "bare_app.py" in cfg["herald_cmd"]:
+        lines += ["", "NOTE: herald was replaced by the bare app (--herald-cmd bare)."]
+    if results.get("errors"):
+        lines += ["", "ERRORS:", *(f"- {e}" for e in results["errors"])]
+    return "\n".join(lines)
+
+
+def _wrk_row(label: str, r: dict[str, Any], unit: str) -> tuple[str, str, str, str, str]:
+    errors = r["non_2xx"] + r["socket_errors"]
+    return (
+        label,
+        f"{_num(r['requests_per_s'])} {unit}",
+        _ms(r["p50_ms"]),
+        _ms(r["p99_ms"]),
+        str(errors),
+    )
+
+
+def _num(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def _ms(value: float | None) -> str:
+    if value is None or math.isnan(value):
+        return "n/a"
+    return f"{value:.1f} ms" if value >= 10 else f"{value:.2f} ms"
+
+
+def _ratio(value: float) -> str:
+    return f"{value:.2f}x"
