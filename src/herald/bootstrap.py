@@ -25,7 +25,7 @@ from herald.rules.definition import RuleSet
 from herald.rules.loader import default_rules_path, load_ruleset
 from herald.service.ingest import HoldPolicy, IngestResult
 from herald.service.writer import GroupCommitWriter, InlineGroupCommitWriter
-from herald.store.database import Database
+from herald.store.database import Checkpointer, Database
 from herald.store.migrate import ensure_current
 from herald.store.unit_of_work import ReadOnly
 
@@ -69,10 +69,12 @@ class Runtime:
     writer: GroupCommitWriter
     dispatcher: Dispatcher | None
     clock: Callable[[], datetime] = utc_now
+    checkpointer: Checkpointer = field(init=False)
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        self.checkpointer.start()
         self.writer.start()
         if self.dispatcher is not None:
             self._task = asyncio.create_task(self.dispatcher.run(self._stopping))
@@ -84,7 +86,11 @@ class Runtime:
             await self._task
         for provider in self.delivery.providers.values():
             await provider.aclose()
+        await asyncio.to_thread(self.checkpointer.stop)
         self.database.dispose()
+
+    def __post_init__(self) -> None:
+        self.checkpointer = Checkpointer(self.database)
 
     def outbox_snapshot(self) -> tuple[dict[str, int], int, float]:
         with ReadOnly(self.database) as read:

@@ -35,9 +35,15 @@ async def require_admin(request: Request, runtime: RuntimeDep) -> None:
     _check_bearer(request, runtime.settings.admin_token)
 
 
-async def require_ingest(request: Request, runtime: RuntimeDep) -> None:
-    _check_bearer(request, runtime.settings.ingest_token)
-
-
 AdminOnly = Depends(require_admin)
-IngestOnly = Depends(require_ingest)
+
+
+def ingest_runtime(request: Request) -> Runtime:
+    """The runtime for an ingestion route, after the ingest token check.
+
+    A plain call, not a ``Depends``: on the hottest path FastAPI's dependency
+    resolution cost about a sixth of a request.
+    """
+    runtime: Runtime = request.app.state.runtime
+    _check_bearer(request, runtime.settings.ingest_token)
+    return runtime

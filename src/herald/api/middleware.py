@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from typing import Any
 
@@ -26,10 +27,14 @@ class BodyLimit:
             return
         limit = self.by_path.get(scope["path"], self.default)
         for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > limit:
-                await _too_large(send, limit)
+            if name == b"content-length" and value.isdigit():
+                if int(value) > limit:
+                    await _too_large(send, limit)
+                    return
+                # The server delivers no more than the declared length: nothing to count.
+                await self.app(scope, receive, send)
                 return
-        seen = 0
+        seen = 0  # a chunked body: count as it arrives
 
         async def limited_receive() -> Any:
             nonlocal seen
@@ -70,13 +75,19 @@ class RequestId:
 
     def __init__(self, app: Any) -> None:
         self.app = app
+        # A random per-process prefix and a counter: unique, and cheaper than uuid4 per request.
+        self._prefix = uuid.uuid4().hex[:12]
+        self._counter = itertools.count(1)
+
+    def _next_id(self) -> str:
+        return f"{self._prefix}-{next(self._counter):x}"
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         rid = next((v.decode() for k, v in scope["headers"] if k == b"x-request-id"), None)
-        rid = (rid or uuid.uuid4().hex)[:64]
+        rid = (rid or self._next_id())[:64]
         token = request_id.set(rid)
 
         async def send_with_id(message: Any) -> None:

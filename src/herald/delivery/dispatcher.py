@@ -20,7 +20,7 @@ from herald.delivery.provider import DeliveryResult, DeliveryStatus, Provider, S
 from herald.delivery.ratelimit import ChannelRateLimits
 from herald.domain.timeutil import to_micros
 from herald.store.database import Database
-from herald.store.outbox import FAILED, SENT
+from herald.store.outbox import FAILED, SENT, AttemptRecord
 from herald.store.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -157,6 +157,7 @@ class Dispatcher:
 
     def _record(self, outcomes: list[tuple[Any, str, DeliveryResult | None, float]]) -> None:
         now_us = to_micros(self._clock())
+        records = []
         with UnitOfWork(self._database) as uow:
             for row, status, result, delay in outcomes:
                 due_us = now_us + int(delay * 1_000_000)
@@ -168,15 +169,17 @@ class Dispatcher:
                         reason=f"{row.channel} rate limit: deferred",
                     )
                     continue
-                uow.outbox.record_attempt(
-                    row.message_id,
-                    worker=self.worker_id,
-                    attempt=row.attempts + 1,
-                    at_us=now_us,
-                    outcome=status,
-                    detail=result.detail,
-                    next_due_us=due_us,
+                records.append(
+                    AttemptRecord(
+                        row.message_id,
+                        row.attempts + 1,
+                        now_us,
+                        status,
+                        result.detail,
+                        due_us if status == "retry" else row.due_us,
+                    )
                 )
+            uow.outbox.record_attempts(records, worker=self.worker_id)
             uow.commit()
         for row, status, result, _delay in outcomes:
             if result is not None:

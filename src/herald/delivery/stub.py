@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 from pathlib import Path
+from typing import BinaryIO
 
 import orjson
 
@@ -23,11 +23,13 @@ class StubProvider:
         self.name = name
         self._path = path
         self._lock = threading.Lock()
+        self._file: BinaryIO | None = None
 
     async def send(self, request: SendRequest) -> DeliveryResult:
         line = orjson.dumps(request.as_json()) + b"\n"
         try:
-            await asyncio.to_thread(self._append, line)
+            # An append to a local file takes microseconds: cheaper inline than on a thread.
+            self._append(line)
         except OSError as exc:
             return DeliveryResult.retry(f"cannot write {self._path}: {exc.strerror}")
         log.info(
@@ -40,11 +42,17 @@ class StubProvider:
         return DeliveryResult.sent(f"recorded in {self._path.name}")
 
     def _append(self, line: bytes) -> None:
-        with self._lock, self._path.open("ab") as handle:
-            handle.write(line)
+        with self._lock:
+            if self._file is None:
+                self._file = self._path.open("ab")
+            self._file.write(line)
+            self._file.flush()  # in the OS's hands before the message is marked sent
 
     async def aclose(self) -> None:
-        return None
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
 
 
 class LogAlertProvider:

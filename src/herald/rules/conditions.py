@@ -57,7 +57,10 @@ class Condition:
             )
         self._paths = sorted(set(_PATH.findall(self.source)))
         # Converting a variable into CEL costs more than evaluating: pass only those used.
-        self._variables = tuple(sorted(set(self._program.variables())))
+        self._projection = {
+            name: _attributes_used(self.source, name)
+            for name in sorted(set(self._program.variables()))
+        }
 
     def evaluate(self, context: dict[str, Any]) -> ConditionResult:
         """Evaluate against ``{"event": ..., "user": ...}``.
@@ -66,7 +69,12 @@ class Condition:
         mismatch) does not hold, and the explanation says why.
         """
         try:
-            value = self._program.execute({name: context[name] for name in self._variables})
+            value = self._program.execute(
+                {
+                    name: context[name] if attrs is None else _pick(context[name], attrs)
+                    for name, attrs in self._projection.items()
+                }
+            )
         except KeyError as exc:
             return ConditionResult(False, f"`{self.source}` could not be evaluated: {exc} missing")
         except Exception as exc:
@@ -84,3 +92,21 @@ class Condition:
             found, value = _lookup(context, path)
             parts.append(f"{path} is {_cel_literal(value) if found else 'missing'}")
         return f" ({', '.join(parts)})" if parts else ""
+
+
+def _attributes_used(source: str, variable: str) -> frozenset[str] | None:
+    """The first-level attributes of ``variable`` that ``source`` reads, or None when it
+    uses the variable whole (e.g. ``"x" in event``) and needs all of it."""
+    pattern = re.compile(rf"\b{variable}\b(\.[A-Za-z_][A-Za-z0-9_]*)?")
+    attributes = set()
+    for match in pattern.finditer(source):
+        if match.group(1) is None:
+            return None
+        attributes.add(match.group(1)[1:])
+    return frozenset(attributes)
+
+
+def _pick(value: Any, attributes: frozenset[str]) -> Any:
+    if not isinstance(value, dict):
+        return value
+    return {key: value[key] for key in attributes if key in value}

@@ -42,6 +42,7 @@ class TemplateSet:
     def __init__(self, sources: Mapping[str, Mapping[str, str]]) -> None:
         self._sources = {name: dict(parts) for name, parts in sources.items()}
         self._compiled: dict[str, dict[str, Any]] = {}
+        self._combined: dict[str, Any] = {}
         text_env = _environment(ChainableUndefined, autoescape=False)
         html_env = _environment(ChainableUndefined, autoescape=True)
         for name, parts in self._sources.items():
@@ -54,7 +55,8 @@ class TemplateSet:
                     compiled[part] = env.from_string(source)
                 except TemplateError as exc:
                     raise TemplateProblem(f"template {name}/{part}: {exc}") from None
-            self._compiled[name] = compiled
+                self._compiled[name] = compiled
+            self._combined[name] = _combine(name, parts, text_env)
 
     @classmethod
     def from_directory(cls, directory: Path, names: Iterable[str]) -> TemplateSet:
@@ -75,6 +77,12 @@ class TemplateSet:
         return tuple(self._compiled)
 
     def render(self, name: str, context: Mapping[str, Any]) -> Rendered:
+        pieces = self._combined[name].render(context).split(_SEPARATOR)
+        if len(pieces) in (2, 3):
+            return Rendered(pieces[0].strip(), pieces[1], pieces[2] if len(pieces) == 3 else None)
+        return self._render_parts(name, context)  # a value contained the separator
+
+    def _render_parts(self, name: str, context: Mapping[str, Any]) -> Rendered:
         parts = self._compiled[name]
         html = parts.get("body.html")
         return Rendered(
@@ -91,3 +99,19 @@ class TemplateSet:
                 env.from_string(source).render(sample)
             except TemplateError as exc:
                 raise TemplateProblem(f"template {name}/{part}: {exc}") from None
+
+
+# Rendering subject, text and HTML as one template costs one context instead of three.
+_SEPARATOR = "\x1e"
+
+
+def _combine(name: str, parts: Mapping[str, str], env: SandboxedEnvironment) -> Any:
+    if any(_SEPARATOR in source for source in parts.values()):
+        raise TemplateProblem(f"template {name!r} contains the control character U+001E")
+    # Each part alone would lose one trailing newline (keep_trailing_newline=False).
+    subject, body = parts["subject.txt"].removesuffix("\n"), parts["body.txt"].removesuffix("\n")
+    source = subject + _SEPARATOR + body
+    if "body.html" in parts:
+        html = parts["body.html"].removesuffix("\n")
+        source += _SEPARATOR + "{% autoescape true %}" + html + "{% endautoescape %}"
+    return env.from_string(source)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +90,9 @@ class Database:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA busy_timeout=30000")
+            # Checkpoints run on a background thread (``Checkpointer``), not inside a
+            # request's commit, where their fsync would stall the event loop.
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
 
@@ -101,3 +106,38 @@ class Database:
         self.writer.dispose()
         if self.reader is not self.writer:
             self.reader.dispose()
+
+
+class Checkpointer:
+    """Copies SQLite's write-ahead log into the database file every ``interval`` seconds
+    on a thread of its own (the fsync releases the GIL, so ingestion keeps going)."""
+
+    def __init__(self, database: Database, interval: float = 1.0) -> None:
+        self._database = database
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._database.is_sqlite:
+            self._thread = threading.Thread(target=self._run, name="herald-checkpoint", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+            self._thread = None
+        if self._database.is_sqlite:
+            self.checkpoint()
+
+    def checkpoint(self) -> None:
+        with self._database.reader.connect() as connection:
+            connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self.checkpoint()
+            except Exception:
+                logging.getLogger(__name__).exception("WAL checkpoint failed; retrying")

@@ -2,15 +2,40 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 
 from herald.store.dialect import insert_for
 from herald.store.tables import delivery_attempts, messages
 
 PENDING, SENDING, SENT, FAILED = "pending", "sending", "sent", "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One finished delivery attempt. ``next_due_us`` is when a retry is due (for other
+    outcomes, the message's unchanged due time)."""
+
+    message_id: str
+    attempt: int
+    at_us: int
+    outcome: str  # sent | retry | failed
+    detail: str
+    next_due_us: int
+
+
+@functools.cache
+def _insert_new_messages(dialect: str) -> Any:
+    # Built once: constructing the statement cost more than running it.
+    return (
+        insert_for(dialect, messages)
+        .on_conflict_do_nothing(index_elements=[messages.c.dedup_key])
+        .returning(messages.c.message_id)
+    )
 
 
 class OutboxRepository:
@@ -36,11 +61,7 @@ class OutboxRepository:
         not the caller, has the last word on limits). Returns the inserted message ids."""
         if not rows:
             return set()
-        statement = (
-            insert_for(self._dialect, messages)
-            .on_conflict_do_nothing(index_elements=[messages.c.dedup_key])
-            .returning(messages.c.message_id)
-        )
+        statement = _insert_new_messages(self._dialect)
         inserted = self._conn.execute(statement, list(rows)).scalars().all()
         return set(inserted)
 
@@ -119,6 +140,62 @@ class OutboxRepository:
             )
         )
         return True
+
+    def record_attempts(self, records: Sequence[AttemptRecord], *, worker: str) -> int:
+        """``record_attempt`` for many messages in three statements; messages whose claim
+        ``worker`` lost are left alone. Returns how many were recorded."""
+        if not records:
+            return 0
+        owned_query = select(messages.c.message_id).where(
+            messages.c.message_id.in_([r.message_id for r in records]),
+            messages.c.claimed_by == worker,
+            messages.c.status == SENDING,
+        )
+        if self._dialect == "postgresql":
+            owned_query = owned_query.with_for_update()
+        owned = set(self._conn.execute(owned_query).scalars())
+        mine = [r for r in records if r.message_id in owned]
+        if not mine:
+            return 0
+        self._conn.execute(
+            update(messages)
+            .where(messages.c.message_id == bindparam("m_id"))
+            .values(
+                status=bindparam("m_status"),
+                attempts=bindparam("m_attempts"),
+                due_us=bindparam("m_due"),
+                sent_us=bindparam("m_sent"),
+                last_error=bindparam("m_error"),
+                claimed_by=None,
+                lease_until_us=None,
+            ),
+            [
+                {
+                    "m_id": r.message_id,
+                    "m_status": PENDING if r.outcome == "retry" else r.outcome,
+                    "m_attempts": r.attempt,
+                    "m_due": r.next_due_us,
+                    "m_sent": r.at_us if r.outcome == SENT else None,
+                    "m_error": None if r.outcome == SENT else r.detail,
+                }
+                for r in mine
+            ],
+        )
+        self._conn.execute(
+            delivery_attempts.insert(),
+            [
+                {
+                    "message_id": r.message_id,
+                    "attempt": r.attempt,
+                    "at_us": r.at_us,
+                    "outcome": r.outcome,
+                    "detail": r.detail[:2000],
+                    "worker": worker,
+                }
+                for r in mine
+            ],
+        )
+        return len(mine)
 
     def requeue(self, *, now_us: int, message_id: str | None = None) -> int:
         """Put dead letters (all, or one) back in the queue, due now. Returns how many."""

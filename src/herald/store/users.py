@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import Any
 
@@ -19,6 +20,20 @@ def profile_from_row(row: Any) -> UserProfile:
         # Unsubscribes set through the API reach the rules as the `unsubscribed` trait.
         traits["unsubscribed"] = sorted(preferences["unsubscribed"])
     return UserProfile(row.user_id, traits, dict(row.trait_times))
+
+
+@functools.cache
+def _upsert_profiles(dialect: str) -> Any:
+    # Built once: constructing the statement cost more than running it.
+    statement = insert_for(dialect, users)
+    return statement.on_conflict_do_update(
+        index_elements=[users.c.user_id],
+        set_={
+            "traits": statement.excluded.traits,
+            "trait_times": statement.excluded.trait_times,
+            "updated_us": statement.excluded.updated_us,
+        },
+    )
 
 
 class UserRepository:
@@ -50,18 +65,8 @@ class UserRepository:
             }
             for profile in profiles
         ]
-        if not rows:
-            return
-        statement = insert_for(self._dialect, users)
-        statement = statement.on_conflict_do_update(
-            index_elements=[users.c.user_id],
-            set_={
-                "traits": statement.excluded.traits,
-                "trait_times": statement.excluded.trait_times,
-                "updated_us": statement.excluded.updated_us,
-            },
-        )
-        self._conn.execute(statement, rows)
+        if rows:
+            self._conn.execute(_upsert_profiles(self._dialect), rows)
 
     def set_preferences(self, user_id: str, preferences: dict[str, Any], now_us: int) -> None:
         statement = insert_for(self._dialect, users).values(

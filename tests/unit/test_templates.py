@@ -1,0 +1,35 @@
+"""Templates render subject, text and HTML in one pass and still escape only the HTML."""
+
+from __future__ import annotations
+
+from herald.rules.templates import TemplateSet
+
+SOURCES = {
+    "note": {
+        "subject.txt": "Hello {{ user.name }}\n",
+        "body.txt": "Dear {{ user.name }},\nyour code is {{ event.code }}.\n",
+        "body.html": "<p>Dear {{ user.name }}</p>\n",
+    }
+}
+
+
+def test_one_pass_rendering_escapes_html_but_not_text() -> None:
+    rendered = TemplateSet(SOURCES).render(
+        "note", {"user": {"name": "<b>Al</b>"}, "event": {"code": 7}}
+    )
+    assert rendered.subject == "Hello <b>Al</b>"
+    assert rendered.body == "Dear <b>Al</b>,\nyour code is 7."
+    assert rendered.html == "<p>Dear &lt;b&gt;Al&lt;/b&gt;</p>"
+
+
+def test_a_value_containing_the_internal_separator_still_renders_each_part() -> None:
+    context = {"user": {"name": "A\x1eB"}, "event": {"code": 1}}
+    rendered = TemplateSet(SOURCES).render("note", context)
+    assert rendered.subject == "Hello A\x1eB"
+    assert rendered.body.startswith("Dear A\x1eB,")
+    assert rendered.html == "<p>Dear A\x1eB</p>"
+
+
+def test_a_missing_optional_value_renders_empty_at_send_time() -> None:
+    rendered = TemplateSet(SOURCES).render("note", {"user": {}, "event": {}})
+    assert rendered.subject == "Hello"
