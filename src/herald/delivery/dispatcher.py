@@ -112,6 +112,15 @@ class Dispatcher:
         counts = {"sent": 0, "retry": 0, "failed": 0, "deferred": 0}
         for outcome in outcomes:
             counts[outcome[1]] += 1
+        log.info(
+            "delivered %d message(s): %d sent, %d to retry, %d failed, %d deferred",
+            len(claimed),
+            counts["sent"],
+            counts["retry"],
+            counts["failed"],
+            counts["deferred"],
+            extra={"worker": self.worker_id},
+        )
         return DispatchReport(
             len(claimed), counts["sent"], counts["retry"], counts["failed"], counts["deferred"]
         )
