@@ -233,10 +233,20 @@ def prune(
     """Delete events and finished messages older than an age, in small transactions."""
     from herald.bootstrap import utc_now
     from herald.service.retention import prune_history
-    from herald.store.database import Database
+    from herald.store.database import Database, DatabaseUrlError
+    from herald.store.migrate import SchemaOutdated, ensure_current
 
     age = parse_age(older_than)
-    db = Database(_settings(database_url=database).database_url)
+    try:
+        db = Database(_settings(database_url=database).database_url)
+    except DatabaseUrlError as exc:
+        _fail(str(exc))
+    try:
+        # Deleting from a schema this version does not know could delete the wrong rows.
+        ensure_current(db, auto_upgrade=False)
+    except SchemaOutdated as exc:
+        db.dispose()
+        _fail(str(exc))
     cutoff = utc_now() - age
     totals = prune_history(
         db,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import sys
+from typing import Any
 
 import orjson
 
@@ -18,6 +19,10 @@ class _MaskingFormatter(logging.Formatter):
     def formatMessage(self, record: logging.LogRecord) -> str:
         record.message = mask_text(record.message)
         return super().formatMessage(record)
+
+    def formatException(self, ei: Any) -> str:
+        # A database error quotes its parameters: the traceback carries personal data too.
+        return mask_text(super().formatException(ei))
 
 
 class JsonFormatter(logging.Formatter):
@@ -35,7 +40,7 @@ class JsonFormatter(logging.Formatter):
             if key not in _STANDARD and not key.startswith("_"):
                 entry[key] = mask_text(value) if isinstance(value, str) else value
         if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+            entry["exc"] = mask_text(self.formatException(record.exc_info))
         return orjson.dumps(entry, default=str).decode()
 
 
@@ -51,3 +56,4 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # "Context impl ..." at each start

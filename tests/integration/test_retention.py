@@ -1,0 +1,299 @@
+"""Retention on a real database, SQLite and PostgreSQL: old events and finished messages
+go in small transactions, pending messages stay, and the audit says what was pruned."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from typer.testing import CliRunner
+
+from herald.api.app import create_app
+from herald.cli.main import app as cli
+from herald.config import Settings
+from herald.domain.model import Event
+from herald.domain.timeutil import to_micros
+from herald.rules.definition import RuleSet
+from herald.rules.loader import load_ruleset
+from herald.service.ingest import ingest
+from herald.service.retention import prune_history
+from herald.store.database import Database
+from herald.store.outbox import FAILED, SENT
+from herald.store.tables import delivery_attempts, events, messages, users
+from herald.store.unit_of_work import UnitOfWork
+
+OLD = datetime(2024, 1, 10, 9, 0, tzinfo=UTC)
+CUTOFF = datetime(2024, 6, 1, tzinfo=UTC)
+RECENT = datetime(2025, 11, 3, 12, 0, tzinfo=UTC)
+FAR_FUTURE = RECENT + timedelta(days=3650)
+
+
+@pytest.fixture(scope="module")
+def ruleset() -> RuleSet:
+    return load_ruleset()
+
+
+def payment_initiated(user: str, at: datetime, n: int) -> Event:
+    """An event no rule reacts to: it leaves no message behind."""
+    return Event(
+        event_id=f"evt_{user}_pay_{n}",
+        user_id=user,
+        event_type="payment_initiated",
+        timestamp=at,
+        properties={"amount": 10.0 + n},
+    )
+
+
+def signup(user: str, at: datetime) -> Event:
+    """An event that creates one welcome email for ``user``."""
+    return Event(
+        event_id=f"evt_{user}_signup",
+        user_id=user,
+        event_type="signup_completed",
+        timestamp=at,
+        user_traits={"email": f"{user}@example.com", "marketing_opt_in": True},
+    )
+
+
+def store(database: Database, ruleset: RuleSet, batch: list[Event], *, now: datetime) -> None:
+    """Ingest and commit, with ``now`` as the moment the messages were created."""
+    with UnitOfWork(database) as uow:
+        ingest(uow, batch, ruleset, now=now)
+        uow.commit()
+
+
+def deliver(database: Database, *, at: datetime, outcome_by_user: dict[str, str]) -> None:
+    """Claim every due message and record one attempt with the user's outcome
+    (``sent``, ``failed`` or ``retry``; a retry is due again only in the far future)."""
+    at_us = to_micros(at)
+    with UnitOfWork(database) as uow:
+        claimed = uow.outbox.claim_due(now_us=at_us, limit=100, worker="test", lease_us=60_000_000)
+        assert {row.user_id for row in claimed} == set(outcome_by_user)
+        for row in claimed:
+            outcome = outcome_by_user[row.user_id]
+            recorded = uow.outbox.record_attempt(
+                row.message_id,
+                worker="test",
+                attempt=1,
+                at_us=at_us,
+                outcome=outcome,
+                detail=f"test: {outcome}",
+                next_due_us=to_micros(FAR_FUTURE),
+            )
+            assert recorded
+        uow.commit()
+
+
+def event_ids(database: Database) -> set[str]:
+    with database.reader.connect() as connection:
+        return set(connection.execute(select(events.c.event_id)).scalars())
+
+
+def message_status_by_user(database: Database) -> dict[str, str]:
+    with database.reader.connect() as connection:
+        rows = connection.execute(select(messages.c.user_id, messages.c.status))
+        return {row.user_id: row.status for row in rows}
+
+
+def users_with_attempts(database: Database) -> set[str]:
+    with database.reader.connect() as connection:
+        rows = connection.execute(
+            select(messages.c.user_id).join(
+                delivery_attempts, delivery_attempts.c.message_id == messages.c.message_id
+            )
+        )
+        return set(rows.scalars())
+
+
+def orphan_attempts(database: Database) -> int:
+    """Delivery attempts whose message is gone."""
+    with database.reader.connect() as connection:
+        known = select(messages.c.message_id)
+        rows = connection.execute(
+            select(delivery_attempts.c.message_id).where(
+                delivery_attempts.c.message_id.not_in(known)
+            )
+        )
+        return len(rows.all())
+
+
+def pruned_before(database: Database, user_ids: Iterable[str]) -> dict[str, int | None]:
+    with database.reader.connect() as connection:
+        rows = connection.execute(
+            select(users.c.user_id, users.c.pruned_before_us).where(users.c.user_id.in_(user_ids))
+        )
+        return {row.user_id: row.pruned_before_us for row in rows}
+
+
+class ProgressLog:
+    """Records each progress report of a prune."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+
+    def __call__(self, kind: str, count: int) -> None:
+        self.calls.append((kind, count))
+
+
+def test_events_older_than_the_cutoff_are_deleted_in_batches_and_newer_ones_stay(
+    database: Database, ruleset: RuleSet
+) -> None:
+    old = [payment_initiated(f"u_{n % 3}", OLD + timedelta(hours=n), n) for n in range(5)]
+    new = [payment_initiated("u_0", RECENT, 10), payment_initiated("u_9", CUTOFF, 11)]
+    store(database, ruleset, old + new, now=RECENT)
+    progress = ProgressLog()
+
+    totals = prune_history(database, cutoff=CUTOFF, batch_size=2, progress=progress)
+
+    assert totals == {"events": 5, "messages": 0}
+    assert progress.calls == [("events", 2), ("events", 4), ("events", 5)]
+    # An event exactly at the cutoff is not older than it.
+    assert event_ids(database) == {"evt_u_0_pay_10", "evt_u_9_pay_11"}
+
+
+def test_pruning_twice_deletes_nothing_the_second_time(
+    database: Database, ruleset: RuleSet
+) -> None:
+    store(database, ruleset, [payment_initiated("u_1", OLD, 1)], now=OLD)
+    prune_history(database, cutoff=CUTOFF)
+    progress = ProgressLog()
+
+    assert prune_history(database, cutoff=CUTOFF, progress=progress) == {
+        "events": 0,
+        "messages": 0,
+    }
+    assert progress.calls == []
+
+
+def test_sent_and_failed_messages_from_before_the_cutoff_go_with_their_delivery_attempts(
+    database: Database, ruleset: RuleSet
+) -> None:
+    store(database, ruleset, [signup(u, OLD) for u in ("u_sent", "u_failed", "u_retry")], now=OLD)
+    deliver(
+        database, at=OLD, outcome_by_user={"u_sent": SENT, "u_failed": FAILED, "u_retry": "retry"}
+    )
+    store(database, ruleset, [signup("u_recent", RECENT)], now=RECENT)
+    deliver(database, at=RECENT, outcome_by_user={"u_recent": SENT})
+    store(database, ruleset, [signup("u_waiting", OLD)], now=OLD)  # never attempted
+    progress = ProgressLog()
+
+    totals = prune_history(database, cutoff=CUTOFF, batch_size=1, progress=progress)
+
+    assert totals == {"events": 4, "messages": 2}
+    assert [call for call in progress.calls if call[0] == "messages"] == [
+        ("messages", 1),
+        ("messages", 2),
+    ]
+    assert message_status_by_user(database) == {
+        "u_retry": "pending",
+        "u_waiting": "pending",
+        "u_recent": SENT,
+    }
+    assert users_with_attempts(database) == {"u_retry", "u_recent"}
+    assert orphan_attempts(database) == 0
+
+
+def test_pending_messages_are_kept_whatever_their_age(database: Database, ruleset: RuleSet) -> None:
+    ancient = datetime(2015, 1, 1, tzinfo=UTC)
+    store(database, ruleset, [signup("u_waiting", ancient)], now=ancient)
+
+    totals = prune_history(database, cutoff=RECENT)
+
+    assert totals == {"events": 1, "messages": 0}
+    assert message_status_by_user(database) == {"u_waiting": "pending"}
+
+
+def test_users_whose_events_were_pruned_are_marked_and_their_audit_says_so(
+    database: Database, database_url: str, ruleset: RuleSet, tmp_path: Path
+) -> None:
+    store(
+        database,
+        ruleset,
+        [
+            payment_initiated("u_gone", OLD, 1),
+            payment_initiated("u_mixed", OLD, 2),
+            payment_initiated("u_mixed", RECENT, 3),
+            payment_initiated("u_fresh", RECENT, 4),
+        ],
+        now=RECENT,
+    )
+
+    prune_history(database, cutoff=CUTOFF)
+
+    assert pruned_before(database, ["u_gone", "u_mixed", "u_fresh"]) == {
+        "u_gone": to_micros(CUTOFF),
+        "u_mixed": to_micros(CUTOFF),
+        "u_fresh": None,
+    }
+    settings = Settings(
+        database_url=database_url, outbox_file=str(tmp_path / "outbox.jsonl"), dispatcher=False
+    )
+    with TestClient(create_app(settings)) as client:
+        gone = client.get("/audit/u_gone").json()
+        mixed = client.get("/audit/u_mixed").json()
+        fresh = client.get("/audit/u_fresh").json()
+    assert gone["user"]["history_pruned_before"] == "2024-06-01T00:00:00Z"
+    assert gone["events"] == []
+    assert mixed["user"]["history_pruned_before"] == "2024-06-01T00:00:00Z"
+    assert [event["event_id"] for event in mixed["events"]] == ["evt_u_mixed_pay_3"]
+    assert fresh["user"]["history_pruned_before"] is None
+    assert [event["event_id"] for event in fresh["events"]] == ["evt_u_fresh_pay_4"]
+
+
+def test_herald_prune_deletes_history_older_than_the_given_age_and_reports_counts(
+    database: Database, database_url: str, ruleset: RuleSet
+) -> None:
+    now = datetime.now(UTC)
+    long_ago, lately = now - timedelta(days=500), now - timedelta(days=10)
+    store(database, ruleset, [signup(u, long_ago) for u in ("u_a", "u_b", "u_c")], now=long_ago)
+    deliver(database, at=long_ago, outcome_by_user={"u_a": SENT, "u_b": SENT, "u_c": FAILED})
+    store(database, ruleset, [signup("u_d", lately)], now=lately)
+
+    result = CliRunner().invoke(
+        cli, ["prune", "--older-than", "400d", "--database", database_url, "--batch-size", "2"]
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "pruned 3 events and 3 messages" in result.output
+    assert "events: 2 deleted so far" in result.output
+    assert event_ids(database) == {"evt_u_d_signup"}
+    assert message_status_by_user(database) == {"u_d": "pending"}
+
+
+@pytest.mark.parametrize("age", ["forever", "400", "-5d", "3w"])
+def test_herald_prune_refuses_an_age_it_cannot_read_and_deletes_nothing(
+    database: Database, database_url: str, ruleset: RuleSet, age: str
+) -> None:
+    store(database, ruleset, [payment_initiated("u_1", OLD, 1)], now=OLD)
+
+    result = CliRunner().invoke(cli, ["prune", "--older-than", age, "--database", database_url])
+
+    assert result.exit_code == 2
+    assert "400d or 36h" in result.output
+    assert event_ids(database) == {"evt_u_1_pay_1"}
+
+
+def test_herald_prune_on_a_database_without_herald_schema_says_to_upgrade_it(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+
+    result = CliRunner().invoke(cli, ["prune", "--older-than", "400d", "--database", url])
+
+    assert result.exit_code == 1
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert "herald db upgrade" in result.output
+
+
+def test_herald_prune_refuses_an_in_memory_database_with_a_clear_message() -> None:
+    result = CliRunner().invoke(
+        cli, ["prune", "--older-than", "400d", "--database", "sqlite:///:memory:"]
+    )
+
+    assert result.exit_code == 1
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert "in-memory SQLite" in result.output

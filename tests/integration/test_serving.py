@@ -1,0 +1,293 @@
+"""`herald serve` as an operator runs it: it refuses unsafe or broken settings before it
+binds, tags every response with a request id, and keeps personal data out of its logs."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from herald.api.app import create_app
+from herald.config import Settings
+from herald.store.database import Database
+from herald.store.migrate import upgrade
+from tests.support.ports import free_port
+from tests.support.processes import HeraldProcess, herald_environment, run_herald
+
+DISTINCTIVE_EMAIL = "zebulon.quartermaine@example.org"
+POISONED_EMAIL = "yolanda.poisonwood@example.org"
+
+
+def signup(user: str, email: str) -> dict[str, Any]:
+    return {
+        "event_id": f"evt_{user}_signup",
+        "user_id": user,
+        "event_type": "signup_completed",
+        "event_timestamp": "2025-11-03T10:00:00Z",
+        "user_traits": {"email": email, "marketing_opt_in": True},
+    }
+
+
+def one_line(text: str) -> str:
+    """The CLI's message with any wrapping undone."""
+    return " ".join(text.split())
+
+
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'herald.db'}"
+
+
+def wait_for(predicate: Any, what: str, timeout: float = 5.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"{what}: not within {timeout}s")
+
+
+# --- refusing to start --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "tokens",
+    [{}, {"HERALD_ADMIN_TOKEN": "a" * 32}, {"HERALD_INGEST_TOKEN": "i" * 32}],
+    ids=["no token", "admin token only", "ingest token only"],
+)
+def test_serve_refuses_a_public_host_without_both_tokens_before_touching_anything(
+    tmp_path: Path, tokens: dict[str, str]
+) -> None:
+    result = run_herald(
+        [
+            "serve",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(free_port()),
+            "--database",
+            sqlite_url(tmp_path),
+        ],
+        env=herald_environment(**tokens),
+        cwd=tmp_path,
+        timeout=10,
+    )
+
+    assert result.returncode == 2, result.stderr
+    message = one_line(result.stderr)
+    assert "refusing to listen on 0.0.0.0" in message
+    assert "HERALD_ADMIN_TOKEN" in message and "HERALD_INGEST_TOKEN" in message
+    assert not (tmp_path / "herald.db").exists()  # it stopped before opening the database
+
+
+def test_serve_on_a_public_host_starts_when_both_tokens_are_set_and_guards_the_audit(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    env = herald_environment(HERALD_ADMIN_TOKEN="admin-secret", HERALD_INGEST_TOKEN="ingest-secret")
+    with HeraldProcess("public", log_dir=tmp_path) as server:
+        server.start(
+            ["serve", "--host", "0.0.0.0", "--port", str(port), "--database", sqlite_url(tmp_path)],
+            env=env,
+            cwd=tmp_path,
+        )
+        base = f"http://127.0.0.1:{port}"
+        server.wait_healthy(base + "/healthz", timeout=10)
+
+        anonymous = httpx.get(base + "/audit/u_1", timeout=5)
+        admin = httpx.get(
+            base + "/audit/u_1", headers={"Authorization": "Bearer admin-secret"}, timeout=5
+        )
+
+        assert anonymous.status_code == 401
+        assert admin.status_code == 404  # let in; there is no such user yet
+
+
+def test_serve_refuses_an_in_memory_sqlite_database(tmp_path: Path) -> None:
+    result = run_herald(
+        ["serve", "--port", str(free_port()), "--database", "sqlite:///:memory:"],
+        env=herald_environment(),
+        cwd=tmp_path,
+        timeout=10,
+    )
+
+    assert result.returncode == 1, result.stderr
+    assert "in-memory SQLite database would lose every event" in one_line(result.stderr)
+
+
+def test_serve_refuses_a_broken_rule_file_naming_the_file_and_the_problem(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "events:\n"
+        "  signup_completed: {}\n"
+        "rules:\n"
+        "  - id: WELCOME\n"
+        "    trigger: signup_exploded\n"
+        "    channel: email\n"
+        "    limit: once_per_user\n"
+        "    template: welcome\n",
+        encoding="utf-8",
+    )
+
+    result = run_herald(
+        [
+            "serve",
+            "--port",
+            str(free_port()),
+            "--database",
+            sqlite_url(tmp_path),
+            "--rules",
+            str(rules),
+        ],
+        env=herald_environment(),
+        cwd=tmp_path,
+        timeout=10,
+    )
+
+    assert result.returncode == 1, result.stderr
+    message = one_line(result.stderr)
+    assert str(rules) in message
+    assert "signup_exploded" in message and "not a declared event type" in message
+
+
+# --- request ids ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[TestClient]:
+    settings = Settings(
+        database_url=sqlite_url(tmp_path),
+        outbox_file=str(tmp_path / "outbox.jsonl"),
+        dispatcher=False,
+    )
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def test_every_response_carries_a_request_id_of_its_own(client: TestClient) -> None:
+    first = client.get("/healthz")
+    second = client.get("/healthz")
+
+    assert first.headers["x-request-id"]
+    assert second.headers["x-request-id"]
+    assert first.headers["x-request-id"] != second.headers["x-request-id"]
+
+
+def test_a_request_id_sent_by_the_client_is_echoed_back(client: TestClient) -> None:
+    response = client.post(
+        "/events", json=signup("u_1", "u_1@example.com"), headers={"X-Request-Id": "trace-7f3a"}
+    )
+
+    assert response.status_code == 202
+    assert response.headers["x-request-id"] == "trace-7f3a"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", "/audit/nobody", None),
+        ("POST", "/events", {"user_id": "u_1"}),
+        ("POST", "/events", {"padding": "x" * 1_100_000}),
+    ],
+    ids=["404", "422", "413"],
+)
+def test_error_responses_carry_the_request_id_too(
+    client: TestClient, method: str, path: str, body: Any
+) -> None:
+    response = client.request(method, path, json=body, headers={"X-Request-Id": "trace-err"})
+
+    assert response.status_code >= 400
+    assert response.headers["x-request-id"] == "trace-err"
+
+
+# --- logs of a real server -----------------------------------------------------------
+
+
+@pytest.fixture
+def json_logging_server(tmp_path: Path) -> Iterator[tuple[HeraldProcess, str]]:
+    """A server logging JSON down to DEBUG (where each stub send is logged), whose database
+    refuses events of user ``u_poison``: such a request fails and logs the database error,
+    which quotes the event's data."""
+    url = sqlite_url(tmp_path)
+    database = Database(url)
+    upgrade(database)
+    with database.writer.begin() as connection:
+        connection.exec_driver_sql(
+            "CREATE TRIGGER poison BEFORE INSERT ON events WHEN NEW.user_id = 'u_poison' "
+            "BEGIN SELECT RAISE(ABORT, 'poisoned by the test'); END"
+        )
+    database.dispose()
+    port = free_port()
+    env = herald_environment(
+        HERALD_LOG_FORMAT="json",
+        HERALD_LOG_LEVEL="DEBUG",
+        HERALD_OUTBOX_FILE=str(tmp_path / "outbox.jsonl"),
+    )
+    with HeraldProcess("json-logs", log_dir=tmp_path) as server:
+        server.start(["serve", "--port", str(port), "--database", url], env=env, cwd=tmp_path)
+        base = f"http://127.0.0.1:{port}"
+        server.wait_healthy(base + "/readyz", timeout=10)
+        yield server, base
+
+
+def json_lines(output: str) -> list[dict[str, Any]]:
+    """The JSON log lines (uvicorn's start-up lines and the CLI's banner are plain text)."""
+    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+
+
+def test_the_log_lines_of_a_request_carry_its_request_id(
+    json_logging_server: tuple[HeraldProcess, str],
+) -> None:
+    server, base = json_logging_server
+
+    response = httpx.post(
+        base + "/events",
+        json=signup("u_poison", POISONED_EMAIL),
+        headers={"X-Request-Id": "req-poison-1"},
+        timeout=5,
+    )
+
+    assert response.status_code == 503
+    failures = wait_for(
+        lambda: [
+            line
+            for line in json_lines(server.output())
+            if line["message"].startswith("ingestion failed")
+        ],
+        "the ingestion failure in the log",
+    )
+    assert [line.get("request_id") for line in failures] == ["req-poison-1"]
+    assert failures[0]["level"] == "ERROR"
+
+
+def test_json_logs_never_contain_a_raw_email_address_from_an_event(
+    json_logging_server: tuple[HeraldProcess, str], tmp_path: Path
+) -> None:
+    server, base = json_logging_server
+
+    delivered = httpx.post(base + "/events", json=signup("u_1", DISTINCTIVE_EMAIL), timeout=5)
+    refused = httpx.post(base + "/events", json=signup("u_poison", POISONED_EMAIL), timeout=5)
+
+    assert delivered.status_code == 202 and refused.status_code == 503
+    outbox = tmp_path / "outbox.jsonl"
+    wait_for(
+        lambda: outbox.exists() and DISTINCTIVE_EMAIL in outbox.read_text(),
+        "the welcome email, sent to the real address",
+    )
+    sends = wait_for(
+        lambda: [
+            line for line in json_lines(server.output()) if "z***@example.org" in line["message"]
+        ],
+        "the delivery in the log, naming the address by a hint",
+    )
+    assert "WELCOME_EMAIL" in sends[0]["message"]
+    log = server.output()
+    assert DISTINCTIVE_EMAIL not in log
+    assert POISONED_EMAIL not in log
+    assert "y***@example.org" in log  # the database error was logged, masked

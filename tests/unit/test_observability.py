@@ -1,0 +1,305 @@
+"""Logs and metrics: personal data is masked in every log line, JSON logs are one object
+per line with the request id, and the outbox gauges are read at each scrape."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from herald.observability.logging import configure_logging, request_id
+from herald.observability.masking import mask_recipient, mask_text
+from herald.observability.metrics import Metrics
+
+AT = datetime(2025, 11, 3, 12, 0, 0, tzinfo=UTC)
+
+# --- masking ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("recipient", "masked"),
+    [
+        ("maria@example.com", "m***@example.com"),
+        ("+351912345678", "***78"),
+        ("internal", "internal"),
+        ("12", "***"),
+    ],
+)
+def test_a_recipient_is_masked_down_to_a_hint(recipient: str, masked: str) -> None:
+    assert mask_recipient(recipient) == masked
+
+
+@pytest.mark.parametrize(
+    ("text", "secret", "hint"),
+    [
+        ("sent to maria@example.com", "maria@example.com", "m***@example.com"),
+        ("to maria.silva+promo@mail.example.co.uk.", "maria.silva", "m***@mail.example.co.uk"),
+        ("sms to +351912345678 failed", "+351912345678", "***78"),
+        ("sms to +14155552671", "4155552671", "***71"),
+        ("phone 912345678 on file", "912345678", "***78"),
+        ("call 00351912345678", "00351912345678", "***78"),
+        ('{"phone": "+447700900123"}', "7700900123", "***23"),
+    ],
+)
+def test_emails_and_phone_numbers_in_free_text_are_masked(
+    text: str, secret: str, hint: str
+) -> None:
+    masked = mask_text(text)
+
+    assert secret not in masked
+    assert hint in masked
+
+
+def test_every_address_in_a_line_is_masked() -> None:
+    masked = mask_text("from ana@example.com to bruno@example.org and +351912345678")
+
+    assert "ana@" not in masked and "bruno@" not in masked and "912345678" not in masked
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "on 2025-11-03",
+        "at 12:00:00",
+        "event_timestamp 2025-11-03T12:00:00Z",
+        "received 2025-11-03T12:00:00.123456+00:00",
+        "duplicate of evt_123",
+        "event evt_1234567890123 was already stored",
+        "message msg_3f2a9c1e0b4d5a6978",
+        "amount 1425.00 EUR",
+        "amount 1234567.89",
+        "attempt 2 of 5, next in 86400 s",
+    ],
+)
+def test_dates_times_ids_and_amounts_are_left_alone(text: str) -> None:
+    assert mask_text(text) == text
+
+
+# --- log formatters, as configure_logging sets them up ---------------------------------
+
+
+@pytest.fixture
+def formatter_for() -> Iterator[Any]:
+    """configure_logging(fmt)'s formatter; the root logger is restored afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+
+    def build(fmt: str) -> logging.Formatter:
+        configure_logging("INFO", fmt)
+        formatter = root.handlers[0].formatter
+        assert formatter is not None
+        return formatter
+
+    try:
+        yield build
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+@pytest.fixture
+def far_from_utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The process's local time zone is not UTC (log times must still be UTC)."""
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+
+
+def record(
+    message: str,
+    *args: object,
+    level: int = logging.INFO,
+    exc_info: ExcInfo | None = None,
+    **extra: object,
+) -> logging.LogRecord:
+    entry = logging.LogRecord("herald.delivery", level, __file__, 1, message, args, exc_info)
+    entry.created, entry.msecs = AT.timestamp(), 0.0
+    entry.__dict__.update(extra)
+    return entry
+
+
+def a_failure(text: str) -> ExcInfo:
+    try:
+        raise RuntimeError(text)
+    except RuntimeError:
+        info = sys.exc_info()
+    assert info[0] is not None and info[1] is not None
+    return info
+
+
+def test_a_json_log_line_is_one_object_with_level_logger_masked_message_and_utc_time(
+    formatter_for: Any, far_from_utc: None
+) -> None:
+    line = formatter_for("json").format(
+        record("stub send email to %s", "maria@example.com", level=logging.WARNING)
+    )
+
+    entry = json.loads(line)
+    assert entry["level"] == "WARNING"
+    assert entry["logger"] == "herald.delivery"
+    assert entry["message"] == "stub send email to m***@example.com"
+    assert entry["ts"] == "2025-11-03T12:00:00.000Z"
+
+
+def test_a_multi_line_message_stays_on_one_json_line(formatter_for: Any) -> None:
+    line = formatter_for("json").format(record("first line\nsecond line"))
+
+    assert "\n" not in line
+    assert json.loads(line)["message"] == "first line\nsecond line"
+
+
+def test_a_json_log_line_carries_the_request_id_only_inside_a_request(
+    formatter_for: Any,
+) -> None:
+    formatter = formatter_for("json")
+    token = request_id.set("req-42")
+    try:
+        inside = json.loads(formatter.format(record("in a request")))
+    finally:
+        request_id.reset(token)
+    outside = json.loads(formatter.format(record("in the dispatcher")))
+
+    assert inside["request_id"] == "req-42"
+    assert "request_id" not in outside
+
+
+def test_extra_fields_become_json_fields_with_strings_masked(formatter_for: Any) -> None:
+    entry = json.loads(
+        formatter_for("json").format(
+            record(
+                "sent",
+                message_id="msg_3f2a9c1e0b4d",
+                attempt=3,
+                recipient="maria@example.com",
+            )
+        )
+    )
+
+    assert entry["message_id"] == "msg_3f2a9c1e0b4d"
+    assert entry["attempt"] == 3
+    assert entry["recipient"] == "m***@example.com"
+
+
+def test_an_exception_in_a_json_log_line_is_masked_too(formatter_for: Any) -> None:
+    failure = a_failure("cannot store maria@example.com, +351912345678")
+
+    entry = json.loads(formatter_for("json").format(record("ingestion failed", exc_info=failure)))
+
+    assert "RuntimeError" in entry["exc"]
+    assert "maria@example.com" not in entry["exc"] and "912345678" not in entry["exc"]
+    assert "m***@example.com" in entry["exc"]
+
+
+def test_the_text_formatter_masks_the_message_but_not_the_utc_timestamp(
+    formatter_for: Any, far_from_utc: None
+) -> None:
+    line = formatter_for("text").format(
+        record("stub send sms to %s at %s", "+351912345678", "2025-11-03T12:00:00Z")
+    )
+
+    assert line == (
+        "2025-11-03 12:00:00,000 INFO herald.delivery: "
+        "stub send sms to ***78 at 2025-11-03T12:00:00Z"
+    )
+
+
+def test_an_exception_in_a_text_log_line_is_masked_too(formatter_for: Any) -> None:
+    failure = a_failure("cannot store maria@example.com")
+
+    text = formatter_for("text").format(record("ingestion failed", exc_info=failure))
+
+    assert "RuntimeError" in text
+    assert "maria@example.com" not in text and "m***@example.com" in text
+
+
+# --- metrics -------------------------------------------------------------------------
+
+
+class OutboxReading:
+    """What the outbox holds, as the runtime would read it; counts its reads."""
+
+    def __init__(self, by_status: dict[str, int], backlog: int, oldest_due_s: float) -> None:
+        self.by_status, self.backlog, self.oldest_due_s = by_status, backlog, oldest_due_s
+        self.reads = 0
+
+    def __call__(self) -> tuple[dict[str, int], int, float]:
+        self.reads += 1
+        return dict(self.by_status), self.backlog, self.oldest_due_s
+
+
+def scrape(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Sample name and labels -> value, parsed back from the exposition text."""
+    text = generate_latest(metrics.registry).decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_the_outbox_gauges_show_what_the_read_function_reports() -> None:
+    metrics = Metrics()
+    metrics.watch_outbox(OutboxReading({"pending": 3, "sent": 10, "failed": 1}, 4, 12.5))
+
+    samples = scrape(metrics)
+
+    assert samples[("herald_messages", (("status", "pending"),))] == 3
+    assert samples[("herald_messages", (("status", "sent"),))] == 10
+    assert samples[("herald_messages", (("status", "failed"),))] == 1
+    assert samples[("herald_outbox_backlog", ())] == 4
+    assert samples[("herald_outbox_oldest_due_seconds", ())] == 12.5
+
+
+def test_the_outbox_is_read_at_each_scrape_and_not_when_registering() -> None:
+    metrics = Metrics()
+    reading = OutboxReading({"pending": 1}, 1, 0.5)
+
+    metrics.watch_outbox(reading)
+    assert reading.reads == 0
+    scrape(metrics)
+    reading.by_status, reading.backlog = {"pending": 0, "sent": 1}, 0
+    samples = scrape(metrics)
+
+    assert reading.reads == 2
+    assert samples[("herald_messages", (("status", "sent"),))] == 1
+    assert samples[("herald_outbox_backlog", ())] == 0
+
+
+def test_counters_are_exposed_with_their_labels() -> None:
+    metrics = Metrics()
+    metrics.events.labels("signup_completed", "accepted").inc()
+    metrics.events.labels("signup_completed", "accepted").inc()
+    metrics.deliveries.labels("email", "sent").inc()
+
+    samples = scrape(metrics)
+
+    assert (
+        samples[
+            ("herald_events_total", (("event_type", "signup_completed"), ("status", "accepted")))
+        ]
+        == 2
+    )
+    assert samples[("herald_deliveries_total", (("channel", "email"), ("status", "sent")))] == 1
+
+
+def test_two_apps_in_one_process_keep_separate_metrics() -> None:
+    first, second = Metrics(), Metrics()
+    first.events.labels("signup_completed", "accepted").inc()
+
+    key = ("herald_events_total", (("event_type", "signup_completed"), ("status", "accepted")))
+    assert scrape(first)[key] == 1
+    assert key not in scrape(second)
