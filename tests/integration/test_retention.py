@@ -258,10 +258,16 @@ def test_herald_prune_deletes_history_older_than_the_given_age_and_reports_count
     )
 
     assert result.exit_code == 0, result.output
-    assert "pruned 3 events and 3 messages" in result.output
+    assert "pruned 3 events and 0 messages" in result.output
+    assert "redacted 3 messages" in result.output  # welcome emails keep their limit
     assert "events: 2 deleted so far" in result.output
     assert event_ids(database) == {"evt_u_d_signup"}
-    assert message_status_by_user(database) == {"u_d": "pending"}
+    assert message_status_by_user(database) == {
+        "u_a": SENT,
+        "u_b": SENT,
+        "u_c": FAILED,
+        "u_d": "pending",
+    }
 
 
 @pytest.mark.parametrize("age", ["forever", "400", "-5d", "3w"])
@@ -297,3 +303,33 @@ def test_herald_prune_refuses_an_in_memory_database_with_a_clear_message() -> No
     assert result.exit_code == 1
     assert isinstance(result.exception, SystemExit), result.exception
     assert "in-memory SQLite" in result.output
+
+
+def test_a_once_per_user_limit_outlives_the_pruned_history(
+    database: Database, ruleset: RuleSet
+) -> None:
+    long_ago = datetime(2023, 1, 5, 9, 0, tzinfo=UTC)
+    store(database, ruleset, [signup("u_old", long_ago)], now=long_ago)
+    deliver(database, at=long_ago, outcome_by_user={"u_old": SENT})
+    totals = prune_history(
+        database, cutoff=long_ago + timedelta(days=400), keep_rules={"WELCOME_EMAIL"}
+    )
+    assert totals["redacted"] == 1 and totals["messages"] == 0
+    with database.reader.connect() as connection:
+        kept = connection.execute(select(messages)).one()
+    assert kept.body == "(pruned)" and kept.recipient == "" and kept.subject == ""
+    assert orphan_attempts(database) == 0 and users_with_attempts(database) == set()
+
+    later = long_ago + timedelta(days=500)
+    again = Event(
+        "evt_u_old_signup_2",
+        "u_old",
+        "signup_completed",
+        later,
+        {},
+        signup("u_old", later).user_traits,
+    )
+    with UnitOfWork(database) as uow:
+        [result] = ingest(uow, [again], ruleset, now=later)
+        uow.commit()
+    assert result.decisions[0].outcome.value == "suppressed"

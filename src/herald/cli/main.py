@@ -229,16 +229,28 @@ def prune(
     older_than: Annotated[str, typer.Option("--older-than", help="e.g. 400d")],
     database: DatabaseOpt = None,
     batch_size: Annotated[int, typer.Option(help="rows per transaction")] = 5000,
+    rules: RulesOpt = None,
 ) -> None:
-    """Delete events and finished messages older than an age, in small transactions."""
+    """Delete events and finished messages older than an age, in small transactions.
+
+    Messages of rules limited once per user are redacted instead of deleted, so that
+    their limit still holds after the history is gone."""
     from herald.bootstrap import utc_now
+    from herald.rules.definition import Limit
+    from herald.rules.loader import RuleFileError, load_ruleset
     from herald.service.retention import prune_history
     from herald.store.database import Database, DatabaseUrlError
     from herald.store.migrate import SchemaOutdated, ensure_current
 
     age = parse_age(older_than)
+    settings = _settings(database_url=database, rules=rules)
     try:
-        db = Database(_settings(database_url=database).database_url)
+        ruleset = load_ruleset(settings.rules)
+    except RuleFileError as exc:
+        _fail(str(exc))
+    lifetime = {rule.id for rule in ruleset.rules if rule.limit is Limit.ONCE_PER_USER}
+    try:
+        db = Database(settings.database_url)
     except DatabaseUrlError as exc:
         _fail(str(exc))
     try:
@@ -253,11 +265,13 @@ def prune(
         cutoff=cutoff,
         batch_size=batch_size,
         progress=lambda kind, n: console.print(f"  {kind}: {n} deleted so far"),
+        keep_rules=lifetime,
     )
     db.dispose()
     console.print(
         f"pruned {totals['events']} events and {totals['messages']} messages "
-        f"from before {cutoff:%Y-%m-%d}"
+        f"from before {cutoff:%Y-%m-%d}; redacted {totals.get('redacted', 0)} messages "
+        "kept for their once-per-user limits"
     )
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import delete, select, update
 
@@ -12,6 +13,8 @@ from herald.store.database import Database
 from herald.store.outbox import FAILED, SENT
 from herald.store.tables import delivery_attempts, events, messages, users
 
+REDACTED = "(pruned)"
+
 
 def prune_history(
     database: Database,
@@ -19,10 +22,13 @@ def prune_history(
     cutoff: datetime,
     batch_size: int = 5000,
     progress: Callable[[str, int], None] = lambda _kind, _n: None,
+    keep_rules: Collection[str] = (),
 ) -> dict[str, int]:
     """Delete events older than ``cutoff`` (event time) and finished messages created
     before it. Users whose events were pruned are marked, so the audit can say so.
-    Pending messages are kept whatever their age: they have not been delivered yet."""
+    Pending messages are kept whatever their age: they have not been delivered yet.
+    Messages of ``keep_rules`` (rules limited once per user) are redacted, not deleted:
+    their dedup keys must outlive any retention period."""
     cutoff_us = to_micros(cutoff)
     totals = {"events": 0, "messages": 0}
     while True:
@@ -42,12 +48,13 @@ def prune_history(
             )
         totals["events"] += len(doomed)
         progress("events", totals["events"])
+    finished = messages.c.created_us < cutoff_us, messages.c.status.in_([SENT, FAILED])
     while True:
         with database.writer.begin() as conn:
             ids = (
                 conn.execute(
                     select(messages.c.message_id)
-                    .where(messages.c.created_us < cutoff_us, messages.c.status.in_([SENT, FAILED]))
+                    .where(*finished, messages.c.rule.not_in(list(keep_rules)))
                     .limit(batch_size)
                 )
                 .scalars()
@@ -59,4 +66,22 @@ def prune_history(
             conn.execute(delete(messages).where(messages.c.message_id.in_(ids)))
         totals["messages"] += len(ids)
         progress("messages", totals["messages"])
+    if keep_rules:
+        totals["redacted"] = _redact(database, finished, keep_rules)
     return totals
+
+
+def _redact(database: Database, finished: tuple[Any, ...], keep_rules: Collection[str]) -> int:
+    """Keep the rows of lifetime limits (their dedup keys still block a second welcome
+    email) but drop their content and delivery history."""
+    with database.writer.begin() as conn:
+        old = select(messages.c.message_id).where(
+            *finished, messages.c.rule.in_(list(keep_rules)), messages.c.body != REDACTED
+        )
+        conn.execute(delete(delivery_attempts).where(delivery_attempts.c.message_id.in_(old)))
+        result = conn.execute(
+            update(messages)
+            .where(*finished, messages.c.rule.in_(list(keep_rules)), messages.c.body != REDACTED)
+            .values(subject="", body=REDACTED, html=None, recipient="", last_error=None)
+        )
+    return int(result.rowcount)
