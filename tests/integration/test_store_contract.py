@@ -90,7 +90,7 @@ def add_events(database: Database, *rows: dict[str, Any]) -> None:
         uow.commit()
 
 
-def add_messages(database: Database, *rows: dict[str, Any]) -> set[str]:
+def add_messages(database: Database, *rows: dict[str, Any]) -> int:
     with UnitOfWork(database) as uow:
         inserted = uow.outbox.add_many(rows)
         uow.commit()
@@ -306,7 +306,7 @@ class TestOutboxRepository:
 
         assert held == {"WELCOME_EMAIL:u_1": message_id_for("WELCOME_EMAIL:u_1")}
 
-    def test_add_many_skips_a_taken_dedup_key_and_returns_only_the_inserted_ids(
+    def test_add_many_skips_a_taken_dedup_key_and_counts_only_the_inserted_rows(
         self, database: Database
     ) -> None:
         add_messages(database, message_row("WELCOME_EMAIL:u_1"))
@@ -314,13 +314,14 @@ class TestOutboxRepository:
 
         inserted = add_messages(database, taken, message_row("WELCOME_EMAIL:u_3"))
 
-        assert inserted == {message_id_for("WELCOME_EMAIL:u_3")}
+        assert inserted == 1
+        assert stored_message(database, message_id_for("WELCOME_EMAIL:u_3")) is not None
         assert stored_message(database, message_id_for("WELCOME_EMAIL:u_2")) is None
         holder = stored_message(database, message_id_for("WELCOME_EMAIL:u_1"))
         assert holder.event_id == "evt-WELCOME_EMAIL:u_1"
 
     def test_add_many_of_nothing_inserts_nothing(self, database: Database) -> None:
-        assert add_messages(database) == set()
+        assert add_messages(database) == 0
 
     def test_claim_due_claims_only_pending_messages_whose_time_has_come(
         self, database: Database

@@ -94,8 +94,7 @@ def ingest(
 
     uow.users.upsert_many((profiles[uid] for uid in batch.users), now_us)
     uow.events.add_many(event_rows)
-    inserted = uow.outbox.add_many(message_rows)
-    if len(inserted) != len(message_rows):
+    if uow.outbox.add_many(message_rows) != len(message_rows):
         # Another process took a dedup key between our read and write: the user lock
         # makes this unreachable, so refuse rather than store a decision that lies.
         raise RuntimeError("dedup key taken concurrently; the batch is rolled back")

@@ -9,57 +9,68 @@ from sqlalchemy import Connection, and_, or_, select
 
 from herald.domain.model import Event
 from herald.domain.timeutil import from_micros
+from herald.store.sql import json_text, json_value, marks
 from herald.store.tables import events
 
 _CHUNK = 500  # stays below SQLite's bound-parameter limit
 
 
+_COLUMNS = (
+    "event_id", "fingerprint", "user_id", "event_type", "event_time_us", "received_us",
+    "properties", "user_traits", "decisions", "ruleset_version",
+)  # fmt: skip
+_JSON = {"properties", "user_traits", "decisions"}
+
+
 class EventRepository:
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, dialect: str) -> None:
         self._conn = connection
+        self._dialect = dialect
 
     def fingerprints(self, event_ids: Iterable[str]) -> dict[str, str]:
         """The stored fingerprint of each of ``event_ids`` that is already stored."""
         ids = list(dict.fromkeys(event_ids))
         found: dict[str, str] = {}
         for start in range(0, len(ids), _CHUNK):
-            chunk = ids[start : start + _CHUNK]
-            rows = self._conn.execute(
-                select(events.c.event_id, events.c.fingerprint).where(events.c.event_id.in_(chunk))
+            chunk = tuple(ids[start : start + _CHUNK])
+            rows = self._conn.exec_driver_sql(
+                "SELECT event_id, fingerprint FROM events "
+                f"WHERE event_id IN ({marks(self._dialect, len(chunk))})",
+                chunk,
             )
-            found.update({row.event_id: row.fingerprint for row in rows})
+            found.update({key: value for key, value in rows})
         return found
 
     def in_window(self, user_id: str, event_type: str, start_us: int, end_us: int) -> list[Event]:
         """The user's events of a type with ``start_us <= event time <= end_us``."""
-        rows = self._conn.execute(
-            select(
-                events.c.event_id,
-                events.c.event_type,
-                events.c.event_time_us,
-                events.c.properties,
-                events.c.user_traits,
-            ).where(
-                events.c.user_id == user_id,
-                events.c.event_type == event_type,
-                events.c.event_time_us.between(start_us, end_us),
-            )
+        mark = marks(self._dialect, 1)
+        rows = self._conn.exec_driver_sql(
+            "SELECT event_id, event_time_us, properties, user_traits FROM events "
+            f"WHERE user_id = {mark} AND event_type = {mark} "
+            f"AND event_time_us >= {mark} AND event_time_us <= {mark}",
+            (user_id, event_type, start_us, end_us),
         )
         return [
             Event(
-                row.event_id,
+                event_id,
                 user_id,
-                row.event_type,
-                from_micros(row.event_time_us),
-                row.properties,
-                row.user_traits,
+                event_type,
+                from_micros(time_us),
+                json_value(properties),
+                json_value(traits),
             )
-            for row in rows
+            for event_id, time_us, properties, traits in rows
         ]
 
     def add_many(self, rows: Sequence[dict[str, Any]]) -> None:
-        if rows:
-            self._conn.execute(events.insert(), list(rows))
+        """Insert events (rows keyed by column name, JSON columns as Python values)."""
+        if not rows:
+            return
+        self._conn.exec_driver_sql(
+            f"INSERT INTO events ({', '.join(_COLUMNS)}) "
+            f"VALUES ({marks(self._dialect, len(_COLUMNS))})",
+            [tuple(json_text(row[c]) if c in _JSON else row[c] for c in _COLUMNS) for row in rows],
+        )
 
     def page_for_user(
         self, user_id: str, *, limit: int, before: tuple[int, int] | None

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, select, update
 
-from herald.store.dialect import insert_for
+from herald.store.sql import marks
 from herald.store.tables import delivery_attempts, messages
 
 PENDING, SENDING, SENT, FAILED = "pending", "sending", "sent", "failed"
@@ -28,14 +27,11 @@ class AttemptRecord:
     next_due_us: int
 
 
-@functools.cache
-def _insert_new_messages(dialect: str) -> Any:
-    # Built once: constructing the statement cost more than running it.
-    return (
-        insert_for(dialect, messages)
-        .on_conflict_do_nothing(index_elements=[messages.c.dedup_key])
-        .returning(messages.c.message_id)
-    )
+_MESSAGE_COLUMNS = (
+    "message_id", "dedup_key", "user_id", "event_id", "rule", "rule_version", "channel",
+    "category", "recipient", "subject", "body", "html", "status", "created_us", "due_us",
+    "attempts", "hold_reason",
+)  # fmt: skip
 
 
 class OutboxRepository:
@@ -48,22 +44,27 @@ class OutboxRepository:
         keys = list(dict.fromkeys(dedup_keys))
         found: dict[str, str] = {}
         for start in range(0, len(keys), 500):
-            rows = self._conn.execute(
-                select(messages.c.dedup_key, messages.c.message_id).where(
-                    messages.c.dedup_key.in_(keys[start : start + 500])
-                )
+            chunk = tuple(keys[start : start + 500])
+            rows = self._conn.exec_driver_sql(
+                "SELECT dedup_key, message_id FROM messages "
+                f"WHERE dedup_key IN ({marks(self._dialect, len(chunk))})",
+                chunk,
             )
-            found.update({row.dedup_key: row.message_id for row in rows})
+            found.update({key: value for key, value in rows})
         return found
 
-    def add_many(self, rows: Sequence[dict[str, Any]]) -> set[str]:
+    def add_many(self, rows: Sequence[dict[str, Any]]) -> int:
         """Insert messages; a row whose dedup key is taken is not inserted (the database,
-        not the caller, has the last word on limits). Returns the inserted message ids."""
+        not the caller, has the last word on limits). Returns how many were inserted."""
         if not rows:
-            return set()
-        statement = _insert_new_messages(self._dialect)
-        inserted = self._conn.execute(statement, list(rows)).scalars().all()
-        return set(inserted)
+            return 0
+        result = self._conn.exec_driver_sql(
+            f"INSERT INTO messages ({', '.join(_MESSAGE_COLUMNS)}) "
+            f"VALUES ({marks(self._dialect, len(_MESSAGE_COLUMNS))}) "
+            "ON CONFLICT (dedup_key) DO NOTHING",
+            [tuple(row.get(column) for column in _MESSAGE_COLUMNS) for row in rows],
+        )
+        return int(result.rowcount)
 
     def claim_due(self, *, now_us: int, limit: int, worker: str, lease_us: int) -> list[Any]:
         """Atomically claim up to ``limit`` due messages for ``worker`` until the lease ends.

@@ -38,7 +38,7 @@ class UnitOfWork:
         self._connection = self._database.writer.connect()
         self._connection.begin()
         dialect = self._database.dialect
-        self.events = EventRepository(self._connection)
+        self.events = EventRepository(self._connection, dialect)
         self.users = UserRepository(self._connection, dialect)
         self.outbox = OutboxRepository(self._connection, dialect)
         return self
@@ -85,7 +85,7 @@ class ReadOnly:
         self.connection = self._database.reader.connect()
         self.connection.begin()
         dialect = self._database.dialect
-        self.events = EventRepository(self.connection)
+        self.events = EventRepository(self.connection, dialect)
         self.users = UserRepository(self.connection, dialect)
         self.outbox = OutboxRepository(self.connection, dialect)
         return self

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable
 from typing import Any
 
@@ -10,30 +9,22 @@ from sqlalchemy import Connection, select
 
 from herald.domain.model import UserProfile
 from herald.store.dialect import insert_for
+from herald.store.sql import json_text, json_value, marks
 from herald.store.tables import users
 
 
 def profile_from_row(row: Any) -> UserProfile:
-    traits = dict(row.traits)
-    preferences = row.preferences or {}
-    if preferences.get("unsubscribed"):
+    return _profile(row.user_id, row.traits, row.trait_times, row.preferences)
+
+
+def _profile(
+    user_id: str, traits: dict[str, Any], times: dict[str, int], preferences: dict[str, Any] | None
+) -> UserProfile:
+    traits = dict(traits)
+    if preferences and preferences.get("unsubscribed"):
         # Unsubscribes set through the API reach the rules as the `unsubscribed` trait.
         traits["unsubscribed"] = sorted(preferences["unsubscribed"])
-    return UserProfile(row.user_id, traits, dict(row.trait_times))
-
-
-@functools.cache
-def _upsert_profiles(dialect: str) -> Any:
-    # Built once: constructing the statement cost more than running it.
-    statement = insert_for(dialect, users)
-    return statement.on_conflict_do_update(
-        index_elements=[users.c.user_id],
-        set_={
-            "traits": statement.excluded.traits,
-            "trait_times": statement.excluded.trait_times,
-            "updated_us": statement.excluded.updated_us,
-        },
-    )
+    return UserProfile(user_id, traits, dict(times))
 
 
 class UserRepository:
@@ -45,10 +36,16 @@ class UserRepository:
         ids = list(dict.fromkeys(user_ids))
         found: dict[str, UserProfile] = {}
         for start in range(0, len(ids), 500):
-            rows = self._conn.execute(
-                select(users).where(users.c.user_id.in_(ids[start : start + 500]))
+            chunk = tuple(ids[start : start + 500])
+            rows = self._conn.exec_driver_sql(
+                "SELECT user_id, traits, trait_times, preferences FROM users "
+                f"WHERE user_id IN ({marks(self._dialect, len(chunk))})",
+                chunk,
             )
-            found.update({row.user_id: profile_from_row(row) for row in rows})
+            for user_id, traits, times, preferences in rows:
+                found[user_id] = _profile(
+                    user_id, json_value(traits), json_value(times), json_value(preferences)
+                )
         return found
 
     def get_row(self, user_id: str) -> Any | None:
@@ -56,17 +53,23 @@ class UserRepository:
 
     def upsert_many(self, profiles: Iterable[UserProfile], now_us: int) -> None:
         rows = [
-            {
-                "user_id": profile.user_id,
-                "traits": {k: v for k, v in profile.traits.items() if k != "unsubscribed"},
-                "trait_times": dict(profile.trait_times),
-                "first_seen_us": now_us,
-                "updated_us": now_us,
-            }
+            (
+                profile.user_id,
+                json_text({k: v for k, v in profile.traits.items() if k != "unsubscribed"}),
+                json_text(profile.trait_times),
+                now_us,
+                now_us,
+            )
             for profile in profiles
         ]
         if rows:
-            self._conn.execute(_upsert_profiles(self._dialect), rows)
+            self._conn.exec_driver_sql(
+                "INSERT INTO users (user_id, traits, trait_times, first_seen_us, updated_us) "
+                f"VALUES ({marks(self._dialect, 5)}) ON CONFLICT (user_id) DO UPDATE SET "
+                "traits = excluded.traits, trait_times = excluded.trait_times, "
+                "updated_us = excluded.updated_us",
+                rows,
+            )
 
     def set_preferences(self, user_id: str, preferences: dict[str, Any], now_us: int) -> None:
         statement = insert_for(self._dialect, users).values(
