@@ -1,4 +1,6 @@
-"""Pure ASGI middleware (cheaper per request than BaseHTTPMiddleware)."""
+"""The edge of every request, as one pure ASGI middleware (cheaper per request than
+Starlette's BaseHTTPMiddleware or a stack of small ones): a request id for the
+response and the logs, and a body-size limit enforced before the body is read."""
 
 from __future__ import annotations
 
@@ -13,28 +15,50 @@ from herald.observability.logging import request_id
 Scope = dict[str, Any]
 
 
-class BodyLimit:
-    """Answer 413 to a body over its path's limit, before reading it all into memory."""
-
-    def __init__(self, app: Any, *, default: int, by_path: dict[str, int]) -> None:
+class RequestEdge:
+    def __init__(self, app: Any, *, body_limit: int, body_limit_by_path: dict[str, int]) -> None:
         self.app = app
-        self.default = default
-        self.by_path = by_path
+        self.body_limit = body_limit
+        self.body_limit_by_path = body_limit_by_path
+        # A random per-process prefix and a counter: unique, and cheaper than uuid4 per request.
+        self._prefix = uuid.uuid4().hex[:12]
+        self._counter = itertools.count(1)
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.by_path.get(scope["path"], self.default)
+        rid: str | None = None
+        length: int | None = None
         for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit():
-                if int(value) > limit:
-                    await _too_large(send, limit)
-                    return
+            if name == b"x-request-id":
+                rid = value.decode("latin-1")[:64]
+            elif name == b"content-length" and value.isdigit():
+                length = int(value)
+        rid = rid or f"{self._prefix}-{next(self._counter):x}"
+        header = (b"x-request-id", rid.encode("latin-1"))
+
+        async def send_with_id(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", []).append(header)
+            await send(message)
+
+        token = request_id.set(rid)
+        try:
+            limit = self.body_limit_by_path.get(scope["path"], self.body_limit)
+            if length is not None and length > limit:
+                await _too_large(send_with_id, limit)
+            elif length is not None or scope["method"] in ("GET", "HEAD", "DELETE", "OPTIONS"):
                 # The server delivers no more than the declared length: nothing to count.
-                await self.app(scope, receive, send)
-                return
-        seen = 0  # a chunked body: count as it arrives
+                await self.app(scope, receive, send_with_id)
+            else:
+                await self._counting(scope, receive, send_with_id, limit)
+        finally:
+            request_id.reset(token)
+
+    async def _counting(self, scope: Scope, receive: Any, send: Any, limit: int) -> None:
+        """A chunked body: count it as it arrives and stop at the limit."""
+        seen = 0
 
         async def limited_receive() -> Any:
             nonlocal seen
@@ -68,34 +92,3 @@ async def _too_large(send: Any, limit: int) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
-
-
-class RequestId:
-    """Tag each request (and its log lines) with ``X-Request-Id``, taken or made."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        # A random per-process prefix and a counter: unique, and cheaper than uuid4 per request.
-        self._prefix = uuid.uuid4().hex[:12]
-        self._counter = itertools.count(1)
-
-    def _next_id(self) -> str:
-        return f"{self._prefix}-{next(self._counter):x}"
-
-    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        rid = next((v.decode() for k, v in scope["headers"] if k == b"x-request-id"), None)
-        rid = (rid or self._next_id())[:64]
-        token = request_id.set(rid)
-
-        async def send_with_id(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                message.setdefault("headers", []).append((b"x-request-id", rid.encode()))
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            request_id.reset(token)
