@@ -129,6 +129,7 @@ def build_runtime(
             retry=plan.retry,
             rate_limits=plan.rate_limits(time.monotonic),
             on_result=lambda channel, status: _count_delivery(metrics, channel, status),
+            inline_storage=database.is_sqlite,
         )
 
     def on_commit(results: list[IngestResult]) -> None:
