@@ -9,11 +9,8 @@ from sqlalchemy import Connection, and_, or_, select
 
 from herald.domain.model import Event
 from herald.domain.timeutil import from_micros
-from herald.store.sql import json_text, json_value, marks
+from herald.store.sql import json_text, json_value, marks, select_in
 from herald.store.tables import events
-
-_CHUNK = 500  # stays below SQLite's bound-parameter limit
-
 
 _COLUMNS = (
     "event_id", "fingerprint", "user_id", "event_type", "event_time_us", "received_us",
@@ -29,17 +26,8 @@ class EventRepository:
 
     def fingerprints(self, event_ids: Iterable[str]) -> dict[str, str]:
         """The stored fingerprint of each of ``event_ids`` that is already stored."""
-        ids = list(dict.fromkeys(event_ids))
-        found: dict[str, str] = {}
-        for start in range(0, len(ids), _CHUNK):
-            chunk = tuple(ids[start : start + _CHUNK])
-            rows = self._conn.exec_driver_sql(
-                "SELECT event_id, fingerprint FROM events "
-                f"WHERE event_id IN ({marks(self._dialect, len(chunk))})",
-                chunk,
-            )
-            found.update({key: value for key, value in rows})
-        return found
+        query = "SELECT event_id, fingerprint FROM events WHERE event_id IN ({})"
+        return dict(iter(select_in(self._conn, self._dialect, query, event_ids)))
 
     def in_window(self, user_id: str, event_type: str, start_us: int, end_us: int) -> list[Event]:
         """The user's events of a type with ``start_us <= event time <= end_us``."""

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, select, update
 
-from herald.store.sql import marks
+from herald.store.sql import marks, select_in
 from herald.store.tables import delivery_attempts, messages
 
 PENDING, SENDING, SENT, FAILED = "pending", "sending", "sent", "failed"
@@ -41,17 +41,8 @@ class OutboxRepository:
 
     def holders(self, dedup_keys: Iterable[str]) -> dict[str, str]:
         """Dedup key -> id of the message that holds it, for keys already held."""
-        keys = list(dict.fromkeys(dedup_keys))
-        found: dict[str, str] = {}
-        for start in range(0, len(keys), 500):
-            chunk = tuple(keys[start : start + 500])
-            rows = self._conn.exec_driver_sql(
-                "SELECT dedup_key, message_id FROM messages "
-                f"WHERE dedup_key IN ({marks(self._dialect, len(chunk))})",
-                chunk,
-            )
-            found.update({key: value for key, value in rows})
-        return found
+        query = "SELECT dedup_key, message_id FROM messages WHERE dedup_key IN ({})"
+        return dict(iter(select_in(self._conn, self._dialect, query, dedup_keys)))
 
     def add_many(self, rows: Sequence[dict[str, Any]]) -> int:
         """Insert messages; a row whose dedup key is taken is not inserted (the database,

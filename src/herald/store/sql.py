@@ -7,9 +7,13 @@ than the work itself, so those go to the driver as text. JSON is serialised here
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
+from sqlalchemy import Connection
+
+_CHUNK = 500  # keys per statement: below SQLite's bound-parameter limit
 
 
 def marks(dialect: str, count: int) -> str:
@@ -25,3 +29,14 @@ def json_text(value: Any) -> str:
 def json_value(stored: Any) -> Any:
     """A JSON column as read through the driver: text on SQLite, parsed on PostgreSQL."""
     return orjson.loads(stored) if isinstance(stored, str | bytes) else stored
+
+
+def select_in(connection: Connection, dialect: str, query: str, keys: Iterable[str]) -> list[Any]:
+    """Rows of ``query`` (whose last clause is ``... IN ({})``) for the distinct ``keys``,
+    in as many statements as the driver's parameter limit needs."""
+    distinct = list(dict.fromkeys(keys))
+    rows: list[Any] = []
+    for start in range(0, len(distinct), _CHUNK):
+        chunk = tuple(distinct[start : start + _CHUNK])
+        rows.extend(connection.exec_driver_sql(query.format(marks(dialect, len(chunk))), chunk))
+    return rows

@@ -9,7 +9,7 @@ from sqlalchemy import Connection, select
 
 from herald.domain.model import UserProfile
 from herald.store.dialect import insert_for
-from herald.store.sql import json_text, json_value, marks
+from herald.store.sql import json_text, json_value, marks, select_in
 from herald.store.tables import users
 
 
@@ -33,20 +33,13 @@ class UserRepository:
         self._dialect = dialect
 
     def get_many(self, user_ids: Iterable[str]) -> dict[str, UserProfile]:
-        ids = list(dict.fromkeys(user_ids))
-        found: dict[str, UserProfile] = {}
-        for start in range(0, len(ids), 500):
-            chunk = tuple(ids[start : start + 500])
-            rows = self._conn.exec_driver_sql(
-                "SELECT user_id, traits, trait_times, preferences FROM users "
-                f"WHERE user_id IN ({marks(self._dialect, len(chunk))})",
-                chunk,
+        query = "SELECT user_id, traits, trait_times, preferences FROM users WHERE user_id IN ({})"
+        return {
+            user_id: _profile(user_id, json_value(traits), json_value(times), json_value(prefs))
+            for user_id, traits, times, prefs in select_in(
+                self._conn, self._dialect, query, user_ids
             )
-            for user_id, traits, times, preferences in rows:
-                found[user_id] = _profile(
-                    user_id, json_value(traits), json_value(times), json_value(preferences)
-                )
-        return found
+        }
 
     def get_row(self, user_id: str) -> Any | None:
         return self._conn.execute(select(users).where(users.c.user_id == user_id)).first()
