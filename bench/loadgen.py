@@ -11,7 +11,7 @@ import random
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import orjson
@@ -20,6 +20,14 @@ COUNTRIES = ("PT", "ES", "FR", "DE", "GB", "US", "BR")
 SEGMENTS = ("LOW", "MEDIUM", "HIGH")
 REASONS = ("INSUFFICIENT_FUNDS", "CARD_DECLINED")
 REQUEST_TIMEOUT_S = 120.0
+
+
+class BatchSource(Protocol):
+    """Anything that makes ``/events/batch`` request bodies (e.g. ``EventFactory``)."""
+
+    def batch_body(self, size: int) -> bytes:
+        """Return a request body holding ``size`` new events."""
+        ...
 
 
 class EventFactory:
@@ -103,10 +111,13 @@ class BatchStats:
         }
 
 
-async def _post_batch(client: httpx.AsyncClient, body: bytes, size: int, stats: BatchStats) -> None:
+async def _post_batch(
+    client: httpx.AsyncClient, body: bytes, size: int, stats: BatchStats, close: bool = False
+) -> None:
     started = time.perf_counter()
+    headers = {"connection": "close"} if close else None
     try:
-        response = await client.post("/events/batch", content=body)
+        response = await client.post("/events/batch", content=body, headers=headers)
     except httpx.HTTPError as exc:
         _record_failure(stats, f"{type(exc).__name__}: {exc}")
         return
@@ -136,12 +147,20 @@ def _client(base_url: str, clients: int) -> httpx.AsyncClient:
 
 
 async def batch_load(
-    base_url: str, factory: EventFactory, *, duration_s: float, clients: int, batch_size: int
+    base_url: str,
+    factory: EventFactory,
+    *,
+    duration_s: float,
+    clients: int,
+    batch_size: int,
+    reconnect: bool = False,
 ) -> BatchStats:
     """Post batches of ``batch_size`` from ``clients`` concurrent loops for ``duration_s`` s.
 
     Every loop starts a new batch until the deadline passes; batches in flight then
     are awaited and counted, and the duration is measured to the last response.
+    ``reconnect`` sends each batch on a new connection (``Connection: close``), so that
+    several server processes sharing one socket each get their share of the batches.
     """
     stats = BatchStats()
     started = time.perf_counter()
@@ -149,7 +168,8 @@ async def batch_load(
 
     async def loop(client: httpx.AsyncClient) -> None:
         while time.perf_counter() < deadline:
-            await _post_batch(client, factory.batch_body(batch_size), batch_size, stats)
+            body = factory.batch_body(batch_size)
+            await _post_batch(client, body, batch_size, stats, close=reconnect)
 
     async with _client(base_url, clients) as client:
         await asyncio.gather(*(loop(client) for _ in range(clients)))
@@ -159,7 +179,7 @@ async def batch_load(
 
 async def preload(
     base_url: str,
-    factory: EventFactory,
+    factory: BatchSource,
     *,
     count: int,
     clients: int,

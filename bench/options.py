@@ -17,11 +17,14 @@ DEFAULT_HERALD_CMD = (
     "{bin}/herald serve --host {host} --port {port} --database sqlite:///{workdir}/herald.db"
 )
 BARE_CMD = "{python} {bench}/bare_app.py --host {host} --port {port}"
+DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
+STAGES = ("bare", "herald", "history", "delivery", "postgres")
 
 
 @dataclass(frozen=True)
 class Config:
-    """What to run. Durations in seconds; ``history`` are stored-event counts."""
+    """What to run. Durations in seconds; ``history`` are stored-event counts;
+    ``delivery_messages`` messages per provider; ``pg_workers`` API process counts."""
 
     duration_s: float
     warmup_s: float
@@ -38,12 +41,19 @@ class Config:
     startup_timeout_s: float
     output: Path
     keep: bool
+    stages: tuple[str, ...]
+    delivery_messages: int
+    postgres_url: str | None
+    pg_workers: tuple[int, ...]
+    pg_reconnect_every: int
 
 
 def parse_args(argv: list[str] | None = None) -> Config:
     """Read the command line; ``--quick`` only changes defaults that were not given."""
     p = argparse.ArgumentParser(description="Benchmark Herald against a bare FastAPI app.")
-    p.add_argument("--quick", action="store_true", help="smoke check: 3 s runs, small history")
+    p.add_argument(
+        "--quick", action="store_true", help="smoke check: 3 s runs, small history and delivery"
+    )
     p.add_argument("--duration", type=float, help="seconds per wrk run (default 10)")
     p.add_argument("--warmup", type=float, help="seconds of warm-up before each (default 2)")
     p.add_argument("--connections", type=int, default=32)
@@ -71,6 +81,27 @@ def parse_args(argv: list[str] | None = None) -> Config:
         metavar="KEY=VALUE",
         help="environment for the servers, e.g. HERALD_DISPATCHER=false (repeatable)",
     )
+    p.add_argument(
+        "--stages",
+        default=",".join(STAGES),
+        help=f"comma-separated stages to run, in this order: {','.join(STAGES)} (default all)",
+    )
+    p.add_argument("--delivery", help="messages per provider in the delivery stage (default 20000)")
+    p.add_argument(
+        "--postgres",
+        default=DEFAULT_POSTGRES,
+        metavar="URL",
+        help=f"PostgreSQL server for the postgres stage, or 'none' (default {DEFAULT_POSTGRES})",
+    )
+    p.add_argument("--pg-workers", default="1,2,4", help="API process counts on PostgreSQL")
+    p.add_argument(
+        "--pg-reconnect-every",
+        type=int,
+        default=50,
+        metavar="N",
+        help="postgres stage: each wrk thread reconnects every N requests, each batch uses a"
+        " new connection, so the API processes share the load; 0 keeps connections (default 50)",
+    )
     p.add_argument("--startup-timeout", type=float, default=60.0)
     p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
@@ -78,6 +109,10 @@ def parse_args(argv: list[str] | None = None) -> Config:
     duration = a.duration if a.duration is not None else (3.0 if a.quick else 10.0)
     history_text = a.history or ("5000,50000" if a.quick else "10000,1000000")
     herald_cmd = BARE_CMD if a.herald_cmd == "bare" else a.herald_cmd
+    delivery_text = a.delivery or ("2000" if a.quick else "20000")
+    delivery = 0 if delivery_text.lower() == "none" else int(delivery_text.replace("_", ""))
+    if delivery < 0:
+        p.error("--delivery wants a message count, or 'none'")
     if a.rules:
         herald_cmd += f" --rules {shlex.quote(str(a.rules.resolve()))}"
     return Config(
@@ -89,23 +124,35 @@ def parse_args(argv: list[str] | None = None) -> Config:
         batch_clients=a.batch_clients,
         batch_size=a.batch_size,
         batch_duration_s=a.batch_duration if a.batch_duration is not None else duration,
-        history=_parse_sizes(history_text),
+        history=_parse_sizes(history_text, "--history"),
         history_dispatcher=a.history_dispatcher,
         herald_cmd=herald_cmd,
         env=_parse_env(p, a.env),
         startup_timeout_s=a.startup_timeout,
         output=a.output,
         keep=a.keep,
+        stages=_parse_stages(p, a.stages),
+        delivery_messages=delivery,
+        postgres_url=None if a.postgres.lower() == "none" else a.postgres,
+        pg_workers=_parse_sizes(a.pg_workers, "--pg-workers"),
+        pg_reconnect_every=max(0, a.pg_reconnect_every),
     )
 
 
-def _parse_sizes(text: str) -> tuple[int, ...]:
+def _parse_sizes(text: str, option: str) -> tuple[int, ...]:
     if text.strip().lower() == "none":
         return ()
     sizes = tuple(int(s.replace("_", "")) for s in text.split(",") if s.strip())
-    if list(sizes) != sorted(sizes):
-        raise SystemExit("--history sizes must be increasing")
+    if list(sizes) != sorted(sizes) or any(size < 1 for size in sizes):
+        raise SystemExit(f"{option} values must be positive and increasing")
     return sizes
+
+
+def _parse_stages(parser: argparse.ArgumentParser, text: str) -> tuple[str, ...]:
+    wanted = {s.strip() for s in text.split(",") if s.strip()}
+    if unknown := wanted - set(STAGES):
+        parser.error(f"--stages: unknown {', '.join(sorted(unknown))} (choose from {STAGES})")
+    return tuple(stage for stage in STAGES if stage in wanted)
 
 
 def _parse_env(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, str]:

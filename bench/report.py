@@ -74,7 +74,7 @@ def _nan_to_none(value: Any) -> Any:
 
 
 def summary_table(results: dict[str, Any]) -> str:
-    """Render the results as a markdown table plus a machine line and any errors."""
+    """Render the results as a markdown table plus a machine line, skips, warnings, errors."""
     m = results["machine"]
     cfg = results["config"]
     lines = [
@@ -85,11 +85,30 @@ def summary_table(results: dict[str, Any]) -> str:
         f"load: wrk -c {cfg['connections']} -t {cfg['threads']}, {cfg['duration_s']} s "
         f"after {cfg['warmup_s']} s warm-up; batch: {cfg['batch_clients']} clients x "
         f"{cfg['batch_size']} events; herald: `{cfg['herald_cmd']}`",
+        *_postgres_load_line(results),
         "",
         "| measurement | rate | p50 | p99 | errors |",
         "|---|---:|---:|---:|---:|",
     ]
-    rows: list[tuple[str, str, str, str, str]] = []
+    rows = _sqlite_rows(results) + _delivery_rows(results) + _postgres_rows(results)
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    if "bare_app.py" in cfg["herald_cmd"]:
+        lines += ["", "NOTE: herald was replaced by the bare app (--herald-cmd bare)."]
+    if skipped := results.get("skipped"):
+        lines += ["", "SKIPPED:", *(f"- {stage}: {why}" for stage, why in skipped.items())]
+    if results.get("warnings"):
+        lines += ["", "WARNINGS:", *(f"- {w}" for w in results["warnings"])]
+    if results.get("errors"):
+        lines += ["", "ERRORS:", *(f"- {e}" for e in results["errors"])]
+    return "\n".join(lines)
+
+
+Row = tuple[str, str, str, str, str]
+
+
+def _sqlite_rows(results: dict[str, Any]) -> list[Row]:
+    cfg = results["config"]
+    rows: list[Row] = []
     if bare := results.get("bare"):
         rows.append(_wrk_row("bare FastAPI POST /events", bare, "req/s"))
     if single := results.get("herald_single"):
@@ -97,15 +116,7 @@ def summary_table(results: dict[str, Any]) -> str:
     if (ratio := results.get("herald_over_bare")) is not None:
         rows.append(("herald / bare (req/s)", _ratio(ratio), "", "", ""))
     if batch := results.get("herald_batch"):
-        rows.append(
-            (
-                f"herald POST /events/batch ({cfg['batch_size']}/req)",
-                f"{_num(batch['events_per_s'])} events/s",
-                _ms(batch["p50_ms"]),
-                _ms(batch["p99_ms"]),
-                str(batch["failed_batches"]),
-            )
-        )
+        rows.append(_batch_row(f"herald POST /events/batch ({cfg['batch_size']}/req)", batch))
     dispatch = "" if cfg["history_dispatcher"] else ", dispatcher off"
     for point in results.get("history", []):
         label = (
@@ -117,15 +128,76 @@ def summary_table(results: dict[str, Any]) -> str:
         sizes = results["history"]
         label = f"history ratio ({sizes[-1]['target']:,} / {sizes[0]['target']:,})"
         rows.append((label, _ratio(ratio), "", "", ""))
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    if "bare_app.py" in cfg["herald_cmd"]:
-        lines += ["", "NOTE: herald was replaced by the bare app (--herald-cmd bare)."]
-    if results.get("errors"):
-        lines += ["", "ERRORS:", *(f"- {e}" for e in results["errors"])]
-    return "\n".join(lines)
+    return rows
 
 
-def _wrk_row(label: str, r: dict[str, Any], unit: str) -> tuple[str, str, str, str, str]:
+def _delivery_rows(results: dict[str, Any]) -> list[Row]:
+    delivery = results.get("delivery") or {}
+    labels = {"stub": "stub provider", "webhook": "webhook to a 127.0.0.1 receiver"}
+    rows: list[Row] = []
+    for provider, label in labels.items():
+        if not (d := delivery.get(provider)):
+            continue
+        problems = len(d["checks"]["problems"])
+        rows.append(
+            (
+                f"herald worker delivery, {label} ({d['messages']:,} messages, SQLite;"
+                f" {_num(d['overall_messages_per_s'])}/s with start-up)",
+                f"{_num(d['messages_per_s'])} messages/s",
+                "",
+                "",
+                str(problems),
+            )
+        )
+    return rows
+
+
+def _postgres_load_line(results: dict[str, Any]) -> list[str]:
+    pg = results.get("postgres") or {}
+    if "reconnect_every" not in pg:
+        return []
+    every = pg["reconnect_every"]
+    how = (
+        f"wrk reconnects every {every} requests per thread, a new connection per batch"
+        if every
+        else "connections kept for the whole run"
+    )
+    return [f"postgres: `herald serve --workers N --no-dispatcher`, a fresh database per N; {how}"]
+
+
+def _postgres_rows(results: dict[str, Any]) -> list[Row]:
+    pg = results.get("postgres") or {}
+    rows: list[Row] = []
+    for point in pg.get("points", []):
+        n = point["workers"]
+        where = (
+            f"PostgreSQL {pg['server_version'].split()[0]}, {n} API process{'es' if n > 1 else ''}"
+        )
+        commits = point.get("single_commits_per_1000_events")
+        grouping = f" ({commits:,.0f} commits per 1000 events)" if commits is not None else ""
+        label = f"herald POST /events, {where}{grouping}"
+        rows.append(_wrk_row(label, point["single"], "events/s"))
+        rows.append(_batch_row(f"herald POST /events/batch, {where}", point["batch"]))
+    if len(pg.get("points", [])) > 1:
+        counts = "/".join(str(p["workers"]) for p in pg["points"])
+        single = " / ".join(_ratio(r) for r in pg["single_scaling"])
+        batch = " / ".join(_ratio(r) for r in pg["batch_scaling"])
+        rows.append((f"PostgreSQL scaling, {counts} processes (single)", single, "", "", ""))
+        rows.append((f"PostgreSQL scaling, {counts} processes (batch)", batch, "", "", ""))
+    return rows
+
+
+def _batch_row(label: str, batch: dict[str, Any]) -> Row:
+    return (
+        label,
+        f"{_num(batch['events_per_s'])} events/s",
+        _ms(batch["p50_ms"]),
+        _ms(batch["p99_ms"]),
+        str(batch["failed_batches"]),
+    )
+
+
+def _wrk_row(label: str, r: dict[str, Any], unit: str) -> Row:
     errors = r["non_2xx"] + r["socket_errors"]
     return (
         label,
@@ -146,5 +218,5 @@ def _ms(value: float | None) -> str:
     return f"{value:.1f} ms" if value >= 10 else f"{value:.2f} ms"
 
 
-def _ratio(value: float) -> str:
-    return f"{value:.2f}x"
+def _ratio(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}x"

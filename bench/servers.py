@@ -1,8 +1,9 @@
 """Start and stop the HTTP servers under test, on loopback only.
 
-Each server runs in its own process group (its own session), with its working
-directory and log file in a directory the caller owns. ``running_server`` always
-stops what it started: SIGTERM to that group, then SIGKILL after a grace period.
+Each process runs in its own process group (its own session), with its working
+directory and log file in a directory the caller owns. ``running_process`` (any
+command) and ``running_server`` (an HTTP server, health-checked) always stop what
+they started: SIGTERM to that group, then SIGKILL after a grace period.
 """
 
 from __future__ import annotations
@@ -52,6 +53,33 @@ def log_tail(path: Path, lines: int = 20) -> str:
 
 
 @contextlib.contextmanager
+def running_process(
+    name: str, argv: list[str], *, workdir: Path, env: dict[str, str] | None = None
+) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """Run ``argv`` in ``workdir`` for the block's duration; yield the process and its log.
+
+    Output goes to ``workdir/<name>.log``. ``env`` replaces the environment when given.
+    The process group is stopped on leaving the block, also on error or KeyboardInterrupt.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    log_path = workdir / f"{name}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            argv,
+            cwd=workdir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield process, log_path
+    finally:
+        stop_process(process)
+
+
+@contextlib.contextmanager
 def running_server(
     name: str,
     argv: list[str],
@@ -68,24 +96,10 @@ def running_server(
     ``env`` replaces the environment when given. The process is stopped on leaving
     the block, also on error or KeyboardInterrupt.
     """
-    workdir.mkdir(parents=True, exist_ok=True)
-    log_path = workdir / f"{name}.log"
-    server = Server(name=name, base_url=f"http://{HOST}:{port}", log_path=log_path)
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            argv,
-            cwd=workdir,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
+    with running_process(name, argv, workdir=workdir, env=env) as (process, log_path):
+        server = Server(name=name, base_url=f"http://{HOST}:{port}", log_path=log_path)
         _wait_healthy(server, process, startup_timeout_s)
         yield server
-    finally:
-        _stop(process)
 
 
 def _wait_healthy(server: Server, process: subprocess.Popen[bytes], timeout_s: float) -> None:
@@ -107,7 +121,7 @@ def _wait_healthy(server: Server, process: subprocess.Popen[bytes], timeout_s: f
     )
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def stop_process(process: subprocess.Popen[bytes]) -> None:
     """Stop the process group we created for ``process``; bounded by ``STOP_GRACE_S``."""
     if process.poll() is not None:
         return

@@ -139,10 +139,17 @@ def build_runtime(
         if dispatcher is not None:
             dispatcher.wake()
 
-    writer_class = InlineGroupCommitWriter if database.is_sqlite else GroupCommitWriter
-    writer = writer_class(
-        database, ruleset, clock=clock, hold=quiet_hours_policy(plan), on_commit=on_commit
-    )
+    hold = quiet_hours_policy(plan)
+    if database.is_sqlite:
+        writer: GroupCommitWriter = InlineGroupCommitWriter(
+            database, ruleset, clock=clock, hold=hold, on_commit=on_commit
+        )
+    else:
+        # PostgreSQL flushes its log at each commit: 2 ms of gathering per transaction
+        # keeps commits few when requests are spread over many processes.
+        writer = GroupCommitWriter(
+            database, ruleset, clock=clock, hold=hold, on_commit=on_commit, gather_seconds=0.002
+        )
     runtime = Runtime(settings, database, ruleset, plan, metrics, writer, dispatcher, clock)
     metrics.watch_outbox(runtime.outbox_snapshot)
     return runtime

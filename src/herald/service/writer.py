@@ -11,6 +11,7 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from datetime import datetime
@@ -40,6 +41,7 @@ class GroupCommitWriter:
         hold: HoldPolicy = no_hold,
         on_commit: Callable[[list[IngestResult]], None] = lambda _results: None,
         max_events: int = 2000,
+        gather_seconds: float = 0.0,
     ) -> None:
         self._database = database
         self._ruleset = ruleset
@@ -47,6 +49,7 @@ class GroupCommitWriter:
         self._hold = hold
         self._on_commit = on_commit
         self._max_events = max_events
+        self._gather_seconds = gather_seconds
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
@@ -81,9 +84,12 @@ class GroupCommitWriter:
             jobs: list[_Job] = [first]  # type: ignore[list-item]
             size = len(jobs[0][0])
             stop_after = False
+            deadline = time.monotonic() + self._gather_seconds
             while size < self._max_events:
                 try:
-                    item = self._queue.get_nowait()
+                    # Wait a little for company: on a database whose commit waits for a
+                    # disk flush, fewer and larger transactions are the way to throughput.
+                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
                 except queue.Empty:
                     break
                 if item is _STOP:
