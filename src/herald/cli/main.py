@@ -11,7 +11,6 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from herald.config import Settings
 
@@ -22,7 +21,7 @@ messages_app = typer.Typer(help="Outbound messages.", no_args_is_help=True)
 app.add_typer(rules_app, name="rules")
 app.add_typer(db_app, name="db")
 app.add_typer(messages_app, name="messages")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 DatabaseOpt = Annotated[
     str | None,
@@ -155,27 +154,21 @@ def rules_check(
         for problem in exc.problems:
             console.print(f"  - {problem}", markup=False)
         raise typer.Exit(1) from None
-    table = Table(title=f"{ruleset.source} (version {ruleset.version})")
-    for column in ("rule", "trigger", "condition", "channel", "category", "limit", "template"):
-        table.add_column(column)
+    # A list rather than a table: it stays readable at any width and through a pipe.
+    out = Console(highlight=False, soft_wrap=True)
+    out.print(f"{ruleset.source} (version {ruleset.version})", markup=False)
     for rule in ruleset.rules:
-        condition = rule.condition.source if rule.condition else ""
-        if rule.after:
-            within = int(rule.after.within.total_seconds() // 3600)
-            condition = f"after {rule.after.event_type} within {within}h" + (
-                f" and {condition}" if condition else ""
-            )
-        table.add_row(
-            rule.id,
-            rule.on,
-            condition,
-            rule.channel,
-            rule.category.value,
-            rule.limit.value,
-            rule.template or "",
+        out.print(
+            f"\n[bold]{rule.id}[/] v{rule.version}: on {rule.on}, {rule.channel}, "
+            f"{rule.category.value}, {rule.limit.value}"
+            + (f", template {rule.template}" if rule.template else "")
         )
-    Console().print(table)
-    Console().print(f"OK: {len(ruleset.rules)} rules over {len(ruleset.event_types)} event types")
+        if rule.after:
+            hours = int(rule.after.within.total_seconds() // 3600)
+            out.print(f"  after {rule.after.event_type} within {hours}h", markup=False)
+        if rule.condition:
+            out.print(f"  when {rule.condition.source}", markup=False)
+    out.print(f"\nOK: {len(ruleset.rules)} rules over {len(ruleset.event_types)} event types")
 
 
 @db_app.command("upgrade")
