@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import signal
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -127,15 +128,17 @@ def worker(database: DatabaseOpt = None, rules: RulesOpt = None) -> None:
         assert runtime.dispatcher is not None
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
-        import signal
-
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stopping.set)
         console.print(f"dispatcher {runtime.dispatcher.worker_id} on {settings.database_url}")
-        await runtime.dispatcher.run(stopping)
-        for provider in runtime.delivery.providers.values():
-            await provider.aclose()
-        runtime.database.dispose()
+        runtime.checkpointer.start()  # a worker alone on SQLite must keep its log short too
+        try:
+            await runtime.dispatcher.run(stopping)
+        finally:
+            for provider in runtime.delivery.providers.values():
+                await provider.aclose()
+            await asyncio.to_thread(runtime.checkpointer.stop)
+            runtime.database.dispose()
 
     asyncio.run(run())
 
