@@ -63,12 +63,29 @@ def evaluate(
     """Candidate decisions for ``event``; ``history`` holds the events ``history_windows``
     asked for. Triggered candidates carry a dedup key but have not met their limit yet."""
     decisions = []
+    views = _Views(user)
     for rule in ruleset.triggered_by(event.event_type):
-        decisions.append(_decide_on_trigger(rule, event, user, history))
+        decisions.append(_decide_on_trigger(rule, event, views, history))
     # Event time, not arrival order: a trigger that came before its anchor is decided now.
     for rule in ruleset.anchored_on(event.event_type):
-        decisions.extend(_decide_on_anchor(rule, event, user, history))
+        decisions.extend(_decide_on_anchor(rule, event, views, history))
     return decisions
+
+
+class _Views:
+    """What conditions see of a trigger (``event``, ``user``), built once per trigger
+    however many rules read it."""
+
+    def __init__(self, user: UserProfile) -> None:
+        self._user = user
+        self._built: dict[str, tuple[dict[str, object], dict[str, object]]] = {}
+
+    def of(self, trigger: Event) -> tuple[dict[str, object], dict[str, object]]:
+        views = self._built.get(trigger.event_id)
+        if views is None:
+            views = (trigger.as_context(), self._user.seen_by(trigger))
+            self._built[trigger.event_id] = views
+        return views
 
 
 def apply_limits(candidates: Iterable[Decision], held: Mapping[str, str]) -> list[Decision]:
@@ -99,7 +116,7 @@ def apply_limits(candidates: Iterable[Decision], held: Mapping[str, str]) -> lis
 
 
 def _decide_on_trigger(
-    rule: Rule, event: Event, user: UserProfile, history: Sequence[Event]
+    rule: Rule, event: Event, views: _Views, history: Sequence[Event]
 ) -> Decision:
     why = ""
     if rule.after:
@@ -121,11 +138,11 @@ def _decide_on_trigger(
             f"{rule.after.event_type} {anchor.event_id} at {iso(anchor.timestamp)} "
             f"is within {_span(rule)}"
         )
-    return _decide_condition(rule, event, user, why)
+    return _decide_condition(rule, event, views, why)
 
 
 def _decide_on_anchor(
-    rule: Rule, anchor: Event, user: UserProfile, history: Sequence[Event]
+    rule: Rule, anchor: Event, views: _Views, history: Sequence[Event]
 ) -> list[Decision]:
     assert rule.after is not None
     triggers = sorted(
@@ -141,7 +158,7 @@ def _decide_on_anchor(
         _decide_condition(
             rule,
             trigger,
-            user,
+            views,
             f"{rule.on} {trigger.event_id} at {iso(trigger.timestamp)} came within "
             f"{_span(rule)} after this {anchor.event_type}",
         )
@@ -149,11 +166,11 @@ def _decide_on_anchor(
     ]
 
 
-def _decide_condition(rule: Rule, trigger: Event, user: UserProfile, why: str) -> Decision:
-    view = user.seen_by(trigger)
+def _decide_condition(rule: Rule, trigger: Event, views: _Views, why: str) -> Decision:
+    event_view, view = views.of(trigger)
     clauses = [why] if why else []
     if rule.condition is not None:
-        result = rule.condition.evaluate({"event": trigger.as_context(), "user": view})
+        result = rule.condition.evaluate({"event": event_view, "user": view})
         clauses.append(result.explanation)
         if not result.holds:
             return _skip(rule, "; ".join(clauses))
