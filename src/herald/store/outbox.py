@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, select, update
+from sqlalchemy import Connection, func, select, update
 
 from herald.store.sql import marks, select_in
 from herald.store.tables import delivery_attempts, messages
@@ -65,24 +65,21 @@ class OutboxRepository:
         dispatchers never hold the same message: PostgreSQL skips locked rows, SQLite
         serialises writers.
         """
-        due = (
-            select(messages.c.message_id)
-            .where(
-                ((messages.c.status == PENDING) & (messages.c.due_us <= now_us))
-                | ((messages.c.status == SENDING) & (messages.c.lease_until_us < now_us))
+        mark = marks(self._dialect, 1)
+        lock = " FOR UPDATE SKIP LOCKED" if self._dialect == "postgresql" else ""
+        # Plain SQL: the dispatcher runs this every round (see store/sql.py).
+        return list(
+            self._conn.exec_driver_sql(
+                f"UPDATE messages SET status = '{SENDING}', claimed_by = {mark}, "
+                f"lease_until_us = {mark} WHERE message_id IN ("
+                "SELECT message_id FROM messages WHERE "
+                f"(status = '{PENDING}' AND due_us <= {mark}) OR "
+                f"(status = '{SENDING}' AND lease_until_us < {mark}) "
+                f"ORDER BY due_us LIMIT {mark}{lock}) "
+                f"RETURNING {', '.join(column.name for column in messages.c)}",
+                (worker, now_us + lease_us, now_us, now_us, limit),
             )
-            .order_by(messages.c.due_us)
-            .limit(limit)
         )
-        if self._dialect == "postgresql":
-            due = due.with_for_update(skip_locked=True)
-        statement = (
-            update(messages)
-            .where(messages.c.message_id.in_(due.scalar_subquery()))
-            .values(status=SENDING, claimed_by=worker, lease_until_us=now_us + lease_us)
-            .returning(*messages.c)
-        )
-        return list(self._conn.execute(statement))
 
     def record_attempt(
         self,
@@ -138,54 +135,42 @@ class OutboxRepository:
         ``worker`` lost are left alone. Returns how many were recorded."""
         if not records:
             return 0
-        owned_query = select(messages.c.message_id).where(
-            messages.c.message_id.in_([r.message_id for r in records]),
-            messages.c.claimed_by == worker,
-            messages.c.status == SENDING,
-        )
-        if self._dialect == "postgresql":
-            owned_query = owned_query.with_for_update()
-        owned = set(self._conn.execute(owned_query).scalars())
+        mark = marks(self._dialect, 1)
+        lock = " FOR UPDATE" if self._dialect == "postgresql" else ""
+        owned = {
+            row[0]
+            for row in select_in(
+                self._conn,
+                self._dialect,
+                f"SELECT message_id FROM messages WHERE claimed_by = {mark} "
+                f"AND status = '{SENDING}' AND message_id IN ({{}}){lock}",
+                [r.message_id for r in records],
+                prefix=(worker,),
+            )
+        }
         mine = [r for r in records if r.message_id in owned]
         if not mine:
             return 0
-        self._conn.execute(
-            update(messages)
-            .where(messages.c.message_id == bindparam("m_id"))
-            .values(
-                status=bindparam("m_status"),
-                attempts=bindparam("m_attempts"),
-                due_us=bindparam("m_due"),
-                sent_us=bindparam("m_sent"),
-                last_error=bindparam("m_error"),
-                claimed_by=None,
-                lease_until_us=None,
-            ),
+        self._conn.exec_driver_sql(
+            f"UPDATE messages SET status = {mark}, attempts = {mark}, due_us = {mark}, "
+            f"sent_us = {mark}, last_error = {mark}, claimed_by = NULL, lease_until_us = NULL "
+            f"WHERE message_id = {mark}",
             [
-                {
-                    "m_id": r.message_id,
-                    "m_status": PENDING if r.outcome == "retry" else r.outcome,
-                    "m_attempts": r.attempt,
-                    "m_due": r.next_due_us,
-                    "m_sent": r.at_us if r.outcome == SENT else None,
-                    "m_error": None if r.outcome == SENT else r.detail,
-                }
+                (
+                    PENDING if r.outcome == "retry" else r.outcome,
+                    r.attempt,
+                    r.next_due_us,
+                    r.at_us if r.outcome == SENT else None,
+                    None if r.outcome == SENT else r.detail,
+                    r.message_id,
+                )
                 for r in mine
             ],
         )
-        self._conn.execute(
-            delivery_attempts.insert(),
-            [
-                {
-                    "message_id": r.message_id,
-                    "attempt": r.attempt,
-                    "at_us": r.at_us,
-                    "outcome": r.outcome,
-                    "detail": r.detail[:2000],
-                    "worker": worker,
-                }
-                for r in mine
-            ],
+        self._conn.exec_driver_sql(
+            "INSERT INTO delivery_attempts (message_id, attempt, at_us, outcome, detail, worker) "
+            f"VALUES ({marks(self._dialect, 6)})",
+            [(r.message_id, r.attempt, r.at_us, r.outcome, r.detail[:2000], worker) for r in mine],
         )
         return len(mine)
 

@@ -31,12 +31,21 @@ def json_value(stored: Any) -> Any:
     return orjson.loads(stored) if isinstance(stored, str | bytes) else stored
 
 
-def select_in(connection: Connection, dialect: str, query: str, keys: Iterable[str]) -> list[Any]:
-    """Rows of ``query`` (whose last clause is ``... IN ({})``) for the distinct ``keys``,
-    in as many statements as the driver's parameter limit needs."""
+def select_in(
+    connection: Connection,
+    dialect: str,
+    query: str,
+    keys: Iterable[str],
+    *,
+    prefix: tuple[Any, ...] = (),
+) -> list[Any]:
+    """Rows of ``query`` (with ``IN ({})`` for the keys) for the distinct ``keys``, in as
+    many statements as the driver's parameter limit needs; ``prefix`` holds the values
+    of placeholders that come before the ``IN`` list."""
     distinct = list(dict.fromkeys(keys))
     rows: list[Any] = []
     for start in range(0, len(distinct), _CHUNK):
         chunk = tuple(distinct[start : start + _CHUNK])
-        rows.extend(connection.exec_driver_sql(query.format(marks(dialect, len(chunk))), chunk))
+        statement = query.format(marks(dialect, len(chunk)))
+        rows.extend(connection.exec_driver_sql(statement, prefix + chunk))
     return rows
