@@ -22,7 +22,6 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: str = Field("text", pattern="^(text|json)$")
     outbox_file: str | None = None  # the stub provider's file; beside the database by default
-    max_batch: int = Field(1000, ge=1, le=10000)
 
     def exposure_problem(self) -> str | None:
         """Why it is unsafe to serve on ``host`` with these settings, if it is."""
