@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 _Job = tuple[Sequence[Event], "Future[list[IngestResult]]"]
 _STOP = object()
+_SMALL_BATCH = 16  # events
 
 
 class GroupCommitWriter:
@@ -86,10 +87,12 @@ class GroupCommitWriter:
             stop_after = False
             deadline = time.monotonic() + self._gather_seconds
             while size < self._max_events:
+                # A small batch waits a little for company: on a database whose commit
+                # waits for a disk flush, fewer and larger transactions are the way to
+                # throughput. A batch that is already large goes at once.
+                wait = deadline - time.monotonic() if size < _SMALL_BATCH else 0.0
                 try:
-                    # Wait a little for company: on a database whose commit waits for a
-                    # disk flush, fewer and larger transactions are the way to throughput.
-                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                    item = self._queue.get(timeout=max(0.0, wait))
                 except queue.Empty:
                     break
                 if item is _STOP:
