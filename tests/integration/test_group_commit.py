@@ -1,0 +1,93 @@
+"""Group commit: concurrent requests share transactions, and one bad request does not
+fail the others written with it. Runs on both backends (the thread writer serves
+PostgreSQL, the loop writer SQLite; both are tested on both)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from herald.domain.model import Event
+from herald.domain.timeutil import parse_timestamp
+from herald.rules.loader import load_ruleset
+from herald.service.ingest import IngestResult, IngestStatus
+from herald.service.writer import GroupCommitWriter, IngestFailed, InlineGroupCommitWriter
+from herald.store.database import Database
+from herald.store.tables import events
+
+RULES = load_ruleset()
+
+
+def signup(user: str) -> Event:
+    return Event(
+        f"s-{user}",
+        user,
+        "signup_completed",
+        parse_timestamp("2025-11-03T10:00:00Z"),
+        {},
+        {"email": f"{user}@example.com", "marketing_opt_in": True},
+    )
+
+
+class CountingWriter:
+    """Wraps a writer class so the test sees how many transactions it committed, and can
+    make the transactions that contain one chosen user fail."""
+
+    @staticmethod
+    def build(kind: type[GroupCommitWriter], database: Database, poison: str | None = None) -> Any:
+        class Counting(kind):  # type: ignore[valid-type, misc]
+            commits: list[int] = []
+
+            def _commit(self, batch: list[Event]) -> list[IngestResult]:
+                if poison and any(e.user_id == poison for e in batch):
+                    raise RuntimeError("this user's data breaks the transaction")
+                results = super()._commit(batch)
+                self.commits.append(len(batch))
+                return results
+
+        return Counting(database, RULES, clock=lambda: datetime(2025, 11, 3, 12, tzinfo=UTC))
+
+
+def stored(database: Database) -> int:
+    with database.reader.connect() as connection:
+        return int(connection.execute(select(func.count()).select_from(events)).scalar_one())
+
+
+@pytest.mark.parametrize("kind", [GroupCommitWriter, InlineGroupCommitWriter])
+def test_concurrent_requests_share_transactions(database: Database, kind: type) -> None:
+    writer = CountingWriter.build(kind, database)
+
+    async def fire() -> list[list[IngestResult]]:
+        writer.start()
+        try:
+            return await asyncio.gather(*(writer.ingest([signup(f"u{i}")]) for i in range(40)))
+        finally:
+            writer.stop()
+
+    results = asyncio.run(fire())
+    assert all(r[0].status is IngestStatus.ACCEPTED for r in results)
+    assert stored(database) == 40
+    assert sum(writer.commits) == 40 and len(writer.commits) < 40
+
+
+@pytest.mark.parametrize("kind", [GroupCommitWriter, InlineGroupCommitWriter])
+def test_one_failing_request_does_not_fail_its_neighbours(database: Database, kind: type) -> None:
+    writer = CountingWriter.build(kind, database, poison="u7")
+
+    async def fire() -> list[object]:
+        writer.start()
+        try:
+            calls = (writer.ingest([signup(f"u{i}")]) for i in range(20))
+            return await asyncio.gather(*calls, return_exceptions=True)
+        finally:
+            writer.stop()
+
+    outcomes = asyncio.run(fire())
+    failed = [i for i, outcome in enumerate(outcomes) if isinstance(outcome, Exception)]
+    assert failed == [7]
+    assert isinstance(outcomes[7], IngestFailed)
+    assert stored(database) == 19
