@@ -241,3 +241,21 @@ def test_rules_check_on_a_broken_file_names_the_file_rule_and_problem_and_exits_
     assert "rule SHOUT: unknown channel 'megaphone'" in result.output
     assert "rule LATE: unknown limit 'sometimes'" in result.output
     assert "OK:" not in result.output
+
+
+def test_rule_ids_and_event_type_names_must_be_short_identifiers(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        "events:\n"
+        "  'signup completed!': {}\n"
+        "  signup_completed: {}\n"
+        "rules:\n"
+        "  - id: 'WELCOME:EMAIL'\n"
+        "    trigger: signup_completed\n"
+        "    channel: internal\n"
+    )
+    with pytest.raises(RuleFileError) as caught:
+        load_ruleset(path)
+    problems = " | ".join(caught.value.problems)
+    assert "event type 'signup completed!'" in problems
+    assert "rule WELCOME:EMAIL: the id must be 1-64 letters" in problems

@@ -23,6 +23,7 @@ from herald.rules.definition import CHANNELS, After, Category, EventType, Limit,
 from herald.rules.samples import sample_context
 from herald.rules.templates import TemplateProblem, TemplateSet
 
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _RULE_KEYS = {
@@ -85,6 +86,9 @@ def _event_types(raw: Any, problems: list[str]) -> dict[str, EventType]:
         return {}
     types = {}
     for name, spec in raw.items():
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            problems.append(f"event type {name!r}: use 1-64 letters, digits and underscores")
+            continue
         spec = spec or {}
         props = {}
         for prop, pspec in (spec.get("properties") or {}).items():
@@ -123,6 +127,8 @@ def _rules(raw: Any, event_types: dict[str, EventType], problems: list[str]) -> 
         def bad(msg: str, rule_id: str = rule_id) -> None:
             problems.append(f"rule {rule_id}: {msg}")
 
+        if not _NAME.fullmatch(rule_id):
+            bad("the id must be 1-64 letters, digits and underscores (it is part of dedup keys)")
         if rule_id in seen:
             bad("duplicate id")
         seen.add(rule_id)
