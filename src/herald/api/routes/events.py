@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
 
 from herald.api.deps import ingest_runtime
@@ -50,10 +51,22 @@ async def _store(runtime: Runtime, events: list[Any]) -> list[IngestResult]:
         409: {"description": "The event_id is taken by a different payload"},
         422: {"description": "Invalid event"},
     },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": EventIn.model_json_schema()}},
+        }
+    },
 )
-async def post_event(body: EventIn, request: Request) -> Response:
+async def post_event(request: Request) -> Response:
+    """One event. The body is parsed and validated straight from its bytes by pydantic
+    (one pass, no intermediate ``json.loads``): the hottest path of the service."""
     started = time.perf_counter()
     runtime = ingest_runtime(request)
+    try:
+        body = EventIn.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise RequestValidationError(_errors(exc, prefix=("body",))) from None
     event = to_event(body.model_dump(), runtime.ruleset)
     if isinstance(event, Rejection):
         runtime.metrics.events.labels(body.event_type, "rejected").inc()
@@ -121,8 +134,8 @@ def _reject(item: dict[str, Any], errors: list[dict[str, Any]]) -> None:
     item.update(status="rejected", decisions=[], errors=errors)
 
 
-def _errors(exc: ValidationError) -> list[dict[str, Any]]:
+def _errors(exc: ValidationError, prefix: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     return [
-        {"loc": list(error["loc"]), "msg": error["msg"], "type": error["type"]}
+        {"loc": [*prefix, *error["loc"]], "msg": error["msg"], "type": error["type"]}
         for error in exc.errors(include_url=False, include_input=False)
     ]
