@@ -51,7 +51,7 @@ events = Table(
     Column("ruleset_version", String(32), nullable=False),
     Index("ix_events_user_type_time", "user_id", "event_type", "event_time_us"),
     Index("ix_events_user_time", "user_id", "event_time_us", "seq"),
-    Index("ix_events_received", "received_us"),
+    Index("ix_events_time", "event_time_us"),  # retention deletes by event time
 )
 
 messages = Table(
