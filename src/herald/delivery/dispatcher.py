@@ -201,7 +201,7 @@ class Dispatcher:
                         now_us,
                         status,
                         result.detail,
-                        due_us if status == "retry" else row.due_us,
+                        due_us if status == "retry" else None,
                     )
                 )
             uow.outbox.record_attempts(records, worker=self.worker_id)

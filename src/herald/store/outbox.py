@@ -16,15 +16,15 @@ PENDING, SENDING, SENT, FAILED = "pending", "sending", "sent", "failed"
 
 @dataclass(frozen=True, slots=True)
 class AttemptRecord:
-    """One finished delivery attempt. ``next_due_us`` is when a retry is due (for other
-    outcomes, the message's unchanged due time)."""
+    """One finished delivery attempt. ``next_due_us`` is when a retry is due (None: now
+    for a retry, unchanged otherwise)."""
 
     message_id: str
     attempt: int
     at_us: int
     outcome: str  # sent | retry | failed
     detail: str
-    next_due_us: int
+    next_due_us: int | None = None
 
 
 _MESSAGE_COLUMNS = (
@@ -95,44 +95,14 @@ class OutboxRepository:
         """Record one delivery attempt and move the message on: ``sent``, ``failed``
         (dead letter) or back to ``pending`` due at ``next_due_us``. Only the worker that
         holds the claim can record; returns False when the claim was lost."""
-        values: dict[str, Any] = {
-            "attempts": attempt,
-            "claimed_by": None,
-            "lease_until_us": None,
-            "last_error": None if outcome == SENT else detail,
-        }
-        if outcome == SENT:
-            values.update(status=SENT, sent_us=at_us)
-        elif outcome == FAILED:
-            values.update(status=FAILED)
-        else:
-            values.update(status=PENDING, due_us=next_due_us if next_due_us is not None else at_us)
-        result = self._conn.execute(
-            update(messages)
-            .where(
-                messages.c.message_id == message_id,
-                messages.c.claimed_by == worker,
-                messages.c.status == SENDING,
-            )
-            .values(**values)
-        )
-        if result.rowcount != 1:
-            return False
-        self._conn.execute(
-            delivery_attempts.insert().values(
-                message_id=message_id,
-                attempt=attempt,
-                at_us=at_us,
-                outcome=outcome,
-                detail=detail[:2000],
-                worker=worker,
-            )
-        )
-        return True
+        record = AttemptRecord(message_id, attempt, at_us, outcome, detail, next_due_us)
+        return self.record_attempts([record], worker=worker) == 1
 
     def record_attempts(self, records: Sequence[AttemptRecord], *, worker: str) -> int:
-        """``record_attempt`` for many messages in three statements; messages whose claim
-        ``worker`` lost are left alone. Returns how many were recorded."""
+        """Record finished attempts and move each message on: ``sent``, ``failed`` (dead
+        letter) or back to ``pending`` due at ``next_due_us``. Three statements for any
+        number; messages whose claim ``worker`` lost are left alone. Returns how many
+        were recorded."""
         if not records:
             return 0
         mark = marks(self._dialect, 1)
@@ -152,14 +122,15 @@ class OutboxRepository:
         if not mine:
             return 0
         self._conn.exec_driver_sql(
-            f"UPDATE messages SET status = {mark}, attempts = {mark}, due_us = {mark}, "
+            f"UPDATE messages SET status = {mark}, attempts = {mark}, "
+            f"due_us = COALESCE({mark}, due_us), "
             f"sent_us = {mark}, last_error = {mark}, claimed_by = NULL, lease_until_us = NULL "
             f"WHERE message_id = {mark}",
             [
                 (
                     PENDING if r.outcome == "retry" else r.outcome,
                     r.attempt,
-                    r.next_due_us,
+                    _due(r),
                     r.at_us if r.outcome == SENT else None,
                     None if r.outcome == SENT else r.detail,
                     r.message_id,
@@ -241,3 +212,9 @@ class OutboxRepository:
                 hold_reason=reason,
             )
         )
+
+
+def _due(record: AttemptRecord) -> int | None:
+    if record.outcome == "retry":
+        return record.next_due_us if record.next_due_us is not None else record.at_us
+    return None  # a finished message keeps its due time

@@ -13,10 +13,6 @@ from herald.store.sql import json_text, json_value, marks, select_in
 from herald.store.tables import users
 
 
-def profile_from_row(row: Any) -> UserProfile:
-    return _profile(row.user_id, row.traits, row.trait_times, row.preferences)
-
-
 def _profile(
     user_id: str, traits: dict[str, Any], times: dict[str, int], preferences: dict[str, Any] | None
 ) -> UserProfile:
