@@ -94,7 +94,7 @@ class Runtime:
 
     def outbox_snapshot(self) -> tuple[dict[str, int], int, float]:
         with ReadOnly(self.database) as read:
-            by_status = read.outbox.count_by_status()
+            by_status = read.outbox.count_by_status(unfinished_only=True)
             backlog, age_us = read.outbox.backlog(to_micros(self.clock()))
         return by_status, backlog, (age_us or 0) / 1e6
 

@@ -54,7 +54,9 @@ class _OutboxCollector(Collector):
     def collect(self) -> Iterable[GaugeMetricFamily]:
         by_status, backlog, age = self._read()
         messages = GaugeMetricFamily(
-            "herald_messages", "Messages in the outbox, by status", labels=["status"]
+            "herald_messages",
+            "Messages not yet delivered (pending, sending, failed), by status",
+            labels=["status"],
         )
         for status, count in sorted(by_status.items()):
             messages.add_metric([status], count)
