@@ -135,7 +135,7 @@ def build_runtime(
     def on_commit(results: list[IngestResult]) -> None:
         for result in results:
             for decision in result.decisions:
-                metrics.decisions.labels(decision.rule, decision.outcome.value).inc()
+                metrics.count_decision(decision.rule, decision.outcome.value)
         if dispatcher is not None:
             dispatcher.wake()
 
@@ -156,4 +156,4 @@ def build_runtime(
 
 
 def _count_delivery(metrics: Metrics, channel: str, status: DeliveryStatus) -> None:
-    metrics.deliveries.labels(channel, status.value).inc()
+    metrics.count_delivery(channel, status.value)

@@ -234,6 +234,14 @@ def test_health_readiness_and_metrics_answer(client: TestClient) -> None:
     assert "herald_outbox_backlog" in metrics
 
 
+def test_unknown_event_types_share_one_metrics_series(client: TestClient) -> None:
+    for name in ("made_up_1", "made_up_2"):
+        assert client.post("/events", json=payment_failed(event_type=name)).status_code == 422
+    metrics = client.get("/metrics").text
+    assert 'herald_events_total{event_type="unknown",status="rejected"} 2.0' in metrics
+    assert "made_up" not in metrics
+
+
 def test_tokens_guard_ingestion_and_the_audit(database_url: str, tmp_path: Path) -> None:
     settings = Settings(
         database_url=database_url,

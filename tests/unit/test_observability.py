@@ -281,9 +281,9 @@ def test_the_outbox_is_read_at_each_scrape_and_not_when_registering() -> None:
 
 def test_counters_are_exposed_with_their_labels() -> None:
     metrics = Metrics()
-    metrics.events.labels("signup_completed", "accepted").inc()
-    metrics.events.labels("signup_completed", "accepted").inc()
-    metrics.deliveries.labels("email", "sent").inc()
+    metrics.count_event("signup_completed", "accepted")
+    metrics.count_event("signup_completed", "accepted")
+    metrics.count_delivery("email", "sent")
 
     samples = scrape(metrics)
 

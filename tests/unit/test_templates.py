@@ -33,3 +33,15 @@ def test_a_value_containing_the_internal_separator_still_renders_each_part() -> 
 def test_a_missing_optional_value_renders_empty_at_send_time() -> None:
     rendered = TemplateSet(SOURCES).render("note", {"user": {}, "event": {}})
     assert rendered.subject == "Hello"
+
+
+def test_a_trait_named_like_a_dict_method_renders_the_trait() -> None:
+    sources = {"t": {"subject.txt": "{{ user.items }} / {{ user.get('plan') }}", "body.txt": "x"}}
+    rendered = TemplateSet(sources).render("t", {"user": {"items": 3, "plan": "pro"}, "event": {}})
+    assert rendered.subject == "3 / pro"
+
+
+def test_the_sandbox_still_refuses_python_internals() -> None:
+    sources = {"t": {"subject.txt": "{{ user.__class__.__mro__ }}", "body.txt": "x"}}
+    rendered = TemplateSet(sources).render("t", {"user": {"name": "a"}, "event": {}})
+    assert "object" not in rendered.subject

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -37,6 +38,28 @@ class Metrics:
             registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
+        # Looking up a labelled series costs more than counting on it; label values are
+        # few (event types, rules, statuses), so each series is looked up once.
+        self._series: dict[tuple[str, tuple[str, ...]], Any] = {}
+
+    def _series_of(self, metric: Any, labels: tuple[str, ...]) -> Any:
+        key = (metric._name, labels)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = metric.labels(*labels)
+        return series
+
+    def count_event(self, event_type: str, status: str) -> None:
+        self._series_of(self.events, (event_type, status)).inc()
+
+    def count_decision(self, rule: str, outcome: str) -> None:
+        self._series_of(self.decisions, (rule, outcome)).inc()
+
+    def count_delivery(self, channel: str, status: str) -> None:
+        self._series_of(self.deliveries, (channel, status)).inc()
+
+    def observe_ingest(self, endpoint: str, seconds: float) -> None:
+        self._series_of(self.ingest_latency, (endpoint,)).observe(seconds)
 
     def watch_outbox(self, read: Callable[[], tuple[dict[str, int], int, float]]) -> None:
         """Report the outbox on each scrape: ``read()`` gives (count by status, backlog,

@@ -8,6 +8,8 @@ from typing import Any
 
 import cel
 
+from herald.rules.comparison import missing, parse_comparison
+
 CONDITION_VARIABLES = frozenset({"event", "user"})
 _PATH = re.compile(r"\b(?:event|user)(?:\.[A-Za-z_][A-Za-z0-9_]*)+")
 
@@ -61,6 +63,7 @@ class Condition:
             name: _attributes_used(self.source, name)
             for name in sorted(set(self._program.variables()))
         }
+        self._comparison = parse_comparison(self.source)
 
     def evaluate(self, context: dict[str, Any]) -> ConditionResult:
         """Evaluate against ``{"event": ..., "user": ...}``.
@@ -68,6 +71,19 @@ class Condition:
         Never raises: an expression that cannot be evaluated (a missing field, a type
         mismatch) does not hold, and the explanation says why.
         """
+        if self._comparison is not None:
+            value = self._comparison.value(context)
+            holds = None if missing(value) else self._comparison.decide(value)
+            if holds is not None:
+                return ConditionResult(
+                    holds,
+                    f"`{self.source}` is {_cel_literal(holds)} "
+                    f"({self._comparison.path} is {_cel_literal(value)})",
+                )
+        return self.evaluate_in_cel(context)
+
+    def evaluate_in_cel(self, context: dict[str, Any]) -> ConditionResult:
+        """``evaluate`` without the fast path for plain comparisons."""
         try:
             value = self._program.execute(
                 {

@@ -49,7 +49,7 @@ events = Table(
     # Decisions are written with their event and never change: one row, one read.
     Column("decisions", JSON, nullable=False),
     Column("ruleset_version", String(32), nullable=False),
-    Index("ix_events_user_type_time", "user_id", "event_type", "event_time_us"),
+    # One index serves both a user's history windows and the audit's newest-first pages.
     Index("ix_events_user_time", "user_id", "event_time_us", "seq"),
     Index("ix_events_time", "event_time_us"),  # retention deletes by event time
 )

@@ -69,11 +69,13 @@ async def post_event(request: Request) -> Response:
         raise RequestValidationError(_errors(exc, prefix=("body",))) from None
     event = to_event(body.model_dump(), runtime.ruleset)
     if isinstance(event, Rejection):
-        runtime.metrics.events.labels(body.event_type, "rejected").inc()
+        # A label per unknown type would let any client grow the metrics without bound.
+        known = body.event_type in runtime.ruleset.event_types
+        runtime.metrics.count_event(body.event_type if known else "unknown", "rejected")
         raise HTTPException(422, event.errors)
     [result] = await _store(runtime, [event])
-    runtime.metrics.events.labels(event.event_type, result.status.value).inc()
-    runtime.metrics.ingest_latency.labels("event").observe(time.perf_counter() - started)
+    runtime.metrics.count_event(event.event_type, result.status.value)
+    runtime.metrics.observe_ingest("event", time.perf_counter() - started)
     if result.status is IngestStatus.CONFLICT:
         raise HTTPException(
             status.HTTP_409_CONFLICT,
@@ -112,7 +114,7 @@ async def post_batch(body: BatchIn, request: Request) -> Response:
     for (index, event), result in zip(valid, results, strict=True):
         item = items[index]
         item["event_id"] = result.event_id
-        runtime.metrics.events.labels(event.event_type, result.status.value).inc()
+        runtime.metrics.count_event(event.event_type, result.status.value)
         if result.status is IngestStatus.CONFLICT:
             _reject(
                 item,
@@ -126,7 +128,7 @@ async def post_batch(body: BatchIn, request: Request) -> Response:
             )
         else:
             item.update(_result_json(result))
-    runtime.metrics.ingest_latency.labels("batch").observe(time.perf_counter() - started)
+    runtime.metrics.observe_ingest("batch", time.perf_counter() - started)
     return _json({"results": items}, status.HTTP_200_OK)
 
 

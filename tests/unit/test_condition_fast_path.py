@@ -1,0 +1,95 @@
+"""Plain comparisons are decided without the CEL library; they must mean exactly what CEL
+says they mean, including the explanation that ends up in the audit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from herald.rules.comparison import parse_comparison
+from herald.rules.conditions import Condition
+
+OPERATORS = ("==", "!=", "<", "<=", ">", ">=")
+plain_text = st.text(
+    alphabet=st.characters(blacklist_characters='"\\', blacklist_categories=("Cs", "Cc")),
+    max_size=8,
+)
+literals = st.one_of(
+    st.booleans().map(lambda b: "true" if b else "false"),
+    st.integers(-(2**63), 2**63 - 1).map(str),
+    st.floats(allow_nan=False, allow_infinity=False).map(lambda f: f"{f:.6f}"),
+    plain_text.map(lambda s: f'"{s}"'),
+)
+values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    plain_text,
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(plain_text, st.integers(), max_size=2),
+)
+MISSING = object()
+
+
+def context_with(path: str, value: Any) -> dict[str, Any]:
+    context: dict[str, Any] = {"event": {"type": "payment_failed", "properties": {}}, "user": {}}
+    if value is MISSING:
+        return context
+    node = context
+    *parents, last = path.split(".")
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[last] = value
+    return context
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    path=st.sampled_from(["event.properties.amount", "user.marketing_opt_in", "user.country"]),
+    op=st.sampled_from(OPERATORS),
+    literal=literals,
+    value=st.one_of(values, st.just(MISSING)),
+)
+def test_fast_path_agrees_with_cel(path: str, op: str, literal: str, value: Any) -> None:
+    condition = Condition(f"{path} {op} {literal}")
+    context = context_with(path, value)
+    assert condition.evaluate(context) == condition.evaluate_in_cel(context)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        'event.properties.failure_reason == "INSUFFICIENT_FUNDS"',
+        "event.properties.attempt_number >= 3",
+        "user.marketing_opt_in == true",
+        "event.properties.amount < -1.5",
+    ],
+)
+def test_the_default_rules_shapes_take_the_fast_path(source: str) -> None:
+    assert parse_comparison(source) is not None
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "event.properties.attempt_number >= 3 && user.country == 'PT'",
+        "size(event.properties) > 1",
+        'user.country == "P\\"T"',
+        "3 <= event.properties.attempt_number",
+        "event.properties.amount > 1e5",
+    ],
+)
+def test_anything_else_goes_to_cel(source: str) -> None:
+    assert parse_comparison(source) is None
+
+
+def test_a_missing_field_explains_itself_as_cel_does() -> None:
+    condition = Condition("event.properties.attempt_number >= 3")
+    result = condition.evaluate({"event": {"properties": {}}, "user": {}})
+    assert not result.holds
+    assert "could not be evaluated" in result.explanation
+    assert "attempt_number" in result.explanation
