@@ -41,6 +41,8 @@ def problem(detail: str) -> str | None:
     if search and search[1] in TABLES and search[2] not in KEYS:
         return f"searches by {search[2]}, not by a key"
     return None
+
+
 START = datetime.fromisoformat("2025-11-02T10:00:00+00:00")
 
 
