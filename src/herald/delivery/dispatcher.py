@@ -25,6 +25,9 @@ from herald.store.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
 
+# (claimed row, "sent" | "retry" | "failed" | "deferred", the provider's result, retry delay)
+_Outcome = tuple[Any, str, DeliveryResult | None, float]
+
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
@@ -68,6 +71,7 @@ class Dispatcher:
         writes are serialised anyway; wrong for a database across a network."""
         self._database = database
         self._providers = dict(providers)
+        self._local = {name: getattr(p, "local", False) for name, p in self._providers.items()}
         self.worker_id = worker_id
         self._clock = clock
         self._retry = retry or RetryPolicy()
@@ -123,7 +127,7 @@ class Dispatcher:
         claimed = await self._storage(self._claim, now_us)
         if not claimed:
             return DispatchReport()
-        outcomes = await asyncio.gather(*(self._deliver(row) for row in claimed))
+        outcomes = await self._deliver_all(claimed)
         await self._storage(self._record, outcomes)
         counts = {"sent": 0, "retry": 0, "failed": 0, "deferred": 0}
         for outcome in outcomes:
@@ -152,7 +156,20 @@ class Dispatcher:
             uow.commit()
         return rows
 
-    async def _deliver(self, row: Any) -> tuple[Any, str, DeliveryResult | None, float]:
+    async def _deliver_all(self, rows: list[Any]) -> list[_Outcome]:
+        # A local provider (a file, the log) never waits, so its sends are awaited in turn:
+        # a task per message would cost more than the send. Remote ones run concurrently.
+        outcomes, remote = [], []
+        for row in rows:
+            if self._local.get(row.channel, False):
+                outcomes.append(await self._deliver(row))
+            else:
+                remote.append(row)
+        if remote:
+            outcomes += await asyncio.gather(*(self._deliver(row) for row in remote))
+        return outcomes
+
+    async def _deliver(self, row: Any) -> _Outcome:
         if not self._limits.try_acquire(row.channel):
             return row, "deferred", None, self._limits.delay_until_available(row.channel)
         provider = self._providers.get(row.channel)
@@ -180,7 +197,7 @@ class Dispatcher:
             )
         return row, result.status.value, result, delay
 
-    def _record(self, outcomes: list[tuple[Any, str, DeliveryResult | None, float]]) -> None:
+    def _record(self, outcomes: list[_Outcome]) -> None:
         now_us = to_micros(self._clock())
         records = []
         with UnitOfWork(self._database) as uow:

@@ -78,6 +78,9 @@ class Provider(Protocol):
     """A channel provider (stub, SMTP, webhook, ...)."""
 
     name: str
+    # True for a provider whose send never waits on anything outside the process (a local
+    # file, the log): the dispatcher then sends in turn instead of concurrently.
+    local: bool
 
     async def send(self, request: SendRequest) -> DeliveryResult:
         """Attempt one delivery. Must not raise for delivery failures."""

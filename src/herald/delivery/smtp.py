@@ -61,6 +61,7 @@ class SmtpProvider:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.name = name
+        self.local = False
         self.host = host
         self.port = port
         self.sender = sender

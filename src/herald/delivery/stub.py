@@ -19,6 +19,8 @@ class StubProvider:
     """Records each send request as one JSON line in ``path`` (e.g. ``outbox.jsonl``) and
     logs it; the message then counts as sent. For development and tests."""
 
+    local = True
+
     def __init__(self, path: Path, name: str = "stub") -> None:
         self.name = name
         self._path = path
@@ -60,6 +62,8 @@ class StubProvider:
 class LogAlertProvider:
     """Internal alerts (e.g. HIGH_RISK_ALERT): a structured WARNING line, never a user message."""
 
+    local = True
+
     def __init__(self, name: str = "log") -> None:
         self.name = name
 
@@ -91,6 +95,7 @@ class FanOutProvider:
         self.name = name
         self._primary = primary
         self._others = others
+        self.local = all(getattr(p, "local", False) for p in (primary, *others))
 
     async def send(self, request: SendRequest) -> DeliveryResult:
         result: DeliveryResult = await self._primary.send(request)  # type: ignore[attr-defined]

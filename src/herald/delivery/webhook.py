@@ -61,6 +61,7 @@ class WebhookProvider:
         client: httpx.AsyncClient | None = None,
     ) -> None:
         self.name = name
+        self.local = False
         self.url = url
         self.timeout = timeout
         self._secret = secret
