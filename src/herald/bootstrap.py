@@ -146,9 +146,17 @@ def build_runtime(
         )
     else:
         # PostgreSQL flushes its log at each commit: 2 ms of gathering per transaction
-        # keeps commits few when requests are spread over many processes.
+        # keeps commits few when requests are spread over many processes, and a second
+        # writer thread writes the next transaction while one waits for its flush (one
+        # process measured 1,000-2,700 events/s with one thread, 2,700-3,300 with two).
         writer = GroupCommitWriter(
-            database, ruleset, clock=clock, hold=hold, on_commit=on_commit, gather_seconds=0.002
+            database,
+            ruleset,
+            clock=clock,
+            hold=hold,
+            on_commit=on_commit,
+            gather_seconds=0.002,
+            threads=2,
         )
     runtime = Runtime(settings, database, ruleset, plan, metrics, writer, dispatcher, clock)
     metrics.watch_outbox(runtime.outbox_snapshot)

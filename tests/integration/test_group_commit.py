@@ -91,3 +91,40 @@ def test_one_failing_request_does_not_fail_its_neighbours(database: Database, ki
     assert failed == [7]
     assert isinstance(outcomes[7], IngestFailed)
     assert stored(database) == 19
+
+
+def test_two_writer_threads_racing_on_one_user_create_one_welcome_email(
+    database: Database,
+) -> None:
+    """With two transactions in flight at once, the database (its locks and unique dedup
+    keys), not the writer, keeps one user's decisions in order: one welcome email, every
+    later signup suppressed by it, and no request failed."""
+    writer = GroupCommitWriter(
+        database, RULES, clock=lambda: datetime(2025, 11, 3, 12, tzinfo=UTC), threads=2
+    )
+    same_user = [
+        Event(
+            f"s-{n}",
+            "u1",
+            "signup_completed",
+            parse_timestamp(f"2025-11-03T10:00:{n:02}Z"),
+            {},
+            {"email": "u1@example.com", "marketing_opt_in": True},
+        )
+        for n in range(30)
+    ]
+
+    async def fire() -> list[list[IngestResult]]:
+        writer.start()
+        try:
+            return await asyncio.gather(*(writer.ingest([event]) for event in same_user))
+        finally:
+            writer.stop()
+
+    results = [r[0] for r in asyncio.run(fire())]
+    outcomes = [d.outcome.value for r in results for d in r.decisions]
+    assert all(r.status is IngestStatus.ACCEPTED for r in results)
+    assert outcomes.count("triggered") == 1
+    assert outcomes.count("suppressed") == 29
+    with database.reader.connect() as connection:
+        assert connection.exec_driver_sql("SELECT count(*) FROM messages").scalar_one() == 1

@@ -43,7 +43,11 @@ class GroupCommitWriter:
         on_commit: Callable[[list[IngestResult]], None] = lambda _results: None,
         max_events: int = 2000,
         gather_seconds: float = 0.0,
+        threads: int = 1,
     ) -> None:
+        """``threads`` > 1 keeps that many transactions in flight: while one waits for its
+        commit to be flushed, the next is being written. Safe where the database's locks,
+        not the writer, serialise work on one user (PostgreSQL's advisory locks)."""
         self._database = database
         self._ruleset = ruleset
         self._clock = clock
@@ -52,18 +56,24 @@ class GroupCommitWriter:
         self._max_events = max_events
         self._gather_seconds = gather_seconds
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._thread_count = threads
+        self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="herald-writer", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._run, name=f"herald-writer-{n}", daemon=True)
+            for n in range(self._thread_count)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Finish what is queued, then stop."""
-        if self._thread is not None:
+        for _ in self._threads:
             self._queue.put(_STOP)
-            self._thread.join(timeout)
-            self._thread = None
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads = []
 
     async def ingest(self, events: Sequence[Event]) -> list[IngestResult]:
         """Store ``events``; returns once they are committed."""
@@ -71,7 +81,7 @@ class GroupCommitWriter:
 
     def submit(self, events: Sequence[Event]) -> Future[list[IngestResult]]:
         future: Future[list[IngestResult]] = Future()
-        if self._thread is None:
+        if not self._threads:
             future.set_exception(RuntimeError("the writer is not running"))
             return future
         self._queue.put((events, future))
