@@ -40,10 +40,10 @@ class Metrics:
         )
         # Looking up a labelled series costs more than counting on it; label values are
         # few (event types, rules, statuses), so each series is looked up once.
-        self._series: dict[tuple[str, tuple[str, ...]], Any] = {}
+        self._series: dict[tuple[int, tuple[str, ...]], Any] = {}
 
     def _series_of(self, metric: Any, labels: tuple[str, ...]) -> Any:
-        key = (metric._name, labels)
+        key = (id(metric), labels)
         series = self._series.get(key)
         if series is None:
             series = self._series[key] = metric.labels(*labels)
