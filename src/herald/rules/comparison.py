@@ -33,29 +33,15 @@ _FORM = re.compile(
     r'(?P<literal>true|false|-?\d+\.\d+(?:[eE][+-]?\d+)?|-?\d+|"[^"\\]*")\s*$'
 )
 
-_MISS = object()
-
 
 @dataclass(frozen=True, slots=True)
 class Comparison:
     """``path op literal``; ``decide`` answers True/False, or None for "ask CEL"."""
 
     path: str
-    keys: tuple[str, ...]
     compare: Callable[[Any, Any], bool]
     literal: Any
     equality_only: bool
-
-    def value(self, context: dict[str, Any]) -> Any:
-        """The field's value, or ``_MISS`` when a step of the path is absent."""
-        node: Any = context
-        for key in self.keys:
-            if not isinstance(node, dict):
-                return _MISS
-            node = node.get(key, _MISS)
-            if node is _MISS:
-                return _MISS
-        return node
 
     def decide(self, value: Any) -> bool | None:
         literal = self.literal
@@ -91,12 +77,7 @@ def parse_comparison(source: str) -> Comparison | None:
     path = match["path"]
     return Comparison(
         path=path,
-        keys=tuple(path.split(".")),
         compare=_OPERATORS[op],
         literal=literal,
         equality_only=op in ("==", "!="),
     )
-
-
-def missing(value: Any) -> bool:
-    return value is _MISS

@@ -8,7 +8,7 @@ from typing import Any
 
 import cel
 
-from herald.rules.comparison import missing, parse_comparison
+from herald.rules.comparison import parse_comparison
 
 CONDITION_VARIABLES = frozenset({"event", "user"})
 _PATH = re.compile(r"\b(?:event|user)(?:\.[A-Za-z_][A-Za-z0-9_]*)+")
@@ -72,8 +72,8 @@ class Condition:
         mismatch) does not hold, and the explanation says why.
         """
         if self._comparison is not None:
-            value = self._comparison.value(context)
-            holds = None if missing(value) else self._comparison.decide(value)
+            found, value = _lookup(context, self._comparison.path)
+            holds = self._comparison.decide(value) if found else None
             if holds is not None:
                 return ConditionResult(
                     holds,
