@@ -37,6 +37,10 @@ def problem(detail: str) -> str | None:
     words = detail.split()
     if words[0] == "SCAN" and words[1] in TABLES:
         return "scans the table"
+    if detail.startswith(("MULTI-INDEX OR", "USE TEMP B-TREE")):
+        # Gathers every matching row (e.g. every due message) to sort it or merge it,
+        # even when only the first few are wanted.
+        return "gathers and sorts all matches"
     search = SEARCH.match(detail)
     if search and search[1] in TABLES and search[2] not in KEYS:
         return f"searches by {search[2]}, not by a key"
@@ -107,3 +111,8 @@ def test_the_check_catches_a_history_lookup_by_time_alone() -> None:
     assert problem("SEARCH events USING INDEX ix_events_time (event_time_us>? AND event_time_us<?)")
     assert problem("SCAN events USING INDEX ix_events_time")
     assert problem("SEARCH events USING INDEX ix_events_user_time (user_id=?)") is None
+
+
+def test_the_check_catches_a_claim_that_sorts_the_whole_backlog() -> None:
+    assert problem("MULTI-INDEX OR")
+    assert problem("USE TEMP B-TREE FOR ORDER BY")
