@@ -94,12 +94,14 @@ def apply_limits(candidates: Iterable[Decision], held: Mapping[str, str]) -> lis
     ``held`` maps dedup keys to the message id holding them. Candidates are taken in
     order, so the second of two candidates with one key is suppressed by the first.
     """
-    taken = dict(held)
+    # Keys taken by these candidates, apart from ``held``: a batch passes every key it
+    # has seen so far, and copying that for each event made a batch quadratic.
+    taken_here: dict[str, str] = {}
     final = []
     for decision in candidates:
         key = decision.dedup_key
         if decision.outcome is Outcome.TRIGGERED and key is not None:
-            holder = taken.get(key)
+            holder = held.get(key, taken_here.get(key))
             if holder is not None:
                 limit = decision.draft.limit if decision.draft else "limit"
                 decision = replace(
@@ -110,7 +112,7 @@ def apply_limits(candidates: Iterable[Decision], held: Mapping[str, str]) -> lis
                     draft=None,
                 )
             else:
-                taken[key] = decision.message_id or ""
+                taken_here[key] = decision.message_id or ""
         final.append(decision)
     return final
 
