@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from herald.rules.templates import TemplateSet
+import pytest
+
+from herald.rules.templates import TemplateProblem, TemplateSet
 
 SOURCES = {
     "note": {
@@ -45,3 +47,25 @@ def test_the_sandbox_still_refuses_python_internals() -> None:
     sources = {"t": {"subject.txt": "{{ user.__class__.__mro__ }}", "body.txt": "x"}}
     rendered = TemplateSet(sources).render("t", {"user": {"name": "a"}, "event": {}})
     assert "object" not in rendered.subject
+
+
+def test_absent_traits_fall_back_and_chain_to_empty() -> None:
+    sources = {
+        "t": {
+            "subject.txt": "Hi {{ user.first_name or 'there' }}{{ user.address.city }}",
+            "body.txt": "x",
+        }
+    }
+    rendered = TemplateSet(sources).render("t", {"user": {"email": "a@b.c"}, "event": {}})
+    assert rendered.subject == "Hi there"
+
+
+def test_jinja_globals_stay_available_to_templates() -> None:
+    sources = {"t": {"subject.txt": "{{ range(3) | join(',') }}", "body.txt": "x"}}
+    assert TemplateSet(sources).render("t", {"user": {}, "event": {}}).subject == "0,1,2"
+
+
+def test_the_load_time_check_still_refuses_an_unknown_name() -> None:
+    sources = {"t": {"subject.txt": "{{ user.nickname.upper() }}", "body.txt": "x"}}
+    with pytest.raises(TemplateProblem, match="nickname"):
+        TemplateSet(sources).check("t", {"user": {"email": "a@b.c"}, "event": {}})
