@@ -389,6 +389,21 @@ class TestOutboxRepository:
         row = stored_message(database, message_id)
         assert (row.claimed_by, row.lease_until_us) == ("worker-b", T0 + 2 * LEASE + 1)
 
+    def test_one_claim_takes_expired_leases_first_then_the_oldest_pending_up_to_the_limit(
+        self, database: Database
+    ) -> None:
+        add_messages(database, message_row("abandoned", due_us=T0))
+        [abandoned] = claim(database, "worker-a", now_us=T0)
+        add_messages(database, *(message_row(f"m{i}", due_us=T0 - i) for i in range(3)))
+
+        claimed = claim(database, "worker-b", now_us=T0 + LEASE + 1, limit=2)
+
+        assert set(claimed) == {abandoned, message_id_for("m2")}
+        assert set(claim(database, "worker-b", now_us=T0 + LEASE + 1, limit=5)) == {
+            message_id_for("m1"),
+            message_id_for("m0"),
+        }
+
     def test_a_worker_that_lost_its_claim_cannot_record_an_attempt(
         self, database: Database
     ) -> None:
