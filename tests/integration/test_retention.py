@@ -333,3 +333,31 @@ def test_a_once_per_user_limit_outlives_the_pruned_history(
         [result] = ingest(uow, [again], ruleset, now=later)
         uow.commit()
     assert result.decisions[0].outcome.value == "suppressed"
+
+
+def test_redaction_goes_a_batch_per_transaction_and_a_second_prune_redacts_nothing(
+    database: Database, ruleset: RuleSet
+) -> None:
+    long_ago = datetime(2023, 1, 5, 9, 0, tzinfo=UTC)
+    names = ("u_a", "u_b", "u_c")
+    store(database, ruleset, [signup(u, long_ago) for u in names], now=long_ago)
+    deliver(database, at=long_ago, outcome_by_user=dict.fromkeys(names, SENT))
+    cutoff = long_ago + timedelta(days=400)
+    progress = ProgressLog()
+
+    totals = prune_history(
+        database, cutoff=cutoff, batch_size=1, progress=progress, keep_rules={"WELCOME_EMAIL"}
+    )
+
+    assert totals["redacted"] == 3
+    assert [c for c in progress.calls if c[0] == "redacted"] == [
+        ("redacted", 1),
+        ("redacted", 2),
+        ("redacted", 3),
+    ]
+    assert users_with_attempts(database) == set()
+    again = ProgressLog()
+    totals = prune_history(
+        database, cutoff=cutoff, batch_size=1, progress=again, keep_rules={"WELCOME_EMAIL"}
+    )
+    assert totals["redacted"] == 0 and again.calls == []

@@ -260,7 +260,9 @@ def prune(
         db,
         cutoff=cutoff,
         batch_size=batch_size,
-        progress=lambda kind, n: console.print(f"  {kind}: {n} deleted so far"),
+        progress=lambda kind, n: console.print(
+            f"  {kind}: {n} {'redacted' if kind == 'redacted' else 'deleted'} so far"
+        ),
         keep_rules=lifetime,
     )
     db.dispose()

@@ -67,21 +67,48 @@ def prune_history(
         totals["messages"] += len(ids)
         progress("messages", totals["messages"])
     if keep_rules:
-        totals["redacted"] = _redact(database, finished, keep_rules)
+        totals["redacted"] = _redact(database, finished, keep_rules, batch_size, progress)
     return totals
 
 
-def _redact(database: Database, finished: tuple[Any, ...], keep_rules: Collection[str]) -> int:
+def _redact(
+    database: Database,
+    finished: tuple[Any, ...],
+    keep_rules: Collection[str],
+    batch_size: int,
+    progress: Callable[[str, int], None],
+) -> int:
     """Keep the rows of lifetime limits (their dedup keys still block a second welcome
-    email) but drop their content and delivery history."""
-    with database.writer.begin() as conn:
-        old = select(messages.c.message_id).where(
-            *finished, messages.c.rule.in_(list(keep_rules)), messages.c.body != REDACTED
-        )
-        conn.execute(delete(delivery_attempts).where(delivery_attempts.c.message_id.in_(old)))
-        result = conn.execute(
-            update(messages)
-            .where(*finished, messages.c.rule.in_(list(keep_rules)), messages.c.body != REDACTED)
-            .values(subject="", body=REDACTED, html=None, recipient="", last_error=None)
-        )
-    return int(result.rowcount)
+    email) but drop their content and delivery history, a batch per transaction.
+
+    The walk goes forward by message id: rows redacted by an earlier prune stay in the
+    table for good, and starting each batch from the beginning would pass them again."""
+    redacted, after = 0, ""
+    while True:
+        with database.writer.begin() as conn:
+            ids = (
+                conn.execute(
+                    select(messages.c.message_id)
+                    .where(
+                        *finished,
+                        messages.c.rule.in_(list(keep_rules)),
+                        messages.c.message_id > after,
+                    )
+                    .order_by(messages.c.message_id)
+                    .limit(batch_size)
+                )
+                .scalars()
+                .all()
+            )
+            if not ids:
+                return redacted
+            after = ids[-1]
+            conn.execute(delete(delivery_attempts).where(delivery_attempts.c.message_id.in_(ids)))
+            result = conn.execute(
+                update(messages)
+                .where(messages.c.message_id.in_(ids), messages.c.body != REDACTED)
+                .values(subject="", body=REDACTED, html=None, recipient="", last_error=None)
+            )
+        if result.rowcount:
+            redacted += int(result.rowcount)
+            progress("redacted", redacted)
