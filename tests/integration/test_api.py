@@ -112,6 +112,15 @@ def test_reusing_an_event_id_for_another_payload_is_a_conflict(client: TestClien
         ),
         (payment_failed(properties={"amount": 5, "attempt_number": 1}), "failure_reason"),
         ({"user_id": "u_1", "event_type": "signup_completed"}, "event_timestamp"),
+        # What no database can store is the client's error, not a failed commit (503).
+        (
+            payment_failed(
+                properties={"amount": 2**64, "attempt_number": 1, "failure_reason": "X"}
+            ),
+            "properties",
+        ),
+        (payment_failed(user_traits={"email": "maria\x00@example.com"}), "user_traits"),
+        (payment_failed(event_id="evt\x00"), "event_id"),
     ],
 )
 def test_invalid_events_are_client_errors_that_store_nothing(
@@ -156,6 +165,18 @@ def test_a_batch_accepts_valid_events_and_rejects_the_others_one_by_one(client: 
     assert statuses == ["accepted", "rejected", "rejected", "duplicate", "accepted"]
     assert response.json()["results"][1]["errors"][0]["loc"][-1] == "event_type"
     assert client.get("/audit/u_9").status_code == 200
+
+
+def test_a_batch_rejects_an_unstorable_event_alone_and_echoes_only_string_ids(
+    client: TestClient,
+) -> None:
+    events = [payment_failed(event_id=-(2**63) - 1), payment_failed(event_id="fine")]
+    events[0]["properties"] = {"amount": 2**64, "attempt_number": 1, "failure_reason": "X"}
+    response = client.post("/events/batch", json={"events": events})
+    assert response.status_code == 200
+    rejected, accepted = response.json()["results"]
+    assert (rejected["status"], rejected["event_id"]) == ("rejected", None)
+    assert accepted["status"] == "accepted"
 
 
 def test_a_batch_over_a_thousand_events_is_refused(client: TestClient) -> None:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
+# A user id in a path, as events can carry one: U+0000 never is (no database stores it).
+UserIdPath = Annotated[str, Path(min_length=1, max_length=128, pattern="^[^\x00]+$")]
 
 
 class EventIn(BaseModel):

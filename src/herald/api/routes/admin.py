@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from herald.api.deps import AdminOnly, RuntimeDep
-from herald.api.schemas import PreferencesIn
+from herald.api.schemas import PreferencesIn, UserIdPath
 from herald.domain.timeutil import to_micros
 from herald.store.unit_of_work import UnitOfWork
 
@@ -54,7 +54,9 @@ def get_rules(runtime: RuntimeDep) -> dict[str, Any]:
 
 
 @router.post("/users/{user_id}/preferences")
-def set_preferences(user_id: str, body: PreferencesIn, runtime: RuntimeDep) -> dict[str, Any]:
+def set_preferences(
+    user_id: UserIdPath, body: PreferencesIn, runtime: RuntimeDep
+) -> dict[str, Any]:
     """Replace the user's unsubscribes. Marketing rules then skip them; transactional go on."""
     preferences = {"unsubscribed": sorted(set(body.unsubscribed))}
     with UnitOfWork(runtime.database) as uow:

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, status
 
 from herald.api.deps import AdminOnly, RuntimeDep
+from herald.api.schemas import UserIdPath
 from herald.service.audit import BadCursor, user_audit
 
 router = APIRouter(tags=["audit"], dependencies=[AdminOnly])
@@ -14,7 +15,7 @@ router = APIRouter(tags=["audit"], dependencies=[AdminOnly])
 
 @router.get("/audit/{user_id}")
 def get_audit(
-    user_id: str,
+    user_id: UserIdPath,
     runtime: RuntimeDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,

@@ -96,10 +96,9 @@ async def post_batch(body: BatchIn, request: Request) -> Response:
     items: list[dict[str, Any]] = [{} for _ in body.events]
     valid: list[tuple[int, Any]] = []
     for index, raw in enumerate(body.events):
-        items[index] = {
-            "index": index,
-            "event_id": raw.get("event_id") if isinstance(raw, dict) else None,
-        }
+        given_id = raw.get("event_id") if isinstance(raw, dict) else None
+        # Echo the id only when it is one: a rejected event's field can be any JSON value.
+        items[index] = {"index": index, "event_id": given_id if isinstance(given_id, str) else None}
         try:
             envelope = _event_adapter.validate_python(raw)
         except ValidationError as exc:

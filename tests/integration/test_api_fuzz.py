@@ -1,0 +1,157 @@
+"""Whatever a client sends, the answer is a clear status, never a server error, and an
+event that is refused leaves nothing behind. Hypothesis mutates a valid event field by
+field (wrong types, odd strings, huge numbers, missing fields) and sends it as is."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+
+from herald.api.app import create_app
+from herald.config import Settings
+
+CLIENT_ANSWERS = {200, 202, 409, 422}
+FIELDS = ("event_id", "user_id", "event_type", "event_timestamp", "properties", "user_traits")
+MISSING = object()
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=40),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+odd_strings = st.sampled_from(
+    [
+        "",
+        " ",
+        "2025-13-40T99:99:99Z",
+        "2025-10-31T19:24:11+25:00",
+        "yesterday",
+        "0",
+        "\x00",
+        "é" * 200,
+    ]
+)
+property_values = json_values | odd_strings | st.sampled_from([-1, 0, 2**64, -0.0, 1e308])
+
+
+def valid_event(user: str) -> dict[str, Any]:
+    return {
+        "user_id": user,
+        "event_type": "payment_failed",
+        "event_timestamp": "2025-10-31T19:24:11Z",
+        "properties": {"amount": 10.5, "attempt_number": 3, "failure_reason": "INSUFFICIENT_FUNDS"},
+        "user_traits": {"email": f"{user}@example.com", "marketing_opt_in": True},
+    }
+
+
+@st.composite
+def mutations(draw: st.DrawFn) -> list[tuple[str, str | None, Any]]:
+    """Changes to apply: (field, property or None, new value or MISSING to delete)."""
+    changes = []
+    for _ in range(draw(st.integers(min_value=1, max_value=3))):
+        field = draw(st.sampled_from(FIELDS))
+        if field == "properties" and draw(st.booleans()):
+            name = draw(st.sampled_from(["amount", "attempt_number", "failure_reason"]))
+            changes.append((field, name, draw(property_values | st.just(MISSING))))
+        else:
+            changes.append((field, None, draw(json_values | odd_strings | st.just(MISSING))))
+    return changes
+
+
+def mutated(user: str, changes: list[tuple[str, str | None, Any]]) -> dict[str, Any]:
+    event = valid_event(user)
+    for field, name, value in changes:
+        target: Any = event
+        key: str = field
+        if name is not None:
+            if not isinstance(event.get(field), dict):
+                continue
+            target, key = event[field], name
+        if value is MISSING:
+            target.pop(key, None)
+        else:
+            target[key] = value
+    return event
+
+
+def test_no_event_body_makes_a_server_error_and_a_refused_one_stores_nothing(
+    database_url: str, tmp_path: Path
+) -> None:
+    settings = Settings(database_url=database_url, outbox_file=str(tmp_path / "outbox.jsonl"))
+    users = (f"fz_{n}" for n in itertools.count())
+    with TestClient(create_app(settings)) as client:
+
+        @given(changes=mutations())
+        @hypothesis_settings(
+            max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+        )
+        def check(changes: list[tuple[str, str | None, Any]]) -> None:
+            user = next(users)
+            event = mutated(user, changes)
+            response = client.post("/events", json=event)
+            assert response.status_code in CLIENT_ANSWERS, (event, response.text)
+            if response.status_code == 422 and event.get("user_id") == user:
+                assert client.get(f"/audit/{user}").status_code == 404
+
+        check()
+
+
+def test_a_batch_of_mutated_events_answers_each_one_and_never_fails_whole(
+    database_url: str, tmp_path: Path
+) -> None:
+    settings = Settings(database_url=database_url, outbox_file=str(tmp_path / "outbox.jsonl"))
+    users = (f"fb_{n}" for n in itertools.count())
+    with TestClient(create_app(settings)) as client:
+
+        @given(batch=st.lists(mutations() | json_values, min_size=1, max_size=8))
+        @hypothesis_settings(
+            max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+        )
+        def check(batch: list[Any]) -> None:
+            events = [
+                mutated(next(users), item)
+                if isinstance(item, list) and item and isinstance(item[0], tuple)
+                else item
+                for item in batch
+            ]
+            response = client.post("/events/batch", json={"events": events})
+            assert response.status_code == 200, (events, response.text)
+            results = response.json()["results"]
+            assert [r["index"] for r in results] == list(range(len(events)))
+            assert {r["status"] for r in results} <= {"accepted", "duplicate", "rejected"}
+
+        check()
+
+
+def test_any_user_id_in_a_path_is_answered_without_a_server_error(
+    database_url: str, tmp_path: Path
+) -> None:
+    settings = Settings(database_url=database_url, outbox_file=str(tmp_path / "outbox.jsonl"))
+    with TestClient(create_app(settings)) as client:
+
+        @given(user=st.text(min_size=1, max_size=200))
+        @hypothesis_settings(
+            max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+        )
+        def check(user: str) -> None:
+            path = quote(user, safe="")
+            assert client.get(f"/audit/{path}").status_code in {404, 422}
+            preferences = {"unsubscribed": ["email"]}
+            answer = client.post(f"/users/{path}/preferences", json=preferences)
+            # 404: a "/" in the id makes a path no route has.
+            assert answer.status_code in {200, 404, 422}, answer.text
+
+        check()
