@@ -45,6 +45,13 @@ odd_strings = st.sampled_from(
     ]
 )
 property_values = json_values | odd_strings | st.sampled_from([-1, 0, 2**64, -0.0, 1e308])
+# Any moment from year 1 to 9999 with any offset: rule windows reach a day either side.
+timestamps = st.datetimes(timezones=st.timezones()).map(
+    lambda moment: moment.isoformat()
+) | st.sampled_from(["0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z", "9999-12-31T23:59:59-05:00"])
+event_types = st.sampled_from(
+    ["signup_completed", "link_bank_success", "payment_initiated", "payment_failed"]
+)
 
 
 def valid_event(user: str) -> dict[str, Any]:
@@ -59,11 +66,14 @@ def valid_event(user: str) -> dict[str, Any]:
 
 @st.composite
 def mutations(draw: st.DrawFn) -> list[tuple[str, str | None, Any]]:
-    """Changes to apply: (field, property or None, new value or MISSING to delete)."""
-    changes = []
+    """Changes to apply: (field, property or None, new value or MISSING to delete). The
+    first sets the event type, so that every type's rules see the other changes."""
+    changes: list[tuple[str, str | None, Any]] = [("event_type", None, draw(event_types))]
     for _ in range(draw(st.integers(min_value=1, max_value=3))):
         field = draw(st.sampled_from(FIELDS))
-        if field == "properties" and draw(st.booleans()):
+        if field == "event_timestamp" and draw(st.booleans()):
+            changes.append((field, None, draw(timestamps)))
+        elif field == "properties" and draw(st.booleans()):
             name = draw(st.sampled_from(["amount", "attempt_number", "failure_reason"]))
             changes.append((field, name, draw(property_values | st.just(MISSING))))
         else:

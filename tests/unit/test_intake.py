@@ -79,6 +79,31 @@ def test_a_timestamp_that_is_not_iso_8601_is_refused(timestamp: str, ruleset: Ru
 
 
 @pytest.mark.parametrize(
+    "timestamp",
+    [
+        "0001-01-01T00:00:00Z",
+        "1899-12-31T23:59:59Z",
+        "9000-01-01T00:00:00Z",
+        "9999-12-31T23:59:59Z",
+        "9999-12-31T23:59:59-05:00",  # past the last datetime once in UTC
+        "0001-01-01T00:00:00+01:00",  # before the first one
+    ],
+)
+def test_a_timestamp_outside_the_supported_range_is_refused_not_a_crash(
+    timestamp: str, ruleset: RuleSet
+) -> None:
+    errors = rejected(to_event(payload(event_timestamp=timestamp), ruleset))
+
+    assert errors[0]["loc"] == ["body", "event_timestamp"]
+    assert "outside the supported range, 1900-01-01 to 9000-01-01" in errors[0]["msg"]
+
+
+@pytest.mark.parametrize("timestamp", ["1900-01-01T00:00:00Z", "8999-12-31T23:59:59Z"])
+def test_the_ends_of_the_supported_range_are_accepted(timestamp: str, ruleset: RuleSet) -> None:
+    accepted(to_event(payload(event_timestamp=timestamp), ruleset))
+
+
+@pytest.mark.parametrize(
     ("name", "value", "message"),
     [
         ("amount", "14.25", "must be of type number, got '14.25'"),

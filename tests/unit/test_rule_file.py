@@ -102,6 +102,11 @@ BROKEN_RULES = {
         "    after: {event: signup_completed, within: a day}\n",
         "rule BROKEN: `after.within: a day` is not a duration like 30m, 24h or 7d",
     ),
+    "window_too_long": (
+        "  - id: BROKEN\n    trigger: payment_failed\n    channel: email\n"
+        "    after: {event: signup_completed, within: 99999999999d}\n",
+        "rule BROKEN: `after.within: 99999999999d` is longer than the longest window, 3650d",
+    ),
     "missing_template_folder": (
         "  - {id: BROKEN, trigger: signup_completed, channel: email, template: farewell}\n",
         "rule BROKEN: template 'farewell' not found",

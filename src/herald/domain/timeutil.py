@@ -11,6 +11,12 @@ class InvalidTimestamp(ValueError):
     pass
 
 
+# Event times outside these bounds are refused: rule windows (at most ten years, see the
+# rule loader) and day arithmetic then never step outside what a datetime can hold.
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
+
 def parse_timestamp(value: str) -> datetime:
     """Parse ISO 8601; an offset is converted to UTC, no offset means UTC."""
     text = value.strip()
@@ -18,11 +24,16 @@ def parse_timestamp(value: str) -> datetime:
         text = text[:-1] + "+00:00"
     try:
         parsed = datetime.fromisoformat(text)
+        moment = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
     except ValueError:
         raise InvalidTimestamp(f"{value!r} is not an ISO 8601 timestamp") from None
-    if parsed.tzinfo is None:
-        return parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:00:00-05:00, past the last datetime in UTC
+        moment = LATEST
+    if not EARLIEST <= moment < LATEST:
+        raise InvalidTimestamp(
+            f"{value!r} is outside the supported range, {EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d}"
+        )
+    return moment
 
 
 def to_micros(moment: datetime) -> int:

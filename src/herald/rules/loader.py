@@ -25,6 +25,7 @@ from herald.rules.templates import TemplateProblem, TemplateSet
 
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
+_LONGEST_WINDOW_S = 3650 * 86_400  # ten years; event times are bounded to suit (timeutil)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _RULE_KEYS = {
     "id",
@@ -193,7 +194,11 @@ def _after(raw: Any, event_types: dict[str, EventType], bad: Any) -> After | Non
     if not match:
         bad(f"`after.within: {raw['within']}` is not a duration like 30m, 24h or 7d")
         return None
-    return After(raw["event"], timedelta(seconds=int(match[1]) * _UNITS[match[2]]))
+    seconds = int(match[1]) * _UNITS[match[2]]
+    if seconds > _LONGEST_WINDOW_S:
+        bad(f"`after.within: {raw['within']}` is longer than the longest window, 3650d")
+        return None
+    return After(raw["event"], timedelta(seconds=seconds))
 
 
 def _templates(
