@@ -4,6 +4,7 @@ field (wrong types, odd strings, huge numbers, missing fields) and sends it as i
 
 from __future__ import annotations
 
+import base64
 import itertools
 from pathlib import Path
 from typing import Any
@@ -163,5 +164,26 @@ def test_any_user_id_in_a_path_is_answered_without_a_server_error(
             answer = client.post(f"/users/{path}/preferences", json=preferences)
             # 404: a "/" in the id makes a path no route has.
             assert answer.status_code in {200, 404, 422}, answer.text
+
+        check()
+
+
+def test_any_audit_cursor_is_a_page_or_a_400(database_url: str, tmp_path: Path) -> None:
+    settings = Settings(database_url=database_url, outbox_file=str(tmp_path / "outbox.jsonl"))
+    with TestClient(create_app(settings)) as client:
+        client.post("/events", json=valid_event("cursor_user"))
+
+        @given(
+            cursor=st.text(min_size=1, max_size=60)
+            | st.tuples(st.integers(), st.integers()).map(
+                lambda pair: base64.urlsafe_b64encode(f"{pair[0]}:{pair[1]}".encode()).decode()
+            )
+        )
+        @hypothesis_settings(
+            max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+        )
+        def check(cursor: str) -> None:
+            answer = client.get("/audit/cursor_user", params={"cursor": cursor})
+            assert answer.status_code in {200, 400}, answer.text
 
         check()

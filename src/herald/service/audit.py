@@ -9,6 +9,8 @@ from herald.domain.timeutil import from_micros, iso
 from herald.store.database import Database
 from herald.store.unit_of_work import ReadOnly
 
+_INT64 = (-(2**63), 2**63)
+
 
 class BadCursor(ValueError):
     pass
@@ -21,10 +23,12 @@ def encode_cursor(time_us: int, seq: int) -> str:
 def decode_cursor(cursor: str) -> tuple[int, int]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        time_us, seq = raw.split(":")
-        return int(time_us), int(seq)
+        time_us, seq = (int(part) for part in raw.split(":"))
     except (ValueError, UnicodeDecodeError):
         raise BadCursor(f"invalid cursor {cursor!r}") from None
+    if not all(_INT64[0] <= value < _INT64[1] for value in (time_us, seq)):
+        raise BadCursor(f"invalid cursor {cursor!r}")  # no stored value lies out there
+    return time_us, seq
 
 
 def _when(micros: int | None) -> str | None:
