@@ -264,3 +264,44 @@ def test_rule_ids_and_event_type_names_must_be_short_identifiers(tmp_path: Path)
     problems = " | ".join(caught.value.problems)
     assert "event type 'signup completed!'" in problems
     assert "rule WELCOME:EMAIL: the id must be 1-64 letters" in problems
+
+
+@pytest.mark.parametrize(
+    ("events", "problem"),
+    [
+        (
+            "  signup_completed:\n    properties:\n      plan: {type: string, minimum: 3}\n",
+            "event signup_completed: property plan: `minimum` applies to numbers, not to string",
+        ),
+        (
+            "  signup_completed:\n    properties:\n      amount: {type: number, maximum: lots}\n",
+            "event signup_completed: property amount: `maximum` must be a number, got 'lots'",
+        ),
+        (
+            "  signup_completed:\n    properties: [amount]\n",
+            "event signup_completed: must be a mapping with an optional `description`",
+        ),
+        ("  signup_completed: [one, two]\n", "event signup_completed: must be a mapping"),
+    ],
+)
+def test_an_event_type_that_would_fail_at_intake_is_refused_at_load(
+    events: str, problem: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(f"events:\n{events}rules: []\n", encoding="utf-8")
+
+    assert [p for p in problems_of(path) if p.startswith(problem)], problems_of(path)
+
+
+def test_traits_and_templates_of_the_wrong_shape_are_refused(tmp_path: Path) -> None:
+    path = write_rule_file(
+        tmp_path,
+        "  - {id: ODD, trigger: signup_completed, channel: email, template: [a, b]}\n",
+    )
+    text = path.read_text(encoding="utf-8").replace("  email: string", "  email: [string]")
+    path.write_text(text, encoding="utf-8")
+
+    problems = problems_of(path)
+
+    assert "trait 'email': type must be one of" in " ".join(problems)
+    assert "rule ODD: `template: ['a', 'b']` must name a folder beside the rule file" in problems

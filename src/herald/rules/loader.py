@@ -69,15 +69,17 @@ def parse_ruleset(text: str, *, source: str, template_dir: Path) -> RuleSet:
         raise RuleFileError(source, [f"not valid YAML: {exc}"]) from None
     if not isinstance(data, dict):
         raise RuleFileError(source, ["must be a mapping with `events` and `rules`"])
+    try:
+        _digest(data)
+    except TypeError as exc:  # the versions are digests of the content
+        raise RuleFileError(source, [f"holds a value that cannot be hashed: {exc}"]) from None
     problems: list[str] = []
     event_types = _event_types(data.get("events"), problems)
     rules = _rules(data.get("rules"), event_types, problems)
     templates = _templates(data, rules, template_dir, event_types, problems)
     if problems:
         raise RuleFileError(source, problems)
-    version = hashlib.sha256(
-        orjson.dumps(data, option=orjson.OPT_SORT_KEYS, default=str)
-    ).hexdigest()[:12]
+    version = _digest(data)[:12]
     return RuleSet(version, source, event_types, tuple(rules), templates)
 
 
@@ -90,15 +92,20 @@ def _event_types(raw: Any, problems: list[str]) -> dict[str, EventType]:
         if not isinstance(name, str) or not _NAME.fullmatch(name):
             problems.append(f"event type {name!r}: use 1-64 letters, digits and underscores")
             continue
-        spec = spec or {}
+        spec = {} if spec is None else spec
+        if not isinstance(spec, dict) or not isinstance(spec.get("properties") or {}, dict):
+            problems.append(
+                f"event {name}: must be a mapping with an optional `description` and "
+                "`properties` mapping each property to its type"
+            )
+            continue
         props = {}
         for prop, pspec in (spec.get("properties") or {}).items():
-            pspec = pspec if isinstance(pspec, dict) else {"type": pspec}
-            if pspec.get("type") not in PROPERTY_TYPES:
-                problems.append(
-                    f"event {name}: property {prop}: type must be one of {list(PROPERTY_TYPES)}"
-                )
+            problem = _property_problem(prop, pspec)
+            if problem:
+                problems.append(f"event {name}: property {prop}: {problem}")
                 continue
+            pspec = pspec if isinstance(pspec, dict) else {"type": pspec}
             enum = pspec.get("enum")
             props[prop] = PropertySpec(
                 prop,
@@ -108,8 +115,29 @@ def _event_types(raw: Any, problems: list[str]) -> dict[str, EventType]:
                 pspec.get("maximum"),
                 tuple(enum) if enum else None,
             )
-        types[name] = EventType(name, props, spec.get("description", ""))
+        types[name] = EventType(name, props, str(spec.get("description", "")))
     return types
+
+
+def _property_problem(name: Any, spec: Any) -> str | None:
+    """What is wrong with one property's declaration, if anything."""
+    if not isinstance(name, str):
+        return "the name must be a string"
+    spec = spec if isinstance(spec, dict) else {"type": spec}
+    kind = spec.get("type")
+    if not isinstance(kind, str) or kind not in PROPERTY_TYPES:
+        return f"type must be one of {list(PROPERTY_TYPES)}"
+    for bound in ("minimum", "maximum"):
+        value = spec.get(bound)
+        if value is None:
+            continue
+        if kind not in ("number", "integer"):
+            return f"`{bound}` applies to numbers, not to {kind}"
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+            return f"`{bound}` must be a number, got {value!r}"
+    if spec.get("enum") is not None and not isinstance(spec["enum"], list):
+        return "`enum` must be a list of the allowed values"
+    return None
 
 
 def _rules(raw: Any, event_types: dict[str, EventType], problems: list[str]) -> list[Rule]:
@@ -133,13 +161,13 @@ def _rules(raw: Any, event_types: dict[str, EventType], problems: list[str]) -> 
         if rule_id in seen:
             bad("duplicate id")
         seen.add(rule_id)
-        for key in sorted(set(spec) - _RULE_KEYS):
+        for key in sorted(map(str, set(spec) - _RULE_KEYS)):
             bad(f"unknown key `{key}` (known: {sorted(_RULE_KEYS)})")
         on = spec.get("trigger")
-        if on not in event_types:
+        if not isinstance(on, str) or on not in event_types:
             bad(f"`trigger: {on}` is not a declared event type ({sorted(event_types)})")
         channel = spec.get("channel")
-        if channel not in CHANNELS:
+        if not isinstance(channel, str) or channel not in CHANNELS:
             bad(f"unknown channel {channel!r} (known: {list(CHANNELS)})")
         limit = _enum(Limit, spec.get("limit", Limit.ONCE_PER_EVENT.value), "limit", bad)
         default_category = "internal" if channel == "internal" else "transactional"
@@ -151,11 +179,12 @@ def _rules(raw: Any, event_types: dict[str, EventType], problems: list[str]) -> 
             except ConditionError as exc:
                 bad(f"`when: {spec['when']}` {exc}")
         after = _after(spec.get("after"), event_types, bad)
+        template = spec.get("template")
+        if template is not None and not _is_folder_name(template):
+            bad(f"`template: {template!r}` must name a folder beside the rule file")
         if len(problems) > before or limit is None or category is None:
             continue
-        version = hashlib.sha256(
-            orjson.dumps(spec, option=orjson.OPT_SORT_KEYS, default=str)
-        ).hexdigest()[:8]
+        version = _digest(spec)[:8]
         rules.append(
             Rule(
                 rule_id,
@@ -176,7 +205,7 @@ def _rules(raw: Any, event_types: dict[str, EventType], problems: list[str]) -> 
 def _enum(kind: Any, value: Any, field: str, bad: Any) -> Any:
     try:
         return kind(value)
-    except ValueError:
+    except (ValueError, TypeError):
         bad(f"unknown {field} {value!r} (known: {[m.value for m in kind]})")
         return None
 
@@ -187,7 +216,7 @@ def _after(raw: Any, event_types: dict[str, EventType], bad: Any) -> After | Non
     if not isinstance(raw, dict) or "event" not in raw or "within" not in raw:
         bad("`after` needs `event` and `within` (e.g. {event: signup_completed, within: 24h})")
         return None
-    if raw["event"] not in event_types:
+    if not isinstance(raw["event"], str) or raw["event"] not in event_types:
         bad(f"`after.event: {raw['event']}` is not a declared event type")
         return None
     match = _DURATION.match(str(raw["within"]))
@@ -225,7 +254,7 @@ def _templates(
         else:
             loadable.append(name)
     templates = TemplateSet.from_directory(directory, loadable)
-    traits = data.get("traits") or {}
+    traits = _traits(data.get("traits"), problems)
     for rule in rules:
         if rule.template and rule.template in loadable:
             try:
@@ -233,3 +262,34 @@ def _templates(
             except TemplateProblem as exc:
                 problems.append(f"rule {rule.id}: {exc}")
     return templates
+
+
+def _traits(raw: Any, problems: list[str]) -> dict[str, str]:
+    """The declared traits (name -> type) templates may read."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        problems.append("`traits` must map each trait to its type")
+        return {}
+    traits = {}
+    for name, kind in raw.items():
+        if not isinstance(name, str) or not isinstance(kind, str) or kind not in PROPERTY_TYPES:
+            problems.append(f"trait {name!r}: type must be one of {list(PROPERTY_TYPES)}")
+            continue
+        traits[name] = kind
+    return traits
+
+
+def _is_folder_name(value: Any) -> bool:
+    return (
+        isinstance(value, str)
+        and value.strip() == value != ""
+        and not any(sep in value for sep in "/\\\x00")
+        and value not in (".", "..")
+    )
+
+
+def _digest(value: Any) -> str:
+    """The content hash that versions a file or a rule."""
+    options = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+    return hashlib.sha256(orjson.dumps(value, option=options, default=str)).hexdigest()
