@@ -46,6 +46,21 @@ def _fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
+def _delivery_problem(rules_path: Path) -> str | None:
+    """What is wrong with the file's `providers` and `delivery` sections, if anything
+    (the rule loader checks the rest). Building the plan opens nothing."""
+    import yaml
+
+    from herald.delivery.setup import DeliveryConfigError, build_delivery
+
+    document = yaml.safe_load(rules_path.read_text(encoding="utf-8"))
+    try:
+        build_delivery(document, outbox=Path(os.devnull))
+    except DeliveryConfigError as exc:
+        return str(exc)
+    return None
+
+
 def _preflight(settings: Settings) -> None:
     """Fail before serving, with one clear line, on what would otherwise fail later."""
     from herald.rules.loader import RuleFileError, load_ruleset
@@ -53,10 +68,14 @@ def _preflight(settings: Settings) -> None:
     from herald.store.migrate import SchemaOutdated, ensure_current
 
     try:
-        load_ruleset(settings.rules)
+        ruleset = load_ruleset(settings.rules)
         database = Database(settings.database_url)
     except (RuleFileError, DatabaseUrlError) as exc:
         _fail(str(exc))
+    problem = _delivery_problem(Path(ruleset.source))
+    if problem:
+        database.dispose()
+        _fail(f"{ruleset.source}: {problem}")
     try:
         ensure_current(database, auto_upgrade=database.is_sqlite)
     except SchemaOutdated as exc:
@@ -152,10 +171,13 @@ def rules_check(
 
     try:
         ruleset = load_ruleset(path)
+        problem = _delivery_problem(Path(ruleset.source))
+        if problem:
+            raise RuleFileError(ruleset.source, [problem])
     except RuleFileError as exc:
         console.print(f"{exc.path}: {len(exc.problems)} problem(s)", style="bold red", markup=False)
-        for problem in exc.problems:
-            console.print(f"  - {problem}", markup=False)
+        for line in exc.problems:
+            console.print(f"  - {line}", markup=False)
         raise typer.Exit(1) from None
     # A list rather than a table: it stays readable at any width and through a pipe.
     out = Console(highlight=False, soft_wrap=True)

@@ -1,0 +1,146 @@
+"""The `providers` and `delivery` sections of a rule file: a working plan, or one error that
+names the setting, never a traceback at start-up."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from herald.cli.main import app
+from herald.delivery.setup import DeliveryConfigError, DeliveryPlan, build_delivery
+from herald.rules.loader import default_rules_path
+
+ENV = {"SMTP_USER": "herald", "SMTP_PASSWORD": "secret", "SMS_WEBHOOK_SECRET": "s3cret"}
+FULL = {
+    "providers": {
+        "email": {
+            "type": "smtp",
+            "host": "smtp.example.com",
+            "port": 587,
+            "starttls": True,
+            "sender": "hello@example.com",
+            "reply_to": "help@example.com",
+            "username_env": "SMTP_USER",
+            "password_env": "SMTP_PASSWORD",
+        },
+        "sms": {
+            "type": "webhook",
+            "url": "https://sms.example.com/send",
+            "secret_env": "SMS_WEBHOOK_SECRET",
+        },
+        "internal": {"type": "log", "webhook": {"url": "https://chat.example.com/hooks/risk"}},
+    },
+    "delivery": {
+        "max_attempts": 5,
+        "backoff_seconds": 2,
+        "rate_limits": {"sms": 10},
+        "quiet_hours": {"sms": {"start": "21:00", "end": "08:00"}},
+    },
+}
+
+
+def build(document: dict[str, Any]) -> DeliveryPlan:
+    return build_delivery(document, outbox=Path("outbox.jsonl"), env=ENV)
+
+
+def test_the_documented_configuration_builds_every_provider() -> None:
+    plan = build(FULL)
+
+    assert {name: p.name for name, p in plan.providers.items()} == {
+        "email": "email:smtp",
+        "sms": "sms:webhook",
+        "internal": "internal:log+webhook",
+    }
+    assert plan.retry.max_attempts == 5 and plan.rates == {"sms": (10.0, 10)}
+
+
+def changed(path: tuple[str, ...], value: Any) -> dict[str, Any]:
+    document = copy.deepcopy(FULL)
+    parent: Any = document
+    for key in path[:-1]:
+        parent = parent[key]
+    parent[path[-1]] = value
+    return document
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        (("providers", "email", "port"), "abc", "providers.email.port: 'abc' is not a number"),
+        (("providers", "email", "port"), 0, "providers.email.port: must be a whole number"),
+        (("providers", "email", "host"), None, "providers.email: `host` must be a non-empty"),
+        (("providers", "pager"), {"type": "stub"}, "providers.pager: unknown channel 'pager'"),
+        (("providers", "sms", "url"), "sms.example.com", "must be an http:// or https:// URL"),
+        (("providers", "sms", "secret_env"), "NOPE", "environment variable NOPE (for secret)"),
+        (("providers", "sms", "type"), "carrier-pigeon", "unknown type 'carrier-pigeon'"),
+        (("providers", "internal", "webhook"), ["x"], "providers.internal.webhook: must be"),
+        (("delivery", "max_attempts"), 0, "delivery.max_attempts: must be a whole number"),
+        (("delivery", "rate_limits", "sms"), -1, "delivery.rate_limits.sms: must be a number"),
+        (("delivery", "quiet_hours", "sms"), "21-8", "delivery.quiet_hours.sms: must be a map"),
+        (("delivery", "quiet_hours", "sms", "end"), "8pm", "'8pm' is not a time like 21:00"),
+        (("delivery",), [1], "delivery: must be a mapping"),
+    ],
+)
+def test_a_wrong_setting_is_named_in_the_error(
+    path: tuple[str, ...], value: Any, message: str
+) -> None:
+    with pytest.raises(DeliveryConfigError) as caught:
+        build(changed(path, value))
+    assert message in str(caught.value)
+
+
+def places(node: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    found = []
+    if isinstance(node, dict):
+        for key, child in node.items():
+            found.append((*prefix, key))
+            found += places(child, (*prefix, key))
+    return found
+
+
+values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=20)
+    | st.sampled_from(["stub", "log", "smtp", "webhook", "http://x", "25:00", "SMTP_USER"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=8,
+)
+
+
+@given(path=st.sampled_from(places(FULL)), value=values)
+@settings(max_examples=300, deadline=None)
+def test_any_one_setting_changed_builds_or_fails_with_a_config_error(
+    path: tuple[str, ...], value: Any
+) -> None:
+    try:
+        build(changed(path, value))
+    except DeliveryConfigError as exc:
+        assert str(exc)
+
+
+def test_rules_check_and_serve_refuse_a_broken_delivery_section(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    text = default_rules_path().read_text(encoding="utf-8")
+    rules.write_text(text + "\ndelivery: {max_attempts: many}\n", encoding="utf-8")
+    (tmp_path / "templates").symlink_to(default_rules_path().parent / "templates")
+    runner = CliRunner()
+
+    checked = runner.invoke(app, ["rules", "check", str(rules)], env={"COLUMNS": "1000"})
+    served = runner.invoke(
+        app,
+        ["serve", "--rules", str(rules), "--database", f"sqlite:///{tmp_path / 'h.db'}"],
+        env={"COLUMNS": "1000"},
+    )
+
+    for result in (checked, served):
+        assert result.exit_code == 1, result.output
+        assert "delivery.max_attempts: 'many' is not a number" in result.output
