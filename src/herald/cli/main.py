@@ -246,7 +246,7 @@ def parse_age(text: str) -> timedelta:
 def prune(
     older_than: Annotated[str, typer.Option("--older-than", help="e.g. 400d")],
     database: DatabaseOpt = None,
-    batch_size: Annotated[int, typer.Option(help="rows per transaction")] = 5000,
+    batch_size: Annotated[int, typer.Option(min=1, help="rows per transaction")] = 5000,
     rules: RulesOpt = None,
 ) -> None:
     """Delete events and finished messages older than an age, in small transactions.
