@@ -106,10 +106,16 @@ class TemplateSet:
         return tuple(self._compiled)
 
     def render(self, name: str, context: Mapping[str, Any]) -> Rendered:
-        pieces = self._combined[name].render(context).split(_SEPARATOR)
-        if len(pieces) in (2, 3):
-            return Rendered(pieces[0].strip(), pieces[1], pieces[2] if len(pieces) == 3 else None)
-        return self._render_parts(name, context)  # a value contained the separator
+        """Render all parts; ``TemplateProblem`` when the data makes a part fail (e.g. a
+        trait of an unexpected type given to a filter)."""
+        try:
+            pieces = self._combined[name].render(context).split(_SEPARATOR)
+            if len(pieces) in (2, 3):
+                html = pieces[2] if len(pieces) == 3 else None
+                return Rendered(pieces[0].strip(), pieces[1], html)
+            return self._render_parts(name, context)  # a value contained the separator
+        except Exception as exc:  # the template is the operator's, the data the client's
+            raise TemplateProblem(f"template {name}: {type(exc).__name__}: {exc}") from None
 
     def _render_parts(self, name: str, context: Mapping[str, Any]) -> Rendered:
         parts = self._compiled[name]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -14,6 +14,7 @@ from herald.domain.model import Decision, Event, MessageDraft, Outcome, UserProf
 from herald.domain.timeutil import to_micros
 from herald.rules import engine
 from herald.rules.definition import Rule, RuleSet
+from herald.rules.templates import TemplateProblem
 from herald.store.unit_of_work import UnitOfWork
 
 # (channel, user view, now) -> (due time, why it is held) for messages not to send yet.
@@ -80,13 +81,27 @@ def ingest(
     event_rows, message_rows = [], []
     for index, event, candidates in plans:
         decisions = engine.apply_limits(candidates, held)
-        for decision in decisions:
-            if decision.draft is not None:
-                held[decision.draft.dedup_key] = decision.draft.message_id
-                profile = profiles[decision.draft.trigger.user_id]
-                message_rows.append(
-                    _message_row(decision.draft, rules[decision.rule], profile, ruleset, now, hold)
+        for position, decision in enumerate(decisions):
+            if decision.draft is None:
+                continue
+            profile = profiles[decision.draft.trigger.user_id]
+            try:
+                row = _message_row(
+                    decision.draft, rules[decision.rule], profile, ruleset, now, hold
                 )
+            except TemplateProblem as exc:
+                # This event's data breaks the template: its rule cannot send, the others can.
+                decisions[position] = replace(
+                    decision,
+                    outcome=Outcome.SKIPPED,
+                    reason=f"the message could not be rendered: {exc}",
+                    message_id=None,
+                    dedup_key=None,
+                    draft=None,
+                )
+                continue
+            held[decision.draft.dedup_key] = decision.draft.message_id
+            message_rows.append(row)
         event_rows.append(
             _event_row(event, batch.fingerprints[event.event_id], decisions, ruleset, now_us)
         )

@@ -1,0 +1,69 @@
+"""A template that the data of one event breaks (traits are the client's, untyped) skips
+that rule for that event, with the reason; the event, its other rules and the rest of
+the batch are stored as usual."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import select
+
+from herald.domain.model import Event, Outcome
+from herald.rules.loader import load_ruleset
+from herald.service.ingest import IngestStatus, ingest
+from herald.store.database import Database
+from herald.store.tables import messages
+from herald.store.unit_of_work import UnitOfWork
+
+RULES = """
+events:
+  signup_completed: {}
+traits:
+  email: string
+  balance: number
+rules:
+  - {id: BALANCE_EMAIL, trigger: signup_completed, channel: email, template: balance}
+  - {id: SIGNUP_ALERT, trigger: signup_completed, channel: internal}
+"""
+
+
+def signup(user: str, balance: object) -> Event:
+    return Event(
+        event_id=f"evt_{user}",
+        user_id=user,
+        event_type="signup_completed",
+        timestamp=datetime(2025, 11, 2, 10, tzinfo=UTC),
+        user_traits={"email": f"{user}@example.com", "balance": balance},
+    )
+
+
+def test_an_event_whose_data_breaks_a_template_skips_that_rule_only(
+    database: Database, tmp_path: Path
+) -> None:
+    folder = tmp_path / "templates" / "balance"
+    folder.mkdir(parents=True)
+    (folder / "subject.txt").write_text('Balance {{ "%.2f" | format(user.balance) }}')
+    (folder / "body.txt").write_text("Hello")
+    (tmp_path / "rules.yaml").write_text(RULES)
+    ruleset = load_ruleset(tmp_path / "rules.yaml")
+
+    with UnitOfWork(database) as uow:
+        broken, fine = ingest(
+            uow, [signup("u_text", "lots"), signup("u_num", 12.5)], ruleset, now=datetime.now(UTC)
+        )
+        uow.commit()
+
+    assert broken.status is fine.status is IngestStatus.ACCEPTED
+    email, alert = broken.decisions
+    assert email.outcome is Outcome.SKIPPED and email.message_id is None
+    assert "could not be rendered: template balance: TypeError" in email.reason
+    assert alert.outcome is Outcome.TRIGGERED
+    assert [d.outcome for d in fine.decisions] == [Outcome.TRIGGERED, Outcome.TRIGGERED]
+    with database.reader.connect() as connection:
+        stored = connection.execute(select(messages.c.user_id, messages.c.rule, messages.c.subject))
+        assert sorted(stored) == [
+            ("u_num", "BALANCE_EMAIL", "Balance 12.50"),
+            ("u_num", "SIGNUP_ALERT", "SIGNUP_ALERT"),
+            ("u_text", "SIGNUP_ALERT", "SIGNUP_ALERT"),
+        ]
