@@ -100,7 +100,8 @@ class Runtime:
 
 
 def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    # Within the 64 characters a claim stores, whatever the host's name.
+    return f"{socket.gethostname()[:48]}:{os.getpid()}"
 
 
 def build_runtime(

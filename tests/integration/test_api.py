@@ -179,6 +179,21 @@ def test_a_batch_rejects_an_unstorable_event_alone_and_echoes_only_string_ids(
     assert accepted["status"] == "accepted"
 
 
+def test_an_address_too_long_to_store_skips_the_email_instead_of_failing_the_commit(
+    client: TestClient,
+) -> None:
+    long_address = "a" * 400 + "@example.com"
+    traits = {"email": long_address, "marketing_opt_in": True}
+    response = client.post("/events", json=signup(user="u_long", user_traits=traits))
+
+    assert response.status_code == 202, response.text
+    [welcome] = response.json()["decisions"]
+    assert (welcome["outcome"], welcome["reason"]) == (
+        "skipped",
+        "no recipient: the email is longer than 320 characters",
+    )
+
+
 def test_a_batch_over_a_thousand_events_is_refused(client: TestClient) -> None:
     response = client.post(
         "/events/batch", json={"events": [signup(event_id=f"x{i}") for i in range(1001)]}

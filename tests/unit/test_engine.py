@@ -542,3 +542,28 @@ def test_the_custom_rule_fires_when_its_values_are_present(custom_ruleset: RuleS
 
     assert decision.outcome is Outcome.TRIGGERED
     assert decision.dedup_key == f"PRO_UPGRADE_ALERT:{USER}:{changed.event_id}"
+
+
+def test_a_recipient_longer_than_can_be_stored_is_no_recipient(ruleset: RuleSet) -> None:
+    traits = {**TRAITS, "email": "a" * 320 + "@example.com"}
+    signup = event("signup_completed", SIGNUP_AT, traits=traits)
+
+    decision = the_one(replay([signup], ruleset), "WELCOME_EMAIL")
+
+    assert decision.outcome is Outcome.SKIPPED
+    assert decision.reason == "no recipient: the email is longer than 320 characters"
+
+
+def test_a_once_per_event_key_of_the_longest_ids_still_fits_and_stays_distinct(
+    custom_ruleset: RuleSet,
+) -> None:
+    [rule] = custom_ruleset.rules
+    long_user, ids = "u" * 128, ("e" * 127 + "1", "e" * 127 + "2")
+    keys = [engine.dedup_key(rule, Event(i, long_user, "plan_changed", at(SIGNUP_AT))) for i in ids]
+    again = engine.dedup_key(rule, Event(ids[0], long_user, "plan_changed", at(SIGNUP_AT)))
+
+    assert all(len(key) <= 300 for key in keys)
+    assert keys[0] != keys[1] and keys[0] == again
+    assert engine.dedup_key(rule, event("plan_changed", SIGNUP_AT, event_id="e1")) == (
+        f"PRO_UPGRADE_ALERT:{USER}:e1"
+    )

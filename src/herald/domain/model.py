@@ -13,6 +13,10 @@ import orjson
 
 from herald.domain.timeutil import iso
 
+# Longest stored values (the database refuses longer ones).
+MAX_RECIPIENT = 320  # an address or phone number, from the user's traits
+MAX_DEDUP_KEY = 300
+
 
 @dataclass(frozen=True, slots=True)
 class Event:

@@ -7,11 +7,14 @@ up which dedup keys are already held, and calls ``apply_limits`` for the final w
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
 from herald.domain.model import (
+    MAX_DEDUP_KEY,
+    MAX_RECIPIENT,
     Decision,
     Event,
     MessageDraft,
@@ -54,7 +57,13 @@ def dedup_key(rule: Rule, trigger: Event) -> str:
         return f"{rule.id}:{trigger.user_id}"
     if rule.limit is Limit.ONCE_PER_USER_PER_DAY:
         return f"{rule.id}:{trigger.user_id}:{utc_day(trigger.timestamp)}"
-    return f"{rule.id}:{trigger.user_id}:{trigger.event_id}"
+    key = f"{rule.id}:{trigger.user_id}:{trigger.event_id}"
+    if len(key) <= MAX_DEDUP_KEY:
+        return key
+    # Ids of the longest allowed lengths overflow the stored key: the event id's digest
+    # is as unique and as stable.
+    digest = hashlib.sha256(trigger.event_id.encode()).hexdigest()[:32]
+    return f"{rule.id}:{trigger.user_id}:#{digest}"
 
 
 def evaluate(
@@ -183,6 +192,9 @@ def _decide_condition(rule: Rule, trigger: Event, views: _Views, why: str) -> De
     if recipient is None:
         trait = RECIPIENT_TRAIT[rule.channel]
         return _skip(rule, f"no recipient: user has no {trait} for channel {rule.channel}")
+    if len(recipient) > MAX_RECIPIENT:
+        trait = RECIPIENT_TRAIT[rule.channel]
+        return _skip(rule, f"no recipient: the {trait} is longer than {MAX_RECIPIENT} characters")
     key = dedup_key(rule, trigger)
     message_id = message_id_for(key)
     return Decision(

@@ -18,6 +18,8 @@ from sqlalchemy import (
     Text,
 )
 
+from herald.domain.model import MAX_DEDUP_KEY, MAX_RECIPIENT
+
 metadata = MetaData()
 
 users = Table(
@@ -58,14 +60,14 @@ messages = Table(
     "messages",
     metadata,
     Column("message_id", String(64), primary_key=True),
-    Column("dedup_key", String(300), nullable=False, unique=True),
+    Column("dedup_key", String(MAX_DEDUP_KEY), nullable=False, unique=True),
     Column("user_id", String(128), nullable=False),
     Column("event_id", String(128), nullable=False),
     Column("rule", String(128), nullable=False),
     Column("rule_version", String(32), nullable=False),
     Column("channel", String(32), nullable=False),
     Column("category", String(32), nullable=False),
-    Column("recipient", String(320), nullable=False),
+    Column("recipient", String(MAX_RECIPIENT), nullable=False),
     Column("subject", Text, nullable=False),
     Column("body", Text, nullable=False),
     Column("html", Text, nullable=True),
