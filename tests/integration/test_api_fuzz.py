@@ -43,6 +43,7 @@ odd_strings = st.sampled_from(
         "0",
         "\x00",
         "é" * 200,
+        "a" * 400 + "@example.com",  # longer than any stored address
     ]
 )
 property_values = json_values | odd_strings | st.sampled_from([-1, 0, 2**64, -0.0, 1e308])
