@@ -1,0 +1,112 @@
+"""Maintenance commands: ``herald db upgrade``, ``herald messages retry``, ``herald prune``."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated
+
+import typer
+
+from herald.cli.common import DatabaseOpt, RulesOpt, console, fail, settings_from
+
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+messages_app = typer.Typer(help="Outbound messages.", no_args_is_help=True)
+
+
+@db_app.command("upgrade")
+def db_upgrade(database: DatabaseOpt = None) -> None:
+    """Migrate the database schema to this version of Herald."""
+    from herald.store.database import Database
+    from herald.store.migrate import current_revision, upgrade
+
+    settings = settings_from(database_url=database)
+    db = Database(settings.database_url)
+    before = current_revision(db)
+    upgrade(db)
+    console.print(f"schema: {before or 'empty'} -> {current_revision(db)}")
+    db.dispose()
+
+
+@messages_app.command("retry")
+def messages_retry(
+    message_id: Annotated[str | None, typer.Option("--message-id", help="one dead letter")] = None,
+    failed: Annotated[bool, typer.Option("--failed", help="every dead letter")] = False,
+    database: DatabaseOpt = None,
+) -> None:
+    """Put dead letters (status failed) back in the queue."""
+    from herald.bootstrap import utc_now
+    from herald.domain.timeutil import to_micros
+    from herald.store.database import Database
+    from herald.store.unit_of_work import UnitOfWork
+
+    if (message_id is None) == (not failed):
+        fail("give either --message-id ID or --failed", code=2)
+    db = Database(settings_from(database_url=database).database_url)
+    with UnitOfWork(db) as uow:
+        count = uow.outbox.requeue(now_us=to_micros(utc_now()), message_id=message_id)
+        uow.commit()
+    db.dispose()
+    if message_id and count == 0:
+        fail(f"no dead letter {message_id}")
+    console.print(f"re-queued {count} message(s)")
+
+
+def parse_age(text: str) -> timedelta:
+    match = re.fullmatch(r"\s*(\d+)\s*([dh])\s*", text)
+    if not match:
+        raise typer.BadParameter("use a number of days or hours, e.g. 400d or 36h")
+    amount = int(match[1])
+    return timedelta(days=amount) if match[2] == "d" else timedelta(hours=amount)
+
+
+def prune(
+    older_than: Annotated[str, typer.Option("--older-than", help="e.g. 400d")],
+    database: DatabaseOpt = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="rows per transaction")] = 5000,
+    rules: RulesOpt = None,
+) -> None:
+    """Delete events and finished messages older than an age, in small transactions.
+
+    Messages of rules limited once per user are redacted instead of deleted, so that
+    their limit still holds after the history is gone."""
+    from herald.bootstrap import utc_now
+    from herald.rules.definition import Limit
+    from herald.rules.loader import RuleFileError, load_ruleset
+    from herald.service.retention import prune_history
+    from herald.store.database import Database, DatabaseUrlError
+    from herald.store.migrate import SchemaOutdated, ensure_current
+
+    age = parse_age(older_than)
+    settings = settings_from(database_url=database, rules=rules)
+    try:
+        ruleset = load_ruleset(settings.rules)
+    except RuleFileError as exc:
+        fail(str(exc))
+    lifetime = {rule.id for rule in ruleset.rules if rule.limit is Limit.ONCE_PER_USER}
+    try:
+        db = Database(settings.database_url)
+    except DatabaseUrlError as exc:
+        fail(str(exc))
+    try:
+        # Deleting from a schema this version does not know could delete the wrong rows.
+        ensure_current(db, auto_upgrade=False)
+    except SchemaOutdated as exc:
+        db.dispose()
+        fail(str(exc))
+    cutoff = utc_now() - age
+    totals = prune_history(
+        db,
+        cutoff=cutoff,
+        batch_size=batch_size,
+        progress=lambda kind, n: console.print(
+            f"  {kind}: {n} {'redacted' if kind == 'redacted' else 'deleted'} so far"
+        ),
+        keep_rules=lifetime,
+    )
+    db.dispose()
+    console.print(
+        f"pruned {totals['events']} events and {totals['messages']} messages "
+        f"from before {cutoff:%Y-%m-%d}; redacted {totals.get('redacted', 0)} messages "
+        "kept for their once-per-user limits"
+    )

@@ -1,0 +1,47 @@
+"""``herald rules``: work with rule files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from herald.cli.common import console, delivery_problem
+
+rules_app = typer.Typer(help="Work with rule files.", no_args_is_help=True)
+
+
+@rules_app.command("check")
+def rules_check(
+    path: Annotated[Path | None, typer.Argument(help="rule file (default: packaged)")] = None,
+) -> None:
+    """Validate a rule file (conditions, channels, limits, templates) and list its rules."""
+    from herald.rules.loader import RuleFileError, load_ruleset
+
+    try:
+        ruleset = load_ruleset(path)
+        problem = delivery_problem(Path(ruleset.source))
+        if problem:
+            raise RuleFileError(ruleset.source, [problem])
+    except RuleFileError as exc:
+        console.print(f"{exc.path}: {len(exc.problems)} problem(s)", style="bold red", markup=False)
+        for line in exc.problems:
+            console.print(f"  - {line}", markup=False)
+        raise typer.Exit(1) from None
+    # A list rather than a table: it stays readable at any width and through a pipe.
+    out = Console(highlight=False, soft_wrap=True)
+    out.print(f"{ruleset.source} (version {ruleset.version})", markup=False)
+    for rule in ruleset.rules:
+        out.print(
+            f"\n[bold]{rule.id}[/] v{rule.version}: on {rule.on}, {rule.channel}, "
+            f"{rule.category.value}, {rule.limit.value}"
+            + (f", template {rule.template}" if rule.template else "")
+        )
+        if rule.after:
+            hours = int(rule.after.within.total_seconds() // 3600)
+            out.print(f"  after {rule.after.event_type} within {hours}h", markup=False)
+        if rule.condition:
+            out.print(f"  when {rule.condition.source}", markup=False)
+    out.print(f"\nOK: {len(ruleset.rules)} rules over {len(ruleset.event_types)} event types")
