@@ -26,9 +26,10 @@ def _error(loc: tuple[str | int, ...], msg: str, kind: str) -> dict[str, Any]:
 
 
 def to_event(payload: Mapping[str, Any], ruleset: RuleSet) -> Event | Rejection:
-    """Validate what the envelope model cannot know: the event type, its timestamp and
-    the properties declared for that type in the rule file. Traits and undeclared
-    properties are kept as they are."""
+    """Validate what the envelope model cannot know: the event type, its timestamp (in
+    the supported range), the properties declared for that type in the rule file, and
+    that every value can be stored. Traits and undeclared properties are kept as they
+    are."""
     errors = []
     event_type = payload["event_type"]
     spec = ruleset.event_types.get(event_type)
