@@ -6,9 +6,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import select
 from typer.testing import CliRunner
 
@@ -22,6 +24,7 @@ from herald.rules.loader import load_ruleset
 from herald.service.ingest import ingest
 from herald.service.retention import prune_history
 from herald.store.database import Database
+from herald.store.migrate import upgrade
 from herald.store.outbox import FAILED, SENT
 from herald.store.tables import delivery_attempts, events, messages, users
 from herald.store.unit_of_work import UnitOfWork
@@ -361,3 +364,31 @@ def test_redaction_goes_a_batch_per_transaction_and_a_second_prune_redacts_nothi
         database, cutoff=cutoff, batch_size=1, progress=again, keep_rules={"WELCOME_EMAIL"}
     )
     assert totals["redacted"] == 0 and again.calls == []
+
+
+def test_the_message_walk_follows_the_outbox_index_instead_of_sorting_every_message(
+    tmp_path: Path, ruleset: RuleSet
+) -> None:
+    database = Database(f"sqlite:///{tmp_path / 'plans.db'}")
+    upgrade(database)
+    long_ago = datetime(2023, 1, 5, 9, 0, tzinfo=UTC)
+    store(database, ruleset, [signup("u_a", long_ago)], now=long_ago)
+    deliver(database, at=long_ago, outcome_by_user={"u_a": SENT})
+    pages: list[tuple[str, Any]] = []
+
+    def remember(_conn: Any, _cursor: Any, sql: str, params: Any, _ctx: Any, _many: bool) -> None:
+        if sql.lstrip().startswith("SELECT") and "ORDER BY messages.due_us" in sql:
+            pages.append((sql, params))
+
+    sqlalchemy_event.listen(database.reader, "before_cursor_execute", remember)
+    prune_history(database, cutoff=CUTOFF, keep_rules={"WELCOME_EMAIL"})
+
+    assert pages
+    with database.reader.connect() as connection:
+        for sql, params in pages:
+            plan = " | ".join(
+                row[-1] for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params)
+            )
+            assert "USING INDEX ix_messages_status_due (status=? AND due_us>?)" in plan, plan
+            assert "USE TEMP B-TREE FOR ORDER BY" not in plan, plan  # a sort of every match
+    database.dispose()

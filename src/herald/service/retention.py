@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select, tuple_, update
 
 from herald.domain.timeutil import to_micros
 from herald.store.database import Database
@@ -28,7 +27,8 @@ def prune_history(
     before it. Users whose events were pruned are marked, so the audit can say so.
     Pending messages are kept whatever their age: they have not been delivered yet.
     Messages of ``keep_rules`` (rules limited once per user) are redacted, not deleted:
-    their dedup keys must outlive any retention period."""
+    their dedup keys must outlive any retention period. ``totals`` has "redacted" only
+    when there are such rules."""
     cutoff_us = to_micros(cutoff)
     totals = {"events": 0, "messages": 0}
     while True:
@@ -48,67 +48,83 @@ def prune_history(
             )
         totals["events"] += len(doomed)
         progress("events", totals["events"])
-    finished = messages.c.created_us < cutoff_us, messages.c.status.in_([SENT, FAILED])
-    while True:
-        with database.writer.begin() as conn:
-            ids = (
-                conn.execute(
-                    select(messages.c.message_id)
-                    .where(*finished, messages.c.rule.not_in(list(keep_rules)))
-                    .limit(batch_size)
-                )
-                .scalars()
-                .all()
-            )
-            if not ids:
-                break
-            conn.execute(delete(delivery_attempts).where(delivery_attempts.c.message_id.in_(ids)))
-            conn.execute(delete(messages).where(messages.c.message_id.in_(ids)))
-        totals["messages"] += len(ids)
-        progress("messages", totals["messages"])
+    deleted, redacted = _prune_messages(database, cutoff_us, batch_size, keep_rules, progress)
+    totals["messages"] = deleted
     if keep_rules:
-        totals["redacted"] = _redact(database, finished, keep_rules, batch_size, progress)
+        totals["redacted"] = redacted
     return totals
 
 
-def _redact(
+def _prune_messages(
     database: Database,
-    finished: tuple[Any, ...],
-    keep_rules: Collection[str],
+    cutoff_us: int,
     batch_size: int,
+    keep_rules: Collection[str],
     progress: Callable[[str, int], None],
-) -> int:
-    """Keep the rows of lifetime limits (their dedup keys still block a second welcome
-    email) but drop their content and delivery history, a batch per transaction.
+) -> tuple[int, int]:
+    """Delete finished messages created before the cutoff, or redact those of
+    ``keep_rules`` (lifetime limits: their dedup keys still block a second welcome
+    email). Returns (deleted, redacted).
 
-    The walk goes forward by message id: rows redacted by an earlier prune stay in the
-    table for good, and starting each batch from the beginning would pass them again."""
-    redacted, after = 0, ""
-    while True:
-        with database.writer.begin() as conn:
-            ids = (
-                conn.execute(
-                    select(messages.c.message_id)
-                    .where(
-                        *finished,
-                        messages.c.rule.in_(list(keep_rules)),
-                        messages.c.message_id > after,
-                    )
-                    .order_by(messages.c.message_id)
-                    .limit(batch_size)
+    The messages are found by reads that walk the outbox's (status, due time) index
+    forward, a page at a time, and only the changes take the write lock. Redacted rows
+    stay for good, so a walk that started over for every batch would pass them again
+    each time (with the write lock held, on SQLite); this one passes each row once."""
+    counts = {"messages": 0, "redacted": 0}
+    for status in (SENT, FAILED):
+        for doomed, kept in _finished_pages(database, status, cutoff_us, batch_size, keep_rules):
+            with database.writer.begin() as conn:
+                # Re-checked under the lock: a dead letter re-queued since the read stays.
+                finished = (messages.c.status == status, messages.c.created_us < cutoff_us)
+                still = select(messages.c.message_id).where(
+                    *finished, messages.c.message_id.in_(doomed + kept)
                 )
-                .scalars()
-                .all()
-            )
-            if not ids:
-                return redacted
-            after = ids[-1]
-            conn.execute(delete(delivery_attempts).where(delivery_attempts.c.message_id.in_(ids)))
-            result = conn.execute(
-                update(messages)
-                .where(messages.c.message_id.in_(ids), messages.c.body != REDACTED)
-                .values(subject="", body=REDACTED, html=None, recipient="", last_error=None)
-            )
-        if result.rowcount:
-            redacted += int(result.rowcount)
-            progress("redacted", redacted)
+                conn.execute(
+                    delete(delivery_attempts).where(delivery_attempts.c.message_id.in_(still))
+                )
+                changed = {
+                    "messages": conn.execute(
+                        delete(messages).where(*finished, messages.c.message_id.in_(doomed))
+                    ).rowcount,
+                    "redacted": conn.execute(
+                        update(messages)
+                        .where(
+                            *finished, messages.c.message_id.in_(kept), messages.c.body != REDACTED
+                        )
+                        .values(subject="", body=REDACTED, html=None, recipient="", last_error=None)
+                    ).rowcount,
+                }
+            for kind, count in changed.items():
+                if count:
+                    counts[kind] += int(count)
+                    progress(kind, counts[kind])
+    return counts["messages"], counts["redacted"]
+
+
+def _finished_pages(
+    database: Database, status: str, cutoff_us: int, batch_size: int, keep_rules: Collection[str]
+) -> Iterator[tuple[list[str], list[str]]]:
+    """(ids to delete, ids to redact) of each page of ``status`` messages created before
+    the cutoff, in (due time, id) order; pages with nothing to change are skipped."""
+    c = messages.c
+    after: tuple[int, str] = (-(2**63), "")
+    while True:
+        with database.reader.connect() as conn:
+            page = conn.execute(
+                select(c.message_id, c.rule, c.body, c.due_us)
+                .where(
+                    c.status == status,
+                    c.created_us < cutoff_us,
+                    c.due_us >= after[0],  # lets the index start the walk at the last page
+                    tuple_(c.due_us, c.message_id) > tuple_(*after),
+                )
+                .order_by(c.due_us, c.message_id)
+                .limit(batch_size)
+            ).all()
+        if not page:
+            return
+        after = (page[-1].due_us, page[-1].message_id)
+        doomed = [row.message_id for row in page if row.rule not in keep_rules]
+        kept = [row.message_id for row in page if row.rule in keep_rules and row.body != REDACTED]
+        if doomed or kept:
+            yield doomed, kept
