@@ -392,3 +392,42 @@ def test_the_message_walk_follows_the_outbox_index_instead_of_sorting_every_mess
             assert "USING INDEX ix_messages_status_due (status=? AND due_us>?)" in plan, plan
             assert "USE TEMP B-TREE FOR ORDER BY" not in plan, plan  # a sort of every match
     database.dispose()
+
+
+def test_the_audit_still_lists_the_messages_whose_events_were_pruned_on_its_first_page(
+    database: Database, database_url: str, ruleset: RuleSet, tmp_path: Path
+) -> None:
+    store(database, ruleset, [signup("u_p", OLD)], now=OLD)
+    deliver(database, at=OLD, outcome_by_user={"u_p": SENT})
+    unpaid = Event(
+        "evt_u_p_fail",
+        "u_p",
+        "payment_failed",
+        OLD,
+        {"amount": 5.0, "attempt_number": 1, "failure_reason": "INSUFFICIENT_FUNDS"},
+        {"email": "u_p@example.com"},
+    )
+    store(database, ruleset, [unpaid], now=OLD)  # its email is never delivered
+    recent = [payment_initiated("u_p", RECENT + timedelta(hours=n), n) for n in (1, 2)]
+    store(database, ruleset, recent, now=RECENT)
+    prune_history(database, cutoff=CUTOFF, keep_rules={"WELCOME_EMAIL"})
+    settings = Settings(
+        database_url=database_url, outbox_file=str(tmp_path / "outbox.jsonl"), dispatcher=False
+    )
+
+    with TestClient(create_app(settings)) as client:
+        first = client.get("/audit/u_p", params={"limit": 1}).json()
+        second = client.get(
+            "/audit/u_p", params={"limit": 1, "cursor": first["next_cursor"]}
+        ).json()
+
+    listed = {m["rule"]: (m["status"], m["body"]) for m in first["messages"]}
+    assert listed == {
+        "WELCOME_EMAIL": (SENT, "(pruned)"),  # redacted, still holding the lifetime limit
+        "INSUFFICIENT_FUNDS_EMAIL": ("pending", listed["INSUFFICIENT_FUNDS_EMAIL"][1]),
+    }
+    assert [e["event_id"] for e in first["events"] + second["events"]] == [
+        "evt_u_p_pay_2",
+        "evt_u_p_pay_1",
+    ]
+    assert second["messages"] == []

@@ -47,6 +47,10 @@ def user_audit(
         rows = read.events.page_for_user(user_id, limit=limit + 1, before=before)
         page, more = rows[:limit], len(rows) > limit
         messages = read.outbox.for_events(user_id, [row.event_id for row in page])
+        if before is None and user.pruned_before_us is not None:
+            # Their events are gone, but the messages still explain something: one not yet
+            # delivered, or the redacted one that holds a lifetime limit.
+            messages += read.outbox.of_pruned_events(user_id)
         attempts = read.outbox.attempts_for([m.message_id for m in messages])
     return {
         "user": {

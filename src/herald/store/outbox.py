@@ -6,10 +6,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, exists, func, select, update
 
 from herald.store.sql import marks, select_in
-from herald.store.tables import delivery_attempts, messages
+from herald.store.tables import delivery_attempts, events, messages
 
 PENDING, SENDING, SENT, FAILED = "pending", "sending", "sent", "failed"
 
@@ -179,6 +179,18 @@ class OutboxRepository:
             self._conn.execute(
                 select(messages)
                 .where(messages.c.user_id == user_id, messages.c.event_id.in_(list(event_ids)))
+                .order_by(messages.c.created_us.desc())
+            )
+        )
+
+    def of_pruned_events(self, user_id: str) -> list[Any]:
+        """The user's messages whose event was pruned (kept because undelivered, or
+        redacted because a lifetime limit still needs them), newest first."""
+        event_gone = ~exists().where(events.c.event_id == messages.c.event_id)
+        return list(
+            self._conn.execute(
+                select(messages)
+                .where(messages.c.user_id == user_id, event_gone)
                 .order_by(messages.c.created_us.desc())
             )
         )
