@@ -137,6 +137,15 @@ def test_a_2xx_answer_without_a_json_id_has_no_reference(receiver: HttpReceiver)
     assert result.provider_reference is None
 
 
+def test_a_2xx_answer_nested_past_any_parser_is_still_sent(receiver: HttpReceiver) -> None:
+    receiver.respond_with(CannedResponse(200, b"[" * 100_000 + b"]" * 100_000))
+
+    result = send_once(receiver.url, secret=None)
+
+    assert result.status is DeliveryStatus.SENT  # accepted: sending again would duplicate
+    assert result.provider_reference is None
+
+
 def test_a_503_is_retried_and_the_detail_quotes_the_answer(receiver: HttpReceiver) -> None:
     receiver.respond_with(CannedResponse(503, b"upstream\n  down", {"Retry-After": "30"}))
 

@@ -135,7 +135,7 @@ def _reference_from(response: httpx.Response) -> str | None:
     """The receiver's own id for the message: a top-level ``id`` in a JSON object body."""
     try:
         payload: Any = json.loads(response.content)
-    except ValueError:  # not JSON, or not UTF-8
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested past reason
         return None
     if isinstance(payload, dict) and payload.get("id") is not None:
         return str(payload["id"])
