@@ -3,6 +3,9 @@
 PostgreSQL tests run wherever one is reachable (HERALD_TEST_POSTGRES_URL, by default
 the local server) and skip with the reason otherwise; under CI (CI=true) an unreachable
 PostgreSQL is a failure, not a skip.
+
+Property tests explore new examples on every local run; under CI they replay a fixed
+sequence, so a landing depends on the code, not on the luck of a seed.
 """
 
 from __future__ import annotations
@@ -14,11 +17,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 from sqlalchemy import create_engine, text
 
 from herald.store.database import Database
 from herald.store.migrate import upgrade
 from herald.store.tables import metadata
+
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI") == "true":
+    settings.load_profile("ci")
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "HERALD_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
