@@ -302,7 +302,10 @@ def test_a_link_asks_for_the_day_before_it_and_a_signup_for_the_day_after_it(
     signup_windows = engine.history_windows(event("signup_completed", moment), ruleset)
 
     assert link_windows == [engine.HistoryWindow("signup_completed", moment - day, moment)]
-    assert signup_windows == [engine.HistoryWindow("link_bank_success", moment, moment + day)]
+    enough = engine.MAX_TRIGGERS_PER_ANCHOR + 1  # one more than it decides: it notes the rest
+    assert signup_windows == [
+        engine.HistoryWindow("link_bank_success", moment, moment + day, earliest=enough)
+    ]
 
 
 # INSUFFICIENT_FUNDS_EMAIL and HIGH_RISK_ALERT: once per user per UTC day
@@ -567,3 +570,22 @@ def test_a_once_per_event_key_of_the_longest_ids_still_fits_and_stays_distinct(
     assert engine.dedup_key(rule, event("plan_changed", SIGNUP_AT, event_id="e1")) == (
         f"PRO_UPGRADE_ALERT:{USER}:e1"
     )
+
+
+def test_an_anchor_decides_at_most_the_earliest_hundred_earlier_triggers(
+    ruleset: RuleSet,
+) -> None:
+    signup_at = at(SIGNUP_AT)
+    links = [
+        event("link_bank_success", signup_at + timedelta(minutes=n), event_id=f"link-{n:03d}")
+        for n in range(engine.MAX_TRIGGERS_PER_ANCHOR + 5)
+    ]
+    signup = event("signup_completed", signup_at)
+
+    decisions = of_rule(replay([*links, signup], ruleset)[len(links) :], "BANK_LINK_NUDGE_SMS")
+
+    assert len(decisions) == engine.MAX_TRIGGERS_PER_ANCHOR + 1
+    assert decisions[0].outcome is Outcome.TRIGGERED and "link-000" in decisions[0].reason
+    assert {d.outcome for d in decisions[1:-1]} == {Outcome.SUPPRESSED}
+    assert decisions[-1].outcome is Outcome.SKIPPED
+    assert "were not decided: an event decides at most the earliest 100" in decisions[-1].reason

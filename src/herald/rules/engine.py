@@ -29,13 +29,21 @@ RECIPIENT_TRAIT = {"email": "email", "sms": "phone"}
 INTERNAL_RECIPIENT = "internal"
 
 
+# An event decides at most this many earlier triggers of one rule (e.g. bank links that
+# came before their signup). Without a bound, a client replaying thousands of them made
+# every later anchor decide every one again: quadratic work and audit rows.
+MAX_TRIGGERS_PER_ANCHOR = 100
+
+
 @dataclass(frozen=True, slots=True)
 class HistoryWindow:
-    """The user's events of ``event_type`` with ``start <= timestamp <= end``."""
+    """The user's events of ``event_type`` with ``start <= timestamp <= end``; when
+    ``earliest`` is set, only that many of the earliest are needed."""
 
     event_type: str
     start: datetime
     end: datetime
+    earliest: int | None = None
 
 
 def history_windows(event: Event, ruleset: RuleSet) -> list[HistoryWindow]:
@@ -48,7 +56,7 @@ def history_windows(event: Event, ruleset: RuleSet) -> list[HistoryWindow]:
     for rule in ruleset.anchored_on(event.event_type):
         assert rule.after is not None
         end = event.timestamp + rule.after.within
-        windows.append(HistoryWindow(rule.on, event.timestamp, end))
+        windows.append(HistoryWindow(rule.on, event.timestamp, end, MAX_TRIGGERS_PER_ANCHOR + 1))
     return windows
 
 
@@ -165,7 +173,7 @@ def _decide_on_anchor(
         ),
         key=lambda t: (t.timestamp, t.event_id),
     )
-    return [
+    decisions = [
         _decide_condition(
             rule,
             trigger,
@@ -173,8 +181,18 @@ def _decide_on_anchor(
             f"{rule.on} {trigger.event_id} at {iso(trigger.timestamp)} came within "
             f"{_span(rule)} after this {anchor.event_type}",
         )
-        for trigger in triggers
+        for trigger in triggers[:MAX_TRIGGERS_PER_ANCHOR]
     ]
+    if len(triggers) > MAX_TRIGGERS_PER_ANCHOR:
+        decisions.append(
+            _skip(
+                rule,
+                f"later {rule.on} events within {_span(rule)} after this {anchor.event_type} "
+                f"were not decided: an event decides at most the earliest "
+                f"{MAX_TRIGGERS_PER_ANCHOR}",
+            )
+        )
+    return decisions
 
 
 def _decide_condition(rule: Rule, trigger: Event, views: _Views, why: str) -> Decision:

@@ -135,7 +135,11 @@ class _Batch:
         found: list[Event] = []
         for window in engine.history_windows(event, self._ruleset):
             found += self._uow.events.in_window(
-                event.user_id, window.event_type, to_micros(window.start), to_micros(window.end)
+                event.user_id,
+                window.event_type,
+                to_micros(window.start),
+                to_micros(window.end),
+                window.earliest,
             )
             found += [
                 other
