@@ -171,7 +171,7 @@ class TestEventRepository:
 
         assert sorted(event_ids(found)) == ["at-end", "at-start", "inside"]
 
-    def test_in_window_gives_the_earliest_events_first_and_only_as_many_as_asked(
+    def test_in_window_gives_only_as_many_of_the_earliest_or_latest_as_asked(
         self, database: Database
     ) -> None:
         add_events(database, *(event_row(f"e{n}", at_us=T0 + (5 - n) * HOUR) for n in range(5)))
@@ -180,6 +180,9 @@ class TestEventRepository:
             found = read.events.in_window("u_1", "payment_failed", T0, T0 + 9 * HOUR, earliest=2)
 
         assert event_ids(found) == ["e4", "e3"]
+        with ReadOnly(database) as read:
+            found = read.events.in_window("u_1", "payment_failed", T0, T0 + 9 * HOUR, latest=2)
+        assert event_ids(found) == ["e0", "e1"]
 
     def test_in_window_sees_only_that_users_events_of_that_type(self, database: Database) -> None:
         add_events(

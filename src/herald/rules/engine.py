@@ -38,12 +38,14 @@ MAX_TRIGGERS_PER_ANCHOR = 100
 @dataclass(frozen=True, slots=True)
 class HistoryWindow:
     """The user's events of ``event_type`` with ``start <= timestamp <= end``; when
-    ``earliest`` is set, only that many of the earliest are needed."""
+    ``earliest`` or ``latest`` is set, only that many of the earliest or latest are
+    needed."""
 
     event_type: str
     start: datetime
     end: datetime
     earliest: int | None = None
+    latest: int | None = None
 
 
 def history_windows(event: Event, ruleset: RuleSet) -> list[HistoryWindow]:
@@ -52,11 +54,14 @@ def history_windows(event: Event, ruleset: RuleSet) -> list[HistoryWindow]:
     for rule in ruleset.triggered_by(event.event_type):
         if rule.after:
             start = event.timestamp - rule.after.within
-            windows.append(HistoryWindow(rule.after.event_type, start, event.timestamp))
+            # Any anchor in the window will do; the latest is the one a decision names.
+            windows.append(HistoryWindow(rule.after.event_type, start, event.timestamp, latest=1))
     for rule in ruleset.anchored_on(event.event_type):
         assert rule.after is not None
         end = event.timestamp + rule.after.within
-        windows.append(HistoryWindow(rule.on, event.timestamp, end, MAX_TRIGGERS_PER_ANCHOR + 1))
+        windows.append(
+            HistoryWindow(rule.on, event.timestamp, end, earliest=MAX_TRIGGERS_PER_ANCHOR + 1)
+        )
     return windows
 
 

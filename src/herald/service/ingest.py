@@ -139,7 +139,8 @@ class _Batch:
                 window.event_type,
                 to_micros(window.start),
                 to_micros(window.end),
-                window.earliest,
+                earliest=window.earliest,
+                latest=window.latest,
             )
             found += [
                 other

@@ -30,17 +30,25 @@ class EventRepository:
         return dict(iter(select_in(self._conn, self._dialect, query, event_ids)))
 
     def in_window(
-        self, user_id: str, event_type: str, start_us: int, end_us: int, earliest: int | None = None
+        self,
+        user_id: str,
+        event_type: str,
+        start_us: int,
+        end_us: int,
+        *,
+        earliest: int | None = None,
+        latest: int | None = None,
     ) -> list[Event]:
         """The user's events of a type with ``start_us <= event time <= end_us``, oldest
-        first; only the ``earliest`` of them when given."""
+        first; only the ``earliest`` of them, or the ``latest`` (newest first), if given."""
         mark = marks(self._dialect, 1)
-        limit = f" LIMIT {int(earliest)}" if earliest is not None else ""
+        order = " ORDER BY event_time_us DESC" if latest is not None else " ORDER BY event_time_us"
+        count = latest if latest is not None else earliest
+        limit = f" LIMIT {int(count)}" if count is not None else ""
         rows = self._conn.exec_driver_sql(
             "SELECT event_id, event_time_us, properties, user_traits FROM events "
             f"WHERE user_id = {mark} AND event_type = {mark} "
-            f"AND event_time_us >= {mark} AND event_time_us <= {mark} "
-            f"ORDER BY event_time_us{limit}",
+            f"AND event_time_us >= {mark} AND event_time_us <= {mark}{order}{limit}",
             (user_id, event_type, start_us, end_us),
         )
         return [
