@@ -7,6 +7,7 @@ The CLI runs as a subprocess (the installed ``herald``), on databases made for e
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,7 +63,12 @@ def test_db_upgrade_builds_the_whole_schema_on_an_empty_database(
     )
 
     assert result.returncode == 0, result.stderr
-    assert f"schema: empty -> {head_revision()}" in one_line(result.stdout + result.stderr)
+    output = one_line(result.stdout + result.stderr)
+    assert f"schema: empty -> {head_revision()}" in output
+    # Each revision is reported as it is applied, with its time: an index on a large
+    # table can take minutes.
+    assert re.search(r"applied 0001: initial schema \(\d+\.\d s\)", output), output
+    assert f"applied {head_revision()}: " in output
     database = Database(empty_database_url)
     try:
         assert current_revision(database) == head_revision()

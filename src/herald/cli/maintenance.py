@@ -23,7 +23,7 @@ def db_upgrade(database: DatabaseOpt = None) -> None:
     settings = settings_from(database_url=database)
     db = Database(settings.database_url)
     before = current_revision(db)
-    upgrade(db)
+    upgrade(db, progress=lambda step: console.print(f"  applied {step}"))
     console.print(f"schema: {before or 'empty'} -> {current_revision(db)}")
     db.dispose()
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -36,11 +39,23 @@ def current_revision(database: Database) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
-def upgrade(database: Database) -> None:
-    """Bring the schema to the newest revision (a no-op when it is current)."""
+def upgrade(database: Database, progress: Callable[[str], None] | None = None) -> None:
+    """Bring the schema to the newest revision (a no-op when it is current);
+    ``progress`` hears of each revision applied, with how long it took (an index on a
+    large table can take minutes)."""
     config = _config()
+    started = [time.monotonic()]
+
+    def applied(*, step: Any, **_alembic: Any) -> None:  # called with keywords
+        now = time.monotonic()
+        if progress is not None:
+            doc = (step.up_revision.doc or "").strip().splitlines()[0]
+            progress(f"{step.up_revision_id}: {doc} ({now - started[0]:.1f} s)")
+        started[0] = now
+
     with database.writer.begin() as connection:
         config.attributes["connection"] = connection
+        config.attributes["on_version_apply"] = applied
         command.upgrade(config, "head")
 
 

@@ -17,6 +17,7 @@ def _run(conn: Connection) -> None:
         target_metadata=metadata,
         render_as_batch=conn.dialect.name == "sqlite",
         compare_type=True,
+        on_version_apply=config.attributes.get("on_version_apply"),
     )
     with context.begin_transaction():
         context.run_migrations()
