@@ -67,7 +67,11 @@ def preflight(settings: Settings) -> None:
         database.dispose()
         fail(f"{ruleset.source}: {problem}")
     try:
-        ensure_current(database, auto_upgrade=database.is_sqlite)
+        ensure_current(
+            database,
+            auto_upgrade=database.is_sqlite,
+            progress=lambda step: console.print(f"schema upgrade: applied {step}"),
+        )
     except SchemaOutdated as exc:
         fail(str(exc))
     except Exception as exc:

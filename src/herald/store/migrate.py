@@ -59,13 +59,15 @@ def upgrade(database: Database, progress: Callable[[str], None] | None = None) -
         command.upgrade(config, "head")
 
 
-def ensure_current(database: Database, *, auto_upgrade: bool) -> None:
+def ensure_current(
+    database: Database, *, auto_upgrade: bool, progress: Callable[[str], None] | None = None
+) -> None:
     """Upgrade an embedded database; refuse a shared one whose schema is behind."""
     current = current_revision(database)
     if current == head_revision():
         return
     if auto_upgrade:
-        upgrade(database)
+        upgrade(database, progress)
         return
     raise SchemaOutdated(
         f"the database schema is at {current or 'nothing (empty database)'}, Herald needs "
