@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -149,6 +151,17 @@ def test_a_body_over_one_mebibyte_is_refused_with_413(client: TestClient) -> Non
         properties={"amount": 1, "attempt_number": 1, "failure_reason": "x" * 1_100_000}
     )
     assert client.post("/events", json=big).status_code == 413
+
+
+def test_a_compressed_body_is_refused_with_415_saying_so(client: TestClient) -> None:
+    body = gzip.compress(json.dumps(payment_failed(user="u_gz")).encode())
+    headers = {"content-type": "application/json", "content-encoding": "gzip"}
+
+    response = client.post("/events", content=body, headers=headers)
+
+    assert response.status_code == 415
+    assert "Content-Encoding 'gzip' is not supported" in response.json()["detail"]
+    assert client.get("/audit/u_gz").status_code == 404
 
 
 def test_a_batch_accepts_valid_events_and_rejects_the_others_one_by_one(client: TestClient) -> None:

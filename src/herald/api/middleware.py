@@ -1,6 +1,7 @@
 """The edge of every request, as one pure ASGI middleware (cheaper per request than
 Starlette's BaseHTTPMiddleware or a stack of small ones): a request id for the
-response and the logs, and a body-size limit enforced before the body is read."""
+response and the logs, a body-size limit enforced before the body is read, and a
+clear refusal of compressed bodies (read as JSON they would be a puzzling 422)."""
 
 from __future__ import annotations
 
@@ -30,11 +31,14 @@ class RequestEdge:
             return
         rid: str | None = None
         length: int | None = None
+        encoding = b"identity"
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 rid = value.decode("latin-1")[:64]
             elif name == b"content-length" and value.isdigit():
                 length = int(value)
+            elif name == b"content-encoding":
+                encoding = value.strip().lower()
         rid = rid or f"{self._prefix}-{next(self._counter):x}"
         header = (b"x-request-id", rid.encode("latin-1"))
 
@@ -46,7 +50,10 @@ class RequestEdge:
         token = request_id.set(rid)
         try:
             limit = self.body_limit_by_path.get(scope["path"], self.body_limit)
-            if length is not None and length > limit:
+            if encoding not in (b"identity", b""):
+                detail = f"Content-Encoding {encoding.decode('latin-1')!r} is not supported: "
+                await _reply(send_with_id, 415, detail + "send the body uncompressed")
+            elif length is not None and length > limit:
                 await _too_large(send_with_id, limit)
             elif length is not None or scope["method"] in ("GET", "HEAD", "DELETE", "OPTIONS"):
                 # The server delivers no more than the declared length: nothing to count.
@@ -80,11 +87,15 @@ class _TooLarge(Exception):
 
 
 async def _too_large(send: Any, limit: int) -> None:
-    body = orjson.dumps({"detail": f"request body larger than {limit} bytes"})
+    await _reply(send, 413, f"request body larger than {limit} bytes")
+
+
+async def _reply(send: Any, status: int, detail: str) -> None:
+    body = orjson.dumps({"detail": detail})
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
+            "status": status,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
