@@ -52,12 +52,18 @@ def messages_retry(
     console.print(f"re-queued {count} message(s)")
 
 
+_LONGEST_AGE = timedelta(days=36_500)  # event times start in 1900 (domain/timeutil.py)
+
+
 def parse_age(text: str) -> timedelta:
-    match = re.fullmatch(r"\s*(\d+)\s*([dh])\s*", text)
+    match = re.fullmatch(r"\s*(\d{1,9})\s*([dh])\s*", text)
     if not match:
         raise typer.BadParameter("use a number of days or hours, e.g. 400d or 36h")
     amount = int(match[1])
-    return timedelta(days=amount) if match[2] == "d" else timedelta(hours=amount)
+    age = timedelta(days=amount) if match[2] == "d" else timedelta(hours=amount)
+    if age > _LONGEST_AGE:
+        raise typer.BadParameter("at most 36500d: nothing Herald stores is older")
+    return age
 
 
 def prune(
