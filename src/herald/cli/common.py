@@ -4,13 +4,17 @@ made before a process starts serving."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
 
 from herald.config import Settings
+
+if TYPE_CHECKING:
+    from herald.store.database import Database
 
 console = Console(stderr=True, soft_wrap=True)
 
@@ -51,30 +55,47 @@ def delivery_problem(rules_path: Path) -> str | None:
     return None
 
 
+def open_database(
+    url: str, *, schema: str, progress: Callable[[str], None] | None = None
+) -> Database:
+    """The database at ``url``, failing with one line on a bad URL, an unreachable
+    server or (``schema="current"``) a schema behind this version; ``"upgrade"``
+    upgrades an embedded database first, ``"any"`` only checks that it answers."""
+    from herald.store.database import Database, DatabaseUrlError
+    from herald.store.migrate import SchemaOutdated, current_revision, ensure_current
+
+    try:
+        database = Database(url)
+    except DatabaseUrlError as exc:
+        fail(str(exc))
+    try:
+        if schema == "any":
+            current_revision(database)
+        else:
+            upgrade = schema == "upgrade" and database.is_sqlite
+            ensure_current(database, auto_upgrade=upgrade, progress=progress)
+    except SchemaOutdated as exc:
+        database.dispose()
+        fail(str(exc))
+    except Exception as exc:
+        database.dispose()
+        fail(f"cannot reach the database: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+    return database
+
+
 def preflight(settings: Settings) -> None:
     """Fail before serving, with one clear line, on what would otherwise fail later."""
     from herald.rules.loader import RuleFileError, load_ruleset
-    from herald.store.database import Database, DatabaseUrlError
-    from herald.store.migrate import SchemaOutdated, ensure_current
 
     try:
         ruleset = load_ruleset(settings.rules)
-        database = Database(settings.database_url)
-    except (RuleFileError, DatabaseUrlError) as exc:
+    except RuleFileError as exc:
         fail(str(exc))
     problem = delivery_problem(Path(ruleset.source))
     if problem:
-        database.dispose()
         fail(f"{ruleset.source}: {problem}")
-    try:
-        ensure_current(
-            database,
-            auto_upgrade=database.is_sqlite,
-            progress=lambda step: console.print(f"schema upgrade: applied {step}"),
-        )
-    except SchemaOutdated as exc:
-        fail(str(exc))
-    except Exception as exc:
-        fail(f"cannot reach the database: {type(exc).__name__}: {str(exc).splitlines()[0]}")
-    finally:
-        database.dispose()
+    open_database(
+        settings.database_url,
+        schema="upgrade",
+        progress=lambda step: console.print(f"schema upgrade: applied {step}"),
+    ).dispose()

@@ -8,7 +8,14 @@ from typing import Annotated
 
 import typer
 
-from herald.cli.common import DatabaseOpt, RulesOpt, console, fail, settings_from
+from herald.cli.common import (
+    DatabaseOpt,
+    RulesOpt,
+    console,
+    fail,
+    open_database,
+    settings_from,
+)
 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 messages_app = typer.Typer(help="Outbound messages.", no_args_is_help=True)
@@ -17,11 +24,9 @@ messages_app = typer.Typer(help="Outbound messages.", no_args_is_help=True)
 @db_app.command("upgrade")
 def db_upgrade(database: DatabaseOpt = None) -> None:
     """Migrate the database schema to this version of Herald."""
-    from herald.store.database import Database
     from herald.store.migrate import current_revision, upgrade
 
-    settings = settings_from(database_url=database)
-    db = Database(settings.database_url)
+    db = open_database(settings_from(database_url=database).database_url, schema="any")
     before = current_revision(db)
     upgrade(db, progress=lambda step: console.print(f"  applied {step}"))
     console.print(f"schema: {before or 'empty'} -> {current_revision(db)}")
@@ -37,12 +42,11 @@ def messages_retry(
     """Put dead letters (status failed) back in the queue."""
     from herald.bootstrap import utc_now
     from herald.domain.timeutil import to_micros
-    from herald.store.database import Database
     from herald.store.unit_of_work import UnitOfWork
 
     if (message_id is None) == (not failed):
         fail("give either --message-id ID or --failed", code=2)
-    db = Database(settings_from(database_url=database).database_url)
+    db = open_database(settings_from(database_url=database).database_url, schema="current")
     with UnitOfWork(db) as uow:
         count = uow.outbox.requeue(now_us=to_micros(utc_now()), message_id=message_id)
         uow.commit()
@@ -80,8 +84,6 @@ def prune(
     from herald.rules.definition import Limit
     from herald.rules.loader import RuleFileError, load_ruleset
     from herald.service.retention import prune_history
-    from herald.store.database import Database, DatabaseUrlError
-    from herald.store.migrate import SchemaOutdated, ensure_current
 
     age = parse_age(older_than)
     settings = settings_from(database_url=database, rules=rules)
@@ -90,16 +92,8 @@ def prune(
     except RuleFileError as exc:
         fail(str(exc))
     lifetime = {rule.id for rule in ruleset.rules if rule.limit is Limit.ONCE_PER_USER}
-    try:
-        db = Database(settings.database_url)
-    except DatabaseUrlError as exc:
-        fail(str(exc))
-    try:
-        # Deleting from a schema this version does not know could delete the wrong rows.
-        ensure_current(db, auto_upgrade=False)
-    except SchemaOutdated as exc:
-        db.dispose()
-        fail(str(exc))
+    # Deleting from a schema this version does not know could delete the wrong rows.
+    db = open_database(settings.database_url, schema="current")
     cutoff = utc_now() - age
     totals = prune_history(
         db,

@@ -1,0 +1,52 @@
+"""Every command that opens a database says in one line what is wrong with it: a bad URL,
+a server that does not answer, a schema behind this version. Never a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from herald.cli.main import app
+
+UNREACHABLE = "postgresql://postgres@127.0.0.1:1/herald"  # nothing listens on port 1
+COMMANDS = {
+    "db upgrade": ["db", "upgrade"],
+    "messages retry": ["messages", "retry", "--failed"],
+    "prune": ["prune", "--older-than", "400d"],
+}
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("mysql://localhost/herald", "unsupported database 'mysql'"),
+        ("sqlite:///:memory:", "an in-memory SQLite database would lose every event"),
+        (UNREACHABLE, "cannot reach the database: OperationalError"),
+    ],
+    ids=["unsupported", "in-memory", "unreachable"],
+)
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_a_database_that_cannot_serve_is_one_clear_line(
+    command: str, url: str, message: str
+) -> None:
+    result = CliRunner().invoke(
+        app, [*COMMANDS[command], "--database", url], env={"COLUMNS": "1000"}
+    )
+
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert f"error: {message}" in result.output
+
+
+@pytest.mark.parametrize("command", ["messages retry", "prune"])
+def test_a_command_that_changes_rows_refuses_a_schema_it_does_not_know(
+    command: str, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'never-upgraded.db'}"
+
+    result = CliRunner().invoke(app, [*COMMANDS[command], "--database", url])
+
+    assert result.exit_code == 1, result.output
+    assert "run `herald db upgrade --database URL` first" in result.output
