@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import base64
 import itertools
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
@@ -99,92 +101,88 @@ def mutated(user: str, changes: list[tuple[str, str | None, Any]]) -> dict[str, 
     return event
 
 
-def test_no_event_body_makes_a_server_error_and_a_refused_one_stores_nothing(
-    database_url: str, tmp_path: Path
-) -> None:
+@pytest.fixture
+def client(database_url: str, tmp_path: Path) -> Iterator[TestClient]:
     settings = Settings(database_url=database_url, outbox_file=str(tmp_path / "outbox.jsonl"))
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def fuzzed(examples: int) -> Any:
+    """Settings for a property test that talks to the app: no deadline, as a request may
+    wait for a commit."""
+    return hypothesis_settings(
+        max_examples=examples, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    )
+
+
+def test_no_event_body_makes_a_server_error_and_a_refused_one_stores_nothing(
+    client: TestClient,
+) -> None:
     users = (f"fz_{n}" for n in itertools.count())
-    with TestClient(create_app(settings)) as client:
 
-        @given(changes=mutations())
-        @hypothesis_settings(
-            max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-        )
-        def check(changes: list[tuple[str, str | None, Any]]) -> None:
-            user = next(users)
-            event = mutated(user, changes)
-            response = client.post("/events", json=event)
-            assert response.status_code in CLIENT_ANSWERS, (event, response.text)
-            if response.status_code == 422 and event.get("user_id") == user:
-                assert client.get(f"/audit/{user}").status_code == 404
+    @given(changes=mutations())
+    @fuzzed(150)
+    def check(changes: list[tuple[str, str | None, Any]]) -> None:
+        user = next(users)
+        event = mutated(user, changes)
+        response = client.post("/events", json=event)
+        assert response.status_code in CLIENT_ANSWERS, (event, response.text)
+        if response.status_code == 422 and event.get("user_id") == user:
+            assert client.get(f"/audit/{user}").status_code == 404
 
-        check()
+    check()
 
 
 def test_a_batch_of_mutated_events_answers_each_one_and_never_fails_whole(
-    database_url: str, tmp_path: Path
+    client: TestClient,
 ) -> None:
-    settings = Settings(database_url=database_url, outbox_file=str(tmp_path / "outbox.jsonl"))
     users = (f"fb_{n}" for n in itertools.count())
-    with TestClient(create_app(settings)) as client:
 
-        @given(batch=st.lists(mutations() | json_values, min_size=1, max_size=8))
-        @hypothesis_settings(
-            max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    @given(batch=st.lists(mutations() | json_values, min_size=1, max_size=8))
+    @fuzzed(60)
+    def check(batch: list[Any]) -> None:
+        events = [
+            mutated(next(users), item)
+            if isinstance(item, list) and item and isinstance(item[0], tuple)
+            else item
+            for item in batch
+        ]
+        response = client.post("/events/batch", json={"events": events})
+        assert response.status_code == 200, (events, response.text)
+        results = response.json()["results"]
+        assert [r["index"] for r in results] == list(range(len(events)))
+        assert {r["status"] for r in results} <= {"accepted", "duplicate", "rejected"}
+
+    check()
+
+
+def test_any_user_id_in_a_path_is_answered_without_a_server_error(client: TestClient) -> None:
+    @given(user=st.text(min_size=1, max_size=200))
+    @fuzzed(80)
+    def check(user: str) -> None:
+        path = quote(user, safe="")
+        assert client.get(f"/audit/{path}").status_code in {404, 422}
+        preferences = {"unsubscribed": ["email"]}
+        answer = client.post(f"/users/{path}/preferences", json=preferences)
+        # 404: a "/" in the id makes a path no route has.
+        assert answer.status_code in {200, 404, 422}, answer.text
+
+    check()
+
+
+def test_any_audit_cursor_is_a_page_or_a_400(client: TestClient) -> None:
+    client.post("/events", json=valid_event("cursor_user"))
+
+    @given(
+        cursor=st.text(min_size=1, max_size=60)
+        | st.tuples(st.integers(), st.integers()).map(
+            lambda pair: base64.urlsafe_b64encode(f"{pair[0]}:{pair[1]}".encode()).decode()
         )
-        def check(batch: list[Any]) -> None:
-            events = [
-                mutated(next(users), item)
-                if isinstance(item, list) and item and isinstance(item[0], tuple)
-                else item
-                for item in batch
-            ]
-            response = client.post("/events/batch", json={"events": events})
-            assert response.status_code == 200, (events, response.text)
-            results = response.json()["results"]
-            assert [r["index"] for r in results] == list(range(len(events)))
-            assert {r["status"] for r in results} <= {"accepted", "duplicate", "rejected"}
+    )
+    @fuzzed(80)
+    def check(cursor: str) -> None:
+        answer = client.get("/audit/cursor_user", params={"cursor": cursor})
+        assert answer.status_code in {200, 400}, answer.text
 
-        check()
-
-
-def test_any_user_id_in_a_path_is_answered_without_a_server_error(
-    database_url: str, tmp_path: Path
-) -> None:
-    settings = Settings(database_url=database_url, outbox_file=str(tmp_path / "outbox.jsonl"))
-    with TestClient(create_app(settings)) as client:
-
-        @given(user=st.text(min_size=1, max_size=200))
-        @hypothesis_settings(
-            max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-        )
-        def check(user: str) -> None:
-            path = quote(user, safe="")
-            assert client.get(f"/audit/{path}").status_code in {404, 422}
-            preferences = {"unsubscribed": ["email"]}
-            answer = client.post(f"/users/{path}/preferences", json=preferences)
-            # 404: a "/" in the id makes a path no route has.
-            assert answer.status_code in {200, 404, 422}, answer.text
-
-        check()
-
-
-def test_any_audit_cursor_is_a_page_or_a_400(database_url: str, tmp_path: Path) -> None:
-    settings = Settings(database_url=database_url, outbox_file=str(tmp_path / "outbox.jsonl"))
-    with TestClient(create_app(settings)) as client:
-        client.post("/events", json=valid_event("cursor_user"))
-
-        @given(
-            cursor=st.text(min_size=1, max_size=60)
-            | st.tuples(st.integers(), st.integers()).map(
-                lambda pair: base64.urlsafe_b64encode(f"{pair[0]}:{pair[1]}".encode()).decode()
-            )
-        )
-        @hypothesis_settings(
-            max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-        )
-        def check(cursor: str) -> None:
-            answer = client.get("/audit/cursor_user", params={"cursor": cursor})
-            assert answer.status_code in {200, 400}, answer.text
-
-        check()
+    check()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Literal, NoReturn
 
 import typer
 from rich.console import Console
@@ -56,7 +56,10 @@ def delivery_problem(rules_path: Path) -> str | None:
 
 
 def open_database(
-    url: str, *, schema: str, progress: Callable[[str], None] | None = None
+    url: str,
+    *,
+    schema: Literal["any", "current", "upgrade"],
+    progress: Callable[[str], None] | None = None,
 ) -> Database:
     """The database at ``url``, failing with one line on a bad URL, an unreachable
     server or (``schema="current"``) a schema behind this version; ``"upgrade"``

@@ -211,13 +211,9 @@ def _decide_condition(rule: Rule, trigger: Event, views: _Views, why: str) -> De
     consent = _consent_problem(rule, view)
     if consent:
         return _skip(rule, "; ".join([*clauses, consent]))
-    recipient = _recipient(rule, view)
+    recipient, missing = _recipient(rule, view)
     if recipient is None:
-        trait = RECIPIENT_TRAIT[rule.channel]
-        return _skip(rule, f"no recipient: user has no {trait} for channel {rule.channel}")
-    if len(recipient) > MAX_RECIPIENT:
-        trait = RECIPIENT_TRAIT[rule.channel]
-        return _skip(rule, f"no recipient: the {trait} is longer than {MAX_RECIPIENT} characters")
+        return _skip(rule, missing)
     key = dedup_key(rule, trigger)
     message_id = message_id_for(key)
     return Decision(
@@ -245,11 +241,17 @@ def _consent_problem(rule: Rule, view: Mapping[str, object]) -> str | None:
     return None
 
 
-def _recipient(rule: Rule, view: Mapping[str, object]) -> str | None:
+def _recipient(rule: Rule, view: Mapping[str, object]) -> tuple[str | None, str]:
+    """(the address the rule's channel sends to, or None and why there is none)."""
     if rule.channel == "internal":
-        return INTERNAL_RECIPIENT
-    value = view.get(RECIPIENT_TRAIT[rule.channel])
-    return value if isinstance(value, str) and value.strip() else None
+        return INTERNAL_RECIPIENT, ""
+    trait = RECIPIENT_TRAIT[rule.channel]
+    value = view.get(trait)
+    if not isinstance(value, str) or not value.strip():
+        return None, f"no recipient: user has no {trait} for channel {rule.channel}"
+    if len(value) > MAX_RECIPIENT:
+        return None, f"no recipient: the {trait} is longer than {MAX_RECIPIENT} characters"
+    return value, ""
 
 
 def _mask(recipient: str) -> str:

@@ -72,10 +72,10 @@ def _prune_messages(
     each time (with the write lock held, on SQLite); this one passes each row once."""
     counts = {"messages": 0, "redacted": 0}
     for status in (SENT, FAILED):
+        # Re-checked under the write lock: a dead letter re-queued since the read stays.
+        finished = (messages.c.status == status, messages.c.created_us < cutoff_us)
         for doomed, kept in _finished_pages(database, status, cutoff_us, batch_size, keep_rules):
             with database.writer.begin() as conn:
-                # Re-checked under the lock: a dead letter re-queued since the read stays.
-                finished = (messages.c.status == status, messages.c.created_us < cutoff_us)
                 still = select(messages.c.message_id).where(
                     *finished, messages.c.message_id.in_(doomed + kept)
                 )
