@@ -42,10 +42,10 @@ class CountingWriter:
         class Counting(kind):  # type: ignore[valid-type, misc]
             commits: list[int] = []
 
-            def _commit(self, batch: list[Event]) -> list[IngestResult]:
+            def _commit(self, batch: list[Event], wait: bool) -> list[IngestResult]:
                 if poison and any(e.user_id == poison for e in batch):
                     raise RuntimeError("this user's data breaks the transaction")
-                results = super()._commit(batch)
+                results = super()._commit(batch, wait)
                 self.commits.append(len(batch))
                 return results
 

@@ -21,7 +21,7 @@ from herald.delivery.ratelimit import ChannelRateLimits
 from herald.domain.timeutil import to_micros
 from herald.store.database import Database
 from herald.store.outbox import FAILED, SENT, AttemptRecord
-from herald.store.unit_of_work import UnitOfWork
+from herald.store.unit_of_work import UnitOfWork, when_unlocked
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +88,11 @@ class Dispatcher:
         self._gather_seconds = gather_seconds
 
     async def _storage(self, work: Callable[[Any], Any], argument: Any) -> Any:
-        if self._inline_storage:
-            return work(argument)
-        return await asyncio.to_thread(work, argument)
+        if not self._inline_storage:
+            return await asyncio.to_thread(work, argument)
+        # On the event loop, never sleep in SQLite's busy handler: the HTTP requests
+        # sharing the loop would wait too.
+        return await when_unlocked(lambda: work(argument))
 
     def wake(self) -> None:
         """Thread-safe nudge: new messages were committed."""
@@ -146,7 +148,7 @@ class Dispatcher:
         )
 
     def _claim(self, now_us: int) -> list[Any]:
-        with UnitOfWork(self._database) as uow:
+        with UnitOfWork(self._database, wait=not self._inline_storage) as uow:
             rows = uow.outbox.claim_due(
                 now_us=now_us,
                 limit=self._batch_size,
@@ -200,7 +202,7 @@ class Dispatcher:
     def _record(self, outcomes: list[_Outcome]) -> None:
         now_us = to_micros(self._clock())
         records = []
-        with UnitOfWork(self._database) as uow:
+        with UnitOfWork(self._database, wait=not self._inline_storage) as uow:
             for row, status, result, delay in outcomes:
                 due_us = now_us + int(delay * 1_000_000)
                 if result is None:

@@ -21,7 +21,7 @@ from herald.domain.model import Event
 from herald.rules.definition import RuleSet
 from herald.service.ingest import HoldPolicy, IngestResult, ingest, no_hold
 from herald.store.database import Database
-from herald.store.unit_of_work import UnitOfWork
+from herald.store.unit_of_work import UnitOfWork, WriteLockBusy, when_unlocked
 
 log = logging.getLogger(__name__)
 
@@ -114,9 +114,13 @@ class GroupCommitWriter:
             if stop_after:
                 return
 
-    def _write(self, jobs: list[_Job]) -> None:
+    def _write(self, jobs: list[_Job], *, wait: bool = True) -> None:
+        """Commit ``jobs`` and resolve their futures. ``wait=False``: raise
+        ``WriteLockBusy``, having done nothing, if another connection holds the lock."""
         try:
-            results = self._commit([event for events, _ in jobs for event in events])
+            results = self._commit([event for events, _ in jobs for event in events], wait)
+        except WriteLockBusy:
+            raise
         except Exception:
             if len(jobs) == 1:
                 log.exception("ingestion failed; the request is answered with an error")
@@ -135,8 +139,8 @@ class GroupCommitWriter:
         except Exception:
             log.exception("post-commit hook failed")
 
-    def _commit(self, events: list[Event]) -> list[IngestResult]:
-        with UnitOfWork(self._database) as uow:
+    def _commit(self, events: list[Event], wait: bool) -> list[IngestResult]:
+        with UnitOfWork(self._database, wait=wait) as uow:
             results = ingest(uow, events, self._ruleset, now=self._clock(), hold=self._hold)
             uow.commit()
         return results
@@ -183,7 +187,18 @@ class InlineGroupCommitWriter(GroupCommitWriter):
                 events, future = self._pending.pop(0)
                 jobs.append((events, _AsyncioResult(future)))
                 size += len(events)
-            self._write(jobs)  # type: ignore[arg-type]
+            await self._write_when_unlocked(jobs)  # type: ignore[arg-type]
+
+    async def _write_when_unlocked(self, jobs: list[_Job]) -> None:
+        # Another process (a worker, a prune, a checkpoint) may hold SQLite's write lock.
+        # Waiting for it in SQLite's busy handler would stop the event loop; polling
+        # keeps it answering, and gathering the next batch, meanwhile.
+        try:
+            await when_unlocked(lambda: self._write(jobs, wait=False))
+        except WriteLockBusy:
+            log.error("the database stayed locked by another process; requests fail")
+            for _, future in jobs:
+                future.set_exception(IngestFailed("the database is locked by another process"))
 
 
 class _AsyncioResult:

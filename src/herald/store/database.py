@@ -13,6 +13,8 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 
 _WAL_KEEP_BYTES = 64 * 1024 * 1024
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+_BUSY_TIMEOUT = "busy_timeout_ms"  # key in a pooled connection's info
 
 
 class DatabaseUrlError(ValueError):
@@ -80,11 +82,11 @@ class Database:
             max_overflow=8,
             json_serializer=_json_dumps,
             json_deserializer=orjson.loads,
-            connect_args={"check_same_thread": False, "timeout": 30},
+            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
         )
 
         @event.listens_for(engine, "connect")
-        def _configure(dbapi_connection: Any, _record: Any) -> None:
+        def _configure(dbapi_connection: Any, record: Any) -> None:
             # Let SQLAlchemy's "begin" event below issue BEGIN itself.
             dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
@@ -92,7 +94,8 @@ class Database:
             # (only a power loss can take the last ones); writers don't block readers.
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            record.info[_BUSY_TIMEOUT] = SQLITE_BUSY_TIMEOUT_MS
             # A page cache and memory map large enough for the indexes' upper levels:
             # the cost per event then stays flat as the history grows.
             cursor.execute("PRAGMA cache_size=-65536")  # KiB: 64 MiB per connection
@@ -115,6 +118,19 @@ class Database:
         self.writer.dispose()
         if self.reader is not self.writer:
             self.reader.dispose()
+
+
+def set_busy_timeout(connection: Connection, milliseconds: int) -> None:
+    """How long a SQLite connection waits for another connection's write lock before
+    it fails with "database is locked" (0: it fails at once)."""
+    # Pooled connections keep their setting: a PRAGMA only when it changes.
+    if connection.info.get(_BUSY_TIMEOUT) != milliseconds:
+        # On the driver's connection: through SQLAlchemy, the statement would begin a
+        # transaction, and so wait for the lock it is about to stop waiting for.
+        driver = connection.connection.driver_connection
+        assert driver is not None
+        driver.execute(f"PRAGMA busy_timeout={int(milliseconds)}")
+        connection.info[_BUSY_TIMEOUT] = milliseconds
 
 
 class Checkpointer:

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import TracebackType
+from typing import TypeVar
 
 from sqlalchemy import Connection, text
+from sqlalchemy.exc import OperationalError
 
-from herald.store.database import Database
+from herald.store.database import SQLITE_BUSY_TIMEOUT_MS, Database, set_busy_timeout
 from herald.store.events import EventRepository
 from herald.store.outbox import OutboxRepository
 from herald.store.users import UserRepository
+
+T = TypeVar("T")
+# Polls of a taken write lock: soon at first (a commit takes about a millisecond), then
+# less often, so that a long holder (a prune batch) costs little CPU.
+_FIRST_POLL_S = 0.00025
+_LAST_POLL_S = 0.005
 
 _LOCK_IN_ORDER = text(
     "SELECT count(pg_advisory_xact_lock(k)) FROM "
@@ -19,24 +29,60 @@ _LOCK_IN_ORDER = text(
 )
 
 
+class WriteLockBusy(RuntimeError):
+    """Another connection holds SQLite's write lock; nothing was done. Try again later."""
+
+
+async def when_unlocked(
+    work: Callable[[], T], *, timeout_s: float = SQLITE_BUSY_TIMEOUT_MS / 1000
+) -> T:
+    """Run ``work``, which opens a ``UnitOfWork(wait=False)`` before doing anything else,
+    as soon as SQLite's write lock is free, without blocking the event loop meanwhile.
+    Raises ``WriteLockBusy`` if the lock stays taken for ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    delay = _FIRST_POLL_S
+    while True:
+        try:
+            return work()
+        except WriteLockBusy:
+            if time.monotonic() >= deadline:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, _LAST_POLL_S)
+
+
 class UnitOfWork:
     """A write transaction with the repositories bound to it.
 
     Nothing is committed unless ``commit()`` is called; leaving the block without it
     rolls back. Repositories never commit on their own.
+
+    ``wait=False`` (SQLite): raise ``WriteLockBusy`` at once when another process or
+    thread holds the write lock, instead of sleeping in SQLite's busy handler. Code on
+    an event loop uses it to keep serving requests while it waits.
     """
 
     events: EventRepository
     users: UserRepository
     outbox: OutboxRepository
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, *, wait: bool = True) -> None:
         self._database = database
+        self._wait = wait
         self._connection: Connection | None = None
 
     def __enter__(self) -> UnitOfWork:
         self._connection = self._database.writer.connect()
-        self._connection.begin()
+        try:
+            if self._database.is_sqlite:
+                set_busy_timeout(self._connection, SQLITE_BUSY_TIMEOUT_MS if self._wait else 0)
+            self._connection.begin()
+        except OperationalError as exc:
+            self._connection.close()
+            self._connection = None
+            if not self._wait and "locked" in str(exc.orig):
+                raise WriteLockBusy(str(exc.orig)) from None
+            raise
         dialect = self._database.dialect
         self.events = EventRepository(self._connection, dialect)
         self.users = UserRepository(self._connection, dialect)
