@@ -4,6 +4,8 @@ Run as ``.venv/bin/python bench/run.py [options]`` (or ``make bench BENCH_ARGS=.
 Stages (``--stages``), each server on a fresh temporary directory and free 127.0.0.1 port:
   1. bare app (bare_app.py): wrk POST /events;
   2. herald on a fresh SQLite database: wrk POST /events, then batch load on /events/batch;
+  2b. split: stage 2 again with ``herald serve --no-dispatcher`` and a ``herald worker``
+     delivering beside it on the same file (the other core does the delivery);
   3. herald on another fresh database: for each --history size, preload through
      /events/batch up to that many stored events, then wrk POST /events again;
   4. delivery: ``herald worker`` draining a preloaded outbox, stub and webhook (delivery.py);
@@ -27,13 +29,22 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from delivery import run_delivery
+from delivery import WORKER_CMD, run_delivery
 from loadgen import preload
-from measure import BenchError, Interrupts, batch, bench_server, factory, log, single
-from options import BARE_CMD, Config, parse_args
+from measure import (
+    BenchError,
+    Interrupts,
+    batch,
+    bench_env,
+    bench_server,
+    factory,
+    log,
+    single,
+)
+from options import BARE_CMD, Config, parse_args, server_argv
 from postgres import redacted, run_postgres, unreachable
 from report import machine_info, summary_table, write_json
-from servers import Server, ServerError
+from servers import Server, ServerError, running_process
 from sqlalchemy.exc import SQLAlchemyError
 from wrk_runner import WrkError
 
@@ -135,6 +146,10 @@ def run(cfg: Config, tmp: Path, results: dict[str, Any], check: Callable[[], Non
             results["herald_batch"] = batch(herald, cfg, token, errors)
     check()
     _quiet_disk()
+    if "split" in stages and not _skipped("split", _split_blocker(cfg), results):
+        _split(cfg, tmp / "split", token, errors, results)
+    check()
+    _quiet_disk()
     if "history" in stages and cfg.history:
         # Without this, the dispatcher drains the preload's outbox backlog while the
         # history runs are measured, and that, not the history size, sets the rate.
@@ -156,6 +171,25 @@ def run(cfg: Config, tmp: Path, results: dict[str, Any], check: Callable[[], Non
             run_postgres(cfg, tmp, token, errors, pg, check)
         finally:
             results["warnings"].extend(pg.get("falls", []))
+
+
+def _split(
+    cfg: Config, workdir: Path, token: str, errors: list[str], results: dict[str, Any]
+) -> None:
+    off = {"HERALD_DISPATCHER": "false"}
+    with bench_server("herald-split", cfg.herald_cmd, cfg, workdir, off) as herald:
+        worker = server_argv(WORKER_CMD, port=0, workdir=workdir)
+        with running_process("herald-split-worker", worker, workdir=workdir, env=bench_env(cfg)):
+            results["split_single"] = asdict(single(herald, cfg, f"{token}t", errors)[0])
+            if "bare" in results:
+                results["split_over_bare"] = _ratio(results["split_single"], results["bare"])
+            results["split_batch"] = batch(herald, cfg, f"{token}u", errors)
+
+
+def _split_blocker(cfg: Config) -> str | None:
+    if cfg.herald_cmd == BARE_CMD:
+        return "--herald-cmd bare: the stage runs herald serve and herald worker"
+    return None
 
 
 def _delivery_blocker(cfg: Config) -> str | None:
