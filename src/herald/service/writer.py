@@ -126,7 +126,8 @@ class GroupCommitWriter:
                 log.exception("ingestion failed; the request is answered with an error")
                 jobs[0][1].set_exception(IngestFailed("could not store the events"))
                 return
-            # Keep one bad request from failing its neighbours: retry them one by one.
+            # Keep one bad request from failing its neighbours: retry them one by one
+            # (waiting for the lock in SQLite's busy handler: a rare path, kept simple).
             for job in jobs:
                 self._write([job])
             return

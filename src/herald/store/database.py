@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ import orjson
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 
-_WAL_KEEP_BYTES = 64 * 1024 * 1024
+_WAL_KEEP_BYTES = 256 * 1024 * 1024
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 _BUSY_TIMEOUT = "busy_timeout_ms"  # key in a pooled connection's info
 
@@ -133,6 +132,10 @@ def set_busy_timeout(connection: Connection, milliseconds: int) -> None:
         connection.info[_BUSY_TIMEOUT] = milliseconds
 
 
+_CATCH_UP_PASSES = 3
+_CATCH_UP_FRAMES = 256
+
+
 class Checkpointer:
     """Copies SQLite's write-ahead log into the database file every ``interval`` seconds
     on a thread of its own (the fsync releases the GIL, so ingestion keeps going).
@@ -147,7 +150,7 @@ class Checkpointer:
     Writers wait for that short copy, not for the whole log."""
 
     def __init__(
-        self, database: Database, interval: float = 1.0, *, restart_frames: int = 4096
+        self, database: Database, interval: float = 1.0, *, restart_frames: int = 65_536
     ) -> None:
         self._database = database
         self._interval = interval
@@ -168,12 +171,19 @@ class Checkpointer:
         if self._database.is_sqlite:
             self.checkpoint()
 
-    def checkpoint(self) -> CheckpointResult:
+    def checkpoint(self) -> None:
         with self._database.reader.connect() as connection:
-            result = _checkpoint(connection, "PASSIVE")
-            if result.log_frames > self._restart_frames:
-                result = _checkpoint(connection, "RESTART")
-        return result
+            frames = _checkpoint(connection, "PASSIVE")
+            if frames <= self._restart_frames:
+                return
+            # Catch up, still without the lock, with what was committed during that
+            # pass (on a large file a pass takes a while), so that the restart has
+            # little to copy and flush while writers wait.
+            for _ in range(_CATCH_UP_PASSES):
+                previous, frames = frames, _checkpoint(connection, "PASSIVE")
+                if frames - previous <= _CATCH_UP_FRAMES:
+                    break
+            _checkpoint(connection, "RESTART")
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
@@ -183,14 +193,7 @@ class Checkpointer:
                 logging.getLogger(__name__).exception("WAL checkpoint failed; retrying")
 
 
-@dataclass(frozen=True, slots=True)
-class CheckpointResult:
-    mode: str
-    busy: bool  # the checkpoint could not finish (a reader or writer was in the way)
-    log_frames: int  # frames in the log when it ran
-    copied_frames: int  # of those, how many are now in the database file
-
-
-def _checkpoint(connection: Connection, mode: str) -> CheckpointResult:
-    busy, log_frames, copied = connection.exec_driver_sql(f"PRAGMA wal_checkpoint({mode})").one()
-    return CheckpointResult(mode, bool(busy), log_frames, copied)
+def _checkpoint(connection: Connection, mode: str) -> int:
+    """Run a checkpoint; returns how many frames the log held."""
+    _busy, log_frames, _copied = connection.exec_driver_sql(f"PRAGMA wal_checkpoint({mode})").one()
+    return int(log_frames)
