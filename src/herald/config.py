@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: str = Field("text", pattern="^(text|json)$")
     outbox_file: str | None = None  # the stub provider's file; beside the database by default
+    # `herald worker` serves no HTTP but its Prometheus metrics, when given a port.
+    metrics_port: int | None = Field(None, ge=1, le=65535)
+    metrics_host: str = "127.0.0.1"
 
     def exposure_problem(self) -> str | None:
         """Why it is unsafe to serve on ``host`` with these settings, if it is."""

@@ -5,13 +5,19 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from herald.cli.common import DatabaseOpt, RulesOpt, console, fail, preflight, settings_from
 from herald.cli.maintenance import db_app, messages_app, prune
 from herald.cli.rules import rules_app
+from herald.config import Settings
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
+    from prometheus_client import CollectorRegistry
 
 app = typer.Typer(help="Herald: event-triggered messaging with an audit.", no_args_is_help=True)
 app.add_typer(rules_app, name="rules")
@@ -66,17 +72,35 @@ def serve(
 
 
 @app.command()
-def worker(database: DatabaseOpt = None, rules: RulesOpt = None) -> None:
+def worker(
+    database: DatabaseOpt = None,
+    rules: RulesOpt = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="serve Prometheus metrics on this port [env HERALD_METRICS_PORT]"),
+    ] = None,
+    metrics_host: Annotated[
+        str | None, typer.Option(help="address for the metrics [env HERALD_METRICS_HOST]")
+    ] = None,
+) -> None:
     """Run a dispatcher alone (no HTTP), e.g. beside API processes on PostgreSQL."""
     from herald.bootstrap import build_runtime
     from herald.observability.logging import configure_logging
 
-    settings = settings_from(database_url=database, rules=rules, dispatcher=True)
+    settings = settings_from(
+        database_url=database,
+        rules=rules,
+        dispatcher=True,
+        metrics_port=metrics_port,
+        metrics_host=metrics_host,
+    )
     configure_logging(settings.log_level, settings.log_format)
     preflight(settings)
+    runtime = build_runtime(settings, with_dispatcher=True)
+    assert runtime.dispatcher is not None
+    metrics_server = _serve_metrics(settings, runtime.metrics.registry)
 
     async def run() -> None:
-        runtime = build_runtime(settings, with_dispatcher=True)
         assert runtime.dispatcher is not None
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -90,9 +114,28 @@ def worker(database: DatabaseOpt = None, rules: RulesOpt = None) -> None:
             for provider in runtime.delivery.providers.values():
                 await provider.aclose()
             await asyncio.to_thread(runtime.checkpointer.stop)
-            runtime.database.dispose()
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    finally:
+        if metrics_server is not None:
+            metrics_server.shutdown()
+        runtime.database.dispose()
+
+
+def _serve_metrics(settings: Settings, registry: CollectorRegistry) -> WSGIServer | None:
+    """Delivery counters and outbox gauges at /metrics, on a thread of their own."""
+    if settings.metrics_port is None:
+        return None
+    from prometheus_client import start_http_server
+
+    host, port = settings.metrics_host, settings.metrics_port
+    try:
+        server, _thread = start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        fail(f"cannot serve metrics on {host}:{port}: {exc.strerror}")
+    console.print(f"metrics on http://{host}:{port}/metrics")
+    return server
 
 
 app.command()(prune)  # after serve and worker, so --help lists them first

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import orjson
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
+
+log = logging.getLogger(__name__)
 
 _WAL_KEEP_BYTES = 256 * 1024 * 1024
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -183,14 +186,20 @@ class Checkpointer:
                 previous, frames = frames, _checkpoint(connection, "PASSIVE")
                 if frames - previous <= _CATCH_UP_FRAMES:
                     break
+            started = time.perf_counter()
             _checkpoint(connection, "RESTART")
+            log.debug(
+                "write-ahead log restarted after %d frames; the restart took %.1f ms",
+                frames,
+                (time.perf_counter() - started) * 1000,
+            )
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
             try:
                 self.checkpoint()
             except Exception:
-                logging.getLogger(__name__).exception("WAL checkpoint failed; retrying")
+                log.exception("WAL checkpoint failed; retrying")
 
 
 def _checkpoint(connection: Connection, mode: str) -> int:

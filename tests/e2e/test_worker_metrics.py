@@ -1,0 +1,85 @@
+"""`herald worker` serves no API, but its delivery counters and the outbox gauges are
+scraped from it with `--metrics-port`, as from the API's /metrics."""
+
+from __future__ import annotations
+
+import socket
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+
+from herald.domain.model import Event
+from herald.domain.timeutil import parse_timestamp
+from herald.rules.loader import load_ruleset
+from herald.service.ingest import ingest
+from herald.store.database import Database
+from herald.store.migrate import upgrade
+from herald.store.unit_of_work import UnitOfWork
+from tests.support.ports import free_port
+from tests.support.processes import HeraldProcess, herald_environment, run_herald
+
+
+def database_with_welcome_emails(path: Path, users: int) -> str:
+    url = f"sqlite:///{path}"
+    database = Database(url)
+    upgrade(database)
+    signups = [
+        Event(
+            f"s-{n}",
+            f"u{n}",
+            "signup_completed",
+            parse_timestamp("2025-11-03T10:00:00Z"),
+            {},
+            {"email": f"u{n}@example.com", "marketing_opt_in": True},
+        )
+        for n in range(users)
+    ]
+    with UnitOfWork(database) as uow:
+        ingest(uow, signups, load_ruleset(), now=datetime(2025, 11, 3, 12, tzinfo=UTC))
+        uow.commit()
+    database.dispose()
+    return url
+
+
+def scrape_until(url: str, needle: str, timeout: float = 30.0) -> str:
+    deadline = time.monotonic() + timeout
+    text = ""
+    while time.monotonic() < deadline:
+        text = httpx.get(url, timeout=2.0).text
+        if needle in text:
+            return text
+        time.sleep(0.1)
+    raise AssertionError(f"no {needle!r} at {url} after {timeout}s:\n{text}")
+
+
+def test_a_worker_serves_its_delivery_counters_and_the_outbox_gauges(tmp_path: Path) -> None:
+    url = database_with_welcome_emails(tmp_path / "herald.db", users=3)
+    port = free_port()
+    with HeraldProcess("worker", log_dir=tmp_path) as worker:
+        worker.start(
+            ["worker", "--database", url, "--metrics-port", str(port)],
+            herald_environment(),
+            cwd=tmp_path,
+        )
+        worker.wait_for_output(f"metrics on http://127.0.0.1:{port}/metrics")
+        metrics = f"http://127.0.0.1:{port}/metrics"
+        text = scrape_until(metrics, 'herald_deliveries_total{channel="email",status="sent"} 3.0')
+        assert "herald_outbox_backlog 0.0" in text
+
+
+def test_a_worker_whose_metrics_port_is_taken_says_so_in_one_line(tmp_path: Path) -> None:
+    url = database_with_welcome_emails(tmp_path / "herald.db", users=1)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = run_herald(
+            ["worker", "--database", url, "--metrics-port", str(port)],
+            env=herald_environment(),
+            cwd=tmp_path,
+        )
+    assert done.returncode == 1
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in done.stderr
+    assert "Traceback" not in done.stderr
