@@ -14,7 +14,7 @@ from sqlalchemy.engine import URL, make_url
 
 log = logging.getLogger(__name__)
 
-_WAL_KEEP_BYTES = 256 * 1024 * 1024
+_WAL_KEEP_BYTES = 1024 * 1024 * 1024
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 _BUSY_TIMEOUT = "busy_timeout_ms"  # key in a pooled connection's info
 
@@ -153,7 +153,7 @@ class Checkpointer:
     Writers wait for that short copy, not for the whole log."""
 
     def __init__(
-        self, database: Database, interval: float = 1.0, *, restart_frames: int = 65_536
+        self, database: Database, interval: float = 1.0, *, restart_frames: int = 262_144
     ) -> None:
         self._database = database
         self._interval = interval
