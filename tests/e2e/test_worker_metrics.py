@@ -10,13 +10,12 @@ from pathlib import Path
 
 import httpx
 
-from herald.domain.model import Event
-from herald.domain.timeutil import parse_timestamp
 from herald.rules.loader import load_ruleset
 from herald.service.ingest import ingest
 from herald.store.database import Database
 from herald.store.migrate import upgrade
 from herald.store.unit_of_work import UnitOfWork
+from tests.support.events import opted_in_signup
 from tests.support.ports import free_port
 from tests.support.processes import HeraldProcess, herald_environment, run_herald
 
@@ -25,17 +24,7 @@ def database_with_welcome_emails(path: Path, users: int) -> str:
     url = f"sqlite:///{path}"
     database = Database(url)
     upgrade(database)
-    signups = [
-        Event(
-            f"s-{n}",
-            f"u{n}",
-            "signup_completed",
-            parse_timestamp("2025-11-03T10:00:00Z"),
-            {},
-            {"email": f"u{n}@example.com", "marketing_opt_in": True},
-        )
-        for n in range(users)
-    ]
+    signups = [opted_in_signup(f"u{n}") for n in range(users)]
     with UnitOfWork(database) as uow:
         ingest(uow, signups, load_ruleset(), now=datetime(2025, 11, 3, 12, tzinfo=UTC))
         uow.commit()

@@ -18,19 +18,9 @@ from herald.service.ingest import IngestResult, IngestStatus
 from herald.service.writer import GroupCommitWriter, IngestFailed, InlineGroupCommitWriter
 from herald.store.database import Database
 from herald.store.tables import events
+from tests.support.events import opted_in_signup
 
 RULES = load_ruleset()
-
-
-def signup(user: str) -> Event:
-    return Event(
-        f"s-{user}",
-        user,
-        "signup_completed",
-        parse_timestamp("2025-11-03T10:00:00Z"),
-        {},
-        {"email": f"{user}@example.com", "marketing_opt_in": True},
-    )
 
 
 class CountingWriter:
@@ -64,7 +54,9 @@ def test_concurrent_requests_share_transactions(database: Database, kind: type) 
     async def fire() -> list[list[IngestResult]]:
         writer.start()
         try:
-            return await asyncio.gather(*(writer.ingest([signup(f"u{i}")]) for i in range(40)))
+            return await asyncio.gather(
+                *(writer.ingest([opted_in_signup(f"u{i}")]) for i in range(40))
+            )
         finally:
             writer.stop()
 
@@ -81,7 +73,7 @@ def test_one_failing_request_does_not_fail_its_neighbours(database: Database, ki
     async def fire() -> list[object]:
         writer.start()
         try:
-            calls = (writer.ingest([signup(f"u{i}")]) for i in range(20))
+            calls = (writer.ingest([opted_in_signup(f"u{i}")]) for i in range(20))
             return await asyncio.gather(*calls, return_exceptions=True)
         finally:
             writer.stop()

@@ -17,14 +17,13 @@ import pytest
 
 from herald.delivery.dispatcher import Dispatcher
 from herald.delivery.provider import DeliveryResult, SendRequest
-from herald.domain.model import Event
-from herald.domain.timeutil import parse_timestamp
 from herald.rules.loader import load_ruleset
 from herald.service.ingest import IngestStatus
 from herald.service.writer import InlineGroupCommitWriter
 from herald.store.database import Database
 from herald.store.migrate import upgrade
 from herald.store.unit_of_work import UnitOfWork, WriteLockBusy, when_unlocked
+from tests.support.events import opted_in_signup
 
 RULES = load_ruleset()
 HOLD_S = 0.4
@@ -38,17 +37,6 @@ def sqlite_path(tmp_path: Path) -> Iterator[Path]:
     upgrade(database)
     database.dispose()
     yield path
-
-
-def signup(user: str) -> Event:
-    return Event(
-        f"s-{user}",
-        user,
-        "signup_completed",
-        parse_timestamp("2025-11-03T10:00:00Z"),
-        {},
-        {"email": f"{user}@example.com", "marketing_opt_in": True},
-    )
 
 
 def hold_write_lock(path: Path, seconds: float) -> threading.Thread:
@@ -99,7 +87,7 @@ def test_ingestion_waits_for_the_lock_without_stopping_the_event_loop(sqlite_pat
         writer.start()
         holder = hold_write_lock(sqlite_path, HOLD_S)
         try:
-            return await ticks_while(writer.ingest([signup("u1")]))
+            return await ticks_while(writer.ingest([opted_in_signup("u1")]))
         finally:
             holder.join()
             writer.stop()
@@ -139,7 +127,7 @@ def test_an_inline_dispatcher_waits_for_the_lock_without_stopping_the_event_loop
 
     async def scenario() -> tuple[Any, int]:
         writer.start()
-        await writer.ingest([signup("u1")])
+        await writer.ingest([opted_in_signup("u1")])
         holder = hold_write_lock(sqlite_path, HOLD_S)
         try:
             return await ticks_while(dispatcher.run_once())
