@@ -8,6 +8,7 @@ write rate until the disk is full.
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -51,3 +52,32 @@ def test_the_log_stays_a_fraction_of_what_is_written(tmp_path: Path) -> None:
         count, total = conn.exec_driver_sql("SELECT count(*), sum(length(body)) FROM load").one()
     database.dispose()
     assert (count, total) == (WRITE_BYTES // ROW_BYTES, WRITE_BYTES)
+
+
+def test_a_reader_holding_an_old_snapshot_does_not_stall_writers(tmp_path: Path) -> None:
+    """A restart waits for readers of the old log with the write lock held. A reader that
+    keeps a transaction open (an audit page, an analyst's shell) must not make every
+    commit wait for it: the restart gives up soon and is tried again later."""
+    path = tmp_path / "load.db"
+    database = Database(f"sqlite:///{path}")
+    with database.writer.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE load (id INTEGER PRIMARY KEY, body BLOB)")
+    reader = sqlite3.connect(path, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM load").fetchone()  # pins the log as it is now
+
+    checkpointer = Checkpointer(database, interval=0.02, restart_frames=256)
+    checkpointer.start()
+    payload, slowest, started = os.urandom(ROW_BYTES), 0.0, time.monotonic()
+    try:
+        while time.monotonic() - started < 1.5:
+            begun = time.monotonic()
+            with database.writer.begin() as conn:
+                conn.exec_driver_sql("INSERT INTO load (body) VALUES (?)", (payload,))
+            slowest = max(slowest, time.monotonic() - begun)
+            time.sleep(PAUSE_S)
+    finally:
+        checkpointer.stop()
+        reader.close()
+        database.dispose()
+    assert slowest < 0.5, f"a commit waited {slowest:.2f} s for the checkpoint"

@@ -137,6 +137,7 @@ def set_busy_timeout(connection: Connection, milliseconds: int) -> None:
 
 _CATCH_UP_PASSES = 3
 _CATCH_UP_FRAMES = 256
+_RESTART_PATIENCE_MS = 200
 
 
 class Checkpointer:
@@ -176,21 +177,29 @@ class Checkpointer:
 
     def checkpoint(self) -> None:
         with self._database.reader.connect() as connection:
-            frames = _checkpoint(connection, "PASSIVE")
+            _, frames = _checkpoint(connection, "PASSIVE")
             if frames <= self._restart_frames:
                 return
             # Catch up, still without the lock, with what was committed during that
             # pass (on a large file a pass takes a while), so that the restart has
             # little to copy and flush while writers wait.
             for _ in range(_CATCH_UP_PASSES):
-                previous, frames = frames, _checkpoint(connection, "PASSIVE")
+                previous, (_, frames) = frames, _checkpoint(connection, "PASSIVE")
                 if frames - previous <= _CATCH_UP_FRAMES:
                     break
             started = time.perf_counter()
-            _checkpoint(connection, "RESTART")
+            # A restart waits with the write lock held for readers still on the old log.
+            # One that stays (a long read, a shell left in a transaction) would hold up
+            # every commit for the whole busy timeout: give up soon, try at the next pass.
+            set_busy_timeout(connection, _RESTART_PATIENCE_MS)
+            try:
+                busy, _ = _checkpoint(connection, "RESTART")
+            finally:
+                set_busy_timeout(connection, SQLITE_BUSY_TIMEOUT_MS)
             log.debug(
-                "write-ahead log restarted after %d frames; the restart took %.1f ms",
+                "write-ahead log of %d frames %s after %.1f ms",
                 frames,
+                "not restarted (a reader or writer was in the way)" if busy else "restarted",
                 (time.perf_counter() - started) * 1000,
             )
 
@@ -202,7 +211,8 @@ class Checkpointer:
                 log.exception("WAL checkpoint failed; retrying")
 
 
-def _checkpoint(connection: Connection, mode: str) -> int:
-    """Run a checkpoint; returns how many frames the log held."""
-    _busy, log_frames, _copied = connection.exec_driver_sql(f"PRAGMA wal_checkpoint({mode})").one()
-    return int(log_frames)
+def _checkpoint(connection: Connection, mode: str) -> tuple[bool, int]:
+    """Run a checkpoint; returns whether it could not finish, and how many frames the
+    log held."""
+    busy, log_frames, _copied = connection.exec_driver_sql(f"PRAGMA wal_checkpoint({mode})").one()
+    return bool(busy), int(log_frames)
