@@ -1,4 +1,5 @@
-"""Scale-out on PostgreSQL: four API processes and two dispatchers share one database.
+"""Scale-out: four API processes and two dispatchers share one database, on PostgreSQL
+and on one SQLite file (where the processes take turns at its write lock).
 
 Every user's events are sent three times each, to three different API processes, and
 all of a user's requests are in flight at once, so duplicates and distinct events of
@@ -12,6 +13,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,7 +36,7 @@ from tests.support.processes import (
     stop_all,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+pytestmark = [pytest.mark.slow]
 
 USERS = 50
 API_PROCESSES = 4
@@ -67,13 +69,22 @@ class Answer:
     body: dict[str, Any]
 
 
-@pytest.fixture
-def cluster(postgres_url: str, tmp_path: Path) -> Iterator[Cluster]:
+@contextmanager
+def empty_database(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'herald.db'}"
+        return
+    with scratch_postgres_database(request.getfixturevalue("postgres_url")) as url:
+        yield url
+
+
+@pytest.fixture(params=[pytest.param("postgresql", marks=pytest.mark.postgres), "sqlite"])
+def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
     """A migrated scratch database with the API processes and dispatchers running on it."""
     started = time.monotonic()
     outbox = tmp_path / "outbox.jsonl"
     env = herald_environment(HERALD_OUTBOX_FILE=str(outbox), HERALD_LOG_LEVEL="WARNING")
-    with scratch_postgres_database(postgres_url) as url:
+    with empty_database(request.param, request, tmp_path) as url:
         upgraded = run_herald(["db", "upgrade", "--database", url], env=env, cwd=tmp_path)
         assert upgraded.returncode == 0, upgraded.stderr
         processes: list[HeraldProcess] = []
