@@ -79,6 +79,21 @@ def test_a_unit_of_work_that_must_not_wait_says_so_at_once(sqlite_path: Path) ->
     database.dispose()
 
 
+def test_a_connection_back_in_the_pool_waits_for_the_lock_again(sqlite_path: Path) -> None:
+    """Not waiting is for one unit of work: other code that takes the same pooled
+    connection later (a migration, a prune) still waits for a lock another holds."""
+    database = Database(f"sqlite:///{sqlite_path}")
+    with UnitOfWork(database, wait=False) as uow:
+        uow.commit()
+    holder = hold_write_lock(sqlite_path, HOLD_S)
+    started = time.monotonic()
+    with database.writer.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE waited (id INTEGER)")
+    assert time.monotonic() - started >= HOLD_S * 0.9
+    holder.join()
+    database.dispose()
+
+
 def test_ingestion_waits_for_the_lock_without_stopping_the_event_loop(sqlite_path: Path) -> None:
     database = Database(f"sqlite:///{sqlite_path}")
     writer = InlineGroupCommitWriter(database, RULES, clock=lambda: NOW)

@@ -110,6 +110,16 @@ class Database:
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
 
+        @event.listens_for(engine, "checkin")
+        def _restore_patience(dbapi_connection: Any, record: Any) -> None:
+            # A unit of work may stop waiting for the lock for its own duration only:
+            # whoever takes the connection from the pool next gets the usual patience.
+            if dbapi_connection is not None and record.info.get(_BUSY_TIMEOUT) != (
+                SQLITE_BUSY_TIMEOUT_MS
+            ):
+                dbapi_connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+                record.info[_BUSY_TIMEOUT] = SQLITE_BUSY_TIMEOUT_MS
+
         @event.listens_for(engine, "begin")
         def _begin(connection: Any) -> None:
             connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
