@@ -25,7 +25,8 @@ from herald.rules.definition import RuleSet
 from herald.rules.loader import default_rules_path, load_ruleset
 from herald.service.ingest import HoldPolicy, IngestResult
 from herald.service.writer import GroupCommitWriter, InlineGroupCommitWriter
-from herald.store.database import Checkpointer, Database
+from herald.store.checkpoints import Checkpointer
+from herald.store.database import Database
 from herald.store.migrate import ensure_current
 from herald.store.unit_of_work import ReadOnly
 

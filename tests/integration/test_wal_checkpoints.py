@@ -13,7 +13,8 @@ import threading
 import time
 from pathlib import Path
 
-from herald.store.database import Checkpointer, Database
+from herald.store.checkpoints import Checkpointer
+from herald.store.database import Database
 
 ROW_BYTES = 8 * 1024  # two or three pages per commit, as a small group commit writes
 WRITE_BYTES = 16 * 1024 * 1024
