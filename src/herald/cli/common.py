@@ -21,10 +21,10 @@ console = Console(stderr=True, soft_wrap=True)
 DatabaseOpt = Annotated[
     str | None,
     typer.Option(
-        "--database", help="sqlite:///path.db or postgresql://... [env HERALD_DATABASE_URL]"
+        "--database", help="sqlite:///path.db or postgresql://... (env HERALD_DATABASE_URL)"
     ),
 ]
-RulesOpt = Annotated[str | None, typer.Option("--rules", help="rule file [env HERALD_RULES]")]
+RulesOpt = Annotated[str | None, typer.Option("--rules", help="rule file (env HERALD_RULES)")]
 
 
 def settings_from(**overrides: object) -> Settings:

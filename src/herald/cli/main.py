@@ -27,11 +27,11 @@ app.add_typer(messages_app, name="messages")
 
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="address to bind [env HERALD_HOST]")] = None,
-    port: Annotated[int | None, typer.Option(help="port [env HERALD_PORT]")] = None,
+    host: Annotated[str | None, typer.Option(help="address to bind (env HERALD_HOST)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (env HERALD_PORT)")] = None,
     database: DatabaseOpt = None,
     rules: RulesOpt = None,
-    workers: Annotated[int | None, typer.Option(help="API processes [env HERALD_WORKERS]")] = None,
+    workers: Annotated[int | None, typer.Option(help="API processes (env HERALD_WORKERS)")] = None,
     dispatcher: Annotated[
         bool | None, typer.Option("--dispatcher/--no-dispatcher", help="deliver in this process")
     ] = None,
@@ -77,13 +77,14 @@ def worker(
     rules: RulesOpt = None,
     metrics_port: Annotated[
         int | None,
-        typer.Option(help="serve Prometheus metrics on this port [env HERALD_METRICS_PORT]"),
+        typer.Option(help="serve Prometheus metrics on this port (env HERALD_METRICS_PORT)"),
     ] = None,
     metrics_host: Annotated[
-        str | None, typer.Option(help="address for the metrics [env HERALD_METRICS_HOST]")
+        str | None, typer.Option(help="address for the metrics (env HERALD_METRICS_HOST)")
     ] = None,
 ) -> None:
-    """Run a dispatcher alone (no HTTP), e.g. beside API processes on PostgreSQL."""
+    """Run a dispatcher alone: beside `herald serve --no-dispatcher` on the same SQLite
+    file, or beside any number of API processes on PostgreSQL."""
     from herald.bootstrap import build_runtime
     from herald.observability.logging import configure_logging
 
