@@ -98,19 +98,19 @@ def worker(
     configure_logging(settings.log_level, settings.log_format)
     preflight(settings)
     runtime = build_runtime(settings, with_dispatcher=True)
-    assert runtime.dispatcher is not None
+    dispatcher = runtime.dispatcher
+    assert dispatcher is not None
     metrics_server = _serve_metrics(settings, runtime.metrics.registry)
 
     async def run() -> None:
-        assert runtime.dispatcher is not None
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stopping.set)
-        console.print(f"dispatcher {runtime.dispatcher.worker_id} on {settings.database_url}")
+        console.print(f"dispatcher {dispatcher.worker_id} on {settings.database_url}")
         runtime.checkpointer.start()  # a worker alone on SQLite must keep its log short too
         try:
-            await runtime.dispatcher.run(stopping)
+            await dispatcher.run(stopping)
         finally:
             for provider in runtime.delivery.providers.values():
                 await provider.aclose()

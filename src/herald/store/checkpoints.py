@@ -8,7 +8,7 @@ import time
 
 from sqlalchemy import Connection
 
-from herald.store.database import SQLITE_BUSY_TIMEOUT_MS, Database, set_busy_timeout
+from herald.store.database import Database, set_busy_timeout
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +68,8 @@ class Checkpointer:
             # A restart waits with the write lock held for readers still on the old log.
             # One that stays (a long read, a shell left in a transaction) would hold up
             # every commit for the whole busy timeout: give up soon, try at the next pass.
-            set_busy_timeout(connection, _RESTART_PATIENCE_MS)
-            try:
-                busy, _ = _checkpoint(connection, "RESTART")
-            finally:
-                set_busy_timeout(connection, SQLITE_BUSY_TIMEOUT_MS)
+            set_busy_timeout(connection, _RESTART_PATIENCE_MS)  # until back in the pool
+            busy, _ = _checkpoint(connection, "RESTART")
             log.debug(
                 "write-ahead log of %d frames %s after %.1f ms",
                 frames,

@@ -129,7 +129,8 @@ class Database:
 
 def set_busy_timeout(connection: Connection, milliseconds: int) -> None:
     """How long a SQLite connection waits for another connection's write lock before
-    it fails with "database is locked" (0: it fails at once)."""
+    it fails with "database is locked" (0: it fails at once), until the connection goes
+    back to the pool, which restores the usual patience."""
     # Pooled connections keep their setting: a PRAGMA only when it changes.
     if connection.info.get(_BUSY_TIMEOUT) != milliseconds:
         # On the driver's connection: through SQLAlchemy, the statement would begin a

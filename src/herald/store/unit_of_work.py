@@ -74,8 +74,8 @@ class UnitOfWork:
     def __enter__(self) -> UnitOfWork:
         self._connection = self._database.writer.connect()
         try:
-            if self._database.is_sqlite:
-                set_busy_timeout(self._connection, SQLITE_BUSY_TIMEOUT_MS if self._wait else 0)
+            if self._database.is_sqlite and not self._wait:
+                set_busy_timeout(self._connection, 0)  # the pool restores it on return
             self._connection.begin()
         except OperationalError as exc:
             self._connection.close()
