@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from herald import __version__
+from herald.api.direct import DirectRoutes
 from herald.api.middleware import RequestEdge
 from herald.api.routes import admin, audit, events, health
 from herald.bootstrap import Runtime, build_runtime
@@ -47,6 +48,14 @@ def create_app(
     app.router.routes[0:0] = [
         route for module in (events, audit, admin, health) for route in module.router.routes
     ]
+    # Added first, so it runs inside RequestEdge: the request id and size limit still apply.
+    app.add_middleware(
+        DirectRoutes,
+        routes={
+            ("POST", "/events"): events.post_event,
+            ("POST", "/events/batch"): events.post_batch,
+        },
+    )
     app.add_middleware(
         RequestEdge, body_limit=1 * MIB, body_limit_by_path={"/events/batch": 8 * MIB}
     )
