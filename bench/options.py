@@ -18,7 +18,7 @@ DEFAULT_HERALD_CMD = (
 )
 BARE_CMD = "{python} {bench}/bare_app.py --host {host} --port {port}"
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
-STAGES = ("bare", "herald", "split", "history", "delivery", "postgres")
+STAGES = ("bare", "herald", "inline", "history", "delivery", "postgres")
 
 
 @dataclass(frozen=True)

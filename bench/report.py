@@ -117,13 +117,13 @@ def _sqlite_rows(results: dict[str, Any]) -> list[Row]:
         rows.append(("herald / bare (req/s)", _ratio(ratio), "", "", ""))
     if batch := results.get("herald_batch"):
         rows.append(_batch_row(f"herald POST /events/batch ({cfg['batch_size']}/req)", batch))
-    if split := results.get("split_single"):
-        rows.append(_wrk_row("herald --no-dispatcher + worker POST /events", split, "events/s"))
-    if (ratio := results.get("split_over_bare")) is not None:
-        rows.append(("herald + worker / bare (req/s)", _ratio(ratio), "", "", ""))
-    if split_batch := results.get("split_batch"):
-        label = f"herald + worker POST /events/batch ({cfg['batch_size']}/req)"
-        rows.append(_batch_row(label, split_batch))
+    if inline := results.get("inline_single"):
+        rows.append(_wrk_row("herald, dispatcher inline, POST /events", inline, "events/s"))
+    if (ratio := results.get("inline_over_bare")) is not None:
+        rows.append(("herald, dispatcher inline / bare (req/s)", _ratio(ratio), "", "", ""))
+    if inline_batch := results.get("inline_batch"):
+        label = f"herald, dispatcher inline, POST /events/batch ({cfg['batch_size']}/req)"
+        rows.append(_batch_row(label, inline_batch))
     dispatch = "" if cfg["history_dispatcher"] else ", dispatcher off"
     for point in results.get("history", []):
         label = (

@@ -4,8 +4,8 @@ Run as ``.venv/bin/python bench/run.py [options]`` (or ``make bench BENCH_ARGS=.
 Stages (``--stages``), each server on a fresh temporary directory and free 127.0.0.1 port:
   1. bare app (bare_app.py): wrk POST /events;
   2. herald on a fresh SQLite database: wrk POST /events, then batch load on /events/batch;
-  2b. split: stage 2 again with ``herald serve --no-dispatcher`` and a ``herald worker``
-     delivering beside it on the same file (the other core does the delivery);
+  2b. inline: stage 2 again with the dispatcher on the server's event loop
+     (``HERALD_DISPATCHER_PROCESS=false``) instead of in a process of its own;
   3. herald on another fresh database: for each --history size, preload through
      /events/batch up to that many stored events, then wrk POST /events again;
   4. delivery: ``herald worker`` draining a preloaded outbox, stub and webhook (delivery.py);
@@ -29,22 +29,21 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from delivery import WORKER_CMD, run_delivery
+from delivery import run_delivery
 from loadgen import preload
 from measure import (
     BenchError,
     Interrupts,
     batch,
-    bench_env,
     bench_server,
     factory,
     log,
     single,
 )
-from options import BARE_CMD, Config, parse_args, server_argv
+from options import BARE_CMD, Config, parse_args
 from postgres import redacted, run_postgres, unreachable
 from report import machine_info, summary_table, write_json
-from servers import Server, ServerError, running_process
+from servers import Server, ServerError
 from sqlalchemy.exc import SQLAlchemyError
 from wrk_runner import WrkError
 
@@ -146,8 +145,8 @@ def run(cfg: Config, tmp: Path, results: dict[str, Any], check: Callable[[], Non
             results["herald_batch"] = batch(herald, cfg, token, errors)
     check()
     _quiet_disk()
-    if "split" in stages and not _skipped("split", _split_blocker(cfg), results):
-        _split(cfg, tmp / "split", token, errors, results)
+    if "inline" in stages and not _skipped("inline", _inline_blocker(cfg), results):
+        _inline(cfg, tmp / "inline", token, errors, results)
     check()
     _quiet_disk()
     if "history" in stages and cfg.history:
@@ -173,22 +172,20 @@ def run(cfg: Config, tmp: Path, results: dict[str, Any], check: Callable[[], Non
             results["warnings"].extend(pg.get("falls", []))
 
 
-def _split(
+def _inline(
     cfg: Config, workdir: Path, token: str, errors: list[str], results: dict[str, Any]
 ) -> None:
-    off = {"HERALD_DISPATCHER": "false"}
-    with bench_server("herald-split", cfg.herald_cmd, cfg, workdir, off) as herald:
-        worker = server_argv(WORKER_CMD, port=0, workdir=workdir)
-        with running_process("herald-split-worker", worker, workdir=workdir, env=bench_env(cfg)):
-            results["split_single"] = asdict(single(herald, cfg, f"{token}t", errors)[0])
-            if "bare" in results:
-                results["split_over_bare"] = _ratio(results["split_single"], results["bare"])
-            results["split_batch"] = batch(herald, cfg, f"{token}u", errors)
+    inline = {"HERALD_DISPATCHER_PROCESS": "false"}
+    with bench_server("herald-inline", cfg.herald_cmd, cfg, workdir, inline) as herald:
+        results["inline_single"] = asdict(single(herald, cfg, f"{token}t", errors)[0])
+        if "bare" in results:
+            results["inline_over_bare"] = _ratio(results["inline_single"], results["bare"])
+        results["inline_batch"] = batch(herald, cfg, f"{token}u", errors)
 
 
-def _split_blocker(cfg: Config) -> str | None:
+def _inline_blocker(cfg: Config) -> str | None:
     if cfg.herald_cmd == BARE_CMD:
-        return "--herald-cmd bare: the stage runs herald serve and herald worker"
+        return "--herald-cmd bare: the stage runs herald serve"
     return None
 
 

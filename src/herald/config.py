@@ -17,7 +17,9 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535)
     admin_token: str | None = None  # guards /audit, /rules, /users
     ingest_token: str | None = None  # guards /events
-    dispatcher: bool = True  # deliver messages inside the API process
+    dispatcher: bool = True  # `herald serve` delivers messages
+    # ... from a child process of its own (on another core), or on the API's event loop
+    dispatcher_process: bool = True
     workers: int = Field(1, ge=1, le=64)
     log_level: str = "INFO"
     log_format: str = Field("text", pattern="^(text|json)$")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -33,11 +34,24 @@ def serve(
     rules: RulesOpt = None,
     workers: Annotated[int | None, typer.Option(help="API processes (env HERALD_WORKERS)")] = None,
     dispatcher: Annotated[
-        bool | None, typer.Option("--dispatcher/--no-dispatcher", help="deliver in this process")
+        bool | None,
+        typer.Option(
+            "--dispatcher/--no-dispatcher", help="deliver messages (env HERALD_DISPATCHER)"
+        ),
+    ] = None,
+    dispatcher_process: Annotated[
+        bool | None,
+        typer.Option(
+            "--dispatcher-process/--dispatcher-inline",
+            help="deliver from a child process, on another core, or on the API's event loop "
+            "(env HERALD_DISPATCHER_PROCESS)",
+        ),
     ] = None,
 ) -> None:
-    """Run the HTTP API (and, by default, the dispatcher)."""
+    """Run the HTTP API and, by default, a dispatcher in a child process."""
     import uvicorn
+
+    from herald.cli.dispatcher_process import DispatcherProcess
 
     settings = settings_from(
         host=host,
@@ -46,29 +60,41 @@ def serve(
         rules=rules,
         workers=workers,
         dispatcher=dispatcher,
+        dispatcher_process=dispatcher_process,
     )
     problem = settings.exposure_problem()
     if problem:
         fail(problem, code=2)
     preflight(settings)
-    # Worker processes read their settings from the environment.
-    for name, value in settings.model_dump().items():
+    apart = settings.dispatcher and settings.dispatcher_process
+    # API processes and the dispatcher process read their settings from the environment;
+    # with a dispatcher process of their own, the API processes deliver nothing.
+    api_settings = settings.model_copy(update={"dispatcher": settings.dispatcher and not apart})
+    for name, value in api_settings.model_dump().items():
         if value is not None:
             os.environ[f"HERALD_{name.upper()}"] = str(value)
+    delivery = (
+        "by a dispatcher process" if apart else "in the API" if settings.dispatcher else "off"
+    )
     console.print(
         f"Herald on http://{settings.host}:{settings.port} (docs at /docs), "
-        f"database {settings.database_url}, {settings.workers} worker(s)"
+        f"database {settings.database_url}, {settings.workers} API process(es), "
+        f"delivery {delivery}"
     )
-    uvicorn.run(
-        "herald.api.factory:app_from_environment",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_level=settings.log_level.lower(),
-        access_log=False,
-        lifespan="on",
-    )
+    # uvicorn re-raises the signal that stopped it once it has shut down: let SIGTERM then
+    # unwind as an exception, not end the process at once, so the dispatcher stops too.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    with DispatcherProcess() if apart else nullcontext():
+        uvicorn.run(
+            "herald.api.factory:app_from_environment",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_level=settings.log_level.lower(),
+            access_log=False,
+            lifespan="on",
+        )
 
 
 @app.command()
@@ -81,6 +107,9 @@ def worker(
     ] = None,
     metrics_host: Annotated[
         str | None, typer.Option(help="address for the metrics (env HERALD_METRICS_HOST)")
+    ] = None,
+    parent_pid: Annotated[
+        int | None, typer.Option(hidden=True, help="stop when this process is gone")
     ] = None,
 ) -> None:
     """Run a dispatcher alone: beside `herald serve --no-dispatcher` on the same SQLite
@@ -109,9 +138,11 @@ def worker(
             loop.add_signal_handler(sig, stopping.set)
         console.print(f"dispatcher {dispatcher.worker_id} on {settings.database_url}")
         runtime.checkpointer.start()  # a worker alone on SQLite must keep its log short too
+        watch = asyncio.create_task(_stop_without_parent(parent_pid, stopping))
         try:
             await dispatcher.run(stopping)
         finally:
+            watch.cancel()
             for provider in runtime.delivery.providers.values():
                 await provider.aclose()
             await asyncio.to_thread(runtime.checkpointer.stop)
@@ -122,6 +153,21 @@ def worker(
         if metrics_server is not None:
             metrics_server.shutdown()
         runtime.database.dispose()
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+async def _stop_without_parent(parent_pid: int | None, stopping: asyncio.Event) -> None:
+    """The dispatcher process of a `herald serve` killed outright stops within a second:
+    an orphan would go on delivering, unseen, beside the next server's."""
+    if parent_pid is None:
+        return
+    while os.getppid() == parent_pid:
+        await asyncio.sleep(1.0)
+    console.print("the server that started this dispatcher is gone; stopping")
+    stopping.set()
 
 
 def _serve_metrics(settings: Settings, registry: CollectorRegistry) -> WSGIServer | None:

@@ -60,15 +60,19 @@ class Dispatcher:
         batch_size: int = 200,
         lease_seconds: float = 60.0,
         concurrency: int = 16,
-        poll_interval: float = 1.0,
+        poll_interval: float = 0.25,
         on_result: Callable[[str, DeliveryStatus], None] = lambda _c, _s: None,
         rng: random.Random | None = None,
         inline_storage: bool = False,
         gather_seconds: float = 0.05,
     ) -> None:
-        """``inline_storage``: run the outbox's statements on the event loop rather than
-        on a thread. Right for SQLite, whose statements take microseconds and whose
-        writes are serialised anyway; wrong for a database across a network."""
+        """``poll_interval``: how long an idle dispatcher waits before it looks again, unless
+        woken (only one in the API process is woken by commits; a dispatcher process
+        finds new messages this often).
+
+        ``inline_storage``: run the outbox's statements on the event loop rather than on
+        a thread. Right for SQLite, whose statements take microseconds and whose writes
+        are serialised anyway; wrong for a database across a network."""
         self._database = database
         self._providers = dict(providers)
         self._local = {name: getattr(p, "local", False) for name, p in self._providers.items()}

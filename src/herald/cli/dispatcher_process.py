@@ -1,0 +1,95 @@
+"""The dispatcher of ``herald serve`` in a child process: started with the server,
+restarted if it dies, stopped with it.
+
+Delivery on the server's own event loop competes with ingestion for one core; as a
+child process it runs on another (see the benchmark in the README). The child is
+``herald worker``, reading the same ``HERALD_*`` environment. It runs in a session of its
+own, so a Ctrl-C at the terminal reaches only the server, which then stops it; and it
+watches its parent, so it ends too when the server is killed outright.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+
+log = logging.getLogger("herald.dispatcher")
+
+# A child that lived this long before dying is restarted at once, not after a backoff.
+_HEALTHY_RUN_S = 60.0
+
+
+class DispatcherProcess:
+    def __init__(
+        self,
+        *,
+        command: list[str] | None = None,
+        restart_after_s: float = 1.0,
+        max_restart_after_s: float = 30.0,
+        stop_timeout_s: float = 30.0,
+    ) -> None:
+        self._command = command or [
+            sys.executable,
+            "-m",
+            "herald",
+            "worker",
+            "--parent-pid",
+            str(os.getpid()),
+        ]
+        self._restart_after_s = restart_after_s
+        self._max_restart_after_s = max_restart_after_s
+        self._stop_timeout_s = stop_timeout_s
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()  # no child is started once stopping is set
+        self._process: subprocess.Popen[bytes] | None = None
+        self._thread = threading.Thread(
+            target=self._supervise, name="herald-dispatcher-supervisor", daemon=True
+        )
+
+    def __enter__(self) -> DispatcherProcess:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Ask the child to finish its round (SIGTERM); kill it if it takes too long."""
+        with self._lock:
+            self._stopping.set()
+            process = self._process
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(self._stop_timeout_s)
+            except subprocess.TimeoutExpired:
+                log.error("the dispatcher process did not stop in time; killing it")
+                process.kill()
+                process.wait()
+        self._thread.join(self._stop_timeout_s)
+
+    def _supervise(self) -> None:
+        backoff = self._restart_after_s
+        while True:
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                started = time.monotonic()
+                self._process = subprocess.Popen(self._command, start_new_session=True)
+            code = self._process.wait()
+            if self._stopping.is_set():
+                return
+            if time.monotonic() - started > _HEALTHY_RUN_S:
+                backoff = self._restart_after_s
+            log.error(
+                "the dispatcher process exited with code %s; starting another in %.0f s",
+                code,
+                backoff,
+            )
+            if self._stopping.wait(backoff):
+                return
+            backoff = min(backoff * 2, self._max_restart_after_s)

@@ -1,0 +1,126 @@
+"""`herald serve` delivers from a dispatcher process of its own: started with the server,
+started again when it dies, and never outliving the server."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from tests.support.events import opted_in_signup
+from tests.support.ports import free_port
+from tests.support.processes import HeraldProcess, herald_environment
+
+DISPATCHER_LINE = re.compile(r"dispatcher \S+:(\d+) on ")
+
+
+def eventually(check: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"not after {timeout}s: {what}")
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie, dead but not yet reaped, counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def dispatcher_pids(server: HeraldProcess) -> list[int]:
+    return [int(pid) for pid in DISPATCHER_LINE.findall(server.output())]
+
+
+def lines(path: Path) -> int:
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def post_signup(base: str, user: str) -> None:
+    event = opted_in_signup(user)
+    body = {
+        "event_id": event.event_id,
+        "user_id": event.user_id,
+        "event_type": event.event_type,
+        "event_timestamp": event.timestamp.isoformat(),
+        "user_traits": dict(event.user_traits),
+    }
+    assert httpx.post(f"{base}/events", json=body, timeout=10).status_code == 202
+
+
+def start_server(tmp_path: Path, *args: str, **env: str) -> tuple[HeraldProcess, str]:
+    port = free_port()
+    server = HeraldProcess("serve", log_dir=tmp_path)
+    server.start(
+        ["serve", "--port", str(port), "--database", f"sqlite:///{tmp_path / 'herald.db'}", *args],
+        herald_environment(HERALD_OUTBOX_FILE=str(tmp_path / "outbox.jsonl"), **env),
+        cwd=tmp_path,
+    )
+    base = f"http://127.0.0.1:{port}"
+    server.wait_healthy(f"{base}/readyz")
+    return server, base
+
+
+def test_serve_delivers_from_a_dispatcher_process_and_starts_another_when_it_dies(
+    tmp_path: Path,
+) -> None:
+    outbox = tmp_path / "outbox.jsonl"
+    metrics_port = free_port()
+    server, base = start_server(tmp_path, HERALD_METRICS_PORT=str(metrics_port))
+    try:
+        assert "delivery by a dispatcher process" in server.output()
+        eventually(lambda: len(dispatcher_pids(server)) == 1, "the dispatcher starts")
+        [first] = dispatcher_pids(server)
+        assert first != server.pid
+
+        post_signup(base, "u1")
+        eventually(lambda: lines(outbox) == 1, "the welcome email is sent")
+        # The delivery counters are the dispatcher process's, at HERALD_METRICS_PORT.
+        counters = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+        assert 'herald_deliveries_total{channel="email",status="sent"} 1.0' in counters
+
+        os.kill(first, signal.SIGKILL)
+        server.wait_for_output("the dispatcher process exited with code -9")
+        eventually(lambda: len(dispatcher_pids(server)) == 2, "another dispatcher starts")
+        second = dispatcher_pids(server)[1]
+
+        post_signup(base, "u2")
+        eventually(lambda: lines(outbox) == 2, "the next email is sent by the new dispatcher")
+    finally:
+        server.stop()
+    assert server.output().count("Finished server process") == 1
+    eventually(lambda: not alive(second), "the dispatcher stops with the server", timeout=5)
+
+
+def test_a_server_killed_outright_takes_its_dispatcher_process_with_it(tmp_path: Path) -> None:
+    server, _ = start_server(tmp_path)
+    try:
+        eventually(lambda: len(dispatcher_pids(server)) == 1, "the dispatcher starts")
+        [dispatcher] = dispatcher_pids(server)
+        assert server.pid is not None
+        os.kill(server.pid, signal.SIGKILL)
+        eventually(lambda: not alive(dispatcher), "the orphaned dispatcher stops", timeout=5)
+        assert "the server that started this dispatcher is gone; stopping" in server.output()
+    finally:
+        server.stop()
+
+
+def test_an_inline_dispatcher_delivers_from_the_server_itself(tmp_path: Path) -> None:
+    outbox = tmp_path / "outbox.jsonl"
+    server, base = start_server(tmp_path, "--dispatcher-inline")
+    try:
+        assert "delivery in the API" in server.output()
+        post_signup(base, "u1")
+        eventually(lambda: lines(outbox) == 1, "the welcome email is sent")
+        assert dispatcher_pids(server) == []
+    finally:
+        server.stop()
