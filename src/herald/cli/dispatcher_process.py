@@ -86,7 +86,7 @@ class DispatcherProcess:
             if time.monotonic() - started > _HEALTHY_RUN_S:
                 backoff = self._restart_after_s
             log.error(
-                "the dispatcher process exited with code %s; starting another in %.0f s",
+                "the dispatcher process exited with code %s; starting another in %g s",
                 code,
                 backoff,
             )
