@@ -78,7 +78,8 @@ def serve(
     )
     console.print(
         f"Herald on http://{settings.host}:{settings.port} (docs at /docs), "
-        f"database {settings.database_url}, {settings.workers} API process(es), "
+        f"database {settings.database_url}, {settings.workers} API "
+        f"process{'es' if settings.workers > 1 else ''}, "
         f"delivery {delivery}"
     )
     # uvicorn re-raises the signal that stopped it once it has shut down: let SIGTERM then
