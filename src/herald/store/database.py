@@ -91,8 +91,7 @@ class Database:
             # (only a power loss can take the last ones); writers don't block readers.
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-            record.info[_BUSY_TIMEOUT] = SQLITE_BUSY_TIMEOUT_MS
+            _set_patience(dbapi_connection, record.info, SQLITE_BUSY_TIMEOUT_MS)
             # A page cache and memory map large enough for the indexes' upper levels:
             # the cost per event then stays flat as the history grows.
             cursor.execute("PRAGMA cache_size=-65536")  # KiB: 64 MiB per connection
@@ -109,11 +108,8 @@ class Database:
         def _restore_patience(dbapi_connection: Any, record: Any) -> None:
             # A unit of work may stop waiting for the lock for its own duration only:
             # whoever takes the connection from the pool next gets the usual patience.
-            if dbapi_connection is not None and record.info.get(_BUSY_TIMEOUT) != (
-                SQLITE_BUSY_TIMEOUT_MS
-            ):
-                dbapi_connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-                record.info[_BUSY_TIMEOUT] = SQLITE_BUSY_TIMEOUT_MS
+            if dbapi_connection is not None:
+                _set_patience(dbapi_connection, record.info, SQLITE_BUSY_TIMEOUT_MS)
 
         @event.listens_for(engine, "begin")
         def _begin(connection: Any) -> None:
@@ -131,11 +127,16 @@ def set_busy_timeout(connection: Connection, milliseconds: int) -> None:
     """How long a SQLite connection waits for another connection's write lock before
     it fails with "database is locked" (0: it fails at once), until the connection goes
     back to the pool, which restores the usual patience."""
-    # Pooled connections keep their setting: a PRAGMA only when it changes.
-    if connection.info.get(_BUSY_TIMEOUT) != milliseconds:
-        # On the driver's connection: through SQLAlchemy, the statement would begin a
-        # transaction, and so wait for the lock it is about to stop waiting for.
-        driver = connection.connection.driver_connection
-        assert driver is not None
+    # On the driver's connection: through SQLAlchemy, the statement would begin a
+    # transaction, and so wait for the lock it is about to stop waiting for.
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    _set_patience(driver, connection.info, milliseconds)
+
+
+def _set_patience(driver: Any, info: dict[Any, Any], milliseconds: int) -> None:
+    """Set a driver connection's busy timeout; ``info`` (the pooled connection's) remembers
+    it, so that a connection already set costs no statement."""
+    if info.get(_BUSY_TIMEOUT) != milliseconds:
         driver.execute(f"PRAGMA busy_timeout={int(milliseconds)}")
-        connection.info[_BUSY_TIMEOUT] = milliseconds
+        info[_BUSY_TIMEOUT] = milliseconds
