@@ -46,6 +46,7 @@ class Config:
     postgres_url: str | None
     pg_workers: tuple[int, ...]
     pg_reconnect_every: int
+    rounds: int
 
 
 def parse_args(argv: list[str] | None = None) -> Config:
@@ -59,6 +60,11 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--connections", type=int, default=32)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--users", type=int, default=100_000, help="distinct user ids")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        help="times stages bare and herald run, alternating; figures are medians (default 3)",
+    )
     p.add_argument("--batch-clients", type=int, default=4)
     p.add_argument("--batch-size", type=int, default=1000)
     p.add_argument("--batch-duration", type=float, help="seconds (default: --duration)")
@@ -136,6 +142,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         postgres_url=None if a.postgres.lower() == "none" else a.postgres,
         pg_workers=_parse_sizes(a.pg_workers, "--pg-workers"),
         pg_reconnect_every=max(0, a.pg_reconnect_every),
+        rounds=max(1, a.rounds if a.rounds is not None else (1 if a.quick else 3)),
     )
 
 

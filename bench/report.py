@@ -12,6 +12,7 @@ import os
 import platform
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,38 @@ def _nan_to_none(value: Any) -> Any:
     return value
 
 
+# The figures of stages 1 and 2, and how each orders the rounds.
+_ROUND_FIGURES: dict[str, Callable[[Any], float]] = {
+    "bare": lambda r: r["requests_per_s"],
+    "herald_single": lambda r: r["requests_per_s"],
+    "herald_over_bare": lambda ratio: ratio,
+    "herald_batch": lambda r: r["events_per_s"],
+}
+
+
+def median_of_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """For each figure of stages 1 and 2, the round that is its median (the lower of the
+    middle two for an even count), whole, so its latencies come from the same run. The
+    ratio is the median of each round's own ratio, not a ratio of medians."""
+    medians: dict[str, Any] = {}
+    for name, key in _ROUND_FIGURES.items():
+        values = sorted((r[name] for r in rounds if r.get(name) is not None), key=key)
+        if values:
+            medians[name] = values[(len(values) - 1) // 2]
+    return medians
+
+
+def _spread(results: dict[str, Any], name: str) -> str:
+    """What follows a median in the table: its lowest and highest round, or nothing."""
+    key = _ROUND_FIGURES[name]
+    values = [key(r[name]) for r in results.get("rounds", []) if r.get(name) is not None]
+    if len(values) < 2:
+        return ""
+    low, high = min(values), max(values)
+    shown = (_ratio(low), _ratio(high)) if name == "herald_over_bare" else (_num(low), _num(high))
+    return f" ({shown[0]}-{shown[1]}, median of {len(values)})"
+
+
 def summary_table(results: dict[str, Any]) -> str:
     """Render the results as a markdown table plus a machine line, skips, warnings, errors."""
     m = results["machine"]
@@ -110,13 +143,16 @@ def _sqlite_rows(results: dict[str, Any]) -> list[Row]:
     cfg = results["config"]
     rows: list[Row] = []
     if bare := results.get("bare"):
-        rows.append(_wrk_row("bare FastAPI POST /events", bare, "req/s"))
+        rows.append(_wrk_row("bare FastAPI POST /events", bare, "req/s", _spread(results, "bare")))
     if single := results.get("herald_single"):
-        rows.append(_wrk_row("herald POST /events", single, "events/s"))
+        spread = _spread(results, "herald_single")
+        rows.append(_wrk_row("herald POST /events", single, "events/s", spread))
     if (ratio := results.get("herald_over_bare")) is not None:
-        rows.append(("herald / bare (req/s)", _ratio(ratio), "", "", ""))
+        spread = _spread(results, "herald_over_bare")
+        rows.append(("herald / bare (req/s)", _ratio(ratio) + spread, "", "", ""))
     if batch := results.get("herald_batch"):
-        rows.append(_batch_row(f"herald POST /events/batch ({cfg['batch_size']}/req)", batch))
+        label = f"herald POST /events/batch ({cfg['batch_size']}/req)"
+        rows.append(_batch_row(label, batch, _spread(results, "herald_batch")))
     if inline := results.get("inline_single"):
         rows.append(_wrk_row("herald, dispatcher inline, POST /events", inline, "events/s"))
     if (ratio := results.get("inline_over_bare")) is not None:
@@ -194,21 +230,21 @@ def _postgres_rows(results: dict[str, Any]) -> list[Row]:
     return rows
 
 
-def _batch_row(label: str, batch: dict[str, Any]) -> Row:
+def _batch_row(label: str, batch: dict[str, Any], spread: str = "") -> Row:
     return (
         label,
-        f"{_num(batch['events_per_s'])} events/s",
+        f"{_num(batch['events_per_s'])} events/s{spread}",
         _ms(batch["p50_ms"]),
         _ms(batch["p99_ms"]),
         str(batch["failed_batches"]),
     )
 
 
-def _wrk_row(label: str, r: dict[str, Any], unit: str) -> Row:
+def _wrk_row(label: str, r: dict[str, Any], unit: str, spread: str = "") -> Row:
     errors = r["non_2xx"] + r["socket_errors"]
     return (
         label,
-        f"{_num(r['requests_per_s'])} {unit}",
+        f"{_num(r['requests_per_s'])} {unit}{spread}",
         _ms(r["p50_ms"]),
         _ms(r["p99_ms"]),
         str(errors),

@@ -4,6 +4,7 @@ Run as ``.venv/bin/python bench/run.py [options]`` (or ``make bench BENCH_ARGS=.
 Stages (``--stages``), each server on a fresh temporary directory and free 127.0.0.1 port:
   1. bare app (bare_app.py): wrk POST /events;
   2. herald on a fresh SQLite database: wrk POST /events, then batch load on /events/batch;
+     stages 1 and 2 alternate for --rounds rounds, and each figure is their median;
   2b. inline: stage 2 again with the dispatcher on the server's event loop
      (``HERALD_DISPATCHER_PROCESS=false``) instead of in a process of its own;
   3. herald on another fresh database: for each --history size, preload through
@@ -42,7 +43,7 @@ from measure import (
 )
 from options import BARE_CMD, Config, parse_args
 from postgres import redacted, run_postgres, unreachable
-from report import machine_info, summary_table, write_json
+from report import machine_info, median_of_rounds, summary_table, write_json
 from servers import Server, ServerError
 from sqlalchemy.exc import SQLAlchemyError
 from wrk_runner import WrkError
@@ -132,17 +133,9 @@ def run(cfg: Config, tmp: Path, results: dict[str, Any], check: Callable[[], Non
     token = secrets.token_hex(4)
     errors: list[str] = results["errors"]
     stages = set(cfg.stages)
-    if "bare" in stages:
-        with bench_server("bare", BARE_CMD, cfg, tmp / "bare") as bare:
-            results["bare"] = asdict(single(bare, cfg, f"{token}a", errors)[0])
-    check()
-    _quiet_disk()
-    if "herald" in stages:
-        with bench_server("herald", cfg.herald_cmd, cfg, tmp / "herald") as herald:
-            results["herald_single"] = asdict(single(herald, cfg, f"{token}s", errors)[0])
-            if "bare" in results:
-                results["herald_over_bare"] = _ratio(results["herald_single"], results["bare"])
-            results["herald_batch"] = batch(herald, cfg, token, errors)
+    if stages & {"bare", "herald"}:
+        results["rounds"] = _rounds(cfg, tmp, token, errors, check)
+        results.update(median_of_rounds(results["rounds"]))
     check()
     _quiet_disk()
     if "inline" in stages and not _skipped("inline", _inline_blocker(cfg), results):
@@ -170,6 +163,34 @@ def run(cfg: Config, tmp: Path, results: dict[str, Any], check: Callable[[], Non
             run_postgres(cfg, tmp, token, errors, pg, check)
         finally:
             results["warnings"].extend(pg.get("falls", []))
+
+
+def _rounds(
+    cfg: Config, tmp: Path, token: str, errors: list[str], check: Callable[[], None]
+) -> list[dict[str, Any]]:
+    """Stages 1 and 2, ``cfg.rounds`` times, alternating, each on a fresh server and
+    database. A single pair of 10 s runs moved by 10-20% from one try to the next here;
+    alternating rounds let whatever else the machine is doing fall on both alike."""
+    rounds: list[dict[str, Any]] = []
+    for n in range(1, cfg.rounds + 1):
+        if cfg.rounds > 1:
+            log(f"round {n} of {cfg.rounds}")
+        entry: dict[str, Any] = {}
+        if "bare" in cfg.stages:
+            with bench_server("bare", BARE_CMD, cfg, tmp / f"bare-{n}") as bare:
+                entry["bare"] = asdict(single(bare, cfg, f"{token}a{n}", errors)[0])
+            check()
+            _quiet_disk()
+        if "herald" in cfg.stages:
+            with bench_server("herald", cfg.herald_cmd, cfg, tmp / f"herald-{n}") as herald:
+                entry["herald_single"] = asdict(single(herald, cfg, f"{token}s{n}", errors)[0])
+                entry["herald_batch"] = batch(herald, cfg, f"{token}b{n}", errors)
+            check()
+            _quiet_disk()
+        if "bare" in entry and "herald_single" in entry:
+            entry["herald_over_bare"] = _ratio(entry["herald_single"], entry["bare"])
+        rounds.append(entry)
+    return rounds
 
 
 def _inline(
