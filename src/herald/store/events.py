@@ -9,7 +9,7 @@ from sqlalchemy import Connection, and_, or_, select
 
 from herald.domain.model import Event
 from herald.domain.timeutil import from_micros
-from herald.store.sql import json_text, json_value, marks, select_in
+from herald.store.sql import execute_many, fetch_all, json_text, json_value, marks, select_in
 from herald.store.tables import events
 
 _COLUMNS = (
@@ -45,7 +45,8 @@ class EventRepository:
         order = " ORDER BY event_time_us DESC" if latest is not None else " ORDER BY event_time_us"
         count = latest if latest is not None else earliest
         limit = f" LIMIT {int(count)}" if count is not None else ""
-        rows = self._conn.exec_driver_sql(
+        rows = fetch_all(
+            self._conn,
             "SELECT event_id, event_time_us, properties, user_traits FROM events "
             f"WHERE user_id = {mark} AND event_type = {mark} "
             f"AND event_time_us >= {mark} AND event_time_us <= {mark}{order}{limit}",
@@ -67,7 +68,8 @@ class EventRepository:
         """Insert events (rows keyed by column name, JSON columns as Python values)."""
         if not rows:
             return
-        self._conn.exec_driver_sql(
+        execute_many(
+            self._conn,
             f"INSERT INTO events ({', '.join(_COLUMNS)}) "
             f"VALUES ({marks(self._dialect, len(_COLUMNS))})",
             [tuple(json_text(row[c]) if c in _JSON else row[c] for c in _COLUMNS) for row in rows],

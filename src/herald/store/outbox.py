@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, exists, func, select, update
 
-from herald.store.sql import marks, select_in
+from herald.store.sql import execute_many, marks, select_in
 from herald.store.tables import delivery_attempts, events, messages
 
 PENDING, SENDING, SENT, FAILED = "pending", "sending", "sent", "failed"
@@ -49,13 +49,13 @@ class OutboxRepository:
         not the caller, has the last word on limits). Returns how many were inserted."""
         if not rows:
             return 0
-        result = self._conn.exec_driver_sql(
+        return execute_many(
+            self._conn,
             f"INSERT INTO messages ({', '.join(_MESSAGE_COLUMNS)}) "
             f"VALUES ({marks(self._dialect, len(_MESSAGE_COLUMNS))}) "
             "ON CONFLICT (dedup_key) DO NOTHING",
             [tuple(row.get(column) for column in _MESSAGE_COLUMNS) for row in rows],
         )
-        return int(result.rowcount)
 
     def claim_due(self, *, now_us: int, limit: int, worker: str, lease_us: int) -> list[Any]:
         """Atomically claim up to ``limit`` due messages for ``worker`` until the lease ends.

@@ -9,7 +9,7 @@ from sqlalchemy import Connection, select
 
 from herald.domain.model import UserProfile
 from herald.store.dialect import insert_for
-from herald.store.sql import json_text, json_value, marks, select_in
+from herald.store.sql import execute_many, json_text, json_value, marks, select_in
 from herald.store.tables import users
 
 
@@ -52,7 +52,8 @@ class UserRepository:
             for profile in profiles
         ]
         if rows:
-            self._conn.exec_driver_sql(
+            execute_many(
+                self._conn,
                 "INSERT INTO users (user_id, traits, trait_times, first_seen_us, updated_us) "
                 f"VALUES ({marks(self._dialect, 5)}) ON CONFLICT (user_id) DO UPDATE SET "
                 "traits = excluded.traits, trait_times = excluded.trait_times, "
