@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -20,9 +22,14 @@ from sqlalchemy import inspect, text
 from herald.api.app import create_app
 from herald.bootstrap import build_runtime
 from herald.config import Settings
+from herald.domain.model import Event, Outcome, message_id_for
+from herald.rules.loader import load_ruleset
+from herald.service.ingest import IngestResult, ingest
 from herald.store.database import Database
 from herald.store.migrate import current_revision, head_revision, upgrade
 from herald.store.tables import metadata
+from herald.store.unit_of_work import UnitOfWork
+from tests.support.events import opted_in_signup
 from tests.support.ports import free_port
 from tests.support.processes import herald_environment, run_herald, scratch_postgres_database
 
@@ -90,6 +97,36 @@ def test_db_upgrade_of_a_current_database_changes_nothing(
     assert again.returncode == 0, again.stderr
     head = head_revision()
     assert f"schema: {head} -> {head}" in one_line(again.stdout + again.stderr)
+
+
+def store(database: Database, event: Event) -> IngestResult:
+    with UnitOfWork(database) as uow:
+        [result] = ingest(uow, [event], load_ruleset(), now=datetime(2025, 11, 3, 12, tzinfo=UTC))
+        uow.commit()
+    return result
+
+
+def test_upgrading_through_0004_keeps_the_messages_and_their_limits(
+    empty_database_url: str,
+) -> None:
+    # 0004 drops the unique constraint on dedup keys: the primary key holds limits since.
+    database = Database(empty_database_url)
+    try:
+        upgrade(database, to="0003")
+        store(database, opted_in_signup("u1"))
+
+        upgrade(database)
+        again = store(database, replace(opted_in_signup("u1"), event_id="s-u1-again"))
+
+        assert schema_differences(database) == []
+        welcome = next(d for d in again.decisions if d.rule == "WELCOME_EMAIL")
+        assert welcome.outcome is Outcome.SUPPRESSED
+        assert welcome.message_id == message_id_for("WELCOME_EMAIL:u1")
+        with database.reader.connect() as connection:
+            stored = connection.execute(text("SELECT dedup_key FROM messages")).scalars().all()
+        assert stored == ["WELCOME_EMAIL:u1"]
+    finally:
+        database.dispose()
 
 
 def test_build_runtime_upgrades_an_empty_sqlite_database_by_itself(tmp_path: Path) -> None:

@@ -323,15 +323,26 @@ class TestOutboxRepository:
         self, database: Database
     ) -> None:
         add_messages(database, message_row("WELCOME_EMAIL:u_1"))
-        taken = message_row("WELCOME_EMAIL:u_2") | {"dedup_key": "WELCOME_EMAIL:u_1"}
+        taken = message_row("WELCOME_EMAIL:u_1") | {"event_id": "a-later-event"}
 
         inserted = add_messages(database, taken, message_row("WELCOME_EMAIL:u_3"))
 
         assert inserted == 1
         assert stored_message(database, message_id_for("WELCOME_EMAIL:u_3")) is not None
-        assert stored_message(database, message_id_for("WELCOME_EMAIL:u_2")) is None
         holder = stored_message(database, message_id_for("WELCOME_EMAIL:u_1"))
         assert holder.event_id == "evt-WELCOME_EMAIL:u_1"
+
+    def test_add_many_refuses_a_message_not_named_after_its_dedup_key(
+        self, database: Database
+    ) -> None:
+        # The primary key holds limits only because ids are digests of dedup keys.
+        add_messages(database, message_row("WELCOME_EMAIL:u_1"))
+        stray = message_row("WELCOME_EMAIL:u_2") | {"dedup_key": "WELCOME_EMAIL:u_1"}
+
+        with pytest.raises(ValueError, match="not named after its dedup key"):
+            add_messages(database, message_row("WELCOME_EMAIL:u_3"), stray)
+
+        assert stored_message(database, message_id_for("WELCOME_EMAIL:u_3")) is None
 
     def test_add_many_of_nothing_inserts_nothing(self, database: Database) -> None:
         assert add_messages(database) == 0

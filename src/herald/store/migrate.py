@@ -39,8 +39,10 @@ def current_revision(database: Database) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
-def upgrade(database: Database, progress: Callable[[str], None] | None = None) -> None:
-    """Bring the schema to the newest revision (a no-op when it is current);
+def upgrade(
+    database: Database, progress: Callable[[str], None] | None = None, *, to: str = "head"
+) -> None:
+    """Bring the schema to the newest revision, or to ``to`` (a no-op when it is there);
     ``progress`` hears of each revision applied, with how long it took (an index on a
     large table can take minutes)."""
     config = _config()
@@ -56,7 +58,7 @@ def upgrade(database: Database, progress: Callable[[str], None] | None = None) -
     with database.writer.begin() as connection:
         config.attributes["connection"] = connection
         config.attributes["on_version_apply"] = applied
-        command.upgrade(config, "head")
+        command.upgrade(config, to)
 
 
 def ensure_current(

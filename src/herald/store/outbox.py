@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, exists, func, select, update
 
+from herald.domain.model import message_id_for
 from herald.store.sql import execute_many, marks, select_in
 from herald.store.tables import delivery_attempts, events, messages
 
@@ -41,19 +42,30 @@ class OutboxRepository:
 
     def holders(self, dedup_keys: Iterable[str]) -> dict[str, str]:
         """Dedup key -> id of the message that holds it, for keys already held."""
-        query = "SELECT dedup_key, message_id FROM messages WHERE dedup_key IN ({})"
-        return dict(iter(select_in(self._conn, self._dialect, query, dedup_keys)))
+        key_of = {message_id_for(key): key for key in dedup_keys}
+        query = "SELECT message_id FROM messages WHERE message_id IN ({})"
+        found = select_in(self._conn, self._dialect, query, key_of)
+        return {key_of[message_id]: message_id for (message_id,) in found}
 
     def add_many(self, rows: Sequence[dict[str, Any]]) -> int:
         """Insert messages; a row whose dedup key is taken is not inserted (the database,
-        not the caller, has the last word on limits). Returns how many were inserted."""
+        not the caller, has the last word on limits). Returns how many were inserted.
+
+        The primary key enforces the limit because a message id is the digest of its
+        dedup key: a row whose id is not is refused, before anything is written."""
+        for row in rows:
+            if row["message_id"] != message_id_for(row["dedup_key"]):
+                raise ValueError(
+                    f"message {row['message_id']!r} is not named after its dedup key "
+                    f"{row['dedup_key']!r}: its limit would not hold"
+                )
         if not rows:
             return 0
         return execute_many(
             self._conn,
             f"INSERT INTO messages ({', '.join(_MESSAGE_COLUMNS)}) "
             f"VALUES ({marks(self._dialect, len(_MESSAGE_COLUMNS))}) "
-            "ON CONFLICT (dedup_key) DO NOTHING",
+            "ON CONFLICT (message_id) DO NOTHING",
             [tuple(row.get(column) for column in _MESSAGE_COLUMNS) for row in rows],
         )
 

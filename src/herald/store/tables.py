@@ -59,8 +59,10 @@ events = Table(
 messages = Table(
     "messages",
     metadata,
+    # The id is the digest of the dedup key, so this key admits one message per dedup
+    # key: it is what enforces limits (one index, not two, written per message).
     Column("message_id", String(64), primary_key=True),
-    Column("dedup_key", String(MAX_DEDUP_KEY), nullable=False, unique=True),
+    Column("dedup_key", String(MAX_DEDUP_KEY), nullable=False),
     Column("user_id", String(128), nullable=False),
     Column("event_id", String(128), nullable=False),
     Column("rule", String(128), nullable=False),
