@@ -53,14 +53,14 @@ class OutboxRepository:
 
         The primary key enforces the limit because a message id is the digest of its
         dedup key: a row whose id is not is refused, before anything is written."""
+        if not rows:
+            return 0
         for row in rows:
             if row["message_id"] != message_id_for(row["dedup_key"]):
                 raise ValueError(
                     f"message {row['message_id']!r} is not named after its dedup key "
                     f"{row['dedup_key']!r}: its limit would not hold"
                 )
-        if not rows:
-            return 0
         return execute_many(
             self._conn,
             f"INSERT INTO messages ({', '.join(_MESSAGE_COLUMNS)}) "
