@@ -121,8 +121,10 @@ def test_reusing_an_event_id_for_another_payload_is_a_conflict(client: TestClien
             ),
             "properties",
         ),
-        (payment_failed(user_traits={"email": "maria\x00@example.com"}), "user_traits"),
+        (payment_failed(user_traits={"email": "maria\x00@example.com"}), "email"),
         (payment_failed(event_id="evt\x00"), "event_id"),
+        # A line break in an id would break the log line of an alert in two.
+        (payment_failed(user_id="u_1\n2025-11-03 WARNING forged"), "user_id"),
     ],
 )
 def test_invalid_events_are_client_errors_that_store_nothing(
@@ -144,6 +146,69 @@ def test_an_unknown_event_type_lists_the_supported_ones(client: TestClient) -> N
 def test_malformed_or_non_object_bodies_are_client_errors(client: TestClient, raw: bytes) -> None:
     response = client.post("/events", content=raw, headers={"content-type": "application/json"})
     assert response.status_code in (400, 422)
+
+
+@pytest.mark.parametrize("number", [b"1e400", b"-1e400", b"Infinity", b"NaN"])
+def test_a_number_beyond_a_double_or_not_a_number_is_refused_not_stored_as_null(
+    client: TestClient, number: bytes
+) -> None:
+    body = json.dumps(payment_failed(user="u_inf")).encode().replace(b"1425.0", number)
+
+    response = client.post("/events", content=body, headers={"content-type": "application/json"})
+
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "properties", "amount"]
+    assert client.get("/audit/u_inf").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"content-type": "text/plain"}, {"content-type": "application/x-www-form-urlencoded"}, {}],
+    ids=["text", "form", "none"],
+)
+def test_a_body_not_sent_as_json_is_refused_with_415_and_stores_nothing(
+    client: TestClient, headers: dict[str, str]
+) -> None:
+    # What a web page on another origin could post without asking (no CORS preflight).
+    body = json.dumps(payment_failed(user="u_form")).encode()
+
+    response = client.post("/events", content=body, headers=headers)
+
+    assert response.status_code == 415
+    assert "application/json" in response.json()["detail"]
+    assert client.get("/audit/u_form").status_code == 404
+
+
+def test_json_with_a_charset_or_a_json_suffix_type_is_accepted(client: TestClient) -> None:
+    body = json.dumps(payment_failed(user="u_ct")).encode()
+    for content_type in ("application/json; charset=utf-8", "application/vnd.herald+json"):
+        response = client.post("/events", content=body, headers={"content-type": content_type})
+        assert response.status_code in (200, 202), response.text
+
+
+def test_a_retry_that_writes_a_number_differently_is_a_duplicate(client: TestClient) -> None:
+    first = payment_failed(event_id="evt_num")
+    retry = payment_failed(event_id="evt_num")
+    retry["properties"] = {**first["properties"], "amount": 1425}  # as JavaScript writes 1425.0
+
+    assert client.post("/events", json=first).status_code == 202
+    again = client.post("/events", json=retry)
+
+    assert again.status_code == 200 and again.json()["status"] == "duplicate"
+
+
+def test_the_audit_of_a_user_id_with_a_slash_is_found(client: TestClient) -> None:
+    assert client.post("/events", json=signup(user="acme/42")).status_code == 202
+
+    for path in ("/audit/acme/42", "/audit/acme%2F42"):
+        response = client.get(path)
+        assert response.status_code == 200, path
+        assert response.json()["user"]["user_id"] == "acme/42"
+
+
+def test_health_answers_head_as_load_balancers_ask(client: TestClient) -> None:
+    assert client.head("/healthz").status_code == 200
+    assert client.head("/readyz").status_code == 200
 
 
 def test_a_body_over_one_mebibyte_is_refused_with_413(client: TestClient) -> None:

@@ -68,7 +68,19 @@ def test_an_unknown_event_type_is_refused_listing_the_supported_ones(ruleset: Ru
     )
 
 
-@pytest.mark.parametrize("timestamp", ["yesterday", "2025-13-01T00:00:00Z", "2025-10-31T25:00"])
+@pytest.mark.parametrize(
+    "timestamp",
+    [
+        "yesterday",
+        "2025-13-01T00:00:00Z",
+        "2025-10-31T25:00",
+        "2025-02-30T00:00:00Z",
+        "2025-10-31x19:24:11Z",  # Python's own parser takes any separator
+        "2025-10-31T19:24:11.Z",  # ... a point with no fraction
+        "2025-10-31T19:24:11+00:00:30",  # ... and an offset with seconds
+        "20251031",
+    ],
+)
 def test_a_timestamp_that_is_not_iso_8601_is_refused(timestamp: str, ruleset: RuleSet) -> None:
     errors = rejected(to_event(payload(event_timestamp=timestamp), ruleset))
 
@@ -169,6 +181,10 @@ def test_undeclared_properties_are_kept_as_they_are(ruleset: RuleSet) -> None:
         ("2025-11-02T22:30:00-05:00", datetime(2025, 11, 3, 3, 30, tzinfo=UTC)),
         ("2025-11-03T01:30:00", datetime(2025, 11, 3, 1, 30, tzinfo=UTC)),
         ("2025-11-03T01:30:00.250z", datetime(2025, 11, 3, 1, 30, 0, 250_000, tzinfo=UTC)),
+        ("2025-11-03 01:30:00,5+0130", datetime(2025, 11, 3, 0, 0, 0, 500_000, tzinfo=UTC)),
+        ("2025-11-03T01:30+01", datetime(2025, 11, 3, 0, 30, tzinfo=UTC)),
+        # A leap second is the last microsecond of its minute: still that UTC day.
+        ("2016-12-31T23:59:60Z", datetime(2016, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)),
     ],
 )
 def test_a_timestamp_is_normalised_to_utc(given: str, utc: datetime, ruleset: RuleSet) -> None:
@@ -219,3 +235,50 @@ def test_a_given_event_id_is_kept(ruleset: RuleSet) -> None:
     assert accepted(to_event(payload(event_id="evt_client_42"), ruleset)).event_id == (
         "evt_client_42"
     )
+
+
+@pytest.mark.parametrize("field", ["user_id", "event_id"])
+@pytest.mark.parametrize(
+    ("char", "code"), [("\n", "U+000A"), ("\x1b", "U+001B"), ("\x85", "U+0085")]
+)
+def test_an_id_with_a_control_character_is_refused(
+    field: str, char: str, code: str, ruleset: RuleSet
+) -> None:
+    errors = rejected(to_event(payload(**{field: f"u{char}2"}), ruleset))
+
+    assert errors == [
+        {
+            "loc": ["body", field],
+            "msg": f"contains the control character {code}; ids must be printable",
+            "type": "invalid_id",
+        }
+    ]
+
+
+@pytest.mark.parametrize("number", [float("nan"), float("inf"), float("-inf")])
+def test_a_number_that_is_not_finite_is_refused_where_it_is(
+    number: float, ruleset: RuleSet
+) -> None:
+    properties = {**GOOD_PROPERTIES, "fees": [1.5, {"late": number}]}
+
+    errors = rejected(to_event(payload(properties=properties), ruleset))
+
+    assert [(error["loc"], error["type"]) for error in errors] == [
+        (["body", "properties", "fees", 1, "late"], "unstorable_value")
+    ]
+    assert "not a finite number" in errors[0]["msg"]
+
+
+def test_a_nul_character_in_a_trait_is_refused_naming_the_trait(ruleset: RuleSet) -> None:
+    errors = rejected(to_event(payload(user_traits={"email": "maria\x00@x.pt"}), ruleset))
+
+    assert errors[0]["loc"] == ["body", "user_traits", "email"]
+    assert "U+0000" in errors[0]["msg"]
+
+
+def test_a_null_or_a_string_with_escapes_is_not_mistaken_for_a_bad_value(
+    ruleset: RuleSet,
+) -> None:
+    traits = {"nickname": None, "note": "a \\u0000 in text, escaped"}
+
+    accepted(to_event(payload(user_traits=traits), ruleset))

@@ -217,6 +217,18 @@ def test_the_text_formatter_masks_the_message_but_not_the_utc_timestamp(
     )
 
 
+def test_a_value_with_a_line_break_cannot_forge_a_text_log_line(formatter_for: Any) -> None:
+    forged = "u_1\n2025-11-03 12:00:00,000 WARNING herald.delivery: all clear\x1b[0m"
+
+    text = formatter_for("text").format(record("internal alert for user %s", forged))
+
+    assert "\n" not in text and "\x1b" not in text
+    assert text.endswith(
+        "internal alert for user u_1\\n2025-11-03 12:00:00,000 WARNING herald.delivery: "
+        "all clear\\x1b[0m"
+    )
+
+
 def test_an_exception_in_a_text_log_line_is_masked_too(formatter_for: Any) -> None:
     failure = a_failure("cannot store maria@example.com")
 

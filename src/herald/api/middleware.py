@@ -1,7 +1,8 @@
 """The edge of every request, as one pure ASGI middleware (cheaper per request than
 Starlette's BaseHTTPMiddleware or a stack of small ones): a request id for the
-response and the logs, a body-size limit enforced before the body is read, and a
-clear refusal of compressed bodies (read as JSON they would be a puzzling 422)."""
+response and the logs, a body-size limit enforced before the body is read, and clear
+refusals of compressed bodies (read as JSON they would be a puzzling 422) and of bodies
+that do not say they are JSON."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ class RequestEdge:
         rid: str | None = None
         length: int | None = None
         encoding = b"identity"
+        media_type = b""
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 rid = value.decode("latin-1")[:64]
@@ -39,6 +41,8 @@ class RequestEdge:
                 length = int(value)
             elif name == b"content-encoding":
                 encoding = value.strip().lower()
+            elif name == b"content-type":
+                media_type = value.partition(b";")[0].strip().lower()
         rid = rid or f"{self._prefix}-{next(self._counter):x}"
         header = (b"x-request-id", rid.encode("latin-1"))
 
@@ -50,9 +54,15 @@ class RequestEdge:
         token = request_id.set(rid)
         try:
             limit = self.body_limit_by_path.get(scope["path"], self.body_limit)
-            if encoding not in (b"identity", b""):
+            has_body = scope["method"] in _WITH_BODY and length != 0
+            if has_body and encoding not in (b"identity", b""):
                 detail = f"Content-Encoding {encoding.decode('latin-1')!r} is not supported: "
                 await _reply(send_with_id, 415, detail + "send the body uncompressed")
+            elif has_body and not _is_json(media_type):
+                # Also what keeps a web page from posting here: a browser sends another
+                # origin JSON only after asking (CORS), but text/plain without asking.
+                got = f"Content-Type {media_type.decode('latin-1')!r}" if media_type else "none"
+                await _reply(send_with_id, 415, f"send JSON as application/json (got {got})")
             elif length is not None and length > limit:
                 await _too_large(send_with_id, limit)
             elif length is not None or scope["method"] in ("GET", "HEAD", "DELETE", "OPTIONS"):
@@ -80,6 +90,15 @@ class RequestEdge:
             await self.app(scope, limited_receive, send)
         except _TooLarge:
             await _too_large(send, limit)
+
+
+_WITH_BODY = ("POST", "PUT", "PATCH")
+
+
+def _is_json(media_type: bytes) -> bool:
+    return media_type == b"application/json" or (
+        media_type.startswith(b"application/") and media_type.endswith(b"+json")
+    )
 
 
 class _TooLarge(Exception):

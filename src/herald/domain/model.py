@@ -30,9 +30,17 @@ class Event:
     user_traits: Mapping[str, Any] = field(default_factory=dict)
 
     def fingerprint(self) -> str:
-        """Hash of the payload, to tell a retry (same) from a conflicting reuse of an id."""
+        """Hash of the payload, to tell a retry (same) from a conflicting reuse of an id.
+        Numbers count by their value, as in JSON: a retry that writes 10.0 as 10 (as
+        JavaScript does) is the same event."""
         canonical = orjson.dumps(
-            [self.user_id, self.event_type, iso(self.timestamp), self.properties, self.user_traits],
+            [
+                self.user_id,
+                self.event_type,
+                iso(self.timestamp),
+                _by_value(self.properties),
+                _by_value(self.user_traits),
+            ],
             option=orjson.OPT_SORT_KEYS,
         )
         return hashlib.blake2b(canonical, digest_size=16).hexdigest()
@@ -46,6 +54,21 @@ class Event:
             "timestamp": iso(self.timestamp),
             "properties": dict(self.properties),
         }
+
+
+_AS_IS = frozenset({str, int, bool, type(None)})
+
+
+def _by_value(value: Any) -> Any:
+    """``value`` with each whole float as an int (10.0 as 10, -0.0 as 0)."""
+    kind = type(value)  # JSON's own types only: what the API hands over
+    if kind is dict:
+        return {k: v if type(v) in _AS_IS else _by_value(v) for k, v in value.items()}
+    if kind is float:
+        return int(value) if value.is_integer() and abs(value) < 2**63 else value
+    if kind is list:
+        return [_by_value(item) for item in value]
+    return value
 
 
 def derived_event_id(user_id: str, event_type: str, timestamp: datetime) -> str:

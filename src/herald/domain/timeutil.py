@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -17,16 +18,38 @@ EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
 LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 
 
+# ISO 8601 in its extended form: a calendar date, optionally a time (T, t or a space
+# between, as RFC 3339 allows), optionally an offset. ``datetime.fromisoformat`` alone
+# would also take any character between date and time, "11.Z" and offsets in seconds.
+_ISO_8601 = re.compile(
+    r"\d{4}-\d{2}-\d{2}"
+    r"(?:[Tt ]\d{2}:\d{2}(?::(?P<second>\d{2})(?:[.,]\d{1,9})?)?"
+    r"(?:[Zz]|[+-]\d{2}(?::?\d{2})?)?)?"
+)
+
+
 def parse_timestamp(value: str) -> datetime:
-    """Parse ISO 8601; an offset is converted to UTC, no offset means UTC."""
+    """Parse ISO 8601; an offset is converted to UTC, no offset means UTC. A leap second
+    (``23:59:60``) is the last microsecond of its minute: a datetime cannot hold it."""
     text = value.strip()
-    if text.endswith(("Z", "z")):
+    shape = _ISO_8601.fullmatch(text)
+    if shape is None:
+        raise InvalidTimestamp(
+            f"{value!r} is not an ISO 8601 timestamp (e.g. 2025-10-31T19:24:11Z)"
+        )
+    leap = shape["second"] == "60"
+    if leap:
+        start, end = shape.span("second")
+        text = text[:start] + "59" + text[end:]
+    if text[-1] in "Zz":
         text = text[:-1] + "+00:00"
     try:
-        parsed = datetime.fromisoformat(text)
+        parsed = datetime.fromisoformat(text.replace(",", ".", 1))
+        if leap:
+            parsed = parsed.replace(microsecond=999_999)
         moment = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
     except ValueError:
-        raise InvalidTimestamp(f"{value!r} is not an ISO 8601 timestamp") from None
+        raise InvalidTimestamp(f"{value!r} is not a valid date and time") from None
     except OverflowError:  # e.g. 9999-12-31T23:00:00-05:00, past the last datetime in UTC
         moment = LATEST
     if not EARLIEST <= moment < LATEST:

@@ -15,9 +15,20 @@ request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
 
+# Control characters as escapes: a value a client sent (a trait in an alert's text)
+# cannot break a line of the log in two, or forge one.
+_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F)} | {
+    ord("\n"): "\\n",
+    ord("\r"): "\\r",
+    ord("\t"): "\\t",
+}
+
+
 class _MaskingFormatter(logging.Formatter):
+    """One line per record: personal data masked, control characters escaped."""
+
     def formatMessage(self, record: logging.LogRecord) -> str:
-        record.message = mask_text(record.message)
+        record.message = mask_text(record.message).translate(_ESCAPES)
         return super().formatMessage(record)
 
     def formatException(self, ei: Any) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,12 +53,14 @@ def to_event(payload: Mapping[str, Any], ruleset: RuleSet) -> Event | Rejection:
         for problem in validate_properties(properties, spec.properties):
             errors.append(_error(("body", *problem.loc), problem.msg, "invalid_property"))
     for name in ("user_id", "event_id"):
-        if "\x00" in (payload.get(name) or ""):
-            errors.append(_error(("body", name), _NUL, "unstorable_value"))
+        control = _CONTROL.search(payload.get(name) or "")
+        if control:
+            errors.append(_error(("body", name), _control_message(control[0]), "invalid_id"))
     for name, value in (("properties", properties), ("user_traits", payload.get("user_traits"))):
-        why = _unstorable(value)
-        if why:
-            errors.append(_error(("body", name), why, "unstorable_value"))
+        problem = _unstorable(value)
+        if problem:
+            loc, why = problem
+            errors.append(_error(("body", name, *loc), why, "unstorable_value"))
     if errors:
         return Rejection(errors)
     user_id = payload["user_id"]
@@ -72,25 +76,64 @@ def to_event(payload: Mapping[str, Any], ruleset: RuleSet) -> Event | Rejection:
 
 
 _NUL = "contains the character U+0000, which cannot be stored"
+_NOT_FINITE = "is not a finite number: NaN, Infinity and numbers beyond 1.8e308 are not JSON values"
+# Ids go into log lines and URLs: a line break in one could forge a log line.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
-def _unstorable(value: Any) -> str | None:
-    """Why ``value`` cannot be stored, if it cannot: checked here so that it is the
-    client's error, not a failed commit of everyone's events. (PostgreSQL refuses
+def _control_message(char: str) -> str:
+    if char == "\x00":
+        return _NUL
+    return f"contains the control character U+{ord(char):04X}; ids must be printable"
+
+
+Loc = tuple[str | int, ...]
+
+
+def _unstorable(value: Any) -> tuple[Loc, str] | None:
+    """Where and why ``value`` cannot be stored, if it cannot: checked here so that it is
+    the client's error, not a failed commit of everyone's events. (PostgreSQL refuses
     U+0000 in text, and it would reach text columns through traits and templates.)"""
     try:
         stored = orjson.dumps(value)
     except TypeError as exc:
-        return f"cannot be stored: {exc} (integers must fit in 64 bits, nesting in 255 levels)"
-    # The bytes test is quick but also matches an escaped backslash before "u0000".
-    return _NUL if b"\\u0000" in stored and _holds_nul(value) else None
+        why = f"cannot be stored: {exc} (integers must fit in 64 bits, nesting in 255 levels)"
+        return (), why
+    # Both byte tests are quick hints, confirmed by a walk: orjson writes NaN and the
+    # infinities as null, and an escaped backslash before "u0000" also matches.
+    if b"null" in stored:
+        loc = _find(value, _not_finite)
+        if loc is not None:
+            return loc, _NOT_FINITE
+    if b"\\u0000" in stored:
+        loc = _find(value, _holds_nul)
+        if loc is not None:
+            return loc, _NUL
+    return None
+
+
+def _not_finite(value: Any) -> bool:
+    return isinstance(value, float) and not math.isfinite(value)
 
 
 def _holds_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
+    return isinstance(value, str) and "\x00" in value
+
+
+def _find(value: Any, bad: Callable[[Any], bool]) -> Loc | None:
+    """The location of the first part of ``value`` (keys included) that is ``bad``."""
+    if bad(value):
+        return ()
     if isinstance(value, dict):
-        return any(_holds_nul(key) or _holds_nul(item) for key, item in value.items())
-    if isinstance(value, list):
-        return any(_holds_nul(item) for item in value)
-    return False
+        for key, item in value.items():
+            if bad(key):
+                return (key,)
+            inner = _find(item, bad)
+            if inner is not None:
+                return (key, *inner)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            inner = _find(item, bad)
+            if inner is not None:
+                return (index, *inner)
+    return None

@@ -53,7 +53,7 @@ def get_rules(runtime: RuntimeDep) -> dict[str, Any]:
     }
 
 
-@router.post("/users/{user_id}/preferences")
+@router.post("/users/{user_id:path}/preferences")
 def set_preferences(
     user_id: UserIdPath, body: PreferencesIn, runtime: RuntimeDep
 ) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from herald.service.audit import BadCursor, user_audit
 router = APIRouter(tags=["audit"], dependencies=[AdminOnly])
 
 
-@router.get("/audit/{user_id}")
+@router.get("/audit/{user_id:path}")
 def get_audit(
     user_id: UserIdPath,
     runtime: RuntimeDep,

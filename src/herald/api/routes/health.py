@@ -14,13 +14,13 @@ from herald.store.migrate import current_revision, head_revision
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz")
+@router.api_route("/healthz", methods=["GET", "HEAD"])
 async def healthz() -> dict[str, str]:
     """The process is alive."""
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.api_route("/readyz", methods=["GET", "HEAD"])
 def readyz(runtime: RuntimeDep, response: Response) -> dict[str, Any]:
     """The database answers and its schema is current."""
     try:
