@@ -57,9 +57,9 @@ def to_event(payload: Mapping[str, Any], ruleset: RuleSet) -> Event | Rejection:
         if control:
             errors.append(_error(("body", name), _control_message(control[0]), "invalid_id"))
     for name, value in (("properties", properties), ("user_traits", payload.get("user_traits"))):
-        problem = _unstorable(value)
-        if problem:
-            loc, why = problem
+        unstorable = _unstorable(value)
+        if unstorable:
+            loc, why = unstorable
             errors.append(_error(("body", name, *loc), why, "unstorable_value"))
     if errors:
         return Rejection(errors)
