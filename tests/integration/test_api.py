@@ -387,3 +387,10 @@ def test_an_unsubscribe_skips_marketing_but_not_transactional_messages(client: T
     assert (
         next(d for d in funds if d["rule"] == "INSUFFICIENT_FUNDS_EMAIL")["outcome"] == "triggered"
     )
+
+
+def test_the_openapi_document_lists_the_errors_a_client_must_handle(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+
+    assert {"401", "409", "413", "415", "422", "503"} <= set(paths["/events"]["post"]["responses"])
+    assert {"400", "401", "404"} <= set(paths["/audit/{user_id}"]["get"]["responses"])

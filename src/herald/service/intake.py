@@ -53,7 +53,8 @@ def to_event(payload: Mapping[str, Any], ruleset: RuleSet) -> Event | Rejection:
         for problem in validate_properties(properties, spec.properties):
             errors.append(_error(("body", *problem.loc), problem.msg, "invalid_property"))
     for name in ("user_id", "event_id"):
-        control = _CONTROL.search(payload.get(name) or "")
+        value = payload.get(name) or ""
+        control = None if value.isprintable() else _CONTROL.search(value)  # quick test first
         if control:
             errors.append(_error(("body", name), _control_message(control[0]), "invalid_id"))
     for name, value in (("properties", properties), ("user_traits", payload.get("user_traits"))):

@@ -13,7 +13,14 @@ from herald.service.audit import BadCursor, user_audit
 router = APIRouter(tags=["audit"], dependencies=[AdminOnly])
 
 
-@router.get("/audit/{user_id:path}")
+@router.get(
+    "/audit/{user_id:path}",
+    responses={
+        400: {"description": "The cursor is not one this API gave"},
+        401: {"description": "HERALD_ADMIN_TOKEN is set and the bearer token is missing or wrong"},
+        404: {"description": "No events for this user"},
+    },
+)
 def get_audit(
     user_id: UserIdPath,
     runtime: RuntimeDep,

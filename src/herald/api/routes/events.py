@@ -18,6 +18,13 @@ from herald.service.intake import Rejection, to_event
 from herald.service.writer import IngestFailed
 
 router = APIRouter(tags=["events"])  # the ingest token is checked by ingest_runtime()
+# Answered before the endpoint runs (the ingest token, the request edge's checks).
+EDGE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "HERALD_INGEST_TOKEN is set and the bearer token is missing or wrong"},
+    413: {"description": "The body is over 1 MiB (8 MiB for a batch)"},
+    415: {"description": "The body is compressed, or not sent as application/json"},
+    503: {"description": "The database is unavailable: nothing was stored, retry"},
+}
 _event_adapter = TypeAdapter(EventIn)
 Body = TypeVar("Body", bound=BaseModel)
 
@@ -51,6 +58,7 @@ async def _store(runtime: Runtime, events: list[Any]) -> list[IngestResult]:
         200: {"description": "Duplicate: already accepted, nothing new happened"},
         409: {"description": "The event_id is taken by a different payload"},
         422: {"description": "Invalid event"},
+        **EDGE_RESPONSES,
     },
     openapi_extra={
         "requestBody": {
@@ -88,7 +96,10 @@ async def post_event(request: Request) -> Response:
 @router.post(
     "/events/batch",
     response_model=BatchOut,
-    responses={422: {"description": "Not a batch: malformed JSON, or no `events` list"}},
+    responses={
+        422: {"description": "Not a batch: malformed JSON, or no `events` list"},
+        **EDGE_RESPONSES,
+    },
     openapi_extra={
         "requestBody": {
             "required": True,

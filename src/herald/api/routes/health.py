@@ -14,13 +14,13 @@ from herald.store.migrate import current_revision, head_revision
 router = APIRouter(tags=["operations"])
 
 
-@router.api_route("/healthz", methods=["GET", "HEAD"])
+@router.get("/healthz")
 async def healthz() -> dict[str, str]:
     """The process is alive."""
     return {"status": "ok"}
 
 
-@router.api_route("/readyz", methods=["GET", "HEAD"])
+@router.get("/readyz")
 def readyz(runtime: RuntimeDep, response: Response) -> dict[str, Any]:
     """The database answers and its schema is current."""
     try:
@@ -34,6 +34,11 @@ def readyz(runtime: RuntimeDep, response: Response) -> dict[str, Any]:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
         return {"status": "unavailable", "schema": f"at {revision}, need {head_revision()}"}
     return {"status": "ready", "schema": revision, "rules": runtime.ruleset.version}
+
+
+# Load balancers and uptime checks often ask with HEAD.
+router.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False)
+router.add_api_route("/readyz", readyz, methods=["HEAD"], include_in_schema=False)
 
 
 @router.get("/metrics", include_in_schema=False)
