@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NotRequired
 
 from fastapi import Path
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, with_config
+from typing_extensions import TypedDict
 
 NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
 # A user id in a path, as events can carry one: U+0000 never is (no database stores it).
 UserIdPath = Annotated[str, Path(min_length=1, max_length=128, pattern="^[^\x00]+$")]
 
 
-class EventIn(BaseModel):
-    """One behavioural event, as the app sends it."""
-
-    model_config = ConfigDict(
+@with_config(
+    ConfigDict(
         json_schema_extra={
             "example": {
                 "event_id": "evt_01HF3",
@@ -35,19 +34,39 @@ class EventIn(BaseModel):
             }
         }
     )
+)
+class EventIn(TypedDict):
+    """One behavioural event, as the app sends it. A TypedDict, not a model: the
+    endpoints want the plain dict, and validating straight into one skips building a
+    model and dumping it again (a tenth of the work of a batch)."""
 
-    event_id: NonEmpty | None = Field(None, description="Idempotency key; derived when absent")
+    event_id: NotRequired[
+        Annotated[NonEmpty | None, Field(description="Idempotency key; derived when absent")]
+    ]
     user_id: NonEmpty
     event_type: NonEmpty
-    event_timestamp: Annotated[str, StringConstraints(min_length=1, max_length=64)] = Field(
-        description="ISO 8601; with an offset it is converted to UTC, without one it is UTC"
-    )
-    properties: dict[str, Any] = Field(default_factory=dict)
-    user_traits: dict[str, Any] = Field(default_factory=dict)
+    event_timestamp: Annotated[
+        str,
+        StringConstraints(min_length=1, max_length=64),
+        Field(description="ISO 8601; with an offset it is converted to UTC, without one it is UTC"),
+    ]
+    properties: NotRequired[dict[str, Any]]
+    user_traits: NotRequired[dict[str, Any]]
 
 
-class BatchIn(BaseModel):
-    events: list[Any] = Field(min_length=1, max_length=1000, description="up to 1,000 events")
+MAX_BATCH = 1000
+
+
+class BatchIn(TypedDict):
+    events: Annotated[
+        list[EventIn], Field(min_length=1, max_length=MAX_BATCH, description="up to 1,000 events")
+    ]
+
+
+class LooseBatchIn(TypedDict):
+    """A batch whose events are not checked yet: each is then accepted or rejected alone."""
+
+    events: Annotated[list[Any], Field(min_length=1, max_length=MAX_BATCH)]
 
 
 class DecisionOut(BaseModel):

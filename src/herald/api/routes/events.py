@@ -8,10 +8,10 @@ from typing import Any, TypeVar
 import orjson
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from herald.api.deps import ingest_runtime
-from herald.api.schemas import BatchIn, BatchOut, EventAccepted, EventIn
+from herald.api.schemas import BatchIn, BatchOut, EventAccepted, EventIn, LooseBatchIn
 from herald.bootstrap import Runtime
 from herald.service.ingest import IngestResult, IngestStatus
 from herald.service.intake import Rejection, to_event
@@ -25,8 +25,10 @@ EDGE_RESPONSES: dict[int | str, dict[str, Any]] = {
     415: {"description": "The body is compressed, or not sent as application/json"},
     503: {"description": "The database is unavailable: nothing was stored, retry"},
 }
-_event_adapter = TypeAdapter(EventIn)
-Body = TypeVar("Body", bound=BaseModel)
+_event = TypeAdapter(EventIn)
+_batch = TypeAdapter(BatchIn)
+_loose_batch = TypeAdapter(LooseBatchIn)
+Body = TypeVar("Body")
 
 
 def _json(body: Any, code: int) -> Response:
@@ -63,7 +65,7 @@ async def _store(runtime: Runtime, events: list[Any]) -> list[IngestResult]:
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": EventIn.model_json_schema()}},
+            "content": {"application/json": {"schema": _event.json_schema()}},
         }
     },
 )
@@ -71,12 +73,12 @@ async def post_event(request: Request) -> Response:
     """One event: the hottest path of the service."""
     started = time.perf_counter()
     runtime = ingest_runtime(request)
-    body = _parse(EventIn, await request.body())
-    event = to_event(body.model_dump(), runtime.ruleset)
+    body = _parse(_event, await request.body())
+    event = to_event(body, runtime.ruleset)
     if isinstance(event, Rejection):
         # A label per unknown type would let any client grow the metrics without bound.
-        known = body.event_type in runtime.ruleset.event_types
-        runtime.metrics.count_event(body.event_type if known else "unknown", "rejected")
+        known = body["event_type"] in runtime.ruleset.event_types
+        runtime.metrics.count_event(body["event_type"] if known else "unknown", "rejected")
         raise HTTPException(422, event.errors)
     [result] = await _store(runtime, [event])
     runtime.metrics.count_event(event.event_type, result.status.value)
@@ -103,7 +105,7 @@ async def post_event(request: Request) -> Response:
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": BatchIn.model_json_schema()}},
+            "content": {"application/json": {"schema": _batch.json_schema()}},
         }
     },
 )
@@ -111,19 +113,28 @@ async def post_batch(request: Request) -> Response:
     """Up to 1,000 events; each is accepted, a duplicate or rejected on its own."""
     started = time.perf_counter()
     runtime = ingest_runtime(request)
-    body = _parse(BatchIn, await request.body())
-    items: list[dict[str, Any]] = [{} for _ in body.events]
+    raw = await request.body()
+    try:
+        envelopes: list[Any] = _batch.validate_json(raw)["events"]
+        checked = True
+    except ValidationError:
+        # Not every event is well formed (or this is no batch, which the loose parse
+        # says): validate them one by one, so that each is accepted or rejected alone.
+        envelopes = _parse(_loose_batch, raw)["events"]
+        checked = False
+    items: list[dict[str, Any]] = [{} for _ in envelopes]
     valid: list[tuple[int, Any]] = []
-    for index, raw in enumerate(body.events):
-        given_id = raw.get("event_id") if isinstance(raw, dict) else None
+    for index, envelope in enumerate(envelopes):
+        given_id = envelope.get("event_id") if isinstance(envelope, dict) else None
         # Echo the id only when it is one: a rejected event's field can be any JSON value.
         items[index] = {"index": index, "event_id": given_id if isinstance(given_id, str) else None}
-        try:
-            envelope = _event_adapter.validate_python(raw)
-        except ValidationError as exc:
-            _reject(items[index], _errors(exc))
-            continue
-        event = to_event(envelope.model_dump(), runtime.ruleset)
+        if not checked:
+            try:
+                envelope = _event.validate_python(envelope)
+            except ValidationError as exc:
+                _reject(items[index], _errors(exc))
+                continue
+        event = to_event(envelope, runtime.ruleset)
         if isinstance(event, Rejection):
             _reject(items[index], event.errors)
             continue
@@ -150,11 +161,11 @@ async def post_batch(request: Request) -> Response:
     return _json({"results": items}, status.HTTP_200_OK)
 
 
-def _parse(model: type[Body], raw: bytes) -> Body:
+def _parse(adapter: TypeAdapter[Body], raw: bytes) -> Body:
     """Parse and validate straight from the bytes (one pass in pydantic, no ``json.loads``);
     errors are FastAPI's usual 422, located in the body."""
     try:
-        return model.model_validate_json(raw)
+        return adapter.validate_json(raw)
     except ValidationError as exc:
         raise RequestValidationError(_errors(exc, prefix=("body",))) from None
 
