@@ -27,6 +27,10 @@ class Settings(BaseSettings):
     # `herald worker` serves no HTTP but its Prometheus metrics, when given a port.
     metrics_port: int | None = Field(None, ge=1, le=65535)
     metrics_host: str = "127.0.0.1"
+    # FastAPI's own OpenTelemetry spans, metrics and logs for each request, through the
+    # providers the process configured. Off: Herald's metrics are Prometheus, and with it
+    # on every request looks the providers up again, a few percent of ingestion's CPU.
+    opentelemetry: bool = False
 
     def exposure_problem(self) -> str | None:
         """Why it is unsafe to serve on ``host`` with these settings, if it is."""

@@ -42,6 +42,11 @@ def create_app(
         description="Event-triggered messaging: declarative rules, limits, a transactional "
         "outbox, and an audit that explains every decision.",
         lifespan=lifespan,
+        telemetry={
+            "tracing": settings.opentelemetry,
+            "metrics": settings.opentelemetry,
+            "logs": settings.opentelemetry,
+        },
     )
     # Mounted route by route, ingestion first: an included router costs a second route
     # match per request, and every route tried before /events costs a regex.
