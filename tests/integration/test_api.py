@@ -394,3 +394,14 @@ def test_the_openapi_document_lists_the_errors_a_client_must_handle(client: Test
 
     assert {"401", "409", "413", "415", "422", "503"} <= set(paths["/events"]["post"]["responses"])
     assert {"400", "401", "404"} <= set(paths["/audit/{user_id}"]["get"]["responses"])
+
+
+def test_the_request_schemas_in_the_openapi_document_stand_alone(client: TestClient) -> None:
+    """Swagger UI resolves a reference against the document: a schema's own ``$defs``
+    would not be found there."""
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in ("/events", "/events/batch"):
+        schema = paths[path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        assert "$ref" not in json.dumps(schema), path
+    batch = paths["/events/batch"]["post"]["requestBody"]["content"]["application/json"]
+    assert "user_id" in batch["schema"]["properties"]["events"]["items"]["properties"]

@@ -13,6 +13,8 @@ NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
 UserIdPath = Annotated[str, Path(min_length=1, max_length=128, pattern="^[^\x00]+$")]
 
 
+# A TypedDict, not a model: the endpoints want the plain dict, and validating straight
+# into one skips building a model and dumping it again (a tenth of the work of a batch).
 @with_config(
     ConfigDict(
         json_schema_extra={
@@ -36,9 +38,7 @@ UserIdPath = Annotated[str, Path(min_length=1, max_length=128, pattern="^[^\x00]
     )
 )
 class EventIn(TypedDict):
-    """One behavioural event, as the app sends it. A TypedDict, not a model: the
-    endpoints want the plain dict, and validating straight into one skips building a
-    model and dumping it again (a tenth of the work of a batch)."""
+    """One behavioural event, as the app sends it."""
 
     event_id: NotRequired[
         Annotated[NonEmpty | None, Field(description="Idempotency key; derived when absent")]

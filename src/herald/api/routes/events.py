@@ -31,6 +31,26 @@ _loose_batch = TypeAdapter(LooseBatchIn)
 Body = TypeVar("Body")
 
 
+def _inline_schema(adapter: TypeAdapter[Any]) -> dict[str, Any]:
+    """``adapter``'s JSON schema with its own definitions written in place: in the OpenAPI
+    document, a ``#/$defs/...`` reference would point at the document, not the schema."""
+    schema = adapter.json_schema()
+    definitions = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return resolve(definitions[ref.removeprefix("#/$defs/")])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved
+
+
 def _json(body: Any, code: int) -> Response:
     return Response(orjson.dumps(body), status_code=code, media_type="application/json")
 
@@ -65,7 +85,7 @@ async def _store(runtime: Runtime, events: list[Any]) -> list[IngestResult]:
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": _event.json_schema()}},
+            "content": {"application/json": {"schema": _inline_schema(_event)}},
         }
     },
 )
@@ -105,7 +125,7 @@ async def post_event(request: Request) -> Response:
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": _batch.json_schema()}},
+            "content": {"application/json": {"schema": _inline_schema(_batch)}},
         }
     },
 )
