@@ -1,5 +1,5 @@
 """The `providers` and `delivery` sections of a rule file: a working plan, or one error that
-names the setting, never a traceback at start-up."""
+names every wrong setting, never a traceback at start-up."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from herald.cli.main import app
 from herald.delivery.setup import DeliveryConfigError, DeliveryPlan, build_delivery
+from herald.delivery.smtp import SmtpProvider
 from herald.rules.loader import default_rules_path
 
 ENV = {"SMTP_USER": "herald", "SMTP_PASSWORD": "secret", "SMS_WEBHOOK_SECRET": "s3cret"}
@@ -85,6 +86,49 @@ def changed(path: tuple[str, ...], value: Any) -> dict[str, Any]:
         (("delivery", "quiet_hours", "sms"), "21-8", "delivery.quiet_hours.sms: must be a map"),
         (("delivery", "quiet_hours", "sms", "end"), "8pm", "'8pm' is not a time like 21:00"),
         (("delivery",), [1], "delivery: must be a mapping"),
+        (
+            ("providers", "email", "port"),
+            99999,
+            "providers.email.port: must be a whole number from 1 to 65535, got 99999",
+        ),
+        (
+            ("providers", "email", "sender"),
+            "hello",
+            "providers.email: `sender` must be an email address",
+        ),
+        (("providers", "email", "reply_to"), "help desk", "`reply_to` must be an email address"),
+        (
+            ("providers", "email", "starttls"),
+            "false",
+            "`starttls` must be true or false, got 'false'",
+        ),
+        (("providers", "email", "prot"), 25, "providers.email: unknown key `prot`"),
+        (
+            ("providers", "sms", "url"),
+            "https://",
+            "`url` must be an http:// or https:// URL with a host",
+        ),
+        (
+            ("delivery", "backoff_seconds"),
+            0,
+            "delivery.backoff_seconds: must be a number of at least 0.001",
+        ),
+        (
+            ("delivery", "max_backoff_seconds"),
+            1e12,
+            "must be a number from 0 to 31536000, got 1000000000000.0",
+        ),
+        (("delivery", "max_attempt"), 3, "delivery: unknown key `max_attempt`"),
+        (
+            ("delivery", "quiet_hours", "sms", "start"),
+            1260,
+            "sms.start: 1260 is a number: quote the time",
+        ),
+        (
+            ("delivery", "quiet_hours", "sms", "end"),
+            "08:00+01:00",
+            "sms.end: '08:00+01:00' has a UTC offset",
+        ),
     ],
 )
 def test_a_wrong_setting_is_named_in_the_error(
@@ -93,6 +137,34 @@ def test_a_wrong_setting_is_named_in_the_error(
     with pytest.raises(DeliveryConfigError) as caught:
         build(changed(path, value))
     assert message in str(caught.value)
+
+
+def test_every_wrong_setting_is_named_in_one_error() -> None:
+    document = copy.deepcopy(FULL)
+    document["providers"]["email"].update(port=99999, sender="hello")
+    document["providers"]["sms"].update(url="sms.example.com", secret_env="NOPE")
+    document["delivery"].update(max_attempts=0, backoff_seconds=0)
+    document["delivery"]["quiet_hours"]["sms"]["end"] = "8pm"
+
+    with pytest.raises(DeliveryConfigError) as caught:
+        build(document)
+
+    assert caught.value.problems == [
+        "providers.email.port: must be a whole number from 1 to 65535, got 99999",
+        "providers.email: `sender` must be an email address like hello@example.com, got 'hello'",
+        "providers.sms: `url` must be an http:// or https:// URL with a host",
+        "providers.sms: environment variable NOPE (for secret) is not set",
+        "delivery.max_attempts: must be a whole number of at least 1, got 0",
+        "delivery.backoff_seconds: must be a number of at least 0.001, got 0",
+        "delivery.quiet_hours.sms.end: '8pm' is not a time like 21:00",
+    ]
+
+
+def test_a_sender_may_carry_a_display_name() -> None:
+    plan = build(changed(("providers", "email", "sender"), "Herald <hello@example.com>"))
+
+    email = plan.providers["email"]
+    assert isinstance(email, SmtpProvider) and email.sender == "Herald <hello@example.com>"
 
 
 def places(node: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:

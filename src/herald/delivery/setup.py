@@ -1,15 +1,21 @@
 """Build channel providers and delivery policy from the ``providers`` and ``delivery``
-sections of the rule file. Secrets are never in the file: it names environment variables."""
+sections of the rule file. Secrets are never in the file: it names environment variables.
+
+As in the rule loader, every problem is collected before failing, each named by the setting
+it is in (``providers.sms``, ``delivery.max_attempts``), so one check lists all of them."""
 
 from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import time
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from herald.delivery.dispatcher import RetryPolicy
 from herald.delivery.provider import Provider
@@ -20,9 +26,46 @@ from herald.delivery.stub import FanOutProvider, LogAlertProvider, StubProvider
 from herald.delivery.webhook import WebhookProvider
 from herald.rules.definition import CHANNELS
 
+_DEFAULT_PROVIDERS = {
+    "email": {"type": "stub"},
+    "sms": {"type": "stub"},
+    "internal": {"type": "log"},
+}
+_PROVIDER_KEYS = {
+    "stub": {"type"},
+    "log": {"type"},
+    "smtp": {
+        "type",
+        "host",
+        "port",
+        "sender",
+        "reply_to",
+        "username_env",
+        "password_env",
+        "starttls",
+        "timeout",
+    },
+    "webhook": {"type", "url", "secret_env", "timeout"},
+}
+_DELIVERY_KEYS = {
+    "max_attempts",
+    "backoff_seconds",
+    "max_backoff_seconds",
+    "rate_limits",
+    "quiet_hours",
+}
+_ADDRESS = re.compile(r"[^@\s<>]+@[^@\s<>]+")
+# Retries further apart than a year are a slip of the pen; much further and the due time
+# would no longer fit the outbox's 64-bit microseconds, failing the dispatcher's write.
+_LONGEST_BACKOFF_S = 365 * 86_400
+
 
 class DeliveryConfigError(ValueError):
-    pass
+    """The ``providers`` or ``delivery`` section is invalid; ``problems`` lists each one."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
 
 
 @dataclass(frozen=True)
@@ -36,138 +79,331 @@ class DeliveryPlan:
         return ChannelRateLimits.from_rates(self.rates, clock)
 
 
-def _secret(spec: Mapping[str, Any], key: str, env: Mapping[str, str], where: str) -> str | None:
-    name = spec.get(f"{key}_env")
-    if name is None:
+def build_delivery(
+    document: Mapping[str, Any], *, outbox: Path, env: Mapping[str, str] | None = None
+) -> DeliveryPlan:
+    """The plan of ``plan_delivery``; raises ``DeliveryConfigError`` listing every problem."""
+    problems: list[str] = []
+    plan = plan_delivery(document, problems, outbox=outbox, env=env)
+    if problems:
+        raise DeliveryConfigError(problems)
+    return plan
+
+
+def plan_delivery(
+    document: Mapping[str, Any],
+    problems: list[str],
+    *,
+    outbox: Path,
+    env: Mapping[str, str] | None = None,
+) -> DeliveryPlan:
+    """Providers per channel (stub email/sms and a logged internal channel by default) and
+    the delivery policy. Each problem is appended to ``problems`` and its setting left out
+    of the plan, so the plan is only for use when none was found. Nothing is opened:
+    building the plan is also how a rule file's delivery is checked."""
+    env = os.environ if env is None else env
+    delivery = _mapping(document.get("delivery"), "delivery", problems) or {}
+    _unknown_keys(delivery, _DELIVERY_KEYS, "delivery", problems)
+    return DeliveryPlan(
+        _providers(document.get("providers"), outbox, env, problems),
+        _retry_policy(delivery, problems),
+        _rates(delivery.get("rate_limits"), problems),
+        _quiet_hours(delivery.get("quiet_hours"), problems),
+    )
+
+
+def _providers(
+    raw: Any, outbox: Path, env: Mapping[str, str], problems: list[str]
+) -> dict[str, Provider]:
+    specs = {**_DEFAULT_PROVIDERS, **(_mapping(raw, "providers", problems) or {})}
+    providers: dict[str, Provider] = {}
+    for channel, raw_spec in specs.items():
+        where = f"providers.{channel}"
+        spec = _mapping(raw_spec, where, problems)
+        if not _is_channel(channel, where, problems) or spec is None:
+            continue
+        provider = _channel_provider(channel, spec, outbox, env, where, problems)
+        if provider is not None:
+            providers[channel] = provider
+    return providers
+
+
+def _channel_provider(
+    channel: str,
+    spec: Mapping[str, Any],
+    outbox: Path,
+    env: Mapping[str, str],
+    where: str,
+    problems: list[str],
+) -> Provider | None:
+    if channel != "internal":
+        return _provider(channel, spec, outbox, env, where, problems)
+    provider = _provider(channel, spec, outbox, env, where, problems, also_known=("webhook",))
+    if not spec.get("webhook"):
+        return provider
+    # The log line is the alert of record; the webhook (e.g. a chat channel) is extra.
+    hook = _mapping(spec["webhook"], f"{where}.webhook", problems)
+    if hook is None:
         return None
-    if not isinstance(name, str) or not name:
-        raise DeliveryConfigError(f"{where}.{key}_env: name an environment variable")
-    if name not in env:
-        raise DeliveryConfigError(f"{where}: environment variable {name} (for {key}) is not set")
-    return env[name]
-
-
-def _mapping(value: Any, where: str) -> Mapping[Any, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise DeliveryConfigError(f"{where}: must be a mapping, got {value!r}")
-    return value
-
-
-def _text(spec: Mapping[str, Any], key: str, where: str, *, required: bool = False) -> str | None:
-    value = spec.get(key)
-    if value is None and not required:
+    extra = _provider(
+        channel, {"type": "webhook", **hook}, outbox, env, f"{where}.webhook", problems
+    )
+    if provider is None or extra is None:
         return None
-    if not isinstance(value, str) or not value.strip():
-        raise DeliveryConfigError(f"{where}: `{key}` must be a non-empty string, got {value!r}")
-    return value
-
-
-def _number(value: Any, where: str, *, minimum: float, whole: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise DeliveryConfigError(f"{where}: {value!r} is not a number")
-    if value < minimum or (whole and value != int(value)):
-        kind = "a whole number" if whole else "a number"
-        raise DeliveryConfigError(f"{where}: must be {kind} of at least {minimum:g}, got {value!r}")
-    return float(value)
-
-
-def _channel(name: Any, where: str) -> str:
-    if name not in CHANNELS:
-        raise DeliveryConfigError(f"{where}: unknown channel {name!r} (known: {list(CHANNELS)})")
-    return str(name)
+    return FanOutProvider(f"{channel}:log+webhook", provider, extra)
 
 
 def _provider(
-    channel: str, spec: Mapping[str, Any], outbox: Path, env: Mapping[str, str], where: str
-) -> Provider:
+    channel: str,
+    spec: Mapping[str, Any],
+    outbox: Path,
+    env: Mapping[str, str],
+    where: str,
+    problems: list[str],
+    also_known: tuple[str, ...] = (),
+) -> Provider | None:
     kind = spec.get("type", "stub")
-    timeout = _number(spec.get("timeout", 10.0), f"{where}.timeout", minimum=0.001)
+    if not isinstance(kind, str) or kind not in _PROVIDER_KEYS:
+        problems.append(f"{where}: unknown type {kind!r} ({', '.join(_PROVIDER_KEYS)})")
+        return None
+    _unknown_keys(spec, _PROVIDER_KEYS[kind].union(also_known), where, problems)
     if kind == "stub":
         return StubProvider(outbox, name=f"{channel}:stub")
     if kind == "log":
         return LogAlertProvider(name=f"{channel}:log")
     if kind == "smtp":
-        return SmtpProvider(
-            name=f"{channel}:smtp",
-            host=str(_text(spec, "host", where, required=True)),
-            port=int(_number(spec.get("port", 25), f"{where}.port", minimum=1, whole=True)),
-            sender=str(_text(spec, "sender", where, required=True)),
-            reply_to=_text(spec, "reply_to", where),
-            username=_secret(spec, "username", env, where),
-            password=_secret(spec, "password", env, where),
-            starttls=bool(spec.get("starttls", False)),
-            timeout=timeout,
-        )
-    if kind == "webhook":
-        url = str(_text(spec, "url", where, required=True))
-        if not url.startswith(("http://", "https://")):
-            raise DeliveryConfigError(f"{where}: `url` must be an http:// or https:// URL")
-        secret = _secret(spec, "secret", env, where)
-        return WebhookProvider(
-            name=f"{channel}:webhook",
-            url=url,
-            secret=secret.encode() if secret else None,
-            timeout=timeout,
-        )
-    raise DeliveryConfigError(f"{where}: unknown type {kind!r} (stub, log, smtp, webhook)")
+        return _smtp_provider(channel, spec, env, where, problems)
+    return _webhook_provider(channel, spec, env, where, problems)
 
 
-def _clock_time(value: Any, where: str) -> time:
-    try:
-        return time.fromisoformat(str(value))
-    except ValueError:
-        raise DeliveryConfigError(f"{where}: {value!r} is not a time like 21:00") from None
-
-
-def build_delivery(
-    document: Mapping[str, Any], *, outbox: Path, env: Mapping[str, str] | None = None
-) -> DeliveryPlan:
-    """Providers per channel (stub email/sms and a logged internal channel by default) and
-    the delivery policy; raises ``DeliveryConfigError`` naming the setting that is wrong.
-    Nothing is opened: building the plan is also how a rule file's delivery is checked."""
-    env = os.environ if env is None else env
-    specs: dict[str, Any] = {
-        "email": {"type": "stub"},
-        "sms": {"type": "stub"},
-        "internal": {"type": "log"},
-    }
-    specs.update(_mapping(document.get("providers"), "providers"))
-    providers: dict[str, Provider] = {}
-    for channel, spec in specs.items():
-        where = f"providers.{channel}"
-        channel = _channel(channel, where)
-        spec = _mapping(spec, where)
-        provider = _provider(channel, spec, outbox, env, where)
-        if channel == "internal" and spec.get("webhook"):
-            # The log line is the alert of record; the webhook (e.g. a chat channel) is extra.
-            hook = {"type": "webhook", **_mapping(spec["webhook"], f"{where}.webhook")}
-            extra = _provider(channel, hook, outbox, env, f"{where}.webhook")
-            provider = FanOutProvider(f"{channel}:log+webhook", provider, extra)
-        providers[channel] = provider
-    delivery = _mapping(document.get("delivery"), "delivery")
-    retry = RetryPolicy(
-        max_attempts=int(
-            _number(delivery.get("max_attempts", 5), "delivery.max_attempts", minimum=1, whole=True)
-        ),
-        base=_number(delivery.get("backoff_seconds", 2.0), "delivery.backoff_seconds", minimum=0),
-        max_backoff=_number(
-            delivery.get("max_backoff_seconds", 600.0), "delivery.max_backoff_seconds", minimum=0
-        ),
+def _smtp_provider(
+    channel: str, spec: Mapping[str, Any], env: Mapping[str, str], where: str, problems: list[str]
+) -> SmtpProvider | None:
+    before = len(problems)
+    host = _text(spec, "host", where, problems, required=True)
+    port = _number(
+        spec.get("port", 25), f"{where}.port", problems, minimum=1, maximum=65535, whole=True
     )
+    sender = _address(spec, "sender", where, problems, required=True)
+    reply_to = _address(spec, "reply_to", where, problems)
+    username = _secret(spec, "username", env, where, problems)
+    password = _secret(spec, "password", env, where, problems)
+    starttls = _flag(spec, "starttls", where, problems)
+    timeout = _number(spec.get("timeout", 10.0), f"{where}.timeout", problems, minimum=0.001)
+    if len(problems) > before:
+        return None
+    assert host is not None and port is not None and sender is not None and timeout is not None
+    return SmtpProvider(
+        name=f"{channel}:smtp",
+        host=host,
+        port=int(port),
+        sender=sender,
+        reply_to=reply_to,
+        username=username,
+        password=password,
+        starttls=starttls,
+        timeout=timeout,
+    )
+
+
+def _webhook_provider(
+    channel: str, spec: Mapping[str, Any], env: Mapping[str, str], where: str, problems: list[str]
+) -> WebhookProvider | None:
+    before = len(problems)
+    url = _text(spec, "url", where, problems, required=True)
+    if url is not None and not _is_http_url(url):
+        # Not echoed: a webhook URL often carries its own token (chat hooks do).
+        problems.append(f"{where}: `url` must be an http:// or https:// URL with a host")
+    secret = _secret(spec, "secret", env, where, problems)
+    timeout = _number(spec.get("timeout", 10.0), f"{where}.timeout", problems, minimum=0.001)
+    if len(problems) > before:
+        return None
+    assert url is not None and timeout is not None
+    return WebhookProvider(
+        name=f"{channel}:webhook",
+        url=url,
+        secret=secret.encode() if secret else None,
+        timeout=timeout,
+    )
+
+
+def _retry_policy(delivery: Mapping[str, Any], problems: list[str]) -> RetryPolicy:
+    attempts = _number(
+        delivery.get("max_attempts", 5), "delivery.max_attempts", problems, minimum=1, whole=True
+    )
+    # compute_backoff needs a first delay above zero.
+    base = _number(
+        delivery.get("backoff_seconds", 2.0), "delivery.backoff_seconds", problems, minimum=0.001
+    )
+    ceiling = _number(
+        delivery.get("max_backoff_seconds", 600.0),
+        "delivery.max_backoff_seconds",
+        problems,
+        minimum=0,
+        maximum=_LONGEST_BACKOFF_S,
+    )
+    if attempts is None or base is None or ceiling is None:
+        return RetryPolicy()
+    return RetryPolicy(max_attempts=int(attempts), base=base, max_backoff=ceiling)
+
+
+def _rates(raw: Any, problems: list[str]) -> dict[str, tuple[float, int] | None]:
+    """Messages per second per channel, with a burst of one second's worth."""
     rates: dict[str, tuple[float, int] | None] = {}
-    for channel, rate in _mapping(delivery.get("rate_limits"), "delivery.rate_limits").items():
+    for channel, rate in (_mapping(raw, "delivery.rate_limits", problems) or {}).items():
         where = f"delivery.rate_limits.{channel}"
-        per_second = None if rate is None else _number(rate, where, minimum=0.001)
-        rates[_channel(channel, where)] = (
-            None if per_second is None else (per_second, max(1, int(per_second)))
-        )
+        if not _is_channel(channel, where, problems):
+            continue
+        if rate is None:
+            rates[channel] = None
+            continue
+        per_second = _number(rate, where, problems, minimum=0.001)
+        if per_second is not None:
+            rates[channel] = (per_second, max(1, int(per_second)))
+    return rates
+
+
+def _quiet_hours(raw: Any, problems: list[str]) -> dict[str, QuietHours]:
     quiet: dict[str, QuietHours] = {}
-    for channel, window in _mapping(delivery.get("quiet_hours"), "delivery.quiet_hours").items():
+    for channel, raw_window in (_mapping(raw, "delivery.quiet_hours", problems) or {}).items():
         where = f"delivery.quiet_hours.{channel}"
-        window = _mapping(window, where)
-        quiet[_channel(channel, where)] = QuietHours(
-            _clock_time(window.get("start"), where), _clock_time(window.get("end"), where)
+        window = _mapping(raw_window, where, problems)
+        if not _is_channel(channel, where, problems) or window is None:
+            continue
+        _unknown_keys(window, {"start", "end"}, where, problems)
+        start = _clock_time(window.get("start"), f"{where}.start", problems)
+        end = _clock_time(window.get("end"), f"{where}.end", problems)
+        if start is not None and end is not None:
+            quiet[channel] = QuietHours(start, end)
+    return quiet
+
+
+# Each reader below appends what is wrong to ``problems`` and returns None in its place.
+
+
+def _mapping(value: Any, where: str, problems: list[str]) -> Mapping[Any, Any] | None:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        problems.append(f"{where}: must be a mapping, got {value!r}")
+        return None
+    return value
+
+
+def _unknown_keys(
+    spec: Mapping[Any, Any], known: set[str], where: str, problems: list[str]
+) -> None:
+    for key in sorted(map(str, set(spec) - known)):
+        problems.append(f"{where}: unknown key `{key}` (known: {sorted(known)})")
+
+
+def _is_channel(name: Any, where: str, problems: list[str]) -> bool:
+    if name in CHANNELS:
+        return True
+    problems.append(f"{where}: unknown channel {name!r} (known: {list(CHANNELS)})")
+    return False
+
+
+def _text(
+    spec: Mapping[str, Any], key: str, where: str, problems: list[str], *, required: bool = False
+) -> str | None:
+    value = spec.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        problems.append(f"{where}: `{key}` must be a non-empty string, got {value!r}")
+        return None
+    return value
+
+
+def _address(
+    spec: Mapping[str, Any], key: str, where: str, problems: list[str], *, required: bool = False
+) -> str | None:
+    """An email address, alone or with a display name: ``Herald <hello@example.com>``."""
+    value = _text(spec, key, where, problems, required=required)
+    if value is None:
+        return None
+    if not _ADDRESS.fullmatch(parseaddr(value)[1]) or "\n" in value or "\r" in value:
+        problems.append(
+            f"{where}: `{key}` must be an email address like hello@example.com, got {value!r}"
         )
-    return DeliveryPlan(providers, retry, rates, quiet)
+        return None
+    return value
+
+
+def _flag(spec: Mapping[str, Any], key: str, where: str, problems: list[str]) -> bool:
+    # bool("false") is True: a quoted "false" must not switch a setting on.
+    value = spec.get(key, False)
+    if not isinstance(value, bool):
+        problems.append(f"{where}: `{key}` must be true or false, got {value!r}")
+        return False
+    return value
+
+
+def _secret(
+    spec: Mapping[str, Any], key: str, env: Mapping[str, str], where: str, problems: list[str]
+) -> str | None:
+    name = spec.get(f"{key}_env")
+    if name is None:
+        return None
+    if not isinstance(name, str) or not name:
+        problems.append(f"{where}.{key}_env: name an environment variable")
+        return None
+    if name not in env:
+        problems.append(f"{where}: environment variable {name} (for {key}) is not set")
+        return None
+    return env[name]
+
+
+def _number(
+    value: Any,
+    where: str,
+    problems: list[str],
+    *,
+    minimum: float,
+    maximum: float | None = None,
+    whole: bool = False,
+) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        problems.append(f"{where}: {value!r} is not a number")
+        return None
+    kind = "a whole number" if whole else "a number"
+    if whole and value != int(value):
+        problems.append(f"{where}: must be {kind}, got {value!r}")
+        return None
+    if maximum is not None and not minimum <= value <= maximum:
+        problems.append(
+            f"{where}: must be {kind} from {minimum:.15g} to {maximum:.15g}, got {value!r}"
+        )
+        return None
+    if value < minimum:
+        problems.append(f"{where}: must be {kind} of at least {minimum:.15g}, got {value!r}")
+        return None
+    return float(value)
+
+
+def _is_http_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        return parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return False
+
+
+def _clock_time(value: Any, where: str, problems: list[str]) -> time | None:
+    if value is None:
+        problems.append(f"{where}: missing (a time like '21:00')")
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        # YAML 1.1 reads an unquoted 21:00 as sixty-based: the number 1260.
+        problems.append(f"{where}: {value!r} is a number: quote the time, e.g. '21:00'")
+        return None
+    try:
+        parsed = time.fromisoformat(str(value))
+    except ValueError:
+        problems.append(f"{where}: {value!r} is not a time like 21:00")
+        return None
+    if parsed.tzinfo is not None:
+        problems.append(f"{where}: {value!r} has a UTC offset; quiet hours are in the user's zone")
+        return None
+    return parsed
