@@ -7,22 +7,20 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from herald.config import Settings
 from herald.delivery.dispatcher import Dispatcher
 from herald.delivery.provider import DeliveryStatus
-from herald.delivery.setup import DeliveryPlan, build_delivery
+from herald.delivery.setup import DeliveryPlan, plan_delivery
 from herald.domain.timeutil import iso, to_micros
 from herald.observability.metrics import Metrics
 from herald.rules.definition import RuleSet
-from herald.rules.loader import default_rules_path, load_ruleset
+from herald.rules.loader import load_rule_file
 from herald.service.ingest import HoldPolicy, IngestResult
 from herald.service.writer import GroupCommitWriter, InlineGroupCommitWriter
 from herald.store.checkpoints import Checkpointer
@@ -37,10 +35,17 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def load_document(settings: Settings) -> tuple[RuleSet, dict[str, Any]]:
-    path = Path(settings.rules) if settings.rules else default_rules_path()
-    ruleset = load_ruleset(path)
-    return ruleset, yaml.safe_load(path.read_text(encoding="utf-8"))
+def load_rules_and_delivery(
+    path: str | Path | None, *, outbox: Path, env: Mapping[str, str] | None = None
+) -> tuple[RuleSet, DeliveryPlan]:
+    """The rule set and the delivery plan of one rule file (the packaged one when ``path``
+    is None); raises ``RuleFileError`` listing every problem in either, each named by the
+    rule or setting it is in. Nothing is opened: this is also how a file is checked."""
+
+    def delivery(document: dict[str, Any], problems: list[str]) -> DeliveryPlan:
+        return plan_delivery(document, problems, outbox=outbox, env=env)
+
+    return load_rule_file(path, delivery)
 
 
 def quiet_hours_policy(plan: DeliveryPlan) -> HoldPolicy:
@@ -112,13 +117,12 @@ def build_runtime(
     with_dispatcher: bool | None = None,
 ) -> Runtime:
     """Everything a process needs, built from ``settings``; nothing is started yet."""
-    ruleset, document = load_document(settings)
     database = Database(settings.database_url)
-    ensure_current(database, auto_upgrade=database.is_sqlite)
     outbox = (
         Path(settings.outbox_file) if settings.outbox_file else database.data_dir / "outbox.jsonl"
     )
-    plan = build_delivery(document, outbox=outbox)
+    ruleset, plan = load_rules_and_delivery(settings.rules, outbox=outbox)
+    ensure_current(database, auto_upgrade=database.is_sqlite)
     metrics = Metrics()
 
     dispatcher = None

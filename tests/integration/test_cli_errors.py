@@ -1,5 +1,6 @@
 """Every command that opens a database says in one line what is wrong with it: a bad URL,
-a server that does not answer, a schema behind this version. Never a traceback."""
+a server that does not answer, a schema behind this version. Never a traceback. A process
+that would serve refuses a broken rule file first, listing every problem in it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,14 @@ import pytest
 from typer.testing import CliRunner
 
 from herald.cli.main import app
+from tests.support.ports import free_port
+from tests.support.processes import herald_environment, run_herald
+from tests.support.rule_files import (
+    EVERY_PROBLEM,
+    beginnings,
+    listed_problems,
+    write_broken_rule_file,
+)
 
 UNREACHABLE = "postgresql://postgres@127.0.0.1:1/herald"  # nothing listens on port 1
 COMMANDS = {
@@ -50,3 +59,21 @@ def test_a_command_that_changes_rows_refuses_a_schema_it_does_not_know(
 
     assert result.exit_code == 1, result.output
     assert "run `herald db upgrade --database URL` first" in result.output
+
+
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_serve_and_worker_refuse_a_broken_rule_file_listing_every_problem(
+    command: str, tmp_path: Path
+) -> None:
+    rules = write_broken_rule_file(tmp_path)
+    args = [command, "--rules", str(rules), "--database", f"sqlite:///{tmp_path / 'herald.db'}"]
+    if command == "serve":
+        args += ["--port", str(free_port())]
+
+    result = run_herald(args, env=herald_environment(), cwd=tmp_path)
+
+    assert result.returncode == 1, result.stderr
+    assert f"error: {rules}: {len(EVERY_PROBLEM)} problem(s)" in result.stderr
+    assert beginnings(listed_problems(result.stderr)) == EVERY_PROBLEM
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "herald.db").exists()  # refused before the database was touched

@@ -9,6 +9,12 @@ from typer.testing import CliRunner
 
 from herald.cli.main import app
 from herald.rules.loader import RuleFileError, default_rules_path, load_ruleset
+from tests.support.rule_files import (
+    EVERY_PROBLEM,
+    beginnings,
+    listed_problems,
+    write_broken_rule_file,
+)
 
 EVENTS = """
 events:
@@ -246,6 +252,18 @@ def test_rules_check_on_a_broken_file_names_the_file_rule_and_problem_and_exits_
     assert "rule SHOUT: unknown channel 'megaphone'" in result.output
     assert "rule LATE: unknown limit 'sometimes'" in result.output
     assert "OK:" not in result.output
+
+
+def test_rules_check_lists_rule_and_delivery_problems_together_in_one_run(
+    tmp_path: Path,
+) -> None:
+    path = write_broken_rule_file(tmp_path)
+
+    result = CliRunner().invoke(app, ["rules", "check", str(path)], env=WIDE)
+
+    assert result.exit_code == 1
+    assert f"{path}: {len(EVERY_PROBLEM)} problem(s)" in result.output
+    assert beginnings(listed_problems(result.output)) == EVERY_PROBLEM
 
 
 def test_rule_ids_and_event_type_names_must_be_short_identifiers(tmp_path: Path) -> None:

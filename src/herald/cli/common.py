@@ -14,6 +14,7 @@ from rich.console import Console
 from herald.config import Settings
 
 if TYPE_CHECKING:
+    from herald.rules.definition import RuleSet
     from herald.store.database import Database
 
 console = Console(stderr=True, soft_wrap=True)
@@ -40,19 +41,22 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def delivery_problem(rules_path: Path) -> str | None:
-    """What is wrong with the file's `providers` and `delivery` sections, if anything
-    (the rule loader checks the rest). Building the plan opens nothing."""
-    import yaml
+def checked_rules(path: str | Path | None) -> RuleSet:
+    """The rule set of the file at ``path``, its providers and delivery settings checked
+    too; otherwise exit 1 listing every problem of the file, one a line."""
+    from herald.bootstrap import load_rules_and_delivery
+    from herald.rules.loader import RuleFileError
 
-    from herald.delivery.setup import DeliveryConfigError, build_delivery
-
-    document = yaml.safe_load(rules_path.read_text(encoding="utf-8"))
     try:
-        build_delivery(document, outbox=Path(os.devnull))
-    except DeliveryConfigError as exc:
-        return str(exc)
-    return None
+        ruleset, _plan = load_rules_and_delivery(path, outbox=Path(os.devnull))
+    except RuleFileError as exc:
+        console.print(
+            f"error: {exc.path}: {len(exc.problems)} problem(s)", style="bold red", markup=False
+        )
+        for line in exc.problems:
+            console.print(f"  - {line}", markup=False)
+        raise typer.Exit(1) from None
+    return ruleset
 
 
 def open_database(
@@ -87,16 +91,9 @@ def open_database(
 
 
 def preflight(settings: Settings) -> None:
-    """Fail before serving, with one clear line, on what would otherwise fail later."""
-    from herald.rules.loader import RuleFileError, load_ruleset
-
-    try:
-        ruleset = load_ruleset(settings.rules)
-    except RuleFileError as exc:
-        fail(str(exc))
-    problem = delivery_problem(Path(ruleset.source))
-    if problem:
-        fail(f"{ruleset.source}: {problem}")
+    """Fail before serving on what would otherwise fail later: every problem of the rule
+    file, as `herald rules check` lists them, or the database's, in one clear line."""
+    checked_rules(settings.rules)
     open_database(
         settings.database_url,
         schema="upgrade",

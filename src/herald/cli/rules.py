@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from herald.cli.common import console, delivery_problem
+from herald.cli.common import checked_rules
 
 rules_app = typer.Typer(help="Work with rule files.", no_args_is_help=True)
 
@@ -17,19 +17,9 @@ rules_app = typer.Typer(help="Work with rule files.", no_args_is_help=True)
 def rules_check(
     path: Annotated[Path | None, typer.Argument(help="rule file (default: packaged)")] = None,
 ) -> None:
-    """Validate a rule file (conditions, channels, limits, templates) and list its rules."""
-    from herald.rules.loader import RuleFileError, load_ruleset
-
-    try:
-        ruleset = load_ruleset(path)
-        problem = delivery_problem(Path(ruleset.source))
-        if problem:
-            raise RuleFileError(ruleset.source, [problem])
-    except RuleFileError as exc:
-        console.print(f"{exc.path}: {len(exc.problems)} problem(s)", style="bold red", markup=False)
-        for line in exc.problems:
-            console.print(f"  - {line}", markup=False)
-        raise typer.Exit(1) from None
+    """Validate a rule file (conditions, channels, limits, templates, providers, delivery)
+    and list its rules; exit 1 listing every problem."""
+    ruleset = checked_rules(path)
     # A list rather than a table: it stays readable at any width and through a pipe.
     out = Console(highlight=False, soft_wrap=True)
     out.print(f"{ruleset.source} (version {ruleset.version})", markup=False)

@@ -2,17 +2,19 @@
 
 Every problem is reported with the file, the rule (or event type) and what is wrong,
 and all problems are collected before failing, so one run of ``herald rules check``
-shows everything to fix.
+shows everything to fix. The sections the loader does not read itself (the providers and
+delivery policy) are read by a function given to ``load_rule_file``, into the same list.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from datetime import timedelta
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import yaml
@@ -22,6 +24,8 @@ from herald.rules.conditions import Condition, ConditionError
 from herald.rules.definition import CHANNELS, After, Category, EventType, Limit, Rule, RuleSet
 from herald.rules.samples import sample_context
 from herald.rules.templates import TemplateProblem, TemplateSet
+
+T = TypeVar("T")  # what a caller's ``read_settings`` makes of the rule file
 
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
@@ -54,15 +58,40 @@ def default_rules_path() -> Path:
 
 
 def load_ruleset(path: str | Path | None = None) -> RuleSet:
+    ruleset, _ = load_rule_file(path, _no_settings)
+    return ruleset
+
+
+def load_rule_file(
+    path: str | Path | None, read_settings: Callable[[dict[str, Any], list[str]], T]
+) -> tuple[RuleSet, T]:
+    """The rule set of the file at ``path`` (the packaged one when None), and what
+    ``read_settings`` makes of the whole document. ``read_settings`` appends what it finds
+    wrong to the list it is given, so ``RuleFileError`` lists the problems of the rules and
+    of those settings together."""
     path = Path(path) if path is not None else default_rules_path()
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise RuleFileError(str(path), [f"cannot read: {exc.strerror}"]) from None
-    return parse_ruleset(text, source=str(path), template_dir=path.parent / "templates")
+    return _parse(text, str(path), path.parent / "templates", read_settings)
 
 
 def parse_ruleset(text: str, *, source: str, template_dir: Path) -> RuleSet:
+    ruleset, _ = _parse(text, source, template_dir, _no_settings)
+    return ruleset
+
+
+def _no_settings(_document: dict[str, Any], _problems: list[str]) -> None:
+    return None
+
+
+def _parse(
+    text: str,
+    source: str,
+    template_dir: Path,
+    read_settings: Callable[[dict[str, Any], list[str]], T],
+) -> tuple[RuleSet, T]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -77,10 +106,11 @@ def parse_ruleset(text: str, *, source: str, template_dir: Path) -> RuleSet:
     event_types = _event_types(data.get("events"), problems)
     rules = _rules(data.get("rules"), event_types, problems)
     templates = _templates(data, rules, template_dir, event_types, problems)
+    settings = read_settings(data, problems)
     if problems:
         raise RuleFileError(source, problems)
     version = _digest(data)[:12]
-    return RuleSet(version, source, event_types, tuple(rules), templates)
+    return RuleSet(version, source, event_types, tuple(rules), templates), settings
 
 
 def _event_types(raw: Any, problems: list[str]) -> dict[str, EventType]:
