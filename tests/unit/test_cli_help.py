@@ -1,4 +1,4 @@
-"""Each option that an environment variable can also set names that variable in --help."""
+"""--help names the environment variable behind each option, and shows flags as flags."""
 
 from __future__ import annotations
 
@@ -25,3 +25,16 @@ def test_help_names_the_environment_variables(command: list[str], variables: lis
     assert result.exit_code == 0, result.output
     for variable in variables:
         assert variable in result.output
+
+
+@pytest.mark.parametrize(
+    "command",
+    [[], ["serve"], ["worker"], ["prune"], ["db", "upgrade"], ["messages", "retry"]],
+    ids=["herald", "serve", "worker", "prune", "db upgrade", "messages retry"],
+)
+def test_flags_show_no_value_placeholder(command: list[str]) -> None:
+    """A flag followed by `<bool>` reads as taking a value: `--failed true` then fails."""
+    result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
+
+    assert result.exit_code == 0, result.output
+    assert "<bool>" not in result.output
