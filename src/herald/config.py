@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 class Settings(BaseSettings):
@@ -31,6 +33,19 @@ class Settings(BaseSettings):
     # providers the process configured. Off: Herald's metrics are Prometheus, and with it
     # on every request looks the providers up again, a few percent of ingestion's CPU.
     opentelemetry: bool = False
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _known_log_level(cls, value: object) -> str:
+        # Checked here, so that a typo is refused in one line before anything starts,
+        # instead of as a traceback from logging or uvicorn.
+        level = str(value).strip().upper()
+        if level not in LOG_LEVELS:
+            raise ValueError(
+                f"HERALD_LOG_LEVEL must be {', '.join(LOG_LEVELS[:-1])} or {LOG_LEVELS[-1]} "
+                f"(in any case), not {value!r}"
+            )
+        return level
 
     def exposure_problem(self) -> str | None:
         """Why it is unsafe to serve on ``host`` with these settings, if it is."""

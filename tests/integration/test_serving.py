@@ -121,6 +121,25 @@ def test_serve_refuses_an_in_memory_sqlite_database(tmp_path: Path) -> None:
     assert "in-memory SQLite database would lose every event" in one_line(result.stderr)
 
 
+@pytest.mark.parametrize("command", [["serve", "--port", "0"], ["worker"]], ids=["serve", "worker"])
+def test_an_unknown_log_level_is_refused_in_one_line_naming_the_levels(
+    tmp_path: Path, command: list[str]
+) -> None:
+    result = run_herald(
+        [*command, "--database", sqlite_url(tmp_path)],
+        env=herald_environment(HERALD_LOG_LEVEL="verbose"),
+        cwd=tmp_path,
+        timeout=10,
+    )
+
+    assert result.returncode == 1, result.stderr
+    message = one_line(result.stderr)
+    assert "error: invalid settings" in message
+    assert "HERALD_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL" in message
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "herald.db").exists()
+
+
 def test_serve_refuses_a_broken_rule_file_naming_the_file_and_the_problem(tmp_path: Path) -> None:
     rules = tmp_path / "rules.yaml"
     rules.write_text(

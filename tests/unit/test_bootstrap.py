@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from herald import bootstrap
+from herald.config import Settings
 
 
 def test_a_worker_id_fits_its_column_whatever_the_host_name(
@@ -13,3 +14,8 @@ def test_a_worker_id_fits_its_column_whatever_the_host_name(
     monkeypatch.setattr(bootstrap.socket, "gethostname", lambda: "h" * 253)
 
     assert len(bootstrap.worker_id()) <= 64  # claimed_by and worker are 64 characters
+
+
+@pytest.mark.parametrize("given", ["debug", "Warning", " ERROR "])
+def test_a_log_level_is_read_in_any_case(given: str) -> None:
+    assert Settings(log_level=given).log_level == given.strip().upper()
