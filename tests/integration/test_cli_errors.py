@@ -77,3 +77,23 @@ def test_serve_and_worker_refuse_a_broken_rule_file_listing_every_problem(
     assert beginnings(listed_problems(result.stderr)) == EVERY_PROBLEM
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "herald.db").exists()  # refused before the database was touched
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://postgres:S3CRETPW@127.0.0.1:1/herald",  # unreachable
+        "postgresql://postgres:S3CRETPW@127.0.0.1:port/herald",  # not a URL
+        "postgres ql://postgres:S3CRETPW@127.0.0.1/herald",  # not a URL either
+    ],
+    ids=["unreachable", "bad port", "bad scheme"],
+)
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_an_error_about_the_database_never_shows_its_password(command: str, url: str) -> None:
+    result = CliRunner().invoke(
+        app, [*COMMANDS[command], "--database", url], env={"COLUMNS": "1000"}
+    )
+
+    assert result.exit_code == 1, result.output
+    assert "error: " in result.output
+    assert "S3CRETPW" not in result.output

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy.engine import make_url
 
 from herald.api.app import create_app
 from herald.config import Settings
@@ -173,6 +174,41 @@ def test_serve_refuses_a_broken_rule_file_naming_the_file_and_the_problem(tmp_pa
     message = one_line(result.stderr)
     assert str(rules) in message
     assert "signup_exploded" in message and "not a declared event type" in message
+
+
+# --- what it prints -------------------------------------------------------------------
+
+
+@pytest.fixture
+def url_with_password(postgres_url: str) -> tuple[str, str]:
+    """The test database's URL with a password in it, and that password (trust
+    authentication ignores it; a server that needs one keeps its own)."""
+    url = make_url(postgres_url)
+    password = url.password or "S3CRETPW"
+    return url.set(password=password).render_as_string(hide_password=False), str(password)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    ("command", "startup_line"),
+    [(["serve", "--no-dispatcher"], "Herald on http://"), (["worker"], "dispatcher ")],
+    ids=["serve", "worker"],
+)
+def test_the_startup_line_shows_the_database_without_its_password(
+    tmp_path: Path, url_with_password: tuple[str, str], command: list[str], startup_line: str
+) -> None:
+    url, password = url_with_password
+    with HeraldProcess(command[0], log_dir=tmp_path) as process:
+        process.start(
+            [*command, "--database", url],
+            herald_environment(HERALD_PORT=str(free_port())),
+            cwd=tmp_path,
+        )
+        process.wait_for_output(startup_line)
+        output = process.output()
+
+    assert password not in output
+    assert f"{make_url(url).username}:***@" in output
 
 
 # --- request ids ---------------------------------------------------------------------

@@ -48,9 +48,11 @@ def test_a_recipient_is_masked_down_to_a_hint(recipient: str, masked: str) -> No
         ("phone 912345678 on file", "912345678", "***78"),
         ("call 00351912345678", "00351912345678", "***78"),
         ('{"phone": "+447700900123"}', "7700900123", "***23"),
+        ("no postgresql://herald:hunter2@db:5432/herald", "hunter2", "herald:***@db:5432"),
+        ("POST https://bot:tok@en@hooks.example.com/x", "tok@en", "bot:***@hooks.example.com"),
     ],
 )
-def test_emails_and_phone_numbers_in_free_text_are_masked(
+def test_emails_phone_numbers_and_url_passwords_in_free_text_are_masked(
     text: str, secret: str, hint: str
 ) -> None:
     masked = mask_text(text)

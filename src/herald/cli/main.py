@@ -20,7 +20,13 @@ if TYPE_CHECKING:
 
     from prometheus_client import CollectorRegistry
 
-app = typer.Typer(help="Herald: event-triggered messaging with an audit.", no_args_is_help=True)
+app = typer.Typer(
+    help="Herald: event-triggered messaging with an audit.",
+    no_args_is_help=True,
+    # A crash's traceback would print each frame's variables: the database URL, with its
+    # password, among them.
+    pretty_exceptions_show_locals=False,
+)
 app.add_typer(rules_app, name="rules")
 app.add_typer(db_app, name="db")
 app.add_typer(messages_app, name="messages")
@@ -52,6 +58,7 @@ def serve(
     import uvicorn
 
     from herald.cli.dispatcher_process import DispatcherProcess
+    from herald.store.database import hide_password
 
     settings = settings_from(
         host=host,
@@ -78,7 +85,7 @@ def serve(
     )
     console.print(
         f"Herald on http://{settings.host}:{settings.port} (docs at /docs), "
-        f"database {settings.database_url}, {settings.workers} API "
+        f"database {hide_password(settings.database_url)}, {settings.workers} API "
         f"process{'es' if settings.workers > 1 else ''}, "
         f"delivery {delivery}"
     )
@@ -117,6 +124,7 @@ def worker(
     file, or beside any number of API processes on PostgreSQL."""
     from herald.bootstrap import build_runtime
     from herald.observability.logging import configure_logging
+    from herald.store.database import hide_password
 
     settings = settings_from(
         database_url=database,
@@ -137,7 +145,9 @@ def worker(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stopping.set)
-        console.print(f"dispatcher {dispatcher.worker_id} on {settings.database_url}")
+        console.print(
+            f"dispatcher {dispatcher.worker_id} on {hide_password(settings.database_url)}"
+        )
         runtime.checkpointer.start()  # a worker alone on SQLite must keep its log short too
         watch = asyncio.create_task(_stop_without_parent(parent_pid, stopping))
         try:

@@ -9,6 +9,8 @@ import orjson
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 
+from herald.observability.masking import hide_url_passwords
+
 _WAL_KEEP_BYTES = 1024 * 1024 * 1024
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 _BUSY_TIMEOUT = "busy_timeout_ms"  # key in a pooled connection's info
@@ -22,12 +24,24 @@ def _json_dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+def hide_password(raw: str) -> str:
+    """The database URL ``raw`` as a person may see it: its password, if any, is ``***``."""
+    try:
+        shown = make_url(raw).render_as_string(hide_password=True)
+    except Exception:
+        shown = raw  # not a URL SQLAlchemy reads: what looks like a password still goes
+    # SQLAlchemy ends a password at its first "@": one typed with an "@" goes whole.
+    return hide_url_passwords(shown)
+
+
 def normalise_url(raw: str) -> URL:
     """Accept ``sqlite:///file.db`` and ``postgresql://...`` (psycopg 3 is the driver)."""
     try:
         url = make_url(raw)
     except Exception as exc:
-        raise DatabaseUrlError(f"not a database URL: {raw!r} ({exc})") from None
+        # Some SQLAlchemy versions quote the whole URL in their message.
+        reason = str(exc).replace(raw, hide_password(raw))
+        raise DatabaseUrlError(f"not a database URL: {hide_password(raw)!r} ({reason})") from None
     if url.get_backend_name() == "postgresql":
         return url.set(drivername="postgresql+psycopg")
     if url.get_backend_name() == "sqlite":
