@@ -53,7 +53,9 @@ def test_a_database_that_cannot_serve_is_one_clear_line(
 def test_a_command_that_changes_rows_refuses_a_schema_it_does_not_know(
     command: str, tmp_path: Path
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'never-upgraded.db'}"
+    path = tmp_path / "never-upgraded.db"
+    path.touch()  # an empty file is an empty SQLite database
+    url = f"sqlite:///{path}"
 
     result = CliRunner().invoke(app, [*COMMANDS[command], "--database", url])
 
@@ -97,3 +99,33 @@ def test_an_error_about_the_database_never_shows_its_password(command: str, url:
     assert result.exit_code == 1, result.output
     assert "error: " in result.output
     assert "S3CRETPW" not in result.output
+
+
+@pytest.mark.parametrize("command", ["messages retry", "prune"])
+def test_a_command_run_away_from_its_database_says_so_and_creates_nothing(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the default database, ./herald.db, is not here
+    monkeypatch.delenv("HERALD_DATABASE_URL", raising=False)
+
+    result = CliRunner().invoke(app, COMMANDS[command], env={"COLUMNS": "1000"})
+
+    assert result.exit_code == 1, result.output
+    assert f"error: no SQLite database at {tmp_path / 'herald.db'}" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_a_sqlite_file_in_a_missing_folder_is_refused_and_the_folder_is_not_created(
+    command: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "no" / "such"
+    url = f"sqlite:///{folder / 'herald.db'}"
+
+    result = CliRunner().invoke(
+        app, [*COMMANDS[command], "--database", url], env={"COLUMNS": "1000"}
+    )
+
+    assert result.exit_code == 1, result.output
+    assert f"error: the folder {folder} of the SQLite database does not exist" in result.output
+    assert list(tmp_path.iterdir()) == []

@@ -301,7 +301,9 @@ def test_herald_prune_refuses_an_age_it_cannot_read_and_deletes_nothing(
 def test_herald_prune_on_a_database_without_herald_schema_says_to_upgrade_it(
     tmp_path: Path,
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    path = tmp_path / "empty.db"
+    path.touch()  # an empty file is an empty SQLite database
+    url = f"sqlite:///{path}"
 
     result = CliRunner().invoke(cli, ["prune", "--older-than", "400d", "--database", url])
 

@@ -141,6 +141,38 @@ def test_an_unknown_log_level_is_refused_in_one_line_naming_the_levels(
     assert not (tmp_path / "herald.db").exists()
 
 
+def test_serve_refuses_a_sqlite_file_in_a_missing_folder_and_creates_no_folder(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "no" / "such"
+
+    result = run_herald(
+        ["serve", "--port", str(free_port()), "--database", f"sqlite:///{folder / 'h.db'}"],
+        env=herald_environment(),
+        cwd=tmp_path,
+        timeout=10,
+    )
+
+    assert result.returncode == 1, result.stderr
+    assert f"the folder {folder} of the SQLite database does not exist" in one_line(result.stderr)
+    assert not (tmp_path / "no").exists()
+
+
+def test_a_worker_refuses_a_sqlite_file_that_does_not_exist_and_creates_nothing(
+    tmp_path: Path,
+) -> None:
+    result = run_herald(
+        ["worker", "--database", sqlite_url(tmp_path)],
+        env=herald_environment(),
+        cwd=tmp_path,
+        timeout=10,
+    )
+
+    assert result.returncode == 1, result.stderr
+    assert f"no SQLite database at {tmp_path / 'herald.db'}" in one_line(result.stderr)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_serve_refuses_a_broken_rule_file_naming_the_file_and_the_problem(tmp_path: Path) -> None:
     rules = tmp_path / "rules.yaml"
     rules.write_text(

@@ -63,11 +63,13 @@ def open_database(
     url: str,
     *,
     schema: Literal["any", "current", "upgrade"],
+    create: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> Database:
     """The database at ``url``, failing with one line on a bad URL, an unreachable
-    server or (``schema="current"``) a schema behind this version; ``"upgrade"``
-    upgrades an embedded database first, ``"any"`` only checks that it answers."""
+    server, a SQLite file that does not exist (unless ``create``) or (``schema="current"``)
+    a schema behind this version; ``"upgrade"`` upgrades an embedded database first,
+    ``"any"`` only checks that it answers."""
     from herald.store.database import Database, DatabaseUrlError
     from herald.store.migrate import SchemaOutdated, current_revision, ensure_current
 
@@ -75,6 +77,15 @@ def open_database(
         database = Database(url)
     except DatabaseUrlError as exc:
         fail(str(exc))
+    path = database.sqlite_path
+    if path is not None and not create and not path.exists():
+        # Opening it would create an empty file beside the real one, e.g. in the folder
+        # a maintenance command happened to be run from.
+        database.dispose()
+        fail(
+            f"no SQLite database at {path.resolve()}: name Herald's database with --database "
+            "or HERALD_DATABASE_URL (`herald db upgrade` creates a new one)"
+        )
     try:
         if schema == "any":
             current_revision(database)
@@ -90,12 +101,14 @@ def open_database(
     return database
 
 
-def preflight(settings: Settings) -> None:
+def preflight(settings: Settings, *, create_database: bool) -> None:
     """Fail before serving on what would otherwise fail later: every problem of the rule
-    file, as `herald rules check` lists them, or the database's, in one clear line."""
+    file, as `herald rules check` lists them, or the database's, in one clear line; with
+    ``create_database``, an absent SQLite file is created rather than refused."""
     checked_rules(settings.rules)
     open_database(
         settings.database_url,
         schema="upgrade",
+        create=create_database,
         progress=lambda step: console.print(f"schema upgrade: applied {step}"),
     ).dispose()

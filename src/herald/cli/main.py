@@ -72,7 +72,7 @@ def serve(
     problem = settings.exposure_problem()
     if problem:
         fail(problem, code=2)
-    preflight(settings)
+    preflight(settings, create_database=True)
     apart = settings.dispatcher and settings.dispatcher_process
     # API processes and the dispatcher process read their settings from the environment;
     # with a dispatcher process of their own, the API processes deliver nothing.
@@ -134,7 +134,9 @@ def worker(
         metrics_host=metrics_host,
     )
     configure_logging(settings.log_level, settings.log_format)
-    preflight(settings)
+    # A dispatcher delivers what an API stored: a database it would have to create is
+    # the wrong one.
+    preflight(settings, create_database=False)
     runtime = build_runtime(settings, with_dispatcher=True)
     dispatcher = runtime.dispatcher
     assert dispatcher is not None

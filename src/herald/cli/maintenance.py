@@ -26,7 +26,7 @@ def db_upgrade(database: DatabaseOpt = None) -> None:
     """Migrate the database schema to this version of Herald."""
     from herald.store.migrate import current_revision, upgrade
 
-    db = open_database(settings_from(database_url=database).database_url, schema="any")
+    db = open_database(settings_from(database_url=database).database_url, schema="any", create=True)
     before = current_revision(db)
     upgrade(db, progress=lambda step: console.print(f"  applied {step}"))
     console.print(f"schema: {before or 'empty'} -> {current_revision(db)}")

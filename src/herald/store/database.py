@@ -64,9 +64,17 @@ class Database:
     def __init__(self, raw_url: str, *, pool_size: int = 8) -> None:
         self.url = normalise_url(raw_url)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        # SQLite creates its file at the first connection; the folder must exist, since
+        # one created for a mistyped path would hide the mistake.
+        self.sqlite_path: Path | None = None
         if self.is_sqlite:
             path = Path(self.url.database or "herald.db")
-            path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.parent.is_dir():
+                raise DatabaseUrlError(
+                    f"the folder {path.parent} of the SQLite database does not exist: "
+                    "create it, or correct the path"
+                )
+            self.sqlite_path = path
             self.data_dir = path.resolve().parent
             self.writer = self._sqlite_engine(immediate=True)
             self.reader = self._sqlite_engine(immediate=False)
