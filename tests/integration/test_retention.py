@@ -273,6 +273,35 @@ def test_herald_prune_deletes_history_older_than_the_given_age_and_reports_count
     }
 
 
+def test_herald_prune_dry_run_reports_what_it_would_prune_and_changes_nothing(
+    database: Database, database_url: str, ruleset: RuleSet
+) -> None:
+    now = datetime.now(UTC)
+    long_ago, lately = now - timedelta(days=500), now - timedelta(days=10)
+    store(database, ruleset, [signup("u_a", long_ago), signup("u_b", long_ago)], now=long_ago)
+    store(database, ruleset, [payment_initiated("u_a", long_ago, 1)], now=long_ago)
+    deliver(database, at=long_ago, outcome_by_user={"u_a": SENT, "u_b": FAILED})
+    store(database, ruleset, [signup("u_c", lately)], now=lately)
+
+    result = CliRunner().invoke(
+        cli, ["prune", "--older-than", "400d", "--database", database_url, "--dry-run"]
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "would prune 3 events and 0 messages" in result.output
+    assert "would redact 2 messages" in result.output
+    assert event_ids(database) == {
+        "evt_u_a_signup",
+        "evt_u_b_signup",
+        "evt_u_a_pay_1",
+        "evt_u_c_signup",
+    }
+    assert pruned_before(database, ["u_a", "u_b"]) == {"u_a": None, "u_b": None}
+    done = CliRunner().invoke(cli, ["prune", "--older-than", "400d", "--database", database_url])
+    assert "pruned 3 events and 0 messages" in done.output  # as the dry run said
+    assert "redacted 2 messages" in done.output
+
+
 @pytest.mark.parametrize(
     ("age", "message"),
     [
@@ -282,9 +311,11 @@ def test_herald_prune_deletes_history_older_than_the_given_age_and_reports_count
         ("3w", "400d or 36h"),
         ("99999999999d", "400d or 36h"),
         ("999999d", "at most 36500d"),  # past the first date a datetime can hold
+        ("0d", "at least 1d"),  # would delete every event, even the one just stored
+        ("23h", "at least 1d"),
     ],
 )
-def test_herald_prune_refuses_an_age_it_cannot_read_and_deletes_nothing(
+def test_herald_prune_refuses_an_unreadable_or_too_short_age_and_deletes_nothing(
     database: Database, database_url: str, ruleset: RuleSet, age: str, message: str
 ) -> None:
     store(database, ruleset, [payment_initiated("u_1", OLD, 1)], now=OLD)

@@ -57,6 +57,9 @@ def messages_retry(
 
 
 _LONGEST_AGE = timedelta(days=36_500)  # event times start in 1900 (domain/timeutil.py)
+# Today's messages hold today's once-per-day limits: pruning them would let a second
+# message through, and "0d" would empty the history in one keystroke.
+_SHORTEST_AGE = timedelta(days=1)
 
 
 def parse_age(text: str) -> timedelta:
@@ -67,23 +70,31 @@ def parse_age(text: str) -> timedelta:
     age = timedelta(days=amount) if match[2] == "d" else timedelta(hours=amount)
     if age > _LONGEST_AGE:
         raise typer.BadParameter("at most 36500d: nothing Herald stores is older")
+    if age < _SHORTEST_AGE:
+        raise typer.BadParameter(
+            "at least 1d (or 24h): a younger history holds the limits of messages sent today"
+        )
     return age
 
 
 def prune(
-    older_than: Annotated[str, typer.Option("--older-than", help="e.g. 400d")],
+    older_than: Annotated[str, typer.Option("--older-than", help="at least 1d, e.g. 400d")],
     database: DatabaseOpt = None,
     batch_size: Annotated[int, typer.Option(min=1, help="rows per transaction")] = 5000,
     rules: RulesOpt = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="count what would go, and change nothing")
+    ] = False,
 ) -> None:
-    """Delete events and finished messages older than an age, in small transactions.
+    """Delete events and finished messages older than an age (at least 1d), in small
+    transactions.
 
     Messages of rules limited once per user are redacted instead of deleted, so that
     their limit still holds after the history is gone."""
     from herald.bootstrap import utc_now
     from herald.rules.definition import Limit
     from herald.rules.loader import RuleFileError, load_ruleset
-    from herald.service.retention import prune_history
+    from herald.service.retention import count_prunable, prune_history
 
     age = parse_age(older_than)
     settings = settings_from(database_url=database, rules=rules)
@@ -95,6 +106,15 @@ def prune(
     # Deleting from a schema this version does not know could delete the wrong rows.
     db = open_database(settings.database_url, schema="current")
     cutoff = utc_now() - age
+    if dry_run:
+        totals = count_prunable(db, cutoff=cutoff, keep_rules=lifetime)
+        db.dispose()
+        console.print(
+            f"would prune {totals['events']} events and {totals['messages']} messages "
+            f"from before {cutoff:%Y-%m-%d}; would redact {totals.get('redacted', 0)} "
+            "messages kept for their once-per-user limits (dry run: nothing changed)"
+        )
+        return
     totals = prune_history(
         db,
         cutoff=cutoff,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterator
 from datetime import datetime
 
-from sqlalchemy import delete, select, tuple_, update
+from sqlalchemy import ColumnElement, Connection, Table, delete, func, select, tuple_, update
 
 from herald.domain.timeutil import to_micros
 from herald.store.database import Database
@@ -53,6 +53,30 @@ def prune_history(
     if keep_rules:
         totals["redacted"] = redacted
     return totals
+
+
+def count_prunable(
+    database: Database, *, cutoff: datetime, keep_rules: Collection[str] = ()
+) -> dict[str, int]:
+    """What ``prune_history`` would do now with the same arguments, changing nothing:
+    the same keys, with the numbers of events and messages it would delete and redact."""
+    cutoff_us = to_micros(cutoff)
+    finished = (messages.c.status.in_((SENT, FAILED)), messages.c.created_us < cutoff_us)
+    kept = messages.c.rule.in_(keep_rules)
+    with database.reader.connect() as conn:
+        totals = {
+            "events": _count(conn, events, events.c.event_time_us < cutoff_us),
+            "messages": _count(conn, messages, *finished, ~kept),
+        }
+        if keep_rules:
+            totals["redacted"] = _count(
+                conn, messages, *finished, kept, messages.c.body != REDACTED
+            )
+    return totals
+
+
+def _count(conn: Connection, table: Table, *where: ColumnElement[bool]) -> int:
+    return int(conn.execute(select(func.count()).select_from(table).where(*where)).scalar_one())
 
 
 def _prune_messages(
