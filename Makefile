@@ -19,8 +19,9 @@ $(DEV_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@ $(STAMP)
 
+# herald serve's own defaults (127.0.0.1:8000, ./herald.db), so HERALD_* variables apply.
 run: $(STAMP)
-	$(BIN)/herald serve --host 127.0.0.1 --port 8000 --database sqlite:///./herald.db
+	$(BIN)/herald serve
 
 test: $(DEV_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

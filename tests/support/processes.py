@@ -86,13 +86,19 @@ class HeraldProcess:
         return self._process is not None and self._process.poll() is None
 
     def start(
-        self, args: Sequence[str], env: Mapping[str, str] | None = None, *, cwd: Path | None = None
+        self,
+        args: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        *,
+        cwd: Path | None = None,
+        command: Sequence[str] | None = None,
     ) -> HeraldProcess:
+        """Run ``herald args`` (or ``command args``, e.g. ``make run``)."""
         if self._process is not None:
             raise RuntimeError(f"{self.name} was already started")
         self._log = self.log_path.open("wb")
         self._process = subprocess.Popen(
-            [*herald_command(), *args],
+            [*(command or herald_command()), *args],
             env=dict(env) if env is not None else herald_environment(),
             cwd=cwd,
             stdin=subprocess.DEVNULL,
