@@ -324,8 +324,19 @@ def json_logging_server(tmp_path: Path) -> Iterator[tuple[HeraldProcess, str]]:
 
 
 def json_lines(output: str) -> list[dict[str, Any]]:
-    """The JSON log lines (uvicorn's start-up lines and the CLI's banner are plain text)."""
+    """The JSON log lines (the CLI's banner before them is plain text)."""
     return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+
+
+def test_uvicorn_s_own_lines_are_json_lines_too(
+    json_logging_server: tuple[HeraldProcess, str],
+) -> None:
+    server, _base = json_logging_server
+
+    started = [line for line in json_lines(server.output()) if line["logger"].startswith("uvicorn")]
+
+    assert "Application startup complete." in [line["message"] for line in started]
+    assert not any("\x1b" in json.dumps(line) or "\\u001b" in json.dumps(line) for line in started)
 
 
 def test_the_log_lines_of_a_request_carry_its_request_id(

@@ -58,6 +58,7 @@ def serve(
     import uvicorn
 
     from herald.cli.dispatcher_process import DispatcherProcess
+    from herald.observability.logging import configure_logging
     from herald.store.database import hide_password
 
     settings = settings_from(
@@ -91,6 +92,7 @@ def serve(
     )
     # uvicorn re-raises the signal that stopped it once it has shut down: let SIGTERM then
     # unwind as an exception, not end the process at once, so the dispatcher stops too.
+    configure_logging(settings.log_level, settings.log_format)  # uvicorn's lines, below
     signal.signal(signal.SIGTERM, _exit_on_signal)
     with DispatcherProcess() if apart else nullcontext():
         uvicorn.run(
@@ -100,6 +102,9 @@ def serve(
             port=settings.port,
             workers=settings.workers,
             log_level=settings.log_level.lower(),
+            # uvicorn's own lines go through Herald's handler, so that they share its
+            # format (one JSON object a line with HERALD_LOG_FORMAT=json).
+            log_config=None,
             access_log=False,
             lifespan="on",
         )

@@ -12,7 +12,12 @@ import orjson
 from herald.observability.masking import mask_text
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
-_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+# Attributes every record has, and uvicorn's copy of its message with terminal colours.
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+    "color_message",
+}
 
 
 # Control characters as escapes: a value a client sent (a trait in an alert's text)
