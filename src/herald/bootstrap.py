@@ -139,6 +139,7 @@ def build_runtime(
         )
 
     def on_commit(results: list[IngestResult]) -> None:
+        metrics.observe_commit(len(results))
         for result in results:
             for decision in result.decisions:
                 metrics.count_decision(decision.rule, decision.outcome.value)

@@ -348,6 +348,19 @@ def test_health_readiness_and_metrics_answer(client: TestClient) -> None:
     assert "herald_outbox_backlog" in metrics
 
 
+def test_the_metrics_show_how_many_events_each_commit_held(client: TestClient) -> None:
+    batch = [payment_failed(event_id=f"c{n}") for n in range(3)] + [{"not": "an event"}]
+    client.post("/events/batch", json={"events": batch})
+    client.post("/events", json=payment_failed(event_id="c-single"))
+
+    metrics = client.get("/metrics").text
+
+    # The batch is one transaction of its three valid events; the single event another.
+    assert "herald_commit_events_count 2.0" in metrics
+    assert "herald_commit_events_sum 4.0" in metrics
+    assert 'herald_commit_events_bucket{le="2.0"} 1.0' in metrics
+
+
 def test_unknown_event_types_share_one_metrics_series(client: TestClient) -> None:
     for name in ("made_up_1", "made_up_2"):
         assert client.post("/events", json=payment_failed(event_type=name)).status_code == 422

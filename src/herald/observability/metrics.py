@@ -38,6 +38,12 @@ class Metrics:
             registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
+        self.commit_events = Histogram(
+            "herald_commit_events",
+            "Events per ingestion transaction: how well concurrent requests share commits",
+            registry=self.registry,
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048),
+        )
         # Looking up a labelled series costs more than counting on it; label values are
         # few (event types, rules, statuses), so each series is looked up once.
         self._series: dict[tuple[int, tuple[str, ...]], Any] = {}
@@ -51,6 +57,9 @@ class Metrics:
 
     def count_event(self, event_type: str, status: str) -> None:
         self._series_of(self.events, (event_type, status)).inc()
+
+    def observe_commit(self, events: int) -> None:
+        self.commit_events.observe(events)
 
     def count_decision(self, rule: str, outcome: str) -> None:
         self._series_of(self.decisions, (rule, outcome)).inc()
