@@ -156,6 +156,25 @@ def test_a_duplicate_rule_id_is_refused(tmp_path: Path) -> None:
     assert problems_of(path) == ["rule GOOD: duplicate id"]
 
 
+def test_a_misspelt_section_is_refused_not_ignored(tmp_path: Path) -> None:
+    """A `provider:` section ignored would leave email on the development stub."""
+    path = write_rule_file(tmp_path, GOOD_RULE)
+    path.write_text(
+        path.read_text() + "provider:\n  email: {type: smtp, host: mail.example.com}\n"
+    )
+
+    [problem] = problems_of(path)
+
+    assert problem.startswith("provider: not a section of a rule file (events, traits, rules,")
+
+
+def test_a_key_starting_with_x_is_left_alone_for_yaml_anchors(tmp_path: Path) -> None:
+    path = write_rule_file(tmp_path, GOOD_RULE)
+    path.write_text("x-common: &email {channel: email}\n" + path.read_text())
+
+    assert [rule.id for rule in load_ruleset(path).rules] == ["GOOD"]
+
+
 def test_every_problem_in_the_file_is_reported_at_once(tmp_path: Path) -> None:
     numbered = "".join(
         rules.replace("id: BROKEN", f"id: BROKEN_{n}")

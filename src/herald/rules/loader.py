@@ -86,6 +86,24 @@ def _no_settings(_document: dict[str, Any], _problems: list[str]) -> None:
     return None
 
 
+# Every section a rule file may have, whoever reads it (providers and delivery are read
+# by the delivery settings). A misspelt one would otherwise be ignored: a `provider:`
+# section would leave email on the development stub without a word.
+SECTIONS = ("events", "traits", "rules", "templates_dir", "providers", "delivery")
+
+
+def _is_section(key: Any) -> bool:
+    # Keys starting with x- are the file's own, e.g. to hold YAML anchors.
+    return key in SECTIONS or (isinstance(key, str) and key.startswith("x-"))
+
+
+def _unknown_section(key: Any) -> str:
+    return (
+        f"{key}: not a section of a rule file ({', '.join(SECTIONS)}; "
+        "keys starting with x- are left alone, e.g. for YAML anchors)"
+    )
+
+
 def _parse(
     text: str,
     source: str,
@@ -102,7 +120,7 @@ def _parse(
         _digest(data)
     except TypeError as exc:  # the versions are digests of the content
         raise RuleFileError(source, [f"holds a value that cannot be hashed: {exc}"]) from None
-    problems: list[str] = []
+    problems = [_unknown_section(key) for key in data if not _is_section(key)]
     event_types = _event_types(data.get("events"), problems)
     rules = _rules(data.get("rules"), event_types, problems)
     templates = _templates(data, rules, template_dir, event_types, problems)
