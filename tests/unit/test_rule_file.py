@@ -159,9 +159,7 @@ def test_a_duplicate_rule_id_is_refused(tmp_path: Path) -> None:
 def test_a_misspelt_section_is_refused_not_ignored(tmp_path: Path) -> None:
     """A `provider:` section ignored would leave email on the development stub."""
     path = write_rule_file(tmp_path, GOOD_RULE)
-    path.write_text(
-        path.read_text() + "provider:\n  email: {type: smtp, host: mail.example.com}\n"
-    )
+    path.write_text(path.read_text() + "provider:\n  email: {type: smtp, host: mail.example.com}\n")
 
     [problem] = problems_of(path)
 

@@ -6,17 +6,13 @@ it is in (``providers.sms``, ``delivery.max_attempts``), so one check lists all 
 
 from __future__ import annotations
 
-import math
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import time
-from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
+from herald.delivery import readers
 from herald.delivery.dispatcher import RetryPolicy
 from herald.delivery.provider import Provider
 from herald.delivery.quiet_hours import QuietHours
@@ -54,7 +50,6 @@ _DELIVERY_KEYS = {
     "rate_limits",
     "quiet_hours",
 }
-_ADDRESS = re.compile(r"[^@\s<>]+@[^@\s<>]+")
 # Retries further apart than a year are a slip of the pen; much further and the due time
 # would no longer fit the outbox's 64-bit microseconds, failing the dispatcher's write.
 _LONGEST_BACKOFF_S = 365 * 86_400
@@ -102,8 +97,8 @@ def plan_delivery(
     of the plan, so the plan is only for use when none was found. Nothing is opened:
     building the plan is also how a rule file's delivery is checked."""
     env = os.environ if env is None else env
-    delivery = _mapping(document.get("delivery"), "delivery", problems) or {}
-    _unknown_keys(delivery, _DELIVERY_KEYS, "delivery", problems)
+    delivery = readers.mapping(document.get("delivery"), "delivery", problems) or {}
+    readers.unknown_keys(delivery, _DELIVERY_KEYS, "delivery", problems)
     return DeliveryPlan(
         _providers(document.get("providers"), outbox, env, problems),
         _retry_policy(delivery, problems),
@@ -115,11 +110,11 @@ def plan_delivery(
 def _providers(
     raw: Any, outbox: Path, env: Mapping[str, str], problems: list[str]
 ) -> dict[str, Provider]:
-    specs = {**_DEFAULT_PROVIDERS, **(_mapping(raw, "providers", problems) or {})}
+    specs = {**_DEFAULT_PROVIDERS, **(readers.mapping(raw, "providers", problems) or {})}
     providers: dict[str, Provider] = {}
     for channel, raw_spec in specs.items():
         where = f"providers.{channel}"
-        spec = _mapping(raw_spec, where, problems)
+        spec = readers.mapping(raw_spec, where, problems)
         if not _is_channel(channel, where, problems) or spec is None:
             continue
         provider = _channel_provider(channel, spec, outbox, env, where, problems)
@@ -142,7 +137,7 @@ def _channel_provider(
     if not spec.get("webhook"):
         return provider
     # The log line is the alert of record; the webhook (e.g. a chat channel) is extra.
-    hook = _mapping(spec["webhook"], f"{where}.webhook", problems)
+    hook = readers.mapping(spec["webhook"], f"{where}.webhook", problems)
     if hook is None:
         return None
     extra = _provider(
@@ -166,7 +161,7 @@ def _provider(
     if not isinstance(kind, str) or kind not in _PROVIDER_KEYS:
         problems.append(f"{where}: unknown type {kind!r} ({', '.join(_PROVIDER_KEYS)})")
         return None
-    _unknown_keys(spec, _PROVIDER_KEYS[kind].union(also_known), where, problems)
+    readers.unknown_keys(spec, _PROVIDER_KEYS[kind].union(also_known), where, problems)
     if kind == "stub":
         return StubProvider(outbox, name=f"{channel}:stub")
     if kind == "log":
@@ -180,16 +175,16 @@ def _smtp_provider(
     channel: str, spec: Mapping[str, Any], env: Mapping[str, str], where: str, problems: list[str]
 ) -> SmtpProvider | None:
     before = len(problems)
-    host = _text(spec, "host", where, problems, required=True)
-    port = _number(
+    host = readers.text(spec, "host", where, problems, required=True)
+    port = readers.number(
         spec.get("port", 25), f"{where}.port", problems, minimum=1, maximum=65535, whole=True
     )
-    sender = _address(spec, "sender", where, problems, required=True)
-    reply_to = _address(spec, "reply_to", where, problems)
-    username = _secret(spec, "username", env, where, problems)
-    password = _secret(spec, "password", env, where, problems)
-    starttls = _flag(spec, "starttls", where, problems)
-    timeout = _number(spec.get("timeout", 10.0), f"{where}.timeout", problems, minimum=0.001)
+    sender = readers.address(spec, "sender", where, problems, required=True)
+    reply_to = readers.address(spec, "reply_to", where, problems)
+    username = readers.secret(spec, "username", env, where, problems)
+    password = readers.secret(spec, "password", env, where, problems)
+    starttls = readers.flag(spec, "starttls", where, problems)
+    timeout = readers.number(spec.get("timeout", 10.0), f"{where}.timeout", problems, minimum=0.001)
     if len(problems) > before:
         return None
     assert host is not None and port is not None and sender is not None and timeout is not None
@@ -210,12 +205,12 @@ def _webhook_provider(
     channel: str, spec: Mapping[str, Any], env: Mapping[str, str], where: str, problems: list[str]
 ) -> WebhookProvider | None:
     before = len(problems)
-    url = _text(spec, "url", where, problems, required=True)
-    if url is not None and not _is_http_url(url):
+    url = readers.text(spec, "url", where, problems, required=True)
+    if url is not None and not readers.is_http_url(url):
         # Not echoed: a webhook URL often carries its own token (chat hooks do).
         problems.append(f"{where}: `url` must be an http:// or https:// URL with a host")
-    secret = _secret(spec, "secret", env, where, problems)
-    timeout = _number(spec.get("timeout", 10.0), f"{where}.timeout", problems, minimum=0.001)
+    secret = readers.secret(spec, "secret", env, where, problems)
+    timeout = readers.number(spec.get("timeout", 10.0), f"{where}.timeout", problems, minimum=0.001)
     if len(problems) > before:
         return None
     assert url is not None and timeout is not None
@@ -228,14 +223,14 @@ def _webhook_provider(
 
 
 def _retry_policy(delivery: Mapping[str, Any], problems: list[str]) -> RetryPolicy:
-    attempts = _number(
+    attempts = readers.number(
         delivery.get("max_attempts", 5), "delivery.max_attempts", problems, minimum=1, whole=True
     )
     # compute_backoff needs a first delay above zero.
-    base = _number(
+    base = readers.number(
         delivery.get("backoff_seconds", 2.0), "delivery.backoff_seconds", problems, minimum=0.001
     )
-    ceiling = _number(
+    ceiling = readers.number(
         delivery.get("max_backoff_seconds", 600.0),
         "delivery.max_backoff_seconds",
         problems,
@@ -250,14 +245,14 @@ def _retry_policy(delivery: Mapping[str, Any], problems: list[str]) -> RetryPoli
 def _rates(raw: Any, problems: list[str]) -> dict[str, tuple[float, int] | None]:
     """Messages per second per channel, with a burst of one second's worth."""
     rates: dict[str, tuple[float, int] | None] = {}
-    for channel, rate in (_mapping(raw, "delivery.rate_limits", problems) or {}).items():
+    for channel, rate in (readers.mapping(raw, "delivery.rate_limits", problems) or {}).items():
         where = f"delivery.rate_limits.{channel}"
         if not _is_channel(channel, where, problems):
             continue
         if rate is None:
             rates[channel] = None
             continue
-        per_second = _number(rate, where, problems, minimum=0.001)
+        per_second = readers.number(rate, where, problems, minimum=0.001)
         if per_second is not None:
             rates[channel] = (per_second, max(1, int(per_second)))
     return rates
@@ -265,36 +260,19 @@ def _rates(raw: Any, problems: list[str]) -> dict[str, tuple[float, int] | None]
 
 def _quiet_hours(raw: Any, problems: list[str]) -> dict[str, QuietHours]:
     quiet: dict[str, QuietHours] = {}
-    for channel, raw_window in (_mapping(raw, "delivery.quiet_hours", problems) or {}).items():
+    for channel, raw_window in (
+        readers.mapping(raw, "delivery.quiet_hours", problems) or {}
+    ).items():
         where = f"delivery.quiet_hours.{channel}"
-        window = _mapping(raw_window, where, problems)
+        window = readers.mapping(raw_window, where, problems)
         if not _is_channel(channel, where, problems) or window is None:
             continue
-        _unknown_keys(window, {"start", "end"}, where, problems)
-        start = _clock_time(window.get("start"), f"{where}.start", problems)
-        end = _clock_time(window.get("end"), f"{where}.end", problems)
+        readers.unknown_keys(window, {"start", "end"}, where, problems)
+        start = readers.clock_time(window.get("start"), f"{where}.start", problems)
+        end = readers.clock_time(window.get("end"), f"{where}.end", problems)
         if start is not None and end is not None:
             quiet[channel] = QuietHours(start, end)
     return quiet
-
-
-# Each reader below appends what is wrong to ``problems`` and returns None in its place.
-
-
-def _mapping(value: Any, where: str, problems: list[str]) -> Mapping[Any, Any] | None:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        problems.append(f"{where}: must be a mapping, got {value!r}")
-        return None
-    return value
-
-
-def _unknown_keys(
-    spec: Mapping[Any, Any], known: set[str], where: str, problems: list[str]
-) -> None:
-    for key in sorted(map(str, set(spec) - known)):
-        problems.append(f"{where}: unknown key `{key}` (known: {sorted(known)})")
 
 
 def _is_channel(name: Any, where: str, problems: list[str]) -> bool:
@@ -302,108 +280,3 @@ def _is_channel(name: Any, where: str, problems: list[str]) -> bool:
         return True
     problems.append(f"{where}: unknown channel {name!r} (known: {list(CHANNELS)})")
     return False
-
-
-def _text(
-    spec: Mapping[str, Any], key: str, where: str, problems: list[str], *, required: bool = False
-) -> str | None:
-    value = spec.get(key)
-    if value is None and not required:
-        return None
-    if not isinstance(value, str) or not value.strip():
-        problems.append(f"{where}: `{key}` must be a non-empty string, got {value!r}")
-        return None
-    return value
-
-
-def _address(
-    spec: Mapping[str, Any], key: str, where: str, problems: list[str], *, required: bool = False
-) -> str | None:
-    """An email address, alone or with a display name: ``Herald <hello@example.com>``."""
-    value = _text(spec, key, where, problems, required=required)
-    if value is None:
-        return None
-    if not _ADDRESS.fullmatch(parseaddr(value)[1]) or "\n" in value or "\r" in value:
-        problems.append(
-            f"{where}: `{key}` must be an email address like hello@example.com, got {value!r}"
-        )
-        return None
-    return value
-
-
-def _flag(spec: Mapping[str, Any], key: str, where: str, problems: list[str]) -> bool:
-    # bool("false") is True: a quoted "false" must not switch a setting on.
-    value = spec.get(key, False)
-    if not isinstance(value, bool):
-        problems.append(f"{where}: `{key}` must be true or false, got {value!r}")
-        return False
-    return value
-
-
-def _secret(
-    spec: Mapping[str, Any], key: str, env: Mapping[str, str], where: str, problems: list[str]
-) -> str | None:
-    name = spec.get(f"{key}_env")
-    if name is None:
-        return None
-    if not isinstance(name, str) or not name:
-        problems.append(f"{where}.{key}_env: name an environment variable")
-        return None
-    if name not in env:
-        problems.append(f"{where}: environment variable {name} (for {key}) is not set")
-        return None
-    return env[name]
-
-
-def _number(
-    value: Any,
-    where: str,
-    problems: list[str],
-    *,
-    minimum: float,
-    maximum: float | None = None,
-    whole: bool = False,
-) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        problems.append(f"{where}: {value!r} is not a number")
-        return None
-    kind = "a whole number" if whole else "a number"
-    if whole and value != int(value):
-        problems.append(f"{where}: must be {kind}, got {value!r}")
-        return None
-    if maximum is not None and not minimum <= value <= maximum:
-        problems.append(
-            f"{where}: must be {kind} from {minimum:.15g} to {maximum:.15g}, got {value!r}"
-        )
-        return None
-    if value < minimum:
-        problems.append(f"{where}: must be {kind} of at least {minimum:.15g}, got {value!r}")
-        return None
-    return float(value)
-
-
-def _is_http_url(url: str) -> bool:
-    try:
-        parts = urlsplit(url)
-        return parts.scheme in ("http", "https") and bool(parts.hostname)
-    except ValueError:  # e.g. an unclosed IPv6 bracket
-        return False
-
-
-def _clock_time(value: Any, where: str, problems: list[str]) -> time | None:
-    if value is None:
-        problems.append(f"{where}: missing (a time like '21:00')")
-        return None
-    if isinstance(value, int) and not isinstance(value, bool):
-        # YAML 1.1 reads an unquoted 21:00 as sixty-based: the number 1260.
-        problems.append(f"{where}: {value!r} is a number: quote the time, e.g. '21:00'")
-        return None
-    try:
-        parsed = time.fromisoformat(str(value))
-    except ValueError:
-        problems.append(f"{where}: {value!r} is not a time like 21:00")
-        return None
-    if parsed.tzinfo is not None:
-        problems.append(f"{where}: {value!r} has a UTC offset; quiet hours are in the user's zone")
-        return None
-    return parsed

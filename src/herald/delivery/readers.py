@@ -1,0 +1,134 @@
+"""Readers of the delivery settings' values. Each appends what is wrong with its value to
+``problems``, named by the setting it is in (``where``), and returns None in its place, so
+that one check lists every problem of a file."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from datetime import time
+from email.utils import parseaddr
+from typing import Any
+from urllib.parse import urlsplit
+
+ADDRESS = re.compile(r"[^@\s<>]+@[^@\s<>]+")
+
+
+def mapping(value: Any, where: str, problems: list[str]) -> Mapping[Any, Any] | None:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        problems.append(f"{where}: must be a mapping, got {value!r}")
+        return None
+    return value
+
+
+def unknown_keys(spec: Mapping[Any, Any], known: set[str], where: str, problems: list[str]) -> None:
+    for key in sorted(map(str, set(spec) - known)):
+        problems.append(f"{where}: unknown key `{key}` (known: {sorted(known)})")
+
+
+def text(
+    spec: Mapping[str, Any], key: str, where: str, problems: list[str], *, required: bool = False
+) -> str | None:
+    value = spec.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        problems.append(f"{where}: `{key}` must be a non-empty string, got {value!r}")
+        return None
+    return value
+
+
+def address(
+    spec: Mapping[str, Any], key: str, where: str, problems: list[str], *, required: bool = False
+) -> str | None:
+    """An email address, alone or with a display name: ``Herald <hello@example.com>``."""
+    value = text(spec, key, where, problems, required=required)
+    if value is None:
+        return None
+    if not ADDRESS.fullmatch(parseaddr(value)[1]) or "\n" in value or "\r" in value:
+        problems.append(
+            f"{where}: `{key}` must be an email address like hello@example.com, got {value!r}"
+        )
+        return None
+    return value
+
+
+def flag(spec: Mapping[str, Any], key: str, where: str, problems: list[str]) -> bool:
+    # bool("false") is True: a quoted "false" must not switch a setting on.
+    value = spec.get(key, False)
+    if not isinstance(value, bool):
+        problems.append(f"{where}: `{key}` must be true or false, got {value!r}")
+        return False
+    return value
+
+
+def secret(
+    spec: Mapping[str, Any], key: str, env: Mapping[str, str], where: str, problems: list[str]
+) -> str | None:
+    name = spec.get(f"{key}_env")
+    if name is None:
+        return None
+    if not isinstance(name, str) or not name:
+        problems.append(f"{where}.{key}_env: name an environment variable")
+        return None
+    if name not in env:
+        problems.append(f"{where}: environment variable {name} (for {key}) is not set")
+        return None
+    return env[name]
+
+
+def number(
+    value: Any,
+    where: str,
+    problems: list[str],
+    *,
+    minimum: float,
+    maximum: float | None = None,
+    whole: bool = False,
+) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        problems.append(f"{where}: {value!r} is not a number")
+        return None
+    kind = "a whole number" if whole else "a number"
+    if whole and value != int(value):
+        problems.append(f"{where}: must be {kind}, got {value!r}")
+        return None
+    if maximum is not None and not minimum <= value <= maximum:
+        problems.append(
+            f"{where}: must be {kind} from {minimum:.15g} to {maximum:.15g}, got {value!r}"
+        )
+        return None
+    if value < minimum:
+        problems.append(f"{where}: must be {kind} of at least {minimum:.15g}, got {value!r}")
+        return None
+    return float(value)
+
+
+def is_http_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        return parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return False
+
+
+def clock_time(value: Any, where: str, problems: list[str]) -> time | None:
+    if value is None:
+        problems.append(f"{where}: missing (a time like '21:00')")
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        # YAML 1.1 reads an unquoted 21:00 as sixty-based: the number 1260.
+        problems.append(f"{where}: {value!r} is a number: quote the time, e.g. '21:00'")
+        return None
+    try:
+        parsed = time.fromisoformat(str(value))
+    except ValueError:
+        problems.append(f"{where}: {value!r} is not a time like 21:00")
+        return None
+    if parsed.tzinfo is not None:
+        problems.append(f"{where}: {value!r} has a UTC offset; quiet hours are in the user's zone")
+        return None
+    return parsed
