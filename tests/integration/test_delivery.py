@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +158,37 @@ def test_a_permanent_failure_is_a_dead_letter_until_retried_by_command(
     assert message(database).status == "sent"
 
 
+def test_a_retried_dead_letter_gets_every_attempt_again_with_its_backoff(
+    database: Database, database_url: str, clock: FixedClock
+) -> None:
+    store(database, clock, [funds_failure("u6")])
+    with HttpReceiver(default=CannedResponse(503)) as receiver:
+        worker = dispatcher(
+            database, clock, {"email": WebhookProvider("email", receiver.url, secret=None)}
+        )
+        for _ in range(3):
+            asyncio.run(worker.run_once())
+            clock.now += timedelta(minutes=10)
+        assert message(database).status == "failed"
+
+        result = CliRunner().invoke(
+            cli, ["messages", "retry", "--failed", "--database", database_url]
+        )
+        assert result.exit_code == 0, result.output
+        clock.now += timedelta(days=3650)  # the command re-queues on the wall clock
+        asyncio.run(worker.run_once())
+        assert asyncio.run(worker.run_once()).claimed == 0  # backing off again
+        clock.now += timedelta(minutes=10)
+        asyncio.run(worker.run_once())
+
+        assert message(database).status == "pending"  # two of its three new attempts made
+        assert len(receiver.requests) == 5
+        clock.now += timedelta(minutes=10)
+        asyncio.run(worker.run_once())
+    row = message(database)
+    assert row.status == "failed" and "gave up after 3 attempts" in row.last_error
+
+
 def test_the_last_transient_failure_is_a_dead_letter(database: Database, clock: FixedClock) -> None:
     store(database, clock, [funds_failure("u5")])
     with HttpReceiver(default=CannedResponse(503)) as receiver:
@@ -209,6 +240,49 @@ def test_two_dispatchers_never_send_one_message_twice(
         line.split('"message_id":"')[1].split('"')[0] for line in outbox.read_text().splitlines()
     ]
     assert len(ids) == 60 and len(set(ids)) == 60
+
+
+def test_a_slow_receiver_never_gets_a_message_again_from_a_second_dispatcher(
+    database: Database, clock: FixedClock
+) -> None:
+    """Sends in turn, each answered after 1.2 s, under 2 s leases: the first dispatcher
+    sends one, cuts the second off before its lease ends, gives the third back unsent,
+    and records all that in time; the second dispatcher, looking once the leases have
+    run out, finds only the third. (Without those bounds, both sent all three.)"""
+    store(database, clock, [funds_failure(f"slow{i}") for i in range(3)])
+
+    def wall_clock() -> datetime:
+        return datetime.now(UTC)
+
+    async def two_dispatchers(url: str) -> None:
+        first, second = (
+            Dispatcher(
+                database,
+                {"email": WebhookProvider("email", url, secret=None, timeout=10)},
+                worker_id=name,
+                clock=wall_clock,
+                retry=RetryPolicy(max_attempts=3, base=60, jitter=0),
+                lease_seconds=2.0,
+                concurrency=1,
+            )
+            for name in ("first", "second")
+        )
+        first_round = asyncio.create_task(first.run_once())
+        await asyncio.sleep(2.3)
+        assert (await second.run_once()).sent == 1
+        assert (await first_round).sent == 1
+
+    with HttpReceiver(default=CannedResponse(200, delay=1.2)) as receiver:
+        asyncio.run(two_dispatchers(receiver.url))
+        keys = [request.headers["idempotency-key"] for request in receiver.requests]
+
+    assert len(keys) == 3 and len(set(keys)) == 3
+    with ReadOnly(database) as read:
+        rows = read.connection.exec_driver_sql(
+            "SELECT status, attempts FROM messages ORDER BY status, attempts"
+        ).all()
+    # The one cut off waits for its retry; no message is left claimed ("sending").
+    assert [tuple(row) for row in rows] == [("pending", 1), ("sent", 1), ("sent", 1)]
 
 
 def test_an_expired_claim_is_delivered_by_another_dispatcher(

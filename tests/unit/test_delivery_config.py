@@ -97,6 +97,8 @@ def changed(path: tuple[str, ...], value: Any) -> dict[str, Any]:
             "providers.email: `sender` must be an email address",
         ),
         (("providers", "email", "reply_to"), "help desk", "`reply_to` must be an email address"),
+        # A send longer than this would be cut off by the dispatcher's 60 s claim anyway.
+        (("providers", "sms", "timeout"), 45, "providers.sms.timeout: must be a number from"),
         (
             ("providers", "email", "starttls"),
             "false",

@@ -3,6 +3,12 @@
 Delivery is at least once with the message id as idempotency key: a claim has a lease,
 and a dispatcher that dies mid-send leaves its messages to be claimed again when the
 lease runs out. A message whose provider answered ``sent`` is never claimed again.
+
+A live dispatcher never lets a lease run out under a send: a send starts only while its
+claim's lease has time left, is cut off before the lease ends, and the round's results
+are recorded while the leases still hold. Otherwise another dispatcher would claim the
+message again while (or after) it was being sent, and the first one's result would be
+dropped as no longer its own.
 """
 
 from __future__ import annotations
@@ -25,8 +31,13 @@ from herald.store.unit_of_work import UnitOfWork, when_unlocked
 
 log = logging.getLogger(__name__)
 
-# (claimed row, "sent" | "retry" | "failed" | "deferred", the provider's result, retry delay)
-_Outcome = tuple[Any, str, DeliveryResult | None, float]
+# (claimed row, "sent" | "retry" | "failed" | "deferred", the provider's result, retry
+# delay); a deferred message has no result but why it goes back without an attempt.
+_Outcome = tuple[Any, str, DeliveryResult | str, float]
+
+
+# The last tenth of a lease (6 s of the default 60) is kept for recording a round.
+_RECORDING_SHARE = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +93,8 @@ class Dispatcher:
         self._limits = rate_limits or ChannelRateLimits()
         self._batch_size = batch_size
         self._lease_us = int(lease_seconds * 1_000_000)
+        # What a round leaves itself, of each lease, to record its results.
+        self._send_window_s = lease_seconds * (1 - _RECORDING_SHARE)
         self._semaphore = asyncio.Semaphore(concurrency)
         self._poll_interval = poll_interval
         self._on_result = on_result
@@ -133,7 +146,9 @@ class Dispatcher:
         claimed = await self._storage(self._claim, now_us)
         if not claimed:
             return DispatchReport()
-        outcomes = await self._deliver_all(claimed)
+        # On the loop's own clock: the injected one may stand still (tests), time may not.
+        sends_end = asyncio.get_running_loop().time() + self._send_window_s
+        outcomes = await self._deliver_all(claimed, sends_end)
         await self._storage(self._record, outcomes)
         counts = {"sent": 0, "retry": 0, "failed": 0, "deferred": 0}
         for outcome in outcomes:
@@ -162,28 +177,37 @@ class Dispatcher:
             uow.commit()
         return rows
 
-    async def _deliver_all(self, rows: list[Any]) -> list[_Outcome]:
+    async def _deliver_all(self, rows: list[Any], sends_end: float) -> list[_Outcome]:
         # A local provider (a file, the log) never waits, so its sends are awaited in turn:
         # a task per message would cost more than the send. Remote ones run concurrently.
         outcomes, remote = [], []
         for row in rows:
             if self._local.get(row.channel, False):
-                outcomes.append(await self._deliver(row))
+                outcomes.append(await self._deliver(row, None))
             else:
                 remote.append(row)
         if remote:
-            outcomes += await asyncio.gather(*(self._deliver(row) for row in remote))
+            outcomes += await asyncio.gather(*(self._deliver(row, sends_end) for row in remote))
         return outcomes
 
-    async def _deliver(self, row: Any) -> _Outcome:
+    async def _deliver(self, row: Any, sends_end: float | None) -> _Outcome:
+        """Send ``row``; a remote send (``sends_end`` set) only within the claim's lease."""
         if not self._limits.try_acquire(row.channel):
-            return row, "deferred", None, self._limits.delay_until_available(row.channel)
+            delay = self._limits.delay_until_available(row.channel)
+            return row, "deferred", f"{row.channel} rate limit: deferred", delay
         provider = self._providers.get(row.channel)
         if provider is None:
             return row, "failed", DeliveryResult.failed(f"no provider for channel {row.channel}"), 0
         async with self._semaphore:
+            left = None if sends_end is None else sends_end - asyncio.get_running_loop().time()
+            if left is not None and left <= 0:
+                # Its turn came too late in the round (slow sends ahead of it): another
+                # round, here or in another dispatcher, sends it under a fresh lease.
+                return row, "deferred", "its claim's lease ran out before its turn", 0.0
             try:
-                result = await provider.send(_request(row))
+                result = await asyncio.wait_for(provider.send(_request(row)), left)
+            except TimeoutError:
+                result = DeliveryResult.retry(f"no answer within its claim's lease ({left:.0f} s)")
             except Exception as exc:  # a provider bug must not stop the dispatcher
                 log.exception("provider %s raised", provider.name)
                 result = DeliveryResult.retry(f"provider error: {type(exc).__name__}: {exc}")
@@ -209,12 +233,9 @@ class Dispatcher:
         with UnitOfWork(self._database, wait=not self._inline_storage) as uow:
             for row, status, result, delay in outcomes:
                 due_us = now_us + int(delay * 1_000_000)
-                if result is None:
+                if isinstance(result, str):
                     uow.outbox.release(
-                        row.message_id,
-                        worker=self.worker_id,
-                        due_us=due_us,
-                        reason=f"{row.channel} rate limit: deferred",
+                        row.message_id, worker=self.worker_id, due_us=due_us, reason=result
                     )
                     continue
                 records.append(
@@ -230,7 +251,7 @@ class Dispatcher:
             uow.outbox.record_attempts(records, worker=self.worker_id)
             uow.commit()
         for row, status, result, _delay in outcomes:
-            if result is not None:
+            if not isinstance(result, str):
                 self._on_result(row.channel, result.status)
                 if status == FAILED:
                     log.error("message %s dead-lettered: %s", row.message_id, result.detail)

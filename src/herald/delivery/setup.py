@@ -50,6 +50,9 @@ _DELIVERY_KEYS = {
     "rate_limits",
     "quiet_hours",
 }
+# A send must end well within the dispatcher's 60 s claim on its message: a longer one is
+# cut off there anyway, as if the receiver never answered.
+_LONGEST_SEND_S = 30.0
 # Retries further apart than a year are a slip of the pen; much further and the due time
 # would no longer fit the outbox's 64-bit microseconds, failing the dispatcher's write.
 _LONGEST_BACKOFF_S = 365 * 86_400
@@ -184,7 +187,13 @@ def _smtp_provider(
     username = readers.secret(spec, "username", env, where, problems)
     password = readers.secret(spec, "password", env, where, problems)
     starttls = readers.flag(spec, "starttls", where, problems)
-    timeout = readers.number(spec.get("timeout", 10.0), f"{where}.timeout", problems, minimum=0.001)
+    timeout = readers.number(
+        spec.get("timeout", 10.0),
+        f"{where}.timeout",
+        problems,
+        minimum=0.001,
+        maximum=_LONGEST_SEND_S,
+    )
     if len(problems) > before:
         return None
     assert host is not None and port is not None and sender is not None and timeout is not None
@@ -210,7 +219,13 @@ def _webhook_provider(
         # Not echoed: a webhook URL often carries its own token (chat hooks do).
         problems.append(f"{where}: `url` must be an http:// or https:// URL with a host")
     secret = readers.secret(spec, "secret", env, where, problems)
-    timeout = readers.number(spec.get("timeout", 10.0), f"{where}.timeout", problems, minimum=0.001)
+    timeout = readers.number(
+        spec.get("timeout", 10.0),
+        f"{where}.timeout",
+        problems,
+        minimum=0.001,
+        maximum=_LONGEST_SEND_S,
+    )
     if len(problems) > before:
         return None
     assert url is not None and timeout is not None

@@ -175,12 +175,14 @@ class OutboxRepository:
         return len(mine)
 
     def requeue(self, *, now_us: int, message_id: str | None = None) -> int:
-        """Put dead letters (all, or one) back in the queue, due now. Returns how many."""
+        """Put dead letters (all, or one) back in the queue, due now, with as many attempts
+        ahead of them as a new message (those made stay in the attempts' history).
+        Returns how many."""
         statement = update(messages).where(messages.c.status == FAILED)
         if message_id is not None:
             statement = statement.where(messages.c.message_id == message_id)
         result = self._conn.execute(
-            statement.values(status=PENDING, due_us=now_us, last_error=None)
+            statement.values(status=PENDING, due_us=now_us, last_error=None, attempts=0)
         )
         return int(result.rowcount)
 
