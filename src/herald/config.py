@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     # providers the process configured. Off: Herald's metrics are Prometheus, and with it
     # on every request looks the providers up again, a few percent of ingestion's CPU.
     opentelemetry: bool = False
+    # Set by `herald serve` for its API processes when it runs several: the process they
+    # stop without (not a setting of its own).
+    server_pid: int | None = None
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -124,3 +124,48 @@ def test_an_inline_dispatcher_delivers_from_the_server_itself(tmp_path: Path) ->
         assert dispatcher_pids(server) == []
     finally:
         server.stop()
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid``."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_api_processes_of_a_server_killed_outright_stop_and_free_the_port(
+    tmp_path: Path,
+) -> None:
+    """Left serving, they would keep the port: a restarted server could not bind it."""
+    server, base = start_server(tmp_path, "--workers", "2", "--no-dispatcher")
+    try:
+        assert server.pid is not None
+        eventually(lambda: len(children(server.pid or 0)) >= 2, "the API processes start")
+        api_processes = children(server.pid)
+        os.kill(server.pid, signal.SIGKILL)
+        eventually(
+            lambda: not any(alive(pid) for pid in api_processes),
+            "the orphaned API processes stop",
+            timeout=10,
+        )
+        assert "the herald serve process that started this API process is gone" in server.output()
+    finally:
+        server.stop()
+    port = base.rsplit(":", 1)[1]
+    restarted = HeraldProcess("restarted", log_dir=tmp_path)
+    try:
+        restarted.start(
+            ["serve", "--port", port, "--database", f"sqlite:///{tmp_path / 'herald.db'}"],
+            herald_environment(HERALD_OUTBOX_FILE=str(tmp_path / "outbox.jsonl")),
+            cwd=tmp_path,
+        )
+        restarted.wait_healthy(f"{base}/readyz")  # on the same port
+        post_signup(base, "u_after")
+    finally:
+        restarted.stop()

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import logging
+import os
+import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -16,6 +20,7 @@ from herald.bootstrap import Runtime, build_runtime
 from herald.config import Settings
 
 MIB = 1024 * 1024
+log = logging.getLogger(__name__)
 
 
 def create_app(
@@ -31,9 +36,15 @@ def create_app(
         # (measured: a third less CPU per request).
         gc.collect()
         gc.freeze()
+        # One of several API processes: uvicorn's supervisor, killed outright, would leave
+        # it serving on the port, keeping a restarted server from binding.
+        server = settings.server_pid
+        watchdog = asyncio.create_task(_stop_without(server)) if server is not None else None
         try:
             yield
         finally:
+            if watchdog is not None:
+                watchdog.cancel()
             await runtime.stop()
 
     app = FastAPI(
@@ -65,3 +76,12 @@ def create_app(
         RequestEdge, body_limit=1 * MIB, body_limit_by_path={"/events/batch": 8 * MIB}
     )
     return app
+
+
+async def _stop_without(server_pid: int, every_s: float = 0.5) -> None:
+    """Stop this process as uvicorn stops it (SIGTERM: requests finish, the writer drains)
+    once ``server_pid``, the process that started it, is gone (or was before it looked)."""
+    while os.getppid() == server_pid:
+        await asyncio.sleep(every_s)
+    log.warning("the herald serve process that started this API process is gone; stopping")
+    os.kill(os.getpid(), signal.SIGTERM)

@@ -77,7 +77,13 @@ def serve(
     apart = settings.dispatcher and settings.dispatcher_process
     # API processes and the dispatcher process read their settings from the environment;
     # with a dispatcher process of their own, the API processes deliver nothing.
-    api_settings = settings.model_copy(update={"dispatcher": settings.dispatcher and not apart})
+    # Several API processes are uvicorn's children: each stops when this process is gone.
+    api_settings = settings.model_copy(
+        update={
+            "dispatcher": settings.dispatcher and not apart,
+            "server_pid": os.getpid() if settings.workers > 1 else None,
+        }
+    )
     for name, value in api_settings.model_dump().items():
         if value is not None:
             os.environ[f"HERALD_{name.upper()}"] = str(value)
