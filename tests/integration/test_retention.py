@@ -383,6 +383,42 @@ def test_a_once_per_user_limit_outlives_the_pruned_history(
     assert result.decisions[0].outcome.value == "suppressed"
 
 
+def test_a_late_event_from_before_the_pruned_history_sends_nothing_again(
+    database: Database, ruleset: RuleSet
+) -> None:
+    """Its day's insufficient-funds email was sent and pruned with the history: deciding
+    the late event again would send that day's email a second time."""
+    day = datetime(2024, 1, 10, 20, 0, tzinfo=UTC)
+    first = Event(
+        "evt_pf_1",
+        "u_late",
+        "payment_failed",
+        day,
+        {"amount": 5.0, "attempt_number": 1, "failure_reason": "INSUFFICIENT_FUNDS"},
+        {"email": "late@example.com"},
+    )
+    store(database, ruleset, [first], now=day)
+    deliver(database, at=day, outcome_by_user={"u_late": SENT})
+    prune_history(database, cutoff=day + timedelta(days=1))
+    assert message_status_by_user(database) == {}  # the email that held the day is gone
+
+    late = Event(
+        "evt_pf_2",
+        "u_late",
+        "payment_failed",
+        day + timedelta(hours=1),
+        dict(first.properties),
+        dict(first.user_traits),
+    )
+    with UnitOfWork(database) as uow:
+        [result] = ingest(uow, [late], ruleset, now=day + timedelta(days=2))
+        uow.commit()
+
+    assert [d.outcome.value for d in result.decisions] == ["skipped", "skipped"]
+    assert "was pruned" in result.decisions[0].reason
+    assert message_status_by_user(database) == {}
+
+
 def test_redaction_goes_a_batch_per_transaction_and_a_second_prune_redacts_nothing(
     database: Database, ruleset: RuleSet
 ) -> None:

@@ -591,3 +591,37 @@ def test_an_anchor_decides_at_most_the_earliest_hundred_earlier_triggers(
     assert {d.outcome for d in decisions[1:-1]} == {Outcome.SUPPRESSED}
     assert decisions[-1].outcome is Outcome.SKIPPED
     assert "were not decided: an event decides at most the earliest 100" in decisions[-1].reason
+
+
+# Pruned history: what cannot be checked is not sent
+
+
+def test_an_event_older_than_the_pruned_history_is_skipped_by_every_rule_saying_why(
+    ruleset: RuleSet,
+) -> None:
+    """The message that held its day's limit may have been pruned with the history."""
+    user = UserProfile(
+        USER, TRAITS, {}, pruned_before_us=to_micros(at("2025-11-02T00:00:00+00:00"))
+    )
+    late = payment_failed("2025-11-01T21:00:00+00:00", attempt=3)
+
+    decisions = engine.evaluate(late, user, [], ruleset)
+
+    assert [(d.rule, d.outcome) for d in decisions] == [
+        ("INSUFFICIENT_FUNDS_EMAIL", Outcome.SKIPPED),
+        ("HIGH_RISK_ALERT", Outcome.SKIPPED),
+    ]
+    assert decisions[0].reason == (
+        "the user's history before 2025-11-02T00:00:00Z was pruned, and this payment_failed "
+        "at 2025-11-01T21:00:00Z is older: its limits cannot be checked"
+    )
+
+
+def test_an_event_since_the_pruned_history_is_decided_as_usual(ruleset: RuleSet) -> None:
+    user = UserProfile(
+        USER, TRAITS, {}, pruned_before_us=to_micros(at("2025-11-02T00:00:00+00:00"))
+    )
+
+    decisions = engine.evaluate(payment_failed("2025-11-02T00:00:00+00:00"), user, [], ruleset)
+
+    assert decisions[0].outcome is Outcome.TRIGGERED

@@ -84,6 +84,8 @@ class UserProfile:
     user_id: str
     traits: Mapping[str, Any] = field(default_factory=dict)
     trait_times: Mapping[str, int] = field(default_factory=dict)
+    # The user's events before this moment (event time, microseconds) were pruned.
+    pruned_before_us: int | None = None
 
     def merged(self, traits: Mapping[str, Any], at_micros: int) -> UserProfile:
         """Merge traits from an event at ``at_micros``; the later event time wins per trait.
@@ -99,7 +101,7 @@ class UserProfile:
             if at_micros >= new_times.get(key, -(2**62)):
                 new_traits[key] = value
                 new_times[key] = at_micros
-        return UserProfile(self.user_id, new_traits, new_times)
+        return UserProfile(self.user_id, new_traits, new_times, self.pruned_before_us)
 
     def seen_by(self, event: Event) -> dict[str, Any]:
         """The ``user`` variable for a rule about ``event``: the profile overlaid with the

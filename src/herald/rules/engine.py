@@ -22,7 +22,7 @@ from herald.domain.model import (
     UserProfile,
     message_id_for,
 )
-from herald.domain.timeutil import iso, utc_day
+from herald.domain.timeutil import from_micros, iso, to_micros, utc_day
 from herald.rules.definition import Category, Limit, Rule, RuleSet
 
 RECIPIENT_TRAIT = {"email": "email", "sms": "phone"}
@@ -84,6 +84,8 @@ def evaluate(
 ) -> list[Decision]:
     """Candidate decisions for ``event``; ``history`` holds the events ``history_windows``
     asked for. Triggered candidates carry a dedup key but have not met their limit yet."""
+    if user.pruned_before_us is not None and to_micros(event.timestamp) < user.pruned_before_us:
+        return _before_pruned_history(event, user.pruned_before_us, ruleset)
     decisions = []
     views = _Views(user)
     for rule in ruleset.triggered_by(event.event_type):
@@ -108,6 +110,18 @@ class _Views:
             views = (trigger.as_context(), self._user.seen_by(trigger))
             self._built[trigger.event_id] = views
         return views
+
+
+def _before_pruned_history(event: Event, pruned_before_us: int, ruleset: RuleSet) -> list[Decision]:
+    """An event older than the user's pruned history: the messages that held its limits
+    may be gone, so deciding it again could send one twice. Every rule skips it."""
+    reason = (
+        f"the user's history before {iso(from_micros(pruned_before_us))} was pruned, and "
+        f"this {event.event_type} at {iso(event.timestamp)} is older: its limits cannot be "
+        "checked"
+    )
+    rules = [*ruleset.triggered_by(event.event_type), *ruleset.anchored_on(event.event_type)]
+    return [_skip(rule, reason) for rule in rules]
 
 
 def apply_limits(candidates: Iterable[Decision], held: Mapping[str, str]) -> list[Decision]:

@@ -14,13 +14,17 @@ from herald.store.tables import users
 
 
 def _profile(
-    user_id: str, traits: dict[str, Any], times: dict[str, int], preferences: dict[str, Any] | None
+    user_id: str,
+    traits: dict[str, Any],
+    times: dict[str, int],
+    preferences: dict[str, Any] | None,
+    pruned_before_us: int | None,
 ) -> UserProfile:
     traits = dict(traits)
     if preferences and preferences.get("unsubscribed"):
         # Unsubscribes set through the API reach the rules as the `unsubscribed` trait.
         traits["unsubscribed"] = sorted(preferences["unsubscribed"])
-    return UserProfile(user_id, traits, dict(times))
+    return UserProfile(user_id, traits, dict(times), pruned_before_us)
 
 
 class UserRepository:
@@ -29,10 +33,15 @@ class UserRepository:
         self._dialect = dialect
 
     def get_many(self, user_ids: Iterable[str]) -> dict[str, UserProfile]:
-        query = "SELECT user_id, traits, trait_times, preferences FROM users WHERE user_id IN ({})"
+        query = (
+            "SELECT user_id, traits, trait_times, preferences, pruned_before_us FROM users "
+            "WHERE user_id IN ({})"
+        )
         return {
-            user_id: _profile(user_id, json_value(traits), json_value(times), json_value(prefs))
-            for user_id, traits, times, prefs in select_in(
+            user_id: _profile(
+                user_id, json_value(traits), json_value(times), json_value(prefs), pruned
+            )
+            for user_id, traits, times, prefs, pruned in select_in(
                 self._conn, self._dialect, query, user_ids
             )
         }
