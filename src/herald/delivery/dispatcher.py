@@ -31,9 +31,17 @@ from herald.store.unit_of_work import UnitOfWork, when_unlocked
 
 log = logging.getLogger(__name__)
 
-# (claimed row, "sent" | "retry" | "failed" | "deferred", the provider's result, retry
-# delay); a deferred message has no result but why it goes back without an attempt.
-_Outcome = tuple[Any, str, DeliveryResult | str, float]
+
+@dataclass(frozen=True, slots=True)
+class _Deferred:
+    """Why a claimed message goes back unsent, without counting an attempt."""
+
+    reason: str
+
+
+# (claimed row, "sent" | "retry" | "failed" | "deferred", the provider's result or why the
+# send was deferred, retry delay)
+_Outcome = tuple[Any, str, DeliveryResult | _Deferred, float]
 
 
 # The last tenth of a lease (6 s of the default 60) is kept for recording a round.
@@ -194,7 +202,7 @@ class Dispatcher:
         """Send ``row``; a remote send (``sends_end`` set) only within the claim's lease."""
         if not self._limits.try_acquire(row.channel):
             delay = self._limits.delay_until_available(row.channel)
-            return row, "deferred", f"{row.channel} rate limit: deferred", delay
+            return row, "deferred", _Deferred(f"{row.channel} rate limit: deferred"), delay
         provider = self._providers.get(row.channel)
         if provider is None:
             return row, "failed", DeliveryResult.failed(f"no provider for channel {row.channel}"), 0
@@ -203,7 +211,7 @@ class Dispatcher:
             if left is not None and left <= 0:
                 # Its turn came too late in the round (slow sends ahead of it): another
                 # round, here or in another dispatcher, sends it under a fresh lease.
-                return row, "deferred", "its claim's lease ran out before its turn", 0.0
+                return row, "deferred", _Deferred("its claim's lease ran out before its turn"), 0.0
             try:
                 result = await asyncio.wait_for(provider.send(_request(row)), left)
             except TimeoutError:
@@ -233,9 +241,9 @@ class Dispatcher:
         with UnitOfWork(self._database, wait=not self._inline_storage) as uow:
             for row, status, result, delay in outcomes:
                 due_us = now_us + int(delay * 1_000_000)
-                if isinstance(result, str):
+                if isinstance(result, _Deferred):
                     uow.outbox.release(
-                        row.message_id, worker=self.worker_id, due_us=due_us, reason=result
+                        row.message_id, worker=self.worker_id, due_us=due_us, reason=result.reason
                     )
                     continue
                 records.append(
@@ -251,7 +259,7 @@ class Dispatcher:
             uow.outbox.record_attempts(records, worker=self.worker_id)
             uow.commit()
         for row, status, result, _delay in outcomes:
-            if not isinstance(result, str):
+            if not isinstance(result, _Deferred):
                 self._on_result(row.channel, result.status)
                 if status == FAILED:
                     log.error("message %s dead-lettered: %s", row.message_id, result.detail)
