@@ -187,13 +187,7 @@ def _smtp_provider(
     username = readers.secret(spec, "username", env, where, problems)
     password = readers.secret(spec, "password", env, where, problems)
     starttls = readers.flag(spec, "starttls", where, problems)
-    timeout = readers.number(
-        spec.get("timeout", 10.0),
-        f"{where}.timeout",
-        problems,
-        minimum=0.001,
-        maximum=_LONGEST_SEND_S,
-    )
+    timeout = _send_timeout(spec, where, problems)
     if len(problems) > before:
         return None
     assert host is not None and port is not None and sender is not None and timeout is not None
@@ -210,6 +204,16 @@ def _smtp_provider(
     )
 
 
+def _send_timeout(spec: Mapping[str, Any], where: str, problems: list[str]) -> float | None:
+    return readers.number(
+        spec.get("timeout", 10.0),
+        f"{where}.timeout",
+        problems,
+        minimum=0.001,
+        maximum=_LONGEST_SEND_S,
+    )
+
+
 def _webhook_provider(
     channel: str, spec: Mapping[str, Any], env: Mapping[str, str], where: str, problems: list[str]
 ) -> WebhookProvider | None:
@@ -219,13 +223,7 @@ def _webhook_provider(
         # Not echoed: a webhook URL often carries its own token (chat hooks do).
         problems.append(f"{where}: `url` must be an http:// or https:// URL with a host")
     secret = readers.secret(spec, "secret", env, where, problems)
-    timeout = readers.number(
-        spec.get("timeout", 10.0),
-        f"{where}.timeout",
-        problems,
-        minimum=0.001,
-        maximum=_LONGEST_SEND_S,
-    )
+    timeout = _send_timeout(spec, where, problems)
     if len(problems) > before:
         return None
     assert url is not None and timeout is not None
