@@ -67,6 +67,13 @@ def dispatcher(
     )
 
 
+def run_rounds(worker: Dispatcher, clock: FixedClock, rounds: int) -> None:
+    """``rounds`` rounds, ten minutes apart: past any backoff of the test policy."""
+    for _ in range(rounds):
+        asyncio.run(worker.run_once())
+        clock.now += timedelta(minutes=10)
+
+
 def message(database: Database, message_id: str | None = None) -> Any:
     with ReadOnly(database) as read:
         rows = read.connection.exec_driver_sql("SELECT message_id FROM messages").all()
@@ -166,9 +173,7 @@ def test_a_retried_dead_letter_gets_every_attempt_again_with_its_backoff(
         worker = dispatcher(
             database, clock, {"email": WebhookProvider("email", receiver.url, secret=None)}
         )
-        for _ in range(3):
-            asyncio.run(worker.run_once())
-            clock.now += timedelta(minutes=10)
+        run_rounds(worker, clock, 3)
         assert message(database).status == "failed"
 
         result = CliRunner().invoke(
@@ -195,9 +200,7 @@ def test_the_last_transient_failure_is_a_dead_letter(database: Database, clock: 
         worker = dispatcher(
             database, clock, {"email": WebhookProvider("email", receiver.url, secret=None)}
         )
-        for _ in range(3):
-            asyncio.run(worker.run_once())
-            clock.now += timedelta(minutes=10)
+        run_rounds(worker, clock, 3)
     row = message(database)
     assert row.status == "failed" and "gave up after 3 attempts" in row.last_error
 
@@ -361,3 +364,28 @@ def test_internal_alerts_are_logged_and_never_sent_to_the_user(
         and record.event_id == alert.event_id
     )
     assert message(database).recipient == "internal"
+
+
+class _TimesOutItself:
+    """A local provider whose own timeout fires: its error, not the claim's deadline."""
+
+    name = "email:times-out"
+    local = True
+
+    async def send(self, request: Any) -> Any:
+        raise TimeoutError("the provider's own timeout")
+
+    async def aclose(self) -> None:
+        return None
+
+
+def test_a_provider_s_own_timeout_is_retried_as_its_error(
+    database: Database, clock: FixedClock
+) -> None:
+    store(database, clock, [funds_failure("u7")])
+    worker = dispatcher(database, clock, {"email": _TimesOutItself()})  # type: ignore[dict-item]
+
+    assert asyncio.run(worker.run_once()).retried == 1
+    assert (
+        "provider error: TimeoutError: the provider's own timeout" in message(database).last_error
+    )

@@ -18,6 +18,7 @@ from herald.api.middleware import RequestEdge
 from herald.api.routes import admin, audit, events, health
 from herald.bootstrap import Runtime, build_runtime
 from herald.config import Settings
+from herald.orphans import parent_gone
 
 MIB = 1024 * 1024
 log = logging.getLogger(__name__)
@@ -81,7 +82,6 @@ def create_app(
 async def _stop_without(server_pid: int, every_s: float = 0.5) -> None:
     """Stop this process as uvicorn stops it (SIGTERM: requests finish, the writer drains)
     once ``server_pid``, the process that started it, is gone (or was before it looked)."""
-    while os.getppid() == server_pid:
-        await asyncio.sleep(every_s)
+    await parent_gone(server_pid, every_s=every_s)
     log.warning("the herald serve process that started this API process is gone; stopping")
     os.kill(os.getpid(), signal.SIGTERM)

@@ -14,6 +14,7 @@ from herald.cli.common import DatabaseOpt, RulesOpt, console, fail, preflight, s
 from herald.cli.maintenance import db_app, messages_app, prune
 from herald.cli.rules import rules_app
 from herald.config import Settings
+from herald.orphans import parent_gone
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -96,9 +97,9 @@ def serve(
         f"process{'es' if settings.workers > 1 else ''}, "
         f"delivery {delivery}"
     )
+    configure_logging(settings.log_level, settings.log_format)  # uvicorn's lines, below
     # uvicorn re-raises the signal that stopped it once it has shut down: let SIGTERM then
     # unwind as an exception, not end the process at once, so the dispatcher stops too.
-    configure_logging(settings.log_level, settings.log_format)  # uvicorn's lines, below
     signal.signal(signal.SIGTERM, _exit_on_signal)
     with DispatcherProcess() if apart else nullcontext():
         uvicorn.run(
@@ -188,8 +189,7 @@ async def _stop_without_parent(parent_pid: int | None, stopping: asyncio.Event) 
     an orphan would go on delivering, unseen, beside the next server's."""
     if parent_pid is None:
         return
-    while os.getppid() == parent_pid:
-        await asyncio.sleep(1.0)
+    await parent_gone(parent_pid, every_s=1.0)
     console.print("the server that started this dispatcher is gone; stopping")
     stopping.set()
 

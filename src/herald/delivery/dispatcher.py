@@ -212,13 +212,18 @@ class Dispatcher:
                 # Its turn came too late in the round (slow sends ahead of it): another
                 # round, here or in another dispatcher, sends it under a fresh lease.
                 return row, "deferred", _Deferred("its claim's lease ran out before its turn"), 0.0
+            lease = asyncio.timeout(left)  # no deadline for a local send (None)
             try:
-                result = await asyncio.wait_for(provider.send(_request(row)), left)
-            except TimeoutError:
-                result = DeliveryResult.retry(f"no answer within its claim's lease ({left:.0f} s)")
-            except Exception as exc:  # a provider bug must not stop the dispatcher
-                log.exception("provider %s raised", provider.name)
-                result = DeliveryResult.retry(f"provider error: {type(exc).__name__}: {exc}")
+                async with lease:
+                    result = await provider.send(_request(row))
+            except Exception as exc:
+                if isinstance(exc, TimeoutError) and lease.expired():
+                    result = DeliveryResult.retry(
+                        f"no answer within its claim's lease ({left:.0f} s)"
+                    )
+                else:  # a provider bug must not stop the dispatcher
+                    log.exception("provider %s raised", provider.name)
+                    result = DeliveryResult.retry(f"provider error: {type(exc).__name__}: {exc}")
         attempt = row.attempts + 1
         if result.status is DeliveryStatus.RETRY and attempt >= self._retry.max_attempts:
             result = DeliveryResult.failed(f"gave up after {attempt} attempts: {result.detail}")
