@@ -512,3 +512,58 @@ def test_the_audit_still_lists_the_messages_whose_events_were_pruned_on_its_firs
         "evt_u_p_pay_1",
     ]
     assert second["messages"] == []
+
+
+def insufficient_funds(event_id: str, user: str, at: datetime) -> Event:
+    """An event that asks for the user's insufficient-funds email of its UTC day."""
+    return Event(
+        event_id,
+        user,
+        "payment_failed",
+        at,
+        {"amount": 5.0, "attempt_number": 1, "failure_reason": "INSUFFICIENT_FUNDS"},
+        {"email": f"{user}@example.com"},
+    )
+
+
+def test_a_late_event_later_on_the_day_of_the_cutoff_sends_nothing_again(
+    database: Database, ruleset: RuleSet
+) -> None:
+    """The cutoff falls inside a day whose email was sent and pruned: a late event of the
+    same day, though after the cutoff, would send that day's email a second time."""
+    morning = datetime(2024, 1, 10, 10, 0, tzinfo=UTC)
+    store(database, ruleset, [insufficient_funds("evt_am", "u_day", morning)], now=morning)
+    deliver(database, at=morning, outcome_by_user={"u_day": SENT})
+    prune_history(database, cutoff=morning + timedelta(hours=2))
+    assert message_status_by_user(database) == {}
+    assert pruned_before(database, ["u_day"]) == {
+        "u_day": to_micros(datetime(2024, 1, 11, tzinfo=UTC))  # the whole day is in doubt
+    }
+
+    afternoon = insufficient_funds("evt_pm", "u_day", morning + timedelta(hours=4))
+    with UnitOfWork(database) as uow:
+        [result] = ingest(uow, [afternoon], ruleset, now=morning + timedelta(days=2))
+        uow.commit()
+
+    assert [d.outcome.value for d in result.decisions] == ["skipped", "skipped"]
+    assert "was pruned" in result.decisions[0].reason
+    assert message_status_by_user(database) == {}
+
+
+def test_a_message_is_pruned_only_with_its_event(database: Database, ruleset: RuleSet) -> None:
+    """An event dated after the cutoff stays, and so does the message it created before
+    the cutoff: that message holds its day's limit."""
+    received = datetime(2024, 1, 10, 10, 0, tzinfo=UTC)
+    ahead = received + timedelta(days=10)  # a client's clock, or a scheduled payment
+    store(database, ruleset, [insufficient_funds("evt_ahead", "u_ahead", ahead)], now=received)
+    deliver(database, at=received, outcome_by_user={"u_ahead": SENT})
+
+    totals = prune_history(database, cutoff=received + timedelta(days=2))
+
+    assert totals == {"events": 0, "messages": 0}
+    assert message_status_by_user(database) == {"u_ahead": SENT}
+    again = insufficient_funds("evt_ahead_2", "u_ahead", ahead + timedelta(hours=1))
+    with UnitOfWork(database) as uow:
+        [result] = ingest(uow, [again], ruleset, now=received + timedelta(days=3))
+        uow.commit()
+    assert result.decisions[0].outcome.value == "suppressed"

@@ -74,6 +74,12 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+def next_utc_midnight(moment: datetime) -> datetime:
+    """The first UTC midnight at or after ``moment``."""
+    day = moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return day if day == moment else day + timedelta(days=1)
+
+
 def utc_day(moment: datetime) -> str:
     """The calendar day (UTC) of a moment, e.g. ``2025-11-03``."""
     return moment.astimezone(UTC).date().isoformat()

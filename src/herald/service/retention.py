@@ -5,9 +5,19 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterator
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Connection, Table, delete, func, select, tuple_, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Table,
+    delete,
+    exists,
+    func,
+    select,
+    tuple_,
+    update,
+)
 
-from herald.domain.timeutil import to_micros
+from herald.domain.timeutil import next_utc_midnight, to_micros
 from herald.store.database import Database
 from herald.store.outbox import FAILED, SENT
 from herald.store.tables import delivery_attempts, events, messages, users
@@ -23,13 +33,17 @@ def prune_history(
     progress: Callable[[str, int], None] = lambda _kind, _n: None,
     keep_rules: Collection[str] = (),
 ) -> dict[str, int]:
-    """Delete events older than ``cutoff`` (event time) and finished messages created
-    before it. Users whose events were pruned are marked, so the audit can say so.
-    Pending messages are kept whatever their age: they have not been delivered yet.
-    Messages of ``keep_rules`` (rules limited once per user) are redacted, not deleted:
-    their dedup keys must outlive any retention period. ``totals`` has "redacted" only
-    when there are such rules."""
+    """Delete events older than ``cutoff`` (event time) and the finished messages they
+    created before it. Pending messages are kept whatever their age: they have not been
+    delivered yet. Messages of ``keep_rules`` (rules limited once per user) are redacted,
+    not deleted: their dedup keys must outlive any retention period. ``totals`` has
+    "redacted" only when there are such rules.
+
+    Users whose events were pruned are marked up to the end of the cutoff's UTC day:
+    the rules skip their events dated before that, because a pruned message may have
+    held that day's limit. The audit says so too."""
     cutoff_us = to_micros(cutoff)
+    marker_us = to_micros(next_utc_midnight(cutoff))
     totals = {"events": 0, "messages": 0}
     while True:
         with database.writer.begin() as conn:
@@ -44,7 +58,7 @@ def prune_history(
             conn.execute(
                 update(users)
                 .where(users.c.user_id.in_({row.user_id for row in doomed}))
-                .values(pruned_before_us=cutoff_us)
+                .values(pruned_before_us=marker_us)
             )
         totals["events"] += len(doomed)
         progress("events", totals["events"])
@@ -61,7 +75,11 @@ def count_prunable(
     """What ``prune_history`` would do now with the same arguments, changing nothing:
     the same keys, with the numbers of events and messages it would delete and redact."""
     cutoff_us = to_micros(cutoff)
-    finished = (messages.c.status.in_((SENT, FAILED)), messages.c.created_us < cutoff_us)
+    finished = (
+        messages.c.status.in_((SENT, FAILED)),
+        messages.c.created_us < cutoff_us,
+        _event_gone_or_older(cutoff_us),
+    )
     kept = messages.c.rule.in_(keep_rules)
     with database.reader.connect() as conn:
         totals = {
@@ -73,6 +91,14 @@ def count_prunable(
                 conn, messages, *finished, kept, messages.c.body != REDACTED
             )
     return totals
+
+
+def _event_gone_or_older(cutoff_us: int) -> ColumnElement[bool]:
+    """A message goes only with its event: one created before the cutoff by an event
+    dated after it (a client's clock ahead) holds a limit of a day that is kept."""
+    return ~exists().where(
+        events.c.event_id == messages.c.event_id, events.c.event_time_us >= cutoff_us
+    )
 
 
 def _count(conn: Connection, table: Table, *where: ColumnElement[bool]) -> int:
@@ -97,7 +123,11 @@ def _prune_messages(
     counts = {"messages": 0, "redacted": 0}
     for status in (SENT, FAILED):
         # Re-checked under the write lock: a dead letter re-queued since the read stays.
-        finished = (messages.c.status == status, messages.c.created_us < cutoff_us)
+        finished = (
+            messages.c.status == status,
+            messages.c.created_us < cutoff_us,
+            _event_gone_or_older(cutoff_us),
+        )
         for doomed, kept in _finished_pages(database, status, cutoff_us, batch_size, keep_rules):
             with database.writer.begin() as conn:
                 still = select(messages.c.message_id).where(
