@@ -49,7 +49,7 @@ def load_rules_and_delivery(
 
 
 def quiet_hours_policy(plan: DeliveryPlan) -> HoldPolicy:
-    def hold(channel: str, user: dict[str, Any], now: datetime) -> tuple[datetime, str] | None:
+    def hold(channel: str, user: Mapping[str, Any], now: datetime) -> tuple[datetime, str] | None:
         window = plan.quiet_hours.get(channel)
         if window is None:
             return None

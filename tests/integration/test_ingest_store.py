@@ -196,3 +196,40 @@ def test_traits_from_the_later_event_win_whatever_the_arrival_order(
         "email": "maria@example.com",
         "country": "PT",
     }
+
+
+def test_a_message_says_what_its_rule_saw_however_the_events_were_batched(
+    database: Database, ruleset: RuleSet, clock: FixedClock
+) -> None:
+    """The first email is decided before the user's name is known; a later event in the
+    same batch that brings the name must not change what the first email says."""
+
+    def insufficient_funds(user: str, day: int, traits: dict[str, Any]) -> Event:
+        return Event(
+            event_id=f"evt_{user}_{day}",
+            user_id=user,
+            event_type="payment_failed",
+            timestamp=datetime.fromisoformat(f"2025-11-0{day}T11:00:00+00:00"),
+            properties={
+                "amount": 12.5,
+                "attempt_number": 1,
+                "failure_reason": "INSUFFICIENT_FUNDS",
+            },
+            user_traits={"email": f"{user}@example.com", **traits},
+        )
+
+    def first_email_greeting(user: str) -> str:
+        with database.reader.connect() as connection:
+            body = connection.execute(
+                select(messages.c.body).where(messages.c.event_id == f"evt_{user}_2")
+            ).scalar_one()
+        return body.splitlines()[0]
+
+    named = {"first_name": "Maria"}
+    together = [insufficient_funds("u_batch", 2, {}), insufficient_funds("u_batch", 3, named)]
+    ingest_and_commit(database, together, ruleset, clock)
+    for event in (insufficient_funds("u_apart", 2, {}), insufficient_funds("u_apart", 3, named)):
+        ingest_and_commit(database, [event], ruleset, clock)
+
+    assert first_email_greeting("u_apart") == "Hi there,"
+    assert first_email_greeting("u_batch") == "Hi there,"

@@ -129,6 +129,10 @@ class MessageDraft:
     recipient: str
     trigger: Event
     limit: str
+    # The ``event`` and ``user`` the rule's condition saw: the message is rendered from
+    # them, so it says what the decision was made on.
+    event_view: Mapping[str, Any] = field(default_factory=dict)
+    user_view: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

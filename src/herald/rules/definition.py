@@ -63,12 +63,24 @@ class RuleSet:
     event_types: Mapping[str, EventType]
     rules: tuple[Rule, ...]
     templates: TemplateSet
+    # Rules by the event type that triggers them and by the one that anchors them: every
+    # event asks, so the answers are worked out once.
+    _triggered: dict[str, tuple[Rule, ...]] = field(init=False, repr=False, compare=False)
+    _anchored: dict[str, tuple[Rule, ...]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        triggered: dict[str, list[Rule]] = {}
+        anchored: dict[str, list[Rule]] = {}
+        for rule in self.rules:
+            triggered.setdefault(rule.on, []).append(rule)
+            if rule.after:
+                anchored.setdefault(rule.after.event_type, []).append(rule)
+        object.__setattr__(self, "_triggered", {k: tuple(v) for k, v in triggered.items()})
+        object.__setattr__(self, "_anchored", {k: tuple(v) for k, v in anchored.items()})
 
     def triggered_by(self, event_type: str) -> tuple[Rule, ...]:
-        return tuple(rule for rule in self.rules if rule.on == event_type)
+        return self._triggered.get(event_type, ())
 
     def anchored_on(self, event_type: str) -> tuple[Rule, ...]:
         """Rules whose ``after`` window starts at an event of this type."""
-        return tuple(
-            rule for rule in self.rules if rule.after and rule.after.event_type == event_type
-        )
+        return self._anchored.get(event_type, ())

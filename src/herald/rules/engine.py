@@ -237,7 +237,9 @@ def _decide_condition(rule: Rule, trigger: Event, views: _Views, why: str) -> De
         reason=("; ".join(clauses) or "no condition") + _delivery_note(rule.channel, recipient),
         message_id=message_id,
         dedup_key=key,
-        draft=MessageDraft(message_id, key, rule.channel, recipient, trigger, rule.limit.value),
+        draft=MessageDraft(
+            message_id, key, rule.channel, recipient, trigger, rule.limit.value, event_view, view
+        ),
     )
 
 

@@ -4,7 +4,7 @@ the messages they create, or recognise it as a duplicate."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
@@ -18,7 +18,7 @@ from herald.rules.templates import TemplateProblem
 from herald.store.unit_of_work import UnitOfWork
 
 # (channel, user view, now) -> (due time, why it is held) for messages not to send yet.
-HoldPolicy = Callable[[str, dict[str, Any], datetime], tuple[datetime, str] | None]
+HoldPolicy = Callable[[str, Mapping[str, Any], datetime], tuple[datetime, str] | None]
 
 
 class IngestStatus(StrEnum):
@@ -34,7 +34,7 @@ class IngestResult:
     decisions: list[Decision] = field(default_factory=list)
 
 
-def no_hold(_channel: str, _user: dict[str, Any], _now: datetime) -> None:
+def no_hold(_channel: str, _user: Mapping[str, Any], _now: datetime) -> None:
     return None
 
 
@@ -84,11 +84,8 @@ def ingest(
         for position, decision in enumerate(decisions):
             if decision.draft is None:
                 continue
-            profile = profiles[decision.draft.trigger.user_id]
             try:
-                row = _message_row(
-                    decision.draft, rules[decision.rule], profile, ruleset, now, hold
-                )
+                row = _message_row(decision.draft, rules[decision.rule], ruleset, now, hold)
             except TemplateProblem as exc:
                 # This event's data breaks the template: its rule cannot send, the others can.
                 decisions[position] = replace(
@@ -169,21 +166,15 @@ def _event_row(
 
 
 def _message_row(
-    draft: MessageDraft,
-    rule: Rule,
-    profile: UserProfile,
-    ruleset: RuleSet,
-    now: datetime,
-    hold: HoldPolicy,
+    draft: MessageDraft, rule: Rule, ruleset: RuleSet, now: datetime, hold: HoldPolicy
 ) -> dict[str, Any]:
-    user = profile.seen_by(draft.trigger)
     subject, body, html = rule.id, "", None
     if rule.template:
         rendered = ruleset.templates.render(
-            rule.template, {"event": draft.trigger.as_context(), "user": user}
+            rule.template, {"event": draft.event_view, "user": draft.user_view}
         )
         subject, body, html = rendered.subject, rendered.body, rendered.html
-    held = hold(draft.channel, user, now)
+    held = hold(draft.channel, draft.user_view, now)
     return {
         "message_id": draft.message_id,
         "dedup_key": draft.dedup_key,

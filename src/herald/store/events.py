@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Connection, and_, or_, select
@@ -12,11 +13,15 @@ from herald.domain.timeutil import from_micros
 from herald.store.sql import execute_many, fetch_all, json_text, json_value, marks, select_in
 from herald.store.tables import events
 
-_COLUMNS = (
+_PLAIN = (
     "event_id", "fingerprint", "user_id", "event_type", "event_time_us", "received_us",
-    "properties", "user_traits", "decisions", "ruleset_version",
+    "ruleset_version",
 )  # fmt: skip
-_JSON = {"properties", "user_traits", "decisions"}
+_JSON = ("properties", "user_traits", "decisions")
+_COLUMNS = _PLAIN + _JSON
+# A row's values in column order, picked in C: a batch runs this for every event.
+_plain_values = itemgetter(*_PLAIN)
+_json_values = itemgetter(*_JSON)
 
 
 class EventRepository:
@@ -72,7 +77,10 @@ class EventRepository:
             self._conn,
             f"INSERT INTO events ({', '.join(_COLUMNS)}) "
             f"VALUES ({marks(self._dialect, len(_COLUMNS))})",
-            [tuple(json_text(row[c]) if c in _JSON else row[c] for c in _COLUMNS) for row in rows],
+            [
+                (*_plain_values(row), *map(json_text, _json_values(row)))  # as _COLUMNS
+                for row in rows
+            ],
         )
 
     def page_for_user(

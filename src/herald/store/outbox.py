@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Connection, exists, func, select, update
@@ -33,6 +34,7 @@ _MESSAGE_COLUMNS = (
     "category", "recipient", "subject", "body", "html", "status", "created_us", "due_us",
     "attempts", "hold_reason",
 )  # fmt: skip
+_message_values = itemgetter(*_MESSAGE_COLUMNS)  # in C: a batch runs it for every message
 
 
 class OutboxRepository:
@@ -66,7 +68,7 @@ class OutboxRepository:
             f"INSERT INTO messages ({', '.join(_MESSAGE_COLUMNS)}) "
             f"VALUES ({marks(self._dialect, len(_MESSAGE_COLUMNS))}) "
             "ON CONFLICT (message_id) DO NOTHING",
-            [tuple(row.get(column) for column in _MESSAGE_COLUMNS) for row in rows],
+            [_message_values(row) for row in rows],
         )
 
     def claim_due(self, *, now_us: int, limit: int, worker: str, lease_us: int) -> list[Any]:
