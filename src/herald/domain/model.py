@@ -131,8 +131,8 @@ class MessageDraft:
     limit: str
     # The ``event`` and ``user`` the rule's condition saw: the message is rendered from
     # them, so it says what the decision was made on.
-    event_view: Mapping[str, Any] = field(default_factory=dict)
-    user_view: Mapping[str, Any] = field(default_factory=dict)
+    event_view: Mapping[str, Any]
+    user_view: Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
