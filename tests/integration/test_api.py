@@ -241,8 +241,30 @@ def test_a_batch_accepts_valid_events_and_rejects_the_others_one_by_one(client: 
     assert response.status_code == 200
     statuses = [item["status"] for item in response.json()["results"]]
     assert statuses == ["accepted", "rejected", "rejected", "duplicate", "accepted"]
-    assert response.json()["results"][1]["errors"][0]["loc"][-1] == "event_type"
+    assert response.json()["results"][1]["errors"][0]["loc"] == ["event_type"]
     assert client.get("/audit/u_9").status_code == 200
+
+
+def test_a_batch_locates_every_error_within_its_event(client: TestClient) -> None:
+    """Whichever check refuses an event, its errors are located the same way: within
+    that event, whose place in the batch is the result's ``index``."""
+    events = [
+        payment_failed(event_id="l1", event_type="nope"),  # refused by the rule set
+        {k: v for k, v in payment_failed(event_id="l2").items() if k != "user_id"},  # schema
+        payment_failed(event_id="l3", event_timestamp="yesterday"),  # by intake
+        payment_failed(event_id="l4"),
+        payment_failed(event_id="l4", user_traits={}),  # by the store: another payload
+    ]
+
+    results = client.post("/events/batch", json={"events": events}).json()["results"]
+
+    assert [[error["loc"] for error in item.get("errors", [])] for item in results] == [
+        [["event_type"]],
+        [["user_id"]],
+        [["event_timestamp"]],
+        [],
+        [["event_id"]],
+    ]
 
 
 def test_a_batch_rejects_an_unstorable_event_alone_and_echoes_only_string_ids(

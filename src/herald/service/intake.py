@@ -18,7 +18,8 @@ from herald.rules.definition import RuleSet
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
-    """Why a payload was refused, as FastAPI-style ``{"loc", "msg", "type"}`` errors."""
+    """Why a payload was refused, as ``{"loc", "msg", "type"}`` errors located within the
+    event (``["properties", "amount"]``): the API places them in its request."""
 
     errors: list[dict[str, Any]]
 
@@ -38,7 +39,7 @@ def to_event(payload: Mapping[str, Any], ruleset: RuleSet) -> Event | Rejection:
     if spec is None:
         errors.append(
             _error(
-                ("body", "event_type"),
+                ("event_type",),
                 f"unknown event type {event_type!r}; supported: "
                 + ", ".join(sorted(ruleset.event_types)),
                 "unknown_event_type",
@@ -47,21 +48,21 @@ def to_event(payload: Mapping[str, Any], ruleset: RuleSet) -> Event | Rejection:
     try:
         timestamp = parse_timestamp(payload["event_timestamp"])
     except InvalidTimestamp as exc:
-        errors.append(_error(("body", "event_timestamp"), str(exc), "invalid_timestamp"))
+        errors.append(_error(("event_timestamp",), str(exc), "invalid_timestamp"))
     properties = payload.get("properties") or {}
     if spec is not None:
         for problem in validate_properties(properties, spec.properties):
-            errors.append(_error(("body", *problem.loc), problem.msg, "invalid_property"))
+            errors.append(_error(problem.loc, problem.msg, "invalid_property"))
     for name in ("user_id", "event_id"):
         value = payload.get(name) or ""
         control = None if value.isprintable() else _CONTROL.search(value)  # quick test first
         if control:
-            errors.append(_error(("body", name), _control_message(control[0]), "invalid_id"))
+            errors.append(_error((name,), _control_message(control[0]), "invalid_id"))
     for name, value in (("properties", properties), ("user_traits", payload.get("user_traits"))):
         unstorable = _unstorable(value)
         if unstorable:
             loc, why = unstorable
-            errors.append(_error(("body", name, *loc), why, "unstorable_value"))
+            errors.append(_error((name, *loc), why, "unstorable_value"))
     if errors:
         return Rejection(errors)
     user_id = payload["user_id"]

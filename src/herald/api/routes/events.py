@@ -99,7 +99,7 @@ async def post_event(request: Request) -> Response:
         # A label per unknown type would let any client grow the metrics without bound.
         known = body["event_type"] in runtime.ruleset.event_types
         runtime.metrics.count_event(body["event_type"] if known else "unknown", "rejected")
-        raise HTTPException(422, event.errors)
+        raise HTTPException(422, _in_body(event.errors))
     [result] = await _store(runtime, [event])
     runtime.metrics.count_event(event.event_type, result.status.value)
     runtime.metrics.observe_ingest("event", time.perf_counter() - started)
@@ -188,6 +188,11 @@ def _parse(adapter: TypeAdapter[Body], raw: bytes) -> Body:
         return adapter.validate_json(raw)
     except ValidationError as exc:
         raise RequestValidationError(_errors(exc, prefix=("body",))) from None
+
+
+def _in_body(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Errors located in an event, located in the request body that is that event."""
+    return [{**error, "loc": ["body", *error["loc"]]} for error in errors]
 
 
 def _reject(item: dict[str, Any], errors: list[dict[str, Any]]) -> None:
