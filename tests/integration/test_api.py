@@ -288,10 +288,8 @@ def test_an_address_too_long_to_store_skips_the_email_instead_of_failing_the_com
 
     assert response.status_code == 202, response.text
     [welcome] = response.json()["decisions"]
-    assert (welcome["outcome"], welcome["reason"]) == (
-        "skipped",
-        "no recipient: the email is longer than 320 characters",
-    )
+    assert welcome["outcome"] == "skipped"
+    assert welcome["reason"].endswith("; no recipient: the email is longer than 320 characters")
 
 
 def test_a_batch_over_a_thousand_events_is_refused(client: TestClient) -> None:

@@ -176,7 +176,7 @@ def _decide_on_trigger(
             f"{rule.after.event_type} {anchor.event_id} at {iso(anchor.timestamp)} "
             f"is within {_span(rule)}"
         )
-    return _decide_condition(rule, event, views, why)
+    return _decide_rule(rule, event, views, why)
 
 
 def _decide_on_anchor(
@@ -193,7 +193,7 @@ def _decide_on_anchor(
         key=lambda t: (t.timestamp, t.event_id),
     )
     decisions = [
-        _decide_condition(
+        _decide_rule(
             rule,
             trigger,
             views,
@@ -214,7 +214,9 @@ def _decide_on_anchor(
     return decisions
 
 
-def _decide_condition(rule: Rule, trigger: Event, views: _Views, why: str) -> Decision:
+def _decide_rule(rule: Rule, trigger: Event, views: _Views, why: str) -> Decision:
+    """``rule`` on ``trigger``, whose window (``why``) held: triggered when its condition,
+    the user's consent and a recipient hold too; else skipped, saying all it found."""
     event_view, view = views.of(trigger)
     clauses = [why] if why else []
     if rule.condition is not None:
@@ -227,7 +229,7 @@ def _decide_condition(rule: Rule, trigger: Event, views: _Views, why: str) -> De
         return _skip(rule, "; ".join([*clauses, consent]))
     recipient, missing = _recipient(rule, view)
     if recipient is None:
-        return _skip(rule, missing)
+        return _skip(rule, "; ".join([*clauses, missing]))
     key = dedup_key(rule, trigger)
     message_id = message_id_for(key)
     return Decision(
