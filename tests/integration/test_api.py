@@ -359,6 +359,42 @@ def test_the_rules_endpoint_shows_the_active_rule_set(client: TestClient) -> Non
     ]
 
 
+def test_the_rules_endpoint_shows_each_property_schema_whole(
+    settings: Settings, tmp_path: Path
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "events:\n"
+        "  payment_failed:\n"
+        "    properties:\n"
+        "      amount: {type: number, required: true, minimum: 0, maximum: 10000}\n"
+        "      failure_reason: {type: string, enum: [INSUFFICIENT_FUNDS, CARD_DECLINED]}\n"
+        "rules:\n"
+        "  - {id: BIG_FAILURE, trigger: payment_failed, channel: internal,\n"
+        "     when: event.properties.amount > 5000}\n",
+        encoding="utf-8",
+    )
+    with TestClient(create_app(settings.model_copy(update={"rules": str(rules)}))) as client:
+        shown = client.get("/rules").json()
+
+    assert shown["event_types"]["payment_failed"]["properties"] == {
+        "amount": {
+            "type": "number",
+            "required": True,
+            "minimum": 0,
+            "maximum": 10000,
+            "enum": None,
+        },
+        "failure_reason": {
+            "type": "string",
+            "required": False,
+            "minimum": None,
+            "maximum": None,
+            "enum": ["INSUFFICIENT_FUNDS", "CARD_DECLINED"],
+        },
+    }
+
+
 def test_health_readiness_and_metrics_answer(client: TestClient) -> None:
     client.post("/events", json=payment_failed(event_id="m1"))
     assert client.get("/healthz").json() == {"status": "ok"}

@@ -252,6 +252,39 @@ def test_rules_check_lists_the_default_rules_and_exits_0() -> None:
     assert "OK: 4 rules over 4 event types" in result.output
 
 
+def test_rules_check_shows_a_rule_window_in_the_unit_it_was_written_in(
+    tmp_path: Path,
+) -> None:
+    path = write_rule_file(
+        tmp_path,
+        "  - {id: SOON, trigger: payment_failed, channel: internal,\n"
+        "     after: {event: signup_completed, within: 30m}}\n",
+    )
+
+    result = CliRunner().invoke(app, ["rules", "check", str(path)], env=WIDE)
+
+    assert result.exit_code == 0, result.output
+    assert "after signup_completed within 30m" in result.output
+
+
+@pytest.mark.parametrize(
+    ("within", "shown"),
+    [("90s", "90s"), ("30m", "30m"), ("24h", "24h"), ("1d", "1d"), ("007d", "7d"), (" 2 h", "2h")],
+)
+def test_a_window_is_described_as_the_rule_file_wrote_it(
+    tmp_path: Path, within: str, shown: str
+) -> None:
+    path = write_rule_file(
+        tmp_path,
+        "  - {id: SOON, trigger: payment_failed, channel: internal,\n"
+        f"     after: {{event: signup_completed, within: {within}}}}}\n",
+    )
+
+    [rule] = load_ruleset(path).rules
+
+    assert rule.after is not None and rule.after.span == shown
+
+
 def test_rules_check_on_a_broken_file_names_the_file_rule_and_problem_and_exits_1(
     tmp_path: Path,
 ) -> None:

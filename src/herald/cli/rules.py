@@ -30,8 +30,7 @@ def rules_check(
             + (f", template {rule.template}" if rule.template else "")
         )
         if rule.after:
-            hours = int(rule.after.within.total_seconds() // 3600)
-            out.print(f"  after {rule.after.event_type} within {hours}h", markup=False)
+            out.print(f"  after {rule.after.event_type} within {rule.after.span}", markup=False)
         if rule.condition:
             out.print(f"  when {rule.condition.source}", markup=False)
     out.print(f"\nOK: {len(ruleset.rules)} rules over {len(ruleset.event_types)} event types")

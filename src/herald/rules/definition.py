@@ -33,6 +33,7 @@ class After:
 
     event_type: str
     within: timedelta
+    span: str  # ``within`` as the rule file wrote it (30m, 24h, 7d), for explanations
 
 
 @dataclass(frozen=True, slots=True)

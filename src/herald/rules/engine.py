@@ -284,10 +284,7 @@ def _mask(recipient: str) -> str:
 
 def _span(rule: Rule) -> str:
     assert rule.after is not None
-    seconds = int(rule.after.within.total_seconds())
-    if seconds % 3600 == 0:
-        return f"{seconds // 3600}h"
-    return f"{seconds}s"
+    return rule.after.span
 
 
 def _skip(rule: Rule, reason: str) -> Decision:

@@ -275,7 +275,7 @@ def _after(raw: Any, event_types: dict[str, EventType], bad: Any) -> After | Non
     if seconds > _LONGEST_WINDOW_S:
         bad(f"`after.within: {raw['within']}` is longer than the longest window, 3650d")
         return None
-    return After(raw["event"], timedelta(seconds=seconds))
+    return After(raw["event"], timedelta(seconds=seconds), f"{int(match[1])}{match[2]}")
 
 
 def _templates(

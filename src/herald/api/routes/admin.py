@@ -24,7 +24,13 @@ def get_rules(runtime: RuntimeDep) -> dict[str, Any]:
             name: {
                 "description": spec.description,
                 "properties": {
-                    p.name: {"type": p.type, "required": p.required, "minimum": p.minimum}
+                    p.name: {
+                        "type": p.type,
+                        "required": p.required,
+                        "minimum": p.minimum,
+                        "maximum": p.maximum,
+                        "enum": list(p.enum) if p.enum is not None else None,
+                    }
                     for p in spec.properties.values()
                 },
             }
@@ -39,6 +45,7 @@ def get_rules(runtime: RuntimeDep) -> dict[str, Any]:
                 "when": rule.condition.source if rule.condition else None,
                 "after": {
                     "event": rule.after.event_type,
+                    "within": rule.after.span,
                     "within_seconds": rule.after.within.total_seconds(),
                 }
                 if rule.after
