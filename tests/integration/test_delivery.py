@@ -89,13 +89,19 @@ def test_email_goes_through_a_real_smtp_server(database: Database, clock: FixedC
         report = asyncio.run(dispatcher(database, clock, {"email": smtp}).run_once())
         assert report.sent == 1
         [received] = sink.messages
+        server = f"{sink.host}:{sink.port}"
     email = received.message
     assert email["To"] == "u1@example.com" and email["Reply-To"] == "help@example.com"
     assert email["Subject"] == "Your payment could not be completed"
     assert message(database).message_id in email["Message-ID"]
     assert "Hi Maria" in email.get_body(("plain",)).get_content()
     assert "<strong>12.50</strong>" in email.get_body(("html",)).get_content()
-    assert message(database).status == "sent"
+    sent = message(database)
+    assert sent.status == "sent"
+    with ReadOnly(database) as read:
+        [attempt] = read.outbox.attempts_for([sent.message_id])[sent.message_id]
+    # The audit names the email as the server knows it.
+    assert attempt.detail == f"accepted by {server} (reference {email['Message-ID']})"
 
 
 def test_sms_goes_to_a_signed_webhook_with_the_message_id_as_idempotency_key(

@@ -257,7 +257,7 @@ class Dispatcher:
                         row.attempts + 1,
                         now_us,
                         status,
-                        result.detail,
+                        result.described(),
                         due_us if status == "retry" else None,
                     )
                 )

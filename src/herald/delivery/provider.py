@@ -7,7 +7,7 @@ failure: the dispatcher decides about retries from the result's ``status``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -31,7 +31,6 @@ class SendRequest:
     body: str
     html: str | None = None
     category: str = "transactional"
-    metadata: dict[str, Any] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -60,6 +59,13 @@ class DeliveryResult:
     status: DeliveryStatus
     detail: str = ""
     provider_reference: str | None = None
+
+    def described(self) -> str:
+        """What the audit keeps of this attempt: the detail, with the provider's own
+        reference for the message when it gave one (to find it in the provider's logs)."""
+        if self.provider_reference:
+            return f"{self.detail} (reference {self.provider_reference})"
+        return self.detail
 
     @classmethod
     def sent(cls, detail: str = "", reference: str | None = None) -> DeliveryResult:
