@@ -395,3 +395,24 @@ def test_a_provider_s_own_timeout_is_retried_as_its_error(
     assert (
         "provider error: TimeoutError: the provider's own timeout" in message(database).last_error
     )
+
+
+def test_an_email_cut_off_at_its_claims_deadline_is_not_sent_after_it(
+    database: Database, clock: FixedClock
+) -> None:
+    """The SMTP server answers RCPT TO after 1.5 s; the claim leaves 0.9 s for sending. The
+    send is cut off before the message's content was sent, so nothing may go out after
+    that: the retry must be the only copy the server accepts."""
+    store(database, clock, [funds_failure("cut1")])
+    with SmtpSink() as sink:
+        sink.rcpt_delay = 1.5
+        smtp = SmtpProvider("email", sink.host, sink.port, sender="herald@example.com")
+        worker = dispatcher(database, clock, {"email": smtp}, lease_seconds=1.0)
+        assert asyncio.run(worker.run_once()).retried == 1
+        assert "no answer within its claim's lease" in message(database).last_error
+        assert sink.messages == []  # cut off: the message must not have gone out after all
+
+        sink.rcpt_delay = 0.0
+        clock.now += timedelta(minutes=10)
+        assert asyncio.run(worker.run_once()).sent == 1
+        assert len(sink.messages) == 1

@@ -2,6 +2,8 @@
 
 import asyncio
 import socket
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from email.message import EmailMessage
@@ -215,3 +217,43 @@ def test_starttls_against_a_server_without_it_fails_for_good(sink: SmtpSink) -> 
 
     assert result.status is DeliveryStatus.FAILED
     assert "STARTTLS" in result.detail
+
+
+@pytest.mark.parametrize(
+    ("greeting", "status"),
+    [("421 4.3.2 too busy", DeliveryStatus.RETRY), ("554 5.3.2 no service", DeliveryStatus.FAILED)],
+)
+def test_a_server_that_refuses_to_talk_is_classified_by_its_greeting(
+    greeting: str, status: DeliveryStatus
+) -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+
+        def greet_and_hang_up() -> None:
+            connection, _ = server.accept()
+            with connection:
+                connection.sendall(f"{greeting}\r\n".encode())
+
+        greeter = threading.Thread(target=greet_and_hang_up)
+        greeter.start()
+        result = send_once(server.getsockname()[1], timeout=2)
+        greeter.join()
+
+    assert result.status is status
+    assert result.detail == f"SMTP {greeting[:3]}: {greeting[4:]}"
+
+
+def test_a_send_cut_off_by_its_caller_ends_its_connection(sink: SmtpSink) -> None:
+    sink.rcpt_delay = 1.0
+
+    async def cut_off() -> None:
+        provider = SmtpProvider(name="mail", host="127.0.0.1", port=sink.port, sender=SENDER)
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.3):
+                await provider.send(REQUEST)
+
+    asyncio.run(cut_off())  # waits for the sending thread to end
+    time.sleep(1.0)  # past the server's delay: anything still sending would have sent
+
+    assert sink.messages == []

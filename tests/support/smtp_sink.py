@@ -8,6 +8,7 @@ Usage::
 
     sink.rcpt_reply = "451 4.3.0 try later"   # answer every RCPT TO with this
     sink.data_reply = "550 5.7.1 rejected"    # answer DATA with this
+    sink.rcpt_delay = 2.0                      # wait this long before answering RCPT TO
 
 With ``credentials=("user", "secret")`` the sink offers AUTH without TLS and
 refuses mail from clients that have not logged in with exactly those.
@@ -50,6 +51,7 @@ class SmtpSink:
     def __init__(self, *, credentials: tuple[str, str] | None = None) -> None:
         self.rcpt_reply: str | None = None
         self.data_reply: str | None = None
+        self.rcpt_delay = 0.0
         self.credentials = credentials
         self._messages: list[ReceivedEmail] = []
         self._logins: list[str] = []
@@ -145,6 +147,8 @@ class _Handler:
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
     ) -> str:
+        if self._sink.rcpt_delay:
+            await asyncio.sleep(self._sink.rcpt_delay)  # a slow (or tarpitting) server
         if self._sink.rcpt_reply is not None:
             return self._sink.rcpt_reply
         envelope.rcpt_tos.append(address)

@@ -7,8 +7,11 @@ thread via ``asyncio.to_thread`` and the dispatcher's event loop stays free.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import smtplib
+import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -38,7 +41,8 @@ class SmtpProvider:
         starttls: upgrade the connection with STARTTLS, verifying the
             server's certificate against the system's trust store.
         timeout: seconds allowed for connecting and for each read or write on
-            the socket (not for the whole exchange).
+            the socket (not for the whole exchange: the caller bounds that by
+            cancelling ``send``, which ends the connection at once).
         clock: Unix time in seconds, used for the ``Date`` header.
 
     Outcomes: accepted is ``sent`` (reference: the ``Message-ID``); an SMTP 4xx
@@ -85,15 +89,28 @@ class SmtpProvider:
             # A header the email package refuses (e.g. a malformed address) will
             # be refused again on every retry.
             return DeliveryResult.failed(f"cannot build email: {exc}")
-        return await asyncio.to_thread(self._send_blocking, message, request.recipient)
+        smtp = _AbortableSMTP(timeout=self.timeout)
+        try:
+            return await asyncio.to_thread(self._send_blocking, smtp, message, request.recipient)
+        except asyncio.CancelledError:
+            # Cut off (the claim's deadline): the thread cannot be cancelled, so end its
+            # connection, or it would go on and send the message after the dispatcher
+            # recorded the attempt as unanswered, and the retry would send it again.
+            smtp.abort()
+            raise
 
     async def aclose(self) -> None:
         """Nothing to release: connections do not outlive a send."""
 
-    def _send_blocking(self, message: EmailMessage, recipient: str) -> DeliveryResult:
+    def _send_blocking(
+        self, smtp: _AbortableSMTP, message: EmailMessage, recipient: str
+    ) -> DeliveryResult:
         where = f"{self.host}:{self.port}"
         try:
-            with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
+            with smtp:
+                code, greeting = smtp.connect(self.host, self.port)
+                if code != 220:
+                    raise smtplib.SMTPConnectError(code, greeting)
                 if self.starttls:
                     smtp.starttls(context=ssl.create_default_context())
                 if self.username is not None:
@@ -120,6 +137,36 @@ class SmtpProvider:
         if refused:  # only possible with several recipients; kept for safety
             return _classify_refused(refused)
         return DeliveryResult.sent(f"accepted by {where}", reference=message["Message-ID"])
+
+
+class _AbortableSMTP(smtplib.SMTP):
+    """An ``smtplib.SMTP`` whose exchange another thread can end at any point: ``abort``
+    shuts its socket down, so a blocked read or write in the sending thread ends at once,
+    and a connection still being opened is closed as soon as it is."""
+
+    def __init__(self, *, timeout: float) -> None:
+        self._abort_lock = threading.Lock()
+        self._aborted = False
+        self._socket: socket.socket | None = None
+        super().__init__(timeout=timeout)
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        sock: socket.socket = super()._get_socket(host, port, timeout)  # type: ignore[misc]
+        with self._abort_lock:
+            if self._aborted:
+                sock.close()
+                raise ConnectionAbortedError("send cut off")
+            self._socket = sock
+        return sock
+
+    def abort(self) -> None:
+        with self._abort_lock:
+            self._aborted = True
+            # After STARTTLS ``sock`` is the TLS socket wrapping the first one.
+            sock = self.sock or self._socket
+        if sock is not None:
+            with contextlib.suppress(OSError):  # already closed
+                sock.shutdown(socket.SHUT_RDWR)
 
 
 def build_message(
