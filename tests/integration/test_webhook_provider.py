@@ -2,6 +2,7 @@
 
 import asyncio
 import time
+import tracemalloc
 from collections.abc import Iterator
 
 import httpx
@@ -235,3 +236,29 @@ def test_closing_the_provider_twice_is_harmless(receiver: HttpReceiver) -> None:
         await provider.aclose()
 
     asyncio.run(scenario())
+
+
+def test_a_2xx_answer_whose_body_stalls_is_sent(receiver: HttpReceiver) -> None:
+    # The receiver has said 200: it has the message. Sending it again would duplicate it.
+    receiver.respond_with(CannedResponse(200, b'{"id": "rcv-1"}', body_delay=10.0))
+    started = time.monotonic()
+
+    result = send_once(receiver.url, secret=None, timeout=0.3)
+
+    assert time.monotonic() - started < 2.0
+    assert result.status is DeliveryStatus.SENT
+    assert result.detail.startswith("HTTP 200")
+
+
+def test_a_huge_answer_is_not_read_whole(receiver: HttpReceiver) -> None:
+    huge = b"x" * (64 * 1024 * 1024)
+    receiver.respond_with(CannedResponse(200, huge, {"Content-Type": "text/plain"}))
+    tracemalloc.start()
+    try:
+        result = send_once(receiver.url, secret=None)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert result.status is DeliveryStatus.SENT
+    assert peak < 8 * 1024 * 1024  # bytes held at once; the answer was 64 MiB

@@ -27,13 +27,16 @@ class CannedResponse:
     """What the receiver answers to one request.
 
     ``delay`` is in seconds and is spent before answering, to play a slow
-    receiver; stopping the receiver cuts it short.
+    receiver; ``body_delay`` is spent between the status and headers and the body,
+    to play one whose answer stalls after its status. Stopping the receiver cuts
+    either short.
     """
 
     status: int = 200
     body: bytes = b"{}"
     headers: Mapping[str, str] = field(default_factory=lambda: {"Content-Type": "application/json"})
     delay: float = 0.0
+    body_delay: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,10 @@ def _handler_for(receiver: HttpReceiver) -> type[BaseHTTPRequestHandler]:
                     self.send_header(name, value)
                 self.send_header("Content-Length", str(len(response.body)))
                 self.end_headers()
+                if response.body_delay:
+                    self.wfile.flush()
+                    if receiver._stopping.wait(response.body_delay):
+                        return
                 self.wfile.write(response.body)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client timed out and hung up, which is what some tests want

@@ -10,9 +10,10 @@ What the receiver gets, per request:
   (see ``herald.delivery.signing`` for how to verify it);
 - ``User-Agent: herald/<version>``.
 
-How the answer is read: 2xx is sent; 408, 429, 5xx, connection errors and
-timeouts are worth retrying; anything else (other 4xx, an unfollowed 3xx) is a
-permanent failure that retrying would only repeat.
+How the answer is read: its status decides (of its body, only the first 64 KiB
+are read, for the receiver's reference or the detail); 2xx is sent; 408, 429,
+5xx, connection errors and timeouts are worth retrying; anything else (other
+4xx, an unfollowed 3xx) is a permanent failure that retrying would only repeat.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from herald.delivery.signing import SIGNATURE_HEADER, signature_header
 
 _RETRYABLE_STATUSES = frozenset({408, 429})
 _DETAIL_BODY_CHARS = 200
+# Of an answer's body, no more is read than this: enough for a JSON answer's ``id``.
+_BODY_BYTES_READ = 64 * 1024
 
 
 class WebhookProvider:
@@ -74,12 +77,17 @@ class WebhookProvider:
         """POST ``request`` once and classify the outcome. Never raises for delivery failures."""
         # Serialise once: the signature covers these exact bytes.
         body = json.dumps(request.as_json(), ensure_ascii=False, separators=(",", ":")).encode()
+        client = self._get_client()
         try:
-            response = await self._get_client().post(
-                self.url,
-                content=body,
-                headers=self._headers_for(request, body),
-                timeout=self.timeout,
+            response = await client.send(
+                client.build_request(
+                    "POST",
+                    self.url,
+                    content=body,
+                    headers=self._headers_for(request, body),
+                    timeout=self.timeout,
+                ),
+                stream=True,
             )
         except httpx.TimeoutException as exc:
             return DeliveryResult.retry(f"timeout after {self.timeout:g} s ({type(exc).__name__})")
@@ -91,7 +99,11 @@ class WebhookProvider:
             # The connection broke mid-exchange: the receiver may or may not
             # have the message, and the idempotency key covers the retry.
             return DeliveryResult.retry(f"connection error: {_describe(exc)}")
-        return _classify(response)
+        try:
+            content = await _head_of(response)
+        finally:
+            await response.aclose()
+        return _classify(response, content)
 
     async def aclose(self) -> None:
         """Close the HTTP client if this provider created it; idempotent."""
@@ -117,11 +129,26 @@ class WebhookProvider:
         return headers
 
 
-def _classify(response: httpx.Response) -> DeliveryResult:
+async def _head_of(response: httpx.Response) -> bytes:
+    """The start of the answer's body, at most ``_BODY_BYTES_READ``: the status decides, and
+    the body only lends a reference or a detail, so one that is huge, or stalls, must not
+    hold the send up (nor turn a receiver's 2xx into a retry that would duplicate)."""
+    head = bytearray()
+    try:
+        async for chunk in response.aiter_bytes():
+            head += chunk
+            if len(head) >= _BODY_BYTES_READ:
+                break
+    except httpx.HTTPError:  # a body that stalls past the timeout, or breaks off
+        pass
+    return bytes(head[:_BODY_BYTES_READ])
+
+
+def _classify(response: httpx.Response, content: bytes) -> DeliveryResult:
     status = response.status_code
     if 200 <= status < 300:
-        return DeliveryResult.sent(f"HTTP {status}", reference=_reference_from(response))
-    snippet = _snippet(response.content)
+        return DeliveryResult.sent(f"HTTP {status}", reference=_reference_from(content))
+    snippet = _snippet(content)
     detail = f"HTTP {status}: {snippet}" if snippet else f"HTTP {status}"
     retry_after = response.headers.get("Retry-After")
     if retry_after:
@@ -131,10 +158,10 @@ def _classify(response: httpx.Response) -> DeliveryResult:
     return DeliveryResult.failed(detail)
 
 
-def _reference_from(response: httpx.Response) -> str | None:
+def _reference_from(content: bytes) -> str | None:
     """The receiver's own id for the message: a top-level ``id`` in a JSON object body."""
     try:
-        payload: Any = json.loads(response.content)
+        payload: Any = json.loads(content)
     except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested past reason
         return None
     if isinstance(payload, dict) and payload.get("id") is not None:
