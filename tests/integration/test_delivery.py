@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
@@ -416,3 +417,30 @@ def test_an_email_cut_off_at_its_claims_deadline_is_not_sent_after_it(
         clock.now += timedelta(minutes=10)
         assert asyncio.run(worker.run_once()).sent == 1
         assert len(sink.messages) == 1
+
+
+def test_a_receiver_s_retry_after_is_waited_out(database: Database, clock: FixedClock) -> None:
+    """Throttled with Retry-After (in seconds, then as an HTTP date): the next attempt
+    comes no sooner than the receiver asked, though the backoff alone is 10 s."""
+    store(database, clock, [funds_failure("ra1")])
+    later = format_datetime(clock.now + timedelta(seconds=240), usegmt=True)
+    with HttpReceiver() as receiver:
+        receiver.respond_with(
+            CannedResponse(429, b"", {"Retry-After": "120"}),
+            CannedResponse(503, b"", {"Retry-After": later}),
+            CannedResponse(200),
+        )
+        provider = WebhookProvider(
+            "email", receiver.url, secret=None, clock=lambda: clock.now.timestamp()
+        )
+        worker = dispatcher(database, clock, {"email": provider})
+        assert asyncio.run(worker.run_once()).retried == 1
+        clock.now += timedelta(seconds=60)
+        assert asyncio.run(worker.run_once()).claimed == 0  # asked for 120 s
+        clock.now += timedelta(seconds=60)
+        assert asyncio.run(worker.run_once()).retried == 1
+        clock.now += timedelta(seconds=60)
+        assert asyncio.run(worker.run_once()).claimed == 0  # asked for the date, 120 s on
+        clock.now += timedelta(seconds=60)
+        assert asyncio.run(worker.run_once()).sent == 1
+        assert len(receiver.requests) == 3

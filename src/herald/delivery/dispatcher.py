@@ -238,6 +238,10 @@ class Dispatcher:
                 jitter=policy.jitter,
                 rng=self._rng,
             )
+            if result.retry_after is not None:
+                # As long as the receiver asked, within the longest backoff: a date far
+                # ahead must not park the message beyond what the policy allows.
+                delay = max(delay, min(result.retry_after, policy.max_backoff))
         return row, result.status.value, result, delay
 
     def _record(self, outcomes: list[_Outcome]) -> None:

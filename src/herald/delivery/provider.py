@@ -56,9 +56,14 @@ class DeliveryStatus(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class DeliveryResult:
+    """``retry_after``: for a retry, the seconds the receiver asked to be left alone
+    (HTTP ``Retry-After``); the next attempt waits at least that long, up to the
+    policy's longest backoff."""
+
     status: DeliveryStatus
     detail: str = ""
     provider_reference: str | None = None
+    retry_after: float | None = None
 
     def described(self) -> str:
         """What the audit keeps of this attempt: the detail, with the provider's own
@@ -72,8 +77,8 @@ class DeliveryResult:
         return cls(DeliveryStatus.SENT, detail, reference)
 
     @classmethod
-    def retry(cls, detail: str) -> DeliveryResult:
-        return cls(DeliveryStatus.RETRY, detail)
+    def retry(cls, detail: str, after: float | None = None) -> DeliveryResult:
+        return cls(DeliveryStatus.RETRY, detail, retry_after=after)
 
     @classmethod
     def failed(cls, detail: str) -> DeliveryResult:

@@ -12,7 +12,8 @@ What the receiver gets, per request:
 
 How the answer is read: its status decides (of its body, only the first 64 KiB
 are read, for the receiver's reference or the detail); 2xx is sent; 408, 429,
-5xx, connection errors and timeouts are worth retrying; anything else (other
+5xx, connection errors and timeouts are worth retrying (not before the answer's
+``Retry-After``, in seconds or as a date, when it has one); anything else (other
 4xx, an unfollowed 3xx) is a permanent failure that retrying would only repeat.
 """
 
@@ -21,6 +22,8 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -103,7 +106,7 @@ class WebhookProvider:
             content = await _head_of(response)
         finally:
             await response.aclose()
-        return _classify(response, content)
+        return _classify(response, content, now=self._clock())
 
     async def aclose(self) -> None:
         """Close the HTTP client if this provider created it; idempotent."""
@@ -144,7 +147,7 @@ async def _head_of(response: httpx.Response) -> bytes:
     return bytes(head[:_BODY_BYTES_READ])
 
 
-def _classify(response: httpx.Response, content: bytes) -> DeliveryResult:
+def _classify(response: httpx.Response, content: bytes, *, now: float) -> DeliveryResult:
     status = response.status_code
     if 200 <= status < 300:
         return DeliveryResult.sent(f"HTTP {status}", reference=_reference_from(content))
@@ -154,8 +157,25 @@ def _classify(response: httpx.Response, content: bytes) -> DeliveryResult:
     if retry_after:
         detail += f" (Retry-After: {retry_after[:40]})"
     if status in _RETRYABLE_STATUSES or status >= 500:
-        return DeliveryResult.retry(detail)
+        return DeliveryResult.retry(detail, after=_seconds_to_wait(retry_after, now))
     return DeliveryResult.failed(detail)
+
+
+def _seconds_to_wait(retry_after: str | None, now: float) -> float | None:
+    """``Retry-After`` (RFC 9110 10.2.3) in seconds from ``now``: delay-seconds or an HTTP
+    date. None when absent or unreadable."""
+    if not retry_after:
+        return None
+    value = retry_after.strip()
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # "-0000": UTC, as HTTP dates always are
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - now)
 
 
 def _reference_from(content: bytes) -> str | None:
