@@ -125,6 +125,7 @@ def build_runtime(
     ensure_current(database, auto_upgrade=database.is_sqlite)
     metrics = Metrics()
 
+    hold = quiet_hours_policy(plan)
     dispatcher = None
     if settings.dispatcher if with_dispatcher is None else with_dispatcher:
         dispatcher = Dispatcher(
@@ -136,6 +137,9 @@ def build_runtime(
             rate_limits=plan.rate_limits(time.monotonic),
             on_result=lambda channel, status: _count_delivery(metrics, channel, status),
             inline_storage=database.is_sqlite,
+            # Quiet hours hold a retry or a re-queued message too, not only a new one.
+            hold=hold,
+            hold_channels=frozenset(plan.quiet_hours),
         )
 
     def on_commit(results: list[IngestResult]) -> None:
@@ -146,7 +150,6 @@ def build_runtime(
         if dispatcher is not None:
             dispatcher.wake()
 
-    hold = quiet_hours_policy(plan)
     if database.is_sqlite:
         writer: GroupCommitWriter = InlineGroupCommitWriter(
             database, ruleset, clock=clock, hold=hold, on_commit=on_commit

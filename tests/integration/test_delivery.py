@@ -20,7 +20,7 @@ from herald.delivery.stub import LogAlertProvider, StubProvider
 from herald.delivery.webhook import WebhookProvider
 from herald.domain.model import Event
 from herald.domain.timeutil import parse_timestamp, to_micros
-from herald.rules.loader import load_ruleset
+from herald.rules.loader import default_rules_path, load_ruleset
 from herald.service.ingest import ingest
 from herald.store.database import Database
 from herald.store.unit_of_work import ReadOnly, UnitOfWork
@@ -444,3 +444,51 @@ def test_a_receiver_s_retry_after_is_waited_out(database: Database, clock: Fixed
         clock.now += timedelta(seconds=60)
         assert asyncio.run(worker.run_once()).sent == 1
         assert len(receiver.requests) == 3
+
+
+def test_a_retry_due_in_quiet_hours_waits_for_the_morning(
+    database: Database, database_url: str, tmp_path: Path
+) -> None:
+    """An SMS first tried at 20:59:50 in Lisbon, answered 503: its retry falls due at
+    21:00, inside the user's quiet hours (21:00-08:00), and must wait until 08:00 like a
+    message created then (the same check, at send time, holds a dead letter re-queued at
+    night, or a backlog that reaches past 21:00)."""
+    from herald.bootstrap import build_runtime, quiet_hours_policy
+    from herald.config import Settings
+
+    evening = FixedClock(parse_timestamp("2025-11-03T20:59:50Z"))  # Lisbon is UTC+0 then
+    with HttpReceiver() as receiver:
+        receiver.respond_with(CannedResponse(503))
+        rules = tmp_path / "rules.yaml"
+        packaged = default_rules_path().read_text(encoding="utf-8")
+        rules.write_text(
+            packaged
+            + f"templates_dir: {default_rules_path().parent / 'templates'}\n"
+            + "providers:\n"
+            + f"  sms: {{type: webhook, url: '{receiver.url}'}}\n"
+            + "delivery:\n"
+            + "  backoff_seconds: 10\n"
+            + "  quiet_hours: {sms: {start: '21:00', end: '08:00'}}\n",
+            encoding="utf-8",
+        )
+        runtime = build_runtime(
+            Settings(database_url=database_url, rules=str(rules), outbox_file="/dev/null"),
+            clock=evening,
+        )
+        assert runtime.dispatcher is not None
+        events = [
+            Event(e.event_id, e.user_id, e.event_type, e.timestamp, e.properties,
+                  {**e.user_traits, "timezone": "Europe/Lisbon"})
+            for e in link_after_signup("q2")
+        ]  # fmt: skip
+        with UnitOfWork(database) as uow:
+            ingest(uow, events, RULES, now=evening(), hold=quiet_hours_policy(runtime.delivery))
+            uow.commit()
+        assert asyncio.run(runtime.dispatcher.run_once()).retried == 1  # at 20:59:50
+
+        evening.now = parse_timestamp("2025-11-03T21:05:00Z")
+        asyncio.run(runtime.dispatcher.run_once())
+        assert len(receiver.requests) == 1  # nothing sent to the user at 21:05
+        evening.now = parse_timestamp("2025-11-04T08:00:00Z")
+        assert asyncio.run(runtime.dispatcher.run_once()).sent == 1
+        runtime.database.dispose()

@@ -44,6 +44,11 @@ class _Deferred:
 _Outcome = tuple[Any, str, DeliveryResult | _Deferred, float]
 
 
+# (channel, the user's traits, now) -> (when it may go, why it waits) for a message that must
+# not be sent now: quiet hours, as ingestion applies them to a new message.
+HoldPolicy = Callable[[str, Mapping[str, Any], datetime], tuple[datetime, str] | None]
+
+
 # The last tenth of a lease (6 s of the default 60) is kept for recording a round.
 _RECORDING_SHARE = 0.1
 
@@ -84,6 +89,8 @@ class Dispatcher:
         rng: random.Random | None = None,
         inline_storage: bool = False,
         gather_seconds: float = 0.05,
+        hold: HoldPolicy | None = None,
+        hold_channels: frozenset[str] = frozenset(),
     ) -> None:
         """``poll_interval``: how long an idle dispatcher waits before it looks again, unless
         woken (only one in the API process is woken by commits; a dispatcher process
@@ -91,7 +98,11 @@ class Dispatcher:
 
         ``inline_storage``: run the outbox's statements on the event loop rather than on
         a thread. Right for SQLite, whose statements take microseconds and whose writes
-        are serialised anyway; wrong for a database across a network."""
+        are serialised anyway; wrong for a database across a network.
+
+        ``hold``: asked before each send on ``hold_channels`` (those with quiet hours), with
+        the user's traits: a message due in the user's quiet hours (a retry, a re-queued
+        dead letter, a backlog) goes back unsent until they end."""
         self._database = database
         self._providers = dict(providers)
         self._local = {name: getattr(p, "local", False) for name, p in self._providers.items()}
@@ -111,6 +122,8 @@ class Dispatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inline_storage = inline_storage
         self._gather_seconds = gather_seconds
+        self._hold = hold
+        self._hold_channels = hold_channels if hold is not None else frozenset()
 
     async def _storage(self, work: Callable[[Any], Any], argument: Any) -> Any:
         if not self._inline_storage:
@@ -151,12 +164,12 @@ class Dispatcher:
     async def run_once(self) -> DispatchReport:
         """Claim one batch of due messages and deliver it."""
         now_us = to_micros(self._clock())
-        claimed = await self._storage(self._claim, now_us)
+        claimed, traits = await self._storage(self._claim, now_us)
         if not claimed:
             return DispatchReport()
         # On the loop's own clock: the injected one may stand still (tests), time may not.
         sends_end = asyncio.get_running_loop().time() + self._send_window_s
-        outcomes = await self._deliver_all(claimed, sends_end)
+        outcomes = await self._deliver_all(claimed, sends_end, traits)
         await self._storage(self._record, outcomes)
         counts = {"sent": 0, "retry": 0, "failed": 0, "deferred": 0}
         for outcome in outcomes:
@@ -174,7 +187,8 @@ class Dispatcher:
             len(claimed), counts["sent"], counts["retry"], counts["failed"], counts["deferred"]
         )
 
-    def _claim(self, now_us: int) -> list[Any]:
+    def _claim(self, now_us: int) -> tuple[list[Any], dict[str, Mapping[str, Any]]]:
+        """The claimed rows, and the traits of their users on channels that may hold."""
         with UnitOfWork(self._database, wait=not self._inline_storage) as uow:
             rows = uow.outbox.claim_due(
                 now_us=now_us,
@@ -182,21 +196,39 @@ class Dispatcher:
                 worker=self.worker_id,
                 lease_us=self._lease_us,
             )
+            held = {row.user_id for row in rows if row.channel in self._hold_channels}
+            profiles = uow.users.get_many(held) if held else {}
             uow.commit()
-        return rows
+        return rows, {user_id: profile.traits for user_id, profile in profiles.items()}
 
-    async def _deliver_all(self, rows: list[Any], sends_end: float) -> list[_Outcome]:
+    async def _deliver_all(
+        self, rows: list[Any], sends_end: float, traits: Mapping[str, Mapping[str, Any]]
+    ) -> list[_Outcome]:
         # A local provider (a file, the log) never waits, so its sends are awaited in turn:
         # a task per message would cost more than the send. Remote ones run concurrently.
         outcomes, remote = [], []
         for row in rows:
-            if self._local.get(row.channel, False):
+            held = self._held(row, traits)
+            if held is not None:
+                outcomes.append(held)
+            elif self._local.get(row.channel, False):
                 outcomes.append(await self._deliver(row, None))
             else:
                 remote.append(row)
         if remote:
             outcomes += await asyncio.gather(*(self._deliver(row, sends_end) for row in remote))
         return outcomes
+
+    def _held(self, row: Any, traits: Mapping[str, Mapping[str, Any]]) -> _Outcome | None:
+        """``row`` given back until its user's quiet hours end, or None to send it now."""
+        if self._hold is None or row.channel not in self._hold_channels:
+            return None
+        now = self._clock()
+        held = self._hold(row.channel, traits.get(row.user_id, {}), now)
+        if held is None:
+            return None
+        release, reason = held
+        return row, "deferred", _Deferred(reason), max(0.0, (release - now).total_seconds())
 
     async def _deliver(self, row: Any, sends_end: float | None) -> _Outcome:
         """Send ``row``; a remote send (``sends_end`` set) only within the claim's lease."""
