@@ -21,6 +21,7 @@ from herald.delivery.webhook import WebhookProvider
 from herald.domain.model import Event
 from herald.domain.timeutil import parse_timestamp, to_micros
 from herald.rules.loader import default_rules_path, load_ruleset
+from herald.service.audit import user_audit
 from herald.service.ingest import ingest
 from herald.store.database import Database
 from herald.store.unit_of_work import ReadOnly, UnitOfWork
@@ -492,3 +493,25 @@ def test_a_retry_due_in_quiet_hours_waits_for_the_morning(
         evening.now = parse_timestamp("2025-11-04T08:00:00Z")
         assert asyncio.run(runtime.dispatcher.run_once()).sent == 1
         runtime.database.dispose()
+
+
+def test_the_audit_lists_a_requeued_message_s_attempts_in_the_order_they_were_made(
+    database: Database, clock: FixedClock
+) -> None:
+    store(database, clock, [funds_failure("a1")])
+    with HttpReceiver(default=CannedResponse(503)) as receiver:
+        worker = dispatcher(
+            database, clock, {"email": WebhookProvider("email", receiver.url, secret=None)}
+        )
+        run_rounds(worker, clock, 3)  # three attempts, the last a dead letter
+        with UnitOfWork(database) as uow:
+            assert uow.outbox.requeue(now_us=to_micros(clock())) == 1
+            uow.commit()
+        run_rounds(worker, clock, 2)  # two of the three new attempts
+    audit = user_audit(database, "a1", limit=100, cursor=None)
+    assert audit is not None
+    [shown] = audit["messages"]
+    attempts = [(a["attempt"], a["outcome"]) for a in shown["delivery_attempts"]]
+    assert attempts == [(1, "retry"), (2, "retry"), (3, "failed"), (1, "retry"), (2, "retry")]
+    times = [a["at"] for a in shown["delivery_attempts"]]
+    assert times == sorted(times)

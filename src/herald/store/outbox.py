@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from sqlalchemy import Connection, exists, func, select, update
@@ -227,6 +227,11 @@ class OutboxRepository:
         )
         for row in rows:
             found.setdefault(row.message_id, []).append(row)
+        # In the order they were made: a re-queued dead letter numbers its attempts from 1
+        # again, and by number they would interleave with the earlier ones. Sorted here, a
+        # few rows per message, rather than by a sort of every match in the database.
+        for made in found.values():
+            made.sort(key=attrgetter("id"))
         return found
 
     def backlog(self, now_us: int) -> tuple[int, int]:
