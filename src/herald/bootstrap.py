@@ -16,12 +16,13 @@ from typing import Any
 from herald.config import Settings
 from herald.delivery.dispatcher import Dispatcher
 from herald.delivery.provider import DeliveryStatus
+from herald.delivery.quiet_hours import hold_policy
 from herald.delivery.setup import DeliveryPlan, plan_delivery
-from herald.domain.timeutil import iso, to_micros
+from herald.domain.timeutil import to_micros
 from herald.observability.metrics import Metrics
 from herald.rules.definition import RuleSet
 from herald.rules.loader import load_rule_file
-from herald.service.ingest import HoldPolicy, IngestResult
+from herald.service.ingest import IngestResult
 from herald.service.writer import GroupCommitWriter, InlineGroupCommitWriter
 from herald.store.checkpoints import Checkpointer
 from herald.store.database import Database
@@ -46,23 +47,6 @@ def load_rules_and_delivery(
         return plan_delivery(document, problems, outbox=outbox, env=env)
 
     return load_rule_file(path, delivery)
-
-
-def quiet_hours_policy(plan: DeliveryPlan) -> HoldPolicy:
-    def hold(channel: str, user: Mapping[str, Any], now: datetime) -> tuple[datetime, str] | None:
-        window = plan.quiet_hours.get(channel)
-        if window is None:
-            return None
-        zone = user.get("timezone") if isinstance(user.get("timezone"), str) else None
-        release = window.release_time(now, zone)
-        if release is None:
-            return None
-        return release, (
-            f"quiet hours for {channel} ({window.start:%H:%M}-{window.end:%H:%M} "
-            f"{zone or 'UTC'}): held until {iso(release)}"
-        )
-
-    return hold
 
 
 @dataclass
@@ -125,7 +109,7 @@ def build_runtime(
     ensure_current(database, auto_upgrade=database.is_sqlite)
     metrics = Metrics()
 
-    hold = quiet_hours_policy(plan)
+    hold = hold_policy(plan.quiet_hours)
     dispatcher = None
     if settings.dispatcher if with_dispatcher is None else with_dispatcher:
         dispatcher = Dispatcher(

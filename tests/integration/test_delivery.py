@@ -316,7 +316,7 @@ def test_an_expired_claim_is_delivered_by_another_dispatcher(
 def test_quiet_hours_hold_an_sms_until_the_morning_in_the_users_zone(
     database: Database, tmp_path: Path
 ) -> None:
-    from herald.bootstrap import quiet_hours_policy
+    from herald.delivery.quiet_hours import hold_policy
     from herald.delivery.setup import build_delivery
 
     plan = build_delivery(
@@ -339,7 +339,7 @@ def test_quiet_hours_hold_an_sms_until_the_morning_in_the_users_zone(
         for e in events
     ]
     with UnitOfWork(database) as uow:
-        ingest(uow, events, RULES, now=night(), hold=quiet_hours_policy(plan))
+        ingest(uow, events, RULES, now=night(), hold=hold_policy(plan.quiet_hours))
         uow.commit()
     sms = message(database)
     assert sms.channel == "sms" and "held until 2025-11-04T08:00:00Z" in sms.hold_reason
@@ -454,8 +454,9 @@ def test_a_retry_due_in_quiet_hours_waits_for_the_morning(
     21:00, inside the user's quiet hours (21:00-08:00), and must wait until 08:00 like a
     message created then (the same check, at send time, holds a dead letter re-queued at
     night, or a backlog that reaches past 21:00)."""
-    from herald.bootstrap import build_runtime, quiet_hours_policy
+    from herald.bootstrap import build_runtime
     from herald.config import Settings
+    from herald.delivery.quiet_hours import hold_policy
 
     evening = FixedClock(parse_timestamp("2025-11-03T20:59:50Z"))  # Lisbon is UTC+0 then
     with HttpReceiver() as receiver:
@@ -483,7 +484,9 @@ def test_a_retry_due_in_quiet_hours_waits_for_the_morning(
             for e in link_after_signup("q2")
         ]  # fmt: skip
         with UnitOfWork(database) as uow:
-            ingest(uow, events, RULES, now=evening(), hold=quiet_hours_policy(runtime.delivery))
+            ingest(
+                uow, events, RULES, now=evening(), hold=hold_policy(runtime.delivery.quiet_hours)
+            )
             uow.commit()
         assert asyncio.run(runtime.dispatcher.run_once()).retried == 1  # at 20:59:50
 

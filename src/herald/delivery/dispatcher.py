@@ -23,6 +23,7 @@ from typing import Any
 
 from herald.delivery.backoff import compute_backoff
 from herald.delivery.provider import DeliveryResult, DeliveryStatus, Provider, SendRequest
+from herald.delivery.quiet_hours import HoldPolicy
 from herald.delivery.ratelimit import ChannelRateLimits
 from herald.domain.timeutil import to_micros
 from herald.store.database import Database
@@ -42,11 +43,6 @@ class _Deferred:
 # (claimed row, "sent" | "retry" | "failed" | "deferred", the provider's result or why the
 # send was deferred, retry delay)
 _Outcome = tuple[Any, str, DeliveryResult | _Deferred, float]
-
-
-# (channel, the user's traits, now) -> (when it may go, why it waits) for a message that must
-# not be sent now: quiet hours, as ingestion applies them to a new message.
-HoldPolicy = Callable[[str, Mapping[str, Any], datetime], tuple[datetime, str] | None]
 
 
 # The last tenth of a lease (6 s of the default 60) is kept for recording a round.

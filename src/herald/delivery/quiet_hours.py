@@ -2,14 +2,21 @@
 
 A message that falls inside the window is held back until the window ends
 rather than dropped. Pure: the current time is always an argument.
+
+``hold_policy`` is how ingestion (for a new message) and the dispatcher (for a retry
+or a backlog reaching the window) ask the same question.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta, tzinfo
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from herald.domain.timeutil import iso
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,3 +139,32 @@ def _first_instant_reading(wall: datetime, zone: tzinfo, *, after: datetime) -> 
 def _reads(instant: datetime, zone: tzinfo) -> datetime:
     """What a wall clock in ``zone`` shows at ``instant``, as a naive datetime."""
     return instant.astimezone(zone).replace(tzinfo=None, fold=0)
+
+
+# (channel, the user's traits, now) -> (when the message may go, why it waits), or None
+# when it may go now.
+HoldPolicy = Callable[[str, Mapping[str, Any], datetime], tuple[datetime, str] | None]
+
+
+def no_hold(_channel: str, _user: Mapping[str, Any], _now: datetime) -> None:
+    return None
+
+
+def hold_policy(windows: Mapping[str, QuietHours]) -> HoldPolicy:
+    """Quiet hours per channel, in the zone of the user's ``timezone`` trait (UTC when
+    it has none, or one that is not a zone)."""
+
+    def hold(channel: str, user: Mapping[str, Any], now: datetime) -> tuple[datetime, str] | None:
+        window = windows.get(channel)
+        if window is None:
+            return None
+        zone = user.get("timezone") if isinstance(user.get("timezone"), str) else None
+        release = window.release_time(now, zone)
+        if release is None:
+            return None
+        return release, (
+            f"quiet hours for {channel} ({window.start:%H:%M}-{window.end:%H:%M} "
+            f"{zone or 'UTC'}): held until {iso(release)}"
+        )
+
+    return hold

@@ -4,21 +4,19 @@ the messages they create, or recognise it as a duplicate."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from herald.delivery.quiet_hours import HoldPolicy, no_hold
 from herald.domain.model import Decision, Event, MessageDraft, Outcome, UserProfile
 from herald.domain.timeutil import to_micros
 from herald.rules import engine
 from herald.rules.definition import Rule, RuleSet
 from herald.rules.templates import TemplateProblem
 from herald.store.unit_of_work import UnitOfWork
-
-# (channel, user view, now) -> (due time, why it is held) for messages not to send yet.
-HoldPolicy = Callable[[str, Mapping[str, Any], datetime], tuple[datetime, str] | None]
 
 
 class IngestStatus(StrEnum):
@@ -32,10 +30,6 @@ class IngestResult:
     event_id: str
     status: IngestStatus
     decisions: list[Decision] = field(default_factory=list)
-
-
-def no_hold(_channel: str, _user: Mapping[str, Any], _now: datetime) -> None:
-    return None
 
 
 def ingest(

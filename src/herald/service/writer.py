@@ -17,9 +17,10 @@ from concurrent.futures import Future
 from datetime import datetime
 from typing import Any
 
+from herald.delivery.quiet_hours import HoldPolicy, no_hold
 from herald.domain.model import Event
 from herald.rules.definition import RuleSet
-from herald.service.ingest import HoldPolicy, IngestResult, ingest, no_hold
+from herald.service.ingest import IngestResult, ingest
 from herald.store.database import Database
 from herald.store.unit_of_work import UnitOfWork, WriteLockBusy, when_unlocked
 
