@@ -11,7 +11,8 @@ from typing import Any
 from typer.testing import CliRunner
 
 from herald.cli.main import app as cli
-from herald.delivery.dispatcher import Dispatcher, RetryPolicy
+from herald.delivery.backoff import RetryPolicy
+from herald.delivery.dispatcher import Dispatcher
 from herald.delivery.provider import Provider
 from herald.delivery.ratelimit import ChannelRateLimits
 from herald.delivery.signing import SIGNATURE_HEADER, verify

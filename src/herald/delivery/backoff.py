@@ -1,22 +1,48 @@
-"""How long to wait before retrying a delivery.
+"""How often and how long to wait before retrying a delivery.
 
-A pure function of the attempt count: the dispatcher stores the attempt count
-and the computed ``next_attempt_at`` on the outbox row, so no state lives here.
+A pure function of the attempt count: the dispatcher stores the attempt count and
+the next due time on the outbox row, so no state lives here.
 """
 
 from __future__ import annotations
 
 import math
 import random
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """The rule file's ``delivery`` settings for retries; these defaults are Herald's."""
+
+    max_attempts: int = 5  # the last one failing makes a dead letter
+    base: float = 2.0  # seconds before the second attempt
+    factor: float = 2.0
+    max_backoff: float = 600.0
+    jitter: float = 0.2
+
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        """Seconds to wait after ``attempt`` failed attempts (see ``compute_backoff``)."""
+        return compute_backoff(
+            attempt,
+            base=self.base,
+            factor=self.factor,
+            max_backoff=self.max_backoff,
+            jitter=self.jitter,
+            rng=rng,
+        )
+
+
+_DEFAULT = RetryPolicy()
 
 
 def compute_backoff(
     attempt: int,
     *,
-    base: float = 2.0,
-    factor: float = 2.0,
-    max_backoff: float = 600.0,
-    jitter: float = 0.2,
+    base: float = _DEFAULT.base,
+    factor: float = _DEFAULT.factor,
+    max_backoff: float = _DEFAULT.max_backoff,
+    jitter: float = _DEFAULT.jitter,
     rng: random.Random | None = None,
 ) -> float:
     """Seconds to wait before the next attempt, after ``attempt`` failed attempts.

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from herald.delivery.backoff import compute_backoff
+from herald.delivery.backoff import RetryPolicy
 from herald.delivery.provider import DeliveryResult, DeliveryStatus, Provider, SendRequest
 from herald.delivery.quiet_hours import HoldPolicy
 from herald.delivery.ratelimit import ChannelRateLimits
@@ -47,15 +47,6 @@ _Outcome = tuple[Any, str, DeliveryResult | _Deferred, float]
 
 # The last tenth of a lease (6 s of the default 60) is kept for recording a round.
 _RECORDING_SHARE = 0.1
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    max_attempts: int = 5
-    base: float = 2.0  # seconds before the second attempt
-    factor: float = 2.0
-    max_backoff: float = 600.0
-    jitter: float = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,19 +248,11 @@ class Dispatcher:
             result = DeliveryResult.failed(f"gave up after {attempt} attempts: {result.detail}")
         delay = 0.0
         if result.status is DeliveryStatus.RETRY:
-            policy = self._retry
-            delay = compute_backoff(
-                attempt,
-                base=policy.base,
-                factor=policy.factor,
-                max_backoff=policy.max_backoff,
-                jitter=policy.jitter,
-                rng=self._rng,
-            )
+            delay = self._retry.delay(attempt, self._rng)
             if result.retry_after is not None:
                 # As long as the receiver asked, within the longest backoff: a date far
                 # ahead must not park the message beyond what the policy allows.
-                delay = max(delay, min(result.retry_after, policy.max_backoff))
+                delay = max(delay, min(result.retry_after, self._retry.max_backoff))
         return row, result.status.value, result, delay
 
     def _record(self, outcomes: list[_Outcome]) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from herald.delivery import readers
-from herald.delivery.dispatcher import RetryPolicy
+from herald.delivery.backoff import RetryPolicy
 from herald.delivery.provider import Provider
 from herald.delivery.quiet_hours import QuietHours
 from herald.delivery.ratelimit import ChannelRateLimits
@@ -236,22 +236,30 @@ def _webhook_provider(
 
 
 def _retry_policy(delivery: Mapping[str, Any], problems: list[str]) -> RetryPolicy:
+    default = RetryPolicy()
     attempts = readers.number(
-        delivery.get("max_attempts", 5), "delivery.max_attempts", problems, minimum=1, whole=True
+        delivery.get("max_attempts", default.max_attempts),
+        "delivery.max_attempts",
+        problems,
+        minimum=1,
+        whole=True,
     )
-    # compute_backoff needs a first delay above zero.
+    # A backoff needs a first delay above zero.
     base = readers.number(
-        delivery.get("backoff_seconds", 2.0), "delivery.backoff_seconds", problems, minimum=0.001
+        delivery.get("backoff_seconds", default.base),
+        "delivery.backoff_seconds",
+        problems,
+        minimum=0.001,
     )
     ceiling = readers.number(
-        delivery.get("max_backoff_seconds", 600.0),
+        delivery.get("max_backoff_seconds", default.max_backoff),
         "delivery.max_backoff_seconds",
         problems,
         minimum=0,
         maximum=_LONGEST_BACKOFF_S,
     )
     if attempts is None or base is None or ceiling is None:
-        return RetryPolicy()
+        return default
     return RetryPolicy(max_attempts=int(attempts), base=base, max_backoff=ceiling)
 
 
