@@ -4,7 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from herald.delivery.backoff import compute_backoff
+from herald.delivery.backoff import RetryPolicy, after_attempt, compute_backoff
+from herald.delivery.provider import DeliveryResult, DeliveryStatus
 
 
 def test_the_first_retry_waits_base_seconds() -> None:
@@ -118,3 +119,34 @@ def test_one_more_failure_never_shortens_the_nominal_delay(attempt: int, factor:
     assert compute_backoff(attempt, factor=factor, jitter=0) <= compute_backoff(
         attempt + 1, factor=factor, jitter=0
     )
+
+
+POLICY = RetryPolicy(max_attempts=3, base=10, jitter=0, max_backoff=300)
+
+
+def test_a_result_that_is_not_a_retry_goes_as_it_is_without_a_delay() -> None:
+    for result in (DeliveryResult.sent("ok"), DeliveryResult.failed("550")):
+        assert after_attempt(result, 1, POLICY, random.Random(0)) == (result, 0.0)
+
+
+def test_a_retry_waits_its_backoff() -> None:
+    result = DeliveryResult.retry("HTTP 503")
+
+    assert after_attempt(result, 2, POLICY, random.Random(0)) == (result, 20.0)
+
+
+def test_a_retry_waits_as_long_as_the_receiver_asked_up_to_the_longest_backoff() -> None:
+    asked = DeliveryResult.retry("HTTP 429", after=120)
+    too_long = DeliveryResult.retry("HTTP 429", after=86_400)
+    shorter = DeliveryResult.retry("HTTP 429", after=1)
+
+    assert after_attempt(asked, 1, POLICY, random.Random(0))[1] == 120
+    assert after_attempt(too_long, 1, POLICY, random.Random(0))[1] == 300
+    assert after_attempt(shorter, 1, POLICY, random.Random(0))[1] == 10  # the backoff
+
+
+def test_a_retry_at_the_last_attempt_is_a_dead_letter_that_says_why() -> None:
+    result, delay = after_attempt(DeliveryResult.retry("HTTP 503"), 3, POLICY, random.Random(0))
+
+    assert (result.status, delay) == (DeliveryStatus.FAILED, 0.0)
+    assert result.detail == "gave up after 3 attempts: HTTP 503"

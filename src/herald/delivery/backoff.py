@@ -10,6 +10,8 @@ import math
 import random
 from dataclasses import dataclass
 
+from herald.delivery.provider import DeliveryResult, DeliveryStatus
+
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
@@ -95,3 +97,20 @@ def _exponential(base: float, factor: float, exponent: int) -> float:
     except OverflowError:
         return math.inf
     return value
+
+
+def after_attempt(
+    result: DeliveryResult, attempt: int, policy: RetryPolicy, rng: random.Random
+) -> tuple[DeliveryResult, float]:
+    """A provider's result after ``attempt`` attempts, as the retry policy has it: a
+    retry past the last attempt is a dead letter; a retry waits its backoff, or as long
+    as the receiver asked (up to the longest backoff: a date far ahead must not park the
+    message beyond what the policy allows). Returns the result and the delay in seconds."""
+    if result.status is not DeliveryStatus.RETRY:
+        return result, 0.0
+    if attempt >= policy.max_attempts:
+        return DeliveryResult.failed(f"gave up after {attempt} attempts: {result.detail}"), 0.0
+    delay = policy.delay(attempt, rng)
+    if result.retry_after is not None:
+        delay = max(delay, min(result.retry_after, policy.max_backoff))
+    return result, delay

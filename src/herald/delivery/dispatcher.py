@@ -16,18 +16,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from herald.delivery.backoff import RetryPolicy
+from herald.delivery.backoff import RetryPolicy, after_attempt
 from herald.delivery.provider import DeliveryResult, DeliveryStatus, Provider, SendRequest
 from herald.delivery.quiet_hours import HoldPolicy
 from herald.delivery.ratelimit import ChannelRateLimits
 from herald.domain.timeutil import to_micros
 from herald.store.database import Database
-from herald.store.outbox import FAILED, SENT, AttemptRecord
+from herald.store.outbox import AttemptRecord
 from herald.store.unit_of_work import UnitOfWork, when_unlocked
 
 log = logging.getLogger(__name__)
@@ -40,9 +41,19 @@ class _Deferred:
     reason: str
 
 
-# (claimed row, "sent" | "retry" | "failed" | "deferred", the provider's result or why the
-# send was deferred, retry delay)
-_Outcome = tuple[Any, str, DeliveryResult | _Deferred, float]
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """What became of one claimed message this round: the provider's result, or why it
+    goes back unsent; ``delay``: seconds until it is due again (a retry, a deferral)."""
+
+    row: Any
+    result: DeliveryResult | _Deferred
+    delay: float = 0.0
+
+    @property
+    def status(self) -> str:
+        """sent, retry or failed (the provider's word), or deferred."""
+        return "deferred" if isinstance(self.result, _Deferred) else self.result.status.value
 
 
 # The last tenth of a lease (6 s of the default 60) is kept for recording a round.
@@ -158,9 +169,7 @@ class Dispatcher:
         sends_end = asyncio.get_running_loop().time() + self._send_window_s
         outcomes = await self._deliver_all(claimed, sends_end, traits)
         await self._storage(self._record, outcomes)
-        counts = {"sent": 0, "retry": 0, "failed": 0, "deferred": 0}
-        for outcome in outcomes:
-            counts[outcome[1]] += 1
+        counts = Counter(outcome.status for outcome in outcomes)
         log.info(
             "delivered %d message(s): %d sent, %d to retry, %d failed, %d deferred",
             len(claimed),
@@ -215,22 +224,22 @@ class Dispatcher:
         if held is None:
             return None
         release, reason = held
-        return row, "deferred", _Deferred(reason), max(0.0, (release - now).total_seconds())
+        return _Outcome(row, _Deferred(reason), max(0.0, (release - now).total_seconds()))
 
     async def _deliver(self, row: Any, sends_end: float | None) -> _Outcome:
         """Send ``row``; a remote send (``sends_end`` set) only within the claim's lease."""
         if not self._limits.try_acquire(row.channel):
             delay = self._limits.delay_until_available(row.channel)
-            return row, "deferred", _Deferred(f"{row.channel} rate limit: deferred"), delay
+            return _Outcome(row, _Deferred(f"{row.channel} rate limit: deferred"), delay)
         provider = self._providers.get(row.channel)
         if provider is None:
-            return row, "failed", DeliveryResult.failed(f"no provider for channel {row.channel}"), 0
+            return _Outcome(row, DeliveryResult.failed(f"no provider for channel {row.channel}"))
         async with self._semaphore:
             left = None if sends_end is None else sends_end - asyncio.get_running_loop().time()
             if left is not None and left <= 0:
                 # Its turn came too late in the round (slow sends ahead of it): another
                 # round, here or in another dispatcher, sends it under a fresh lease.
-                return row, "deferred", _Deferred("its claim's lease ran out before its turn"), 0.0
+                return _Outcome(row, _Deferred("its claim's lease ran out before its turn"))
             lease = asyncio.timeout(left)  # no deadline for a local send (None)
             try:
                 async with lease:
@@ -243,48 +252,42 @@ class Dispatcher:
                 else:  # a provider bug must not stop the dispatcher
                     log.exception("provider %s raised", provider.name)
                     result = DeliveryResult.retry(f"provider error: {type(exc).__name__}: {exc}")
-        attempt = row.attempts + 1
-        if result.status is DeliveryStatus.RETRY and attempt >= self._retry.max_attempts:
-            result = DeliveryResult.failed(f"gave up after {attempt} attempts: {result.detail}")
-        delay = 0.0
-        if result.status is DeliveryStatus.RETRY:
-            delay = self._retry.delay(attempt, self._rng)
-            if result.retry_after is not None:
-                # As long as the receiver asked, within the longest backoff: a date far
-                # ahead must not park the message beyond what the policy allows.
-                delay = max(delay, min(result.retry_after, self._retry.max_backoff))
-        return row, result.status.value, result, delay
+        return _Outcome(row, *after_attempt(result, row.attempts + 1, self._retry, self._rng))
 
     def _record(self, outcomes: list[_Outcome]) -> None:
         now_us = to_micros(self._clock())
         records = []
         with UnitOfWork(self._database, wait=not self._inline_storage) as uow:
-            for row, status, result, delay in outcomes:
-                due_us = now_us + int(delay * 1_000_000)
+            for outcome in outcomes:
+                row, result = outcome.row, outcome.result
+                due_us = now_us + int(outcome.delay * 1_000_000)
                 if isinstance(result, _Deferred):
                     uow.outbox.release(
                         row.message_id, worker=self.worker_id, due_us=due_us, reason=result.reason
                     )
                     continue
+                retry = result.status is DeliveryStatus.RETRY
                 records.append(
                     AttemptRecord(
                         row.message_id,
                         row.attempts + 1,
                         now_us,
-                        status,
+                        result.status.value,
                         result.described(),
-                        due_us if status == "retry" else None,
+                        due_us if retry else None,
                     )
                 )
             uow.outbox.record_attempts(records, worker=self.worker_id)
             uow.commit()
-        for row, status, result, _delay in outcomes:
-            if not isinstance(result, _Deferred):
-                self._on_result(row.channel, result.status)
-                if status == FAILED:
-                    log.error("message %s dead-lettered: %s", row.message_id, result.detail)
-                elif status != SENT:
-                    log.info("message %s will be retried: %s", row.message_id, result.detail)
+        for outcome in outcomes:
+            row, result = outcome.row, outcome.result
+            if isinstance(result, _Deferred):
+                continue
+            self._on_result(row.channel, result.status)
+            if result.status is DeliveryStatus.FAILED:
+                log.error("message %s dead-lettered: %s", row.message_id, result.detail)
+            elif result.status is DeliveryStatus.RETRY:
+                log.info("message %s will be retried: %s", row.message_id, result.detail)
 
 
 def _request(row: Any) -> SendRequest:
