@@ -1,7 +1,7 @@
 """The database schema (SQLAlchemy Core). Times are integer microseconds since the epoch, UTC.
 
 Every query Herald makes on the hot path is by an indexed key: the event id, the user,
-the dedup key, or the outbox's (status, due time).
+the message id (the digest of its dedup key), or the outbox's (status, due time).
 """
 
 from __future__ import annotations
@@ -73,7 +73,8 @@ messages = Table(
     Column("subject", Text, nullable=False),
     Column("body", Text, nullable=False),
     Column("html", Text, nullable=True),
-    # pending -> sending -> sent | pending (retry) | failed (dead letter); held for quiet hours
+    # pending -> sending -> sent | pending (retry) | failed (dead letter). A message held
+    # for quiet hours is pending, due when they end, with its hold_reason.
     Column("status", String(16), nullable=False),
     Column("created_us", BigInteger, nullable=False),
     Column("due_us", BigInteger, nullable=False),

@@ -18,7 +18,7 @@ router = APIRouter(tags=["audit"], dependencies=[AdminOnly])
     responses={
         400: {"description": "The cursor is not one this API gave"},
         401: {"description": "HERALD_ADMIN_TOKEN is set and the bearer token is missing or wrong"},
-        404: {"description": "No events for this user"},
+        404: {"description": "Unknown user: Herald has no event or preference of theirs"},
     },
 )
 def get_audit(
@@ -32,5 +32,5 @@ def get_audit(
     except BadCursor as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
     if audit is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no events for user {user_id!r}")
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown user {user_id!r}")
     return audit
