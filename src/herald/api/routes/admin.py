@@ -8,8 +8,7 @@ from fastapi import APIRouter
 
 from herald.api.deps import AdminOnly, RuntimeDep
 from herald.api.schemas import PreferencesIn, UserIdPath
-from herald.domain.timeutil import to_micros
-from herald.store.unit_of_work import UnitOfWork
+from herald.service.preferences import set_unsubscribes
 
 router = APIRouter(tags=["admin"], dependencies=[AdminOnly])
 
@@ -65,9 +64,7 @@ def set_preferences(
     user_id: UserIdPath, body: PreferencesIn, runtime: RuntimeDep
 ) -> dict[str, Any]:
     """Replace the user's unsubscribes. Marketing rules then skip them; transactional go on."""
-    preferences = {"unsubscribed": sorted(set(body.unsubscribed))}
-    with UnitOfWork(runtime.database) as uow:
-        uow.lock([user_id])
-        uow.users.set_preferences(user_id, preferences, to_micros(runtime.clock()))
-        uow.commit()
+    preferences = set_unsubscribes(
+        runtime.database, user_id, body.unsubscribed, now=runtime.clock()
+    )
     return {"user_id": user_id, "preferences": preferences}
