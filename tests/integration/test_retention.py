@@ -22,7 +22,7 @@ from herald.domain.timeutil import to_micros
 from herald.rules.definition import RuleSet
 from herald.rules.loader import load_ruleset
 from herald.service.ingest import ingest
-from herald.service.retention import prune_history
+from herald.service.retention import PruneTotals, prune_history
 from herald.store.database import Database
 from herald.store.migrate import upgrade
 from herald.store.outbox import FAILED, SENT
@@ -152,7 +152,7 @@ def test_events_older_than_the_cutoff_are_deleted_in_batches_and_newer_ones_stay
 
     totals = prune_history(database, cutoff=CUTOFF, batch_size=2, progress=progress)
 
-    assert totals == {"events": 5, "messages": 0}
+    assert totals == PruneTotals(events=5, messages=0, redacted=0)
     assert progress.calls == [("events", 2), ("events", 4), ("events", 5)]
     # An event exactly at the cutoff is not older than it.
     assert event_ids(database) == {"evt_u_0_pay_10", "evt_u_9_pay_11"}
@@ -165,10 +165,7 @@ def test_pruning_twice_deletes_nothing_the_second_time(
     prune_history(database, cutoff=CUTOFF)
     progress = ProgressLog()
 
-    assert prune_history(database, cutoff=CUTOFF, progress=progress) == {
-        "events": 0,
-        "messages": 0,
-    }
+    assert prune_history(database, cutoff=CUTOFF, progress=progress) == PruneTotals(0, 0, 0)
     assert progress.calls == []
 
 
@@ -186,7 +183,7 @@ def test_sent_and_failed_messages_from_before_the_cutoff_go_with_their_delivery_
 
     totals = prune_history(database, cutoff=CUTOFF, batch_size=1, progress=progress)
 
-    assert totals == {"events": 4, "messages": 2}
+    assert totals == PruneTotals(events=4, messages=2, redacted=0)
     assert [call for call in progress.calls if call[0] == "messages"] == [
         ("messages", 1),
         ("messages", 2),
@@ -206,7 +203,7 @@ def test_pending_messages_are_kept_whatever_their_age(database: Database, rulese
 
     totals = prune_history(database, cutoff=RECENT)
 
-    assert totals == {"events": 1, "messages": 0}
+    assert totals == PruneTotals(events=1, messages=0, redacted=0)
     assert message_status_by_user(database) == {"u_waiting": "pending"}
 
 
@@ -362,7 +359,7 @@ def test_a_once_per_user_limit_outlives_the_pruned_history(
     totals = prune_history(
         database, cutoff=long_ago + timedelta(days=400), keep_rules={"WELCOME_EMAIL"}
     )
-    assert totals["redacted"] == 1 and totals["messages"] == 0
+    assert totals.redacted == 1 and totals.messages == 0
     with database.reader.connect() as connection:
         kept = connection.execute(select(messages)).one()
     assert kept.body == "(pruned)" and kept.recipient == "" and kept.subject == ""
@@ -433,7 +430,7 @@ def test_redaction_goes_a_batch_per_transaction_and_a_second_prune_redacts_nothi
         database, cutoff=cutoff, batch_size=1, progress=progress, keep_rules={"WELCOME_EMAIL"}
     )
 
-    assert totals["redacted"] == 3
+    assert totals.redacted == 3
     assert [c for c in progress.calls if c[0] == "redacted"] == [
         ("redacted", 1),
         ("redacted", 2),
@@ -444,7 +441,7 @@ def test_redaction_goes_a_batch_per_transaction_and_a_second_prune_redacts_nothi
     totals = prune_history(
         database, cutoff=cutoff, batch_size=1, progress=again, keep_rules={"WELCOME_EMAIL"}
     )
-    assert totals["redacted"] == 0 and again.calls == []
+    assert totals.redacted == 0 and again.calls == []
 
 
 def test_the_message_walk_follows_the_outbox_index_instead_of_sorting_every_message(
@@ -560,7 +557,7 @@ def test_a_message_is_pruned_only_with_its_event(database: Database, ruleset: Ru
 
     totals = prune_history(database, cutoff=received + timedelta(days=2))
 
-    assert totals == {"events": 0, "messages": 0}
+    assert totals == PruneTotals(events=0, messages=0, redacted=0)
     assert message_status_by_user(database) == {"u_ahead": SENT}
     again = insufficient_funds("evt_ahead_2", "u_ahead", ahead + timedelta(hours=1))
     with UnitOfWork(database) as uow:

@@ -75,6 +75,12 @@ def test_the_default_rule_file_loads_its_four_rules() -> None:
     assert ruleset.source == str(default_rules_path())
 
 
+def test_only_rules_limited_once_per_user_are_lifetime_rules() -> None:
+    ruleset = load_ruleset()
+
+    assert ruleset.lifetime_rules() == {"WELCOME_EMAIL", "BANK_LINK_NUDGE_SMS"}
+
+
 def test_a_valid_custom_file_loads_with_its_templates(tmp_path: Path) -> None:
     ruleset = load_ruleset(write_rule_file(tmp_path, GOOD_RULE))
 

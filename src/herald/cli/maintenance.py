@@ -92,7 +92,6 @@ def prune(
     Messages of rules limited once per user are redacted instead of deleted, so that
     their limit still holds after the history is gone."""
     from herald.bootstrap import utc_now
-    from herald.rules.definition import Limit
     from herald.rules.loader import RuleFileError, load_ruleset
     from herald.service.retention import count_prunable, prune_history
 
@@ -102,7 +101,7 @@ def prune(
         ruleset = load_ruleset(settings.rules)
     except RuleFileError as exc:
         fail(str(exc))
-    lifetime = {rule.id for rule in ruleset.rules if rule.limit is Limit.ONCE_PER_USER}
+    lifetime = ruleset.lifetime_rules()
     # Deleting from a schema this version does not know could delete the wrong rows.
     db = open_database(settings.database_url, schema="current")
     cutoff = utc_now() - age
@@ -110,8 +109,8 @@ def prune(
         totals = count_prunable(db, cutoff=cutoff, keep_rules=lifetime)
         db.dispose()
         console.print(
-            f"would prune {totals['events']} events and {totals['messages']} messages "
-            f"from before {cutoff:%Y-%m-%d}; would redact {totals.get('redacted', 0)} "
+            f"would prune {totals.events} events and {totals.messages} messages "
+            f"from before {cutoff:%Y-%m-%d}; would redact {totals.redacted} "
             "messages kept for their once-per-user limits (dry run: nothing changed)"
         )
         return
@@ -126,7 +125,7 @@ def prune(
     )
     db.dispose()
     console.print(
-        f"pruned {totals['events']} events and {totals['messages']} messages "
-        f"from before {cutoff:%Y-%m-%d}; redacted {totals.get('redacted', 0)} messages "
+        f"pruned {totals.events} events and {totals.messages} messages "
+        f"from before {cutoff:%Y-%m-%d}; redacted {totals.redacted} messages "
         "kept for their once-per-user limits"
     )

@@ -85,3 +85,8 @@ class RuleSet:
     def anchored_on(self, event_type: str) -> tuple[Rule, ...]:
         """Rules whose ``after`` window starts at an event of this type."""
         return self._anchored.get(event_type, ())
+
+    def lifetime_rules(self) -> frozenset[str]:
+        """Ids of the rules limited once per user: their messages hold the limit for good,
+        so retention must keep them (redacted) however old they are."""
+        return frozenset(rule.id for rule in self.rules if rule.limit is Limit.ONCE_PER_USER)

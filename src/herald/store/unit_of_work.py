@@ -15,6 +15,7 @@ from sqlalchemy.exc import OperationalError
 from herald.store.database import SQLITE_BUSY_TIMEOUT_MS, Database, set_busy_timeout
 from herald.store.events import EventRepository
 from herald.store.outbox import OutboxRepository
+from herald.store.retention import RetentionRepository
 from herald.store.users import UserRepository
 
 T = TypeVar("T")
@@ -65,6 +66,7 @@ class UnitOfWork:
     events: EventRepository
     users: UserRepository
     outbox: OutboxRepository
+    retention: RetentionRepository
 
     def __init__(self, database: Database, *, wait: bool = True) -> None:
         self._database = database
@@ -87,6 +89,7 @@ class UnitOfWork:
         self.events = EventRepository(self._connection, dialect)
         self.users = UserRepository(self._connection, dialect)
         self.outbox = OutboxRepository(self._connection, dialect)
+        self.retention = RetentionRepository(self._connection)
         return self
 
     def __exit__(
@@ -122,7 +125,7 @@ class UnitOfWork:
 
 
 class ReadOnly:
-    """A read transaction (a consistent snapshot on both backends) for the audit."""
+    """A read transaction (a consistent snapshot on both backends): the audit, retention's reads."""
 
     def __init__(self, database: Database) -> None:
         self._database = database
@@ -134,6 +137,7 @@ class ReadOnly:
         self.events = EventRepository(self.connection, dialect)
         self.users = UserRepository(self.connection, dialect)
         self.outbox = OutboxRepository(self.connection, dialect)
+        self.retention = RetentionRepository(self.connection)
         return self
 
     def __exit__(self, *exc: object) -> None:
