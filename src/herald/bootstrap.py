@@ -79,6 +79,18 @@ class Runtime:
         await asyncio.to_thread(self.checkpointer.stop)
         self.database.dispose()
 
+    async def deliver(self, stopping: asyncio.Event) -> None:
+        """Run a process that only delivers (``herald worker``): the checkpointer, and the
+        dispatcher in this task until ``stopping`` is set; then stop as ``stop`` does. The
+        writer is never started: such a process ingests nothing."""
+        if self.dispatcher is None:
+            raise RuntimeError("this runtime has no dispatcher (settings.dispatcher is off)")
+        self.checkpointer.start()  # a worker alone on SQLite must keep its log short too
+        try:
+            await self.dispatcher.run(stopping)
+        finally:
+            await self.stop()
+
     def __post_init__(self) -> None:
         self.checkpointer = Checkpointer(self.database)
 
@@ -98,7 +110,6 @@ def build_runtime(
     settings: Settings,
     *,
     clock: Callable[[], datetime] = utc_now,
-    with_dispatcher: bool | None = None,
 ) -> Runtime:
     """Everything a process needs, built from ``settings``; nothing is started yet."""
     database = Database(settings.database_url)
@@ -111,7 +122,7 @@ def build_runtime(
 
     hold = hold_policy(plan.quiet_hours)
     dispatcher = None
-    if settings.dispatcher if with_dispatcher is None else with_dispatcher:
+    if settings.dispatcher:
         dispatcher = Dispatcher(
             database,
             plan.providers,

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from typer.testing import CliRunner
 
 from herald.cli.main import app as cli
@@ -519,3 +521,33 @@ def test_the_audit_lists_a_requeued_message_s_attempts_in_the_order_they_were_ma
     assert attempts == [(1, "retry"), (2, "retry"), (3, "failed"), (1, "retry"), (2, "retry")]
     times = [a["at"] for a in shown["delivery_attempts"]]
     assert times == sorted(times)
+
+
+def test_a_runtime_that_only_delivers_stops_whole_and_never_starts_the_writer(
+    tmp_path: Path,
+) -> None:
+    from herald.bootstrap import build_runtime
+    from herald.config import Settings
+
+    runtime = build_runtime(
+        Settings(
+            database_url=f"sqlite:///{tmp_path / 'herald.db'}",
+            outbox_file=str(tmp_path / "outbox.jsonl"),
+            dispatcher=True,
+        )
+    )
+
+    async def deliver_until_stopped() -> None:
+        stopping = asyncio.Event()
+        asyncio.get_running_loop().call_later(0.05, stopping.set)
+        await runtime.deliver(stopping)
+        with pytest.raises(RuntimeError, match="not running"):
+            await runtime.writer.ingest([])
+
+    before = herald_threads()
+    asyncio.run(deliver_until_stopped())
+    assert herald_threads() == before  # the checkpointer's is gone again
+
+
+def herald_threads() -> set[threading.Thread]:
+    return {thread for thread in threading.enumerate() if thread.name.startswith("herald-")}

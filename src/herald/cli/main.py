@@ -149,9 +149,9 @@ def worker(
     # A dispatcher delivers what an API stored: a database it would have to create is
     # the wrong one.
     preflight(settings, create_database=False)
-    runtime = build_runtime(settings, with_dispatcher=True)
-    dispatcher = runtime.dispatcher
-    assert dispatcher is not None
+    runtime = build_runtime(settings)  # with a dispatcher: settings.dispatcher is on
+    assert runtime.dispatcher is not None
+    worker_id = runtime.dispatcher.worker_id
     metrics_server = _serve_metrics(settings, runtime.metrics.registry)
 
     async def run() -> None:
@@ -159,25 +159,18 @@ def worker(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stopping.set)
-        console.print(
-            f"dispatcher {dispatcher.worker_id} on {hide_password(settings.database_url)}"
-        )
-        runtime.checkpointer.start()  # a worker alone on SQLite must keep its log short too
+        console.print(f"dispatcher {worker_id} on {hide_password(settings.database_url)}")
         watch = asyncio.create_task(_stop_without_parent(parent_pid, stopping))
         try:
-            await dispatcher.run(stopping)
+            await runtime.deliver(stopping)
         finally:
             watch.cancel()
-            for provider in runtime.delivery.providers.values():
-                await provider.aclose()
-            await asyncio.to_thread(runtime.checkpointer.stop)
 
     try:
         asyncio.run(run())
     finally:
         if metrics_server is not None:
             metrics_server.shutdown()
-        runtime.database.dispose()
 
 
 def _exit_on_signal(signum: int, _frame: object) -> None:
