@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import socket
 import time
@@ -28,8 +27,6 @@ from herald.store.checkpoints import Checkpointer
 from herald.store.database import Database
 from herald.store.migrate import ensure_current
 from herald.store.unit_of_work import ReadOnly
-
-log = logging.getLogger("herald")
 
 
 def utc_now() -> datetime:

@@ -25,7 +25,7 @@ from herald.service.ingest import ingest
 from herald.service.retention import PruneTotals, prune_history
 from herald.store.database import Database
 from herald.store.migrate import upgrade
-from herald.store.outbox import FAILED, SENT
+from herald.store.outbox import FAILED, SENT, AttemptRecord
 from herald.store.tables import delivery_attempts, events, messages, users
 from herald.store.unit_of_work import UnitOfWork
 
@@ -78,16 +78,15 @@ def deliver(database: Database, *, at: datetime, outcome_by_user: dict[str, str]
         assert {row.user_id for row in claimed} == set(outcome_by_user)
         for row in claimed:
             outcome = outcome_by_user[row.user_id]
-            recorded = uow.outbox.record_attempt(
+            attempt = AttemptRecord(
                 row.message_id,
-                worker="test",
                 attempt=1,
                 at_us=at_us,
                 outcome=outcome,
                 detail=f"test: {outcome}",
                 next_due_us=to_micros(FAR_FUTURE),
             )
-            assert recorded
+            assert uow.outbox.record_attempts([attempt], worker="test") == 1
         uow.commit()
 
 

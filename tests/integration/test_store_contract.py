@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from herald.domain.model import UserProfile, message_id_for
 from herald.domain.timeutil import from_micros, to_micros
 from herald.store.database import Database
-from herald.store.outbox import FAILED, PENDING, SENDING, SENT
+from herald.store.outbox import FAILED, PENDING, SENDING, SENT, AttemptRecord
 from herald.store.unit_of_work import ReadOnly, UnitOfWork
 
 DAY = datetime(2025, 11, 3, tzinfo=UTC)
@@ -108,17 +108,17 @@ def claim(database: Database, worker: str, *, now_us: int = T0, limit: int = 100
 
 def record(database: Database, message_id: str, worker: str, outcome: str, **extra: Any) -> bool:
     with UnitOfWork(database) as uow:
-        recorded = uow.outbox.record_attempt(
+        attempt = AttemptRecord(
             message_id,
-            worker=worker,
             attempt=extra.pop("attempt", 1),
             at_us=extra.pop("at_us", T0 + SECOND),
             outcome=outcome,
             detail=extra.pop("detail", "provider said so"),
             **extra,
         )
+        recorded = uow.outbox.record_attempts([attempt], worker=worker)
         uow.commit()
-    return recorded
+    return recorded == 1
 
 
 def stored_message(database: Database, message_id: str) -> Any:

@@ -128,15 +128,6 @@ def test_quiet_hours_are_wall_clock_times_without_a_zone() -> None:
         QuietHours(start=time(21, 0, tzinfo=UTC), end=time(8, 0))
 
 
-def test_quiet_hours_can_be_read_from_text() -> None:
-    assert QuietHours.parse("21:00-08:00") == NIGHT
-    assert QuietHours.parse(" 13:00 - 14:00 ") == LUNCH
-    with pytest.raises(ValueError):
-        QuietHours.parse("21:00")
-    with pytest.raises(ValueError):
-        QuietHours.parse("9pm-8am")
-
-
 ZONES = [
     "UTC",
     "Europe/Lisbon",

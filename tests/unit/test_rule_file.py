@@ -85,7 +85,10 @@ def test_a_valid_custom_file_loads_with_its_templates(tmp_path: Path) -> None:
     ruleset = load_ruleset(write_rule_file(tmp_path, GOOD_RULE))
 
     assert [rule.id for rule in ruleset.rules] == ["GOOD"]
-    assert ruleset.templates.names == ("hello",)
+    [rule] = ruleset.rules
+    assert rule.template == "hello"
+    rendered = ruleset.templates.render("hello", {"user": {"first_name": "Ana", "email": "a@x.io"}})
+    assert (rendered.subject, rendered.body) == ("Hello Ana", "Welcome, a@x.io.")
 
 
 BROKEN_RULES = {

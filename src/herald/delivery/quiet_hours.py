@@ -39,14 +39,6 @@ class QuietHours:
         if self.start.tzinfo is not None or self.end.tzinfo is not None:
             raise ValueError("quiet hours are wall-clock times: start and end must be naive")
 
-    @classmethod
-    def parse(cls, text: str) -> QuietHours:
-        """Read ``"HH:MM-HH:MM"`` (seconds allowed), e.g. ``"21:00-08:00"``."""
-        start, sep, end = text.partition("-")
-        if not sep:
-            raise ValueError(f"quiet hours must look like '21:00-08:00', got {text!r}")
-        return cls(time.fromisoformat(start.strip()), time.fromisoformat(end.strip()))
-
     def release_time(self, now_utc: datetime, timezone: str | None) -> datetime | None:
         """When a message held back at ``now_utc`` may go out, or None if it may go now.
 

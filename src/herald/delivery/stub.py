@@ -9,7 +9,7 @@ from typing import BinaryIO
 
 import orjson
 
-from herald.delivery.provider import DeliveryResult, SendRequest
+from herald.delivery.provider import DeliveryResult, Provider, SendRequest
 from herald.observability.masking import mask_recipient
 
 log = logging.getLogger("herald.delivery")
@@ -91,22 +91,22 @@ class FanOutProvider:
     """Sends through each provider in turn; the first one is the one that must succeed
     (e.g. the log), the others are best effort with their outcome in the detail."""
 
-    def __init__(self, name: str, primary: object, *others: object) -> None:
+    def __init__(self, name: str, primary: Provider, *others: Provider) -> None:
         self.name = name
         self._primary = primary
         self._others = others
-        self.local = all(getattr(p, "local", False) for p in (primary, *others))
+        self.local = all(p.local for p in (primary, *others))
 
     async def send(self, request: SendRequest) -> DeliveryResult:
-        result: DeliveryResult = await self._primary.send(request)  # type: ignore[attr-defined]
+        result = await self._primary.send(request)
         notes = [result.detail]
         for other in self._others:
-            extra: DeliveryResult = await other.send(request)  # type: ignore[attr-defined]
-            notes.append(f"{other.name}: {extra.status.value} {extra.detail}".strip())  # type: ignore[attr-defined]
+            extra = await other.send(request)
+            notes.append(f"{other.name}: {extra.status.value} {extra.detail}".strip())
         return DeliveryResult(
             result.status, "; ".join(n for n in notes if n), result.provider_reference
         )
 
     async def aclose(self) -> None:
         for provider in (self._primary, *self._others):
-            await provider.aclose()  # type: ignore[attr-defined]
+            await provider.aclose()

@@ -84,7 +84,7 @@ class TemplateSet:
                     compiled[part] = env.from_string(source)
                 except TemplateError as exc:
                     raise TemplateProblem(f"template {name}/{part}: {exc}") from None
-                self._compiled[name] = compiled
+            self._compiled[name] = compiled
             self._combined[name] = _combine(name, parts, text_env)
 
     @classmethod
@@ -100,10 +100,6 @@ class TemplateSet:
                 if (folder / part).is_file()
             }
         return cls(sources)
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return tuple(self._compiled)
 
     def render(self, name: str, context: Mapping[str, Any]) -> Rendered:
         """Render all parts; ``TemplateProblem`` when the data makes a part fail (e.g. a

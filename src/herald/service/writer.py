@@ -170,6 +170,8 @@ class InlineGroupCommitWriter(GroupCommitWriter):
         self._running = True
 
     def stop(self, timeout: float = 30.0) -> None:
+        """Refuse new requests. ``timeout`` is unused: there is no thread to wait for, and
+        a batch being written finishes on the loop."""
         self._running = False
 
     async def ingest(self, events: Sequence[Event]) -> list[IngestResult]:

@@ -10,6 +10,7 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 
 from herald.observability.masking import hide_url_passwords
+from herald.store.sql import json_text
 
 _WAL_KEEP_BYTES = 1024 * 1024 * 1024
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -18,10 +19,6 @@ _BUSY_TIMEOUT = "busy_timeout_ms"  # key in a pooled connection's info
 
 class DatabaseUrlError(ValueError):
     pass
-
-
-def _json_dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
 
 
 def hide_password(raw: str) -> str:
@@ -85,7 +82,7 @@ class Database:
                 pool_size=pool_size,
                 max_overflow=pool_size,
                 pool_pre_ping=True,
-                json_serializer=_json_dumps,
+                json_serializer=json_text,
                 json_deserializer=orjson.loads,
             )
             self.writer = self.reader = engine
@@ -99,7 +96,7 @@ class Database:
             self.url,
             pool_size=8,
             max_overflow=8,
-            json_serializer=_json_dumps,
+            json_serializer=json_text,
             json_deserializer=orjson.loads,
             connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
         )

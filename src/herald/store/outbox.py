@@ -112,23 +112,6 @@ class OutboxRepository:
             )
         )
 
-    def record_attempt(
-        self,
-        message_id: str,
-        *,
-        worker: str,
-        attempt: int,
-        at_us: int,
-        outcome: str,
-        detail: str,
-        next_due_us: int | None = None,
-    ) -> bool:
-        """Record one delivery attempt and move the message on: ``sent``, ``failed``
-        (dead letter) or back to ``pending`` due at ``next_due_us``. Only the worker that
-        holds the claim can record; returns False when the claim was lost."""
-        record = AttemptRecord(message_id, attempt, at_us, outcome, detail, next_due_us)
-        return self.record_attempts([record], worker=worker) == 1
-
     def record_attempts(self, records: Sequence[AttemptRecord], *, worker: str) -> int:
         """Record finished attempts and move each message on: ``sent``, ``failed`` (dead
         letter) or back to ``pending`` due at ``next_due_us``. Three statements for any

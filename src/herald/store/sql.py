@@ -27,6 +27,7 @@ def marks(dialect: str, count: int) -> str:
 
 
 def json_text(value: Any) -> str:
+    """``value`` as JSON text, as every JSON column stores it (also SQLAlchemy's serialiser)."""
     return orjson.dumps(value).decode()
 
 
