@@ -214,6 +214,19 @@ def test_a_bank_link_within_24_hours_after_signup_sends_one_nudge_sms(
     assert nudges[0].dedup_key == f"BANK_LINK_NUDGE_SMS:{USER}"
 
 
+@pytest.mark.parametrize(("phone", "shown"), [("+351912345678", "***78"), ("123", "***23")])
+def test_a_decision_shows_a_hint_of_the_phone_number_never_the_number(
+    phone: str, shown: str, ruleset: RuleSet
+) -> None:
+    traits = {**TRAITS, "phone": phone}
+    signup = event("signup_completed", SIGNUP_AT, traits=traits)
+    link = event("link_bank_success", signup.timestamp + timedelta(hours=1), traits=traits)
+
+    [nudge] = sent(replay([signup, link], ruleset), "BANK_LINK_NUDGE_SMS")
+
+    assert nudge.reason.endswith(f"; sms to {shown}")
+
+
 @ARRIVAL_ORDERS
 @pytest.mark.parametrize(
     "gap",

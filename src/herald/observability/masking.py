@@ -5,21 +5,16 @@ from __future__ import annotations
 
 import re
 
+from herald.domain.recipients import mask_recipient
+
+__all__ = ["hide_url_passwords", "mask_recipient", "mask_text"]
+
 _EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
 # A phone number in E.164 form, or a run of 9+ digits; dates and times don't match.
 _PHONE = re.compile(r"(?<![\w+])(?:\+\d{6,14}|\d{7,13})(\d{2})(?!\w)")
 # `scheme://user:password@host`, up to the last "@" before the path: a password typed
 # with an unescaped "@" is hidden whole, and a port (`host:8080/`) is not a password.
 _URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^/@:\s]*:)[^/\s]*@")
-
-
-def mask_recipient(value: str) -> str:
-    if value == "internal":
-        return value
-    if "@" in value:
-        local, _, domain = value.partition("@")
-        return f"{local[:1]}***@{domain}"
-    return f"***{value[-2:]}" if len(value) > 2 else "***"
 
 
 def hide_url_passwords(text: str) -> str:

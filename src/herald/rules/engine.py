@@ -22,11 +22,11 @@ from herald.domain.model import (
     UserProfile,
     message_id_for,
 )
+from herald.domain.recipients import INTERNAL_RECIPIENT, mask_recipient
 from herald.domain.timeutil import from_micros, iso, to_micros, utc_day
 from herald.rules.definition import Category, Limit, Rule, RuleSet
 
 RECIPIENT_TRAIT = {"email": "email", "sms": "phone"}
-INTERNAL_RECIPIENT = "internal"
 
 
 # An event decides at most this many earlier triggers of one rule (e.g. bank links that
@@ -272,16 +272,6 @@ def _recipient(rule: Rule, view: Mapping[str, object]) -> tuple[str | None, str]
     return value, ""
 
 
-def _mask(recipient: str) -> str:
-    """Decisions are shown to operators; a hint of the address is enough."""
-    if recipient == INTERNAL_RECIPIENT:
-        return recipient
-    if "@" in recipient:
-        local, _, domain = recipient.partition("@")
-        return f"{local[:1]}***@{domain}"
-    return f"***{recipient[-4:]}"
-
-
 def _span(rule: Rule) -> str:
     assert rule.after is not None
     return rule.after.span
@@ -294,4 +284,5 @@ def _skip(rule: Rule, reason: str) -> Decision:
 def _delivery_note(channel: str, recipient: str) -> str:
     if channel == "internal":
         return "; internal alert (log)"
-    return f"; {channel} to {_mask(recipient)}"
+    # Decisions are shown to operators; a hint of the address is enough.
+    return f"; {channel} to {mask_recipient(recipient)}"
