@@ -563,3 +563,23 @@ def test_a_message_is_pruned_only_with_its_event(database: Database, ruleset: Ru
         [result] = ingest(uow, [again], ruleset, now=received + timedelta(days=3))
         uow.commit()
     assert result.decisions[0].outcome.value == "suppressed"
+
+
+def test_a_later_prune_with_an_older_cutoff_does_not_move_the_pruned_history_back(
+    database: Database, ruleset: RuleSet
+) -> None:
+    """The first prune deleted June's emails; a second, keeping more (400 days), deletes a
+    late event from January, and must not reopen February to June for new decisions."""
+    june = datetime(2024, 6, 10, 9, 0, tzinfo=UTC)
+    store(database, ruleset, [insufficient_funds("evt_june", "u_back", june)], now=june)
+    deliver(database, at=june, outcome_by_user={"u_back": SENT})
+    prune_history(database, cutoff=datetime(2024, 7, 1, tzinfo=UTC))
+    late = insufficient_funds("evt_january", "u_back", datetime(2024, 1, 5, tzinfo=UTC))
+    store(database, ruleset, [late], now=datetime(2024, 7, 2, tzinfo=UTC))  # skipped, kept
+
+    prune_history(database, cutoff=datetime(2024, 2, 1, tzinfo=UTC))
+
+    assert event_ids(database) == set()
+    assert pruned_before(database, ["u_back"]) == {
+        "u_back": to_micros(datetime(2024, 7, 1, tzinfo=UTC))
+    }

@@ -13,6 +13,7 @@ from sqlalchemy import (
     delete,
     exists,
     func,
+    or_,
     select,
     tuple_,
     update,
@@ -50,7 +51,12 @@ class RetentionRepository:
         """Record that the users' history before ``before_us`` is gone (the rules skip
         their events dated before it, and the audit says so)."""
         self._conn.execute(
-            update(users).where(users.c.user_id.in_(user_ids)).values(pruned_before_us=before_us)
+            update(users)
+            .where(users.c.user_id.in_(user_ids))
+            # Never back: a later prune with an older cutoff (a late event it deletes)
+            # must not reopen days whose messages an earlier one deleted.
+            .where(or_(users.c.pruned_before_us.is_(None), users.c.pruned_before_us < before_us))
+            .values(pruned_before_us=before_us)
         )
 
     def finished_page(
