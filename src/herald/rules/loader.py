@@ -19,15 +19,14 @@ from typing import Any, TypeVar
 import orjson
 import yaml
 
-from herald.domain.properties import PROPERTY_TYPES, PropertySpec
 from herald.rules.conditions import Condition, ConditionError
+from herald.rules.declarations import NAME, read_event_types, read_traits
 from herald.rules.definition import CHANNELS, After, Category, EventType, Limit, Rule, RuleSet
 from herald.rules.samples import sample_context
 from herald.rules.templates import TemplateProblem, TemplateSet
 
 T = TypeVar("T")  # what a caller's ``read_settings`` makes of the rule file
 
-_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
 _LONGEST_WINDOW_S = 3650 * 86_400  # ten years; event times are bounded to suit (timeutil)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -121,7 +120,7 @@ def _parse(
     except TypeError as exc:  # the versions are digests of the content
         raise RuleFileError(source, [f"holds a value that cannot be hashed: {exc}"]) from None
     problems = [_unknown_section(key) for key in data if not _is_section(key)]
-    event_types = _event_types(data.get("events"), problems)
+    event_types = read_event_types(data.get("events"), problems)
     rules = _rules(data.get("rules"), event_types, problems)
     templates = _templates(data, rules, template_dir, event_types, problems)
     settings = read_settings(data, problems)
@@ -129,63 +128,6 @@ def _parse(
         raise RuleFileError(source, problems)
     version = _digest(data)[:12]
     return RuleSet(version, source, event_types, tuple(rules), templates), settings
-
-
-def _event_types(raw: Any, problems: list[str]) -> dict[str, EventType]:
-    if not isinstance(raw, dict) or not raw:
-        problems.append("`events` must map each event type to its definition")
-        return {}
-    types = {}
-    for name, spec in raw.items():
-        if not isinstance(name, str) or not _NAME.fullmatch(name):
-            problems.append(f"event type {name!r}: use 1-64 letters, digits and underscores")
-            continue
-        spec = {} if spec is None else spec
-        if not isinstance(spec, dict) or not isinstance(spec.get("properties") or {}, dict):
-            problems.append(
-                f"event {name}: must be a mapping with an optional `description` and "
-                "`properties` mapping each property to its type"
-            )
-            continue
-        props = {}
-        for prop, pspec in (spec.get("properties") or {}).items():
-            problem = _property_problem(prop, pspec)
-            if problem:
-                problems.append(f"event {name}: property {prop}: {problem}")
-                continue
-            pspec = pspec if isinstance(pspec, dict) else {"type": pspec}
-            enum = pspec.get("enum")
-            props[prop] = PropertySpec(
-                prop,
-                pspec["type"],
-                bool(pspec.get("required", False)),
-                pspec.get("minimum"),
-                pspec.get("maximum"),
-                tuple(enum) if enum else None,
-            )
-        types[name] = EventType(name, props, str(spec.get("description", "")))
-    return types
-
-
-def _property_problem(name: Any, spec: Any) -> str | None:
-    """What is wrong with one property's declaration, if anything."""
-    if not isinstance(name, str):
-        return "the name must be a string"
-    spec = spec if isinstance(spec, dict) else {"type": spec}
-    kind = spec.get("type")
-    if not isinstance(kind, str) or kind not in PROPERTY_TYPES:
-        return f"type must be one of {list(PROPERTY_TYPES)}"
-    for bound in ("minimum", "maximum"):
-        value = spec.get(bound)
-        if value is None:
-            continue
-        if kind not in ("number", "integer"):
-            return f"`{bound}` applies to numbers, not to {kind}"
-        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
-            return f"`{bound}` must be a number, got {value!r}"
-    if spec.get("enum") is not None and not isinstance(spec["enum"], list):
-        return "`enum` must be a list of the allowed values"
-    return None
 
 
 def _rules(raw: Any, event_types: dict[str, EventType], problems: list[str]) -> list[Rule]:
@@ -204,7 +146,7 @@ def _rules(raw: Any, event_types: dict[str, EventType], problems: list[str]) -> 
         def bad(msg: str, rule_id: str = rule_id) -> None:
             problems.append(f"rule {rule_id}: {msg}")
 
-        if not _NAME.fullmatch(rule_id):
+        if not NAME.fullmatch(rule_id):
             bad("the id must be 1-64 letters, digits and underscores (it is part of dedup keys)")
         if rule_id in seen:
             bad("duplicate id")
@@ -302,7 +244,7 @@ def _templates(
         else:
             loadable.append(name)
     templates = TemplateSet.from_directory(directory, loadable)
-    traits = _traits(data.get("traits"), problems)
+    traits = read_traits(data.get("traits"), problems)
     for rule in rules:
         if rule.template and rule.template in loadable:
             try:
@@ -310,22 +252,6 @@ def _templates(
             except TemplateProblem as exc:
                 problems.append(f"rule {rule.id}: {exc}")
     return templates
-
-
-def _traits(raw: Any, problems: list[str]) -> dict[str, str]:
-    """The declared traits (name -> type) templates may read."""
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        problems.append("`traits` must map each trait to its type")
-        return {}
-    traits = {}
-    for name, kind in raw.items():
-        if not isinstance(name, str) or not isinstance(kind, str) or kind not in PROPERTY_TYPES:
-            problems.append(f"trait {name!r}: type must be one of {list(PROPERTY_TYPES)}")
-            continue
-        traits[name] = kind
-    return traits
 
 
 def _is_folder_name(value: Any) -> bool:
