@@ -103,7 +103,7 @@ class Dispatcher:
         dead letter, a backlog) goes back unsent until they end."""
         self._database = database
         self._providers = dict(providers)
-        self._local = {name: getattr(p, "local", False) for name, p in self._providers.items()}
+        self._local = {name: provider.local for name, provider in self._providers.items()}
         self.worker_id = worker_id
         self._clock = clock
         self._retry = retry or RetryPolicy()
