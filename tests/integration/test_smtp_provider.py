@@ -186,6 +186,20 @@ def test_a_recipient_with_a_line_break_fails_without_sending(sink: SmtpSink) -> 
     assert sink.messages == []
 
 
+def test_a_recipient_that_is_not_one_plain_address_fails_without_sending(sink: SmtpSink) -> None:
+    # The envelope would go to ada alone while the To header named eve too. The engine
+    # no longer decides such a message; one already in the outbox is refused here.
+    request = replace(REQUEST, recipient="ada@example.com, eve@evil.test")
+
+    result = send_once(sink.port, request=request)
+
+    assert result.status is DeliveryStatus.FAILED
+    assert result.detail == (
+        "cannot build email: the recipient is not one plain address (has a comma: one address only)"
+    )
+    assert sink.messages == []
+
+
 def test_credentials_are_used_to_log_in() -> None:
     with SmtpSink(credentials=("herald", "s3cret")) as sink:
         result = send_once(sink.port, username="herald", password="s3cret")

@@ -19,6 +19,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 
 from herald.delivery.provider import DeliveryResult, SendRequest
+from herald.domain.recipients import email_problem
 
 
 class SmtpProvider:
@@ -174,8 +175,13 @@ def build_message(
 ) -> EmailMessage:
     """The email for ``request``: text body, plus an HTML alternative when ``request.html``.
 
-    Raises ``ValueError`` for headers the email package cannot encode.
+    Raises ``ValueError`` for headers the email package cannot encode, and for a
+    recipient that is not one plain address (the envelope and the ``To`` header would
+    each read it their own way).
     """
+    problem = email_problem(request.recipient)
+    if problem is not None:
+        raise ValueError(f"the recipient is not one plain address ({problem})")
     message = EmailMessage()
     message["From"] = sender
     message["To"] = request.recipient

@@ -1,5 +1,10 @@
-"""Recipients as operators see them, in decisions and in logs: a hint, never the whole
-address or number."""
+"""Recipients: what a recipient trait must look like to be sent to (one plain email
+address, or one phone number), and how operators see one, in decisions and logs (a
+hint, never the whole address or number).
+
+Deliberately simpler than RFC 5322: a trait is the client's value, and an address with a
+display name, a comment or a second address in it would be read one way by the mail
+server (the envelope) and another by the reader (the ``To`` header)."""
 
 from __future__ import annotations
 
@@ -18,3 +23,56 @@ def mask_recipient(value: str) -> str:
         local, _, domain = value.partition("@")
         return f"{local[:1]}***@{domain}"
     return f"***{value[-_SHOWN_DIGITS:]}" if len(value) > _SHOWN_DIGITS else "***"
+
+
+# Quoting, comments and routes (RFC 5322) that no plain address needs.
+_EMAIL_SPECIALS = ';:"()[]\\'
+_PHONE_SEPARATORS = " ().-"
+_DIGITS = "0123456789"
+# E.164 numbers have at most 15 digits; short codes have a few.
+PHONE_DIGITS = (3, 15)
+
+
+def email_problem(value: str) -> str | None:
+    """Why ``value`` is not one plain address (``local@domain``: no display name, no
+    comma, no whitespace, one ``@``), or None when it is."""
+    if "," in value:
+        return "has a comma: one address only"
+    if "<" in value or ">" in value:
+        return "has a display name or angle brackets"
+    for char in value:
+        if char.isspace():
+            return "has whitespace"
+        if not char.isprintable():
+            return "has a control character"
+        if char in _EMAIL_SPECIALS:
+            return f"has a `{char}`"
+    local, at, domain = value.partition("@")
+    if not at:
+        return "has no @"
+    if "@" in domain:
+        return "has more than one @"
+    if not local:
+        return "has nothing before the @"
+    if not domain:
+        return "has nothing after the @"
+    return None
+
+
+def phone_problem(value: str) -> str | None:
+    """Why ``value`` is not one phone number (digits, an optional leading ``+``, and
+    spaces, dots, dashes or parentheses between them), or None when it is."""
+    if value != value.strip():
+        return "starts or ends with whitespace"
+    for char in value:
+        if not char.isprintable():
+            return "has a control character"
+        if char not in _DIGITS and char not in _PHONE_SEPARATORS and char != "+":
+            return f"has a `{char}`"
+    if "+" in value[1:]:
+        return "has a + that does not start it"
+    digits = sum(char in _DIGITS for char in value)
+    fewest, most = PHONE_DIGITS
+    if not fewest <= digits <= most:
+        return f"has {digits} digits, not {fewest} to {most}"
+    return None

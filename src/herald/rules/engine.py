@@ -22,11 +22,21 @@ from herald.domain.model import (
     UserProfile,
     message_id_for,
 )
-from herald.domain.recipients import INTERNAL_RECIPIENT, mask_recipient
+from herald.domain.recipients import (
+    INTERNAL_RECIPIENT,
+    email_problem,
+    mask_recipient,
+    phone_problem,
+)
 from herald.domain.timeutil import from_micros, iso, to_micros, utc_day
 from herald.rules.definition import Category, Limit, Rule, RuleSet
 
 RECIPIENT_TRAIT = {"email": "email", "sms": "phone"}
+# What a recipient of each channel must be, and an example of one for the reason.
+_RECIPIENT_SHAPE = {
+    "email": (email_problem, "one plain address like maria@example.com"),
+    "sms": (phone_problem, "one phone number like +351 912 345 678"),
+}
 
 
 # An event decides at most this many earlier triggers of one rule (e.g. bank links that
@@ -269,6 +279,12 @@ def _recipient(rule: Rule, view: Mapping[str, object]) -> tuple[str | None, str]
         return None, f"no recipient: user has no {trait} for channel {rule.channel}"
     if len(value) > MAX_RECIPIENT:
         return None, f"no recipient: the {trait} is longer than {MAX_RECIPIENT} characters"
+    # Decided here, not at send time: the envelope and the headers would each read a
+    # value like "ada@example.com, eve@evil.test" their own way.
+    problem_of, shape = _RECIPIENT_SHAPE[rule.channel]
+    problem = problem_of(value)
+    if problem is not None:
+        return None, f"no recipient: the {trait} is not {shape} ({problem})"
     return value, ""
 
 
