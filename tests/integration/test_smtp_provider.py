@@ -2,18 +2,22 @@
 
 import asyncio
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
 from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 
 from herald.delivery.provider import DeliveryResult, DeliveryStatus, SendRequest
+from herald.delivery.setup import build_delivery
 from herald.delivery.smtp import SmtpProvider
 from tests.support.ports import refused_port
 from tests.support.smtp_sink import SmtpSink
+from tests.support.tls import Certificate, self_signed_certificate
 
 SENDER = "Herald <noreply@herald.test>"
 
@@ -227,7 +231,7 @@ def test_sending_without_logging_in_to_a_server_that_requires_it_fails() -> None
 
 
 def test_starttls_against_a_server_without_it_fails_for_good(sink: SmtpSink) -> None:
-    result = send_once(sink.port, starttls=True)
+    result = send_once(sink.port, tls="starttls")
 
     assert result.status is DeliveryStatus.FAILED
     assert "STARTTLS" in result.detail
@@ -271,3 +275,125 @@ def test_a_send_cut_off_by_its_caller_ends_its_connection(sink: SmtpSink) -> Non
     time.sleep(1.0)  # past the server's delay: anything still sending would have sent
 
     assert sink.messages == []
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> Certificate:
+    return self_signed_certificate(tmp_path_factory.mktemp("tls"))
+
+
+def trusting(certificate: Certificate) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=certificate.cert_file)
+
+
+@pytest.fixture
+def smtps_sink(certificate: Certificate) -> Iterator[SmtpSink]:
+    with SmtpSink(tls="implicit", tls_context=certificate.server_context()) as running:
+        yield running
+
+
+def test_implicit_tls_speaks_tls_from_the_first_byte(
+    smtps_sink: SmtpSink, certificate: Certificate
+) -> None:
+    result = send_once(smtps_sink.port, tls="implicit", tls_context=trusting(certificate))
+
+    assert result.status is DeliveryStatus.SENT
+    [received] = smtps_sink.messages
+    assert received.tls and received.rcpt_tos == ["ada@example.com"]
+
+
+def test_implicit_tls_logs_in_inside_the_tls_connection(certificate: Certificate) -> None:
+    context = certificate.server_context()
+    with SmtpSink(credentials=("herald", "s3cret"), tls="implicit", tls_context=context) as sink:
+        result = send_once(
+            sink.port,
+            tls="implicit",
+            tls_context=trusting(certificate),
+            username="herald",
+            password="s3cret",
+        )
+
+        assert result.status is DeliveryStatus.SENT
+        assert sink.logins == ["herald"] and sink.messages[0].tls
+
+
+def test_starttls_upgrades_before_sending(certificate: Certificate) -> None:
+    with SmtpSink(tls="starttls", tls_context=certificate.server_context()) as sink:
+        result = send_once(sink.port, tls="starttls", tls_context=trusting(certificate))
+
+        assert result.status is DeliveryStatus.SENT
+        assert sink.messages[0].tls
+
+
+def test_implicit_tls_with_an_untrusted_certificate_sends_nothing(smtps_sink: SmtpSink) -> None:
+    result = send_once(smtps_sink.port, tls="implicit")  # the system's trust store
+
+    assert result.status is DeliveryStatus.RETRY
+    assert "CERTIFICATE_VERIFY_FAILED" in result.detail
+    assert smtps_sink.messages == []
+
+
+def test_plain_smtp_against_an_implicit_tls_port_times_out(smtps_sink: SmtpSink) -> None:
+    # What `tls: implicit` is for: the server waits for a TLS hello, the client for a greeting.
+    result = send_once(smtps_sink.port, timeout=0.3)
+
+    assert result.status is DeliveryStatus.RETRY
+    assert result.detail.startswith("timeout after 0.3 s")
+
+
+def cut_off_after(seconds: float, port: int, **options: object) -> float:
+    """Send with ``options``, cut the send off after ``seconds``; how long it all took,
+    until the sending thread ended too."""
+
+    async def cut_off() -> None:
+        provider = SmtpProvider(
+            name="mail",
+            host="127.0.0.1",
+            port=port,
+            sender=SENDER,
+            **options,  # type: ignore[arg-type]
+        )
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await provider.send(REQUEST)
+
+    started = time.monotonic()
+    asyncio.run(cut_off())  # waits for the sending thread to end
+    return time.monotonic() - started
+
+
+def test_an_implicit_tls_send_cut_off_by_its_caller_ends_its_connection(
+    smtps_sink: SmtpSink, certificate: Certificate
+) -> None:
+    smtps_sink.rcpt_delay = 1.0
+
+    cut_off_after(0.3, smtps_sink.port, tls="implicit", tls_context=trusting(certificate))
+    time.sleep(1.0)  # past the server's delay: anything still sending would have sent
+
+    assert smtps_sink.messages == []
+
+
+def test_a_tls_handshake_cut_off_by_its_caller_ends_at_once(certificate: Certificate) -> None:
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()  # accepts the connection, never answers the TLS hello
+        port = silent.getsockname()[1]
+
+        took = cut_off_after(
+            0.3, port, tls="implicit", tls_context=trusting(certificate), timeout=10
+        )
+
+    assert took < 2.0  # not the 10 s socket timeout
+
+
+def test_a_provider_from_the_rule_file_trusts_its_ca_file(
+    smtps_sink: SmtpSink, certificate: Certificate, tmp_path: Path
+) -> None:
+    spec = {"type": "smtp", "host": "127.0.0.1", "port": smtps_sink.port, "sender": SENDER}
+    spec.update(tls="implicit", ca_file=str(certificate.cert_file))
+    plan = build_delivery({"providers": {"email": spec}}, outbox=tmp_path / "o.jsonl", env={})
+
+    result = asyncio.run(plan.providers["email"].send(REQUEST))
+
+    assert result.status is DeliveryStatus.SENT
+    assert smtps_sink.messages[0].tls

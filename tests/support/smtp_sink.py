@@ -10,8 +10,12 @@ Usage::
     sink.data_reply = "550 5.7.1 rejected"    # answer DATA with this
     sink.rcpt_delay = 2.0                      # wait this long before answering RCPT TO
 
-With ``credentials=("user", "secret")`` the sink offers AUTH without TLS and
+With ``credentials=("user", "secret")`` the sink offers AUTH (with or without TLS) and
 refuses mail from clients that have not logged in with exactly those.
+
+With ``tls="starttls"`` it offers STARTTLS, with ``tls="implicit"`` it speaks TLS from the
+first byte (SMTPS, as on port 465), both with ``tls_context`` (see ``tests.support.tls``);
+each ``ReceivedEmail`` says whether it came over TLS.
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ import threading
 from dataclasses import dataclass
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from ssl import SSLContext
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
@@ -35,6 +40,7 @@ class ReceivedEmail:
     mail_from: str
     rcpt_tos: list[str]
     content: bytes
+    tls: bool = False
 
     @property
     def message(self) -> EmailMessage:
@@ -48,11 +54,21 @@ class SmtpSink:
 
     host = "127.0.0.1"
 
-    def __init__(self, *, credentials: tuple[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        credentials: tuple[str, str] | None = None,
+        tls: Literal["starttls", "implicit"] | None = None,
+        tls_context: SSLContext | None = None,
+    ) -> None:
+        if (tls is None) != (tls_context is None):
+            raise ValueError("tls and tls_context go together")
         self.rcpt_reply: str | None = None
         self.data_reply: str | None = None
         self.rcpt_delay = 0.0
         self.credentials = credentials
+        self.tls = tls
+        self.tls_context = tls_context
         self._messages: list[ReceivedEmail] = []
         self._logins: list[str] = []
         self._lock = threading.Lock()
@@ -77,19 +93,21 @@ class SmtpSink:
             return list(self._logins)
 
     def start(self) -> SmtpSink:
-        auth: dict[str, Any] = {}
+        options: dict[str, Any] = {}
         if self.credentials is not None:
-            auth = {
-                "authenticator": self._authenticate,
-                "auth_require_tls": False,
-            }
+            # aiosmtpd does not count implicit TLS as TLS, so it cannot insist on it.
+            options.update(authenticator=self._authenticate, auth_require_tls=False)
+        if self.tls == "starttls":
+            options.update(tls_context=self.tls_context)
+        elif self.tls == "implicit":
+            options.update(ssl_context=self.tls_context)
         self._controller = _EphemeralPortController(
             _Handler(self),
             hostname=self.host,
             port=0,
             # Naming the server avoids aiosmtpd's socket.getfqdn(), a DNS lookup.
             server_hostname="sink.herald.test",
-            **auth,
+            **options,
         )
         self._controller.start()
         return self
@@ -158,7 +176,8 @@ class _Handler:
         if self._sink.data_reply is not None:
             return self._sink.data_reply
         content = envelope.original_content or envelope.content
-        self._sink._accept(ReceivedEmail(envelope.mail_from, list(envelope.rcpt_tos), content))
+        tls = server.transport.get_extra_info("ssl_object") is not None
+        self._sink._accept(ReceivedEmail(envelope.mail_from, list(envelope.rcpt_tos), content, tls))
         return "250 Message accepted for delivery"
 
 

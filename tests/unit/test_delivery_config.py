@@ -106,6 +106,21 @@ def changed(path: tuple[str, ...], value: Any) -> dict[str, Any]:
         ),
         (("providers", "email", "prot"), 25, "providers.email: unknown key `prot`"),
         (
+            ("providers", "email", "tls"),
+            "ssl",
+            "providers.email: `tls` must be one of none, starttls, implicit, got 'ssl'",
+        ),
+        (
+            ("providers", "email", "tls"),
+            "implicit",
+            "providers.email: `starttls: true` contradicts `tls: implicit`; keep `tls` alone",
+        ),
+        (
+            ("providers", "email", "ca_file"),
+            "/nonexistent/ca.pem",
+            "providers.email: `ca_file` '/nonexistent/ca.pem' cannot be used: [Errno 2]",
+        ),
+        (
             ("providers", "sms", "url"),
             "https://",
             "`url` must be an http:// or https:// URL with a host",
@@ -167,6 +182,56 @@ def test_a_sender_may_carry_a_display_name() -> None:
 
     email = plan.providers["email"]
     assert isinstance(email, SmtpProvider) and email.sender == "Herald <hello@example.com>"
+
+
+def smtp_settings(**settings: Any) -> dict[str, Any]:
+    """FULL with the email provider's settings changed; ``None`` removes one."""
+    document = copy.deepcopy(FULL)
+    email = document["providers"]["email"]
+    email.update(settings)
+    document["providers"]["email"] = {k: v for k, v in email.items() if v is not None}
+    return document
+
+
+@pytest.mark.parametrize(
+    ("settings", "tls", "port"),
+    [
+        ({"starttls": None}, "none", 587),
+        ({}, "starttls", 587),  # `starttls: true`, the older spelling
+        ({"starttls": None, "tls": "starttls"}, "starttls", 587),
+        ({"starttls": None, "tls": "implicit", "port": None}, "implicit", 465),
+        ({"starttls": None, "tls": "none", "port": None}, "none", 25),
+    ],
+)
+def test_the_smtp_connection_is_protected_as_tls_says(
+    settings: dict[str, Any], tls: str, port: int
+) -> None:
+    email = build(smtp_settings(**settings)).providers["email"]
+
+    assert isinstance(email, SmtpProvider) and (email.tls, email.port) == (tls, port)
+
+
+def test_a_ca_file_without_tls_is_a_problem(tmp_path: Path) -> None:
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_text("not read")
+
+    with pytest.raises(DeliveryConfigError) as caught:
+        build(smtp_settings(starttls=None, ca_file=str(ca_file)))
+
+    assert "providers.email: `ca_file` is for TLS: set `tls: starttls` or `tls: implicit`" in (
+        caught.value.problems
+    )
+
+
+def test_a_ca_file_without_certificates_is_a_problem(tmp_path: Path) -> None:
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_text("not a certificate")
+
+    with pytest.raises(DeliveryConfigError) as caught:
+        build(smtp_settings(ca_file=str(ca_file)))
+
+    [problem] = caught.value.problems
+    assert problem.startswith(f"providers.email: `ca_file` {str(ca_file)!r} cannot be used: ")
 
 
 def places(node: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:

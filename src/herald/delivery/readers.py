@@ -13,6 +13,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 ADDRESS = re.compile(r"[^@\s<>]+@[^@\s<>]+")
+# A send must end well within the dispatcher's 60 s claim on its message: a longer one is
+# cut off there anyway, as if the receiver never answered.
+LONGEST_SEND_S = 30.0
 
 
 def mapping(value: Any, where: str, problems: list[str]) -> Mapping[Any, Any] | None:
@@ -105,6 +108,17 @@ def number(
         problems.append(f"{where}: must be {kind} of at least {minimum:.15g}, got {value!r}")
         return None
     return float(value)
+
+
+def send_timeout(spec: Mapping[str, Any], where: str, problems: list[str]) -> float | None:
+    """A provider's ``timeout`` in seconds (10 by default), at most ``LONGEST_SEND_S``."""
+    return number(
+        spec.get("timeout", 10.0),
+        f"{where}.timeout",
+        problems,
+        minimum=0.001,
+        maximum=LONGEST_SEND_S,
+    )
 
 
 def is_http_url(url: str) -> bool:

@@ -17,7 +17,7 @@ from herald.delivery.backoff import RetryPolicy
 from herald.delivery.provider import Provider
 from herald.delivery.quiet_hours import QuietHours
 from herald.delivery.ratelimit import ChannelRateLimits
-from herald.delivery.smtp import SmtpProvider
+from herald.delivery.smtp_config import SMTP_KEYS, smtp_provider
 from herald.delivery.stub import FanOutProvider, LogAlertProvider, StubProvider
 from herald.delivery.webhook import WebhookProvider
 from herald.rules.definition import CHANNELS
@@ -30,17 +30,7 @@ _DEFAULT_PROVIDERS = {
 _PROVIDER_KEYS = {
     "stub": {"type"},
     "log": {"type"},
-    "smtp": {
-        "type",
-        "host",
-        "port",
-        "sender",
-        "reply_to",
-        "username_env",
-        "password_env",
-        "starttls",
-        "timeout",
-    },
+    "smtp": SMTP_KEYS,
     "webhook": {"type", "url", "secret_env", "timeout"},
 }
 _DELIVERY_KEYS = {
@@ -50,9 +40,6 @@ _DELIVERY_KEYS = {
     "rate_limits",
     "quiet_hours",
 }
-# A send must end well within the dispatcher's 60 s claim on its message: a longer one is
-# cut off there anyway, as if the receiver never answered.
-_LONGEST_SEND_S = 30.0
 # Retries further apart than a year are a slip of the pen; much further and the due time
 # would no longer fit the outbox's 64-bit microseconds, failing the dispatcher's write.
 _LONGEST_BACKOFF_S = 365 * 86_400
@@ -97,8 +84,9 @@ def plan_delivery(
 ) -> DeliveryPlan:
     """Providers per channel (stub email/sms and a logged internal channel by default) and
     the delivery policy. Each problem is appended to ``problems`` and its setting left out
-    of the plan, so the plan is only for use when none was found. Nothing is opened:
-    building the plan is also how a rule file's delivery is checked."""
+    of the plan, so the plan is only for use when none was found. No connection is opened
+    (an SMTP ``ca_file`` is read): building the plan is also how a rule file's delivery
+    is checked."""
     env = os.environ if env is None else env
     delivery = readers.mapping(document.get("delivery"), "delivery", problems) or {}
     readers.unknown_keys(delivery, _DELIVERY_KEYS, "delivery", problems)
@@ -170,48 +158,8 @@ def _provider(
     if kind == "log":
         return LogAlertProvider(name=f"{channel}:log")
     if kind == "smtp":
-        return _smtp_provider(channel, spec, env, where, problems)
+        return smtp_provider(channel, spec, env, where, problems)
     return _webhook_provider(channel, spec, env, where, problems)
-
-
-def _smtp_provider(
-    channel: str, spec: Mapping[str, Any], env: Mapping[str, str], where: str, problems: list[str]
-) -> SmtpProvider | None:
-    before = len(problems)
-    host = readers.text(spec, "host", where, problems, required=True)
-    port = readers.number(
-        spec.get("port", 25), f"{where}.port", problems, minimum=1, maximum=65535, whole=True
-    )
-    sender = readers.address(spec, "sender", where, problems, required=True)
-    reply_to = readers.address(spec, "reply_to", where, problems)
-    username = readers.secret(spec, "username", env, where, problems)
-    password = readers.secret(spec, "password", env, where, problems)
-    starttls = readers.flag(spec, "starttls", where, problems)
-    timeout = _send_timeout(spec, where, problems)
-    if len(problems) > before:
-        return None
-    assert host is not None and port is not None and sender is not None and timeout is not None
-    return SmtpProvider(
-        name=f"{channel}:smtp",
-        host=host,
-        port=int(port),
-        sender=sender,
-        reply_to=reply_to,
-        username=username,
-        password=password,
-        starttls=starttls,
-        timeout=timeout,
-    )
-
-
-def _send_timeout(spec: Mapping[str, Any], where: str, problems: list[str]) -> float | None:
-    return readers.number(
-        spec.get("timeout", 10.0),
-        f"{where}.timeout",
-        problems,
-        minimum=0.001,
-        maximum=_LONGEST_SEND_S,
-    )
 
 
 def _webhook_provider(
@@ -223,7 +171,7 @@ def _webhook_provider(
         # Not echoed: a webhook URL often carries its own token (chat hooks do).
         problems.append(f"{where}: `url` must be an http:// or https:// URL with a host")
     secret = readers.secret(spec, "secret", env, where, problems)
-    timeout = _send_timeout(spec, where, problems)
+    timeout = readers.send_timeout(spec, where, problems)
     if len(problems) > before:
         return None
     assert url is not None and timeout is not None

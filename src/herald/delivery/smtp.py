@@ -17,16 +17,22 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime
+from typing import Literal
 
 from herald.delivery.provider import DeliveryResult, SendRequest
 from herald.domain.recipients import email_problem
+
+# How a connection is protected: not at all, upgraded with STARTTLS after the greeting
+# (port 587), or TLS from the first byte (SMTPS, port 465).
+TlsMode = Literal["none", "starttls", "implicit"]
 
 
 class SmtpProvider:
     """Delivers messages through an SMTP server; implements ``Provider``.
 
-    Each send opens its own connection, says EHLO, optionally upgrades with
-    STARTTLS and logs in, sends one message and quits. A shared connection
+    Each send opens its own connection (TLS from the start with implicit TLS),
+    says EHLO, optionally upgrades with STARTTLS and logs in, sends one message
+    and quits. A shared connection
     would save a handshake per message, but ``smtplib.SMTP`` is not safe to
     use from several worker threads at once, and relays drop idle
     connections, so reuse would need a pool with reconnects; at Herald's
@@ -38,9 +44,12 @@ class SmtpProvider:
         sender: the ``From`` header, e.g. ``"Herald <noreply@example.com>"``;
             the envelope sender is its address part.
         reply_to: the ``Reply-To`` header, if any.
-        username, password: log in with these (after STARTTLS when enabled).
-        starttls: upgrade the connection with STARTTLS, verifying the
-            server's certificate against the system's trust store.
+        username, password: log in with these (inside TLS when there is TLS).
+        tls: ``"starttls"`` upgrades the connection after the greeting,
+            ``"implicit"`` speaks TLS from the first byte (``smtplib.SMTP_SSL``),
+            ``"none"`` sends in clear text.
+        tls_context: verifies the server's certificate and name; by default
+            ``ssl.create_default_context()``, the system's trust store.
         timeout: seconds allowed for connecting and for each read or write on
             the socket (not for the whole exchange: the caller bounds that by
             cancelling ``send``, which ends the connection at once).
@@ -61,7 +70,8 @@ class SmtpProvider:
         reply_to: str | None = None,
         username: str | None = None,
         password: str | None = None,
-        starttls: bool = False,
+        tls: TlsMode = "none",
+        tls_context: ssl.SSLContext | None = None,
         timeout: float = 10.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -73,7 +83,8 @@ class SmtpProvider:
         self.reply_to = reply_to
         self.username = username
         self._password = password
-        self.starttls = starttls
+        self.tls = tls
+        self._tls_context = tls_context
         self.timeout = timeout
         self._clock = clock
 
@@ -90,9 +101,16 @@ class SmtpProvider:
             # A header the email package refuses (e.g. a malformed address) will
             # be refused again on every retry.
             return DeliveryResult.failed(f"cannot build email: {exc}")
-        smtp = _AbortableSMTP(timeout=self.timeout)
+        context = None
+        if self.tls != "none":
+            context = self._tls_context or ssl.create_default_context()
+        smtp = _AbortableSMTP(
+            timeout=self.timeout, implicit_tls=context if self.tls == "implicit" else None
+        )
         try:
-            return await asyncio.to_thread(self._send_blocking, smtp, message, request.recipient)
+            return await asyncio.to_thread(
+                self._send_blocking, smtp, message, request.recipient, context
+            )
         except asyncio.CancelledError:
             # Cut off (the claim's deadline): the thread cannot be cancelled, so end its
             # connection, or it would go on and send the message after the dispatcher
@@ -104,7 +122,11 @@ class SmtpProvider:
         """Nothing to release: connections do not outlive a send."""
 
     def _send_blocking(
-        self, smtp: _AbortableSMTP, message: EmailMessage, recipient: str
+        self,
+        smtp: _AbortableSMTP,
+        message: EmailMessage,
+        recipient: str,
+        context: ssl.SSLContext | None,
     ) -> DeliveryResult:
         where = f"{self.host}:{self.port}"
         try:
@@ -112,8 +134,8 @@ class SmtpProvider:
                 code, greeting = smtp.connect(self.host, self.port)
                 if code != 220:
                     raise smtplib.SMTPConnectError(code, greeting)
-                if self.starttls:
-                    smtp.starttls(context=ssl.create_default_context())
+                if self.tls == "starttls":
+                    smtp.starttls(context=context)
                 if self.username is not None:
                     smtp.login(self.username, self._password or "")
                 refused = smtp.send_message(message, to_addrs=[recipient])
@@ -143,21 +165,38 @@ class SmtpProvider:
 class _AbortableSMTP(smtplib.SMTP):
     """An ``smtplib.SMTP`` whose exchange another thread can end at any point: ``abort``
     shuts its socket down, so a blocked read or write in the sending thread ends at once,
-    and a connection still being opened is closed as soon as it is."""
+    and a connection still being opened is closed as soon as it is.
 
-    def __init__(self, *, timeout: float) -> None:
+    With ``implicit_tls`` the connection is wrapped in TLS before the greeting, as
+    ``smtplib.SMTP_SSL`` does (verifying the certificate for the host connected to), and
+    a TLS handshake in progress can be ended too."""
+
+    def __init__(self, *, timeout: float, implicit_tls: ssl.SSLContext | None = None) -> None:
         self._abort_lock = threading.Lock()
         self._aborted = False
         self._socket: socket.socket | None = None
+        self._implicit_tls = implicit_tls
         super().__init__(timeout=timeout)
 
     def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        # smtplib names the server for STARTTLS's certificate check only when it was given
+        # the host at construction; without a name, ``starttls`` raised ValueError.
+        self._host = host
         sock: socket.socket = super()._get_socket(host, port, timeout)  # type: ignore[misc]
+        if self._implicit_tls is not None:
+            # Wrapping takes the plain socket's descriptor over: from here on only the TLS
+            # socket can shut it down, so it is the one ``abort`` must see before the
+            # handshake starts.
+            sock = self._implicit_tls.wrap_socket(
+                sock, server_hostname=host, do_handshake_on_connect=False
+            )
         with self._abort_lock:
             if self._aborted:
                 sock.close()
                 raise ConnectionAbortedError("send cut off")
             self._socket = sock
+        if isinstance(sock, ssl.SSLSocket):
+            sock.do_handshake()
         return sock
 
     def abort(self) -> None:
@@ -167,7 +206,9 @@ class _AbortableSMTP(smtplib.SMTP):
             sock = self.sock or self._socket
         if sock is not None:
             with contextlib.suppress(OSError):  # already closed
-                sock.shutdown(socket.SHUT_RDWR)
+                # The plain socket's shutdown, even on a TLS socket: the TLS one's would
+                # also drop its TLS state, under a handshake or read still using it.
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 def build_message(

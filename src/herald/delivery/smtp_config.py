@@ -1,0 +1,100 @@
+"""The SMTP provider's settings in the rule file: where the server is, how the connection
+is protected, and the credentials (named by environment variables)."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Mapping
+from typing import Any
+
+from herald.delivery import readers
+from herald.delivery.smtp import SmtpProvider, TlsMode
+
+SMTP_KEYS = {
+    "type",
+    "host",
+    "port",
+    "sender",
+    "reply_to",
+    "username_env",
+    "password_env",
+    "starttls",
+    "tls",
+    "ca_file",
+    "timeout",
+}
+_TLS_MODES: tuple[TlsMode, ...] = ("none", "starttls", "implicit")
+
+
+def smtp_provider(
+    channel: str, spec: Mapping[str, Any], env: Mapping[str, str], where: str, problems: list[str]
+) -> SmtpProvider | None:
+    before = len(problems)
+    host = readers.text(spec, "host", where, problems, required=True)
+    tls = _smtp_tls(spec, where, problems)
+    tls_context = _tls_context(spec, tls, where, problems)
+    # SMTPS listens on 465, plain SMTP (and STARTTLS to a relay) on 25.
+    port = readers.number(
+        spec.get("port", 465 if tls == "implicit" else 25),
+        f"{where}.port",
+        problems,
+        minimum=1,
+        maximum=65535,
+        whole=True,
+    )
+    sender = readers.address(spec, "sender", where, problems, required=True)
+    reply_to = readers.address(spec, "reply_to", where, problems)
+    username = readers.secret(spec, "username", env, where, problems)
+    password = readers.secret(spec, "password", env, where, problems)
+    timeout = readers.send_timeout(spec, where, problems)
+    if len(problems) > before:
+        return None
+    assert host is not None and port is not None and sender is not None and timeout is not None
+    assert tls is not None
+    return SmtpProvider(
+        name=f"{channel}:smtp",
+        host=host,
+        port=int(port),
+        sender=sender,
+        reply_to=reply_to,
+        username=username,
+        password=password,
+        tls=tls,
+        tls_context=tls_context,
+        timeout=timeout,
+    )
+
+
+def _smtp_tls(spec: Mapping[str, Any], where: str, problems: list[str]) -> TlsMode | None:
+    """``tls``, or ``starttls: true``, its older spelling."""
+    starttls = readers.flag(spec, "starttls", where, problems)
+    tls = spec.get("tls")
+    if tls is None:
+        return "starttls" if starttls else "none"
+    mode = next((known for known in _TLS_MODES if known == tls), None)
+    if mode is None:
+        problems.append(f"{where}: `tls` must be one of {', '.join(_TLS_MODES)}, got {tls!r}")
+        return None
+    if starttls and mode != "starttls":
+        problems.append(f"{where}: `starttls: true` contradicts `tls: {mode}`; keep `tls` alone")
+        return None
+    return mode
+
+
+def _tls_context(
+    spec: Mapping[str, Any], tls: TlsMode | None, where: str, problems: list[str]
+) -> ssl.SSLContext | None:
+    """A context trusting the PEM certificates of ``ca_file`` (a private CA, or a relay's
+    self-signed certificate); None for the system's trust store."""
+    ca_file = readers.text(spec, "ca_file", where, problems)
+    if ca_file is None:
+        return None
+    if tls == "none":
+        problems.append(f"{where}: `ca_file` is for TLS: set `tls: starttls` or `tls: implicit`")
+        return None
+    try:
+        # Loaded now, so that `herald rules check` finds a missing or broken file.
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        problems.append(f"{where}: `ca_file` {ca_file!r} cannot be used: {exc}")
+        return None
