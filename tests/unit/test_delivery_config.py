@@ -196,11 +196,11 @@ def smtp_settings(**settings: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("settings", "tls", "port"),
     [
-        ({"starttls": None}, "none", 587),
+        ({"starttls": None, "plaintext_auth": True}, "none", 587),
         ({}, "starttls", 587),  # `starttls: true`, the older spelling
         ({"starttls": None, "tls": "starttls"}, "starttls", 587),
         ({"starttls": None, "tls": "implicit", "port": None}, "implicit", 465),
-        ({"starttls": None, "tls": "none", "port": None}, "none", 25),
+        ({"starttls": None, "tls": "none", "port": None, "plaintext_auth": True}, "none", 25),
     ],
 )
 def test_the_smtp_connection_is_protected_as_tls_says(
@@ -234,6 +234,57 @@ def test_a_ca_file_without_certificates_is_a_problem(tmp_path: Path) -> None:
     assert problem.startswith(f"providers.email: `ca_file` {str(ca_file)!r} cannot be used: ")
 
 
+PLAINTEXT_AUTH = (
+    "providers.email: `username_env`/`password_env` without TLS would send the password in "
+    "clear text: set `tls: starttls` or `tls: implicit`, or `plaintext_auth: true` for a "
+    "relay on a network you trust (a loopback host needs neither)"
+)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"starttls": None},
+        {"starttls": None, "tls": "none"},
+        {"starttls": None, "password_env": None},
+        {"starttls": None, "username_env": None},
+        {"starttls": None, "host": "127.0.0.1.example.com"},
+    ],
+)
+def test_logging_in_without_tls_is_a_problem(settings: dict[str, Any]) -> None:
+    with pytest.raises(DeliveryConfigError) as caught:
+        build(smtp_settings(**settings))
+
+    assert caught.value.problems == [PLAINTEXT_AUTH]
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"starttls": None, "plaintext_auth": True},
+        {"starttls": None, "host": "127.0.0.1"},
+        {"starttls": None, "host": "127.8.9.10"},
+        {"starttls": None, "host": "::1"},
+        {"starttls": None, "host": "localhost"},
+        {"starttls": None, "tls": "implicit"},
+        {"starttls": None, "username_env": None, "password_env": None},
+    ],
+)
+def test_logging_in_without_tls_is_allowed_on_loopback_or_when_asked_for(
+    settings: dict[str, Any],
+) -> None:
+    assert isinstance(build(smtp_settings(**settings)).providers["email"], SmtpProvider)
+
+
+def test_plaintext_auth_must_be_true_or_false() -> None:
+    with pytest.raises(DeliveryConfigError) as caught:
+        build(smtp_settings(starttls=None, plaintext_auth="yes"))
+
+    assert caught.value.problems == [
+        "providers.email: `plaintext_auth` must be true or false, got 'yes'"
+    ]
+
+
 def places(node: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     found = []
     if isinstance(node, dict):
@@ -264,6 +315,30 @@ def test_any_one_setting_changed_builds_or_fails_with_a_config_error(
         build(changed(path, value))
     except DeliveryConfigError as exc:
         assert str(exc)
+
+
+def test_rules_check_and_serve_refuse_logging_in_to_smtp_without_tls(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    text = default_rules_path().read_text(encoding="utf-8")
+    email = (
+        "{type: smtp, host: smtp.example.com, sender: hello@example.com, "
+        "username_env: SMTP_USER, password_env: SMTP_PASSWORD}"
+    )
+    rules.write_text(text + f"\nproviders: {{email: {email}}}\n", encoding="utf-8")
+    (tmp_path / "templates").symlink_to(default_rules_path().parent / "templates")
+
+    runner, env = CliRunner(), {"COLUMNS": "1000", **ENV}
+
+    checked = runner.invoke(app, ["rules", "check", str(rules)], env=env)
+    served = runner.invoke(
+        app,
+        ["serve", "--rules", str(rules), "--database", f"sqlite:///{tmp_path / 'h.db'}"],
+        env=env,
+    )
+
+    for result in (checked, served):
+        assert result.exit_code == 1, result.output
+        assert PLAINTEXT_AUTH in result.output
 
 
 def test_rules_check_and_serve_refuse_a_broken_delivery_section(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ is protected, and the credentials (named by environment variables)."""
 
 from __future__ import annotations
 
+import ipaddress
 import ssl
 from collections.abc import Mapping
 from typing import Any
@@ -21,6 +22,7 @@ SMTP_KEYS = {
     "starttls",
     "tls",
     "ca_file",
+    "plaintext_auth",
     "timeout",
 }
 _TLS_MODES: tuple[TlsMode, ...] = ("none", "starttls", "implicit")
@@ -47,6 +49,7 @@ def smtp_provider(
     username = readers.secret(spec, "username", env, where, problems)
     password = readers.secret(spec, "password", env, where, problems)
     timeout = readers.send_timeout(spec, where, problems)
+    _check_plaintext_auth(spec, host, tls, where, problems)
     if len(problems) > before:
         return None
     assert host is not None and port is not None and sender is not None and timeout is not None
@@ -98,3 +101,33 @@ def _tls_context(
     except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
         problems.append(f"{where}: `ca_file` {ca_file!r} cannot be used: {exc}")
         return None
+
+
+def _check_plaintext_auth(
+    spec: Mapping[str, Any], host: str | None, tls: TlsMode | None, where: str, problems: list[str]
+) -> None:
+    """Logging in without TLS sends the password as it is (AUTH PLAIN and LOGIN are only
+    base64): refused unless the server is on this machine or ``plaintext_auth: true``
+    says the network in between is trusted."""
+    before = len(problems)
+    asked_for = readers.flag(spec, "plaintext_auth", where, problems)
+    if len(problems) > before:  # not true or false: that is the problem to fix first
+        return
+    logs_in = "username_env" in spec or "password_env" in spec
+    if not logs_in or tls != "none" or asked_for or host is None or _is_loopback(host):
+        return
+    problems.append(
+        f"{where}: `username_env`/`password_env` without TLS would send the password in "
+        "clear text: set `tls: starttls` or `tls: implicit`, or `plaintext_auth: true` for a "
+        "relay on a network you trust (a loopback host needs neither)"
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback address, judged from the name alone (no DNS lookup)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name
+        return False
