@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from herald.rules.loader import load_ruleset
+from herald.rules.loader import default_rules_path, load_ruleset
 from herald.service.ingest import ingest
 from herald.store.database import Database
 from herald.store.migrate import upgrade
@@ -72,3 +72,20 @@ def test_a_worker_whose_metrics_port_is_taken_says_so_in_one_line(tmp_path: Path
     assert done.returncode == 1
     assert f"cannot serve metrics on 127.0.0.1:{port}" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_worker_with_a_rate_limit_says_once_that_the_rate_is_its_own(tmp_path: Path) -> None:
+    url = database_with_welcome_emails(tmp_path / "herald.db", users=1)
+    rules = tmp_path / "rules.yaml"
+    text = default_rules_path().read_text(encoding="utf-8")
+    rules.write_text(text + "\ndelivery: {rate_limits: {sms: 10}}\n", encoding="utf-8")
+    (tmp_path / "templates").symlink_to(default_rules_path().parent / "templates")
+    note = "rate limits are this process's own: sms 10/s"
+    with HeraldProcess("worker", log_dir=tmp_path) as worker:
+        worker.start(
+            ["worker", "--database", url, "--rules", str(rules)], herald_environment(), cwd=tmp_path
+        )
+        worker.wait_for_output(note)
+        time.sleep(1.0)  # a few rounds later, still once
+
+        assert worker.output().count(note) == 1

@@ -233,6 +233,50 @@ def test_a_rate_limited_channel_drains_its_backlog_at_its_rate(
     assert len(outbox.read_text().splitlines()) == 5
 
 
+RATE_NOTE = (
+    "rate limits are this process's own: email 2/s, sms 0.5/s; "
+    "N processes delivering send up to N times that (set a channel's rate to its limit / N)"
+)
+
+
+def run_until_stopped(worker: Dispatcher) -> None:
+    async def scenario() -> None:
+        stopping = asyncio.Event()
+        stopping.set()  # one look at the outbox, then stop
+        await worker.run(stopping)
+
+    asyncio.run(scenario())
+
+
+def test_a_dispatcher_says_once_at_start_that_its_rate_limits_are_its_own(
+    database: Database, clock: FixedClock, tmp_path: Path, caplog: Any
+) -> None:
+    limits = ChannelRateLimits.from_rates({"email": (2.0, 2), "sms": (0.5, 1)}, lambda: 0.0)
+    stub = StubProvider(tmp_path / "outbox.jsonl")
+    worker = dispatcher(database, clock, {"email": stub, "sms": stub}, rate_limits=limits)
+    caplog.set_level("INFO", logger="herald.delivery")
+
+    run_until_stopped(worker)
+
+    assert [r.getMessage() for r in caplog.records if "rate limits" in r.getMessage()] == [
+        RATE_NOTE
+    ]
+
+
+def test_a_dispatcher_without_rate_limits_says_nothing_of_them(
+    database: Database, clock: FixedClock, tmp_path: Path, caplog: Any
+) -> None:
+    limits = ChannelRateLimits.from_rates({"email": None}, lambda: 0.0)
+    worker = dispatcher(
+        database, clock, {"email": StubProvider(tmp_path / "o.jsonl")}, rate_limits=limits
+    )
+    caplog.set_level("INFO", logger="herald.delivery")
+
+    run_until_stopped(worker)
+
+    assert not [r for r in caplog.records if "rate limits" in r.getMessage()]
+
+
 def test_two_dispatchers_never_send_one_message_twice(
     database: Database, clock: FixedClock, tmp_path: Path
 ) -> None:

@@ -135,9 +135,21 @@ class Dispatcher:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._wake.set)
 
+    def _say_rate_limits_are_its_own(self) -> None:
+        # Each process keeps its own buckets (a shared limiter would put the database in
+        # every send): the operator sizing a channel's rate must know to divide it.
+        rates = self._limits.rates()
+        if rates:
+            log.info(
+                "rate limits are this process's own: %s; N processes delivering send up to "
+                "N times that (set a channel's rate to its limit / N)",
+                ", ".join(f"{channel} {rate:g}/s" for channel, rate in sorted(rates.items())),
+            )
+
     async def run(self, stopping: asyncio.Event) -> None:
         """Deliver until ``stopping`` is set; a failing database pauses, never ends, the loop."""
         self._loop = asyncio.get_running_loop()
+        self._say_rate_limits_are_its_own()
         while not stopping.is_set():
             try:
                 report = await self.run_once()

@@ -74,6 +74,8 @@ class ChannelRateLimits:
     """One ``RateLimiter`` per channel name.
 
     A channel that maps to ``None``, or is not mentioned at all, is unlimited.
+    The buckets live in this process: N dispatcher processes, each with its own, send
+    up to N times a channel's rate together.
     """
 
     def __init__(self, limiters: Mapping[str, RateLimiter | None] | None = None) -> None:
@@ -92,6 +94,14 @@ class ChannelRateLimits:
                 for channel, rate in rates.items()
             }
         )
+
+    def rates(self) -> dict[str, float]:
+        """Messages per second of each limited channel."""
+        return {
+            channel: limiter.rate_per_second
+            for channel, limiter in self._limiters.items()
+            if limiter is not None
+        }
 
     def limiter_for(self, channel: str) -> RateLimiter | None:
         """The channel's limiter, or None when the channel is unlimited."""
