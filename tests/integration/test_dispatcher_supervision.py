@@ -4,23 +4,46 @@ keeps failing, and stopped at once, even mid-delay or when it ignores SIGTERM.""
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from herald.cli.dispatcher_process import DispatcherProcess
 
+# Generous: these bound waits for something that happens, never how fast it happens.
+PATIENCE_S = 30.0
+RESTARTING = re.compile(r"exited with code (-?\d+); starting another in ([\d.]+) s")
+
 
 def child(script: str, starts: Path) -> list[str]:
-    """A stand-in dispatcher: notes each start in ``starts``, then runs ``script``."""
-    note = f"open({str(starts)!r}, 'a').write('x')\n"
-    return [sys.executable, "-c", note + script]
+    """A stand-in dispatcher: runs ``script``, which notes its start in ``starts``."""
+    return [
+        sys.executable,
+        "-c",
+        script.replace("NOTE_START", f"open({str(starts)!r}, 'a').write('x')"),
+    ]
 
 
 def count(starts: Path) -> int:
     return len(starts.read_text()) if starts.exists() else 0
+
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + PATIENCE_S
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {PATIENCE_S} s: {what}")
+        time.sleep(0.02)
+
+
+def restarts(caplog: pytest.LogCaptureFixture) -> list[tuple[int, float]]:
+    """(exit code, announced delay) of each restart the supervisor logged."""
+    found = [RESTARTING.search(record.getMessage()) for record in caplog.records]
+    return [(int(match[1]), float(match[2])) for match in found if match]
 
 
 def test_a_failing_dispatcher_is_restarted_with_a_growing_delay(
@@ -28,47 +51,50 @@ def test_a_failing_dispatcher_is_restarted_with_a_growing_delay(
 ) -> None:
     starts = tmp_path / "starts"
     supervisor = DispatcherProcess(
-        command=child("raise SystemExit(3)", starts),
-        restart_after_s=0.1,
-        max_restart_after_s=0.4,
+        command=child("NOTE_START\nraise SystemExit(3)", starts),
+        restart_after_s=0.05,
+        max_restart_after_s=0.2,
     )
     with caplog.at_level(logging.ERROR, logger="herald.dispatcher"), supervisor:
-        time.sleep(2.0)
-    # Delays of 0.1, 0.2, 0.4, 0.4, ... s: about seven starts in 2 s, not one per
-    # process start-up time (dozens), and not just the first.
-    assert 3 <= count(starts) <= 9
-    messages = [record.getMessage() for record in caplog.records]
-    assert "the dispatcher process exited with code 3; starting another in 0.1 s" in messages
-    assert all("exited with code 3" in message for message in messages)
+        wait_until(lambda: len(restarts(caplog)) >= 4, "four restarts")
+
+    # Doubling from the first delay, then held at the longest: never a tight loop.
+    assert restarts(caplog)[:4] == [(3, 0.05), (3, 0.1), (3, 0.2), (3, 0.2)]
+    assert count(starts) >= 4  # each restart started the command again
 
 
-def test_stopping_during_a_restart_delay_is_immediate_and_starts_nothing(tmp_path: Path) -> None:
+def test_stopping_during_a_restart_delay_is_immediate_and_starts_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     starts = tmp_path / "starts"
     supervisor = DispatcherProcess(
-        command=child("raise SystemExit(1)", starts), restart_after_s=30.0
+        command=child("NOTE_START\nraise SystemExit(1)", starts), restart_after_s=60.0
     )
-    with supervisor:
-        deadline = time.monotonic() + 10
-        while count(starts) < 1 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        time.sleep(0.3)  # it has exited and the 30 s delay has begun
+    with caplog.at_level(logging.ERROR, logger="herald.dispatcher"), supervisor:
+        wait_until(lambda: restarts(caplog) == [(1, 60.0)], "the 60 s restart delay begins")
         began = time.monotonic()
-    assert time.monotonic() - began < 2.0
-    time.sleep(0.3)
+    # stop() returned with the supervising thread joined: nothing can start after this.
+    assert time.monotonic() - began < PATIENCE_S  # not the rest of the 60 s delay
     assert count(starts) == 1
 
 
 def test_a_dispatcher_that_ignores_sigterm_is_killed_after_the_stop_timeout(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     starts = tmp_path / "starts"
-    stubborn = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(60)"
+    # The start is noted only once SIGTERM is ignored, so stopping meets a stubborn child.
+    stubborn = (
+        "import signal, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "NOTE_START\n"
+        "time.sleep(600)"
+    )
     supervisor = DispatcherProcess(command=child(stubborn, starts), stop_timeout_s=0.5)
-    with supervisor:
-        deadline = time.monotonic() + 10
-        while count(starts) < 1 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        time.sleep(0.2)  # past the SIG_IGN line
+    with caplog.at_level(logging.ERROR, logger="herald.dispatcher"), supervisor:
+        wait_until(lambda: count(starts) == 1, "the child ignores SIGTERM")
         began = time.monotonic()
-    assert time.monotonic() - began < 3.0
+    took = time.monotonic() - began
+
+    assert "the dispatcher process did not stop in time; killing it" in caplog.messages
+    assert 0.5 <= took < PATIENCE_S  # it waited its stop timeout, then killed; not 600 s
     assert count(starts) == 1
