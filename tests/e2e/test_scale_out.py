@@ -43,7 +43,6 @@ API_PROCESSES = 4
 DISPATCHERS = 2
 COPIES = 3  # each event is sent this many times, each copy to a different API process
 USERS_AT_ONCE = 10  # users whose requests are in flight together (18 requests each)
-BUDGET_SECONDS = 90
 SIGNUPS_FROM = datetime(2025, 10, 31, 8, 0, tzinfo=UTC)
 DAILY_RULES = {"INSUFFICIENT_FUNDS_EMAIL", "HIGH_RISK_ALERT"}
 RULES = {"WELCOME_EMAIL", "BANK_LINK_NUDGE_SMS", *DAILY_RULES}
@@ -55,7 +54,7 @@ class Cluster:
     api_urls: list[str]
     outbox: Path
     processes: list[HeraldProcess]
-    started: float  # time.monotonic() before the database was made: the budget counts from it
+    started: float  # time.monotonic() before the database was made, for the printed timings
 
     def stop(self) -> None:
         stop_all(self.processes)
@@ -265,5 +264,3 @@ def test_many_processes_store_each_event_once_hold_every_limit_and_send_each_mes
     stub_sends = Counter(orjson.loads(line)["message_id"] for line in lines)
     assert set(stub_sends.values()) == {1}
     assert set(stub_sends) == {mid for mid, row in by_id.items() if row.channel in ("email", "sms")}
-
-    assert time.monotonic() - cluster.started < BUDGET_SECONDS
