@@ -110,9 +110,19 @@ def test_a_timestamp_outside_the_supported_range_is_refused_not_a_crash(
     assert "outside the supported range, 1900-01-01 to 9000-01-01" in errors[0]["msg"]
 
 
-@pytest.mark.parametrize("timestamp", ["1900-01-01T00:00:00Z", "8999-12-31T23:59:59Z"])
-def test_the_ends_of_the_supported_range_are_accepted(timestamp: str, ruleset: RuleSet) -> None:
-    accepted(to_event(payload(event_timestamp=timestamp), ruleset))
+@pytest.mark.parametrize(
+    ("timestamp", "moment"),
+    [
+        ("1900-01-01T00:00:00Z", datetime(1900, 1, 1, tzinfo=UTC)),
+        ("8999-12-31T23:59:59Z", datetime(8999, 12, 31, 23, 59, 59, tzinfo=UTC)),
+    ],
+)
+def test_the_ends_of_the_supported_range_are_accepted(
+    timestamp: str, moment: datetime, ruleset: RuleSet
+) -> None:
+    event = accepted(to_event(payload(event_timestamp=timestamp), ruleset))
+
+    assert event.timestamp == moment
 
 
 @pytest.mark.parametrize(
@@ -279,4 +289,6 @@ def test_a_null_or_a_string_with_escapes_is_not_mistaken_for_a_bad_value(
 ) -> None:
     traits = {"nickname": None, "note": "a \\u0000 in text, escaped"}
 
-    accepted(to_event(payload(user_traits=traits), ruleset))
+    event = accepted(to_event(payload(user_traits=traits), ruleset))
+
+    assert event.user_traits == traits
