@@ -5,6 +5,7 @@ PostgreSQL, the loop writer SQLite; both are tested on both)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,23 +24,51 @@ from tests.support.events import opted_in_signup
 RULES = load_ruleset()
 
 
-class CountingWriter:
-    """Wraps a writer class so the test sees how many transactions it committed, and can
-    make the transactions that contain one chosen user fail."""
+def writer_of(kind: type[GroupCommitWriter], database: Database) -> tuple[Any, list[int]]:
+    """A writer of ``kind``, and the sizes of the transactions it commits, as its
+    ``on_commit`` hook (the one the metrics use) reports them."""
+    commits: list[int] = []
+    writer = kind(
+        database,
+        RULES,
+        clock=lambda: datetime(2025, 11, 3, 12, tzinfo=UTC),
+        on_commit=lambda results: commits.append(len(results)),
+    )
+    return writer, commits
 
-    @staticmethod
-    def build(kind: type[GroupCommitWriter], database: Database, poison: str | None = None) -> Any:
-        class Counting(kind):  # type: ignore[valid-type, misc]
-            commits: list[int] = []
 
-            def _commit(self, batch: list[Event], wait: bool) -> list[IngestResult]:
-                if poison and any(e.user_id == poison for e in batch):
-                    raise RuntimeError("this user's data breaks the transaction")
-                results = super()._commit(batch, wait)
-                self.commits.append(len(batch))
-                return results
+POISON_SQL = {
+    "sqlite": [
+        "CREATE TRIGGER poison BEFORE INSERT ON events WHEN NEW.user_id = 'u7' "
+        "BEGIN SELECT RAISE(ABORT, 'poisoned by the test'); END",
+    ],
+    "postgresql": [
+        "CREATE FUNCTION poison() RETURNS trigger AS $$ BEGIN "
+        "IF NEW.user_id = 'u7' THEN RAISE EXCEPTION 'poisoned by the test'; END IF; "
+        "RETURN NEW; END $$ LANGUAGE plpgsql",
+        "CREATE TRIGGER poison BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION poison()",
+    ],
+}
+CURE_SQL = {
+    "sqlite": ["DROP TRIGGER poison"],
+    "postgresql": ["DROP TRIGGER poison ON events", "DROP FUNCTION poison()"],
+}
 
-        return Counting(database, RULES, clock=lambda: datetime(2025, 11, 3, 12, tzinfo=UTC))
+
+@pytest.fixture
+def poisoned(database: Database) -> Iterator[Database]:
+    """The database refuses, as a real error would, any transaction storing user u7's
+    event (the test database is shared: the trigger is removed afterwards)."""
+    backend = database.writer.dialect.name
+    with database.writer.begin() as connection:
+        for sql in POISON_SQL[backend]:
+            connection.exec_driver_sql(sql)
+    try:
+        yield database
+    finally:
+        with database.writer.begin() as connection:
+            for sql in CURE_SQL[backend]:
+                connection.exec_driver_sql(sql)
 
 
 def stored(database: Database) -> int:
@@ -49,7 +78,7 @@ def stored(database: Database) -> int:
 
 @pytest.mark.parametrize("kind", [GroupCommitWriter, InlineGroupCommitWriter])
 def test_concurrent_requests_share_transactions(database: Database, kind: type) -> None:
-    writer = CountingWriter.build(kind, database)
+    writer, commits = writer_of(kind, database)
 
     async def fire() -> list[list[IngestResult]]:
         writer.start()
@@ -63,12 +92,12 @@ def test_concurrent_requests_share_transactions(database: Database, kind: type) 
     results = asyncio.run(fire())
     assert all(r[0].status is IngestStatus.ACCEPTED for r in results)
     assert stored(database) == 40
-    assert sum(writer.commits) == 40 and len(writer.commits) < 40
+    assert sum(commits) == 40 and len(commits) < 40
 
 
 @pytest.mark.parametrize("kind", [GroupCommitWriter, InlineGroupCommitWriter])
-def test_one_failing_request_does_not_fail_its_neighbours(database: Database, kind: type) -> None:
-    writer = CountingWriter.build(kind, database, poison="u7")
+def test_one_failing_request_does_not_fail_its_neighbours(poisoned: Database, kind: type) -> None:
+    writer, commits = writer_of(kind, poisoned)
 
     async def fire() -> list[object]:
         writer.start()
@@ -82,7 +111,8 @@ def test_one_failing_request_does_not_fail_its_neighbours(database: Database, ki
     failed = [i for i, outcome in enumerate(outcomes) if isinstance(outcome, Exception)]
     assert failed == [7]
     assert isinstance(outcomes[7], IngestFailed)
-    assert stored(database) == 19
+    assert stored(poisoned) == 19
+    assert sum(commits) == 19
 
 
 def test_two_writer_threads_racing_on_one_user_create_one_welcome_email(
