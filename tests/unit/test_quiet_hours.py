@@ -165,3 +165,14 @@ def test_a_night_whose_next_day_is_skipped_ends_on_the_morning_after() -> None:
     evening = utc(2011, 12, 30, 8, 0)  # 22:00 on the 29th in Apia
 
     assert NIGHT.release_time(evening, "Pacific/Apia") == utc(2011, 12, 30, 18, 0)
+
+
+def test_an_end_with_a_fraction_of_a_second_in_the_skipped_hour_releases_at_the_jump() -> None:
+    # Found by the property test above: New York, 2012-03-11, 02:00 EST became 03:00 EDT,
+    # so 02:00:00.000001 never happened; the window is over at the jump, 07:00:00 UTC.
+    window = QuietHours(start=time(3, 0, 1), end=time(2, 0, 0, 1))
+
+    release = window.release_time(utc(2012, 3, 10, 8, 0, 1), "America/New_York")
+
+    assert release == utc(2012, 3, 11, 7, 0)
+    assert window.release_time(release - timedelta(microseconds=1), "America/New_York")

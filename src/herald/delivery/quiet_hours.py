@@ -117,8 +117,10 @@ def _first_instant_reading(wall: datetime, zone: tzinfo, *, after: datetime) -> 
         return later[0] if later else real[-1]
     # ``wall`` is skipped: the clock jumps from before it to after it somewhere
     # between the two candidates. Transitions fall on whole seconds, so a
-    # bisection over seconds finds the jump exactly.
-    low, high = candidates[0], candidates[-1]
+    # bisection over whole seconds finds the jump exactly (bounds carrying the
+    # fraction of a second of ``wall`` would end a fraction past it).
+    low = candidates[0].replace(microsecond=0)
+    high = candidates[-1].replace(microsecond=0) + timedelta(seconds=1)
     while high - low > timedelta(seconds=1):
         middle = low + timedelta(seconds=(high - low).total_seconds() // 2)
         if _reads(middle, zone) >= wall:
