@@ -26,8 +26,12 @@ from herald.store.unit_of_work import UnitOfWork, WriteLockBusy, when_unlocked
 from tests.support.events import opted_in_signup
 
 RULES = load_ruleset()
-HOLD_S = 0.4
 NOW = datetime(2025, 11, 3, 12, tzinfo=UTC)
+# Only if what a test waits for never comes: its failure then says so.
+FALLBACK_S = 10.0
+# Timer ticks of 10 ms a loop must fire while the lock is held: a loop blocked in
+# SQLite's busy handler fires none until the lock is released.
+TICKS = 10
 
 
 @pytest.fixture
@@ -39,43 +43,60 @@ def sqlite_path(tmp_path: Path) -> Iterator[Path]:
     yield path
 
 
-def hold_write_lock(path: Path, seconds: float) -> threading.Thread:
-    """Another connection (as another process would) takes the write lock now and
-    releases it after ``seconds``, from a thread of its own."""
-    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    other.execute("BEGIN IMMEDIATE")
+class LockHolder:
+    """Another connection (as another process would) holds the write lock from now until
+    ``release()`` is called, or until ``FALLBACK_S`` have passed; ``released_on_time``
+    says which came first."""
 
-    def release() -> None:
-        time.sleep(seconds)
-        other.execute("COMMIT")
-        other.close()
+    def __init__(self, path: Path) -> None:
+        self._connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._connection.execute("BEGIN IMMEDIATE")
+        self._asked = threading.Event()
+        self.released_on_time = False
+        self.released = threading.Event()
+        self._thread = threading.Thread(target=self._hold)
+        self._thread.start()
 
-    thread = threading.Thread(target=release)
-    thread.start()
-    return thread
+    def _hold(self) -> None:
+        self.released_on_time = self._asked.wait(FALLBACK_S)
+        self._connection.execute("COMMIT")
+        self._connection.close()
+        self.released.set()
+
+    def release(self) -> None:
+        self._asked.set()
+
+    def join(self) -> None:
+        self.release()
+        self._thread.join()
 
 
-async def ticks_while(work: Awaitable[Any]) -> tuple[Any, int]:
-    """Run ``work``; count how often a 10 ms timer fired on the loop meanwhile."""
+async def ticks_then_release(work: Awaitable[Any], holder: LockHolder) -> Any:
+    """Run ``work`` while the lock is held; release it once the loop has fired ``TICKS``
+    10 ms timers meanwhile (which it cannot do while blocked)."""
     task = asyncio.ensure_future(work)
-    ticks = 0
-    while not task.done():
+    for _ in range(TICKS):
         await asyncio.sleep(0.01)
-        ticks += 1
-    return task.result(), ticks
+    assert not task.done(), (
+        f"the work was done before the loop could fire {TICKS} timers: the loop stopped "
+        "while the work waited for the lock"
+    )
+    holder.release()
+    return await task
 
 
 def test_a_unit_of_work_that_must_not_wait_says_so_at_once(sqlite_path: Path) -> None:
     database = Database(f"sqlite:///{sqlite_path}")
-    holder = hold_write_lock(sqlite_path, HOLD_S)
-    started = time.monotonic()
+    holder = LockHolder(sqlite_path)
+    # Had it waited, it would have waited for the fallback and then got the lock.
     with pytest.raises(WriteLockBusy), UnitOfWork(database, wait=False):
         pass
-    assert time.monotonic() - started < HOLD_S / 2
+    assert not holder.released.is_set()
+    holder.release()
     with UnitOfWork(database) as uow:  # a waiting one gets the lock once it is released
         uow.commit()
-    assert time.monotonic() - started >= HOLD_S * 0.9
     holder.join()
+    assert holder.released_on_time
     database.dispose()
 
 
@@ -85,11 +106,11 @@ def test_a_connection_back_in_the_pool_waits_for_the_lock_again(sqlite_path: Pat
     database = Database(f"sqlite:///{sqlite_path}")
     with UnitOfWork(database, wait=False) as uow:
         uow.commit()
-    holder = hold_write_lock(sqlite_path, HOLD_S)
-    started = time.monotonic()
+    holder = LockHolder(sqlite_path)
+    threading.Timer(0.3, holder.release).start()
     with database.writer.begin() as connection:
         connection.exec_driver_sql("CREATE TABLE waited (id INTEGER)")
-    assert time.monotonic() - started >= HOLD_S * 0.9
+    assert holder.released.is_set()  # it waited for the release, and did not give up
     holder.join()
     database.dispose()
 
@@ -97,22 +118,20 @@ def test_a_connection_back_in_the_pool_waits_for_the_lock_again(sqlite_path: Pat
 def test_ingestion_waits_for_the_lock_without_stopping_the_event_loop(sqlite_path: Path) -> None:
     database = Database(f"sqlite:///{sqlite_path}")
     writer = InlineGroupCommitWriter(database, RULES, clock=lambda: NOW)
+    holder = LockHolder(sqlite_path)
 
-    async def scenario() -> tuple[Any, int]:
+    async def scenario() -> Any:
         writer.start()
-        holder = hold_write_lock(sqlite_path, HOLD_S)
         try:
-            return await ticks_while(writer.ingest([opted_in_signup("u1")]))
+            return await ticks_then_release(writer.ingest([opted_in_signup("u1")]), holder)
         finally:
-            holder.join()
             writer.stop()
 
-    [result], ticks = asyncio.run(scenario())
+    [result] = asyncio.run(scenario())
+    holder.join()
     database.dispose()
     assert result.status is IngestStatus.ACCEPTED
-    # Blocked in SQLite's busy handler, the loop could not fire a single timer until the
-    # lock was released; polling, it fires about every 10 ms.
-    assert ticks >= HOLD_S / 0.01 / 3, f"the loop ran only {ticks} timers in {HOLD_S} s"
+    assert holder.released_on_time, "the loop stopped while ingestion waited for the lock"
 
 
 class RecordingProvider:
@@ -140,20 +159,20 @@ def test_an_inline_dispatcher_waits_for_the_lock_without_stopping_the_event_loop
         database, {"email": provider}, worker_id="w", clock=lambda: NOW, inline_storage=True
     )
 
-    async def scenario() -> tuple[Any, int]:
+    async def scenario() -> Any:
         writer.start()
         await writer.ingest([opted_in_signup("u1")])
-        holder = hold_write_lock(sqlite_path, HOLD_S)
+        holder = LockHolder(sqlite_path)
         try:
-            return await ticks_while(dispatcher.run_once())
+            return await ticks_then_release(dispatcher.run_once(), holder), holder
         finally:
-            holder.join()
             writer.stop()
 
-    report, ticks = asyncio.run(scenario())
+    report, holder = asyncio.run(scenario())
+    holder.join()
     database.dispose()
     assert report.sent == 1 and len(provider.sent) == 1
-    assert ticks >= HOLD_S / 0.01 / 3, f"the loop ran only {ticks} timers in {HOLD_S} s"
+    assert holder.released_on_time, "the loop stopped while the dispatcher waited for the lock"
 
 
 def test_waiting_for_the_lock_gives_up_after_its_timeout(sqlite_path: Path) -> None:
@@ -165,10 +184,10 @@ def test_waiting_for_the_lock_gives_up_after_its_timeout(sqlite_path: Path) -> N
         with UnitOfWork(database, wait=False):
             pass
 
-    holder = hold_write_lock(sqlite_path, HOLD_S)
+    holder = LockHolder(sqlite_path)
     with pytest.raises(WriteLockBusy):
         asyncio.run(when_unlocked(work, timeout_s=0.1))
+    assert not holder.released.is_set()  # it gave up while the lock was still held
     holder.join()
     database.dispose()
     assert len(attempts) > 3  # it tried again, sooner than SQLite's handler would
-    assert attempts[-1] - attempts[0] < HOLD_S / 2
