@@ -132,6 +132,11 @@ class ReadOnly:
 
     def __enter__(self) -> ReadOnly:
         self.connection = self._database.reader.connect()
+        if self._database.dialect == "postgresql":
+            # PostgreSQL's default, READ COMMITTED, gives each statement a snapshot of its
+            # own: an audit could list a message as pending beside the attempt that sent it.
+            # The pool resets the level when the connection is returned.
+            self.connection.execution_options(isolation_level="REPEATABLE READ")
         self.connection.begin()
         dialect = self._database.dialect
         self.events = EventRepository(self.connection, dialect)
