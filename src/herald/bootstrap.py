@@ -40,8 +40,11 @@ def load_rules_and_delivery(
     is None); raises ``RuleFileError`` listing every problem in either, each named by the
     rule or setting it is in. Nothing is opened: this is also how a file is checked."""
 
+    # A relative `ca_file` is beside the rule file, as its templates are.
+    folder = Path(path).parent if path is not None else None
+
     def delivery(document: dict[str, Any], problems: list[str]) -> DeliveryPlan:
-        return plan_delivery(document, problems, outbox=outbox, env=env)
+        return plan_delivery(document, problems, outbox=outbox, env=env, folder=folder)
 
     return load_rule_file(path, delivery)
 

@@ -1,6 +1,7 @@
 """SmtpProvider against a real aiosmtpd server on 127.0.0.1."""
 
 import asyncio
+import shutil
 import socket
 import ssl
 import threading
@@ -397,3 +398,35 @@ def test_a_provider_from_the_rule_file_trusts_its_ca_file(
 
     assert result.status is DeliveryStatus.SENT
     assert smtps_sink.messages[0].tls
+
+
+def test_a_relative_ca_file_is_found_beside_the_rule_file_wherever_herald_runs(
+    smtps_sink: SmtpSink,
+    certificate: Certificate,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Like `templates_dir`: a file that `herald rules check` passes in its own folder must
+    # not break when the server is started from another one (a service manager's `/`).
+    from herald.bootstrap import load_rules_and_delivery
+    from herald.rules.loader import default_rules_path
+
+    folder = tmp_path / "config"
+    shutil.copytree(default_rules_path().parent / "templates", folder / "templates")
+    shutil.copy(certificate.cert_file, folder / "relay.pem")
+    rules = folder / "rules.yaml"
+    rules.write_text(
+        default_rules_path().read_text(encoding="utf-8")
+        + "providers:\n"
+        + f"  email: {{type: smtp, host: 127.0.0.1, port: {smtps_sink.port}, tls: implicit,\n"
+        + "          ca_file: relay.pem, sender: noreply@herald.test}\n",
+        encoding="utf-8",
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+
+    _, plan = load_rules_and_delivery(rules, outbox=tmp_path / "o.jsonl", env={})
+    result = asyncio.run(plan.providers["email"].send(REQUEST))
+
+    assert result.status is DeliveryStatus.SENT

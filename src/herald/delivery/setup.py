@@ -65,11 +65,15 @@ class DeliveryPlan:
 
 
 def build_delivery(
-    document: Mapping[str, Any], *, outbox: Path, env: Mapping[str, str] | None = None
+    document: Mapping[str, Any],
+    *,
+    outbox: Path,
+    env: Mapping[str, str] | None = None,
+    folder: Path | None = None,
 ) -> DeliveryPlan:
     """The plan of ``plan_delivery``; raises ``DeliveryConfigError`` listing every problem."""
     problems: list[str] = []
-    plan = plan_delivery(document, problems, outbox=outbox, env=env)
+    plan = plan_delivery(document, problems, outbox=outbox, env=env, folder=folder)
     if problems:
         raise DeliveryConfigError(problems)
     return plan
@@ -81,17 +85,18 @@ def plan_delivery(
     *,
     outbox: Path,
     env: Mapping[str, str] | None = None,
+    folder: Path | None = None,
 ) -> DeliveryPlan:
     """Providers per channel (stub email/sms and a logged internal channel by default) and
     the delivery policy. Each problem is appended to ``problems`` and its setting left out
     of the plan, so the plan is only for use when none was found. No connection is opened
     (an SMTP ``ca_file`` is read): building the plan is also how a rule file's delivery
-    is checked."""
+    is checked. ``folder`` is the rule file's, where a relative SMTP ``ca_file`` is."""
     env = os.environ if env is None else env
     delivery = readers.mapping(document.get("delivery"), "delivery", problems) or {}
     readers.unknown_keys(delivery, _DELIVERY_KEYS, "delivery", problems)
     return DeliveryPlan(
-        _providers(document.get("providers"), outbox, env, problems),
+        _providers(document.get("providers"), outbox, env, problems, folder),
         _retry_policy(delivery, problems),
         _rates(delivery.get("rate_limits"), problems),
         _quiet_hours(delivery.get("quiet_hours"), problems),
@@ -99,7 +104,7 @@ def plan_delivery(
 
 
 def _providers(
-    raw: Any, outbox: Path, env: Mapping[str, str], problems: list[str]
+    raw: Any, outbox: Path, env: Mapping[str, str], problems: list[str], folder: Path | None
 ) -> dict[str, Provider]:
     specs = {**_DEFAULT_PROVIDERS, **(readers.mapping(raw, "providers", problems) or {})}
     providers: dict[str, Provider] = {}
@@ -108,7 +113,7 @@ def _providers(
         spec = readers.mapping(raw_spec, where, problems)
         if not _is_channel(channel, where, problems) or spec is None:
             continue
-        provider = _channel_provider(channel, spec, outbox, env, where, problems)
+        provider = _channel_provider(channel, spec, outbox, env, where, problems, folder)
         if provider is not None:
             providers[channel] = provider
     return providers
@@ -121,10 +126,13 @@ def _channel_provider(
     env: Mapping[str, str],
     where: str,
     problems: list[str],
+    folder: Path | None,
 ) -> Provider | None:
     if channel != "internal":
-        return _provider(channel, spec, outbox, env, where, problems)
-    provider = _provider(channel, spec, outbox, env, where, problems, also_known=("webhook",))
+        return _provider(channel, spec, outbox, env, where, problems, folder)
+    provider = _provider(
+        channel, spec, outbox, env, where, problems, folder, also_known=("webhook",)
+    )
     if not spec.get("webhook"):
         return provider
     # The log line is the alert of record; the webhook (e.g. a chat channel) is extra.
@@ -132,7 +140,7 @@ def _channel_provider(
     if hook is None:
         return None
     extra = _provider(
-        channel, {"type": "webhook", **hook}, outbox, env, f"{where}.webhook", problems
+        channel, {"type": "webhook", **hook}, outbox, env, f"{where}.webhook", problems, folder
     )
     if provider is None or extra is None:
         return None
@@ -146,6 +154,7 @@ def _provider(
     env: Mapping[str, str],
     where: str,
     problems: list[str],
+    folder: Path | None,
     also_known: tuple[str, ...] = (),
 ) -> Provider | None:
     kind = spec.get("type", "stub")
@@ -158,7 +167,7 @@ def _provider(
     if kind == "log":
         return LogAlertProvider(name=f"{channel}:log")
     if kind == "smtp":
-        return smtp_provider(channel, spec, env, where, problems)
+        return smtp_provider(channel, spec, env, where, problems, folder=folder)
     return _webhook_provider(channel, spec, env, where, problems)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import ssl
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from herald.delivery import readers
@@ -29,12 +30,19 @@ _TLS_MODES: tuple[TlsMode, ...] = ("none", "starttls", "implicit")
 
 
 def smtp_provider(
-    channel: str, spec: Mapping[str, Any], env: Mapping[str, str], where: str, problems: list[str]
+    channel: str,
+    spec: Mapping[str, Any],
+    env: Mapping[str, str],
+    where: str,
+    problems: list[str],
+    *,
+    folder: Path | None = None,
 ) -> SmtpProvider | None:
+    """``folder``: where a relative ``ca_file`` is, the rule file's (else the current one)."""
     before = len(problems)
     host = readers.text(spec, "host", where, problems, required=True)
     tls = _smtp_tls(spec, where, problems)
-    tls_context = _tls_context(spec, tls, where, problems)
+    tls_context = _tls_context(spec, tls, where, problems, folder)
     # SMTPS listens on 465, plain SMTP (and STARTTLS to a relay) on 25.
     port = readers.number(
         spec.get("port", 465 if tls == "implicit" else 25),
@@ -85,10 +93,15 @@ def _smtp_tls(spec: Mapping[str, Any], where: str, problems: list[str]) -> TlsMo
 
 
 def _tls_context(
-    spec: Mapping[str, Any], tls: TlsMode | None, where: str, problems: list[str]
+    spec: Mapping[str, Any],
+    tls: TlsMode | None,
+    where: str,
+    problems: list[str],
+    folder: Path | None,
 ) -> ssl.SSLContext | None:
     """A context trusting the PEM certificates of ``ca_file`` (a private CA, or a relay's
-    self-signed certificate); None for the system's trust store."""
+    self-signed certificate); None for the system's trust store. A relative ``ca_file`` is
+    in ``folder``, as ``templates_dir`` is: the file must not depend on where Herald runs."""
     ca_file = readers.text(spec, "ca_file", where, problems)
     if ca_file is None:
         return None
@@ -97,7 +110,7 @@ def _tls_context(
         return None
     try:
         # Loaded now, so that `herald rules check` finds a missing or broken file.
-        return ssl.create_default_context(cafile=ca_file)
+        return ssl.create_default_context(cafile=(folder or Path()) / ca_file)
     except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
         problems.append(f"{where}: `ca_file` {ca_file!r} cannot be used: {exc}")
         return None
