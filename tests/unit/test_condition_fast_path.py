@@ -93,3 +93,20 @@ def test_a_missing_field_explains_itself_as_cel_does() -> None:
     assert not result.holds
     assert "could not be evaluated" in result.explanation
     assert "attempt_number" in result.explanation
+
+
+TAGGED = {"event": {"properties": {"tags": ["new", "vip"]}}, "user": {"id": "u_1", "vip": True}}
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        'event.properties.tags.exists(t, t == "vip")',
+        "event.properties.tags.all(t, size(t) > 0)",
+        'event.properties.tags.exists_one(t, t == "new")',
+        'event.properties.tags.filter(t, t != "new").size() == 1',
+    ],
+)
+def test_cel_macros_with_their_own_variable_load_and_hold(source: str) -> None:
+    # The iteration variable is CEL's own, not an unknown one like `customer.plan`.
+    assert Condition(source).evaluate(TAGGED).holds

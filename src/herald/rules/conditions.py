@@ -12,6 +12,12 @@ from herald.rules.comparison import parse_comparison
 
 CONDITION_VARIABLES = frozenset({"event", "user"})
 _PATH = re.compile(r"\b(?:event|user)(?:\.[A-Za-z_][A-Za-z0-9_]*)+")
+# CEL's macros bind their own variables (`tags.exists(t, t == "vip")`): the library lists
+# them among the expression's variables, but they are not inputs to be given.
+_MACRO_VARIABLES = re.compile(
+    r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*,"
+    r"(?:\s*([A-Za-z_][A-Za-z0-9_]*)\s*,)?"
+)
 
 
 class ConditionError(ValueError):
@@ -52,7 +58,10 @@ class Condition:
             self._program = cel.compile(self.source)
         except (ValueError, RuntimeError) as exc:
             raise ConditionError(f"does not compile: {exc}") from None
-        unknown = set(self._program.variables()) - CONDITION_VARIABLES
+        bound = {
+            name for found in _MACRO_VARIABLES.finditer(self.source) for name in found.groups()
+        }
+        unknown = set(self._program.variables()) - CONDITION_VARIABLES - bound
         if unknown:
             raise ConditionError(
                 f"uses unknown variable(s) {sorted(unknown)}; only `event` and `user` exist"
@@ -61,7 +70,7 @@ class Condition:
         # Converting a variable into CEL costs more than evaluating: pass only those used.
         self._projection = {
             name: _attributes_used(self.source, name)
-            for name in sorted(set(self._program.variables()))
+            for name in sorted(CONDITION_VARIABLES & set(self._program.variables()))
         }
         self._comparison = parse_comparison(self.source)
 
