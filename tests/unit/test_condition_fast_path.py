@@ -110,3 +110,11 @@ TAGGED = {"event": {"properties": {"tags": ["new", "vip"]}}, "user": {"id": "u_1
 def test_cel_macros_with_their_own_variable_load_and_hold(source: str) -> None:
     # The iteration variable is CEL's own, not an unknown one like `customer.plan`.
     assert Condition(source).evaluate(TAGGED).holds
+
+
+@pytest.mark.parametrize(
+    "source", ["user.size() == 2", 'user.exists(trait, trait == "vip")', "event.size() == 1"]
+)
+def test_a_method_or_macro_called_on_a_variable_sees_all_of_it(source: str) -> None:
+    # `user.size()` is a call on the map, not a trait called `size`.
+    assert Condition(source).evaluate(TAGGED).holds

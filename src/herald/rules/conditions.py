@@ -121,11 +121,12 @@ class Condition:
 
 def _attributes_used(source: str, variable: str) -> frozenset[str] | None:
     """The first-level attributes of ``variable`` that ``source`` reads, or None when it
-    uses the variable whole (e.g. ``"x" in event``) and needs all of it."""
-    pattern = re.compile(rf"\b{variable}\b(\.[A-Za-z_][A-Za-z0-9_]*)?")
+    uses the variable whole (e.g. ``"x" in event``, ``user.size()``) and needs all of it."""
+    pattern = re.compile(rf"\b{variable}\b(\.[A-Za-z_][A-Za-z0-9_]*)?(\s*\()?")
     attributes = set()
     for match in pattern.finditer(source):
-        if match.group(1) is None:
+        # `user.size()` or `user.exists(k, ...)` is a call on the whole map, not an attribute.
+        if match.group(1) is None or match.group(2) is not None:
             return None
         attributes.add(match.group(1)[1:])
     return frozenset(attributes)
