@@ -723,3 +723,44 @@ def test_one_plain_address_or_phone_number_is_a_recipient_as_written(
 
     assert decision.outcome is Outcome.TRIGGERED
     assert decision.draft is not None and decision.draft.recipient == value
+
+
+# Several rules anchored on one event type
+
+TWO_NUDGES = """
+events:
+  signup_completed: {}
+  link_bank_success: {}
+rules:
+  - id: NUDGE_DAY
+    trigger: link_bank_success
+    after: {event: signup_completed, within: 24h}
+    channel: internal
+  - id: NUDGE_WEEK
+    trigger: link_bank_success
+    after: {event: signup_completed, within: 7d}
+    channel: internal
+"""
+
+
+@pytest.fixture
+def two_nudges(tmp_path: Path) -> RuleSet:
+    path = tmp_path / "rules.yaml"
+    path.write_text(TWO_NUDGES, encoding="utf-8")
+    return load_ruleset(path)
+
+
+@pytest.mark.parametrize("links", [1, 60])
+def test_each_rule_anchored_on_a_signup_decides_each_earlier_link_once(
+    links: int, two_nudges: RuleSet
+) -> None:
+    signup = event("signup_completed", SIGNUP_AT)
+    early = [
+        event("link_bank_success", signup.timestamp + timedelta(minutes=minute))
+        for minute in range(links)
+    ]
+
+    decisions = replay([*early, signup], two_nudges)[2 * links :]  # those of the signup
+
+    for rule in ("NUDGE_DAY", "NUDGE_WEEK"):
+        assert [d.outcome for d in of_rule(decisions, rule)] == [Outcome.TRIGGERED] * links

@@ -193,13 +193,15 @@ def _decide_on_anchor(
     rule: Rule, anchor: Event, views: _Views, history: Sequence[Event]
 ) -> list[Decision]:
     assert rule.after is not None
+    # By id: rules anchored on one event type each ask for their triggers, so a trigger in
+    # two of their slices is in ``history`` twice, and would be decided (and counted) twice.
     triggers = sorted(
-        (
-            trigger
+        {
+            trigger.event_id: trigger
             for trigger in history
             if trigger.event_type == rule.on
             and anchor.timestamp <= trigger.timestamp <= anchor.timestamp + rule.after.within
-        ),
+        }.values(),
         key=lambda t: (t.timestamp, t.event_id),
     )
     decisions = [
