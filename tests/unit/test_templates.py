@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from herald.rules.templates import TemplateProblem, TemplateSet
+from herald.rules.templates import Rendered, TemplateProblem, TemplateSet
 
 SOURCES = {
     "note": {
@@ -30,6 +30,13 @@ def test_a_value_containing_the_internal_separator_still_renders_each_part() -> 
     assert rendered.subject == "Hello A\x1eB"
     assert rendered.body.startswith("Dear A\x1eB,")
     assert rendered.html == "<p>Dear A\x1eB</p>"
+
+
+def test_a_separator_in_a_value_of_a_template_without_html_stays_in_its_part() -> None:
+    # One separator in the data makes three pieces, the count a template with HTML gives.
+    sources = {"plain": {"subject.txt": "Hello {{ user.name }}", "body.txt": "Dear customer."}}
+    rendered = TemplateSet(sources).render("plain", {"user": {"name": "A\x1eB"}, "event": {}})
+    assert rendered == Rendered("Hello A\x1eB", "Dear customer.", None)
 
 
 def test_a_missing_optional_value_renders_empty_at_send_time() -> None:

@@ -106,7 +106,9 @@ class TemplateSet:
         trait of an unexpected type given to a filter)."""
         try:
             pieces = self._combined[name].render(context).split(_SEPARATOR)
-            if len(pieces) in (2, 3):
+            # As many pieces as the template has parts; a value holding the separator adds
+            # more (three from a template without HTML would pass for one with it).
+            if len(pieces) == len(self._compiled[name]):
                 html = pieces[2] if len(pieces) == 3 else None
                 return Rendered(pieces[0].strip(), pieces[1], html)
             return self._render_parts(name, context)  # a value contained the separator
