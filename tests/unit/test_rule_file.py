@@ -238,6 +238,17 @@ def test_changing_a_rule_changes_its_version_and_the_file_version_only(tmp_path:
     assert after_file != before_file
 
 
+def test_editing_a_template_changes_the_versions_of_its_rule_and_the_file(tmp_path: Path) -> None:
+    before_file, before = versions(write_rule_file(tmp_path, GOOD_RULE + SECOND_RULE))
+    edited = {"hello": {**HELLO, "body.txt": "Welcome aboard, {{ user.email }}."}}
+    after_file, after = versions(write_rule_file(tmp_path, GOOD_RULE + SECOND_RULE, edited))
+
+    # Messages and decisions carry the rule's version: another text is another version.
+    assert after["GOOD"] != before["GOOD"]
+    assert after["SECOND"] == before["SECOND"]
+    assert after_file != before_file
+
+
 def test_loading_the_same_file_twice_gives_the_same_versions(tmp_path: Path) -> None:
     path = write_rule_file(tmp_path, GOOD_RULE + SECOND_RULE)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 from importlib import resources
 from pathlib import Path
@@ -126,7 +127,15 @@ def _parse(
     settings = read_settings(data, problems)
     if problems:
         raise RuleFileError(source, problems)
-    version = _digest(data)[:12]
+    # A template's text is part of its rule: an edited message is another version.
+    texts = {rule.template: templates.source(rule.template) for rule in rules if rule.template}
+    rules = [
+        replace(rule, version=_digest([rule.version, texts[rule.template]])[:8])
+        if rule.template
+        else rule
+        for rule in rules
+    ]
+    version = (_digest([data, texts]) if texts else _digest(data))[:12]
     return RuleSet(version, source, event_types, tuple(rules), templates), settings
 
 

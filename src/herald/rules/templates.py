@@ -101,6 +101,10 @@ class TemplateSet:
             }
         return cls(sources)
 
+    def source(self, name: str) -> dict[str, str]:
+        """The text of each part of template ``name``."""
+        return dict(self._sources[name])
+
     def render(self, name: str, context: Mapping[str, Any]) -> Rendered:
         """Render all parts; ``TemplateProblem`` when the data makes a part fail (e.g. a
         trait of an unexpected type given to a filter)."""
