@@ -764,3 +764,28 @@ def test_each_rule_anchored_on_a_signup_decides_each_earlier_link_once(
 
     for rule in ("NUDGE_DAY", "NUDGE_WEEK"):
         assert [d.outcome for d in of_rule(decisions, rule)] == [Outcome.TRIGGERED] * links
+
+
+@pytest.mark.parametrize("stated", [False, None, "false", "no", 0])
+def test_a_marketing_message_needs_a_stated_opt_in_to_be_true_itself(
+    ruleset: RuleSet, stated: object
+) -> None:
+    traits = {**TRAITS, "marketing_opt_in": stated}
+    signup = event("signup_completed", SIGNUP_AT, traits=traits)
+    link = event("link_bank_success", at(SIGNUP_AT) + timedelta(hours=1), traits=traits)
+
+    nudge = the_one(replay([signup, link], ruleset), "BANK_LINK_NUDGE_SMS")
+
+    assert nudge.outcome is Outcome.SKIPPED
+    assert "has not opted in (marketing_opt_in is " in nudge.reason
+
+
+def test_a_bank_link_nudge_needs_no_stated_opt_in(ruleset: RuleSet) -> None:
+    """The nudge's own rule asks for none: an unstated opt-in is not an opt-out."""
+    traits = {k: v for k, v in TRAITS.items() if k != "marketing_opt_in"}
+    signup = event("signup_completed", SIGNUP_AT, traits=traits)
+    link = event("link_bank_success", at(SIGNUP_AT) + timedelta(hours=1), traits=traits)
+
+    nudge = the_one(replay([signup, link], ruleset), "BANK_LINK_NUDGE_SMS")
+
+    assert nudge.outcome is Outcome.TRIGGERED

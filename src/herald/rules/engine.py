@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+import orjson
+
 from herald.domain.model import (
     MAX_DEDUP_KEY,
     MAX_RECIPIENT,
@@ -260,8 +262,11 @@ def _decide_rule(rule: Rule, trigger: Event, views: _Views, why: str) -> Decisio
 def _consent_problem(rule: Rule, view: Mapping[str, object]) -> str | None:
     if rule.category is not Category.MARKETING:
         return None
-    if view.get("marketing_opt_in") is False:
-        return "marketing rule and the user has not opted in (marketing_opt_in is false)"
+    # A stated opt-in must be true itself: false, null or the string "false" is no consent.
+    # An unstated one leaves it to the rule's condition (the bank-link nudge asks for none).
+    if "marketing_opt_in" in view and view["marketing_opt_in"] is not True:
+        said = orjson.dumps(view["marketing_opt_in"], default=str).decode()
+        return f"marketing rule and the user has not opted in (marketing_opt_in is {said})"
     unsubscribed = view.get("unsubscribed")
     if isinstance(unsubscribed, list | tuple):
         if "marketing" in unsubscribed or "all" in unsubscribed:
