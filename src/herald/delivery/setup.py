@@ -96,16 +96,26 @@ def plan_delivery(
     delivery = readers.mapping(document.get("delivery"), "delivery", problems) or {}
     readers.unknown_keys(delivery, _DELIVERY_KEYS, "delivery", problems)
     return DeliveryPlan(
-        _providers(document.get("providers"), outbox, env, problems, folder),
+        _providers(document.get("providers"), _Reading(outbox, env, problems, folder)),
         _retry_policy(delivery, problems),
         _rates(delivery.get("rate_limits"), problems),
         _quiet_hours(delivery.get("quiet_hours"), problems),
     )
 
 
-def _providers(
-    raw: Any, outbox: Path, env: Mapping[str, str], problems: list[str], folder: Path | None
-) -> dict[str, Provider]:
+@dataclass(frozen=True, slots=True)
+class _Reading:
+    """What every provider's settings are read with: the stub's file, the environment the
+    secrets come from, the list problems go to, and the rule file's folder."""
+
+    outbox: Path
+    env: Mapping[str, str]
+    problems: list[str]
+    folder: Path | None
+
+
+def _providers(raw: Any, reading: _Reading) -> dict[str, Provider]:
+    problems = reading.problems
     specs = {**_DEFAULT_PROVIDERS, **(readers.mapping(raw, "providers", problems) or {})}
     providers: dict[str, Provider] = {}
     for channel, raw_spec in specs.items():
@@ -113,35 +123,25 @@ def _providers(
         spec = readers.mapping(raw_spec, where, problems)
         if not _is_channel(channel, where, problems) or spec is None:
             continue
-        provider = _channel_provider(channel, spec, outbox, env, where, problems, folder)
+        provider = _channel_provider(channel, spec, where, reading)
         if provider is not None:
             providers[channel] = provider
     return providers
 
 
 def _channel_provider(
-    channel: str,
-    spec: Mapping[str, Any],
-    outbox: Path,
-    env: Mapping[str, str],
-    where: str,
-    problems: list[str],
-    folder: Path | None,
+    channel: str, spec: Mapping[str, Any], where: str, reading: _Reading
 ) -> Provider | None:
     if channel != "internal":
-        return _provider(channel, spec, outbox, env, where, problems, folder)
-    provider = _provider(
-        channel, spec, outbox, env, where, problems, folder, also_known=("webhook",)
-    )
+        return _provider(channel, spec, where, reading)
+    provider = _provider(channel, spec, where, reading, also_known=("webhook",))
     if not spec.get("webhook"):
         return provider
     # The log line is the alert of record; the webhook (e.g. a chat channel) is extra.
-    hook = readers.mapping(spec["webhook"], f"{where}.webhook", problems)
+    hook = readers.mapping(spec["webhook"], f"{where}.webhook", reading.problems)
     if hook is None:
         return None
-    extra = _provider(
-        channel, {"type": "webhook", **hook}, outbox, env, f"{where}.webhook", problems, folder
-    )
+    extra = _provider(channel, {"type": "webhook", **hook}, f"{where}.webhook", reading)
     if provider is None or extra is None:
         return None
     return FanOutProvider(f"{channel}:log+webhook", provider, extra)
@@ -150,24 +150,22 @@ def _channel_provider(
 def _provider(
     channel: str,
     spec: Mapping[str, Any],
-    outbox: Path,
-    env: Mapping[str, str],
     where: str,
-    problems: list[str],
-    folder: Path | None,
+    reading: _Reading,
     also_known: tuple[str, ...] = (),
 ) -> Provider | None:
+    problems, env = reading.problems, reading.env
     kind = spec.get("type", "stub")
     if not isinstance(kind, str) or kind not in _PROVIDER_KEYS:
         problems.append(f"{where}: unknown type {kind!r} ({', '.join(_PROVIDER_KEYS)})")
         return None
     readers.unknown_keys(spec, _PROVIDER_KEYS[kind].union(also_known), where, problems)
     if kind == "stub":
-        return StubProvider(outbox, name=f"{channel}:stub")
+        return StubProvider(reading.outbox, name=f"{channel}:stub")
     if kind == "log":
         return LogAlertProvider(name=f"{channel}:log")
     if kind == "smtp":
-        return smtp_provider(channel, spec, env, where, problems, folder=folder)
+        return smtp_provider(channel, spec, env, where, problems, folder=reading.folder)
     return _webhook_provider(channel, spec, env, where, problems)
 
 
