@@ -465,6 +465,29 @@ def test_an_unsubscribe_skips_marketing_but_not_transactional_messages(client: T
     )
 
 
+def test_an_event_saying_unsubscribed_is_empty_does_not_undo_an_unsubscribe_made_here(
+    client: TestClient,
+) -> None:
+    client.post("/users/u_4/preferences", json={"unsubscribed": ["email"]})
+    traits = {"email": "u_4@example.com", "marketing_opt_in": True, "unsubscribed": []}
+    answer = client.post("/events", json=signup(user="u_4", user_traits=traits)).json()
+
+    welcome = answer["decisions"][0]
+    assert welcome["outcome"] == "skipped" and "unsubscribed from email" in welcome["reason"]
+
+
+def test_an_unsubscribe_the_app_sends_as_a_trait_holds_for_the_user_s_later_events(
+    client: TestClient,
+) -> None:
+    unsubscribing = payment_failed(user="u_5", event_id="p5")
+    unsubscribing["user_traits"] = {**unsubscribing["user_traits"], "unsubscribed": ["email"]}
+    assert client.post("/events", json=unsubscribing).status_code == 202
+
+    welcome = client.post("/events", json=signup(user="u_5")).json()["decisions"][0]
+
+    assert welcome["outcome"] == "skipped" and "unsubscribed from email" in welcome["reason"]
+
+
 def test_the_openapi_document_lists_the_errors_a_client_must_handle(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
 

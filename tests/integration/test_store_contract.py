@@ -291,7 +291,7 @@ class TestUserRepository:
         assert profiles["u_2"].traits == {"email": "bo@example.com"}
         assert (row.first_seen_us, row.updated_us) == (T0, T0 + 2 * HOUR)
 
-    def test_an_upsert_keeps_preferences_and_unsubscribes_reach_the_rules_as_a_trait(
+    def test_an_upsert_keeps_preferences_and_unsubscribes_reach_the_rules_beside_the_traits(
         self, database: Database
     ) -> None:
         with UnitOfWork(database) as uow:
@@ -305,7 +305,8 @@ class TestUserRepository:
         with ReadOnly(database) as read:
             profile = read.users.get_many(["u_1"])["u_1"]
             row = read.users.get_row("u_1")
-        assert profile.traits == {"email": "a@b.c", "unsubscribed": ["email", "sms"]}
+        assert profile.traits == {"email": "a@b.c"}
+        assert profile.unsubscribed == {"email", "sms"}
         assert row.traits == {"email": "a@b.c"}
         assert row.preferences == {"unsubscribed": ["sms", "email"]}
 

@@ -69,11 +69,13 @@ def replay(
     ruleset: RuleSet,
     *,
     profile_traits: Mapping[str, Any] | None = None,
+    unsubscribed: Iterable[str] = (),
 ) -> list[Decision]:
-    """Every decision made while ``arrivals`` come in one by one, limits applied."""
+    """Every decision made while ``arrivals`` come in one by one, limits applied;
+    ``unsubscribed``: what the user unsubscribed from through the API."""
     known: list[Event] = []
     held: dict[str, str] = {}
-    profile = UserProfile(USER, dict(profile_traits or {}))
+    profile = UserProfile(USER, dict(profile_traits or {}), unsubscribed=frozenset(unsubscribed))
     decisions: list[Decision] = []
     for arriving in arrivals:
         profile = profile.merged(arriving.user_traits, to_micros(arriving.timestamp))
@@ -466,8 +468,7 @@ def marketing_and_transactional(
             traits=traits,
         ),
     ]
-    profile = {"unsubscribed": unsubscribed} if on_profile else None
-    decisions = replay(events, ruleset, profile_traits=profile)
+    decisions = replay(events, ruleset, unsubscribed=unsubscribed if on_profile else ())
     return {d.rule: d.outcome for d in decisions}
 
 
@@ -492,6 +493,18 @@ def test_an_unsubscribe_stops_marketing_but_not_transactional_messages(
     assert outcomes["WELCOME_EMAIL"] is welcome
     assert outcomes["BANK_LINK_NUDGE_SMS"] is nudge
     assert outcomes["INSUFFICIENT_FUNDS_EMAIL"] is Outcome.TRIGGERED
+
+
+@pytest.mark.parametrize("said", [[], False, None, ["sms"]], ids=repr)
+def test_an_event_s_unsubscribed_trait_cannot_undo_an_unsubscribe_made_through_the_api(
+    said: object, ruleset: RuleSet
+) -> None:
+    signup = event("signup_completed", SIGNUP_AT, traits={**TRAITS, "unsubscribed": said})
+
+    decision = the_one(replay([signup], ruleset, unsubscribed=["email"]), "WELCOME_EMAIL")
+
+    assert decision.outcome is Outcome.SKIPPED
+    assert "unsubscribed from email" in decision.reason
 
 
 def test_an_unsubscribed_welcome_says_which_unsubscribe_stopped_it(ruleset: RuleSet) -> None:

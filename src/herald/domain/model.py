@@ -86,6 +86,9 @@ class UserProfile:
     trait_times: Mapping[str, int] = field(default_factory=dict)
     # The user's events before this moment (event time, microseconds) were pruned.
     pruned_before_us: int | None = None
+    # Channels (or "marketing") the user unsubscribed from through Herald's API. Kept
+    # apart from the traits, which the app's events overwrite: an event cannot undo it.
+    unsubscribed: frozenset[str] = frozenset()
 
     def merged(self, traits: Mapping[str, Any], at_micros: int) -> UserProfile:
         """Merge traits from an event at ``at_micros``; the later event time wins per trait.
@@ -101,15 +104,22 @@ class UserProfile:
             if at_micros >= new_times.get(key, -(2**62)):
                 new_traits[key] = value
                 new_times[key] = at_micros
-        return UserProfile(self.user_id, new_traits, new_times, self.pruned_before_us)
+        return UserProfile(
+            self.user_id, new_traits, new_times, self.pruned_before_us, self.unsubscribed
+        )
 
     def seen_by(self, event: Event) -> dict[str, Any]:
         """The ``user`` variable for a rule about ``event``: the profile overlaid with the
         event's own traits, so a decision depends on what the event said, not on what
-        arrived before it."""
+        arrived before it. ``unsubscribed`` holds what the app's traits said and what the
+        user set through the API, together: either one stops marketing."""
         view = dict(self.traits)
         view.update(event.user_traits)
         view["id"] = self.user_id
+        if self.unsubscribed:
+            said = view.get("unsubscribed")
+            from_traits = set(said) if isinstance(said, list) else set()
+            view["unsubscribed"] = sorted(from_traits.union(self.unsubscribed), key=str)
         return view
 
 

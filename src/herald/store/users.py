@@ -20,11 +20,8 @@ def _profile(
     preferences: dict[str, Any] | None,
     pruned_before_us: int | None,
 ) -> UserProfile:
-    traits = dict(traits)
-    if preferences and preferences.get("unsubscribed"):
-        # Unsubscribes set through the API reach the rules as the `unsubscribed` trait.
-        traits["unsubscribed"] = sorted(preferences["unsubscribed"])
-    return UserProfile(user_id, traits, dict(times), pruned_before_us)
+    unsubscribed = frozenset((preferences or {}).get("unsubscribed") or ())
+    return UserProfile(user_id, traits, times, pruned_before_us, unsubscribed)
 
 
 class UserRepository:
@@ -53,7 +50,7 @@ class UserRepository:
         rows = [
             (
                 profile.user_id,
-                json_text({k: v for k, v in profile.traits.items() if k != "unsubscribed"}),
+                json_text(profile.traits),
                 json_text(profile.trait_times),
                 now_us,
                 now_us,
