@@ -296,6 +296,24 @@ def test_two_links_within_the_window_send_one_nudge_and_suppress_the_other(
     assert sorted(outcomes) == [Outcome.SUPPRESSED, Outcome.TRIGGERED]
 
 
+def test_a_nudge_suppressed_on_a_signup_names_the_link_it_is_about(ruleset: RuleSet) -> None:
+    first = event("link_bank_success", "2025-11-02T11:00:00+00:00", event_id="link_1")
+    second = event("link_bank_success", "2025-11-02T12:00:00+00:00", event_id="link_2")
+    signup = event("signup_completed", SIGNUP_AT)
+
+    decided_on_signup = of_rule(
+        replay([first, second, signup], ruleset)[-2:], "BANK_LINK_NUDGE_SMS"
+    )
+
+    sent_for, suppressed_for = decided_on_signup
+    assert sent_for.outcome is Outcome.TRIGGERED and "link_bank_success link_1 " in sent_for.reason
+    assert suppressed_for.outcome is Outcome.SUPPRESSED
+    assert "link_bank_success link_2 at 2025-11-02T12:00:00Z came within 24h" in (
+        suppressed_for.reason
+    )
+    assert f"is held by message {sent_for.message_id}" in suppressed_for.reason
+
+
 def test_a_user_without_a_phone_gets_no_nudge_and_the_reason_names_the_trait(
     ruleset: RuleSet,
 ) -> None:

@@ -139,6 +139,8 @@ class MessageDraft:
     recipient: str
     trigger: Event
     limit: str
+    # What held (the window, the condition): a suppression repeats it before its limit.
+    why: str
     # The ``event`` and ``user`` the rule's condition saw: the message is rendered from
     # them, so it says what the decision was made on.
     event_view: Mapping[str, Any]

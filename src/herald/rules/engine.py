@@ -151,7 +151,8 @@ def apply_limits(candidates: Iterable[Decision], held: Mapping[str, str]) -> lis
         if decision.outcome is Outcome.TRIGGERED and key is not None:
             holder = held.get(key, taken_here.get(key))
             if holder is not None:
-                limit = decision.draft.limit if decision.draft else "limit"
+                draft = decision.draft
+                limit = f"{draft.why}; {draft.limit}" if draft else "limit"
                 decision = replace(
                     decision,
                     outcome=Outcome.SUPPRESSED,
@@ -246,15 +247,24 @@ def _decide_rule(rule: Rule, trigger: Event, views: _Views, why: str) -> Decisio
         return _skip(rule, "; ".join([*clauses, missing]))
     key = dedup_key(rule, trigger)
     message_id = message_id_for(key)
+    why = "; ".join(clauses) or "no condition"
     return Decision(
         rule=rule.id,
         rule_version=rule.version,
         outcome=Outcome.TRIGGERED,
-        reason=("; ".join(clauses) or "no condition") + _delivery_note(rule.channel, recipient),
+        reason=why + _delivery_note(rule.channel, recipient),
         message_id=message_id,
         dedup_key=key,
         draft=MessageDraft(
-            message_id, key, rule.channel, recipient, trigger, rule.limit.value, event_view, view
+            message_id=message_id,
+            dedup_key=key,
+            channel=rule.channel,
+            recipient=recipient,
+            trigger=trigger,
+            limit=rule.limit.value,
+            why=why,
+            event_view=event_view,
+            user_view=view,
         ),
     )
 
