@@ -231,6 +231,30 @@ def test_a_value_with_a_line_break_cannot_forge_a_text_log_line(formatter_for: A
     )
 
 
+@pytest.mark.parametrize("user", ["1234567890", "+351912345678", "maria@example.com"])
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_an_alert_names_its_user_and_event_even_when_an_id_looks_like_contact_data(
+    user: str, fmt: str, formatter_for: Any
+) -> None:
+    ids = {"user_id": user, "event_id": "9876543210123"}
+    alert = record("internal alert HIGH_RISK_ALERT for user %s (event %s)", *ids.values(), **ids)
+
+    line = formatter_for(fmt).format(alert)
+
+    message = json.loads(line)["message"] if fmt == "json" else line
+    assert f"for user {user} (event 9876543210123)" in message
+    if fmt == "json":
+        assert json.loads(line)["user_id"] == user
+
+
+def test_an_address_holding_the_user_id_is_still_masked(formatter_for: Any) -> None:
+    line = formatter_for("text").format(
+        record("mail to %s bounced", "u_77@example.com", user_id="u_77")
+    )
+
+    assert "u_77@example.com" not in line and "u***@example.com" in line
+
+
 def test_an_exception_in_a_text_log_line_is_masked_too(formatter_for: Any) -> None:
     failure = a_failure("cannot store maria@example.com")
 

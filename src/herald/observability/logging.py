@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import re
 import sys
+import time
 from typing import Any
 
 import orjson
@@ -29,11 +31,32 @@ _ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F)} | {
 }
 
 
+# Ids a line names on purpose, passed as fields of the record: an alert must say which user
+# it is about, even when the id is all digits or an address. Masked text keeps them whole.
+_IDENTIFIERS = ("user_id", "event_id", "message_id")
+
+
+def _masked(text: str, record: logging.LogRecord) -> str:
+    """``text`` with personal data masked, but for the record's own identifiers where they
+    stand as words of their own (an id inside an address leaves the address masked)."""
+    ids = {value for name in _IDENTIFIERS if isinstance(value := getattr(record, name, None), str)}
+    ids.discard("")
+    if not ids:
+        return mask_text(text)
+    alternatives = "|".join(re.escape(i) for i in sorted(ids, key=len, reverse=True))
+    pieces, start = [], 0
+    for found in re.finditer(rf"(?<![\w@.+-])(?:{alternatives})(?![\w@.-])", text):
+        pieces += [mask_text(text[start : found.start()]), found.group()]
+        start = found.end()
+    pieces.append(mask_text(text[start:]))
+    return "".join(pieces)
+
+
 class _MaskingFormatter(logging.Formatter):
     """One line per record: personal data masked, control characters escaped."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        record.message = mask_text(record.message).translate(_ESCAPES)
+        record.message = _masked(record.message, record).translate(_ESCAPES)
         return super().formatMessage(record)
 
     def formatException(self, ei: Any) -> str:
@@ -47,14 +70,15 @@ class JsonFormatter(logging.Formatter):
             "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
             "level": record.levelname,
             "logger": record.name,
-            "message": mask_text(record.getMessage()),
+            "message": _masked(record.getMessage(), record),
         }
         rid = request_id.get()
         if rid:
             entry["request_id"] = rid
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
-                entry[key] = mask_text(value) if isinstance(value, str) else value
+                masks = isinstance(value, str) and key not in _IDENTIFIERS
+                entry[key] = mask_text(value) if masks else value
         if record.exc_info:
             entry["exc"] = mask_text(self.formatException(record.exc_info))
         return orjson.dumps(entry, default=str).decode()
@@ -66,7 +90,7 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
         formatter: logging.Formatter = JsonFormatter()
     else:
         formatter = _MaskingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    formatter.converter = __import__("time").gmtime
+    formatter.converter = time.gmtime  # log times are UTC, as everything in Herald
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
