@@ -488,6 +488,14 @@ def test_an_unsubscribe_the_app_sends_as_a_trait_holds_for_the_user_s_later_even
     assert welcome["outcome"] == "skipped" and "unsubscribed from email" in welcome["reason"]
 
 
+def test_a_preference_for_an_id_no_event_could_carry_is_refused(client: TestClient) -> None:
+    response = client.post("/users/%20u_6/preferences", json={"unsubscribed": ["email"]})
+
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["path", "user_id"]
+    assert client.get("/audit/%20u_6").status_code == 404
+
+
 def test_the_openapi_document_lists_the_errors_a_client_must_handle(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
 

@@ -263,6 +263,29 @@ def test_an_id_with_a_control_character_is_refused(
     ]
 
 
+@pytest.mark.parametrize("field", ["user_id", "event_id"])
+@pytest.mark.parametrize(
+    ("given", "msg"),
+    [
+        (" u_1", "must not start or end with whitespace"),
+        ("u_1\u2028", "must not start or end with whitespace"),
+        ("   ", "must not be blank"),
+    ],
+)
+def test_an_id_with_whitespace_at_an_end_is_refused_not_trimmed_into_another_id(
+    field: str, given: str, msg: str, ruleset: RuleSet
+) -> None:
+    errors = rejected(to_event(payload(**{field: given}), ruleset))
+
+    assert errors == [{"loc": [field], "msg": msg, "type": "invalid_id"}]
+
+
+def test_an_id_with_a_space_inside_is_kept_as_it_is(ruleset: RuleSet) -> None:
+    event = accepted(to_event(payload(user_id="ada lovelace"), ruleset))
+
+    assert event.user_id == "ada lovelace"
+
+
 @pytest.mark.parametrize("number", [float("nan"), float("inf"), float("-inf")])
 def test_a_number_that_is_not_finite_is_refused_where_it_is(
     number: float, ruleset: RuleSet

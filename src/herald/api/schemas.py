@@ -8,7 +8,7 @@ from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, with_config
 from typing_extensions import TypedDict
 
-NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
+NonEmpty = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 # A user id in a path, as events can carry one: U+0000 never is (no database stores it).
 UserIdPath = Annotated[str, Path(min_length=1, max_length=128, pattern="^[^\x00]+$")]
 

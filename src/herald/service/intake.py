@@ -54,10 +54,9 @@ def to_event(payload: Mapping[str, Any], ruleset: RuleSet) -> Event | Rejection:
         for problem in validate_properties(properties, spec.properties):
             errors.append(_error(problem.loc, problem.msg, "invalid_property"))
     for name in ("user_id", "event_id"):
-        value = payload.get(name) or ""
-        control = None if value.isprintable() else _CONTROL.search(value)  # quick test first
-        if control:
-            errors.append(_error((name,), _control_message(control[0]), "invalid_id"))
+        wrong = id_problem(payload.get(name) or "")
+        if wrong:
+            errors.append(_error((name,), wrong, "invalid_id"))
     for name, value in (("properties", properties), ("user_traits", payload.get("user_traits"))):
         unstorable = _unstorable(value)
         if unstorable:
@@ -83,10 +82,17 @@ _NOT_FINITE = "is not a finite number: NaN, Infinity and numbers beyond 1.8e308 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
-def _control_message(char: str) -> str:
-    if char == "\x00":
+def id_problem(value: str) -> str | None:
+    """Why ``value`` cannot be a user or event id, or None. Ids are kept exactly as sent, so
+    one with whitespace at either end is refused rather than trimmed into another id."""
+    if value != value.strip():
+        return "must not start or end with whitespace" if value.strip() else "must not be blank"
+    control = None if value.isprintable() else _CONTROL.search(value)  # quick test first
+    if control is None:
+        return None
+    if control[0] == "\x00":
         return _NUL
-    return f"contains the control character U+{ord(char):04X}; ids must be printable"
+    return f"contains the control character U+{ord(control[0]):04X}; ids must be printable"
 
 
 Loc = tuple[str | int, ...]

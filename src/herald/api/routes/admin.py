@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, HTTPException
 
 from herald.api.deps import AdminOnly, RuntimeDep
 from herald.api.schemas import PreferencesIn, UserIdPath
+from herald.service.intake import id_problem
 from herald.service.preferences import set_unsubscribes
 
 router = APIRouter(tags=["admin"], dependencies=[AdminOnly])
@@ -64,6 +65,10 @@ def set_preferences(
     user_id: UserIdPath, body: PreferencesIn, runtime: RuntimeDep
 ) -> dict[str, Any]:
     """Replace the user's unsubscribes. Marketing rules then skip them; transactional go on."""
+    problem = id_problem(user_id)
+    if problem:
+        error = {"loc": ["path", "user_id"], "msg": problem, "type": "invalid_id"}
+        raise HTTPException(422, [error])
     preferences = set_unsubscribes(
         runtime.database, user_id, body.unsubscribed, now=runtime.clock()
     )
