@@ -81,6 +81,31 @@ def test_the_same_event_twice_is_a_duplicate_without_new_side_effects(client: Te
     assert len(audit["events"]) == 1 and len(audit["messages"]) == 1
 
 
+def test_a_duplicate_answers_with_the_decisions_made_when_the_event_was_accepted(
+    client: TestClient,
+) -> None:
+    first = client.post("/events", json=payment_failed(event_id="e1")).json()
+
+    again = client.post("/events", json=payment_failed(event_id="e1")).json()
+
+    assert again["decisions"] == first["decisions"] != []
+
+
+def test_a_batch_answers_each_duplicate_with_the_decisions_of_the_event_it_repeats(
+    client: TestClient,
+) -> None:
+    client.post("/events", json=payment_failed(event_id="e1"))
+    other = payment_failed(user="u_2", event_id="e2")
+    body = {"events": [payment_failed(event_id="e1"), other, other]}
+
+    results = client.post("/events/batch", json=body).json()["results"]
+
+    assert [r["status"] for r in results] == ["duplicate", "accepted", "duplicate"]
+    stored = client.get("/audit/u_1").json()["events"][0]["decisions"]
+    assert results[0]["decisions"] == stored != []
+    assert results[2]["decisions"] == results[1]["decisions"] != []
+
+
 def test_an_event_without_id_is_deduplicated_by_user_type_and_timestamp(client: TestClient) -> None:
     first = client.post("/events", json=payment_failed())
     second = client.post("/events", json=payment_failed())

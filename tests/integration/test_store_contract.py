@@ -150,6 +150,16 @@ class TestEventRepository:
         assert len(found) == 600
         assert found["e1198"] == "fp-e1198"
 
+    def test_decisions_of_give_back_what_was_stored_for_stored_events_only(
+        self, database: Database
+    ) -> None:
+        add_events(database, event_row("e1"))
+
+        with ReadOnly(database) as read:
+            found = read.events.decisions_of(["e1", "e2"])
+
+        assert found == {"e1": event_row("e1")["decisions"]}
+
     def test_the_database_refuses_a_second_event_with_the_same_id(self, database: Database) -> None:
         add_events(database, event_row("e1"))
 

@@ -29,7 +29,10 @@ class IngestStatus(StrEnum):
 class IngestResult:
     event_id: str
     status: IngestStatus
-    decisions: list[Decision] = field(default_factory=list)
+    decisions: list[Decision] = field(default_factory=list)  # made now: an accepted event's
+    # A duplicate's decisions, made when the event was first accepted, as the audit shows
+    # them: a client retrying after a lost answer learns what became of its event.
+    earlier: list[dict[str, Any]] = field(default_factory=list)
 
 
 def ingest(
@@ -49,12 +52,15 @@ def ingest(
     results: list[IngestResult | None] = [None] * len(events)
     plans: list[tuple[int, Event, list[Decision]]] = []
     seen: dict[str, str] = {}
+    duplicates: list[int] = []
     for index, event in enumerate(events):
         fingerprint = event.fingerprint()
         prior = stored.get(event.event_id) or seen.get(event.event_id)
         if prior is not None:
-            status = IngestStatus.DUPLICATE if prior == fingerprint else IngestStatus.CONFLICT
-            results[index] = IngestResult(event.event_id, status)
+            if prior == fingerprint:
+                duplicates.append(index)
+            else:
+                results[index] = IngestResult(event.event_id, IngestStatus.CONFLICT)
             continue
         seen[event.event_id] = fingerprint
         profile = profiles.get(event.user_id) or UserProfile(event.user_id)
@@ -98,6 +104,7 @@ def ingest(
         )
         results[index] = IngestResult(event.event_id, IngestStatus.ACCEPTED, decisions)
 
+    _answer_duplicates(uow, events, duplicates, results)
     uow.users.upsert_many((profiles[uid] for uid in batch.users), now_us)
     uow.events.add_many(event_rows)
     if uow.outbox.add_many(message_rows) != len(message_rows):
@@ -105,6 +112,27 @@ def ingest(
         # makes this unreachable, so refuse rather than store a decision that lies.
         raise RuntimeError("dedup key taken concurrently; the batch is rolled back")
     return [result for result in results if result is not None]
+
+
+def _answer_duplicates(
+    uow: UnitOfWork,
+    events: Sequence[Event],
+    duplicates: list[int],
+    results: list[IngestResult | None],
+) -> None:
+    """Fill in the results of the ``duplicates`` (indexes into ``events``) with the
+    decisions of the event they repeat: stored, or accepted earlier in this batch."""
+    if not duplicates:
+        return
+    here = {r.event_id: r for r in results if r is not None and r.status is IngestStatus.ACCEPTED}
+    stored = uow.events.decisions_of(
+        events[i].event_id for i in duplicates if events[i].event_id not in here
+    )
+    for index in duplicates:
+        event_id = events[index].event_id
+        twin = here.get(event_id)
+        earlier = [d.as_json() for d in twin.decisions] if twin else stored.get(event_id, [])
+        results[index] = IngestResult(event_id, IngestStatus.DUPLICATE, earlier=earlier)
 
 
 class _Batch:

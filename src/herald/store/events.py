@@ -34,6 +34,13 @@ class EventRepository:
         query = "SELECT event_id, fingerprint FROM events WHERE event_id IN ({})"
         return dict(iter(select_in(self._conn, self._dialect, query, event_ids)))
 
+    def decisions_of(self, event_ids: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
+        """The decisions stored with each of ``event_ids`` that is stored, as the audit
+        shows them."""
+        query = "SELECT event_id, decisions FROM events WHERE event_id IN ({})"
+        rows = select_in(self._conn, self._dialect, query, event_ids)
+        return {event_id: json_value(decisions) for event_id, decisions in rows}
+
     def in_window(
         self,
         user_id: str,

@@ -59,7 +59,7 @@ def _result_json(result: IngestResult) -> dict[str, Any]:
     return {
         "event_id": result.event_id,
         "status": result.status.value,
-        "decisions": [decision.as_json() for decision in result.decisions],
+        "decisions": [decision.as_json() for decision in result.decisions] or result.earlier,
     }
 
 
