@@ -45,10 +45,23 @@ class Settings(BaseSettings):
         level = str(value).strip().upper()
         if level not in LOG_LEVELS:
             raise ValueError(
-                f"HERALD_LOG_LEVEL must be {', '.join(LOG_LEVELS[:-1])} or {LOG_LEVELS[-1]} "
-                f"(in any case), not {value!r}"
+                f"must be {', '.join(LOG_LEVELS[:-1])} or {LOG_LEVELS[-1]} (in any case)"
             )
         return level
+
+    @field_validator("admin_token", "ingest_token")
+    @classmethod
+    def _usable_token(cls, value: str | None) -> str | None:
+        # An empty token would let `Authorization: Bearer` alone in, and one beyond visible
+        # ASCII could never match: HTTP headers arrive as Latin-1, not UTF-8.
+        if value is None:
+            return None
+        if not value or not all("!" <= char <= "~" for char in value):
+            raise ValueError(
+                "a token must be visible ASCII characters without spaces, and not empty "
+                "(unset the variable for no token)"
+            )
+        return value
 
     def exposure_problem(self) -> str | None:
         """Why it is unsafe to serve on ``host`` with these settings, if it is."""

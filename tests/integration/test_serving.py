@@ -135,8 +135,10 @@ def test_an_unknown_log_level_is_refused_in_one_line_naming_the_levels(
 
     assert result.returncode == 1, result.stderr
     message = one_line(result.stderr)
-    assert "error: invalid settings" in message
-    assert "HERALD_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL" in message
+    assert (
+        "error: invalid settings: HERALD_LOG_LEVEL: must be DEBUG, INFO, WARNING, ERROR or "
+        "CRITICAL (in any case) (got 'verbose')"
+    ) in message
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "herald.db").exists()
 

@@ -19,3 +19,14 @@ def test_a_worker_id_fits_its_column_whatever_the_host_name(
 @pytest.mark.parametrize("given", ["debug", "Warning", " ERROR "])
 def test_a_log_level_is_read_in_any_case(given: str) -> None:
     assert Settings(log_level=given).log_level == given.strip().upper()
+
+
+@pytest.mark.parametrize("token", ["", "pässwörd", "two words"])
+@pytest.mark.parametrize("name", ["admin_token", "ingest_token"])
+def test_a_token_no_client_could_send_exactly_is_refused_at_start(name: str, token: str) -> None:
+    with pytest.raises(ValueError, match="visible ASCII characters without spaces"):
+        Settings(**{name: token})
+
+
+def test_a_token_of_visible_ascii_is_taken() -> None:
+    assert Settings(admin_token="s3cr3t-~+/=").admin_token == "s3cr3t-~+/="

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal, NoReturn
 
 import typer
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 from rich.console import Console
 
 from herald.config import Settings
@@ -29,11 +31,22 @@ RulesOpt = Annotated[str | None, typer.Option("--rules", help="rule file (env HE
 
 
 def settings_from(**overrides: object) -> Settings:
+    """Settings from the command's options (``overrides``, None where not given) over the
+    ``HERALD_*`` environment; exit 1 naming each setting that is wrong."""
     given = {key: value for key, value in overrides.items() if value is not None}
     try:
         return Settings(**given)  # type: ignore[arg-type]
-    except Exception as exc:
-        fail(f"invalid settings: {exc}")
+    except ValidationError as exc:
+        fail("invalid settings: " + "; ".join(_setting_problem(e) for e in exc.errors()))
+
+
+def _setting_problem(error: ErrorDetails) -> str:
+    name = str(error["loc"][0]) if error["loc"] else "settings"
+    said = error["msg"].removeprefix("Value error, ")
+    # Never echo a token: a wrong one is still somebody's secret.
+    if "token" not in name and "input" in error:
+        said += f" (got {error['input']!r})"
+    return f"HERALD_{name.upper()}: {said}"
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
