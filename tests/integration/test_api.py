@@ -250,6 +250,34 @@ def test_a_body_over_one_mebibyte_is_refused_with_413(client: TestClient) -> Non
     assert client.post("/events", json=big).status_code == 413
 
 
+def chunked(body: bytes, size: int = 64 * 1024) -> Iterator[bytes]:
+    """``body`` sent in pieces with no declared length (Transfer-Encoding: chunked)."""
+    for start in range(0, len(body), size):
+        yield body[start : start + size]
+
+
+@pytest.mark.parametrize("path", ["/events", "/users/u_1/preferences"])
+def test_a_chunked_body_over_one_mebibyte_is_refused_with_413_on_every_route(
+    client: TestClient, path: str
+) -> None:
+    body = json.dumps({"events": [], "padding": "x" * 1_100_000}).encode()
+    headers = {"content-type": "application/json"}
+
+    response = client.post(path, content=chunked(body), headers=headers)
+
+    assert response.status_code == 413
+
+
+def test_a_chunked_event_within_the_limit_is_accepted(client: TestClient) -> None:
+    body = json.dumps(payment_failed(event_id="chunked")).encode()
+
+    response = client.post(
+        "/events", content=chunked(body, size=50), headers={"content-type": "application/json"}
+    )
+
+    assert response.status_code == 202
+
+
 def test_a_compressed_body_is_refused_with_415_saying_so(client: TestClient) -> None:
     body = gzip.compress(json.dumps(payment_failed(user="u_gz")).encode())
     headers = {"content-type": "application/json", "content-encoding": "gzip"}

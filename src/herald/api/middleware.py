@@ -74,22 +74,32 @@ class RequestEdge:
             request_id.reset(token)
 
     async def _counting(self, scope: Scope, receive: Any, send: Any, limit: int) -> None:
-        """A chunked body: count it as it arrives and stop at the limit."""
-        seen = 0
-
-        async def limited_receive() -> Any:
-            nonlocal seen
+        """A body of no declared length (chunked): read it whole, counting, before the app
+        sees it. An error raised from the app's own read would reach FastAPI's body
+        parsing, which answers any failure to read with 400, not 413."""
+        chunks, seen = [], 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise _TooLarge()
-            return message
+            if message["type"] != "http.request":
+                return  # the client went away before its body was complete
+            chunks.append(message.get("body", b""))
+            seen += len(chunks[-1])
+            if seen > limit:
+                await _too_large(send, limit)
+                return
+            if not message.get("more_body", False):
+                break
+        whole = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        delivered = False
 
-        try:
-            await self.app(scope, limited_receive, send)
-        except _TooLarge:
-            await _too_large(send, limit)
+        async def replay() -> Any:
+            nonlocal delivered
+            if delivered:
+                return await receive()  # after the body: wait for the disconnect
+            delivered = True
+            return whole
+
+        await self.app(scope, replay, send)
 
 
 _WITH_BODY = ("POST", "PUT", "PATCH")
@@ -99,10 +109,6 @@ def _is_json(media_type: bytes) -> bool:
     return media_type == b"application/json" or (
         media_type.startswith(b"application/") and media_type.endswith(b"+json")
     )
-
-
-class _TooLarge(Exception):
-    pass
 
 
 async def _too_large(send: Any, limit: int) -> None:
