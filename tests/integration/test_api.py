@@ -13,6 +13,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from herald.api.app import create_app
+from herald.api.schemas import (
+    AuditOut,
+    BatchOut,
+    ClientError,
+    EventAccepted,
+    RulesOut,
+    ValidationErrors,
+)
 from herald.config import Settings
 
 
@@ -30,6 +38,9 @@ def payment_failed(user: str = "u_1", **overrides: Any) -> dict[str, Any]:
     }
     event.update(overrides)
     return event
+
+
+ATTEMPT_3 = {"amount": 12.5, "attempt_number": 3, "failure_reason": "INSUFFICIENT_FUNDS"}
 
 
 def signup(user: str = "u_1", opt_in: bool = True, **overrides: Any) -> dict[str, Any]:
@@ -554,6 +565,27 @@ def test_the_openapi_document_lists_the_errors_a_client_must_handle(client: Test
 
     assert {"401", "409", "413", "415", "422", "503"} <= set(paths["/events"]["post"]["responses"])
     assert {"400", "401", "404"} <= set(paths["/audit/{user_id}"]["get"]["responses"])
+
+
+def test_every_answer_has_the_shape_the_openapi_document_gives_it(client: TestClient) -> None:
+    event = payment_failed(properties=ATTEMPT_3, event_id="e1")
+    EventAccepted.model_validate(client.post("/events", json=event).json())
+    EventAccepted.model_validate(client.post("/events", json=event).json())
+    ClientError.model_validate(
+        client.post("/events", json=payment_failed(event_id="e1", user_id="u_2")).json()
+    )
+    ValidationErrors.model_validate(client.post("/events", json={"user_id": "u_1"}).json())
+    batch = {"events": [payment_failed(event_id="e2"), {"event_type": "nope"}]}
+    BatchOut.model_validate(client.post("/events/batch", json=batch).json())
+
+    def delivered() -> Any:
+        audit = client.get("/audit/u_1").json()
+        return audit if all(m["delivery_attempts"] for m in audit["messages"]) else None
+
+    audit = AuditOut.model_validate(wait_for(delivered))
+    assert len(audit.messages) == 2 and audit.messages[0].delivery_attempts
+    RulesOut.model_validate(client.get("/rules").json())
+    ClientError.model_validate(client.get("/audit/nobody").json())
 
 
 def test_the_request_schemas_in_the_openapi_document_stand_alone(client: TestClient) -> None:

@@ -69,7 +69,30 @@ class LooseBatchIn(TypedDict):
     events: Annotated[list[Any], Field(min_length=1, max_length=MAX_BATCH)]
 
 
-class DecisionOut(BaseModel):
+# The answers are built by the routes and services, not validated on the way out (the
+# ingestion routes return their JSON themselves); these models document them, and a test
+# holds each one to what is really sent, so none may carry a field they do not name.
+class _Answer(BaseModel):
+    """A response body: it names every field it may carry."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ClientError(_Answer):
+    detail: str = Field(description="What was wrong, in a sentence")
+
+
+class FieldError(_Answer):
+    loc: list[str | int] = Field(description='Where: ["body", "properties", "amount"]')
+    msg: str
+    type: str
+
+
+class ValidationErrors(_Answer):
+    detail: list[FieldError]
+
+
+class DecisionOut(_Answer):
     rule: str
     rule_version: str
     outcome: Literal["triggered", "suppressed", "skipped"]
@@ -78,21 +101,21 @@ class DecisionOut(BaseModel):
     dedup_key: str | None = None
 
 
-class EventAccepted(BaseModel):
+class EventAccepted(_Answer):
     event_id: str
     status: Literal["accepted", "duplicate"]
     decisions: list[DecisionOut] = Field(default_factory=list)
 
 
-class BatchItem(BaseModel):
+class BatchItem(_Answer):
     index: int
     event_id: str | None = None
     status: Literal["accepted", "duplicate", "rejected"]
     decisions: list[DecisionOut] = Field(default_factory=list)
-    errors: list[dict[str, Any]] = Field(default_factory=list)
+    errors: list[FieldError] = Field(default_factory=list)
 
 
-class BatchOut(BaseModel):
+class BatchOut(_Answer):
     results: list[BatchItem]
 
 
@@ -100,3 +123,98 @@ class PreferencesIn(BaseModel):
     unsubscribed: list[Literal["email", "sms", "marketing"]] = Field(
         description="Channels the user unsubscribed from; `marketing` for all marketing"
     )
+
+
+class UserOut(_Answer):
+    user_id: str
+    traits: dict[str, Any] = Field(description="Merged from events; the latest event time wins")
+    preferences: dict[str, Any] = Field(description="Set through POST /users/{id}/preferences")
+    first_seen_at: str
+    updated_at: str
+    history_pruned_before: str | None = Field(description="Events before this were pruned")
+
+
+class AuditEventOut(_Answer):
+    event_id: str
+    event_type: str
+    event_timestamp: str = Field(description="UTC, ISO 8601")
+    received_at: str
+    properties: dict[str, Any]
+    user_traits: dict[str, Any]
+    ruleset_version: str
+    decisions: list[DecisionOut]
+
+
+class DeliveryAttemptOut(_Answer):
+    attempt: int
+    at: str
+    outcome: Literal["sent", "retry", "failed"]
+    detail: str
+
+
+class MessageOut(_Answer):
+    message_id: str
+    rule: str
+    rule_version: str
+    channel: str
+    category: str
+    status: Literal["pending", "sending", "sent", "failed"]
+    dedup_key: str
+    recipient: str
+    subject: str
+    body: str
+    html: str | None
+    created_at: str
+    due_at: str = Field(description="When it may be sent (later for a retry or quiet hours)")
+    sent_at: str | None
+    hold_reason: str | None
+    attempts: int
+    last_error: str | None
+    delivery_attempts: list[DeliveryAttemptOut]
+    event_id: str
+
+
+class AuditOut(_Answer):
+    user: UserOut
+    events: list[AuditEventOut] = Field(description="Newest first (event time)")
+    messages: list[MessageOut] = Field(description="The messages this page's events created")
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page")
+
+
+class PropertyOut(_Answer):
+    type: str
+    required: bool
+    minimum: float | None
+    maximum: float | None
+    enum: list[Any] | None
+
+
+class EventTypeOut(_Answer):
+    description: str
+    properties: dict[str, PropertyOut]
+
+
+class WindowOut(_Answer):
+    event: str
+    within: str = Field(description="As the rule file wrote it, e.g. 24h")
+    within_seconds: float
+
+
+class RuleOut(_Answer):
+    id: str
+    version: str
+    description: str
+    trigger: str
+    when: str | None = Field(description="The CEL condition")
+    after: WindowOut | None
+    channel: str
+    category: str
+    limit: str
+    template: str | None
+
+
+class RulesOut(_Answer):
+    version: str = Field(description="A content hash of the rule file and its templates")
+    source: str
+    event_types: dict[str, EventTypeOut]
+    rules: list[RuleOut]

@@ -7,14 +7,18 @@ from typing import Any
 from fastapi import APIRouter, HTTPException
 
 from herald.api.deps import AdminOnly, RuntimeDep
-from herald.api.schemas import PreferencesIn, UserIdPath
+from herald.api.schemas import PreferencesIn, RulesOut, UserIdPath
 from herald.service.intake import id_problem
 from herald.service.preferences import set_unsubscribes
 
 router = APIRouter(tags=["admin"], dependencies=[AdminOnly])
 
 
-@router.get("/rules")
+@router.get(
+    "/rules",
+    response_model=None,  # answered as built here; RulesOut documents it
+    responses={200: {"model": RulesOut, "description": "The rule set in force"}},
+)
 def get_rules(runtime: RuntimeDep) -> dict[str, Any]:
     ruleset = runtime.ruleset
     return {

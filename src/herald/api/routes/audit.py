@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, status
 
 from herald.api.deps import AdminOnly, RuntimeDep
-from herald.api.schemas import UserIdPath
+from herald.api.schemas import AuditOut, ClientError, UserIdPath
 from herald.service.audit import BadCursor, user_audit
 
 router = APIRouter(tags=["audit"], dependencies=[AdminOnly])
@@ -15,10 +15,18 @@ router = APIRouter(tags=["audit"], dependencies=[AdminOnly])
 
 @router.get(
     "/audit/{user_id:path}",
+    response_model=None,  # answered as the service builds it; AuditOut documents it
     responses={
-        400: {"description": "The cursor is not one this API gave"},
-        401: {"description": "HERALD_ADMIN_TOKEN is set and the bearer token is missing or wrong"},
-        404: {"description": "Unknown user: Herald has no event or preference of theirs"},
+        200: {"model": AuditOut, "description": "The user, a page of events, their messages"},
+        400: {"model": ClientError, "description": "The cursor is not one this API gave"},
+        401: {
+            "model": ClientError,
+            "description": "HERALD_ADMIN_TOKEN is set and the bearer token is missing or wrong",
+        },
+        404: {
+            "model": ClientError,
+            "description": "Unknown user: Herald has no event or preference of theirs",
+        },
     },
 )
 def get_audit(

@@ -11,7 +11,15 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
 
 from herald.api.deps import ingest_runtime
-from herald.api.schemas import BatchIn, BatchOut, EventAccepted, EventIn, LooseBatchIn
+from herald.api.schemas import (
+    BatchIn,
+    BatchOut,
+    ClientError,
+    EventAccepted,
+    EventIn,
+    LooseBatchIn,
+    ValidationErrors,
+)
 from herald.bootstrap import Runtime
 from herald.service.ingest import IngestResult, IngestStatus
 from herald.service.intake import Rejection, to_event
@@ -20,10 +28,19 @@ from herald.service.writer import IngestFailed
 router = APIRouter(tags=["events"])  # the ingest token is checked by ingest_runtime()
 # Answered before the endpoint runs (the ingest token, the request edge's checks).
 EDGE_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"description": "HERALD_INGEST_TOKEN is set and the bearer token is missing or wrong"},
-    413: {"description": "The body is over 1 MiB (8 MiB for a batch)"},
-    415: {"description": "The body is compressed, or not sent as application/json"},
-    503: {"description": "The database is unavailable: nothing was stored, retry"},
+    401: {
+        "model": ClientError,
+        "description": "HERALD_INGEST_TOKEN is set and the bearer token is missing or wrong",
+    },
+    413: {"model": ClientError, "description": "The body is over 1 MiB (8 MiB for a batch)"},
+    415: {
+        "model": ClientError,
+        "description": "The body is compressed, or not sent as application/json",
+    },
+    503: {
+        "model": ClientError,
+        "description": "The database is unavailable: nothing was stored, retry",
+    },
 }
 _event = TypeAdapter(EventIn)
 _batch = TypeAdapter(BatchIn)
@@ -77,9 +94,13 @@ async def _store(runtime: Runtime, events: list[Any]) -> list[IngestResult]:
     status_code=status.HTTP_202_ACCEPTED,
     response_model=EventAccepted,
     responses={
-        200: {"description": "Duplicate: already accepted, nothing new happened"},
-        409: {"description": "The event_id is taken by a different payload"},
-        422: {"description": "Invalid event"},
+        200: {
+            "model": EventAccepted,
+            "description": "Duplicate: already accepted, nothing new happened; the decisions "
+            "are those made then",
+        },
+        409: {"model": ClientError, "description": "The event_id is taken by a different payload"},
+        422: {"model": ValidationErrors, "description": "Invalid event, field by field"},
         **EDGE_RESPONSES,
     },
     openapi_extra={
@@ -119,7 +140,10 @@ async def post_event(request: Request) -> Response:
     "/events/batch",
     response_model=BatchOut,
     responses={
-        422: {"description": "Not a batch: malformed JSON, or no `events` list"},
+        422: {
+            "model": ValidationErrors,
+            "description": "Not a batch: malformed JSON, or no `events` list",
+        },
         **EDGE_RESPONSES,
     },
     openapi_extra={
