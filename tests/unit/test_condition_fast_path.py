@@ -95,6 +95,24 @@ def test_a_missing_field_explains_itself_as_cel_does() -> None:
     assert "attempt_number" in result.explanation
 
 
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ([True, None], "[true,null]"),
+        ({"plan": "pro"}, '{"plan":"pro"}'),
+        ('say "hi"', '"say \\"hi\\""'),
+    ],
+)
+def test_a_value_in_an_explanation_is_shown_as_json_as_the_client_sent_it(
+    value: Any, shown: str
+) -> None:
+    result = Condition("user.marketing_opt_in == true").evaluate(
+        {"event": {}, "user": {"marketing_opt_in": value}}
+    )
+
+    assert result.explanation.endswith(f"(user.marketing_opt_in is {shown})")
+
+
 TAGGED = {"event": {"properties": {"tags": ["new", "vip"]}}, "user": {"id": "u_1", "vip": True}}
 
 

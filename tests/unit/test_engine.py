@@ -328,6 +328,21 @@ def test_a_user_without_a_phone_gets_no_nudge_and_the_reason_names_the_trait(
     assert "phone" in decision.reason
 
 
+def test_a_phone_sent_as_a_number_is_named_as_the_wrong_type_not_as_missing(
+    ruleset: RuleSet,
+) -> None:
+    traits = {**TRAITS, "phone": 15551234567}
+    signup = event("signup_completed", SIGNUP_AT, traits=traits)
+    link = event("link_bank_success", "2025-11-02T12:00:00+00:00", traits=traits)
+
+    decision = the_one(replay([signup, link], ruleset), "BANK_LINK_NUDGE_SMS")
+
+    assert decision.outcome is Outcome.SKIPPED
+    assert decision.reason.endswith(
+        'no recipient: the phone is a number, not a string like "+351 912 345 678"'
+    )
+
+
 def test_a_link_asks_for_the_day_before_it_and_a_signup_for_the_day_after_it(
     ruleset: RuleSet,
 ) -> None:

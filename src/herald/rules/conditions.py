@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import cel
+import orjson
 
 from herald.rules.comparison import parse_comparison
 
@@ -40,13 +41,11 @@ def _lookup(context: dict[str, Any], path: str) -> tuple[bool, Any]:
 
 
 def _cel_literal(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "null"
-    if isinstance(value, str):
-        return f'"{value}"'
-    return repr(value)
+    """``value`` as a reason shows it: JSON, as the client sent it (``"a\\"b"``, ``[true]``)."""
+    try:
+        return orjson.dumps(value, default=str).decode()
+    except TypeError:  # e.g. an integer beyond 64 bits, which only CEL can make
+        return repr(value)
 
 
 class Condition:

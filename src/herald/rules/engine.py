@@ -34,6 +34,8 @@ from herald.domain.timeutil import from_micros, iso, to_micros, utc_day
 from herald.rules.definition import Category, Limit, Rule, RuleSet
 
 RECIPIENT_TRAIT = {"email": "email", "sms": "phone"}
+_EXAMPLE = {"email": '"maria@example.com"', "phone": '"+351 912 345 678"'}
+_JSON_KINDS = {bool: "boolean", int: "number", float: "number", list: "list", dict: "object"}
 # What a recipient of each channel must be, and an example of one for the reason.
 _RECIPIENT_SHAPE = {
     "email": (email_problem, "one plain address like maria@example.com"),
@@ -292,7 +294,10 @@ def _recipient(rule: Rule, view: Mapping[str, object]) -> tuple[str | None, str]
         return INTERNAL_RECIPIENT, ""
     trait = RECIPIENT_TRAIT[rule.channel]
     value = view.get(trait)
-    if not isinstance(value, str) or not value.strip():
+    if value is not None and not isinstance(value, str):
+        kind = _JSON_KINDS.get(type(value), "object")
+        return None, f"no recipient: the {trait} is a {kind}, not a string like {_EXAMPLE[trait]}"
+    if not value or not value.strip():
         return None, f"no recipient: user has no {trait} for channel {rule.channel}"
     if len(value) > MAX_RECIPIENT:
         return None, f"no recipient: the {trait} is longer than {MAX_RECIPIENT} characters"
