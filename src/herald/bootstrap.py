@@ -22,7 +22,7 @@ from herald.observability.metrics import Metrics
 from herald.rules.definition import RuleSet
 from herald.rules.loader import load_rule_file
 from herald.service.ingest import IngestResult
-from herald.service.writer import GroupCommitWriter, InlineGroupCommitWriter
+from herald.service.writer import LoopWriter, ThreadWriter, Writer
 from herald.store.checkpoints import Checkpointer
 from herald.store.database import Database
 from herald.store.migrate import ensure_current
@@ -56,7 +56,7 @@ class Runtime:
     ruleset: RuleSet
     delivery: DeliveryPlan
     metrics: Metrics
-    writer: GroupCommitWriter
+    writer: Writer
     dispatcher: Dispatcher | None
     clock: Callable[[], datetime] = utc_now
     checkpointer: Checkpointer = field(init=False)
@@ -146,15 +146,13 @@ def build_runtime(
             dispatcher.wake()
 
     if database.is_sqlite:
-        writer: GroupCommitWriter = InlineGroupCommitWriter(
-            database, ruleset, clock=clock, hold=hold, on_commit=on_commit
-        )
+        writer: Writer = LoopWriter(database, ruleset, clock=clock, hold=hold, on_commit=on_commit)
     else:
         # PostgreSQL flushes its log at each commit: 2 ms of gathering per transaction
         # keeps commits few when requests are spread over many processes, and a second
         # writer thread writes the next transaction while one waits for its flush (one
         # process measured 1,000-2,700 events/s with one thread, 2,700-3,300 with two).
-        writer = GroupCommitWriter(
+        writer = ThreadWriter(
             database,
             ruleset,
             clock=clock,

@@ -26,6 +26,7 @@ from herald.domain.timeutil import parse_timestamp, to_micros
 from herald.rules.loader import default_rules_path, load_ruleset
 from herald.service.audit import user_audit
 from herald.service.ingest import ingest
+from herald.service.writer import IngestFailed
 from herald.store.database import Database
 from herald.store.unit_of_work import ReadOnly, UnitOfWork
 from tests.conftest import FixedClock
@@ -585,7 +586,7 @@ def test_a_runtime_that_only_delivers_stops_whole_and_never_starts_the_writer(
         stopping = asyncio.Event()
         asyncio.get_running_loop().call_later(0.05, stopping.set)
         await runtime.deliver(stopping)
-        with pytest.raises(RuntimeError, match="not running"):
+        with pytest.raises(IngestFailed, match="stopping"):
             await runtime.writer.ingest([])
 
     before = herald_threads()

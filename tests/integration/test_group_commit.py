@@ -16,7 +16,7 @@ from herald.domain.model import Event
 from herald.domain.timeutil import parse_timestamp
 from herald.rules.loader import load_ruleset
 from herald.service.ingest import IngestResult, IngestStatus
-from herald.service.writer import GroupCommitWriter, IngestFailed, InlineGroupCommitWriter
+from herald.service.writer import IngestFailed, LoopWriter, ThreadWriter
 from herald.store.database import Database
 from herald.store.tables import events
 from tests.support.events import opted_in_signup
@@ -24,7 +24,7 @@ from tests.support.events import opted_in_signup
 RULES = load_ruleset()
 
 
-def writer_of(kind: type[GroupCommitWriter], database: Database) -> tuple[Any, list[int]]:
+def writer_of(kind: type[ThreadWriter | LoopWriter], database: Database) -> tuple[Any, list[int]]:
     """A writer of ``kind``, and the sizes of the transactions it commits, as its
     ``on_commit`` hook (the one the metrics use) reports them."""
     commits: list[int] = []
@@ -76,7 +76,7 @@ def stored(database: Database) -> int:
         return int(connection.execute(select(func.count()).select_from(events)).scalar_one())
 
 
-@pytest.mark.parametrize("kind", [GroupCommitWriter, InlineGroupCommitWriter])
+@pytest.mark.parametrize("kind", [ThreadWriter, LoopWriter])
 def test_concurrent_requests_share_transactions(database: Database, kind: type) -> None:
     writer, commits = writer_of(kind, database)
 
@@ -95,7 +95,7 @@ def test_concurrent_requests_share_transactions(database: Database, kind: type) 
     assert sum(commits) == 40 and len(commits) < 40
 
 
-@pytest.mark.parametrize("kind", [GroupCommitWriter, InlineGroupCommitWriter])
+@pytest.mark.parametrize("kind", [ThreadWriter, LoopWriter])
 def test_one_failing_request_does_not_fail_its_neighbours(poisoned: Database, kind: type) -> None:
     writer, commits = writer_of(kind, poisoned)
 
@@ -121,7 +121,7 @@ def test_two_writer_threads_racing_on_one_user_create_one_welcome_email(
     """With two transactions in flight at once, the database (its locks and unique dedup
     keys), not the writer, keeps one user's decisions in order: one welcome email, every
     later signup suppressed by it, and no request failed."""
-    writer = GroupCommitWriter(
+    writer = ThreadWriter(
         database, RULES, clock=lambda: datetime(2025, 11, 3, 12, tzinfo=UTC), threads=2
     )
     same_user = [

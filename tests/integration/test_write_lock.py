@@ -19,7 +19,7 @@ from herald.delivery.dispatcher import Dispatcher
 from herald.delivery.provider import DeliveryResult, SendRequest
 from herald.rules.loader import load_ruleset
 from herald.service.ingest import IngestStatus
-from herald.service.writer import InlineGroupCommitWriter
+from herald.service.writer import LoopWriter
 from herald.store.database import Database
 from herald.store.migrate import upgrade
 from herald.store.unit_of_work import UnitOfWork, WriteLockBusy, when_unlocked
@@ -117,7 +117,7 @@ def test_a_connection_back_in_the_pool_waits_for_the_lock_again(sqlite_path: Pat
 
 def test_ingestion_waits_for_the_lock_without_stopping_the_event_loop(sqlite_path: Path) -> None:
     database = Database(f"sqlite:///{sqlite_path}")
-    writer = InlineGroupCommitWriter(database, RULES, clock=lambda: NOW)
+    writer = LoopWriter(database, RULES, clock=lambda: NOW)
     holder = LockHolder(sqlite_path)
 
     async def scenario() -> Any:
@@ -153,7 +153,7 @@ def test_an_inline_dispatcher_waits_for_the_lock_without_stopping_the_event_loop
     sqlite_path: Path,
 ) -> None:
     database = Database(f"sqlite:///{sqlite_path}")
-    writer = InlineGroupCommitWriter(database, RULES, clock=lambda: NOW)
+    writer = LoopWriter(database, RULES, clock=lambda: NOW)
     provider = RecordingProvider()
     dispatcher = Dispatcher(
         database, {"email": provider}, worker_id="w", clock=lambda: NOW, inline_storage=True
