@@ -18,11 +18,11 @@ import logging
 import random
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from herald.delivery.backoff import RetryPolicy, after_attempt
+from herald.delivery.outcomes import Deferred, DispatchReport, Outcome
 from herald.delivery.provider import DeliveryResult, DeliveryStatus, Provider, SendRequest
 from herald.delivery.quiet_hours import HoldPolicy
 from herald.delivery.ratelimit import ChannelRateLimits
@@ -34,39 +34,14 @@ from herald.store.unit_of_work import UnitOfWork, when_unlocked
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class _Deferred:
-    """Why a claimed message goes back unsent, without counting an attempt."""
-
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class _Outcome:
-    """What became of one claimed message this round: the provider's result, or why it
-    goes back unsent; ``delay``: seconds until it is due again (a retry, a deferral)."""
-
-    row: Any
-    result: DeliveryResult | _Deferred
-    delay: float = 0.0
-
-    @property
-    def status(self) -> str:
-        """sent, retry or failed (the provider's word), or deferred."""
-        return "deferred" if isinstance(self.result, _Deferred) else self.result.status.value
-
-
 # The last tenth of a lease (6 s of the default 60) is kept for recording a round.
 _RECORDING_SHARE = 0.1
-
-
-@dataclass(frozen=True, slots=True)
-class DispatchReport:
-    claimed: int = 0
-    sent: int = 0
-    retried: int = 0
-    failed: int = 0
-    deferred: int = 0
+# An idle dispatcher looks for due messages this often, unless woken sooner (only one in
+# the API process is woken by commits; a dispatcher process finds new messages this way).
+_POLL_S = 0.25
+# After a round that was not full, let a few commits' worth of messages gather: a round
+# has a fixed cost (claim, record, commit) that one message at a time would pay each time.
+_GATHER_S = 0.05
 
 
 class Dispatcher:
@@ -82,19 +57,12 @@ class Dispatcher:
         batch_size: int = 200,
         lease_seconds: float = 60.0,
         concurrency: int = 16,
-        poll_interval: float = 0.25,
         on_result: Callable[[str, DeliveryStatus], None] = lambda _c, _s: None,
-        rng: random.Random | None = None,
         inline_storage: bool = False,
-        gather_seconds: float = 0.05,
         hold: HoldPolicy | None = None,
         hold_channels: frozenset[str] = frozenset(),
     ) -> None:
-        """``poll_interval``: how long an idle dispatcher waits before it looks again, unless
-        woken (only one in the API process is woken by commits; a dispatcher process
-        finds new messages this often).
-
-        ``inline_storage``: run the outbox's statements on the event loop rather than on
+        """``inline_storage``: run the outbox's statements on the event loop rather than on
         a thread. Right for SQLite, whose statements take microseconds and whose writes
         are serialised anyway; wrong for a database across a network.
 
@@ -113,13 +81,11 @@ class Dispatcher:
         # What a round leaves itself, of each lease, to record its results.
         self._send_window_s = lease_seconds * (1 - _RECORDING_SHARE)
         self._semaphore = asyncio.Semaphore(concurrency)
-        self._poll_interval = poll_interval
         self._on_result = on_result
-        self._rng = rng or random.Random()
+        self._rng = random.Random()  # the jitter of retry backoffs
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inline_storage = inline_storage
-        self._gather_seconds = gather_seconds
         self._hold = hold
         self._hold_channels = hold_channels if hold is not None else frozenset()
 
@@ -159,14 +125,12 @@ class Dispatcher:
             if report.claimed >= self._batch_size:
                 continue  # more is waiting
             if report.claimed:
-                # Let a few commits' worth of messages gather: a round has a fixed cost
-                # (claim, record, commit) that one message at a time would pay each time.
-                await asyncio.sleep(self._gather_seconds)
+                await asyncio.sleep(_GATHER_S)
             self._wake.clear()
             waiter = asyncio.ensure_future(self._wake.wait())
             stopper = asyncio.ensure_future(stopping.wait())
             await asyncio.wait(
-                {waiter, stopper}, timeout=self._poll_interval, return_when=asyncio.FIRST_COMPLETED
+                {waiter, stopper}, timeout=_POLL_S, return_when=asyncio.FIRST_COMPLETED
             )
             waiter.cancel()
             stopper.cancel()
@@ -211,7 +175,7 @@ class Dispatcher:
 
     async def _deliver_all(
         self, rows: list[Any], sends_end: float, traits: Mapping[str, Mapping[str, Any]]
-    ) -> list[_Outcome]:
+    ) -> list[Outcome]:
         # A local provider (a file, the log) never waits, so its sends are awaited in turn:
         # a task per message would cost more than the send. Remote ones run concurrently.
         outcomes, remote = [], []
@@ -227,7 +191,7 @@ class Dispatcher:
             outcomes += await asyncio.gather(*(self._deliver(row, sends_end) for row in remote))
         return outcomes
 
-    def _held(self, row: Any, traits: Mapping[str, Mapping[str, Any]]) -> _Outcome | None:
+    def _held(self, row: Any, traits: Mapping[str, Mapping[str, Any]]) -> Outcome | None:
         """``row`` given back until its user's quiet hours end, or None to send it now."""
         if self._hold is None or row.channel not in self._hold_channels:
             return None
@@ -236,22 +200,22 @@ class Dispatcher:
         if held is None:
             return None
         release, reason = held
-        return _Outcome(row, _Deferred(reason), max(0.0, (release - now).total_seconds()))
+        return Outcome(row, Deferred(reason), max(0.0, (release - now).total_seconds()))
 
-    async def _deliver(self, row: Any, sends_end: float | None) -> _Outcome:
+    async def _deliver(self, row: Any, sends_end: float | None) -> Outcome:
         """Send ``row``; a remote send (``sends_end`` set) only within the claim's lease."""
         if not self._limits.try_acquire(row.channel):
             delay = self._limits.delay_until_available(row.channel)
-            return _Outcome(row, _Deferred(f"{row.channel} rate limit: deferred"), delay)
+            return Outcome(row, Deferred(f"{row.channel} rate limit: deferred"), delay)
         provider = self._providers.get(row.channel)
         if provider is None:
-            return _Outcome(row, DeliveryResult.failed(f"no provider for channel {row.channel}"))
+            return Outcome(row, DeliveryResult.failed(f"no provider for channel {row.channel}"))
         async with self._semaphore:
             left = None if sends_end is None else sends_end - asyncio.get_running_loop().time()
             if left is not None and left <= 0:
                 # Its turn came too late in the round (slow sends ahead of it): another
                 # round, here or in another dispatcher, sends it under a fresh lease.
-                return _Outcome(row, _Deferred("its claim's lease ran out before its turn"))
+                return Outcome(row, Deferred("its claim's lease ran out before its turn"))
             lease = asyncio.timeout(left)  # no deadline for a local send (None)
             try:
                 async with lease:
@@ -264,16 +228,16 @@ class Dispatcher:
                 else:  # a provider bug must not stop the dispatcher
                     log.exception("provider %s raised", provider.name)
                     result = DeliveryResult.retry(f"provider error: {type(exc).__name__}: {exc}")
-        return _Outcome(row, *after_attempt(result, row.attempts + 1, self._retry, self._rng))
+        return Outcome(row, *after_attempt(result, row.attempts + 1, self._retry, self._rng))
 
-    def _record(self, outcomes: list[_Outcome]) -> None:
+    def _record(self, outcomes: list[Outcome]) -> None:
         now_us = to_micros(self._clock())
         records = []
         with UnitOfWork(self._database, wait=not self._inline_storage) as uow:
             for outcome in outcomes:
                 row, result = outcome.row, outcome.result
                 due_us = now_us + int(outcome.delay * 1_000_000)
-                if isinstance(result, _Deferred):
+                if isinstance(result, Deferred):
                     uow.outbox.release(
                         row.message_id, worker=self.worker_id, due_us=due_us, reason=result.reason
                     )
@@ -293,7 +257,7 @@ class Dispatcher:
             uow.commit()
         for outcome in outcomes:
             row, result = outcome.row, outcome.result
-            if isinstance(result, _Deferred):
+            if isinstance(result, Deferred):
                 continue
             self._on_result(row.channel, result.status)
             if result.status is DeliveryStatus.FAILED:

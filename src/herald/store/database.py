@@ -14,6 +14,7 @@ from herald.store.sql import json_text
 
 _WAL_KEEP_BYTES = 1024 * 1024 * 1024
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+_POOL_SIZE = 8  # connections per engine, and as many more under a burst
 _BUSY_TIMEOUT = "busy_timeout_ms"  # key in a pooled connection's info
 
 
@@ -58,7 +59,7 @@ class Database:
     engine so that a writer waits for the lock at the start rather than failing to
     upgrade a read lock mid-transaction; reads use plain deferred transactions."""
 
-    def __init__(self, raw_url: str, *, pool_size: int = 8) -> None:
+    def __init__(self, raw_url: str) -> None:
         self.url = normalise_url(raw_url)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         # SQLite creates its file at the first connection; the folder must exist, since
@@ -79,8 +80,8 @@ class Database:
             self.data_dir = Path.cwd()
             engine = create_engine(
                 self.url,
-                pool_size=pool_size,
-                max_overflow=pool_size,
+                pool_size=_POOL_SIZE,
+                max_overflow=_POOL_SIZE,
                 pool_pre_ping=True,
                 json_serializer=json_text,
                 json_deserializer=orjson.loads,
@@ -94,8 +95,8 @@ class Database:
     def _sqlite_engine(self, *, immediate: bool) -> Engine:
         engine = create_engine(
             self.url,
-            pool_size=8,
-            max_overflow=8,
+            pool_size=_POOL_SIZE,
+            max_overflow=_POOL_SIZE,
             json_serializer=json_text,
             json_deserializer=orjson.loads,
             connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},

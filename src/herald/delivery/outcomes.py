@@ -1,0 +1,41 @@
+"""What a dispatch round makes of each message it claimed, and of the round as a whole."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from herald.delivery.provider import DeliveryResult
+
+
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    """Why a claimed message goes back unsent, without counting an attempt."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of one claimed message this round: the provider's result, or why it
+    goes back unsent; ``delay``: seconds until it is due again (a retry, a deferral)."""
+
+    row: Any
+    result: DeliveryResult | Deferred
+    delay: float = 0.0
+
+    @property
+    def status(self) -> str:
+        """sent, retry or failed (the provider's word), or deferred."""
+        return "deferred" if isinstance(self.result, Deferred) else self.result.status.value
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchReport:
+    """How many messages a round claimed, and what became of them."""
+
+    claimed: int = 0
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+    deferred: int = 0
