@@ -496,6 +496,19 @@ def test_unknown_event_types_share_one_metrics_series(client: TestClient) -> Non
     assert "made_up" not in metrics
 
 
+def test_every_refused_event_is_counted_alone_or_in_a_batch(client: TestClient) -> None:
+    client.post("/events", json={"user_id": "u_1"})
+    client.post("/events", json=payment_failed(properties={"amount": "x"}))
+    batch = [payment_failed(event_id="ok"), {"user_id": "u_1"}, payment_failed(event_type="nope")]
+    client.post("/events/batch", json={"events": batch})
+
+    metrics = client.get("/metrics").text
+
+    assert 'herald_events_total{event_type="unknown",status="rejected"} 3.0' in metrics
+    assert 'herald_events_total{event_type="payment_failed",status="rejected"} 1.0' in metrics
+    assert 'herald_events_total{event_type="payment_failed",status="accepted"} 1.0' in metrics
+
+
 def test_tokens_guard_ingestion_and_the_audit(database_url: str, tmp_path: Path) -> None:
     settings = Settings(
         database_url=database_url,

@@ -114,12 +114,14 @@ async def post_event(request: Request) -> Response:
     """One event: the hottest path of the service."""
     started = time.perf_counter()
     runtime = ingest_runtime(request)
-    body = _parse(_event, await request.body())
+    try:
+        body = _parse(_event, await request.body())
+    except RequestValidationError:
+        runtime.metrics.count_event("unknown", "rejected")
+        raise
     event = to_event(body, runtime.ruleset)
     if isinstance(event, Rejection):
-        # A label per unknown type would let any client grow the metrics without bound.
-        known = body["event_type"] in runtime.ruleset.event_types
-        runtime.metrics.count_event(body["event_type"] if known else "unknown", "rejected")
+        _count_rejected(runtime, body["event_type"])
         raise HTTPException(422, _in_body(event.errors))
     [result] = await _store(runtime, [event])
     runtime.metrics.count_event(event.event_type, result.status.value)
@@ -157,7 +159,25 @@ async def post_batch(request: Request) -> Response:
     """Up to 1,000 events; each is accepted, a duplicate or rejected on its own."""
     started = time.perf_counter()
     runtime = ingest_runtime(request)
-    raw = await request.body()
+    items, valid = _read_batch(await request.body(), runtime)
+    results = await _store(runtime, [event for _, event in valid]) if valid else []
+    for (index, event), result in zip(valid, results, strict=True):
+        runtime.metrics.count_event(event.event_type, result.status.value)
+        items[index]["event_id"] = result.event_id
+        if result.status is IngestStatus.CONFLICT:
+            _reject(items[index], [_CONFLICT])
+        else:
+            items[index].update(_result_json(result))
+    runtime.metrics.observe_ingest("batch", time.perf_counter() - started)
+    return _json({"results": items}, status.HTTP_200_OK)
+
+
+_CONFLICT = {"loc": ["event_id"], "msg": "already used for a different payload", "type": "conflict"}
+
+
+def _read_batch(raw: bytes, runtime: Runtime) -> tuple[list[dict[str, Any]], list[tuple[int, Any]]]:
+    """A result item per event in the body (those refused already say why), and the
+    events to store with their index."""
     try:
         envelopes: list[Any] = _batch.validate_json(raw)["events"]
         checked = True
@@ -166,43 +186,32 @@ async def post_batch(request: Request) -> Response:
         # says): validate them one by one, so that each is accepted or rejected alone.
         envelopes = _parse(_loose_batch, raw)["events"]
         checked = False
-    items: list[dict[str, Any]] = [{} for _ in envelopes]
+    items: list[dict[str, Any]] = []
     valid: list[tuple[int, Any]] = []
     for index, envelope in enumerate(envelopes):
         given_id = envelope.get("event_id") if isinstance(envelope, dict) else None
         # Echo the id only when it is one: a rejected event's field can be any JSON value.
-        items[index] = {"index": index, "event_id": given_id if isinstance(given_id, str) else None}
+        items.append({"index": index, "event_id": given_id if isinstance(given_id, str) else None})
         if not checked:
             try:
                 envelope = _event.validate_python(envelope)
             except ValidationError as exc:
+                runtime.metrics.count_event("unknown", "rejected")
                 _reject(items[index], _errors(exc))
                 continue
         event = to_event(envelope, runtime.ruleset)
         if isinstance(event, Rejection):
+            _count_rejected(runtime, envelope["event_type"])
             _reject(items[index], event.errors)
             continue
         valid.append((index, event))
-    results = await _store(runtime, [event for _, event in valid]) if valid else []
-    for (index, event), result in zip(valid, results, strict=True):
-        item = items[index]
-        item["event_id"] = result.event_id
-        runtime.metrics.count_event(event.event_type, result.status.value)
-        if result.status is IngestStatus.CONFLICT:
-            _reject(
-                item,
-                [
-                    {
-                        "loc": ["event_id"],
-                        "msg": "already used for a different payload",
-                        "type": "conflict",
-                    }
-                ],
-            )
-        else:
-            item.update(_result_json(result))
-    runtime.metrics.observe_ingest("batch", time.perf_counter() - started)
-    return _json({"results": items}, status.HTTP_200_OK)
+    return items, valid
+
+
+def _count_rejected(runtime: Runtime, event_type: str) -> None:
+    # A label per unknown type would let any client grow the metrics without bound.
+    known = event_type in runtime.ruleset.event_types
+    runtime.metrics.count_event(event_type if known else "unknown", "rejected")
 
 
 def _parse(adapter: TypeAdapter[Body], raw: bytes) -> Body:
