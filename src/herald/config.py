@@ -65,7 +65,7 @@ class Settings(BaseSettings):
 
     def exposure_problem(self) -> str | None:
         """Why it is unsafe to serve on ``host`` with these settings, if it is."""
-        if _is_loopback(self.host) or (self.admin_token and self.ingest_token):
+        if is_loopback_host(self.host) or (self.admin_token and self.ingest_token):
             return None
         return (
             f"refusing to listen on {self.host}: the audit exposes personal data. Set both "
@@ -73,10 +73,11 @@ class Settings(BaseSettings):
         )
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
+def is_loopback_host(host: str) -> bool:
+    """``localhost`` or a loopback address, judged from the name alone (no DNS lookup)."""
+    if host.lower() == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
-    except ValueError:
+    except ValueError:  # a host name
         return False

@@ -3,12 +3,12 @@ is protected, and the credentials (named by environment variables)."""
 
 from __future__ import annotations
 
-import ipaddress
 import ssl
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from herald.config import is_loopback_host
 from herald.delivery import readers
 from herald.delivery.smtp import SmtpProvider, TlsMode
 
@@ -127,20 +127,10 @@ def _check_plaintext_auth(
     if len(problems) > before:  # not true or false: that is the problem to fix first
         return
     logs_in = "username_env" in spec or "password_env" in spec
-    if not logs_in or tls != "none" or asked_for or host is None or _is_loopback(host):
+    if not logs_in or tls != "none" or asked_for or host is None or is_loopback_host(host):
         return
     problems.append(
         f"{where}: `username_env`/`password_env` without TLS would send the password in "
         "clear text: set `tls: starttls` or `tls: implicit`, or `plaintext_auth: true` for a "
         "relay on a network you trust (a loopback host needs neither)"
     )
-
-
-def _is_loopback(host: str) -> bool:
-    """``localhost`` or a loopback address, judged from the name alone (no DNS lookup)."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a host name
-        return False

@@ -85,11 +85,7 @@ class UnitOfWork:
             if not self._wait and "locked" in str(exc.orig):
                 raise WriteLockBusy(str(exc.orig)) from None
             raise
-        dialect = self._database.dialect
-        self.events = EventRepository(self._connection, dialect)
-        self.users = UserRepository(self._connection, dialect)
-        self.outbox = OutboxRepository(self._connection, dialect)
-        self.retention = RetentionRepository(self._connection)
+        _bind_repositories(self, self._connection, self._database.dialect)
         return self
 
     def __exit__(
@@ -127,6 +123,11 @@ class UnitOfWork:
 class ReadOnly:
     """A read transaction (a consistent snapshot on both backends): the audit, retention's reads."""
 
+    events: EventRepository
+    users: UserRepository
+    outbox: OutboxRepository
+    retention: RetentionRepository
+
     def __init__(self, database: Database) -> None:
         self._database = database
 
@@ -138,13 +139,17 @@ class ReadOnly:
             # The pool resets the level when the connection is returned.
             self.connection.execution_options(isolation_level="REPEATABLE READ")
         self.connection.begin()
-        dialect = self._database.dialect
-        self.events = EventRepository(self.connection, dialect)
-        self.users = UserRepository(self.connection, dialect)
-        self.outbox = OutboxRepository(self.connection, dialect)
-        self.retention = RetentionRepository(self.connection)
+        _bind_repositories(self, self.connection, self._database.dialect)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.connection.rollback()
         self.connection.close()
+
+
+def _bind_repositories(work: UnitOfWork | ReadOnly, connection: Connection, dialect: str) -> None:
+    """Give ``work`` the repositories, all on ``connection`` (one transaction)."""
+    work.events = EventRepository(connection, dialect)
+    work.users = UserRepository(connection, dialect)
+    work.outbox = OutboxRepository(connection, dialect)
+    work.retention = RetentionRepository(connection)
