@@ -12,11 +12,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-import orjson
-
 from herald.domain.model import (
     MAX_DEDUP_KEY,
-    MAX_RECIPIENT,
     Decision,
     Event,
     MessageDraft,
@@ -24,24 +21,9 @@ from herald.domain.model import (
     UserProfile,
     message_id_for,
 )
-from herald.domain.recipients import (
-    INTERNAL_RECIPIENT,
-    email_problem,
-    mask_recipient,
-    phone_problem,
-)
 from herald.domain.timeutil import from_micros, iso, to_micros, utc_day
-from herald.rules.definition import Category, Limit, Rule, RuleSet
-
-RECIPIENT_TRAIT = {"email": "email", "sms": "phone"}
-_EXAMPLE = {"email": '"maria@example.com"', "phone": '"+351 912 345 678"'}
-_JSON_KINDS = {bool: "boolean", int: "number", float: "number", list: "list", dict: "object"}
-# What a recipient of each channel must be, and an example of one for the reason.
-_RECIPIENT_SHAPE = {
-    "email": (email_problem, "one plain address like maria@example.com"),
-    "sms": (phone_problem, "one phone number like +351 912 345 678"),
-}
-
+from herald.rules.definition import Limit, Rule, RuleSet
+from herald.rules.eligibility import consent_problem, delivery_note, recipient_of
 
 # An event decides at most this many earlier triggers of one rule (e.g. bank links that
 # came before their signup). Without a bound, a client replaying thousands of them made
@@ -241,10 +223,10 @@ def _decide_rule(rule: Rule, trigger: Event, views: _Views, why: str) -> Decisio
         clauses.append(result.explanation)
         if not result.holds:
             return _skip(rule, "; ".join(clauses))
-    consent = _consent_problem(rule, view)
+    consent = consent_problem(rule, view)
     if consent:
         return _skip(rule, "; ".join([*clauses, consent]))
-    recipient, missing = _recipient(rule, view)
+    recipient, missing = recipient_of(rule, view)
     if recipient is None:
         return _skip(rule, "; ".join([*clauses, missing]))
     key = dedup_key(rule, trigger)
@@ -254,7 +236,7 @@ def _decide_rule(rule: Rule, trigger: Event, views: _Views, why: str) -> Decisio
         rule=rule.id,
         rule_version=rule.version,
         outcome=Outcome.TRIGGERED,
-        reason=why + _delivery_note(rule.channel, recipient),
+        reason=why + delivery_note(rule.channel, recipient),
         message_id=message_id,
         dedup_key=key,
         draft=MessageDraft(
@@ -271,45 +253,6 @@ def _decide_rule(rule: Rule, trigger: Event, views: _Views, why: str) -> Decisio
     )
 
 
-def _consent_problem(rule: Rule, view: Mapping[str, object]) -> str | None:
-    if rule.category is not Category.MARKETING:
-        return None
-    # A stated opt-in must be true itself: false, null or the string "false" is no consent.
-    # An unstated one leaves it to the rule's condition (the bank-link nudge asks for none).
-    if "marketing_opt_in" in view and view["marketing_opt_in"] is not True:
-        said = orjson.dumps(view["marketing_opt_in"], default=str).decode()
-        return f"marketing rule and the user has not opted in (marketing_opt_in is {said})"
-    unsubscribed = view.get("unsubscribed")
-    if isinstance(unsubscribed, list | tuple):
-        if "marketing" in unsubscribed or "all" in unsubscribed:
-            return "marketing rule and the user unsubscribed from all marketing"
-        if rule.channel in unsubscribed:
-            return f"marketing rule and the user unsubscribed from {rule.channel}"
-    return None
-
-
-def _recipient(rule: Rule, view: Mapping[str, object]) -> tuple[str | None, str]:
-    """(the address the rule's channel sends to, or None and why there is none)."""
-    if rule.channel == "internal":
-        return INTERNAL_RECIPIENT, ""
-    trait = RECIPIENT_TRAIT[rule.channel]
-    value = view.get(trait)
-    if value is not None and not isinstance(value, str):
-        kind = _JSON_KINDS.get(type(value), "object")
-        return None, f"no recipient: the {trait} is a {kind}, not a string like {_EXAMPLE[trait]}"
-    if not value or not value.strip():
-        return None, f"no recipient: user has no {trait} for channel {rule.channel}"
-    if len(value) > MAX_RECIPIENT:
-        return None, f"no recipient: the {trait} is longer than {MAX_RECIPIENT} characters"
-    # Decided here, not at send time: the envelope and the headers would each read a
-    # value like "ada@example.com, eve@evil.test" their own way.
-    problem_of, shape = _RECIPIENT_SHAPE[rule.channel]
-    problem = problem_of(value)
-    if problem is not None:
-        return None, f"no recipient: the {trait} is not {shape} ({problem})"
-    return value, ""
-
-
 def _span(rule: Rule) -> str:
     assert rule.after is not None
     return rule.after.span
@@ -317,10 +260,3 @@ def _span(rule: Rule) -> str:
 
 def _skip(rule: Rule, reason: str) -> Decision:
     return Decision(rule.id, rule.version, Outcome.SKIPPED, reason)
-
-
-def _delivery_note(channel: str, recipient: str) -> str:
-    if channel == "internal":
-        return "; internal alert (log)"
-    # Decisions are shown to operators; a hint of the address is enough.
-    return f"; {channel} to {mask_recipient(recipient)}"

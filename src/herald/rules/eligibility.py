@@ -1,0 +1,75 @@
+"""Whether a rule may message a user at all: their consent to marketing, and a recipient
+its channel can send to. Pure functions of the rule and the ``user`` view."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import orjson
+
+from herald.domain.model import MAX_RECIPIENT
+from herald.domain.recipients import (
+    INTERNAL_RECIPIENT,
+    email_problem,
+    mask_recipient,
+    phone_problem,
+)
+from herald.rules.definition import Category, Rule
+
+RECIPIENT_TRAIT = {"email": "email", "sms": "phone"}
+_EXAMPLE = {"email": '"maria@example.com"', "phone": '"+351 912 345 678"'}
+_JSON_KINDS = {bool: "boolean", int: "number", float: "number", list: "list", dict: "object"}
+# What a recipient of each channel must be, and an example of one for the reason.
+_RECIPIENT_SHAPE = {
+    "email": (email_problem, "one plain address like maria@example.com"),
+    "sms": (phone_problem, "one phone number like +351 912 345 678"),
+}
+
+
+def consent_problem(rule: Rule, view: Mapping[str, object]) -> str | None:
+    """Why a marketing ``rule`` may not message this user, or None (and always None for
+    a transactional or internal rule)."""
+    if rule.category is not Category.MARKETING:
+        return None
+    # A stated opt-in must be true itself: false, null or the string "false" is no consent.
+    # An unstated one leaves it to the rule's condition (the bank-link nudge asks for none).
+    if "marketing_opt_in" in view and view["marketing_opt_in"] is not True:
+        said = orjson.dumps(view["marketing_opt_in"], default=str).decode()
+        return f"marketing rule and the user has not opted in (marketing_opt_in is {said})"
+    unsubscribed = view.get("unsubscribed")
+    if isinstance(unsubscribed, list | tuple):
+        if "marketing" in unsubscribed or "all" in unsubscribed:  # "all": an app's trait may say so
+            return "marketing rule and the user unsubscribed from all marketing"
+        if rule.channel in unsubscribed:
+            return f"marketing rule and the user unsubscribed from {rule.channel}"
+    return None
+
+
+def recipient_of(rule: Rule, view: Mapping[str, object]) -> tuple[str | None, str]:
+    """(the address the rule's channel sends to, or None and why there is none)."""
+    if rule.channel == "internal":
+        return INTERNAL_RECIPIENT, ""
+    trait = RECIPIENT_TRAIT[rule.channel]
+    value = view.get(trait)
+    if value is not None and not isinstance(value, str):
+        kind = _JSON_KINDS.get(type(value), "object")
+        return None, f"no recipient: the {trait} is a {kind}, not a string like {_EXAMPLE[trait]}"
+    if not value or not value.strip():
+        return None, f"no recipient: user has no {trait} for channel {rule.channel}"
+    if len(value) > MAX_RECIPIENT:
+        return None, f"no recipient: the {trait} is longer than {MAX_RECIPIENT} characters"
+    # Decided here, not at send time: the envelope and the headers would each read a
+    # value like "ada@example.com, eve@evil.test" their own way.
+    problem_of, shape = _RECIPIENT_SHAPE[rule.channel]
+    problem = problem_of(value)
+    if problem is not None:
+        return None, f"no recipient: the {trait} is not {shape} ({problem})"
+    return value, ""
+
+
+def delivery_note(channel: str, recipient: str) -> str:
+    """How a triggered decision's reason ends: where the message goes, masked."""
+    if channel == "internal":
+        return "; internal alert (log)"
+    # Decisions are shown to operators; a hint of the address is enough.
+    return f"; {channel} to {mask_recipient(recipient)}"
