@@ -39,7 +39,7 @@ class After:
 @dataclass(frozen=True, slots=True)
 class Rule:
     id: str
-    on: str
+    on: str  # the event type that triggers it (`trigger:` in the file)
     channel: str
     limit: Limit
     category: Category

@@ -186,16 +186,16 @@ def _rules(raw: Any, event_types: dict[str, EventType], problems: list[str]) -> 
         version = _digest(spec)[:8]
         rules.append(
             Rule(
-                rule_id,
-                str(on),
-                str(channel),
-                limit,
-                category,
-                version,
-                condition,
-                after,
-                spec.get("template"),
-                str(spec.get("description", "")).strip(),
+                id=rule_id,
+                on=str(on),
+                channel=str(channel),
+                limit=limit,
+                category=category,
+                version=version,
+                condition=condition,
+                after=after,
+                template=spec.get("template"),
+                description=str(spec.get("description", "")).strip(),
             )
         )
     return rules

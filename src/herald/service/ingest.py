@@ -19,6 +19,11 @@ from herald.rules.templates import TemplateProblem
 from herald.store.unit_of_work import UnitOfWork
 
 
+class LimitRace(RuntimeError):
+    """A message's dedup key was taken between reading the keys held and writing: the
+    user locks make it unreachable, and the unit of work is rolled back if it happens."""
+
+
 class IngestStatus(StrEnum):
     ACCEPTED = "accepted"
     DUPLICATE = "duplicate"
@@ -110,7 +115,7 @@ def ingest(
     if uow.outbox.add_many(message_rows) != len(message_rows):
         # Another process took a dedup key between our read and write: the user lock
         # makes this unreachable, so refuse rather than store a decision that lies.
-        raise RuntimeError("dedup key taken concurrently; the batch is rolled back")
+        raise LimitRace("a dedup key was taken concurrently; the batch is rolled back")
     return [result for result in results if result is not None]
 
 
