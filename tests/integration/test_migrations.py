@@ -72,8 +72,9 @@ def test_db_upgrade_builds_the_whole_schema_on_an_empty_database(
     assert result.returncode == 0, result.stderr
     output = one_line(result.stdout + result.stderr)
     assert f"schema: empty -> {head_revision()}" in output
-    # Each revision is reported as it is applied, with its time: an index on a large
-    # table can take minutes.
+    # What is to be done is said first, then each revision as it is applied, with its
+    # time: rebuilding a large table can take minutes.
+    assert re.search(r"applying \d+ revision\(s\): 0001: initial schema; 0002: ", output), output
     assert re.search(r"applied 0001: initial schema \(\d+\.\d s\)", output), output
     assert f"applied {head_revision()}: " in output
     database = Database(empty_database_url)
@@ -84,6 +85,33 @@ def test_db_upgrade_builds_the_whole_schema_on_an_empty_database(
         assert schema_differences(database) == []
     finally:
         database.dispose()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["db", "upgrade"], ["serve", "--port", "0"], ["worker"]],
+    ids=["upgrade", "serve", "worker"],
+)
+def test_a_database_from_a_newer_herald_is_refused_in_one_line_saying_so(
+    command: list[str], empty_database_url: str, tmp_path: Path
+) -> None:
+    run_herald(
+        ["db", "upgrade", "--database", empty_database_url], env=herald_environment(), cwd=tmp_path
+    )
+    database = Database(empty_database_url)
+    with database.writer.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    database.dispose()
+
+    result = run_herald(
+        [*command, "--database", empty_database_url], env=herald_environment(), cwd=tmp_path
+    )
+
+    assert result.returncode == 1
+    assert one_line(result.stderr) == (
+        "error: the database schema is at 9999, which this Herald does not know (its newest "
+        f"is {head_revision()}): it was written by a newer Herald; run that one"
+    )
 
 
 def test_db_upgrade_of_a_current_database_changes_nothing(

@@ -84,7 +84,7 @@ def open_database(
     a schema behind this version; ``"upgrade"`` upgrades an embedded database first,
     ``"any"`` only checks that it answers."""
     from herald.store.database import Database, DatabaseUrlError
-    from herald.store.migrate import SchemaOutdated, current_revision, ensure_current
+    from herald.store.migrate import SchemaMismatch, current_revision, ensure_current
 
     try:
         database = Database(url)
@@ -105,7 +105,7 @@ def open_database(
         else:
             upgrade = schema == "upgrade" and database.is_sqlite
             ensure_current(database, auto_upgrade=upgrade, progress=progress)
-    except SchemaOutdated as exc:
+    except SchemaMismatch as exc:
         database.dispose()
         fail(str(exc))
     except Exception as exc:

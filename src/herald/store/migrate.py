@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
+from alembic.script import Script, ScriptDirectory
+from alembic.script.revision import RevisionError
+from alembic.util.exc import CommandError
 
 from herald.store.database import Database
 
 _SCRIPTS = Path(__file__).parent / "migrations"
 
 
-class SchemaOutdated(RuntimeError):
-    pass
+class SchemaMismatch(RuntimeError):
+    """The database's schema is not the one this Herald runs on; the message says what to do."""
 
 
 def _config() -> Config:
@@ -27,8 +30,13 @@ def _config() -> Config:
     return config
 
 
+@cache
+def _scripts() -> ScriptDirectory:
+    return ScriptDirectory.from_config(_config())
+
+
 def head_revision() -> str:
-    head = ScriptDirectory.from_config(_config()).get_current_head()
+    head = _scripts().get_current_head()
     assert head is not None
     return head
 
@@ -39,21 +47,42 @@ def current_revision(database: Database) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
+def pending_steps(current: str | None) -> list[str]:
+    """The revisions from ``current`` to the newest, oldest first, each with what it does.
+    Raises ``SchemaMismatch`` when ``current`` is no revision this Herald knows: the
+    database was written by a newer version (or by something else)."""
+    try:
+        steps = list(_scripts().iterate_revisions(head_revision(), current))
+    except (CommandError, RevisionError):
+        raise SchemaMismatch(
+            f"the database schema is at {current}, which this Herald does not know (its "
+            f"newest is {head_revision()}): it was written by a newer Herald; run that one"
+        ) from None
+    return [f"{step.revision}: {_summary(step)}" for step in reversed(steps)]
+
+
+def _summary(step: Script) -> str:
+    return (step.doc or "").strip().splitlines()[0]
+
+
 def upgrade(
     database: Database, progress: Callable[[str], None] | None = None, *, to: str = "head"
 ) -> None:
     """Bring the schema to the newest revision, or to ``to`` (a no-op when it is there);
-    ``progress`` hears of each revision applied, with how long it took (an index on a
-    large table can take minutes)."""
+    ``progress`` hears which revisions are to be applied, then of each one applied, with
+    how long it took (rebuilding a large table can take minutes)."""
+    say = progress or (lambda _line: None)
+    steps = pending_steps(current_revision(database))
+    if to == "head" and steps:
+        say(f"applying {len(steps)} revision(s): {'; '.join(steps)}")
     config = _config()
-    started = [time.monotonic()]
+    started = time.monotonic()
 
     def applied(*, step: Any, **_alembic: Any) -> None:  # called with keywords
+        nonlocal started
         now = time.monotonic()
-        if progress is not None:
-            doc = (step.up_revision.doc or "").strip().splitlines()[0]
-            progress(f"{step.up_revision_id}: {doc} ({now - started[0]:.1f} s)")
-        started[0] = now
+        say(f"applied {step.up_revision_id}: {_summary(step.up_revision)} ({now - started:.1f} s)")
+        started = now
 
     with database.writer.begin() as connection:
         config.attributes["connection"] = connection
@@ -64,14 +93,16 @@ def upgrade(
 def ensure_current(
     database: Database, *, auto_upgrade: bool, progress: Callable[[str], None] | None = None
 ) -> None:
-    """Upgrade an embedded database; refuse a shared one whose schema is behind."""
+    """Upgrade an embedded database; refuse a shared one whose schema is behind, and any
+    whose schema is newer than this Herald."""
     current = current_revision(database)
     if current == head_revision():
         return
+    pending_steps(current)  # raises for a schema this Herald does not know
     if auto_upgrade:
         upgrade(database, progress)
         return
-    raise SchemaOutdated(
+    raise SchemaMismatch(
         f"the database schema is at {current or 'nothing (empty database)'}, Herald needs "
         f"{head_revision()}: run `herald db upgrade --database URL` first"
     )
