@@ -19,7 +19,12 @@ from herald.config import Settings
 from herald.store.database import Database
 from herald.store.migrate import upgrade
 from tests.support.ports import free_port
-from tests.support.processes import HeraldProcess, herald_environment, run_herald
+from tests.support.processes import (
+    HeraldProcess,
+    herald_environment,
+    run_herald,
+    without_file_powers,
+)
 
 DISTINCTIVE_EMAIL = "zebulon.quartermaine@example.org"
 POISONED_EMAIL = "yolanda.poisonwood@example.org"
@@ -158,6 +163,32 @@ def test_serve_refuses_a_sqlite_file_in_a_missing_folder_and_creates_no_folder(
     assert result.returncode == 1, result.stderr
     assert f"the folder {folder} of the SQLite database does not exist" in one_line(result.stderr)
     assert not (tmp_path / "no").exists()
+
+
+@pytest.mark.parametrize("read_only", ["file", "folder"])
+def test_serve_refuses_a_database_it_cannot_write_instead_of_starting_ready(
+    tmp_path: Path, read_only: str
+) -> None:
+    url = sqlite_url(tmp_path)
+    run_herald(["db", "upgrade", "--database", url], env=herald_environment(), cwd=tmp_path)
+    locked = tmp_path / "herald.db" if read_only == "file" else tmp_path
+    locked.chmod(0o444 if read_only == "file" else 0o555)
+    try:
+        result = run_herald(
+            ["serve", "--port", str(free_port()), "--database", url],
+            env=herald_environment(),
+            cwd=tmp_path,
+            timeout=20,
+            prefix=without_file_powers(),
+        )
+    finally:
+        locked.chmod(0o644 if read_only == "file" else 0o755)
+
+    assert result.returncode == 1, result.stderr
+    assert one_line(result.stderr) == (
+        "error: the database refuses writes: attempt to write a readonly database "
+        f"({tmp_path / 'herald.db'} and its folder must be writable)"
+    )
 
 
 def test_a_worker_refuses_a_sqlite_file_that_does_not_exist_and_creates_nothing(

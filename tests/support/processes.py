@@ -19,6 +19,7 @@ processes) take one from ``scratch_postgres_database``.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,6 +32,7 @@ from types import TracebackType
 from typing import IO
 
 import httpx
+import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -53,11 +55,17 @@ def herald_environment(**variables: str) -> dict[str, str]:
 
 
 def run_herald(
-    args: Sequence[str], *, env: Mapping[str, str], cwd: Path, timeout: float = 60.0
+    args: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    cwd: Path,
+    timeout: float = 60.0,
+    prefix: Sequence[str] = (),
 ) -> subprocess.CompletedProcess[str]:
-    """Run a one-shot ``herald`` command to its end; stdout and stderr are captured."""
+    """Run a one-shot ``herald`` command to its end; stdout and stderr are captured.
+    ``prefix``: a command that runs it (e.g. ``without_file_powers()``)."""
     return subprocess.run(
-        [*herald_command(), *args],
+        [*prefix, *herald_command(), *args],
         env=dict(env),
         cwd=cwd,
         capture_output=True,
@@ -65,6 +73,17 @@ def run_herald(
         timeout=timeout,
         check=False,
     )
+
+
+def without_file_powers() -> list[str]:
+    """A command prefix under which file permissions hold: root ignores them unless it
+    gives up the capabilities that override them (util-linux's setpriv)."""
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: file permissions cannot be tested")
+    dropped = "-dac_override,-dac_read_search,-fowner"
+    return ["setpriv", f"--bounding-set={dropped}", f"--inh-caps={dropped}"]
 
 
 class HeraldProcess:

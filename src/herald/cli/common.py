@@ -83,7 +83,7 @@ def open_database(
     server, a SQLite file that does not exist (unless ``create``) or (``schema="current"``)
     a schema behind this version; ``"upgrade"`` upgrades an embedded database first,
     ``"any"`` only checks that it answers."""
-    from herald.store.database import Database, DatabaseUrlError
+    from herald.store.database import Database, DatabaseUrlError, write_problem
     from herald.store.migrate import SchemaMismatch, current_revision, ensure_current
 
     try:
@@ -110,8 +110,22 @@ def open_database(
         fail(str(exc))
     except Exception as exc:
         database.dispose()
-        fail(f"cannot reach the database: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+        said = (str(getattr(exc, "orig", None) or exc).splitlines() or [""])[0]
+        if "readonly" in said:  # SQLite in a folder it cannot write its log to
+            _refuses_writes(said, path)
+        fail(f"cannot reach the database: {type(exc).__name__}: {said}")
+    # Every command that opens the database writes to it: a read-only one would start,
+    # say it is ready, and then refuse every event.
+    refused = None if schema == "any" else write_problem(database)
+    if refused is not None:
+        database.dispose()
+        _refuses_writes(refused, path)
     return database
+
+
+def _refuses_writes(said: str, sqlite_path: Path | None) -> NoReturn:
+    where = f" ({sqlite_path.resolve()} and its folder must be writable)" if sqlite_path else ""
+    fail(f"the database refuses writes: {said}{where}")
 
 
 def preflight(settings: Settings, *, create_database: bool) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError
 
 from herald.observability.masking import hide_url_passwords
 from herald.store.sql import json_text
@@ -141,6 +142,18 @@ class Database:
         self.writer.dispose()
         if self.reader is not self.writer:
             self.reader.dispose()
+
+
+def write_problem(database: Database) -> str | None:
+    """Why ``database`` refuses writes (a read-only file or folder, a read-only replica),
+    or None. Tried in a transaction that is rolled back: nothing changes."""
+    try:
+        with database.writer.connect() as connection, connection.begin() as transaction:
+            connection.exec_driver_sql("UPDATE alembic_version SET version_num = version_num")
+            transaction.rollback()
+    except DBAPIError as exc:
+        return str(exc.orig).splitlines()[0] if exc.orig is not None else str(exc)
+    return None
 
 
 def set_busy_timeout(connection: Connection, milliseconds: int) -> None:
