@@ -101,6 +101,13 @@ class Runtime:
         return by_status, backlog, (age_us or 0) / 1e6
 
 
+def outbox_path(settings: Settings, database: Database) -> Path:
+    """The stub provider's file: ``HERALD_OUTBOX_FILE``, else beside the database."""
+    if settings.outbox_file:
+        return Path(settings.outbox_file)
+    return database.data_dir / "outbox.jsonl"
+
+
 def worker_id() -> str:
     # Within the 64 characters a claim stores, whatever the host's name.
     return f"{socket.gethostname()[:48]}:{os.getpid()}"
@@ -113,10 +120,7 @@ def build_runtime(
 ) -> Runtime:
     """Everything a process needs, built from ``settings``; nothing is started yet."""
     database = Database(settings.database_url)
-    outbox = (
-        Path(settings.outbox_file) if settings.outbox_file else database.data_dir / "outbox.jsonl"
-    )
-    ruleset, plan = load_rules_and_delivery(settings.rules, outbox=outbox)
+    ruleset, plan = load_rules_and_delivery(settings.rules, outbox=outbox_path(settings, database))
     ensure_current(database, auto_upgrade=database.is_sqlite)
     metrics = Metrics()
 

@@ -191,6 +191,22 @@ def test_serve_refuses_a_database_it_cannot_write_instead_of_starting_ready(
     )
 
 
+def test_serve_refuses_a_stub_outbox_file_in_a_missing_folder(tmp_path: Path) -> None:
+    outbox = tmp_path / "no" / "outbox.jsonl"
+
+    result = run_herald(
+        ["serve", "--port", str(free_port()), "--database", sqlite_url(tmp_path)],
+        env=herald_environment(HERALD_OUTBOX_FILE=str(outbox)),
+        cwd=tmp_path,
+        timeout=20,
+    )
+
+    assert result.returncode == 1, result.stderr
+    assert f"error: the stub provider cannot write {outbox}: its folder does not exist" in (
+        one_line(result.stderr)
+    )
+
+
 def test_a_worker_refuses_a_sqlite_file_that_does_not_exist_and_creates_nothing(
     tmp_path: Path,
 ) -> None:

@@ -16,6 +16,7 @@ from rich.console import Console
 from herald.config import Settings
 
 if TYPE_CHECKING:
+    from herald.delivery.setup import DeliveryPlan
     from herald.rules.definition import RuleSet
     from herald.store.database import Database
 
@@ -54,14 +55,15 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def checked_rules(path: str | Path | None) -> RuleSet:
-    """The rule set of the file at ``path``, its providers and delivery settings checked
-    too; otherwise exit 1 listing every problem of the file, one a line."""
+def checked_rules(path: str | Path | None) -> tuple[RuleSet, DeliveryPlan]:
+    """The rule set of the file at ``path`` and its delivery plan (its stub provider writing
+    nowhere): its providers and delivery settings are checked too; otherwise exit 1
+    listing every problem of the file, one a line."""
     from herald.bootstrap import load_rules_and_delivery
     from herald.rules.loader import RuleFileError
 
     try:
-        ruleset, _plan = load_rules_and_delivery(path, outbox=Path(os.devnull))
+        ruleset, plan = load_rules_and_delivery(path, outbox=Path(os.devnull))
     except RuleFileError as exc:
         console.print(
             f"error: {exc.path}: {len(exc.problems)} problem(s)", style="bold red", markup=False
@@ -69,7 +71,7 @@ def checked_rules(path: str | Path | None) -> RuleSet:
         for line in exc.problems:
             console.print(f"  - {line}", markup=False)
         raise typer.Exit(1) from None
-    return ruleset
+    return ruleset, plan
 
 
 def open_database(
@@ -131,11 +133,36 @@ def _refuses_writes(said: str, sqlite_path: Path | None) -> NoReturn:
 def preflight(settings: Settings, *, create_database: bool) -> None:
     """Fail before serving on what would otherwise fail later: every problem of the rule
     file, as `herald rules check` lists them, or the database's, in one clear line; with
-    ``create_database``, an absent SQLite file is created rather than refused."""
-    checked_rules(settings.rules)
-    open_database(
+    ``create_database``, an absent SQLite file is created rather than refused. A process
+    that delivers also needs the stub provider's file, if a channel uses it, writable."""
+    from herald.bootstrap import outbox_path
+    from herald.delivery.stub import StubProvider
+
+    _ruleset, plan = checked_rules(settings.rules)
+    database = open_database(
         settings.database_url,
         schema="upgrade",
         create=create_database,
-        progress=lambda step: console.print(f"schema upgrade: applied {step}"),
-    ).dispose()
+        progress=lambda step: console.print(f"schema upgrade: {step}"),
+    )
+    outbox = outbox_path(settings, database)
+    database.dispose()
+    stubbed = any(isinstance(p, StubProvider) for p in plan.providers.values())
+    if settings.dispatcher and stubbed:
+        problem = _unwritable(outbox)
+        if problem:
+            fail(
+                f"the stub provider cannot write {outbox}: {problem} (set HERALD_OUTBOX_FILE, "
+                "or give the channels real providers in the rule file)"
+            )
+
+
+def _unwritable(path: Path) -> str | None:
+    folder = path.parent
+    if not folder.is_dir():
+        return "its folder does not exist"
+    if path.exists() and not os.access(path, os.W_OK):
+        return "the file is read-only"
+    if not path.exists() and not os.access(folder, os.W_OK):
+        return "its folder is read-only"
+    return None

@@ -19,7 +19,7 @@ def rules_check(
 ) -> None:
     """Validate a rule file (conditions, channels, limits, templates, providers, delivery)
     and list its rules; exit 1 listing every problem."""
-    ruleset = checked_rules(path)
+    ruleset, _plan = checked_rules(path)
     # A list rather than a table: it stays readable at any width and through a pipe.
     out = Console(highlight=False, soft_wrap=True)
     out.print(f"{ruleset.source} (version {ruleset.version})", markup=False)
