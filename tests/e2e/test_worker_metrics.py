@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import pytest
 
 from herald.rules.loader import default_rules_path, load_ruleset
 from herald.service.ingest import ingest
@@ -58,19 +59,30 @@ def test_a_worker_serves_its_delivery_counters_and_the_outbox_gauges(tmp_path: P
         assert "herald_outbox_backlog 0.0" in text
 
 
-def test_a_worker_whose_metrics_port_is_taken_says_so_in_one_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "command",
+    [["worker", "--metrics-port", "{port}"], ["serve", "--port", "0"]],
+    ids=["worker", "serve"],
+)
+def test_a_metrics_port_already_taken_is_refused_in_one_line_before_anything_runs(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """`herald serve` hands the port to its dispatcher process: taken, that process would
+    fail and be restarted for ever while the API went on taking events."""
     url = database_with_welcome_emails(tmp_path / "herald.db", users=1)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         done = run_herald(
-            ["worker", "--database", url, "--metrics-port", str(port)],
-            env=herald_environment(),
+            [*(part.format(port=port) for part in command), "--database", url],
+            env=herald_environment(HERALD_METRICS_PORT=str(port)),
             cwd=tmp_path,
         )
     assert done.returncode == 1
-    assert f"cannot serve metrics on 127.0.0.1:{port}" in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"error: cannot serve metrics on 127.0.0.1:{port}: Address already in use"
+    )
     assert "Traceback" not in done.stderr
 
 

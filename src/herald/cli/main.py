@@ -76,6 +76,10 @@ def serve(
         fail(problem, code=2)
     preflight(settings, create_database=True)
     apart = settings.dispatcher and settings.dispatcher_process
+    if apart and settings.metrics_port is not None:
+        # The dispatcher process serves them: taken, it would fail and be restarted for
+        # ever, while the API went on taking events that nothing delivers.
+        _check_free(settings.metrics_host, settings.metrics_port, "metrics")
     # API processes and the dispatcher process read their settings from the environment;
     # with a dispatcher process of their own, the API processes deliver nothing.
     # Several API processes are uvicorn's children: each stops when this process is gone.
@@ -171,6 +175,17 @@ def worker(
     finally:
         if metrics_server is not None:
             metrics_server.shutdown()
+
+
+def _check_free(host: str, port: int, what: str) -> None:
+    import socket
+
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        fail(f"cannot serve {what} on {host}:{port}: {reason}")
 
 
 def _exit_on_signal(signum: int, _frame: object) -> None:
