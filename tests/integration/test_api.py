@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import create_engine
 
 from herald.api.app import create_app
 from herald.api.schemas import (
@@ -22,6 +23,7 @@ from herald.api.schemas import (
     ValidationErrors,
 )
 from herald.config import Settings
+from tests.support.ports import free_port
 
 
 def payment_failed(user: str = "u_1", **overrides: Any) -> dict[str, Any]:
@@ -571,6 +573,24 @@ def test_a_preference_for_an_id_no_event_could_carry_is_refused(client: TestClie
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["path", "user_id"]
     assert client.get("/audit/%20u_6").status_code == 404
+
+
+def test_a_database_out_of_reach_under_the_audit_is_a_503_to_retry_not_a_500(
+    client: TestClient,
+) -> None:
+    client.post("/events", json=payment_failed(event_id="e1"))
+    database = client.app.state.runtime.database  # type: ignore[attr-defined]
+    reader = database.reader
+    # Where nothing listens: every connection is refused, as in an outage.
+    database.reader = create_engine(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/x")
+    try:
+        response = client.get("/audit/u_1")
+    finally:
+        database.reader.dispose()
+        database.reader = reader
+
+    assert response.status_code == 503
+    assert response.json() == {"detail": "the database is unavailable; retry"}
 
 
 def test_the_openapi_document_lists_the_errors_a_client_must_handle(client: TestClient) -> None:

@@ -28,6 +28,7 @@ from herald.service.audit import user_audit
 from herald.service.ingest import ingest
 from herald.service.writer import IngestFailed
 from herald.store.database import Database
+from herald.store.migrate import upgrade
 from herald.store.unit_of_work import ReadOnly, UnitOfWork
 from tests.conftest import FixedClock
 from tests.support.http_receiver import CannedResponse, HttpReceiver
@@ -276,6 +277,31 @@ def test_a_dispatcher_without_rate_limits_says_nothing_of_them(
     run_until_stopped(worker)
 
     assert not [r for r in caplog.records if "rate limits" in r.getMessage()]
+
+
+def test_a_database_outage_logs_one_traceback_and_is_tried_further_and_further_apart(
+    clock: FixedClock, tmp_path: Path, caplog: Any
+) -> None:
+    database = Database(f"sqlite:///{tmp_path / 'broken.db'}")  # its own: it is broken below
+    upgrade(database)
+    with database.writer.begin() as connection:
+        connection.exec_driver_sql("DROP TABLE messages")  # every round fails from now on
+    worker = dispatcher(database, clock, {"email": StubProvider(tmp_path / "o.jsonl")})
+    caplog.set_level("INFO", logger="herald.delivery")
+
+    async def two_seconds() -> None:
+        stopping = asyncio.Event()
+        asyncio.get_running_loop().call_later(2.0, stopping.set)
+        await worker.run(stopping)
+
+    asyncio.run(two_seconds())
+
+    failed = [r for r in caplog.records if "dispatch round failed" in r.getMessage()]
+    assert [r.exc_info is not None for r in failed][:2] == [True, False]
+    assert sum(r.exc_info is not None for r in failed) == 1
+    # 0.5 s, then 1 s, then 2 s between tries: three in two seconds, not eight.
+    assert 2 <= len(failed) <= 4
+    database.dispose()
 
 
 def test_two_dispatchers_never_send_one_message_twice(

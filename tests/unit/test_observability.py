@@ -302,6 +302,24 @@ def test_the_outbox_gauges_show_what_the_read_function_reports() -> None:
     assert samples[("herald_outbox_oldest_due_seconds", ())] == 12.5
 
 
+def test_a_scrape_while_the_database_is_down_still_serves_every_counter() -> None:
+    def unreachable() -> tuple[dict[str, int], int, float]:
+        raise ConnectionError("connection refused")
+
+    metrics = Metrics()
+    metrics.watch_outbox(unreachable)
+    metrics.count_event("payment_failed", "accepted")
+
+    samples = scrape(metrics)
+
+    assert samples[("herald_database_up", ())] == 0
+    assert (
+        samples[("herald_events_total", (("event_type", "payment_failed"), ("status", "accepted")))]
+        == 1
+    )
+    assert not [name for name, _labels in samples if name.startswith("herald_outbox")]
+
+
 def test_the_outbox_is_read_at_each_scrape_and_not_when_registering() -> None:
     metrics = Metrics()
     reading = OutboxReading({"pending": 1}, 1, 0.5)

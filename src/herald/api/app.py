@@ -10,7 +10,9 @@ import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+import orjson
+from fastapi import FastAPI, Request, Response
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from herald import __version__
 from herald.api.direct import DirectRoutes
@@ -76,7 +78,17 @@ def create_app(
     app.add_middleware(
         RequestEdge, body_limit=1 * MIB, body_limit_by_path={"/events/batch": 8 * MIB}
     )
+    for unavailable in (OperationalError, InterfaceError):
+        app.add_exception_handler(unavailable, _database_unavailable)
     return app
+
+
+async def _database_unavailable(_request: Request, exc: Exception) -> Response:
+    """The database is down or refuses (locked, read-only, unreachable): the client may
+    retry, so a 503 rather than a 500; the log says why, in one line."""
+    log.warning("database unavailable: %s", str(getattr(exc, "orig", exc)).splitlines()[0])
+    body = {"detail": "the database is unavailable; retry"}
+    return Response(orjson.dumps(body), status_code=503, media_type="application/json")
 
 
 async def _stop_without(server_pid: int, every_s: float = 0.5) -> None:

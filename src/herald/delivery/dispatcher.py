@@ -42,6 +42,8 @@ _POLL_S = 0.25
 # After a round that was not full, let a few commits' worth of messages gather: a round
 # has a fixed cost (claim, record, commit) that one message at a time would pay each time.
 _GATHER_S = 0.05
+# Failing rounds (the database is down) are tried again further and further apart, up to this.
+_LONGEST_PAUSE_S = 30.0
 
 
 class Dispatcher:
@@ -116,24 +118,37 @@ class Dispatcher:
         """Deliver until ``stopping`` is set; a failing database pauses, never ends, the loop."""
         self._loop = asyncio.get_running_loop()
         self._say_rate_limits_are_its_own()
+        failures = 0
         while not stopping.is_set():
             try:
                 report = await self.run_once()
-            except Exception:
-                log.exception("dispatch round failed; retrying shortly")
+            except Exception as exc:
+                failures += 1
                 report = DispatchReport()
+                # The whole traceback once; then a line per try, further and further apart,
+                # so that an outage of the database does not flood the log.
+                if failures == 1:
+                    log.exception("dispatch round failed; retrying")
+                else:
+                    log.warning("dispatch round failed again (%d in a row): %s", failures, exc)
+            else:
+                if failures:
+                    log.info("dispatch rounds succeed again after %d failure(s)", failures)
+                failures = 0
             if report.claimed >= self._batch_size:
                 continue  # more is waiting
             if report.claimed:
                 await asyncio.sleep(_GATHER_S)
-            self._wake.clear()
-            waiter = asyncio.ensure_future(self._wake.wait())
-            stopper = asyncio.ensure_future(stopping.wait())
-            await asyncio.wait(
-                {waiter, stopper}, timeout=_POLL_S, return_when=asyncio.FIRST_COMPLETED
-            )
-            waiter.cancel()
-            stopper.cancel()
+            await self._idle(stopping, min(_POLL_S * 2 ** min(failures, 7), _LONGEST_PAUSE_S))
+
+    async def _idle(self, stopping: asyncio.Event, seconds: float) -> None:
+        """Wait ``seconds``, or less if woken or stopped."""
+        self._wake.clear()
+        waiter = asyncio.ensure_future(self._wake.wait())
+        stopper = asyncio.ensure_future(stopping.wait())
+        await asyncio.wait({waiter, stopper}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        stopper.cancel()
 
     async def run_once(self) -> DispatchReport:
         """Claim one batch of due messages and deliver it."""

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+log = logging.getLogger(__name__)
 
 
 class Metrics:
@@ -84,7 +87,16 @@ class _OutboxCollector(Collector):
         return []  # registering must not query the database
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
-        by_status, backlog, age = self._read()
+        up = "herald_database_up"
+        try:
+            by_status, backlog, age = self._read()
+        except Exception as exc:
+            # Every other metric is still served: a scrape during an outage is when they
+            # matter most, and this one says why the outbox gauges are missing.
+            log.warning("metrics: cannot read the outbox: %s", str(exc).splitlines()[0])
+            yield GaugeMetricFamily(up, "1 when the database answered this scrape", value=0)
+            return
+        yield GaugeMetricFamily(up, "1 when the database answered this scrape", value=1)
         messages = GaugeMetricFamily(
             "herald_messages",
             "Messages not yet delivered (pending, sending, failed), by status",
