@@ -373,8 +373,20 @@ def json_logging_server(tmp_path: Path) -> Iterator[tuple[HeraldProcess, str]]:
 
 
 def json_lines(output: str) -> list[dict[str, Any]]:
-    """The JSON log lines (the CLI's banner before them is plain text)."""
-    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    """Every line of ``output``, each a JSON object."""
+    return [json.loads(line) for line in output.splitlines() if line.strip()]
+
+
+def test_with_json_logs_every_line_the_server_writes_is_json_the_banner_too(
+    json_logging_server: tuple[HeraldProcess, str],
+) -> None:
+    server, _base = json_logging_server
+
+    lines = json_lines(server.output())  # fails on any line that is not JSON
+
+    messages = [line["message"] for line in lines]
+    assert any(m.startswith("Herald on http://127.0.0.1:") for m in messages)
+    assert any(m.startswith("dispatcher ") for m in messages)
 
 
 def test_uvicorn_s_own_lines_are_json_lines_too(

@@ -3,6 +3,7 @@ made before a process starts serving."""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -48,6 +49,15 @@ def _setting_problem(error: ErrorDetails) -> str:
     if "token" not in name and "input" in error:
         said += f" (got {error['input']!r})"
     return f"HERALD_{name.upper()}: {said}"
+
+
+def say(settings: Settings, message: str) -> None:
+    """A line for the operator on stderr: as it is, or as a JSON log line when the logs are
+    JSON, so that a log collector reading the stream finds one format in it."""
+    if settings.log_format == "json":
+        logging.getLogger("herald.cli").info(message)
+    else:
+        console.print(message, markup=False)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -143,7 +153,7 @@ def preflight(settings: Settings, *, create_database: bool) -> None:
         settings.database_url,
         schema="upgrade",
         create=create_database,
-        progress=lambda step: console.print(f"schema upgrade: {step}"),
+        progress=lambda step: say(settings, f"schema upgrade: {step}"),
     )
     outbox = outbox_path(settings, database)
     database.dispose()

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from herald.cli.common import DatabaseOpt, RulesOpt, console, fail, preflight, settings_from
+from herald.cli.common import DatabaseOpt, RulesOpt, fail, preflight, say, settings_from
 from herald.cli.maintenance import db_app, messages_app, prune
 from herald.cli.rules import rules_app
 from herald.config import Settings
@@ -74,6 +74,7 @@ def serve(
     problem = settings.exposure_problem()
     if problem:
         fail(problem, code=2)
+    configure_logging(settings.log_level, settings.log_format)  # uvicorn's lines too
     preflight(settings, create_database=True)
     apart = settings.dispatcher and settings.dispatcher_process
     if apart and settings.metrics_port is not None:
@@ -95,13 +96,13 @@ def serve(
     delivery = (
         "by a dispatcher process" if apart else "in the API" if settings.dispatcher else "off"
     )
-    console.print(
+    say(
+        settings,
         f"Herald on http://{settings.host}:{settings.port} (docs at /docs), "
         f"database {hide_password(settings.database_url)}, {settings.workers} API "
         f"process{'es' if settings.workers > 1 else ''}, "
-        f"delivery {delivery}"
+        f"delivery {delivery}",
     )
-    configure_logging(settings.log_level, settings.log_format)  # uvicorn's lines, below
     # uvicorn re-raises the signal that stopped it once it has shut down: let SIGTERM then
     # unwind as an exception, not end the process at once, so the dispatcher stops too.
     signal.signal(signal.SIGTERM, _exit_on_signal)
@@ -163,8 +164,8 @@ def worker(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stopping.set)
-        console.print(f"dispatcher {worker_id} on {hide_password(settings.database_url)}")
-        watch = asyncio.create_task(_stop_without_parent(parent_pid, stopping))
+        say(settings, f"dispatcher {worker_id} on {hide_password(settings.database_url)}")
+        watch = asyncio.create_task(_stop_without_parent(settings, parent_pid, stopping))
         try:
             await runtime.deliver(stopping)
         finally:
@@ -192,13 +193,15 @@ def _exit_on_signal(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-async def _stop_without_parent(parent_pid: int | None, stopping: asyncio.Event) -> None:
+async def _stop_without_parent(
+    settings: Settings, parent_pid: int | None, stopping: asyncio.Event
+) -> None:
     """The dispatcher process of a `herald serve` killed outright stops within a second:
     an orphan would go on delivering, unseen, beside the next server's."""
     if parent_pid is None:
         return
     await parent_gone(parent_pid, every_s=1.0)
-    console.print("the server that started this dispatcher is gone; stopping")
+    say(settings, "the server that started this dispatcher is gone; stopping")
     stopping.set()
 
 
@@ -213,7 +216,7 @@ def _serve_metrics(settings: Settings, registry: CollectorRegistry) -> WSGIServe
         server, _thread = start_http_server(port, addr=host, registry=registry)
     except OSError as exc:
         fail(f"cannot serve metrics on {host}:{port}: {exc.strerror}")
-    console.print(f"metrics on http://{host}:{port}/metrics")
+    say(settings, f"metrics on http://{host}:{port}/metrics")
     return server
 
 
