@@ -381,6 +381,7 @@ def test_with_json_logs_every_line_the_server_writes_is_json_the_banner_too(
     json_logging_server: tuple[HeraldProcess, str],
 ) -> None:
     server, _base = json_logging_server
+    server.wait_for_output('"message":"dispatcher ')  # its process starts beside the API
 
     lines = json_lines(server.output())  # fails on any line that is not JSON
 
