@@ -200,6 +200,20 @@ def test_every_problem_in_the_file_is_reported_at_once(tmp_path: Path) -> None:
         assert any(found.startswith(wanted) for found in problems), (wanted, problems)
 
 
+def test_a_rule_s_template_problem_is_listed_beside_its_other_problems(tmp_path: Path) -> None:
+    rule = (
+        "  - {id: TWICE, trigger: signup_completed, channel: email,"
+        " when: 'user.plan ==', template: no_such_template}\n"
+    )
+    path = write_rule_file(tmp_path, rule)
+
+    problems = problems_of(path)
+
+    assert [problem.split(":")[0] for problem in problems] == ["rule TWICE", "rule TWICE"]
+    assert "`when: user.plan ==` does not compile" in problems[0]
+    assert "template 'no_such_template' not found" in problems[1]
+
+
 def test_the_error_message_starts_with_the_file(tmp_path: Path) -> None:
     path = write_rule_file(tmp_path, "  - {id: BROKEN, trigger: signup_completed, channel: fax}\n")
 

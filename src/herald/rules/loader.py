@@ -122,8 +122,8 @@ def _parse(
         raise RuleFileError(source, [f"holds a value that cannot be hashed: {exc}"]) from None
     problems = [_unknown_section(key) for key in data if not _is_section(key)]
     event_types = read_event_types(data.get("events"), problems)
-    rules = _rules(data.get("rules"), event_types, problems)
-    templates = _templates(data, rules, template_dir, event_types, problems)
+    rules, template_uses = _rules(data.get("rules"), event_types, problems)
+    templates = _templates(data, template_uses, template_dir, event_types, problems)
     settings = read_settings(data, problems)
     if problems:
         raise RuleFileError(source, problems)
@@ -139,11 +139,20 @@ def _parse(
     return RuleSet(version, source, event_types, tuple(rules), templates), settings
 
 
-def _rules(raw: Any, event_types: dict[str, EventType], problems: list[str]) -> list[Rule]:
+# A rule's template: (rule id, template, the rule's trigger when that is declared). Every
+# rule that names one has its template checked, so its problems are listed in the same
+# run as the rule's others.
+_TemplateUse = tuple[str, str, str | None]
+
+
+def _rules(
+    raw: Any, event_types: dict[str, EventType], problems: list[str]
+) -> tuple[list[Rule], list[_TemplateUse]]:
     if not isinstance(raw, list):
         problems.append("`rules` must be a list")
-        return []
+        return [], []
     rules: list[Rule] = []
+    uses: list[_TemplateUse] = []
     seen: set[str] = set()
     for index, spec in enumerate(raw):
         if not isinstance(spec, dict) or not spec.get("id"):
@@ -181,6 +190,10 @@ def _rules(raw: Any, event_types: dict[str, EventType], problems: list[str]) -> 
         template = spec.get("template")
         if template is not None and not _is_folder_name(template):
             bad(f"`template: {template!r}` must name a folder beside the rule file")
+        elif template is not None:
+            uses.append(
+                (rule_id, template, on if isinstance(on, str) and on in event_types else None)
+            )
         if len(problems) > before or limit is None or category is None:
             continue
         version = _digest(spec)[:8]
@@ -198,7 +211,7 @@ def _rules(raw: Any, event_types: dict[str, EventType], problems: list[str]) -> 
                 description=str(spec.get("description", "")).strip(),
             )
         )
-    return rules
+    return rules, uses
 
 
 def _enum(kind: Any, value: Any, field: str, bad: Any) -> Any:
@@ -231,7 +244,7 @@ def _after(raw: Any, event_types: dict[str, EventType], bad: Any) -> After | Non
 
 def _templates(
     data: dict[str, Any],
-    rules: list[Rule],
+    uses: list[_TemplateUse],
     template_dir: Path,
     event_types: dict[str, EventType],
     problems: list[str],
@@ -240,9 +253,8 @@ def _templates(
     if data.get("templates_dir"):
         directory = template_dir.parent / str(data["templates_dir"])
     rules_by_template: dict[str, list[str]] = {}
-    for rule in rules:
-        if rule.template:
-            rules_by_template.setdefault(rule.template, []).append(rule.id)
+    for rule_id, template, _trigger in uses:
+        rules_by_template.setdefault(template, []).append(rule_id)
     # One template at a time, so a broken one does not hide the problems of the others.
     loadable = []
     for name, rule_ids in sorted(rules_by_template.items()):
@@ -254,12 +266,14 @@ def _templates(
             loadable.append(name)
     templates = TemplateSet.from_directory(directory, loadable)
     traits = read_traits(data.get("traits"), problems)
-    for rule in rules:
-        if rule.template and rule.template in loadable:
+    for rule_id, template, trigger in uses:
+        # Rendered strictly against what the trigger's events hold; a rule whose trigger
+        # is not declared has that said already.
+        if template in loadable and trigger is not None:
             try:
-                templates.check(rule.template, sample_context(event_types[rule.on], traits))
+                templates.check(template, sample_context(event_types[trigger], traits))
             except TemplateProblem as exc:
-                problems.append(f"rule {rule.id}: {exc}")
+                problems.append(f"rule {rule_id}: {exc}")
     return templates
 
 
