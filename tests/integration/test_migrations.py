@@ -8,6 +8,7 @@ The CLI runs as a subprocess (the installed ``herald``), on databases made for e
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -112,6 +113,29 @@ def test_a_database_from_a_newer_herald_is_refused_in_one_line_saying_so(
         "error: the database schema is at 9999, which this Herald does not know (its newest "
         f"is {head_revision()}): it was written by a newer Herald; run that one"
     )
+
+
+def test_an_sqlite_file_of_another_program_is_refused_not_given_herald_s_tables(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "shop.db"
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE TABLE customers (id INTEGER)")
+    connection.close()
+
+    result = run_herald(
+        ["db", "upgrade", "--database", f"sqlite:///{path}"], env=herald_environment(), cwd=tmp_path
+    )
+
+    assert result.returncode == 1
+    assert one_line(result.stderr) == (
+        f"error: {path} holds tables that are not Herald's (customers): Herald keeps a "
+        "database of its own; name a new file"
+    )
+    with sqlite3.connect(path) as connection:
+        tables = [row[0] for row in connection.execute("SELECT name FROM sqlite_master")]
+    connection.close()
+    assert tables == ["customers"]
 
 
 def test_db_upgrade_of_a_current_database_changes_nothing(

@@ -14,6 +14,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import Script, ScriptDirectory
 from alembic.script.revision import RevisionError
 from alembic.util.exc import CommandError
+from sqlalchemy import inspect
 
 from herald.store.database import Database
 
@@ -72,7 +73,10 @@ def upgrade(
     ``progress`` hears which revisions are to be applied, then of each one applied, with
     how long it took (rebuilding a large table can take minutes)."""
     say = progress or (lambda _line: None)
-    steps = pending_steps(current_revision(database))
+    current = current_revision(database)
+    if current is None and database.is_sqlite:
+        _refuse_a_file_of_another_program(database)
+    steps = pending_steps(current)
     if to == "head" and steps:
         say(f"applying {len(steps)} revision(s): {'; '.join(steps)}")
     config = _config()
@@ -88,6 +92,19 @@ def upgrade(
         config.attributes["connection"] = connection
         config.attributes["on_version_apply"] = applied
         command.upgrade(config, to)
+
+
+def _refuse_a_file_of_another_program(database: Database) -> None:
+    """An SQLite file with tables but no schema version is not Herald's (a mistyped path,
+    an application's own database): Herald's tables are not added to it."""
+    with database.reader.connect() as connection:
+        tables = sorted(inspect(connection).get_table_names())
+    if tables:
+        shown = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
+        raise SchemaMismatch(
+            f"{database.sqlite_path} holds tables that are not Herald's ({shown}): Herald "
+            "keeps a database of its own; name a new file"
+        )
 
 
 def ensure_current(
