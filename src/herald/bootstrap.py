@@ -119,7 +119,7 @@ def build_runtime(
     clock: Callable[[], datetime] = utc_now,
 ) -> Runtime:
     """Everything a process needs, built from ``settings``; nothing is started yet."""
-    database = Database(settings.database_url)
+    database = Database(settings.database_url, flush_each_commit=settings.sqlite_flush_each_commit)
     ruleset, plan = load_rules_and_delivery(settings.rules, outbox=outbox_path(settings, database))
     ensure_current(database, auto_upgrade=database.is_sqlite)
     metrics = Metrics()

@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     # providers the process configured. Off: Herald's metrics are Prometheus, and with it
     # on every request looks the providers up again, a few percent of ingestion's CPU.
     opentelemetry: bool = False
+    # SQLite: flush the write-ahead log to disk at each commit, so that a power cut loses no
+    # acknowledged event either (not only a killed process). Off by default: it cost 5-30%
+    # of ingestion's rate in the benchmark (see the README).
+    sqlite_flush_each_commit: bool = False
     # Set by `herald serve` for its API processes when it runs several: the process they
     # stop without (not a setting of its own).
     server_pid: int | None = None

@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.engine import make_url
 
 from herald.api.app import create_app
+from herald.bootstrap import build_runtime
 from herald.config import Settings
 from herald.store.database import Database
 from herald.store.migrate import upgrade
@@ -205,6 +206,19 @@ def test_serve_refuses_a_stub_outbox_file_in_a_missing_folder(tmp_path: Path) ->
     assert f"error: the stub provider cannot write {outbox}: its folder does not exist" in (
         one_line(result.stderr)
     )
+
+
+@pytest.mark.parametrize(("flush", "level"), [(False, "NORMAL"), (True, "FULL")])
+def test_sqlite_flushes_each_commit_to_disk_only_when_asked(
+    tmp_path: Path, flush: bool, level: str
+) -> None:
+    settings = Settings(database_url=sqlite_url(tmp_path), sqlite_flush_each_commit=flush)
+    runtime = build_runtime(settings)
+    with runtime.database.writer.connect() as connection:
+        value = connection.exec_driver_sql("PRAGMA synchronous").scalar()
+    runtime.database.dispose()
+
+    assert value == {"NORMAL": 1, "FULL": 2}[level]
 
 
 def test_a_worker_refuses_a_sqlite_file_that_does_not_exist_and_creates_nothing(

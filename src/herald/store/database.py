@@ -60,8 +60,11 @@ class Database:
     engine so that a writer waits for the lock at the start rather than failing to
     upgrade a read lock mid-transaction; reads use plain deferred transactions."""
 
-    def __init__(self, raw_url: str) -> None:
+    def __init__(self, raw_url: str, *, flush_each_commit: bool = False) -> None:
+        """``flush_each_commit`` (SQLite): wait at each commit until the disk has it, so
+        that a power cut loses nothing committed either, not only a killed process."""
         self.url = normalise_url(raw_url)
+        self._synchronous = "FULL" if flush_each_commit else "NORMAL"
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         # SQLite creates its file at the first connection; the folder must exist, since
         # one created for a mistyped path would hide the mistake.
@@ -110,8 +113,9 @@ class Database:
             cursor = dbapi_connection.cursor()
             # WAL + synchronous=NORMAL: a committed transaction survives a killed process
             # (only a power loss can take the last ones); writers don't block readers.
+            # FULL also flushes the log to disk at each commit, against power loss.
             cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute(f"PRAGMA synchronous={self._synchronous}")
             _set_patience(dbapi_connection, record.info, SQLITE_BUSY_TIMEOUT_MS)
             # A page cache and memory map large enough for the indexes' upper levels:
             # the cost per event then stays flat as the history grows.
