@@ -19,8 +19,12 @@ from sqlalchemy.exc import IntegrityError
 
 from herald.domain.model import UserProfile, message_id_for
 from herald.domain.timeutil import from_micros, to_micros
+from herald.store import events as events_store
+from herald.store import outbox as outbox_store
+from herald.store import tables
 from herald.store.database import Database
-from herald.store.outbox import FAILED, PENDING, SENDING, SENT, AttemptRecord
+from herald.store.events import EventRow
+from herald.store.outbox import FAILED, PENDING, SENDING, SENT, AttemptRecord, MessageRow
 from herald.store.unit_of_work import ReadOnly, UnitOfWork
 
 DAY = datetime(2025, 11, 3, tzinfo=UTC)
@@ -128,6 +132,18 @@ def stored_message(database: Database, message_id: str) -> Any:
 
 def event_ids(events: Iterable[Any]) -> list[str]:
     return [event.event_id for event in events]
+
+
+def test_the_row_types_name_exactly_the_columns_their_repositories_insert() -> None:
+    """Ingestion builds rows as ``EventRow`` and ``MessageRow``; the repositories insert the
+    columns they list. A column added to one and not the others would be lost or fail."""
+    assert set(EventRow.__annotations__) == set(events_store._COLUMNS)
+    assert set(events_store._COLUMNS) == {c.name for c in tables.events.c} - {"seq"}
+    assert set(MessageRow.__annotations__) == set(outbox_store._MESSAGE_COLUMNS)
+    delivery_state = {"sent_us", "last_error", "claimed_by", "lease_until_us"}
+    assert (
+        set(outbox_store._MESSAGE_COLUMNS) == {c.name for c in tables.messages.c} - delivery_state
+    )
 
 
 class TestEventRepository:

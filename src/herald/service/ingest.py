@@ -16,6 +16,8 @@ from herald.domain.timeutil import to_micros
 from herald.rules import engine
 from herald.rules.definition import Rule, RuleSet
 from herald.rules.templates import TemplateProblem
+from herald.store.events import EventRow
+from herald.store.outbox import PENDING, MessageRow
 from herald.store.unit_of_work import UnitOfWork
 
 
@@ -83,7 +85,8 @@ def ingest(
     )
     now_us = to_micros(now)
     rules = {rule.id: rule for rule in ruleset.rules}
-    event_rows, message_rows = [], []
+    event_rows: list[EventRow] = []
+    message_rows: list[MessageRow] = []
     for index, event, candidates in plans:
         decisions = engine.apply_limits(candidates, held)
         for position, decision in enumerate(decisions):
@@ -177,7 +180,7 @@ class _Batch:
 
 def _event_row(
     event: Event, fingerprint: str, decisions: list[Decision], ruleset: RuleSet, now_us: int
-) -> dict[str, Any]:
+) -> EventRow:
     return {
         "event_id": event.event_id,
         "fingerprint": fingerprint,
@@ -194,7 +197,7 @@ def _event_row(
 
 def _message_row(
     draft: MessageDraft, rule: Rule, ruleset: RuleSet, now: datetime, hold: HoldPolicy
-) -> dict[str, Any]:
+) -> MessageRow:
     subject, body, html = rule.id, "", None
     if rule.template:
         rendered = ruleset.templates.render(
@@ -215,7 +218,7 @@ def _message_row(
         "subject": subject,
         "body": body,
         "html": html,
-        "status": "pending",
+        "status": PENDING,
         "created_us": to_micros(now),
         "due_us": to_micros(held[0]) if held else to_micros(now),
         "attempts": 0,

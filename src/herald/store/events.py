@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from operator import itemgetter
-from typing import Any
+from typing import Any, TypedDict
 
 from sqlalchemy import Connection, and_, or_, select
 
@@ -12,6 +12,22 @@ from herald.domain.model import Event
 from herald.domain.timeutil import from_micros
 from herald.store.sql import execute_many, fetch_all, json_text, json_value, marks, select_in
 from herald.store.tables import events
+
+
+class EventRow(TypedDict):
+    """An event as ``add_many`` stores it, the JSON columns as Python values."""
+
+    event_id: str
+    fingerprint: str  # of the payload, to tell a retry from another use of the id
+    user_id: str
+    event_type: str
+    event_time_us: int
+    received_us: int
+    ruleset_version: str
+    properties: dict[str, Any]
+    user_traits: dict[str, Any]
+    decisions: list[dict[str, Any]]  # as the audit shows them
+
 
 _PLAIN = (
     "event_id", "fingerprint", "user_id", "event_type", "event_time_us", "received_us",
@@ -76,8 +92,8 @@ class EventRepository:
             for event_id, time_us, properties, traits in rows
         ]
 
-    def add_many(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Insert events (rows keyed by column name, JSON columns as Python values)."""
+    def add_many(self, rows: Sequence[EventRow]) -> None:
+        """Insert events."""
         if not rows:
             return
         execute_many(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from operator import attrgetter, itemgetter
-from typing import Any
+from typing import Any, TypedDict
 
 from sqlalchemy import Connection, exists, func, select, update
 
@@ -29,6 +29,28 @@ class AttemptRecord:
     next_due_us: int | None = None
 
 
+class MessageRow(TypedDict):
+    """A new message as ``add_many`` stores it (the delivery columns start empty)."""
+
+    message_id: str  # message_id_for(dedup_key): the primary key holds the limit
+    dedup_key: str
+    user_id: str
+    event_id: str
+    rule: str
+    rule_version: str
+    channel: str
+    category: str
+    recipient: str
+    subject: str
+    body: str
+    html: str | None
+    status: str  # PENDING
+    created_us: int
+    due_us: int  # later than created_us when held for quiet hours
+    attempts: int
+    hold_reason: str | None
+
+
 _MESSAGE_COLUMNS = (
     "message_id", "dedup_key", "user_id", "event_id", "rule", "rule_version", "channel",
     "category", "recipient", "subject", "body", "html", "status", "created_us", "due_us",
@@ -49,7 +71,7 @@ class OutboxRepository:
         found = select_in(self._conn, self._dialect, query, key_of)
         return {key_of[message_id]: message_id for (message_id,) in found}
 
-    def add_many(self, rows: Sequence[dict[str, Any]]) -> int:
+    def add_many(self, rows: Sequence[MessageRow]) -> int:
         """Insert messages; a row whose dedup key is taken is not inserted (the database,
         not the caller, has the last word on limits). Returns how many were inserted.
 
