@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import time
@@ -279,6 +280,43 @@ def test_a_chunked_body_over_one_mebibyte_is_refused_with_413_on_every_route(
     response = client.post(path, content=chunked(body), headers=headers)
 
     assert response.status_code == 413
+
+
+def test_a_chunked_body_is_not_read_for_a_request_refused_without_it(
+    settings: Settings,
+) -> None:
+    """The token is checked before the body is read: a client without it cannot make
+    Herald hold megabytes of body (as buffering it first, up to the limit, would)."""
+    guarded = settings.model_copy(update={"ingest_token": "secret", "dispatcher": False})
+    app = create_app(guarded)
+    pulled = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal pulled
+        pulled += 1
+        return {"type": "http.request", "body": b"x" * 65536, "more_body": pulled < 128}
+
+    answers: list[int] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            answers.append(message["status"])
+
+    scope = {
+        "type": "http", "method": "POST", "path": "/events/batch", "raw_path": b"/events/batch",
+        "query_string": b"", "root_path": "", "scheme": "http", "http_version": "1.1",
+        "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 1), "app": app,
+        "headers": [(b"content-type", b"application/json"), (b"transfer-encoding", b"chunked")],
+    }  # fmt: skip
+
+    async def request() -> None:
+        async with app.router.lifespan_context(app):
+            await app(scope, receive, send)
+
+    asyncio.run(request())
+
+    assert answers == [401]
+    assert pulled == 0
 
 
 def test_a_chunked_event_within_the_limit_is_accepted(client: TestClient) -> None:

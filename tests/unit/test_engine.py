@@ -528,7 +528,7 @@ def test_an_unsubscribe_stops_marketing_but_not_transactional_messages(
     assert outcomes["INSUFFICIENT_FUNDS_EMAIL"] is Outcome.TRIGGERED
 
 
-@pytest.mark.parametrize("said", [[], False, None, ["sms"]], ids=repr)
+@pytest.mark.parametrize("said", [[], False, None, ["sms"], [["email"]], [{"c": 1}]], ids=repr)
 def test_an_event_s_unsubscribed_trait_cannot_undo_an_unsubscribe_made_through_the_api(
     said: object, ruleset: RuleSet
 ) -> None:

@@ -247,12 +247,11 @@ def test_an_alert_names_its_user_and_event_even_when_an_id_looks_like_contact_da
         assert json.loads(line)["user_id"] == user
 
 
-def test_an_address_holding_the_user_id_is_still_masked(formatter_for: Any) -> None:
-    line = formatter_for("text").format(
-        record("mail to %s bounced", "u_77@example.com", user_id="u_77")
-    )
+@pytest.mark.parametrize("address", ["u_77@example.com", "u_77+news@example.com"])
+def test_an_address_holding_the_user_id_is_still_masked(address: str, formatter_for: Any) -> None:
+    line = formatter_for("text").format(record("mail to %s bounced", address, user_id="u_77"))
 
-    assert "u_77@example.com" not in line and "u***@example.com" in line
+    assert address not in line and "u***@example.com" in line
 
 
 def test_an_exception_in_a_text_log_line_is_masked_too(formatter_for: Any) -> None:

@@ -20,7 +20,9 @@ from herald.api.middleware import RequestEdge
 from herald.api.routes import admin, audit, events, health
 from herald.bootstrap import Runtime, build_runtime
 from herald.config import Settings
+from herald.observability.logging import first_line
 from herald.orphans import parent_gone
+from herald.store.database import unavailable
 
 MIB = 1024 * 1024
 log = logging.getLogger(__name__)
@@ -78,15 +80,18 @@ def create_app(
     app.add_middleware(
         RequestEdge, body_limit=1 * MIB, body_limit_by_path={"/events/batch": 8 * MIB}
     )
-    for unavailable in (OperationalError, InterfaceError):
-        app.add_exception_handler(unavailable, _database_unavailable)
+    for error in (OperationalError, InterfaceError):
+        app.add_exception_handler(error, _database_unavailable)
     return app
 
 
 async def _database_unavailable(_request: Request, exc: Exception) -> Response:
-    """The database is down or refuses (locked, read-only, unreachable): the client may
-    retry, so a 503 rather than a 500; the log says why, in one line."""
-    log.warning("database unavailable: %s", str(getattr(exc, "orig", exc)).splitlines()[0])
+    """The database is down or refuses for now (unreachable, locked, read-only, full): the
+    client may retry, so a 503 rather than a 500, and the log says why in one line. Any
+    other database error (a missing column: a bug) goes on to the 500 and its traceback."""
+    if not unavailable(exc):
+        raise exc
+    log.warning("database unavailable: %s", first_line(getattr(exc, "orig", None) or exc))
     body = {"detail": "the database is unavailable; retry"}
     return Response(orjson.dumps(body), status_code=503, media_type="application/json")
 

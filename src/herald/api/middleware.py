@@ -11,6 +11,7 @@ import uuid
 from typing import Any
 
 import orjson
+from starlette.requests import ClientDisconnect
 
 from herald.observability.logging import request_id
 
@@ -74,32 +75,35 @@ class RequestEdge:
             request_id.reset(token)
 
     async def _counting(self, scope: Scope, receive: Any, send: Any, limit: int) -> None:
-        """A body of no declared length (chunked): read it whole, counting, before the app
-        sees it. An error raised from the app's own read would reach FastAPI's body
-        parsing, which answers any failure to read with 400, not 413."""
-        chunks, seen = [], 0
-        while True:
+        """A body of no declared length (chunked): counted as the app reads it. Past the
+        limit the middleware answers 413 itself and the app reads the end of the body
+        (a disconnect), whatever answer it makes of that is dropped: an error raised into
+        the app's read would reach FastAPI's body parsing, which answers it with 400."""
+        seen = 0
+        refused = False
+
+        async def limited_receive() -> Any:
+            nonlocal seen, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
-            if message["type"] != "http.request":
-                return  # the client went away before its body was complete
-            chunks.append(message.get("body", b""))
-            seen += len(chunks[-1])
-            if seen > limit:
-                await _too_large(send, limit)
-                return
-            if not message.get("more_body", False):
-                break
-        whole = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-        delivered = False
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    refused = True
+                    await _too_large(send, limit)
+                    return {"type": "http.disconnect"}
+            return message
 
-        async def replay() -> Any:
-            nonlocal delivered
-            if delivered:
-                return await receive()  # after the body: wait for the disconnect
-            delivered = True
-            return whole
+        async def send_unless_refused(message: Any) -> None:
+            if not refused:
+                await send(message)
 
-        await self.app(scope, replay, send)
+        try:
+            await self.app(scope, limited_receive, send_unless_refused)
+        except ClientDisconnect:
+            if not refused:
+                raise
 
 
 _WITH_BODY = ("POST", "PUT", "PATCH")

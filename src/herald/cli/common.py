@@ -95,6 +95,7 @@ def open_database(
     server, a SQLite file that does not exist (unless ``create``) or (``schema="current"``)
     a schema behind this version; ``"upgrade"`` upgrades an embedded database first,
     ``"any"`` only checks that it answers."""
+    from herald.observability.logging import first_line
     from herald.store.database import Database, DatabaseUrlError, write_problem
     from herald.store.migrate import SchemaMismatch, current_revision, ensure_current
 
@@ -122,7 +123,7 @@ def open_database(
         fail(str(exc))
     except Exception as exc:
         database.dispose()
-        said = (str(getattr(exc, "orig", None) or exc).splitlines() or [""])[0]
+        said = first_line(getattr(exc, "orig", None) or exc)
         if "readonly" in said:  # SQLite in a folder it cannot write its log to
             _refuses_writes(said, path)
         fail(f"cannot reach the database: {type(exc).__name__}: {said}")

@@ -24,6 +24,7 @@ messages_app = typer.Typer(help="Outbound messages.", no_args_is_help=True)
 @db_app.command("upgrade")
 def db_upgrade(database: DatabaseOpt = None) -> None:
     """Migrate the database schema to this version of Herald."""
+    from herald.observability.logging import first_line
     from herald.store.migrate import SchemaMismatch, current_revision, upgrade
 
     db = open_database(settings_from(database_url=database).database_url, schema="any", create=True)
@@ -34,7 +35,7 @@ def db_upgrade(database: DatabaseOpt = None) -> None:
     except SchemaMismatch as exc:
         fail(str(exc))
     except Exception as exc:  # the database refused (read-only, full disk, a lock held)
-        fail(f"the upgrade failed and was rolled back: {type(exc).__name__}: {_first_line(exc)}")
+        fail(f"the upgrade failed and was rolled back: {type(exc).__name__}: {first_line(exc)}")
     finally:
         db.dispose()
 
@@ -135,7 +136,3 @@ def prune(
         f"from before {cutoff:%Y-%m-%d}; redacted {totals.redacted} messages "
         "kept for their once-per-user limits"
     )
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).splitlines() or [type(exc).__name__])[0]

@@ -139,16 +139,19 @@ class Dispatcher:
                 continue  # more is waiting
             if report.claimed:
                 await asyncio.sleep(_GATHER_S)
-            await self._idle(stopping, min(_POLL_S * 2 ** min(failures, 7), _LONGEST_PAUSE_S))
+            pause = min(_POLL_S * 2 ** min(failures, 7), _LONGEST_PAUSE_S)
+            # While rounds fail, a commit's wake-up must not cut the pause short.
+            await self._idle(stopping, pause, wakeable=not failures)
 
-    async def _idle(self, stopping: asyncio.Event, seconds: float) -> None:
-        """Wait ``seconds``, or less if woken or stopped."""
+    async def _idle(self, stopping: asyncio.Event, seconds: float, *, wakeable: bool) -> None:
+        """Wait ``seconds``, or less if stopped or (``wakeable``) woken."""
         self._wake.clear()
-        waiter = asyncio.ensure_future(self._wake.wait())
-        stopper = asyncio.ensure_future(stopping.wait())
-        await asyncio.wait({waiter, stopper}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-        waiter.cancel()
-        stopper.cancel()
+        waits = {asyncio.ensure_future(stopping.wait())}
+        if wakeable:
+            waits.add(asyncio.ensure_future(self._wake.wait()))
+        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        for wait in waits:
+            wait.cancel()
 
     async def run_once(self) -> DispatchReport:
         """Claim one batch of due messages and deliver it."""

@@ -111,15 +111,17 @@ class UserProfile:
     def seen_by(self, event: Event) -> dict[str, Any]:
         """The ``user`` variable for a rule about ``event``: the profile overlaid with the
         event's own traits, so a decision depends on what the event said, not on what
-        arrived before it. ``unsubscribed`` holds what the app's traits said and what the
-        user set through the API, together: either one stops marketing."""
+        arrived before it. When the user unsubscribed through the API, ``unsubscribed``
+        holds those channels and the names the app's trait listed, together: either one
+        stops marketing."""
         view = dict(self.traits)
         view.update(event.user_traits)
         view["id"] = self.user_id
         if self.unsubscribed:
             said = view.get("unsubscribed")
-            from_traits = set(said) if isinstance(said, list) else set()
-            view["unsubscribed"] = sorted(from_traits.union(self.unsubscribed), key=str)
+            # Only names count: the trait is the client's, and may hold anything.
+            named = {item for item in said if isinstance(item, str)} if type(said) is list else ()
+            view["unsubscribed"] = sorted(self.unsubscribed.union(named))
         return view
 
 
@@ -139,7 +141,8 @@ class MessageDraft:
     recipient: str
     trigger: Event
     limit: str
-    # What held (the window, the condition): a suppression repeats it before its limit.
+    # What held (the window, the condition; empty for a rule with neither): a suppression
+    # repeats it before its limit.
     why: str
     # The ``event`` and ``user`` the rule's condition saw: the message is rendered from
     # them, so it says what the decision was made on.

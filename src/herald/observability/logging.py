@@ -45,7 +45,7 @@ def _masked(text: str, record: logging.LogRecord) -> str:
         return mask_text(text)
     alternatives = "|".join(re.escape(i) for i in sorted(ids, key=len, reverse=True))
     pieces, start = [], 0
-    for found in re.finditer(rf"(?<![\w@.+-])(?:{alternatives})(?![\w@.-])", text):
+    for found in re.finditer(rf"(?<![\w@.+%-])(?:{alternatives})(?![\w@.+%-])", text):
         pieces += [mask_text(text[start : found.start()]), found.group()]
         start = found.end()
     pieces.append(mask_text(text[start:]))
@@ -82,6 +82,11 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exc"] = mask_text(self.formatException(record.exc_info))
         return orjson.dumps(entry, default=str).decode()
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's message, or its type's name when it has none."""
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
 def configure_logging(level: str = "INFO", fmt: str = "text") -> None:

@@ -10,6 +10,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from herald.observability.logging import first_line
+
 log = logging.getLogger(__name__)
 
 
@@ -93,7 +95,7 @@ class _OutboxCollector(Collector):
         except Exception as exc:
             # Every other metric is still served: a scrape during an outage is when they
             # matter most, and this one says why the outbox gauges are missing.
-            log.warning("metrics: cannot read the outbox: %s", str(exc).splitlines()[0])
+            log.warning("metrics: cannot read the outbox: %s", first_line(exc))
             yield GaugeMetricFamily(up, "1 when the database answered this scrape", value=0)
             return
         yield GaugeMetricFamily(up, "1 when the database answered this scrape", value=1)

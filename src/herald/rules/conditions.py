@@ -104,8 +104,8 @@ class Condition:
         except KeyError as exc:
             return ConditionResult(False, f"`{self.source}` could not be evaluated: {exc} missing")
         except Exception as exc:
-            first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            return ConditionResult(False, f"`{self.source}` could not be evaluated: {first_line}")
+            said = (str(exc).splitlines() or [type(exc).__name__])[0]
+            return ConditionResult(False, f"`{self.source}` could not be evaluated: {said}")
         if not isinstance(value, bool):
             return ConditionResult(False, f"`{self.source}` returned {value!r}, not a bool")
         return ConditionResult(

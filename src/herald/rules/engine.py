@@ -136,7 +136,9 @@ def apply_limits(candidates: Iterable[Decision], held: Mapping[str, str]) -> lis
             holder = held.get(key, taken_here.get(key))
             if holder is not None:
                 draft = decision.draft
-                limit = f"{draft.why}; {draft.limit}" if draft else "limit"
+                limit = draft.limit if draft else "limit"
+                if draft and draft.why:
+                    limit = f"{draft.why}; {limit}"
                 decision = replace(
                     decision,
                     outcome=Outcome.SUPPRESSED,
@@ -231,12 +233,12 @@ def _decide_rule(rule: Rule, trigger: Event, views: _Views, why: str) -> Decisio
         return _skip(rule, "; ".join([*clauses, missing]))
     key = dedup_key(rule, trigger)
     message_id = message_id_for(key)
-    why = "; ".join(clauses) or "no condition"
+    why = "; ".join(clauses)
     return Decision(
         rule=rule.id,
         rule_version=rule.version,
         outcome=Outcome.TRIGGERED,
-        reason=why + delivery_note(rule.channel, recipient),
+        reason=(why or "no condition") + delivery_note(rule.channel, recipient),
         message_id=message_id,
         dedup_key=key,
         draft=MessageDraft(

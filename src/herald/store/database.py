@@ -10,6 +10,7 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError
 
+from herald.observability.logging import first_line
 from herald.observability.masking import hide_url_passwords
 from herald.store.sql import json_text
 
@@ -149,15 +150,47 @@ class Database:
 
 
 def write_problem(database: Database) -> str | None:
-    """Why ``database`` refuses writes (a read-only file or folder, a read-only replica),
-    or None. Tried in a transaction that is rolled back: nothing changes."""
-    try:
-        with database.writer.connect() as connection, connection.begin() as transaction:
-            connection.exec_driver_sql("UPDATE alembic_version SET version_num = version_num")
-            transaction.rollback()
-    except DBAPIError as exc:
-        return str(exc.orig).splitlines()[0] if exc.orig is not None else str(exc)
+    """Why ``database`` refuses Herald's writes (a read-only file or folder, a read-only
+    replica, a role that may not write the outbox), or None. Tried in a transaction that
+    is rolled back and changes nothing; a write lock held by another process means some
+    process can write, so it is not waited for."""
+    with database.writer.connect() as connection:
+        if database.is_sqlite:
+            set_busy_timeout(connection, 0)
+        try:
+            with connection.begin() as transaction:
+                if database.is_sqlite:  # rewrites the header: refused by a read-only file
+                    version = connection.exec_driver_sql("PRAGMA user_version").scalar()
+                    connection.exec_driver_sql(f"PRAGMA user_version = {int(version or 0)}")
+                else:  # checks the role's right to update the outbox, and read-only mode
+                    connection.exec_driver_sql("UPDATE messages SET status = status WHERE false")
+                transaction.rollback()
+        except DBAPIError as exc:
+            said = first_line(exc.orig if exc.orig is not None else exc)
+            return None if "locked" in said else said
     return None
+
+
+# SQLSTATE classes of an unavailable PostgreSQL: connection exception, insufficient
+# resources, operator intervention (a shutdown, a restart).
+_UNAVAILABLE_SQLSTATES = ("08", "53", "57")
+# What SQLite says when it cannot write now, rather than of a statement that is wrong.
+_SQLITE_UNAVAILABLE = ("locked", "busy", "readonly", "disk i/o", "disk is full", "unable to open")
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database cannot serve now (down, unreachable, locked,
+    read-only, out of room), as opposed to a statement that is wrong whenever it runs."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if sqlstate:
+        return str(sqlstate)[:2] in _UNAVAILABLE_SQLSTATES
+    said = str(exc.orig).lower()
+    # psycopg raises a connection failure with no SQLSTATE: the server never answered.
+    return "connection" in said or any(word in said for word in _SQLITE_UNAVAILABLE)
 
 
 def set_busy_timeout(connection: Connection, milliseconds: int) -> None:
