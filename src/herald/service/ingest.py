@@ -51,75 +51,58 @@ def ingest(
     hold: HoldPolicy = no_hold,
 ) -> list[IngestResult]:
     """Decide and stage ``events`` in ``uow`` (the caller commits). One result per event,
-    in order. Duplicates (same id, same payload) and conflicts change nothing."""
-    uow.lock([e.user_id for e in events] + [e.event_id for e in events])
-    stored = uow.events.fingerprints(e.event_id for e in events)
-    profiles = uow.users.get_many(e.user_id for e in events)
-    batch = _Batch(uow, ruleset)
-    results: list[IngestResult | None] = [None] * len(events)
-    plans: list[tuple[int, Event, list[Decision]]] = []
-    seen: dict[str, str] = {}
-    duplicates: list[int] = []
-    for index, event in enumerate(events):
-        fingerprint = event.fingerprint()
-        prior = stored.get(event.event_id) or seen.get(event.event_id)
-        if prior is not None:
-            if prior == fingerprint:
-                duplicates.append(index)
-            else:
-                results[index] = IngestResult(event.event_id, IngestStatus.CONFLICT)
-            continue
-        seen[event.event_id] = fingerprint
-        profile = profiles.get(event.user_id) or UserProfile(event.user_id)
-        profile = profile.merged(event.user_traits, to_micros(event.timestamp))
-        profiles[event.user_id] = profile
-        candidates = engine.evaluate(event, profile, batch.history(event), ruleset)
-        plans.append((index, event, candidates))
-        batch.remember(event, fingerprint)
+    in order. Duplicates (same id, same payload) and conflicts change nothing.
 
+    Four phases, each over the whole batch, so that every read is one query by keys:
+    recognise repeats, decide each new event, apply limits and build rows, write."""
+    uow.lock([e.user_id for e in events] + [e.event_id for e in events])
+    batch = _Batch(uow, ruleset, uow.users.get_many(e.user_id for e in events))
+    results: list[IngestResult | None] = [None] * len(events)
+    fresh, duplicates = _screen(uow, events, results)
+    plans = [
+        (index, event, fingerprint, batch.decide(event)) for index, event, fingerprint in fresh
+    ]
     held = uow.outbox.holders(
         d.dedup_key
-        for _, _, cands in plans
-        for d in cands
+        for *_, candidates in plans
+        for d in candidates
         if d.outcome is Outcome.TRIGGERED and d.dedup_key
     )
-    now_us = to_micros(now)
-    rules = {rule.id: rule for rule in ruleset.rules}
-    event_rows: list[EventRow] = []
-    message_rows: list[MessageRow] = []
-    for index, event, candidates in plans:
-        decisions = engine.apply_limits(candidates, held)
-        for position, decision in enumerate(decisions):
-            if decision.draft is None:
-                continue
-            try:
-                row = _message_row(decision.draft, rules[decision.rule], ruleset, now, hold)
-            except TemplateProblem as exc:
-                # This event's data breaks the template: its rule cannot send, the others can.
-                decisions[position] = replace(
-                    decision,
-                    outcome=Outcome.SKIPPED,
-                    reason=f"the message could not be rendered: {exc}",
-                    message_id=None,
-                    dedup_key=None,
-                    draft=None,
-                )
-                continue
-            held[decision.draft.dedup_key] = decision.draft.message_id
-            message_rows.append(row)
-        event_rows.append(
-            _event_row(event, batch.fingerprints[event.event_id], decisions, ruleset, now_us)
-        )
+    rows = _Rows(ruleset, now, hold)
+    for index, event, fingerprint, candidates in plans:
+        decisions = rows.add(event, fingerprint, candidates, held)
         results[index] = IngestResult(event.event_id, IngestStatus.ACCEPTED, decisions)
-
     _answer_duplicates(uow, events, duplicates, results)
-    uow.users.upsert_many((profiles[uid] for uid in batch.users), now_us)
-    uow.events.add_many(event_rows)
-    if uow.outbox.add_many(message_rows) != len(message_rows):
+
+    uow.users.upsert_many(batch.changed_profiles(), rows.now_us)
+    uow.events.add_many(rows.events)
+    if uow.outbox.add_many(rows.messages) != len(rows.messages):
         # Another process took a dedup key between our read and write: the user lock
         # makes this unreachable, so refuse rather than store a decision that lies.
         raise LimitRace("a dedup key was taken concurrently; the batch is rolled back")
     return [result for result in results if result is not None]
+
+
+def _screen(
+    uow: UnitOfWork, events: Sequence[Event], results: list[IngestResult | None]
+) -> tuple[list[tuple[int, Event, str]], list[int]]:
+    """Split ``events`` into the new ones (index, event, fingerprint) and the indexes of
+    the duplicates; a conflict (an id taken by another payload) gets its result here."""
+    stored = uow.events.fingerprints(e.event_id for e in events)
+    seen: dict[str, str] = {}
+    fresh: list[tuple[int, Event, str]] = []
+    duplicates: list[int] = []
+    for index, event in enumerate(events):
+        fingerprint = event.fingerprint()
+        prior = stored.get(event.event_id) or seen.get(event.event_id)
+        if prior is None:
+            seen[event.event_id] = fingerprint
+            fresh.append((index, event, fingerprint))
+        elif prior == fingerprint:
+            duplicates.append(index)
+        else:
+            results[index] = IngestResult(event.event_id, IngestStatus.CONFLICT)
+    return fresh, duplicates
 
 
 def _answer_duplicates(
@@ -144,21 +127,28 @@ def _answer_duplicates(
 
 
 class _Batch:
-    """Events of this batch not yet written, so later events in it see earlier ones."""
+    """The users' profiles as this batch changes them, and its events not yet written,
+    so that later events in it see earlier ones."""
 
-    def __init__(self, uow: UnitOfWork, ruleset: RuleSet) -> None:
+    def __init__(self, uow: UnitOfWork, ruleset: RuleSet, profiles: dict[str, UserProfile]) -> None:
         self._uow = uow
         self._ruleset = ruleset
+        self._profiles = profiles
         self._by_user: dict[str, list[Event]] = defaultdict(list)
-        self.fingerprints: dict[str, str] = {}
-        self.users: dict[str, None] = {}
 
-    def remember(self, event: Event, fingerprint: str) -> None:
+    def decide(self, event: Event) -> list[Decision]:
+        """``event``'s candidate decisions, its traits merged into the user's profile."""
+        profile = self._profiles.get(event.user_id) or UserProfile(event.user_id)
+        profile = profile.merged(event.user_traits, to_micros(event.timestamp))
+        self._profiles[event.user_id] = profile
+        candidates = engine.evaluate(event, profile, self._history(event), self._ruleset)
         self._by_user[event.user_id].append(event)
-        self.fingerprints[event.event_id] = fingerprint
-        self.users[event.user_id] = None
+        return candidates
 
-    def history(self, event: Event) -> list[Event]:
+    def changed_profiles(self) -> list[UserProfile]:
+        return [self._profiles[user_id] for user_id in self._by_user]
+
+    def _history(self, event: Event) -> list[Event]:
         found: list[Event] = []
         for window in engine.history_windows(event, self._ruleset):
             found += self._uow.events.in_window(
@@ -176,6 +166,49 @@ class _Batch:
                 and window.start <= other.timestamp <= window.end
             ]
         return found
+
+
+class _Rows:
+    """The rows a batch writes: each new event with its final decisions, and the
+    messages they create."""
+
+    def __init__(self, ruleset: RuleSet, now: datetime, hold: HoldPolicy) -> None:
+        self._ruleset = ruleset
+        self._rules = {rule.id: rule for rule in ruleset.rules}
+        self._now = now
+        self._hold = hold
+        self.now_us = to_micros(now)
+        self.events: list[EventRow] = []
+        self.messages: list[MessageRow] = []
+
+    def add(
+        self, event: Event, fingerprint: str, candidates: list[Decision], held: dict[str, str]
+    ) -> list[Decision]:
+        """Apply limits to ``event``'s ``candidates`` (``held``: dedup key -> holder, which
+        the messages created here join), build its rows, return its final decisions."""
+        decisions = engine.apply_limits(candidates, held)
+        for position, decision in enumerate(decisions):
+            if decision.draft is None:
+                continue
+            try:
+                row = _message_row(
+                    decision.draft, self._rules[decision.rule], self._ruleset, self._now, self._hold
+                )
+            except TemplateProblem as exc:
+                # This event's data breaks the template: its rule cannot send, the others can.
+                decisions[position] = replace(
+                    decision,
+                    outcome=Outcome.SKIPPED,
+                    reason=f"the message could not be rendered: {exc}",
+                    message_id=None,
+                    dedup_key=None,
+                    draft=None,
+                )
+                continue
+            held[decision.draft.dedup_key] = decision.draft.message_id
+            self.messages.append(row)
+        self.events.append(_event_row(event, fingerprint, decisions, self._ruleset, self.now_us))
+        return decisions
 
 
 def _event_row(
