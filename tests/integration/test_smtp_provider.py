@@ -136,6 +136,20 @@ def test_a_temporary_refusal_of_the_recipient_is_retried(
     assert sink.messages == []
 
 
+@pytest.mark.parametrize("reply", ["421 4.4.2 closing", "500 5.5.1 bye"])
+def test_a_message_the_server_accepted_is_sent_whatever_it_answers_to_quit(
+    sink: SmtpSink, reply: str
+) -> None:
+    # Once DATA got its 250 the message is the relay's: retrying it would deliver it
+    # again, and dead-lettering it would tell the operator it was never sent.
+    sink.quit_reply = reply
+
+    result = send_once(sink.port)
+
+    assert result.status is DeliveryStatus.SENT
+    assert len(sink.messages) == 1
+
+
 def test_an_unknown_recipient_fails_for_good(sink: SmtpSink) -> None:
     sink.rcpt_reply = "550 5.1.1 no such user"
 

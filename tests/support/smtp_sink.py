@@ -9,6 +9,7 @@ Usage::
     sink.rcpt_reply = "451 4.3.0 try later"   # answer every RCPT TO with this
     sink.data_reply = "550 5.7.1 rejected"    # answer DATA with this
     sink.rcpt_delay = 2.0                      # wait this long before answering RCPT TO
+    sink.quit_reply = "421 4.4.2 closing"      # answer QUIT with this instead of 221
 
 With ``credentials=("user", "secret")`` the sink offers AUTH (with or without TLS) and
 refuses mail from clients that have not logged in with exactly those.
@@ -66,6 +67,7 @@ class SmtpSink:
         self.rcpt_reply: str | None = None
         self.data_reply: str | None = None
         self.rcpt_delay = 0.0
+        self.quit_reply: str | None = None
         self.credentials = credentials
         self.tls = tls
         self.tls_context = tls_context
@@ -179,6 +181,9 @@ class _Handler:
         tls = server.transport.get_extra_info("ssl_object") is not None
         self._sink._accept(ReceivedEmail(envelope.mail_from, list(envelope.rcpt_tos), content, tls))
         return "250 Message accepted for delivery"
+
+    async def handle_QUIT(self, server: Any, session: Any, envelope: Any) -> str:
+        return self._sink.quit_reply or "221 Bye"
 
 
 class _EphemeralPortController(Controller):

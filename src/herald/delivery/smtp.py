@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import smtplib
 import socket
 import ssl
@@ -21,6 +22,8 @@ from typing import Literal
 
 from herald.delivery.provider import DeliveryResult, SendRequest
 from herald.domain.recipients import email_problem
+
+log = logging.getLogger(__name__)
 
 # How a connection is protected: not at all, upgraded with STARTTLS after the greeting
 # (port 587), or TLS from the first byte (SMTPS, port 465).
@@ -130,15 +133,15 @@ class SmtpProvider:
     ) -> DeliveryResult:
         where = f"{self.host}:{self.port}"
         try:
-            with smtp:
-                code, greeting = smtp.connect(self.host, self.port)
-                if code != 220:
-                    raise smtplib.SMTPConnectError(code, greeting)
-                if self.tls == "starttls":
-                    smtp.starttls(context=context)
-                if self.username is not None:
-                    smtp.login(self.username, self._password or "")
-                refused = smtp.send_message(message, to_addrs=[recipient])
+            code, greeting = smtp.connect(self.host, self.port)
+            if code != 220:
+                raise smtplib.SMTPConnectError(code, greeting)
+            if self.tls == "starttls":
+                smtp.starttls(context=context)
+            if self.username is not None:
+                smtp.login(self.username, self._password or "")
+            refused = smtp.send_message(message, to_addrs=[recipient])
+            _say_goodbye(smtp)
         except smtplib.SMTPRecipientsRefused as exc:
             return _classify_refused(exc.recipients)
         except smtplib.SMTPResponseException as exc:
@@ -157,6 +160,8 @@ class SmtpProvider:
         except OSError as exc:
             # Refused connections, unreachable hosts, DNS and TLS trouble.
             return DeliveryResult.retry(f"cannot connect to {where}: {exc}")
+        finally:
+            smtp.close()
         if refused:  # only possible with several recipients; kept for safety
             return _classify_refused(refused)
         return DeliveryResult.sent(f"accepted by {where}", reference=message["Message-ID"])
@@ -239,6 +244,19 @@ def build_message(
     if request.html:
         message.add_alternative(request.html, subtype="html")
     return message
+
+
+def _say_goodbye(smtp: smtplib.SMTP) -> None:
+    """QUIT, politely, after the relay accepted the message: what it answers, or a
+    connection it drops, changes nothing: the message is the relay's now, and reporting
+    a failure would send it again (or dead-letter a message that went out)."""
+    try:
+        code, reply = smtp.docmd("QUIT")
+    except (smtplib.SMTPException, OSError) as exc:
+        log.info("the SMTP server dropped the connection after accepting a message: %s", exc)
+        return
+    if code != 221:
+        log.info("the SMTP server answered QUIT with %s %r after accepting a message", code, reply)
 
 
 def _classify_reply(code: int, error: bytes | str, prefix: str = "") -> DeliveryResult:
