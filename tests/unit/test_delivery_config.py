@@ -125,6 +125,12 @@ def changed(path: tuple[str, ...], value: Any) -> dict[str, Any]:
             "https://",
             "`url` must be an http:// or https:// URL with a host",
         ),
+        # URLs the HTTP client refuses at send time, which would dead-letter every message:
+        # a port typo, a port out of range, the line break a YAML block scalar ends with.
+        (("providers", "sms", "url"), "https://h.example.com:443x/t0k", "a numeric port"),
+        (("providers", "sms", "url"), "https://h.example.com:99999/t0k", "a numeric port"),
+        (("providers", "sms", "url"), "https://h.example.com/t0k\n", "and no whitespace"),
+        (("providers", "sms", "url"), "https://h.example .com/t0k", "and no whitespace"),
         (
             ("delivery", "backoff_seconds"),
             0,
@@ -169,7 +175,8 @@ def test_every_wrong_setting_is_named_in_one_error() -> None:
     assert caught.value.problems == [
         "providers.email.port: must be a whole number from 1 to 65535, got 99999",
         "providers.email: `sender` must be an email address like hello@example.com, got 'hello'",
-        "providers.sms: `url` must be an http:// or https:// URL with a host",
+        "providers.sms: `url` must be an http:// or https:// URL with a host, a numeric port "
+        "if any, and no whitespace",
         "providers.sms: environment variable NOPE (for secret) is not set",
         "delivery.max_attempts: must be a whole number of at least 1, got 0",
         "delivery.backoff_seconds: must be a number of at least 0.001, got 0",

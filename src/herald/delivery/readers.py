@@ -12,6 +12,8 @@ from email.utils import parseaddr
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
+
 ADDRESS = re.compile(r"[^@\s<>]+@[^@\s<>]+")
 # A send must end well within the dispatcher's 60 s claim on its message: a longer one is
 # cut off there anyway, as if the receiver never answered.
@@ -122,11 +124,19 @@ def send_timeout(spec: Mapping[str, Any], where: str, problems: list[str]) -> fl
 
 
 def is_http_url(url: str) -> bool:
+    """Whether ``url`` is one the HTTP client will send to: http(s), a host, a port that
+    is a number in range, no whitespace or control character (a YAML block scalar ends
+    in a line break). Caught here, such a URL fails the rule file's check; caught at send
+    time, it dead-letters every message of its channel."""
+    if any(char.isspace() or not char.isprintable() for char in url):
+        return False
     try:
         parts = urlsplit(url)
-        return parts.scheme in ("http", "https") and bool(parts.hostname)
-    except ValueError:  # e.g. an unclosed IPv6 bracket
+        parts.port  # noqa: B018 -- raises ValueError for a port out of range or not a number
+        httpx.URL(url)
+    except (ValueError, httpx.InvalidURL):  # e.g. an unclosed IPv6 bracket, a port "443x"
         return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def clock_time(value: Any, where: str, problems: list[str]) -> time | None:

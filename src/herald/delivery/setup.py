@@ -176,7 +176,10 @@ def _webhook_provider(
     url = readers.text(spec, "url", where, problems, required=True)
     if url is not None and not readers.is_http_url(url):
         # Not echoed: a webhook URL often carries its own token (chat hooks do).
-        problems.append(f"{where}: `url` must be an http:// or https:// URL with a host")
+        problems.append(
+            f"{where}: `url` must be an http:// or https:// URL with a host, a numeric port "
+            "if any, and no whitespace"
+        )
     secret = readers.secret(spec, "secret", env, where, problems)
     timeout = readers.send_timeout(spec, where, problems)
     if len(problems) > before:

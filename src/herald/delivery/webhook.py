@@ -97,7 +97,9 @@ class WebhookProvider:
         except httpx.ConnectError as exc:
             return DeliveryResult.retry(f"connection failed: {_describe(exc)}")
         except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
-            return DeliveryResult.failed(f"bad webhook URL {self.url!r}: {_describe(exc)}")
+            # The URL is not repeated: it often carries a token (chat hooks do), and this
+            # detail is logged and shown by the audit.
+            return DeliveryResult.failed(f"the webhook URL is not usable: {_describe(exc)}")
         except httpx.TransportError as exc:
             # The connection broke mid-exchange: the receiver may or may not
             # have the message, and the idempotency key covers the retry.
