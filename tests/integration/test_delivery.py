@@ -235,6 +235,33 @@ def test_a_rate_limited_channel_drains_its_backlog_at_its_rate(
     assert len(outbox.read_text().splitlines()) == 5
 
 
+def test_each_message_a_rate_limit_defers_gets_a_turn_of_its_own(
+    database: Database, clock: FixedClock, tmp_path: Path
+) -> None:
+    # Deferred all to the next free slot, a backlog came back at once: one was sent and
+    # every other one rewritten again, each second, for as long as the backlog lasted.
+    store(database, clock, [funds_failure(f"q{i}") for i in range(6)])
+    limits = ChannelRateLimits.from_rates({"email": (1.0, 1)}, lambda: 0.0)
+    worker = dispatcher(
+        database, clock, {"email": StubProvider(tmp_path / "o.jsonl")}, rate_limits=limits
+    )
+
+    first = asyncio.run(worker.run_once())
+    again = asyncio.run(worker.run_once())
+
+    assert (first.sent, first.deferred) == (1, 5)
+    assert again.claimed == 0  # none is due before its turn: the backlog is left alone
+    with ReadOnly(database) as read:
+        waiting = read.connection.exec_driver_sql(
+            "SELECT due_us, created_us, hold_reason FROM messages WHERE status = 'pending' "
+            "ORDER BY created_us, message_id"
+        ).all()
+    assert sorted(due - created for due, created, _ in waiting) == [
+        n * 1_000_000 for n in range(1, 6)
+    ]
+    assert waiting[0].hold_reason.startswith("email rate limit: its turn is in ")
+
+
 RATE_NOTE = (
     "rate limits are this process's own: email 2/s, sms 0.5/s; "
     "N processes delivering send up to N times that (set a channel's rate to its limit / N)"

@@ -101,6 +101,19 @@ def test_waiting_exactly_the_reported_delay_is_always_enough(rate: float) -> Non
         assert limiter.try_acquire() is True
 
 
+def test_turns_are_booked_one_slot_apart_and_start_over_once_they_have_passed() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(rate_per_second=4.0, burst=1, clock=clock)
+    limiter.try_acquire()
+
+    assert [limiter.book_turn() for _ in range(3)] == pytest.approx([0.25, 0.5, 0.75])
+    clock.advance(0.5)
+    assert limiter.book_turn() == pytest.approx(0.5)  # after the last promised, at 0.75
+    clock.advance(10.0)
+    assert limiter.book_turn() == 0.0  # the bucket refilled: a token is there now
+    assert limiter.try_acquire() is True  # booking took none
+
+
 def test_a_clock_that_steps_backwards_adds_no_tokens() -> None:
     clock = FakeClock()
     limiter = RateLimiter(rate_per_second=1.0, burst=1, clock=clock)

@@ -223,8 +223,10 @@ class Dispatcher:
     async def _deliver(self, row: Any, sends_end: float | None) -> Outcome:
         """Send ``row``; a remote send (``sends_end`` set) only within the claim's lease."""
         if not self._limits.try_acquire(row.channel):
-            delay = self._limits.delay_until_available(row.channel)
-            return Outcome(row, Deferred(f"{row.channel} rate limit: deferred"), delay)
+            delay = self._limits.book_turn(row.channel)
+            return Outcome(
+                row, Deferred(f"{row.channel} rate limit: its turn is in {delay:.1f} s"), delay
+            )
         provider = self._providers.get(row.channel)
         if provider is None:
             return Outcome(row, DeliveryResult.failed(f"no provider for channel {row.channel}"))

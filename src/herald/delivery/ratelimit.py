@@ -39,6 +39,7 @@ class RateLimiter:
         self._clock = clock
         self._tokens = float(burst)
         self._updated_at = clock()
+        self._promised = float("-inf")  # the last slot ``book_turn`` promised
 
     def try_acquire(self) -> bool:
         """Take one token if one is available now; True when it was taken."""
@@ -59,6 +60,18 @@ class RateLimiter:
         if missing <= _TOKEN_EPSILON:
             return 0.0
         return missing / self.rate_per_second
+
+    def book_turn(self) -> float:
+        """Seconds until the next send slot that no earlier caller was promised, and
+        promise it: the n-th message deferred while the bucket is empty is told to come
+        back n slots later, not all of them at the first one (where one would be sent and
+        the rest deferred again, every slot, the whole backlog rewritten to send one).
+
+        Takes no token, like ``delay_until_available``."""
+        now = self._clock()
+        turn = max(now + self.delay_until_available(), self._promised + 1.0 / self.rate_per_second)
+        self._promised = turn
+        return turn - now
 
     def _refill(self) -> None:
         now = self._clock()
@@ -116,3 +129,9 @@ class ChannelRateLimits:
         """Seconds until ``channel`` has a free slot; 0.0 for an unlimited channel."""
         limiter = self.limiter_for(channel)
         return 0.0 if limiter is None else limiter.delay_until_available()
+
+    def book_turn(self, channel: str) -> float:
+        """Seconds until a slot of ``channel`` promised to the caller alone (see
+        ``RateLimiter.book_turn``); 0.0 for an unlimited channel."""
+        limiter = self.limiter_for(channel)
+        return 0.0 if limiter is None else limiter.book_turn()
