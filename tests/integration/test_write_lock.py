@@ -18,11 +18,11 @@ import pytest
 from herald.delivery.dispatcher import Dispatcher
 from herald.delivery.provider import DeliveryResult, SendRequest
 from herald.rules.loader import load_ruleset
-from herald.service.ingest import IngestStatus
+from herald.service.ingest import IngestStatus, ingest
 from herald.service.writer import LoopWriter
 from herald.store.database import Database
 from herald.store.migrate import upgrade
-from herald.store.unit_of_work import UnitOfWork, WriteLockBusy, when_unlocked
+from herald.store.unit_of_work import ReadOnly, UnitOfWork, WriteLockBusy, when_unlocked
 from tests.support.events import opted_in_signup
 
 RULES = load_ruleset()
@@ -173,6 +173,57 @@ def test_an_inline_dispatcher_waits_for_the_lock_without_stopping_the_event_loop
     database.dispose()
     assert report.sent == 1 and len(provider.sent) == 1
     assert holder.released_on_time, "the loop stopped while the dispatcher waited for the lock"
+
+
+class LeaseReadingProvider:
+    """Reads, as it sends, how long its message's claim has left."""
+
+    name = "lease-reading"
+    local = False
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self.lease_left_s: list[float] = []
+
+    async def send(self, request: SendRequest) -> DeliveryResult:
+        with ReadOnly(self._database) as read:
+            row = read.outbox.get(request.message_id)
+        self.lease_left_s.append(row.lease_until_us / 1e6 - time.time())
+        return DeliveryResult.sent("read")
+
+    async def aclose(self) -> None:
+        pass
+
+
+def test_a_claim_waiting_for_the_lock_starts_its_lease_once_it_has_it(sqlite_path: Path) -> None:
+    # Counted from before the wait, the lease ran out that much before the sends that
+    # were meant to fit in it: another dispatcher could claim a message being sent.
+    database = Database(f"sqlite:///{sqlite_path}")
+    with UnitOfWork(database) as uow:
+        ingest(uow, [opted_in_signup("u1")], RULES, now=NOW)
+        uow.commit()
+    provider = LeaseReadingProvider(database)
+    dispatcher = Dispatcher(
+        database,
+        {"email": provider},
+        worker_id="w",
+        clock=lambda: datetime.now(UTC),
+        lease_seconds=3.0,
+        inline_storage=True,
+    )
+
+    async def scenario() -> Any:
+        holder = LockHolder(sqlite_path)
+        asyncio.get_running_loop().call_later(1.5, holder.release)
+        report = await dispatcher.run_once()
+        holder.join()
+        return report
+
+    report = asyncio.run(scenario())
+    database.dispose()
+    assert report.sent == 1
+    [left] = provider.lease_left_s
+    assert left > 2.5, f"the send began with {left:.2f} s of its 3 s lease left"
 
 
 def test_waiting_for_the_lock_gives_up_after_its_timeout(sqlite_path: Path) -> None:

@@ -19,7 +19,7 @@ import random
 from collections import Counter
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from herald.delivery.backoff import RetryPolicy, after_attempt
 from herald.delivery.outcomes import Deferred, DispatchReport, Outcome
@@ -32,6 +32,7 @@ from herald.store.outbox import AttemptRecord
 from herald.store.unit_of_work import UnitOfWork, when_unlocked
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 # The last tenth of a lease (6 s of the default 60) is kept for recording a round.
@@ -91,12 +92,12 @@ class Dispatcher:
         self._hold = hold
         self._hold_channels = hold_channels if hold is not None else frozenset()
 
-    async def _storage(self, work: Callable[[Any], Any], argument: Any) -> Any:
+    async def _storage(self, work: Callable[[], T]) -> T:
         if not self._inline_storage:
-            return await asyncio.to_thread(work, argument)
+            return await asyncio.to_thread(work)
         # On the event loop, never sleep in SQLite's busy handler: the HTTP requests
         # sharing the loop would wait too.
-        return await when_unlocked(lambda: work(argument))
+        return await when_unlocked(work)
 
     def wake(self) -> None:
         """Thread-safe nudge: new messages were committed."""
@@ -155,14 +156,13 @@ class Dispatcher:
 
     async def run_once(self) -> DispatchReport:
         """Claim one batch of due messages and deliver it."""
-        now_us = to_micros(self._clock())
-        claimed, traits = await self._storage(self._claim, now_us)
+        claimed, traits = await self._storage(self._claim)
         if not claimed:
             return DispatchReport()
         # On the loop's own clock: the injected one may stand still (tests), time may not.
         sends_end = asyncio.get_running_loop().time() + self._send_window_s
         outcomes = await self._deliver_all(claimed, sends_end, traits)
-        await self._storage(self._record, outcomes)
+        await self._storage(lambda: self._record(outcomes))
         counts = Counter(outcome.status for outcome in outcomes)
         log.info(
             "delivered %d message(s): %d sent, %d to retry, %d failed, %d deferred",
@@ -177,9 +177,13 @@ class Dispatcher:
             len(claimed), counts["sent"], counts["retry"], counts["failed"], counts["deferred"]
         )
 
-    def _claim(self, now_us: int) -> tuple[list[Any], dict[str, Mapping[str, Any]]]:
+    def _claim(self) -> tuple[list[Any], dict[str, Mapping[str, Any]]]:
         """The claimed rows, and the traits of their users on channels that may hold."""
         with UnitOfWork(self._database, wait=not self._inline_storage) as uow:
+            # The time the leases start from is read with the write lock held: read before
+            # waiting for it, the leases would end that much sooner than the sends meant
+            # to fit in them, and another dispatcher could claim a message being sent.
+            now_us = to_micros(self._clock())
             rows = uow.outbox.claim_due(
                 now_us=now_us,
                 limit=self._batch_size,
