@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from herald.cli.main import app as cli
 from herald.delivery.backoff import RetryPolicy
 from herald.delivery.dispatcher import Dispatcher
-from herald.delivery.provider import Provider
+from herald.delivery.provider import DeliveryResult, Provider, SendRequest
 from herald.delivery.ratelimit import ChannelRateLimits
 from herald.delivery.signing import SIGNATURE_HEADER, verify
 from herald.delivery.smtp import SmtpProvider
@@ -260,6 +260,55 @@ def test_each_message_a_rate_limit_defers_gets_a_turn_of_its_own(
         n * 1_000_000 for n in range(1, 6)
     ]
     assert waiting[0].hold_reason.startswith("email rate limit: its turn is in ")
+
+
+class GatedProvider:
+    """A remote provider whose sends wait until the test opens the gate."""
+
+    name = "gated"
+    local = False
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+        self.gate = asyncio.Event()
+
+    async def send(self, request: SendRequest) -> DeliveryResult:
+        self.started.append(request.message_id)
+        await self.gate.wait()
+        return DeliveryResult.sent("through the gate")
+
+    async def aclose(self) -> None:
+        pass
+
+
+def test_a_stopping_dispatcher_finishes_the_sends_under_way_and_starts_no_other(
+    database: Database, clock: FixedClock
+) -> None:
+    store(database, clock, [funds_failure(f"s{i}") for i in range(3)])
+    provider = GatedProvider()
+    worker = dispatcher(database, clock, {"email": provider}, concurrency=1)
+
+    async def scenario() -> None:
+        stopping = asyncio.Event()
+        running = asyncio.create_task(worker.run(stopping))
+        while not provider.started:
+            await asyncio.sleep(0.01)
+        stopping.set()  # as SIGTERM does, with one send under way
+        provider.gate.set()
+        await asyncio.wait_for(running, 5)
+
+    asyncio.run(scenario())
+    with ReadOnly(database) as read:
+        rows = read.connection.exec_driver_sql(
+            "SELECT message_id, status, attempts, claimed_by FROM messages"
+        ).all()
+    assert len(provider.started) == 1
+    assert sorted((status, attempts, claimed) for _, status, attempts, claimed in rows) == [
+        ("pending", 0, None),
+        ("pending", 0, None),
+        ("sent", 1, None),
+    ]
+    assert [m for m, status, *_ in rows if status == "sent"] == provider.started
 
 
 RATE_NOTE = (

@@ -17,6 +17,8 @@ import sys
 import threading
 import time
 
+from herald.delivery.dispatcher import LEASE_S
+
 log = logging.getLogger("herald.dispatcher")
 
 # A child that lived this long before dying is restarted at once, not after a backoff.
@@ -30,8 +32,12 @@ class DispatcherProcess:
         command: list[str] | None = None,
         restart_after_s: float = 1.0,
         max_restart_after_s: float = 30.0,
-        stop_timeout_s: float = 30.0,
+        stop_timeout_s: float = LEASE_S + 10.0,
     ) -> None:
+        """``stop_timeout_s``: how long a stopping child may take before it is killed. It
+        outlasts a claim's lease, within which a round's sends and its recording end:
+        killed in mid-round, the child would leave sends made but not recorded, and they
+        would be made again."""
         self._command = command or [
             sys.executable,
             "-m",

@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+# How long a claim holds its messages: a round's sends, and its recording, end within it.
+LEASE_S = 60.0
 # The last tenth of a lease (6 s of the default 60) is kept for recording a round.
 _RECORDING_SHARE = 0.1
 # An idle dispatcher looks for due messages this often, unless woken sooner (only one in
@@ -58,7 +60,7 @@ class Dispatcher:
         retry: RetryPolicy | None = None,
         rate_limits: ChannelRateLimits | None = None,
         batch_size: int = 200,
-        lease_seconds: float = 60.0,
+        lease_seconds: float = LEASE_S,
         concurrency: int = 16,
         on_result: Callable[[str, DeliveryStatus], None] = lambda _c, _s: None,
         inline_storage: bool = False,
@@ -87,6 +89,7 @@ class Dispatcher:
         self._on_result = on_result
         self._rng = random.Random()  # the jitter of retry backoffs
         self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()  # ``run``'s: once set, no send starts
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inline_storage = inline_storage
         self._hold = hold
@@ -118,6 +121,7 @@ class Dispatcher:
     async def run(self, stopping: asyncio.Event) -> None:
         """Deliver until ``stopping`` is set; a failing database pauses, never ends, the loop."""
         self._loop = asyncio.get_running_loop()
+        self._stopping = stopping
         self._say_rate_limits_are_its_own()
         failures = 0
         while not stopping.is_set():
@@ -235,6 +239,10 @@ class Dispatcher:
         if provider is None:
             return Outcome(row, DeliveryResult.failed(f"no provider for channel {row.channel}"))
         async with self._semaphore:
+            if self._stopping.is_set():
+                # Sends under way finish and are recorded; one not begun would only make
+                # the stop wait longer, or be cut off by it and be sent again later.
+                return Outcome(row, Deferred("the dispatcher stopped before its turn"))
             left = None if sends_end is None else sends_end - asyncio.get_running_loop().time()
             if left is not None and left <= 0:
                 # Its turn came too late in the round (slow sends ahead of it): another
