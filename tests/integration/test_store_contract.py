@@ -144,6 +144,8 @@ def test_the_row_types_name_exactly_the_columns_their_repositories_insert() -> N
     assert (
         set(outbox_store._MESSAGE_COLUMNS) == {c.name for c in tables.messages.c} - delivery_state
     )
+    # A claim returns every column, by name.
+    assert set(outbox_store.ClaimedMessage._fields) == {c.name for c in tables.messages.c}
 
 
 class TestEventRepository:
@@ -468,6 +470,53 @@ class TestOutboxRepository:
         with ReadOnly(database) as read:
             attempts = read.outbox.attempts_for([message_id])[message_id]
         assert [(a.worker, a.outcome) for a in attempts] == [("worker-b", SENT)]
+
+    def test_a_round_records_each_of_its_outcomes_and_only_for_claims_still_held(
+        self, database: Database
+    ) -> None:
+        add_messages(database, message_row("lost", due_us=T0 - 1))
+        [lost] = claim(database, "worker-a", now_us=T0, limit=1)
+        add_messages(database, *(message_row(f"m{n}") for n in range(4)))
+        later = T0 + LEASE + 1
+        assert claim(database, "worker-b", now_us=later, limit=1) == [lost]  # lease ran out
+        ids = [*sorted(claim(database, "worker-a", now_us=later)), lost]
+        claim_again = {lost: "worker-b"}
+        at = T0 + SECOND
+        outcomes = [
+            AttemptRecord(ids[0], 1, at, SENT, "ok"),
+            AttemptRecord(ids[1], 1, at, SENT, "ok"),
+            AttemptRecord(ids[2], 1, at, "retry", "503", next_due_us=T0 + HOUR),
+            AttemptRecord(ids[3], 1, at, FAILED, "550 no such user"),
+            AttemptRecord(lost, 1, at, SENT, "ok"),
+        ]
+
+        with UnitOfWork(database) as uow:
+            recorded = uow.outbox.record_attempts(outcomes, worker="worker-a")
+            uow.commit()
+
+        assert recorded == 4
+        rows = {m: stored_message(database, m) for m in ids}
+        assert [(rows[m].status, rows[m].attempts, rows[m].claimed_by) for m in ids] == [
+            (SENT, 1, None),
+            (SENT, 1, None),
+            (PENDING, 1, None),
+            (FAILED, 1, None),
+            (SENDING, 0, claim_again[lost]),
+        ]
+        assert (rows[ids[0]].sent_us, rows[ids[2]].due_us, rows[ids[3]].last_error) == (
+            at,
+            T0 + HOUR,
+            "550 no such user",
+        )
+        with ReadOnly(database) as read:
+            attempts = read.outbox.attempts_for(ids)
+        assert {m: [a.outcome for a in attempts.get(m, [])] for m in ids} == {
+            ids[0]: [SENT],
+            ids[1]: [SENT],
+            ids[2]: ["retry"],
+            ids[3]: [FAILED],
+            lost: [],
+        }
 
     def test_a_sent_message_records_its_attempt_and_is_never_claimed_again(
         self, database: Database

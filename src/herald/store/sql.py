@@ -73,9 +73,10 @@ def select_in(
     *,
     prefix: tuple[Any, ...] = (),
 ) -> list[Any]:
-    """Rows of ``query`` (with ``IN ({})`` for the keys) for the distinct ``keys``, in as
-    many statements as the driver's parameter limit needs; ``prefix`` holds the values
-    of placeholders that come before the ``IN`` list."""
+    """Rows of ``query`` (a SELECT, or a statement with RETURNING; with ``IN ({})`` for
+    the keys) for the distinct ``keys``, in as many statements as the driver's parameter
+    limit needs; ``prefix`` holds the values of placeholders that come before the ``IN``
+    list."""
     distinct = list(dict.fromkeys(keys))
     rows: list[Any] = []
     for start in range(0, len(distinct), _CHUNK):
