@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from herald.delivery.quiet_hours import QuietHours, resolve_zone
+from herald.delivery.quiet_hours import QuietHours, hold_policy, resolve_zone
 
 NIGHT = QuietHours(start=time(21, 0), end=time(8, 0))  # wraps midnight
 LUNCH = QuietHours(start=time(13, 0), end=time(14, 0))
@@ -102,11 +102,30 @@ def test_an_end_that_happens_twice_releases_at_its_next_occurrence() -> None:
     assert second_pass == utc(2024, 11, 3, 6, 30)
 
 
-@pytest.mark.parametrize("zone", [None, "", "Mars/Olympus_Mons", "../etc/passwd", "utc"])
+@pytest.mark.parametrize("zone", [None, "", "Mars/Olympus_Mons", "../etc/passwd", "+05:00"])
 def test_an_absent_or_unknown_zone_counts_as_utc(zone: str | None) -> None:
     assert NIGHT.release_time(utc(2024, 1, 10, 22, 0), zone) == utc(2024, 1, 11, 8, 0)
     assert NIGHT.release_time(utc(2024, 1, 10, 12, 0), zone) is None
     assert resolve_zone(zone) is UTC
+
+
+def test_a_zone_is_found_whatever_the_case_of_its_name() -> None:
+    assert str(resolve_zone("asia/tokyo")) == "Asia/Tokyo"
+    assert str(resolve_zone("EUROPE/LISBON")) == "Europe/Lisbon"
+
+
+def test_a_hold_names_the_zone_it_used_and_says_when_it_fell_back_to_utc() -> None:
+    hold = hold_policy({"sms": QuietHours(time(0, 0), time(23, 59))})
+    now = utc(2024, 1, 10, 12, 0)
+
+    tokyo = hold("sms", {"timezone": "asia/tokyo"}, now)
+    unknown = hold("sms", {"timezone": "Not/AZone"}, now)
+
+    assert tokyo is not None and unknown is not None
+    assert tokyo == (utc(2024, 1, 10, 14, 59), tokyo[1])
+    assert "(00:00-23:59 Asia/Tokyo)" in tokyo[1]
+    assert unknown[0] == utc(2024, 1, 10, 23, 59)
+    assert "(00:00-23:59 UTC, as the user's timezone 'Not/AZone' is not a known zone)" in unknown[1]
 
 
 def test_the_release_time_is_in_utc_whatever_zone_now_is_given_in() -> None:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta, tzinfo
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from herald.domain.timeutil import iso
 
@@ -91,16 +91,30 @@ class QuietHours:
         return wall >= self.start or wall < self.end
 
 
-@functools.lru_cache(maxsize=1024)
 def resolve_zone(name: str | None) -> tzinfo:
-    """The IANA zone called ``name``; UTC when ``name`` is absent, empty or unknown."""
+    """The IANA zone called ``name``, in any case; UTC when ``name`` is absent, empty or
+    unknown."""
+    return zone_named(name)[0]
+
+
+@functools.lru_cache(maxsize=1024)
+def zone_named(name: str | None) -> tuple[tzinfo, str]:
+    """The zone ``resolve_zone`` gives ``name``, and what a reason calls it: the zone's
+    own name, or UTC saying why (an audit must not claim a zone that was not used)."""
     if not name:
-        return UTC
+        return UTC, "UTC"
+    key = _zone_keys().get(name.casefold(), name)  # "asia/tokyo" is Asia/Tokyo
     try:
-        return ZoneInfo(name)
+        return ZoneInfo(key), key
     except (ZoneInfoNotFoundError, ValueError, OSError):
         # ValueError: malformed keys ("../x", absolute paths); OSError: odd file systems.
-        return UTC
+        return UTC, f"UTC, as the user's timezone {name!r} is not a known zone"
+
+
+@functools.cache
+def _zone_keys() -> dict[str, str]:
+    """Every zone name by its case-folded self; read from the zone database once."""
+    return {key.casefold(): key for key in available_timezones()}
 
 
 def _first_instant_reading(wall: datetime, zone: tzinfo, *, after: datetime) -> datetime:
@@ -152,13 +166,14 @@ def hold_policy(windows: Mapping[str, QuietHours]) -> HoldPolicy:
         window = windows.get(channel)
         if window is None:
             return None
-        zone = user.get("timezone") if isinstance(user.get("timezone"), str) else None
-        release = window.release_time(now, zone)
+        said = user.get("timezone")
+        name = said if isinstance(said, str) else None
+        release = window.release_time(now, name)
         if release is None:
             return None
         return release, (
             f"quiet hours for {channel} ({window.start:%H:%M}-{window.end:%H:%M} "
-            f"{zone or 'UTC'}): held until {iso(release)}"
+            f"{zone_named(name)[1]}): held until {iso(release)}"
         )
 
     return hold
