@@ -158,7 +158,7 @@ def test_reusing_an_event_id_for_another_payload_is_a_conflict(client: TestClien
             payment_failed(
                 properties={"amount": 2**64, "attempt_number": 1, "failure_reason": "X"}
             ),
-            "properties",
+            "amount",
         ),
         (payment_failed(user_traits={"email": "maria\x00@example.com"}), "email"),
         (payment_failed(event_id="evt\x00"), "event_id"),
@@ -179,6 +179,66 @@ def test_invalid_events_are_client_errors_that_store_nothing(
 def test_an_unknown_event_type_lists_the_supported_ones(client: TestClient) -> None:
     detail = client.post("/events", json=payment_failed(event_type="nope")).json()["detail"]
     assert "signup_completed" in detail[0]["msg"] and "payment_failed" in detail[0]["msg"]
+
+
+def test_a_misspelt_field_is_refused_rather_than_dropped(client: TestClient) -> None:
+    body = signup(user="u_typo")
+    body["user_trait"] = body.pop("user_traits")  # the traits would be lost with it
+
+    response = client.post("/events", json=body)
+
+    assert response.status_code == 422
+    assert [e["loc"] for e in response.json()["detail"]] == [["body", "user_trait"]]
+    assert client.get("/audit/u_typo").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("said", "loc"),
+    [
+        ("marketing", ["body", "user_traits", "unsubscribed"]),
+        ({"email": True}, ["body", "user_traits", "unsubscribed"]),
+        (["Email"], ["body", "user_traits", "unsubscribed", 0]),
+        (["sms", ["email"]], ["body", "user_traits", "unsubscribed", 1]),
+    ],
+)
+def test_an_unsubscribe_herald_cannot_read_is_refused_not_ignored(
+    client: TestClient, said: Any, loc: list[Any]
+) -> None:
+    # Ignored, it let the welcome email go to a user who had asked for none.
+    body = signup(user="u_unsub")
+    body["user_traits"]["unsubscribed"] = said
+
+    response = client.post("/events", json=body)
+
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert error["loc"] == loc
+    assert '"email", "sms", "marketing"' in error["msg"]
+    assert client.get("/audit/u_unsub").status_code == 404
+
+
+@pytest.mark.parametrize("said", [["marketing"], ["email", "sms"], [], None])
+def test_an_unsubscribe_in_the_documented_shape_is_taken(client: TestClient, said: Any) -> None:
+    body = signup(user="u_unsub_ok")
+    body["user_traits"]["unsubscribed"] = said
+
+    [decision] = client.post("/events", json=body).json()["decisions"]
+
+    assert decision["outcome"] == ("skipped" if said else "triggered")
+
+
+def test_an_integer_too_large_to_store_is_named_by_its_path(client: TestClient) -> None:
+    body = json.dumps(signup(user="u_big")).encode()
+    body = body.replace(
+        b'"user_traits": {', b'"user_traits": {"n": {"deep": [1, 99999999999999999999999]}, '
+    )
+
+    response = client.post("/events", content=body, headers={"content-type": "application/json"})
+
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body", "user_traits", "n", "deep", 1]
+    assert "64 bits" in error["msg"]
 
 
 @pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b'"text"', b""])

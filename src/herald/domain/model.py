@@ -77,6 +77,11 @@ def derived_event_id(user_id: str, event_type: str, timestamp: datetime) -> str:
     return f"evt_{digest[:32]}"
 
 
+# What a user may unsubscribe from, by the API or by an ``unsubscribed`` trait: a channel,
+# or all marketing.
+UNSUBSCRIBE_NAMES = ("email", "sms", "marketing")
+
+
 @dataclass(frozen=True, slots=True)
 class UserProfile:
     """What Herald knows about a user: traits, each stamped with the event time it came from."""
