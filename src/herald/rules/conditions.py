@@ -102,7 +102,10 @@ class Condition:
                 }
             )
         except KeyError as exc:
-            return ConditionResult(False, f"`{self.source}` could not be evaluated: {exc} missing")
+            # CEL names the key alone ('seats'); the reader wants the path they wrote.
+            missing = [path for path in self._paths if not _lookup(context, path)[0]]
+            said = f"{missing[0]} is missing" if missing else f"{exc} missing"
+            return ConditionResult(False, f"`{self.source}` could not be evaluated: {said}")
         except Exception as exc:
             said = (str(exc).splitlines() or [type(exc).__name__])[0]
             return ConditionResult(False, f"`{self.source}` could not be evaluated: {said}")
