@@ -227,6 +227,21 @@ def test_an_unsubscribe_in_the_documented_shape_is_taken(client: TestClient, sai
     assert decision["outcome"] == ("skipped" if said else "triggered")
 
 
+def test_an_event_over_one_mebibyte_is_refused_in_a_batch_as_on_its_own(
+    client: TestClient,
+) -> None:
+    big = payment_failed(user="u_big_1", user_traits={"note": "x" * (1024 * 1024)})
+    small = payment_failed(user="u_small_1")
+
+    alone = client.post("/events", json=big)
+    batch = client.post("/events/batch", json={"events": [big, small]}).json()["results"]
+
+    assert alone.status_code == 413
+    assert [item["status"] for item in batch] == ["rejected", "accepted"]
+    assert batch[0]["errors"][0]["type"] == "too_large"
+    assert client.get("/audit/u_big_1").status_code == 404
+
+
 def test_an_integer_too_large_to_store_is_named_by_its_path(client: TestClient) -> None:
     body = json.dumps(signup(user="u_big")).encode()
     body = body.replace(

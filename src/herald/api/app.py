@@ -18,6 +18,7 @@ from herald import __version__
 from herald.api.direct import DirectRoutes
 from herald.api.middleware import RequestEdge
 from herald.api.routes import admin, audit, events, health
+from herald.api.schemas import MAX_EVENT_BYTES
 from herald.bootstrap import Runtime, build_runtime
 from herald.config import Settings
 from herald.observability.logging import first_line
@@ -78,7 +79,7 @@ def create_app(
         },
     )
     app.add_middleware(
-        RequestEdge, body_limit=1 * MIB, body_limit_by_path={"/events/batch": 8 * MIB}
+        RequestEdge, body_limit=MAX_EVENT_BYTES, body_limit_by_path={"/events/batch": 8 * MIB}
     )
     for error in (OperationalError, InterfaceError):
         app.add_exception_handler(error, _database_unavailable)

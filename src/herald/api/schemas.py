@@ -58,6 +58,8 @@ class EventIn(TypedDict):
 
 
 MAX_BATCH = 1000
+# One event's size, on its own or in a batch (whose body may be up to 8 MiB).
+MAX_EVENT_BYTES = 1024 * 1024
 
 
 class BatchIn(TypedDict):

@@ -12,6 +12,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from herald.api.deps import ingest_runtime
 from herald.api.schemas import (
+    MAX_EVENT_BYTES,
     BatchIn,
     BatchOut,
     ClientError,
@@ -188,10 +189,16 @@ def _read_batch(raw: bytes, runtime: Runtime) -> tuple[list[dict[str, Any]], lis
         checked = False
     items: list[dict[str, Any]] = []
     valid: list[tuple[int, Any]] = []
+    # A body within one event's limit holds no event beyond it: only a larger one is measured.
+    measure = len(raw) > MAX_EVENT_BYTES
     for index, envelope in enumerate(envelopes):
         given_id = envelope.get("event_id") if isinstance(envelope, dict) else None
         # Echo the id only when it is one: a rejected event's field can be any JSON value.
         items.append({"index": index, "event_id": given_id if isinstance(given_id, str) else None})
+        if measure and _too_large(envelope):
+            runtime.metrics.count_event("unknown", "rejected")
+            _reject(items[index], [_TOO_LARGE])
+            continue
         if not checked:
             try:
                 envelope = _event.validate_python(envelope)
@@ -206,6 +213,20 @@ def _read_batch(raw: bytes, runtime: Runtime) -> tuple[list[dict[str, Any]], lis
             continue
         valid.append((index, event))
     return items, valid
+
+
+_TOO_LARGE = {
+    "loc": [],
+    "msg": "the event is over 1 MiB, the limit for one event in a batch as on its own",
+    "type": "too_large",
+}
+
+
+def _too_large(envelope: Any) -> bool:
+    try:
+        return len(orjson.dumps(envelope)) > MAX_EVENT_BYTES
+    except TypeError:  # a value JSON cannot hold (e.g. an integer beyond 64 bits): refused later
+        return False
 
 
 def _count_rejected(runtime: Runtime, event_type: str) -> None:
