@@ -245,6 +245,7 @@ def test_serve_refuses_a_broken_rule_file_naming_the_file_and_the_problem(tmp_pa
         "  - id: WELCOME\n"
         "    trigger: signup_exploded\n"
         "    channel: email\n"
+        "    category: transactional\n"
         "    limit: once_per_user\n"
         "    template: welcome\n",
         encoding="utf-8",

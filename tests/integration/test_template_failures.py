@@ -23,7 +23,11 @@ traits:
   email: string
   balance: number
 rules:
-  - {id: BALANCE_EMAIL, trigger: signup_completed, channel: email, template: balance}
+  - id: BALANCE_EMAIL
+    trigger: signup_completed
+    channel: email
+    category: transactional
+    template: balance
   - {id: SIGNUP_ALERT, trigger: signup_completed, channel: internal}
 """
 

@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from herald.cli.main import app
+from herald.rules.definition import Category
 from herald.rules.loader import RuleFileError, default_rules_path, load_ruleset
 from tests.support.rule_files import (
     EVERY_PROBLEM,
@@ -31,6 +32,7 @@ GOOD_RULE = """
   - id: GOOD
     trigger: signup_completed
     channel: email
+    category: transactional
     template: hello
 """
 
@@ -93,11 +95,12 @@ def test_a_valid_custom_file_loads_with_its_templates(tmp_path: Path) -> None:
 
 BROKEN_RULES = {
     "unknown_trigger": (
-        "  - {id: BROKEN, trigger: payment_refunded, channel: email}\n",
+        "  - {id: BROKEN, trigger: payment_refunded, channel: email, category: transactional}\n",
         "rule BROKEN: `trigger: payment_refunded` is not a declared event type",
     ),
     "condition_does_not_compile": (
-        "  - {id: BROKEN, trigger: signup_completed, channel: email, when: 'user.x =='}\n",
+        "  - {id: BROKEN, trigger: signup_completed, channel: email, category: transactional,"
+        " when: 'user.x =='}\n",
         "rule BROKEN: `when: user.x ==` does not compile",
     ),
     "unknown_channel": (
@@ -105,37 +108,45 @@ BROKEN_RULES = {
         "rule BROKEN: unknown channel 'pigeon'",
     ),
     "unknown_limit": (
-        "  - {id: BROKEN, trigger: signup_completed, channel: email, limit: twice_a_day}\n",
+        "  - {id: BROKEN, trigger: signup_completed, channel: email, category: transactional,"
+        " limit: twice_a_day}\n",
         "rule BROKEN: unknown limit 'twice_a_day'",
     ),
     "unknown_variable": (
-        "  - {id: BROKEN, trigger: signup_completed, channel: email, when: 'account.vip'}\n",
+        "  - {id: BROKEN, trigger: signup_completed, channel: email, category: transactional,"
+        " when: 'account.vip'}\n",
         "rule BROKEN: `when: account.vip` uses unknown variable(s) ['account']",
     ),
     "bad_within": (
         "  - id: BROKEN\n    trigger: payment_failed\n    channel: email\n"
+        "    category: transactional\n"
         "    after: {event: signup_completed, within: a day}\n",
         "rule BROKEN: `after.within: a day` is not a duration like 30m, 24h or 7d",
     ),
     "window_too_long": (
         "  - id: BROKEN\n    trigger: payment_failed\n    channel: email\n"
+        "    category: transactional\n"
         "    after: {event: signup_completed, within: 99999999999d}\n",
         "rule BROKEN: `after.within: 99999999999d` is longer than the longest window, 3650d",
     ),
     "missing_template_folder": (
-        "  - {id: BROKEN, trigger: signup_completed, channel: email, template: farewell}\n",
+        "  - {id: BROKEN, trigger: signup_completed, channel: email, category: transactional,"
+        " template: farewell}\n",
         "rule BROKEN: template 'farewell' not found",
     ),
     "template_syntax_error": (
-        "  - {id: BROKEN, trigger: signup_completed, channel: email, template: broken}\n",
+        "  - {id: BROKEN, trigger: signup_completed, channel: email, category: transactional,"
+        " template: broken}\n",
         "rule BROKEN: template broken/subject.txt:",
     ),
     "template_uses_undeclared_property": (
-        "  - {id: BROKEN, trigger: payment_failed, channel: email, template: strict}\n",
+        "  - {id: BROKEN, trigger: payment_failed, channel: email, category: transactional,"
+        " template: strict}\n",
         "rule BROKEN: template strict/body.txt: 'dict object' has no attribute 'currency'",
     ),
     "template_uses_undeclared_trait": (
-        "  - {id: BROKEN, trigger: payment_failed, channel: email, template: nickname}\n",
+        "  - {id: BROKEN, trigger: payment_failed, channel: email, category: transactional,"
+        " template: nickname}\n",
         "rule BROKEN: template nickname/subject.txt: 'dict object' has no attribute 'nickname'",
     ),
 }
@@ -202,7 +213,7 @@ def test_every_problem_in_the_file_is_reported_at_once(tmp_path: Path) -> None:
 
 def test_a_rule_s_template_problem_is_listed_beside_its_other_problems(tmp_path: Path) -> None:
     rule = (
-        "  - {id: TWICE, trigger: signup_completed, channel: email,"
+        "  - {id: TWICE, trigger: signup_completed, channel: email, category: transactional,"
         " when: 'user.plan ==', template: no_such_template}\n"
     )
     path = write_rule_file(tmp_path, rule)
@@ -212,6 +223,45 @@ def test_a_rule_s_template_problem_is_listed_beside_its_other_problems(tmp_path:
     assert [problem.split(":")[0] for problem in problems] == ["rule TWICE", "rule TWICE"]
     assert "`when: user.plan ==` does not compile" in problems[0]
     assert "template 'no_such_template' not found" in problems[1]
+
+
+@pytest.mark.parametrize("channel", ["email", "sms"])
+def test_a_rule_that_messages_the_user_must_say_whether_it_is_marketing(
+    channel: str, tmp_path: Path
+) -> None:
+    """No category is safe to assume: transactional would send marketing without consent."""
+    path = write_rule_file(
+        tmp_path, f"  - {{id: PROMO, trigger: signup_completed, channel: {channel}}}\n"
+    )
+
+    [problem] = problems_of(path)
+
+    assert problem.startswith(
+        "rule PROMO: needs `category: marketing` or `category: transactional`"
+    )
+    assert "honours unsubscribes" in problem
+    assert "sent whatever they opted in to or unsubscribed from" in problem
+
+
+def test_a_rule_that_messages_the_user_cannot_pass_for_an_internal_alert(tmp_path: Path) -> None:
+    path = write_rule_file(
+        tmp_path,
+        "  - {id: PROMO, trigger: signup_completed, channel: sms, category: internal}\n",
+    )
+
+    [problem] = problems_of(path)
+
+    assert problem.startswith("rule PROMO: `category: internal` is for `channel: internal`")
+
+
+def test_an_internal_alert_needs_no_category(tmp_path: Path) -> None:
+    path = write_rule_file(
+        tmp_path, "  - {id: ALERT, trigger: signup_completed, channel: internal}\n"
+    )
+
+    [rule] = load_ruleset(path).rules
+
+    assert rule.category is Category.INTERNAL
 
 
 def test_the_error_message_starts_with_the_file(tmp_path: Path) -> None:
@@ -326,7 +376,8 @@ def test_rules_check_on_a_broken_file_names_the_file_rule_and_problem_and_exits_
         tmp_path,
         GOOD_RULE
         + "  - {id: SHOUT, trigger: signup_completed, channel: megaphone}\n"
-        + "  - {id: LATE, trigger: signup_completed, channel: email, limit: sometimes}\n",
+        + "  - {id: LATE, trigger: signup_completed, channel: email, category: transactional,"
+        " limit: sometimes}\n",
     )
 
     result = CliRunner().invoke(app, ["rules", "check", str(path)], env=WIDE)
@@ -398,7 +449,8 @@ def test_an_event_type_that_would_fail_at_intake_is_refused_at_load(
 def test_traits_and_templates_of_the_wrong_shape_are_refused(tmp_path: Path) -> None:
     path = write_rule_file(
         tmp_path,
-        "  - {id: ODD, trigger: signup_completed, channel: email, template: [a, b]}\n",
+        "  - {id: ODD, trigger: signup_completed, channel: email, category: transactional,"
+        " template: [a, b]}\n",
     )
     text = path.read_text(encoding="utf-8").replace("  email: string", "  email: [string]")
     path.write_text(text, encoding="utf-8")

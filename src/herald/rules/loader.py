@@ -178,8 +178,7 @@ def _rules(
         if not isinstance(channel, str) or channel not in CHANNELS:
             bad(f"unknown channel {channel!r} (known: {list(CHANNELS)})")
         limit = _enum(Limit, spec.get("limit", Limit.ONCE_PER_EVENT.value), "limit", bad)
-        default_category = "internal" if channel == "internal" else "transactional"
-        category = _enum(Category, spec.get("category", default_category), "category", bad)
+        category = _category(spec.get("category"), channel, bad)
         condition = None
         if spec.get("when") is not None:
             try:
@@ -220,6 +219,31 @@ def _enum(kind: Any, value: Any, field: str, bad: Any) -> Any:
     except (ValueError, TypeError):
         bad(f"unknown {field} {value!r} (known: {[m.value for m in kind]})")
         return None
+
+
+# Why a rule that messages the user must say which kind it is: no default is safe, as
+# one would either skip consent for marketing or hold back a password reset.
+_CATEGORY_CHOICE = (
+    "`marketing` is sent only with the user's consent (a stated marketing_opt_in must be "
+    "true) and honours unsubscribes; `transactional` is about the user's own account and "
+    "is sent whatever they opted in to or unsubscribed from"
+)
+
+
+def _category(raw: Any, channel: Any, bad: Any) -> Category | None:
+    if channel not in ("email", "sms"):  # internal alerts, or a channel said to be unknown
+        return _enum(Category, Category.INTERNAL if raw is None else raw, "category", bad)
+    if raw is None:
+        bad(f"needs `category: marketing` or `category: transactional`: {_CATEGORY_CHOICE}")
+        return None
+    category: Category | None = _enum(Category, raw, "category", bad)
+    if category is Category.INTERNAL:
+        bad(
+            f"`category: internal` is for `channel: internal` (alerts to the team); a {channel} "
+            f"rule messages the user, so it is marketing or transactional: {_CATEGORY_CHOICE}"
+        )
+        return None
+    return category
 
 
 def _after(raw: Any, event_types: dict[str, EventType], bad: Any) -> After | None:
