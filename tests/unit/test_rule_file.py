@@ -142,12 +142,20 @@ BROKEN_RULES = {
     "template_uses_undeclared_property": (
         "  - {id: BROKEN, trigger: payment_failed, channel: email, category: transactional,"
         " template: strict}\n",
-        "rule BROKEN: template strict/body.txt: 'dict object' has no attribute 'currency'",
+        "rule BROKEN: template strict/body.txt uses event.properties.currency, which the rule"
+        " file does not declare for payment_failed events"
+        " (declare it under events: payment_failed: properties:)",
     ),
     "template_uses_undeclared_trait": (
         "  - {id: BROKEN, trigger: payment_failed, channel: email, category: transactional,"
         " template: nickname}\n",
-        "rule BROKEN: template nickname/subject.txt: 'dict object' has no attribute 'nickname'",
+        "rule BROKEN: template nickname/subject.txt uses user.nickname, which the rule file"
+        " does not declare (declare it under traits:)",
+    ),
+    "template_uses_a_name_that_is_neither_event_nor_user": (
+        "  - {id: BROKEN, trigger: payment_failed, channel: email, category: transactional,"
+        " template: bare}\n",
+        "rule BROKEN: template bare/body.txt: 'nickname' is undefined",
     ),
 }
 
@@ -155,6 +163,7 @@ TEMPLATES = {
     "broken": {"subject.txt": "Hi {% if %}", "body.txt": "x"},
     "strict": {"subject.txt": "Failed", "body.txt": "{{ event.properties.currency }}"},
     "nickname": {"subject.txt": "Hi {{ user.nickname }}", "body.txt": "x"},
+    "bare": {"subject.txt": "Hi", "body.txt": "{{ nickname }}"},
 }
 
 

@@ -15,7 +15,7 @@ from dataclasses import replace
 from datetime import timedelta
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import orjson
 import yaml
@@ -23,7 +23,7 @@ import yaml
 from herald.rules.conditions import Condition, ConditionError
 from herald.rules.declarations import NAME, read_event_types, read_traits
 from herald.rules.definition import CHANNELS, After, Category, EventType, Limit, Rule, RuleSet
-from herald.rules.samples import sample_context
+from herald.rules.sample_checks import template_problems
 from herald.rules.templates import TemplateProblem, TemplateSet
 
 T = TypeVar("T")  # what a caller's ``read_settings`` makes of the rule file
@@ -122,8 +122,11 @@ def _parse(
         raise RuleFileError(source, [f"holds a value that cannot be hashed: {exc}"]) from None
     problems = [_unknown_section(key) for key in data if not _is_section(key)]
     event_types = read_event_types(data.get("events"), problems)
-    rules, template_uses = _rules(data.get("rules"), event_types, problems)
-    templates = _templates(data, template_uses, template_dir, event_types, problems)
+    traits = read_traits(data.get("traits"), problems)
+    rules, uses = _rules(data.get("rules"), event_types, problems)
+    templates, loadable = _templates(data, uses, template_dir, problems)
+    for use in uses:
+        problems.extend(_sample_problems(use, templates, loadable, event_types, traits))
     settings = read_settings(data, problems)
     if problems:
         raise RuleFileError(source, problems)
@@ -139,20 +142,23 @@ def _parse(
     return RuleSet(version, source, event_types, tuple(rules), templates), settings
 
 
-# A rule's template: (rule id, template, the rule's trigger when that is declared). Every
-# rule that names one has its template checked, so its problems are listed in the same
-# run as the rule's others.
-_TemplateUse = tuple[str, str, str | None]
+class _Use(NamedTuple):
+    """What a rule's template is checked with. Gathered from every rule, whatever its
+    other problems, so that one run lists them all."""
+
+    rule_id: str
+    trigger: str | None  # None when it is not a declared event type (said already)
+    template: str | None
 
 
 def _rules(
     raw: Any, event_types: dict[str, EventType], problems: list[str]
-) -> tuple[list[Rule], list[_TemplateUse]]:
+) -> tuple[list[Rule], list[_Use]]:
     if not isinstance(raw, list):
         problems.append("`rules` must be a list")
         return [], []
     rules: list[Rule] = []
-    uses: list[_TemplateUse] = []
+    uses: list[_Use] = []
     seen: set[str] = set()
     for index, spec in enumerate(raw):
         if not isinstance(spec, dict) or not spec.get("id"):
@@ -189,10 +195,9 @@ def _rules(
         template = spec.get("template")
         if template is not None and not _is_folder_name(template):
             bad(f"`template: {template!r}` must name a folder beside the rule file")
-        elif template is not None:
-            uses.append(
-                (rule_id, template, on if isinstance(on, str) and on in event_types else None)
-            )
+            template = None
+        trigger = on if isinstance(on, str) and on in event_types else None
+        uses.append(_Use(rule_id, trigger, template))
         if len(problems) > before or limit is None or category is None:
             continue
         version = _digest(spec)[:8]
@@ -267,38 +272,40 @@ def _after(raw: Any, event_types: dict[str, EventType], bad: Any) -> After | Non
 
 
 def _templates(
-    data: dict[str, Any],
-    uses: list[_TemplateUse],
-    template_dir: Path,
-    event_types: dict[str, EventType],
-    problems: list[str],
-) -> TemplateSet:
+    data: dict[str, Any], uses: list[_Use], template_dir: Path, problems: list[str]
+) -> tuple[TemplateSet, set[str]]:
+    """The templates the rules name that load, and their names."""
     directory = template_dir
     if data.get("templates_dir"):
         directory = template_dir.parent / str(data["templates_dir"])
     rules_by_template: dict[str, list[str]] = {}
-    for rule_id, template, _trigger in uses:
-        rules_by_template.setdefault(template, []).append(rule_id)
+    for use in uses:
+        if use.template is not None:
+            rules_by_template.setdefault(use.template, []).append(use.rule_id)
     # One template at a time, so a broken one does not hide the problems of the others.
-    loadable = []
+    loadable = set()
     for name, rule_ids in sorted(rules_by_template.items()):
         try:
             TemplateSet.from_directory(directory, [name])
         except TemplateProblem as exc:
             problems.extend(f"rule {rule_id}: {exc}" for rule_id in rule_ids)
         else:
-            loadable.append(name)
-    templates = TemplateSet.from_directory(directory, loadable)
-    traits = read_traits(data.get("traits"), problems)
-    for rule_id, template, trigger in uses:
-        # Rendered strictly against what the trigger's events hold; a rule whose trigger
-        # is not declared has that said already.
-        if template in loadable and trigger is not None:
-            try:
-                templates.check(template, sample_context(event_types[trigger], traits))
-            except TemplateProblem as exc:
-                problems.append(f"rule {rule_id}: {exc}")
-    return templates
+            loadable.add(name)
+    return TemplateSet.from_directory(directory, sorted(loadable)), loadable
+
+
+def _sample_problems(
+    use: _Use,
+    templates: TemplateSet,
+    loadable: set[str],
+    event_types: dict[str, EventType],
+    traits: dict[str, str],
+) -> list[str]:
+    """The rule's template rendered on a sample of what its trigger's events hold."""
+    if use.trigger is None or use.template not in loadable:
+        return []
+    found = template_problems(templates, use.template, event_types[use.trigger], traits)
+    return [f"rule {use.rule_id}: {problem}" for problem in found]
 
 
 def _is_folder_name(value: Any) -> bool:

@@ -1,4 +1,5 @@
-"""Sample values for checking templates before anything is sent."""
+"""Samples of what a rule sees, for checking its condition and template before anything is
+sent, and the words for a name a check found undeclared."""
 
 from __future__ import annotations
 
@@ -6,6 +7,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from herald.rules.definition import EventType
+
+# What every event holds, whatever its type, as conditions and templates see it.
+EVENT_FIELDS = {
+    "id": "string",
+    "type": "string",
+    "user_id": "string",
+    "timestamp": "string",
+    "properties": "object",
+}
 
 _SAMPLES: dict[str, Any] = {
     "string": "sample",
@@ -35,3 +45,31 @@ def sample_context(event_type: EventType, traits: Mapping[str, str]) -> dict[str
             **{name: _SAMPLES.get(t, "sample") for name, t in traits.items()},
         },
     }
+
+
+def path_in(sample: Mapping[str, Any], owner: Any, name: Any) -> str | None:
+    """How a rule wrote a read of ``name`` from ``owner``: ``user.x``, ``event.x`` or
+    ``event.properties.x`` when ``owner`` is one of those parts of ``sample`` (whose names
+    the rule file declares); None for anything else, such as the value of an object
+    property, whose keys are the client's."""
+    if not isinstance(name, str):
+        return None
+    event = sample["event"]
+    for path, part in (("user", sample["user"]), ("event", event)):
+        if owner is part:
+            return f"{path}.{name}"
+    return f"event.properties.{name}" if owner is event["properties"] else None
+
+
+def undeclared(path: str, event_type: str) -> str:
+    """``path`` (as ``path_in`` gives it), a name the samples lack, and how to declare it."""
+    root = path.rpartition(".")[0]
+    if root == "user":
+        return f"{path}, which the rule file does not declare (declare it under traits:)"
+    if root == "event.properties":
+        return (
+            f"{path}, which the rule file does not declare for {event_type} events "
+            f"(declare it under events: {event_type}: properties:)"
+        )
+    fields = list(EVENT_FIELDS)
+    return f"{path}, which no event has (an event has {', '.join(fields[:-1])} and {fields[-1]})"

@@ -9,17 +9,55 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from jinja2 import ChainableUndefined, StrictUndefined, TemplateError, Undefined
+from jinja2.exceptions import TemplateRuntimeError, UndefinedError
 from jinja2.sandbox import SandboxedEnvironment
+from jinja2.utils import missing
 
 PARTS = ("subject.txt", "body.txt", "body.html")
 
 
 class TemplateProblem(ValueError):
     pass
+
+
+class UndeclaredName(TemplateProblem):
+    """A part (``where``, e.g. ``welcome/subject.txt``) read ``name`` from ``owner``, a
+    mapping of the context that does not hold it."""
+
+    def __init__(self, message: str, where: str, owner: Any, name: Any) -> None:
+        super().__init__(message)
+        self.where = where
+        self.owner = owner
+        self.name = name
+
+
+class _UndefinedRead(UndefinedError):
+    def __init__(self, message: str | None = None, *, owner: Any, name: Any) -> None:
+        super().__init__(message)
+        self.owner = owner
+        self.name = name
+
+
+class _NamingUndefined(StrictUndefined):
+    """StrictUndefined whose error keeps the mapping the name was missing from, so that a
+    check can tell ``user.x`` from ``event.properties.x`` (Jinja says 'dict object')."""
+
+    __slots__ = ()
+
+    def __init__(
+        self,
+        hint: str | None = None,
+        obj: Any = missing,
+        name: str | None = None,
+        exc: type[TemplateRuntimeError] = UndefinedError,
+    ) -> None:
+        reading = partial(_UndefinedRead, owner=obj, name=name)
+        super().__init__(hint, obj, name, cast(type[TemplateRuntimeError], reading))
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,13 +141,19 @@ class TemplateSet:
             raise TemplateProblem(f"template {name}: {type(exc).__name__}: {exc}") from None
 
     def check(self, name: str, sample: Mapping[str, Any]) -> None:
-        """Render strictly against a sample context; an unknown name raises TemplateProblem."""
+        """Render strictly against a sample context: a name it lacks raises UndeclaredName,
+        any other failure TemplateProblem."""
         for part, source in self._sources[name].items():
-            env = _environment(StrictUndefined, autoescape=part.endswith(".html"))
+            env = _environment(_NamingUndefined, autoescape=part.endswith(".html"))
+            where = f"{name}/{part}"
             try:
                 env.from_string(source).render(sample)
+            except _UndefinedRead as exc:
+                raise UndeclaredName(
+                    f"template {where}: {exc}", where, exc.owner, exc.name
+                ) from None
             except TemplateError as exc:
-                raise TemplateProblem(f"template {name}/{part}: {exc}") from None
+                raise TemplateProblem(f"template {where}: {exc}") from None
 
 
 class _OnePass:
