@@ -13,6 +13,7 @@ rules:
   - {id: NO_TRIGGER, trigger: signup_exploded, channel: email, category: transactional}
   - {id: BY_FAX, trigger: signup_completed, channel: fax}
   - {id: SOMETIMES, trigger: signup_completed, channel: internal, limit: sometimes}
+  - {id: MISSPELT, trigger: signup_completed, channel: internal, when: user.plann == "pro"}
 providers:
   email: {type: smtp, host: smtp.example.com, port: 99999, sender: hello}
   sms: {type: webhook, url: sms.example.com/send, secret_env: HERALD_TEST_UNSET_SECRET}
@@ -26,6 +27,7 @@ EVERY_PROBLEM = [
     "rule NO_TRIGGER: `trigger: signup_exploded` is not a declared event type",
     "rule BY_FAX: unknown channel 'fax'",
     "rule SOMETIMES: unknown limit 'sometimes'",
+    'rule MISSPELT: `when: user.plann == "pro"` uses user.plann, which the rule file does not',
     "providers.email.port: must be a whole number from 1 to 65535, got 99999",
     "providers.email: `sender` must be an email address like hello@example.com, got 'hello'",
     "providers.sms: `url` must be an http:// or https:// URL",

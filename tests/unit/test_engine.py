@@ -556,6 +556,8 @@ events:
   plan_changed:
     properties:
       plan: {type: string}
+traits:
+  seats: integer
 rules:
   - id: PRO_UPGRADE_ALERT
     trigger: plan_changed

@@ -57,10 +57,9 @@ class Condition:
             self._program = cel.compile(self.source)
         except (ValueError, RuntimeError) as exc:
             raise ConditionError(f"does not compile: {exc}") from None
-        bound = {
-            name for found in _MACRO_VARIABLES.finditer(self.source) for name in found.groups()
-        }
-        unknown = set(self._program.variables()) - CONDITION_VARIABLES - bound
+        unknown = (
+            set(self._program.variables()) - CONDITION_VARIABLES - bound_variables(self.source)
+        )
         if unknown:
             raise ConditionError(
                 f"uses unknown variable(s) {sorted(unknown)}; only `event` and `user` exist"
@@ -95,12 +94,7 @@ class Condition:
     def evaluate_in_cel(self, context: dict[str, Any]) -> ConditionResult:
         """``evaluate`` without the fast path for plain comparisons."""
         try:
-            value = self._program.execute(
-                {
-                    name: context[name] if attrs is None else _pick(context[name], attrs)
-                    for name, attrs in self._projection.items()
-                }
-            )
+            value = self.value_on(context)
         except KeyError as exc:
             # CEL names the key alone ('seats'); the reader wants the path they wrote.
             missing = [path for path in self._paths if not _lookup(context, path)[0]]
@@ -115,12 +109,27 @@ class Condition:
             value, f"`{self.source}` is {_cel_literal(value)}{self._values(context)}"
         )
 
+    def value_on(self, context: dict[str, Any]) -> Any:
+        """What the expression gives on ``context``, a bool or not; raises what the CEL
+        library raises when it cannot be evaluated."""
+        return self._program.execute(
+            {
+                name: context[name] if attrs is None else _pick(context[name], attrs)
+                for name, attrs in self._projection.items()
+            }
+        )
+
     def _values(self, context: dict[str, Any]) -> str:
         parts = []
         for path in self._paths:
             found, value = _lookup(context, path)
             parts.append(f"{path} is {_cel_literal(value) if found else 'missing'}")
         return f" ({', '.join(parts)})" if parts else ""
+
+
+def bound_variables(source: str) -> set[str]:
+    """The names CEL macros in ``source`` bind (``t`` in ``tags.exists(t, t == "vip")``)."""
+    return {name for found in _MACRO_VARIABLES.finditer(source) for name in found.groups() if name}
 
 
 def _attributes_used(source: str, variable: str) -> frozenset[str] | None:

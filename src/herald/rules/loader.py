@@ -23,7 +23,7 @@ import yaml
 from herald.rules.conditions import Condition, ConditionError
 from herald.rules.declarations import NAME, read_event_types, read_traits
 from herald.rules.definition import CHANNELS, After, Category, EventType, Limit, Rule, RuleSet
-from herald.rules.sample_checks import template_problems
+from herald.rules.sample_checks import condition_problems, template_problems
 from herald.rules.templates import TemplateProblem, TemplateSet
 
 T = TypeVar("T")  # what a caller's ``read_settings`` makes of the rule file
@@ -143,11 +143,12 @@ def _parse(
 
 
 class _Use(NamedTuple):
-    """What a rule's template is checked with. Gathered from every rule, whatever its
-    other problems, so that one run lists them all."""
+    """What a rule's condition and template are checked with. Gathered from every rule,
+    whatever its other problems, so that one run lists them all."""
 
     rule_id: str
     trigger: str | None  # None when it is not a declared event type (said already)
+    condition: Condition | None
     template: str | None
 
 
@@ -197,7 +198,7 @@ def _rules(
             bad(f"`template: {template!r}` must name a folder beside the rule file")
             template = None
         trigger = on if isinstance(on, str) and on in event_types else None
-        uses.append(_Use(rule_id, trigger, template))
+        uses.append(_Use(rule_id, trigger, condition, template))
         if len(problems) > before or limit is None or category is None:
             continue
         version = _digest(spec)[:8]
@@ -301,10 +302,15 @@ def _sample_problems(
     event_types: dict[str, EventType],
     traits: dict[str, str],
 ) -> list[str]:
-    """The rule's template rendered on a sample of what its trigger's events hold."""
-    if use.trigger is None or use.template not in loadable:
+    """The rule's condition and template tried on samples of what its trigger's events
+    hold (a rule's `after` event is only its anchor: conditions and templates see the
+    trigger)."""
+    if use.trigger is None:
         return []
-    found = template_problems(templates, use.template, event_types[use.trigger], traits)
+    event_type = event_types[use.trigger]
+    found = condition_problems(use.condition, event_type, traits) if use.condition else []
+    if use.template in loadable:
+        found += template_problems(templates, use.template, event_type, traits)
     return [f"rule {use.rule_id}: {problem}" for problem in found]
 
 

@@ -1,17 +1,46 @@
-"""A rule's template tried on a sample of its trigger when the rule file loads.
+"""A rule's condition and template tried on samples of its trigger when the rule file loads.
 
-The sample holds every property the trigger's event type declares and every declared
-trait, each a value of its declared type: a template that fails on it would fail on every
-event, so it is refused once, saying what the rule file lacks.
+A sample holds every property the trigger's event type declares and every declared trait,
+each a value of its declared type. A condition or template that reads a name the file
+does not declare, mixes types or gives no true or false would fail on every event, and
+each event would skip the rule with the error as its reason: refused once instead, naming
+what to fix. What fails only on some values (an index past the end, a string that does
+not parse as a number) is left to the events, whose reasons say so.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Iterator, Mapping
+from datetime import datetime, timedelta
 
+from herald.rules.conditions import Condition, bound_variables
 from herald.rules.definition import EventType
-from herald.rules.samples import path_in, sample_context, undeclared
+from herald.rules.samples import EVENT_FIELDS, path_in, sample_context, undeclared
 from herald.rules.templates import TemplateProblem, TemplateSet, UndeclaredName
+
+# A read of a name the rule file declares or not: `user.x`, `event.x`,
+# `event.properties.x`, or the same with ["x"].
+_READ = re.compile(
+    r"(?<![\w.])(?P<root>event\.properties|event|user)\s*"
+    r"(?:\.\s*(?P<name>[A-Za-z_]\w*)|\[\s*(?P<quote>[\"'])(?P<key>[^\"'\\]*)(?P=quote)\s*\])"
+)
+_GUARD = re.compile(r"\bhas\s*\(\s*((?:event\.properties|event|user)\s*\.\s*[A-Za-z_]\w*)\s*\)")
+# CEL's string literals, which may hold text such as "user.x" that reads nothing.
+_STRING = re.compile(
+    r'"""[\s\S]*?"""|' r"'''[\s\S]*?'''|" r'"(?:\\.|[^"\\\n])*"|' r"'(?:\\.|[^'\\\n])*'"
+)
+_KINDS = {
+    int: "an int",
+    float: "a double",
+    str: "a string",
+    bytes: "bytes",
+    list: "a list",
+    dict: "a map",
+    type(None): "null",
+    datetime: "a timestamp",
+    timedelta: "a duration",
+}
 
 
 def template_problems(
@@ -28,3 +57,91 @@ def template_problems(
     except TemplateProblem as exc:
         return [str(exc)]
     return []
+
+
+def condition_problems(
+    condition: Condition, event_type: EventType, traits: Mapping[str, str]
+) -> list[str]:
+    shown = f"`when: {condition.source}`"
+    reads = {path: _declared_type(path, event_type, traits) for path in _reads(condition.source)}
+    guarded = {re.sub(r"\s", "", path) for path in _GUARD.findall(condition.source)}
+    # Found in the text rather than by evaluating: `a == "x" && b > 1` never reads `b`
+    # on a sample whose `a` is not "x".
+    unknown = [path for path, kind in reads.items() if kind is None and path not in guarded]
+    if unknown:
+        hint = ", or test it first with has({})"
+        return [
+            f"{shown} uses {undeclared(path, event_type.name, hint.format(path))}"
+            for path in unknown
+        ]
+    known = [f"{path} is {_a(kind)}" for path, kind in reads.items() if kind is not None]
+    where = f", where {', '.join(known)}" if known else ""
+    problem = _problem_on_samples(condition, event_type, traits, where)
+    return [f"{shown} {problem}"] if problem else []
+
+
+def _problem_on_samples(
+    condition: Condition, event_type: EventType, traits: Mapping[str, str], where: str
+) -> str | None:
+    event = event_type.name
+    for whole_numbers, on in (
+        (False, f"a {event} event with every declared property and trait"),
+        (
+            True,
+            f"a {event} event whose numbers are whole, as a client may send them (10 rather "
+            "than 10.5; CEL keeps int and double apart: convert with double(...))",
+        ),
+    ):
+        sample = sample_context(event_type, traits, whole_numbers=whole_numbers)
+        try:
+            value = condition.value_on(sample)
+        except Exception as exc:  # what the CEL library raises varies with the mistake
+            if not _fails_on_types(exc):
+                continue  # it depends on the sample's values, not on the declared types
+            said = (str(exc).splitlines() or [type(exc).__name__])[0]
+            return f"cannot be evaluated on {on}{where}: {said}"
+        if not isinstance(value, bool):
+            kind = _KINDS.get(type(value), type(value).__name__)
+            return (
+                f"gives {kind}, not true or false, on {on}{where}: "
+                "a condition must be a test, such as a comparison"
+            )
+    return None
+
+
+def _fails_on_types(exc: Exception) -> bool:
+    """Whether CEL refused the types it was given (an operator or a function that has no
+    overload for them), which the declared types decide, rather than the values."""
+    if isinstance(exc, TypeError):  # "No such overload"
+        return True
+    # A method called on a value of a type that has none of that name, e.g. `n.size()`
+    # on an integer, or a function that does not exist.
+    return isinstance(exc, RuntimeError) and str(exc).startswith("Undefined variable or function")
+
+
+def _reads(source: str) -> Iterator[str]:
+    """The paths ``source`` reads (``user.x``, ``event.properties.x``), outside string
+    literals and variables a macro rebinds."""
+    literals = [match.span() for match in _STRING.finditer(source)]
+    rebound = bound_variables(source)
+    for match in _READ.finditer(source):
+        if any(start <= match.start() < end for start, end in literals):
+            continue
+        root = match["root"]
+        if root.partition(".")[0] in rebound:
+            continue
+        yield f"{root}.{match['name'] or match['key']}"
+
+
+def _declared_type(path: str, event_type: EventType, traits: Mapping[str, str]) -> str | None:
+    if path.startswith("user."):
+        name = path.removeprefix("user.")
+        return "string" if name == "id" else traits.get(name)
+    if path.startswith("event.properties."):
+        spec = event_type.properties.get(path.removeprefix("event.properties."))
+        return spec.type if spec else None
+    return EVENT_FIELDS.get(path.removeprefix("event."))
+
+
+def _a(kind: str) -> str:
+    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"

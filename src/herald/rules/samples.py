@@ -25,11 +25,18 @@ _SAMPLES: dict[str, Any] = {
     "object": {},
     "array": [],
 }
+# A number property holds 10 as well as 10.5, as the client sent it; CEL reads the first
+# as an int and the second as a double, and does not mix them in arithmetic.
+_WHOLE_NUMBERS = {**_SAMPLES, "number": 1}
 
 
-def sample_context(event_type: EventType, traits: Mapping[str, str]) -> dict[str, Any]:
+def sample_context(
+    event_type: EventType, traits: Mapping[str, str], *, whole_numbers: bool = False
+) -> dict[str, Any]:
     """A render context with every declared property and trait present: a template that
-    renders against it refers only to names the rule file declares."""
+    renders against it refers only to names the rule file declares. Number values are
+    1.5, or 1 with ``whole_numbers``."""
+    samples = _WHOLE_NUMBERS if whole_numbers else _SAMPLES
     return {
         "event": {
             "id": "evt_sample",
@@ -37,12 +44,12 @@ def sample_context(event_type: EventType, traits: Mapping[str, str]) -> dict[str
             "user_id": "u_sample",
             "timestamp": "2025-01-01T00:00:00Z",
             "properties": {
-                name: _SAMPLES[spec.type] for name, spec in event_type.properties.items()
+                name: samples[spec.type] for name, spec in event_type.properties.items()
             },
         },
         "user": {
             "id": "u_sample",
-            **{name: _SAMPLES.get(t, "sample") for name, t in traits.items()},
+            **{name: samples.get(t, "sample") for name, t in traits.items()},
         },
     }
 
@@ -61,15 +68,17 @@ def path_in(sample: Mapping[str, Any], owner: Any, name: Any) -> str | None:
     return f"event.properties.{name}" if owner is event["properties"] else None
 
 
-def undeclared(path: str, event_type: str) -> str:
-    """``path`` (as ``path_in`` gives it), a name the samples lack, and how to declare it."""
-    root = path.rpartition(".")[0]
-    if root == "user":
-        return f"{path}, which the rule file does not declare (declare it under traits:)"
-    if root == "event.properties":
+def undeclared(path: str, event_type: str, alternative: str = "") -> str:
+    """``path`` (as ``path_in`` gives it), a name the samples lack, and how to declare it;
+    ``alternative`` is added to the advice (e.g. ", or test it first with ...")."""
+    if path.startswith("user."):
+        return (
+            f"{path}, which the rule file does not declare (declare it under traits:{alternative})"
+        )
+    if path.startswith("event.properties."):
         return (
             f"{path}, which the rule file does not declare for {event_type} events "
-            f"(declare it under events: {event_type}: properties:)"
+            f"(declare it under events: {event_type}: properties:{alternative})"
         )
     fields = list(EVENT_FIELDS)
     return f"{path}, which no event has (an event has {', '.join(fields[:-1])} and {fields[-1]})"

@@ -1,0 +1,173 @@
+"""A condition that can never hold is refused when the rule file loads, not skipped on
+every event: it is tried on an event with every declared property and trait."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from herald.cli.main import app
+from herald.rules.loader import RuleFileError, load_ruleset
+
+EVENTS = """
+events:
+  signup_completed:
+    properties:
+      plan: {type: string}
+  link_bank_success: {}
+  payment_failed:
+    properties:
+      amount: {type: number, required: true}
+      attempt_number: {type: integer}
+      failure_reason: {type: string}
+      metadata: {type: object}
+traits:
+  email: string
+  tags: array
+  marketing_opt_in: boolean
+rules:
+"""
+
+
+def rule_file(directory: Path, *rules: str) -> Path:
+    """A rule file whose rules alert the team, each ``rules`` entry a YAML flow mapping of
+    the rule's keys beside its id and channel."""
+    path = directory / "rules.yaml"
+    lines = [f"  - {{id: R{n}, channel: internal, {rule}}}\n" for n, rule in enumerate(rules)]
+    path.write_text(EVENTS + "".join(lines), encoding="utf-8")
+    return path
+
+
+def problems_of(path: Path) -> list[str]:
+    with pytest.raises(RuleFileError) as caught:
+        load_ruleset(path)
+    return caught.value.problems
+
+
+NEVER_WORKS = {
+    "misspelt_property": (
+        "trigger: payment_failed, when: event.properties.amont > 5",
+        "rule R0: `when: event.properties.amont > 5` uses event.properties.amont, which the "
+        "rule file does not declare for payment_failed events (declare it under events: "
+        "payment_failed: properties:, or test it first with has(event.properties.amont))",
+    ),
+    "undeclared_trait": (
+        "trigger: payment_failed, when: 'user.nickname == \"Al\"'",
+        'rule R0: `when: user.nickname == "Al"` uses user.nickname, which the rule file does '
+        "not declare (declare it under traits:, or test it first with has(user.nickname))",
+    ),
+    "misspelt_behind_a_false_test": (
+        "trigger: payment_failed,"
+        " when: 'event.properties.failure_reason == \"CARD\" && event.properties.amont > 5'",
+        'rule R0: `when: event.properties.failure_reason == "CARD" && event.properties.amont'
+        " > 5` uses event.properties.amont, which",
+    ),
+    "no_such_event_field": (
+        "trigger: payment_failed, when: 'event.time > \"2025\"'",
+        'rule R0: `when: event.time > "2025"` uses event.time, which no event has (an event '
+        "has id, type, user_id, timestamp and properties)",
+    ),
+    "not_a_boolean": (
+        "trigger: payment_failed, when: event.properties.amount",
+        "rule R0: `when: event.properties.amount` gives a double, not true or false, on a "
+        "payment_failed event with every declared property and trait, where "
+        "event.properties.amount is a number: a condition must be a test, such as a comparison",
+    ),
+    "no_such_overload": (
+        "trigger: payment_failed, when: 'event.properties.amount > \"5\"'",
+        'rule R0: `when: event.properties.amount > "5"` cannot be evaluated on a '
+        "payment_failed event with every declared property and trait, where "
+        "event.properties.amount is a number: No such overload",
+    ),
+    "no_such_method_for_the_type": (
+        "trigger: payment_failed, when: 'event.properties.attempt_number.startsWith(\"1\")'",
+        'rule R0: `when: event.properties.attempt_number.startsWith("1")` cannot be evaluated'
+        " on a payment_failed event with every declared property and trait, where "
+        "event.properties.attempt_number is an integer: Undefined variable or function",
+    ),
+    "double_arithmetic_on_a_whole_number": (
+        "trigger: payment_failed, when: event.properties.amount + 0.5 > 10.0",
+        "rule R0: `when: event.properties.amount + 0.5 > 10.0` cannot be evaluated on a "
+        "payment_failed event whose numbers are whole, as a client may send them (10 rather "
+        "than 10.5; CEL keeps int and double apart: convert with double(...)), where "
+        "event.properties.amount is a number: No such overload",
+    ),
+    # The condition sees the trigger, a bank link, not the signup that anchors the window.
+    "reads_the_anchor_of_an_after_window": (
+        "trigger: link_bank_success, after: {event: signup_completed, within: 24h},"
+        " when: 'event.properties.plan == \"pro\"'",
+        'rule R0: `when: event.properties.plan == "pro"` uses event.properties.plan, which '
+        "the rule file does not declare for link_bank_success events",
+    ),
+}
+
+
+@pytest.mark.parametrize(("rule", "problem"), list(NEVER_WORKS.values()), ids=list(NEVER_WORKS))
+def test_a_condition_that_fails_on_every_event_is_refused_saying_why(
+    rule: str, problem: str, tmp_path: Path
+) -> None:
+    [found] = problems_of(rule_file(tmp_path, rule))
+
+    assert found.startswith(problem), found
+
+
+WORKS = {
+    "undeclared_property_tested_with_has": (
+        "trigger: payment_failed,"
+        " when: 'has(event.properties.coupon) && event.properties.coupon == \"SPRING\"'"
+    ),
+    "undeclared_trait_tested_with_has": (
+        "trigger: payment_failed, when: 'has(user.nickname) ? user.nickname == \"Al\" : false'"
+    ),
+    "declared_optional_trait": "trigger: signup_completed, when: user.marketing_opt_in == true",
+    "whole_or_fractional_numbers_compared": (
+        "trigger: payment_failed,"
+        " when: event.properties.amount > 5 && event.properties.amount <= 10.5"
+    ),
+    "number_converted_for_arithmetic": (
+        "trigger: payment_failed, when: double(event.properties.amount) + 0.5 > 10.0"
+    ),
+    "a_macro_variable": "trigger: payment_failed, when: 'user.tags.exists(t, t == \"vip\")'",
+    "a_macro_variable_named_like_a_root": (
+        "trigger: payment_failed, when: 'user.tags.exists(user, user == \"vip\")'"
+    ),
+    "a_key_of_an_object_property": (
+        "trigger: payment_failed, when: 'event.properties.metadata.source == \"app\"'"
+    ),
+    "an_index_some_values_hold": "trigger: payment_failed, when: 'user.tags[0] == \"vip\"'",
+    "a_path_inside_a_string": "trigger: payment_failed, when: 'user.id != \"user.nickname\"'",
+    "the_trigger_of_an_after_window": (
+        "trigger: signup_completed, after: {event: link_bank_success, within: 24h},"
+        " when: 'event.properties.plan == \"pro\"'"
+    ),
+}
+
+
+@pytest.mark.parametrize("rule", list(WORKS.values()), ids=list(WORKS))
+def test_a_condition_that_can_hold_is_accepted(rule: str, tmp_path: Path) -> None:
+    ruleset = load_ruleset(rule_file(tmp_path, rule))
+
+    assert [rule.id for rule in ruleset.rules] == ["R0"]
+
+
+def test_rules_check_lists_a_broken_condition_beside_the_file_s_other_problems(
+    tmp_path: Path,
+) -> None:
+    path = rule_file(
+        tmp_path,
+        "trigger: payment_failed, when: event.properties.amont > 5",
+        "trigger: payment_failed, when: event.properties.amount",
+        "trigger: payment_failed, limit: sometimes",
+    )
+
+    result = CliRunner().invoke(app, ["rules", "check", str(path)], env={"COLUMNS": "1000"})
+
+    assert result.exit_code == 1
+    assert f"{path}: 3 problem(s)" in result.output
+    assert (
+        "rule R0: `when: event.properties.amont > 5` uses event.properties.amont" in result.output
+    )
+    assert "rule R1: `when: event.properties.amount` gives a double" in result.output
+    assert "rule R2: unknown limit 'sometimes'" in result.output
