@@ -9,10 +9,8 @@ delivery policy) are read by a function given to ``load_rule_file``, into the sa
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
@@ -22,15 +20,13 @@ import yaml
 
 from herald.rules.conditions import Condition, ConditionError
 from herald.rules.declarations import NAME, read_event_types, read_traits
-from herald.rules.definition import CHANNELS, After, Category, EventType, Limit, Rule, RuleSet
+from herald.rules.definition import CHANNELS, EventType, Limit, Rule, RuleSet
+from herald.rules.rule_keys import is_folder_name, read_after, read_category, read_enum
 from herald.rules.sample_checks import condition_problems, template_problems
 from herald.rules.templates import TemplateProblem, TemplateSet
 
 T = TypeVar("T")  # what a caller's ``read_settings`` makes of the rule file
 
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
-_LONGEST_WINDOW_S = 3650 * 86_400  # ten years; event times are bounded to suit (timeutil)
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _RULE_KEYS = {
     "id",
     "trigger",
@@ -184,17 +180,17 @@ def _rules(
         channel = spec.get("channel")
         if not isinstance(channel, str) or channel not in CHANNELS:
             bad(f"unknown channel {channel!r} (known: {list(CHANNELS)})")
-        limit = _enum(Limit, spec.get("limit", Limit.ONCE_PER_EVENT.value), "limit", bad)
-        category = _category(spec.get("category"), channel, bad)
+        limit = read_enum(Limit, spec.get("limit", Limit.ONCE_PER_EVENT.value), "limit", bad)
+        category = read_category(spec.get("category"), channel, bad)
         condition = None
         if spec.get("when") is not None:
             try:
                 condition = Condition(str(spec["when"]))
             except ConditionError as exc:
                 bad(f"`when: {spec['when']}` {exc}")
-        after = _after(spec.get("after"), event_types, bad)
+        after = read_after(spec.get("after"), event_types, bad)
         template = spec.get("template")
-        if template is not None and not _is_folder_name(template):
+        if template is not None and not is_folder_name(template):
             bad(f"`template: {template!r}` must name a folder beside the rule file")
             template = None
         trigger = on if isinstance(on, str) and on in event_types else None
@@ -217,59 +213,6 @@ def _rules(
             )
         )
     return rules, uses
-
-
-def _enum(kind: Any, value: Any, field: str, bad: Any) -> Any:
-    try:
-        return kind(value)
-    except (ValueError, TypeError):
-        bad(f"unknown {field} {value!r} (known: {[m.value for m in kind]})")
-        return None
-
-
-# Why a rule that messages the user must say which kind it is: no default is safe, as
-# one would either skip consent for marketing or hold back a password reset.
-_CATEGORY_CHOICE = (
-    "`marketing` is sent only with the user's consent (a stated marketing_opt_in must be "
-    "true) and honours unsubscribes; `transactional` is about the user's own account and "
-    "is sent whatever they opted in to or unsubscribed from"
-)
-
-
-def _category(raw: Any, channel: Any, bad: Any) -> Category | None:
-    if channel not in ("email", "sms"):  # internal alerts, or a channel said to be unknown
-        return _enum(Category, Category.INTERNAL if raw is None else raw, "category", bad)
-    if raw is None:
-        bad(f"needs `category: marketing` or `category: transactional`: {_CATEGORY_CHOICE}")
-        return None
-    category: Category | None = _enum(Category, raw, "category", bad)
-    if category is Category.INTERNAL:
-        bad(
-            f"`category: internal` is for `channel: internal` (alerts to the team); a {channel} "
-            f"rule messages the user, so it is marketing or transactional: {_CATEGORY_CHOICE}"
-        )
-        return None
-    return category
-
-
-def _after(raw: Any, event_types: dict[str, EventType], bad: Any) -> After | None:
-    if raw is None:
-        return None
-    if not isinstance(raw, dict) or "event" not in raw or "within" not in raw:
-        bad("`after` needs `event` and `within` (e.g. {event: signup_completed, within: 24h})")
-        return None
-    if not isinstance(raw["event"], str) or raw["event"] not in event_types:
-        bad(f"`after.event: {raw['event']}` is not a declared event type")
-        return None
-    match = _DURATION.match(str(raw["within"]))
-    if not match:
-        bad(f"`after.within: {raw['within']}` is not a duration like 30m, 24h or 7d")
-        return None
-    seconds = int(match[1]) * _UNITS[match[2]]
-    if seconds > _LONGEST_WINDOW_S:
-        bad(f"`after.within: {raw['within']}` is longer than the longest window, 3650d")
-        return None
-    return After(raw["event"], timedelta(seconds=seconds), f"{int(match[1])}{match[2]}")
 
 
 def _templates(
@@ -312,15 +255,6 @@ def _sample_problems(
     if use.template in loadable:
         found += template_problems(templates, use.template, event_type, traits)
     return [f"rule {use.rule_id}: {problem}" for problem in found]
-
-
-def _is_folder_name(value: Any) -> bool:
-    return (
-        isinstance(value, str)
-        and value.strip() == value != ""
-        and not any(sep in value for sep in "/\\\x00")
-        and value not in (".", "..")
-    )
 
 
 def _digest(value: Any) -> str:

@@ -1,0 +1,79 @@
+"""Readers of a rule's keys (limit, category, after, template), each telling ``bad`` what
+is wrong with the value it was given and returning None for it."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from typing import Any
+
+from herald.rules.definition import After, Category, EventType
+
+Problem = Callable[[str], None]  # takes what is wrong, without the rule's name
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
+_LONGEST_WINDOW_S = 3650 * 86_400  # ten years; event times are bounded to suit (timeutil)
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def read_enum(kind: Any, value: Any, field: str, bad: Problem) -> Any:
+    try:
+        return kind(value)
+    except (ValueError, TypeError):
+        bad(f"unknown {field} {value!r} (known: {[m.value for m in kind]})")
+        return None
+
+
+# Why a rule that messages the user must say which kind it is: no default is safe, as
+# one would either skip consent for marketing or hold back a password reset.
+_CATEGORY_CHOICE = (
+    "`marketing` is sent only with the user's consent (a stated marketing_opt_in must be "
+    "true) and honours unsubscribes; `transactional` is about the user's own account and "
+    "is sent whatever they opted in to or unsubscribed from"
+)
+
+
+def read_category(raw: Any, channel: Any, bad: Problem) -> Category | None:
+    if channel not in ("email", "sms"):  # internal alerts, or a channel said to be unknown
+        return read_enum(Category, Category.INTERNAL if raw is None else raw, "category", bad)
+    if raw is None:
+        bad(f"needs `category: marketing` or `category: transactional`: {_CATEGORY_CHOICE}")
+        return None
+    category: Category | None = read_enum(Category, raw, "category", bad)
+    if category is Category.INTERNAL:
+        bad(
+            f"`category: internal` is for `channel: internal` (alerts to the team); a {channel} "
+            f"rule messages the user, so it is marketing or transactional: {_CATEGORY_CHOICE}"
+        )
+        return None
+    return category
+
+
+def read_after(raw: Any, event_types: Mapping[str, EventType], bad: Problem) -> After | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or "event" not in raw or "within" not in raw:
+        bad("`after` needs `event` and `within` (e.g. {event: signup_completed, within: 24h})")
+        return None
+    if not isinstance(raw["event"], str) or raw["event"] not in event_types:
+        bad(f"`after.event: {raw['event']}` is not a declared event type")
+        return None
+    match = _DURATION.match(str(raw["within"]))
+    if not match:
+        bad(f"`after.within: {raw['within']}` is not a duration like 30m, 24h or 7d")
+        return None
+    seconds = int(match[1]) * _UNITS[match[2]]
+    if seconds > _LONGEST_WINDOW_S:
+        bad(f"`after.within: {raw['within']}` is longer than the longest window, 3650d")
+        return None
+    return After(raw["event"], timedelta(seconds=seconds), f"{int(match[1])}{match[2]}")
+
+
+def is_folder_name(value: Any) -> bool:
+    return (
+        isinstance(value, str)
+        and value.strip() == value != ""
+        and not any(sep in value for sep in "/\\\x00")
+        and value not in (".", "..")
+    )
