@@ -27,7 +27,7 @@ from herald.rules.templates import TemplateProblem, TemplateSet
 
 T = TypeVar("T")  # what a caller's ``read_settings`` makes of the rule file
 
-_RULE_KEYS = {
+RULE_KEYS = {
     "id",
     "trigger",
     "when",
@@ -172,8 +172,8 @@ def _rules(
         if rule_id in seen:
             bad("duplicate id")
         seen.add(rule_id)
-        for key in sorted(map(str, set(spec) - _RULE_KEYS)):
-            bad(f"unknown key `{key}` (known: {sorted(_RULE_KEYS)})")
+        for key in sorted(map(str, set(spec) - RULE_KEYS)):
+            bad(f"unknown key `{key}` (known: {sorted(RULE_KEYS)})")
         on = spec.get("trigger")
         if not isinstance(on, str) or on not in event_types:
             bad(f"`trigger: {on}` is not a declared event type ({sorted(event_types)})")
