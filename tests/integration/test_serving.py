@@ -4,6 +4,7 @@ binds, tags every response with a request id, and keeps personal data out of its
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -270,6 +271,59 @@ def test_serve_refuses_a_broken_rule_file_naming_the_file_and_the_problem(tmp_pa
     message = one_line(result.stderr)
     assert str(rules) in message
     assert "signup_exploded" in message and "not a declared event type" in message
+
+
+@pytest.mark.parametrize(
+    ("api_host", "metrics_host"),
+    [("127.0.0.1", "127.0.0.1"), ("0.0.0.0", "127.0.0.1"), ("127.0.0.1", "localhost")],
+    ids=["same address", "every address", "a name for the same address"],
+)
+def test_serve_refuses_a_metrics_port_that_is_the_api_s_own_before_announcing(
+    tmp_path: Path, api_host: str, metrics_host: str
+) -> None:
+    """Let through, the dispatcher process could never bind it: restarted every second
+    for ever, while /readyz said ready and nothing was delivered."""
+    port = free_port()
+    env = herald_environment(
+        HERALD_PORT=str(port),
+        HERALD_METRICS_PORT=str(port),
+        HERALD_METRICS_HOST=metrics_host,
+        HERALD_ADMIN_TOKEN="admin-secret",
+        HERALD_INGEST_TOKEN="ingest-secret",
+    )
+
+    result = run_herald(
+        ["serve", "--host", api_host, "--database", sqlite_url(tmp_path)],
+        env=env,
+        cwd=tmp_path,
+        timeout=10,
+    )
+
+    assert result.returncode == 1, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: the metrics port (HERALD_METRICS_PORT) is the API's port: ")
+    assert line.endswith("; give the metrics a port of their own")
+    assert f"{api_host}:{port}" in line
+    assert not (tmp_path / "herald.db").exists()
+
+
+def test_serve_refuses_an_api_port_already_taken_before_announcing(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_herald(
+            ["serve", "--port", str(port), "--database", sqlite_url(tmp_path)],
+            env=herald_environment(),
+            cwd=tmp_path,
+            timeout=10,
+        )
+
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: cannot serve the API on 127.0.0.1:{port}: Address already in use"
+    ]
+    assert not (tmp_path / "herald.db").exists()
 
 
 # --- what it prints -------------------------------------------------------------------

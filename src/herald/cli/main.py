@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from herald.cli.common import DatabaseOpt, RulesOpt, fail, preflight, say, settings_from
+from herald.cli.listening import check_serve_ports, host_port
 from herald.cli.maintenance import db_app, messages_app, prune
 from herald.cli.rules import rules_app
 from herald.config import Settings
@@ -75,12 +76,9 @@ def serve(
     if problem:
         fail(problem, code=2)
     configure_logging(settings.log_level, settings.log_format)  # uvicorn's lines too
+    check_serve_ports(settings)
     preflight(settings, create_database=True)
     apart = settings.dispatcher and settings.dispatcher_process
-    if apart and settings.metrics_port is not None:
-        # The dispatcher process serves them: taken, it would fail and be restarted for
-        # ever, while the API went on taking events that nothing delivers.
-        _check_free(settings.metrics_host, settings.metrics_port, "metrics")
     # API processes and the dispatcher process read their settings from the environment;
     # with a dispatcher process of their own, the API processes deliver nothing.
     # Several API processes are uvicorn's children: each stops when this process is gone.
@@ -178,17 +176,6 @@ def worker(
             metrics_server.shutdown()
 
 
-def _check_free(host: str, port: int, what: str) -> None:
-    import socket
-
-    try:
-        with socket.create_server((host, port)):
-            pass
-    except OSError as exc:
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
-        fail(f"cannot serve {what} on {host}:{port}: {reason}")
-
-
 def _exit_on_signal(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
@@ -215,7 +202,7 @@ def _serve_metrics(settings: Settings, registry: CollectorRegistry) -> WSGIServe
     try:
         server, _thread = start_http_server(port, addr=host, registry=registry)
     except OSError as exc:
-        fail(f"cannot serve metrics on {host}:{port}: {exc.strerror}")
+        fail(f"cannot serve metrics on {host_port(host, port)}: {exc.strerror or exc}")
     say(settings, f"metrics on http://{host}:{port}/metrics")
     return server
 
