@@ -4,6 +4,7 @@ binds, tags every response with a request id, and keeps personal data out of its
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -359,6 +360,31 @@ def test_the_startup_line_shows_the_database_without_its_password(
 
     assert password not in output
     assert f"{make_url(url).username}:***@" in output
+
+
+def ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="this machine has no IPv6 loopback")
+def test_the_startup_line_writes_an_ipv6_address_as_a_url_takes_it(tmp_path: Path) -> None:
+    port = free_port()
+    with HeraldProcess("ipv6", log_dir=tmp_path) as server:
+        server.start(
+            ["serve", "--host", "::1", "--port", str(port), "--database", sqlite_url(tmp_path)],
+            herald_environment(),
+            cwd=tmp_path,
+        )
+        server.wait_for_output("Herald on ")
+        [announced] = re.findall(r"Herald on (\S+) ", server.output())
+
+        assert announced == f"http://[::1]:{port}"
+        server.wait_healthy(announced + "/healthz", timeout=10)  # the URL as printed works
 
 
 # --- request ids ---------------------------------------------------------------------

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from herald.cli.common import DatabaseOpt, RulesOpt, fail, preflight, say, settings_from
-from herald.cli.listening import check_serve_ports, host_port
+from herald.cli.listening import check_serve_ports, host_port, http_url
 from herald.cli.maintenance import db_app, messages_app, prune
 from herald.cli.rules import rules_app
 from herald.config import Settings
@@ -96,7 +96,7 @@ def serve(
     )
     say(
         settings,
-        f"Herald on http://{settings.host}:{settings.port} (docs at /docs), "
+        f"Herald on {http_url(settings.host, settings.port)} (docs at /docs), "
         f"database {hide_password(settings.database_url)}, {settings.workers} API "
         f"process{'es' if settings.workers > 1 else ''}, "
         f"delivery {delivery}",
@@ -203,7 +203,7 @@ def _serve_metrics(settings: Settings, registry: CollectorRegistry) -> WSGIServe
         server, _thread = start_http_server(port, addr=host, registry=registry)
     except OSError as exc:
         fail(f"cannot serve metrics on {host_port(host, port)}: {exc.strerror or exc}")
-    say(settings, f"metrics on http://{host}:{port}/metrics")
+    say(settings, f"metrics on {http_url(host, port, '/metrics')}")
     return server
 
 
