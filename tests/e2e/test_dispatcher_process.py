@@ -11,10 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.support.events import opted_in_signup
 from tests.support.ports import free_port
-from tests.support.processes import HeraldProcess, herald_environment
+from tests.support.processes import HeraldProcess, herald_environment, run_herald
 
 DISPATCHER_LINE = re.compile(r"dispatcher \S+:(\d+) on ")
 
@@ -124,6 +125,61 @@ def test_an_inline_dispatcher_delivers_from_the_server_itself(tmp_path: Path) ->
         assert dispatcher_pids(server) == []
     finally:
         server.stop()
+
+
+def test_an_inline_dispatcher_serves_its_delivery_counters_on_the_metrics_port_too(
+    tmp_path: Path,
+) -> None:
+    """The scrape target a dispatcher process would serve stays where the operator put
+    it when delivery moves onto the API's event loop."""
+    outbox = tmp_path / "outbox.jsonl"
+    metrics_port = free_port()
+    server, base = start_server(
+        tmp_path, "--dispatcher-inline", HERALD_METRICS_PORT=str(metrics_port)
+    )
+    try:
+        post_signup(base, "u1")
+        eventually(lambda: lines(outbox) == 1, "the welcome email is sent")
+
+        counters = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+        assert 'herald_deliveries_total{channel="email",status="sent"} 1.0' in counters
+        assert f"metrics on http://127.0.0.1:{metrics_port}/metrics" in server.output()
+    finally:
+        server.stop()
+
+
+def test_a_server_that_delivers_nothing_says_it_leaves_the_metrics_port_alone(
+    tmp_path: Path,
+) -> None:
+    """A deployment sharing its variables between `herald serve --no-dispatcher` and
+    `herald worker` sets HERALD_METRICS_PORT for both: the worker's to serve."""
+    metrics_port = free_port()
+    server, _base = start_server(tmp_path, "--no-dispatcher", HERALD_METRICS_PORT=str(metrics_port))
+    try:
+        assert "HERALD_METRICS_PORT is not served: this server delivers nothing" in (
+            server.output()
+        )
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5)
+    finally:
+        server.stop()
+
+
+def test_inline_dispatchers_in_several_api_processes_refuse_one_metrics_port(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    result = run_herald(
+        ["serve", "--dispatcher-inline", "--workers", "2", "--port", str(port)],
+        env=herald_environment(HERALD_METRICS_PORT=str(free_port())),
+        cwd=tmp_path,
+        timeout=10,
+    )
+
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: HERALD_METRICS_PORT cannot serve 2 API processes")
+    assert not (tmp_path / "herald.db").exists()
 
 
 def children(pid: int) -> list[int]:

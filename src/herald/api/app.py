@@ -22,6 +22,7 @@ from herald.api.schemas import MAX_EVENT_BYTES
 from herald.bootstrap import Runtime, build_runtime
 from herald.config import Settings
 from herald.observability.logging import first_line
+from herald.observability.metrics import serve_metrics
 from herald.orphans import parent_gone
 from herald.store.database import unavailable
 
@@ -36,6 +37,14 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = runtime_factory(settings)
         app.state.runtime = runtime
+        # Delivering on this loop, the process serves the metrics port that a dispatcher
+        # process would: the same registry as /metrics, delivery counters included.
+        port = settings.metrics_port
+        stop_metrics = (
+            serve_metrics(runtime.metrics.registry, settings.metrics_host, port)
+            if runtime.dispatcher is not None and port is not None
+            else None
+        )
         await runtime.start()
         # Everything built so far lives as long as the process: moving it out of the
         # collector's sight makes each collection walk only the requests' own objects
@@ -51,6 +60,8 @@ def create_app(
         finally:
             if watchdog is not None:
                 watchdog.cancel()
+            if stop_metrics is not None:
+                await asyncio.to_thread(stop_metrics)
             await runtime.stop()
 
     app = FastAPI(

@@ -89,13 +89,19 @@ def _addresses_of(host: str) -> set[ipaddress.IPv4Address | ipaddress.IPv6Addres
 
 def check_serve_ports(settings: Settings) -> None:
     """Exit 1 in one line if ``herald serve`` could not have its ports: the API's, and
-    the metrics port of its dispatcher process. A metrics port found taken only by the
+    the metrics port of the process that delivers (its dispatcher process, or the API
+    process itself with the dispatcher inline). A metrics port found taken only by the
     dispatcher process would fail it and have it restarted for ever, while the API went
     on taking events that nothing delivers."""
     check_free(settings.host, settings.port, "the API")
-    apart = settings.dispatcher and settings.dispatcher_process
-    if settings.metrics_port is None or not apart:
+    if settings.metrics_port is None or not settings.dispatcher:
         return
+    if not settings.dispatcher_process and settings.workers > 1:
+        fail(
+            f"HERALD_METRICS_PORT cannot serve {settings.workers} API processes that each "
+            "deliver inline and count their own deliveries: deliver from the dispatcher "
+            "process (--dispatcher-process, the default), or scrape each process's /metrics"
+        )
     metrics = (settings.metrics_host, settings.metrics_port)
     problem = shared_port_problem((settings.host, settings.port), metrics)
     if problem:

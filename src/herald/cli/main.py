@@ -18,7 +18,7 @@ from herald.config import Settings
 from herald.orphans import parent_gone
 
 if TYPE_CHECKING:
-    from wsgiref.simple_server import WSGIServer
+    from collections.abc import Callable
 
     from prometheus_client import CollectorRegistry
 
@@ -101,6 +101,7 @@ def serve(
         f"process{'es' if settings.workers > 1 else ''}, "
         f"delivery {delivery}",
     )
+    _say_where_metrics_go(settings, inline=settings.dispatcher and not apart)
     # uvicorn re-raises the signal that stopped it once it has shut down: let SIGTERM then
     # unwind as an exception, not end the process at once, so the dispatcher stops too.
     signal.signal(signal.SIGTERM, _exit_on_signal)
@@ -155,7 +156,7 @@ def worker(
     runtime = build_runtime(settings)  # with a dispatcher: settings.dispatcher is on
     assert runtime.dispatcher is not None
     worker_id = runtime.dispatcher.worker_id
-    metrics_server = _serve_metrics(settings, runtime.metrics.registry)
+    stop_metrics = _serve_metrics(settings, runtime.metrics.registry)
 
     async def run() -> None:
         stopping = asyncio.Event()
@@ -172,8 +173,24 @@ def worker(
     try:
         asyncio.run(run())
     finally:
-        if metrics_server is not None:
-            metrics_server.shutdown()
+        if stop_metrics is not None:
+            stop_metrics()
+
+
+def _say_where_metrics_go(settings: Settings, *, inline: bool) -> None:
+    """The metrics port belongs to the process that delivers (a dispatcher process says
+    so itself when it starts serving it)."""
+    if settings.metrics_port is None:
+        return
+    if inline:
+        url = http_url(settings.metrics_host, settings.metrics_port, "/metrics")
+        say(settings, f"metrics on {url} (as at the API's /metrics)")
+    elif not settings.dispatcher:
+        say(
+            settings,
+            "HERALD_METRICS_PORT is not served: this server delivers nothing, and the "
+            "metrics port is for the process that does (herald worker --metrics-port)",
+        )
 
 
 def _exit_on_signal(signum: int, _frame: object) -> None:
@@ -192,19 +209,20 @@ async def _stop_without_parent(
     stopping.set()
 
 
-def _serve_metrics(settings: Settings, registry: CollectorRegistry) -> WSGIServer | None:
-    """Delivery counters and outbox gauges at /metrics, on a thread of their own."""
+def _serve_metrics(settings: Settings, registry: CollectorRegistry) -> Callable[[], None] | None:
+    """Delivery counters and outbox gauges at /metrics, on a thread of their own; what
+    stops them."""
     if settings.metrics_port is None:
         return None
-    from prometheus_client import start_http_server
+    from herald.observability.metrics import serve_metrics
 
     host, port = settings.metrics_host, settings.metrics_port
     try:
-        server, _thread = start_http_server(port, addr=host, registry=registry)
+        stop = serve_metrics(registry, host, port)
     except OSError as exc:
         fail(f"cannot serve metrics on {host_port(host, port)}: {exc.strerror or exc}")
     say(settings, f"metrics on {http_url(host, port, '/metrics')}")
-    return server
+    return stop
 
 
 app.command()(prune)  # after serve and worker, so --help lists them first

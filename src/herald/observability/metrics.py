@@ -81,6 +81,22 @@ class Metrics:
         self.registry.register(_OutboxCollector(read))
 
 
+def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> Callable[[], None]:
+    """Serve ``registry`` at ``http://host:port/metrics`` on a thread of its own; returns
+    what stops the server and frees the port. Raises ``OSError`` when the port cannot
+    be had."""
+    from prometheus_client import start_http_server
+
+    server, thread = start_http_server(port, addr=host, registry=registry)
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+    return stop
+
+
 class _OutboxCollector(Collector):
     def __init__(self, read: Callable[[], tuple[dict[str, int], int, float]]) -> None:
         self._read = read
