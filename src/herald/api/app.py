@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request, Response
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from herald import __version__
+from herald.api.deps import RETRY_AFTER_UNAVAILABLE
 from herald.api.direct import DirectRoutes
 from herald.api.middleware import RequestEdge
 from herald.api.routes import admin, audit, events, health
@@ -105,7 +106,12 @@ async def _database_unavailable(_request: Request, exc: Exception) -> Response:
         raise exc
     log.warning("database unavailable: %s", first_line(getattr(exc, "orig", None) or exc))
     body = {"detail": "the database is unavailable; retry"}
-    return Response(orjson.dumps(body), status_code=503, media_type="application/json")
+    return Response(
+        orjson.dumps(body),
+        status_code=503,
+        media_type="application/json",
+        headers=RETRY_AFTER_UNAVAILABLE,
+    )
 
 
 async def _stop_without(server_pid: int, every_s: float = 0.5) -> None:

@@ -17,6 +17,10 @@ async def get_runtime(request: Request) -> Runtime:
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
+# On a 503 for an unavailable database: clients that retry at once, thousands a second,
+# would only add to the load of a database coming back.
+RETRY_AFTER_UNAVAILABLE = {"Retry-After": "5"}
+
 
 def _check_bearer(request: Request, expected: str | None) -> None:
     if expected is None:

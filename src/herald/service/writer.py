@@ -23,9 +23,10 @@ from typing import Protocol
 
 from herald.delivery.quiet_hours import HoldPolicy, no_hold
 from herald.domain.model import Event
+from herald.observability.outage import OutageLog
 from herald.rules.definition import RuleSet
 from herald.service.ingest import IngestResult, ingest
-from herald.store.database import Database
+from herald.store.database import Database, unavailable
 from herald.store.unit_of_work import UnitOfWork, WriteLockBusy, when_unlocked
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,11 @@ _SMALL_BATCH = 16  # events: a ThreadWriter's batch this small waits a little fo
 class IngestFailed(RuntimeError):
     """Nothing of the request was stored: the database failed, or Herald is stopping.
     The client may retry."""
+
+
+class DatabaseUnavailable(IngestFailed):
+    """Nothing of the request was stored: the database cannot serve for now (down,
+    unreachable, locked, read-only, full). The client should retry in a few seconds."""
 
 
 class Writer(Protocol):
@@ -81,6 +87,7 @@ class _Committer:
         self._clock = clock
         self._hold = hold
         self._on_commit = on_commit
+        self._outage = OutageLog(log, "ingestion")
 
     def write(self, jobs: list[_Job], *, wait: bool = True) -> None:
         """Commit ``jobs`` and answer them. ``wait=False``: raise ``WriteLockBusy``, having
@@ -89,7 +96,13 @@ class _Committer:
             results = self._commit([event for events, _ in jobs for event in events], wait)
         except WriteLockBusy:
             raise
-        except Exception:
+        except Exception as exc:
+            if unavailable(exc):
+                # Each request would fail alike: one at a time would only knock again.
+                self._outage.failed(exc, requests=len(jobs))
+                for _, answer in jobs:
+                    answer.set_exception(DatabaseUnavailable("the database is unavailable"))
+                return
             if len(jobs) == 1:
                 log.exception("ingestion failed; the request is answered with an error")
                 jobs[0][1].set_exception(IngestFailed("could not store the events"))
@@ -99,6 +112,7 @@ class _Committer:
             for job in jobs:
                 self.write([job])
             return
+        self._outage.succeeded()
         offset = 0
         for events, answer in jobs:
             answer.set_result(results[offset : offset + len(events)])
@@ -169,7 +183,9 @@ class LoopWriter:
         except WriteLockBusy:
             log.error("the database stayed locked by another process; requests fail")
             for _, answer in jobs:
-                answer.set_exception(IngestFailed("the database is locked by another process"))
+                answer.set_exception(
+                    DatabaseUnavailable("the database is locked by another process")
+                )
 
 
 class _LoopAnswer:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
 
-from herald.api.deps import ingest_runtime
+from herald.api.deps import RETRY_AFTER_UNAVAILABLE, ingest_runtime
 from herald.api.schemas import (
     MAX_EVENT_BYTES,
     BatchIn,
@@ -24,7 +24,7 @@ from herald.api.schemas import (
 from herald.bootstrap import Runtime
 from herald.service.ingest import IngestResult, IngestStatus
 from herald.service.intake import Rejection, to_event
-from herald.service.writer import IngestFailed
+from herald.service.writer import DatabaseUnavailable, IngestFailed
 
 router = APIRouter(tags=["events"])  # the ingest token is checked by ingest_runtime()
 # Answered before the endpoint runs (the ingest token, the request edge's checks).
@@ -40,7 +40,8 @@ EDGE_RESPONSES: dict[int | str, dict[str, Any]] = {
     },
     503: {
         "model": ClientError,
-        "description": "The database is unavailable: nothing was stored, retry",
+        "description": "The database is unavailable: nothing was stored, retry (after "
+        "`Retry-After` seconds)",
     },
 }
 _event = TypeAdapter(EventIn)
@@ -84,9 +85,11 @@ def _result_json(result: IngestResult) -> dict[str, Any]:
 async def _store(runtime: Runtime, events: list[Any]) -> list[IngestResult]:
     try:
         return await runtime.writer.ingest(events)
-    except IngestFailed:
+    except IngestFailed as exc:
         raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE, "storage unavailable; retry"
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "storage unavailable; retry",
+            headers=RETRY_AFTER_UNAVAILABLE if isinstance(exc, DatabaseUnavailable) else None,
         ) from None
 
 

@@ -1,0 +1,125 @@
+"""Ingestion through an outage of the database, as a client and an operator see it: each
+request answers 503 with a Retry-After, and the log holds one traceback for the outage,
+not one per request (at thousands of requests a second, those would bury everything
+else), then one line when events are stored again. A bug still logs every failure."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
+
+from herald.api.app import create_app
+from herald.config import Settings
+from herald.store.database import Database
+from herald.store.migrate import upgrade
+from tests.support.processes import scratch_postgres_database
+
+WRITER = "herald.service.writer"
+
+
+def signup(user: str) -> dict[str, Any]:
+    return {
+        "user_id": user,
+        "event_type": "signup_completed",
+        "event_timestamp": "2025-11-03T10:00:00Z",
+        "user_traits": {"email": f"{user}@example.com", "marketing_opt_in": True},
+    }
+
+
+def migrated(url: str) -> str:
+    database = Database(url)
+    upgrade(database)
+    database.dispose()
+    return url
+
+
+@contextmanager
+def connections_refused(admin_url: str, url: str) -> Iterator[None]:
+    """The database of ``url`` refuses every connection, those open included, for as long
+    as the context lasts (as in the outage an operator would cause with ALTER DATABASE)."""
+    name = make_url(url).database
+    admin = create_engine(
+        admin_url.replace("postgresql://", "postgresql+psycopg://", 1),
+        isolation_level="AUTOCOMMIT",
+    )
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        connection.exec_driver_sql(
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+        )
+    try:
+        yield
+    finally:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        admin.dispose()
+
+
+def writer_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [record for record in caplog.records if record.name == WRITER]
+
+
+@pytest.mark.postgres
+def test_an_outage_answers_503_with_retry_after_and_logs_one_traceback_then_its_end(
+    postgres_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with scratch_postgres_database(postgres_url) as url:
+        settings = Settings(
+            database_url=migrated(url),
+            dispatcher=False,
+            outbox_file=str(tmp_path / "outbox.jsonl"),
+        )
+        with TestClient(create_app(settings)) as client:
+            assert client.post("/events", json=signup("u_0")).status_code == 202
+            with (
+                caplog.at_level(logging.INFO, logger=WRITER),
+                connections_refused(postgres_url, url),
+            ):
+                refused = [client.post("/events", json=signup(f"u_{n}")) for n in range(1, 21)]
+                audit = client.get("/audit/u_0")
+            with caplog.at_level(logging.INFO, logger=WRITER):
+                stored = client.post("/events", json=signup("u_21"))
+
+    assert {answer.status_code for answer in refused} == {503}
+    assert {answer.headers.get("retry-after") for answer in refused} == {"5"}
+    assert audit.status_code == 503 and audit.headers["retry-after"] == "5"
+    assert stored.status_code == 202
+    lines = writer_lines(caplog)
+    assert [line.levelname for line in lines if line.exc_info] == ["ERROR"]
+    assert "the database is unavailable" in lines[0].getMessage()
+    # Twenty failures within a few seconds: at most a counted line between first and last.
+    assert len(lines) <= 3
+    assert lines[-1].getMessage().startswith("ingestion succeeds again")
+    assert "20 request(s) failed" in lines[-1].getMessage()
+
+
+def test_a_failure_that_is_a_bug_logs_its_traceback_every_time_and_no_retry_after(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = migrated(f"sqlite:///{tmp_path / 'herald.db'}")
+    database = Database(url)
+    with database.writer.begin() as connection:
+        connection.exec_driver_sql(
+            "CREATE TRIGGER poison BEFORE INSERT ON events WHEN NEW.user_id = 'u_poison' "
+            "BEGIN SELECT RAISE(ABORT, 'poisoned by the test'); END"
+        )
+    database.dispose()
+    settings = Settings(
+        database_url=url, dispatcher=False, outbox_file=str(tmp_path / "outbox.jsonl")
+    )
+    with TestClient(create_app(settings)) as client, caplog.at_level(logging.INFO, logger=WRITER):
+        answers = [client.post("/events", json=signup("u_poison")) for _ in range(3)]
+
+    assert {answer.status_code for answer in answers} == {503}
+    assert not any("retry-after" in answer.headers for answer in answers)
+    tracebacks = [line for line in writer_lines(caplog) if line.exc_info]
+    assert len(tracebacks) == 3
+    assert all("unavailable" not in line.getMessage() for line in tracebacks)
