@@ -63,6 +63,26 @@ def test_a_command_that_changes_rows_refuses_a_schema_it_does_not_know(
     assert "run `herald db upgrade --database URL` first" in result.output
 
 
+@pytest.mark.parametrize("command", [*COMMANDS, "serve", "worker"])
+def test_a_file_that_is_not_an_sqlite_database_is_named_and_said_to_be_so(
+    command: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "customers.csv"
+    path.write_text("name,email\nmaria,maria@example.com\n" * 40, encoding="utf-8")
+    args = [*COMMANDS.get(command, [command]), "--database", f"sqlite:///{path}"]
+    if command == "serve":
+        args += ["--port", str(free_port())]
+
+    result = run_herald(args, env=herald_environment(), cwd=tmp_path)
+
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: {path} is not an SQLite database: name Herald's database with --database "
+        "or HERALD_DATABASE_URL"
+    ]
+    assert path.read_text(encoding="utf-8").startswith("name,email\n")  # left as it was
+
+
 @pytest.mark.parametrize("command", ["serve", "worker"])
 def test_serve_and_worker_refuse_a_broken_rule_file_listing_every_problem(
     command: str, tmp_path: Path

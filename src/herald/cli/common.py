@@ -126,6 +126,11 @@ def open_database(
         said = first_line(getattr(exc, "orig", None) or exc)
         if "readonly" in said:  # SQLite in a folder it cannot write its log to
             _refuses_writes(said, path)
+        if path is not None and "not a database" in said:  # SQLite's SQLITE_NOTADB
+            fail(
+                f"{path.resolve()} is not an SQLite database: name Herald's database with "
+                "--database or HERALD_DATABASE_URL"
+            )
         fail(f"cannot reach the database: {type(exc).__name__}: {said}")
     # Every command that opens the database writes to it: a read-only one would start,
     # say it is ready, and then refuse every event.
