@@ -69,6 +69,12 @@ class Settings(BaseSettings):
 
     def exposure_problem(self) -> str | None:
         """Why it is unsafe to serve on ``host`` with these settings, if it is."""
+        if self.admin_token is not None and self.admin_token == self.ingest_token:
+            return (
+                "refusing to start: HERALD_ADMIN_TOKEN is the same as HERALD_INGEST_TOKEN, "
+                "so every client that sends events could read the audit's personal data "
+                "and change users' preferences; give the admin a token of its own"
+            )
         if is_loopback_host(self.host) or (self.admin_token and self.ingest_token):
             return None
         return (

@@ -118,6 +118,26 @@ def test_serve_on_a_public_host_starts_when_both_tokens_are_set_and_guards_the_a
         assert admin.status_code == 404  # let in; there is no such user yet
 
 
+@pytest.mark.parametrize("host", ["0.0.0.0", "127.0.0.1"])
+def test_serve_refuses_an_admin_token_that_is_the_ingest_token(tmp_path: Path, host: str) -> None:
+    """Every client allowed to send events would hold the key to the audit."""
+    same = "one-token-for-everything"
+    result = run_herald(
+        ["serve", "--host", host, "--port", str(free_port()), "--database", sqlite_url(tmp_path)],
+        env=herald_environment(HERALD_ADMIN_TOKEN=same, HERALD_INGEST_TOKEN=same),
+        cwd=tmp_path,
+        timeout=10,
+    )
+
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(
+        "error: refusing to start: HERALD_ADMIN_TOKEN is the same as HERALD_INGEST_TOKEN"
+    )
+    assert same not in result.stderr
+    assert not (tmp_path / "herald.db").exists()
+
+
 def test_serve_refuses_an_in_memory_sqlite_database(tmp_path: Path) -> None:
     result = run_herald(
         ["serve", "--port", str(free_port()), "--database", "sqlite:///:memory:"],
