@@ -3,6 +3,7 @@ go in small transactions, pending messages stay, and the audit says what was pru
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,6 +22,7 @@ from herald.domain.model import Event
 from herald.domain.timeutil import to_micros
 from herald.rules.definition import RuleSet
 from herald.rules.loader import load_ruleset
+from herald.service.audit import user_audit
 from herald.service.ingest import ingest
 from herald.service.retention import PruneTotals, prune_history
 from herald.store.database import Database
@@ -259,6 +261,14 @@ def test_herald_prune_deletes_history_older_than_the_given_age_and_reports_count
     assert result.exit_code == 0, result.output
     assert "pruned 3 events and 0 messages" in result.output
     assert "redacted 3 messages" in result.output  # welcome emails keep their limit
+    # The fence the rules now go by, printed as the audit shows it.
+    audit = user_audit(database, "u_a", limit=1, cursor=None)
+    assert audit is not None
+    shown = audit["user"]["history_pruned_before"]
+    assert shown.endswith("T00:00:00Z")
+    assert f"users whose events were pruned: history_pruned_before {shown} in their audit" in (
+        result.output
+    )
     assert "events: 2 deleted so far" in result.output
     assert event_ids(database) == {"evt_u_d_signup"}
     assert message_status_by_user(database) == {
@@ -286,6 +296,9 @@ def test_herald_prune_dry_run_reports_what_it_would_prune_and_changes_nothing(
     assert result.exit_code == 0, result.output
     assert "would prune 3 events and 0 messages" in result.output
     assert "would redact 2 messages" in result.output
+    [would] = re.findall(
+        r"would be pruned: history_pruned_before (\S+) in their audit", result.output
+    )
     assert event_ids(database) == {
         "evt_u_a_signup",
         "evt_u_b_signup",
@@ -296,6 +309,7 @@ def test_herald_prune_dry_run_reports_what_it_would_prune_and_changes_nothing(
     done = CliRunner().invoke(cli, ["prune", "--older-than", "400d", "--database", database_url])
     assert "pruned 3 events and 0 messages" in done.output  # as the dry run said
     assert "redacted 2 messages" in done.output
+    assert f"were pruned: history_pruned_before {would} in their audit" in done.output
 
 
 @pytest.mark.parametrize(

@@ -27,6 +27,13 @@ def test_help_names_the_environment_variables(command: list[str], variables: lis
         assert variable in result.output
 
 
+def test_prune_help_shows_both_forms_of_an_age() -> None:
+    result = CliRunner().invoke(app, ["prune", "--help"], env={"COLUMNS": "200"})
+
+    assert result.exit_code == 0, result.output
+    assert "400d" in result.output and "36h" in result.output
+
+
 @pytest.mark.parametrize(
     "command",
     [[], ["serve"], ["worker"], ["prune"], ["db", "upgrade"], ["messages", "retry"]],

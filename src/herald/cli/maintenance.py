@@ -85,7 +85,10 @@ def parse_age(text: str) -> timedelta:
 
 
 def prune(
-    older_than: Annotated[str, typer.Option("--older-than", help="at least 1d, e.g. 400d")],
+    older_than: Annotated[
+        str,
+        typer.Option("--older-than", help="an age in days or hours, at least 1d: 400d, 36h"),
+    ],
     database: DatabaseOpt = None,
     batch_size: Annotated[int, typer.Option(min=1, help="rows per transaction")] = 5000,
     rules: RulesOpt = None,
@@ -93,14 +96,15 @@ def prune(
         bool, typer.Option("--dry-run", help="count what would go, and change nothing")
     ] = False,
 ) -> None:
-    """Delete events and finished messages older than an age (at least 1d), in small
-    transactions.
+    """Delete events and finished messages older than an age (in days or hours, e.g. 400d
+    or 36h; at least 1d), in small transactions.
 
     Messages of rules limited once per user are redacted instead of deleted, so that
     their limit still holds after the history is gone."""
     from herald.bootstrap import utc_now
+    from herald.domain.timeutil import iso
     from herald.rules.loader import RuleFileError, load_ruleset
-    from herald.service.retention import count_prunable, prune_history
+    from herald.service.retention import count_prunable, history_fence, prune_history
 
     age = parse_age(older_than)
     settings = settings_from(database_url=database, rules=rules)
@@ -111,15 +115,19 @@ def prune(
     lifetime = ruleset.lifetime_rules()
     # Deleting from a schema this version does not know could delete the wrong rows.
     db = open_database(settings.database_url, schema="current")
-    cutoff = utc_now() - age
+    # Whole seconds: the moment printed is the one applied.
+    cutoff = (utc_now() - age).replace(microsecond=0)
+    fence = f"history_pruned_before {iso(history_fence(cutoff))} in their audit"
     if dry_run:
         totals = count_prunable(db, cutoff=cutoff, keep_rules=lifetime)
         db.dispose()
         console.print(
             f"would prune {totals.events} events and {totals.messages} messages "
-            f"from before {cutoff:%Y-%m-%d}; would redact {totals.redacted} "
+            f"from before {iso(cutoff)}; would redact {totals.redacted} "
             "messages kept for their once-per-user limits (dry run: nothing changed)"
         )
+        if totals.events:
+            console.print(f"users whose events would be pruned: {fence}")
         return
     totals = prune_history(
         db,
@@ -133,6 +141,9 @@ def prune(
     db.dispose()
     console.print(
         f"pruned {totals.events} events and {totals.messages} messages "
-        f"from before {cutoff:%Y-%m-%d}; redacted {totals.redacted} messages "
+        f"from before {iso(cutoff)}; redacted {totals.redacted} messages "
         "kept for their once-per-user limits"
     )
+    if totals.events:
+        # The end of the cutoff's UTC day, not the cutoff: what the rules go by from now on.
+        console.print(f"users whose events were pruned: {fence}")

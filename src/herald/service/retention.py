@@ -38,7 +38,7 @@ def prune_history(
     the rules skip their events dated before that, because a pruned message may have
     held that day's limit. The audit says so too."""
     cutoff_us = to_micros(cutoff)
-    marker_us = to_micros(next_utc_midnight(cutoff))
+    marker_us = to_micros(history_fence(cutoff))
     pruned_events = 0
     while True:
         with UnitOfWork(database) as uow:
@@ -52,6 +52,14 @@ def prune_history(
         progress("events", pruned_events)
     deleted, redacted = _prune_messages(database, cutoff_us, batch_size, keep_rules, progress)
     return PruneTotals(events=pruned_events, messages=deleted, redacted=redacted)
+
+
+def history_fence(cutoff: datetime) -> datetime:
+    """Where a prune at ``cutoff`` fences the history of the users whose events it
+    deletes (their audit's ``history_pruned_before``; the rules skip their events dated
+    before it): the end of the cutoff's UTC day, since that day's limits may have been
+    held by a message pruned with its event."""
+    return next_utc_midnight(cutoff)
 
 
 def count_prunable(
