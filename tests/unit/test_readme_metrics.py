@@ -1,0 +1,38 @@
+"""The README's account of the metrics names each labelled metric's labels as the code
+does: an operator writes PromQL from it (`sum by (status) (herald_deliveries_total)`)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from herald.observability.metrics import Metrics
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def labels_in_code() -> dict[str, tuple[str, ...]]:
+    """Each labelled metric's labels, as a scrape shows them, by the name PromQL uses."""
+    metrics = Metrics()
+    metrics.count_event("signup_completed", "accepted")
+    metrics.count_decision("WELCOME_EMAIL", "triggered")
+    metrics.count_delivery("email", "sent")
+    metrics.observe_ingest("event", 0.001)
+    labelled: dict[str, tuple[str, ...]] = {}
+    for family in metrics.registry.collect():
+        labels = tuple(key for key in family.samples[0].labels if key != "le")
+        if labels:
+            labelled[family.name + ("_total" if family.type == "counter" else "")] = labels
+    return labelled
+
+
+def test_every_labelled_metric_the_readme_names_is_given_its_labels_by_name() -> None:
+    text = " ".join(README.read_text(encoding="utf-8").split())
+    named = [name for name in labels_in_code() if f"`{name}`" in text]
+    assert "herald_deliveries_total" in named
+
+    for name in named:
+        labels = labels_in_code()[name]
+        described = re.search(rf"`{name}` by ((?:`\w+`(?:,? and |, )?)+)", text)
+        assert described, f"the README names {name} without its labels"
+        assert tuple(re.findall(r"`(\w+)`", described[1])) == labels, name
