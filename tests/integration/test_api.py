@@ -256,6 +256,40 @@ def test_an_integer_too_large_to_store_is_named_by_its_path(client: TestClient) 
     assert "64 bits" in error["msg"]
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/users/u_1/preferences", b'{"unsubscribed": ["em'),
+        ("POST", "/users/u_1/preferences", b'{"unsubscribed": ["fax"]}'),
+        ("GET", f"/audit/{'x' * 5000}", None),
+        ("GET", "/audit/u_1?limit=0", None),
+    ],
+)
+def test_every_route_answers_a_422_in_the_documented_shape_without_echoing_the_input(
+    client: TestClient, method: str, path: str, body: bytes | None
+) -> None:
+    headers = {"content-type": "application/json"}
+
+    response = client.request(method, path, content=body, headers=headers)
+
+    assert response.status_code == 422
+    errors = ValidationErrors.model_validate(response.json()).detail  # loc, msg, type only
+    assert errors and "x" * 200 not in response.text
+    assert all(error.msg for error in errors)
+
+
+def test_malformed_json_on_another_route_says_where_it_broke(client: TestClient) -> None:
+    response = client.post(
+        "/users/u_1/preferences",
+        content=b'{"unsubscribed": ["em',
+        headers={"content-type": "application/json"},
+    )
+
+    [error] = response.json()["detail"]
+    assert error["type"] == "json_invalid"
+    assert error["msg"].startswith("JSON decode error: ")
+
+
 @pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b'"text"', b""])
 def test_malformed_or_non_object_bodies_are_client_errors(client: TestClient, raw: bytes) -> None:
     response = client.post("/events", content=raw, headers={"content-type": "application/json"})

@@ -12,11 +12,13 @@ from contextlib import asynccontextmanager
 
 import orjson
 from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from herald import __version__
 from herald.api.deps import RETRY_AFTER_UNAVAILABLE
 from herald.api.direct import DirectRoutes
+from herald.api.errors import validation_errors
 from herald.api.middleware import RequestEdge
 from herald.api.routes import admin, audit, events, health
 from herald.api.schemas import MAX_EVENT_BYTES
@@ -95,6 +97,7 @@ def create_app(
     )
     for error in (OperationalError, InterfaceError):
         app.add_exception_handler(error, _database_unavailable)
+    app.add_exception_handler(RequestValidationError, validation_errors)
     return app
 
 
