@@ -61,7 +61,10 @@ def test_an_event_whose_data_breaks_a_template_skips_that_rule_only(
     assert broken.status is fine.status is IngestStatus.ACCEPTED
     email, alert = broken.decisions
     assert email.outcome is Outcome.SKIPPED and email.message_id is None
-    assert "could not be rendered: template balance: TypeError" in email.reason
+    assert email.reason == (
+        "the message could not be rendered: template balance: "
+        "user.balance is a string, not the number the rule file declares"
+    )
     assert alert.outcome is Outcome.TRIGGERED
     assert [d.outcome for d in fine.decisions] == [Outcome.TRIGGERED, Outcome.TRIGGERED]
     with database.reader.connect() as connection:

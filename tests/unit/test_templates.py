@@ -44,6 +44,44 @@ def test_a_missing_optional_value_renders_empty_at_send_time() -> None:
     assert rendered.subject == "Hello"
 
 
+MISTYPED = [(None, "null"), ({"given": "Ada"}, "an object"), (["Ada"], "a list"), (1, "a number")]
+
+
+@pytest.mark.parametrize(("name", "said"), MISTYPED)
+def test_a_trait_not_of_its_declared_type_is_false_in_a_test_as_an_absent_one(
+    name: object, said: str
+) -> None:
+    sources = {"hi": {"subject.txt": "Hi {{ user.name or 'there' }}", "body.txt": "x"}}
+    templates = TemplateSet(sources, traits={"name": "string"})
+
+    rendered = templates.render("hi", {"user": {"name": name, "plan": "pro"}, "event": {}})
+
+    assert rendered.subject == "Hi there"
+
+
+@pytest.mark.parametrize(("name", "said"), MISTYPED)
+@pytest.mark.parametrize("part", ["subject.txt", "body.html"])
+def test_a_trait_not_of_its_declared_type_is_never_printed_as_python(
+    name: object, said: str, part: str
+) -> None:
+    sources = {"hi": {"subject.txt": "Hi", "body.txt": "x", part: "Dear {{ user.name }}"}}
+    templates = TemplateSet(sources, traits={"name": "string"})
+
+    with pytest.raises(TemplateProblem) as refused:
+        templates.render("hi", {"user": {"name": name}, "event": {}})
+
+    assert f"user.name is {said}, not the string the rule file declares" in str(refused.value)
+
+
+def test_a_trait_of_its_declared_type_renders() -> None:
+    sources = {"hi": {"subject.txt": "{{ user.name }}, {{ user.seats }}", "body.txt": "x"}}
+    templates = TemplateSet(sources, traits={"name": "string", "seats": "integer"})
+
+    rendered = templates.render("hi", {"user": {"name": "Ada", "seats": 3}, "event": {}})
+
+    assert rendered.subject == "Ada, 3"
+
+
 def test_a_trait_named_like_a_dict_method_renders_the_trait() -> None:
     sources = {"t": {"subject.txt": "{{ user.items }} / {{ user.get('plan') }}", "body.txt": "x"}}
     rendered = TemplateSet(sources).render("t", {"user": {"items": 3, "plan": "pro"}, "event": {}})

@@ -25,7 +25,20 @@ class FieldError:
     msg: str
 
 
-def _type_matches(value: Any, type_name: str) -> bool:
+# The exact Python types orjson and pydantic parse each JSON type into (a bool is not a
+# number: JSON keeps them apart). A set lookup of ``type(value)``: the per-render check.
+PYTHON_TYPES: dict[str, frozenset[type]] = {
+    "string": frozenset({str}),
+    "number": frozenset({int, float}),
+    "integer": frozenset({int}),
+    "boolean": frozenset({bool}),
+    "object": frozenset({dict}),
+    "array": frozenset({list}),
+}
+
+
+def type_matches(value: Any, type_name: str) -> bool:
+    """Whether ``value`` is of the JSON type ``type_name`` names (``PROPERTY_TYPES``)."""
     # bool is an int in Python; JSON keeps them apart, and so do we.
     if type_name == "string":
         return isinstance(value, str)
@@ -52,7 +65,7 @@ def validate_properties(
                 errors.append(FieldError(loc, "field required"))
             continue
         value = properties[spec.name]
-        if not _type_matches(value, spec.type):
+        if not type_matches(value, spec.type):
             errors.append(FieldError(loc, f"must be of type {spec.type}, got {value!r}"))
             continue
         if spec.minimum is not None and value < spec.minimum:

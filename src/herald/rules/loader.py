@@ -120,7 +120,7 @@ def _parse(
     event_types = read_event_types(data.get("events"), problems)
     traits = read_traits(data.get("traits"), problems)
     rules, uses = _rules(data.get("rules"), event_types, problems)
-    templates, loadable = _templates(data, uses, template_dir, problems)
+    templates, loadable = _templates(data, uses, template_dir, traits, problems)
     for use in uses:
         problems.extend(_sample_problems(use, templates, loadable, event_types, traits))
     settings = read_settings(data, problems)
@@ -216,7 +216,11 @@ def _rules(
 
 
 def _templates(
-    data: dict[str, Any], uses: list[_Use], template_dir: Path, problems: list[str]
+    data: dict[str, Any],
+    uses: list[_Use],
+    template_dir: Path,
+    traits: dict[str, str],
+    problems: list[str],
 ) -> tuple[TemplateSet, set[str]]:
     """The templates the rules name that load, and their names."""
     directory = template_dir
@@ -235,7 +239,7 @@ def _templates(
             problems.extend(f"rule {rule_id}: {exc}" for rule_id in rule_ids)
         else:
             loadable.add(name)
-    return TemplateSet.from_directory(directory, sorted(loadable)), loadable
+    return TemplateSet.from_directory(directory, sorted(loadable), traits), loadable
 
 
 def _sample_problems(

@@ -18,6 +18,8 @@ from jinja2.exceptions import TemplateRuntimeError, UndefinedError
 from jinja2.sandbox import SandboxedEnvironment
 from jinja2.utils import missing
 
+from herald.domain.properties import PYTHON_TYPES
+
 PARTS = ("subject.txt", "body.txt", "body.html")
 
 
@@ -104,10 +106,20 @@ def _environment(undefined: type[Undefined], autoescape: bool) -> SandboxedEnvir
 
 class TemplateSet:
     """Compiled templates by name. ``render`` never raises on a missing optional trait:
-    at send time an absent value renders empty (the check already proved the names)."""
+    at send time an absent value renders empty (the check already proved the names).
 
-    def __init__(self, sources: Mapping[str, Mapping[str, str]]) -> None:
+    ``traits`` are the rule file's declared trait types. A trait the user's events gave
+    another type (an object for ``first_name: string``) or null is false in a test, as an
+    absent one is (``{{ user.first_name or "there" }}`` says "there"), and printed it
+    fails the render, naming the trait: never Python's spelling of it in a customer's
+    message (``Welcome aboard, {'given': 'Ada'}!``, ``Hi None,``)."""
+
+    def __init__(
+        self, sources: Mapping[str, Mapping[str, str]], traits: Mapping[str, str] | None = None
+    ) -> None:
         self._sources = {name: dict(parts) for name, parts in sources.items()}
+        self._traits = tuple((name, PYTHON_TYPES[kind]) for name, kind in (traits or {}).items())
+        self._declared = dict(traits or {})
         text_env = _environment(ChainableUndefined, autoescape=False)
         html_env = _environment(ChainableUndefined, autoescape=True)
         self._templates = {
@@ -115,7 +127,9 @@ class TemplateSet:
         }
 
     @classmethod
-    def from_directory(cls, directory: Path, names: Iterable[str]) -> TemplateSet:
+    def from_directory(
+        cls, directory: Path, names: Iterable[str], traits: Mapping[str, str] | None = None
+    ) -> TemplateSet:
         sources: dict[str, dict[str, str]] = {}
         for name in names:
             folder = directory / name
@@ -126,7 +140,7 @@ class TemplateSet:
                 for part in PARTS
                 if (folder / part).is_file()
             }
-        return cls(sources)
+        return cls(sources, traits)
 
     def source(self, name: str) -> dict[str, str]:
         """The text of each part of template ``name``."""
@@ -135,10 +149,30 @@ class TemplateSet:
     def render(self, name: str, context: Mapping[str, Any]) -> Rendered:
         """Render all parts; ``TemplateProblem`` when the data makes a part fail (e.g. a
         trait of an unexpected type given to a filter)."""
+        user = context.get("user")
+        if self._traits and isinstance(user, dict):
+            declared = self._as_declared(user)
+            if declared is not user:
+                context = {**context, "user": declared}
         try:
             return self._templates[name].render(context)
+        except UndefinedError as exc:  # a trait not of its declared type, printed
+            raise TemplateProblem(f"template {name}: {exc}") from None
         except Exception as exc:  # the template is the operator's, the data the client's
             raise TemplateProblem(f"template {name}: {type(exc).__name__}: {exc}") from None
+
+    def _as_declared(self, user: dict[str, Any]) -> dict[str, Any]:
+        wrong = [
+            name for name, types in self._traits if name in user and type(user[name]) not in types
+        ]
+        if not wrong:
+            return user
+        return {
+            key: _Mistyped(hint=_mistyped_hint(key, value, self._declared[key]), name=key)
+            if key in wrong
+            else value
+            for key, value in user.items()
+        }
 
     def check(self, name: str, sample: Mapping[str, Any]) -> None:
         """Render strictly against a sample context: a name it lacks raises UndeclaredName,
@@ -154,6 +188,27 @@ class TemplateSet:
                 ) from None
             except TemplateError as exc:
                 raise TemplateProblem(f"template {where}: {exc}") from None
+
+
+class _Mistyped(Undefined):
+    """A trait whose value is not of its declared type: false in a test, like an absent
+    one, but an error with ``hint`` when printed."""
+
+    __slots__ = ()
+
+    def __str__(self) -> str:
+        self._fail_with_undefined_error()
+        return ""  # unreachable: the line above raises
+
+
+_JSON_TYPES = {str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+
+
+def _mistyped_hint(name: str, value: Any, declared: str) -> str:
+    said = "null" if value is None else _JSON_TYPES.get(type(value))
+    if said is None:
+        said = "an object" if isinstance(value, dict) else "a list"
+    return f"user.{name} is {said}, not the {declared} the rule file declares"
 
 
 class _OnePass:
