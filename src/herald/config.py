@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -24,7 +25,7 @@ class Settings(BaseSettings):
     dispatcher_process: bool = True
     workers: int = Field(1, ge=1, le=64)
     log_level: str = "INFO"
-    log_format: str = Field("text", pattern="^(text|json)$")
+    log_format: Literal["text", "json"] = "text"
     outbox_file: str | None = None  # the stub provider's file; beside the database by default
     # `herald worker` serves no HTTP but its Prometheus metrics, when given a port.
     metrics_port: int | None = Field(None, ge=1, le=65535)

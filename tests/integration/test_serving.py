@@ -171,6 +171,20 @@ def test_an_unknown_log_level_is_refused_in_one_line_naming_the_levels(
     assert not (tmp_path / "herald.db").exists()
 
 
+def test_an_unknown_log_format_is_refused_naming_the_formats(tmp_path: Path) -> None:
+    result = run_herald(
+        ["serve", "--database", sqlite_url(tmp_path)],
+        env=herald_environment(HERALD_LOG_FORMAT="xml"),
+        cwd=tmp_path,
+        timeout=10,
+    )
+
+    assert result.returncode == 1, result.stderr
+    assert (
+        "error: invalid settings: HERALD_LOG_FORMAT: Input should be 'text' or 'json' (got 'xml')"
+    ) in one_line(result.stderr)
+
+
 def test_serve_refuses_a_sqlite_file_in_a_missing_folder_and_creates_no_folder(
     tmp_path: Path,
 ) -> None:

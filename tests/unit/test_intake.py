@@ -128,8 +128,10 @@ def test_the_ends_of_the_supported_range_are_accepted(
 @pytest.mark.parametrize(
     ("name", "value", "message"),
     [
-        ("amount", "14.25", "must be of type number, got '14.25'"),
-        ("amount", True, "must be of type number, got True"),
+        # As the client wrote it, in JSON: not Python's '14.25' and True.
+        ("amount", "14.25", 'must be of type number, got "14.25"'),
+        ("amount", True, "must be of type number, got true"),
+        ("amount", {"n": None}, 'must be of type number, got {"n": null}'),
         ("amount", -1, "must be >= 0, got -1"),
         ("attempt_number", 2.5, "must be of type integer, got 2.5"),
         ("attempt_number", 0, "must be >= 1, got 0"),

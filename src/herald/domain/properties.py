@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -66,12 +67,21 @@ def validate_properties(
             continue
         value = properties[spec.name]
         if not type_matches(value, spec.type):
-            errors.append(FieldError(loc, f"must be of type {spec.type}, got {value!r}"))
+            errors.append(FieldError(loc, f"must be of type {spec.type}, got {_json(value)}"))
             continue
         if spec.minimum is not None and value < spec.minimum:
-            errors.append(FieldError(loc, f"must be >= {spec.minimum:g}, got {value!r}"))
+            errors.append(FieldError(loc, f"must be >= {spec.minimum:g}, got {_json(value)}"))
         if spec.maximum is not None and value > spec.maximum:
-            errors.append(FieldError(loc, f"must be <= {spec.maximum:g}, got {value!r}"))
+            errors.append(FieldError(loc, f"must be <= {spec.maximum:g}, got {_json(value)}"))
         if spec.enum is not None and value not in spec.enum:
-            errors.append(FieldError(loc, f"must be one of {list(spec.enum)}, got {value!r}"))
+            allowed = ", ".join(_json(item) for item in spec.enum)
+            errors.append(FieldError(loc, f"must be one of {allowed}, got {_json(value)}"))
     return errors
+
+
+def _json(value: Any) -> str:
+    """``value`` as the client wrote it (``true``, ``"lots"``), not as Python does, cut short."""
+    try:
+        return json.dumps(value, ensure_ascii=False)[:80]
+    except (TypeError, ValueError):
+        return repr(value)[:80]
