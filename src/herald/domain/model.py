@@ -77,11 +77,6 @@ def derived_event_id(user_id: str, event_type: str, timestamp: datetime) -> str:
     return f"evt_{digest[:32]}"
 
 
-# What a user may unsubscribe from, by the API or by an ``unsubscribed`` trait: a channel,
-# or all marketing.
-UNSUBSCRIBE_NAMES = ("email", "sms", "marketing")
-
-
 @dataclass(frozen=True, slots=True)
 class UserProfile:
     """What Herald knows about a user: traits, each stamped with the event time it came from."""
@@ -124,9 +119,17 @@ class UserProfile:
         view["id"] = self.user_id
         if self.unsubscribed:
             said = view.get("unsubscribed")
-            # Only names count: the trait is the client's, and may hold anything.
-            named = {item for item in said if isinstance(item, str)} if type(said) is list else ()
-            view["unsubscribed"] = sorted(self.unsubscribed.union(named))
+            if said is None or said is False or type(said) is list:
+                # The trait's names join the API's; what else a list holds is for the
+                # consent check to judge, so it stays.
+                extra = [
+                    item
+                    for item in said or ()
+                    if not (isinstance(item, str) and item in self.unsubscribed)  # [] is unhashable
+                ]
+                view["unsubscribed"] = sorted(self.unsubscribed) + extra
+            # A trait in any other shape is left as it is: the consent check reads it as an
+            # unsubscribe from all marketing, which covers what the API holds too.
         return view
 
 

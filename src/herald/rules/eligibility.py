@@ -37,12 +37,31 @@ def consent_problem(rule: Rule, view: Mapping[str, object]) -> str | None:
         said = orjson.dumps(view["marketing_opt_in"], default=str).decode()
         return f"marketing rule and the user has not opted in (marketing_opt_in is {said})"
     unsubscribed = view.get("unsubscribed")
-    if isinstance(unsubscribed, list | tuple):
-        if "marketing" in unsubscribed or "all" in unsubscribed:  # "all": an app's trait may say so
-            return "marketing rule and the user unsubscribed from all marketing"
-        if rule.channel in unsubscribed:
-            return f"marketing rule and the user unsubscribed from {rule.channel}"
+    if unsubscribed is None or unsubscribed is False:
+        return None
+    names = _unsubscribed_names(unsubscribed)
+    if names is None:
+        # An unsubscribe Herald cannot read is still one: ignoring it would send the user
+        # what they may have refused. Transactional messages are not held up by it.
+        shown = orjson.dumps(unsubscribed, default=str).decode()[:80]
+        return (
+            f"marketing rule and the user's unsubscribed trait cannot be read ({shown}; a list "
+            'of "email", "sms", "marketing" is): taken as unsubscribed from all marketing'
+        )
+    if "marketing" in names or "all" in names:
+        return "marketing rule and the user unsubscribed from all marketing"
+    if rule.channel in names:
+        return f"marketing rule and the user unsubscribed from {rule.channel}"
     return None
+
+
+def _unsubscribed_names(said: object) -> set[str] | None:
+    """The names an ``unsubscribed`` trait lists, in lower case (names of channels Herald
+    has not, such as "push", are the app's own and leave Herald's alone); None when it is
+    not a list of names."""
+    if not isinstance(said, list | tuple) or not all(isinstance(n, str) for n in said):
+        return None
+    return {name.casefold() for name in said}
 
 
 def recipient_of(rule: Rule, view: Mapping[str, object]) -> tuple[str | None, str]:

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from herald.domain.model import UNSUBSCRIBE_NAMES, Event, derived_event_id
+from herald.domain.model import Event, derived_event_id
 from herald.domain.properties import validate_properties
 from herald.domain.timeutil import InvalidTimestamp, parse_timestamp
 from herald.rules.definition import RuleSet
@@ -57,10 +57,6 @@ def to_event(payload: Mapping[str, Any], ruleset: RuleSet) -> Event | Rejection:
         wrong = id_problem(payload.get(name) or "")
         if wrong:
             errors.append(_error((name,), wrong, "invalid_id"))
-    unsubscribe = _unsubscribe_problem(payload.get("user_traits") or {})
-    if unsubscribe:
-        loc, why = unsubscribe
-        errors.append(_error(("user_traits", "unsubscribed", *loc), why, "invalid_unsubscribe"))
     for name, value in (("properties", properties), ("user_traits", payload.get("user_traits"))):
         unstorable = _unstorable(value)
         if unstorable:
@@ -78,33 +74,6 @@ def to_event(payload: Mapping[str, Any], ruleset: RuleSet) -> Event | Rejection:
         properties=properties,
         user_traits=payload.get("user_traits") or {},
     )
-
-
-_UNSUBSCRIBE_SHAPE = (
-    "must be a list of " + ", ".join(f'"{name}"' for name in UNSUBSCRIBE_NAMES) + " (or null)"
-)
-
-
-def _unsubscribe_problem(traits: Mapping[str, Any]) -> tuple[Loc, str] | None:
-    """Where and why the ``unsubscribed`` trait is not one Herald can honour. Refused, not
-    ignored: read any other way, it would let marketing reach a user who asked for none."""
-    said = traits.get("unsubscribed")
-    if said is None:
-        return None
-    if not isinstance(said, list):
-        return (), f"{_UNSUBSCRIBE_SHAPE}, got {_shown(said)}"
-    for index, name in enumerate(said):
-        if name not in UNSUBSCRIBE_NAMES:
-            return (index,), f"{_UNSUBSCRIBE_SHAPE}, got {_shown(name)}"
-    return None
-
-
-def _shown(value: Any) -> str:
-    """``value`` as JSON, cut short: what an error says it got."""
-    try:
-        return orjson.dumps(value).decode()[:80]
-    except TypeError:
-        return "a value that is not JSON Herald can store"
 
 
 _NUL = "contains the character U+0000, which cannot be stored"
