@@ -150,6 +150,22 @@ def test_a_message_the_server_accepted_is_sent_whatever_it_answers_to_quit(
     assert len(sink.messages) == 1
 
 
+def test_a_send_cut_off_while_the_relay_closes_the_session_is_sent(sink: SmtpSink) -> None:
+    # The relay has the message once DATA got its 250: cut off during QUIT, the send was
+    # reported unanswered, and the dispatcher's retry delivered it a second time.
+    sink.quit_delay = 2.0
+
+    async def cut_off() -> DeliveryResult:
+        provider = SmtpProvider(name="mail", host="127.0.0.1", port=sink.port, sender=SENDER)
+        async with asyncio.timeout(0.5):
+            return await provider.send(REQUEST)
+
+    result = asyncio.run(cut_off())
+
+    assert result.status is DeliveryStatus.SENT
+    assert len(sink.messages) == 1
+
+
 def test_an_unknown_recipient_fails_for_good(sink: SmtpSink) -> None:
     sink.rcpt_reply = "550 5.1.1 no such user"
 

@@ -10,6 +10,7 @@ Usage::
     sink.data_reply = "550 5.7.1 rejected"    # answer DATA with this
     sink.rcpt_delay = 2.0                      # wait this long before answering RCPT TO
     sink.quit_reply = "421 4.4.2 closing"      # answer QUIT with this instead of 221
+    sink.quit_delay = 2.0                      # wait this long before answering QUIT
 
 With ``credentials=("user", "secret")`` the sink offers AUTH (with or without TLS) and
 refuses mail from clients that have not logged in with exactly those.
@@ -68,6 +69,7 @@ class SmtpSink:
         self.data_reply: str | None = None
         self.rcpt_delay = 0.0
         self.quit_reply: str | None = None
+        self.quit_delay = 0.0
         self.credentials = credentials
         self.tls = tls
         self.tls_context = tls_context
@@ -183,6 +185,8 @@ class _Handler:
         return "250 Message accepted for delivery"
 
     async def handle_QUIT(self, server: Any, session: Any, envelope: Any) -> str:
+        if self._sink.quit_delay:
+            await asyncio.sleep(self._sink.quit_delay)  # a relay slow to close the session
         return self._sink.quit_reply or "221 Bye"
 
 

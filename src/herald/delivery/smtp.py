@@ -119,6 +119,10 @@ class SmtpProvider:
             # connection, or it would go on and send the message after the dispatcher
             # recorded the attempt as unanswered, and the retry would send it again.
             smtp.abort()
+            if smtp.accepted is not None:
+                # The relay had taken the message, only the goodbye was left: it is sent,
+                # and recorded as unanswered it would be sent again.
+                return smtp.accepted
             raise
 
     async def aclose(self) -> None:
@@ -141,6 +145,10 @@ class SmtpProvider:
             if self.username is not None:
                 smtp.login(self.username, self._password or "")
             refused = smtp.send_message(message, to_addrs=[recipient])
+            if not refused:
+                smtp.accepted = DeliveryResult.sent(
+                    f"accepted by {where}", reference=message["Message-ID"]
+                )
             _say_goodbye(smtp)
         except smtplib.SMTPRecipientsRefused as exc:
             return _classify_refused(exc.recipients)
@@ -162,9 +170,9 @@ class SmtpProvider:
             return DeliveryResult.retry(f"cannot connect to {where}: {exc}")
         finally:
             smtp.close()
-        if refused:  # only possible with several recipients; kept for safety
+        if refused or smtp.accepted is None:  # only possible with several recipients
             return _classify_refused(refused)
-        return DeliveryResult.sent(f"accepted by {where}", reference=message["Message-ID"])
+        return smtp.accepted
 
 
 class _AbortableSMTP(smtplib.SMTP):
@@ -179,6 +187,9 @@ class _AbortableSMTP(smtplib.SMTP):
     def __init__(self, *, timeout: float, implicit_tls: ssl.SSLContext | None = None) -> None:
         self._abort_lock = threading.Lock()
         self._aborted = False
+        # Set once the relay accepted the message (250 after DATA): from then on it is sent,
+        # whatever happens to the rest of the session.
+        self.accepted: DeliveryResult | None = None
         self._socket: socket.socket | None = None
         self._implicit_tls = implicit_tls
         super().__init__(timeout=timeout)
