@@ -405,6 +405,17 @@ class TestOutboxRepository:
 
         assert set(claimed) == {message_id_for("m4"), message_id_for("m3")}
 
+    def test_claimed_messages_come_in_turn_earliest_due_first(self, database: Database) -> None:
+        # A dispatcher sends (and hands out rate-limited turns) in the order it is given.
+        dues = [T0 - (i * 7919) % 40 for i in range(40)]
+        add_messages(database, *(message_row(f"m{i}", due_us=due) for i, due in enumerate(dues)))
+
+        with UnitOfWork(database) as uow:
+            rows = uow.outbox.claim_due(now_us=T0, limit=40, worker="worker-a", lease_us=LEASE)
+            uow.commit()
+
+        assert [row.due_us for row in rows] == sorted(dues)
+
     def test_a_claimed_message_is_not_claimed_by_a_second_worker(self, database: Database) -> None:
         add_messages(database, message_row("m1"), message_row("m2"))
 

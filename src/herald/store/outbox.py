@@ -124,7 +124,8 @@ class OutboxRepository:
     def claim_due(
         self, *, now_us: int, limit: int, worker: str, lease_us: int
     ) -> list[ClaimedMessage]:
-        """Atomically claim up to ``limit`` due messages for ``worker`` until the lease ends.
+        """Atomically claim up to ``limit`` due messages for ``worker`` until the lease ends;
+        they come in turn: the earliest due first, then the oldest.
 
         A message is due when a dispatcher claimed it and its lease ran out (that
         dispatcher died), or when it is pending and its due time has come. Two
@@ -139,7 +140,7 @@ class OutboxRepository:
             f"status = '{SENDING}' AND lease_until_us < {mark}", now_us, limit, worker, lease_us
         )
         if len(expired) == limit:
-            return expired
+            return sorted(expired, key=_in_turn)
         due = self._claim(
             f"status = '{PENDING}' AND due_us <= {mark}",
             now_us,
@@ -147,7 +148,9 @@ class OutboxRepository:
             worker,
             lease_us,
         )
-        return expired + due
+        # In turn: RETURNING promises no order (PostgreSQL's is arbitrary), and a dispatcher
+        # sends, and hands out rate-limited turns, in the order it is given.
+        return sorted(expired + due, key=_in_turn)
 
     def _claim(
         self, where: str, now_us: int, limit: int, worker: str, lease_us: int
@@ -338,6 +341,10 @@ class OutboxRepository:
                 hold_reason=reason,
             )
         )
+
+
+def _in_turn(message: ClaimedMessage) -> tuple[int, int, str]:
+    return message.due_us, message.created_us, message.message_id
 
 
 def _due(record: AttemptRecord) -> int | None:
