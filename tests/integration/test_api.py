@@ -738,6 +738,15 @@ def test_the_openapi_document_lists_the_errors_a_client_must_handle(client: Test
 
     assert {"401", "409", "413", "415", "422", "503"} <= set(paths["/events"]["post"]["responses"])
     assert {"400", "401", "404"} <= set(paths["/audit/{user_id}"]["get"]["responses"])
+    # Every 422 has the one shape every route answers with (loc, msg, type).
+    unprocessable = [
+        operation["responses"]["422"]["content"]["application/json"]["schema"]["$ref"]
+        for operations in paths.values()
+        for operation in operations.values()
+        if "422" in operation["responses"]
+    ]
+    assert len(unprocessable) == 4
+    assert set(unprocessable) == {"#/components/schemas/ValidationErrors"}
 
 
 def test_every_answer_has_the_shape_the_openapi_document_gives_it(client: TestClient) -> None:

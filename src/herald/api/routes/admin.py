@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException
 
 from herald.api.deps import AdminOnly, RuntimeDep
-from herald.api.schemas import PreferencesIn, RulesOut, UserIdPath
+from herald.api.schemas import PreferencesIn, RulesOut, UserIdPath, ValidationErrors
 from herald.service.intake import id_problem
 from herald.service.preferences import set_unsubscribes
 
@@ -64,7 +64,10 @@ def get_rules(runtime: RuntimeDep) -> dict[str, Any]:
     }
 
 
-@router.post("/users/{user_id:path}/preferences")
+@router.post(
+    "/users/{user_id:path}/preferences",
+    responses={422: {"model": ValidationErrors, "description": "Invalid id or body, by field"}},
+)
 def set_preferences(
     user_id: UserIdPath, body: PreferencesIn, runtime: RuntimeDep
 ) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, status
 
 from herald.api.deps import AdminOnly, RuntimeDep
-from herald.api.schemas import AuditOut, ClientError, UserIdPath
+from herald.api.schemas import AuditOut, ClientError, UserIdPath, ValidationErrors
 from herald.service.audit import BadCursor, user_audit
 
 router = APIRouter(tags=["audit"], dependencies=[AdminOnly])
@@ -27,6 +27,7 @@ router = APIRouter(tags=["audit"], dependencies=[AdminOnly])
             "model": ClientError,
             "description": "Unknown user: Herald has no event or preference of theirs",
         },
+        422: {"model": ValidationErrors, "description": "Invalid id or limit, by field"},
     },
 )
 def get_audit(
