@@ -21,7 +21,10 @@ def read_event_types(raw: Any, problems: list[str]) -> dict[str, EventType]:
     types = {}
     for name, spec in raw.items():
         if not isinstance(name, str) or not NAME.fullmatch(name):
-            problems.append(f"event type {name!r}: use 1-64 letters, digits and underscores")
+            problems.append(
+                f"event type {name!r}: use 1-64 letters, digits and underscores, "
+                "starting with a letter"
+            )
             continue
         spec = {} if spec is None else spec
         if not isinstance(spec, dict) or not isinstance(spec.get("properties") or {}, dict):

@@ -168,7 +168,10 @@ def _rules(
             problems.append(f"rule {rule_id}: {msg}")
 
         if not NAME.fullmatch(rule_id):
-            bad("the id must be 1-64 letters, digits and underscores (it is part of dedup keys)")
+            bad(
+                "the id must be 1-64 letters, digits and underscores, starting with a letter "
+                "(it is part of dedup keys)"
+            )
         if rule_id in seen:
             bad("duplicate id")
         seen.add(rule_id)
