@@ -32,7 +32,7 @@ class Metrics:
         )
         self.deliveries = Counter(
             "herald_deliveries_total",
-            "Delivery attempts, by channel and result",
+            "Delivery attempts, by channel and status (sent, retry, failed)",
             ["channel", "status"],
             registry=self.registry,
         )
