@@ -96,6 +96,29 @@ def test_concurrent_requests_share_transactions(database: Database, kind: type) 
 
 
 @pytest.mark.parametrize("kind", [ThreadWriter, LoopWriter])
+def test_a_request_cancelled_while_it_is_written_leaves_the_writer_working(
+    database: Database, kind: type
+) -> None:
+    # Its client gone (or the server stopping), a request is cancelled; answering it once
+    # its events committed raised in the writer thread and ended it: later requests hung.
+    writer, _commits = writer_of(kind, database)
+
+    async def scenario() -> list[IngestResult]:
+        writer.start()
+        try:
+            gone = asyncio.ensure_future(writer.ingest([opted_in_signup("u_gone")]))
+            await asyncio.sleep(0)  # queued, then cancelled before its answer
+            gone.cancel()
+            await asyncio.sleep(0.2)
+            return await asyncio.wait_for(writer.ingest([opted_in_signup("u_next")]), 5)
+        finally:
+            writer.stop()
+
+    [result] = asyncio.run(scenario())
+    assert result.status is IngestStatus.ACCEPTED
+
+
+@pytest.mark.parametrize("kind", [ThreadWriter, LoopWriter])
 def test_one_failing_request_does_not_fail_its_neighbours(poisoned: Database, kind: type) -> None:
     writer, commits = writer_of(kind, poisoned)
 

@@ -12,12 +12,13 @@ Two writers, one per kind of database:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from datetime import datetime
 from typing import Protocol
 
@@ -203,6 +204,23 @@ class _LoopAnswer:
             self._future.set_exception(exc)
 
 
+class _ThreadAnswer:
+    """A thread's future, answered once: a request cancelled meanwhile (its client gone,
+    the server stopping) has cancelled it, and answering it then must not raise in, and
+    end, the writer thread."""
+
+    def __init__(self, future: Future[list[IngestResult]]) -> None:
+        self._future = future
+
+    def set_result(self, value: list[IngestResult]) -> None:
+        with contextlib.suppress(InvalidStateError):
+            self._future.set_result(value)
+
+    def set_exception(self, exc: BaseException) -> None:
+        with contextlib.suppress(InvalidStateError):
+            self._future.set_exception(exc)
+
+
 _STOP = object()
 
 
@@ -249,7 +267,7 @@ class ThreadWriter:
         future: Future[list[IngestResult]] = Future()
         if not self._threads:
             raise IngestFailed("Herald is not taking events: it is stopping")
-        self._queue.put((events, future))
+        self._queue.put((events, _ThreadAnswer(future)))
         return await asyncio.wrap_future(future)
 
     def _run(self) -> None:
