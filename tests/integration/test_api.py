@@ -20,6 +20,7 @@ from herald.api.schemas import (
     BatchOut,
     ClientError,
     EventAccepted,
+    PreferencesOut,
     RulesOut,
     ValidationErrors,
 )
@@ -768,6 +769,9 @@ def test_every_answer_has_the_shape_the_openapi_document_gives_it(client: TestCl
     assert len(audit.messages) == 2 and audit.messages[0].delivery_attempts
     RulesOut.model_validate(client.get("/rules").json())
     ClientError.model_validate(client.get("/audit/nobody").json())
+    PreferencesOut.model_validate(
+        client.post("/users/u_9/preferences", json={"unsubscribed": ["sms"]}).json()
+    )
 
 
 def test_the_request_schemas_in_the_openapi_document_stand_alone(client: TestClient) -> None:

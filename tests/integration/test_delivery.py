@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from herald.cli.main import app as cli
 from herald.delivery.backoff import RetryPolicy
 from herald.delivery.dispatcher import Dispatcher
 from herald.delivery.provider import DeliveryResult, Provider, SendRequest
+from herald.delivery.quiet_hours import QuietHours, hold_policy
 from herald.delivery.ratelimit import ChannelRateLimits
 from herald.delivery.signing import SIGNATURE_HEADER, verify
 from herald.delivery.smtp import SmtpProvider
@@ -26,6 +27,7 @@ from herald.domain.timeutil import parse_timestamp, to_micros
 from herald.rules.loader import default_rules_path, load_ruleset
 from herald.service.audit import user_audit
 from herald.service.ingest import ingest
+from herald.service.preferences import set_unsubscribes
 from herald.service.writer import IngestFailed
 from herald.store.database import Database
 from herald.store.migrate import upgrade
@@ -309,6 +311,41 @@ def test_a_stopping_dispatcher_finishes_the_sends_under_way_and_starts_no_other(
         ("sent", 1, None),
     ]
     assert [m for m, status, *_ in rows if status == "sent"] == provider.started
+
+
+def test_an_unsubscribe_cancels_the_marketing_still_waiting_and_nothing_else(
+    database: Database, clock: FixedClock, tmp_path: Path
+) -> None:
+    # Held for quiet hours (or a retry, or a backlog), a welcome email used to go out
+    # after the user had unsubscribed.
+    quiet_all_day = hold_policy({"email": QuietHours(time(0, 0), time(23, 59))})
+    with UnitOfWork(database) as uow:
+        welcome = Event(
+            "signup-q1",
+            "q1",
+            "signup_completed",
+            clock(),
+            user_traits={"email": "q1@example.com", "marketing_opt_in": True},
+        )
+        ingest(uow, [welcome, funds_failure("q1")], RULES, now=clock(), hold=quiet_all_day)
+        uow.commit()
+
+    _preferences, cancelled = set_unsubscribes(database, "q1", ["email"], now=clock())
+    clock.now += timedelta(days=1)  # past the quiet hours
+    report = asyncio.run(
+        dispatcher(database, clock, {"email": StubProvider(tmp_path / "o.jsonl")}).run_once()
+    )
+
+    with ReadOnly(database) as read:
+        rows = read.connection.exec_driver_sql(
+            "SELECT rule, status, last_error FROM messages ORDER BY rule"
+        ).all()
+    assert [(rule, status) for rule, status, _ in rows] == [
+        ("INSUFFICIENT_FUNDS_EMAIL", "sent"),  # transactional: not an unsubscribe's
+        ("WELCOME_EMAIL", "cancelled"),
+    ]
+    assert rows[1].last_error.startswith("the user unsubscribed from email at ")
+    assert len(cancelled) == 1 and report.sent == 1
 
 
 RATE_NOTE = (

@@ -339,6 +339,23 @@ def test_herald_prune_refuses_an_unreadable_or_too_short_age_and_deletes_nothing
     assert event_ids(database) == {"evt_u_1_pay_1"}
 
 
+def test_herald_prune_refuses_a_batch_larger_than_one_statement_can_hold(
+    database: Database, database_url: str, ruleset: RuleSet
+) -> None:
+    # PostgreSQL takes at most 65,535 values in a statement: 70,000 failed mid-prune.
+    store(database, ruleset, [payment_initiated("u_1", OLD, 1)], now=OLD)
+
+    result = CliRunner().invoke(
+        cli,
+        ["prune", "--older-than", "400d", "--batch-size", "70000", "--database", database_url],
+        env={"COLUMNS": "200"},
+    )
+
+    assert result.exit_code == 2
+    assert "70000 is not in the range 1<=x<=20000" in result.output
+    assert event_ids(database) == {"evt_u_1_pay_1"}
+
+
 def test_herald_prune_on_a_database_without_herald_schema_says_to_upgrade_it(
     tmp_path: Path,
 ) -> None:

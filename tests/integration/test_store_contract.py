@@ -24,7 +24,16 @@ from herald.store import outbox as outbox_store
 from herald.store import tables
 from herald.store.database import Database
 from herald.store.events import EventRow
-from herald.store.outbox import FAILED, PENDING, SENDING, SENT, AttemptRecord, MessageRow
+from herald.store.outbox import (
+    CANCELLED,
+    FAILED,
+    PENDING,
+    REDACTED,
+    SENDING,
+    SENT,
+    AttemptRecord,
+    MessageRow,
+)
 from herald.store.unit_of_work import ReadOnly, UnitOfWork
 
 DAY = datetime(2025, 11, 3, tzinfo=UTC)
@@ -590,6 +599,42 @@ class TestOutboxRepository:
             assert read.outbox.count_by_status() == {PENDING: 4, SENT: 1}
             assert read.outbox.get(message_id_for("dead-1")).due_us == T0 + 5
             assert read.outbox.get(message_id_for("pending")).due_us == T0 + HOUR
+
+    def test_requeue_leaves_a_dead_letter_a_prune_redacted(self, database: Database) -> None:
+        # Requeued, the shell (no recipient, "(pruned)" for text) was sent as it was.
+        add_messages(database, {**message_row("shell", status=FAILED), "body": REDACTED})
+
+        with UnitOfWork(database) as uow:
+            by_id = uow.outbox.requeue(now_us=T0, message_id=message_id_for("shell"))
+            every = uow.outbox.requeue(now_us=T0)
+            uow.commit()
+
+        assert (by_id, every) == (0, 0)
+        assert stored_message(database, message_id_for("shell")).status == FAILED
+
+    def test_cancelling_marketing_takes_only_the_user_s_waiting_marketing_on_those_channels(
+        self, database: Database
+    ) -> None:
+        def marketing(key: str, **options: Any) -> dict[str, Any]:
+            return {**message_row(key, **options), "category": "marketing"}
+
+        add_messages(
+            database,
+            marketing("email-waiting"),
+            marketing("sms-waiting", channel="sms"),
+            marketing("email-sent", status=SENT),
+            marketing("email-other-user", user_id="u_2"),
+            message_row("email-transactional"),
+        )
+
+        with UnitOfWork(database) as uow:
+            cancelled = uow.outbox.cancel_marketing("u_1", ["email"], reason="asked", now_us=T0)
+            uow.commit()
+
+        assert cancelled == [message_id_for("email-waiting")]
+        with ReadOnly(database) as read:
+            assert read.outbox.count_by_status() == {CANCELLED: 1, PENDING: 3, SENT: 1}
+        assert stored_message(database, cancelled[0]).last_error == "asked"
 
     def test_backlog_counts_undelivered_messages_and_the_age_of_the_oldest_due(
         self, database: Database

@@ -130,6 +130,15 @@ class PreferencesIn(BaseModel):
     )
 
 
+class PreferencesOut(_Answer):
+    user_id: str
+    preferences: dict[str, Any] = Field(description='{"unsubscribed": [...]}, as set')
+    cancelled_messages: list[str] = Field(
+        description="Ids of the user's marketing messages still waiting on those channels "
+        "(held for quiet hours, a retry, a backlog): cancelled, never sent"
+    )
+
+
 class UserOut(_Answer):
     user_id: str
     traits: dict[str, Any] = Field(description="Merged from events; the latest event time wins")

@@ -90,7 +90,11 @@ def prune(
         typer.Option("--older-than", help="an age in days or hours, at least 1d: 400d, 36h"),
     ],
     database: DatabaseOpt = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="rows per transaction")] = 5000,
+    # At most 20,000: a batch's keys go in one statement, and PostgreSQL takes at most
+    # 65,535 values in one.
+    batch_size: Annotated[
+        int, typer.Option(min=1, max=20_000, help="rows per transaction (1 to 20,000)")
+    ] = 5000,
     rules: RulesOpt = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="count what would go, and change nothing")

@@ -6,19 +6,34 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from herald.domain.timeutil import to_micros
+from herald.domain.timeutil import iso, to_micros
 from herald.store.database import Database
 from herald.store.unit_of_work import UnitOfWork
 
 
 def set_unsubscribes(
     database: Database, user_id: str, channels: Iterable[str], *, now: datetime
-) -> dict[str, Any]:
-    """Replace the user's unsubscribes (creating the user if Herald has not seen them yet)
-    and return their preferences. Marketing rules then skip them; transactional go on."""
-    preferences = {"unsubscribed": sorted(set(channels))}
+) -> tuple[dict[str, Any], list[str]]:
+    """Replace the user's unsubscribes (creating the user if Herald has not seen them yet):
+    marketing rules then skip them, transactional go on. The marketing messages already
+    waiting for them on those channels (held for quiet hours, a retry, a backlog) are
+    cancelled: an unsubscribe at 22:00 must not be answered by the nudge held until 08:00.
+    Returns their preferences and the ids of the messages cancelled."""
+    names = sorted(set(channels))
+    preferences = {"unsubscribed": names}
+    reach = None if "marketing" in names else names  # None: every channel
     with UnitOfWork(database) as uow:
         uow.lock([user_id])  # as ingestion does: one writer per user at a time
         uow.users.set_preferences(user_id, preferences, to_micros(now))
+        cancelled = (
+            uow.outbox.cancel_marketing(
+                user_id,
+                reach,
+                reason=f"the user unsubscribed from {', '.join(names)} at {iso(now)}",
+                now_us=to_micros(now),
+            )
+            if names
+            else []
+        )
         uow.commit()
-    return preferences
+    return preferences, cancelled

@@ -8,7 +8,8 @@ from datetime import datetime
 
 from herald.domain.timeutil import next_utc_midnight, to_micros
 from herald.store.database import Database
-from herald.store.retention import FINISHED, FIRST_PAGE, REDACTED
+from herald.store.outbox import REDACTED
+from herald.store.retention import FINISHED, FIRST_PAGE
 from herald.store.unit_of_work import ReadOnly, UnitOfWork
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from operator import attrgetter, itemgetter
 from typing import Any, NamedTuple, TypedDict
@@ -15,6 +15,8 @@ from herald.store.sql import execute_many, fetch_all, marks, select_in
 from herald.store.tables import delivery_attempts, events, messages
 
 PENDING, SENDING, SENT, FAILED = "pending", "sending", "sent", "failed"
+CANCELLED = "cancelled"  # not sent, for good: the user unsubscribed while it waited
+REDACTED = "(pruned)"  # the body of a message a prune redacted
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,7 +259,8 @@ class OutboxRepository:
         """Put dead letters (all, or one) back in the queue, due now, with as many attempts
         ahead of them as a new message (those made stay in the attempts' history).
         Returns how many."""
-        statement = update(messages).where(messages.c.status == FAILED)
+        # A dead letter a prune redacted is a shell (no recipient, no text): it stays.
+        statement = update(messages).where(messages.c.status == FAILED, messages.c.body != REDACTED)
         if message_id is not None:
             statement = statement.where(messages.c.message_id == message_id)
         result = self._conn.execute(
@@ -327,6 +330,26 @@ class OutboxRepository:
         if unfinished_only:
             query = query.where(messages.c.status.in_([PENDING, SENDING, FAILED]))
         return {row[0]: int(row[1]) for row in self._conn.execute(query)}
+
+    def cancel_marketing(
+        self, user_id: str, channels: Collection[str] | None, *, reason: str, now_us: int
+    ) -> list[str]:
+        """Cancel the user's marketing messages still waiting to be claimed (pending: due,
+        held for quiet hours, or waiting for a retry) on ``channels`` (None: every one);
+        their ids. One being sent is beyond recall."""
+        statement = update(messages).where(
+            messages.c.user_id == user_id,
+            messages.c.status == PENDING,
+            messages.c.category == "marketing",
+        )
+        if channels is not None:
+            statement = statement.where(messages.c.channel.in_(sorted(channels)))
+        result = self._conn.execute(
+            statement.values(
+                status=CANCELLED, last_error=reason, sent_us=None, due_us=now_us
+            ).returning(messages.c.message_id)
+        )
+        return sorted(row[0] for row in result)
 
     def release(self, message_id: str, *, worker: str, due_us: int, reason: str) -> None:
         """Give a claimed message back without an attempt (e.g. its channel is rate limited)."""

@@ -19,11 +19,10 @@ from sqlalchemy import (
     update,
 )
 
-from herald.store.outbox import FAILED, SENT
+from herald.store.outbox import CANCELLED, FAILED, REDACTED, SENT
 from herald.store.tables import delivery_attempts, events, messages, users
 
-REDACTED = "(pruned)"  # the body of a redacted message
-FINISHED = (SENT, FAILED)
+FINISHED = (SENT, FAILED, CANCELLED)
 FIRST_PAGE: tuple[int, str] = (-(2**63), "")  # before every (due time, message id)
 
 

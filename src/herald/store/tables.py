@@ -73,7 +73,8 @@ messages = Table(
     Column("subject", Text, nullable=False),
     Column("body", Text, nullable=False),
     Column("html", Text, nullable=True),
-    # pending -> sending -> sent | pending (retry) | failed (dead letter). A message held
+    # pending -> sending -> sent | pending (retry) | failed (dead letter); pending ->
+    # cancelled when the user unsubscribes from marketing while it waits. A message held
     # for quiet hours is pending, due when they end, with its hold_reason.
     Column("status", String(16), nullable=False),
     Column("created_us", BigInteger, nullable=False),

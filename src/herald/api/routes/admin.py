@@ -7,7 +7,13 @@ from typing import Any
 from fastapi import APIRouter, HTTPException
 
 from herald.api.deps import AdminOnly, RuntimeDep
-from herald.api.schemas import PreferencesIn, RulesOut, UserIdPath, ValidationErrors
+from herald.api.schemas import (
+    PreferencesIn,
+    PreferencesOut,
+    RulesOut,
+    UserIdPath,
+    ValidationErrors,
+)
 from herald.service.intake import id_problem
 from herald.service.preferences import set_unsubscribes
 
@@ -66,17 +72,22 @@ def get_rules(runtime: RuntimeDep) -> dict[str, Any]:
 
 @router.post(
     "/users/{user_id:path}/preferences",
-    responses={422: {"model": ValidationErrors, "description": "Invalid id or body, by field"}},
+    response_model=None,  # answered as built; PreferencesOut documents it
+    responses={
+        200: {"model": PreferencesOut, "description": "The preferences, and what they cancelled"},
+        422: {"model": ValidationErrors, "description": "Invalid id or body, by field"},
+    },
 )
 def set_preferences(
     user_id: UserIdPath, body: PreferencesIn, runtime: RuntimeDep
 ) -> dict[str, Any]:
-    """Replace the user's unsubscribes. Marketing rules then skip them; transactional go on."""
+    """Replace the user's unsubscribes. Marketing rules then skip them, and their marketing
+    messages still waiting on those channels are cancelled; transactional go on."""
     problem = id_problem(user_id)
     if problem:
         error = {"loc": ["path", "user_id"], "msg": problem, "type": "invalid_id"}
         raise HTTPException(422, [error])
-    preferences = set_unsubscribes(
+    preferences, cancelled = set_unsubscribes(
         runtime.database, user_id, body.unsubscribed, now=runtime.clock()
     )
-    return {"user_id": user_id, "preferences": preferences}
+    return {"user_id": user_id, "preferences": preferences, "cancelled_messages": cancelled}
