@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from herald.api.schemas import AuditOut
 from herald.cli.main import app as cli
 from herald.delivery.backoff import RetryPolicy
 from herald.delivery.dispatcher import Dispatcher
@@ -346,6 +347,8 @@ def test_an_unsubscribe_cancels_the_marketing_still_waiting_and_nothing_else(
     ]
     assert rows[1].last_error.startswith("the user unsubscribed from email at ")
     assert len(cancelled) == 1 and report.sent == 1
+    audit = AuditOut.model_validate(user_audit(database, "q1", limit=10, cursor=None))
+    assert sorted(m.status for m in audit.messages) == ["cancelled", "sent"]
 
 
 RATE_NOTE = (

@@ -172,7 +172,7 @@ class MessageOut(_Answer):
     rule_version: str
     channel: str
     category: str
-    status: Literal["pending", "sending", "sent", "failed"]
+    status: Literal["pending", "sending", "sent", "failed", "cancelled"]
     dedup_key: str
     recipient: str
     subject: str
