@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -33,16 +35,23 @@ def error_of(database: Database, statement: str, *, wait: bool = True) -> DBAPIE
     return caught.value
 
 
-def test_a_locked_sqlite_database_is_unavailable_for_now(
-    sqlite_database: Database, tmp_path: Path
-) -> None:
-    holder = sqlite3.connect(tmp_path / "h.db", isolation_level=None)
+@contextmanager
+def write_lock_held(path: Path) -> Iterator[None]:
+    """Another connection, as another process would, holds the file's write lock."""
+    holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     try:
-        error = error_of(sqlite_database, "UPDATE users SET updated_us = 0", wait=False)
+        yield
     finally:
         holder.execute("ROLLBACK")
         holder.close()
+
+
+def test_a_locked_sqlite_database_is_unavailable_for_now(
+    sqlite_database: Database, tmp_path: Path
+) -> None:
+    with write_lock_held(tmp_path / "h.db"):
+        error = error_of(sqlite_database, "UPDATE users SET updated_us = 0", wait=False)
 
     assert "locked" in str(error.orig)
     assert unavailable(error)
@@ -76,13 +85,8 @@ def test_a_missing_column_on_postgresql_is_a_bug_not_an_outage(postgres_url: str
 def test_a_database_another_process_is_writing_to_is_not_called_read_only(
     sqlite_database: Database, tmp_path: Path
 ) -> None:
-    holder = sqlite3.connect(tmp_path / "h.db", isolation_level=None)
-    holder.execute("BEGIN IMMEDIATE")
-    try:
+    with write_lock_held(tmp_path / "h.db"):
         assert write_problem(sqlite_database) is None
-    finally:
-        holder.execute("ROLLBACK")
-        holder.close()
 
 
 @pytest.mark.postgres

@@ -38,6 +38,16 @@ PYTHON_TYPES: dict[str, frozenset[type]] = {
 }
 
 
+_KIND_OF = {str: "a string", bool: "a boolean", int: "a number", float: "a number", list: "a list"}
+
+
+def json_kind(value: Any) -> str:
+    """What JSON calls ``value``, as a sentence says it: "a number", "an object", "null"."""
+    if value is None:
+        return "null"
+    return _KIND_OF.get(type(value), "an object")
+
+
 def type_matches(value: Any, type_name: str) -> bool:
     """Whether ``value`` is of the JSON type ``type_name`` names (``PROPERTY_TYPES``)."""
     # bool is an int in Python; JSON keeps them apart, and so do we.

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 import orjson
 
 from herald.domain.model import MAX_RECIPIENT
+from herald.domain.properties import json_kind
 from herald.domain.recipients import (
     INTERNAL_RECIPIENT,
     email_problem,
@@ -18,7 +19,6 @@ from herald.rules.definition import Category, Rule
 
 RECIPIENT_TRAIT = {"email": "email", "sms": "phone"}
 _EXAMPLE = {"email": '"maria@example.com"', "phone": '"+351 912 345 678"'}
-_JSON_KINDS = {bool: "boolean", int: "number", float: "number", list: "list", dict: "object"}
 # What a recipient of each channel must be, and an example of one for the reason.
 _RECIPIENT_SHAPE = {
     "email": (email_problem, "one plain address like maria@example.com"),
@@ -71,8 +71,8 @@ def recipient_of(rule: Rule, view: Mapping[str, object]) -> tuple[str | None, st
     trait = RECIPIENT_TRAIT[rule.channel]
     value = view.get(trait)
     if value is not None and not isinstance(value, str):
-        kind = _JSON_KINDS.get(type(value), "object")
-        return None, f"no recipient: the {trait} is a {kind}, not a string like {_EXAMPLE[trait]}"
+        kind = json_kind(value)
+        return None, f"no recipient: the {trait} is {kind}, not a string like {_EXAMPLE[trait]}"
     if not value or not value.strip():
         return None, f"no recipient: user has no {trait} for channel {rule.channel}"
     if len(value) > MAX_RECIPIENT:

@@ -18,7 +18,7 @@ from jinja2.exceptions import TemplateRuntimeError, UndefinedError
 from jinja2.sandbox import SandboxedEnvironment
 from jinja2.utils import missing
 
-from herald.domain.properties import PYTHON_TYPES
+from herald.domain.properties import PYTHON_TYPES, json_kind
 
 PARTS = ("subject.txt", "body.txt", "body.html")
 
@@ -118,8 +118,10 @@ class TemplateSet:
         self, sources: Mapping[str, Mapping[str, str]], traits: Mapping[str, str] | None = None
     ) -> None:
         self._sources = {name: dict(parts) for name, parts in sources.items()}
-        self._traits = tuple((name, PYTHON_TYPES[kind]) for name, kind in (traits or {}).items())
-        self._declared = dict(traits or {})
+        # Each declared trait, with its type's name and the Python types that are it.
+        self._traits = tuple(
+            (name, kind, PYTHON_TYPES[kind]) for name, kind in (traits or {}).items()
+        )
         text_env = _environment(ChainableUndefined, autoescape=False)
         html_env = _environment(ChainableUndefined, autoescape=True)
         self._templates = {
@@ -162,13 +164,15 @@ class TemplateSet:
             raise TemplateProblem(f"template {name}: {type(exc).__name__}: {exc}") from None
 
     def _as_declared(self, user: dict[str, Any]) -> dict[str, Any]:
-        wrong = [
-            name for name, types in self._traits if name in user and type(user[name]) not in types
-        ]
+        wrong = {
+            name: kind
+            for name, kind, types in self._traits
+            if name in user and type(user[name]) not in types
+        }
         if not wrong:
             return user
         return {
-            key: _Mistyped(hint=_mistyped_hint(key, value, self._declared[key]), name=key)
+            key: _Mistyped(hint=_mistyped_hint(key, value, wrong[key]), name=key)
             if key in wrong
             else value
             for key, value in user.items()
@@ -201,14 +205,8 @@ class _Mistyped(Undefined):
         return ""  # unreachable: the line above raises
 
 
-_JSON_TYPES = {str: "a string", bool: "a boolean", int: "a number", float: "a number"}
-
-
 def _mistyped_hint(name: str, value: Any, declared: str) -> str:
-    said = "null" if value is None else _JSON_TYPES.get(type(value))
-    if said is None:
-        said = "an object" if isinstance(value, dict) else "a list"
-    return f"user.{name} is {said}, not the {declared} the rule file declares"
+    return f"user.{name} is {json_kind(value)}, not the {declared} the rule file declares"
 
 
 class _OnePass:

@@ -60,15 +60,27 @@ class Writer(Protocol):
         ...
 
 
-class _Answer(Protocol):
-    """Where a request's results go: a thread's future, or an asyncio one (``_LoopAnswer``)."""
+class _Reply:
+    """Where a request's results go: its future, asyncio's (``LoopWriter``) or a thread's
+    (``ThreadWriter``), answered once. A request cancelled meanwhile (its client gone, the
+    server stopping) has cancelled it: answering it then must not raise in the writer,
+    which would end a writer thread."""
 
-    def set_result(self, value: list[IngestResult]) -> None: ...
+    def __init__(
+        self, future: asyncio.Future[list[IngestResult]] | Future[list[IngestResult]]
+    ) -> None:
+        self._future = future
 
-    def set_exception(self, exc: BaseException) -> None: ...
+    def set_result(self, value: list[IngestResult]) -> None:
+        with contextlib.suppress(InvalidStateError, asyncio.InvalidStateError):
+            self._future.set_result(value)
+
+    def set_exception(self, exc: BaseException) -> None:
+        with contextlib.suppress(InvalidStateError, asyncio.InvalidStateError):
+            self._future.set_exception(exc)
 
 
-_Job = tuple[Sequence[Event], _Answer]
+_Job = tuple[Sequence[Event], _Reply]
 
 
 class _Committer:
@@ -171,7 +183,7 @@ class LoopWriter:
             size = 0
             while self._pending and size < _MAX_EVENTS:
                 events, future = self._pending.pop(0)
-                jobs.append((events, _LoopAnswer(future)))
+                jobs.append((events, _Reply(future)))
                 size += len(events)
             await self._write_when_unlocked(jobs)
 
@@ -187,38 +199,6 @@ class LoopWriter:
                 answer.set_exception(
                     DatabaseUnavailable("the database is locked by another process")
                 )
-
-
-class _LoopAnswer:
-    """An asyncio future answered as a thread's future is (a request may have gone)."""
-
-    def __init__(self, future: asyncio.Future[list[IngestResult]]) -> None:
-        self._future = future
-
-    def set_result(self, value: list[IngestResult]) -> None:
-        if not self._future.done():
-            self._future.set_result(value)
-
-    def set_exception(self, exc: BaseException) -> None:
-        if not self._future.done():
-            self._future.set_exception(exc)
-
-
-class _ThreadAnswer:
-    """A thread's future, answered once: a request cancelled meanwhile (its client gone,
-    the server stopping) has cancelled it, and answering it then must not raise in, and
-    end, the writer thread."""
-
-    def __init__(self, future: Future[list[IngestResult]]) -> None:
-        self._future = future
-
-    def set_result(self, value: list[IngestResult]) -> None:
-        with contextlib.suppress(InvalidStateError):
-            self._future.set_result(value)
-
-    def set_exception(self, exc: BaseException) -> None:
-        with contextlib.suppress(InvalidStateError):
-            self._future.set_exception(exc)
 
 
 _STOP = object()
@@ -267,7 +247,7 @@ class ThreadWriter:
         future: Future[list[IngestResult]] = Future()
         if not self._threads:
             raise IngestFailed("Herald is not taking events: it is stopping")
-        self._queue.put((events, _ThreadAnswer(future)))
+        self._queue.put((events, _Reply(future)))
         return await asyncio.wrap_future(future)
 
     def _run(self) -> None:
