@@ -254,6 +254,25 @@ def test_an_address_holding_the_user_id_is_still_masked(address: str, formatter_
     assert address not in line and "u***@example.com" in line
 
 
+def test_an_id_is_kept_wherever_it_stands_alone_and_masked_where_it_is_part_of_more(
+    formatter_for: Any,
+) -> None:
+    ids = {"user_id": "9876543210", "event_id": "98765432101"}
+    alert = record(
+        "%s failed; retried as %s for 9876543210@example.com, then %s again",
+        "9876543210",
+        "98765432101",
+        "9876543210",
+        **ids,
+    )
+
+    message = formatter_for("text").format(alert).split(": ", 1)[1]
+
+    assert message == (
+        "9876543210 failed; retried as 98765432101 for 9***@example.com, then 9876543210 again"
+    )
+
+
 def test_an_exception_in_a_text_log_line_is_masked_too(formatter_for: Any) -> None:
     failure = a_failure("cannot store maria@example.com")
 

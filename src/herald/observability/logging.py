@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import re
 import sys
 import time
 from typing import Any
@@ -43,13 +42,37 @@ def _masked(text: str, record: logging.LogRecord) -> str:
     ids.discard("")
     if not ids:
         return mask_text(text)
-    alternatives = "|".join(re.escape(i) for i in sorted(ids, key=len, reverse=True))
     pieces, start = [], 0
-    for found in re.finditer(rf"(?<![\w@.+%-])(?:{alternatives})(?![\w@.+%-])", text):
-        pieces += [mask_text(text[start : found.start()]), found.group()]
-        start = found.end()
+    for begin, end in _standing_alone(text, ids):
+        pieces += [mask_text(text[start:begin]), text[begin:end]]
+        start = end
     pieces.append(mask_text(text[start:]))
     return "".join(pieces)
+
+
+def _standing_alone(text: str, ids: set[str]) -> list[tuple[int, int]]:
+    """The spans of ``text`` that are one of ``ids`` with no address or number character
+    either side, in order; where two overlap, the longer id's. Found with ``str.find``:
+    a pattern built of each record's ids was compiled afresh for every alert line, and
+    that compiling was a quarter of a dispatcher's work under load."""
+    spans: list[tuple[int, int]] = []
+    for ident in sorted(ids, key=len, reverse=True):
+        begin = text.find(ident)
+        while begin != -1:
+            end = begin + len(ident)
+            alone = not (begin and _joins(text[begin - 1])) and not (
+                end < len(text) and _joins(text[end])
+            )
+            if alone and all(end <= b or e <= begin for b, e in spans):
+                spans.append((begin, end))
+            begin = text.find(ident, begin + 1)
+    return sorted(spans)
+
+
+def _joins(character: str) -> bool:
+    """Whether ``character`` would make an id next to it part of a longer word, address
+    or number."""
+    return character.isalnum() or character in "_@.+%-"
 
 
 class _MaskingFormatter(logging.Formatter):
