@@ -6,16 +6,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from herald.delivery.provider import DeliveryResult
+from herald.domain.immutable import immutable
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Deferred:
     """Why a claimed message goes back unsent, without counting an attempt."""
 
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Outcome:
     """What became of one claimed message this round: the provider's result, or why it
     goes back unsent; ``delay``: seconds until it is due again (a retry, a deferral)."""

@@ -7,12 +7,13 @@ failure: the dispatcher decides about retries from the result's ``status``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
+from herald.domain.immutable import immutable
 
-@dataclass(frozen=True, slots=True)
+
+@immutable
 class SendRequest:
     """One message as a provider sees it.
 
@@ -54,7 +55,7 @@ class DeliveryStatus(StrEnum):
     FAILED = "failed"  # permanent: other 4xx, SMTP 5xx, bad recipient
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class DeliveryResult:
     """``retry_after``: for a retry, the seconds the receiver asked to be left alone
     (HTTP ``Retry-After``); the next attempt waits at least that long, up to the

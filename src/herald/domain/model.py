@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 import orjson
 
+from herald.domain.immutable import immutable
 from herald.domain.timeutil import iso
 
 # Longest stored values (the database refuses longer ones).
@@ -18,7 +19,7 @@ MAX_RECIPIENT = 320  # an address or phone number, from the user's traits
 MAX_DEDUP_KEY = 300
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Event:
     """A behavioural event, validated and normalised (timestamp in UTC)."""
 
@@ -77,7 +78,7 @@ def derived_event_id(user_id: str, event_type: str, timestamp: datetime) -> str:
     return f"evt_{digest[:32]}"
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class UserProfile:
     """What Herald knows about a user: traits, each stamped with the event time it came from."""
 
@@ -139,7 +140,7 @@ class Outcome(StrEnum):
     SKIPPED = "skipped"  # a condition, window, consent or recipient did not hold
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class MessageDraft:
     """A message a triggered decision asks for; the service renders and stores it."""
 
@@ -158,7 +159,7 @@ class MessageDraft:
     user_view: Mapping[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Decision:
     """The verdict of one rule on one event, with the reason a person can read."""
 

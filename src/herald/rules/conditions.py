@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any
 
 import cel
 import orjson
 
+from herald.domain.immutable import immutable
 from herald.rules.comparison import parse_comparison
 
 CONDITION_VARIABLES = frozenset({"event", "user"})
@@ -25,7 +25,7 @@ class ConditionError(ValueError):
     pass
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class ConditionResult:
     holds: bool
     explanation: str

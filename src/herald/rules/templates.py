@@ -8,7 +8,6 @@ the rule file loads, so a broken one stops ``herald rules check`` and start-up, 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, MutableMapping
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, cast
@@ -18,6 +17,7 @@ from jinja2.exceptions import TemplateRuntimeError, UndefinedError
 from jinja2.sandbox import SandboxedEnvironment
 from jinja2.utils import missing
 
+from herald.domain.immutable import immutable
 from herald.domain.properties import PYTHON_TYPES, json_kind
 
 PARTS = ("subject.txt", "body.txt", "body.html")
@@ -62,7 +62,7 @@ class _NamingUndefined(StrictUndefined):
         super().__init__(hint, obj, name, cast(type[TemplateRuntimeError], reading))
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Rendered:
     subject: str
     body: str

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 from herald.delivery.quiet_hours import HoldPolicy, no_hold
+from herald.domain.immutable import immutable
 from herald.domain.model import Decision, Event, MessageDraft, Outcome, UserProfile
 from herald.domain.timeutil import to_micros
 from herald.rules import engine
@@ -32,7 +33,7 @@ class IngestStatus(StrEnum):
     CONFLICT = "conflict"  # the event id is taken by a different payload
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class IngestResult:
     event_id: str
     status: IngestStatus
