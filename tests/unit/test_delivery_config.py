@@ -184,6 +184,21 @@ def test_every_wrong_setting_is_named_in_one_error() -> None:
     ]
 
 
+def test_a_secret_set_to_nothing_is_a_problem() -> None:
+    # `SMS_WEBHOOK_SECRET=` in an env file: the webhook went out unsigned, and the SMTP
+    # login sent an empty password, from a file the check had passed.
+    empty = {name: "" for name in ENV}
+
+    with pytest.raises(DeliveryConfigError) as caught:
+        build_delivery(FULL, outbox=Path("outbox.jsonl"), env=empty)
+
+    assert caught.value.problems == [
+        "providers.email: environment variable SMTP_USER (for username) is empty",
+        "providers.email: environment variable SMTP_PASSWORD (for password) is empty",
+        "providers.sms: environment variable SMS_WEBHOOK_SECRET (for secret) is empty",
+    ]
+
+
 def test_a_sender_may_carry_a_display_name() -> None:
     plan = build(changed(("providers", "email", "sender"), "Herald <hello@example.com>"))
 

@@ -82,6 +82,11 @@ def secret(
     if name not in env:
         problems.append(f"{where}: environment variable {name} (for {key}) is not set")
         return None
+    if not env[name]:
+        # Set but empty (``NAME=`` in an env file, an unset variable interpolated): taken
+        # as given, a webhook would go unsigned and an SMTP login would send no password.
+        problems.append(f"{where}: environment variable {name} (for {key}) is empty")
+        return None
     return env[name]
 
 
