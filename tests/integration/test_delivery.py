@@ -19,6 +19,7 @@ from herald.delivery.dispatcher import Dispatcher
 from herald.delivery.provider import DeliveryResult, Provider, SendRequest
 from herald.delivery.quiet_hours import QuietHours, hold_policy
 from herald.delivery.ratelimit import ChannelRateLimits
+from herald.delivery.setup import build_delivery
 from herald.delivery.signing import SIGNATURE_HEADER, verify
 from herald.delivery.smtp import SmtpProvider
 from herald.delivery.stub import LogAlertProvider, StubProvider
@@ -540,18 +541,23 @@ def test_quiet_hours_hold_an_sms_until_the_morning_in_the_users_zone(
     assert asyncio.run(worker.run_once()).sent == 1
 
 
+def high_risk_alert(user: str) -> Event:
+    """A fourth declined payment: an internal alert, and no message to the user."""
+    failure = funds_failure(user)
+    return Event(
+        failure.event_id,
+        user,
+        "payment_failed",
+        failure.timestamp,
+        {"amount": 1.0, "attempt_number": 4, "failure_reason": "CARD_DECLINED"},
+        failure.user_traits,
+    )
+
+
 def test_internal_alerts_are_logged_and_never_sent_to_the_user(
     database: Database, clock: FixedClock, caplog: Any
 ) -> None:
-    alert = funds_failure("h1")
-    alert = Event(
-        alert.event_id,
-        "h1",
-        "payment_failed",
-        alert.timestamp,
-        {"amount": 1.0, "attempt_number": 4, "failure_reason": "CARD_DECLINED"},
-        alert.user_traits,
-    )
+    alert = high_risk_alert("h1")
     store(database, clock, [alert])
     caplog.set_level("WARNING", logger="herald.delivery")
     asyncio.run(dispatcher(database, clock, {"internal": LogAlertProvider()}).run_once())
@@ -562,6 +568,26 @@ def test_internal_alerts_are_logged_and_never_sent_to_the_user(
         and record.event_id == alert.event_id
     )
     assert message(database).recipient == "internal"
+
+
+def test_a_webhook_added_to_internal_alerts_keeps_the_log_line_of_record(
+    database: Database, clock: FixedClock, caplog: Any, tmp_path: Path
+) -> None:
+    # `internal: {webhook: ...}` without `type: log` wrote the alerts to the stub's file,
+    # where nobody looks for them, instead of the log.
+    store(database, clock, [high_risk_alert("h2")])
+    outbox = tmp_path / "outbox.jsonl"
+    caplog.set_level("WARNING", logger="herald.delivery")
+    with HttpReceiver() as receiver:
+        plan = build_delivery(
+            {"providers": {"internal": {"webhook": {"url": receiver.url}}}}, outbox=outbox, env={}
+        )
+        report = asyncio.run(dispatcher(database, clock, plan.providers).run_once())
+        [request] = receiver.requests
+
+    assert report.sent == 1 and request.json()["rule"] == "HIGH_RISK_ALERT"
+    assert [r for r in caplog.records if getattr(r, "alert", None) == "HIGH_RISK_ALERT"]
+    assert not outbox.exists()
 
 
 class _TimesOutItself:

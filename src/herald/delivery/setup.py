@@ -155,7 +155,9 @@ def _provider(
     also_known: tuple[str, ...] = (),
 ) -> Provider | None:
     problems, env = reading.problems, reading.env
-    kind = spec.get("type", "stub")
+    # Without a type, a channel keeps its default one: `internal: {webhook: ...}` adds a
+    # webhook to the log line of record, it does not move the alerts into the stub's file.
+    kind = spec.get("type", _DEFAULT_PROVIDERS[channel]["type"])
     if not isinstance(kind, str) or kind not in _PROVIDER_KEYS:
         problems.append(f"{where}: unknown type {kind!r} ({', '.join(_PROVIDER_KEYS)})")
         return None
