@@ -352,6 +352,40 @@ def test_an_unsubscribe_cancels_the_marketing_still_waiting_and_nothing_else(
     assert sorted(m.status for m in audit.messages) == ["cancelled", "sent"]
 
 
+def test_an_unsubscribe_cancels_a_marketing_dead_letter_so_no_retry_sends_it(
+    database: Database, database_url: str, clock: FixedClock
+) -> None:
+    # The dead letter stayed failed through the unsubscribe, and the operator's retry of
+    # every dead letter, once the relay was fixed, sent the welcome to the user who left.
+    welcome = Event(
+        "signup-q2",
+        "q2",
+        "signup_completed",
+        clock(),
+        user_traits={"email": "q2@example.com", "marketing_opt_in": True},
+    )
+    store(database, clock, [welcome])
+    with HttpReceiver() as receiver:
+        receiver.respond_with(CannedResponse(400))
+        worker = dispatcher(
+            database, clock, {"email": WebhookProvider("email", receiver.url, secret=None)}
+        )
+        assert asyncio.run(worker.run_once()).failed == 1
+
+        _preferences, cancelled = set_unsubscribes(database, "q2", ["email"], now=clock())
+        result = CliRunner().invoke(
+            cli, ["messages", "retry", "--failed", "--database", database_url]
+        )
+        clock.now += timedelta(days=3650)  # the command re-queues on the wall clock
+        report = asyncio.run(worker.run_once())
+        sent = len(receiver.requests)
+
+    assert result.exit_code == 0 and "re-queued 0 message(s)" in result.output
+    assert report.claimed == 0 and sent == 1
+    row = message(database)
+    assert cancelled == [row.message_id] and row.status == "cancelled"
+
+
 RATE_NOTE = (
     "rate limits are this process's own: email 2/s, sms 0.5/s; "
     "N processes delivering send up to N times that (set a channel's rate to its limit / N)"

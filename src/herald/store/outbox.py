@@ -336,10 +336,11 @@ class OutboxRepository:
     ) -> list[str]:
         """Cancel the user's marketing messages still waiting to be claimed (pending: due,
         held for quiet hours, or waiting for a retry) on ``channels`` (None: every one);
-        their ids. One being sent is beyond recall."""
+        their ids. One being sent is beyond recall. A dead letter is waiting too: left
+        failed, ``requeue`` would send it to the user who unsubscribed."""
         statement = update(messages).where(
             messages.c.user_id == user_id,
-            messages.c.status == PENDING,
+            messages.c.status.in_([PENDING, FAILED]),
             messages.c.category == "marketing",
         )
         if channels is not None:
