@@ -77,6 +77,16 @@ def changed(path: tuple[str, ...], value: Any) -> dict[str, Any]:
         (("providers", "email", "port"), 0, "providers.email.port: must be a whole number"),
         (("providers", "email", "host"), None, "providers.email: `host` must be a non-empty"),
         (("providers", "pager"), {"type": "stub"}, "providers.pager: unknown channel 'pager'"),
+        # Hosts no socket connects to, which retried every email until it was a dead letter.
+        (
+            ("providers", "email", "host"),
+            "smtp.example.com:587",
+            "providers.email: `host` must be a host name or an IP address alone (no scheme, "
+            "port, brackets or spaces; the port goes in `port`), got 'smtp.example.com:587'",
+        ),
+        (("providers", "email", "host"), "smtp://smtp.example.com", "must be a host name"),
+        (("providers", "email", "host"), "[2001:db8::25]", "must be a host name"),
+        (("providers", "email", "host"), "smtp.example.com ", "must be a host name"),
         (("providers", "sms", "url"), "sms.example.com", "must be an http:// or https:// URL"),
         (("providers", "sms", "secret_env"), "NOPE", "environment variable NOPE (for secret)"),
         (("providers", "sms", "type"), "carrier-pigeon", "unknown type 'carrier-pigeon'"),
@@ -197,6 +207,13 @@ def test_a_secret_set_to_nothing_is_a_problem() -> None:
         "providers.email: environment variable SMTP_PASSWORD (for password) is empty",
         "providers.sms: environment variable SMS_WEBHOOK_SECRET (for secret) is empty",
     ]
+
+
+@pytest.mark.parametrize("host", ["smtp.example.com", "mail_relay", "2001:db8::25", "10.0.0.25"])
+def test_a_host_may_be_any_name_or_address(host: str) -> None:
+    email = build(changed(("providers", "email", "host"), host)).providers["email"]
+
+    assert isinstance(email, SmtpProvider) and email.host == host
 
 
 def test_a_sender_may_carry_a_display_name() -> None:

@@ -4,6 +4,7 @@ that one check lists every problem of a file."""
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 from collections.abc import Mapping
@@ -142,6 +143,23 @@ def is_http_url(url: str) -> bool:
     except (ValueError, httpx.InvalidURL):  # e.g. an unclosed IPv6 bracket, a port "443x"
         return False
     return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+# Labels of letters (any script), digits, hyphens and underscores (a container's service
+# name may hold one), with an optional final dot.
+_HOST_NAME = re.compile(r"[\w-]+(?:\.[\w-]+)*\.?")
+
+
+def is_host(host: str) -> bool:
+    """Whether ``host`` is a host name or an IP address alone, as a socket is connected to:
+    not a URL, not ``host:port``, not a bracketed IPv6 address, no whitespace. Caught here,
+    such a host fails the rule file's check; caught at send time, it retries every
+    message of its channel until each is a dead letter."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return _HOST_NAME.fullmatch(host) is not None
+    return True
 
 
 def clock_time(value: Any, where: str, problems: list[str]) -> time | None:

@@ -41,6 +41,11 @@ def smtp_provider(
     """``folder``: where a relative ``ca_file`` is, the rule file's (else the current one)."""
     before = len(problems)
     host = readers.text(spec, "host", where, problems, required=True)
+    if host is not None and not readers.is_host(host):
+        problems.append(
+            f"{where}: `host` must be a host name or an IP address alone (no scheme, port, "
+            f"brackets or spaces; the port goes in `port`), got {host!r}"
+        )
     tls = _smtp_tls(spec, where, problems)
     tls_context = _tls_context(spec, tls, where, problems, folder)
     # SMTPS listens on 465, plain SMTP (and STARTTLS to a relay) on 25.
