@@ -194,6 +194,28 @@ def test_every_wrong_setting_is_named_in_one_error() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        (
+            ("providers", "internal", "webhook"),
+            "https://chat.example.com/hooks/T0K3N",
+            "providers.internal.webhook: must be a mapping, got a URL (not repeated here",
+        ),
+        (("providers", "sms"), "https://sms.example.com/send?key=T0K3N", "must be a mapping"),
+        (("providers", "sms", "url"), ["https://sms.example.com/T0K3N"], "non-empty string"),
+    ],
+)
+def test_a_webhook_url_in_the_wrong_place_is_not_repeated_in_the_error(
+    path: tuple[str, ...], value: Any, message: str
+) -> None:
+    # The token in the URL went to the check's output and the start-up log.
+    with pytest.raises(DeliveryConfigError) as caught:
+        build(changed(path, value))
+
+    assert message in str(caught.value) and "T0K3N" not in str(caught.value)
+
+
 def test_a_secret_set_to_nothing_is_a_problem() -> None:
     # `SMS_WEBHOOK_SECRET=` in an env file: the webhook went out unsigned, and the SMTP
     # login sent an empty password, from a file the check had passed.

@@ -21,11 +21,18 @@ ADDRESS = re.compile(r"[^@\s<>]+@[^@\s<>]+")
 LONGEST_SEND_S = 30.0
 
 
+def quoted(value: Any) -> str:
+    """``value`` as a problem quotes it, unless it holds a URL: a webhook's often carries its
+    own token (chat hooks do), and problems are printed by the check and logged at start-up."""
+    shown = repr(value)
+    return "a URL (not repeated here: it may carry a token)" if "://" in shown else shown
+
+
 def mapping(value: Any, where: str, problems: list[str]) -> Mapping[Any, Any] | None:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        problems.append(f"{where}: must be a mapping, got {value!r}")
+        problems.append(f"{where}: must be a mapping, got {quoted(value)}")
         return None
     return value
 
@@ -42,7 +49,7 @@ def text(
     if value is None and not required:
         return None
     if not isinstance(value, str) or not value.strip():
-        problems.append(f"{where}: `{key}` must be a non-empty string, got {value!r}")
+        problems.append(f"{where}: `{key}` must be a non-empty string, got {quoted(value)}")
         return None
     return value
 
