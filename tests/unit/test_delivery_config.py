@@ -316,7 +316,19 @@ def test_logging_in_without_tls_is_a_problem(settings: dict[str, Any]) -> None:
     with pytest.raises(DeliveryConfigError) as caught:
         build(smtp_settings(**settings))
 
-    assert caught.value.problems == [PLAINTEXT_AUTH]
+    assert PLAINTEXT_AUTH in caught.value.problems
+
+
+@pytest.mark.parametrize("left_out", ["username_env", "password_env"])
+def test_a_login_needs_both_a_name_and_a_password(left_out: str) -> None:
+    # A name alone logged in with an empty password, a password alone did not log in:
+    # the server refused every email, each a dead letter.
+    with pytest.raises(DeliveryConfigError) as caught:
+        build(smtp_settings(**{left_out: None}))
+
+    assert caught.value.problems == [
+        "providers.email: `username_env` and `password_env` go together: logging in takes both"
+    ]
 
 
 @pytest.mark.parametrize(

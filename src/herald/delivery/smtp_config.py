@@ -62,6 +62,7 @@ def smtp_provider(
     username = readers.secret(spec, "username", env, where, problems)
     password = readers.secret(spec, "password", env, where, problems)
     timeout = readers.send_timeout(spec, where, problems)
+    _check_credentials_pair(spec, where, problems)
     _check_plaintext_auth(spec, host, tls, where, problems)
     if len(problems) > before:
         return None
@@ -119,6 +120,16 @@ def _tls_context(
     except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
         problems.append(f"{where}: `ca_file` {ca_file!r} cannot be used: {exc}")
         return None
+
+
+def _check_credentials_pair(spec: Mapping[str, Any], where: str, problems: list[str]) -> None:
+    """A login takes a name and a password: with a password alone none was made (and the
+    server refused the mail), with a name alone it was made with an empty password (and
+    refused); either way every email became a dead letter."""
+    if ("username_env" in spec) != ("password_env" in spec):
+        problems.append(
+            f"{where}: `username_env` and `password_env` go together: logging in takes both"
+        )
 
 
 def _check_plaintext_auth(
