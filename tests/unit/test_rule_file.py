@@ -444,6 +444,27 @@ def test_rule_ids_and_event_type_names_must_be_short_identifiers(tmp_path: Path)
             "event signup_completed: must be a mapping with an optional `description`",
         ),
         ("  signup_completed: [one, two]\n", "event signup_completed: must be a mapping"),
+        (
+            "  signup_completed:\n    propertes:\n      amount: {type: number}\n",
+            "event signup_completed: unknown key `propertes` (known: description, properties)",
+        ),
+        (
+            "  signup_completed:\n    properties:\n      amount: {type: number, minimun: 0}\n",
+            "event signup_completed: property amount: unknown key `minimun`",
+        ),
+        (
+            "  signup_completed:\n    properties:\n      plan: {type: string, required: 'false'}\n",
+            "event signup_completed: property plan: `required` must be true or false, got 'false'",
+        ),
+        (
+            "  signup_completed:\n    properties:\n"
+            "      amount: {type: number, minimum: 10, maximum: 1}\n",
+            "event signup_completed: property amount: `minimum` 10 is above `maximum` 1",
+        ),
+        (
+            "  signup_completed:\n    properties:\n      answer: {type: string, enum: [yes, no]}\n",
+            "event signup_completed: property answer: `enum` value True is not of type string",
+        ),
     ],
 )
 def test_an_event_type_that_would_fail_at_intake_is_refused_at_load(

@@ -7,11 +7,15 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from herald.domain.properties import PROPERTY_TYPES, PropertySpec
+from herald.domain.properties import PROPERTY_TYPES, PropertySpec, type_matches
 from herald.rules.definition import EventType
 
 # Event types and rule ids: short identifiers, safe in metrics labels and dedup keys.
 NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+# What an event type and a property may declare: a misspelt key (`propertes:`,
+# `minimun:`) would otherwise be ignored, and events go unchecked without a word.
+EVENT_KEYS = ("description", "properties")
+PROPERTY_KEYS = ("type", "required", "minimum", "maximum", "enum")
 
 
 def read_event_types(raw: Any, problems: list[str]) -> dict[str, EventType]:
@@ -33,6 +37,8 @@ def read_event_types(raw: Any, problems: list[str]) -> dict[str, EventType]:
                 "`properties` mapping each property to its type"
             )
             continue
+        for key in _unknown_keys(spec, EVENT_KEYS):
+            problems.append(f"event {name}: unknown key `{key}` (known: {', '.join(EVENT_KEYS)})")
         props = {}
         for prop, pspec in (spec.get("properties") or {}).items():
             problem = _property_problem(prop, pspec)
@@ -58,9 +64,15 @@ def _property_problem(name: Any, spec: Any) -> str | None:
     if not isinstance(name, str):
         return "the name must be a string"
     spec = spec if isinstance(spec, dict) else {"type": spec}
+    unknown = _unknown_keys(spec, PROPERTY_KEYS)
+    if unknown:
+        return f"unknown key `{unknown[0]}` (known: {', '.join(PROPERTY_KEYS)})"
     kind = spec.get("type")
     if not isinstance(kind, str) or kind not in PROPERTY_TYPES:
         return f"type must be one of {list(PROPERTY_TYPES)}"
+    # Not read as truthy: `required: "false"` would make the property required.
+    if spec.get("required") is not None and not isinstance(spec["required"], bool):
+        return f"`required` must be true or false, got {spec['required']!r}"
     for bound in ("minimum", "maximum"):
         value = spec.get(bound)
         if value is None:
@@ -69,9 +81,21 @@ def _property_problem(name: Any, spec: Any) -> str | None:
             return f"`{bound}` applies to numbers, not to {kind}"
         if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
             return f"`{bound}` must be a number, got {value!r}"
-    if spec.get("enum") is not None and not isinstance(spec["enum"], list):
+    low, high = spec.get("minimum"), spec.get("maximum")
+    if low is not None and high is not None and low > high:
+        return f"`minimum` {low!r} is above `maximum` {high!r}: no value could be sent"
+    enum = spec.get("enum")
+    if enum is not None and not isinstance(enum, list):
         return "`enum` must be a list of the allowed values"
+    # A value of another type could never be sent: every event would be refused.
+    for value in enum or ():
+        if not type_matches(value, kind):
+            return f"`enum` value {value!r} is not of type {kind}"
     return None
+
+
+def _unknown_keys(spec: dict[Any, Any], known: tuple[str, ...]) -> list[str]:
+    return sorted(str(key) for key in spec if key not in known)
 
 
 def read_traits(raw: Any, problems: list[str]) -> dict[str, str]:
