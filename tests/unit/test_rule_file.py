@@ -93,6 +93,17 @@ def test_a_valid_custom_file_loads_with_its_templates(tmp_path: Path) -> None:
     assert (rendered.subject, rendered.body) == ("Hello Ana", "Welcome, a@x.io.")
 
 
+def test_a_description_left_empty_is_no_description(tmp_path: Path) -> None:
+    path = write_rule_file(tmp_path, GOOD_RULE + "    description:\n")
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace("signup_completed: {}", "signup_completed: {description: }"))
+
+    ruleset = load_ruleset(path)
+
+    assert ruleset.event_types["signup_completed"].description == ""
+    assert ruleset.rules[0].description == ""
+
+
 BROKEN_RULES = {
     "unknown_trigger": (
         "  - {id: BROKEN, trigger: payment_refunded, channel: email, category: transactional}\n",

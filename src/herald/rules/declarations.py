@@ -55,7 +55,7 @@ def read_event_types(raw: Any, problems: list[str]) -> dict[str, EventType]:
                 pspec.get("maximum"),
                 tuple(enum) if enum else None,
             )
-        types[name] = EventType(name, props, str(spec.get("description", "")))
+        types[name] = EventType(name, props, str(spec.get("description") or ""))
     return types
 
 

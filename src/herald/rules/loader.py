@@ -212,7 +212,7 @@ def _rules(
                 condition=condition,
                 after=after,
                 template=spec.get("template"),
-                description=str(spec.get("description", "")).strip(),
+                description=str(spec.get("description") or "").strip(),
             )
         )
     return rules, uses
