@@ -206,6 +206,31 @@ def test_a_misspelt_section_is_refused_not_ignored(tmp_path: Path) -> None:
     assert problem.startswith("provider: not a section of a rule file (events, traits, rules,")
 
 
+def test_a_key_given_twice_is_refused_not_silently_replaced(tmp_path: Path) -> None:
+    path = write_rule_file(
+        tmp_path,
+        "  - id: TWICE\n    trigger: signup_completed\n    channel: internal\n"
+        "    when: user.email == 'a@example.com'\n    when: user.email == 'b@example.com'\n",
+    )
+
+    [problem] = problems_of(path)
+
+    assert problem.startswith("not valid YAML: while constructing a mapping")
+    assert "found duplicate key 'when'" in problem
+
+
+def test_a_key_merged_from_an_anchor_may_be_overridden(tmp_path: Path) -> None:
+    path = write_rule_file(
+        tmp_path,
+        "  - <<: {id: BASE, trigger: payment_failed, channel: internal}\n"
+        "    trigger: signup_completed\n",
+    )
+
+    [rule] = load_ruleset(path).rules
+
+    assert (rule.id, rule.on) == ("BASE", "signup_completed")
+
+
 def test_a_key_starting_with_x_is_left_alone_for_yaml_anchors(tmp_path: Path) -> None:
     path = write_rule_file(tmp_path, GOOD_RULE)
     path.write_text("x-common: &email {channel: email}\n" + path.read_text())

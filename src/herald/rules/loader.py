@@ -100,6 +100,32 @@ def _unknown_section(key: Any) -> str:
     )
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML as ``safe_load`` reads it, but a key given twice in one mapping is an error
+    (as YAML itself says), not the last one silently winning: a second `when:` in a rule,
+    or a second `rules:` section, would otherwise replace the first without a word."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _value in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`, overridable
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key: the constructor says so below
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"found duplicate key {key!r}",
+                    key_node.start_mark,
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def _parse(
     text: str,
     source: str,
@@ -107,7 +133,7 @@ def _parse(
     read_settings: Callable[[dict[str, Any], list[str]], T],
 ) -> tuple[RuleSet, T]:
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         raise RuleFileError(source, [f"not valid YAML: {exc}"]) from None
     if not isinstance(data, dict):
