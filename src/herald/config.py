@@ -54,6 +54,16 @@ class Settings(BaseSettings):
             )
         return level
 
+    @field_validator("rules")
+    @classmethod
+    def _names_a_file(cls, value: str | None) -> str | None:
+        # An empty HERALD_RULES= would be read as the current folder, and refused as one.
+        if value is not None and not value.strip():
+            raise ValueError(
+                "must name a rule file (unset the variable for the packaged default rules)"
+            )
+        return value
+
     @field_validator("admin_token", "ingest_token")
     @classmethod
     def _usable_token(cls, value: str | None) -> str | None:

@@ -149,3 +149,17 @@ def test_a_sqlite_file_in_a_missing_folder_is_refused_and_the_folder_is_not_crea
     assert result.exit_code == 1, result.output
     assert f"error: the folder {folder} of the SQLite database does not exist" in result.output
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", [["worker"], COMMANDS["prune"]], ids=["worker", "prune"])
+def test_an_empty_rules_variable_is_named_not_read_as_the_current_folder(
+    command: list[str], tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'herald.db'}"
+
+    result = CliRunner().invoke(
+        app, [*command, "--database", url], env={"HERALD_RULES": "", "COLUMNS": "1000"}
+    )
+
+    assert result.exit_code == 1, result.output
+    assert "error: invalid settings: HERALD_RULES: must name a rule file" in result.output
