@@ -322,6 +322,29 @@ def test_a_missing_rule_file_is_reported_not_raised_as_a_crash(tmp_path: Path) -
     assert problems_of(tmp_path / "absent.yaml") == ["cannot read: No such file or directory"]
 
 
+def test_a_rule_file_not_saved_as_utf8_is_reported_with_its_line(tmp_path: Path) -> None:
+    path = write_rule_file(tmp_path, GOOD_RULE + "    description: Caf\u00e9\n")
+    path.write_bytes(path.read_text(encoding="utf-8").encode("latin-1"))
+    line = path.read_bytes()[: path.read_bytes().index(b"\xe9")].count(b"\n") + 1
+
+    result = CliRunner().invoke(app, ["rules", "check", str(path)], env=WIDE)
+
+    assert result.exit_code == 1
+    assert listed_problems(result.output) == [
+        f"the file is not UTF-8 text (byte 0xe9 on line {line}): save it as UTF-8"
+    ]
+
+
+def test_a_template_not_saved_as_utf8_is_reported_with_its_rule(tmp_path: Path) -> None:
+    path = write_rule_file(tmp_path, GOOD_RULE)
+    (tmp_path / "templates" / "hello" / "body.txt").write_bytes(b"Ol\xe1 {{ user.email }}")
+
+    assert problems_of(path) == [
+        "rule GOOD: template hello/body.txt is not UTF-8 text (byte 0xe1 on line 1): "
+        "save it as UTF-8"
+    ]
+
+
 # Versions: a rule's version follows its own text only
 
 SECOND_RULE = """

@@ -23,7 +23,7 @@ from herald.rules.declarations import NAME, read_event_types, read_traits
 from herald.rules.definition import CHANNELS, EventType, Limit, Rule, RuleSet
 from herald.rules.rule_keys import is_folder_name, read_after, read_category, read_enum
 from herald.rules.sample_checks import condition_problems, template_problems
-from herald.rules.templates import TemplateProblem, TemplateSet
+from herald.rules.templates import TemplateProblem, TemplateSet, not_utf8
 
 T = TypeVar("T")  # what a caller's ``read_settings`` makes of the rule file
 
@@ -70,6 +70,8 @@ def load_rule_file(
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise RuleFileError(str(path), [f"cannot read: {exc.strerror}"]) from None
+    except UnicodeDecodeError as exc:
+        raise RuleFileError(str(path), [f"the file {not_utf8(exc)}"]) from None
     return _parse(text, str(path), path.parent / "templates", read_settings)
 
 

@@ -27,6 +27,23 @@ class TemplateProblem(ValueError):
     pass
 
 
+def not_utf8(exc: UnicodeDecodeError) -> str:
+    """What to say of a file that is not UTF-8 (saved as Latin-1 by an editor, say)."""
+    line = exc.object[: exc.start].count(b"\n") + 1
+    return (
+        f"is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} on line {line}): save it as UTF-8"
+    )
+
+
+def _read_part(path: Path, where: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise TemplateProblem(f"template {where} {not_utf8(exc)}") from None
+    except OSError as exc:
+        raise TemplateProblem(f"template {where}: cannot read: {exc.strerror}") from None
+
+
 class UndeclaredName(TemplateProblem):
     """A part (``where``, e.g. ``welcome/subject.txt``) read ``name`` from ``owner``, a
     mapping of the context that does not hold it."""
@@ -138,7 +155,7 @@ class TemplateSet:
             if not folder.is_dir():
                 raise TemplateProblem(f"template {name!r} not found (no folder {folder})")
             sources[name] = {
-                part: (folder / part).read_text(encoding="utf-8")
+                part: _read_part(folder / part, f"{name}/{part}")
                 for part in PARTS
                 if (folder / part).is_file()
             }
