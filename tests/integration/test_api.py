@@ -193,6 +193,16 @@ def test_a_misspelt_field_is_refused_rather_than_dropped(client: TestClient) -> 
     assert client.get("/audit/u_typo").status_code == 404
 
 
+def test_a_misspelt_field_beside_a_batchs_events_is_refused(client: TestClient) -> None:
+    body = {"events": [signup(user="u_batch_typo")], "dry_run": True}
+
+    response = client.post("/events/batch", json=body)
+
+    assert response.status_code == 422
+    assert [e["loc"] for e in response.json()["detail"]] == [["body", "dry_run"]]
+    assert client.get("/audit/u_batch_typo").status_code == 404
+
+
 @pytest.mark.parametrize("said", ["marketing", {"email": True}, ["sms", ["email"]], 1])
 def test_an_unsubscribe_herald_cannot_read_stops_marketing_not_the_event(
     client: TestClient, said: Any

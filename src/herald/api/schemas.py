@@ -62,12 +62,15 @@ MAX_BATCH = 1000
 MAX_EVENT_BYTES = 1024 * 1024
 
 
+# A misspelt field beside `events` is refused, as beside an event's own fields.
+@with_config(ConfigDict(extra="forbid"))
 class BatchIn(TypedDict):
     events: Annotated[
         list[EventIn], Field(min_length=1, max_length=MAX_BATCH, description="up to 1,000 events")
     ]
 
 
+@with_config(ConfigDict(extra="forbid"))
 class LooseBatchIn(TypedDict):
     """A batch whose events are not checked yet: each is then accepted or rejected alone."""
 
