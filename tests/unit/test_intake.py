@@ -148,6 +148,30 @@ def test_a_property_of_the_wrong_type_or_range_is_refused_naming_it(
     assert errors == [{"loc": ["properties", name], "msg": message, "type": "invalid_property"}]
 
 
+def test_an_integer_written_with_a_zero_fraction_is_taken_as_that_integer(
+    ruleset: RuleSet,
+) -> None:
+    # JSON does not tell 3 from 3.0, and a client whose numbers are all doubles sends 3.0.
+    properties = {**GOOD_PROPERTIES, "attempt_number": 3.0}
+
+    event = accepted(to_event(payload(properties=properties), ruleset))
+
+    assert event.properties["attempt_number"] == 3
+    assert type(event.properties["attempt_number"]) is int
+
+
+@pytest.mark.parametrize("value", [2.5, 1e19, -1e300])
+def test_a_float_that_is_no_64_bit_integer_is_refused_for_an_integer(
+    value: float, ruleset: RuleSet
+) -> None:
+    properties = {**GOOD_PROPERTIES, "attempt_number": value}
+
+    [error] = rejected(to_event(payload(properties=properties), ruleset))
+
+    assert error["loc"] == ["properties", "attempt_number"]
+    assert error["msg"].startswith("must be of type integer")
+
+
 def test_a_missing_required_property_is_refused_naming_it(ruleset: RuleSet) -> None:
     properties = {"amount": 14.25, "failure_reason": "INSUFFICIENT_FUNDS"}
 

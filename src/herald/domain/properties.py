@@ -54,7 +54,7 @@ def type_matches(value: Any, type_name: str) -> bool:
     if type_name == "string":
         return isinstance(value, str)
     if type_name == "integer":
-        return isinstance(value, int) and not isinstance(value, bool)
+        return (isinstance(value, int) and not isinstance(value, bool)) or _whole(value)
     if type_name == "number":
         return isinstance(value, int | float) and not isinstance(value, bool)
     if type_name == "boolean":
@@ -62,6 +62,25 @@ def type_matches(value: Any, type_name: str) -> bool:
     if type_name == "object":
         return isinstance(value, dict)
     return isinstance(value, list)
+
+
+def _whole(value: Any) -> bool:
+    """Whether ``value`` is a float with no fraction (``3.0``): an integer to JSON Schema,
+    and how a client whose numbers are all doubles may write one."""
+    return type(value) is float and value.is_integer() and -(2**63) <= value < 2**63
+
+
+def with_integers(
+    properties: Mapping[str, Any], specs: Mapping[str, PropertySpec]
+) -> Mapping[str, Any]:
+    """Valid ``properties`` with each integer property sent as ``3.0`` made ``3``: a
+    condition then compares it as the integer it was declared (CEL keeps the two apart)."""
+    whole = {
+        spec.name: int(properties[spec.name])
+        for spec in specs.values()
+        if spec.type == "integer" and type(properties.get(spec.name)) is float
+    }
+    return {**properties, **whole} if whole else properties
 
 
 def validate_properties(

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from herald.domain.model import Event, derived_event_id
-from herald.domain.properties import validate_properties
+from herald.domain.properties import validate_properties, with_integers
 from herald.domain.timeutil import InvalidTimestamp, parse_timestamp
 from herald.rules.definition import RuleSet
 
@@ -64,6 +64,8 @@ def to_event(payload: Mapping[str, Any], ruleset: RuleSet) -> Event | Rejection:
             errors.append(_error((name, *loc), why, "unstorable_value"))
     if errors:
         return Rejection(errors)
+    if spec is not None:
+        properties = with_integers(properties, spec.properties)
     user_id = payload["user_id"]
     event_id = payload.get("event_id") or derived_event_id(user_id, event_type, timestamp)
     return Event(
