@@ -10,7 +10,7 @@ BROKEN_RULES_AND_DELIVERY = """
 events:
   signup_completed: {}
 rules:
-  - {id: NO_TRIGGER, trigger: signup_exploded, channel: email, category: transactional}
+  - {id: NO_TRIGGER, trigger: signup_exploded, channel: internal}
   - {id: BY_FAX, trigger: signup_completed, channel: fax}
   - {id: SOMETIMES, trigger: signup_completed, channel: internal, limit: sometimes}
   - {id: MISSPELT, trigger: signup_completed, channel: internal, when: user.plann == "pro"}

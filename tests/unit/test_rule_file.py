@@ -106,12 +106,13 @@ def test_a_description_left_empty_is_no_description(tmp_path: Path) -> None:
 
 BROKEN_RULES = {
     "unknown_trigger": (
-        "  - {id: BROKEN, trigger: payment_refunded, channel: email, category: transactional}\n",
+        "  - {id: BROKEN, trigger: payment_refunded, channel: email, category: transactional,"
+        " template: hello}\n",
         "rule BROKEN: `trigger: payment_refunded` is not a declared event type",
     ),
     "condition_does_not_compile": (
         "  - {id: BROKEN, trigger: signup_completed, channel: email, category: transactional,"
-        " when: 'user.x =='}\n",
+        " template: hello, when: 'user.x =='}\n",
         "rule BROKEN: `when: user.x ==` does not compile",
     ),
     "unknown_channel": (
@@ -120,23 +121,23 @@ BROKEN_RULES = {
     ),
     "unknown_limit": (
         "  - {id: BROKEN, trigger: signup_completed, channel: email, category: transactional,"
-        " limit: twice_a_day}\n",
+        " template: hello, limit: twice_a_day}\n",
         "rule BROKEN: unknown limit 'twice_a_day'",
     ),
     "unknown_variable": (
         "  - {id: BROKEN, trigger: signup_completed, channel: email, category: transactional,"
-        " when: 'account.vip'}\n",
+        " template: hello, when: 'account.vip'}\n",
         "rule BROKEN: `when: account.vip` uses unknown variable(s) ['account']",
     ),
     "bad_within": (
         "  - id: BROKEN\n    trigger: payment_failed\n    channel: email\n"
-        "    category: transactional\n"
+        "    category: transactional\n    template: hello\n"
         "    after: {event: signup_completed, within: a day}\n",
         "rule BROKEN: `after.within: a day` is not a duration like 30m, 24h or 7d",
     ),
     "window_too_long": (
         "  - id: BROKEN\n    trigger: payment_failed\n    channel: email\n"
-        "    category: transactional\n"
+        "    category: transactional\n    template: hello\n"
         "    after: {event: signup_completed, within: 99999999999d}\n",
         "rule BROKEN: `after.within: 99999999999d` is longer than the longest window, 3650d",
     ),
@@ -276,7 +277,8 @@ def test_a_rule_that_messages_the_user_must_say_whether_it_is_marketing(
 ) -> None:
     """No category is safe to assume: transactional would send marketing without consent."""
     path = write_rule_file(
-        tmp_path, f"  - {{id: PROMO, trigger: signup_completed, channel: {channel}}}\n"
+        tmp_path,
+        f"  - {{id: PROMO, trigger: signup_completed, channel: {channel}, template: hello}}\n",
     )
 
     [problem] = problems_of(path)
@@ -291,12 +293,27 @@ def test_a_rule_that_messages_the_user_must_say_whether_it_is_marketing(
 def test_a_rule_that_messages_the_user_cannot_pass_for_an_internal_alert(tmp_path: Path) -> None:
     path = write_rule_file(
         tmp_path,
-        "  - {id: PROMO, trigger: signup_completed, channel: sms, category: internal}\n",
+        "  - {id: PROMO, trigger: signup_completed, channel: sms, category: internal,"
+        " template: hello}\n",
     )
 
     [problem] = problems_of(path)
 
     assert problem.startswith("rule PROMO: `category: internal` is for `channel: internal`")
+
+
+@pytest.mark.parametrize("channel", ["email", "sms"])
+def test_a_rule_that_messages_the_user_needs_a_template(channel: str, tmp_path: Path) -> None:
+    # Without one, the user was sent the rule's id as a subject and an empty body.
+    path = write_rule_file(
+        tmp_path,
+        f"  - {{id: NOTE, trigger: signup_completed, channel: {channel},"
+        " category: transactional}\n",
+    )
+
+    assert problems_of(path) == [
+        f"rule NOTE: needs `template`: an {channel} rule sends the user a text it must say"
+    ]
 
 
 def test_an_internal_alert_needs_no_category(tmp_path: Path) -> None:
@@ -445,7 +462,7 @@ def test_rules_check_on_a_broken_file_names_the_file_rule_and_problem_and_exits_
         GOOD_RULE
         + "  - {id: SHOUT, trigger: signup_completed, channel: megaphone}\n"
         + "  - {id: LATE, trigger: signup_completed, channel: email, category: transactional,"
-        " limit: sometimes}\n",
+        " limit: sometimes, template: hello}\n",
     )
 
     result = CliRunner().invoke(app, ["rules", "check", str(path)], env=WIDE)

@@ -224,6 +224,9 @@ def _rules(
         if template is not None and not is_folder_name(template):
             bad(f"`template: {template!r}` must name a folder beside the rule file")
             template = None
+        elif template is None and channel in ("email", "sms"):
+            # Without one, the user would get the rule's id as a subject and an empty body.
+            bad(f"needs `template`: an {channel} rule sends the user a text it must say")
         trigger = on if isinstance(on, str) and on in event_types else None
         uses.append(_Use(rule_id, trigger, condition, template))
         if len(problems) > before or limit is None or category is None:
