@@ -652,6 +652,18 @@ def test_a_once_per_event_key_of_the_longest_ids_still_fits_and_stays_distinct(
     )
 
 
+def test_once_per_event_keys_of_users_whose_ids_hold_a_colon_stay_apart(
+    custom_ruleset: RuleSet,
+) -> None:
+    [rule] = custom_ruleset.rules
+
+    one = engine.dedup_key(rule, Event("c", "a:b", "plan_changed", at(SIGNUP_AT)))
+    other = engine.dedup_key(rule, Event("b:c", "a", "plan_changed", at(SIGNUP_AT)))
+
+    assert one != other
+    assert one == engine.dedup_key(rule, Event("c", "a:b", "plan_changed", at(SIGNUP_AT)))
+
+
 def test_an_anchor_decides_at_most_the_earliest_hundred_earlier_triggers(
     ruleset: RuleSet,
 ) -> None:
