@@ -352,6 +352,59 @@ def test_an_unsubscribe_cancels_the_marketing_still_waiting_and_nothing_else(
     assert sorted(m.status for m in audit.messages) == ["cancelled", "sent"]
 
 
+@pytest.mark.parametrize(
+    "withdrawn",
+    [{"marketing_opt_in": False}, {"unsubscribed": ["email"]}, {"unsubscribed": "marketing"}],
+)
+def test_traits_that_withdraw_consent_cancel_the_marketing_still_waiting(
+    withdrawn: dict[str, Any], database: Database, clock: FixedClock
+) -> None:
+    # Only an unsubscribe through the API cancelled: the app saying the same in a later
+    # event's traits left the held welcome to go out at the end of the quiet hours.
+    quiet_all_day = hold_policy({"email": QuietHours(time(0, 0), time(23, 59))})
+    traits = {"email": "q3@example.com", "marketing_opt_in": True}
+    welcome = Event("signup-q3", "q3", "signup_completed", clock(), user_traits=traits)
+    later = Event(
+        "link-q3", "q3", "link_bank_success", clock() + timedelta(minutes=5), user_traits=withdrawn
+    )
+    for events in ([welcome, funds_failure("q3")], [later]):
+        with UnitOfWork(database) as uow:
+            ingest(uow, events, RULES, now=clock(), hold=quiet_all_day)
+            uow.commit()
+
+    with ReadOnly(database) as read:
+        rows = read.connection.exec_driver_sql(
+            "SELECT rule, status, last_error FROM messages ORDER BY rule"
+        ).all()
+    assert [(rule, status) for rule, status, _ in rows] == [
+        ("INSUFFICIENT_FUNDS_EMAIL", "pending"),  # transactional: consent is not asked
+        ("WELCOME_EMAIL", "cancelled"),
+    ]
+    assert rows[1].last_error.startswith("the user's traits closed email")
+
+
+def test_an_older_event_saying_no_consent_cancels_nothing(
+    database: Database, clock: FixedClock
+) -> None:
+    # Event time decides a trait: a late-arriving older "no" is not the user's last word.
+    quiet_all_day = hold_policy({"email": QuietHours(time(0, 0), time(23, 59))})
+    traits = {"email": "q4@example.com", "marketing_opt_in": True}
+    welcome = Event("signup-q4", "q4", "signup_completed", clock(), user_traits=traits)
+    older = Event(
+        "link-q4",
+        "q4",
+        "link_bank_success",
+        clock() - timedelta(days=1),
+        user_traits={"marketing_opt_in": False},
+    )
+    for events in ([welcome], [older]):
+        with UnitOfWork(database) as uow:
+            ingest(uow, events, RULES, now=clock(), hold=quiet_all_day)
+            uow.commit()
+
+    assert message(database).status == "pending"
+
+
 def test_an_unsubscribe_cancels_a_marketing_dead_letter_so_no_retry_sends_it(
     database: Database, database_url: str, clock: FixedClock
 ) -> None:

@@ -55,6 +55,24 @@ def consent_problem(rule: Rule, view: Mapping[str, object]) -> str | None:
     return None
 
 
+MARKETING_CHANNELS = frozenset(RECIPIENT_TRAIT)
+
+
+def closed_to_marketing(traits: Mapping[str, object]) -> frozenset[str]:
+    """The channels a user's traits close to marketing, as ``consent_problem`` reads
+    them: all, for a stated opt-in that is not true or an unsubscribe from "marketing",
+    "all" or in a shape Herald cannot read; else those the unsubscribe names."""
+    if "marketing_opt_in" in traits and traits["marketing_opt_in"] is not True:
+        return MARKETING_CHANNELS
+    unsubscribed = traits.get("unsubscribed")
+    if unsubscribed is None or unsubscribed is False:
+        return frozenset()
+    names = _unsubscribed_names(unsubscribed)
+    if names is None or "marketing" in names or "all" in names:
+        return MARKETING_CHANNELS
+    return MARKETING_CHANNELS & names
+
+
 def _unsubscribed_names(said: object) -> set[str] | None:
     """The names an ``unsubscribed`` trait lists, in lower case (names of channels Herald
     has not, such as "push", are the app's own and leave Herald's alone); None when it is

@@ -4,7 +4,7 @@ the messages they create, or recognise it as a duplicate."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import field, replace
 from datetime import datetime
 from enum import StrEnum
@@ -13,9 +13,10 @@ from typing import Any
 from herald.delivery.quiet_hours import HoldPolicy, no_hold
 from herald.domain.immutable import immutable
 from herald.domain.model import Decision, Event, MessageDraft, Outcome, UserProfile
-from herald.domain.timeutil import to_micros
+from herald.domain.timeutil import iso, to_micros
 from herald.rules import engine
 from herald.rules.definition import Rule, RuleSet
+from herald.rules.eligibility import closed_to_marketing
 from herald.rules.templates import TemplateProblem
 from herald.store.events import EventRow
 from herald.store.outbox import PENDING, MessageRow
@@ -57,7 +58,8 @@ def ingest(
     Four phases, each over the whole batch, so that every read is one query by keys:
     recognise repeats, decide each new event, apply limits and build rows, write."""
     uow.lock([e.user_id for e in events] + [e.event_id for e in events])
-    batch = _Batch(uow, ruleset, uow.users.get_many(e.user_id for e in events))
+    stored = uow.users.get_many(e.user_id for e in events)
+    batch = _Batch(uow, ruleset, dict(stored))
     results: list[IngestResult | None] = [None] * len(events)
     fresh, duplicates = _screen(uow, events, results)
     plans = [
@@ -81,7 +83,32 @@ def ingest(
         # Another process took a dedup key between our read and write: the user lock
         # makes this unreachable, so refuse rather than store a decision that lies.
         raise LimitRace("a dedup key was taken concurrently; the batch is rolled back")
+    _cancel_withdrawn_marketing(uow, stored, batch.changed_profiles(), rows)
     return [result for result in results if result is not None]
+
+
+def _cancel_withdrawn_marketing(
+    uow: UnitOfWork, stored: Mapping[str, UserProfile], changed: list[UserProfile], rows: _Rows
+) -> None:
+    """Traits that close a channel to marketing (an opt-in turned false, a new unsubscribe)
+    cancel the user's marketing still waiting on it, as an unsubscribe through the API
+    does: a nudge held until 08:00 must not reach a user who opted out at 22:00."""
+    made_here = {row["user_id"] for row in rows.messages if row["category"] == "marketing"}
+    for profile in changed:
+        earlier = stored.get(profile.user_id)
+        if earlier is None and profile.user_id not in made_here:
+            continue  # a user new to Herald: nothing of theirs waits but what this batch made
+        closed = closed_to_marketing(profile.traits)
+        if earlier is not None:
+            closed -= closed_to_marketing(earlier.traits)
+        if closed:
+            uow.outbox.cancel_marketing(
+                profile.user_id,
+                closed,
+                reason=f"the user's traits closed {', '.join(sorted(closed))} to marketing "
+                f"at {iso(rows.now)}",
+                now_us=rows.now_us,
+            )
 
 
 def _screen(
@@ -176,7 +203,7 @@ class _Rows:
     def __init__(self, ruleset: RuleSet, now: datetime, hold: HoldPolicy) -> None:
         self._ruleset = ruleset
         self._rules = {rule.id: rule for rule in ruleset.rules}
-        self._now = now
+        self.now = now
         self._hold = hold
         self.now_us = to_micros(now)
         self.events: list[EventRow] = []
@@ -193,7 +220,7 @@ class _Rows:
                 continue
             try:
                 row = _message_row(
-                    decision.draft, self._rules[decision.rule], self._ruleset, self._now, self._hold
+                    decision.draft, self._rules[decision.rule], self._ruleset, self.now, self._hold
                 )
             except TemplateProblem as exc:
                 # This event's data breaks the template: its rule cannot send, the others can.
