@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,17 +70,16 @@ def _whole(value: Any) -> bool:
     return type(value) is float and value.is_integer() and -(2**63) <= value < 2**63
 
 
-def with_integers(
-    properties: Mapping[str, Any], specs: Mapping[str, PropertySpec]
-) -> Mapping[str, Any]:
-    """Valid ``properties`` with each integer property sent as ``3.0`` made ``3``: a
+def with_integers(properties: Mapping[str, Any], integers: Iterable[str]) -> Mapping[str, Any]:
+    """Valid ``properties`` with each of the ``integers`` sent as ``3.0`` made ``3``: a
     condition then compares it as the integer it was declared (CEL keeps the two apart)."""
-    whole = {
-        spec.name: int(properties[spec.name])
-        for spec in specs.values()
-        if spec.type == "integer" and type(properties.get(spec.name)) is float
-    }
-    return {**properties, **whole} if whole else properties
+    fixed: dict[str, Any] | None = None
+    for name in integers:
+        value = properties.get(name)
+        if type(value) is float:
+            fixed = fixed if fixed is not None else dict(properties)
+            fixed[name] = int(value)
+    return properties if fixed is None else fixed
 
 
 def validate_properties(

@@ -55,6 +55,12 @@ class EventType:
     name: str
     properties: Mapping[str, PropertySpec] = field(default_factory=dict)
     description: str = ""
+    # The properties declared integer, looked at in every event of this type.
+    integers: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        names = tuple(p.name for p in self.properties.values() if p.type == "integer")
+        object.__setattr__(self, "integers", names)
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,8 +64,8 @@ def to_event(payload: Mapping[str, Any], ruleset: RuleSet) -> Event | Rejection:
             errors.append(_error((name, *loc), why, "unstorable_value"))
     if errors:
         return Rejection(errors)
-    if spec is not None:
-        properties = with_integers(properties, spec.properties)
+    if spec is not None and spec.integers:
+        properties = with_integers(properties, spec.integers)
     user_id = payload["user_id"]
     event_id = payload.get("event_id") or derived_event_id(user_id, event_type, timestamp)
     return Event(
