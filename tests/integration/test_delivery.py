@@ -439,6 +439,46 @@ def test_an_unsubscribe_cancels_a_marketing_dead_letter_so_no_retry_sends_it(
     assert cancelled == [row.message_id] and row.status == "cancelled"
 
 
+class UnsubscribedMidSend:
+    """A provider whose first send is answered 'try again' after the user unsubscribed
+    from its channel through the API, while that send was under way."""
+
+    name = "sms-gateway"
+    local = False
+
+    def __init__(self, database: Database, clock: FixedClock) -> None:
+        self.database, self.clock = database, clock
+        self.sends: list[str] = []
+
+    async def send(self, request: SendRequest) -> DeliveryResult:
+        self.sends.append(request.message_id)
+        if len(self.sends) == 1:
+            await asyncio.to_thread(
+                set_unsubscribes, self.database, request.user_id, ["sms"], now=self.clock()
+            )
+            return DeliveryResult.retry("503 from the gateway")
+        return DeliveryResult.sent("202")
+
+    async def aclose(self) -> None:
+        pass
+
+
+def test_a_marketing_retry_is_not_sent_once_the_user_has_unsubscribed(
+    database: Database, clock: FixedClock
+) -> None:
+    # The unsubscribe could not cancel a message being sent; its retry then went out to
+    # the user who had just unsubscribed.
+    store(database, clock, link_after_signup("q5"))
+    provider = UnsubscribedMidSend(database, clock)
+
+    run_rounds(dispatcher(database, clock, {"sms": provider}), clock, rounds=2)
+
+    row = message(database)
+    assert provider.sends == [row.message_id]
+    assert row.status == "cancelled"
+    assert row.last_error == "not sent: the user closed sms to marketing after it was decided"
+
+
 RATE_NOTE = (
     "rate limits are this process's own: email 2/s, sms 0.5/s; "
     "N processes delivering send up to N times that (set a channel's rate to its limit / N)"

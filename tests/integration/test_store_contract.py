@@ -682,6 +682,26 @@ class TestOutboxRepository:
         )
         assert claim(database, "worker-b", now_us=T0 + 9) == [message_id]
 
+    def test_cancel_ends_a_claimed_message_unsent_only_for_its_worker(
+        self, database: Database
+    ) -> None:
+        add_messages(database, message_row("m1"))
+        [message_id] = claim(database, "worker-a")
+
+        with UnitOfWork(database) as uow:
+            uow.outbox.cancel(message_id, worker="worker-b", reason="not mine")
+            uow.outbox.cancel(message_id, worker="worker-a", reason="consent withdrawn")
+            uow.commit()
+
+        row = stored_message(database, message_id)
+        assert (row.status, row.attempts, row.claimed_by, row.last_error) == (
+            "cancelled",
+            0,
+            None,
+            "consent withdrawn",
+        )
+        assert claim(database, "worker-b", now_us=T0 + 10**9) == []
+
 
 class TestUnitOfWork:
     def test_nothing_is_stored_when_the_unit_of_work_ends_without_commit(

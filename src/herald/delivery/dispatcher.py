@@ -22,17 +22,21 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from herald.delivery.backoff import RetryPolicy, after_attempt
-from herald.delivery.outcomes import Deferred, DispatchReport, Outcome
+from herald.delivery.outcomes import Deferred, DispatchReport, Outcome, Withdrawn
 from herald.delivery.provider import DeliveryResult, DeliveryStatus, Provider, SendRequest
 from herald.delivery.quiet_hours import HoldPolicy
 from herald.delivery.ratelimit import ChannelRateLimits
+from herald.domain.model import UserProfile
 from herald.domain.timeutil import to_micros
+from herald.rules.definition import Category
+from herald.rules.eligibility import closed_now
 from herald.store.database import Database
 from herald.store.outbox import AttemptRecord
 from herald.store.unit_of_work import UnitOfWork, when_unlocked
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+MARKETING = Category.MARKETING.value
 
 
 # How long a claim holds its messages: a round's sends, and its recording, end within it.
@@ -160,29 +164,36 @@ class Dispatcher:
 
     async def run_once(self) -> DispatchReport:
         """Claim one batch of due messages and deliver it."""
-        claimed, traits = await self._storage(self._claim)
+        claimed, profiles = await self._storage(self._claim)
         if not claimed:
             return DispatchReport()
         # On the loop's own clock: the injected one may stand still (tests), time may not.
         sends_end = asyncio.get_running_loop().time() + self._send_window_s
-        outcomes = await self._deliver_all(claimed, sends_end, traits)
+        outcomes = await self._deliver_all(claimed, sends_end, profiles)
         await self._storage(lambda: self._record(outcomes))
         counts = Counter(outcome.status for outcome in outcomes)
         log.info(
-            "delivered %d message(s): %d sent, %d to retry, %d failed, %d deferred",
+            "delivered %d message(s): %d sent, %d to retry, %d failed, %d deferred, %d cancelled",
             len(claimed),
             counts["sent"],
             counts["retry"],
             counts["failed"],
             counts["deferred"],
+            counts["cancelled"],
             extra={"worker": self.worker_id},
         )
         return DispatchReport(
-            len(claimed), counts["sent"], counts["retry"], counts["failed"], counts["deferred"]
+            len(claimed),
+            counts["sent"],
+            counts["retry"],
+            counts["failed"],
+            counts["deferred"],
+            counts["cancelled"],
         )
 
-    def _claim(self) -> tuple[list[Any], dict[str, Mapping[str, Any]]]:
-        """The claimed rows, and the traits of their users on channels that may hold."""
+    def _claim(self) -> tuple[list[Any], dict[str, UserProfile]]:
+        """The claimed rows, and the profiles of their users whose messages may hold
+        (quiet hours) or be withdrawn (marketing)."""
         with UnitOfWork(self._database, wait=not self._inline_storage) as uow:
             # The time the leases start from is read with the write lock held: read before
             # waiting for it, the leases would end that much sooner than the sends meant
@@ -194,21 +205,25 @@ class Dispatcher:
                 worker=self.worker_id,
                 lease_us=self._lease_us,
             )
-            held = {row.user_id for row in rows if row.channel in self._hold_channels}
-            profiles = uow.users.get_many(held) if held else {}
+            asked = {
+                row.user_id
+                for row in rows
+                if row.channel in self._hold_channels or row.category == MARKETING
+            }
+            profiles = uow.users.get_many(asked) if asked else {}
             uow.commit()
-        return rows, {user_id: profile.traits for user_id, profile in profiles.items()}
+        return rows, profiles
 
     async def _deliver_all(
-        self, rows: list[Any], sends_end: float, traits: Mapping[str, Mapping[str, Any]]
+        self, rows: list[Any], sends_end: float, profiles: Mapping[str, UserProfile]
     ) -> list[Outcome]:
         # A local provider (a file, the log) never waits, so its sends are awaited in turn:
         # a task per message would cost more than the send. Remote ones run concurrently.
         outcomes, remote = [], []
         for row in rows:
-            held = self._held(row, traits)
-            if held is not None:
-                outcomes.append(held)
+            kept = _withdrawn(row, profiles) or self._held(row, profiles)
+            if kept is not None:
+                outcomes.append(kept)
             elif self._local.get(row.channel, False):
                 outcomes.append(await self._deliver(row, None))
             else:
@@ -217,12 +232,13 @@ class Dispatcher:
             outcomes += await asyncio.gather(*(self._deliver(row, sends_end) for row in remote))
         return outcomes
 
-    def _held(self, row: Any, traits: Mapping[str, Mapping[str, Any]]) -> Outcome | None:
+    def _held(self, row: Any, profiles: Mapping[str, UserProfile]) -> Outcome | None:
         """``row`` given back until its user's quiet hours end, or None to send it now."""
         if self._hold is None or row.channel not in self._hold_channels:
             return None
         now = self._clock()
-        held = self._hold(row.channel, traits.get(row.user_id, {}), now)
+        profile = profiles.get(row.user_id)
+        held = self._hold(row.channel, profile.traits if profile else {}, now)
         if held is None:
             return None
         release, reason = held
@@ -274,6 +290,9 @@ class Dispatcher:
                         row.message_id, worker=self.worker_id, due_us=due_us, reason=result.reason
                     )
                     continue
+                if isinstance(result, Withdrawn):
+                    uow.outbox.cancel(row.message_id, worker=self.worker_id, reason=result.reason)
+                    continue
                 retry = result.status is DeliveryStatus.RETRY
                 records.append(
                     AttemptRecord(
@@ -289,13 +308,25 @@ class Dispatcher:
             uow.commit()
         for outcome in outcomes:
             row, result = outcome.row, outcome.result
-            if isinstance(result, Deferred):
+            if isinstance(result, Deferred | Withdrawn):
                 continue
             self._on_result(row.channel, result.status)
             if result.status is DeliveryStatus.FAILED:
                 log.error("message %s dead-lettered: %s", row.message_id, result.detail)
             elif result.status is DeliveryStatus.RETRY:
                 log.info("message %s will be retried: %s", row.message_id, result.detail)
+
+
+def _withdrawn(row: Any, profiles: Mapping[str, UserProfile]) -> Outcome | None:
+    """``row`` cancelled unsent when it is marketing and its user has closed its channel
+    to marketing since it was decided (a later event's traits, an unsubscribe racing a
+    retry): consent is asked again before every send, not only when deciding."""
+    if row.category != MARKETING or row.user_id not in profiles:
+        return None
+    if row.channel not in closed_now(profiles[row.user_id]):
+        return None
+    reason = f"not sent: the user closed {row.channel} to marketing after it was decided"
+    return Outcome(row, Withdrawn(reason))
 
 
 def _request(row: Any) -> SendRequest:

@@ -17,18 +17,30 @@ class Deferred:
 
 
 @immutable
+class Withdrawn:
+    """Why a claimed marketing message is cancelled unsent: the user closed its channel
+    to marketing after it was decided."""
+
+    reason: str
+
+
+@immutable
 class Outcome:
     """What became of one claimed message this round: the provider's result, or why it
     goes back unsent; ``delay``: seconds until it is due again (a retry, a deferral)."""
 
     row: Any
-    result: DeliveryResult | Deferred
+    result: DeliveryResult | Deferred | Withdrawn
     delay: float = 0.0
 
     @property
     def status(self) -> str:
-        """sent, retry or failed (the provider's word), or deferred."""
-        return "deferred" if isinstance(self.result, Deferred) else self.result.status.value
+        """sent, retry or failed (the provider's word), deferred or cancelled."""
+        if isinstance(self.result, Deferred):
+            return "deferred"
+        if isinstance(self.result, Withdrawn):
+            return "cancelled"
+        return self.result.status.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,3 +52,4 @@ class DispatchReport:
     retried: int = 0
     failed: int = 0
     deferred: int = 0
+    cancelled: int = 0

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import orjson
 
-from herald.domain.model import MAX_RECIPIENT
+from herald.domain.model import MAX_RECIPIENT, UserProfile
 from herald.domain.properties import json_kind
 from herald.domain.recipients import (
     INTERNAL_RECIPIENT,
@@ -71,6 +71,14 @@ def closed_to_marketing(traits: Mapping[str, object]) -> frozenset[str]:
     if names is None or "marketing" in names or "all" in names:
         return MARKETING_CHANNELS
     return MARKETING_CHANNELS & names
+
+
+def closed_now(profile: UserProfile) -> frozenset[str]:
+    """The channels closed to marketing for the user as Herald knows them now: by their
+    latest traits, or by an unsubscribe through the API."""
+    api = profile.unsubscribed
+    by_api = MARKETING_CHANNELS if "marketing" in api or "all" in api else MARKETING_CHANNELS & api
+    return closed_to_marketing(profile.traits) | by_api
 
 
 def _unsubscribed_names(said: object) -> set[str] | None:

@@ -352,6 +352,14 @@ class OutboxRepository:
         )
         return sorted(row[0] for row in result)
 
+    def cancel(self, message_id: str, *, worker: str, reason: str) -> None:
+        """Cancel a message ``worker`` claimed and will not send (its user withdrew consent)."""
+        self._conn.execute(
+            update(messages)
+            .where(messages.c.message_id == message_id, messages.c.claimed_by == worker)
+            .values(status=CANCELLED, last_error=reason, claimed_by=None, lease_until_us=None)
+        )
+
     def release(self, message_id: str, *, worker: str, due_us: int, reason: str) -> None:
         """Give a claimed message back without an attempt (e.g. its channel is rate limited)."""
         self._conn.execute(
