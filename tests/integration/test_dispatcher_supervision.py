@@ -98,3 +98,21 @@ def test_a_dispatcher_that_ignores_sigterm_is_killed_after_the_stop_timeout(
     assert "the dispatcher process did not stop in time; killing it" in caplog.messages
     assert 0.5 <= took < PATIENCE_S  # it waited its stop timeout, then killed; not 600 s
     assert count(starts) == 1
+
+
+def test_a_dispatcher_that_cannot_be_started_is_tried_again_not_given_up(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The supervising thread died with the error, and the server went on accepting
+    # events that nothing would ever deliver.
+    starts = tmp_path / "starts"
+    command = child("NOTE_START\nimport time\ntime.sleep(60)", starts)
+    missing = tmp_path / "no-such-python"
+    supervisor = DispatcherProcess(command=[str(missing), *command[1:]], restart_after_s=0.05)
+    with caplog.at_level(logging.ERROR, logger="herald.dispatcher"), supervisor:
+        wait_until(
+            lambda: sum("could not be started" in r.getMessage() for r in caplog.records) >= 2,
+            "two failed starts, each logged",
+        )
+        missing.symlink_to(sys.executable)  # the interpreter is back
+        wait_until(lambda: count(starts) == 1, "the dispatcher starts once it can")

@@ -85,17 +85,25 @@ class DispatcherProcess:
                 if self._stopping.is_set():
                     return
                 started = time.monotonic()
-                self._process = subprocess.Popen(self._command, start_new_session=True)
-            code = self._process.wait()
+                failure = self._start()
+            if failure is None:
+                assert self._process is not None
+                failure = f"exited with code {self._process.wait()}"
             if self._stopping.is_set():
                 return
             if time.monotonic() - started > _HEALTHY_RUN_S:
                 backoff = self._restart_after_s
-            log.error(
-                "the dispatcher process exited with code %s; starting another in %g s",
-                code,
-                backoff,
-            )
+            log.error("the dispatcher process %s; starting another in %g s", failure, backoff)
             if self._stopping.wait(backoff):
                 return
             backoff = min(backoff * 2, self._max_restart_after_s)
+
+    def _start(self) -> str | None:
+        """Start the child; what went wrong if it could not be (no process, too many
+        open files): tried again like a child that died, not the end of delivery."""
+        try:
+            self._process = subprocess.Popen(self._command, start_new_session=True)
+        except OSError as exc:
+            self._process = None
+            return f"could not be started ({exc})"
+        return None
