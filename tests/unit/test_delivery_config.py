@@ -245,6 +245,22 @@ def test_a_sender_may_carry_a_display_name() -> None:
     assert isinstance(email, SmtpProvider) and email.sender == "Herald <hello@example.com>"
 
 
+@pytest.mark.parametrize("key", ["sender", "reply_to"])
+@pytest.mark.parametrize(
+    "addresses",
+    ["hello@example.com, ops@example.com", "Herald <hello@example.com>; ops@example.com"],
+)
+def test_a_sender_or_reply_to_of_several_addresses_is_a_problem(key: str, addresses: str) -> None:
+    # Only the first address was checked, and the email went out with a From of two.
+    with pytest.raises(DeliveryConfigError) as caught:
+        build(changed(("providers", "email", key), addresses))
+
+    # (Python's own address parser refuses some such lists itself, in newer releases.)
+    [problem] = caught.value.problems
+    assert problem.startswith(f"providers.email: `{key}` must be ")
+    assert problem.endswith(f"got {addresses!r}")
+
+
 def smtp_settings(**settings: Any) -> dict[str, Any]:
     """FULL with the email provider's settings changed; ``None`` removes one."""
     document = copy.deepcopy(FULL)

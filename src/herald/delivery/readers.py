@@ -9,7 +9,7 @@ import math
 import re
 from collections.abc import Mapping
 from datetime import time
-from email.utils import parseaddr
+from email.utils import getaddresses, parseaddr
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -65,6 +65,11 @@ def address(
         problems.append(
             f"{where}: `{key}` must be an email address like hello@example.com, got {value!r}"
         )
+        return None
+    if len(getaddresses([value])) != 1:
+        # Only the first would be checked, and a From of two addresses with no Sender
+        # breaks RFC 5322: relays may refuse every email.
+        problems.append(f"{where}: `{key}` must be one address, got {value!r}")
         return None
     return value
 
