@@ -1,6 +1,7 @@
 """WebhookProvider against a real HTTP server on 127.0.0.1."""
 
 import asyncio
+import logging
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from herald import __version__
 from herald.delivery.provider import DeliveryResult, DeliveryStatus, SendRequest
 from herald.delivery.signing import verify
 from herald.delivery.webhook import WebhookProvider
+from herald.observability.logging import configure_logging
 from tests.support.http_receiver import CannedResponse, HttpReceiver
 from tests.support.ports import refused_port
 
@@ -215,6 +217,24 @@ def test_a_url_that_is_not_http_fails_for_good_without_repeating_it() -> None:
     assert result.status is DeliveryStatus.FAILED
     assert result.detail.startswith("the webhook URL is not usable")
     assert "s3cr3tT0ken" not in result.detail
+
+
+def test_a_sent_message_leaves_the_webhook_url_out_of_the_log(
+    receiver: HttpReceiver, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # As the server logs: the HTTP client's own line for each request would print the URL.
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    configure_logging("INFO", "text")
+    try:
+        result = send_once(f"{receiver.url}/T01/B02/s3cr3tT0ken", secret=None)
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+    assert result.status is DeliveryStatus.SENT
+    assert receiver.requests[0].path == "/hook/T01/B02/s3cr3tT0ken"
+    assert "s3cr3tT0ken" not in capsys.readouterr().err
 
 
 def test_closing_the_provider_leaves_a_shared_client_open(receiver: HttpReceiver) -> None:
