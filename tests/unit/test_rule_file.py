@@ -421,6 +421,18 @@ def test_rules_check_lists_the_default_rules_and_exits_0() -> None:
     assert "OK: 4 rules over 4 event types" in result.output
 
 
+def test_rules_check_without_a_path_checks_the_file_herald_rules_names(tmp_path: Path) -> None:
+    # The file `herald serve` and `herald worker` would load, not the packaged one.
+    path = write_rule_file(tmp_path, GOOD_RULE)
+
+    result = CliRunner().invoke(app, ["rules", "check"], env={**WIDE, "HERALD_RULES": str(path)})
+
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"{path} (version ")
+    assert "GOOD" in result.output
+    assert "WELCOME_EMAIL" not in result.output
+
+
 def test_rules_check_shows_a_rule_window_in_the_unit_it_was_written_in(
     tmp_path: Path,
 ) -> None:

@@ -15,7 +15,14 @@ rules_app = typer.Typer(help="Work with rule files.", no_args_is_help=True)
 
 @rules_app.command("check")
 def rules_check(
-    path: Annotated[Path | None, typer.Argument(help="rule file (default: packaged)")] = None,
+    path: Annotated[
+        Path | None,
+        typer.Argument(
+            help="rule file (env HERALD_RULES; default: packaged)",
+            envvar="HERALD_RULES",
+            show_envvar=False,
+        ),
+    ] = None,
 ) -> None:
     """Validate a rule file (conditions, channels, limits, templates, providers, delivery)
     and list its rules; exit 1 listing every problem."""
