@@ -46,7 +46,7 @@ def consent_problem(rule: Rule, view: Mapping[str, object]) -> str | None:
         shown = orjson.dumps(unsubscribed, default=str).decode()[:80]
         return (
             f"marketing rule and the user's unsubscribed trait cannot be read ({shown}; a list "
-            'of "email", "sms", "marketing" is): taken as unsubscribed from all marketing'
+            'of "email", "sms", "marketing", "all" is): taken as unsubscribed from all marketing'
         )
     if "marketing" in names or "all" in names:
         return "marketing rule and the user unsubscribed from all marketing"
