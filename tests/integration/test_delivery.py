@@ -36,6 +36,7 @@ from herald.store.migrate import upgrade
 from herald.store.unit_of_work import ReadOnly, UnitOfWork
 from tests.conftest import FixedClock
 from tests.support.http_receiver import CannedResponse, HttpReceiver
+from tests.support.processes import connections_refused, scratch_postgres_database
 from tests.support.smtp_sink import SmtpSink
 
 RULES = load_ruleset()
@@ -612,6 +613,73 @@ def test_a_slow_receiver_never_gets_a_message_again_from_a_second_dispatcher(
         ).all()
     # The one cut off waits for its retry; no message is left claimed ("sending").
     assert [tuple(row) for row in rows] == [("pending", 1), ("sent", 1), ("sent", 1)]
+
+
+class OutageAfterSend:
+    """Sends, then makes the database refuse connections for ``seconds`` (a restart of
+    PostgreSQL while the round is under way), before the dispatcher records the send."""
+
+    name = "outage"
+    local = False
+
+    def __init__(self, admin_url: str, url: str, seconds: float) -> None:
+        self._outage = (admin_url, url, seconds)
+        self.sent: list[str] = []
+        self._threads: list[threading.Thread] = []
+
+    async def send(self, request: SendRequest) -> DeliveryResult:
+        self.sent.append(request.message_id)
+        if not self._threads:
+            begun = threading.Event()
+            admin_url, url, seconds = self._outage
+
+            def outage() -> None:
+                with connections_refused(admin_url, url):
+                    begun.set()
+                    threading.Event().wait(seconds)
+
+            self._threads.append(threading.Thread(target=outage))
+            self._threads[0].start()
+            await asyncio.to_thread(begun.wait, 10)
+        return DeliveryResult.sent()
+
+    def join(self) -> None:
+        for thread in self._threads:
+            thread.join()
+
+
+@pytest.mark.postgres
+def test_a_round_sent_while_the_database_restarts_is_recorded_and_never_sent_again(
+    postgres_url: str, clock: FixedClock
+) -> None:
+    """The database goes away for a second between a round's sends and their recording:
+    the dispatcher records them once it is back, within the claims' 3 s leases, rather
+    than leave them to be claimed and sent again when the leases run out."""
+    with scratch_postgres_database(postgres_url) as url:
+        database = Database(url)
+        upgrade(database)
+        store(database, clock, [funds_failure("restart")])
+        provider = OutageAfterSend(postgres_url, url, seconds=1.0)
+        worker = Dispatcher(
+            database,
+            {"email": provider},
+            worker_id="w1",
+            clock=lambda: datetime.now(UTC),
+            lease_seconds=3.0,
+        )
+
+        async def six_seconds() -> None:
+            stopping = asyncio.Event()
+            asyncio.get_running_loop().call_later(6.0, stopping.set)
+            await worker.run(stopping)
+
+        asyncio.run(six_seconds())
+        provider.join()
+        row = message(database)
+        database.dispose()
+
+    assert len(provider.sent) == 1
+    assert (row.status, row.attempts) == ("sent", 1)
 
 
 def test_an_expired_claim_is_delivered_by_another_dispatcher(

@@ -6,21 +6,17 @@ else), then one line when events are stored again. A bug still logs every failur
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine
-from sqlalchemy.engine import make_url
 
 from herald.api.app import create_app
 from herald.config import Settings
 from herald.store.database import Database
 from herald.store.migrate import upgrade
-from tests.support.processes import scratch_postgres_database
+from tests.support.processes import connections_refused, scratch_postgres_database
 
 WRITER = "herald.service.writer"
 
@@ -39,28 +35,6 @@ def migrated(url: str) -> str:
     upgrade(database)
     database.dispose()
     return url
-
-
-@contextmanager
-def connections_refused(admin_url: str, url: str) -> Iterator[None]:
-    """The database of ``url`` refuses every connection, those open included, for as long
-    as the context lasts (as in the outage an operator would cause with ALTER DATABASE)."""
-    name = make_url(url).database
-    admin = create_engine(
-        admin_url.replace("postgresql://", "postgresql+psycopg://", 1),
-        isolation_level="AUTOCOMMIT",
-    )
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-        connection.exec_driver_sql(
-            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
-        )
-    try:
-        yield
-    finally:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
-        admin.dispose()
 
 
 def writer_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:

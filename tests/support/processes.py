@@ -13,7 +13,8 @@ Usage::
         api.stop()
 
 PostgreSQL tests that need a database of their own (empty, or shared by several
-processes) take one from ``scratch_postgres_database``.
+processes) take one from ``scratch_postgres_database``; ``connections_refused`` makes it
+unavailable for a while.
 """
 
 from __future__ import annotations
@@ -233,4 +234,26 @@ def scratch_postgres_database(server_url: str) -> Iterator[str]:
             with admin.connect() as connection:
                 connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     finally:
+        admin.dispose()
+
+
+@contextmanager
+def connections_refused(admin_url: str, url: str) -> Iterator[None]:
+    """The database of ``url`` refuses every connection, those open included, for as long
+    as the context lasts (as in the outage an operator would cause with ALTER DATABASE)."""
+    name = make_url(url).database
+    admin = create_engine(
+        admin_url.replace("postgresql://", "postgresql+psycopg://", 1),
+        isolation_level="AUTOCOMMIT",
+    )
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        connection.exec_driver_sql(
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+        )
+    try:
+        yield
+    finally:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
         admin.dispose()

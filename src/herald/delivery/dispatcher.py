@@ -28,9 +28,10 @@ from herald.delivery.quiet_hours import HoldPolicy
 from herald.delivery.ratelimit import ChannelRateLimits
 from herald.domain.model import UserProfile
 from herald.domain.timeutil import to_micros
+from herald.observability.logging import first_line
 from herald.rules.definition import Category
 from herald.rules.eligibility import closed_now
-from herald.store.database import Database
+from herald.store.database import Database, unavailable
 from herald.store.outbox import AttemptRecord
 from herald.store.unit_of_work import UnitOfWork, when_unlocked
 
@@ -51,6 +52,8 @@ _POLL_S = 0.25
 _GATHER_S = 0.05
 # Failing rounds (the database is down) are tried again further and further apart, up to this.
 _LONGEST_PAUSE_S = 30.0
+# A round's recording that the database refused is tried again this far apart at most.
+_LONGEST_RECORDING_PAUSE_S = 5.0
 
 
 class Dispatcher:
@@ -86,6 +89,7 @@ class Dispatcher:
         self._retry = retry or RetryPolicy()
         self._limits = rate_limits or ChannelRateLimits()
         self._batch_size = batch_size
+        self._lease_s = lease_seconds
         self._lease_us = int(lease_seconds * 1_000_000)
         # What a round leaves itself, of each lease, to record its results.
         self._send_window_s = lease_seconds * (1 - _RECORDING_SHARE)
@@ -164,13 +168,15 @@ class Dispatcher:
 
     async def run_once(self) -> DispatchReport:
         """Claim one batch of due messages and deliver it."""
+        # On the loop's own clock: the injected one may stand still (tests), time may not.
+        # Read before the claim, whose leases therefore end no sooner than this says.
+        leases_end = asyncio.get_running_loop().time() + self._lease_s
         claimed, profiles = await self._storage(self._claim)
         if not claimed:
             return DispatchReport()
-        # On the loop's own clock: the injected one may stand still (tests), time may not.
         sends_end = asyncio.get_running_loop().time() + self._send_window_s
         outcomes = await self._deliver_all(claimed, sends_end, profiles)
-        await self._storage(lambda: self._record(outcomes))
+        await self._record_while_claimed(outcomes, leases_end)
         counts = Counter(outcome.status for outcome in outcomes)
         log.info(
             "delivered %d message(s): %d sent, %d to retry, %d failed, %d deferred, %d cancelled",
@@ -277,6 +283,29 @@ class Dispatcher:
                     log.exception("provider %s raised", provider.name)
                     result = DeliveryResult.retry(f"provider error: {type(exc).__name__}: {exc}")
         return Outcome(row, *after_attempt(result, row.attempts + 1, self._retry, self._rng))
+
+    async def _record_while_claimed(self, outcomes: list[Outcome], leases_end: float) -> None:
+        """Record the round. A database unavailable meanwhile (restarting, its connections
+        dropped) is asked again while the claims hold: given up, the round's sends would
+        be made again once their leases ran out. Recording twice changes nothing: only
+        messages still claimed by this dispatcher are recorded."""
+        loop = asyncio.get_running_loop()
+        pause = _POLL_S
+        while True:
+            try:
+                await self._storage(lambda: self._record(outcomes))
+                return
+            except Exception as exc:
+                if not unavailable(exc) or loop.time() + pause >= leases_end:
+                    raise
+                log.warning(
+                    "recording a round of %d message(s) failed; trying again while their "
+                    "claims hold: %s",
+                    len(outcomes),
+                    first_line(getattr(exc, "orig", None) or exc),
+                )
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, _LONGEST_RECORDING_PAUSE_S)
 
     def _record(self, outcomes: list[Outcome]) -> None:
         now_us = to_micros(self._clock())
