@@ -4,6 +4,8 @@ that would serve refuses a broken rule file first, listing every problem in it."
 
 from __future__ import annotations
 
+import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -47,6 +49,27 @@ def test_a_database_that_cannot_serve_is_one_clear_line(
     assert result.exit_code == 1, result.output
     assert isinstance(result.exception, SystemExit), result.exception
     assert f"error: {message}" in result.output
+
+
+def test_a_server_that_never_answers_is_given_up_on_with_one_clear_line(tmp_path: Path) -> None:
+    """A host or port where something accepts connections but never speaks PostgreSQL
+    (a hung server, the wrong service): libpq alone would wait for ever, in silence."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel accepts; nobody ever answers
+        url = f"postgresql://postgres@127.0.0.1:{silent.getsockname()[1]}/herald"
+        started = time.monotonic()
+        result = run_herald(
+            ["worker", "--database", url], env=herald_environment(), cwd=tmp_path, timeout=60
+        )
+        took = time.monotonic() - started
+
+    assert result.returncode == 1, result.stderr
+    assert "error: cannot reach the database: OperationalError: connection timeout" in (
+        result.stderr
+    )
+    assert "Traceback" not in result.stderr
+    assert took < 30
 
 
 @pytest.mark.parametrize("command", ["messages retry", "prune"])

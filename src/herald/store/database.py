@@ -17,6 +17,9 @@ from herald.store.sql import json_text
 _WAL_KEEP_BYTES = 1024 * 1024 * 1024
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 _POOL_SIZE = 8  # connections per engine, and as many more under a burst
+# How long a new PostgreSQL connection may take (unless the URL says connect_timeout):
+# libpq's default waits for ever on a server or host that never answers.
+PG_CONNECT_TIMEOUT_S = 10
 _BUSY_TIMEOUT = "busy_timeout_ms"  # key in a pooled connection's info
 
 
@@ -83,6 +86,7 @@ class Database:
             self.reader = self._sqlite_engine(immediate=False)
         else:
             self.data_dir = Path.cwd()
+            given = "connect_timeout" in self.url.query
             engine = create_engine(
                 self.url,
                 pool_size=_POOL_SIZE,
@@ -90,6 +94,7 @@ class Database:
                 pool_pre_ping=True,
                 json_serializer=json_text,
                 json_deserializer=orjson.loads,
+                connect_args={} if given else {"connect_timeout": PG_CONNECT_TIMEOUT_S},
             )
             self.writer = self.reader = engine
 
