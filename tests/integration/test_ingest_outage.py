@@ -97,3 +97,35 @@ def test_a_failure_that_is_a_bug_logs_its_traceback_every_time_and_no_retry_afte
     tracebacks = [line for line in writer_lines(caplog) if line.exc_info]
     assert len(tracebacks) == 3
     assert all("unavailable" not in line.getMessage() for line in tracebacks)
+
+
+@pytest.mark.postgres
+def test_every_pooled_connection_busy_answers_503_with_retry_after_not_500(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database so slow (a table locked by a migration, a long query) that requests hold
+    every connection of a process's pool: the next requests, once they have waited the
+    pool's timeout, answer 503 with a Retry-After, as in an outage, not 500."""
+    with scratch_postgres_database(postgres_url) as url:
+        settings = Settings(
+            database_url=migrated(url),
+            dispatcher=False,
+            outbox_file=str(tmp_path / "outbox.jsonl"),
+        )
+        app = create_app(settings)
+        with TestClient(app, raise_server_exceptions=False) as client:
+            assert client.post("/events", json=signup("u_0")).status_code == 202
+            engine = app.state.runtime.database.reader
+            monkeypatch.setattr(engine.pool, "_timeout", 0.5)  # rather than 30 s
+            held = []
+            while engine.pool.checkedout() < engine.pool.size() + engine.pool._max_overflow:
+                held.append(engine.connect())
+            audit = client.get("/audit/u_0")
+            event = client.post("/events", json=signup("u_1"))
+            for connection in held:
+                connection.close()
+            stored = client.post("/events", json=signup("u_2"))
+
+    assert (audit.status_code, audit.headers.get("retry-after")) == (503, "5")
+    assert (event.status_code, event.headers.get("retry-after")) == (503, "5")
+    assert stored.status_code == 202

@@ -14,6 +14,7 @@ import orjson
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from herald import __version__
 from herald.api.deps import RETRY_AFTER_UNAVAILABLE
@@ -95,7 +96,7 @@ def create_app(
     app.add_middleware(
         RequestEdge, body_limit=MAX_EVENT_BYTES, body_limit_by_path={"/events/batch": 8 * MIB}
     )
-    for error in (OperationalError, InterfaceError):
+    for error in (OperationalError, InterfaceError, PoolTimeout):
         app.add_exception_handler(error, _database_unavailable)
     app.add_exception_handler(RequestValidationError, validation_errors)
     return app

@@ -9,6 +9,7 @@ import orjson
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from herald.observability.logging import first_line
 from herald.observability.masking import hide_url_passwords
@@ -185,7 +186,10 @@ _SQLITE_UNAVAILABLE = ("locked", "busy", "readonly", "disk i/o", "disk is full",
 
 def unavailable(exc: BaseException) -> bool:
     """Whether ``exc`` says the database cannot serve now (down, unreachable, locked,
-    read-only, out of room), as opposed to a statement that is wrong whenever it runs."""
+    read-only, out of room, every pooled connection busy for the pool's whole timeout),
+    as opposed to a statement that is wrong whenever it runs."""
+    if isinstance(exc, PoolTimeout):
+        return True
     if not isinstance(exc, DBAPIError):
         return False
     if exc.connection_invalidated:
