@@ -138,7 +138,11 @@ class ReadOnly:
             # own: an audit could list a message as pending beside the attempt that sent it.
             # The pool resets the level when the connection is returned.
             self.connection.execution_options(isolation_level="REPEATABLE READ")
-        self.connection.begin()
+        try:
+            self.connection.begin()
+        except BaseException:
+            self.connection.close()  # back to the pool now, not when collected
+            raise
         _bind_repositories(self, self.connection, self._database.dialect)
         return self
 
