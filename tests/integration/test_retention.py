@@ -4,6 +4,7 @@ go in small transactions, pending messages stay, and the audit says what was pru
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -614,3 +615,36 @@ def test_a_later_prune_with_an_older_cutoff_does_not_move_the_pruned_history_bac
     assert pruned_before(database, ["u_back"]) == {
         "u_back": to_micros(datetime(2024, 7, 1, tzinfo=UTC))
     }
+
+
+def test_herald_prune_alone_on_sqlite_keeps_the_write_ahead_log_short(
+    tmp_path: Path, ruleset: RuleSet
+) -> None:
+    """With the server stopped, no checkpointer thread copies the log into the database
+    file: the log grew by every page the prune wrote, past the size of the database."""
+    path = tmp_path / "history.db"
+    database = Database(f"sqlite:///{path}")
+    upgrade(database)
+    for start in range(0, 3000, 500):
+        batch = [payment_initiated(f"u_{n % 300}", OLD, n) for n in range(start, start + 500)]
+        store(database, ruleset, batch, now=OLD)
+    database.dispose()  # the last connection closing copies the log in and removes it
+    stored = path.stat().st_size
+    # Another connection open on the file, as a server's would be, keeps the log file at
+    # the largest size it reached (SQLite writes a log that starts over from its start).
+    watcher = sqlite3.connect(path, isolation_level=None)
+    watcher.execute("SELECT count(*) FROM events").fetchone()
+    try:
+        url = f"sqlite:///{path}"
+        result = CliRunner().invoke(
+            cli, ["prune", "--older-than", "400d", "--database", url, "--batch-size", "20"]
+        )
+        largest_log = Path(f"{path}-wal").stat().st_size
+    finally:
+        watcher.close()
+
+    assert result.exit_code == 0, result.output
+    assert "pruned 3000 events" in result.output
+    # A batch's pages at a time (a fifth of the database here); without checkpoints the
+    # log reached twelve times the database.
+    assert largest_log < stored, (largest_log, stored)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from herald.domain.timeutil import next_utc_midnight, to_micros
+from herald.store.checkpoints import Checkpointer
 from herald.store.database import Database
 from herald.store.outbox import REDACTED
 from herald.store.retention import FINISHED, FIRST_PAGE
@@ -40,6 +41,7 @@ def prune_history(
     held that day's limit. The audit says so too."""
     cutoff_us = to_micros(cutoff)
     marker_us = to_micros(history_fence(cutoff))
+    checkpoint = _checkpoint_of(database)
     pruned_events = 0
     while True:
         with UnitOfWork(database) as uow:
@@ -49,10 +51,23 @@ def prune_history(
             uow.retention.delete_events([row.seq for row in doomed])
             uow.retention.mark_pruned({row.user_id for row in doomed}, before_us=marker_us)
             uow.commit()
+        checkpoint()
         pruned_events += len(doomed)
         progress("events", pruned_events)
-    deleted, redacted = _prune_messages(database, cutoff_us, batch_size, keep_rules, progress)
+    deleted, redacted = _prune_messages(
+        database, cutoff_us, batch_size, keep_rules, progress, checkpoint
+    )
     return PruneTotals(events=pruned_events, messages=deleted, redacted=redacted)
+
+
+def _checkpoint_of(database: Database) -> Callable[[], None]:
+    """What copies SQLite's write-ahead log into the database file after each batch. Run
+    alone (the server stopped for a maintenance window), a prune has no checkpointer
+    thread beside it, and the log would grow by every page it writes, to more than the
+    database itself; copied after each commit, it starts over at the next one."""
+    if not database.is_sqlite:
+        return lambda: None
+    return Checkpointer(database).checkpoint
 
 
 def history_fence(cutoff: datetime) -> datetime:
@@ -86,6 +101,7 @@ def _prune_messages(
     batch_size: int,
     keep_rules: Collection[str],
     progress: Callable[[str, int], None],
+    checkpoint: Callable[[], None],
 ) -> tuple[int, int]:
     """Delete finished messages created before the cutoff, or redact those of
     ``keep_rules`` (lifetime limits: their dedup keys still block a second welcome
@@ -103,6 +119,7 @@ def _prune_messages(
                     status, cutoff_us, doomed=doomed, kept=kept
                 )
                 uow.commit()
+            checkpoint()
             for kind, count in (("messages", deleted), ("redacted", redacted)):
                 if count:
                     counts[kind] += count
