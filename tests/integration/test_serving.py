@@ -244,6 +244,25 @@ def test_serve_refuses_a_stub_outbox_file_in_a_missing_folder(tmp_path: Path) ->
     )
 
 
+def test_serve_refuses_a_stub_outbox_file_that_is_a_folder(tmp_path: Path) -> None:
+    """Every email would otherwise be retried until it was a dead letter."""
+    outbox = tmp_path / "outbox"
+    outbox.mkdir()
+
+    result = run_herald(
+        ["serve", "--port", str(free_port()), "--database", sqlite_url(tmp_path)],
+        env=herald_environment(HERALD_OUTBOX_FILE=str(outbox)),
+        cwd=tmp_path,
+        timeout=20,
+    )
+
+    assert result.returncode == 1, result.stderr
+    assert (
+        f"error: the stub provider cannot write {outbox}: it is a folder; name a file in it"
+        in one_line(result.stderr)
+    )
+
+
 @pytest.mark.parametrize(("flush", "level"), [(False, "NORMAL"), (True, "FULL")])
 def test_sqlite_flushes_each_commit_to_disk_only_when_asked(
     tmp_path: Path, flush: bool, level: str

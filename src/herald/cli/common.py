@@ -177,6 +177,8 @@ def _unwritable(path: Path) -> str | None:
     folder = path.parent
     if not folder.is_dir():
         return "its folder does not exist"
+    if path.is_dir():  # HERALD_OUTBOX_FILE naming the folder the file should go in
+        return "it is a folder; name a file in it"
     if path.exists() and not os.access(path, os.W_OK):
         return "the file is read-only"
     if not path.exists() and not os.access(folder, os.W_OK):
