@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import subprocess
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -32,7 +33,12 @@ from herald.store.tables import metadata
 from herald.store.unit_of_work import UnitOfWork
 from tests.support.events import opted_in_signup
 from tests.support.ports import free_port
-from tests.support.processes import herald_environment, run_herald, scratch_postgres_database
+from tests.support.processes import (
+    herald_command,
+    herald_environment,
+    run_herald,
+    scratch_postgres_database,
+)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -149,6 +155,35 @@ def test_db_upgrade_of_a_current_database_changes_nothing(
     assert again.returncode == 0, again.stderr
     head = head_revision()
     assert f"schema: {head} -> {head}" in one_line(again.stdout + again.stderr)
+
+
+def test_upgrades_started_together_take_turns_and_all_succeed(
+    empty_database_url: str, tmp_path: Path
+) -> None:
+    """As when each replica of a deployment runs `herald db upgrade` as it starts."""
+    command = [*herald_command(), "db", "upgrade", "--database", empty_database_url]
+    upgrades = [
+        subprocess.Popen(
+            command,
+            env=herald_environment(),
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    outputs = [upgrade.communicate(timeout=60)[0] for upgrade in upgrades]
+
+    assert [upgrade.returncode for upgrade in upgrades] == [0, 0, 0], outputs
+    # Each revision was applied once, by whichever upgrade went first.
+    assert sum(output.count("applied 0001: initial schema") for output in outputs) == 1
+    database = Database(empty_database_url)
+    try:
+        assert current_revision(database) == head_revision()
+        assert schema_differences(database) == []
+    finally:
+        database.dispose()
 
 
 def store(database: Database, event: Event) -> IngestResult:

@@ -14,11 +14,14 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import Script, ScriptDirectory
 from alembic.script.revision import RevisionError
 from alembic.util.exc import CommandError
-from sqlalchemy import inspect
+from sqlalchemy import Connection, inspect
 
 from herald.store.database import Database
 
 _SCRIPTS = Path(__file__).parent / "migrations"
+# The advisory lock of schema upgrades on PostgreSQL: a negative key, apart from the
+# CRC-32s of users and event ids that units of work lock (unit_of_work.py).
+_UPGRADE_LOCK = -1
 
 
 class SchemaMismatch(RuntimeError):
@@ -73,12 +76,6 @@ def upgrade(
     ``progress`` hears which revisions are to be applied, then of each one applied, with
     how long it took (rebuilding a large table can take minutes)."""
     say = progress or (lambda _line: None)
-    current = current_revision(database)
-    if current is None and database.is_sqlite:
-        _refuse_a_file_of_another_program(database)
-    steps = pending_steps(current)
-    if to == "head" and steps:
-        say(f"applying {len(steps)} revision(s): {'; '.join(steps)}")
     config = _config()
     started = time.monotonic()
 
@@ -89,9 +86,27 @@ def upgrade(
         started = now
 
     with database.writer.begin() as connection:
+        _wait_for_other_upgrades(connection)
+        # Read once the turn is ours: an upgrade that went first may have done it all.
+        current = current_revision(database)
+        if current is None and database.is_sqlite:
+            _refuse_a_file_of_another_program(database)
+        steps = pending_steps(current)
+        if to == "head" and steps:
+            say(f"applying {len(steps)} revision(s): {'; '.join(steps)}")
+        started = time.monotonic()
         config.attributes["connection"] = connection
         config.attributes["on_version_apply"] = applied
         command.upgrade(config, to)
+
+
+def _wait_for_other_upgrades(connection: Connection) -> None:
+    """Take turns with upgrades of the same database in other processes (each replica
+    running `herald db upgrade` as it starts), until this transaction ends: run at once,
+    both created the tables of an empty PostgreSQL database and the second failed.
+    SQLite's ``BEGIN IMMEDIATE`` already admits one writer at a time."""
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_UPGRADE_LOCK})")
 
 
 def _refuse_a_file_of_another_program(database: Database) -> None:
