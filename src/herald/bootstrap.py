@@ -26,7 +26,10 @@ from herald.service.writer import LoopWriter, ThreadWriter, Writer
 from herald.store.checkpoints import Checkpointer
 from herald.store.database import Database
 from herald.store.migrate import ensure_current
+from herald.store.outbox import FAILED, PENDING, SENDING
 from herald.store.unit_of_work import ReadOnly
+
+UNFINISHED = (PENDING, SENDING, FAILED)  # the statuses the outbox gauge shows
 
 
 def utc_now() -> datetime:
@@ -96,7 +99,11 @@ class Runtime:
 
     def outbox_snapshot(self) -> tuple[dict[str, int], int, float]:
         with ReadOnly(self.database) as read:
-            by_status = read.outbox.count_by_status(unfinished_only=True)
+            # Every status at 0 when no message has it: a series that vanished instead (the
+            # last dead letter re-queued) would leave a graph at its last count.
+            by_status = dict.fromkeys(UNFINISHED, 0) | read.outbox.count_by_status(
+                unfinished_only=True
+            )
             backlog, age_us = read.outbox.backlog(to_micros(self.clock()))
         return by_status, backlog, (age_us or 0) / 1e6
 

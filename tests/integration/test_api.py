@@ -628,6 +628,20 @@ def test_health_readiness_and_metrics_answer(client: TestClient) -> None:
     assert "herald_outbox_backlog" in metrics
 
 
+def test_the_outbox_gauge_shows_each_unfinished_status_at_zero_when_no_message_has_it(
+    settings: Settings,
+) -> None:
+    """A status whose series vanished (the last dead letter re-queued) left a graph at its
+    last count."""
+    with TestClient(create_app(settings.model_copy(update={"dispatcher": False}))) as client:
+        client.post("/events", json=payment_failed(event_id="g1"))
+        metrics = client.get("/metrics").text
+
+    assert 'herald_messages{status="pending"} 1.0' in metrics
+    assert 'herald_messages{status="sending"} 0.0' in metrics
+    assert 'herald_messages{status="failed"} 0.0' in metrics
+
+
 def test_the_metrics_show_how_many_events_each_commit_held(client: TestClient) -> None:
     batch = [payment_failed(event_id=f"c{n}") for n in range(3)] + [{"not": "an event"}]
     client.post("/events/batch", json={"events": batch})
