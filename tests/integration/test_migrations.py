@@ -178,6 +178,13 @@ def test_upgrades_started_together_take_turns_and_all_succeed(
     assert [upgrade.returncode for upgrade in upgrades] == [0, 0, 0], outputs
     # Each revision was applied once, by whichever upgrade went first.
     assert sum(output.count("applied 0001: initial schema") for output in outputs) == 1
+    # Those that went later say they found the schema done, not that they built it.
+    head = head_revision()
+    assert sorted(f"schema: {head} -> {head}" in output for output in outputs) == [
+        False,
+        True,
+        True,
+    ], outputs
     database = Database(empty_database_url)
     try:
         assert current_revision(database) == head_revision()

@@ -28,9 +28,9 @@ def db_upgrade(database: DatabaseOpt = None) -> None:
     from herald.store.migrate import SchemaMismatch, current_revision, upgrade
 
     db = open_database(settings_from(database_url=database).database_url, schema="any", create=True)
-    before = current_revision(db)
     try:
-        upgrade(db, progress=lambda step: console.print(f"  {step}"))
+        # The revision it started from once its turn came: another upgrade may have gone first.
+        before = upgrade(db, progress=lambda step: console.print(f"  {step}"))
         console.print(f"schema: {before or 'empty'} -> {current_revision(db)}")
     except SchemaMismatch as exc:
         fail(str(exc))

@@ -71,10 +71,11 @@ def _summary(step: Script) -> str:
 
 def upgrade(
     database: Database, progress: Callable[[str], None] | None = None, *, to: str = "head"
-) -> None:
+) -> str | None:
     """Bring the schema to the newest revision, or to ``to`` (a no-op when it is there);
     ``progress`` hears which revisions are to be applied, then of each one applied, with
-    how long it took (rebuilding a large table can take minutes)."""
+    how long it took (rebuilding a large table can take minutes). Returns the revision
+    it started from (None: an empty database), read once its turn came."""
     say = progress or (lambda _line: None)
     config = _config()
     started = time.monotonic()
@@ -98,6 +99,7 @@ def upgrade(
         config.attributes["connection"] = connection
         config.attributes["on_version_apply"] = applied
         command.upgrade(config, to)
+    return current
 
 
 def _wait_for_other_upgrades(connection: Connection) -> None:
