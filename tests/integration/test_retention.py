@@ -4,7 +4,9 @@ go in small transactions, pending messages stay, and the audit says what was pru
 from __future__ import annotations
 
 import re
+import signal
 import sqlite3
+import subprocess
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,6 +33,7 @@ from herald.store.migrate import upgrade
 from herald.store.outbox import FAILED, SENT, AttemptRecord
 from herald.store.tables import delivery_attempts, events, messages, users
 from herald.store.unit_of_work import UnitOfWork
+from tests.support.processes import herald_command, herald_environment
 
 OLD = datetime(2024, 1, 10, 9, 0, tzinfo=UTC)
 CUTOFF = datetime(2024, 6, 1, tzinfo=UTC)
@@ -648,3 +651,37 @@ def test_herald_prune_alone_on_sqlite_keeps_the_write_ahead_log_short(
     # A batch's pages at a time (a fifth of the database here); without checkpoints the
     # log reached twelve times the database.
     assert largest_log < stored, (largest_log, stored)
+
+
+def test_an_interrupted_prune_says_what_stays_done_and_how_to_finish(
+    tmp_path: Path, ruleset: RuleSet
+) -> None:
+    path = tmp_path / "history.db"
+    database = Database(f"sqlite:///{path}")
+    upgrade(database)
+    for start in range(0, 3000, 500):
+        batch = [payment_initiated(f"u_{n % 300}", OLD, n) for n in range(start, start + 500)]
+        store(database, ruleset, batch, now=OLD)
+    url = f"sqlite:///{path}"
+    command = [*herald_command(), "prune", "--older-than", "400d", "--batch-size", "5"]
+    pruning = subprocess.Popen(
+        [*command, "--database", url],
+        env=herald_environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert pruning.stdout is not None
+    first = pruning.stdout.readline()  # the first batch is done
+    pruning.send_signal(signal.SIGINT)  # Ctrl-C
+    rest = pruning.stdout.read()
+    pruning.wait(30)
+
+    assert "events: 5 deleted so far" in first, first + rest
+    assert pruning.returncode == 130, rest
+    assert "Traceback" not in rest
+    assert "interrupted: the batches counted above are pruned and stay so; run the same " in rest
+    assert 0 < 3000 - len(event_ids(database)) < 3000
+    again = CliRunner().invoke(cli, ["prune", "--older-than", "400d", "--database", url])
+    database.dispose()
+    assert again.exit_code == 0 and "pruned" in again.output

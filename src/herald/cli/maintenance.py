@@ -133,16 +133,26 @@ def prune(
         if totals.events:
             console.print(f"users whose events would be pruned: {fence}")
         return
-    totals = prune_history(
-        db,
-        cutoff=cutoff,
-        batch_size=batch_size,
-        progress=lambda kind, n: console.print(
-            f"  {kind}: {n} {'redacted' if kind == 'redacted' else 'deleted'} so far"
-        ),
-        keep_rules=lifetime,
-    )
-    db.dispose()
+    try:
+        totals = prune_history(
+            db,
+            cutoff=cutoff,
+            batch_size=batch_size,
+            progress=lambda kind, n: console.print(
+                f"  {kind}: {n} {'redacted' if kind == 'redacted' else 'deleted'} so far"
+            ),
+            keep_rules=lifetime,
+        )
+    except KeyboardInterrupt:
+        # Each batch is a transaction of its own: those counted above are done, the one
+        # under way was rolled back, and the messages of pruned events still wait.
+        fail(
+            "interrupted: the batches counted above are pruned and stay so; run the same "
+            "command again to prune the rest (and the finished messages of those events)",
+            code=130,
+        )
+    finally:
+        db.dispose()
     console.print(
         f"pruned {totals.events} events and {totals.messages} messages "
         f"from before {iso(cutoff)}; redacted {totals.redacted} messages "
