@@ -7,6 +7,7 @@ The CLI runs as a subprocess (the installed ``herald``), on databases made for e
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 import subprocess
@@ -92,6 +93,26 @@ def test_db_upgrade_builds_the_whole_schema_on_an_empty_database(
         assert schema_differences(database) == []
     finally:
         database.dispose()
+
+
+def test_a_new_sqlite_database_and_its_log_are_readable_by_their_owner_alone(
+    tmp_path: Path,
+) -> None:
+    """The audit's personal data is in the file: under the usual umask (022), SQLite left
+    to create it made it readable by every user of the machine."""
+    path = tmp_path / "herald.db"
+    result = run_herald(
+        ["db", "upgrade", "--database", f"sqlite:///{path}"],
+        env=herald_environment(),
+        cwd=tmp_path,
+        prefix=["sh", "-c", 'umask 022 && exec "$@"', "sh"],
+    )
+    assert result.returncode == 0, result.stderr
+    with sqlite3.connect(path) as connection:  # a write makes the log files
+        connection.execute("CREATE TABLE scratch (x)")
+        modes = {name: (tmp_path / name).stat().st_mode & 0o777 for name in os.listdir(tmp_path)}
+
+    assert modes == {"herald.db": 0o600, "herald.db-wal": 0o600, "herald.db-shm": 0o600}
 
 
 @pytest.mark.parametrize(

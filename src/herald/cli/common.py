@@ -112,6 +112,8 @@ def open_database(
             f"no SQLite database at {path.resolve()}: name Herald's database with --database "
             "or HERALD_DATABASE_URL (`herald db upgrade` creates a new one)"
         )
+    if path is not None and not path.exists():
+        _create_private(path)
     try:
         if schema == "any":
             current_revision(database)
@@ -139,6 +141,18 @@ def open_database(
         database.dispose()
         _refuses_writes(refused, path)
     return database
+
+
+def _create_private(path: Path) -> None:
+    """An empty SQLite file that only its owner may read: it will hold the audit's personal
+    data, and SQLite, left to create it, follows the umask (often readable by every user).
+    Its log files take the same permissions. An existing file is left as it is."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:  # another process created it meanwhile
+        pass
+    except OSError:  # a read-only folder: opening the database says so, in its words
+        pass
 
 
 def _refuses_writes(said: str, sqlite_path: Path | None) -> NoReturn:
