@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from datetime import UTC, datetime, time, timedelta
 from email.utils import format_datetime
@@ -221,6 +222,28 @@ def test_the_last_transient_failure_is_a_dead_letter(database: Database, clock: 
         run_rounds(worker, clock, 3)
     row = message(database)
     assert row.status == "failed" and "gave up after 3 attempts" in row.last_error
+
+
+def test_the_stub_outbox_file_is_readable_by_its_owner_alone(
+    database: Database, clock: FixedClock, tmp_path: Path
+) -> None:
+    """It holds each recipient and message in full: under the usual umask (022) it was
+    created readable by every user of the machine."""
+    store(database, clock, [funds_failure("u1")])
+    outbox = tmp_path / "outbox.jsonl"
+    previous = os.umask(0o022)
+    try:
+        assert (
+            asyncio.run(
+                dispatcher(database, clock, {"email": StubProvider(outbox)}).run_once()
+            ).sent
+            == 1
+        )
+    finally:
+        os.umask(previous)
+
+    assert "u1@example.com" in outbox.read_text()
+    assert outbox.stat().st_mode & 0o777 == 0o600
 
 
 def test_a_rate_limited_channel_drains_its_backlog_at_its_rate(

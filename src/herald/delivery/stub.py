@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from pathlib import Path
 from typing import BinaryIO
@@ -48,7 +49,9 @@ class StubProvider:
     def _append(self, line: bytes) -> None:
         with self._lock:
             if self._file is None:
-                self._file = self._path.open("ab")
+                # Only its owner may read it: it holds every recipient and message in full.
+                flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+                self._file = os.fdopen(os.open(self._path, flags, 0o600), "ab")
             self._file.write(line)
             self._file.flush()  # in the OS's hands before the message is marked sent
 
