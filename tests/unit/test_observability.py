@@ -43,6 +43,8 @@ def test_a_recipient_is_masked_down_to_a_hint(recipient: str, masked: str) -> No
     [
         ("sent to maria@example.com", "maria@example.com", "m***@example.com"),
         ("to maria.silva+promo@mail.example.co.uk.", "maria.silva", "m***@mail.example.co.uk"),
+        ("550 <josé.garcía@example.com> refused", "garcía", "j***@example.com"),
+        ("to maria@münchen.de", "maria@", "m***@münchen.de"),
         ("sms to +351912345678 failed", "+351912345678", "***78"),
         ("sms to +14155552671", "4155552671", "***71"),
         ("phone 912345678 on file", "912345678", "***78"),

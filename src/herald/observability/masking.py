@@ -9,7 +9,8 @@ from herald.domain.recipients import mask_recipient
 
 __all__ = ["hide_url_passwords", "mask_recipient", "mask_text"]
 
-_EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
+# Letters of any script, as an address may hold them (`josé@exemplo.pt`, `maria@münchen.de`).
+_EMAIL = re.compile(r"([\w.%+-])[\w.%+-]*@([\w.-]+\.[^\W\d_]{2,})")
 # A phone number in E.164 form, or a run of 9+ digits; dates and times don't match.
 _PHONE = re.compile(r"(?<![\w+])(?:\+\d{6,14}|\d{7,13})(\d{2})(?!\w)")
 # `scheme://user:password@host`, up to the last "@" before the path: a password typed
