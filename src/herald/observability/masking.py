@@ -11,8 +11,12 @@ __all__ = ["hide_url_passwords", "mask_recipient", "mask_text"]
 
 # Letters of any script, as an address may hold them (`josé@exemplo.pt`, `maria@münchen.de`).
 _EMAIL = re.compile(r"([\w.%+-])[\w.%+-]*@([\w.-]+\.[^\W\d_]{2,})")
-# A phone number in E.164 form, or a run of 9+ digits; dates and times don't match.
-_PHONE = re.compile(r"(?<![\w+])(?:\+\d{6,14}|\d{7,13})(\d{2})(?!\w)")
+# A phone number as a recipient may be written: digits, an optional leading "+", and
+# spaces, dashes or parentheses between them (`+351 912 345 678`, `(555) 123-4567`).
+# Bounded, so that a long line costs no more than a few steps per character; whether a
+# match is a number is for its count of digits to say (`_phone_masked`), so dates and
+# times (8 digits at most before a "T", or a space and a time) are left alone.
+_PHONE = re.compile(r"(?<![\w+])\+?\(?\d(?:[ ()-]{0,2}\d){2,18}(?!\w|:\d)")
 # `scheme://user:password@host`, up to the last "@" before the path: a password typed
 # with an unescaped "@" is hidden whole, and a port (`host:8080/`) is not a password.
 _URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^/@:\s]*:)[^/\s]*@")
@@ -29,4 +33,13 @@ def mask_text(text: str) -> str:
     free text."""
     if "@" in text:  # the address pattern is slow to rule out; most lines have no "@"
         text = _EMAIL.sub(r"\1***@\2", hide_url_passwords(text))
-    return _PHONE.sub(r"***\1", text)
+    return _PHONE.sub(_phone_masked, text)
+
+
+def _phone_masked(match: re.Match[str]) -> str:
+    """A number of 9 to 15 digits (8 to 16 after a "+", as E.164 writes them) down to its
+    last two; anything shorter or longer as it was."""
+    found = match.group()
+    digits = [char for char in found if char.isdigit()]
+    fewest, most = (8, 16) if found.startswith("+") else (9, 15)
+    return f"***{''.join(digits[-2:])}" if fewest <= len(digits) <= most else found
