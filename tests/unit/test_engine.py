@@ -627,6 +627,39 @@ def test_the_custom_rule_fires_when_its_values_are_present(custom_ruleset: RuleS
     assert decision.dedup_key == f"PRO_UPGRADE_ALERT:{USER}:{changed.event_id}"
 
 
+MACRO_RULES = """
+events:
+  kyc_failed:
+    properties:
+      reasons: {type: array, required: true}
+traits:
+  segments: array
+rules:
+  - id: KYC_DOCUMENT_ALERT
+    trigger: kyc_failed
+    when: event.properties.reasons.exists(r, r.startsWith("DOC_")) && user.segments.all(s, s != "x")
+    channel: internal
+"""
+
+
+def test_a_reason_shows_the_values_a_condition_reads_not_the_methods_it_calls(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(MACRO_RULES, encoding="utf-8")
+    failed = event(
+        "kyc_failed", SIGNUP_AT, properties={"reasons": ["DOC_BLURRY"]}, traits={"segments": []}
+    )
+
+    decision = the_one(replay([failed], load_ruleset(path)), "KYC_DOCUMENT_ALERT")
+
+    assert decision.outcome is Outcome.TRIGGERED
+    assert decision.reason.startswith(
+        '`event.properties.reasons.exists(r, r.startsWith("DOC_")) && user.segments.all(s, s '
+        '!= "x")` is true (event.properties.reasons is ["DOC_BLURRY"], user.segments is []);'
+    )
+
+
 def test_a_recipient_longer_than_can_be_stored_is_no_recipient(ruleset: RuleSet) -> None:
     traits = {**TRAITS, "email": "a" * 320 + "@example.com"}
     signup = event("signup_completed", SIGNUP_AT, traits=traits)

@@ -12,7 +12,9 @@ from herald.domain.immutable import immutable
 from herald.rules.comparison import parse_comparison
 
 CONDITION_VARIABLES = frozenset({"event", "user"})
-_PATH = re.compile(r"\b(?:event|user)(?:\.[A-Za-z_][A-Za-z0-9_]*)+")
+# The fields a condition reads, for its reason to show their values: a method called on
+# one (`user.tags.exists(...)`, `.startsWith(...)`) is not a field, and is left out.
+_PATH = re.compile(r"\b(?:event|user)(?:\.[A-Za-z_][A-Za-z0-9_]*)+(?!\w|\s*\()")
 # CEL's macros bind their own variables (`tags.exists(t, t == "vip")`): the library lists
 # them among the expression's variables, but they are not inputs to be given.
 _MACRO_VARIABLES = re.compile(
