@@ -94,6 +94,26 @@ NEVER_WORKS = {
         "than 10.5; CEL keeps int and double apart: convert with double(...)), where "
         "event.properties.amount is a number: No such overload",
     ),
+    # `&&` is false when either side is, whatever the other: a sample's attempt number of 1
+    # must not hide a side that fails on every event of whole amounts.
+    "double_arithmetic_beside_a_false_side": (
+        "trigger: payment_failed,"
+        " when: event.properties.amount * 1.1 > 1000.0 && event.properties.attempt_number >= 3",
+        "rule R0: `when: event.properties.amount * 1.1 > 1000.0 && "
+        "event.properties.attempt_number >= 3` cannot be evaluated on a payment_failed event "
+        "whose numbers are whole, as a client may send them (10 rather than 10.5; CEL keeps "
+        "int and double apart: convert with double(...)), where event.properties.amount is a "
+        "number, event.properties.attempt_number is an integer: "
+        "`event.properties.amount * 1.1 > 1000.0` fails: No such overload",
+    ),
+    "a_wrong_type_beside_a_true_side": (
+        "trigger: payment_failed,"
+        " when: '(user.id != \"\" || event.properties.failure_reason > 5) && true'",
+        'rule R0: `when: (user.id != "" || event.properties.failure_reason > 5) && true` cannot'
+        " be evaluated on a payment_failed event with every declared property and trait, where"
+        " user.id is a string, event.properties.failure_reason is a string: "
+        "`event.properties.failure_reason > 5` fails: No such overload",
+    ),
     # The condition sees the trigger, a bank link, not the signup that anchors the window.
     "reads_the_anchor_of_an_after_window": (
         "trigger: link_bank_success, after: {event: signup_completed, within: 24h},"
@@ -137,6 +157,13 @@ WORKS = {
         "trigger: payment_failed, when: 'event.properties.metadata.source == \"app\"'"
     ),
     "an_index_some_values_hold": "trigger: payment_failed, when: 'user.tags[0] == \"vip\"'",
+    "an_index_guarded_by_a_size": (
+        "trigger: payment_failed, when: 'size(user.tags) > 0 && user.tags[0] == \"vip\"'"
+    ),
+    "a_condition_with_a_choice": (
+        "trigger: payment_failed,"
+        " when: 'event.properties.attempt_number > 1 ? event.properties.amount > 5 : false'"
+    ),
     "a_path_inside_a_string": "trigger: payment_failed, when: 'user.id != \"user.nickname\"'",
     "the_trigger_of_an_after_window": (
         "trigger: signup_completed, after: {event: link_bank_success, within: 24h},"

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
 
-from herald.rules.conditions import Condition, bound_variables
+from herald.rules.conditions import Condition, ConditionError, bound_variables
 from herald.rules.definition import EventType
 from herald.rules.samples import EVENT_FIELDS, path_in, sample_context, undeclared
 from herald.rules.templates import TemplateProblem, TemplateSet, UndeclaredName
@@ -84,29 +84,91 @@ def _problem_on_samples(
     condition: Condition, event_type: EventType, traits: Mapping[str, str], where: str
 ) -> str | None:
     event = event_type.name
-    for whole_numbers, on in (
-        (False, f"a {event} event with every declared property and trait"),
+    samples = [
         (
-            True,
-            f"a {event} event whose numbers are whole, as a client may send them (10 rather "
-            "than 10.5; CEL keeps int and double apart: convert with double(...))",
-        ),
-    ):
-        sample = sample_context(event_type, traits, whole_numbers=whole_numbers)
+            sample_context(event_type, traits, whole_numbers=whole_numbers),
+            on,
+        )
+        for whole_numbers, on in (
+            (False, f"a {event} event with every declared property and trait"),
+            (
+                True,
+                f"a {event} event whose numbers are whole, as a client may send them (10 "
+                "rather than 10.5; CEL keeps int and double apart: convert with double(...))",
+            ),
+        )
+    ]
+    for sample, on in samples:
         try:
             value = condition.value_on(sample)
         except Exception as exc:  # what the CEL library raises varies with the mistake
             if not _fails_on_types(exc):
                 continue  # it depends on the sample's values, not on the declared types
-            said = (str(exc).splitlines() or [type(exc).__name__])[0]
-            return f"cannot be evaluated on {on}{where}: {said}"
+            return f"cannot be evaluated on {on}{where}: {_first_line(exc)}"
         if not isinstance(value, bool):
             kind = _KINDS.get(type(value), type(value).__name__)
             return (
                 f"gives {kind}, not true or false, on {on}{where}: "
                 "a condition must be a test, such as a comparison"
             )
+    # CEL's && and || give false (or true) when either side does, whatever the other: a
+    # side that fails on every event would pass unseen when a sample's values make
+    # another side decide (`amount * 1.1 > 1000.0 && user.age >= 18` with an age of 1).
+    for operand in _operands(condition.source):
+        try:
+            part = Condition(operand)
+        except ConditionError:
+            continue
+        for sample, on in samples:
+            try:
+                part.value_on(sample)
+            except Exception as exc:
+                if _fails_on_types(exc):
+                    return (
+                        f"cannot be evaluated on {on}{where}: `{operand}` fails: {_first_line(exc)}"
+                    )
     return None
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
+def _operands(source: str) -> list[str]:
+    """The sides of the && and || that join ``source`` (and those inside a side in
+    parentheses), each on its own; none when ``source`` is not joined by them or holds a
+    ``? :`` outside parentheses, whose sides are not all evaluated alike."""
+    source = source.strip()
+    literals = [match.span() for match in _STRING.finditer(source)]
+    cuts = []
+    depth = 0
+    wrapped = source.startswith("(")  # until its parenthesis closes before the end
+    index = 0
+    while index < len(source):
+        inside = next((end for start, end in literals if start <= index < end), None)
+        if inside is not None:
+            index = inside
+            continue
+        char = source[index]
+        if char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+            wrapped = wrapped and (depth > 0 or index == len(source) - 1)
+        elif depth == 0 and char == "?":
+            return []
+        elif depth == 0 and source[index : index + 2] in ("&&", "||"):
+            cuts.append(index)
+            index += 1
+        index += 1
+    if wrapped:
+        return _operands(source[1:-1])
+    ends = [*cuts, len(source)]
+    starts = [0, *(cut + 2 for cut in cuts)]
+    sides = [source[start:end].strip() for start, end in zip(starts, ends, strict=True)]
+    if len(sides) < 2:
+        return []
+    return [found for side in sides for found in (side, *_operands(side))]
 
 
 def _fails_on_types(exc: Exception) -> bool:
