@@ -88,6 +88,36 @@ def test_a_trait_named_like_a_dict_method_renders_the_trait() -> None:
     assert rendered.subject == "3 / pro"
 
 
+def test_an_absent_trait_named_like_a_dict_method_is_absent_not_the_method() -> None:
+    sources = {
+        "t": {
+            "subject.txt": "Items: {{ user.items or 'none' }}",
+            "body.txt": "{{ event.properties.values }}|{% for k in user.keys %}{{ k }}{% endfor %}",
+        }
+    }
+    rendered = TemplateSet(sources).render("t", {"user": {}, "event": {"properties": {}}})
+    assert (rendered.subject, rendered.body) == ("Items: none", "|")
+
+
+def test_a_method_of_an_object_value_can_still_be_called() -> None:
+    sources = {
+        "t": {
+            "subject.txt": "{% for k, v in event.meta.items() %}{{ k }}={{ v }}{% endfor %}",
+            "body.txt": "{{ user.get('plan', 'free') }}",
+        }
+    }
+    context = {"user": {}, "event": {"meta": {"a": 1}}}
+    rendered = TemplateSet(sources).render("t", context)
+    TemplateSet(sources).check("t", context)
+    assert (rendered.subject, rendered.body) == ("a=1", "free")
+
+
+def test_the_load_time_check_refuses_an_unknown_name_named_like_a_dict_method() -> None:
+    sources = {"t": {"subject.txt": "{{ user.items }}", "body.txt": "x"}}
+    with pytest.raises(TemplateProblem, match="has no attribute 'items'"):
+        TemplateSet(sources).check("t", {"user": {"email": "a@b.c"}, "event": {}})
+
+
 def test_the_sandbox_still_refuses_python_internals() -> None:
     sources = {"t": {"subject.txt": "{{ user.__class__.__mro__ }}", "body.txt": "x"}}
     rendered = TemplateSet(sources).render("t", {"user": {"name": "a"}, "event": {}})

@@ -7,7 +7,7 @@ the rule file loads, so a broken one stops ``herald rules check`` and start-up, 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from functools import partial
 from pathlib import Path
 from typing import Any, cast
@@ -93,8 +93,15 @@ class _DataSandbox(SandboxedEnvironment):
     trait called ``items``, not the dict method; and a key found at once skips the
     sandbox's attribute checks, which cost more than the rest of a render. A name that
     is neither a key nor a dict attribute (an absent optional trait) is undefined at
-    once, as the sandbox would conclude after its checks.
+    once, as the sandbox would conclude after its checks. An absent one named like a
+    dict method (``user.items``, ``event.properties.values``) is undefined too, as any
+    absent trait is, rather than the method printed into a message; only a call
+    (``metadata.items()``) reaches the method.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._absent_method = _method_or_absent(self.undefined)
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         if type(obj) is dict:
@@ -103,6 +110,10 @@ class _DataSandbox(SandboxedEnvironment):
             except KeyError:
                 if attribute not in _DICT_ATTRIBUTES:
                     return self.undefined(obj=obj, name=attribute)
+                method = super().getattr(obj, attribute)
+                if isinstance(method, Undefined):  # refused by the sandbox
+                    return method
+                return self._absent_method(obj, attribute, method)
         return super().getattr(obj, attribute)
 
     def make_globals(self, d: MutableMapping[str, Any] | None) -> MutableMapping[str, Any]:
@@ -113,6 +124,27 @@ class _DataSandbox(SandboxedEnvironment):
 
 
 _DICT_ATTRIBUTES = frozenset(dir(dict))
+
+
+def _method_or_absent(undefined: type[Undefined]) -> Callable[[Any, str, Any], Undefined]:
+    """What makes an ``undefined`` for an absent key named like a dict method, which calls
+    that method when called."""
+
+    class MethodOrAbsent(undefined):  # type: ignore[valid-type, misc]
+        __slots__ = ("_method",)
+        # What the sandbox and Jinja ask of a callable, which an undefined would answer.
+        unsafe_callable = alters_data = False
+        jinja_pass_arg = None
+
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            return self._method(*args, **kwargs)
+
+    def make(obj: Any, name: str, method: Any) -> Undefined:
+        absent = MethodOrAbsent(obj=obj, name=name)
+        absent._method = method
+        return absent
+
+    return make
 
 
 def _environment(undefined: type[Undefined], autoescape: bool) -> SandboxedEnvironment:
