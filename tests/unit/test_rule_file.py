@@ -115,6 +115,14 @@ BROKEN_RULES = {
         " template: hello, when: 'user.x =='}\n",
         "rule BROKEN: `when: user.x ==` does not compile",
     ),
+    "no_trigger": (
+        "  - {id: BROKEN, channel: internal}\n",
+        "rule BROKEN: needs `trigger`: the event type that triggers it (['payment_failed',",
+    ),
+    "no_channel": (
+        "  - {id: BROKEN, trigger: signup_completed}\n",
+        "rule BROKEN: needs `channel` (one of ['email', 'sms', 'internal'])",
+    ),
     "unknown_channel": (
         "  - {id: BROKEN, trigger: signup_completed, channel: pigeon}\n",
         "rule BROKEN: unknown channel 'pigeon'",

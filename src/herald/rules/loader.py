@@ -206,10 +206,14 @@ def _rules(
         for key in sorted(map(str, set(spec) - RULE_KEYS)):
             bad(f"unknown key `{key}` (known: {sorted(RULE_KEYS)})")
         on = spec.get("trigger")
-        if not isinstance(on, str) or on not in event_types:
+        if on is None:
+            bad(f"needs `trigger`: the event type that triggers it ({sorted(event_types)})")
+        elif not isinstance(on, str) or on not in event_types:
             bad(f"`trigger: {on}` is not a declared event type ({sorted(event_types)})")
         channel = spec.get("channel")
-        if not isinstance(channel, str) or channel not in CHANNELS:
+        if channel is None:
+            bad(f"needs `channel` (one of {list(CHANNELS)})")
+        elif not isinstance(channel, str) or channel not in CHANNELS:
             bad(f"unknown channel {channel!r} (known: {list(CHANNELS)})")
         limit = read_enum(Limit, spec.get("limit", Limit.ONCE_PER_EVENT.value), "limit", bad)
         category = read_category(spec.get("category"), channel, bad)
