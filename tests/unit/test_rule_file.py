@@ -123,6 +123,11 @@ BROKEN_RULES = {
         "  - {id: BROKEN, trigger: signup_completed}\n",
         "rule BROKEN: needs `channel` (one of ['email', 'sms', 'internal'])",
     ),
+    "condition_read_by_yaml_as_a_list": (
+        "  - {id: BROKEN, trigger: signup_completed, channel: internal, when: [user.vip]}\n",
+        "rule BROKEN: `when` must be a CEL expression, but YAML read a list in it: quote the "
+        "expression",
+    ),
     "unknown_channel": (
         "  - {id: BROKEN, trigger: signup_completed, channel: pigeon}\n",
         "rule BROKEN: unknown channel 'pigeon'",
@@ -197,6 +202,17 @@ def test_a_broken_rule_is_refused_naming_the_rule_and_the_problem(
 
     assert len(problems) == 1, problems
     assert problems[0].startswith(problem), problems
+
+
+@pytest.mark.parametrize("when", ["true", "false"])
+def test_a_condition_yaml_reads_as_a_boolean_is_cel_s_own(when: str, tmp_path: Path) -> None:
+    rule = f"  - {{id: ALWAYS, trigger: signup_completed, channel: internal, when: {when}}}\n"
+
+    [rule] = load_ruleset(write_rule_file(tmp_path, rule)).rules
+
+    assert rule.condition is not None
+    assert rule.condition.source == when
+    assert rule.condition.evaluate({"event": {}, "user": {}}).holds is (when == "true")
 
 
 def test_a_duplicate_rule_id_is_refused(tmp_path: Path) -> None:

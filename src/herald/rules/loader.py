@@ -218,11 +218,19 @@ def _rules(
         limit = read_enum(Limit, spec.get("limit", Limit.ONCE_PER_EVENT.value), "limit", bad)
         category = read_category(spec.get("category"), channel, bad)
         condition = None
-        if spec.get("when") is not None:
+        when = spec.get("when")
+        if isinstance(when, bool):  # YAML reads `when: true` as its own true, not as text
+            when = "true" if when else "false"
+        if isinstance(when, list | dict):
+            bad(
+                f"`when` must be a CEL expression, but YAML read a "
+                f"{'list' if isinstance(when, list) else 'mapping'} in it: quote the expression"
+            )
+        elif when is not None:
             try:
-                condition = Condition(str(spec["when"]))
+                condition = Condition(str(when))
             except ConditionError as exc:
-                bad(f"`when: {spec['when']}` {exc}")
+                bad(f"`when: {when}` {exc}")
         after = read_after(spec.get("after"), event_types, bad)
         template = spec.get("template")
         if template is not None and not is_folder_name(template):
