@@ -242,6 +242,28 @@ def test_a_key_given_twice_is_refused_not_silently_replaced(tmp_path: Path) -> N
 
     assert problem.startswith("not valid YAML: while constructing a mapping")
     assert "found duplicate key 'when'" in problem
+    assert "quote the whole condition" not in problem
+
+
+@pytest.mark.parametrize(
+    "when", ["!has(user.first_name)", 'user.first_name == "a: b"', '"Al" == user.first_name']
+)
+def test_a_condition_yaml_reads_as_its_own_syntax_is_refused_asking_to_quote_it(
+    when: str, tmp_path: Path
+) -> None:
+    path = write_rule_file(
+        tmp_path,
+        f"  - id: R\n    trigger: signup_completed\n    channel: internal\n    when: {when}\n",
+    )
+
+    [problem] = problems_of(path)
+
+    assert problem.startswith("not valid YAML: ")
+    assert f'in "{path}", line ' in problem
+    assert problem.endswith(
+        "\n(YAML reads a condition's leading `!` or quote, or a `: ` in it, as its own: quote "
+        "the whole condition, e.g. when: '!has(user.vip)')"
+    )
 
 
 def test_a_key_merged_from_an_anchor_may_be_overridden(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ delivery policy) are read by a function given to ``load_rule_file``, into the sa
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
 from dataclasses import replace
 from importlib import resources
@@ -128,6 +129,28 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+_WHEN_KEY = re.compile(r"\bwhen\s*:")
+
+
+def _yaml_problem(exc: yaml.YAMLError, text: str, source: str) -> str:
+    """What YAML found wrong, where in the file (YAML names the text it was given
+    `<unicode string>`), and, for a condition YAML read as its own syntax, what to do."""
+    problem = getattr(exc, "problem_mark", None)
+    for mark in (getattr(exc, "context_mark", None), problem):
+        if mark is not None:
+            mark.name = source
+    said = f"not valid YAML: {exc}"
+    lines = text.splitlines()
+    if problem is not None and problem.line < len(lines):
+        key = _WHEN_KEY.search(lines[problem.line])
+        if key is not None and problem.column >= key.end():
+            said += (
+                "\n(YAML reads a condition's leading `!` or quote, or a `: ` in it, as its "
+                "own: quote the whole condition, e.g. when: '!has(user.vip)')"
+            )
+    return said
+
+
 def _parse(
     text: str,
     source: str,
@@ -137,7 +160,7 @@ def _parse(
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
-        raise RuleFileError(source, [f"not valid YAML: {exc}"]) from None
+        raise RuleFileError(source, [_yaml_problem(exc, text, source)]) from None
     if not isinstance(data, dict):
         raise RuleFileError(source, ["must be a mapping with `events` and `rules`"])
     try:
