@@ -362,6 +362,35 @@ def test_a_rule_that_messages_the_user_needs_a_template(channel: str, tmp_path: 
     ]
 
 
+def test_an_internal_alert_cannot_be_marketing(tmp_path: Path) -> None:
+    # Accepted, consent was asked of the user the alert was about, and the alert skipped.
+    path = write_rule_file(
+        tmp_path,
+        "  - {id: ALERT, trigger: signup_completed, channel: internal, category: marketing}\n",
+    )
+
+    assert problems_of(path) == [
+        "rule ALERT: `category: marketing` is for rules that message the user; an internal "
+        "alert is internal"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("key", "said"), [("when", "`when` is empty"), ("after", "`after` is empty")]
+)
+def test_a_condition_or_window_left_empty_is_a_problem_not_a_rule_for_every_event(
+    key: str, said: str, tmp_path: Path
+) -> None:
+    path = write_rule_file(
+        tmp_path,
+        f"  - id: ALERT\n    trigger: signup_completed\n    channel: internal\n    {key}:\n",
+    )
+
+    [problem] = problems_of(path)
+
+    assert problem.startswith(f"rule ALERT: {said}")
+
+
 def test_an_internal_alert_needs_no_category(tmp_path: Path) -> None:
     path = write_rule_file(
         tmp_path, "  - {id: ALERT, trigger: signup_completed, channel: internal}\n"

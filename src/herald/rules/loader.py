@@ -249,11 +249,16 @@ def _rules(
                 f"`when` must be a CEL expression, but YAML read a "
                 f"{'list' if isinstance(when, list) else 'mapping'} in it: quote the expression"
             )
+        elif "when" in spec and (when is None or not str(when).strip()):
+            # A condition left out by a slip would make the rule fire on every event.
+            bad("`when` is empty: write the condition, or remove the key for a rule without one")
         elif when is not None:
             try:
                 condition = Condition(str(when))
             except ConditionError as exc:
                 bad(f"`when: {when}` {exc}")
+        if "after" in spec and spec["after"] is None:
+            bad("`after` is empty: give {event: TYPE, within: DURATION}, or remove the key")
         after = read_after(spec.get("after"), event_types, bad)
         template = spec.get("template")
         if template is not None and not is_folder_name(template):

@@ -35,6 +35,10 @@ _CATEGORY_CHOICE = (
 
 
 def read_category(raw: Any, channel: Any, bad: Problem) -> Category | None:
+    if channel == "internal" and raw not in (None, Category.INTERNAL.value):
+        # Consent would be asked of the user an alert is about, and skip the alert.
+        bad(f"`category: {raw}` is for rules that message the user; an internal alert is internal")
+        return None
     if channel not in ("email", "sms"):  # internal alerts, or a channel said to be unknown
         return read_enum(Category, Category.INTERNAL if raw is None else raw, "category", bad)
     if raw is None:
