@@ -303,6 +303,25 @@ def test_every_problem_in_the_file_is_reported_at_once(tmp_path: Path) -> None:
         assert any(found.startswith(wanted) for found in problems), (wanted, problems)
 
 
+def test_every_undeclared_name_of_a_template_is_listed_in_one_check(tmp_path: Path) -> None:
+    # Only the first was: an author with two typos needed two runs to learn of both.
+    typos = {"subject.txt": "Hi {{ user.frist_name }}", "body.txt": "{{ event.properties.amout }}"}
+    path = write_rule_file(
+        tmp_path,
+        "  - {id: TYPOS, trigger: payment_failed, channel: email, category: transactional,"
+        " template: typos}\n",
+        {"typos": typos},
+    )
+
+    assert problems_of(path) == [
+        "rule TYPOS: template typos/subject.txt uses user.frist_name, which the rule file does"
+        " not declare (declare it under traits:)",
+        "rule TYPOS: template typos/body.txt uses event.properties.amout, which the rule file"
+        " does not declare for payment_failed events (declare it under events: payment_failed:"
+        " properties:)",
+    ]
+
+
 def test_a_rule_s_template_problem_is_listed_beside_its_other_problems(tmp_path: Path) -> None:
     rule = (
         "  - {id: TWICE, trigger: signup_completed, channel: email, category: transactional,"

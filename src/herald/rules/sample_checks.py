@@ -43,20 +43,37 @@ _KINDS = {
 }
 
 
+_MOST_UNDECLARED = 20
+_STAND_IN = "x"  # prints, compares and filters as text would
+
+
 def template_problems(
     templates: TemplateSet, template: str, event_type: EventType, traits: Mapping[str, str]
 ) -> list[str]:
     sample = sample_context(event_type, traits)
-    try:
-        templates.check(template, sample)
-    except UndeclaredName as exc:
-        path = path_in(sample, exc.owner, exc.name)
-        if path is None:  # e.g. a key of an object property: not the rule file's to declare
-            return [str(exc)]
-        return [f"template {exc.where} uses {undeclared(path, event_type.name)}"]
-    except TemplateProblem as exc:
-        return [str(exc)]
-    return []
+    problems: list[str] = []
+    # Every undeclared name, not the first alone: each found stands in the sample for the
+    # next try, so that one run of the check lists all the author must fix.
+    for _ in range(_MOST_UNDECLARED):
+        try:
+            templates.check(template, sample)
+        except UndeclaredName as exc:
+            path = path_in(sample, exc.owner, exc.name)
+            if path is None:  # e.g. a key of an object property: not the rule file's to declare
+                return [*problems, str(exc)]
+            problems.append(f"template {exc.where} uses {undeclared(path, event_type.name)}")
+            exc.owner[exc.name] = _STAND_IN
+            continue
+        except Exception as exc:
+            # Past a stand-in, a failure may be the stand-in's (text where a number was
+            # wanted): the names found are the problems to report.
+            if problems:
+                break
+            if not isinstance(exc, TemplateProblem):
+                raise
+            problems.append(str(exc))
+        break
+    return problems
 
 
 def condition_problems(
