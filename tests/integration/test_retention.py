@@ -620,17 +620,23 @@ def test_a_later_prune_with_an_older_cutoff_does_not_move_the_pruned_history_bac
     }
 
 
+def old_history(path: Path, ruleset: RuleSet) -> Database:
+    """A SQLite database at ``path`` holding 3,000 events (300 users) from long ago."""
+    database = Database(f"sqlite:///{path}")
+    upgrade(database)
+    for start in range(0, 3000, 500):
+        batch = [payment_initiated(f"u_{n % 300}", OLD, n) for n in range(start, start + 500)]
+        store(database, ruleset, batch, now=OLD)
+    return database
+
+
 def test_herald_prune_alone_on_sqlite_keeps_the_write_ahead_log_short(
     tmp_path: Path, ruleset: RuleSet
 ) -> None:
     """With the server stopped, no checkpointer thread copies the log into the database
     file: the log grew by every page the prune wrote, past the size of the database."""
     path = tmp_path / "history.db"
-    database = Database(f"sqlite:///{path}")
-    upgrade(database)
-    for start in range(0, 3000, 500):
-        batch = [payment_initiated(f"u_{n % 300}", OLD, n) for n in range(start, start + 500)]
-        store(database, ruleset, batch, now=OLD)
+    database = old_history(path, ruleset)
     database.dispose()  # the last connection closing copies the log in and removes it
     stored = path.stat().st_size
     # Another connection open on the file, as a server's would be, keeps the log file at
@@ -657,11 +663,7 @@ def test_an_interrupted_prune_says_what_stays_done_and_how_to_finish(
     tmp_path: Path, ruleset: RuleSet
 ) -> None:
     path = tmp_path / "history.db"
-    database = Database(f"sqlite:///{path}")
-    upgrade(database)
-    for start in range(0, 3000, 500):
-        batch = [payment_initiated(f"u_{n % 300}", OLD, n) for n in range(start, start + 500)]
-        store(database, ruleset, batch, now=OLD)
+    database = old_history(path, ruleset)
     url = f"sqlite:///{path}"
     command = [*herald_command(), "prune", "--older-than", "400d", "--batch-size", "5"]
     pruning = subprocess.Popen(

@@ -25,10 +25,9 @@ from herald.api.routes import admin, audit, events, health
 from herald.api.schemas import MAX_EVENT_BYTES
 from herald.bootstrap import Runtime, build_runtime
 from herald.config import Settings
-from herald.observability.logging import first_line
 from herald.observability.metrics import serve_metrics
 from herald.orphans import parent_gone
-from herald.store.database import unavailable
+from herald.store.database import database_said, unavailable
 
 MIB = 1024 * 1024
 log = logging.getLogger(__name__)
@@ -108,7 +107,7 @@ async def _database_unavailable(_request: Request, exc: Exception) -> Response:
     other database error (a missing column: a bug) goes on to the 500 and its traceback."""
     if not unavailable(exc):
         raise exc
-    log.warning("database unavailable: %s", first_line(getattr(exc, "orig", None) or exc))
+    log.warning("database unavailable: %s", database_said(exc))
     body = {"detail": "the database is unavailable; retry"}
     return Response(
         orjson.dumps(body),

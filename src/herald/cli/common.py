@@ -95,8 +95,7 @@ def open_database(
     server, a SQLite file that does not exist (unless ``create``) or (``schema="current"``)
     a schema behind this version; ``"upgrade"`` upgrades an embedded database first,
     ``"any"`` only checks that it answers."""
-    from herald.observability.logging import first_line
-    from herald.store.database import Database, DatabaseUrlError, write_problem
+    from herald.store.database import Database, DatabaseUrlError, database_said, write_problem
     from herald.store.migrate import SchemaMismatch, current_revision, ensure_current
 
     try:
@@ -125,7 +124,7 @@ def open_database(
         fail(str(exc))
     except Exception as exc:
         database.dispose()
-        said = first_line(getattr(exc, "orig", None) or exc)
+        said = database_said(exc)
         if "readonly" in said:  # SQLite in a folder it cannot write its log to
             _refuses_writes(said, path)
         if path is not None and "not a database" in said:  # SQLite's SQLITE_NOTADB

@@ -18,6 +18,7 @@ import logging
 import random
 from collections import Counter
 from collections.abc import Callable, Mapping
+from dataclasses import astuple
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -28,16 +29,14 @@ from herald.delivery.quiet_hours import HoldPolicy
 from herald.delivery.ratelimit import ChannelRateLimits
 from herald.domain.model import UserProfile
 from herald.domain.timeutil import to_micros
-from herald.observability.logging import first_line
 from herald.rules.definition import Category
 from herald.rules.eligibility import closed_now
-from herald.store.database import Database, unavailable
+from herald.store.database import Database, database_said, unavailable
 from herald.store.outbox import AttemptRecord
 from herald.store.unit_of_work import UnitOfWork, when_unlocked
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-MARKETING = Category.MARKETING.value
 
 
 # How long a claim holds its messages: a round's sends, and its recording, end within it.
@@ -178,24 +177,20 @@ class Dispatcher:
         outcomes = await self._deliver_all(claimed, sends_end, profiles)
         await self._record_while_claimed(outcomes, leases_end)
         counts = Counter(outcome.status for outcome in outcomes)
+        report = DispatchReport(
+            len(claimed),
+            counts["sent"],
+            counts["retry"],
+            counts["failed"],
+            counts["deferred"],
+            counts["cancelled"],
+        )
         log.info(
             "delivered %d message(s): %d sent, %d to retry, %d failed, %d deferred, %d cancelled",
-            len(claimed),
-            counts["sent"],
-            counts["retry"],
-            counts["failed"],
-            counts["deferred"],
-            counts["cancelled"],
+            *astuple(report),  # in the order of the report's fields
             extra={"worker": self.worker_id},
         )
-        return DispatchReport(
-            len(claimed),
-            counts["sent"],
-            counts["retry"],
-            counts["failed"],
-            counts["deferred"],
-            counts["cancelled"],
-        )
+        return report
 
     def _claim(self) -> tuple[list[Any], dict[str, UserProfile]]:
         """The claimed rows, and the profiles of their users whose messages may hold
@@ -214,7 +209,7 @@ class Dispatcher:
             asked = {
                 row.user_id
                 for row in rows
-                if row.channel in self._hold_channels or row.category == MARKETING
+                if row.channel in self._hold_channels or row.category == Category.MARKETING
             }
             profiles = uow.users.get_many(asked) if asked else {}
             uow.commit()
@@ -302,7 +297,7 @@ class Dispatcher:
                     "recording a round of %d message(s) failed; trying again while their "
                     "claims hold: %s",
                     len(outcomes),
-                    first_line(getattr(exc, "orig", None) or exc),
+                    database_said(exc),
                 )
             await asyncio.sleep(pause)
             pause = min(pause * 2, _LONGEST_RECORDING_PAUSE_S)
@@ -350,7 +345,7 @@ def _withdrawn(row: Any, profiles: Mapping[str, UserProfile]) -> Outcome | None:
     """``row`` cancelled unsent when it is marketing and its user has closed its channel
     to marketing since it was decided (a later event's traits, an unsubscribe racing a
     retry): consent is asked again before every send, not only when deciding."""
-    if row.category != MARKETING or row.user_id not in profiles:
+    if row.category != Category.MARKETING or row.user_id not in profiles:
         return None
     if row.channel not in closed_now(profiles[row.user_id]):
         return None

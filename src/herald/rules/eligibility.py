@@ -31,28 +31,10 @@ def consent_problem(rule: Rule, view: Mapping[str, object]) -> str | None:
     a transactional or internal rule)."""
     if rule.category is not Category.MARKETING:
         return None
-    # A stated opt-in must be true itself: false, null or the string "false" is no consent.
-    # An unstated one leaves it to the rule's condition (the bank-link nudge asks for none).
-    if "marketing_opt_in" in view and view["marketing_opt_in"] is not True:
-        said = orjson.dumps(view["marketing_opt_in"], default=str).decode()
-        return f"marketing rule and the user has not opted in (marketing_opt_in is {said})"
-    unsubscribed = view.get("unsubscribed")
-    if unsubscribed is None or unsubscribed is False:
+    closed, why = _closure(view)
+    if rule.channel not in closed:
         return None
-    names = _unsubscribed_names(unsubscribed)
-    if names is None:
-        # An unsubscribe Herald cannot read is still one: ignoring it would send the user
-        # what they may have refused. Transactional messages are not held up by it.
-        shown = orjson.dumps(unsubscribed, default=str).decode()[:80]
-        return (
-            f"marketing rule and the user's unsubscribed trait cannot be read ({shown}; a list "
-            'of "email", "sms", "marketing", "all" is): taken as unsubscribed from all marketing'
-        )
-    if "marketing" in names or "all" in names:
-        return "marketing rule and the user unsubscribed from all marketing"
-    if rule.channel in names:
-        return f"marketing rule and the user unsubscribed from {rule.channel}"
-    return None
+    return why or f"marketing rule and the user unsubscribed from {rule.channel}"
 
 
 MARKETING_CHANNELS = frozenset(RECIPIENT_TRAIT)
@@ -60,17 +42,35 @@ MARKETING_CHANNELS = frozenset(RECIPIENT_TRAIT)
 
 def closed_to_marketing(traits: Mapping[str, object]) -> frozenset[str]:
     """The channels a user's traits close to marketing, as ``consent_problem`` reads
-    them: all, for a stated opt-in that is not true or an unsubscribe from "marketing",
-    "all" or in a shape Herald cannot read; else those the unsubscribe names."""
+    them."""
+    return _closure(traits)[0]
+
+
+def _closure(traits: Mapping[str, object]) -> tuple[frozenset[str], str]:
+    """The channels ``traits`` close to marketing, and why when they close all of them
+    ("" when an unsubscribe names channels one by one)."""
+    # A stated opt-in must be true itself: false, null or the string "false" is no consent.
+    # An unstated one leaves it to the rule's condition (the bank-link nudge asks for none).
     if "marketing_opt_in" in traits and traits["marketing_opt_in"] is not True:
-        return MARKETING_CHANNELS
+        said = orjson.dumps(traits["marketing_opt_in"], default=str).decode()
+        why = f"marketing rule and the user has not opted in (marketing_opt_in is {said})"
+        return MARKETING_CHANNELS, why
     unsubscribed = traits.get("unsubscribed")
     if unsubscribed is None or unsubscribed is False:
-        return frozenset()
+        return frozenset(), ""
     names = _unsubscribed_names(unsubscribed)
-    if names is None or "marketing" in names or "all" in names:
-        return MARKETING_CHANNELS
-    return MARKETING_CHANNELS & names
+    if names is None:
+        # An unsubscribe Herald cannot read is still one: ignoring it would send the user
+        # what they may have refused. Transactional messages are not held up by it.
+        shown = orjson.dumps(unsubscribed, default=str).decode()[:80]
+        why = (
+            f"marketing rule and the user's unsubscribed trait cannot be read ({shown}; a list "
+            'of "email", "sms", "marketing", "all" is): taken as unsubscribed from all marketing'
+        )
+        return MARKETING_CHANNELS, why
+    if "marketing" in names or "all" in names:
+        return MARKETING_CHANNELS, "marketing rule and the user unsubscribed from all marketing"
+    return MARKETING_CHANNELS & names, ""
 
 
 def closed_now(profile: UserProfile) -> frozenset[str]:

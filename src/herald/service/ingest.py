@@ -15,7 +15,7 @@ from herald.domain.immutable import immutable
 from herald.domain.model import Decision, Event, MessageDraft, Outcome, UserProfile
 from herald.domain.timeutil import iso, to_micros
 from herald.rules import engine
-from herald.rules.definition import Rule, RuleSet
+from herald.rules.definition import Category, Rule, RuleSet
 from herald.rules.eligibility import closed_to_marketing
 from herald.rules.templates import TemplateProblem
 from herald.store.events import EventRow
@@ -93,7 +93,7 @@ def _cancel_withdrawn_marketing(
     """Traits that close a channel to marketing (an opt-in turned false, a new unsubscribe)
     cancel the user's marketing still waiting on it, as an unsubscribe through the API
     does: a nudge held until 08:00 must not reach a user who opted out at 22:00."""
-    made_here = {row["user_id"] for row in rows.messages if row["category"] == "marketing"}
+    made_here = {row["user_id"] for row in rows.messages if row["category"] == Category.MARKETING}
     for profile in changed:
         earlier = stored.get(profile.user_id)
         if earlier is None and profile.user_id not in made_here:

@@ -184,6 +184,11 @@ _UNAVAILABLE_SQLSTATES = ("08", "53", "57")
 _SQLITE_UNAVAILABLE = ("locked", "busy", "readonly", "disk i/o", "disk is full", "unable to open")
 
 
+def database_said(exc: BaseException) -> str:
+    """The first line of what the driver said under SQLAlchemy's wrapping of ``exc``."""
+    return first_line(getattr(exc, "orig", None) or exc)
+
+
 def unavailable(exc: BaseException) -> bool:
     """Whether ``exc`` says the database cannot serve now (down, unreachable, locked,
     read-only, out of room, every pooled connection busy for the pool's whole timeout),
