@@ -73,6 +73,31 @@ def test_every_address_in_a_line_is_masked() -> None:
 
 
 @pytest.mark.parametrize(
+    "line",
+    [
+        "a" * 1_000_000 + "@",  # a long run with no address after it
+        "x@" + "a." * 500_000,  # an "@" before a long run of labels
+        "a." * 500_000 + " see https://x/@",  # a long run before a URL with no password
+        "a.b@" * 250_000,
+    ],
+    ids=["run-then-at", "at-then-labels", "run-then-url", "many-ats"],
+)
+def test_a_megabyte_line_is_masked_in_one_pass(line: str) -> None:
+    # Guards against patterns that re-read the rest of a run from each of its characters:
+    # one pass takes well under a second here, the old patterns about half an hour (a
+    # property value that long in an alert line stopped delivery while it was masked).
+    started = time.perf_counter()
+    mask_text(line)
+    assert time.perf_counter() - started < 5
+
+
+def test_a_long_run_of_address_characters_still_has_its_address_masked() -> None:
+    masked = mask_text("trace " + "x" * 100_000 + " from ana.lima@example.com")
+
+    assert "ana.lima@" not in masked and "a***@example.com" in masked
+
+
+@pytest.mark.parametrize(
     "text",
     [
         "on 2025-11-03",
