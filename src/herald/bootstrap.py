@@ -150,9 +150,10 @@ def build_runtime(
 
     def on_commit(results: list[IngestResult]) -> None:
         metrics.observe_commit(len(results))
-        for result in results:
-            for decision in result.decisions:
-                metrics.count_decision(decision.rule, decision.outcome.value)
+        metrics.count_many(
+            metrics.decisions,
+            ((decision.rule, decision.outcome.value) for r in results for decision in r.decisions),
+        )
         if dispatcher is not None:
             dispatcher.wake()
 

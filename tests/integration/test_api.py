@@ -655,6 +655,32 @@ def test_the_metrics_show_how_many_events_each_commit_held(client: TestClient) -
     assert 'herald_commit_events_bucket{le="2.0"} 1.0' in metrics
 
 
+def test_a_batch_counts_each_event_and_decision_under_its_own_series(client: TestClient) -> None:
+    # u_1's two payment failures fall on one day: the second email is suppressed.
+    batch = [
+        payment_failed("u_1", event_id="s1"),
+        payment_failed("u_1", event_id="s2", event_timestamp="2025-10-31T20:00:00Z"),
+        payment_failed("u_2", event_id="s3", properties=ATTEMPT_3),
+        signup("u_3", event_id="s4"),
+    ]
+    client.post("/events/batch", json={"events": batch})
+    client.post("/events/batch", json={"events": batch[:1]})  # a duplicate
+
+    metrics = client.get("/metrics").text
+
+    for line in (
+        'herald_events_total{event_type="payment_failed",status="accepted"} 3.0',
+        'herald_events_total{event_type="payment_failed",status="duplicate"} 1.0',
+        'herald_events_total{event_type="signup_completed",status="accepted"} 1.0',
+        'herald_decisions_total{outcome="triggered",rule="INSUFFICIENT_FUNDS_EMAIL"} 2.0',
+        'herald_decisions_total{outcome="suppressed",rule="INSUFFICIENT_FUNDS_EMAIL"} 1.0',
+        'herald_decisions_total{outcome="triggered",rule="HIGH_RISK_ALERT"} 1.0',
+        'herald_decisions_total{outcome="skipped",rule="HIGH_RISK_ALERT"} 2.0',
+        'herald_decisions_total{outcome="triggered",rule="WELCOME_EMAIL"} 1.0',
+    ):
+        assert line in metrics
+
+
 def test_unknown_event_types_share_one_metrics_series(client: TestClient) -> None:
     for name in ("made_up_1", "made_up_2"):
         assert client.post("/events", json=payment_failed(event_type=name)).status_code == 422

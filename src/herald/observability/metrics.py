@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter as Tally
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -68,6 +69,12 @@ class Metrics:
 
     def count_decision(self, rule: str, outcome: str) -> None:
         self._series_of(self.decisions, (rule, outcome)).inc()
+
+    def count_many(self, metric: Any, labels: Iterable[tuple[str, ...]]) -> None:
+        """Count on ``metric`` once per item of ``labels``: a commit's events or decisions.
+        One increment per series, each of which takes a lock, not one per item."""
+        for series_labels, count in Tally(labels).items():
+            self._series_of(metric, series_labels).inc(count)
 
     def count_delivery(self, channel: str, status: str) -> None:
         self._series_of(self.deliveries, (channel, status)).inc()

@@ -165,8 +165,11 @@ async def post_batch(request: Request) -> Response:
     runtime = ingest_runtime(request)
     items, valid = _read_batch(await request.body(), runtime)
     results = await _store(runtime, [event for _, event in valid]) if valid else []
-    for (index, event), result in zip(valid, results, strict=True):
-        runtime.metrics.count_event(event.event_type, result.status.value)
+    runtime.metrics.count_many(
+        runtime.metrics.events,
+        ((event.event_type, result.status.value) for (_, event), result in zip(valid, results)),
+    )
+    for (index, _), result in zip(valid, results, strict=True):
         items[index]["event_id"] = result.event_id
         if result.status is IngestStatus.CONFLICT:
             _reject(items[index], [_CONFLICT])
