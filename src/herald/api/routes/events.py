@@ -165,16 +165,15 @@ async def post_batch(request: Request) -> Response:
     runtime = ingest_runtime(request)
     items, valid = _read_batch(await request.body(), runtime)
     results = await _store(runtime, [event for _, event in valid]) if valid else []
-    runtime.metrics.count_many(
-        runtime.metrics.events,
-        ((event.event_type, result.status.value) for (_, event), result in zip(valid, results)),
-    )
-    for (index, _), result in zip(valid, results, strict=True):
+    outcomes = []
+    for (index, event), result in zip(valid, results, strict=True):
+        outcomes.append((event.event_type, result.status.value))
         items[index]["event_id"] = result.event_id
         if result.status is IngestStatus.CONFLICT:
             _reject(items[index], [_CONFLICT])
         else:
             items[index].update(_result_json(result))
+    runtime.metrics.count_many(runtime.metrics.events, outcomes)
     runtime.metrics.observe_ingest("batch", time.perf_counter() - started)
     return _json({"results": items}, status.HTTP_200_OK)
 
