@@ -45,3 +45,32 @@ def test_flags_show_no_value_placeholder(command: list[str]) -> None:
 
     assert result.exit_code == 0, result.output
     assert "<bool>" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("command", "sentence"),
+    [
+        (
+            [],
+            "Run a dispatcher alone: beside herald serve --no-dispatcher on the same SQLite file, "
+            "or beside any number of API processes on PostgreSQL.",
+        ),
+        (
+            ["prune"],
+            "Messages of rules limited once per user are redacted instead of deleted, so that "
+            "their limit still holds after the history is gone.",
+        ),
+        (
+            ["rules"],
+            "Validate a rule file (conditions, channels, limits, templates, providers, delivery) "
+            "and list its rules; exit 1 listing every problem.",
+        ),
+    ],
+    ids=["herald", "prune", "rules"],
+)
+def test_help_texts_flow_to_the_terminals_width(command: list[str], sentence: str) -> None:
+    # The source's line breaks used to show: "... on the same SQLite" then "file, or ...".
+    result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "250"})
+
+    assert result.exit_code == 0, result.output
+    assert sentence in result.output

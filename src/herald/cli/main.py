@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 app = typer.Typer(
     help="Herald: event-triggered messaging with an audit.",
+    # Help texts are reflowed to the terminal's width; `code` shows as code.
+    rich_markup_mode="markdown",
     no_args_is_help=True,
     # A crash's traceback would print each frame's variables: the database URL, with its
     # password, among them.

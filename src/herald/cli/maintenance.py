@@ -17,8 +17,10 @@ from herald.cli.common import (
     settings_from,
 )
 
-db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
-messages_app = typer.Typer(help="Outbound messages.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True, rich_markup_mode="markdown")
+messages_app = typer.Typer(
+    help="Outbound messages.", no_args_is_help=True, rich_markup_mode="markdown"
+)
 
 
 @db_app.command("upgrade")

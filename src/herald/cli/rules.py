@@ -10,7 +10,9 @@ from rich.console import Console
 
 from herald.cli.common import checked_rules
 
-rules_app = typer.Typer(help="Work with rule files.", no_args_is_help=True)
+rules_app = typer.Typer(
+    help="Work with rule files.", no_args_is_help=True, rich_markup_mode="markdown"
+)
 
 
 @rules_app.command("check")
