@@ -658,6 +658,69 @@ def test_an_event_type_that_would_fail_at_intake_is_refused_at_load(
     assert [p for p in problems_of(path) if p.startswith(problem)], problems_of(path)
 
 
+@pytest.mark.parametrize(
+    ("declaration", "problem"),
+    [
+        (
+            "{type: nummber, required: true}",
+            "event payment_failed: property amount: `type` must be one of string, number, "
+            "integer, boolean, object, array, got 'nummber'",
+        ),
+        (
+            "{type: number, minimum: none}",
+            "event payment_failed: property amount: `minimum` must be a number, got 'none'",
+        ),
+    ],
+)
+def test_rules_check_reports_a_broken_property_declaration_not_its_reads_as_undeclared(
+    declaration: str, problem: str, tmp_path: Path
+) -> None:
+    # The property's condition and template are right: only its declaration is wrong, and
+    # that is the one problem to fix, not a read of a property "the file does not declare".
+    path = write_rule_file(
+        tmp_path,
+        "  - id: FAILED\n"
+        "    trigger: payment_failed\n"
+        "    when: event.properties.amount > 100.0\n"
+        "    channel: email\n"
+        "    category: transactional\n"
+        "    template: failed\n",
+        {
+            "failed": {
+                "subject.txt": "Payment of {{ event.properties.amount }} failed",
+                "body.txt": "Twice: {{ event.properties.amount * 2 }}",
+            }
+        },
+    )
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace("{type: number, required: true}", declaration), encoding="utf-8")
+
+    result = CliRunner().invoke(app, ["rules", "check", str(path)], env=WIDE)
+
+    assert result.exit_code == 1
+    assert listed_problems(result.output) == [problem]
+
+
+def test_a_broken_property_declaration_leaves_the_rule_s_other_mistakes_listed(
+    tmp_path: Path,
+) -> None:
+    path = write_rule_file(
+        tmp_path,
+        "  - id: FAILED\n"
+        "    trigger: payment_failed\n"
+        "    when: event.properties.amount > 100.0 && user.plann == 'pro'\n"
+        "    channel: internal\n",
+    )
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace("type: number,", "type: nummber,"), encoding="utf-8")
+
+    problems = problems_of(path)
+
+    assert [p.split(":")[0] for p in problems] == ["event payment_failed", "rule FAILED"]
+    assert "uses user.plann, which the rule file does not declare" in problems[1]
+    assert "event.properties.amount" not in problems[1].partition(" uses ")[2]
+
+
 def test_traits_and_templates_of_the_wrong_shape_are_refused(tmp_path: Path) -> None:
     path = write_rule_file(
         tmp_path,

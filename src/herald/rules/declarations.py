@@ -40,10 +40,12 @@ def read_event_types(raw: Any, problems: list[str]) -> dict[str, EventType]:
         for key in _unknown_keys(spec, EVENT_KEYS):
             problems.append(f"event {name}: unknown key `{key}` (known: {', '.join(EVENT_KEYS)})")
         props = {}
+        refused = set()
         for prop, pspec in (spec.get("properties") or {}).items():
             problem = _property_problem(prop, pspec)
             if problem:
                 problems.append(f"event {name}: property {prop}: {problem}")
+                refused.add(str(prop))
                 continue
             pspec = pspec if isinstance(pspec, dict) else {"type": pspec}
             enum = pspec.get("enum")
@@ -55,7 +57,7 @@ def read_event_types(raw: Any, problems: list[str]) -> dict[str, EventType]:
                 pspec.get("maximum"),
                 tuple(enum) if enum else None,
             )
-        types[name] = EventType(name, props, str(spec.get("description") or ""))
+        types[name] = EventType(name, props, str(spec.get("description") or ""), frozenset(refused))
     return types
 
 
@@ -68,8 +70,10 @@ def _property_problem(name: Any, spec: Any) -> str | None:
     if unknown:
         return f"unknown key `{unknown[0]}` (known: {', '.join(PROPERTY_KEYS)})"
     kind = spec.get("type")
+    if kind is None:
+        return f"needs a `type`: one of {', '.join(PROPERTY_TYPES)}"
     if not isinstance(kind, str) or kind not in PROPERTY_TYPES:
-        return f"type must be one of {list(PROPERTY_TYPES)}"
+        return f"`type` must be one of {', '.join(PROPERTY_TYPES)}, got {kind!r}"
     # Not read as truthy: `required: "false"` would make the property required.
     if spec.get("required") is not None and not isinstance(spec["required"], bool):
         return f"`required` must be true or false, got {spec['required']!r}"

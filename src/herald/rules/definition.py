@@ -55,6 +55,9 @@ class EventType:
     name: str
     properties: Mapping[str, PropertySpec] = field(default_factory=dict)
     description: str = ""
+    # The properties whose declarations the rule file got wrong: reported as such when it
+    # loads, and not again as undeclared wherever a rule reads them.
+    refused: frozenset[str] = frozenset()
     # The properties declared integer, looked at in every event of this type.
     integers: tuple[str, ...] = field(init=False)
 

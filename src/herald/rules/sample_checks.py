@@ -52,6 +52,7 @@ def template_problems(
 ) -> list[str]:
     sample = sample_context(event_type, traits)
     problems: list[str] = []
+    stood_in = False
     # Every undeclared name, not the first alone: each found stands in the sample for the
     # next try, so that one run of the check lists all the author must fix.
     for _ in range(_MOST_UNDECLARED):
@@ -61,13 +62,15 @@ def template_problems(
             path = path_in(sample, exc.owner, exc.name)
             if path is None:  # e.g. a key of an object property: not the rule file's to declare
                 return [*problems, str(exc)]
-            problems.append(f"template {exc.where} uses {undeclared(path, event_type.name)}")
+            if not _refused(path, event_type):
+                problems.append(f"template {exc.where} uses {undeclared(path, event_type.name)}")
             exc.owner[exc.name] = _STAND_IN
+            stood_in = True
             continue
         except Exception as exc:
             # Past a stand-in, a failure may be the stand-in's (text where a number was
             # wanted): the names found are the problems to report.
-            if problems:
+            if stood_in:
                 break
             if not isinstance(exc, TemplateProblem):
                 raise
@@ -82,15 +85,24 @@ def condition_problems(
     shown = f"`when: {condition.source}`"
     reads = {path: _declared_type(path, event_type, traits) for path in _reads(condition.source)}
     guarded = {re.sub(r"\s", "", path) for path in _GUARD.findall(condition.source)}
+    refused = {path for path in reads if _refused(path, event_type)}
     # Found in the text rather than by evaluating: `a == "x" && b > 1` never reads `b`
     # on a sample whose `a` is not "x".
-    unknown = [path for path, kind in reads.items() if kind is None and path not in guarded]
+    unknown = [
+        path
+        for path, kind in reads.items()
+        if kind is None and path not in guarded and path not in refused
+    ]
     if unknown:
         hint = ", or test it first with has({})"
         return [
             f"{shown} uses {undeclared(path, event_type.name, hint.format(path))}"
             for path in unknown
         ]
+    if refused:
+        # Without the type its declaration failed to give, the samples would only report
+        # that mistake again, as a condition that cannot be evaluated.
+        return []
     known = [f"{path} is {_a(kind)}" for path, kind in reads.items() if kind is not None]
     where = f", where {', '.join(known)}" if known else ""
     problem = _problem_on_samples(condition, event_type, traits, where)
@@ -220,6 +232,12 @@ def _declared_type(path: str, event_type: EventType, traits: Mapping[str, str]) 
         spec = event_type.properties.get(path.removeprefix("event.properties."))
         return spec.type if spec else None
     return EVENT_FIELDS.get(path.removeprefix("event."))
+
+
+def _refused(path: str, event_type: EventType) -> bool:
+    """Whether ``path`` reads a property whose declaration is refused (and said so)."""
+    prefix = "event.properties."
+    return path.startswith(prefix) and path.removeprefix(prefix) in event_type.refused
 
 
 def _a(kind: str) -> str:
