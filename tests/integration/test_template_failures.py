@@ -74,3 +74,47 @@ def test_an_event_whose_data_breaks_a_template_skips_that_rule_only(
             ("u_num", "SIGNUP_ALERT", "SIGNUP_ALERT"),
             ("u_text", "SIGNUP_ALERT", "SIGNUP_ALERT"),
         ]
+
+
+FEE_RULES = """
+events:
+  payment_failed:
+    properties:
+      fee: {type: number}
+traits:
+  email: string
+rules:
+  - {id: FEE_EMAIL, trigger: payment_failed, channel: email, category: transactional, template: fee}
+  - {id: FAILED_ALERT, trigger: payment_failed, channel: internal}
+"""
+
+
+def test_arithmetic_on_an_absent_optional_property_names_it_and_what_was_tried(
+    database: Database, tmp_path: Path
+) -> None:
+    folder = tmp_path / "templates" / "fee"
+    folder.mkdir(parents=True)
+    (folder / "subject.txt").write_text("Your payment failed")
+    (folder / "body.txt").write_text("We will charge {{ event.properties.fee * 2 }}.")
+    (tmp_path / "rules.yaml").write_text(FEE_RULES)
+    ruleset = load_ruleset(tmp_path / "rules.yaml")
+    without_fee = Event(
+        event_id="evt_no_fee",
+        user_id="u_1",
+        event_type="payment_failed",
+        timestamp=datetime(2025, 11, 2, 10, tzinfo=UTC),
+        user_traits={"email": "u_1@example.com"},
+    )
+
+    with UnitOfWork(database) as uow:
+        [result] = ingest(uow, [without_fee], ruleset, now=datetime.now(UTC))
+        uow.commit()
+
+    email, alert = result.decisions
+    assert email.outcome is Outcome.SKIPPED and email.message_id is None
+    assert email.reason == (
+        "the message could not be rendered: template fee: event.properties.fee is absent, "
+        "and the template uses it in a multiplication (*): test it first with "
+        "`{% if event.properties.fee is defined %}`, or give it a default with `| default(...)`"
+    )
+    assert alert.outcome is Outcome.TRIGGERED

@@ -44,6 +44,36 @@ def test_a_missing_optional_value_renders_empty_at_send_time() -> None:
     assert rendered.subject == "Hello"
 
 
+@pytest.mark.parametrize(
+    ("body", "tried"),
+    [
+        ("{{ event.properties.fee + 1 }}", "an addition (+)"),
+        ("{{ 10 - event.properties.fee }}", "a subtraction (-)"),
+        ("{% if event.properties.fee > 5 %}high{% endif %}", "a comparison (<, <=, > or >=)"),
+        ('{{ "%.2f" | format(event.properties.fee) }}', "a conversion to a number"),
+        ("{{ event.properties.fee | round }}", "the `round` filter"),
+    ],
+)
+def test_an_absent_value_where_a_number_is_needed_says_it_is_absent_and_what_was_tried(
+    body: str, tried: str
+) -> None:
+    templates = TemplateSet({"fee": {"subject.txt": "Fee", "body.txt": body}})
+
+    with pytest.raises(TemplateProblem) as caught:
+        templates.render("fee", {"user": {}, "event": {"properties": {}}})
+
+    assert str(caught.value).startswith(
+        f"template fee: event.properties.fee is absent, and the template uses it in {tried}: "
+    )
+
+
+def test_an_absent_trait_used_in_arithmetic_is_named_as_a_trait() -> None:
+    templates = TemplateSet({"t": {"subject.txt": "x", "body.txt": "{{ user.balance * 2 }}"}})
+
+    with pytest.raises(TemplateProblem, match=r"^template t: user\.balance is absent, "):
+        templates.render("t", {"user": {"email": "a@example.com"}, "event": {"properties": {}}})
+
+
 MISTYPED = [(None, "null"), ({"given": "Ada"}, "an object"), (["Ada"], "a list"), (1, "a number")]
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from functools import partial
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 from jinja2 import ChainableUndefined, StrictUndefined, TemplateError, Undefined
 from jinja2.exceptions import TemplateRuntimeError, UndefinedError
@@ -77,6 +77,76 @@ class _NamingUndefined(StrictUndefined):
     ) -> None:
         reading = partial(_UndefinedRead, owner=obj, name=name)
         super().__init__(hint, obj, name, cast(type[TemplateRuntimeError], reading))
+
+
+class _AbsentUsed(UndefinedError):
+    """An absent value (``name`` read from ``owner``) used in ``what`` (an addition, a
+    comparison), which needs a value."""
+
+    def __init__(self, owner: Any, name: Any, what: str) -> None:
+        super().__init__(f"{name} is absent")
+        self.owner = owner
+        self.name = name
+        self.what = what
+
+
+def _refused_use(what: str) -> Callable[..., NoReturn]:
+    def fail(self: Undefined, *_args: Any) -> NoReturn:
+        raise _AbsentUsed(self._undefined_obj, self._undefined_name, what)
+
+    return fail
+
+
+class _Absent(ChainableUndefined):
+    """An absent optional value at send time: empty printed, false in a test, absent again
+    read further. Arithmetic, a comparison or a conversion with it fails, as with any
+    undefined, but saying what was tried, where Jinja says only "'dict object' has no
+    attribute 'fee'"."""
+
+    __slots__ = ()
+
+    __add__ = __radd__ = _refused_use("an addition (+)")
+    __sub__ = __rsub__ = _refused_use("a subtraction (-)")
+    __mul__ = __rmul__ = _refused_use("a multiplication (*)")
+    __truediv__ = __rtruediv__ = _refused_use("a division (/)")
+    __floordiv__ = __rfloordiv__ = _refused_use("a division (//)")
+    __mod__ = __rmod__ = _refused_use("a remainder (%)")
+    __pow__ = __rpow__ = _refused_use("a power (**)")
+    __neg__ = _refused_use("a negation (-)")
+    __pos__ = _refused_use("a unary plus (+)")
+    # One wording for the four: Python asks either side (`5 < x` asks x whether it is
+    # greater), so the operator asked is not always the one the template wrote.
+    __lt__ = __le__ = __gt__ = __ge__ = _refused_use("a comparison (<, <=, > or >=)")
+    __int__ = __float__ = __complex__ = _refused_use("a conversion to a number")
+    # Without these, Python's own TypeError would name the undefined's class.
+    __round__ = _refused_use("the `round` filter")
+    __abs__ = _refused_use("the `abs` filter")
+
+
+def _absent_use(exc: _AbsentUsed, context: Mapping[str, Any]) -> str:
+    path = _read_path(context, exc.owner, exc.name)
+    if path is None:  # inside a value: a key of an object, an item of a list
+        part = "key" if isinstance(exc.owner, Mapping) else "item"
+        said, test = f"the {part} {exc.name!r}", "`is defined`"
+    else:
+        said, test = path, f"`{{% if {path} is defined %}}`"
+    return (
+        f"{said} is absent, and the template uses it in {exc.what}: "
+        f"test it first with {test}, or give it a default with `| default(...)`"
+    )
+
+
+def _read_path(context: Mapping[str, Any], owner: Any, name: Any) -> str | None:
+    """How a template reads ``name`` from ``owner``: ``user.x``, ``event.x`` or
+    ``event.properties.x``; None for anything else, such as an object property's key."""
+    event = context.get("event")
+    parts = [("user", context.get("user"))]
+    if isinstance(event, Mapping):
+        parts += [("event", event), ("event.properties", event.get("properties"))]
+    for path, part in parts:
+        if part is not None and owner is part:
+            return f"{path}.{name}"
+    return None
 
 
 @immutable
@@ -155,7 +225,8 @@ def _environment(undefined: type[Undefined], autoescape: bool) -> SandboxedEnvir
 
 class TemplateSet:
     """Compiled templates by name. ``render`` never raises on a missing optional trait:
-    at send time an absent value renders empty (the check already proved the names).
+    at send time an absent value renders empty (the check already proved the names); used
+    in arithmetic or a comparison, it fails the render, naming it and what was tried.
 
     ``traits`` are the rule file's declared trait types. A trait the user's events gave
     another type (an object for ``first_name: string``) or null is false in a test, as an
@@ -171,8 +242,8 @@ class TemplateSet:
         self._traits = tuple(
             (name, kind, PYTHON_TYPES[kind]) for name, kind in (traits or {}).items()
         )
-        text_env = _environment(ChainableUndefined, autoescape=False)
-        html_env = _environment(ChainableUndefined, autoescape=True)
+        text_env = _environment(_Absent, autoescape=False)
+        html_env = _environment(_Absent, autoescape=True)
         self._templates = {
             name: _OnePass(name, parts, text_env, html_env) for name, parts in self._sources.items()
         }
@@ -207,6 +278,8 @@ class TemplateSet:
                 context = {**context, "user": declared}
         try:
             return self._templates[name].render(context)
+        except _AbsentUsed as exc:  # an optional value this event does not have
+            raise TemplateProblem(f"template {name}: {_absent_use(exc, context)}") from None
         except UndefinedError as exc:  # a trait not of its declared type, printed
             raise TemplateProblem(f"template {name}: {exc}") from None
         except Exception as exc:  # the template is the operator's, the data the client's
