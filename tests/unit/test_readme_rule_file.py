@@ -1,5 +1,6 @@
 """The README's rule-file section: its example, with its templates, passes `herald rules
-check`, and it names every section, rule key and limit the loader knows."""
+check`, it names every section, rule key and limit the loader knows, and its example of a
+template's whitespace sends what it shows."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ from typer.testing import CliRunner
 from herald.cli.main import app
 from herald.rules.definition import Limit
 from herald.rules.loader import RULE_KEYS, SECTIONS
+from herald.rules.templates import TemplateSet
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 # A template's file is named in the sentence before its code block: `templates/x/body.txt`.
 _TEMPLATE = re.compile(r"`(templates/[^`]+)`[^`\n]*\n\n```\w*\n(.*?)```", re.DOTALL)
+# A template and the text it sends: "```jinja ... ``` sends, for ...: ```text ... ```".
+_SENDS = re.compile(r"```jinja\n([^`]*)```\n\nsends, for a `(\w+)` [^\n]*\n\n```text\n([^`]*)```")
 
 
 def rule_file_section() -> str:
@@ -49,3 +53,15 @@ def test_the_readme_names_every_section_rule_key_and_limit() -> None:
     assert set(SECTIONS) - named == set()
     assert RULE_KEYS - named == set()
     assert {limit.value for limit in Limit} - set(re.findall(r"`(\w+)`", section)) == set()
+
+
+def test_the_readme_s_whitespace_example_sends_what_it_shows() -> None:
+    section = rule_file_section()
+    [(body, plan, shown)] = _SENDS.findall(section)
+    templates = TemplateSet({"example": {"subject.txt": "Hello", "body.txt": body}})
+
+    rendered = templates.render("example", {"event": {"properties": {"plan": plan}}, "user": {}})
+
+    assert "`trim_blocks`" in section and "`keep_trailing_newline`" in section
+    # The file's final newline is not sent; the one closing the README's block is Markdown's.
+    assert rendered.body == shown.removesuffix("\n")
