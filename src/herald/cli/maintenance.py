@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -16,6 +16,9 @@ from herald.cli.common import (
     open_database,
     settings_from,
 )
+
+if TYPE_CHECKING:
+    from herald.store.database import Database
 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True, rich_markup_mode="markdown")
 messages_app = typer.Typer(
@@ -34,12 +37,30 @@ def db_upgrade(database: DatabaseOpt = None) -> None:
         # The revision it started from once its turn came: another upgrade may have gone first.
         before = upgrade(db, progress=lambda step: console.print(f"  {step}"))
         console.print(f"schema: {before or 'empty'} -> {current_revision(db)}")
+    except KeyboardInterrupt:
+        # The upgrade is one transaction: the revisions it had applied were rolled back.
+        fail(
+            f"interrupted: the database is left at {_revision_left(db)}; run `herald db "
+            "upgrade` again",
+            code=130,
+        )
     except SchemaMismatch as exc:
         fail(str(exc))
     except Exception as exc:  # the database refused (read-only, full disk, a lock held)
         fail(f"the upgrade failed and was rolled back: {type(exc).__name__}: {first_line(exc)}")
     finally:
         db.dispose()
+
+
+def _revision_left(db: Database) -> str:
+    """The schema revision ``db`` is at, read again, as the operator is told it."""
+    from herald.store.migrate import current_revision
+
+    try:
+        revision = current_revision(db)
+    except Exception:  # unreachable meanwhile: the upgrade was rolled back all the same
+        return "the revision it was at before"
+    return f"revision {revision}" if revision else "no revision (empty)"
 
 
 @messages_app.command("retry")

@@ -86,20 +86,40 @@ def upgrade(
         say(f"applied {step.up_revision_id}: {_summary(step.up_revision)} ({now - started:.1f} s)")
         started = now
 
-    with database.writer.begin() as connection:
-        _wait_for_other_upgrades(connection)
-        # Read once the turn is ours: an upgrade that went first may have done it all.
-        current = current_revision(database)
-        if current is None and database.is_sqlite:
-            _refuse_a_file_of_another_program(database)
-        steps = pending_steps(current)
-        if to == "head" and steps:
-            say(f"applying {len(steps)} revision(s): {'; '.join(steps)}")
-        started = time.monotonic()
-        config.attributes["connection"] = connection
-        config.attributes["on_version_apply"] = applied
-        command.upgrade(config, to)
+    try:
+        with database.writer.begin() as connection:
+            _wait_for_other_upgrades(connection)
+            # Read once the turn is ours: an upgrade that went first may have done it all.
+            current = current_revision(database)
+            if current is None and database.is_sqlite:
+                _refuse_a_file_of_another_program(database)
+            steps = pending_steps(current)
+            if to == "head" and steps:
+                say(f"applying {len(steps)} revision(s): {'; '.join(steps)}")
+            started = time.monotonic()
+            config.attributes["connection"] = connection
+            config.attributes["on_version_apply"] = applied
+            command.upgrade(config, to)
+    except Exception as exc:
+        # Ctrl-C in a statement makes SQLAlchemy drop the connection; Alembic's batch mode
+        # (SQLite) then cleans up its copy of the table on that dropped connection, and the
+        # error that fails with hides the interrupt. The transaction is rolled back either way.
+        if _interrupted(exc):
+            raise KeyboardInterrupt from exc
+        raise
     return current
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised while a KeyboardInterrupt was being handled."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def _wait_for_other_upgrades(connection: Connection) -> None:
