@@ -126,7 +126,11 @@ def build_runtime(
     clock: Callable[[], datetime] = utc_now,
 ) -> Runtime:
     """Everything a process needs, built from ``settings``; nothing is started yet."""
-    database = Database(settings.database_url, flush_each_commit=settings.sqlite_flush_each_commit)
+    database = Database(
+        settings.database_url,
+        flush_each_commit=settings.sqlite_flush_each_commit,
+        statement_timeout_s=settings.postgres_statement_timeout,
+    )
     ruleset, plan = load_rules_and_delivery(settings.rules, outbox=outbox_path(settings, database))
     ensure_current(database, auto_upgrade=database.is_sqlite)
     metrics = Metrics()

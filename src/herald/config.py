@@ -38,6 +38,14 @@ class Settings(BaseSettings):
     # acknowledged event either (not only a killed process). Off by default: it cost 5-30%
     # of ingestion's rate in the benchmark (see the README).
     sqlite_flush_each_commit: bool = False
+    # PostgreSQL: seconds a statement of the API or the dispatcher may run before the
+    # server cancels it (0: no limit). A lock another client holds would otherwise hold a
+    # request, a dispatcher round and a pooled connection for ever; cancelled, the request
+    # answers 503 and the round is tried again. A limit the database URL (options=-c
+    # statement_timeout=...), the role, the database or the server's configuration sets
+    # is kept. Maintenance commands (db upgrade, prune, messages retry), which may run for
+    # minutes, and the checks made before a process serves run without one.
+    postgres_statement_timeout: float = Field(30.0, ge=0, le=86_400)
     # Set by `herald serve` for its API processes when it runs several: the process they
     # stop without (not a setting of its own).
     server_pid: int | None = None

@@ -1,23 +1,42 @@
 """Which database errors mean "cannot serve now, retry" (a 503) and which a statement that
-is wrong whenever it runs (a bug: a 500 with its traceback); and the start-up check that
-the database takes Herald's writes. Real errors from real databases."""
+is wrong whenever it runs (a bug: a 500 with its traceback); the start-up check that the
+database takes Herald's writes; and the statement timeout that keeps a lock held on
+PostgreSQL from holding a request for ever. Real errors from real databases."""
 
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import httpx
+import psycopg
 import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from herald.store.database import Database, set_busy_timeout, unavailable, write_problem
-from herald.store.migrate import upgrade
+from herald.store.database import (
+    Database,
+    hide_password,
+    set_busy_timeout,
+    unavailable,
+    write_problem,
+)
+from herald.store.migrate import head_revision, upgrade
 from tests.support.ports import free_port
+from tests.support.processes import (
+    HeraldProcess,
+    herald_command,
+    herald_environment,
+    scratch_postgres_database,
+)
 
 
 @pytest.fixture
@@ -120,3 +139,181 @@ def test_a_role_is_judged_by_the_tables_herald_writes(
         admin.dispose()
 
     assert found is None if problem is None else problem in (found or "")
+
+
+# The statement timeout of the service on PostgreSQL
+
+
+def libpq_url(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@contextmanager
+def tables_locked(url: str, *tables: str, at_most_s: float = 20.0) -> Iterator[None]:
+    """Another client holds ``tables`` locked against every use (as a long migration or an
+    operator's forgotten transaction would) until the block ends, or at most ``at_most_s``
+    seconds: a statement that nothing cut off ends then rather than hang the test."""
+    holder = psycopg.connect(libpq_url(url))
+    holder.execute(f"LOCK TABLE {', '.join(tables)} IN ACCESS EXCLUSIVE MODE")
+    release = threading.Timer(at_most_s, holder.rollback)
+    release.start()
+    try:
+        yield
+    finally:
+        release.cancel()
+        holder.rollback()
+        holder.close()
+
+
+def lock_waiters(url: str) -> int:
+    """How many sessions on the database of ``url`` wait for a lock."""
+    with psycopg.connect(libpq_url(url)) as observer:
+        row = observer.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock'",
+            (make_url(url).database,),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def wait_for(predicate: Callable[[], object], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"no {what} after {timeout} s"
+        time.sleep(0.05)
+
+
+def migrated(url: str) -> str:
+    database = Database(url)
+    upgrade(database)
+    database.dispose()
+    return url
+
+
+def signup(user: str) -> dict[str, Any]:
+    return {
+        "user_id": user,
+        "event_type": "signup_completed",
+        "event_timestamp": "2025-11-03T10:00:00Z",
+        "user_traits": {"email": f"{user}@example.com", "marketing_opt_in": True},
+    }
+
+
+@pytest.mark.postgres
+def test_a_statement_waiting_for_a_lock_is_cancelled_after_the_statement_timeout(
+    postgres_url: str,
+) -> None:
+    database = Database(postgres_url, statement_timeout_s=0.5)
+    try:
+        with tables_locked(postgres_url, "users"):
+            started = time.monotonic()
+            error = error_of(database, "SELECT count(*) FROM users")
+            took = time.monotonic() - started
+    finally:
+        database.dispose()
+
+    assert "canceling statement due to statement timeout" in str(error.orig)
+    assert unavailable(error)  # a 503 with a Retry-After; the dispatcher tries again
+    assert 0.5 <= took < 5
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    ("options", "limit"),
+    [
+        (None, "1500ms"),
+        ("-c statement_timeout=250", "250ms"),
+        ("-c statement_timeout=0", "0"),  # the operator's "no limit" too
+        ("-c search_path=public", "1500ms"),  # other options of the URL leave it to Herald
+    ],
+    ids=["unset", "a_limit", "no_limit", "other_options"],
+)
+def test_a_statement_timeout_the_database_url_sets_is_kept(
+    postgres_url: str, options: str | None, limit: str
+) -> None:
+    url = make_url(postgres_url)
+    if options is not None:
+        url = url.update_query_dict({"options": options})
+    database = Database(url.render_as_string(hide_password=False), statement_timeout_s=1.5)
+    try:
+        with database.reader.connect() as connection:
+            found = connection.exec_driver_sql("SHOW statement_timeout").scalar()
+    finally:
+        database.dispose()
+
+    assert found == limit
+
+
+@pytest.mark.postgres
+def test_a_request_held_up_by_a_lock_answers_503_after_the_statement_timeout(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """A table locked by another client: without a statement timeout, the request (and the
+    dispatcher's round, and their connections) waited for as long as the lock was held.
+    With one, the request answers 503 with a Retry-After, and delivery resumes."""
+    outbox = tmp_path / "outbox.jsonl"
+    env = herald_environment(HERALD_POSTGRES_STATEMENT_TIMEOUT="1", HERALD_OUTBOX_FILE=str(outbox))
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with (
+        scratch_postgres_database(postgres_url) as url,
+        HeraldProcess("serve", log_dir=tmp_path) as server,
+    ):
+        server.start(
+            ["serve", "--port", str(port), "--database", migrated(url)], env=env, cwd=tmp_path
+        )
+        server.wait_healthy(base + "/readyz")
+        server.wait_for_output(f"on {hide_password(url)}")  # the dispatcher's first line
+        with tables_locked(url, "users", "events", "messages"):
+            started = time.monotonic()
+            event = httpx.post(base + "/events", json=signup("u_1"), timeout=15)
+            took = time.monotonic() - started
+            audit = httpx.get(base + "/audit/u_1", timeout=15)
+            server.wait_for_output("dispatch round failed")
+        stored = httpx.post(base + "/events", json=signup("u_2"), timeout=15)
+        wait_for(lambda: outbox.exists() and "u_2@example.com" in outbox.read_text(), "delivery")
+        said = server.output()
+
+    assert (event.status_code, event.headers.get("retry-after")) == (503, "5")
+    assert 1 <= took < 10
+    assert (audit.status_code, audit.headers.get("retry-after")) == (503, "5")
+    assert "canceling statement due to statement timeout" in said
+    assert stored.status_code == 202
+    assert "dispatch rounds succeed again" in said
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    ("command", "table", "done"),
+    [
+        (["prune", "--older-than", "400d"], "events", "pruned 0 events"),
+        (["db", "upgrade"], "alembic_version", f"schema: {head_revision()} -> {head_revision()}"),
+    ],
+    ids=["prune", "db_upgrade"],
+)
+def test_maintenance_commands_are_not_cut_off_by_the_statement_timeout(
+    postgres_url: str, tmp_path: Path, command: list[str], table: str, done: str
+) -> None:
+    """A prune or an upgrade may run for minutes: the service's limit is not theirs."""
+    env = herald_environment(HERALD_POSTGRES_STATEMENT_TIMEOUT="0.5")
+    with scratch_postgres_database(postgres_url) as url:
+        migrated(url)
+        with tables_locked(url, table):
+            running = subprocess.Popen(
+                [*herald_command(), *command, "--database", url],
+                env=env,
+                cwd=tmp_path,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            try:
+                wait_for(lambda: lock_waiters(url) > 0, "wait for the lock")
+                time.sleep(1.5)  # three times the service's statement timeout
+                assert running.poll() is None, running.communicate()[0]
+            except BaseException:
+                running.kill()
+                raise
+        output = running.communicate(timeout=30)[0]
+
+    assert running.returncode == 0, output
+    assert done in output

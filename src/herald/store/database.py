@@ -65,9 +65,15 @@ class Database:
     engine so that a writer waits for the lock at the start rather than failing to
     upgrade a read lock mid-transaction; reads use plain deferred transactions."""
 
-    def __init__(self, raw_url: str, *, flush_each_commit: bool = False) -> None:
+    def __init__(
+        self, raw_url: str, *, flush_each_commit: bool = False, statement_timeout_s: float = 0
+    ) -> None:
         """``flush_each_commit`` (SQLite): wait at each commit until the disk has it, so
-        that a power cut loses nothing committed either, not only a killed process."""
+        that a power cut loses nothing committed either, not only a killed process.
+
+        ``statement_timeout_s`` (PostgreSQL): how long a statement may run, waiting for
+        locks included, before the server cancels it (0: no limit), unless the URL, the
+        role, the database or the server's configuration sets a limit of its own."""
         self.url = normalise_url(raw_url)
         self._synchronous = "FULL" if flush_each_commit else "NORMAL"
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
@@ -97,6 +103,8 @@ class Database:
                 json_deserializer=orjson.loads,
                 connect_args={} if given else {"connect_timeout": PG_CONNECT_TIMEOUT_S},
             )
+            if statement_timeout_s:
+                _limit_statements(engine, statement_timeout_s)
             self.writer = self.reader = engine
 
     @property
@@ -155,6 +163,32 @@ class Database:
             self.reader.dispose()
 
 
+# Set on a new connection only where nothing else did (the URL's options, PGOPTIONS, the
+# role, the database, the server's configuration): a limit the operator chose, even 0, wins.
+_STATEMENT_TIMEOUT_UNLESS_SET = (
+    "SELECT set_config('statement_timeout', %s, false) FROM pg_settings "
+    "WHERE name = 'statement_timeout' AND source = 'default'"
+)
+
+
+def _limit_statements(engine: Engine, seconds: float) -> None:
+    """Let PostgreSQL cancel a statement of ``engine``'s that runs over ``seconds``: it
+    fails with SQLSTATE 57014, which ``unavailable`` reads as "cannot serve now"."""
+    milliseconds = str(max(1, round(seconds * 1000)))
+
+    @event.listens_for(engine, "connect")
+    def _set_statement_timeout(dbapi_connection: Any, _record: Any) -> None:
+        # In autocommit, so that the setting holds for the session without leaving a
+        # transaction open on a connection that is about to enter the pool.
+        autocommit = dbapi_connection.autocommit
+        dbapi_connection.autocommit = True
+        try:
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute(_STATEMENT_TIMEOUT_UNLESS_SET, (milliseconds,))
+        finally:
+            dbapi_connection.autocommit = autocommit
+
+
 def write_problem(database: Database) -> str | None:
     """Why ``database`` refuses Herald's writes (a read-only file or folder, a read-only
     replica, a role that may not write the outbox), or None. Tried in a transaction that
@@ -178,7 +212,8 @@ def write_problem(database: Database) -> str | None:
 
 
 # SQLSTATE classes of an unavailable PostgreSQL: connection exception, insufficient
-# resources, operator intervention (a shutdown, a restart).
+# resources, operator intervention (a shutdown, a restart, a statement cancelled by the
+# statement timeout).
 _UNAVAILABLE_SQLSTATES = ("08", "53", "57")
 # What SQLite says when it cannot write now, rather than of a statement that is wrong.
 _SQLITE_UNAVAILABLE = ("locked", "busy", "readonly", "disk i/o", "disk is full", "unable to open")
