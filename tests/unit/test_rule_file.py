@@ -721,6 +721,68 @@ def test_a_broken_property_declaration_leaves_the_rule_s_other_mistakes_listed(
     assert "event.properties.amount" not in problems[1].partition(" uses ")[2]
 
 
+@pytest.mark.parametrize(
+    ("declaration", "problem"),
+    [
+        (
+            "email: [string]",
+            "trait email: the type must be one of string, number, integer, boolean, object, "
+            "array, got ['string']",
+        ),
+        (
+            "email: strng",
+            "trait email: the type must be one of string, number, integer, boolean, object, "
+            "array, got 'strng'",
+        ),
+        (
+            "email:",
+            "trait email: needs a type: one of string, number, integer, boolean, object, array",
+        ),
+    ],
+)
+def test_rules_check_reports_a_broken_trait_declaration_not_its_reads_as_undeclared(
+    declaration: str, problem: str, tmp_path: Path
+) -> None:
+    # The condition and the template (HELLO's body) reading the trait are right: only its
+    # declaration is wrong, and that is the one problem to fix.
+    path = write_rule_file(
+        tmp_path,
+        "  - id: WELCOME\n"
+        "    trigger: signup_completed\n"
+        "    when: user.email.endsWith('@example.com')\n"
+        "    channel: email\n"
+        "    category: transactional\n"
+        "    template: hello\n",
+    )
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace("email: string", declaration), encoding="utf-8")
+
+    result = CliRunner().invoke(app, ["rules", "check", str(path)], env=WIDE)
+
+    assert result.exit_code == 1
+    assert listed_problems(result.output) == [problem]
+
+
+def test_a_broken_trait_declaration_leaves_the_rule_s_other_mistakes_listed(
+    tmp_path: Path,
+) -> None:
+    path = write_rule_file(
+        tmp_path,
+        "  - id: WELCOME\n"
+        "    trigger: signup_completed\n"
+        "    when: user.email != '' && user.plann == 'pro'\n"
+        "    channel: internal\n",
+    )
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace("email: string", "email: strng"), encoding="utf-8")
+
+    problems = problems_of(path)
+
+    assert [p.split(":")[0] for p in problems] == ["trait email", "rule WELCOME"]
+    assert "uses user.plann, which the rule file does not declare" in problems[1]
+    assert "user.email" not in problems[1].partition(" uses ")[2]
+
+
 def test_traits_and_templates_of_the_wrong_shape_are_refused(tmp_path: Path) -> None:
     path = write_rule_file(
         tmp_path,
@@ -732,5 +794,5 @@ def test_traits_and_templates_of_the_wrong_shape_are_refused(tmp_path: Path) -> 
 
     problems = problems_of(path)
 
-    assert "trait 'email': type must be one of" in " ".join(problems)
+    assert "trait email: the type must be one of" in " ".join(problems)
     assert "rule ODD: `template: ['a', 'b']` must name a folder beside the rule file" in problems

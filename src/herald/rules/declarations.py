@@ -102,17 +102,32 @@ def _unknown_keys(spec: dict[Any, Any], known: tuple[str, ...]) -> list[str]:
     return sorted(str(key) for key in spec if key not in known)
 
 
-def read_traits(raw: Any, problems: list[str]) -> dict[str, str]:
-    """The declared traits (name -> type) templates may read."""
+def read_traits(raw: Any, problems: list[str]) -> tuple[dict[str, str], frozenset[str]]:
+    """The declared traits (name -> type) templates may read, and the names of those whose
+    declarations are refused: reported here, and not again wherever a rule reads them."""
     if raw is None:
-        return {}
+        return {}, frozenset()
     if not isinstance(raw, dict):
         problems.append("`traits` must map each trait to its type")
-        return {}
+        return {}, frozenset()
     traits = {}
+    refused = set()
     for name, kind in raw.items():
-        if not isinstance(name, str) or not isinstance(kind, str) or kind not in PROPERTY_TYPES:
-            problems.append(f"trait {name!r}: type must be one of {list(PROPERTY_TYPES)}")
+        problem = _trait_problem(name, kind)
+        if problem:
+            problems.append(f"trait {name}: {problem}")
+            refused.add(str(name))
             continue
         traits[name] = kind
-    return traits
+    return traits, frozenset(refused)
+
+
+def _trait_problem(name: Any, kind: Any) -> str | None:
+    """What is wrong with one trait's declaration, if anything."""
+    if not isinstance(name, str):
+        return "the name must be a string"
+    if kind is None:
+        return f"needs a type: one of {', '.join(PROPERTY_TYPES)}"
+    if not isinstance(kind, str) or kind not in PROPERTY_TYPES:
+        return f"the type must be one of {', '.join(PROPERTY_TYPES)}, got {kind!r}"
+    return None

@@ -169,11 +169,13 @@ def _parse(
         raise RuleFileError(source, [f"holds a value that cannot be hashed: {exc}"]) from None
     problems = [_unknown_section(key) for key in data if not _is_section(key)]
     event_types = read_event_types(data.get("events"), problems)
-    traits = read_traits(data.get("traits"), problems)
+    traits, refused_traits = read_traits(data.get("traits"), problems)
     rules, uses = _rules(data.get("rules"), event_types, problems)
     templates, loadable = _templates(data, uses, template_dir, traits, problems)
     for use in uses:
-        problems.extend(_sample_problems(use, templates, loadable, event_types, traits))
+        problems.extend(
+            _sample_problems(use, templates, loadable, event_types, traits, refused_traits)
+        )
     settings = read_settings(data, problems)
     if problems:
         raise RuleFileError(source, problems)
@@ -322,6 +324,7 @@ def _sample_problems(
     loadable: set[str],
     event_types: dict[str, EventType],
     traits: dict[str, str],
+    refused_traits: frozenset[str],
 ) -> list[str]:
     """The rule's condition and template tried on samples of what its trigger's events
     hold (a rule's `after` event is only its anchor: conditions and templates see the
@@ -329,9 +332,11 @@ def _sample_problems(
     if use.trigger is None:
         return []
     event_type = event_types[use.trigger]
-    found = condition_problems(use.condition, event_type, traits) if use.condition else []
+    found = []
+    if use.condition:
+        found += condition_problems(use.condition, event_type, traits, refused_traits)
     if use.template in loadable:
-        found += template_problems(templates, use.template, event_type, traits)
+        found += template_problems(templates, use.template, event_type, traits, refused_traits)
     return [f"rule {use.rule_id}: {problem}" for problem in found]
 
 

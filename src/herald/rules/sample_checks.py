@@ -48,7 +48,11 @@ _STAND_IN = "x"  # prints, compares and filters as text would
 
 
 def template_problems(
-    templates: TemplateSet, template: str, event_type: EventType, traits: Mapping[str, str]
+    templates: TemplateSet,
+    template: str,
+    event_type: EventType,
+    traits: Mapping[str, str],
+    refused_traits: frozenset[str],
 ) -> list[str]:
     sample = sample_context(event_type, traits)
     problems: list[str] = []
@@ -62,7 +66,7 @@ def template_problems(
             path = path_in(sample, exc.owner, exc.name)
             if path is None:  # e.g. a key of an object property: not the rule file's to declare
                 return [*problems, str(exc)]
-            if not _refused(path, event_type):
+            if not _refused(path, event_type, refused_traits):
                 problems.append(f"template {exc.where} uses {undeclared(path, event_type.name)}")
             exc.owner[exc.name] = _STAND_IN
             stood_in = True
@@ -80,12 +84,15 @@ def template_problems(
 
 
 def condition_problems(
-    condition: Condition, event_type: EventType, traits: Mapping[str, str]
+    condition: Condition,
+    event_type: EventType,
+    traits: Mapping[str, str],
+    refused_traits: frozenset[str],
 ) -> list[str]:
     shown = f"`when: {condition.source}`"
     reads = {path: _declared_type(path, event_type, traits) for path in _reads(condition.source)}
     guarded = {re.sub(r"\s", "", path) for path in _GUARD.findall(condition.source)}
-    refused = {path for path in reads if _refused(path, event_type)}
+    refused = {path for path in reads if _refused(path, event_type, refused_traits)}
     # Found in the text rather than by evaluating: `a == "x" && b > 1` never reads `b`
     # on a sample whose `a` is not "x".
     unknown = [
@@ -234,8 +241,11 @@ def _declared_type(path: str, event_type: EventType, traits: Mapping[str, str]) 
     return EVENT_FIELDS.get(path.removeprefix("event."))
 
 
-def _refused(path: str, event_type: EventType) -> bool:
-    """Whether ``path`` reads a property whose declaration is refused (and said so)."""
+def _refused(path: str, event_type: EventType, refused_traits: frozenset[str]) -> bool:
+    """Whether ``path`` reads a property or a trait whose declaration is refused (and
+    said so)."""
+    if path.startswith("user."):
+        return path.removeprefix("user.") in refused_traits
     prefix = "event.properties."
     return path.startswith(prefix) and path.removeprefix(prefix) in event_type.refused
 
