@@ -623,7 +623,8 @@ def test_rule_ids_and_event_type_names_must_be_short_identifiers(tmp_path: Path)
         ),
         (
             "  signup_completed:\n    properties: [amount]\n",
-            "event signup_completed: must be a mapping with an optional `description`",
+            "event signup_completed: `properties` must map each property to its type, got "
+            "['amount']",
         ),
         ("  signup_completed: [one, two]\n", "event signup_completed: must be a mapping"),
         (
@@ -781,6 +782,51 @@ def test_a_broken_trait_declaration_leaves_the_rule_s_other_mistakes_listed(
     assert [p.split(":")[0] for p in problems] == ["trait email", "rule WELCOME"]
     assert "uses user.plann, which the rule file does not declare" in problems[1]
     assert "user.email" not in problems[1].partition(" uses ")[2]
+
+
+@pytest.mark.parametrize(
+    ("declaration", "problem"),
+    [
+        (
+            "  payment_failed: [amount, currency]\n",
+            "event payment_failed: must be a mapping with an optional `description` and "
+            "`properties` mapping each property to its type (e.g. `properties: {amount: "
+            "number}`), got ['amount', 'currency']",
+        ),
+        (
+            "  payment_failed:\n    properties: [amount, currency]\n",
+            "event payment_failed: `properties` must map each property to its type, got "
+            "['amount', 'currency']",
+        ),
+    ],
+)
+def test_rules_check_reports_a_broken_event_type_once_not_each_rule_on_it_as_undeclared(
+    declaration: str, problem: str, tmp_path: Path
+) -> None:
+    # The rules triggered by the type, or anchored on it, name it rightly: only its
+    # declaration is wrong, and that is the one problem to fix.
+    path = write_rule_file(
+        tmp_path,
+        "  - {id: FAILED, trigger: payment_failed, channel: internal}\n"
+        "  - id: FAILED_EMAIL\n"
+        "    trigger: payment_failed\n"
+        "    when: event.properties.amount > 100.0\n"
+        "    channel: email\n"
+        "    category: transactional\n"
+        "    template: hello\n"
+        "  - id: AFTER_FAILURE\n"
+        "    trigger: signup_completed\n"
+        "    after: {event: payment_failed, within: 24h}\n"
+        "    channel: internal\n",
+    )
+    text = path.read_text(encoding="utf-8")
+    declared = "  payment_failed:\n    properties:\n      amount: {type: number, required: true}\n"
+    path.write_text(text.replace(declared, declaration), encoding="utf-8")
+
+    result = CliRunner().invoke(app, ["rules", "check", str(path)], env=WIDE)
+
+    assert result.exit_code == 1
+    assert listed_problems(result.output) == [problem]
 
 
 def test_traits_and_templates_of_the_wrong_shape_are_refused(tmp_path: Path) -> None:

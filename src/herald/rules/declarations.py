@@ -18,11 +18,14 @@ EVENT_KEYS = ("description", "properties")
 PROPERTY_KEYS = ("type", "required", "minimum", "maximum", "enum")
 
 
-def read_event_types(raw: Any, problems: list[str]) -> dict[str, EventType]:
+def read_event_types(raw: Any, problems: list[str]) -> tuple[dict[str, EventType], frozenset[str]]:
+    """The declared event types, and the names of those whose declarations are refused as
+    a whole: reported here, and not again as the undeclared trigger of each rule on them."""
     if not isinstance(raw, dict) or not raw:
         problems.append("`events` must map each event type to its definition")
-        return {}
+        return {}, frozenset()
     types = {}
+    refused_types = set()
     for name, spec in raw.items():
         if not isinstance(name, str) or not NAME.fullmatch(name):
             problems.append(
@@ -31,11 +34,10 @@ def read_event_types(raw: Any, problems: list[str]) -> dict[str, EventType]:
             )
             continue
         spec = {} if spec is None else spec
-        if not isinstance(spec, dict) or not isinstance(spec.get("properties") or {}, dict):
-            problems.append(
-                f"event {name}: must be a mapping with an optional `description` and "
-                "`properties` mapping each property to its type"
-            )
+        problem = _event_type_problem(spec)
+        if problem:
+            problems.append(f"event {name}: {problem}")
+            refused_types.add(name)
             continue
         for key in _unknown_keys(spec, EVENT_KEYS):
             problems.append(f"event {name}: unknown key `{key}` (known: {', '.join(EVENT_KEYS)})")
@@ -58,7 +60,21 @@ def read_event_types(raw: Any, problems: list[str]) -> dict[str, EventType]:
                 tuple(enum) if enum else None,
             )
         types[name] = EventType(name, props, str(spec.get("description") or ""), frozenset(refused))
-    return types
+    return types, frozenset(refused_types)
+
+
+def _event_type_problem(spec: Any) -> str | None:
+    """What is wrong with an event type's declaration as a whole, if anything: its
+    properties are looked at one by one after."""
+    if not isinstance(spec, dict):
+        return (
+            "must be a mapping with an optional `description` and `properties` mapping each "
+            f"property to its type (e.g. `properties: {{amount: number}}`), got {spec!r}"
+        )
+    properties = spec.get("properties") or {}
+    if not isinstance(properties, dict):
+        return f"`properties` must map each property to its type, got {properties!r}"
+    return None
 
 
 def _property_problem(name: Any, spec: Any) -> str | None:

@@ -22,7 +22,13 @@ import yaml
 from herald.rules.conditions import Condition, ConditionError
 from herald.rules.declarations import NAME, read_event_types, read_traits
 from herald.rules.definition import CHANNELS, EventType, Limit, Rule, RuleSet
-from herald.rules.rule_keys import is_folder_name, read_after, read_category, read_enum
+from herald.rules.rule_keys import (
+    is_folder_name,
+    is_undeclared,
+    read_after,
+    read_category,
+    read_enum,
+)
 from herald.rules.sample_checks import condition_problems, template_problems
 from herald.rules.templates import TemplateProblem, TemplateSet, not_utf8
 
@@ -168,9 +174,9 @@ def _parse(
     except TypeError as exc:  # the versions are digests of the content
         raise RuleFileError(source, [f"holds a value that cannot be hashed: {exc}"]) from None
     problems = [_unknown_section(key) for key in data if not _is_section(key)]
-    event_types = read_event_types(data.get("events"), problems)
+    event_types, refused_types = read_event_types(data.get("events"), problems)
     traits, refused_traits = read_traits(data.get("traits"), problems)
-    rules, uses = _rules(data.get("rules"), event_types, problems)
+    rules, uses = _rules(data.get("rules"), event_types, refused_types, problems)
     templates, loadable = _templates(data, uses, template_dir, traits, problems)
     for use in uses:
         problems.extend(
@@ -196,13 +202,14 @@ class _Use(NamedTuple):
     whatever its other problems, so that one run lists them all."""
 
     rule_id: str
-    trigger: str | None  # None when it is not a declared event type (said already)
+    # None when it is not a declared event type, or one declared wrongly (said already)
+    trigger: str | None
     condition: Condition | None
     template: str | None
 
 
 def _rules(
-    raw: Any, event_types: dict[str, EventType], problems: list[str]
+    raw: Any, event_types: dict[str, EventType], refused_types: frozenset[str], problems: list[str]
 ) -> tuple[list[Rule], list[_Use]]:
     if not isinstance(raw, list):
         problems.append("`rules` must be a list")
@@ -233,7 +240,7 @@ def _rules(
         on = spec.get("trigger")
         if on is None:
             bad(f"needs `trigger`: the event type that triggers it ({sorted(event_types)})")
-        elif not isinstance(on, str) or on not in event_types:
+        elif is_undeclared(on, event_types, refused_types):
             bad(f"`trigger: {on}` is not a declared event type ({sorted(event_types)})")
         channel = spec.get("channel")
         if channel is None:
@@ -261,7 +268,7 @@ def _rules(
                 bad(f"`when: {when}` {exc}")
         if "after" in spec and spec["after"] is None:
             bad("`after` is empty: give {event: TYPE, within: DURATION}, or remove the key")
-        after = read_after(spec.get("after"), event_types, bad)
+        after = read_after(spec.get("after"), event_types, refused_types, bad)
         template = spec.get("template")
         if template is not None and not is_folder_name(template):
             bad(f"`template: {template!r}` must name a folder beside the rule file")

@@ -54,14 +54,18 @@ def read_category(raw: Any, channel: Any, bad: Problem) -> Category | None:
     return category
 
 
-def read_after(raw: Any, event_types: Mapping[str, EventType], bad: Problem) -> After | None:
+def read_after(
+    raw: Any, event_types: Mapping[str, EventType], refused_types: frozenset[str], bad: Problem
+) -> After | None:
     if raw is None:
         return None
     if not isinstance(raw, dict) or "event" not in raw or "within" not in raw:
         bad("`after` needs `event` and `within` (e.g. {event: signup_completed, within: 24h})")
         return None
     if not isinstance(raw["event"], str) or raw["event"] not in event_types:
-        bad(f"`after.event: {raw['event']}` is not a declared event type")
+        # One declared wrongly is reported as such, not again as each anchor naming it.
+        if is_undeclared(raw["event"], event_types, refused_types):
+            bad(f"`after.event: {raw['event']}` is not a declared event type")
         return None
     match = _DURATION.match(str(raw["within"]))
     if not match:
@@ -72,6 +76,12 @@ def read_after(raw: Any, event_types: Mapping[str, EventType], bad: Problem) -> 
         bad(f"`after.within: {raw['within']}` is longer than the longest window, 3650d")
         return None
     return After(raw["event"], timedelta(seconds=seconds), f"{int(match[1])}{match[2]}")
+
+
+def is_undeclared(name: Any, event_types: Mapping[str, EventType], refused: frozenset[str]) -> bool:
+    """Whether ``name`` is no event type of the rule file's. One the file declares wrongly
+    is not: its declaration is the problem, reported once, not each rule naming it."""
+    return not isinstance(name, str) or (name not in event_types and name not in refused)
 
 
 def is_folder_name(value: Any) -> bool:
