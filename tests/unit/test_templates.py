@@ -39,6 +39,36 @@ def test_a_separator_in_a_value_of_a_template_without_html_stays_in_its_part() -
     assert rendered == Rendered("Hello A\x1eB", "Dear customer.", None)
 
 
+@pytest.mark.parametrize(
+    ("parts", "body"),
+    [
+        # The last part, ending in a blank line: Jinja drops the final newline, not the blank.
+        ({"body.txt": "Your code is {{ event.code }}.\n\n"}, "Your code is 7.\n"),
+        (
+            {"body.txt": "Your code is {{ event.code }}.\n\n", "body.html": "<p>Code</p>\n"},
+            "Your code is 7.\n",
+        ),
+        # Saved with Windows line ends, before the HTML: \r\n is one newline to Jinja.
+        (
+            {"body.txt": "Your code is {{ event.code }}.\r\n", "body.html": "<p>Code</p>\r\n"},
+            "Your code is 7.",
+        ),
+    ],
+)
+def test_a_separator_in_a_value_leaves_the_body_s_final_newlines_as_they_were(
+    parts: dict[str, str], body: str
+) -> None:
+    # The separator in the name sends the render part by part: the text must not change.
+    templates = TemplateSet({"note": {"subject.txt": "Hello {{ user.name }}", **parts}})
+
+    in_one_pass = templates.render("note", {"user": {"name": "Al"}, "event": {"code": 7}})
+    part_by_part = templates.render("note", {"user": {"name": "A\x1eB"}, "event": {"code": 7}})
+
+    assert (in_one_pass.subject, part_by_part.subject) == ("Hello Al", "Hello A\x1eB")
+    assert in_one_pass.body == part_by_part.body == body
+    assert in_one_pass.html == part_by_part.html
+
+
 def test_a_missing_optional_value_renders_empty_at_send_time() -> None:
     rendered = TemplateSet(SOURCES).render("note", {"user": {}, "event": {}})
     assert rendered.subject == "Hello"
