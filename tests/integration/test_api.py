@@ -788,7 +788,12 @@ def test_the_openapi_document_lists_the_errors_a_client_must_handle(client: Test
     paths = client.get("/openapi.json").json()["paths"]
 
     assert {"401", "409", "413", "415", "422", "503"} <= set(paths["/events"]["post"]["responses"])
-    assert {"400", "401", "404"} <= set(paths["/audit/{user_id}"]["get"]["responses"])
+    assert {"400", "401", "404", "503"} <= set(paths["/audit/{user_id}"]["get"]["responses"])
+    # The admin token guards /rules and /users as it does /audit.
+    assert "401" in paths["/rules"]["get"]["responses"]
+    preferences = paths["/users/{user_id}/preferences"]["post"]["responses"]
+    assert {"401", "413", "415", "422", "503"} <= set(preferences)
+    assert "503" in paths["/readyz"]["get"]["responses"]
     # Every 422 has the one shape every route answers with (loc, msg, type).
     unprocessable = [
         operation["responses"]["422"]["content"]["application/json"]["schema"]["$ref"]

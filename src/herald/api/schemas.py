@@ -100,6 +100,18 @@ class ValidationErrors(_Answer):
     detail: list[FieldError]
 
 
+# Answers the admin routes share with the rest: made before the route runs (the token,
+# the request edge) or for any query (the database).
+ADMIN_UNAUTHORIZED: dict[str, Any] = {
+    "model": ClientError,
+    "description": "HERALD_ADMIN_TOKEN is set and the bearer token is missing or wrong",
+}
+DATABASE_UNAVAILABLE: dict[str, Any] = {
+    "model": ClientError,
+    "description": "The database is unavailable: retry (after `Retry-After` seconds)",
+}
+
+
 class DecisionOut(_Answer):
     rule: str
     rule_version: str

@@ -8,6 +8,9 @@ from fastapi import APIRouter, HTTPException
 
 from herald.api.deps import AdminOnly, RuntimeDep
 from herald.api.schemas import (
+    ADMIN_UNAUTHORIZED,
+    DATABASE_UNAVAILABLE,
+    ClientError,
     PreferencesIn,
     PreferencesOut,
     RulesOut,
@@ -23,7 +26,10 @@ router = APIRouter(tags=["admin"], dependencies=[AdminOnly])
 @router.get(
     "/rules",
     response_model=None,  # answered as built here; RulesOut documents it
-    responses={200: {"model": RulesOut, "description": "The rule set in force"}},
+    responses={
+        200: {"model": RulesOut, "description": "The rule set in force"},
+        401: ADMIN_UNAUTHORIZED,
+    },
 )
 def get_rules(runtime: RuntimeDep) -> dict[str, Any]:
     ruleset = runtime.ruleset
@@ -75,7 +81,14 @@ def get_rules(runtime: RuntimeDep) -> dict[str, Any]:
     response_model=None,  # answered as built; PreferencesOut documents it
     responses={
         200: {"model": PreferencesOut, "description": "The preferences, and what they cancelled"},
+        401: ADMIN_UNAUTHORIZED,
+        413: {"model": ClientError, "description": "The body is over 1 MiB"},
+        415: {
+            "model": ClientError,
+            "description": "The body is compressed, or not sent as application/json",
+        },
         422: {"model": ValidationErrors, "description": "Invalid id or body, by field"},
+        503: DATABASE_UNAVAILABLE,
     },
 )
 def set_preferences(

@@ -7,7 +7,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, status
 
 from herald.api.deps import AdminOnly, RuntimeDep
-from herald.api.schemas import AuditOut, ClientError, UserIdPath, ValidationErrors
+from herald.api.schemas import (
+    ADMIN_UNAUTHORIZED,
+    DATABASE_UNAVAILABLE,
+    AuditOut,
+    ClientError,
+    UserIdPath,
+    ValidationErrors,
+)
 from herald.service.audit import BadCursor, user_audit
 
 router = APIRouter(tags=["audit"], dependencies=[AdminOnly])
@@ -19,15 +26,13 @@ router = APIRouter(tags=["audit"], dependencies=[AdminOnly])
     responses={
         200: {"model": AuditOut, "description": "The user, a page of events, their messages"},
         400: {"model": ClientError, "description": "The cursor is not one this API gave"},
-        401: {
-            "model": ClientError,
-            "description": "HERALD_ADMIN_TOKEN is set and the bearer token is missing or wrong",
-        },
+        401: ADMIN_UNAUTHORIZED,
         404: {
             "model": ClientError,
             "description": "Unknown user: Herald has no event or preference of theirs",
         },
         422: {"model": ValidationErrors, "description": "Invalid id or limit, by field"},
+        503: DATABASE_UNAVAILABLE,
     },
 )
 def get_audit(

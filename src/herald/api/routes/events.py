@@ -148,7 +148,8 @@ async def post_event(request: Request) -> Response:
     responses={
         422: {
             "model": ValidationErrors,
-            "description": "Not a batch: malformed JSON, or no `events` list",
+            "description": "Not a batch: malformed JSON, no `events` list, or one of no "
+            "events or over 1,000",
         },
         **EDGE_RESPONSES,
     },

@@ -20,7 +20,10 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    responses={503: {"description": "The database does not answer, or its schema is not current"}},
+)
 def readyz(runtime: RuntimeDep, response: Response) -> dict[str, Any]:
     """The database answers and its schema is current."""
     try:
