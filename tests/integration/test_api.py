@@ -766,6 +766,17 @@ def test_a_preference_for_an_id_no_event_could_carry_is_refused(client: TestClie
     assert client.get("/audit/%20u_6").status_code == 404
 
 
+def test_a_preference_body_with_a_key_it_does_not_define_is_refused_not_half_applied(
+    client: TestClient,
+) -> None:
+    body = {"unsubscribed": ["email"], "unsubscribe": ["sms"]}
+    response = client.post("/users/u_7/preferences", json=body)
+
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "unsubscribe"]
+    assert client.get("/audit/u_7").status_code == 404  # nothing was stored
+
+
 def test_a_database_out_of_reach_under_the_audit_is_a_503_to_retry_not_a_500(
     client: TestClient,
 ) -> None:

@@ -140,6 +140,10 @@ class BatchOut(_Answer):
 
 
 class PreferencesIn(BaseModel):
+    # A misspelt key (`unsubscribe`) is refused, as an event's is, rather than dropped
+    # with the channels it named while the rest of the body is applied.
+    model_config = ConfigDict(extra="forbid")
+
     unsubscribed: list[Literal["email", "sms", "marketing"]] = Field(
         description="Channels the user unsubscribed from; `marketing` for all marketing"
     )
