@@ -24,8 +24,10 @@ from herald.store.database import Database
 from herald.store.migrate import upgrade
 from herald.store.tables import metadata
 
+# CI=true, as CI services set it: CI=false or CI=0 is a local run.
+UNDER_CI = os.environ.get("CI") == "true"
 settings.register_profile("ci", derandomize=True, print_blob=True)
-if os.environ.get("CI") == "true":
+if UNDER_CI:
     settings.load_profile("ci")
 
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -65,7 +67,7 @@ def postgres_url() -> Iterator[str]:
     """A fresh PostgreSQL database for this test session, migrated, dropped at the end."""
     problem = _postgres_server()
     if problem:
-        if os.environ.get("CI"):
+        if UNDER_CI:
             pytest.fail(problem + " (CI must test PostgreSQL)")
         pytest.skip(problem)
     name = f"herald_test_{uuid.uuid4().hex[:10]}"
