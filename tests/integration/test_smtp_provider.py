@@ -106,6 +106,24 @@ def test_html_arrives_as_an_alternative_to_the_text(sink: SmtpSink) -> None:
     assert html.get_content().strip() == "<p>Hello <b>Ada</b> — welcome aboard.</p>"
 
 
+def test_text_beyond_ascii_reaches_the_relay_in_7_bit_as_no_body_8bitmime_is_declared(
+    sink: SmtpSink,
+) -> None:
+    """A relay that was not told BODY=8BITMIME (RFC 6152) may refuse 8-bit data or strip
+    its top bit: the text and the HTML travel encoded, and read back as they were."""
+    send_once(sink.port, request=replace(REQUEST, subject="Olá, Ada — bem-vinda"))
+
+    [received] = sink.messages
+    assert received.content.isascii()
+    message = received.message
+    assert message["Subject"] == "Olá, Ada — bem-vinda"
+    text = message.get_body(preferencelist=("plain",))
+    html = message.get_body(preferencelist=("html",))
+    assert text is not None and html is not None
+    assert text.get_content().splitlines() == ["Hello Ada — welcome aboard."]
+    assert html.get_content().splitlines() == ["<p>Hello <b>Ada</b> — welcome aboard.</p>"]
+
+
 def test_a_message_without_html_is_plain_text(sink: SmtpSink) -> None:
     send_once(sink.port, request=TEXT_ONLY)
 

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from email import policy
 from email.message import EmailMessage
 from email.utils import format_datetime
 from typing import Literal
@@ -28,6 +29,11 @@ log = logging.getLogger(__name__)
 # How a connection is protected: not at all, upgraded with STARTTLS after the greeting
 # (port 587), or TLS from the first byte (SMTPS, port 465).
 TlsMode = Literal["none", "starttls", "implicit"]
+
+# Text beyond ASCII goes quoted-printable or base64, never as 8-bit data: ``smtplib`` does
+# not declare ``BODY=8BITMIME`` for it (RFC 6152), and a relay not told may refuse the
+# message or strip each byte's top bit.
+_SEVEN_BIT = policy.default.clone(cte_type="7bit")
 
 
 class SmtpProvider:
@@ -239,7 +245,7 @@ def build_message(
     problem = email_problem(request.recipient)
     if problem is not None:
         raise ValueError(f"the recipient is not one plain address ({problem})")
-    message = EmailMessage()
+    message = EmailMessage(policy=_SEVEN_BIT)
     message["From"] = sender
     message["To"] = request.recipient
     if reply_to:
