@@ -239,6 +239,32 @@ def test_a_recipient_with_a_line_break_fails_without_sending(sink: SmtpSink) -> 
     assert sink.messages == []
 
 
+def test_a_recipient_at_an_international_domain_reaches_a_relay_without_smtputf8() -> None:
+    """A relay that does not offer SMTPUTF8 (many do not) takes a domain in its ASCII
+    form (IDNA): the address is the same one, and only a local part beyond ASCII needs
+    the extension."""
+    with SmtpSink(smtputf8=False) as ascii_only:
+        result = send_once(ascii_only.port, replace(REQUEST, recipient="jürgen@straße.de"))
+        assert result.status is DeliveryStatus.FAILED  # no ASCII form of this local part
+        assert "SMTPUTF8" in result.detail
+
+        result = send_once(ascii_only.port, replace(REQUEST, recipient="ada@bücher.example"))
+
+        assert result.status is DeliveryStatus.SENT
+        [received] = ascii_only.messages
+    assert received.rcpt_tos == ["ada@xn--bcher-kva.example"]
+    assert received.message["To"] == "ada@xn--bcher-kva.example"
+
+
+def test_an_international_address_goes_as_it_is_to_a_relay_with_smtputf8(
+    sink: SmtpSink,
+) -> None:
+    send_once(sink.port, replace(REQUEST, recipient="jürgen@straße.de"))
+
+    [received] = sink.messages
+    assert received.rcpt_tos == ["jürgen@straße.de"]
+
+
 def test_a_recipient_that_is_not_one_plain_address_fails_without_sending(sink: SmtpSink) -> None:
     # The envelope would go to ada alone while the To header named eve too. The engine
     # no longer decides such a message; one already in the outbox is refused here.

@@ -18,6 +18,9 @@ refuses mail from clients that have not logged in with exactly those.
 With ``tls="starttls"`` it offers STARTTLS, with ``tls="implicit"`` it speaks TLS from the
 first byte (SMTPS, as on port 465), both with ``tls_context`` (see ``tests.support.tls``);
 each ``ReceivedEmail`` says whether it came over TLS.
+
+With ``smtputf8=False`` it does not offer SMTPUTF8 (RFC 6531), as many relays do not:
+it then takes only addresses in ASCII.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ class SmtpSink:
         credentials: tuple[str, str] | None = None,
         tls: Literal["starttls", "implicit"] | None = None,
         tls_context: SSLContext | None = None,
+        smtputf8: bool = True,
     ) -> None:
         if (tls is None) != (tls_context is None):
             raise ValueError("tls and tls_context go together")
@@ -73,6 +77,7 @@ class SmtpSink:
         self.credentials = credentials
         self.tls = tls
         self.tls_context = tls_context
+        self.smtputf8 = smtputf8
         self._messages: list[ReceivedEmail] = []
         self._logins: list[str] = []
         self._lock = threading.Lock()
@@ -97,7 +102,7 @@ class SmtpSink:
             return list(self._logins)
 
     def start(self) -> SmtpSink:
-        options: dict[str, Any] = {}
+        options: dict[str, Any] = {"enable_SMTPUTF8": self.smtputf8}
         if self.credentials is not None:
             # aiosmtpd does not count implicit TLS as TLS, so it cannot insist on it.
             options.update(authenticator=self._authenticate, auth_require_tls=False)

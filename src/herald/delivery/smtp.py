@@ -21,6 +21,8 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 from typing import Literal
 
+import idna
+
 from herald.delivery.provider import DeliveryResult, SendRequest
 from herald.domain.recipients import email_problem
 
@@ -118,7 +120,7 @@ class SmtpProvider:
         )
         try:
             return await asyncio.to_thread(
-                self._send_blocking, smtp, message, request.recipient, context
+                self._send_blocking, smtp, message, ascii_domain(request.recipient), context
             )
         except asyncio.CancelledError:
             # Cut off (the claim's deadline): the thread cannot be cancelled, so end its
@@ -247,7 +249,7 @@ def build_message(
         raise ValueError(f"the recipient is not one plain address ({problem})")
     message = EmailMessage(policy=_SEVEN_BIT)
     message["From"] = sender
-    message["To"] = request.recipient
+    message["To"] = ascii_domain(request.recipient)
     if reply_to:
         message["Reply-To"] = reply_to
     # Rendered templates often end with a newline, which a header cannot hold.
@@ -261,6 +263,20 @@ def build_message(
     if request.html:
         message.add_alternative(request.html, subtype="html")
     return message
+
+
+def ascii_domain(address: str) -> str:
+    """``address`` with its domain in ASCII (IDNA, the form DNS knows it by) when the rest
+    is ASCII: many relays do not offer SMTPUTF8, which ``smtplib`` needs for any address
+    beyond ASCII, and would refuse ``ada@bücher.example`` though ``ada@xn--bcher-kva.example``
+    is the same mailbox. A local part beyond ASCII has no such form and stays as it is."""
+    local, at, domain = address.rpartition("@")
+    if not at or domain.isascii() or not local.isascii():
+        return address
+    try:
+        return f"{local}@{idna.encode(domain, uts46=True).decode('ascii')}"
+    except UnicodeError:  # idna.IDNAError among them: not a domain IDNA can write
+        return address
 
 
 def _say_goodbye(smtp: smtplib.SMTP) -> None:
