@@ -184,6 +184,42 @@ def test_a_permanent_failure_is_a_dead_letter_until_retried_by_command(
     assert message(database).status == "sent"
 
 
+def test_retrying_a_message_that_is_no_dead_letter_says_what_it_is(
+    database: Database, database_url: str, clock: FixedClock
+) -> None:
+    """``messages retry --message-id`` for a message waiting out its backoff, or sent, or
+    for an id no message has: each is told apart, and nothing is re-queued."""
+    store(database, clock, [funds_failure("u5")])
+
+    def retry(message_id: str) -> str:
+        result = CliRunner().invoke(
+            cli, ["messages", "retry", "--message-id", message_id, "--database", database_url]
+        )
+        assert result.exit_code == 1, result.output
+        return " ".join(result.output.split())
+
+    with HttpReceiver([CannedResponse(503)]) as receiver:
+        worker = dispatcher(
+            database, clock, {"email": WebhookProvider("email", receiver.url, secret=None)}
+        )
+        asyncio.run(worker.run_once())
+        waiting = message(database)
+        assert waiting.status == "pending" and waiting.attempts == 1
+
+        said = retry(waiting.message_id)
+        assert f"message {waiting.message_id} is pending, not a dead letter" in said
+        assert "the dispatcher tries it again when it is due" in said
+        assert message(database).due_us == waiting.due_us  # not re-queued
+
+        clock.now += timedelta(minutes=10)
+        assert asyncio.run(worker.run_once()).sent == 1
+    said = retry(waiting.message_id)
+    assert f"message {waiting.message_id} is sent, not a dead letter" in said
+    assert message(database).status == "sent"
+
+    assert "no message msg_unknown" in retry("msg_unknown")
+
+
 def test_a_retried_dead_letter_gets_every_attempt_again_with_its_backoff(
     database: Database, database_url: str, clock: FixedClock
 ) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -79,11 +79,30 @@ def messages_retry(
     db = open_database(settings_from(database_url=database).database_url, schema="current")
     with UnitOfWork(db) as uow:
         count = uow.outbox.requeue(now_us=to_micros(utc_now()), message_id=message_id)
+        found = uow.outbox.get(message_id) if message_id and count == 0 else None
         uow.commit()
     db.dispose()
     if message_id and count == 0:
-        fail(f"no dead letter {message_id}")
+        fail(_not_requeued(message_id, found))
     console.print(f"re-queued {count} message(s)")
+
+
+def _not_requeued(message_id: str, row: Any | None) -> str:
+    """Why ``messages retry --message-id`` left ``message_id`` as it was: a mistyped id, a
+    message that is no dead letter (sent, or waiting for its next attempt), or one pruned."""
+    if row is None:
+        return f"no message {message_id}"
+    if row.status == "failed":  # the only dead letters requeue leaves: those pruned
+        return (
+            f"message {message_id} is a dead letter a prune redacted (no recipient or text "
+            "left): it cannot be sent again"
+        )
+    if row.status in ("pending", "sending"):
+        return (
+            f"message {message_id} is {row.status}, not a dead letter: the dispatcher tries "
+            "it again when it is due"
+        )
+    return f"message {message_id} is {row.status}, not a dead letter: nothing to retry"
 
 
 _LONGEST_AGE = timedelta(days=36_500)  # event times start in 1900 (domain/timeutil.py)
