@@ -890,6 +890,40 @@ def test_an_email_cut_off_at_its_claims_deadline_is_not_sent_after_it(
         assert len(sink.messages) == 1
 
 
+def test_an_answer_holding_a_nul_character_is_recorded_like_any_other(
+    database: Database, clock: FixedClock
+) -> None:
+    """A receiver's error page with a NUL byte in it (binary garbage, a compressed body
+    sent unlabelled), and a JSON id holding one: PostgreSQL's text refuses NUL, and an
+    unrecorded round would be sent again, whole, once its claims ran out."""
+    store(database, clock, [funds_failure("nul1"), funds_failure("nul2", day=4)])
+    with HttpReceiver(
+        [CannedResponse(500, b"\x1f\x8b\x00\x00bad"), CannedResponse(200, b'{"id": "r\\u00001"}')]
+    ) as receiver:
+        provider = WebhookProvider("email", receiver.url, secret=None)
+        worker = dispatcher(database, clock, {"email": provider}, concurrency=1)
+        report = asyncio.run(worker.run_once())
+        assert (report.sent, report.retried) == (1, 1)
+        with ReadOnly(database) as read:
+            rows = read.connection.exec_driver_sql(
+                "SELECT status, last_error FROM messages ORDER BY status"
+            ).all()
+            details = read.connection.exec_driver_sql(
+                "SELECT detail FROM delivery_attempts ORDER BY detail"
+            ).all()
+        assert [tuple(row) for row in rows] == [
+            ("pending", "HTTP 500: \ufffd\ufffd\ufffdbad"),
+            ("sent", None),
+        ]
+        assert [detail for (detail,) in details] == [
+            "HTTP 200 (reference r\ufffd1)",
+            "HTTP 500: \ufffd\ufffd\ufffdbad",
+        ]
+        clock.now += timedelta(minutes=10)
+        assert asyncio.run(worker.run_once()).sent == 1
+        assert len(receiver.requests) == 3  # neither sent twice
+
+
 def test_a_receiver_s_retry_after_is_waited_out(database: Database, clock: FixedClock) -> None:
     """Throttled with Retry-After (in seconds, then as an HTTP date): the next attempt
     comes no sooner than the receiver asked, though the backoff alone is 10 s."""

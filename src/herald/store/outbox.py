@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from operator import attrgetter, itemgetter
 from typing import Any, NamedTuple, TypedDict
 
@@ -181,7 +181,15 @@ class OutboxRepository:
     def record_attempts(self, records: Sequence[AttemptRecord], *, worker: str) -> int:
         """Record finished attempts and move each message on: ``sent``, ``failed`` (dead
         letter) or back to ``pending`` due at ``next_due_us``. Messages whose claim
-        ``worker`` lost are left alone. Returns how many were recorded."""
+        ``worker`` lost are left alone. Returns how many were recorded.
+
+        A NUL character in a detail (a receiver's answer quoted) is recorded as U+FFFD:
+        PostgreSQL's text cannot hold it, and a round whose recording failed would be sent
+        again, whole, once its claims ran out."""
+        records = [
+            replace(r, detail=r.detail.replace("\x00", "\ufffd")) if "\x00" in r.detail else r
+            for r in records
+        ]
         sent = [r for r in records if r.outcome == SENT]
         unsent = [r for r in records if r.outcome != SENT]
         mine = self._record_sent(sent, worker) + self._record_unsent(unsent, worker)
