@@ -890,6 +890,25 @@ def test_an_email_cut_off_at_its_claims_deadline_is_not_sent_after_it(
         assert len(sink.messages) == 1
 
 
+def test_a_slow_smtp_relay_gets_as_many_sends_at_once_as_the_dispatcher_makes(
+    database: Database, clock: FixedClock
+) -> None:
+    """A relay that takes a second per message, sixteen messages, a claim that leaves 2.7
+    s to send: the dispatcher's sixteen sends at once must each have a connection of its
+    own. Queued for a few shared threads instead (six on a host of two cores), the last
+    ones were cut off by the claim's end without having been tried, and each lost one of
+    its attempts all the same."""
+    store(database, clock, [funds_failure(f"slow{n}") for n in range(16)])
+    with SmtpSink() as sink:
+        sink.rcpt_delay = 1.0
+        smtp = SmtpProvider("email", sink.host, sink.port, sender="herald@example.com")
+        worker = dispatcher(database, clock, {"email": smtp}, lease_seconds=3.0)
+        report = asyncio.run(worker.run_once())
+        asyncio.run(smtp.aclose())
+        assert (report.sent, report.retried) == (16, 0)
+        assert len(sink.messages) == 16
+
+
 def test_an_answer_holding_a_nul_character_is_recorded_like_any_other(
     database: Database, clock: FixedClock
 ) -> None:

@@ -1,13 +1,14 @@
 """The email channel: hand each message to an SMTP server (a relay or a sink).
 
-The standard library's ``smtplib`` is blocking, so each send runs in a worker
-thread via ``asyncio.to_thread`` and the dispatcher's event loop stays free.
+The standard library's ``smtplib`` is blocking, so each send runs in a thread of the
+provider's own (``SEND_THREADS`` of them) and the dispatcher's event loop stays free.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import smtplib
 import socket
@@ -15,6 +16,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage
@@ -36,6 +38,10 @@ TlsMode = Literal["none", "starttls", "implicit"]
 # not declare ``BODY=8BITMIME`` for it (RFC 6152), and a relay not told may refuse the
 # message or strip each byte's top bit.
 _SEVEN_BIT = policy.default.clone(cte_type="7bit")
+# As many sends at once as the dispatcher makes (its ``concurrency``), each on a thread of
+# its own: on the event loop's shared pool (six threads on two cores) the others waited
+# for one, and a send cut off by its claim's end while waiting lost an attempt untried.
+SEND_THREADS = 16
 
 
 class SmtpProvider:
@@ -98,6 +104,7 @@ class SmtpProvider:
         self._tls_context = tls_context
         self.timeout = timeout
         self._clock = clock
+        self._threads: ThreadPoolExecutor | None = None
 
     async def send(self, request: SendRequest) -> DeliveryResult:
         """Send ``request`` once and classify the outcome. Never raises for delivery failures."""
@@ -118,10 +125,13 @@ class SmtpProvider:
         smtp = _AbortableSMTP(
             timeout=self.timeout, implicit_tls=context if self.tls == "implicit" else None
         )
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(SEND_THREADS, thread_name_prefix="herald-smtp")
+        send = functools.partial(
+            self._send_blocking, smtp, message, ascii_domain(request.recipient), context
+        )
         try:
-            return await asyncio.to_thread(
-                self._send_blocking, smtp, message, ascii_domain(request.recipient), context
-            )
+            return await asyncio.get_running_loop().run_in_executor(self._threads, send)
         except asyncio.CancelledError:
             # Cut off (the claim's deadline): the thread cannot be cancelled, so end its
             # connection, or it would go on and send the message after the dispatcher
@@ -134,7 +144,10 @@ class SmtpProvider:
             raise
 
     async def aclose(self) -> None:
-        """Nothing to release: connections do not outlive a send."""
+        """Let the send threads end (connections do not outlive a send); idempotent."""
+        threads, self._threads = self._threads, None
+        if threads is not None:
+            threads.shutdown(wait=False)
 
     def _send_blocking(
         self,
