@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, time, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -941,6 +943,72 @@ def test_an_answer_holding_a_nul_character_is_recorded_like_any_other(
         clock.now += timedelta(minutes=10)
         assert asyncio.run(worker.run_once()).sent == 1
         assert len(receiver.requests) == 3  # neither sent twice
+
+
+@contextmanager
+def refusing_to_mark_sent(database: Database, message_id: str) -> Iterator[str]:
+    """The database refuses to record ``message_id`` as sent (as a constraint an operator
+    added, or a value it cannot hold, would): a trigger on SQLite, a CHECK on PostgreSQL.
+    Yields the first line of what the database says."""
+    with database.writer.begin() as conn:
+        if database.is_sqlite:
+            conn.exec_driver_sql(
+                "CREATE TRIGGER refuse_sent BEFORE UPDATE OF status ON messages "
+                f"WHEN NEW.message_id = '{message_id}' AND NEW.status = 'sent' "
+                "BEGIN SELECT RAISE(ABORT, 'refused by refuse_sent'); END"
+            )
+            said = "refused by refuse_sent"
+        else:
+            conn.exec_driver_sql(
+                "ALTER TABLE messages ADD CONSTRAINT refuse_sent "
+                f"CHECK (message_id <> '{message_id}' OR status <> 'sent')"
+            )
+            said = 'violates check constraint "refuse_sent"'
+    try:
+        yield said
+    finally:
+        if not database.is_sqlite:  # the PostgreSQL database outlives the test
+            with database.writer.begin() as conn:
+                conn.exec_driver_sql("ALTER TABLE messages DROP CONSTRAINT refuse_sent")
+
+
+def test_a_message_whose_record_is_refused_costs_the_round_nothing_more(
+    database: Database, clock: FixedClock, caplog: Any
+) -> None:
+    """The database refuses one message's record: the others of its round are recorded
+    as sent and are not sent again once the claims' leases have run out; the refused one
+    is a dead letter that says why, and the log names it without the user's data."""
+    store(database, clock, [funds_failure(user) for user in ("ana", "bea", "cruz")])
+    refused = message_id_for_user(database, "bea")
+    caplog.set_level("INFO", logger="herald.delivery")
+    with refusing_to_mark_sent(database, refused) as said, HttpReceiver() as receiver:
+        provider = WebhookProvider("email", receiver.url, secret=None)
+        worker = dispatcher(database, clock, {"email": provider}, lease_seconds=1)
+        for _ in range(2):  # the second round after every lease of the first ran out
+            with suppress(Exception):  # as ``run`` does: a failed round is logged, and over
+                asyncio.run(worker.run_once())
+            clock.now += timedelta(seconds=2)
+        assert len(receiver.requests) == 3  # none sent twice
+    with ReadOnly(database) as read:
+        rows = read.connection.exec_driver_sql(
+            "SELECT message_id, status, last_error, claimed_by FROM messages"
+        ).all()
+    status = {message_id: (state, claimed) for message_id, state, _, claimed in rows}
+    assert sorted(status.values()) == [("failed", None), ("sent", None), ("sent", None)]
+    assert status[refused] == ("failed", None)
+    [reason] = [error for message_id, _, error, _ in rows if message_id == refused]
+    assert reason.startswith("its outcome (sent) could not be recorded")
+    [logged] = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert refused in logged.getMessage() and said in logged.getMessage()
+    assert "bea@example.com" not in caplog.text
+
+
+def message_id_for_user(database: Database, user_id: str) -> str:
+    with ReadOnly(database) as read:
+        [(message_id,)] = read.connection.exec_driver_sql(
+            f"SELECT message_id FROM messages WHERE user_id = '{user_id}'"
+        ).all()
+    return str(message_id)
 
 
 def test_a_receiver_s_retry_after_is_waited_out(database: Database, clock: FixedClock) -> None:

@@ -263,6 +263,29 @@ class OutboxRepository:
             )
         return mine
 
+    def dead_letter_unrecorded(
+        self, message_id: str, *, worker: str, attempt: int, reason: str
+    ) -> bool:
+        """Make a message ``worker`` still claims a dead letter, without an attempt row:
+        the last resort when the database refused its attempt's record. Left claimed, it
+        would be sent again each time its lease ran out. Whether it was still claimed."""
+        changed = self._conn.execute(
+            update(messages)
+            .where(
+                messages.c.message_id == message_id,
+                messages.c.claimed_by == worker,
+                messages.c.status == SENDING,
+            )
+            .values(
+                status=FAILED,
+                attempts=attempt,
+                last_error=reason,
+                claimed_by=None,
+                lease_until_us=None,
+            )
+        )
+        return bool(changed.rowcount)
+
     def requeue(self, *, now_us: int, message_id: str | None = None) -> int:
         """Put dead letters (all, or one) back in the queue, due now, with as many attempts
         ahead of them as a new message (those made stay in the attempts' history).
