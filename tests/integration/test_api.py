@@ -722,6 +722,55 @@ def test_tokens_guard_ingestion_and_the_audit(database_url: str, tmp_path: Path)
         assert client.get("/healthz").status_code == 200
 
 
+def test_the_openapi_document_lets_docs_send_the_tokens_the_server_asks_for(
+    database_url: str, tmp_path: Path
+) -> None:
+    """/docs' "Authorize" takes each token set, and "Try it out" sends it to the routes
+    it guards; the routes that need none are left alone."""
+    settings = Settings(
+        database_url=database_url,
+        outbox_file=str(tmp_path / "o.jsonl"),
+        admin_token="admin-secret",
+        ingest_token="ingest-secret",
+    )
+    with TestClient(create_app(settings)) as client:
+        document = client.get("/openapi.json").json()
+    schemes = document["components"]["securitySchemes"]
+    assert {name: (s["type"], s["scheme"]) for name, s in schemes.items()} == {
+        "adminToken": ("http", "bearer"),
+        "ingestToken": ("http", "bearer"),
+    }
+    security = {
+        (path, method): operation.get("security")
+        for path, operations in document["paths"].items()
+        for method, operation in operations.items()
+    }
+    ingest, admin = [{"ingestToken": []}], [{"adminToken": []}]
+    assert security == {
+        ("/events", "post"): ingest,
+        ("/events/batch", "post"): ingest,
+        ("/audit/{user_id}", "get"): admin,
+        ("/rules", "get"): admin,
+        ("/users/{user_id}/preferences", "post"): admin,
+        ("/healthz", "get"): None,
+        ("/readyz", "get"): None,
+    }  # /metrics is not in the document
+
+
+def test_the_openapi_document_asks_for_no_token_the_server_does_not_ask_for(
+    database_url: str, tmp_path: Path
+) -> None:
+    settings = Settings(
+        database_url=database_url, outbox_file=str(tmp_path / "o.jsonl"), admin_token="a-secret"
+    )
+    with TestClient(create_app(settings)) as client:
+        document = client.get("/openapi.json").json()
+        assert client.get("/openapi.json").json() == document  # built once, the same after
+    assert list(document["components"]["securitySchemes"]) == ["adminToken"]
+    assert "security" not in document["paths"]["/events"]["post"]
+    assert document["paths"]["/rules"]["get"]["security"] == [{"adminToken": []}]
+
+
 def test_an_unsubscribe_skips_marketing_but_not_transactional_messages(client: TestClient) -> None:
     response = client.post("/users/u_3/preferences", json={"unsubscribed": ["email"]})
     assert response.status_code == 200

@@ -21,6 +21,7 @@ from herald.api.deps import RETRY_AFTER_UNAVAILABLE
 from herald.api.direct import DirectRoutes
 from herald.api.errors import validation_errors
 from herald.api.middleware import RequestEdge
+from herald.api.openapi_security import ADMIN_SCHEME, INGEST_SCHEME, declare_bearer_tokens
 from herald.api.routes import admin, audit, events, health
 from herald.api.schemas import MAX_EVENT_BYTES
 from herald.bootstrap import Runtime, build_runtime
@@ -84,6 +85,13 @@ def create_app(
     app.router.routes[0:0] = [
         route for module in (events, audit, admin, health) for route in module.router.routes
     ]
+    declare_bearer_tokens(
+        app,
+        {
+            ADMIN_SCHEME: (settings.admin_token, admin.router.routes + audit.router.routes),
+            INGEST_SCHEME: (settings.ingest_token, events.router.routes),
+        },
+    )
     # Added first, so it runs inside RequestEdge: the request id and size limit still apply.
     app.add_middleware(
         DirectRoutes,
