@@ -5,17 +5,20 @@ import logging
 import time
 import tracemalloc
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from herald import __version__
 from herald.delivery.provider import DeliveryResult, DeliveryStatus, SendRequest
+from herald.delivery.setup import build_delivery
 from herald.delivery.signing import verify
 from herald.delivery.webhook import WebhookProvider
 from herald.observability.logging import configure_logging
 from tests.support.http_receiver import CannedResponse, HttpReceiver
 from tests.support.ports import refused_port
+from tests.support.tls import Certificate, private_ca_certificate
 
 SECRET = b"whsec_integration"
 SIGNED_AT = 1_718_000_000
@@ -284,3 +287,50 @@ def test_a_huge_answer_is_not_read_whole(receiver: HttpReceiver) -> None:
 
     assert result.status is DeliveryStatus.SENT
     assert peak < 8 * 1024 * 1024  # bytes held at once; the answer was 64 MiB
+
+
+@pytest.fixture(scope="module")
+def private_ca(tmp_path_factory: pytest.TempPathFactory) -> Certificate:
+    return private_ca_certificate(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture
+def https_receiver(private_ca: Certificate) -> Iterator[HttpReceiver]:
+    with HttpReceiver(tls_context=private_ca.server_context()) as running:
+        yield running
+
+
+def send_from_the_rule_file(spec: dict[str, object], folder: Path) -> DeliveryResult:
+    """Build the sms provider from ``spec`` as the rule file has it, and send one request."""
+    plan = build_delivery({"providers": {"sms": spec}}, outbox=folder / "o.jsonl", env={})
+
+    async def scenario() -> DeliveryResult:
+        provider = plan.providers["sms"]
+        try:
+            return await provider.send(REQUEST)
+        finally:
+            await provider.aclose()
+
+    return asyncio.run(scenario())
+
+
+def test_a_receiver_behind_a_private_ca_is_a_tls_error_to_retry_without_its_ca_file(
+    https_receiver: HttpReceiver, tmp_path: Path
+) -> None:
+    result = send_from_the_rule_file({"type": "webhook", "url": https_receiver.url}, tmp_path)
+
+    assert result.status is DeliveryStatus.RETRY
+    assert "CERTIFICATE_VERIFY_FAILED" in result.detail
+    assert https_receiver.requests == []
+
+
+def test_a_receiver_behind_a_private_ca_gets_the_message_with_its_ca_file(
+    https_receiver: HttpReceiver, private_ca: Certificate, tmp_path: Path
+) -> None:
+    spec = {"type": "webhook", "url": https_receiver.url, "ca_file": str(private_ca.ca_file)}
+
+    result = send_from_the_rule_file(spec, tmp_path)
+
+    assert result.status is DeliveryStatus.SENT
+    [received] = https_receiver.requests
+    assert received.json() == REQUEST.as_json()

@@ -7,12 +7,14 @@ Usage::
         assert [r.method for r in rx.requests] == ["POST"] * 3
 
 Responses are used in order, one per request; once they run out every request
-gets ``default`` (200 with ``{}`` unless told otherwise).
+gets ``default`` (200 with ``{}`` unless told otherwise). Given a ``tls_context``
+it speaks HTTPS instead.
 """
 
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -59,8 +61,10 @@ class HttpReceiver:
         self,
         responses: Iterable[CannedResponse] = (),
         default: CannedResponse | None = None,
+        tls_context: ssl.SSLContext | None = None,
     ) -> None:
         self.default = default or CannedResponse()
+        self._tls_context = tls_context
         self._script: deque[CannedResponse] = deque(responses)
         self._received: list[ReceivedRequest] = []
         self._lock = threading.Lock()
@@ -76,7 +80,8 @@ class HttpReceiver:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
+        scheme = "http" if self._tls_context is None else "https"
+        return f"{scheme}://127.0.0.1:{self.port}/hook"
 
     @property
     def requests(self) -> list[ReceivedRequest]:
@@ -92,6 +97,12 @@ class HttpReceiver:
     def start(self) -> HttpReceiver:
         self._stopping.clear()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        if self._tls_context is not None:
+            # The handshake is made on accepting: one a client refuses (a certificate it
+            # does not trust) is an error of that accept, and the server goes on.
+            self._server.socket = self._tls_context.wrap_socket(
+                self._server.socket, server_side=True
+            )
         # A short poll interval keeps stop() quick; the default is half a second.
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True

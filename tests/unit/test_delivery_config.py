@@ -311,6 +311,68 @@ def test_a_ca_file_without_certificates_is_a_problem(tmp_path: Path) -> None:
     assert problem.startswith(f"providers.email: `ca_file` {str(ca_file)!r} cannot be used: ")
 
 
+def webhook_settings(**settings: Any) -> dict[str, Any]:
+    """FULL with the sms webhook's settings changed."""
+    document = copy.deepcopy(FULL)
+    document["providers"]["sms"].update(settings)
+    return document
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (None, "No such file or directory"),
+        ("not a certificate", "no certificate or crl found"),
+    ],
+)
+def test_a_webhook_ca_file_missing_or_without_certificates_is_a_problem(
+    tmp_path: Path, content: str | None, problem: str
+) -> None:
+    ca_file = tmp_path / "ca.pem"
+    if content is not None:
+        ca_file.write_text(content)
+
+    with pytest.raises(DeliveryConfigError) as caught:
+        build(webhook_settings(ca_file=str(ca_file)))
+
+    [said] = caught.value.problems
+    assert said.startswith(f"providers.sms: `ca_file` {str(ca_file)!r} cannot be used: ")
+    assert problem in said
+
+
+def test_a_webhook_ca_file_without_https_is_a_problem(tmp_path: Path) -> None:
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_text("not read")
+
+    with pytest.raises(DeliveryConfigError) as caught:
+        build(webhook_settings(url="http://sms.example.com/send", ca_file=str(ca_file)))
+
+    assert caught.value.problems == ["providers.sms: `ca_file` is for TLS: use an https:// `url`"]
+
+
+def test_rules_check_and_serve_refuse_a_webhook_ca_file_that_is_not_there(
+    tmp_path: Path,
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    text = default_rules_path().read_text(encoding="utf-8")
+    sms = "{type: webhook, url: https://sms.example.com/send, ca_file: partner-ca.pem}"
+    rules.write_text(text + f"\nproviders: {{sms: {sms}}}\n", encoding="utf-8")
+    (tmp_path / "templates").symlink_to(default_rules_path().parent / "templates")
+    runner, env = CliRunner(), {"COLUMNS": "1000"}
+
+    checked = runner.invoke(app, ["rules", "check", str(rules)], env=env)
+    served = runner.invoke(
+        app,
+        ["serve", "--rules", str(rules), "--database", f"sqlite:///{tmp_path / 'h.db'}"],
+        env=env,
+    )
+
+    for result in (checked, served):
+        assert result.exit_code == 1, result.output
+        assert "providers.sms: `ca_file` 'partner-ca.pem' cannot be used: " in result.output
+        assert "No such file or directory" in result.output
+
+
 PLAINTEXT_AUTH = (
     "providers.email: `username_env`/`password_env` without TLS would send the password in "
     "clear text: set `tls: starttls` or `tls: implicit`, or `plaintext_auth: true` for a "

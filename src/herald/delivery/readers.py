@@ -7,9 +7,11 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+import ssl
 from collections.abc import Mapping
 from datetime import time
 from email.utils import getaddresses, parseaddr
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -139,6 +141,21 @@ def send_timeout(spec: Mapping[str, Any], where: str, problems: list[str]) -> fl
         minimum=0.001,
         maximum=LONGEST_SEND_S,
     )
+
+
+def trusting(
+    ca_file: str, where: str, problems: list[str], folder: Path | None
+) -> ssl.SSLContext | None:
+    """A TLS context trusting the PEM certificates of ``ca_file`` (a private CA, or a
+    server's self-signed certificate) instead of the system's trust store. A relative
+    ``ca_file`` is in ``folder``, as ``templates_dir`` is: the file must not depend on where
+    Herald runs."""
+    try:
+        # Loaded now, so that `herald rules check` finds a missing or broken file.
+        return ssl.create_default_context(cafile=(folder or Path()) / ca_file)
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        problems.append(f"{where}: `ca_file` {ca_file!r} cannot be used: {exc}")
+        return None
 
 
 def is_http_url(url: str) -> bool:

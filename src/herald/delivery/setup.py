@@ -7,6 +7,7 @@ it is in (``providers.sms``, ``delivery.max_attempts``), so one check lists all 
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,7 @@ _PROVIDER_KEYS = {
     "stub": {"type"},
     "log": {"type"},
     "smtp": SMTP_KEYS,
-    "webhook": {"type", "url", "secret_env", "timeout"},
+    "webhook": {"type", "url", "secret_env", "ca_file", "timeout"},
 }
 _DELIVERY_KEYS = {
     "max_attempts",
@@ -90,8 +91,8 @@ def plan_delivery(
     """Providers per channel (stub email/sms and a logged internal channel by default) and
     the delivery policy. Each problem is appended to ``problems`` and its setting left out
     of the plan, so the plan is only for use when none was found. No connection is opened
-    (an SMTP ``ca_file`` is read): building the plan is also how a rule file's delivery
-    is checked. ``folder`` is the rule file's, where a relative SMTP ``ca_file`` is."""
+    (a ``ca_file`` is read): building the plan is also how a rule file's delivery is
+    checked. ``folder`` is the rule file's, where a relative ``ca_file`` is."""
     env = os.environ if env is None else env
     delivery = readers.mapping(document.get("delivery"), "delivery", problems) or {}
     readers.unknown_keys(delivery, _DELIVERY_KEYS, "delivery", problems)
@@ -168,12 +169,13 @@ def _provider(
         return LogAlertProvider(name=f"{channel}:log")
     if kind == "smtp":
         return smtp_provider(channel, spec, env, where, problems, folder=reading.folder)
-    return _webhook_provider(channel, spec, env, where, problems)
+    return _webhook_provider(channel, spec, where, reading)
 
 
 def _webhook_provider(
-    channel: str, spec: Mapping[str, Any], env: Mapping[str, str], where: str, problems: list[str]
+    channel: str, spec: Mapping[str, Any], where: str, reading: _Reading
 ) -> WebhookProvider | None:
+    problems = reading.problems
     before = len(problems)
     url = readers.text(spec, "url", where, problems, required=True)
     if url is not None and not readers.is_http_url(url):
@@ -182,7 +184,8 @@ def _webhook_provider(
             f"{where}: `url` must be an http:// or https:// URL with a host, a numeric port "
             "if any, and no whitespace"
         )
-    secret = readers.secret(spec, "secret", env, where, problems)
+    secret = readers.secret(spec, "secret", reading.env, where, problems)
+    tls_context = _webhook_tls_context(spec, url, where, reading)
     timeout = readers.send_timeout(spec, where, problems)
     if len(problems) > before:
         return None
@@ -192,7 +195,22 @@ def _webhook_provider(
         url=url,
         secret=secret.encode() if secret else None,
         timeout=timeout,
+        tls_context=tls_context,
     )
+
+
+def _webhook_tls_context(
+    spec: Mapping[str, Any], url: str | None, where: str, reading: _Reading
+) -> ssl.SSLContext | None:
+    """A context trusting the certificates of ``ca_file`` (see ``readers.trusting``), for a
+    receiver behind a private CA; None for the system's trust store."""
+    ca_file = readers.text(spec, "ca_file", where, reading.problems)
+    if ca_file is None:
+        return None
+    if url is not None and not url.lower().startswith("https://"):
+        reading.problems.append(f"{where}: `ca_file` is for TLS: use an https:// `url`")
+        return None
+    return readers.trusting(ca_file, where, reading.problems, reading.folder)
 
 
 def _retry_policy(delivery: Mapping[str, Any], problems: list[str]) -> RetryPolicy:

@@ -105,21 +105,15 @@ def _tls_context(
     problems: list[str],
     folder: Path | None,
 ) -> ssl.SSLContext | None:
-    """A context trusting the PEM certificates of ``ca_file`` (a private CA, or a relay's
-    self-signed certificate); None for the system's trust store. A relative ``ca_file`` is
-    in ``folder``, as ``templates_dir`` is: the file must not depend on where Herald runs."""
+    """A context trusting the certificates of ``ca_file`` (see ``readers.trusting``); None
+    for the system's trust store."""
     ca_file = readers.text(spec, "ca_file", where, problems)
     if ca_file is None:
         return None
     if tls == "none":
         problems.append(f"{where}: `ca_file` is for TLS: set `tls: starttls` or `tls: implicit`")
         return None
-    try:
-        # Loaded now, so that `herald rules check` finds a missing or broken file.
-        return ssl.create_default_context(cafile=(folder or Path()) / ca_file)
-    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-        problems.append(f"{where}: `ca_file` {ca_file!r} cannot be used: {exc}")
-        return None
+    return readers.trusting(ca_file, where, problems, folder)
 
 
 def _check_credentials_pair(spec: Mapping[str, Any], where: str, problems: list[str]) -> None:

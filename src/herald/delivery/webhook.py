@@ -20,6 +20,7 @@ are read, for the receiver's reference or the detail); 2xx is sent; 408, 429,
 from __future__ import annotations
 
 import json
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC
@@ -54,6 +55,9 @@ class WebhookProvider:
         client: an ``httpx.AsyncClient`` to share; the caller keeps ownership
             and closes it. When None the provider makes its own on first use
             and closes it in ``aclose``.
+        tls_context: what the provider's own client trusts (the rule file's
+            ``ca_file``, for a receiver behind a private CA); None for the
+            system's trust store. A shared ``client`` keeps its own.
     """
 
     def __init__(
@@ -65,6 +69,7 @@ class WebhookProvider:
         headers: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.time,
         client: httpx.AsyncClient | None = None,
+        tls_context: ssl.SSLContext | None = None,
     ) -> None:
         self.name = name
         self.local = False
@@ -75,6 +80,7 @@ class WebhookProvider:
         self._clock = clock
         self._client = client
         self._owns_client = client is None
+        self._tls_context = tls_context
 
     async def send(self, request: SendRequest) -> DeliveryResult:
         """POST ``request`` once and classify the outcome. Never raises for delivery failures."""
@@ -120,7 +126,9 @@ class WebhookProvider:
         # Created lazily so the client belongs to the event loop that sends,
         # not to whatever (if any) loop was running when config was loaded.
         if self._client is None:
-            self._client = httpx.AsyncClient(follow_redirects=False)
+            self._client = httpx.AsyncClient(
+                follow_redirects=False, verify=self._tls_context or True
+            )
         return self._client
 
     def _headers_for(self, request: SendRequest, body: bytes) -> dict[str, str]:
