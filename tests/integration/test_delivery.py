@@ -19,6 +19,7 @@ from herald.api.schemas import AuditOut
 from herald.cli.main import app as cli
 from herald.delivery.backoff import RetryPolicy
 from herald.delivery.dispatcher import Dispatcher
+from herald.delivery.outcomes import DispatchReport
 from herald.delivery.provider import DeliveryResult, Provider, SendRequest
 from herald.delivery.quiet_hours import QuietHours, hold_policy
 from herald.delivery.ratelimit import ChannelRateLimits
@@ -1036,6 +1037,72 @@ def test_a_receiver_s_retry_after_is_waited_out(database: Database, clock: Fixed
         clock.now += timedelta(seconds=60)
         assert asyncio.run(worker.run_once()).sent == 1
         assert len(receiver.requests) == 3
+
+
+class ThrottlingReceiver(HttpReceiver):
+    """A receiver that answers 429 with ``Retry-After: 2`` to every request in the two
+    seconds (of ``clock``) from its first one, and 200 afterwards."""
+
+    def __init__(self, clock: FixedClock) -> None:
+        super().__init__()
+        self._clock = clock
+        self._throttled_until: datetime | None = None
+        self.statuses: list[tuple[str, int]] = []  # (idempotency key, status) as answered
+
+    def _record(self, request: Any) -> CannedResponse:
+        super()._record(request)
+        with self._lock:
+            now = self._clock()
+            if self._throttled_until is None:
+                self._throttled_until = now + timedelta(seconds=2)
+            if now < self._throttled_until:
+                response = CannedResponse(429, b"slow down", {"Retry-After": "2"})
+            else:
+                response = self.default
+            self.statuses.append((request.headers["idempotency-key"], response.status))
+            return response
+
+
+def test_a_receiver_s_429_pauses_the_whole_channel_without_using_attempts(
+    database: Database, clock: FixedClock
+) -> None:
+    """Every message sent while the receiver throttles would be refused as well, each
+    using an attempt: the first 429's Retry-After holds the whole channel back."""
+    store(database, clock, [funds_failure(f"tm{i}") for i in range(4)])
+    with ThrottlingReceiver(clock) as receiver:
+        provider = WebhookProvider(
+            "email", receiver.url, secret=None, clock=lambda: clock.now.timestamp()
+        )
+        # One send at a time, as when a round holds more messages than its concurrency:
+        # the first answer comes back before the next message's turn.
+        worker = dispatcher(database, clock, {"email": provider}, concurrency=1)
+
+        async def rounds() -> list[DispatchReport]:
+            first = await worker.run_once()
+            clock.now += timedelta(seconds=1)
+            store(database, clock, [funds_failure("tm-later")])  # due during the pause
+            during = await worker.run_once()
+            clock.now += timedelta(seconds=1)
+            after = await worker.run_once()
+            clock.now += timedelta(minutes=10)  # the throttled one's own backoff
+            return [first, during, after, await worker.run_once()]
+
+        first, during, after, last = asyncio.run(rounds())
+
+    assert (first.retried, first.deferred, first.sent) == (1, 3, 0)
+    assert (during.deferred, during.sent) == (1, 0)
+    assert (after.sent, last.sent) == (4, 1)
+    assert [status for _, status in receiver.statuses].count(429) == 1
+    delivered = [key for key, status in receiver.statuses if status == 200]
+    assert sorted(delivered) == sorted(set(delivered)) and len(delivered) == 5
+    with ReadOnly(database) as read:
+        ids = [r[0] for r in read.connection.exec_driver_sql("SELECT message_id FROM messages")]
+        attempts = read.outbox.attempts_for(ids)
+    [throttled] = [key for key, status in receiver.statuses if status == 429]
+    assert [a.outcome for a in attempts[throttled]] == ["retry", "sent"]
+    assert "HTTP 429" in attempts[throttled][0].detail
+    for other in set(ids) - {throttled}:
+        assert [(a.outcome, a.detail) for a in attempts[other]] == [("sent", "HTTP 200")]
 
 
 def test_a_retry_due_in_quiet_hours_waits_for_the_morning(

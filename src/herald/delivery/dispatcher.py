@@ -27,7 +27,7 @@ from herald.delivery.backoff import RetryPolicy, after_attempt
 from herald.delivery.outcomes import Deferred, DispatchReport, Outcome, Withdrawn
 from herald.delivery.provider import DeliveryResult, DeliveryStatus, Provider, SendRequest
 from herald.delivery.quiet_hours import HoldPolicy
-from herald.delivery.ratelimit import ChannelRateLimits
+from herald.delivery.ratelimit import ChannelPauses, ChannelRateLimits
 from herald.domain.model import UserProfile
 from herald.domain.timeutil import to_micros
 from herald.rules.definition import Category
@@ -88,6 +88,7 @@ class Dispatcher:
         self._clock = clock
         self._retry = retry or RetryPolicy()
         self._limits = rate_limits or ChannelRateLimits()
+        self._pauses = ChannelPauses(lambda: self._clock().timestamp())
         self._batch_size = batch_size
         self._lease_s = lease_seconds
         self._lease_us = int(lease_seconds * 1_000_000)
@@ -248,6 +249,9 @@ class Dispatcher:
 
     async def _deliver(self, row: Any, sends_end: float | None) -> Outcome:
         """Send ``row``; a remote send (``sends_end`` set) only within the claim's lease."""
+        paused = self._paused(row)
+        if paused is not None:
+            return paused
         if not self._limits.try_acquire(row.channel):
             delay = self._limits.book_turn(row.channel)
             return Outcome(
@@ -266,6 +270,10 @@ class Dispatcher:
                 # Its turn came too late in the round (slow sends ahead of it): another
                 # round, here or in another dispatcher, sends it under a fresh lease.
                 return Outcome(row, Deferred("its claim's lease ran out before its turn"))
+            # Asked again: a send ahead of it in the round may have paused the channel.
+            paused = self._paused(row)
+            if paused is not None:
+                return paused
             lease = asyncio.timeout(left)  # no deadline for a local send (None)
             try:
                 async with lease:
@@ -278,7 +286,31 @@ class Dispatcher:
                 else:  # a provider bug must not stop the dispatcher
                     log.exception("provider %s raised", provider.name)
                     result = DeliveryResult.retry(f"provider error: {type(exc).__name__}: {exc}")
+        self._pause_if_asked(row.channel, result)
         return Outcome(row, *after_attempt(result, row.attempts + 1, self._retry, self._rng))
+
+    def _paused(self, row: Any) -> Outcome | None:
+        """``row`` given back until its channel's pause ends, or None to send it now."""
+        left = self._pauses.remaining(row.channel)
+        if not left:
+            return None
+        reason = f"{row.channel} paused: its receiver asked to wait ({left:.1f} s more)"
+        return Outcome(row, Deferred(reason), left)
+
+    def _pause_if_asked(self, channel: str, result: DeliveryResult) -> None:
+        """A receiver's ``Retry-After`` is about the receiver, not the one message: every
+        other message sent meanwhile would be refused as well, each using an attempt."""
+        if result.status is not DeliveryStatus.RETRY or not result.retry_after:
+            return
+        # As for the message's own retry, a date far ahead waits no longer than a backoff.
+        seconds = min(result.retry_after, self._retry.max_backoff)
+        self._pauses.pause(channel, seconds)
+        log.warning(
+            "%s paused for %.1f s in this dispatcher: its receiver answered %s",
+            channel,
+            seconds,
+            result.detail,
+        )
 
     async def _record_while_claimed(self, outcomes: list[Outcome], leases_end: float) -> None:
         """Record the round; if the database refuses it (one message's record it will not

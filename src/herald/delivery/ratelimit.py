@@ -135,3 +135,35 @@ class ChannelRateLimits:
         ``RateLimiter.book_turn``); 0.0 for an unlimited channel."""
         limiter = self.limiter_for(channel)
         return 0.0 if limiter is None else limiter.book_turn()
+
+
+class ChannelPauses:
+    """Channels whose receiver asked to be left alone for a while (a retry answered with
+    ``Retry-After``, as a 429 Too Many Requests or a 503 is): until then the dispatcher
+    defers, unsent and without using an attempt, every message of the channel, not only
+    the one that was answered, since each would only be answered the same and spend an
+    attempt on it.
+
+    Like the rate limits, the pauses live in this process: another dispatcher process
+    learns of a receiver's request only from its own answers.
+    """
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._until: dict[str, float] = {}
+
+    def pause(self, channel: str, seconds: float) -> None:
+        """Send nothing on ``channel`` for ``seconds``; a longer pause already on holds."""
+        until = self._clock() + seconds
+        self._until[channel] = max(until, self._until.get(channel, until))
+
+    def remaining(self, channel: str) -> float:
+        """Seconds until ``channel`` may send again; 0.0 when it may now."""
+        until = self._until.get(channel)
+        if until is None:
+            return 0.0
+        left = until - self._clock()
+        if left <= 0:
+            del self._until[channel]
+            return 0.0
+        return left
