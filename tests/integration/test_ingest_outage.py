@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -16,18 +15,10 @@ from herald.api.app import create_app
 from herald.config import Settings
 from herald.store.database import Database
 from herald.store.migrate import upgrade
+from tests.support.events import signup_payload
 from tests.support.processes import connections_refused, scratch_postgres_database
 
 WRITER = "herald.service.writer"
-
-
-def signup(user: str) -> dict[str, Any]:
-    return {
-        "user_id": user,
-        "event_type": "signup_completed",
-        "event_timestamp": "2025-11-03T10:00:00Z",
-        "user_traits": {"email": f"{user}@example.com", "marketing_opt_in": True},
-    }
 
 
 def migrated(url: str) -> str:
@@ -52,15 +43,17 @@ def test_an_outage_answers_503_with_retry_after_and_logs_one_traceback_then_its_
             outbox_file=str(tmp_path / "outbox.jsonl"),
         )
         with TestClient(create_app(settings)) as client:
-            assert client.post("/events", json=signup("u_0")).status_code == 202
+            assert client.post("/events", json=signup_payload("u_0")).status_code == 202
             with (
                 caplog.at_level(logging.INFO, logger=WRITER),
                 connections_refused(postgres_url, url),
             ):
-                refused = [client.post("/events", json=signup(f"u_{n}")) for n in range(1, 21)]
+                refused = [
+                    client.post("/events", json=signup_payload(f"u_{n}")) for n in range(1, 21)
+                ]
                 audit = client.get("/audit/u_0")
             with caplog.at_level(logging.INFO, logger=WRITER):
-                stored = client.post("/events", json=signup("u_21"))
+                stored = client.post("/events", json=signup_payload("u_21"))
 
     assert {answer.status_code for answer in refused} == {503}
     assert {answer.headers.get("retry-after") for answer in refused} == {"5"}
@@ -90,7 +83,7 @@ def test_a_failure_that_is_a_bug_logs_its_traceback_every_time_and_no_retry_afte
         database_url=url, dispatcher=False, outbox_file=str(tmp_path / "outbox.jsonl")
     )
     with TestClient(create_app(settings)) as client, caplog.at_level(logging.INFO, logger=WRITER):
-        answers = [client.post("/events", json=signup("u_poison")) for _ in range(3)]
+        answers = [client.post("/events", json=signup_payload("u_poison")) for _ in range(3)]
 
     assert {answer.status_code for answer in answers} == {503}
     assert not any("retry-after" in answer.headers for answer in answers)
@@ -114,17 +107,17 @@ def test_every_pooled_connection_busy_answers_503_with_retry_after_not_500(
         )
         app = create_app(settings)
         with TestClient(app, raise_server_exceptions=False) as client:
-            assert client.post("/events", json=signup("u_0")).status_code == 202
+            assert client.post("/events", json=signup_payload("u_0")).status_code == 202
             engine = app.state.runtime.database.reader
             monkeypatch.setattr(engine.pool, "_timeout", 0.5)  # rather than 30 s
             held = []
             while engine.pool.checkedout() < engine.pool.size() + engine.pool._max_overflow:
                 held.append(engine.connect())
             audit = client.get("/audit/u_0")
-            event = client.post("/events", json=signup("u_1"))
+            event = client.post("/events", json=signup_payload("u_1"))
             for connection in held:
                 connection.close()
-            stored = client.post("/events", json=signup("u_2"))
+            stored = client.post("/events", json=signup_payload("u_2"))
 
     assert (audit.status_code, audit.headers.get("retry-after")) == (503, "5")
     assert (event.status_code, event.headers.get("retry-after")) == (503, "5")

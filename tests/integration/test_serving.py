@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from tests.support.processes import (
     HeraldProcess,
     herald_environment,
     run_herald,
+    wait_for,
     without_file_powers,
 )
 
@@ -50,16 +50,6 @@ def one_line(text: str) -> str:
 
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'herald.db'}"
-
-
-def wait_for(predicate: Any, what: str, timeout: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not within {timeout}s")
 
 
 # --- refusing to start --------------------------------------------------------------

@@ -10,10 +10,9 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
 import psycopg
@@ -30,12 +29,14 @@ from herald.store.database import (
     write_problem,
 )
 from herald.store.migrate import head_revision, upgrade
+from tests.support.events import signup_payload
 from tests.support.ports import free_port
 from tests.support.processes import (
     HeraldProcess,
     herald_command,
     herald_environment,
     scratch_postgres_database,
+    wait_for,
 )
 
 
@@ -175,27 +176,11 @@ def lock_waiters(url: str) -> int:
     return int(row[0]) if row else 0
 
 
-def wait_for(predicate: Callable[[], object], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"no {what} after {timeout} s"
-        time.sleep(0.05)
-
-
 def migrated(url: str) -> str:
     database = Database(url)
     upgrade(database)
     database.dispose()
     return url
-
-
-def signup(user: str) -> dict[str, Any]:
-    return {
-        "user_id": user,
-        "event_type": "signup_completed",
-        "event_timestamp": "2025-11-03T10:00:00Z",
-        "user_traits": {"email": f"{user}@example.com", "marketing_opt_in": True},
-    }
 
 
 @pytest.mark.postgres
@@ -265,12 +250,16 @@ def test_a_request_held_up_by_a_lock_answers_503_after_the_statement_timeout(
         server.wait_for_output(f"on {hide_password(url)}")  # the dispatcher's first line
         with tables_locked(url, "users", "events", "messages"):
             started = time.monotonic()
-            event = httpx.post(base + "/events", json=signup("u_1"), timeout=15)
+            event = httpx.post(base + "/events", json=signup_payload("u_1"), timeout=15)
             took = time.monotonic() - started
             audit = httpx.get(base + "/audit/u_1", timeout=15)
             server.wait_for_output("dispatch round failed")
-        stored = httpx.post(base + "/events", json=signup("u_2"), timeout=15)
-        wait_for(lambda: outbox.exists() and "u_2@example.com" in outbox.read_text(), "delivery")
+        stored = httpx.post(base + "/events", json=signup_payload("u_2"), timeout=15)
+        wait_for(
+            lambda: outbox.exists() and "u_2@example.com" in outbox.read_text(),
+            "delivery",
+            timeout=30,
+        )
         said = server.output()
 
     assert (event.status_code, event.headers.get("retry-after")) == (503, "5")
@@ -307,7 +296,7 @@ def test_maintenance_commands_are_not_cut_off_by_the_statement_timeout(
                 text=True,
             )
             try:
-                wait_for(lambda: lock_waiters(url) > 0, "wait for the lock")
+                wait_for(lambda: lock_waiters(url) > 0, "wait for the lock", timeout=30)
                 time.sleep(1.5)  # three times the service's statement timeout
                 assert running.poll() is None, running.communicate()[0]
             except BaseException:

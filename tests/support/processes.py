@@ -26,11 +26,11 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Any
 
 import httpx
 import pytest
@@ -257,3 +257,15 @@ def connections_refused(admin_url: str, url: str) -> Iterator[None]:
         with admin.connect() as connection:
             connection.exec_driver_sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
         admin.dispose()
+
+
+def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 5.0) -> Any:
+    """``predicate``'s first true value, asked every 50 ms; fails naming ``what`` after
+    ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"{what}: not within {timeout}s")

@@ -58,6 +58,20 @@ def write_rule_file(
     return path
 
 
+def redeclare(path: Path, declared: str, instead: str) -> None:
+    """Replace ``declared``, a declaration of the shared ones, in the rule file at ``path``."""
+    text = path.read_text(encoding="utf-8")
+    assert declared in text
+    path.write_text(text.replace(declared, instead), encoding="utf-8")
+
+
+def checked_problems(path: Path) -> list[str]:
+    """What ``herald rules check`` lists for the rule file at ``path``, which it refuses."""
+    result = CliRunner().invoke(app, ["rules", "check", str(path)], env=WIDE)
+    assert result.exit_code == 1
+    return listed_problems(result.output)
+
+
 def problems_of(path: Path) -> list[str]:
     with pytest.raises(RuleFileError) as caught:
         load_ruleset(path)
@@ -95,8 +109,7 @@ def test_a_valid_custom_file_loads_with_its_templates(tmp_path: Path) -> None:
 
 def test_a_description_left_empty_is_no_description(tmp_path: Path) -> None:
     path = write_rule_file(tmp_path, GOOD_RULE + "    description:\n")
-    text = path.read_text(encoding="utf-8")
-    path.write_text(text.replace("signup_completed: {}", "signup_completed: {description: }"))
+    redeclare(path, "signup_completed: {}", "signup_completed: {description: }")
 
     ruleset = load_ruleset(path)
 
@@ -693,13 +706,9 @@ def test_rules_check_reports_a_broken_property_declaration_not_its_reads_as_unde
             }
         },
     )
-    text = path.read_text(encoding="utf-8")
-    path.write_text(text.replace("{type: number, required: true}", declaration), encoding="utf-8")
+    redeclare(path, "{type: number, required: true}", declaration)
 
-    result = CliRunner().invoke(app, ["rules", "check", str(path)], env=WIDE)
-
-    assert result.exit_code == 1
-    assert listed_problems(result.output) == [problem]
+    assert checked_problems(path) == [problem]
 
 
 def test_a_broken_property_declaration_leaves_the_rule_s_other_mistakes_listed(
@@ -712,8 +721,7 @@ def test_a_broken_property_declaration_leaves_the_rule_s_other_mistakes_listed(
         "    when: event.properties.amount > 100.0 && user.plann == 'pro'\n"
         "    channel: internal\n",
     )
-    text = path.read_text(encoding="utf-8")
-    path.write_text(text.replace("type: number,", "type: nummber,"), encoding="utf-8")
+    redeclare(path, "type: number,", "type: nummber,")
 
     problems = problems_of(path)
 
@@ -755,13 +763,9 @@ def test_rules_check_reports_a_broken_trait_declaration_not_its_reads_as_undecla
         "    category: transactional\n"
         "    template: hello\n",
     )
-    text = path.read_text(encoding="utf-8")
-    path.write_text(text.replace("email: string", declaration), encoding="utf-8")
+    redeclare(path, "email: string", declaration)
 
-    result = CliRunner().invoke(app, ["rules", "check", str(path)], env=WIDE)
-
-    assert result.exit_code == 1
-    assert listed_problems(result.output) == [problem]
+    assert checked_problems(path) == [problem]
 
 
 def test_a_broken_trait_declaration_leaves_the_rule_s_other_mistakes_listed(
@@ -774,8 +778,7 @@ def test_a_broken_trait_declaration_leaves_the_rule_s_other_mistakes_listed(
         "    when: user.email != '' && user.plann == 'pro'\n"
         "    channel: internal\n",
     )
-    text = path.read_text(encoding="utf-8")
-    path.write_text(text.replace("email: string", "email: strng"), encoding="utf-8")
+    redeclare(path, "email: string", "email: strng")
 
     problems = problems_of(path)
 
@@ -819,14 +822,10 @@ def test_rules_check_reports_a_broken_event_type_once_not_each_rule_on_it_as_und
         "    after: {event: payment_failed, within: 24h}\n"
         "    channel: internal\n",
     )
-    text = path.read_text(encoding="utf-8")
     declared = "  payment_failed:\n    properties:\n      amount: {type: number, required: true}\n"
-    path.write_text(text.replace(declared, declaration), encoding="utf-8")
+    redeclare(path, declared, declaration)
 
-    result = CliRunner().invoke(app, ["rules", "check", str(path)], env=WIDE)
-
-    assert result.exit_code == 1
-    assert listed_problems(result.output) == [problem]
+    assert checked_problems(path) == [problem]
 
 
 def test_traits_and_templates_of_the_wrong_shape_are_refused(tmp_path: Path) -> None:
@@ -835,8 +834,7 @@ def test_traits_and_templates_of_the_wrong_shape_are_refused(tmp_path: Path) -> 
         "  - {id: ODD, trigger: signup_completed, channel: email, category: transactional,"
         " template: [a, b]}\n",
     )
-    text = path.read_text(encoding="utf-8").replace("  email: string", "  email: [string]")
-    path.write_text(text, encoding="utf-8")
+    redeclare(path, "  email: string", "  email: [string]")
 
     problems = problems_of(path)
 

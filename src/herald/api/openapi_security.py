@@ -34,12 +34,13 @@ def declare_bearer_tokens(
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            document = build()
+        first = app.openapi_schema is None
+        document = build()  # built once, then FastAPI's cached copy
+        if first:
             for scheme, (token, routes) in guarded.items():
                 if token is not None:
                     _declare(document, scheme, routes)
-        return build()
+        return document
 
     app.openapi = openapi  # type: ignore[method-assign]
 
