@@ -8,18 +8,26 @@ the rule file loads, so a broken one stops ``herald rules check`` and start-up, 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping, MutableMapping
-from functools import partial
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, NoReturn, cast
+from typing import Any
 
-from jinja2 import ChainableUndefined, StrictUndefined, TemplateError, Undefined
-from jinja2.exceptions import TemplateRuntimeError, UndefinedError
+from jinja2 import TemplateError
+from jinja2.exceptions import UndefinedError
 from jinja2.sandbox import SandboxedEnvironment
-from jinja2.utils import missing
 
 from herald.domain.immutable import immutable
-from herald.domain.properties import PYTHON_TYPES, json_kind
+from herald.domain.properties import PYTHON_TYPES
+from herald.rules.template_sandbox import sandbox
+from herald.rules.template_values import (
+    Absent,
+    AbsentUsed,
+    Mistyped,
+    NamingUndefined,
+    UndefinedRead,
+    absent_use,
+    mistyped_hint,
+)
 
 PARTS = ("subject.txt", "body.txt", "body.html")
 
@@ -56,172 +64,11 @@ class UndeclaredName(TemplateProblem):
         self.name = name
 
 
-class _UndefinedRead(UndefinedError):
-    def __init__(self, message: str | None = None, *, owner: Any, name: Any) -> None:
-        super().__init__(message)
-        self.owner = owner
-        self.name = name
-
-
-class _NamingUndefined(StrictUndefined):
-    """StrictUndefined whose error keeps the mapping the name was missing from, so that a
-    check can tell ``user.x`` from ``event.properties.x`` (Jinja says 'dict object')."""
-
-    __slots__ = ()
-
-    def __init__(
-        self,
-        hint: str | None = None,
-        obj: Any = missing,
-        name: str | None = None,
-        exc: type[TemplateRuntimeError] = UndefinedError,
-    ) -> None:
-        reading = partial(_UndefinedRead, owner=obj, name=name)
-        super().__init__(hint, obj, name, cast(type[TemplateRuntimeError], reading))
-
-
-class _AbsentUsed(UndefinedError):
-    """An absent value (``name`` read from ``owner``) used in ``what`` (an addition, a
-    comparison), which needs a value."""
-
-    def __init__(self, owner: Any, name: Any, what: str) -> None:
-        super().__init__(f"{name} is absent")
-        self.owner = owner
-        self.name = name
-        self.what = what
-
-
-def _refused_use(what: str) -> Callable[..., NoReturn]:
-    def fail(self: Undefined, *_args: Any) -> NoReturn:
-        raise _AbsentUsed(self._undefined_obj, self._undefined_name, what)
-
-    return fail
-
-
-class _Absent(ChainableUndefined):
-    """An absent optional value at send time: empty printed, false in a test, absent again
-    read further. Arithmetic, a comparison or a conversion with it fails, as with any
-    undefined, but saying what was tried, where Jinja says only "'dict object' has no
-    attribute 'fee'"."""
-
-    __slots__ = ()
-
-    __add__ = __radd__ = _refused_use("an addition (+)")
-    __sub__ = __rsub__ = _refused_use("a subtraction (-)")
-    __mul__ = __rmul__ = _refused_use("a multiplication (*)")
-    __truediv__ = __rtruediv__ = _refused_use("a division (/)")
-    __floordiv__ = __rfloordiv__ = _refused_use("a division (//)")
-    __mod__ = __rmod__ = _refused_use("a remainder (%)")
-    __pow__ = __rpow__ = _refused_use("a power (**)")
-    __neg__ = _refused_use("a negation (-)")
-    __pos__ = _refused_use("a unary plus (+)")
-    # One wording for the four: Python asks either side (`5 < x` asks x whether it is
-    # greater), so the operator asked is not always the one the template wrote.
-    __lt__ = __le__ = __gt__ = __ge__ = _refused_use("a comparison (<, <=, > or >=)")
-    __int__ = __float__ = __complex__ = _refused_use("a conversion to a number")
-    # Without these, Python's own TypeError would name the undefined's class.
-    __round__ = _refused_use("the `round` filter")
-    __abs__ = _refused_use("the `abs` filter")
-
-
-def _absent_use(exc: _AbsentUsed, context: Mapping[str, Any]) -> str:
-    path = _read_path(context, exc.owner, exc.name)
-    if path is None:  # inside a value: a key of an object, an item of a list
-        part = "key" if isinstance(exc.owner, Mapping) else "item"
-        said, test = f"the {part} {exc.name!r}", "`is defined`"
-    else:
-        said, test = path, f"`{{% if {path} is defined %}}`"
-    return (
-        f"{said} is absent, and the template uses it in {exc.what}: "
-        f"test it first with {test}, or give it a default with `| default(...)`"
-    )
-
-
-def _read_path(context: Mapping[str, Any], owner: Any, name: Any) -> str | None:
-    """How a template reads ``name`` from ``owner``: ``user.x``, ``event.x`` or
-    ``event.properties.x``; None for anything else, such as an object property's key."""
-    event = context.get("event")
-    parts = [("user", context.get("user"))]
-    if isinstance(event, Mapping):
-        parts += [("event", event), ("event.properties", event.get("properties"))]
-    for path, part in parts:
-        if part is not None and owner is part:
-            return f"{path}.{name}"
-    return None
-
-
 @immutable
 class Rendered:
     subject: str
     body: str
     html: str | None = None
-
-
-class _DataSandbox(SandboxedEnvironment):
-    """The sandbox, reading a plain dict's keys before its attributes.
-
-    Templates see ``event`` and ``user`` as dicts of data, so ``user.items`` means the
-    trait called ``items``, not the dict method; and a key found at once skips the
-    sandbox's attribute checks, which cost more than the rest of a render. A name that
-    is neither a key nor a dict attribute (an absent optional trait) is undefined at
-    once, as the sandbox would conclude after its checks. An absent one named like a
-    dict method (``user.items``, ``event.properties.values``) is undefined too, as any
-    absent trait is, rather than the method printed into a message; only a call
-    (``metadata.items()``) reaches the method.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._absent_method = _method_or_absent(self.undefined)
-
-    def getattr(self, obj: Any, attribute: str) -> Any:
-        if type(obj) is dict:
-            try:
-                return obj[attribute]
-            except KeyError:
-                if attribute not in _DICT_ATTRIBUTES:
-                    return self.undefined(obj=obj, name=attribute)
-                method = super().getattr(obj, attribute)
-                if isinstance(method, Undefined):  # refused by the sandbox
-                    return method
-                return self._absent_method(obj, attribute, method)
-        return super().getattr(obj, attribute)
-
-    def make_globals(self, d: MutableMapping[str, Any] | None) -> MutableMapping[str, Any]:
-        # Jinja chains a template's globals over the environment's so that later changes
-        # to either show through; ours never change after loading, and every render
-        # copied the chain key by key. A plain dict renders the same, faster.
-        return {**self.globals, **(d or {})}
-
-
-_DICT_ATTRIBUTES = frozenset(dir(dict))
-
-
-def _method_or_absent(undefined: type[Undefined]) -> Callable[[Any, str, Any], Undefined]:
-    """What makes an ``undefined`` for an absent key named like a dict method, which calls
-    that method when called."""
-
-    class MethodOrAbsent(undefined):  # type: ignore[valid-type, misc]
-        __slots__ = ("_method",)
-        # What the sandbox and Jinja ask of a callable, which an undefined would answer.
-        unsafe_callable = alters_data = False
-        jinja_pass_arg = None
-
-        def __call__(self, *args: Any, **kwargs: Any) -> Any:
-            return self._method(*args, **kwargs)
-
-    def make(obj: Any, name: str, method: Any) -> Undefined:
-        absent = MethodOrAbsent(obj=obj, name=name)
-        absent._method = method
-        return absent
-
-    return make
-
-
-def _environment(undefined: type[Undefined], autoescape: bool) -> SandboxedEnvironment:
-    return _DataSandbox(
-        undefined=undefined, autoescape=autoescape, trim_blocks=True, keep_trailing_newline=False
-    )
 
 
 class TemplateSet:
@@ -243,8 +90,8 @@ class TemplateSet:
         self._traits = tuple(
             (name, kind, PYTHON_TYPES[kind]) for name, kind in (traits or {}).items()
         )
-        text_env = _environment(_Absent, autoescape=False)
-        html_env = _environment(_Absent, autoescape=True)
+        text_env = sandbox(Absent, autoescape=False)
+        html_env = sandbox(Absent, autoescape=True)
         self._templates = {
             name: _OnePass(name, parts, text_env, html_env) for name, parts in self._sources.items()
         }
@@ -279,8 +126,8 @@ class TemplateSet:
                 context = {**context, "user": declared}
         try:
             return self._templates[name].render(context)
-        except _AbsentUsed as exc:  # an optional value this event does not have
-            raise TemplateProblem(f"template {name}: {_absent_use(exc, context)}") from None
+        except AbsentUsed as exc:  # an optional value this event does not have
+            raise TemplateProblem(f"template {name}: {absent_use(exc, context)}") from None
         except UndefinedError as exc:  # a trait not of its declared type, printed
             raise TemplateProblem(f"template {name}: {exc}") from None
         except Exception as exc:  # the template is the operator's, the data the client's
@@ -295,7 +142,7 @@ class TemplateSet:
         if not wrong:
             return user
         return {
-            key: _Mistyped(hint=_mistyped_hint(key, value, wrong[key]), name=key)
+            key: Mistyped(hint=mistyped_hint(key, value, wrong[key]), name=key)
             if key in wrong
             else value
             for key, value in user.items()
@@ -305,31 +152,16 @@ class TemplateSet:
         """Render strictly against a sample context: a name it lacks raises UndeclaredName,
         any other failure TemplateProblem."""
         for part, source in self._sources[name].items():
-            env = _environment(_NamingUndefined, autoescape=part.endswith(".html"))
+            env = sandbox(NamingUndefined, autoescape=part.endswith(".html"))
             where = f"{name}/{part}"
             try:
                 env.from_string(source).render(sample)
-            except _UndefinedRead as exc:
+            except UndefinedRead as exc:
                 raise UndeclaredName(
                     f"template {where}: {exc}", where, exc.owner, exc.name
                 ) from None
             except TemplateError as exc:
                 raise TemplateProblem(f"template {where}: {exc}") from None
-
-
-class _Mistyped(Undefined):
-    """A trait whose value is not of its declared type: false in a test, like an absent
-    one, but an error with ``hint`` when printed."""
-
-    __slots__ = ()
-
-    def __str__(self) -> str:
-        self._fail_with_undefined_error()
-        return ""  # unreachable: the line above raises
-
-
-def _mistyped_hint(name: str, value: Any, declared: str) -> str:
-    return f"user.{name} is {json_kind(value)}, not the {declared} the rule file declares"
 
 
 # The newline Jinja drops from the end of a template (keep_trailing_newline=False), as its

@@ -1,0 +1,128 @@
+"""What a template sees where data is missing or not what the rule file declares.
+
+Three kinds of undefined value: ``NamingUndefined`` for the strict check at load time,
+which remembers the mapping a name was missing from; ``Absent`` for an optional value at
+send time, empty when printed but an error saying what was tried when used in
+arithmetic; ``Mistyped`` for a trait whose value is not of its declared type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from functools import partial
+from typing import Any, NoReturn, cast
+
+from jinja2 import ChainableUndefined, StrictUndefined, Undefined
+from jinja2.exceptions import TemplateRuntimeError, UndefinedError
+from jinja2.utils import missing
+
+from herald.domain.properties import json_kind
+
+
+class UndefinedRead(UndefinedError):
+    def __init__(self, message: str | None = None, *, owner: Any, name: Any) -> None:
+        super().__init__(message)
+        self.owner = owner
+        self.name = name
+
+
+class NamingUndefined(StrictUndefined):
+    """StrictUndefined whose error keeps the mapping the name was missing from, so that a
+    check can tell ``user.x`` from ``event.properties.x`` (Jinja says 'dict object')."""
+
+    __slots__ = ()
+
+    def __init__(
+        self,
+        hint: str | None = None,
+        obj: Any = missing,
+        name: str | None = None,
+        exc: type[TemplateRuntimeError] = UndefinedError,
+    ) -> None:
+        reading = partial(UndefinedRead, owner=obj, name=name)
+        super().__init__(hint, obj, name, cast(type[TemplateRuntimeError], reading))
+
+
+class AbsentUsed(UndefinedError):
+    """An absent value (``name`` read from ``owner``) used in ``what`` (an addition, a
+    comparison), which needs a value."""
+
+    def __init__(self, owner: Any, name: Any, what: str) -> None:
+        super().__init__(f"{name} is absent")
+        self.owner = owner
+        self.name = name
+        self.what = what
+
+
+def _refused_use(what: str) -> Callable[..., NoReturn]:
+    def fail(self: Undefined, *_args: Any) -> NoReturn:
+        raise AbsentUsed(self._undefined_obj, self._undefined_name, what)
+
+    return fail
+
+
+class Absent(ChainableUndefined):
+    """An absent optional value at send time: empty printed, false in a test, absent again
+    read further. Arithmetic, a comparison or a conversion with it fails, as with any
+    undefined, but saying what was tried, where Jinja says only "'dict object' has no
+    attribute 'fee'"."""
+
+    __slots__ = ()
+
+    __add__ = __radd__ = _refused_use("an addition (+)")
+    __sub__ = __rsub__ = _refused_use("a subtraction (-)")
+    __mul__ = __rmul__ = _refused_use("a multiplication (*)")
+    __truediv__ = __rtruediv__ = _refused_use("a division (/)")
+    __floordiv__ = __rfloordiv__ = _refused_use("a division (//)")
+    __mod__ = __rmod__ = _refused_use("a remainder (%)")
+    __pow__ = __rpow__ = _refused_use("a power (**)")
+    __neg__ = _refused_use("a negation (-)")
+    __pos__ = _refused_use("a unary plus (+)")
+    # One wording for the four: Python asks either side (`5 < x` asks x whether it is
+    # greater), so the operator asked is not always the one the template wrote.
+    __lt__ = __le__ = __gt__ = __ge__ = _refused_use("a comparison (<, <=, > or >=)")
+    __int__ = __float__ = __complex__ = _refused_use("a conversion to a number")
+    # Without these, Python's own TypeError would name the undefined's class.
+    __round__ = _refused_use("the `round` filter")
+    __abs__ = _refused_use("the `abs` filter")
+
+
+def absent_use(exc: AbsentUsed, context: Mapping[str, Any]) -> str:
+    path = _read_path(context, exc.owner, exc.name)
+    if path is None:  # inside a value: a key of an object, an item of a list
+        part = "key" if isinstance(exc.owner, Mapping) else "item"
+        said, test = f"the {part} {exc.name!r}", "`is defined`"
+    else:
+        said, test = path, f"`{{% if {path} is defined %}}`"
+    return (
+        f"{said} is absent, and the template uses it in {exc.what}: "
+        f"test it first with {test}, or give it a default with `| default(...)`"
+    )
+
+
+def _read_path(context: Mapping[str, Any], owner: Any, name: Any) -> str | None:
+    """How a template reads ``name`` from ``owner``: ``user.x``, ``event.x`` or
+    ``event.properties.x``; None for anything else, such as an object property's key."""
+    event = context.get("event")
+    parts = [("user", context.get("user"))]
+    if isinstance(event, Mapping):
+        parts += [("event", event), ("event.properties", event.get("properties"))]
+    for path, part in parts:
+        if part is not None and owner is part:
+            return f"{path}.{name}"
+    return None
+
+
+class Mistyped(Undefined):
+    """A trait whose value is not of its declared type: false in a test, like an absent
+    one, but an error with ``hint`` when printed."""
+
+    __slots__ = ()
+
+    def __str__(self) -> str:
+        self._fail_with_undefined_error()
+        return ""  # unreachable: the line above raises
+
+
+def mistyped_hint(name: str, value: Any, declared: str) -> str:
+    return f"user.{name} is {json_kind(value)}, not the {declared} the rule file declares"
