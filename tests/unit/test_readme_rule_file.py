@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from herald.cli.main import app
 from herald.rules.definition import Limit
-from herald.rules.loader import RULE_KEYS, SECTIONS
+from herald.rules.loader import SECTIONS
+from herald.rules.rule_reader import RULE_KEYS
 from herald.rules.templates import TemplateSet
 
 REPOSITORY = Path(__file__).resolve().parents[2]

@@ -8,43 +8,22 @@ delivery policy) are read by a function given to ``load_rule_file``, into the sa
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
-import orjson
 import yaml
 
-from herald.rules.conditions import Condition, ConditionError
-from herald.rules.declarations import NAME, read_event_types, read_traits
-from herald.rules.definition import CHANNELS, EventType, Limit, Rule, RuleSet
-from herald.rules.rule_keys import (
-    is_folder_name,
-    is_undeclared,
-    read_after,
-    read_category,
-    read_enum,
-)
+from herald.rules.declarations import read_event_types, read_traits
+from herald.rules.definition import EventType, RuleSet
+from herald.rules.rule_reader import RuleUse, digest, read_rules
 from herald.rules.sample_checks import condition_problems, template_problems
 from herald.rules.templates import TemplateProblem, TemplateSet, not_utf8
 
 T = TypeVar("T")  # what a caller's ``read_settings`` makes of the rule file
-
-RULE_KEYS = {
-    "id",
-    "trigger",
-    "when",
-    "after",
-    "channel",
-    "limit",
-    "category",
-    "template",
-    "description",
-}
 
 
 class RuleFileError(ValueError):
@@ -170,13 +149,13 @@ def _parse(
     if not isinstance(data, dict):
         raise RuleFileError(source, ["must be a mapping with `events` and `rules`"])
     try:
-        _digest(data)
+        digest(data)
     except TypeError as exc:  # the versions are digests of the content
         raise RuleFileError(source, [f"holds a value that cannot be hashed: {exc}"]) from None
     problems = [_unknown_section(key) for key in data if not _is_section(key)]
     event_types, refused_types = read_event_types(data.get("events"), problems)
     traits, refused_traits = read_traits(data.get("traits"), problems)
-    rules, uses = _rules(data.get("rules"), event_types, refused_types, problems)
+    rules, uses = read_rules(data.get("rules"), event_types, refused_types, problems)
     templates, loadable = _templates(data, uses, template_dir, traits, problems)
     for use in uses:
         problems.extend(
@@ -188,119 +167,18 @@ def _parse(
     # A template's text is part of its rule: an edited message is another version.
     texts = {rule.template: templates.source(rule.template) for rule in rules if rule.template}
     rules = [
-        replace(rule, version=_digest([rule.version, texts[rule.template]])[:8])
+        replace(rule, version=digest([rule.version, texts[rule.template]])[:8])
         if rule.template
         else rule
         for rule in rules
     ]
-    version = (_digest([data, texts]) if texts else _digest(data))[:12]
+    version = (digest([data, texts]) if texts else digest(data))[:12]
     return RuleSet(version, source, event_types, tuple(rules), templates), settings
-
-
-class _Use(NamedTuple):
-    """What a rule's condition and template are checked with. Gathered from every rule,
-    whatever its other problems, so that one run lists them all."""
-
-    rule_id: str
-    # None when it is not a declared event type, or one declared wrongly (said already)
-    trigger: str | None
-    condition: Condition | None
-    template: str | None
-
-
-def _rules(
-    raw: Any, event_types: dict[str, EventType], refused_types: frozenset[str], problems: list[str]
-) -> tuple[list[Rule], list[_Use]]:
-    if not isinstance(raw, list):
-        problems.append("`rules` must be a list")
-        return [], []
-    rules: list[Rule] = []
-    uses: list[_Use] = []
-    seen: set[str] = set()
-    for index, spec in enumerate(raw):
-        if not isinstance(spec, dict) or not spec.get("id"):
-            problems.append(f"rule #{index + 1}: needs an `id`")
-            continue
-        rule_id = str(spec["id"])
-        before = len(problems)
-
-        def bad(msg: str, rule_id: str = rule_id) -> None:
-            problems.append(f"rule {rule_id}: {msg}")
-
-        if not NAME.fullmatch(rule_id):
-            bad(
-                "the id must be 1-64 letters, digits and underscores, starting with a letter "
-                "(it is part of dedup keys)"
-            )
-        if rule_id in seen:
-            bad("duplicate id")
-        seen.add(rule_id)
-        for key in sorted(map(str, set(spec) - RULE_KEYS)):
-            bad(f"unknown key `{key}` (known: {sorted(RULE_KEYS)})")
-        on = spec.get("trigger")
-        if on is None:
-            bad(f"needs `trigger`: the event type that triggers it ({sorted(event_types)})")
-        elif is_undeclared(on, event_types, refused_types):
-            bad(f"`trigger: {on}` is not a declared event type ({sorted(event_types)})")
-        channel = spec.get("channel")
-        if channel is None:
-            bad(f"needs `channel` (one of {list(CHANNELS)})")
-        elif not isinstance(channel, str) or channel not in CHANNELS:
-            bad(f"unknown channel {channel!r} (known: {list(CHANNELS)})")
-        limit = read_enum(Limit, spec.get("limit", Limit.ONCE_PER_EVENT.value), "limit", bad)
-        category = read_category(spec.get("category"), channel, bad)
-        condition = None
-        when = spec.get("when")
-        if isinstance(when, bool):  # YAML reads `when: true` as its own true, not as text
-            when = "true" if when else "false"
-        if isinstance(when, list | dict):
-            bad(
-                f"`when` must be a CEL expression, but YAML read a "
-                f"{'list' if isinstance(when, list) else 'mapping'} in it: quote the expression"
-            )
-        elif "when" in spec and (when is None or not str(when).strip()):
-            # A condition left out by a slip would make the rule fire on every event.
-            bad("`when` is empty: write the condition, or remove the key for a rule without one")
-        elif when is not None:
-            try:
-                condition = Condition(str(when))
-            except ConditionError as exc:
-                bad(f"`when: {when}` {exc}")
-        if "after" in spec and spec["after"] is None:
-            bad("`after` is empty: give {event: TYPE, within: DURATION}, or remove the key")
-        after = read_after(spec.get("after"), event_types, refused_types, bad)
-        template = spec.get("template")
-        if template is not None and not is_folder_name(template):
-            bad(f"`template: {template!r}` must name a folder beside the rule file")
-            template = None
-        elif template is None and channel in ("email", "sms"):
-            # Without one, the user would get the rule's id as a subject and an empty body.
-            bad(f"needs `template`: an {channel} rule sends the user a text it must say")
-        trigger = on if isinstance(on, str) and on in event_types else None
-        uses.append(_Use(rule_id, trigger, condition, template))
-        if len(problems) > before or limit is None or category is None:
-            continue
-        version = _digest(spec)[:8]
-        rules.append(
-            Rule(
-                id=rule_id,
-                on=str(on),
-                channel=str(channel),
-                limit=limit,
-                category=category,
-                version=version,
-                condition=condition,
-                after=after,
-                template=spec.get("template"),
-                description=str(spec.get("description") or "").strip(),
-            )
-        )
-    return rules, uses
 
 
 def _templates(
     data: dict[str, Any],
-    uses: list[_Use],
+    uses: list[RuleUse],
     template_dir: Path,
     traits: dict[str, str],
     problems: list[str],
@@ -326,7 +204,7 @@ def _templates(
 
 
 def _sample_problems(
-    use: _Use,
+    use: RuleUse,
     templates: TemplateSet,
     loadable: set[str],
     event_types: dict[str, EventType],
@@ -345,9 +223,3 @@ def _sample_problems(
     if use.template in loadable:
         found += template_problems(templates, use.template, event_type, traits, refused_traits)
     return [f"rule {use.rule_id}: {problem}" for problem in found]
-
-
-def _digest(value: Any) -> str:
-    """The content hash that versions a file or a rule."""
-    options = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
-    return hashlib.sha256(orjson.dumps(value, option=options, default=str)).hexdigest()

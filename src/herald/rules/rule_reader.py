@@ -1,0 +1,159 @@
+"""Read the `rules` section of a rule file: each rule's keys checked, every problem of
+every rule listed (prefixed with the rule's id), the rules that hold none returned."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, NamedTuple
+
+import orjson
+
+from herald.rules.conditions import Condition, ConditionError
+from herald.rules.declarations import NAME
+from herald.rules.definition import CHANNELS, EventType, Limit, Rule
+from herald.rules.rule_keys import (
+    Problem,
+    is_folder_name,
+    is_undeclared,
+    read_after,
+    read_category,
+    read_enum,
+)
+
+RULE_KEYS = {
+    "id",
+    "trigger",
+    "when",
+    "after",
+    "channel",
+    "limit",
+    "category",
+    "template",
+    "description",
+}
+
+
+class RuleUse(NamedTuple):
+    """What a rule's condition and template are checked with. Gathered from every rule,
+    whatever its other problems, so that one run lists them all."""
+
+    rule_id: str
+    # None when it is not a declared event type, or one declared wrongly (said already)
+    trigger: str | None
+    condition: Condition | None
+    template: str | None
+
+
+def digest(value: Any) -> str:
+    """The content hash that versions a file or a rule."""
+    options = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+    return hashlib.sha256(orjson.dumps(value, option=options, default=str)).hexdigest()
+
+
+def read_rules(
+    raw: Any, event_types: dict[str, EventType], refused_types: frozenset[str], problems: list[str]
+) -> tuple[list[Rule], list[RuleUse]]:
+    if not isinstance(raw, list):
+        problems.append("`rules` must be a list")
+        return [], []
+    rules: list[Rule] = []
+    uses: list[RuleUse] = []
+    seen: set[str] = set()
+    for index, spec in enumerate(raw):
+        if not isinstance(spec, dict) or not spec.get("id"):
+            problems.append(f"rule #{index + 1}: needs an `id`")
+            continue
+        rule_id = str(spec["id"])
+        before = len(problems)
+
+        def bad(msg: str, rule_id: str = rule_id) -> None:
+            problems.append(f"rule {rule_id}: {msg}")
+
+        if not NAME.fullmatch(rule_id):
+            bad(
+                "the id must be 1-64 letters, digits and underscores, starting with a letter "
+                "(it is part of dedup keys)"
+            )
+        if rule_id in seen:
+            bad("duplicate id")
+        seen.add(rule_id)
+        rule, use = _read_rule(rule_id, spec, event_types, refused_types, bad)
+        uses.append(use)
+        if rule is not None and len(problems) == before:
+            rules.append(rule)
+    return rules, uses
+
+
+def _read_rule(
+    rule_id: str,
+    spec: dict[Any, Any],
+    event_types: dict[str, EventType],
+    refused_types: frozenset[str],
+    bad: Problem,
+) -> tuple[Rule | None, RuleUse]:
+    """The rule ``spec`` describes, None when a key is wrong (each said to ``bad``); and
+    what its condition and template are to be checked with, in any case."""
+    for key in sorted(map(str, set(spec) - RULE_KEYS)):
+        bad(f"unknown key `{key}` (known: {sorted(RULE_KEYS)})")
+    on = spec.get("trigger")
+    if on is None:
+        bad(f"needs `trigger`: the event type that triggers it ({sorted(event_types)})")
+    elif is_undeclared(on, event_types, refused_types):
+        bad(f"`trigger: {on}` is not a declared event type ({sorted(event_types)})")
+    channel = spec.get("channel")
+    if channel is None:
+        bad(f"needs `channel` (one of {list(CHANNELS)})")
+    elif not isinstance(channel, str) or channel not in CHANNELS:
+        bad(f"unknown channel {channel!r} (known: {list(CHANNELS)})")
+    limit = read_enum(Limit, spec.get("limit", Limit.ONCE_PER_EVENT.value), "limit", bad)
+    category = read_category(spec.get("category"), channel, bad)
+    condition = _read_condition(spec, bad)
+    if "after" in spec and spec["after"] is None:
+        bad("`after` is empty: give {event: TYPE, within: DURATION}, or remove the key")
+    after = read_after(spec.get("after"), event_types, refused_types, bad)
+    template = _read_template(spec.get("template"), channel, bad)
+    trigger = on if isinstance(on, str) and on in event_types else None
+    use = RuleUse(rule_id, trigger, condition, template)
+    if limit is None or category is None:
+        return None, use
+    rule = Rule(
+        id=rule_id,
+        on=str(on),
+        channel=str(channel),
+        limit=limit,
+        category=category,
+        version=digest(spec)[:8],
+        condition=condition,
+        after=after,
+        template=template,
+        description=str(spec.get("description") or "").strip(),
+    )
+    return rule, use
+
+
+def _read_condition(spec: dict[Any, Any], bad: Problem) -> Condition | None:
+    when = spec.get("when")
+    if isinstance(when, bool):  # YAML reads `when: true` as its own true, not as text
+        when = "true" if when else "false"
+    if isinstance(when, list | dict):
+        kind = "list" if isinstance(when, list) else "mapping"
+        bad(f"`when` must be a CEL expression, but YAML read a {kind} in it: quote the expression")
+    elif "when" in spec and (when is None or not str(when).strip()):
+        # A condition left out by a slip would make the rule fire on every event.
+        bad("`when` is empty: write the condition, or remove the key for a rule without one")
+    elif when is not None:
+        try:
+            return Condition(str(when))
+        except ConditionError as exc:
+            bad(f"`when: {when}` {exc}")
+    return None
+
+
+def _read_template(template: Any, channel: Any, bad: Problem) -> str | None:
+    if template is not None and not is_folder_name(template):
+        bad(f"`template: {template!r}` must name a folder beside the rule file")
+        return None
+    if template is None and channel in ("email", "sms"):
+        # Without one, the user would get the rule's id as a subject and an empty body.
+        bad(f"needs `template`: an {channel} rule sends the user a text it must say")
+    return None if template is None else str(template)
