@@ -34,13 +34,15 @@ from herald.store.outbox import (
     AttemptRecord,
     MessageRow,
 )
-from herald.store.unit_of_work import ReadOnly, UnitOfWork
+from herald.store.unit_of_work import MAX_KEY_LOCKS, ReadOnly, UnitOfWork
 
 DAY = datetime(2025, 11, 3, tzinfo=UTC)
 T0 = to_micros(DAY)
 HOUR = 3_600_000_000
 SECOND = 1_000_000
 LEASE = 60 * SECOND
+# The users and event ids of a batch of 1,000 events, one of them u_1.
+MANY_KEYS = ["u_1"] + [f"u_{n}" for n in range(2, 1001)] + [f"e_{n}" for n in range(1000)]
 
 
 def event_row(
@@ -743,20 +745,30 @@ class TestUnitOfWork:
             assert set(read.users.get_many(["u_1"])) == {"u_1"}
             assert read.outbox.count_by_status() == {PENDING: 1}
 
+    @pytest.mark.parametrize(
+        ("first_keys", "second_keys"),
+        [
+            (["u_1"], ["u_1"]),
+            # a batch's transaction, beyond the keys locked one by one, and a single event
+            (MANY_KEYS, ["u_1"]),
+            (["u_1"], MANY_KEYS),
+        ],
+        ids=["one-and-one", "many-then-one", "one-then-many"],
+    )
     def test_a_second_unit_of_work_on_the_same_user_waits_for_the_first_to_commit(
-        self, database: Database
+        self, database: Database, first_keys: list[str], second_keys: list[str]
     ) -> None:
         locked = threading.Event()
         second_saw: list[dict[str, str]] = []
 
         def second() -> None:
             with UnitOfWork(database) as uow:
-                uow.lock(["u_1"])
+                uow.lock(second_keys)
                 locked.set()
                 second_saw.append(uow.events.fingerprints(["e1"]))
 
         with UnitOfWork(database) as first:
-            first.lock(["u_1"])
+            first.lock(first_keys)
             thread = threading.Thread(target=second)
             thread.start()
             assert not locked.wait(0.5), "the second unit of work did not wait for the lock"
@@ -766,6 +778,25 @@ class TestUnitOfWork:
 
         assert locked.is_set()
         assert second_saw == [{"e1": "fp-e1"}]  # it sees what the first one committed
+
+
+@pytest.mark.postgres
+def test_a_batch_transaction_holds_a_bounded_number_of_locks(postgres_url: str) -> None:
+    """PostgreSQL's lock table has max_locks_per_transaction x max_connections slots (6,400
+    by default): transactions locking each of 2,000 keys filled it with a few batches at
+    once, and every ingestion then failed with "out of shared memory"."""
+    database = Database(postgres_url)
+    try:
+        with UnitOfWork(database) as uow, ReadOnly(database) as read:
+            uow.lock(MANY_KEYS)
+            held = read.connection.exec_driver_sql(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database ="
+                " (SELECT oid FROM pg_database WHERE datname = current_database())"
+            ).scalar_one()
+    finally:
+        database.dispose()
+
+    assert 1 <= held <= MAX_KEY_LOCKS + 1
 
 
 def test_stored_times_round_trip_to_the_microsecond(database: Database) -> None:

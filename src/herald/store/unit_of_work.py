@@ -28,6 +28,17 @@ _LOCK_IN_ORDER = text(
     "SELECT count(pg_advisory_xact_lock(k)) FROM "
     "(SELECT unnest(CAST(:ids AS bigint[])) AS k ORDER BY 1) AS ordered"
 )
+# The lock every ingestion takes besides its keys: shared by those that lock their keys one
+# by one, exclusive for one with too many keys to, so that it still excludes them all.
+# Keys are CRC-32 values, never negative.
+_ALL_KEYS = -1
+_SHARE_ALL = text(f"SELECT pg_advisory_xact_lock_shared({_ALL_KEYS})")
+_LOCK_ALL = text(f"SELECT pg_advisory_xact_lock({_ALL_KEYS})")
+# PostgreSQL keeps every lock in one table of max_locks_per_transaction (64 by default)
+# times max_connections slots; a batch's transaction locking each of its 2,000 users and
+# event ids would fill it, and every other transaction then fails with "out of shared
+# memory". Groups of single events stay below this bound and keep locking key by key.
+MAX_KEY_LOCKS = 128
 
 
 class WriteLockBusy(RuntimeError):
@@ -109,14 +120,19 @@ class UnitOfWork:
     def lock(self, keys: Iterable[str]) -> None:
         """Serialise work on the same keys (users, event ids) across processes until commit.
 
-        PostgreSQL takes transaction-scoped advisory locks in a fixed order (no deadlock);
-        SQLite needs nothing: BEGIN IMMEDIATE already admits one writer at a time.
+        PostgreSQL takes transaction-scoped advisory locks in a fixed order (no deadlock),
+        one per key up to ``MAX_KEY_LOCKS`` keys; beyond, one lock that excludes every
+        other ingestion until commit. Call it once per unit of work. SQLite needs nothing:
+        BEGIN IMMEDIATE already admits one writer at a time.
         """
         if self._database.dialect != "postgresql":
             return
         assert self._connection is not None
         ids = sorted({zlib.crc32(key.encode()) for key in keys})
-        if ids:
+        if len(ids) > MAX_KEY_LOCKS:
+            self._connection.execute(_LOCK_ALL)
+        elif ids:
+            self._connection.execute(_SHARE_ALL)
             self._connection.execute(_LOCK_IN_ORDER, {"ids": ids})
 
 
