@@ -345,6 +345,22 @@ def test_json_with_a_charset_or_a_json_suffix_type_is_accepted(client: TestClien
     ], [a.text for a in answers]
 
 
+@pytest.mark.parametrize("path", ["/events", "/events/batch"])
+def test_json_declared_in_another_charset_than_utf8_is_refused_with_415_and_stores_nothing(
+    client: TestClient, path: str
+) -> None:
+    # "JosÃ©" in Latin-1: its bytes read as UTF-8 would store the name "José".
+    event = signup(user="u_latin", user_traits={"first_name": "JosÃ©"})
+    body = json.dumps(event if path == "/events" else {"events": [event]}, ensure_ascii=False)
+    headers = {"content-type": 'application/json; charset="ISO-8859-1"'}
+
+    response = client.post(path, content=body.encode("latin-1"), headers=headers)
+
+    assert response.status_code == 415
+    assert response.json()["detail"] == "send JSON in UTF-8 (got charset 'iso-8859-1')"
+    assert client.get("/audit/u_latin").status_code == 404
+
+
 def test_a_retry_that_writes_a_number_differently_is_a_duplicate(client: TestClient) -> None:
     first = payment_failed(event_id="evt_num")
     retry = payment_failed(event_id="evt_num")

@@ -1,8 +1,9 @@
 """The edge of every request, as one pure ASGI middleware (cheaper per request than
 Starlette's BaseHTTPMiddleware or a stack of small ones): a request id for the
 response and the logs, a body-size limit enforced before the body is read, and clear
-refusals of compressed bodies (read as JSON they would be a puzzling 422) and of bodies
-that do not say they are JSON."""
+refusals of compressed bodies (read as JSON they would be a puzzling 422), of bodies
+that do not say they are JSON, and of JSON in another charset than UTF-8 (read as UTF-8,
+a Latin-1 body could be stored with other characters than it holds)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ class RequestEdge:
         length: int | None = None
         encoding = b"identity"
         media_type = b""
+        charset: bytes | None = None
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 rid = value.decode("latin-1")[:64]
@@ -43,7 +45,9 @@ class RequestEdge:
             elif name == b"content-encoding":
                 encoding = value.strip().lower()
             elif name == b"content-type":
-                media_type = value.partition(b";")[0].strip().lower()
+                media_type, _, parameters = value.partition(b";")
+                media_type = media_type.strip().lower()
+                charset = _charset(parameters) if parameters else None
         rid = rid or f"{self._prefix}-{next(self._counter):x}"
         header = (b"x-request-id", rid.encode("latin-1"))
 
@@ -64,6 +68,9 @@ class RequestEdge:
                 # origin JSON only after asking (CORS), but text/plain without asking.
                 got = f"Content-Type {media_type.decode('latin-1')!r}" if media_type else "none"
                 await _reply(send_with_id, 415, f"send JSON as application/json (got {got})")
+            elif has_body and charset is not None and charset not in _UTF_8:
+                said = charset.decode("latin-1")
+                await _reply(send_with_id, 415, f"send JSON in UTF-8 (got charset {said!r})")
             elif length is not None and length > limit:
                 await _too_large(send_with_id, limit)
             elif length is not None or scope["method"] in ("GET", "HEAD", "DELETE", "OPTIONS"):
@@ -107,6 +114,20 @@ class RequestEdge:
 
 
 _WITH_BODY = ("POST", "PUT", "PATCH")
+
+
+# JSON is UTF-8 (RFC 8259); US-ASCII is a part of it.
+_UTF_8 = (b"utf-8", b"utf8", b"us-ascii")
+
+
+def _charset(parameters: bytes) -> bytes | None:
+    """The charset a Content-Type's ``parameters`` (after its first ``;``) name, lowered
+    and unquoted, or None when they name none."""
+    for parameter in parameters.split(b";"):
+        name, _, value = parameter.partition(b"=")
+        if name.strip().lower() == b"charset":
+            return value.strip().strip(b'"').lower()
+    return None
 
 
 def _is_json(media_type: bytes) -> bool:

@@ -36,7 +36,8 @@ EDGE_RESPONSES: dict[int | str, dict[str, Any]] = {
     413: {"model": ClientError, "description": "The body is over 1 MiB (8 MiB for a batch)"},
     415: {
         "model": ClientError,
-        "description": "The body is compressed, or not sent as application/json",
+        "description": "The body is compressed, not sent as application/json, or in "
+        "another charset than UTF-8",
     },
     503: {
         "model": ClientError,
