@@ -571,6 +571,32 @@ def test_the_audit_pages_with_a_cursor(client: TestClient) -> None:
     assert client.get("/audit/u_1?cursor=garbage!").status_code == 400
 
 
+def test_each_audit_page_lists_the_messages_its_decisions_created(client: TestClient) -> None:
+    # The link comes before its signup, so the signup creates the nudge about the link:
+    # a page of one event each, the signup's names both messages it created.
+    link = {
+        "event_id": "l1",
+        "user_id": "u_8",
+        "event_type": "link_bank_success",
+        "event_timestamp": "2025-11-01T12:00:00Z",
+        "user_traits": {"phone": "+351912345678"},
+    }
+    client.post("/events", json=link)
+    client.post("/events", json=signup(user="u_8", event_id="s1"))
+    first = client.get("/audit/u_8?limit=1").json()
+    second = client.get(f"/audit/u_8?limit=1&cursor={first['next_cursor']}").json()
+    assert [e["event_id"] for page in (first, second) for e in page["events"]] == ["l1", "s1"]
+    created = {
+        d["message_id"] for d in second["events"][0]["decisions"] if d["outcome"] == "triggered"
+    }
+    assert len(created) == 2  # the welcome email and the nudge
+    assert {m["message_id"] for m in second["messages"]} == created
+    # The link's page still lists the nudge, which is about the link.
+    assert [(m["rule"], m["event_id"]) for m in first["messages"]] == [
+        ("BANK_LINK_NUDGE_SMS", "l1")
+    ]
+
+
 def test_an_unknown_user_has_no_audit(client: TestClient) -> None:
     assert client.get("/audit/nobody").status_code == 404
 

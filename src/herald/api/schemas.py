@@ -210,7 +210,9 @@ class MessageOut(_Answer):
 class AuditOut(_Answer):
     user: UserOut
     events: list[AuditEventOut] = Field(description="Newest first (event time)")
-    messages: list[MessageOut] = Field(description="The messages this page's events created")
+    messages: list[MessageOut] = Field(
+        description="The messages this page's events created or are about"
+    )
     next_cursor: str | None = Field(description="Pass as ?cursor= for the next page")
 
 

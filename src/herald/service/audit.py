@@ -46,7 +46,15 @@ def user_audit(
             return None
         rows = read.events.page_for_user(user_id, limit=limit + 1, before=before)
         page, more = rows[:limit], len(rows) > limit
-        messages = read.outbox.for_events(user_id, [row.event_id for row in page])
+        # A message is about its trigger, but another event may have created it (the
+        # signup that decides a bank link which came before it): the page lists both.
+        created = [
+            decision["message_id"]
+            for row in page
+            for decision in row.decisions
+            if decision["outcome"] == "triggered" and "message_id" in decision
+        ]
+        messages = read.outbox.for_events(user_id, [row.event_id for row in page], created)
         if before is None and user.pruned_before_us is not None:
             # Their events are gone, but the messages still explain something: one not yet
             # delivered, or the redacted one that holds a lifetime limit.

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from operator import attrgetter, itemgetter
 from typing import Any, NamedTuple, TypedDict
 
-from sqlalchemy import Connection, exists, func, select, update
+from sqlalchemy import Connection, exists, func, or_, select, update
 
 from herald.domain.model import message_id_for
 from herald.store.sql import execute_many, fetch_all, marks, select_in
@@ -299,13 +299,19 @@ class OutboxRepository:
         )
         return int(result.rowcount)
 
-    def for_events(self, user_id: str, event_ids: Sequence[str]) -> list[Any]:
-        if not event_ids:
+    def for_events(
+        self, user_id: str, event_ids: Sequence[str], message_ids: Sequence[str] = ()
+    ) -> list[Any]:
+        """The user's messages about ``event_ids`` (their trigger) or among
+        ``message_ids``, newest first."""
+        if not event_ids and not message_ids:
             return []
+        about = messages.c.event_id.in_(list(event_ids))
+        named = messages.c.message_id.in_(list(message_ids))
         return list(
             self._conn.execute(
                 select(messages)
-                .where(messages.c.user_id == user_id, messages.c.event_id.in_(list(event_ids)))
+                .where(messages.c.user_id == user_id, or_(about, named))
                 .order_by(messages.c.created_us.desc())
             )
         )
