@@ -849,6 +849,22 @@ def test_an_unsubscribe_the_app_sends_as_a_trait_holds_for_the_user_s_later_even
     assert welcome["outcome"] == "skipped" and "unsubscribed from email" in welcome["reason"]
 
 
+def test_an_opt_out_dated_after_a_late_signup_skips_its_welcome_though_the_signup_opted_in(
+    client: TestClient,
+) -> None:
+    opting_out = payment_failed(user="u_9", event_timestamp="2025-11-01T11:00:00Z")
+    opting_out["user_traits"] = {"marketing_opt_in": False}
+    assert client.post("/events", json=opting_out).status_code == 202
+
+    answer = client.post("/events", json=signup(user="u_9")).json()  # 10:00, opted in
+
+    welcome = answer["decisions"][0]
+    assert welcome["outcome"] == "skipped"
+    assert "marketing_opt_in is false" in welcome["reason"]
+    assert "later" in welcome["reason"]
+    assert client.get("/audit/u_9").json()["messages"] == []
+
+
 def test_a_preference_for_an_id_no_event_could_carry_is_refused(client: TestClient) -> None:
     response = client.post("/users/%20u_6/preferences", json={"unsubscribed": ["email"]})
 

@@ -105,6 +105,10 @@ class _Views:
         self._user = user
         self._built: dict[str, tuple[dict[str, object], dict[str, object]]] = {}
 
+    @property
+    def profile(self) -> UserProfile:
+        return self._user
+
     def of(self, trigger: Event) -> tuple[dict[str, object], dict[str, object]]:
         views = self._built.get(trigger.event_id)
         if views is None:
@@ -230,7 +234,7 @@ def _decide_rule(rule: Rule, trigger: Event, views: _Views, why: str) -> Decisio
         clauses.append(result.explanation)
         if not result.holds:
             return _skip(rule, "; ".join(clauses))
-    consent = consent_problem(rule, view)
+    consent = consent_problem(rule, view) or _withdrawn_later(rule, views.profile)
     if consent:
         return _skip(rule, "; ".join([*clauses, consent]))
     recipient, missing = recipient_of(rule, view)
@@ -258,6 +262,14 @@ def _decide_rule(rule: Rule, trigger: Event, views: _Views, why: str) -> Decisio
             user_view=view,
         ),
     )
+
+
+def _withdrawn_later(rule: Rule, profile: UserProfile) -> str | None:
+    """Why the user's latest traits (event time) refuse a marketing ``rule`` the trigger's
+    own traits allowed, or None. What the user says now wins for consent, as the dispatcher
+    asks again before sending: deciding otherwise created a message only to cancel it."""
+    problem = consent_problem(rule, profile.traits)
+    return f"{problem}, as an event later than this one says" if problem else None
 
 
 def _span(rule: Rule) -> str:
