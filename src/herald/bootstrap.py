@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import socket
 import time
 from collections.abc import Callable, Mapping
@@ -116,8 +117,12 @@ def outbox_path(settings: Settings, database: Database) -> Path:
 
 
 def worker_id() -> str:
-    # Within the 64 characters a claim stores, whatever the host's name.
-    return f"{socket.gethostname()[:48]}:{os.getpid()}"
+    """``host:pid-random``, new at each start: the host and pid for an operator reading the
+    log, the random part because they are not unique. Containers sharing the host's
+    network share its name, and each may run Herald as its PID 1: two dispatchers of one
+    name would record, and release, each other's claims. Within the 64 characters a claim
+    stores, whatever the host's name."""
+    return f"{socket.gethostname()[:40]}:{os.getpid()}-{secrets.token_hex(6)}"
 
 
 def build_runtime(

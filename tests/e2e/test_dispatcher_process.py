@@ -17,7 +17,7 @@ from tests.support.events import opted_in_signup
 from tests.support.ports import free_port
 from tests.support.processes import HeraldProcess, herald_environment, run_herald
 
-DISPATCHER_LINE = re.compile(r"dispatcher \S+:(\d+) on ")
+DISPATCHER_LINE = re.compile(r"dispatcher \S+:(\d+)-[0-9a-f]+ on ")
 
 
 def eventually(check: Callable[[], bool], what: str, timeout: float = 15.0) -> None:

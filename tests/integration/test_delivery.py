@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from herald import bootstrap
 from herald.api.schemas import AuditOut
 from herald.cli.main import app as cli
 from herald.delivery.backoff import RetryPolicy
@@ -632,6 +633,47 @@ def test_two_dispatchers_never_send_one_message_twice(
         line.split('"message_id":"')[1].split('"')[0] for line in outbox.read_text().splitlines()
     ]
     assert len(ids) == 60 and len(set(ids)) == 60
+
+
+def test_two_dispatchers_of_one_host_name_and_pid_never_record_each_other_s_claims(
+    database: Database, clock: FixedClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two ``herald worker`` containers on the host's network (one host name), each Herald
+    its PID 1. The first stalls mid-send past its claim's lease; the second takes the
+    message over and sends it. The first's late 503 must not be recorded over the second's
+    claim: recorded, it made the message a pending retry, dropped the second's ``sent``
+    as no longer its own, and the message went out a third time."""
+    with monkeypatch.context() as same_host:
+        same_host.setattr(bootstrap.socket, "gethostname", lambda: "node-1")
+        same_host.setattr(bootstrap.os, "getpid", lambda: 1)
+        names = [bootstrap.worker_id() for _ in range(2)]
+    store(database, clock, [funds_failure("twin")])
+
+    def webhook(url: str) -> dict[str, Provider]:
+        return {"email": WebhookProvider("email", url, secret=None, timeout=10)}
+
+    async def the_second_takes_over(url: str) -> None:
+        first, second = (dispatcher(database, clock, webhook(url), worker_id=n) for n in names)
+        first_round = asyncio.create_task(first.run_once())
+        await asyncio.sleep(0.3)  # its request is at the receiver
+        clock.now += timedelta(minutes=2)  # and its process stalls past the lease
+        second_round = asyncio.create_task(second.run_once())
+        assert (await first_round).retried == 1  # its 503 comes first
+        assert (await second_round).sent == 1
+
+    slow_503, slower_200 = CannedResponse(503, delay=1.0), CannedResponse(200, delay=2.0)
+    with HttpReceiver([slow_503, slower_200]) as receiver:
+        asyncio.run(the_second_takes_over(receiver.url))
+        clock.now += timedelta(minutes=10)  # past the backoff of a retry
+        asyncio.run(dispatcher(database, clock, webhook(receiver.url)).run_once())
+        assert len(receiver.requests) == 2
+
+    assert names[0].startswith("node-1:1-") and names[0] != names[1]
+    sent = message(database)
+    assert (sent.status, sent.attempts) == ("sent", 1)
+    with ReadOnly(database) as read:
+        attempts = read.outbox.attempts_for([sent.message_id])[sent.message_id]
+    assert [(a.outcome, a.worker) for a in attempts] == [("sent", names[1])]
 
 
 def test_a_slow_receiver_never_gets_a_message_again_from_a_second_dispatcher(
