@@ -889,6 +889,36 @@ def test_a_webhook_added_to_internal_alerts_keeps_the_log_line_of_record(
     assert not outbox.exists()
 
 
+def test_an_alert_whose_webhook_is_cut_off_says_its_second_log_line_is_a_repeat(
+    database: Database, clock: FixedClock, caplog: Any, tmp_path: Path
+) -> None:
+    """The chat webhook answers after 2 s, the claim leaves 0.9 s: the alert is logged, its
+    post cut off and made again later with the same Idempotency-Key. The log line of the
+    second attempt must not read as a second alert."""
+    store(database, clock, [high_risk_alert("h3")])
+    caplog.set_level("WARNING", logger="herald.delivery")
+    with HttpReceiver([CannedResponse(200, delay=2.0)]) as receiver:
+        plan = build_delivery(
+            {"providers": {"internal": {"webhook": {"url": receiver.url}}}},
+            outbox=tmp_path / "outbox.jsonl",
+            env={},
+        )
+        worker = dispatcher(database, clock, plan.providers, lease_seconds=1.0)
+        assert asyncio.run(worker.run_once()).retried == 1
+        clock.now += timedelta(minutes=10)
+        assert asyncio.run(worker.run_once()).sent == 1
+        keys = [request.headers["idempotency-key"] for request in receiver.requests]
+
+    assert len(keys) == 2 and len(set(keys)) == 1  # at least once, with its key
+    lines = [r for r in caplog.records if getattr(r, "alert", None) == "HIGH_RISK_ALERT"]
+    first, second = (r.getMessage() for r in lines)
+    assert first.startswith("internal alert HIGH_RISK_ALERT for user h3 (event pf-h3-3): ")
+    assert second.startswith(
+        "internal alert HIGH_RISK_ALERT for user h3 (event pf-h3-3), again (attempt 2): "
+    )
+    assert [r.attempt for r in lines] == [1, 2]
+
+
 class _TimesOutItself:
     """A local provider whose own timeout fires: its error, not the claim's deadline."""
 

@@ -475,4 +475,5 @@ def _request(row: Any) -> SendRequest:
         body=row.body,
         html=row.html,
         category=row.category,
+        attempt=row.attempts + 1,
     )

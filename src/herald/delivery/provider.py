@@ -18,7 +18,9 @@ class SendRequest:
     """One message as a provider sees it.
 
     ``message_id`` is stable across attempts: providers pass it on as an
-    idempotency key so that a retried delivery is not delivered twice.
+    idempotency key so that a retried delivery is not delivered twice. ``attempt``
+    counts from 1 (again after a dead letter is re-queued); it is not sent on, only
+    said where a repeat cannot be dropped by its key (the log line of an alert).
     """
 
     message_id: str
@@ -32,6 +34,7 @@ class SendRequest:
     body: str
     html: str | None = None
     category: str = "transactional"
+    attempt: int = 1
 
     def as_json(self) -> dict[str, Any]:
         return {

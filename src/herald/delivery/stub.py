@@ -71,17 +71,22 @@ class LogAlertProvider:
         self.name = name
 
     async def send(self, request: SendRequest) -> DeliveryResult:
+        # A later attempt follows one that was logged but not recorded as done (a webhook
+        # beside the log cut off at its claim's deadline): it must not read as a new alert.
+        repeat = f", again (attempt {request.attempt})" if request.attempt > 1 else ""
         log.warning(
-            "internal alert %s for user %s (event %s): %s",
+            "internal alert %s for user %s (event %s)%s: %s",
             request.rule,
             request.user_id,
             request.event_id,
+            repeat,
             request.subject,
             extra={
                 "alert": request.rule,
                 "user_id": request.user_id,
                 "event_id": request.event_id,
                 "message_id": request.message_id,
+                "attempt": request.attempt,
             },
         )
         return DeliveryResult.sent("logged")
