@@ -48,17 +48,18 @@ class LockHolder:
     ``release()`` is called, or until ``FALLBACK_S`` have passed; ``released_on_time``
     says which came first."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, fallback_s: float = FALLBACK_S) -> None:
         self._connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._connection.execute("BEGIN IMMEDIATE")
         self._asked = threading.Event()
+        self._fallback_s = fallback_s
         self.released_on_time = False
         self.released = threading.Event()
         self._thread = threading.Thread(target=self._hold)
         self._thread.start()
 
     def _hold(self) -> None:
-        self.released_on_time = self._asked.wait(FALLBACK_S)
+        self.released_on_time = self._asked.wait(self._fallback_s)
         self._connection.execute("COMMIT")
         self._connection.close()
         self.released.set()
@@ -242,3 +243,57 @@ def test_waiting_for_the_lock_gives_up_after_its_timeout(sqlite_path: Path) -> N
     holder.join()
     database.dispose()
     assert len(attempts) > 3  # it tried again, sooner than SQLite's handler would
+
+
+class LockTakenAfterSend:
+    """Sends, then has another connection take the write lock (a shell left in a write
+    transaction, say) and hold it for ``seconds``, before the dispatcher records the send."""
+
+    name = "lock-taken"
+    local = False
+
+    def __init__(self, path: Path, seconds: float) -> None:
+        self._path = path
+        self._seconds = seconds
+        self.sent: list[str] = []
+        self.holders: list[LockHolder] = []
+
+    async def send(self, request: SendRequest) -> DeliveryResult:
+        self.sent.append(request.message_id)
+        if not self.holders:
+            self.holders.append(LockHolder(self._path, fallback_s=self._seconds))
+        return DeliveryResult.sent("recorded")
+
+    async def aclose(self) -> None:
+        pass
+
+
+def test_a_round_recorded_after_a_long_hold_of_the_lock_is_never_sent_again(
+    sqlite_path: Path,
+) -> None:
+    """The write lock is held for longer than a wait for it lasts (30 s), but not for the
+    whole of the claims' 45 s leases: the round's recording must wait on, not give up and
+    leave its messages to be claimed and sent again when the leases run out."""
+    database = Database(f"sqlite:///{sqlite_path}")
+    with UnitOfWork(database) as uow:
+        ingest(uow, [opted_in_signup("u1")], RULES, now=NOW)
+        uow.commit()
+    provider = LockTakenAfterSend(sqlite_path, seconds=32.0)
+    dispatcher = Dispatcher(
+        database,
+        {"email": provider},
+        worker_id="w",
+        clock=lambda: datetime.now(UTC),
+        lease_seconds=45.0,
+        inline_storage=True,
+    )
+
+    report = asyncio.run(dispatcher.run_once())
+    provider.holders[0].join()
+    with ReadOnly(database) as read:
+        [(status, attempts)] = read.connection.exec_driver_sql(
+            "SELECT status, attempts FROM messages"
+        ).all()
+    database.dispose()
+    assert report.sent == 1 and len(provider.sent) == 1
+    assert (status, attempts) == ("sent", 1)

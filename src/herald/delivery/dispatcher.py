@@ -333,9 +333,10 @@ class Dispatcher:
 
     async def _retry_while_claimed(self, record: Callable[[], None], leases_end: float) -> None:
         """Run ``record``. A database unavailable meanwhile (restarting, its connections
-        dropped) is asked again while the claims hold: given up, the round's sends would
-        be made again once their leases ran out. Recording twice changes nothing: only
-        messages still claimed by this dispatcher are recorded."""
+        dropped, SQLite's write lock held by another for longer than a wait lasts) is
+        asked again while the claims hold: given up, the round's sends would be made
+        again once their leases ran out. Recording twice changes nothing: only messages
+        still claimed by this dispatcher are recorded."""
         loop = asyncio.get_running_loop()
         pause = _POLL_S
         while True:
@@ -343,7 +344,7 @@ class Dispatcher:
                 await self._storage(record)
                 return
             except Exception as exc:
-                if not unavailable(exc) or loop.time() + pause >= leases_end:
+                if _refused(exc) or loop.time() + pause >= leases_end:
                     raise
                 log.warning(
                     "recording a round's outcomes failed; trying again while claims hold: %s",
