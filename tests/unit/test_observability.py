@@ -263,6 +263,35 @@ def test_a_value_with_a_line_break_cannot_forge_a_text_log_line(formatter_for: A
     )
 
 
+@pytest.mark.parametrize(
+    ("separator", "escaped"),
+    [("\x85", "\\x85"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029"), ("\x9b", "\\x9b")],
+)
+def test_a_unicode_line_separator_cannot_forge_a_text_log_line(
+    separator: str, escaped: str, formatter_for: Any
+) -> None:
+    forged = f"u_1{separator}2025-11-03 12:00:00,000 WARNING herald.delivery: all clear"
+
+    text = formatter_for("text").format(record("internal alert for user %s", forged))
+
+    assert len(text.splitlines()) == 1
+    assert text.endswith(
+        f"for user u_1{escaped}2025-11-03 12:00:00,000 WARNING herald.delivery: all clear"
+    )
+
+
+@pytest.mark.parametrize("separator", ["\x85", "\u2028", "\u2029"])
+def test_a_unicode_line_separator_stays_inside_its_json_log_line(
+    separator: str, formatter_for: Any
+) -> None:
+    forged = f'u_1{separator}{{"level": "INFO", "message": "all clear"}}'
+
+    line = formatter_for("json").format(record("internal alert for user %s", forged))
+
+    assert len(line.splitlines()) == 1
+    assert json.loads(line)["message"] == f"internal alert for user {forged}"
+
+
 @pytest.mark.parametrize("user", ["1234567890", "+351912345678", "maria@example.com"])
 @pytest.mark.parametrize("fmt", ["text", "json"])
 def test_an_alert_names_its_user_and_event_even_when_an_id_looks_like_contact_data(
