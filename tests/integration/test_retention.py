@@ -7,6 +7,7 @@ import re
 import signal
 import sqlite3
 import subprocess
+import threading
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -598,6 +599,29 @@ def test_a_message_is_pruned_only_with_its_event(database: Database, ruleset: Ru
         [result] = ingest(uow, [again], ruleset, now=received + timedelta(days=3))
         uow.commit()
     assert result.decisions[0].outcome.value == "suppressed"
+
+
+def test_a_prune_waits_for_an_ingestion_in_progress_before_it_fences_the_history(
+    database: Database, ruleset: RuleSet
+) -> None:
+    """An ingestion that read a user's profile before the fence and the held dedup keys
+    after the prune deleted that day's message would send the message again: the fence
+    waits until no ingestion is in progress."""
+    store(database, ruleset, [payment_initiated("u_old", OLD, 1)], now=OLD)
+    pruned: list[PruneTotals] = []
+    with UnitOfWork(database) as ingestion:
+        ingestion.lock(["u_new", "evt_u_new"])  # what an ingestion takes before it reads
+        ingestion.users.get_many(["u_new"])
+        prune = threading.Thread(
+            target=lambda: pruned.append(prune_history(database, cutoff=CUTOFF))
+        )
+        prune.start()
+        prune.join(timeout=0.5)
+        assert not pruned, "the prune fenced history while an ingestion was in progress"
+        ingestion.commit()
+    prune.join(timeout=30)
+
+    assert pruned == [PruneTotals(events=1, messages=0, redacted=0)]
 
 
 def test_a_later_prune_with_an_older_cutoff_does_not_move_the_pruned_history_back(

@@ -45,6 +45,10 @@ def prune_history(
     pruned_events = 0
     while True:
         with UnitOfWork(database) as uow:
+            # No ingestion may read a user's profile before this fence and, once the next
+            # phase has deleted that day's message, the held dedup keys after it: it would
+            # send the day's message again. Ingestion locks before it reads.
+            uow.lock_all()
             doomed = uow.retention.events_before(cutoff_us, limit=batch_size)
             if not doomed:
                 break

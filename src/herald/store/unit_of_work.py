@@ -130,10 +130,19 @@ class UnitOfWork:
         assert self._connection is not None
         ids = sorted({zlib.crc32(key.encode()) for key in keys})
         if len(ids) > MAX_KEY_LOCKS:
-            self._connection.execute(_LOCK_ALL)
+            self.lock_all()
         elif ids:
             self._connection.execute(_SHARE_ALL)
             self._connection.execute(_LOCK_IN_ORDER, {"ids": ids})
+
+    def lock_all(self) -> None:
+        """Wait for every ingestion in progress to end, and hold new ones back until
+        commit: what ``lock`` takes for any key is taken here for all of them. SQLite needs
+        nothing: BEGIN IMMEDIATE already admits one writer at a time."""
+        if self._database.dialect != "postgresql":
+            return
+        assert self._connection is not None
+        self._connection.execute(_LOCK_ALL)
 
 
 class ReadOnly:
