@@ -271,21 +271,23 @@ class LockTakenAfterSend:
 def test_a_round_recorded_after_a_long_hold_of_the_lock_is_never_sent_again(
     sqlite_path: Path,
 ) -> None:
-    """The write lock is held for longer than a wait for it lasts (30 s), but not for the
-    whole of the claims' 45 s leases: the round's recording must wait on, not give up and
-    leave its messages to be claimed and sent again when the leases run out."""
+    """The write lock is held for longer than a wait for it lasts (30 s by default, 0.5 s
+    here), but not for the whole of the claims' leases: the round's recording must wait
+    on, not give up and leave its messages to be claimed and sent again when the leases
+    run out."""
     database = Database(f"sqlite:///{sqlite_path}")
     with UnitOfWork(database) as uow:
         ingest(uow, [opted_in_signup("u1")], RULES, now=NOW)
         uow.commit()
-    provider = LockTakenAfterSend(sqlite_path, seconds=32.0)
+    provider = LockTakenAfterSend(sqlite_path, seconds=2.0)
     dispatcher = Dispatcher(
         database,
         {"email": provider},
         worker_id="w",
         clock=lambda: datetime.now(UTC),
-        lease_seconds=45.0,
+        lease_seconds=8.0,
         inline_storage=True,
+        lock_wait_s=0.5,
     )
 
     report = asyncio.run(dispatcher.run_once())

@@ -32,7 +32,7 @@ from herald.domain.model import UserProfile
 from herald.domain.timeutil import to_micros
 from herald.rules.definition import Category
 from herald.rules.eligibility import closed_now
-from herald.store.database import Database, database_said, unavailable
+from herald.store.database import SQLITE_BUSY_TIMEOUT_MS, Database, database_said, unavailable
 from herald.store.outbox import AttemptRecord, OutboxRepository
 from herald.store.unit_of_work import UnitOfWork, WriteLockBusy, when_unlocked
 
@@ -73,10 +73,13 @@ class Dispatcher:
         inline_storage: bool = False,
         hold: HoldPolicy | None = None,
         hold_channels: frozenset[str] = frozenset(),
+        lock_wait_s: float = SQLITE_BUSY_TIMEOUT_MS / 1000,
     ) -> None:
         """``inline_storage``: run the outbox's statements on the event loop rather than on
         a thread. Right for SQLite, whose statements take microseconds and whose writes
-        are serialised anyway; wrong for a database across a network.
+        are serialised anyway; wrong for a database across a network. A wait there for
+        SQLite's write lock gives up after ``lock_wait_s`` (and is asked again while the
+        round's claims hold, when recording).
 
         ``hold``: asked before each send on ``hold_channels`` (those with quiet hours), with
         the user's traits: a message due in the user's quiet hours (a retry, a re-queued
@@ -101,6 +104,7 @@ class Dispatcher:
         self._stopping = asyncio.Event()  # ``run``'s: once set, no send starts
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inline_storage = inline_storage
+        self._lock_wait_s = lock_wait_s
         self._hold = hold
         self._hold_channels = hold_channels if hold is not None else frozenset()
 
@@ -109,7 +113,7 @@ class Dispatcher:
             return await asyncio.to_thread(work)
         # On the event loop, never sleep in SQLite's busy handler: the HTTP requests
         # sharing the loop would wait too.
-        return await when_unlocked(work)
+        return await when_unlocked(work, timeout_s=self._lock_wait_s)
 
     def wake(self) -> None:
         """Thread-safe nudge: new messages were committed."""
