@@ -670,10 +670,12 @@ def test_two_dispatchers_of_one_host_name_and_pid_never_record_each_other_s_clai
 
     assert names[0].startswith("node-1:1-") and names[0] != names[1]
     sent = message(database)
-    assert (sent.status, sent.attempts) == ("sent", 1)
+    # The first's cut-off attempt, counted by the second as it took the claim over, then its send.
+    assert (sent.status, sent.attempts) == ("sent", 2)
     with ReadOnly(database) as read:
         attempts = read.outbox.attempts_for([sent.message_id])[sent.message_id]
-    assert [(a.outcome, a.worker) for a in attempts] == [("sent", names[1])]
+    assert [(a.outcome, a.worker) for a in attempts] == [("retry", names[1]), ("sent", names[1])]
+    assert attempts[0].detail.startswith("interrupted: its claim ran out")
 
 
 def test_a_slow_receiver_never_gets_a_message_again_from_a_second_dispatcher(
@@ -784,6 +786,45 @@ def test_a_round_sent_while_the_database_restarts_is_recorded_and_never_sent_aga
 
     assert len(provider.sent) == 1
     assert (row.status, row.attempts) == ("sent", 1)
+
+
+def test_a_message_whose_send_kills_its_dispatcher_every_time_ends_a_dead_letter(
+    database: Database, clock: FixedClock, tmp_path: Path
+) -> None:
+    """A send that takes its process down (a crash in a native library, running out of
+    memory) records nothing: each lease that ran out counts as an attempt, so the message
+    ends a dead letter instead of being claimed, and killing a dispatcher, for ever."""
+    store(database, clock, [funds_failure("poison")])
+
+    async def dies_while_sending(name: str) -> None:
+        provider = GatedProvider()  # never opened: the send is under way when it dies
+        round_ = asyncio.create_task(
+            dispatcher(database, clock, {"email": provider}, worker_id=name).run_once()
+        )
+        while not provider.started:
+            await asyncio.sleep(0.01)
+        round_.cancel()  # the process is gone: nothing after the send is recorded
+
+    for name in ("w1", "w2", "w3"):  # the test policy allows three attempts
+        asyncio.run(dies_while_sending(name))
+        clock.now += timedelta(minutes=2)  # its lease runs out
+    outbox = tmp_path / "outbox.jsonl"
+    report = asyncio.run(
+        dispatcher(database, clock, {"email": StubProvider(outbox)}, worker_id="w4").run_once()
+    )
+
+    assert (report.claimed, report.sent, report.failed) == (1, 0, 1)
+    assert not outbox.exists()  # not sent a fourth time
+    dead = message(database)
+    assert (dead.status, dead.attempts) == ("failed", 3)
+    assert dead.last_error.startswith("gave up after 3 attempts: interrupted: its claim ran out")
+    with ReadOnly(database) as read:
+        attempts = read.outbox.attempts_for([dead.message_id])[dead.message_id]
+    assert [(a.attempt, a.outcome, a.worker) for a in attempts] == [
+        (1, "retry", "w2"),
+        (2, "retry", "w3"),
+        (3, "failed", "w4"),
+    ]
 
 
 def test_an_expired_claim_is_delivered_by_another_dispatcher(

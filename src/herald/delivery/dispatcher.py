@@ -33,7 +33,7 @@ from herald.domain.timeutil import to_micros
 from herald.rules.definition import Category
 from herald.rules.eligibility import closed_now
 from herald.store.database import SQLITE_BUSY_TIMEOUT_MS, Database, database_said, unavailable
-from herald.store.outbox import AttemptRecord, OutboxRepository
+from herald.store.outbox import FAILED, AttemptRecord, OutboxRepository
 from herald.store.unit_of_work import UnitOfWork, WriteLockBusy, when_unlocked
 
 log = logging.getLogger(__name__)
@@ -179,10 +179,17 @@ class Dispatcher:
         claimed, profiles = await self._storage(self._claim)
         if not claimed:
             return DispatchReport()
+        # A message whose every attempt was cut off by its lease comes back a dead letter.
+        given_up = [row for row in claimed if row.status == FAILED]
+        for row in given_up:
+            self._on_result(row.channel, DeliveryStatus.FAILED)
+            log.error("message %s dead-lettered: %s", row.message_id, row.last_error)
+        to_send = [row for row in claimed if row.status != FAILED] if given_up else claimed
         sends_end = asyncio.get_running_loop().time() + self._send_window_s
-        outcomes = await self._deliver_all(claimed, sends_end, profiles)
+        outcomes = await self._deliver_all(to_send, sends_end, profiles)
         await self._record_while_claimed(outcomes, leases_end)
         counts = Counter(outcome.status for outcome in outcomes)
+        counts["failed"] += len(given_up)
         report = DispatchReport(
             len(claimed),
             counts["sent"],
@@ -211,6 +218,7 @@ class Dispatcher:
                 limit=self._batch_size,
                 worker=self.worker_id,
                 lease_us=self._lease_us,
+                max_attempts=self._retry.max_attempts,
             )
             asked = {
                 row.user_id

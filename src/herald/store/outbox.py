@@ -17,6 +17,11 @@ from herald.store.tables import delivery_attempts, events, messages
 PENDING, SENDING, SENT, FAILED = "pending", "sending", "sent", "failed"
 CANCELLED = "cancelled"  # not sent, for good: the user unsubscribed while it waited
 REDACTED = "(pruned)"  # the body of a message a prune redacted
+# What a lease that ran out says of the attempt it was for.
+INTERRUPTED = (
+    "interrupted: its claim ran out with no outcome recorded (the dispatcher sending it "
+    "stopped or stalled), so it may have gone out"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +129,7 @@ class OutboxRepository:
         )
 
     def claim_due(
-        self, *, now_us: int, limit: int, worker: str, lease_us: int
+        self, *, now_us: int, limit: int, worker: str, lease_us: int, max_attempts: int = 0
     ) -> list[ClaimedMessage]:
         """Atomically claim up to ``limit`` due messages for ``worker`` until the lease ends;
         they come in turn: the earliest due first, then the oldest.
@@ -133,6 +138,12 @@ class OutboxRepository:
         dispatcher died), or when it is pending and its due time has come. Two
         dispatchers never hold the same message: PostgreSQL skips locked rows, SQLite
         serialises writers.
+
+        With ``max_attempts``, a lease that ran out counts as an attempt with no outcome,
+        recorded as such; when it was the last, the message is a dead letter, returned
+        with status ``failed`` and not claimed. Uncounted, a message whose send kills its
+        dispatcher every time (a crash in a native library, running out of memory) would
+        be claimed, and kill the next one, for ever.
         """
         mark = marks(self._dialect, 1)
         # Two statements, each walking the (status, due_us) index in order and stopping at
@@ -141,6 +152,8 @@ class OutboxRepository:
         expired = self._claim(
             f"status = '{SENDING}' AND lease_until_us < {mark}", now_us, limit, worker, lease_us
         )
+        if expired and max_attempts:
+            expired = self._count_interrupted(expired, now_us, worker, max_attempts)
         if len(expired) == limit:
             return sorted(expired, key=_in_turn)
         due = self._claim(
@@ -178,6 +191,38 @@ class OutboxRepository:
         )
         return [ClaimedMessage._make(row) for row in rows]
 
+    def _count_interrupted(
+        self, rows: list[ClaimedMessage], now_us: int, worker: str, max_attempts: int
+    ) -> list[ClaimedMessage]:
+        """``rows``, whose leases ran out, with the attempt that was cut off counted and
+        recorded: those it leaves attempts to stay claimed, the others become dead letters."""
+        counted, records = [], []
+        for row in rows:
+            attempt = row.attempts + 1
+            if attempt < max_attempts:
+                records.append(AttemptRecord(row.message_id, attempt, now_us, "retry", INTERRUPTED))
+                counted.append(row._replace(attempts=attempt, last_error=INTERRUPTED))
+            else:
+                detail = f"gave up after {attempt} attempts: {INTERRUPTED}"
+                records.append(AttemptRecord(row.message_id, attempt, now_us, FAILED, detail))
+                counted.append(
+                    row._replace(
+                        status=FAILED,
+                        attempts=attempt,
+                        last_error=detail,
+                        claimed_by=None,
+                        lease_until_us=None,
+                    )
+                )
+        mark = marks(self._dialect, 1)
+        self._conn.exec_driver_sql(
+            f"UPDATE messages SET status = {mark}, attempts = {mark}, last_error = {mark}, "
+            f"claimed_by = {mark}, lease_until_us = {mark} WHERE message_id = {mark}",
+            [_interrupted_values(row) for row in counted],
+        )
+        self._insert_attempts(records, worker)
+        return counted
+
     def record_attempts(self, records: Sequence[AttemptRecord], *, worker: str) -> int:
         """Record finished attempts and move each message on: ``sent``, ``failed`` (dead
         letter) or back to ``pending`` due at ``next_due_us``. Messages whose claim
@@ -193,16 +238,19 @@ class OutboxRepository:
         sent = [r for r in records if r.outcome == SENT]
         unsent = [r for r in records if r.outcome != SENT]
         mine = self._record_sent(sent, worker) + self._record_unsent(unsent, worker)
-        if mine:
+        self._insert_attempts(mine, worker)
+        return len(mine)
+
+    def _insert_attempts(self, records: Sequence[AttemptRecord], worker: str) -> None:
+        if records:
             self._conn.exec_driver_sql(
                 "INSERT INTO delivery_attempts (message_id, attempt, at_us, outcome, detail, "
                 f"worker) VALUES ({marks(self._dialect, 6)})",
                 [
                     (r.message_id, r.attempt, r.at_us, r.outcome, r.detail[:2000], worker)
-                    for r in mine
+                    for r in records
                 ],
             )
-        return len(mine)
 
     def _record_sent(self, records: list[AttemptRecord], worker: str) -> list[AttemptRecord]:
         """Sent messages, in one statement per attempt number and time (a round's are all
@@ -410,6 +458,17 @@ class OutboxRepository:
                 hold_reason=reason,
             )
         )
+
+
+def _interrupted_values(row: ClaimedMessage) -> tuple[Any, ...]:
+    return (
+        row.status,
+        row.attempts,
+        row.last_error,
+        row.claimed_by,
+        row.lease_until_us,
+        row.message_id,
+    )
 
 
 def _in_turn(message: ClaimedMessage) -> tuple[int, int, str]:
