@@ -410,3 +410,33 @@ def test_readyz_answers_503_once_the_schema_falls_behind(
         "status": "unavailable",
         "schema": f"at older, need {head_revision()}",
     }
+
+
+@pytest.mark.parametrize("change", ["deleted", "replaced"])
+def test_readyz_answers_503_once_the_sqlite_file_is_deleted_or_replaced_under_the_server(
+    change: str, tmp_path: Path
+) -> None:
+    """The server's open connections go on writing to the file they opened: events are
+    still acknowledged, and a restart would not find them at the database's path."""
+    path = tmp_path / "herald.db"
+    database = Database(f"sqlite:///{path}")
+    upgrade(database)
+    database.dispose()
+    settings = Settings(
+        database_url=f"sqlite:///{path}", dispatcher=False, outbox_file=str(tmp_path / "o.jsonl")
+    )
+
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/readyz").status_code == 200
+        for leftover in tmp_path.glob("herald.db*"):
+            leftover.unlink()
+        if change == "replaced":
+            path.touch()  # a new, empty file where it was
+        response = client.get("/readyz")
+
+    assert response.status_code == 503
+    said = "is gone" if change == "deleted" else "is another file"
+    assert response.json() == {
+        "status": "unavailable",
+        "database": f"{path} {said}: not the SQLite file this process opened",
+    }

@@ -80,6 +80,7 @@ class Database:
         # SQLite creates its file at the first connection; the folder must exist, since
         # one created for a mistyped path would hide the mistake.
         self.sqlite_path: Path | None = None
+        self._sqlite_file: tuple[int, int] | None = None  # its (device, inode), once opened
         if self.is_sqlite:
             path = Path(self.url.database or "herald.db")
             if not path.parent.is_dir():
@@ -143,6 +144,8 @@ class Database:
             cursor.execute(f"PRAGMA journal_size_limit={_WAL_KEEP_BYTES}")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
+            if self._sqlite_file is None:  # the file the first connection opened (or created)
+                self._sqlite_file = _file_identity(self.sqlite_path)
 
         @event.listens_for(engine, "checkin")
         def _restore_patience(dbapi_connection: Any, record: Any) -> None:
@@ -157,10 +160,32 @@ class Database:
 
         return engine
 
+    def sqlite_file_problem(self) -> str | None:
+        """Why the SQLite file this process opened is no longer at its path, if it is not
+        (deleted, moved away or replaced): the connections already open go on writing to
+        it, so events are still acknowledged, but a restart would open the file now at
+        the path, or create an empty one, without them. None on PostgreSQL."""
+        if self.sqlite_path is None or self._sqlite_file is None:
+            return None
+        now = _file_identity(self.sqlite_path)
+        if now == self._sqlite_file:
+            return None
+        what = "is gone" if now is None else "is another file"
+        return f"{self.sqlite_path.resolve()} {what}: not the SQLite file this process opened"
+
     def dispose(self) -> None:
         self.writer.dispose()
         if self.reader is not self.writer:
             self.reader.dispose()
+
+
+def _file_identity(path: Path | None) -> tuple[int, int] | None:
+    """The (device, inode) of the file at ``path``, or None when there is none."""
+    try:
+        status = path.stat() if path is not None else None
+    except OSError:
+        return None
+    return None if status is None else (status.st_dev, status.st_ino)
 
 
 # Set on a new connection only where nothing else did (the URL's options, PGOPTIONS, the

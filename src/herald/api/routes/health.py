@@ -22,10 +22,16 @@ async def healthz() -> dict[str, str]:
 
 @router.get(
     "/readyz",
-    responses={503: {"description": "The database does not answer, or its schema is not current"}},
+    responses={
+        503: {
+            "description": "The database does not answer, its schema is not current, or "
+            "its SQLite file is no longer at its path"
+        }
+    },
 )
 def readyz(runtime: RuntimeDep, response: Response) -> dict[str, Any]:
-    """The database answers and its schema is current."""
+    """The database answers, its schema is current and, on SQLite, the file at the
+    database's path is still the one this process writes to."""
     try:
         with runtime.database.reader.connect() as connection:
             connection.execute(text("SELECT 1"))
@@ -33,6 +39,10 @@ def readyz(runtime: RuntimeDep, response: Response) -> dict[str, Any]:
     except Exception as exc:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
         return {"status": "unavailable", "database": f"unreachable: {type(exc).__name__}"}
+    gone = runtime.database.sqlite_file_problem()
+    if gone is not None:
+        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+        return {"status": "unavailable", "database": gone}
     if revision != head_revision():
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
         return {"status": "unavailable", "schema": f"at {revision}, need {head_revision()}"}
