@@ -540,6 +540,15 @@ def test_rules_check_without_a_path_checks_the_file_herald_rules_names(tmp_path:
     assert "WELCOME_EMAIL" not in result.output
 
 
+def test_rules_check_refuses_an_empty_herald_rules_as_serve_does() -> None:
+    # Checking the packaged file instead would say OK to a setting the server refuses.
+    result = CliRunner().invoke(app, ["rules", "check"], env={**WIDE, "HERALD_RULES": ""})
+
+    assert result.exit_code == 1, result.output
+    assert "error: invalid settings: HERALD_RULES: must name a rule file" in result.output
+    assert "OK:" not in result.output
+
+
 def test_rules_check_shows_a_rule_window_in_the_unit_it_was_written_in(
     tmp_path: Path,
 ) -> None:

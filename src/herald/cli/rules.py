@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from herald.cli.common import checked_rules
+from herald.cli.common import checked_rules, settings_from
 
 rules_app = typer.Typer(
     help="Work with rule files.", no_args_is_help=True, rich_markup_mode="markdown"
@@ -19,16 +19,14 @@ rules_app = typer.Typer(
 def rules_check(
     path: Annotated[
         Path | None,
-        typer.Argument(
-            help="rule file (env HERALD_RULES; default: packaged)",
-            envvar="HERALD_RULES",
-            show_envvar=False,
-        ),
+        typer.Argument(help="rule file (env HERALD_RULES; default: packaged)"),
     ] = None,
 ) -> None:
     """Validate a rule file (conditions, channels, limits, templates, providers, delivery)
     and list its rules; exit 1 listing every problem."""
-    ruleset, _plan = checked_rules(path)
+    # Without a path, the file the server would load: HERALD_RULES read as `herald serve`
+    # reads it, so that one set but empty is refused here too, not taken as unset.
+    ruleset, _plan = checked_rules(path or settings_from().rules)
     # A list rather than a table: it stays readable at any width and through a pipe.
     out = Console(highlight=False, soft_wrap=True)
     out.print(f"{ruleset.source} (version {ruleset.version})", markup=False)
