@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     # statement_timeout=...), the role, the database or the server's configuration sets
     # is kept. Maintenance commands (db upgrade, prune, messages retry), which may run for
     # minutes, and the checks made before a process serves run without one.
-    postgres_statement_timeout: float = Field(30.0, ge=0, le=86_400)
+    postgres_statement_timeout: float = Field(30.0, ge=0, le=86_400, allow_inf_nan=False)
     # Set by `herald serve` for its API processes when it runs several: the process they
     # stop without (not a setting of its own).
     server_pid: int | None = None

@@ -30,3 +30,9 @@ def test_a_token_no_client_could_send_exactly_is_refused_at_start(name: str, tok
 
 def test_a_token_of_visible_ascii_is_taken() -> None:
     assert Settings(admin_token="s3cr3t-~+/=").admin_token == "s3cr3t-~+/="
+
+
+@pytest.mark.parametrize("given", ["nan", "inf"])
+def test_a_statement_timeout_that_is_no_number_of_seconds_is_refused_as_such(given: str) -> None:
+    with pytest.raises(ValueError, match="finite number"):
+        Settings(postgres_statement_timeout=given)
