@@ -96,9 +96,15 @@ def serve(
     delivery = (
         "by a dispatcher process" if apart else "in the API" if settings.dispatcher else "off"
     )
+    # Port 0 asks the system for a free one, which uvicorn's "running on" line names.
+    where = (
+        http_url(settings.host, settings.port)
+        if settings.port
+        else f"a free port of {settings.host}"
+    )
     say(
         settings,
-        f"Herald on {http_url(settings.host, settings.port)} (docs at /docs), "
+        f"Herald on {where} (docs at /docs), "
         f"database {hide_password(settings.database_url)}, {settings.workers} API "
         f"process{'es' if settings.workers > 1 else ''}, "
         f"delivery {delivery}",
