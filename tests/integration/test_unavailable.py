@@ -306,3 +306,32 @@ def test_maintenance_commands_are_not_cut_off_by_the_statement_timeout(
 
     assert running.returncode == 0, output
     assert done in output
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("", {"tcp_user_timeout": "30000", "keepalives_idle": "10", "connect_timeout": "10"}),
+        (
+            "?tcp_user_timeout=5000&keepalives_idle=60",
+            {"tcp_user_timeout": "5000", "keepalives_idle": "60", "connect_timeout": "10"},
+        ),
+    ],
+    ids=["defaults", "the-url-s-own"],
+)
+def test_a_postgresql_connection_gives_up_on_a_server_that_stops_answering(
+    postgres_url: str, query: str, expected: dict[str, str]
+) -> None:
+    """Past connecting, a cut network would hold a request until the system's TCP retries
+    gave up (some 15 minutes): Herald's connections give up after 30 s of unacknowledged
+    data, and probe an idle one after 10 s, unless the URL says otherwise."""
+    database = Database(postgres_url + query)
+    try:
+        with database.writer.connect() as connection:
+            parameters = connection.connection.dbapi_connection.info.get_parameters()  # type: ignore[union-attr]
+    finally:
+        database.dispose()
+
+    assert {name: parameters.get(name) for name in expected} == expected
+    assert parameters.get("keepalives") == "1"

@@ -21,6 +21,19 @@ _POOL_SIZE = 8  # connections per engine, and as many more under a burst
 # How long a new PostgreSQL connection may take (unless the URL says connect_timeout):
 # libpq's default waits for ever on a server or host that never answers.
 PG_CONNECT_TIMEOUT_S = 10
+# libpq's settings, each where the URL gives none. Past connecting, a server that stops
+# answering (its host gone, the network cut) would hold a request, and the pooled
+# connection it runs on, until the system's own TCP retries give up, some 15 minutes:
+# data unacknowledged for 30 s, or an idle connection unanswered for 10 + 3 x 5 s,
+# ends the connection instead, and the request answers 503.
+PG_CONNECTION_DEFAULTS = {
+    "connect_timeout": PG_CONNECT_TIMEOUT_S,
+    "tcp_user_timeout": 30_000,  # milliseconds
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+}
 _BUSY_TIMEOUT = "busy_timeout_ms"  # key in a pooled connection's info
 
 
@@ -94,7 +107,7 @@ class Database:
             self.reader = self._sqlite_engine(immediate=False)
         else:
             self.data_dir = Path.cwd()
-            given = "connect_timeout" in self.url.query
+            given = self.url.query
             engine = create_engine(
                 self.url,
                 pool_size=_POOL_SIZE,
@@ -102,7 +115,7 @@ class Database:
                 pool_pre_ping=True,
                 json_serializer=json_text,
                 json_deserializer=orjson.loads,
-                connect_args={} if given else {"connect_timeout": PG_CONNECT_TIMEOUT_S},
+                connect_args={k: v for k, v in PG_CONNECTION_DEFAULTS.items() if k not in given},
             )
             if statement_timeout_s:
                 _limit_statements(engine, statement_timeout_s)
