@@ -16,7 +16,7 @@ from typing import Any
 from herald.config import Settings
 from herald.delivery.dispatcher import Dispatcher
 from herald.delivery.provider import DeliveryStatus
-from herald.delivery.quiet_hours import hold_policy
+from herald.delivery.quiet_hours import HoldPolicy, hold_policy
 from herald.delivery.setup import DeliveryPlan, plan_delivery
 from herald.domain.timeutil import to_micros
 from herald.observability.metrics import Metrics
@@ -130,7 +130,10 @@ def build_runtime(
     *,
     clock: Callable[[], datetime] = utc_now,
 ) -> Runtime:
-    """Everything a process needs, built from ``settings``; nothing is started yet."""
+    """Everything a process needs, built from ``settings``; nothing is started yet.
+
+    Raises ``RuleFileError`` for a rule file with problems, ``DatabaseUrlError`` for a
+    database URL Herald cannot use, and ``SchemaMismatch`` for a schema it cannot run on."""
     database = Database(
         settings.database_url,
         flush_each_commit=settings.sqlite_flush_each_commit,
@@ -139,23 +142,8 @@ def build_runtime(
     ruleset, plan = load_rules_and_delivery(settings.rules, outbox=outbox_path(settings, database))
     ensure_current(database, auto_upgrade=database.is_sqlite)
     metrics = Metrics()
-
     hold = hold_policy(plan.quiet_hours)
-    dispatcher = None
-    if settings.dispatcher:
-        dispatcher = Dispatcher(
-            database,
-            plan.providers,
-            worker_id=worker_id(),
-            clock=clock,
-            retry=plan.retry,
-            rate_limits=plan.rate_limits(time.monotonic),
-            on_result=lambda channel, status: _count_delivery(metrics, channel, status),
-            inline_storage=database.is_sqlite,
-            # Quiet hours hold a retry or a re-queued message too, not only a new one.
-            hold=hold,
-            hold_channels=frozenset(plan.quiet_hours),
-        )
+    dispatcher = _dispatcher(database, plan, metrics, clock, hold) if settings.dispatcher else None
 
     def on_commit(results: list[IngestResult]) -> None:
         metrics.observe_commit(len(results))
@@ -166,25 +154,60 @@ def build_runtime(
         if dispatcher is not None:
             dispatcher.wake()
 
-    if database.is_sqlite:
-        writer: Writer = LoopWriter(database, ruleset, clock=clock, hold=hold, on_commit=on_commit)
-    else:
-        # PostgreSQL flushes its log at each commit: 2 ms of gathering per transaction
-        # keeps commits few when requests are spread over many processes, and a second
-        # writer thread writes the next transaction while one waits for its flush (one
-        # process measured 1,000-2,700 events/s with one thread, 2,700-3,300 with two).
-        writer = ThreadWriter(
-            database,
-            ruleset,
-            clock=clock,
-            hold=hold,
-            on_commit=on_commit,
-            gather_seconds=0.002,
-            threads=2,
-        )
+    writer = _writer(database, ruleset, clock, hold, on_commit)
     runtime = Runtime(settings, database, ruleset, plan, metrics, writer, dispatcher, clock)
     metrics.watch_outbox(runtime.outbox_snapshot)
     return runtime
+
+
+def _dispatcher(
+    database: Database,
+    plan: DeliveryPlan,
+    metrics: Metrics,
+    clock: Callable[[], datetime],
+    hold: HoldPolicy,
+) -> Dispatcher:
+    """The dispatcher delivering with ``plan``'s providers and policy, counting each
+    outcome in ``metrics``."""
+    return Dispatcher(
+        database,
+        plan.providers,
+        worker_id=worker_id(),
+        clock=clock,
+        retry=plan.retry,
+        rate_limits=plan.rate_limits(time.monotonic),
+        on_result=lambda channel, status: _count_delivery(metrics, channel, status),
+        inline_storage=database.is_sqlite,
+        # Quiet hours hold a retry or a re-queued message too, not only a new one.
+        hold=hold,
+        hold_channels=frozenset(plan.quiet_hours),
+    )
+
+
+def _writer(
+    database: Database,
+    ruleset: RuleSet,
+    clock: Callable[[], datetime],
+    hold: HoldPolicy,
+    on_commit: Callable[[list[IngestResult]], None],
+) -> Writer:
+    """The group-commit writer that suits the database: on the event loop for SQLite,
+    on threads for PostgreSQL."""
+    if database.is_sqlite:
+        return LoopWriter(database, ruleset, clock=clock, hold=hold, on_commit=on_commit)
+    # PostgreSQL flushes its log at each commit: 2 ms of gathering per transaction
+    # keeps commits few when requests are spread over many processes, and a second
+    # writer thread writes the next transaction while one waits for its flush (one
+    # process measured 1,000-2,700 events/s with one thread, 2,700-3,300 with two).
+    return ThreadWriter(
+        database,
+        ruleset,
+        clock=clock,
+        hold=hold,
+        on_commit=on_commit,
+        gather_seconds=0.002,
+        threads=2,
+    )
 
 
 def _count_delivery(metrics: Metrics, channel: str, status: DeliveryStatus) -> None:
