@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import orjson
 from fastapi import FastAPI, Request, Response
@@ -37,6 +37,46 @@ log = logging.getLogger(__name__)
 def create_app(
     settings: Settings, *, runtime_factory: Callable[[Settings], Runtime] = build_runtime
 ) -> FastAPI:
+    """The application for ``settings``. Nothing is opened until it starts: its lifespan
+    builds the runtime with ``runtime_factory`` (tests pass one of their own), starts it,
+    and stops it when the server shuts down."""
+    app = FastAPI(
+        title="Herald",
+        version=__version__,
+        description="Event-triggered messaging: declarative rules, limits, a transactional "
+        "outbox, and an audit that explains every decision.",
+        lifespan=_lifespan(settings, runtime_factory),
+        telemetry={
+            "tracing": settings.opentelemetry,
+            "metrics": settings.opentelemetry,
+            "logs": settings.opentelemetry,
+        },
+    )
+    _add_routes(app, settings)
+    # Added first, so it runs inside RequestEdge: the request id and size limit still apply.
+    app.add_middleware(
+        DirectRoutes,
+        routes={
+            ("POST", "/events"): events.post_event,
+            ("POST", "/events/batch"): events.post_batch,
+        },
+    )
+    app.add_middleware(
+        RequestEdge, body_limit=MAX_EVENT_BYTES, body_limit_by_path={"/events/batch": 8 * MIB}
+    )
+    for error in (OperationalError, InterfaceError, PoolTimeout):
+        app.add_exception_handler(error, _database_unavailable)
+    app.add_exception_handler(RequestValidationError, validation_errors)
+    return app
+
+
+def _lifespan(
+    settings: Settings, runtime_factory: Callable[[Settings], Runtime]
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """What the application does as it starts and stops: the runtime (kept in
+    ``app.state.runtime``), the metrics port of a process that delivers, and the watch
+    on the ``herald serve`` process that started this one."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = runtime_factory(settings)
@@ -68,18 +108,11 @@ def create_app(
                 await asyncio.to_thread(stop_metrics)
             await runtime.stop()
 
-    app = FastAPI(
-        title="Herald",
-        version=__version__,
-        description="Event-triggered messaging: declarative rules, limits, a transactional "
-        "outbox, and an audit that explains every decision.",
-        lifespan=lifespan,
-        telemetry={
-            "tracing": settings.opentelemetry,
-            "metrics": settings.opentelemetry,
-            "logs": settings.opentelemetry,
-        },
-    )
+    return lifespan
+
+
+def _add_routes(app: FastAPI, settings: Settings) -> None:
+    """Every route, and the bearer token each group asks for in the OpenAPI document."""
     # Mounted route by route, ingestion first: an included router costs a second route
     # match per request, and every route tried before /events costs a regex.
     app.router.routes[0:0] = [
@@ -92,21 +125,6 @@ def create_app(
             INGEST_SCHEME: (settings.ingest_token, events.router.routes),
         },
     )
-    # Added first, so it runs inside RequestEdge: the request id and size limit still apply.
-    app.add_middleware(
-        DirectRoutes,
-        routes={
-            ("POST", "/events"): events.post_event,
-            ("POST", "/events/batch"): events.post_batch,
-        },
-    )
-    app.add_middleware(
-        RequestEdge, body_limit=MAX_EVENT_BYTES, body_limit_by_path={"/events/batch": 8 * MIB}
-    )
-    for error in (OperationalError, InterfaceError, PoolTimeout):
-        app.add_exception_handler(error, _database_unavailable)
-    app.add_exception_handler(RequestValidationError, validation_errors)
-    return app
 
 
 async def _database_unavailable(_request: Request, exc: Exception) -> Response:
