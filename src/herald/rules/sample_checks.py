@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
+from typing import Any
 
 from herald.rules.conditions import Condition, ConditionError, bound_variables
 from herald.rules.definition import EventType
@@ -43,6 +44,9 @@ _KINDS = {
 }
 
 
+# A sample's context (`event`, `user`), and how a problem names the sample.
+_Sample = tuple[dict[str, Any], str]
+
 _MOST_UNDECLARED = 20
 _STAND_IN = "x"  # prints, compares and filters as text would
 
@@ -54,6 +58,10 @@ def template_problems(
     traits: Mapping[str, str],
     refused_traits: frozenset[str],
 ) -> list[str]:
+    """What is wrong with ``template`` rendered on a sample of ``event_type``: each name
+    it reads that the rule file does not declare, or else the error it raises; empty when
+    it renders. Names whose declaration was refused (``refused_traits``, the event type's
+    ``refused``) are left out: their own problem is said already."""
     sample = sample_context(event_type, traits)
     problems: list[str] = []
     stood_in = False
@@ -89,6 +97,9 @@ def condition_problems(
     traits: Mapping[str, str],
     refused_traits: frozenset[str],
 ) -> list[str]:
+    """What is wrong with ``condition`` on events of ``event_type``: the names it reads
+    that the rule file does not declare (unless guarded by ``has()``), or else what fails
+    on samples of every declared value; empty when nothing does."""
     shown = f"`when: {condition.source}`"
     reads = {path: _declared_type(path, event_type, traits) for path in _reads(condition.source)}
     guarded = {re.sub(r"\s", "", path) for path in _GUARD.findall(condition.source)}
@@ -119,21 +130,9 @@ def condition_problems(
 def _problem_on_samples(
     condition: Condition, event_type: EventType, traits: Mapping[str, str], where: str
 ) -> str | None:
-    event = event_type.name
-    samples = [
-        (
-            sample_context(event_type, traits, whole_numbers=whole_numbers),
-            on,
-        )
-        for whole_numbers, on in (
-            (False, f"a {event} event with every declared property and trait"),
-            (
-                True,
-                f"a {event} event whose numbers are whole, as a client may send them (10 "
-                "rather than 10.5; CEL keeps int and double apart: convert with double(...))",
-            ),
-        )
-    ]
+    """What ``condition`` does wrong on every event of ``event_type`` (fails on the
+    declared types, or gives no true or false), found on samples; None if nothing."""
+    samples = _samples(event_type, traits)
     for sample, on in samples:
         try:
             value = condition.value_on(sample)
@@ -147,9 +146,35 @@ def _problem_on_samples(
                 f"gives {kind}, not true or false, on {on}{where}: "
                 "a condition must be a test, such as a comparison"
             )
-    # CEL's && and || give false (or true) when either side does, whatever the other: a
-    # side that fails on every event would pass unseen when a sample's values make
-    # another side decide (`amount * 1.1 > 1000.0 && user.age >= 18` with an age of 1).
+    return _operand_problem(condition, samples, where)
+
+
+def _samples(event_type: EventType, traits: Mapping[str, str]) -> list[_Sample]:
+    """The samples a condition is tried on, each with how a problem names it: one with
+    every declared value, and one whose numbers are whole."""
+    event = event_type.name
+    return [
+        (
+            sample_context(event_type, traits, whole_numbers=whole_numbers),
+            on,
+        )
+        for whole_numbers, on in (
+            (False, f"a {event} event with every declared property and trait"),
+            (
+                True,
+                f"a {event} event whose numbers are whole, as a client may send them (10 "
+                "rather than 10.5; CEL keeps int and double apart: convert with double(...))",
+            ),
+        )
+    ]
+
+
+def _operand_problem(condition: Condition, samples: list[_Sample], where: str) -> str | None:
+    """The first side of ``condition``'s && and || that fails on the declared types.
+
+    CEL's && and || give false (or true) when either side does, whatever the other: a
+    side that fails on every event would pass unseen when a sample's values make another
+    side decide (`amount * 1.1 > 1000.0 && user.age >= 18` with an age of 1)."""
     for operand in _operands(condition.source):
         try:
             part = Condition(operand)
