@@ -1,0 +1,63 @@
+"""The email a message becomes: its headers and its text and HTML parts, in the 7-bit
+encodings every SMTP relay takes. Sending it is ``smtp.py``'s."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from email import policy
+from email.message import EmailMessage
+from email.utils import format_datetime
+
+import idna
+
+from herald.delivery.provider import SendRequest
+from herald.domain.recipients import email_problem
+
+# Text beyond ASCII goes quoted-printable or base64, never as 8-bit data: ``smtplib`` does
+# not declare ``BODY=8BITMIME`` for it (RFC 6152), and a relay not told may refuse the
+# message or strip each byte's top bit.
+_SEVEN_BIT = policy.default.clone(cte_type="7bit")
+
+
+def build_message(
+    request: SendRequest, *, sender: str, reply_to: str | None, date: datetime
+) -> EmailMessage:
+    """The email for ``request``: text body, plus an HTML alternative when ``request.html``.
+
+    Raises ``ValueError`` for headers the email package cannot encode, and for a
+    recipient that is not one plain address (the envelope and the ``To`` header would
+    each read it their own way).
+    """
+    problem = email_problem(request.recipient)
+    if problem is not None:
+        raise ValueError(f"the recipient is not one plain address ({problem})")
+    message = EmailMessage(policy=_SEVEN_BIT)
+    message["From"] = sender
+    message["To"] = ascii_domain(request.recipient)
+    if reply_to:
+        message["Reply-To"] = reply_to
+    # Rendered templates often end with a newline, which a header cannot hold.
+    message["Subject"] = " ".join(request.subject.split())
+    message["Date"] = format_datetime(date)
+    message["Message-ID"] = f"<{request.message_id}@herald>"
+    message["X-Herald-Message-Id"] = request.message_id
+    # RFC 3834: tells vacation responders not to answer an automated message.
+    message["Auto-Submitted"] = "auto-generated"
+    message.set_content(request.body)
+    if request.html:
+        message.add_alternative(request.html, subtype="html")
+    return message
+
+
+def ascii_domain(address: str) -> str:
+    """``address`` with its domain in ASCII (IDNA, the form DNS knows it by) when the rest
+    is ASCII: many relays do not offer SMTPUTF8, which ``smtplib`` needs for any address
+    beyond ASCII, and would refuse ``ada@bücher.example`` though ``ada@xn--bcher-kva.example``
+    is the same mailbox. A local part beyond ASCII has no such form and stays as it is."""
+    local, at, domain = address.rpartition("@")
+    if not at or domain.isascii() or not local.isascii():
+        return address
+    try:
+        return f"{local}@{idna.encode(domain, uts46=True).decode('ascii')}"
+    except UnicodeError:  # idna.IDNAError among them: not a domain IDNA can write
+        return address
