@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import yaml
 
 from herald.rules.declarations import read_event_types, read_traits
-from herald.rules.definition import EventType, RuleSet
+from herald.rules.definition import EventType, Rule, RuleSet
 from herald.rules.rule_reader import RuleUse, digest, read_rules
 from herald.rules.sample_checks import condition_problems, template_problems
 from herald.rules.templates import TemplateProblem, TemplateSet, not_utf8
@@ -142,16 +142,7 @@ def _parse(
     template_dir: Path,
     read_settings: Callable[[dict[str, Any], list[str]], T],
 ) -> tuple[RuleSet, T]:
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)
-    except yaml.YAMLError as exc:
-        raise RuleFileError(source, [_yaml_problem(exc, text, source)]) from None
-    if not isinstance(data, dict):
-        raise RuleFileError(source, ["must be a mapping with `events` and `rules`"])
-    try:
-        digest(data)
-    except TypeError as exc:  # the versions are digests of the content
-        raise RuleFileError(source, [f"holds a value that cannot be hashed: {exc}"]) from None
+    data = _read_document(text, source)
     problems = [_unknown_section(key) for key in data if not _is_section(key)]
     event_types, refused_types = read_event_types(data.get("events"), problems)
     traits, refused_traits = read_traits(data.get("traits"), problems)
@@ -164,16 +155,39 @@ def _parse(
     settings = read_settings(data, problems)
     if problems:
         raise RuleFileError(source, problems)
-    # A template's text is part of its rule: an edited message is another version.
+    version, versioned = _versions(data, rules, templates)
+    return RuleSet(version, source, event_types, versioned, templates), settings
+
+
+def _versions(
+    data: dict[Any, Any], rules: list[Rule], templates: TemplateSet
+) -> tuple[str, tuple[Rule, ...]]:
+    """The rule set's version, and its rules each with a version that covers its template:
+    a template's text is part of its rule, so an edited message is another version."""
     texts = {rule.template: templates.source(rule.template) for rule in rules if rule.template}
-    rules = [
+    versioned = tuple(
         replace(rule, version=digest([rule.version, texts[rule.template]])[:8])
         if rule.template
         else rule
         for rule in rules
-    ]
-    version = (digest([data, texts]) if texts else digest(data))[:12]
-    return RuleSet(version, source, event_types, tuple(rules), templates), settings
+    )
+    return (digest([data, texts]) if texts else digest(data))[:12], versioned
+
+
+def _read_document(text: str, source: str) -> dict[Any, Any]:
+    """The YAML mapping ``text`` holds; raises ``RuleFileError`` when it holds none, or one
+    that cannot be digested into versions. Nothing in it is checked yet."""
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as exc:
+        raise RuleFileError(source, [_yaml_problem(exc, text, source)]) from None
+    if not isinstance(data, dict):
+        raise RuleFileError(source, ["must be a mapping with `events` and `rules`"])
+    try:
+        digest(data)
+    except TypeError as exc:  # the versions are digests of the content
+        raise RuleFileError(source, [f"holds a value that cannot be hashed: {exc}"]) from None
+    return data
 
 
 def _templates(
