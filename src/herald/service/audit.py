@@ -13,14 +13,18 @@ _INT64 = (-(2**63), 2**63)
 
 
 class BadCursor(ValueError):
-    pass
+    """A page cursor that ``encode_cursor`` did not make: a client's error."""
 
 
 def encode_cursor(time_us: int, seq: int) -> str:
+    """The cursor of the page after an event at ``time_us`` (event time, microseconds) and
+    ``seq`` (its arrival order): opaque to clients, read back by ``decode_cursor``."""
     return base64.urlsafe_b64encode(f"{time_us}:{seq}".encode()).decode().rstrip("=")
 
 
 def decode_cursor(cursor: str) -> tuple[int, int]:
+    """The ``(time_us, seq)`` that ``encode_cursor`` made ``cursor`` of; raises
+    ``BadCursor`` for anything else."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         time_us, seq = (int(part) for part in raw.split(":"))
@@ -38,7 +42,9 @@ def _when(micros: int | None) -> str | None:
 def user_audit(
     database: Database, user_id: str, *, limit: int, cursor: str | None
 ) -> dict[str, Any] | None:
-    """The audit page of ``user_id``, newest events first, or None for an unknown user."""
+    """The audit page of ``user_id``: at most ``limit`` events, newest first, from
+    ``cursor`` on (the first page when None), with the messages they explain; None for an
+    unknown user. Raises ``BadCursor`` for a cursor Herald did not make."""
     before = decode_cursor(cursor) if cursor else None
     with ReadOnly(database) as read:
         user = read.users.get_row(user_id)
@@ -46,44 +52,56 @@ def user_audit(
             return None
         rows = read.events.page_for_user(user_id, limit=limit + 1, before=before)
         page, more = rows[:limit], len(rows) > limit
-        # A message is about its trigger, but another event may have created it (the
-        # signup that decides a bank link which came before it): the page lists both.
-        created = [
-            decision["message_id"]
-            for row in page
-            for decision in row.decisions
-            if decision["outcome"] == "triggered" and "message_id" in decision
-        ]
-        messages = read.outbox.for_events(user_id, [row.event_id for row in page], created)
-        if before is None and user.pruned_before_us is not None:
-            # Their events are gone, but the messages still explain something: one not yet
-            # delivered, or the redacted one that holds a lifetime limit.
-            messages += read.outbox.of_pruned_events(user_id)
+        messages = _messages_of(read, user, page, first_page=before is None)
         attempts = read.outbox.attempts_for([m.message_id for m in messages])
     return {
-        "user": {
-            "user_id": user.user_id,
-            "traits": user.traits,
-            "preferences": user.preferences or {},
-            "first_seen_at": _when(user.first_seen_us),
-            "updated_at": _when(user.updated_us),
-            "history_pruned_before": _when(user.pruned_before_us),
-        },
-        "events": [
-            {
-                "event_id": row.event_id,
-                "event_type": row.event_type,
-                "event_timestamp": _when(row.event_time_us),
-                "received_at": _when(row.received_us),
-                "properties": row.properties,
-                "user_traits": row.user_traits,
-                "ruleset_version": row.ruleset_version,
-                "decisions": row.decisions,
-            }
-            for row in page
-        ],
+        "user": _user(user),
+        "events": [_event(row) for row in page],
         "messages": [_message(m, attempts.get(m.message_id, [])) for m in messages],
         "next_cursor": encode_cursor(page[-1].event_time_us, page[-1].seq) if more else None,
+    }
+
+
+def _messages_of(read: ReadOnly, user: Any, page: list[Any], *, first_page: bool) -> list[Any]:
+    """The messages the events of ``page`` explain, and on the first page those whose
+    event was pruned."""
+    # A message is about its trigger, but another event may have created it (the
+    # signup that decides a bank link which came before it): the page lists both.
+    created = [
+        decision["message_id"]
+        for row in page
+        for decision in row.decisions
+        if decision["outcome"] == "triggered" and "message_id" in decision
+    ]
+    messages = read.outbox.for_events(user.user_id, [row.event_id for row in page], created)
+    if first_page and user.pruned_before_us is not None:
+        # Their events are gone, but the messages still explain something: one not yet
+        # delivered, or the redacted one that holds a lifetime limit.
+        messages += read.outbox.of_pruned_events(user.user_id)
+    return messages
+
+
+def _user(row: Any) -> dict[str, Any]:
+    return {
+        "user_id": row.user_id,
+        "traits": row.traits,
+        "preferences": row.preferences or {},
+        "first_seen_at": _when(row.first_seen_us),
+        "updated_at": _when(row.updated_us),
+        "history_pruned_before": _when(row.pruned_before_us),
+    }
+
+
+def _event(row: Any) -> dict[str, Any]:
+    return {
+        "event_id": row.event_id,
+        "event_type": row.event_type,
+        "event_timestamp": _when(row.event_time_us),
+        "received_at": _when(row.received_us),
+        "properties": row.properties,
+        "user_traits": row.user_traits,
+        "ruleset_version": row.ruleset_version,
+        "decisions": row.decisions,
     }
 
 
