@@ -99,6 +99,8 @@ class Runtime:
         self.checkpointer = Checkpointer(self.database)
 
     def outbox_snapshot(self) -> tuple[dict[str, int], int, float]:
+        """For the outbox gauges: messages by unfinished status, the messages waiting to be
+        sent, and how long, in seconds, the oldest one due has waited."""
         with ReadOnly(self.database) as read:
             # Every status at 0 when no message has it: a series that vanished instead (the
             # last dead letter re-queued) would leave a graph at its last count.

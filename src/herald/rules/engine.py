@@ -62,6 +62,10 @@ def history_windows(event: Event, ruleset: RuleSet) -> list[HistoryWindow]:
 
 
 def dedup_key(rule: Rule, trigger: Event) -> str:
+    """The key that holds ``rule``'s limit for ``trigger``: the rule and the user, plus the
+    trigger's UTC day (once per day) or its event id (once per event, a digest when the
+    ids would be ambiguous or too long). Two users, or two events the limit tells apart,
+    never share one; the ids the API accepts keep it within ``MAX_DEDUP_KEY``."""
     if rule.limit is Limit.ONCE_PER_USER:
         return f"{rule.id}:{trigger.user_id}"
     if rule.limit is Limit.ONCE_PER_USER_PER_DAY:

@@ -53,6 +53,10 @@ def digest(value: Any) -> str:
 def read_rules(
     raw: Any, event_types: dict[str, EventType], refused_types: frozenset[str], problems: list[str]
 ) -> tuple[list[Rule], list[RuleUse]]:
+    """The rules of the `rules` section that hold no problem, and what every rule's
+    condition and template are to be checked with, the faulty ones' too. Each problem is
+    appended to ``problems``; ``refused_types`` are event types declared wrongly, whose
+    own problem is said already."""
     if not isinstance(raw, list):
         problems.append("`rules` must be a list")
         return [], []

@@ -53,6 +53,8 @@ class Checkpointer:
             self.checkpoint()
 
     def checkpoint(self) -> None:
+        """One pass: copy the log into the database file, and restart the log when it has
+        grown past ``restart_frames`` (giving up soon if a reader is in the way)."""
         with self._database.reader.connect() as connection:
             _, frames = _checkpoint(connection, "PASSIVE")
             if frames <= self._restart_frames:

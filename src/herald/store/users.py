@@ -30,6 +30,7 @@ class UserRepository:
         self._dialect = dialect
 
     def get_many(self, user_ids: Iterable[str]) -> dict[str, UserProfile]:
+        """The stored profiles of ``user_ids``, by id; a user Herald has not seen is absent."""
         query = (
             "SELECT user_id, traits, trait_times, preferences, pruned_before_us FROM users "
             "WHERE user_id IN ({})"
@@ -44,9 +45,13 @@ class UserRepository:
         }
 
     def get_row(self, user_id: str) -> Any | None:
+        """The user's row as stored (for the audit), or None."""
         return self._conn.execute(select(users).where(users.c.user_id == user_id)).first()
 
     def upsert_many(self, profiles: Iterable[UserProfile], now_us: int) -> None:
+        """Store each profile's traits, replacing the user's; ``now_us`` (microseconds
+        since the epoch) is when a new user was first seen and when each was updated.
+        Preferences are left as they are. Staged in the unit of work: the caller commits."""
         rows = [
             (
                 profile.user_id,
@@ -68,6 +73,8 @@ class UserRepository:
             )
 
     def set_preferences(self, user_id: str, preferences: dict[str, Any], now_us: int) -> None:
+        """Replace the user's preferences (a user not seen yet is created with no traits)
+        at ``now_us``, microseconds since the epoch. The caller commits."""
         statement = insert_for(self._dialect, users).values(
             user_id=user_id,
             traits={},
