@@ -38,7 +38,10 @@ def smtp_provider(
     *,
     folder: Path | None = None,
 ) -> SmtpProvider | None:
-    """``folder``: where a relative ``ca_file`` is, the rule file's (else the current one)."""
+    """The provider ``spec`` (the settings at ``where``, e.g. ``providers.email``)
+    describes for ``channel``, its credentials read from ``env``; or None, each problem
+    appended to ``problems``. Nothing is connected to. ``folder``: where a relative
+    ``ca_file`` is, the rule file's (else the current one)."""
     before = len(problems)
     host = readers.text(spec, "host", where, problems, required=True)
     if host is not None and not readers.is_host(host):
