@@ -1,40 +1,36 @@
-"""The outbox: messages waiting for delivery, claimed by dispatchers, with every attempt."""
+"""The outbox: messages stored in the transaction of the event that decided them, where
+the limits are held (a message's id is its dedup key's digest); re-queued as dead
+letters or cancelled by an unsubscribe. ``OutboxRepository`` also has the dispatchers'
+claims and records (claims.py) and the audit's and metrics' reads (outbox_reads.py)."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass, replace
-from operator import attrgetter, itemgetter
-from typing import Any, NamedTuple, TypedDict
+from operator import itemgetter
+from typing import TypedDict
 
-from sqlalchemy import Connection, exists, func, or_, select, update
+from sqlalchemy import Connection, update
 
 from herald.domain.model import message_id_for
-from herald.store.sql import execute_many, fetch_all, marks, select_in
-from herald.store.tables import delivery_attempts, events, messages
+from herald.store.claims import INTERRUPTED, AttemptRecord, ClaimedMessage, OutboxClaims
+from herald.store.message_status import CANCELLED, FAILED, PENDING, REDACTED, SENDING, SENT
+from herald.store.outbox_reads import OutboxReads
+from herald.store.sql import execute_many, marks, select_in
+from herald.store.tables import messages
 
-PENDING, SENDING, SENT, FAILED = "pending", "sending", "sent", "failed"
-CANCELLED = "cancelled"  # not sent, for good: the user unsubscribed while it waited
-REDACTED = "(pruned)"  # the body of a message a prune redacted
-# What a lease that ran out says of the attempt it was for.
-INTERRUPTED = (
-    "interrupted: its claim ran out with no outcome recorded (the dispatcher sending it "
-    "stopped or stalled), so it may have gone out"
-)
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptRecord:
-    """One finished delivery attempt. ``next_due_us`` is when a retry is due (None: now
-    for a retry, unchanged otherwise)."""
-
-    message_id: str
-    attempt: int
-    at_us: int
-    outcome: str  # sent | retry | failed
-    detail: str
-    next_due_us: int | None = None
+__all__ = [
+    "CANCELLED",
+    "FAILED",
+    "INTERRUPTED",
+    "PENDING",
+    "REDACTED",
+    "SENDING",
+    "SENT",
+    "AttemptRecord",
+    "ClaimedMessage",
+    "MessageRow",
+    "OutboxRepository",
+]
 
 
 class MessageRow(TypedDict):
@@ -67,34 +63,10 @@ _MESSAGE_COLUMNS = (
 _message_values = itemgetter(*_MESSAGE_COLUMNS)  # in C: a batch runs it for every message
 
 
-class ClaimedMessage(NamedTuple):
-    """A message as a claim returns it: every column of ``messages`` (a test holds the
-    two together)."""
+class OutboxRepository(OutboxReads, OutboxClaims):
+    """Messages stored with their event, claimed and recorded by dispatchers, re-queued
+    or cancelled; and, from ``OutboxReads``, read for the audit and the metrics."""
 
-    message_id: str
-    dedup_key: str
-    user_id: str
-    event_id: str
-    rule: str
-    rule_version: str
-    channel: str
-    category: str
-    recipient: str
-    subject: str
-    body: str
-    html: str | None
-    status: str
-    created_us: int
-    due_us: int
-    sent_us: int | None
-    attempts: int
-    last_error: str | None
-    hold_reason: str | None
-    claimed_by: str | None
-    lease_until_us: int | None
-
-
-class OutboxRepository:
     def __init__(self, connection: Connection, dialect: str) -> None:
         self._conn = connection
         self._dialect = dialect
@@ -128,212 +100,6 @@ class OutboxRepository:
             [_message_values(row) for row in rows],
         )
 
-    def claim_due(
-        self, *, now_us: int, limit: int, worker: str, lease_us: int, max_attempts: int = 0
-    ) -> list[ClaimedMessage]:
-        """Atomically claim up to ``limit`` due messages for ``worker`` until the lease ends;
-        they come in turn: the earliest due first, then the oldest.
-
-        A message is due when a dispatcher claimed it and its lease ran out (that
-        dispatcher died), or when it is pending and its due time has come. Two
-        dispatchers never hold the same message: PostgreSQL skips locked rows, SQLite
-        serialises writers.
-
-        With ``max_attempts``, a lease that ran out counts as an attempt with no outcome,
-        recorded as such; when it was the last, the message is a dead letter, returned
-        with status ``failed`` and not claimed. Uncounted, a message whose send kills its
-        dispatcher every time (a crash in a native library, running out of memory) would
-        be claimed, and kill the next one, for ever.
-        """
-        mark = marks(self._dialect, 1)
-        # Two statements, each walking the (status, due_us) index in order and stopping at
-        # its limit. One statement with an OR made SQLite gather and sort every due
-        # message: a claim cost grew with the backlog, just when delivery had to catch up.
-        expired = self._claim(
-            f"status = '{SENDING}' AND lease_until_us < {mark}", now_us, limit, worker, lease_us
-        )
-        if expired and max_attempts:
-            expired = self._count_interrupted(expired, now_us, worker, max_attempts)
-        if len(expired) == limit:
-            return sorted(expired, key=_in_turn)
-        due = self._claim(
-            f"status = '{PENDING}' AND due_us <= {mark}",
-            now_us,
-            limit - len(expired),
-            worker,
-            lease_us,
-        )
-        # In turn: RETURNING promises no order (PostgreSQL's is arbitrary), and a dispatcher
-        # sends, and hands out rate-limited turns, in the order it is given.
-        return sorted(expired + due, key=_in_turn)
-
-    def _claim(
-        self, where: str, now_us: int, limit: int, worker: str, lease_us: int
-    ) -> list[ClaimedMessage]:
-        mark = marks(self._dialect, 1)
-        if self._dialect == "postgresql":
-            key, lock = "message_id", " FOR UPDATE SKIP LOCKED"
-        else:
-            # The rowid, which the (status, due_us) index holds: finding each row by its
-            # message id cost a walk of the primary key's index too, inside the write lock
-            # that ingestion waits for (a quarter of the claim's time).
-            key, lock = "rowid", ""
-        # Plain SQL on the driver's cursor: the dispatcher runs this every round, and
-        # SQLAlchemy's rows cost more than the claim itself (see store/sql.py).
-        rows = fetch_all(
-            self._conn,
-            f"UPDATE messages SET status = '{SENDING}', claimed_by = {mark}, "
-            f"lease_until_us = {mark} WHERE {key} IN ("
-            f"SELECT {key} FROM messages WHERE {where} "
-            f"ORDER BY due_us LIMIT {mark}{lock}) "
-            f"RETURNING {', '.join(ClaimedMessage._fields)}",
-            (worker, now_us + lease_us, now_us, limit),
-        )
-        return [ClaimedMessage._make(row) for row in rows]
-
-    def _count_interrupted(
-        self, rows: list[ClaimedMessage], now_us: int, worker: str, max_attempts: int
-    ) -> list[ClaimedMessage]:
-        """``rows``, whose leases ran out, with the attempt that was cut off counted and
-        recorded: those it leaves attempts to stay claimed, the others become dead letters."""
-        counted, records = [], []
-        for row in rows:
-            attempt = row.attempts + 1
-            if attempt < max_attempts:
-                records.append(AttemptRecord(row.message_id, attempt, now_us, "retry", INTERRUPTED))
-                counted.append(row._replace(attempts=attempt, last_error=INTERRUPTED))
-            else:
-                detail = f"gave up after {attempt} attempts: {INTERRUPTED}"
-                records.append(AttemptRecord(row.message_id, attempt, now_us, FAILED, detail))
-                counted.append(
-                    row._replace(
-                        status=FAILED,
-                        attempts=attempt,
-                        last_error=detail,
-                        claimed_by=None,
-                        lease_until_us=None,
-                    )
-                )
-        mark = marks(self._dialect, 1)
-        self._conn.exec_driver_sql(
-            f"UPDATE messages SET status = {mark}, attempts = {mark}, last_error = {mark}, "
-            f"claimed_by = {mark}, lease_until_us = {mark} WHERE message_id = {mark}",
-            [_interrupted_values(row) for row in counted],
-        )
-        self._insert_attempts(records, worker)
-        return counted
-
-    def record_attempts(self, records: Sequence[AttemptRecord], *, worker: str) -> int:
-        """Record finished attempts and move each message on: ``sent``, ``failed`` (dead
-        letter) or back to ``pending`` due at ``next_due_us``. Messages whose claim
-        ``worker`` lost are left alone. Returns how many were recorded.
-
-        A NUL character in a detail (a receiver's answer quoted) is recorded as U+FFFD:
-        PostgreSQL's text cannot hold it, and a round whose recording failed would be sent
-        again, whole, once its claims ran out."""
-        records = [
-            replace(r, detail=r.detail.replace("\x00", "\ufffd")) if "\x00" in r.detail else r
-            for r in records
-        ]
-        sent = [r for r in records if r.outcome == SENT]
-        unsent = [r for r in records if r.outcome != SENT]
-        mine = self._record_sent(sent, worker) + self._record_unsent(unsent, worker)
-        self._insert_attempts(mine, worker)
-        return len(mine)
-
-    def _insert_attempts(self, records: Sequence[AttemptRecord], worker: str) -> None:
-        if records:
-            self._conn.exec_driver_sql(
-                "INSERT INTO delivery_attempts (message_id, attempt, at_us, outcome, detail, "
-                f"worker) VALUES ({marks(self._dialect, 6)})",
-                [
-                    (r.message_id, r.attempt, r.at_us, r.outcome, r.detail[:2000], worker)
-                    for r in records
-                ],
-            )
-
-    def _record_sent(self, records: list[AttemptRecord], worker: str) -> list[AttemptRecord]:
-        """Sent messages, in one statement per attempt number and time (a round's are all
-        alike): it changes only those still claimed by ``worker`` and names them. A
-        statement per message was the larger half of a round's time in the write lock."""
-        alike: dict[tuple[int, int], dict[str, AttemptRecord]] = defaultdict(dict)
-        for record in records:
-            alike[record.attempt, record.at_us][record.message_id] = record
-        mark = marks(self._dialect, 1)
-        mine = []
-        for (attempt, at_us), by_id in alike.items():
-            changed = select_in(
-                self._conn,
-                self._dialect,
-                f"UPDATE messages SET status = '{SENT}', attempts = {mark}, sent_us = {mark}, "
-                "last_error = NULL, claimed_by = NULL, lease_until_us = NULL "
-                f"WHERE claimed_by = {mark} AND status = '{SENDING}' AND message_id IN ({{}}) "
-                "RETURNING message_id",
-                by_id,
-                prefix=(attempt, at_us, worker),
-            )
-            mine += [by_id[message_id] for (message_id,) in changed]
-        return mine
-
-    def _record_unsent(self, records: list[AttemptRecord], worker: str) -> list[AttemptRecord]:
-        """Retries and dead letters: each its own due time and error."""
-        if not records:
-            return []
-        mark = marks(self._dialect, 1)
-        lock = " FOR UPDATE" if self._dialect == "postgresql" else ""
-        owned = {
-            row[0]
-            for row in select_in(
-                self._conn,
-                self._dialect,
-                f"SELECT message_id FROM messages WHERE claimed_by = {mark} "
-                f"AND status = '{SENDING}' AND message_id IN ({{}}){lock}",
-                [r.message_id for r in records],
-                prefix=(worker,),
-            )
-        }
-        mine = [r for r in records if r.message_id in owned]
-        if mine:
-            self._conn.exec_driver_sql(
-                f"UPDATE messages SET status = {mark}, attempts = {mark}, "
-                f"due_us = COALESCE({mark}, due_us), sent_us = NULL, last_error = {mark}, "
-                f"claimed_by = NULL, lease_until_us = NULL WHERE message_id = {mark}",
-                [
-                    (
-                        PENDING if r.outcome == "retry" else r.outcome,
-                        r.attempt,
-                        _due(r),
-                        r.detail,
-                        r.message_id,
-                    )
-                    for r in mine
-                ],
-            )
-        return mine
-
-    def dead_letter_unrecorded(
-        self, message_id: str, *, worker: str, attempt: int, reason: str
-    ) -> bool:
-        """Make a message ``worker`` still claims a dead letter, without an attempt row:
-        the last resort when the database refused its attempt's record. Left claimed, it
-        would be sent again each time its lease ran out. Whether it was still claimed."""
-        changed = self._conn.execute(
-            update(messages)
-            .where(
-                messages.c.message_id == message_id,
-                messages.c.claimed_by == worker,
-                messages.c.status == SENDING,
-            )
-            .values(
-                status=FAILED,
-                attempts=attempt,
-                last_error=reason,
-                claimed_by=None,
-                lease_until_us=None,
-            )
-        )
-        return bool(changed.rowcount)
-
     def requeue(self, *, now_us: int, message_id: str | None = None) -> int:
         """Put dead letters (all, or one) back in the queue, due now, with as many attempts
         ahead of them as a new message (those made stay in the attempts' history).
@@ -346,75 +112,6 @@ class OutboxRepository:
             statement.values(status=PENDING, due_us=now_us, last_error=None, attempts=0)
         )
         return int(result.rowcount)
-
-    def for_events(
-        self, user_id: str, event_ids: Sequence[str], message_ids: Sequence[str] = ()
-    ) -> list[Any]:
-        """The user's messages about ``event_ids`` (their trigger) or among
-        ``message_ids``, newest first."""
-        if not event_ids and not message_ids:
-            return []
-        about = messages.c.event_id.in_(list(event_ids))
-        named = messages.c.message_id.in_(list(message_ids))
-        return list(
-            self._conn.execute(
-                select(messages)
-                .where(messages.c.user_id == user_id, or_(about, named))
-                .order_by(messages.c.created_us.desc())
-            )
-        )
-
-    def of_pruned_events(self, user_id: str) -> list[Any]:
-        """The user's messages whose event was pruned (kept because undelivered, or
-        redacted because a lifetime limit still needs them), newest first."""
-        event_gone = ~exists().where(events.c.event_id == messages.c.event_id)
-        return list(
-            self._conn.execute(
-                select(messages)
-                .where(messages.c.user_id == user_id, event_gone)
-                .order_by(messages.c.created_us.desc())
-            )
-        )
-
-    def get(self, message_id: str) -> Any | None:
-        return self._conn.execute(
-            select(messages).where(messages.c.message_id == message_id)
-        ).first()
-
-    def attempts_for(self, message_ids: Sequence[str]) -> dict[str, list[Any]]:
-        found: dict[str, list[Any]] = {}
-        if not message_ids:
-            return found
-        rows = self._conn.execute(
-            select(delivery_attempts)
-            .where(delivery_attempts.c.message_id.in_(list(message_ids)))
-            .order_by(delivery_attempts.c.message_id, delivery_attempts.c.attempt)
-        )
-        for row in rows:
-            found.setdefault(row.message_id, []).append(row)
-        # In the order they were made: a re-queued dead letter numbers its attempts from 1
-        # again, and by number they would interleave with the earlier ones. Sorted here, a
-        # few rows per message, rather than by a sort of every match in the database.
-        for made in found.values():
-            made.sort(key=attrgetter("id"))
-        return found
-
-    def backlog(self, now_us: int) -> tuple[int, int]:
-        """(pending messages, age in microseconds of the oldest one due)."""
-        count, oldest = self._conn.execute(
-            select(func.count(), func.min(messages.c.due_us)).where(
-                messages.c.status.in_([PENDING, SENDING])
-            )
-        ).one()
-        return int(count), (now_us - oldest) if oldest is not None and oldest <= now_us else 0
-
-    def count_by_status(self, *, unfinished_only: bool = False) -> dict[str, int]:
-        """Messages per status. ``unfinished_only`` leaves out ``sent``, the one status
-        that grows with history, so the count stays cheap however long Herald runs."""
-        query = select(messages.c.status, func.count()).group_by(messages.c.status)
-        if unfinished_only:
-            query = query.where(messages.c.status.in_([PENDING, SENDING, FAILED]))
-        return {row[0]: int(row[1]) for row in self._conn.execute(query)}
 
     def cancel_marketing(
         self, user_id: str, channels: Collection[str] | None, *, reason: str, now_us: int
@@ -436,46 +133,3 @@ class OutboxRepository:
             ).returning(messages.c.message_id)
         )
         return sorted(row[0] for row in result)
-
-    def cancel(self, message_id: str, *, worker: str, reason: str) -> None:
-        """Cancel a message ``worker`` claimed and will not send (its user withdrew consent)."""
-        self._conn.execute(
-            update(messages)
-            .where(messages.c.message_id == message_id, messages.c.claimed_by == worker)
-            .values(status=CANCELLED, last_error=reason, claimed_by=None, lease_until_us=None)
-        )
-
-    def release(self, message_id: str, *, worker: str, due_us: int, reason: str) -> None:
-        """Give a claimed message back without an attempt (e.g. its channel is rate limited)."""
-        self._conn.execute(
-            update(messages)
-            .where(messages.c.message_id == message_id, messages.c.claimed_by == worker)
-            .values(
-                status=PENDING,
-                due_us=due_us,
-                claimed_by=None,
-                lease_until_us=None,
-                hold_reason=reason,
-            )
-        )
-
-
-def _interrupted_values(row: ClaimedMessage) -> tuple[Any, ...]:
-    return (
-        row.status,
-        row.attempts,
-        row.last_error,
-        row.claimed_by,
-        row.lease_until_us,
-        row.message_id,
-    )
-
-
-def _in_turn(message: ClaimedMessage) -> tuple[int, int, str]:
-    return message.due_us, message.created_us, message.message_id
-
-
-def _due(record: AttemptRecord) -> int | None:
-    if record.outcome == "retry":
-        return record.next_due_us if record.next_due_us is not None else record.at_us
-    return None  # a finished message keeps its due time
