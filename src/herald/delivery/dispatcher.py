@@ -20,7 +20,6 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import astuple
 from datetime import datetime
-from functools import partial
 from typing import Any, TypeVar
 
 from herald.delivery.backoff import RetryPolicy, after_attempt
@@ -28,13 +27,14 @@ from herald.delivery.outcomes import Deferred, DispatchReport, Outcome, Withdraw
 from herald.delivery.provider import DeliveryResult, DeliveryStatus, Provider, SendRequest
 from herald.delivery.quiet_hours import HoldPolicy
 from herald.delivery.ratelimit import ChannelPauses, ChannelRateLimits
+from herald.delivery.round_recording import RoundRecorder
 from herald.domain.model import UserProfile
 from herald.domain.timeutil import to_micros
 from herald.rules.definition import Category
 from herald.rules.eligibility import closed_now
-from herald.store.database import SQLITE_BUSY_TIMEOUT_MS, Database, database_said, unavailable
-from herald.store.outbox import FAILED, AttemptRecord, OutboxRepository
-from herald.store.unit_of_work import UnitOfWork, WriteLockBusy, when_unlocked
+from herald.store.database import SQLITE_BUSY_TIMEOUT_MS, Database
+from herald.store.outbox import FAILED
+from herald.store.unit_of_work import UnitOfWork, when_unlocked
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -52,8 +52,6 @@ _POLL_S = 0.25
 _GATHER_S = 0.05
 # Failing rounds (the database is down) are tried again further and further apart, up to this.
 _LONGEST_PAUSE_S = 30.0
-# A round's recording that the database refused is tried again this far apart at most.
-_LONGEST_RECORDING_PAUSE_S = 5.0
 
 
 class Dispatcher:
@@ -107,6 +105,14 @@ class Dispatcher:
         self._lock_wait_s = lock_wait_s
         self._hold = hold
         self._hold_channels = hold_channels if hold is not None else frozenset()
+        self._recorder = RoundRecorder(
+            database,
+            worker_id=worker_id,
+            clock=clock,
+            storage=self._storage,
+            wait_for_lock=not inline_storage,
+            on_result=on_result,
+        )
 
     async def _storage(self, work: Callable[[], T]) -> T:
         if not self._inline_storage:
@@ -187,7 +193,7 @@ class Dispatcher:
         to_send = [row for row in claimed if row.status != FAILED] if given_up else claimed
         sends_end = asyncio.get_running_loop().time() + self._send_window_s
         outcomes = await self._deliver_all(to_send, sends_end, profiles)
-        await self._record_while_claimed(outcomes, leases_end)
+        await self._recorder.record(outcomes, leases_end)
         counts = Counter(outcome.status for outcome in outcomes)
         counts["failed"] += len(given_up)
         report = DispatchReport(
@@ -323,144 +329,6 @@ class Dispatcher:
             seconds,
             result.detail,
         )
-
-    async def _record_while_claimed(self, outcomes: list[Outcome], leases_end: float) -> None:
-        """Record the round; if the database refuses it (one message's record it will not
-        hold), record its messages one at a time, so that the refusal costs that message
-        alone: the round unrecorded would be sent again, whole, once its claims ran out."""
-        try:
-            await self._retry_while_claimed(partial(self._record, outcomes), leases_end)
-        except Exception as exc:
-            if not _refused(exc):
-                raise
-            log.warning(
-                "recording a round of %d message(s) was refused; recording each alone: %s",
-                len(outcomes),
-                database_said(exc),
-            )
-        else:
-            return
-        for outcome in outcomes:
-            await self._retry_while_claimed(partial(self._record_alone, outcome), leases_end)
-
-    async def _retry_while_claimed(self, record: Callable[[], None], leases_end: float) -> None:
-        """Run ``record``. A database unavailable meanwhile (restarting, its connections
-        dropped, SQLite's write lock held by another for longer than a wait lasts) is
-        asked again while the claims hold: given up, the round's sends would be made
-        again once their leases ran out. Recording twice changes nothing: only messages
-        still claimed by this dispatcher are recorded."""
-        loop = asyncio.get_running_loop()
-        pause = _POLL_S
-        while True:
-            try:
-                await self._storage(record)
-                return
-            except Exception as exc:
-                if _refused(exc) or loop.time() + pause >= leases_end:
-                    raise
-                log.warning(
-                    "recording a round's outcomes failed; trying again while claims hold: %s",
-                    database_said(exc),
-                )
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, _LONGEST_RECORDING_PAUSE_S)
-
-    def _record(self, outcomes: list[Outcome]) -> None:
-        """Record ``outcomes`` in one transaction."""
-        now_us = to_micros(self._clock())
-        with UnitOfWork(self._database, wait=not self._inline_storage) as uow:
-            self._write(uow.outbox, outcomes, now_us)
-            uow.commit()
-        for outcome in outcomes:
-            self._announce(outcome)
-
-    def _record_alone(self, outcome: Outcome) -> None:
-        """Record one message's outcome in a transaction of its own; one the database
-        refuses is made a dead letter, so that it is not sent again and again."""
-        try:
-            self._record([outcome])
-        except Exception as exc:
-            if not _refused(exc):
-                raise
-            self._dead_letter_unrecorded(outcome, database_said(exc))
-
-    def _dead_letter_unrecorded(self, outcome: Outcome, said: str) -> None:
-        """A message whose outcome the database refused: a sent one claimed again would be
-        sent twice, and one to retry would be refused again each time. It becomes a dead
-        letter whose reason says so (the log has the database's words; a dead letter is
-        sent again only when an operator re-queues it). Were even that refused, it stays
-        claimed, to be claimed and sent again when its lease runs out."""
-        row, result = outcome.row, outcome.result
-        log.error(
-            "message %s: the database refused to record its outcome (%s): %s",
-            row.message_id,
-            outcome.status,
-            said,
-        )
-        if isinstance(result, Deferred | Withdrawn):
-            return  # not sent: claimed again when its lease runs out, it costs nothing
-        reason = (
-            f"its outcome ({outcome.status}) could not be recorded: the database "
-            "refused it (see the dispatcher's log); not sent again unless re-queued"
-        )
-        try:
-            with UnitOfWork(self._database, wait=not self._inline_storage) as uow:
-                uow.outbox.dead_letter_unrecorded(
-                    row.message_id, worker=self.worker_id, attempt=row.attempts + 1, reason=reason
-                )
-                uow.commit()
-        except Exception as exc:
-            if not _refused(exc):
-                raise
-            log.error(
-                "message %s: the database refused to make it a dead letter too; it stays "
-                "claimed and will be sent again when its lease runs out: %s",
-                row.message_id,
-                database_said(exc),
-            )
-
-    def _write(self, outbox: OutboxRepository, outcomes: list[Outcome], now_us: int) -> None:
-        records = []
-        for outcome in outcomes:
-            row, result = outcome.row, outcome.result
-            due_us = now_us + int(outcome.delay * 1_000_000)
-            if isinstance(result, Deferred):
-                outbox.release(
-                    row.message_id, worker=self.worker_id, due_us=due_us, reason=result.reason
-                )
-                continue
-            if isinstance(result, Withdrawn):
-                outbox.cancel(row.message_id, worker=self.worker_id, reason=result.reason)
-                continue
-            retry = result.status is DeliveryStatus.RETRY
-            records.append(
-                AttemptRecord(
-                    row.message_id,
-                    row.attempts + 1,
-                    now_us,
-                    result.status.value,
-                    result.described(),
-                    due_us if retry else None,
-                )
-            )
-        outbox.record_attempts(records, worker=self.worker_id)
-
-    def _announce(self, outcome: Outcome) -> None:
-        row, result = outcome.row, outcome.result
-        if isinstance(result, Deferred | Withdrawn):
-            return
-        self._on_result(row.channel, result.status)
-        if result.status is DeliveryStatus.FAILED:
-            log.error("message %s dead-lettered: %s", row.message_id, result.detail)
-        elif result.status is DeliveryStatus.RETRY:
-            log.info("message %s will be retried: %s", row.message_id, result.detail)
-
-
-def _refused(exc: BaseException) -> bool:
-    """Whether the database refused what it was asked, as opposed to being unable to
-    serve now (down, or its write lock held elsewhere too long): asked again, it would
-    refuse again."""
-    return not (unavailable(exc) or isinstance(exc, WriteLockBusy))
 
 
 def _withdrawn(row: Any, profiles: Mapping[str, UserProfile]) -> Outcome | None:
