@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, time, timedelta
 from email.utils import format_datetime
@@ -21,7 +22,7 @@ from herald.cli.main import app as cli
 from herald.delivery.backoff import RetryPolicy
 from herald.delivery.dispatcher import Dispatcher
 from herald.delivery.outcomes import DispatchReport
-from herald.delivery.provider import DeliveryResult, Provider, SendRequest
+from herald.delivery.provider import DeliveryResult, DeliveryStatus, Provider, SendRequest
 from herald.delivery.quiet_hours import QuietHours, hold_policy
 from herald.delivery.ratelimit import ChannelRateLimits
 from herald.delivery.setup import build_delivery
@@ -636,13 +637,17 @@ def test_two_dispatchers_never_send_one_message_twice(
 
 
 def test_two_dispatchers_of_one_host_name_and_pid_never_record_each_other_s_claims(
-    database: Database, clock: FixedClock, monkeypatch: pytest.MonkeyPatch
+    database: Database,
+    clock: FixedClock,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Two ``herald worker`` containers on the host's network (one host name), each Herald
     its PID 1. The first stalls mid-send past its claim's lease; the second takes the
     message over and sends it. The first's late 503 must not be recorded over the second's
     claim: recorded, it made the message a pending retry, dropped the second's ``sent``
     as no longer its own, and the message went out a third time."""
+    caplog.set_level(logging.INFO, "herald.delivery")
     with monkeypatch.context() as same_host:
         same_host.setattr(bootstrap.socket, "gethostname", lambda: "node-1")
         same_host.setattr(bootstrap.os, "getpid", lambda: 1)
@@ -652,8 +657,16 @@ def test_two_dispatchers_of_one_host_name_and_pid_never_record_each_other_s_clai
     def webhook(url: str) -> dict[str, Provider]:
         return {"email": WebhookProvider("email", url, secret=None, timeout=10)}
 
+    counted: dict[str, list[str]] = {name: [] for name in names}
+
+    def counter(name: str) -> Callable[[str, DeliveryStatus], None]:
+        return lambda _channel, status: counted[name].append(status.value)
+
     async def the_second_takes_over(url: str) -> None:
-        first, second = (dispatcher(database, clock, webhook(url), worker_id=n) for n in names)
+        first, second = (
+            dispatcher(database, clock, webhook(url), worker_id=n, on_result=counter(n))
+            for n in names
+        )
         first_round = asyncio.create_task(first.run_once())
         await asyncio.sleep(0.3)  # its request is at the receiver
         clock.now += timedelta(minutes=2)  # and its process stalls past the lease
@@ -676,6 +689,10 @@ def test_two_dispatchers_of_one_host_name_and_pid_never_record_each_other_s_clai
         attempts = read.outbox.attempts_for([sent.message_id])[sent.message_id]
     assert [(a.outcome, a.worker) for a in attempts] == [("retry", names[1]), ("sent", names[1])]
     assert attempts[0].detail.startswith("interrupted: its claim ran out")
+    # The first's 503 was not the message's outcome: not counted, not logged as a retry.
+    assert counted == {names[0]: [], names[1]: ["sent"]}
+    assert "its claim was taken over before this attempt's outcome (retry)" in caplog.text
+    assert "will be retried" not in caplog.text
 
 
 def test_a_slow_receiver_never_gets_a_message_again_from_a_second_dispatcher(

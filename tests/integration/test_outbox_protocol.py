@@ -85,7 +85,9 @@ def test_the_outbox_keeps_its_promises_under_any_interleaving(database: Database
                 mid, m.attempts + 1, self.now, outcome, "provider said so", self.now + delay
             )
             with UnitOfWork(database) as uow:
-                recorded = uow.outbox.record_attempts([attempt], worker=worker) == 1
+                recorded = uow.outbox.record_attempts([attempt], worker=worker) == {
+                    attempt.message_id
+                }
                 uow.commit()
             assert recorded == expected, f"{worker} recording {mid}: {recorded}, not {expected}"
             if recorded:

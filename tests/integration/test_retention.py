@@ -93,7 +93,7 @@ def deliver(database: Database, *, at: datetime, outcome_by_user: dict[str, str]
                 detail=f"test: {outcome}",
                 next_due_us=to_micros(FAR_FUTURE),
             )
-            assert uow.outbox.record_attempts([attempt], worker="test") == 1
+            assert uow.outbox.record_attempts([attempt], worker="test") == {attempt.message_id}
         uow.commit()
 
 

@@ -95,10 +95,11 @@ class RoundRecorder:
         """Record ``outcomes`` in one transaction."""
         now_us = to_micros(self._clock())
         with UnitOfWork(self._database, wait=self._wait_for_lock) as uow:
-            self._write(uow.outbox, outcomes, now_us)
+            recorded = self._write(uow.outbox, outcomes, now_us)
             uow.commit()
         for outcome in outcomes:
-            self._announce(outcome)
+            if outcome.row.message_id in recorded:
+                self._announce(outcome)
 
     def _record_alone(self, outcome: Outcome) -> None:
         """Record one message's outcome in a transaction of its own; one the database
@@ -145,7 +146,9 @@ class RoundRecorder:
                 database_said(exc),
             )
 
-    def _write(self, outbox: OutboxRepository, outcomes: list[Outcome], now_us: int) -> None:
+    def _write(self, outbox: OutboxRepository, outcomes: list[Outcome], now_us: int) -> set[str]:
+        """Stage ``outcomes``; the ids of the attempts recorded, those whose claim this
+        dispatcher still held."""
         records = []
         for outcome in outcomes:
             row, result = outcome.row, outcome.result
@@ -169,9 +172,21 @@ class RoundRecorder:
                     due_us if retry else None,
                 )
             )
-        outbox.record_attempts(records, worker=self.worker_id)
+        recorded = outbox.record_attempts(records, worker=self.worker_id)
+        for record in records:
+            if record.message_id not in recorded:
+                # Its lease ran out (this dispatcher stalled) and another took it over:
+                # that one's outcome is the message's, and its metrics and log lines.
+                log.warning(
+                    "message %s: its claim was taken over before this attempt's outcome "
+                    "(%s) was recorded; not recorded",
+                    record.message_id,
+                    record.outcome,
+                )
+        return recorded
 
     def _announce(self, outcome: Outcome) -> None:
+        """The metrics and the log line of an attempt recorded."""
         row, result = outcome.row, outcome.result
         if isinstance(result, Deferred | Withdrawn):
             return

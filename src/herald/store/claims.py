@@ -160,10 +160,10 @@ class OutboxClaims:
         self._insert_attempts(records, worker)
         return counted
 
-    def record_attempts(self, records: Sequence[AttemptRecord], *, worker: str) -> int:
+    def record_attempts(self, records: Sequence[AttemptRecord], *, worker: str) -> set[str]:
         """Record finished attempts and move each message on: ``sent``, ``failed`` (dead
         letter) or back to ``pending`` due at ``next_due_us``. Messages whose claim
-        ``worker`` lost are left alone. Returns how many were recorded.
+        ``worker`` lost are left alone. Returns the ids of the messages recorded.
 
         A NUL character in a detail (a receiver's answer quoted) is recorded as U+FFFD:
         PostgreSQL's text cannot hold it, and a round whose recording failed would be sent
@@ -176,7 +176,7 @@ class OutboxClaims:
         unsent = [r for r in records if r.outcome != SENT]
         mine = self._record_sent(sent, worker) + self._record_unsent(unsent, worker)
         self._insert_attempts(mine, worker)
-        return len(mine)
+        return {record.message_id for record in mine}
 
     def _insert_attempts(self, records: Sequence[AttemptRecord], worker: str) -> None:
         if records:
