@@ -13,6 +13,7 @@ from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from typer.testing import CliRunner
 
@@ -41,6 +42,7 @@ from herald.store.database import Database
 from herald.store.migrate import upgrade
 from herald.store.unit_of_work import ReadOnly, UnitOfWork
 from tests.conftest import FixedClock
+from tests.support.events import opted_in_signup
 from tests.support.http_receiver import CannedResponse, HttpReceiver
 from tests.support.processes import connections_refused, scratch_postgres_database
 from tests.support.smtp_sink import SmtpSink
@@ -736,6 +738,50 @@ def test_a_slow_receiver_never_gets_a_message_again_from_a_second_dispatcher(
         ).all()
     # The one cut off waits for its retry; no message is left claimed ("sending").
     assert [tuple(row) for row in rows] == [("pending", 1), ("sent", 1), ("sent", 1)]
+
+
+@pytest.mark.postgres
+def test_a_claim_slow_to_commit_still_ends_its_send_before_its_lease_does(
+    postgres_url: str, clock: FixedClock
+) -> None:
+    """The first dispatcher's claim takes half of its 3 s lease to commit (another client
+    holds the users table, as a migration would; a disk slow to flush does the same).
+    Its send must still be cut off before the lease ends, leaving time to record it:
+    timed from the end of the claim instead, it ran past the lease, the second dispatcher
+    took the message over and sent it too, and the receiver got it twice."""
+    with scratch_postgres_database(postgres_url) as url:
+        database = Database(url)
+        upgrade(database)
+        store(database, clock, [opted_in_signup("slowclaim")])  # marketing: profiles are read
+
+        async def two_dispatchers(receiver_url: str) -> DispatchReport:
+            first, second = (
+                Dispatcher(
+                    database,
+                    {"email": WebhookProvider("email", receiver_url, secret=None, timeout=10)},
+                    worker_id=name,
+                    clock=lambda: datetime.now(UTC),
+                    retry=RetryPolicy(max_attempts=3, base=60, jitter=0),
+                    lease_seconds=3.0,
+                )
+                for name in ("first", "second")
+            )
+            holder = psycopg.connect(url.replace("postgresql+psycopg:", "postgresql:", 1))
+            holder.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+            threading.Timer(1.5, holder.close).start()
+            first_round = asyncio.create_task(first.run_once())
+            await asyncio.sleep(3.4)  # the first's lease has run out
+            await second.run_once()
+            return await first_round
+
+        with HttpReceiver(default=CannedResponse(200, delay=2.0)) as receiver:
+            first = asyncio.run(two_dispatchers(receiver.url))
+            keys = [request.headers["idempotency-key"] for request in receiver.requests]
+        row = message(database)
+        database.dispose()
+
+    assert len(keys) == 1
+    assert first.retried == 1 and (row.status, row.attempts) == ("pending", 1)
 
 
 class OutageAfterSend:

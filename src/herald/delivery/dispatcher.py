@@ -181,7 +181,8 @@ class Dispatcher:
         """Claim one batch of due messages and deliver it."""
         # On the loop's own clock: the injected one may stand still (tests), time may not.
         # Read before the claim, whose leases therefore end no sooner than this says.
-        leases_end = asyncio.get_running_loop().time() + self._lease_s
+        started = asyncio.get_running_loop().time()
+        leases_end = started + self._lease_s
         claimed, profiles = await self._storage(self._claim)
         if not claimed:
             return DispatchReport()
@@ -191,7 +192,9 @@ class Dispatcher:
             self._on_result(row.channel, DeliveryStatus.FAILED)
             log.error("message %s dead-lettered: %s", row.message_id, row.last_error)
         to_send = [row for row in claimed if row.status != FAILED] if given_up else claimed
-        sends_end = asyncio.get_running_loop().time() + self._send_window_s
+        # From the same reading: a claim slow to commit (a locked table, a slow disk) has
+        # used part of the leases, and timed from its end the sends could outlast them.
+        sends_end = started + self._send_window_s
         outcomes = await self._deliver_all(to_send, sends_end, profiles)
         await self._recorder.record(outcomes, leases_end)
         counts = Counter(outcome.status for outcome in outcomes)
