@@ -1368,15 +1368,22 @@ def test_a_runtime_that_only_delivers_stops_whole_and_never_starts_the_writer(
         )
     )
 
-    async def deliver_until_stopped() -> None:
+    before = herald_threads()
+
+    async def try_to_ingest_while_delivering() -> None:
         stopping = asyncio.Event()
-        asyncio.get_running_loop().call_later(0.05, stopping.set)
-        await runtime.deliver(stopping)
+        delivering = asyncio.create_task(runtime.deliver(stopping))
+        async with asyncio.timeout(5):
+            while herald_threads() == before:  # the checkpointer's: delivery has begun
+                await asyncio.sleep(0.01)
+        with pytest.raises(IngestFailed):  # while delivering: the writer takes nothing
+            await runtime.writer.ingest([])
+        stopping.set()
+        await delivering
         with pytest.raises(IngestFailed, match="stopping"):
             await runtime.writer.ingest([])
 
-    before = herald_threads()
-    asyncio.run(deliver_until_stopped())
+    asyncio.run(try_to_ingest_while_delivering())
     assert herald_threads() == before  # the checkpointer's is gone again
 
 
