@@ -1,4 +1,5 @@
 from datetime import UTC, datetime, time, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given
@@ -165,13 +166,16 @@ ZONES = [
     start=st.times(),
     end=st.times(),
 )
-def test_the_release_is_the_first_moment_the_window_is_over(
+def test_a_message_is_held_exactly_while_the_window_is_on_and_released_as_it_ends(
     now: datetime, zone: str, start: time, end: time
 ) -> None:
     window = QuietHours(start=start, end=end)
+    wall = now.astimezone(ZoneInfo(zone)).time()
+    quiet = start <= wall < end if start <= end else (wall >= start or wall < end)
 
     release = window.release_time(now, zone)
 
+    assert (release is not None) == quiet  # held exactly while the user's clock is inside
     if release is not None:
         assert now < release <= now + timedelta(hours=49)
         assert window.release_time(release, zone) is None
