@@ -664,13 +664,15 @@ def test_two_dispatchers_of_one_host_name_and_pid_never_record_each_other_s_clai
     def counter(name: str) -> Callable[[str, DeliveryStatus], None]:
         return lambda _channel, status: counted[name].append(status.value)
 
-    async def the_second_takes_over(url: str) -> None:
+    async def the_second_takes_over(receiver: HttpReceiver) -> None:
         first, second = (
-            dispatcher(database, clock, webhook(url), worker_id=n, on_result=counter(n))
+            dispatcher(database, clock, webhook(receiver.url), worker_id=n, on_result=counter(n))
             for n in names
         )
         first_round = asyncio.create_task(first.run_once())
-        await asyncio.sleep(0.3)  # its request is at the receiver
+        async with asyncio.timeout(5):
+            while not receiver.requests:  # its request is at the receiver
+                await asyncio.sleep(0.01)
         clock.now += timedelta(minutes=2)  # and its process stalls past the lease
         second_round = asyncio.create_task(second.run_once())
         assert (await first_round).retried == 1  # its 503 comes first
@@ -678,7 +680,7 @@ def test_two_dispatchers_of_one_host_name_and_pid_never_record_each_other_s_clai
 
     slow_503, slower_200 = CannedResponse(503, delay=1.0), CannedResponse(200, delay=2.0)
     with HttpReceiver([slow_503, slower_200]) as receiver:
-        asyncio.run(the_second_takes_over(receiver.url))
+        asyncio.run(the_second_takes_over(receiver))
         clock.now += timedelta(minutes=10)  # past the backoff of a retry
         asyncio.run(dispatcher(database, clock, webhook(receiver.url)).run_once())
         assert len(receiver.requests) == 2
