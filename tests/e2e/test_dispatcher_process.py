@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,18 +14,13 @@ import pytest
 
 from tests.support.events import opted_in_signup
 from tests.support.ports import free_port
-from tests.support.processes import HeraldProcess, herald_environment, run_herald
+from tests.support.processes import HeraldProcess, herald_environment, run_herald, wait_for
 
 DISPATCHER_LINE = re.compile(r"dispatcher \S+:(\d+)-[0-9a-f]+ on ")
 
 
 def eventually(check: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"not after {timeout}s: {what}")
+    wait_for(check, what, timeout)
 
 
 def alive(pid: int) -> bool:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from herald.api.schemas import (
 )
 from herald.config import Settings
 from tests.support.ports import free_port
+from tests.support.processes import wait_for
 
 
 def payment_failed(user: str = "u_1", **overrides: Any) -> dict[str, Any]:
@@ -67,16 +67,6 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 def client(settings: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(settings)) as test_client:
         yield test_client
-
-
-def wait_for(predicate: Any, timeout: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def test_a_new_event_is_accepted_with_its_decisions(client: TestClient) -> None:
@@ -606,9 +596,10 @@ def test_a_triggered_message_is_delivered_by_the_stub_provider(
 ) -> None:
     client.post("/events", json=signup(user="u_7", event_id="s7"))
     outbox = Path(settings.outbox_file or "")
-    wait_for(lambda: outbox.exists() and "WELCOME_EMAIL" in outbox.read_text())
+    wait_for(lambda: outbox.exists() and "WELCOME_EMAIL" in outbox.read_text(), "the stub's send")
     message = wait_for(
-        lambda: [m for m in client.get("/audit/u_7").json()["messages"] if m["status"] == "sent"]
+        lambda: [m for m in client.get("/audit/u_7").json()["messages"] if m["status"] == "sent"],
+        "the audit's sent message",
     )
     assert message[0]["recipient"] == "u_7@example.com" and message[0]["sent_at"]
     assert "Welcome" in message[0]["subject"]
@@ -938,7 +929,7 @@ def test_every_answer_has_the_shape_the_openapi_document_gives_it(client: TestCl
         audit = client.get("/audit/u_1").json()
         return audit if all(m["delivery_attempts"] for m in audit["messages"]) else None
 
-    audit = AuditOut.model_validate(wait_for(delivered))
+    audit = AuditOut.model_validate(wait_for(delivered, "every message's attempt"))
     assert len(audit.messages) == 2 and audit.messages[0].delivery_attempts
     RulesOut.model_validate(client.get("/rules").json())
     ClientError.model_validate(client.get("/audit/nobody").json())

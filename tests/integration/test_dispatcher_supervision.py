@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from herald.cli.dispatcher_process import DispatcherProcess
+from tests.support.processes import wait_for
 
 # Generous: these bound waits for something that happens, never how fast it happens.
 PATIENCE_S = 30.0
@@ -33,11 +34,7 @@ def count(starts: Path) -> int:
 
 
 def wait_until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + PATIENCE_S
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {PATIENCE_S} s: {what}")
-        time.sleep(0.02)
+    wait_for(condition, what, timeout=PATIENCE_S)
 
 
 def restarts(caplog: pytest.LogCaptureFixture) -> list[tuple[int, float]]:
