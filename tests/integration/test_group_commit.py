@@ -101,7 +101,7 @@ def test_a_request_cancelled_while_it_is_written_leaves_the_writer_working(
 ) -> None:
     # Its client gone (or the server stopping), a request is cancelled; answering it once
     # its events committed raised in the writer thread and ended it: later requests hung.
-    writer, _commits = writer_of(kind, database)
+    writer, commits = writer_of(kind, database)
 
     async def scenario() -> list[IngestResult]:
         writer.start()
@@ -109,7 +109,9 @@ def test_a_request_cancelled_while_it_is_written_leaves_the_writer_working(
             gone = asyncio.ensure_future(writer.ingest([opted_in_signup("u_gone")]))
             await asyncio.sleep(0)  # queued, then cancelled before its answer
             gone.cancel()
-            await asyncio.sleep(0.2)
+            async with asyncio.timeout(5):
+                while not commits:  # committed, and its cancelled request answered
+                    await asyncio.sleep(0.01)
             return await asyncio.wait_for(writer.ingest([opted_in_signup("u_next")]), 5)
         finally:
             writer.stop()
