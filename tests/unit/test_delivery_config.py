@@ -90,6 +90,19 @@ def changed(path: tuple[str, ...], value: Any) -> dict[str, Any]:
         (("providers", "sms", "url"), "sms.example.com", "must be an http:// or https:// URL"),
         (("providers", "sms", "secret_env"), "NOPE", "environment variable NOPE (for secret)"),
         (("providers", "sms", "type"), "carrier-pigeon", "unknown type 'carrier-pigeon'"),
+        # Accepted, they made every sms or alert a dead letter: neither has an email address.
+        (
+            ("providers", "sms"),
+            {"type": "smtp", "host": "smtp.example.com", "sender": "hello@example.com"},
+            "providers.sms: `type: smtp` is for the email channel; an sms goes to the user's "
+            "phone number: use webhook or stub",
+        ),
+        (
+            ("providers", "internal"),
+            {"type": "smtp", "host": "smtp.example.com", "sender": "hello@example.com"},
+            "providers.internal: `type: smtp` is for the email channel; an internal alert goes "
+            "to the team, not to an address: use log, webhook or stub",
+        ),
         (("providers", "internal", "webhook"), ["x"], "providers.internal.webhook: must be"),
         (("delivery", "max_attempts"), 0, "delivery.max_attempts: must be a whole number"),
         (("delivery", "rate_limits", "sms"), -1, "delivery.rate_limits.sms: must be a number"),

@@ -34,6 +34,11 @@ _PROVIDER_KEYS = {
     "smtp": SMTP_KEYS,
     "webhook": {"type", "url", "secret_env", "ca_file", "timeout"},
 }
+# Why a channel other than email cannot send through SMTP, and what it can use instead.
+_NOT_EMAIL = {
+    "sms": "an sms goes to the user's phone number: use webhook or stub",
+    "internal": "an internal alert goes to the team, not to an address: use log, webhook or stub",
+}
 _DELIVERY_KEYS = {
     "max_attempts",
     "backoff_seconds",
@@ -163,6 +168,10 @@ def _provider(
         problems.append(f"{where}: unknown type {kind!r} ({', '.join(_PROVIDER_KEYS)})")
         return None
     readers.unknown_keys(spec, _PROVIDER_KEYS[kind].union(also_known), where, problems)
+    if kind == "smtp" and channel != "email":
+        # Its recipient is no email address: every message would be a dead letter.
+        problems.append(f"{where}: `type: smtp` is for the email channel; {_NOT_EMAIL[channel]}")
+        return None
     if kind == "stub":
         return StubProvider(reading.outbox, name=f"{channel}:stub")
     if kind == "log":
