@@ -51,8 +51,7 @@ def send_once(port: int, request: SendRequest = REQUEST, **options: object) -> D
             name="mail",
             host="127.0.0.1",
             port=port,
-            sender=SENDER,
-            **options,  # type: ignore[arg-type]
+            **{"sender": SENDER, **options},  # type: ignore[arg-type]
         )
         try:
             return await provider.send(request)
@@ -254,6 +253,25 @@ def test_a_recipient_at_an_international_domain_reaches_a_relay_without_smtputf8
         [received] = ascii_only.messages
     assert received.rcpt_tos == ["ada@xn--bcher-kva.example"]
     assert received.message["To"] == "ada@xn--bcher-kva.example"
+
+
+def test_a_sender_and_reply_to_at_an_international_domain_go_in_their_ascii_form() -> None:
+    """As the recipient's: the envelope of every email carried the sender's domain beyond
+    ASCII, which a relay without SMTPUTF8 refused (every email a dead letter), and the
+    Reply-To header an encoded word in its domain, an address no reply could reach."""
+    with SmtpSink(smtputf8=False) as ascii_only:
+        result = send_once(
+            ascii_only.port,
+            sender="Hérald <hello@bücher.example>",
+            reply_to="hilfe@bücher.example",
+        )
+
+        assert result.status is DeliveryStatus.SENT, result.detail
+        [received] = ascii_only.messages
+    assert received.mail_from == "hello@xn--bcher-kva.example"
+    assert received.message["From"].addresses[0].addr_spec == "hello@xn--bcher-kva.example"
+    assert received.message["From"].addresses[0].display_name == "Hérald"
+    assert received.message["Reply-To"] == "hilfe@xn--bcher-kva.example"
 
 
 def test_an_international_address_goes_as_it_is_to_a_relay_with_smtputf8(

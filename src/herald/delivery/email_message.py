@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from email import policy
 from email.message import EmailMessage
-from email.utils import format_datetime
+from email.utils import format_datetime, formataddr, parseaddr
 
 import idna
 
@@ -32,10 +32,10 @@ def build_message(
     if problem is not None:
         raise ValueError(f"the recipient is not one plain address ({problem})")
     message = EmailMessage(policy=_SEVEN_BIT)
-    message["From"] = sender
+    message["From"] = ascii_sender(sender)
     message["To"] = ascii_domain(request.recipient)
     if reply_to:
-        message["Reply-To"] = reply_to
+        message["Reply-To"] = ascii_sender(reply_to)
     # Rendered templates often end with a newline, which a header cannot hold.
     message["Subject"] = " ".join(request.subject.split())
     message["Date"] = format_datetime(date)
@@ -47,6 +47,18 @@ def build_message(
     if request.html:
         message.add_alternative(request.html, subtype="html")
     return message
+
+
+def ascii_sender(value: str) -> str:
+    """The rule file's ``sender`` or ``reply_to`` (an address, with or without a display
+    name) with the address's domain in ASCII (see ``ascii_domain``). As it was, a domain
+    beyond ASCII went out as an encoded word in the header, an address no reply reaches,
+    and in the envelope of every email, which a relay without SMTPUTF8 refuses."""
+    name, address = parseaddr(value)
+    ascii_address = ascii_domain(address)
+    if ascii_address == address:
+        return value
+    return formataddr((name, ascii_address)) if name else ascii_address
 
 
 def ascii_domain(address: str) -> str:
