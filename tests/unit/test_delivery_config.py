@@ -90,6 +90,19 @@ def changed(path: tuple[str, ...], value: Any) -> dict[str, Any]:
         (("providers", "sms", "url"), "sms.example.com", "must be an http:// or https:// URL"),
         (("providers", "sms", "secret_env"), "NOPE", "environment variable NOPE (for secret)"),
         (("providers", "sms", "type"), "carrier-pigeon", "unknown type 'carrier-pigeon'"),
+        # Each setting was called an unknown key, when the `type` they go with was missing.
+        (
+            ("providers", "email"),
+            {"host": "smtp.example.com", "port": 587, "sender": "hello@example.com"},
+            "providers.email: `host`, `port`, `sender` set without a `type`, so the channel "
+            "keeps its default, stub, which takes none of them: add `type: smtp`",
+        ),
+        (
+            ("providers", "sms"),
+            {"url": "https://sms.example.com/send"},
+            "providers.sms: `url` set without a `type`, so the channel keeps its default, "
+            "stub, which takes none of them: add `type: webhook`",
+        ),
         # Accepted, they made every sms or alert a dead letter: neither has an email address.
         (
             ("providers", "sms"),

@@ -167,7 +167,10 @@ def _provider(
     if not isinstance(kind, str) or kind not in _PROVIDER_KEYS:
         problems.append(f"{where}: unknown type {kind!r} ({', '.join(_PROVIDER_KEYS)})")
         return None
-    readers.unknown_keys(spec, _PROVIDER_KEYS[kind].union(also_known), where, problems)
+    known = _PROVIDER_KEYS[kind].union(also_known)
+    if "type" not in spec and _type_left_out(channel, spec, known, where, problems):
+        return None
+    readers.unknown_keys(spec, known, where, problems)
     if kind == "smtp" and channel != "email":
         # Its recipient is no email address: every message would be a dead letter.
         problems.append(f"{where}: `type: smtp` is for the email channel; {_NOT_EMAIL[channel]}")
@@ -179,6 +182,28 @@ def _provider(
     if kind == "smtp":
         return smtp_provider(channel, spec, env, where, problems, folder=reading.folder)
     return _webhook_provider(channel, spec, where, reading)
+
+
+def _type_left_out(
+    channel: str, spec: Mapping[str, Any], known: set[str], where: str, problems: list[str]
+) -> bool:
+    """Whether ``spec``, which has no ``type``, holds settings of another type than its
+    channel's default one (``host`` and ``sender`` with no ``type: smtp``); if so, says
+    which type they are for, rather than call each of them an unknown key."""
+    settings = {str(key) for key in spec} - known
+    fitting = [
+        kind
+        for kind, keys in _PROVIDER_KEYS.items()
+        if settings and settings <= keys and (kind != "smtp" or channel == "email")
+    ]
+    if not fitting:
+        return False
+    problems.append(
+        f"{where}: {', '.join(f'`{key}`' for key in sorted(settings))} set without a `type`, "
+        f"so the channel keeps its default, {_DEFAULT_PROVIDERS[channel]['type']}, which "
+        f"takes none of them: add {' or '.join(f'`type: {kind}`' for kind in fitting)}"
+    )
+    return True
 
 
 def _webhook_provider(
