@@ -103,7 +103,9 @@ def test_an_end_that_happens_twice_releases_at_its_next_occurrence() -> None:
     assert second_pass == utc(2024, 11, 3, 6, 30)
 
 
-@pytest.mark.parametrize("zone", [None, "", "Mars/Olympus_Mons", "../etc/passwd", "+05:00"])
+@pytest.mark.parametrize(
+    "zone", [None, "", "Mars/Olympus_Mons", "../etc/passwd", "+05:00", "localtime", "LOCALTIME"]
+)
 def test_an_absent_or_unknown_zone_counts_as_utc(zone: str | None) -> None:
     assert NIGHT.release_time(utc(2024, 1, 10, 22, 0), zone) == utc(2024, 1, 11, 8, 0)
     assert NIGHT.release_time(utc(2024, 1, 10, 12, 0), zone) is None

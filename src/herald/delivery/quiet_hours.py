@@ -103,18 +103,27 @@ def zone_named(name: str | None) -> tuple[tzinfo, str]:
     own name, or UTC saying why (an audit must not claim a zone that was not used)."""
     if not name:
         return UTC, "UTC"
-    key = _zone_keys().get(name.casefold(), name)  # "asia/tokyo" is Asia/Tokyo
+    # Only a name of the zone database: ZoneInfo would also open a file name, or
+    # "localtime", the server's own zone. "asia/tokyo" is Asia/Tokyo.
+    key = _zone_keys().get(name.casefold())
     try:
-        return ZoneInfo(key), key
+        if key is not None:
+            return ZoneInfo(key), key
     except (ZoneInfoNotFoundError, ValueError, OSError):
-        # ValueError: malformed keys ("../x", absolute paths); OSError: odd file systems.
-        return UTC, f"UTC, as the user's timezone {name!r} is not a known zone"
+        pass  # OSError: odd file systems
+    return UTC, f"UTC, as the user's timezone {name!r} is not a known zone"
 
 
 @functools.cache
 def _zone_keys() -> dict[str, str]:
-    """Every zone name by its case-folded self; read from the zone database once."""
-    return {key.casefold(): key for key in available_timezones()}
+    """Every zone name by its case-folded self; read from the zone database once. Some
+    systems list ``localtime`` (a link to the server's own zone) and ``posixrules``
+    among them: no user lives there."""
+    return {
+        key.casefold(): key
+        for key in available_timezones()
+        if key.casefold() not in ("localtime", "posixrules")
+    }
 
 
 def _first_instant_reading(wall: datetime, zone: tzinfo, *, after: datetime) -> datetime:
