@@ -535,3 +535,10 @@ def test_rules_check_and_serve_refuse_a_broken_delivery_section(tmp_path: Path) 
     for result in (checked, served):
         assert result.exit_code == 1, result.output
         assert "delivery.max_attempts: 'many' is not a number" in result.output
+
+
+@pytest.mark.parametrize(("given", "hour"), [("8:00", 8), ("08:00", 8), ("7:30:00", 7)])
+def test_quiet_hours_take_an_hour_written_with_one_digit(given: str, hour: int) -> None:
+    plan = build(changed(("delivery", "quiet_hours", "sms", "end"), given))
+
+    assert plan.quiet_hours["sms"].end.hour == hour

@@ -191,6 +191,9 @@ def is_host(host: str) -> bool:
     return True
 
 
+_ONE_DIGIT_HOUR = re.compile(r"\d:\d\d(:\d\d)?")
+
+
 def clock_time(value: Any, where: str, problems: list[str]) -> time | None:
     if value is None:
         problems.append(f"{where}: missing (a time like '21:00')")
@@ -199,8 +202,11 @@ def clock_time(value: Any, where: str, problems: list[str]) -> time | None:
         # YAML 1.1 reads an unquoted 21:00 as sixty-based: the number 1260.
         problems.append(f"{where}: {value!r} is a number: quote the time, e.g. '21:00'")
         return None
+    text = str(value)
+    if _ONE_DIGIT_HOUR.fullmatch(text):  # 8:00, as people write it
+        text = "0" + text
     try:
-        parsed = time.fromisoformat(str(value))
+        parsed = time.fromisoformat(text)
     except ValueError:
         problems.append(f"{where}: {value!r} is not a time like 21:00")
         return None
