@@ -849,3 +849,76 @@ def test_traits_and_templates_of_the_wrong_shape_are_refused(tmp_path: Path) -> 
 
     assert "trait email: the type must be one of" in " ".join(problems)
     assert "rule ODD: `template: ['a', 'b']` must name a folder beside the rule file" in problems
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "Plan: {{ event.properties.meta.plan }}",
+        "First line: {{ event.properties.lines[0] }}",
+        "Last line: {{ event.properties.lines[-1] | upper }}",
+        "{{ event.properties.meta.plan.name }} {{ event.properties.meta['tier'] }}",
+    ],
+)
+def test_a_template_may_read_inside_an_object_or_array_property(body: str, tmp_path: Path) -> None:
+    # The keys of an object and the items of an array are the client's: an event without
+    # them renders them empty, as it does an absent property, and the file cannot declare
+    # them. The check's empty sample lacked them, and the file was refused.
+    path = write_rule_file(
+        tmp_path,
+        "  - {id: ORDER, trigger: payment_failed, channel: email, category: transactional,"
+        " template: order}\n",
+        {"order": {"subject.txt": "Order", "body.txt": body}},
+    )
+    redeclare(
+        path,
+        "amount: {type: number, required: true}",
+        "amount: {type: number, required: true}\n      meta: object\n      lines: array",
+    )
+
+    assert [rule.id for rule in load_ruleset(path).rules] == ["ORDER"]
+
+
+def test_a_template_reading_inside_an_object_still_has_its_undeclared_names_listed(
+    tmp_path: Path,
+) -> None:
+    typos = {"subject.txt": "{{ event.properties.meta.plan }}", "body.txt": "{{ user.frist }}"}
+    path = write_rule_file(
+        tmp_path,
+        "  - {id: TYPO, trigger: payment_failed, channel: email, category: transactional,"
+        " template: typo}\n",
+        {"typo": typos},
+    )
+    redeclare(
+        path,
+        "amount: {type: number, required: true}",
+        "amount: {type: number, required: true}\n      meta: object",
+    )
+
+    assert problems_of(path) == [
+        "rule TYPO: template typo/body.txt uses user.frist, which the rule file does not"
+        " declare (declare it under traits:)"
+    ]
+
+
+def test_a_file_loads_alike_whatever_was_checked_before_it(tmp_path: Path) -> None:
+    # The first check stood text in for `meta.count` in the sample; the second, checking
+    # arithmetic on it, was refused as adding text to a number.
+    for name, body in [
+        ("printed", "{{ event.properties.meta.count }}"),
+        ("summed", "{{ event.properties.meta.count + 1 }} items"),
+    ]:
+        (tmp_path / name).mkdir()
+        path = write_rule_file(
+            tmp_path / name,
+            "  - {id: ORDER, trigger: payment_failed, channel: email, category: transactional,"
+            " template: order}\n",
+            {"order": {"subject.txt": "Order", "body.txt": body}},
+        )
+        redeclare(
+            path,
+            "amount: {type: number, required: true}",
+            "amount: {type: number, required: true}\n      meta: object",
+        )
+
+        assert [rule.id for rule in load_ruleset(path).rules] == ["ORDER"]

@@ -72,7 +72,12 @@ def template_problems(
             templates.check(template, sample)
         except UndeclaredName as exc:
             path = path_in(sample, exc.owner, exc.name)
-            if path is None:  # e.g. a key of an object property: not the rule file's to declare
+            if path is None:  # a key of an object, an item of an array: the client's to send
+                if _stand_in(exc.owner, exc.name):
+                    stood_in = True
+                    continue
+                if exc.owner is _STAND_IN:  # read inside a stand-in: the client's value too
+                    break
                 return [*problems, str(exc)]
             if not _refused(path, event_type, refused_traits):
                 problems.append(f"template {exc.where} uses {undeclared(path, event_type.name)}")
@@ -89,6 +94,18 @@ def template_problems(
             problems.append(str(exc))
         break
     return problems
+
+
+def _stand_in(owner: Any, name: Any) -> bool:
+    """Put a stand-in where a template read inside a value the sample holds empty (an
+    object's key, an array's item): False where none can go."""
+    if isinstance(owner, dict):
+        owner[name] = _STAND_IN
+        return True
+    if isinstance(owner, list) and type(name) is int:
+        owner.extend([_STAND_IN] * ((name + 1 if name >= 0 else -name) - len(owner)))
+        return True
+    return False
 
 
 def condition_problems(

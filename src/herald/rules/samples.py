@@ -4,6 +4,7 @@ sent, and the words for a name a check found undeclared."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from copy import copy
 from typing import Any
 
 from herald.rules.definition import EventType
@@ -35,7 +36,7 @@ def sample_context(
 ) -> dict[str, Any]:
     """A render context with every declared property and trait present: a template that
     renders against it refers only to names the rule file declares. Number values are
-    1.5, or 1 with ``whole_numbers``."""
+    1.5, or 1 with ``whole_numbers``; each object and array is the sample's own, empty."""
     samples = _WHOLE_NUMBERS if whole_numbers else _SAMPLES
     return {
         "event": {
@@ -44,12 +45,12 @@ def sample_context(
             "user_id": "u_sample",
             "timestamp": "2025-01-01T00:00:00Z",
             "properties": {
-                name: samples[spec.type] for name, spec in event_type.properties.items()
+                name: copy(samples[spec.type]) for name, spec in event_type.properties.items()
             },
         },
         "user": {
             "id": "u_sample",
-            **{name: samples.get(t, "sample") for name, t in traits.items()},
+            **{name: copy(samples.get(t, "sample")) for name, t in traits.items()},
         },
     }
 
