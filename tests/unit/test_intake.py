@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from herald.domain.model import Event
+from herald.domain.properties import PropertySpec, validate_properties
 from herald.rules.definition import RuleSet
 from herald.rules.loader import load_ruleset
 from herald.service.intake import Rejection, to_event
@@ -341,3 +342,32 @@ def test_a_null_or_a_string_with_escapes_is_not_mistaken_for_a_bad_value(
     event = accepted(to_event(payload(user_traits=traits), ruleset))
 
     assert event.user_traits == traits
+
+
+@pytest.mark.parametrize(
+    ("spec", "value", "message"),
+    [
+        # As the rule file wrote the bound: not `1e+06`, nor cut to six digits.
+        (
+            PropertySpec("price", "integer", minimum=1000000),
+            999999,
+            "must be >= 1000000, got 999999",
+        ),
+        (
+            PropertySpec("rate", "number", maximum=0.1234567),
+            0.12346,
+            "must be <= 0.1234567, got 0.12346",
+        ),
+        (
+            PropertySpec("cents", "integer", maximum=2**53 + 1),
+            2**53 + 2,
+            "must be <= 9007199254740993, got 9007199254740994",
+        ),
+    ],
+)
+def test_a_bound_is_named_as_the_rule_file_wrote_it(
+    spec: PropertySpec, value: Any, message: str
+) -> None:
+    errors = validate_properties({spec.name: value}, {spec.name: spec})
+
+    assert [error.msg for error in errors] == [message]

@@ -98,9 +98,9 @@ def validate_properties(
             errors.append(FieldError(loc, f"must be of type {spec.type}, got {_json(value)}"))
             continue
         if spec.minimum is not None and value < spec.minimum:
-            errors.append(FieldError(loc, f"must be >= {spec.minimum:g}, got {_json(value)}"))
+            errors.append(FieldError(loc, f"must be >= {_json(spec.minimum)}, got {_json(value)}"))
         if spec.maximum is not None and value > spec.maximum:
-            errors.append(FieldError(loc, f"must be <= {spec.maximum:g}, got {_json(value)}"))
+            errors.append(FieldError(loc, f"must be <= {_json(spec.maximum)}, got {_json(value)}"))
         if spec.enum is not None and value not in spec.enum:
             allowed = ", ".join(_json(item) for item in spec.enum)
             errors.append(FieldError(loc, f"must be one of {allowed}, got {_json(value)}"))
