@@ -142,6 +142,17 @@ def test_a_trait_of_its_declared_type_renders() -> None:
     assert rendered.subject == "Ada, 3"
 
 
+def test_an_integer_trait_written_with_a_zero_fraction_renders_as_that_integer() -> None:
+    # JSON does not tell 3 from 3.0, and a client whose numbers are all doubles sends 3.0:
+    # the render failed, saying "user.seats is a number, not the integer" it is.
+    sources = {"hi": {"subject.txt": "{{ user.seats }} seats", "body.txt": "{{ user.seats + 1 }}"}}
+    templates = TemplateSet(sources, traits={"seats": "integer"})
+
+    rendered = templates.render("hi", {"user": {"seats": 3.0}, "event": {}})
+
+    assert (rendered.subject, rendered.body) == ("3 seats", "4")
+
+
 def test_a_trait_named_like_a_dict_method_renders_the_trait() -> None:
     sources = {"t": {"subject.txt": "{{ user.items }} / {{ user.get('plan') }}", "body.txt": "x"}}
     rendered = TemplateSet(sources).render("t", {"user": {"items": 3, "plan": "pro"}, "event": {}})

@@ -17,7 +17,7 @@ from jinja2.exceptions import UndefinedError
 from jinja2.sandbox import SandboxedEnvironment
 
 from herald.domain.immutable import immutable
-from herald.domain.properties import PYTHON_TYPES
+from herald.domain.properties import PYTHON_TYPES, type_matches
 from herald.rules.template_sandbox import sandbox
 from herald.rules.template_values import (
     Absent,
@@ -142,9 +142,7 @@ class TemplateSet:
         if not wrong:
             return user
         return {
-            key: Mistyped(hint=mistyped_hint(key, value, wrong[key]), name=key)
-            if key in wrong
-            else value
+            key: _as_type(key, value, wrong[key]) if key in wrong else value
             for key, value in user.items()
         }
 
@@ -162,6 +160,13 @@ class TemplateSet:
                 ) from None
             except TemplateError as exc:
                 raise TemplateProblem(f"template {where}: {exc}") from None
+
+
+def _as_type(name: str, value: Any, declared: str) -> Any:
+    """A trait's ``value`` not of the Python type its ``declared`` one parses into."""
+    if declared == "integer" and type_matches(value, "integer"):
+        return int(value)  # written 3.0, as JSON allows an integer: printed 3
+    return Mistyped(hint=mistyped_hint(name, value, declared), name=name)
 
 
 # The newline Jinja drops from the end of a template (keep_trailing_newline=False), as its
