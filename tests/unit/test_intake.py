@@ -371,3 +371,23 @@ def test_a_bound_is_named_as_the_rule_file_wrote_it(
     errors = validate_properties({spec.name: value}, {spec.name: spec})
 
     assert [error.msg for error in errors] == [message]
+
+
+@pytest.mark.parametrize(
+    ("kind", "allowed", "value", "accepted"),
+    [
+        ("array", [1, 2], [True, 2], False),
+        ("array", [1, 2], [1.0, 2], True),
+        ("object", {"on": True}, {"on": 1}, False),
+        ("object", {"on": True}, {"on": True}, True),
+        ("array", [[0]], [[False]], False),
+    ],
+)
+def test_an_enum_of_arrays_or_objects_tells_true_from_1_as_json_does(
+    kind: str, allowed: Any, value: Any, accepted: bool
+) -> None:
+    spec = PropertySpec("plan", kind, enum=(allowed,))
+
+    errors = validate_properties({"plan": value}, {"plan": spec})
+
+    assert (errors == []) is accepted

@@ -101,10 +101,37 @@ def validate_properties(
             errors.append(FieldError(loc, f"must be >= {_json(spec.minimum)}, got {_json(value)}"))
         if spec.maximum is not None and value > spec.maximum:
             errors.append(FieldError(loc, f"must be <= {_json(spec.maximum)}, got {_json(value)}"))
-        if spec.enum is not None and value not in spec.enum:
+        if spec.enum is not None and not _in_enum(value, spec.enum):
             allowed = ", ".join(_json(item) for item in spec.enum)
             errors.append(FieldError(loc, f"must be one of {allowed}, got {_json(value)}"))
     return errors
+
+
+def _in_enum(value: Any, allowed: tuple[Any, ...]) -> bool:
+    """Whether ``value`` is one of ``allowed`` as JSON sees it: inside an array or an
+    object ``true`` is not ``1``, as Python's ``==`` would have it (a scalar's type is
+    already checked against the property's)."""
+    if not isinstance(value, list | dict):
+        return value in allowed
+    return any(_same_json(value, item) for item in allowed)
+
+
+def _same_json(a: Any, b: Any) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, list):
+        return (
+            isinstance(b, list)
+            and len(a) == len(b)
+            and all(_same_json(x, y) for x, y in zip(a, b, strict=True))
+        )
+    if isinstance(a, dict):
+        return (
+            isinstance(b, dict)
+            and a.keys() == b.keys()
+            and all(_same_json(a[key], b[key]) for key in a)
+        )
+    return a == b  # numbers (1 is 1.0 in JSON), strings, null
 
 
 def _json(value: Any) -> str:
