@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 
-from herald.domain.model import Event
+from herald.domain.model import Event, Outcome, UserProfile
 from herald.domain.properties import PropertySpec, validate_properties
+from herald.rules import engine
 from herald.rules.definition import RuleSet
-from herald.rules.loader import load_ruleset
+from herald.rules.loader import load_ruleset, parse_ruleset
 from herald.service.intake import Rejection, to_event
 
 GOOD_PROPERTIES = {"amount": 14.25, "attempt_number": 2, "failure_reason": "INSUFFICIENT_FUNDS"}
@@ -391,3 +392,34 @@ def test_an_enum_of_arrays_or_objects_tells_true_from_1_as_json_does(
     errors = validate_properties({"plan": value}, {"plan": spec})
 
     assert (errors == []) is accepted
+
+
+AGE_RULES = """
+events:
+  signup_completed: {}
+traits:
+  age: integer
+rules:
+  - id: GROWN_UP_ALERT
+    trigger: signup_completed
+    when: "user.age + 1 > 19"
+    channel: internal
+"""
+
+
+@pytest.mark.parametrize(("sent", "kept"), [(30.0, 30), (30, 30), (30.5, 30.5), ("30", "30")])
+def test_an_integer_trait_sent_as_a_whole_double_is_taken_as_the_integer(
+    sent: Any, kept: Any, tmp_path: Any
+) -> None:
+    """JSON does not tell 30 from 30.0, and a client whose numbers are all doubles sends the
+    latter: CEL refuses ``30.0 + 1``, so the rule would be skipped as unevaluable."""
+    rules = parse_ruleset(AGE_RULES, source="rules.yaml", template_dir=tmp_path)
+    event = to_event(
+        payload(event_type="signup_completed", properties={}, user_traits={"age": sent}), rules
+    )
+    assert isinstance(event, Event)
+
+    assert event.user_traits["age"] == kept and type(event.user_traits["age"]) is type(kept)
+    if kept == 30:
+        [decision] = engine.evaluate(event, UserProfile(event.user_id), [], rules)
+        assert decision.outcome is Outcome.TRIGGERED, decision.reason

@@ -71,12 +71,13 @@ def _whole(value: Any) -> bool:
 
 
 def with_integers(properties: Mapping[str, Any], integers: Iterable[str]) -> Mapping[str, Any]:
-    """Valid ``properties`` with each of the ``integers`` sent as ``3.0`` made ``3``: a
-    condition then compares it as the integer it was declared (CEL keeps the two apart)."""
+    """``properties`` (or traits) with each of the ``integers`` sent as ``3.0`` made ``3``:
+    a condition then compares it, or adds to it, as the integer it was declared (CEL keeps
+    the two apart, and refuses ``3.0 + 1``). Any other value is left as it is."""
     fixed: dict[str, Any] | None = None
     for name in integers:
-        value = properties.get(name)
-        if type(value) is float:
+        value: Any = properties.get(name)
+        if _whole(value):
             fixed = fixed if fixed is not None else dict(properties)
             fixed[name] = int(value)
     return properties if fixed is None else fixed

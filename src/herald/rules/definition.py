@@ -73,6 +73,8 @@ class RuleSet:
     event_types: Mapping[str, EventType]
     rules: tuple[Rule, ...]
     templates: TemplateSet
+    # The traits declared integer, looked at in every event that sends traits.
+    integer_traits: tuple[str, ...] = ()
     # Rules by the event type that triggers them and by the one that anchors them: every
     # event asks, so the answers are worked out once.
     _triggered: dict[str, tuple[Rule, ...]] = field(init=False, repr=False, compare=False)

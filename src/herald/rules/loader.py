@@ -156,7 +156,9 @@ def _parse(
     if problems:
         raise RuleFileError(source, problems)
     version, versioned = _versions(data, rules, templates)
-    return RuleSet(version, source, event_types, versioned, templates), settings
+    integer_traits = tuple(name for name, kind in traits.items() if kind == "integer")
+    ruleset = RuleSet(version, source, event_types, versioned, templates, integer_traits)
+    return ruleset, settings
 
 
 def _versions(

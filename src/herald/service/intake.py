@@ -66,6 +66,9 @@ def to_event(payload: Mapping[str, Any], ruleset: RuleSet) -> Event | Rejection:
         return Rejection(errors)
     if spec is not None and spec.integers:
         properties = with_integers(properties, spec.integers)
+    traits = payload.get("user_traits") or {}
+    if traits and ruleset.integer_traits:
+        traits = with_integers(traits, ruleset.integer_traits)
     user_id = payload["user_id"]
     event_id = payload.get("event_id") or derived_event_id(user_id, event_type, timestamp)
     return Event(
@@ -74,7 +77,7 @@ def to_event(payload: Mapping[str, Any], ruleset: RuleSet) -> Event | Rejection:
         event_type=event_type,
         timestamp=timestamp,
         properties=properties,
-        user_traits=payload.get("user_traits") or {},
+        user_traits=traits,
     )
 
 
