@@ -284,6 +284,27 @@ def test_malformed_json_on_another_route_says_where_it_broke(client: TestClient)
     assert error["msg"].startswith("JSON decode error: ")
 
 
+@pytest.mark.parametrize(
+    ("raw", "said"),
+    [
+        (b'{"unsubscribed": ["\xc3\x28"]}', "not UTF-8"),
+        (b"\x80", "not UTF-8"),
+        (b"[" * 100_000, "nested too deeply"),
+    ],
+)
+def test_a_preference_body_json_cannot_decode_is_a_documented_422_not_a_400(
+    client: TestClient, raw: bytes, said: str
+) -> None:
+    headers = {"content-type": "application/json"}
+
+    response = client.post("/users/u_1/preferences", content=raw, headers=headers)
+
+    assert response.status_code == 422  # as POST /events answers the same bodies
+    assert client.post("/events", content=raw, headers=headers).status_code == 422
+    [error] = ValidationErrors.model_validate(response.json()).detail
+    assert (error.loc, error.type) == (["body"], "json_invalid") and said in error.msg
+
+
 @pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b'"text"', b""])
 def test_malformed_or_non_object_bodies_are_client_errors(client: TestClient, raw: bytes) -> None:
     response = client.post("/events", content=raw, headers={"content-type": "application/json"})
