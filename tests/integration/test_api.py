@@ -20,6 +20,7 @@ from herald.api.schemas import (
     ClientError,
     EventAccepted,
     PreferencesOut,
+    ReadinessOut,
     RulesOut,
     ValidationErrors,
 )
@@ -957,6 +958,7 @@ def test_every_answer_has_the_shape_the_openapi_document_gives_it(client: TestCl
     PreferencesOut.model_validate(
         client.post("/users/u_9/preferences", json={"unsubscribed": ["sms"]}).json()
     )
+    ReadinessOut.model_validate(client.get("/readyz").json())
 
 
 def test_the_request_schemas_in_the_openapi_document_stand_alone(client: TestClient) -> None:

@@ -25,6 +25,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import inspect, text
 
 from herald.api.app import create_app
+from herald.api.schemas import ReadinessOut
 from herald.bootstrap import build_runtime
 from herald.config import Settings
 from herald.domain.model import Event, Outcome, message_id_for
@@ -403,6 +404,7 @@ def test_readyz_answers_503_once_the_schema_falls_behind(
         with database.writer.begin() as connection:
             connection.execute(text("UPDATE alembic_version SET version_num = 'older'"))
         response = client.get("/readyz")
+        documented = client.get("/openapi.json").json()["paths"]["/readyz"]["get"]["responses"]
     database.dispose()
 
     assert response.status_code == 503
@@ -410,6 +412,11 @@ def test_readyz_answers_503_once_the_schema_falls_behind(
         "status": "unavailable",
         "schema": f"at older, need {head_revision()}",
     }
+    # The document gives the 503 the body it has, as it does the 200.
+    for code in ("200", "503"):
+        schema = documented[code]["content"]["application/json"]["schema"]
+        assert schema == {"$ref": "#/components/schemas/ReadinessOut"}, code
+    ReadinessOut.model_validate(response.json())
 
 
 @pytest.mark.parametrize("change", ["deleted", "replaced"])
@@ -440,3 +447,4 @@ def test_readyz_answers_503_once_the_sqlite_file_is_deleted_or_replaced_under_th
         "status": "unavailable",
         "database": f"{path} {said}: not the SQLite file this process opened",
     }
+    ReadinessOut.model_validate(response.json())

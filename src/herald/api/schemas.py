@@ -253,3 +253,17 @@ class RulesOut(_Answer):
     source: str
     event_types: dict[str, EventTypeOut]
     rules: list[RuleOut]
+
+
+class ReadinessOut(_Answer):
+    """Ready: ``schema`` and ``rules`` say what is in force. Unavailable: ``database`` or
+    ``schema`` says why."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    status: Literal["ready", "unavailable"]
+    schema_: str | None = Field(
+        None, alias="schema", description="The schema revision, or how far behind it is"
+    )
+    rules: str | None = Field(None, description="The rule set's version, when ready")
+    database: str | None = Field(None, description="Why the database is unavailable")

@@ -9,6 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from herald.api.deps import RuntimeDep
+from herald.api.schemas import ReadinessOut
 from herald.store.migrate import current_revision, head_revision
 
 router = APIRouter(tags=["operations"])
@@ -22,11 +23,14 @@ async def healthz() -> dict[str, str]:
 
 @router.get(
     "/readyz",
+    response_model=None,  # answered as built here; ReadinessOut documents it
     responses={
+        200: {"model": ReadinessOut, "description": "Ready"},
         503: {
+            "model": ReadinessOut,
             "description": "The database does not answer, its schema is not current, or "
-            "its SQLite file is no longer at its path"
-        }
+            "its SQLite file is no longer at its path",
+        },
     },
 )
 def readyz(runtime: RuntimeDep, response: Response) -> dict[str, Any]:
