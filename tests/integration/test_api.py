@@ -936,6 +936,33 @@ def test_the_openapi_document_lists_the_errors_a_client_must_handle(client: Test
     assert set(unprocessable) == {"#/components/schemas/ValidationErrors"}
 
 
+def test_the_openapi_document_declares_the_headers_its_401s_and_503s_carry(
+    database_url: str, tmp_path: Path
+) -> None:
+    settings = Settings(
+        database_url=database_url,
+        outbox_file=str(tmp_path / "o.jsonl"),
+        admin_token="admin-secret",
+        ingest_token="ingest-secret",
+    )
+    with TestClient(create_app(settings)) as client:
+        paths = client.get("/openapi.json").json()["paths"]
+        refused = [client.get("/rules"), client.post("/events", json=payment_failed())]
+
+    assert [answer.headers["www-authenticate"] for answer in refused] == ["Bearer", "Bearer"]
+    headers = {
+        (path, code): set(response.get("headers", ()))
+        for path, operations in paths.items()
+        for operation in operations.values()
+        for code, response in operation["responses"].items()
+        if code in ("401", "503") and path != "/readyz"
+    }
+    assert headers and all(
+        named == ({"WWW-Authenticate"} if code == "401" else {"Retry-After"})
+        for (_path, code), named in headers.items()
+    ), headers
+
+
 def test_every_answer_has_the_shape_the_openapi_document_gives_it(client: TestClient) -> None:
     event = payment_failed(properties=ATTEMPT_3, event_id="e1")
     EventAccepted.model_validate(client.post("/events", json=event).json())

@@ -100,15 +100,28 @@ class ValidationErrors(_Answer):
     detail: list[FieldError]
 
 
+# The headers a 401 and a 503 carry, as the document declares them.
+ASKS_FOR_BEARER: dict[str, Any] = {
+    "WWW-Authenticate": {"description": "`Bearer`", "schema": {"type": "string"}}
+}
+RETRY_AFTER: dict[str, Any] = {
+    "Retry-After": {
+        "description": "Seconds to wait before retrying, when the database is what failed",
+        "schema": {"type": "integer"},
+    }
+}
+
 # Answers the admin routes share with the rest: made before the route runs (the token,
 # the request edge) or for any query (the database).
 ADMIN_UNAUTHORIZED: dict[str, Any] = {
     "model": ClientError,
     "description": "HERALD_ADMIN_TOKEN is set and the bearer token is missing or wrong",
+    "headers": ASKS_FOR_BEARER,
 }
 DATABASE_UNAVAILABLE: dict[str, Any] = {
     "model": ClientError,
     "description": "The database is unavailable: retry (after `Retry-After` seconds)",
+    "headers": RETRY_AFTER,
 }
 
 

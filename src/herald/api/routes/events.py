@@ -12,7 +12,9 @@ from pydantic import TypeAdapter, ValidationError
 
 from herald.api.deps import RETRY_AFTER_UNAVAILABLE, ingest_runtime
 from herald.api.schemas import (
+    ASKS_FOR_BEARER,
     MAX_EVENT_BYTES,
+    RETRY_AFTER,
     BatchIn,
     BatchOut,
     ClientError,
@@ -32,6 +34,7 @@ EDGE_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {
         "model": ClientError,
         "description": "HERALD_INGEST_TOKEN is set and the bearer token is missing or wrong",
+        "headers": ASKS_FOR_BEARER,
     },
     413: {"model": ClientError, "description": "The body is over 1 MiB (8 MiB for a batch)"},
     415: {
@@ -43,6 +46,7 @@ EDGE_RESPONSES: dict[int | str, dict[str, Any]] = {
         "model": ClientError,
         "description": "The database is unavailable: nothing was stored, retry (after "
         "`Retry-After` seconds)",
+        "headers": RETRY_AFTER,
     },
 }
 _event = TypeAdapter(EventIn)
