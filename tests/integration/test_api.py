@@ -460,6 +460,38 @@ def test_a_chunked_body_is_not_read_for_a_request_refused_without_it(
     assert pulled == 0
 
 
+@pytest.mark.parametrize(("path", "answer"), [("/rules", 405), ("/events", 422)])
+def test_a_post_without_a_body_is_not_refused_for_its_content_type(
+    settings: Settings, path: str, answer: int
+) -> None:
+    """``curl -X POST`` sends neither Content-Length nor Transfer-Encoding: no body, so no
+    Content-Type to check. A POST to a GET route is a 405, an event without a body a 422."""
+    app = create_app(settings.model_copy(update={"dispatcher": False}))
+    answers: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            answers.append(message["status"])
+
+    scope = {
+        "type": "http", "method": "POST", "path": path, "raw_path": path.encode(),
+        "query_string": b"", "root_path": "", "scheme": "http", "http_version": "1.1",
+        "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 1), "app": app,
+        "headers": [(b"host", b"127.0.0.1")],
+    }  # fmt: skip
+
+    async def request() -> None:
+        async with app.router.lifespan_context(app):
+            await app(scope, receive, send)
+
+    asyncio.run(request())
+
+    assert answers == [answer]
+
+
 def test_a_chunked_event_within_the_limit_is_accepted(client: TestClient) -> None:
     body = json.dumps(payment_failed(event_id="chunked")).encode()
 

@@ -34,6 +34,7 @@ class RequestEdge:
             return
         rid: str | None = None
         length: int | None = None
+        chunked = False
         encoding = b"identity"
         media_type = b""
         charset: bytes | None = None
@@ -42,6 +43,8 @@ class RequestEdge:
                 rid = value.decode("latin-1")[:64]
             elif name == b"content-length" and value.isdigit():
                 length = int(value)
+            elif name == b"transfer-encoding":
+                chunked = True
             elif name == b"content-encoding":
                 encoding = value.strip().lower()
             elif name == b"content-type":
@@ -59,7 +62,10 @@ class RequestEdge:
         token = request_id.set(rid)
         try:
             limit = self.body_limit_by_path.get(scope["path"], self.body_limit)
-            has_body = scope["method"] in _WITH_BODY and length != 0
+            # HTTP/1.1 frames a body by its Content-Length or Transfer-Encoding: a request
+            # with neither has none (a bare POST to a GET route is a 405, not a 415).
+            framed = length != 0 if length is not None else chunked
+            has_body = scope["method"] in _WITH_BODY and framed
             if has_body and encoding not in (b"identity", b""):
                 detail = f"Content-Encoding {encoding.decode('latin-1')!r} is not supported: "
                 await _reply(send_with_id, 415, detail + "send the body uncompressed")
