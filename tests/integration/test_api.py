@@ -282,28 +282,28 @@ def test_malformed_json_on_another_route_says_where_it_broke(client: TestClient)
 
     [error] = response.json()["detail"]
     assert error["type"] == "json_invalid"
-    assert error["msg"].startswith("JSON decode error: ")
+    assert error["msg"] == "Invalid JSON: EOF while parsing a string at line 1 column 21"
 
 
 @pytest.mark.parametrize(
-    ("raw", "said"),
-    [
-        (b'{"unsubscribed": ["\xc3\x28"]}', "not UTF-8"),
-        (b"\x80", "not UTF-8"),
-        (b"[" * 100_000, "nested too deeply"),
-    ],
+    "raw",
+    [b'{"unsubscribed": ["\xc3\x28"]}', b"\x80", b"[" * 100_000],
+    ids=["utf8", "byte", "deep"],
 )
 def test_a_preference_body_json_cannot_decode_is_a_documented_422_not_a_400(
-    client: TestClient, raw: bytes, said: str
+    client: TestClient, raw: bytes
 ) -> None:
+    """Not UTF-8, or nested deeper than a JSON parser recurses: malformed JSON, answered
+    as ``POST /events`` answers it, not with FastAPI's own undocumented 400."""
     headers = {"content-type": "application/json"}
 
     response = client.post("/users/u_1/preferences", content=raw, headers=headers)
+    as_event = client.post("/events", content=raw, headers=headers)
 
-    assert response.status_code == 422  # as POST /events answers the same bodies
-    assert client.post("/events", content=raw, headers=headers).status_code == 422
+    assert response.status_code == as_event.status_code == 422
     [error] = ValidationErrors.model_validate(response.json()).detail
-    assert (error.loc, error.type) == (["body"], "json_invalid") and said in error.msg
+    assert (error.loc, error.type) == (["body"], "json_invalid")
+    assert response.json() == as_event.json()
 
 
 @pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b'"text"', b""])
@@ -807,6 +807,25 @@ def test_tokens_guard_ingestion_and_the_audit(database_url: str, tmp_path: Path)
         )
         assert client.get("/rules").status_code == 401
         assert client.get("/healthz").status_code == 200
+
+
+@pytest.mark.parametrize("body", [b"{not json", b'{"unsubscribd": []}', b"[" * 100_000])
+def test_a_preferences_request_without_the_admin_token_is_refused_before_its_body_is_read(
+    database_url: str, tmp_path: Path, body: bytes
+) -> None:
+    """As ``/events`` does: a client without the token learns nothing of the body's shape
+    (422) and costs no parsing; only 401."""
+    settings = Settings(
+        database_url=database_url, outbox_file=str(tmp_path / "o.jsonl"), admin_token="a-secret"
+    )
+    headers = {"content-type": "application/json"}
+    with TestClient(create_app(settings)) as client:
+        refused = client.post("/users/u_1/preferences", content=body, headers=headers)
+        admin = {**headers, "Authorization": "Bearer a-secret"}
+        read = client.post("/users/u_1/preferences", content=body, headers=admin)
+
+    assert refused.status_code == 401
+    assert read.status_code == 422
 
 
 def test_the_openapi_document_lets_docs_send_the_tokens_the_server_asks_for(

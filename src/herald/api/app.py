@@ -15,12 +15,11 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from starlette.exceptions import HTTPException
 
 from herald import __version__
 from herald.api.deps import RETRY_AFTER_UNAVAILABLE
 from herald.api.direct import DirectRoutes
-from herald.api.errors import unreadable_body, validation_errors
+from herald.api.errors import validation_errors
 from herald.api.middleware import RequestEdge
 from herald.api.openapi_security import ADMIN_SCHEME, INGEST_SCHEME, declare_bearer_tokens
 from herald.api.routes import admin, audit, events, health
@@ -68,7 +67,6 @@ def create_app(
     for error in (OperationalError, InterfaceError, PoolTimeout):
         app.add_exception_handler(error, _database_unavailable)
     app.add_exception_handler(RequestValidationError, validation_errors)
-    app.add_exception_handler(HTTPException, unreadable_body)
     return app
 
 

@@ -12,34 +12,25 @@ from typing import Any
 
 import orjson
 from fastapi import Request, Response
-from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from starlette.exceptions import HTTPException
+from pydantic import ValidationError
+
+
+def field_errors(exc: ValidationError, prefix: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """pydantic's errors as the API gives them: where (under ``prefix``), what, which kind."""
+    return [
+        {"loc": [*prefix, *error["loc"]], "msg": error["msg"], "type": error["type"]}
+        for error in exc.errors(include_url=False, include_input=False)
+    ]
 
 
 async def validation_errors(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)  # registered for it alone
-    body = {"detail": [field_error(error) for error in exc.errors()]}
+    body = {"detail": [_field_error(error) for error in exc.errors()]}
     return Response(orjson.dumps(body), status_code=422, media_type="application/json")
 
 
-async def unreadable_body(request: Request, exc: Exception) -> Response:
-    """FastAPI answers a body that ``json.loads`` cannot even decode (not UTF-8, or nested
-    deeper than Python recurses) with a ``400`` of its own, which no route documents:
-    it is malformed JSON like any other, a 422 as ``POST /events`` answers it. Every
-    other HTTP error goes on to FastAPI's own answer."""
-    assert isinstance(exc, HTTPException)  # registered for it alone
-    cause = exc.__cause__
-    if exc.status_code != 400 or not isinstance(cause, UnicodeDecodeError | RecursionError):
-        return await http_exception_handler(request, exc)
-    said = "not UTF-8" if isinstance(cause, UnicodeDecodeError) else "nested too deeply"
-    error = {"loc": ["body"], "msg": f"Invalid JSON: {said}", "type": "json_invalid"}
-    return Response(
-        orjson.dumps({"detail": [error]}), status_code=422, media_type="application/json"
-    )
-
-
-def field_error(error: dict[str, Any]) -> dict[str, Any]:
+def _field_error(error: dict[str, Any]) -> dict[str, Any]:
     message = error.get("msg", "invalid")
     said = (error.get("ctx") or {}).get("error")
     if error.get("type") == "json_invalid" and said:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from herald.api.deps import AdminOnly, RuntimeDep
+from herald.api.errors import field_errors
 from herald.api.schemas import (
     ADMIN_UNAUTHORIZED,
     DATABASE_UNAVAILABLE,
@@ -76,9 +79,28 @@ def get_rules(runtime: RuntimeDep) -> dict[str, Any]:
     }
 
 
+_preferences = TypeAdapter(PreferencesIn)
+
+
+async def _preferences_body(request: Request) -> PreferencesIn:
+    """The body, read once the router's admin check has passed: a body parameter FastAPI
+    reads before any dependency runs, so a client without the token had its JSON parsed,
+    and was answered 422 for a malformed one instead of 401."""
+    try:
+        return _preferences.validate_json(await request.body())
+    except ValidationError as exc:
+        raise RequestValidationError(field_errors(exc, prefix=("body",))) from None
+
+
 @router.post(
     "/users/{user_id:path}/preferences",
     response_model=None,  # answered as built; PreferencesOut documents it
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": PreferencesIn.model_json_schema()}},
+        }
+    },
     responses={
         200: {"model": PreferencesOut, "description": "The preferences, and what they cancelled"},
         401: ADMIN_UNAUTHORIZED,
@@ -92,7 +114,9 @@ def get_rules(runtime: RuntimeDep) -> dict[str, Any]:
     },
 )
 def set_preferences(
-    user_id: UserIdPath, body: PreferencesIn, runtime: RuntimeDep
+    user_id: UserIdPath,
+    runtime: RuntimeDep,
+    body: PreferencesIn = Depends(_preferences_body),
 ) -> dict[str, Any]:
     """Replace the user's unsubscribes. Marketing rules then skip them, and their marketing
     messages still waiting on those channels are cancelled; transactional go on."""

@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
 
 from herald.api.deps import RETRY_AFTER_UNAVAILABLE, ingest_runtime
+from herald.api.errors import field_errors
 from herald.api.schemas import (
     ASKS_FOR_BEARER,
     MAX_EVENT_BYTES,
@@ -215,7 +216,7 @@ def _read_batch(raw: bytes, runtime: Runtime) -> tuple[list[dict[str, Any]], lis
                 envelope = _event.validate_python(envelope)
             except ValidationError as exc:
                 runtime.metrics.count_event("unknown", "rejected")
-                _reject(items[index], _errors(exc))
+                _reject(items[index], field_errors(exc))
                 continue
         event = to_event(envelope, runtime.ruleset)
         if isinstance(event, Rejection):
@@ -252,7 +253,7 @@ def _parse(adapter: TypeAdapter[Body], raw: bytes) -> Body:
     try:
         return adapter.validate_json(raw)
     except ValidationError as exc:
-        raise RequestValidationError(_errors(exc, prefix=("body",))) from None
+        raise RequestValidationError(field_errors(exc, prefix=("body",))) from None
 
 
 def _in_body(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -262,10 +263,3 @@ def _in_body(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _reject(item: dict[str, Any], errors: list[dict[str, Any]]) -> None:
     item.update(status="rejected", decisions=[], errors=errors)
-
-
-def _errors(exc: ValidationError, prefix: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    return [
-        {"loc": [*prefix, *error["loc"]], "msg": error["msg"], "type": error["type"]}
-        for error in exc.errors(include_url=False, include_input=False)
-    ]
