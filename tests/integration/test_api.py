@@ -789,12 +789,15 @@ def test_every_refused_event_is_counted_alone_or_in_a_batch(client: TestClient) 
     assert 'herald_events_total{event_type="payment_failed",status="accepted"} 1.0' in metrics
 
 
+def guarded(database_url: str, tmp_path: Path, **tokens: str) -> Settings:
+    """Settings on the test database with the bearer ``tokens`` set (``admin_token``,
+    ``ingest_token``)."""
+    return Settings(database_url=database_url, outbox_file=str(tmp_path / "o.jsonl"), **tokens)
+
+
 def test_tokens_guard_ingestion_and_the_audit(database_url: str, tmp_path: Path) -> None:
-    settings = Settings(
-        database_url=database_url,
-        outbox_file=str(tmp_path / "o.jsonl"),
-        admin_token="admin-secret",
-        ingest_token="ingest-secret",
+    settings = guarded(
+        database_url, tmp_path, admin_token="admin-secret", ingest_token="ingest-secret"
     )
     with TestClient(create_app(settings)) as client:
         assert client.post("/events", json=signup()).status_code == 401
@@ -815,9 +818,7 @@ def test_a_preferences_request_without_the_admin_token_is_refused_before_its_bod
 ) -> None:
     """As ``/events`` does: a client without the token learns nothing of the body's shape
     (422) and costs no parsing; only 401."""
-    settings = Settings(
-        database_url=database_url, outbox_file=str(tmp_path / "o.jsonl"), admin_token="a-secret"
-    )
+    settings = guarded(database_url, tmp_path, admin_token="a-secret")
     headers = {"content-type": "application/json"}
     with TestClient(create_app(settings)) as client:
         refused = client.post("/users/u_1/preferences", content=body, headers=headers)
@@ -833,11 +834,8 @@ def test_the_openapi_document_lets_docs_send_the_tokens_the_server_asks_for(
 ) -> None:
     """/docs' "Authorize" takes each token set, and "Try it out" sends it to the routes
     it guards; the routes that need none are left alone."""
-    settings = Settings(
-        database_url=database_url,
-        outbox_file=str(tmp_path / "o.jsonl"),
-        admin_token="admin-secret",
-        ingest_token="ingest-secret",
+    settings = guarded(
+        database_url, tmp_path, admin_token="admin-secret", ingest_token="ingest-secret"
     )
     with TestClient(create_app(settings)) as client:
         document = client.get("/openapi.json").json()
@@ -866,9 +864,7 @@ def test_the_openapi_document_lets_docs_send_the_tokens_the_server_asks_for(
 def test_the_openapi_document_asks_for_no_token_the_server_does_not_ask_for(
     database_url: str, tmp_path: Path
 ) -> None:
-    settings = Settings(
-        database_url=database_url, outbox_file=str(tmp_path / "o.jsonl"), admin_token="a-secret"
-    )
+    settings = guarded(database_url, tmp_path, admin_token="a-secret")
     with TestClient(create_app(settings)) as client:
         document = client.get("/openapi.json").json()
         assert client.get("/openapi.json").json() == document  # built once, the same after
@@ -990,11 +986,8 @@ def test_the_openapi_document_lists_the_errors_a_client_must_handle(client: Test
 def test_the_openapi_document_declares_the_headers_its_401s_and_503s_carry(
     database_url: str, tmp_path: Path
 ) -> None:
-    settings = Settings(
-        database_url=database_url,
-        outbox_file=str(tmp_path / "o.jsonl"),
-        admin_token="admin-secret",
-        ingest_token="ingest-secret",
+    settings = guarded(
+        database_url, tmp_path, admin_token="admin-secret", ingest_token="ingest-secret"
     )
     with TestClient(create_app(settings)) as client:
         paths = client.get("/openapi.json").json()["paths"]

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import Result
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -376,22 +377,28 @@ def test_a_webhook_ca_file_without_https_is_a_problem(tmp_path: Path) -> None:
     assert caught.value.problems == ["providers.sms: `ca_file` is for TLS: use an https:// `url`"]
 
 
+def check_and_serve(
+    tmp_path: Path, section: str, env: dict[str, str] | None = None
+) -> tuple[Result, Result]:
+    """``herald rules check`` and ``herald serve`` on the packaged rule file with ``section``
+    added (one YAML line), as an operator would run them."""
+    rules = tmp_path / "rules.yaml"
+    text = default_rules_path().read_text(encoding="utf-8")
+    rules.write_text(f"{text}\n{section}\n", encoding="utf-8")
+    (tmp_path / "templates").symlink_to(default_rules_path().parent / "templates")
+    runner, wide = CliRunner(), {"COLUMNS": "1000", **(env or {})}
+    checked = runner.invoke(app, ["rules", "check", str(rules)], env=wide)
+    database = f"sqlite:///{tmp_path / 'h.db'}"
+    served = runner.invoke(app, ["serve", "--rules", str(rules), "--database", database], env=wide)
+    return checked, served
+
+
 def test_rules_check_and_serve_refuse_a_webhook_ca_file_that_is_not_there(
     tmp_path: Path,
 ) -> None:
-    rules = tmp_path / "rules.yaml"
-    text = default_rules_path().read_text(encoding="utf-8")
     sms = "{type: webhook, url: https://sms.example.com/send, ca_file: partner-ca.pem}"
-    rules.write_text(text + f"\nproviders: {{sms: {sms}}}\n", encoding="utf-8")
-    (tmp_path / "templates").symlink_to(default_rules_path().parent / "templates")
-    runner, env = CliRunner(), {"COLUMNS": "1000"}
 
-    checked = runner.invoke(app, ["rules", "check", str(rules)], env=env)
-    served = runner.invoke(
-        app,
-        ["serve", "--rules", str(rules), "--database", f"sqlite:///{tmp_path / 'h.db'}"],
-        env=env,
-    )
+    checked, served = check_and_serve(tmp_path, f"providers: {{sms: {sms}}}")
 
     for result in (checked, served):
         assert result.exit_code == 1, result.output
@@ -495,23 +502,12 @@ def test_any_one_setting_changed_builds_or_fails_with_a_config_error(
 
 
 def test_rules_check_and_serve_refuse_logging_in_to_smtp_without_tls(tmp_path: Path) -> None:
-    rules = tmp_path / "rules.yaml"
-    text = default_rules_path().read_text(encoding="utf-8")
     email = (
         "{type: smtp, host: smtp.example.com, sender: hello@example.com, "
         "username_env: SMTP_USER, password_env: SMTP_PASSWORD}"
     )
-    rules.write_text(text + f"\nproviders: {{email: {email}}}\n", encoding="utf-8")
-    (tmp_path / "templates").symlink_to(default_rules_path().parent / "templates")
 
-    runner, env = CliRunner(), {"COLUMNS": "1000", **ENV}
-
-    checked = runner.invoke(app, ["rules", "check", str(rules)], env=env)
-    served = runner.invoke(
-        app,
-        ["serve", "--rules", str(rules), "--database", f"sqlite:///{tmp_path / 'h.db'}"],
-        env=env,
-    )
+    checked, served = check_and_serve(tmp_path, f"providers: {{email: {email}}}", env=ENV)
 
     for result in (checked, served):
         assert result.exit_code == 1, result.output
@@ -519,18 +515,7 @@ def test_rules_check_and_serve_refuse_logging_in_to_smtp_without_tls(tmp_path: P
 
 
 def test_rules_check_and_serve_refuse_a_broken_delivery_section(tmp_path: Path) -> None:
-    rules = tmp_path / "rules.yaml"
-    text = default_rules_path().read_text(encoding="utf-8")
-    rules.write_text(text + "\ndelivery: {max_attempts: many}\n", encoding="utf-8")
-    (tmp_path / "templates").symlink_to(default_rules_path().parent / "templates")
-    runner = CliRunner()
-
-    checked = runner.invoke(app, ["rules", "check", str(rules)], env={"COLUMNS": "1000"})
-    served = runner.invoke(
-        app,
-        ["serve", "--rules", str(rules), "--database", f"sqlite:///{tmp_path / 'h.db'}"],
-        env={"COLUMNS": "1000"},
-    )
+    checked, served = check_and_serve(tmp_path, "delivery: {max_attempts: many}")
 
     for result in (checked, served):
         assert result.exit_code == 1, result.output

@@ -96,7 +96,6 @@ class Dispatcher:
         # What a round leaves itself, of each lease, to record its results.
         self._send_window_s = lease_seconds * (1 - _RECORDING_SHARE)
         self._semaphore = asyncio.Semaphore(concurrency)
-        self._on_result = on_result
         self._rng = random.Random()  # the jitter of retry backoffs
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()  # ``run``'s: once set, no send starts
@@ -189,8 +188,7 @@ class Dispatcher:
         # A message whose every attempt was cut off by its lease comes back a dead letter.
         given_up = [row for row in claimed if row.status == FAILED]
         for row in given_up:
-            self._on_result(row.channel, DeliveryStatus.FAILED)
-            log.error("message %s dead-lettered: %s", row.message_id, row.last_error)
+            self._recorder.announce(row, DeliveryStatus.FAILED, row.last_error)
         to_send = [row for row in claimed if row.status != FAILED] if given_up else claimed
         # From the same reading: a claim slow to commit (a locked table, a slow disk) has
         # used part of the leases, and timed from its end the sends could outlast them.

@@ -188,13 +188,16 @@ class RoundRecorder:
     def _announce(self, outcome: Outcome) -> None:
         """The metrics and the log line of an attempt recorded."""
         row, result = outcome.row, outcome.result
-        if isinstance(result, Deferred | Withdrawn):
-            return
-        self._on_result(row.channel, result.status)
-        if result.status is DeliveryStatus.FAILED:
-            log.error("message %s dead-lettered: %s", row.message_id, result.detail)
-        elif result.status is DeliveryStatus.RETRY:
-            log.info("message %s will be retried: %s", row.message_id, result.detail)
+        if not isinstance(result, Deferred | Withdrawn):
+            self.announce(row, result.status, result.detail)
+
+    def announce(self, row: Any, status: DeliveryStatus, detail: str | None) -> None:
+        """Count ``row``'s recorded outcome and log a dead letter or a retry."""
+        self._on_result(row.channel, status)
+        if status is DeliveryStatus.FAILED:
+            log.error("message %s dead-lettered: %s", row.message_id, detail)
+        elif status is DeliveryStatus.RETRY:
+            log.info("message %s will be retried: %s", row.message_id, detail)
 
 
 def _refused(exc: BaseException) -> bool:
