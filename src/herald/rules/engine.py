@@ -168,7 +168,9 @@ def apply_limits(candidates: Iterable[Decision], held: Mapping[str, str]) -> lis
 def _decide_on_trigger(
     rule: Rule, event: Event, views: _Views, history: Sequence[Event]
 ) -> Decision:
-    why = ""
+    """``rule`` on ``event``, one of its triggers: a rule with an ``after`` window needs
+    an anchor in ``history`` within it (the decision names the latest)."""
+    window = ""
     if rule.after:
         anchors = [
             anchor
@@ -184,16 +186,18 @@ def _decide_on_trigger(
                 f"will decide it)",
             )
         anchor = max(anchors, key=lambda a: a.timestamp)
-        why = (
+        window = (
             f"{rule.after.event_type} {anchor.event_id} at {iso(anchor.timestamp)} "
             f"is within {_span(rule)}"
         )
-    return _decide_rule(rule, event, views, why)
+    return _decide_rule(rule, event, views, window)
 
 
 def _decide_on_anchor(
     rule: Rule, anchor: Event, views: _Views, history: Sequence[Event]
 ) -> list[Decision]:
+    """``rule`` on each of its triggers in ``history`` that came within its window after
+    ``anchor`` (which arrived later): the earliest ``MAX_TRIGGERS_PER_ANCHOR`` of them."""
     assert rule.after is not None
     # By id: rules anchored on one event type each ask for their triggers, so a trigger in
     # two of their slices is in ``history`` twice, and would be decided (and counted) twice.
@@ -228,25 +232,26 @@ def _decide_on_anchor(
     return decisions
 
 
-def _decide_rule(rule: Rule, trigger: Event, views: _Views, why: str) -> Decision:
-    """``rule`` on ``trigger``, whose window (``why``) held: triggered when its condition,
-    the user's consent and a recipient hold too; else skipped, saying all it found."""
-    event_view, view = views.of(trigger)
-    clauses = [why] if why else []
+def _decide_rule(rule: Rule, trigger: Event, views: _Views, window: str) -> Decision:
+    """``rule`` on ``trigger``, whose window held (``window`` says how; empty for a rule
+    without one): triggered when its condition, the user's consent and a recipient hold
+    too; else skipped, saying all it found."""
+    event_view, user_view = views.of(trigger)
+    clauses = [window] if window else []
     if rule.condition is not None:
-        result = rule.condition.evaluate({"event": event_view, "user": view})
+        result = rule.condition.evaluate({"event": event_view, "user": user_view})
         clauses.append(result.explanation)
         if not result.holds:
             return _skip(rule, "; ".join(clauses))
-    consent = consent_problem(rule, view) or _withdrawn_later(rule, views.profile)
+    consent = consent_problem(rule, user_view) or _withdrawn_later(rule, views.profile)
     if consent:
         return _skip(rule, "; ".join([*clauses, consent]))
-    recipient, missing = recipient_of(rule, view)
+    recipient, missing = recipient_of(rule, user_view)
     if recipient is None:
         return _skip(rule, "; ".join([*clauses, missing]))
     key = dedup_key(rule, trigger)
     message_id = message_id_for(key)
-    why = "; ".join(clauses)
+    why = "; ".join(clauses)  # what held: the window and the condition
     return Decision(
         rule=rule.id,
         rule_version=rule.version,
@@ -263,7 +268,7 @@ def _decide_rule(rule: Rule, trigger: Event, views: _Views, why: str) -> Decisio
             limit=rule.limit.value,
             why=why,
             event_view=event_view,
-            user_view=view,
+            user_view=user_view,
         ),
     )
 
