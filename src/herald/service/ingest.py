@@ -38,7 +38,8 @@ class IngestStatus(StrEnum):
 class IngestResult:
     event_id: str
     status: IngestStatus
-    decisions: list[Decision] = field(default_factory=list)  # made now: an accepted event's
+    # An accepted event's decisions, made now.
+    decisions: list[Decision] = field(default_factory=list)
     # A duplicate's decisions, made when the event was first accepted, as the audit shows
     # them: a client retrying after a lost answer learns what became of its event.
     earlier: list[dict[str, Any]] = field(default_factory=list)
@@ -55,8 +56,9 @@ def ingest(
     """Decide and stage ``events`` in ``uow`` (the caller commits). One result per event,
     in order. Duplicates (same id, same payload) and conflicts change nothing.
 
-    Four phases, each over the whole batch, so that every read is one query by keys:
-    recognise repeats, decide each new event, apply limits and build rows, write."""
+    Phases, each over the whole batch, so that every read is one query by keys: recognise
+    repeats, decide each new event, apply limits and build rows, answer the duplicates,
+    write; last, cancel the marketing that the batch's traits closed a channel to."""
     uow.lock([e.user_id for e in events] + [e.event_id for e in events])
     stored = uow.users.get_many(e.user_id for e in events)
     batch = _Batch(uow, ruleset, dict(stored))
@@ -65,6 +67,7 @@ def ingest(
     plans = [
         (index, event, fingerprint, batch.decide(event)) for index, event, fingerprint in fresh
     ]
+    # The messages already holding the dedup keys the candidates want.
     held = uow.outbox.holders(
         d.dedup_key
         for *_, candidates in plans
@@ -266,7 +269,9 @@ def _message_row(
             rule.template, {"event": draft.event_view, "user": draft.user_view}
         )
         subject, body, html = rendered.subject, rendered.body, rendered.html
-    held = hold(draft.channel, draft.user_view, now)
+    # A channel's quiet hours in the user's zone make the message due when they end.
+    quiet = hold(draft.channel, draft.user_view, now)
+    due, hold_reason = quiet if quiet else (now, None)
     return {
         "message_id": draft.message_id,
         "dedup_key": draft.dedup_key,
@@ -282,7 +287,7 @@ def _message_row(
         "html": html,
         "status": PENDING,
         "created_us": to_micros(now),
-        "due_us": to_micros(held[0]) if held else to_micros(now),
+        "due_us": to_micros(due),
         "attempts": 0,
-        "hold_reason": held[1] if held else None,
+        "hold_reason": hold_reason,
     }
