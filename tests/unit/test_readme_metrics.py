@@ -15,7 +15,7 @@ def labels_in_code() -> dict[str, tuple[str, ...]]:
     """Each labelled metric's labels, as a scrape shows them, by the name PromQL uses."""
     metrics = Metrics()
     metrics.count_event("signup_completed", "accepted")
-    metrics.count_decision("WELCOME_EMAIL", "triggered")
+    metrics.count_many(metrics.decisions, [("WELCOME_EMAIL", "triggered")])
     metrics.count_delivery("email", "sent")
     metrics.observe_ingest("event", 0.001)
     labelled: dict[str, tuple[str, ...]] = {}

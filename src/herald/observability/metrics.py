@@ -67,9 +67,6 @@ class Metrics:
     def observe_commit(self, events: int) -> None:
         self.commit_events.observe(events)
 
-    def count_decision(self, rule: str, outcome: str) -> None:
-        self._series_of(self.decisions, (rule, outcome)).inc()
-
     def count_many(self, metric: Any, labels: Iterable[tuple[str, ...]]) -> None:
         """Count on ``metric`` once per item of ``labels``: a commit's events or decisions.
         One increment per series, each of which takes a lock, not one per item."""
