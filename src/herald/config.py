@@ -27,7 +27,8 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
     outbox_file: str | None = None  # the stub provider's file; beside the database by default
-    # `herald worker` serves no HTTP but its Prometheus metrics, when given a port.
+    # A port of its own for the Prometheus metrics of the process that delivers (`herald
+    # worker`, `herald serve`'s dispatcher process, or the API with --dispatcher-inline).
     metrics_port: int | None = Field(None, ge=1, le=65535)
     metrics_host: str = "127.0.0.1"
     # FastAPI's own OpenTelemetry spans, metrics and logs for each request, through the
