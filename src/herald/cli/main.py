@@ -63,7 +63,6 @@ def serve(
 
     from herald.cli.dispatcher_process import DispatcherProcess
     from herald.observability.logging import configure_logging
-    from herald.store.database import hide_password
 
     settings = settings_from(
         host=host,
@@ -81,34 +80,17 @@ def serve(
     check_serve_ports(settings)
     preflight(settings, create_database=True)
     apart = settings.dispatcher and settings.dispatcher_process
-    # API processes and the dispatcher process read their settings from the environment;
-    # with a dispatcher process of their own, the API processes deliver nothing.
+    # With a dispatcher process of their own, the API processes deliver nothing.
     # Several API processes are uvicorn's children: each stops when this process is gone.
-    api_settings = settings.model_copy(
-        update={
-            "dispatcher": settings.dispatcher and not apart,
-            "server_pid": os.getpid() if settings.workers > 1 else None,
-        }
+    _hand_down(
+        settings.model_copy(
+            update={
+                "dispatcher": settings.dispatcher and not apart,
+                "server_pid": os.getpid() if settings.workers > 1 else None,
+            }
+        )
     )
-    for name, value in api_settings.model_dump().items():
-        if value is not None:
-            os.environ[f"HERALD_{name.upper()}"] = str(value)
-    delivery = (
-        "by a dispatcher process" if apart else "in the API" if settings.dispatcher else "off"
-    )
-    # Port 0 asks the system for a free one, which uvicorn's "running on" line names.
-    where = (
-        http_url(settings.host, settings.port)
-        if settings.port
-        else f"a free port of {settings.host}"
-    )
-    say(
-        settings,
-        f"Herald on {where} (docs at /docs), "
-        f"database {hide_password(settings.database_url)}, {settings.workers} API "
-        f"process{'es' if settings.workers > 1 else ''}, "
-        f"delivery {delivery}",
-    )
+    _say_serving(settings, apart=apart)
     _say_where_metrics_go(settings, inline=settings.dispatcher and not apart)
     # uvicorn re-raises the signal that stopped it once it has shut down: let SIGTERM then
     # unwind as an exception, not end the process at once, so the dispatcher stops too.
@@ -183,6 +165,36 @@ def worker(
     finally:
         if stop_metrics is not None:
             stop_metrics()
+
+
+def _hand_down(api_settings: Settings) -> None:
+    """Put ``api_settings`` in this process's environment as ``HERALD_*`` variables: the
+    API processes and the dispatcher process started from here read theirs from it."""
+    for name, value in api_settings.model_dump().items():
+        if value is not None:
+            os.environ[f"HERALD_{name.upper()}"] = str(value)
+
+
+def _say_serving(settings: Settings, *, apart: bool) -> None:
+    """The line that tells the operator where the server is and what it runs."""
+    from herald.store.database import hide_password
+
+    delivery = (
+        "by a dispatcher process" if apart else "in the API" if settings.dispatcher else "off"
+    )
+    # Port 0 asks the system for a free one, which uvicorn's "running on" line names.
+    where = (
+        http_url(settings.host, settings.port)
+        if settings.port
+        else f"a free port of {settings.host}"
+    )
+    say(
+        settings,
+        f"Herald on {where} (docs at /docs), "
+        f"database {hide_password(settings.database_url)}, {settings.workers} API "
+        f"process{'es' if settings.workers > 1 else ''}, "
+        f"delivery {delivery}",
+    )
 
 
 def _say_where_metrics_go(settings: Settings, *, inline: bool) -> None:
