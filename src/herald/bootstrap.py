@@ -55,6 +55,9 @@ def load_rules_and_delivery(
 
 @dataclass
 class Runtime:
+    """What one process runs, built by ``build_runtime``: ``start`` and ``stop`` for an API
+    process, ``deliver`` for a process that only delivers."""
+
     settings: Settings
     database: Database
     ruleset: RuleSet
@@ -65,19 +68,26 @@ class Runtime:
     clock: Callable[[], datetime] = utc_now
     checkpointer: Checkpointer = field(init=False)
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
-    _task: asyncio.Task[None] | None = None
+    _dispatching: asyncio.Task[None] | None = None
+
+    def __post_init__(self) -> None:
+        self.checkpointer = Checkpointer(self.database)
 
     async def start(self) -> None:
+        """Start the checkpointer, the writer and, when there is one, the dispatcher on
+        this event loop."""
         self.checkpointer.start()
         self.writer.start()
         if self.dispatcher is not None:
-            self._task = asyncio.create_task(self.dispatcher.run(self._stopping))
+            self._dispatching = asyncio.create_task(self.dispatcher.run(self._stopping))
 
     async def stop(self) -> None:
+        """Let the writer finish what it took, then the dispatcher its round; close the
+        providers, stop the checkpointer and close the database's connections."""
         await asyncio.to_thread(self.writer.stop)
         self._stopping.set()
-        if self._task is not None:
-            await self._task
+        if self._dispatching is not None:
+            await self._dispatching
         for provider in self.delivery.providers.values():
             await provider.aclose()
         await asyncio.to_thread(self.checkpointer.stop)
@@ -94,9 +104,6 @@ class Runtime:
             await self.dispatcher.run(stopping)
         finally:
             await self.stop()
-
-    def __post_init__(self) -> None:
-        self.checkpointer = Checkpointer(self.database)
 
     def outbox_snapshot(self) -> tuple[dict[str, int], int, float]:
         """For the outbox gauges: messages by unfinished status, the messages waiting to be
