@@ -91,10 +91,12 @@ def open_database(
     create: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> Database:
-    """The database at ``url``, failing with one line on a bad URL, an unreachable
-    server, a SQLite file that does not exist (unless ``create``) or (``schema="current"``)
-    a schema behind this version; ``"upgrade"`` upgrades an embedded database first,
-    ``"any"`` only checks that it answers."""
+    """The database at ``url``, or exit 1 with one line: a bad URL, an unreachable server,
+    a SQLite file that does not exist (unless ``create``, which creates it readable by its
+    owner alone), a schema this version cannot run on, or a database that refuses writes.
+    ``schema``: ``"current"`` requires the schema to be current, ``"upgrade"`` upgrades a
+    SQLite database first, ``"any"`` only checks that the database answers (neither its
+    schema nor its writes)."""
     from herald.store.database import Database, DatabaseUrlError, database_said, write_problem
     from herald.store.migrate import SchemaMismatch, current_revision, ensure_current
 

@@ -147,8 +147,9 @@ def _refuse_a_file_of_another_program(database: Database) -> None:
 def ensure_current(
     database: Database, *, auto_upgrade: bool, progress: Callable[[str], None] | None = None
 ) -> None:
-    """Upgrade an embedded database; refuse a shared one whose schema is behind, and any
-    whose schema is newer than this Herald."""
+    """Return when the schema is current. One behind is upgraded with ``auto_upgrade``
+    (callers set it for SQLite), else refused; one newer than this Herald is always
+    refused. Refusals raise ``SchemaMismatch``."""
     current = current_revision(database)
     if current == head_revision():
         return
