@@ -40,9 +40,27 @@ def prune_history(
     the rules skip their events dated before that, because a pruned message may have
     held that day's limit. The audit says so too."""
     cutoff_us = to_micros(cutoff)
-    marker_us = to_micros(history_fence(cutoff))
     checkpoint = _checkpoint_of(database)
-    pruned_events = 0
+    pruned_events = _prune_events(
+        database, cutoff_us, to_micros(history_fence(cutoff)), batch_size, progress, checkpoint
+    )
+    deleted, redacted = _prune_messages(
+        database, cutoff_us, batch_size, keep_rules, progress, checkpoint
+    )
+    return PruneTotals(events=pruned_events, messages=deleted, redacted=redacted)
+
+
+def _prune_events(
+    database: Database,
+    cutoff_us: int,
+    fence_us: int,
+    batch_size: int,
+    progress: Callable[[str, int], None],
+    checkpoint: Callable[[], None],
+) -> int:
+    """Delete the events before the cutoff, ``batch_size`` a transaction, and fence their
+    users' history at ``fence_us``. Returns how many were deleted."""
+    pruned = 0
     while True:
         with UnitOfWork(database) as uow:
             # No ingestion may read a user's profile before this fence and, once the next
@@ -51,17 +69,13 @@ def prune_history(
             uow.lock_all()
             doomed = uow.retention.events_before(cutoff_us, limit=batch_size)
             if not doomed:
-                break
+                return pruned
             uow.retention.delete_events([row.seq for row in doomed])
-            uow.retention.mark_pruned({row.user_id for row in doomed}, before_us=marker_us)
+            uow.retention.mark_pruned({row.user_id for row in doomed}, before_us=fence_us)
             uow.commit()
         checkpoint()
-        pruned_events += len(doomed)
-        progress("events", pruned_events)
-    deleted, redacted = _prune_messages(
-        database, cutoff_us, batch_size, keep_rules, progress, checkpoint
-    )
-    return PruneTotals(events=pruned_events, messages=deleted, redacted=redacted)
+        pruned += len(doomed)
+        progress("events", pruned)
 
 
 def _checkpoint_of(database: Database) -> Callable[[], None]:
