@@ -111,7 +111,9 @@ _LONGEST_AGE = timedelta(days=36_500)  # event times start in 1900 (domain/timeu
 _SHORTEST_AGE = timedelta(days=1)
 
 
-def parse_age(text: str) -> timedelta:
+def _parse_age(text: str) -> timedelta:
+    """``text`` as an age: whole days (``400d``) or hours (``36h``), from 1d to 36500d;
+    raises ``typer.BadParameter`` saying what it takes otherwise."""
     match = re.fullmatch(r"\s*(\d{1,9})\s*([dh])\s*", text)
     if not match:
         raise typer.BadParameter("use a number of days or hours, e.g. 400d or 36h")
@@ -152,7 +154,7 @@ def prune(
     from herald.rules.loader import RuleFileError, load_ruleset
     from herald.service.retention import count_prunable, history_fence, prune_history
 
-    age = parse_age(older_than)
+    age = _parse_age(older_than)
     settings = settings_from(database_url=database, rules=rules)
     try:
         ruleset = load_ruleset(settings.rules)
