@@ -7,7 +7,7 @@ from collections import Counter as Tally
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -89,8 +89,6 @@ def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> Callable
     """Serve ``registry`` at ``http://host:port/metrics`` on a thread of its own; returns
     what stops the server and frees the port. Raises ``OSError`` when the port cannot
     be had."""
-    from prometheus_client import start_http_server
-
     server, thread = start_http_server(port, addr=host, registry=registry)
 
     def stop() -> None:
