@@ -109,7 +109,9 @@ class EventRepository:
     def page_for_user(
         self, user_id: str, *, limit: int, before: tuple[int, int] | None
     ) -> list[Any]:
-        """The user's events newest first (event time, then arrival), after a cursor."""
+        """At most ``limit`` of the user's events, newest first (event time, then arrival):
+        with ``before``, the (event time, seq) of the previous page's last event, those
+        after it in that order."""
         query = select(events).where(events.c.user_id == user_id)
         if before is not None:
             time_us, seq = before
