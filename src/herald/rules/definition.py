@@ -91,6 +91,7 @@ class RuleSet:
         object.__setattr__(self, "_anchored", {k: tuple(v) for k, v in anchored.items()})
 
     def triggered_by(self, event_type: str) -> tuple[Rule, ...]:
+        """Rules that an event of this type triggers."""
         return self._triggered.get(event_type, ())
 
     def anchored_on(self, event_type: str) -> tuple[Rule, ...]:

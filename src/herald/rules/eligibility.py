@@ -18,6 +18,7 @@ from herald.domain.recipients import (
 from herald.rules.definition import Category, Rule
 
 RECIPIENT_TRAIT = {"email": "email", "sms": "phone"}
+MARKETING_CHANNELS = frozenset(RECIPIENT_TRAIT)  # the user's own: internal is the team's
 _EXAMPLE = {"email": '"maria@example.com"', "phone": '"+351 912 345 678"'}
 # What a recipient of each channel must be, and an example of one for the reason.
 _RECIPIENT_SHAPE = {
@@ -35,9 +36,6 @@ def consent_problem(rule: Rule, view: Mapping[str, object]) -> str | None:
     if rule.channel not in closed:
         return None
     return why or f"marketing rule and the user unsubscribed from {rule.channel}"
-
-
-MARKETING_CHANNELS = frozenset(RECIPIENT_TRAIT)
 
 
 def closed_to_marketing(traits: Mapping[str, object]) -> frozenset[str]:
