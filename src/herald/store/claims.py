@@ -14,6 +14,8 @@ from herald.store.message_status import CANCELLED, FAILED, PENDING, SENDING, SEN
 from herald.store.sql import fetch_all, marks, select_in
 from herald.store.tables import messages
 
+# An attempt's outcome that is no message status: the message waits for another attempt.
+RETRY = "retry"
 # What a lease that ran out says of the attempt it was for.
 INTERRUPTED = (
     "interrupted: its claim ran out with no outcome recorded (the dispatcher sending it "
@@ -137,7 +139,7 @@ class OutboxClaims:
         for row in rows:
             attempt = row.attempts + 1
             if attempt < max_attempts:
-                records.append(AttemptRecord(row.message_id, attempt, now_us, "retry", INTERRUPTED))
+                records.append(AttemptRecord(row.message_id, attempt, now_us, RETRY, INTERRUPTED))
                 counted.append(row._replace(attempts=attempt, last_error=INTERRUPTED))
             else:
                 detail = f"gave up after {attempt} attempts: {INTERRUPTED}"
@@ -237,7 +239,7 @@ class OutboxClaims:
                 f"claimed_by = NULL, lease_until_us = NULL WHERE message_id = {mark}",
                 [
                     (
-                        PENDING if r.outcome == "retry" else r.outcome,
+                        PENDING if r.outcome == RETRY else r.outcome,
                         r.attempt,
                         _due(r),
                         r.detail,
@@ -310,6 +312,6 @@ def _in_turn(message: ClaimedMessage) -> tuple[int, int, str]:
 
 
 def _due(record: AttemptRecord) -> int | None:
-    if record.outcome == "retry":
+    if record.outcome == RETRY:
         return record.next_due_us if record.next_due_us is not None else record.at_us
     return None  # a finished message keeps its due time
