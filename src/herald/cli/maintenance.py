@@ -90,14 +90,16 @@ def messages_retry(
 def _not_requeued(message_id: str, row: Any | None) -> str:
     """Why ``messages retry --message-id`` left ``message_id`` as it was: a mistyped id, a
     message that is no dead letter (sent, or waiting for its next attempt), or one pruned."""
+    from herald.store.outbox import FAILED, PENDING, SENDING
+
     if row is None:
         return f"no message {message_id}"
-    if row.status == "failed":  # the only dead letters requeue leaves: those pruned
+    if row.status == FAILED:  # the only dead letters requeue leaves: those pruned
         return (
             f"message {message_id} is a dead letter a prune redacted (no recipient or text "
             "left): it cannot be sent again"
         )
-    if row.status in ("pending", "sending"):
+    if row.status in (PENDING, SENDING):
         return (
             f"message {message_id} is {row.status}, not a dead letter: the dispatcher tries "
             "it again when it is due"
