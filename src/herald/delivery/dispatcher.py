@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import astuple
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from herald.delivery.backoff import RetryPolicy, after_attempt
 from herald.delivery.outcomes import Deferred, DispatchReport, Outcome, Withdrawn
@@ -33,7 +33,7 @@ from herald.domain.timeutil import to_micros
 from herald.rules.definition import Category
 from herald.rules.eligibility import closed_now
 from herald.store.database import SQLITE_BUSY_TIMEOUT_MS, Database
-from herald.store.outbox import FAILED
+from herald.store.outbox import FAILED, ClaimedMessage
 from herald.store.unit_of_work import UnitOfWork, when_unlocked
 
 log = logging.getLogger(__name__)
@@ -212,7 +212,7 @@ class Dispatcher:
         )
         return report
 
-    def _claim(self) -> tuple[list[Any], dict[str, UserProfile]]:
+    def _claim(self) -> tuple[list[ClaimedMessage], dict[str, UserProfile]]:
         """The claimed rows, and the profiles of their users whose messages may hold
         (quiet hours) or be withdrawn (marketing)."""
         with UnitOfWork(self._database, wait=not self._inline_storage) as uow:
@@ -237,7 +237,7 @@ class Dispatcher:
         return rows, profiles
 
     async def _deliver_all(
-        self, rows: list[Any], sends_end: float, profiles: Mapping[str, UserProfile]
+        self, rows: list[ClaimedMessage], sends_end: float, profiles: Mapping[str, UserProfile]
     ) -> list[Outcome]:
         # A local provider (a file, the log) never waits, so its sends are awaited in turn:
         # a task per message would cost more than the send. Remote ones run concurrently.
@@ -254,7 +254,7 @@ class Dispatcher:
             outcomes += await asyncio.gather(*(self._deliver(row, sends_end) for row in remote))
         return outcomes
 
-    def _held(self, row: Any, profiles: Mapping[str, UserProfile]) -> Outcome | None:
+    def _held(self, row: ClaimedMessage, profiles: Mapping[str, UserProfile]) -> Outcome | None:
         """``row`` given back until its user's quiet hours end, or None to send it now."""
         if self._hold is None or row.channel not in self._hold_channels:
             return None
@@ -266,7 +266,7 @@ class Dispatcher:
         release, reason = held
         return Outcome(row, Deferred(reason), max(0.0, (release - now).total_seconds()))
 
-    async def _deliver(self, row: Any, sends_end: float | None) -> Outcome:
+    async def _deliver(self, row: ClaimedMessage, sends_end: float | None) -> Outcome:
         """Send ``row``; a remote send (``sends_end`` set) only within the claim's lease."""
         paused = self._paused(row)
         if paused is not None:
@@ -308,7 +308,7 @@ class Dispatcher:
         self._pause_if_asked(row.channel, result)
         return Outcome(row, *after_attempt(result, row.attempts + 1, self._retry, self._rng))
 
-    def _paused(self, row: Any) -> Outcome | None:
+    def _paused(self, row: ClaimedMessage) -> Outcome | None:
         """``row`` given back until its channel's pause ends, or None to send it now."""
         left = self._pauses.remaining(row.channel)
         if not left:
@@ -332,7 +332,7 @@ class Dispatcher:
         )
 
 
-def _withdrawn(row: Any, profiles: Mapping[str, UserProfile]) -> Outcome | None:
+def _withdrawn(row: ClaimedMessage, profiles: Mapping[str, UserProfile]) -> Outcome | None:
     """``row`` cancelled unsent when it is marketing and its user has closed its channel
     to marketing since it was decided (a later event's traits, an unsubscribe racing a
     retry): consent is asked again before every send, not only when deciding."""
@@ -344,7 +344,7 @@ def _withdrawn(row: Any, profiles: Mapping[str, UserProfile]) -> Outcome | None:
     return Outcome(row, Withdrawn(reason))
 
 
-def _request(row: Any) -> SendRequest:
+def _request(row: ClaimedMessage) -> SendRequest:
     return SendRequest(
         message_id=row.message_id,
         channel=row.channel,

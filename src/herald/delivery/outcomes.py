@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from herald.delivery.provider import DeliveryResult
 from herald.domain.immutable import immutable
+from herald.store.outbox import ClaimedMessage
 
 
 @immutable
@@ -29,7 +29,7 @@ class Outcome:
     """What became of one claimed message this round: the provider's result, or why it
     goes back unsent; ``delay``: seconds until it is due again (a retry, a deferral)."""
 
-    row: Any
+    row: ClaimedMessage
     result: DeliveryResult | Deferred | Withdrawn
     delay: float = 0.0
 

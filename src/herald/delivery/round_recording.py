@@ -17,7 +17,7 @@ from herald.delivery.outcomes import Deferred, Outcome, Withdrawn
 from herald.delivery.provider import DeliveryStatus
 from herald.domain.timeutil import to_micros
 from herald.store.database import Database, database_said, unavailable
-from herald.store.outbox import AttemptRecord, OutboxRepository
+from herald.store.outbox import AttemptRecord, ClaimedMessage, OutboxRepository
 from herald.store.unit_of_work import UnitOfWork, WriteLockBusy
 
 # Its lines are the dispatcher's, under the same name, which operators filter on.
@@ -191,7 +191,7 @@ class RoundRecorder:
         if not isinstance(result, Deferred | Withdrawn):
             self.announce(row, result.status, result.detail)
 
-    def announce(self, row: Any, status: DeliveryStatus, detail: str | None) -> None:
+    def announce(self, row: ClaimedMessage, status: DeliveryStatus, detail: str | None) -> None:
         """Count ``row``'s recorded outcome and log a dead letter or a retry."""
         self._on_result(row.channel, status)
         if status is DeliveryStatus.FAILED:
