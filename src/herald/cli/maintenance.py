@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -154,7 +154,7 @@ def prune(
     from herald.bootstrap import utc_now
     from herald.domain.timeutil import iso
     from herald.rules.loader import RuleFileError, load_ruleset
-    from herald.service.retention import count_prunable, history_fence, prune_history
+    from herald.service.retention import history_fence, prune_history
 
     age = _parse_age(older_than)
     settings = settings_from(database_url=database, rules=rules)
@@ -169,15 +169,7 @@ def prune(
     cutoff = (utc_now() - age).replace(microsecond=0)
     fence = f"history_pruned_before {iso(history_fence(cutoff))} in their audit"
     if dry_run:
-        totals = count_prunable(db, cutoff=cutoff, keep_rules=lifetime)
-        db.dispose()
-        console.print(
-            f"would prune {totals.events} events and {totals.messages} messages "
-            f"from before {iso(cutoff)}; would redact {totals.redacted} "
-            "messages kept for their once-per-user limits (dry run: nothing changed)"
-        )
-        if totals.events:
-            console.print(f"users whose events would be pruned: {fence}")
+        _say_what_would_go(db, cutoff=cutoff, keep_rules=lifetime, fence=fence)
         return
     try:
         totals = prune_history(
@@ -207,3 +199,22 @@ def prune(
     if totals.events:
         # The end of the cutoff's UTC day, not the cutoff: what the rules go by from now on.
         console.print(f"users whose events were pruned: {fence}")
+
+
+def _say_what_would_go(
+    db: Database, *, cutoff: datetime, keep_rules: frozenset[str], fence: str
+) -> None:
+    """``prune --dry-run``: count what a prune at ``cutoff`` would delete and redact, and
+    say so, changing nothing; ``db`` is disposed of."""
+    from herald.domain.timeutil import iso
+    from herald.service.retention import count_prunable
+
+    totals = count_prunable(db, cutoff=cutoff, keep_rules=keep_rules)
+    db.dispose()
+    console.print(
+        f"would prune {totals.events} events and {totals.messages} messages "
+        f"from before {iso(cutoff)}; would redact {totals.redacted} "
+        "messages kept for their once-per-user limits (dry run: nothing changed)"
+    )
+    if totals.events:
+        console.print(f"users whose events would be pruned: {fence}")
