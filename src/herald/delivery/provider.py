@@ -102,5 +102,5 @@ class Provider(Protocol):
         ...
 
     async def aclose(self) -> None:
-        """Release connections; called once when the dispatcher stops."""
+        """Release connections; called once, when the process's runtime stops."""
         ...
