@@ -47,11 +47,14 @@ class OutboxReads:
         )
 
     def get(self, message_id: str) -> Any | None:
+        """The message's row as stored, or None."""
         return self._conn.execute(
             select(messages).where(messages.c.message_id == message_id)
         ).first()
 
     def attempts_for(self, message_ids: Sequence[str]) -> dict[str, list[Any]]:
+        """The delivery attempts of each of ``message_ids`` that has any, in the order
+        they were made."""
         found: dict[str, list[Any]] = {}
         if not message_ids:
             return found
@@ -70,7 +73,8 @@ class OutboxReads:
         return found
 
     def backlog(self, now_us: int) -> tuple[int, int]:
-        """(pending messages, age in microseconds of the oldest one due)."""
+        """(messages waiting to be sent, pending or being sent; how long, in microseconds,
+        the oldest one due has waited, 0 when none is due yet)."""
         count, oldest = self._conn.execute(
             select(func.count(), func.min(messages.c.due_us)).where(
                 messages.c.status.in_([PENDING, SENDING])
@@ -79,8 +83,9 @@ class OutboxReads:
         return int(count), (now_us - oldest) if oldest is not None and oldest <= now_us else 0
 
     def count_by_status(self, *, unfinished_only: bool = False) -> dict[str, int]:
-        """Messages per status. ``unfinished_only`` leaves out ``sent``, the one status
-        that grows with history, so the count stays cheap however long Herald runs."""
+        """Messages per status that any message has. ``unfinished_only`` leaves out
+        ``sent`` and ``cancelled``, the statuses that grow with history, so the count
+        stays cheap however long Herald runs."""
         query = select(messages.c.status, func.count()).group_by(messages.c.status)
         if unfinished_only:
             query = query.where(messages.c.status.in_([PENDING, SENDING, FAILED]))
