@@ -60,8 +60,8 @@ def ingest(
     repeats, decide each new event, apply limits and build rows, answer the duplicates,
     write; last, cancel the marketing that the batch's traits closed a channel to."""
     uow.lock([e.user_id for e in events] + [e.event_id for e in events])
-    stored = uow.users.get_many(e.user_id for e in events)
-    batch = _Batch(uow, ruleset, dict(stored))
+    stored_profiles = uow.users.get_many(e.user_id for e in events)
+    batch = _Batch(uow, ruleset, dict(stored_profiles))  # a copy: the batch changes it
     results: list[IngestResult | None] = [None] * len(events)
     fresh, duplicates = _screen(uow, events, results)
     plans = [
@@ -86,7 +86,7 @@ def ingest(
         # Another process took a dedup key between our read and write: the user lock
         # makes this unreachable, so refuse rather than store a decision that lies.
         raise LimitRace("a dedup key was taken concurrently; the batch is rolled back")
-    _cancel_withdrawn_marketing(uow, stored, batch.changed_profiles(), rows)
+    _cancel_withdrawn_marketing(uow, stored_profiles, batch.changed_profiles(), rows)
     return [result for result in results if result is not None]
 
 
