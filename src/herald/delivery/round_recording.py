@@ -92,7 +92,7 @@ class RoundRecorder:
             pause = min(pause * 2, _LONGEST_RECORDING_PAUSE_S)
 
     def _record(self, outcomes: list[Outcome]) -> None:
-        """Record ``outcomes`` in one transaction."""
+        """Record ``outcomes`` in one transaction, then count and log those recorded."""
         now_us = to_micros(self._clock())
         with UnitOfWork(self._database, wait=self._wait_for_lock) as uow:
             recorded = self._write(uow.outbox, outcomes, now_us)
@@ -147,8 +147,8 @@ class RoundRecorder:
             )
 
     def _write(self, outbox: OutboxRepository, outcomes: list[Outcome], now_us: int) -> set[str]:
-        """Stage ``outcomes``; the ids of the attempts recorded, those whose claim this
-        dispatcher still held."""
+        """Stage ``outcomes``; the ids of the messages whose attempt was recorded, those
+        whose claim this dispatcher still held."""
         records = []
         for outcome in outcomes:
             row, result = outcome.row, outcome.result
