@@ -23,14 +23,13 @@ from herald.api.errors import validation_errors
 from herald.api.middleware import RequestEdge
 from herald.api.openapi_security import ADMIN_SCHEME, INGEST_SCHEME, declare_bearer_tokens
 from herald.api.routes import admin, audit, events, health
-from herald.api.schemas import MAX_EVENT_BYTES
+from herald.api.schemas import MAX_BATCH_BYTES, MAX_EVENT_BYTES
 from herald.bootstrap import Runtime, build_runtime
 from herald.config import Settings
 from herald.observability.metrics import serve_metrics
 from herald.orphans import parent_gone
 from herald.store.database import database_said, unavailable
 
-MIB = 1024 * 1024
 log = logging.getLogger(__name__)
 
 
@@ -62,7 +61,9 @@ def create_app(
         },
     )
     app.add_middleware(
-        RequestEdge, body_limit=MAX_EVENT_BYTES, body_limit_by_path={"/events/batch": 8 * MIB}
+        RequestEdge,
+        body_limit=MAX_EVENT_BYTES,
+        body_limit_by_path={"/events/batch": MAX_BATCH_BYTES},
     )
     for error in (OperationalError, InterfaceError, PoolTimeout):
         app.add_exception_handler(error, _database_unavailable)

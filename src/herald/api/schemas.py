@@ -58,8 +58,9 @@ class EventIn(TypedDict):
 
 
 MAX_BATCH = 1000
-# One event's size, on its own or in a batch (whose body may be up to 8 MiB).
+# One event's size, on its own or in a batch, and a batch's whole body.
 MAX_EVENT_BYTES = 1024 * 1024
+MAX_BATCH_BYTES = 8 * 1024 * 1024
 
 
 # A misspelt field beside `events` is refused, as beside an event's own fields.
