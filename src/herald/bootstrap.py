@@ -30,7 +30,9 @@ from herald.store.migrate import ensure_current
 from herald.store.outbox import FAILED, PENDING, SENDING
 from herald.store.unit_of_work import ReadOnly
 
-UNFINISHED = (PENDING, SENDING, FAILED)  # the statuses the outbox gauge shows
+# The statuses the outbox gauge shows: messages on their way, and dead letters an operator
+# may re-queue. (Retention counts a dead letter as finished: no dispatcher sends it again.)
+OPEN_STATUSES = (PENDING, SENDING, FAILED)
 
 
 def utc_now() -> datetime:
@@ -106,13 +108,13 @@ class Runtime:
             await self.stop()
 
     def outbox_snapshot(self) -> tuple[dict[str, int], int, float]:
-        """For the outbox gauges: messages by unfinished status, the messages waiting to be
+        """For the outbox gauges: messages by open status, the messages waiting to be
         sent, and how long, in seconds, the oldest one due has waited."""
         with ReadOnly(self.database) as read:
             # Every status at 0 when no message has it: a series that vanished instead (the
             # last dead letter re-queued) would leave a graph at its last count.
-            by_status = dict.fromkeys(UNFINISHED, 0) | read.outbox.count_by_status(
-                unfinished_only=True
+            by_status = dict.fromkeys(OPEN_STATUSES, 0) | read.outbox.count_by_status(
+                open_only=True
             )
             backlog, age_us = read.outbox.backlog(to_micros(self.clock()))
         return by_status, backlog, (age_us or 0) / 1e6

@@ -82,11 +82,11 @@ class OutboxReads:
         ).one()
         return int(count), (now_us - oldest) if oldest is not None and oldest <= now_us else 0
 
-    def count_by_status(self, *, unfinished_only: bool = False) -> dict[str, int]:
-        """Messages per status that any message has. ``unfinished_only`` leaves out
-        ``sent`` and ``cancelled``, the statuses that grow with history, so the count
-        stays cheap however long Herald runs."""
+    def count_by_status(self, *, open_only: bool = False) -> dict[str, int]:
+        """Messages per status that any message has. ``open_only`` counts only pending,
+        sending and failed ones, leaving out ``sent`` and ``cancelled``, the statuses that
+        grow with history, so the count stays cheap however long Herald runs."""
         query = select(messages.c.status, func.count()).group_by(messages.c.status)
-        if unfinished_only:
+        if open_only:
             query = query.where(messages.c.status.in_([PENDING, SENDING, FAILED]))
         return {row[0]: int(row[1]) for row in self._conn.execute(query)}
