@@ -1,9 +1,10 @@
 """What a template sees where data is missing or not what the rule file declares.
 
 Three kinds of undefined value: ``NamingUndefined`` for the strict check at load time,
-which remembers the mapping a name was missing from; ``Absent`` for an optional value at
-send time, empty when printed but an error saying what was tried when used in
-arithmetic; ``Mistyped`` for a trait whose value is not of its declared type.
+which remembers the mapping a name was missing from; ``Absent`` for an optional value
+when a message is rendered (as its event is ingested), empty when printed but an error
+saying what was tried when used in arithmetic; ``Mistyped`` for a trait whose value is
+not of its declared type.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def _refused_use(what: str) -> Callable[..., NoReturn]:
 
 
 class Absent(ChainableUndefined):
-    """An absent optional value at send time: empty printed, false in a test, absent again
+    """An absent optional value in a render: empty printed, false in a test, absent again
     read further. Arithmetic, a comparison or a conversion with it fails, as with any
     undefined, but saying what was tried, where Jinja says only "'dict object' has no
     attribute 'fee'"."""

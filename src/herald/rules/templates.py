@@ -73,7 +73,7 @@ class Rendered:
 
 class TemplateSet:
     """Compiled templates by name. ``render`` never raises on a missing optional trait:
-    at send time an absent value renders empty (the check already proved the names); used
+    as an event is ingested, an absent value renders empty (the check proved the names); used
     in arithmetic or a comparison, it fails the render, naming it and what was tried.
 
     ``traits`` are the rule file's declared trait types. A trait the user's events gave
