@@ -70,12 +70,12 @@ def dedup_key(rule: Rule, trigger: Event) -> str:
         return f"{rule.id}:{trigger.user_id}"
     if rule.limit is Limit.ONCE_PER_USER_PER_DAY:
         return f"{rule.id}:{trigger.user_id}:{utc_day(trigger.timestamp)}"
-    key = f"{rule.id}:{trigger.user_id}:{trigger.event_id}"
     if ":" in trigger.user_id:
         # User "a:b" with event "c" and user "a" with event "b:c" would share one key, and
         # one user's message suppress the other's: the digest of both ids tells them apart.
         both = f"{trigger.user_id}\x1f{trigger.event_id}"
         return f"{rule.id}:{trigger.user_id}:#{hashlib.sha256(both.encode()).hexdigest()[:32]}"
+    key = f"{rule.id}:{trigger.user_id}:{trigger.event_id}"
     if len(key) <= MAX_DEDUP_KEY:
         return key
     # Ids of the longest allowed lengths overflow the stored key: the event id's digest
