@@ -289,6 +289,28 @@ def test_the_stub_outbox_file_is_readable_by_its_owner_alone(
     assert outbox.stat().st_mode & 0o777 == 0o600
 
 
+@pytest.mark.parametrize("how", ["deleted", "rotated"])
+def test_the_stub_writes_to_a_new_outbox_file_once_its_file_is_deleted_or_rotated(
+    database: Database, clock: FixedClock, tmp_path: Path, how: str
+) -> None:
+    """Its file stayed open: every later send went to the deleted or renamed file, where
+    no one looked, and was recorded as sent."""
+    outbox = tmp_path / "outbox.jsonl"
+    worker = dispatcher(database, clock, {"email": StubProvider(outbox)})
+    store(database, clock, [funds_failure("u1")])
+    assert asyncio.run(worker.run_once()).sent == 1
+    if how == "deleted":
+        outbox.unlink()
+    else:
+        outbox.rename(tmp_path / "outbox.jsonl.1")
+
+    store(database, clock, [funds_failure("u2")])
+    assert asyncio.run(worker.run_once()).sent == 1
+
+    assert "u2@example.com" in outbox.read_text()
+    assert "u1@example.com" not in outbox.read_text()
+
+
 def test_a_rate_limited_channel_drains_its_backlog_at_its_rate(
     database: Database, clock: FixedClock, tmp_path: Path
 ) -> None:
