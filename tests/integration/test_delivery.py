@@ -715,10 +715,11 @@ def test_two_dispatchers_of_one_host_name_and_pid_never_record_each_other_s_clai
         attempts = read.outbox.attempts_for([sent.message_id])[sent.message_id]
     assert [(a.outcome, a.worker) for a in attempts] == [("retry", names[1]), ("sent", names[1])]
     assert attempts[0].detail.startswith("interrupted: its claim ran out")
-    # The first's 503 was not the message's outcome: not counted, not logged as a retry.
-    assert counted == {names[0]: [], names[1]: ["sent"]}
+    # The first's 503 was not the message's outcome: not counted, not logged as a retry;
+    # the attempt it stands for is the second's, counted as it took the claim over.
+    assert counted == {names[0]: [], names[1]: ["retry", "sent"]}
     assert "its claim was taken over before this attempt's outcome (retry)" in caplog.text
-    assert "will be retried" not in caplog.text
+    assert "will be retried: HTTP 503" not in caplog.text
 
 
 def test_a_slow_receiver_never_gets_a_message_again_from_a_second_dispatcher(
@@ -915,8 +916,10 @@ def test_a_message_whose_send_kills_its_dispatcher_every_time_ends_a_dead_letter
 
 
 def test_an_expired_claim_is_delivered_by_another_dispatcher(
-    database: Database, clock: FixedClock, tmp_path: Path
+    database: Database, clock: FixedClock, tmp_path: Path, caplog: Any
 ) -> None:
+    """The attempt its lease cut off is counted and logged as a retry, as the audit lists
+    it: after a dispatcher was killed, its messages were sent again without a word."""
     store(database, clock, [funds_failure("c1")])
     with UnitOfWork(database) as uow:  # a dispatcher claims it, then dies
         uow.outbox.claim_due(
@@ -924,11 +927,25 @@ def test_an_expired_claim_is_delivered_by_another_dispatcher(
         )
         uow.commit()
     outbox = tmp_path / "outbox.jsonl"
-    alive = dispatcher(database, clock, {"email": StubProvider(outbox)}, worker_id="alive")
+    counted: list[tuple[str, str]] = []
+    alive = dispatcher(
+        database,
+        clock,
+        {"email": StubProvider(outbox)},
+        worker_id="alive",
+        on_result=lambda channel, status: counted.append((channel, status.value)),
+    )
     assert asyncio.run(alive.run_once()).claimed == 0  # the lease still holds
     clock.now += timedelta(minutes=2)
+    caplog.set_level("INFO", logger="herald.delivery")
     report = asyncio.run(alive.run_once())
     assert report.sent == 1
+
+    assert counted == [("email", "retry"), ("email", "sent")]
+    row = message(database)
+    assert f"message {row.message_id} will be retried: interrupted: its claim ran out" in (
+        caplog.text
+    )
 
 
 def test_quiet_hours_hold_an_sms_until_the_morning_in_the_users_zone(

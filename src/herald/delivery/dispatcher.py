@@ -33,7 +33,7 @@ from herald.domain.timeutil import to_micros
 from herald.rules.definition import Category
 from herald.rules.eligibility import closed_now
 from herald.store.database import SQLITE_BUSY_TIMEOUT_MS, Database
-from herald.store.outbox import FAILED, ClaimedMessage
+from herald.store.outbox import FAILED, INTERRUPTED, ClaimedMessage
 from herald.store.unit_of_work import UnitOfWork, when_unlocked
 
 log = logging.getLogger(__name__)
@@ -182,10 +182,14 @@ class Dispatcher:
         # Read before the claim, whose leases therefore end no sooner than this says.
         started = asyncio.get_running_loop().time()
         leases_end = started + self._lease_s
-        claimed, profiles = await self._storage(self._claim)
+        claimed, interrupted, profiles = await self._storage(self._claim)
         if not claimed:
             return DispatchReport()
-        # A message whose every attempt was cut off by its lease comes back a dead letter.
+        # A lease that ran out (its dispatcher died or stalled mid-send) is an attempt that
+        # may have gone out: counted and logged as a retry, sent again now; when it was the
+        # last one, the message comes back a dead letter.
+        for row in interrupted:
+            self._recorder.announce(row, DeliveryStatus.RETRY, INTERRUPTED)
         given_up = [row for row in claimed if row.status == FAILED]
         for row in given_up:
             self._recorder.announce(row, DeliveryStatus.FAILED, row.last_error)
@@ -212,20 +216,25 @@ class Dispatcher:
         )
         return report
 
-    def _claim(self) -> tuple[list[ClaimedMessage], dict[str, UserProfile]]:
-        """The claimed rows, and the profiles of their users whose messages may hold
-        (quiet hours) or be withdrawn (marketing)."""
+    def _claim(
+        self,
+    ) -> tuple[list[ClaimedMessage], list[ClaimedMessage], dict[str, UserProfile]]:
+        """The claimed rows, those among them whose earlier claim ran out (that attempt
+        counted), and the profiles of their users whose messages may hold (quiet hours)
+        or be withdrawn (marketing)."""
         with UnitOfWork(self._database, wait=not self._inline_storage) as uow:
             # The time the leases start from is read with the write lock held: read before
             # waiting for it, the leases would end that much sooner than the sends meant
             # to fit in them, and another dispatcher could claim a message being sent.
             now_us = to_micros(self._clock())
+            interrupted: list[ClaimedMessage] = []
             rows = uow.outbox.claim_due(
                 now_us=now_us,
                 limit=self._batch_size,
                 worker=self.worker_id,
                 lease_us=self._lease_us,
                 max_attempts=self._retry.max_attempts,
+                interrupted=interrupted,
             )
             asked = {
                 row.user_id
@@ -234,7 +243,7 @@ class Dispatcher:
             }
             profiles = uow.users.get_many(asked) if asked else {}
             uow.commit()
-        return rows, profiles
+        return rows, interrupted, profiles
 
     async def _deliver_all(
         self, rows: list[ClaimedMessage], sends_end: float, profiles: Mapping[str, UserProfile]

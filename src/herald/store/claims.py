@@ -68,7 +68,14 @@ class OutboxClaims:
     _dialect: str
 
     def claim_due(
-        self, *, now_us: int, limit: int, worker: str, lease_us: int, max_attempts: int = 0
+        self,
+        *,
+        now_us: int,
+        limit: int,
+        worker: str,
+        lease_us: int,
+        max_attempts: int = 0,
+        interrupted: list[ClaimedMessage] | None = None,
     ) -> list[ClaimedMessage]:
         """Atomically claim up to ``limit`` due messages for ``worker`` until the lease ends;
         they come in turn: the earliest due first, then the oldest.
@@ -82,7 +89,9 @@ class OutboxClaims:
         recorded as such; when it was the last, the message is a dead letter, returned
         with status ``failed`` and not claimed. Uncounted, a message whose send kills its
         dispatcher every time (a crash in a native library, running out of memory) would
-        be claimed, and kill the next one, for ever.
+        be claimed, and kill the next one, for ever. The messages whose lost attempt was
+        counted and that stay claimed are also appended to ``interrupted``, if given: the
+        claimer tells of them, as of any retry.
         """
         mark = marks(self._dialect, 1)
         # Two statements, each walking the (status, due_us) index in order and stopping at
@@ -93,6 +102,8 @@ class OutboxClaims:
         )
         if expired and max_attempts:
             expired = self._count_interrupted(expired, now_us, worker, max_attempts)
+            if interrupted is not None:
+                interrupted += [row for row in expired if row.status != FAILED]
         if len(expired) == limit:
             return sorted(expired, key=_in_turn)
         due = self._claim(
