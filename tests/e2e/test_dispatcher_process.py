@@ -94,6 +94,8 @@ def test_serve_delivers_from_a_dispatcher_process_and_starts_another_when_it_die
         server.stop()
     assert server.output().count("Finished server process") == 1
     eventually(lambda: not alive(second), "the dispatcher stops with the server", timeout=5)
+    # Said after the server's last line, so that no one kills the dispatcher mid-send.
+    assert "stopping: the sends under way finish and are recorded first" in server.output()
 
 
 def test_a_server_killed_outright_takes_its_dispatcher_process_with_it(tmp_path: Path) -> None:

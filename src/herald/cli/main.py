@@ -129,6 +129,7 @@ def worker(
     """Run a dispatcher alone: beside `herald serve --no-dispatcher` on the same SQLite
     file, or beside any number of API processes on PostgreSQL."""
     from herald.bootstrap import build_runtime
+    from herald.delivery.dispatcher import LEASE_S
     from herald.observability.logging import configure_logging
     from herald.store.database import hide_password
 
@@ -151,8 +152,21 @@ def worker(
     async def run() -> None:
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def stop() -> None:
+            # Said, as a stop can take up to a lease: an operator met with silence would
+            # kill the process, and the sends it cut off would be made again later.
+            if not stopping.is_set():
+                say(
+                    settings,
+                    "stopping: the sends under way finish and are recorded first (within "
+                    f"{LEASE_S:.0f} s); killed before, it leaves them to be sent again once "
+                    "their claims run out",
+                )
+            stopping.set()
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stopping.set)
+            loop.add_signal_handler(sig, stop)
         say(settings, f"dispatcher {worker_id} on {hide_password(settings.database_url)}")
         watch = asyncio.create_task(_stop_without_parent(settings, parent_pid, stopping))
         try:
