@@ -256,8 +256,11 @@ def test_a_retried_dead_letter_gets_every_attempt_again_with_its_backoff(
     assert row.status == "failed" and "gave up after 3 attempts" in row.last_error
 
 
-def test_the_last_transient_failure_is_a_dead_letter(database: Database, clock: FixedClock) -> None:
+def test_the_last_transient_failure_is_a_dead_letter(
+    database: Database, clock: FixedClock, caplog: Any
+) -> None:
     store(database, clock, [funds_failure("u5")])
+    caplog.set_level("INFO", logger="herald.delivery")
     with HttpReceiver(default=CannedResponse(503)) as receiver:
         worker = dispatcher(
             database, clock, {"email": WebhookProvider("email", receiver.url, secret=None)}
@@ -265,6 +268,14 @@ def test_the_last_transient_failure_is_a_dead_letter(database: Database, clock: 
         run_rounds(worker, clock, 3)
     row = message(database)
     assert row.status == "failed" and "gave up after 3 attempts" in row.last_error
+    # Their lines name the message as a field too, which a JSON log is searched by.
+    told = [
+        (r.levelname, r.message_id, r.channel)
+        for r in caplog.records
+        if "dead-lettered" in r.getMessage() or "will be retried" in r.getMessage()
+    ]
+    about = (row.message_id, "email")
+    assert told == [("INFO", *about), ("INFO", *about), ("ERROR", *about)]
 
 
 def test_the_stub_outbox_file_is_readable_by_its_owner_alone(

@@ -194,10 +194,13 @@ class RoundRecorder:
     def announce(self, row: ClaimedMessage, status: DeliveryStatus, detail: str | None) -> None:
         """Count ``row``'s recorded outcome and log a dead letter or a retry."""
         self._on_result(row.channel, status)
+        # As fields too, as the stub's and the alerts' lines have them: a JSON log is
+        # searched by message, not by the words of a line.
+        about = {"message_id": row.message_id, "channel": row.channel}
         if status is DeliveryStatus.FAILED:
-            log.error("message %s dead-lettered: %s", row.message_id, detail)
+            log.error("message %s dead-lettered: %s", row.message_id, detail, extra=about)
         elif status is DeliveryStatus.RETRY:
-            log.info("message %s will be retried: %s", row.message_id, detail)
+            log.info("message %s will be retried: %s", row.message_id, detail, extra=about)
 
 
 def _refused(exc: BaseException) -> bool:
