@@ -284,6 +284,26 @@ def test_herald_prune_deletes_history_older_than_the_given_age_and_reports_count
     }
 
 
+def test_retrying_every_dead_letter_says_how_many_a_prune_redacted_are_left(
+    database: Database, database_url: str, ruleset: RuleSet
+) -> None:
+    """It said "re-queued 0 message(s)" alone, while the metrics still counted the
+    redacted dead letters as failed: an operator could not tell why they stayed."""
+    now = datetime.now(UTC)
+    long_ago = now - timedelta(days=500)
+    store(database, ruleset, [signup(u, long_ago) for u in ("u_a", "u_b")], now=long_ago)
+    deliver(database, at=long_ago, outcome_by_user={"u_a": FAILED, "u_b": FAILED})
+    pruned = CliRunner().invoke(cli, ["prune", "--older-than", "400d", "--database", database_url])
+    assert "redacted 2 messages" in pruned.output
+
+    result = CliRunner().invoke(cli, ["messages", "retry", "--failed", "--database", database_url])
+
+    assert result.exit_code == 0, result.output
+    assert "re-queued 0 message(s)" in result.output
+    assert "left 2 dead letter(s) a prune redacted" in " ".join(result.output.split())
+    assert message_status_by_user(database) == {"u_a": FAILED, "u_b": FAILED}
+
+
 def test_herald_prune_dry_run_reports_what_it_would_prune_and_changes_nothing(
     database: Database, database_url: str, ruleset: RuleSet
 ) -> None:

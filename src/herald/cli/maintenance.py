@@ -80,11 +80,18 @@ def messages_retry(
     with UnitOfWork(db) as uow:
         count = uow.outbox.requeue(now_us=to_micros(utc_now()), message_id=message_id)
         found = uow.outbox.get(message_id) if message_id and count == 0 else None
+        # Said, or the metrics' count of dead letters would contradict "re-queued 0".
+        left = 0 if message_id else uow.outbox.count_redacted_dead_letters()
         uow.commit()
     db.dispose()
     if message_id and count == 0:
         fail(_not_requeued(message_id, found))
     console.print(f"re-queued {count} message(s)")
+    if left:
+        console.print(
+            f"left {left} dead letter(s) a prune redacted (no recipient or text left): they "
+            "cannot be sent again"
+        )
 
 
 def _not_requeued(message_id: str, row: Any | None) -> str:

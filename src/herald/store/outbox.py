@@ -9,7 +9,7 @@ from collections.abc import Collection, Iterable, Sequence
 from operator import itemgetter
 from typing import TypedDict
 
-from sqlalchemy import Connection, update
+from sqlalchemy import Connection, func, select, update
 
 from herald.domain.model import message_id_for
 from herald.store.claims import INTERRUPTED, AttemptRecord, ClaimedMessage, OutboxClaims
@@ -63,6 +63,10 @@ _MESSAGE_COLUMNS = (
 _message_values = itemgetter(*_MESSAGE_COLUMNS)  # in C: a batch runs it for every message
 
 
+# A message a prune redacted: a shell holding its limit, with no recipient or text to send.
+_REDACTED = messages.c.body == REDACTED
+
+
 class OutboxRepository(OutboxReads, OutboxClaims):
     """Messages stored with their event, claimed and recorded by dispatchers, re-queued
     or cancelled; and, from ``OutboxReads``, read for the audit and the metrics."""
@@ -105,13 +109,18 @@ class OutboxRepository(OutboxReads, OutboxClaims):
         ahead of them as a new message (those made stay in the attempts' history).
         Returns how many."""
         # A dead letter a prune redacted is a shell (no recipient, no text): it stays.
-        statement = update(messages).where(messages.c.status == FAILED, messages.c.body != REDACTED)
+        statement = update(messages).where(messages.c.status == FAILED, ~_REDACTED)
         if message_id is not None:
             statement = statement.where(messages.c.message_id == message_id)
         result = self._conn.execute(
             statement.values(status=PENDING, due_us=now_us, last_error=None, attempts=0)
         )
         return int(result.rowcount)
+
+    def count_redacted_dead_letters(self) -> int:
+        """Dead letters a prune redacted, which ``requeue`` leaves."""
+        query = select(func.count()).where(messages.c.status == FAILED, _REDACTED)
+        return int(self._conn.execute(query).scalar_one())
 
     def cancel_marketing(
         self, user_id: str, channels: Collection[str] | None, *, reason: str, now_us: int
