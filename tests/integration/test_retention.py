@@ -304,6 +304,32 @@ def test_retrying_every_dead_letter_says_how_many_a_prune_redacted_are_left(
     assert message_status_by_user(database) == {"u_a": FAILED, "u_b": FAILED}
 
 
+def test_a_prune_reading_another_rule_file_redacts_the_messages_of_rules_it_lacks(
+    database: Database, database_url: str, tmp_path: Path
+) -> None:
+    """Run without the server's rule file (a scheduled job without HERALD_RULES reads the
+    default one), a prune deleted the message holding a once-per-user limit of a rule
+    that file lacks: the user's next signup would have had it sent again."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "events: {signup_completed: {}}\n"
+        "rules: [{id: VIP_ALERT, trigger: signup_completed, channel: internal, "
+        "limit: once_per_user}]\n",
+        encoding="utf-8",
+    )
+    long_ago = datetime.now(UTC) - timedelta(days=500)
+    store(database, load_ruleset(rules), [signup("u_v", long_ago)], now=long_ago)
+    deliver(database, at=long_ago, outcome_by_user={"u_v": SENT})
+
+    result = CliRunner().invoke(cli, ["prune", "--older-than", "400d", "--database", database_url])
+
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert "does not have (VIP_ALERT) are redacted rather than deleted" in said
+    assert "pruned 1 events and 0 messages" in said and "redacted 1 messages" in said
+    assert message_status_by_user(database) == {"u_v": SENT}
+
+
 def test_herald_prune_dry_run_reports_what_it_would_prune_and_changes_nothing(
     database: Database, database_url: str, ruleset: RuleSet
 ) -> None:

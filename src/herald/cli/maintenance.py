@@ -18,6 +18,7 @@ from herald.cli.common import (
 )
 
 if TYPE_CHECKING:
+    from herald.rules.definition import RuleSet
     from herald.store.database import Database
 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True, rich_markup_mode="markdown")
@@ -114,6 +115,28 @@ def _not_requeued(message_id: str, row: Any | None) -> str:
     return f"message {message_id} is {row.status}, not a dead letter: nothing to retry"
 
 
+def _rules_not_in(ruleset: RuleSet, db: Database, cutoff: datetime) -> frozenset[str]:
+    """The rules of prunable messages that ``ruleset`` does not have, said: their
+    messages are redacted, not deleted. Run with another file than the server's (a
+    scheduled job without ``HERALD_RULES`` reads the default one), a prune deleted the
+    messages holding those rules' once-per-user limits, and a user could get a second
+    welcome email."""
+    from herald.domain.timeutil import to_micros
+    from herald.store.unit_of_work import ReadOnly
+
+    with ReadOnly(db) as read:
+        found = read.retention.rules_of_finished(to_micros(cutoff))
+    unknown = frozenset(found - {rule.id for rule in ruleset.rules})
+    if unknown:
+        console.print(
+            f"messages of rules the rule file {ruleset.source} does not have "
+            f"({', '.join(sorted(unknown))}) are redacted rather than deleted, as their "
+            "limits may be once per user: name the server's rule file with --rules",
+            markup=False,  # a path may hold brackets
+        )
+    return unknown
+
+
 _LONGEST_AGE = timedelta(days=36_500)  # event times start in 1900 (domain/timeutil.py)
 # Today's messages hold today's once-per-day limits: pruning them would let a second
 # message through, and "0d" would empty the history in one keystroke.
@@ -169,11 +192,11 @@ def prune(
         ruleset = load_ruleset(settings.rules)
     except RuleFileError as exc:
         fail(str(exc))
-    lifetime = ruleset.lifetime_rules()
     # Deleting from a schema this version does not know could delete the wrong rows.
     db = open_database(settings.database_url, schema="current")
     # Whole seconds: the moment printed is the one applied.
     cutoff = (utc_now() - age).replace(microsecond=0)
+    lifetime = ruleset.lifetime_rules() | _rules_not_in(ruleset, db, cutoff)
     fence = f"history_pruned_before {iso(history_fence(cutoff))} in their audit"
     if dry_run:
         _say_what_would_go(db, cutoff=cutoff, keep_rules=lifetime, fence=fence)

@@ -105,6 +105,13 @@ class RetentionRepository:
         ).rowcount
         return int(deleted), int(redacted)
 
+    def rules_of_finished(self, cutoff_us: int) -> set[str]:
+        """The rules that made the finished messages created before the cutoff."""
+        query = select(messages.c.rule).where(
+            messages.c.status.in_(FINISHED), messages.c.created_us < cutoff_us
+        )
+        return set(self._conn.execute(query.distinct()).scalars())
+
     def count_events_before(self, cutoff_us: int) -> int:
         return _count(self._conn, events, events.c.event_time_us < cutoff_us)
 
