@@ -648,6 +648,45 @@ def test_a_database_outage_logs_one_traceback_and_is_tried_further_and_further_a
     database.dispose()
 
 
+def test_a_dispatcher_whose_sqlite_file_is_replaced_says_so_once(
+    clock: FixedClock, tmp_path: Path, caplog: Any
+) -> None:
+    """It went on delivering from the file it held open, without a word, while the
+    messages stored in the file now at the path waited for ever."""
+    path = tmp_path / "herald.db"
+    database = Database(f"sqlite:///{path}")  # its own: its file is replaced below
+    upgrade(database)
+    store(database, clock, [funds_failure("f1")])
+    outbox = tmp_path / "outbox.jsonl"
+    worker = dispatcher(database, clock, {"email": StubProvider(outbox)})
+    caplog.set_level("INFO", logger="herald.delivery")
+    said = "not the SQLite file this process opened; this dispatcher delivers only"
+
+    async def replaced_under_it() -> None:
+        stopping = asyncio.Event()
+        running = asyncio.create_task(worker.run(stopping))
+        async with asyncio.timeout(10):
+            while not outbox.exists():  # it delivers from its file
+                await asyncio.sleep(0.01)
+            restored = tmp_path / "restored.db"
+            restored.write_bytes(b"")
+            restored.replace(path)
+            while said not in caplog.text:
+                await asyncio.sleep(0.01)
+            for n in (2, 3):  # rounds more, stored in the file it holds: said once only
+                store(database, clock, [funds_failure(f"f{n}")])
+                while len(outbox.read_text().splitlines()) < n:
+                    await asyncio.sleep(0.01)
+        stopping.set()
+        await running
+
+    asyncio.run(replaced_under_it())
+    database.dispose()
+
+    assert sum(said in r.getMessage() for r in caplog.records) == 1
+    assert f"{path.resolve()} is another file" in caplog.text
+
+
 def test_two_dispatchers_never_send_one_message_twice(
     database: Database, clock: FixedClock, tmp_path: Path
 ) -> None:

@@ -104,6 +104,7 @@ class Dispatcher:
         self._lock_wait_s = lock_wait_s
         self._hold = hold
         self._hold_channels = hold_channels if hold is not None else frozenset()
+        self._file_gone_said = False
         self._recorder = RoundRecorder(
             database,
             worker_id=worker_id,
@@ -158,6 +159,7 @@ class Dispatcher:
                 if failures:
                     log.info("dispatch rounds succeed again after %d failure(s)", failures)
                 failures = 0
+            self._say_if_its_file_is_gone()
             if report.claimed >= self._batch_size:
                 continue  # more is waiting
             if report.claimed:
@@ -165,6 +167,22 @@ class Dispatcher:
             pause = min(_POLL_S * 2 ** min(failures, 7), _LONGEST_PAUSE_S)
             # While rounds fail, a commit's wake-up must not cut the pause short.
             await self._idle(stopping, pause, wakeable=not failures)
+
+    def _say_if_its_file_is_gone(self) -> None:
+        """Say, once, that the SQLite file at the database's path is no longer the one this
+        dispatcher opened (deleted, or replaced by a restored copy): it goes on delivering
+        from the file it holds open, and what is stored at the path waits unseen. The
+        API's /readyz says so for the API; a dispatcher has no such probe."""
+        if self._file_gone_said:
+            return
+        problem = self._database.sqlite_file_problem()
+        if problem is not None:
+            self._file_gone_said = True
+            log.error(
+                "%s; this dispatcher delivers only the messages stored in the file it opened: "
+                "restart it (and the API) to deliver from the file at the path",
+                problem,
+            )
 
     async def _idle(self, stopping: asyncio.Event, seconds: float, *, wakeable: bool) -> None:
         """Wait ``seconds``, or less if stopped or (``wakeable``) woken."""
