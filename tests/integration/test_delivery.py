@@ -1084,6 +1084,27 @@ def test_a_webhook_added_to_internal_alerts_keeps_the_log_line_of_record(
     assert not outbox.exists()
 
 
+def test_an_alert_whose_webhook_is_refused_says_it_is_not_retried(
+    database: Database, clock: FixedClock, tmp_path: Path
+) -> None:
+    """The alert is logged, so sent; its refused post is noted. The note read
+    "internal:webhook: retry HTTP 500", as if the post would be made again."""
+    store(database, clock, [high_risk_alert("h4")])
+    with HttpReceiver(default=CannedResponse(500)) as receiver:
+        plan = build_delivery(
+            {"providers": {"internal": {"webhook": {"url": receiver.url}}}},
+            outbox=tmp_path / "outbox.jsonl",
+            env={},
+        )
+        assert asyncio.run(dispatcher(database, clock, plan.providers).run_once()).sent == 1
+        assert len(receiver.requests) == 1
+
+    with ReadOnly(database) as read:
+        row = message(database)
+        [attempt] = read.outbox.attempts_for([row.message_id])[row.message_id]
+    assert attempt.detail == "logged; internal:webhook: not sent, not retried: HTTP 500: {}"
+
+
 def test_an_alert_whose_webhook_is_cut_off_says_its_second_log_line_is_a_repeat(
     database: Database, clock: FixedClock, caplog: Any, tmp_path: Path
 ) -> None:

@@ -10,7 +10,7 @@ from typing import BinaryIO
 
 import orjson
 
-from herald.delivery.provider import DeliveryResult, Provider, SendRequest
+from herald.delivery.provider import DeliveryResult, DeliveryStatus, Provider, SendRequest
 from herald.observability.masking import mask_recipient
 
 log = logging.getLogger("herald.delivery")
@@ -124,7 +124,10 @@ class FanOutProvider:
         notes = [result.detail]
         for other in self._others:
             extra = await other.send(request)
-            notes.append(f"{other.name}: {extra.status.value} {extra.detail}".strip())
+            # Its own status word ("retry") would read as a promise: the others are not
+            # tried again, whatever they answer.
+            outcome = "sent" if extra.status is DeliveryStatus.SENT else "not sent, not retried"
+            notes.append(f"{other.name}: {outcome}: {extra.detail}".strip())
         return DeliveryResult(
             result.status, "; ".join(n for n in notes if n), result.provider_reference
         )
