@@ -186,3 +186,23 @@ def test_an_empty_rules_variable_is_named_not_read_as_the_current_folder(
 
     assert result.exit_code == 1, result.output
     assert "error: invalid settings: HERALD_RULES: must name a rule file" in result.output
+
+
+@pytest.mark.parametrize(
+    ("command", "said"),
+    [
+        (["serve", "--port", "70000"], "--port: Input should be less than or equal to 65535"),
+        (["worker", "--metrics-port", "0"], "--metrics-port: Input should be greater than"),
+        (["prune", "--older-than", "400d", "--rules", ""], "--rules: must name a rule file"),
+    ],
+    ids=["serve", "worker", "prune"],
+)
+def test_a_wrong_option_is_named_as_given_not_as_its_variable(
+    command: list[str], said: str
+) -> None:
+    """It was named HERALD_PORT, a variable the operator had not set, and may look for."""
+    result = CliRunner().invoke(app, command, env={"COLUMNS": "1000"})
+
+    assert result.exit_code == 1, result.output
+    assert f"error: invalid settings: {said}" in result.output
+    assert "HERALD_" not in result.output

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal, NoReturn
 
@@ -39,16 +39,22 @@ def settings_from(**overrides: object) -> Settings:
     try:
         return Settings(**given)  # type: ignore[arg-type]
     except ValidationError as exc:
-        fail("invalid settings: " + "; ".join(_setting_problem(e) for e in exc.errors()))
+        fail("invalid settings: " + "; ".join(_setting_problem(e, given) for e in exc.errors()))
 
 
-def _setting_problem(error: ErrorDetails) -> str:
+def _setting_problem(error: ErrorDetails, given: Mapping[str, object]) -> str:
     name = str(error["loc"][0]) if error["loc"] else "settings"
     said = error["msg"].removeprefix("Value error, ")
     # Never echo a token: a wrong one is still somebody's secret.
     if "token" not in name and "input" in error:
         said += f" (got {error['input']!r})"
-    return f"HERALD_{name.upper()}: {said}"
+    # Named as the operator gave it: `--port 70000` is not a HERALD_PORT to look for.
+    return f"{_option_of(name) if name in given else f'HERALD_{name.upper()}'}: {said}"
+
+
+def _option_of(setting: str) -> str:
+    """The command-line option that gives ``setting``."""
+    return "--database" if setting == "database_url" else f"--{setting.replace('_', '-')}"
 
 
 def say(settings: Settings, message: str) -> None:
