@@ -25,6 +25,7 @@ UNREACHABLE = "postgresql://postgres@127.0.0.1:1/herald"  # nothing listens on p
 COMMANDS = {
     "db upgrade": ["db", "upgrade"],
     "messages retry": ["messages", "retry", "--failed"],
+    "messages failed": ["messages", "failed"],
     "prune": ["prune", "--older-than", "400d"],
 }
 

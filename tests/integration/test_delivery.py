@@ -13,6 +13,7 @@ from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 import psycopg
 import pytest
 from typer.testing import CliRunner
@@ -189,6 +190,49 @@ def test_a_permanent_failure_is_a_dead_letter_until_retried_by_command(
         receiver.respond_with(CannedResponse(200))
         assert asyncio.run(worker.run_once()).sent == 1
     assert message(database).status == "sent"
+
+
+def test_dead_letters_are_listed_latest_first_with_their_errors(
+    database: Database, database_url: str, clock: FixedClock
+) -> None:
+    """``messages failed`` lists what an operator would retry, and says how many there are."""
+
+    def failed(*options: str) -> Any:
+        result = CliRunner().invoke(
+            cli, ["messages", "failed", *options, "--database", database_url]
+        )
+        assert result.exit_code == 0, result.output
+        return result
+
+    assert "0 dead letter(s)" in failed().stderr
+    with HttpReceiver() as receiver:
+        worker = dispatcher(
+            database, clock, {"email": WebhookProvider("email", receiver.url, secret=None)}
+        )
+        store(database, clock, [funds_failure("u7")])
+        receiver.respond_with(CannedResponse(400, b'{"error": "[bold]bad number"}'))
+        assert asyncio.run(worker.run_once()).failed == 1
+        clock.now += timedelta(minutes=5)
+        store(database, clock, [funds_failure("u8")])
+        receiver.respond_with(CannedResponse(422, b'{"error": "no such mailbox"}'))
+        assert asyncio.run(worker.run_once()).failed == 1
+
+    listed = [orjson.loads(line) for line in failed("--json").stdout.splitlines()]
+    assert [letter["user_id"] for letter in listed] == ["u8", "u7"]
+    assert "HTTP 422" in listed[0]["error"] and "no such mailbox" in listed[0]["error"]
+    assert listed[0]["failed_at"] == "2025-11-03T12:05:00Z"
+    assert listed[0]["attempts"] == 1 and listed[0]["rule"] == "INSUFFICIENT_FUNDS_EMAIL"
+
+    latest = failed("--limit", "1", "--json")
+    assert [orjson.loads(line)["user_id"] for line in latest.stdout.splitlines()] == ["u8"]
+    assert "the latest 1 of 2 dead letter(s)" in latest.stderr
+
+    said = failed().stdout.splitlines()
+    assert said[2].startswith(f"{listed[1]['message_id']}  INSUFFICIENT_FUNDS_EMAIL  email")
+    assert said[3].endswith('after 1 attempt(s): HTTP 400: {"error": "[bold]bad number"}')
+
+    CliRunner().invoke(cli, ["messages", "retry", "--failed", "--database", database_url])
+    assert failed("--json").stdout == "" and "0 dead letter(s)" in failed().stderr
 
 
 def test_retrying_a_message_that_is_no_dead_letter_says_what_it_is(

@@ -36,8 +36,16 @@ def test_prune_help_shows_both_forms_of_an_age() -> None:
 
 @pytest.mark.parametrize(
     "command",
-    [[], ["serve"], ["worker"], ["prune"], ["db", "upgrade"], ["messages", "retry"]],
-    ids=["herald", "serve", "worker", "prune", "db upgrade", "messages retry"],
+    [
+        [],
+        ["serve"],
+        ["worker"],
+        ["prune"],
+        ["db", "upgrade"],
+        ["messages", "retry"],
+        ["messages", "failed"],
+    ],
+    ids=["herald", "serve", "worker", "prune", "db upgrade", "messages retry", "messages failed"],
 )
 def test_flags_show_no_value_placeholder(command: list[str]) -> None:
     """A flag followed by `<bool>` reads as taking a value: `--failed true` then fails."""

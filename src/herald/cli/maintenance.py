@@ -1,4 +1,5 @@
-"""Maintenance commands: ``herald db upgrade``, ``herald messages retry``, ``herald prune``."""
+"""Maintenance commands: ``herald db upgrade``, ``herald messages failed`` and ``retry``,
+``herald prune``."""
 
 from __future__ import annotations
 
@@ -62,6 +63,62 @@ def _revision_left(db: Database) -> str:
     except Exception:  # unreachable meanwhile: the upgrade was rolled back all the same
         return "the revision it was at before"
     return f"revision {revision}" if revision else "no revision (empty)"
+
+
+@messages_app.command("failed")
+def messages_failed(
+    limit: Annotated[
+        int, typer.Option(min=1, max=10_000, help="how many to list, the latest to fail first")
+    ] = 50,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="one JSON object a line, for scripts")
+    ] = False,
+    database: DatabaseOpt = None,
+) -> None:
+    """List dead letters (status failed), the latest to fail first, with their errors."""
+    from herald.store.unit_of_work import ReadOnly
+
+    db = open_database(settings_from(database_url=database).database_url, schema="current")
+    with ReadOnly(db) as read:
+        count, rows = read.outbox.dead_letters(limit)
+    db.dispose()
+    letters = [_dead_letter(row) for row in rows]
+    if as_json:
+        import orjson
+
+        for letter in letters:
+            typer.echo(orjson.dumps(letter).decode())
+    else:
+        for letter in letters:
+            # Two lines each, whatever the terminal's width: the id whole, to be copied
+            # into `messages retry`, then the error however long it is.
+            typer.echo(
+                f"{letter['message_id']}  {letter['rule']}  {letter['channel']}  "
+                f"user {letter['user_id']}\n  failed at {letter['failed_at'] or 'an unknown time'}"
+                f" after {letter['attempts']} attempt(s): {letter['error'] or 'no error recorded'}"
+            )
+    # The count and the hint go to stderr, beside the command's other messages, so that
+    # the listing alone can be piped.
+    said = f"{count} dead letter(s)"
+    if len(rows) < count:
+        said = f"the latest {len(rows)} of {said}"
+    if count:
+        said += "; `herald messages retry --message-id ID` (or `--failed`) re-queues them"
+    console.print(said, markup=False)
+
+
+def _dead_letter(row: Any) -> dict[str, Any]:
+    from herald.domain.timeutil import from_micros, iso
+
+    return {
+        "message_id": row.message_id,
+        "rule": row.rule,
+        "user_id": row.user_id,
+        "channel": row.channel,
+        "attempts": row.attempts,
+        "failed_at": iso(from_micros(row.failed_us)) if row.failed_us is not None else None,
+        "error": row.last_error,
+    }
 
 
 @messages_app.command("retry")

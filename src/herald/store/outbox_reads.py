@@ -1,6 +1,7 @@
-"""What is read of the outbox for the audit and the metrics: a user's messages with
-their attempts, the backlog, the count of each status. The writes, and the dispatchers'
-claims and records, are ``OutboxRepository``'s (outbox.py), which has these too."""
+"""What is read of the outbox for the audit, the metrics and the operator: a user's
+messages with their attempts, the backlog, the count of each status, the dead letters.
+The writes, and the dispatchers' claims and records, are ``OutboxRepository``'s
+(outbox.py), which has these too."""
 
 from __future__ import annotations
 
@@ -81,6 +82,24 @@ class OutboxReads:
             )
         ).one()
         return int(count), (now_us - oldest) if oldest is not None and oldest <= now_us else 0
+
+    def dead_letters(self, limit: int) -> tuple[int, list[Any]]:
+        """(how many dead letters there are; the newest ``limit`` of them, newest first,
+        by the time of their last attempt). Those a prune redacted are among them."""
+        dead = messages.c.status == FAILED
+        count = self._conn.execute(select(func.count()).where(dead)).scalar_one()
+        last_attempt = (
+            select(func.max(delivery_attempts.c.at_us))
+            .where(delivery_attempts.c.message_id == messages.c.message_id)
+            .scalar_subquery()
+        )
+        rows = self._conn.execute(
+            select(messages, last_attempt.label("failed_us"))
+            .where(dead)
+            .order_by(last_attempt.desc().nulls_last(), messages.c.created_us.desc())
+            .limit(limit)
+        )
+        return int(count), list(rows)
 
     def count_by_status(self, *, open_only: bool = False) -> dict[str, int]:
         """Messages per status that any message has. ``open_only`` counts only pending,
