@@ -221,6 +221,9 @@ def test_undeclared_properties_are_kept_as_they_are(ruleset: RuleSet) -> None:
         ("2025-11-03T01:30+01", datetime(2025, 11, 3, 0, 30, tzinfo=UTC)),
         # A leap second is the last microsecond of its minute: still that UTC day.
         ("2016-12-31T23:59:60Z", datetime(2016, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)),
+        # The same leap second as the local time of another offset.
+        ("2016-12-31T18:59:60.5-05:00", datetime(2016, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)),
+        ("2017-01-01T05:44:60+05:45", datetime(2016, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)),
     ],
 )
 def test_a_timestamp_is_normalised_to_utc(given: str, utc: datetime, ruleset: RuleSet) -> None:
@@ -228,6 +231,20 @@ def test_a_timestamp_is_normalised_to_utc(given: str, utc: datetime, ruleset: Ru
 
     assert event.timestamp == utc
     assert event.timestamp.utcoffset() == timedelta(0)
+
+
+@pytest.mark.parametrize(
+    "given", ["2025-10-31T10:15:60Z", "2016-12-31T23:59:60+01:00", "2016-12-31T23:58:60"]
+)
+def test_a_second_of_60_away_from_the_end_of_a_utc_day_is_refused(
+    given: str, ruleset: RuleSet
+) -> None:
+    errors = rejected(to_event(payload(event_timestamp=given), ruleset))
+
+    assert [(tuple(error["loc"]), error["type"]) for error in errors] == [
+        (("event_timestamp",), "invalid_timestamp")
+    ]
+    assert "falls only at 23:59:60 UTC" in errors[0]["msg"]
 
 
 def without_id(**changes: Any) -> dict[str, Any]:

@@ -30,7 +30,9 @@ _ISO_8601 = re.compile(
 
 def parse_timestamp(value: str) -> datetime:
     """Parse ISO 8601; an offset is converted to UTC, no offset means UTC. A leap second
-    (``23:59:60``) is the last microsecond of its minute: a datetime cannot hold it."""
+    (``23:59:60`` UTC, or that moment in another offset, ``18:59:60-05:00``) is the last
+    microsecond of its minute: a datetime cannot hold it. A second of 60 at any other
+    minute is no time at all and is refused."""
     text = value.strip()
     shape = _ISO_8601.fullmatch(text)
     if shape is None:
@@ -55,6 +57,13 @@ def parse_timestamp(value: str) -> datetime:
     if not EARLIEST <= moment < LATEST:
         raise InvalidTimestamp(
             f"{value!r} is outside the supported range, {EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d}"
+        )
+    if leap and (moment.hour, moment.minute) != (23, 59):
+        # Leap seconds are inserted only at the end of a UTC day: 10:15:60 is a typo or a
+        # clock's bug, and reading it as 10:15:59 would file the event a second off.
+        raise InvalidTimestamp(
+            f"{value!r} is not a valid date and time: a second of 60 (a leap second) "
+            "falls only at 23:59:60 UTC"
         )
     return moment
 
