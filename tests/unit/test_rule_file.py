@@ -167,6 +167,11 @@ BROKEN_RULES = {
         "    after: {event: signup_completed, within: 99999999999d}\n",
         "rule BROKEN: `after.within: 99999999999d` is longer than the longest window, 3650d",
     ),
+    "unknown_key_in_after": (
+        "  - id: BROKEN\n    trigger: payment_failed\n    channel: internal\n"
+        "    after: {event: signup_completed, within: 24h, whithin: 1h}\n",
+        "rule BROKEN: `after` holds unknown key(s) ['whithin']: it takes only `event` and `within`",
+    ),
     "missing_template_folder": (
         "  - {id: BROKEN, trigger: signup_completed, channel: email, category: transactional,"
         " template: farewell}\n",

@@ -62,6 +62,11 @@ def read_after(
     if not isinstance(raw, dict) or "event" not in raw or "within" not in raw:
         bad("`after` needs `event` and `within` (e.g. {event: signup_completed, within: 24h})")
         return None
+    unknown = sorted(str(key) for key in raw if key not in ("event", "within"))
+    if unknown:
+        # A key meant to narrow the window (`count:`, `where:`) would otherwise be ignored.
+        bad(f"`after` holds unknown key(s) {unknown}: it takes only `event` and `within`")
+        return None
     if not isinstance(raw["event"], str) or raw["event"] not in event_types:
         # One declared wrongly is reported as such, not again as each anchor naming it.
         if is_undeclared(raw["event"], event_types, refused_types):
