@@ -675,6 +675,10 @@ def test_rule_ids_and_event_type_names_must_be_short_identifiers(tmp_path: Path)
             "  signup_completed:\n    properties:\n      answer: {type: string, enum: [yes, no]}\n",
             "event signup_completed: property answer: `enum` value True is not of type string",
         ),
+        (
+            "  signup_completed:\n    properties:\n      plan: {type: string, enum: []}\n",
+            "event signup_completed: property plan: `enum` is empty: no value could be sent",
+        ),
     ],
 )
 def test_an_event_type_that_would_fail_at_intake_is_refused_at_load(

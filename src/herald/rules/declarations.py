@@ -107,6 +107,9 @@ def _property_problem(name: Any, spec: Any) -> str | None:
     enum = spec.get("enum")
     if enum is not None and not isinstance(enum, list):
         return "`enum` must be a list of the allowed values"
+    if enum == []:
+        # Read as no enum at all, it would let every value through.
+        return "`enum` is empty: no value could be sent (list the allowed values, or remove it)"
     # A value of another type could never be sent: every event would be refused.
     for value in enum or ():
         if not type_matches(value, kind):
