@@ -615,7 +615,10 @@ def test_a_condition_over_a_value_of_the_wrong_type_is_skipped_with_the_error(
     decision = the_one(replay([changed], custom_ruleset), "PRO_UPGRADE_ALERT")
 
     assert decision.outcome is Outcome.SKIPPED
-    assert "could not be evaluated" in decision.reason
+    # The values show which operand is of another type: CEL's own error names none.
+    assert 'could not be evaluated (event.properties.plan is "pro", user.seats is "3"): ' in (
+        decision.reason
+    )
 
 
 def test_the_custom_rule_fires_when_its_values_are_present(custom_ruleset: RuleSet) -> None:

@@ -103,8 +103,12 @@ class Condition:
             said = f"{missing[0]} is missing" if missing else f"{exc} missing"
             return ConditionResult(False, f"`{self.source}` could not be evaluated: {said}")
         except Exception as exc:
+            # CEL names no operand ("No such overload"): the values it was given show which
+            # one is of another type than the rule expects (`user.seats is "3"`).
             said = (str(exc).splitlines() or [type(exc).__name__])[0]
-            return ConditionResult(False, f"`{self.source}` could not be evaluated: {said}")
+            return ConditionResult(
+                False, f"`{self.source}` could not be evaluated{self._values(context)}: {said}"
+            )
         if not isinstance(value, bool):
             return ConditionResult(False, f"`{self.source}` returned {value!r}, not a bool")
         return ConditionResult(
