@@ -125,6 +125,24 @@ def test_serve_and_worker_refuse_a_broken_rule_file_listing_every_problem(
     assert not (tmp_path / "herald.db").exists()  # refused before the database was touched
 
 
+def test_prune_refuses_a_broken_rule_file_listing_each_problem_of_its_rules(
+    tmp_path: Path,
+) -> None:
+    # Prune reads the rules alone: the providers and delivery settings are not its own.
+    rules = write_broken_rule_file(tmp_path)
+    database = f"sqlite:///{tmp_path / 'herald.db'}"
+
+    result = CliRunner().invoke(
+        app,
+        ["prune", "--older-than", "400d", "--rules", str(rules), "--database", database],
+        env={"COLUMNS": "1000"},
+    )
+
+    assert result.exit_code == 1, result.output
+    assert f"error: {rules}: 4 problem(s)" in result.output
+    assert beginnings(listed_problems(result.output))[:4] == EVERY_PROBLEM[:4]
+
+
 @pytest.mark.parametrize(
     "url",
     [

@@ -19,6 +19,7 @@ from herald.config import Settings
 if TYPE_CHECKING:
     from herald.delivery.setup import DeliveryPlan
     from herald.rules.definition import RuleSet
+    from herald.rules.loader import RuleFileError
     from herald.store.database import Database
 
 console = Console(stderr=True, soft_wrap=True)
@@ -81,13 +82,18 @@ def checked_rules(path: str | Path | None) -> tuple[RuleSet, DeliveryPlan]:
     try:
         ruleset, plan = load_rules_and_delivery(path, outbox=Path(os.devnull))
     except RuleFileError as exc:
-        console.print(
-            f"error: {exc.path}: {len(exc.problems)} problem(s)", style="bold red", markup=False
-        )
-        for line in exc.problems:
-            console.print(f"  - {line}", markup=False)
-        raise typer.Exit(1) from None
+        fail_on_rule_file(exc)
     return ruleset, plan
+
+
+def fail_on_rule_file(exc: RuleFileError) -> NoReturn:
+    """Exit 1 naming the rule file and listing its problems, one a line."""
+    console.print(
+        f"error: {exc.path}: {len(exc.problems)} problem(s)", style="bold red", markup=False
+    )
+    for line in exc.problems:
+        console.print(f"  - {line}", markup=False)
+    raise typer.Exit(1)
 
 
 def open_database(

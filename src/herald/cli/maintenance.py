@@ -14,6 +14,7 @@ from herald.cli.common import (
     RulesOpt,
     console,
     fail,
+    fail_on_rule_file,
     open_database,
     settings_from,
 )
@@ -248,7 +249,7 @@ def prune(
     try:
         ruleset = load_ruleset(settings.rules)
     except RuleFileError as exc:
-        fail(str(exc))
+        fail_on_rule_file(exc)
     # Deleting from a schema this version does not know could delete the wrong rows.
     db = open_database(settings.database_url, schema="current")
     # Whole seconds: the moment printed is the one applied.
