@@ -222,6 +222,27 @@ def test_a_broken_rule_is_refused_naming_the_rule_and_the_problem(
     assert problems[0].startswith(problem), problems
 
 
+def test_templates_dir_read_from_the_file_is_beside_it(tmp_path: Path) -> None:
+    path = write_rule_file(tmp_path, GOOD_RULE)
+    (tmp_path / "templates").rename(tmp_path / "messages")
+    path.write_text(path.read_text(encoding="utf-8") + "templates_dir: messages\n")
+
+    assert load_ruleset(path).rules[0].template == "hello"
+
+
+@pytest.mark.parametrize("named", ["[messages]", "5", "''", ""])
+def test_a_templates_dir_that_is_no_folder_name_is_the_one_problem(
+    named: str, tmp_path: Path
+) -> None:
+    # Not looked in as a folder called "['messages']", nor left to the default unsaid.
+    path = write_rule_file(tmp_path, GOOD_RULE)
+    path.write_text(path.read_text(encoding="utf-8") + f"templates_dir: {named}\n")
+
+    [problem] = problems_of(path)
+
+    assert problem.startswith("templates_dir: must name the templates' folder, relative to")
+
+
 @pytest.mark.parametrize("when", ["true", "false"])
 def test_a_condition_yaml_reads_as_a_boolean_is_cel_s_own(when: str, tmp_path: Path) -> None:
     rule = f"  - {{id: ALWAYS, trigger: signup_completed, channel: internal, when: {when}}}\n"

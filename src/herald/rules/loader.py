@@ -201,8 +201,18 @@ def _templates(
 ) -> tuple[TemplateSet, set[str]]:
     """The templates the rules name that load, and their names."""
     directory = template_dir
-    if data.get("templates_dir"):
-        directory = template_dir.parent / str(data["templates_dir"])
+    named = data.get("templates_dir")
+    if isinstance(named, str) and named.strip():
+        directory = template_dir.parent / named
+    elif "templates_dir" in data:
+        # Not a path: a list or a number would be looked in as a folder named after it,
+        # and an empty one would fall back to the default without a word. Its templates
+        # are not looked for: each would be "not found" for this one reason.
+        problems.append(
+            f"templates_dir: must name the templates' folder, relative to the rule file's "
+            f"(e.g. templates_dir: templates), got {named!r}"
+        )
+        return TemplateSet.from_directory(directory, [], traits), set()
     rules_by_template: dict[str, list[str]] = {}
     for use in uses:
         if use.template is not None:
