@@ -786,6 +786,11 @@ def test_a_broken_property_declaration_leaves_the_rule_s_other_mistakes_listed(
             "email:",
             "trait email: needs a type: one of string, number, integer, boolean, object, array",
         ),
+        (
+            "email: integer",
+            "trait email: Herald reads it as a string (the email channel's recipient): declare "
+            "`email: string`",
+        ),
     ],
 )
 def test_rules_check_reports_a_broken_trait_declaration_not_its_reads_as_undeclared(
@@ -805,6 +810,29 @@ def test_rules_check_reports_a_broken_trait_declaration_not_its_reads_as_undecla
     redeclare(path, "email: string", declaration)
 
     assert checked_problems(path) == [problem]
+
+
+@pytest.mark.parametrize(
+    ("declaration", "read_as"),
+    [
+        ("phone: integer", "a string"),
+        ("marketing_opt_in: string", "a boolean"),
+        ("timezone: object", "a string"),
+        ("unsubscribed: string", "an array"),
+    ],
+)
+def test_a_trait_herald_reads_itself_must_be_declared_of_the_type_it_reads(
+    declaration: str, read_as: str, tmp_path: Path
+) -> None:
+    # `marketing_opt_in: string` would pass `user.marketing_opt_in == "yes"`, a condition
+    # no consenting user meets: consent asks for true.
+    path = write_rule_file(tmp_path, GOOD_RULE)
+    redeclare(path, "first_name: string", f"first_name: string\n  {declaration}")
+
+    [problem] = problems_of(path)
+
+    name = declaration.split(":")[0]
+    assert problem.startswith(f"trait {name}: Herald reads it as {read_as} (")
 
 
 def test_a_broken_trait_declaration_leaves_the_rule_s_other_mistakes_listed(

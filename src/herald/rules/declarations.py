@@ -141,6 +141,18 @@ def read_traits(raw: Any, problems: list[str]) -> tuple[dict[str, str], frozense
     return traits, frozenset(refused)
 
 
+# The traits Herald reads itself, with the type it reads them as. Declared as another
+# type, conditions and templates would be checked against values Herald never accepts
+# (`marketing_opt_in: string` and `user.marketing_opt_in == "yes"`: consent asks for true).
+HERALD_TRAITS = {
+    "email": ("string", "the email channel's recipient"),
+    "phone": ("string", "the sms channel's recipient"),
+    "marketing_opt_in": ("boolean", "marketing is sent only when it is true"),
+    "timezone": ("string", "an IANA zone name, for quiet hours"),
+    "unsubscribed": ("array", "the channels the user unsubscribed from"),
+}
+
+
 def _trait_problem(name: Any, kind: Any) -> str | None:
     """What is wrong with one trait's declaration, if anything."""
     if not isinstance(name, str):
@@ -149,4 +161,8 @@ def _trait_problem(name: Any, kind: Any) -> str | None:
         return f"needs a type: one of {', '.join(PROPERTY_TYPES)}"
     if not isinstance(kind, str) or kind not in PROPERTY_TYPES:
         return f"the type must be one of {', '.join(PROPERTY_TYPES)}, got {kind!r}"
+    if name in HERALD_TRAITS and kind != HERALD_TRAITS[name][0]:
+        read_as, meaning = HERALD_TRAITS[name]
+        article = "an" if read_as[0] in "aeiou" else "a"
+        return f"Herald reads it as {article} {read_as} ({meaning}): declare `{name}: {read_as}`"
     return None
