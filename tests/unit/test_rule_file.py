@@ -128,6 +128,14 @@ BROKEN_RULES = {
         " template: hello, when: 'user.x =='}\n",
         "rule BROKEN: `when: user.x ==` does not compile",
     ),
+    "id_read_by_yaml_as_a_boolean": (
+        "  - {id: yes, trigger: signup_completed, channel: internal}\n",
+        "rule True: YAML read the id as a boolean (True): quote it, or name the rule",
+    ),
+    "id_read_by_yaml_as_false": (
+        "  - {id: off, trigger: signup_completed, channel: internal}\n",
+        "rule False: YAML read the id as a boolean (False): quote it, or name the rule",
+    ),
     "no_trigger": (
         "  - {id: BROKEN, channel: internal}\n",
         "rule BROKEN: needs `trigger`: the event type that triggers it (['payment_failed',",

@@ -64,7 +64,7 @@ def read_rules(
     uses: list[RuleUse] = []
     seen: set[str] = set()
     for index, spec in enumerate(raw):
-        if not isinstance(spec, dict) or not spec.get("id"):
+        if not isinstance(spec, dict) or spec.get("id") in (None, ""):
             problems.append(f"rule #{index + 1}: needs an `id`")
             continue
         rule_id = str(spec["id"])
@@ -73,7 +73,10 @@ def read_rules(
         def bad(msg: str, rule_id: str = rule_id) -> None:
             problems.append(f"rule {rule_id}: {msg}")
 
-        if not NAME.fullmatch(rule_id):
+        if isinstance(spec["id"], bool):
+            # YAML reads an unquoted true, yes or on as a boolean: the rule would be "True".
+            bad(f"YAML read the id as a boolean ({spec['id']!r}): quote it, or name the rule")
+        elif not NAME.fullmatch(rule_id):
             bad(
                 "the id must be 1-64 letters, digits and underscores, starting with a letter "
                 "(it is part of dedup keys)"
