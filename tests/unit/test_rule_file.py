@@ -251,6 +251,25 @@ def test_a_templates_dir_that_is_no_folder_name_is_the_one_problem(
     assert problem.startswith("templates_dir: must name the templates' folder, relative to")
 
 
+def test_a_condition_yaml_cut_at_a_hash_says_to_quote_it(tmp_path: Path) -> None:
+    path = write_rule_file(
+        tmp_path,
+        "  - id: CUT\n"
+        "    trigger: signup_completed\n"
+        "    channel: internal\n"
+        '    when: user.first_name == "a #b"\n',
+    )
+
+    [problem] = problems_of(path)
+
+    assert problem.startswith('rule CUT: `when: user.first_name == "a` does not compile')
+    assert problem.endswith(
+        "(it ends inside a string: where the line goes on with ` #`, YAML read that and the "
+        "rest of the line as a comment; quote the whole condition, e.g. "
+        """when: 'user.name == "a #b"')"""
+    )
+
+
 @pytest.mark.parametrize("when", ["true", "false"])
 def test_a_condition_yaml_reads_as_a_boolean_is_cel_s_own(when: str, tmp_path: Path) -> None:
     rule = f"  - {{id: ALWAYS, trigger: signup_completed, channel: internal, when: {when}}}\n"

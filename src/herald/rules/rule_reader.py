@@ -152,8 +152,20 @@ def _read_condition(spec: dict[Any, Any], bad: Problem) -> Condition | None:
         try:
             return Condition(str(when))
         except ConditionError as exc:
-            bad(f"`when: {when}` {exc}")
+            bad(f"`when: {when}` {exc}{_cut_by_yaml(str(when))}")
     return None
+
+
+def _cut_by_yaml(when: str) -> str:
+    """A hint when a condition that does not compile ends inside a string: YAML ends an
+    unquoted value at ` #` and reads the rest as a comment (`user.name == "a #b"`)."""
+    if when.count('"') % 2 == 0 and when.count("'") % 2 == 0:
+        return ""
+    return (
+        "\n(it ends inside a string: where the line goes on with ` #`, YAML read that and "
+        "the rest of the line as a comment; quote the whole condition, e.g. "
+        """when: 'user.name == "a #b"')"""
+    )
 
 
 def _read_template(template: Any, channel: Any, bad: Problem) -> str | None:
