@@ -862,6 +862,19 @@ def test_a_trait_herald_reads_itself_must_be_declared_of_the_type_it_reads(
     assert problem.startswith(f"trait {name}: Herald reads it as {read_as} (")
 
 
+def test_a_trait_named_id_is_refused_as_user_id_is_the_user_s_id(tmp_path: Path) -> None:
+    # Checked as an integer, `user.id > 5` would pass and then fail on every event, whose
+    # user.id is the user's id.
+    path = write_rule_file(
+        tmp_path, "  - {id: BIG, trigger: signup_completed, channel: internal, when: user.id > 5}\n"
+    )
+    redeclare(path, "first_name: string", "first_name: string\n  id: integer")
+
+    assert problems_of(path) == [
+        "trait id: `user.id` is the user's id (the event's user_id), not a trait: name it otherwise"
+    ]
+
+
 def test_a_broken_trait_declaration_leaves_the_rule_s_other_mistakes_listed(
     tmp_path: Path,
 ) -> None:

@@ -161,6 +161,9 @@ def _trait_problem(name: Any, kind: Any) -> str | None:
         return f"needs a type: one of {', '.join(PROPERTY_TYPES)}"
     if not isinstance(kind, str) or kind not in PROPERTY_TYPES:
         return f"the type must be one of {', '.join(PROPERTY_TYPES)}, got {kind!r}"
+    if name == "id":
+        # Conditions and templates see the user's id there, whatever a trait says.
+        return "`user.id` is the user's id (the event's user_id), not a trait: name it otherwise"
     if name in HERALD_TRAITS and kind != HERALD_TRAITS[name][0]:
         read_as, meaning = HERALD_TRAITS[name]
         article = "an" if read_as[0] in "aeiou" else "a"
