@@ -270,6 +270,53 @@ def test_a_condition_yaml_cut_at_a_hash_says_to_quote_it(tmp_path: Path) -> None
     )
 
 
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        (
+            '{{ event.properties.amount ~ "" + 1 }}',
+            'template failed/body.txt: TypeError: can only concatenate str (not "int") to str',
+        ),
+        (
+            '{% include "../rules.yaml" %}',
+            "template failed/body.txt: a template cannot include, import or extend another "
+            "file: each part stands alone",
+        ),
+    ],
+    ids=["types", "include"],
+)
+def test_a_template_raising_an_error_on_its_declared_types_is_a_problem_not_a_traceback(
+    body: str, problem: str, tmp_path: Path
+) -> None:
+    path = write_rule_file(
+        tmp_path,
+        "  - {id: FAILED, trigger: payment_failed, channel: email, category: transactional,"
+        " template: failed}\n",
+        {"failed": {"subject.txt": "Payment failed", "body.txt": body}},
+    )
+
+    assert checked_problems(path) == [f"rule FAILED: {problem}"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["{{ 100 // (event.properties.amount - 1.5) }}", "{{ range(event.properties.amount) | list }}"],
+    ids=["zero_on_the_sample", "whole_numbers_only"],
+)
+def test_a_template_failing_only_on_some_values_is_left_to_the_events(
+    body: str, tmp_path: Path
+) -> None:
+    # The sample's amount is 1.5 (and 1): another amount renders, so the rule loads.
+    path = write_rule_file(
+        tmp_path,
+        "  - {id: FAILED, trigger: payment_failed, channel: email, category: transactional,"
+        " template: failed}\n",
+        {"failed": {"subject.txt": "Payment failed", "body.txt": body}},
+    )
+
+    assert [rule.id for rule in load_ruleset(path).rules] == ["FAILED"]
+
+
 @pytest.mark.parametrize("when", ["true", "false"])
 def test_a_condition_yaml_reads_as_a_boolean_is_cel_s_own(when: str, tmp_path: Path) -> None:
     rule = f"  - {{id: ALWAYS, trigger: signup_completed, channel: internal, when: {when}}}\n"

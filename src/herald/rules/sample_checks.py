@@ -18,7 +18,7 @@ from typing import Any
 from herald.rules.conditions import Condition, ConditionError, bound_variables
 from herald.rules.definition import EventType
 from herald.rules.samples import EVENT_FIELDS, path_in, sample_context, undeclared
-from herald.rules.templates import TemplateProblem, TemplateSet, UndeclaredName
+from herald.rules.templates import TemplateFailed, TemplateProblem, TemplateSet, UndeclaredName
 
 # A read of a name the rule file declares or not: `user.x`, `event.x`,
 # `event.properties.x`, or the same with ["x"].
@@ -91,9 +91,34 @@ def template_problems(
                 break
             if not isinstance(exc, TemplateProblem):
                 raise
+            if isinstance(exc, TemplateFailed) and not _fails_on_every_number(
+                exc, templates, template, event_type, traits
+            ):
+                break  # it depends on the sample's values: left to the events
             problems.append(str(exc))
         break
     return problems
+
+
+def _fails_on_every_number(
+    failed: TemplateFailed,
+    templates: TemplateSet,
+    template: str,
+    event_type: EventType,
+    traits: Mapping[str, str],
+) -> bool:
+    """Whether a template that failed on the sample fails on its declared types: a
+    ``TypeError`` with the sample's numbers whole as well as not (``range(amount)`` takes
+    an amount of 10, not of 10.5), as a condition's samples are tried."""
+    if not failed.on_types:
+        return False
+    try:
+        templates.check(template, sample_context(event_type, traits, whole_numbers=True))
+    except TemplateFailed as exc:
+        return exc.on_types
+    except TemplateProblem:
+        return True
+    return False
 
 
 def _stand_in(owner: Any, name: Any) -> bool:

@@ -64,6 +64,22 @@ class UndeclaredName(TemplateProblem):
         self.name = name
 
 
+class TemplateFailed(TemplateProblem):
+    """A part raised one of Python's errors on a sample (a division by zero, an operator
+    given text and a number). ``on_types`` when the types decide it (a ``TypeError``), so
+    that other values of those types fail alike; otherwise the sample's values may."""
+
+    def __init__(self, message: str, on_types: bool) -> None:
+        super().__init__(message)
+        self.on_types = on_types
+
+
+def _python_error(exc: Exception) -> str:
+    if isinstance(exc, TypeError) and "no loader" in str(exc):  # {% include %}, {% extends %}
+        return "a template cannot include, import or extend another file: each part stands alone"
+    return f"{type(exc).__name__}: {exc}"
+
+
 @immutable
 class Rendered:
     subject: str
@@ -148,7 +164,7 @@ class TemplateSet:
 
     def check(self, name: str, sample: Mapping[str, Any]) -> None:
         """Render strictly against a sample context: a name it lacks raises UndeclaredName,
-        any other failure TemplateProblem."""
+        an error of Python's TemplateFailed, any other failure TemplateProblem."""
         for part, source in self._sources[name].items():
             env = sandbox(NamingUndefined, autoescape=part.endswith(".html"))
             where = f"{name}/{part}"
@@ -160,6 +176,10 @@ class TemplateSet:
                 ) from None
             except TemplateError as exc:
                 raise TemplateProblem(f"template {where}: {exc}") from None
+            except Exception as exc:  # the template's own arithmetic, filters and calls
+                raise TemplateFailed(
+                    f"template {where}: {_python_error(exc)}", isinstance(exc, TypeError)
+                ) from None
 
 
 def _as_type(name: str, value: Any, declared: str) -> Any:
