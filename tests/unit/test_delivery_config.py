@@ -75,6 +75,13 @@ def changed(path: tuple[str, ...], value: Any) -> dict[str, Any]:
     ("path", "value", "message"),
     [
         (("providers", "email", "port"), "abc", "providers.email.port: 'abc' is not a number"),
+        # What YAML makes of rate_limits: {sms: 1e3}, which looks like a number to a reader.
+        (
+            ("delivery", "rate_limits", "sms"),
+            "1e3",
+            "delivery.rate_limits.sms: '1e3' is not a number (YAML reads a number like 1e9 as "
+            "text: write it in full, or as 1.0e+9)",
+        ),
         (("providers", "email", "port"), 0, "providers.email.port: must be a whole number"),
         (("providers", "email", "host"), None, "providers.email: `host` must be a non-empty"),
         (("providers", "pager"), {"type": "stub"}, "providers.pager: unknown channel 'pager'"),

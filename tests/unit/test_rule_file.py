@@ -771,6 +771,11 @@ def test_rule_ids_and_event_type_names_must_be_short_identifiers(tmp_path: Path)
             "event signup_completed: property answer: `enum` value True is not of type string",
         ),
         (
+            "  signup_completed:\n    properties:\n      amount: {type: number, maximum: 1e6}\n",
+            "event signup_completed: property amount: `maximum` must be a number, got '1e6' "
+            "(YAML reads a number like 1e9 as text: write it in full, or as 1.0e+9)",
+        ),
+        (
             "  signup_completed:\n    properties:\n      plan: {type: string, enum: []}\n",
             "event signup_completed: property plan: `enum` is empty: no value could be sent",
         ),

@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from herald.rules.declarations import yaml_text_hint
+
 ADDRESS = re.compile(r"[^@\s<>]+@[^@\s<>]+")
 # A send must end well within the dispatcher's 60 s claim on its message: a longer one is
 # cut off there anyway, as if the receiver never answered.
@@ -115,7 +117,7 @@ def number(
     whole: bool = False,
 ) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        problems.append(f"{where}: {value!r} is not a number")
+        problems.append(f"{where}: {value!r} is not a number{yaml_text_hint(value)}")
         return None
     kind = "a whole number" if whole else "a number"
     if whole and value != int(value):

@@ -4,6 +4,7 @@ naming the event type, property or trait it is about."""
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -100,7 +101,7 @@ def _property_problem(name: Any, spec: Any) -> str | None:
         if kind not in ("number", "integer"):
             return f"`{bound}` applies to numbers, not to {kind}"
         if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
-            return f"`{bound}` must be a number, got {value!r}"
+            return f"`{bound}` must be a number, got {value!r}{yaml_text_hint(value)}"
     low, high = spec.get("minimum"), spec.get("maximum")
     if low is not None and high is not None and low > high:
         return f"`minimum` {low!r} is above `maximum` {high!r}: no value could be sent"
@@ -113,8 +114,22 @@ def _property_problem(name: Any, spec: Any) -> str | None:
     # A value of another type could never be sent: every event would be refused.
     for value in enum or ():
         if not type_matches(value, kind):
-            return f"`enum` value {value!r} is not of type {kind}"
+            return f"`enum` value {value!r} is not of type {kind}{yaml_text_hint(value)}"
     return None
+
+
+def yaml_text_hint(value: Any) -> str:
+    """Why a number the file holds was read as text, when it was: YAML 1.1 reads an
+    exponent without a dot and a sign (``1e9``, ``1.5e3``) as a string."""
+    if not isinstance(value, str):
+        return ""
+    try:
+        read = float(value)
+    except ValueError:
+        return ""
+    if not math.isfinite(read):  # nan, inf: not a number written with an exponent
+        return ""
+    return " (YAML reads a number like 1e9 as text: write it in full, or as 1.0e+9)"
 
 
 def _unknown_keys(spec: dict[Any, Any], known: tuple[str, ...]) -> list[str]:
