@@ -614,6 +614,16 @@ def test_loading_the_same_file_twice_gives_the_same_versions(tmp_path: Path) -> 
 # herald rules check
 
 
+def test_rules_check_lists_a_template_name_with_brackets_as_it_is(tmp_path: Path) -> None:
+    rule = GOOD_RULE.replace("template: hello", "template: '[red]hello'")
+    path = write_rule_file(tmp_path, rule, {"[red]hello": HELLO})
+
+    result = CliRunner().invoke(app, ["rules", "check", str(path)], env=WIDE)
+
+    assert result.exit_code == 0, result.output
+    assert "once_per_event, template [red]hello\n" in result.output
+
+
 def test_rules_check_lists_the_default_rules_and_exits_0() -> None:
     result = CliRunner().invoke(app, ["rules", "check"], env=WIDE)
 

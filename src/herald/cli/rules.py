@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from herald.cli.common import checked_rules, settings_from
 
@@ -31,10 +32,15 @@ def rules_check(
     out = Console(highlight=False, soft_wrap=True)
     out.print(f"{ruleset.source} (version {ruleset.version})", markup=False)
     for rule in ruleset.rules:
+        # Only the id is markup: a template's name may hold brackets Rich would take as
+        # its own (`t[b]` printed as `t`).
         out.print(
-            f"\n[bold]{rule.id}[/] v{rule.version}: on {rule.on}, {rule.channel}, "
-            f"{rule.category.value}, {rule.limit.value}"
-            + (f", template {rule.template}" if rule.template else "")
+            f"\n[bold]{rule.id}[/] "
+            + escape(
+                f"v{rule.version}: on {rule.on}, {rule.channel}, "
+                f"{rule.category.value}, {rule.limit.value}"
+                + (f", template {rule.template}" if rule.template else "")
+            )
         )
         if rule.after:
             out.print(f"  after {rule.after.event_type} within {rule.after.span}", markup=False)
