@@ -113,6 +113,22 @@ def test_a_value_in_an_explanation_is_shown_as_json_as_the_client_sent_it(
     assert result.explanation.endswith(f"(user.marketing_opt_in is {shown})")
 
 
+@pytest.mark.parametrize(
+    "source",
+    ['event.properties.reason == "INSUFFICIENT_FUNDS"', 'event.properties.reason.startsWith("X")'],
+    ids=["fast_path", "cel"],
+)
+def test_a_long_value_in_an_explanation_is_cut_short_saying_its_length(source: str) -> None:
+    # Shown whole, a client's 1 MiB string was stored again in every decision reading it.
+    reason = "X" * 500_000
+
+    result = Condition(source).evaluate({"event": {"properties": {"reason": reason}}, "user": {}})
+
+    assert result.explanation.endswith(
+        f'(event.properties.reason is "{"X" * 199}... (500,002 characters))'
+    )
+
+
 TAGGED = {"event": {"properties": {"tags": ["new", "vip"]}}, "user": {"id": "u_1", "vip": True}}
 
 

@@ -890,6 +890,17 @@ def test_a_marketing_message_needs_a_stated_opt_in_to_be_true_itself(
     assert "has not opted in (marketing_opt_in is " in nudge.reason
 
 
+def test_a_long_stated_opt_in_is_cut_short_in_the_reason(ruleset: RuleSet) -> None:
+    traits = {**TRAITS, "marketing_opt_in": "n" * 100_000}
+    signup = event("signup_completed", SIGNUP_AT, traits=traits)
+    link = event("link_bank_success", at(SIGNUP_AT) + timedelta(hours=1), traits=traits)
+
+    nudge = the_one(replay([signup, link], ruleset), "BANK_LINK_NUDGE_SMS")
+
+    assert nudge.outcome is Outcome.SKIPPED
+    assert f'(marketing_opt_in is "{"n" * 79})' in nudge.reason
+
+
 def test_a_bank_link_nudge_needs_no_stated_opt_in(ruleset: RuleSet) -> None:
     """The nudge's own rule asks for none: an unstated opt-in is not an opt-out."""
     traits = {k: v for k, v in TRAITS.items() if k != "marketing_opt_in"}

@@ -42,12 +42,21 @@ def _lookup(context: dict[str, Any], path: str) -> tuple[bool, Any]:
     return True, node
 
 
+# Characters of a value a reason shows: a client's 1 MiB string, shown whole, was stored
+# again in the reason of every decision that read it, and answered back as many times.
+_SHOWN = 200
+
+
 def _cel_literal(value: Any) -> str:
-    """``value`` as a reason shows it: JSON, as the client sent it (``"a\\"b"``, ``[true]``)."""
+    """``value`` as a reason shows it: JSON, as the client sent it (``"a\\"b"``, ``[true]``),
+    cut short after ``_SHOWN`` characters, saying how long it is."""
     try:
-        return orjson.dumps(value, default=str).decode()
+        text = orjson.dumps(value, default=str).decode()
     except TypeError:  # e.g. an integer beyond 64 bits, which only CEL can make
-        return repr(value)
+        text = repr(value)
+    if len(text) <= _SHOWN:
+        return text
+    return f"{text[:_SHOWN]}... ({len(text):,} characters)"
 
 
 class Condition:

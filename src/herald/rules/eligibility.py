@@ -50,7 +50,7 @@ def _closure(traits: Mapping[str, object]) -> tuple[frozenset[str], str]:
     # A stated opt-in must be true itself: false, null or the string "false" is no consent.
     # An unstated one leaves it to the rule's condition (the bank-link nudge asks for none).
     if "marketing_opt_in" in traits and traits["marketing_opt_in"] is not True:
-        said = orjson.dumps(traits["marketing_opt_in"], default=str).decode()
+        said = orjson.dumps(traits["marketing_opt_in"], default=str).decode()[:80]
         why = f"marketing rule and the user has not opted in (marketing_opt_in is {said})"
         return MARKETING_CHANNELS, why
     unsubscribed = traits.get("unsubscribed")
