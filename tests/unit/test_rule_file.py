@@ -569,6 +569,19 @@ def test_a_template_not_saved_as_utf8_is_reported_with_its_rule(tmp_path: Path) 
     ]
 
 
+def test_a_template_saved_with_a_byte_order_mark_does_not_send_it(tmp_path: Path) -> None:
+    # Some editors start a UTF-8 file with U+FEFF: invisible, it began every subject.
+    path = write_rule_file(tmp_path, GOOD_RULE)
+    for part, text in HELLO.items():
+        (tmp_path / "templates" / "hello" / part).write_bytes(b"\xef\xbb\xbf" + text.encode())
+
+    rendered = load_ruleset(path).templates.render(
+        "hello", {"user": {"first_name": "Ana", "email": "a@x.io"}}
+    )
+
+    assert (rendered.subject, rendered.body) == ("Hello Ana", "Welcome, a@x.io.")
+
+
 # Versions: a rule's version follows its own text only
 
 SECOND_RULE = """

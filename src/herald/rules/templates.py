@@ -46,7 +46,9 @@ def not_utf8(exc: UnicodeDecodeError) -> str:
 
 def _read_part(path: Path, where: str) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        # utf-8-sig: a byte order mark some editors save at the start of the file would
+        # otherwise be sent, invisible, at the start of every subject and body.
+        return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise TemplateProblem(f"template {where} {not_utf8(exc)}") from None
     except OSError as exc:
