@@ -282,8 +282,12 @@ def test_a_condition_yaml_cut_at_a_hash_says_to_quote_it(tmp_path: Path) -> None
             "template failed/body.txt: a template cannot include, import or extend another "
             "file: each part stands alone",
         ),
+        (
+            "{% macro again() %}{{ again() }}{% endmacro %}{{ again() }}",
+            "template failed/body.txt: RecursionError: maximum recursion depth exceeded",
+        ),
     ],
-    ids=["types", "include"],
+    ids=["types", "include", "recursion"],
 )
 def test_a_template_raising_an_error_on_its_declared_types_is_a_problem_not_a_traceback(
     body: str, problem: str, tmp_path: Path

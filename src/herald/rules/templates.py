@@ -68,8 +68,9 @@ class UndeclaredName(TemplateProblem):
 
 class TemplateFailed(TemplateProblem):
     """A part raised one of Python's errors on a sample (a division by zero, an operator
-    given text and a number). ``on_types`` when the types decide it (a ``TypeError``), so
-    that other values of those types fail alike; otherwise the sample's values may."""
+    given text and a number). ``on_types`` when the types decide it (a ``TypeError``, or a
+    macro that calls itself without end), so that other values of those types fail alike;
+    otherwise the sample's values may."""
 
     def __init__(self, message: str, on_types: bool) -> None:
         super().__init__(message)
@@ -179,9 +180,9 @@ class TemplateSet:
             except TemplateError as exc:
                 raise TemplateProblem(f"template {where}: {exc}") from None
             except Exception as exc:  # the template's own arithmetic, filters and calls
-                raise TemplateFailed(
-                    f"template {where}: {_python_error(exc)}", isinstance(exc, TypeError)
-                ) from None
+                # A macro calling itself fails whatever the values, as a type error does.
+                on_types = isinstance(exc, TypeError | RecursionError)
+                raise TemplateFailed(f"template {where}: {_python_error(exc)}", on_types) from None
 
 
 def _as_type(name: str, value: Any, declared: str) -> Any:
