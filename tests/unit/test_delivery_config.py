@@ -130,6 +130,13 @@ def changed(path: tuple[str, ...], value: Any) -> dict[str, Any]:
         (("delivery", "quiet_hours", "sms"), "21-8", "delivery.quiet_hours.sms: must be a map"),
         (("delivery", "quiet_hours", "sms", "end"), "8pm", "'8pm' is not a time like 21:00"),
         (("delivery",), [1], "delivery: must be a mapping"),
+        # Its settings commented out, sms went to the development stub without a word.
+        (
+            ("providers", "sms"),
+            None,
+            "providers.sms: empty: give its settings, e.g. {type: webhook, url: ...}, or "
+            "remove it to keep the default, stub",
+        ),
         (
             ("providers", "email", "port"),
             99999,

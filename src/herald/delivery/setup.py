@@ -126,6 +126,15 @@ def _providers(raw: Any, reading: _Reading) -> dict[str, Provider]:
     providers: dict[str, Provider] = {}
     for channel, raw_spec in specs.items():
         where = f"providers.{channel}"
+        if raw_spec is None and channel in _DEFAULT_PROVIDERS:
+            # Its settings left out (commented out, say) would send through the default
+            # (the development stub, for email and sms) without a word.
+            default = _DEFAULT_PROVIDERS[channel]["type"]
+            problems.append(
+                f"{where}: empty: give its settings, e.g. {{type: webhook, url: ...}}, or "
+                f"remove it to keep the default, {default}"
+            )
+            continue
         spec = readers.mapping(raw_spec, where, problems)
         if not _is_channel(channel, where, problems) or spec is None:
             continue
