@@ -130,6 +130,13 @@ def changed(path: tuple[str, ...], value: Any) -> dict[str, Any]:
         (("delivery", "quiet_hours", "sms"), "21-8", "delivery.quiet_hours.sms: must be a map"),
         (("delivery", "quiet_hours", "sms", "end"), "8pm", "'8pm' is not a time like 21:00"),
         (("delivery",), [1], "delivery: must be a mapping"),
+        # Read in the user's timezone: an alert to the team would wait for the user's morning.
+        (
+            ("delivery", "quiet_hours", "internal"),
+            {"start": "21:00", "end": "08:00"},
+            "delivery.quiet_hours.internal: quiet hours are the user's, in their timezone; an "
+            "internal alert goes to the team and is not held for them",
+        ),
         # Its settings commented out, sms went to the development stub without a word.
         (
             ("providers", "sms"),

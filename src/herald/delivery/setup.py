@@ -309,6 +309,14 @@ def _quiet_hours(raw: Any, problems: list[str]) -> dict[str, QuietHours]:
         window = readers.mapping(raw_window, where, problems)
         if not _is_channel(channel, where, problems) or window is None:
             continue
+        if channel == "internal":
+            # Quiet hours are read in the user's timezone trait: an alert about a user goes
+            # to the team, whose night that is not, and would wait for the user's morning.
+            problems.append(
+                f"{where}: quiet hours are the user's, in their timezone; an internal alert "
+                "goes to the team and is not held for them (quiet hours take email and sms)"
+            )
+            continue
         readers.unknown_keys(window, {"start", "end"}, where, problems)
         start = readers.clock_time(window.get("start"), f"{where}.start", problems)
         end = readers.clock_time(window.get("end"), f"{where}.end", problems)
