@@ -114,6 +114,13 @@ NEVER_WORKS = {
         " user.id is a string, event.properties.failure_reason is a string: "
         "`event.properties.failure_reason > 5` fails: No such overload",
     ),
+    # Not a regex whatever the email: every event would skip the rule with this error.
+    "a_pattern_that_is_no_regex": (
+        "trigger: payment_failed, when: 'user.email.matches(\"[\")'",
+        'rule R0: `when: user.email.matches("[")` cannot be evaluated on a payment_failed '
+        "event with every declared property and trait, where user.email is a string: "
+        "Function 'matches' error: '[' not a valid regex",
+    ),
     # The condition sees the trigger, a bank link, not the signup that anchors the window.
     "reads_the_anchor_of_an_after_window": (
         "trigger: link_bank_success, after: {event: signup_completed, within: 24h},"

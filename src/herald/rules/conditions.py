@@ -114,7 +114,7 @@ class Condition:
         except Exception as exc:
             # CEL names no operand ("No such overload"): the values it was given show which
             # one is of another type than the rule expects (`user.seats is "3"`).
-            said = (str(exc).splitlines() or [type(exc).__name__])[0]
+            said = (str(exc).splitlines() or [type(exc).__name__])[0].rstrip(":")
             return ConditionResult(
                 False, f"`{self.source}` could not be evaluated{self._values(context)}: {said}"
             )

@@ -234,7 +234,8 @@ def _operand_problem(condition: Condition, samples: list[_Sample], where: str) -
 
 
 def _first_line(exc: Exception) -> str:
-    return (str(exc).splitlines() or [type(exc).__name__])[0]
+    # CEL puts the details of a bad regex on the lines after "...not a valid regex:".
+    return (str(exc).splitlines() or [type(exc).__name__])[0].rstrip(":")
 
 
 def _operands(source: str) -> list[str]:
@@ -276,12 +277,17 @@ def _operands(source: str) -> list[str]:
 
 def _fails_on_types(exc: Exception) -> bool:
     """Whether CEL refused the types it was given (an operator or a function that has no
-    overload for them), which the declared types decide, rather than the values."""
+    overload for them), which the declared types decide, or the condition's own regex,
+    rather than the values."""
     if isinstance(exc, TypeError):  # "No such overload"
         return True
+    if not isinstance(exc, RuntimeError):
+        return False
     # A method called on a value of a type that has none of that name, e.g. `n.size()`
-    # on an integer, or a function that does not exist.
-    return isinstance(exc, RuntimeError) and str(exc).startswith("Undefined variable or function")
+    # on an integer, or a function that does not exist; or a pattern that is no regex,
+    # `matches("[")`: the samples' strings are ones, so it is the condition's own.
+    said = str(exc)
+    return said.startswith("Undefined variable or function") or "not a valid regex" in said
 
 
 def _reads(source: str) -> Iterator[str]:
