@@ -803,6 +803,12 @@ def test_rule_ids_and_event_type_names_must_be_short_identifiers(tmp_path: Path)
             "(YAML reads a number like 1e9 as text: write it in full, or as 1.0e+9)",
         ),
         (
+            "  signup_completed:\n    properties:\n"
+            "      seats: {type: integer, minimum: 1, enum: [0, 5]}\n",
+            "event signup_completed: property seats: `enum` value 0 is outside "
+            "`minimum`/`maximum`: it could never be sent",
+        ),
+        (
             "  signup_completed:\n    properties:\n      plan: {type: string, enum: []}\n",
             "event signup_completed: property plan: `enum` is empty: no value could be sent",
         ),

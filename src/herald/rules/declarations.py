@@ -115,6 +115,8 @@ def _property_problem(name: Any, spec: Any) -> str | None:
     for value in enum or ():
         if not type_matches(value, kind):
             return f"`enum` value {value!r} is not of type {kind}{yaml_text_hint(value)}"
+        if (low is not None and value < low) or (high is not None and value > high):
+            return f"`enum` value {value!r} is outside `minimum`/`maximum`: it could never be sent"
     return None
 
 
