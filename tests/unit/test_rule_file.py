@@ -302,6 +302,22 @@ def test_a_template_raising_an_error_on_its_declared_types_is_a_problem_not_a_tr
     assert checked_problems(path) == [f"rule FAILED: {problem}"]
 
 
+def test_a_template_nested_too_deeply_to_compile_is_a_problem_not_a_traceback(
+    tmp_path: Path,
+) -> None:
+    body = "{{ " + "(" * 3000 + "1" + ")" * 3000 + " }}"
+    path = write_rule_file(
+        tmp_path,
+        "  - {id: DEEP, trigger: payment_failed, channel: email, category: transactional,"
+        " template: deep}\n",
+        {"deep": {"subject.txt": "Payment failed", "body.txt": body}},
+    )
+
+    assert checked_problems(path) == [
+        "rule DEEP: template deep/body.txt: nested too deeply for Jinja to compile"
+    ]
+
+
 @pytest.mark.parametrize(
     "body",
     ["{{ 100 // (event.properties.amount - 1.5) }}", "{{ range(event.properties.amount) | list }}"],

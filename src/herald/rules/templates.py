@@ -230,6 +230,10 @@ class _OnePass:
                 self._parts[part] = env.from_string(source)
             except TemplateError as exc:
                 raise TemplateProblem(f"template {name}/{part}: {exc}") from None
+            except RecursionError:  # Jinja's parser recurses once per level of nesting
+                raise TemplateProblem(
+                    f"template {name}/{part}: nested too deeply for Jinja to compile"
+                ) from None
         source = _alone(parts["subject.txt"]) + self._SEPARATOR
         if "body.html" in parts:
             html = _alone(parts["body.html"])
