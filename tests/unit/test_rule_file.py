@@ -302,6 +302,15 @@ def test_a_template_raising_an_error_on_its_declared_types_is_a_problem_not_a_tr
     assert checked_problems(path) == [f"rule FAILED: {problem}"]
 
 
+def test_a_rule_file_nested_too_deeply_to_read_is_a_problem_not_a_traceback(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(EVENTS + "rules: []\nx-deep: " + "[" * 5000 + "]" * 5000 + "\n")
+
+    assert checked_problems(path) == ["nested too deeply for YAML to read"]
+
+
 def test_a_template_nested_too_deeply_to_compile_is_a_problem_not_a_traceback(
     tmp_path: Path,
 ) -> None:

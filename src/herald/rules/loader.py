@@ -183,6 +183,8 @@ def _read_document(text: str, source: str) -> dict[Any, Any]:
         data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         raise RuleFileError(source, [_yaml_problem(exc, text, source)]) from None
+    except RecursionError:  # PyYAML recurses once per level of nesting
+        raise RuleFileError(source, ["nested too deeply for YAML to read"]) from None
     if not isinstance(data, dict):
         raise RuleFileError(source, ["must be a mapping with `events` and `rules`"])
     try:
