@@ -656,6 +656,20 @@ def test_loading_the_same_file_twice_gives_the_same_versions(tmp_path: Path) -> 
 # herald rules check
 
 
+def test_rules_check_counts_one_rule_and_one_event_type_in_the_singular(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        "events:\n  a: {}\nrules:\n  - {id: R, trigger: a, channel: internal}\n", encoding="utf-8"
+    )
+
+    result = CliRunner().invoke(app, ["rules", "check", str(path)], env=WIDE)
+
+    assert result.exit_code == 0, result.output
+    assert result.output.endswith("OK: 1 rule over 1 event type\n")
+
+
 def test_rules_check_lists_a_template_name_with_brackets_as_it_is(tmp_path: Path) -> None:
     rule = GOOD_RULE.replace("template: hello", "template: '[red]hello'")
     path = write_rule_file(tmp_path, rule, {"[red]hello": HELLO})

@@ -46,4 +46,8 @@ def rules_check(
             out.print(f"  after {rule.after.event_type} within {rule.after.span}", markup=False)
         if rule.condition:
             out.print(f"  when {rule.condition.source}", markup=False)
-    out.print(f"\nOK: {len(ruleset.rules)} rules over {len(ruleset.event_types)} event types")
+    rules, types = len(ruleset.rules), len(ruleset.event_types)
+    out.print(
+        f"\nOK: {rules} rule{'' if rules == 1 else 's'} over "
+        f"{types} event type{'' if types == 1 else 's'}"
+    )
