@@ -215,3 +215,30 @@ def test_the_load_time_check_still_refuses_an_unknown_name() -> None:
     sources = {"t": {"subject.txt": "{{ user.nickname.upper() }}", "body.txt": "x"}}
     with pytest.raises(TemplateProblem, match="nickname"):
         TemplateSet(sources).check("t", {"user": {"email": "a@b.c"}, "event": {}})
+
+
+STARS = {"stars": {"subject.txt": "Rated", "body.txt": "{{ '*' * event.n }} {{ 2 ** event.n }}"}}
+
+
+def test_a_template_repeating_or_raising_to_a_small_client_value_renders() -> None:
+    rendered = TemplateSet(STARS).render("stars", {"event": {"n": 3}, "user": {}})
+
+    assert rendered.body == "*** 8"
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        ("{{ '*' * event.n }}", "1,000,000,000,000 repetitions of 1 items would be more than"),
+        ("{{ event.n * [0] }}", "1,000,000,000,000 repetitions of 1 items would be more than"),
+        ("{{ 2 ** event.n }}", "2 ** 1000000000000 is more than 10,000 bits"),
+    ],
+)
+def test_a_client_value_cannot_make_a_template_build_gigabytes(body: str, said: str) -> None:
+    # Unbounded, n = 10**12 from one event held the process for as long as it had memory.
+    sources = {"big": {"subject.txt": "Rated", "body.txt": body}}
+
+    with pytest.raises(TemplateProblem) as refused:
+        TemplateSet(sources).render("big", {"event": {"n": 10**12}, "user": {}})
+
+    assert f"template big: SecurityError: {said}" in str(refused.value)

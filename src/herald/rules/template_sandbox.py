@@ -6,7 +6,15 @@ from collections.abc import Callable, MutableMapping
 from typing import Any
 
 from jinja2 import Undefined
+from jinja2.exceptions import SecurityError
+from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
+
+# The largest text or list a template may make by repetition (`"*" * n`), and the largest
+# number, in bits, by a power (`2 ** n`): with n a client's value, one event could make
+# the process build gigabytes, or compute for hours, before any send.
+MOST_REPEATED = 100_000
+MOST_POWER_BITS = 10_000
 
 
 class DataSandbox(SandboxedEnvironment):
@@ -22,9 +30,23 @@ class DataSandbox(SandboxedEnvironment):
     (``metadata.items()``) reaches the method.
     """
 
+    intercepted_binops = frozenset({"*", "**"})
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._absent_method = _method_or_absent(self.undefined)
+
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            for items, times in ((left, right), (right, left)):
+                if _is_repeated(items, times) and len(items) * times > MOST_REPEATED:
+                    raise SecurityError(
+                        f"{times:,} repetitions of {len(items):,} items would be more "
+                        f"than {MOST_REPEATED:,} long"
+                    )
+        elif _is_whole(left) and _is_whole(right) and left.bit_length() * right > MOST_POWER_BITS:
+            raise SecurityError(f"{left} ** {right} is more than {MOST_POWER_BITS:,} bits")
+        return super().call_binop(context, operator, left, right)
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         if type(obj) is dict:
@@ -47,6 +69,15 @@ class DataSandbox(SandboxedEnvironment):
 
 
 _DICT_ATTRIBUTES = frozenset(dir(dict))
+
+
+def _is_whole(value: Any) -> bool:
+    return type(value) is int
+
+
+def _is_repeated(items: Any, times: Any) -> bool:
+    """Whether ``items * times`` repeats a text or a list."""
+    return isinstance(items, str | list | tuple) and _is_whole(times)
 
 
 def _method_or_absent(undefined: type[Undefined]) -> Callable[[Any, str, Any], Undefined]:
