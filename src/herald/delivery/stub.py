@@ -27,6 +27,7 @@ class StubProvider:
         self._path = path
         self._lock = threading.Lock()
         self._file: BinaryIO | None = None
+        self._identity: tuple[int, int] = (0, 0)  # the open file's (device, inode)
 
     async def send(self, request: SendRequest) -> DeliveryResult:
         line = orjson.dumps(request.as_json()) + b"\n"
@@ -48,17 +49,19 @@ class StubProvider:
 
     def _append(self, line: bytes) -> None:
         with self._lock:
-            if self._file is not None and self._moved(self._file):
+            if self._file is not None and self._moved():
                 self._file.close()
                 self._file = None
             if self._file is None:
                 # Only its owner may read it: it holds every recipient and message in full.
                 flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
                 self._file = os.fdopen(os.open(self._path, flags, 0o600), "ab")
+                opened = os.fstat(self._file.fileno())
+                self._identity = (opened.st_dev, opened.st_ino)
             self._file.write(line)
             self._file.flush()  # in the OS's hands before the message is marked sent
 
-    def _moved(self, file: BinaryIO) -> bool:
+    def _moved(self) -> bool:
         """Whether ``path`` no longer names the open file: someone deleted it to start
         afresh, or rotated it. Written on, the file would take every later send where
         no one can read it, each recorded as sent."""
@@ -66,8 +69,7 @@ class StubProvider:
             named = os.stat(self._path)
         except FileNotFoundError:
             return True
-        opened = os.fstat(file.fileno())
-        return (named.st_dev, named.st_ino) != (opened.st_dev, opened.st_ino)
+        return (named.st_dev, named.st_ino) != self._identity
 
     async def aclose(self) -> None:
         with self._lock:
