@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import gzip
 import json
 from collections.abc import Iterator
@@ -613,6 +614,37 @@ def test_the_audit_pages_with_a_cursor(client: TestClient) -> None:
     assert days == ["2025-10-05", "2025-10-04", "2025-10-03", "2025-10-02", "2025-10-01"]
     assert third["next_cursor"] is None
     assert client.get("/audit/u_1?cursor=garbage!").status_code == 400
+
+
+def altered(cursor: str) -> list[str]:
+    """``cursor`` written in ways a lenient decoder reads as the same position, or nearly."""
+    position = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    time_us, seq = position.split(":")
+
+    def encoded(text: str) -> str:
+        return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+    return [
+        cursor + "=" * (-len(cursor) % 4 or 4),  # padding
+        cursor[:4] + "!!" + cursor[4:],  # characters base64 skips
+        encoded(f" {time_us}:{seq}"),
+        encoded(f"{time_us}:+{seq}"),
+        encoded(f"{time_us}:0{seq}"),
+        encoded(f"{int(time_us):_}:{seq}"),
+    ]
+
+
+def test_an_altered_audit_cursor_is_refused_with_a_400_not_read_as_a_page(
+    client: TestClient,
+) -> None:
+    for day in range(1, 6):
+        client.post("/events", json=payment_failed(event_timestamp=f"2025-10-0{day}T10:00:00Z"))
+    cursor = client.get("/audit/u_1?limit=2").json()["next_cursor"]
+    assert client.get("/audit/u_1", params={"limit": 2, "cursor": cursor}).status_code == 200
+    for variant in altered(cursor):
+        answer = client.get("/audit/u_1", params={"limit": 2, "cursor": variant})
+        assert answer.status_code == 400, variant
+        assert "next_cursor of the previous page" in answer.json()["detail"]
 
 
 def test_each_audit_page_lists_the_messages_its_decisions_created(client: TestClient) -> None:

@@ -29,10 +29,18 @@ def decode_cursor(cursor: str) -> tuple[int, int]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         time_us, seq = (int(part) for part in raw.split(":"))
     except (ValueError, UnicodeDecodeError):
-        raise BadCursor(f"invalid cursor {cursor!r}") from None
+        raise BadCursor(_INVALID) from None
+    # Both decoders are lenient (base64 skips stray characters, int() takes spaces, signs
+    # and underscores): only the very text encode_cursor writes is one, so an altered
+    # cursor is refused rather than read as some other page.
+    if encode_cursor(time_us, seq) != cursor:
+        raise BadCursor(_INVALID)
     if not all(_INT64[0] <= value < _INT64[1] for value in (time_us, seq)):
-        raise BadCursor(f"invalid cursor {cursor!r}")  # no stored value lies out there
+        raise BadCursor(_INVALID)  # no stored value lies out there
     return time_us, seq
+
+
+_INVALID = "invalid cursor: pass the next_cursor of the previous page as it was given"
 
 
 def _when(micros: int | None) -> str | None:
