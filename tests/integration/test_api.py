@@ -618,19 +618,20 @@ def test_the_audit_pages_with_a_cursor(client: TestClient) -> None:
 
 def altered(cursor: str) -> list[str]:
     """``cursor`` written in ways a lenient decoder reads as the same position, or nearly."""
-    position = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    time_us, seq = position.split(":")
+    time_us, seq, owner = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).split(b":")
 
-    def encoded(text: str) -> str:
-        return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+    def encoded(*parts: bytes) -> str:
+        return base64.urlsafe_b64encode(b":".join(parts)).decode().rstrip("=")
 
     return [
         cursor + "=" * (-len(cursor) % 4 or 4),  # padding
         cursor[:4] + "!!" + cursor[4:],  # characters base64 skips
-        encoded(f" {time_us}:{seq}"),
-        encoded(f"{time_us}:+{seq}"),
-        encoded(f"{time_us}:0{seq}"),
-        encoded(f"{int(time_us):_}:{seq}"),
+        encoded(b" " + time_us, seq, owner),
+        encoded(time_us, b"+" + seq, owner),
+        encoded(time_us, b"0" + seq, owner),
+        encoded(f"{int(time_us):_}".encode(), seq, owner),
+        encoded(time_us, seq),
+        encoded(time_us, seq, owner.upper()),
     ]
 
 
@@ -645,6 +646,19 @@ def test_an_altered_audit_cursor_is_refused_with_a_400_not_read_as_a_page(
         answer = client.get("/audit/u_1", params={"limit": 2, "cursor": variant})
         assert answer.status_code == 400, variant
         assert "next_cursor of the previous page" in answer.json()["detail"]
+
+
+def test_a_cursor_from_another_users_audit_is_refused_with_a_400(client: TestClient) -> None:
+    for user in ("u_1", "u_2"):
+        for day in range(1, 4):
+            event = payment_failed(user, event_timestamp=f"2025-10-0{day}T10:00:00Z")
+            client.post("/events", json=event)
+    cursor = client.get("/audit/u_1?limit=1").json()["next_cursor"]
+
+    answer = client.get("/audit/u_2", params={"limit": 1, "cursor": cursor})
+
+    assert answer.status_code == 400
+    assert "another user's audit" in answer.json()["detail"]
 
 
 def test_each_audit_page_lists_the_messages_its_decisions_created(client: TestClient) -> None:

@@ -176,7 +176,9 @@ def test_any_audit_cursor_is_a_page_or_a_400(client: TestClient) -> None:
 
     @given(
         cursor=st.text(min_size=1, max_size=60)
-        | st.tuples(st.integers(), st.integers()).map(lambda pair: encode_cursor(*pair))
+        | st.tuples(st.integers(), st.integers()).map(
+            lambda pair: encode_cursor("cursor_user", *pair)
+        )
     )
     @fuzzed(80)
     def check(cursor: str) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import re
 from typing import Any
 
 from herald.domain.timeutil import from_micros, iso
@@ -13,34 +15,56 @@ _INT64 = (-(2**63), 2**63)
 
 
 class BadCursor(ValueError):
-    """A page cursor that ``encode_cursor`` did not make: a client's error."""
+    """A page cursor that ``encode_cursor`` did not make for this user: a client's error."""
 
 
-def encode_cursor(time_us: int, seq: int) -> str:
-    """The cursor of the page after an event at ``time_us`` (event time, microseconds) and
-    ``seq`` (its arrival order): opaque to clients, read back by ``decode_cursor``."""
-    return base64.urlsafe_b64encode(f"{time_us}:{seq}".encode()).decode().rstrip("=")
+def encode_cursor(user_id: str, time_us: int, seq: int) -> str:
+    """The cursor of ``user_id``'s page after an event at ``time_us`` (event time,
+    microseconds) and ``seq`` (its arrival order): opaque to clients, read back by
+    ``decode_cursor``."""
+    return _text(time_us, seq, _owner(user_id))
 
 
-def decode_cursor(cursor: str) -> tuple[int, int]:
-    """The ``(time_us, seq)`` that ``encode_cursor`` made ``cursor`` of; raises
-    ``BadCursor`` for anything else."""
+def decode_cursor(cursor: str, user_id: str) -> tuple[int, int]:
+    """The ``(time_us, seq)`` that ``encode_cursor`` made ``cursor`` of for ``user_id``;
+    raises ``BadCursor`` for anything else."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        time_us, seq = (int(part) for part in raw.split(":"))
+        time_text, seq_text, owner = raw.split(":")
+        time_us, seq = int(time_text), int(seq_text)
+        if not _OWNER.fullmatch(owner):
+            raise ValueError(owner)
     except (ValueError, UnicodeDecodeError):
         raise BadCursor(_INVALID) from None
     # Both decoders are lenient (base64 skips stray characters, int() takes spaces, signs
     # and underscores): only the very text encode_cursor writes is one, so an altered
     # cursor is refused rather than read as some other page.
-    if encode_cursor(time_us, seq) != cursor:
+    if _text(time_us, seq, owner) != cursor:
         raise BadCursor(_INVALID)
     if not all(_INT64[0] <= value < _INT64[1] for value in (time_us, seq)):
         raise BadCursor(_INVALID)  # no stored value lies out there
+    # A position in one user's events means nothing in another's: read there, it would
+    # be a page that silently skips the newer events.
+    if owner != _owner(user_id):
+        raise BadCursor(
+            "this cursor is from another user's audit: pass the next_cursor of this "
+            "user's previous page"
+        )
     return time_us, seq
 
 
+_OWNER = re.compile("[0-9a-f]{12}")
 _INVALID = "invalid cursor: pass the next_cursor of the previous page as it was given"
+
+
+def _text(time_us: int, seq: int, owner: str) -> str:
+    return base64.urlsafe_b64encode(f"{time_us}:{seq}:{owner}".encode()).decode().rstrip("=")
+
+
+def _owner(user_id: str) -> str:
+    """Which user a cursor is for: a short digest of the id (not a secret; it catches a
+    cursor passed to the wrong user's audit)."""
+    return hashlib.blake2b(user_id.encode("utf-8", "surrogatepass"), digest_size=6).hexdigest()
 
 
 def _when(micros: int | None) -> str | None:
@@ -53,7 +77,7 @@ def user_audit(
     """The audit page of ``user_id``: at most ``limit`` events, newest first, from
     ``cursor`` on (the first page when None), with the messages they explain; None for an
     unknown user. Raises ``BadCursor`` for a cursor Herald did not make."""
-    before = decode_cursor(cursor) if cursor else None
+    before = decode_cursor(cursor, user_id) if cursor else None
     with ReadOnly(database) as read:
         user = read.users.get_row(user_id)
         if user is None:
@@ -66,7 +90,9 @@ def user_audit(
         "user": _user(user),
         "events": [_event(row) for row in page],
         "messages": [_message(m, attempts.get(m.message_id, [])) for m in messages],
-        "next_cursor": encode_cursor(page[-1].event_time_us, page[-1].seq) if more else None,
+        "next_cursor": encode_cursor(user_id, page[-1].event_time_us, page[-1].seq)
+        if more
+        else None,
     }
 
 

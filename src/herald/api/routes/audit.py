@@ -25,7 +25,10 @@ router = APIRouter(tags=["audit"], dependencies=[AdminOnly])
     response_model=None,  # answered as the service builds it; AuditOut documents it
     responses={
         200: {"model": AuditOut, "description": "The user, a page of events, their messages"},
-        400: {"model": ClientError, "description": "The cursor is not one this API gave"},
+        400: {
+            "model": ClientError,
+            "description": "The cursor is not one this API gave for this user",
+        },
         401: ADMIN_UNAUTHORIZED,
         404: {
             "model": ClientError,
