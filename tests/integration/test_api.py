@@ -127,6 +127,20 @@ def test_reusing_an_event_id_for_another_payload_is_a_conflict(client: TestClien
     assert client.get("/audit/u_2").status_code == 404
 
 
+def test_a_batch_conflict_without_event_id_says_which_fields_made_the_key(
+    client: TestClient,
+) -> None:
+    client.post("/events", json=payment_failed())
+    retried = payment_failed(properties=ATTEMPT_3)  # no event_id: same user, type and time
+
+    [result] = client.post("/events/batch", json={"events": [retried]}).json()["results"]
+
+    assert result["status"] == "rejected"
+    [error] = result["errors"]
+    assert error["type"] == "conflict"
+    assert "the key is user_id + event_type + event_timestamp" in error["msg"]
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [

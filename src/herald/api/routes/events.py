@@ -139,8 +139,7 @@ async def post_event(request: Request) -> Response:
     if result.status is IngestStatus.CONFLICT:
         raise HTTPException(
             status.HTTP_409_CONFLICT,
-            f"event_id {event.event_id!r} was already used for a different payload "
-            "(without event_id, the key is user_id + event_type + event_timestamp)",
+            f"event_id {event.event_id!r} was {_TAKEN}",
         )
     code = (
         status.HTTP_202_ACCEPTED if result.status is IngestStatus.ACCEPTED else status.HTTP_200_OK
@@ -185,7 +184,12 @@ async def post_batch(request: Request) -> Response:
     return _json({"results": items}, status.HTTP_200_OK)
 
 
-_CONFLICT = {"loc": ["event_id"], "msg": "already used for a different payload", "type": "conflict"}
+# Said to a client that may have sent no event_id: the key it collided on is derived.
+_TAKEN = (
+    "already used for a different payload "
+    "(without event_id, the key is user_id + event_type + event_timestamp)"
+)
+_CONFLICT = {"loc": ["event_id"], "msg": _TAKEN, "type": "conflict"}
 
 
 def _read_batch(raw: bytes, runtime: Runtime) -> tuple[list[dict[str, Any]], list[tuple[int, Any]]]:
