@@ -359,6 +359,24 @@ def test_a_body_not_sent_as_json_is_refused_with_415_and_stores_nothing(
     assert client.get("/audit/u_form").status_code == 404
 
 
+def test_each_415_a_route_answers_is_one_its_openapi_entry_names(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    refusals = {
+        "compressed": {"content-type": "application/json", "content-encoding": "gzip"},
+        "application/json": {"content-type": "text/plain"},
+        "UTF-8": {"content-type": "application/json; charset=latin-1"},
+    }
+    for path, documented in (
+        ("/events", paths["/events"]),
+        ("/events/batch", paths["/events/batch"]),
+        ("/users/u_1/preferences", paths["/users/{user_id}/preferences"]),
+    ):
+        description = documented["post"]["responses"]["415"]["description"]
+        for named, headers in refusals.items():
+            assert client.post(path, content=b"{}", headers=headers).status_code == 415
+            assert named in description, (path, description)
+
+
 def test_json_with_a_charset_or_a_json_suffix_type_is_accepted(client: TestClient) -> None:
     body = json.dumps(payment_failed(user="u_ct")).encode()
     answers = [

@@ -119,6 +119,12 @@ ADMIN_UNAUTHORIZED: dict[str, Any] = {
     "description": "HERALD_ADMIN_TOKEN is set and the bearer token is missing or wrong",
     "headers": ASKS_FOR_BEARER,
 }
+# Answered by the request edge to any request with a body, on every route.
+UNSUPPORTED_BODY: dict[str, Any] = {
+    "model": ClientError,
+    "description": "The body is compressed, not sent as application/json, or in another "
+    "charset than UTF-8",
+}
 DATABASE_UNAVAILABLE: dict[str, Any] = {
     "model": ClientError,
     "description": "The database is unavailable: retry (after `Retry-After` seconds)",

@@ -13,6 +13,7 @@ from herald.api.errors import field_errors
 from herald.api.schemas import (
     ADMIN_UNAUTHORIZED,
     DATABASE_UNAVAILABLE,
+    UNSUPPORTED_BODY,
     ClientError,
     PreferencesIn,
     PreferencesOut,
@@ -105,10 +106,7 @@ async def _preferences_body(request: Request) -> PreferencesIn:
         200: {"model": PreferencesOut, "description": "The preferences, and what they cancelled"},
         401: ADMIN_UNAUTHORIZED,
         413: {"model": ClientError, "description": "The body is over 1 MiB"},
-        415: {
-            "model": ClientError,
-            "description": "The body is compressed, or not sent as application/json",
-        },
+        415: UNSUPPORTED_BODY,
         422: {"model": ValidationErrors, "description": "Invalid id or body, by field"},
         503: DATABASE_UNAVAILABLE,
     },

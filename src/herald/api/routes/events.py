@@ -16,6 +16,7 @@ from herald.api.schemas import (
     ASKS_FOR_BEARER,
     MAX_EVENT_BYTES,
     RETRY_AFTER,
+    UNSUPPORTED_BODY,
     BatchIn,
     BatchOut,
     ClientError,
@@ -38,11 +39,7 @@ EDGE_RESPONSES: dict[int | str, dict[str, Any]] = {
         "headers": ASKS_FOR_BEARER,
     },
     413: {"model": ClientError, "description": "The body is over 1 MiB (8 MiB for a batch)"},
-    415: {
-        "model": ClientError,
-        "description": "The body is compressed, not sent as application/json, or in "
-        "another charset than UTF-8",
-    },
+    415: UNSUPPORTED_BODY,
     503: {
         "model": ClientError,
         "description": "The database is unavailable: nothing was stored, retry (after "
