@@ -584,6 +584,24 @@ def test_a_batch_locates_every_error_within_its_event(client: TestClient) -> Non
     ]
 
 
+@pytest.mark.parametrize(
+    "event",
+    [
+        "not an event",
+        payment_failed(properties=["amount", 5]),
+        payment_failed(user_traits="maria@example.com"),
+    ],
+    ids=["string", "properties", "traits"],
+)
+def test_an_event_refused_in_a_batch_is_told_what_it_is_told_alone(
+    client: TestClient, event: Any
+) -> None:
+    alone = client.post("/events", json=event).json()["detail"]
+    [item] = client.post("/events/batch", json={"events": [event]}).json()["results"]
+
+    assert item["errors"] == [{**error, "loc": error["loc"][1:]} for error in alone]
+
+
 def test_a_batch_rejects_an_unstorable_event_alone_and_echoes_only_string_ids(
     client: TestClient,
 ) -> None:

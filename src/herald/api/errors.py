@@ -19,9 +19,21 @@ from pydantic import ValidationError
 def field_errors(exc: ValidationError, prefix: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """pydantic's errors as the API gives them: where (under ``prefix``), what, which kind."""
     return [
-        {"loc": [*prefix, *error["loc"]], "msg": error["msg"], "type": error["type"]}
+        {
+            "loc": [*prefix, *error["loc"]],
+            "msg": _IN_JSON_TERMS.get(error["msg"], error["msg"]),
+            "type": error["type"],
+        }
         for error in exc.errors(include_url=False, include_input=False)
     ]
+
+
+# A batch's events are validated after parsing, where pydantic names Python's types: the
+# same event refused alone or in a batch is told the same thing, in JSON's words.
+_IN_JSON_TERMS = {
+    "Input should be a valid dictionary": "Input should be an object",
+    "Input should be a valid list": "Input should be a valid array",
+}
 
 
 async def validation_errors(_request: Request, exc: Exception) -> Response:
