@@ -426,6 +426,20 @@ def test_the_audit_of_a_user_id_with_a_slash_is_found(client: TestClient) -> Non
         assert response.json()["user"]["user_id"] == "acme/42"
 
 
+def test_a_line_break_in_a_path_id_is_part_of_the_id_not_dropped_or_a_bare_404(
+    client: TestClient,
+) -> None:
+    client.post("/events", json=signup(user="u_1"))
+
+    audit = client.get("/audit/u_1%0A")
+    preferences = client.post("/users/u%0A1/preferences", json={"unsubscribed": ["sms"]})
+
+    assert audit.status_code == 404, audit.text  # "u_1\n" is nobody, not u_1
+    assert audit.json()["detail"] == "unknown user 'u_1\\n'"
+    assert preferences.status_code == 422, preferences.text
+    assert "U+000A" in preferences.json()["detail"][0]["msg"]
+
+
 def test_health_answers_head_as_load_balancers_ask(client: TestClient) -> None:
     assert client.head("/healthz").status_code == 200
     assert client.head("/readyz").status_code == 200

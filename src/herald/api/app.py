@@ -6,6 +6,7 @@ import asyncio
 import gc
 import logging
 import os
+import re
 import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -15,6 +16,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.routing import BaseRoute, Route
 
 from herald import __version__
 from herald.api.deps import RETRY_AFTER_UNAVAILABLE
@@ -126,6 +128,19 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
             INGEST_SCHEME: (settings.ingest_token, events.router.routes),
         },
     )
+    _match_whole_paths(app.router.routes)
+
+
+def _match_whole_paths(routes: list[BaseRoute]) -> None:
+    """Make each route match the whole path, line breaks included. Starlette ends a
+    route's pattern with ``$``, which also matches before a final line break, and its
+    ``:path`` parameters stop at one: ``/audit/u_1%0A`` answered u_1's audit, and
+    ``/users/u%0A1/preferences`` a bare 404. Matched whole, the line break is part of the
+    id, which the route then refuses or does not find, as any other."""
+    for route in routes:
+        if isinstance(route, Route):
+            pattern = route.path_regex.pattern.removesuffix("$")
+            route.path_regex = re.compile(pattern + r"\Z", re.DOTALL)
 
 
 async def _database_unavailable(_request: Request, exc: Exception) -> Response:
