@@ -922,6 +922,23 @@ def test_tokens_guard_ingestion_and_the_audit(database_url: str, tmp_path: Path)
         assert client.get("/healthz").status_code == 200
 
 
+def test_a_refusal_for_the_wrong_token_names_the_token_the_route_takes(
+    database_url: str, tmp_path: Path
+) -> None:
+    settings = guarded(
+        database_url, tmp_path, admin_token="admin-secret", ingest_token="ingest-secret"
+    )
+    with TestClient(create_app(settings)) as client:
+        audit = client.get("/audit/u_1", headers={"Authorization": "Bearer ingest-secret"})
+        events = client.post(
+            "/events", json=signup(), headers={"Authorization": "Bearer admin-secret"}
+        )
+
+    assert audit.status_code == events.status_code == 401
+    assert "HERALD_ADMIN_TOKEN" in audit.json()["detail"]
+    assert "HERALD_INGEST_TOKEN" in events.json()["detail"]
+
+
 @pytest.mark.parametrize("body", [b"{not json", b'{"unsubscribd": []}', b"[" * 100_000])
 def test_a_preferences_request_without_the_admin_token_is_refused_before_its_body_is_read(
     database_url: str, tmp_path: Path, body: bytes

@@ -22,7 +22,9 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 RETRY_AFTER_UNAVAILABLE = {"Retry-After": "5"}
 
 
-def _check_bearer(request: Request, expected: str | None) -> None:
+def _check_bearer(request: Request, expected: str | None, which: str) -> None:
+    """Refuse the request unless it carries ``expected`` as its bearer token; ``which``
+    names that token in the refusal: a client holding the other one learns its mistake."""
     if expected is None:
         return
     header = request.headers.get("authorization", "")
@@ -30,13 +32,17 @@ def _check_bearer(request: Request, expected: str | None) -> None:
     if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), expected.encode()):
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
-            "missing or wrong bearer token",
+            f"missing or wrong bearer token: this route takes {which}",
             headers={"WWW-Authenticate": "Bearer"},
         )
 
 
+_ADMIN = "the admin token (HERALD_ADMIN_TOKEN)"
+_INGEST = "the ingest token (HERALD_INGEST_TOKEN)"
+
+
 async def require_admin(request: Request, runtime: RuntimeDep) -> None:
-    _check_bearer(request, runtime.settings.admin_token)
+    _check_bearer(request, runtime.settings.admin_token, _ADMIN)
 
 
 AdminOnly = Depends(require_admin)
@@ -49,5 +55,5 @@ def ingest_runtime(request: Request) -> Runtime:
     resolution cost about a sixth of a request.
     """
     runtime: Runtime = request.app.state.runtime
-    _check_bearer(request, runtime.settings.ingest_token)
+    _check_bearer(request, runtime.settings.ingest_token, _INGEST)
     return runtime
