@@ -377,6 +377,26 @@ def test_each_415_a_route_answers_is_one_its_openapi_entry_names(client: TestCli
             assert named in description, (path, description)
 
 
+def test_a_body_starting_with_a_utf8_byte_order_mark_is_read_as_the_json_after_it(
+    client: TestClient,
+) -> None:
+    # As a file saved by some editors and Windows tools begins.
+    def with_mark(body: Any) -> dict[str, Any]:
+        return {
+            "content": b"\xef\xbb\xbf" + json.dumps(body).encode(),
+            "headers": {"content-type": "application/json"},
+        }
+
+    answers = [
+        client.post("/events", **with_mark(signup(user="u_bom"))),
+        client.post("/events/batch", **with_mark({"events": [signup(user="u_bom2")]})),
+        client.post("/users/u_bom/preferences", **with_mark({"unsubscribed": ["sms"]})),
+    ]
+
+    assert [answer.status_code for answer in answers] == [202, 200, 200], [a.text for a in answers]
+    assert answers[1].json()["results"][0]["status"] == "accepted"
+
+
 def test_json_with_a_charset_or_a_json_suffix_type_is_accepted(client: TestClient) -> None:
     body = json.dumps(payment_failed(user="u_ct")).encode()
     answers = [

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
 
+from herald.api.body import json_body
 from herald.api.deps import AdminOnly, RuntimeDep
 from herald.api.errors import field_errors
 from herald.api.schemas import (
@@ -88,7 +89,7 @@ async def _preferences_body(request: Request) -> PreferencesIn:
     reads before any dependency runs, so a client without the token had its JSON parsed,
     and was answered 422 for a malformed one instead of 401."""
     try:
-        return _preferences.validate_json(await request.body())
+        return _preferences.validate_json(await json_body(request))
     except ValidationError as exc:
         raise RequestValidationError(field_errors(exc, prefix=("body",))) from None
 

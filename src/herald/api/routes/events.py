@@ -10,6 +10,7 @@ from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
 
+from herald.api.body import json_body
 from herald.api.deps import RETRY_AFTER_UNAVAILABLE, ingest_runtime
 from herald.api.errors import field_errors
 from herald.api.schemas import (
@@ -122,7 +123,7 @@ async def post_event(request: Request) -> Response:
     started = time.perf_counter()
     runtime = ingest_runtime(request)
     try:
-        body = _parse(_event, await request.body())
+        body = _parse(_event, await json_body(request))
     except RequestValidationError:
         runtime.metrics.count_event("unknown", "rejected")
         raise
@@ -166,7 +167,7 @@ async def post_batch(request: Request) -> Response:
     """Up to 1,000 events; each is accepted, a duplicate or rejected on its own."""
     started = time.perf_counter()
     runtime = ingest_runtime(request)
-    items, valid = _read_batch(await request.body(), runtime)
+    items, valid = _read_batch(await json_body(request), runtime)
     results = await _store(runtime, [event for _, event in valid]) if valid else []
     outcomes = []
     for (index, event), result in zip(valid, results, strict=True):
