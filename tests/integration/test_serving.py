@@ -589,3 +589,37 @@ def test_json_logs_never_contain_a_raw_email_address_from_an_event(
     assert DISTINCTIVE_EMAIL not in log
     assert POISONED_EMAIL not in log
     assert "y***@example.org" in log  # the database error was logged, masked
+
+
+def test_a_client_gone_before_its_body_arrived_is_one_info_line_not_a_server_error(
+    json_logging_server: tuple[HeraldProcess, str],
+) -> None:
+    server, base = json_logging_server
+    port = int(base.rsplit(":", 1)[1])
+    cut_short = [
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{framing}"
+        for path in ("/events", "/events/batch", "/users/u_1/preferences")
+        for framing in (
+            'Content-Length: 100\r\n\r\n{"user_id"',
+            'Transfer-Encoding: chunked\r\n\r\n5\r\n{"use\r\n',
+        )
+    ]
+    for request in cut_short:
+        with socket.create_connection(("127.0.0.1", port)) as connection:
+            connection.sendall(request.encode())
+
+    gone = wait_for(
+        lambda: (
+            [
+                line
+                for line in json_lines(server.output())
+                if line["message"].startswith("the client closed the connection")
+            ]
+            if server.output().count("the client closed the connection") >= len(cut_short)
+            else None
+        ),
+        "a line for each request cut short",
+    )
+    assert {line["level"] for line in gone} == {"INFO"}
+    assert "Exception in ASGI application" not in server.output()
+    assert "Traceback" not in server.output()

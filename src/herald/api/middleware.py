@@ -3,11 +3,13 @@ Starlette's BaseHTTPMiddleware or a stack of small ones): a request id for the
 response and the logs, a body-size limit enforced before the body is read, and clear
 refusals of compressed bodies (read as JSON they would be a puzzling 422), of bodies
 that do not say they are JSON, and of JSON in another charset than UTF-8 (read as UTF-8,
-a Latin-1 body could be stored with other characters than it holds)."""
+a Latin-1 body could be stored with other characters than it holds), and a quiet end,
+one log line, for a request whose client left before sending its whole body."""
 
 from __future__ import annotations
 
 import itertools
+import logging
 import uuid
 from typing import Any
 
@@ -17,6 +19,7 @@ from starlette.requests import ClientDisconnect
 from herald.observability.logging import request_id
 
 Scope = dict[str, Any]
+log = logging.getLogger(__name__)
 
 
 class RequestEdge:
@@ -84,6 +87,15 @@ class RequestEdge:
                 await self.app(scope, receive, send_with_id)
             else:
                 await self._counting(scope, receive, send_with_id, limit)
+        except ClientDisconnect:
+            # The client left before its whole body arrived (a timeout, a lost network):
+            # nothing was read or stored, and no one is left to answer. Not a server
+            # error, which uvicorn would log it as, with a traceback.
+            log.info(
+                "the client closed the connection before sending the whole body of %s %s",
+                scope["method"],
+                scope["path"],
+            )
         finally:
             request_id.reset(token)
 
