@@ -460,6 +460,21 @@ def test_a_line_break_in_a_path_id_is_part_of_the_id_not_dropped_or_a_bare_404(
     assert "U+000A" in preferences.json()["detail"][0]["msg"]
 
 
+def test_an_id_escaped_in_another_encoding_than_utf8_is_refused_not_stored_for_another_user(
+    client: TestClient,
+) -> None:
+    client.post("/events", json=signup(user="José"))
+    latin_1 = "Jos%E9"  # José as some clients still escape it; as UTF-8, "Jos\ufffd"
+
+    unsubscribe = client.post(f"/users/{latin_1}/preferences", json={"unsubscribed": ["email"]})
+    audit = client.get(f"/audit/{latin_1}")
+
+    assert (unsubscribe.status_code, audit.status_code) == (400, 400), unsubscribe.text
+    assert "Jos%C3%A9" in unsubscribe.json()["detail"]
+    assert client.get("/audit/Jos\ufffd").status_code == 404  # no user was made of it
+    assert client.get("/audit/Jos%C3%A9").json()["user"]["preferences"] == {}
+
+
 def test_health_answers_head_as_load_balancers_ask(client: TestClient) -> None:
     assert client.head("/healthz").status_code == 200
     assert client.head("/readyz").status_code == 200

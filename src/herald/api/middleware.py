@@ -4,7 +4,8 @@ response and the logs, a body-size limit enforced before the body is read, and c
 refusals of compressed bodies (read as JSON they would be a puzzling 422), of bodies
 that do not say they are JSON, and of JSON in another charset than UTF-8 (read as UTF-8,
 a Latin-1 body could be stored with other characters than it holds), and a quiet end,
-one log line, for a request whose client left before sending its whole body."""
+one log line, for a request whose client left before sending its whole body. A path
+whose %-escapes are not UTF-8 is refused, rather than read with replacement characters."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import itertools
 import logging
 import uuid
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 import orjson
 from starlette.requests import ClientDisconnect
@@ -64,6 +66,10 @@ class RequestEdge:
 
         token = request_id.set(rid)
         try:
+            raw_path = scope.get("raw_path") or b""
+            if b"%" in raw_path and not _utf8_once_decoded(raw_path):
+                await _reply(send_with_id, 400, _NOT_UTF8)
+                return
             limit = self.body_limit_by_path.get(scope["path"], self.body_limit)
             # HTTP/1.1 frames a body by its Content-Length or Transfer-Encoding: a request
             # with neither has none (a bare POST to a GET route is a 405, not a 415).
@@ -146,6 +152,23 @@ def _charset(parameters: bytes) -> bytes | None:
         if name.strip().lower() == b"charset":
             return value.strip().strip(b'"').lower()
     return None
+
+
+# The server decodes the path's %-escapes as UTF-8, replacing what is not with U+FFFD:
+# "Jos%E9" (José in Latin-1, as some clients still escape it) would name the user "Jos�",
+# and an unsubscribe sent for José would be stored for that other, new user.
+_NOT_UTF8 = (
+    "the path is not UTF-8 once its %-escapes are decoded: escape each character of an "
+    "id as its UTF-8 bytes (José is Jos%C3%A9)"
+)
+
+
+def _utf8_once_decoded(raw_path: bytes) -> bool:
+    try:
+        unquote_to_bytes(raw_path).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _is_json(media_type: bytes) -> bool:

@@ -105,6 +105,10 @@ async def _preferences_body(request: Request) -> PreferencesIn:
     },
     responses={
         200: {"model": PreferencesOut, "description": "The preferences, and what they cancelled"},
+        400: {
+            "model": ClientError,
+            "description": "The path is not UTF-8 once its %-escapes are decoded",
+        },
         401: ADMIN_UNAUTHORIZED,
         413: {"model": ClientError, "description": "The body is over 1 MiB"},
         415: UNSUPPORTED_BODY,

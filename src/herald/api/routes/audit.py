@@ -27,7 +27,8 @@ router = APIRouter(tags=["audit"], dependencies=[AdminOnly])
         200: {"model": AuditOut, "description": "The user, a page of events, their messages"},
         400: {
             "model": ClientError,
-            "description": "The cursor is not one this API gave for this user",
+            "description": "The cursor is not one this API gave for this user, or the path "
+            "is not UTF-8 once its %-escapes are decoded",
         },
         401: ADMIN_UNAUTHORIZED,
         404: {
