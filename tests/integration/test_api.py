@@ -207,6 +207,8 @@ def test_a_misspelt_field_beside_a_batchs_events_is_refused(client: TestClient) 
     assert response.status_code == 422
     assert [e["loc"] for e in response.json()["detail"]] == [["body", "dry_run"]]
     assert client.get("/audit/u_batch_typo").status_code == 404
+    documented = client.get("/openapi.json").json()["paths"]["/events/batch"]["post"]
+    assert "a field beside it" in documented["responses"]["422"]["description"]
 
 
 @pytest.mark.parametrize("said", ["marketing", {"email": True}, ["sms", ["email"]], 1])

@@ -151,8 +151,8 @@ async def post_event(request: Request) -> Response:
     responses={
         422: {
             "model": ValidationErrors,
-            "description": "Not a batch: malformed JSON, no `events` list, or one of no "
-            "events or over 1,000",
+            "description": "Not a batch: malformed JSON, no `events` list, a field beside "
+            "it, or a list of no events or over 1,000",
         },
         **EDGE_RESPONSES,
     },
