@@ -477,6 +477,25 @@ def test_an_id_escaped_in_another_encoding_than_utf8_is_refused_not_stored_for_a
     assert client.get("/audit/Jos%C3%A9").json()["user"]["preferences"] == {}
 
 
+def test_a_nul_in_a_path_id_is_refused_as_in_an_event_not_with_a_regular_expression(
+    client: TestClient,
+) -> None:
+    answers = [
+        client.get("/audit/u%001"),
+        client.post("/users/u%001/preferences", json={"unsubscribed": []}),
+    ]
+
+    for answer in answers:
+        assert answer.status_code == 422
+        assert answer.json()["detail"] == [
+            {
+                "loc": ["path", "user_id"],
+                "msg": "contains the character U+0000, which cannot be stored",
+                "type": "invalid_id",
+            }
+        ]
+
+
 def test_health_answers_head_as_load_balancers_ask(client: TestClient) -> None:
     assert client.head("/healthz").status_code == 200
     assert client.head("/readyz").status_code == 200
