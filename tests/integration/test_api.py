@@ -199,6 +199,18 @@ def test_a_misspelt_field_is_refused_rather_than_dropped(client: TestClient) -> 
     assert client.get("/audit/u_typo").status_code == 404
 
 
+def test_an_array_of_events_is_told_the_shape_each_route_takes(client: TestClient) -> None:
+    events = [signup(user="u_array")]
+
+    alone = client.post("/events", json=events)
+    batch = client.post("/events/batch", json=events)
+
+    assert alone.status_code == batch.status_code == 422
+    assert "/events/batch" in alone.json()["detail"][0]["msg"]
+    assert '{"events": [...]}' in batch.json()["detail"][0]["msg"]
+    assert client.get("/audit/u_array").status_code == 404
+
+
 def test_a_misspelt_field_beside_a_batchs_events_is_refused(client: TestClient) -> None:
     body = {"events": [signup(user="u_batch_typo")], "dry_run": True}
 

@@ -123,7 +123,7 @@ async def post_event(request: Request) -> Response:
     started = time.perf_counter()
     runtime = ingest_runtime(request)
     try:
-        body = _parse(_event, await json_body(request))
+        body = _parse(_event, await json_body(request), shape=_EVENT_SHAPE)
     except RequestValidationError:
         runtime.metrics.count_event("unknown", "rejected")
         raise
@@ -199,7 +199,7 @@ def _read_batch(raw: bytes, runtime: Runtime) -> tuple[list[dict[str, Any]], lis
     except ValidationError:
         # Not every event is well formed (or this is no batch, which the loose parse
         # says): validate them one by one, so that each is accepted or rejected alone.
-        envelopes = _parse(_loose_batch, raw)["events"]
+        envelopes = _parse(_loose_batch, raw, shape=_BATCH_SHAPE)["events"]
         checked = False
     items: list[dict[str, Any]] = []
     valid: list[tuple[int, Any]] = []
@@ -249,13 +249,24 @@ def _count_rejected(runtime: Runtime, event_type: str) -> None:
     runtime.metrics.count_event(event_type if known else "unknown", "rejected")
 
 
-def _parse(adapter: TypeAdapter[Body], raw: bytes) -> Body:
+def _parse(adapter: TypeAdapter[Body], raw: bytes, *, shape: str) -> Body:
     """Parse and validate straight from the bytes (one pass in pydantic, no ``json.loads``);
-    errors are FastAPI's usual 422, located in the body."""
+    errors are FastAPI's usual 422, located in the body. A body that is an array is told
+    the ``shape`` it should have."""
     try:
         return adapter.validate_json(raw)
     except ValidationError as exc:
-        raise RequestValidationError(field_errors(exc, prefix=("body",))) from None
+        errors = field_errors(exc, prefix=("body",))
+        if raw.lstrip()[:1] == b"[":
+            for error in errors:
+                if error["loc"] == ["body"] and error["type"] == "dict_type":
+                    error["msg"] += f": {shape}"
+        raise RequestValidationError(errors) from None
+
+
+# An array of events is the likely mistake on either route: each says what it takes.
+_EVENT_SHAPE = 'one event; send several to /events/batch as {"events": [...]}'
+_BATCH_SHAPE = 'a batch is {"events": [...]}'
 
 
 def _in_body(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
