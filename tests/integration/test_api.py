@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 
 from herald.api.app import create_app
 from herald.api.schemas import (
@@ -1079,6 +1079,25 @@ def test_an_unsubscribe_skips_marketing_but_not_transactional_messages(client: T
     assert (
         next(d for d in funds if d["rule"] == "INSUFFICIENT_FUNDS_EMAIL")["outcome"] == "triggered"
     )
+
+
+def test_an_unsubscribe_cancels_a_marketing_dead_letter_as_its_answer_documents(
+    client: TestClient,
+) -> None:
+    welcome = client.post("/events", json=signup(user="u_dead")).json()["decisions"][0]
+    database = client.app.state.runtime.database  # type: ignore[attr-defined]
+    wait_for(lambda: client.get("/audit/u_dead").json()["messages"][0]["status"] == "sent", "sent")
+    with database.writer.begin() as connection:  # as if every attempt had failed
+        connection.execute(
+            text("UPDATE messages SET status = 'failed' WHERE message_id = :id"),
+            {"id": welcome["message_id"]},
+        )
+
+    answer = client.post("/users/u_dead/preferences", json={"unsubscribed": ["email"]}).json()
+
+    assert answer["cancelled_messages"] == [welcome["message_id"]]
+    documented = client.get("/openapi.json").json()["components"]["schemas"]["PreferencesOut"]
+    assert "dead letter" in documented["properties"]["cancelled_messages"]["description"]
 
 
 def test_an_event_saying_unsubscribed_is_empty_does_not_undo_an_unsubscribe_made_here(

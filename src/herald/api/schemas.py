@@ -193,7 +193,8 @@ class PreferencesOut(_Answer):
     preferences: dict[str, Any] = Field(description='{"unsubscribed": [...]}, as set')
     cancelled_messages: list[str] = Field(
         description="Ids of the user's marketing messages still waiting on those channels "
-        "(held for quiet hours, a retry, a backlog): cancelled, never sent"
+        "(held for quiet hours, a retry, a backlog, or a dead letter `herald messages retry` "
+        "would re-queue): cancelled, never sent"
     )
 
 
