@@ -13,7 +13,16 @@ from herald.cli.main import app
     [
         (
             ["serve"],
-            ["HERALD_HOST", "HERALD_PORT", "HERALD_DATABASE_URL", "HERALD_RULES", "HERALD_WORKERS"],
+            [
+                "HERALD_HOST",
+                "HERALD_PORT",
+                "HERALD_DATABASE_URL",
+                "HERALD_RULES",
+                "HERALD_WORKERS",
+                # Settings of their own, without an option: the help is where to learn of them.
+                "HERALD_ADMIN_TOKEN",
+                "HERALD_INGEST_TOKEN",
+            ],
         ),
         (["worker"], ["HERALD_DATABASE_URL", "HERALD_METRICS_PORT", "HERALD_METRICS_HOST"]),
     ],

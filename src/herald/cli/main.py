@@ -58,7 +58,11 @@ def serve(
         ),
     ] = None,
 ) -> None:
-    """Run the HTTP API and, by default, a dispatcher in a child process."""
+    """Run the HTTP API and, by default, a dispatcher in a child process.
+
+    With HERALD_ADMIN_TOKEN set, /audit, /rules and /users ask for it as a bearer token;
+    with HERALD_INGEST_TOKEN, /events does. Binding beyond loopback needs both.
+    """
     import uvicorn
 
     from herald.cli.dispatcher_process import DispatcherProcess
