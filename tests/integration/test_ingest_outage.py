@@ -57,6 +57,7 @@ def test_an_outage_answers_503_with_retry_after_and_logs_one_traceback_then_its_
 
     assert {answer.status_code for answer in refused} == {503}
     assert {answer.headers.get("retry-after") for answer in refused} == {"5"}
+    assert {answer.json()["detail"] for answer in refused} == {"the database is unavailable; retry"}
     assert audit.status_code == 503 and audit.headers["retry-after"] == "5"
     assert stored.status_code == 202
     lines = writer_lines(caplog)
@@ -86,6 +87,7 @@ def test_a_failure_that_is_a_bug_logs_its_traceback_every_time_and_no_retry_afte
         answers = [client.post("/events", json=signup_payload("u_poison")) for _ in range(3)]
 
     assert {answer.status_code for answer in answers} == {503}
+    assert {answer.json()["detail"] for answer in answers} == {"could not store the events; retry"}
     assert not any("retry-after" in answer.headers for answer in answers)
     tracebacks = [line for line in writer_lines(caplog) if line.exc_info]
     assert len(tracebacks) == 3

@@ -43,8 +43,8 @@ EDGE_RESPONSES: dict[int | str, dict[str, Any]] = {
     415: UNSUPPORTED_BODY,
     503: {
         "model": ClientError,
-        "description": "The database is unavailable: nothing was stored, retry (after "
-        "`Retry-After` seconds)",
+        "description": "Nothing was stored, retry: the database is unavailable (after "
+        "`Retry-After` seconds), the server is stopping, or the events could not be stored",
         "headers": RETRY_AFTER,
     },
 }
@@ -90,9 +90,11 @@ async def _store(runtime: Runtime, events: list[Any]) -> list[IngestResult]:
     try:
         return await runtime.writer.ingest(events)
     except IngestFailed as exc:
+        # Says which failure it was (the database down or locked, the server stopping, or
+        # one that is not the database's: "storage unavailable" was wrong for the last).
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
-            "storage unavailable; retry",
+            f"{exc}; retry",
             headers=RETRY_AFTER_UNAVAILABLE if isinstance(exc, DatabaseUnavailable) else None,
         ) from None
 
