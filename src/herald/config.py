@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     # Set by `herald serve` for its API processes when it runs several: the process they
     # stop without (not a setting of its own).
     server_pid: int | None = None
+    # Set by `herald serve` when a token is missing, and so it binds to loopback alone: its
+    # API then answers only requests addressed to a loopback name (not a setting of its
+    # own). A web page could otherwise reach it through DNS rebinding: its own name,
+    # answered with 127.0.0.1, makes the page's requests same-origin, with no token to stop
+    # them reading the audit or posting events.
+    loopback_requests_only: bool = False
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -990,6 +990,33 @@ def test_tokens_guard_ingestion_and_the_audit(database_url: str, tmp_path: Path)
         assert client.get("/healthz").status_code == 200
 
 
+@pytest.mark.parametrize(
+    ("host", "answered"),
+    [
+        ("localhost:8000", True),
+        ("127.0.0.1", True),
+        ("127.0.0.5:8000", True),
+        ("[::1]:8000", True),
+        ("app.localhost", True),
+        ("rebound.example", False),
+        ("127.0.0.1.rebound.example", False),
+        ("localhost.rebound.example:8000", False),
+    ],
+)
+def test_a_server_asked_to_answer_loopback_alone_refuses_any_other_host(
+    tmp_path: Path, host: str, answered: bool
+) -> None:
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'herald.db'}",
+        outbox_file=str(tmp_path / "o.jsonl"),
+        loopback_requests_only=True,
+    )
+    with TestClient(create_app(settings)) as client:
+        response = client.get("/healthz", headers={"Host": host})
+
+    assert response.status_code == (200 if answered else 421), response.text
+
+
 def test_a_refusal_for_the_wrong_token_names_the_token_the_route_takes(
     database_url: str, tmp_path: Path
 ) -> None:

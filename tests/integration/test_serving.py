@@ -104,8 +104,35 @@ def test_serve_on_a_public_host_starts_when_both_tokens_are_set_and_guards_the_a
             base + "/audit/u_1", headers={"Authorization": "Bearer admin-secret"}, timeout=5
         )
 
+        # With both tokens, any name may reach it (a proxy's, a load balancer's).
+        named = httpx.get(base + "/healthz", headers={"Host": "herald.example.com"}, timeout=5)
+
         assert anonymous.status_code == 401
         assert admin.status_code == 404  # let in; there is no such user yet
+        assert named.status_code == 200
+
+
+def test_serve_without_tokens_answers_only_requests_addressed_to_loopback(
+    tmp_path: Path,
+) -> None:
+    """A web page whose own name a DNS server answers with 127.0.0.1 (DNS rebinding) sends
+    its requests same-origin to this server, with its own name as Host."""
+    port = free_port()
+    with HeraldProcess("tokenless", log_dir=tmp_path) as server:
+        server.start(
+            ["serve", "--port", str(port), "--database", sqlite_url(tmp_path)],
+            env=herald_environment(),
+            cwd=tmp_path,
+        )
+        base = f"http://127.0.0.1:{port}"
+        server.wait_healthy(base + "/healthz", timeout=10)
+
+        rebound = httpx.get(base + "/rules", headers={"Host": f"rebound.example:{port}"}, timeout=5)
+        direct = httpx.get(base + "/rules", timeout=5)
+
+    assert rebound.status_code == 421
+    assert "DNS rebinding" in rebound.json()["detail"]
+    assert direct.status_code == 200
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "127.0.0.1"])
@@ -597,7 +624,7 @@ def test_a_client_gone_before_its_body_arrived_is_one_info_line_not_a_server_err
     server, base = json_logging_server
     port = int(base.rsplit(":", 1)[1])
     cut_short = [
-        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{framing}"
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{framing}"
         for path in ("/events", "/events/batch", "/users/u_1/preferences")
         for framing in (
             'Content-Length: 100\r\n\r\n{"user_id"',

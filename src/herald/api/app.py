@@ -66,6 +66,7 @@ def create_app(
         RequestEdge,
         body_limit=MAX_EVENT_BYTES,
         body_limit_by_path={"/events/batch": MAX_BATCH_BYTES},
+        loopback_only=settings.loopback_requests_only,
     )
     for error in (OperationalError, InterfaceError, PoolTimeout):
         app.add_exception_handler(error, _database_unavailable)

@@ -5,7 +5,9 @@ refusals of compressed bodies (read as JSON they would be a puzzling 422), of bo
 that do not say they are JSON, and of JSON in another charset than UTF-8 (read as UTF-8,
 a Latin-1 body could be stored with other characters than it holds), and a quiet end,
 one log line, for a request whose client left before sending its whole body. A path
-whose %-escapes are not UTF-8 is refused, rather than read with replacement characters."""
+whose %-escapes are not UTF-8 is refused, rather than read with replacement characters,
+and so, on a server without both tokens, is a request addressed to another host than
+a loopback one."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from urllib.parse import unquote_to_bytes
 import orjson
 from starlette.requests import ClientDisconnect
 
+from herald.config import is_loopback_host
 from herald.observability.logging import request_id
 
 Scope = dict[str, Any]
@@ -25,10 +28,21 @@ log = logging.getLogger(__name__)
 
 
 class RequestEdge:
-    def __init__(self, app: Any, *, body_limit: int, body_limit_by_path: dict[str, int]) -> None:
+    def __init__(
+        self,
+        app: Any,
+        *,
+        body_limit: int,
+        body_limit_by_path: dict[str, int],
+        loopback_only: bool = False,
+    ) -> None:
+        """``loopback_only``: refuse requests whose ``Host`` is not a loopback name (see
+        ``Settings.loopback_requests_only``)."""
         self.app = app
         self.body_limit = body_limit
         self.body_limit_by_path = body_limit_by_path
+        self.loopback_only = loopback_only
+        self._loopback_hosts: set[bytes] = set()  # Host values found loopback: a few
         # A random per-process prefix and a counter: unique, and cheaper than uuid4 per request.
         self._prefix = uuid.uuid4().hex[:12]
         self._counter = itertools.count(1)
@@ -43,8 +57,11 @@ class RequestEdge:
         encoding = b"identity"
         media_type = b""
         charset: bytes | None = None
+        host = b""
         for name, value in scope["headers"]:
-            if name == b"x-request-id":
+            if name == b"host":
+                host = value
+            elif name == b"x-request-id":
                 rid = value.decode("latin-1")[:64]
             elif name == b"content-length" and value.isdigit():
                 length = int(value)
@@ -66,6 +83,10 @@ class RequestEdge:
 
         token = request_id.set(rid)
         try:
+            if self.loopback_only and not self._addressed_to_loopback(host):
+                said = host.decode("latin-1")
+                await _reply(send_with_id, 421, f"{_NOT_LOOPBACK} (got Host {said!r})")
+                return
             raw_path = scope.get("raw_path") or b""
             if b"%" in raw_path and not _utf8_once_decoded(raw_path):
                 await _reply(send_with_id, 400, _NOT_UTF8)
@@ -105,6 +126,19 @@ class RequestEdge:
         finally:
             request_id.reset(token)
 
+    def _addressed_to_loopback(self, host: bytes) -> bool:
+        """Whether ``host`` (a Host header, with or without its port) names a loopback
+        address; no header (HTTP/1.0, never a browser) is let through."""
+        if not host or host in self._loopback_hosts:
+            return True
+        text = host.decode("latin-1").lower()
+        name = text.partition("]")[0].lstrip("[") if text.startswith("[") else text.split(":")[0]
+        if not (is_loopback_host(name) or name.endswith(".localhost")):
+            return False
+        if len(self._loopback_hosts) < 64:  # a client's many spellings must not grow it
+            self._loopback_hosts.add(host)
+        return True
+
     async def _counting(self, scope: Scope, receive: Any, send: Any, limit: int) -> None:
         """A body of no declared length (chunked): counted as the app reads it. Past the
         limit the middleware answers 413 itself and the app reads the end of the body
@@ -138,6 +172,12 @@ class RequestEdge:
 
 
 _WITH_BODY = ("POST", "PUT", "PATCH")
+
+_NOT_LOOPBACK = (
+    "without both HERALD_ADMIN_TOKEN and HERALD_INGEST_TOKEN, Herald answers only requests "
+    "addressed to localhost or a loopback address: a web page could otherwise reach it by "
+    "DNS rebinding. Set both tokens to serve it under another name"
+)
 
 
 # JSON is UTF-8 (RFC 8259); US-ASCII is a part of it.

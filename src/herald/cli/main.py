@@ -91,6 +91,7 @@ def serve(
             update={
                 "dispatcher": settings.dispatcher and not apart,
                 "server_pid": os.getpid() if settings.workers > 1 else None,
+                "loopback_requests_only": not (settings.admin_token and settings.ingest_token),
             }
         )
     )
