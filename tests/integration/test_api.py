@@ -199,6 +199,27 @@ def test_a_misspelt_field_is_refused_rather_than_dropped(client: TestClient) -> 
     assert client.get("/audit/u_typo").status_code == 404
 
 
+def test_a_misspelt_field_is_told_the_field_it_is_nearest_to_on_every_route(
+    client: TestClient,
+) -> None:
+    event = signup(user="u_typo")
+    event["user_trait"] = event.pop("user_traits")
+
+    alone = client.post("/events", json=event).json()["detail"]
+    [item] = client.post("/events/batch", json={"events": [event]}).json()["results"]
+    batch = client.post("/events/batch", json={"event": [signup()]}).json()["detail"]
+    preferences = client.post("/users/u_1/preferences", json={"unsubscribe": []}).json()
+
+    said = [error["msg"] for error in (*alone, *item["errors"], *batch, *preferences["detail"])]
+    assert [message for message in said if message.startswith("unknown field")] == [
+        "unknown field; did you mean 'user_traits'? (the fields are event_id, user_id, "
+        "event_type, event_timestamp, properties, user_traits)",
+    ] * 2 + [
+        "unknown field; did you mean 'events'? (the fields are events)",
+        "unknown field; did you mean 'unsubscribed'? (the fields are unsubscribed)",
+    ]
+
+
 def test_an_array_of_events_is_told_the_shape_each_route_takes(client: TestClient) -> None:
     events = [signup(user="u_array")]
 

@@ -8,6 +8,8 @@ echoed: the client has it, and a log or proxy that records error bodies need not
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -16,16 +18,29 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 
-def field_errors(exc: ValidationError, prefix: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    """pydantic's errors as the API gives them: where (under ``prefix``), what, which kind."""
+def field_errors(
+    exc: ValidationError, prefix: tuple[str, ...] = (), fields: Sequence[str] = ()
+) -> list[dict[str, Any]]:
+    """pydantic's errors as the API gives them: where (under ``prefix``), what, which kind.
+    ``fields``: those the body (or batch item) takes, named to a client that sent another."""
     return [
         {
             "loc": [*prefix, *error["loc"]],
-            "msg": _IN_JSON_TERMS.get(error["msg"], error["msg"]),
+            "msg": _unknown_field(str(error["loc"][0]), fields)
+            if error["type"] == "extra_forbidden" and len(error["loc"]) == 1 and fields
+            else _IN_JSON_TERMS.get(error["msg"], error["msg"]),
             "type": error["type"],
         }
         for error in exc.errors(include_url=False, include_input=False)
     ]
+
+
+def _unknown_field(name: str, fields: Sequence[str]) -> str:
+    # pydantic says "Extra inputs are not permitted": the likely cause is a misspelling
+    # (user_trait for user_traits), which the nearest name points out.
+    close = difflib.get_close_matches(name, fields, n=1)
+    guess = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown field{guess} (the fields are {', '.join(fields)})"
 
 
 # A batch's events are validated after parsing, where pydantic names Python's types: the

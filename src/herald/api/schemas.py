@@ -76,6 +76,8 @@ class EventIn(TypedDict):
     user_traits: NotRequired[dict[str, Any]]
 
 
+EVENT_FIELDS = tuple(EventIn.__annotations__)
+
 MAX_BATCH = 1000
 # One event's size, on its own or in a batch, and a batch's whole body.
 MAX_EVENT_BYTES = 1024 * 1024

@@ -91,7 +91,8 @@ async def _preferences_body(request: Request) -> PreferencesIn:
     try:
         return _preferences.validate_json(await json_body(request))
     except ValidationError as exc:
-        raise RequestValidationError(field_errors(exc, prefix=("body",))) from None
+        errors = field_errors(exc, prefix=("body",), fields=tuple(PreferencesIn.model_fields))
+        raise RequestValidationError(errors) from None
 
 
 @router.post(

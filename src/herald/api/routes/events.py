@@ -15,6 +15,7 @@ from herald.api.deps import RETRY_AFTER_UNAVAILABLE, ingest_runtime
 from herald.api.errors import field_errors
 from herald.api.schemas import (
     ASKS_FOR_BEARER,
+    EVENT_FIELDS,
     MAX_EVENT_BYTES,
     RETRY_AFTER,
     UNSUPPORTED_BODY,
@@ -125,7 +126,7 @@ async def post_event(request: Request) -> Response:
     started = time.perf_counter()
     runtime = ingest_runtime(request)
     try:
-        body = _parse(_event, await json_body(request), shape=_EVENT_SHAPE)
+        body = _parse(_event, await json_body(request), shape=_EVENT_SHAPE, fields=EVENT_FIELDS)
     except RequestValidationError:
         runtime.metrics.count_event("unknown", "rejected")
         raise
@@ -201,7 +202,7 @@ def _read_batch(raw: bytes, runtime: Runtime) -> tuple[list[dict[str, Any]], lis
     except ValidationError:
         # Not every event is well formed (or this is no batch, which the loose parse
         # says): validate them one by one, so that each is accepted or rejected alone.
-        envelopes = _parse(_loose_batch, raw, shape=_BATCH_SHAPE)["events"]
+        envelopes = _parse(_loose_batch, raw, shape=_BATCH_SHAPE, fields=("events",))["events"]
         checked = False
     items: list[dict[str, Any]] = []
     valid: list[tuple[int, Any]] = []
@@ -220,7 +221,7 @@ def _read_batch(raw: bytes, runtime: Runtime) -> tuple[list[dict[str, Any]], lis
                 envelope = _event.validate_python(envelope)
             except ValidationError as exc:
                 runtime.metrics.count_event("unknown", "rejected")
-                _reject(items[index], field_errors(exc))
+                _reject(items[index], field_errors(exc, fields=EVENT_FIELDS))
                 continue
         event = to_event(envelope, runtime.ruleset)
         if isinstance(event, Rejection):
@@ -251,14 +252,14 @@ def _count_rejected(runtime: Runtime, event_type: str) -> None:
     runtime.metrics.count_event(event_type if known else "unknown", "rejected")
 
 
-def _parse(adapter: TypeAdapter[Body], raw: bytes, *, shape: str) -> Body:
+def _parse(adapter: TypeAdapter[Body], raw: bytes, *, shape: str, fields: tuple[str, ...]) -> Body:
     """Parse and validate straight from the bytes (one pass in pydantic, no ``json.loads``);
     errors are FastAPI's usual 422, located in the body. A body that is an array is told
-    the ``shape`` it should have."""
+    the ``shape`` it should have, and one with another field than ``fields`` is told them."""
     try:
         return adapter.validate_json(raw)
     except ValidationError as exc:
-        errors = field_errors(exc, prefix=("body",))
+        errors = field_errors(exc, prefix=("body",), fields=fields)
         if raw.lstrip()[:1] == b"[":
             for error in errors:
                 if error["loc"] == ["body"] and error["type"] == "dict_type":
