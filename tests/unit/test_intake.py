@@ -188,6 +188,17 @@ def test_a_missing_required_property_is_refused_naming_it(ruleset: RuleSet) -> N
     ]
 
 
+def test_a_required_property_sent_as_null_is_refused_saying_it_was_null(
+    ruleset: RuleSet,
+) -> None:
+    properties = {"amount": 14.25, "attempt_number": None, "failure_reason": "X"}
+
+    [error] = rejected(to_event(payload(properties=properties), ruleset))
+
+    assert error["loc"] == ["properties", "attempt_number"]
+    assert error["msg"] == "field required (got null, which is no integer)"
+
+
 def test_every_problem_of_a_payload_is_reported_together(ruleset: RuleSet) -> None:
     bad = payload(event_timestamp="soon", properties={"amount": "lots"})
 

@@ -92,7 +92,12 @@ def validate_properties(
         loc = ("properties", spec.name)
         if spec.name not in properties or properties[spec.name] is None:
             if spec.required:
-                errors.append(FieldError(loc, "field required"))
+                # A null is no value, but told "field required" a client that sent the
+                # field would look for a misspelling.
+                said = (
+                    "" if spec.name not in properties else f" (got null, which is no {spec.type})"
+                )
+                errors.append(FieldError(loc, f"field required{said}"))
             continue
         value = properties[spec.name]
         if not type_matches(value, spec.type):
