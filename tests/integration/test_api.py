@@ -26,6 +26,7 @@ from herald.api.schemas import (
     ValidationErrors,
 )
 from herald.config import Settings
+from herald.service.audit import MAX_PAGE_BYTES
 from tests.support.ports import free_port
 from tests.support.processes import wait_for
 
@@ -767,6 +768,28 @@ def test_the_audit_pages_with_a_cursor(client: TestClient) -> None:
     assert days == ["2025-10-05", "2025-10-04", "2025-10-03", "2025-10-02", "2025-10-01"]
     assert third["next_cursor"] is None
     assert client.get("/audit/u_1?cursor=garbage!").status_code == 400
+
+
+def test_an_audit_page_of_large_events_stops_at_its_byte_bound(client: TestClient) -> None:
+    """A page of events near the 1 MiB limit each would be an answer of a gigabyte at
+    limit=1000: it ends once it holds MAX_PAGE_BYTES, and its cursor goes on from there."""
+    note = "x" * 900_000
+    per_page = MAX_PAGE_BYTES // len(note)
+    total = per_page + 3
+    for n in range(total):
+        timestamp = f"2025-10-01T10:{n:02d}:00Z"
+        properties = {**payment_failed()["properties"], "note": note}
+        answer = client.post(
+            "/events", json=payment_failed(event_timestamp=timestamp, properties=properties)
+        )
+        assert answer.status_code == 202, answer.text
+
+    first = client.get("/audit/u_1?limit=1000").json()
+    second = client.get(f"/audit/u_1?limit=1000&cursor={first['next_cursor']}").json()
+
+    assert len(first["events"]) == per_page
+    assert len(first["events"]) + len(second["events"]) == total
+    assert second["next_cursor"] is None
 
 
 def altered(cursor: str) -> list[str]:

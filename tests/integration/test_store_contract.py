@@ -45,6 +45,9 @@ LEASE = 60 * SECOND
 MANY_KEYS = ["u_1"] + [f"u_{n}" for n in range(2, 1001)] + [f"e_{n}" for n in range(1000)]
 
 
+MIB = 1024 * 1024
+
+
 def event_row(
     event_id: str,
     *,
@@ -265,15 +268,35 @@ class TestEventRepository:
         )
 
         with ReadOnly(database) as read:
-            first = read.events.page_for_user("u_1", limit=2, before=None)
+            first, more = read.events.page_for_user("u_1", limit=2, before=None, max_bytes=MIB)
+            assert more
             cursor = (first[-1].event_time_us, first[-1].seq)
-            second = read.events.page_for_user("u_1", limit=2, before=cursor)
+            second, more = read.events.page_for_user("u_1", limit=2, before=cursor, max_bytes=MIB)
+            assert not more
             cursor = (second[-1].event_time_us, second[-1].seq)
-            third = read.events.page_for_user("u_1", limit=2, before=cursor)
+            third, more = read.events.page_for_user("u_1", limit=2, before=cursor, max_bytes=MIB)
 
         assert event_ids(first) == ["newest", "tie-second-arrival"]
         assert event_ids(second) == ["tie-first-arrival", "oldest"]
-        assert third == []
+        assert third == [] and not more
+
+    def test_a_page_stops_once_its_events_hold_max_bytes_but_never_before_its_first(
+        self, database: Database
+    ) -> None:
+        big = {"note": "x" * 5000}
+        add_events(
+            database,
+            *(event_row(f"e{n}", at_us=T0 + n * HOUR, properties=big) for n in range(4)),
+        )
+
+        with ReadOnly(database) as read:
+            two, more = read.events.page_for_user("u_1", limit=10, before=None, max_bytes=12_000)
+            one, _ = read.events.page_for_user("u_1", limit=10, before=None, max_bytes=100)
+            every, done = read.events.page_for_user("u_1", limit=10, before=None, max_bytes=MIB)
+
+        assert event_ids(two) == ["e3", "e2"] and more
+        assert event_ids(one) == ["e3"]
+        assert event_ids(every) == ["e3", "e2", "e1", "e0"] and not done
 
 
 class TestUserRepository:

@@ -12,6 +12,10 @@ from herald.store.database import Database
 from herald.store.unit_of_work import ReadOnly
 
 _INT64 = (-(2**63), 2**63)
+# A page stops at this much stored JSON (after its first event), whatever its limit: a
+# thousand events of up to 1 MiB each would otherwise be one answer of a gigabyte, built
+# in the server's memory.
+MAX_PAGE_BYTES = 16 * 1024 * 1024
 
 
 class BadCursor(ValueError):
@@ -74,16 +78,18 @@ def _when(micros: int | None) -> str | None:
 def user_audit(
     database: Database, user_id: str, *, limit: int, cursor: str | None
 ) -> dict[str, Any] | None:
-    """The audit page of ``user_id``: at most ``limit`` events, newest first, from
-    ``cursor`` on (the first page when None), with the messages they explain; None for an
-    unknown user. Raises ``BadCursor`` for a cursor Herald did not make."""
+    """The audit page of ``user_id``: at most ``limit`` events (fewer once they hold
+    ``MAX_PAGE_BYTES``), newest first, from ``cursor`` on (the first page when None),
+    with the messages they explain; None for an unknown user. Raises ``BadCursor`` for a
+    cursor Herald did not make."""
     before = decode_cursor(cursor, user_id) if cursor else None
     with ReadOnly(database) as read:
         user = read.users.get_row(user_id)
         if user is None:
             return None
-        rows = read.events.page_for_user(user_id, limit=limit + 1, before=before)
-        page, more = rows[:limit], len(rows) > limit
+        page, more = read.events.page_for_user(
+            user_id, limit=limit, before=before, max_bytes=MAX_PAGE_BYTES
+        )
         messages = _messages_of(read, user, page, first_page=before is None)
         attempts = read.outbox.attempts_for([m.message_id for m in messages])
     return {

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from operator import itemgetter
 from typing import Any, TypedDict
 
-from sqlalchemy import Connection, and_, or_, select
+from sqlalchemy import Connection, Text, and_, cast, func, or_, select
 
 from herald.domain.model import Event
 from herald.domain.timeutil import from_micros
@@ -107,12 +107,18 @@ class EventRepository:
         )
 
     def page_for_user(
-        self, user_id: str, *, limit: int, before: tuple[int, int] | None
-    ) -> list[Any]:
-        """At most ``limit`` of the user's events, newest first (event time, then arrival):
-        with ``before``, the (event time, seq) of the previous page's last event, those
-        after it in that order."""
-        query = select(events).where(events.c.user_id == user_id)
+        self, user_id: str, *, limit: int, before: tuple[int, int] | None, max_bytes: int
+    ) -> tuple[list[Any], bool]:
+        """(the user's events, newest first (event time, then arrival), at most ``limit``
+        and, past the first, no more than ``max_bytes`` of stored JSON; whether more
+        follow). With ``before``, the (event time, seq) of the previous page's last
+        event, those after it in that order."""
+        json_columns = (events.c.properties, events.c.user_traits, events.c.decisions)
+        lengths = [func.length(cast(column, Text)) for column in json_columns]
+        stored_bytes = lengths[0] + lengths[1] + lengths[2]
+        query = select(events, stored_bytes.label("stored_bytes")).where(
+            events.c.user_id == user_id
+        )
         if before is not None:
             time_us, seq = before
             query = query.where(
@@ -121,5 +127,14 @@ class EventRepository:
                     and_(events.c.event_time_us == time_us, events.c.seq < seq),
                 )
             )
-        query = query.order_by(events.c.event_time_us.desc(), events.c.seq.desc()).limit(limit)
-        return list(self._conn.execute(query))
+        query = query.order_by(events.c.event_time_us.desc(), events.c.seq.desc()).limit(limit + 1)
+        page: list[Any] = []
+        size = 0
+        # Rows are taken one at a time, so that a page of large events stops being read
+        # (on SQLite, fetched) once it is full.
+        for row in self._conn.execute(query):
+            size += row.stored_bytes
+            if len(page) == limit or (page and size > max_bytes):
+                return page, True
+            page.append(row)
+        return page, False

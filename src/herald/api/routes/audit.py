@@ -15,7 +15,7 @@ from herald.api.schemas import (
     UserIdPath,
     ValidationErrors,
 )
-from herald.service.audit import BadCursor, user_audit
+from herald.service.audit import MAX_PAGE_BYTES, BadCursor, user_audit
 
 router = APIRouter(tags=["audit"], dependencies=[AdminOnly])
 
@@ -42,7 +42,15 @@ router = APIRouter(tags=["audit"], dependencies=[AdminOnly])
 def get_audit(
     user_id: UserIdPath,
     runtime: RuntimeDep,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Annotated[
+        int,
+        Query(
+            ge=1,
+            le=1000,
+            description="events on the page at most; a page also ends once its events "
+            f"hold {MAX_PAGE_BYTES // 2**20} MiB of JSON (next_cursor goes on)",
+        ),
+    ] = 100,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> dict[str, Any]:
     try:
