@@ -164,6 +164,11 @@ class HeraldProcess:
             time.sleep(0.1)
         raise TimeoutError(f"{self.name}: no {needle!r} after {timeout}s\n{self._tail()}")
 
+    def wait(self, timeout: float) -> int:
+        """Wait for the process to end by itself; its exit code."""
+        assert self._process is not None, f"{self.name} was never started"
+        return self._process.wait(timeout)
+
     def terminate(self) -> None:
         """Ask the process to shut down (SIGTERM), without waiting."""
         if self.running:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Annotated
 
@@ -158,20 +159,27 @@ def worker(
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
 
-        def stop() -> None:
+        def stop(sig: signal.Signals) -> None:
+            if stopping.is_set():
+                if sig is signal.SIGINT:
+                    # A second Ctrl-C: the operator would rather not wait. Gone now, as if
+                    # killed: what it was sending is claimed, and sent again later.
+                    say(settings, _STOPPED_AT_ONCE)
+                    sys.stderr.flush()  # os._exit flushes nothing
+                    os._exit(128 + signal.SIGINT)
+                return
             # Said, as a stop can take up to a lease: an operator met with silence would
             # kill the process, and the sends it cut off would be made again later.
-            if not stopping.is_set():
-                say(
-                    settings,
-                    "stopping: the sends under way finish and are recorded first (within "
-                    f"{LEASE_S:.0f} s); killed before, it leaves them to be sent again once "
-                    "their claims run out",
-                )
+            say(
+                settings,
+                "stopping: the sends under way finish and are recorded first (within "
+                f"{LEASE_S:.0f} s; Ctrl-C again stops at once); killed before, it leaves "
+                "them to be sent again once their claims run out",
+            )
             stopping.set()
 
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop)
+            loop.add_signal_handler(sig, stop, sig)
         say(settings, f"dispatcher {worker_id} on {hide_password(settings.database_url)}")
         watch = asyncio.create_task(_stop_without_parent(settings, parent_pid, stopping))
         try:
@@ -184,6 +192,12 @@ def worker(
     finally:
         if stop_metrics is not None:
             stop_metrics()
+
+
+_STOPPED_AT_ONCE = (
+    "stopped at once: the messages it was sending may have gone out, and will be sent "
+    "again once their claims run out (the receiver sees the same Idempotency-Key)"
+)
 
 
 def _hand_down(api_settings: Settings) -> None:
