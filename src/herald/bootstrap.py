@@ -25,7 +25,7 @@ from herald.rules.loader import load_rule_file
 from herald.service.ingest import IngestResult
 from herald.service.writer import LoopWriter, ThreadWriter, Writer
 from herald.store.checkpoints import Checkpointer
-from herald.store.database import Database
+from herald.store.database import Database, normalise_url
 from herald.store.migrate import ensure_current
 from herald.store.outbox import FAILED, PENDING, SENDING
 from herald.store.unit_of_work import ReadOnly
@@ -120,11 +120,16 @@ class Runtime:
         return by_status, backlog, (age_us or 0) / 1e6
 
 
-def outbox_path(settings: Settings, database: Database) -> Path:
-    """The stub provider's file: ``HERALD_OUTBOX_FILE``, else beside the database."""
+def outbox_path(settings: Settings) -> Path:
+    """The stub provider's file: ``HERALD_OUTBOX_FILE``, else beside the database (an
+    SQLite file's folder; the working directory for PostgreSQL). Raises
+    ``DatabaseUrlError`` for a URL Herald cannot use."""
     if settings.outbox_file:
         return Path(settings.outbox_file)
-    return database.data_dir / "outbox.jsonl"
+    url = normalise_url(settings.database_url)
+    if url.get_backend_name() == "sqlite":
+        return Path(url.database or "herald.db").resolve().parent / "outbox.jsonl"
+    return Path.cwd() / "outbox.jsonl"
 
 
 def worker_id() -> str:
@@ -150,7 +155,7 @@ def build_runtime(
         flush_each_commit=settings.sqlite_flush_each_commit,
         statement_timeout_s=settings.postgres_statement_timeout,
     )
-    ruleset, plan = load_rules_and_delivery(settings.rules, outbox=outbox_path(settings, database))
+    ruleset, plan = load_rules_and_delivery(settings.rules, outbox=outbox_path(settings))
     ensure_current(database, auto_upgrade=database.is_sqlite)
     metrics = Metrics()
     hold = hold_policy(plan.quiet_hours)

@@ -76,6 +76,8 @@ def test_serve_delivers_from_a_dispatcher_process_and_starts_another_when_it_die
         eventually(lambda: len(dispatcher_pids(server)) == 1, "the dispatcher starts")
         [first] = dispatcher_pids(server)
         assert first != server.pid
+        # Where messages go, said as delivery starts: a new user finds the stub's file.
+        server.wait_for_output(f"delivering email: stub, {outbox}; sms: stub, {outbox}; ")
 
         post_signup(base, "u1")
         eventually(lambda: lines(outbox) == 1, "the welcome email is sent")

@@ -548,3 +548,36 @@ def test_quiet_hours_take_an_hour_written_with_one_digit(given: str, hour: int) 
     plan = build(changed(("delivery", "quiet_hours", "sms", "end"), given))
 
     assert plan.quiet_hours["sms"].end.hour == hour
+
+
+def test_the_plan_says_where_each_channel_sends_and_never_a_secret() -> None:
+    document = {
+        **FULL,
+        "providers": {
+            **FULL["providers"],
+            "sms": {"type": "webhook", "url": "https://user:pw@sms.example.com:8443/send?t=tok"},
+        },
+    }
+
+    described = build(document).channels_described()
+
+    assert described == [
+        "email: smtp, smtp.example.com:587 (starttls)",
+        "sms: webhook, https://sms.example.com:8443",
+        "internal: log+webhook, WARNING lines in the log and https://chat.example.com",
+    ]
+
+
+def test_the_plan_says_its_retries_rate_limits_and_quiet_hours() -> None:
+    assert build(FULL).policy_described() == [
+        "retries: 5 attempts at most, the second after 2 s, each wait x2, at most 600 s; "
+        "then a dead letter",
+        "rate limits: sms 10/s, per delivering process",
+        "quiet hours: sms 21:00-08:00, in each user's timezone (else UTC)",
+    ]
+    assert build({}).channels_described() == [
+        "email: stub, outbox.jsonl",
+        "sms: stub, outbox.jsonl",
+        "internal: log, WARNING lines in the log",
+    ]
+    assert len(build({}).policy_described()) == 1  # no rate limit, no quiet hours

@@ -1144,3 +1144,23 @@ def test_a_file_loads_alike_whatever_was_checked_before_it(tmp_path: Path) -> No
         )
 
         assert [rule.id for rule in load_ruleset(path).rules] == ["ORDER"]
+
+
+def test_rules_check_says_where_messages_go_as_the_server_would_send_them(
+    tmp_path: Path,
+) -> None:
+    database = tmp_path / "data" / "herald.db"
+    result = CliRunner().invoke(
+        app,
+        ["rules", "check"],
+        env={**WIDE, "HERALD_DATABASE_URL": f"sqlite:///{database}", "HERALD_RULES": None},
+    )
+
+    assert result.exit_code == 0, result.output
+    delivery = result.output.split("\ndelivery\n")[1].splitlines()
+    assert delivery[:3] == [
+        f"  email: stub, {tmp_path / 'data' / 'outbox.jsonl'}",
+        f"  sms: stub, {tmp_path / 'data' / 'outbox.jsonl'}",
+        "  internal: log, WARNING lines in the log",
+    ]
+    assert delivery[3].startswith("  retries: 5 attempts at most")

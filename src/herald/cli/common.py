@@ -72,15 +72,17 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def checked_rules(path: str | Path | None) -> tuple[RuleSet, DeliveryPlan]:
-    """The rule set of the file at ``path`` and its delivery plan (its stub provider writing
-    nowhere): its providers and delivery settings are checked too; otherwise exit 1
-    listing every problem of the file, one a line."""
+def checked_rules(
+    path: str | Path | None, outbox: Path = Path(os.devnull)
+) -> tuple[RuleSet, DeliveryPlan]:
+    """The rule set of the file at ``path`` and its delivery plan (its stub provider to
+    write ``outbox``, which nothing here opens): its providers and delivery settings are
+    checked too; otherwise exit 1 listing every problem of the file, one a line."""
     from herald.bootstrap import load_rules_and_delivery
     from herald.rules.loader import RuleFileError
 
     try:
-        ruleset, plan = load_rules_and_delivery(path, outbox=Path(os.devnull))
+        ruleset, plan = load_rules_and_delivery(path, outbox=outbox)
     except RuleFileError as exc:
         fail_on_rule_file(exc)
     return ruleset, plan
@@ -188,7 +190,7 @@ def preflight(settings: Settings, *, create_database: bool) -> None:
         create=create_database,
         progress=lambda step: say(settings, f"schema upgrade: {step}"),
     )
-    outbox = outbox_path(settings, database)
+    outbox = outbox_path(settings)
     database.dispose()
     stubbed = any(isinstance(p, StubProvider) for p in plan.providers.values())
     if settings.dispatcher and stubbed:

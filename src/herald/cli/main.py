@@ -181,6 +181,7 @@ def worker(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop, sig)
         say(settings, f"dispatcher {worker_id} on {hide_password(settings.database_url)}")
+        say(settings, "delivering " + "; ".join(runtime.delivery.channels_described()))
         watch = asyncio.create_task(_stop_without_parent(settings, parent_pid, stopping))
         try:
             await runtime.deliver(stopping)

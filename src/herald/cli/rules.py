@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from herald.cli.common import checked_rules, settings_from
+from herald.config import Settings
 
 rules_app = typer.Typer(
     help="Work with rule files.", no_args_is_help=True, rich_markup_mode="markdown"
@@ -27,7 +28,8 @@ def rules_check(
     and list its rules; exit 1 listing every problem."""
     # Without a path, the file the server would load: HERALD_RULES read as `herald serve`
     # reads it, so that one set but empty is refused here too, not taken as unset.
-    ruleset, _plan = checked_rules(path or settings_from().rules)
+    settings = settings_from()
+    ruleset, plan = checked_rules(path or settings.rules, outbox=_outbox(settings))
     # A list rather than a table: it stays readable at any width and through a pipe.
     out = Console(highlight=False, soft_wrap=True)
     out.print(f"{ruleset.source} (version {ruleset.version})", markup=False)
@@ -46,8 +48,22 @@ def rules_check(
             out.print(f"  after {rule.after.event_type} within {rule.after.span}", markup=False)
         if rule.condition:
             out.print(f"  when {rule.condition.source}", markup=False)
+    out.print("\n[bold]delivery[/]")
+    for line in (*plan.channels_described(), *plan.policy_described()):
+        out.print(f"  {line}", markup=False)
     rules, types = len(ruleset.rules), len(ruleset.event_types)
     out.print(
         f"\nOK: {rules} rule{'' if rules == 1 else 's'} over "
         f"{types} event type{'' if types == 1 else 's'}"
     )
+
+
+def _outbox(settings: Settings) -> Path:
+    """The stub provider's file, as ``herald serve`` would have it with these settings."""
+    from herald.bootstrap import outbox_path
+    from herald.store.database import DatabaseUrlError
+
+    try:
+        return outbox_path(settings)
+    except DatabaseUrlError:  # the server would refuse it; the rule file is what is checked
+        return Path("outbox.jsonl")

@@ -97,6 +97,12 @@ class Provider(Protocol):
     # file, the log): the dispatcher then sends in turn instead of concurrently.
     local: bool
 
+    @property
+    def target(self) -> str:
+        """Where it sends, for the operator: a file, the log, a host. Never a secret: a
+        webhook's path and query, which often carry its token, are left out."""
+        ...
+
     async def send(self, request: SendRequest) -> DeliveryResult:
         """Attempt one delivery. Must not raise for delivery failures."""
         ...

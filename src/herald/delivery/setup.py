@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import os
 import ssl
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from herald.delivery import readers
 from herald.delivery.backoff import RetryPolicy
+from herald.delivery.plan import DeliveryPlan
 from herald.delivery.provider import Provider
 from herald.delivery.quiet_hours import QuietHours
-from herald.delivery.ratelimit import ChannelRateLimits
 from herald.delivery.smtp_config import SMTP_KEYS, smtp_provider
 from herald.delivery.stub import FanOutProvider, LogAlertProvider, StubProvider
 from herald.delivery.webhook import WebhookProvider
@@ -57,17 +57,6 @@ class DeliveryConfigError(ValueError):
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
         super().__init__("; ".join(problems))
-
-
-@dataclass(frozen=True)
-class DeliveryPlan:
-    providers: dict[str, Provider]
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    rates: dict[str, tuple[float, int] | None] = field(default_factory=dict)
-    quiet_hours: dict[str, QuietHours] = field(default_factory=dict)
-
-    def rate_limits(self, clock: Callable[[], float]) -> ChannelRateLimits:
-        return ChannelRateLimits.from_rates(self.rates, clock)
 
 
 def build_delivery(

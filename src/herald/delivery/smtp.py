@@ -98,6 +98,10 @@ class SmtpProvider:
         self._clock = clock
         self._threads: ThreadPoolExecutor | None = None
 
+    @property
+    def target(self) -> str:
+        return f"{self.host}:{self.port}" + ("" if self.tls == "none" else f" ({self.tls})")
+
     async def send(self, request: SendRequest) -> DeliveryResult:
         """Send ``request`` once and classify the outcome. Never raises for delivery failures."""
         try:

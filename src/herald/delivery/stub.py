@@ -29,6 +29,10 @@ class StubProvider:
         self._file: BinaryIO | None = None
         self._identity: tuple[int, int] = (0, 0)  # the open file's (device, inode)
 
+    @property
+    def target(self) -> str:
+        return str(self._path)
+
     async def send(self, request: SendRequest) -> DeliveryResult:
         line = orjson.dumps(request.as_json()) + b"\n"
         try:
@@ -86,6 +90,10 @@ class LogAlertProvider:
     def __init__(self, name: str = "log") -> None:
         self.name = name
 
+    @property
+    def target(self) -> str:
+        return "WARNING lines in the log"
+
     async def send(self, request: SendRequest) -> DeliveryResult:
         # A later attempt follows one that was logged but not recorded as done (a webhook
         # beside the log cut off at its claim's deadline): it must not read as a new alert.
@@ -120,6 +128,10 @@ class FanOutProvider:
         self._primary = primary
         self._others = others
         self.local = all(p.local for p in (primary, *others))
+
+    @property
+    def target(self) -> str:
+        return " and ".join(provider.target for provider in (self._primary, *self._others))
 
     async def send(self, request: SendRequest) -> DeliveryResult:
         result = await self._primary.send(request)

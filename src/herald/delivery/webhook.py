@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -81,6 +82,13 @@ class WebhookProvider:
         self._client = client
         self._owns_client = client is None
         self._tls_context = tls_context
+
+    @property
+    def target(self) -> str:
+        # The origin alone: a hook's path and query often hold its token, as a user part
+        # holds a password.
+        parts = urlsplit(self.url)
+        return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
 
     async def send(self, request: SendRequest) -> DeliveryResult:
         """POST ``request`` once and classify the outcome. Never raises for delivery failures."""

@@ -102,11 +102,9 @@ class Database:
                     "create it, or correct the path"
                 )
             self.sqlite_path = path
-            self.data_dir = path.resolve().parent
             self.writer = self._sqlite_engine(immediate=True)
             self.reader = self._sqlite_engine(immediate=False)
         else:
-            self.data_dir = Path.cwd()
             given = self.url.query
             engine = create_engine(
                 self.url,

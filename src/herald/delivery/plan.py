@@ -1,0 +1,51 @@
+"""What a rule file's ``providers`` and ``delivery`` sections make: a provider per
+channel and the delivery policy (built by ``setup.plan_delivery``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from herald.delivery.backoff import RetryPolicy
+from herald.delivery.provider import Provider
+from herald.delivery.quiet_hours import QuietHours
+from herald.delivery.ratelimit import ChannelRateLimits
+
+
+@dataclass(frozen=True)
+class DeliveryPlan:
+    providers: dict[str, Provider]
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    # Messages per second and burst per channel; None: set to no limit.
+    rates: dict[str, tuple[float, int] | None] = field(default_factory=dict)
+    quiet_hours: dict[str, QuietHours] = field(default_factory=dict)
+
+    def rate_limits(self, clock: Callable[[], float]) -> ChannelRateLimits:
+        return ChannelRateLimits.from_rates(self.rates, clock)
+
+    def channels_described(self) -> list[str]:
+        """Each channel's provider and where it sends (``sms: webhook, https://...``), for
+        the operator to see where messages go."""
+        return [
+            f"{channel}: {provider.name.partition(':')[2] or provider.name}, {provider.target}"
+            for channel, provider in self.providers.items()
+        ]
+
+    def policy_described(self) -> list[str]:
+        """The retries, and the rate limits and quiet hours when there are any."""
+        retry = self.retry
+        lines = [
+            f"retries: {retry.max_attempts} attempts at most, the second after {retry.base:g} s, "
+            f"each wait x{retry.factor:g}, at most {retry.max_backoff:g} s; then a dead letter"
+        ]
+        limited = {channel: rate for channel, rate in self.rates.items() if rate is not None}
+        if limited:
+            said = ", ".join(f"{channel} {rate:g}/s" for channel, (rate, _) in limited.items())
+            lines.append(f"rate limits: {said}, per delivering process")
+        if self.quiet_hours:
+            said = ", ".join(
+                f"{channel} {window.start:%H:%M}-{window.end:%H:%M}"
+                for channel, window in self.quiet_hours.items()
+            )
+            lines.append(f"quiet hours: {said}, in each user's timezone (else UTC)")
+        return lines
