@@ -242,7 +242,11 @@ class MessageOut(_Answer):
     created_at: str
     due_at: str = Field(description="When it may be sent (later for a retry or quiet hours)")
     sent_at: str | None
-    hold_reason: str | None
+    hold_reason: str | None = Field(
+        description="Why it last waited without an attempt: quiet hours when it was "
+        "created, or its channel's rate limit or pause when put back. Kept once sent, as "
+        "the reason a send came late"
+    )
     attempts: int
     last_error: str | None
     delivery_attempts: list[DeliveryAttemptOut]
