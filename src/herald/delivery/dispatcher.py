@@ -23,15 +23,14 @@ from datetime import datetime
 from typing import TypeVar
 
 from herald.delivery.backoff import RetryPolicy, after_attempt
-from herald.delivery.outcomes import Deferred, DispatchReport, Outcome, Withdrawn
+from herald.delivery.outcomes import Deferred, DispatchReport, Outcome
 from herald.delivery.provider import DeliveryResult, DeliveryStatus, Provider, SendRequest
 from herald.delivery.quiet_hours import HoldPolicy
-from herald.delivery.ratelimit import ChannelPauses, ChannelRateLimits
+from herald.delivery.ratelimit import ChannelRateLimits
 from herald.delivery.round_recording import RoundRecorder
+from herald.delivery.send_gates import SendGates
 from herald.domain.model import UserProfile
 from herald.domain.timeutil import to_micros
-from herald.rules.definition import Category
-from herald.rules.eligibility import closed_now
 from herald.store.database import SQLITE_BUSY_TIMEOUT_MS, Database
 from herald.store.outbox import FAILED, INTERRUPTED, ClaimedMessage
 from herald.store.unit_of_work import UnitOfWork, when_unlocked
@@ -88,8 +87,13 @@ class Dispatcher:
         self.worker_id = worker_id
         self._clock = clock
         self._retry = retry or RetryPolicy()
-        self._limits = rate_limits or ChannelRateLimits()
-        self._pauses = ChannelPauses(lambda: self._clock().timestamp())
+        self._gates = SendGates(
+            clock=clock,
+            hold=hold,
+            hold_channels=hold_channels,
+            rate_limits=rate_limits or ChannelRateLimits(),
+            longest_pause_s=self._retry.max_backoff,
+        )
         self._batch_size = batch_size
         self._lease_s = lease_seconds
         self._lease_us = int(lease_seconds * 1_000_000)
@@ -102,8 +106,6 @@ class Dispatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inline_storage = inline_storage
         self._lock_wait_s = lock_wait_s
-        self._hold = hold
-        self._hold_channels = hold_channels if hold is not None else frozenset()
         self._file_gone_said = False
         self._recorder = RoundRecorder(
             database,
@@ -126,22 +128,11 @@ class Dispatcher:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._wake.set)
 
-    def _say_rate_limits_are_its_own(self) -> None:
-        # Each process keeps its own buckets (a shared limiter would put the database in
-        # every send): the operator sizing a channel's rate must know to divide it.
-        rates = self._limits.rates()
-        if rates:
-            log.info(
-                "rate limits are this process's own: %s; N processes delivering send up to "
-                "N times that (set a channel's rate to its limit / N)",
-                ", ".join(f"{channel} {rate:g}/s" for channel, rate in sorted(rates.items())),
-            )
-
     async def run(self, stopping: asyncio.Event) -> None:
         """Deliver until ``stopping`` is set; a failing database pauses, never ends, the loop."""
         self._loop = asyncio.get_running_loop()
         self._stopping = stopping
-        self._say_rate_limits_are_its_own()
+        self._gates.say_rate_limits_are_this_process_own()
         failures = 0
         while not stopping.is_set():
             try:
@@ -254,11 +245,7 @@ class Dispatcher:
                 max_attempts=self._retry.max_attempts,
                 interrupted=interrupted,
             )
-            asked = {
-                row.user_id
-                for row in rows
-                if row.channel in self._hold_channels or row.category == Category.MARKETING
-            }
+            asked = {row.user_id for row in rows if self._gates.needs_profile(row)}
             profiles = uow.users.get_many(asked) if asked else {}
             uow.commit()
         return rows, interrupted, profiles
@@ -270,7 +257,7 @@ class Dispatcher:
         # a task per message would cost more than the send. Remote ones run concurrently.
         outcomes, remote = [], []
         for row in rows:
-            kept = _withdrawn(row, profiles) or self._held(row, profiles)
+            kept = self._gates.kept(row, profiles)
             if kept is not None:
                 outcomes.append(kept)
             elif self._local.get(row.channel, False):
@@ -281,28 +268,11 @@ class Dispatcher:
             outcomes += await asyncio.gather(*(self._deliver(row, sends_end) for row in remote))
         return outcomes
 
-    def _held(self, row: ClaimedMessage, profiles: Mapping[str, UserProfile]) -> Outcome | None:
-        """``row`` given back until its user's quiet hours end, or None to send it now."""
-        if self._hold is None or row.channel not in self._hold_channels:
-            return None
-        now = self._clock()
-        profile = profiles.get(row.user_id)
-        held = self._hold(row.channel, profile.traits if profile else {}, now)
-        if held is None:
-            return None
-        release, reason = held
-        return Outcome(row, Deferred(reason), max(0.0, (release - now).total_seconds()))
-
     async def _deliver(self, row: ClaimedMessage, sends_end: float | None) -> Outcome:
         """Send ``row``; a remote send (``sends_end`` set) only within the claim's lease."""
-        paused = self._paused(row)
-        if paused is not None:
-            return paused
-        if not self._limits.try_acquire(row.channel):
-            delay = self._limits.book_turn(row.channel)
-            return Outcome(
-                row, Deferred(f"{row.channel} rate limit: its turn is in {delay:.1f} s"), delay
-            )
+        kept = self._gates.paused(row) or self._gates.rate_limited(row)
+        if kept is not None:
+            return kept
         provider = self._providers.get(row.channel)
         if provider is None:
             return Outcome(row, DeliveryResult.failed(f"no provider for channel {row.channel}"))
@@ -317,7 +287,7 @@ class Dispatcher:
                 # round, here or in another dispatcher, sends it under a fresh lease.
                 return Outcome(row, Deferred("its claim's lease ran out before its turn"))
             # Asked again: a send ahead of it in the round may have paused the channel.
-            paused = self._paused(row)
+            paused = self._gates.paused(row)
             if paused is not None:
                 return paused
             lease = asyncio.timeout(left)  # no deadline for a local send (None)
@@ -332,43 +302,8 @@ class Dispatcher:
                 else:  # a provider bug must not stop the dispatcher
                     log.exception("provider %s raised", provider.name)
                     result = DeliveryResult.retry(f"provider error: {type(exc).__name__}: {exc}")
-        self._pause_if_asked(row.channel, result)
+        self._gates.pause_if_asked(row.channel, result)
         return Outcome(row, *after_attempt(result, row.attempts + 1, self._retry, self._rng))
-
-    def _paused(self, row: ClaimedMessage) -> Outcome | None:
-        """``row`` given back until its channel's pause ends, or None to send it now."""
-        left = self._pauses.remaining(row.channel)
-        if not left:
-            return None
-        reason = f"{row.channel} paused: its receiver asked to wait ({left:.1f} s more)"
-        return Outcome(row, Deferred(reason), left)
-
-    def _pause_if_asked(self, channel: str, result: DeliveryResult) -> None:
-        """A receiver's ``Retry-After`` is about the receiver, not the one message: every
-        other message sent meanwhile would be refused as well, each using an attempt."""
-        if result.status is not DeliveryStatus.RETRY or not result.retry_after:
-            return
-        # As for the message's own retry, a date far ahead waits no longer than a backoff.
-        seconds = min(result.retry_after, self._retry.max_backoff)
-        self._pauses.pause(channel, seconds)
-        log.warning(
-            "%s paused for %.1f s in this dispatcher: its receiver answered %s",
-            channel,
-            seconds,
-            result.detail,
-        )
-
-
-def _withdrawn(row: ClaimedMessage, profiles: Mapping[str, UserProfile]) -> Outcome | None:
-    """``row`` cancelled unsent when it is marketing and its user has closed its channel
-    to marketing since it was decided (a later event's traits, an unsubscribe racing a
-    retry): consent is asked again before every send, not only when deciding."""
-    if row.category != Category.MARKETING or row.user_id not in profiles:
-        return None
-    if row.channel not in closed_now(profiles[row.user_id]):
-        return None
-    reason = f"not sent: the user closed {row.channel} to marketing after it was decided"
-    return Outcome(row, Withdrawn(reason))
 
 
 def _request(row: ClaimedMessage) -> SendRequest:
