@@ -145,8 +145,10 @@ def build_runtime(
     settings: Settings,
     *,
     clock: Callable[[], datetime] = utc_now,
+    ingests: bool = True,
 ) -> Runtime:
     """Everything a process needs, built from ``settings``; nothing is started yet.
+    ``ingests``: the process serves the API (not so for `herald worker`).
 
     Raises ``RuleFileError`` for a rule file with problems, ``DatabaseUrlError`` for a
     database URL Herald cannot use, and ``SchemaMismatch`` for a schema it cannot run on."""
@@ -157,7 +159,7 @@ def build_runtime(
     )
     ruleset, plan = load_rules_and_delivery(settings.rules, outbox=outbox_path(settings))
     ensure_current(database, auto_upgrade=database.is_sqlite)
-    metrics = Metrics()
+    metrics = Metrics(ingests=ingests, delivers=settings.dispatcher)
     hold = hold_policy(plan.quiet_hours)
     dispatcher = _dispatcher(database, plan, metrics, clock, hold) if settings.dispatcher else None
 

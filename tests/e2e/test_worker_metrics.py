@@ -57,6 +57,9 @@ def test_a_worker_serves_its_delivery_counters_and_the_outbox_gauges(tmp_path: P
         metrics = f"http://127.0.0.1:{port}/metrics"
         text = scrape_until(metrics, 'herald_deliveries_total{channel="email",status="sent"} 3.0')
         assert "herald_outbox_backlog 0.0" in text
+        # It ingests nothing: no event counters or commit sizes stuck at zero.
+        assert "herald_events_total" not in text
+        assert "herald_commit_events" not in text
 
 
 @pytest.mark.parametrize(

@@ -438,3 +438,21 @@ def test_two_apps_in_one_process_keep_separate_metrics() -> None:
     key = ("herald_events_total", (("event_type", "signup_completed"), ("status", "accepted")))
     assert scrape(first)[key] == 1
     assert key not in scrape(second)
+
+
+def test_a_process_serves_no_metrics_of_what_it_does_not_do() -> None:
+    # A `herald worker` ingests nothing, and an API whose dispatcher runs elsewhere sends
+    # nothing: a scrape showing their counters at zero would be a false account.
+    worker, api = Metrics(ingests=False), Metrics(delivers=False)
+    for metrics in (worker, api):
+        metrics.count_event("signup_completed", "accepted")
+        metrics.observe_commit(1)
+        metrics.count_delivery("email", "sent")
+
+    ingestion = ("herald_events", "herald_decisions", "herald_ingest", "herald_commit")
+    served_by_worker = {name for name, _ in scrape(worker)}
+    assert "herald_deliveries_total" in served_by_worker
+    assert not [name for name in served_by_worker if name.startswith(ingestion)]
+    served_by_api = {name for name, _ in scrape(api)}
+    assert "herald_commit_events_count" in served_by_api
+    assert not [name for name in served_by_api if name.startswith("herald_deliveries")]

@@ -150,7 +150,8 @@ def worker(
     # A dispatcher delivers what an API stored: a database it would have to create is
     # the wrong one.
     preflight(settings, create_database=False)
-    runtime = build_runtime(settings)  # with a dispatcher: settings.dispatcher is on
+    # With a dispatcher (settings.dispatcher is on), and no API: no ingestion metrics.
+    runtime = build_runtime(settings, ingests=False)
     assert runtime.dispatcher is not None
     worker_id = runtime.dispatcher.worker_id
     stop_metrics = _serve_metrics(settings, runtime.metrics.registry)

@@ -17,37 +17,43 @@ log = logging.getLogger(__name__)
 
 
 class Metrics:
-    def __init__(self) -> None:
+    """The metrics of one process. Those of what the process does not do (ingestion in a
+    `herald worker`, delivery in an API whose dispatcher runs elsewhere) are counted on
+    but not served: a scrape showing them at zero would say that nothing was received,
+    or sent, where they are counted in another process."""
+
+    def __init__(self, *, ingests: bool = True, delivers: bool = True) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        ingestion = self.registry if ingests else None
         self.events = Counter(
             "herald_events_total",
             "Events received, by type and status",
             ["event_type", "status"],
-            registry=self.registry,
+            registry=ingestion,
         )
         self.decisions = Counter(
             "herald_decisions_total",
             "Rule decisions, by rule and outcome",
             ["rule", "outcome"],
-            registry=self.registry,
+            registry=ingestion,
         )
         self.deliveries = Counter(
             "herald_deliveries_total",
             "Delivery attempts, by channel and status (sent, retry, failed)",
             ["channel", "status"],
-            registry=self.registry,
+            registry=self.registry if delivers else None,
         )
         self.ingest_latency = Histogram(
             "herald_ingest_seconds",
             "Time from request to committed answer, per request",
             ["endpoint"],
-            registry=self.registry,
+            registry=ingestion,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
         self.commit_events = Histogram(
             "herald_commit_events",
             "Events per ingestion transaction: how well concurrent requests share commits",
-            registry=self.registry,
+            registry=ingestion,
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048),
         )
         # Looking up a labelled series costs more than counting on it; label values are
