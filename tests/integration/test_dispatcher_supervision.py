@@ -113,3 +113,20 @@ def test_a_dispatcher_that_cannot_be_started_is_tried_again_not_given_up(
         )
         missing.symlink_to(sys.executable)  # the interpreter is back
         wait_until(lambda: count(starts) == 1, "the dispatcher starts once it can")
+
+
+def test_a_dispatcher_killed_by_a_signal_is_said_to_have_been_killed_by_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The line said "exited with code -9": no process exits with that code, and an
+    # operator looking for the out-of-memory killer's SIGKILL would not find it.
+    starts = tmp_path / "starts"
+    supervisor = DispatcherProcess(
+        command=child(
+            "NOTE_START\nimport os, signal\nos.kill(os.getpid(), signal.SIGKILL)", starts
+        ),
+        restart_after_s=60.0,
+    )
+    said = "the dispatcher process was killed by SIGKILL; starting another in 60 s"
+    with caplog.at_level(logging.ERROR, logger="herald.dispatcher"), supervisor:
+        wait_until(lambda: said in caplog.messages, "the restart is announced")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -88,7 +89,7 @@ class DispatcherProcess:
                 failure = self._start()
             if failure is None:
                 assert self._process is not None
-                failure = f"exited with code {self._process.wait()}"
+                failure = _how_it_ended(self._process.wait())
             if self._stopping.is_set():
                 return
             if time.monotonic() - started > _HEALTHY_RUN_S:
@@ -107,3 +108,15 @@ class DispatcherProcess:
             self._process = None
             return f"could not be started ({exc})"
         return None
+
+
+def _how_it_ended(returncode: int) -> str:
+    """A child's end as the operator would say it: ``Popen`` gives a signal that killed it
+    as a negative code, and "exited with code -9" reads as an exit code no process has."""
+    if returncode >= 0:
+        return f"exited with code {returncode}"
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        name = f"signal {-returncode}"
+    return f"was killed by {name}"
