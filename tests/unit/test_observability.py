@@ -245,8 +245,9 @@ def test_the_text_formatter_masks_the_message_but_not_the_utc_timestamp(
         record("stub send sms to %s at %s", "+351912345678", "2025-11-03T12:00:00Z")
     )
 
+    # The zone said: read as the machine's local time, a UTC time would be hours off.
     assert line == (
-        "2025-11-03 12:00:00,000 INFO herald.delivery: "
+        "2025-11-03T12:00:00.000Z INFO herald.delivery: "
         "stub send sms to ***78 at 2025-11-03T12:00:00Z"
     )
 

@@ -85,6 +85,11 @@ def _joins(character: str) -> bool:
 class _MaskingFormatter(logging.Formatter):
     """One line per record: personal data masked, control characters escaped."""
 
+    # Times as the JSON lines write them: UTC, and saying so. Without the zone, a time
+    # in UTC read as the machine's local time was hours off from the operator's clock.
+    default_time_format = "%Y-%m-%dT%H:%M:%S"
+    default_msec_format = "%s.%03dZ"
+
     def formatMessage(self, record: logging.LogRecord) -> str:
         record.message = _masked(record.message, record).translate(_ESCAPES)
         return super().formatMessage(record)
