@@ -69,6 +69,13 @@ class Settings(BaseSettings):
             )
         return level
 
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _log_format_in_any_case(cls, value: object) -> object:
+        # As the level is read: HERALD_LOG_FORMAT=JSON beside HERALD_LOG_LEVEL=DEBUG was
+        # refused, though the level is taken in any case.
+        return value.strip().lower() if isinstance(value, str) else value
+
     @field_validator("rules")
     @classmethod
     def _names_a_file(cls, value: str | None) -> str | None:

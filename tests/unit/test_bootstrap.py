@@ -21,6 +21,11 @@ def test_a_log_level_is_read_in_any_case(given: str) -> None:
     assert Settings(log_level=given).log_level == given.strip().upper()
 
 
+@pytest.mark.parametrize("given", ["JSON", "Text", " json "])
+def test_a_log_format_is_read_in_any_case(given: str) -> None:
+    assert Settings(log_format=given).log_format == given.strip().lower()
+
+
 @pytest.mark.parametrize("token", ["", "pässwörd", "two words"])
 @pytest.mark.parametrize("name", ["admin_token", "ingest_token"])
 def test_a_token_no_client_could_send_exactly_is_refused_at_start(name: str, token: str) -> None:
