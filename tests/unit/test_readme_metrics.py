@@ -36,3 +36,16 @@ def test_every_labelled_metric_the_readme_names_is_given_its_labels_by_name() ->
         described = re.search(rf"`{name}` by ((?:`\w+`(?:,? and |, )?)+)", text)
         assert described, f"the README names {name} without its labels"
         assert tuple(re.findall(r"`(\w+)`", described[1])) == labels, name
+
+
+def test_the_readme_names_the_endpoint_values_of_the_ingestion_timing() -> None:
+    # It said "by `endpoint`: a POST /events or /events/batch", and a query for
+    # endpoint="/events" found nothing: the values are the routes' own words.
+    routes = (Path(__file__).resolve().parents[2] / "src/herald/api/routes/events.py").read_text()
+    values = re.findall(r'observe_ingest\("(\w+)"', routes)
+    text = " ".join(README.read_text(encoding="utf-8").split())
+    described = re.search(r"`herald_ingest_seconds` by `endpoint` \(([^)]*)\)", text)
+
+    assert sorted(values) == ["batch", "event"]
+    assert described, "the README names herald_ingest_seconds without its endpoint values"
+    assert sorted(re.findall(r"`(\w+)` for", described[1])) == sorted(values)
