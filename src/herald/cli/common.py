@@ -62,7 +62,11 @@ def say(settings: Settings, message: str) -> None:
     """A line for the operator on stderr: as it is, or as a JSON log line when the logs are
     JSON, so that a log collector reading the stream finds one format in it."""
     if settings.log_format == "json":
-        logging.getLogger("herald.cli").info(message)
+        # Handed to the handlers whatever HERALD_LOG_LEVEL is, as the text line is printed
+        # whatever it is: at WARNING, JSON logs lost the start-up lines and the "stopping"
+        # one, which keeps an operator from killing a dispatcher in mid-send.
+        cli = logging.getLogger("herald.cli")
+        cli.handle(cli.makeRecord(cli.name, logging.INFO, __file__, 0, message, (), None))
     else:
         console.print(message, markup=False)
 

@@ -1,0 +1,37 @@
+"""The lines a command says to the operator (where it serves, that it is stopping) are
+the same whatever the log format: JSON changes how they are written, not whether."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from herald.cli.common import say
+from herald.config import Settings
+from herald.observability.logging import configure_logging
+
+
+@pytest.fixture
+def root_restored() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_an_operator_line_is_written_at_any_log_level(
+    fmt: str, root_restored: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = Settings(log_format=fmt, log_level="WARNING")
+    configure_logging(settings.log_level, settings.log_format)
+
+    say(settings, "stopping: the sends under way finish and are recorded first")
+
+    [line] = capsys.readouterr().err.splitlines()
+    said = json.loads(line)["message"] if fmt == "json" else line
+    assert said == "stopping: the sends under way finish and are recorded first"
