@@ -109,7 +109,13 @@ class Runtime:
 
     def outbox_snapshot(self) -> tuple[dict[str, int], int, float]:
         """For the outbox gauges: messages by open status, the messages waiting to be
-        sent, and how long, in seconds, the oldest one due has waited."""
+        sent, and how long, in seconds, the oldest one due has waited. Raises when the
+        SQLite file at the database's path is not the one this process reads: what it
+        would show is of a database a restart would not find, and a dispatcher, which has
+        no /readyz, says so only through herald_database_up."""
+        gone = self.database.sqlite_file_problem()
+        if gone is not None:
+            raise DatabaseFileGone(gone)
         with ReadOnly(self.database) as read:
             # Every status at 0 when no message has it: a series that vanished instead (the
             # last dead letter re-queued) would leave a graph at its last count.
@@ -118,6 +124,10 @@ class Runtime:
             )
             backlog, age_us = read.outbox.backlog(to_micros(self.clock()))
         return by_status, backlog, (age_us or 0) / 1e6
+
+
+class DatabaseFileGone(Exception):
+    """The SQLite file this process opened is no longer at the database's path."""
 
 
 def outbox_path(settings: Settings) -> Path:

@@ -448,3 +448,26 @@ def test_readyz_answers_503_once_the_sqlite_file_is_deleted_or_replaced_under_th
         "database": f"{path} {said}: not the SQLite file this process opened",
     }
     ReadinessOut.model_validate(response.json())
+
+
+def test_the_metrics_say_the_database_is_down_once_its_sqlite_file_is_gone(
+    tmp_path: Path,
+) -> None:
+    # herald_database_up stayed 1: a dispatcher, which has no /readyz, showed nothing
+    # wrong while it delivered from a file that a restart would not find.
+    path = tmp_path / "herald.db"
+    database = Database(f"sqlite:///{path}")
+    upgrade(database)
+    database.dispose()
+    settings = Settings(
+        database_url=f"sqlite:///{path}", dispatcher=False, outbox_file=str(tmp_path / "o.jsonl")
+    )
+
+    with TestClient(create_app(settings)) as client:
+        assert "herald_database_up 1.0" in client.get("/metrics").text
+        for leftover in tmp_path.glob("herald.db*"):
+            leftover.unlink()
+        scraped = client.get("/metrics").text
+
+    assert "herald_database_up 0.0" in scraped
+    assert "herald_outbox_backlog" not in scraped

@@ -114,15 +114,16 @@ class _OutboxCollector(Collector):
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         up = "herald_database_up"
+        says = "1 when the database answered this scrape (0 too when its SQLite file is gone)"
         try:
             by_status, backlog, age = self._read()
         except Exception as exc:
             # Every other metric is still served: a scrape during an outage is when they
             # matter most, and this one says why the outbox gauges are missing.
             log.warning("metrics: cannot read the outbox: %s", first_line(exc))
-            yield GaugeMetricFamily(up, "1 when the database answered this scrape", value=0)
+            yield GaugeMetricFamily(up, says, value=0)
             return
-        yield GaugeMetricFamily(up, "1 when the database answered this scrape", value=1)
+        yield GaugeMetricFamily(up, says, value=1)
         messages = GaugeMetricFamily(
             "herald_messages",
             "Messages not yet delivered (pending, sending, failed), by status",
