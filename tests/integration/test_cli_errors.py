@@ -149,8 +149,10 @@ def test_prune_refuses_a_broken_rule_file_listing_each_problem_of_its_rules(
         "postgresql://postgres:S3CRETPW@127.0.0.1:1/herald",  # unreachable
         "postgresql://postgres:S3CRETPW@127.0.0.1:port/herald",  # not a URL
         "postgres ql://postgres:S3CRETPW@127.0.0.1/herald",  # not a URL either
+        # An "@" left unencoded: read as the end of the password, and the rest as the host.
+        "postgresql://postgres:x@S3CRETPW@127.0.0.1:1/herald",
     ],
-    ids=["unreachable", "bad port", "bad scheme"],
+    ids=["unreachable", "bad port", "bad scheme", "unencoded at sign"],
 )
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_an_error_about_the_database_never_shows_its_password(command: str, url: str) -> None:
@@ -161,6 +163,22 @@ def test_an_error_about_the_database_never_shows_its_password(command: str, url:
     assert result.exit_code == 1, result.output
     assert "error: " in result.output
     assert "S3CRETPW" not in result.output
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_a_password_with_an_unencoded_at_sign_is_named_as_the_mistake(command: str) -> None:
+    """libpq was asked for the host "S3CRETPW@127.0.0.1" and said it could not resolve it."""
+    url = "postgresql://postgres:x@S3CRETPW@127.0.0.1:1/herald"
+
+    result = CliRunner().invoke(
+        app, [*COMMANDS[command], "--database", url], env={"COLUMNS": "1000"}
+    )
+
+    assert result.exit_code == 1, result.output
+    assert "error: the database URL 'postgresql://postgres:***@127.0.0.1:1/herald'" in (
+        result.output
+    )
+    assert "%40" in result.output
 
 
 @pytest.mark.parametrize("command", ["messages retry", "prune"])

@@ -60,6 +60,13 @@ def normalise_url(raw: str) -> URL:
         reason = str(exc).replace(raw, hide_password(raw))
         raise DatabaseUrlError(f"not a database URL: {hide_password(raw)!r} ({reason})") from None
     if url.get_backend_name() == "postgresql":
+        # A password's first "@" ends it, and the rest would be looked up as the host:
+        # libpq's "failed to resolve host" error would then show the rest of the password.
+        if url.host is not None and "@" in url.host:
+            raise DatabaseUrlError(
+                f"the database URL {hide_password(raw)!r} holds an '@' in its password: "
+                "write each '@' of the password as %40 (and each '%' as %25)"
+            )
         return url.set(drivername="postgresql+psycopg")
     if url.get_backend_name() == "sqlite":
         if not url.database or url.database == ":memory:":
