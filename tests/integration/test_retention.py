@@ -387,6 +387,7 @@ def test_herald_prune_refuses_an_unreadable_or_too_short_age_and_deletes_nothing
 
     assert result.exit_code == 2
     assert message in result.output
+    assert "Invalid value for '--older-than'" in result.output
     assert event_ids(database) == {"evt_u_1_pay_1"}
 
 

@@ -219,9 +219,15 @@ def _parse_age(text: str) -> timedelta:
 
 
 def prune(
-    older_than: Annotated[
-        str,
-        typer.Option("--older-than", help="an age in days or hours, at least 1d: 400d, 36h"),
+    # Parsed as the option's type, so that a refusal names the option.
+    age: Annotated[
+        timedelta,
+        typer.Option(
+            "--older-than",
+            parser=_parse_age,
+            metavar="AGE",
+            help="an age in days or hours, at least 1d: 400d, 36h",
+        ),
     ],
     database: DatabaseOpt = None,
     # At most 20,000: a batch's keys go in one statement, and PostgreSQL takes at most
@@ -244,7 +250,6 @@ def prune(
     from herald.rules.loader import RuleFileError, load_ruleset
     from herald.service.retention import history_fence, prune_history
 
-    age = _parse_age(older_than)
     settings = settings_from(database_url=database, rules=rules)
     try:
         ruleset = load_ruleset(settings.rules)
