@@ -145,6 +145,36 @@ def test_a_database_from_a_newer_herald_is_refused_in_one_line_saying_so(
     )
 
 
+@pytest.mark.parametrize(
+    "command",
+    [["db", "upgrade"], ["serve", "--port", "0"], ["worker"]],
+    ids=["upgrade", "serve", "worker"],
+)
+def test_a_database_at_another_program_s_revision_is_refused_as_not_herald_s(
+    command: list[str], empty_database_url: str, tmp_path: Path
+) -> None:
+    """Another application's Alembic keeps its revision in the same table: that is not a
+    newer Herald, and no Herald version would run on it."""
+    database = Database(empty_database_url)
+    with database.writer.begin() as connection:
+        connection.execute(
+            text("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)")
+        )
+        connection.execute(text("INSERT INTO alembic_version VALUES ('1975ea83b712')"))
+    database.dispose()
+
+    result = run_herald(
+        [*command, "--database", empty_database_url], env=herald_environment(), cwd=tmp_path
+    )
+
+    assert result.returncode == 1
+    assert one_line(result.stderr) == (
+        "error: the database schema is at 1975ea83b712, which is not one of Herald's "
+        "revisions: the database holds another program's schema; give Herald a database "
+        "of its own"
+    )
+
+
 def test_an_sqlite_file_of_another_program_is_refused_not_given_herald_s_tables(
     tmp_path: Path,
 ) -> None:

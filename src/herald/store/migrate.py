@@ -58,6 +58,15 @@ def pending_steps(current: str | None) -> list[str]:
     try:
         steps = list(_scripts().iterate_revisions(head_revision(), current))
     except (CommandError, RevisionError):
+        # Herald numbers its revisions; another program's Alembic names them with hashes.
+        # Told "a newer Herald" about the revision of an application whose database it was
+        # pointed at, an operator would go looking for a version that does not exist.
+        if current is not None and not current.isdigit():
+            raise SchemaMismatch(
+                f"the database schema is at {current}, which is not one of Herald's "
+                "revisions: the database holds another program's schema; give Herald a "
+                "database of its own"
+            ) from None
         raise SchemaMismatch(
             f"the database schema is at {current}, which this Herald does not know (its "
             f"newest is {head_revision()}): it was written by a newer Herald; run that one"
