@@ -31,7 +31,7 @@ from herald.delivery.round_recording import RoundRecorder
 from herald.delivery.send_gates import SendGates
 from herald.domain.model import UserProfile
 from herald.domain.timeutil import to_micros
-from herald.store.database import SQLITE_BUSY_TIMEOUT_MS, Database
+from herald.store.database import SQLITE_BUSY_TIMEOUT_MS, Database, database_said
 from herald.store.outbox import FAILED, INTERRUPTED, ClaimedMessage
 from herald.store.unit_of_work import UnitOfWork, when_unlocked
 
@@ -144,8 +144,9 @@ class Dispatcher:
                 # so that an outage of the database does not flood the log.
                 if failures == 1:
                     log.exception("dispatch round failed; retrying")
-                else:
-                    log.warning("dispatch round failed again (%d in a row): %s", failures, exc)
+                else:  # the driver's first line: not SQLAlchemy's statement and link
+                    said = database_said(exc)
+                    log.warning("dispatch round failed again (%d in a row): %s", failures, said)
             else:
                 if failures:
                     log.info("dispatch rounds succeed again after %d failure(s)", failures)
