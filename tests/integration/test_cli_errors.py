@@ -151,8 +151,9 @@ def test_prune_refuses_a_broken_rule_file_listing_each_problem_of_its_rules(
         "postgres ql://postgres:S3CRETPW@127.0.0.1/herald",  # not a URL either
         # An "@" left unencoded: read as the end of the password, and the rest as the host.
         "postgresql://postgres:x@S3CRETPW@127.0.0.1:1/herald",
+        "postgresql://postgres@127.0.0.1:port/herald?password=S3CRETPW",  # libpq's parameter
     ],
-    ids=["unreachable", "bad port", "bad scheme", "unencoded at sign"],
+    ids=["unreachable", "bad port", "bad scheme", "unencoded at sign", "password parameter"],
 )
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_an_error_about_the_database_never_shows_its_password(command: str, url: str) -> None:

@@ -432,6 +432,25 @@ def test_the_startup_line_shows_the_database_without_its_password(
     assert f"{make_url(url).username}:***@" in output
 
 
+@pytest.mark.postgres
+def test_the_startup_line_hides_a_password_given_as_a_parameter(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """libpq takes ``?password=`` as well as ``user:password@``."""
+    url = make_url(postgres_url).update_query_dict({"password": "S3CRETPW"})
+    with HeraldProcess("worker", log_dir=tmp_path) as process:
+        process.start(
+            ["worker", "--database", url.render_as_string(hide_password=False)],
+            herald_environment(),
+            cwd=tmp_path,
+        )
+        process.wait_for_output("dispatcher ")
+        output = process.output()
+
+    assert "S3CRETPW" not in output
+    assert "password=***" in output
+
+
 def ipv6_loopback() -> bool:
     try:
         with socket.socket(socket.AF_INET6) as probe:

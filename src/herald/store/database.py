@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,9 @@ PG_CONNECTION_DEFAULTS = {
 _BUSY_TIMEOUT = "busy_timeout_ms"  # key in a pooled connection's info
 
 
+_QUERY_PASSWORD = re.compile(r"(?<=[?&]password=)[^&\s]*")
+
+
 class DatabaseUrlError(ValueError):
     pass
 
@@ -48,7 +52,8 @@ def hide_password(raw: str) -> str:
     except Exception:
         shown = raw  # not a URL SQLAlchemy reads: what looks like a password still goes
     # SQLAlchemy ends a password at its first "@": one typed with an "@" goes whole.
-    return hide_url_passwords(shown)
+    # libpq also takes the password as a parameter, which SQLAlchemy shows as it is.
+    return _QUERY_PASSWORD.sub("***", hide_url_passwords(shown))
 
 
 def normalise_url(raw: str) -> URL:
