@@ -36,8 +36,13 @@ COMMANDS = {
         ("mysql://localhost/herald", "unsupported database 'mysql'"),
         ("sqlite:///:memory:", "an in-memory SQLite database would lose every event"),
         (UNREACHABLE, "cannot reach the database: OperationalError"),
+        (
+            "postgresql://postgres@127.0.0.1/herald?port=x",
+            "not a database URL: 'postgresql://postgres@127.0.0.1/herald?port=x' "
+            "(Received non-integer port arguments: ('x',))",
+        ),
     ],
-    ids=["unsupported", "in-memory", "unreachable"],
+    ids=["unsupported", "in-memory", "unreachable", "port parameter"],
 )
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_a_database_that_cannot_serve_is_one_clear_line(

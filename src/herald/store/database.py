@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from herald.observability.logging import first_line
@@ -118,15 +118,22 @@ class Database:
             self.reader = self._sqlite_engine(immediate=False)
         else:
             given = self.url.query
-            engine = create_engine(
-                self.url,
-                pool_size=_POOL_SIZE,
-                max_overflow=_POOL_SIZE,
-                pool_pre_ping=True,
-                json_serializer=json_text,
-                json_deserializer=orjson.loads,
-                connect_args={k: v for k, v in PG_CONNECTION_DEFAULTS.items() if k not in given},
-            )
+            try:
+                engine = create_engine(
+                    self.url,
+                    pool_size=_POOL_SIZE,
+                    max_overflow=_POOL_SIZE,
+                    pool_pre_ping=True,
+                    json_serializer=json_text,
+                    json_deserializer=orjson.loads,
+                    connect_args={
+                        k: v for k, v in PG_CONNECTION_DEFAULTS.items() if k not in given
+                    },
+                )
+            except ArgumentError as exc:  # parameters SQLAlchemy reads itself: ?port=x
+                raise DatabaseUrlError(
+                    f"not a database URL: {hide_password(raw_url)!r} ({first_line(exc)})"
+                ) from None
             if statement_timeout_s:
                 _limit_statements(engine, statement_timeout_s)
             self.writer = self.reader = engine
