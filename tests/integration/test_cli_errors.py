@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from herald.cli.main import app
@@ -249,3 +250,24 @@ def test_a_wrong_option_is_named_as_given_not_as_its_variable(
     assert result.exit_code == 1, result.output
     assert f"error: invalid settings: {said}" in result.output
     assert "HERALD_" not in result.output
+
+
+@pytest.mark.postgres
+def test_dead_letters_are_listed_from_a_read_only_database_others_refuse_it(
+    postgres_url: str,
+) -> None:
+    """A replica, say: listing reads, and needs no write; retry and prune write."""
+    read_only = (
+        make_url(postgres_url)
+        .update_query_dict({"options": "-c default_transaction_read_only=on"})
+        .render_as_string(hide_password=False)
+    )
+    runner = CliRunner()
+
+    listed = runner.invoke(app, ["messages", "failed", "--database", read_only])
+    retried = runner.invoke(app, ["messages", "retry", "--failed", "--database", read_only])
+
+    assert listed.exit_code == 0, listed.output
+    assert "0 dead letter(s)" in listed.output
+    assert retried.exit_code == 1
+    assert "error: the database refuses writes" in retried.output

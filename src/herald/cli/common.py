@@ -107,6 +107,7 @@ def open_database(
     *,
     schema: Literal["any", "current", "upgrade"],
     create: bool = False,
+    writes: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> Database:
     """The database at ``url``, or exit 1 with one line: a bad URL, an unreachable server,
@@ -114,7 +115,8 @@ def open_database(
     owner alone), a schema this version cannot run on, or a database that refuses writes.
     ``schema``: ``"current"`` requires the schema to be current, ``"upgrade"`` upgrades a
     SQLite database first, ``"any"`` only checks that the database answers (neither its
-    schema nor its writes)."""
+    schema nor its writes). ``writes=False``: the command only reads, and may run on a
+    read-only database (a PostgreSQL replica)."""
     from herald.store.database import Database, DatabaseUrlError, database_said, write_problem
     from herald.store.migrate import SchemaMismatch, current_revision, ensure_current
 
@@ -153,9 +155,9 @@ def open_database(
                 "--database or HERALD_DATABASE_URL"
             )
         fail(f"cannot reach the database: {type(exc).__name__}: {said}")
-    # Every command that opens the database writes to it: a read-only one would start,
-    # say it is ready, and then refuse every event.
-    refused = None if schema == "any" else write_problem(database)
+    # A command that writes must not start on a read-only database: a server would say
+    # it is ready, and then refuse every event.
+    refused = None if schema == "any" or not writes else write_problem(database)
     if refused is not None:
         database.dispose()
         _refuses_writes(refused, path)

@@ -79,7 +79,9 @@ def messages_failed(
     """List dead letters (status failed), the latest to fail first, with their errors."""
     from herald.store.unit_of_work import ReadOnly
 
-    db = open_database(settings_from(database_url=database).database_url, schema="current")
+    db = open_database(
+        settings_from(database_url=database).database_url, schema="current", writes=False
+    )
     with ReadOnly(db) as read:
         count, rows = read.outbox.dead_letters(limit)
     db.dispose()
