@@ -271,3 +271,15 @@ def test_dead_letters_are_listed_from_a_read_only_database_others_refuse_it(
     assert "0 dead letter(s)" in listed.output
     assert retried.exit_code == 1
     assert "error: the database refuses writes" in retried.output
+
+
+@pytest.mark.postgres
+def test_a_postgres_url_as_hosts_hand_them_out_is_postgresql(postgres_url: str) -> None:
+    """Many hosts give PostgreSQL's URL as ``postgres://``, SQLAlchemy's name for none."""
+    url = make_url(postgres_url).set(drivername="postgres").render_as_string(hide_password=False)
+    assert url.startswith("postgres://")
+
+    listed = CliRunner().invoke(app, ["messages", "failed", "--database", url])
+
+    assert listed.exit_code == 0, listed.output
+    assert "0 dead letter(s)" in listed.output

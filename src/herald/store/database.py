@@ -57,13 +57,16 @@ def hide_password(raw: str) -> str:
 
 
 def normalise_url(raw: str) -> URL:
-    """Accept ``sqlite:///file.db`` and ``postgresql://...`` (psycopg 3 is the driver)."""
+    """Accept ``sqlite:///file.db`` and ``postgresql://...`` (psycopg 3 is the driver), or
+    ``postgres://...`` as many hosts hand PostgreSQL's URLs out."""
     try:
         url = make_url(raw)
     except Exception as exc:
         # Some SQLAlchemy versions quote the whole URL in their message.
         reason = str(exc).replace(raw, hide_password(raw))
         raise DatabaseUrlError(f"not a database URL: {hide_password(raw)!r} ({reason})") from None
+    if url.drivername == "postgres":
+        url = url.set(drivername="postgresql")
     if url.get_backend_name() == "postgresql":
         # A password's first "@" ends it, and the rest would be looked up as the host:
         # libpq's "failed to resolve host" error would then show the rest of the password.
