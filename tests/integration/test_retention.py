@@ -326,7 +326,7 @@ def test_a_prune_reading_another_rule_file_redacts_the_messages_of_rules_it_lack
     assert result.exit_code == 0, result.output
     said = " ".join(result.output.split())
     assert "does not have (VIP_ALERT) are redacted rather than deleted" in said
-    assert "pruned 1 events and 0 messages" in said and "redacted 1 messages" in said
+    assert "pruned 1 event and 0 messages" in said and "redacted 1 message " in said
     assert message_status_by_user(database) == {"u_v": SENT}
 
 
@@ -724,7 +724,7 @@ def test_herald_prune_alone_on_sqlite_keeps_the_write_ahead_log_short(
         watcher.close()
 
     assert result.exit_code == 0, result.output
-    assert "pruned 3000 events" in result.output
+    assert "pruned 3,000 events" in result.output
     # A batch's pages at a time (a fifth of the database here); without checkpoints the
     # log reached twelve times the database.
     assert largest_log < stored, (largest_log, stored)

@@ -287,13 +287,17 @@ def prune(
     finally:
         db.dispose()
     console.print(
-        f"pruned {totals.events} events and {totals.messages} messages "
-        f"from before {iso(cutoff)}; redacted {totals.redacted} messages "
+        f"pruned {_counted(totals.events, 'event')} and {_counted(totals.messages, 'message')} "
+        f"from before {iso(cutoff)}; redacted {_counted(totals.redacted, 'message')} "
         "kept for their once-per-user limits"
     )
     if totals.events:
         # The end of the cutoff's UTC day, not the cutoff: what the rules go by from now on.
         console.print(f"users whose events were pruned: {fence}")
+
+
+def _counted(count: int, noun: str) -> str:
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
 def _say_what_would_go(
@@ -307,9 +311,10 @@ def _say_what_would_go(
     totals = count_prunable(db, cutoff=cutoff, keep_rules=keep_rules)
     db.dispose()
     console.print(
-        f"would prune {totals.events} events and {totals.messages} messages "
-        f"from before {iso(cutoff)}; would redact {totals.redacted} "
-        "messages kept for their once-per-user limits (dry run: nothing changed)"
+        f"would prune {_counted(totals.events, 'event')} and "
+        f"{_counted(totals.messages, 'message')} from before {iso(cutoff)}; would redact "
+        f"{_counted(totals.redacted, 'message')} kept for their once-per-user limits (dry "
+        "run: nothing changed)"
     )
     if totals.events:
         console.print(f"users whose events would be pruned: {fence}")
