@@ -35,7 +35,7 @@ class Model:
         self.holder: str | None = None
         self.lease_until = 0
         self.attempts = 0
-        self.sent_records = 0
+        self.history: list[str] = []  # the outcome of every attempt recorded, oldest first
 
     def due_at(self, now: int) -> bool:
         return (self.status == PENDING and self.due <= now) or (
@@ -93,7 +93,7 @@ def test_the_outbox_keeps_its_promises_under_any_interleaving(database: Database
             if recorded:
                 m.attempts += 1
                 m.holder = None
-                m.sent_records += outcome == SENT
+                m.history.append(outcome)
                 m.status = PENDING if outcome == "retry" else outcome
                 m.due = self.now + delay if outcome == "retry" else m.due
 
@@ -121,14 +121,27 @@ def test_the_outbox_keeps_its_promises_under_any_interleaving(database: Database
                             messages.c.status,
                             messages.c.claimed_by,
                             messages.c.attempts,
+                            messages.c.due_us,
                         )
                     )
                 }
+                history: dict[str, list[str]] = {mid: [] for mid in self.model}
+                for attempt in connection.execute(
+                    select(delivery_attempts.c.message_id, delivery_attempts.c.outcome).order_by(
+                        delivery_attempts.c.id
+                    )
+                ):
+                    history[attempt.message_id].append(attempt.outcome)
             for mid, m in self.model.items():
                 row = stored[mid]
                 assert (row.status, row.attempts) == (m.status, m.attempts), mid
                 assert row.claimed_by == (m.holder if m.status == SENDING else None), mid
-                assert m.sent_records <= 1
+                if m.status == PENDING:  # a retry is due when its attempt said
+                    assert row.due_us == m.due, mid
+                # An attempt the store refused leaves no trace in the message's history,
+                # and a message is sent at most once.
+                assert history[mid] == m.history, mid
+                assert history[mid].count(SENT) <= 1, mid
 
     run_state_machine_as_test(
         Outbox,
