@@ -1,8 +1,9 @@
+import functools
 from datetime import UTC, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from herald.delivery.quiet_hours import QuietHours, hold_policy, resolve_zone
@@ -160,17 +161,60 @@ ZONES = [
 ]
 
 
-@given(
-    now=st.datetimes(
-        min_value=datetime(2005, 1, 1), max_value=datetime(2035, 1, 1), timezones=st.just(UTC)
-    ),
-    zone=st.sampled_from(ZONES),
-    start=st.times(),
-    end=st.times(),
-)
+FIRST, LAST = datetime(2005, 1, 1, tzinfo=UTC), datetime(2035, 1, 1, tzinfo=UTC)
+
+
+@functools.cache
+def offset_changes(zone: str) -> list[datetime]:
+    """The instants (UTC, to the second) where ``zone``'s clocks jump, FIRST to LAST."""
+    tz, changes, day = ZoneInfo(zone), [], FIRST
+    while day < LAST:
+        before, after = day, day + timedelta(days=1)
+        if before.astimezone(tz).utcoffset() != after.astimezone(tz).utcoffset():
+            while after - before > timedelta(seconds=1):
+                middle = before + (after - before) / 2
+                same = middle.astimezone(tz).utcoffset() == before.astimezone(tz).utcoffset()
+                before, after = (middle, after) if same else (before, middle)
+            changes.append(after.replace(microsecond=0))
+        day += timedelta(days=1)
+    return changes
+
+
+@st.composite
+def moments_in_zones(draw: st.DrawFn) -> tuple[datetime, str]:
+    """A zone and an instant, as often as not within an hour of one of the zone's clock
+    changes or two days before it: where a window's end may fall in a skipped or
+    repeated hour. Drawn uniformly, an instant is that close to a change about once in a
+    hundred examples."""
+    zone = draw(st.sampled_from(ZONES))
+    changes = offset_changes(zone)
+    if not changes or draw(st.booleans()):
+        return draw(st.datetimes(FIRST.replace(tzinfo=None), LAST.replace(tzinfo=None))).replace(
+            tzinfo=UTC
+        ), zone
+    change = draw(st.sampled_from(changes))
+    hour = 3_600_000_000
+    before = draw(st.integers(-hour, hour) | st.integers(-hour, 49 * hour))  # in microseconds
+    return change - timedelta(microseconds=before), zone
+
+
+# Window edges on the hours clocks jump at (a microsecond either side), or any time.
+JUMP_HOURS = [time(0), time(1), time(1, 0, 0, 1), time(1, 59, 59, 999_999), time(2)]
+JUMP_HOURS += [time(2, 0, 0, 1), time(2, 30), time(3), time(23, 59, 59, 999_999)]
+EDGES = st.sampled_from(JUMP_HOURS) | st.times()
+
+
+@example(
+    moment=(utc(2005, 3, 26, 15, 0), "Australia/Lord_Howe"),
+    start=time(0),
+    end=time(1, 59, 59, 999_999),
+).via("Lord Howe's clocks go back half an hour at 02:00: the window's end is met twice")
+@settings(max_examples=400)  # a fraction of a second each hundred
+@given(moment=moments_in_zones(), start=EDGES, end=EDGES)
 def test_a_message_is_held_exactly_while_the_window_is_on_and_released_as_it_ends(
-    now: datetime, zone: str, start: time, end: time
+    moment: tuple[datetime, str], start: time, end: time
 ) -> None:
+    now, zone = moment
     window = QuietHours(start=start, end=end)
     wall = now.astimezone(ZoneInfo(zone)).time()
     quiet = start <= wall < end if start <= end else (wall >= start or wall < end)
