@@ -35,7 +35,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,7 @@ class SmtpSink:
         self.smtputf8 = smtputf8
         self._messages: list[ReceivedEmail] = []
         self._logins: list[str] = []
+        self._mail_sessions_ended = 0
         self._lock = threading.Lock()
         self._controller: _EphemeralPortController | None = None
 
@@ -100,6 +101,12 @@ class SmtpSink:
         """User names of successful AUTH commands so far."""
         with self._lock:
             return list(self._logins)
+
+    @property
+    def mail_sessions_ended(self) -> int:
+        """Connections that began a mail (sent MAIL FROM) and have since been closed."""
+        with self._lock:
+            return self._mail_sessions_ended
 
     def start(self) -> SmtpSink:
         options: dict[str, Any] = {"enable_SMTPUTF8": self.smtputf8}
@@ -141,6 +148,10 @@ class SmtpSink:
         with self._lock:
             self._messages.append(email)
 
+    def _mail_session_ended(self) -> None:
+        with self._lock:
+            self._mail_sessions_ended += 1
+
     def _authenticate(
         self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
     ) -> AuthResult:
@@ -168,6 +179,7 @@ class _Handler:
         if self._sink.credentials is not None and not session.authenticated:
             return "530 5.7.0 Authentication required"
         envelope.mail_from = address
+        session.began_a_mail = True
         envelope.mail_options.extend(mail_options)
         return "250 OK"
 
@@ -195,6 +207,17 @@ class _Handler:
         return self._sink.quit_reply or "221 Bye"
 
 
+class _SessionCountingSMTP(SMTP):
+    """Tells the sink when a connection that began a mail is closed: after that, nothing
+    more can arrive on it."""
+
+    def connection_lost(self, error: Exception | None) -> None:
+        began_a_mail = getattr(self.session, "began_a_mail", False)
+        super().connection_lost(error)
+        if began_a_mail:
+            self.event_handler._sink._mail_session_ended()
+
+
 class _EphemeralPortController(Controller):
     """A ``Controller`` that may listen on port 0.
 
@@ -203,6 +226,9 @@ class _EphemeralPortController(Controller):
     just before that check makes port 0 work (relies on aiosmtpd 1.4 internals:
     ``server`` is set and ``_trigger_server`` runs after binding).
     """
+
+    def factory(self) -> SMTP:
+        return _SessionCountingSMTP(self.handler, **self.SMTP_kwargs)
 
     def _trigger_server(self) -> None:
         assert isinstance(self.server, asyncio.Server)
