@@ -754,6 +754,13 @@ def test_two_dispatchers_never_send_one_message_twice(
         line.split('"message_id":"')[1].split('"')[0] for line in outbox.read_text().splitlines()
     ]
     assert len(ids) == 60 and len(set(ids)) == 60
+    with ReadOnly(database) as read:
+        sent_by = dict(
+            read.connection.exec_driver_sql(
+                "SELECT worker, count(*) FROM delivery_attempts GROUP BY worker"
+            ).all()
+        )
+    assert sent_by.keys() == {"a", "b"}, sent_by  # both took part: no one had it all alone
 
 
 def test_two_dispatchers_of_one_host_name_and_pid_never_record_each_other_s_claims(
