@@ -519,7 +519,9 @@ def test_any_one_setting_changed_builds_or_fails_with_a_config_error(
     try:
         build(changed(path, value))
     except DeliveryConfigError as exc:
-        assert str(exc)
+        # The operator is told where: the provider or delivery setting that was changed.
+        named = path[1] if len(path) > 1 else path[0]
+        assert exc.problems and any(named in p for p in exc.problems), (path, exc.problems)
 
 
 def test_rules_check_and_serve_refuse_logging_in_to_smtp_without_tls(tmp_path: Path) -> None:
