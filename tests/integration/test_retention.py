@@ -763,5 +763,5 @@ def test_an_interrupted_prune_says_what_stays_done_and_how_to_finish(
     database.dispose()
     assert again.exit_code == 0, again.output
     # The same command again: the rest, and only the rest.
-    assert f"pruned {3000 - deleted} events" in again.output
+    assert f"pruned {3000 - deleted:,} events" in again.output
     assert left == set()
