@@ -65,6 +65,24 @@ def redeclare(path: Path, declared: str, instead: str) -> None:
     path.write_text(text.replace(declared, instead), encoding="utf-8")
 
 
+def payment_email_rule_file(
+    directory: Path, template: dict[str, str], *declarations: str, rule: str = "ORDER"
+) -> Path:
+    """A rule file whose one rule, ``rule``, emails ``template`` (named as the rule, in
+    lower case) on ``payment_failed``, whose properties also declare ``declarations``
+    (``"meta: object"``)."""
+    name = rule.lower()
+    path = write_rule_file(
+        directory,
+        f"  - {{id: {rule}, trigger: payment_failed, channel: email, category: transactional,"
+        f" template: {name}}}\n",
+        {name: template},
+    )
+    amount = "amount: {type: number, required: true}"
+    redeclare(path, amount, "\n      ".join([amount, *declarations]))
+    return path
+
+
 def checked_problems(path: Path) -> list[str]:
     """What ``herald rules check`` lists for the rule file at ``path``, which it refuses."""
     result = CliRunner().invoke(app, ["rules", "check", str(path)], env=WIDE)
@@ -1086,16 +1104,8 @@ def test_a_template_may_read_inside_an_object_or_array_property(body: str, tmp_p
     # The keys of an object and the items of an array are the client's: an event without
     # them renders them empty, as it does an absent property, and the file cannot declare
     # them. The check's empty sample lacked them, and the file was refused.
-    path = write_rule_file(
-        tmp_path,
-        "  - {id: ORDER, trigger: payment_failed, channel: email, category: transactional,"
-        " template: order}\n",
-        {"order": {"subject.txt": "Order", "body.txt": body}},
-    )
-    redeclare(
-        path,
-        "amount: {type: number, required: true}",
-        "amount: {type: number, required: true}\n      meta: object\n      lines: array",
+    path = payment_email_rule_file(
+        tmp_path, {"subject.txt": "Order", "body.txt": body}, "meta: object", "lines: array"
     )
 
     assert [rule.id for rule in load_ruleset(path).rules] == ["ORDER"]
@@ -1105,17 +1115,7 @@ def test_a_template_reading_inside_an_object_still_has_its_undeclared_names_list
     tmp_path: Path,
 ) -> None:
     typos = {"subject.txt": "{{ event.properties.meta.plan }}", "body.txt": "{{ user.frist }}"}
-    path = write_rule_file(
-        tmp_path,
-        "  - {id: TYPO, trigger: payment_failed, channel: email, category: transactional,"
-        " template: typo}\n",
-        {"typo": typos},
-    )
-    redeclare(
-        path,
-        "amount: {type: number, required: true}",
-        "amount: {type: number, required: true}\n      meta: object",
-    )
+    path = payment_email_rule_file(tmp_path, typos, "meta: object", rule="TYPO")
 
     assert problems_of(path) == [
         "rule TYPO: template typo/body.txt uses user.frist, which the rule file does not"
@@ -1131,16 +1131,8 @@ def test_a_file_loads_alike_whatever_was_checked_before_it(tmp_path: Path) -> No
         ("summed", "{{ event.properties.meta.count + 1 }} items"),
     ]:
         (tmp_path / name).mkdir()
-        path = write_rule_file(
-            tmp_path / name,
-            "  - {id: ORDER, trigger: payment_failed, channel: email, category: transactional,"
-            " template: order}\n",
-            {"order": {"subject.txt": "Order", "body.txt": body}},
-        )
-        redeclare(
-            path,
-            "amount: {type: number, required: true}",
-            "amount: {type: number, required: true}\n      meta: object",
+        path = payment_email_rule_file(
+            tmp_path / name, {"subject.txt": "Order", "body.txt": body}, "meta: object"
         )
 
         assert [rule.id for rule in load_ruleset(path).rules] == ["ORDER"]

@@ -50,7 +50,7 @@ def _closure(traits: Mapping[str, object]) -> tuple[frozenset[str], str]:
     # A stated opt-in must be true itself: false, null or the string "false" is no consent.
     # An unstated one leaves it to the rule's condition (the bank-link nudge asks for none).
     if "marketing_opt_in" in traits and traits["marketing_opt_in"] is not True:
-        said = orjson.dumps(traits["marketing_opt_in"], default=str).decode()[:80]
+        said = _shown(traits["marketing_opt_in"])
         why = f"marketing rule and the user has not opted in (marketing_opt_in is {said})"
         return MARKETING_CHANNELS, why
     unsubscribed = traits.get("unsubscribed")
@@ -60,15 +60,21 @@ def _closure(traits: Mapping[str, object]) -> tuple[frozenset[str], str]:
     if names is None:
         # An unsubscribe Herald cannot read is still one: ignoring it would send the user
         # what they may have refused. Transactional messages are not held up by it.
-        shown = orjson.dumps(unsubscribed, default=str).decode()[:80]
         why = (
-            f"marketing rule and the user's unsubscribed trait cannot be read ({shown}; a list "
+            f"marketing rule and the user's unsubscribed trait cannot be read "
+            f"({_shown(unsubscribed)}; a list "
             'of "email", "sms", "marketing", "all" is): taken as unsubscribed from all marketing'
         )
         return MARKETING_CHANNELS, why
     if "marketing" in names or "all" in names:
         return MARKETING_CHANNELS, "marketing rule and the user unsubscribed from all marketing"
     return MARKETING_CHANNELS & names, ""
+
+
+def _shown(value: object) -> str:
+    """A trait's value as the client sent it (JSON), cut short: a reason is stored with
+    every decision, and a client's value may be long."""
+    return orjson.dumps(value, default=str).decode()[:80]
 
 
 def closed_now(profile: UserProfile) -> frozenset[str]:
