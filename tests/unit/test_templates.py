@@ -232,6 +232,14 @@ def test_a_template_repeating_or_raising_to_a_small_client_value_renders() -> No
         ("{{ '*' * event.n }}", "1,000,000,000,000 repetitions of 1 items would be more than"),
         ("{{ event.n * [0] }}", "1,000,000,000,000 repetitions of 1 items would be more than"),
         ("{{ 2 ** event.n }}", "2 ** 1000000000000 is more than 10,000 bits"),
+        ("{{ 'a'.ljust(event.n) }}", "ljust(1,000,000,000,000) would make a text more than"),
+        ("{{ 'a'.zfill(width=event.n) }}", "zfill(1,000,000,000,000) would make a text more than"),
+        ("{{ 'a' | center(event.n) }}", "center(1,000,000,000,000) would make a text more than"),
+        ("{{ 'a' | indent(event.n) }}", "indent(1,000,000,000,000) would make a text more than"),
+        (
+            "{{ ('x\\n' * 50000) | indent(3) }}",
+            "indent(3) on 50,001 lines would make a text more than 100,000 long",
+        ),
     ],
 )
 def test_a_client_value_cannot_make_a_template_build_gigabytes(body: str, said: str) -> None:
@@ -242,3 +250,14 @@ def test_a_client_value_cannot_make_a_template_build_gigabytes(body: str, said: 
         TemplateSet(sources).render("big", {"event": {"n": 10**12}, "user": {}})
 
     assert f"template big: SecurityError: {said}" in str(refused.value)
+
+
+def test_a_template_padding_to_a_small_client_value_renders() -> None:
+    body = (
+        "{{ 'ab'.rjust(event.n, '.') }}|{{ 'x' | center(event.n) }}|{{ 'a\\nb' | indent(event.n) }}"
+    )
+    sources = {"pad": {"subject.txt": "Padded", "body.txt": body}}
+
+    rendered = TemplateSet(sources).render("pad", {"event": {"n": 4}, "user": {}})
+
+    assert rendered.body == "..ab| x  |a\n    b"

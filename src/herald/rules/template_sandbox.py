@@ -10,11 +10,14 @@ from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
 
-# The largest text or list a template may make by repetition (`"*" * n`), and the largest
-# number, in bits, by a power (`2 ** n`): with n a client's value, one event could make
-# the process build gigabytes, or compute for hours, before any send.
+# The largest text or list a template may make by repetition (`"*" * n`) or padding
+# (`name.ljust(n)`, `text | indent(n)`), and the largest number, in bits, by a power
+# (`2 ** n`): with n a client's value, one event could make the process build gigabytes,
+# or compute for hours, before any send.
 MOST_REPEATED = 100_000
 MOST_POWER_BITS = 10_000
+# The text methods whose first argument is the width of the text they make.
+_PADDING_METHODS = frozenset({"center", "ljust", "rjust", "zfill"})
 
 
 class DataSandbox(SandboxedEnvironment):
@@ -35,6 +38,19 @@ class DataSandbox(SandboxedEnvironment):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._absent_method = _method_or_absent(self.undefined)
+        # Filters are called directly, not through `call`: the padding ones check here.
+        self.filters = {
+            **self.filters,
+            "center": _bounded_center(self.filters["center"]),
+            "indent": _bounded_indent(self.filters["indent"]),
+        }
+
+    def call(self, context: Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
+        text = getattr(obj, "__self__", None)
+        if type(text) is str and getattr(obj, "__name__", None) in _PADDING_METHODS:
+            width = args[0] if args else kwargs.get("width")
+            _check_padding(obj.__name__, width, lines=1)
+        return super().call(context, obj, *args, **kwargs)
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         if operator == "*":
@@ -69,6 +85,33 @@ class DataSandbox(SandboxedEnvironment):
 
 
 _DICT_ATTRIBUTES = frozenset(dir(dict))
+
+
+def _check_padding(name: str, width: Any, lines: int) -> None:
+    """Refuse padding ``lines`` lines to ``width`` when that makes a text past the limit."""
+    if _is_whole(width) and width * lines > MOST_REPEATED:
+        times = f" on {lines:,} lines" if lines > 1 else ""
+        raise SecurityError(
+            f"{name}({width:,}){times} would make a text more than {MOST_REPEATED:,} long"
+        )
+
+
+def _bounded_center(center: Callable[..., str]) -> Callable[..., str]:
+    def bounded(value: str, width: int = 80) -> str:
+        _check_padding("center", width, lines=1)
+        return center(value, width)
+
+    return bounded
+
+
+def _bounded_indent(indent: Callable[..., str]) -> Callable[..., str]:
+    def bounded(s: str, width: int | str = 4, first: bool = False, blank: bool = False) -> str:
+        # Each line gets the indent: a client's text of many lines multiplies it.
+        size = len(width) if isinstance(width, str) else width
+        _check_padding("indent", size, lines=str(s).count("\n") + 1)
+        return indent(s, width, first, blank)
+
+    return bounded
 
 
 def _is_whole(value: Any) -> bool:
