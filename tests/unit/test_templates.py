@@ -261,3 +261,23 @@ def test_a_template_padding_to_a_small_client_value_renders() -> None:
     rendered = TemplateSet(sources).render("pad", {"event": {"n": 4}, "user": {}})
 
     assert rendered.body == "..ab| x  |a\n    b"
+
+
+def test_a_clients_values_print_in_json_spelling_and_null_prints_nothing() -> None:
+    # Python's spelling reached customers: "Auto-pay: True", "Plan: None", "['a', 'b']".
+    body = "{% set p = event.properties %}{{ p.on }}/{{ p.off }}/{{ p.plan }}/{{ p.tags }}/"
+    body += "{{ p.meta }}/{{ p.amount }}"
+    sources = {"t": {"subject.txt": "s", "body.txt": body, "body.html": body}}
+    properties = {
+        "on": True,
+        "off": False,
+        "plan": None,
+        "tags": ["a", "b"],
+        "meta": {"tier": 2},
+        "amount": 1425.5,
+    }
+
+    rendered = TemplateSet(sources).render("t", {"event": {"properties": properties}, "user": {}})
+
+    assert rendered.body == 'true/false//["a","b"]/{"tier":2}/1425.5'
+    assert rendered.html == "true/false//[&#34;a&#34;,&#34;b&#34;]/{&#34;tier&#34;:2}/1425.5"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
+import orjson
 from jinja2 import Undefined
 from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context
@@ -144,9 +145,26 @@ def _method_or_absent(undefined: type[Undefined]) -> Callable[[Any, str, Any], U
     return make
 
 
+def as_printed(value: Any) -> Any:
+    """A client's JSON value as ``{{ ... }}`` prints it: in JSON's spelling (``true``,
+    ``[1, "a"]``), not Python's (``True``, ``[1, 'a']``), and null as nothing, as an
+    absent value prints."""
+    if value is None:
+        return ""
+    if value is True or value is False:
+        return "true" if value else "false"
+    if type(value) is list or type(value) is dict:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    return value
+
+
 def sandbox(undefined: type[Undefined], autoescape: bool) -> SandboxedEnvironment:
     """The environment every part is compiled in: a block tag's own line break dropped
     (``trim_blocks``) and the template's final newline dropped, as the README says."""
     return DataSandbox(
-        undefined=undefined, autoescape=autoescape, trim_blocks=True, keep_trailing_newline=False
+        undefined=undefined,
+        autoescape=autoescape,
+        trim_blocks=True,
+        keep_trailing_newline=False,
+        finalize=as_printed,
     )
