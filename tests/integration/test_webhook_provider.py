@@ -7,7 +7,7 @@ import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
+import aiohttp
 import pytest
 
 from herald import __version__
@@ -240,12 +240,14 @@ def test_a_sent_message_leaves_the_webhook_url_out_of_the_log(
     assert "s3cr3tT0ken" not in capsys.readouterr().err
 
 
-def test_closing_the_provider_leaves_a_shared_client_open(receiver: HttpReceiver) -> None:
+def test_closing_the_provider_leaves_a_shared_session_open(receiver: HttpReceiver) -> None:
     async def scenario() -> tuple[bool, DeliveryResult]:
-        async with httpx.AsyncClient() as client:
-            provider = WebhookProvider(name="partner", url=receiver.url, secret=None, client=client)
+        async with aiohttp.ClientSession() as session:
+            provider = WebhookProvider(
+                name="partner", url=receiver.url, secret=None, session=session
+            )
             await provider.aclose()
-            return client.is_closed, await provider.send(REQUEST)
+            return session.closed, await provider.send(REQUEST)
 
     closed, result = asyncio.run(scenario())
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
+import yarl
 
 from herald.rules.declarations import yaml_text_hint
 
@@ -170,8 +170,8 @@ def is_http_url(url: str) -> bool:
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 -- raises ValueError for a port out of range or not a number
-        httpx.URL(url)
-    except (ValueError, httpx.InvalidURL):  # e.g. an unclosed IPv6 bracket, a port "443x"
+        yarl.URL(url)  # the HTTP client's own reading
+    except ValueError:  # e.g. an unclosed IPv6 bracket, a port "443x"
         return False
     return parts.scheme in ("http", "https") and bool(parts.hostname)
 

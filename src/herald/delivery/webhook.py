@@ -8,7 +8,8 @@ What the receiver gets, per request:
   because delivery is at-least-once and the receiver must de-duplicate;
 - ``Herald-Signature: t=<unix seconds>,v1=<hex>`` when a secret is set
   (see ``herald.delivery.signing`` for how to verify it);
-- ``User-Agent: herald/<version>``.
+- ``User-Agent: herald/<version>``;
+- ``Accept-Encoding: identity``: the answer is read raw, never inflated.
 
 How the answer is read: its status decides (of its body, only the first 64 KiB
 are read, for the receiver's reference or the detail); 2xx is sent; 408, 429,
@@ -28,7 +29,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
+import aiohttp
 
 from herald import __version__
 from herald.delivery.provider import DeliveryResult, SendRequest
@@ -48,17 +49,16 @@ class WebhookProvider:
         url: the endpoint; redirects are not followed (a moved endpoint is a
             configuration change, not something to chase silently).
         secret: HMAC key for ``Herald-Signature``; None sends no signature.
-        timeout: seconds allowed for each of connect, write, pool wait and
-            read; going over any of them is a ``retry``.
+        timeout: seconds allowed for the connection (a free one from the pool or
+            a new one) and for each read of the answer; going over is a ``retry``.
         headers: extra headers sent on every request. The headers listed in
             the module docstring are Herald's and win over these.
         clock: Unix time in seconds, used for the signature timestamp.
-        client: an ``httpx.AsyncClient`` to share; the caller keeps ownership
+        session: an ``aiohttp.ClientSession`` to share; the caller keeps ownership
             and closes it. When None the provider makes its own on first use
             and closes it in ``aclose``.
-        tls_context: what the provider's own client trusts (the rule file's
-            ``ca_file``, for a receiver behind a private CA); None for the
-            system's trust store. A shared ``client`` keeps its own.
+        tls_context: what the provider trusts (the rule file's ``ca_file``, for a
+            receiver behind a private CA); None for the system's trust store.
     """
 
     def __init__(
@@ -69,7 +69,7 @@ class WebhookProvider:
         timeout: float = 10.0,
         headers: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.time,
-        client: httpx.AsyncClient | None = None,
+        session: aiohttp.ClientSession | None = None,
         tls_context: ssl.SSLContext | None = None,
     ) -> None:
         self.name = name
@@ -79,9 +79,13 @@ class WebhookProvider:
         self._secret = secret
         self._extra_headers = dict(headers or {})
         self._clock = clock
-        self._client = client
-        self._owns_client = client is None
-        self._tls_context = tls_context
+        self._session = session
+        self._owns_session = session is None
+        # aiohttp takes True for the system's trust store.
+        self._tls: ssl.SSLContext | bool = tls_context or True
+        self._timeouts = aiohttp.ClientTimeout(
+            total=None, connect=timeout, sock_connect=timeout, sock_read=timeout
+        )
 
     @property
     def target(self) -> str:
@@ -94,79 +98,81 @@ class WebhookProvider:
         """POST ``request`` once and classify the outcome. Never raises for delivery failures."""
         # Serialise once: the signature covers these exact bytes.
         body = json.dumps(request.as_json(), ensure_ascii=False, separators=(",", ":")).encode()
-        client = self._get_client()
         try:
-            response = await client.send(
-                client.build_request(
-                    "POST",
-                    self.url,
-                    content=body,
-                    headers=self._headers_for(request, body),
-                    timeout=self.timeout,
-                ),
-                stream=True,
-            )
-        except httpx.TimeoutException as exc:
+            async with self._get_session().post(
+                self.url,
+                data=body,
+                headers=self._headers_for(request, body),
+                timeout=self._timeouts,
+                ssl=self._tls,
+                allow_redirects=False,
+            ) as response:
+                content = await _head_of(response)
+                return _classify(response, content, now=self._clock())
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             return DeliveryResult.retry(f"timeout after {self.timeout:g} s ({type(exc).__name__})")
-        except httpx.ConnectError as exc:
-            return DeliveryResult.retry(f"connection failed: {_describe(exc)}")
-        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+        except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError) as exc:
             # The URL is not repeated: it often carries a token (chat hooks do), and this
             # detail is logged and shown by the audit.
-            return DeliveryResult.failed(f"the webhook URL is not usable: {_describe(exc)}")
-        except httpx.TransportError as exc:
+            return DeliveryResult.failed(f"the webhook URL is not usable: {type(exc).__name__}")
+        except aiohttp.ClientConnectorError as exc:
+            return DeliveryResult.retry(f"connection failed: {self._describe(exc)}")
+        except aiohttp.ClientError as exc:
             # The connection broke mid-exchange: the receiver may or may not
             # have the message, and the idempotency key covers the retry.
-            return DeliveryResult.retry(f"connection error: {_describe(exc)}")
-        try:
-            content = await _head_of(response)
-        finally:
-            await response.aclose()
-        return _classify(response, content, now=self._clock())
+            return DeliveryResult.retry(f"connection error: {self._describe(exc)}")
 
     async def aclose(self) -> None:
-        """Close the HTTP client if this provider created it; idempotent."""
-        if self._owns_client and self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        """Close the HTTP session if this provider created it; idempotent."""
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+            self._session = None
 
-    def _get_client(self) -> httpx.AsyncClient:
-        # Created lazily so the client belongs to the event loop that sends,
+    def _get_session(self) -> aiohttp.ClientSession:
+        # Created lazily so the session belongs to the event loop that sends,
         # not to whatever (if any) loop was running when config was loaded.
-        if self._client is None:
-            self._client = httpx.AsyncClient(
-                follow_redirects=False, verify=self._tls_context or True
-            )
-        return self._client
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+    def _describe(self, exc: Exception) -> str:
+        # Client errors often carry an empty message; the class name still says what
+        # happened. One quoting the URL shows its origin alone, as `target` does.
+        return (str(exc) or type(exc).__name__).replace(self.url, self.target)
 
     def _headers_for(self, request: SendRequest, body: bytes) -> dict[str, str]:
         headers = dict(self._extra_headers)
         headers["Content-Type"] = "application/json"
         headers["Idempotency-Key"] = request.message_id
         headers["User-Agent"] = f"herald/{__version__}"
+        headers["Accept-Encoding"] = "identity"
         if self._secret is not None:
             timestamp = int(self._clock())
             headers[SIGNATURE_HEADER] = signature_header(self._secret, timestamp, body)
         return headers
 
 
-async def _head_of(response: httpx.Response) -> bytes:
+async def _head_of(response: aiohttp.ClientResponse) -> bytes:
     """The start of the answer's body, at most ``_BODY_BYTES_READ``: the status decides, and
     the body only lends a reference or a detail, so one that is huge, or stalls, must not
     hold the send up (nor turn a receiver's 2xx into a retry that would duplicate)."""
     head = bytearray()
     try:
-        async for chunk in response.aiter_bytes():
-            head += chunk
-            if len(head) >= _BODY_BYTES_READ:
+        while len(head) < _BODY_BYTES_READ:
+            chunk = await response.content.read(_BODY_BYTES_READ - len(head))
+            if not chunk:
                 break
-    except httpx.HTTPError:  # a body that stalls past the timeout, or breaks off
+            head += chunk
+    except (
+        TimeoutError,
+        aiohttp.ClientError,
+    ):  # a body that stalls past the timeout, or breaks off
         pass
-    return bytes(head[:_BODY_BYTES_READ])
+    return bytes(head)
 
 
-def _classify(response: httpx.Response, content: bytes, *, now: float) -> DeliveryResult:
-    status = response.status_code
+def _classify(response: aiohttp.ClientResponse, content: bytes, *, now: float) -> DeliveryResult:
+    status = response.status
     if 200 <= status < 300:
         return DeliveryResult.sent(f"HTTP {status}", reference=_reference_from(content))
     snippet = _snippet(content)
@@ -210,8 +216,3 @@ def _reference_from(content: bytes) -> str | None:
 def _snippet(content: bytes) -> str:
     text = content.decode("utf-8", errors="replace")
     return " ".join(text.split())[:_DETAIL_BODY_CHARS]
-
-
-def _describe(exc: Exception) -> str:
-    # httpx errors often carry an empty message; the class name still says what happened.
-    return str(exc) or type(exc).__name__

@@ -137,6 +137,3 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     root.setLevel(level.upper())
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)  # "Context impl ..." at each start
-    # httpx logs each request's URL at INFO: a webhook's URL often carries its token (chat
-    # hooks do), and a send's outcome is the dispatcher's line to log.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
