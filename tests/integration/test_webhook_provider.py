@@ -336,3 +336,18 @@ def test_a_receiver_behind_a_private_ca_gets_the_message_with_its_ca_file(
     assert result.status is DeliveryStatus.SENT
     [received] = https_receiver.requests
     assert received.json() == REQUEST.as_json()
+
+
+def test_the_proxy_of_the_environment_carries_the_request(
+    receiver: HttpReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A server that reaches the internet only through a proxy says so in HTTP_PROXY.
+    monkeypatch.setenv("HTTP_PROXY", receiver.url.rsplit("/", 1)[0])
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+
+    result = send_once("http://partner.invalid/hooks", secret=None)
+
+    assert result.status is DeliveryStatus.SENT
+    [received] = receiver.requests
+    assert received.path == "http://partner.invalid/hooks"

@@ -132,7 +132,8 @@ class WebhookProvider:
         # Created lazily so the session belongs to the event loop that sends,
         # not to whatever (if any) loop was running when config was loaded.
         if self._session is None:
-            self._session = aiohttp.ClientSession()
+            # trust_env: HTTP(S)_PROXY and NO_PROXY apply, as they do to most HTTP clients.
+            self._session = aiohttp.ClientSession(trust_env=True)
         return self._session
 
     def _describe(self, exc: Exception) -> str:
