@@ -869,6 +869,42 @@ def test_rule_ids_and_event_type_names_must_be_short_identifiers(tmp_path: Path)
             "  signup_completed:\n    properties:\n      plan: {type: string, enum: []}\n",
             "event signup_completed: property plan: `enum` is empty: no value could be sent",
         ),
+        # JSON has no infinity or NaN: GET /rules answered 500 for a file that held one.
+        (
+            "  signup_completed:\n    properties:\n      amount: {type: number, maximum: .inf}\n",
+            "event signup_completed: property amount: `maximum` must be a finite number, got inf "
+            "(leave it out for no bound)",
+        ),
+        (
+            "  signup_completed:\n    properties:\n      amount: {type: number, minimum: -.inf}\n",
+            "event signup_completed: property amount: `minimum` must be a finite number, got -inf",
+        ),
+        (
+            "  signup_completed:\n    properties:\n      amount: {type: number, enum: [1, .nan]}\n",
+            "event signup_completed: property amount: `enum` value nan is not a JSON value (YAML "
+            "also reads dates, binary data, keys that are not text, NaN and infinities): it "
+            "could never be sent",
+        ),
+        (
+            "  signup_completed:\n    properties:\n      sizes: {type: array, enum: [[1, .inf]]}\n",
+            "event signup_completed: property sizes: `enum` value [1, inf] is not a JSON value",
+        ),
+        (
+            "  signup_completed:\n    properties:\n"
+            "      key: {type: array, enum: [[!!binary gICA]]}\n",
+            "event signup_completed: property key: `enum` value [b'\\x80\\x80\\x80'] is not a JSON "
+            "value",
+        ),
+        (
+            "  signup_completed:\n    properties:\n"
+            "      plan: {type: object, enum: [{since: 2025-01-01}]}\n",
+            "event signup_completed: property plan: `enum` value {'since': datetime.date(2025, 1, "
+            "1)} is not a JSON value",
+        ),
+        (
+            "  signup_completed:\n    properties:\n      plan: {type: object, enum: [{1: one}]}\n",
+            "event signup_completed: property plan: `enum` value {1: 'one'} is not a JSON value",
+        ),
     ],
 )
 def test_an_event_type_that_would_fail_at_intake_is_refused_at_load(

@@ -102,6 +102,9 @@ def _property_problem(name: Any, spec: Any) -> str | None:
             return f"`{bound}` applies to numbers, not to {kind}"
         if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
             return f"`{bound}` must be a number, got {value!r}{yaml_text_hint(value)}"
+        if math.isinf(value):
+            # JSON has no infinity: GET /rules could not show it (a 500), nor an event send it.
+            return f"`{bound}` must be a finite number, got {value!r} (leave it out for no bound)"
     low, high = spec.get("minimum"), spec.get("maximum")
     if low is not None and high is not None and low > high:
         return f"`minimum` {low!r} is above `maximum` {high!r}: no value could be sent"
@@ -113,11 +116,31 @@ def _property_problem(name: Any, spec: Any) -> str | None:
         return "`enum` is empty: no value could be sent (list the allowed values, or remove it)"
     # A value of another type could never be sent: every event would be refused.
     for value in enum or ():
+        if not _is_json(value):
+            # No event can send it, and GET /rules could not show it (binary data, NaN and
+            # the infinities were a 500) or would show another value (a date as text).
+            return (
+                f"`enum` value {value!r} is not a JSON value (YAML also reads dates, binary "
+                "data, keys that are not text, NaN and infinities): it could never be sent"
+            )
         if not type_matches(value, kind):
             return f"`enum` value {value!r} is not of type {kind}{yaml_text_hint(value)}"
         if (low is not None and value < low) or (high is not None and value > high):
             return f"`enum` value {value!r} is outside `minimum`/`maximum`: it could never be sent"
     return None
+
+
+def _is_json(value: Any) -> bool:
+    """Whether ``value`` is what a JSON document could hold, as an event's value is."""
+    if value is None or isinstance(value, str | bool | int):
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list):
+        return all(_is_json(item) for item in value)
+    if isinstance(value, dict):
+        return all(isinstance(key, str) and _is_json(item) for key, item in value.items())
+    return False  # a date, a datetime, bytes, a set: YAML types JSON has not
 
 
 def yaml_text_hint(value: Any) -> str:
