@@ -1061,6 +1061,36 @@ def test_a_server_asked_to_answer_loopback_alone_refuses_any_other_host(
     assert response.status_code == (200 if answered else 421), response.text
 
 
+def test_the_openapi_document_lists_the_421_on_every_route_of_a_server_answering_loopback_alone(
+    tmp_path: Path,
+) -> None:
+    def documented(loopback_only: bool) -> tuple[list[dict[str, Any]], Any]:
+        settings = Settings(
+            database_url=f"sqlite:///{tmp_path / 'herald.db'}",
+            outbox_file=str(tmp_path / "o.jsonl"),
+            loopback_requests_only=loopback_only,
+        )
+        with TestClient(create_app(settings), base_url="http://localhost") as client:
+            paths = client.get("/openapi.json").json()["paths"]
+            refused = client.get("/rules", headers={"Host": "rebound.example"})
+        return [
+            operation for operations in paths.values() for operation in operations.values()
+        ], refused
+
+    operations, refused = documented(loopback_only=True)
+    assert refused.status_code == 421
+    ClientError.model_validate(refused.json())
+    client_error = {"$ref": "#/components/schemas/ClientError"}
+    assert len(operations) == 7 and all(
+        operation["responses"]["421"]["content"]["application/json"]["schema"] == client_error
+        for operation in operations
+    )
+    # A server that answers any Host never says 421: its document does not list one.
+    operations, answered = documented(loopback_only=False)
+    assert answered.status_code == 200
+    assert not [operation for operation in operations if "421" in operation["responses"]]
+
+
 def test_a_refusal_for_the_wrong_token_names_the_token_the_route_takes(
     database_url: str, tmp_path: Path
 ) -> None:

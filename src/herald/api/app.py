@@ -23,7 +23,7 @@ from herald.api.deps import RETRY_AFTER_UNAVAILABLE
 from herald.api.direct import DirectRoutes
 from herald.api.errors import validation_errors
 from herald.api.middleware import RequestEdge
-from herald.api.openapi_security import ADMIN_SCHEME, INGEST_SCHEME, declare_bearer_tokens
+from herald.api.openapi_security import ADMIN_SCHEME, INGEST_SCHEME, declare_guards
 from herald.api.routes import admin, audit, events, health
 from herald.api.schemas import MAX_BATCH_BYTES, MAX_EVENT_BYTES
 from herald.bootstrap import Runtime, build_runtime
@@ -116,18 +116,20 @@ def _lifespan(
 
 
 def _add_routes(app: FastAPI, settings: Settings) -> None:
-    """Every route, and the bearer token each group asks for in the OpenAPI document."""
+    """Every route, and in the OpenAPI document the bearer token each group asks for and
+    the Host the server refuses."""
     # Mounted route by route, ingestion first: an included router costs a second route
     # match per request, and every route tried before /events costs a regex.
     app.router.routes[0:0] = [
         route for module in (events, audit, admin, health) for route in module.router.routes
     ]
-    declare_bearer_tokens(
+    declare_guards(
         app,
         {
             ADMIN_SCHEME: (settings.admin_token, admin.router.routes + audit.router.routes),
             INGEST_SCHEME: (settings.ingest_token, events.router.routes),
         },
+        loopback_only=settings.loopback_requests_only,
     )
     _match_whole_paths(app.router.routes)
 

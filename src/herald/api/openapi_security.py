@@ -1,6 +1,8 @@
-"""The bearer tokens in the OpenAPI document, so that /docs can send them ("Authorize").
+"""The guards of this server in the OpenAPI document: the bearer tokens, so that /docs
+can send them ("Authorize"), and the 421 of a server that answers loopback alone.
 
-Only the document changes: the routes check their tokens as before (``deps``).
+Only the document changes: the routes check their tokens as before (``deps``), and the
+request edge the Host (``middleware``).
 """
 
 from __future__ import annotations
@@ -22,15 +24,21 @@ _DESCRIPTIONS = {
 }
 
 
-def declare_bearer_tokens(
-    app: FastAPI, guarded: Mapping[str, tuple[str | None, Sequence[BaseRoute]]]
+def declare_guards(
+    app: FastAPI,
+    guarded: Mapping[str, tuple[str | None, Sequence[BaseRoute]]],
+    *,
+    loopback_only: bool,
 ) -> None:
     """Make ``app``'s document declare each scheme of ``guarded`` (name -> its token and
-    the routes it guards) whose token is set, and attach it to those routes.
+    the routes it guards) whose token is set, and attach it to those routes; with
+    ``loopback_only`` (the request edge refuses another Host), list that refusal, a 421,
+    on every operation.
 
-    Only a token that is set is declared: a padlock, and an "Authorize" field, for a
-    token this server does not ask for would send users looking for one that does not
-    exist; the document describes the server that serves it."""
+    Only what this server does is declared: a padlock, and an "Authorize" field, for a
+    token it does not ask for would send users looking for one that does not exist, and
+    a 421 it never answers would be one more error for a client to handle; the document
+    describes the server that serves it."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -40,6 +48,8 @@ def declare_bearer_tokens(
             for scheme, (token, routes) in guarded.items():
                 if token is not None:
                     _declare(document, scheme, routes)
+            if loopback_only:
+                _declare_misdirected(document)
         return document
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -57,3 +67,18 @@ def _operations(routes: Iterable[BaseRoute]) -> Iterable[tuple[str, str]]:
         if isinstance(route, APIRoute) and route.include_in_schema:
             for method in route.methods or ():
                 yield route.path_format, method.lower()
+
+
+# Answered by the request edge before any route, so with the body every refusal has.
+_MISDIRECTED = {
+    "description": "Without both HERALD_ADMIN_TOKEN and HERALD_INGEST_TOKEN, this server "
+    "answers only requests addressed to localhost or a loopback address, and the Host "
+    "named another",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ClientError"}}},
+}
+
+
+def _declare_misdirected(document: dict[str, Any]) -> None:
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            operation["responses"]["421"] = _MISDIRECTED
