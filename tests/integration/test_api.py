@@ -6,25 +6,20 @@ import asyncio
 import base64
 import gzip
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import TypeAdapter
 from sqlalchemy import create_engine, text
 
+from herald.api import schemas as api_schemas
 from herald.api.app import create_app
-from herald.api.schemas import (
-    AuditOut,
-    BatchOut,
-    ClientError,
-    EventAccepted,
-    PreferencesOut,
-    ReadinessOut,
-    RulesOut,
-    ValidationErrors,
-)
+from herald.api.schemas import ClientError, ValidationErrors
 from herald.config import Settings
 from herald.service.audit import MAX_PAGE_BYTES
 from tests.support.ports import free_port
@@ -1322,29 +1317,103 @@ def test_the_openapi_document_declares_the_headers_its_401s_and_503s_carry(
     ), headers
 
 
-def test_every_answer_has_the_shape_the_openapi_document_gives_it(client: TestClient) -> None:
+def answered_as_documented(document: dict[str, Any], response: httpx.Response) -> None:
+    """Hold ``response`` to what ``document`` (the app's /openapi.json) says of its
+    operation, as a client generated from it relies on: a status the operation lists, its
+    content type, a header it declares of the declared type, and a body of the schema it
+    names, validated strictly by the model that schema is made from (a "3" is no
+    integer, a "true" no boolean, and a field the schema does not name is refused)."""
+    method, path = response.request.method, response.request.url.path
+    said = f"{method} {path} answered {response.status_code}: {response.text[:300]}"
+    [operation] = [
+        operations[method.lower()]
+        for template, operations in document["paths"].items()
+        if method.lower() in operations
+        and re.fullmatch(re.sub(r"\{\w+\}", ".+", template), path, re.DOTALL)
+    ]
+    declared = operation["responses"].get(str(response.status_code))
+    assert declared is not None, f"undocumented status: {said}"
+    [(content_type, content)] = declared["content"].items()
+    assert response.headers["content-type"].partition(";")[0] == content_type, said
+    for name, header in declared.get("headers", {}).items():
+        if header["schema"]["type"] == "integer" and name in response.headers:
+            assert response.headers[name].isdigit(), said
+    if response.status_code == 401:
+        assert response.headers["www-authenticate"] == "Bearer", said
+    schema = content["schema"]
+    if "$ref" in schema:
+        model = getattr(api_schemas, schema["$ref"].removeprefix("#/components/schemas/"))
+        model.model_validate_json(response.content, strict=True)
+    else:
+        assert schema["additionalProperties"] == {"type": "string"}, f"unchecked schema: {said}"
+        TypeAdapter(dict[str, str]).validate_json(response.content, strict=True)
+
+
+def test_every_answer_is_one_the_openapi_document_gives_its_route(client: TestClient) -> None:
+    document = client.get("/openapi.json").json()
     event = payment_failed(properties=ATTEMPT_3, event_id="e1")
-    EventAccepted.model_validate(client.post("/events", json=event).json())
-    EventAccepted.model_validate(client.post("/events", json=event).json())
-    ClientError.model_validate(
-        client.post("/events", json=payment_failed(event_id="e1", user_id="u_2")).json()
-    )
-    ValidationErrors.model_validate(client.post("/events", json={"user_id": "u_1"}).json())
-    batch = {"events": [payment_failed(event_id="e2"), {"event_type": "nope"}]}
-    BatchOut.model_validate(client.post("/events/batch", json=batch).json())
+    as_json = {"Content-Type": "application/json"}
+    answers = [
+        client.post("/events", json=event),
+        client.post("/events", json=event),
+        client.post("/events", json=payment_failed(event_id="e1", user_id="u_2")),
+        client.post("/events", json={"user_id": "u_1"}),
+        client.post("/events", json=payment_failed(event_type="nope")),
+        client.post("/events", content=b"{}", headers={"Content-Type": "text/plain"}),
+        client.post("/events", content=b" " * (2**20 + 1), headers=as_json),
+        client.post("/events/batch", json={"events": [payment_failed(event_id="e2"), {}, 5]}),
+        client.post("/events/batch", json={"events": []}),
+        client.post("/events/batch", content=b"{}", headers={"Content-Type": "text/plain"}),
+        client.post("/events/batch", content=b" " * (2**23 + 1), headers=as_json),
+        client.get("/audit/u_1", params={"limit": 1}),
+        client.get("/audit/u_1", params={"cursor": "altered"}),
+        client.get("/audit/Jos%E9"),
+        client.get("/audit/nobody"),
+        client.get("/audit/u_1", params={"limit": 0}),
+        client.get("/rules"),
+        client.post("/users/u_9/preferences", json={"unsubscribed": ["sms"]}),
+        client.post("/users/u_9/preferences", json={"unsubscribed": ["fax"]}),
+        client.post("/users/%20u_9/preferences", json={"unsubscribed": []}),
+        client.post("/users/Jos%E9/preferences", json={"unsubscribed": []}),
+        client.post(
+            "/users/u_9/preferences", content=b"{}", headers={"Content-Type": "text/plain"}
+        ),
+        client.post("/users/u_9/preferences", content=b" " * (2**20 + 1), headers=as_json),
+        client.get("/healthz"),
+        client.get("/readyz"),
+    ]
 
     def delivered() -> Any:
-        audit = client.get("/audit/u_1").json()
-        return audit if all(m["delivery_attempts"] for m in audit["messages"]) else None
+        audit = client.get("/audit/u_1")
+        return audit if all(m["delivery_attempts"] for m in audit.json()["messages"]) else None
 
-    audit = AuditOut.model_validate(wait_for(delivered, "every message's attempt"))
-    assert len(audit.messages) == 2 and audit.messages[0].delivery_attempts
-    RulesOut.model_validate(client.get("/rules").json())
-    ClientError.model_validate(client.get("/audit/nobody").json())
-    PreferencesOut.model_validate(
-        client.post("/users/u_9/preferences", json={"unsubscribed": ["sms"]}).json()
+    audit = wait_for(delivered, "every message's attempt")
+    assert len(audit.json()["messages"]) == 2  # each with its attempt, checked below
+    for answer in [*answers, audit]:
+        answered_as_documented(document, answer)
+    statuses = {answer.status_code for answer in answers}
+    assert statuses == {200, 202, 400, 404, 409, 413, 415, 422}
+
+
+def test_every_refusal_for_a_missing_token_is_one_the_openapi_document_gives_its_route(
+    database_url: str, tmp_path: Path
+) -> None:
+    settings = guarded(
+        database_url, tmp_path, admin_token="admin-secret", ingest_token="ingest-secret"
     )
-    ReadinessOut.model_validate(client.get("/readyz").json())
+    with TestClient(create_app(settings)) as client:
+        document = client.get("/openapi.json").json()
+        answers = [
+            client.post("/events", json=payment_failed()),
+            client.post("/events/batch", json={"events": [payment_failed()]}),
+            client.get("/audit/u_1"),
+            client.get("/rules"),
+            client.post("/users/u_1/preferences", json={"unsubscribed": []}),
+        ]
+
+    assert [answer.status_code for answer in answers] == [401] * 5
+    for answer in answers:
+        answered_as_documented(document, answer)
 
 
 def test_the_request_schemas_in_the_openapi_document_stand_alone(client: TestClient) -> None:
