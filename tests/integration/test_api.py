@@ -22,6 +22,7 @@ from herald.api.app import create_app
 from herald.api.schemas import ClientError, ValidationErrors
 from herald.config import Settings
 from herald.service.audit import MAX_PAGE_BYTES
+from herald.service.intake import id_problem
 from tests.support.ports import free_port
 from tests.support.processes import wait_for
 
@@ -1414,6 +1415,36 @@ def test_every_refusal_for_a_missing_token_is_one_the_openapi_document_gives_its
     assert [answer.status_code for answer in answers] == [401] * 5
     for answer in answers:
         answered_as_documented(document, answer)
+
+
+def test_the_openapi_document_gives_the_ids_a_pattern_that_accepts_what_the_server_does(
+    client: TestClient,
+) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    event = paths["/events"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    [preferences_id] = paths["/users/{user_id}/preferences"]["post"]["parameters"]
+    patterns = {
+        event["properties"]["user_id"]["pattern"],
+        event["properties"]["event_id"]["anyOf"][0]["pattern"],
+        preferences_id["schema"]["pattern"],
+    }
+    [pattern] = patterns
+
+    # Every character (none beyond the first plane is whitespace or a control), alone,
+    # at either end and inside an id: the pattern and the server agree on each.
+    for code in [*range(0x10000), 0x1F600, 0x10FFFF]:
+        character = chr(code)
+        for value in (character, f"{character}u", f"u{character}", f"u{character}1"):
+            matched = re.fullmatch(pattern, value) is not None
+            assert matched == (id_problem(value) is None), (hex(code), value)
+    answers = {
+        user: client.post("/events", json=signup(user)).status_code
+        for user in ("u 1", "u\u20281", " u1", "u1\u3000", "u\x851")
+    }
+    assert answers == {"u 1": 202, "u\u20281": 202, " u1": 422, "u1\u3000": 422, "u\x851": 422}
+    assert {user: bool(re.fullmatch(pattern, user)) for user in answers} == {
+        user: code == 202 for user, code in answers.items()
+    }
 
 
 def test_the_request_schemas_in_the_openapi_document_stand_alone(client: TestClient) -> None:

@@ -16,7 +16,12 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from typing_extensions import TypedDict
 
+from herald.service.intake import ID_PATTERN
+
 NonEmpty = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+# A user or event id: the pattern only tells the document's readers what intake accepts;
+# intake checks it (id_problem), with a message that says what is wrong.
+Id = Annotated[NonEmpty, Field(json_schema_extra={"pattern": ID_PATTERN})]
 
 
 def _storable_id(value: str) -> str:
@@ -30,6 +35,12 @@ def _storable_id(value: str) -> str:
 
 # A user id in a path, as events can carry one: U+0000 never is (no database stores it).
 UserIdPath = Annotated[str, Path(min_length=1, max_length=128), AfterValidator(_storable_id)]
+# One the route then holds to the ids events may carry (id_problem), as the document says.
+UserIdToSet = Annotated[
+    str,
+    Path(min_length=1, max_length=128, json_schema_extra={"pattern": ID_PATTERN}),
+    AfterValidator(_storable_id),
+]
 
 
 # A TypedDict, not a model: the endpoints want the plain dict, and validating straight
@@ -63,9 +74,9 @@ class EventIn(TypedDict):
     """One behavioural event, as the app sends it."""
 
     event_id: NotRequired[
-        Annotated[NonEmpty | None, Field(description="Idempotency key; derived when absent")]
+        Annotated[Id | None, Field(description="Idempotency key; derived when absent")]
     ]
-    user_id: NonEmpty
+    user_id: Id
     event_type: NonEmpty
     event_timestamp: Annotated[
         str,

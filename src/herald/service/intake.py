@@ -87,6 +87,14 @@ _NOT_FINITE = "is not a finite number: NaN, Infinity and numbers beyond 1.8e308 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
+# What id_problem accepts, as a JSON Schema (ECMA-262) pattern for the OpenAPI document:
+# no control character, and neither end one that str.strip() removes (the whitespace
+# that is no control character: space, U+00A0, U+1680, U+2000-U+200A, U+2028, U+2029,
+# U+202F, U+205F, U+3000). A test holds the two to the same answer for every character.
+_EDGE = r"\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+ID_PATTERN = rf"^[^{_EDGE}](?:[^\x00-\x1f\x7f-\x9f]*[^{_EDGE}])?$"
+
+
 def id_problem(value: str) -> str | None:
     """Why ``value`` cannot be a user or event id, or None. Ids are kept exactly as sent, so
     one with whitespace at either end is refused rather than trimmed into another id."""

@@ -19,7 +19,7 @@ from herald.api.schemas import (
     PreferencesIn,
     PreferencesOut,
     RulesOut,
-    UserIdPath,
+    UserIdToSet,
     ValidationErrors,
 )
 from herald.service.intake import id_problem
@@ -118,7 +118,7 @@ async def _preferences_body(request: Request) -> PreferencesIn:
     },
 )
 def set_preferences(
-    user_id: UserIdPath,
+    user_id: UserIdToSet,
     runtime: RuntimeDep,
     body: PreferencesIn = Depends(_preferences_body),
 ) -> dict[str, Any]:
