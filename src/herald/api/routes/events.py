@@ -122,7 +122,8 @@ async def _store(runtime: Runtime, events: list[Any]) -> list[IngestResult]:
     },
 )
 async def post_event(request: Request) -> Response:
-    """One event: the hottest path of the service."""
+    """One event. 202 once it, its decisions and its messages are committed; the
+    decisions say which rules triggered, were suppressed by a limit or were skipped."""
     started = time.perf_counter()
     runtime = ingest_runtime(request)
     try:
