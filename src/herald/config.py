@@ -9,6 +9,9 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# Fields `herald serve` sets for the processes it starts, not settings an operator gives:
+# --help and the README name every other field as its HERALD_* variable.
+HANDED_DOWN = frozenset({"server_pid", "loopback_requests_only"})
 
 
 class Settings(BaseSettings):

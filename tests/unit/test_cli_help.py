@@ -6,6 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from herald.cli.main import app
+from herald.config import HANDED_DOWN, Settings
 
 
 @pytest.mark.parametrize(
@@ -24,7 +25,20 @@ from herald.cli.main import app
                 "HERALD_INGEST_TOKEN",
             ],
         ),
-        (["worker"], ["HERALD_DATABASE_URL", "HERALD_METRICS_PORT", "HERALD_METRICS_HOST"]),
+        (
+            ["worker"],
+            [
+                "HERALD_DATABASE_URL",
+                "HERALD_METRICS_PORT",
+                "HERALD_METRICS_HOST",
+                # The settings of the dispatcher's own that come from the environment alone.
+                "HERALD_LOG_LEVEL",
+                "HERALD_LOG_FORMAT",
+                "HERALD_OUTBOX_FILE",
+                "HERALD_SQLITE_FLUSH_EACH_COMMIT",
+                "HERALD_POSTGRES_STATEMENT_TIMEOUT",
+            ],
+        ),
     ],
     ids=["serve", "worker"],
 )
@@ -91,3 +105,40 @@ def test_help_texts_flow_to_the_terminals_width(command: list[str], sentence: st
 
     assert result.exit_code == 0, result.output
     assert sentence in result.output
+
+
+def help_of(command: list[str]) -> str:
+    """The command's --help, wide enough that no option's text is wrapped."""
+    result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_serve_help_names_every_setting() -> None:
+    # It named the variables of its options and the tokens, and nothing said that the
+    # metrics port, the log level or the outbox file of a `herald serve` come from
+    # HERALD_METRICS_PORT, HERALD_LOG_LEVEL and HERALD_OUTBOX_FILE.
+    output = help_of(["serve"])
+
+    for name in Settings.model_fields.keys() - HANDED_DOWN:
+        assert f"HERALD_{name.upper()}" in output, name
+
+
+@pytest.mark.parametrize(
+    ("command", "settings"),
+    [
+        (["serve"], ["host", "port", "database_url", "workers"]),
+        (["worker"], ["database_url", "metrics_host"]),
+        (["db", "upgrade"], ["database_url"]),
+    ],
+    ids=["serve", "worker", "db upgrade"],
+)
+def test_help_shows_the_default_an_option_leaves_to(
+    command: list[str], settings: list[str]
+) -> None:
+    # The options' own defaults are None, so that HERALD_* applies, and --help showed no
+    # default at all: nothing said that serve listens on port 8000.
+    output = help_of(command)
+
+    for name in settings:
+        assert f"default {Settings.model_fields[name].default}" in output, name

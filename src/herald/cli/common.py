@@ -24,13 +24,26 @@ if TYPE_CHECKING:
 
 console = Console(stderr=True, soft_wrap=True)
 
+
+def default_of(setting: str) -> object:
+    """The value ``setting`` takes when neither its option nor its variable gives one: the
+    options' own defaults are None, so that the environment applies, and their help says
+    this one instead."""
+    return Settings.model_fields[setting].default
+
+
 DatabaseOpt = Annotated[
     str | None,
     typer.Option(
-        "--database", help="sqlite:///path.db or postgresql://... (env HERALD_DATABASE_URL)"
+        "--database",
+        help="sqlite:///path.db or postgresql://... "
+        f"(default {default_of('database_url')}; env HERALD_DATABASE_URL)",
     ),
 ]
-RulesOpt = Annotated[str | None, typer.Option("--rules", help="rule file (env HERALD_RULES)")]
+RulesOpt = Annotated[
+    str | None,
+    typer.Option("--rules", help="rule file (default: the packaged one; env HERALD_RULES)"),
+]
 
 
 def settings_from(**overrides: object) -> Settings:

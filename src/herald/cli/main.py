@@ -11,7 +11,15 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from herald.cli.common import DatabaseOpt, RulesOpt, fail, preflight, say, settings_from
+from herald.cli.common import (
+    DatabaseOpt,
+    RulesOpt,
+    default_of,
+    fail,
+    preflight,
+    say,
+    settings_from,
+)
 from herald.cli.listening import check_serve_ports, host_port, http_url
 from herald.cli.maintenance import db_app, messages_app, prune
 from herald.cli.rules import rules_app
@@ -39,11 +47,22 @@ app.add_typer(messages_app, name="messages")
 
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="address to bind (env HERALD_HOST)")] = None,
-    port: Annotated[int | None, typer.Option(help="port (env HERALD_PORT)")] = None,
+    host: Annotated[
+        str | None,
+        typer.Option(help=f"address to bind (default {default_of('host')}; env HERALD_HOST)"),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(
+            help=f"port (default {default_of('port')}, 0 for a free one; env HERALD_PORT)"
+        ),
+    ] = None,
     database: DatabaseOpt = None,
     rules: RulesOpt = None,
-    workers: Annotated[int | None, typer.Option(help="API processes (env HERALD_WORKERS)")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help=f"API processes (default {default_of('workers')}; env HERALD_WORKERS)"),
+    ] = None,
     dispatcher: Annotated[
         bool | None,
         typer.Option(
@@ -63,6 +82,11 @@ def serve(
 
     With HERALD_ADMIN_TOKEN set, /audit, /rules and /users ask for it as a bearer token;
     with HERALD_INGEST_TOKEN, /events does. Binding beyond loopback needs both.
+
+    Other settings come from the environment alone: HERALD_METRICS_PORT and
+    HERALD_METRICS_HOST (the delivering process's metrics), HERALD_LOG_LEVEL,
+    HERALD_LOG_FORMAT, HERALD_OUTBOX_FILE, HERALD_OPENTELEMETRY,
+    HERALD_SQLITE_FLUSH_EACH_COMMIT and HERALD_POSTGRES_STATEMENT_TIMEOUT: see the README.
     """
     import uvicorn
 
@@ -126,14 +150,22 @@ def worker(
         typer.Option(help="serve Prometheus metrics on this port (env HERALD_METRICS_PORT)"),
     ] = None,
     metrics_host: Annotated[
-        str | None, typer.Option(help="address for the metrics (env HERALD_METRICS_HOST)")
+        str | None,
+        typer.Option(
+            help=f"address for the metrics (default {default_of('metrics_host')}; "
+            "env HERALD_METRICS_HOST)"
+        ),
     ] = None,
     parent_pid: Annotated[
         int | None, typer.Option(hidden=True, help="stop when this process is gone")
     ] = None,
 ) -> None:
     """Run a dispatcher alone: beside `herald serve --no-dispatcher` on the same SQLite
-    file, or beside any number of API processes on PostgreSQL."""
+    file, or beside any number of API processes on PostgreSQL.
+
+    HERALD_LOG_LEVEL, HERALD_LOG_FORMAT, HERALD_OUTBOX_FILE,
+    HERALD_SQLITE_FLUSH_EACH_COMMIT and HERALD_POSTGRES_STATEMENT_TIMEOUT apply here as
+    they do to `herald serve`."""
     from herald.bootstrap import build_runtime
     from herald.delivery.dispatcher import LEASE_S
     from herald.observability.logging import configure_logging

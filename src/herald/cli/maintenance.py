@@ -11,7 +11,6 @@ import typer
 
 from herald.cli.common import (
     DatabaseOpt,
-    RulesOpt,
     console,
     fail,
     fail_on_rule_file,
@@ -127,7 +126,9 @@ def _dead_letter(row: Any) -> dict[str, Any]:
 @messages_app.command("retry")
 def messages_retry(
     message_id: Annotated[str | None, typer.Option("--message-id", help="one dead letter")] = None,
-    failed: Annotated[bool, typer.Option("--failed", help="every dead letter")] = False,
+    failed: Annotated[
+        bool, typer.Option("--failed", help="every dead letter a prune has not redacted")
+    ] = False,
     database: DatabaseOpt = None,
 ) -> None:
     """Put dead letters (status failed) back in the queue."""
@@ -237,7 +238,14 @@ def prune(
     batch_size: Annotated[
         int, typer.Option(min=1, max=20_000, help="rows per transaction (1 to 20,000)")
     ] = 5000,
-    rules: RulesOpt = None,
+    rules: Annotated[
+        str | None,
+        typer.Option(
+            "--rules",
+            help="the server's rule file: the messages of its once-per-user rules are "
+            "redacted, not deleted (default: the packaged one; env HERALD_RULES)",
+        ),
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="count what would go, and change nothing")
     ] = False,
