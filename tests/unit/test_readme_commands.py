@@ -1,0 +1,149 @@
+"""The README's account of the command line and the settings matches the code: each
+command's options, every HERALD_* variable and the defaults it states, the shipped rules,
+and the files and sections the documents link to."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import typer.main
+import yaml
+
+from herald.cli.main import app
+from herald.config import HANDED_DOWN, Settings
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+README = REPOSITORY / "README.md"
+DOCUMENTS = [README, REPOSITORY / "bench" / "README.md"]
+# Read by the test suite, not by Herald.
+TEST_VARIABLES = {"HERALD_TEST_POSTGRES_URL"}
+
+
+def readme() -> str:
+    return README.read_text(encoding="utf-8")
+
+
+def section(title: str) -> str:
+    return readme().split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def flat(text: str) -> str:
+    """``text`` with its line breaks and runs of spaces as one space."""
+    return " ".join(text.split())
+
+
+def command_rows() -> dict[tuple[str, ...], str]:
+    """Each row of the "Command line" table, by the command it is about (the words after
+    ``herald`` in its first cell)."""
+    rows: dict[tuple[str, ...], str] = {}
+    for line in section("Command line").splitlines():
+        if not line.startswith("| `herald "):
+            continue
+        first_cell = re.split(r"(?<!\\)\|", line)[1]
+        words = re.match(r"\s*`herald ((?:[a-z]+ ?)+)", first_cell)
+        assert words, line
+        rows[tuple(words[1].split())] = line
+    return rows
+
+
+def options_of(path: tuple[str, ...]) -> list[Any]:
+    """The options a user can give ``herald <path>`` (its hidden ones left out)."""
+    found: Any = typer.main.get_command(app)
+    for name in path:
+        found = found.commands[name]
+    return [p for p in found.params if p.param_type_name == "option" and not p.hidden]
+
+
+def test_every_option_the_command_table_names_exists_and_every_option_is_named() -> None:
+    rows = command_rows()
+    assert set(rows) == {
+        ("serve",),
+        ("worker",),
+        ("rules", "check"),
+        ("db", "upgrade"),
+        ("messages", "failed"),
+        ("messages", "retry"),
+        ("prune",),
+    }
+    for path, row in rows.items():
+        options = options_of(path)
+        known = {name for p in options for name in (*p.opts, *p.secondary_opts)} - {"--help"}
+        named = set(re.findall(r"--[a-z][a-z-]*", row))
+
+        assert named - known == set(), path
+        for option in options:
+            if "--help" not in option.opts:
+                assert {*option.opts, *option.secondary_opts} & named, (path, option.opts)
+
+
+def test_every_setting_is_named_as_its_variable_and_every_variable_named_is_a_setting() -> None:
+    settings = {f"HERALD_{name.upper()}" for name in Settings.model_fields.keys() - HANDED_DOWN}
+    text = readme()
+    named = {v for doc in DOCUMENTS for v in re.findall(r"HERALD_[A-Z_]+", doc.read_text())}
+
+    assert {variable for variable in settings if f"`{variable}`" not in text} == set()
+    assert named - settings - TEST_VARIABLES == set()
+
+
+def test_the_defaults_the_readme_states_are_the_settings_defaults() -> None:
+    text = flat(readme())
+    defaults = {name: field.default for name, field in Settings.model_fields.items()}
+
+    database = re.search(r"`HERALD_DATABASE_URL` \(default `([^`]+)`\)", text)
+    assert database and database[1] == defaults["database_url"]
+    timeout = re.search(r"`HERALD_POSTGRES_STATEMENT_TIMEOUT` \([^)]*default (\d+)", text)
+    assert timeout and float(timeout[1]) == defaults["postgres_statement_timeout"]
+    level = re.search(r"`HERALD_LOG_LEVEL` \(([^)]*)\)", text)
+    assert level and f"`{defaults['log_level']}`, the default" in level[1]
+    # `make run` serves with herald serve's own defaults.
+    where = f"http://{defaults['host']}:{defaults['port']}"
+    assert f"{where} with SQLite at {defaults['database_url'].removeprefix('sqlite:///')}" in text
+
+
+_LIMITS = {
+    "once per user": "once_per_user",
+    "once per user per UTC day": "once_per_user_per_day",
+    "once per user per UTC day of the event": "once_per_user_per_day",
+    "once per event": "once_per_event",
+}
+
+
+def test_the_table_of_shipped_rules_is_the_default_rule_file() -> None:
+    shipped = yaml.safe_load((REPOSITORY / "src/herald/rules/default.yaml").read_text())
+    table = re.findall(
+        r"^\| `(\w+)` \((\w+)\) \| `(\w+)` \| [^|]* \| (\w+)[^|]* \| ([^|]+?) \|$",
+        section("Rules"),
+        re.M,
+    )
+
+    described = {
+        rule: (category, trigger, channel, _LIMITS[limit])
+        for rule, category, trigger, channel, limit in table
+    }
+    assert described == {
+        rule["id"]: (
+            rule.get("category", "internal"),
+            rule["trigger"],
+            rule["channel"].replace("internal", "log"),  # an internal alert is a log line
+            rule.get("limit", "once_per_event"),
+        )
+        for rule in shipped["rules"]
+    }
+
+
+def test_every_link_leads_to_a_file_or_a_section_that_exists() -> None:
+    for document in DOCUMENTS:
+        text = document.read_text(encoding="utf-8")
+        anchors = {
+            re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+            for heading in re.findall(r"^#+ (.+)$", text, re.M)
+        }
+        for target in re.findall(r"\]\(([^)]+)\)", text):
+            if target.startswith(("http://", "https://")):
+                continue
+            if target.startswith("#"):
+                assert target[1:] in anchors, (document.name, target)
+            else:
+                assert (document.parent / target).exists(), (document.name, target)
