@@ -55,20 +55,27 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument(
         "--quick", action="store_true", help="smoke check: 3 s runs, small history and delivery"
     )
-    p.add_argument("--duration", type=float, help="seconds per wrk run (default 10)")
-    p.add_argument("--warmup", type=float, help="seconds of warm-up before each (default 2)")
+    p.add_argument("--duration", type=float, help="seconds per wrk run (default 10, --quick 3)")
+    p.add_argument(
+        "--warmup", type=float, help="seconds of warm-up before each (default 2, --quick 1)"
+    )
     p.add_argument("--connections", type=int, default=32)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--users", type=int, default=100_000, help="distinct user ids")
     p.add_argument(
         "--rounds",
         type=int,
-        help="times stages bare and herald run, alternating; figures are medians (default 3)",
+        help="times stages bare and herald run, alternating; figures are medians "
+        "(default 3, --quick 1)",
     )
     p.add_argument("--batch-clients", type=int, default=4)
     p.add_argument("--batch-size", type=int, default=1000)
     p.add_argument("--batch-duration", type=float, help="seconds (default: --duration)")
-    p.add_argument("--history", help="stored-event counts, e.g. 10000,1000000, or 'none'")
+    p.add_argument(
+        "--history",
+        help="stored-event counts, increasing, or 'none' "
+        "(default 10000,1000000, --quick 5000,50000)",
+    )
     p.add_argument(
         "--history-dispatcher",
         action="store_true",
@@ -92,14 +99,19 @@ def parse_args(argv: list[str] | None = None) -> Config:
         default=",".join(STAGES),
         help=f"comma-separated stages to run, in this order: {','.join(STAGES)} (default all)",
     )
-    p.add_argument("--delivery", help="messages per provider in the delivery stage (default 20000)")
+    p.add_argument(
+        "--delivery",
+        help="messages per provider in the delivery stage, or 'none' (default 20000, --quick 2000)",
+    )
     p.add_argument(
         "--postgres",
         default=DEFAULT_POSTGRES,
         metavar="URL",
         help=f"PostgreSQL server for the postgres stage, or 'none' (default {DEFAULT_POSTGRES})",
     )
-    p.add_argument("--pg-workers", default="1,2,4", help="API process counts on PostgreSQL")
+    p.add_argument(
+        "--pg-workers", default="1,2,4", help="API process counts on PostgreSQL (default 1,2,4)"
+    )
     p.add_argument(
         "--pg-reconnect-every",
         type=int,

@@ -4,7 +4,11 @@ and the files and sections the documents link to."""
 
 from __future__ import annotations
 
+import json
 import re
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -147,3 +151,38 @@ def test_every_link_leads_to_a_file_or_a_section_that_exists() -> None:
                 assert target[1:] in anchors, (document.name, target)
             else:
                 assert (document.parent / target).exists(), (document.name, target)
+
+
+def test_the_benchmark_s_how_to_run_commands_and_options_are_the_harness_s() -> None:
+    text = (REPOSITORY / "bench" / "README.md").read_text(encoding="utf-8")
+    how_to_run = text.split("\n## How to run\n", 1)[1].split("\n## ", 1)[0]
+    [commands] = re.findall(r"```sh\n(.*?)```", how_to_run, re.DOTALL)
+    invocations = []
+    for line in commands.splitlines():
+        line = line.split("#", 1)[0]
+        given = re.search(r'BENCH_ARGS="([^"]*)"', line) or re.search(r"bench/run\.py(.*)", line)
+        invocations.append(shlex.split(given[1]) if given else [])
+
+    assert len(invocations) == 6
+    # The harness's modules import each other by their bare names: read in a process of
+    # their own, where an unknown option or a bad value exits non-zero, and --help exits 0.
+    parsed = subprocess.run(
+        [sys.executable, "-c", _PARSE_EACH, json.dumps(invocations)],
+        cwd=REPOSITORY / "bench",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert parsed.returncode == 0, parsed.stderr
+    options = set(re.findall(r"--[a-z][a-z-]*", parsed.stdout))
+    assert set(re.findall(r"--[a-z][a-z-]*", how_to_run)) - options == set()
+
+
+# Parses each argv of argv[1] (JSON) as `bench/run.py` would, then prints its --help.
+_PARSE_EACH = """
+import json, sys
+from options import parse_args
+for argv in json.loads(sys.argv[1]):
+    parse_args(argv)
+parse_args(["--help"])
+"""
