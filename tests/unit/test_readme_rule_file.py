@@ -1,6 +1,7 @@
 """The README's rule-file section: its example, with its templates, passes `herald rules
-check`, it names every section, rule key and limit the loader knows, and its example of a
-template's whitespace sends what it shows."""
+check`, it names every section, rule key, limit, property type and key the loader knows
+and the type Herald reads each of its own traits as, and its example of a template's
+whitespace sends what it shows."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from herald.cli.main import app
+from herald.domain.properties import PROPERTY_TYPES
+from herald.rules.declarations import HERALD_TRAITS, PROPERTY_KEYS
 from herald.rules.definition import Limit
 from herald.rules.loader import SECTIONS
 from herald.rules.rule_reader import RULE_KEYS
@@ -66,3 +69,19 @@ def test_the_readme_s_whitespace_example_sends_what_it_shows() -> None:
     assert "`trim_blocks`" in section and "`keep_trailing_newline`" in section
     # The file's final newline is not sent; the one closing the README's block is Markdown's.
     assert rendered.body == shown.removesuffix("\n")
+
+
+def test_the_readme_names_every_property_type_and_key_and_the_type_of_each_trait_read() -> None:
+    rows = {
+        row[0]: row[1]
+        for row in re.findall(r"^\| `(\w+)`[^|]* \| (.*) \|$", rule_file_section(), re.M)
+    }
+    types_given = re.search(r"each property's type \(([^)]*)\), or `\{([^}]*)\}`", rows["events"])
+    # "`email`, `phone` and `timezone` are `string`, `marketing_opt_in` is `boolean`, ..."
+    clauses = re.findall(r"((?:`\w+`(?:, | and )?)+) (?:is|are) `(\w+)`", rows["traits"])
+
+    assert types_given, "the events row no longer lists the property types and keys"
+    assert re.findall(r"`(\w+)`", types_given[1]) == list(PROPERTY_TYPES)
+    assert types_given[2].split(", ") == list(PROPERTY_KEYS)
+    read_as = {name: kind for names, kind in clauses for name in re.findall(r"`(\w+)`", names)}
+    assert read_as == {name: kind for name, (kind, _meaning) in HERALD_TRAITS.items()}
