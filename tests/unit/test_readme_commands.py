@@ -14,6 +14,7 @@ from typing import Any
 
 import typer.main
 import yaml
+from typer.testing import CliRunner
 
 from herald.cli.main import app
 from herald.config import HANDED_DOWN, Settings
@@ -186,3 +187,13 @@ for argv in json.loads(sys.argv[1]):
     parse_args(argv)
 parse_args(["--help"])
 """
+
+
+def test_the_rule_file_argument_is_spelt_as_the_readme_spells_it() -> None:
+    # The usage line said `herald rules check [OPTIONS] [path]`, the README `[PATH]`.
+    [argument] = re.findall(r"`herald rules check (\[\w+\])`", section("Command line"))
+    result = CliRunner().invoke(
+        app, ["rules", "check", "--help"], prog_name="herald", env={"COLUMNS": "200"}
+    )
+
+    assert f"herald rules check [OPTIONS] {argument}" in result.output

@@ -21,7 +21,9 @@ rules_app = typer.Typer(
 def rules_check(
     path: Annotated[
         Path | None,
-        typer.Argument(help="rule file (env HERALD_RULES; default: packaged)"),
+        typer.Argument(
+            metavar="PATH", help="rule file (default: the packaged one; env HERALD_RULES)"
+        ),
     ] = None,
 ) -> None:
     """Validate a rule file (conditions, channels, limits, templates, providers, delivery)
