@@ -83,6 +83,20 @@ def test_every_option_the_command_table_names_exists_and_every_option_is_named()
                 assert {*option.opts, *option.secondary_opts} & named, (path, option.opts)
 
 
+def test_each_placeholder_the_command_table_shows_is_the_one_help_shows() -> None:
+    # The README wrote `--database URL` and `--limit N`, --help `--database <str>` and
+    # `--limit <int range>`.
+    shown = {
+        (path, name): placeholder
+        for path, row in command_rows().items()
+        for name, placeholder in re.findall(r"(--[a-z][a-z-]*) ([A-Z]+)\b", row)
+    }
+    assert shown[("serve",), "--database"] == "URL"
+    for (path, name), placeholder in shown.items():
+        [option] = [option for option in options_of(path) if name in option.opts]
+        assert option.metavar == placeholder, (path, name)
+
+
 def test_every_setting_is_named_as_its_variable_and_every_variable_named_is_a_setting() -> None:
     settings = {f"HERALD_{name.upper()}" for name in Settings.model_fields.keys() - HANDED_DOWN}
     text = readme()

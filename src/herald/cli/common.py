@@ -36,13 +36,16 @@ DatabaseOpt = Annotated[
     str | None,
     typer.Option(
         "--database",
+        metavar="URL",
         help="sqlite:///path.db or postgresql://... "
         f"(default {default_of('database_url')}; env HERALD_DATABASE_URL)",
     ),
 ]
 RulesOpt = Annotated[
     str | None,
-    typer.Option("--rules", help="rule file (default: the packaged one; env HERALD_RULES)"),
+    typer.Option(
+        "--rules", metavar="PATH", help="rule file (default: the packaged one; env HERALD_RULES)"
+    ),
 ]
 
 

@@ -49,19 +49,24 @@ app.add_typer(messages_app, name="messages")
 def serve(
     host: Annotated[
         str | None,
-        typer.Option(help=f"address to bind (default {default_of('host')}; env HERALD_HOST)"),
+        typer.Option(
+            metavar="HOST", help=f"address to bind (default {default_of('host')}; env HERALD_HOST)"
+        ),
     ] = None,
     port: Annotated[
         int | None,
         typer.Option(
-            help=f"port (default {default_of('port')}, 0 for a free one; env HERALD_PORT)"
+            metavar="PORT",
+            help=f"port (default {default_of('port')}, 0 for a free one; env HERALD_PORT)",
         ),
     ] = None,
     database: DatabaseOpt = None,
     rules: RulesOpt = None,
     workers: Annotated[
         int | None,
-        typer.Option(help=f"API processes (default {default_of('workers')}; env HERALD_WORKERS)"),
+        typer.Option(
+            metavar="N", help=f"API processes (default {default_of('workers')}; env HERALD_WORKERS)"
+        ),
     ] = None,
     dispatcher: Annotated[
         bool | None,
@@ -147,13 +152,16 @@ def worker(
     rules: RulesOpt = None,
     metrics_port: Annotated[
         int | None,
-        typer.Option(help="serve Prometheus metrics on this port (env HERALD_METRICS_PORT)"),
+        typer.Option(
+            metavar="N", help="serve Prometheus metrics on this port (env HERALD_METRICS_PORT)"
+        ),
     ] = None,
     metrics_host: Annotated[
         str | None,
         typer.Option(
+            metavar="HOST",
             help=f"address for the metrics (default {default_of('metrics_host')}; "
-            "env HERALD_METRICS_HOST)"
+            "env HERALD_METRICS_HOST)",
         ),
     ] = None,
     parent_pid: Annotated[

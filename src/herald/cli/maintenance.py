@@ -68,7 +68,10 @@ def _revision_left(db: Database) -> str:
 @messages_app.command("failed")
 def messages_failed(
     limit: Annotated[
-        int, typer.Option(min=1, max=10_000, help="how many to list, the latest to fail first")
+        int,
+        typer.Option(
+            min=1, max=10_000, metavar="N", help="how many to list, the latest to fail first"
+        ),
     ] = 50,
     as_json: Annotated[
         bool, typer.Option("--json", help="one JSON object a line, for scripts")
@@ -125,7 +128,9 @@ def _dead_letter(row: Any) -> dict[str, Any]:
 
 @messages_app.command("retry")
 def messages_retry(
-    message_id: Annotated[str | None, typer.Option("--message-id", help="one dead letter")] = None,
+    message_id: Annotated[
+        str | None, typer.Option("--message-id", metavar="ID", help="one dead letter")
+    ] = None,
     failed: Annotated[
         bool, typer.Option("--failed", help="every dead letter a prune has not redacted")
     ] = False,
@@ -236,12 +241,13 @@ def prune(
     # At most 20,000: a batch's keys go in one statement, and PostgreSQL takes at most
     # 65,535 values in one.
     batch_size: Annotated[
-        int, typer.Option(min=1, max=20_000, help="rows per transaction (1 to 20,000)")
+        int, typer.Option(min=1, max=20_000, metavar="N", help="rows per transaction (1 to 20,000)")
     ] = 5000,
     rules: Annotated[
         str | None,
         typer.Option(
             "--rules",
+            metavar="PATH",
             help="the server's rule file: the messages of its once-per-user rules are "
             "redacted, not deleted (default: the packaged one; env HERALD_RULES)",
         ),
