@@ -1294,6 +1294,22 @@ def test_the_openapi_document_lists_the_errors_a_client_must_handle(client: Test
     assert set(unprocessable) == {"#/components/schemas/ValidationErrors"}
 
 
+def test_the_openapi_document_says_what_each_success_means(client: TestClient) -> None:
+    # /docs described the 202 of POST /events, the 200 of a batch and /healthz as
+    # "Successful Response", FastAPI's words for an answer it was told nothing about.
+    paths = client.get("/openapi.json").json()["paths"]
+
+    described = {
+        (path, code): response["description"]
+        for path, operations in paths.items()
+        for operation in operations.values()
+        for code, response in operation["responses"].items()
+        if code.startswith("2")
+    }
+    assert ("/events", "202") in described
+    assert {key for key, said in described.items() if said == "Successful Response"} == set()
+
+
 def test_the_openapi_document_declares_the_headers_its_401s_and_503s_carry(
     database_url: str, tmp_path: Path
 ) -> None:

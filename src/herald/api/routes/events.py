@@ -104,6 +104,7 @@ async def _store(runtime: Runtime, events: list[Any]) -> list[IngestResult]:
     "/events",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=EventAccepted,
+    response_description="Accepted: the event, its decisions and its messages are stored",
     responses={
         200: {
             "model": EventAccepted,
@@ -152,6 +153,8 @@ async def post_event(request: Request) -> Response:
 @router.post(
     "/events/batch",
     response_model=BatchOut,
+    response_description="One result per event, in order: accepted, duplicate or rejected "
+    "with its errors (the valid events are stored whatever the others are)",
     responses={
         422: {
             "model": ValidationErrors,

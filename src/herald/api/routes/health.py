@@ -15,7 +15,7 @@ from herald.store.migrate import current_revision, head_revision
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz")
+@router.get("/healthz", response_description="Alive")
 async def healthz() -> dict[str, str]:
     """The process is alive."""
     return {"status": "ok"}
