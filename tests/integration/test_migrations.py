@@ -88,6 +88,8 @@ def test_db_upgrade_builds_the_whole_schema_on_an_empty_database(
     assert re.search(r"applying \d+ revision\(s\): 0001: initial schema; 0002: ", output), output
     assert re.search(r"applied 0001: initial schema \(\d+\.\d s\)", output), output
     assert f"applied {head_revision()}: " in output
+    # A revision's summary is a phrase in a list, not a sentence: "arrival time.; 0003".
+    assert not re.search(r"\.(;| \()", output), output
     database = Database(empty_database_url)
     try:
         assert current_revision(database) == head_revision()

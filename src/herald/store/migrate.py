@@ -75,7 +75,9 @@ def pending_steps(current: str | None) -> list[str]:
 
 
 def _summary(step: Script) -> str:
-    return (step.doc or "").strip().splitlines()[0]
+    """The first line of the revision's docstring, as a phrase of the operator's line (its
+    full stop dropped: the line lists revisions, and gives each one's time after it)."""
+    return (step.doc or "").strip().splitlines()[0].removesuffix(".")
 
 
 def upgrade(
