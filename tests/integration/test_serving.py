@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import re
 import socket
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -110,6 +112,29 @@ def test_serve_on_a_public_host_starts_when_both_tokens_are_set_and_guards_the_a
         assert anonymous.status_code == 401
         assert admin.status_code == 404  # let in; there is no such user yet
         assert named.status_code == 200
+
+
+def test_serve_with_one_api_process_ignores_a_server_pid_left_in_the_environment(
+    tmp_path: Path,
+) -> None:
+    # HERALD_SERVER_PID is what `herald serve --workers N` hands its API processes, the
+    # process they stop without. Left in the environment of a server with one process, it
+    # made that process stop within a second of starting: the pid named was not running.
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    port = free_port()
+    with HeraldProcess("stray-pid", log_dir=tmp_path) as server:
+        server.start(
+            ["serve", "--port", str(port), "--database", sqlite_url(tmp_path)],
+            env=herald_environment(HERALD_SERVER_PID=str(gone.pid)),
+            cwd=tmp_path,
+        )
+        base = f"http://127.0.0.1:{port}"
+        server.wait_healthy(base + "/healthz", timeout=10)
+        time.sleep(2)  # the watch looks every half second
+
+        assert httpx.get(base + "/healthz", timeout=5).status_code == 200
+    assert "is gone; stopping" not in server.output()
 
 
 def test_serve_without_tokens_answers_only_requests_addressed_to_loopback(

@@ -244,10 +244,16 @@ _STOPPED_AT_ONCE = (
 
 def _hand_down(api_settings: Settings) -> None:
     """Put ``api_settings`` in this process's environment as ``HERALD_*`` variables: the
-    API processes and the dispatcher process started from here read theirs from it."""
+    API processes and the dispatcher process started from here read theirs from it. A
+    setting that is None is taken out, so that they read None too: a HERALD_SERVER_PID
+    left in the environment made a lone API process stop as soon as it started, watching
+    a process that was not its server."""
     for name, value in api_settings.model_dump().items():
-        if value is not None:
-            os.environ[f"HERALD_{name.upper()}"] = str(value)
+        variable = f"HERALD_{name.upper()}"
+        if value is None:
+            os.environ.pop(variable, None)
+        else:
+            os.environ[variable] = str(value)
 
 
 def _say_serving(settings: Settings, *, apart: bool) -> None:
