@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+import typer.main
 from typer.testing import CliRunner
 
 from herald.cli.main import app
@@ -142,3 +145,15 @@ def test_help_shows_the_default_an_option_leaves_to(
 
     for name in settings:
         assert f"default {Settings.model_fields[name].default}" in output, name
+
+
+def test_the_command_list_names_every_command_of_each_group() -> None:
+    # `herald --help` listed "db: Database schema." and "messages: Outbound messages.":
+    # nothing there said that `herald db upgrade` or `herald messages retry` exist.
+    output = help_of([])
+    groups: Any = typer.main.get_command(app)
+
+    for group in ("rules", "db", "messages"):
+        [line] = [line for line in output.splitlines() if line.startswith(f"│ {group} ")]
+        for command in groups.commands[group].commands:
+            assert command in line, (group, command)

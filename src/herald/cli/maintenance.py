@@ -22,9 +22,16 @@ if TYPE_CHECKING:
     from herald.rules.definition import RuleSet
     from herald.store.database import Database
 
-db_app = typer.Typer(help="Database schema.", no_args_is_help=True, rich_markup_mode="markdown")
+db_app = typer.Typer(
+    help="The database schema: `upgrade` migrates it to this version of Herald.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
 messages_app = typer.Typer(
-    help="Outbound messages.", no_args_is_help=True, rich_markup_mode="markdown"
+    help="Dead letters (messages that failed for good): `failed` lists them, `retry` "
+    "re-queues them.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
 )
 
 

@@ -13,7 +13,9 @@ from herald.cli.common import checked_rules, settings_from
 from herald.config import Settings
 
 rules_app = typer.Typer(
-    help="Work with rule files.", no_args_is_help=True, rich_markup_mode="markdown"
+    help="Rule files: `check` validates one and lists its rules and delivery.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
 )
 
 
