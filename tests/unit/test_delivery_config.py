@@ -583,3 +583,17 @@ def test_the_plan_says_its_retries_rate_limits_and_quiet_hours() -> None:
         "internal: log, WARNING lines in the log",
     ]
     assert len(build({}).policy_described()) == 1  # no rate limit, no quiet hours
+
+
+def test_the_plan_says_quiet_hours_whose_start_is_their_end_hold_nothing_back() -> None:
+    # `herald rules check` listed "quiet hours: email 08:00-08:00", which reads as quiet all
+    # day; a window whose start is its end is none at all (the README says so).
+    window = {"start": "08:00", "end": "08:00"}
+    document = {"delivery": {"quiet_hours": {"email": window}}}
+
+    [_retries, quiet] = build(document).policy_described()
+
+    assert quiet == (
+        "quiet hours: email none (08:00-08:00: the start is the end), in each user's "
+        "timezone (else UTC)"
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import time
 
 from herald.delivery.backoff import RetryPolicy
 from herald.delivery.provider import Provider
@@ -44,8 +45,17 @@ class DeliveryPlan:
             lines.append(f"rate limits: {said}, per delivering process")
         if self.quiet_hours:
             said = ", ".join(
-                f"{channel} {window.start:%H:%M}-{window.end:%H:%M}"
+                f"{channel} {_window(window.start, window.end)}"
                 for channel, window in self.quiet_hours.items()
             )
             lines.append(f"quiet hours: {said}, in each user's timezone (else UTC)")
         return lines
+
+
+def _window(start: time, end: time) -> str:
+    """A quiet-hours window as the operator reads it: one whose start is its end holds
+    nothing back (a way to switch it off and keep the setting), and says so rather than
+    read as quiet all day."""
+    if start == end:
+        return f"none ({start:%H:%M}-{end:%H:%M}: the start is the end)"
+    return f"{start:%H:%M}-{end:%H:%M}"
