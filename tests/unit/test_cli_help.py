@@ -147,6 +147,15 @@ def test_help_shows_the_default_an_option_leaves_to(
         assert f"default {Settings.model_fields[name].default}" in output, name
 
 
+def test_serve_help_says_which_of_each_pair_of_flags_is_the_default() -> None:
+    output = " ".join(help_of(["serve"]).split())
+
+    assert Settings.model_fields["dispatcher"].default is True
+    assert "deliver messages (the default) or not" in output
+    assert Settings.model_fields["dispatcher_process"].default is True
+    assert "from a child process, on another core (the default)" in output
+
+
 def test_the_command_list_names_every_command_of_each_group() -> None:
     # `herald --help` listed "db: Database schema." and "messages: Outbound messages.":
     # nothing there said that `herald db upgrade` or `herald messages retry` exist.

@@ -71,15 +71,16 @@ def serve(
     dispatcher: Annotated[
         bool | None,
         typer.Option(
-            "--dispatcher/--no-dispatcher", help="deliver messages (env HERALD_DISPATCHER)"
+            "--dispatcher/--no-dispatcher",
+            help="deliver messages (the default) or not (env HERALD_DISPATCHER)",
         ),
     ] = None,
     dispatcher_process: Annotated[
         bool | None,
         typer.Option(
             "--dispatcher-process/--dispatcher-inline",
-            help="deliver from a child process, on another core, or on the API's event loop "
-            "(env HERALD_DISPATCHER_PROCESS)",
+            help="deliver from a child process, on another core (the default), or on the "
+            "API's event loop (env HERALD_DISPATCHER_PROCESS)",
         ),
     ] = None,
 ) -> None:
