@@ -1,10 +1,13 @@
-"""The README's account of the metrics names each labelled metric's labels as the code
-does: an operator writes PromQL from it (`sum by (status) (herald_deliveries_total)`)."""
+"""The README's account of the metrics names metrics a scrape shows, each labelled one with
+its labels as the code gives them: an operator writes PromQL from it
+(`sum by (status) (herald_deliveries_total)`)."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+
+from prometheus_client import generate_latest
 
 from herald.observability.metrics import Metrics
 
@@ -49,3 +52,17 @@ def test_the_readme_names_the_endpoint_values_of_the_ingestion_timing() -> None:
     assert sorted(values) == ["batch", "event"]
     assert described, "the README names herald_ingest_seconds without its endpoint values"
     assert sorted(re.findall(r"`(\w+)` for", described[1])) == sorted(values)
+
+
+def test_every_metric_the_readme_names_is_one_a_scrape_shows() -> None:
+    # A renamed metric would leave the README's name in operators' dashboards, matching
+    # nothing.
+    metrics = Metrics()
+    metrics.count_delivery("email", "sent")
+    metrics.watch_outbox(lambda: ({"pending": 1}, 1, 0.5))
+    scraped = generate_latest(metrics.registry).decode()
+    names = set(re.findall(r"^# TYPE (\w+) ", scraped, re.M))  # as PromQL names them
+    named = set(re.findall(r"`(herald_\w+)`", README.read_text(encoding="utf-8")))
+
+    assert "herald_database_up" in named
+    assert named - names == set()
