@@ -86,8 +86,9 @@ def test_flags_show_no_value_placeholder(command: list[str]) -> None:
     [
         (
             [],
-            "Run a dispatcher alone: beside herald serve --no-dispatcher on the same SQLite file, "
-            "or beside any number of API processes on PostgreSQL.",
+            "Run a dispatcher alone, beside any number of herald serve --no-dispatcher API "
+            "processes and other workers on the same database (one machine's SQLite file, or "
+            "PostgreSQL).",
         ),
         (
             ["prune"],

@@ -169,8 +169,9 @@ def worker(
         int | None, typer.Option(hidden=True, help="stop when this process is gone")
     ] = None,
 ) -> None:
-    """Run a dispatcher alone: beside `herald serve --no-dispatcher` on the same SQLite
-    file, or beside any number of API processes on PostgreSQL.
+    """Run a dispatcher alone, beside any number of `herald serve --no-dispatcher` API
+    processes and other workers on the same database (one machine's SQLite file, or
+    PostgreSQL).
 
     HERALD_LOG_LEVEL, HERALD_LOG_FORMAT, HERALD_OUTBOX_FILE,
     HERALD_SQLITE_FLUSH_EACH_COMMIT and HERALD_POSTGRES_STATEMENT_TIMEOUT apply here as
