@@ -198,6 +198,12 @@ BROKEN_RULES = {
         "    after: {event: signup_completed, within: 24h, whithin: 1h}\n",
         "rule BROKEN: `after` holds unknown key(s) ['whithin']: it takes only `event` and `within`",
     ),
+    "trigger_written_on": (
+        # YAML 1.1 reads a bare `on` as true: the key was reported as `True`.
+        "  - id: BROKEN\n    on: payment_failed\n    channel: internal\n",
+        "rule BROKEN: a key YAML reads as true (`on`, `yes`, `y`): the event type that "
+        "triggers a rule goes under `trigger`",
+    ),
     "missing_template_folder": (
         "  - {id: BROKEN, trigger: signup_completed, channel: email, category: transactional,"
         " template: farewell}\n",

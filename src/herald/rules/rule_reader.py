@@ -100,7 +100,14 @@ def _read_rule(
 ) -> tuple[Rule | None, RuleUse]:
     """The rule ``spec`` describes, None when a key is wrong (each said to ``bad``); and
     what its condition and template are to be checked with, in any case."""
-    for key in sorted(map(str, set(spec) - RULE_KEYS)):
+    unknown = set(spec) - RULE_KEYS
+    if any(key is True for key in unknown):
+        # `on: signup_completed`, as CI files write it: YAML 1.1 reads a bare `on` as true.
+        bad(
+            "a key YAML reads as true (`on`, `yes`, `y`): the event type that triggers a "
+            "rule goes under `trigger`"
+        )
+    for key in sorted(str(key) for key in unknown if key is not True):
         bad(f"unknown key `{key}` (known: {sorted(RULE_KEYS)})")
     on = spec.get("trigger")
     if on is None:
