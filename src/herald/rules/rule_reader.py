@@ -101,7 +101,8 @@ def _read_rule(
     """The rule ``spec`` describes, None when a key is wrong (each said to ``bad``); and
     what its condition and template are to be checked with, in any case."""
     unknown = set(spec) - RULE_KEYS
-    if any(key is True for key in unknown):
+    trigger_as_on = any(key is True for key in unknown)
+    if trigger_as_on:
         # `on: signup_completed`, as CI files write it: YAML 1.1 reads a bare `on` as true.
         bad(
             "a key YAML reads as true (`on`, `yes`, `y`): the event type that triggers a "
@@ -110,7 +111,7 @@ def _read_rule(
     for key in sorted(str(key) for key in unknown if key is not True):
         bad(f"unknown key `{key}` (known: {sorted(RULE_KEYS)})")
     on = spec.get("trigger")
-    if on is None:
+    if on is None and not trigger_as_on:
         bad(f"needs `trigger`: the event type that triggers it ({sorted(event_types)})")
     elif is_undeclared(on, event_types, refused_types):
         bad(f"`trigger: {on}` is not a declared event type ({sorted(event_types)})")
