@@ -111,8 +111,9 @@ def _read_rule(
     for key in sorted(str(key) for key in unknown if key is not True):
         bad(f"unknown key `{key}` (known: {sorted(RULE_KEYS)})")
     on = spec.get("trigger")
-    if on is None and not trigger_as_on:
-        bad(f"needs `trigger`: the event type that triggers it ({sorted(event_types)})")
+    if on is None:
+        if not trigger_as_on:  # said above
+            bad(f"needs `trigger`: the event type that triggers it ({sorted(event_types)})")
     elif is_undeclared(on, event_types, refused_types):
         bad(f"`trigger: {on}` is not a declared event type ({sorted(event_types)})")
     channel = spec.get("channel")
