@@ -11,6 +11,7 @@ Usage::
     sink.rcpt_delay = 2.0                      # wait this long before answering RCPT TO
     sink.quit_reply = "421 4.4.2 closing"      # answer QUIT with this instead of 221
     sink.quit_delay = 2.0                      # wait this long before answering QUIT
+    sink.hang_up("421 4.4.2 idle too long")    # close every open connection now
 
 With ``credentials=("user", "secret")`` the sink offers AUTH (with or without TLS) and
 refuses mail from clients that have not logged in with exactly those.
@@ -81,6 +82,9 @@ class SmtpSink:
         self._messages: list[ReceivedEmail] = []
         self._logins: list[str] = []
         self._mail_sessions_ended = 0
+        self._connections = 0
+        self._quits = 0
+        self._open: set[_SessionCountingSMTP] = set()  # used on the server's loop alone
         self._lock = threading.Lock()
         self._controller: _EphemeralPortController | None = None
 
@@ -108,6 +112,33 @@ class SmtpSink:
         with self._lock:
             return self._mail_sessions_ended
 
+    @property
+    def connections(self) -> int:
+        """Connections clients opened so far."""
+        with self._lock:
+            return self._connections
+
+    @property
+    def quits(self) -> int:
+        """QUIT commands received so far."""
+        with self._lock:
+            return self._quits
+
+    def hang_up(self, reply: str | None = None) -> None:
+        """Close every open connection now, after sending ``reply`` if given, as a relay
+        does with connections idle for too long."""
+        if self._controller is None:
+            raise RuntimeError("SmtpSink is not running")
+
+        async def close_all() -> None:
+            for protocol in list(self._open):
+                if protocol.transport is not None:
+                    if reply is not None:
+                        protocol.transport.write(f"{reply}\r\n".encode())
+                    protocol.transport.close()
+
+        asyncio.run_coroutine_threadsafe(close_all(), self._controller.loop).result(timeout=5)
+
     def start(self) -> SmtpSink:
         options: dict[str, Any] = {"enable_SMTPUTF8": self.smtputf8}
         if self.credentials is not None:
@@ -126,6 +157,8 @@ class SmtpSink:
             **options,
         )
         self._controller.start()
+        with self._lock:
+            self._connections = 0  # aiosmtpd's own check that the server answers
         return self
 
     def stop(self) -> None:
@@ -151,6 +184,14 @@ class SmtpSink:
     def _mail_session_ended(self) -> None:
         with self._lock:
             self._mail_sessions_ended += 1
+
+    def _connection_opened(self) -> None:
+        with self._lock:
+            self._connections += 1
+
+    def _quit_received(self) -> None:
+        with self._lock:
+            self._quits += 1
 
     def _authenticate(
         self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
@@ -202,17 +243,27 @@ class _Handler:
         return "250 Message accepted for delivery"
 
     async def handle_QUIT(self, server: Any, session: Any, envelope: Any) -> str:
+        self._sink._quit_received()
         if self._sink.quit_delay:
             await asyncio.sleep(self._sink.quit_delay)  # a relay slow to close the session
         return self._sink.quit_reply or "221 Bye"
 
 
 class _SessionCountingSMTP(SMTP):
-    """Tells the sink when a connection that began a mail is closed: after that, nothing
-    more can arrive on it."""
+    """Tells the sink when a connection opens, and when one that began a mail is closed:
+    after that, nothing more can arrive on it."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Called again, with the TLS transport, after STARTTLS: the same connection.
+        opened = self._original_transport is None
+        super().connection_made(transport)
+        if opened:
+            self.event_handler._sink._open.add(self)
+            self.event_handler._sink._connection_opened()
 
     def connection_lost(self, error: Exception | None) -> None:
         began_a_mail = getattr(self.session, "began_a_mail", False)
+        self.event_handler._sink._open.discard(self)
         super().connection_lost(error)
         if began_a_mail:
             self.event_handler._sink._mail_session_ended()

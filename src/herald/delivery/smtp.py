@@ -2,6 +2,7 @@
 
 The standard library's ``smtplib`` is blocking, so each send runs in a thread of the
 provider's own (``SEND_THREADS`` of them) and the dispatcher's event loop stays free.
+Connections outlive a send: a send takes an idle one if there is one (see ``SmtpProvider``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -39,13 +41,27 @@ SEND_THREADS = 16
 class SmtpProvider:
     """Delivers messages through an SMTP server; implements ``Provider``.
 
-    Each send opens its own connection (TLS from the start with implicit TLS),
-    says EHLO, optionally upgrades with STARTTLS and logs in, sends one message
-    and quits. A shared connection
-    would save a handshake per message, but ``smtplib.SMTP`` is not safe to
-    use from several worker threads at once, and relays drop idle
-    connections, so reuse would need a pool with reconnects; at Herald's
-    volumes the handshake is cheap by comparison.
+    A send takes an idle connection of the provider's if it has one, else opens its own
+    (TLS from the start with implicit TLS), says EHLO, optionally upgrades with STARTTLS
+    and logs in; then it sends one message, and once the relay accepted it gives the
+    connection back for a later send. Against a relay tens of milliseconds away a new
+    connection costs about seven round trips before the first MAIL (connect, greeting,
+    EHLO, STARTTLS and its handshake, EHLO, AUTH) and one for QUIT, while the message
+    itself takes four (MAIL, RCPT, DATA, its content). A connection serves one send (one
+    thread) at a time, as ``smtplib.SMTP`` is not safe to share between threads.
+
+    Reuse never sends a message twice: a relay that dropped an idle connection (it
+    disconnects before answering MAIL, or answers it ``421``) has taken nothing on it, so
+    the same send opens a new connection and tries the message once there. Anything
+    else, a timeout included (a slow relay is not a gone one), and whatever goes wrong
+    after MAIL was accepted, is classified as it would be on a new connection. A
+    connection is given back only after its message was accepted: one that failed, or
+    whose send was cut off, is closed. The ``250`` that accepts the message ends the mail
+    transaction (RFC 5321, 4.1.1.4), so the next MAIL needs no RSET first. Relays limit
+    the messages per connection and drop idle ones, so a connection that carried
+    ``messages_per_connection`` messages is closed with QUIT, and one idle for longer
+    than ``idle_seconds`` is closed (QUIT, from another send thread) when the next send
+    comes, rather than found dead. ``aclose`` closes the idle ones with QUIT.
 
     Args:
         name: the provider's name in configuration and the audit.
@@ -63,6 +79,8 @@ class SmtpProvider:
             the socket (not for the whole exchange: the caller bounds that by
             cancelling ``send``, which ends the connection at once).
         clock: Unix time in seconds, used for the ``Date`` header.
+        messages_per_connection: close a connection (QUIT) once it carried this many.
+        idle_seconds: do not reuse a connection idle for longer than this.
 
     Outcomes: accepted is ``sent`` (reference: the ``Message-ID``); an SMTP 4xx
     reply, a refused or dropped connection or a timeout is ``retry``; an SMTP
@@ -83,6 +101,8 @@ class SmtpProvider:
         tls_context: ssl.SSLContext | None = None,
         timeout: float = 10.0,
         clock: Callable[[], float] = time.time,
+        messages_per_connection: int = 100,
+        idle_seconds: float = 30.0,
     ) -> None:
         self.name = name
         self.local = False
@@ -96,7 +116,15 @@ class SmtpProvider:
         self._tls_context = tls_context
         self.timeout = timeout
         self._clock = clock
+        self.messages_per_connection = messages_per_connection
+        self.idle_seconds = idle_seconds
         self._threads: ThreadPoolExecutor | None = None
+        # Connections waiting for a send, the longest idle first, each with the time
+        # (``time.monotonic``) it was given back.
+        self._idle: deque[tuple[_AbortableSMTP, float]] = deque()
+        self._idle_lock = threading.Lock()
+        # Counts ``aclose`` calls: a connection opened before the last one is not kept.
+        self._generation = 0
 
     @property
     def target(self) -> str:
@@ -115,16 +143,11 @@ class SmtpProvider:
             # A header the email package refuses (e.g. a malformed address) will
             # be refused again on every retry.
             return DeliveryResult.failed(f"cannot build email: {exc}")
-        context = None
-        if self.tls != "none":
-            context = self._tls_context or ssl.create_default_context()
-        smtp = _AbortableSMTP(
-            timeout=self.timeout, implicit_tls=context if self.tls == "implicit" else None
-        )
+        attempt = _Attempt()
         if self._threads is None:
             self._threads = ThreadPoolExecutor(SEND_THREADS, thread_name_prefix="herald-smtp")
         send = functools.partial(
-            self._send_blocking, smtp, message, ascii_domain(request.recipient), context
+            self._send_blocking, attempt, message, ascii_domain(request.recipient)
         )
         try:
             return await asyncio.get_running_loop().run_in_executor(self._threads, send)
@@ -132,49 +155,95 @@ class SmtpProvider:
             # Cut off (the claim's deadline): the thread cannot be cancelled, so end its
             # connection, or it would go on and send the message after the dispatcher
             # recorded the attempt as unanswered, and the retry would send it again.
-            smtp.abort()
-            if smtp.accepted is not None:
-                # The relay had taken the message, only the goodbye was left: it is sent,
-                # and recorded as unanswered it would be sent again.
-                return smtp.accepted
+            attempt.abort()
+            if attempt.accepted is not None:
+                # The relay had taken the message, only the goodbye (or giving the
+                # connection back) was left: it is sent, and recorded as unanswered it
+                # would be sent again.
+                return attempt.accepted
             raise
 
     async def aclose(self) -> None:
-        """Let the send threads end (connections do not outlive a send); idempotent."""
+        """Close the idle connections (QUIT, all at once) and let the send threads end;
+        idempotent. A send still running closes its connection when it ends."""
+        with self._idle_lock:
+            idle, self._idle = [smtp for smtp, _ in self._idle], deque()
+            self._generation += 1
         threads, self._threads = self._threads, None
-        if threads is not None:
-            threads.shutdown(wait=False)
+        if threads is None:
+            return
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*(loop.run_in_executor(threads, _quit, smtp) for smtp in idle))
+        threads.shutdown(wait=False)
 
     def _send_blocking(
         self,
-        smtp: _AbortableSMTP,
+        attempt: _Attempt,
         message: EmailMessage,
         recipient: str,
-        context: ssl.SSLContext | None,
     ) -> DeliveryResult:
+        idle = self._take_idle()
+        if idle is not None:
+            result = self._exchange(attempt, idle, message, recipient)
+            if result is not None:
+                return result
+            # The relay had dropped it while it waited: nothing was sent on it.
+            log.debug("the SMTP server %s:%s closed an idle connection", self.host, self.port)
+        result = self._exchange(attempt, None, message, recipient)
+        assert result is not None  # only a reused connection can be found dropped
+        return result
+
+    def _exchange(
+        self,
+        attempt: _Attempt,
+        reused: _AbortableSMTP | None,
+        message: EmailMessage,
+        recipient: str,
+    ) -> DeliveryResult | None:
+        """Send ``message`` on ``reused``, or on a connection of its own when None, and
+        classify the outcome; None when ``reused`` turned out dropped before MAIL was
+        accepted (nothing was sent on it, and it is closed)."""
         where = f"{self.host}:{self.port}"
+        context = None
+        if reused is None and self.tls != "none":
+            context = self._tls_context or ssl.create_default_context()
+        smtp = reused or _AbortableSMTP(
+            timeout=self.timeout,
+            implicit_tls=context if self.tls == "implicit" else None,
+            generation=self._generation,
+        )
+        kept = False
         try:
-            code, greeting = smtp.connect(self.host, self.port)
-            if code != 220:
-                raise smtplib.SMTPConnectError(code, greeting)
-            if self.tls == "starttls":
-                smtp.starttls(context=context)
-            if self.username is not None:
-                smtp.login(self.username, self._password or "")
+            attempt.use(smtp)
+            if reused is None:
+                code, greeting = smtp.connect(self.host, self.port)
+                if code != 220:
+                    raise smtplib.SMTPConnectError(code, greeting)
+                if self.tls == "starttls":
+                    smtp.starttls(context=context)
+                if self.username is not None:
+                    smtp.login(self.username, self._password or "")
             refused = smtp.send_message(message, to_addrs=[recipient])
             if not refused:
-                smtp.accepted = DeliveryResult.sent(
+                attempt.accepted = DeliveryResult.sent(
                     f"accepted by {where}", reference=message["Message-ID"]
                 )
-            _say_goodbye(smtp)
+                smtp.messages_sent += 1
+                kept = self._keep(attempt, smtp)
+                if not kept:
+                    _say_goodbye(smtp)
         except smtplib.SMTPRecipientsRefused as exc:
             return _classify_refused(exc.recipients)
         except smtplib.SMTPResponseException as exc:
+            if reused is not None and exc.smtp_code == 421 and not smtp.mail_accepted:
+                return None  # MAIL answered "closing": the relay let the idle one go
             return _classify_reply(exc.smtp_code, exc.smtp_error)
         except smtplib.SMTPServerDisconnected as exc:
             # smtplib reports a read timeout as a disconnect; say which it was.
             if isinstance(exc.__context__, TimeoutError):
                 return DeliveryResult.retry(f"timeout after {self.timeout:g} s talking to {where}")
+            if reused is not None and not smtp.mail_answered and not attempt.aborted:
+                return None
             return DeliveryResult.retry(f"SMTP server {where} disconnected: {exc}")
         except smtplib.SMTPException as exc:
             # What is left are capability mismatches (no STARTTLS, no usable AUTH
@@ -186,10 +255,78 @@ class SmtpProvider:
             # Refused connections, unreachable hosts, DNS and TLS trouble.
             return DeliveryResult.retry(f"cannot connect to {where}: {exc}")
         finally:
-            smtp.close()
-        if refused or smtp.accepted is None:  # only possible with several recipients
+            if not kept:
+                smtp.close()
+        if refused or attempt.accepted is None:  # only possible with several recipients
             return _classify_refused(refused)
-        return smtp.accepted
+        return attempt.accepted
+
+    def _take_idle(self) -> _AbortableSMTP | None:
+        """The connection given back last, if any; those idle for too long are closed."""
+        now = time.monotonic()
+        with self._idle_lock:
+            stale: list[_AbortableSMTP] = []
+            while self._idle and now - self._idle[0][1] > self.idle_seconds:
+                stale.append(self._idle.popleft()[0])
+            taken = self._idle.pop()[0] if self._idle else None
+            threads = self._threads
+        for smtp in stale:
+            # On another thread: a relay that no longer answers would hold this send
+            # for the timeout.
+            try:
+                if threads is None:
+                    raise RuntimeError("closed")
+                threads.submit(_quit, smtp)
+            except RuntimeError:  # the provider was closed meanwhile
+                smtp.close()
+        return taken
+
+    def _keep(self, attempt: _Attempt, smtp: _AbortableSMTP) -> bool:
+        """Give ``smtp`` back for a later send, unless it carried its share of messages,
+        its send was cut off, or the provider was closed since it was opened."""
+        if smtp.messages_sent >= self.messages_per_connection:
+            return False
+        with self._idle_lock:
+            if smtp.generation != self._generation or not attempt.release():
+                return False
+            self._idle.append((smtp, time.monotonic()))
+        return True
+
+
+class _Attempt:
+    """One send: the connection it is using, which ``abort`` (from another thread) ends
+    at once, and the relay's acceptance of its message."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.aborted = False
+        self._smtp: _AbortableSMTP | None = None
+        # Set once the relay accepted the message (250 after DATA): from then on it is sent,
+        # whatever happens to the rest of the session.
+        self.accepted: DeliveryResult | None = None
+
+    def use(self, smtp: _AbortableSMTP) -> None:
+        """From now on ``abort`` ends ``smtp``; raises if the send was cut off already."""
+        with self._lock:
+            if self.aborted:
+                raise ConnectionAbortedError("send cut off")
+            self._smtp = smtp
+
+    def release(self) -> bool:
+        """Put the connection out of ``abort``'s reach, to be given back; False if the
+        send was cut off already (its connection is ended)."""
+        with self._lock:
+            if self.aborted:
+                return False
+            self._smtp = None
+            return True
+
+    def abort(self) -> None:
+        with self._lock:
+            self.aborted = True
+            smtp = self._smtp
+        if smtp is not None:
+            smtp.abort()
 
 
 class _AbortableSMTP(smtplib.SMTP):
@@ -201,15 +338,30 @@ class _AbortableSMTP(smtplib.SMTP):
     ``smtplib.SMTP_SSL`` does (verifying the certificate for the host connected to), and
     a TLS handshake in progress can be ended too."""
 
-    def __init__(self, *, timeout: float, implicit_tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        timeout: float,
+        implicit_tls: ssl.SSLContext | None = None,
+        generation: int = 0,
+    ) -> None:
         self._abort_lock = threading.Lock()
         self._aborted = False
-        # Set once the relay accepted the message (250 after DATA): from then on it is sent,
-        # whatever happens to the rest of the session.
-        self.accepted: DeliveryResult | None = None
         self._socket: socket.socket | None = None
         self._implicit_tls = implicit_tls
+        self.generation = generation
+        self.messages_sent = 0
+        # Whether the relay answered the current message's MAIL, and accepted it: until
+        # it answers, a connection that turns out closed has carried nothing of it.
+        self.mail_answered = False
+        self.mail_accepted = False
         super().__init__(timeout=timeout)
+
+    def mail(self, sender: str, options: Sequence[str] = ()) -> tuple[int, bytes]:
+        self.mail_answered = self.mail_accepted = False
+        code, reply = super().mail(sender, options)
+        self.mail_answered, self.mail_accepted = True, code == 250
+        return code, reply
 
     def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
         # smtplib names the server for STARTTLS's certificate check only when it was given
@@ -270,3 +422,10 @@ def _classify_reply(code: int, error: bytes | str, prefix: str = "") -> Delivery
 def _classify_refused(recipients: dict[str, tuple[int, bytes]]) -> DeliveryResult:
     address, (code, error) = next(iter(recipients.items()))
     return _classify_reply(code, error, prefix=f"{address} refused: ")
+
+
+def _quit(smtp: smtplib.SMTP) -> None:
+    """QUIT an idle connection and close it; whatever the relay answers, if anything."""
+    with contextlib.suppress(smtplib.SMTPException, OSError):
+        smtp.docmd("QUIT")
+    smtp.close()
