@@ -1165,6 +1165,32 @@ def test_a_template_reading_inside_an_object_still_has_its_undeclared_names_list
     ]
 
 
+def test_a_template_reading_inside_an_object_still_has_a_part_that_always_fails_listed(
+    tmp_path: Path,
+) -> None:
+    # Reading inside the object made the check stop at the first failure, whichever part
+    # it was in: the file loaded, and every event then skipped the rule.
+    parts = {"subject.txt": "{{ event.properties.meta.plan }}", "body.txt": "{{ 1 + 'a' }}"}
+    path = payment_email_rule_file(tmp_path, parts, "meta: object", rule="BROKEN")
+
+    assert problems_of(path) == [
+        "rule BROKEN: template broken/body.txt: TypeError: unsupported operand type(s) for +:"
+        " 'int' and 'str'"
+    ]
+
+
+def test_a_part_failing_only_on_what_the_client_sends_inside_an_object_is_left_to_events(
+    tmp_path: Path,
+) -> None:
+    parts = {
+        "subject.txt": "{{ event.properties.meta.count }}",
+        "body.txt": "{{ event.properties.meta.count + 1 }} items",
+    }
+    path = payment_email_rule_file(tmp_path, parts, "meta: object")
+
+    assert [rule.id for rule in load_ruleset(path).rules] == ["ORDER"]
+
+
 def test_a_file_loads_alike_whatever_was_checked_before_it(tmp_path: Path) -> None:
     # The first check stood text in for `meta.count` in the sample; the second, checking
     # arithmetic on it, was refused as adding text to a number.

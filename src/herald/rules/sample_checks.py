@@ -85,19 +85,49 @@ def template_problems(
             stood_in = True
             continue
         except Exception as exc:
-            # Past a stand-in, a failure may be the stand-in's (text where a number was
-            # wanted): the names found are the problems to report.
-            if stood_in:
-                break
             if not isinstance(exc, TemplateProblem):
                 raise
-            if isinstance(exc, TemplateFailed) and not _fails_on_every_number(
-                exc, templates, template, event_type, traits
-            ):
-                break  # it depends on the sample's values: left to the events
-            problems.append(str(exc))
+            if stood_in:
+                # Past a stand-in, a failure may be the stand-in's (text where a number was
+                # wanted): only the parts that fail alike without any are said to.
+                problems += _failures_without_stand_ins(templates, template, event_type, traits)
+                break
+            problems += _failure_on_types(exc, templates, template, event_type, traits)
         break
     return problems
+
+
+def _failures_without_stand_ins(
+    templates: TemplateSet, template: str, event_type: EventType, traits: Mapping[str, str]
+) -> list[str]:
+    """The failures of the parts of ``template`` that read no name the sample lacks (an
+    object's key, an undeclared name), each part on a sample of its own."""
+    problems = []
+    for part in templates.source(template):
+        try:
+            templates.check(template, sample_context(event_type, traits), parts=(part,))
+        except UndeclaredName:
+            continue  # it reads what only a client's event holds, or what is said above
+        except TemplateProblem as exc:
+            problems += _failure_on_types(exc, templates, template, event_type, traits, part)
+    return problems
+
+
+def _failure_on_types(
+    failed: TemplateProblem,
+    templates: TemplateSet,
+    template: str,
+    event_type: EventType,
+    traits: Mapping[str, str],
+    part: str | None = None,
+) -> list[str]:
+    """``failed`` as the problem to report, unless it depends on the sample's values and
+    is left to the events."""
+    if isinstance(failed, TemplateFailed) and not _fails_on_every_number(
+        failed, templates, template, event_type, traits, part
+    ):
+        return []
+    return [str(failed)]
 
 
 def _fails_on_every_number(
@@ -106,14 +136,19 @@ def _fails_on_every_number(
     template: str,
     event_type: EventType,
     traits: Mapping[str, str],
+    part: str | None = None,
 ) -> bool:
-    """Whether a template that failed on the sample fails on its declared types: a
-    ``TypeError`` with the sample's numbers whole as well as not (``range(amount)`` takes
-    an amount of 10, not of 10.5), as a condition's samples are tried."""
+    """Whether a template (or its ``part``) that failed on the sample fails on its declared
+    types: a ``TypeError`` with the sample's numbers whole as well as not (``range(amount)``
+    takes an amount of 10, not of 10.5), as a condition's samples are tried."""
     if not failed.on_types:
         return False
     try:
-        templates.check(template, sample_context(event_type, traits, whole_numbers=True))
+        templates.check(
+            template,
+            sample_context(event_type, traits, whole_numbers=True),
+            parts=None if part is None else (part,),
+        )
     except TemplateFailed as exc:
         return exc.on_types
     except TemplateProblem:

@@ -8,7 +8,7 @@ the rule file loads, so a broken one stops ``herald rules check`` and start-up, 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -165,10 +165,15 @@ class TemplateSet:
             for key, value in user.items()
         }
 
-    def check(self, name: str, sample: Mapping[str, Any]) -> None:
-        """Render strictly against a sample context: a name it lacks raises UndeclaredName,
-        an error of Python's TemplateFailed, any other failure TemplateProblem."""
+    def check(
+        self, name: str, sample: Mapping[str, Any], parts: Collection[str] | None = None
+    ) -> None:
+        """Render strictly against a sample context (only ``parts`` when given): a name it
+        lacks raises UndeclaredName, an error of Python's TemplateFailed, any other failure
+        TemplateProblem."""
         for part, source in self._sources[name].items():
+            if parts is not None and part not in parts:
+                continue
             env = sandbox(NamingUndefined, autoescape=part.endswith(".html"))
             where = f"{name}/{part}"
             try:
