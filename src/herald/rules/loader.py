@@ -20,7 +20,8 @@ import yaml
 from herald.rules.declarations import read_event_types, read_traits
 from herald.rules.definition import EventType, Rule, RuleSet
 from herald.rules.rule_reader import RuleUse, digest, read_rules
-from herald.rules.sample_checks import condition_problems, template_problems
+from herald.rules.sample_checks import condition_problems
+from herald.rules.template_checks import template_problems
 from herald.rules.templates import TemplateProblem, TemplateSet, not_utf8
 
 T = TypeVar("T")  # what a caller's ``read_settings`` makes of the rule file

@@ -1,11 +1,12 @@
-"""A rule's condition and template tried on samples of its trigger when the rule file loads.
+"""A rule's condition tried on samples of its trigger when the rule file loads (its
+template is tried in ``template_checks``).
 
 A sample holds every property the trigger's event type declares and every declared trait,
-each a value of its declared type. A condition or template that reads a name the file
-does not declare, mixes types or gives no true or false would fail on every event, and
-each event would skip the rule with the error as its reason: refused once instead, naming
-what to fix. What fails only on some values (an index past the end, a string that does
-not parse as a number) is left to the events, whose reasons say so.
+each a value of its declared type. A condition that reads a name the file does not
+declare, mixes types or gives no true or false would fail on every event, and each event
+would skip the rule with the error as its reason: refused once instead, naming what to
+fix. What fails only on some values (an index past the end, a string that does not parse
+as a number) is left to the events, whose reasons say so.
 """
 
 from __future__ import annotations
@@ -17,8 +18,7 @@ from typing import Any
 
 from herald.rules.conditions import Condition, ConditionError, bound_variables
 from herald.rules.definition import EventType
-from herald.rules.samples import EVENT_FIELDS, path_in, sample_context, undeclared
-from herald.rules.templates import TemplateFailed, TemplateProblem, TemplateSet, UndeclaredName
+from herald.rules.samples import EVENT_FIELDS, is_refused, sample_context, undeclared
 
 # A read of a name the rule file declares or not: `user.x`, `event.x`,
 # `event.properties.x`, or the same with ["x"].
@@ -47,126 +47,6 @@ _KINDS = {
 # A sample's context (`event`, `user`), and how a problem names the sample.
 _Sample = tuple[dict[str, Any], str]
 
-_MOST_UNDECLARED = 20
-_STAND_IN = "x"  # prints, compares and filters as text would
-
-
-def template_problems(
-    templates: TemplateSet,
-    template: str,
-    event_type: EventType,
-    traits: Mapping[str, str],
-    refused_traits: frozenset[str],
-) -> list[str]:
-    """What is wrong with ``template`` rendered on a sample of ``event_type``: each name
-    it reads that the rule file does not declare, or else the error it raises; empty when
-    it renders. Names whose declaration was refused (``refused_traits``, the event type's
-    ``refused``) are left out: their own problem is said already."""
-    sample = sample_context(event_type, traits)
-    problems: list[str] = []
-    stood_in = False
-    # Every undeclared name, not the first alone: each found stands in the sample for the
-    # next try, so that one run of the check lists all the author must fix.
-    for _ in range(_MOST_UNDECLARED):
-        try:
-            templates.check(template, sample)
-        except UndeclaredName as exc:
-            path = path_in(sample, exc.owner, exc.name)
-            if path is None:  # a key of an object, an item of an array: the client's to send
-                if _stand_in(exc.owner, exc.name):
-                    stood_in = True
-                    continue
-                if exc.owner is _STAND_IN:  # read inside a stand-in: the client's value too
-                    break
-                return [*problems, str(exc)]
-            if not _refused(path, event_type, refused_traits):
-                problems.append(f"template {exc.where} uses {undeclared(path, event_type.name)}")
-            exc.owner[exc.name] = _STAND_IN
-            stood_in = True
-            continue
-        except Exception as exc:
-            if not isinstance(exc, TemplateProblem):
-                raise
-            if stood_in:
-                # Past a stand-in, a failure may be the stand-in's (text where a number was
-                # wanted): only the parts that fail alike without any are said to.
-                problems += _failures_without_stand_ins(templates, template, event_type, traits)
-                break
-            problems += _failure_on_types(exc, templates, template, event_type, traits)
-        break
-    return problems
-
-
-def _failures_without_stand_ins(
-    templates: TemplateSet, template: str, event_type: EventType, traits: Mapping[str, str]
-) -> list[str]:
-    """The failures of the parts of ``template`` that read no name the sample lacks (an
-    object's key, an undeclared name), each part on a sample of its own."""
-    problems = []
-    for part in templates.source(template):
-        try:
-            templates.check(template, sample_context(event_type, traits), parts=(part,))
-        except UndeclaredName:
-            continue  # it reads what only a client's event holds, or what is said above
-        except TemplateProblem as exc:
-            problems += _failure_on_types(exc, templates, template, event_type, traits, part)
-    return problems
-
-
-def _failure_on_types(
-    failed: TemplateProblem,
-    templates: TemplateSet,
-    template: str,
-    event_type: EventType,
-    traits: Mapping[str, str],
-    part: str | None = None,
-) -> list[str]:
-    """``failed`` as the problem to report, unless it depends on the sample's values and
-    is left to the events."""
-    if isinstance(failed, TemplateFailed) and not _fails_on_every_number(
-        failed, templates, template, event_type, traits, part
-    ):
-        return []
-    return [str(failed)]
-
-
-def _fails_on_every_number(
-    failed: TemplateFailed,
-    templates: TemplateSet,
-    template: str,
-    event_type: EventType,
-    traits: Mapping[str, str],
-    part: str | None = None,
-) -> bool:
-    """Whether a template (or its ``part``) that failed on the sample fails on its declared
-    types: a ``TypeError`` with the sample's numbers whole as well as not (``range(amount)``
-    takes an amount of 10, not of 10.5), as a condition's samples are tried."""
-    if not failed.on_types:
-        return False
-    try:
-        templates.check(
-            template,
-            sample_context(event_type, traits, whole_numbers=True),
-            parts=None if part is None else (part,),
-        )
-    except TemplateFailed as exc:
-        return exc.on_types
-    except TemplateProblem:
-        return True
-    return False
-
-
-def _stand_in(owner: Any, name: Any) -> bool:
-    """Put a stand-in where a template read inside a value the sample holds empty (an
-    object's key, an array's item): False where none can go."""
-    if isinstance(owner, dict):
-        owner[name] = _STAND_IN
-        return True
-    if isinstance(owner, list) and type(name) is int:
-        owner.extend([_STAND_IN] * ((name + 1 if name >= 0 else -name) - len(owner)))
-        return True
-    return False
-
 
 def condition_problems(
     condition: Condition,
@@ -180,7 +60,7 @@ def condition_problems(
     shown = f"`when: {condition.source}`"
     reads = {path: _declared_type(path, event_type, traits) for path in _reads(condition.source)}
     guarded = {re.sub(r"\s", "", path) for path in _GUARD.findall(condition.source)}
-    refused = {path for path in reads if _refused(path, event_type, refused_traits)}
+    refused = {path for path in reads if is_refused(path, event_type, refused_traits)}
     # Found in the text rather than by evaluating: `a == "x" && b > 1` never reads `b`
     # on a sample whose `a` is not "x".
     unknown = [
@@ -347,15 +227,6 @@ def _declared_type(path: str, event_type: EventType, traits: Mapping[str, str]) 
         spec = event_type.properties.get(path.removeprefix("event.properties."))
         return spec.type if spec else None
     return EVENT_FIELDS.get(path.removeprefix("event."))
-
-
-def _refused(path: str, event_type: EventType, refused_traits: frozenset[str]) -> bool:
-    """Whether ``path`` reads a property or a trait whose declaration is refused (and
-    said so)."""
-    if path.startswith("user."):
-        return path.removeprefix("user.") in refused_traits
-    prefix = "event.properties."
-    return path.startswith(prefix) and path.removeprefix(prefix) in event_type.refused
 
 
 def _a(kind: str) -> str:

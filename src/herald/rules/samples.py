@@ -83,3 +83,12 @@ def undeclared(path: str, event_type: str, alternative: str = "") -> str:
         )
     fields = list(EVENT_FIELDS)
     return f"{path}, which no event has (an event has {', '.join(fields[:-1])} and {fields[-1]})"
+
+
+def is_refused(path: str, event_type: EventType, refused_traits: frozenset[str]) -> bool:
+    """Whether ``path`` reads a property or a trait whose declaration is refused (and
+    said so)."""
+    if path.startswith("user."):
+        return path.removeprefix("user.") in refused_traits
+    prefix = "event.properties."
+    return path.startswith(prefix) and path.removeprefix(prefix) in event_type.refused

@@ -1,0 +1,136 @@
+"""A rule's template rendered on a sample of its trigger when the rule file loads.
+
+The sample is the one a condition is tried on (``samples``). A template that reads a name
+the file does not declare, or fails whatever the declared values, would fail on every
+event, and each event would skip the rule with the error as its reason: refused once
+instead, naming what to fix. What fails only on some values is left to the events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from herald.rules.definition import EventType
+from herald.rules.samples import is_refused, path_in, sample_context, undeclared
+from herald.rules.templates import TemplateFailed, TemplateProblem, TemplateSet, UndeclaredName
+
+_MOST_UNDECLARED = 20
+_STAND_IN = "x"  # prints, compares and filters as text would
+
+
+def template_problems(
+    templates: TemplateSet,
+    template: str,
+    event_type: EventType,
+    traits: Mapping[str, str],
+    refused_traits: frozenset[str],
+) -> list[str]:
+    """What is wrong with ``template`` rendered on a sample of ``event_type``: each name
+    it reads that the rule file does not declare, or else the error it raises; empty when
+    it renders. Names whose declaration was refused (``refused_traits``, the event type's
+    ``refused``) are left out: their own problem is said already."""
+    sample = sample_context(event_type, traits)
+    problems: list[str] = []
+    stood_in = False
+    # Every undeclared name, not the first alone: each found stands in the sample for the
+    # next try, so that one run of the check lists all the author must fix.
+    for _ in range(_MOST_UNDECLARED):
+        try:
+            templates.check(template, sample)
+        except UndeclaredName as exc:
+            path = path_in(sample, exc.owner, exc.name)
+            if path is None:  # a key of an object, an item of an array: the client's to send
+                if _stand_in(exc.owner, exc.name):
+                    stood_in = True
+                    continue
+                if exc.owner is _STAND_IN:  # read inside a stand-in: the client's value too
+                    break
+                return [*problems, str(exc)]
+            if not is_refused(path, event_type, refused_traits):
+                problems.append(f"template {exc.where} uses {undeclared(path, event_type.name)}")
+            exc.owner[exc.name] = _STAND_IN
+            stood_in = True
+            continue
+        except Exception as exc:
+            if not isinstance(exc, TemplateProblem):
+                raise
+            if stood_in:
+                # Past a stand-in, a failure may be the stand-in's (text where a number was
+                # wanted): only the parts that fail alike without any are said to.
+                problems += _failures_without_stand_ins(templates, template, event_type, traits)
+                break
+            problems += _failure_on_types(exc, templates, template, event_type, traits)
+        break
+    return problems
+
+
+def _failures_without_stand_ins(
+    templates: TemplateSet, template: str, event_type: EventType, traits: Mapping[str, str]
+) -> list[str]:
+    """The failures of the parts of ``template`` that read no name the sample lacks (an
+    object's key, an undeclared name), each part on a sample of its own."""
+    problems = []
+    for part in templates.source(template):
+        try:
+            templates.check(template, sample_context(event_type, traits), parts=(part,))
+        except UndeclaredName:
+            continue  # it reads what only a client's event holds, or what is said above
+        except TemplateProblem as exc:
+            problems += _failure_on_types(exc, templates, template, event_type, traits, part)
+    return problems
+
+
+def _failure_on_types(
+    failed: TemplateProblem,
+    templates: TemplateSet,
+    template: str,
+    event_type: EventType,
+    traits: Mapping[str, str],
+    part: str | None = None,
+) -> list[str]:
+    """``failed`` as the problem to report, unless it depends on the sample's values and
+    is left to the events."""
+    if isinstance(failed, TemplateFailed) and not _fails_on_every_number(
+        failed, templates, template, event_type, traits, part
+    ):
+        return []
+    return [str(failed)]
+
+
+def _fails_on_every_number(
+    failed: TemplateFailed,
+    templates: TemplateSet,
+    template: str,
+    event_type: EventType,
+    traits: Mapping[str, str],
+    part: str | None = None,
+) -> bool:
+    """Whether a template (or its ``part``) that failed on the sample fails on its declared
+    types: a ``TypeError`` with the sample's numbers whole as well as not (``range(amount)``
+    takes an amount of 10, not of 10.5), as a condition's samples are tried."""
+    if not failed.on_types:
+        return False
+    try:
+        templates.check(
+            template,
+            sample_context(event_type, traits, whole_numbers=True),
+            parts=None if part is None else (part,),
+        )
+    except TemplateFailed as exc:
+        return exc.on_types
+    except TemplateProblem:
+        return True
+    return False
+
+
+def _stand_in(owner: Any, name: Any) -> bool:
+    """Put a stand-in where a template read inside a value the sample holds empty (an
+    object's key, an array's item): False where none can go."""
+    if isinstance(owner, dict):
+        owner[name] = _STAND_IN
+        return True
+    if isinstance(owner, list) and type(name) is int:
+        owner.extend([_STAND_IN] * ((name + 1 if name >= 0 else -name) - len(owner)))
+        return True
+    return False
