@@ -42,8 +42,13 @@ COMMANDS = {
             "not a database URL: 'postgresql://postgres@127.0.0.1/herald?port=x' "
             "(Received non-integer port arguments: ('x',))",
         ),
+        (
+            "sqlite://./herald.db",  # two slashes: the path's start read as a host
+            "not an SQLite URL: 'sqlite://./herald.db': SQLite has no host, so its URL has "
+            "three slashes before a relative path (sqlite:///./herald.db)",
+        ),
     ],
-    ids=["unsupported", "in-memory", "unreachable", "port parameter"],
+    ids=["unsupported", "in-memory", "unreachable", "port parameter", "sqlite with a host"],
 )
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_a_database_that_cannot_serve_is_one_clear_line(

@@ -77,6 +77,14 @@ def normalise_url(raw: str) -> URL:
             )
         return url.set(drivername="postgresql+psycopg")
     if url.get_backend_name() == "sqlite":
+        if url.host or url.username or url.password or url.port:
+            # Two slashes, `sqlite://./herald.db`: the path's start is read as a host,
+            # which SQLite has none of (SQLAlchemy refused it with a traceback).
+            raise DatabaseUrlError(
+                f"not an SQLite URL: {hide_password(raw)!r}: SQLite has no host, so its URL "
+                "has three slashes before a relative path (sqlite:///./herald.db) and four "
+                "before an absolute one (sqlite:////srv/herald/herald.db)"
+            )
         if not url.database or url.database == ":memory:":
             raise DatabaseUrlError(
                 "an in-memory SQLite database would lose every event; use a file, "
