@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from herald.cli.main import app
 from tests.support.ports import free_port
-from tests.support.processes import herald_environment, run_herald
+from tests.support.processes import herald_environment, run_herald, without_file_powers
 from tests.support.rule_files import (
     EVERY_PROBLEM,
     beginnings,
@@ -221,6 +221,54 @@ def test_a_sqlite_file_in_a_missing_folder_is_refused_and_the_folder_is_not_crea
     assert result.exit_code == 1, result.output
     assert f"error: the folder {folder} of the SQLite database does not exist" in result.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_database_this_user_may_not_open_is_named_with_the_reason_and_what_to_do(
+    tmp_path: Path,
+) -> None:
+    """Run as another user than the database's owner (a cron job, a shell as oneself),
+    SQLite says only "unable to open database file", naming neither file nor cause."""
+    private = tmp_path / "private"
+    private.mkdir()
+    database = private / "herald.db"
+    runner = CliRunner()
+    assert (
+        runner.invoke(app, ["db", "upgrade", "--database", f"sqlite:///{database}"]).exit_code == 0
+    )
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    env = herald_environment()
+
+    database.chmod(0o000)
+    unreadable = run_herald(
+        ["messages", "failed", "--database", f"sqlite:///{database}"],
+        env=env,
+        cwd=tmp_path,
+        prefix=without_file_powers(),
+    )
+    uncreatable = run_herald(
+        ["db", "upgrade", "--database", f"sqlite:///{locked / 'herald.db'}"],
+        env=env,
+        cwd=tmp_path,
+        prefix=without_file_powers(),
+    )
+    a_folder = runner.invoke(
+        app, ["worker", "--database", f"sqlite:///{private}"], env={"COLUMNS": "1000"}
+    )
+
+    assert (unreadable.returncode, uncreatable.returncode, a_folder.exit_code) == (1, 1, 1)
+    assert unreadable.stderr.splitlines() == [
+        f"error: cannot open the SQLite database {database}: this user may not read it: run "
+        "as the user who owns it, or give this one access"
+    ]
+    assert uncreatable.stderr.splitlines() == [
+        f"error: cannot open the SQLite database {locked / 'herald.db'}: this user may not "
+        f"create files in its folder {locked}: run as the user who owns that folder, or let "
+        "this one write to it"
+    ]
+    assert a_folder.output.splitlines() == [
+        f"error: cannot open the SQLite database {private}: it is a folder; name a file in it"
+    ]
 
 
 @pytest.mark.parametrize("command", [["worker"], COMMANDS["prune"]], ids=["worker", "prune"])

@@ -165,6 +165,8 @@ def open_database(
         said = database_said(exc)
         if "readonly" in said:  # SQLite in a folder it cannot write its log to
             _refuses_writes(said, path)
+        if path is not None and "unable to open" in said:  # SQLite's SQLITE_CANTOPEN
+            fail(f"cannot open the SQLite database {path.resolve()}: {_why_unopenable(path)}")
         if path is not None and "not a database" in said:  # SQLite's SQLITE_NOTADB
             fail(
                 f"{path.resolve()} is not an SQLite database: name Herald's database with "
@@ -190,6 +192,26 @@ def _create_private(path: Path) -> None:
         pass
     except OSError:  # a read-only folder: opening the database says so, in its words
         pass
+
+
+def _why_unopenable(path: Path) -> str:
+    """Why SQLite could not open (or create) ``path``, with what to do: its bare "unable to
+    open database file" names neither the file nor the cause, which is almost always a
+    command run as another user than the one who owns the database."""
+    if path.is_dir():
+        return "it is a folder; name a file in it"
+    if not path.exists():
+        if not os.access(path.parent, os.W_OK | os.X_OK):
+            return (
+                f"this user may not create files in its folder {path.parent.resolve()}: run "
+                "as the user who owns that folder, or let this one write to it"
+            )
+        return "SQLite could not create it"
+    if not os.access(path, os.R_OK):
+        return "this user may not read it: run as the user who owns it, or give this one access"
+    if not os.access(path.parent, os.X_OK):
+        return f"this user may not enter its folder {path.parent.resolve()}"
+    return "SQLite could not open it"
 
 
 def _refuses_writes(said: str, sqlite_path: Path | None) -> NoReturn:
