@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
     from prometheus_client import CollectorRegistry
 
+    from herald.bootstrap import Runtime
+
 app = typer.Typer(
     help="Herald: event-triggered messaging with an audit.",
     # Help texts are reflowed to the terminal's width; `code` shows as code.
@@ -225,6 +227,7 @@ def worker(
             loop.add_signal_handler(sig, stop, sig)
         say(settings, f"dispatcher {worker_id} on {hide_password(settings.database_url)}")
         say(settings, "delivering " + "; ".join(runtime.delivery.channels_described()))
+        _say_waiting_of_rules_gone(settings, runtime)
         watch = asyncio.create_task(_stop_without_parent(settings, parent_pid, stopping))
         try:
             await runtime.deliver(stopping)
@@ -242,6 +245,26 @@ _STOPPED_AT_ONCE = (
     "stopped at once: the messages it was sending may have gone out, and will be sent "
     "again once their claims run out (the receiver sees the same Idempotency-Key)"
 )
+
+
+def _say_waiting_of_rules_gone(settings: Settings, runtime: Runtime) -> None:
+    """Say which messages waiting to be sent belong to rules the rule file no longer
+    has: they were written when decided, and go out all the same unless cancelled. An
+    operator who took a rule out to stop it would otherwise see them sent in silence."""
+    from herald.store.unit_of_work import ReadOnly
+
+    with ReadOnly(runtime.database) as read:
+        waiting = read.outbox.waiting_by_rule(
+            except_rules={rule.id for rule in runtime.ruleset.rules}
+        )
+    if waiting:
+        listed = ", ".join(f"{rule}: {count}" for rule, count in sorted(waiting.items()))
+        say(
+            settings,
+            f"messages waiting to be sent belong to rules the rule file "
+            f"{runtime.ruleset.source} does not have ({listed}): they are sent as written "
+            "when decided; `herald messages cancel --rule RULE` cancels them",
+        )
 
 
 def _hand_down(api_settings: Settings) -> None:

@@ -168,6 +168,38 @@ def messages_retry(
         )
 
 
+@messages_app.command("cancel")
+def messages_cancel(
+    rule: Annotated[str, typer.Option("--rule", help="the rule whose messages to cancel")],
+    database: DatabaseOpt = None,
+) -> None:
+    """Cancel a rule's messages waiting to be sent, and its dead letters.
+
+    Those due, held for quiet hours or waiting for a retry: the messages of a rule taken
+    out of the rule file would otherwise still go out, as written when decided. Those
+    being sent are beyond recall."""
+    from herald.bootstrap import utc_now
+    from herald.domain.timeutil import to_micros
+    from herald.store.outbox import SENDING
+    from herald.store.unit_of_work import UnitOfWork
+
+    db = open_database(settings_from(database_url=database).database_url, schema="current")
+    with UnitOfWork(db) as uow:
+        count = uow.outbox.cancel_rule(
+            rule,
+            reason=f"cancelled by `herald messages cancel --rule {rule}`",
+            now_us=to_micros(utc_now()),
+        )
+        sending = uow.outbox.count_by_status(open_only=True, rule=rule).get(SENDING, 0)
+        uow.commit()
+    db.dispose()
+    console.print(f"cancelled {count} message(s) of {rule}", markup=False)
+    if sending:
+        console.print(
+            f"{sending} message(s) of {rule} being sent now are beyond recall", markup=False
+        )
+
+
 def _not_requeued(message_id: str, row: Any | None) -> str:
     """Why ``messages retry --message-id`` left ``message_id`` as it was: a mistyped id, a
     message that is no dead letter (sent, or waiting for its next attempt), or one pruned."""

@@ -122,6 +122,17 @@ class OutboxRepository(OutboxReads, OutboxClaims):
         query = select(func.count()).where(messages.c.status == FAILED, _REDACTED)
         return int(self._conn.execute(query).scalar_one())
 
+    def cancel_rule(self, rule: str, *, reason: str, now_us: int) -> int:
+        """Cancel the messages of ``rule`` still waiting to be claimed (pending: due, held
+        for quiet hours, or waiting for a retry) and its dead letters, with ``reason`` as
+        their error; how many. One being sent is beyond recall."""
+        result = self._conn.execute(
+            update(messages)
+            .where(messages.c.rule == rule, messages.c.status.in_([PENDING, FAILED]), ~_REDACTED)
+            .values(status=CANCELLED, last_error=reason, sent_us=None, due_us=now_us)
+        )
+        return int(result.rowcount)
+
     def cancel_marketing(
         self, user_id: str, channels: Collection[str] | None, *, reason: str, now_us: int
     ) -> list[str]:

@@ -5,7 +5,7 @@ The writes, and the dispatchers' claims and records, are ``OutboxRepository``'s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from operator import attrgetter
 from typing import Any
 
@@ -83,6 +83,19 @@ class OutboxReads:
         ).one()
         return int(count), (now_us - oldest) if oldest is not None and oldest <= now_us else 0
 
+    def waiting_by_rule(self, *, except_rules: Collection[str]) -> dict[str, int]:
+        """How many messages are waiting to be sent (pending or being sent) for each rule
+        not among ``except_rules``."""
+        query = (
+            select(messages.c.rule, func.count())
+            .where(
+                messages.c.status.in_([PENDING, SENDING]),
+                messages.c.rule.not_in(sorted(except_rules)),
+            )
+            .group_by(messages.c.rule)
+        )
+        return {row[0]: int(row[1]) for row in self._conn.execute(query)}
+
     def dead_letters(self, limit: int) -> tuple[int, list[Any]]:
         """(how many dead letters there are; the newest ``limit`` of them, newest first,
         by the time of their last attempt). Those a prune redacted are among them."""
@@ -101,11 +114,16 @@ class OutboxReads:
         )
         return int(count), list(rows)
 
-    def count_by_status(self, *, open_only: bool = False) -> dict[str, int]:
-        """Messages per status that any message has. ``open_only`` counts only pending,
-        sending and failed ones, leaving out ``sent`` and ``cancelled``, the statuses that
-        grow with history, so the count stays cheap however long Herald runs."""
+    def count_by_status(
+        self, *, open_only: bool = False, rule: str | None = None
+    ) -> dict[str, int]:
+        """Messages per status that any message has (of ``rule`` alone, when given).
+        ``open_only`` counts only pending, sending and failed ones, leaving out ``sent``
+        and ``cancelled``, the statuses that grow with history, so the count stays cheap
+        however long Herald runs."""
         query = select(messages.c.status, func.count()).group_by(messages.c.status)
+        if rule is not None:
+            query = query.where(messages.c.rule == rule)
         if open_only:
             query = query.where(messages.c.status.in_([PENDING, SENDING, FAILED]))
         return {row[0]: int(row[1]) for row in self._conn.execute(query)}
