@@ -5,7 +5,9 @@ server keeps answering meanwhile, and does its write once the lock is free."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import sqlite3
+import subprocess
 import threading
 import time
 from collections.abc import Awaitable, Iterator
@@ -24,6 +26,7 @@ from herald.store.database import Database
 from herald.store.migrate import upgrade
 from herald.store.unit_of_work import ReadOnly, UnitOfWork, WriteLockBusy, when_unlocked
 from tests.support.events import opted_in_signup
+from tests.support.processes import herald_command, herald_environment
 
 RULES = load_ruleset()
 NOW = datetime(2025, 11, 3, 12, tzinfo=UTC)
@@ -299,3 +302,46 @@ def test_a_round_recorded_after_a_long_hold_of_the_lock_is_never_sent_again(
     database.dispose()
     assert report.sent == 1 and len(provider.sent) == 1
     assert (status, attempts) == ("sent", 1)
+
+
+def opened(pid: int, path: Path) -> bool:
+    """Whether process ``pid`` has the file at ``path`` open."""
+    fds = Path(f"/proc/{pid}/fd")
+    try:
+        return any(link.resolve() == path for link in fds.iterdir())
+    except (FileNotFoundError, PermissionError):  # it ended, or is still starting up
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to see open files")
+def test_ctrl_c_stops_a_command_waiting_for_the_lock_at_once_saying_nothing_changed(
+    sqlite_path: Path,
+) -> None:
+    """SQLite waits for the lock in its busy handler, where Python cannot act on Ctrl-C:
+    a `messages retry` (or a prune, an upgrade) held up by another process's lock ignored
+    it until that lock was released, or for the whole 30 s busy timeout."""
+    holder = LockHolder(sqlite_path)
+    try:
+        command = subprocess.Popen(
+            [*herald_command(), "messages", "retry", "--failed"],
+            env=herald_environment(HERALD_DATABASE_URL=f"sqlite:///{sqlite_path}"),
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + FALLBACK_S
+        while not opened(command.pid, sqlite_path) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # past opening the database, into the wait for the lock
+        interrupted = time.monotonic()
+        command.send_signal(signal.SIGINT)
+        _, said = command.communicate(timeout=30)
+        took = time.monotonic() - interrupted
+    finally:
+        holder.join()  # held until the command ended
+
+    assert command.returncode == 130, said
+    assert said.splitlines() == [
+        "error: interrupted before the re-queue was committed: nothing was re-queued; run "
+        "the same command again"
+    ]
+    assert took < 3, f"Ctrl-C took {took:.1f} s to stop the command"

@@ -160,6 +160,11 @@ def open_database(
     except SchemaMismatch as exc:
         database.dispose()
         fail(str(exc))
+    except KeyboardInterrupt:
+        # Ctrl-C while the database keeps the command waiting (a lock another process
+        # holds, a server slow to answer): said, or the operator cannot tell what it did.
+        database.dispose()
+        fail(_INTERRUPTED_OPENING, code=130)
     except Exception as exc:
         database.dispose()
         said = database_said(exc)
@@ -175,11 +180,21 @@ def open_database(
         fail(f"cannot reach the database: {type(exc).__name__}: {said}")
     # A command that writes must not start on a read-only database: a server would say
     # it is ready, and then refuse every event.
-    refused = None if schema == "any" or not writes else write_problem(database)
+    try:
+        refused = None if schema == "any" or not writes else write_problem(database)
+    except KeyboardInterrupt:
+        database.dispose()
+        fail(_INTERRUPTED_OPENING, code=130)
     if refused is not None:
         database.dispose()
         _refuses_writes(refused, path)
     return database
+
+
+_INTERRUPTED_OPENING = (
+    "interrupted while opening the database (waiting for it to answer, or for a lock "
+    "another process holds): nothing was changed"
+)
 
 
 def _create_private(path: Path) -> None:

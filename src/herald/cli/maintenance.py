@@ -151,13 +151,23 @@ def messages_retry(
     if (message_id is None) == (not failed):
         fail("give either --message-id ID or --failed", code=2)
     db = open_database(settings_from(database_url=database).database_url, schema="current")
-    with UnitOfWork(db) as uow:
-        count = uow.outbox.requeue(now_us=to_micros(utc_now()), message_id=message_id)
-        found = uow.outbox.get(message_id) if message_id and count == 0 else None
-        # Said, or the metrics' count of dead letters would contradict "re-queued 0".
-        left = 0 if message_id else uow.outbox.count_redacted_dead_letters()
-        uow.commit()
-    db.dispose()
+    try:
+        with UnitOfWork(db) as uow:
+            count = uow.outbox.requeue(now_us=to_micros(utc_now()), message_id=message_id)
+            found = uow.outbox.get(message_id) if message_id and count == 0 else None
+            # Said, or the metrics' count of dead letters would contradict "re-queued 0".
+            left = 0 if message_id else uow.outbox.count_redacted_dead_letters()
+            uow.commit()
+    except KeyboardInterrupt:
+        # Ctrl-C while it waits for a lock another process holds, say: said, or the
+        # operator cannot tell whether the dead letters went back to the queue.
+        fail(
+            "interrupted before the re-queue was committed: nothing was re-queued; run "
+            "the same command again",
+            code=130,
+        )
+    finally:
+        db.dispose()
     if message_id and count == 0:
         fail(_not_requeued(message_id, found))
     console.print(f"re-queued {count} message(s)")

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import orjson
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from herald.observability.logging import first_line
@@ -197,7 +199,10 @@ class Database:
 
         @event.listens_for(engine, "begin")
         def _begin(connection: Any) -> None:
-            connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+            if immediate:
+                _begin_immediate(connection)
+            else:
+                connection.exec_driver_sql("BEGIN")
 
         return engine
 
@@ -218,6 +223,35 @@ class Database:
         self.writer.dispose()
         if self.reader is not self.writer:
             self.reader.dispose()
+
+
+# How long the main thread waits for SQLite's write lock at a time before Python may act
+# on a signal (Ctrl-C), and waits again.
+_LOCK_WAIT_SLICE_MS = 100
+
+
+def _begin_immediate(connection: Connection) -> None:
+    """BEGIN IMMEDIATE, waiting for the write lock up to the connection's busy timeout. On
+    the main thread, the wait goes in slices: SQLite sleeps in its busy handler without
+    returning to Python, which acts on a signal only between them, so Ctrl-C on a
+    command waiting for a lock another process held (a prune, a shell left in a write
+    transaction) took the whole 30 s to act."""
+    patience = connection.info.get(_BUSY_TIMEOUT, SQLITE_BUSY_TIMEOUT_MS)
+    if patience <= _LOCK_WAIT_SLICE_MS or threading.current_thread() is not threading.main_thread():
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        return
+    deadline = time.monotonic() + patience / 1000
+    set_busy_timeout(connection, _LOCK_WAIT_SLICE_MS)
+    try:
+        while True:
+            try:
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+                return
+            except OperationalError as exc:
+                if "locked" not in str(exc.orig) or time.monotonic() >= deadline:
+                    raise
+    finally:
+        set_busy_timeout(connection, patience)
 
 
 def _file_identity(path: Path | None) -> tuple[int, int] | None:
