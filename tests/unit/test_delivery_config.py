@@ -597,3 +597,10 @@ def test_the_plan_says_quiet_hours_whose_start_is_their_end_hold_nothing_back() 
         "quiet hours: email none (08:00-08:00: the start is the end), in each user's "
         "timezone (else UTC)"
     )
+
+
+def test_a_plan_with_one_attempt_says_it_retries_nothing() -> None:
+    """It said "1 attempts at most, the second after 2 s", of a second that never comes."""
+    described = build({"delivery": {"max_attempts": 1}}).policy_described()
+
+    assert described == ["retries: none, one attempt; then a dead letter"]

@@ -35,10 +35,15 @@ class DeliveryPlan:
     def policy_described(self) -> list[str]:
         """The retries, and the rate limits and quiet hours when there are any."""
         retry = self.retry
-        lines = [
-            f"retries: {retry.max_attempts} attempts at most, the second after {retry.base:g} s, "
-            f"each wait x{retry.factor:g}, at most {retry.max_backoff:g} s; then a dead letter"
-        ]
+        if retry.max_attempts == 1:  # no second attempt to say when
+            retries = "retries: none, one attempt; then a dead letter"
+        else:
+            retries = (
+                f"retries: {retry.max_attempts} attempts at most, the second after "
+                f"{retry.base:g} s, each wait x{retry.factor:g}, at most {retry.max_backoff:g} s; "
+                "then a dead letter"
+            )
+        lines = [retries]
         limited = {channel: rate for channel, rate in self.rates.items() if rate is not None}
         if limited:
             said = ", ".join(f"{channel} {rate:g}/s" for channel, (rate, _) in limited.items())
