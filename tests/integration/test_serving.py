@@ -599,6 +599,28 @@ def test_with_json_logs_every_line_the_server_writes_is_json_the_banner_too(
     assert any(m.startswith("dispatcher ") for m in messages)
 
 
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_with_json_logs_the_reason_a_process_will_not_start_is_a_json_line_too(
+    command: str, tmp_path: Path
+) -> None:
+    """A log collector reading a JSON stream could not read the one line that says why
+    the process stopped: it was plain text, `error: ...`."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("events: {}\nrules: []\nprovider: {}\n", encoding="utf-8")
+    port = ["--port", str(free_port())] if command == "serve" else []
+
+    refused = run_herald(
+        [command, *port, "--database", sqlite_url(tmp_path), "--rules", str(rules)],
+        env=herald_environment(HERALD_LOG_FORMAT="json"),
+        cwd=tmp_path,
+    )
+
+    assert refused.returncode == 1, refused.stderr
+    (line,) = json_lines(refused.stderr)  # one line, and JSON
+    assert line["level"] == "ERROR"
+    assert line["message"].startswith(f"{rules}: ") and "provider" in line["message"]
+
+
 def test_uvicorn_s_own_lines_are_json_lines_too(
     json_logging_server: tuple[HeraldProcess, str],
 ) -> None:

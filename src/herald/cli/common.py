@@ -88,8 +88,21 @@ def say(settings: Settings, message: str) -> None:
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    console.print("error:", message, style="bold red", markup=False)
+    """Stop with exit ``code``, saying why in one line: ``error: ...`` on stderr, or, in
+    a process that logs JSON (``serve``, ``worker``), one JSON log line at ERROR, so that
+    a log collector reading the stream can read why the process stopped too."""
+    if _logs_json():
+        cli = logging.getLogger("herald.cli")
+        cli.handle(cli.makeRecord(cli.name, logging.ERROR, __file__, 0, message, (), None))
+    else:
+        console.print("error:", message, style="bold red", markup=False)
     raise typer.Exit(code)
+
+
+def _logs_json() -> bool:
+    from herald.observability.logging import JsonFormatter
+
+    return any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger().handlers)
 
 
 def checked_rules(
@@ -109,7 +122,10 @@ def checked_rules(
 
 
 def fail_on_rule_file(exc: RuleFileError) -> NoReturn:
-    """Exit 1 naming the rule file and listing its problems, one a line."""
+    """Exit 1 naming the rule file and listing its problems, one a line (in one JSON log
+    line, when the logs are JSON)."""
+    if _logs_json():
+        fail(f"{exc.path}: {len(exc.problems)} problem(s): " + "; ".join(exc.problems))
     console.print(
         f"error: {exc.path}: {len(exc.problems)} problem(s)", style="bold red", markup=False
     )

@@ -110,10 +110,10 @@ def serve(
         dispatcher=dispatcher,
         dispatcher_process=dispatcher_process,
     )
+    configure_logging(settings.log_level, settings.log_format)  # uvicorn's lines too
     problem = settings.exposure_problem()
     if problem:
         fail(problem, code=2)
-    configure_logging(settings.log_level, settings.log_format)  # uvicorn's lines too
     check_serve_ports(settings)
     preflight(settings, create_database=True)
     apart = settings.dispatcher and settings.dispatcher_process
