@@ -23,10 +23,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from fastapi.testclient import TestClient
 from sqlalchemy import inspect, text
+from typer.testing import CliRunner
 
 from herald.api.app import create_app
 from herald.api.schemas import ReadinessOut
 from herald.bootstrap import build_runtime
+from herald.cli.main import app as cli
 from herald.config import Settings
 from herald.domain.model import Event, Outcome, message_id_for
 from herald.rules.loader import load_ruleset
@@ -503,3 +505,31 @@ def test_the_metrics_say_the_database_is_down_once_its_sqlite_file_is_gone(
 
     assert "herald_database_up 0.0" in scraped
     assert "herald_outbox_backlog" not in scraped
+
+
+def test_db_current_says_the_revision_and_what_an_upgrade_would_apply_changing_nothing(
+    empty_database_url: str,
+) -> None:
+    """Before upgrading, an operator had no way to see where a database stood but to
+    upgrade it (or read `alembic_version` by hand)."""
+    database = Database(empty_database_url)
+    upgrade(database, to="0002")
+    runner = CliRunner()
+
+    behind = runner.invoke(cli, ["db", "current", "--database", empty_database_url])
+    still = current_revision(database)
+    upgrade(database)
+    current = runner.invoke(cli, ["db", "current", "--database", empty_database_url])
+    database.dispose()
+
+    assert behind.exit_code == 0, behind.output
+    head = head_revision()
+    assert one_line(behind.output).startswith(
+        f"schema at revision 0002; this Herald needs {head}: `herald db upgrade` would apply"
+    )
+    assert "0003: Drop the (user, type, time) index on events" in one_line(behind.output)
+    assert still == "0002"  # it changed nothing
+    assert current.exit_code == 0, current.output
+    assert one_line(current.output) == (
+        f"schema at revision {head}: current, the newest this Herald knows"
+    )

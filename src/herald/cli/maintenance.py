@@ -61,6 +61,32 @@ def db_upgrade(database: DatabaseOpt = None) -> None:
         db.dispose()
 
 
+@db_app.command("current")
+def db_current(database: DatabaseOpt = None) -> None:
+    """Say which schema revision the database is at, and what `herald db upgrade` would
+    apply to it; changes nothing."""
+    from herald.store.migrate import SchemaMismatch, current_revision, head_revision, pending_steps
+
+    db = open_database(
+        settings_from(database_url=database).database_url, schema="any", writes=False
+    )
+    try:
+        current = current_revision(db)
+        steps = pending_steps(current)
+    except SchemaMismatch as exc:
+        fail(str(exc))
+    finally:
+        db.dispose()
+    at = f"revision {current}" if current else "no revision (an empty database)"
+    if not steps:
+        typer.echo(f"schema at {at}: current, the newest this Herald knows")
+        return
+    typer.echo(
+        f"schema at {at}; this Herald needs {head_revision()}: `herald db upgrade` would "
+        f"apply {len(steps)} revision(s): {'; '.join(steps)}"
+    )
+
+
 def _revision_left(db: Database) -> str:
     """The schema revision ``db`` is at, read again, as the operator is told it."""
     from herald.store.migrate import current_revision
