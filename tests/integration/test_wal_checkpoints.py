@@ -7,11 +7,15 @@ write rate until the disk is full.
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import sqlite3
 import threading
 import time
 from pathlib import Path
+
+import pytest
 
 from herald.store.checkpoints import Checkpointer
 from herald.store.database import Database
@@ -83,3 +87,34 @@ def test_a_reader_holding_an_old_snapshot_does_not_stall_writers(tmp_path: Path)
         database.dispose()
     # The restart's 200 ms, and the steps of SQLite's busy handler on both sides.
     assert slowest < 1.0, f"a commit waited {slowest:.2f} s for the checkpoint"
+
+
+def test_checkpoints_that_keep_failing_log_one_traceback_then_a_line_now_and_then(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """On a full disk each pass failed, once a second in each process, and logged its
+    whole traceback each time: the log was buried in them."""
+    path = tmp_path / "herald.db"
+    path.write_bytes(b"not a database, as a checkpoint finds a file it cannot use" * 100)
+    database = Database(f"sqlite:///{path}")
+    checkpointer = Checkpointer(database, interval=0.02, say_failing_every_s=0.25)
+    caplog.set_level(logging.INFO, logger="herald.store.checkpoints")
+
+    checkpointer.start()
+    time.sleep(0.6)  # some 30 passes, all failing
+    path.write_bytes(b"")  # an empty file is an empty database: the next pass succeeds
+    deadline = time.monotonic() + 5
+    while "succeed again" not in caplog.text and time.monotonic() < deadline:
+        time.sleep(0.02)
+    checkpointer.stop()
+    database.dispose()
+
+    said = [(record.levelno, record.getMessage()) for record in caplog.records]
+    assert said[0][0] == logging.ERROR and said[0][1].startswith("WAL checkpoint failed")
+    assert [record.exc_info is not None for record in caplog.records].count(True) == 1
+    still = [message for _, message in said[1:-1]]
+    assert 1 <= len(still) <= 4, said  # every 0.25 s, not every pass
+    assert all(message.startswith("WAL checkpoints still failing (") for message in still)
+    assert said[-1][0] == logging.INFO
+    assert re.fullmatch(r"WAL checkpoints succeed again after \d+ failure\(s\)", said[-1][1])
+    assert int(re.findall(r"\d+", said[-1][1])[0]) > 10

@@ -8,6 +8,7 @@ import time
 
 from sqlalchemy import Connection
 
+from herald.observability.logging import first_line
 from herald.store.database import Database, set_busy_timeout
 
 log = logging.getLogger(__name__)
@@ -31,11 +32,19 @@ class Checkpointer:
     Writers wait for that short copy, not for the whole log."""
 
     def __init__(
-        self, database: Database, interval: float = 1.0, *, restart_frames: int = 262_144
+        self,
+        database: Database,
+        interval: float = 1.0,
+        *,
+        restart_frames: int = 262_144,
+        say_failing_every_s: float = 60.0,
     ) -> None:
+        """``say_failing_every_s``: while checkpoints keep failing (a full disk), how
+        often a line says so after the first failure's traceback."""
         self._database = database
         self._interval = interval
         self._restart_frames = restart_frames
+        self._say_failing_every_s = say_failing_every_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -80,11 +89,35 @@ class Checkpointer:
             )
 
     def _run(self) -> None:
+        # A failure that lasts (a full disk) fails every pass, each second, in every
+        # process: its traceback each time buried the log. The first one's, then a line
+        # now and then counting them, and one when checkpoints succeed again.
+        failures = 0
+        said_at = 0.0
         while not self._stop.wait(self._interval):
             try:
                 self.checkpoint()
-            except Exception:
-                log.exception("WAL checkpoint failed; retrying")
+            except Exception as exc:
+                failures += 1
+                now = time.monotonic()
+                if failures == 1:
+                    log.exception(
+                        "WAL checkpoint failed; retrying every %g s, saying so every %g s",
+                        self._interval,
+                        self._say_failing_every_s,
+                    )
+                    said_at = now
+                elif now - said_at >= self._say_failing_every_s:
+                    log.error(
+                        "WAL checkpoints still failing (%d in a row): %s",
+                        failures,
+                        first_line(exc),
+                    )
+                    said_at = now
+            else:
+                if failures:
+                    log.info("WAL checkpoints succeed again after %d failure(s)", failures)
+                failures = 0
 
 
 def _checkpoint(connection: Connection, mode: str) -> tuple[bool, int]:
