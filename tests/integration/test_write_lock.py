@@ -345,3 +345,37 @@ def test_ctrl_c_stops_a_command_waiting_for_the_lock_at_once_saying_nothing_chan
         "the same command again"
     ]
     assert took < 3, f"Ctrl-C took {took:.1f} s to stop the command"
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to see open files")
+def test_ctrl_c_on_a_worker_waiting_to_upgrade_its_schema_says_where_the_schema_is(
+    tmp_path: Path,
+) -> None:
+    """`herald worker` (and `serve`) upgrade an SQLite schema by themselves: interrupted
+    there, they exited 130 without a word about the schema."""
+    path = tmp_path / "old.db"
+    database = Database(f"sqlite:///{path}")
+    upgrade(database, to="0001")
+    database.dispose()
+    holder = LockHolder(path)
+    try:
+        worker = subprocess.Popen(
+            [*herald_command(), "worker", "--database", f"sqlite:///{path}"],
+            env=herald_environment(),
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + FALLBACK_S
+        while not opened(worker.pid, path) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # into the upgrade's wait for the lock
+        worker.send_signal(signal.SIGINT)
+        _, said = worker.communicate(timeout=30)
+    finally:
+        holder.join()
+
+    assert worker.returncode == 130, said
+    assert said.splitlines()[-1] == (
+        "error: interrupted while opening the database (waiting for it to answer, or for a "
+        "lock another process holds, or upgrading its schema): the schema is at revision 0001"
+    )

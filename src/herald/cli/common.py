@@ -179,8 +179,7 @@ def open_database(
     except KeyboardInterrupt:
         # Ctrl-C while the database keeps the command waiting (a lock another process
         # holds, a server slow to answer): said, or the operator cannot tell what it did.
-        database.dispose()
-        fail(_INTERRUPTED_OPENING, code=130)
+        _interrupted_opening(database, upgrading=schema == "upgrade")
     except Exception as exc:
         database.dispose()
         said = database_said(exc)
@@ -199,18 +198,32 @@ def open_database(
     try:
         refused = None if schema == "any" or not writes else write_problem(database)
     except KeyboardInterrupt:
-        database.dispose()
-        fail(_INTERRUPTED_OPENING, code=130)
+        _interrupted_opening(database, upgrading=schema == "upgrade")
     if refused is not None:
         database.dispose()
         _refuses_writes(refused, path)
     return database
 
 
-_INTERRUPTED_OPENING = (
-    "interrupted while opening the database (waiting for it to answer, or for a lock "
-    "another process holds): nothing was changed"
-)
+def _interrupted_opening(database: Database, *, upgrading: bool) -> NoReturn:
+    """Exit 130 on Ctrl-C while the database kept the command waiting (a lock another
+    process holds, a server slow to answer), saying what it left: when it upgrades the
+    schema by itself, the revision it is at (an upgrade under way is rolled back whole,
+    one done stays), else nothing was changed."""
+    left = "nothing was changed"
+    if upgrading and database.is_sqlite:
+        from herald.store.migrate import current_revision
+
+        try:
+            left = f"the schema is at revision {current_revision(database) or 'none (empty)'}"
+        except Exception:  # still unreadable: an upgrade under way was rolled back
+            left = "the schema is where it was"
+    database.dispose()
+    fail(
+        "interrupted while opening the database (waiting for it to answer, or for a lock "
+        f"another process holds, or upgrading its schema): {left}",
+        code=130,
+    )
 
 
 def _create_private(path: Path) -> None:
