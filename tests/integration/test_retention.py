@@ -725,6 +725,8 @@ def test_herald_prune_alone_on_sqlite_keeps_the_write_ahead_log_short(
 
     assert result.exit_code == 0, result.output
     assert "pruned 3,000 events" in result.output
+    # The progress counts as the summary does: "3000" beside "3,000" read as two numbers.
+    assert "events: 3,000 deleted so far" in result.output
     # A batch's pages at a time (a fifth of the database here); without checkpoints the
     # log reached twelve times the database.
     assert largest_log < stored, (largest_log, stored)
@@ -754,7 +756,8 @@ def test_an_interrupted_prune_says_what_stays_done_and_how_to_finish(
     assert pruning.returncode == 130, rest
     assert "Traceback" not in rest
     assert "interrupted: the batches counted above are pruned and stay so; run the same " in rest
-    said = int(re.findall(r"events: (\d+) deleted so far", first + rest)[-1])
+    # Counted as the summary counts, with a thousands separator (`events: 1,000 ...`).
+    said = int(re.findall(r"events: ([\d,]+) deleted so far", first + rest)[-1].replace(",", ""))
     deleted = 3000 - len(event_ids(database))
     # What was counted is gone; a batch committed as Ctrl-C came may not have been counted.
     assert said <= deleted <= said + 5, (said, deleted)

@@ -361,7 +361,7 @@ def prune(
             cutoff=cutoff,
             batch_size=batch_size,
             progress=lambda kind, n: console.print(
-                f"  {kind}: {n} {'redacted' if kind == 'redacted' else 'deleted'} so far"
+                f"  {kind}: {n:,} {'redacted' if kind == 'redacted' else 'deleted'} so far"
             ),
             keep_rules=lifetime,
         )
