@@ -314,8 +314,23 @@ def opened(pid: int, path: Path) -> bool:
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to see open files")
+@pytest.mark.parametrize(
+    ("command", "said_after"),
+    [
+        (
+            ["messages", "retry", "--failed"],
+            "interrupted before the re-queue was committed: nothing was re-queued; run the "
+            "same command again",
+        ),
+        (
+            ["messages", "cancel", "--rule", "WELCOME_EMAIL"],
+            "interrupted before the cancel was committed: nothing was cancelled",
+        ),
+    ],
+    ids=["retry", "cancel"],
+)
 def test_ctrl_c_stops_a_command_waiting_for_the_lock_at_once_saying_nothing_changed(
-    sqlite_path: Path,
+    command: list[str], said_after: str, sqlite_path: Path
 ) -> None:
     """SQLite waits for the lock in its busy handler, where Python cannot act on Ctrl-C:
     a `messages retry` (or a prune, an upgrade) held up by another process's lock ignored
@@ -323,7 +338,7 @@ def test_ctrl_c_stops_a_command_waiting_for_the_lock_at_once_saying_nothing_chan
     holder = LockHolder(sqlite_path)
     try:
         command = subprocess.Popen(
-            [*herald_command(), "messages", "retry", "--failed"],
+            [*herald_command(), *command],
             env=herald_environment(HERALD_DATABASE_URL=f"sqlite:///{sqlite_path}"),
             stderr=subprocess.PIPE,
             text=True,
@@ -340,10 +355,7 @@ def test_ctrl_c_stops_a_command_waiting_for_the_lock_at_once_saying_nothing_chan
         holder.join()  # held until the command ended
 
     assert command.returncode == 130, said
-    assert said.splitlines() == [
-        "error: interrupted before the re-queue was committed: nothing was re-queued; run "
-        "the same command again"
-    ]
+    assert said.splitlines() == [f"error: {said_after}"]
     assert took < 3, f"Ctrl-C took {took:.1f} s to stop the command"
 
 

@@ -253,10 +253,13 @@ def _say_waiting_of_rules_gone(settings: Settings, runtime: Runtime) -> None:
     operator who took a rule out to stop it would otherwise see them sent in silence."""
     from herald.store.unit_of_work import ReadOnly
 
-    with ReadOnly(runtime.database) as read:
-        waiting = read.outbox.waiting_by_rule(
-            except_rules={rule.id for rule in runtime.ruleset.rules}
-        )
+    try:
+        with ReadOnly(runtime.database) as read:
+            waiting = read.outbox.waiting_by_rule(
+                except_rules={rule.id for rule in runtime.ruleset.rules}
+            )
+    except Exception:  # the database gone meanwhile: the rounds wait for it, and say so
+        return
     if waiting:
         listed = ", ".join(f"{rule}: {count}" for rule, count in sorted(waiting.items()))
         say(

@@ -220,15 +220,19 @@ def messages_cancel(
     from herald.store.unit_of_work import UnitOfWork
 
     db = open_database(settings_from(database_url=database).database_url, schema="current")
-    with UnitOfWork(db) as uow:
-        count = uow.outbox.cancel_rule(
-            rule,
-            reason=f"cancelled by `herald messages cancel --rule {rule}`",
-            now_us=to_micros(utc_now()),
-        )
-        sending = uow.outbox.count_by_status(open_only=True, rule=rule).get(SENDING, 0)
-        uow.commit()
-    db.dispose()
+    try:
+        with UnitOfWork(db) as uow:
+            count = uow.outbox.cancel_rule(
+                rule,
+                reason=f"cancelled by `herald messages cancel --rule {rule}`",
+                now_us=to_micros(utc_now()),
+            )
+            sending = uow.outbox.count_by_status(open_only=True, rule=rule).get(SENDING, 0)
+            uow.commit()
+    except KeyboardInterrupt:
+        fail("interrupted before the cancel was committed: nothing was cancelled", code=130)
+    finally:
+        db.dispose()
     console.print(f"cancelled {count} message(s) of {rule}", markup=False)
     if sending:
         console.print(
