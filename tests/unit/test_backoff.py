@@ -1,4 +1,5 @@
 import random
+from dataclasses import replace
 
 import pytest
 from hypothesis import given
@@ -150,3 +151,11 @@ def test_a_retry_at_the_last_attempt_is_a_dead_letter_that_says_why() -> None:
 
     assert (result.status, delay) == (DeliveryStatus.FAILED, 0.0)
     assert result.detail == "gave up after 3 attempts: HTTP 503"
+
+
+def test_a_policy_of_one_attempt_gives_up_after_one_attempt_in_words() -> None:
+    one = replace(POLICY, max_attempts=1)
+
+    result, _ = after_attempt(DeliveryResult.retry("HTTP 503"), 1, one, random.Random(0))
+
+    assert result.detail == "gave up after 1 attempt: HTTP 503"

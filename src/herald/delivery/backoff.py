@@ -109,7 +109,9 @@ def after_attempt(
     if result.status is not DeliveryStatus.RETRY:
         return result, 0.0
     if attempt >= policy.max_attempts:
-        return DeliveryResult.failed(f"gave up after {attempt} attempts: {result.detail}"), 0.0
+        return DeliveryResult.failed(
+            f"gave up after {attempt} attempt{'s' if attempt != 1 else ''}: {result.detail}"
+        ), 0.0
     delay = policy.delay(attempt, rng)
     if result.retry_after is not None:
         delay = max(delay, min(result.retry_after, policy.max_backoff))

@@ -153,7 +153,9 @@ class OutboxClaims:
                 records.append(AttemptRecord(row.message_id, attempt, now_us, RETRY, INTERRUPTED))
                 counted.append(row._replace(attempts=attempt, last_error=INTERRUPTED))
             else:
-                detail = f"gave up after {attempt} attempts: {INTERRUPTED}"
+                detail = (
+                    f"gave up after {attempt} attempt{'s' if attempt != 1 else ''}: {INTERRUPTED}"
+                )
                 records.append(AttemptRecord(row.message_id, attempt, now_us, FAILED, detail))
                 counted.append(
                     row._replace(
