@@ -10,6 +10,7 @@ sequence, so a landing depends on the code, not on the luck of a seed.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ import pytest
 from hypothesis import settings
 from sqlalchemy import create_engine, text
 
+from herald.delivery.webhook import WebhookProvider
 from herald.store.database import Database
 from herald.store.migrate import upgrade
 from herald.store.tables import metadata
@@ -33,6 +35,24 @@ if UNDER_CI:
 POSTGRES_ADMIN_URL = os.environ.get(
     "HERALD_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
+
+
+@pytest.fixture(autouse=True)
+def _webhook_sessions_closed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Close the HTTP sessions of the webhook providers a test sent with, as a server does
+    when it stops: a session left open is reported when it is collected, in whichever
+    test runs then (its ERROR line broke a test counting them)."""
+    sent_with: dict[int, WebhookProvider] = {}
+    get_session = WebhookProvider._get_session
+
+    def recorded(provider: WebhookProvider) -> object:
+        sent_with[id(provider)] = provider
+        return get_session(provider)
+
+    monkeypatch.setattr(WebhookProvider, "_get_session", recorded)
+    yield
+    for provider in sent_with.values():
+        asyncio.run(provider.aclose())
 
 
 class FixedClock:

@@ -351,3 +351,19 @@ def test_the_proxy_of_the_environment_carries_the_request(
     assert result.status is DeliveryStatus.SENT
     [received] = receiver.requests
     assert received.path == "http://partner.invalid/hooks"
+
+
+def test_a_host_in_no_proxy_is_reached_directly(
+    receiver: HttpReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("no_proxy", raising=False)
+    with refused_port() as port:
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        direct = send_once(receiver.url, secret=None)
+        monkeypatch.delenv("NO_PROXY")
+        through_the_proxy = send_once(receiver.url, secret=None)
+
+    assert direct.status is DeliveryStatus.SENT
+    assert through_the_proxy.status is DeliveryStatus.RETRY  # the proxy refuses
+    assert len(receiver.requests) == 1
