@@ -33,9 +33,10 @@ class ConditionResult:
     explanation: str
 
 
-def _lookup(context: dict[str, Any], path: str) -> tuple[bool, Any]:
+def _lookup(context: dict[str, Any], keys: tuple[str, ...]) -> tuple[bool, Any]:
+    """The value at ``keys`` (a path's parts, ``("event", "properties", "amount")``)."""
     node: Any = context
-    for part in path.split("."):
+    for part in keys:
         if not isinstance(node, dict) or part not in node:
             return False, None
         node = node[part]
@@ -75,7 +76,10 @@ class Condition:
             raise ConditionError(
                 f"uses unknown variable(s) {sorted(unknown)}; only `event` and `user` exist"
             )
-        self._paths = sorted(set(_PATH.findall(self.source)))
+        # Each path with its parts, split once: a condition is evaluated for every event.
+        self._paths = [
+            (path, tuple(path.split("."))) for path in sorted(set(_PATH.findall(self.source)))
+        ]
         # Converting a variable into CEL costs more than evaluating it: pass each only the
         # attributes the expression reads (`user.country in ["PT", "ES"]` against a user of
         # 7 traits: 8.6 us, against the whole user 24 us).
@@ -84,6 +88,16 @@ class Condition:
             for name in sorted(CONDITION_VARIABLES & set(self._program.variables()))
         }
         self._comparison = parse_comparison(self.source)
+        if self._comparison is not None:
+            # What a decided comparison's explanation says before the field's value, for
+            # each answer, worked out once (with the parts of the path): 1.3% of a batch
+            # event's instructions went to building them again for every rule and event.
+            path = self._comparison.path
+            self._keys = tuple(path.split("."))
+            self._said = {
+                holds: f"`{self.source}` is {_cel_literal(holds)} ({path} is "
+                for holds in (True, False)
+            }
 
     def evaluate(self, context: dict[str, Any]) -> ConditionResult:
         """Evaluate against ``{"event": ..., "user": ...}``.
@@ -92,14 +106,10 @@ class Condition:
         mismatch) does not hold, and the explanation says why.
         """
         if self._comparison is not None:
-            found, value = _lookup(context, self._comparison.path)
+            found, value = _lookup(context, self._keys)
             holds = self._comparison.decide(value) if found else None
             if holds is not None:
-                return ConditionResult(
-                    holds,
-                    f"`{self.source}` is {_cel_literal(holds)} "
-                    f"({self._comparison.path} is {_cel_literal(value)})",
-                )
+                return ConditionResult(holds, f"{self._said[holds]}{_cel_literal(value)})")
         return self.evaluate_in_cel(context)
 
     def evaluate_in_cel(self, context: dict[str, Any]) -> ConditionResult:
@@ -108,7 +118,7 @@ class Condition:
             value = self.value_on(context)
         except KeyError as exc:
             # CEL names the key alone ('seats'); the reader wants the path they wrote.
-            missing = [path for path in self._paths if not _lookup(context, path)[0]]
+            missing = [path for path, keys in self._paths if not _lookup(context, keys)[0]]
             said = f"{missing[0]} is missing" if missing else f"{exc} missing"
             return ConditionResult(False, f"`{self.source}` could not be evaluated: {said}")
         except Exception as exc:
@@ -136,8 +146,8 @@ class Condition:
 
     def _values(self, context: dict[str, Any]) -> str:
         parts = []
-        for path in self._paths:
-            found, value = _lookup(context, path)
+        for path, keys in self._paths:
+            found, value = _lookup(context, keys)
             parts.append(f"{path} is {_cel_literal(value) if found else 'missing'}")
         return f" ({', '.join(parts)})" if parts else ""
 
