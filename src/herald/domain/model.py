@@ -175,7 +175,8 @@ class Decision:
         out: dict[str, Any] = {
             "rule": self.rule,
             "rule_version": self.rule_version,
-            "outcome": self.outcome.value,
+            # str() of a StrEnum member is its value: ``.value`` is a property, run in Python.
+            "outcome": str(self.outcome),
             "reason": self.reason,
         }
         if self.message_id is not None:

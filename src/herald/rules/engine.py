@@ -30,6 +30,12 @@ from herald.rules.eligibility import consent_problem, delivery_note, recipient_o
 # every later anchor decide every one again: quadratic work and audit rows.
 MAX_TRIGGERS_PER_ANCHOR = 100
 
+# The enum members read for every decision, looked up once: reading one through its class
+# (``Outcome.TRIGGERED``) goes through the enum metaclass's ``__getattr__`` hook and cost
+# about 900 instructions each time, several times per event.
+_TRIGGERED, _SUPPRESSED, _SKIPPED = Outcome.TRIGGERED, Outcome.SUPPRESSED, Outcome.SKIPPED
+_ONCE_PER_USER, _ONCE_PER_USER_PER_DAY = Limit.ONCE_PER_USER, Limit.ONCE_PER_USER_PER_DAY
+
 
 @dataclass(frozen=True, slots=True)
 class HistoryWindow:
@@ -66,9 +72,9 @@ def dedup_key(rule: Rule, trigger: Event) -> str:
     trigger's UTC day (once per day) or its event id (once per event, a digest when the
     ids would be ambiguous or too long). Two users, or two events the limit tells apart,
     never share one; the ids the API accepts keep it within ``MAX_DEDUP_KEY``."""
-    if rule.limit is Limit.ONCE_PER_USER:
+    if rule.limit is _ONCE_PER_USER:
         return f"{rule.id}:{trigger.user_id}"
-    if rule.limit is Limit.ONCE_PER_USER_PER_DAY:
+    if rule.limit is _ONCE_PER_USER_PER_DAY:
         return f"{rule.id}:{trigger.user_id}:{utc_day(trigger.timestamp)}"
     if ":" in trigger.user_id:
         # User "a:b" with event "c" and user "a" with event "b:c" would share one key, and
@@ -145,7 +151,7 @@ def apply_limits(candidates: Iterable[Decision], held: Mapping[str, str]) -> lis
     final = []
     for decision in candidates:
         key = decision.dedup_key
-        if decision.outcome is Outcome.TRIGGERED and key is not None:
+        if decision.outcome is _TRIGGERED and key is not None:
             holder = held.get(key, taken_here.get(key))
             if holder is not None:
                 draft = decision.draft
@@ -154,7 +160,7 @@ def apply_limits(candidates: Iterable[Decision], held: Mapping[str, str]) -> lis
                     limit = f"{draft.why}; {limit}"
                 decision = replace(
                     decision,
-                    outcome=Outcome.SUPPRESSED,
+                    outcome=_SUPPRESSED,
                     reason=f"{limit}: dedup key {key} is held by message {holder}",
                     message_id=holder,
                     draft=None,
@@ -255,7 +261,7 @@ def _decide_rule(rule: Rule, trigger: Event, views: _Views, window: str) -> Deci
     return Decision(
         rule=rule.id,
         rule_version=rule.version,
-        outcome=Outcome.TRIGGERED,
+        outcome=_TRIGGERED,
         reason=(why or "no condition") + delivery_note(rule.channel, recipient),
         message_id=message_id,
         dedup_key=key,
@@ -265,7 +271,7 @@ def _decide_rule(rule: Rule, trigger: Event, views: _Views, window: str) -> Deci
             channel=rule.channel,
             recipient=recipient,
             trigger=trigger,
-            limit=rule.limit.value,
+            limit=str(rule.limit),  # its value: ``.value`` is a property, run in Python
             why=why,
             event_view=event_view,
             user_view=user_view,
@@ -287,4 +293,4 @@ def _span(rule: Rule) -> str:
 
 
 def _skip(rule: Rule, reason: str) -> Decision:
-    return Decision(rule.id, rule.version, Outcome.SKIPPED, reason)
+    return Decision(rule.id, rule.version, _SKIPPED, reason)
