@@ -68,8 +68,10 @@ def test_every_option_the_command_table_names_exists_and_every_option_is_named()
         ("worker",),
         ("rules", "check"),
         ("db", "upgrade"),
+        ("db", "current"),
         ("messages", "failed"),
         ("messages", "retry"),
+        ("messages", "cancel"),
         ("prune",),
     }
     for path, row in rows.items():

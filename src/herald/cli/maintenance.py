@@ -23,13 +23,14 @@ if TYPE_CHECKING:
     from herald.store.database import Database
 
 db_app = typer.Typer(
-    help="The database schema: `upgrade` migrates it to this version of Herald.",
+    help="The database schema: `current` names its revision, `upgrade` migrates it to this "
+    "version of Herald.",
     no_args_is_help=True,
     rich_markup_mode="markdown",
 )
 messages_app = typer.Typer(
-    help="Dead letters (messages that failed for good): `failed` lists them, `retry` "
-    "re-queues them.",
+    help="Messages: `failed` lists dead letters (those that failed for good), `retry` "
+    "re-queues them, `cancel` cancels a rule's waiting messages.",
     no_args_is_help=True,
     rich_markup_mode="markdown",
 )
@@ -206,7 +207,9 @@ def messages_retry(
 
 @messages_app.command("cancel")
 def messages_cancel(
-    rule: Annotated[str, typer.Option("--rule", help="the rule whose messages to cancel")],
+    rule: Annotated[
+        str, typer.Option("--rule", metavar="RULE", help="the rule whose messages to cancel")
+    ],
     database: DatabaseOpt = None,
 ) -> None:
     """Cancel a rule's messages waiting to be sent, and its dead letters.
