@@ -149,11 +149,14 @@ def as_printed(value: Any) -> Any:
     """A client's JSON value as ``{{ ... }}`` prints it: in JSON's spelling (``true``,
     ``[1, "a"]``), not Python's (``True``, ``[1, 'a']``), and null as nothing, as an
     absent value prints."""
+    kind = type(value)
+    if kind is str:  # most of what a template prints: returned at once
+        return value
     if value is None:
         return ""
-    if value is True or value is False:
+    if kind is bool:
         return "true" if value else "false"
-    if type(value) is list or type(value) is dict:
+    if kind is list or kind is dict:
         return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
     return value
 
