@@ -53,6 +53,10 @@ _event = TypeAdapter(EventIn)
 _batch = TypeAdapter(BatchIn)
 _loose_batch = TypeAdapter(LooseBatchIn)
 Body = TypeVar("Body")
+# Read for every event, looked up once: an enum member read through its class goes through
+# the enum metaclass's ``__getattr__`` hook; a StrEnum's ``str()`` is its value, cheaper
+# than ``.value``.
+_ACCEPTED, _CONFLICTING = IngestStatus.ACCEPTED, IngestStatus.CONFLICT
 
 
 def _inline_schema(adapter: TypeAdapter[Any]) -> dict[str, Any]:
@@ -82,7 +86,7 @@ def _json(body: Any, code: int) -> Response:
 def _result_json(result: IngestResult) -> dict[str, Any]:
     return {
         "event_id": result.event_id,
-        "status": result.status.value,
+        "status": str(result.status),
         "decisions": [decision.as_json() for decision in result.decisions] or result.earlier,
     }
 
@@ -137,16 +141,14 @@ async def post_event(request: Request) -> Response:
         _count_rejected(runtime, body["event_type"])
         raise HTTPException(422, _in_body(event.errors))
     [result] = await _store(runtime, [event])
-    runtime.metrics.count_event(event.event_type, result.status.value)
+    runtime.metrics.count_event(event.event_type, str(result.status))
     runtime.metrics.observe_ingest("event", time.perf_counter() - started)
-    if result.status is IngestStatus.CONFLICT:
+    if result.status is _CONFLICTING:
         raise HTTPException(
             status.HTTP_409_CONFLICT,
             f"event_id {event.event_id!r} was {_TAKEN}",
         )
-    code = (
-        status.HTTP_202_ACCEPTED if result.status is IngestStatus.ACCEPTED else status.HTTP_200_OK
-    )
+    code = status.HTTP_202_ACCEPTED if result.status is _ACCEPTED else status.HTTP_200_OK
     return _json(_result_json(result), code)
 
 
@@ -178,9 +180,9 @@ async def post_batch(request: Request) -> Response:
     results = await _store(runtime, [event for _, event in valid]) if valid else []
     outcomes = []
     for (index, event), result in zip(valid, results, strict=True):
-        outcomes.append((event.event_type, result.status.value))
+        outcomes.append((event.event_type, str(result.status)))
         items[index]["event_id"] = result.event_id
-        if result.status is IngestStatus.CONFLICT:
+        if result.status is _CONFLICTING:
             _reject(items[index], [_CONFLICT])
         else:
             items[index].update(_result_json(result))
