@@ -87,7 +87,7 @@ def test_a_worker_names_the_waiting_messages_of_rules_its_file_lacks(tmp_path: P
 
     said = " ".join(worker.output().split())
     assert (
-        f"messages waiting to be sent belong to rules the rule file {rules} does not have "
+        f"warning: messages waiting to be sent belong to rules the rule file {rules} does not have "
         "(INSUFFICIENT_FUNDS_EMAIL: 1, WELCOME_EMAIL: 2): they are sent as written when "
         "decided; `herald messages cancel --rule RULE` cancels them"
     ) in said

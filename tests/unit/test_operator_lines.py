@@ -35,3 +35,21 @@ def test_an_operator_line_is_written_at_any_log_level(
     [line] = capsys.readouterr().err.splitlines()
     said = json.loads(line)["message"] if fmt == "json" else line
     assert said == "stopping: the sends under way finish and are recorded first"
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_a_line_asking_the_operator_to_act_is_a_warning(
+    fmt: str, root_restored: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Messages of rules taken out of the rule file go out unless cancelled: alerting on
+    # WARNING must see the line that says so.
+    settings = Settings(log_format=fmt, log_level="ERROR")
+    configure_logging(settings.log_level, settings.log_format)
+
+    say(settings, "messages waiting to be sent belong to rules ...", level=logging.WARNING)
+
+    [line] = capsys.readouterr().err.splitlines()
+    if fmt == "json":
+        assert json.loads(line)["level"] == "WARNING"
+    else:
+        assert line == "warning: messages waiting to be sent belong to rules ..."

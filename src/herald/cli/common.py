@@ -74,17 +74,19 @@ def _option_of(setting: str) -> str:
     return "--database" if setting == "database_url" else f"--{setting.replace('_', '-')}"
 
 
-def say(settings: Settings, message: str) -> None:
+def say(settings: Settings, message: str, *, level: int = logging.INFO) -> None:
     """A line for the operator on stderr: as it is, or as a JSON log line when the logs are
-    JSON, so that a log collector reading the stream finds one format in it."""
+    JSON, so that a log collector reading the stream finds one format in it. A line at
+    ``logging.WARNING`` asks the operator to act: ``warning: `` starts its text."""
     if settings.log_format == "json":
         # Handed to the handlers whatever HERALD_LOG_LEVEL is, as the text line is printed
         # whatever it is: at WARNING, JSON logs lost the start-up lines and the "stopping"
         # one, which keeps an operator from killing a dispatcher in mid-send.
         cli = logging.getLogger("herald.cli")
-        cli.handle(cli.makeRecord(cli.name, logging.INFO, __file__, 0, message, (), None))
+        cli.handle(cli.makeRecord(cli.name, level, __file__, 0, message, (), None))
     else:
-        console.print(message, markup=False)
+        prefix = "warning: " if level >= logging.WARNING else ""
+        console.print(prefix + message, markup=False)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import sys
@@ -267,6 +268,7 @@ def _say_waiting_of_rules_gone(settings: Settings, runtime: Runtime) -> None:
             f"messages waiting to be sent belong to rules the rule file "
             f"{runtime.ruleset.source} does not have ({listed}): they are sent as written "
             "when decided; `herald messages cancel --rule RULE` cancels them",
+            level=logging.WARNING,  # alerting on warnings should see it
         )
 
 
