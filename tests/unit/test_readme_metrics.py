@@ -66,3 +66,16 @@ def test_every_metric_the_readme_names_is_one_a_scrape_shows() -> None:
 
     assert "herald_database_up" in named
     assert named - names == set()
+
+
+def test_a_scrape_shows_no_created_series_beside_the_metrics() -> None:
+    # Each counter and histogram was also served as `*_created`: twice the series to store.
+    metrics = Metrics()
+    metrics.count_event("signup_completed", "accepted")
+    metrics.count_delivery("email", "sent")
+    metrics.observe_ingest("event", 0.001)
+
+    scraped = generate_latest(metrics.registry).decode()
+
+    assert "herald_events_total" in scraped
+    assert "_created" not in scraped

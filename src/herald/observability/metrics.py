@@ -7,7 +7,13 @@ from collections import Counter as Tally
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    start_http_server,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -23,6 +29,10 @@ class Metrics:
     or sent, where they are counted in another process."""
 
     def __init__(self, *, ingests: bool = True, delivers: bool = True) -> None:
+        # Each counter and histogram would also be served as a `*_created` series, the
+        # Unix time it was made: twice the series for a time no dashboard reads.
+        # Process-wide in prometheus_client, and the same for every Metrics.
+        disable_created_metrics()
         self.registry = CollectorRegistry(auto_describe=True)
         ingestion = self.registry if ingests else None
         self.events = Counter(
