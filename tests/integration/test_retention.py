@@ -732,8 +732,13 @@ def test_herald_prune_alone_on_sqlite_keeps_the_write_ahead_log_short(
     assert largest_log < stored, (largest_log, stored)
 
 
+@pytest.mark.parametrize(
+    ("stop", "code"),
+    [(signal.SIGINT, 130), (signal.SIGTERM, 143)],  # Ctrl-C; a cron job's `timeout`
+    ids=["ctrl-c", "sigterm"],
+)
 def test_an_interrupted_prune_says_what_stays_done_and_how_to_finish(
-    tmp_path: Path, ruleset: RuleSet
+    tmp_path: Path, ruleset: RuleSet, stop: signal.Signals, code: int
 ) -> None:
     path = tmp_path / "history.db"
     database = old_history(path, ruleset)
@@ -748,12 +753,12 @@ def test_an_interrupted_prune_says_what_stays_done_and_how_to_finish(
     )
     assert pruning.stdout is not None
     first = pruning.stdout.readline()  # the first batch is done
-    pruning.send_signal(signal.SIGINT)  # Ctrl-C
+    pruning.send_signal(stop)
     rest = pruning.stdout.read()
     pruning.wait(30)
 
     assert "events: 5 deleted so far" in first, first + rest
-    assert pruning.returncode == 130, rest
+    assert pruning.returncode == code, rest
     assert "Traceback" not in rest
     assert "interrupted: the batches counted above are pruned and stay so; run the same " in rest
     # Counted as the summary counts, with a thousands separator (`events: 1,000 ...`).

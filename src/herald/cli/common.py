@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping
+import signal
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal, NoReturn
 
@@ -87,6 +89,26 @@ def say(settings: Settings, message: str, *, level: int = logging.INFO) -> None:
     else:
         prefix = "warning: " if level >= logging.WARNING else ""
         console.print(prefix + message, markup=False)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, taken as Ctrl-C is (see ``terminating_as_interrupted``)."""
+
+
+@contextmanager
+def terminating_as_interrupted() -> Iterator[None]:
+    """Within the block, SIGTERM (a ``timeout``, a cron job's or a service manager's stop)
+    stops the command as Ctrl-C does, where it can say what is done, instead of killing
+    it without a word."""
+
+    def terminated(_signum: int, _frame: object) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

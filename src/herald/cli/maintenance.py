@@ -11,11 +11,13 @@ import typer
 
 from herald.cli.common import (
     DatabaseOpt,
+    Terminated,
     console,
     fail,
     fail_on_rule_file,
     open_database,
     settings_from,
+    terminating_as_interrupted,
 )
 
 if TYPE_CHECKING:
@@ -363,22 +365,23 @@ def prune(
         _say_what_would_go(db, cutoff=cutoff, keep_rules=lifetime, fence=fence)
         return
     try:
-        totals = prune_history(
-            db,
-            cutoff=cutoff,
-            batch_size=batch_size,
-            progress=lambda kind, n: console.print(
-                f"  {kind}: {n:,} {'redacted' if kind == 'redacted' else 'deleted'} so far"
-            ),
-            keep_rules=lifetime,
-        )
-    except KeyboardInterrupt:
+        with terminating_as_interrupted():
+            totals = prune_history(
+                db,
+                cutoff=cutoff,
+                batch_size=batch_size,
+                progress=lambda kind, n: console.print(
+                    f"  {kind}: {n:,} {'redacted' if kind == 'redacted' else 'deleted'} so far"
+                ),
+                keep_rules=lifetime,
+            )
+    except KeyboardInterrupt as stopped:
         # Each batch is a transaction of its own: those counted above are done, the one
         # under way was rolled back, and the messages of pruned events still wait.
         fail(
             "interrupted: the batches counted above are pruned and stay so; run the same "
             "command again to prune the rest (and the finished messages of those events)",
-            code=130,
+            code=143 if isinstance(stopped, Terminated) else 130,  # 128 + the signal
         )
     finally:
         db.dispose()
