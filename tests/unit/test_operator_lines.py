@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from herald.cli.common import say
+from herald.cli.common import say, warn_of_unknown_variables
 from herald.config import Settings
 from herald.observability.logging import configure_logging
 
@@ -53,3 +53,26 @@ def test_a_line_asking_the_operator_to_act_is_a_warning(
         assert json.loads(line)["level"] == "WARNING"
     else:
         assert line == "warning: messages waiting to be sent belong to rules ..."
+
+
+def test_a_misspelt_setting_is_named_with_the_one_meant(
+    root_restored: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # HERALD_DATABASE was ignored in silence: the server ran on ./herald.db while its
+    # operator thought it on PostgreSQL.
+    settings = Settings(log_format="text")
+    configure_logging(settings.log_level, settings.log_format)
+    environ = {
+        "HERALD_DATABASE": "postgresql://herald@db/herald",
+        "HERALD_PORT": "8001",
+        "HERALD_ZZZ": "1",
+        "PATH": "/usr/bin",
+    }
+
+    warn_of_unknown_variables(settings, environ)
+
+    assert capsys.readouterr().err.splitlines() == [
+        "warning: HERALD_DATABASE is not a Herald setting, and is ignored; did you mean "
+        "HERALD_DATABASE_URL?",
+        "warning: HERALD_ZZZ is not a Herald setting, and is ignored",
+    ]

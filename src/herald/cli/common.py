@@ -3,6 +3,7 @@ made before a process starts serving."""
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import signal
@@ -59,6 +60,24 @@ def settings_from(**overrides: object) -> Settings:
         return Settings(**given)  # type: ignore[arg-type]
     except ValidationError as exc:
         fail("invalid settings: " + "; ".join(_setting_problem(e, given) for e in exc.errors()))
+
+
+def warn_of_unknown_variables(settings: Settings, environ: Mapping[str, str]) -> None:
+    """Say which ``HERALD_*`` variables of ``environ`` are no setting: a misspelt one
+    (``HERALD_DATABASE`` for ``HERALD_DATABASE_URL``) is ignored, and Herald runs on the
+    default it was meant to replace."""
+    known = [name.upper() for name in Settings.model_fields]
+    for name in sorted(environ):
+        setting = name.removeprefix("HERALD_")
+        if setting != name and setting not in known:
+            # Compared without the prefix, which every name shares.
+            close = difflib.get_close_matches(setting, known, n=1)
+            hint = f"; did you mean HERALD_{close[0]}?" if close else ""
+            say(
+                settings,
+                f"{name} is not a Herald setting, and is ignored{hint}",
+                level=logging.WARNING,
+            )
 
 
 def _setting_problem(error: ErrorDetails, given: Mapping[str, object]) -> str:

@@ -20,6 +20,7 @@ from herald.cli.common import (
     preflight,
     say,
     settings_from,
+    warn_of_unknown_variables,
 )
 from herald.cli.listening import check_serve_ports, host_port, http_url
 from herald.cli.maintenance import db_app, messages_app, prune
@@ -112,6 +113,7 @@ def serve(
         dispatcher_process=dispatcher_process,
     )
     configure_logging(settings.log_level, settings.log_format)  # uvicorn's lines too
+    warn_of_unknown_variables(settings, os.environ)
     problem = settings.exposure_problem()
     if problem:
         fail(problem, code=2)
@@ -192,6 +194,8 @@ def worker(
         metrics_host=metrics_host,
     )
     configure_logging(settings.log_level, settings.log_format)
+    if parent_pid is None:  # serve's own dispatcher: serve has said so already
+        warn_of_unknown_variables(settings, os.environ)
     # A dispatcher delivers what an API stored: a database it would have to create is
     # the wrong one.
     preflight(settings, create_database=False)
