@@ -11,7 +11,7 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from herald.delivery import readers
 from herald.delivery.backoff import RetryPolicy
@@ -20,8 +20,10 @@ from herald.delivery.provider import Provider
 from herald.delivery.quiet_hours import QuietHours
 from herald.delivery.smtp_config import SMTP_KEYS, smtp_provider
 from herald.delivery.stub import FanOutProvider, LogAlertProvider, StubProvider
-from herald.delivery.webhook import WebhookProvider
 from herald.rules.definition import CHANNELS
+
+if TYPE_CHECKING:
+    from herald.delivery.webhook import WebhookProvider
 
 _DEFAULT_PROVIDERS = {
     "email": {"type": "stub"},
@@ -222,6 +224,10 @@ def _webhook_provider(
     if len(problems) > before:
         return None
     assert url is not None and timeout is not None
+    # Imported here: its HTTP client takes longer to import than the rest of the rule
+    # file's reading, which every command does and few with a webhook.
+    from herald.delivery.webhook import WebhookProvider
+
     return WebhookProvider(
         name=f"{channel}:webhook",
         url=url,
