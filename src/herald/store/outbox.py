@@ -9,7 +9,7 @@ from collections.abc import Collection, Iterable, Sequence
 from operator import itemgetter
 from typing import TypedDict
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, Update, func, select, update
 
 from herald.domain.model import message_id_for
 from herald.store.claims import INTERRUPTED, AttemptRecord, ClaimedMessage, OutboxClaims
@@ -126,12 +126,8 @@ class OutboxRepository(OutboxReads, OutboxClaims):
         """Cancel the messages of ``rule`` still waiting to be claimed (pending: due, held
         for quiet hours, or waiting for a retry) and its dead letters, with ``reason`` as
         their error; how many. One being sent is beyond recall."""
-        result = self._conn.execute(
-            update(messages)
-            .where(messages.c.rule == rule, messages.c.status.in_([PENDING, FAILED]), ~_REDACTED)
-            .values(status=CANCELLED, last_error=reason, sent_us=None, due_us=now_us)
-        )
-        return int(result.rowcount)
+        statement = update(messages).where(messages.c.rule == rule, ~_REDACTED)
+        return int(self._conn.execute(_cancelling(statement, reason, now_us)).rowcount)
 
     def cancel_marketing(
         self, user_id: str, channels: Collection[str] | None, *, reason: str, now_us: int
@@ -141,15 +137,20 @@ class OutboxRepository(OutboxReads, OutboxClaims):
         their ids. One being sent is beyond recall. A dead letter is waiting too: left
         failed, ``requeue`` would send it to the user who unsubscribed."""
         statement = update(messages).where(
-            messages.c.user_id == user_id,
-            messages.c.status.in_([PENDING, FAILED]),
-            messages.c.category == "marketing",
+            messages.c.user_id == user_id, messages.c.category == "marketing"
         )
         if channels is not None:
             statement = statement.where(messages.c.channel.in_(sorted(channels)))
         result = self._conn.execute(
-            statement.values(
-                status=CANCELLED, last_error=reason, sent_us=None, due_us=now_us
-            ).returning(messages.c.message_id)
+            _cancelling(statement, reason, now_us).returning(messages.c.message_id)
         )
         return sorted(row[0] for row in result)
+
+
+def _cancelling(statement: Update, reason: str, now_us: int) -> Update:
+    """``statement``, an update of messages, cancelling those it selects that wait to be
+    claimed (pending) or are dead letters, with ``reason`` as their error. One being sent
+    is beyond recall."""
+    return statement.where(messages.c.status.in_([PENDING, FAILED])).values(
+        status=CANCELLED, last_error=reason, sent_us=None, due_us=now_us
+    )
