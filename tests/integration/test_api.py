@@ -924,6 +924,37 @@ def test_the_rules_endpoint_shows_each_property_schema_whole(
     }
 
 
+def test_the_rules_endpoint_shows_the_traits_the_rule_file_declares(
+    client: TestClient, settings: Settings, tmp_path: Path
+) -> None:
+    shipped = client.get("/rules").json()["traits"]
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "events:\n"
+        "  signup_completed: {}\n"
+        "traits:\n"
+        "  email: string\n"
+        "  loyalty_points: integer\n"
+        "rules:\n"
+        "  - {id: LOYAL, trigger: signup_completed, channel: internal,\n"
+        "     when: has(user.loyalty_points) && user.loyalty_points > 100}\n",
+        encoding="utf-8",
+    )
+    with TestClient(create_app(settings.model_copy(update={"rules": str(rules)}))) as other:
+        declared = other.get("/rules").json()["traits"]
+
+    assert shipped == {
+        "email": "string",
+        "phone": "string",
+        "first_name": "string",
+        "country": "string",
+        "marketing_opt_in": "boolean",
+        "risk_segment": "string",
+        "timezone": "string",
+    }
+    assert declared == {"email": "string", "loyalty_points": "integer"}
+
+
 def test_health_readiness_and_metrics_answer(client: TestClient) -> None:
     client.post("/events", json=payment_failed(event_id="m1"))
     assert client.get("/healthz").json() == {"status": "ok"}

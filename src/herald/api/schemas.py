@@ -309,6 +309,11 @@ class RulesOut(_Answer):
     version: str = Field(description="A content hash of the rule file and its templates")
     source: str
     event_types: dict[str, EventTypeOut]
+    traits: dict[str, str] = Field(
+        description="The user traits the rule file declares (its `traits:`), each with its "
+        "type (`string`, `number`, `integer`, `boolean`, `object` or `array`): what "
+        "conditions and templates may read of a user. All are optional on an event"
+    )
     rules: list[RuleOut]
 
 

@@ -73,8 +73,10 @@ class RuleSet:
     event_types: Mapping[str, EventType]
     rules: tuple[Rule, ...]
     templates: TemplateSet
+    # The traits the file declares (name -> type): what conditions and templates may read.
+    traits: Mapping[str, str] = field(default_factory=dict)
     # The traits declared integer, looked at in every event that sends traits.
-    integer_traits: tuple[str, ...] = ()
+    integer_traits: tuple[str, ...] = field(init=False)
     # Rules by the event type that triggers them and by the one that anchors them: every
     # event asks, so the answers are worked out once.
     _triggered: dict[str, tuple[Rule, ...]] = field(init=False, repr=False, compare=False)
@@ -87,6 +89,8 @@ class RuleSet:
             triggered.setdefault(rule.on, []).append(rule)
             if rule.after:
                 anchored.setdefault(rule.after.event_type, []).append(rule)
+        integers = tuple(name for name, kind in self.traits.items() if kind == "integer")
+        object.__setattr__(self, "integer_traits", integers)
         object.__setattr__(self, "_triggered", {k: tuple(v) for k, v in triggered.items()})
         object.__setattr__(self, "_anchored", {k: tuple(v) for k, v in anchored.items()})
 

@@ -157,8 +157,7 @@ def _parse(
     if problems:
         raise RuleFileError(source, problems)
     version, versioned = _versions(data, rules, templates)
-    integer_traits = tuple(name for name, kind in traits.items() if kind == "integer")
-    ruleset = RuleSet(version, source, event_types, versioned, templates, integer_traits)
+    ruleset = RuleSet(version, source, event_types, versioned, templates, traits)
     return ruleset, settings
 
 

@@ -57,6 +57,7 @@ def get_rules(runtime: RuntimeDep) -> dict[str, Any]:
             }
             for name, spec in ruleset.event_types.items()
         },
+        "traits": dict(ruleset.traits),
         "rules": [
             {
                 "id": rule.id,
