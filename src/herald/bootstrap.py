@@ -131,11 +131,13 @@ class DatabaseFileGone(Exception):
 
 
 def outbox_path(settings: Settings) -> Path:
-    """The stub provider's file: ``HERALD_OUTBOX_FILE``, else beside the database (an
-    SQLite file's folder; the working directory for PostgreSQL). Raises
+    """The stub provider's file, as an absolute path: ``HERALD_OUTBOX_FILE``, else beside
+    the database (an SQLite file's folder; the working directory for PostgreSQL). Raises
     ``DatabaseUrlError`` for a URL Herald cannot use."""
     if settings.outbox_file:
-        return Path(settings.outbox_file)
+        # Absolute, as the operator's lines name it: the file the process opens, whatever
+        # folder a log of it is read from.
+        return Path(settings.outbox_file).absolute()
     url = normalise_url(settings.database_url)
     if url.get_backend_name() == "sqlite":
         return Path(url.database or "herald.db").resolve().parent / "outbox.jsonl"

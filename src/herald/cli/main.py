@@ -184,7 +184,7 @@ def worker(
     from herald.bootstrap import build_runtime
     from herald.delivery.dispatcher import LEASE_S
     from herald.observability.logging import configure_logging
-    from herald.store.database import hide_password
+    from herald.store.database import shown_url
 
     settings = settings_from(
         database_url=database,
@@ -230,7 +230,7 @@ def worker(
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop, sig)
-        say(settings, f"dispatcher {worker_id} on {hide_password(settings.database_url)}")
+        say(settings, f"dispatcher {worker_id} on {shown_url(settings.database_url)}")
         say(settings, "delivering " + "; ".join(runtime.delivery.channels_described()))
         _say_waiting_of_rules_gone(settings, runtime)
         watch = asyncio.create_task(_stop_without_parent(settings, parent_pid, stopping))
@@ -292,7 +292,7 @@ def _hand_down(api_settings: Settings) -> None:
 
 def _say_serving(settings: Settings, *, apart: bool) -> None:
     """The line that tells the operator where the server is and what it runs."""
-    from herald.store.database import hide_password
+    from herald.store.database import shown_url
 
     delivery = (
         "by a dispatcher process" if apart else "in the API" if settings.dispatcher else "off"
@@ -306,7 +306,7 @@ def _say_serving(settings: Settings, *, apart: bool) -> None:
     say(
         settings,
         f"Herald on {where} (docs at /docs), "
-        f"database {hide_password(settings.database_url)}, {settings.workers} API "
+        f"database {shown_url(settings.database_url)}, {settings.workers} API "
         f"process{'es' if settings.workers > 1 else ''}, "
         f"delivery {delivery}",
     )

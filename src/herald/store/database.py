@@ -58,6 +58,22 @@ def hide_password(raw: str) -> str:
     return _QUERY_PASSWORD.sub("***", hide_url_passwords(shown))
 
 
+def shown_url(raw: str) -> str:
+    """The database URL ``raw`` as an operator's line names it: its password hidden (see
+    ``hide_password``), and an SQLite file's relative path made absolute, as the process
+    opens it from its working folder: ``sqlite:///./herald.db`` in a log read later, or
+    from another folder, would not say which file it was."""
+    try:
+        url = make_url(raw)
+    except Exception:  # refused where it is opened, with its own message
+        return hide_password(raw)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        path = Path(str(url.database))
+        if not path.is_absolute():
+            raw = url.set(database=str(path.resolve())).render_as_string(hide_password=False)
+    return hide_password(raw)
+
+
 def normalise_url(raw: str) -> URL:
     """Accept ``sqlite:///file.db`` and ``postgresql://...`` (psycopg 3 is the driver), or
     ``postgres://...`` as many hosts hand PostgreSQL's URLs out."""
@@ -123,7 +139,7 @@ class Database:
             path = Path(self.url.database or "herald.db")
             if not path.parent.is_dir():
                 raise DatabaseUrlError(
-                    f"the folder {path.parent} of the SQLite database does not exist: "
+                    f"the folder {path.parent.resolve()} of the SQLite database does not exist: "
                     "create it, or correct the path"
                 )
             self.sqlite_path = path
