@@ -1,6 +1,7 @@
 """The edge of every request, as one pure ASGI middleware (cheaper per request than
 Starlette's BaseHTTPMiddleware or a stack of small ones): a request id for the
-response and the logs, a body-size limit enforced before the body is read, and clear
+response and the logs, a body-size limit enforced before the body is read (on the
+methods whose body Herald reads: POST, PUT, PATCH), and clear
 refusals of compressed bodies (read as JSON they would be a puzzling 422), of bodies
 that do not say they are JSON, and of JSON in another charset than UTF-8 (read as UTF-8,
 a Latin-1 body could be stored with other characters than it holds), and a quiet end,
@@ -107,7 +108,10 @@ class RequestEdge:
             elif has_body and charset is not None and charset not in _UTF_8:
                 said = charset.decode("latin-1")
                 await _reply(send_with_id, 415, f"send JSON in UTF-8 (got charset {said!r})")
-            elif length is not None and length > limit:
+            elif has_body and length is not None and length > limit:
+                # Only where a body is read: a GET's is discarded unread whatever its size,
+                # so a 413 there would refuse a request for what it does not use (and no
+                # GET route's document lists one).
                 await _too_large(send_with_id, limit)
             elif length is not None or scope["method"] in ("GET", "HEAD", "DELETE", "OPTIONS"):
                 # The server delivers no more than the declared length: nothing to count.
