@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from herald.config import Settings
+from herald.config import RuleFileSettings, Settings
 from herald.delivery.dispatcher import Dispatcher
 from herald.delivery.provider import DeliveryStatus
 from herald.delivery.quiet_hours import HoldPolicy, hold_policy
@@ -130,7 +130,7 @@ class DatabaseFileGone(Exception):
     """The SQLite file this process opened is no longer at the database's path."""
 
 
-def outbox_path(settings: Settings) -> Path:
+def outbox_path(settings: RuleFileSettings) -> Path:
     """The stub provider's file, as an absolute path: ``HERALD_OUTBOX_FILE``, else beside
     the database (an SQLite file's folder; the working directory for PostgreSQL). Raises
     ``DatabaseUrlError`` for a URL Herald cannot use."""

@@ -14,11 +14,39 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 HANDED_DOWN = frozenset({"server_pid", "loopback_requests_only"})
 
 
-class Settings(BaseSettings):
+# Each command validates the settings it reads, and those alone: a maintenance command
+# run from a shell or a cron job that shares the server's environment must not refuse to
+# start for a bad HERALD_PORT, which only `herald serve` reads.
+class DatabaseSettings(BaseSettings):
+    """The one setting of the commands that only open the database (``db upgrade``,
+    ``db current``, ``messages``)."""
+
     model_config = SettingsConfigDict(env_prefix="HERALD_", extra="ignore")
 
     database_url: str = "sqlite:///./herald.db"
+
+
+class RuleFileSettings(DatabaseSettings):
+    """The settings of the commands that also read the rule file (``prune``, ``rules
+    check``, which names the stub provider's file as the server would write it)."""
+
     rules: str | None = Field(None, description="rule file; the packaged default when unset")
+    outbox_file: str | None = None  # the stub provider's file; beside the database by default
+
+    @field_validator("rules")
+    @classmethod
+    def _names_a_file(cls, value: str | None) -> str | None:
+        # An empty HERALD_RULES= would be read as the current folder, and refused as one.
+        if value is not None and not value.strip():
+            raise ValueError(
+                "must name a rule file (unset the variable for the packaged default rules)"
+            )
+        return value
+
+
+class Settings(RuleFileSettings):
+    """Every setting: those of ``herald serve`` and ``herald worker``."""
+
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     admin_token: str | None = None  # guards /audit, /rules, /users
@@ -29,7 +57,6 @@ class Settings(BaseSettings):
     workers: int = Field(1, ge=1, le=64)
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
-    outbox_file: str | None = None  # the stub provider's file; beside the database by default
     # A port of its own for the Prometheus metrics of the process that delivers (`herald
     # worker`, `herald serve`'s dispatcher process, or the API with --dispatcher-inline).
     metrics_port: int | None = Field(None, ge=1, le=65535)
@@ -78,16 +105,6 @@ class Settings(BaseSettings):
         # As the level is read: HERALD_LOG_FORMAT=JSON beside HERALD_LOG_LEVEL=DEBUG was
         # refused, though the level is taken in any case.
         return value.strip().lower() if isinstance(value, str) else value
-
-    @field_validator("rules")
-    @classmethod
-    def _names_a_file(cls, value: str | None) -> str | None:
-        # An empty HERALD_RULES= would be read as the current folder, and refused as one.
-        if value is not None and not value.strip():
-            raise ValueError(
-                "must name a rule file (unset the variable for the packaged default rules)"
-            )
-        return value
 
     @field_validator("admin_token", "ingest_token")
     @classmethod

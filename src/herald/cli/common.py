@@ -10,14 +10,14 @@ import signal
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal, NoReturn
+from typing import TYPE_CHECKING, Annotated, Literal, NoReturn, TypeVar
 
 import typer
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 from rich.console import Console
 
-from herald.config import Settings
+from herald.config import DatabaseSettings, Settings
 
 if TYPE_CHECKING:
     from herald.delivery.setup import DeliveryPlan
@@ -52,14 +52,24 @@ RulesOpt = Annotated[
 ]
 
 
-def settings_from(**overrides: object) -> Settings:
-    """Settings from the command's options (``overrides``, None where not given) over the
-    ``HERALD_*`` environment; exit 1 naming each setting that is wrong."""
+SettingsT = TypeVar("SettingsT", bound=DatabaseSettings)
+
+
+def settings_from(kind: type[SettingsT], **overrides: object) -> SettingsT:
+    """The settings of ``kind`` (those the command reads, and no other) from the
+    command's options (``overrides``, None where not given) over the ``HERALD_*``
+    environment; exit 1 naming each setting that is wrong."""
     given = {key: value for key, value in overrides.items() if value is not None}
     try:
-        return Settings(**given)  # type: ignore[arg-type]
+        return kind(**given)  # type: ignore[arg-type]
     except ValidationError as exc:
         fail("invalid settings: " + "; ".join(_setting_problem(e, given) for e in exc.errors()))
+
+
+def database_url_from(option: str | None) -> str:
+    """The database URL of a command that reads no other setting: ``--database``, else
+    ``HERALD_DATABASE_URL``, else the default."""
+    return settings_from(DatabaseSettings, database_url=option).database_url
 
 
 def warn_of_unknown_variables(settings: Settings, environ: Mapping[str, str]) -> None:

@@ -36,7 +36,11 @@ if TYPE_CHECKING:
     from herald.bootstrap import Runtime
 
 app = typer.Typer(
-    help="Herald: event-triggered messaging with an audit.",
+    help="Herald: event-triggered messaging with an audit.\n\n"
+    "`serve` and `worker` read every HERALD_* setting (see their --help); the other "
+    "commands read only the few they use (HERALD_DATABASE_URL, HERALD_RULES and, for "
+    "`rules check`, HERALD_OUTBOX_FILE), so a bad value of a setting only the server "
+    "reads, such as HERALD_PORT, does not stop them.",
     # Help texts are reflowed to the terminal's width; `code` shows as code.
     rich_markup_mode="markdown",
     no_args_is_help=True,
@@ -104,6 +108,7 @@ def serve(
     from herald.observability.logging import configure_logging
 
     settings = settings_from(
+        Settings,
         host=host,
         port=port,
         database_url=database,
@@ -187,6 +192,7 @@ def worker(
     from herald.store.database import shown_url
 
     settings = settings_from(
+        Settings,
         database_url=database,
         rules=rules,
         dispatcher=True,

@@ -13,12 +13,14 @@ from herald.cli.common import (
     DatabaseOpt,
     Terminated,
     console,
+    database_url_from,
     fail,
     fail_on_rule_file,
     open_database,
     settings_from,
     terminating_as_interrupted,
 )
+from herald.config import RuleFileSettings
 
 if TYPE_CHECKING:
     from herald.rules.definition import RuleSet
@@ -44,7 +46,7 @@ def db_upgrade(database: DatabaseOpt = None) -> None:
     from herald.observability.logging import first_line
     from herald.store.migrate import SchemaMismatch, current_revision, upgrade
 
-    db = open_database(settings_from(database_url=database).database_url, schema="any", create=True)
+    db = open_database(database_url_from(database), schema="any", create=True)
     try:
         # The revision it started from once its turn came: another upgrade may have gone first.
         before = upgrade(db, progress=lambda step: console.print(f"  {step}"))
@@ -70,9 +72,7 @@ def db_current(database: DatabaseOpt = None) -> None:
     apply to it; changes nothing."""
     from herald.store.migrate import SchemaMismatch, current_revision, head_revision, pending_steps
 
-    db = open_database(
-        settings_from(database_url=database).database_url, schema="any", writes=False
-    )
+    db = open_database(database_url_from(database), schema="any", writes=False)
     try:
         current = current_revision(db)
         steps = pending_steps(current)
@@ -117,9 +117,7 @@ def messages_failed(
     """List dead letters (status failed), the latest to fail first, with their errors."""
     from herald.store.unit_of_work import ReadOnly
 
-    db = open_database(
-        settings_from(database_url=database).database_url, schema="current", writes=False
-    )
+    db = open_database(database_url_from(database), schema="current", writes=False)
     with ReadOnly(db) as read:
         count, rows = read.outbox.dead_letters(limit)
     db.dispose()
@@ -179,7 +177,7 @@ def messages_retry(
 
     if (message_id is None) == (not failed):
         fail("give either --message-id ID or --failed", code=2)
-    db = open_database(settings_from(database_url=database).database_url, schema="current")
+    db = open_database(database_url_from(database), schema="current")
     try:
         with UnitOfWork(db) as uow:
             count = uow.outbox.requeue(now_us=to_micros(utc_now()), message_id=message_id)
@@ -224,7 +222,7 @@ def messages_cancel(
     from herald.store.outbox import SENDING
     from herald.store.unit_of_work import UnitOfWork
 
-    db = open_database(settings_from(database_url=database).database_url, schema="current")
+    db = open_database(database_url_from(database), schema="current")
     try:
         with UnitOfWork(db) as uow:
             count = uow.outbox.cancel_rule(
@@ -350,7 +348,7 @@ def prune(
     from herald.rules.loader import RuleFileError, load_ruleset
     from herald.service.retention import history_fence, prune_history
 
-    settings = settings_from(database_url=database, rules=rules)
+    settings = settings_from(RuleFileSettings, database_url=database, rules=rules)
     try:
         ruleset = load_ruleset(settings.rules)
     except RuleFileError as exc:

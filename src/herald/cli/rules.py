@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from herald.cli.common import checked_rules, settings_from
-from herald.config import Settings
+from herald.config import RuleFileSettings
 
 rules_app = typer.Typer(
     help="Rule files: `check` validates one and lists its rules and delivery.",
@@ -32,7 +32,7 @@ def rules_check(
     and list its rules; exit 1 listing every problem."""
     # Without a path, the file the server would load: HERALD_RULES read as `herald serve`
     # reads it, so that one set but empty is refused here too, not taken as unset.
-    settings = settings_from()
+    settings = settings_from(RuleFileSettings)
     ruleset, plan = checked_rules(path or settings.rules, outbox=_outbox(settings))
     # A list rather than a table: it stays readable at any width and through a pipe.
     out = Console(highlight=False, soft_wrap=True)
@@ -62,7 +62,7 @@ def rules_check(
     )
 
 
-def _outbox(settings: Settings) -> Path:
+def _outbox(settings: RuleFileSettings) -> Path:
     """The stub provider's file, as ``herald serve`` would have it with these settings."""
     from herald.bootstrap import outbox_path
     from herald.store.database import DatabaseUrlError

@@ -1,0 +1,95 @@
+"""Each command reads, and so validates, only its own settings: a maintenance command run
+from a shell or a cron job that shares the server's environment is not stopped by a bad
+value of a setting only the server reads, and still refuses a bad one it reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from herald.cli.main import app
+
+# Every setting the maintenance commands do not read that has a value `herald serve`
+# refuses, with such a value.
+SERVER_SETTINGS_GONE_WRONG = {
+    "HERALD_PORT": "eighty",
+    "HERALD_WORKERS": "0",
+    "HERALD_DISPATCHER": "maybe",
+    "HERALD_DISPATCHER_PROCESS": "maybe",
+    "HERALD_METRICS_PORT": "0",
+    "HERALD_ADMIN_TOKEN": "",
+    "HERALD_INGEST_TOKEN": "two words",
+    "HERALD_LOG_LEVEL": "LOUD",
+    "HERALD_LOG_FORMAT": "xml",
+    "HERALD_OPENTELEMETRY": "maybe",
+    "HERALD_SQLITE_FLUSH_EACH_COMMIT": "maybe",
+    "HERALD_POSTGRES_STATEMENT_TIMEOUT": "-1",
+    "HERALD_SERVER_PID": "x",
+    "HERALD_LOOPBACK_REQUESTS_ONLY": "maybe",
+}
+MAINTENANCE = {
+    "db upgrade": ["db", "upgrade"],
+    "db current": ["db", "current"],
+    "messages failed": ["messages", "failed"],
+    "messages retry": ["messages", "retry", "--failed"],
+    "messages cancel": ["messages", "cancel", "--rule", "WELCOME_EMAIL"],
+    "prune": ["prune", "--older-than", "400d", "--dry-run"],
+    "rules check": ["rules", "check"],
+}
+
+
+def herald(args: list[str], **env: str) -> tuple[int, str]:
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "1000", **env})
+    assert isinstance(result.exception, SystemExit | None), result.exception
+    return result.exit_code, result.output
+
+
+@pytest.fixture
+def migrated(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'herald.db'}"
+    code, output = herald(["db", "upgrade", "--database", url])
+    assert code == 0, output
+    return url
+
+
+@pytest.mark.parametrize("command", list(MAINTENANCE))
+def test_a_maintenance_command_runs_whatever_the_server_s_settings_hold(
+    command: str, migrated: str
+) -> None:
+    code, output = herald(
+        MAINTENANCE[command], HERALD_DATABASE_URL=migrated, **SERVER_SETTINGS_GONE_WRONG
+    )
+
+    assert code == 0, output
+    assert "invalid settings" not in output
+
+
+def test_the_server_still_refuses_those_settings_naming_each(migrated: str) -> None:
+    code, output = herald(["serve"], HERALD_DATABASE_URL=migrated, **SERVER_SETTINGS_GONE_WRONG)
+
+    assert code == 1, output
+    refused = output.partition("error: invalid settings: ")[2]
+    named = {part.split(":")[0] for part in refused.split("; ")}
+    assert named == SERVER_SETTINGS_GONE_WRONG.keys()
+
+
+@pytest.mark.parametrize("command", ["prune", "rules check"])
+def test_a_command_that_reads_the_rule_file_refuses_an_empty_herald_rules(
+    command: str, migrated: str
+) -> None:
+    code, output = herald(MAINTENANCE[command], HERALD_DATABASE_URL=migrated, HERALD_RULES="")
+
+    assert code == 1, output
+    assert "error: invalid settings: HERALD_RULES: must name a rule file" in output
+
+
+@pytest.mark.parametrize("command", [name for name in MAINTENANCE if name != "rules check"])
+def test_a_command_that_opens_the_database_refuses_a_bad_herald_database_url(
+    command: str,
+) -> None:
+    code, output = herald(MAINTENANCE[command], HERALD_DATABASE_URL="mysql://localhost/herald")
+
+    assert code == 1, output
+    assert "error: unsupported database 'mysql': use sqlite or postgresql" in output
