@@ -11,9 +11,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from herald.config import RuleFileSettings, Settings
+from herald.config import RuleFileSettings, WorkerSettings
 from herald.delivery.dispatcher import Dispatcher
 from herald.delivery.provider import DeliveryStatus
 from herald.delivery.quiet_hours import HoldPolicy, hold_policy
@@ -33,6 +33,10 @@ from herald.store.unit_of_work import ReadOnly
 # The statuses the outbox gauge shows: messages on their way, and dead letters an operator
 # may re-queue. (Retention counts a dead letter as finished: no dispatcher sends it again.)
 OPEN_STATUSES = (PENDING, SENDING, FAILED)
+
+# The settings a runtime was built from: every setting for an API process, those of
+# delivery alone for `herald worker`.
+SettingsT = TypeVar("SettingsT", bound=WorkerSettings)
 
 
 def utc_now() -> datetime:
@@ -56,11 +60,11 @@ def load_rules_and_delivery(
 
 
 @dataclass
-class Runtime:
+class Runtime(Generic[SettingsT]):
     """What one process runs, built by ``build_runtime``: ``start`` and ``stop`` for an API
     process, ``deliver`` for a process that only delivers."""
 
-    settings: Settings
+    settings: SettingsT
     database: Database
     ruleset: RuleSet
     delivery: DeliveryPlan
@@ -154,11 +158,11 @@ def worker_id() -> str:
 
 
 def build_runtime(
-    settings: Settings,
+    settings: SettingsT,
     *,
     clock: Callable[[], datetime] = utc_now,
     ingests: bool = True,
-) -> Runtime:
+) -> Runtime[SettingsT]:
     """Everything a process needs, built from ``settings``; nothing is started yet.
     ``ingests``: the process serves the API (not so for `herald worker`).
 

@@ -15,8 +15,8 @@ HANDED_DOWN = frozenset({"server_pid", "loopback_requests_only"})
 
 
 # Each command validates the settings it reads, and those alone: a maintenance command
-# run from a shell or a cron job that shares the server's environment must not refuse to
-# start for a bad HERALD_PORT, which only `herald serve` reads.
+# or a worker run from a shell or a cron job that shares the server's environment must
+# not refuse to start for a bad HERALD_PORT, which only `herald serve` reads.
 class DatabaseSettings(BaseSettings):
     """The one setting of the commands that only open the database (``db upgrade``,
     ``db current``, ``messages``)."""
@@ -44,27 +44,18 @@ class RuleFileSettings(DatabaseSettings):
         return value
 
 
-class Settings(RuleFileSettings):
-    """Every setting: those of ``herald serve`` and ``herald worker``."""
+class WorkerSettings(RuleFileSettings):
+    """The settings of a process that delivers: all of ``herald worker``'s, which
+    ``herald serve`` reads too."""
 
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=0, le=65535)
-    admin_token: str | None = None  # guards /audit, /rules, /users
-    ingest_token: str | None = None  # guards /events
-    dispatcher: bool = True  # `herald serve` delivers messages
-    # ... from a child process of its own (on another core), or on the API's event loop
-    dispatcher_process: bool = True
-    workers: int = Field(1, ge=1, le=64)
+    # `herald serve` delivers messages; a worker always does, whatever the variable says.
+    dispatcher: bool = True
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
     # A port of its own for the Prometheus metrics of the process that delivers (`herald
     # worker`, `herald serve`'s dispatcher process, or the API with --dispatcher-inline).
     metrics_port: int | None = Field(None, ge=1, le=65535)
     metrics_host: str = "127.0.0.1"
-    # FastAPI's own OpenTelemetry spans, metrics and logs for each request, through the
-    # providers the process configured. Off: Herald's metrics are Prometheus, and with it
-    # on every request looks the providers up again, a few percent of ingestion's CPU.
-    opentelemetry: bool = False
     # SQLite: flush the write-ahead log to disk at each commit, so that a power cut loses no
     # acknowledged event either (not only a killed process). Off by default: it cost 5-30%
     # of ingestion's rate in the benchmark (see the README).
@@ -77,15 +68,6 @@ class Settings(RuleFileSettings):
     # is kept. Maintenance commands (db upgrade, prune, messages retry), which may run for
     # minutes, and the checks made before a process serves run without one.
     postgres_statement_timeout: float = Field(30.0, ge=0, le=86_400, allow_inf_nan=False)
-    # Set by `herald serve` for its API processes when it runs several: the process they
-    # stop without (not a setting of its own).
-    server_pid: int | None = None
-    # Set by `herald serve` when a token is missing, and so it binds to loopback alone: its
-    # API then answers only requests addressed to a loopback name (not a setting of its
-    # own). A web page could otherwise reach it through DNS rebinding: its own name,
-    # answered with 127.0.0.1, makes the page's requests same-origin, with no token to stop
-    # them reading the audit or posting events.
-    loopback_requests_only: bool = False
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -105,6 +87,32 @@ class Settings(RuleFileSettings):
         # As the level is read: HERALD_LOG_FORMAT=JSON beside HERALD_LOG_LEVEL=DEBUG was
         # refused, though the level is taken in any case.
         return value.strip().lower() if isinstance(value, str) else value
+
+
+class Settings(WorkerSettings):
+    """Every setting: ``herald serve``'s, those of the API processes it starts among them."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    admin_token: str | None = None  # guards /audit, /rules, /users
+    ingest_token: str | None = None  # guards /events
+    # `herald serve` delivers from a child process of its own (on another core), or on
+    # the API's event loop
+    dispatcher_process: bool = True
+    workers: int = Field(1, ge=1, le=64)
+    # FastAPI's own OpenTelemetry spans, metrics and logs for each request, through the
+    # providers the process configured. Off: Herald's metrics are Prometheus, and with it
+    # on every request looks the providers up again, a few percent of ingestion's CPU.
+    opentelemetry: bool = False
+    # Set by `herald serve` for its API processes when it runs several: the process they
+    # stop without (not a setting of its own).
+    server_pid: int | None = None
+    # Set by `herald serve` when a token is missing, and so it binds to loopback alone: its
+    # API then answers only requests addressed to a loopback name (not a setting of its
+    # own). A web page could otherwise reach it through DNS rebinding: its own name,
+    # answered with 127.0.0.1, makes the page's requests same-origin, with no token to stop
+    # them reading the audit or posting events.
+    loopback_requests_only: bool = False
 
     @field_validator("admin_token", "ingest_token")
     @classmethod

@@ -1,6 +1,7 @@
-"""Each command reads, and so validates, only its own settings: a maintenance command run
-from a shell or a cron job that shares the server's environment is not stopped by a bad
-value of a setting only the server reads, and still refuses a bad one it reads."""
+"""Each command reads, and so validates, only its own settings: a maintenance command or
+a worker run from a shell or a cron job that shares the server's environment is not
+stopped by a bad value of a setting only the server reads, and still refuses a bad one it
+reads."""
 
 from __future__ import annotations
 
@@ -10,25 +11,30 @@ import pytest
 from typer.testing import CliRunner
 
 from herald.cli.main import app
+from tests.support.processes import HeraldProcess, herald_environment
 
-# Every setting the maintenance commands do not read that has a value `herald serve`
-# refuses, with such a value.
-SERVER_SETTINGS_GONE_WRONG = {
+# Every setting only the API reads that has a value `herald serve` refuses, with such a
+# value: neither a worker nor a maintenance command reads them.
+API_SETTINGS_GONE_WRONG = {
     "HERALD_PORT": "eighty",
     "HERALD_WORKERS": "0",
     "HERALD_DISPATCHER": "maybe",
     "HERALD_DISPATCHER_PROCESS": "maybe",
-    "HERALD_METRICS_PORT": "0",
     "HERALD_ADMIN_TOKEN": "",
     "HERALD_INGEST_TOKEN": "two words",
-    "HERALD_LOG_LEVEL": "LOUD",
-    "HERALD_LOG_FORMAT": "xml",
     "HERALD_OPENTELEMETRY": "maybe",
-    "HERALD_SQLITE_FLUSH_EACH_COMMIT": "maybe",
-    "HERALD_POSTGRES_STATEMENT_TIMEOUT": "-1",
     "HERALD_SERVER_PID": "x",
     "HERALD_LOOPBACK_REQUESTS_ONLY": "maybe",
 }
+# The same for the settings of delivery, which a worker reads too.
+DELIVERY_SETTINGS_GONE_WRONG = {
+    "HERALD_METRICS_PORT": "0",
+    "HERALD_LOG_LEVEL": "LOUD",
+    "HERALD_LOG_FORMAT": "xml",
+    "HERALD_SQLITE_FLUSH_EACH_COMMIT": "maybe",
+    "HERALD_POSTGRES_STATEMENT_TIMEOUT": "-1",
+}
+SERVER_SETTINGS_GONE_WRONG = API_SETTINGS_GONE_WRONG | DELIVERY_SETTINGS_GONE_WRONG
 MAINTENANCE = {
     "db upgrade": ["db", "upgrade"],
     "db current": ["db", "current"],
@@ -70,9 +76,37 @@ def test_the_server_still_refuses_those_settings_naming_each(migrated: str) -> N
     code, output = herald(["serve"], HERALD_DATABASE_URL=migrated, **SERVER_SETTINGS_GONE_WRONG)
 
     assert code == 1, output
+    assert refused_names(output) == SERVER_SETTINGS_GONE_WRONG.keys()
+
+
+def refused_names(output: str) -> set[str]:
+    """The settings an ``error: invalid settings: ...`` line names."""
     refused = output.partition("error: invalid settings: ")[2]
-    named = {part.split(":")[0] for part in refused.split("; ")}
-    assert named == SERVER_SETTINGS_GONE_WRONG.keys()
+    return {part.split(":")[0] for part in refused.split("; ")}
+
+
+def test_a_worker_delivers_whatever_the_api_s_settings_hold(migrated: str, tmp_path: Path) -> None:
+    env = herald_environment(
+        HERALD_DATABASE_URL=migrated,
+        HERALD_OUTBOX_FILE=str(tmp_path / "outbox.jsonl"),
+        **API_SETTINGS_GONE_WRONG,
+    )
+    with HeraldProcess("worker", log_dir=tmp_path) as worker:
+        worker.start(["worker"], env, cwd=tmp_path)
+        worker.wait_for_output("delivering ")
+        output = worker.output()
+
+    assert "invalid settings" not in output
+    assert "warning" not in output  # the server's own settings, not misspelt ones
+
+
+def test_a_worker_still_refuses_the_settings_it_reads_naming_each(migrated: str) -> None:
+    code, output = herald(
+        ["worker"], HERALD_DATABASE_URL=migrated, HERALD_RULES="", **SERVER_SETTINGS_GONE_WRONG
+    )
+
+    assert code == 1, output
+    assert refused_names(output) == {"HERALD_RULES", *DELIVERY_SETTINGS_GONE_WRONG}
 
 
 @pytest.mark.parametrize("command", ["prune", "rules check"])
@@ -85,11 +119,14 @@ def test_a_command_that_reads_the_rule_file_refuses_an_empty_herald_rules(
     assert "error: invalid settings: HERALD_RULES: must name a rule file" in output
 
 
-@pytest.mark.parametrize("command", [name for name in MAINTENANCE if name != "rules check"])
+@pytest.mark.parametrize(
+    "command", [*(name for name in MAINTENANCE if name != "rules check"), "worker"]
+)
 def test_a_command_that_opens_the_database_refuses_a_bad_herald_database_url(
     command: str,
 ) -> None:
-    code, output = herald(MAINTENANCE[command], HERALD_DATABASE_URL="mysql://localhost/herald")
+    args = MAINTENANCE.get(command, [command])
+    code, output = herald(args, HERALD_DATABASE_URL="mysql://localhost/herald")
 
     assert code == 1, output
     assert "error: unsupported database 'mysql': use sqlite or postgresql" in output

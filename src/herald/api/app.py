@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 
 def create_app(
-    settings: Settings, *, runtime_factory: Callable[[Settings], Runtime] = build_runtime
+    settings: Settings, *, runtime_factory: Callable[[Settings], Runtime[Settings]] = build_runtime
 ) -> FastAPI:
     """The application for ``settings``. Nothing is opened until it starts: its lifespan
     builds the runtime with ``runtime_factory`` (tests pass one of their own), starts it,
@@ -75,7 +75,7 @@ def create_app(
 
 
 def _lifespan(
-    settings: Settings, runtime_factory: Callable[[Settings], Runtime]
+    settings: Settings, runtime_factory: Callable[[Settings], Runtime[Settings]]
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     """What the application does as it starts and stops: the runtime (kept in
     ``app.state.runtime``), the metrics port of a process that delivers, and the watch

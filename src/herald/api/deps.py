@@ -8,14 +8,15 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 
 from herald.bootstrap import Runtime
+from herald.config import Settings
 
 
-async def get_runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
+async def get_runtime(request: Request) -> Runtime[Settings]:
+    runtime: Runtime[Settings] = request.app.state.runtime
     return runtime
 
 
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+RuntimeDep = Annotated[Runtime[Settings], Depends(get_runtime)]
 
 # On a 503 for an unavailable database: clients that retry at once, thousands a second,
 # would only add to the load of a database coming back.
@@ -48,12 +49,12 @@ async def require_admin(request: Request, runtime: RuntimeDep) -> None:
 AdminOnly = Depends(require_admin)
 
 
-def ingest_runtime(request: Request) -> Runtime:
+def ingest_runtime(request: Request) -> Runtime[Settings]:
     """The runtime for an ingestion route, after the ingest token check.
 
     A plain call, not a ``Depends``: on the hottest path FastAPI's dependency
     resolution cost about a sixth of a request.
     """
-    runtime: Runtime = request.app.state.runtime
+    runtime: Runtime[Settings] = request.app.state.runtime
     _check_bearer(request, runtime.settings.ingest_token, _INGEST)
     return runtime

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 from rich.console import Console
 
-from herald.config import DatabaseSettings, Settings
+from herald.config import DatabaseSettings, Settings, WorkerSettings
 
 if TYPE_CHECKING:
     from herald.delivery.setup import DeliveryPlan
@@ -72,7 +72,7 @@ def database_url_from(option: str | None) -> str:
     return settings_from(DatabaseSettings, database_url=option).database_url
 
 
-def warn_of_unknown_variables(settings: Settings, environ: Mapping[str, str]) -> None:
+def warn_of_unknown_variables(settings: WorkerSettings, environ: Mapping[str, str]) -> None:
     """Say which ``HERALD_*`` variables of ``environ`` are no setting: a misspelt one
     (``HERALD_DATABASE`` for ``HERALD_DATABASE_URL``) is ignored, and Herald runs on the
     default it was meant to replace."""
@@ -105,7 +105,7 @@ def _option_of(setting: str) -> str:
     return "--database" if setting == "database_url" else f"--{setting.replace('_', '-')}"
 
 
-def say(settings: Settings, message: str, *, level: int = logging.INFO) -> None:
+def say(settings: WorkerSettings, message: str, *, level: int = logging.INFO) -> None:
     """A line for the operator on stderr: as it is, or as a JSON log line when the logs are
     JSON, so that a log collector reading the stream finds one format in it. A line at
     ``logging.WARNING`` asks the operator to act: ``warning: `` starts its text."""
@@ -316,7 +316,7 @@ def _refuses_writes(said: str, sqlite_path: Path | None) -> NoReturn:
     fail(f"the database refuses writes: {said}{where}")
 
 
-def preflight(settings: Settings, *, create_database: bool) -> None:
+def preflight(settings: WorkerSettings, *, create_database: bool) -> None:
     """Fail before serving on what would otherwise fail later: every problem of the rule
     file, as `herald rules check` lists them, or the database's, in one clear line; with
     ``create_database``, an absent SQLite file is created rather than refused. A process

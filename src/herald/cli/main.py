@@ -25,7 +25,7 @@ from herald.cli.common import (
 from herald.cli.listening import check_serve_ports, host_port, http_url
 from herald.cli.maintenance import db_app, messages_app, prune
 from herald.cli.rules import rules_app
-from herald.config import Settings
+from herald.config import Settings, WorkerSettings
 from herald.orphans import parent_gone
 
 if TYPE_CHECKING:
@@ -37,10 +37,10 @@ if TYPE_CHECKING:
 
 app = typer.Typer(
     help="Herald: event-triggered messaging with an audit.\n\n"
-    "`serve` and `worker` read every HERALD_* setting (see their --help); the other "
-    "commands read only the few they use (HERALD_DATABASE_URL, HERALD_RULES and, for "
-    "`rules check`, HERALD_OUTBOX_FILE), so a bad value of a setting only the server "
-    "reads, such as HERALD_PORT, does not stop them.",
+    "`serve` reads every HERALD_* setting, `worker` those of delivery (see their --help); "
+    "the other commands read only the few they use (HERALD_DATABASE_URL, HERALD_RULES "
+    "and, for `rules check`, HERALD_OUTBOX_FILE), so a bad value of a setting only the "
+    "server reads, such as HERALD_PORT, stops none of them.",
     # Help texts are reflowed to the terminal's width; `code` shows as code.
     rich_markup_mode="markdown",
     no_args_is_help=True,
@@ -185,14 +185,15 @@ def worker(
 
     HERALD_LOG_LEVEL, HERALD_LOG_FORMAT, HERALD_OUTBOX_FILE,
     HERALD_SQLITE_FLUSH_EACH_COMMIT and HERALD_POSTGRES_STATEMENT_TIMEOUT apply here as
-    they do to `herald serve`."""
+    they do to `herald serve`; the settings of the API alone (HERALD_HOST, HERALD_PORT,
+    the tokens, HERALD_WORKERS, ...) are not read."""
     from herald.bootstrap import build_runtime
     from herald.delivery.dispatcher import LEASE_S
     from herald.observability.logging import configure_logging
     from herald.store.database import shown_url
 
     settings = settings_from(
-        Settings,
+        WorkerSettings,
         database_url=database,
         rules=rules,
         dispatcher=True,
@@ -258,7 +259,7 @@ _STOPPED_AT_ONCE = (
 )
 
 
-def _say_waiting_of_rules_gone(settings: Settings, runtime: Runtime) -> None:
+def _say_waiting_of_rules_gone(settings: WorkerSettings, runtime: Runtime[WorkerSettings]) -> None:
     """Say which messages waiting to be sent belong to rules the rule file no longer
     has: they were written when decided, and go out all the same unless cancelled. An
     operator who took a rule out to stop it would otherwise see them sent in silence."""
@@ -339,7 +340,7 @@ def _exit_on_signal(signum: int, _frame: object) -> None:
 
 
 async def _stop_without_parent(
-    settings: Settings, parent_pid: int | None, stopping: asyncio.Event
+    settings: WorkerSettings, parent_pid: int | None, stopping: asyncio.Event
 ) -> None:
     """The dispatcher process of a `herald serve` killed outright stops within a second:
     an orphan would go on delivering, unseen, beside the next server's."""
@@ -350,7 +351,9 @@ async def _stop_without_parent(
     stopping.set()
 
 
-def _serve_metrics(settings: Settings, registry: CollectorRegistry) -> Callable[[], None] | None:
+def _serve_metrics(
+    settings: WorkerSettings, registry: CollectorRegistry
+) -> Callable[[], None] | None:
     """Delivery counters and outbox gauges at /metrics, on a thread of their own; what
     stops them."""
     if settings.metrics_port is None:
