@@ -32,6 +32,25 @@ def test_serve_and_its_dispatcher_name_the_files_they_opened_by_absolute_path(
     assert "./herald.db" not in output
 
 
+def test_serve_with_the_dispatcher_inline_says_where_each_channel_delivers(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    env = herald_environment(HERALD_OUTBOX_FILE="outbox.jsonl")
+    with HeraldProcess("serve", log_dir=tmp_path) as server:
+        server.start(
+            ["serve", "--dispatcher-inline", "--port", str(port), "--database", RELATIVE_URL],
+            env,
+            cwd=tmp_path,
+        )
+        server.wait_healthy(f"http://127.0.0.1:{port}/readyz")
+        output = server.output()
+
+    outbox = tmp_path.resolve() / "outbox.jsonl"
+    assert "delivery in the API" in output
+    assert f"\ndelivering email: stub, {outbox}; sms: stub, {outbox}; " in output
+
+
 def test_a_worker_names_the_database_it_opened_by_absolute_path(tmp_path: Path) -> None:
     env = herald_environment()
     upgraded = run_herald(["db", "upgrade", "--database", RELATIVE_URL], env=env, cwd=tmp_path)

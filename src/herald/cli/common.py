@@ -316,22 +316,27 @@ def _refuses_writes(said: str, sqlite_path: Path | None) -> NoReturn:
     fail(f"the database refuses writes: {said}{where}")
 
 
-def preflight(settings: WorkerSettings, *, create_database: bool) -> None:
+def preflight(settings: WorkerSettings, *, create_database: bool) -> DeliveryPlan:
     """Fail before serving on what would otherwise fail later: every problem of the rule
     file, as `herald rules check` lists them, or the database's, in one clear line; with
     ``create_database``, an absent SQLite file is created rather than refused. A process
-    that delivers also needs the stub provider's file, if a channel uses it, writable."""
+    that delivers also needs the stub provider's file, if a channel uses it, writable.
+    Returns the rule file's delivery plan, its stub provider on that file."""
     from herald.bootstrap import outbox_path
     from herald.delivery.stub import StubProvider
+    from herald.store.database import DatabaseUrlError
 
-    _ruleset, plan = checked_rules(settings.rules)
+    try:
+        outbox = outbox_path(settings)
+    except DatabaseUrlError:  # refused below, once the rule file's problems are listed
+        outbox = Path(os.devnull)
+    _ruleset, plan = checked_rules(settings.rules, outbox)
     database = open_database(
         settings.database_url,
         schema="upgrade",
         create=create_database,
         progress=lambda step: say(settings, f"schema upgrade: {step}"),
     )
-    outbox = outbox_path(settings)
     database.dispose()
     stubbed = any(isinstance(p, StubProvider) for p in plan.providers.values())
     if settings.dispatcher and stubbed:
@@ -341,6 +346,7 @@ def preflight(settings: WorkerSettings, *, create_database: bool) -> None:
                 f"the stub provider cannot write {outbox}: {problem} (set HERALD_OUTBOX_FILE, "
                 "or give the channels real providers in the rule file)"
             )
+    return plan
 
 
 def _unwritable(path: Path) -> str | None:

@@ -123,7 +123,7 @@ def serve(
     if problem:
         fail(problem, code=2)
     check_serve_ports(settings)
-    preflight(settings, create_database=True)
+    plan = preflight(settings, create_database=True)
     apart = settings.dispatcher and settings.dispatcher_process
     # With a dispatcher process of their own, the API processes deliver nothing.
     # Several API processes are uvicorn's children: each stops when this process is gone.
@@ -137,6 +137,8 @@ def serve(
         )
     )
     _say_serving(settings, apart=apart)
+    if settings.dispatcher and not apart:  # a dispatcher process says so itself
+        say(settings, "delivering " + "; ".join(plan.channels_described()))
     _say_where_metrics_go(settings, inline=settings.dispatcher and not apart)
     # uvicorn re-raises the signal that stopped it once it has shut down: let SIGTERM then
     # unwind as an exception, not end the process at once, so the dispatcher stops too.
