@@ -1,11 +1,13 @@
 """SmtpProvider against a real aiosmtpd server on 127.0.0.1."""
 
 import asyncio
+import gc
 import shutil
 import socket
 import ssl
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import replace
 from email.message import EmailMessage
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from herald.delivery.provider import DeliveryResult, DeliveryStatus, SendRequest
+from herald.delivery.provider import DeliveryResult, DeliveryStatus, Provider, SendRequest
 from herald.delivery.setup import build_delivery
 from herald.delivery.smtp import SmtpProvider
 from tests.support.ports import refused_port
@@ -433,6 +435,25 @@ def test_implicit_tls_with_an_untrusted_certificate_sends_nothing(smtps_sink: Sm
     assert smtps_sink.messages == []
 
 
+def test_a_connection_whose_tls_handshake_failed_is_closed_by_the_provider(
+    smtps_sink: SmtpSink,
+) -> None:
+    # Not left to the garbage collector: a relay whose certificate is not trusted is tried
+    # at every retry, and each attempt would hold its socket open until collected.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        result = send_once(smtps_sink.port, tls="implicit")  # the system's trust store
+        wait_for(lambda: not send_threads(), "the send thread to end")
+        gc.collect()
+
+    assert "CERTIFICATE_VERIFY_FAILED" in result.detail
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+
+
+def send_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("herald-smtp")]
+
+
 def test_plain_smtp_against_an_implicit_tls_port_times_out(smtps_sink: SmtpSink) -> None:
     # What `tls: implicit` is for: the server waits for a TLS hello, the client for a greeting.
     result = send_once(smtps_sink.port, timeout=0.3)
@@ -453,9 +474,12 @@ def cut_off_after(seconds: float, port: int, **options: object) -> float:
             sender=SENDER,
             **options,  # type: ignore[arg-type]
         )
-        with pytest.raises(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await provider.send(REQUEST)
+        try:
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(seconds):
+                    await provider.send(REQUEST)
+        finally:
+            await provider.aclose()
 
     started = time.monotonic()
     asyncio.run(cut_off())  # waits for the sending thread to end
@@ -493,7 +517,7 @@ def test_a_provider_from_the_rule_file_trusts_its_ca_file(
     spec.update(tls="implicit", ca_file=str(certificate.cert_file))
     plan = build_delivery({"providers": {"email": spec}}, outbox=tmp_path / "o.jsonl", env={})
 
-    result = asyncio.run(plan.providers["email"].send(REQUEST))
+    [result] = send_all(plan.providers["email"], [REQUEST])
 
     assert result.status is DeliveryStatus.SENT
     assert smtps_sink.messages[0].tls
@@ -526,7 +550,7 @@ def test_a_relative_ca_file_is_found_beside_the_rule_file_wherever_herald_runs(
     monkeypatch.chdir(elsewhere)
 
     _, plan = load_rules_and_delivery(rules, outbox=tmp_path / "o.jsonl", env={})
-    result = asyncio.run(plan.providers["email"].send(REQUEST))
+    [result] = send_all(plan.providers["email"], [REQUEST])
 
     assert result.status is DeliveryStatus.SENT
 
@@ -548,7 +572,7 @@ def provider_for(sink: SmtpSink, **options: object) -> SmtpProvider:
     )
 
 
-def send_all(provider: SmtpProvider, requests: list[SendRequest]) -> list[DeliveryResult]:
+def send_all(provider: Provider, requests: list[SendRequest]) -> list[DeliveryResult]:
     """Send ``requests`` in turn through ``provider``, then close it."""
 
     async def scenario() -> list[DeliveryResult]:

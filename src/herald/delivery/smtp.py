@@ -384,6 +384,15 @@ class _AbortableSMTP(smtplib.SMTP):
             sock.do_handshake()
         return sock
 
+    def close(self) -> None:
+        super().close()
+        # A socket whose TLS handshake failed, or was cut off, never became ``sock``, which
+        # is all smtplib closes: it would stay open until the garbage collector found it.
+        with self._abort_lock:
+            sock, self._socket = self._socket, None
+        if sock is not None:
+            sock.close()
+
     def abort(self) -> None:
         with self._abort_lock:
             self._aborted = True
