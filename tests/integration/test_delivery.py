@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, time, timedelta
 from email.utils import format_datetime
@@ -79,10 +79,34 @@ def store(database: Database, clock: FixedClock, events: list[Event]) -> None:
         uow.commit()
 
 
+# The providers a test delivered with, closed once it ends, as a runtime closes its own when
+# it stops: a stub's file, an SMTP provider's pooled connections.
+_IN_USE: list[Provider] = []
+
+
+@pytest.fixture(autouse=True)
+def _providers_closed() -> Iterator[None]:
+    yield
+
+    async def close_all() -> None:
+        for provider in _IN_USE:
+            await provider.aclose()
+
+    try:
+        asyncio.run(close_all())
+    finally:
+        _IN_USE.clear()
+
+
+def close_after_test(providers: Iterable[Provider]) -> None:
+    _IN_USE.extend(providers)
+
+
 def dispatcher(
     database: Database, clock: FixedClock, providers: dict[str, Provider], **options: Any
 ) -> Dispatcher:
     options.setdefault("retry", RetryPolicy(max_attempts=3, base=10, jitter=0))
+    close_after_test(providers.values())
     return Dispatcher(
         database, providers, worker_id=options.pop("worker_id", "w1"), clock=clock, **options
     )
@@ -1483,6 +1507,7 @@ def test_a_retry_due_in_quiet_hours_waits_for_the_morning(
             clock=evening,
         )
         assert runtime.dispatcher is not None
+        close_after_test(runtime.delivery.providers.values())
         events = [
             Event(e.event_id, e.user_id, e.event_type, e.timestamp, e.properties,
                   {**e.user_traits, "timezone": "Europe/Lisbon"})

@@ -17,6 +17,8 @@ import pytest
 from sqlalchemy import event
 
 from herald.delivery.dispatcher import Dispatcher
+from herald.delivery.outcomes import DispatchReport
+from herald.delivery.provider import Provider
 from herald.delivery.stub import LogAlertProvider, StubProvider
 from herald.domain.model import Event
 from herald.rules.loader import load_ruleset
@@ -93,11 +95,20 @@ def test_ingest_delivery_and_audit_never_scan_a_table(
         with UnitOfWork(database) as uow:
             ingest(uow, batch, rules, now=clock())
             uow.commit()
-    providers = {"email": StubProvider(tmp_path / "o.jsonl"), "sms": StubProvider(tmp_path / "s")}
-    providers["internal"] = LogAlertProvider()  # type: ignore[assignment]
-    report = asyncio.run(
-        Dispatcher(database, providers, worker_id="w", clock=clock).run_once()  # type: ignore[arg-type]
-    )
+    providers: dict[str, Provider] = {
+        "email": StubProvider(tmp_path / "o.jsonl"),
+        "sms": StubProvider(tmp_path / "s"),
+        "internal": LogAlertProvider(),
+    }
+
+    async def one_round() -> DispatchReport:
+        try:
+            return await Dispatcher(database, providers, worker_id="w", clock=clock).run_once()
+        finally:
+            for provider in providers.values():
+                await provider.aclose()
+
+    report = asyncio.run(one_round())
     assert report.sent == 12  # welcome, nudge, funds email and alert for each of three users
     assert user_audit(database, "u1", limit=2, cursor=None) is not None
 
