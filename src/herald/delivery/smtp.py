@@ -3,21 +3,20 @@
 The standard library's ``smtplib`` is blocking, so each send runs in a thread of the
 provider's own (``SEND_THREADS`` of them) and the dispatcher's event loop stays free.
 Connections outlive a send: a send takes an idle one if there is one (see ``SmtpProvider``).
+A send cut off ends its connection from the event loop (see ``smtp_connection``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import smtplib
-import socket
 import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -25,6 +24,7 @@ from typing import Literal
 
 from herald.delivery.email_message import ascii_domain, build_message
 from herald.delivery.provider import DeliveryResult, SendRequest
+from herald.delivery.smtp_connection import AbortableSMTP, SendAttempt, quit_and_close
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ class SmtpProvider:
         self._threads: ThreadPoolExecutor | None = None
         # Connections waiting for a send, the longest idle first, each with the time
         # (``time.monotonic``) it was given back.
-        self._idle: deque[tuple[_AbortableSMTP, float]] = deque()
+        self._idle: deque[tuple[AbortableSMTP, float]] = deque()
         self._idle_lock = threading.Lock()
         # Counts ``aclose`` calls: a connection opened before the last one is not kept.
         self._generation = 0
@@ -143,7 +143,7 @@ class SmtpProvider:
             # A header the email package refuses (e.g. a malformed address) will
             # be refused again on every retry.
             return DeliveryResult.failed(f"cannot build email: {exc}")
-        attempt = _Attempt()
+        attempt = SendAttempt()
         if self._threads is None:
             self._threads = ThreadPoolExecutor(SEND_THREADS, thread_name_prefix="herald-smtp")
         send = functools.partial(
@@ -173,12 +173,14 @@ class SmtpProvider:
         if threads is None:
             return
         loop = asyncio.get_running_loop()
-        await asyncio.gather(*(loop.run_in_executor(threads, _quit, smtp) for smtp in idle))
+        await asyncio.gather(
+            *(loop.run_in_executor(threads, quit_and_close, smtp) for smtp in idle)
+        )
         threads.shutdown(wait=False)
 
     def _send_blocking(
         self,
-        attempt: _Attempt,
+        attempt: SendAttempt,
         message: EmailMessage,
         recipient: str,
     ) -> DeliveryResult:
@@ -195,8 +197,8 @@ class SmtpProvider:
 
     def _exchange(
         self,
-        attempt: _Attempt,
-        reused: _AbortableSMTP | None,
+        attempt: SendAttempt,
+        reused: AbortableSMTP | None,
         message: EmailMessage,
         recipient: str,
     ) -> DeliveryResult | None:
@@ -207,7 +209,7 @@ class SmtpProvider:
         context = None
         if reused is None and self.tls != "none":
             context = self._tls_context or ssl.create_default_context()
-        smtp = reused or _AbortableSMTP(
+        smtp = reused or AbortableSMTP(
             timeout=self.timeout,
             implicit_tls=context if self.tls == "implicit" else None,
             generation=self._generation,
@@ -261,11 +263,11 @@ class SmtpProvider:
             return _classify_refused(refused)
         return attempt.accepted
 
-    def _take_idle(self) -> _AbortableSMTP | None:
+    def _take_idle(self) -> AbortableSMTP | None:
         """The connection given back last, if any; those idle for too long are closed."""
         now = time.monotonic()
         with self._idle_lock:
-            stale: list[_AbortableSMTP] = []
+            stale: list[AbortableSMTP] = []
             while self._idle and now - self._idle[0][1] > self.idle_seconds:
                 stale.append(self._idle.popleft()[0])
             taken = self._idle.pop()[0] if self._idle else None
@@ -276,12 +278,12 @@ class SmtpProvider:
             try:
                 if threads is None:
                     raise RuntimeError("closed")
-                threads.submit(_quit, smtp)
+                threads.submit(quit_and_close, smtp)
             except RuntimeError:  # the provider was closed meanwhile
                 smtp.close()
         return taken
 
-    def _keep(self, attempt: _Attempt, smtp: _AbortableSMTP) -> bool:
+    def _keep(self, attempt: SendAttempt, smtp: AbortableSMTP) -> bool:
         """Give ``smtp`` back for a later send, unless it carried its share of messages,
         its send was cut off, or the provider was closed since it was opened."""
         if smtp.messages_sent >= self.messages_per_connection:
@@ -291,118 +293,6 @@ class SmtpProvider:
                 return False
             self._idle.append((smtp, time.monotonic()))
         return True
-
-
-class _Attempt:
-    """One send: the connection it is using, which ``abort`` (from another thread) ends
-    at once, and the relay's acceptance of its message."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.aborted = False
-        self._smtp: _AbortableSMTP | None = None
-        # Set once the relay accepted the message (250 after DATA): from then on it is sent,
-        # whatever happens to the rest of the session.
-        self.accepted: DeliveryResult | None = None
-
-    def use(self, smtp: _AbortableSMTP) -> None:
-        """From now on ``abort`` ends ``smtp``; raises if the send was cut off already."""
-        with self._lock:
-            if self.aborted:
-                raise ConnectionAbortedError("send cut off")
-            self._smtp = smtp
-
-    def release(self) -> bool:
-        """Put the connection out of ``abort``'s reach, to be given back; False if the
-        send was cut off already (its connection is ended)."""
-        with self._lock:
-            if self.aborted:
-                return False
-            self._smtp = None
-            return True
-
-    def abort(self) -> None:
-        with self._lock:
-            self.aborted = True
-            smtp = self._smtp
-        if smtp is not None:
-            smtp.abort()
-
-
-class _AbortableSMTP(smtplib.SMTP):
-    """An ``smtplib.SMTP`` whose exchange another thread can end at any point: ``abort``
-    shuts its socket down, so a blocked read or write in the sending thread ends at once,
-    and a connection still being opened is closed as soon as it is.
-
-    With ``implicit_tls`` the connection is wrapped in TLS before the greeting, as
-    ``smtplib.SMTP_SSL`` does (verifying the certificate for the host connected to), and
-    a TLS handshake in progress can be ended too."""
-
-    def __init__(
-        self,
-        *,
-        timeout: float,
-        implicit_tls: ssl.SSLContext | None = None,
-        generation: int = 0,
-    ) -> None:
-        self._abort_lock = threading.Lock()
-        self._aborted = False
-        self._socket: socket.socket | None = None
-        self._implicit_tls = implicit_tls
-        self.generation = generation
-        self.messages_sent = 0
-        # Whether the relay answered the current message's MAIL, and accepted it: until
-        # it answers, a connection that turns out closed has carried nothing of it.
-        self.mail_answered = False
-        self.mail_accepted = False
-        super().__init__(timeout=timeout)
-
-    def mail(self, sender: str, options: Sequence[str] = ()) -> tuple[int, bytes]:
-        self.mail_answered = self.mail_accepted = False
-        code, reply = super().mail(sender, options)
-        self.mail_answered, self.mail_accepted = True, code == 250
-        return code, reply
-
-    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
-        # smtplib names the server for STARTTLS's certificate check only when it was given
-        # the host at construction; without a name, ``starttls`` raised ValueError.
-        self._host = host
-        sock: socket.socket = super()._get_socket(host, port, timeout)  # type: ignore[misc]
-        if self._implicit_tls is not None:
-            # Wrapping takes the plain socket's descriptor over: from here on only the TLS
-            # socket can shut it down, so it is the one ``abort`` must see before the
-            # handshake starts.
-            sock = self._implicit_tls.wrap_socket(
-                sock, server_hostname=host, do_handshake_on_connect=False
-            )
-        with self._abort_lock:
-            if self._aborted:
-                sock.close()
-                raise ConnectionAbortedError("send cut off")
-            self._socket = sock
-        if isinstance(sock, ssl.SSLSocket):
-            sock.do_handshake()
-        return sock
-
-    def close(self) -> None:
-        super().close()
-        # A socket whose TLS handshake failed, or was cut off, never became ``sock``, which
-        # is all smtplib closes: it would stay open until the garbage collector found it.
-        with self._abort_lock:
-            sock, self._socket = self._socket, None
-        if sock is not None:
-            sock.close()
-
-    def abort(self) -> None:
-        with self._abort_lock:
-            self._aborted = True
-            # After STARTTLS ``sock`` is the TLS socket wrapping the first one.
-            sock = self.sock or self._socket
-        if sock is not None:
-            with contextlib.suppress(OSError):  # already closed
-                # The plain socket's shutdown, even on a TLS socket: the TLS one's would
-                # also drop its TLS state, under a handshake or read still using it.
-                socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 def _say_goodbye(smtp: smtplib.SMTP) -> None:
@@ -431,10 +321,3 @@ def _classify_reply(code: int, error: bytes | str, prefix: str = "") -> Delivery
 def _classify_refused(recipients: dict[str, tuple[int, bytes]]) -> DeliveryResult:
     address, (code, error) = next(iter(recipients.items()))
     return _classify_reply(code, error, prefix=f"{address} refused: ")
-
-
-def _quit(smtp: smtplib.SMTP) -> None:
-    """QUIT an idle connection and close it; whatever the relay answers, if anything."""
-    with contextlib.suppress(smtplib.SMTPException, OSError):
-        smtp.docmd("QUIT")
-    smtp.close()
