@@ -1,4 +1,5 @@
-"""The dispatcher: claims due messages from the outbox and delivers them through providers.
+"""The dispatcher: claims due messages from the outbox and delivers them through providers
+(sending a round: round_sending.py; recording it: round_recording.py).
 
 Delivery is at least once with the message id as idempotency key: a claim has a lease,
 and a dispatcher that dies mid-send leaves its messages to be claimed again when the
@@ -15,19 +16,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import astuple
 from datetime import datetime
 from typing import TypeVar
 
-from herald.delivery.backoff import RetryPolicy, after_attempt
-from herald.delivery.outcomes import Deferred, DispatchReport, Outcome
-from herald.delivery.provider import DeliveryResult, DeliveryStatus, Provider, SendRequest
+from herald.delivery.backoff import RetryPolicy
+from herald.delivery.outcomes import DispatchReport
+from herald.delivery.provider import DeliveryStatus, Provider
 from herald.delivery.quiet_hours import HoldPolicy
 from herald.delivery.ratelimit import ChannelRateLimits
 from herald.delivery.round_recording import RoundRecorder
+from herald.delivery.round_sending import RoundSender
 from herald.delivery.send_gates import SendGates
 from herald.domain.model import UserProfile
 from herald.domain.timeutil import to_micros
@@ -82,8 +83,6 @@ class Dispatcher:
         the user's traits: a message due in the user's quiet hours (a retry, a re-queued
         dead letter, a backlog) goes back unsent until they end."""
         self._database = database
-        self._providers = dict(providers)
-        self._local = {name: provider.local for name, provider in self._providers.items()}
         self.worker_id = worker_id
         self._clock = clock
         self._retry = retry or RetryPolicy()
@@ -99,8 +98,9 @@ class Dispatcher:
         self._lease_us = int(lease_seconds * 1_000_000)
         # What a round leaves itself, of each lease, to record its results.
         self._send_window_s = lease_seconds * (1 - _RECORDING_SHARE)
-        self._semaphore = asyncio.Semaphore(concurrency)
-        self._rng = random.Random()  # the jitter of retry backoffs
+        self._sender = RoundSender(
+            providers, gates=self._gates, retry=self._retry, concurrency=concurrency
+        )
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()  # ``run``'s: once set, no send starts
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -207,7 +207,7 @@ class Dispatcher:
         # From the same reading: a claim slow to commit (a locked table, a slow disk) has
         # used part of the leases, and timed from its end the sends could outlast them.
         sends_end = started + self._send_window_s
-        outcomes = await self._deliver_all(to_send, sends_end, profiles)
+        outcomes = await self._sender.deliver_all(to_send, sends_end, profiles, self._stopping)
         await self._recorder.record(outcomes, leases_end)
         counts = Counter(outcome.status for outcome in outcomes)
         counts["failed"] += len(given_up)
@@ -250,75 +250,3 @@ class Dispatcher:
             profiles = uow.users.get_many(asked) if asked else {}
             uow.commit()
         return rows, interrupted, profiles
-
-    async def _deliver_all(
-        self, rows: list[ClaimedMessage], sends_end: float, profiles: Mapping[str, UserProfile]
-    ) -> list[Outcome]:
-        # A local provider (a file, the log) never waits, so its sends are awaited in turn:
-        # a task per message would cost more than the send. Remote ones run concurrently.
-        outcomes, remote = [], []
-        for row in rows:
-            kept = self._gates.kept(row, profiles)
-            if kept is not None:
-                outcomes.append(kept)
-            elif self._local.get(row.channel, False):
-                outcomes.append(await self._deliver(row, None))
-            else:
-                remote.append(row)
-        if remote:
-            outcomes += await asyncio.gather(*(self._deliver(row, sends_end) for row in remote))
-        return outcomes
-
-    async def _deliver(self, row: ClaimedMessage, sends_end: float | None) -> Outcome:
-        """Send ``row``; a remote send (``sends_end`` set) only within the claim's lease."""
-        kept = self._gates.paused(row) or self._gates.rate_limited(row)
-        if kept is not None:
-            return kept
-        provider = self._providers.get(row.channel)
-        if provider is None:
-            return Outcome(row, DeliveryResult.failed(f"no provider for channel {row.channel}"))
-        async with self._semaphore:
-            if self._stopping.is_set():
-                # Sends under way finish and are recorded; one not begun would only make
-                # the stop wait longer, or be cut off by it and be sent again later.
-                return Outcome(row, Deferred("the dispatcher stopped before its turn"))
-            left = None if sends_end is None else sends_end - asyncio.get_running_loop().time()
-            if left is not None and left <= 0:
-                # Its turn came too late in the round (slow sends ahead of it): another
-                # round, here or in another dispatcher, sends it under a fresh lease.
-                return Outcome(row, Deferred("its claim's lease ran out before its turn"))
-            # Asked again: a send ahead of it in the round may have paused the channel.
-            paused = self._gates.paused(row)
-            if paused is not None:
-                return paused
-            lease = asyncio.timeout(left)  # no deadline for a local send (None)
-            try:
-                async with lease:
-                    result = await provider.send(_request(row))
-            except Exception as exc:
-                if isinstance(exc, TimeoutError) and lease.expired():
-                    result = DeliveryResult.retry(
-                        f"no answer within its claim's lease ({left:.0f} s)"
-                    )
-                else:  # a provider bug must not stop the dispatcher
-                    log.exception("provider %s raised", provider.name)
-                    result = DeliveryResult.retry(f"provider error: {type(exc).__name__}: {exc}")
-        self._gates.pause_if_asked(row.channel, result)
-        return Outcome(row, *after_attempt(result, row.attempts + 1, self._retry, self._rng))
-
-
-def _request(row: ClaimedMessage) -> SendRequest:
-    return SendRequest(
-        message_id=row.message_id,
-        channel=row.channel,
-        recipient=row.recipient,
-        rule=row.rule,
-        dedup_key=row.dedup_key,
-        user_id=row.user_id,
-        event_id=row.event_id,
-        subject=row.subject,
-        body=row.body,
-        html=row.html,
-        category=row.category,
-        attempt=row.attempts + 1,
-    )

@@ -1,0 +1,128 @@
+"""Sending a dispatcher's round: each claimed message through its channel's provider,
+within its claim's lease, the remote ones concurrently; what each attempt came to, for
+the round's recording.
+
+A send starts only while its claim's lease has time left and is cut off before the lease
+ends: sent later, the message could already be another dispatcher's, claimed again."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Mapping
+
+from herald.delivery.backoff import RetryPolicy, after_attempt
+from herald.delivery.outcomes import Deferred, Outcome
+from herald.delivery.provider import DeliveryResult, Provider, SendRequest
+from herald.delivery.send_gates import SendGates
+from herald.domain.model import UserProfile
+from herald.store.outbox import ClaimedMessage
+
+# Its lines are the dispatcher's, under the same name, which operators filter on.
+log = logging.getLogger("herald.delivery.dispatcher")
+
+
+class RoundSender:
+    """Sends claimed messages through ``providers`` (by channel), at most ``concurrency``
+    at once, asking ``gates`` first; a transient failure is given its retry's due time
+    by ``retry``."""
+
+    def __init__(
+        self,
+        providers: Mapping[str, Provider],
+        *,
+        gates: SendGates,
+        retry: RetryPolicy,
+        concurrency: int,
+    ) -> None:
+        self._providers = dict(providers)
+        self._local = {name: provider.local for name, provider in self._providers.items()}
+        self._gates = gates
+        self._retry = retry
+        self._semaphore = asyncio.Semaphore(concurrency)
+        self._rng = random.Random()  # the jitter of retry backoffs
+
+    async def deliver_all(
+        self,
+        rows: list[ClaimedMessage],
+        sends_end: float,
+        profiles: Mapping[str, UserProfile],
+        stopping: asyncio.Event,
+    ) -> list[Outcome]:
+        """Each row's outcome, in no promised order. A remote send starts only before
+        ``sends_end`` (the event loop's time) and is cut off there; once ``stopping`` is
+        set, no send starts. ``profiles``: the users' whose messages may be held or
+        withdrawn (see ``SendGates``)."""
+        # A local provider (a file, the log) never waits, so its sends are awaited in turn:
+        # a task per message would cost more than the send. Remote ones run concurrently.
+        outcomes, remote = [], []
+        for row in rows:
+            kept = self._gates.kept(row, profiles)
+            if kept is not None:
+                outcomes.append(kept)
+            elif self._local.get(row.channel, False):
+                outcomes.append(await self._deliver(row, None, stopping))
+            else:
+                remote.append(row)
+        if remote:
+            outcomes += await asyncio.gather(
+                *(self._deliver(row, sends_end, stopping) for row in remote)
+            )
+        return outcomes
+
+    async def _deliver(
+        self, row: ClaimedMessage, sends_end: float | None, stopping: asyncio.Event
+    ) -> Outcome:
+        """Send ``row``; a remote send (``sends_end`` set) only within the claim's lease."""
+        kept = self._gates.paused(row) or self._gates.rate_limited(row)
+        if kept is not None:
+            return kept
+        provider = self._providers.get(row.channel)
+        if provider is None:
+            return Outcome(row, DeliveryResult.failed(f"no provider for channel {row.channel}"))
+        async with self._semaphore:
+            if stopping.is_set():
+                # Sends under way finish and are recorded; one not begun would only make
+                # the stop wait longer, or be cut off by it and be sent again later.
+                return Outcome(row, Deferred("the dispatcher stopped before its turn"))
+            left = None if sends_end is None else sends_end - asyncio.get_running_loop().time()
+            if left is not None and left <= 0:
+                # Its turn came too late in the round (slow sends ahead of it): another
+                # round, here or in another dispatcher, sends it under a fresh lease.
+                return Outcome(row, Deferred("its claim's lease ran out before its turn"))
+            # Asked again: a send ahead of it in the round may have paused the channel.
+            paused = self._gates.paused(row)
+            if paused is not None:
+                return paused
+            lease = asyncio.timeout(left)  # no deadline for a local send (None)
+            try:
+                async with lease:
+                    result = await provider.send(_request(row))
+            except Exception as exc:
+                if isinstance(exc, TimeoutError) and lease.expired():
+                    result = DeliveryResult.retry(
+                        f"no answer within its claim's lease ({left:.0f} s)"
+                    )
+                else:  # a provider bug must not stop the dispatcher
+                    log.exception("provider %s raised", provider.name)
+                    result = DeliveryResult.retry(f"provider error: {type(exc).__name__}: {exc}")
+        self._gates.pause_if_asked(row.channel, result)
+        return Outcome(row, *after_attempt(result, row.attempts + 1, self._retry, self._rng))
+
+
+def _request(row: ClaimedMessage) -> SendRequest:
+    return SendRequest(
+        message_id=row.message_id,
+        channel=row.channel,
+        recipient=row.recipient,
+        rule=row.rule,
+        dedup_key=row.dedup_key,
+        user_id=row.user_id,
+        event_id=row.event_id,
+        subject=row.subject,
+        body=row.body,
+        html=row.html,
+        category=row.category,
+        attempt=row.attempts + 1,
+    )
