@@ -7,11 +7,10 @@ it is in (``providers.sms``, ``delivery.max_attempts``), so one check lists all 
 from __future__ import annotations
 
 import os
-import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from herald.delivery import readers
 from herald.delivery.backoff import RetryPolicy
@@ -20,10 +19,8 @@ from herald.delivery.provider import Provider
 from herald.delivery.quiet_hours import QuietHours
 from herald.delivery.smtp_config import SMTP_KEYS, smtp_provider
 from herald.delivery.stub import FanOutProvider, LogAlertProvider, StubProvider
+from herald.delivery.webhook_config import WEBHOOK_KEYS, webhook_provider
 from herald.rules.definition import CHANNELS
-
-if TYPE_CHECKING:
-    from herald.delivery.webhook import WebhookProvider
 
 _DEFAULT_PROVIDERS = {
     "email": {"type": "stub"},
@@ -34,7 +31,7 @@ _PROVIDER_KEYS = {
     "stub": {"type"},
     "log": {"type"},
     "smtp": SMTP_KEYS,
-    "webhook": {"type", "url", "secret_env", "ca_file", "timeout"},
+    "webhook": WEBHOOK_KEYS,
 }
 # Why a channel other than email cannot send through SMTP, and what it can use instead.
 _NOT_EMAIL = {
@@ -181,7 +178,7 @@ def _provider(
         return LogAlertProvider(name=f"{channel}:log")
     if kind == "smtp":
         return smtp_provider(channel, spec, env, where, problems, folder=reading.folder)
-    return _webhook_provider(channel, spec, where, reading)
+    return webhook_provider(channel, spec, env, where, problems, folder=reading.folder)
 
 
 def _type_left_out(
@@ -204,51 +201,6 @@ def _type_left_out(
         f"takes none of them: add {' or '.join(f'`type: {kind}`' for kind in fitting)}"
     )
     return True
-
-
-def _webhook_provider(
-    channel: str, spec: Mapping[str, Any], where: str, reading: _Reading
-) -> WebhookProvider | None:
-    problems = reading.problems
-    before = len(problems)
-    url = readers.text(spec, "url", where, problems, required=True)
-    if url is not None and not readers.is_http_url(url):
-        # Not echoed: a webhook URL often carries its own token (chat hooks do).
-        problems.append(
-            f"{where}: `url` must be an http:// or https:// URL with a host, a numeric port "
-            "if any, and no whitespace"
-        )
-    secret = readers.secret(spec, "secret", reading.env, where, problems)
-    tls_context = _webhook_tls_context(spec, url, where, reading)
-    timeout = readers.send_timeout(spec, where, problems)
-    if len(problems) > before:
-        return None
-    assert url is not None and timeout is not None
-    # Imported here: its HTTP client takes longer to import than the rest of the rule
-    # file's reading, which every command does and few with a webhook.
-    from herald.delivery.webhook import WebhookProvider
-
-    return WebhookProvider(
-        name=f"{channel}:webhook",
-        url=url,
-        secret=secret.encode() if secret else None,
-        timeout=timeout,
-        tls_context=tls_context,
-    )
-
-
-def _webhook_tls_context(
-    spec: Mapping[str, Any], url: str | None, where: str, reading: _Reading
-) -> ssl.SSLContext | None:
-    """A context trusting the certificates of ``ca_file`` (see ``readers.trusting``), for a
-    receiver behind a private CA; None for the system's trust store."""
-    ca_file = readers.text(spec, "ca_file", where, reading.problems)
-    if ca_file is None:
-        return None
-    if url is not None and not url.lower().startswith("https://"):
-        reading.problems.append(f"{where}: `ca_file` is for TLS: use an https:// `url`")
-        return None
-    return readers.trusting(ca_file, where, reading.problems, reading.folder)
 
 
 def _retry_policy(delivery: Mapping[str, Any], problems: list[str]) -> RetryPolicy:
