@@ -1,39 +1,22 @@
-"""The dispatchers' side of the outbox: claiming due messages under a lease, and
-recording each attempt's outcome, or giving a message back, only while the claim holds."""
+"""The dispatchers' side of the outbox: claiming due messages under a lease. Recording each
+attempt's outcome, or giving a message back, only while the claim holds, is
+claim_outcomes.py's."""
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, update
+from sqlalchemy import Connection
 
-from herald.store.message_status import CANCELLED, FAILED, PENDING, SENDING, SENT
-from herald.store.sql import fetch_all, marks, select_in
-from herald.store.tables import messages
+from herald.store.claim_outcomes import RETRY, AttemptRecord, insert_attempts
+from herald.store.message_status import FAILED, PENDING, SENDING
+from herald.store.sql import fetch_all, marks
 
-# An attempt's outcome that is no message status: the message waits for another attempt.
-RETRY = "retry"
 # What a lease that ran out says of the attempt it was for.
 INTERRUPTED = (
     "interrupted: its claim ran out with no outcome recorded (the dispatcher sending it "
     "stopped or stalled), so it may have gone out"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptRecord:
-    """One finished delivery attempt. ``next_due_us`` is when a retry is due (None: now
-    for a retry, unchanged otherwise)."""
-
-    message_id: str
-    attempt: int
-    at_us: int
-    outcome: str  # sent | retry | failed
-    detail: str
-    next_due_us: int | None = None
 
 
 class ClaimedMessage(NamedTuple):
@@ -172,141 +155,8 @@ class OutboxClaims:
             f"claimed_by = {mark}, lease_until_us = {mark} WHERE message_id = {mark}",
             [_interrupted_values(row) for row in counted],
         )
-        self._insert_attempts(records, worker)
+        insert_attempts(self._conn, self._dialect, records, worker)
         return counted
-
-    def record_attempts(self, records: Sequence[AttemptRecord], *, worker: str) -> set[str]:
-        """Record finished attempts and move each message on: ``sent``, ``failed`` (dead
-        letter) or back to ``pending`` due at ``next_due_us``. Messages whose claim
-        ``worker`` lost are left alone. Returns the ids of the messages recorded.
-
-        A NUL character in a detail (a receiver's answer quoted) is recorded as U+FFFD:
-        PostgreSQL's text cannot hold it, and a round whose recording failed would be sent
-        again, whole, once its claims ran out."""
-        records = [
-            replace(r, detail=r.detail.replace("\x00", "\ufffd")) if "\x00" in r.detail else r
-            for r in records
-        ]
-        sent = [r for r in records if r.outcome == SENT]
-        unsent = [r for r in records if r.outcome != SENT]
-        mine = self._record_sent(sent, worker) + self._record_unsent(unsent, worker)
-        self._insert_attempts(mine, worker)
-        return {record.message_id for record in mine}
-
-    def _insert_attempts(self, records: Sequence[AttemptRecord], worker: str) -> None:
-        if records:
-            self._conn.exec_driver_sql(
-                "INSERT INTO delivery_attempts (message_id, attempt, at_us, outcome, detail, "
-                f"worker) VALUES ({marks(self._dialect, 6)})",
-                [
-                    (r.message_id, r.attempt, r.at_us, r.outcome, r.detail[:2000], worker)
-                    for r in records
-                ],
-            )
-
-    def _record_sent(self, records: list[AttemptRecord], worker: str) -> list[AttemptRecord]:
-        """Sent messages, in one statement per attempt number and time (a round's are all
-        alike): it changes only those still claimed by ``worker`` and names them. A
-        statement per message was the larger half of a round's time in the write lock."""
-        alike: dict[tuple[int, int], dict[str, AttemptRecord]] = defaultdict(dict)
-        for record in records:
-            alike[record.attempt, record.at_us][record.message_id] = record
-        mark = marks(self._dialect, 1)
-        mine = []
-        for (attempt, at_us), by_id in alike.items():
-            changed = select_in(
-                self._conn,
-                self._dialect,
-                f"UPDATE messages SET status = '{SENT}', attempts = {mark}, sent_us = {mark}, "
-                "last_error = NULL, claimed_by = NULL, lease_until_us = NULL "
-                f"WHERE claimed_by = {mark} AND status = '{SENDING}' AND message_id IN ({{}}) "
-                "RETURNING message_id",
-                by_id,
-                prefix=(attempt, at_us, worker),
-            )
-            mine += [by_id[message_id] for (message_id,) in changed]
-        return mine
-
-    def _record_unsent(self, records: list[AttemptRecord], worker: str) -> list[AttemptRecord]:
-        """Retries and dead letters: each its own due time and error."""
-        if not records:
-            return []
-        mark = marks(self._dialect, 1)
-        lock = " FOR UPDATE" if self._dialect == "postgresql" else ""
-        owned = {
-            row[0]
-            for row in select_in(
-                self._conn,
-                self._dialect,
-                f"SELECT message_id FROM messages WHERE claimed_by = {mark} "
-                f"AND status = '{SENDING}' AND message_id IN ({{}}){lock}",
-                [r.message_id for r in records],
-                prefix=(worker,),
-            )
-        }
-        mine = [r for r in records if r.message_id in owned]
-        if mine:
-            self._conn.exec_driver_sql(
-                f"UPDATE messages SET status = {mark}, attempts = {mark}, "
-                f"due_us = COALESCE({mark}, due_us), sent_us = NULL, last_error = {mark}, "
-                f"claimed_by = NULL, lease_until_us = NULL WHERE message_id = {mark}",
-                [
-                    (
-                        PENDING if r.outcome == RETRY else r.outcome,
-                        r.attempt,
-                        _due(r),
-                        r.detail,
-                        r.message_id,
-                    )
-                    for r in mine
-                ],
-            )
-        return mine
-
-    def dead_letter_unrecorded(
-        self, message_id: str, *, worker: str, attempt: int, reason: str
-    ) -> bool:
-        """Make a message ``worker`` still claims a dead letter, without an attempt row:
-        the last resort when the database refused its attempt's record. Left claimed, it
-        would be sent again each time its lease ran out. Whether it was still claimed."""
-        changed = self._conn.execute(
-            update(messages)
-            .where(
-                messages.c.message_id == message_id,
-                messages.c.claimed_by == worker,
-                messages.c.status == SENDING,
-            )
-            .values(
-                status=FAILED,
-                attempts=attempt,
-                last_error=reason,
-                claimed_by=None,
-                lease_until_us=None,
-            )
-        )
-        return bool(changed.rowcount)
-
-    def cancel(self, message_id: str, *, worker: str, reason: str) -> None:
-        """Cancel a message ``worker`` claimed and will not send (its user withdrew consent)."""
-        self._conn.execute(
-            update(messages)
-            .where(messages.c.message_id == message_id, messages.c.claimed_by == worker)
-            .values(status=CANCELLED, last_error=reason, claimed_by=None, lease_until_us=None)
-        )
-
-    def release(self, message_id: str, *, worker: str, due_us: int, reason: str) -> None:
-        """Give a claimed message back without an attempt (e.g. its channel is rate limited)."""
-        self._conn.execute(
-            update(messages)
-            .where(messages.c.message_id == message_id, messages.c.claimed_by == worker)
-            .values(
-                status=PENDING,
-                due_us=due_us,
-                claimed_by=None,
-                lease_until_us=None,
-                hold_reason=reason,
-            )
-        )
 
 
 def _interrupted_values(row: ClaimedMessage) -> tuple[Any, ...]:
@@ -322,9 +172,3 @@ def _interrupted_values(row: ClaimedMessage) -> tuple[Any, ...]:
 
 def _in_turn(message: ClaimedMessage) -> tuple[int, int, str]:
     return message.due_us, message.created_us, message.message_id
-
-
-def _due(record: AttemptRecord) -> int | None:
-    if record.outcome == RETRY:
-        return record.next_due_us if record.next_due_us is not None else record.at_us
-    return None  # a finished message keeps its due time

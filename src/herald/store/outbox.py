@@ -1,7 +1,8 @@
 """The outbox: messages stored in the transaction of the event that decided them, where
 the limits are held (a message's id is its dedup key's digest); re-queued as dead
 letters or cancelled by an unsubscribe. ``OutboxRepository`` also has the dispatchers'
-claims and records (claims.py) and the audit's and metrics' reads (outbox_reads.py)."""
+claims (claims.py) and records (claim_outcomes.py), and the audit's and metrics' reads
+(outbox_reads.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from typing import TypedDict
 from sqlalchemy import Connection, Update, func, select, update
 
 from herald.domain.model import message_id_for
-from herald.store.claims import INTERRUPTED, AttemptRecord, ClaimedMessage, OutboxClaims
+from herald.store.claim_outcomes import AttemptRecord, OutboxClaimOutcomes
+from herald.store.claims import INTERRUPTED, ClaimedMessage, OutboxClaims
 from herald.store.message_status import CANCELLED, FAILED, PENDING, REDACTED, SENDING, SENT
 from herald.store.outbox_reads import OutboxReads
 from herald.store.sql import execute_many, marks, select_in
@@ -67,7 +69,7 @@ _message_values = itemgetter(*_MESSAGE_COLUMNS)  # in C: a batch runs it for eve
 _REDACTED = messages.c.body == REDACTED
 
 
-class OutboxRepository(OutboxReads, OutboxClaims):
+class OutboxRepository(OutboxReads, OutboxClaims, OutboxClaimOutcomes):
     """Messages stored with their event, claimed and recorded by dispatchers, re-queued
     or cancelled; and, from ``OutboxReads``, read for the audit and the metrics."""
 
