@@ -54,8 +54,11 @@ class RoundRecorder:
         """Record the round; if the database refuses it (one message's record it will not
         hold), record its messages one at a time, so that the refusal costs that message
         alone: the round unrecorded would be sent again, whole, once its claims ran out."""
+        # One time for every try: a try whose commit went through but whose answer was
+        # lost is then known by its attempts' time when the next try finds its claims gone.
+        now_us = to_micros(self._clock())
         try:
-            await self._retry_while_claimed(partial(self._record, outcomes), leases_end)
+            await self._retry_while_claimed(partial(self._record, outcomes, now_us), leases_end)
         except Exception as exc:
             if not _refused(exc):
                 raise
@@ -67,7 +70,9 @@ class RoundRecorder:
         else:
             return
         for outcome in outcomes:
-            await self._retry_while_claimed(partial(self._record_alone, outcome), leases_end)
+            await self._retry_while_claimed(
+                partial(self._record_alone, outcome, now_us), leases_end
+            )
 
     async def _retry_while_claimed(self, record: Callable[[], None], leases_end: float) -> None:
         """Run ``record``. A database unavailable meanwhile (restarting, its connections
@@ -91,9 +96,8 @@ class RoundRecorder:
             await asyncio.sleep(pause)
             pause = min(pause * 2, _LONGEST_RECORDING_PAUSE_S)
 
-    def _record(self, outcomes: list[Outcome]) -> None:
+    def _record(self, outcomes: list[Outcome], now_us: int) -> None:
         """Record ``outcomes`` in one transaction, then count and log those recorded."""
-        now_us = to_micros(self._clock())
         with UnitOfWork(self._database, wait=self._wait_for_lock) as uow:
             recorded = self._write(uow.outbox, outcomes, now_us)
             uow.commit()
@@ -101,11 +105,11 @@ class RoundRecorder:
             if outcome.row.message_id in recorded:
                 self._announce(outcome)
 
-    def _record_alone(self, outcome: Outcome) -> None:
+    def _record_alone(self, outcome: Outcome, now_us: int) -> None:
         """Record one message's outcome in a transaction of its own; one the database
         refuses is made a dead letter, so that it is not sent again and again."""
         try:
-            self._record([outcome])
+            self._record([outcome], now_us)
         except Exception as exc:
             if not _refused(exc):
                 raise
@@ -173,7 +177,10 @@ class RoundRecorder:
                 )
             )
         recorded = outbox.record_attempts(records, worker=self.worker_id)
-        for record in records:
+        unrecorded = [record for record in records if record.message_id not in recorded]
+        # Found by an earlier try whose answer was lost: recorded, and not yet announced.
+        recorded |= outbox.recorded_earlier(unrecorded, worker=self.worker_id)
+        for record in unrecorded:
             if record.message_id not in recorded:
                 # Its lease ran out (this dispatcher stalled) and another took it over:
                 # that one's outcome is the message's, and its metrics and log lines.

@@ -53,6 +53,28 @@ class OutboxClaimOutcomes:
         insert_attempts(self._conn, self._dialect, mine, worker)
         return {record.message_id for record in mine}
 
+    def recorded_earlier(self, records: Sequence[AttemptRecord], *, worker: str) -> set[str]:
+        """The ids of ``records`` that ``worker`` already recorded, the same attempt at the
+        same time: a recording whose commit went through but whose answer the connection
+        lost, so that it was tried again and found its claims gone."""
+        if not records:
+            return set()
+        wanted = {(r.message_id, r.attempt, r.at_us) for r in records}
+        mark = marks(self._dialect, 1)
+        found = select_in(
+            self._conn,
+            self._dialect,
+            "SELECT message_id, attempt, at_us FROM delivery_attempts "
+            f"WHERE worker = {mark} AND message_id IN ({{}})",
+            [r.message_id for r in records],
+            prefix=(worker,),
+        )
+        return {
+            message_id
+            for message_id, attempt, at_us in found
+            if (message_id, attempt, at_us) in wanted
+        }
+
     def _record_sent(self, records: list[AttemptRecord], worker: str) -> list[AttemptRecord]:
         """Sent messages, in one statement per attempt number and time (a round's are all
         alike): it changes only those still claimed by ``worker`` and names them. A

@@ -1,0 +1,96 @@
+"""Recording a dispatch round when the database's answer to its commit is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import psycopg
+import pytest
+from sqlalchemy import Connection, event
+from sqlalchemy.exc import OperationalError
+
+from herald.delivery.outcomes import Outcome
+from herald.delivery.provider import DeliveryResult, DeliveryStatus
+from herald.delivery.round_recording import RoundRecorder
+from herald.domain.timeutil import to_micros
+from herald.store.database import Database
+from herald.store.unit_of_work import ReadOnly, UnitOfWork
+from tests.conftest import FixedClock
+from tests.integration.test_delivery import funds_failure, store
+
+T = TypeVar("T")
+
+
+class AnswerLostAfterCommit:
+    """Makes the next commit on ``database`` go through, then fail as psycopg does when
+    the connection drops before the server's answer to COMMIT arrives."""
+
+    def __init__(self, database: Database) -> None:
+        self.lost = 0
+        self._engine = database.writer
+        event.listen(self._engine, "commit", self._commit_then_lose_the_answer)
+
+    def _commit_then_lose_the_answer(self, connection: Connection) -> None:
+        event.remove(self._engine, "commit", self._commit_then_lose_the_answer)
+        driver = connection.connection.dbapi_connection
+        assert driver is not None
+        driver.commit()
+        self.lost += 1
+        dropped = psycopg.OperationalError(
+            "consuming input failed: server closed the connection unexpectedly"
+        )
+        raise OperationalError("COMMIT", None, dropped)
+
+
+def test_a_round_whose_commit_answer_was_lost_is_counted_once_and_not_called_taken_over(
+    database: Database, clock: FixedClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The round was recorded, but the dispatcher did not hear so and tried again, finding
+    its claims gone. It said of every message that another dispatcher had taken its claim
+    over (none had) and counted none of the round's deliveries in its metrics."""
+    caplog.set_level(logging.INFO, "herald.delivery")
+    store(database, clock, [funds_failure(f"lost{i}") for i in range(3)])
+    with UnitOfWork(database) as uow:
+        claimed = uow.outbox.claim_due(
+            now_us=to_micros(clock()), limit=10, worker="w1", lease_us=60_000_000
+        )
+        uow.commit()
+    counted: list[tuple[str, str]] = []
+
+    def count(channel: str, status: DeliveryStatus) -> None:
+        counted.append((channel, status.value))
+
+    async def in_a_thread(work: Callable[[], T]) -> T:
+        return await asyncio.to_thread(work)
+
+    answer = AnswerLostAfterCommit(database)
+    recorder = RoundRecorder(
+        database,
+        worker_id="w1",
+        clock=clock,
+        storage=in_a_thread,
+        wait_for_lock=True,
+        on_result=count,
+    )
+
+    async def record() -> None:
+        leases_end = asyncio.get_running_loop().time() + 60
+        outcomes = [Outcome(row, DeliveryResult.sent()) for row in claimed]
+        await recorder.record(outcomes, leases_end)
+
+    clock.now += timedelta(seconds=1)
+    asyncio.run(record())
+
+    assert answer.lost == 1
+    assert counted == [("email", "sent")] * 3
+    assert "taken over" not in caplog.text
+    with ReadOnly(database) as read:
+        ids = [row.message_id for row in claimed]
+        rows: list[Any] = [read.outbox.get(message_id) for message_id in ids]
+        attempts = read.outbox.attempts_for(ids)
+    assert {(row.status, row.attempts) for row in rows} == {("sent", 1)}
+    assert all(len(attempts[message_id]) == 1 for message_id in ids)
