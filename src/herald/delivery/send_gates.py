@@ -19,6 +19,10 @@ from herald.store.outbox import ClaimedMessage
 
 log = logging.getLogger(__name__)
 
+# A receiver's answer that pauses a channel already paused is logged only when it holds
+# the channel back at least this much longer.
+_LONGER_PAUSE_S = 1.0
+
 
 class SendGates:
     """One dispatcher's gates. Its rate limits and pauses are this process's own."""
@@ -77,7 +81,12 @@ class SendGates:
             return
         # As for the message's own retry, a date far ahead waits no longer than a backoff.
         seconds = min(result.retry_after, self._longest_pause_s)
+        already = self._pauses.remaining(channel)
         self._pauses.pause(channel, seconds)
+        if seconds < already + _LONGER_PAUSE_S:
+            # The round's other sends, under way when the first answer came, are answered
+            # alike: their pause was said once, as it began.
+            return
         log.warning(
             "%s paused for %.1f s in this dispatcher: its receiver answered %s",
             channel,
