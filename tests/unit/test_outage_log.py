@@ -74,14 +74,32 @@ def test_the_end_of_an_outage_is_one_line_with_how_long_and_how_many(
     outage: OutageLog, clock: HandClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     outage.failed(down(), requests=3)
+    clock.now += 20
+    outage.failed(down())
     clock.now += 42
     outage.succeeded()
     outage.succeeded()
 
-    assert messages(caplog)[1:] == [
-        "ingestion succeeds again: the database was unavailable for 42 s, and 3 "
-        "request(s) failed meanwhile"
+    assert messages(caplog)[-1:] == [
+        "ingestion succeeds again: 4 request(s) failed while the database was "
+        "unavailable, the first 62 s ago, the last 42 s ago"
     ]
+
+
+def test_the_end_of_an_outage_on_an_idle_server_does_not_stretch_it_to_the_next_request(
+    outage: OutageLog, clock: HandClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A blip of a second at night, and the first request in the morning: the line said
+    the database had been unavailable for the eight hours between."""
+    outage.failed(down())
+    clock.now += 1
+    outage.failed(down())
+    clock.now += 8 * 3600
+    outage.succeeded()
+
+    [end] = messages(caplog)[1:]
+    assert "unavailable for" not in end
+    assert end.endswith("the first 28801 s ago, the last 28800 s ago")
 
 
 def test_the_next_outage_is_logged_with_its_traceback_again(

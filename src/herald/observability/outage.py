@@ -34,7 +34,7 @@ class OutageLog:
         self._lock = threading.Lock()
         self._failures = 0  # since the outage began; 0 outside one
         self._unreported = 0  # since the last line
-        self._began = self._reported = 0.0
+        self._began = self._reported = self._last = 0.0
 
     def failed(self, exc: BaseException, requests: int = 1) -> None:
         """``requests`` failed with ``exc``, an error that says the database is
@@ -42,6 +42,7 @@ class OutageLog:
         with self._lock:
             now = self._clock()
             self._failures += requests
+            self._last = now
             if self._failures == requests:
                 self._began = self._reported = now
                 self._log.error(
@@ -72,11 +73,15 @@ class OutageLog:
         with self._lock:
             if not self._failures:
                 return
+            # Not "unavailable for" the time since the first failure: the database may
+            # have been back long before this success, on a server with nothing to do.
+            now = self._clock()
             self._log.info(
-                "%s succeeds again: the database was unavailable for %.0f s, and %d "
-                "request(s) failed meanwhile",
+                "%s succeeds again: %d request(s) failed while the database was "
+                "unavailable, the first %.0f s ago, the last %.0f s ago",
                 self._what,
-                self._clock() - self._began,
                 self._failures,
+                now - self._began,
+                now - self._last,
             )
             self._failures = self._unreported = 0
