@@ -108,7 +108,9 @@ def test_cancelling_a_rule_s_messages_leaves_what_is_being_sent_and_says_why_in_
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == [
         "cancelled 2 message(s) of WELCOME_EMAIL",
-        "1 message(s) of WELCOME_EMAIL being sent now are beyond recall",
+        "1 message(s) of WELCOME_EMAIL being sent now are beyond recall; one the receiver "
+        "refuses comes back for a retry, which the same command cancels once its send is "
+        "recorded (within a minute)",
     ]
     with ReadOnly(database) as read:
         status = {
@@ -124,3 +126,27 @@ def test_cancelling_a_rule_s_messages_leaves_what_is_being_sent_and_says_why_in_
     (message,) = audit["messages"]
     assert message["status"] == CANCELLED
     assert "herald messages cancel --rule WELCOME_EMAIL" in str(message)
+
+
+def test_a_message_being_sent_when_its_rule_was_cancelled_is_cancelled_by_a_second_run_if_refused(
+    database: Database, database_url: str
+) -> None:
+    """What the first run says of the message being sent holds: refused by its receiver,
+    it comes back for a retry, and the same command cancels it then."""
+    decide(database, ["sending"])
+    fail_one_and_claim_another(database, failed="none", claimed=welcome_of("sending"))
+    command = ["messages", "cancel", "--rule", "WELCOME_EMAIL", "--database", database_url]
+    first = CliRunner().invoke(cli, command, env={"COLUMNS": "1000"})
+    refused = AttemptRecord(
+        welcome_of("sending"), attempt=1, at_us=to_micros(DECIDED), outcome="retry", detail="503"
+    )
+    with UnitOfWork(database) as uow:
+        uow.outbox.record_attempts([refused], worker="test")
+        uow.commit()
+
+    second = CliRunner().invoke(cli, command, env={"COLUMNS": "1000"})
+
+    assert "comes back for a retry, which the same command cancels" in first.output
+    assert second.output.splitlines() == ["cancelled 1 message(s) of WELCOME_EMAIL"]
+    with ReadOnly(database) as read:
+        assert read.outbox.get(welcome_of("sending")).status == CANCELLED

@@ -216,7 +216,8 @@ def messages_cancel(
 
     Those due, held for quiet hours or waiting for a retry: the messages of a rule taken
     out of the rule file would otherwise still go out, as written when decided. Those
-    being sent are beyond recall."""
+    being sent are beyond recall, but one the receiver refuses comes back for a retry,
+    which running this again cancels."""
     from herald.bootstrap import utc_now
     from herald.domain.timeutil import to_micros
     from herald.store.outbox import SENDING
@@ -238,8 +239,13 @@ def messages_cancel(
         db.dispose()
     console.print(f"cancelled {count} message(s) of {rule}", markup=False)
     if sending:
+        # Recorded as a retry, a send the receiver refused is waiting again, and would go
+        # out later unless cancelled then: the operator must know to run this again.
         console.print(
-            f"{sending} message(s) of {rule} being sent now are beyond recall", markup=False
+            f"{sending} message(s) of {rule} being sent now are beyond recall; one the "
+            "receiver refuses comes back for a retry, which the same command cancels once "
+            "its send is recorded (within a minute)",
+            markup=False,
         )
 
 
