@@ -281,3 +281,32 @@ def test_a_clients_values_print_in_json_spelling_and_null_prints_nothing() -> No
 
     assert rendered.body == 'true/false//["a","b"]/{"tier":2}/1425.5'
     assert rendered.html == "true/false//[&#34;a&#34;,&#34;b&#34;]/{&#34;tier&#34;:2}/1425.5"
+
+
+def test_a_clients_values_joined_or_concatenated_print_in_json_spelling() -> None:
+    # `join` and `~` turned each value into text Python's way: "Items: a, None, True".
+    body = "{% set p = event.properties %}{{ p.items | join(', ') }}|{{ 'Auto-pay: ' ~ p.on }}|"
+    body += "{{ 'Plan: ' ~ p.plan ~ '.' }}|{{ p.tags ~ p.meta }}"
+    sources = {"t": {"subject.txt": "s", "body.txt": body, "body.html": body}}
+    properties = {
+        "items": ["a", None, True, 2.5, {"k": 1}, [1]],
+        "on": False,
+        "plan": None,
+        "tags": ["x"],
+        "meta": {"tier": 2},
+    }
+
+    rendered = TemplateSet(sources).render("t", {"event": {"properties": properties}, "user": {}})
+
+    assert rendered.body == 'a, , true, 2.5, {"k":1}, [1]|Auto-pay: false|Plan: .|["x"]{"tier":2}'
+    assert rendered.html == rendered.body.replace('"', "&#34;")
+
+
+def test_text_marked_safe_stays_unescaped_when_joined_or_concatenated_in_html() -> None:
+    body = "{{ [e.link | safe, e.name] | join(e.br | safe) }}|{{ (e.link | safe) ~ e.name }}"
+    sources = {"t": {"subject.txt": "s", "body.txt": "x", "body.html": body}}
+    event = {"link": "<b>a</b>", "name": "<i>", "br": "<br>"}
+
+    rendered = TemplateSet(sources).render("t", {"e": event, "event": {}, "user": {}})
+
+    assert rendered.html == "<b>a</b><br>&lt;i&gt;|<b>a</b>&lt;i&gt;"

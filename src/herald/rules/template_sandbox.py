@@ -6,8 +6,11 @@ from collections.abc import Callable, MutableMapping
 from typing import Any
 
 import orjson
-from jinja2 import Undefined
+from jinja2 import Undefined, nodes, pass_eval_context
+from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError
+from jinja2.filters import do_join, make_attrgetter
+from jinja2.nodes import EvalContext
 from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
 
@@ -19,6 +22,51 @@ MOST_REPEATED = 100_000
 MOST_POWER_BITS = 10_000
 # The text methods whose first argument is the width of the text they make.
 _PADDING_METHODS = frozenset({"center", "ljust", "rjust", "zfill"})
+
+
+def as_printed(value: Any) -> Any:
+    """A client's JSON value as ``{{ ... }}`` prints it: in JSON's spelling (``true``,
+    ``[1, "a"]``), not Python's (``True``, ``[1, 'a']``), and null as nothing, as an
+    absent value prints."""
+    kind = type(value)
+    if kind is str:  # most of what a template prints: returned at once
+        return value
+    if value is None:
+        return ""
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is list or kind is dict:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    return value
+
+
+@pass_eval_context
+def _printing_join(
+    eval_ctx: EvalContext, value: Any, d: str = "", attribute: str | int | None = None
+) -> str:
+    """Jinja's ``join``, each item printed as ``{{ ... }}`` prints it: Jinja's own gave
+    Python's spelling (``a, None, True``)."""
+    if attribute is not None:
+        value = map(make_attrgetter(eval_ctx.environment, attribute), value)
+    return do_join(eval_ctx, [as_printed(item) for item in value], d)
+
+
+def _is_text(node: nodes.Expr) -> bool:
+    """Whether ``node`` is text written in the template, which prints as it is."""
+    return isinstance(node, nodes.Const) and type(node.value) is str
+
+
+class _PrintingConcatenation(CodeGenerator):
+    """Jinja's code, with each side of ``~`` printed as ``{{ ... }}`` prints it: Jinja's
+    own turned them into text Python's way (``"Auto-pay: " ~ on`` gave "Auto-pay: True")."""
+
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        printer = nodes.EnvironmentAttribute("printed")
+        parts: list[nodes.Expr] = [
+            part if _is_text(part) else nodes.Call(printer, [part], [], None, None)
+            for part in node.nodes
+        ]
+        super().visit_Concat(nodes.Concat(parts, lineno=node.lineno), frame)
 
 
 class DataSandbox(SandboxedEnvironment):
@@ -35,6 +83,8 @@ class DataSandbox(SandboxedEnvironment):
     """
 
     intercepted_binops = frozenset({"*", "**"})
+    code_generator_class = _PrintingConcatenation
+    printed = staticmethod(as_printed)  # what the code for `~` calls
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -44,6 +94,7 @@ class DataSandbox(SandboxedEnvironment):
             **self.filters,
             "center": _bounded_center(self.filters["center"]),
             "indent": _bounded_indent(self.filters["indent"]),
+            "join": _printing_join,
         }
 
     def call(self, context: Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
@@ -143,22 +194,6 @@ def _method_or_absent(undefined: type[Undefined]) -> Callable[[Any, str, Any], U
         return absent
 
     return make
-
-
-def as_printed(value: Any) -> Any:
-    """A client's JSON value as ``{{ ... }}`` prints it: in JSON's spelling (``true``,
-    ``[1, "a"]``), not Python's (``True``, ``[1, 'a']``), and null as nothing, as an
-    absent value prints."""
-    kind = type(value)
-    if kind is str:  # most of what a template prints: returned at once
-        return value
-    if value is None:
-        return ""
-    if kind is bool:
-        return "true" if value else "false"
-    if kind is list or kind is dict:
-        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
-    return value
 
 
 def sandbox(undefined: type[Undefined], autoescape: bool) -> SandboxedEnvironment:
