@@ -310,3 +310,17 @@ def test_text_marked_safe_stays_unescaped_when_joined_or_concatenated_in_html() 
     rendered = TemplateSet(sources).render("t", {"e": event, "event": {}, "user": {}})
 
     assert rendered.html == "<b>a</b><br>&lt;i&gt;|<b>a</b>&lt;i&gt;"
+
+
+def test_a_method_called_on_an_absent_value_says_it_is_absent() -> None:
+    # Jinja said only "'dict object' has no attribute 'nickname'", naming neither the
+    # trait nor what to do.
+    body = "{{ user.nickname.title() }}"
+    templates = TemplateSet({"hi": {"subject.txt": "Hi", "body.txt": body}})
+
+    with pytest.raises(TemplateProblem) as caught:
+        templates.render("hi", {"user": {}, "event": {"properties": {}}})
+
+    assert str(caught.value).startswith(
+        "template hi: user.nickname is absent, and the template uses it in a method call "
+    )

@@ -86,6 +86,9 @@ class Absent(ChainableUndefined):
     # Without these, Python's own TypeError would name the undefined's class.
     __round__ = _refused_use("the `round` filter")
     __abs__ = _refused_use("the `abs` filter")
+    # A method read from an absent value is that value again (it chains): the call is
+    # what fails, and Jinja's own error named only "'dict object'".
+    __call__ = _refused_use("a method call (such as `.title()`)")
 
 
 def absent_use(exc: AbsentUsed, context: Mapping[str, Any]) -> str:

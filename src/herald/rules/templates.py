@@ -93,7 +93,8 @@ class Rendered:
 class TemplateSet:
     """Compiled templates by name. ``render`` never raises on a missing optional trait:
     as an event is ingested, an absent value renders empty (the check proved the names); used
-    in arithmetic or a comparison, it fails the render, naming it and what was tried.
+    in arithmetic, a comparison or a method call, it fails the render, naming it and what
+    was tried.
 
     ``traits`` are the rule file's declared trait types. A trait the user's events gave
     another type (an object for ``first_name: string``) or null is false in a test, as an
