@@ -1140,6 +1140,10 @@ def test_traits_and_templates_of_the_wrong_shape_are_refused(tmp_path: Path) -> 
         "First line: {{ event.properties.lines[0] }}",
         "Last line: {{ event.properties.lines[-1] | upper }}",
         "{{ event.properties.meta.plan.name }} {{ event.properties.meta['tier'] }}",
+        # Filters that pick an item: refused as "No first item, sequence was empty".
+        "First line: {{ event.properties.lines | first }}, {{ event.properties.lines | last }}",
+        "Top: {{ event.properties.lines | max }} {{ event.properties.lines | min | upper }}",
+        "Pick: {{ (event.properties.lines | first).name }} {{ event.properties.lines | random }}",
     ],
 )
 def test_a_template_may_read_inside_an_object_or_array_property(body: str, tmp_path: Path) -> None:
@@ -1158,6 +1162,18 @@ def test_a_template_reading_inside_an_object_still_has_its_undeclared_names_list
 ) -> None:
     typos = {"subject.txt": "{{ event.properties.meta.plan }}", "body.txt": "{{ user.frist }}"}
     path = payment_email_rule_file(tmp_path, typos, "meta: object", rule="TYPO")
+
+    assert problems_of(path) == [
+        "rule TYPO: template typo/body.txt uses user.frist, which the rule file does not"
+        " declare (declare it under traits:)"
+    ]
+
+
+def test_a_template_picking_an_item_still_has_its_undeclared_names_listed(
+    tmp_path: Path,
+) -> None:
+    parts = {"subject.txt": "{{ event.properties.lines | first }}", "body.txt": "{{ user.frist }}"}
+    path = payment_email_rule_file(tmp_path, parts, "lines: array", rule="TYPO")
 
     assert problems_of(path) == [
         "rule TYPO: template typo/body.txt uses user.frist, which the rule file does not"

@@ -29,9 +29,25 @@ class UndefinedRead(UndefinedError):
 
 class NamingUndefined(StrictUndefined):
     """StrictUndefined whose error keeps the mapping the name was missing from, so that a
-    check can tell ``user.x`` from ``event.properties.x`` (Jinja says 'dict object')."""
+    check can tell ``user.x`` from ``event.properties.x`` (Jinja says 'dict object').
+
+    What a filter gives for an item of an empty list (``first``, ``last``, ``min``,
+    ``max``, ``random``) names nothing: the sample's lists are empty, a client's need not
+    be, and a render prints it empty. It is left lenient, as a render leaves it, rather
+    than refuse the template."""
 
     __slots__ = ()
+
+    def __new__(
+        cls,
+        hint: str | None = None,
+        obj: Any = missing,
+        name: str | None = None,
+        exc: type[TemplateRuntimeError] = UndefinedError,
+    ) -> Any:
+        if name is None and obj is missing and hint is not None:
+            return ChainableUndefined(hint)
+        return super().__new__(cls)
 
     def __init__(
         self,
