@@ -23,6 +23,7 @@ events:
       attempt_number: {type: integer}
       failure_reason: {type: string}
       metadata: {type: object}
+      source: {type: string, enum: [app, web]}
 traits:
   email: string
   tags: array
@@ -121,6 +122,28 @@ NEVER_WORKS = {
         "event with every declared property and trait, where user.email is a string: "
         "Function 'matches' error: '[' not a valid regex",
     ),
+    # CEL finds values of different types unequal, without an error: the samples passed.
+    "a_literal_of_another_type": (
+        "trigger: payment_failed, when: 'event.properties.attempt_number == \"3\"'",
+        'rule R0: `when: event.properties.attempt_number == "3"` compares '
+        "event.properties.attempt_number, which the rule file declares an integer, with the "
+        'string "3": CEL finds values of different types unequal, so `==` is always false '
+        "(write it as a number, without quotes)",
+    ),
+    "a_literal_of_another_type_beside_a_test": (
+        "trigger: payment_failed,"
+        " when: 'event.properties.amount > 5 && \"true\" == user.marketing_opt_in'",
+        'rule R0: `when: event.properties.amount > 5 && "true" == user.marketing_opt_in` '
+        "compares user.marketing_opt_in, which the rule file declares a boolean, with the "
+        'string "true"',
+    ),
+    # A misspelt value of an enum never matches an event, which holds only the enum's.
+    "a_value_outside_the_enum": (
+        "trigger: payment_failed, when: 'event.properties.source != \"App\"'",
+        'rule R0: `when: event.properties.source != "App"` compares event.properties.source '
+        'with "App", which is not one of the values its `enum` allows ("app", "web"), so '
+        "`!=` is always true",
+    ),
     # The condition sees the trigger, a bank link, not the signup that anchors the window.
     "reads_the_anchor_of_an_after_window": (
         "trigger: link_bank_success, after: {event: signup_completed, within: 24h},"
@@ -172,6 +195,17 @@ WORKS = {
         " when: 'event.properties.attempt_number > 1 ? event.properties.amount > 5 : false'"
     ),
     "a_path_inside_a_string": "trigger: payment_failed, when: 'user.id != \"user.nickname\"'",
+    "a_value_of_the_enum": (
+        "trigger: payment_failed,"
+        ' when: \'event.properties.source == "web" || "app" == event.properties.source\''
+    ),
+    "a_whole_number_for_a_number": "trigger: payment_failed, when: event.properties.amount == 5",
+    "a_literal_compared_with_a_sum": (
+        "trigger: payment_failed, when: '1 + event.properties.attempt_number == 2'"
+    ),
+    "a_comparison_inside_a_string": (
+        "trigger: payment_failed, when: 'user.email != \"x && user.tags == 1\"'"
+    ),
     "the_trigger_of_an_after_window": (
         "trigger: signup_completed, after: {event: link_bank_success, within: 24h},"
         " when: 'event.properties.plan == \"pro\"'"

@@ -18,6 +18,7 @@ from typing import Any
 
 from herald.rules.conditions import Condition, ConditionError, bound_variables
 from herald.rules.definition import EventType
+from herald.rules.literal_checks import never_equal
 from herald.rules.samples import EVENT_FIELDS, is_refused, sample_context, undeclared
 
 # A read of a name the rule file declares or not: `user.x`, `event.x`,
@@ -80,8 +81,9 @@ def condition_problems(
         return []
     known = [f"{path} is {_a(kind)}" for path, kind in reads.items() if kind is not None]
     where = f", where {', '.join(known)}" if known else ""
+    problems = [f"{shown} {found}" for found in never_equal(condition.source, event_type, traits)]
     problem = _problem_on_samples(condition, event_type, traits, where)
-    return [f"{shown} {problem}"] if problem else []
+    return [*problems, f"{shown} {problem}"] if problem else problems
 
 
 def _problem_on_samples(

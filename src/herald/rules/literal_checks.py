@@ -1,0 +1,108 @@
+"""Comparisons in a condition that are decided by the rule file alone: a declared value
+compared for equality with a literal it can never equal.
+
+CEL finds values of different types unequal without an error (``user.age == "18"`` with
+an integer age is false), and a property holds only its declared ``enum`` values (so
+``failure_reason == "INSUFICIENT_FUNDS"`` never holds). The samples a condition is tried
+on cannot see either: the condition evaluates, to false, and every event would skip the
+rule with a reason that looks like any other.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from herald.rules.definition import EventType
+
+_PATH = r"(?:event\.properties|user)\.[A-Za-z_]\w*"
+_LITERAL = r"true|false|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?|\"[^\"\\\n]*\"|'[^'\\\n]*'"
+# What may stand on either side of a comparison for it to be one of the expression's
+# own, not a part of a sum (`1 + user.age == 2`) or of a negation (`!user.vip == true`).
+_START = r"(?:^|(?<=[(\[,?:])|(?<=&&)|(?<=\|\|))\s*"
+_END = r"\s*(?=$|[),?:]|&&|\|\|)"
+_COMPARISONS = (
+    re.compile(rf"{_START}(?P<path>{_PATH})\s*(?P<op>==|!=)\s*(?P<literal>{_LITERAL}){_END}"),
+    re.compile(rf"{_START}(?P<literal>{_LITERAL})\s*(?P<op>==|!=)\s*(?P<path>{_PATH}){_END}"),
+)
+_STRING = re.compile(r'"(?:\\.|[^"\\\n])*"|' r"'(?:\\.|[^'\\\n])*'")
+# The kind of literal each declared type can equal; objects and arrays equal none.
+_COMPARABLE = {"string": "string", "number": "number", "integer": "number", "boolean": "boolean"}
+_WRITE_AS = {
+    "string": "write it in quotes",
+    "number": "write it as a number, without quotes",
+    "boolean": "write true or false, without quotes",
+}
+
+
+def never_equal(source: str, event_type: EventType, traits: Mapping[str, str]) -> list[str]:
+    """What is wrong with each comparison in ``source`` of a declared property or trait
+    with a literal it can never equal: of another type, or outside the property's
+    ``enum``."""
+    problems = []
+    for path, op, text in _comparisons(source):
+        value, kind = _literal(text)
+        always = "false" if op == "==" else "true"
+        if path.startswith("user."):
+            declared, allowed = traits.get(path.removeprefix("user.")), None
+        else:
+            spec = event_type.properties.get(path.removeprefix("event.properties."))
+            declared, allowed = (spec.type, spec.enum) if spec else (None, None)
+        if declared is None:
+            continue
+        if _COMPARABLE.get(declared) != kind:
+            fix = _WRITE_AS.get(
+                _COMPARABLE.get(declared, ""), "compare it with a value of its type"
+            )
+            problems.append(
+                f"compares {path}, which the rule file declares {_a(declared)}, with the {kind} "
+                f"{text}: CEL finds values of different types unequal, so `{op}` is always "
+                f"{always} ({fix})"
+            )
+        elif allowed is not None and not any(_same(value, item) for item in allowed):
+            listed = ", ".join(_shown(item) for item in allowed)
+            problems.append(
+                f"compares {path} with {text}, which is not one of the values its `enum` "
+                f"allows ({listed}), so `{op}` is always {always}"
+            )
+    return problems
+
+
+def _comparisons(source: str) -> Iterator[tuple[str, str, str]]:
+    """Each ``path op literal`` (or ``literal op path``) comparison in ``source``, outside
+    its string literals."""
+    literals = [match.span() for match in _STRING.finditer(source)]
+    for pattern in _COMPARISONS:
+        for match in pattern.finditer(source):
+            start = match.start("path")
+            if any(begin < start < end for begin, end in literals):
+                continue
+            yield match["path"], match["op"], match["literal"]
+
+
+def _literal(text: str) -> tuple[Any, str]:
+    if text in ("true", "false"):
+        return text == "true", "boolean"
+    if text[0] in "\"'":
+        return text[1:-1], "string"
+    return (float(text) if any(c in text for c in ".eE") else int(text)), "number"
+
+
+def _same(literal: Any, allowed: Any) -> bool:
+    # 2 and 2.0 are one value to CEL, as to JSON; True is not 1.
+    numbers = (int, float)
+    same_kind = type(literal) is type(allowed) or (
+        type(literal) in numbers and type(allowed) in numbers
+    )
+    return same_kind and literal == allowed
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, str):
+        return f'"{value}"'
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _a(kind: str) -> str:
+    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
