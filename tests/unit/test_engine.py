@@ -615,9 +615,12 @@ def test_a_condition_over_a_value_of_the_wrong_type_is_skipped_with_the_error(
     decision = the_one(replay([changed], custom_ruleset), "PRO_UPGRADE_ALERT")
 
     assert decision.outcome is Outcome.SKIPPED
-    # The values show which operand is of another type: CEL's own error names none.
-    assert 'could not be evaluated (event.properties.plan is "pro", user.seats is "3"): ' in (
-        decision.reason
+    # The values show which operand is of another type, and the reason says it is the
+    # client's: CEL's own error named none, and advised converting types in the rule.
+    assert decision.reason == (
+        '`event.properties.plan == "pro" && user.seats > 1` could not be evaluated '
+        '(event.properties.plan is "pro", user.seats is "3"): '
+        "user.seats is a string, not the integer the rule file declares"
     )
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import cel
 import orjson
 
 from herald.domain.immutable import immutable
+from herald.domain.properties import json_kind, type_matches
 from herald.rules.comparison import parse_comparison
 
 CONDITION_VARIABLES = frozenset({"event", "user"})
@@ -87,6 +89,8 @@ class Condition:
             name: _attributes_used(self.source, name)
             for name in sorted(CONDITION_VARIABLES & set(self._program.variables()))
         }
+        # The traits it reads that the rule file declares, with their types (``declare``).
+        self._traits: list[tuple[str, tuple[str, str], str]] = []
         self._comparison = parse_comparison(self.source)
         if self._comparison is not None:
             # What a decided comparison's explanation says before the field's value, for
@@ -98,6 +102,16 @@ class Condition:
                 holds: f"`{self.source}` is {_cel_literal(holds)} ({path} is "
                 for holds in (True, False)
             }
+
+    def declare(self, traits: Mapping[str, str]) -> None:
+        """Give the rule file's trait types (``traits``, name to type), so that a failure
+        on a trait an event gave another type says so."""
+        read = {tuple(keys[:2]) for _, keys in self._paths if keys[0] == "user" and len(keys) > 1}
+        self._traits = [
+            (f"user.{name}", ("user", name), traits[name])
+            for _, name in sorted(read)
+            if name in traits
+        ]
 
     def evaluate(self, context: dict[str, Any]) -> ConditionResult:
         """Evaluate against ``{"event": ..., "user": ...}``.
@@ -124,7 +138,9 @@ class Condition:
         except Exception as exc:
             # CEL names no operand ("No such overload"): the values it was given show which
             # one is of another type than the rule expects (`user.seats is "3"`).
-            said = (str(exc).splitlines() or [type(exc).__name__])[0].rstrip(":")
+            said = self._mistyped(context) or (
+                (str(exc).splitlines() or [type(exc).__name__])[0].rstrip(":")
+            )
             return ConditionResult(
                 False, f"`{self.source}` could not be evaluated{self._values(context)}: {said}"
             )
@@ -143,6 +159,15 @@ class Condition:
                 for name, attrs in self._projection.items()
             }
         )
+
+    def _mistyped(self, context: dict[str, Any]) -> str | None:
+        """What a trait the condition reads holds instead of its declared type, if one
+        does: the client's mistake, not the rule's, which CEL's error would suggest."""
+        for path, keys, kind in self._traits:
+            found, value = _lookup(context, keys)
+            if found and not type_matches(value, kind):
+                return f"{path} is {json_kind(value)}, not the {kind} the rule file declares"
+        return None
 
     def _values(self, context: dict[str, Any]) -> str:
         parts = []

@@ -148,6 +148,9 @@ def _parse(
     event_types, refused_types = read_event_types(data.get("events"), problems)
     traits, refused_traits = read_traits(data.get("traits"), problems)
     rules, uses = read_rules(data.get("rules"), event_types, refused_types, problems)
+    for use in uses:
+        if use.condition is not None:
+            use.condition.declare(traits)
     templates, loadable = _templates(data, uses, template_dir, traits, problems)
     for use in uses:
         problems.extend(
