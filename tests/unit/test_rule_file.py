@@ -530,7 +530,10 @@ def test_a_rule_that_messages_the_user_cannot_pass_for_an_internal_alert(tmp_pat
 
     [problem] = problems_of(path)
 
-    assert problem.startswith("rule PROMO: `category: internal` is for `channel: internal`")
+    assert problem.startswith(
+        "rule PROMO: `category: internal` is for `channel: internal` (alerts to the team); "
+        "an sms rule messages the user"
+    )
 
 
 @pytest.mark.parametrize("channel", ["email", "sms"])

@@ -73,25 +73,25 @@ NEVER_WORKS = {
     "not_a_boolean": (
         "trigger: payment_failed, when: event.properties.amount",
         "rule R0: `when: event.properties.amount` gives a double, not true or false, on a "
-        "payment_failed event with every declared property and trait, where "
+        "sample payment_failed event with every declared property and trait, where "
         "event.properties.amount is a number: a condition must be a test, such as a comparison",
     ),
     "no_such_overload": (
         "trigger: payment_failed, when: 'event.properties.amount > \"5\"'",
         'rule R0: `when: event.properties.amount > "5"` cannot be evaluated on a '
-        "payment_failed event with every declared property and trait, where "
+        "sample payment_failed event with every declared property and trait, where "
         "event.properties.amount is a number: No such overload",
     ),
     "no_such_method_for_the_type": (
         "trigger: payment_failed, when: 'event.properties.attempt_number.startsWith(\"1\")'",
         'rule R0: `when: event.properties.attempt_number.startsWith("1")` cannot be evaluated'
-        " on a payment_failed event with every declared property and trait, where "
+        " on a sample payment_failed event with every declared property and trait, where "
         "event.properties.attempt_number is an integer: Undefined variable or function",
     ),
     "double_arithmetic_on_a_whole_number": (
         "trigger: payment_failed, when: event.properties.amount + 0.5 > 10.0",
         "rule R0: `when: event.properties.amount + 0.5 > 10.0` cannot be evaluated on a "
-        "payment_failed event whose numbers are whole, as a client may send them (10 rather "
+        "sample payment_failed event whose numbers are whole, as a client may send them (10 rather "
         "than 10.5; CEL keeps int and double apart: convert with double(...)), where "
         "event.properties.amount is a number: No such overload",
     ),
@@ -101,8 +101,8 @@ NEVER_WORKS = {
         "trigger: payment_failed,"
         " when: event.properties.amount * 1.1 > 1000.0 && event.properties.attempt_number >= 3",
         "rule R0: `when: event.properties.amount * 1.1 > 1000.0 && "
-        "event.properties.attempt_number >= 3` cannot be evaluated on a payment_failed event "
-        "whose numbers are whole, as a client may send them (10 rather than 10.5; CEL keeps "
+        "event.properties.attempt_number >= 3` cannot be evaluated on a sample payment_failed "
+        "event whose numbers are whole, as a client may send them (10 rather than 10.5; CEL keeps "
         "int and double apart: convert with double(...)), where event.properties.amount is a "
         "number, event.properties.attempt_number is an integer: "
         "`event.properties.amount * 1.1 > 1000.0` fails: No such overload",
@@ -111,14 +111,14 @@ NEVER_WORKS = {
         "trigger: payment_failed,"
         " when: '(user.id != \"\" || event.properties.failure_reason > 5) && true'",
         'rule R0: `when: (user.id != "" || event.properties.failure_reason > 5) && true` cannot'
-        " be evaluated on a payment_failed event with every declared property and trait, where"
-        " user.id is a string, event.properties.failure_reason is a string: "
+        " be evaluated on a sample payment_failed event with every declared property and trait,"
+        " where user.id is a string, event.properties.failure_reason is a string: "
         "`event.properties.failure_reason > 5` fails: No such overload",
     ),
     # Not a regex whatever the email: every event would skip the rule with this error.
     "a_pattern_that_is_no_regex": (
         "trigger: payment_failed, when: 'user.email.matches(\"[\")'",
-        'rule R0: `when: user.email.matches("[")` cannot be evaluated on a payment_failed '
+        'rule R0: `when: user.email.matches("[")` cannot be evaluated on a sample payment_failed '
         "event with every declared property and trait, where user.email is a string: "
         "Function 'matches' error: '[' not a valid regex",
     ),
@@ -161,6 +161,22 @@ def test_a_condition_that_fails_on_every_event_is_refused_saying_why(
     [found] = problems_of(rule_file(tmp_path, rule))
 
     assert found.startswith(problem), found
+
+
+def test_a_condition_s_problem_names_its_sample_in_words_that_read_for_any_event_type(
+    tmp_path: Path,
+) -> None:
+    # "on a account_opened event": the article was written for payment_failed.
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        "events:\n  account_opened: {properties: {bonus: number}}\nrules:\n"
+        "  - {id: R0, trigger: account_opened, channel: internal, when: event.properties.bonus}\n",
+        encoding="utf-8",
+    )
+
+    [problem] = problems_of(path)
+
+    assert "not true or false, on a sample account_opened event with every declared" in problem
 
 
 WORKS = {

@@ -47,7 +47,7 @@ def read_category(raw: Any, channel: Any, bad: Problem) -> Category | None:
     category: Category | None = read_enum(Category, raw, "category", bad)
     if category is Category.INTERNAL:
         bad(
-            f"`category: internal` is for `channel: internal` (alerts to the team); a {channel} "
+            f"`category: internal` is for `channel: internal` (alerts to the team); an {channel} "
             f"rule messages the user, so it is marketing or transactional: {_CATEGORY_CHOICE}"
         )
         return None

@@ -118,10 +118,10 @@ def _samples(event_type: EventType, traits: Mapping[str, str]) -> list[_Sample]:
             on,
         )
         for whole_numbers, on in (
-            (False, f"a {event} event with every declared property and trait"),
+            (False, f"a sample {event} event with every declared property and trait"),
             (
                 True,
-                f"a {event} event whose numbers are whole, as a client may send them (10 "
+                f"a sample {event} event whose numbers are whole, as a client may send them (10 "
                 "rather than 10.5; CEL keeps int and double apart: convert with double(...))",
             ),
         )
