@@ -468,6 +468,18 @@ def test_the_risk_team_is_alerted_from_the_third_failed_attempt(
     assert f"attempt_number is {attempt}" in decision.reason
 
 
+def test_a_triggered_alert_names_no_provider_the_engine_cannot_know(ruleset: RuleSet) -> None:
+    # It said "internal alert (log)" whatever the rule file's provider: a webhook, a stub.
+    failed = payment_failed("2025-11-02T09:00:00+00:00", attempt=3, reason="DECLINED")
+
+    decision = the_one(replay([failed], ruleset), "HIGH_RISK_ALERT")
+
+    assert decision.reason == (
+        "`event.properties.attempt_number >= 3` is true (event.properties.attempt_number is 3);"
+        " internal alert to the team"
+    )
+
+
 def test_the_risk_alert_goes_to_the_team_even_when_the_user_has_no_address(
     ruleset: RuleSet,
 ) -> None:

@@ -121,6 +121,6 @@ def recipient_of(rule: Rule, view: Mapping[str, object]) -> tuple[str | None, st
 def delivery_note(channel: str, recipient: str) -> str:
     """How a triggered decision's reason ends: where the message goes, masked."""
     if channel == "internal":
-        return "; internal alert (log)"
+        return "; internal alert to the team"  # by the provider the rule file gives it
     # Decisions are shown to operators; a hint of the address is enough.
     return f"; {channel} to {mask_recipient(recipient)}"
