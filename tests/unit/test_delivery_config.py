@@ -124,6 +124,21 @@ def changed(path: tuple[str, ...], value: Any) -> dict[str, Any]:
             "providers.internal: `type: smtp` is for the email channel; an internal alert goes "
             "to the team, not to an address: use log, webhook or stub",
         ),
+        # Accepted, each user message was logged as "internal alert ...", its subject alone.
+        (
+            ("providers", "email"),
+            {"type": "log"},
+            "providers.email: `type: log` is for internal alerts: it logs an alert's subject "
+            "and sends the user nothing; use stub to record email messages in a file, or smtp "
+            "or webhook to send them",
+        ),
+        (
+            ("providers", "sms"),
+            {"type": "log"},
+            "providers.sms: `type: log` is for internal alerts: it logs an alert's subject and "
+            "sends the user nothing; use stub to record sms messages in a file, or webhook to "
+            "send them",
+        ),
         (("providers", "internal", "webhook"), ["x"], "providers.internal.webhook: must be"),
         (("delivery", "max_attempts"), 0, "delivery.max_attempts: must be a whole number"),
         (("delivery", "rate_limits", "sms"), -1, "delivery.rate_limits.sms: must be a number"),

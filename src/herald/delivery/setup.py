@@ -172,6 +172,14 @@ def _provider(
         # Its recipient is no email address: every message would be a dead letter.
         problems.append(f"{where}: `type: smtp` is for the email channel; {_NOT_EMAIL[channel]}")
         return None
+    if kind == "log" and channel != "internal":
+        senders = "smtp or webhook" if channel == "email" else "webhook"
+        problems.append(
+            f"{where}: `type: log` is for internal alerts: it logs an alert's subject and sends "
+            f"the user nothing; use stub to record {channel} messages in a file, or {senders} "
+            "to send them"
+        )
+        return None
     if kind == "stub":
         return StubProvider(reading.outbox, name=f"{channel}:stub")
     if kind == "log":
