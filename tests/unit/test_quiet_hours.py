@@ -132,6 +132,16 @@ def test_a_hold_names_the_zone_it_used_and_says_when_it_fell_back_to_utc() -> No
     assert "(00:00-23:59 UTC, as the user's timezone 'Not/AZone' is not a known zone)" in unknown[1]
 
 
+def test_a_hold_says_it_fell_back_to_utc_for_a_timezone_that_is_no_text() -> None:
+    # It said "(00:00-23:59 UTC)" as for a user with no timezone, hiding the client's error.
+    hold = hold_policy({"sms": QuietHours(time(0, 0), time(23, 59))})
+
+    held = hold("sms", {"timezone": 5}, utc(2024, 1, 10, 12, 0))
+
+    assert held is not None
+    assert "(00:00-23:59 UTC, as the user's timezone is a number, not a zone's name)" in held[1]
+
+
 def test_the_release_time_is_in_utc_whatever_zone_now_is_given_in() -> None:
     now = datetime(2024, 1, 10, 23, 0, tzinfo=timezone(timedelta(hours=1)))  # 22:00 UTC
 

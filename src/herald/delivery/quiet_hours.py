@@ -16,6 +16,7 @@ from datetime import UTC, datetime, time, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
+from herald.domain.properties import json_kind
 from herald.domain.timeutil import iso
 
 
@@ -180,9 +181,12 @@ def hold_policy(windows: Mapping[str, QuietHours]) -> HoldPolicy:
         release = window.release_time(now, name)
         if release is None:
             return None
+        zone = zone_named(name)[1]
+        if said is not None and name is None:  # a number, a list: the client's slip, said
+            zone += f", as the user's timezone is {json_kind(said)}, not a zone's name"
         return release, (
             f"quiet hours for {channel} ({window.start:%H:%M}-{window.end:%H:%M} "
-            f"{zone_named(name)[1]}): held until {iso(release)}"
+            f"{zone}): held until {iso(release)}"
         )
 
     return hold
