@@ -135,6 +135,31 @@ def test_a_description_left_empty_is_no_description(tmp_path: Path) -> None:
     assert ruleset.rules[0].description == ""
 
 
+def test_a_description_yaml_reads_as_other_than_text_is_refused_asking_to_quote_it(
+    tmp_path: Path,
+) -> None:
+    # Accepted, `GET /rules` showed it in Python's spelling: "['beta']", "True".
+    path = write_rule_file(tmp_path, GOOD_RULE + "    description: [beta]\n")
+    redeclare(path, "signup_completed: {}", "signup_completed: {description: yes}")
+
+    assert problems_of(path) == [
+        "event signup_completed: `description` must be text, but YAML read a boolean: quote it",
+        "rule GOOD: `description` must be text, but YAML read a list: quote it",
+    ]
+
+
+def test_a_description_yaml_reads_as_a_number_or_a_date_is_shown_as_written(
+    tmp_path: Path,
+) -> None:
+    path = write_rule_file(tmp_path, GOOD_RULE + "    description: 2026-01-15\n")
+    redeclare(path, "signup_completed: {}", "signup_completed: {description: 2026}")
+
+    ruleset = load_ruleset(path)
+
+    assert ruleset.event_types["signup_completed"].description == "2026"
+    assert ruleset.rules[0].description == "2026-01-15"
+
+
 BROKEN_RULES = {
     "unknown_trigger": (
         "  - {id: BROKEN, trigger: payment_refunded, channel: email, category: transactional,"

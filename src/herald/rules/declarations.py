@@ -60,8 +60,26 @@ def read_event_types(raw: Any, problems: list[str]) -> tuple[dict[str, EventType
                 pspec.get("maximum"),
                 tuple(enum) if enum else None,
             )
-        types[name] = EventType(name, props, str(spec.get("description") or ""), frozenset(refused))
+        description = spec.get("description")
+        said = description_problem(description)
+        if said:
+            problems.append(f"event {name}: {said}")
+        types[name] = EventType(name, props, description_text(description), frozenset(refused))
     return types, frozenset(refused_types)
+
+
+def description_problem(description: Any) -> str | None:
+    """What is wrong with a ``description``, free text, if anything: YAML reads `yes`,
+    `[beta]` or `{a: b}` as something else than text, which would be shown in Python's
+    spelling (``True``, ``['beta']``)."""
+    kinds = {bool: "a boolean", list: "a list", dict: "a mapping"}
+    kind = kinds.get(type(description))
+    return None if kind is None else f"`description` must be text, but YAML read {kind}: quote it"
+
+
+def description_text(description: Any) -> str:
+    """A ``description`` as shown: text, a number or a date as written."""
+    return "" if description is None or description_problem(description) else str(description)
 
 
 def _event_type_problem(spec: Any) -> str | None:

@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from herald.rules.conditions import Condition, ConditionError
-from herald.rules.declarations import NAME
+from herald.rules.declarations import NAME, description_problem, description_text
 from herald.rules.definition import CHANNELS, EventType, Limit, Rule
 from herald.rules.rule_keys import (
     Problem,
@@ -128,6 +128,10 @@ def _read_rule(
         bad("`after` is empty: give {event: TYPE, within: DURATION}, or remove the key")
     after = read_after(spec.get("after"), event_types, refused_types, bad)
     template = _read_template(spec.get("template"), channel, bad)
+    description = spec.get("description")
+    said = description_problem(description)
+    if said:
+        bad(said)
     trigger = on if isinstance(on, str) and on in event_types else None
     use = RuleUse(rule_id, trigger, condition, template)
     if limit is None or category is None:
@@ -142,7 +146,7 @@ def _read_rule(
         condition=condition,
         after=after,
         template=template,
-        description=str(spec.get("description") or "").strip(),
+        description=description_text(description).strip(),
     )
     return rule, use
 
