@@ -614,6 +614,18 @@ def test_the_plan_says_quiet_hours_whose_start_is_their_end_hold_nothing_back() 
     )
 
 
+def test_a_plan_whose_first_wait_is_above_the_ceiling_says_the_wait_it_keeps() -> None:
+    # It said "the second after 100 s, each wait x2, at most 10 s": every wait is 10 s.
+    delivery = {"backoff_seconds": 100, "max_backoff_seconds": 10}
+
+    [retries] = build({"delivery": delivery}).policy_described()
+
+    assert retries == (
+        "retries: 5 attempts at most, each 10 s after the one before (backoff_seconds 100 "
+        "is above max_backoff_seconds 10); then a dead letter"
+    )
+
+
 def test_a_plan_with_one_attempt_says_it_retries_nothing() -> None:
     """It said "1 attempts at most, the second after 2 s", of a second that never comes."""
     described = build({"delivery": {"max_attempts": 1}}).policy_described()

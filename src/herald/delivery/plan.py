@@ -37,6 +37,12 @@ class DeliveryPlan:
         retry = self.retry
         if retry.max_attempts == 1:  # no second attempt to say when
             retries = "retries: none, one attempt; then a dead letter"
+        elif retry.base > retry.max_backoff:  # every wait is the ceiling
+            retries = (
+                f"retries: {retry.max_attempts} attempts at most, each {retry.max_backoff:g} s "
+                f"after the one before (backoff_seconds {retry.base:g} is above "
+                f"max_backoff_seconds {retry.max_backoff:g}); then a dead letter"
+            )
         else:
             retries = (
                 f"retries: {retry.max_attempts} attempts at most, the second after "
