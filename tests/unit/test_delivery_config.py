@@ -141,6 +141,8 @@ def changed(path: tuple[str, ...], value: Any) -> dict[str, Any]:
         ),
         (("providers", "internal", "webhook"), ["x"], "providers.internal.webhook: must be"),
         (("delivery", "max_attempts"), 0, "delivery.max_attempts: must be a whole number"),
+        # YAML reads `yes` as a boolean: said in YAML's spelling, not Python's `True`.
+        (("delivery", "max_attempts"), True, "delivery.max_attempts: true is not a number"),
         (("delivery", "rate_limits", "sms"), -1, "delivery.rate_limits.sms: must be a number"),
         (("delivery", "quiet_hours", "sms"), "21-8", "delivery.quiet_hours.sms: must be a map"),
         (("delivery", "quiet_hours", "sms", "end"), "8pm", "'8pm' is not a time like 21:00"),

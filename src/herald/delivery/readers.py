@@ -117,7 +117,8 @@ def number(
     whole: bool = False,
 ) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        problems.append(f"{where}: {value!r} is not a number{yaml_text_hint(value)}")
+        shown = str(value).lower() if isinstance(value, bool) else repr(value)  # YAML's true
+        problems.append(f"{where}: {shown} is not a number{yaml_text_hint(value)}")
         return None
     kind = "a whole number" if whole else "a number"
     if whole and value != int(value):
