@@ -494,6 +494,20 @@ def test_every_problem_in_the_file_is_reported_at_once(tmp_path: Path) -> None:
         assert any(found.startswith(wanted) for found in problems), (wanted, problems)
 
 
+def test_both_keys_of_a_window_are_checked_in_one_run(tmp_path: Path) -> None:
+    # Only the event type was: a misspelt window unit came to light on the next run.
+    path = write_rule_file(
+        tmp_path,
+        "  - {id: NUDGE, trigger: signup_completed, channel: internal,"
+        " after: {event: bank_linked, within: 2w}}\n",
+    )
+
+    assert problems_of(path) == [
+        "rule NUDGE: `after.event: bank_linked` is not a declared event type",
+        "rule NUDGE: `after.within: 2w` is not a duration like 30m, 24h or 7d",
+    ]
+
+
 def test_every_undeclared_name_of_a_template_is_listed_in_one_check(tmp_path: Path) -> None:
     # Only the first was: an author with two typos needed two runs to learn of both.
     typos = {"subject.txt": "Hi {{ user.frist_name }}", "body.txt": "{{ event.properties.amout }}"}

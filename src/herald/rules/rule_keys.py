@@ -67,20 +67,29 @@ def read_after(
         # A key meant to narrow the window (`count:`, `where:`) would otherwise be ignored.
         bad(f"`after` holds unknown key(s) {unknown}: it takes only `event` and `within`")
         return None
-    if not isinstance(raw["event"], str) or raw["event"] not in event_types:
-        # One declared wrongly is reported as such, not again as each anchor naming it.
-        if is_undeclared(raw["event"], event_types, refused_types):
-            bad(f"`after.event: {raw['event']}` is not a declared event type")
+    # Both keys are read whatever the other holds, so that one check lists both mistakes.
+    anchor = raw["event"]
+    declared = isinstance(anchor, str) and anchor in event_types
+    # One declared wrongly is reported as such, not again as each anchor naming it.
+    if not declared and is_undeclared(anchor, event_types, refused_types):
+        bad(f"`after.event: {anchor}` is not a declared event type")
+    window = _read_window(raw["within"], bad)
+    if not declared or window is None:
         return None
-    match = _DURATION.match(str(raw["within"]))
+    return After(anchor, *window)
+
+
+def _read_window(within: Any, bad: Problem) -> tuple[timedelta, str] | None:
+    """An ``after.within`` as a timedelta and as written (``24h``); None when it is none."""
+    match = _DURATION.match(str(within))
     if not match:
-        bad(f"`after.within: {raw['within']}` is not a duration like 30m, 24h or 7d")
+        bad(f"`after.within: {within}` is not a duration like 30m, 24h or 7d")
         return None
     seconds = int(match[1]) * _UNITS[match[2]]
     if seconds > _LONGEST_WINDOW_S:
-        bad(f"`after.within: {raw['within']}` is longer than the longest window, 3650d")
+        bad(f"`after.within: {within}` is longer than the longest window, 3650d")
         return None
-    return After(raw["event"], timedelta(seconds=seconds), f"{int(match[1])}{match[2]}")
+    return timedelta(seconds=seconds), f"{int(match[1])}{match[2]}"
 
 
 def is_undeclared(name: Any, event_types: Mapping[str, EventType], refused: frozenset[str]) -> bool:
