@@ -409,7 +409,8 @@ def test_a_condition_yaml_reads_as_a_boolean_is_cel_s_own(when: str, tmp_path: P
 def test_a_duplicate_rule_id_is_refused(tmp_path: Path) -> None:
     path = write_rule_file(tmp_path, GOOD_RULE + GOOD_RULE)
 
-    assert problems_of(path) == ["rule GOOD: duplicate id"]
+    # It said "duplicate id" alone: in a long file, which two rules was left to find.
+    assert problems_of(path) == ["rule GOOD: duplicate id: rules #1 and #2 both have it"]
 
 
 def test_a_misspelt_section_is_refused_not_ignored(tmp_path: Path) -> None:

@@ -62,7 +62,7 @@ def read_rules(
         return [], []
     rules: list[Rule] = []
     uses: list[RuleUse] = []
-    seen: set[str] = set()
+    seen: dict[str, int] = {}  # each id, with the position of the first rule holding it
     for index, spec in enumerate(raw):
         if not isinstance(spec, dict) or spec.get("id") in (None, ""):
             problems.append(f"rule #{index + 1}: needs an `id`")
@@ -82,8 +82,9 @@ def read_rules(
                 "(it is part of dedup keys)"
             )
         if rule_id in seen:
-            bad("duplicate id")
-        seen.add(rule_id)
+            # Both rules' problems are said under this id: which one is which is by place.
+            bad(f"duplicate id: rules #{seen[rule_id]} and #{index + 1} both have it")
+        seen.setdefault(rule_id, index + 1)
         rule, use = _read_rule(rule_id, spec, event_types, refused_types, bad)
         uses.append(use)
         if rule is not None and len(problems) == before:
