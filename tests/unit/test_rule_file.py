@@ -495,6 +495,36 @@ def test_every_problem_in_the_file_is_reported_at_once(tmp_path: Path) -> None:
         assert any(found.startswith(wanted) for found in problems), (wanted, problems)
 
 
+@pytest.mark.parametrize(
+    ("parts", "misnamed", "part"),
+    [
+        # The email went without its HTML, and the check said nothing.
+        (
+            {"subject.txt": "Hi", "body.txt": "Hello", "body.htm": "<p>Hello</p>"},
+            "body.htm",
+            "body.html",
+        ),
+        # Read on a disk that ignores case, refused as "needs subject.txt and body.txt" where
+        # one does not: which file was wrong was left to find.
+        ({"subject.txt": "Hi", "Body.txt": "Hello"}, "Body.txt", "body.txt"),
+    ],
+)
+def test_a_template_file_named_as_a_part_misspelt_is_refused_naming_the_part(
+    parts: dict[str, str], misnamed: str, part: str, tmp_path: Path
+) -> None:
+    path = write_rule_file(
+        tmp_path,
+        "  - {id: NOTE, trigger: signup_completed, channel: email, category: transactional,"
+        " template: note}\n",
+        {"note": parts},
+    )
+
+    assert problems_of(path) == [
+        f"rule NOTE: template note: {misnamed} is not read (a template's parts are "
+        f"subject.txt, body.txt and body.html): rename it {part}"
+    ]
+
+
 def test_both_keys_of_a_window_are_checked_in_one_run(tmp_path: Path) -> None:
     # Only the event type was: a misspelt window unit came to light on the next run.
     path = write_rule_file(

@@ -125,6 +125,7 @@ class TemplateSet:
             folder = directory / name
             if not folder.is_dir():
                 raise TemplateProblem(f"template {name!r} not found (no folder {folder})")
+            _refuse_misnamed_parts(name, folder)
             sources[name] = {
                 part: _read_part(folder / part, f"{name}/{part}")
                 for part in PARTS
@@ -189,6 +190,27 @@ class TemplateSet:
                 # A macro calling itself fails whatever the values, as a type error does.
                 on_types = isinstance(exc, TypeError | RecursionError)
                 raise TemplateFailed(f"template {where}: {_python_error(exc)}", on_types) from None
+
+
+# A part's name as an author may slip on it: another case (which a case-insensitive disk
+# on the author's machine reads as the part, a server's does not) or `.htm`.
+_MISNAMED = {**{part.upper(): part for part in PARTS}, "BODY.HTM": "body.html"}
+
+
+def _refuse_misnamed_parts(name: str, folder: Path) -> None:
+    """Refuse a file of ``folder`` named as a part, misspelt: it would not be read, and
+    the message would go without its HTML, or the template be said to lack a part it has."""
+    try:
+        files = sorted(entry.name for entry in folder.iterdir())
+    except OSError as exc:
+        raise TemplateProblem(f"template {name}: cannot list its folder: {exc.strerror}") from None
+    for file in files:
+        part = _MISNAMED.get(file.upper())
+        if part is not None and file != part:
+            raise TemplateProblem(
+                f"template {name}: {file} is not read (a template's parts are subject.txt, "
+                f"body.txt and body.html): rename it {part}"
+            )
 
 
 def _as_type(name: str, value: Any, declared: str) -> Any:
