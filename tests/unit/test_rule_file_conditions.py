@@ -122,6 +122,24 @@ NEVER_WORKS = {
         "event with every declared property and trait, where user.email is a string: "
         "Function 'matches' error: '[' not a valid regex",
     ),
+    # CEL's error advised checking the spelling of a name cel.dev documents.
+    "a_time_zone_for_a_timestamp_getter": (
+        "trigger: payment_failed,"
+        " when: 'timestamp(event.timestamp).getHours(\"Europe/Lisbon\") >= 22'",
+        'rule R0: `when: timestamp(event.timestamp).getHours("Europe/Lisbon") >= 22` cannot be'
+        " evaluated on a sample payment_failed event with every declared property and trait,"
+        " where event.timestamp is a string: Undefined variable or function: 'getHours': "
+        "getHours() is a timestamp's, taking no time zone here "
+        "(`timestamp(event.timestamp).getHours()` reads it in UTC)",
+    ),
+    "a_string_extension": (
+        "trigger: payment_failed, when: 'user.email.lowerAscii().endsWith(\"@example.com\")'",
+        'rule R0: `when: user.email.lowerAscii().endsWith("@example.com")` cannot be evaluated'
+        " on a sample payment_failed event with every declared property and trait, where "
+        "user.email is a string: Undefined variable or function: 'lowerAscii': lowerAscii is "
+        "one of CEL's extensions, which Herald's CEL does not have (a string has size(), "
+        "contains(), startsWith(), endsWith() and matches())",
+    ),
     # CEL finds values of different types unequal, without an error: the samples passed.
     "a_literal_of_another_type": (
         "trigger: payment_failed, when: 'event.properties.attempt_number == \"3\"'",

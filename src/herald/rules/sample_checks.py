@@ -16,6 +16,7 @@ from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from herald.rules.cel_hints import explained
 from herald.rules.conditions import Condition, ConditionError, bound_variables
 from herald.rules.definition import EventType
 from herald.rules.literal_checks import never_equal
@@ -152,7 +153,7 @@ def _operand_problem(condition: Condition, samples: list[_Sample], where: str) -
 
 def _first_line(exc: Exception) -> str:
     # CEL puts the details of a bad regex on the lines after "...not a valid regex:".
-    return (str(exc).splitlines() or [type(exc).__name__])[0].rstrip(":")
+    return explained((str(exc).splitlines() or [type(exc).__name__])[0].rstrip(":"))
 
 
 def _operands(source: str) -> list[str]:
