@@ -636,6 +636,38 @@ def test_a_condition_over_a_value_of_the_wrong_type_is_skipped_with_the_error(
     )
 
 
+NESTED_RULES = """
+events:
+  plan_changed:
+    properties:
+      meta: {type: object}
+rules:
+  - id: REFERRED_ALERT
+    trigger: plan_changed
+    when: has(event.properties.meta.referrer)
+    channel: internal
+"""
+
+
+def test_a_has_test_of_a_key_inside_an_absent_object_names_what_to_test_first(
+    tmp_path: Path,
+) -> None:
+    # CEL's has() tests the last field alone: it said "event.properties.meta.referrer is
+    # missing", the very thing has() was written to test.
+    path = tmp_path / "rules.yaml"
+    path.write_text(NESTED_RULES, encoding="utf-8")
+    changed = event("plan_changed", SIGNUP_AT, properties={}, traits={})
+
+    decision = the_one(replay([changed], load_ruleset(path)), "REFERRED_ALERT")
+
+    assert decision.outcome is Outcome.SKIPPED
+    assert decision.reason == (
+        "`has(event.properties.meta.referrer)` could not be evaluated: event.properties.meta"
+        " is missing, and has(event.properties.meta.referrer) needs it to be there: test"
+        " has(event.properties.meta) first"
+    )
+
+
 def test_the_custom_rule_fires_when_its_values_are_present(custom_ruleset: RuleSet) -> None:
     changed = event("plan_changed", SIGNUP_AT, properties={"plan": "pro"}, traits={"seats": 3})
 

@@ -132,8 +132,8 @@ class Condition:
             value = self.value_on(context)
         except KeyError as exc:
             # CEL names the key alone ('seats'); the reader wants the path they wrote.
-            missing = [path for path, keys in self._paths if not _lookup(context, keys)[0]]
-            said = f"{missing[0]} is missing" if missing else f"{exc} missing"
+            missing = [keys for _, keys in self._paths if not _lookup(context, keys)[0]]
+            said = _missing(context, missing[0], self.source) if missing else f"{exc} missing"
             return ConditionResult(False, f"`{self.source}` could not be evaluated: {said}")
         except Exception as exc:
             # CEL names no operand ("No such overload"): the values it was given show which
@@ -175,6 +175,18 @@ class Condition:
             found, value = _lookup(context, keys)
             parts.append(f"{path} is {_cel_literal(value) if found else 'missing'}")
         return f" ({', '.join(parts)})" if parts else ""
+
+
+def _missing(context: dict[str, Any], keys: tuple[str, ...], source: str) -> str:
+    """What is missing of the path ``keys``: its first part the context lacks, which is
+    the one to test (`has(event.properties.meta.plan)` fails when `meta` is absent)."""
+    length = next((n for n in range(1, len(keys)) if not _lookup(context, keys[:n])[0]), len(keys))
+    absent, path = ".".join(keys[:length]), ".".join(keys)
+    if absent != path and re.search(rf"\bhas\(\s*{re.escape(path)}\s*\)", source):
+        return (
+            f"{absent} is missing, and has({path}) needs it to be there: test has({absent}) first"
+        )
+    return f"{absent} is missing"
 
 
 def bound_variables(source: str) -> set[str]:
