@@ -649,6 +649,51 @@ rules:
 """
 
 
+NULL_RULES = """
+events:
+  plan_changed:
+    properties:
+      plan: {type: string}
+      seats: {type: integer}
+traits:
+  email: string
+rules:
+  - id: PLAN_EMAIL
+    trigger: plan_changed
+    when: '!has(event.properties.seats) || event.properties.seats > 1'
+    channel: email
+    category: transactional
+    template: plan
+"""
+
+
+def test_an_optional_property_sent_as_null_is_absent_to_conditions_and_templates(
+    tmp_path: Path,
+) -> None:
+    # Ingestion takes a null as no value, but rules saw it: `has()` held and the
+    # comparison failed ("No such overload"), and `default` did not apply to it.
+    (tmp_path / "rules.yaml").write_text(NULL_RULES, encoding="utf-8")
+    folder = tmp_path / "templates" / "plan"
+    folder.mkdir(parents=True)
+    (folder / "subject.txt").write_text('Your plan: {{ event.properties.plan | default("free") }}')
+    (folder / "body.txt").write_text("Thanks")
+    changed = event(
+        "plan_changed",
+        SIGNUP_AT,
+        properties={"plan": None, "seats": None},
+        traits={"email": "maria@example.com"},
+    )
+
+    ruleset = load_ruleset(tmp_path / "rules.yaml")
+
+    decision = the_one(replay([changed], ruleset), "PLAN_EMAIL")
+
+    assert decision.outcome is Outcome.TRIGGERED, decision.reason
+    assert decision.draft is not None
+    context = {"event": decision.draft.event_view, "user": decision.draft.user_view}
+    assert ruleset.templates.render("plan", context).subject == "Your plan: free"
+
+
 def test_a_has_test_of_a_key_inside_an_absent_object_names_what_to_test_first(
     tmp_path: Path,
 ) -> None:

@@ -47,13 +47,15 @@ class Event:
         return hashlib.blake2b(canonical, digest_size=16).hexdigest()
 
     def as_context(self) -> dict[str, Any]:
-        """The ``event`` variable seen by rule conditions and templates."""
+        """The ``event`` variable seen by rule conditions and templates. A property sent
+        as null is left out: a null is no value (a required one is refused as missing),
+        so a condition's `has()` and a template's `default` treat it as absent."""
         return {
             "id": self.event_id,
             "type": self.event_type,
             "user_id": self.user_id,
             "timestamp": iso(self.timestamp),
-            "properties": dict(self.properties),
+            "properties": {k: v for k, v in self.properties.items() if v is not None},
         }
 
 
