@@ -155,6 +155,12 @@ NEVER_WORKS = {
         "compares user.marketing_opt_in, which the rule file declares a boolean, with the "
         'string "true"',
     ),
+    "a_fraction_for_an_integer": (
+        "trigger: payment_failed, when: event.properties.attempt_number == 2.5",
+        "rule R0: `when: event.properties.attempt_number == 2.5` compares "
+        "event.properties.attempt_number, which the rule file declares an integer, with 2.5, "
+        "which no integer equals, so `==` is always false",
+    ),
     # A misspelt value of an enum never matches an event, which holds only the enum's.
     "a_value_outside_the_enum": (
         "trigger: payment_failed, when: 'event.properties.source != \"App\"'",

@@ -38,8 +38,8 @@ _WRITE_AS = {
 
 def never_equal(source: str, event_type: EventType, traits: Mapping[str, str]) -> list[str]:
     """What is wrong with each comparison in ``source`` of a declared property or trait
-    with a literal it can never equal: of another type, or outside the property's
-    ``enum``."""
+    with a literal it can never equal: of another type, a fraction for an integer, or
+    outside the property's ``enum``."""
     problems = []
     for path, op, text in _comparisons(source):
         value, kind = _literal(text)
@@ -59,6 +59,11 @@ def never_equal(source: str, event_type: EventType, traits: Mapping[str, str]) -
                 f"compares {path}, which the rule file declares {_a(declared)}, with the {kind} "
                 f"{text}: CEL finds values of different types unequal, so `{op}` is always "
                 f"{always} ({fix})"
+            )
+        elif declared == "integer" and type(value) is float and not value.is_integer():
+            problems.append(
+                f"compares {path}, which the rule file declares an integer, with {text}, "
+                f"which no integer equals, so `{op}` is always {always}"
             )
         elif allowed is not None and not any(_same(value, item) for item in allowed):
             listed = ", ".join(_shown(item) for item in allowed)
