@@ -284,9 +284,9 @@ def test_a_clients_values_print_in_json_spelling_and_null_prints_nothing() -> No
 
 
 def test_a_clients_values_joined_or_concatenated_print_in_json_spelling() -> None:
-    # `join` and `~` turned each value into text Python's way: "Items: a, None, True".
+    # `join`, `~` and `string` turned each value into text Python's way: "Items: a, None, True".
     body = "{% set p = event.properties %}{{ p.items | join(', ') }}|{{ 'Auto-pay: ' ~ p.on }}|"
-    body += "{{ 'Plan: ' ~ p.plan ~ '.' }}|{{ p.tags ~ p.meta }}"
+    body += "{{ 'Plan: ' ~ p.plan ~ '.' }}|{{ p.tags ~ p.meta }}|{{ p.on | string }}"
     sources = {"t": {"subject.txt": "s", "body.txt": body, "body.html": body}}
     properties = {
         "items": ["a", None, True, 2.5, {"k": 1}, [1]],
@@ -298,7 +298,9 @@ def test_a_clients_values_joined_or_concatenated_print_in_json_spelling() -> Non
 
     rendered = TemplateSet(sources).render("t", {"event": {"properties": properties}, "user": {}})
 
-    assert rendered.body == 'a, , true, 2.5, {"k":1}, [1]|Auto-pay: false|Plan: .|["x"]{"tier":2}'
+    assert rendered.body == (
+        'a, , true, 2.5, {"k":1}, [1]|Auto-pay: false|Plan: .|["x"]{"tier":2}|false'
+    )
     assert rendered.html == rendered.body.replace('"', "&#34;")
 
 

@@ -13,6 +13,7 @@ from jinja2.filters import do_join, make_attrgetter
 from jinja2.nodes import EvalContext
 from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
+from markupsafe import soft_str
 
 # The largest text or list a template may make by repetition (`"*" * n`) or padding
 # (`name.ljust(n)`, `text | indent(n)`), and the largest number, in bits, by a power
@@ -49,6 +50,12 @@ def _printing_join(
     if attribute is not None:
         value = map(make_attrgetter(eval_ctx.environment, attribute), value)
     return do_join(eval_ctx, [as_printed(item) for item in value], d)
+
+
+def _printing_string(value: Any) -> str:
+    """Jinja's ``string``, the value printed as ``{{ ... }}`` prints it (``true``, not
+    ``True``), text marked safe kept so."""
+    return soft_str(as_printed(value))
 
 
 def _is_text(node: nodes.Expr) -> bool:
@@ -95,6 +102,7 @@ class DataSandbox(SandboxedEnvironment):
             "center": _bounded_center(self.filters["center"]),
             "indent": _bounded_indent(self.filters["indent"]),
             "join": _printing_join,
+            "string": _printing_string,
         }
 
     def call(self, context: Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
