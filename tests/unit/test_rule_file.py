@@ -525,6 +525,38 @@ def test_a_template_file_named_as_a_part_misspelt_is_refused_naming_the_part(
     ]
 
 
+@pytest.mark.parametrize(
+    ("rules", "problem"),
+    [
+        # The dash left out: one rule as a mapping, refused as "`rules` must be a list".
+        (
+            "rules:\n  id: GOOD\n  trigger: signup_completed\n",
+            "`rules` must be a list, got {'id': 'GOOD', 'trigger': 'signup_completed'}: list "
+            "the rules, each starting with `- id:`",
+        ),
+        ("rules:\n", "`rules` is missing or empty: list the rules, each starting with `- id:`"),
+        ("", "`rules` is missing or empty: list the rules, each starting with `- id:`"),
+    ],
+)
+def test_a_rules_section_that_is_no_list_says_how_to_write_one(
+    rules: str, problem: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text("events:\n  signup_completed: {}\n" + rules, encoding="utf-8")
+
+    assert problems_of(path) == [problem]
+
+
+def test_an_events_section_declaring_none_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text("events: {}\nrules: []\n", encoding="utf-8")
+
+    assert problems_of(path) == [
+        "`events` must map each event type to its definition, and declares none (e.g. "
+        "`events: {signup_completed: {}}`)"
+    ]
+
+
 def test_both_keys_of_a_window_are_checked_in_one_run(tmp_path: Path) -> None:
     # Only the event type was: a misspelt window unit came to light on the next run.
     path = write_rule_file(

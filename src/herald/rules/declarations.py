@@ -23,7 +23,11 @@ def read_event_types(raw: Any, problems: list[str]) -> tuple[dict[str, EventType
     """The declared event types, and the names of those whose declarations are refused as
     a whole: reported here, and not again as the undeclared trigger of each rule on them."""
     if not isinstance(raw, dict) or not raw:
-        problems.append("`events` must map each event type to its definition")
+        problems.append(
+            "`events` must map each event type to its definition"
+            + (", and declares none" if raw in (None, {}) else f", got {raw!r}")
+            + " (e.g. `events: {signup_completed: {}}`)"
+        )
         return {}, frozenset()
     types = {}
     refused_types = set()

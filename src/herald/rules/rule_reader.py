@@ -58,7 +58,9 @@ def read_rules(
     appended to ``problems``; ``refused_types`` are event types declared wrongly, whose
     own problem is said already."""
     if not isinstance(raw, list):
-        problems.append("`rules` must be a list")
+        # Left out, or written with nothing under it, it is None: no list to find fault in.
+        said = "is missing or empty" if raw is None else f"must be a list, got {raw!r}"
+        problems.append(f"`rules` {said}: list the rules, each starting with `- id:`")
         return [], []
     rules: list[Rule] = []
     uses: list[RuleUse] = []
