@@ -1102,6 +1102,11 @@ def test_a_broken_property_declaration_leaves_the_rule_s_other_mistakes_listed(
             "email:",
             "trait email: needs a type: one of string, number, integer, boolean, object, array",
         ),
+        # As a property is declared: refused showing Python's spelling of the mapping.
+        (
+            "email: {type: string}",
+            "trait email: a trait takes its type alone: write `email: string`",
+        ),
         (
             "email: integer",
             "trait email: Herald reads it as a string (the email channel's recipient): declare "

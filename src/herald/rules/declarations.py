@@ -221,6 +221,10 @@ def _trait_problem(name: Any, kind: Any) -> str | None:
         return "the name must be a string"
     if kind is None:
         return f"needs a type: one of {', '.join(PROPERTY_TYPES)}"
+    if isinstance(kind, dict) and kind.get("type") in PROPERTY_TYPES:
+        # A property's form, `{type: string}`: a trait takes its type alone (all are
+        # optional, and a client's traits are not refused for their values).
+        return f"a trait takes its type alone: write `{name}: {kind['type']}`"
     if not isinstance(kind, str) or kind not in PROPERTY_TYPES:
         return f"the type must be one of {', '.join(PROPERTY_TYPES)}, got {kind!r}"
     if name == "id":
