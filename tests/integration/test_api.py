@@ -353,6 +353,23 @@ def test_a_preference_body_json_cannot_decode_is_a_documented_422_not_a_400(
     assert response.json() == as_event.json()
 
 
+def test_a_key_given_twice_counts_once_with_its_last_value(client: TestClient) -> None:
+    # As JSON.parse and most parsers read it, and as the README says: the stored event,
+    # its decisions and the audit all see the one value.
+    body = json.dumps(payment_failed(user="u_twice")).encode()
+    body = body.replace(
+        b'"failure_reason": "', b'"failure_reason": "CARD_DECLINED", "failure_reason": "'
+    )
+
+    response = client.post("/events", content=body, headers={"content-type": "application/json"})
+
+    assert response.status_code == 202
+    [event] = client.get("/audit/u_twice").json()["events"]
+    assert event["properties"]["failure_reason"] == "INSUFFICIENT_FUNDS"
+    funds = next(d for d in event["decisions"] if d["rule"] == "INSUFFICIENT_FUNDS_EMAIL")
+    assert funds["outcome"] == "triggered"
+
+
 @pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b'"text"', b""])
 def test_malformed_or_non_object_bodies_are_client_errors(client: TestClient, raw: bytes) -> None:
     response = client.post("/events", content=raw, headers={"content-type": "application/json"})
