@@ -744,18 +744,18 @@ def test_an_interrupted_prune_says_what_stays_done_and_how_to_finish(
     database = old_history(path, ruleset)
     url = f"sqlite:///{path}"
     arguments = ["prune", "--older-than", "400d", "--batch-size", "5", "--database", url]
-    pruning = subprocess.Popen(
+    with subprocess.Popen(
         [*herald_command(), *arguments],
         env=herald_environment(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-    )
-    assert pruning.stdout is not None
-    first = pruning.stdout.readline()  # the first batch is done
-    pruning.send_signal(stop)
-    rest = pruning.stdout.read()
-    pruning.wait(30)
+    ) as pruning:
+        assert pruning.stdout is not None
+        first = pruning.stdout.readline()  # the first batch is done
+        pruning.send_signal(stop)
+        rest = pruning.stdout.read()
+        pruning.wait(30)
 
     assert "events: 5 deleted so far" in first, first + rest
     assert pruning.returncode == code, rest
