@@ -1,11 +1,10 @@
-"""Maintenance commands: ``herald db upgrade``, ``herald messages failed`` and ``retry``,
-``herald prune``."""
+"""Maintenance commands: ``herald db upgrade`` and ``current``, ``herald prune``."""
 
 from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -29,12 +28,6 @@ if TYPE_CHECKING:
 db_app = typer.Typer(
     help="The database schema: `current` names its revision, `upgrade` migrates it to this "
     "version of Herald.",
-    no_args_is_help=True,
-    rich_markup_mode="markdown",
-)
-messages_app = typer.Typer(
-    help="Messages: `failed` lists dead letters (those that failed for good), `retry` "
-    "re-queues them, `cancel` cancels a rule's waiting messages.",
     no_args_is_help=True,
     rich_markup_mode="markdown",
 )
@@ -99,174 +92,6 @@ def _revision_left(db: Database) -> str:
     except Exception:  # unreachable meanwhile: the upgrade was rolled back all the same
         return "the revision it was at before"
     return f"revision {revision}" if revision else "no revision (empty)"
-
-
-@messages_app.command("failed")
-def messages_failed(
-    limit: Annotated[
-        int,
-        typer.Option(
-            min=1, max=10_000, metavar="N", help="how many to list, the latest to fail first"
-        ),
-    ] = 50,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="one JSON object a line, for scripts")
-    ] = False,
-    database: DatabaseOpt = None,
-) -> None:
-    """List dead letters (status failed), the latest to fail first, with their errors."""
-    from herald.store.unit_of_work import ReadOnly
-
-    db = open_database(database_url_from(database), schema="current", writes=False)
-    with ReadOnly(db) as read:
-        count, rows = read.outbox.dead_letters(limit)
-    db.dispose()
-    letters = [_dead_letter(row) for row in rows]
-    if as_json:
-        import orjson
-
-        for letter in letters:
-            typer.echo(orjson.dumps(letter).decode())
-    else:
-        for letter in letters:
-            # Two lines each, whatever the terminal's width: the id whole, to be copied
-            # into `messages retry`, then the error however long it is.
-            typer.echo(
-                f"{letter['message_id']}  {letter['rule']}  {letter['channel']}  "
-                f"user {letter['user_id']}\n  failed at {letter['failed_at'] or 'an unknown time'}"
-                f" after {letter['attempts']} attempt(s): {letter['error'] or 'no error recorded'}"
-            )
-    # The count and the hint go to stderr, beside the command's other messages, so that
-    # the listing alone can be piped.
-    said = f"{count} dead letter(s)"
-    if len(rows) < count:
-        said = f"the latest {len(rows)} of {said}"
-    if count:
-        said += "; `herald messages retry --message-id ID` (or `--failed`) re-queues them"
-    console.print(said, markup=False)
-
-
-def _dead_letter(row: Any) -> dict[str, Any]:
-    from herald.domain.timeutil import from_micros, iso
-
-    return {
-        "message_id": row.message_id,
-        "rule": row.rule,
-        "user_id": row.user_id,
-        "channel": row.channel,
-        "attempts": row.attempts,
-        "failed_at": iso(from_micros(row.failed_us)) if row.failed_us is not None else None,
-        "error": row.last_error,
-    }
-
-
-@messages_app.command("retry")
-def messages_retry(
-    message_id: Annotated[
-        str | None, typer.Option("--message-id", metavar="ID", help="one dead letter")
-    ] = None,
-    failed: Annotated[
-        bool, typer.Option("--failed", help="every dead letter a prune has not redacted")
-    ] = False,
-    database: DatabaseOpt = None,
-) -> None:
-    """Put dead letters (status failed) back in the queue."""
-    from herald.bootstrap import utc_now
-    from herald.domain.timeutil import to_micros
-    from herald.store.unit_of_work import UnitOfWork
-
-    if (message_id is None) == (not failed):
-        fail("give either --message-id ID or --failed", code=2)
-    db = open_database(database_url_from(database), schema="current")
-    try:
-        with UnitOfWork(db) as uow:
-            count = uow.outbox.requeue(now_us=to_micros(utc_now()), message_id=message_id)
-            found = uow.outbox.get(message_id) if message_id and count == 0 else None
-            # Said, or the metrics' count of dead letters would contradict "re-queued 0".
-            left = 0 if message_id else uow.outbox.count_redacted_dead_letters()
-            uow.commit()
-    except KeyboardInterrupt:
-        # Ctrl-C while it waits for a lock another process holds, say: said, or the
-        # operator cannot tell whether the dead letters went back to the queue.
-        fail(
-            "interrupted before the re-queue was committed: nothing was re-queued; run "
-            "the same command again",
-            code=130,
-        )
-    finally:
-        db.dispose()
-    if message_id and count == 0:
-        fail(_not_requeued(message_id, found))
-    console.print(f"re-queued {count} message(s)")
-    if left:
-        console.print(
-            f"left {left} dead letter(s) a prune redacted (no recipient or text left): they "
-            "cannot be sent again"
-        )
-
-
-@messages_app.command("cancel")
-def messages_cancel(
-    rule: Annotated[
-        str, typer.Option("--rule", metavar="RULE", help="the rule whose messages to cancel")
-    ],
-    database: DatabaseOpt = None,
-) -> None:
-    """Cancel a rule's messages waiting to be sent, and its dead letters.
-
-    Those due, held for quiet hours or waiting for a retry: the messages of a rule taken
-    out of the rule file would otherwise still go out, as written when decided. Those
-    being sent are beyond recall, but one the receiver refuses comes back for a retry,
-    which running this again cancels."""
-    from herald.bootstrap import utc_now
-    from herald.domain.timeutil import to_micros
-    from herald.store.outbox import SENDING
-    from herald.store.unit_of_work import UnitOfWork
-
-    db = open_database(database_url_from(database), schema="current")
-    try:
-        with UnitOfWork(db) as uow:
-            count = uow.outbox.cancel_rule(
-                rule,
-                reason=f"cancelled by `herald messages cancel --rule {rule}`",
-                now_us=to_micros(utc_now()),
-            )
-            sending = uow.outbox.count_by_status(open_only=True, rule=rule).get(SENDING, 0)
-            uow.commit()
-    except KeyboardInterrupt:
-        fail("interrupted before the cancel was committed: nothing was cancelled", code=130)
-    finally:
-        db.dispose()
-    console.print(f"cancelled {count} message(s) of {rule}", markup=False)
-    if sending:
-        # Recorded as a retry, a send the receiver refused is waiting again, and would go
-        # out later unless cancelled then: the operator must know to run this again.
-        console.print(
-            f"{sending} message(s) of {rule} being sent now are beyond recall; one the "
-            "receiver refuses comes back for a retry, which the same command cancels once "
-            "its send is recorded (within a minute)",
-            markup=False,
-        )
-
-
-def _not_requeued(message_id: str, row: Any | None) -> str:
-    """Why ``messages retry --message-id`` left ``message_id`` as it was: a mistyped id, a
-    message that is no dead letter (sent, or waiting for its next attempt), or one pruned."""
-    from herald.store.outbox import FAILED, PENDING, SENDING
-
-    if row is None:
-        return f"no message {message_id}"
-    if row.status == FAILED:  # the only dead letters requeue leaves: those pruned
-        return (
-            f"message {message_id} is a dead letter a prune redacted (no recipient or text "
-            "left): it cannot be sent again"
-        )
-    if row.status in (PENDING, SENDING):
-        return (
-            f"message {message_id} is {row.status}, not a dead letter: the dispatcher tries "
-            "it again when it is due"
-        )
-    return f"message {message_id} is {row.status}, not a dead letter: nothing to retry"
 
 
 def _rules_not_in(ruleset: RuleSet, db: Database, cutoff: datetime) -> frozenset[str]:

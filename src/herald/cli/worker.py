@@ -1,0 +1,189 @@
+"""``herald worker``: a dispatcher alone, in a process of its own; also the child process
+that delivers for ``herald serve``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from herald.cli.common import (
+    DatabaseOpt,
+    RulesOpt,
+    default_of,
+    fail,
+    preflight,
+    say,
+    settings_from,
+    warn_of_unknown_variables,
+)
+from herald.cli.listening import host_port, http_url
+from herald.config import WorkerSettings
+from herald.orphans import parent_gone
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from prometheus_client import CollectorRegistry
+
+    from herald.bootstrap import Runtime
+
+
+def worker(
+    database: DatabaseOpt = None,
+    rules: RulesOpt = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            metavar="N", help="serve Prometheus metrics on this port (env HERALD_METRICS_PORT)"
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str | None,
+        typer.Option(
+            metavar="HOST",
+            help=f"address for the metrics (default {default_of('metrics_host')}; "
+            "env HERALD_METRICS_HOST)",
+        ),
+    ] = None,
+    parent_pid: Annotated[
+        int | None, typer.Option(hidden=True, help="stop when this process is gone")
+    ] = None,
+) -> None:
+    """Run a dispatcher alone, beside any number of `herald serve --no-dispatcher` API
+    processes and other workers on the same database (one machine's SQLite file, or
+    PostgreSQL).
+
+    HERALD_LOG_LEVEL, HERALD_LOG_FORMAT, HERALD_OUTBOX_FILE,
+    HERALD_SQLITE_FLUSH_EACH_COMMIT and HERALD_POSTGRES_STATEMENT_TIMEOUT apply here as
+    they do to `herald serve`; the settings of the API alone (HERALD_HOST, HERALD_PORT,
+    the tokens, HERALD_WORKERS, ...) are not read."""
+    from herald.bootstrap import build_runtime
+    from herald.delivery.dispatcher import LEASE_S
+    from herald.observability.logging import configure_logging
+    from herald.store.database import shown_url
+
+    settings = settings_from(
+        WorkerSettings,
+        database_url=database,
+        rules=rules,
+        dispatcher=True,
+        metrics_port=metrics_port,
+        metrics_host=metrics_host,
+    )
+    configure_logging(settings.log_level, settings.log_format)
+    if parent_pid is None:  # serve's own dispatcher: serve has said so already
+        warn_of_unknown_variables(settings, os.environ)
+    # A dispatcher delivers what an API stored: a database it would have to create is
+    # the wrong one.
+    preflight(settings, create_database=False)
+    # With a dispatcher (settings.dispatcher is on), and no API: no ingestion metrics.
+    runtime = build_runtime(settings, ingests=False)
+    assert runtime.dispatcher is not None
+    worker_id = runtime.dispatcher.worker_id
+    stop_metrics = _serve_metrics(settings, runtime.metrics.registry)
+
+    async def run() -> None:
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def stop(sig: signal.Signals) -> None:
+            if stopping.is_set():
+                if sig is signal.SIGINT:
+                    # A second Ctrl-C: the operator would rather not wait. Gone now, as if
+                    # killed: what it was sending is claimed, and sent again later.
+                    say(settings, _STOPPED_AT_ONCE)
+                    sys.stderr.flush()  # os._exit flushes nothing
+                    os._exit(128 + signal.SIGINT)
+                return
+            # Said, as a stop can take up to a lease: an operator met with silence would
+            # kill the process, and the sends it cut off would be made again later.
+            say(
+                settings,
+                "stopping: the sends under way finish and are recorded first (within "
+                f"{LEASE_S:.0f} s; Ctrl-C again stops at once); killed before, it leaves "
+                "them to be sent again once their claims run out",
+            )
+            stopping.set()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop, sig)
+        say(settings, f"dispatcher {worker_id} on {shown_url(settings.database_url)}")
+        say(settings, "delivering " + "; ".join(runtime.delivery.channels_described()))
+        _say_waiting_of_rules_gone(settings, runtime)
+        watch = asyncio.create_task(_stop_without_parent(settings, parent_pid, stopping))
+        try:
+            await runtime.deliver(stopping)
+        finally:
+            watch.cancel()
+
+    try:
+        asyncio.run(run())
+    finally:
+        if stop_metrics is not None:
+            stop_metrics()
+
+
+_STOPPED_AT_ONCE = (
+    "stopped at once: the messages it was sending may have gone out, and will be sent "
+    "again once their claims run out (the receiver sees the same Idempotency-Key)"
+)
+
+
+def _say_waiting_of_rules_gone(settings: WorkerSettings, runtime: Runtime[WorkerSettings]) -> None:
+    """Say which messages waiting to be sent belong to rules the rule file no longer
+    has: they were written when decided, and go out all the same unless cancelled. An
+    operator who took a rule out to stop it would otherwise see them sent in silence."""
+    from herald.store.unit_of_work import ReadOnly
+
+    try:
+        with ReadOnly(runtime.database) as read:
+            waiting = read.outbox.waiting_by_rule(
+                except_rules={rule.id for rule in runtime.ruleset.rules}
+            )
+    except Exception:  # the database gone meanwhile: the rounds wait for it, and say so
+        return
+    if waiting:
+        listed = ", ".join(f"{rule}: {count}" for rule, count in sorted(waiting.items()))
+        say(
+            settings,
+            f"messages waiting to be sent belong to rules the rule file "
+            f"{runtime.ruleset.source} does not have ({listed}): they are sent as written "
+            "when decided; `herald messages cancel --rule RULE` cancels them",
+            level=logging.WARNING,  # alerting on warnings should see it
+        )
+
+
+async def _stop_without_parent(
+    settings: WorkerSettings, parent_pid: int | None, stopping: asyncio.Event
+) -> None:
+    """The dispatcher process of a `herald serve` killed outright stops within a second:
+    an orphan would go on delivering, unseen, beside the next server's."""
+    if parent_pid is None:
+        return
+    await parent_gone(parent_pid, every_s=1.0)
+    say(settings, "the server that started this dispatcher is gone; stopping")
+    stopping.set()
+
+
+def _serve_metrics(
+    settings: WorkerSettings, registry: CollectorRegistry
+) -> Callable[[], None] | None:
+    """Delivery counters and outbox gauges at /metrics, on a thread of their own; what
+    stops them."""
+    if settings.metrics_port is None:
+        return None
+    from herald.observability.metrics import serve_metrics
+
+    host, port = settings.metrics_host, settings.metrics_port
+    try:
+        stop = serve_metrics(registry, host, port)
+    except OSError as exc:
+        fail(f"cannot serve metrics on {host_port(host, port)}: {exc.strerror or exc}")
+    say(settings, f"metrics on {http_url(host, port, '/metrics')}")
+    return stop
