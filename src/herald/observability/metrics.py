@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -20,6 +21,14 @@ from prometheus_client.registry import Collector
 from herald.observability.logging import first_line
 
 log = logging.getLogger(__name__)
+
+OutboxSnapshot = tuple[dict[str, int], int, float]
+
+# How long a scrape waits for the outbox's figures. A database host gone (the network
+# cut) holds a read for the driver's time limits, 10 s to connect and 30 s for a
+# connection already open: the scrape, given up by Prometheus after its own 10 s,
+# served nothing then, neither herald_database_up at 0 nor the counters.
+OUTBOX_READ_LIMIT_S = 3.0
 
 
 class Metrics:
@@ -95,10 +104,13 @@ class Metrics:
     def observe_ingest(self, endpoint: str, seconds: float) -> None:
         self._series_of(self.ingest_latency, (endpoint,)).observe(seconds)
 
-    def watch_outbox(self, read: Callable[[], tuple[dict[str, int], int, float]]) -> None:
+    def watch_outbox(
+        self, read: Callable[[], OutboxSnapshot], *, time_limit_s: float = OUTBOX_READ_LIMIT_S
+    ) -> None:
         """Report the outbox on each scrape: ``read()`` gives (count by status, backlog,
-        age in seconds of the oldest due message)."""
-        self.registry.register(_OutboxCollector(read))
+        age in seconds of the oldest due message); one that takes longer than
+        ``time_limit_s`` is reported as the database down."""
+        self.registry.register(_OutboxCollector(read, time_limit_s))
 
 
 def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> Callable[[], None]:
@@ -116,17 +128,37 @@ def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> Callable
 
 
 class _OutboxCollector(Collector):
-    def __init__(self, read: Callable[[], tuple[dict[str, int], int, float]]) -> None:
+    def __init__(
+        self, read: Callable[[], OutboxSnapshot], time_limit_s: float = OUTBOX_READ_LIMIT_S
+    ) -> None:
         self._read = read
+        self._time_limit_s = time_limit_s
+        self._lock = threading.Lock()
+        self._reading: _Read | None = None
 
     def describe(self) -> list[GaugeMetricFamily]:
         return []  # registering must not query the database
+
+    def _read_in_time(self) -> OutboxSnapshot:
+        """The outbox's figures, read on a thread of their own and waited for up to the
+        time limit. A read still waiting from an earlier scrape is waited for again, not
+        joined by another: scrapes during an outage must not pile up threads."""
+        with self._lock:
+            reading = self._reading
+            if reading is None or reading.done.is_set():
+                reading = self._reading = _Read(self._read)
+        if not reading.done.wait(self._time_limit_s):
+            raise TimeoutError(f"the database did not answer within {self._time_limit_s:g} s")
+        if reading.error is not None:
+            raise reading.error
+        assert reading.result is not None
+        return reading.result
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         up = "herald_database_up"
         says = "1 when the database answered this scrape (0 too when its SQLite file is gone)"
         try:
-            by_status, backlog, age = self._read()
+            by_status, backlog, age = self._read_in_time()
         except Exception as exc:
             # Every other metric is still served: a scrape during an outage is when they
             # matter most, and this one says why the outbox gauges are missing.
@@ -148,3 +180,22 @@ class _OutboxCollector(Collector):
         yield GaugeMetricFamily(
             "herald_outbox_oldest_due_seconds", "Age of the oldest due message", value=age
         )
+
+
+class _Read:
+    """One read of the outbox on a daemon thread: one stuck on a database that does not
+    answer must not hold the process's exit."""
+
+    def __init__(self, read: Callable[[], OutboxSnapshot]) -> None:
+        self.done = threading.Event()
+        self.result: OutboxSnapshot | None = None
+        self.error: Exception | None = None
+        threading.Thread(target=self._run, args=(read,), daemon=True).start()
+
+    def _run(self, read: Callable[[], OutboxSnapshot]) -> None:
+        try:
+            self.result = read()
+        except Exception as exc:
+            self.error = exc
+        finally:
+            self.done.set()

@@ -1,0 +1,73 @@
+"""The outbox gauges of a scrape when the database does not answer: the scrape is served
+in time all the same, saying the database is down."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from prometheus_client import generate_latest
+
+from herald.observability.metrics import Metrics
+
+
+class UnansweredRead:
+    """The outbox read of a database whose host is gone: it waits until released."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.released = threading.Event()
+
+    def __call__(self) -> tuple[dict[str, int], int, float]:
+        self.calls += 1
+        self.released.wait(10)
+        return {"pending": 2}, 2, 1.5
+
+
+def scrape(metrics: Metrics) -> tuple[str, float]:
+    started = time.monotonic()
+    text = generate_latest(metrics.registry).decode()
+    return text, time.monotonic() - started
+
+
+def test_a_scrape_while_the_database_does_not_answer_serves_it_down_with_the_counters() -> None:
+    """Held for the driver's time limits (10 s to connect, 30 s on an open connection),
+    the scrape outlasted Prometheus' own 10 s and served nothing: neither the database
+    down nor the delivery counters."""
+    read = UnansweredRead()
+    metrics = Metrics()
+    metrics.watch_outbox(read)
+    metrics.count_delivery("email", "sent")
+
+    text, took = scrape(metrics)
+    read.released.set()
+
+    assert took < 5
+    assert "herald_database_up 0.0" in text
+    assert 'herald_deliveries_total{channel="email",status="sent"} 1.0' in text
+    assert "herald_outbox_backlog" not in text
+
+
+def test_scrapes_during_an_outage_wait_for_the_same_read_rather_than_pile_up() -> None:
+    read = UnansweredRead()
+    metrics = Metrics()
+    metrics.watch_outbox(read, time_limit_s=0.2)
+
+    texts = [scrape(metrics)[0] for _ in range(3)]
+
+    assert all("herald_database_up 0.0" in text for text in texts)
+    assert read.calls == 1
+    read.released.set()
+
+
+def test_once_the_database_answers_the_next_scrape_reads_the_outbox_again() -> None:
+    read = UnansweredRead()
+    metrics = Metrics()
+    metrics.watch_outbox(read, time_limit_s=0.2)
+    scrape(metrics)
+    read.released.set()
+
+    text, _ = scrape(metrics)
+
+    assert "herald_database_up 1.0" in text
+    assert "herald_outbox_backlog 2.0" in text
