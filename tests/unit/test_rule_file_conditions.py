@@ -161,6 +161,20 @@ NEVER_WORKS = {
         "event.properties.attempt_number, which the rule file declares an integer, with 2.5, "
         "which no integer equals, so `==` is always false",
     ),
+    # Its error is the same on every event, but the samples left it to the events.
+    "a_duration_in_days": (
+        "trigger: payment_failed, when: 'timestamp(event.timestamp) -"
+        ' timestamp("2025-11-01T00:00:00Z") < duration("7d")\'',
+        'rule R0: `when: timestamp(event.timestamp) - timestamp("2025-11-01T00:00:00Z") < '
+        'duration("7d")` has duration("7d"), which CEL cannot read (Function \'duration\' '
+        'error: Parsing Error: Error { input: "d", code: Char }): a duration is in h, m, s, '
+        "ms, us or ns: 168h for 7 days",
+    ),
+    "a_timestamp_without_a_time": (
+        "trigger: payment_failed, when: 'timestamp(event.timestamp) > timestamp(\"2025-11-01\")'",
+        'rule R0: `when: timestamp(event.timestamp) > timestamp("2025-11-01")` has '
+        'timestamp("2025-11-01"), which CEL cannot read (',
+    ),
     # A misspelt value of an enum never matches an event, which holds only the enum's.
     "a_value_outside_the_enum": (
         "trigger: payment_failed, when: 'event.properties.source != \"App\"'",
@@ -240,6 +254,11 @@ WORKS = {
         ' when: \'event.properties.source == "web" || "app" == event.properties.source\''
     ),
     "a_whole_number_for_a_number": "trigger: payment_failed, when: event.properties.amount == 5",
+    "literals_cel_reads": (
+        "trigger: payment_failed, when: 'timestamp(event.timestamp) >"
+        ' timestamp("2025-11-01T00:00:00Z") + duration("168h")\''
+    ),
+    "a_conversion_of_a_value": "trigger: payment_failed, when: 'int(user.email) > 1'",
     "a_literal_compared_with_a_sum": (
         "trigger: payment_failed, when: '1 + event.properties.attempt_number == 2'"
     ),

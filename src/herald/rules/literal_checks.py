@@ -1,11 +1,13 @@
-"""Comparisons in a condition that are decided by the rule file alone: a declared value
-compared for equality with a literal it can never equal.
+"""What a condition's literals decide alone: a declared value compared for equality with
+a literal it can never equal, and a conversion of a literal that never reads.
 
 CEL finds values of different types unequal without an error (``user.age == "18"`` with
 an integer age is false), and a property holds only its declared ``enum`` values (so
 ``failure_reason == "INSUFICIENT_FUNDS"`` never holds). The samples a condition is tried
 on cannot see either: the condition evaluates, to false, and every event would skip the
-rule with a reason that looks like any other.
+rule with a reason that looks like any other. Likewise ``duration("7d")`` (CEL's
+durations stop at hours) or ``timestamp("2025-11-01")`` (a date alone): the error depends
+on no event's value, yet the samples leave it to the events, as they do ``int(user.code)``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any
+
+import cel
 
 from herald.rules.definition import EventType
 
@@ -70,6 +74,38 @@ def never_equal(source: str, event_type: EventType, traits: Mapping[str, str]) -
             problems.append(
                 f"compares {path} with {text}, which is not one of the values its `enum` "
                 f"allows ({listed}), so `{op}` is always {always}"
+            )
+    return problems
+
+
+# A conversion whose argument is a literal: what it gives is the same for every event.
+_CONVERSION = re.compile(
+    r"(?<![\w.])(?P<call>(?P<function>timestamp|duration|int|uint|double)\(\s*"
+    r"(?:\"[^\"\\\n]*\"|'[^'\\\n]*')\s*\))"
+)
+_READS_AS = {
+    "timestamp": "a timestamp is a date, a time and an offset: 2025-11-01T00:00:00Z",
+    "duration": "a duration is in h, m, s, ms, us or ns: 168h for 7 days",
+}
+
+
+def unreadable_literals(source: str) -> list[str]:
+    """What is wrong with each conversion in ``source`` of a literal CEL cannot read
+    (``duration("7d")``), which would fail on every event."""
+    problems = []
+    literals = [match.span() for match in _STRING.finditer(source)]
+    for match in _CONVERSION.finditer(source):
+        if any(begin < match.start() < end for begin, end in literals):
+            continue
+        try:
+            cel.evaluate(match["call"], {})
+        except Exception as exc:  # what the CEL library raises varies with the mistake
+            said = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            said = said.split(". Check function arguments")[0]
+            hint = _READS_AS.get(match["function"])
+            problems.append(
+                f"has {match['call']}, which CEL cannot read ({said})"
+                + (f": {hint}" if hint else "")
             )
     return problems
 

@@ -19,7 +19,7 @@ from typing import Any
 from herald.rules.cel_hints import explained
 from herald.rules.conditions import Condition, ConditionError, bound_variables
 from herald.rules.definition import EventType
-from herald.rules.literal_checks import never_equal
+from herald.rules.literal_checks import never_equal, unreadable_literals
 from herald.rules.samples import EVENT_FIELDS, is_refused, sample_context, undeclared
 
 # A read of a name the rule file declares or not: `user.x`, `event.x`,
@@ -82,7 +82,9 @@ def condition_problems(
         return []
     known = [f"{path} is {_a(kind)}" for path, kind in reads.items() if kind is not None]
     where = f", where {', '.join(known)}" if known else ""
-    problems = [f"{shown} {found}" for found in never_equal(condition.source, event_type, traits)]
+    found = never_equal(condition.source, event_type, traits)
+    found += unreadable_literals(condition.source)
+    problems = [f"{shown} {said}" for said in found]
     problem = _problem_on_samples(condition, event_type, traits, where)
     return [*problems, f"{shown} {problem}"] if problem else problems
 
