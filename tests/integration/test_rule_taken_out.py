@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
@@ -71,7 +72,16 @@ def fail_one_and_claim_another(database: Database, *, failed: str, claimed: str)
         uow.commit()
 
 
-def test_a_worker_names_the_waiting_messages_of_rules_its_file_lacks(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "command",
+    [["worker"], ["serve", "--dispatcher-inline", "--port", "0"]],
+    ids=["worker", "serve-inline"],
+)
+def test_a_process_that_delivers_names_the_waiting_messages_of_rules_its_file_lacks(
+    tmp_path: Path, command: list[str]
+) -> None:
+    # serve delivering on its own event loop said nothing of them: only a worker (or
+    # serve's dispatcher process, which is one) did.
     url = f"sqlite:///{tmp_path / 'herald.db'}"
     database = Database(url)
     upgrade(database)
@@ -80,8 +90,8 @@ def test_a_worker_names_the_waiting_messages_of_rules_its_file_lacks(tmp_path: P
     rules = tmp_path / "rules.yaml"
     rules.write_text(WITHOUT_THE_WELCOME, encoding="utf-8")
 
-    with HeraldProcess("worker", log_dir=tmp_path) as worker:
-        worker.start(["worker", "--database", url, "--rules", str(rules)], cwd=tmp_path)
+    with HeraldProcess(command[0], log_dir=tmp_path) as worker:
+        worker.start([*command, "--database", url, "--rules", str(rules)], cwd=tmp_path)
         worker.wait_for_output("delivering ")
         worker.wait_for_output("cancels them")
 

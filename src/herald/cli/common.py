@@ -316,12 +316,12 @@ def _refuses_writes(said: str, sqlite_path: Path | None) -> NoReturn:
     fail(f"the database refuses writes: {said}{where}")
 
 
-def preflight(settings: WorkerSettings, *, create_database: bool) -> DeliveryPlan:
+def preflight(settings: WorkerSettings, *, create_database: bool) -> tuple[RuleSet, DeliveryPlan]:
     """Fail before serving on what would otherwise fail later: every problem of the rule
     file, as `herald rules check` lists them, or the database's, in one clear line; with
     ``create_database``, an absent SQLite file is created rather than refused. A process
     that delivers also needs the stub provider's file, if a channel uses it, writable.
-    Returns the rule file's delivery plan, its stub provider on that file."""
+    Returns the rule set and its delivery plan, the stub provider on that file."""
     from herald.bootstrap import outbox_path
     from herald.delivery.stub import StubProvider
     from herald.store.database import DatabaseUrlError
@@ -330,7 +330,7 @@ def preflight(settings: WorkerSettings, *, create_database: bool) -> DeliveryPla
         outbox = outbox_path(settings)
     except DatabaseUrlError:  # refused below, once the rule file's problems are listed
         outbox = Path(os.devnull)
-    _ruleset, plan = checked_rules(settings.rules, outbox)
+    ruleset, plan = checked_rules(settings.rules, outbox)
     database = open_database(
         settings.database_url,
         schema="upgrade",
@@ -346,7 +346,7 @@ def preflight(settings: WorkerSettings, *, create_database: bool) -> DeliveryPla
                 f"the stub provider cannot write {outbox}: {problem} (set HERALD_OUTBOX_FILE, "
                 "or give the channels real providers in the rule file)"
             )
-    return plan
+    return ruleset, plan
 
 
 def _unwritable(path: Path) -> str | None:

@@ -23,7 +23,7 @@ from herald.cli.listening import check_serve_ports, http_url
 from herald.cli.maintenance import db_app, prune
 from herald.cli.messages import messages_app
 from herald.cli.rules import rules_app
-from herald.cli.worker import worker
+from herald.cli.worker import say_waiting_of_rules_gone, worker
 from herald.config import Settings
 
 app = typer.Typer(
@@ -97,6 +97,7 @@ def serve(
 
     from herald.cli.dispatcher_process import DispatcherProcess
     from herald.observability.logging import configure_logging
+    from herald.store.database import Database
 
     settings = settings_from(
         Settings,
@@ -114,7 +115,7 @@ def serve(
     if problem:
         fail(problem, code=2)
     check_serve_ports(settings)
-    plan = preflight(settings, create_database=True)
+    ruleset, plan = preflight(settings, create_database=True)
     apart = settings.dispatcher and settings.dispatcher_process
     # With a dispatcher process of their own, the API processes deliver nothing.
     # Several API processes are uvicorn's children: each stops when this process is gone.
@@ -130,6 +131,9 @@ def serve(
     _say_serving(settings, apart=apart)
     if settings.dispatcher and not apart:  # a dispatcher process says so itself
         say(settings, "delivering " + "; ".join(plan.channels_described()))
+        opened = Database(settings.database_url)
+        say_waiting_of_rules_gone(settings, opened, ruleset)
+        opened.dispose()
     _say_where_metrics_go(settings, inline=settings.dispatcher and not apart)
     # uvicorn re-raises the signal that stopped it once it has shut down: let SIGTERM then
     # unwind as an exception, not end the process at once, so the dispatcher stops too.

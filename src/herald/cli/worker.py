@@ -31,7 +31,8 @@ if TYPE_CHECKING:
 
     from prometheus_client import CollectorRegistry
 
-    from herald.bootstrap import Runtime
+    from herald.rules.definition import RuleSet
+    from herald.store.database import Database
 
 
 def worker(
@@ -115,7 +116,7 @@ def worker(
             loop.add_signal_handler(sig, stop, sig)
         say(settings, f"dispatcher {worker_id} on {shown_url(settings.database_url)}")
         say(settings, "delivering " + "; ".join(runtime.delivery.channels_described()))
-        _say_waiting_of_rules_gone(settings, runtime)
+        say_waiting_of_rules_gone(settings, runtime.database, runtime.ruleset)
         watch = asyncio.create_task(_stop_without_parent(settings, parent_pid, stopping))
         try:
             await runtime.deliver(stopping)
@@ -135,17 +136,17 @@ _STOPPED_AT_ONCE = (
 )
 
 
-def _say_waiting_of_rules_gone(settings: WorkerSettings, runtime: Runtime[WorkerSettings]) -> None:
+def say_waiting_of_rules_gone(
+    settings: WorkerSettings, database: Database, ruleset: RuleSet
+) -> None:
     """Say which messages waiting to be sent belong to rules the rule file no longer
     has: they were written when decided, and go out all the same unless cancelled. An
     operator who took a rule out to stop it would otherwise see them sent in silence."""
     from herald.store.unit_of_work import ReadOnly
 
     try:
-        with ReadOnly(runtime.database) as read:
-            waiting = read.outbox.waiting_by_rule(
-                except_rules={rule.id for rule in runtime.ruleset.rules}
-            )
+        with ReadOnly(database) as read:
+            waiting = read.outbox.waiting_by_rule(except_rules={rule.id for rule in ruleset.rules})
     except Exception:  # the database gone meanwhile: the rounds wait for it, and say so
         return
     if waiting:
@@ -153,7 +154,7 @@ def _say_waiting_of_rules_gone(settings: WorkerSettings, runtime: Runtime[Worker
         say(
             settings,
             f"messages waiting to be sent belong to rules the rule file "
-            f"{runtime.ruleset.source} does not have ({listed}): they are sent as written "
+            f"{ruleset.source} does not have ({listed}): they are sent as written "
             "when decided; `herald messages cancel --rule RULE` cancels them",
             level=logging.WARNING,  # alerting on warnings should see it
         )
