@@ -89,15 +89,21 @@ class Runtime(Generic[SettingsT]):
 
     async def stop(self) -> None:
         """Let the writer finish what it took, then the dispatcher its round; close the
-        providers, stop the checkpointer and close the database's connections."""
-        await asyncio.to_thread(self.writer.stop)
-        self._stopping.set()
-        if self._dispatching is not None:
-            await self._dispatching
-        for provider in self.delivery.providers.values():
-            await provider.aclose()
-        await asyncio.to_thread(self.checkpointer.stop)
-        self.database.dispose()
+        providers, stop the checkpointer and close the database's connections. The last
+        three happen whatever failed before them (a dispatcher ended by a bug): an SMTP
+        relay is still told goodbye, and the write-ahead log still checkpointed."""
+        try:
+            await asyncio.to_thread(self.writer.stop)
+            self._stopping.set()
+            if self._dispatching is not None:
+                await self._dispatching
+        finally:
+            try:
+                for provider in self.delivery.providers.values():
+                    await provider.aclose()
+            finally:
+                await asyncio.to_thread(self.checkpointer.stop)
+                self.database.dispose()
 
     async def deliver(self, stopping: asyncio.Event) -> None:
         """Run a process that only delivers (``herald worker``): the checkpointer, and the
