@@ -587,6 +587,17 @@ def test_the_plan_says_where_each_channel_sends_and_never_a_secret() -> None:
     ]
 
 
+def test_the_plan_names_the_provider_an_alert_s_webhook_is_added_to() -> None:
+    # It said "internal: log+webhook, outbox.jsonl and ..." of alerts the stub recorded.
+    internal = {"type": "stub", "webhook": {"url": "https://chat.example.com/hooks/risk"}}
+
+    plan = build({"providers": {"internal": internal}})
+
+    assert plan.channels_described()[2] == (
+        "internal: stub+webhook, outbox.jsonl and https://chat.example.com"
+    )
+
+
 def test_the_plan_says_its_retries_rate_limits_and_quiet_hours() -> None:
     assert build(FULL).policy_described() == [
         "retries: 5 attempts at most, the second after 2 s, each wait x2, at most 600 s; "

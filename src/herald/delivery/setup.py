@@ -147,7 +147,7 @@ def _channel_provider(
     extra = _provider(channel, {"type": "webhook", **hook}, f"{where}.webhook", reading)
     if provider is None or extra is None:
         return None
-    return FanOutProvider(f"{channel}:log+webhook", provider, extra)
+    return FanOutProvider(f"{provider.name}+webhook", provider, extra)
 
 
 def _provider(
