@@ -574,6 +574,40 @@ def test_an_unsubscribed_welcome_says_which_unsubscribe_stopped_it(ruleset: Rule
     assert "unsubscribed from email" in decision.reason
 
 
+UNSUBSCRIBED_RULES = """
+events:
+  login_new_device: {}
+traits:
+  email: string
+  unsubscribed: array
+rules:
+  - id: NEW_DEVICE_EMAIL
+    trigger: login_new_device
+    when: '!("email" in user.unsubscribed)'
+    channel: email
+    category: transactional
+    template: device
+"""
+
+
+def test_a_user_who_never_unsubscribed_has_an_empty_unsubscribed_list(tmp_path: Path) -> None:
+    # Herald keeps the list from the API and the trait together; with neither, a condition
+    # reading it failed ("user.unsubscribed is missing") and skipped every such user.
+    (tmp_path / "rules.yaml").write_text(UNSUBSCRIBED_RULES, encoding="utf-8")
+    folder = tmp_path / "templates" / "device"
+    folder.mkdir(parents=True)
+    (folder / "subject.txt").write_text("New device")
+    (folder / "body.txt").write_text("Was it you?")
+    login = event("login_new_device", SIGNUP_AT, traits={"email": "maria@example.com"})
+
+    decision = the_one(replay([login], load_ruleset(tmp_path / "rules.yaml")), "NEW_DEVICE_EMAIL")
+
+    assert decision.outcome is Outcome.TRIGGERED
+    assert decision.reason.startswith(
+        '`!("email" in user.unsubscribed)` is true (user.unsubscribed is [])'
+    )
+
+
 # A custom rule file: a condition over a property the event may not carry
 
 CUSTOM_RULES = """

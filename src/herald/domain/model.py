@@ -116,7 +116,7 @@ class UserProfile:
         event's own traits, so a decision depends on what the event said, not on what
         arrived before it. When the user unsubscribed through the API, ``unsubscribed``
         holds those channels and the names the app's trait listed, together: either one
-        stops marketing."""
+        stops marketing; with neither, it is an empty list."""
         view = dict(self.traits)
         view.update(event.user_traits)
         view["id"] = self.user_id
@@ -133,6 +133,10 @@ class UserProfile:
                 view["unsubscribed"] = sorted(self.unsubscribed) + extra
             # A trait in any other shape is left as it is: the consent check reads it as an
             # unsubscribe from all marketing, which covers what the API holds too.
+        elif "unsubscribed" not in view:
+            # Neither source holds any: `"email" in user.unsubscribed` is false, rather
+            # than an error that skips every user who never unsubscribed.
+            view["unsubscribed"] = []
         return view
 
 
