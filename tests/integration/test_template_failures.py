@@ -118,3 +118,59 @@ def test_arithmetic_on_an_absent_optional_property_names_it_and_what_was_tried(
         "`{% if event.properties.fee is defined %}`, or give it a default with `| default(...)`"
     )
     assert alert.outcome is Outcome.TRIGGERED
+
+
+LINK_RULES = """
+events:
+  signup_completed: {}
+  link_bank_success: {}
+traits:
+  phone: string
+  balance: number
+rules:
+  - id: LINK_SMS
+    trigger: link_bank_success
+    after: {event: signup_completed, within: 24h}
+    channel: sms
+    category: transactional
+    template: link
+"""
+
+
+def test_a_render_failure_decided_on_a_later_anchor_names_the_trigger_it_is_about(
+    database: Database, tmp_path: Path
+) -> None:
+    # Decided on the signup, the reason said only "the message could not be rendered":
+    # not which of the user's bank links it was about.
+    folder = tmp_path / "templates" / "link"
+    folder.mkdir(parents=True)
+    (folder / "subject.txt").write_text("Linked")
+    (folder / "body.txt").write_text('Balance {{ "%.2f" | format(user.balance) }}')
+    (tmp_path / "rules.yaml").write_text(LINK_RULES)
+    ruleset = load_ruleset(tmp_path / "rules.yaml")
+    link = Event(
+        event_id="evt_link",
+        user_id="u_1",
+        event_type="link_bank_success",
+        timestamp=datetime(2025, 11, 2, 11, tzinfo=UTC),
+        user_traits={"phone": "+351912345678", "balance": "lots"},
+    )
+    signup = Event(
+        event_id="evt_signup",
+        user_id="u_1",
+        event_type="signup_completed",
+        timestamp=datetime(2025, 11, 2, 10, tzinfo=UTC),
+    )
+
+    with UnitOfWork(database) as uow:
+        ingest(uow, [link], ruleset, now=datetime.now(UTC))
+        [result] = ingest(uow, [signup], ruleset, now=datetime.now(UTC))
+        uow.commit()
+
+    [decision] = result.decisions
+    assert decision.outcome is Outcome.SKIPPED
+    assert decision.reason == (
+        "link_bank_success evt_link at 2025-11-02T11:00:00Z came within 24h after this "
+        "signup_completed; the message could not be rendered: template link: "
+        "user.balance is a string, not the number the rule file declares"
+    )

@@ -238,10 +238,14 @@ class _Rows:
                 )
             except TemplateProblem as exc:
                 # This event's data breaks the template: its rule cannot send, the others can.
+                # What held first, as a suppression says it: decided on an anchor, it names
+                # the trigger the message was about.
+                failed = f"the message could not be rendered: {exc}"
+                why = decision.draft.why
                 decisions[position] = replace(
                     decision,
                     outcome=Outcome.SKIPPED,
-                    reason=f"the message could not be rendered: {exc}",
+                    reason=f"{why}; {failed}" if why else failed,
                     message_id=None,
                     dedup_key=None,
                     draft=None,
