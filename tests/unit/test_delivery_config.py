@@ -639,6 +639,15 @@ def test_a_plan_whose_first_wait_is_above_the_ceiling_says_the_wait_it_keeps() -
     )
 
 
+def test_the_plan_shows_the_seconds_a_quiet_hours_bound_keeps() -> None:
+    # "21:00:30" was listed as 21:00, while a message due at 21:00:10 is not held.
+    window = {"start": "21:00:30", "end": "08:00"}
+
+    [_retries, quiet] = build({"delivery": {"quiet_hours": {"sms": window}}}).policy_described()
+
+    assert quiet == "quiet hours: sms 21:00:30-08:00, in each user's timezone (else UTC)"
+
+
 def test_a_plan_with_one_attempt_says_it_retries_nothing() -> None:
     """It said "1 attempts at most, the second after 2 s", of a second that never comes."""
     described = build({"delivery": {"max_attempts": 1}}).policy_described()

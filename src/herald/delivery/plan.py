@@ -9,7 +9,7 @@ from datetime import time
 
 from herald.delivery.backoff import RetryPolicy
 from herald.delivery.provider import Provider
-from herald.delivery.quiet_hours import QuietHours
+from herald.delivery.quiet_hours import QuietHours, clock
 from herald.delivery.ratelimit import ChannelRateLimits
 
 
@@ -68,5 +68,5 @@ def _window(start: time, end: time) -> str:
     nothing back (a way to switch it off and keep the setting), and says so rather than
     read as quiet all day."""
     if start == end:
-        return f"none ({start:%H:%M}-{end:%H:%M}: the start is the end)"
-    return f"{start:%H:%M}-{end:%H:%M}"
+        return f"none ({clock(start)}-{clock(end)}: the start is the end)"
+    return f"{clock(start)}-{clock(end)}"

@@ -92,6 +92,12 @@ class QuietHours:
         return wall >= self.start or wall < self.end
 
 
+def clock(moment: time) -> str:
+    """A quiet hours' bound as written: 21:00, or 21:00:30 when it has seconds, which it
+    keeps (shown without them, a message due at 21:00:10 went out in "21:00-08:00")."""
+    return f"{moment:%H:%M:%S}" if moment.second or moment.microsecond else f"{moment:%H:%M}"
+
+
 def resolve_zone(name: str | None) -> tzinfo:
     """The IANA zone called ``name``, in any case; UTC when ``name`` is absent, empty or
     unknown."""
@@ -185,7 +191,7 @@ def hold_policy(windows: Mapping[str, QuietHours]) -> HoldPolicy:
         if said is not None and name is None:  # a number, a list: the client's slip, said
             zone += f", as the user's timezone is {json_kind(said)}, not a zone's name"
         return release, (
-            f"quiet hours for {channel} ({window.start:%H:%M}-{window.end:%H:%M} "
+            f"quiet hours for {channel} ({clock(window.start)}-{clock(window.end)} "
             f"{zone}): held until {iso(release)}"
         )
 
