@@ -653,6 +653,42 @@ def test_a_condition_over_a_missing_value_is_skipped_with_the_error_not_raised(
     assert decision.reason.endswith(f"could not be evaluated: {missing} is missing")
 
 
+ABROAD_RULES = """
+events:
+  plan_changed: {}
+traits:
+  country: string
+rules:
+  - id: NOT_US
+    trigger: plan_changed
+    when: user.country != "US"
+    channel: internal
+    limit: once_per_event
+  - id: NOT_US_OR_UNKNOWN
+    trigger: plan_changed
+    when: '!has(user.country) || user.country != "US"'
+    channel: internal
+    limit: once_per_event
+"""
+
+
+def test_an_absent_trait_skips_even_an_inequality_unless_the_condition_tests_it_first(
+    tmp_path: Path,
+) -> None:
+    # As the README's `when` row says: CEL fails on the absent value, whatever the
+    # comparison, and the rule skips; `!has(...) ||` is how to include such users.
+    (tmp_path / "rules.yaml").write_text(ABROAD_RULES, encoding="utf-8")
+    ruleset = load_ruleset(tmp_path / "rules.yaml")
+    changed = event("plan_changed", SIGNUP_AT, traits={})
+
+    decisions = replay([changed], ruleset)
+
+    skipped = the_one(decisions, "NOT_US")
+    assert skipped.outcome is Outcome.SKIPPED
+    assert skipped.reason.endswith("could not be evaluated: user.country is missing")
+    assert the_one(decisions, "NOT_US_OR_UNKNOWN").outcome is Outcome.TRIGGERED
+
+
 def test_a_condition_over_a_value_of_the_wrong_type_is_skipped_with_the_error(
     custom_ruleset: RuleSet,
 ) -> None:
