@@ -101,6 +101,9 @@ class Dispatcher:
         self._sender = RoundSender(
             providers, gates=self._gates, retry=self._retry, concurrency=concurrency
         )
+        # The lease ends of claims whose commit failed, as far as this dispatcher heard:
+        # one may have gone through, its messages claimed but never sent.
+        self._unanswered_claims: set[int] = set()
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()  # ``run``'s: once set, no send starts
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -237,6 +240,12 @@ class Dispatcher:
             # waiting for it, the leases would end that much sooner than the sends meant
             # to fit in them, and another dispatcher could claim a message being sent.
             now_us = to_micros(self._clock())
+            if self._unanswered_claims:
+                # Given back now, rather than left for their leases to run out, which
+                # would count an attempt that may have gone out: none did.
+                uow.outbox.release_unanswered(
+                    worker=self.worker_id, lease_ends=self._unanswered_claims
+                )
             interrupted: list[ClaimedMessage] = []
             rows = uow.outbox.claim_due(
                 now_us=now_us,
@@ -248,5 +257,7 @@ class Dispatcher:
             )
             asked = {row.user_id for row in rows if self._gates.needs_profile(row)}
             profiles = uow.users.get_many(asked) if asked else {}
+            self._unanswered_claims.add(now_us + self._lease_us)  # until the commit answers
             uow.commit()
+        self._unanswered_claims.clear()
         return rows, interrupted, profiles

@@ -5,7 +5,7 @@ claim is still that dispatcher's. Claiming is claims.py's."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 
 from sqlalchemy import Connection, update
@@ -52,6 +52,22 @@ class OutboxClaimOutcomes:
         mine = self._record_sent(sent, worker) + self._record_unsent(unsent, worker)
         insert_attempts(self._conn, self._dialect, mine, worker)
         return {record.message_id for record in mine}
+
+    def release_unanswered(self, *, worker: str, lease_ends: Collection[int]) -> int:
+        """Give back, unsent and without counting an attempt, the messages of ``worker``'s
+        claims whose leases end at ``lease_ends``: claims whose commit went through while
+        the dispatcher heard it fail (the connection lost before the answer), so that it
+        sent none of them. Returns how many."""
+        if not lease_ends:
+            return 0
+        mark = marks(self._dialect, 1)
+        released = self._conn.exec_driver_sql(
+            f"UPDATE messages SET status = '{PENDING}', claimed_by = NULL, "
+            f"lease_until_us = NULL WHERE claimed_by = {mark} AND status = '{SENDING}' "
+            f"AND lease_until_us IN ({marks(self._dialect, len(lease_ends))})",
+            (worker, *lease_ends),
+        )
+        return int(released.rowcount)
 
     def recorded_earlier(self, records: Sequence[AttemptRecord], *, worker: str) -> set[str]:
         """The ids of ``records`` that ``worker`` already recorded, the same attempt at the

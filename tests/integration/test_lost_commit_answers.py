@@ -1,4 +1,5 @@
-"""Recording a dispatch round when the database's answer to its commit is lost."""
+"""A dispatch round when the database's answer to a commit is lost: the commit went
+through, and the dispatcher heard it fail."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ import pytest
 from sqlalchemy import Connection, event
 from sqlalchemy.exc import OperationalError
 
+from herald.delivery.dispatcher import Dispatcher
 from herald.delivery.outcomes import Outcome
-from herald.delivery.provider import DeliveryResult, DeliveryStatus
+from herald.delivery.provider import DeliveryResult, DeliveryStatus, SendRequest
 from herald.delivery.round_recording import RoundRecorder
 from herald.domain.timeutil import to_micros
 from herald.store.database import Database
@@ -94,3 +96,47 @@ def test_a_round_whose_commit_answer_was_lost_is_counted_once_and_not_called_tak
         attempts = read.outbox.attempts_for(ids)
     assert {(row.status, row.attempts) for row in rows} == {("sent", 1)}
     assert all(len(attempts[message_id]) == 1 for message_id in ids)
+
+
+class Recorded:
+    """A provider that sends nothing, noting the messages it was given."""
+
+    name = "recorded"
+    local = False
+    target = "a list"
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    async def send(self, request: SendRequest) -> DeliveryResult:
+        self.sent.append(request.message_id)
+        return DeliveryResult.sent()
+
+    async def aclose(self) -> None:
+        pass
+
+
+def test_a_claim_whose_commit_answer_was_lost_is_sent_by_the_next_round(
+    database: Database, clock: FixedClock
+) -> None:
+    """The claim went through, but the dispatcher heard it fail and sent nothing. Its
+    messages stayed claimed until the lease ran out, a minute later, and that attempt was
+    then counted as one that "may have gone out": the last allowed, it made the message a
+    dead letter that never went out."""
+    store(database, clock, [funds_failure("claimed")])
+    provider = Recorded()
+    worker = Dispatcher(database, {"email": provider}, worker_id="w1", clock=clock)
+    answer = AnswerLostAfterCommit(database)
+
+    with pytest.raises(OperationalError):
+        asyncio.run(worker.run_once())
+    clock.now += timedelta(seconds=1)
+    report = asyncio.run(worker.run_once())
+
+    assert answer.lost == 1
+    assert report.sent == 1 and len(provider.sent) == 1
+    with ReadOnly(database) as read:
+        row = read.outbox.get(provider.sent[0])
+        attempts = read.outbox.attempts_for([row.message_id])[row.message_id]
+    assert (row.status, row.attempts) == ("sent", 1)
+    assert [a.outcome for a in attempts] == ["sent"]
