@@ -3,9 +3,11 @@ in time all the same, saying the database is down."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
+import pytest
 from prometheus_client import generate_latest
 
 from herald.observability.metrics import Metrics
@@ -71,3 +73,43 @@ def test_once_the_database_answers_the_next_scrape_reads_the_outbox_again() -> N
 
     assert "herald_database_up 1.0" in text
     assert "herald_outbox_backlog 2.0" in text
+
+
+class DatabaseDown:
+    """The outbox read of a database that refuses connections until told otherwise."""
+
+    def __init__(self) -> None:
+        self.down = True
+
+    def __call__(self) -> tuple[dict[str, int], int, float]:
+        if self.down:
+            raise ConnectionRefusedError("connection refused")
+        return {}, 0, 0.0
+
+
+def test_an_outage_is_logged_once_by_the_metrics_not_at_every_scrape(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Prometheus scrapes each process every few seconds: a WARNING per scrape filled the
+    log of an outage with the same line."""
+    caplog.set_level(logging.INFO, "herald.observability")
+    read = DatabaseDown()
+    metrics = Metrics()
+    metrics.watch_outbox(read)
+
+    for _ in range(5):
+        scrape(metrics)
+    read.down = False
+    scrape(metrics)
+    scrape(metrics)
+    read.down = True
+    scrape(metrics)
+
+    said = [r.getMessage() for r in caplog.records if r.name.startswith("herald")]
+    assert said == [
+        "metrics: cannot read the outbox: connection refused; herald_database_up is 0 until "
+        "it is read again",
+        "metrics: the outbox is read again",
+        "metrics: cannot read the outbox: connection refused; herald_database_up is 0 until "
+        "it is read again",
+    ]

@@ -135,6 +135,7 @@ class _OutboxCollector(Collector):
         self._time_limit_s = time_limit_s
         self._lock = threading.Lock()
         self._reading: _Read | None = None
+        self._failing = False  # the last scrape could not read the outbox
 
     def describe(self) -> list[GaugeMetricFamily]:
         return []  # registering must not query the database
@@ -161,10 +162,20 @@ class _OutboxCollector(Collector):
             by_status, backlog, age = self._read_in_time()
         except Exception as exc:
             # Every other metric is still served: a scrape during an outage is when they
-            # matter most, and this one says why the outbox gauges are missing.
-            log.warning("metrics: cannot read the outbox: %s", first_line(exc))
+            # matter most, and this one says why the outbox gauges are missing. Said once
+            # an outage: Prometheus scrapes every process every few seconds.
+            if not self._failing:
+                log.warning(
+                    "metrics: cannot read the outbox: %s; herald_database_up is 0 until it "
+                    "is read again",
+                    first_line(exc),
+                )
+            self._failing = True
             yield GaugeMetricFamily(up, says, value=0)
             return
+        if self._failing:
+            log.info("metrics: the outbox is read again")
+        self._failing = False
         yield GaugeMetricFamily(up, says, value=1)
         messages = GaugeMetricFamily(
             "herald_messages",
