@@ -155,6 +155,20 @@ NEVER_WORKS = {
         "compares user.marketing_opt_in, which the rule file declares a boolean, with the "
         'string "true"',
     ),
+    # CEL reads the comparison and skips the comment: so does the check.
+    "a_literal_of_another_type_before_a_comment": (
+        "trigger: payment_failed, when: 'event.properties.attempt_number == \"3\" // retries'",
+        'rule R0: `when: event.properties.attempt_number == "3" // retries` compares '
+        "event.properties.attempt_number, which the rule file declares an integer, with the "
+        'string "3"',
+    ),
+    # Two slashes in a string are text, not a comment hiding the rest.
+    "a_literal_of_another_type_after_slashes_in_a_string": (
+        "trigger: payment_failed,"
+        ' when: \'user.email != "a//b" && event.properties.attempt_number == "3"\'',
+        'rule R0: `when: user.email != "a//b" && event.properties.attempt_number == "3"` '
+        "compares event.properties.attempt_number",
+    ),
     "a_fraction_for_an_integer": (
         "trigger: payment_failed, when: event.properties.attempt_number == 2.5",
         "rule R0: `when: event.properties.attempt_number == 2.5` compares "
@@ -264,6 +278,13 @@ WORKS = {
     ),
     "a_comparison_inside_a_string": (
         "trigger: payment_failed, when: 'user.email != \"x && user.tags == 1\"'"
+    ),
+    "an_undeclared_name_in_a_comment": (
+        "trigger: payment_failed, when: 'event.properties.amount > 5 // not user.nickname'"
+    ),
+    "a_comparison_in_a_comment": (
+        "trigger: payment_failed,"
+        " when: 'event.properties.amount > 5 // was (event.properties.source == \"App\")'"
     ),
     "the_trigger_of_an_after_window": (
         "trigger: signup_completed, after: {event: link_bank_success, within: 24h},"

@@ -31,6 +31,15 @@ _COMPARISONS = (
     re.compile(rf"{_START}(?P<literal>{_LITERAL})\s*(?P<op>==|!=)\s*(?P<path>{_PATH}){_END}"),
 )
 _STRING = re.compile(r'"(?:\\.|[^"\\\n])*"|' r"'(?:\\.|[^'\\\n])*'")
+# A string literal as CEL reads it, or a `//` comment to the end of its line: a `//`
+# inside a string is text, and a quote inside a comment too. In a raw string (r"...") a
+# backslash escapes nothing.
+_QUOTED = r'"""[\s\S]*?"""|' r"'''[\s\S]*?'''|"
+_STRING_OR_COMMENT = re.compile(
+    rf"(?<![\w.])(?:[bB]?[rR]|[rR][bB])(?:{_QUOTED}\"[^\"\n]*\"|'[^'\n]*')"
+    rf"|(?:(?<![\w.])[bB])?(?:{_QUOTED}{_STRING.pattern})"
+    r"|(?P<comment>//[^\n]*)"
+)
 # The kind of literal each declared type can equal; objects and arrays equal none.
 _COMPARABLE = {"string": "string", "number": "number", "integer": "number", "boolean": "boolean"}
 _WRITE_AS = {
@@ -93,6 +102,7 @@ def unreadable_literals(source: str) -> list[str]:
     """What is wrong with each conversion in ``source`` of a literal CEL cannot read
     (``duration("7d")``), which would fail on every event."""
     problems = []
+    source = without_comments(source)
     literals = [match.span() for match in _STRING.finditer(source)]
     for match in _CONVERSION.finditer(source):
         if any(begin < match.start() < end for begin, end in literals):
@@ -110,9 +120,18 @@ def unreadable_literals(source: str) -> list[str]:
     return problems
 
 
+def without_comments(source: str) -> str:
+    """``source`` with each of its ``//`` comments blanked out, as CEL reads it; every
+    other character (a ``//`` inside a string too) where it was."""
+    return _STRING_OR_COMMENT.sub(
+        lambda match: " " * len(match[0]) if match["comment"] else match[0], source
+    )
+
+
 def _comparisons(source: str) -> Iterator[tuple[str, str, str]]:
     """Each ``path op literal`` (or ``literal op path``) comparison in ``source``, outside
-    its string literals."""
+    its string literals and comments."""
+    source = without_comments(source)
     literals = [match.span() for match in _STRING.finditer(source)]
     for pattern in _COMPARISONS:
         for match in pattern.finditer(source):

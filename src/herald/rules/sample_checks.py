@@ -19,7 +19,7 @@ from typing import Any
 from herald.rules.cel_hints import explained
 from herald.rules.conditions import Condition, ConditionError, bound_variables
 from herald.rules.definition import EventType
-from herald.rules.literal_checks import never_equal, unreadable_literals
+from herald.rules.literal_checks import never_equal, unreadable_literals, without_comments
 from herald.rules.samples import EVENT_FIELDS, is_refused, sample_context, undeclared
 
 # A read of a name the rule file declares or not: `user.x`, `event.x`,
@@ -60,8 +60,9 @@ def condition_problems(
     that the rule file does not declare (unless guarded by ``has()``), or else what fails
     on samples of every declared value; empty when nothing does."""
     shown = f"`when: {condition.source}`"
-    reads = {path: _declared_type(path, event_type, traits) for path in _reads(condition.source)}
-    guarded = {re.sub(r"\s", "", path) for path in _GUARD.findall(condition.source)}
+    source = without_comments(condition.source)  # a name in a comment is read by no one
+    reads = {path: _declared_type(path, event_type, traits) for path in _reads(source)}
+    guarded = {re.sub(r"\s", "", path) for path in _GUARD.findall(source)}
     refused = {path for path in reads if is_refused(path, event_type, refused_traits)}
     # Found in the text rather than by evaluating: `a == "x" && b > 1` never reads `b`
     # on a sample whose `a` is not "x".
@@ -137,7 +138,7 @@ def _operand_problem(condition: Condition, samples: list[_Sample], where: str) -
     CEL's && and || give false (or true) when either side does, whatever the other: a
     side that fails on every event would pass unseen when a sample's values make another
     side decide (`amount * 1.1 > 1000.0 && user.age >= 18` with an age of 1)."""
-    for operand in _operands(condition.source):
+    for operand in _operands(without_comments(condition.source)):
         try:
             part = Condition(operand)
         except ConditionError:
