@@ -218,6 +218,12 @@ BROKEN_RULES = {
         "    after: {event: signup_completed, within: 99999999999d}\n",
         "rule BROKEN: `after.within: 99999999999d` is longer than the longest window, 3650d",
     ),
+    "window_of_zero": (
+        "  - id: BROKEN\n    trigger: payment_failed\n    channel: internal\n"
+        "    after: {event: signup_completed, within: 0s}\n",
+        "rule BROKEN: `after.within: 0s` is no window: only an event at the trigger's very "
+        "instant would be in it (the shortest window is 1s; write 1s, 30m, 24h or 7d)",
+    ),
     "unknown_key_in_after": (
         "  - id: BROKEN\n    trigger: payment_failed\n    channel: internal\n"
         "    after: {event: signup_completed, within: 24h, whithin: 1h}\n",

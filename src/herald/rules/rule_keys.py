@@ -86,6 +86,13 @@ def _read_window(within: Any, bad: Problem) -> tuple[timedelta, str] | None:
         bad(f"`after.within: {within}` is not a duration like 30m, 24h or 7d")
         return None
     seconds = int(match[1]) * _UNITS[match[2]]
+    if seconds == 0:
+        # Only an anchor at the trigger's very microsecond would be in it: a slip, surely.
+        bad(
+            f"`after.within: {within}` is no window: only an event at the trigger's very "
+            "instant would be in it (the shortest window is 1s; write 1s, 30m, 24h or 7d)"
+        )
+        return None
     if seconds > _LONGEST_WINDOW_S:
         bad(f"`after.within: {within}` is longer than the longest window, 3650d")
         return None
