@@ -304,6 +304,19 @@ def test_a_clients_values_joined_or_concatenated_print_in_json_spelling() -> Non
     assert rendered.html == rendered.body.replace('"', "&#34;")
 
 
+def test_a_clients_values_formatted_as_text_print_in_json_spelling_and_as_numbers_stay() -> None:
+    # `"%s" | format(on)` gave "True", where `{{ on }}` gives "true".
+    body = "{% set p = event.properties %}{{ '%s %r|%s|%s' | format(p.on, p.off, p.plan, p.tags) }}"
+    body += "|{{ '%(on)s' | format(on=p.on) }}|{{ '%d %.1f %s' | format(p.on, p.on, 2.5) }}"
+    sources = {"t": {"subject.txt": "s", "body.txt": body, "body.html": body}}
+    properties = {"on": True, "off": False, "plan": None, "tags": ["x", 1]}
+
+    rendered = TemplateSet(sources).render("t", {"event": {"properties": properties}, "user": {}})
+
+    assert rendered.body == 'true false||["x",1]|true|1 1.0 2.5'
+    assert rendered.html == rendered.body.replace('"', "&#34;")
+
+
 def test_text_marked_safe_stays_unescaped_when_joined_or_concatenated_in_html() -> None:
     body = "{{ [e.link | safe, e.name] | join(e.br | safe) }}|{{ (e.link | safe) ~ e.name }}"
     sources = {"t": {"subject.txt": "s", "body.txt": "x", "body.html": body}}

@@ -9,7 +9,7 @@ import orjson
 from jinja2 import Undefined, nodes, pass_eval_context
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError
-from jinja2.filters import do_join, make_attrgetter
+from jinja2.filters import do_format, do_join, make_attrgetter
 from jinja2.nodes import EvalContext
 from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
@@ -58,6 +58,43 @@ def _printing_string(value: Any) -> str:
     return soft_str(as_printed(value))
 
 
+class _Printed:
+    """A client's value (true, null, a list) that ``%s`` and ``%r`` print as ``{{ ... }}``
+    does, and ``%d`` or ``%f`` still read as the number it is (true as 1)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: Any) -> None:
+        self._value = value
+
+    def __str__(self) -> str:
+        return str(as_printed(self._value))
+
+    __repr__ = __str__
+
+    def __index__(self) -> int:
+        return int(self._value)
+
+    __int__ = __index__
+
+    def __float__(self) -> float:
+        return float(self._value)
+
+
+def _printed_for_format(value: Any) -> Any:
+    return _Printed(value) if value is None or type(value) in (bool, list, dict) else value
+
+
+def _printing_format(value: str, *args: Any, **kwargs: Any) -> str:
+    """Jinja's ``format``, a value ``%s`` or ``%r`` takes printed as ``{{ ... }}`` prints
+    it (``true``, not ``True``); ``%d`` still makes true 1."""
+    return do_format(
+        value,
+        *map(_printed_for_format, args),
+        **{key: _printed_for_format(item) for key, item in kwargs.items()},
+    )
+
+
 def _is_text(node: nodes.Expr) -> bool:
     """Whether ``node`` is text written in the template, which prints as it is."""
     return isinstance(node, nodes.Const) and type(node.value) is str
@@ -101,6 +138,7 @@ class DataSandbox(SandboxedEnvironment):
             **self.filters,
             "center": _bounded_center(self.filters["center"]),
             "indent": _bounded_indent(self.filters["indent"]),
+            "format": _printing_format,
             "join": _printing_join,
             "string": _printing_string,
         }
