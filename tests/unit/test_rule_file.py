@@ -1260,6 +1260,11 @@ def test_traits_and_templates_of_the_wrong_shape_are_refused(tmp_path: Path) -> 
         "First line: {{ event.properties.lines | first }}, {{ event.properties.lines | last }}",
         "Top: {{ event.properties.lines | max }} {{ event.properties.lines | min | upper }}",
         "Pick: {{ (event.properties.lines | first).name }} {{ event.properties.lines | random }}",
+        # The item used as a client's may be: refused as "No first item" too.
+        "{% set lines = event.properties.lines %}"
+        "{{ (lines | first) + 1 }} {{ 2 * (lines | last) }}",
+        "{% set lines = event.properties.lines %}{% if (lines | max) > 3 %}{{ -(lines | min) }}"
+        "{% endif %} {{ (lines | random) | int + 1 }} {{ (lines | first).upper() }}",
     ],
 )
 def test_a_template_may_read_inside_an_object_or_array_property(body: str, tmp_path: Path) -> None:
@@ -1271,6 +1276,29 @@ def test_a_template_may_read_inside_an_object_or_array_property(body: str, tmp_p
     )
 
     assert [rule.id for rule in load_ruleset(path).rules] == ["ORDER"]
+
+
+def test_a_template_using_a_picked_item_as_no_item_can_be_used_is_refused(
+    tmp_path: Path,
+) -> None:
+    body = "{{ (event.properties.lines | first) - 'a' }}"
+    path = payment_email_rule_file(tmp_path, {"subject.txt": "s", "body.txt": body}, "lines: array")
+
+    assert problems_of(path) == [
+        "rule ORDER: template order/body.txt: TypeError: no item of a list, of any type, works "
+        "here: unsupported operand type(s) for -: 'int' and 'str'"
+    ]
+
+
+def test_a_template_picking_an_item_still_has_a_failing_expression_beside_it_refused(
+    tmp_path: Path,
+) -> None:
+    body = "{{ (event.properties.lines | first) + 1 }} {{ event.properties.amount + 'a' }}"
+    path = payment_email_rule_file(tmp_path, {"subject.txt": "s", "body.txt": body}, "lines: array")
+
+    [problem] = problems_of(path)
+
+    assert problem.startswith("rule ORDER: template order/body.txt: TypeError: unsupported operand")
 
 
 def test_a_template_reading_inside_an_object_still_has_its_undeclared_names_listed(

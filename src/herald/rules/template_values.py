@@ -1,7 +1,8 @@
 """What a template sees where data is missing or not what the rule file declares.
 
-Three kinds of undefined value: ``NamingUndefined`` for the strict check at load time,
-which remembers the mapping a name was missing from; ``Absent`` for an optional value
+Four kinds of undefined value: ``NamingUndefined`` for the strict check at load time,
+which remembers the mapping a name was missing from, and ``AnyItem`` for an item it picks
+from a sample's empty list; ``Absent`` for an optional value
 when a message is rendered (as its event is ingested), empty when printed but an error
 saying what was tried when used in arithmetic; ``Mistyped`` for a trait whose value is
 not of its declared type.
@@ -9,6 +10,7 @@ not of its declared type.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any, NoReturn, cast
@@ -33,8 +35,8 @@ class NamingUndefined(StrictUndefined):
 
     What a filter gives for an item of an empty list (``first``, ``last``, ``min``,
     ``max``, ``random``) names nothing: the sample's lists are empty, a client's need not
-    be, and a render prints it empty. It is left lenient, as a render leaves it, rather
-    than refuse the template."""
+    be, and a render prints it empty. It stands for any item (``AnyItem``) rather than
+    refuse the template."""
 
     __slots__ = ()
 
@@ -46,7 +48,7 @@ class NamingUndefined(StrictUndefined):
         exc: type[TemplateRuntimeError] = UndefinedError,
     ) -> Any:
         if name is None and obj is missing and hint is not None:
-            return ChainableUndefined(hint)
+            return AnyItem(hint)
         return super().__new__(cls)
 
     def __init__(
@@ -58,6 +60,61 @@ class NamingUndefined(StrictUndefined):
     ) -> None:
         reading = partial(UndefinedRead, owner=obj, name=name)
         super().__init__(hint, obj, name, cast(type[TemplateRuntimeError], reading))
+
+
+# An item of each JSON type, as a client's list may hold.
+_ITEMS: tuple[Any, ...] = (1, 1.5, "x", True, None, [], {})
+
+
+def _on_any_item(use: Callable[..., Any], reflected: bool = False) -> Callable[..., Any]:
+    """An operator that gives the item again when it works on an item of some type, and
+    raises when it fails on every one (``- "a"``), as it would on every event."""
+
+    def apply(self: AnyItem, *args: Any) -> Any:
+        failures = []
+        for item in _ITEMS:
+            try:
+                use(*args, item) if reflected else use(item, *args)
+            except Exception as exc:  # what each type raises is its own
+                failures.append(exc)
+            else:
+                return self
+        raise TypeError(f"no item of a list, of any type, works here: {failures[0]}")
+
+    return apply
+
+
+class AnyItem(ChainableUndefined):
+    """What the check gives for the item a filter picks from a sample's empty list:
+    ``(lines | first) + 1`` works on a client's list of numbers. Used as some item could
+    be, it is that item again, printed empty; used as no item could be, it fails."""
+
+    __slots__ = ()
+
+    __add__, __radd__ = _on_any_item(operator.add), _on_any_item(operator.add, True)
+    __sub__, __rsub__ = _on_any_item(operator.sub), _on_any_item(operator.sub, True)
+    __mul__, __rmul__ = _on_any_item(operator.mul), _on_any_item(operator.mul, True)
+    __truediv__ = _on_any_item(operator.truediv)
+    __rtruediv__ = _on_any_item(operator.truediv, True)
+    __floordiv__ = _on_any_item(operator.floordiv)
+    __rfloordiv__ = _on_any_item(operator.floordiv, True)
+    __mod__, __rmod__ = _on_any_item(operator.mod), _on_any_item(operator.mod, True)
+    __pow__, __rpow__ = _on_any_item(operator.pow), _on_any_item(operator.pow, True)
+    __lt__, __le__ = _on_any_item(operator.lt), _on_any_item(operator.le)
+    __gt__, __ge__ = _on_any_item(operator.gt), _on_any_item(operator.ge)
+    __neg__, __pos__ = _on_any_item(operator.neg), _on_any_item(operator.pos)
+    __abs__ = _on_any_item(abs)
+    __round__ = _on_any_item(round)
+
+    # `| int` and `| float` make a number of any item (0 of what is none).
+    def __int__(self, *_args: Any) -> Any:
+        return 0
+
+    def __float__(self, *_args: Any) -> Any:
+        return 0.0
+
+    def __call__(self, *_args: Any, **_kwargs: Any) -> Any:  # a method of the item
+        return self
 
 
 class AbsentUsed(UndefinedError):
