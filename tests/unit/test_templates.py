@@ -97,6 +97,20 @@ def test_an_absent_value_where_a_number_is_needed_says_it_is_absent_and_what_was
     )
 
 
+def test_the_first_item_of_an_empty_list_used_in_arithmetic_says_the_list_was_empty() -> None:
+    # It said "the item None is absent": there is no item called None.
+    body = "{{ (event.properties.lines | first) + 1 }}"
+    templates = TemplateSet({"order": {"subject.txt": "Order", "body.txt": body}})
+
+    with pytest.raises(TemplateProblem) as caught:
+        templates.render("order", {"user": {}, "event": {"properties": {"lines": []}}})
+
+    assert str(caught.value).startswith(
+        "template order: the value a filter gave (No first item, sequence was empty) is "
+        "absent, and the template uses it in an addition (+): "
+    )
+
+
 def test_an_absent_trait_used_in_arithmetic_is_named_as_a_trait() -> None:
     templates = TemplateSet({"t": {"subject.txt": "x", "body.txt": "{{ user.balance * 2 }}"}})
 

@@ -121,16 +121,19 @@ class AbsentUsed(UndefinedError):
     """An absent value (``name`` read from ``owner``) used in ``what`` (an addition, a
     comparison), which needs a value."""
 
-    def __init__(self, owner: Any, name: Any, what: str) -> None:
+    def __init__(self, owner: Any, name: Any, what: str, hint: str | None = None) -> None:
         super().__init__(f"{name} is absent")
         self.owner = owner
         self.name = name
         self.what = what
+        # Why a filter gave nothing, for a value no name was read for (`first` of an
+        # empty list: "No first item, sequence was empty.").
+        self.hint = hint
 
 
 def _refused_use(what: str) -> Callable[..., NoReturn]:
     def fail(self: Undefined, *_args: Any) -> NoReturn:
-        raise AbsentUsed(self._undefined_obj, self._undefined_name, what)
+        raise AbsentUsed(self._undefined_obj, self._undefined_name, what, self._undefined_hint)
 
     return fail
 
@@ -166,7 +169,9 @@ class Absent(ChainableUndefined):
 
 def absent_use(exc: AbsentUsed, context: Mapping[str, Any]) -> str:
     path = _read_path(context, exc.owner, exc.name)
-    if path is None:  # inside a value: a key of an object, an item of a list
+    if exc.name is None and exc.hint:  # what a filter gave for nothing, none read by name
+        said, test = f"the value a filter gave ({exc.hint.rstrip('.')})", "`is defined`"
+    elif path is None:  # inside a value: a key of an object, an item of a list
         part = "key" if isinstance(exc.owner, Mapping) else "item"
         said, test = f"the {part} {exc.name!r}", "`is defined`"
     else:
