@@ -254,6 +254,18 @@ def test_a_template_repeating_or_raising_to_a_small_client_value_renders() -> No
             "{{ ('x\\n' * 50000) | indent(3) }}",
             "indent(3) on 50,001 lines would make a text more than 100,000 long",
         ),
+        (
+            "{{ '{:>{}}'.format('a', event.n) }}",
+            "format with a width or precision of 1,000,000,000,000",
+        ),
+        (
+            "{{ '{n:.{n}f}'.format_map(event) }}",
+            "format with a width or precision of 1,000,000,000,000",
+        ),
+        ("{{ '%*s' % (event.n, 'a') }}", "% with a width or precision of 1,000,000,000,000"),
+        ("{{ '%.*f' | format(event.n, 1.5) }}", "% with a width or precision of 1,000,000,000,000"),
+        ("{{ [1] | batch(event.n, 0) | list }}", "batch(1,000,000,000,000) would make more than"),
+        ("{{ [1] | slice(event.n) | list }}", "slice(1,000,000,000,000) would make more than"),
     ],
 )
 def test_a_client_value_cannot_make_a_template_build_gigabytes(body: str, said: str) -> None:
@@ -275,6 +287,19 @@ def test_a_template_padding_to_a_small_client_value_renders() -> None:
     rendered = TemplateSet(sources).render("pad", {"event": {"n": 4}, "user": {}})
 
     assert rendered.body == "..ab| x  |a\n    b"
+
+
+def test_a_template_formatting_to_a_small_client_width_renders() -> None:
+    body = (
+        "{{ '{:>{}}'.format('ab', event.n) }}|{{ '%*s' % (event.n, 'x') }}|"
+        "{{ '%-4s%%' | format('y') }}|{{ '{0:.2f}'.format(1.5) }}|{{ 7 % event.n }}|"
+        "{{ [1, 2, 3] | batch(event.n - 2, 0) | list }}|{{ [1, 2] | slice(event.n) | list }}"
+    )
+    sources = {"fmt": {"subject.txt": "Formatted", "body.txt": body}}
+
+    rendered = TemplateSet(sources).render("fmt", {"event": {"n": 4}, "user": {}})
+
+    assert rendered.body == "  ab|   x|y   %|1.50|3|[[1,2],[3,0]]|[[1],[2],[],[]]"
 
 
 def test_a_clients_values_print_in_json_spelling_and_null_prints_nothing() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
@@ -9,10 +10,10 @@ import orjson
 from jinja2 import Undefined, nodes, pass_eval_context
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError
-from jinja2.filters import do_format, do_join, make_attrgetter
+from jinja2.filters import do_format, do_join, make_attrgetter, sync_do_slice
 from jinja2.nodes import EvalContext
 from jinja2.runtime import Context
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.sandbox import SandboxedEnvironment, SandboxedFormatter
 from markupsafe import soft_str
 
 # The largest text or list a template may make by repetition (`"*" * n`) or padding
@@ -126,7 +127,7 @@ class DataSandbox(SandboxedEnvironment):
     (``metadata.items()``) reaches the method.
     """
 
-    intercepted_binops = frozenset({"*", "**"})
+    intercepted_binops = frozenset({"*", "**", "%"})
     code_generator_class = _PrintingConcatenation
     printed = staticmethod(as_printed)  # what the code for `~` calls
 
@@ -136,10 +137,12 @@ class DataSandbox(SandboxedEnvironment):
         # Filters are called directly, not through `call`: the padding ones check here.
         self.filters = {
             **self.filters,
+            "batch": _bounded_count("batch", self.filters["batch"]),
             "center": _bounded_center(self.filters["center"]),
+            "format": _bounded_format(_printing_format),
             "indent": _bounded_indent(self.filters["indent"]),
-            "format": _printing_format,
             "join": _printing_join,
+            "slice": _bounded_count("slice", sync_do_slice),  # ours render synchronously
             "string": _printing_string,
         }
 
@@ -158,9 +161,30 @@ class DataSandbox(SandboxedEnvironment):
                         f"{times:,} repetitions of {len(items):,} items would be more "
                         f"than {MOST_REPEATED:,} long"
                     )
+        elif operator == "%":
+            if isinstance(left, str):
+                _check_printf_sizes(left, right)
         elif _is_whole(left) and _is_whole(right) and left.bit_length() * right > MOST_POWER_BITS:
             raise SecurityError(f"{left} ** {right} is more than {MOST_POWER_BITS:,} bits")
         return super().call_binop(context, operator, left, right)
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        """A text's ``format`` or ``format_map``, refusing a width or precision past the
+        limit (``"{:>{}}".format(name, n)`` pads as ``ljust(n)`` does) before formatting."""
+        formats = super().wrap_str_format(value)
+        if formats is None:
+            return None
+        text, by_name = value.__self__, value.__name__ == "format_map"
+        checker = _SizeCheckingFormatter(self)
+
+        def bounded(*args: Any, **kwargs: Any) -> str:
+            if by_name and len(args) == 1 and not kwargs:
+                checker.vformat(text, (), args[0])
+            elif not by_name:
+                checker.vformat(text, args, kwargs)
+            return formats(*args, **kwargs)
+
+        return bounded
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         if type(obj) is dict:
@@ -192,6 +216,73 @@ def _check_padding(name: str, width: Any, lines: int) -> None:
         raise SecurityError(
             f"{name}({width:,}){times} would make a text more than {MOST_REPEATED:,} long"
         )
+
+
+class _SizeCheckingFormatter(SandboxedFormatter):
+    """Refuses a field whose width or precision, its nested fields filled in, is past the
+    limit, before formatting it (a nested field's text is the spec of the one around it)."""
+
+    def format_field(self, value: Any, format_spec: str) -> str:
+        for size in _DIGITS.findall(format_spec):
+            _check_size("format", size)
+        return str(super().format_field(value, format_spec))
+
+
+_DIGITS = re.compile(r"[0-9]+")
+# A printf-style conversion: its mapping key, flags, width, precision and type.
+_PRINTF_FIELD = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|[0-9]+)?(?:\.(\*|[0-9]*))?[hlL]?(.)?", re.S)
+
+
+def _check_printf_sizes(text: str, values: Any) -> None:
+    """Refuse ``text % values`` when a width or precision, written or taken from
+    ``values`` by ``*``, is past the limit: ``"%*s" % (n, name)`` pads as ``ljust(n)``."""
+    given = values if type(values) is tuple else (values,)
+    taken = 0
+    for match in _PRINTF_FIELD.finditer(text):
+        width, precision, conversion = match.groups()
+        if conversion == "%":
+            continue
+        for size in (width, precision):
+            if size == "*":
+                size = given[taken] if taken < len(given) else None
+                taken += 1
+            _check_size("%", size)
+        taken += 1
+
+
+def _check_size(how: str, size: Any) -> None:
+    """Refuse a width or precision ``size`` (written digits, or a number) past the limit."""
+    if isinstance(size, str):
+        # A text of thousands of digits int() refuses to read is past the limit anyway.
+        digits = size.lstrip("0") or "0"
+        size = int(digits) if len(digits) <= 30 else 10**30
+    too_big = _is_whole(size) and abs(size) > MOST_REPEATED
+    size_text = f"{size:,}" if _is_whole(size) else ""
+    if too_big:
+        raise SecurityError(
+            f"{how} with a width or precision of {size_text} would make a text more than "
+            f"{MOST_REPEATED:,} long"
+        )
+
+
+def _bounded_format(format_filter: Callable[..., str]) -> Callable[..., str]:
+    def bounded(value: str, *args: Any, **kwargs: Any) -> str:
+        _check_printf_sizes(str(value), kwargs or args)
+        return format_filter(value, *args, **kwargs)
+
+    return bounded
+
+
+def _bounded_count(name: str, make_lists: Callable[..., Any]) -> Callable[..., Any]:
+    """``batch`` or ``slice``, refusing more than the limit of lines or slices: each is a
+    list of its own (``slice(n)`` makes n lists), and ``batch(n, fill)`` pads to n."""
+
+    def bounded(value: Any, count: int, *args: Any, **kwargs: Any) -> Any:
+        if _is_whole(count) and count > MOST_REPEATED:
+            raise SecurityError(f"{name}({count:,}) would make more than {MOST_REPEATED:,} items")
+        return make_lists(value, count, *args, **kwargs)
+
+    return bounded
 
 
 def _bounded_center(center: Callable[..., str]) -> Callable[..., str]:
