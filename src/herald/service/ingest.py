@@ -18,6 +18,12 @@ from herald.rules import engine
 from herald.rules.definition import Category, Rule, RuleSet
 from herald.rules.eligibility import closed_to_marketing
 from herald.rules.templates import TemplateProblem
+from herald.service.profile_limit import (
+    MAX_PROFILE_BYTES,
+    MAX_PROFILE_TRAITS,
+    entry_size,
+    growth_of,
+)
 from herald.store.events import EventRow
 from herald.store.outbox import PENDING, MessageRow
 from herald.store.unit_of_work import UnitOfWork
@@ -32,6 +38,7 @@ class IngestStatus(StrEnum):
     ACCEPTED = "accepted"
     DUPLICATE = "duplicate"
     CONFLICT = "conflict"  # the event id is taken by a different payload
+    PROFILE_FULL = "profile_full"  # its traits would grow the profile past its limits
 
 
 # Read for every event, looked up once: an enum member read through its class goes
@@ -69,9 +76,13 @@ def ingest(
     batch = _Batch(uow, ruleset, dict(stored_profiles))  # a copy: the batch changes it
     results: list[IngestResult | None] = [None] * len(events)
     fresh, duplicates = _screen(uow, events, results)
-    plans = [
-        (index, event, fingerprint, batch.decide(event)) for index, event, fingerprint in fresh
-    ]
+    plans = []
+    for index, event, fingerprint in fresh:
+        candidates = batch.decide(event)
+        if candidates is None:
+            results[index] = IngestResult(event.event_id, IngestStatus.PROFILE_FULL)
+        else:
+            plans.append((index, event, fingerprint, candidates))
     # The messages already holding the dedup keys the candidates want.
     held = uow.outbox.holders(
         d.dedup_key
@@ -172,11 +183,26 @@ class _Batch:
         self._ruleset = ruleset
         self._profiles = profiles
         self._by_user: dict[str, list[Event]] = defaultdict(list)
+        self._sizes: dict[str, int] = {}  # each profile's traits, in bytes of JSON
 
-    def decide(self, event: Event) -> list[Decision]:
-        """``event``'s candidate decisions, its traits merged into the user's profile."""
-        profile = self._profiles.get(event.user_id) or UserProfile(event.user_id)
-        profile = profile.merged(event.user_traits, to_micros(event.timestamp))
+    def decide(self, event: Event) -> list[Decision] | None:
+        """``event``'s candidate decisions, its traits merged into the user's profile; None,
+        changing nothing, when they would grow the profile past ``MAX_PROFILE_BYTES`` or
+        ``MAX_PROFILE_TRAITS``."""
+        stored = self._profiles.get(event.user_id) or UserProfile(event.user_id)
+        profile = stored.merged(event.user_traits, to_micros(event.timestamp))
+        if profile is not stored:
+            size = self._sizes.get(event.user_id)
+            if size is None:  # read once per batch; then counted by what each event changes
+                size = sum(entry_size(key, value) for key, value in stored.traits.items())
+            growth = growth_of(stored.traits, profile.traits, event.user_traits)
+            # A profile stored before the limits may stay over them, but not grow.
+            names = len(profile.traits)
+            if (growth > 0 and size + growth > MAX_PROFILE_BYTES) or (
+                names > MAX_PROFILE_TRAITS and names > len(stored.traits)
+            ):
+                return None
+            self._sizes[event.user_id] = size + growth
         self._profiles[event.user_id] = profile
         candidates = engine.evaluate(event, profile, self._history(event), self._ruleset)
         self._by_user[event.user_id].append(event)

@@ -30,6 +30,7 @@ from herald.api.schemas import (
 from herald.bootstrap import Runtime
 from herald.service.ingest import IngestResult, IngestStatus
 from herald.service.intake import Rejection, to_event
+from herald.service.profile_limit import MAX_PROFILE_BYTES, MAX_PROFILE_TRAITS
 from herald.service.writer import DatabaseUnavailable, IngestFailed
 
 router = APIRouter(tags=["events"])  # the ingest token is checked by ingest_runtime()
@@ -57,6 +58,7 @@ Body = TypeVar("Body")
 # the enum metaclass's ``__getattr__`` hook; a StrEnum's ``str()`` is its value, cheaper
 # than ``.value``.
 _ACCEPTED, _CONFLICTING = IngestStatus.ACCEPTED, IngestStatus.CONFLICT
+_PROFILE_FULL = IngestStatus.PROFILE_FULL
 
 
 def _inline_schema(adapter: TypeAdapter[Any]) -> dict[str, Any]:
@@ -141,6 +143,9 @@ async def post_event(request: Request) -> Response:
         _count_rejected(runtime, body["event_type"])
         raise HTTPException(422, _in_body(event.errors))
     [result] = await _store(runtime, [event])
+    if result.status is _PROFILE_FULL:
+        _count_rejected(runtime, event.event_type)
+        raise HTTPException(422, _in_body([_FULL]))
     runtime.metrics.count_event(event.event_type, str(result.status))
     runtime.metrics.observe_ingest("event", time.perf_counter() - started)
     if result.status is _CONFLICTING:
@@ -180,9 +185,12 @@ async def post_batch(request: Request) -> Response:
     results = await _store(runtime, [event for _, event in valid]) if valid else []
     outcomes = []
     for (index, event), result in zip(valid, results, strict=True):
-        outcomes.append((event.event_type, str(result.status)))
+        full = result.status is _PROFILE_FULL
+        outcomes.append((event.event_type, "rejected" if full else str(result.status)))
         items[index]["event_id"] = result.event_id
-        if result.status is _CONFLICTING:
+        if full:
+            _reject(items[index], [_FULL])
+        elif result.status is _CONFLICTING:
             _reject(items[index], [_CONFLICT])
         else:
             items[index].update(_result_json(result))
@@ -197,6 +205,12 @@ _TAKEN = (
     "(without event_id, the key is user_id + event_type + event_timestamp)"
 )
 _CONFLICT = {"loc": ["event_id"], "msg": _TAKEN, "type": "conflict"}
+_FULL = {
+    "loc": ["user_traits"],
+    "msg": f"would grow the user's traits past {MAX_PROFILE_BYTES:,} bytes of JSON or "
+    f"{MAX_PROFILE_TRAITS:,} names; send fewer or shorter traits, or reuse the names sent",
+    "type": "profile_full",
+}
 
 
 def _read_batch(raw: bytes, runtime: Runtime) -> tuple[list[dict[str, Any]], list[tuple[int, Any]]]:
