@@ -1,0 +1,204 @@
+"""A broken rule is refused naming the rule and the problem: each key of a rule checked
+on its own, and conditions refused where YAML read them as something else."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from herald.rules.loader import load_ruleset
+from tests.support.rule_file_writing import GOOD_RULE, problems_of, write_rule_file
+
+BROKEN_RULES = {
+    "unknown_trigger": (
+        "  - {id: BROKEN, trigger: payment_refunded, channel: email, category: transactional,"
+        " template: hello}\n",
+        "rule BROKEN: `trigger: payment_refunded` is not a declared event type",
+    ),
+    "condition_does_not_compile": (
+        "  - {id: BROKEN, trigger: signup_completed, channel: email, category: transactional,"
+        " template: hello, when: 'user.x =='}\n",
+        "rule BROKEN: `when: user.x ==` does not compile",
+    ),
+    "id_read_by_yaml_as_a_boolean": (
+        "  - {id: yes, trigger: signup_completed, channel: internal}\n",
+        "rule True: YAML read the id as a boolean (True): quote it, or name the rule",
+    ),
+    "id_read_by_yaml_as_false": (
+        "  - {id: off, trigger: signup_completed, channel: internal}\n",
+        "rule False: YAML read the id as a boolean (False): quote it, or name the rule",
+    ),
+    "no_trigger": (
+        "  - {id: BROKEN, channel: internal}\n",
+        "rule BROKEN: needs `trigger`: the event type that triggers it (['payment_failed',",
+    ),
+    "no_channel": (
+        "  - {id: BROKEN, trigger: signup_completed}\n",
+        "rule BROKEN: needs `channel` (one of ['email', 'sms', 'internal'])",
+    ),
+    "condition_read_by_yaml_as_a_list": (
+        "  - {id: BROKEN, trigger: signup_completed, channel: internal, when: [user.vip]}\n",
+        "rule BROKEN: `when` must be a CEL expression, but YAML read a list in it: quote the "
+        "expression",
+    ),
+    "unknown_channel": (
+        "  - {id: BROKEN, trigger: signup_completed, channel: pigeon}\n",
+        "rule BROKEN: unknown channel 'pigeon'",
+    ),
+    "unknown_limit": (
+        "  - {id: BROKEN, trigger: signup_completed, channel: email, category: transactional,"
+        " template: hello, limit: twice_a_day}\n",
+        "rule BROKEN: unknown limit 'twice_a_day'",
+    ),
+    "unknown_variable": (
+        "  - {id: BROKEN, trigger: signup_completed, channel: email, category: transactional,"
+        " template: hello, when: 'account.vip'}\n",
+        "rule BROKEN: `when: account.vip` uses unknown variable(s) ['account']",
+    ),
+    "bad_within": (
+        "  - id: BROKEN\n    trigger: payment_failed\n    channel: email\n"
+        "    category: transactional\n    template: hello\n"
+        "    after: {event: signup_completed, within: a day}\n",
+        "rule BROKEN: `after.within: a day` is not a duration like 30m, 24h or 7d",
+    ),
+    "window_too_long": (
+        "  - id: BROKEN\n    trigger: payment_failed\n    channel: email\n"
+        "    category: transactional\n    template: hello\n"
+        "    after: {event: signup_completed, within: 99999999999d}\n",
+        "rule BROKEN: `after.within: 99999999999d` is longer than the longest window, 3650d",
+    ),
+    "window_of_zero": (
+        "  - id: BROKEN\n    trigger: payment_failed\n    channel: internal\n"
+        "    after: {event: signup_completed, within: 0s}\n",
+        "rule BROKEN: `after.within: 0s` is no window: only an event at the trigger's very "
+        "instant would be in it (the shortest window is 1s; write 1s, 30m, 24h or 7d)",
+    ),
+    "unknown_key_in_after": (
+        "  - id: BROKEN\n    trigger: payment_failed\n    channel: internal\n"
+        "    after: {event: signup_completed, within: 24h, whithin: 1h}\n",
+        "rule BROKEN: `after` holds unknown key(s) ['whithin']: it takes only `event` and `within`",
+    ),
+    "trigger_written_on": (
+        # YAML 1.1 reads a bare `on` as true: the key was reported as `True`.
+        "  - id: BROKEN\n    on: payment_failed\n    channel: internal\n",
+        "rule BROKEN: a key YAML reads as true (`on`, `yes`, `y`): the event type that "
+        "triggers a rule goes under `trigger`",
+    ),
+    "missing_template_folder": (
+        "  - {id: BROKEN, trigger: signup_completed, channel: email, category: transactional,"
+        " template: farewell}\n",
+        "rule BROKEN: template 'farewell' not found",
+    ),
+    "template_syntax_error": (
+        "  - {id: BROKEN, trigger: signup_completed, channel: email, category: transactional,"
+        " template: broken}\n",
+        "rule BROKEN: template broken/subject.txt:",
+    ),
+    "template_uses_undeclared_property": (
+        "  - {id: BROKEN, trigger: payment_failed, channel: email, category: transactional,"
+        " template: strict}\n",
+        "rule BROKEN: template strict/body.txt uses event.properties.currency, which the rule"
+        " file does not declare for payment_failed events"
+        " (declare it under events: payment_failed: properties:)",
+    ),
+    "template_uses_undeclared_trait": (
+        "  - {id: BROKEN, trigger: payment_failed, channel: email, category: transactional,"
+        " template: nickname}\n",
+        "rule BROKEN: template nickname/subject.txt uses user.nickname, which the rule file"
+        " does not declare (declare it under traits:)",
+    ),
+    "template_uses_a_name_that_is_neither_event_nor_user": (
+        "  - {id: BROKEN, trigger: payment_failed, channel: email, category: transactional,"
+        " template: bare}\n",
+        "rule BROKEN: template bare/body.txt: 'nickname' is undefined",
+    ),
+}
+
+TEMPLATES = {
+    "broken": {"subject.txt": "Hi {% if %}", "body.txt": "x"},
+    "strict": {"subject.txt": "Failed", "body.txt": "{{ event.properties.currency }}"},
+    "nickname": {"subject.txt": "Hi {{ user.nickname }}", "body.txt": "x"},
+    "bare": {"subject.txt": "Hi", "body.txt": "{{ nickname }}"},
+}
+
+
+@pytest.mark.parametrize(("rules", "problem"), list(BROKEN_RULES.values()), ids=list(BROKEN_RULES))
+def test_a_broken_rule_is_refused_naming_the_rule_and_the_problem(
+    rules: str, problem: str, tmp_path: Path
+) -> None:
+    path = write_rule_file(tmp_path, GOOD_RULE + rules, TEMPLATES)
+
+    problems = problems_of(path)
+
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(problem), problems
+
+
+def test_a_condition_yaml_cut_at_a_hash_says_to_quote_it(tmp_path: Path) -> None:
+    path = write_rule_file(
+        tmp_path,
+        "  - id: CUT\n"
+        "    trigger: signup_completed\n"
+        "    channel: internal\n"
+        '    when: user.first_name == "a #b"\n',
+    )
+
+    [problem] = problems_of(path)
+
+    assert problem.startswith('rule CUT: `when: user.first_name == "a` does not compile')
+    assert problem.endswith(
+        "(it ends inside a string: where the line goes on with ` #`, YAML read that and the "
+        "rest of the line as a comment; quote the whole condition, e.g. "
+        """when: 'user.name == "a #b"')"""
+    )
+
+
+@pytest.mark.parametrize("when", ["true", "false"])
+def test_a_condition_yaml_reads_as_a_boolean_is_cel_s_own(when: str, tmp_path: Path) -> None:
+    rule = f"  - {{id: ALWAYS, trigger: signup_completed, channel: internal, when: {when}}}\n"
+
+    [rule] = load_ruleset(write_rule_file(tmp_path, rule)).rules
+
+    assert rule.condition is not None
+    assert rule.condition.source == when
+    assert rule.condition.evaluate({"event": {}, "user": {}}).holds is (when == "true")
+
+
+@pytest.mark.parametrize(
+    "when", ["!has(user.first_name)", 'user.first_name == "a: b"', '"Al" == user.first_name']
+)
+def test_a_condition_yaml_reads_as_its_own_syntax_is_refused_asking_to_quote_it(
+    when: str, tmp_path: Path
+) -> None:
+    path = write_rule_file(
+        tmp_path,
+        f"  - id: R\n    trigger: signup_completed\n    channel: internal\n    when: {when}\n",
+    )
+
+    [problem] = problems_of(path)
+
+    assert problem.startswith("not valid YAML: ")
+    assert f'in "{path}", line ' in problem
+    assert problem.endswith(
+        "\n(YAML reads a condition's leading `!` or quote, or a `: ` in it, as its own: quote "
+        "the whole condition, e.g. when: '!has(user.vip)')"
+    )
+
+
+def test_every_problem_in_the_file_is_reported_at_once(tmp_path: Path) -> None:
+    numbered = "".join(
+        rules.replace("id: BROKEN", f"id: BROKEN_{n}")
+        for n, (rules, _) in enumerate(BROKEN_RULES.values())
+    )
+    path = write_rule_file(tmp_path, GOOD_RULE + numbered, TEMPLATES)
+
+    problems = problems_of(path)
+
+    expected = [
+        problem.replace("rule BROKEN:", f"rule BROKEN_{n}:")
+        for n, (_, problem) in enumerate(BROKEN_RULES.values())
+    ]
+    assert len(problems) == len(expected), problems
+    for wanted in expected:
+        assert any(found.startswith(wanted) for found in problems), (wanted, problems)

@@ -1,0 +1,154 @@
+"""What a rule says about delivery: who it messages, whether it is marketing, its
+template, its limit and its window, and how `herald rules check` shows them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from herald.cli.main import app
+from herald.rules.definition import Category
+from herald.rules.loader import load_ruleset
+from tests.support.rule_file_writing import WIDE, problems_of, write_rule_file
+
+
+def test_only_rules_limited_once_per_user_are_lifetime_rules() -> None:
+    ruleset = load_ruleset()
+
+    assert ruleset.lifetime_rules() == {"WELCOME_EMAIL", "BANK_LINK_NUDGE_SMS"}
+
+
+def test_both_keys_of_a_window_are_checked_in_one_run(tmp_path: Path) -> None:
+    # Only the event type was: a misspelt window unit came to light on the next run.
+    path = write_rule_file(
+        tmp_path,
+        "  - {id: NUDGE, trigger: signup_completed, channel: internal,"
+        " after: {event: bank_linked, within: 2w}}\n",
+    )
+
+    assert problems_of(path) == [
+        "rule NUDGE: `after.event: bank_linked` is not a declared event type",
+        "rule NUDGE: `after.within: 2w` is not a duration like 30m, 24h or 7d",
+    ]
+
+
+@pytest.mark.parametrize("channel", ["email", "sms"])
+def test_a_rule_that_messages_the_user_must_say_whether_it_is_marketing(
+    channel: str, tmp_path: Path
+) -> None:
+    """No category is safe to assume: transactional would send marketing without consent."""
+    path = write_rule_file(
+        tmp_path,
+        f"  - {{id: PROMO, trigger: signup_completed, channel: {channel}, template: hello}}\n",
+    )
+
+    [problem] = problems_of(path)
+
+    assert problem.startswith(
+        "rule PROMO: needs `category: marketing` or `category: transactional`"
+    )
+    assert "honours unsubscribes" in problem
+    assert "sent whatever they opted in to or unsubscribed from" in problem
+
+
+def test_a_rule_that_messages_the_user_cannot_pass_for_an_internal_alert(tmp_path: Path) -> None:
+    path = write_rule_file(
+        tmp_path,
+        "  - {id: PROMO, trigger: signup_completed, channel: sms, category: internal,"
+        " template: hello}\n",
+    )
+
+    [problem] = problems_of(path)
+
+    assert problem.startswith(
+        "rule PROMO: `category: internal` is for `channel: internal` (alerts to the team); "
+        "an sms rule messages the user"
+    )
+
+
+@pytest.mark.parametrize("channel", ["email", "sms"])
+def test_a_rule_that_messages_the_user_needs_a_template(channel: str, tmp_path: Path) -> None:
+    # Without one, the user was sent the rule's id as a subject and an empty body.
+    path = write_rule_file(
+        tmp_path,
+        f"  - {{id: NOTE, trigger: signup_completed, channel: {channel},"
+        " category: transactional}\n",
+    )
+
+    assert problems_of(path) == [
+        f"rule NOTE: needs `template`: an {channel} rule sends the user a text it must say"
+    ]
+
+
+def test_an_internal_alert_cannot_be_marketing(tmp_path: Path) -> None:
+    # Accepted, consent was asked of the user the alert was about, and the alert skipped.
+    path = write_rule_file(
+        tmp_path,
+        "  - {id: ALERT, trigger: signup_completed, channel: internal, category: marketing}\n",
+    )
+
+    assert problems_of(path) == [
+        "rule ALERT: `category: marketing` is for rules that message the user; an internal "
+        "alert is internal"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("key", "said"), [("when", "`when` is empty"), ("after", "`after` is empty")]
+)
+def test_a_condition_or_window_left_empty_is_a_problem_not_a_rule_for_every_event(
+    key: str, said: str, tmp_path: Path
+) -> None:
+    path = write_rule_file(
+        tmp_path,
+        f"  - id: ALERT\n    trigger: signup_completed\n    channel: internal\n    {key}:\n",
+    )
+
+    [problem] = problems_of(path)
+
+    assert problem.startswith(f"rule ALERT: {said}")
+
+
+def test_an_internal_alert_needs_no_category(tmp_path: Path) -> None:
+    path = write_rule_file(
+        tmp_path, "  - {id: ALERT, trigger: signup_completed, channel: internal}\n"
+    )
+
+    [rule] = load_ruleset(path).rules
+
+    assert rule.category is Category.INTERNAL
+
+
+def test_rules_check_shows_a_rule_window_in_the_unit_it_was_written_in(
+    tmp_path: Path,
+) -> None:
+    path = write_rule_file(
+        tmp_path,
+        "  - {id: SOON, trigger: payment_failed, channel: internal,\n"
+        "     after: {event: signup_completed, within: 30m}}\n",
+    )
+
+    result = CliRunner().invoke(app, ["rules", "check", str(path)], env=WIDE)
+
+    assert result.exit_code == 0, result.output
+    assert "after signup_completed within 30m" in result.output
+
+
+@pytest.mark.parametrize(
+    ("within", "shown"),
+    [("90s", "90s"), ("30m", "30m"), ("24h", "24h"), ("1d", "1d"), ("007d", "7d"), (" 2 h", "2h")],
+)
+def test_a_window_is_described_as_the_rule_file_wrote_it(
+    tmp_path: Path, within: str, shown: str
+) -> None:
+    path = write_rule_file(
+        tmp_path,
+        "  - {id: SOON, trigger: payment_failed, channel: internal,\n"
+        f"     after: {{event: signup_completed, within: {within}}}}}\n",
+    )
+
+    [rule] = load_ruleset(path).rules
+
+    assert rule.after is not None and rule.after.span == shown

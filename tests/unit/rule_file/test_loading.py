@@ -1,0 +1,246 @@
+"""Loading a rule file: the default and a valid custom file, how YAML is read (keys,
+anchors, sections, encodings), and the versions it gives each rule and the whole file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from herald.cli.main import app
+from herald.rules.loader import RuleFileError, default_rules_path, load_ruleset
+from tests.support.rule_file_writing import (
+    EVENTS,
+    GOOD_RULE,
+    HELLO,
+    WIDE,
+    checked_problems,
+    payment_email_rule_file,
+    problems_of,
+    redeclare,
+    write_rule_file,
+)
+from tests.support.rule_files import listed_problems
+
+
+def test_the_default_rule_file_loads_its_four_rules() -> None:
+    ruleset = load_ruleset()
+
+    assert [rule.id for rule in ruleset.rules] == [
+        "WELCOME_EMAIL",
+        "BANK_LINK_NUDGE_SMS",
+        "INSUFFICIENT_FUNDS_EMAIL",
+        "HIGH_RISK_ALERT",
+    ]
+    assert ruleset.source == str(default_rules_path())
+
+
+def test_a_valid_custom_file_loads_with_its_templates(tmp_path: Path) -> None:
+    ruleset = load_ruleset(write_rule_file(tmp_path, GOOD_RULE))
+
+    assert [rule.id for rule in ruleset.rules] == ["GOOD"]
+    [rule] = ruleset.rules
+    assert rule.template == "hello"
+    rendered = ruleset.templates.render("hello", {"user": {"first_name": "Ana", "email": "a@x.io"}})
+    assert (rendered.subject, rendered.body) == ("Hello Ana", "Welcome, a@x.io.")
+
+
+def test_a_description_left_empty_is_no_description(tmp_path: Path) -> None:
+    path = write_rule_file(tmp_path, GOOD_RULE + "    description:\n")
+    redeclare(path, "signup_completed: {}", "signup_completed: {description: }")
+
+    ruleset = load_ruleset(path)
+
+    assert ruleset.event_types["signup_completed"].description == ""
+    assert ruleset.rules[0].description == ""
+
+
+def test_a_description_yaml_reads_as_other_than_text_is_refused_asking_to_quote_it(
+    tmp_path: Path,
+) -> None:
+    # Accepted, `GET /rules` showed it in Python's spelling: "['beta']", "True".
+    path = write_rule_file(tmp_path, GOOD_RULE + "    description: [beta]\n")
+    redeclare(path, "signup_completed: {}", "signup_completed: {description: yes}")
+
+    assert problems_of(path) == [
+        "event signup_completed: `description` must be text, but YAML read a boolean: quote it",
+        "rule GOOD: `description` must be text, but YAML read a list: quote it",
+    ]
+
+
+def test_a_description_yaml_reads_as_a_number_or_a_date_is_shown_as_written(
+    tmp_path: Path,
+) -> None:
+    path = write_rule_file(tmp_path, GOOD_RULE + "    description: 2026-01-15\n")
+    redeclare(path, "signup_completed: {}", "signup_completed: {description: 2026}")
+
+    ruleset = load_ruleset(path)
+
+    assert ruleset.event_types["signup_completed"].description == "2026"
+    assert ruleset.rules[0].description == "2026-01-15"
+
+
+def test_a_rule_file_nested_too_deeply_to_read_is_a_problem_not_a_traceback(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(EVENTS + "rules: []\nx-deep: " + "[" * 5000 + "]" * 5000 + "\n")
+
+    assert checked_problems(path) == ["nested too deeply for YAML to read"]
+
+
+def test_a_duplicate_rule_id_is_refused(tmp_path: Path) -> None:
+    path = write_rule_file(tmp_path, GOOD_RULE + GOOD_RULE)
+
+    # It said "duplicate id" alone: in a long file, which two rules was left to find.
+    assert problems_of(path) == ["rule GOOD: duplicate id: rules #1 and #2 both have it"]
+
+
+def test_a_misspelt_section_is_refused_not_ignored(tmp_path: Path) -> None:
+    """A `provider:` section ignored would leave email on the development stub."""
+    path = write_rule_file(tmp_path, GOOD_RULE)
+    path.write_text(path.read_text() + "provider:\n  email: {type: smtp, host: mail.example.com}\n")
+
+    [problem] = problems_of(path)
+
+    assert problem.startswith("provider: not a section of a rule file (events, traits, rules,")
+
+
+def test_a_key_given_twice_is_refused_not_silently_replaced(tmp_path: Path) -> None:
+    path = write_rule_file(
+        tmp_path,
+        "  - id: TWICE\n    trigger: signup_completed\n    channel: internal\n"
+        "    when: user.email == 'a@example.com'\n    when: user.email == 'b@example.com'\n",
+    )
+
+    [problem] = problems_of(path)
+
+    assert problem.startswith("not valid YAML: while constructing a mapping")
+    assert "found duplicate key 'when'" in problem
+    assert "quote the whole condition" not in problem
+
+
+def test_a_key_merged_from_an_anchor_may_be_overridden(tmp_path: Path) -> None:
+    path = write_rule_file(
+        tmp_path,
+        "  - <<: {id: BASE, trigger: payment_failed, channel: internal}\n"
+        "    trigger: signup_completed\n",
+    )
+
+    [rule] = load_ruleset(path).rules
+
+    assert (rule.id, rule.on) == ("BASE", "signup_completed")
+
+
+def test_a_key_starting_with_x_is_left_alone_for_yaml_anchors(tmp_path: Path) -> None:
+    path = write_rule_file(tmp_path, GOOD_RULE)
+    path.write_text("x-common: &email {channel: email}\n" + path.read_text())
+
+    assert [rule.id for rule in load_ruleset(path).rules] == ["GOOD"]
+
+
+@pytest.mark.parametrize(
+    ("rules", "problem"),
+    [
+        # The dash left out: one rule as a mapping, refused as "`rules` must be a list".
+        (
+            "rules:\n  id: GOOD\n  trigger: signup_completed\n",
+            "`rules` must be a list, got {'id': 'GOOD', 'trigger': 'signup_completed'}: list "
+            "the rules, each starting with `- id:`",
+        ),
+        ("rules:\n", "`rules` is missing or empty: list the rules, each starting with `- id:`"),
+        ("", "`rules` is missing or empty: list the rules, each starting with `- id:`"),
+    ],
+)
+def test_a_rules_section_that_is_no_list_says_how_to_write_one(
+    rules: str, problem: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text("events:\n  signup_completed: {}\n" + rules, encoding="utf-8")
+
+    assert problems_of(path) == [problem]
+
+
+def test_the_error_message_starts_with_the_file(tmp_path: Path) -> None:
+    path = write_rule_file(tmp_path, "  - {id: BROKEN, trigger: signup_completed, channel: fax}\n")
+
+    with pytest.raises(RuleFileError) as caught:
+        load_ruleset(path)
+
+    assert str(caught.value).startswith(f"{path}: rule BROKEN: unknown channel 'fax'")
+
+
+def test_a_missing_rule_file_is_reported_not_raised_as_a_crash(tmp_path: Path) -> None:
+    assert problems_of(tmp_path / "absent.yaml") == ["cannot read: No such file or directory"]
+
+
+def test_a_rule_file_not_saved_as_utf8_is_reported_with_its_line(tmp_path: Path) -> None:
+    path = write_rule_file(tmp_path, GOOD_RULE + "    description: Caf\u00e9\n")
+    path.write_bytes(path.read_text(encoding="utf-8").encode("latin-1"))
+    line = path.read_bytes()[: path.read_bytes().index(b"\xe9")].count(b"\n") + 1
+
+    result = CliRunner().invoke(app, ["rules", "check", str(path)], env=WIDE)
+
+    assert result.exit_code == 1
+    assert listed_problems(result.output) == [
+        f"the file is not UTF-8 text (byte 0xe9 on line {line}): save it as UTF-8"
+    ]
+
+
+# Versions: a rule's version follows its own text only
+
+
+SECOND_RULE = """
+  - id: SECOND
+    trigger: payment_failed
+    when: event.properties.amount > 10
+    channel: internal
+"""
+
+
+def versions(path: Path) -> tuple[str, dict[str, str]]:
+    ruleset = load_ruleset(path)
+    return ruleset.version, {rule.id: rule.version for rule in ruleset.rules}
+
+
+def test_changing_a_rule_changes_its_version_and_the_file_version_only(tmp_path: Path) -> None:
+    before_file, before = versions(write_rule_file(tmp_path, GOOD_RULE + SECOND_RULE))
+    edited = SECOND_RULE.replace("> 10", "> 20")
+    after_file, after = versions(write_rule_file(tmp_path, GOOD_RULE + edited))
+
+    assert after["SECOND"] != before["SECOND"]
+    assert after["GOOD"] == before["GOOD"]
+    assert after_file != before_file
+
+
+def test_editing_a_template_changes_the_versions_of_its_rule_and_the_file(tmp_path: Path) -> None:
+    before_file, before = versions(write_rule_file(tmp_path, GOOD_RULE + SECOND_RULE))
+    edited = {"hello": {**HELLO, "body.txt": "Welcome aboard, {{ user.email }}."}}
+    after_file, after = versions(write_rule_file(tmp_path, GOOD_RULE + SECOND_RULE, edited))
+
+    # Messages and decisions carry the rule's version: another text is another version.
+    assert after["GOOD"] != before["GOOD"]
+    assert after["SECOND"] == before["SECOND"]
+    assert after_file != before_file
+
+
+def test_loading_the_same_file_twice_gives_the_same_versions(tmp_path: Path) -> None:
+    path = write_rule_file(tmp_path, GOOD_RULE + SECOND_RULE)
+
+    assert versions(path) == versions(path)
+
+
+def test_a_file_loads_alike_whatever_was_checked_before_it(tmp_path: Path) -> None:
+    # The first check stood text in for `meta.count` in the sample; the second, checking
+    # arithmetic on it, was refused as adding text to a number.
+    for name, body in [
+        ("printed", "{{ event.properties.meta.count }}"),
+        ("summed", "{{ event.properties.meta.count + 1 }} items"),
+    ]:
+        (tmp_path / name).mkdir()
+        path = payment_email_rule_file(
+            tmp_path / name, {"subject.txt": "Order", "body.txt": body}, "meta: object"
+        )
+
+        assert [rule.id for rule in load_ruleset(path).rules] == ["ORDER"]
