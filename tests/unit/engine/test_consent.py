@@ -1,0 +1,160 @@
+"""Consent: an unsubscribe stops marketing but not transactional messages, and a
+marketing message needs an opt-in stated as true."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from herald.domain.model import Outcome
+from herald.rules.definition import RuleSet
+from herald.rules.loader import load_ruleset
+from tests.support.engine_replay import SIGNUP_AT, TRAITS, at, event, replay, the_one
+
+# Unsubscribes: marketing stops, transactional messages keep coming
+
+
+def marketing_and_transactional(
+    ruleset: RuleSet, unsubscribed: list[str], *, on_profile: bool
+) -> dict[str, Outcome]:
+    traits = dict(TRAITS) if on_profile else {**TRAITS, "unsubscribed": unsubscribed}
+    events = [
+        event("signup_completed", SIGNUP_AT, traits=traits),
+        event("link_bank_success", "2025-11-02T12:00:00+00:00", traits=traits),
+        event(
+            "payment_failed",
+            "2025-11-02T13:00:00+00:00",
+            properties={"amount": 5.0, "attempt_number": 1, "failure_reason": "INSUFFICIENT_FUNDS"},
+            traits=traits,
+        ),
+    ]
+    decisions = replay(events, ruleset, unsubscribed=unsubscribed if on_profile else ())
+    return {d.rule: d.outcome for d in decisions}
+
+
+@pytest.mark.parametrize("on_profile", [False, True], ids=["event_trait", "saved_preference"])
+@pytest.mark.parametrize(
+    ("unsubscribed", "welcome", "nudge"),
+    [
+        (["email"], Outcome.SKIPPED, Outcome.TRIGGERED),
+        (["sms"], Outcome.TRIGGERED, Outcome.SKIPPED),
+        (["marketing"], Outcome.SKIPPED, Outcome.SKIPPED),
+    ],
+)
+def test_an_unsubscribe_stops_marketing_but_not_transactional_messages(
+    unsubscribed: list[str],
+    welcome: Outcome,
+    nudge: Outcome,
+    on_profile: bool,
+    ruleset: RuleSet,
+) -> None:
+    outcomes = marketing_and_transactional(ruleset, unsubscribed, on_profile=on_profile)
+
+    assert outcomes["WELCOME_EMAIL"] is welcome
+    assert outcomes["BANK_LINK_NUDGE_SMS"] is nudge
+    assert outcomes["INSUFFICIENT_FUNDS_EMAIL"] is Outcome.TRIGGERED
+
+
+@pytest.mark.parametrize(
+    ("said", "why"),
+    [
+        ([], "unsubscribed from email"),
+        (False, "unsubscribed from email"),
+        (None, "unsubscribed from email"),
+        (["sms"], "unsubscribed from email"),
+        # Not a list of names: read as an unsubscribe from all marketing.
+        ([["email"]], "cannot be read"),
+        ([{"c": 1}], "cannot be read"),
+        ("email", "cannot be read"),
+    ],
+    ids=repr,
+)
+def test_an_event_s_unsubscribed_trait_cannot_undo_an_unsubscribe_made_through_the_api(
+    said: object, why: str, ruleset: RuleSet
+) -> None:
+    signup = event("signup_completed", SIGNUP_AT, traits={**TRAITS, "unsubscribed": said})
+
+    decision = the_one(replay([signup], ruleset, unsubscribed=["email"]), "WELCOME_EMAIL")
+
+    assert decision.outcome is Outcome.SKIPPED
+    assert why in decision.reason
+
+
+def test_an_unsubscribed_welcome_says_which_unsubscribe_stopped_it(ruleset: RuleSet) -> None:
+    signup = event("signup_completed", SIGNUP_AT, traits={**TRAITS, "unsubscribed": ["email"]})
+
+    decision = the_one(replay([signup], ruleset), "WELCOME_EMAIL")
+
+    assert "unsubscribed from email" in decision.reason
+
+
+UNSUBSCRIBED_RULES = """
+events:
+  login_new_device: {}
+traits:
+  email: string
+  unsubscribed: array
+rules:
+  - id: NEW_DEVICE_EMAIL
+    trigger: login_new_device
+    when: '!("email" in user.unsubscribed)'
+    channel: email
+    category: transactional
+    template: device
+"""
+
+
+def test_a_user_who_never_unsubscribed_has_an_empty_unsubscribed_list(tmp_path: Path) -> None:
+    # Herald keeps the list from the API and the trait together; with neither, a condition
+    # reading it failed ("user.unsubscribed is missing") and skipped every such user.
+    (tmp_path / "rules.yaml").write_text(UNSUBSCRIBED_RULES, encoding="utf-8")
+    folder = tmp_path / "templates" / "device"
+    folder.mkdir(parents=True)
+    (folder / "subject.txt").write_text("New device")
+    (folder / "body.txt").write_text("Was it you?")
+    login = event("login_new_device", SIGNUP_AT, traits={"email": "maria@example.com"})
+
+    decision = the_one(replay([login], load_ruleset(tmp_path / "rules.yaml")), "NEW_DEVICE_EMAIL")
+
+    assert decision.outcome is Outcome.TRIGGERED
+    assert decision.reason.startswith(
+        '`!("email" in user.unsubscribed)` is true (user.unsubscribed is [])'
+    )
+
+
+@pytest.mark.parametrize("stated", [False, None, "false", "no", 0])
+def test_a_marketing_message_needs_a_stated_opt_in_to_be_true_itself(
+    ruleset: RuleSet, stated: object
+) -> None:
+    traits = {**TRAITS, "marketing_opt_in": stated}
+    signup = event("signup_completed", SIGNUP_AT, traits=traits)
+    link = event("link_bank_success", at(SIGNUP_AT) + timedelta(hours=1), traits=traits)
+
+    nudge = the_one(replay([signup, link], ruleset), "BANK_LINK_NUDGE_SMS")
+
+    assert nudge.outcome is Outcome.SKIPPED
+    assert "has not opted in (marketing_opt_in is " in nudge.reason
+
+
+def test_a_long_stated_opt_in_is_cut_short_in_the_reason(ruleset: RuleSet) -> None:
+    traits = {**TRAITS, "marketing_opt_in": "n" * 100_000}
+    signup = event("signup_completed", SIGNUP_AT, traits=traits)
+    link = event("link_bank_success", at(SIGNUP_AT) + timedelta(hours=1), traits=traits)
+
+    nudge = the_one(replay([signup, link], ruleset), "BANK_LINK_NUDGE_SMS")
+
+    assert nudge.outcome is Outcome.SKIPPED
+    assert f'(marketing_opt_in is "{"n" * 79})' in nudge.reason
+
+
+def test_a_bank_link_nudge_needs_no_stated_opt_in(ruleset: RuleSet) -> None:
+    """The nudge's own rule asks for none: an unstated opt-in is not an opt-out."""
+    traits = {k: v for k, v in TRAITS.items() if k != "marketing_opt_in"}
+    signup = event("signup_completed", SIGNUP_AT, traits=traits)
+    link = event("link_bank_success", at(SIGNUP_AT) + timedelta(hours=1), traits=traits)
+
+    nudge = the_one(replay([signup, link], ruleset), "BANK_LINK_NUDGE_SMS")
+
+    assert nudge.outcome is Outcome.TRIGGERED
