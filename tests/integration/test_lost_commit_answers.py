@@ -22,7 +22,7 @@ from herald.domain.timeutil import to_micros
 from herald.store.database import Database
 from herald.store.unit_of_work import ReadOnly, UnitOfWork
 from tests.conftest import FixedClock
-from tests.integration.test_delivery import funds_failure, store
+from tests.support.delivery import funds_failure, store
 
 T = TypeVar("T")
 
