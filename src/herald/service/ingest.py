@@ -21,8 +21,8 @@ from herald.rules.templates import TemplateProblem
 from herald.service.profile_limit import (
     MAX_PROFILE_BYTES,
     MAX_PROFILE_TRAITS,
-    entry_size,
     growth_of,
+    json_size,
 )
 from herald.store.events import EventRow
 from herald.store.outbox import PENDING, MessageRow
@@ -192,17 +192,20 @@ class _Batch:
         stored = self._profiles.get(event.user_id) or UserProfile(event.user_id)
         profile = stored.merged(event.user_traits, to_micros(event.timestamp))
         if profile is not stored:
-            size = self._sizes.get(event.user_id)
-            if size is None:  # read once per batch; then counted by what each event changes
-                size = sum(entry_size(key, value) for key, value in stored.traits.items())
             growth = growth_of(stored.traits, profile.traits, event.user_traits)
             # A profile stored before the limits may stay over them, but not grow.
             names = len(profile.traits)
-            if (growth > 0 and size + growth > MAX_PROFILE_BYTES) or (
-                names > MAX_PROFILE_TRAITS and names > len(stored.traits)
-            ):
+            if names > MAX_PROFILE_TRAITS and names > len(stored.traits):
                 return None
-            self._sizes[event.user_id] = size + growth
+            if growth > 0:
+                size = self._sizes.get(event.user_id)
+                if size is None:  # read once per batch; then counted by what events add
+                    size = json_size(stored.traits)
+                if size + growth > MAX_PROFILE_BYTES:
+                    return None
+                self._sizes[event.user_id] = size + growth
+            elif growth < 0 and event.user_id in self._sizes:
+                self._sizes[event.user_id] += growth
         self._profiles[event.user_id] = profile
         candidates = engine.evaluate(event, profile, self._history(event), self._ruleset)
         self._by_user[event.user_id].append(event)
