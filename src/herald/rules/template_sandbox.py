@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, MutableMapping
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -89,11 +90,9 @@ def _printed_for_format(value: Any) -> Any:
 def _printing_format(value: str, *args: Any, **kwargs: Any) -> str:
     """Jinja's ``format``, a value ``%s`` or ``%r`` takes printed as ``{{ ... }}`` prints
     it (``true``, not ``True``); ``%d`` still makes true 1."""
-    return do_format(
-        value,
-        *map(_printed_for_format, args),
-        **{key: _printed_for_format(item) for key, item in kwargs.items()},
-    )
+    if kwargs:
+        kwargs = {key: _printed_for_format(item) for key, item in kwargs.items()}
+    return do_format(value, *[_printed_for_format(item) for item in args], **kwargs)
 
 
 def _is_text(node: nodes.Expr) -> bool:
@@ -236,18 +235,38 @@ _PRINTF_FIELD = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|[0-9]+)?(?:\.(\*|[0-9]*)
 def _check_printf_sizes(text: str, values: Any) -> None:
     """Refuse ``text % values`` when a width or precision, written or taken from
     ``values`` by ``*``, is past the limit: ``"%*s" % (n, name)`` pads as ``ljust(n)``."""
-    given = values if type(values) is tuple else (values,)
-    taken = 0
+    written, taken = _printf_sizes(text)
+    for size in written:
+        _check_size("%", size)
+    if taken:
+        given = values if type(values) is tuple else (values,)
+        for index in taken:
+            _check_size("%", given[index] if index < len(given) else None)
+
+
+@lru_cache(maxsize=1024)
+def _printf_sizes(text: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """The sizes ``text`` writes as digits past the limit, and the indexes of the values
+    its ``*`` sizes take. A template formats with the same few texts for every message:
+    each is read once."""
+    written: list[str] = []
+    taken: list[int] = []
+    index = 0
     for match in _PRINTF_FIELD.finditer(text):
         width, precision, conversion = match.groups()
         if conversion == "%":
             continue
         for size in (width, precision):
             if size == "*":
-                size = given[taken] if taken < len(given) else None
-                taken += 1
-            _check_size("%", size)
-        taken += 1
+                taken.append(index)
+                index += 1
+            elif size:
+                try:
+                    _check_size("%", size)
+                except SecurityError:  # refused at each use, as a size taken by `*` is
+                    written.append(size)
+        index += 1
+    return tuple(written), tuple(taken)
 
 
 def _check_size(how: str, size: Any) -> None:
