@@ -1,0 +1,144 @@
+"""What a template may make of a client's values: bounds on repetition, padding, format
+widths and powers, past which a render is refused rather than build gigabytes."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Any
+
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import SandboxedFormatter
+
+# The largest text or list a template may make by repetition (`"*" * n`) or padding
+# (`name.ljust(n)`, `text | indent(n)`), and the largest number, in bits, by a power
+# (`2 ** n`): with n a client's value, one event could make the process build gigabytes,
+# or compute for hours, before any send.
+MOST_REPEATED = 100_000
+MOST_POWER_BITS = 10_000
+# The text methods whose first argument is the width of the text they make.
+PADDING_METHODS = frozenset({"center", "ljust", "rjust", "zfill"})
+
+
+def check_padding(name: str, width: Any, lines: int) -> None:
+    """Refuse padding ``lines`` lines to ``width`` when that makes a text past the limit."""
+    if is_whole(width) and width * lines > MOST_REPEATED:
+        times = f" on {lines:,} lines" if lines > 1 else ""
+        raise SecurityError(
+            f"{name}({width:,}){times} would make a text more than {MOST_REPEATED:,} long"
+        )
+
+
+class SizeCheckingFormatter(SandboxedFormatter):
+    """Refuses a field whose width or precision, its nested fields filled in, is past the
+    limit, before formatting it (a nested field's text is the spec of the one around it)."""
+
+    def format_field(self, value: Any, format_spec: str) -> str:
+        for size in _DIGITS.findall(format_spec):
+            _check_size("format", size)
+        return str(super().format_field(value, format_spec))
+
+
+_DIGITS = re.compile(r"[0-9]+")
+# A printf-style conversion: its mapping key, flags, width, precision and type.
+_PRINTF_FIELD = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|[0-9]+)?(?:\.(\*|[0-9]*))?[hlL]?(.)?", re.S)
+
+
+def check_printf_sizes(text: str, values: Any) -> None:
+    """Refuse ``text % values`` when a width or precision, written or taken from
+    ``values`` by ``*``, is past the limit: ``"%*s" % (n, name)`` pads as ``ljust(n)``."""
+    written, taken = _printf_sizes(text)
+    for size in written:
+        _check_size("%", size)
+    if taken:
+        given = values if type(values) is tuple else (values,)
+        for index in taken:
+            _check_size("%", given[index] if index < len(given) else None)
+
+
+@lru_cache(maxsize=1024)
+def _printf_sizes(text: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """The sizes ``text`` writes as digits past the limit, and the indexes of the values
+    its ``*`` sizes take. A template formats with the same few texts for every message:
+    each is read once."""
+    written: list[str] = []
+    taken: list[int] = []
+    index = 0
+    for match in _PRINTF_FIELD.finditer(text):
+        width, precision, conversion = match.groups()
+        if conversion == "%":
+            continue
+        for size in (width, precision):
+            if size == "*":
+                taken.append(index)
+                index += 1
+            elif size:
+                try:
+                    _check_size("%", size)
+                except SecurityError:  # refused at each use, as a size taken by `*` is
+                    written.append(size)
+        index += 1
+    return tuple(written), tuple(taken)
+
+
+def _check_size(how: str, size: Any) -> None:
+    """Refuse a width or precision ``size`` (written digits, or a number) past the limit."""
+    if isinstance(size, str):
+        # A text of thousands of digits int() refuses to read is past the limit anyway.
+        digits = size.lstrip("0") or "0"
+        size = int(digits) if len(digits) <= 30 else 10**30
+    too_big = is_whole(size) and abs(size) > MOST_REPEATED
+    size_text = f"{size:,}" if is_whole(size) else ""
+    if too_big:
+        raise SecurityError(
+            f"{how} with a width or precision of {size_text} would make a text more than "
+            f"{MOST_REPEATED:,} long"
+        )
+
+
+def bounded_format(format_filter: Callable[..., str]) -> Callable[..., str]:
+    def bounded(value: str, *args: Any, **kwargs: Any) -> str:
+        check_printf_sizes(str(value), kwargs or args)
+        return format_filter(value, *args, **kwargs)
+
+    return bounded
+
+
+def bounded_count(name: str, make_lists: Callable[..., Any]) -> Callable[..., Any]:
+    """``batch`` or ``slice``, refusing more than the limit of lines or slices: each is a
+    list of its own (``slice(n)`` makes n lists), and ``batch(n, fill)`` pads to n."""
+
+    def bounded(value: Any, count: int, *args: Any, **kwargs: Any) -> Any:
+        if is_whole(count) and count > MOST_REPEATED:
+            raise SecurityError(f"{name}({count:,}) would make more than {MOST_REPEATED:,} items")
+        return make_lists(value, count, *args, **kwargs)
+
+    return bounded
+
+
+def bounded_center(center: Callable[..., str]) -> Callable[..., str]:
+    def bounded(value: str, width: int = 80) -> str:
+        check_padding("center", width, lines=1)
+        return center(value, width)
+
+    return bounded
+
+
+def bounded_indent(indent: Callable[..., str]) -> Callable[..., str]:
+    def bounded(s: str, width: int | str = 4, first: bool = False, blank: bool = False) -> str:
+        # Each line gets the indent: a client's text of many lines multiplies it.
+        size = len(width) if isinstance(width, str) else width
+        check_padding("indent", size, lines=str(s).count("\n") + 1)
+        return indent(s, width, first, blank)
+
+    return bounded
+
+
+def is_whole(value: Any) -> bool:
+    return type(value) is int
+
+
+def is_repeated(items: Any, times: Any) -> bool:
+    """Whether ``items * times`` repeats a text or a list."""
+    return isinstance(items, str | list | tuple) and is_whole(times)

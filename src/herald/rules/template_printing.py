@@ -1,0 +1,99 @@
+"""How a template prints a client's values: in JSON's spelling (``true``, ``[1, "a"]``),
+null as nothing, through ``{{ ... }}``, ``~``, ``join``, ``string`` and ``format``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from jinja2 import nodes, pass_eval_context
+from jinja2.compiler import CodeGenerator, Frame
+from jinja2.filters import do_format, do_join, make_attrgetter
+from jinja2.nodes import EvalContext
+from markupsafe import soft_str
+
+
+def as_printed(value: Any) -> Any:
+    """A client's JSON value as ``{{ ... }}`` prints it: in JSON's spelling (``true``,
+    ``[1, "a"]``), not Python's (``True``, ``[1, 'a']``), and null as nothing, as an
+    absent value prints."""
+    kind = type(value)
+    if kind is str:  # most of what a template prints: returned at once
+        return value
+    if value is None:
+        return ""
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is list or kind is dict:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    return value
+
+
+@pass_eval_context
+def printing_join(
+    eval_ctx: EvalContext, value: Any, d: str = "", attribute: str | int | None = None
+) -> str:
+    """Jinja's ``join``, each item printed as ``{{ ... }}`` prints it: Jinja's own gave
+    Python's spelling (``a, None, True``)."""
+    if attribute is not None:
+        value = map(make_attrgetter(eval_ctx.environment, attribute), value)
+    return do_join(eval_ctx, [as_printed(item) for item in value], d)
+
+
+def printing_string(value: Any) -> str:
+    """Jinja's ``string``, the value printed as ``{{ ... }}`` prints it (``true``, not
+    ``True``), text marked safe kept so."""
+    return soft_str(as_printed(value))
+
+
+class _Printed:
+    """A client's value (true, null, a list) that ``%s`` and ``%r`` print as ``{{ ... }}``
+    does, and ``%d`` or ``%f`` still read as the number it is (true as 1)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: Any) -> None:
+        self._value = value
+
+    def __str__(self) -> str:
+        return str(as_printed(self._value))
+
+    __repr__ = __str__
+
+    def __index__(self) -> int:
+        return int(self._value)
+
+    __int__ = __index__
+
+    def __float__(self) -> float:
+        return float(self._value)
+
+
+def _printed_for_format(value: Any) -> Any:
+    return _Printed(value) if value is None or type(value) in (bool, list, dict) else value
+
+
+def printing_format(value: str, *args: Any, **kwargs: Any) -> str:
+    """Jinja's ``format``, a value ``%s`` or ``%r`` takes printed as ``{{ ... }}`` prints
+    it (``true``, not ``True``); ``%d`` still makes true 1."""
+    if kwargs:
+        kwargs = {key: _printed_for_format(item) for key, item in kwargs.items()}
+    return do_format(value, *[_printed_for_format(item) for item in args], **kwargs)
+
+
+def _is_text(node: nodes.Expr) -> bool:
+    """Whether ``node`` is text written in the template, which prints as it is."""
+    return isinstance(node, nodes.Const) and type(node.value) is str
+
+
+class PrintingConcatenation(CodeGenerator):
+    """Jinja's code, with each side of ``~`` printed as ``{{ ... }}`` prints it: Jinja's
+    own turned them into text Python's way (``"Auto-pay: " ~ on`` gave "Auto-pay: True")."""
+
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        printer = nodes.EnvironmentAttribute("printed")
+        parts: list[nodes.Expr] = [
+            part if _is_text(part) else nodes.Call(printer, [part], [], None, None)
+            for part in node.nodes
+        ]
+        super().visit_Concat(nodes.Concat(parts, lineno=node.lineno), frame)
