@@ -11,6 +11,7 @@ sequence, so a landing depends on the code, not on the luck of a seed.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -35,6 +36,19 @@ if UNDER_CI:
 POSTGRES_ADMIN_URL = os.environ.get(
     "HERALD_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
+
+
+@pytest.fixture(autouse=True)
+def _no_logging_to_closed_streams() -> Iterator[None]:
+    """Take off the root logger the handlers whose stream a test closed: a command run
+    in-process (Typer's CliRunner) configures logging onto the stderr it swapped in,
+    closed once it returns, and a later line (an SMTP test server's thread saying a
+    connection was lost) then printed a "Logging error" traceback into the test run."""
+    yield
+    root = logging.getLogger()
+    for handler in root.handlers[:]:
+        if getattr(getattr(handler, "stream", None), "closed", False):
+            root.removeHandler(handler)
 
 
 @pytest.fixture(autouse=True)
