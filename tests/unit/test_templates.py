@@ -266,6 +266,7 @@ def test_a_template_repeating_or_raising_to_a_small_client_value_renders() -> No
         ("{{ '%.*f' | format(event.n, 1.5) }}", "% with a width or precision of 1,000,000,000,000"),
         ("{{ [1] | batch(event.n, 0) | list }}", "batch(1,000,000,000,000) would make more than"),
         ("{{ [1] | slice(event.n) | list }}", "slice(1,000,000,000,000) would make more than"),
+        ("{{ lipsum(event.n) }}", "lipsum(1,000,000,000,000) of up to 100 words would make"),
     ],
 )
 def test_a_client_value_cannot_make_a_template_build_gigabytes(body: str, said: str) -> None:
@@ -287,6 +288,14 @@ def test_a_template_padding_to_a_small_client_value_renders() -> None:
     rendered = TemplateSet(sources).render("pad", {"event": {"n": 4}, "user": {}})
 
     assert rendered.body == "..ab| x  |a\n    b"
+
+
+def test_a_template_of_a_few_placeholder_paragraphs_renders() -> None:
+    sources = {"lorem": {"subject.txt": "Lorem", "body.txt": "{{ lipsum(event.n, false) }}"}}
+
+    rendered = TemplateSet(sources).render("lorem", {"event": {"n": 2}, "user": {}})
+
+    assert rendered.body.count("\n\n") == 1  # two paragraphs
 
 
 def test_a_template_formatting_to_a_small_client_width_renders() -> None:

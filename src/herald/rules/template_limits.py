@@ -142,3 +142,22 @@ def is_whole(value: Any) -> bool:
 def is_repeated(items: Any, times: Any) -> bool:
     """Whether ``items * times`` repeats a text or a list."""
     return isinstance(items, str | list | tuple) and is_whole(times)
+
+
+# Words ``lipsum`` may make in all: each is up to a dozen characters with its space.
+MOST_LOREM_WORDS = MOST_REPEATED // 12
+
+
+def bounded_lipsum(lipsum: Callable[..., str]) -> Callable[..., str]:
+    """``lipsum(n, html, min, max)``, refusing ``n`` paragraphs of up to ``max`` words past
+    the limit: ``lipsum(n)`` with a client's n made a million paragraphs in a minute."""
+
+    def bounded(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> str:
+        if is_whole(n) and is_whole(max) and n * max > MOST_LOREM_WORDS:
+            raise SecurityError(
+                f"lipsum({n:,}) of up to {max:,} words would make a text more than "
+                f"{MOST_REPEATED:,} long"
+            )
+        return lipsum(n, html, min, max)
+
+    return bounded

@@ -10,6 +10,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.filters import sync_do_slice
 from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
+from jinja2.utils import generate_lorem_ipsum
 
 from herald.rules.template_limits import (
     MOST_POWER_BITS,
@@ -20,6 +21,7 @@ from herald.rules.template_limits import (
     bounded_count,
     bounded_format,
     bounded_indent,
+    bounded_lipsum,
     check_padding,
     check_printf_sizes,
     is_repeated,
@@ -54,6 +56,7 @@ class DataSandbox(SandboxedEnvironment):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._absent_method = _method_or_absent(self.undefined)
+        self.globals = {**self.globals, "lipsum": bounded_lipsum(generate_lorem_ipsum)}
         # Filters are called directly, not through `call`: the padding ones check here.
         self.filters = {
             **self.filters,
