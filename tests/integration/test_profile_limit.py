@@ -91,3 +91,16 @@ def test_an_event_adding_trait_names_past_the_limit_is_refused(client: TestClien
     assert updated.status_code == 202
     traits = client.get("/audit/u_1").json()["user"]["traits"]
     assert len(traits) == MAX_PROFILE_TRAITS and traits["t0"] == "changed"
+
+
+def test_an_event_sent_twice_in_a_batch_past_the_limit_is_refused_both_times(
+    client: TestClient,
+) -> None:
+    # The second copy was answered "duplicate" of the first, which was never stored.
+    events = [signup(number, {f"note_{number}": "x" * QUARTER}) for number in range(3)]
+    too_many = signup(3, {"note_3": "x" * QUARTER})
+
+    results = client.post("/events/batch", json={"events": [*events, too_many, too_many]})
+
+    statuses = [r["status"] for r in results.json()["results"]]
+    assert statuses == ["accepted"] * 3 + ["rejected", "rejected"]

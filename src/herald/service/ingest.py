@@ -160,18 +160,26 @@ def _answer_duplicates(
     results: list[IngestResult | None],
 ) -> None:
     """Fill in the results of the ``duplicates`` (indexes into ``events``) with the
-    decisions of the event they repeat: stored, or accepted earlier in this batch."""
+    decisions of the event they repeat: stored, or accepted earlier in this batch. One
+    that repeats an event this batch refused is refused alike: nothing of it is stored."""
     if not duplicates:
         return
-    here = {r.event_id: r for r in results if r is not None and r.status is IngestStatus.ACCEPTED}
+    here = {r.event_id: r for r in results if r is not None and r.status in _TAKEN_HERE}
     stored = uow.events.decisions_of(
         events[i].event_id for i in duplicates if events[i].event_id not in here
     )
     for index in duplicates:
         event_id = events[index].event_id
         twin = here.get(event_id)
+        if twin is not None and twin.status is not _ACCEPTED:
+            results[index] = IngestResult(event_id, twin.status)
+            continue
         earlier = [d.as_json() for d in twin.decisions] if twin else stored.get(event_id, [])
         results[index] = IngestResult(event_id, IngestStatus.DUPLICATE, earlier=earlier)
+
+
+# What an event earlier in a batch can have become, for a repeat of it later in the batch.
+_TAKEN_HERE = frozenset({IngestStatus.ACCEPTED, IngestStatus.PROFILE_FULL})
 
 
 class _Batch:
