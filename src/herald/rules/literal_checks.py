@@ -30,14 +30,15 @@ _COMPARISONS = (
     re.compile(rf"{_START}(?P<path>{_PATH})\s*(?P<op>==|!=)\s*(?P<literal>{_LITERAL}){_END}"),
     re.compile(rf"{_START}(?P<literal>{_LITERAL})\s*(?P<op>==|!=)\s*(?P<path>{_PATH}){_END}"),
 )
-_STRING = re.compile(r'"(?:\\.|[^"\\\n])*"|' r"'(?:\\.|[^'\\\n])*'")
+_QUOTED = r'"""[\s\S]*?"""|' r"'''[\s\S]*?'''|"
+# CEL's string literals, which may hold text such as "user.x" that reads nothing.
+STRING_LITERAL = re.compile(_QUOTED + r'"(?:\\.|[^"\\\n])*"|' r"'(?:\\.|[^'\\\n])*'")
 # A string literal as CEL reads it, or a `//` comment to the end of its line: a `//`
 # inside a string is text, and a quote inside a comment too. In a raw string (r"...") a
 # backslash escapes nothing.
-_QUOTED = r'"""[\s\S]*?"""|' r"'''[\s\S]*?'''|"
 _STRING_OR_COMMENT = re.compile(
     rf"(?<![\w.])(?:[bB]?[rR]|[rR][bB])(?:{_QUOTED}\"[^\"\n]*\"|'[^'\n]*')"
-    rf"|(?:(?<![\w.])[bB])?(?:{_QUOTED}{_STRING.pattern})"
+    rf"|(?:(?<![\w.])[bB])?(?:{STRING_LITERAL.pattern})"
     r"|(?P<comment>//[^\n]*)"
 )
 # The kind of literal each declared type can equal; objects and arrays equal none.
@@ -69,9 +70,9 @@ def never_equal(source: str, event_type: EventType, traits: Mapping[str, str]) -
                 _COMPARABLE.get(declared, ""), "compare it with a value of its type"
             )
             problems.append(
-                f"compares {path}, which the rule file declares {_a(declared)}, with the {kind} "
-                f"{text}: CEL finds values of different types unequal, so `{op}` is always "
-                f"{always} ({fix})"
+                f"compares {path}, which the rule file declares {with_article(declared)}, "
+                f"with the {kind} {text}: CEL finds values of different types unequal, so "
+                f"`{op}` is always {always} ({fix})"
             )
         elif declared == "integer" and type(value) is float and not value.is_integer():
             problems.append(
@@ -103,7 +104,7 @@ def unreadable_literals(source: str) -> list[str]:
     (``duration("7d")``), which would fail on every event."""
     problems = []
     source = without_comments(source)
-    literals = [match.span() for match in _STRING.finditer(source)]
+    literals = [match.span() for match in STRING_LITERAL.finditer(source)]
     for match in _CONVERSION.finditer(source):
         if any(begin < match.start() < end for begin, end in literals):
             continue
@@ -132,7 +133,7 @@ def _comparisons(source: str) -> Iterator[tuple[str, str, str]]:
     """Each ``path op literal`` (or ``literal op path``) comparison in ``source``, outside
     its string literals and comments."""
     source = without_comments(source)
-    literals = [match.span() for match in _STRING.finditer(source)]
+    literals = [match.span() for match in STRING_LITERAL.finditer(source)]
     for pattern in _COMPARISONS:
         for match in pattern.finditer(source):
             start = match.start("path")
@@ -164,5 +165,6 @@ def _shown(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def _a(kind: str) -> str:
+def with_article(kind: str) -> str:
+    """``kind`` (a type's name) after its article: ``an integer``, ``a string``."""
     return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"

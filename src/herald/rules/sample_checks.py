@@ -19,7 +19,13 @@ from typing import Any
 from herald.rules.cel_hints import explained
 from herald.rules.conditions import Condition, ConditionError, bound_variables
 from herald.rules.definition import EventType
-from herald.rules.literal_checks import never_equal, unreadable_literals, without_comments
+from herald.rules.literal_checks import (
+    STRING_LITERAL,
+    never_equal,
+    unreadable_literals,
+    with_article,
+    without_comments,
+)
 from herald.rules.samples import EVENT_FIELDS, is_refused, sample_context, undeclared
 
 # A read of a name the rule file declares or not: `user.x`, `event.x`,
@@ -29,10 +35,6 @@ _READ = re.compile(
     r"(?:\.\s*(?P<name>[A-Za-z_]\w*)|\[\s*(?P<quote>[\"'])(?P<key>[^\"'\\]*)(?P=quote)\s*\])"
 )
 _GUARD = re.compile(r"\bhas\s*\(\s*((?:event\.properties|event|user)\s*\.\s*[A-Za-z_]\w*)\s*\)")
-# CEL's string literals, which may hold text such as "user.x" that reads nothing.
-_STRING = re.compile(
-    r'"""[\s\S]*?"""|' r"'''[\s\S]*?'''|" r'"(?:\\.|[^"\\\n])*"|' r"'(?:\\.|[^'\\\n])*'"
-)
 _KINDS = {
     int: "an int",
     float: "a double",
@@ -81,7 +83,7 @@ def condition_problems(
         # Without the type its declaration failed to give, the samples would only report
         # that mistake again, as a condition that cannot be evaluated.
         return []
-    known = [f"{path} is {_a(kind)}" for path, kind in reads.items() if kind is not None]
+    known = [f"{path} is {with_article(kind)}" for path, kind in reads.items() if kind is not None]
     where = f", where {', '.join(known)}" if known else ""
     found = never_equal(condition.source, event_type, traits)
     found += unreadable_literals(condition.source)
@@ -164,7 +166,7 @@ def _operands(source: str) -> list[str]:
     parentheses), each on its own; none when ``source`` is not joined by them or holds a
     ``? :`` outside parentheses, whose sides are not all evaluated alike."""
     source = source.strip()
-    literals = [match.span() for match in _STRING.finditer(source)]
+    literals = [match.span() for match in STRING_LITERAL.finditer(source)]
     cuts = []
     depth = 0
     wrapped = source.startswith("(")  # until its parenthesis closes before the end
@@ -214,7 +216,7 @@ def _fails_on_types(exc: Exception) -> bool:
 def _reads(source: str) -> Iterator[str]:
     """The paths ``source`` reads (``user.x``, ``event.properties.x``), outside string
     literals and variables a macro rebinds."""
-    literals = [match.span() for match in _STRING.finditer(source)]
+    literals = [match.span() for match in STRING_LITERAL.finditer(source)]
     rebound = bound_variables(source)
     for match in _READ.finditer(source):
         if any(start <= match.start() < end for start, end in literals):
@@ -233,7 +235,3 @@ def _declared_type(path: str, event_type: EventType, traits: Mapping[str, str]) 
         spec = event_type.properties.get(path.removeprefix("event.properties."))
         return spec.type if spec else None
     return EVENT_FIELDS.get(path.removeprefix("event."))
-
-
-def _a(kind: str) -> str:
-    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
