@@ -57,7 +57,7 @@ def event_row(
     properties: dict[str, Any] | None = None,
     traits: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """An ``events`` row shaped like ``herald.service.ingest._event_row`` builds it."""
+    """An ``events`` row shaped like ``herald.service.batch_rows._event_row`` builds it."""
     return {
         "event_id": event_id,
         "fingerprint": f"fp-{event_id}",
@@ -80,7 +80,7 @@ def message_row(
     due_us: int = T0,
     channel: str = "email",
 ) -> dict[str, Any]:
-    """A ``messages`` row shaped like ``herald.service.ingest._message_row`` builds it."""
+    """A ``messages`` row shaped like ``herald.service.batch_rows._message_row`` builds it."""
     return {
         "message_id": message_id_for(dedup_key),
         "dedup_key": dedup_key,

@@ -5,27 +5,25 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import field, replace
+from dataclasses import field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 from herald.delivery.quiet_hours import HoldPolicy, no_hold
 from herald.domain.immutable import immutable
-from herald.domain.model import Decision, Event, MessageDraft, Outcome, UserProfile
+from herald.domain.model import Decision, Event, Outcome, UserProfile
 from herald.domain.timeutil import iso, to_micros
 from herald.rules import engine
-from herald.rules.definition import Category, Rule, RuleSet
+from herald.rules.definition import Category, RuleSet
 from herald.rules.eligibility import closed_to_marketing
-from herald.rules.templates import TemplateProblem
+from herald.service.batch_rows import BatchRows
 from herald.service.profile_limit import (
     MAX_PROFILE_BYTES,
     MAX_PROFILE_TRAITS,
     growth_of,
     json_size,
 )
-from herald.store.events import EventRow
-from herald.store.outbox import PENDING, MessageRow
 from herald.store.unit_of_work import UnitOfWork
 
 
@@ -90,7 +88,7 @@ def ingest(
         for d in candidates
         if d.outcome is _TRIGGERED and d.dedup_key
     )
-    rows = _Rows(ruleset, now, hold)
+    rows = BatchRows(ruleset, now, hold)
     for index, event, fingerprint, candidates in plans:
         decisions = rows.add(event, fingerprint, candidates, held)
         results[index] = IngestResult(event.event_id, _ACCEPTED, decisions)
@@ -107,7 +105,7 @@ def ingest(
 
 
 def _cancel_withdrawn_marketing(
-    uow: UnitOfWork, stored: Mapping[str, UserProfile], changed: list[UserProfile], rows: _Rows
+    uow: UnitOfWork, stored: Mapping[str, UserProfile], changed: list[UserProfile], rows: BatchRows
 ) -> None:
     """Traits that close a channel to marketing (an opt-in turned false, a new unsubscribe)
     cancel the user's marketing still waiting on it, as an unsubscribe through the API
@@ -240,112 +238,3 @@ class _Batch:
                 and window.start <= other.timestamp <= window.end
             ]
         return found
-
-
-class _Rows:
-    """The rows a batch writes: each new event with its final decisions, and the
-    messages they create."""
-
-    def __init__(self, ruleset: RuleSet, now: datetime, hold: HoldPolicy) -> None:
-        self._ruleset = ruleset
-        self._rules = {rule.id: rule for rule in ruleset.rules}
-        self.now = now
-        self._hold = hold
-        self.now_us = to_micros(now)
-        self.events: list[EventRow] = []
-        self.messages: list[MessageRow] = []
-
-    def add(
-        self, event: Event, fingerprint: str, candidates: list[Decision], held: dict[str, str]
-    ) -> list[Decision]:
-        """Apply limits to ``event``'s ``candidates`` (``held``: dedup key -> holder, which
-        the messages created here join), build its rows, return its final decisions."""
-        decisions = engine.apply_limits(candidates, held)
-        for position, decision in enumerate(decisions):
-            if decision.draft is None:
-                continue
-            try:
-                row = _message_row(
-                    decision.draft,
-                    self._rules[decision.rule],
-                    self._ruleset,
-                    self.now,
-                    self.now_us,
-                    self._hold,
-                )
-            except TemplateProblem as exc:
-                # This event's data breaks the template: its rule cannot send, the others can.
-                # What held first, as a suppression says it: decided on an anchor, it names
-                # the trigger the message was about.
-                failed = f"the message could not be rendered: {exc}"
-                why = decision.draft.why
-                decisions[position] = replace(
-                    decision,
-                    outcome=Outcome.SKIPPED,
-                    reason=f"{why}; {failed}" if why else failed,
-                    message_id=None,
-                    dedup_key=None,
-                    draft=None,
-                )
-                continue
-            held[decision.draft.dedup_key] = decision.draft.message_id
-            self.messages.append(row)
-        self.events.append(_event_row(event, fingerprint, decisions, self._ruleset, self.now_us))
-        return decisions
-
-
-def _event_row(
-    event: Event, fingerprint: str, decisions: list[Decision], ruleset: RuleSet, now_us: int
-) -> EventRow:
-    return {
-        "event_id": event.event_id,
-        "fingerprint": fingerprint,
-        "user_id": event.user_id,
-        "event_type": event.event_type,
-        "event_time_us": to_micros(event.timestamp),
-        "received_us": now_us,
-        "properties": dict(event.properties),
-        "user_traits": dict(event.user_traits),
-        "decisions": [decision.as_json() for decision in decisions],
-        "ruleset_version": ruleset.version,
-    }
-
-
-def _message_row(
-    draft: MessageDraft,
-    rule: Rule,
-    ruleset: RuleSet,
-    now: datetime,
-    now_us: int,
-    hold: HoldPolicy,
-) -> MessageRow:
-    """``draft``'s row, rendered at ``now`` (``now_us`` in microseconds, converted once per
-    batch: converting it twice per message cost about 1.2% of a batch event)."""
-    subject, body, html = rule.id, "", None
-    if rule.template:
-        rendered = ruleset.templates.render(
-            rule.template, {"event": draft.event_view, "user": draft.user_view}
-        )
-        subject, body, html = rendered.subject, rendered.body, rendered.html
-    # A channel's quiet hours in the user's zone make the message due when they end.
-    quiet = hold(draft.channel, draft.user_view, now)
-    due_us, hold_reason = (to_micros(quiet[0]), quiet[1]) if quiet else (now_us, None)
-    return {
-        "message_id": draft.message_id,
-        "dedup_key": draft.dedup_key,
-        "user_id": draft.trigger.user_id,
-        "event_id": draft.trigger.event_id,
-        "rule": rule.id,
-        "rule_version": rule.version,
-        "channel": draft.channel,
-        "category": str(rule.category),  # its value, without the enum property's cost
-        "recipient": draft.recipient,
-        "subject": subject,
-        "body": body,
-        "html": html,
-        "status": PENDING,
-        "created_us": now_us,
-        "due_us": due_us,
-        "attempts": 0,
-        "hold_reason": hold_reason,
-    }
