@@ -365,6 +365,24 @@ def test_a_clients_values_formatted_as_text_print_in_json_spelling_and_as_number
     assert rendered.html == rendered.body.replace('"', "&#34;")
 
 
+def test_a_clients_values_in_a_texts_format_or_percent_print_in_json_spelling() -> None:
+    # `"{}".format(on)` and `"%s" % on` gave "True", where `{{ on }}` gives "true".
+    body = "{% set p = event.properties %}{{ '{} {}|{}|{}'.format(p.on, p.off, p.plan, p.tags) }}"
+    body += "|{{ '{on}'.format(on=p.on) }}|{{ '{on}'.format_map(p) }}|{{ '{:>5}|'.format(p.on) }}"
+    body += "{{ '%s %r' % (p.on, p.tags) }}|{{ '%s' % p.on }}|{{ '%(on)s' % p }}"
+    body += "|{{ '%s' % p.meta }}"
+    body += "|{{ '{:d} {:.1f}'.format(p.on, p.on) }}|{{ '%d' % p.on }}"
+    sources = {"t": {"subject.txt": "s", "body.txt": body, "body.html": body}}
+    properties = {"on": True, "off": False, "plan": None, "tags": ["x", 1], "meta": {"k": True}}
+
+    rendered = TemplateSet(sources).render("t", {"event": {"properties": properties}, "user": {}})
+
+    assert rendered.body == (
+        'true false||["x",1]|true|true| true|true ["x",1]|true|true|{"k":true}|1 1.0|1'
+    )
+    assert rendered.html == rendered.body.replace('"', "&#34;")
+
+
 def test_text_marked_safe_stays_unescaped_when_joined_or_concatenated_in_html() -> None:
     body = "{{ [e.link | safe, e.name] | join(e.br | safe) }}|{{ (e.link | safe) ~ e.name }}"
     sources = {"t": {"subject.txt": "s", "body.txt": "x", "body.html": body}}

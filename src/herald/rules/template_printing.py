@@ -1,5 +1,6 @@
 """How a template prints a client's values: in JSON's spelling (``true``, ``[1, "a"]``),
-null as nothing, through ``{{ ... }}``, ``~``, ``join``, ``string`` and ``format``."""
+null as nothing, through ``{{ ... }}``, ``~``, ``join``, ``string``, the ``format`` filter,
+a text's ``format`` and ``%``."""
 
 from __future__ import annotations
 
@@ -47,8 +48,9 @@ def printing_string(value: Any) -> str:
 
 
 class _Printed:
-    """A client's value (true, null, a list) that ``%s`` and ``%r`` print as ``{{ ... }}``
-    does, and ``%d`` or ``%f`` still read as the number it is (true as 1)."""
+    """A client's value (true, null, a list) that ``%s``, ``%r`` and ``{}`` print as
+    ``{{ ... }}`` does, and ``%d``, ``%f`` or ``{:d}`` still read as the number it is
+    (true as 1)."""
 
     __slots__ = ("_value",)
 
@@ -68,9 +70,40 @@ class _Printed:
     def __float__(self) -> float:
         return float(self._value)
 
+    def __format__(self, spec: str) -> str:
+        # A numeric presentation reads true as 1, as Python does; any other spec (a
+        # width, an alignment) lays out the printed text.
+        if spec and spec[-1] in _NUMERIC_PRESENTATIONS and type(self._value) is bool:
+            return format(self._value, spec)
+        return format(str(self), spec)
+
+
+_NUMERIC_PRESENTATIONS = frozenset("bcdoxXneEfFgG%")
+
 
 def _printed_for_format(value: Any) -> Any:
     return _Printed(value) if value is None or type(value) in (bool, list, dict) else value
+
+
+def printing_arguments(
+    args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[list[Any], dict[str, Any]]:
+    """``args`` and ``kwargs`` of a text's ``format``, each printed as ``{{ ... }}`` prints
+    it (``"{}".format(true)`` gave "True")."""
+    printed = {key: _printed_for_format(item) for key, item in kwargs.items()}
+    return [_printed_for_format(item) for item in args], printed
+
+
+def printing_operand(text: str, values: Any) -> Any:
+    """The right side of ``text % values``, each value printed as ``{{ ... }}`` prints it
+    (``"%s" % true`` gave "True"). A dict is the values of ``%(name)s`` when the text names
+    some, else one value, as Python reads it."""
+    kind = type(values)
+    if kind is tuple:
+        return tuple(_printed_for_format(item) for item in values)
+    if kind is dict and "%(" in text:
+        return {key: _printed_for_format(item) for key, item in values.items()}
+    return _printed_for_format(values)
 
 
 def printing_format(value: str, *args: Any, **kwargs: Any) -> str:

@@ -30,8 +30,10 @@ from herald.rules.template_limits import (
 from herald.rules.template_printing import (
     PrintingConcatenation,
     as_printed,
+    printing_arguments,
     printing_format,
     printing_join,
+    printing_operand,
     printing_string,
 )
 
@@ -87,13 +89,15 @@ class DataSandbox(SandboxedEnvironment):
         elif operator == "%":
             if isinstance(left, str):
                 check_printf_sizes(left, right)
+                right = printing_operand(left, right)
         elif is_whole(left) and is_whole(right) and left.bit_length() * right > MOST_POWER_BITS:
             raise SecurityError(f"{left} ** {right} is more than {MOST_POWER_BITS:,} bits")
         return super().call_binop(context, operator, left, right)
 
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
         """A text's ``format`` or ``format_map``, refusing a width or precision past the
-        limit (``"{:>{}}".format(name, n)`` pads as ``ljust(n)`` does) before formatting."""
+        limit (``"{:>{}}".format(name, n)`` pads as ``ljust(n)`` does) before formatting,
+        and printing the values as ``{{ ... }}`` does."""
         formats = super().wrap_str_format(value)
         if formats is None:
             return None
@@ -103,8 +107,11 @@ class DataSandbox(SandboxedEnvironment):
         def bounded(*args: Any, **kwargs: Any) -> str:
             if by_name and len(args) == 1 and not kwargs:
                 checker.vformat(text, (), args[0])
+                if type(args[0]) is dict:
+                    args = (printing_arguments((), args[0])[1],)
             elif not by_name:
                 checker.vformat(text, args, kwargs)
+                args, kwargs = printing_arguments(args, kwargs)
             return formats(*args, **kwargs)
 
         return bounded
