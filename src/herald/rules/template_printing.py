@@ -87,11 +87,11 @@ def _printed_for_format(value: Any) -> Any:
 
 def printing_arguments(
     args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> tuple[list[Any], dict[str, Any]]:
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """``args`` and ``kwargs`` of a text's ``format``, each printed as ``{{ ... }}`` prints
     it (``"{}".format(true)`` gave "True")."""
     printed = {key: _printed_for_format(item) for key, item in kwargs.items()}
-    return [_printed_for_format(item) for item in args], printed
+    return tuple(_printed_for_format(item) for item in args), printed
 
 
 def printing_operand(text: str, values: Any) -> Any:
