@@ -33,7 +33,7 @@ from herald.delivery.send_gates import SendGates
 from herald.domain.model import UserProfile
 from herald.domain.timeutil import to_micros
 from herald.store.database import SQLITE_BUSY_TIMEOUT_MS, Database, database_said
-from herald.store.outbox import FAILED, INTERRUPTED, ClaimedMessage
+from herald.store.outbox import FAILED, ClaimedMessage
 from herald.store.unit_of_work import UnitOfWork, when_unlocked
 
 log = logging.getLogger(__name__)
@@ -201,11 +201,8 @@ class Dispatcher:
         # A lease that ran out (its dispatcher died or stalled mid-send) is an attempt that
         # may have gone out: counted and logged as a retry, sent again now; when it was the
         # last one, the message comes back a dead letter.
-        for row in interrupted:
-            self._recorder.announce(row, DeliveryStatus.RETRY, INTERRUPTED)
         given_up = [row for row in claimed if row.status == FAILED]
-        for row in given_up:
-            self._recorder.announce(row, DeliveryStatus.FAILED, row.last_error)
+        self._recorder.announce_claimed(interrupted, given_up)
         to_send = [row for row in claimed if row.status != FAILED] if given_up else claimed
         # From the same reading: a claim slow to commit (a locked table, a slow disk) has
         # used part of the leases, and timed from its end the sends could outlast them.

@@ -15,9 +15,10 @@ from typing import Any
 
 from herald.delivery.outcomes import Deferred, Outcome, Withdrawn
 from herald.delivery.provider import DeliveryStatus
+from herald.delivery.round_retries import RoundRetries
 from herald.domain.timeutil import to_micros
 from herald.store.database import Database, database_said, unavailable
-from herald.store.outbox import AttemptRecord, ClaimedMessage, OutboxRepository
+from herald.store.outbox import INTERRUPTED, AttemptRecord, ClaimedMessage, OutboxRepository
 from herald.store.unit_of_work import UnitOfWork, WriteLockBusy
 
 # Its lines are the dispatcher's, under the same name, which operators filter on.
@@ -57,8 +58,19 @@ class RoundRecorder:
         # One time for every try: a try whose commit went through but whose answer was
         # lost is then known by its attempts' time when the next try finds its claims gone.
         now_us = to_micros(self._clock())
+        retries = RoundRetries(now_us)
         try:
-            await self._retry_while_claimed(partial(self._record, outcomes, now_us), leases_end)
+            await self._record_round(outcomes, now_us, retries, leases_end)
+        finally:  # those recorded, even when the rest could not be
+            retries.say()
+
+    async def _record_round(
+        self, outcomes: list[Outcome], now_us: int, retries: RoundRetries, leases_end: float
+    ) -> None:
+        try:
+            await self._retry_while_claimed(
+                partial(self._record, outcomes, now_us, retries), leases_end
+            )
         except Exception as exc:
             if not _refused(exc):
                 raise
@@ -71,7 +83,7 @@ class RoundRecorder:
             return
         for outcome in outcomes:
             await self._retry_while_claimed(
-                partial(self._record_alone, outcome, now_us), leases_end
+                partial(self._record_alone, outcome, now_us, retries), leases_end
             )
 
     async def _retry_while_claimed(self, record: Callable[[], None], leases_end: float) -> None:
@@ -96,20 +108,23 @@ class RoundRecorder:
             await asyncio.sleep(pause)
             pause = min(pause * 2, _LONGEST_RECORDING_PAUSE_S)
 
-    def _record(self, outcomes: list[Outcome], now_us: int) -> None:
-        """Record ``outcomes`` in one transaction, then count and log those recorded."""
+    def _record(self, outcomes: list[Outcome], now_us: int, retries: RoundRetries) -> None:
+        """Record ``outcomes`` in one transaction, then count and log those recorded (the
+        retries with ``retries``, which says them once the round is recorded)."""
         with UnitOfWork(self._database, wait=self._wait_for_lock) as uow:
             recorded = self._write(uow.outbox, outcomes, now_us)
             uow.commit()
         for outcome in outcomes:
-            if outcome.row.message_id in recorded:
-                self._announce(outcome)
+            row, result = outcome.row, outcome.result
+            if row.message_id in recorded and not isinstance(result, Deferred | Withdrawn):
+                due_us = now_us + int(outcome.delay * 1_000_000)
+                self._announce(row, result.status, result.detail, retries, due_us)
 
-    def _record_alone(self, outcome: Outcome, now_us: int) -> None:
+    def _record_alone(self, outcome: Outcome, now_us: int, retries: RoundRetries) -> None:
         """Record one message's outcome in a transaction of its own; one the database
         refuses is made a dead letter, so that it is not sent again and again."""
         try:
-            self._record([outcome], now_us)
+            self._record([outcome], now_us, retries)
         except Exception as exc:
             if not _refused(exc):
                 raise
@@ -192,14 +207,31 @@ class RoundRecorder:
                 )
         return recorded
 
-    def _announce(self, outcome: Outcome) -> None:
-        """The metrics and the log line of an attempt recorded."""
-        row, result = outcome.row, outcome.result
-        if not isinstance(result, Deferred | Withdrawn):
-            self.announce(row, result.status, result.detail)
+    def announce_claimed(
+        self, interrupted: list[ClaimedMessage], given_up: list[ClaimedMessage]
+    ) -> None:
+        """Count and log the attempts a claim recorded itself, those whose earlier claim
+        ran out with no outcome: ``interrupted``, retried now, in this round; ``given_up``,
+        that attempt their last, dead letters."""
+        now_us = to_micros(self._clock())
+        retries = RoundRetries(now_us)
+        for row in interrupted:
+            self._announce(row, DeliveryStatus.RETRY, INTERRUPTED, retries, now_us)
+        retries.say()
+        for row in given_up:
+            self._announce(row, DeliveryStatus.FAILED, row.last_error, retries, now_us)
 
-    def announce(self, row: ClaimedMessage, status: DeliveryStatus, detail: str | None) -> None:
-        """Count ``row``'s recorded outcome and log a dead letter or a retry."""
+    def _announce(
+        self,
+        row: ClaimedMessage,
+        status: DeliveryStatus,
+        detail: str | None,
+        retries: RoundRetries,
+        due_us: int,
+    ) -> None:
+        """Count ``row``'s recorded outcome; log a dead letter on a line of its own, each
+        a message lost until an operator re-queues it, and a retry at DEBUG, added to
+        ``retries`` (due again at ``due_us``) to be said with the round's others."""
         self._on_result(row.channel, status)
         # As fields too, as the stub's and the alerts' lines have them: a JSON log is
         # searched by message, not by the words of a line.
@@ -207,7 +239,8 @@ class RoundRecorder:
         if status is DeliveryStatus.FAILED:
             log.error("message %s dead-lettered: %s", row.message_id, detail, extra=about)
         elif status is DeliveryStatus.RETRY:
-            log.info("message %s will be retried: %s", row.message_id, detail, extra=about)
+            log.debug("message %s will be retried: %s", row.message_id, detail, extra=about)
+            retries.add(row, detail or "", due_us)
 
 
 def _refused(exc: BaseException) -> bool:

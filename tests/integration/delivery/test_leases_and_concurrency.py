@@ -75,7 +75,7 @@ def test_two_dispatchers_of_one_host_name_and_pid_never_record_each_other_s_clai
     message over and sends it. The first's late 503 must not be recorded over the second's
     claim: recorded, it made the message a pending retry, dropped the second's ``sent``
     as no longer its own, and the message went out a third time."""
-    caplog.set_level(logging.INFO, "herald.delivery")
+    caplog.set_level(logging.DEBUG, "herald.delivery")
     with monkeypatch.context() as same_host:
         same_host.setattr(bootstrap.socket, "gethostname", lambda: "node-1")
         same_host.setattr(bootstrap.os, "getpid", lambda: 1)
@@ -341,7 +341,7 @@ def test_an_expired_claim_is_delivered_by_another_dispatcher(
     )
     assert asyncio.run(alive.run_once()).claimed == 0  # the lease still holds
     clock.now += timedelta(minutes=2)
-    caplog.set_level("INFO", logger="herald.delivery")
+    caplog.set_level("DEBUG", logger="herald.delivery")
     report = asyncio.run(alive.run_once())
     assert report.sent == 1
 
@@ -350,6 +350,11 @@ def test_an_expired_claim_is_delivered_by_another_dispatcher(
     assert f"message {row.message_id} will be retried: interrupted: its claim ran out" in (
         caplog.text
     )
+    [said] = [r for r in caplog.records if "message(s) will be retried" in r.getMessage()]
+    assert said.levelname == "INFO" and said.getMessage().startswith(
+        "email: 1 message(s) will be retried: interrupted: its claim ran out"
+    )
+    assert said.getMessage().endswith("; next attempt now")
 
 
 def test_an_email_cut_off_at_its_claims_deadline_is_not_sent_after_it(

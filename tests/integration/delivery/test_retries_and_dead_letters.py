@@ -182,7 +182,7 @@ def test_the_last_transient_failure_is_a_dead_letter(
     database: Database, clock: FixedClock, caplog: Any
 ) -> None:
     store(database, clock, [funds_failure("u5")])
-    caplog.set_level("INFO", logger="herald.delivery")
+    caplog.set_level("DEBUG", logger="herald.delivery")
     with HttpReceiver(default=CannedResponse(503)) as receiver:
         worker = dispatcher(
             database, clock, {"email": WebhookProvider("email", receiver.url, secret=None)}
@@ -190,14 +190,24 @@ def test_the_last_transient_failure_is_a_dead_letter(
         run_rounds(worker, clock, 3)
     row = message(database)
     assert row.status == "failed" and "gave up after 3 attempts" in row.last_error
-    # Their lines name the message as a field too, which a JSON log is searched by.
+    # Their lines name the message as a field too, which a JSON log is searched by; a
+    # retry's at DEBUG, said at INFO with the round's others.
     told = [
         (r.levelname, r.message_id, r.channel)
         for r in caplog.records
-        if "dead-lettered" in r.getMessage() or "will be retried" in r.getMessage()
+        if "dead-lettered" in r.getMessage() or r.getMessage().startswith("message ")
     ]
     about = (row.message_id, "email")
-    assert told == [("INFO", *about), ("INFO", *about), ("ERROR", *about)]
+    assert told == [("DEBUG", *about), ("DEBUG", *about), ("ERROR", *about)]
+    rounds = [
+        r.getMessage() for r in caplog.records if "message(s) will be retried" in r.getMessage()
+    ]
+    assert rounds == [
+        "email: 1 message(s) will be retried: HTTP 503: {}; next attempt due in 10 s, at "
+        "2025-11-03T12:00:10Z",
+        "email: 1 message(s) will be retried: HTTP 503: {}; next attempt due in 20 s, at "
+        "2025-11-03T12:10:20Z",
+    ]
 
 
 class _TimesOutItself:
