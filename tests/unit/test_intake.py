@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -317,6 +318,47 @@ def test_an_id_with_a_control_character_is_refused(
             "type": "invalid_id",
         }
     ]
+
+
+@pytest.mark.parametrize("field", ["user_id", "event_id"])
+@pytest.mark.parametrize(
+    "code", [*range(0x202A, 0x202F), *range(0x2066, 0x206A)], ids=lambda code: f"U+{code:04X}"
+)
+def test_an_id_with_a_bidirectional_formatting_character_is_refused_naming_it(
+    field: str, code: int, ruleset: RuleSet
+) -> None:
+    """Each reorders how the id displays: "u_\u202e21" reads as "u_12"."""
+    character = chr(code)
+
+    errors = rejected(to_event(payload(**{field: f"u_{character}21"}), ruleset))
+
+    [error] = errors
+    assert (error["loc"], error["type"]) == ([field], "invalid_id")
+    assert error["msg"] == (
+        f"contains U+{code:04X} {unicodedata.name(character)}, which is not allowed in an "
+        "id: it can make the id display as another"
+    )
+
+
+@pytest.mark.parametrize("mark", ["\u200e", "\u200f"])
+def test_an_id_with_a_left_to_right_or_right_to_left_mark_is_kept(
+    mark: str, ruleset: RuleSet
+) -> None:
+    event = accepted(to_event(payload(user_id=f"\u05e9\u05e8\u05d4{mark}-7"), ruleset))
+
+    assert event.user_id == f"\u05e9\u05e8\u05d4{mark}-7"
+
+
+def test_a_bidirectional_override_in_a_value_is_text_and_kept(ruleset: RuleSet) -> None:
+    name = "\u202e\u0645\u0631\u064a\u0645\u202c"
+    properties = {**GOOD_PROPERTIES, "note": "\u2067x\u2069"}
+
+    event = accepted(
+        to_event(payload(user_traits={"first_name": name}, properties=properties), ruleset)
+    )
+
+    assert event.user_traits == {"first_name": name}
+    assert event.properties["note"] == "\u2067x\u2069"
 
 
 @pytest.mark.parametrize("field", ["user_id", "event_id"])

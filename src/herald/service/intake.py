@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from herald.domain.bidi import BIDI_FORMATTING_CLASS
 from herald.domain.model import Event, derived_event_id
 from herald.domain.properties import validate_properties, with_integers
 from herald.domain.timeutil import InvalidTimestamp, parse_timestamp
@@ -83,16 +85,19 @@ def to_event(payload: Mapping[str, Any], ruleset: RuleSet) -> Event | Rejection:
 
 _NUL = "contains the character U+0000, which cannot be stored"
 _NOT_FINITE = "is not a finite number: NaN, Infinity and numbers beyond 1.8e308 are not JSON values"
-# Ids go into log lines and URLs: a line break in one could forge a log line.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Ids go into log lines, URLs and the CLI's tables: a line break in one could forge a log
+# line, and a bidirectional override make it display as another user's id.
+_FORBIDDEN = rf"\x00-\x1f\x7f-\x9f{BIDI_FORMATTING_CLASS}"
+_UNPRINTABLE = re.compile(f"[{_FORBIDDEN}]")
 
 
 # What id_problem accepts, as a JSON Schema (ECMA-262) pattern for the OpenAPI document:
-# no control character, and neither end one that str.strip() removes (the whitespace
-# that is no control character: space, U+00A0, U+1680, U+2000-U+200A, U+2028, U+2029,
-# U+202F, U+205F, U+3000). A test holds the two to the same answer for every character.
-_EDGE = r"\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
-ID_PATTERN = rf"^[^{_EDGE}](?:[^\x00-\x1f\x7f-\x9f]*[^{_EDGE}])?$"
+# no control or bidirectional formatting character, and neither end one that str.strip()
+# removes (the whitespace that is no control character: space, U+00A0, U+1680,
+# U+2000-U+200A, U+2028, U+2029, U+202F, U+205F, U+3000). A test holds the two to the
+# same answer for every character.
+_EDGE = rf"{_FORBIDDEN}\x20\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+ID_PATTERN = rf"^[^{_EDGE}](?:[^{_FORBIDDEN}]*[^{_EDGE}])?$"
 
 
 def id_problem(value: str) -> str | None:
@@ -100,12 +105,18 @@ def id_problem(value: str) -> str | None:
     one with whitespace at either end is refused rather than trimmed into another id."""
     if value != value.strip():
         return "must not start or end with whitespace" if value.strip() else "must not be blank"
-    control = None if value.isprintable() else _CONTROL.search(value)  # quick test first
-    if control is None:
+    found = None if value.isprintable() else _UNPRINTABLE.search(value)  # quick test first
+    if found is None:
         return None
-    if control[0] == "\x00":
+    character = found[0]
+    if character == "\x00":
         return _NUL
-    return f"contains the control character U+{ord(control[0]):04X}; ids must be printable"
+    if unicodedata.category(character) == "Cc":
+        return f"contains the control character U+{ord(character):04X}; ids must be printable"
+    return (
+        f"contains U+{ord(character):04X} {unicodedata.name(character)}, which is not allowed "
+        "in an id: it can make the id display as another"
+    )
 
 
 Loc = tuple[str | int, ...]
