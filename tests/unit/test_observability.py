@@ -293,6 +293,39 @@ def test_a_unicode_line_separator_stays_inside_its_json_log_line(
     assert json.loads(line)["message"] == f"internal alert for user {forged}"
 
 
+@pytest.mark.parametrize("override", ["\u202e", "\u202b", "\u2067"])
+def test_a_bidirectional_override_cannot_reorder_a_text_log_line(
+    override: str, formatter_for: Any
+) -> None:
+    """Shown raw, "u_\u202e21" in an alert's text displays as "u_12": another user."""
+    text = formatter_for("text").format(record("internal alert for user %s", f"u_{override}21"))
+
+    assert override not in text
+    assert text.endswith(f"internal alert for user u_\\u{ord(override):04x}21")
+
+
+def test_a_bidirectional_override_is_escaped_in_a_json_log_line_and_reads_back(
+    formatter_for: Any,
+) -> None:
+    note = "\u202e2_u \u2066x\u2069"
+
+    line = formatter_for("json").format(record("note %s", note, detail=note))
+
+    assert not set(line) & {"\u202e", "\u2066", "\u2069"}
+    entry = json.loads(line)
+    assert (entry["message"], entry["detail"]) == (f"note {note}", note)
+
+
+def test_right_to_left_marks_are_left_in_log_lines(formatter_for: Any) -> None:
+    name = "\u05e9\u05e8\u05d4\u200f-7"
+
+    text = formatter_for("text").format(record("for %s", name))
+    line = formatter_for("json").format(record("for %s", name))
+
+    assert text.endswith(f"for {name}")
+    assert f'"message":"for {name}"' in line
+
+
 @pytest.mark.parametrize("user", ["1234567890", "+351912345678", "maria@example.com"])
 @pytest.mark.parametrize("fmt", ["text", "json"])
 def test_an_alert_names_its_user_and_event_even_when_an_id_looks_like_contact_data(
