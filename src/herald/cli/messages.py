@@ -39,10 +39,10 @@ def messages_failed(
     db.dispose()
     letters = [_dead_letter(row) for row in rows]
     if as_json:
-        import orjson
+        from herald.json_lines import json_line
 
         for letter in letters:
-            typer.echo(orjson.dumps(letter).decode())
+            typer.echo(json_line(letter).decode())
     else:
         for letter in letters:
             # Two lines each, whatever the terminal's width: the id whole, to be copied

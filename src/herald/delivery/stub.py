@@ -8,17 +8,17 @@ import threading
 from pathlib import Path
 from typing import BinaryIO
 
-import orjson
-
 from herald.delivery.provider import DeliveryResult, DeliveryStatus, Provider, SendRequest
+from herald.json_lines import json_line
 from herald.observability.masking import mask_recipient
 
 log = logging.getLogger("herald.delivery")
 
 
 class StubProvider:
-    """Records each send request as one JSON line in ``path`` (e.g. ``outbox.jsonl``) and
-    logs it; the message then counts as sent. For development and tests."""
+    """Records each send request as one JSON line in ``path`` (e.g. ``outbox.jsonl``), with
+    no line break of any kind inside it, and logs it; the message then counts as sent. For
+    development and tests."""
 
     local = True
 
@@ -34,7 +34,7 @@ class StubProvider:
         return str(self._path)
 
     async def send(self, request: SendRequest) -> DeliveryResult:
-        line = orjson.dumps(request.as_json()) + b"\n"
+        line = json_line(request.as_json()) + b"\n"
         try:
             # An append to a local file takes microseconds: cheaper inline than on a thread.
             self._append(line)

@@ -5,6 +5,7 @@ answers recorded whatever they hold."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -112,6 +113,25 @@ def test_the_stub_writes_to_a_new_outbox_file_once_its_file_is_deleted_or_rotate
 
     assert "u2@example.com" in outbox.read_text()
     assert "u1@example.com" not in outbox.read_text()
+
+
+def test_each_outbox_line_survives_a_split_on_unicode_line_boundaries(
+    database: Database, clock: FixedClock, tmp_path: Path
+) -> None:
+    """JSON allows U+2028, U+2029 and U+0085 raw, but str.splitlines (and many editors
+    and JavaScript tools) end a line at each: a name holding one cut its line in two."""
+    names = {"u1": "Ana\u2028Maria", "u2": "Jo\u2029\u00e3o\u0085Silva"}
+    store(database, clock, [funds_failure(user, first_name=name) for user, name in names.items()])
+    outbox = tmp_path / "outbox.jsonl"
+
+    worker = dispatcher(database, clock, {"email": StubProvider(outbox)})
+
+    assert asyncio.run(worker.run_once()).sent == 2
+
+    lines = outbox.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 2
+    bodies = {entry["user_id"]: entry["body"] for entry in map(json.loads, lines)}
+    assert all(bodies[user].startswith(f"Hi {name},") for user, name in names.items())
 
 
 def high_risk_alert(user: str) -> Event:

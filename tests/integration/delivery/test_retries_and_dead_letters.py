@@ -113,6 +113,28 @@ def test_dead_letters_are_listed_latest_first_with_their_errors(
     assert failed("--json").stdout == "" and "0 dead letter(s)" in failed().stderr
 
 
+def test_each_dead_letter_listed_as_json_survives_a_split_on_unicode_line_boundaries(
+    database: Database, database_url: str, clock: FixedClock
+) -> None:
+    """An id may hold U+2028 inside: raw, it cut the letter's JSON line in two for a
+    script reading the listing with str.splitlines."""
+    store(database, clock, [funds_failure("u\u20289", email="u9@example.com")])
+    with HttpReceiver() as receiver:
+        worker = dispatcher(
+            database, clock, {"email": WebhookProvider("email", receiver.url, secret=None)}
+        )
+        receiver.respond_with(CannedResponse(400, b'{"error": "no such mailbox"}'))
+        assert asyncio.run(worker.run_once()).failed == 1
+
+    result = CliRunner().invoke(cli, ["messages", "failed", "--json", "--database", database_url])
+
+    assert result.exit_code == 0, result.output
+    [line] = result.stdout.splitlines()
+    letter = orjson.loads(line)
+    assert letter["user_id"] == "u\u20289"
+    assert "no such mailbox" in letter["error"]
+
+
 def test_retrying_a_message_that_is_no_dead_letter_says_what_it_is(
     database: Database, database_url: str, clock: FixedClock
 ) -> None:
