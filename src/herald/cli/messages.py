@@ -44,13 +44,18 @@ def messages_failed(
         for letter in letters:
             typer.echo(json_line(letter).decode())
     else:
+        from herald.observability.escapes import escaped
+
         for letter in letters:
             # Two lines each, whatever the terminal's width: the id whole, to be copied
-            # into `messages retry`, then the error however long it is.
+            # into `messages retry`, then the error however long it is. The client's ids
+            # and the receiver's words escaped: a control character in an error quoting
+            # a receiver's answer would reach the terminal, a line break split the entry.
+            user, error = escaped(letter["user_id"]), escaped(letter["error"] or "")
             typer.echo(
                 f"{letter['message_id']}  {letter['rule']}  {letter['channel']}  "
-                f"user {letter['user_id']}\n  failed at {letter['failed_at'] or 'an unknown time'}"
-                f" after {letter['attempts']} attempt(s): {letter['error'] or 'no error recorded'}"
+                f"user {user}\n  failed at {letter['failed_at'] or 'an unknown time'}"
+                f" after {letter['attempts']} attempt(s): {error or 'no error recorded'}"
             )
     # The count and the hint go to stderr, beside the command's other messages, so that
     # the listing alone can be piped.

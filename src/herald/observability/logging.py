@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from herald.domain.bidi import BIDI_FORMATTING
+from herald.observability.escapes import BIDI_ESCAPES, LINE_ESCAPES
 from herald.observability.masking import mask_text
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
@@ -22,25 +22,9 @@ _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
 }
 
 
-# Control characters as escapes: a value a client sent (a trait in an alert's text)
-# cannot break a line of the log in two, or forge one. Besides ASCII's, the C1 controls
-# and the Unicode line and paragraph separators, where a reader splitting lines as
-# Python's str.splitlines does (NEL, U+2028, U+2029) would start a new one. And the
-# bidirectional overrides, embeddings and isolates, with which a value could make the
-# rest of its line display in another order than it was written in.
-_BIDI_ESCAPES = {code: f"\\u{code:04x}" for code in BIDI_FORMATTING}
-_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))} | {
-    ord("\n"): "\\n",
-    ord("\r"): "\\r",
-    ord("\t"): "\\t",
-    0x2028: "\\u2028",
-    0x2029: "\\u2029",
-    **_BIDI_ESCAPES,
-}
-
 # The same separators and bidirectional characters escaped in a JSON line, where JSON
 # allows them raw in a string (and reads the escapes back as the same characters).
-_JSON_ESCAPES = {code: f"\\u{code:04x}" for code in (0x85, 0x2028, 0x2029)} | _BIDI_ESCAPES
+_JSON_ESCAPES = {code: f"\\u{code:04x}" for code in (0x85, 0x2028, 0x2029)} | BIDI_ESCAPES
 
 
 # Ids a line names on purpose, passed as fields of the record: an alert must say which user
@@ -97,7 +81,7 @@ class _MaskingFormatter(logging.Formatter):
     default_msec_format = "%s.%03dZ"
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        record.message = _masked(record.message, record).translate(_ESCAPES)
+        record.message = _masked(record.message, record).translate(LINE_ESCAPES)
         return super().formatMessage(record)
 
     def formatException(self, ei: Any) -> str:

@@ -343,3 +343,26 @@ def test_the_audit_lists_a_requeued_message_s_attempts_in_the_order_they_were_ma
     assert attempts == [(1, "retry"), (2, "retry"), (3, "failed"), (1, "retry"), (2, "retry")]
     times = [a["at"] for a in shown["delivery_attempts"]]
     assert times == sorted(times)
+
+
+def test_dead_letters_listed_as_text_escape_what_would_reach_the_terminal(
+    database: Database, database_url: str, clock: FixedClock
+) -> None:
+    """A receiver's answer quoted in the error reached the operator's terminal as it was
+    sent: an escape sequence in it could rewrite the screen, and a line break split the
+    letter's two lines; an id's U+2028 split them for a reader of the listing too."""
+    store(database, clock, [funds_failure("u\u20289", email="u9@example.com")])
+    with HttpReceiver() as receiver:
+        worker = dispatcher(
+            database, clock, {"email": WebhookProvider("email", receiver.url, secret=None)}
+        )
+        receiver.respond_with(CannedResponse(400, b"\x1b[2Jbad\x07 \xe2\x80\xaemailbox"))
+        assert asyncio.run(worker.run_once()).failed == 1
+
+    result = CliRunner().invoke(cli, ["messages", "failed", "--database", database_url])
+
+    assert result.exit_code == 0, result.output
+    first, second = result.stdout.splitlines()
+    assert first.endswith("user u\\u20289")
+    assert second.endswith("HTTP 400: \\x1b[2Jbad\\x07 \\u202emailbox")
+    assert "\x1b" not in result.stdout and "\u202e" not in result.stdout
