@@ -99,7 +99,11 @@ class Dispatcher:
         # What a round leaves itself, of each lease, to record its results.
         self._send_window_s = lease_seconds * (1 - _RECORDING_SHARE)
         self._sender = RoundSender(
-            providers, gates=self._gates, retry=self._retry, concurrency=concurrency
+            providers,
+            gates=self._gates,
+            retry=self._retry,
+            concurrency=concurrency,
+            clock=lambda: clock().timestamp(),
         )
         # The lease ends of claims whose commit failed, as far as this dispatcher heard:
         # one may have gone through, its messages claimed but never sent.

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 
 from herald.delivery.backoff import RetryPolicy, after_attempt
 from herald.delivery.outcomes import Deferred, Outcome
@@ -21,6 +22,11 @@ from herald.store.outbox import ClaimedMessage
 
 # Its lines are the dispatcher's, under the same name, which operators filter on.
 log = logging.getLogger("herald.delivery.dispatcher")
+
+# A provider that raises does so for every message it is given: its traceback is logged
+# once, then again at most this often while it goes on (each message's error is in the
+# round's retry line, and its traceback at DEBUG).
+_TRACEBACK_EVERY_S = 60.0
 
 
 class RoundSender:
@@ -35,13 +41,18 @@ class RoundSender:
         gates: SendGates,
         retry: RetryPolicy,
         concurrency: int,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``clock``: seconds, which space out a raising provider's tracebacks."""
         self._providers = dict(providers)
         self._local = {name: provider.local for name, provider in self._providers.items()}
         self._gates = gates
         self._retry = retry
         self._semaphore = asyncio.Semaphore(concurrency)
         self._rng = random.Random()  # the jitter of retry backoffs
+        self._clock = clock
+        # When each provider's error of each type was last logged with its traceback.
+        self._traceback_logged: dict[tuple[str, type[BaseException]], float] = {}
 
     async def deliver_all(
         self,
@@ -105,10 +116,28 @@ class RoundSender:
                         f"no answer within its claim's lease ({left:.0f} s)"
                     )
                 else:  # a provider bug must not stop the dispatcher
-                    log.exception("provider %s raised", provider.name)
+                    self._log_raised(provider.name, exc)
                     result = DeliveryResult.retry(f"provider error: {type(exc).__name__}: {exc}")
         self._gates.pause_if_asked(row.channel, result)
         return Outcome(row, *after_attempt(result, row.attempts + 1, self._retry, self._rng))
+
+    def _log_raised(self, provider: str, exc: Exception) -> None:
+        """The traceback of ``exc``, raised by ``provider``'s send: at ERROR the first time
+        and then every ``_TRACEBACK_EVERY_S`` for the same provider and error type (a
+        backlog of thousands logged one each), else at DEBUG."""
+        key, now = (provider, type(exc)), self._clock()
+        last = self._traceback_logged.get(key)
+        if last is not None and now - last < _TRACEBACK_EVERY_S:
+            log.debug("provider %s raised", provider, exc_info=exc)
+            return
+        self._traceback_logged[key] = now
+        log.error(
+            "provider %s raised: each send it raises on is a failed attempt (the same "
+            "error's traceback is logged again at most every %g s while it goes on)",
+            provider,
+            _TRACEBACK_EVERY_S,
+            exc_info=exc,
+        )
 
 
 def _request(row: ClaimedMessage) -> SendRequest:

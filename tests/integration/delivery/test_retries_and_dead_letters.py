@@ -4,12 +4,14 @@ message a dead letter, listing and retrying dead letters, and the attempts the a
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import timedelta
 from typing import Any
 
 import orjson
+import pytest
 from typer.testing import CliRunner
 
 from herald.cli.main import app as cli
@@ -366,3 +368,46 @@ def test_dead_letters_listed_as_text_escape_what_would_reach_the_terminal(
     assert first.endswith("user u\\u20289")
     assert second.endswith("HTTP 400: \\x1b[2Jbad\\x07 \\u202emailbox")
     assert "\x1b" not in result.stdout and "\u202e" not in result.stdout
+
+
+class _Raising:
+    """A local provider with a bug: every send raises."""
+
+    name = "email:raising"
+    local = True
+
+    async def send(self, request: Any) -> Any:
+        raise ValueError("a bug in the provider")
+
+    async def aclose(self) -> None:
+        return None
+
+
+def test_a_raising_provider_logs_its_traceback_once_a_minute_not_once_a_message(
+    database: Database, clock: FixedClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A provider bug raised for each of a backlog's messages, and each logged its own
+    traceback: a round of 5 wrote 5, burying the rest of the log."""
+    store(database, clock, [funds_failure(f"u{n}") for n in range(5)])
+    worker = dispatcher(database, clock, {"email": _Raising()})  # type: ignore[dict-item]
+
+    def tracebacks() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.exc_info and r.levelno >= logging.ERROR]
+
+    with caplog.at_level(logging.DEBUG, logger="herald"):
+        assert asyncio.run(worker.run_once()).retried == 5
+        assert len(tracebacks()) == 1
+        assert tracebacks()[0].getMessage().startswith("provider email:raising raised")
+        [said] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("email:")]
+        assert said.startswith(
+            "email: 5 message(s) will be retried: provider error: ValueError: a bug in the provider"
+        )
+        assert message(database).last_error == "provider error: ValueError: a bug in the provider"
+
+        clock.now += timedelta(seconds=30)  # the retries are due; the same bug, a round later
+        assert asyncio.run(worker.run_once()).retried == 5
+        assert len(tracebacks()) == 1
+
+        clock.now += timedelta(seconds=60)  # its last attempt: dead letters
+        assert asyncio.run(worker.run_once()).failed == 5
+        assert len(tracebacks()) == 2
