@@ -281,6 +281,40 @@ def test_upgrading_through_0004_keeps_the_messages_and_their_limits(
         database.dispose()
 
 
+def test_upgrading_through_0005_keeps_the_messages_and_a_claim_under_way(
+    empty_database_url: str,
+) -> None:
+    # 0005 adds messages.cancel_requested, where a rule's cancel marks those being sent.
+    database = Database(empty_database_url)
+    try:
+        upgrade(database, to="0004")
+        store(database, opted_in_signup("u1"))
+        welcome = message_id_for("WELCOME_EMAIL:u1")
+        with database.writer.begin() as connection:  # being sent, as a dispatcher claims
+            connection.execute(
+                text(
+                    "UPDATE messages SET status = 'sending', claimed_by = 'w1', "
+                    "lease_until_us = 1 WHERE message_id = :id"
+                ),
+                {"id": welcome},
+            )
+        with database.reader.connect() as connection:
+            before = connection.execute(text("SELECT * FROM messages")).mappings().all()
+
+        upgrade(database)
+
+        assert schema_differences(database) == []
+        with database.reader.connect() as connection:
+            after = connection.execute(text("SELECT * FROM messages")).mappings().all()
+        assert [{**row, "cancel_requested": None} for row in before] == [dict(row) for row in after]
+        with UnitOfWork(database) as uow:
+            done = uow.outbox.cancel_rule("WELCOME_EMAIL", reason="stop", now_us=2)
+            uow.commit()
+        assert done.in_flight == 1
+    finally:
+        database.dispose()
+
+
 def add_sent_messages(path: Path, count: int) -> None:
     """``count`` sent messages, written straight to the SQLite file at ``path``."""
     with sqlite3.connect(path) as connection:

@@ -1,6 +1,7 @@
 """A rule taken out of the rule file leaves the messages it decided waiting: written when
 decided, they are sent all the same. The dispatcher says so as it starts, and `herald
-messages cancel --rule` cancels them, saying why in the audit."""
+messages cancel --rule` cancels them, saying why in the audit; one being sent then ends
+cancelled, unless it is sent."""
 
 from __future__ import annotations
 
@@ -14,14 +15,17 @@ from typer.testing import CliRunner
 from herald.api.app import create_app
 from herald.cli.main import app as cli
 from herald.config import Settings
+from herald.delivery.provider import DeliveryResult, SendRequest
 from herald.domain.model import Event, message_id_for
 from herald.domain.timeutil import to_micros
 from herald.rules.loader import load_ruleset
 from herald.service.ingest import ingest
 from herald.store.database import Database
 from herald.store.migrate import upgrade
-from herald.store.outbox import CANCELLED, FAILED, PENDING, SENDING, AttemptRecord
+from herald.store.outbox import CANCELLED, FAILED, PENDING, SENDING, SENT, AttemptRecord
 from herald.store.unit_of_work import ReadOnly, UnitOfWork
+from tests.conftest import FixedClock
+from tests.support.delivery import dispatcher, funds_failure, message, run_rounds, store
 from tests.support.events import opted_in_signup
 from tests.support.processes import HeraldProcess
 
@@ -103,7 +107,7 @@ def test_a_process_that_delivers_names_the_waiting_messages_of_rules_its_file_la
     ) in said
 
 
-def test_cancelling_a_rule_s_messages_leaves_what_is_being_sent_and_says_why_in_the_audit(
+def test_cancelling_a_rule_s_messages_marks_what_is_being_sent_and_says_why_in_the_audit(
     database: Database, database_url: str
 ) -> None:
     decide(database, ["waiting", "dead", "sending"])
@@ -118,9 +122,8 @@ def test_cancelling_a_rule_s_messages_leaves_what_is_being_sent_and_says_why_in_
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == [
         "cancelled 2 message(s) of WELCOME_EMAIL",
-        "1 message(s) of WELCOME_EMAIL being sent now are beyond recall; one the receiver "
-        "refuses comes back for a retry, which the same command cancels once its send is "
-        "recorded (within a minute)",
+        "1 message(s) of WELCOME_EMAIL being sent now will be cancelled when their attempt "
+        "ends, unless they are sent: a send that succeeds is beyond recall",
     ]
     with ReadOnly(database) as read:
         status = {
@@ -138,25 +141,63 @@ def test_cancelling_a_rule_s_messages_leaves_what_is_being_sent_and_says_why_in_
     assert "herald messages cancel --rule WELCOME_EMAIL" in str(message)
 
 
-def test_a_message_being_sent_when_its_rule_was_cancelled_is_cancelled_by_a_second_run_if_refused(
-    database: Database, database_url: str
+class CancelledMidSend:
+    """A receiver that answers ``answer`` to each send, once the operator has cancelled
+    the rule of the message while it was being sent (the command's output kept)."""
+
+    name = "cancelled-mid-send"
+    local = False
+
+    def __init__(self, database_url: str, answer: DeliveryResult) -> None:
+        self._database_url = database_url
+        self._answer = answer
+        self.sends: list[str] = []
+        self.said: list[str] = []
+
+    async def send(self, request: SendRequest) -> DeliveryResult:
+        self.sends.append(request.message_id)
+        command = ["messages", "cancel", "--rule", "INSUFFICIENT_FUNDS_EMAIL"]
+        result = CliRunner().invoke(
+            cli, [*command, "--database", self._database_url], env={"COLUMNS": "1000"}
+        )
+        assert result.exit_code == 0, result.output
+        self.said.append(result.output)
+        return self._answer
+
+    async def aclose(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("answer", "ends"),
+    [
+        (DeliveryResult.retry("HTTP 503"), CANCELLED),
+        (DeliveryResult.failed("HTTP 400"), CANCELLED),
+        (DeliveryResult.sent("accepted"), SENT),
+    ],
+    ids=["refused-for-a-retry", "refused-for-good", "sent"],
+)
+def test_a_message_being_sent_when_its_rule_is_cancelled_ends_cancelled_unless_sent(
+    database: Database,
+    database_url: str,
+    clock: FixedClock,
+    answer: DeliveryResult,
+    ends: str,
 ) -> None:
-    """What the first run says of the message being sent holds: refused by its receiver,
-    it comes back for a retry, and the same command cancels it then."""
-    decide(database, ["sending"])
-    fail_one_and_claim_another(database, failed="none", claimed=welcome_of("sending"))
-    command = ["messages", "cancel", "--rule", "WELCOME_EMAIL", "--database", database_url]
-    first = CliRunner().invoke(cli, command, env={"COLUMNS": "1000"})
-    refused = AttemptRecord(
-        welcome_of("sending"), attempt=1, at_us=to_micros(DECIDED), outcome="retry", detail="503"
-    )
-    with UnitOfWork(database) as uow:
-        uow.outbox.record_attempts([refused], worker="test")
-        uow.commit()
+    store(database, clock, [funds_failure("u1")])
+    receiver = CancelledMidSend(database_url, answer)
+    worker = dispatcher(database, clock, {"email": receiver})
 
-    second = CliRunner().invoke(cli, command, env={"COLUMNS": "1000"})
+    run_rounds(worker, clock, rounds=5)  # past every backoff: a retry would be sent
 
-    assert "comes back for a retry, which the same command cancels" in first.output
-    assert second.output.splitlines() == ["cancelled 1 message(s) of WELCOME_EMAIL"]
-    with ReadOnly(database) as read:
-        assert read.outbox.get(welcome_of("sending")).status == CANCELLED
+    assert len(receiver.sends) == 1  # never sent again
+    assert receiver.said[0].splitlines() == [
+        "cancelled 0 message(s) of INSUFFICIENT_FUNDS_EMAIL",
+        "1 message(s) of INSUFFICIENT_FUNDS_EMAIL being sent now will be cancelled when "
+        "their attempt ends, unless they are sent: a send that succeeds is beyond recall",
+    ]
+    row = message(database)
+    assert row.status == ends
+    if ends == CANCELLED:
+        reason = "cancelled by `herald messages cancel --rule INSUFFICIENT_FUNDS_EMAIL`"
+        assert row.last_error == reason

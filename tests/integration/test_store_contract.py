@@ -154,7 +154,7 @@ def test_the_row_types_name_exactly_the_columns_their_repositories_insert() -> N
     assert set(EventRow.__annotations__) == set(events_store._COLUMNS)
     assert set(events_store._COLUMNS) == {c.name for c in tables.events.c} - {"seq"}
     assert set(MessageRow.__annotations__) == set(outbox_store._MESSAGE_COLUMNS)
-    delivery_state = {"sent_us", "last_error", "claimed_by", "lease_until_us"}
+    delivery_state = {"sent_us", "last_error", "claimed_by", "lease_until_us", "cancel_requested"}
     assert (
         set(outbox_store._MESSAGE_COLUMNS) == {c.name for c in tables.messages.c} - delivery_state
     )

@@ -1,5 +1,5 @@
 """The ``herald messages`` commands: list dead letters, re-queue them, cancel a rule's
-waiting messages."""
+messages not yet sent."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from herald.cli.common import DatabaseOpt, console, database_url_from, fail, ope
 
 messages_app = typer.Typer(
     help="Messages: `failed` lists dead letters (those that failed for good), `retry` "
-    "re-queues them, `cancel` cancels a rule's waiting messages.",
+    "re-queues them, `cancel` cancels a rule's messages not yet sent.",
     no_args_is_help=True,
     rich_markup_mode="markdown",
 )
@@ -137,35 +137,31 @@ def messages_cancel(
 
     Those due, held for quiet hours or waiting for a retry: the messages of a rule taken
     out of the rule file would otherwise still go out, as written when decided. Those
-    being sent are beyond recall, but one the receiver refuses comes back for a retry,
-    which running this again cancels."""
+    being sent now are cancelled when their attempt ends, unless it is sent (a message
+    sent is beyond recall): one the receiver refuses, or whose dispatcher gives it back
+    or stops before recording it, is not tried again."""
     from herald.bootstrap import utc_now
     from herald.domain.timeutil import to_micros
-    from herald.store.outbox import SENDING
     from herald.store.unit_of_work import UnitOfWork
 
     db = open_database(database_url_from(database), schema="current")
     try:
         with UnitOfWork(db) as uow:
-            count = uow.outbox.cancel_rule(
+            done = uow.outbox.cancel_rule(
                 rule,
                 reason=f"cancelled by `herald messages cancel --rule {rule}`",
                 now_us=to_micros(utc_now()),
             )
-            sending = uow.outbox.count_by_status(open_only=True, rule=rule).get(SENDING, 0)
             uow.commit()
     except KeyboardInterrupt:
         fail("interrupted before the cancel was committed: nothing was cancelled", code=130)
     finally:
         db.dispose()
-    console.print(f"cancelled {count} message(s) of {rule}", markup=False)
-    if sending:
-        # Recorded as a retry, a send the receiver refused is waiting again, and would go
-        # out later unless cancelled then: the operator must know to run this again.
+    console.print(f"cancelled {done.cancelled} message(s) of {rule}", markup=False)
+    if done.in_flight:
         console.print(
-            f"{sending} message(s) of {rule} being sent now are beyond recall; one the "
-            "receiver refuses comes back for a retry, which the same command cancels once "
-            "its send is recorded (within a minute)",
+            f"{done.in_flight} message(s) of {rule} being sent now will be cancelled when "
+            "their attempt ends, unless they are sent: a send that succeeds is beyond recall",
             markup=False,
         )
 

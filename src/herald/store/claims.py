@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import Connection
 
 from herald.store.claim_outcomes import RETRY, AttemptRecord, insert_attempts
-from herald.store.message_status import FAILED, PENDING, SENDING
+from herald.store.message_status import CANCELLED, FAILED, PENDING, SENDING
 from herald.store.sql import fetch_all, marks
 
 # What a lease that ran out says of the attempt it was for.
@@ -44,6 +44,7 @@ class ClaimedMessage(NamedTuple):
     hold_reason: str | None
     claimed_by: str | None
     lease_until_us: int | None
+    cancel_requested: str | None
 
 
 class OutboxClaims:
@@ -75,6 +76,9 @@ class OutboxClaims:
         be claimed, and kill the next one, for ever. The messages whose lost attempt was
         counted and that stay claimed are also appended to ``interrupted``, if given: the
         claimer tells of them, as of any retry.
+
+        A message whose lease ran out after an operator cancelled its rule while it was
+        being sent is cancelled, not claimed (its attempt counted as above), nor returned.
         """
         mark = marks(self._dialect, 1)
         # Two statements, each walking the (status, due_us) index in order and stopping at
@@ -83,6 +87,8 @@ class OutboxClaims:
         expired = self._claim(
             f"status = '{SENDING}' AND lease_until_us < {mark}", now_us, limit, worker, lease_us
         )
+        if any(row.cancel_requested is not None for row in expired):
+            expired = self._end_cancelled(expired, now_us, worker, max_attempts)
         if expired and max_attempts:
             expired = self._count_interrupted(expired, now_us, worker, max_attempts)
             if interrupted is not None:
@@ -123,6 +129,36 @@ class OutboxClaims:
             (worker, now_us + lease_us, now_us, limit),
         )
         return [ClaimedMessage._make(row) for row in rows]
+
+    def _end_cancelled(
+        self, rows: list[ClaimedMessage], now_us: int, worker: str, max_attempts: int
+    ) -> list[ClaimedMessage]:
+        """Cancel those of ``rows``, whose leases ran out, whose rule's cancel was asked
+        while they were being sent, with its reason (the attempt cut off counted, with
+        ``max_attempts``: it may have gone out); the others."""
+        ending = [row for row in rows if row.cancel_requested is not None]
+        counted = 1 if max_attempts else 0
+        mark = marks(self._dialect, 1)
+        self._conn.exec_driver_sql(
+            f"UPDATE messages SET status = '{CANCELLED}', attempts = {mark}, "
+            f"last_error = {mark}, due_us = {mark}, cancel_requested = NULL, "
+            f"claimed_by = NULL, lease_until_us = NULL WHERE message_id = {mark}",
+            [
+                (row.attempts + counted, row.cancel_requested, now_us, row.message_id)
+                for row in ending
+            ],
+        )
+        if counted:
+            insert_attempts(
+                self._conn,
+                self._dialect,
+                [
+                    AttemptRecord(row.message_id, row.attempts + 1, now_us, RETRY, INTERRUPTED)
+                    for row in ending
+                ],
+                worker,
+            )
+        return [row for row in rows if row.cancel_requested is None]
 
     def _count_interrupted(
         self, rows: list[ClaimedMessage], now_us: int, worker: str, max_attempts: int

@@ -1,16 +1,17 @@
 """The outbox: messages stored in the transaction of the event that decided them, where
 the limits are held (a message's id is its dedup key's digest); re-queued as dead
-letters or cancelled by an unsubscribe. ``OutboxRepository`` also has the dispatchers'
-claims (claims.py) and records (claim_outcomes.py), and the audit's and metrics' reads
-(outbox_reads.py)."""
+letters or cancelled by an unsubscribe or an operator. ``OutboxRepository`` also has the
+dispatchers' claims (claims.py) and records (claim_outcomes.py), and the audit's and
+metrics' reads (outbox_reads.py)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
 from operator import itemgetter
-from typing import TypedDict
+from typing import NamedTuple, TypedDict
 
-from sqlalchemy import Connection, Update, func, select, update
+from sqlalchemy import Connection, Update, case, func, select, update
 
 from herald.domain.model import message_id_for
 from herald.store.claim_outcomes import AttemptRecord, OutboxClaimOutcomes
@@ -32,7 +33,16 @@ __all__ = [
     "ClaimedMessage",
     "MessageRow",
     "OutboxRepository",
+    "RuleCancel",
 ]
+
+
+class RuleCancel(NamedTuple):
+    """What ``cancel_rule`` did: messages cancelled, and messages being sent that their
+    attempt ends cancelled unless it is sent."""
+
+    cancelled: int
+    in_flight: int
 
 
 class MessageRow(TypedDict):
@@ -124,12 +134,33 @@ class OutboxRepository(OutboxReads, OutboxClaims, OutboxClaimOutcomes):
         query = select(func.count()).where(messages.c.status == FAILED, _REDACTED)
         return int(self._conn.execute(query).scalar_one())
 
-    def cancel_rule(self, rule: str, *, reason: str, now_us: int) -> int:
+    def cancel_rule(self, rule: str, *, reason: str, now_us: int) -> RuleCancel:
         """Cancel the messages of ``rule`` still waiting to be claimed (pending: due, held
         for quiet hours, or waiting for a retry) and its dead letters, with ``reason`` as
-        their error; how many. One being sent is beyond recall."""
-        statement = update(messages).where(messages.c.rule == rule, ~_REDACTED)
-        return int(self._conn.execute(_cancelling(statement, reason, now_us)).rowcount)
+        their error; and mark those being sent, whose attempt (unless it is sent) or claim
+        given back or run out then ends them cancelled with ``reason``. How many of each.
+
+        One statement: taken apart, a message moving between waiting and being sent
+        (claimed, or its retry recorded) between the two could escape both."""
+        in_flight = messages.c.status == SENDING
+        statement = (
+            update(messages)
+            .where(
+                messages.c.rule == rule,
+                messages.c.status.in_([PENDING, FAILED, SENDING]),
+                ~_REDACTED,
+            )
+            .values(
+                status=case((in_flight, SENDING), else_=CANCELLED),
+                cancel_requested=case((in_flight, reason), else_=None),
+                last_error=case((in_flight, messages.c.last_error), else_=reason),
+                sent_us=case((in_flight, messages.c.sent_us), else_=None),
+                due_us=case((in_flight, messages.c.due_us), else_=now_us),
+            )
+            .returning(messages.c.status)
+        )
+        ended = Counter(status for (status,) in self._conn.execute(statement))
+        return RuleCancel(cancelled=ended[CANCELLED], in_flight=ended[SENDING])
 
     def cancel_marketing(
         self, user_id: str, channels: Collection[str] | None, *, reason: str, now_us: int

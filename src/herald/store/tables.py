@@ -73,8 +73,9 @@ messages = Table(
     Column("subject", Text, nullable=False),
     Column("body", Text, nullable=False),
     Column("html", Text, nullable=True),
-    # pending -> sending -> sent | pending (retry) | failed (dead letter); pending ->
-    # cancelled when the user unsubscribes from marketing while it waits. A message held
+    # pending -> sending -> sent | pending (retry) | failed (dead letter); pending or
+    # failed -> cancelled when the user unsubscribes from marketing or an operator
+    # cancels its rule (sending -> cancelled, unless sent, for that). A message held
     # for quiet hours is pending, due when they end, with its hold_reason.
     Column("status", String(16), nullable=False),
     Column("created_us", BigInteger, nullable=False),
@@ -85,6 +86,9 @@ messages = Table(
     Column("hold_reason", Text, nullable=True),
     Column("claimed_by", String(64), nullable=True),
     Column("lease_until_us", BigInteger, nullable=True),
+    # The reason of a rule's cancel asked while the message was being sent: its attempt,
+    # unless sent, or its claim given back or run out, ends it cancelled, not pending.
+    Column("cancel_requested", Text, nullable=True),
     Index("ix_messages_status_due", "status", "due_us"),
     Index("ix_messages_user", "user_id", "created_us"),
 )
