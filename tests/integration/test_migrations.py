@@ -366,7 +366,8 @@ def test_ctrl_c_during_an_upgrade_leaves_the_previous_revision_and_says_so(
     )
     try:
         assert running.stdout is not None
-        assert "applying 1 revision(s): 0004: " in running.stdout.readline()
+        said = running.stdout.readline()
+        assert "revision(s): 0004: " in said and said.lstrip().startswith("applying")
         wait_until_written(path.with_name("herald.db-wal"), running)
         running.send_signal(signal.SIGINT)
         output = running.communicate(timeout=60)[0]
@@ -388,7 +389,7 @@ def test_ctrl_c_during_an_upgrade_leaves_the_previous_revision_and_says_so(
         again = run_herald(args, env=herald_environment(), cwd=tmp_path)
 
         assert again.returncode == 0, again.stderr
-        assert "schema: 0003 -> 0004" in one_line(again.stdout + again.stderr)
+        assert f"schema: 0003 -> {head_revision()}" in one_line(again.stdout + again.stderr)
         assert current_revision(database) == head_revision()
         assert schema_differences(database) == []
     finally:

@@ -5,6 +5,7 @@ cancelled, unless it is sent."""
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -183,12 +184,14 @@ def test_a_message_being_sent_when_its_rule_is_cancelled_ends_cancelled_unless_s
     clock: FixedClock,
     answer: DeliveryResult,
     ends: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     store(database, clock, [funds_failure("u1")])
     receiver = CancelledMidSend(database_url, answer)
     worker = dispatcher(database, clock, {"email": receiver})
 
-    run_rounds(worker, clock, rounds=5)  # past every backoff: a retry would be sent
+    with caplog.at_level(logging.INFO, logger="herald.delivery.dispatcher"):
+        run_rounds(worker, clock, rounds=5)  # past every backoff: a retry would be sent
 
     assert len(receiver.sends) == 1  # never sent again
     assert receiver.said[0].splitlines() == [
@@ -198,6 +201,15 @@ def test_a_message_being_sent_when_its_rule_is_cancelled_ends_cancelled_unless_s
     ]
     row = message(database)
     assert row.status == ends
+    said = [record.getMessage() for record in caplog.records]
     if ends == CANCELLED:
         reason = "cancelled by `herald messages cancel --rule INSUFFICIENT_FUNDS_EMAIL`"
         assert row.last_error == reason
+        # The dispatcher's line says what became of it, not that it will be retried.
+        assert f"message {row.message_id} cancelled, not sent: {reason} (its attempt: " in (
+            "\n".join(said)
+        )
+        assert not [line for line in said if "will be retried" in line or "dead-letter" in line]
+        assert "delivered 1 message(s): 0 sent, 0 to retry, 0 failed, 0 deferred, 1 cancelled" in (
+            said
+        )

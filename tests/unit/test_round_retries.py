@@ -38,6 +38,7 @@ def claimed(number: int, channel: str = "sms", recipient: str | None = None) -> 
         hold_reason=None,
         claimed_by="w1",
         lease_until_us=NOW_US + 60_000_000,
+        cancel_requested=None,
     )
 
 

@@ -212,8 +212,13 @@ class Dispatcher:
         # used part of the leases, and timed from its end the sends could outlast them.
         sends_end = started + self._send_window_s
         outcomes = await self._sender.deliver_all(to_send, sends_end, profiles, self._stopping)
-        await self._recorder.record(outcomes, leases_end)
-        counts = Counter(outcome.status for outcome in outcomes)
+        cancelled = await self._recorder.record(outcomes, leases_end)
+        # A message whose rule an operator cancelled while it was sent ended cancelled, not
+        # to retry nor failed (unless it was sent).
+        counts = Counter(
+            "cancelled" if outcome.row.message_id in cancelled else outcome.status
+            for outcome in outcomes
+        )
         counts["failed"] += len(given_up)
         report = DispatchReport(
             len(claimed),

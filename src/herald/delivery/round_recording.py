@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -51,25 +52,29 @@ class RoundRecorder:
         self._wait_for_lock = wait_for_lock
         self._on_result = on_result
 
-    async def record(self, outcomes: list[Outcome], leases_end: float) -> None:
+    async def record(self, outcomes: list[Outcome], leases_end: float) -> set[str]:
         """Record the round; if the database refuses it (one message's record it will not
         hold), record its messages one at a time, so that the refusal costs that message
-        alone: the round unrecorded would be sent again, whole, once its claims ran out."""
+        alone: the round unrecorded would be sent again, whole, once its claims ran out.
+        Returns the ids of the messages that ended cancelled, not sent, because their
+        rule's cancel was asked while they were being sent."""
         # One time for every try: a try whose commit went through but whose answer was
         # lost is then known by its attempts' time when the next try finds its claims gone.
         now_us = to_micros(self._clock())
         retries = RoundRetries(now_us)
+        cancelled: set[str] = set()
         try:
-            await self._record_round(outcomes, now_us, retries, leases_end)
+            await self._record_round(outcomes, now_us, _Ended(retries, cancelled), leases_end)
         finally:  # those recorded, even when the rest could not be
             retries.say()
+        return cancelled
 
     async def _record_round(
-        self, outcomes: list[Outcome], now_us: int, retries: RoundRetries, leases_end: float
+        self, outcomes: list[Outcome], now_us: int, ended: _Ended, leases_end: float
     ) -> None:
         try:
             await self._retry_while_claimed(
-                partial(self._record, outcomes, now_us, retries), leases_end
+                partial(self._record, outcomes, now_us, ended), leases_end
             )
         except Exception as exc:
             if not _refused(exc):
@@ -83,7 +88,7 @@ class RoundRecorder:
             return
         for outcome in outcomes:
             await self._retry_while_claimed(
-                partial(self._record_alone, outcome, now_us, retries), leases_end
+                partial(self._record_alone, outcome, now_us, ended), leases_end
             )
 
     async def _retry_while_claimed(self, record: Callable[[], None], leases_end: float) -> None:
@@ -108,23 +113,30 @@ class RoundRecorder:
             await asyncio.sleep(pause)
             pause = min(pause * 2, _LONGEST_RECORDING_PAUSE_S)
 
-    def _record(self, outcomes: list[Outcome], now_us: int, retries: RoundRetries) -> None:
+    def _record(self, outcomes: list[Outcome], now_us: int, ended: _Ended) -> None:
         """Record ``outcomes`` in one transaction, then count and log those recorded (the
-        retries with ``retries``, which says them once the round is recorded)."""
+        retries with ``ended.retries``, which says them once the round is recorded); add
+        to ``ended.cancelled`` those a rule's cancel ended."""
+        cancels: dict[str, str] = {}  # of this try alone: one rolled back ended none
         with UnitOfWork(self._database, wait=self._wait_for_lock) as uow:
-            recorded = self._write(uow.outbox, outcomes, now_us)
+            recorded = self._write(uow.outbox, outcomes, now_us, cancels)
             uow.commit()
+        ended.cancelled.update(cancels)
         for outcome in outcomes:
             row, result = outcome.row, outcome.result
             if row.message_id in recorded and not isinstance(result, Deferred | Withdrawn):
                 due_us = now_us + int(outcome.delay * 1_000_000)
-                self._announce(row, result.status, result.detail, retries, due_us)
+                cancel = cancels.get(row.message_id)
+                if cancel is not None:
+                    self._announce_cancelled(row, result.status, result.detail, cancel)
+                else:
+                    self._announce(row, result.status, result.detail, ended.retries, due_us)
 
-    def _record_alone(self, outcome: Outcome, now_us: int, retries: RoundRetries) -> None:
+    def _record_alone(self, outcome: Outcome, now_us: int, ended: _Ended) -> None:
         """Record one message's outcome in a transaction of its own; one the database
         refuses is made a dead letter, so that it is not sent again and again."""
         try:
-            self._record([outcome], now_us, retries)
+            self._record([outcome], now_us, ended)
         except Exception as exc:
             if not _refused(exc):
                 raise
@@ -165,9 +177,17 @@ class RoundRecorder:
                 database_said(exc),
             )
 
-    def _write(self, outbox: OutboxRepository, outcomes: list[Outcome], now_us: int) -> set[str]:
+    def _write(
+        self,
+        outbox: OutboxRepository,
+        outcomes: list[Outcome],
+        now_us: int,
+        cancelled: dict[str, str],
+    ) -> set[str]:
         """Stage ``outcomes``; the ids of the messages whose attempt was recorded, those
-        whose claim this dispatcher still held."""
+        whose claim this dispatcher still held. Those that ended cancelled instead of
+        waiting for a retry or becoming dead letters (their rule's cancel was asked while
+        they were sent) are added to ``cancelled``, with the cancel's reason."""
         records = []
         for outcome in outcomes:
             row, result = outcome.row, outcome.result
@@ -191,7 +211,7 @@ class RoundRecorder:
                     due_us if retry else None,
                 )
             )
-        recorded = outbox.record_attempts(records, worker=self.worker_id)
+        recorded = outbox.record_attempts(records, worker=self.worker_id, cancelled=cancelled)
         unrecorded = [record for record in records if record.message_id not in recorded]
         # Found by an earlier try whose answer was lost: recorded, and not yet announced.
         recorded |= outbox.recorded_earlier(unrecorded, worker=self.worker_id)
@@ -233,14 +253,43 @@ class RoundRecorder:
         a message lost until an operator re-queues it, and a retry at DEBUG, added to
         ``retries`` (due again at ``due_us``) to be said with the round's others."""
         self._on_result(row.channel, status)
-        # As fields too, as the stub's and the alerts' lines have them: a JSON log is
-        # searched by message, not by the words of a line.
-        about = {"message_id": row.message_id, "channel": row.channel}
+        about = _fields(row)
         if status is DeliveryStatus.FAILED:
             log.error("message %s dead-lettered: %s", row.message_id, detail, extra=about)
         elif status is DeliveryStatus.RETRY:
             log.debug("message %s will be retried: %s", row.message_id, detail, extra=about)
             retries.add(row, detail or "", due_us)
+
+    def _announce_cancelled(
+        self, row: ClaimedMessage, status: DeliveryStatus, detail: str | None, reason: str
+    ) -> None:
+        """Count ``row``'s recorded attempt, and log that its rule's cancel (``reason``),
+        asked while it was being sent, ended the message rather than a retry or a dead
+        letter."""
+        self._on_result(row.channel, status)  # the attempt's own result: metrics count attempts
+        log.info(
+            "message %s cancelled, not sent: %s (its attempt: %s)",
+            row.message_id,
+            reason,
+            detail,
+            extra=_fields(row),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Ended:
+    """How a round's messages ended, other than sent: put back for a retry (``retries``,
+    said once the round is recorded) or, their rule cancelled while they were being sent,
+    cancelled (their ids)."""
+
+    retries: RoundRetries
+    cancelled: set[str]
+
+
+def _fields(row: ClaimedMessage) -> dict[str, str]:
+    # As fields too, as the stub's and the alerts' lines have them: a JSON log is searched
+    # by message, not by the words of a line.
+    return {"message_id": row.message_id, "channel": row.channel}
 
 
 def _refused(exc: BaseException) -> bool:
