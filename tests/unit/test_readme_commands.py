@@ -69,6 +69,7 @@ def test_every_option_the_command_table_names_exists_and_every_option_is_named()
         ("rules", "check"),
         ("db", "upgrade"),
         ("db", "current"),
+        ("db", "backup"),
         ("messages", "failed"),
         ("messages", "retry"),
         ("messages", "cancel"),

@@ -1,4 +1,4 @@
-"""Maintenance commands: ``herald db upgrade`` and ``current``, ``herald prune``."""
+"""Maintenance commands: ``herald db upgrade``, ``current`` and ``backup``, ``herald prune``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from herald.cli.backup import db_backup
 from herald.cli.common import (
     DatabaseOpt,
     Terminated,
@@ -26,8 +27,8 @@ if TYPE_CHECKING:
     from herald.store.database import Database
 
 db_app = typer.Typer(
-    help="The database schema: `current` names its revision, `upgrade` migrates it to this "
-    "version of Herald.",
+    help="The database: `current` names its schema revision, `upgrade` migrates it to this "
+    "version of Herald, `backup` copies a running SQLite database.",
     no_args_is_help=True,
     rich_markup_mode="markdown",
 )
@@ -81,6 +82,9 @@ def db_current(database: DatabaseOpt = None) -> None:
         f"schema at {at}; this Herald needs {head_revision()}: `herald db upgrade` would "
         f"apply {len(steps)} revision(s): {'; '.join(steps)}"
     )
+
+
+db_app.command("backup")(db_backup)
 
 
 def _revision_left(db: Database) -> str:
