@@ -115,6 +115,8 @@ def _checked_destination(dest: Path, *, force: bool) -> Path:
         fail(f"the folder {dest.parent} does not exist: create it, or correct the path")
     if dest.exists() and not force:
         fail(f"{dest} exists: name another file, or replace it with --force")
+    if dest.exists() and not dest.is_file():  # /dev/null, a pipe: --force would replace it
+        fail(f"{dest} is not a regular file (a device or a pipe): name a file")
     return dest
 
 
