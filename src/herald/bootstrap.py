@@ -25,7 +25,8 @@ from herald.rules.loader import load_rule_file
 from herald.service.ingest import IngestResult
 from herald.service.writer import LoopWriter, ThreadWriter, Writer
 from herald.store.checkpoints import Checkpointer
-from herald.store.database import Database, normalise_url
+from herald.store.database import Database
+from herald.store.database_url import normalise_url
 from herald.store.migrate import ensure_current
 from herald.store.outbox import FAILED, PENDING, SENDING
 from herald.store.unit_of_work import ReadOnly

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from herald.store.database import normalise_url
+from herald.store.database_url import normalise_url
 from tests.support.ports import free_port
 from tests.support.processes import (
     HeraldProcess,

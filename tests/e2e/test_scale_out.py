@@ -25,7 +25,7 @@ import pytest
 from sqlalchemy import create_engine, func, select
 
 from herald.domain.timeutil import iso, utc_day
-from herald.store.database import normalise_url
+from herald.store.database_url import normalise_url
 from herald.store.tables import delivery_attempts, events, messages
 from tests.support.ports import free_port
 from tests.support.processes import (

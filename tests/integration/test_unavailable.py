@@ -21,14 +21,11 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from herald.store.database import (
-    Database,
-    hide_password,
-    set_busy_timeout,
-    unavailable,
-    write_problem,
-)
+from herald.store.database import Database, write_problem
+from herald.store.database_errors import unavailable
+from herald.store.database_url import hide_password
 from herald.store.migrate import head_revision, upgrade
+from herald.store.sqlite_connections import set_busy_timeout
 from tests.support.events import signup_payload
 from tests.support.ports import free_port
 from tests.support.processes import (

@@ -30,7 +30,7 @@ from herald.bootstrap import Runtime, build_runtime
 from herald.config import Settings
 from herald.observability.metrics import serve_metrics
 from herald.orphans import parent_gone
-from herald.store.database import database_said, unavailable
+from herald.store.database_errors import database_said, unavailable
 
 log = logging.getLogger(__name__)
 

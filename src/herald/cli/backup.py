@@ -45,7 +45,7 @@ def db_backup(
 
     The copy is written beside DEST and renamed to DEST once it is complete, flushed to
     disk and checked: an interrupted backup leaves no DEST behind."""
-    from herald.store.database import DatabaseUrlError, normalise_url
+    from herald.store.database_url import DatabaseUrlError, normalise_url
 
     url = database_url_from(database)
     try:

@@ -202,7 +202,9 @@ def open_database(
     SQLite database first, ``"any"`` only checks that the database answers (neither its
     schema nor its writes). ``writes=False``: the command only reads, and may run on a
     read-only database (a PostgreSQL replica)."""
-    from herald.store.database import Database, DatabaseUrlError, database_said, write_problem
+    from herald.store.database import Database, write_problem
+    from herald.store.database_errors import database_said
+    from herald.store.database_url import DatabaseUrlError
     from herald.store.migrate import SchemaMismatch, current_revision, ensure_current
 
     try:
@@ -324,7 +326,7 @@ def preflight(settings: WorkerSettings, *, create_database: bool) -> tuple[RuleS
     Returns the rule set and its delivery plan, the stub provider on that file."""
     from herald.bootstrap import outbox_path
     from herald.delivery.stub import StubProvider
-    from herald.store.database import DatabaseUrlError
+    from herald.store.database_url import DatabaseUrlError
 
     try:
         outbox = outbox_path(settings)

@@ -173,7 +173,7 @@ def _hand_down(api_settings: Settings) -> None:
 
 def _say_serving(settings: Settings, *, apart: bool) -> None:
     """The line that tells the operator where the server is and what it runs."""
-    from herald.store.database import shown_url
+    from herald.store.database_url import shown_url
 
     delivery = (
         "by a dispatcher process" if apart else "in the API" if settings.dispatcher else "off"

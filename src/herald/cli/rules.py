@@ -65,7 +65,7 @@ def rules_check(
 def _outbox(settings: RuleFileSettings) -> Path:
     """The stub provider's file, as ``herald serve`` would have it with these settings."""
     from herald.bootstrap import outbox_path
-    from herald.store.database import DatabaseUrlError
+    from herald.store.database_url import DatabaseUrlError
 
     try:
         return outbox_path(settings)

@@ -67,7 +67,7 @@ def worker(
     from herald.bootstrap import build_runtime
     from herald.delivery.dispatcher import LEASE_S
     from herald.observability.logging import configure_logging
-    from herald.store.database import shown_url
+    from herald.store.database_url import shown_url
 
     settings = settings_from(
         WorkerSettings,

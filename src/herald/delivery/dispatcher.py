@@ -32,8 +32,10 @@ from herald.delivery.round_sending import RoundSender
 from herald.delivery.send_gates import SendGates
 from herald.domain.model import UserProfile
 from herald.domain.timeutil import to_micros
-from herald.store.database import SQLITE_BUSY_TIMEOUT_MS, Database, database_said
+from herald.store.database import Database
+from herald.store.database_errors import database_said
 from herald.store.outbox import FAILED, ClaimedMessage
+from herald.store.sqlite_connections import SQLITE_BUSY_TIMEOUT_MS
 from herald.store.unit_of_work import UnitOfWork, when_unlocked
 
 log = logging.getLogger(__name__)

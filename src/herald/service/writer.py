@@ -27,7 +27,8 @@ from herald.domain.model import Event
 from herald.observability.outage import OutageLog
 from herald.rules.definition import RuleSet
 from herald.service.ingest import IngestResult, ingest
-from herald.store.database import Database, unavailable
+from herald.store.database import Database
+from herald.store.database_errors import unavailable
 from herald.store.unit_of_work import UnitOfWork, WriteLockBusy, when_unlocked
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,8 @@ import time
 from sqlalchemy import Connection
 
 from herald.observability.logging import first_line
-from herald.store.database import Database, set_busy_timeout
+from herald.store.database import Database
+from herald.store.sqlite_connections import set_busy_timeout
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,11 @@ from typing import TypeVar
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import OperationalError
 
-from herald.store.database import SQLITE_BUSY_TIMEOUT_MS, Database, set_busy_timeout
+from herald.store.database import Database
 from herald.store.events import EventRepository
 from herald.store.outbox import OutboxRepository
 from herald.store.retention import RetentionRepository
+from herald.store.sqlite_connections import SQLITE_BUSY_TIMEOUT_MS, set_busy_timeout
 from herald.store.users import UserRepository
 
 T = TypeVar("T")

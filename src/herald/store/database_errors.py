@@ -1,0 +1,39 @@
+"""Reading a database's errors: what the driver said, and whether it says the database
+cannot serve now rather than that a statement is wrong."""
+
+from __future__ import annotations
+
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from herald.observability.logging import first_line
+
+# SQLSTATE classes of an unavailable PostgreSQL: connection exception, insufficient
+# resources, operator intervention (a shutdown, a restart, a statement cancelled by the
+# statement timeout).
+_UNAVAILABLE_SQLSTATES = ("08", "53", "57")
+# What SQLite says when it cannot write now, rather than of a statement that is wrong.
+_SQLITE_UNAVAILABLE = ("locked", "busy", "readonly", "disk i/o", "disk is full", "unable to open")
+
+
+def database_said(exc: BaseException) -> str:
+    """The first line of what the driver said under SQLAlchemy's wrapping of ``exc``."""
+    return first_line(getattr(exc, "orig", None) or exc)
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database cannot serve now (down, unreachable, locked,
+    read-only, out of room, every pooled connection busy for the pool's whole timeout),
+    as opposed to a statement that is wrong whenever it runs."""
+    if isinstance(exc, PoolTimeout):
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if sqlstate:
+        return str(sqlstate)[:2] in _UNAVAILABLE_SQLSTATES
+    said = str(exc.orig).lower()
+    # psycopg raises a connection failure with no SQLSTATE: the server never answered.
+    return "connection" in said or any(word in said for word in _SQLITE_UNAVAILABLE)
