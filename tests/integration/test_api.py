@@ -17,9 +17,9 @@ from fastapi.testclient import TestClient
 from pydantic import TypeAdapter
 from sqlalchemy import create_engine, text
 
-from herald.api import schemas as api_schemas
 from herald.api.app import create_app
-from herald.api.schemas import ClientError, ValidationErrors
+from herald.api.schemas import responses as api_responses
+from herald.api.schemas.responses import ClientError, ValidationErrors
 from herald.config import Settings
 from herald.service.audit import MAX_PAGE_BYTES
 from herald.service.intake import id_problem
@@ -1407,7 +1407,7 @@ def answered_as_documented(document: dict[str, Any], response: httpx.Response) -
         assert response.headers["www-authenticate"] == "Bearer", said
     schema = content["schema"]
     if "$ref" in schema:
-        model = getattr(api_schemas, schema["$ref"].removeprefix("#/components/schemas/"))
+        model = getattr(api_responses, schema["$ref"].removeprefix("#/components/schemas/"))
         model.model_validate_json(response.content, strict=True)
     else:
         assert schema["additionalProperties"] == {"type": "string"}, f"unchecked schema: {said}"

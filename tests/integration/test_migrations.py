@@ -26,7 +26,7 @@ from sqlalchemy import inspect, text
 from typer.testing import CliRunner
 
 from herald.api.app import create_app
-from herald.api.schemas import ReadinessOut
+from herald.api.schemas.responses import ReadinessOut
 from herald.bootstrap import build_runtime
 from herald.cli.main import app as cli
 from herald.config import Settings

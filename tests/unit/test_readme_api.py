@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from herald.api.app import create_app
-from herald.api.schemas import MAX_BATCH, MAX_BATCH_BYTES, MAX_EVENT_BYTES
+from herald.api.schemas.requests import MAX_BATCH, MAX_BATCH_BYTES, MAX_EVENT_BYTES
 from herald.config import Settings
 from herald.service.audit import MAX_PAGE_BYTES
 

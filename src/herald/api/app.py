@@ -25,7 +25,7 @@ from herald.api.errors import validation_errors
 from herald.api.middleware import RequestEdge
 from herald.api.openapi_security import ADMIN_SCHEME, INGEST_SCHEME, declare_guards
 from herald.api.routes import admin, audit, events, health
-from herald.api.schemas import MAX_BATCH_BYTES, MAX_EVENT_BYTES
+from herald.api.schemas.requests import MAX_BATCH_BYTES, MAX_EVENT_BYTES
 from herald.bootstrap import Runtime, build_runtime
 from herald.config import Settings
 from herald.observability.metrics import serve_metrics

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from herald.api.schemas import AuditOut
+from herald.api.schemas.responses import AuditOut
 from herald.cli.main import app as cli
 from herald.delivery.provider import DeliveryResult, SendRequest
 from herald.delivery.quiet_hours import QuietHours, hold_policy

@@ -11,15 +11,14 @@ from pydantic import TypeAdapter, ValidationError
 from herald.api.body import json_body
 from herald.api.deps import AdminOnly, RuntimeDep
 from herald.api.errors import field_errors
-from herald.api.schemas import (
+from herald.api.schemas.requests import PreferencesIn, UserIdToSet
+from herald.api.schemas.responses import (
     ADMIN_UNAUTHORIZED,
     DATABASE_UNAVAILABLE,
     UNSUPPORTED_BODY,
     ClientError,
-    PreferencesIn,
     PreferencesOut,
     RulesOut,
-    UserIdToSet,
     ValidationErrors,
 )
 from herald.service.intake import id_problem

@@ -7,12 +7,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, status
 
 from herald.api.deps import AdminOnly, RuntimeDep
-from herald.api.schemas import (
+from herald.api.schemas.requests import UserIdPath
+from herald.api.schemas.responses import (
     ADMIN_UNAUTHORIZED,
     DATABASE_UNAVAILABLE,
     AuditOut,
     ClientError,
-    UserIdPath,
     ValidationErrors,
 )
 from herald.service.audit import MAX_PAGE_BYTES, BadCursor, user_audit

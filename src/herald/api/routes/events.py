@@ -13,18 +13,20 @@ from pydantic import TypeAdapter, ValidationError
 from herald.api.body import json_body
 from herald.api.deps import RETRY_AFTER_UNAVAILABLE, ingest_runtime
 from herald.api.errors import field_errors
-from herald.api.schemas import (
-    ASKS_FOR_BEARER,
+from herald.api.schemas.requests import (
     EVENT_FIELDS,
     MAX_EVENT_BYTES,
+    BatchIn,
+    EventIn,
+    LooseBatchIn,
+)
+from herald.api.schemas.responses import (
+    ASKS_FOR_BEARER,
     RETRY_AFTER,
     UNSUPPORTED_BODY,
-    BatchIn,
     BatchOut,
     ClientError,
     EventAccepted,
-    EventIn,
-    LooseBatchIn,
     ValidationErrors,
 )
 from herald.bootstrap import Runtime

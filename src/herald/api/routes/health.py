@@ -9,7 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from herald.api.deps import RuntimeDep
-from herald.api.schemas import ReadinessOut
+from herald.api.schemas.responses import ReadinessOut
 from herald.store.migrate import current_revision, head_revision
 
 router = APIRouter(tags=["operations"])

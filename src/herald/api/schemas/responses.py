@@ -1,113 +1,11 @@
-"""The HTTP contract: request and response bodies, kept apart from the tables."""
+"""What the API answers: each response body as a model that names every field it may
+carry, and the error answers and headers the routes share in the OpenAPI document."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, NotRequired
+from typing import Any, Literal
 
-from fastapi import Path
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    StringConstraints,
-    with_config,
-)
-from pydantic_core import PydanticCustomError
-from typing_extensions import TypedDict
-
-from herald.service.intake import ID_PATTERN
-
-NonEmpty = Annotated[str, StringConstraints(min_length=1, max_length=128)]
-# A user or event id: the pattern only tells the document's readers what intake accepts;
-# intake checks it (id_problem), with a message that says what is wrong.
-Id = Annotated[NonEmpty, Field(json_schema_extra={"pattern": ID_PATTERN})]
-
-
-def _storable_id(value: str) -> str:
-    # Said as an event's id is told, rather than as the pattern that would check it.
-    if "\x00" in value:
-        raise PydanticCustomError(
-            "invalid_id", "contains the character U+0000, which cannot be stored"
-        )
-    return value
-
-
-# A user id in a path, as events can carry one: U+0000 never is (no database stores it).
-UserIdPath = Annotated[str, Path(min_length=1, max_length=128), AfterValidator(_storable_id)]
-# One the route then holds to the ids events may carry (id_problem), as the document says.
-UserIdToSet = Annotated[
-    str,
-    Path(min_length=1, max_length=128, json_schema_extra={"pattern": ID_PATTERN}),
-    AfterValidator(_storable_id),
-]
-
-
-# A TypedDict, not a model: the endpoints want the plain dict, and validating straight
-# into one skips building a model and dumping it again (a tenth of the work of a batch).
-# Unknown fields are refused, not dropped: a misspelt "user_trait" would otherwise be
-# accepted with no traits, and the rules decided without them.
-@with_config(
-    ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "example": {
-                "event_id": "evt_01HF3",
-                "user_id": "u_12345",
-                "event_type": "payment_failed",
-                "event_timestamp": "2025-10-31T19:24:11Z",
-                "properties": {
-                    "amount": 1425.0,
-                    "attempt_number": 2,
-                    "failure_reason": "INSUFFICIENT_FUNDS",
-                },
-                "user_traits": {
-                    "email": "maria@example.com",
-                    "country": "PT",
-                    "marketing_opt_in": True,
-                },
-            }
-        },
-    )
-)
-class EventIn(TypedDict):
-    """One behavioural event, as the app sends it."""
-
-    event_id: NotRequired[
-        Annotated[Id | None, Field(description="Idempotency key; derived when absent")]
-    ]
-    user_id: Id
-    event_type: NonEmpty
-    event_timestamp: Annotated[
-        str,
-        StringConstraints(min_length=1, max_length=64),
-        Field(description="ISO 8601; with an offset it is converted to UTC, without one it is UTC"),
-    ]
-    properties: NotRequired[dict[str, Any]]
-    user_traits: NotRequired[dict[str, Any]]
-
-
-EVENT_FIELDS = tuple(EventIn.__annotations__)
-
-MAX_BATCH = 1000
-# One event's size, on its own or in a batch, and a batch's whole body.
-MAX_EVENT_BYTES = 1024 * 1024
-MAX_BATCH_BYTES = 8 * 1024 * 1024
-
-
-# A misspelt field beside `events` is refused, as beside an event's own fields.
-@with_config(ConfigDict(extra="forbid"))
-class BatchIn(TypedDict):
-    events: Annotated[
-        list[EventIn], Field(min_length=1, max_length=MAX_BATCH, description="up to 1,000 events")
-    ]
-
-
-@with_config(ConfigDict(extra="forbid"))
-class LooseBatchIn(TypedDict):
-    """A batch whose events are not checked yet: each is then accepted or rejected alone."""
-
-    events: Annotated[list[Any], Field(min_length=1, max_length=MAX_BATCH)]
+from pydantic import BaseModel, ConfigDict, Field
 
 
 # The answers are built by the routes and services, not validated on the way out (the
@@ -189,16 +87,6 @@ class BatchItem(_Answer):
 
 class BatchOut(_Answer):
     results: list[BatchItem]
-
-
-class PreferencesIn(BaseModel):
-    # A misspelt key (`unsubscribe`) is refused, as an event's is, rather than dropped
-    # with the channels it named while the rest of the body is applied.
-    model_config = ConfigDict(extra="forbid")
-
-    unsubscribed: list[Literal["email", "sms", "marketing"]] = Field(
-        description="Channels the user unsubscribed from; `marketing` for all marketing"
-    )
 
 
 class PreferencesOut(_Answer):
