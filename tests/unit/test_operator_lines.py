@@ -9,7 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from herald.cli.common import say, warn_of_unknown_variables
+from herald.cli.options import warn_of_unknown_variables
+from herald.cli.output import say
 from herald.config import Settings
 from herald.observability.logging import configure_logging
 

@@ -11,15 +11,10 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
-from herald.cli.common import (
-    DatabaseOpt,
-    Terminated,
-    console,
-    database_url_from,
-    fail,
-    open_database,
-    terminating_as_interrupted,
-)
+from herald.cli.database_opening import open_database
+from herald.cli.interrupts import Terminated, terminating_as_interrupted
+from herald.cli.options import DatabaseOpt, database_url_from
+from herald.cli.output import console, fail
 
 if TYPE_CHECKING:
     from herald.store.database import Database

@@ -9,7 +9,7 @@ import errno
 import ipaddress
 import socket
 
-from herald.cli.common import fail
+from herald.cli.output import fail
 from herald.config import Settings
 
 

@@ -9,19 +9,18 @@ from typing import Annotated
 
 import typer
 
-from herald.cli.common import (
-    DatabaseOpt,
-    RulesOpt,
-    default_of,
-    fail,
-    preflight,
-    say,
-    settings_from,
-    warn_of_unknown_variables,
-)
 from herald.cli.listening import check_serve_ports, http_url
 from herald.cli.maintenance import db_app, prune
 from herald.cli.messages import messages_app
+from herald.cli.options import (
+    DatabaseOpt,
+    RulesOpt,
+    default_of,
+    settings_from,
+    warn_of_unknown_variables,
+)
+from herald.cli.output import fail, say
+from herald.cli.preflight import preflight
 from herald.cli.rules import rules_app
 from herald.cli.worker import say_waiting_of_rules_gone, worker
 from herald.config import Settings

@@ -9,17 +9,10 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from herald.cli.backup import db_backup
-from herald.cli.common import (
-    DatabaseOpt,
-    Terminated,
-    console,
-    database_url_from,
-    fail,
-    fail_on_rule_file,
-    open_database,
-    settings_from,
-    terminating_as_interrupted,
-)
+from herald.cli.database_opening import open_database
+from herald.cli.interrupts import Terminated, terminating_as_interrupted
+from herald.cli.options import DatabaseOpt, database_url_from, settings_from
+from herald.cli.output import console, fail, fail_on_rule_file
 from herald.config import RuleFileSettings
 
 if TYPE_CHECKING:

@@ -7,7 +7,9 @@ from typing import Annotated, Any
 
 import typer
 
-from herald.cli.common import DatabaseOpt, console, database_url_from, fail, open_database
+from herald.cli.database_opening import open_database
+from herald.cli.options import DatabaseOpt, database_url_from
+from herald.cli.output import console, fail
 
 messages_app = typer.Typer(
     help="Messages: `failed` lists dead letters (those that failed for good), `retry` "

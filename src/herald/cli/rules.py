@@ -9,7 +9,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from herald.cli.common import checked_rules, settings_from
+from herald.cli.options import settings_from
+from herald.cli.preflight import checked_rules
 from herald.config import RuleFileSettings
 
 rules_app = typer.Typer(

@@ -12,17 +12,16 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from herald.cli.common import (
+from herald.cli.listening import host_port, http_url
+from herald.cli.options import (
     DatabaseOpt,
     RulesOpt,
     default_of,
-    fail,
-    preflight,
-    say,
     settings_from,
     warn_of_unknown_variables,
 )
-from herald.cli.listening import host_port, http_url
+from herald.cli.output import fail, say
+from herald.cli.preflight import preflight
 from herald.config import WorkerSettings
 from herald.orphans import parent_gone
 

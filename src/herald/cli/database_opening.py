@@ -1,0 +1,146 @@
+"""Opening the database a command names, or exiting with one line that says why it cannot:
+a bad URL, a missing or unopenable SQLite file, a schema this version cannot run on, a
+database that refuses writes, or Ctrl-C while it keeps the command waiting."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, NoReturn
+
+from herald.cli.output import fail
+
+if TYPE_CHECKING:
+    from herald.store.database import Database
+
+
+def open_database(
+    url: str,
+    *,
+    schema: Literal["any", "current", "upgrade"],
+    create: bool = False,
+    writes: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> Database:
+    """The database at ``url``, or exit 1 with one line: a bad URL, an unreachable server,
+    a SQLite file that does not exist (unless ``create``, which creates it readable by its
+    owner alone), a schema this version cannot run on, or a database that refuses writes.
+    ``schema``: ``"current"`` requires the schema to be current, ``"upgrade"`` upgrades a
+    SQLite database first, ``"any"`` only checks that the database answers (neither its
+    schema nor its writes). ``writes=False``: the command only reads, and may run on a
+    read-only database (a PostgreSQL replica)."""
+    from herald.store.database import Database, write_problem
+    from herald.store.database_errors import database_said
+    from herald.store.database_url import DatabaseUrlError
+    from herald.store.migrate import SchemaMismatch, current_revision, ensure_current
+
+    try:
+        database = Database(url)
+    except DatabaseUrlError as exc:
+        fail(str(exc))
+    path = database.sqlite_path
+    if path is not None and not create and not path.exists():
+        # Opening it would create an empty file beside the real one, e.g. in the folder
+        # a maintenance command happened to be run from.
+        database.dispose()
+        fail(
+            f"no SQLite database at {path.resolve()}: name Herald's database with --database "
+            "or HERALD_DATABASE_URL (`herald db upgrade` creates a new one)"
+        )
+    if path is not None and not path.exists():
+        _create_private(path)
+    try:
+        if schema == "any":
+            current_revision(database)
+        else:
+            upgrade = schema == "upgrade" and database.is_sqlite
+            ensure_current(database, auto_upgrade=upgrade, progress=progress)
+    except SchemaMismatch as exc:
+        database.dispose()
+        fail(str(exc))
+    except KeyboardInterrupt:
+        # Ctrl-C while the database keeps the command waiting (a lock another process
+        # holds, a server slow to answer): said, or the operator cannot tell what it did.
+        _interrupted_opening(database, upgrading=schema == "upgrade")
+    except Exception as exc:
+        database.dispose()
+        said = database_said(exc)
+        if "readonly" in said:  # SQLite in a folder it cannot write its log to
+            _refuses_writes(said, path)
+        if path is not None and "unable to open" in said:  # SQLite's SQLITE_CANTOPEN
+            fail(f"cannot open the SQLite database {path.resolve()}: {_why_unopenable(path)}")
+        if path is not None and "not a database" in said:  # SQLite's SQLITE_NOTADB
+            fail(
+                f"{path.resolve()} is not an SQLite database: name Herald's database with "
+                "--database or HERALD_DATABASE_URL"
+            )
+        fail(f"cannot reach the database: {type(exc).__name__}: {said}")
+    # A command that writes must not start on a read-only database: a server would say
+    # it is ready, and then refuse every event.
+    try:
+        refused = None if schema == "any" or not writes else write_problem(database)
+    except KeyboardInterrupt:
+        _interrupted_opening(database, upgrading=schema == "upgrade")
+    if refused is not None:
+        database.dispose()
+        _refuses_writes(refused, path)
+    return database
+
+
+def _interrupted_opening(database: Database, *, upgrading: bool) -> NoReturn:
+    """Exit 130 on Ctrl-C while the database kept the command waiting (a lock another
+    process holds, a server slow to answer), saying what it left: when it upgrades the
+    schema by itself, the revision it is at (an upgrade under way is rolled back whole,
+    one done stays), else nothing was changed."""
+    left = "nothing was changed"
+    if upgrading and database.is_sqlite:
+        from herald.store.migrate import current_revision
+
+        try:
+            left = f"the schema is at revision {current_revision(database) or 'none (empty)'}"
+        except Exception:  # still unreadable: an upgrade under way was rolled back
+            left = "the schema is where it was"
+    database.dispose()
+    fail(
+        "interrupted while opening the database (waiting for it to answer, or for a lock "
+        f"another process holds, or upgrading its schema): {left}",
+        code=130,
+    )
+
+
+def _create_private(path: Path) -> None:
+    """An empty SQLite file that only its owner may read: it will hold the audit's personal
+    data, and SQLite, left to create it, follows the umask (often readable by every user).
+    Its log files take the same permissions. An existing file is left as it is."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:  # another process created it meanwhile
+        pass
+    except OSError:  # a read-only folder: opening the database says so, in its words
+        pass
+
+
+def _why_unopenable(path: Path) -> str:
+    """Why SQLite could not open (or create) ``path``, with what to do: its bare "unable to
+    open database file" names neither the file nor the cause, which is almost always a
+    command run as another user than the one who owns the database."""
+    if path.is_dir():
+        return "it is a folder; name a file in it"
+    if not path.exists():
+        if not os.access(path.parent, os.W_OK | os.X_OK):
+            return (
+                f"this user may not create files in its folder {path.parent.resolve()}: run "
+                "as the user who owns that folder, or let this one write to it"
+            )
+        return "SQLite could not create it"
+    if not os.access(path, os.R_OK):
+        return "this user may not read it: run as the user who owns it, or give this one access"
+    if not os.access(path.parent, os.X_OK):
+        return f"this user may not enter its folder {path.parent.resolve()}"
+    return "SQLite could not open it"
+
+
+def _refuses_writes(said: str, sqlite_path: Path | None) -> NoReturn:
+    where = f" ({sqlite_path.resolve()} and its folder must be writable)" if sqlite_path else ""
+    fail(f"the database refuses writes: {said}{where}")

@@ -1,0 +1,93 @@
+"""The options the commands share, and the settings read from them over the ``HERALD_*``
+environment."""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from collections.abc import Mapping
+from typing import Annotated, TypeVar
+
+import typer
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
+
+from herald.cli.output import fail, say
+from herald.config import DatabaseSettings, Settings, WorkerSettings
+
+
+def default_of(setting: str) -> object:
+    """The value ``setting`` takes when neither its option nor its variable gives one: the
+    options' own defaults are None, so that the environment applies, and their help says
+    this one instead."""
+    return Settings.model_fields[setting].default
+
+
+DatabaseOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--database",
+        metavar="URL",
+        help="sqlite:///path.db or postgresql://... "
+        f"(default {default_of('database_url')}; env HERALD_DATABASE_URL)",
+    ),
+]
+RulesOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--rules", metavar="PATH", help="rule file (default: the packaged one; env HERALD_RULES)"
+    ),
+]
+
+
+SettingsT = TypeVar("SettingsT", bound=DatabaseSettings)
+
+
+def settings_from(kind: type[SettingsT], **overrides: object) -> SettingsT:
+    """The settings of ``kind`` (those the command reads, and no other) from the
+    command's options (``overrides``, None where not given) over the ``HERALD_*``
+    environment; exit 1 naming each setting that is wrong."""
+    given = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        return kind(**given)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        fail("invalid settings: " + "; ".join(_setting_problem(e, given) for e in exc.errors()))
+
+
+def database_url_from(option: str | None) -> str:
+    """The database URL of a command that reads no other setting: ``--database``, else
+    ``HERALD_DATABASE_URL``, else the default."""
+    return settings_from(DatabaseSettings, database_url=option).database_url
+
+
+def warn_of_unknown_variables(settings: WorkerSettings, environ: Mapping[str, str]) -> None:
+    """Say which ``HERALD_*`` variables of ``environ`` are no setting: a misspelt one
+    (``HERALD_DATABASE`` for ``HERALD_DATABASE_URL``) is ignored, and Herald runs on the
+    default it was meant to replace."""
+    known = [name.upper() for name in Settings.model_fields]
+    for name in sorted(environ):
+        setting = name.removeprefix("HERALD_")
+        if setting != name and setting not in known:
+            # Compared without the prefix, which every name shares.
+            close = difflib.get_close_matches(setting, known, n=1)
+            hint = f"; did you mean HERALD_{close[0]}?" if close else ""
+            say(
+                settings,
+                f"{name} is not a Herald setting, and is ignored{hint}",
+                level=logging.WARNING,
+            )
+
+
+def _setting_problem(error: ErrorDetails, given: Mapping[str, object]) -> str:
+    name = str(error["loc"][0]) if error["loc"] else "settings"
+    said = error["msg"].removeprefix("Value error, ")
+    # Never echo a token: a wrong one is still somebody's secret.
+    if "token" not in name and "input" in error:
+        said += f" (got {error['input']!r})"
+    # Named as the operator gave it: `--port 70000` is not a HERALD_PORT to look for.
+    return f"{_option_of(name) if name in given else f'HERALD_{name.upper()}'}: {said}"
+
+
+def _option_of(setting: str) -> str:
+    """The command-line option that gives ``setting``."""
+    return "--database" if setting == "database_url" else f"--{setting.replace('_', '-')}"

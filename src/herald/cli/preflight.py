@@ -1,0 +1,78 @@
+"""The checks made before a process starts serving: its rule file, its database, and the
+stub provider's file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from herald.cli.database_opening import open_database
+from herald.cli.output import fail, fail_on_rule_file, say
+from herald.config import WorkerSettings
+
+if TYPE_CHECKING:
+    from herald.delivery.setup import DeliveryPlan
+    from herald.rules.definition import RuleSet
+
+
+def checked_rules(
+    path: str | Path | None, outbox: Path = Path(os.devnull)
+) -> tuple[RuleSet, DeliveryPlan]:
+    """The rule set of the file at ``path`` and its delivery plan (its stub provider to
+    write ``outbox``, which nothing here opens): its providers and delivery settings are
+    checked too; otherwise exit 1 listing every problem of the file, one a line."""
+    from herald.bootstrap import load_rules_and_delivery
+    from herald.rules.loader import RuleFileError
+
+    try:
+        ruleset, plan = load_rules_and_delivery(path, outbox=outbox)
+    except RuleFileError as exc:
+        fail_on_rule_file(exc)
+    return ruleset, plan
+
+
+def preflight(settings: WorkerSettings, *, create_database: bool) -> tuple[RuleSet, DeliveryPlan]:
+    """Fail before serving on what would otherwise fail later: every problem of the rule
+    file, as `herald rules check` lists them, or the database's, in one clear line; with
+    ``create_database``, an absent SQLite file is created rather than refused. A process
+    that delivers also needs the stub provider's file, if a channel uses it, writable.
+    Returns the rule set and its delivery plan, the stub provider on that file."""
+    from herald.bootstrap import outbox_path
+    from herald.delivery.stub import StubProvider
+    from herald.store.database_url import DatabaseUrlError
+
+    try:
+        outbox = outbox_path(settings)
+    except DatabaseUrlError:  # refused below, once the rule file's problems are listed
+        outbox = Path(os.devnull)
+    ruleset, plan = checked_rules(settings.rules, outbox)
+    database = open_database(
+        settings.database_url,
+        schema="upgrade",
+        create=create_database,
+        progress=lambda step: say(settings, f"schema upgrade: {step}"),
+    )
+    database.dispose()
+    stubbed = any(isinstance(p, StubProvider) for p in plan.providers.values())
+    if settings.dispatcher and stubbed:
+        problem = _unwritable(outbox)
+        if problem:
+            fail(
+                f"the stub provider cannot write {outbox}: {problem} (set HERALD_OUTBOX_FILE, "
+                "or give the channels real providers in the rule file)"
+            )
+    return ruleset, plan
+
+
+def _unwritable(path: Path) -> str | None:
+    folder = path.parent
+    if not folder.is_dir():
+        return "its folder does not exist"
+    if path.is_dir():  # HERALD_OUTBOX_FILE naming the folder the file should go in
+        return "it is a folder; name a file in it"
+    if path.exists() and not os.access(path, os.W_OK):
+        return "the file is read-only"
+    if not path.exists() and not os.access(folder, os.W_OK):
+        return "its folder is read-only"
+    return None
