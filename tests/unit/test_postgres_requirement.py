@@ -15,7 +15,7 @@ from tests.support.ports import refused_port
 REPOSITORY = Path(__file__).resolve().parents[2]
 # One PostgreSQL test that needs nothing else.
 A_POSTGRES_TEST = (
-    "tests/integration/test_api.py::"
+    "tests/integration/api/test_preferences.py::"
     "test_a_preference_for_an_id_no_event_could_carry_is_refused[postgresql]"
 )
 

@@ -1,0 +1,310 @@
+"""How a request's body is read: malformed JSON, numbers beyond a double, content types and
+charsets, a byte order mark, compression, and the size limit, declared or chunked."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from herald.api.app import create_app
+from herald.api.schemas.responses import ValidationErrors
+from herald.config import Settings
+from tests.support.api_requests import payment_failed, signup
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/users/u_1/preferences", b'{"unsubscribed": ["em'),
+        ("POST", "/users/u_1/preferences", b'{"unsubscribed": ["fax"]}'),
+        ("GET", f"/audit/{'x' * 5000}", None),
+        ("GET", "/audit/u_1?limit=0", None),
+    ],
+)
+def test_every_route_answers_a_422_in_the_documented_shape_without_echoing_the_input(
+    client: TestClient, method: str, path: str, body: bytes | None
+) -> None:
+    headers = {"content-type": "application/json"}
+
+    response = client.request(method, path, content=body, headers=headers)
+
+    assert response.status_code == 422
+    errors = ValidationErrors.model_validate(response.json()).detail  # loc, msg, type only
+    assert errors and "x" * 200 not in response.text
+    assert all(error.msg for error in errors)
+
+
+def test_malformed_json_on_another_route_says_where_it_broke(client: TestClient) -> None:
+    response = client.post(
+        "/users/u_1/preferences",
+        content=b'{"unsubscribed": ["em',
+        headers={"content-type": "application/json"},
+    )
+
+    [error] = response.json()["detail"]
+    assert error["type"] == "json_invalid"
+    assert error["msg"] == "Invalid JSON: EOF while parsing a string at line 1 column 21"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b'{"unsubscribed": ["\xc3\x28"]}', b"\x80", b"[" * 100_000],
+    ids=["utf8", "byte", "deep"],
+)
+def test_a_preference_body_json_cannot_decode_is_a_documented_422_not_a_400(
+    client: TestClient, raw: bytes
+) -> None:
+    """Not UTF-8, or nested deeper than a JSON parser recurses: malformed JSON, answered
+    as ``POST /events`` answers it, not with FastAPI's own undocumented 400."""
+    headers = {"content-type": "application/json"}
+
+    response = client.post("/users/u_1/preferences", content=raw, headers=headers)
+    as_event = client.post("/events", content=raw, headers=headers)
+
+    assert response.status_code == as_event.status_code == 422
+    [error] = ValidationErrors.model_validate(response.json()).detail
+    assert (error.loc, error.type) == (["body"], "json_invalid")
+    assert response.json() == as_event.json()
+
+
+def test_a_key_given_twice_counts_once_with_its_last_value(client: TestClient) -> None:
+    # As JSON.parse and most parsers read it, and as the README says: the stored event,
+    # its decisions and the audit all see the one value.
+    body = json.dumps(payment_failed(user="u_twice")).encode()
+    body = body.replace(
+        b'"failure_reason": "', b'"failure_reason": "CARD_DECLINED", "failure_reason": "'
+    )
+
+    response = client.post("/events", content=body, headers={"content-type": "application/json"})
+
+    assert response.status_code == 202
+    [event] = client.get("/audit/u_twice").json()["events"]
+    assert event["properties"]["failure_reason"] == "INSUFFICIENT_FUNDS"
+    funds = next(d for d in event["decisions"] if d["rule"] == "INSUFFICIENT_FUNDS_EMAIL")
+    assert funds["outcome"] == "triggered"
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b'"text"', b""])
+def test_malformed_or_non_object_bodies_are_client_errors(client: TestClient, raw: bytes) -> None:
+    response = client.post("/events", content=raw, headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert [error["loc"] for error in response.json()["detail"]] == [["body"]]
+
+
+@pytest.mark.parametrize("number", [b"1e400", b"-1e400", b"Infinity", b"NaN"])
+def test_a_number_beyond_a_double_or_not_a_number_is_refused_not_stored_as_null(
+    client: TestClient, number: bytes
+) -> None:
+    body = json.dumps(payment_failed(user="u_inf")).encode().replace(b"1425.0", number)
+
+    response = client.post("/events", content=body, headers={"content-type": "application/json"})
+
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "properties", "amount"]
+    assert client.get("/audit/u_inf").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"content-type": "text/plain"}, {"content-type": "application/x-www-form-urlencoded"}, {}],
+    ids=["text", "form", "none"],
+)
+def test_a_body_not_sent_as_json_is_refused_with_415_and_stores_nothing(
+    client: TestClient, headers: dict[str, str]
+) -> None:
+    # What a web page on another origin could post without asking (no CORS preflight).
+    body = json.dumps(payment_failed(user="u_form")).encode()
+
+    response = client.post("/events", content=body, headers=headers)
+
+    assert response.status_code == 415
+    assert "application/json" in response.json()["detail"]
+    assert client.get("/audit/u_form").status_code == 404
+
+
+def test_each_415_a_route_answers_is_one_its_openapi_entry_names(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    refusals = {
+        "compressed": {"content-type": "application/json", "content-encoding": "gzip"},
+        "application/json": {"content-type": "text/plain"},
+        "UTF-8": {"content-type": "application/json; charset=latin-1"},
+    }
+    for path, documented in (
+        ("/events", paths["/events"]),
+        ("/events/batch", paths["/events/batch"]),
+        ("/users/u_1/preferences", paths["/users/{user_id}/preferences"]),
+    ):
+        description = documented["post"]["responses"]["415"]["description"]
+        for named, headers in refusals.items():
+            assert client.post(path, content=b"{}", headers=headers).status_code == 415
+            assert named in description, (path, description)
+
+
+def test_a_body_starting_with_a_utf8_byte_order_mark_is_read_as_the_json_after_it(
+    client: TestClient,
+) -> None:
+    # As a file saved by some editors and Windows tools begins.
+    def with_mark(body: Any) -> dict[str, Any]:
+        return {
+            "content": b"\xef\xbb\xbf" + json.dumps(body).encode(),
+            "headers": {"content-type": "application/json"},
+        }
+
+    answers = [
+        client.post("/events", **with_mark(signup(user="u_bom"))),
+        client.post("/events/batch", **with_mark({"events": [signup(user="u_bom2")]})),
+        client.post("/users/u_bom/preferences", **with_mark({"unsubscribed": ["sms"]})),
+    ]
+
+    assert [answer.status_code for answer in answers] == [202, 200, 200], [a.text for a in answers]
+    assert answers[1].json()["results"][0]["status"] == "accepted"
+
+
+def test_json_with_a_charset_or_a_json_suffix_type_is_accepted(client: TestClient) -> None:
+    body = json.dumps(payment_failed(user="u_ct")).encode()
+    answers = [
+        client.post("/events", content=body, headers={"content-type": content_type})
+        for content_type in ("application/json; charset=utf-8", "application/vnd.herald+json")
+    ]
+    # The same event twice: stored the first time, recognised as stored the second.
+    assert [(a.status_code, a.json()["status"]) for a in answers] == [
+        (202, "accepted"),
+        (200, "duplicate"),
+    ], [a.text for a in answers]
+
+
+@pytest.mark.parametrize("path", ["/events", "/events/batch"])
+def test_json_declared_in_another_charset_than_utf8_is_refused_with_415_and_stores_nothing(
+    client: TestClient, path: str
+) -> None:
+    # "JosÃ©" in Latin-1: its bytes read as UTF-8 would store the name "José".
+    event = signup(user="u_latin", user_traits={"first_name": "JosÃ©"})
+    body = json.dumps(event if path == "/events" else {"events": [event]}, ensure_ascii=False)
+    headers = {"content-type": 'application/json; charset="ISO-8859-1"'}
+
+    response = client.post(path, content=body.encode("latin-1"), headers=headers)
+
+    assert response.status_code == 415
+    assert response.json()["detail"] == "send JSON in UTF-8 (got charset 'iso-8859-1')"
+    assert client.get("/audit/u_latin").status_code == 404
+
+
+def test_a_body_over_one_mebibyte_is_refused_with_413(client: TestClient) -> None:
+    big = payment_failed(
+        properties={"amount": 1, "attempt_number": 1, "failure_reason": "x" * 1_100_000}
+    )
+    assert client.post("/events", json=big).status_code == 413
+
+
+def chunked(body: bytes, size: int = 64 * 1024) -> Iterator[bytes]:
+    """``body`` sent in pieces with no declared length (Transfer-Encoding: chunked)."""
+    for start in range(0, len(body), size):
+        yield body[start : start + size]
+
+
+@pytest.mark.parametrize("path", ["/events", "/users/u_1/preferences"])
+def test_a_chunked_body_over_one_mebibyte_is_refused_with_413_on_every_route(
+    client: TestClient, path: str
+) -> None:
+    body = json.dumps({"events": [], "padding": "x" * 1_100_000}).encode()
+    headers = {"content-type": "application/json"}
+
+    response = client.post(path, content=chunked(body), headers=headers)
+
+    assert response.status_code == 413
+
+
+def test_a_chunked_body_is_not_read_for_a_request_refused_without_it(
+    settings: Settings,
+) -> None:
+    """The token is checked before the body is read: a client without it cannot make
+    Herald hold megabytes of body (as buffering it first, up to the limit, would)."""
+    guarded = settings.model_copy(update={"ingest_token": "secret", "dispatcher": False})
+    app = create_app(guarded)
+    pulled = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal pulled
+        pulled += 1
+        return {"type": "http.request", "body": b"x" * 65536, "more_body": pulled < 128}
+
+    answers: list[int] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            answers.append(message["status"])
+
+    scope = {
+        "type": "http", "method": "POST", "path": "/events/batch", "raw_path": b"/events/batch",
+        "query_string": b"", "root_path": "", "scheme": "http", "http_version": "1.1",
+        "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 1), "app": app,
+        "headers": [(b"content-type", b"application/json"), (b"transfer-encoding", b"chunked")],
+    }  # fmt: skip
+
+    async def request() -> None:
+        async with app.router.lifespan_context(app):
+            await app(scope, receive, send)
+
+    asyncio.run(request())
+
+    assert answers == [401]
+    assert pulled == 0
+
+
+@pytest.mark.parametrize(("path", "answer"), [("/rules", 405), ("/events", 422)])
+def test_a_post_without_a_body_is_not_refused_for_its_content_type(
+    settings: Settings, path: str, answer: int
+) -> None:
+    """``curl -X POST`` sends neither Content-Length nor Transfer-Encoding: no body, so no
+    Content-Type to check. A POST to a GET route is a 405, an event without a body a 422."""
+    app = create_app(settings.model_copy(update={"dispatcher": False}))
+    answers: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            answers.append(message["status"])
+
+    scope = {
+        "type": "http", "method": "POST", "path": path, "raw_path": path.encode(),
+        "query_string": b"", "root_path": "", "scheme": "http", "http_version": "1.1",
+        "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 1), "app": app,
+        "headers": [(b"host", b"127.0.0.1")],
+    }  # fmt: skip
+
+    async def request() -> None:
+        async with app.router.lifespan_context(app):
+            await app(scope, receive, send)
+
+    asyncio.run(request())
+
+    assert answers == [answer]
+
+
+def test_a_chunked_event_within_the_limit_is_accepted(client: TestClient) -> None:
+    body = json.dumps(payment_failed(event_id="chunked")).encode()
+
+    response = client.post(
+        "/events", content=chunked(body, size=50), headers={"content-type": "application/json"}
+    )
+
+    assert response.status_code == 202
+
+
+def test_a_compressed_body_is_refused_with_415_saying_so(client: TestClient) -> None:
+    body = gzip.compress(json.dumps(payment_failed(user="u_gz")).encode())
+    headers = {"content-type": "application/json", "content-encoding": "gzip"}
+
+    response = client.post("/events", content=body, headers=headers)
+
+    assert response.status_code == 415
+    assert "Content-Encoding 'gzip' is not supported" in response.json()["detail"]
+    assert client.get("/audit/u_gz").status_code == 404

@@ -1,0 +1,100 @@
+"""Unsubscribes, set through the admin route or sent by the app as a trait, and what they
+stop, cancel or leave alone."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+
+from tests.support.api_requests import payment_failed, signup
+from tests.support.processes import wait_for
+
+
+def test_an_unsubscribe_skips_marketing_but_not_transactional_messages(client: TestClient) -> None:
+    response = client.post("/users/u_3/preferences", json={"unsubscribed": ["email"]})
+    assert response.status_code == 200
+    welcome = client.post("/events", json=signup(user="u_3", event_id="s3")).json()["decisions"][0]
+    assert welcome["outcome"] == "skipped" and "unsubscribed from email" in welcome["reason"]
+    funds = client.post("/events", json=payment_failed(user="u_3", event_id="p3")).json()[
+        "decisions"
+    ]
+    assert (
+        next(d for d in funds if d["rule"] == "INSUFFICIENT_FUNDS_EMAIL")["outcome"] == "triggered"
+    )
+
+
+def test_an_unsubscribe_cancels_a_marketing_dead_letter_as_its_answer_documents(
+    client: TestClient,
+) -> None:
+    welcome = client.post("/events", json=signup(user="u_dead")).json()["decisions"][0]
+    database = client.app.state.runtime.database  # type: ignore[attr-defined]
+    wait_for(lambda: client.get("/audit/u_dead").json()["messages"][0]["status"] == "sent", "sent")
+    with database.writer.begin() as connection:  # as if every attempt had failed
+        connection.execute(
+            text("UPDATE messages SET status = 'failed' WHERE message_id = :id"),
+            {"id": welcome["message_id"]},
+        )
+
+    answer = client.post("/users/u_dead/preferences", json={"unsubscribed": ["email"]}).json()
+
+    assert answer["cancelled_messages"] == [welcome["message_id"]]
+    documented = client.get("/openapi.json").json()["components"]["schemas"]["PreferencesOut"]
+    assert "dead letter" in documented["properties"]["cancelled_messages"]["description"]
+
+
+def test_an_event_saying_unsubscribed_is_empty_does_not_undo_an_unsubscribe_made_here(
+    client: TestClient,
+) -> None:
+    client.post("/users/u_4/preferences", json={"unsubscribed": ["email"]})
+    traits = {"email": "u_4@example.com", "marketing_opt_in": True, "unsubscribed": []}
+    answer = client.post("/events", json=signup(user="u_4", user_traits=traits)).json()
+
+    welcome = answer["decisions"][0]
+    assert welcome["outcome"] == "skipped" and "unsubscribed from email" in welcome["reason"]
+
+
+def test_an_unsubscribe_the_app_sends_as_a_trait_holds_for_the_user_s_later_events(
+    client: TestClient,
+) -> None:
+    unsubscribing = payment_failed(user="u_5", event_id="p5")
+    unsubscribing["user_traits"] = {**unsubscribing["user_traits"], "unsubscribed": ["email"]}
+    assert client.post("/events", json=unsubscribing).status_code == 202
+
+    welcome = client.post("/events", json=signup(user="u_5")).json()["decisions"][0]
+
+    assert welcome["outcome"] == "skipped" and "unsubscribed from email" in welcome["reason"]
+
+
+def test_an_opt_out_dated_after_a_late_signup_skips_its_welcome_though_the_signup_opted_in(
+    client: TestClient,
+) -> None:
+    opting_out = payment_failed(user="u_9", event_timestamp="2025-11-01T11:00:00Z")
+    opting_out["user_traits"] = {"marketing_opt_in": False}
+    assert client.post("/events", json=opting_out).status_code == 202
+
+    answer = client.post("/events", json=signup(user="u_9")).json()  # 10:00, opted in
+
+    welcome = answer["decisions"][0]
+    assert welcome["outcome"] == "skipped"
+    assert "marketing_opt_in is false" in welcome["reason"]
+    assert "later" in welcome["reason"]
+    assert client.get("/audit/u_9").json()["messages"] == []
+
+
+def test_a_preference_for_an_id_no_event_could_carry_is_refused(client: TestClient) -> None:
+    response = client.post("/users/%20u_6/preferences", json={"unsubscribed": ["email"]})
+
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["path", "user_id"]
+    assert client.get("/audit/%20u_6").status_code == 404
+
+
+def test_a_preference_body_with_a_key_it_does_not_define_is_refused_not_half_applied(
+    client: TestClient,
+) -> None:
+    body = {"unsubscribed": ["email"], "unsubscribe": ["sms"]}
+    response = client.post("/users/u_7/preferences", json=body)
+
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "unsubscribe"]
+    assert client.get("/audit/u_7").status_code == 404  # nothing was stored
