@@ -13,9 +13,7 @@ import functools
 import logging
 import smtplib
 import ssl
-import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -25,6 +23,8 @@ from typing import Literal
 from herald.delivery.email_message import ascii_domain, build_message
 from herald.delivery.provider import DeliveryResult, SendRequest
 from herald.delivery.smtp_connection import AbortableSMTP, SendAttempt, quit_and_close
+from herald.delivery.smtp_pool import IdleConnections
+from herald.delivery.smtp_replies import classify_refused, classify_reply
 
 log = logging.getLogger(__name__)
 
@@ -119,12 +119,7 @@ class SmtpProvider:
         self.messages_per_connection = messages_per_connection
         self.idle_seconds = idle_seconds
         self._threads: ThreadPoolExecutor | None = None
-        # Connections waiting for a send, the longest idle first, each with the time
-        # (``time.monotonic``) it was given back.
-        self._idle: deque[tuple[AbortableSMTP, float]] = deque()
-        self._idle_lock = threading.Lock()
-        # Counts ``aclose`` calls: a connection opened before the last one is not kept.
-        self._generation = 0
+        self._idle = IdleConnections()  # drained by ``aclose``
 
     @property
     def target(self) -> str:
@@ -166,9 +161,7 @@ class SmtpProvider:
     async def aclose(self) -> None:
         """Close the idle connections (QUIT, all at once) and let the send threads end;
         idempotent. A send still running closes its connection when it ends."""
-        with self._idle_lock:
-            idle, self._idle = [smtp for smtp, _ in self._idle], deque()
-            self._generation += 1
+        idle = self._idle.drain()
         threads, self._threads = self._threads, None
         if threads is None:
             return
@@ -212,7 +205,7 @@ class SmtpProvider:
         smtp = reused or AbortableSMTP(
             timeout=self.timeout,
             implicit_tls=context if self.tls == "implicit" else None,
-            generation=self._generation,
+            generation=self._idle.generation,
         )
         kept = False
         try:
@@ -235,11 +228,11 @@ class SmtpProvider:
                 if not kept:
                     _say_goodbye(smtp)
         except smtplib.SMTPRecipientsRefused as exc:
-            return _classify_refused(exc.recipients)
+            return classify_refused(exc.recipients)
         except smtplib.SMTPResponseException as exc:
             if reused is not None and exc.smtp_code == 421 and not smtp.mail_accepted:
                 return None  # MAIL answered "closing": the relay let the idle one go
-            return _classify_reply(exc.smtp_code, exc.smtp_error)
+            return classify_reply(exc.smtp_code, exc.smtp_error)
         except smtplib.SMTPServerDisconnected as exc:
             # smtplib reports a read timeout as a disconnect; say which it was.
             if isinstance(exc.__context__, TimeoutError):
@@ -260,18 +253,13 @@ class SmtpProvider:
             if not kept:
                 smtp.close()
         if refused or attempt.accepted is None:  # only possible with several recipients
-            return _classify_refused(refused)
+            return classify_refused(refused)
         return attempt.accepted
 
     def _take_idle(self) -> AbortableSMTP | None:
         """The connection given back last, if any; those idle for too long are closed."""
-        now = time.monotonic()
-        with self._idle_lock:
-            stale: list[AbortableSMTP] = []
-            while self._idle and now - self._idle[0][1] > self.idle_seconds:
-                stale.append(self._idle.popleft()[0])
-            taken = self._idle.pop()[0] if self._idle else None
-            threads = self._threads
+        taken, stale = self._idle.take(self.idle_seconds)
+        threads = self._threads
         for smtp in stale:
             # On another thread: a relay that no longer answers would hold this send
             # for the timeout.
@@ -288,11 +276,7 @@ class SmtpProvider:
         its send was cut off, or the provider was closed since it was opened."""
         if smtp.messages_sent >= self.messages_per_connection:
             return False
-        with self._idle_lock:
-            if smtp.generation != self._generation or not attempt.release():
-                return False
-            self._idle.append((smtp, time.monotonic()))
-        return True
+        return self._idle.give_back(attempt, smtp)
 
 
 def _say_goodbye(smtp: smtplib.SMTP) -> None:
@@ -306,18 +290,3 @@ def _say_goodbye(smtp: smtplib.SMTP) -> None:
         return
     if code != 221:
         log.info("the SMTP server answered QUIT with %s %r after accepting a message", code, reply)
-
-
-def _classify_reply(code: int, error: bytes | str, prefix: str = "") -> DeliveryResult:
-    text = error.decode("utf-8", "replace") if isinstance(error, bytes) else str(error)
-    detail = f"{prefix}SMTP {code}: {' '.join(text.split())[:200]}"
-    if 500 <= code < 600:
-        return DeliveryResult.failed(detail)
-    # 4xx is "try again later" by definition; anything odd (e.g. -1 for an
-    # unreadable greeting) is treated the same rather than losing the message.
-    return DeliveryResult.retry(detail)
-
-
-def _classify_refused(recipients: dict[str, tuple[int, bytes]]) -> DeliveryResult:
-    address, (code, error) = next(iter(recipients.items()))
-    return _classify_reply(code, error, prefix=f"{address} refused: ")
