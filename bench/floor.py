@@ -27,7 +27,7 @@ from loadgen import EventFactory
 from measure import SPREAD_S
 from pydantic import TypeAdapter
 
-from herald.api.schemas import BatchIn
+from herald.api.schemas.requests import BatchIn
 from herald.bootstrap import load_rules_and_delivery
 from herald.domain.model import Event, UserProfile
 from herald.rules.definition import RuleSet
