@@ -20,7 +20,7 @@ from herald.store.database import Database
 from herald.store.outbox import FAILED, PENDING, SENDING, SENT, AttemptRecord
 from herald.store.tables import delivery_attempts, messages
 from herald.store.unit_of_work import UnitOfWork
-from tests.integration.test_store_contract import LEASE, SECOND, T0, message_row
+from tests.support.store_rows import LEASE, SECOND, T0, message_row
 
 WORKERS = ("a", "b", "c")
 KEYS = tuple(f"RULE:u_{n}" for n in range(6))

@@ -1,5 +1,5 @@
 """The store's contract for an operator's cancel of a rule (`herald messages cancel
---rule`), on every backend like the rest of the contract (test_store_contract.py): the
+--rule`), on every backend like the rest of the contract (this folder): the
 messages waiting are cancelled at once, and those being sent end cancelled however their
 claim ends, unless they were sent."""
 
@@ -22,7 +22,7 @@ from herald.store.outbox import (
     RuleCancel,
 )
 from herald.store.unit_of_work import ReadOnly, UnitOfWork
-from tests.integration.test_store_contract import (
+from tests.support.store_rows import (
     HOUR,
     LEASE,
     SECOND,
