@@ -47,8 +47,19 @@ COMMANDS = {
             "not an SQLite URL: 'sqlite://./herald.db': SQLite has no host, so its URL has "
             "three slashes before a relative path (sqlite:///./herald.db)",
         ),
+        (
+            "herald.db",  # a file's path as it is, not a URL
+            "not a database URL: 'herald.db': name an SQLite file as sqlite:///herald.db",
+        ),
     ],
-    ids=["unsupported", "in-memory", "unreachable", "port parameter", "sqlite with a host"],
+    ids=[
+        "unsupported",
+        "in-memory",
+        "unreachable",
+        "port parameter",
+        "sqlite with a host",
+        "a bare path",
+    ],
 )
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_a_database_that_cannot_serve_is_one_clear_line(

@@ -46,6 +46,14 @@ def shown_url(raw: str) -> str:
 def normalise_url(raw: str) -> URL:
     """Accept ``sqlite:///file.db`` and ``postgresql://...`` (psycopg 3 is the driver), or
     ``postgres://...`` as many hosts hand PostgreSQL's URLs out."""
+    if "://" not in raw:
+        # A file's path given as it is (`--database herald.db`): SQLAlchemy's own words,
+        # "Could not parse SQLAlchemy URL", do not say what a URL would be.
+        raise DatabaseUrlError(
+            f"not a database URL: {hide_password(raw)!r}: name an SQLite file as "
+            f"sqlite:///{raw} (three slashes before a relative path, four before an absolute "
+            "one) and PostgreSQL as postgresql://user@host/database"
+        )
     try:
         url = make_url(raw)
     except Exception as exc:
