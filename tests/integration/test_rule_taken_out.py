@@ -213,3 +213,30 @@ def test_a_message_being_sent_when_its_rule_is_cancelled_ends_cancelled_unless_s
         assert "delivered 1 message(s): 0 sent, 0 to retry, 0 failed, 0 deferred, 1 cancelled" in (
             said
         )
+
+
+def test_cancelling_a_rule_id_with_no_messages_names_the_rules_that_have_some(
+    database: Database, database_url: str
+) -> None:
+    """A rule id typed wrong (in another case, say) cancels nothing: said as "cancelled 0"
+    alone, it would read as if the rule had nothing waiting."""
+    decide(database, ["waiting"])
+    command = ["messages", "cancel", "--database", database_url, "--rule"]
+
+    mistyped = CliRunner().invoke(cli, [*command, "welcome_email"], env={"COLUMNS": "1000"})
+    CliRunner().invoke(cli, [*command, "WELCOME_EMAIL"], env={"COLUMNS": "1000"})
+    CliRunner().invoke(cli, [*command, "INSUFFICIENT_FUNDS_EMAIL"], env={"COLUMNS": "1000"})
+    nothing_left = CliRunner().invoke(cli, [*command, "WELCOME_EMAIL"], env={"COLUMNS": "1000"})
+
+    assert mistyped.exit_code == 0, mistyped.output
+    assert mistyped.output.splitlines() == [
+        "cancelled 0 message(s) of welcome_email",
+        "no message of welcome_email was waiting to be sent or a dead letter; rules that "
+        "have some: INSUFFICIENT_FUNDS_EMAIL (1), WELCOME_EMAIL (1)",
+    ]
+    assert nothing_left.output.splitlines() == [
+        "cancelled 0 message(s) of WELCOME_EMAIL",
+        "no message of WELCOME_EMAIL was waiting to be sent or a dead letter; no rule has any",
+    ]
+    with ReadOnly(database) as read:
+        assert read.outbox.get(welcome_of("waiting")).status == CANCELLED

@@ -154,12 +154,22 @@ def messages_cancel(
                 reason=f"cancelled by `herald messages cancel --rule {rule}`",
                 now_us=to_micros(utc_now()),
             )
+            nothing = not done.cancelled and not done.in_flight
+            others = uow.outbox.cancellable_by_rule() if nothing else {}
             uow.commit()
     except KeyboardInterrupt:
         fail("interrupted before the cancel was committed: nothing was cancelled", code=130)
     finally:
         db.dispose()
     console.print(f"cancelled {done.cancelled} message(s) of {rule}", markup=False)
+    if nothing:
+        # Nothing of the rule: a mistyped id (ids are case-sensitive) looks the same.
+        listed = ", ".join(f"{name} ({others[name]})" for name in sorted(others))
+        console.print(
+            f"no message of {rule} was waiting to be sent or a dead letter; "
+            + (f"rules that have some: {listed}" if others else "no rule has any"),
+            markup=False,
+        )
     if done.in_flight:
         console.print(
             f"{done.in_flight} message(s) of {rule} being sent now will be cancelled when "

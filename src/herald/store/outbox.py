@@ -162,6 +162,16 @@ class OutboxRepository(OutboxReads, OutboxClaims, OutboxClaimOutcomes):
         ended = Counter(status for (status,) in self._conn.execute(statement))
         return RuleCancel(cancelled=ended[CANCELLED], in_flight=ended[SENDING])
 
+    def cancellable_by_rule(self) -> dict[str, int]:
+        """How many messages ``cancel_rule`` would cancel, for each rule that has any: a
+        rule id typed wrong cancels nothing, and these are the ids it may have meant."""
+        query = (
+            select(messages.c.rule, func.count())
+            .where(messages.c.status.in_([PENDING, FAILED]), ~_REDACTED)
+            .group_by(messages.c.rule)
+        )
+        return {row[0]: int(row[1]) for row in self._conn.execute(query)}
+
     def cancel_marketing(
         self, user_id: str, channels: Collection[str] | None, *, reason: str, now_us: int
     ) -> list[str]:
