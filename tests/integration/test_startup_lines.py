@@ -4,6 +4,7 @@ log read later, or from another folder, cannot tell which `./herald.db` it was."
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from tests.support.ports import free_port
@@ -48,6 +49,9 @@ def test_serve_with_the_dispatcher_inline_says_where_each_channel_delivers(
 
     outbox = tmp_path.resolve() / "outbox.jsonl"
     assert "delivery in the API" in output
+    # The name its claims carry, as a worker says it.
+    assert f" dispatcher {socket.gethostname()[:40]}:" in output
+    assert f" on sqlite:///{tmp_path.resolve() / 'herald.db'}\n" in output
     assert f"\ndelivering email: stub, {outbox}; sms: stub, {outbox}; " in output
 
 

@@ -31,6 +31,7 @@ from herald.config import Settings
 from herald.observability.metrics import serve_metrics
 from herald.orphans import parent_gone
 from herald.store.database_errors import database_said, unavailable
+from herald.store.database_url import shown_url
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,14 @@ def _lifespan(
             else None
         )
         await runtime.start()
+        if runtime.dispatcher is not None:
+            # Named as a worker names itself: its claims carry this name, and each API
+            # process delivering inline is a dispatcher of its own.
+            log.info(
+                "dispatcher %s on %s",
+                runtime.dispatcher.worker_id,
+                shown_url(settings.database_url),
+            )
         # Everything built so far lives as long as the process: moving it out of the
         # collector's sight makes each collection walk only the requests' own objects
         # (measured: a third less CPU per request).
