@@ -37,7 +37,11 @@ def db_upgrade(database: DatabaseOpt = None) -> None:
     try:
         # The revision it started from once its turn came: another upgrade may have gone first.
         before = upgrade(db, progress=lambda step: console.print(f"  {step}"))
-        console.print(f"schema: {before or 'empty'} -> {current_revision(db)}")
+        after = current_revision(db)
+        if before == after:  # "0004 -> 0004" read as if something had been done
+            console.print(f"schema: already at {after}, nothing to apply")
+        else:
+            console.print(f"schema: {before or 'empty'} -> {after}")
     except KeyboardInterrupt:
         # The upgrade is one transaction: the revisions it had applied were rolled back.
         fail(
