@@ -168,7 +168,8 @@ def ensure_current(
     if auto_upgrade:
         upgrade(database, progress)
         return
+    at = f"at {current}" if current else "not there yet (an empty database)"
     raise SchemaMismatch(
-        f"the database schema is at {current or 'nothing (empty database)'}, Herald needs "
-        f"{head_revision()}: run `herald db upgrade --database URL` first"
+        f"the database schema is {at}, Herald needs {head_revision()}: run `herald db "
+        "upgrade --database URL` first"
     )
