@@ -55,11 +55,22 @@ def load_rule_file(
     path = Path(path) if path is not None else default_rules_path()
     try:
         text = path.read_text(encoding="utf-8")
+    except IsADirectoryError:
+        raise RuleFileError(str(path), [_a_folder_given(path)]) from None
     except OSError as exc:
         raise RuleFileError(str(path), [f"cannot read: {exc.strerror}"]) from None
     except UnicodeDecodeError as exc:
         raise RuleFileError(str(path), [f"the file {not_utf8(exc)}"]) from None
     return _parse(text, str(path), path.parent / "templates", read_settings)
+
+
+def _a_folder_given(path: Path) -> str:
+    """What to say of a folder named as the rule file: the one that holds it and its
+    templates, most likely, whose YAML files are named so the right one can be picked."""
+    files = sorted(str(found) for found in path.glob("*.y*ml") if found.is_file())
+    if files:
+        return f"a folder, not a rule file: name the file itself ({', '.join(files[:5])})"
+    return "a folder, not a rule file: name the YAML file itself"
 
 
 def parse_ruleset(text: str, *, source: str, template_dir: Path) -> RuleSet:

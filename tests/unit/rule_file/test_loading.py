@@ -175,6 +175,20 @@ def test_a_missing_rule_file_is_reported_not_raised_as_a_crash(tmp_path: Path) -
     assert problems_of(tmp_path / "absent.yaml") == ["cannot read: No such file or directory"]
 
 
+def test_a_folder_named_as_the_rule_file_is_told_apart_with_the_files_it_holds(
+    tmp_path: Path,
+) -> None:
+    """`--rules rules/`, the folder that holds the rule file and its templates, said only
+    "Is a directory"."""
+    path = write_rule_file(tmp_path, GOOD_RULE)
+    (tmp_path / "templates").mkdir(exist_ok=True)
+
+    assert problems_of(tmp_path) == [f"a folder, not a rule file: name the file itself ({path})"]
+    assert problems_of(tmp_path / "templates") == [
+        "a folder, not a rule file: name the YAML file itself"
+    ]
+
+
 def test_a_rule_file_not_saved_as_utf8_is_reported_with_its_line(tmp_path: Path) -> None:
     path = write_rule_file(tmp_path, GOOD_RULE + "    description: Caf\u00e9\n")
     path.write_bytes(path.read_text(encoding="utf-8").encode("latin-1"))
