@@ -130,3 +130,27 @@ def test_a_command_that_opens_the_database_refuses_a_bad_herald_database_url(
 
     assert code == 1, output
     assert "error: unsupported database 'mysql': use sqlite or postgresql" in output
+
+
+@pytest.mark.parametrize(
+    ("command", "host_given"),
+    [
+        (["worker", "--metrics-host", "0.0.0.0"], {}),
+        (["serve", "--port", "0"], {"HERALD_METRICS_HOST": "0.0.0.0"}),
+    ],
+    ids=["worker option", "serve variable"],
+)
+def test_a_metrics_host_without_a_port_is_said_to_serve_nothing(
+    migrated: str, tmp_path: Path, command: list[str], host_given: dict[str, str]
+) -> None:
+    """Metrics asked for on a host, but on no port, were served nowhere, in silence."""
+    env = herald_environment(HERALD_DATABASE_URL=migrated, **host_given)
+    with HeraldProcess(command[0], log_dir=tmp_path) as process:
+        process.start(command, env, cwd=tmp_path)
+        process.wait_for_output("delivering ")
+        output = process.output()
+
+    assert (
+        "warning: the metrics host 0.0.0.0 is ignored without a metrics port: set "
+        "HERALD_METRICS_PORT (a worker's --metrics-port) to serve the metrics"
+    ) in output

@@ -22,7 +22,7 @@ from herald.cli.options import (
 from herald.cli.output import fail, say
 from herald.cli.preflight import preflight
 from herald.cli.rules import rules_app
-from herald.cli.worker import say_waiting_of_rules_gone, worker
+from herald.cli.worker import say_waiting_of_rules_gone, warn_of_a_metrics_host_alone, worker
 from herald.config import Settings
 
 app = typer.Typer(
@@ -110,6 +110,7 @@ def serve(
     )
     configure_logging(settings.log_level, settings.log_format)  # uvicorn's lines too
     warn_of_unknown_variables(settings, os.environ)
+    warn_of_a_metrics_host_alone(settings)
     problem = settings.exposure_problem()
     if problem:
         fail(problem, code=2)

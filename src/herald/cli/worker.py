@@ -79,6 +79,7 @@ def worker(
     configure_logging(settings.log_level, settings.log_format)
     if parent_pid is None:  # serve's own dispatcher: serve has said so already
         warn_of_unknown_variables(settings, os.environ)
+        warn_of_a_metrics_host_alone(settings)
     # A dispatcher delivers what an API stored: a database it would have to create is
     # the wrong one.
     preflight(settings, create_database=False)
@@ -133,6 +134,18 @@ _STOPPED_AT_ONCE = (
     "stopped at once: the messages it was sending may have gone out, and will be sent "
     "again once their claims run out (the receiver sees the same Idempotency-Key)"
 )
+
+
+def warn_of_a_metrics_host_alone(settings: WorkerSettings) -> None:
+    """Say that a metrics host given without a port serves nothing: the operator who set
+    one expects metrics there, and would otherwise find the port closed in silence."""
+    if settings.metrics_port is None and "metrics_host" in settings.model_fields_set:
+        say(
+            settings,
+            f"the metrics host {settings.metrics_host} is ignored without a metrics port: "
+            "set HERALD_METRICS_PORT (a worker's --metrics-port) to serve the metrics",
+            level=logging.WARNING,
+        )
 
 
 def say_waiting_of_rules_gone(
