@@ -23,6 +23,21 @@ def test_an_unsubscribe_skips_marketing_but_not_transactional_messages(client: T
     )
 
 
+def test_an_unsubscribe_takes_the_names_the_unsubscribed_trait_takes(client: TestClient) -> None:
+    """The trait reads names in any case and `all` for all marketing; the same list sent
+    here was refused with a 422."""
+    answer = client.post("/users/u_all/preferences", json={"unsubscribed": ["ALL", "Email"]})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["preferences"] == {"unsubscribed": ["email", "marketing"]}
+    traits = {"email": "u_all@example.com", "phone": "+351912345678", "marketing_opt_in": True}
+    signup_decisions = client.post("/events", json=signup(user="u_all", user_traits=traits))
+    welcome = signup_decisions.json()["decisions"][0]
+    assert welcome["outcome"] == "skipped"
+    assert "unsubscribed from all marketing" in welcome["reason"]
+    refused = client.post("/users/u_all/preferences", json={"unsubscribed": ["fax"]})
+    assert refused.status_code == 422
+
+
 def test_an_unsubscribe_cancels_a_marketing_dead_letter_as_its_answer_documents(
     client: TestClient,
 ) -> None:

@@ -9,6 +9,7 @@ from fastapi import Path
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -111,11 +112,23 @@ class LooseBatchIn(TypedDict):
     events: Annotated[list[Any], Field(min_length=1, max_length=MAX_BATCH)]
 
 
+def _unsubscribe_name(value: object) -> object:
+    """A name as the `unsubscribed` trait reads it, in any case and with `all` for all
+    marketing: the same list sent here was refused where the trait took it."""
+    if isinstance(value, str):
+        name = value.lower()
+        return "marketing" if name == "all" else name
+    return value
+
+
 class PreferencesIn(BaseModel):
     # A misspelt key (`unsubscribe`) is refused, as an event's is, rather than dropped
     # with the channels it named while the rest of the body is applied.
     model_config = ConfigDict(extra="forbid")
 
-    unsubscribed: list[Literal["email", "sms", "marketing"]] = Field(
-        description="Channels the user unsubscribed from; `marketing` for all marketing"
+    unsubscribed: list[
+        Annotated[Literal["email", "sms", "marketing"], BeforeValidator(_unsubscribe_name)]
+    ] = Field(
+        description="Channels the user unsubscribed from, in any case; `marketing` (or "
+        "`all`, stored as `marketing`) for all marketing"
     )
