@@ -63,12 +63,15 @@ def test_a_worker_serves_its_delivery_counters_and_the_outbox_gauges(tmp_path: P
 
 
 @pytest.mark.parametrize(
-    "command",
-    [["worker", "--metrics-port", "{port}"], ["serve", "--port", "0"]],
+    ("command", "chosen_by"),
+    [
+        (["worker", "--metrics-port", "{port}"], "--metrics-port or HERALD_METRICS_PORT"),
+        (["serve", "--port", "0"], "HERALD_METRICS_PORT"),
+    ],
     ids=["worker", "serve"],
 )
 def test_a_metrics_port_already_taken_is_refused_in_one_line_before_anything_runs(
-    tmp_path: Path, command: list[str]
+    tmp_path: Path, command: list[str], chosen_by: str
 ) -> None:
     """`herald serve` hands the port to its dispatcher process: taken, that process would
     fail and be restarted for ever while the API went on taking events."""
@@ -84,7 +87,8 @@ def test_a_metrics_port_already_taken_is_refused_in_one_line_before_anything_run
         )
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1] == (
-        f"error: cannot serve metrics on 127.0.0.1:{port}: Address already in use"
+        f"error: cannot serve metrics on 127.0.0.1:{port}: Address already in use; choose "
+        f"another with {chosen_by}"
     )
     assert "Traceback" not in done.stderr
 

@@ -417,7 +417,8 @@ def test_serve_refuses_an_api_port_already_taken_before_announcing(tmp_path: Pat
 
     assert result.returncode == 1, result.stderr
     assert result.stderr.strip().splitlines() == [
-        f"error: cannot serve the API on 127.0.0.1:{port}: Address already in use"
+        f"error: cannot serve the API on 127.0.0.1:{port}: Address already in use; choose "
+        "another with --port or HERALD_PORT"
     ]
     assert not (tmp_path / "herald.db").exists()
 

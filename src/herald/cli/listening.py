@@ -22,14 +22,22 @@ def http_url(host: str, port: int, path: str = "") -> str:
     return f"http://{host_port(host, port)}{path}"
 
 
-def check_free(host: str, port: int, what: str) -> None:
+def check_free(host: str, port: int, what: str, *, chosen_by: str) -> None:
     """Exit 1 in one line unless ``port`` can be bound on every address of ``host``, as
-    the server binds them; ``what`` names the server in the message ("the API")."""
+    the server binds them; ``what`` names the server in the message ("the API"), and
+    ``chosen_by`` the settings that choose another port for a port already taken."""
     try:
         for family, address in _listen_addresses(host, port):
             _try_bind(family, address)
     except OSError as exc:
-        fail(f"cannot serve {what} on {host_port(host, port)}: {exc.strerror or exc}")
+        fail(cannot_listen(what, host, port, exc, chosen_by=chosen_by))
+
+
+def cannot_listen(what: str, host: str, port: int, exc: OSError, *, chosen_by: str) -> str:
+    """Why ``what`` cannot listen on ``host``:``port``, and for a port already taken (met
+    most by a newcomer whose machine runs something on 8000) which settings choose another."""
+    hint = f"; choose another with {chosen_by}" if exc.errno == errno.EADDRINUSE else ""
+    return f"cannot serve {what} on {host_port(host, port)}: {exc.strerror or exc}{hint}"
 
 
 def shared_port_problem(api: tuple[str, int], metrics: tuple[str, int]) -> str | None:
@@ -93,7 +101,7 @@ def check_serve_ports(settings: Settings) -> None:
     process itself with the dispatcher inline). A metrics port found taken only by the
     dispatcher process would fail it and have it restarted for ever, while the API went
     on taking events that nothing delivers."""
-    check_free(settings.host, settings.port, "the API")
+    check_free(settings.host, settings.port, "the API", chosen_by="--port or HERALD_PORT")
     if settings.metrics_port is None or not settings.dispatcher:
         return
     if not settings.dispatcher_process and settings.workers > 1:
@@ -106,4 +114,4 @@ def check_serve_ports(settings: Settings) -> None:
     problem = shared_port_problem((settings.host, settings.port), metrics)
     if problem:
         fail(problem)
-    check_free(*metrics, "metrics")
+    check_free(*metrics, "metrics", chosen_by="HERALD_METRICS_PORT")

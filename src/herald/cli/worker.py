@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from herald.cli.listening import host_port, http_url
+from herald.cli.listening import cannot_listen, http_url
 from herald.cli.options import (
     DatabaseOpt,
     RulesOpt,
@@ -130,6 +130,9 @@ def worker(
             stop_metrics()
 
 
+# A worker's metrics port is its option or the variable; serve's dispatcher process never
+# meets a port taken, as serve checks it before it starts that process.
+_METRICS_PORT_CHOSEN_BY = "--metrics-port or HERALD_METRICS_PORT"
 _STOPPED_AT_ONCE = (
     "stopped at once: the messages it was sending may have gone out, and will be sent "
     "again once their claims run out (the receiver sees the same Idempotency-Key)"
@@ -197,6 +200,6 @@ def _serve_metrics(
     try:
         stop = serve_metrics(registry, host, port)
     except OSError as exc:
-        fail(f"cannot serve metrics on {host_port(host, port)}: {exc.strerror or exc}")
+        fail(cannot_listen("metrics", host, port, exc, chosen_by=_METRICS_PORT_CHOSEN_BY))
     say(settings, f"metrics on {http_url(host, port, '/metrics')}")
     return stop
