@@ -198,7 +198,20 @@ def test_a_port_with_nothing_listening_is_retried() -> None:
         result = send_once(f"http://127.0.0.1:{port}/hook", secret=None)
 
     assert result.status is DeliveryStatus.RETRY
-    assert result.detail.startswith("connection failed: ")
+    # aiohttp's words named TLS settings (`ssl:default`) for a plain http:// URL.
+    assert result.detail == f"connection failed: cannot connect to 127.0.0.1:{port}: " + (
+        "Connection refused"
+    )
+
+
+def test_a_host_name_that_does_not_resolve_is_said_so() -> None:
+    result = send_once("http://herald-no-such-host.invalid/hook", secret=None)
+
+    assert result.status is DeliveryStatus.RETRY
+    assert result.detail.startswith(
+        "connection failed: cannot connect to herald-no-such-host.invalid:80: cannot resolve "
+        "the host name ("
+    ), result.detail
 
 
 def test_a_server_slower_than_the_timeout_is_retried(receiver: HttpReceiver) -> None:

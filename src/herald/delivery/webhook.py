@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import socket
 import ssl
 import time
 from collections.abc import Callable, Mapping
@@ -121,7 +123,7 @@ class WebhookProvider:
             # detail is logged and shown by the audit.
             return DeliveryResult.failed(f"the webhook URL is not usable: {type(exc).__name__}")
         except aiohttp.ClientConnectorError as exc:
-            return DeliveryResult.retry(f"connection failed: {self._describe(exc)}")
+            return DeliveryResult.retry(f"connection failed: {self._connect_failure(exc)}")
         except aiohttp.ClientError as exc:
             # The connection broke mid-exchange: the receiver may or may not
             # have the message, and the idempotency key covers the retry.
@@ -158,6 +160,22 @@ class WebhookProvider:
         # Client errors often carry an empty message; the class name still says what
         # happened. One quoting the URL shows its origin alone, as `target` does.
         return (str(exc) or type(exc).__name__).replace(self.url, self.target)
+
+    def _connect_failure(self, exc: aiohttp.ClientConnectorError) -> str:
+        """Why no connection was made, in the system's words: aiohttp's own, `Cannot
+        connect to host 127.0.0.1:9 ssl:default [Connect call failed ...]`, name TLS
+        settings even for an http:// URL, and never say the connection was refused."""
+        os_error = getattr(exc, "os_error", None)
+        if isinstance(exc, aiohttp.ClientSSLError) or not isinstance(os_error, OSError):
+            return self._describe(exc)  # a TLS failure says what TLS found wrong
+        if isinstance(os_error, socket.gaierror):
+            reason = f"cannot resolve the host name ({os_error.strerror})"
+        elif os_error.errno is not None and os_error.errno > 0:
+            reason = os.strerror(os_error.errno)  # "Connection refused"
+        else:
+            reason = str(os_error) or type(os_error).__name__
+        host = f"[{exc.host}]" if ":" in exc.host else exc.host
+        return f"cannot connect to {host}:{exc.port}: {reason}"
 
     def _headers_for(self, request: SendRequest, body: bytes) -> dict[str, str]:
         headers = dict(self._extra_headers)
