@@ -1,5 +1,6 @@
 """The guards of this server in the OpenAPI document: the bearer tokens, so that /docs
-can send them ("Authorize"), and the 421 of a server that answers loopback alone.
+can send them ("Authorize"), the 401 of the routes a token set guards, and the 421 of a
+server that answers loopback alone.
 
 Only the document changes: the routes check their tokens as before (``deps``), and the
 request edge the Host (``middleware``).
@@ -31,14 +32,14 @@ def declare_guards(
     loopback_only: bool,
 ) -> None:
     """Make ``app``'s document declare each scheme of ``guarded`` (name -> its token and
-    the routes it guards) whose token is set, and attach it to those routes; with
-    ``loopback_only`` (the request edge refuses another Host), list that refusal, a 421,
-    on every operation.
+    the routes it guards) whose token is set, and attach it to those routes; drop the 401
+    the routes list from those of a token not set; with ``loopback_only`` (the request
+    edge refuses another Host), list that refusal, a 421, on every operation.
 
     Only what this server does is declared: a padlock, and an "Authorize" field, for a
     token it does not ask for would send users looking for one that does not exist, and
-    a 421 it never answers would be one more error for a client to handle; the document
-    describes the server that serves it."""
+    a 401 or a 421 it never answers would be one more error for a client to handle; the
+    document describes the server that serves it."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -48,6 +49,8 @@ def declare_guards(
             for scheme, (token, routes) in guarded.items():
                 if token is not None:
                     _declare(document, scheme, routes)
+                else:
+                    _drop_unauthorized(document, routes)
             if loopback_only:
                 _declare_misdirected(document)
         return document
@@ -60,6 +63,11 @@ def _declare(document: dict[str, Any], scheme: str, routes: Iterable[BaseRoute])
     schemes[scheme] = {"type": "http", "scheme": "bearer", "description": _DESCRIPTIONS[scheme]}
     for path, method in _operations(routes):
         document["paths"][path][method]["security"] = [{scheme: []}]
+
+
+def _drop_unauthorized(document: dict[str, Any], routes: Iterable[BaseRoute]) -> None:
+    for path, method in _operations(routes):
+        document["paths"][path][method]["responses"].pop("401", None)
 
 
 def _operations(routes: Iterable[BaseRoute]) -> Iterable[tuple[str, str]]:

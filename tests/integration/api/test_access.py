@@ -165,3 +165,11 @@ def test_the_openapi_document_asks_for_no_token_the_server_does_not_ask_for(
     assert list(document["components"]["securitySchemes"]) == ["adminToken"]
     assert "security" not in document["paths"]["/events"]["post"]
     assert document["paths"]["/rules"]["get"]["security"] == [{"adminToken": []}]
+    # Nor a refusal for a missing token that the server never answers.
+    unauthorized = {
+        path
+        for path, operations in document["paths"].items()
+        for operation in operations.values()
+        if "401" in operation["responses"]
+    }
+    assert unauthorized == {"/audit/{user_id}", "/rules", "/users/{user_id}/preferences"}

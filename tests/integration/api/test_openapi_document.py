@@ -19,8 +19,14 @@ from tests.support.api_requests import ATTEMPT_3, guarded, payment_failed, signu
 from tests.support.processes import wait_for
 
 
-def test_the_openapi_document_lists_the_errors_a_client_must_handle(client: TestClient) -> None:
-    paths = client.get("/openapi.json").json()["paths"]
+def test_the_openapi_document_lists_the_errors_a_client_must_handle(
+    database_url: str, tmp_path: Path
+) -> None:
+    settings = guarded(
+        database_url, tmp_path, admin_token="admin-secret", ingest_token="ingest-secret"
+    )
+    with TestClient(create_app(settings)) as client:
+        paths = client.get("/openapi.json").json()["paths"]
 
     assert {"401", "409", "413", "415", "422", "503"} <= set(paths["/events"]["post"]["responses"])
     assert {"400", "401", "404", "503"} <= set(paths["/audit/{user_id}"]["get"]["responses"])
