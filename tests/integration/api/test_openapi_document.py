@@ -166,6 +166,24 @@ def test_every_answer_is_one_the_openapi_document_gives_its_route(client: TestCl
     assert statuses == {200, 202, 400, 404, 409, 413, 415, 422}
 
 
+def test_the_openapi_document_marks_required_what_every_answer_carries(
+    client: TestClient,
+) -> None:
+    """A generated client makes a field the document does not require optional (a check
+    before each read) and a nullable one a null to handle: the ingestion answers always
+    carry their decisions and ids, and a decision leaves out a message id it does not
+    have rather than sending null."""
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+
+    assert schemas["EventAccepted"]["required"] == ["event_id", "status", "decisions"]
+    assert schemas["BatchItem"]["required"] == ["index", "event_id", "status", "decisions"]
+    decision = schemas["DecisionOut"]
+    assert decision["required"] == ["rule", "rule_version", "outcome", "reason"]
+    assert decision["properties"]["message_id"]["type"] == "string"
+    assert decision["properties"]["dedup_key"]["type"] == "string"
+    assert schemas["BatchItem"]["properties"]["errors"]["type"] == "array"
+
+
 def test_every_refusal_for_a_missing_token_is_one_the_openapi_document_gives_its_route(
     database_url: str, tmp_path: Path
 ) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 
 
 # The answers are built by the routes and services, not validated on the way out (the
@@ -62,27 +63,30 @@ DATABASE_UNAVAILABLE: dict[str, Any] = {
 }
 
 
+# A field with a default is one an answer may leave out (optional in the document, where
+# a generated client checks for it before each read); one it always sends has none. One
+# it leaves out rather than sends null defaults to a None the document does not show.
 class DecisionOut(_Answer):
     rule: str
     rule_version: str
     outcome: Literal["triggered", "suppressed", "skipped"]
     reason: str
-    message_id: str | None = None
-    dedup_key: str | None = None
+    message_id: str | SkipJsonSchema[None] = None
+    dedup_key: str | SkipJsonSchema[None] = None
 
 
 class EventAccepted(_Answer):
     event_id: str
     status: Literal["accepted", "duplicate"]
-    decisions: list[DecisionOut] = Field(default_factory=list)
+    decisions: list[DecisionOut]
 
 
 class BatchItem(_Answer):
     index: int
-    event_id: str | None = None
+    event_id: str | None = Field(description="Null when a rejected event had no string id")
     status: Literal["accepted", "duplicate", "rejected"]
-    decisions: list[DecisionOut] = Field(default_factory=list)
-    errors: list[FieldError] = Field(default_factory=list)
+    decisions: list[DecisionOut]
+    errors: list[FieldError] | SkipJsonSchema[None] = Field(None, description="Why, when rejected")
 
 
 class BatchOut(_Answer):
