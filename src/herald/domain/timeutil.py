@@ -22,11 +22,16 @@ LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 # ISO 8601 in its extended form: a calendar date, optionally a time (T, t or a space
 # between, as RFC 3339 allows), optionally an offset. ``datetime.fromisoformat`` alone
 # would also take any character between date and time, "11.Z" and offsets in seconds.
-_ISO_8601 = re.compile(
-    r"\d{4}-\d{2}-\d{2}"
-    r"(?:[Tt ]\d{2}:\d{2}(?::(?P<second>\d{2})(?:[.,]\d{1,9})?)?"
-    r"(?:[Zz]|[+-]\d{2}(?::?\d{2})?)?)?"
+# ASCII digits: Python's \d would also match other scripts' digits, which no date has.
+_ISO_8601_SHAPE = (
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
+    r"(?:[Tt ][0-9]{2}:[0-9]{2}(?::(?P<second>[0-9]{2})(?:[.,][0-9]{1,9})?)?"
+    r"(?:[Zz]|[+-][0-9]{2}(?::?[0-9]{2})?)?)?"
 )
+_ISO_8601 = re.compile(_ISO_8601_SHAPE)
+# The same shape as a JSON Schema pattern, for the OpenAPI document (surrounding
+# whitespace is stripped before parsing): it cannot tell a real date or the range.
+TIMESTAMP_PATTERN = r"^\s*" + _ISO_8601_SHAPE.replace("?P<second>", "") + r"\s*$"
 
 
 def parse_timestamp(value: str) -> datetime:

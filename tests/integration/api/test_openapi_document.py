@@ -235,6 +235,51 @@ def test_the_openapi_document_gives_the_ids_a_pattern_that_accepts_what_the_serv
     }
 
 
+def test_the_openapi_document_gives_event_timestamp_the_shape_the_server_takes(
+    client: TestClient,
+) -> None:
+    """A client that checks an event against the document before sending it catches a
+    timestamp the server would refuse for its shape (a date no calendar has, or one out
+    of range, is still the server's 422 alone)."""
+    paths = client.get("/openapi.json").json()["paths"]
+    event = paths["/events"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    pattern = event["properties"]["event_timestamp"]["pattern"]
+    taken = [
+        "2025-10-31T19:24:11Z",
+        "2025-10-31",
+        "2025-10-31 19:24",
+        "2025-10-31t19:24:11.123456789+01:00",
+        "2025-10-31T19:24:11,5-0530",
+        " 2025-10-31T19:24:11z\n",
+        "2016-12-31T23:59:60Z",
+    ]
+    misshapen = [
+        "000000000000000",
+        "2025/10/31",
+        "31-10-2025",
+        "2025-10-31T19",
+        "2025-10-31T19:24:11.Z",
+        "2025-10-31T19:24:11+01:00:30",
+        "2025-10-31X19:24",
+        "\u0662\u0660\u0662\u0665-\u0661\u0660-\u0663\u0661",  # Arabic-Indic digits
+        "yesterday",
+    ]
+
+    assert [value for value in taken if not re.search(pattern, value)] == []
+    assert [value for value in misshapen if re.search(pattern, value)] == []
+    answers = {
+        value: client.post("/events", json=signup(f"u_{index}", event_timestamp=value))
+        for index, value in enumerate(taken + misshapen)
+    }
+    assert {value: answer.status_code for value, answer in answers.items()} == {
+        **dict.fromkeys(taken, 202),
+        **dict.fromkeys(misshapen, 422),
+    }
+    assert {answers[value].json()["detail"][0]["type"] for value in misshapen} == {
+        "invalid_timestamp"
+    }
+
+
 def test_the_request_schemas_in_the_openapi_document_stand_alone(client: TestClient) -> None:
     """Swagger UI resolves a reference against the document: a schema's own ``$defs``
     would not be found there."""

@@ -18,6 +18,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from typing_extensions import TypedDict
 
+from herald.domain.timeutil import TIMESTAMP_PATTERN
 from herald.service.intake import ID_PATTERN
 
 NonEmpty = Annotated[str, StringConstraints(min_length=1, max_length=128)]
@@ -83,7 +84,10 @@ class EventIn(TypedDict):
     event_timestamp: Annotated[
         str,
         StringConstraints(min_length=1, max_length=64),
-        Field(description="ISO 8601; with an offset it is converted to UTC, without one it is UTC"),
+        Field(
+            description="ISO 8601; with an offset it is converted to UTC, without one it is UTC",
+            json_schema_extra={"pattern": TIMESTAMP_PATTERN},
+        ),
     ]
     properties: NotRequired[dict[str, Any]]
     user_traits: NotRequired[dict[str, Any]]
