@@ -13,6 +13,7 @@ from typing import Any
 
 from herald.rules.definition import EventType
 from herald.rules.samples import is_refused, path_in, sample_context, undeclared
+from herald.rules.template_reads import undeclared_paths
 from herald.rules.templates import TemplateFailed, TemplateProblem, TemplateSet, UndeclaredName
 
 _MOST_UNDECLARED = 20
@@ -30,8 +31,15 @@ def template_problems(
     it reads that the rule file does not declare, or else the error it raises; empty when
     it renders. Names whose declaration was refused (``refused_traits``, the event type's
     ``refused``) are left out: their own problem is said already."""
+    # Read in the text first: a render reads only the branches the sample's values take.
+    problems = [
+        f"template {template}/{part} uses {undeclared(path, event_type.name)}"
+        for part, source in templates.source(template).items()
+        for path in undeclared_paths(source, event_type, traits)
+        if not is_refused(path, event_type, refused_traits)
+    ]
+    said = set(problems)
     sample = sample_context(event_type, traits)
-    problems: list[str] = []
     stood_in = False
     # Every undeclared name, not the first alone: each found stands in the sample for the
     # next try, so that one run of the check lists all the author must fix.
@@ -47,8 +55,9 @@ def template_problems(
                 if exc.owner is _STAND_IN:  # read inside a stand-in: the client's value too
                     break
                 return [*problems, str(exc)]
-            if not is_refused(path, event_type, refused_traits):
-                problems.append(f"template {exc.where} uses {undeclared(path, event_type.name)}")
+            problem = f"template {exc.where} uses {undeclared(path, event_type.name)}"
+            if not is_refused(path, event_type, refused_traits) and problem not in said:
+                problems.append(problem)
             exc.owner[exc.name] = _STAND_IN
             stood_in = True
             continue

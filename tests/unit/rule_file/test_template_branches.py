@@ -1,0 +1,77 @@
+"""A template's names checked in every branch, not only in those a sample's values take:
+an undeclared name in an `else`, under an `if not`, or in the body of a loop over a list
+the sample holds empty would otherwise pass the check and print nothing in every message
+that takes that branch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from herald.rules.loader import load_ruleset
+from tests.support.rule_file_writing import payment_email_rule_file, problems_of
+
+NICKNAME = (
+    "rule ORDER: template order/body.txt uses user.nickname, which the rule file does not"
+    " declare (declare it under traits:)"
+)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "{% if user.first_name %}Hi {{ user.first_name }}{% else %}Hi {{ user.nickname }}"
+        "{% endif %}",
+        "{% if not user.first_name %}Hi {{ user.nickname }}{% endif %}",
+        "{% for line in event.properties.lines %}{{ line }} for {{ user.nickname }}{% endfor %}",
+        "{% if event.properties.lines %}{% for i in user.nickname %}{{ i }}{% endfor %}{% endif %}",
+        "{% for line in event.properties.lines %}{{ user['nickname'] }}{% endfor %}",
+    ],
+)
+def test_an_undeclared_trait_in_a_branch_the_sample_does_not_take_is_a_problem(
+    body: str, tmp_path: Path
+) -> None:
+    template = {"subject.txt": "Your order", "body.txt": body}
+    path = payment_email_rule_file(tmp_path, template, "lines: array")
+
+    assert problems_of(path) == [NICKNAME]
+
+
+def test_an_undeclared_property_in_an_untaken_branch_names_the_event_type(tmp_path: Path) -> None:
+    body = "{% if user.first_name %}{% else %}{{ event.properties.amout }}{% endif %}"
+    path = payment_email_rule_file(tmp_path, {"subject.txt": "Order", "body.txt": body})
+
+    assert problems_of(path) == [
+        "rule ORDER: template order/body.txt uses event.properties.amout, which the rule file"
+        " does not declare for payment_failed events (declare it under events: payment_failed:"
+        " properties:)"
+    ]
+
+
+def test_a_name_read_in_a_taken_and_an_untaken_branch_is_said_once(tmp_path: Path) -> None:
+    body = "{{ user.nickname }}{% if not user.first_name %}{{ user.nickname }}{% endif %}"
+    path = payment_email_rule_file(tmp_path, {"subject.txt": "Order", "body.txt": body})
+
+    assert problems_of(path) == [NICKNAME]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "{% if user.nickname is defined %}Hi {{ user.nickname }}{% endif %}",
+        "{% if not user.first_name %}Hi {{ user.nickname | default('there') }}{% endif %}",
+        "{% for user in event.properties.lines %}{{ user.name }}{% endfor %}",
+        "{% macro greet(user) %}{{ user.name }}{% endmacro %}{{ greet(event.properties.meta) }}",
+        "{{ event.properties.meta.plan }}{% for line in event.properties.lines %}"
+        "{{ line.sku }}{% endfor %}",
+        "{# {{ user.nickname }} #}{{ 'user.nickname' }}",
+    ],
+)
+def test_what_the_check_allows_in_a_taken_branch_it_allows_in_any(
+    body: str, tmp_path: Path
+) -> None:
+    template = {"subject.txt": "Your order", "body.txt": body}
+    path = payment_email_rule_file(tmp_path, template, "lines: array", "meta: object")
+
+    load_ruleset(path)
