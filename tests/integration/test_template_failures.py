@@ -25,6 +25,7 @@ traits:
 rules:
   - id: BALANCE_EMAIL
     trigger: signup_completed
+    when: has(user.balance)
     channel: email
     category: transactional
     template: balance
@@ -62,6 +63,7 @@ def test_an_event_whose_data_breaks_a_template_skips_that_rule_only(
     email, alert = broken.decisions
     assert email.outcome is Outcome.SKIPPED and email.message_id is None
     assert email.reason == (
+        '`has(user.balance)` is true (user.balance is "lots"); '
         "the message could not be rendered: template balance: "
         "user.balance is a string, not the number the rule file declares"
     )
@@ -84,7 +86,12 @@ events:
 traits:
   email: string
 rules:
-  - {id: FEE_EMAIL, trigger: payment_failed, channel: email, category: transactional, template: fee}
+  - id: FEE_EMAIL
+    trigger: payment_failed
+    when: '!has(event.properties.fee) || event.properties.fee > 0'
+    channel: email
+    category: transactional
+    template: fee
   - {id: FAILED_ALERT, trigger: payment_failed, channel: internal}
 """
 
@@ -92,6 +99,8 @@ rules:
 def test_arithmetic_on_an_absent_optional_property_names_it_and_what_was_tried(
     database: Database, tmp_path: Path
 ) -> None:
+    # The condition reads the fee, so the check leaves it to the condition to keep events
+    # without one away from the template; this one lets them through.
     folder = tmp_path / "templates" / "fee"
     folder.mkdir(parents=True)
     (folder / "subject.txt").write_text("Your payment failed")
@@ -113,6 +122,8 @@ def test_arithmetic_on_an_absent_optional_property_names_it_and_what_was_tried(
     email, alert = result.decisions
     assert email.outcome is Outcome.SKIPPED and email.message_id is None
     assert email.reason == (
+        "`!has(event.properties.fee) || event.properties.fee > 0` is true "
+        "(event.properties.fee is missing); "
         "the message could not be rendered: template fee: event.properties.fee is absent, "
         "and the template uses it in a multiplication (*): test it first with "
         "`{% if event.properties.fee is defined %}`, or give it a default with `| default(...)`"
@@ -131,6 +142,7 @@ rules:
   - id: LINK_SMS
     trigger: link_bank_success
     after: {event: signup_completed, within: 24h}
+    when: has(user.balance)
     channel: sms
     category: transactional
     template: link
@@ -171,6 +183,7 @@ def test_a_render_failure_decided_on_a_later_anchor_names_the_trigger_it_is_abou
     assert decision.outcome is Outcome.SKIPPED
     assert decision.reason == (
         "link_bank_success evt_link at 2025-11-02T11:00:00Z came within 24h after this "
-        "signup_completed; the message could not be rendered: template link: "
+        'signup_completed; `has(user.balance)` is true (user.balance is "lots"); '
+        "the message could not be rendered: template link: "
         "user.balance is a string, not the number the rule file declares"
     )

@@ -19,8 +19,10 @@ import yaml
 
 from herald.rules.declarations import read_event_types, read_traits
 from herald.rules.definition import EventType, Rule, RuleSet
+from herald.rules.literal_checks import without_comments
 from herald.rules.rule_reader import RuleUse, digest, read_rules
-from herald.rules.sample_checks import condition_problems
+from herald.rules.sample_checks import condition_problems, condition_reads
+from herald.rules.template_absence import absence_problems
 from herald.rules.template_checks import template_problems
 from herald.rules.templates import TemplateProblem, TemplateSet, not_utf8
 
@@ -263,5 +265,9 @@ def _sample_problems(
     if use.condition:
         found += condition_problems(use.condition, event_type, traits, refused_traits)
     if use.template in loadable:
-        found += template_problems(templates, use.template, event_type, traits, refused_traits)
+        problems = template_problems(templates, use.template, event_type, traits, refused_traits)
+        if not problems:  # rendered on every declared value: now without each optional one
+            reads = condition_reads(without_comments(use.condition.source)) if use.condition else ()
+            problems = absence_problems(templates, use.template, event_type, traits, reads)
+        found += problems
     return [f"rule {use.rule_id}: {problem}" for problem in found]

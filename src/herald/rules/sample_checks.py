@@ -63,7 +63,7 @@ def condition_problems(
     on samples of every declared value; empty when nothing does."""
     shown = f"`when: {condition.source}`"
     source = without_comments(condition.source)  # a name in a comment is read by no one
-    reads = {path: _declared_type(path, event_type, traits) for path in _reads(source)}
+    reads = {path: _declared_type(path, event_type, traits) for path in condition_reads(source)}
     guarded = {re.sub(r"\s", "", path) for path in _GUARD.findall(source)}
     refused = {path for path in reads if is_refused(path, event_type, refused_traits)}
     # Found in the text rather than by evaluating: `a == "x" && b > 1` never reads `b`
@@ -213,7 +213,7 @@ def _fails_on_types(exc: Exception) -> bool:
     return said.startswith("Undefined variable or function") or "not a valid regex" in said
 
 
-def _reads(source: str) -> Iterator[str]:
+def condition_reads(source: str) -> Iterator[str]:
     """The paths ``source`` reads (``user.x``, ``event.properties.x``), outside string
     literals and variables a macro rebinds."""
     literals = [match.span() for match in STRING_LITERAL.finditer(source)]
