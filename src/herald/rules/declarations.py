@@ -188,6 +188,14 @@ def read_traits(raw: Any, problems: list[str]) -> tuple[dict[str, str], frozense
     declarations are refused: reported here, and not again wherever a rule reads them."""
     if raw is None:
         return {}, frozenset()
+    if isinstance(raw, list):
+        # Names listed without their types: each read of one is right but for the type,
+        # and is not said again as undeclared.
+        problems.append(
+            "`traits` must map each trait to its type, not list the names:"
+            " write `email: string` rather than `- email`"
+        )
+        return {}, frozenset(str(name) for name in raw if isinstance(name, str | int | float))
     if not isinstance(raw, dict):
         problems.append("`traits` must map each trait to its type")
         return {}, frozenset()

@@ -359,3 +359,25 @@ def test_traits_and_templates_of_the_wrong_shape_are_refused(tmp_path: Path) -> 
 
     assert "trait email: the type must be one of" in " ".join(problems)
     assert "rule ODD: `template: ['a', 'b']` must name a folder beside the rule file" in problems
+
+
+def test_traits_listed_without_types_are_one_problem_not_every_read_of_them(
+    tmp_path: Path,
+) -> None:
+    # Each of the template's and the condition's reads was said again as undeclared,
+    # advising to declare under traits: the names the author had just listed there.
+    path = write_rule_file(
+        tmp_path,
+        "  - id: WELCOME\n"
+        "    trigger: signup_completed\n"
+        "    when: user.email.endsWith('@example.com')\n"
+        "    channel: email\n"
+        "    category: transactional\n"
+        "    template: hello\n",
+    )
+    redeclare(path, "  email: string\n  first_name: string", "  - email\n  - first_name")
+
+    assert checked_problems(path) == [
+        "`traits` must map each trait to its type, not list the names: write `email: string`"
+        " rather than `- email`"
+    ]
