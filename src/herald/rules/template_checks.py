@@ -54,6 +54,11 @@ def template_problems(
                     continue
                 if exc.owner is _STAND_IN:  # read inside a stand-in: the client's value too
                     break
+                if stood_in:
+                    # Read from what a stand-in gave (an item of its text, looped over
+                    # where a list was meant): the stand-in's, not the template's.
+                    problems += _failures_without_stand_ins(templates, template, event_type, traits)
+                    break
                 return [*problems, str(exc)]
             problem = f"template {exc.where} uses {undeclared(path, event_type.name)}"
             if not is_refused(path, event_type, refused_traits) and problem not in said:

@@ -1,7 +1,8 @@
 """A template's names checked in every branch, not only in those a sample's values take:
 an undeclared name in an `else`, under an `if not`, or in the body of a loop over a list
 the sample holds empty would otherwise pass the check and print nothing in every message
-that takes that branch."""
+that takes that branch. And a misspelt list looped over is that one problem, not also one
+about its items."""
 
 from __future__ import annotations
 
@@ -75,3 +76,34 @@ def test_what_the_check_allows_in_a_taken_branch_it_allows_in_any(
     path = payment_email_rule_file(tmp_path, template, "lines: array", "meta: object")
 
     load_ruleset(path)
+
+
+# A name stood in as text, and its items' keys were then said to be missing from a
+# 'str object': a second problem the author had not made.
+LOOP = {
+    "subject.txt": "S",
+    "body.txt": "{% for line in event.properties.lines %}{{ line.sku }}{% endfor %}",
+}
+
+
+def test_a_loop_over_a_misspelt_list_is_not_also_said_to_fail_on_its_items(
+    tmp_path: Path,
+) -> None:
+    path = payment_email_rule_file(tmp_path, LOOP, "lnes: array")
+
+    assert problems_of(path) == [
+        "rule ORDER: template order/body.txt uses event.properties.lines, which the rule file"
+        " does not declare for payment_failed events (declare it under events: payment_failed:"
+        " properties:)"
+    ]
+
+
+def test_a_loop_over_a_list_whose_declaration_is_refused_is_only_that_problem(
+    tmp_path: Path,
+) -> None:
+    path = payment_email_rule_file(tmp_path, LOOP, "lines: {type: array, items: {type: object}}")
+
+    assert problems_of(path) == [
+        "event payment_failed: property lines: unknown key `items` (known: type, required,"
+        " minimum, maximum, enum)"
+    ]
