@@ -261,11 +261,14 @@ def _sample_problems(
     if use.trigger is None:
         return []
     event_type = event_types[use.trigger]
+    anchor = event_types.get(use.anchor) if use.anchor else None
     found = []
     if use.condition:
-        found += condition_problems(use.condition, event_type, traits, refused_traits)
+        found += condition_problems(use.condition, event_type, traits, refused_traits, anchor)
     if use.template in loadable:
-        problems = template_problems(templates, use.template, event_type, traits, refused_traits)
+        problems = template_problems(
+            templates, use.template, event_type, traits, refused_traits, anchor
+        )
         if not problems:  # rendered on every declared value: now without each optional one
             reads = condition_reads(without_comments(use.condition.source)) if use.condition else ()
             problems = absence_problems(templates, use.template, event_type, traits, reads)

@@ -42,6 +42,8 @@ class RuleUse(NamedTuple):
     trigger: str | None
     condition: Condition | None
     template: str | None
+    # The `after` event type, when declared: what a name its trigger lacks may be meant for
+    anchor: str | None = None
 
 
 def digest(value: Any) -> str:
@@ -136,7 +138,8 @@ def _read_rule(
     if said:
         bad(said)
     trigger = on if isinstance(on, str) and on in event_types else None
-    use = RuleUse(rule_id, trigger, condition, template)
+    anchor = after.event_type if after is not None else None
+    use = RuleUse(rule_id, trigger, condition, template, anchor)
     if limit is None or category is None:
         return None, use
     rule = Rule(

@@ -57,6 +57,7 @@ def condition_problems(
     event_type: EventType,
     traits: Mapping[str, str],
     refused_traits: frozenset[str],
+    anchor: EventType | None = None,
 ) -> list[str]:
     """What is wrong with ``condition`` on events of ``event_type``: the names it reads
     that the rule file does not declare (unless guarded by ``has()``), or else what fails
@@ -76,7 +77,7 @@ def condition_problems(
     if unknown:
         hint = ", or test it first with has({})"
         return [
-            f"{shown} uses {undeclared(path, event_type.name, hint.format(path))}"
+            f"{shown} uses {undeclared(path, event_type.name, hint.format(path), anchor)}"
             for path in unknown
         ]
     if refused:

@@ -69,17 +69,27 @@ def path_in(sample: Mapping[str, Any], owner: Any, name: Any) -> str | None:
     return f"event.properties.{name}" if owner is event["properties"] else None
 
 
-def undeclared(path: str, event_type: str, alternative: str = "") -> str:
+def undeclared(
+    path: str, event_type: str, alternative: str = "", anchor: EventType | None = None
+) -> str:
     """``path`` (as ``path_in`` gives it), a name the samples lack, and how to declare it;
-    ``alternative`` is added to the advice (e.g. ", or test it first with ...")."""
+    ``alternative`` is added to the advice (e.g. ", or test it first with ..."). A property
+    the rule's ``anchor`` (its `after` event type) declares is said to be that event's."""
     if path.startswith("user."):
         return (
             f"{path}, which the rule file does not declare (declare it under traits:{alternative})"
         )
     if path.startswith("event.properties."):
+        name = path.removeprefix("event.properties.")
+        anchored = ""
+        if anchor is not None and name in anchor.properties:
+            anchored = (
+                f"{name} is a property of {anchor.name}, the rule's `after` event, but a"
+                f" rule's condition and template read its trigger's event alone; "
+            )
         return (
             f"{path}, which the rule file does not declare for {event_type} events "
-            f"(declare it under events: {event_type}: properties:{alternative})"
+            f"({anchored}declare it under events: {event_type}: properties:{alternative})"
         )
     fields = list(EVENT_FIELDS)
     return f"{path}, which no event has (an event has {', '.join(fields[:-1])} and {fields[-1]})"

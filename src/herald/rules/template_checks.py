@@ -26,6 +26,7 @@ def template_problems(
     event_type: EventType,
     traits: Mapping[str, str],
     refused_traits: frozenset[str],
+    anchor: EventType | None = None,
 ) -> list[str]:
     """What is wrong with ``template`` rendered on a sample of ``event_type``: each name
     it reads that the rule file does not declare, or else the error it raises; empty when
@@ -33,7 +34,7 @@ def template_problems(
     ``refused``) are left out: their own problem is said already."""
     # Read in the text first: a render reads only the branches the sample's values take.
     problems = [
-        f"template {template}/{part} uses {undeclared(path, event_type.name)}"
+        f"template {template}/{part} uses {undeclared(path, event_type.name, anchor=anchor)}"
         for part, source in templates.source(template).items()
         for path in undeclared_paths(source, event_type, traits)
         if not is_refused(path, event_type, refused_traits)
@@ -60,7 +61,9 @@ def template_problems(
                     problems += _failures_without_stand_ins(templates, template, event_type, traits)
                     break
                 return [*problems, str(exc)]
-            problem = f"template {exc.where} uses {undeclared(path, event_type.name)}"
+            problem = (
+                f"template {exc.where} uses {undeclared(path, event_type.name, anchor=anchor)}"
+            )
             if not is_refused(path, event_type, refused_traits) and problem not in said:
                 problems.append(problem)
             exc.owner[exc.name] = _STAND_IN

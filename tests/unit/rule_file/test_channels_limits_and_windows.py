@@ -152,3 +152,42 @@ def test_a_window_is_described_as_the_rule_file_wrote_it(
     [rule] = load_ruleset(path).rules
 
     assert rule.after is not None and rule.after.span == shown
+
+
+@pytest.mark.parametrize(
+    ("when", "body", "alternative"),
+    [
+        (
+            "event.properties.amount > 100.0",
+            "Paid",
+            ", or test it first with has(event.properties.amount)",
+        ),
+        (None, "{{ event.properties.amount }}", ""),
+    ],
+)
+def test_reading_the_after_event_s_property_says_the_rule_reads_its_trigger_alone(
+    when: str | None, body: str, alternative: str, tmp_path: Path
+) -> None:
+    # Advised only to declare it for the trigger, the author took the window's event for
+    # one the rule reads: its properties are declared already, where they belong.
+    condition = f"    when: {when}\n" if when else ""
+    path = write_rule_file(
+        tmp_path,
+        "  - id: FAST_SIGNUP\n"
+        "    trigger: signup_completed\n"
+        "    after: {event: payment_failed, within: 1h}\n"
+        f"{condition}"
+        "    channel: email\n"
+        "    category: transactional\n"
+        "    template: paid\n",
+        {"paid": {"subject.txt": "Paid", "body.txt": body}},
+    )
+
+    [problem] = problems_of(path)
+
+    assert problem.endswith(
+        "uses event.properties.amount, which the rule file does not declare for"
+        " signup_completed events (amount is a property of payment_failed, the rule's `after`"
+        " event, but a rule's condition and template read its trigger's event alone; declare"
+        f" it under events: signup_completed: properties:{alternative})"
+    )
