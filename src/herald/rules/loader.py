@@ -133,7 +133,8 @@ _WHEN_KEY = re.compile(r"\bwhen\s*:")
 
 def _yaml_problem(exc: yaml.YAMLError, text: str, source: str) -> str:
     """What YAML found wrong, where in the file (YAML names the text it was given
-    `<unicode string>`), and, for a condition YAML read as its own syntax, what to do."""
+    `<unicode string>`), and what to do for a condition YAML read as its own syntax, a
+    line indented off its mapping, or a `: ` where no key can start."""
     problem = getattr(exc, "problem_mark", None)
     for mark in (getattr(exc, "context_mark", None), problem):
         if mark is not None:
@@ -147,6 +148,21 @@ def _yaml_problem(exc: yaml.YAMLError, text: str, source: str) -> str:
                 "\n(YAML reads a condition's leading `!` or quote, or a `: ` in it, as its "
                 "own: quote the whole condition, e.g. when: '!has(user.vip)')"
             )
+            return said
+    found = str(getattr(exc, "problem", ""))
+    if problem is not None and found.startswith(("expected <block end>", "did not find expected")):
+        # YAML's words for a line indented off its mapping say nothing of indentation.
+        said += (
+            f"\n(line {problem.line + 1}, or a line above it, is not indented as YAML expects:"
+            " the keys of one mapping, such as one rule's or one event's, start at the same"
+            " column, and what a key holds is indented further than the key)"
+        )
+    elif problem is not None and found.startswith("mapping values are not allowed"):
+        said += (
+            f"\n(YAML read a `: ` on line {problem.line + 1} as a key's, where none can start:"
+            " a key there is indented further than the keys beside it, or a value holding"
+            " `: ` must be quoted)"
+        )
     return said
 
 

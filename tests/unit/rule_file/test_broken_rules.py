@@ -202,3 +202,43 @@ def test_every_problem_in_the_file_is_reported_at_once(tmp_path: Path) -> None:
     assert len(problems) == len(expected), problems
     for wanted in expected:
         assert any(found.startswith(wanted) for found in problems), (wanted, problems)
+
+
+def test_a_rule_key_indented_less_than_its_rule_is_refused_saying_it_is_the_indentation(
+    tmp_path: Path,
+) -> None:
+    # YAML says "expected <block end>, but found '?'", which names no indentation.
+    path = write_rule_file(
+        tmp_path, "  - id: R\n  trigger: signup_completed\n    channel: internal\n"
+    )
+
+    [problem] = problems_of(path)
+
+    assert problem.startswith("not valid YAML: ")
+    assert problem.endswith(
+        "is not indented as YAML expects: the keys of one mapping, such as one rule's or"
+        " one event's, start at the same column, and what a key holds is indented further"
+        " than the key)"
+    )
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        "  - id: R\n    trigger: signup_completed\n      channel: internal\n",
+        "  - id: R\n    trigger: signup_completed\n    channel: internal\n"
+        "    description: Note: internal only\n",
+    ],
+)
+def test_a_key_yaml_cannot_start_there_is_refused_saying_how_to_write_it(
+    rule: str, tmp_path: Path
+) -> None:
+    path = write_rule_file(tmp_path, rule)
+
+    [problem] = problems_of(path)
+
+    assert problem.startswith("not valid YAML: mapping values are not allowed here")
+    assert problem.endswith(
+        "as a key's, where none can start: a key there is indented further than the keys"
+        " beside it, or a value holding `: ` must be quoted)"
+    )
