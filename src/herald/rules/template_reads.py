@@ -25,6 +25,7 @@ _GUARD_TESTS = frozenset({"defined", "undefined"})
 _GUARD_FILTERS = frozenset({"default", "d"})
 
 _PARSER = Environment()
+_DICT_METHODS = frozenset(name for name in dir(dict) if not name.startswith("_"))
 
 
 def read_paths(source: str) -> list[str]:
@@ -50,12 +51,14 @@ def read_paths(source: str) -> list[str]:
     return [path for path, guarded in found.items() if not guarded and path not in tested]
 
 
-def _reads(node: nodes.Node, guarded: bool) -> Iterator[tuple[str, bool]]:
+def _reads(node: nodes.Node, guarded: bool, called: bool = False) -> Iterator[tuple[str, bool]]:
     path = _declared_part(node)
-    if path is not None:
+    # `event.properties.items()` calls the dict's method when no property has its name.
+    if path is not None and not (called and path.rsplit(".", 1)[1] in _DICT_METHODS):
         yield path, guarded
     for child in node.iter_child_nodes():
-        yield from _reads(child, _guards(node, child))
+        is_called = isinstance(node, nodes.Call) and child is node.node
+        yield from _reads(child, _guards(node, child), is_called)
 
 
 def _guards(parent: nodes.Node, child: nodes.Node) -> bool:

@@ -67,6 +67,7 @@ def test_a_name_read_in_a_taken_and_an_untaken_branch_is_said_once(tmp_path: Pat
         "{{ event.properties.meta.plan }}{% for line in event.properties.lines %}"
         "{{ line.sku }}{% endfor %}",
         "{# {{ user.nickname }} #}{{ 'user.nickname' }}",
+        "{% for name, value in event.properties.items() %}{{ name }}={{ value }}{% endfor %}",
     ],
 )
 def test_what_the_check_allows_in_a_taken_branch_it_allows_in_any(
