@@ -83,7 +83,7 @@ def changed(path: tuple[str, ...], value: Any) -> dict[str, Any]:
             "text: write it in full, or as 1.0e+9)",
         ),
         (("providers", "email", "port"), 0, "providers.email.port: must be a whole number"),
-        (("providers", "email", "host"), None, "providers.email: `host` must be a non-empty"),
+        (("providers", "email", "host"), None, "providers.email: needs `host`"),
         (("providers", "pager"), {"type": "stub"}, "providers.pager: unknown channel 'pager'"),
         # Hosts no socket connects to, which retried every email until it was a dead letter.
         (
@@ -235,6 +235,21 @@ def test_a_wrong_setting_is_named_in_the_error(
     with pytest.raises(DeliveryConfigError) as caught:
         build(changed(path, value))
     assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("channel", "key"), [("email", "sender"), ("email", "host"), ("sms", "url")]
+)
+def test_a_required_setting_left_out_is_said_to_be_needed(channel: str, key: str) -> None:
+    # It was "`sender` must be a non-empty string, got None": Python's word for nothing.
+    document = copy.deepcopy(FULL)
+    del document["providers"][channel][key]
+
+    with pytest.raises(DeliveryConfigError) as caught:
+        build(document)
+
+    assert f"providers.{channel}: needs `{key}`" in str(caught.value)
+    assert "None" not in str(caught.value)
 
 
 def test_every_wrong_setting_is_named_in_one_error() -> None:

@@ -52,6 +52,9 @@ def text(
     value = spec.get(key)
     if value is None and not required:
         return None
+    if value is None:  # left out: "got None" would be Python's word for it
+        problems.append(f"{where}: needs `{key}`")
+        return None
     if not isinstance(value, str) or not value.strip():
         problems.append(f"{where}: `{key}` must be a non-empty string, got {quoted(value)}")
         return None
