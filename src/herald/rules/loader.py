@@ -22,7 +22,7 @@ from herald.rules.definition import EventType, Rule, RuleSet
 from herald.rules.literal_checks import without_comments
 from herald.rules.rule_reader import RuleUse, digest, read_rules
 from herald.rules.sample_checks import condition_problems, condition_reads
-from herald.rules.template_absence import absence_problems
+from herald.rules.template_absence import absence_problems, always_present
 from herald.rules.template_checks import template_problems
 from herald.rules.templates import TemplateProblem, TemplateSet, not_utf8
 
@@ -287,6 +287,7 @@ def _sample_problems(
         )
         if not problems:  # rendered on every declared value: now without each optional one
             reads = condition_reads(without_comments(use.condition.source)) if use.condition else ()
-            problems = absence_problems(templates, use.template, event_type, traits, reads)
+            present = {*reads, *always_present(use.channel)}
+            problems = absence_problems(templates, use.template, event_type, traits, present)
         found += problems
     return [f"rule {use.rule_id}: {problem}" for problem in found]

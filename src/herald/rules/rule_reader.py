@@ -44,6 +44,7 @@ class RuleUse(NamedTuple):
     template: str | None
     # The `after` event type, when declared: what a name its trigger lacks may be meant for
     anchor: str | None = None
+    channel: str | None = None  # when it is one Herald knows
 
 
 def digest(value: Any) -> str:
@@ -139,7 +140,8 @@ def _read_rule(
         bad(said)
     trigger = on if isinstance(on, str) and on in event_types else None
     anchor = after.event_type if after is not None else None
-    use = RuleUse(rule_id, trigger, condition, template, anchor)
+    known_channel = channel if isinstance(channel, str) and channel in CHANNELS else None
+    use = RuleUse(rule_id, trigger, condition, template, anchor, known_channel)
     if limit is None or category is None:
         return None, use
     rule = Rule(

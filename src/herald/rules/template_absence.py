@@ -6,7 +6,8 @@ template that uses one in arithmetic, a comparison or a `format` (`{{ "%.2f" |
 format(event.properties.fee) }}`) fails on every such event, and each of them skips the
 rule. For a receipt, that is a customer's message never sent. Said once at load instead,
 with how to write it. A name the rule's condition reads is left present: a condition
-that compares it is false when it is absent, so the template never sees it so.
+that compares it is false when it is absent, so the template never sees it so; and so
+are the rule's recipient and `unsubscribed`, which every render has.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from herald.rules.definition import EventType
+from herald.rules.eligibility import RECIPIENT_TRAIT
 from herald.rules.samples import sample_context
 from herald.rules.templates import TemplateProblem, TemplateSet
 
@@ -23,12 +25,12 @@ def absence_problems(
     template: str,
     event_type: EventType,
     traits: Mapping[str, str],
-    condition_reads: Iterable[str],
+    present: Iterable[str],
 ) -> list[str]:
     """What fails when ``template`` is rendered on a sample of ``event_type`` without one
     of its optional properties or traits (each left out on its own), except those in
-    ``condition_reads`` (paths such as ``user.x``, ``event.properties.x``)."""
-    kept = set(condition_reads)
+    ``present`` (paths such as ``user.x``, ``event.properties.x``)."""
+    kept = set(present)
     optional = [
         ("event.properties", name)
         for name, spec in event_type.properties.items()
@@ -54,6 +56,14 @@ def absence_problems(
             if said not in problems:
                 problems.append(said)
     return problems
+
+
+def always_present(channel: str | None) -> set[str]:
+    """The traits a rule on ``channel`` always has when its message is rendered: its
+    recipient (without one the rule is skipped first), and ``unsubscribed``, which is
+    ``[]`` when the user unsubscribed from nothing."""
+    recipient = RECIPIENT_TRAIT.get(channel or "")
+    return {"user.unsubscribed", *([f"user.{recipient}"] if recipient else [])}
 
 
 def _without(owner: str, name: str, event_type: str) -> str:

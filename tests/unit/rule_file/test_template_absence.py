@@ -70,3 +70,15 @@ def test_a_required_property_is_never_absent(tmp_path: Path) -> None:
     path = payment_email_rule_file(tmp_path, template, "fee: {type: number, required: true}")
 
     load_ruleset(path)
+
+
+def test_the_recipient_and_unsubscribed_which_every_render_has_are_left_present(
+    tmp_path: Path,
+) -> None:
+    # Without its email the rule is skipped before its message is rendered, and
+    # `unsubscribed` is [] for a user who unsubscribed from nothing.
+    body = 'Sent to {{ user.email.split("@")[0] }}, {{ user.unsubscribed.count("sms") }}'
+    path = payment_email_rule_file(tmp_path, {"subject.txt": "S", "body.txt": body})
+    redeclare(path, "  first_name: string", "  first_name: string\n  unsubscribed: array")
+
+    load_ruleset(path)
