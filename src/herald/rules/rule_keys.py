@@ -83,7 +83,7 @@ def _read_window(within: Any, bad: Problem) -> tuple[timedelta, str] | None:
     """An ``after.within`` as a timedelta and as written (``24h``); None when it is none."""
     match = _DURATION.match(str(within))
     if not match:
-        bad(f"`after.within: {within}` is not a duration like 30m, 24h or 7d")
+        bad(f"`after.within: {within}` is not a duration like 30m, 24h or 7d{_instead(within)}")
         return None
     seconds = int(match[1]) * _UNITS[match[2]]
     if seconds == 0:
@@ -97,6 +97,20 @@ def _read_window(within: Any, bad: Problem) -> tuple[timedelta, str] | None:
         bad(f"`after.within: {within}` is longer than the longest window, 3650d")
         return None
     return timedelta(seconds=seconds), f"{int(match[1])}{match[2]}"
+
+
+# A duration as people write it (`24 hours`, `2 days`, `90min`), and its unit's letter.
+_SPELT_OUT = re.compile(r"\s*(\d+)\s*(second|sec|minute|min|hour|hr|day)s?\s*", re.IGNORECASE)
+_LETTER = {"second": "s", "sec": "s", "minute": "m", "min": "m", "hour": "h", "hr": "h", "day": "d"}
+
+
+def _instead(within: Any) -> str:
+    """``: write 24h`` for a window written ``24 hours``, a bare number of hours or days
+    being anyone's guess; empty for anything else."""
+    spelt = _SPELT_OUT.fullmatch(str(within))
+    if spelt is None:
+        return ""
+    return f": write {int(spelt[1])}{_LETTER[spelt[2].lower()]}"
 
 
 def is_undeclared(name: Any, event_types: Mapping[str, EventType], refused: frozenset[str]) -> bool:

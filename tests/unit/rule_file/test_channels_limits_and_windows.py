@@ -34,6 +34,25 @@ def test_both_keys_of_a_window_are_checked_in_one_run(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("within", "instead"),
+    [("24 hours", "24h"), ("2 Days", "2d"), ("90min", "90m"), ("1 sec", "1s")],
+)
+def test_a_window_spelt_out_is_refused_saying_how_to_write_it(
+    within: str, instead: str, tmp_path: Path
+) -> None:
+    path = write_rule_file(
+        tmp_path,
+        "  - {id: NUDGE, trigger: signup_completed, channel: internal,"
+        f" after: {{event: payment_failed, within: {within}}}}}\n",
+    )
+
+    assert problems_of(path) == [
+        f"rule NUDGE: `after.within: {within}` is not a duration like 30m, 24h or 7d:"
+        f" write {instead}"
+    ]
+
+
 @pytest.mark.parametrize("channel", ["email", "sms"])
 def test_a_rule_that_messages_the_user_must_say_whether_it_is_marketing(
     channel: str, tmp_path: Path
