@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 from herald.domain.timeutil import from_micros, iso
+from herald.service.preferences import as_shown
 from herald.store.database import Database
 from herald.store.unit_of_work import ReadOnly
 
@@ -125,7 +126,7 @@ def _user(row: Any) -> dict[str, Any]:
     return {
         "user_id": row.user_id,
         "traits": row.traits,
-        "preferences": row.preferences or {},
+        "preferences": as_shown(row.preferences),
         "first_seen_at": _when(row.first_seen_us),
         "updated_at": _when(row.updated_us),
         "history_pruned_before": _when(row.pruned_before_us),

@@ -20,7 +20,7 @@ def set_unsubscribes(
     cancelled: an unsubscribe at 22:00 must not be answered by the nudge held until 08:00.
     Returns their preferences and the ids of the messages cancelled."""
     names = sorted(set(channels))
-    preferences = {"unsubscribed": names}
+    preferences = as_shown({"unsubscribed": names})
     reach = None if "marketing" in names else names  # None: every channel
     with UnitOfWork(database) as uow:
         uow.lock([user_id])  # as ingestion does: one writer per user at a time
@@ -37,3 +37,11 @@ def set_unsubscribes(
         )
         uow.commit()
     return preferences, cancelled
+
+
+def as_shown(stored: dict[str, Any] | None) -> dict[str, Any]:
+    """The user's preferences as the API shows them, ``{"unsubscribed": [...]}``, the list
+    empty when none: a user an event created has none stored, and a client reading
+    ``{}`` there but ``{"unsubscribed": []}`` after an empty unsubscribe would have two
+    shapes of one meaning to handle."""
+    return {"unsubscribed": list((stored or {}).get("unsubscribed") or [])}

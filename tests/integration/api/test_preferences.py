@@ -57,6 +57,25 @@ def test_an_unsubscribe_cancels_a_marketing_dead_letter_as_its_answer_documents(
     assert "dead letter" in documented["properties"]["cancelled_messages"]["description"]
 
 
+def test_the_preferences_have_one_shape_whether_set_here_or_never(client: TestClient) -> None:
+    """A user an event created has no preferences stored: the audit showed ``{}`` there,
+    and ``{"unsubscribed": []}`` once an empty list was set, two shapes of one meaning."""
+    client.post("/events", json=signup(user="u_never"))
+    never_set = client.get("/audit/u_never").json()["user"]["preferences"]
+    emptied = client.post("/users/u_empty/preferences", json={"unsubscribed": []}).json()
+    client.post("/users/u_sms/preferences", json={"unsubscribed": ["SMS"]})
+
+    assert never_set == {"unsubscribed": []}
+    assert emptied["preferences"] == {"unsubscribed": []}
+    assert client.get("/audit/u_empty").json()["user"]["preferences"] == {"unsubscribed": []}
+    assert client.get("/audit/u_sms").json()["user"]["preferences"] == {"unsubscribed": ["sms"]}
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    assert schemas["Preferences"]["required"] == ["unsubscribed"]
+    for answer in ("UserOut", "PreferencesOut"):
+        documented = schemas[answer]["properties"]["preferences"]
+        assert "#/components/schemas/Preferences" in str(documented), answer
+
+
 def test_an_event_saying_unsubscribed_is_empty_does_not_undo_an_unsubscribe_made_here(
     client: TestClient,
 ) -> None:

@@ -93,9 +93,18 @@ class BatchOut(_Answer):
     results: list[BatchItem]
 
 
+class Preferences(_Answer):
+    """A user's preferences, in this one shape whether or not any were ever set."""
+
+    unsubscribed: list[str] = Field(
+        description="The channels (`email`, `sms`) and `marketing` (all of them) the user "
+        "unsubscribed from through POST /users/{id}/preferences, sorted; empty when none"
+    )
+
+
 class PreferencesOut(_Answer):
     user_id: str
-    preferences: dict[str, Any] = Field(description='{"unsubscribed": [...]}, as set')
+    preferences: Preferences = Field(description="As set")
     cancelled_messages: list[str] = Field(
         description="Ids of the user's marketing messages still waiting on those channels "
         "(held for quiet hours, a retry, a backlog, or a dead letter `herald messages retry` "
@@ -106,7 +115,7 @@ class PreferencesOut(_Answer):
 class UserOut(_Answer):
     user_id: str
     traits: dict[str, Any] = Field(description="Merged from events; the latest event time wins")
-    preferences: dict[str, Any] = Field(description="Set through POST /users/{id}/preferences")
+    preferences: Preferences = Field(description="Set through POST /users/{id}/preferences")
     first_seen_at: str
     updated_at: str
     history_pruned_before: str | None = Field(description="Events before this were pruned")
