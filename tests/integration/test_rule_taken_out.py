@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from herald.api.app import create_app
+from herald.api.schemas.responses import AuditOut
 from herald.cli.main import app as cli
 from herald.config import Settings
 from herald.delivery.provider import DeliveryResult, SendRequest
@@ -28,6 +29,7 @@ from herald.store.unit_of_work import ReadOnly, UnitOfWork
 from tests.conftest import FixedClock
 from tests.support.delivery import dispatcher, funds_failure, message, run_rounds, store
 from tests.support.events import opted_in_signup
+from tests.support.json_schema import schema_problems
 from tests.support.processes import HeraldProcess
 
 DECIDED = datetime(2025, 11, 3, 12, tzinfo=UTC)
@@ -140,6 +142,37 @@ def test_cancelling_a_rule_s_messages_marks_what_is_being_sent_and_says_why_in_t
     (message,) = audit["messages"]
     assert message["status"] == CANCELLED
     assert "herald messages cancel --rule WELCOME_EMAIL" in str(message)
+
+
+def test_the_audit_shows_a_message_being_sent_when_its_rule_was_cancelled_as_marked(
+    database: Database, database_url: str
+) -> None:
+    """Its status stays `sending` until its attempt ends: the audit showed it as any other
+    send, though it will not be tried again."""
+    decide(database, ["sending"])  # and another rule's message for "other"
+    with UnitOfWork(database) as uow:  # both being sent
+        now_us = to_micros(DECIDED)
+        uow.outbox.claim_due(now_us=now_us, limit=100, worker="test", lease_us=10**12)
+        uow.commit()
+    command = ["messages", "cancel", "--rule", "WELCOME_EMAIL", "--database", database_url]
+    assert CliRunner().invoke(cli, command).exit_code == 0
+
+    settings = Settings(database_url=database_url, dispatcher=False)
+    with TestClient(create_app(settings)) as client:
+        audits = {user: client.get(f"/audit/{user}").json() for user in ("sending", "other")}
+        document = client.get("/openapi.json").json()
+
+    [marked] = audits["sending"]["messages"]
+    assert marked["status"] == SENDING
+    assert marked["cancel_requested"] == (
+        "cancelled by `herald messages cancel --rule WELCOME_EMAIL`"
+    )
+    [unmarked] = audits["other"]["messages"]  # another rule's, claimed too
+    assert (unmarked["status"], unmarked["cancel_requested"]) == (SENDING, None)
+    for audit in audits.values():
+        assert schema_problems(document, {"$ref": "#/components/schemas/AuditOut"}, audit) == []
+        AuditOut.model_validate(audit, strict=True)
+    assert "cancel_requested" in document["components"]["schemas"]["MessageOut"]["required"]
 
 
 class CancelledMidSend:

@@ -165,6 +165,9 @@ def _message(row: Any, attempts: list[Any]) -> dict[str, Any]:
         "hold_reason": row.hold_reason,
         "attempts": row.attempts,
         "last_error": row.last_error,
+        # Still "sending" (its attempt goes on), but it will not be tried again: without
+        # this, the audit showed a message its rule's cancel had reached as any other send.
+        "cancel_requested": row.cancel_requested,
         "delivery_attempts": [
             {"attempt": a.attempt, "at": _when(a.at_us), "outcome": a.outcome, "detail": a.detail}
             for a in attempts

@@ -161,6 +161,13 @@ class MessageOut(_Answer):
     )
     attempts: int
     last_error: str | None
+    cancel_requested: str | None = Field(
+        description="Set while it is being sent (`sending`) when `herald messages cancel "
+        "--rule` cancelled its rule: the cancel's reason. When its attempt ends (or its "
+        "claim is given back or runs out) it ends `cancelled`, with this as its "
+        "`last_error`, and is not tried again, unless it was sent: a send that succeeds is "
+        "beyond recall. Null otherwise"
+    )
     delivery_attempts: list[DeliveryAttemptOut]
     event_id: str
 
