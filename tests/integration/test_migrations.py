@@ -570,3 +570,38 @@ def test_db_current_says_the_revision_and_what_an_upgrade_would_apply_changing_n
     assert one_line(current.output) == (
         f"schema at revision {head}: current, the newest this Herald knows"
     )
+
+
+def test_db_current_check_exits_3_when_an_upgrade_is_pending_and_0_when_current(
+    empty_database_url: str, tmp_path: Path
+) -> None:
+    """`db current` exits 0 either way: a deployment script could only ask whether to
+    upgrade by parsing its line. With --check, a pending upgrade is an exit of its own,
+    apart from an error's 1."""
+    database = Database(empty_database_url)
+    upgrade(database, to="0002")
+
+    def check() -> subprocess.CompletedProcess[str]:
+        command = ["db", "current", "--check", "--database", empty_database_url]
+        return run_herald(command, env=herald_environment(), cwd=tmp_path)
+
+    behind = check()
+    upgrade(database)
+    current = check()
+    with database.writer.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    database.dispose()
+    newer = check()
+
+    assert behind.returncode == 3, behind.stderr
+    assert one_line(behind.stdout).startswith(
+        f"schema at revision 0002; this Herald needs {head_revision()}: `herald db upgrade` "
+        "would apply"
+    )
+    assert "0003: Drop the (user, type, time) index on events" in one_line(behind.stdout)
+    assert current.returncode == 0, current.stderr
+    assert one_line(current.stdout) == (
+        f"schema at revision {head_revision()}: current, the newest this Herald knows"
+    )
+    assert newer.returncode == 1  # no upgrade would help: an error, not "pending"
+    assert "written by a newer Herald" in newer.stderr

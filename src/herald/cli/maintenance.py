@@ -57,8 +57,25 @@ def db_upgrade(database: DatabaseOpt = None) -> None:
         db.dispose()
 
 
+# `db current --check`'s exit when an upgrade is pending: apart from 1 (an error: the
+# database out of reach, or written by a newer Herald) and 2 (a usage error), so that a
+# deployment script tells "run the upgrade" from "something is wrong".
+UPGRADE_PENDING = 3
+
+
 @db_app.command("current")
-def db_current(database: DatabaseOpt = None) -> None:
+def db_current(
+    database: DatabaseOpt = None,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help=f"Exit {UPGRADE_PENDING} when `herald db upgrade` would apply revisions "
+            "(0 when the schema is current, 1 for an error), for a deployment script to "
+            "ask whether an upgrade is pending without reading the line",
+        ),
+    ] = False,
+) -> None:
     """Say which schema revision the database is at, and what `herald db upgrade` would
     apply to it; changes nothing."""
     from herald.store.migrate import SchemaMismatch, current_revision, head_revision, pending_steps
@@ -79,6 +96,8 @@ def db_current(database: DatabaseOpt = None) -> None:
         f"schema at {at}; this Herald needs {head_revision()}: `herald db upgrade` would "
         f"apply {len(steps)} revision(s): {'; '.join(steps)}"
     )
+    if check:
+        raise typer.Exit(UPGRADE_PENDING)
 
 
 db_app.command("backup")(db_backup)
