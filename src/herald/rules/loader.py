@@ -24,6 +24,7 @@ from herald.rules.rule_reader import RuleUse, digest, read_rules
 from herald.rules.sample_checks import condition_problems, condition_reads
 from herald.rules.template_absence import absence_problems, always_present
 from herald.rules.template_checks import template_problems
+from herald.rules.template_escaping import unescaped_values
 from herald.rules.templates import TemplateProblem, TemplateSet, not_utf8
 
 T = TypeVar("T")  # what a caller's ``read_settings`` makes of the rule file
@@ -255,11 +256,14 @@ def _templates(
     loadable = set()
     for name, rule_ids in sorted(rules_by_template.items()):
         try:
-            TemplateSet.from_directory(directory, [name])
+            loaded = TemplateSet.from_directory(directory, [name])
         except TemplateProblem as exc:
             problems.extend(f"rule {rule_id}: {exc}" for rule_id in rule_ids)
         else:
             loadable.add(name)
+            html = loaded.source(name).get("body.html")
+            unescaped = unescaped_values(f"{name}/body.html", html) if html else []
+            problems.extend(f"rule {rule_id}: {said}" for said in unescaped for rule_id in rule_ids)
     return TemplateSet.from_directory(directory, sorted(loadable), traits), loadable
 
 
