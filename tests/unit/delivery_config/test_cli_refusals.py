@@ -1,0 +1,63 @@
+"""`herald rules check` and `herald serve` refuse, as an operator runs them, a rule file
+whose delivery settings are wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import Result
+from typer.testing import CliRunner
+
+from herald.cli.main import app
+from herald.rules.loader import default_rules_path
+from tests.support.delivery_config import ENV, PLAINTEXT_AUTH
+
+
+def check_and_serve(
+    tmp_path: Path, section: str, env: dict[str, str] | None = None
+) -> tuple[Result, Result]:
+    """``herald rules check`` and ``herald serve`` on the packaged rule file with ``section``
+    added (one YAML line), as an operator would run them."""
+    rules = tmp_path / "rules.yaml"
+    text = default_rules_path().read_text(encoding="utf-8")
+    rules.write_text(f"{text}\n{section}\n", encoding="utf-8")
+    (tmp_path / "templates").symlink_to(default_rules_path().parent / "templates")
+    runner, wide = CliRunner(), {"COLUMNS": "1000", **(env or {})}
+    checked = runner.invoke(app, ["rules", "check", str(rules)], env=wide)
+    database = f"sqlite:///{tmp_path / 'h.db'}"
+    served = runner.invoke(app, ["serve", "--rules", str(rules), "--database", database], env=wide)
+    return checked, served
+
+
+def test_rules_check_and_serve_refuse_a_webhook_ca_file_that_is_not_there(
+    tmp_path: Path,
+) -> None:
+    sms = "{type: webhook, url: https://sms.example.com/send, ca_file: partner-ca.pem}"
+
+    checked, served = check_and_serve(tmp_path, f"providers: {{sms: {sms}}}")
+
+    for result in (checked, served):
+        assert result.exit_code == 1, result.output
+        assert "providers.sms: `ca_file` 'partner-ca.pem' cannot be used: " in result.output
+        assert "No such file or directory" in result.output
+
+
+def test_rules_check_and_serve_refuse_logging_in_to_smtp_without_tls(tmp_path: Path) -> None:
+    email = (
+        "{type: smtp, host: smtp.example.com, sender: hello@example.com, "
+        "username_env: SMTP_USER, password_env: SMTP_PASSWORD}"
+    )
+
+    checked, served = check_and_serve(tmp_path, f"providers: {{email: {email}}}", env=ENV)
+
+    for result in (checked, served):
+        assert result.exit_code == 1, result.output
+        assert PLAINTEXT_AUTH in result.output
+
+
+def test_rules_check_and_serve_refuse_a_broken_delivery_section(tmp_path: Path) -> None:
+    checked, served = check_and_serve(tmp_path, "delivery: {max_attempts: many}")
+
+    for result in (checked, served):
+        assert result.exit_code == 1, result.output
+        assert "delivery.max_attempts: 'many' is not a number" in result.output
