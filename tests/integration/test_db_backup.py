@@ -233,3 +233,12 @@ def test_a_destination_that_is_not_a_regular_file_is_refused_even_with_force(
     assert f"error: {pipe} is not a regular file" in refused.output
     assert stat.S_ISFIFO(pipe.stat().st_mode)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["herald.db", "pipe"]
+
+
+def test_a_backup_of_one_event_says_so_in_the_singular(tmp_path: Path) -> None:
+    url = a_stored_database(tmp_path / "herald.db", events=1)
+
+    written = CliRunner().invoke(app, ["db", "backup", str(tmp_path / "one.db"), "--database", url])
+
+    assert written.exit_code == 0, written.output
+    assert "1 event and 1 message, in" in written.output.replace("\n", " ")

@@ -188,9 +188,13 @@ def _remove(path: Path) -> None:
 def _say_written(source: Path, dest: Path, contents: SnapshotContents, took_s: float) -> None:
     typer.echo(
         f"backed up {source} to {dest}: {_megabytes(dest.stat().st_size)}, schema revision "
-        f"{contents.revision}, {contents.events:,} events and {contents.messages:,} "
-        f"messages, in {took_s:.1f} s (checked: quick_check ok)"
+        f"{contents.revision}, {_counted(contents.events, 'event')} and "
+        f"{_counted(contents.messages, 'message')}, in {took_s:.1f} s (checked: quick_check ok)"
     )
+
+
+def _counted(count: int, noun: str) -> str:
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
 def _megabytes(count: int) -> str:
