@@ -171,12 +171,19 @@ def _loop_count(expr: nodes.Getattr | nodes.Getitem) -> bool:
 def read_path(expr: nodes.Node) -> str | None:
     """``expr`` as the path it reads from ``user`` or ``event`` (``user.bio``,
     ``event.properties.meta.plan``) when it is one."""
+    names = read_names(expr)
+    return ".".join(names) if names is not None else None
+
+
+def read_names(expr: nodes.Node) -> list[str] | None:
+    """``expr`` as the names it reads from ``user`` or ``event``, root first
+    (``["event", "properties", "plan"]``), when it reads one; else None."""
     names: list[str] = []
     while (attribute := _attribute(expr)) is not None:
         names.insert(0, attribute)
         expr = expr.node  # type: ignore[attr-defined]
     if names and isinstance(expr, nodes.Name) and expr.ctx == "load" and expr.name in _ROOTS:
-        return ".".join([expr.name, *names])
+        return [expr.name, *names]
     return None
 
 

@@ -16,6 +16,7 @@ from jinja2 import Environment, TemplateSyntaxError, nodes
 
 from herald.rules.definition import EventType
 from herald.rules.samples import EVENT_FIELDS
+from herald.rules.template_client_values import read_names
 
 # The roots a rule file declares the names of.
 _ROOTS = ("user", "event")
@@ -72,31 +73,12 @@ def _guards(parent: nodes.Node, child: nodes.Node) -> bool:
 def _declared_part(node: nodes.Node) -> str | None:
     """The path ``node`` reads when it is ``user.x``, ``event.x`` or
     ``event.properties.x`` (the last segment a name the rule file declares, or should)."""
-    names: list[str] = []
-    while True:
-        name = _attribute(node)
-        if name is None:
-            break
-        names.insert(0, name)
-        node = node.node  # type: ignore[attr-defined]
-    if not isinstance(node, nodes.Name) or node.ctx != "load" or node.name not in _ROOTS:
+    path = read_names(node)
+    if path is None:
         return None
-    path = [node.name, *names]
     wanted = 3 if path[:2] == ["event", "properties"] else 2
     # Only the node that reads the declared name itself; deeper keys are the client's.
     return ".".join(path) if len(path) == wanted else None
-
-
-def _attribute(node: nodes.Node) -> str | None:
-    if isinstance(node, nodes.Getattr):
-        return node.attr
-    if (
-        isinstance(node, nodes.Getitem)
-        and isinstance(node.arg, nodes.Const)
-        and isinstance(node.arg.value, str)
-    ):
-        return node.arg.value
-    return None
 
 
 def undeclared_paths(source: str, event_type: EventType, traits: Mapping[str, str]) -> list[str]:
