@@ -219,6 +219,9 @@ def _dispatcher(
         rate_limits=plan.rate_limits(time.monotonic),
         on_result=lambda channel, status: _count_delivery(metrics, channel, status),
         inline_storage=database.is_sqlite,
+        # Workers on several hosts share a PostgreSQL database, and its clock, not theirs,
+        # times their leases. SQLite's dispatchers all share their host's.
+        database_time=not database.is_sqlite,
         # Quiet hours hold a retry or a re-queued message too, not only a new one.
         hold=hold,
         hold_channels=frozenset(plan.quiet_hours),

@@ -74,6 +74,7 @@ class Dispatcher:
         hold: HoldPolicy | None = None,
         hold_channels: frozenset[str] = frozenset(),
         lock_wait_s: float = SQLITE_BUSY_TIMEOUT_MS / 1000,
+        database_time: bool = False,
     ) -> None:
         """``inline_storage``: run the outbox's statements on the event loop rather than on
         a thread. Right for SQLite, whose statements take microseconds and whose writes
@@ -83,7 +84,13 @@ class Dispatcher:
 
         ``hold``: asked before each send on ``hold_channels`` (those with quiet hours), with
         the user's traits: a message due in the user's quiet hours (a retry, a re-queued
-        dead letter, a backlog) goes back unsent until they end."""
+        dead letter, a backlog) goes back unsent until they end.
+
+        ``database_time``: time claims and their leases by the database server's clock,
+        not ``clock``: every dispatcher's leases are then written and judged by one clock,
+        whichever host it runs on. Judged by each host's own, a dispatcher whose clock ran
+        ahead of another's by more than a lease's margin took over messages the other was
+        still sending, and sent them again."""
         self._database = database
         self.worker_id = worker_id
         self._clock = clock
@@ -115,6 +122,7 @@ class Dispatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inline_storage = inline_storage
         self._lock_wait_s = lock_wait_s
+        self._database_time = database_time
         self._file_gone_said = False
         self._recorder = RoundRecorder(
             database,
@@ -247,7 +255,10 @@ class Dispatcher:
             # The time the leases start from is read with the write lock held: read before
             # waiting for it, the leases would end that much sooner than the sends meant
             # to fit in them, and another dispatcher could claim a message being sent.
-            now_us = to_micros(self._clock())
+            if self._database_time:
+                now_us = uow.outbox.database_time_us()
+            else:
+                now_us = to_micros(self._clock())
             if self._unanswered_claims:
                 # Given back now, rather than left for their leases to run out, which
                 # would count an attempt that may have gone out: none did.

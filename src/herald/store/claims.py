@@ -51,6 +51,15 @@ class OutboxClaims:
     _conn: Connection
     _dialect: str
 
+    def database_time_us(self) -> int:
+        """The database server's clock, in microseconds since the epoch: one clock for
+        every dispatcher's leases, whatever host each runs on (SQLite's is the host's)."""
+        if self._dialect == "postgresql":
+            query = "SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000000)::bigint"
+        else:  # julianday's day 2440587.5 is the Unix epoch; 'now' has milliseconds
+            query = "SELECT CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)"
+        return int(self._conn.exec_driver_sql(query).scalar_one())
+
     def claim_due(
         self,
         *,

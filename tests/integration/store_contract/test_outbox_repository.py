@@ -5,6 +5,7 @@ attempts and outcomes."""
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from typing import Any
 
@@ -388,3 +389,11 @@ class TestOutboxRepository:
             "consent withdrawn",
         )
         assert claim(database, "worker-b", now_us=T0 + 10**9) == []
+
+
+def test_the_database_s_clock_reads_the_time_in_microseconds(database: Database) -> None:
+    before = time.time()
+    with ReadOnly(database) as read:
+        now_us = read.outbox.database_time_us()
+    # Both backends here run on this host: its clock and theirs agree.
+    assert before - 1 <= now_us / 1e6 <= time.time() + 1
