@@ -167,6 +167,8 @@ def test_any_user_id_in_a_path_is_answered_without_a_server_error(client: TestCl
         answer = client.post(f"/users/{path}/preferences", json=preferences)
         # 404: a "/" in the id makes a path no route has.
         assert answer.status_code in {200, 404, 422}, answer.text
+        forgotten = client.delete(f"/users/{path}")
+        assert forgotten.status_code in {200, 404, 422}, forgotten.text
 
     check()
 

@@ -326,8 +326,12 @@ def opened(pid: int, path: Path) -> bool:
             ["messages", "cancel", "--rule", "WELCOME_EMAIL"],
             "interrupted before the cancel was committed: nothing was cancelled",
         ),
+        (
+            ["users", "forget", "u_1"],
+            "interrupted before the user was forgotten: nothing was changed",
+        ),
     ],
-    ids=["retry", "cancel"],
+    ids=["retry", "cancel", "forget"],
 )
 def test_ctrl_c_stops_a_command_waiting_for_the_lock_at_once_saying_nothing_changed(
     command: list[str], said_after: str, sqlite_path: Path

@@ -74,6 +74,7 @@ def test_every_option_the_command_table_names_exists_and_every_option_is_named()
         ("messages", "retry"),
         ("messages", "cancel"),
         ("prune",),
+        ("users", "forget"),
     }
     for path, row in rows.items():
         options = options_of(path)

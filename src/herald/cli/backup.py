@@ -14,7 +14,7 @@ import typer
 from herald.cli.database_opening import open_database
 from herald.cli.interrupts import Terminated, terminating_as_interrupted
 from herald.cli.options import DatabaseOpt, database_url_from
-from herald.cli.output import console, fail
+from herald.cli.output import console, counted, fail
 
 if TYPE_CHECKING:
     from herald.store.database import Database
@@ -188,13 +188,9 @@ def _remove(path: Path) -> None:
 def _say_written(source: Path, dest: Path, contents: SnapshotContents, took_s: float) -> None:
     typer.echo(
         f"backed up {source} to {dest}: {_megabytes(dest.stat().st_size)}, schema revision "
-        f"{contents.revision}, {_counted(contents.events, 'event')} and "
-        f"{_counted(contents.messages, 'message')}, in {took_s:.1f} s (checked: quick_check ok)"
+        f"{contents.revision}, {counted(contents.events, 'event')} and "
+        f"{counted(contents.messages, 'message')}, in {took_s:.1f} s (checked: quick_check ok)"
     )
-
-
-def _counted(count: int, noun: str) -> str:
-    return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
 def _megabytes(count: int) -> str:

@@ -22,6 +22,7 @@ from herald.cli.options import (
 from herald.cli.output import fail, say
 from herald.cli.preflight import preflight
 from herald.cli.rules import rules_app
+from herald.cli.users import users_app
 from herald.cli.worker import say_waiting_of_rules_gone, warn_of_a_metrics_host_alone, worker
 from herald.config import Settings
 
@@ -41,6 +42,7 @@ app = typer.Typer(
 app.add_typer(rules_app, name="rules")
 app.add_typer(db_app, name="db")
 app.add_typer(messages_app, name="messages")
+app.add_typer(users_app, name="users")
 
 
 @app.command()

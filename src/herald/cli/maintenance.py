@@ -12,7 +12,7 @@ from herald.cli.backup import db_backup
 from herald.cli.database_opening import open_database
 from herald.cli.interrupts import Terminated, terminating_as_interrupted
 from herald.cli.options import DatabaseOpt, database_url_from, settings_from
-from herald.cli.output import console, fail, fail_on_rule_file
+from herald.cli.output import console, counted, fail, fail_on_rule_file
 from herald.config import RuleFileSettings
 
 if TYPE_CHECKING:
@@ -235,17 +235,13 @@ def prune(
     finally:
         db.dispose()
     console.print(
-        f"pruned {_counted(totals.events, 'event')} and {_counted(totals.messages, 'message')} "
-        f"from before {iso(cutoff)}; redacted {_counted(totals.redacted, 'message')} "
+        f"pruned {counted(totals.events, 'event')} and {counted(totals.messages, 'message')} "
+        f"from before {iso(cutoff)}; redacted {counted(totals.redacted, 'message')} "
         "kept for their once-per-user limits"
     )
     if totals.events:
         # The end of the cutoff's UTC day, not the cutoff: what the rules go by from now on.
         console.print(f"users whose events were pruned: {fence}")
-
-
-def _counted(count: int, noun: str) -> str:
-    return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
 def _say_what_would_go(
@@ -259,9 +255,9 @@ def _say_what_would_go(
     totals = count_prunable(db, cutoff=cutoff, keep_rules=keep_rules)
     db.dispose()
     console.print(
-        f"would prune {_counted(totals.events, 'event')} and "
-        f"{_counted(totals.messages, 'message')} from before {iso(cutoff)}; would redact "
-        f"{_counted(totals.redacted, 'message')} kept for their once-per-user limits (dry "
+        f"would prune {counted(totals.events, 'event')} and "
+        f"{counted(totals.messages, 'message')} from before {iso(cutoff)}; would redact "
+        f"{counted(totals.redacted, 'message')} kept for their once-per-user limits (dry "
         "run: nothing changed)"
     )
     if totals.events:

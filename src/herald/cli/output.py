@@ -17,6 +17,11 @@ if TYPE_CHECKING:
 console = Console(stderr=True, soft_wrap=True)
 
 
+def counted(count: int, noun: str) -> str:
+    """``count`` of ``noun``, plural unless one: "1 event", "2,000 events"."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
 def say(settings: WorkerSettings, message: str, *, level: int = logging.INFO) -> None:
     """A line for the operator on stderr: as it is, or as a JSON log line when the logs are
     JSON, so that a log collector reading the stream finds one format in it. A line at

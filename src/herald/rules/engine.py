@@ -128,12 +128,13 @@ class _Views:
 
 
 def _before_pruned_history(event: Event, pruned_before_us: int, ruleset: RuleSet) -> list[Decision]:
-    """An event older than the user's pruned history: the messages that held its limits
-    may be gone, so deciding it again could send one twice. Every rule skips it."""
+    """An event older than the user's pruned history (or a forgotten user's): the messages
+    that held its limits may be gone, so deciding it again could send one twice; and a
+    forgotten user is not to be messaged for what they did before. Every rule skips it."""
     reason = (
-        f"the user's history before {iso(from_micros(pruned_before_us))} was pruned, and "
-        f"this {event.event_type} at {iso(event.timestamp)} is older: its limits cannot be "
-        "checked"
+        f"the user's history before {iso(from_micros(pruned_before_us))} was deleted "
+        f"(pruned, or the user forgotten), and this {event.event_type} at "
+        f"{iso(event.timestamp)} is older: its limits cannot be checked"
     )
     rules = [*ruleset.triggered_by(event.event_type), *ruleset.anchored_on(event.event_type)]
     return [_skip(rule, reason) for rule in rules]

@@ -13,6 +13,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.exc import OperationalError
 
 from herald.store.database import Database
+from herald.store.erasure import ErasureRepository
 from herald.store.events import EventRepository
 from herald.store.outbox import OutboxRepository
 from herald.store.retention import RetentionRepository
@@ -79,6 +80,7 @@ class UnitOfWork:
     users: UserRepository
     outbox: OutboxRepository
     retention: RetentionRepository
+    erasure: ErasureRepository
 
     def __init__(self, database: Database, *, wait: bool = True) -> None:
         self._database = database
@@ -153,6 +155,7 @@ class ReadOnly:
     users: UserRepository
     outbox: OutboxRepository
     retention: RetentionRepository
+    erasure: ErasureRepository
 
     def __init__(self, database: Database) -> None:
         self._database = database
@@ -183,3 +186,4 @@ def _bind_repositories(work: UnitOfWork | ReadOnly, connection: Connection, dial
     work.users = UserRepository(connection, dialect)
     work.outbox = OutboxRepository(connection, dialect)
     work.retention = RetentionRepository(connection)
+    work.erasure = ErasureRepository(connection)

@@ -79,7 +79,7 @@ def test_the_openapi_document_lists_the_421_on_every_route_of_a_server_answering
     assert refused.status_code == 421
     ClientError.model_validate(refused.json())
     client_error = {"$ref": "#/components/schemas/ClientError"}
-    assert len(operations) == 7 and all(
+    assert len(operations) == 8 and all(
         operation["responses"]["421"]["content"]["application/json"]["schema"] == client_error
         for operation in operations
     )
@@ -150,6 +150,7 @@ def test_the_openapi_document_lets_docs_send_the_tokens_the_server_asks_for(
         ("/audit/{user_id}", "get"): admin,
         ("/rules", "get"): admin,
         ("/users/{user_id}/preferences", "post"): admin,
+        ("/users/{user_id}", "delete"): admin,
         ("/healthz", "get"): None,
         ("/readyz", "get"): None,
     }  # /metrics is not in the document
@@ -172,4 +173,9 @@ def test_the_openapi_document_asks_for_no_token_the_server_does_not_ask_for(
         for operation in operations.values()
         if "401" in operation["responses"]
     }
-    assert unauthorized == {"/audit/{user_id}", "/rules", "/users/{user_id}/preferences"}
+    assert unauthorized == {
+        "/audit/{user_id}",
+        "/rules",
+        "/users/{user_id}/preferences",
+        "/users/{user_id}",
+    }

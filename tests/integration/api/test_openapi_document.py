@@ -34,6 +34,8 @@ def test_the_openapi_document_lists_the_errors_a_client_must_handle(
     assert "401" in paths["/rules"]["get"]["responses"]
     preferences = paths["/users/{user_id}/preferences"]["post"]["responses"]
     assert {"401", "413", "415", "422", "503"} <= set(preferences)
+    forget = paths["/users/{user_id}"]["delete"]["responses"]
+    assert {"401", "404", "422", "503"} <= set(forget)
     assert "503" in paths["/readyz"]["get"]["responses"]
     # Every 422 has the one shape every route answers with (loc, msg, type).
     unprocessable = [
@@ -42,7 +44,7 @@ def test_the_openapi_document_lists_the_errors_a_client_must_handle(
         for operation in operations.values()
         if "422" in operation["responses"]
     ]
-    assert len(unprocessable) == 4
+    assert len(unprocessable) == 5
     assert set(unprocessable) == {"#/components/schemas/ValidationErrors"}
 
 
@@ -146,6 +148,9 @@ def test_every_answer_is_one_the_openapi_document_gives_its_route(client: TestCl
             "/users/u_9/preferences", content=b"{}", headers={"Content-Type": "text/plain"}
         ),
         client.post("/users/u_9/preferences", content=b" " * (2**20 + 1), headers=as_json),
+        client.delete("/users/u_9"),
+        client.delete("/users/nobody"),
+        client.delete("/users/Jos%E9"),
         client.get("/healthz"),
         client.get("/readyz"),
         # A GET's body is never read, whatever its size: no 413, which no GET lists.
@@ -196,9 +201,10 @@ def test_every_refusal_for_a_missing_token_is_one_the_openapi_document_gives_its
             client.get("/audit/u_1"),
             client.get("/rules"),
             client.post("/users/u_1/preferences", json={"unsubscribed": []}),
+            client.delete("/users/u_1"),
         ]
 
-    assert [answer.status_code for answer in answers] == [401] * 5
+    assert [answer.status_code for answer in answers] == [401] * 6
     for answer in answers:
         answered_as_documented(document, answer)
 

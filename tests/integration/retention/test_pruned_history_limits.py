@@ -90,7 +90,7 @@ def test_a_late_event_from_before_the_pruned_history_sends_nothing_again(
         uow.commit()
 
     assert [d.outcome.value for d in result.decisions] == ["skipped", "skipped"]
-    assert "was pruned" in result.decisions[0].reason
+    assert "was deleted (pruned" in result.decisions[0].reason
     assert message_status_by_user(database) == {}
 
 
@@ -114,5 +114,5 @@ def test_a_late_event_later_on_the_day_of_the_cutoff_sends_nothing_again(
         uow.commit()
 
     assert [d.outcome.value for d in result.decisions] == ["skipped", "skipped"]
-    assert "was pruned" in result.decisions[0].reason
+    assert "was deleted (pruned" in result.decisions[0].reason
     assert message_status_by_user(database) == {}

@@ -1,4 +1,4 @@
-"""The rule set in force, and user preferences (unsubscribes)."""
+"""The rule set in force, user preferences (unsubscribes), and forgetting a user."""
 
 from __future__ import annotations
 
@@ -11,16 +11,18 @@ from pydantic import TypeAdapter, ValidationError
 from herald.api.body import json_body
 from herald.api.deps import AdminOnly, RuntimeDep
 from herald.api.errors import field_errors
-from herald.api.schemas.requests import PreferencesIn, UserIdToSet
+from herald.api.schemas.requests import PreferencesIn, UserIdPath, UserIdToSet
 from herald.api.schemas.responses import (
     ADMIN_UNAUTHORIZED,
     DATABASE_UNAVAILABLE,
     UNSUPPORTED_BODY,
     ClientError,
+    ForgottenOut,
     PreferencesOut,
     RulesOut,
     ValidationErrors,
 )
+from herald.service.erasure import forget_user
 from herald.service.intake import id_problem
 from herald.service.preferences import set_unsubscribes
 
@@ -132,3 +134,42 @@ def set_preferences(
         runtime.database, user_id, body.unsubscribed, now=runtime.clock()
     )
     return {"user_id": user_id, "preferences": preferences, "cancelled_messages": cancelled}
+
+
+@router.delete(
+    "/users/{user_id:path}",
+    response_model=None,  # answered as built; ForgottenOut documents it
+    responses={
+        200: {"model": ForgottenOut, "description": "What was deleted and redacted"},
+        400: {
+            "model": ClientError,
+            "description": "The path is not UTF-8 once its %-escapes are decoded",
+        },
+        401: ADMIN_UNAUTHORIZED,
+        404: {
+            "model": ClientError,
+            "description": "Unknown user: Herald has no event or preference of theirs",
+        },
+        422: {"model": ValidationErrors, "description": "Invalid id"},
+        503: DATABASE_UNAVAILABLE,
+    },
+)
+def forget(user_id: UserIdPath, runtime: RuntimeDep) -> dict[str, Any]:
+    """Forget the user, at their request: delete their events, traits and delivery
+    attempts, and redact their messages, cancelling those not sent yet. The message rows
+    stay without personal data, holding the user's limits, and so do the user's id and
+    unsubscribes. An event of theirs sent again is stored, but no rule acts on one dated
+    before this. Asked again, it answers 200 with what was left."""
+    done = forget_user(
+        runtime.database, user_id, now=runtime.clock(), how="DELETE /users/{user_id}"
+    )
+    if done is None:
+        raise HTTPException(404, f"unknown user {user_id!r}")
+    return {
+        "user_id": user_id,
+        "events_deleted": done.events,
+        "delivery_attempts_deleted": done.attempts,
+        "messages_redacted": done.messages,
+        "messages_cancelled": done.cancelled,
+        "messages_in_flight": done.in_flight,
+    }

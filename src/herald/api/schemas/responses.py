@@ -112,6 +112,22 @@ class PreferencesOut(_Answer):
     )
 
 
+class ForgottenOut(_Answer):
+    user_id: str
+    events_deleted: int = Field(description="The user's events, with their decisions")
+    delivery_attempts_deleted: int = Field(
+        description="Of the user's messages (a receiver's answer may quote them)"
+    )
+    messages_redacted: int = Field(
+        description="Recipient and texts removed; the rows stay, holding the user's limits"
+    )
+    messages_cancelled: int = Field(description="Of those, the ones not sent yet: never sent")
+    messages_in_flight: int = Field(
+        description="Being sent now: cancelled when the attempt ends, unless sent. Its "
+        "record is written then; forgetting the user again deletes it"
+    )
+
+
 class UserOut(_Answer):
     user_id: str
     traits: dict[str, Any] = Field(description="Merged from events; the latest event time wins")

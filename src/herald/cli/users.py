@@ -1,0 +1,67 @@
+"""The ``herald users`` command: forget a user at their request."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from herald.cli.database_opening import open_database
+from herald.cli.options import DatabaseOpt, database_url_from
+from herald.cli.output import console, counted, fail
+
+users_app = typer.Typer(
+    help="Users: `forget` deletes what Herald holds of a user, at their request.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
+
+
+@users_app.command("forget")
+def users_forget(
+    user_id: Annotated[str, typer.Argument(metavar="USER_ID", help="the user to forget")],
+    database: DatabaseOpt = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="count what would go, and change nothing")
+    ] = False,
+) -> None:
+    """Forget a user: delete their events, traits and delivery attempts, and redact their
+    messages (recipient and texts), in one transaction.
+
+    Their messages not yet sent are cancelled. The message rows stay, without personal
+    data, because they hold the user's limits (a replayed signup sends no second welcome
+    email), and so do the user's id and unsubscribes. An event of theirs sent again
+    afterwards is stored, but no rule acts on one dated before this. Copies outside the
+    database (the stub's file, the logs, what providers received) are not touched."""
+    from herald.bootstrap import utc_now
+    from herald.service.erasure import forget_user
+
+    db = open_database(database_url_from(database), schema="current")
+    try:
+        done = forget_user(db, user_id, now=utc_now(), how="herald users forget", dry_run=dry_run)
+    except KeyboardInterrupt:
+        fail("interrupted before the user was forgotten: nothing was changed", code=130)
+    finally:
+        db.dispose()
+    if done is None:
+        fail(f"no user {user_id!r} in the database: nothing to forget")
+    delete, redact, cancel = (
+        ("would delete", "would redact", "would cancel")
+        if dry_run
+        else ("deleted", "redacted", "cancelled")
+    )
+    console.print(
+        f"{delete} {counted(done.events, 'event')} and "
+        f"{counted(done.attempts, 'delivery attempt')} of user {user_id!r}; {redact} "
+        f"{counted(done.messages, 'message')}"
+        + (f" and {cancel} the {done.cancelled} of them not sent yet" if done.cancelled else "")
+        + (" (dry run: nothing changed)" if dry_run else ""),
+        markup=False,
+    )
+    if done.in_flight:
+        console.print(
+            f"{counted(done.in_flight, 'message')} being sent now: cancelled when the attempt "
+            "ends, unless sent; the attempt's record is written then, so run this again "
+            "afterwards to delete it",
+            markup=False,
+        )

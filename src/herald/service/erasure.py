@@ -1,0 +1,32 @@
+"""Forgetting a user at their request (the right to erasure): one transaction, so that
+ingestion for the user waits for it and then finds nothing of theirs but their limits."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from herald.domain.timeutil import iso, to_micros
+from herald.store.database import Database
+from herald.store.erasure import Forgotten
+from herald.store.unit_of_work import ReadOnly, UnitOfWork
+
+
+def forget_user(
+    database: Database, user_id: str, *, now: datetime, how: str, dry_run: bool = False
+) -> Forgotten | None:
+    """Delete what Herald holds of the user (events, traits, delivery attempts) and redact
+    their messages, cancelling those not yet sent; ``how`` (the command or request) is
+    named in the cancelled messages' reason. None for a user Herald has never seen.
+    ``dry_run``: say what it would do, changing nothing."""
+    if dry_run:
+        with ReadOnly(database) as read:
+            return read.erasure.count(user_id) if read.erasure.exists(user_id) else None
+    with UnitOfWork(database) as uow:
+        uow.lock([user_id])  # as ingestion does: its events for the user wait, then see this
+        if not uow.erasure.exists(user_id):
+            return None
+        done = uow.erasure.forget(
+            user_id, reason=f"the user was forgotten at {iso(now)} ({how})", now_us=to_micros(now)
+        )
+        uow.commit()
+    return done
