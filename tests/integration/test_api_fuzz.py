@@ -165,8 +165,10 @@ def test_any_user_id_in_a_path_is_answered_without_a_server_error(client: TestCl
         assert client.get(f"/audit/{path}").status_code in {404, 422}
         preferences = {"unsubscribed": ["email"]}
         answer = client.post(f"/users/{path}/preferences", json=preferences)
-        # 404: a "/" in the id makes a path no route has.
-        assert answer.status_code in {200, 404, 422}, answer.text
+        # 404: a "/" in the id makes a path no route has. 405: an id of "." or ".." is
+        # resolved by the client, and "/users/./preferences" is "/users/preferences", the
+        # path of a user named "preferences", which takes DELETE only.
+        assert answer.status_code in {200, 404, 405, 422}, answer.text
         forgotten = client.delete(f"/users/{path}")
         assert forgotten.status_code in {200, 404, 422}, forgotten.text
 
