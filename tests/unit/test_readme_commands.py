@@ -67,6 +67,7 @@ def test_every_option_the_command_table_names_exists_and_every_option_is_named()
         ("serve",),
         ("worker",),
         ("rules", "check"),
+        ("rules", "try"),
         ("db", "upgrade"),
         ("db", "current"),
         ("db", "backup"),

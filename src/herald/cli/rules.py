@@ -11,13 +11,16 @@ from rich.markup import escape
 
 from herald.cli.options import settings_from
 from herald.cli.preflight import checked_rules
+from herald.cli.rule_trial import rules_try
 from herald.config import RuleFileSettings
 
 rules_app = typer.Typer(
-    help="Rule files: `check` validates one and lists its rules and delivery.",
+    help="Rule files: `check` validates one and lists its rules and delivery; `try` shows "
+    "what one decides for sample events.",
     no_args_is_help=True,
     rich_markup_mode="markdown",
 )
+rules_app.command("try")(rules_try)
 
 
 @rules_app.command("check")

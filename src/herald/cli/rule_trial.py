@@ -1,0 +1,163 @@
+"""``herald rules try``: what a rule file decides for sample events, and the messages it
+would send, before it goes live."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import orjson
+import typer
+from rich.console import Console
+
+from herald.cli.options import settings_from
+from herald.cli.output import counted, fail
+from herald.cli.preflight import checked_rules
+from herald.config import RuleFileSettings
+
+if TYPE_CHECKING:
+    from herald.domain.model import Event
+    from herald.rules.definition import RuleSet
+    from herald.service.intake import Rejection
+
+_BODY_LINES = 6  # of a message's text shown; --json has it whole
+
+
+def rules_try(
+    events: Annotated[
+        Path,
+        typer.Argument(
+            metavar="EVENTS",
+            help='a JSON file of events: one event, a list, a batch ({"events": [...]}) or '
+            "one event a line; - for stdin",
+        ),
+    ],
+    rules: Annotated[
+        Path | None,
+        typer.Option(
+            "--rules",
+            metavar="PATH",
+            help="rule file (default: the packaged one; env HERALD_RULES)",
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="one JSON object an event, messages whole")
+    ] = False,
+) -> None:
+    """Decide sample events with a rule file, in the order given, and show each decision
+    and the messages it would send (rendered, to whom, held for quiet hours or not).
+
+    The server's own checks and ingestion decide them, in a database of their own that is
+    thrown away: limits, windows and arrival order work as they would live. Nothing is
+    stored or sent. Exit 1 if an event is rejected (each says why) or the rule file has
+    a problem."""
+    from herald.bootstrap import utc_now
+    from herald.delivery.quiet_hours import hold_policy
+    from herald.json_lines import json_line
+    from herald.service.rule_trial import try_rules
+
+    settings = settings_from(RuleFileSettings)
+    ruleset, plan = checked_rules(rules or settings.rules)
+    payloads = _read_events(events)
+    out = Console(highlight=False, soft_wrap=True)
+    if not as_json:
+        out.print(f"{ruleset.source} (version {ruleset.version})", markup=False)
+    checked = [_checked(payload, ruleset) for payload in payloads]
+    results = list(try_rules(ruleset, checked, now=utc_now(), hold=hold_policy(plan.quiet_hours)))
+    for result in results:
+        if as_json:
+            sys.stdout.buffer.write(json_line(result) + b"\n")
+        else:
+            _show(out, result)
+    rejected = sum(result.status == "rejected" for result in results)
+    messages = sum(len(result.messages) for result in results)
+    if not as_json:
+        out.print(
+            f"\n{counted(len(results), 'event')}: {counted(messages, 'message')} would be "
+            f"sent, {rejected} rejected (nothing was stored or sent)",
+            markup=False,
+        )
+    if rejected:
+        raise typer.Exit(1)
+
+
+def _checked(payload: Any, ruleset: RuleSet) -> tuple[str | None, Event | Rejection]:
+    """The id ``payload`` gives, if any, and its event, or why the API would refuse it."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from herald.api.errors import field_errors
+    from herald.api.schemas.requests import EVENT_FIELDS, EventIn
+    from herald.service.intake import Rejection, to_event
+
+    given = payload.get("event_id") if isinstance(payload, dict) else None
+    given = given if isinstance(given, str) else None
+    try:
+        envelope = TypeAdapter(EventIn).validate_python(payload)
+    except ValidationError as exc:
+        return given, Rejection(field_errors(exc, fields=EVENT_FIELDS))
+    return given, to_event(envelope, ruleset)
+
+
+def _read_events(path: Path) -> list[Any]:
+    """The events of the file at ``path`` (``-``: stdin), in order."""
+    try:
+        raw = sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes()
+    except OSError as exc:
+        fail(f"cannot read {path}: {exc.strerror}", code=2)
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        data = _json_lines(raw, path)
+    else:
+        if isinstance(data, dict) and list(data) == ["events"]:
+            data = data["events"]
+    events = data if isinstance(data, list) else [data]
+    if not events:
+        fail(f"{path} holds no event", code=2)
+    return events
+
+
+def _json_lines(raw: bytes, path: Path) -> list[Any]:
+    events = []
+    for number, line in enumerate(raw.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            events.append(orjson.loads(line))
+        except orjson.JSONDecodeError as exc:
+            fail(f"{path}, line {number}: not JSON ({exc})", code=2)
+    return events
+
+
+def _show(out: Console, result: Any) -> None:
+    head = f"\n{result.index + 1}. "
+    if result.status == "rejected":
+        out.print(f"{head}rejected{_id(result)}:", markup=False)
+        for error in result.errors:
+            where = ".".join(str(part) for part in error["loc"]) or "event"
+            out.print(f"   {where}: {error['msg']}", markup=False)
+        return
+    out.print(f"{head}{result.status}{_id(result)}", markup=False)
+    for decision in result.decisions:
+        out.print(
+            f"   {decision['rule']} {decision['outcome']}: {decision['reason']}", markup=False
+        )
+    for message in result.messages:
+        to = (
+            "an internal alert, logged"
+            if message["category"] == "internal"
+            else f"{message['channel']} to {message['recipient']}"
+        )
+        held = f", {message['hold_reason']}" if message["hold_reason"] else ""
+        html = " (and an HTML part)" if message["html"] is not None else ""
+        out.print(f"   -> {to}{held}: {message['subject']}{html}", markup=False)
+        lines = message["body"].splitlines()
+        for line in lines[:_BODY_LINES]:
+            out.print(f"      {line}", markup=False)
+        if len(lines) > _BODY_LINES:
+            out.print(f"      ({len(lines) - _BODY_LINES} more lines)", markup=False)
+
+
+def _id(result: Any) -> str:
+    return f" {result.event_id}" if result.event_id else ""

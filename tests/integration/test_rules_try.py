@@ -1,0 +1,157 @@
+"""`herald rules try EVENTS`: what a rule file decides for sample events and the messages
+it would send, decided as the server decides them, with nothing stored or sent."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from herald.cli.main import app as cli
+from herald.rules.loader import default_rules_path
+
+SIGNUP = {
+    "event_id": "s1",
+    "user_id": "u_1",
+    "event_type": "signup_completed",
+    "event_timestamp": "2025-11-03T10:00:00Z",
+    "user_traits": {
+        "email": "ada@example.com",
+        "first_name": "Ada",
+        "marketing_opt_in": True,
+        "phone": "+351910000001",
+        "timezone": "Europe/Lisbon",
+    },
+}
+LINK = {
+    "event_id": "l1",
+    "user_id": "u_1",
+    "event_type": "link_bank_success",
+    "event_timestamp": "2025-11-04T09:00:00Z",
+}
+
+
+def shortfall(event_id: str, hour: int, attempt: int) -> dict[str, Any]:
+    properties = {"amount": 12.5, "attempt_number": attempt, "failure_reason": "INSUFFICIENT_FUNDS"}
+    return {
+        "event_id": event_id,
+        "user_id": "u_1",
+        "event_type": "payment_failed",
+        "event_timestamp": f"2025-11-04T{hour:02d}:00:00Z",
+        "properties": properties,
+    }
+
+
+def try_rules(tmp_path: Path, events: Any, *options: str, raw: str | None = None) -> Any:
+    """``herald rules try`` on a file holding ``events`` (JSON lines when a list), run
+    in ``tmp_path``."""
+    path = tmp_path / "events.json"
+    lines = [json.dumps(event) for event in events] if isinstance(events, list) else None
+    path.write_text(raw if raw is not None else "\n".join(lines or [json.dumps(events)]))
+    return CliRunner().invoke(cli, ["rules", "try", str(path), *options], env={"COLUMNS": "300"})
+
+
+def test_it_shows_each_decision_and_the_messages_it_would_send(tmp_path: Path) -> None:
+    events = [SIGNUP, LINK, shortfall("p1", 10, 3), shortfall("p2", 11, 4)]
+
+    result = try_rules(tmp_path, events)
+
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert "   -> email to ada@example.com: Welcome aboard, Ada! (and an HTML part)" in lines
+    assert "      Hi Ada," in lines
+    assert any(
+        line.startswith("   BANK_LINK_NUDGE_SMS triggered: signup_completed s1") for line in lines
+    )
+    assert "   -> sms to +351910000001: Bank linked" in lines
+    assert "      Your payment of 12.50 failed because the account had insufficient funds." in lines
+    assert "   -> an internal alert, logged: High risk: user u_1 failed payment attempt 3" in lines
+    assert sum("suppressed: " in line for line in lines) == 2  # p2: both daily limits held
+    assert (
+        lines[-1] == "4 events: 4 messages would be sent, 0 rejected (nothing was stored or sent)"
+    )
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["events.json"]
+
+
+def test_a_link_before_its_signup_is_decided_when_the_signup_arrives(tmp_path: Path) -> None:
+    result = try_rules(tmp_path, [LINK, SIGNUP], "--json")
+
+    link, signup = (json.loads(line) for line in result.output.splitlines())
+    assert [d["outcome"] for d in link["decisions"]] == ["skipped"]
+    nudge = next(d for d in signup["decisions"] if d["rule"] == "BANK_LINK_NUDGE_SMS")
+    assert nudge["outcome"] == "triggered"
+    assert {m["rule"] for m in signup["messages"]} == {"WELCOME_EMAIL", "BANK_LINK_NUDGE_SMS"}
+
+
+def test_a_rejected_event_says_why_the_others_are_decided_and_it_exits_1(tmp_path: Path) -> None:
+    typo = {**shortfall("p1", 10, 1), "event_type": "payment_faild"}
+
+    result = try_rules(tmp_path, [typo, SIGNUP])
+
+    assert result.exit_code == 1
+    assert "1. rejected p1:" in result.output
+    assert "   event_type: unknown event type 'payment_faild'; supported: " in result.output
+    assert "2. accepted s1" in result.output
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        json.dumps({"events": [SIGNUP, LINK]}),
+        json.dumps([SIGNUP, LINK]),
+        json.dumps(SIGNUP, indent=2) + "\n",
+        f"{json.dumps(SIGNUP)}\n\n{json.dumps(LINK)}\n",
+    ],
+    ids=["batch", "list", "one event", "json lines"],
+)
+def test_it_reads_a_batch_a_list_one_event_or_json_lines(tmp_path: Path, written: str) -> None:
+    result = try_rules(tmp_path, None, "--json", raw=written)
+
+    assert result.exit_code == 0, result.output
+    statuses = [json.loads(line)["event_id"] for line in result.output.splitlines()]
+    assert statuses == (["s1"] if written.count("event_id") == 1 else ["s1", "l1"])
+
+
+def test_a_dash_reads_the_events_from_stdin() -> None:
+    result = CliRunner().invoke(cli, ["rules", "try", "-", "--json"], input=json.dumps(SIGNUP))
+
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["event_id"] == "s1"
+
+
+def test_json_output_has_each_message_whole(tmp_path: Path) -> None:
+    result = try_rules(tmp_path, [SIGNUP], "--json")
+
+    [line] = result.output.splitlines()
+    welcome = json.loads(line)["messages"][0]
+    assert welcome["recipient"] == "ada@example.com"
+    assert welcome["body"].endswith("you can unsubscribe at any time.")
+    assert welcome["html"].startswith("<p>Hi Ada,</p>")
+
+
+def test_a_message_due_in_quiet_hours_is_shown_held(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        default_rules_path().read_text(encoding="utf-8")
+        + f"templates_dir: {default_rules_path().parent / 'templates'}\n"
+        + "delivery:\n  quiet_hours: {sms: {start: '00:00', end: '23:59'}}\n",
+        encoding="utf-8",
+    )
+
+    result = try_rules(tmp_path, [SIGNUP, LINK], "--rules", str(rules), "--json")
+
+    [nudge] = json.loads(result.output.splitlines()[1])["messages"]
+    assert "quiet hours" in nudge["hold_reason"]
+
+
+def test_unreadable_input_is_an_error_naming_it(tmp_path: Path) -> None:
+    missing = CliRunner().invoke(cli, ["rules", "try", str(tmp_path / "none.json")])
+    garbled = try_rules(tmp_path, None, raw=f"{json.dumps(SIGNUP)}\n{{not json\n")
+
+    assert missing.exit_code == 2
+    assert "cannot read" in missing.output and "No such file or directory" in missing.output
+    assert garbled.exit_code == 2
+    assert "events.json, line 2: not JSON" in garbled.output
