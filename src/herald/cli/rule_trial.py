@@ -11,7 +11,7 @@ import orjson
 import typer
 from rich.console import Console
 
-from herald.cli.options import settings_from
+from herald.cli.options import RulesOpt, settings_from
 from herald.cli.output import counted, fail
 from herald.cli.preflight import checked_rules
 from herald.config import RuleFileSettings
@@ -33,14 +33,7 @@ def rules_try(
             "one event a line; - for stdin",
         ),
     ],
-    rules: Annotated[
-        Path | None,
-        typer.Option(
-            "--rules",
-            metavar="PATH",
-            help="rule file (default: the packaged one; env HERALD_RULES)",
-        ),
-    ] = None,
+    rules: RulesOpt = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="one JSON object an event, messages whole")
     ] = False,
