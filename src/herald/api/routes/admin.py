@@ -154,7 +154,7 @@ def set_preferences(
         503: DATABASE_UNAVAILABLE,
     },
 )
-def forget(user_id: UserIdPath, runtime: RuntimeDep) -> dict[str, Any]:
+def delete_user(user_id: UserIdPath, runtime: RuntimeDep) -> dict[str, Any]:
     """Forget the user, at their request: delete their events, traits and delivery
     attempts, and redact their messages, cancelling those not sent yet. The message rows
     stay without personal data, holding the user's limits, and so do the user's id and
