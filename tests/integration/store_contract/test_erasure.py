@@ -4,12 +4,19 @@ messages still hold their limits, and nobody else's rows change."""
 
 from __future__ import annotations
 
+import threading
+from datetime import UTC, datetime
 from typing import Any
 
-from herald.domain.model import UserProfile, message_id_for
+from herald.domain.model import Event, UserProfile, message_id_for
+from herald.domain.timeutil import parse_timestamp
+from herald.rules.loader import load_ruleset
+from herald.service.erasure import forget_user
+from herald.service.ingest import ingest
 from herald.store.claim_outcomes import RETRY
 from herald.store.erasure import Forgotten
 from herald.store.outbox import CANCELLED, FAILED, REDACTED, SENDING, SENT
+from herald.store.sql import json_value
 from herald.store.unit_of_work import ReadOnly, UnitOfWork
 from tests.support.store_rows import (
     HOUR,
@@ -23,6 +30,7 @@ from tests.support.store_rows import (
     stored_message,
 )
 
+RULES = load_ruleset()
 REASON = "the user was forgotten at 2025-11-03T00:30:00Z (herald users forget)"
 NOW = T0 + HOUR // 2  # between the user's two events
 SENT_ID, DEAD_ID, WAITING_ID, SENDING_ID, OTHERS_ID = (
@@ -153,3 +161,53 @@ def test_a_fence_already_later_than_the_user_s_events_stays(database: Any) -> No
 
     with ReadOnly(database) as read:
         assert read.users.get_many(["gone"])["gone"].pruned_before_us == T0 + 5 * HOUR
+
+
+def test_events_racing_the_forgetting_leave_nothing_personal_dated_before_it(
+    database: Any,
+) -> None:
+    """Ingestion of the user's events, in threads, while the user is forgotten: each
+    either came first and went with the rest, or came after and was fenced off (stored,
+    but every rule skipped it). None of their messages keeps a recipient."""
+    _ingest(database, _shortfall(0))  # the user exists before the race
+    start = threading.Barrier(9)
+
+    def post(day: int) -> None:
+        start.wait()
+        _ingest(database, _shortfall(day))
+
+    def forget() -> None:
+        start.wait()
+        forget_user(database, "gone", now=datetime.now(UTC), how="test")
+
+    threads = [threading.Thread(target=post, args=(day,)) for day in range(1, 9)]
+    threads.append(threading.Thread(target=forget))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    after = _rows(database, "events", "gone")  # all dated before the forgetting
+    for row in after:
+        decisions = json_value(row.decisions)
+        assert {d["outcome"] for d in decisions} == {"skipped"}, decisions
+    # Each event decided first made an email (a day each), then redacted.
+    recipients = [row.recipient for row in _rows(database, "messages", "gone")]
+    assert recipients == [""] * (9 - len(after))
+
+
+def _shortfall(day: int) -> Event:
+    return Event(
+        f"pf-{day}",
+        "gone",
+        "payment_failed",
+        parse_timestamp(f"2025-10-{day + 1:02d}T10:00:00Z"),
+        {"amount": 5.0, "attempt_number": 1, "failure_reason": "INSUFFICIENT_FUNDS"},
+        {"email": "ana@example.com"},
+    )
+
+
+def _ingest(database: Any, event: Event) -> None:
+    with UnitOfWork(database) as uow:
+        ingest(uow, [event], RULES, now=datetime.now(UTC))
+        uow.commit()
