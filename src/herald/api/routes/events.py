@@ -1,25 +1,29 @@
-"""POST /events and /events/batch: validate, hand to the group-commit writer, answer."""
+"""POST /events and /events/batch: read the body (event_bodies.py), hand the events to the
+group-commit writer, answer."""
 
 from __future__ import annotations
 
 import time
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.exceptions import RequestValidationError
-from pydantic import TypeAdapter, ValidationError
 
 from herald.api.body import json_body
 from herald.api.deps import RETRY_AFTER_UNAVAILABLE, ingest_runtime
-from herald.api.errors import field_errors
-from herald.api.schemas.requests import (
-    EVENT_FIELDS,
-    MAX_EVENT_BYTES,
-    BatchIn,
-    EventIn,
-    LooseBatchIn,
+from herald.api.event_bodies import (
+    BATCH,
+    EVENT,
+    EVENT_SHAPE,
+    count_rejected,
+    in_body,
+    inline_schema,
+    parse_body,
+    read_batch,
+    reject,
 )
+from herald.api.schemas.requests import EVENT_FIELDS
 from herald.api.schemas.responses import (
     ASKS_FOR_BEARER,
     RETRY_AFTER,
@@ -52,35 +56,11 @@ EDGE_RESPONSES: dict[int | str, dict[str, Any]] = {
         "headers": RETRY_AFTER,
     },
 }
-_event = TypeAdapter(EventIn)
-_batch = TypeAdapter(BatchIn)
-_loose_batch = TypeAdapter(LooseBatchIn)
-Body = TypeVar("Body")
 # Read for every event, looked up once: an enum member read through its class goes through
 # the enum metaclass's ``__getattr__`` hook; a StrEnum's ``str()`` is its value, cheaper
 # than ``.value``.
 _ACCEPTED, _CONFLICTING = IngestStatus.ACCEPTED, IngestStatus.CONFLICT
 _PROFILE_FULL = IngestStatus.PROFILE_FULL
-
-
-def _inline_schema(adapter: TypeAdapter[Any]) -> dict[str, Any]:
-    """``adapter``'s JSON schema with its own definitions written in place: in the OpenAPI
-    document, a ``#/$defs/...`` reference would point at the document, not the schema."""
-    schema = adapter.json_schema()
-    definitions = schema.pop("$defs", {})
-
-    def resolve(node: Any) -> Any:
-        if isinstance(node, dict):
-            ref = node.get("$ref", "")
-            if ref.startswith("#/$defs/"):
-                return resolve(definitions[ref.removeprefix("#/$defs/")])
-            return {key: resolve(value) for key, value in node.items()}
-        if isinstance(node, list):
-            return [resolve(item) for item in node]
-        return node
-
-    resolved: dict[str, Any] = resolve(schema)
-    return resolved
 
 
 def _json(body: Any, code: int) -> Response:
@@ -126,7 +106,7 @@ async def _store(runtime: Runtime, events: list[Any]) -> list[IngestResult]:
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": _inline_schema(_event)}},
+            "content": {"application/json": {"schema": inline_schema(EVENT)}},
         }
     },
 )
@@ -136,18 +116,18 @@ async def post_event(request: Request) -> Response:
     started = time.perf_counter()
     runtime = ingest_runtime(request)
     try:
-        body = _parse(_event, await json_body(request), shape=_EVENT_SHAPE, fields=EVENT_FIELDS)
+        body = parse_body(EVENT, await json_body(request), shape=EVENT_SHAPE, fields=EVENT_FIELDS)
     except RequestValidationError:
         runtime.metrics.count_event("unknown", "rejected")
         raise
     event = to_event(body, runtime.ruleset)
     if isinstance(event, Rejection):
-        _count_rejected(runtime, body["event_type"])
-        raise HTTPException(422, _in_body(event.errors))
+        count_rejected(runtime, body["event_type"])
+        raise HTTPException(422, in_body(event.errors))
     [result] = await _store(runtime, [event])
     if result.status is _PROFILE_FULL:
-        _count_rejected(runtime, event.event_type)
-        raise HTTPException(422, _in_body([_FULL]))
+        count_rejected(runtime, event.event_type)
+        raise HTTPException(422, in_body([_FULL]))
     runtime.metrics.count_event(event.event_type, str(result.status))
     runtime.metrics.observe_ingest("event", time.perf_counter() - started)
     if result.status is _CONFLICTING:
@@ -175,7 +155,7 @@ async def post_event(request: Request) -> Response:
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": _inline_schema(_batch)}},
+            "content": {"application/json": {"schema": inline_schema(BATCH)}},
         }
     },
 )
@@ -183,7 +163,7 @@ async def post_batch(request: Request) -> Response:
     """Up to 1,000 events; each is accepted, a duplicate or rejected on its own."""
     started = time.perf_counter()
     runtime = ingest_runtime(request)
-    items, valid = _read_batch(await json_body(request), runtime)
+    items, valid = read_batch(await json_body(request), runtime)
     results = await _store(runtime, [event for _, event in valid]) if valid else []
     outcomes = []
     for (index, event), result in zip(valid, results, strict=True):
@@ -191,9 +171,9 @@ async def post_batch(request: Request) -> Response:
         outcomes.append((event.event_type, "rejected" if full else str(result.status)))
         items[index]["event_id"] = result.event_id
         if full:
-            _reject(items[index], [_FULL])
+            reject(items[index], [_FULL])
         elif result.status is _CONFLICTING:
-            _reject(items[index], [_CONFLICT])
+            reject(items[index], [_CONFLICT])
         else:
             items[index].update(_result_json(result))
     runtime.metrics.count_many(runtime.metrics.events, outcomes)
@@ -213,91 +193,3 @@ _FULL = {
     f"{MAX_PROFILE_TRAITS:,} names; send fewer or shorter traits, or reuse the names sent",
     "type": "profile_full",
 }
-
-
-def _read_batch(raw: bytes, runtime: Runtime) -> tuple[list[dict[str, Any]], list[tuple[int, Any]]]:
-    """A result item per event in the body (those refused already say why), and the
-    events to store with their index."""
-    try:
-        envelopes: list[Any] = _batch.validate_json(raw)["events"]
-        checked = True
-    except ValidationError:
-        # Not every event is well formed (or this is no batch, which the loose parse
-        # says): validate them one by one, so that each is accepted or rejected alone.
-        envelopes = _parse(_loose_batch, raw, shape=_BATCH_SHAPE, fields=("events",))["events"]
-        checked = False
-    items: list[dict[str, Any]] = []
-    valid: list[tuple[int, Any]] = []
-    # A body within one event's limit holds no event beyond it: only a larger one is measured.
-    measure = len(raw) > MAX_EVENT_BYTES
-    for index, envelope in enumerate(envelopes):
-        given_id = envelope.get("event_id") if isinstance(envelope, dict) else None
-        # Echo the id only when it is one: a rejected event's field can be any JSON value.
-        items.append({"index": index, "event_id": given_id if isinstance(given_id, str) else None})
-        if measure and _too_large(envelope):
-            runtime.metrics.count_event("unknown", "rejected")
-            _reject(items[index], [_TOO_LARGE])
-            continue
-        if not checked:
-            try:
-                envelope = _event.validate_python(envelope)
-            except ValidationError as exc:
-                runtime.metrics.count_event("unknown", "rejected")
-                _reject(items[index], field_errors(exc, fields=EVENT_FIELDS))
-                continue
-        event = to_event(envelope, runtime.ruleset)
-        if isinstance(event, Rejection):
-            _count_rejected(runtime, envelope["event_type"])
-            _reject(items[index], event.errors)
-            continue
-        valid.append((index, event))
-    return items, valid
-
-
-_TOO_LARGE = {
-    "loc": [],
-    "msg": "the event is over 1 MiB, the limit for one event in a batch as on its own",
-    "type": "too_large",
-}
-
-
-def _too_large(envelope: Any) -> bool:
-    try:
-        return len(orjson.dumps(envelope)) > MAX_EVENT_BYTES
-    except TypeError:  # a value JSON cannot hold (e.g. an integer beyond 64 bits): refused later
-        return False
-
-
-def _count_rejected(runtime: Runtime, event_type: str) -> None:
-    # A label per unknown type would let any client grow the metrics without bound.
-    known = event_type in runtime.ruleset.event_types
-    runtime.metrics.count_event(event_type if known else "unknown", "rejected")
-
-
-def _parse(adapter: TypeAdapter[Body], raw: bytes, *, shape: str, fields: tuple[str, ...]) -> Body:
-    """Parse and validate straight from the bytes (one pass in pydantic, no ``json.loads``);
-    errors are FastAPI's usual 422, located in the body. A body that is an array is told
-    the ``shape`` it should have, and one with another field than ``fields`` is told them."""
-    try:
-        return adapter.validate_json(raw)
-    except ValidationError as exc:
-        errors = field_errors(exc, prefix=("body",), fields=fields)
-        if raw.lstrip()[:1] == b"[":
-            for error in errors:
-                if error["loc"] == ["body"] and error["type"] == "dict_type":
-                    error["msg"] += f": {shape}"
-        raise RequestValidationError(errors) from None
-
-
-# An array of events is the likely mistake on either route: each says what it takes.
-_EVENT_SHAPE = 'one event; send several to /events/batch as {"events": [...]}'
-_BATCH_SHAPE = 'a batch is {"events": [...]}'
-
-
-def _in_body(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Errors located in an event, located in the request body that is that event."""
-    return [{**error, "loc": ["body", *error["loc"]]} for error in errors]
-
-
-def _reject(item: dict[str, Any], errors: list[dict[str, Any]]) -> None:
-    item.update(status="rejected", decisions=[], errors=errors)

@@ -1,0 +1,137 @@
+"""Reading the body of POST /events and /events/batch into events, as the API checks
+them: pydantic's parse straight from the bytes, then Herald's intake; a batch's events
+each accepted or rejected on its own."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import orjson
+from fastapi.exceptions import RequestValidationError
+from pydantic import TypeAdapter, ValidationError
+
+from herald.api.errors import field_errors
+from herald.api.schemas.requests import (
+    EVENT_FIELDS,
+    MAX_EVENT_BYTES,
+    BatchIn,
+    EventIn,
+    LooseBatchIn,
+)
+from herald.bootstrap import Runtime
+from herald.service.intake import Rejection, to_event
+
+EVENT = TypeAdapter(EventIn)
+BATCH = TypeAdapter(BatchIn)
+_LOOSE_BATCH = TypeAdapter(LooseBatchIn)
+Body = TypeVar("Body")
+
+
+def inline_schema(adapter: TypeAdapter[Any]) -> dict[str, Any]:
+    """``adapter``'s JSON schema with its own definitions written in place: in the OpenAPI
+    document, a ``#/$defs/...`` reference would point at the document, not the schema."""
+    schema = adapter.json_schema()
+    definitions = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return resolve(definitions[ref.removeprefix("#/$defs/")])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved
+
+
+def read_batch(raw: bytes, runtime: Runtime) -> tuple[list[dict[str, Any]], list[tuple[int, Any]]]:
+    """A result item per event in the body (those refused already say why), and the
+    events to store with their index."""
+    try:
+        envelopes: list[Any] = BATCH.validate_json(raw)["events"]
+        checked = True
+    except ValidationError:
+        # Not every event is well formed (or this is no batch, which the loose parse
+        # says): validate them one by one, so that each is accepted or rejected alone.
+        envelopes = parse_body(_LOOSE_BATCH, raw, shape=_BATCH_SHAPE, fields=("events",))["events"]
+        checked = False
+    items: list[dict[str, Any]] = []
+    valid: list[tuple[int, Any]] = []
+    # A body within one event's limit holds no event beyond it: only a larger one is measured.
+    measure = len(raw) > MAX_EVENT_BYTES
+    for index, envelope in enumerate(envelopes):
+        given_id = envelope.get("event_id") if isinstance(envelope, dict) else None
+        # Echo the id only when it is one: a rejected event's field can be any JSON value.
+        items.append({"index": index, "event_id": given_id if isinstance(given_id, str) else None})
+        if measure and _too_large(envelope):
+            runtime.metrics.count_event("unknown", "rejected")
+            reject(items[index], [_TOO_LARGE])
+            continue
+        if not checked:
+            try:
+                envelope = EVENT.validate_python(envelope)
+            except ValidationError as exc:
+                runtime.metrics.count_event("unknown", "rejected")
+                reject(items[index], field_errors(exc, fields=EVENT_FIELDS))
+                continue
+        event = to_event(envelope, runtime.ruleset)
+        if isinstance(event, Rejection):
+            count_rejected(runtime, envelope["event_type"])
+            reject(items[index], event.errors)
+            continue
+        valid.append((index, event))
+    return items, valid
+
+
+_TOO_LARGE = {
+    "loc": [],
+    "msg": "the event is over 1 MiB, the limit for one event in a batch as on its own",
+    "type": "too_large",
+}
+
+
+def _too_large(envelope: Any) -> bool:
+    try:
+        return len(orjson.dumps(envelope)) > MAX_EVENT_BYTES
+    except TypeError:  # a value JSON cannot hold (e.g. an integer beyond 64 bits): refused later
+        return False
+
+
+def count_rejected(runtime: Runtime, event_type: str) -> None:
+    # A label per unknown type would let any client grow the metrics without bound.
+    known = event_type in runtime.ruleset.event_types
+    runtime.metrics.count_event(event_type if known else "unknown", "rejected")
+
+
+def parse_body(
+    adapter: TypeAdapter[Body], raw: bytes, *, shape: str, fields: tuple[str, ...]
+) -> Body:
+    """Parse and validate straight from the bytes (one pass in pydantic, no ``json.loads``);
+    errors are FastAPI's usual 422, located in the body. A body that is an array is told
+    the ``shape`` it should have, and one with another field than ``fields`` is told them."""
+    try:
+        return adapter.validate_json(raw)
+    except ValidationError as exc:
+        errors = field_errors(exc, prefix=("body",), fields=fields)
+        if raw.lstrip()[:1] == b"[":
+            for error in errors:
+                if error["loc"] == ["body"] and error["type"] == "dict_type":
+                    error["msg"] += f": {shape}"
+        raise RequestValidationError(errors) from None
+
+
+# An array of events is the likely mistake on either route: each says what it takes.
+EVENT_SHAPE = 'one event; send several to /events/batch as {"events": [...]}'
+_BATCH_SHAPE = 'a batch is {"events": [...]}'
+
+
+def in_body(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Errors located in an event, located in the request body that is that event."""
+    return [{**error, "loc": ["body", *error["loc"]]} for error in errors]
+
+
+def reject(item: dict[str, Any], errors: list[dict[str, Any]]) -> None:
+    item.update(status="rejected", decisions=[], errors=errors)
