@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import os
 from collections.abc import Mapping
 from typing import Annotated, TypeVar
 
@@ -51,7 +52,21 @@ def settings_from(kind: type[SettingsT], **overrides: object) -> SettingsT:
     try:
         return kind(**given)  # type: ignore[arg-type]
     except ValidationError as exc:
+        if issubclass(kind, WorkerSettings):
+            _log_as_asked(exc)
         fail("invalid settings: " + "; ".join(_setting_problem(e, given) for e in exc.errors()))
+
+
+def _log_as_asked(refused: ValidationError) -> None:
+    """Log JSON when ``HERALD_LOG_FORMAT`` asks for it, though another setting was
+    refused: the line saying why ``serve`` or ``worker`` will not start is then one JSON
+    line, which a log collector reading the stream can read, not ``error: ...`` text."""
+    from herald.observability.logging import configure_logging
+
+    if any(error["loc"][:1] == ("log_format",) for error in refused.errors()):
+        return  # the format itself is wrong: the operator learns why in plain text
+    if os.environ.get("HERALD_LOG_FORMAT", "").strip().lower() == "json":
+        configure_logging(fmt="json")
 
 
 def database_url_from(option: str | None) -> str:

@@ -89,6 +89,39 @@ def test_with_json_logs_the_reason_a_process_will_not_start_is_a_json_line_too(
     assert line["message"].startswith(f"{rules}: ") and "provider" in line["message"]
 
 
+@pytest.mark.parametrize(
+    ("command", "variable"),
+    [("serve", "HERALD_PORT"), ("worker", "HERALD_METRICS_PORT")],
+    ids=["serve", "worker"],
+)
+def test_with_json_logs_a_refused_setting_is_a_json_line_too(
+    command: str, variable: str, tmp_path: Path
+) -> None:
+    """The settings were read before the log format took effect, so the one line saying
+    which of them was wrong came out as plain text in a JSON stream."""
+    refused = run_herald(
+        [command, "--database", sqlite_url(tmp_path)],
+        env=herald_environment(HERALD_LOG_FORMAT="JSON", **{variable: "eighty"}),
+        cwd=tmp_path,
+    )
+
+    assert refused.returncode == 1, refused.stderr
+    (line,) = json_lines(refused.stderr)  # one line, and JSON
+    assert line["level"] == "ERROR"
+    assert line["message"].startswith(f"invalid settings: {variable}: ")
+
+
+def test_a_wrong_log_format_is_refused_in_plain_text(tmp_path: Path) -> None:
+    refused = run_herald(
+        ["worker", "--database", sqlite_url(tmp_path)],
+        env=herald_environment(HERALD_LOG_FORMAT="jsonl"),
+        cwd=tmp_path,
+    )
+
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("error: invalid settings: HERALD_LOG_FORMAT: ")
+
+
 def test_uvicorn_s_own_lines_are_json_lines_too(
     json_logging_server: tuple[HeraldProcess, str],
 ) -> None:
