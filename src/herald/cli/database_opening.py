@@ -1,6 +1,7 @@
 """Opening the database a command names, or exiting with one line that says why it cannot:
 a bad URL, a missing or unopenable SQLite file, a schema this version cannot run on, a
-database that refuses writes, or Ctrl-C while it keeps the command waiting."""
+database that refuses writes, or Ctrl-C while it keeps the command waiting; and exiting
+so when the database cannot take a command's write once opened."""
 
 from __future__ import annotations
 
@@ -86,6 +87,28 @@ def open_database(
         database.dispose()
         _refuses_writes(refused, path)
     return database
+
+
+def fail_if_unavailable(exc: BaseException, *, left: str) -> None:
+    """Exit 1 with one line when ``exc`` says the database cannot take the command's write
+    now (SQLite's write lock held by another process for the whole wait, a server gone),
+    saying what that ``left``. Any other error returns, for the caller to raise again: a
+    bug, shown whole."""
+    from herald.store import sqlite_connections
+    from herald.store.database_errors import database_said, unavailable
+
+    if not unavailable(exc):
+        return
+    said = database_said(exc)
+    if "locked" in said:
+        waited = sqlite_connections.SQLITE_BUSY_TIMEOUT_MS / 1000
+        said = (
+            f"another process held SQLite's write lock for the {waited:g} s this command "
+            "waits for it (a prune, a shell left in a write transaction)"
+        )
+    else:
+        said = f"the database could not take the command's write: {said}"
+    fail(f"{said}: {left}")
 
 
 def _interrupted_opening(database: Database, *, upgrading: bool) -> NoReturn:

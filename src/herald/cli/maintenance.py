@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from herald.cli.backup import db_backup
-from herald.cli.database_opening import open_database
+from herald.cli.database_opening import fail_if_unavailable, open_database
 from herald.cli.interrupts import Terminated, terminating_as_interrupted
 from herald.cli.options import DatabaseOpt, database_url_from, settings_from
 from herald.cli.output import console, counted, fail, fail_on_rule_file
@@ -232,6 +232,13 @@ def prune(
             "command again to prune the rest (and the finished messages of those events)",
             code=143 if isinstance(stopped, Terminated) else 130,  # 128 + the signal
         )
+    except Exception as exc:
+        fail_if_unavailable(
+            exc,
+            left="the batches counted above are pruned and stay so; run the same command "
+            "again to prune the rest",
+        )
+        raise
     finally:
         db.dispose()
     console.print(

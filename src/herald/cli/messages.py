@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from herald.cli.database_opening import open_database
+from herald.cli.database_opening import fail_if_unavailable, open_database
 from herald.cli.options import DatabaseOpt, database_url_from
 from herald.cli.output import console, fail
 
@@ -116,6 +116,9 @@ def messages_retry(
             "the same command again",
             code=130,
         )
+    except Exception as exc:
+        fail_if_unavailable(exc, left="nothing was re-queued; run the same command again")
+        raise
     finally:
         db.dispose()
     if message_id and count == 0:
@@ -159,6 +162,9 @@ def messages_cancel(
             uow.commit()
     except KeyboardInterrupt:
         fail("interrupted before the cancel was committed: nothing was cancelled", code=130)
+    except Exception as exc:
+        fail_if_unavailable(exc, left="nothing was cancelled; run the same command again")
+        raise
     finally:
         db.dispose()
     console.print(f"cancelled {done.cancelled} message(s) of {rule}", markup=False)
