@@ -32,8 +32,9 @@ from herald.store.migrate import upgrade
             "the batches counted above are pruned and stay so; run the same command again "
             "to prune the rest",
         ),
+        (["users", "forget", "u_1"], "nothing was changed; run the same command again"),
     ],
-    ids=["retry", "cancel", "prune"],
+    ids=["retry", "cancel", "prune", "forget"],
 )
 def test_a_write_lock_held_for_the_whole_wait_is_one_clear_line(
     command: list[str], left: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from herald.cli.database_opening import open_database
+from herald.cli.database_opening import fail_if_unavailable, open_database
 from herald.cli.options import DatabaseOpt, database_url_from
 from herald.cli.output import console, counted, fail
 
@@ -41,6 +41,9 @@ def users_forget(
         done = forget_user(db, user_id, now=utc_now(), how="herald users forget", dry_run=dry_run)
     except KeyboardInterrupt:
         fail("interrupted before the user was forgotten: nothing was changed", code=130)
+    except Exception as exc:
+        fail_if_unavailable(exc, left="nothing was changed; run the same command again")
+        raise
     finally:
         db.dispose()
     if done is None:
