@@ -132,3 +132,14 @@ def test_a_preference_body_with_a_key_it_does_not_define_is_refused_not_half_app
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["body", "unsubscribe"]
     assert client.get("/audit/u_7").status_code == 404  # nothing was stored
+
+
+def test_a_name_refused_is_told_every_name_taken(client: TestClient) -> None:
+    """The refusal listed 'email', 'sms' and 'marketing', leaving out `all` and that the
+    case does not matter, which the same request takes."""
+    refused = client.post("/users/u_1/preferences", json={"unsubscribed": ["fax"]})
+
+    assert refused.status_code == 422
+    assert refused.json()["detail"][0]["msg"] == (
+        "Input should be 'email', 'sms', 'marketing' or 'all', in any case"
+    )

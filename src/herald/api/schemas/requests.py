@@ -119,10 +119,16 @@ class LooseBatchIn(TypedDict):
 def _unsubscribe_name(value: object) -> object:
     """A name as the `unsubscribed` trait reads it, in any case and with `all` for all
     marketing: the same list sent here was refused where the trait took it."""
-    if isinstance(value, str):
-        name = value.lower()
-        return "marketing" if name == "all" else name
-    return value
+    name = value.lower() if isinstance(value, str) else None
+    if name not in _UNSUBSCRIBE_NAMES:
+        # Said here, not by the Literal below, whose message leaves out `all` and the case.
+        raise PydanticCustomError(
+            "literal_error", "Input should be 'email', 'sms', 'marketing' or 'all', in any case"
+        )
+    return "marketing" if name == "all" else name
+
+
+_UNSUBSCRIBE_NAMES = frozenset({"email", "sms", "marketing", "all"})
 
 
 class PreferencesIn(BaseModel):
