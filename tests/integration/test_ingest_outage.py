@@ -1,7 +1,8 @@
-"""Ingestion through an outage of the database, as a client and an operator see it: each
+"""Requests through an outage of the database, as a client and an operator see it: each
 request answers 503 with a Retry-After, and the log holds one traceback for the outage,
 not one per request (at thousands of requests a second, those would bury everything
-else), then one line when events are stored again. A bug still logs every failure."""
+else), then one line when requests succeed again; its first line says what the database
+said. A bug still logs every failure."""
 
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ from herald.config import Settings
 from herald.store.database import Database
 from herald.store.migrate import upgrade
 from tests.support.events import signup_payload
+from tests.support.postgres_locks import tables_locked
 from tests.support.processes import connections_refused, scratch_postgres_database
 
 WRITER = "herald.service.writer"
+APP = "herald.api.app"
 
 
 def migrated(url: str) -> str:
@@ -30,6 +33,10 @@ def migrated(url: str) -> str:
 
 def writer_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [record for record in caplog.records if record.name == WRITER]
+
+
+def app_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [record for record in caplog.records if record.name == APP]
 
 
 @pytest.mark.postgres
@@ -62,7 +69,7 @@ def test_an_outage_answers_503_with_retry_after_and_logs_one_traceback_then_its_
     assert stored.status_code == 202
     lines = writer_lines(caplog)
     assert [line.levelname for line in lines if line.exc_info] == ["ERROR"]
-    assert "the database is unavailable" in lines[0].getMessage()
+    assert "the database cannot serve it now: connection failed" in lines[0].getMessage()
     # Twenty failures within a few seconds: at most a counted line between first and last.
     assert len(lines) <= 3
     assert lines[-1].getMessage().startswith("ingestion succeeds again")
@@ -124,3 +131,79 @@ def test_every_pooled_connection_busy_answers_503_with_retry_after_not_500(
     assert (audit.status_code, audit.headers.get("retry-after")) == (503, "5")
     assert (event.status_code, event.headers.get("retry-after")) == (503, "5")
     assert stored.status_code == 202
+
+
+@pytest.mark.postgres
+def test_audits_and_preferences_through_an_outage_log_it_as_ingestion_does_not_per_request(
+    postgres_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An audit page polled through an outage wrote a WARNING line a request."""
+    with scratch_postgres_database(postgres_url) as url:
+        settings = Settings(
+            database_url=migrated(url),
+            dispatcher=False,
+            outbox_file=str(tmp_path / "outbox.jsonl"),
+        )
+        with TestClient(create_app(settings)) as client:
+            assert client.post("/events", json=signup_payload("u_0")).status_code == 202
+            with (
+                caplog.at_level(logging.INFO, logger=APP),
+                connections_refused(postgres_url, url),
+            ):
+                refused = [client.get("/audit/u_0") for _ in range(20)]
+                refused += [
+                    client.post("/users/u_0/preferences", json={"unsubscribed": []})
+                    for _ in range(20)
+                ]
+            with caplog.at_level(logging.INFO, logger=APP):
+                served = client.get("/audit/u_0")
+
+    assert {(answer.status_code, answer.headers.get("retry-after")) for answer in refused} == {
+        (503, "5")
+    }
+    assert served.status_code == 200
+    lines = app_lines(caplog)
+    assert [line.levelname for line in lines if line.exc_info] == ["ERROR"]
+    assert (
+        lines[0]
+        .getMessage()
+        .startswith(
+            "reading the audit or setting preferences failed: the database cannot serve it now: "
+            "connection failed"
+        )
+    )
+    assert len(lines) <= 3
+    assert (
+        lines[-1]
+        .getMessage()
+        .startswith("reading the audit or setting preferences succeeds again: 40 request(s) failed")
+    )
+
+
+@pytest.mark.postgres
+def test_a_request_held_up_by_a_lock_logs_the_statement_timeout_not_an_unavailable_database(
+    postgres_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A table another client held locked: the server was up, but the line said "the
+    database is unavailable", the statement timeout only in the traceback below it."""
+    with scratch_postgres_database(postgres_url) as url:
+        settings = Settings(
+            database_url=migrated(url),
+            dispatcher=False,
+            outbox_file=str(tmp_path / "outbox.jsonl"),
+            postgres_statement_timeout=0.5,
+        )
+        with (
+            TestClient(create_app(settings)) as client,
+            caplog.at_level(logging.INFO, logger=WRITER),
+            tables_locked(url, "events"),
+        ):
+            held_up = client.post("/events", json=signup_payload("u_1"))
+
+    assert (held_up.status_code, held_up.headers.get("retry-after")) == (503, "5")
+    [first] = writer_lines(caplog)
+    assert first.getMessage().startswith(
+        "ingestion failed: the database cannot serve it now: "
+        "canceling statement due to statement timeout;"
+    )
+    assert "unavailable" not in first.getMessage()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import sqlite3
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from herald.store.migrate import head_revision, upgrade
 from herald.store.sqlite_connections import set_busy_timeout
 from tests.support.events import signup_payload
 from tests.support.ports import free_port
+from tests.support.postgres_locks import libpq_url, tables_locked
 from tests.support.processes import (
     HeraldProcess,
     herald_command,
@@ -140,27 +140,6 @@ def test_a_role_is_judged_by_the_tables_herald_writes(
 
 
 # The statement timeout of the service on PostgreSQL
-
-
-def libpq_url(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-@contextmanager
-def tables_locked(url: str, *tables: str, at_most_s: float = 20.0) -> Iterator[None]:
-    """Another client holds ``tables`` locked against every use (as a long migration or an
-    operator's forgotten transaction would) until the block ends, or at most ``at_most_s``
-    seconds: a statement that nothing cut off ends then rather than hang the test."""
-    holder = psycopg.connect(libpq_url(url))
-    holder.execute(f"LOCK TABLE {', '.join(tables)} IN ACCESS EXCLUSIVE MODE")
-    release = threading.Timer(at_most_s, holder.rollback)
-    release.start()
-    try:
-        yield
-    finally:
-        release.cancel()
-        holder.rollback()
-        holder.close()
 
 
 def lock_waiters(url: str) -> int:

@@ -46,7 +46,10 @@ def test_the_first_failure_of_an_outage_is_logged_with_its_traceback(
 
     [record] = caplog.records
     assert record.levelname == "ERROR" and record.exc_info is not None
-    assert record.getMessage().startswith("ingestion failed: the database is unavailable")
+    assert record.getMessage() == (
+        "ingestion failed: the database cannot serve it now: connection refused; its "
+        "requests are answered 503 until it can, with a line every 5 s meanwhile"
+    )
 
 
 def test_further_failures_make_a_counted_line_at_most_every_few_seconds(
@@ -66,7 +69,7 @@ def test_further_failures_make_a_counted_line_at_most_every_few_seconds(
     assert repeat.levelname == "WARNING" and repeat.exc_info is None
     assert repeat.getMessage() == (
         "ingestion still failing: 2001 more request(s) failed in 5 s (2002 since the "
-        "database became unavailable 5 s ago): connection refused"
+        "first failure 5 s ago): connection refused"
     )
 
 
@@ -81,8 +84,8 @@ def test_the_end_of_an_outage_is_one_line_with_how_long_and_how_many(
     outage.succeeded()
 
     assert messages(caplog)[-1:] == [
-        "ingestion succeeds again: 4 request(s) failed while the database was "
-        "unavailable, the first 62 s ago, the last 42 s ago"
+        "ingestion succeeds again: 4 request(s) failed while the database could not "
+        "serve them, the first 62 s ago, the last 42 s ago"
     ]
 
 

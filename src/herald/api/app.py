@@ -19,7 +19,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.routing import BaseRoute, Route
 
 from herald import __version__
-from herald.api.deps import RETRY_AFTER_UNAVAILABLE
+from herald.api.deps import RETRY_AFTER_UNAVAILABLE, routes_outage
 from herald.api.direct import DirectRoutes
 from herald.api.errors import validation_errors
 from herald.api.middleware import RequestEdge
@@ -29,8 +29,9 @@ from herald.api.schemas.requests import MAX_BATCH_BYTES, MAX_EVENT_BYTES
 from herald.bootstrap import Runtime, build_runtime
 from herald.config import Settings
 from herald.observability.metrics import serve_metrics
+from herald.observability.outage import OutageLog
 from herald.orphans import parent_gone
-from herald.store.database_errors import database_said, unavailable
+from herald.store.database_errors import unavailable
 from herald.store.database_url import shown_url
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ def create_app(
             "logs": settings.opentelemetry,
         },
     )
+    app.state.routes_outage = OutageLog(log, "reading the audit or setting preferences")
     _add_routes(app, settings)
     # Added first, so it runs inside RequestEdge: the request id and size limit still apply.
     app.add_middleware(
@@ -155,13 +157,14 @@ def _match_whole_paths(routes: list[BaseRoute]) -> None:
             route.path_regex = re.compile(pattern + r"\Z", re.DOTALL)
 
 
-async def _database_unavailable(_request: Request, exc: Exception) -> Response:
+async def _database_unavailable(request: Request, exc: Exception) -> Response:
     """The database is down or refuses for now (unreachable, locked, read-only, full): the
-    client may retry, so a 503 rather than a 500, and the log says why in one line. Any
+    client may retry, so a 503 rather than a 500. The log says so as for ingestion, not in
+    a line per request: an audit page polled through an outage wrote one a request. Any
     other database error (a missing column: a bug) goes on to the 500 and its traceback."""
     if not unavailable(exc):
         raise exc
-    log.warning("database unavailable: %s", database_said(exc))
+    routes_outage(request).failed(exc)
     body = {"detail": "the database is unavailable; retry"}
     return Response(
         orjson.dumps(body),

@@ -9,6 +9,7 @@ from fastapi import Depends, HTTPException, Request, status
 
 from herald.bootstrap import Runtime
 from herald.config import Settings
+from herald.observability.outage import OutageLog
 
 
 async def get_runtime(request: Request) -> Runtime[Settings]:
@@ -17,6 +18,20 @@ async def get_runtime(request: Request) -> Runtime[Settings]:
 
 
 RuntimeDep = Annotated[Runtime[Settings], Depends(get_runtime)]
+
+
+def routes_outage(request: Request) -> OutageLog:
+    """The log of an outage as the routes other than ingestion meet it (ingestion's writer
+    keeps its own): a line when it begins, one every few seconds, one when it ends."""
+    outage: OutageLog = request.app.state.routes_outage
+    return outage
+
+
+def database_served(request: Request) -> None:
+    """Say that a route's work on the database went through, ending an outage its log
+    holds: called by each route that needs the database, once that work is done."""
+    routes_outage(request).succeeded()
+
 
 # On a 503 for an unavailable database: clients that retry at once, thousands a second,
 # would only add to the load of a database coming back.

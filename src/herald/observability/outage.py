@@ -37,18 +37,22 @@ class OutageLog:
         self._began = self._reported = self._last = 0.0
 
     def failed(self, exc: BaseException, requests: int = 1) -> None:
-        """``requests`` failed with ``exc``, an error that says the database is
-        unavailable."""
+        """``requests`` failed with ``exc``, an error that says the database cannot serve
+        now: down, unreachable, locked, or a statement past the statement timeout."""
         with self._lock:
             now = self._clock()
             self._failures += requests
             self._last = now
             if self._failures == requests:
                 self._began = self._reported = now
+                # What the database said, in the line itself: "unavailable" alone sent
+                # an operator to a server that was up, where a statement had waited past
+                # the statement timeout for a lock another client held.
                 self._log.error(
-                    "%s failed: the database is unavailable; its requests are answered "
-                    "503 until it is back, with a line every %g s meanwhile",
+                    "%s failed: the database cannot serve it now: %s; its requests are "
+                    "answered 503 until it can, with a line every %g s meanwhile",
                     self._what,
+                    _driver_said(exc),
                     self._every_s,
                     exc_info=exc,
                 )
@@ -57,13 +61,13 @@ class OutageLog:
             if now - self._reported >= self._every_s:
                 self._log.warning(
                     "%s still failing: %d more request(s) failed in %.0f s (%d since the "
-                    "database became unavailable %.0f s ago): %s",
+                    "first failure %.0f s ago): %s",
                     self._what,
                     self._unreported,
                     now - self._reported,
                     self._failures,
                     now - self._began,
-                    first_line(exc),
+                    _driver_said(exc),
                 )
                 self._reported, self._unreported = now, 0
 
@@ -77,11 +81,16 @@ class OutageLog:
             # have been back long before this success, on a server with nothing to do.
             now = self._clock()
             self._log.info(
-                "%s succeeds again: %d request(s) failed while the database was "
-                "unavailable, the first %.0f s ago, the last %.0f s ago",
+                "%s succeeds again: %d request(s) failed while the database could not "
+                "serve them, the first %.0f s ago, the last %.0f s ago",
                 self._what,
                 self._failures,
                 now - self._began,
                 now - self._last,
             )
             self._failures = self._unreported = 0
+
+
+def _driver_said(exc: BaseException) -> str:
+    """The first line of what the database driver said, under SQLAlchemy's wrapping."""
+    return first_line(getattr(exc, "orig", None) or exc)

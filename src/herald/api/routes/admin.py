@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
 
 from herald.api.body import json_body
-from herald.api.deps import AdminOnly, RuntimeDep
+from herald.api.deps import AdminOnly, RuntimeDep, database_served
 from herald.api.errors import field_errors
 from herald.api.schemas.requests import PreferencesIn, UserIdPath, UserIdToSet
 from herald.api.schemas.responses import (
@@ -122,6 +122,7 @@ async def _preferences_body(request: Request) -> PreferencesIn:
 def set_preferences(
     user_id: UserIdToSet,
     runtime: RuntimeDep,
+    request: Request,
     body: PreferencesIn = Depends(_preferences_body),
 ) -> dict[str, Any]:
     """Replace the user's unsubscribes. Marketing rules then skip them, and their marketing
@@ -133,6 +134,7 @@ def set_preferences(
     preferences, cancelled = set_unsubscribes(
         runtime.database, user_id, body.unsubscribed, now=runtime.clock()
     )
+    database_served(request)
     return {"user_id": user_id, "preferences": preferences, "cancelled_messages": cancelled}
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Query, Request, status
 
-from herald.api.deps import AdminOnly, RuntimeDep
+from herald.api.deps import AdminOnly, RuntimeDep, database_served
 from herald.api.schemas.requests import UserIdPath
 from herald.api.schemas.responses import (
     ADMIN_UNAUTHORIZED,
@@ -42,6 +42,7 @@ router = APIRouter(tags=["audit"], dependencies=[AdminOnly])
 def get_audit(
     user_id: UserIdPath,
     runtime: RuntimeDep,
+    request: Request,
     limit: Annotated[
         int,
         Query(
@@ -57,6 +58,7 @@ def get_audit(
         audit = user_audit(runtime.database, user_id, limit=limit, cursor=cursor)
     except BadCursor as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
+    database_served(request)
     if audit is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown user {user_id!r}")
     return audit
