@@ -105,6 +105,6 @@ def test_a_worker_with_a_rate_limit_says_once_that_the_rate_is_its_own(tmp_path:
             ["worker", "--database", url, "--rules", str(rules)], herald_environment(), cwd=tmp_path
         )
         worker.wait_for_output(note)
-        worker.wait_for_output("delivered 1 message(s): 1 sent")  # a round later, still once
+        worker.wait_for_output("round of 1 message(s): 1 sent")  # a round later, still once
 
         assert worker.output().count(note) == 1

@@ -243,7 +243,7 @@ def test_a_message_being_sent_when_its_rule_is_cancelled_ends_cancelled_unless_s
             "\n".join(said)
         )
         assert not [line for line in said if "will be retried" in line or "dead-letter" in line]
-        assert "delivered 1 message(s): 0 sent, 0 to retry, 0 failed, 0 deferred, 1 cancelled" in (
+        assert "round of 1 message(s): 0 sent, 0 to retry, 0 failed, 0 deferred, 1 cancelled" in (
             said
         )
 

@@ -238,8 +238,9 @@ class Dispatcher:
             counts["deferred"],
             counts["cancelled"],
         )
+        # Not "delivered": a round against a receiver that is down sends none of them.
         log.info(
-            "delivered %d message(s): %d sent, %d to retry, %d failed, %d deferred, %d cancelled",
+            "round of %d message(s): %d sent, %d to retry, %d failed, %d deferred, %d cancelled",
             *astuple(report),  # in the order of the report's fields
             extra={"worker": self.worker_id},
         )

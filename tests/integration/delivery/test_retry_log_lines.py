@@ -32,13 +32,13 @@ def message_ids(database: Database) -> set[str]:
 
 
 def lines(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
-    """The dispatcher's lines at ``level`` but its line per round ("delivered ...")."""
+    """The dispatcher's lines at ``level`` but its line per round ("round of ...")."""
     return [
         r.getMessage()
         for r in caplog.records
         if r.name == "herald.delivery.dispatcher"
         and r.levelno == level
-        and not r.getMessage().startswith("delivered ")
+        and not r.getMessage().startswith("round of ")
     ]
 
 
@@ -59,6 +59,12 @@ def test_a_round_refused_by_a_down_webhook_is_one_line_and_each_dead_letter_its_
         )
         assert asyncio.run(worker.run_once()).retried == ROUND_OF
 
+        # The round's own line: it sent nothing, and said "delivered 12 message(s)".
+        [round_line] = [r.getMessage() for r in caplog.records if "message(s): " in r.getMessage()]
+        assert round_line == (
+            f"round of {ROUND_OF} message(s): 0 sent, {ROUND_OF} to retry, 0 failed, "
+            "0 deferred, 0 cancelled"
+        )
         [said] = lines(caplog, logging.INFO)
         assert said.startswith(f"email: {ROUND_OF} message(s) will be retried: connection failed:")
         # The test's policy waits 10 s after a first failure, without jitter.
