@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import TypeVar
 
 from herald.delivery.backoff import RetryPolicy
+from herald.delivery.cancel_watch import CancelWatch
 from herald.delivery.outcomes import DispatchReport
 from herald.delivery.provider import DeliveryStatus, Provider
 from herald.delivery.quiet_hours import HoldPolicy
@@ -36,7 +37,7 @@ from herald.store.database import Database
 from herald.store.database_errors import database_said
 from herald.store.outbox import FAILED, ClaimedMessage
 from herald.store.sqlite_connections import SQLITE_BUSY_TIMEOUT_MS
-from herald.store.unit_of_work import UnitOfWork, when_unlocked
+from herald.store.unit_of_work import ReadOnly, UnitOfWork, when_unlocked
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -221,12 +222,22 @@ class Dispatcher:
         # From the same reading: a claim slow to commit (a locked table, a slow disk) has
         # used part of the leases, and timed from its end the sends could outlast them.
         sends_end = started + self._send_window_s
-        outcomes = await self._sender.deliver_all(to_send, sends_end, profiles, self._stopping)
+        cancels = CancelWatch(
+            lambda: self._storage(self._cancels_asked),
+            started=started,
+            clock=asyncio.get_running_loop().time,
+        )
+        outcomes = await self._sender.deliver_all(
+            to_send, sends_end, profiles, self._stopping, cancels
+        )
         cancelled = await self._recorder.record(outcomes, leases_end)
-        # A message whose rule an operator cancelled while it was sent ended cancelled, not
-        # to retry nor failed (unless it was sent).
+        # A message whose rule an operator cancelled while it was claimed ended cancelled,
+        # not to retry, failed nor deferred (unless it was sent).
+        cancelled |= cancels.seen
         counts = Counter(
-            "cancelled" if outcome.row.message_id in cancelled else outcome.status
+            "cancelled"
+            if outcome.status != "sent" and outcome.row.message_id in cancelled
+            else outcome.status
             for outcome in outcomes
         )
         counts["failed"] += len(given_up)
@@ -245,6 +256,10 @@ class Dispatcher:
             extra={"worker": self.worker_id},
         )
         return report
+
+    def _cancels_asked(self) -> set[str]:
+        with ReadOnly(self._database) as read:
+            return read.outbox.cancels_asked(worker=self.worker_id)
 
     def _claim(
         self,

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from herald.delivery.backoff import RetryPolicy, after_attempt
+from herald.delivery.cancel_watch import CancelWatch
 from herald.delivery.outcomes import Deferred, Outcome
 from herald.delivery.provider import DeliveryResult, Provider, SendRequest
 from herald.delivery.send_gates import SendGates
@@ -60,11 +61,13 @@ class RoundSender:
         sends_end: float,
         profiles: Mapping[str, UserProfile],
         stopping: asyncio.Event,
+        cancels: CancelWatch | None = None,
     ) -> list[Outcome]:
         """Each row's outcome, in no promised order. A remote send starts only before
         ``sends_end`` (the event loop's time) and is cut off there; once ``stopping`` is
-        set, no send starts. ``profiles``: the users' whose messages may be held or
-        withdrawn (see ``SendGates``)."""
+        set, no send starts, nor one whose rule ``cancels`` says was cancelled.
+        ``profiles``: the users' whose messages may be held or withdrawn (see
+        ``SendGates``)."""
         # A local provider (a file, the log) never waits, so its sends are awaited in turn:
         # a task per message would cost more than the send. Remote ones run concurrently.
         outcomes, remote = [], []
@@ -73,17 +76,21 @@ class RoundSender:
             if kept is not None:
                 outcomes.append(kept)
             elif self._local.get(row.channel, False):
-                outcomes.append(await self._deliver(row, None, stopping))
+                outcomes.append(await self._deliver(row, None, stopping, cancels))
             else:
                 remote.append(row)
         if remote:
             outcomes += await asyncio.gather(
-                *(self._deliver(row, sends_end, stopping) for row in remote)
+                *(self._deliver(row, sends_end, stopping, cancels) for row in remote)
             )
         return outcomes
 
     async def _deliver(
-        self, row: ClaimedMessage, sends_end: float | None, stopping: asyncio.Event
+        self,
+        row: ClaimedMessage,
+        sends_end: float | None,
+        stopping: asyncio.Event,
+        cancels: CancelWatch | None,
     ) -> Outcome:
         """Send ``row``; a remote send (``sends_end`` set) only within the claim's lease."""
         kept = self._gates.paused(row) or self._gates.rate_limited(row)
@@ -97,6 +104,9 @@ class RoundSender:
                 # Sends under way finish and are recorded; one not begun would only make
                 # the stop wait longer, or be cut off by it and be sent again later.
                 return Outcome(row, Deferred("the dispatcher stopped before its turn"))
+            if cancels is not None and await cancels.asked(row.message_id):
+                # Given back, it ends cancelled: its rule's cancel is on the row.
+                return Outcome(row, Deferred("its rule was cancelled before its turn"))
             left = None if sends_end is None else sends_end - asyncio.get_running_loop().time()
             if left is not None and left <= 0:
                 # Its turn came too late in the round (slow sends ahead of it): another

@@ -60,6 +60,17 @@ class OutboxClaims:
             query = "SELECT CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)"
         return int(self._conn.exec_driver_sql(query).scalar_one())
 
+    def cancels_asked(self, *, worker: str) -> set[str]:
+        """The ids of the messages ``worker`` holds claimed whose rule's cancel was asked
+        since the claim (``herald messages cancel``)."""
+        mark = marks(self._dialect, 1)
+        rows = self._conn.exec_driver_sql(
+            f"SELECT message_id FROM messages WHERE status = '{SENDING}' "
+            f"AND claimed_by = {mark} AND cancel_requested IS NOT NULL",
+            (worker,),
+        ).all()
+        return {message_id for (message_id,) in rows}
+
     def claim_due(
         self,
         *,
