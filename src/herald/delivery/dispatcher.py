@@ -160,10 +160,12 @@ class Dispatcher:
                 report = DispatchReport()
                 # The whole traceback once; then a line per try, further and further apart,
                 # so that an outage of the database does not flood the log.
+                # The driver's first line, not SQLAlchemy's statement and link: the first
+                # line of an outage says why, as the lines after it do.
+                said = database_said(exc)
                 if failures == 1:
-                    log.exception("dispatch round failed; retrying")
-                else:  # the driver's first line: not SQLAlchemy's statement and link
-                    said = database_said(exc)
+                    log.exception("dispatch round failed: %s; retrying", said)
+                else:
                     log.warning("dispatch round failed again (%d in a row): %s", failures, said)
             else:
                 if failures:

@@ -69,6 +69,8 @@ def test_a_database_outage_logs_one_traceback_and_is_tried_further_and_further_a
     failed = [r for r in caplog.records if "dispatch round failed" in r.getMessage()]
     assert [r.exc_info is not None for r in failed][:2] == [True, False]
     assert sum(r.exc_info is not None for r in failed) == 1
+    # The first line says why too, not only the traceback under it.
+    assert failed[0].getMessage() == "dispatch round failed: no such table: messages; retrying"
     # Each repeat is one line with what the database said, not the statement that failed.
     assert failed[1].getMessage().endswith("in a row): no such table: messages")
     # 0.5 s, then 1 s, then 2 s between tries: three in two seconds, not eight.
