@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -31,6 +32,16 @@ def migrated(url: str) -> str:
     return url
 
 
+def api_settings(url: str, tmp_path: Path, **extra: Any) -> Settings:
+    """An API alone (no dispatcher) on the database at ``url``, once migrated."""
+    return Settings(
+        database_url=migrated(url),
+        dispatcher=False,
+        outbox_file=str(tmp_path / "outbox.jsonl"),
+        **extra,
+    )
+
+
 def writer_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [record for record in caplog.records if record.name == WRITER]
 
@@ -44,11 +55,7 @@ def test_an_outage_answers_503_with_retry_after_and_logs_one_traceback_then_its_
     postgres_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     with scratch_postgres_database(postgres_url) as url:
-        settings = Settings(
-            database_url=migrated(url),
-            dispatcher=False,
-            outbox_file=str(tmp_path / "outbox.jsonl"),
-        )
+        settings = api_settings(url, tmp_path)
         with TestClient(create_app(settings)) as client:
             assert client.post("/events", json=signup_payload("u_0")).status_code == 202
             with (
@@ -109,11 +116,7 @@ def test_every_pooled_connection_busy_answers_503_with_retry_after_not_500(
     every connection of a process's pool: the next requests, once they have waited the
     pool's timeout, answer 503 with a Retry-After, as in an outage, not 500."""
     with scratch_postgres_database(postgres_url) as url:
-        settings = Settings(
-            database_url=migrated(url),
-            dispatcher=False,
-            outbox_file=str(tmp_path / "outbox.jsonl"),
-        )
+        settings = api_settings(url, tmp_path)
         app = create_app(settings)
         with TestClient(app, raise_server_exceptions=False) as client:
             assert client.post("/events", json=signup_payload("u_0")).status_code == 202
@@ -139,11 +142,7 @@ def test_audits_and_preferences_through_an_outage_log_it_as_ingestion_does_not_p
 ) -> None:
     """An audit page polled through an outage wrote a WARNING line a request."""
     with scratch_postgres_database(postgres_url) as url:
-        settings = Settings(
-            database_url=migrated(url),
-            dispatcher=False,
-            outbox_file=str(tmp_path / "outbox.jsonl"),
-        )
+        settings = api_settings(url, tmp_path)
         with TestClient(create_app(settings)) as client:
             assert client.post("/events", json=signup_payload("u_0")).status_code == 202
             with (
@@ -187,12 +186,7 @@ def test_a_request_held_up_by_a_lock_logs_the_statement_timeout_not_an_unavailab
     """A table another client held locked: the server was up, but the line said "the
     database is unavailable", the statement timeout only in the traceback below it."""
     with scratch_postgres_database(postgres_url) as url:
-        settings = Settings(
-            database_url=migrated(url),
-            dispatcher=False,
-            outbox_file=str(tmp_path / "outbox.jsonl"),
-            postgres_statement_timeout=0.5,
-        )
+        settings = api_settings(url, tmp_path, postgres_statement_timeout=0.5)
         with (
             TestClient(create_app(settings)) as client,
             caplog.at_level(logging.INFO, logger=WRITER),
