@@ -90,6 +90,9 @@ def test_a_stopped_dispatcher_says_goodbye_to_its_smtp_relay(
 
             os.kill(herald.pid, stop)
             herald.wait(timeout=30)
+            said = herald.output()
 
         wait_for(lambda: sink.quits == 1, "the relay to be told QUIT")
         assert sink.connections == 1
+    if "--dispatcher-inline" not in command:  # a dispatcher process: its stop said whole
+        assert "stopped: the sends under way were recorded" in said

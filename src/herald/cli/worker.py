@@ -122,6 +122,8 @@ def worker(
             await runtime.deliver(stopping)
         finally:
             watch.cancel()
+        # Said, or a clean stop and a process that vanished mid-round look alike in the log.
+        say(settings, "stopped: the sends under way were recorded")
 
     try:
         asyncio.run(run())

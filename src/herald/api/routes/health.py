@@ -42,6 +42,8 @@ def readyz(runtime: RuntimeDep, response: Response) -> dict[str, Any]:
         revision = current_revision(runtime.database)
     except Exception as exc:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+        # The error's type alone: this route asks for no token, and the database's own
+        # message names its host and port.
         return {"status": "unavailable", "database": f"unreachable: {type(exc).__name__}"}
     gone = runtime.database.sqlite_file_problem()
     if gone is not None:
