@@ -5,12 +5,12 @@ email. The policy and the transaction are the service's (service/erasure.py)."""
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import NamedTuple
 
 from sqlalchemy import Connection, Select, case, delete, func, select, update
 
 from herald.store.message_status import CANCELLED, FAILED, PENDING, REDACTED, SENDING
+from herald.store.outbox import end_waiting
 from herald.store.tables import delivery_attempts, events, messages, users
 
 _WAITING = (PENDING, FAILED)  # due, held, waiting for a retry, or a dead letter
@@ -51,7 +51,14 @@ class ErasureRepository:
                 delivery_attempts.c.message_id.in_(_messages_of(user_id))
             )
         ).rowcount
-        ended = self._end_waiting(user_id, reason, now_us)
+        # A receiver's answer to an earlier attempt may quote the user: cleared too.
+        ended = end_waiting(
+            self._conn,
+            (messages.c.user_id == user_id,),
+            reason=reason,
+            now_us=now_us,
+            clear_in_flight_errors=True,
+        )
         redacted = self._conn.execute(
             update(messages)
             .where(messages.c.user_id == user_id, messages.c.body != REDACTED)
@@ -73,26 +80,6 @@ class ErasureRepository:
         return Forgotten(
             int(deleted), int(redacted), ended[CANCELLED], ended[SENDING], int(attempts)
         )
-
-    def _end_waiting(self, user_id: str, reason: str, now_us: int) -> Counter[str]:
-        """Cancel the user's messages waiting to be sent and mark those being sent; how
-        many of each (by status). One statement, as a rule's cancel is: taken apart, a
-        message whose retry was recorded between the two would escape both."""
-        in_flight = messages.c.status == SENDING
-        statement = (
-            update(messages)
-            .where(messages.c.user_id == user_id, messages.c.status.in_([*_WAITING, SENDING]))
-            .values(
-                status=case((in_flight, SENDING), else_=CANCELLED),
-                cancel_requested=case((in_flight, reason), else_=None),
-                # A receiver's answer to an earlier attempt may quote the user.
-                last_error=case((in_flight, None), else_=reason),
-                sent_us=case((in_flight, messages.c.sent_us), else_=None),
-                due_us=case((in_flight, messages.c.due_us), else_=now_us),
-            )
-            .returning(messages.c.status)
-        )
-        return Counter(status for (status,) in self._conn.execute(statement))
 
     def count(self, user_id: str) -> Forgotten:
         """What ``forget`` would do now, changing nothing."""

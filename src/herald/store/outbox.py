@@ -11,7 +11,7 @@ from collections.abc import Collection, Iterable, Sequence
 from operator import itemgetter
 from typing import NamedTuple, TypedDict
 
-from sqlalchemy import Connection, Update, case, func, select, update
+from sqlalchemy import ColumnElement, Connection, Update, case, func, select, update
 
 from herald.domain.model import message_id_for
 from herald.store.claim_outcomes import AttemptRecord, OutboxClaimOutcomes
@@ -142,24 +142,9 @@ class OutboxRepository(OutboxReads, OutboxClaims, OutboxClaimOutcomes):
 
         One statement: taken apart, a message moving between waiting and being sent
         (claimed, or its retry recorded) between the two could escape both."""
-        in_flight = messages.c.status == SENDING
-        statement = (
-            update(messages)
-            .where(
-                messages.c.rule == rule,
-                messages.c.status.in_([PENDING, FAILED, SENDING]),
-                ~_REDACTED,
-            )
-            .values(
-                status=case((in_flight, SENDING), else_=CANCELLED),
-                cancel_requested=case((in_flight, reason), else_=None),
-                last_error=case((in_flight, messages.c.last_error), else_=reason),
-                sent_us=case((in_flight, messages.c.sent_us), else_=None),
-                due_us=case((in_flight, messages.c.due_us), else_=now_us),
-            )
-            .returning(messages.c.status)
+        ended = end_waiting(
+            self._conn, (messages.c.rule == rule, ~_REDACTED), reason=reason, now_us=now_us
         )
-        ended = Counter(status for (status,) in self._conn.execute(statement))
         return RuleCancel(cancelled=ended[CANCELLED], in_flight=ended[SENDING])
 
     def cancellable_by_rule(self) -> dict[str, int]:
@@ -188,6 +173,38 @@ class OutboxRepository(OutboxReads, OutboxClaims, OutboxClaimOutcomes):
             _cancelling(statement, reason, now_us).returning(messages.c.message_id)
         )
         return sorted(row[0] for row in result)
+
+
+def end_waiting(
+    conn: Connection,
+    where: Iterable[ColumnElement[bool]],
+    *,
+    reason: str,
+    now_us: int,
+    clear_in_flight_errors: bool = False,
+) -> Counter[str]:
+    """Cancel the messages ``where`` selects that wait to be claimed (pending) or are dead
+    letters, with ``reason``, and mark those being sent to end cancelled with it when
+    their attempt ends, unless sent; how many of each, by status (cancelled, sending).
+    ``clear_in_flight_errors``: also clear the last error of those being sent. One
+    statement, for the reason ``OutboxRepository.cancel_rule`` gives."""
+    in_flight = messages.c.status == SENDING
+    statement = (
+        update(messages)
+        .where(*where, messages.c.status.in_([PENDING, FAILED, SENDING]))
+        .values(
+            status=case((in_flight, SENDING), else_=CANCELLED),
+            cancel_requested=case((in_flight, reason), else_=None),
+            last_error=case(
+                (in_flight, None if clear_in_flight_errors else messages.c.last_error),
+                else_=reason,
+            ),
+            sent_us=case((in_flight, messages.c.sent_us), else_=None),
+            due_us=case((in_flight, messages.c.due_us), else_=now_us),
+        )
+        .returning(messages.c.status)
+    )
+    return Counter(status for (status,) in conn.execute(statement))
 
 
 def _cancelling(statement: Update, reason: str, now_us: int) -> Update:
