@@ -3,6 +3,7 @@ and delivered as the service does, and the reads that show what a prune left."""
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
@@ -130,3 +131,18 @@ def pruned_before(database: Database, user_ids: Iterable[str]) -> dict[str, int 
             select(users.c.user_id, users.c.pruned_before_us).where(users.c.user_id.in_(user_ids))
         )
         return {row.user_id: row.pruned_before_us for row in rows}
+
+
+def pruning_in_small_batches(url: str) -> subprocess.Popen[str]:
+    """`herald prune --older-than 400d` of the database at ``url``, five rows a
+    transaction, in a process of its own whose output (stderr too) is read as it goes."""
+    from tests.support.processes import herald_command, herald_environment
+
+    arguments = ["prune", "--older-than", "400d", "--batch-size", "5", "--database", url]
+    return subprocess.Popen(
+        [*herald_command(), *arguments],
+        env=herald_environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )

@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 import signal
 import sqlite3
-import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,7 +19,6 @@ from herald.service.audit import user_audit
 from herald.store.database import Database
 from herald.store.migrate import upgrade
 from herald.store.outbox import FAILED, SENT
-from tests.support.processes import herald_command, herald_environment
 from tests.support.retention import (
     OLD,
     deliver,
@@ -28,6 +26,7 @@ from tests.support.retention import (
     message_status_by_user,
     payment_initiated,
     pruned_before,
+    pruning_in_small_batches,
     signup,
     store,
 )
@@ -267,14 +266,7 @@ def test_an_interrupted_prune_says_what_stays_done_and_how_to_finish(
     path = tmp_path / "history.db"
     database = old_history(path, ruleset)
     url = f"sqlite:///{path}"
-    arguments = ["prune", "--older-than", "400d", "--batch-size", "5", "--database", url]
-    with subprocess.Popen(
-        [*herald_command(), *arguments],
-        env=herald_environment(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    ) as pruning:
+    with pruning_in_small_batches(url) as pruning:
         assert pruning.stdout is not None
         first = pruning.stdout.readline()  # the first batch is done
         pruning.send_signal(stop)
@@ -290,7 +282,9 @@ def test_an_interrupted_prune_says_what_stays_done_and_how_to_finish(
     deleted = 3000 - len(event_ids(database))
     # What was counted is gone; a batch committed as Ctrl-C came may not have been counted.
     assert said <= deleted <= said + 5, (said, deleted)
-    again = CliRunner().invoke(cli, arguments)
+    again = CliRunner().invoke(
+        cli, ["prune", "--older-than", "400d", "--batch-size", "5", "--database", url]
+    )
     left = event_ids(database)
     database.dispose()
     assert again.exit_code == 0, again.output

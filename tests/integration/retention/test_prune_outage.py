@@ -4,8 +4,6 @@ traceback and not what it had done."""
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 
 from herald.rules.definition import RuleSet
@@ -13,11 +11,9 @@ from herald.store.database import Database
 from herald.store.migrate import upgrade
 from tests.support.processes import (
     connections_refused,
-    herald_command,
-    herald_environment,
     scratch_postgres_database,
 )
-from tests.support.retention import OLD, payment_initiated, store
+from tests.support.retention import OLD, payment_initiated, pruning_in_small_batches, store
 
 
 @pytest.mark.postgres
@@ -30,14 +26,7 @@ def test_a_prune_the_database_leaves_mid_way_says_what_stays_done_and_how_to_fin
         events = [payment_initiated(f"u_{n % 100}", OLD, n) for n in range(1000)]
         store(database, ruleset, events, now=OLD)
         database.dispose()
-        arguments = ["prune", "--older-than", "400d", "--batch-size", "5", "--database", url]
-        with subprocess.Popen(
-            [*herald_command(), *arguments],
-            env=herald_environment(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        ) as pruning:
+        with pruning_in_small_batches(url) as pruning:
             assert pruning.stdout is not None
             first = pruning.stdout.readline()  # the first batch is done
             with connections_refused(postgres_url, url):
