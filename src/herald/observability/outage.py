@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from herald.observability.logging import first_line
+from herald.store.database_errors import database_said
 
 
 class OutageLog:
@@ -52,7 +52,7 @@ class OutageLog:
                     "%s failed: the database cannot serve it now: %s; its requests are "
                     "answered 503 until it can, with a line every %g s meanwhile",
                     self._what,
-                    _driver_said(exc),
+                    database_said(exc),
                     self._every_s,
                     exc_info=exc,
                 )
@@ -67,7 +67,7 @@ class OutageLog:
                     now - self._reported,
                     self._failures,
                     now - self._began,
-                    _driver_said(exc),
+                    database_said(exc),
                 )
                 self._reported, self._unreported = now, 0
 
@@ -89,8 +89,3 @@ class OutageLog:
                 now - self._last,
             )
             self._failures = self._unreported = 0
-
-
-def _driver_said(exc: BaseException) -> str:
-    """The first line of what the database driver said, under SQLAlchemy's wrapping."""
-    return first_line(getattr(exc, "orig", None) or exc)
