@@ -75,7 +75,8 @@ _MESSAGE_COLUMNS = (
 _message_values = itemgetter(*_MESSAGE_COLUMNS)  # in C: a batch runs it for every message
 
 
-# A message a prune redacted: a shell holding its limit, with no recipient or text to send.
+# A message redacted (by a prune, or by forgetting its user): a shell holding its limit,
+# with no recipient or text to send.
 _REDACTED = messages.c.body == REDACTED
 
 
