@@ -23,6 +23,7 @@ from tests.support.processes import connections_refused, scratch_postgres_databa
 
 WRITER = "herald.service.writer"
 APP = "herald.api.app"
+ADMIN_ROUTES = "reading the audit, setting preferences or forgetting a user"
 
 
 def migrated(url: str) -> str:
@@ -166,17 +167,34 @@ def test_audits_and_preferences_through_an_outage_log_it_as_ingestion_does_not_p
     assert (
         lines[0]
         .getMessage()
-        .startswith(
-            "reading the audit or setting preferences failed: the database cannot serve it now: "
-            "connection failed"
-        )
+        .startswith(f"{ADMIN_ROUTES} failed: the database cannot serve it now: connection failed")
     )
     assert len(lines) <= 3
-    assert (
-        lines[-1]
-        .getMessage()
-        .startswith("reading the audit or setting preferences succeeds again: 40 request(s) failed")
-    )
+    assert lines[-1].getMessage().startswith(f"{ADMIN_ROUTES} succeeds again: 40 request(s) failed")
+
+
+@pytest.mark.postgres
+def test_forgetting_a_user_through_an_outage_is_logged_by_its_name_and_its_end_said(
+    postgres_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """DELETE /users through an outage was logged as "reading the audit or setting
+    preferences", and its success after it never said the outage had ended."""
+    with scratch_postgres_database(postgres_url) as url:
+        settings = api_settings(url, tmp_path)
+        with TestClient(create_app(settings)) as client:
+            assert client.post("/events", json=signup_payload("u_0")).status_code == 202
+            with (
+                caplog.at_level(logging.INFO, logger=APP),
+                connections_refused(postgres_url, url),
+            ):
+                refused = client.delete("/users/u_0")
+            with caplog.at_level(logging.INFO, logger=APP):
+                served = client.delete("/users/u_0")
+
+    assert (refused.status_code, served.status_code) == (503, 200)
+    said = [line.getMessage() for line in app_lines(caplog)]
+    assert said[0].startswith(f"{ADMIN_ROUTES} failed: the database cannot serve it now")
+    assert said[-1].startswith(f"{ADMIN_ROUTES} succeeds again: 1 request(s) failed")
 
 
 @pytest.mark.postgres

@@ -55,7 +55,10 @@ def create_app(
             "logs": settings.opentelemetry,
         },
     )
-    app.state.routes_outage = OutageLog(log, "reading the audit or setting preferences")
+    # Every route but ingestion that needs the database: each ends an outage it logged.
+    app.state.routes_outage = OutageLog(
+        log, "reading the audit, setting preferences or forgetting a user"
+    )
     _add_routes(app, settings)
     # Added first, so it runs inside RequestEdge: the request id and size limit still apply.
     app.add_middleware(

@@ -156,7 +156,7 @@ def set_preferences(
         503: DATABASE_UNAVAILABLE,
     },
 )
-def delete_user(user_id: UserIdPath, runtime: RuntimeDep) -> dict[str, Any]:
+def delete_user(user_id: UserIdPath, runtime: RuntimeDep, request: Request) -> dict[str, Any]:
     """Forget the user, at their request: delete their events, traits and delivery
     attempts, and redact their messages, cancelling those not sent yet. The message rows
     stay without personal data, holding the user's limits, and so do the user's id and
@@ -165,6 +165,7 @@ def delete_user(user_id: UserIdPath, runtime: RuntimeDep) -> dict[str, Any]:
     done = forget_user(
         runtime.database, user_id, now=runtime.clock(), how="DELETE /users/{user_id}"
     )
+    database_served(request)
     if done is None:
         raise HTTPException(404, f"unknown user {user_id!r}")
     return {
