@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
     from prometheus_client import CollectorRegistry
 
+    from herald.bootstrap import Runtime
     from herald.rules.definition import RuleSet
     from herald.store.database import Database
 
@@ -64,9 +65,7 @@ def worker(
     they do to `herald serve`; the settings of the API alone (HERALD_HOST, HERALD_PORT,
     the tokens, HERALD_WORKERS, ...) are not read."""
     from herald.bootstrap import build_runtime
-    from herald.delivery.dispatcher import LEASE_S
     from herald.observability.logging import configure_logging
-    from herald.store.database_url import shown_url
 
     settings = settings_from(
         WorkerSettings,
@@ -85,51 +84,61 @@ def worker(
     preflight(settings, create_database=False)
     # With a dispatcher (settings.dispatcher is on), and no API: no ingestion metrics.
     runtime = build_runtime(settings, ingests=False)
-    assert runtime.dispatcher is not None
-    worker_id = runtime.dispatcher.worker_id
     stop_metrics = _serve_metrics(settings, runtime.metrics.registry)
-
-    async def run() -> None:
-        stopping = asyncio.Event()
-        loop = asyncio.get_running_loop()
-
-        def stop(sig: signal.Signals) -> None:
-            if stopping.is_set():
-                if sig is signal.SIGINT:
-                    # A second Ctrl-C: the operator would rather not wait. Gone now, as if
-                    # killed: what it was sending is claimed, and sent again later.
-                    say(settings, _STOPPED_AT_ONCE)
-                    sys.stderr.flush()  # os._exit flushes nothing
-                    os._exit(128 + signal.SIGINT)
-                return
-            # Said, as a stop can take up to a lease: an operator met with silence would
-            # kill the process, and the sends it cut off would be made again later.
-            say(
-                settings,
-                "stopping: the sends under way finish and are recorded first (within "
-                f"{LEASE_S:.0f} s; Ctrl-C again stops at once); killed before, it leaves "
-                "them to be sent again once their claims run out",
-            )
-            stopping.set()
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop, sig)
-        say(settings, f"dispatcher {worker_id} on {shown_url(settings.database_url)}")
-        say(settings, "delivering " + "; ".join(runtime.delivery.channels_described()))
-        say_waiting_of_rules_gone(settings, runtime.database, runtime.ruleset)
-        watch = asyncio.create_task(_stop_without_parent(settings, parent_pid, stopping))
-        try:
-            await runtime.deliver(stopping)
-        finally:
-            watch.cancel()
-        # Said, or a clean stop and a process that vanished mid-round look alike in the log.
-        say(settings, "stopped: the sends under way were recorded")
-
     try:
-        asyncio.run(run())
+        asyncio.run(_deliver_until_stopped(settings, runtime, parent_pid))
     finally:
         if stop_metrics is not None:
             stop_metrics()
+
+
+async def _deliver_until_stopped(
+    settings: WorkerSettings, runtime: Runtime[WorkerSettings], parent_pid: int | None
+) -> None:
+    """Deliver until SIGINT or SIGTERM (or, for serve's dispatcher, its server gone), then
+    finish the sends under way and record them."""
+    from herald.store.database_url import shown_url
+
+    assert runtime.dispatcher is not None
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, _on_stop_signal, settings, stopping, sig)
+    say(
+        settings, f"dispatcher {runtime.dispatcher.worker_id} on {shown_url(settings.database_url)}"
+    )
+    say(settings, "delivering " + "; ".join(runtime.delivery.channels_described()))
+    say_waiting_of_rules_gone(settings, runtime.database, runtime.ruleset)
+    watch = asyncio.create_task(_stop_without_parent(settings, parent_pid, stopping))
+    try:
+        await runtime.deliver(stopping)
+    finally:
+        watch.cancel()
+    # Said, or a clean stop and a process that vanished mid-round look alike in the log.
+    say(settings, "stopped: the sends under way were recorded")
+
+
+def _on_stop_signal(settings: WorkerSettings, stopping: asyncio.Event, sig: signal.Signals) -> None:
+    """The first SIGINT or SIGTERM sets ``stopping``; a second SIGINT ends the process."""
+    from herald.delivery.dispatcher import LEASE_S
+
+    if stopping.is_set():
+        if sig is signal.SIGINT:
+            # A second Ctrl-C: the operator would rather not wait. Gone now, as if
+            # killed: what it was sending is claimed, and sent again later.
+            say(settings, _STOPPED_AT_ONCE)
+            sys.stderr.flush()  # os._exit flushes nothing
+            os._exit(128 + signal.SIGINT)
+        return
+    # Said, as a stop can take up to a lease: an operator met with silence would kill
+    # the process, and the sends it cut off would be made again later.
+    say(
+        settings,
+        "stopping: the sends under way finish and are recorded first (within "
+        f"{LEASE_S:.0f} s; Ctrl-C again stops at once); killed before, it leaves them to "
+        "be sent again once their claims run out",
+    )
+    stopping.set()
 
 
 # A worker's metrics port is its option or the variable; serve's dispatcher process never
