@@ -32,7 +32,6 @@ def open_database(
     schema nor its writes). ``writes=False``: the command only reads, and may run on a
     read-only database (a PostgreSQL replica)."""
     from herald.store.database import Database, write_problem
-    from herald.store.database_errors import database_said
     from herald.store.database_url import DatabaseUrlError
     from herald.store.migrate import SchemaMismatch, current_revision, ensure_current
 
@@ -66,17 +65,7 @@ def open_database(
         _interrupted_opening(database, upgrading=schema == "upgrade")
     except Exception as exc:
         database.dispose()
-        said = database_said(exc)
-        if "readonly" in said:  # SQLite in a folder it cannot write its log to
-            _refuses_writes(said, path)
-        if path is not None and "unable to open" in said:  # SQLite's SQLITE_CANTOPEN
-            fail(f"cannot open the SQLite database {path.resolve()}: {_why_unopenable(path)}")
-        if path is not None and "not a database" in said:  # SQLite's SQLITE_NOTADB
-            fail(
-                f"{path.resolve()} is not an SQLite database: name Herald's database with "
-                "--database or HERALD_DATABASE_URL"
-            )
-        fail(f"cannot reach the database: {type(exc).__name__}: {said}")
+        _cannot_open(exc, path)
     # A command that writes must not start on a read-only database: a server would say
     # it is ready, and then refuse every event.
     try:
@@ -87,6 +76,25 @@ def open_database(
         database.dispose()
         _refuses_writes(refused, path)
     return database
+
+
+def _cannot_open(exc: Exception, path: Path | None) -> NoReturn:
+    """Exit 1 with one line saying why the database (at ``path``, for SQLite) could not be
+    opened: what the driver said, with the file and the likely cause where SQLite's own
+    words name neither."""
+    from herald.store.database_errors import database_said
+
+    said = database_said(exc)
+    if "readonly" in said:  # SQLite in a folder it cannot write its log to
+        _refuses_writes(said, path)
+    if path is not None and "unable to open" in said:  # SQLite's SQLITE_CANTOPEN
+        fail(f"cannot open the SQLite database {path.resolve()}: {_why_unopenable(path)}")
+    if path is not None and "not a database" in said:  # SQLite's SQLITE_NOTADB
+        fail(
+            f"{path.resolve()} is not an SQLite database: name Herald's database with "
+            "--database or HERALD_DATABASE_URL"
+        )
+    fail(f"cannot reach the database: {type(exc).__name__}: {said}")
 
 
 def fail_if_unavailable(exc: BaseException, *, left: str) -> None:
