@@ -47,7 +47,7 @@ def rules_check(
         out.print(
             f"\n[bold]{rule.id}[/] "
             + escape(
-                f"v{rule.version}: on {rule.on}, {rule.channel}, "
+                f"v{rule.version}: on {rule.trigger}, {rule.channel}, "
                 f"{rule.category.value}, {rule.limit.value}"
                 + (f", template {rule.template}" if rule.template else "")
             )

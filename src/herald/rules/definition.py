@@ -39,7 +39,7 @@ class After:
 @dataclass(frozen=True, slots=True)
 class Rule:
     id: str
-    on: str  # the event type that triggers it (`trigger:` in the file)
+    trigger: str  # the event type that triggers it
     channel: str
     limit: Limit
     category: Category
@@ -86,7 +86,7 @@ class RuleSet:
         triggered: dict[str, list[Rule]] = {}
         anchored: dict[str, list[Rule]] = {}
         for rule in self.rules:
-            triggered.setdefault(rule.on, []).append(rule)
+            triggered.setdefault(rule.trigger, []).append(rule)
             if rule.after:
                 anchored.setdefault(rule.after.event_type, []).append(rule)
         integers = tuple(name for name, kind in self.traits.items() if kind == "integer")

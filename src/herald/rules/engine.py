@@ -62,7 +62,7 @@ def history_windows(event: Event, ruleset: RuleSet) -> list[HistoryWindow]:
         assert rule.after is not None
         end = event.timestamp + rule.after.within
         windows.append(
-            HistoryWindow(rule.on, event.timestamp, end, earliest=MAX_TRIGGERS_PER_ANCHOR + 1)
+            HistoryWindow(rule.trigger, event.timestamp, end, earliest=MAX_TRIGGERS_PER_ANCHOR + 1)
         )
     return windows
 
@@ -210,10 +210,10 @@ def _decide_on_anchor(
     # two of their slices is in ``history`` twice, and would be decided (and counted) twice.
     triggers = sorted(
         {
-            trigger.event_id: trigger
-            for trigger in history
-            if trigger.event_type == rule.on
-            and anchor.timestamp <= trigger.timestamp <= anchor.timestamp + rule.after.within
+            event.event_id: event
+            for event in history
+            if event.event_type == rule.trigger
+            and anchor.timestamp <= event.timestamp <= anchor.timestamp + rule.after.within
         }.values(),
         key=lambda t: (t.timestamp, t.event_id),
     )
@@ -222,7 +222,7 @@ def _decide_on_anchor(
             rule,
             trigger,
             views,
-            f"{rule.on} {trigger.event_id} at {iso(trigger.timestamp)} came within "
+            f"{rule.trigger} {trigger.event_id} at {iso(trigger.timestamp)} came within "
             f"{_span(rule)} after this {anchor.event_type}",
         )
         for trigger in triggers[:MAX_TRIGGERS_PER_ANCHOR]
@@ -231,7 +231,7 @@ def _decide_on_anchor(
         decisions.append(
             _skip(
                 rule,
-                f"later {rule.on} events within {_span(rule)} after this {anchor.event_type} "
+                f"later {rule.trigger} events within {_span(rule)} after this {anchor.event_type} "
                 f"were not decided: an event decides at most the earliest "
                 f"{MAX_TRIGGERS_PER_ANCHOR}",
             )

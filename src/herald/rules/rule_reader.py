@@ -116,12 +116,12 @@ def _read_rule(
         )
     for key in sorted(str(key) for key in unknown if key is not True):
         bad(f"unknown key `{key}` (known: {sorted(RULE_KEYS)})")
-    on = spec.get("trigger")
-    if on is None:
+    given = spec.get("trigger")
+    if given is None:
         if not trigger_as_on:  # said above
             bad(f"needs `trigger`: the event type that triggers it ({sorted(event_types)})")
-    elif is_undeclared(on, event_types, refused_types):
-        bad(f"`trigger: {on}` is not a declared event type ({sorted(event_types)})")
+    elif is_undeclared(given, event_types, refused_types):
+        bad(f"`trigger: {given}` is not a declared event type ({sorted(event_types)})")
     channel = spec.get("channel")
     if channel is None:
         bad(f"needs `channel` (one of {list(CHANNELS)})")
@@ -138,7 +138,7 @@ def _read_rule(
     said = description_problem(description)
     if said:
         bad(said)
-    trigger = on if isinstance(on, str) and on in event_types else None
+    trigger = given if isinstance(given, str) and given in event_types else None
     anchor = after.event_type if after is not None else None
     known_channel = channel if isinstance(channel, str) and channel in CHANNELS else None
     use = RuleUse(rule_id, trigger, condition, template, anchor, known_channel)
@@ -146,7 +146,7 @@ def _read_rule(
         return None, use
     rule = Rule(
         id=rule_id,
-        on=str(on),
+        trigger=str(given),
         channel=str(channel),
         limit=limit,
         category=category,

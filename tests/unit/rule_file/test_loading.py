@@ -130,7 +130,7 @@ def test_a_key_merged_from_an_anchor_may_be_overridden(tmp_path: Path) -> None:
 
     [rule] = load_ruleset(path).rules
 
-    assert (rule.id, rule.on) == ("BASE", "signup_completed")
+    assert (rule.id, rule.trigger) == ("BASE", "signup_completed")
 
 
 def test_a_key_starting_with_x_is_left_alone_for_yaml_anchors(tmp_path: Path) -> None:

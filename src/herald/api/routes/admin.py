@@ -64,7 +64,7 @@ def get_rules(runtime: RuntimeDep) -> dict[str, Any]:
                 "id": rule.id,
                 "version": rule.version,
                 "description": rule.description,
-                "trigger": rule.on,
+                "trigger": rule.trigger,
                 "when": rule.condition.source if rule.condition else None,
                 "after": {
                     "event": rule.after.event_type,
