@@ -94,25 +94,26 @@ def ingest(
         results[index] = IngestResult(event.event_id, _ACCEPTED, decisions)
     _answer_duplicates(uow, events, duplicates, results)
 
-    uow.users.upsert_many(batch.changed_profiles(), rows.now_us)
+    profiles = batch.profiles_to_store()
+    uow.users.upsert_many(profiles, rows.now_us)
     uow.events.add_many(rows.events)
     if uow.outbox.add_many(rows.messages) != len(rows.messages):
         # Another process took a dedup key between our read and write: the user lock
         # makes this unreachable, so refuse rather than store a decision that lies.
         raise LimitRace("a dedup key was taken concurrently; the batch is rolled back")
-    _cancel_withdrawn_marketing(uow, stored_profiles, batch.changed_profiles(), rows)
+    _cancel_withdrawn_marketing(uow, stored_profiles, profiles, rows)
     return [result for result in results if result is not None]
 
 
 def _cancel_withdrawn_marketing(
-    uow: UnitOfWork, stored: Mapping[str, UserProfile], changed: list[UserProfile], rows: BatchRows
+    uow: UnitOfWork, stored: Mapping[str, UserProfile], profiles: list[UserProfile], rows: BatchRows
 ) -> None:
     """Traits that close a channel to marketing (an opt-in turned false, a new unsubscribe)
     cancel the user's marketing still waiting on it, as an unsubscribe through the API
     does: a nudge held until 08:00 must not reach a user who opted out at 22:00."""
     marketing = Category.MARKETING  # looked up once: an enum member's lookup is slow
     made_here = {row["user_id"] for row in rows.messages if row["category"] == marketing}
-    for profile in changed:
+    for profile in profiles:
         earlier = stored.get(profile.user_id)
         if earlier is None and profile.user_id not in made_here:
             continue  # a user new to Herald: nothing of theirs waits but what this batch made
@@ -217,7 +218,10 @@ class _Batch:
         self._by_user[event.user_id].append(event)
         return candidates
 
-    def changed_profiles(self) -> list[UserProfile]:
+    def profiles_to_store(self) -> list[UserProfile]:
+        """The profile of each user with an event decided in this batch, as the batch left
+        it, whether its traits changed or not: each is stored (a new user created, every
+        one's update time set)."""
         return [self._profiles[user_id] for user_id in self._by_user]
 
     def _history(self, event: Event) -> list[Event]:
