@@ -95,19 +95,13 @@ def messages_retry(
 ) -> None:
     """Put dead letters (status failed) back in the queue."""
     from herald.bootstrap import utc_now
-    from herald.domain.timeutil import to_micros
-    from herald.store.unit_of_work import UnitOfWork
+    from herald.service.outbox_changes import requeue_dead_letters
 
     if (message_id is None) == (not failed):
         fail("give either --message-id ID or --failed", code=2)
     db = open_database(database_url_from(database), schema="current")
     try:
-        with UnitOfWork(db) as uow:
-            count = uow.outbox.requeue(now_us=to_micros(utc_now()), message_id=message_id)
-            found = uow.outbox.get(message_id) if message_id and count == 0 else None
-            # Said, or the metrics' count of dead letters would contradict "re-queued 0".
-            left = 0 if message_id else uow.outbox.count_redacted_dead_letters()
-            uow.commit()
+        done = requeue_dead_letters(db, now=utc_now(), message_id=message_id)
     except KeyboardInterrupt:
         # Ctrl-C while it waits for a lock another process holds, say: said, or the
         # operator cannot tell whether the dead letters went back to the queue.
@@ -121,13 +115,14 @@ def messages_retry(
         raise
     finally:
         db.dispose()
-    if message_id and count == 0:
-        fail(_not_requeued(message_id, found))
-    console.print(f"re-queued {count} message(s)")
-    if left:
+    if message_id and done.count == 0:
+        fail(_not_requeued(message_id, done.row))
+    console.print(f"re-queued {done.count} message(s)")
+    # Said, or the metrics' count of dead letters would contradict "re-queued 0".
+    if done.redacted_left:
         console.print(
-            f"left {left} dead letter(s) a prune redacted (no recipient or text left): they "
-            "cannot be sent again"
+            f"left {done.redacted_left} dead letter(s) a prune redacted (no recipient or "
+            "text left): they cannot be sent again"
         )
 
 
@@ -146,20 +141,13 @@ def messages_cancel(
     sent is beyond recall): one the receiver refuses, or whose dispatcher gives it back
     or stops before recording it, is not tried again."""
     from herald.bootstrap import utc_now
-    from herald.domain.timeutil import to_micros
-    from herald.store.unit_of_work import UnitOfWork
+    from herald.service.outbox_changes import cancel_rule_messages
 
     db = open_database(database_url_from(database), schema="current")
     try:
-        with UnitOfWork(db) as uow:
-            done = uow.outbox.cancel_rule(
-                rule,
-                reason=f"cancelled by `herald messages cancel --rule {rule}`",
-                now_us=to_micros(utc_now()),
-            )
-            nothing = not done.cancelled and not done.in_flight
-            others = uow.outbox.cancellable_by_rule() if nothing else {}
-            uow.commit()
+        done = cancel_rule_messages(
+            db, rule, now=utc_now(), how=f"herald messages cancel --rule {rule}"
+        )
     except KeyboardInterrupt:
         fail("interrupted before the cancel was committed: nothing was cancelled", code=130)
     except Exception as exc:
@@ -168,8 +156,9 @@ def messages_cancel(
     finally:
         db.dispose()
     console.print(f"cancelled {done.cancelled} message(s) of {rule}", markup=False)
-    if nothing:
+    if not done.cancelled and not done.in_flight:
         # Nothing of the rule: a mistyped id (ids are case-sensitive) looks the same.
+        others = done.others
         listed = ", ".join(f"{name} ({others[name]})" for name in sorted(others))
         console.print(
             f"no message of {rule} was waiting to be sent or a dead letter; "

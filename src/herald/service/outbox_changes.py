@@ -1,0 +1,59 @@
+"""An operator's changes to the outbox, each in one transaction: dead letters re-queued,
+a rule's messages cancelled."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from herald.domain.timeutil import to_micros
+from herald.store.database import Database
+from herald.store.unit_of_work import UnitOfWork
+
+
+@dataclass(frozen=True, slots=True)
+class Requeued:
+    """What ``requeue_dead_letters`` did."""
+
+    count: int  # dead letters put back in the queue
+    # Asked by id and not re-queued: the message's row as stored (None: there is none).
+    row: Any | None = None
+    # Asked for every dead letter: those a prune redacted, left as they are.
+    redacted_left: int = 0
+
+
+def requeue_dead_letters(
+    database: Database, *, now: datetime, message_id: str | None = None
+) -> Requeued:
+    """Put the dead letters (all, or the one of ``message_id``) back in the queue, due
+    ``now``; those a prune redacted cannot be sent again, and stay."""
+    with UnitOfWork(database) as uow:
+        count = uow.outbox.requeue(now_us=to_micros(now), message_id=message_id)
+        row = uow.outbox.get(message_id) if message_id and count == 0 else None
+        left = 0 if message_id else uow.outbox.count_redacted_dead_letters()
+        uow.commit()
+    return Requeued(count, row, left)
+
+
+@dataclass(frozen=True, slots=True)
+class RuleCancelled:
+    """What ``cancel_rule_messages`` did."""
+
+    cancelled: int  # waiting to be sent, or dead letters: cancelled
+    in_flight: int  # being sent: cancelled when their attempt ends, unless sent
+    # When it found nothing of the rule: how many each rule that has some would cancel.
+    others: dict[str, int] = field(default_factory=dict)
+
+
+def cancel_rule_messages(
+    database: Database, rule: str, *, now: datetime, how: str
+) -> RuleCancelled:
+    """Cancel ``rule``'s messages waiting to be sent and its dead letters, and mark those
+    being sent to end cancelled; ``how`` (the command) is named in their reason."""
+    with UnitOfWork(database) as uow:
+        done = uow.outbox.cancel_rule(rule, reason=f"cancelled by `{how}`", now_us=to_micros(now))
+        nothing = not done.cancelled and not done.in_flight
+        others = uow.outbox.cancellable_by_rule() if nothing else {}
+        uow.commit()
+    return RuleCancelled(done.cancelled, done.in_flight, others)
