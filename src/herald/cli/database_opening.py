@@ -6,7 +6,8 @@ so when the database cannot take a command's write once opened."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, NoReturn
 
@@ -95,6 +96,25 @@ def _cannot_open(exc: Exception, path: Path | None) -> NoReturn:
             "--database or HERALD_DATABASE_URL"
         )
     fail(f"cannot reach the database: {type(exc).__name__}: {said}")
+
+
+@contextmanager
+def one_write(database: Database, *, interrupted: str, left: str) -> Iterator[None]:
+    """The block holding a command's one transaction on ``database``, disposed of after
+    it. Ctrl-C meanwhile exits 130 saying ``interrupted``; a database that cannot take
+    the write exits 1 as ``fail_if_unavailable`` says it, with ``left``; any other error
+    is raised whole."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        # While it waits for a lock another process holds, say: said, or the operator
+        # cannot tell whether the change was made.
+        fail(interrupted, code=130)
+    except Exception as exc:
+        fail_if_unavailable(exc, left=left)
+        raise
+    finally:
+        database.dispose()
 
 
 def fail_if_unavailable(exc: BaseException, *, left: str) -> None:

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from herald.cli.database_opening import fail_if_unavailable, open_database
+from herald.cli.database_opening import one_write, open_database
 from herald.cli.options import DatabaseOpt, database_url_from
 from herald.cli.output import console, fail
 
@@ -100,21 +100,13 @@ def messages_retry(
     if (message_id is None) == (not failed):
         fail("give either --message-id ID or --failed", code=2)
     db = open_database(database_url_from(database), schema="current")
-    try:
+    with one_write(
+        db,
+        interrupted="interrupted before the re-queue was committed: nothing was re-queued; "
+        "run the same command again",
+        left="nothing was re-queued; run the same command again",
+    ):
         done = requeue_dead_letters(db, now=utc_now(), message_id=message_id)
-    except KeyboardInterrupt:
-        # Ctrl-C while it waits for a lock another process holds, say: said, or the
-        # operator cannot tell whether the dead letters went back to the queue.
-        fail(
-            "interrupted before the re-queue was committed: nothing was re-queued; run "
-            "the same command again",
-            code=130,
-        )
-    except Exception as exc:
-        fail_if_unavailable(exc, left="nothing was re-queued; run the same command again")
-        raise
-    finally:
-        db.dispose()
     if message_id and done.count == 0:
         fail(_not_requeued(message_id, done.row))
     console.print(f"re-queued {done.count} message(s)")
@@ -144,17 +136,14 @@ def messages_cancel(
     from herald.service.outbox_changes import cancel_rule_messages
 
     db = open_database(database_url_from(database), schema="current")
-    try:
+    with one_write(
+        db,
+        interrupted="interrupted before the cancel was committed: nothing was cancelled",
+        left="nothing was cancelled; run the same command again",
+    ):
         done = cancel_rule_messages(
             db, rule, now=utc_now(), how=f"herald messages cancel --rule {rule}"
         )
-    except KeyboardInterrupt:
-        fail("interrupted before the cancel was committed: nothing was cancelled", code=130)
-    except Exception as exc:
-        fail_if_unavailable(exc, left="nothing was cancelled; run the same command again")
-        raise
-    finally:
-        db.dispose()
     console.print(f"cancelled {done.cancelled} message(s) of {rule}", markup=False)
     if not done.cancelled and not done.in_flight:
         # Nothing of the rule: a mistyped id (ids are case-sensitive) looks the same.

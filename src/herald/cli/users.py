@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from herald.cli.database_opening import fail_if_unavailable, open_database
+from herald.cli.database_opening import one_write, open_database
 from herald.cli.options import DatabaseOpt, database_url_from
 from herald.cli.output import console, counted, fail
 
@@ -37,15 +37,12 @@ def users_forget(
     from herald.service.erasure import forget_user
 
     db = open_database(database_url_from(database), schema="current")
-    try:
+    with one_write(
+        db,
+        interrupted="interrupted before the user was forgotten: nothing was changed",
+        left="nothing was changed; run the same command again",
+    ):
         done = forget_user(db, user_id, now=utc_now(), how="herald users forget", dry_run=dry_run)
-    except KeyboardInterrupt:
-        fail("interrupted before the user was forgotten: nothing was changed", code=130)
-    except Exception as exc:
-        fail_if_unavailable(exc, left="nothing was changed; run the same command again")
-        raise
-    finally:
-        db.dispose()
     if done is None:
         fail(f"no user {user_id!r} in the database: nothing to forget")
     delete, redact, cancel = (
