@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 from contextlib import nullcontext
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -25,6 +25,10 @@ from herald.cli.rules import rules_app
 from herald.cli.users import users_app
 from herald.cli.worker import say_waiting_of_rules_gone, warn_of_a_metrics_host_alone, worker
 from herald.config import Settings
+
+if TYPE_CHECKING:
+    from herald.delivery.plan import DeliveryPlan
+    from herald.rules.definition import RuleSet
 
 app = typer.Typer(
     help="Herald: event-triggered messaging with an audit.\n\n"
@@ -94,11 +98,7 @@ def serve(
     HERALD_LOG_FORMAT, HERALD_OUTBOX_FILE, HERALD_OPENTELEMETRY,
     HERALD_SQLITE_FLUSH_EACH_COMMIT and HERALD_POSTGRES_STATEMENT_TIMEOUT: see the README.
     """
-    import uvicorn
-
-    from herald.cli.dispatcher_process import DispatcherProcess
     from herald.observability.logging import configure_logging
-    from herald.store.database import Database
 
     settings = settings_from(
         Settings,
@@ -132,15 +132,25 @@ def serve(
     )
     _say_serving(settings, apart=apart)
     if settings.dispatcher and not apart:  # a dispatcher process says so itself
-        say(settings, "delivering " + "; ".join(plan.channels_described()))
-        opened = Database(settings.database_url)
-        say_waiting_of_rules_gone(settings, opened, ruleset)
-        opened.dispose()
+        _say_inline_delivery(settings, ruleset, plan)
     _say_where_metrics_go(settings, inline=settings.dispatcher and not apart)
+    _run_uvicorn(settings, dispatcher_process=apart)
+
+
+app.command()(worker)
+
+
+def _run_uvicorn(settings: Settings, *, dispatcher_process: bool) -> None:
+    """Serve the API with uvicorn until it is stopped, beside a dispatcher process when
+    ``dispatcher_process``."""
+    import uvicorn
+
+    from herald.cli.dispatcher_process import DispatcherProcess
+
     # uvicorn re-raises the signal that stopped it once it has shut down: let SIGTERM then
     # unwind as an exception, not end the process at once, so the dispatcher stops too.
     signal.signal(signal.SIGTERM, _exit_on_signal)
-    with DispatcherProcess() if apart else nullcontext():
+    with DispatcherProcess() if dispatcher_process else nullcontext():
         uvicorn.run(
             "herald.api.factory:app_from_environment",
             factory=True,
@@ -156,7 +166,15 @@ def serve(
         )
 
 
-app.command()(worker)
+def _say_inline_delivery(settings: Settings, ruleset: RuleSet, plan: DeliveryPlan) -> None:
+    """For API processes that deliver themselves: what each channel goes through, and the
+    messages waiting for rules the rule file no longer has."""
+    from herald.store.database import Database
+
+    say(settings, "delivering " + "; ".join(plan.channels_described()))
+    opened = Database(settings.database_url)
+    say_waiting_of_rules_gone(settings, opened, ruleset)
+    opened.dispose()
 
 
 def _hand_down(api_settings: Settings) -> None:
