@@ -17,6 +17,7 @@ from herald.config import RuleFileSettings
 
 if TYPE_CHECKING:
     from herald.rules.definition import RuleSet
+    from herald.service.retention import PruneTotals
     from herald.store.database import Database
 
 db_app = typer.Typer(
@@ -197,7 +198,7 @@ def prune(
     from herald.bootstrap import utc_now
     from herald.domain.timeutil import iso
     from herald.rules.loader import RuleFileError, load_ruleset
-    from herald.service.retention import history_fence, prune_history
+    from herald.service.retention import history_fence
 
     settings = settings_from(RuleFileSettings, database_url=database, rules=rules)
     try:
@@ -213,16 +214,35 @@ def prune(
     if dry_run:
         _say_what_would_go(db, cutoff=cutoff, keep_rules=lifetime, fence=fence)
         return
+    totals = _prune(db, cutoff=cutoff, batch_size=batch_size, keep_rules=lifetime)
+    console.print(
+        f"pruned {counted(totals.events, 'event')} and {counted(totals.messages, 'message')} "
+        f"from before {iso(cutoff)}; redacted {counted(totals.redacted, 'message')} "
+        "kept for their once-per-user limits"
+    )
+    if totals.events:
+        # The end of the cutoff's UTC day, not the cutoff: what the rules go by from now on.
+        console.print(f"users whose events were pruned: {fence}")
+
+
+def _prune(
+    db: Database, *, cutoff: datetime, batch_size: int, keep_rules: frozenset[str]
+) -> PruneTotals:
+    """Prune ``db`` at ``cutoff``, saying each batch's progress; ``db`` is disposed of.
+    Interrupted (Ctrl-C, SIGTERM), or the database gone mid-way, it exits saying that the
+    batches done stay done."""
+    from herald.service.retention import prune_history
+
     try:
         with terminating_as_interrupted():
-            totals = prune_history(
+            return prune_history(
                 db,
                 cutoff=cutoff,
                 batch_size=batch_size,
                 progress=lambda kind, n: console.print(
                     f"  {kind}: {n:,} {'redacted' if kind == 'redacted' else 'deleted'} so far"
                 ),
-                keep_rules=lifetime,
+                keep_rules=keep_rules,
             )
     except KeyboardInterrupt as stopped:
         # Each batch is a transaction of its own: those counted above are done, the one
@@ -241,14 +261,6 @@ def prune(
         raise
     finally:
         db.dispose()
-    console.print(
-        f"pruned {counted(totals.events, 'event')} and {counted(totals.messages, 'message')} "
-        f"from before {iso(cutoff)}; redacted {counted(totals.redacted, 'message')} "
-        "kept for their once-per-user limits"
-    )
-    if totals.events:
-        # The end of the cutoff's UTC day, not the cutoff: what the rules go by from now on.
-        console.print(f"users whose events were pruned: {fence}")
 
 
 def _say_what_would_go(
