@@ -26,7 +26,7 @@ from herald.api.middleware import RequestEdge
 from herald.api.openapi_security import ADMIN_SCHEME, INGEST_SCHEME, declare_guards
 from herald.api.routes import admin, audit, events, health
 from herald.api.schemas.requests import MAX_BATCH_BYTES, MAX_EVENT_BYTES
-from herald.bootstrap import Runtime, build_runtime
+from herald.bootstrap import build_runtime
 from herald.config import Settings
 from herald.observability.metrics import serve_metrics
 from herald.observability.outage import OutageLog
@@ -37,18 +37,16 @@ from herald.store.database_url import shown_url
 log = logging.getLogger(__name__)
 
 
-def create_app(
-    settings: Settings, *, runtime_factory: Callable[[Settings], Runtime[Settings]] = build_runtime
-) -> FastAPI:
+def create_app(settings: Settings) -> FastAPI:
     """The application for ``settings``. Nothing is opened until it starts: its lifespan
-    builds the runtime with ``runtime_factory`` (tests pass one of their own), starts it,
-    and stops it when the server shuts down."""
+    builds the runtime (``build_runtime``), starts it, and stops it when the server shuts
+    down."""
     app = FastAPI(
         title="Herald",
         version=__version__,
         description="Event-triggered messaging: declarative rules, limits, a transactional "
         "outbox, and an audit that explains every decision.",
-        lifespan=_lifespan(settings, runtime_factory),
+        lifespan=_lifespan(settings),
         telemetry={
             "tracing": settings.opentelemetry,
             "metrics": settings.opentelemetry,
@@ -80,16 +78,14 @@ def create_app(
     return app
 
 
-def _lifespan(
-    settings: Settings, runtime_factory: Callable[[Settings], Runtime[Settings]]
-) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     """What the application does as it starts and stops: the runtime (kept in
     ``app.state.runtime``), the metrics port of a process that delivers, and the watch
     on the ``herald serve`` process that started this one."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = runtime_factory(settings)
+        runtime = build_runtime(settings)
         app.state.runtime = runtime
         # Delivering on this loop, the process serves the metrics port that a dispatcher
         # process would: the same registry as /metrics, delivery counters included.
