@@ -27,13 +27,9 @@ from herald.service.writer import LoopWriter, ThreadWriter, Writer
 from herald.store.checkpoints import Checkpointer
 from herald.store.database import Database
 from herald.store.database_url import normalise_url
+from herald.store.message_status import OPEN
 from herald.store.migrate import ensure_current
-from herald.store.outbox import FAILED, PENDING, SENDING
 from herald.store.unit_of_work import ReadOnly
-
-# The statuses the outbox gauge shows: messages on their way, and dead letters an operator
-# may re-queue. (Retention counts a dead letter as finished: no dispatcher sends it again.)
-OPEN_STATUSES = (PENDING, SENDING, FAILED)
 
 # The settings a runtime was built from: every setting for an API process, those of
 # delivery alone for `herald worker`.
@@ -130,9 +126,7 @@ class Runtime(Generic[SettingsT]):
         with ReadOnly(self.database) as read:
             # Every status at 0 when no message has it: a series that vanished instead (the
             # last dead letter re-queued) would leave a graph at its last count.
-            by_status = dict.fromkeys(OPEN_STATUSES, 0) | read.outbox.count_by_status(
-                open_only=True
-            )
+            by_status = dict.fromkeys(OPEN, 0) | read.outbox.count_by_status(open_only=True)
             backlog, age_us = read.outbox.backlog(to_micros(self.clock()))
         return by_status, backlog, (age_us or 0) / 1e6
 

@@ -6,3 +6,7 @@ PENDING, SENDING, SENT, FAILED = "pending", "sending", "sent", "failed"
 CANCELLED = "cancelled"
 # The body of a message redacted by a prune (kept for its limit) or by forgetting its user.
 REDACTED = "(pruned)"
+# Messages on their way, and dead letters an operator may re-queue: what the outbox gauge
+# shows, few however long Herald runs. (Retention counts a dead letter as finished: no
+# dispatcher sends it again.)
+OPEN = (PENDING, SENDING, FAILED)

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import Connection, exists, func, or_, select
 
-from herald.store.message_status import FAILED, PENDING, SENDING
+from herald.store.message_status import FAILED, OPEN, PENDING, SENDING
 from herald.store.tables import delivery_attempts, events, messages
 
 
@@ -114,16 +114,11 @@ class OutboxReads:
         )
         return int(count), list(rows)
 
-    def count_by_status(
-        self, *, open_only: bool = False, rule: str | None = None
-    ) -> dict[str, int]:
-        """Messages per status that any message has (of ``rule`` alone, when given).
-        ``open_only`` counts only pending, sending and failed ones, leaving out ``sent``
-        and ``cancelled``, the statuses that grow with history, so the count stays cheap
-        however long Herald runs."""
+    def count_by_status(self, *, open_only: bool = False) -> dict[str, int]:
+        """Messages per status that any message has. ``open_only`` counts only pending,
+        sending and failed ones, leaving out ``sent`` and ``cancelled``, the statuses that
+        grow with history, so the count stays cheap however long Herald runs."""
         query = select(messages.c.status, func.count()).group_by(messages.c.status)
-        if rule is not None:
-            query = query.where(messages.c.rule == rule)
         if open_only:
-            query = query.where(messages.c.status.in_([PENDING, SENDING, FAILED]))
+            query = query.where(messages.c.status.in_(OPEN))
         return {row[0]: int(row[1]) for row in self._conn.execute(query)}
