@@ -6,11 +6,10 @@ from typing import Any
 
 from fastapi import APIRouter, Response, status
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
 
 from herald.api.deps import RuntimeDep
 from herald.api.schemas.responses import ReadinessOut
-from herald.store.migrate import current_revision, head_revision
+from herald.service.readiness import readiness
 
 router = APIRouter(tags=["operations"])
 
@@ -36,23 +35,11 @@ async def healthz() -> dict[str, str]:
 def readyz(runtime: RuntimeDep, response: Response) -> dict[str, Any]:
     """The database answers, its schema is current and, on SQLite, the file at the
     database's path is still the one this process writes to."""
-    try:
-        with runtime.database.reader.connect() as connection:
-            connection.execute(text("SELECT 1"))
-        revision = current_revision(runtime.database)
-    except Exception as exc:
+    found = readiness(runtime.database)
+    if not found.ready:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-        # The error's type alone: this route asks for no token, and the database's own
-        # message names its host and port.
-        return {"status": "unavailable", "database": f"unreachable: {type(exc).__name__}"}
-    gone = runtime.database.sqlite_file_problem()
-    if gone is not None:
-        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-        return {"status": "unavailable", "database": gone}
-    if revision != head_revision():
-        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-        return {"status": "unavailable", "schema": f"at {revision}, need {head_revision()}"}
-    return {"status": "ready", "schema": revision, "rules": runtime.ruleset.version}
+        return {"status": "unavailable", **found.said}
+    return {"status": "ready", **found.said, "rules": runtime.ruleset.version}
 
 
 # Load balancers and uptime checks often ask with HEAD.
