@@ -19,7 +19,7 @@ HANDED_DOWN = frozenset({"server_pid", "loopback_requests_only"})
 # not refuse to start for a bad HERALD_PORT, which only `herald serve` reads.
 class DatabaseSettings(BaseSettings):
     """The one setting of the commands that only open the database (``db upgrade``,
-    ``db current``, ``messages``)."""
+    ``db current``, ``db backup``, ``messages``, ``users forget``)."""
 
     model_config = SettingsConfigDict(env_prefix="HERALD_", extra="ignore")
 
@@ -28,7 +28,8 @@ class DatabaseSettings(BaseSettings):
 
 class RuleFileSettings(DatabaseSettings):
     """The settings of the commands that also read the rule file (``prune``, ``rules
-    check``, which names the stub provider's file as the server would write it)."""
+    try``, and ``rules check``, which names the stub provider's file as the server would
+    write it)."""
 
     rules: str | None = Field(None, description="rule file; the packaged default when unset")
     outbox_file: str | None = None  # the stub provider's file; beside the database by default
