@@ -143,7 +143,10 @@ class UserProfile:
 class Outcome(StrEnum):
     TRIGGERED = "triggered"  # a message was created
     SUPPRESSED = "suppressed"  # a limit blocked it: another message holds the dedup key
-    SKIPPED = "skipped"  # a condition, window, consent or recipient did not hold
+    # A condition, window, consent or recipient did not hold; or the rule could not act:
+    # the event predates the user's pruned history, an anchor found more triggers than it
+    # decides, or the message could not be rendered.
+    SKIPPED = "skipped"
 
 
 @immutable
