@@ -22,7 +22,8 @@ from herald.delivery.dispatcher import LEASE_S
 
 log = logging.getLogger("herald.dispatcher")
 
-# A child that lived this long before dying is restarted at once, not after a backoff.
+# A child that lived this long before dying is restarted after the first, shortest pause,
+# not the longer one that the quick deaths before it had built up.
 _HEALTHY_RUN_S = 60.0
 
 
