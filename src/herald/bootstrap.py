@@ -18,18 +18,16 @@ from herald.delivery.dispatcher import Dispatcher
 from herald.delivery.provider import DeliveryStatus
 from herald.delivery.quiet_hours import HoldPolicy, hold_policy
 from herald.delivery.setup import DeliveryPlan, plan_delivery
-from herald.domain.timeutil import to_micros
 from herald.observability.metrics import Metrics
 from herald.rules.definition import RuleSet
 from herald.rules.loader import load_rule_file
 from herald.service.ingest import IngestResult
+from herald.service.outbox_gauges import outbox_snapshot
 from herald.service.writer import LoopWriter, ThreadWriter, Writer
 from herald.store.checkpoints import Checkpointer
 from herald.store.database import Database
 from herald.store.database_url import normalise_url
-from herald.store.message_status import OPEN
 from herald.store.migrate import ensure_current
-from herald.store.unit_of_work import ReadOnly
 
 # The settings a runtime was built from: every setting for an API process, those of
 # delivery alone for `herald worker`.
@@ -114,26 +112,6 @@ class Runtime(Generic[SettingsT]):
         finally:
             await self.stop()
 
-    def outbox_snapshot(self) -> tuple[dict[str, int], int, float]:
-        """For the outbox gauges: messages by open status, the messages waiting to be
-        sent, and how long, in seconds, the oldest one due has waited. Raises when the
-        SQLite file at the database's path is not the one this process reads: what it
-        would show is of a database a restart would not find, and a dispatcher, which has
-        no /readyz, says so only through herald_database_up."""
-        gone = self.database.sqlite_file_problem()
-        if gone is not None:
-            raise DatabaseFileGone(gone)
-        with ReadOnly(self.database) as read:
-            # Every status at 0 when no message has it: a series that vanished instead (the
-            # last dead letter re-queued) would leave a graph at its last count.
-            by_status = dict.fromkeys(OPEN, 0) | read.outbox.count_by_status(open_only=True)
-            backlog, age_us = read.outbox.backlog(to_micros(self.clock()))
-        return by_status, backlog, (age_us or 0) / 1e6
-
-
-class DatabaseFileGone(Exception):
-    """The SQLite file this process opened is no longer at the database's path."""
-
 
 def outbox_path(settings: RuleFileSettings) -> Path:
     """The stub provider's file, as an absolute path: ``HERALD_OUTBOX_FILE``, else beside
@@ -190,9 +168,8 @@ def build_runtime(
             dispatcher.wake()
 
     writer = _writer(database, ruleset, clock, hold, on_commit)
-    runtime = Runtime(settings, database, ruleset, plan, metrics, writer, dispatcher, clock)
-    metrics.watch_outbox(runtime.outbox_snapshot)
-    return runtime
+    metrics.watch_outbox(lambda: outbox_snapshot(database, now=clock()))
+    return Runtime(settings, database, ruleset, plan, metrics, writer, dispatcher, clock)
 
 
 def _dispatcher(
