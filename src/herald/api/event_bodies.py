@@ -4,7 +4,7 @@ each accepted or rejected on its own."""
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import orjson
 from fastapi.exceptions import RequestValidationError
@@ -106,26 +106,56 @@ def count_rejected(runtime: Runtime, event_type: str) -> None:
     runtime.metrics.count_event(event_type if known else "unknown", "rejected")
 
 
+class BodyShape(NamedTuple):
+    """What a route's body is, as told to a client that sent something else: ``array`` to
+    one that sent an array, ``misrouted`` to a field of ``other_fields``, the fields of
+    the other ingestion route's body."""
+
+    array: str
+    other_fields: frozenset[str]
+    misrouted: str
+
+
 def parse_body(
-    adapter: TypeAdapter[Body], raw: bytes, *, shape: str, fields: tuple[str, ...]
+    adapter: TypeAdapter[Body], raw: bytes, *, shape: BodyShape, fields: tuple[str, ...]
 ) -> Body:
     """Parse and validate straight from the bytes (one pass in pydantic, no ``json.loads``);
-    errors are FastAPI's usual 422, located in the body. A body that is an array is told
-    the ``shape`` it should have, and one with another field than ``fields`` is told them."""
+    errors are FastAPI's usual 422, located in the body. A body that is an array, or holds
+    the other route's fields, is told the ``shape`` it should have, and one with another
+    field than ``fields`` is told them."""
     try:
         return adapter.validate_json(raw)
     except ValidationError as exc:
         errors = field_errors(exc, prefix=("body",), fields=fields)
-        if raw.lstrip()[:1] == b"[":
-            for error in errors:
-                if error["loc"] == ["body"] and error["type"] == "dict_type":
-                    error["msg"] += f": {shape}"
+        array = raw.lstrip()[:1] == b"["
+        for error in errors:
+            if array and error["loc"] == ["body"] and error["type"] == "dict_type":
+                error["msg"] += f": {shape.array}"
+            elif error["type"] == "extra_forbidden" and _field_of(error) in shape.other_fields:
+                error["msg"] = shape.misrouted
         raise RequestValidationError(errors) from None
 
 
-# An array of events is the likely mistake on either route: each says what it takes.
-EVENT_SHAPE = 'one event; send several to /events/batch as {"events": [...]}'
-_BATCH_SHAPE = 'a batch is {"events": [...]}'
+def _field_of(error: dict[str, Any]) -> object:
+    """The top-level field an error of the body is about, or None."""
+    return error["loc"][1] if len(error["loc"]) == 2 else None
+
+
+# An array of events, or the other route's body, is the likely mistake on either route:
+# each says what it takes. Told by the nearest name alone, a batch sent to /events was
+# asked "did you mean 'event_id'?" of its `events`, and an event sent to /events/batch
+# "did you mean 'events'?" of its `event_type`.
+EVENT_SHAPE = BodyShape(
+    array='one event; send several to /events/batch as {"events": [...]}',
+    other_fields=frozenset({"events"}),
+    misrouted='unknown field: this route takes one event; send a batch, {"events": [...]}, '
+    "to /events/batch",
+)
+_BATCH_SHAPE = BodyShape(
+    array='a batch is {"events": [...]}',
+    other_fields=frozenset(EVENT_FIELDS),
+    misrouted='unknown field: a batch is {"events": [...]}; send one event alone to /events',
+)
 
 
 def in_body(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -176,6 +176,27 @@ def test_an_array_of_events_is_told_the_shape_each_route_takes(client: TestClien
     assert client.get("/audit/u_array").status_code == 404
 
 
+def test_a_body_sent_to_the_other_ingestion_route_is_told_where_it_goes(
+    client: TestClient,
+) -> None:
+    event = signup(user="u_misrouted")
+
+    alone = client.post("/events", json={"events": [event]})
+    batch = client.post("/events/batch", json=event)
+
+    assert alone.status_code == batch.status_code == 422
+    [told] = [e["msg"] for e in alone.json()["detail"] if e["loc"] == ["body", "events"]]
+    assert told == (
+        'unknown field: this route takes one event; send a batch, {"events": [...]}, '
+        "to /events/batch"
+    )
+    unknown = {e["msg"] for e in batch.json()["detail"] if e["type"] == "extra_forbidden"}
+    assert unknown == {
+        'unknown field: a batch is {"events": [...]}; send one event alone to /events'
+    }
+    assert client.get("/audit/u_misrouted").status_code == 404
+
+
 def test_a_misspelt_field_beside_a_batchs_events_is_refused(client: TestClient) -> None:
     body = {"events": [signup(user="u_batch_typo")], "dry_run": True}
 
