@@ -21,7 +21,7 @@ from herald.delivery.dispatcher import Dispatcher
 from herald.delivery.provider import DeliveryResult, SendRequest
 from herald.rules.loader import load_ruleset
 from herald.service.ingest import IngestStatus, ingest
-from herald.service.writer import LoopWriter
+from herald.service.writer import DatabaseUnavailable, LoopWriter
 from herald.store.database import Database
 from herald.store.migrate import upgrade
 from herald.store.unit_of_work import ReadOnly, UnitOfWork, WriteLockBusy, when_unlocked
@@ -136,6 +136,38 @@ def test_ingestion_waits_for_the_lock_without_stopping_the_event_loop(sqlite_pat
     database.dispose()
     assert result.status is IngestStatus.ACCEPTED
     assert holder.released_on_time, "the loop stopped while ingestion waited for the lock"
+
+
+def test_a_request_that_came_while_another_waited_for_the_lock_waits_no_longer_than_it(
+    sqlite_path: Path,
+) -> None:
+    # It waited for the lock afresh once the first request gave up: its 503 came after
+    # nearly twice the wait (60 s for the server's 30), past many clients' timeouts.
+    database = Database(f"sqlite:///{sqlite_path}")
+    writer = LoopWriter(database, RULES, clock=lambda: NOW, lock_wait_s=1.0)
+    holder = LockHolder(sqlite_path)
+
+    async def timed(delay_s: float, user: str) -> tuple[float, BaseException | None]:
+        await asyncio.sleep(delay_s)
+        started = time.monotonic()
+        try:
+            await writer.ingest([opted_in_signup(user)])
+        except DatabaseUnavailable as exc:
+            return time.monotonic() - started, exc
+        return time.monotonic() - started, None
+
+    async def scenario() -> list[tuple[float, BaseException | None]]:
+        writer.start()
+        try:
+            return await asyncio.gather(timed(0.0, "u1"), timed(0.1, "u2"))
+        finally:
+            writer.stop()
+
+    (_, first), (second_waited, second) = asyncio.run(scenario())
+    holder.join()
+    database.dispose()
+    assert first is not None and second is not None, "a request went through a held lock"
+    assert 0.85 <= second_waited < 1.5, f"the second request waited {second_waited:.2f} s"
 
 
 class RecordingProvider:

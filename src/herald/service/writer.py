@@ -29,6 +29,7 @@ from herald.rules.definition import RuleSet
 from herald.service.ingest import IngestResult, ingest
 from herald.store.database import Database
 from herald.store.database_errors import unavailable
+from herald.store.sqlite_connections import SQLITE_BUSY_TIMEOUT_MS
 from herald.store.unit_of_work import UnitOfWork, WriteLockBusy, when_unlocked
 
 log = logging.getLogger(__name__)
@@ -154,9 +155,14 @@ class LoopWriter:
         clock: Callable[[], datetime],
         hold: HoldPolicy = no_hold,
         on_commit: Callable[[list[IngestResult]], None] = lambda _results: None,
+        lock_wait_s: float = SQLITE_BUSY_TIMEOUT_MS / 1000,
     ) -> None:
+        """``lock_wait_s``: how long a request waits for another process's write lock
+        before it fails (as a wait in SQLite's busy handler would)."""
         self._committer = _Committer(database, ruleset, clock=clock, hold=hold, on_commit=on_commit)
-        self._pending: list[tuple[Sequence[Event], asyncio.Future[list[IngestResult]]]] = []
+        self._lock_wait_s = lock_wait_s
+        # Each request with the time it arrived, which bounds its wait for the lock.
+        self._pending: list[tuple[Sequence[Event], asyncio.Future[list[IngestResult]], float]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._running = False
 
@@ -172,7 +178,7 @@ class LoopWriter:
         if not self._running:
             raise IngestFailed("Herald is not taking events: it is stopping")
         future: asyncio.Future[list[IngestResult]] = asyncio.get_running_loop().create_future()
-        self._pending.append((events, future))
+        self._pending.append((events, future, time.monotonic()))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
         return await future
@@ -182,18 +188,25 @@ class LoopWriter:
             await asyncio.sleep(0)  # let requests already readable join this batch
             jobs: list[_Job] = []
             size = 0
+            first_arrived = self._pending[0][2]
             while self._pending and size < _MAX_EVENTS:
-                events, future = self._pending.pop(0)
+                events, future, _ = self._pending.pop(0)
                 jobs.append((events, _Reply(future)))
                 size += len(events)
-            await self._write_when_unlocked(jobs)
+            await self._write_when_unlocked(jobs, first_arrived)
 
-    async def _write_when_unlocked(self, jobs: list[_Job]) -> None:
+    async def _write_when_unlocked(self, jobs: list[_Job], first_arrived: float) -> None:
         # Another process (a worker, a prune, a checkpoint) may hold SQLite's write lock.
         # Waiting for it in SQLite's busy handler would stop the event loop; polling
-        # keeps it answering, and gathering the next batch, meanwhile.
+        # keeps it answering, and gathering the next batch, meanwhile. The wait counts
+        # from the batch's first request: one that arrived while the batch before it
+        # waited has waited too, and waiting the whole time again made its answer, a
+        # 503, come after twice the wait, past many clients' timeouts.
+        left = first_arrived + self._lock_wait_s - time.monotonic()
         try:
-            await when_unlocked(lambda: self._committer.write(jobs, wait=False))
+            await when_unlocked(
+                lambda: self._committer.write(jobs, wait=False), timeout_s=max(left, 0.0)
+            )
         except WriteLockBusy:
             log.error("the database stayed locked by another process; requests fail")
             for _, answer in jobs:
