@@ -12,11 +12,12 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import orjson
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Match, Route, Router
+from starlette.types import Receive, Scope, Send
 
 from herald import __version__
 from herald.api.deps import RETRY_AFTER_UNAVAILABLE, routes_outage
@@ -142,6 +143,29 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
         loopback_only=settings.loopback_requests_only,
     )
     _match_whole_paths(app.router.routes)
+    _no_slash_redirects(app.router)
+
+
+def _no_slash_redirects(router: Router) -> None:
+    """Answer a path that a route would match without its trailing slash (``POST
+    /events/``) with a 404 that names that path, rather than Starlette's redirect to it.
+    The redirect was an empty 307: a client that follows none (httpx's default, Java's)
+    showed a bare error, and one that follows it sent the event again, its personal data
+    and token with it, to a URL made of the ``Host`` header and the scheme the server saw
+    (``http``, behind a proxy that ends TLS)."""
+    router.redirect_slashes = False
+
+    async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"]
+        trimmed = path.rstrip("/")
+        if scope["type"] == "http" and trimmed and trimmed != path:
+            bare = {**scope, "path": trimmed}
+            if any(route.matches(bare)[0] is not Match.NONE for route in router.routes):
+                detail = f"Not Found: the path is {trimmed}, without the trailing slash"
+                raise HTTPException(404, detail)
+        await router.not_found(scope, receive, send)
+
+    router.default = not_found
 
 
 def _match_whole_paths(routes: list[BaseRoute]) -> None:

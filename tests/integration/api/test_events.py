@@ -197,6 +197,24 @@ def test_a_body_sent_to_the_other_ingestion_route_is_told_where_it_goes(
     assert client.get("/audit/u_misrouted").status_code == 404
 
 
+def test_a_path_with_a_trailing_slash_is_told_the_path_not_redirected(client: TestClient) -> None:
+    # Redirected, the event went again to a URL made of the Host header; a client that
+    # follows no redirect saw an empty 307.
+    event = signup(user="u_slash")
+
+    posted = client.post("/events/", json=event, follow_redirects=False)
+    batch = client.post("/events/batch/", json={"events": [event]}, follow_redirects=False)
+    rules = client.get("/rules/", follow_redirects=False)
+    unknown = client.get("/nowhere/", follow_redirects=False)
+
+    assert [posted.status_code, batch.status_code, rules.status_code] == [404] * 3
+    assert posted.json()["detail"] == ("Not Found: the path is /events, without the trailing slash")
+    assert "the path is /events/batch," in batch.json()["detail"]
+    assert "the path is /rules," in rules.json()["detail"]
+    assert unknown.status_code == 404 and unknown.json()["detail"] == "Not Found"
+    assert client.get("/audit/u_slash").status_code == 404
+
+
 def test_a_misspelt_field_beside_a_batchs_events_is_refused(client: TestClient) -> None:
     body = {"events": [signup(user="u_batch_typo")], "dry_run": True}
 
