@@ -10,6 +10,7 @@ import re
 import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
 
 import orjson
 from fastapi import FastAPI, HTTPException, Request, Response
@@ -27,6 +28,7 @@ from herald.api.middleware import RequestEdge
 from herald.api.openapi_security import ADMIN_SCHEME, INGEST_SCHEME, declare_guards
 from herald.api.routes import admin, audit, events, health
 from herald.api.schemas.requests import MAX_BATCH_BYTES, MAX_EVENT_BYTES
+from herald.api.schemas.responses import REQUEST_ID
 from herald.bootstrap import build_runtime
 from herald.config import Settings
 from herald.observability.metrics import serve_metrics
@@ -144,6 +146,29 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
     )
     _match_whole_paths(app.router.routes)
     _no_slash_redirects(app.router)
+    _declare_request_id(app)
+
+
+def _declare_request_id(app: FastAPI) -> None:
+    """Make ``app``'s document declare the X-Request-Id header on every answer it lists:
+    the request edge adds it to each, and a client generated from the document could not
+    read it otherwise."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        first = app.openapi_schema is None
+        document = build()  # built once, then FastAPI's cached copy
+        if first:
+            for operations in document["paths"].values():
+                for operation in operations.values():
+                    answers = operation["responses"]
+                    # Copied, not updated: an answer may be a dict several routes share.
+                    for code, answer in answers.items():
+                        headers = {**answer.get("headers", {}), "X-Request-Id": REQUEST_ID}
+                        answers[code] = {**answer, "headers": headers}
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _no_slash_redirects(router: Router) -> None:

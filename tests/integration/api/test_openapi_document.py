@@ -76,7 +76,7 @@ def test_the_openapi_document_declares_the_headers_its_401s_and_503s_carry(
 
     assert [answer.headers["www-authenticate"] for answer in refused] == ["Bearer", "Bearer"]
     headers = {
-        (path, code): set(response.get("headers", ()))
+        (path, code): set(response.get("headers", ())) - {"X-Request-Id"}
         for path, operations in paths.items()
         for operation in operations.values()
         for code, response in operation["responses"].items()
@@ -86,6 +86,25 @@ def test_the_openapi_document_declares_the_headers_its_401s_and_503s_carry(
         named == ({"WWW-Authenticate"} if code == "401" else {"Retry-After"})
         for (_path, code), named in headers.items()
     ), headers
+
+
+def test_the_openapi_document_declares_the_request_id_every_answer_carries(
+    client: TestClient,
+) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+
+    declared = {
+        (method, path, code): response.get("headers", {}).get("X-Request-Id", {})
+        for path, operations in paths.items()
+        for method, operation in operations.items()
+        for code, response in operation["responses"].items()
+    }
+    assert [key for key, header in declared.items() if not header.get("required")] == []
+    answers = [
+        client.post("/events", json=signup(user="u_rid"), headers={"X-Request-Id": "trace-1"}),
+        client.get("/audit/nobody", headers={"X-Request-Id": "trace-2"}),
+    ]
+    assert [answer.headers["x-request-id"] for answer in answers] == ["trace-1", "trace-2"]
 
 
 def answered_as_documented(document: dict[str, Any], response: httpx.Response) -> None:
@@ -107,6 +126,7 @@ def answered_as_documented(document: dict[str, Any], response: httpx.Response) -
     [(content_type, content)] = declared["content"].items()
     assert response.headers["content-type"].partition(";")[0] == content_type, said
     for name, header in declared.get("headers", {}).items():
+        assert name in response.headers or not header.get("required"), f"no {name}: {said}"
         if header["schema"]["type"] == "integer" and name in response.headers:
             assert response.headers[name].isdigit(), said
     if response.status_code == 401:

@@ -42,6 +42,13 @@ RETRY_AFTER: dict[str, Any] = {
         "schema": {"type": "integer"},
     }
 }
+# Every answer carries one, made by the request edge (middleware.py), whatever the route.
+REQUEST_ID: dict[str, Any] = {
+    "description": "The request's X-Request-Id (its first 64 characters), else one Herald "
+    "made; the JSON logs give it as `request_id` on the lines the request wrote",
+    "required": True,
+    "schema": {"type": "string"},
+}
 
 # Answers the admin routes share with the rest: made before the route runs (the token,
 # the request edge) or for any query (the database).
