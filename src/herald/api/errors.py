@@ -35,6 +35,15 @@ def field_errors(
     ]
 
 
+def body_errors(exc: ValidationError, raw: bytes, fields: Sequence[str]) -> list[dict[str, Any]]:
+    """``field_errors`` of a request body ``raw``, located in it. An empty one (a POST
+    sent without its data) is told so, where the parser said "Invalid JSON: EOF while
+    parsing a value at line 1 column 0"."""
+    if not raw.strip():
+        return [{"loc": ["body"], "msg": "the body is empty: send it as JSON", "type": "missing"}]
+    return field_errors(exc, prefix=("body",), fields=fields)
+
+
 def _unknown_field(name: str, fields: Sequence[str]) -> str:
     # pydantic says "Extra inputs are not permitted": the likely cause is a misspelling
     # (user_trait for user_traits), which the nearest name points out.

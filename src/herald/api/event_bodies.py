@@ -10,7 +10,7 @@ import orjson
 from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
 
-from herald.api.errors import field_errors
+from herald.api.errors import body_errors, field_errors
 from herald.api.schemas.requests import (
     EVENT_FIELDS,
     MAX_EVENT_BYTES,
@@ -126,7 +126,7 @@ def parse_body(
     try:
         return adapter.validate_json(raw)
     except ValidationError as exc:
-        errors = field_errors(exc, prefix=("body",), fields=fields)
+        errors = body_errors(exc, raw, fields)
         array = raw.lstrip()[:1] == b"["
         for error in errors:
             if array and error["loc"] == ["body"] and error["type"] == "dict_type":

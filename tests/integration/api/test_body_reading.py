@@ -97,6 +97,19 @@ def test_malformed_or_non_object_bodies_are_client_errors(client: TestClient, ra
     assert [error["loc"] for error in response.json()["detail"]] == [["body"]]
 
 
+@pytest.mark.parametrize("path", ["/events", "/events/batch", "/users/u_empty/preferences"])
+@pytest.mark.parametrize("raw", [b"", b" \r\n", b"\xef\xbb\xbf"])
+def test_an_empty_body_is_told_it_is_empty(client: TestClient, path: str, raw: bytes) -> None:
+    # It was "Invalid JSON: EOF while parsing a value at line 1 column 0".
+    response = client.post(path, content=raw, headers={"content-type": "application/json"})
+
+    assert response.status_code == 422
+    assert response.json()["detail"] == [
+        {"loc": ["body"], "msg": "the body is empty: send it as JSON", "type": "missing"}
+    ]
+    assert client.get("/audit/u_empty").status_code == 404
+
+
 @pytest.mark.parametrize("number", [b"1e400", b"-1e400", b"Infinity", b"NaN"])
 def test_a_number_beyond_a_double_or_not_a_number_is_refused_not_stored_as_null(
     client: TestClient, number: bytes

@@ -10,7 +10,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from herald.api.body import json_body
 from herald.api.deps import AdminOnly, RuntimeDep, database_served
-from herald.api.errors import field_errors
+from herald.api.errors import body_errors
 from herald.api.schemas.requests import PreferencesIn, UserIdPath, UserIdToSet
 from herald.api.schemas.responses import (
     ADMIN_UNAUTHORIZED,
@@ -90,10 +90,11 @@ async def _preferences_body(request: Request) -> PreferencesIn:
     """The body, read once the router's admin check has passed: a body parameter FastAPI
     reads before any dependency runs, so a client without the token had its JSON parsed,
     and was answered 422 for a malformed one instead of 401."""
+    raw = await json_body(request)
     try:
-        return _preferences.validate_json(await json_body(request))
+        return _preferences.validate_json(raw)
     except ValidationError as exc:
-        errors = field_errors(exc, prefix=("body",), fields=tuple(PreferencesIn.model_fields))
+        errors = body_errors(exc, raw, fields=tuple(PreferencesIn.model_fields))
         raise RequestValidationError(errors) from None
 
 
