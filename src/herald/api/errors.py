@@ -17,6 +17,20 @@ from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
+# The levels of arrays and objects a body may nest, itself one: as deep as pydantic's
+# parser reads (it refuses one deeper with "recursion limit exceeded"), and so the most
+# an event may have, alone or in a batch.
+MOST_LEVELS = 201
+TOO_DEEP = f"nests arrays and objects deeper than {MOST_LEVELS} levels, the most Herald reads"
+_RECURSION = "recursion limit exceeded"
+
+
+def nested_too_deep(exc: ValidationError) -> bool:
+    """Whether ``exc`` is pydantic's parser refusing JSON nested deeper than it reads."""
+    return any(
+        error["type"] == "json_invalid" and _RECURSION in error["msg"] for error in exc.errors()
+    )
+
 
 def field_errors(
     exc: ValidationError, prefix: tuple[str, ...] = (), fields: Sequence[str] = ()
@@ -24,7 +38,9 @@ def field_errors(
     """pydantic's errors as the API gives them: where (under ``prefix``), what, which kind.
     ``fields``: those the body (or batch item) takes, named to a client that sent another."""
     return [
-        {
+        {"loc": [*prefix, *error["loc"]], "msg": TOO_DEEP, "type": "too_deep"}
+        if error["type"] == "json_invalid" and _RECURSION in error["msg"]
+        else {
             "loc": [*prefix, *error["loc"]],
             "msg": _unknown_field(str(error["loc"][0]), fields)
             if error["type"] == "extra_forbidden" and len(error["loc"]) == 1 and fields

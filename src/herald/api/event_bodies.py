@@ -4,13 +4,14 @@ each accepted or rejected on its own."""
 
 from __future__ import annotations
 
+import json
 from typing import Any, NamedTuple, TypeVar
 
 import orjson
 from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
 
-from herald.api.errors import body_errors, field_errors
+from herald.api.errors import MOST_LEVELS, TOO_DEEP, body_errors, field_errors, nested_too_deep
 from herald.api.schemas.requests import (
     EVENT_FIELDS,
     MAX_EVENT_BYTES,
@@ -50,13 +51,19 @@ def inline_schema(adapter: TypeAdapter[Any]) -> dict[str, Any]:
 def read_batch(raw: bytes, runtime: Runtime) -> tuple[list[dict[str, Any]], list[tuple[int, Any]]]:
     """A result item per event in the body (those refused already say why), and the
     events to store with their index."""
+    deep: list[Any] | None = None
     try:
         envelopes: list[Any] = BATCH.validate_json(raw)["events"]
         checked = True
-    except ValidationError:
+    except ValidationError as exc:
         # Not every event is well formed (or this is no batch, which the loose parse
         # says): validate them one by one, so that each is accepted or rejected alone.
-        envelopes = parse_body(_LOOSE_BATCH, raw, shape=_BATCH_SHAPE, fields=("events",))["events"]
+        deep = _deep_batch(raw) if nested_too_deep(exc) else None
+        envelopes = (
+            deep
+            if deep is not None
+            else parse_body(_LOOSE_BATCH, raw, shape=_BATCH_SHAPE, fields=("events",))["events"]
+        )
         checked = False
     items: list[dict[str, Any]] = []
     valid: list[tuple[int, Any]] = []
@@ -69,6 +76,10 @@ def read_batch(raw: bytes, runtime: Runtime) -> tuple[list[dict[str, Any]], list
         if measure and _too_large(envelope):
             runtime.metrics.count_event("unknown", "rejected")
             reject(items[index], [_TOO_LARGE])
+            continue
+        if deep is not None and _deeper_than(envelope, MOST_LEVELS):
+            runtime.metrics.count_event("unknown", "rejected")
+            reject(items[index], [{"loc": [], "msg": TOO_DEEP, "type": "too_deep"}])
             continue
         if not checked:
             try:
@@ -84,6 +95,30 @@ def read_batch(raw: bytes, runtime: Runtime) -> tuple[list[dict[str, Any]], list
             continue
         valid.append((index, event))
     return items, valid
+
+
+def _deep_batch(raw: bytes) -> list[Any] | None:
+    """The events of a batch that pydantic's parser found nested too deep, read by the
+    standard library's, which reads deeper: each is then held to the depth of an event
+    posted alone, rather than one such event making the whole batch "Invalid JSON". None
+    if this is no batch that parser reads either (the loose parse then says why). Not
+    orjson, which reads an integer beyond 64 bits as a float, storing another number than
+    the one sent where the intake would have refused it."""
+    try:
+        events: list[Any] = _LOOSE_BATCH.validate_python(json.loads(raw))["events"]
+    except (ValueError, RecursionError, ValidationError):  # JSONDecodeError is a ValueError
+        return None
+    return events
+
+
+def _deeper_than(value: Any, levels: int) -> bool:
+    """Whether ``value`` nests arrays and objects more than ``levels`` deep (itself one)."""
+    if not isinstance(value, dict | list):
+        return False
+    if levels == 0:
+        return True
+    items = value.values() if isinstance(value, dict) else value
+    return any(_deeper_than(item, levels - 1) for item in items)
 
 
 _TOO_LARGE = {

@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from herald.api.app import create_app
+from herald.api.errors import MOST_LEVELS, TOO_DEEP
 from herald.api.schemas.responses import ValidationErrors
 from herald.config import Settings
 from tests.support.api_requests import payment_failed, signup
@@ -69,7 +70,8 @@ def test_a_preference_body_json_cannot_decode_is_a_documented_422_not_a_400(
 
     assert response.status_code == as_event.status_code == 422
     [error] = ValidationErrors.model_validate(response.json()).detail
-    assert (error.loc, error.type) == (["body"], "json_invalid")
+    assert error.loc == ["body"]
+    assert error.type == ("too_deep" if raw.startswith(b"[[") else "json_invalid")
     assert response.json() == as_event.json()
 
 
@@ -108,6 +110,44 @@ def test_an_empty_body_is_told_it_is_empty(client: TestClient, path: str, raw: b
         {"loc": ["body"], "msg": "the body is empty: send it as JSON", "type": "missing"}
     ]
     assert client.get("/audit/u_empty").status_code == 404
+
+
+def nested(levels: int, event_id: str) -> bytes:
+    """A signup of u_deep whose JSON nests arrays and objects ``levels`` deep (itself one)."""
+    arrays = levels - 2  # the event, its properties, then the arrays
+    event = signup(user="u_deep", event_id=event_id, properties={"d": "ARRAYS"})
+    return json.dumps(event).replace('"ARRAYS"', "[" * arrays + "]" * arrays).encode()
+
+
+def test_an_event_nested_deeper_than_herald_reads_is_refused_alone_and_in_its_batch(
+    client: TestClient,
+) -> None:
+    # In a batch, such an event made the whole batch "Invalid JSON: recursion limit
+    # exceeded", its valid events with it; alone, only its own levels count.
+    as_json = {"content-type": "application/json"}
+    deepest, too_deep = nested(MOST_LEVELS, "e_deepest"), nested(MOST_LEVELS + 1, "e_too_deep")
+
+    alone = [client.post("/events", content=body, headers=as_json) for body in (deepest, too_deep)]
+    plain = json.dumps(signup(user="u_deep", event_id="e_plain")).encode()
+    # Read as every batch is: an integer beyond 64 bits is refused, not stored as a float.
+    huge = json.dumps(signup(user="u_deep", event_id="e_huge", properties={"n": 2**70}))
+    events = [plain, nested(MOST_LEVELS, "e_deepest_2"), too_deep, huge.encode()]
+    answer = client.post(
+        "/events/batch", content=b'{"events": [' + b", ".join(events) + b"]}", headers=as_json
+    )
+
+    assert [response.status_code for response in alone] == [202, 422]
+    assert alone[1].json()["detail"] == [{"loc": ["body"], "msg": TOO_DEEP, "type": "too_deep"}]
+    assert answer.status_code == 200
+    results = answer.json()["results"]
+    assert [r["status"] for r in results] == ["accepted", "accepted", "rejected", "rejected"]
+    assert results[2]["errors"] == [{"loc": [], "msg": TOO_DEEP, "type": "too_deep"}]
+    assert [e["type"] for e in results[3]["errors"]] == ["unstorable_value"]
+    audit = client.get("/audit/u_deep")
+    assert audit.status_code == 200
+    assert sorted(e["event_id"] for e in audit.json()["events"]) == [
+        "e_deepest", "e_deepest_2", "e_plain"
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize("number", [b"1e400", b"-1e400", b"Infinity", b"NaN"])
