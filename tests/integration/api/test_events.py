@@ -85,6 +85,23 @@ def test_a_batch_conflict_without_event_id_says_which_fields_made_the_key(
     assert "the key is user_id + event_type + event_timestamp" in error["msg"]
 
 
+def test_a_conflict_on_an_event_id_the_client_sent_does_not_speak_of_a_derived_key(
+    client: TestClient,
+) -> None:
+    # Told "without event_id, the key is ...", a client that sent one could read its id
+    # as ignored.
+    client.post("/events", json=payment_failed(event_id="e1"))
+    other = payment_failed(event_id="e1", user_id="u_2")
+
+    alone = client.post("/events", json=other).json()["detail"]
+    [result] = client.post("/events/batch", json={"events": [other]}).json()["results"]
+
+    assert alone == "event_id 'e1' was already used for a different payload"
+    assert result["errors"] == [
+        {"loc": ["event_id"], "msg": "already used for a different payload", "type": "conflict"}
+    ]
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [

@@ -133,7 +133,7 @@ async def post_event(request: Request) -> Response:
     if result.status is _CONFLICTING:
         raise HTTPException(
             status.HTTP_409_CONFLICT,
-            f"event_id {event.event_id!r} was {_TAKEN}",
+            f"event_id {event.event_id!r} was {_taken(body.get('event_id') is not None)}",
         )
     code = status.HTTP_202_ACCEPTED if result.status is _ACCEPTED else status.HTTP_200_OK
     return _json(_result_json(result), code)
@@ -169,11 +169,12 @@ async def post_batch(request: Request) -> Response:
     for (index, event), result in zip(valid, results, strict=True):
         full = result.status is _PROFILE_FULL
         outcomes.append((event.event_type, "rejected" if full else str(result.status)))
+        given = items[index]["event_id"] is not None
         items[index]["event_id"] = result.event_id
         if full:
             reject(items[index], [_FULL])
         elif result.status is _CONFLICTING:
-            reject(items[index], [_CONFLICT])
+            reject(items[index], [{"loc": ["event_id"], "msg": _taken(given), "type": "conflict"}])
         else:
             items[index].update(_result_json(result))
     runtime.metrics.count_many(runtime.metrics.events, outcomes)
@@ -181,12 +182,18 @@ async def post_batch(request: Request) -> Response:
     return _json({"results": items}, status.HTTP_200_OK)
 
 
-# Said to a client that may have sent no event_id: the key it collided on is derived.
-_TAKEN = (
-    "already used for a different payload "
-    "(without event_id, the key is user_id + event_type + event_timestamp)"
-)
-_CONFLICT = {"loc": ["event_id"], "msg": _TAKEN, "type": "conflict"}
+def _taken(given: bool) -> str:
+    """What a conflict is, said to a client that sent its event's id (``given``) or not:
+    then the key it collided on is derived, which the message says; to one that sent it,
+    saying so read as if its id had been ignored."""
+    if given:
+        return "already used for a different payload"
+    return (
+        "already used for a different payload "
+        "(without event_id, the key is user_id + event_type + event_timestamp)"
+    )
+
+
 _FULL = {
     "loc": ["user_traits"],
     "msg": f"would grow the user's traits past {MAX_PROFILE_BYTES:,} bytes of JSON or "
