@@ -412,3 +412,20 @@ def test_a_triggered_message_is_delivered_by_the_stub_provider(
     )
     assert message[0]["recipient"] == "u_7@example.com" and message[0]["sent_at"]
     assert "Welcome" in message[0]["subject"]
+
+
+def test_a_timestamp_is_kept_to_the_microsecond_and_its_further_digits_dropped(
+    client: TestClient,
+) -> None:
+    # As the README says: two events without ids a fraction of a microsecond apart share
+    # their key, and the second is the first's duplicate.
+    first = client.post(
+        "/events", json=signup(user="u_ns", event_timestamp="2025-11-01T10:00:00.123456789Z")
+    )
+    second = client.post(
+        "/events", json=signup(user="u_ns", event_timestamp="2025-11-01T10:00:00.1234561Z")
+    )
+
+    assert [first.status_code, second.status_code] == [202, 200]
+    [event] = client.get("/audit/u_ns").json()["events"]
+    assert event["event_timestamp"] == "2025-11-01T10:00:00.123456Z"
