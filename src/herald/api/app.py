@@ -146,13 +146,14 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
     )
     _match_whole_paths(app.router.routes)
     _no_slash_redirects(app.router)
-    _declare_request_id(app)
+    _describe_answers(app)
 
 
-def _declare_request_id(app: FastAPI) -> None:
-    """Make ``app``'s document declare the X-Request-Id header on every answer it lists:
-    the request edge adds it to each, and a client generated from the document could not
-    read it otherwise."""
+def _describe_answers(app: FastAPI) -> None:
+    """Make ``app``'s document declare the X-Request-Id header on every answer it lists
+    (the request edge adds it to each, and a client generated from the document could not
+    read it otherwise), and no body for a HEAD (a client generated from the document
+    would try to read the JSON of the GET it answers as)."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -160,12 +161,14 @@ def _declare_request_id(app: FastAPI) -> None:
         document = build()  # built once, then FastAPI's cached copy
         if first:
             for operations in document["paths"].values():
-                for operation in operations.values():
+                for method, operation in operations.items():
                     answers = operation["responses"]
                     # Copied, not updated: an answer may be a dict several routes share.
                     for code, answer in answers.items():
                         headers = {**answer.get("headers", {}), "X-Request-Id": REQUEST_ID}
                         answers[code] = {**answer, "headers": headers}
+                        if method == "head":
+                            answers[code].pop("content", None)
         return document
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -107,6 +107,20 @@ def test_the_openapi_document_declares_the_request_id_every_answer_carries(
     assert [answer.headers["x-request-id"] for answer in answers] == ["trace-1", "trace-2"]
 
 
+def test_the_openapi_document_lists_the_head_requests_health_checks_send_without_a_body(
+    client: TestClient,
+) -> None:
+    # Answered but not listed, a client generated from the document could not send them;
+    # listed with the GET's JSON, it would try to read a body a HEAD never has.
+    paths = client.get("/openapi.json").json()["paths"]
+
+    for path in ("/healthz", "/readyz"):
+        answer = client.head(path)
+        assert answer.status_code == 200 and answer.content == b""
+        documented = paths[path]["head"]["responses"]["200"]
+        assert "content" not in documented and "X-Request-Id" in documented["headers"]
+
+
 def answered_as_documented(document: dict[str, Any], response: httpx.Response) -> None:
     """Hold ``response`` to what ``document`` (the app's /openapi.json) says of its
     operation, as a client generated from it relies on: a status the operation lists, its

@@ -42,9 +42,21 @@ def readyz(runtime: RuntimeDep, response: Response) -> dict[str, Any]:
     return {"status": "ready", **found.said, "rules": runtime.ruleset.version}
 
 
-# Load balancers and uptime checks often ask with HEAD.
-router.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False)
-router.add_api_route("/readyz", readyz, methods=["HEAD"], include_in_schema=False)
+# Load balancers and uptime checks often ask with HEAD: listed in the document too, where a
+# client generated from it would otherwise have no way to ask so.
+router.add_api_route(
+    "/healthz", healthz, methods=["HEAD"], response_description="Alive (the status alone)"
+)
+router.add_api_route(
+    "/readyz",
+    readyz,
+    methods=["HEAD"],
+    response_model=None,
+    responses={
+        200: {"description": "Ready (the status alone)"},
+        503: {"description": "Unavailable, as the GET says why"},
+    },
+)
 
 
 @router.get("/metrics", include_in_schema=False)
