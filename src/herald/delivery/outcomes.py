@@ -27,11 +27,20 @@ class Withdrawn:
 @immutable
 class Outcome:
     """What became of one claimed message this round: the provider's result, or why it
-    goes back unsent; ``delay``: seconds until it is due again (a retry, a deferral)."""
+    goes back unsent; ``delay``: seconds until it is due again (a retry, a deferral),
+    counted from ``decided_at`` (Unix seconds, the dispatcher's clock), or from when the
+    round is recorded when None."""
 
     row: ClaimedMessage
     result: DeliveryResult | Deferred | Withdrawn
     delay: float = 0.0
+    decided_at: float | None = None
+
+    def due_us(self, recorded_us: int) -> int:
+        """When the message is due again, in microseconds, for a round recorded at
+        ``recorded_us``."""
+        start = recorded_us if self.decided_at is None else round(self.decided_at * 1_000_000)
+        return start + int(self.delay * 1_000_000)
 
     @property
     def status(self) -> str:

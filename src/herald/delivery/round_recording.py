@@ -126,7 +126,7 @@ class RoundRecorder:
         for outcome in outcomes:
             row, result = outcome.row, outcome.result
             if row.message_id in recorded and not isinstance(result, Deferred | Withdrawn):
-                due_us = now_us + int(outcome.delay * 1_000_000)
+                due_us = outcome.due_us(now_us)
                 cancel = cancels.get(row.message_id)
                 if cancel is not None:
                     self._announce_cancelled(row, result.status, result.detail, cancel)
@@ -192,7 +192,7 @@ class RoundRecorder:
         records = []
         for outcome in outcomes:
             row, result = outcome.row, outcome.result
-            due_us = now_us + int(outcome.delay * 1_000_000)
+            due_us = outcome.due_us(now_us)
             if isinstance(result, Deferred):
                 outbox.release(
                     row.message_id, worker=self.worker_id, due_us=due_us, reason=result.reason

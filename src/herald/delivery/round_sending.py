@@ -12,6 +12,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 
 from herald.delivery.backoff import RetryPolicy, after_attempt
 from herald.delivery.cancel_watch import CancelWatch
@@ -42,9 +43,10 @@ class RoundSender:
         gates: SendGates,
         retry: RetryPolicy,
         concurrency: int,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        """``clock``: seconds, which space out a raising provider's tracebacks."""
+        """``clock``: Unix seconds, the dispatcher's clock: the time each outcome's delay
+        counts from (see ``Outcome``), and the spacing of a raising provider's tracebacks."""
         self._providers = dict(providers)
         self._local = {name: provider.local for name, provider in self._providers.items()}
         self._gates = gates
@@ -74,7 +76,7 @@ class RoundSender:
         for row in rows:
             kept = self._gates.kept(row, profiles)
             if kept is not None:
-                outcomes.append(kept)
+                outcomes.append(self._stamped(kept))
             elif self._local.get(row.channel, False):
                 outcomes.append(await self._deliver(row, None, stopping, cancels))
             else:
@@ -93,6 +95,20 @@ class RoundSender:
         cancels: CancelWatch | None,
     ) -> Outcome:
         """Send ``row``; a remote send (``sends_end`` set) only within the claim's lease."""
+        return self._stamped(await self._deliver_now(row, sends_end, stopping, cancels))
+
+    def _stamped(self, outcome: Outcome) -> Outcome:
+        # A round is recorded once its slowest send has answered: a turn, a pause's end or
+        # a backoff counted from then would come late by however long that took.
+        return replace(outcome, decided_at=self._clock())
+
+    async def _deliver_now(
+        self,
+        row: ClaimedMessage,
+        sends_end: float | None,
+        stopping: asyncio.Event,
+        cancels: CancelWatch | None,
+    ) -> Outcome:
         kept = self._gates.paused(row) or self._gates.rate_limited(row)
         if kept is not None:
             return kept

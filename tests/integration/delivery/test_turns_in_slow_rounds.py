@@ -1,0 +1,73 @@
+"""A message a round gives back for later (its channel's rate limit, a receiver's pause,
+its user's quiet hours) is due when its gate said, however long the round's other sends
+took: a round is recorded only once its slowest send has answered."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+from herald.delivery.ratelimit import ChannelRateLimits
+from herald.delivery.webhook import WebhookProvider
+from herald.domain.timeutil import from_micros, iso
+from herald.store.database import Database
+from herald.store.unit_of_work import ReadOnly
+from tests.conftest import FixedClock
+from tests.support.delivery import dispatcher, funds_failure, store
+from tests.support.http_receiver import CannedResponse, HttpReceiver
+
+SLOW_S = 3
+
+
+class SlowReceiver(HttpReceiver):
+    """A receiver that takes ``SLOW_S`` seconds of the dispatcher's clock to answer each
+    request."""
+
+    def __init__(self, clock: FixedClock) -> None:
+        super().__init__()
+        self._clock = clock
+
+    def _record(self, request: Any) -> CannedResponse:
+        response = super()._record(request)
+        with self._lock:
+            self._clock.now += timedelta(seconds=SLOW_S)
+        return response
+
+
+def pending(database: Database) -> list[tuple[str, str]]:
+    """The messages waiting, as ``(due time, hold_reason)``, the earliest due first."""
+    with ReadOnly(database) as read:
+        rows = read.connection.exec_driver_sql(
+            "SELECT due_us, hold_reason FROM messages WHERE status = 'pending' "
+            "ORDER BY due_us, created_us"
+        ).all()
+    return [(iso(from_micros(due_us)), reason) for due_us, reason in rows]
+
+
+def test_a_rate_limited_message_keeps_its_turn_through_a_slow_send(
+    database: Database, clock: FixedClock
+) -> None:
+    """At one a second, the two messages the first send leaves behind are due one and two
+    seconds after it began, as their deferral says, not that long after its slow answer:
+    counted from the round's end, each came that much late, the slot promised it unused,
+    and behind messages made after it."""
+    store(database, clock, [funds_failure(f"t{i}") for i in range(3)])
+    start = clock.now
+    limits = ChannelRateLimits.from_rates({"email": (1.0, 1)}, lambda: clock.now.timestamp())
+    with SlowReceiver(clock) as receiver:
+        provider = WebhookProvider(
+            "email", receiver.url, secret=None, clock=lambda: clock.now.timestamp()
+        )
+        worker = dispatcher(database, clock, {"email": provider}, rate_limits=limits)
+
+        first = asyncio.run(worker.run_once())
+
+        assert (first.sent, first.deferred) == (1, 2)
+        assert clock.now == start + timedelta(seconds=SLOW_S)
+        assert pending(database) == [
+            (iso(start + timedelta(seconds=1)), "email rate limit: its turn is in 1.0 s"),
+            (iso(start + timedelta(seconds=2)), "email rate limit: its turn is in 2.0 s"),
+        ]
+        # Both turns passed while the slow answer came: the next round takes them up.
+        assert asyncio.run(worker.run_once()).claimed == 2
