@@ -142,6 +142,8 @@ class FanOutProvider:
             # tried again, whatever they answer.
             outcome = "sent" if extra.status is DeliveryStatus.SENT else "not sent, not retried"
             notes.append(f"{other.name}: {outcome}: {extra.detail}".strip())
+            if extra.status is not DeliveryStatus.SENT:
+                _say_not_sent(request, other.name, extra.detail)
         return DeliveryResult(
             result.status, "; ".join(n for n in notes if n), result.provider_reference
         )
@@ -149,3 +151,18 @@ class FanOutProvider:
     async def aclose(self) -> None:
         for provider in (self._primary, *self._others):
             await provider.aclose()
+
+
+def _say_not_sent(request: SendRequest, provider: str, detail: str) -> None:
+    # Noted only in the attempt's detail, a chat hook that had stopped taking posts (a
+    # revoked token) left the team without its alerts there, and no line said so.
+    log.warning(
+        "internal alert %s for user %s (event %s): %s not sent, and not retried (the log "
+        "line is the alert of record): %s",
+        request.rule,
+        request.user_id,
+        request.event_id,
+        provider,
+        detail,
+        extra={"message_id": request.message_id, "provider": provider},
+    )

@@ -204,6 +204,28 @@ def test_an_alert_whose_webhook_is_refused_says_it_is_not_retried(
     assert attempt.detail == "logged; internal:webhook: not sent, not retried: HTTP 500: {}"
 
 
+def test_an_alert_whose_webhook_is_refused_says_so_in_the_log(
+    database: Database, clock: FixedClock, caplog: Any, tmp_path: Path
+) -> None:
+    """A chat hook whose token was revoked answers 404 to every alert: the team no longer
+    sees them there, and the log must say so, not the audit alone."""
+    store(database, clock, [high_risk_alert("h5")])
+    caplog.set_level("WARNING", logger="herald.delivery")
+    with HttpReceiver(default=CannedResponse(404, b"no such hook")) as receiver:
+        plan = build_delivery(
+            {"providers": {"internal": {"webhook": {"url": receiver.url}}}},
+            outbox=tmp_path / "outbox.jsonl",
+            env={},
+        )
+        assert asyncio.run(dispatcher(database, clock, plan.providers).run_once()).sent == 1
+
+    said = [r.getMessage() for r in caplog.records if "not retried" in r.getMessage()]
+    assert said == [
+        "internal alert HIGH_RISK_ALERT for user h5 (event pf-h5-3): internal:webhook not "
+        "sent, and not retried (the log line is the alert of record): HTTP 404: no such hook"
+    ]
+
+
 def test_an_alert_whose_webhook_is_cut_off_says_its_second_log_line_is_a_repeat(
     database: Database, clock: FixedClock, caplog: Any, tmp_path: Path
 ) -> None:
