@@ -150,20 +150,30 @@ class ChannelPauses:
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
-        self._until: dict[str, float] = {}
+        # channel -> (when its pause began, its seconds): kept apart, not added up, so that
+        # the messages it holds are due at the very microsecond the one answered is.
+        self._pauses: dict[str, tuple[float, float]] = {}
 
-    def pause(self, channel: str, seconds: float) -> None:
-        """Send nothing on ``channel`` for ``seconds``; a longer pause already on holds."""
-        until = self._clock() + seconds
-        self._until[channel] = max(until, self._until.get(channel, until))
+    def pause(self, channel: str, seconds: float, since: float | None = None) -> None:
+        """Send nothing on ``channel`` for ``seconds`` from ``since`` (the clock's time of
+        the answer, now when None); a longer pause already on holds."""
+        start = self._clock() if since is None else since
+        held = self._pauses.get(channel)
+        if held is None or start + seconds > sum(held):
+            self._pauses[channel] = (start, seconds)
+
+    def held(self, channel: str) -> tuple[float, float] | None:
+        """The pause in force on ``channel``, as ``(since, seconds)``; None when it may
+        send now."""
+        held = self._pauses.get(channel)
+        if held is None:
+            return None
+        if sum(held) - self._clock() <= 0:
+            del self._pauses[channel]
+            return None
+        return held
 
     def remaining(self, channel: str) -> float:
         """Seconds until ``channel`` may send again; 0.0 when it may now."""
-        until = self._until.get(channel)
-        if until is None:
-            return 0.0
-        left = until - self._clock()
-        if left <= 0:
-            del self._until[channel]
-            return 0.0
-        return left
+        held = self.held(channel)
+        return 0.0 if held is None else max(0.0, sum(held) - self._clock())

@@ -100,6 +100,8 @@ class RoundSender:
     def _stamped(self, outcome: Outcome) -> Outcome:
         # A round is recorded once its slowest send has answered: a turn, a pause's end or
         # a backoff counted from then would come late by however long that took.
+        if outcome.decided_at is not None:
+            return outcome
         return replace(outcome, decided_at=self._clock())
 
     async def _deliver_now(
@@ -144,8 +146,10 @@ class RoundSender:
                 else:  # a provider bug must not stop the dispatcher
                     self._log_raised(provider.name, exc)
                     result = DeliveryResult.retry(f"provider error: {type(exc).__name__}: {exc}")
-        self._gates.pause_if_asked(row.channel, result)
-        return Outcome(row, *after_attempt(result, row.attempts + 1, self._retry, self._rng))
+        answered = self._clock()
+        self._gates.pause_if_asked(row.channel, result, answered)
+        retried = after_attempt(result, row.attempts + 1, self._retry, self._rng)
+        return Outcome(row, *retried, decided_at=answered)
 
     def _log_raised(self, provider: str, exc: Exception) -> None:
         """The traceback of ``exc``, raised by ``provider``'s send: at ERROR the first time

@@ -58,11 +58,16 @@ class SendGates:
 
     def paused(self, row: ClaimedMessage) -> Outcome | None:
         """``row`` given back until its channel's pause ends, or None to send it now."""
-        left = self._pauses.remaining(row.channel)
-        if not left:
+        held = self._pauses.held(row.channel)
+        if held is None:
             return None
+        since, seconds = held
+        left = since + seconds - self._clock().timestamp()
         reason = f"{row.channel} paused: its receiver asked to wait ({left:.1f} s more)"
-        return Outcome(row, Deferred(reason), left)
+        # Due as the message answered with the pause is (its retry counts from the same
+        # answer), not a few microseconds apart by when each was looked at: the backlog
+        # then goes out in the order it was made, that message first.
+        return Outcome(row, Deferred(reason), seconds, decided_at=since)
 
     def rate_limited(self, row: ClaimedMessage) -> Outcome | None:
         """``row`` given back for its turn under its channel's rate, or None (a token
@@ -74,15 +79,19 @@ class SendGates:
             row, Deferred(f"{row.channel} rate limit: its turn is in {delay:.1f} s"), delay
         )
 
-    def pause_if_asked(self, channel: str, result: DeliveryResult) -> None:
+    def pause_if_asked(
+        self, channel: str, result: DeliveryResult, answered_at: float | None = None
+    ) -> None:
         """A receiver's ``Retry-After`` is about the receiver, not the one message: every
-        other message sent meanwhile would be refused as well, each using an attempt."""
+        other message sent meanwhile would be refused as well, each using an attempt.
+        ``answered_at``: Unix seconds of the answer, from which the pause counts (now when
+        None)."""
         if result.status is not DeliveryStatus.RETRY or not result.retry_after:
             return
         # As for the message's own retry, a date far ahead waits no longer than a backoff.
         seconds = min(result.retry_after, self._longest_pause_s)
         already = self._pauses.remaining(channel)
-        self._pauses.pause(channel, seconds)
+        self._pauses.pause(channel, seconds, since=answered_at)
         if seconds < already + _LONGER_PAUSE_S:
             # The round's other sends, under way when the first answer came, are answered
             # alike: their pause was said once, as it began.

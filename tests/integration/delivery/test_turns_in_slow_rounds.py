@@ -5,9 +5,10 @@ took: a round is recorded only once its slowest send has answered."""
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+from herald.delivery.outcomes import DispatchReport
 from herald.delivery.ratelimit import ChannelRateLimits
 from herald.delivery.webhook import WebhookProvider
 from herald.domain.timeutil import from_micros, iso
@@ -71,3 +72,43 @@ def test_a_rate_limited_message_keeps_its_turn_through_a_slow_send(
         ]
         # Both turns passed while the slow answer came: the next round takes them up.
         assert asyncio.run(worker.run_once()).claimed == 2
+
+
+class RunningClock(FixedClock):
+    """A clock that moves on by a millisecond each time it is read, as time does between
+    one reading and the next of a round."""
+
+    def __call__(self) -> datetime:
+        self.now += timedelta(milliseconds=1)
+        return self.now
+
+
+def test_a_receiver_s_pause_ends_with_its_backlog_sent_oldest_first(database: Database) -> None:
+    """The receiver answers the first message 429 with ``Retry-After: 10``; three more,
+    made during the pause, are held until it ends. Then the four go out in the order they
+    were made: the one answered 429 went last, each due a few microseconds apart (by when
+    the dispatcher happened to read its clock), and behind a rate limit, a whole backlog
+    later."""
+    clock = RunningClock()
+    store(database, clock, [funds_failure("p0")])
+    throttled = CannedResponse(429, b"slow down", {"Retry-After": "10"})
+    with HttpReceiver([throttled]) as receiver:
+        provider = WebhookProvider(
+            "email", receiver.url, secret=None, clock=lambda: clock.now.timestamp()
+        )
+        worker = dispatcher(database, clock, {"email": provider}, concurrency=1)
+
+        async def rounds() -> list[DispatchReport]:
+            first = await worker.run_once()
+            clock.now += timedelta(seconds=1)
+            for i in range(1, 4):
+                store(database, clock, [funds_failure(f"p{i}")])
+            during = await worker.run_once()
+            clock.now += timedelta(seconds=10)
+            return [first, during, await worker.run_once()]
+
+        first, during, after = asyncio.run(rounds())
+
+    assert (first.retried, during.deferred, after.sent) == (1, 3, 4)
+    sent = [request.json()["user_id"] for request in receiver.requests[1:]]
+    assert sent == ["p0", "p1", "p2", "p3"]
