@@ -39,7 +39,7 @@ def build_message(
     # Rendered templates often end with a newline, which a header cannot hold.
     message["Subject"] = " ".join(request.subject.split())
     message["Date"] = format_datetime(date)
-    message["Message-ID"] = f"<{request.message_id}@herald>"
+    message["Message-ID"] = f"<{request.message_id}@{_id_domain(sender)}>"
     message["X-Herald-Message-Id"] = request.message_id
     # RFC 3834: tells vacation responders not to answer an automated message.
     message["Auto-Submitted"] = "auto-generated"
@@ -47,6 +47,15 @@ def build_message(
     if request.html:
         message.add_alternative(request.html, subtype="html")
     return message
+
+
+def _id_domain(sender: str) -> str:
+    """The right side of a Message-ID: the sender's domain, in ASCII. Spam filters and
+    milters take one without a dot (``<id@herald>``) for a malformed id, the mark
+    of badly written mail software; the sender's domain is the one the id belongs to, and
+    it stays the same on every attempt, so a relay can still drop a repeat by it."""
+    domain = parseaddr(ascii_sender(sender))[1].rpartition("@")[2]
+    return domain if domain.isascii() and "." in domain else "herald.invalid"
 
 
 def ascii_sender(value: str) -> str:

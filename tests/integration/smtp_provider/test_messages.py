@@ -24,9 +24,18 @@ def test_the_server_receives_the_addressing_headers(sink: SmtpSink) -> None:
     assert message["To"] == "ada@example.com"
     assert message["Reply-To"] == "support@herald.test"
     assert message["Subject"] == "Welcome to Herald, Ada"  # the trailing newline is folded away
-    assert message["Message-ID"] == "<msg-0001@herald>"
+    assert message["Message-ID"] == "<msg-0001@herald.test>"
     assert message["X-Herald-Message-Id"] == "msg-0001"
     assert message["Date"] is not None
+
+
+def test_the_message_id_is_on_the_sender_s_domain_in_its_ascii_form(sink: SmtpSink) -> None:
+    """``<msg-0003@herald>`` has no dot on its right: spam filters and milters read that as
+    a malformed Message-ID, sent by badly written mail software."""
+    request = replace(REQUEST, message_id="msg-0003")
+    send_once(sink.port, request=request, sender="Équipe <hello@bücher.example>")
+
+    assert only_message(sink)["Message-ID"] == "<msg-0003@xn--bcher-kva.example>"
 
 
 def test_there_is_no_reply_to_unless_configured(sink: SmtpSink) -> None:
@@ -85,7 +94,7 @@ def test_an_accepted_message_is_sent_with_its_message_id_as_reference(sink: Smtp
     result = send_once(sink.port)
 
     assert result.status is DeliveryStatus.SENT
-    assert result.provider_reference == "<msg-0001@herald>"
+    assert result.provider_reference == "<msg-0001@herald.test>"
 
 
 def test_a_recipient_with_a_line_break_fails_without_sending(sink: SmtpSink) -> None:
