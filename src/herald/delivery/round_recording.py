@@ -187,16 +187,19 @@ class RoundRecorder:
     ) -> set[str]:
         """Stage ``outcomes``; the ids of the messages whose attempt was recorded, those
         whose claim this dispatcher still held. Those that ended cancelled instead of
-        waiting for a retry or becoming dead letters (their rule's cancel was asked while
-        they were sent) are added to ``cancelled``, with the cancel's reason."""
+        waiting for a retry, becoming dead letters or going back unsent (their rule's cancel
+        was asked while they were claimed) are added to ``cancelled``, with the cancel's
+        reason."""
         records = []
         for outcome in outcomes:
             row, result = outcome.row, outcome.result
             due_us = outcome.due_us(now_us)
             if isinstance(result, Deferred):
-                outbox.release(
+                cancel = outbox.release(
                     row.message_id, worker=self.worker_id, due_us=due_us, reason=result.reason
                 )
+                if cancel is not None:  # said in the round's count, not as deferred
+                    cancelled[row.message_id] = cancel
                 continue
             if isinstance(result, Withdrawn):
                 outbox.cancel(row.message_id, worker=self.worker_id, reason=result.reason)

@@ -207,10 +207,12 @@ class OutboxClaimOutcomes:
             )
         )
 
-    def release(self, message_id: str, *, worker: str, due_us: int, reason: str) -> None:
+    def release(self, message_id: str, *, worker: str, due_us: int, reason: str) -> str | None:
         """Give a claimed message back without an attempt (e.g. its channel is rate limited);
-        one whose rule's cancel was asked while it was claimed ends cancelled instead."""
-        self._conn.execute(
+        one whose rule's cancel was asked while it was claimed ends cancelled instead, and
+        the cancel's reason is returned (None otherwise, or when the claim was no longer
+        ``worker``'s)."""
+        ended = self._conn.execute(
             update(messages)
             .where(messages.c.message_id == message_id, messages.c.claimed_by == worker)
             .values(
@@ -222,7 +224,9 @@ class OutboxClaimOutcomes:
                 hold_reason=case((_CANCEL_ASKED, messages.c.hold_reason), else_=reason),
                 cancel_requested=None,
             )
-        )
+            .returning(messages.c.status, messages.c.last_error)
+        ).first()
+        return ended.last_error if ended is not None and ended.status == CANCELLED else None
 
 
 def insert_attempts(

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from herald.cli.main import app as cli
 from herald.delivery.provider import DeliveryResult, SendRequest
+from herald.delivery.ratelimit import ChannelRateLimits
 from herald.store.database import Database
 from herald.store.outbox import CANCELLED, SENT
 from herald.store.unit_of_work import ReadOnly
@@ -76,6 +77,30 @@ def test_a_claimed_message_whose_rule_is_cancelled_before_its_turn_is_not_sent(
     assert {reason for (reason,) in reasons} == {
         "cancelled by `herald messages cancel --rule INSUFFICIENT_FUNDS_EMAIL`"
     }
+    assert "round of 3 message(s): 1 sent, 0 to retry, 0 failed, 0 deferred, 2 cancelled" in [
+        record.getMessage() for record in caplog.records
+    ]
+
+
+def test_a_round_counts_as_cancelled_the_messages_it_gave_back_that_a_cancel_ended(
+    database: Database,
+    database_url: str,
+    clock: FixedClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """At one a second, the round sends one message and gives two back for their turns;
+    the rule is cancelled meanwhile, and the two end cancelled as they are given back. The
+    round's line said `2 deferred, 0 cancelled`, as if they were still to be sent."""
+    store(database, clock, [funds_failure(f"r{n}") for n in range(3)])
+    receiver = SlowReceiverCancelledOnFirstSend(database_url, takes_s=0.1)
+    limits = ChannelRateLimits.from_rates({"email": (1.0, 1)}, lambda: 0.0)
+    worker = dispatcher(database, clock, {"email": receiver}, rate_limits=limits)
+
+    with caplog.at_level(logging.INFO, logger="herald.delivery.dispatcher"):
+        report = asyncio.run(worker.run_once())
+
+    assert statuses(database) == [CANCELLED, CANCELLED, SENT]
+    assert (report.sent, report.deferred, report.cancelled) == (1, 0, 2)
     assert "round of 3 message(s): 1 sent, 0 to retry, 0 failed, 0 deferred, 2 cancelled" in [
         record.getMessage() for record in caplog.records
     ]
