@@ -259,7 +259,15 @@ class RoundRecorder:
         self._on_result(row.channel, status)
         about = _fields(row)
         if status is DeliveryStatus.FAILED:
-            log.error("message %s dead-lettered: %s", row.message_id, detail, extra=about)
+            # Its rule and user too: an operator deciding whether to re-queue it asks both.
+            log.error(
+                "message %s (%s for user %s) dead-lettered: %s",
+                row.message_id,
+                row.rule,
+                row.user_id,
+                detail,
+                extra=about,
+            )
         elif status is DeliveryStatus.RETRY:
             log.debug("message %s will be retried: %s", row.message_id, detail, extra=about)
             retries.add(row, detail or "", due_us)
@@ -293,7 +301,12 @@ class _Ended:
 def _fields(row: ClaimedMessage) -> dict[str, str]:
     # As fields too, as the stub's and the alerts' lines have them: a JSON log is searched
     # by message, not by the words of a line.
-    return {"message_id": row.message_id, "channel": row.channel}
+    return {
+        "message_id": row.message_id,
+        "channel": row.channel,
+        "rule": row.rule,
+        "user_id": row.user_id,
+    }
 
 
 def _refused(exc: BaseException) -> bool:

@@ -87,6 +87,9 @@ def test_a_round_refused_by_a_down_webhook_is_one_line_and_each_dead_letter_its_
     assert len(dead) == ROUND_OF and lines(caplog, logging.INFO) == []
     assert {line.split()[1] for line in dead} == ids
     assert all("dead-lettered: gave up after 3 attempts: connection failed" in x for x in dead)
+    # Each names its rule and user: what an operator weighs before re-queueing it.
+    named = {line.split(" dead-lettered")[0].split(" (", 1)[1] for line in dead}
+    assert named == {f"INSUFFICIENT_FUNDS_EMAIL for user down{i})" for i in range(ROUND_OF)}
     # Every attempt is counted and kept in the audit all the same.
     assert counted == {"retry": 2 * ROUND_OF, "failed": ROUND_OF}
     with ReadOnly(database) as read:
