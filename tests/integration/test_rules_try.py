@@ -76,6 +76,21 @@ def test_it_shows_each_decision_and_the_messages_it_would_send(tmp_path: Path) -
     assert sorted(path.name for path in tmp_path.iterdir()) == ["events.json"]
 
 
+def test_text_that_names_an_emoji_is_shown_as_it_would_be_sent(tmp_path: Path) -> None:
+    # `:b:` and `:wave:` are emoji names to Rich, which printed them as emoji.
+    signup = {**SIGNUP, "user_id": "b"}
+    signup["user_traits"] = {**SIGNUP["user_traits"], "first_name": ":wave:"}
+    late = {**shortfall("p1", 10, 1), "user_id": "b"}
+
+    result = try_rules(tmp_path, [signup, late, {**late, "event_id": "p2"}])
+
+    assert result.exit_code == 0, result.output
+    assert "   -> email to ada@example.com: Welcome aboard, :wave:! (and an HTML part)" in (
+        result.output.splitlines()
+    )
+    assert "dedup key INSUFFICIENT_FUNDS_EMAIL:b:2025-11-04 is held by" in result.output
+
+
 def test_a_link_before_its_signup_is_decided_when_the_signup_arrives(tmp_path: Path) -> None:
     result = try_rules(tmp_path, [LINK, SIGNUP], "--json")
 

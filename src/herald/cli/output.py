@@ -14,7 +14,8 @@ from herald.config import WorkerSettings
 if TYPE_CHECKING:
     from herald.rules.loader import RuleFileError
 
-console = Console(stderr=True, soft_wrap=True)
+# emoji=False: Rich would print `:b:`, in a user id or a value a problem quotes, as an emoji.
+console = Console(stderr=True, soft_wrap=True, emoji=False)
 
 
 def counted(count: int, noun: str) -> str:

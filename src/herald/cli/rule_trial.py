@@ -53,7 +53,9 @@ def rules_try(
     settings = settings_from(RuleFileSettings)
     ruleset, plan = checked_rules(rules or settings.rules)
     payloads = _read_events(events)
-    out = Console(highlight=False, soft_wrap=True)
+    # emoji=False: a message shows as it would be sent, and a user id `b` in a dedup key
+    # (`RULE:b:...`) stays text, where Rich would print `:b:` as an emoji.
+    out = Console(highlight=False, soft_wrap=True, emoji=False)
     if not as_json:
         out.print(f"{ruleset.source} (version {ruleset.version})", markup=False)
     checked = (_checked(payload, ruleset) for payload in payloads)

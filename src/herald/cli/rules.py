@@ -39,7 +39,8 @@ def rules_check(
     settings = settings_from(RuleFileSettings)
     ruleset, plan = checked_rules(path or settings.rules, outbox=_outbox(settings))
     # A list rather than a table: it stays readable at any width and through a pipe.
-    out = Console(highlight=False, soft_wrap=True)
+    # emoji=False: a condition's `":x:"` is listed as written, not as an emoji.
+    out = Console(highlight=False, soft_wrap=True, emoji=False)
     out.print(f"{ruleset.source} (version {ruleset.version})", markup=False)
     for rule in ruleset.rules:
         # Only the id is markup: a template's name may hold brackets Rich would take as

@@ -41,6 +41,21 @@ def test_rules_check_lists_a_template_name_with_brackets_as_it_is(tmp_path: Path
     assert "once_per_event, template [red]hello\n" in result.output
 
 
+def test_rules_check_shows_text_that_names_an_emoji_as_it_is(tmp_path: Path) -> None:
+    # Rich printed `:x:` as an emoji, in the listing and in a problem alike.
+    rule = GOOD_RULE + '    when: user.first_name != ":x:"\n'
+    path = write_rule_file(tmp_path, rule)
+    broken = write_rule_file(
+        tmp_path / "b", rule.replace("trigger: signup_completed", "trigger: ':b:'")
+    )
+
+    listed = CliRunner().invoke(app, ["rules", "check", str(path)], env=WIDE)
+    refused = CliRunner().invoke(app, ["rules", "check", str(broken)], env=WIDE)
+
+    assert '  when user.first_name != ":x:"\n' in listed.output
+    assert "`trigger: :b:` is not a declared event type" in refused.output
+
+
 def test_rules_check_lists_the_default_rules_and_exits_0() -> None:
     result = CliRunner().invoke(app, ["rules", "check"], env=WIDE)
 
