@@ -12,7 +12,7 @@ from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from jinja2 import TemplateError
+from jinja2 import TemplateError, TemplateSyntaxError
 from jinja2.exceptions import UndefinedError
 from jinja2.sandbox import SandboxedEnvironment
 
@@ -185,7 +185,7 @@ class TemplateSet:
                     f"template {where}: {exc}", where, exc.owner, exc.name
                 ) from None
             except TemplateError as exc:
-                raise TemplateProblem(f"template {where}: {exc}") from None
+                raise TemplateProblem(f"template {where}{_said(exc)}") from None
             except Exception as exc:  # the template's own arithmetic, filters and calls
                 # A macro calling itself fails whatever the values, as a type error does.
                 on_types = isinstance(exc, TypeError | RecursionError)
@@ -211,6 +211,13 @@ def _refuse_misnamed_parts(name: str, folder: Path) -> None:
                 f"template {name}: {file} is not read (a template's parts are subject.txt, "
                 f"body.txt and body.html): rename it {part}"
             )
+
+
+def _said(exc: TemplateError) -> str:
+    """Jinja's error, after its part's name: a syntax error with the line it is on."""
+    if isinstance(exc, TemplateSyntaxError):
+        return f" line {exc.lineno}: {exc.message}"
+    return f": {exc}"
 
 
 def _as_type(name: str, value: Any, declared: str) -> Any:
@@ -257,7 +264,7 @@ class _OnePass:
             try:
                 self._parts[part] = env.from_string(source)
             except TemplateError as exc:
-                raise TemplateProblem(f"template {name}/{part}: {exc}") from None
+                raise TemplateProblem(f"template {name}/{part}{_said(exc)}") from None
             except RecursionError:  # Jinja's parser recurses once per level of nesting
                 raise TemplateProblem(
                     f"template {name}/{part}: nested too deeply for Jinja to compile"

@@ -93,7 +93,12 @@ BROKEN_RULES = {
     "template_syntax_error": (
         "  - {id: BROKEN, trigger: signup_completed, channel: email, category: transactional,"
         " template: broken}\n",
-        "rule BROKEN: template broken/subject.txt:",
+        "rule BROKEN: template broken/body.txt line 3: unexpected '}'",
+    ),
+    "template_unknown_filter": (
+        "  - {id: BROKEN, trigger: payment_failed, channel: email, category: transactional,"
+        " template: money}\n",
+        "rule BROKEN: template money/body.txt line 2: No filter named 'money'.",
     ),
     "template_uses_undeclared_property": (
         "  - {id: BROKEN, trigger: payment_failed, channel: email, category: transactional,"
@@ -116,7 +121,8 @@ BROKEN_RULES = {
 }
 
 TEMPLATES = {
-    "broken": {"subject.txt": "Hi {% if %}", "body.txt": "x"},
+    "broken": {"subject.txt": "Hi", "body.txt": "Hello,\n\n{{ user.first_name }\n"},
+    "money": {"subject.txt": "Hi", "body.txt": "Paid:\n{{ event.properties.amount | money }}"},
     "strict": {"subject.txt": "Failed", "body.txt": "{{ event.properties.currency }}"},
     "nickname": {"subject.txt": "Hi {{ user.nickname }}", "body.txt": "x"},
     "bare": {"subject.txt": "Hi", "body.txt": "{{ nickname }}"},
