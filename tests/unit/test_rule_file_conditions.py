@@ -115,6 +115,24 @@ NEVER_WORKS = {
         " where user.id is a string, event.properties.failure_reason is a string: "
         "`event.properties.failure_reason > 5` fails: No such overload",
     ),
+    # A sample has every property, so takes the first branch of a `? :` alone: the other,
+    # where every event without the property goes, must not pass unseen.
+    "a_wrong_type_in_the_branch_the_sample_does_not_take": (
+        "trigger: payment_failed,"
+        " when: 'has(event.properties.metadata) ? false : event.properties.failure_reason > 5'",
+        "rule R0: `when: has(event.properties.metadata) ? false : "
+        "event.properties.failure_reason > 5` cannot be evaluated on a sample payment_failed "
+        "event with every declared property and trait, where event.properties.metadata is an "
+        "object, event.properties.failure_reason is a string: "
+        "`event.properties.failure_reason > 5` fails: No such overload",
+    ),
+    "double_arithmetic_in_a_nested_choice": (
+        "trigger: payment_failed, when: 'has(event.properties.attempt_number) ? true"
+        " : (has(event.properties.source) ? false : event.properties.amount * 1.1 > 10.0)'",
+        "rule R0: `when: has(event.properties.attempt_number) ? true : "
+        "(has(event.properties.source) ? false : event.properties.amount * 1.1 > 10.0)` cannot "
+        "be evaluated on a sample payment_failed event whose numbers are whole",
+    ),
     # Not a regex whatever the email: every event would skip the rule with this error.
     "a_pattern_that_is_no_regex": (
         "trigger: payment_failed, when: 'user.email.matches(\"[\")'",
@@ -261,6 +279,17 @@ WORKS = {
     "a_condition_with_a_choice": (
         "trigger: payment_failed,"
         " when: 'event.properties.attempt_number > 1 ? event.properties.amount > 5 : false'"
+    ),
+    "a_choice_whose_branch_reads_what_its_test_tests": (
+        "trigger: payment_failed, when: 'has(event.properties.metadata) ?"
+        ' event.properties.metadata.plan == "pro" : event.properties.source == "web"\''
+    ),
+    "a_choice_inside_a_call": (
+        "trigger: payment_failed, when: 'double(has(event.properties.attempt_number) ?"
+        " event.properties.attempt_number : 1) > 2.0'"
+    ),
+    "a_choice_in_a_string": (
+        "trigger: payment_failed, when: 'user.email == \"a ? b : c\" || user.tags.size() > 1'"
     ),
     "a_path_inside_a_string": "trigger: payment_failed, when: 'user.id != \"user.nickname\"'",
     "a_value_of_the_enum": (

@@ -163,12 +163,31 @@ def _first_line(exc: Exception) -> str:
 
 
 def _operands(source: str) -> list[str]:
-    """The sides of the && and || that join ``source`` (and those inside a side in
-    parentheses), each on its own; none when ``source`` is not joined by them or holds a
-    ``? :`` outside parentheses, whose sides are not all evaluated alike."""
+    """The sides of the && and || that join ``source``, or the test and both branches of
+    its ``? :`` (and those inside a side in parentheses), each on its own; none when
+    ``source`` is neither. A sample takes one branch of a ``? :`` alone: the other, often
+    what an event without the value tested goes to, would pass unseen."""
     source = source.strip()
+    marks, wrapped = _top_level_marks(source)
+    if wrapped:
+        return _operands(source[1:-1])
+    if any(mark == "?" for _, mark in marks):
+        sides = _branches(source, marks)
+    else:
+        cuts = [index for index, mark in marks if mark in ("&&", "||")]
+        ends = [*cuts, len(source)]
+        starts = [0, *(cut + 2 for cut in cuts)]
+        sides = [source[start:end].strip() for start, end in zip(starts, ends, strict=True)]
+    if len(sides) < 2:
+        return []
+    return [found for side in sides for found in (side, *_operands(side))]
+
+
+def _top_level_marks(source: str) -> tuple[list[tuple[int, str]], bool]:
+    """Where ``source`` has &&, ||, ? or : outside brackets and string literals, and
+    whether it is all one pair of parentheses."""
     literals = [match.span() for match in STRING_LITERAL.finditer(source)]
-    cuts = []
+    marks = []
     depth = 0
     wrapped = source.startswith("(")  # until its parenthesis closes before the end
     index = 0
@@ -183,20 +202,28 @@ def _operands(source: str) -> list[str]:
         elif char in ")]}":
             depth -= 1
             wrapped = wrapped and (depth > 0 or index == len(source) - 1)
-        elif depth == 0 and char == "?":
-            return []
+        elif depth == 0 and char in "?:":
+            marks.append((index, char))
         elif depth == 0 and source[index : index + 2] in ("&&", "||"):
-            cuts.append(index)
+            marks.append((index, source[index : index + 2]))
             index += 1
         index += 1
-    if wrapped:
-        return _operands(source[1:-1])
-    ends = [*cuts, len(source)]
-    starts = [0, *(cut + 2 for cut in cuts)]
-    sides = [source[start:end].strip() for start, end in zip(starts, ends, strict=True)]
-    if len(sides) < 2:
-        return []
-    return [found for side in sides for found in (side, *_operands(side))]
+    return marks, wrapped
+
+
+def _branches(source: str, marks: list[tuple[int, str]]) -> list[str]:
+    """The test and the two branches of ``source``, a ``? :`` (the loosest of CEL's
+    operators, so the first ? outside brackets is its own); none if its : is missing."""
+    question = next(index for index, mark in marks if mark == "?")
+    open_questions = 0
+    for index, mark in marks:
+        if index < question or mark not in "?:":
+            continue
+        open_questions += 1 if mark == "?" else -1
+        if open_questions == 0:
+            parts = (source[:question], source[question + 1 : index], source[index + 1 :])
+            return [part.strip() for part in parts]
+    return []
 
 
 def _fails_on_types(exc: Exception) -> bool:
