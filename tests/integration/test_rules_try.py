@@ -162,6 +162,29 @@ def test_a_message_due_in_quiet_hours_is_shown_held(tmp_path: Path) -> None:
     assert "quiet hours" in nudge["hold_reason"]
 
 
+def test_a_file_whose_providers_name_secrets_not_set_here_is_tried(tmp_path: Path) -> None:
+    # Nothing is sent: the production file is tried without its SMTP login or signing key.
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        default_rules_path().read_text(encoding="utf-8")
+        + f"templates_dir: {default_rules_path().parent / 'templates'}\n"
+        + "providers:\n"
+        + "  email: {type: smtp, host: smtp.example.com, port: 587, tls: starttls,"
+        + " sender: hello@example.com, username_env: TRIED_SMTP_USER,"
+        + " password_env: TRIED_SMTP_PASSWORD}\n"
+        + "  sms: {type: webhook, url: 'https://sms.example.com/send',"
+        + " secret_env: TRIED_SMS_SECRET}\n",
+        encoding="utf-8",
+    )
+
+    result = try_rules(tmp_path, [SIGNUP], "--rules", str(rules))
+
+    assert result.exit_code == 0, result.output
+    assert "   -> email to ada@example.com: Welcome aboard, Ada! (and an HTML part)" in (
+        result.output.splitlines()
+    )
+
+
 def test_unreadable_input_is_an_error_naming_it(tmp_path: Path) -> None:
     missing = CliRunner().invoke(cli, ["rules", "try", str(tmp_path / "none.json")])
     garbled = try_rules(tmp_path, None, raw=f"{json.dumps(SIGNUP)}\n{{not json\n")

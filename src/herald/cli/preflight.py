@@ -4,6 +4,7 @@ stub provider's file."""
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,16 +18,19 @@ if TYPE_CHECKING:
 
 
 def checked_rules(
-    path: str | Path | None, outbox: Path = Path(os.devnull)
+    path: str | Path | None,
+    outbox: Path = Path(os.devnull),
+    env: Mapping[str, str] | None = None,
 ) -> tuple[RuleSet, DeliveryPlan]:
     """The rule set of the file at ``path`` and its delivery plan (its stub provider to
-    write ``outbox``, which nothing here opens): its providers and delivery settings are
+    write ``outbox``, which nothing here opens; its providers' secrets read from ``env``,
+    the process's environment when None): its providers and delivery settings are
     checked too; otherwise exit 1 listing every problem of the file, one a line."""
     from herald.bootstrap import load_rules_and_delivery
     from herald.rules.loader import RuleFileError
 
     try:
-        ruleset, plan = load_rules_and_delivery(path, outbox=outbox)
+        ruleset, plan = load_rules_and_delivery(path, outbox=outbox, env=env)
     except RuleFileError as exc:
         fail_on_rule_file(exc)
     return ruleset, plan

@@ -3,7 +3,9 @@ would send, before it goes live."""
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -51,7 +53,9 @@ def rules_try(
     from herald.service.rule_trial import try_rules
 
     settings = settings_from(RuleFileSettings)
-    ruleset, plan = checked_rules(rules or settings.rules)
+    # Nothing is sent, so the providers' secrets are not needed: a file tried where they
+    # are not set (an author's machine, a CI job) is not refused for lacking them.
+    ruleset, plan = checked_rules(rules or settings.rules, env=_SecretsUnread(os.environ))
     payloads = _read_events(events)
     # emoji=False: a message shows as it would be sent, and a user id `b` in a dedup key
     # (`RULE:b:...`) stays text, where Rich would print `:b:` as an emoji.
@@ -78,6 +82,26 @@ def rules_try(
         )
     if rejected:
         raise typer.Exit(1)
+
+
+class _SecretsUnread(Mapping[str, str]):
+    """An environment in which every variable a provider names is set: its own value
+    where it has one, else a stand-in that nothing reads, as nothing is sent."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def __getitem__(self, name: str) -> str:
+        return self._environ.get(name) or "unread"
+
+    def __contains__(self, name: object) -> bool:
+        return True
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._environ)
+
+    def __len__(self) -> int:
+        return len(self._environ)
 
 
 def _checked(payload: Any, ruleset: RuleSet) -> tuple[str | None, Event | Rejection]:
