@@ -113,16 +113,22 @@ class _Views:
 
     def __init__(self, user: UserProfile) -> None:
         self._user = user
-        self._built: dict[str, tuple[dict[str, object], dict[str, object]]] = {}
+        self._built: dict[str, tuple[dict[str, object], ...]] = {}
 
     @property
     def profile(self) -> UserProfile:
         return self._user
 
-    def of(self, trigger: Event) -> tuple[dict[str, object], dict[str, object]]:
+    def of(self, trigger: Event) -> tuple[dict[str, object], ...]:
+        """``trigger``'s ``event``, its ``user``, and the ``user`` its conditions see:
+        without the traits sent as null, which are no value there, as a property sent as
+        null is (`!has(user.country) || ...` takes in a user whose country is null), while
+        consent still reads a null ``marketing_opt_in`` as said, and not as consent."""
         views = self._built.get(trigger.event_id)
         if views is None:
-            views = (trigger.as_context(), self._user.seen_by(trigger))
+            user = self._user.seen_by(trigger)
+            stated = {k: v for k, v in user.items() if v is not None}
+            views = (trigger.as_context(), user, user if len(stated) == len(user) else stated)
             self._built[trigger.event_id] = views
         return views
 
@@ -243,10 +249,10 @@ def _decide_rule(rule: Rule, trigger: Event, views: _Views, window: str) -> Deci
     """``rule`` on ``trigger``, whose window held (``window`` says how; empty for a rule
     without one): triggered when its condition, the user's consent and a recipient hold
     too; else skipped, saying all it found."""
-    event_view, user_view = views.of(trigger)
+    event_view, user_view, stated = views.of(trigger)
     clauses = [window] if window else []
     if rule.condition is not None:
-        result = rule.condition.evaluate({"event": event_view, "user": user_view})
+        result = rule.condition.evaluate({"event": event_view, "user": stated})
         clauses.append(result.explanation)
         if not result.holds:
             return _skip(rule, "; ".join(clauses))

@@ -76,14 +76,17 @@ rules:
 """
 
 
+@pytest.mark.parametrize("traits", [{}, {"country": None}], ids=["absent", "sent_as_null"])
 def test_an_absent_trait_skips_even_an_inequality_unless_the_condition_tests_it_first(
-    tmp_path: Path,
+    traits: dict[str, Any], tmp_path: Path
 ) -> None:
     # As the README's `when` row says: CEL fails on the absent value, whatever the
-    # comparison, and the rule skips; `!has(...) ||` is how to include such users.
+    # comparison, and the rule skips; `!has(...) ||` is how to include such users. A
+    # trait sent as null (a client's serializer writing every field) is no value either:
+    # `has()` held for it, and the rule skipped the user it was written to include.
     (tmp_path / "rules.yaml").write_text(ABROAD_RULES, encoding="utf-8")
     ruleset = load_ruleset(tmp_path / "rules.yaml")
-    changed = event("plan_changed", SIGNUP_AT, traits={})
+    changed = event("plan_changed", SIGNUP_AT, traits=traits)
 
     decisions = replay([changed], ruleset)
 
