@@ -72,7 +72,7 @@ def read_after(
     declared = isinstance(anchor, str) and anchor in event_types
     # One declared wrongly is reported as such, not again as each anchor naming it.
     if not declared and is_undeclared(anchor, event_types, refused_types):
-        bad(f"`after.event: {anchor}` is not a declared event type")
+        bad(f"`after.event: {anchor}` is not a declared event type ({sorted(event_types)})")
     window = _read_window(raw["within"], bad)
     if not declared or window is None:
         return None

@@ -29,7 +29,9 @@ def test_both_keys_of_a_window_are_checked_in_one_run(tmp_path: Path) -> None:
     )
 
     assert problems_of(path) == [
-        "rule NUDGE: `after.event: bank_linked` is not a declared event type",
+        # Named with the declared ones, as a trigger is: which spelling is it?
+        "rule NUDGE: `after.event: bank_linked` is not a declared event type"
+        " (['payment_failed', 'signup_completed'])",
         "rule NUDGE: `after.within: 2w` is not a duration like 30m, 24h or 7d",
     ]
 
