@@ -112,6 +112,24 @@ def test_a_rejected_event_says_why_the_others_are_decided_and_it_exits_1(tmp_pat
     assert "2. accepted s1" in result.output
 
 
+def test_a_sample_that_reuses_an_event_id_is_rejected_saying_so_and_it_exits_1(
+    tmp_path: Path,
+) -> None:
+    # A sample copied and changed, its event_id left as it was: not decided, and it was
+    # shown as a bare "conflict", counted with none rejected, and the command exited 0.
+    copied = {**SIGNUP, "event_timestamp": "2025-11-05T10:00:00Z"}
+
+    result = try_rules(tmp_path, [SIGNUP, copied])
+
+    assert result.exit_code == 1, result.output
+    lines = result.output.splitlines()
+    assert "2. rejected s1:" in lines
+    assert "   event_id: already used for a different payload (without event_id, the key is" in (
+        result.output
+    )
+    assert lines[-1].endswith("1 rejected (nothing was stored or sent)")
+
+
 @pytest.mark.parametrize(
     "written",
     [

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from herald.domain.model import Event
     from herald.rules.definition import RuleSet
     from herald.service.intake import Rejection
+    from herald.service.rule_trial import TrialResult
 
 _BODY_LINES = 6  # of a message's text shown; --json has it whole
 
@@ -62,10 +64,18 @@ def rules_try(
     out = Console(highlight=False, soft_wrap=True, emoji=False)
     if not as_json:
         out.print(f"{ruleset.source} (version {ruleset.version})", markup=False)
-    checked = (_checked(payload, ruleset) for payload in payloads)
+    ids_given: list[bool] = []  # by index: whether each sample gave its event_id
+
+    def checked() -> Iterator[tuple[str | None, Event | Rejection]]:
+        for payload in payloads:
+            given_id, event = _checked(payload, ruleset)
+            ids_given.append(given_id is not None)
+            yield given_id, event
+
     decided = rejected = messages = 0
     # Each shown as it is decided: a long file shows its progress.
-    for result in try_rules(ruleset, checked, now=utc_now(), hold=hold_policy(plan.quiet_hours)):
+    for tried in try_rules(ruleset, checked(), now=utc_now(), hold=hold_policy(plan.quiet_hours)):
+        result = _as_a_batch_answers(tried, id_given=ids_given[tried.index])
         if as_json:
             sys.stdout.buffer.write(json_line(result) + b"\n")
             sys.stdout.buffer.flush()
@@ -102,6 +112,17 @@ class _SecretsUnread(Mapping[str, str]):
 
     def __len__(self) -> int:
         return len(self._environ)
+
+
+def _as_a_batch_answers(result: TrialResult, *, id_given: bool) -> TrialResult:
+    """``result`` as ``POST /events/batch`` gives it: an event_id reused for another
+    payload, or traits that would overfill the profile, is rejected, saying why (a copied
+    sample whose id was left as it was is not decided, and must not pass unnoticed)."""
+    from herald.api.routes.events import PROFILE_FULL_ERROR, conflict_error
+
+    errors = {"conflict": conflict_error(id_given), "profile_full": PROFILE_FULL_ERROR}
+    error = errors.get(result.status)
+    return result if error is None else replace(result, status="rejected", errors=[error])
 
 
 def _checked(payload: Any, ruleset: RuleSet) -> tuple[str | None, Event | Rejection]:

@@ -127,7 +127,7 @@ async def post_event(request: Request) -> Response:
     [result] = await _store(runtime, [event])
     if result.status is _PROFILE_FULL:
         count_rejected(runtime, event.event_type)
-        raise HTTPException(422, in_body([_FULL]))
+        raise HTTPException(422, in_body([PROFILE_FULL_ERROR]))
     runtime.metrics.count_event(event.event_type, str(result.status))
     runtime.metrics.observe_ingest("event", time.perf_counter() - started)
     if result.status is _CONFLICTING:
@@ -172,9 +172,9 @@ async def post_batch(request: Request) -> Response:
         given = items[index]["event_id"] is not None
         items[index]["event_id"] = result.event_id
         if full:
-            reject(items[index], [_FULL])
+            reject(items[index], [PROFILE_FULL_ERROR])
         elif result.status is _CONFLICTING:
-            reject(items[index], [{"loc": ["event_id"], "msg": _taken(given), "type": "conflict"}])
+            reject(items[index], [conflict_error(given)])
         else:
             items[index].update(_result_json(result))
     runtime.metrics.count_many(runtime.metrics.events, outcomes)
@@ -194,7 +194,14 @@ def _taken(given: bool) -> str:
     )
 
 
-_FULL = {
+def conflict_error(given: bool) -> dict[str, Any]:
+    """A batch's error for an event whose id (``given`` by the client, or derived) is taken
+    by another payload; `rules try` says the same."""
+    return {"loc": ["event_id"], "msg": _taken(given), "type": "conflict"}
+
+
+# A batch's error for an event whose traits would overfill the profile; `rules try` too.
+PROFILE_FULL_ERROR = {
     "loc": ["user_traits"],
     "msg": f"would grow the user's traits past {MAX_PROFILE_BYTES:,} bytes of JSON or "
     f"{MAX_PROFILE_TRAITS:,} names; send fewer or shorter traits, or reuse the names sent",
