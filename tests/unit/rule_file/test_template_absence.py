@@ -18,8 +18,9 @@ def test_arithmetic_on_an_optional_property_is_a_problem_naming_it_and_the_cure(
     template = {"subject.txt": "Receipt", "body.txt": "Fee: {{ event.properties.fee * 2 }}"}
     path = payment_email_rule_file(tmp_path, template, "fee: number")
 
+    # "a sample", as a condition's problem says it: "a account_opened event" read wrong.
     assert problems_of(path) == [
-        "rule ORDER: template order fails on a payment_failed event without its optional"
+        "rule ORDER: template order fails on a sample payment_failed event without its optional"
         " property fee (declare it `required: true` if every event has it):"
         " event.properties.fee is absent, and the template uses it in a multiplication (*):"
         " test it first with `{% if event.properties.fee is defined %}`, or give it a default"
