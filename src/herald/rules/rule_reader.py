@@ -191,7 +191,11 @@ def _cut_by_yaml(when: str) -> str:
 
 def _read_template(template: Any, channel: Any, bad: Problem) -> str | None:
     if template is not None and not is_folder_name(template):
-        bad(f"`template: {template!r}` must name a folder beside the rule file")
+        # The folder is looked up in templates/ (or templates_dir), not beside the file.
+        bad(
+            f"`template: {template!r}` must be the name of a folder in templates/ (or in the "
+            "folder templates_dir names), not a path"
+        )
         return None
     if template is None and channel in ("email", "sms"):
         # Without one, the user would get the rule's id as a subject and an empty body.

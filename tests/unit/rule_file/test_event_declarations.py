@@ -358,7 +358,10 @@ def test_traits_and_templates_of_the_wrong_shape_are_refused(tmp_path: Path) -> 
     problems = problems_of(path)
 
     assert "trait email: the type must be one of" in " ".join(problems)
-    assert "rule ODD: `template: ['a', 'b']` must name a folder beside the rule file" in problems
+    assert (
+        "rule ODD: `template: ['a', 'b']` must be the name of a folder in templates/ (or in the"
+        " folder templates_dir names), not a path"
+    ) in problems
 
 
 def test_traits_listed_without_types_are_one_problem_not_every_read_of_them(
