@@ -133,9 +133,10 @@ class UserProfile:
                 view["unsubscribed"] = sorted(self.unsubscribed) + extra
             # A trait in any other shape is left as it is: the consent check reads it as an
             # unsubscribe from all marketing, which covers what the API holds too.
-        elif "unsubscribed" not in view:
-            # Neither source holds any: `"email" in user.unsubscribed` is false, rather
-            # than an error that skips every user who never unsubscribed.
+        elif view.get("unsubscribed") is None:
+            # Neither source holds any (a trait sent as null holds none): `"email" in
+            # user.unsubscribed` is false, rather than an error that skips every user who
+            # never unsubscribed.
             view["unsubscribed"] = []
         return view
 

@@ -106,15 +106,19 @@ rules:
 """
 
 
-def test_a_user_who_never_unsubscribed_has_an_empty_unsubscribed_list(tmp_path: Path) -> None:
+@pytest.mark.parametrize("said", [{}, {"unsubscribed": None}], ids=["absent", "null"])
+def test_a_user_who_never_unsubscribed_has_an_empty_unsubscribed_list(
+    said: dict[str, object], tmp_path: Path
+) -> None:
     # Herald keeps the list from the API and the trait together; with neither, a condition
-    # reading it failed ("user.unsubscribed is missing") and skipped every such user.
+    # reading it failed ("user.unsubscribed is missing") and skipped every such user. A
+    # trait sent as null holds no name either.
     (tmp_path / "rules.yaml").write_text(UNSUBSCRIBED_RULES, encoding="utf-8")
     folder = tmp_path / "templates" / "device"
     folder.mkdir(parents=True)
     (folder / "subject.txt").write_text("New device")
     (folder / "body.txt").write_text("Was it you?")
-    login = event("login_new_device", SIGNUP_AT, traits={"email": "maria@example.com"})
+    login = event("login_new_device", SIGNUP_AT, traits={"email": "maria@example.com", **said})
 
     decision = the_one(replay([login], load_ruleset(tmp_path / "rules.yaml")), "NEW_DEVICE_EMAIL")
 
