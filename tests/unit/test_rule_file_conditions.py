@@ -180,6 +180,21 @@ NEVER_WORKS = {
         "event.properties.attempt_number, which the rule file declares an integer, with the "
         'string "3"',
     ),
+    # Each item of a list `in` looks through is compared for equality: a lower-case one
+    # never matched an event of the enum's values, and the rule never fired.
+    "an_item_of_a_list_outside_the_enum": (
+        'trigger: payment_failed, when: \'event.properties.source in ["app", "Web"]\'',
+        'rule R0: `when: event.properties.source in ["app", "Web"]` compares '
+        'event.properties.source with "Web", which is not one of the values its `enum` '
+        'allows ("app", "web"), so `in` never matches it',
+    ),
+    "an_item_of_a_list_of_another_type": (
+        "trigger: payment_failed, when: 'event.properties.attempt_number in [\"3\", 4]'",
+        'rule R0: `when: event.properties.attempt_number in ["3", 4]` compares '
+        "event.properties.attempt_number, which the rule file declares an integer, with the "
+        'string "3": CEL finds values of different types unequal, so `in` never matches it '
+        "(write it as a number, without quotes)",
+    ),
     # Two slashes in a string are text, not a comment hiding the rest.
     "a_literal_of_another_type_after_slashes_in_a_string": (
         "trigger: payment_failed,"
@@ -295,6 +310,12 @@ WORKS = {
     "a_value_of_the_enum": (
         "trigger: payment_failed,"
         ' when: \'event.properties.source == "web" || "app" == event.properties.source\''
+    ),
+    "items_of_the_enum_in_a_list": (
+        'trigger: payment_failed, when: \'event.properties.source in ["app", "web"]\''
+    ),
+    "a_list_in_a_string": (
+        "trigger: payment_failed, when: 'user.email != \"event.properties.source in [1]\"'"
     ),
     "a_whole_number_for_a_number": "trigger: payment_failed, when: event.properties.amount == 5",
     "literals_cel_reads": (

@@ -30,6 +30,12 @@ _COMPARISONS = (
     re.compile(rf"{_START}(?P<path>{_PATH})\s*(?P<op>==|!=)\s*(?P<literal>{_LITERAL}){_END}"),
     re.compile(rf"{_START}(?P<literal>{_LITERAL})\s*(?P<op>==|!=)\s*(?P<path>{_PATH}){_END}"),
 )
+# `path in [literal, ...]`, whose items are each compared for equality.
+_IN_LIST = re.compile(
+    rf"{_START}(?P<path>{_PATH})\s+in\s+\[(?P<items>\s*(?:{_LITERAL})"
+    rf"(?:\s*,\s*(?:{_LITERAL}))*\s*,?\s*)\]{_END}"
+)
+_ITEM = re.compile(_LITERAL)
 _QUOTED = r'"""[\s\S]*?"""|' r"'''[\s\S]*?'''|"
 # CEL's string literals, which may hold text such as "user.x" that reads nothing.
 STRING_LITERAL = re.compile(_QUOTED + r'"(?:\\.|[^"\\\n])*"|' r"'(?:\\.|[^'\\\n])*'")
@@ -57,7 +63,9 @@ def never_equal(source: str, event_type: EventType, traits: Mapping[str, str]) -
     problems = []
     for path, op, text in _comparisons(source):
         value, kind = _literal(text)
-        always = "false" if op == "==" else "true"
+        always = f"`{op}` is always {'false' if op == '==' else 'true'}"
+        if op == "in":
+            always = "`in` never matches it"
         if path.startswith("user."):
             declared, allowed = traits.get(path.removeprefix("user.")), None
         else:
@@ -72,18 +80,18 @@ def never_equal(source: str, event_type: EventType, traits: Mapping[str, str]) -
             problems.append(
                 f"compares {path}, which the rule file declares {with_article(declared)}, "
                 f"with the {kind} {text}: CEL finds values of different types unequal, so "
-                f"`{op}` is always {always} ({fix})"
+                f"{always} ({fix})"
             )
         elif declared == "integer" and type(value) is float and not value.is_integer():
             problems.append(
                 f"compares {path}, which the rule file declares an integer, with {text}, "
-                f"which no integer equals, so `{op}` is always {always}"
+                f"which no integer equals, so {always}"
             )
         elif allowed is not None and not any(_same(value, item) for item in allowed):
             listed = ", ".join(_shown(item) for item in allowed)
             problems.append(
                 f"compares {path} with {text}, which is not one of the values its `enum` "
-                f"allows ({listed}), so `{op}` is always {always}"
+                f"allows ({listed}), so {always}"
             )
     return problems
 
@@ -140,6 +148,9 @@ def _comparisons(source: str) -> Iterator[tuple[str, str, str]]:
             if any(begin < start < end for begin, end in literals):
                 continue
             yield match["path"], match["op"], match["literal"]
+    for match in _IN_LIST.finditer(source):
+        if not any(begin < match.start("path") < end for begin, end in literals):
+            yield from ((match["path"], "in", item[0]) for item in _ITEM.finditer(match["items"]))
 
 
 def _literal(text: str) -> tuple[Any, str]:
