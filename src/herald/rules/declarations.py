@@ -167,7 +167,8 @@ def _is_json(value: Any) -> bool:
 
 def yaml_text_hint(value: Any) -> str:
     """Why a number the file holds was read as text, when it was: YAML 1.1 reads an
-    exponent without a dot and a sign (``1e9``, ``1.5e3``) as a string."""
+    exponent without a dot and a sign (``1e9``, ``1.5e3``) as a string, and any number
+    in quotes (``"587"``)."""
     if not isinstance(value, str):
         return ""
     try:
@@ -176,6 +177,8 @@ def yaml_text_hint(value: Any) -> str:
         return ""
     if not math.isfinite(read):  # nan, inf: not a number written with an exponent
         return ""
+    if "e" not in value.lower():  # YAML reads any other number as one, unless quoted
+        return " (it is in quotes, which make it text: write it without them)"
     return " (YAML reads a number like 1e9 as text: write it in full, or as 1.0e+9)"
 
 

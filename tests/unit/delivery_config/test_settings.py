@@ -37,6 +37,13 @@ def test_the_documented_configuration_builds_every_provider() -> None:
             "delivery.rate_limits.sms: '1e3' is not a number (YAML reads a number like 1e9 as "
             "text: write it in full, or as 1.0e+9)",
         ),
+        # A quoted number: the hint about exponents did not fit it.
+        (
+            ("providers", "email", "port"),
+            "587",
+            "providers.email.port: '587' is not a number (it is in quotes, which make it "
+            "text: write it without them)",
+        ),
         (("providers", "email", "port"), 0, "providers.email.port: must be a whole number"),
         (("providers", "email", "host"), None, "providers.email: needs `host`"),
         (("providers", "pager"), {"type": "stub"}, "providers.pager: unknown channel 'pager'"),
