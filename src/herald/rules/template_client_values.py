@@ -17,6 +17,9 @@ from jinja2 import nodes
 _ROOTS = ("user", "event")
 # Filters whose result is the value HTML-escaped, whatever it held.
 _ESCAPING = frozenset({"e", "escape", "forceescape"})
+# What gives back, as text, the markup an escaped value held: `striptags` unescapes its
+# entities once the tags are gone, so `x | e | striptags | safe` is `x | safe`.
+_UNESCAPING = frozenset({"striptags", "unescape"})
 # What a loop's `loop` gives of the items it loops over; the rest are counts and flags.
 _LOOP_ITEMS = frozenset({"previtem", "nextitem"})
 # What is true or false, whatever the values it tests or compares.
@@ -40,32 +43,52 @@ class ClientValues:
             for macro in self._macros[name.name]
         ]
         self._call_blocks = list(tree.find_all(nodes.CallBlock))
-        # Each name holding a client's value, with what it came from (`user.first_name`).
+        # Each name holding a client's value, with what it came from (`user.first_name`),
+        # and each holding one, escaped or not (which an unescaping gives back).
         self._names: dict[str, str] = {}
-        bindings = list(self._bindings(tree))
+        self._escaped: dict[str, str] = {}
+        bindings = [(name, value, False) for name, value in self._bindings(tree)]
+        # A `{% set n %}...{% endset %}` block holds its values as they printed, escaped.
+        bindings += [
+            (name, block, True)
+            for block in tree.find_all(nodes.AssignBlock)
+            for name in _stored_names(block.target)
+        ]
         found = True
         while found:  # until no name is found to hold one: `b` may hold `a`, set after it
             found = False
-            for name, value in bindings:
-                if name not in self._names and (source := self.source(value)) is not None:
-                    self._names[name] = source
-                    found = True
+            for name, value, printed in bindings:
+                for held, escaped in ((self._names, False), (self._escaped, True)):
+                    if printed and not escaped:
+                        continue
+                    if name not in held and (source := self._source(value, escaped)):
+                        held[name] = source
+                        found = True
 
     def source(self, expr: nodes.Node) -> str | None:
         """What client's value ``expr`` is made from (``user.bio``, ``event.properties.note``),
         or None when it is made from none."""
+        return self._source(expr, escaped=False)
+
+    def _source(self, expr: nodes.Node, escaped: bool) -> str | None:
+        """``source``, or with ``escaped``, what client's value ``expr`` is made from
+        escaped or not: what an unescaping of it gives back."""
         if isinstance(expr, nodes.Name):
             if expr.ctx != "load":
                 return None
-            return expr.name if expr.name in _ROOTS else self._names.get(expr.name)
+            if expr.name in _ROOTS:
+                return expr.name
+            return self._names.get(expr.name) or (self._escaped.get(expr.name) if escaped else None)
         path = read_path(expr)
         if path is not None:
             return path
         if isinstance(expr, nodes.Getattr | nodes.Getitem) and _loop_count(expr):
             return None
-        if isinstance(expr, nodes.Filter) and expr.name in _ESCAPING:
+        if isinstance(expr, nodes.Filter) and expr.name in _ESCAPING and not escaped:
             return None
-        if isinstance(expr, _VERDICTS) or self._renders_text(expr):
+        if _unescapes(expr):
+            escaped = True
+        if isinstance(expr, _VERDICTS) or (self._renders_text(expr) and not escaped):
             return None
         if isinstance(expr, nodes.CondExpr):  # the test picks a value but is not printed
             children: Iterator[nodes.Node] = iter(
@@ -74,7 +97,7 @@ class ClientValues:
         else:
             children = expr.iter_child_nodes()
         for child in children:
-            source = self.source(child)
+            source = self._source(child, escaped)
             if source is not None:
                 return source
         return None
@@ -145,6 +168,18 @@ def _matched(call: nodes.Call, params: list[nodes.Name]) -> Iterator[tuple[str, 
 def _values(call: nodes.Call) -> list[nodes.Node]:
     spreads = [spread for spread in (call.dyn_args, call.dyn_kwargs) if spread is not None]
     return [*call.args, *(keyword.value for keyword in call.kwargs), *spreads]
+
+
+def _unescapes(expr: nodes.Node) -> bool:
+    """Whether ``expr`` gives back the text an escaped value held: `| striptags`, or a
+    call of an escaped value's own `.striptags()` or `.unescape()`."""
+    if isinstance(expr, nodes.Filter):
+        return expr.name in _UNESCAPING
+    return (
+        isinstance(expr, nodes.Call)
+        and isinstance(expr.node, nodes.Getattr)
+        and expr.node.attr in _UNESCAPING
+    )
 
 
 def _stored_names(target: nodes.Node) -> list[str]:

@@ -62,6 +62,29 @@ def test_herald_rules_check_lists_the_same_problem(tmp_path: Path) -> None:
             "{{ user.first_name | striptags | safe }}",
             "`| safe` marks a value made from user.first_name as HTML",
         ),
+        # `striptags` gives back the text an escaped value held, entities unescaped: a
+        # name of `<a href=...>` escaped first went into the email as a link.
+        (
+            "{{ user.first_name | e | striptags | safe }}",
+            "`| safe` marks a value made from user.first_name as HTML",
+        ),
+        (
+            "{{ (user.first_name | e | upper).unescape() | safe }}",
+            "`| safe` marks a value made from user.first_name as HTML",
+        ),
+        (
+            "{% set n = user.first_name | e %}{{ n | striptags | safe }}",
+            "`| safe` marks a value made from user.first_name as HTML",
+        ),
+        (
+            "{% set n %}<b>{{ user.first_name }}</b>{% endset %}{{ n | striptags | safe }}",
+            "`| safe` marks a value made from user.first_name as HTML",
+        ),
+        (
+            "{% macro bold(text) %}<b>{{ text }}</b>{% endmacro %}"
+            "{{ bold(user.first_name) | striptags | safe }}",
+            "`| safe` marks a value made from user.first_name as HTML",
+        ),
         (
             "{{ ('Dear ' ~ user.first_name) | safe }}",
             "`| safe` marks a value made from user.first_name as HTML",
@@ -167,6 +190,8 @@ def test_a_client_value_marked_safe_or_printed_unescaped_is_refused(
         "{% endautoescape %}",
         "{% for line in event.properties.lines %}{{ loop.index | safe }}{% endfor %}",
         "{{ user.first_name | e | safe }}",
+        "{{ '<b>Hi</b>' | striptags | safe }}",
+        "{{ user.first_name | e | striptags }}",
     ],
 )
 def test_text_the_template_writes_or_a_value_escaped_first_may_be_marked_safe(
