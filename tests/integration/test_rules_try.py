@@ -203,6 +203,23 @@ def test_a_file_whose_providers_name_secrets_not_set_here_is_tried(tmp_path: Pat
     )
 
 
+def test_an_alert_is_said_to_go_where_the_internal_provider_sends_it(tmp_path: Path) -> None:
+    # "logged" was said of every alert, one only a webhook takes too.
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        default_rules_path().read_text(encoding="utf-8")
+        + f"templates_dir: {default_rules_path().parent / 'templates'}\n"
+        + "providers:\n  internal: {type: webhook, url: 'https://chat.example.com/hooks/risk'}\n",
+        encoding="utf-8",
+    )
+
+    result = try_rules(tmp_path, [shortfall("p1", 10, 3)], "--rules", str(rules))
+
+    assert "   -> an internal alert, posted: High risk: user u_1 failed payment attempt 3" in (
+        result.output.splitlines()
+    )
+
+
 def test_unreadable_input_is_an_error_naming_it(tmp_path: Path) -> None:
     missing = CliRunner().invoke(cli, ["rules", "try", str(tmp_path / "none.json")])
     garbled = try_rules(tmp_path, None, raw=f"{json.dumps(SIGNUP)}\n{{not json\n")

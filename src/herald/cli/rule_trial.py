@@ -72,6 +72,7 @@ def rules_try(
             ids_given.append(given_id is not None)
             yield given_id, event
 
+    alert = _alert_goes(plan.providers["internal"].name)
     decided = rejected = messages = 0
     # Each shown as it is decided: a long file shows its progress.
     for tried in try_rules(ruleset, checked(), now=utc_now(), hold=hold_policy(plan.quiet_hours)):
@@ -80,7 +81,7 @@ def rules_try(
             sys.stdout.buffer.write(json_line(result) + b"\n")
             sys.stdout.buffer.flush()
         else:
-            _show(out, result)
+            _show(out, result, alert)
         decided += 1
         rejected += result.status == "rejected"
         messages += len(result.messages)
@@ -174,7 +175,18 @@ def _json_lines(raw: bytes, path: Path) -> list[Any]:
     return events
 
 
-def _show(out: Console, result: Any) -> None:
+# What each kind of provider does with an internal alert.
+_ALERT_SENT = {"log": "logged", "webhook": "posted", "stub": "recorded"}
+
+
+def _alert_goes(provider: str) -> str:
+    """How a message line names an alert sent by ``provider`` (``internal:log+webhook``):
+    "logged" alone misstated one that a webhook or the stub takes."""
+    kinds = provider.partition(":")[2].split("+")
+    return "an internal alert, " + " and ".join(_ALERT_SENT.get(kind, kind) for kind in kinds)
+
+
+def _show(out: Console, result: Any, alert: str) -> None:
     head = f"\n{result.index + 1}. "
     if result.status == "rejected":
         out.print(f"{head}rejected{_id(result)}:", markup=False)
@@ -189,7 +201,7 @@ def _show(out: Console, result: Any) -> None:
         )
     for message in result.messages:
         to = (
-            "an internal alert, logged"
+            alert
             if message["category"] == "internal"
             else f"{message['channel']} to {message['recipient']}"
         )
