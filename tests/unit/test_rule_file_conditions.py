@@ -306,6 +306,12 @@ WORKS = {
     "a_choice_in_a_string": (
         "trigger: payment_failed, when: 'user.email == \"a ? b : c\" || user.tags.size() > 1'"
     ),
+    # A macro called on the map itself reads no property or trait of that name: it was
+    # taken for one, `event.properties.exists`, which the file did not declare.
+    "a_macro_on_the_properties": (
+        "trigger: payment_failed, when: 'event.properties.exists(k, k.startsWith(\"coupon_\"))'"
+    ),
+    "a_macro_on_the_user": "trigger: payment_failed, when: 'user.all(k, k != \"banned\")'",
     "a_path_inside_a_string": "trigger: payment_failed, when: 'user.id != \"user.nickname\"'",
     "a_value_of_the_enum": (
         "trigger: payment_failed,"

@@ -29,10 +29,12 @@ from herald.rules.literal_checks import (
 from herald.rules.samples import EVENT_FIELDS, is_refused, sample_context, undeclared
 
 # A read of a name the rule file declares or not: `user.x`, `event.x`,
-# `event.properties.x`, or the same with ["x"].
+# `event.properties.x`, or the same with ["x"]; not a macro or a method called on the
+# map itself (`event.properties.exists(k, ...)`, `user.size()`).
 _READ = re.compile(
     r"(?<![\w.])(?P<root>event\.properties|event|user)\s*"
-    r"(?:\.\s*(?P<name>[A-Za-z_]\w*)|\[\s*(?P<quote>[\"'])(?P<key>[^\"'\\]*)(?P=quote)\s*\])"
+    r"(?:\.\s*(?P<name>[A-Za-z_]\w*)(?!\w|\s*\()"
+    r"|\[\s*(?P<quote>[\"'])(?P<key>[^\"'\\]*)(?P=quote)\s*\])"
 )
 _GUARD = re.compile(r"\bhas\s*\(\s*((?:event\.properties|event|user)\s*\.\s*[A-Za-z_]\w*)\s*\)")
 _KINDS = {
