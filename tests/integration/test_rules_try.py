@@ -124,9 +124,7 @@ def test_a_sample_that_reuses_an_event_id_is_rejected_saying_so_and_it_exits_1(
     assert result.exit_code == 1, result.output
     lines = result.output.splitlines()
     assert "2. rejected s1:" in lines
-    assert "   event_id: already used for a different payload (without event_id, the key is" in (
-        result.output
-    )
+    assert "   event_id: already used for a different payload" in result.output
     assert lines[-1].endswith("1 rejected (nothing was stored or sent)")
 
 
