@@ -195,6 +195,15 @@ NEVER_WORKS = {
         'string "3": CEL finds values of different types unequal, so `in` never matches it '
         "(write it as a number, without quotes)",
     ),
+    # A null sent is no value to a condition, as one left out: `== null` never held, for
+    # a client that sent null or one that sent nothing.
+    "a_comparison_with_null": (
+        "trigger: payment_failed, when: 'event.properties.failure_reason == null'",
+        "rule R0: `when: event.properties.failure_reason == null` compares "
+        "event.properties.failure_reason with null, which it never holds (a value sent as "
+        "null is no value to a condition, as one left out): test "
+        "!has(event.properties.failure_reason) instead",
+    ),
     # Two slashes in a string are text, not a comment hiding the rest.
     "a_literal_of_another_type_after_slashes_in_a_string": (
         "trigger: payment_failed,"
@@ -312,6 +321,9 @@ WORKS = {
         "trigger: payment_failed, when: 'event.properties.exists(k, k.startsWith(\"coupon_\"))'"
     ),
     "a_macro_on_the_user": "trigger: payment_failed, when: 'user.all(k, k != \"banned\")'",
+    "an_inequality_with_null_that_holds_as_has": (
+        "trigger: payment_failed, when: 'event.properties.failure_reason != null'"
+    ),
     "a_path_inside_a_string": "trigger: payment_failed, when: 'user.id != \"user.nickname\"'",
     "a_value_of_the_enum": (
         "trigger: payment_failed,"

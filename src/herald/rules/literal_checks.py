@@ -21,7 +21,7 @@ import cel
 from herald.rules.definition import EventType
 
 _PATH = r"(?:event\.properties|user)\.[A-Za-z_]\w*"
-_LITERAL = r"true|false|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?|\"[^\"\\\n]*\"|'[^'\\\n]*'"
+_LITERAL = r"true|false|null|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?|\"[^\"\\\n]*\"|'[^'\\\n]*'"
 # What may stand on either side of a comparison for it to be one of the expression's
 # own, not a part of a sum (`1 + user.age == 2`) or of a negation (`!user.vip == true`).
 _START = r"(?:^|(?<=[(\[,?:])|(?<=&&)|(?<=\|\|))\s*"
@@ -73,7 +73,16 @@ def never_equal(source: str, event_type: EventType, traits: Mapping[str, str]) -
             declared, allowed = (spec.type, spec.enum) if spec else (None, None)
         if declared is None:
             continue
-        if _COMPARABLE.get(declared) != kind:
+        if kind == "null":
+            # A value sent as null is no value to a condition, as one left out: either
+            # fails the comparison, and so `== null` never holds (`!= null` holds as has()).
+            if op == "!=":
+                continue
+            problems.append(
+                f"compares {path} with null, which it never holds (a value sent as null is "
+                f"no value to a condition, as one left out): test !has({path}) instead"
+            )
+        elif _COMPARABLE.get(declared) != kind:
             fix = _WRITE_AS.get(
                 _COMPARABLE.get(declared, ""), "compare it with a value of its type"
             )
@@ -156,6 +165,8 @@ def _comparisons(source: str) -> Iterator[tuple[str, str, str]]:
 def _literal(text: str) -> tuple[Any, str]:
     if text in ("true", "false"):
         return text == "true", "boolean"
+    if text == "null":
+        return None, "null"
     if text[0] in "\"'":
         return text[1:-1], "string"
     return (float(text) if any(c in text for c in ".eE") else int(text)), "number"
