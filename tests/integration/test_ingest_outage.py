@@ -6,7 +6,10 @@ said. A bug still logs every failure."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +18,21 @@ from fastapi.testclient import TestClient
 
 from herald.api.app import create_app
 from herald.config import Settings
+from herald.rules.loader import load_ruleset
+from herald.service.writer import DatabaseUnavailable, IngestFailed, ThreadWriter
 from herald.store.database import Database
 from herald.store.migrate import upgrade
-from tests.support.events import signup_payload
+from tests.support.events import opted_in_signup, signup_payload
 from tests.support.postgres_locks import tables_locked
 from tests.support.processes import connections_refused, scratch_postgres_database
 
 WRITER = "herald.service.writer"
 APP = "herald.api.app"
 ADMIN_ROUTES = "reading the audit, setting preferences or forgetting a user"
+RULES = load_ruleset()
+NOW = datetime(2025, 11, 3, 12, tzinfo=UTC)
+# How long a request waited for its answer, and the error it got, if any.
+Outcome = tuple[float, BaseException | None]
 
 
 def migrated(url: str) -> str:
@@ -219,3 +228,57 @@ def test_a_request_held_up_by_a_lock_logs_the_statement_timeout_not_an_unavailab
         "canceling statement due to statement timeout;"
     )
     assert "unavailable" not in first.getMessage()
+
+
+def requests_timed(writer: ThreadWriter, *, spaced_s: float, count: int) -> list[Outcome]:
+    """``count`` single-event requests, one every ``spaced_s``: how long each waited for
+    its answer, and the error it got, if any."""
+
+    async def timed(n: int) -> Outcome:
+        await asyncio.sleep(n * spaced_s)
+        started = time.monotonic()
+        try:
+            await writer.ingest([opted_in_signup(f"u_{n}")])
+        except IngestFailed as exc:
+            return time.monotonic() - started, exc
+        return time.monotonic() - started, None
+
+    async def all_of_them() -> list[Outcome]:
+        writer.start()
+        try:
+            return await asyncio.gather(*(timed(n) for n in range(count)))
+        finally:
+            writer.stop()
+
+    return asyncio.run(all_of_them())
+
+
+@pytest.mark.postgres
+def test_requests_queued_behind_a_lock_held_elsewhere_get_their_503_within_the_timeout(
+    postgres_url: str,
+) -> None:
+    # Both writer threads waited the timeout for the lock, and the requests queued behind
+    # them then waited it afresh: their 503 came after nearly twice the timeout (60 s for
+    # the default 30), past many clients' timeouts.
+    with scratch_postgres_database(postgres_url) as url:
+        database = Database(migrated(url), statement_timeout_s=1.0)
+        writer = ThreadWriter(database, RULES, clock=lambda: NOW, gather_seconds=0.002, threads=2)
+        with tables_locked(url, "events"):
+            outcomes = requests_timed(writer, spaced_s=0.1, count=5)
+        database.dispose()
+
+    assert all(isinstance(error, DatabaseUnavailable) for _, error in outcomes), outcomes
+    waits = [round(waited, 2) for waited, _ in outcomes]
+    assert max(waits) < 1.4, f"requests waited {waits} s for a timeout of 1 s"
+
+
+@pytest.mark.postgres
+def test_requests_queued_behind_a_lock_released_in_time_are_all_stored(postgres_url: str) -> None:
+    with scratch_postgres_database(postgres_url) as url:
+        database = Database(migrated(url), statement_timeout_s=1.0)
+        writer = ThreadWriter(database, RULES, clock=lambda: NOW, gather_seconds=0.002, threads=2)
+        with tables_locked(url, "events", at_most_s=0.6):
+            outcomes = requests_timed(writer, spaced_s=0.1, count=5)
+        database.dispose()
+
+    assert [error for _, error in outcomes] == [None] * 5

@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 _MAX_EVENTS = 2000  # per transaction: a batch of 1,000 and the requests that came with it
 _SMALL_BATCH = 16  # events: a ThreadWriter's batch this small waits a little for company
+# A ThreadWriter's batch that waited this long for a thread counts its wait against the
+# statement timeout; a shorter wait is not worth a statement more per transaction.
+_WAIT_WORTH_COUNTING_S = 0.1
 
 
 class IngestFailed(RuntimeError):
@@ -83,6 +86,7 @@ class _Reply:
 
 
 _Job = tuple[Sequence[Event], _Reply]
+_Queued = tuple[Sequence[Event], _Reply, float]
 
 
 class _Committer:
@@ -104,11 +108,13 @@ class _Committer:
         self._on_commit = on_commit
         self._outage = OutageLog(log, "ingestion")
 
-    def write(self, jobs: list[_Job], *, wait: bool = True) -> None:
+    def write(self, jobs: list[_Job], *, wait: bool = True, arrived: float | None = None) -> None:
         """Commit ``jobs`` and answer them. ``wait=False``: raise ``WriteLockBusy``, having
-        done nothing, if another connection holds SQLite's write lock."""
+        done nothing, if another connection holds SQLite's write lock. ``arrived`` (the
+        monotonic time the first of them came): their statements may run for what is left
+        of PostgreSQL's statement timeout counted from then."""
         try:
-            results = self._commit([event for events, _ in jobs for event in events], wait)
+            results = self._commit([e for events, _ in jobs for e in events], wait, arrived)
         except WriteLockBusy:
             raise
         except Exception as exc:
@@ -125,7 +131,7 @@ class _Committer:
             # Keep one bad request from failing its neighbours: retry them one by one
             # (waiting for the lock in SQLite's busy handler: a rare path, kept simple).
             for job in jobs:
-                self.write([job])
+                self.write([job], arrived=arrived)
             return
         self._outage.succeeded()
         offset = 0
@@ -137,8 +143,12 @@ class _Committer:
         except Exception:
             log.exception("post-commit hook failed")
 
-    def _commit(self, events: list[Event], wait: bool) -> list[IngestResult]:
+    def _commit(self, events: list[Event], wait: bool, arrived: float | None) -> list[IngestResult]:
         with UnitOfWork(self._database, wait=wait) as uow:
+            # Else a batch that waited for a thread while those before it waited for a lock
+            # waited the whole timeout again: a 503 after 60 s for a timeout of 30.
+            if arrived is not None and time.monotonic() - arrived >= _WAIT_WORTH_COUNTING_S:
+                uow.spend_statement_time(time.monotonic() - arrived)
             results = ingest(uow, events, self._ruleset, now=self._clock(), hold=self._hold)
             uow.commit()
         return results
@@ -238,7 +248,8 @@ class ThreadWriter:
         advisory locks)."""
         self._committer = _Committer(database, ruleset, clock=clock, hold=hold, on_commit=on_commit)
         self._gather_seconds = gather_seconds
-        self._queue: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
+        # Each request with the time it arrived, from which its statement timeout counts.
+        self._queue: queue.SimpleQueue[_Queued | object] = queue.SimpleQueue()
         self._thread_count = threads
         self._threads: list[threading.Thread] = []
 
@@ -261,7 +272,7 @@ class ThreadWriter:
         future: Future[list[IngestResult]] = Future()
         if not self._threads:
             raise IngestFailed("Herald is not taking events: it is stopping")
-        self._queue.put((events, _Reply(future)))
+        self._queue.put((events, _Reply(future), time.monotonic()))
         return await asyncio.wrap_future(future)
 
     def _run(self) -> None:
@@ -269,8 +280,9 @@ class ThreadWriter:
             first = self._queue.get()
             if first is _STOP:
                 return
-            jobs = [_as_job(first)]
-            size = len(jobs[0][0])
+            events, reply, arrived = _queued(first)
+            jobs: list[_Job] = [(events, reply)]
+            size = len(events)
             stop_after = False
             deadline = time.monotonic() + self._gather_seconds
             while size < _MAX_EVENTS:
@@ -285,13 +297,14 @@ class ThreadWriter:
                 if item is _STOP:
                     stop_after = True
                     break
-                jobs.append(_as_job(item))
-                size += len(jobs[-1][0])
-            self._committer.write(jobs)
+                events, reply, _ = _queued(item)
+                jobs.append((events, reply))
+                size += len(events)
+            self._committer.write(jobs, arrived=arrived)
             if stop_after:
                 return
 
 
-def _as_job(item: _Job | object) -> _Job:
-    assert isinstance(item, tuple)  # the queue holds jobs and the one stop marker
+def _queued(item: _Queued | object) -> _Queued:
+    assert isinstance(item, tuple)  # the queue holds requests and the one stop marker
     return item

@@ -36,6 +36,13 @@ _LOCK_IN_ORDER = text(
 _ALL_KEYS = -1
 _SHARE_ALL = text(f"SELECT pg_advisory_xact_lock_shared({_ALL_KEYS})")
 _LOCK_ALL = text(f"SELECT pg_advisory_xact_lock({_ALL_KEYS})")
+# Whoever set the statement timeout in force (Herald, the URL, the role, the server), this
+# transaction's is that much shorter; at least 1 ms, as 0 would lift it.
+_SPEND_STATEMENT_TIME = text(
+    "SELECT set_config('statement_timeout', "
+    "CAST(GREATEST(CAST(setting AS bigint) - :spent_ms, 1) AS text), true) "
+    "FROM pg_settings WHERE name = 'statement_timeout' AND CAST(setting AS bigint) > 0"
+)
 # PostgreSQL keeps every lock in one table of max_locks_per_transaction (64 by default)
 # times max_connections slots; a batch's transaction locking each of its 2,000 users and
 # event ids would fill it, and every other transaction then fails with "out of shared
@@ -119,6 +126,15 @@ class UnitOfWork:
     def commit(self) -> None:
         assert self._connection is not None
         self._connection.commit()
+
+    def spend_statement_time(self, seconds: float) -> None:
+        """Let this transaction's statements run ``seconds`` less than PostgreSQL's
+        statement timeout (where one is in force), counting a wait its work already had
+        before it began against the timeout. SQLite has no statement timeout."""
+        if self._database.dialect != "postgresql":
+            return
+        assert self._connection is not None
+        self._connection.execute(_SPEND_STATEMENT_TIME, {"spent_ms": round(seconds * 1000)})
 
     def lock(self, keys: Iterable[str]) -> None:
         """Serialise work on the same keys (users, event ids) across processes until commit.
