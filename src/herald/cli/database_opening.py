@@ -6,6 +6,7 @@ so when the database cannot take a command's write once opened."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -94,6 +95,14 @@ def _cannot_open(exc: Exception, path: Path | None) -> NoReturn:
         fail(
             f"{path.resolve()} is not an SQLite database: name Herald's database with "
             "--database or HERALD_DATABASE_URL"
+        )
+    missing = re.search(r'database "(.+)" does not exist', said)
+    if path is None and missing:  # PostgreSQL: the server answered, without that database
+        name = missing.group(1)
+        fail(
+            f"the PostgreSQL server has no database {name!r}: check the name in the URL; "
+            f"Herald creates its tables but not the database, so create a new one first "
+            f"(`createdb {name}`, or CREATE DATABASE), then run `herald db upgrade --database URL`"
         )
     fail(f"cannot reach the database: {type(exc).__name__}: {said}")
 

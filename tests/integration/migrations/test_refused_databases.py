@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from herald.bootstrap import build_runtime
 from herald.config import Settings
@@ -132,3 +133,30 @@ def test_build_runtime_refuses_an_unmigrated_postgresql_database(
 
     with pytest.raises(RuntimeError, match="herald db upgrade"):
         build_runtime(settings)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    "command",
+    [["db", "upgrade"], ["serve", "--port", "0"], ["messages", "failed"]],
+    ids=["upgrade", "serve", "messages failed"],
+)
+def test_a_postgresql_database_that_does_not_exist_is_named_with_how_to_create_it(
+    command: list[str], postgres_url: str, tmp_path: Path
+) -> None:
+    # It said "cannot reach the database", of a server that had answered: an operator
+    # went looking for a network problem, or expected `db upgrade` to create it.
+    missing = make_url(postgres_url).set(database="herald_never_created")
+    url = missing.render_as_string(hide_password=False)
+
+    result = run_herald([*command, "--database", url], env=herald_environment(), cwd=tmp_path)
+
+    said = one_line(result.stdout + result.stderr)
+    assert result.returncode == 1, said
+    assert (
+        "error: the PostgreSQL server has no database 'herald_never_created': check the name "
+        "in the URL; Herald creates its tables but not the database, so create a new one "
+        "first (`createdb herald_never_created`, or CREATE DATABASE), then run `herald db "
+        "upgrade --database URL`"
+    ) in said
+    assert "cannot reach" not in said and "Traceback" not in said
