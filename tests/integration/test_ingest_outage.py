@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -282,3 +283,27 @@ def test_requests_queued_behind_a_lock_released_in_time_are_all_stored(postgres_
         database.dispose()
 
     assert [error for _, error in outcomes] == [None] * 5
+
+
+@pytest.mark.postgres
+def test_audits_queued_for_a_connection_behind_a_lock_get_their_503_within_the_timeout(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    # More requests than a process has connections: those that waited for a connection
+    # while the others waited for the lock then waited the whole timeout again.
+    with scratch_postgres_database(postgres_url) as url:
+        settings = api_settings(url, tmp_path, postgres_statement_timeout=1.0)
+        with TestClient(create_app(settings)) as client:
+            assert client.post("/events", json=signup_payload("u_0")).status_code == 202
+
+            def audit(_n: int) -> tuple[int, float]:
+                started = time.monotonic()
+                answer = client.get("/audit/u_0")
+                return answer.status_code, time.monotonic() - started
+
+            with tables_locked(url, "events"), ThreadPoolExecutor(24) as pool:
+                outcomes = list(pool.map(audit, range(24)))
+
+    assert {status for status, _ in outcomes} == {503}
+    waits = sorted(round(waited, 2) for _, waited in outcomes)
+    assert waits[-1] < 1.6, f"audits waited {waits} s for a timeout of 1 s"

@@ -36,9 +36,6 @@ log = logging.getLogger(__name__)
 
 _MAX_EVENTS = 2000  # per transaction: a batch of 1,000 and the requests that came with it
 _SMALL_BATCH = 16  # events: a ThreadWriter's batch this small waits a little for company
-# A ThreadWriter's batch that waited this long for a thread counts its wait against the
-# statement timeout; a shorter wait is not worth a statement more per transaction.
-_WAIT_WORTH_COUNTING_S = 0.1
 
 
 class IngestFailed(RuntimeError):
@@ -144,11 +141,9 @@ class _Committer:
             log.exception("post-commit hook failed")
 
     def _commit(self, events: list[Event], wait: bool, arrived: float | None) -> list[IngestResult]:
-        with UnitOfWork(self._database, wait=wait) as uow:
-            # Else a batch that waited for a thread while those before it waited for a lock
-            # waited the whole timeout again: a 503 after 60 s for a timeout of 30.
-            if arrived is not None and time.monotonic() - arrived >= _WAIT_WORTH_COUNTING_S:
-                uow.spend_statement_time(time.monotonic() - arrived)
+        # Its statement timeout counts from its first request's arrival: else a batch that
+        # waited for a thread while those before it waited for a lock waited it again.
+        with UnitOfWork(self._database, wait=wait, since=arrived) as uow:
             results = ingest(uow, events, self._ruleset, now=self._clock(), hold=self._hold)
             uow.commit()
         return results

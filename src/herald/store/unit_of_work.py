@@ -36,6 +36,12 @@ _LOCK_IN_ORDER = text(
 _ALL_KEYS = -1
 _SHARE_ALL = text(f"SELECT pg_advisory_xact_lock_shared({_ALL_KEYS})")
 _LOCK_ALL = text(f"SELECT pg_advisory_xact_lock({_ALL_KEYS})")
+# A transaction that waited this long before its first statement (for a pooled connection,
+# for a writer thread) counts the wait against PostgreSQL's statement timeout: else one
+# that waited for a connection while the transactions holding them waited for a lock held
+# elsewhere waited the whole timeout again, and its 503 came after twice the timeout. A
+# shorter wait is not worth a statement more.
+_WAIT_WORTH_COUNTING_S = 0.1
 # Whoever set the statement timeout in force (Herald, the URL, the role, the server), this
 # transaction's is that much shorter; at least 1 ms, as 0 would lift it.
 _SPEND_STATEMENT_TIME = text(
@@ -89,12 +95,18 @@ class UnitOfWork:
     retention: RetentionRepository
     erasure: ErasureRepository
 
-    def __init__(self, database: Database, *, wait: bool = True) -> None:
+    def __init__(
+        self, database: Database, *, wait: bool = True, since: float | None = None
+    ) -> None:
+        """``since``: the monotonic time the work was asked for, from which PostgreSQL's
+        statement timeout counts (by default, when the block is entered)."""
         self._database = database
         self._wait = wait
+        self._since = since
         self._connection: Connection | None = None
 
     def __enter__(self) -> UnitOfWork:
+        since = time.monotonic() if self._since is None else self._since
         self._connection = self._database.writer.connect()
         try:
             if self._database.is_sqlite and not self._wait:
@@ -106,6 +118,7 @@ class UnitOfWork:
             if not self._wait and "locked" in str(exc.orig):
                 raise WriteLockBusy(str(exc.orig)) from None
             raise
+        _count_wait(self._connection, self._database.dialect, since)
         _bind_repositories(self, self._connection, self._database.dialect)
         return self
 
@@ -126,15 +139,6 @@ class UnitOfWork:
     def commit(self) -> None:
         assert self._connection is not None
         self._connection.commit()
-
-    def spend_statement_time(self, seconds: float) -> None:
-        """Let this transaction's statements run ``seconds`` less than PostgreSQL's
-        statement timeout (where one is in force), counting a wait its work already had
-        before it began against the timeout. SQLite has no statement timeout."""
-        if self._database.dialect != "postgresql":
-            return
-        assert self._connection is not None
-        self._connection.execute(_SPEND_STATEMENT_TIME, {"spent_ms": round(seconds * 1000)})
 
     def lock(self, keys: Iterable[str]) -> None:
         """Serialise work on the same keys (users, event ids) across processes until commit.
@@ -177,6 +181,7 @@ class ReadOnly:
         self._database = database
 
     def __enter__(self) -> ReadOnly:
+        since = time.monotonic()
         self.connection = self._database.reader.connect()
         if self._database.dialect == "postgresql":
             # PostgreSQL's default, READ COMMITTED, gives each statement a snapshot of its
@@ -188,12 +193,26 @@ class ReadOnly:
         except BaseException:
             self.connection.close()  # back to the pool now, not when collected
             raise
+        try:
+            _count_wait(self.connection, self._database.dialect, since)
+        except BaseException:
+            self.connection.rollback()
+            self.connection.close()
+            raise
         _bind_repositories(self, self.connection, self._database.dialect)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.connection.rollback()
         self.connection.close()
+
+
+def _count_wait(connection: Connection, dialect: str, since: float) -> None:
+    """Let the transaction's statements run for what is left of PostgreSQL's statement
+    timeout (where one is in force) counted from ``since``. SQLite has none."""
+    waited = time.monotonic() - since
+    if dialect == "postgresql" and waited >= _WAIT_WORTH_COUNTING_S:
+        connection.execute(_SPEND_STATEMENT_TIME, {"spent_ms": round(waited * 1000)})
 
 
 def _bind_repositories(work: UnitOfWork | ReadOnly, connection: Connection, dialect: str) -> None:
