@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from alembic.util.exc import CommandError
 from sqlalchemy import Connection, inspect
 
 from herald.store.database import Database
+from herald.store.lock_waits import saying_who_blocks
 
 _SCRIPTS = Path(__file__).parent / "migrations"
 # The advisory lock of schema upgrades on PostgreSQL: a negative key, apart from the
@@ -98,7 +100,7 @@ def upgrade(
         started = now
 
     try:
-        with database.writer.begin() as connection:
+        with database.writer.begin() as connection, _watched(database, connection, say):
             _wait_for_other_upgrades(connection)
             # Read once the turn is ours: an upgrade that went first may have done it all.
             current = current_revision(database)
@@ -131,6 +133,20 @@ def _interrupted(exc: BaseException) -> bool:
         seen.add(id(cause))
         cause = cause.__cause__ or cause.__context__
     return False
+
+
+@contextmanager
+def _watched(
+    database: Database, connection: Connection, say: Callable[[str], None]
+) -> Iterator[None]:
+    """On PostgreSQL, say every few seconds while the upgrade waits for a lock, and who
+    holds it: a revision's ALTER TABLE waits for every transaction that read the table."""
+    if connection.dialect.name != "postgresql":
+        yield
+        return
+    pid = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+    with saying_who_blocks(database, pid, say):
+        yield
 
 
 def _wait_for_other_upgrades(connection: Connection) -> None:

@@ -8,16 +8,20 @@ import os
 import re
 import sqlite3
 import subprocess
+import threading
 from pathlib import Path
 
+import psycopg
+import pytest
 from sqlalchemy import inspect
 
 from herald.bootstrap import build_runtime
 from herald.config import Settings
 from herald.store.database import Database
-from herald.store.migrate import current_revision, head_revision
+from herald.store.migrate import current_revision, head_revision, upgrade
 from herald.store.tables import metadata
 from tests.support.migrations import one_line, schema_differences
+from tests.support.postgres_locks import libpq_url
 from tests.support.processes import herald_command, herald_environment, run_herald
 
 
@@ -132,3 +136,37 @@ def test_build_runtime_upgrades_an_empty_sqlite_database_by_itself(tmp_path: Pat
         assert schema_differences(runtime.database) == []
     finally:
         runtime.database.dispose()
+
+
+@pytest.mark.postgres
+def test_an_upgrade_waiting_for_another_session_s_lock_says_which_and_how_to_end_it(
+    empty_postgres_url: str, tmp_path: Path
+) -> None:
+    # It printed the revisions to apply, then nothing for as long as a forgotten
+    # transaction held the table: the operator saw an upgrade that hung.
+    database = Database(empty_postgres_url)
+    upgrade(database, to="0004")
+    database.dispose()
+    holder = psycopg.connect(libpq_url(empty_postgres_url))
+    holder.execute("SELECT count(*) FROM messages")  # a transaction left open
+    holder_pid = holder.info.backend_pid
+    threading.Timer(6.5, holder.rollback).start()
+    try:
+        result = run_herald(
+            ["db", "upgrade", "--database", empty_postgres_url],
+            env=herald_environment(),
+            cwd=tmp_path,
+            timeout=60,
+        )
+    finally:
+        holder.close()
+
+    said = one_line(result.stderr)
+    assert result.returncode == 0, said
+    assert (
+        f"waiting for a lock held by session {holder_pid} (idle in transaction, in a "
+        "transaction for "
+    ) in said
+    assert "its latest statement: SELECT count(*) FROM messages)" in said
+    assert f"SELECT pg_terminate_backend({holder_pid})" in said
+    assert "applied 0005" in said
