@@ -279,6 +279,41 @@ def test_a_client_value_cannot_make_a_template_build_gigabytes(body: str, said: 
     assert f"template big: SecurityError: {said}" in str(refused.value)
 
 
+@pytest.mark.parametrize("html", [False, True])
+def test_a_loop_in_a_loop_over_a_clients_list_cannot_make_a_message_of_gigabytes(
+    html: bool,
+) -> None:
+    # Unbounded, 3,000 items of ten letters made a body of 180 million characters, and
+    # the 100,000 items a 1 MiB event holds would take the process's memory.
+    loop = "{% for a in event.items %}{% for b in event.items %}{{ a }}{% endfor %}{% endfor %}"
+    sources = {"loops": {"subject.txt": "Hi", "body.txt": "ok"}}
+    sources["loops"]["body.html" if html else "body.txt"] = loop
+    items = ["abcdefghij"] * 3000
+
+    with pytest.raises(TemplateProblem) as refused:
+        TemplateSet(sources).render("loops", {"event": {"items": items}, "user": {}})
+
+    said = "SecurityError: the message would be more than 1,000,000 characters"
+    assert f"template loops: {said}" in str(refused.value)
+
+
+def test_a_message_of_a_million_characters_renders_whole() -> None:
+    sources = {"long": {"subject.txt": "Hi", "body.txt": "{{ event.text }}"}}
+    text = "x" * (1_000_000 - len("Hi\x1e"))
+
+    rendered = TemplateSet(sources).render("long", {"event": {"text": text}, "user": {}})
+
+    assert rendered.body == text
+
+
+def test_a_separator_in_a_value_still_bounds_each_part() -> None:
+    sources = {"loops": {"subject.txt": "{{ event.sep }}", "body.txt": "{{ event.big }}"}}
+    context = {"event": {"sep": "\x1e", "big": "x" * 1_000_001}, "user": {}}
+
+    with pytest.raises(TemplateProblem, match="more than 1,000,000 characters"):
+        TemplateSet(sources).render("loops", context)
+
+
 def test_a_template_padding_to_a_small_client_value_renders() -> None:
     body = (
         "{{ 'ab'.rjust(event.n, '.') }}|{{ 'x' | center(event.n) }}|{{ 'a\\nb' | indent(event.n) }}"

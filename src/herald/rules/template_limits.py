@@ -4,10 +4,11 @@ widths and powers, past which a render is refused rather than build gigabytes.""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any
 
+from jinja2 import Template
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedFormatter
 
@@ -17,8 +18,26 @@ from jinja2.sandbox import SandboxedFormatter
 # or compute for hours, before any send.
 MOST_REPEATED = 100_000
 MOST_POWER_BITS = 10_000
+# The most characters a message's parts may hold together. The bounds above hold for one
+# operation; a loop over a client's list repeats what it holds (a loop in a loop, the
+# list's size squared), so a 1 MiB event could make a body of gigabytes.
+MOST_RENDERED = 1_000_000
 # The text methods whose first argument is the width of the text they make.
 PADDING_METHODS = frozenset({"center", "ljust", "rjust", "zfill"})
+
+
+def bounded_render(template: Template, context: Mapping[str, Any]) -> str:
+    """``template`` rendered, refused with SecurityError once its text passes
+    ``MOST_RENDERED`` characters: read piece by piece as the template makes it, so that
+    the refusal comes before the text is built whole."""
+    pieces = []
+    size = 0
+    for piece in template.generate(context):
+        size += len(piece)
+        if size > MOST_RENDERED:
+            raise SecurityError(f"the message would be more than {MOST_RENDERED:,} characters")
+        pieces.append(piece)
+    return "".join(pieces)
 
 
 def check_padding(name: str, width: Any, lines: int) -> None:

@@ -18,6 +18,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from herald.domain.immutable import immutable
 from herald.domain.properties import PYTHON_TYPES, type_matches
+from herald.rules.template_limits import bounded_render
 from herald.rules.template_sandbox import sandbox
 from herald.rules.template_values import (
     Absent,
@@ -282,7 +283,7 @@ class _OnePass:
         self._whole = text_env.from_string(source)
 
     def render(self, context: Mapping[str, Any]) -> Rendered:
-        pieces = self._whole.render(context).split(self._SEPARATOR)
+        pieces = bounded_render(self._whole, context).split(self._SEPARATOR)
         # As many pieces as the template has parts, unless a value held the separator (and
         # three pieces from a template without HTML would pass for one with it).
         if len(pieces) != len(self._parts):
@@ -291,8 +292,9 @@ class _OnePass:
 
     def _render_each(self, context: Mapping[str, Any]) -> Rendered:
         html = self._parts.get("body.html")
+        # Each part bounded alone: a rare render, and each bound still holds the memory.
         return Rendered(
-            subject=self._parts["subject.txt"].render(context).strip(),
-            body=self._parts["body.txt"].render(context),
-            html=html.render(context) if html is not None else None,
+            subject=bounded_render(self._parts["subject.txt"], context).strip(),
+            body=bounded_render(self._parts["body.txt"], context),
+            html=bounded_render(html, context) if html is not None else None,
         )
