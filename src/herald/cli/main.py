@@ -146,6 +146,7 @@ def _run_uvicorn(settings: Settings, *, dispatcher_process: bool) -> None:
     import uvicorn
 
     from herald.cli.dispatcher_process import DispatcherProcess
+    from herald.cli.http_protocol import HeaderDeadlineProtocol
 
     # uvicorn re-raises the signal that stopped it once it has shut down: let SIGTERM then
     # unwind as an exception, not end the process at once, so the dispatcher stops too.
@@ -163,6 +164,7 @@ def _run_uvicorn(settings: Settings, *, dispatcher_process: bool) -> None:
             log_config=None,
             access_log=False,
             lifespan="on",
+            http=HeaderDeadlineProtocol,
         )
 
 

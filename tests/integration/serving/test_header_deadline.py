@@ -1,0 +1,96 @@
+"""A connection whose request headers do not arrive in time is closed, so that clients
+sending nothing, or a header now and then, cannot hold the server's connections for ever;
+requests whose headers arrive in time are answered as before."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import uvicorn
+
+from herald.cli.http_protocol import HeaderDeadlineProtocol
+from tests.support.ports import free_port
+
+
+class _QuickDeadline(HeaderDeadlineProtocol):
+    headers_seconds = 0.5
+
+
+async def _hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    headers = [(b"content-length", b"5")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b"hello"})
+
+
+@pytest.fixture
+def port() -> Iterator[int]:
+    chosen = free_port()
+    config = uvicorn.Config(_hello, port=chosen, http=_QuickDeadline, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    yield chosen
+    server.should_exit = True
+    thread.join(10)
+
+
+def _closed_after(connection: socket.socket) -> float:
+    """Seconds until the server closes ``connection`` (at most 10)."""
+    began = time.monotonic()
+    connection.settimeout(10)
+    while connection.recv(1000):
+        pass
+    return time.monotonic() - began
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [b"", b"POST /events HTTP/1.1\r\nHost: localhost\r\n"],
+    ids=["nothing", "a request line and a header"],
+)
+def test_a_connection_without_whole_headers_in_time_is_closed(port: int, sent: bytes) -> None:
+    with socket.create_connection(("127.0.0.1", port)) as connection:
+        connection.sendall(sent)
+
+        assert _closed_after(connection) < 5
+
+
+def test_a_header_now_and_then_does_not_keep_the_connection(port: int) -> None:
+    with socket.create_connection(("127.0.0.1", port)) as connection:
+        connection.sendall(b"GET / HTTP/1.1\r\n")
+        began = time.monotonic()
+        with pytest.raises(OSError):  # refused or reset once closed
+            for n in range(40):
+                time.sleep(0.1)
+                connection.sendall(b"X-%d: 1\r\n" % n)
+                connection.settimeout(0.01)
+                try:
+                    if connection.recv(1000) == b"":
+                        raise ConnectionResetError
+                except TimeoutError:
+                    pass
+
+        assert time.monotonic() - began < 2
+
+
+def test_requests_with_headers_in_time_are_answered_on_a_connection_kept_alive(
+    port: int,
+) -> None:
+    with socket.create_connection(("127.0.0.1", port)) as connection:
+        connection.settimeout(5)
+        for _ in range(2):
+            connection.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n")
+            time.sleep(0.3)  # slower than none, within the deadline
+            connection.sendall(b"\r\n")
+            answer = connection.recv(1000)
+            assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"hello")
+            time.sleep(0.4)  # the two waits together pass the deadline: each request has its own
