@@ -284,17 +284,62 @@ def test_a_loop_in_a_loop_over_a_clients_list_cannot_make_a_message_of_gigabytes
     html: bool,
 ) -> None:
     # Unbounded, 3,000 items of ten letters made a body of 180 million characters, and
-    # the 100,000 items a 1 MiB event holds would take the process's memory.
+    # the 100,000 items a 1 MiB event holds would take the process's memory. Here 300
+    # items of 100 letters, within the loops' bound, make 9 million.
     loop = "{% for a in event.items %}{% for b in event.items %}{{ a }}{% endfor %}{% endfor %}"
     sources = {"loops": {"subject.txt": "Hi", "body.txt": "ok"}}
     sources["loops"]["body.html" if html else "body.txt"] = loop
-    items = ["abcdefghij"] * 3000
+    items = ["x" * 100] * 300
 
     with pytest.raises(TemplateProblem) as refused:
         TemplateSet(sources).render("loops", {"event": {"items": items}, "user": {}})
 
     said = "SecurityError: the message would be more than 1,000,000 characters"
     assert f"template loops: {said}" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "loops",
+    [
+        "{% for a in event.xs %}{% for b in event.xs if b < 0 %}{{ b }}{% endfor %}{% endfor %}",
+        "{% macro m() %}{% for a in event.xs %}{% for b in event.xs %}.{% endfor %}"
+        "{% endfor %}{% endmacro %}{{ m() | length }}",
+        "{% for a in event.xs %}{% set n = namespace(i=0) %}{% for b in event.xs %}"
+        "{% set n.i = n.i + 1 %}{% endfor %}{% endfor %}",
+        "{% for a in event.xs %}{% autoescape false %}{% for b in event.xs %}{% endfor %}"
+        "{% endautoescape %}{% endfor %}",
+    ],
+    ids=["printing nothing", "in a macro", "counting", "in autoescape"],
+)
+def test_loops_over_a_clients_list_cannot_hold_the_server_for_its_size_squared(
+    loops: str,
+) -> None:
+    # Unbounded, 100,000 numbers (well within an event's 1 MiB) took hours, printing
+    # nothing, on the thread that answers requests.
+    sources = {"loops": {"subject.txt": "Hi", "body.txt": loops}}
+    context = {"event": {"xs": list(range(100_000))}, "user": {}}
+
+    with pytest.raises(TemplateProblem) as refused:
+        TemplateSet(sources).render("loops", context)
+
+    said = "SecurityError: the loops would take more than 100,000 items"
+    assert f"template loops: {said}" in str(refused.value)
+
+
+def test_loops_over_items_counted_together_within_the_bound_render() -> None:
+    body = (
+        "{% for a in event.xs %}{{ a }}{% if not loop.last %},{% endif %}{% endfor %};"
+        "{% for k, v in event.d.items() %}{{ k }}={{ v }}{% else %}none{% endfor %};"
+        "{% for n in event.tree recursive %}{{ n.name }}[{{ loop(n.kids) }}]{% endfor %};"
+        "{{ event.xs | length }}"
+    )
+    sources = {"loops": {"subject.txt": "Hi", "body.txt": body}}
+    tree = [{"name": "a", "kids": [{"name": "b", "kids": []}]}]
+    context = {"event": {"xs": list(range(99_990)), "d": {}, "tree": tree}, "user": {}}
+
+    rendered = TemplateSet(sources).render("loops", context)
+
+    assert rendered.body.startswith("0,1,2,") and rendered.body.endswith("99989;none;a[b[]];99990")
 
 
 def test_a_message_of_a_million_characters_renders_whole() -> None:

@@ -4,13 +4,17 @@ widths and powers, past which a render is refused rather than build gigabytes.""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import Template
+from jinja2 import Template, nodes, pass_context
+from jinja2.compiler import Frame
 from jinja2.exceptions import SecurityError
+from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedFormatter
+
+from herald.rules.template_printing import PrintingConcatenation
 
 # The largest text or list a template may make by repetition (`"*" * n`) or padding
 # (`name.ljust(n)`, `text | indent(n)`), and the largest number, in bits, by a power
@@ -22,6 +26,10 @@ MOST_POWER_BITS = 10_000
 # operation; a loop over a client's list repeats what it holds (a loop in a loop, the
 # list's size squared), so a 1 MiB event could make a body of gigabytes.
 MOST_RENDERED = 1_000_000
+# The most items a render's loops may take together: a loop in a loop over a client's
+# list takes its size squared, printing or not (`{% for a in xs %}{% for b in xs if a == b
+# %}`), and 100,000 items made a render of hours.
+MOST_LOOPED = 100_000
 # The text methods whose first argument is the width of the text they make.
 PADDING_METHODS = frozenset({"center", "ljust", "rjust", "zfill"})
 
@@ -38,6 +46,64 @@ def bounded_render(template: Template, context: Mapping[str, Any]) -> str:
             raise SecurityError(f"the message would be more than {MOST_RENDERED:,} characters")
         pieces.append(piece)
     return "".join(pieces)
+
+
+@pass_context
+def counted_items(context: Context, items: Any) -> Any:
+    """``items``, each taken by a loop counted against the render's ``MOST_LOOPED``; its
+    length stays readable (``loop.last``) without taking them."""
+    return _Counted(context, items)
+
+
+@pass_context
+def loop_step(context: Context) -> None:
+    """One step of a recursive loop counted against the render's ``MOST_LOOPED``."""
+    _take_one(context)
+
+
+def _take_one(context: Context) -> None:
+    # Counted on the render's evaluation context: a call from inside a loop gets a
+    # context of its own, derived with the loop's variables, which shares only that. In a
+    # list, which `{% autoescape %}` keeps as it restores the context's other settings.
+    taken = context.eval_ctx.__dict__.setdefault("herald_looped", [0])
+    taken[0] += 1
+    if taken[0] > MOST_LOOPED:
+        raise SecurityError(f"the loops would take more than {MOST_LOOPED:,} items")
+
+
+class _Counted:
+    __slots__ = ("_context", "_items")
+
+    def __init__(self, context: Context, items: Any) -> None:
+        self._context = context
+        self._items = items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[Any]:
+        for item in self._items:
+            _take_one(self._context)
+            yield item
+
+
+class BoundedLoops(PrintingConcatenation):
+    """Jinja's code, each loop taking its items through ``counted_items``: a filtered
+    loop's items count too, kept or not. A recursive loop counts each step of its body
+    instead, as its own calls (``loop(item.children)``) bring items of their own."""
+
+    def visit_For(self, node: nodes.For, frame: Frame) -> None:
+        items, body = node.iter, node.body
+        if node.recursive:
+            step = nodes.Call(nodes.EnvironmentAttribute("loop_step"), [], [], None, None)
+            body = [nodes.ExprStmt(step, lineno=node.lineno), *body]
+        else:
+            counter = nodes.EnvironmentAttribute("counted_items")
+            items = nodes.Call(counter, [items], [], None, None, lineno=node.lineno)
+        counted = nodes.For(
+            node.target, items, body, node.else_, node.test, node.recursive, lineno=node.lineno
+        )
+        super().visit_For(counted, frame)
 
 
 def check_padding(name: str, width: Any, lines: int) -> None:

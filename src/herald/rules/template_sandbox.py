@@ -16,6 +16,7 @@ from herald.rules.template_limits import (
     MOST_POWER_BITS,
     MOST_REPEATED,
     PADDING_METHODS,
+    BoundedLoops,
     SizeCheckingFormatter,
     bounded_center,
     bounded_count,
@@ -24,11 +25,12 @@ from herald.rules.template_limits import (
     bounded_lipsum,
     check_padding,
     check_printf_sizes,
+    counted_items,
     is_repeated,
     is_whole,
+    loop_step,
 )
 from herald.rules.template_printing import (
-    PrintingConcatenation,
     as_printed,
     printing_arguments,
     printing_format,
@@ -52,8 +54,10 @@ class DataSandbox(SandboxedEnvironment):
     """
 
     intercepted_binops = frozenset({"*", "**", "%"})
-    code_generator_class = PrintingConcatenation
+    code_generator_class = BoundedLoops
     printed = staticmethod(as_printed)  # what the code for `~` calls
+    counted_items = staticmethod(counted_items)  # what the code for a loop calls
+    loop_step = staticmethod(loop_step)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
