@@ -94,3 +94,17 @@ def test_requests_with_headers_in_time_are_answered_on_a_connection_kept_alive(
             answer = connection.recv(1000)
             assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"hello")
             time.sleep(0.4)  # the two waits together pass the deadline: each request has its own
+
+
+def test_a_request_whose_headers_stall_on_a_connection_kept_alive_is_closed_in_time(
+    port: int,
+) -> None:
+    with socket.create_connection(("127.0.0.1", port)) as connection:
+        connection.settimeout(5)
+        connection.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        assert connection.recv(1000).startswith(b"HTTP/1.1 200")
+        time.sleep(0.3)  # idle between requests: the next one's time starts with its first byte
+        connection.sendall(b"GET / HTTP/1.1\r\n")
+
+        # Its own 0.5 s, not what was left of the connection's: closed no sooner.
+        assert 0.4 < _closed_after(connection) < 2
