@@ -59,6 +59,13 @@ NEVER_WORKS = {
         'rule R0: `when: user.nickname == "Al"` uses user.nickname, which the rule file does '
         "not declare (declare it under traits:, or test it first with has(user.nickname))",
     ),
+    # Looking for a text in a list the user holds tests no trait of that name.
+    "undeclared_trait_after_a_test_of_a_list": (
+        'trigger: payment_failed, when: \'"nickname" in user.tags && user.nickname == "Al"\'',
+        'rule R0: `when: "nickname" in user.tags && user.nickname == "Al"` uses user.nickname,'
+        " which the rule file does not declare (declare it under traits:, or test it first"
+        " with has(user.nickname))",
+    ),
     "misspelt_behind_a_false_test": (
         "trigger: payment_failed,"
         " when: 'event.properties.failure_reason == \"CARD\" && event.properties.amont > 5'",
@@ -280,6 +287,15 @@ WORKS = {
     ),
     "undeclared_trait_tested_with_has": (
         "trigger: payment_failed, when: 'has(user.nickname) ? user.nickname == \"Al\" : false'"
+    ),
+    # CEL's membership test on the map tests the key as has() does: it was taken for a
+    # read of an undeclared name, and the rule refused.
+    "undeclared_property_tested_with_in": (
+        "trigger: payment_failed,"
+        ' when: \'"coupon" in event.properties && event.properties.coupon == "SPRING"\''
+    ),
+    "undeclared_trait_tested_with_in": (
+        "trigger: payment_failed, when: \"'nickname' in user ? user.nickname == 'Al' : false\""
     ),
     "declared_optional_trait": "trigger: signup_completed, when: user.marketing_opt_in == true",
     "whole_or_fractional_numbers_compared": (

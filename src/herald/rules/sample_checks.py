@@ -37,6 +37,12 @@ _READ = re.compile(
     r"|\[\s*(?P<quote>[\"'])(?P<key>[^\"'\\]*)(?P=quote)\s*\])"
 )
 _GUARD = re.compile(r"\bhas\s*\(\s*((?:event\.properties|event|user)\s*\.\s*[A-Za-z_]\w*)\s*\)")
+# CEL's map membership test, `"coupon" in event.properties`, tests a key as has() does;
+# not `"vip" in user.tags`, which looks in a list the map holds.
+_IN_GUARD = re.compile(
+    r"(?P<quote>[\"'])(?P<key>[A-Za-z_]\w*)(?P=quote)\s*\bin\s+"
+    r"(?P<root>event\s*\.\s*properties|user)\b(?!\s*[.\[(])"
+)
 _KINDS = {
     int: "an int",
     float: "a double",
@@ -67,7 +73,7 @@ def condition_problems(
     shown = f"`when: {condition.source}`"
     source = without_comments(condition.source)  # a name in a comment is read by no one
     reads = {path: _declared_type(path, event_type, traits) for path in condition_reads(source)}
-    guarded = {re.sub(r"\s", "", path) for path in _GUARD.findall(source)}
+    guarded = _guarded(source)
     refused = {path for path in reads if is_refused(path, event_type, refused_traits)}
     # Found in the text rather than by evaluating: `a == "x" && b > 1` never reads `b`
     # on a sample whose `a` is not "x".
@@ -93,6 +99,15 @@ def condition_problems(
     problems = [f"{shown} {said}" for said in found]
     problem = _problem_on_samples(condition, event_type, traits, where)
     return [*problems, f"{shown} {problem}"] if problem else problems
+
+
+def _guarded(source: str) -> set[str]:
+    """The paths ``source`` tests for before reading: with has(), or with `in` on the map."""
+    tested = {re.sub(r"\s", "", path) for path in _GUARD.findall(source)}
+    for found in _IN_GUARD.finditer(source):
+        root = re.sub(r"\s", "", found["root"])
+        tested.add(f"{root}.{found['key']}")
+    return tested
 
 
 def _problem_on_samples(
