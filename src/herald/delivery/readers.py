@@ -197,6 +197,21 @@ def is_host(host: str) -> bool:
     return True
 
 
+def _as_base_60(number: int) -> str:
+    """How a time of day could have become ``number``: YAML 1.1 reads an unquoted 21:00
+    (or 21:00:00) as a number in base 60, 1260, which no one would guess from the number."""
+    hours, minutes = divmod(number, 60)
+    if 60 <= number < 24 * 60:
+        written = f"{hours}:{minutes:02d}"
+    elif 3600 <= number < 24 * 3600:
+        written = f"{number // 3600}:{hours % 60:02d}:{minutes:02d}"
+    else:
+        return ': write the time as text, e.g. "21:00"'
+    return (
+        f': YAML reads {written} unquoted as the number {number} (base 60): quote it, "{written}"'
+    )
+
+
 _ONE_DIGIT_HOUR = re.compile(r"\d:\d\d(:\d\d)?")
 
 
@@ -205,8 +220,7 @@ def clock_time(value: Any, where: str, problems: list[str]) -> time | None:
         problems.append(f"{where}: missing (a time like '21:00')")
         return None
     if isinstance(value, int) and not isinstance(value, bool):
-        # YAML 1.1 reads an unquoted 21:00 as sixty-based: the number 1260.
-        problems.append(f"{where}: {value!r} is a number: quote the time, e.g. '21:00'")
+        problems.append(f"{where}: {value!r} is a number{_as_base_60(value)}")
         return None
     text = str(value)
     if _ONE_DIGIT_HOUR.fullmatch(text):  # 8:00, as people write it

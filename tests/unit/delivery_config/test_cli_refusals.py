@@ -55,6 +55,26 @@ def test_rules_check_and_serve_refuse_logging_in_to_smtp_without_tls(tmp_path: P
         assert PLAINTEXT_AUTH in result.output
 
 
+def test_quiet_hours_written_unquoted_are_refused_saying_yaml_read_them_in_base_60(
+    tmp_path: Path,
+) -> None:
+    # It said "1260 is a number": nothing in the file reads 1260.
+    section = "delivery: {quiet_hours: {sms: {start: 21:00, end: 8:00}}}"
+
+    checked, served = check_and_serve(tmp_path, section)
+
+    for result in (checked, served):
+        assert result.exit_code == 1, result.output
+        assert (
+            "delivery.quiet_hours.sms.start: 1260 is a number: YAML reads 21:00 unquoted as"
+            ' the number 1260 (base 60): quote it, "21:00"'
+        ) in result.output
+        assert (
+            "delivery.quiet_hours.sms.end: 480 is a number: YAML reads 8:00 unquoted as"
+            ' the number 480 (base 60): quote it, "8:00"'
+        ) in result.output
+
+
 def test_rules_check_and_serve_refuse_a_broken_delivery_section(tmp_path: Path) -> None:
     checked, served = check_and_serve(tmp_path, "delivery: {max_attempts: many}")
 

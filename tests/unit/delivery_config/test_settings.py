@@ -182,7 +182,8 @@ def test_the_documented_configuration_builds_every_provider() -> None:
         (
             ("delivery", "quiet_hours", "sms", "start"),
             1260,
-            "sms.start: 1260 is a number: quote the time",
+            "sms.start: 1260 is a number: YAML reads 21:00 unquoted as the number 1260 (base 60):"
+            ' quote it, "21:00"',
         ),
         (
             ("delivery", "quiet_hours", "sms", "end"),
