@@ -248,22 +248,22 @@ def _templates(
             f"(e.g. templates_dir: templates), got {named!r}"
         )
         return TemplateSet.from_directory(directory, [], traits), set()
-    rules_by_template: dict[str, list[str]] = {}
+    rules_by_template: dict[str, list[str]] = {}  # each template, with the rules naming it
     for use in uses:
         if use.template is not None:
-            rules_by_template.setdefault(use.template, []).append(use.rule_id)
+            rules_by_template.setdefault(use.template, []).append(use.label)
     # One template at a time, so a broken one does not hide the problems of the others.
     loadable = set()
-    for name, rule_ids in sorted(rules_by_template.items()):
+    for name, labels in sorted(rules_by_template.items()):
         try:
             loaded = TemplateSet.from_directory(directory, [name])
         except TemplateProblem as exc:
-            problems.extend(f"rule {rule_id}: {exc}" for rule_id in rule_ids)
+            problems.extend(f"rule {label}: {exc}" for label in labels)
         else:
             loadable.add(name)
             html = loaded.source(name).get("body.html")
             unescaped = unescaped_values(f"{name}/body.html", html) if html else []
-            problems.extend(f"rule {rule_id}: {said}" for said in unescaped for rule_id in rule_ids)
+            problems.extend(f"rule {label}: {said}" for said in unescaped for label in labels)
     return TemplateSet.from_directory(directory, sorted(loadable), traits), loadable
 
 
@@ -294,4 +294,4 @@ def _sample_problems(
             present = {*reads, *always_present(use.channel)}
             problems = absence_problems(templates, use.template, event_type, traits, present)
         found += problems
-    return [f"rule {use.rule_id}: {problem}" for problem in found]
+    return [f"rule {use.label}: {problem}" for problem in found]

@@ -4,6 +4,7 @@ every rule listed (prefixed with the rule's id), the rules that hold none return
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from typing import Any, NamedTuple
 
 import orjson
@@ -37,7 +38,9 @@ class RuleUse(NamedTuple):
     """What a rule's condition and template are checked with. Gathered from every rule,
     whatever its other problems, so that one run lists them all."""
 
-    rule_id: str
+    # The rule as its problems name it: its id, and its place in `rules` too when another
+    # rule has the same id, so that each problem says which of the two it is about.
+    label: str
     # None when it is not a declared event type, or one declared wrongly (said already)
     trigger: str | None
     condition: Condition | None
@@ -68,15 +71,17 @@ def read_rules(
     rules: list[Rule] = []
     uses: list[RuleUse] = []
     seen: dict[str, int] = {}  # each id, with the position of the first rule holding it
+    duplicated = _duplicated_ids(raw)
     for index, spec in enumerate(raw):
         if not isinstance(spec, dict) or spec.get("id") in (None, ""):
             problems.append(f"rule #{index + 1}: needs an `id`")
             continue
         rule_id = str(spec["id"])
+        label = f"{rule_id} (#{index + 1})" if rule_id in duplicated else rule_id
         before = len(problems)
 
-        def bad(msg: str, rule_id: str = rule_id) -> None:
-            problems.append(f"rule {rule_id}: {msg}")
+        def bad(msg: str, label: str = label) -> None:
+            problems.append(f"rule {label}: {msg}")
 
         if isinstance(spec["id"], bool):
             # YAML reads an unquoted true, yes or on as a boolean: the rule would be "True".
@@ -87,18 +92,28 @@ def read_rules(
                 "(it is part of dedup keys)"
             )
         if rule_id in seen:
-            # Both rules' problems are said under this id: which one is which is by place.
             bad(f"duplicate id: rules #{seen[rule_id]} and #{index + 1} both have it")
         seen.setdefault(rule_id, index + 1)
-        rule, use = _read_rule(rule_id, spec, event_types, refused_types, bad)
+        rule, use = _read_rule(rule_id, label, spec, event_types, refused_types, bad)
         uses.append(use)
         if rule is not None and len(problems) == before:
             rules.append(rule)
     return rules, uses
 
 
+def _duplicated_ids(raw: list[Any]) -> set[str]:
+    """The ids more than one rule of ``raw`` has."""
+    ids = Counter(
+        str(spec["id"])
+        for spec in raw
+        if isinstance(spec, dict) and spec.get("id") not in (None, "")
+    )
+    return {rule_id for rule_id, count in ids.items() if count > 1}
+
+
 def _read_rule(
     rule_id: str,
+    label: str,
     spec: dict[Any, Any],
     event_types: dict[str, EventType],
     refused_types: frozenset[str],
@@ -141,7 +156,7 @@ def _read_rule(
     trigger = given if isinstance(given, str) and given in event_types else None
     anchor = after.event_type if after is not None else None
     known_channel = channel if isinstance(channel, str) and channel in CHANNELS else None
-    use = RuleUse(rule_id, trigger, condition, template, anchor, known_channel)
+    use = RuleUse(label, trigger, condition, template, anchor, known_channel)
     if limit is None or category is None:
         return None, use
     rule = Rule(

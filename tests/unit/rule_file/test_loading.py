@@ -94,7 +94,30 @@ def test_a_duplicate_rule_id_is_refused(tmp_path: Path) -> None:
     path = write_rule_file(tmp_path, GOOD_RULE + GOOD_RULE)
 
     # It said "duplicate id" alone: in a long file, which two rules was left to find.
-    assert problems_of(path) == ["rule GOOD: duplicate id: rules #1 and #2 both have it"]
+    assert problems_of(path) == ["rule GOOD (#2): duplicate id: rules #1 and #2 both have it"]
+
+
+def test_each_problem_of_a_duplicated_id_says_which_of_its_rules_it_is_in(
+    tmp_path: Path,
+) -> None:
+    # Each said `rule GOOD:` alone, leaving which of the two to guess.
+    first = GOOD_RULE + "    when: user.age > 3\n"
+    second = GOOD_RULE.replace("template: hello", "template: nope") + "    limit: weekly\n"
+    path = write_rule_file(
+        tmp_path, "  - {id: OTHER, trigger: signup_completed, channel: internal}\n" + first + second
+    )
+
+    problems = problems_of(path)
+
+    assert [problem.partition(":")[0] for problem in problems] == [
+        "rule GOOD (#3)",  # the duplicate id
+        "rule GOOD (#3)",  # the limit
+        "rule GOOD (#3)",  # the template
+        "rule GOOD (#2)",  # the condition
+    ]
+    assert problems[0] == "rule GOOD (#3): duplicate id: rules #2 and #3 both have it"
+    assert problems[2].startswith("rule GOOD (#3): template 'nope' not found")
+    assert problems[3].startswith("rule GOOD (#2): `when: user.age > 3` uses user.age")
 
 
 def test_a_misspelt_section_is_refused_not_ignored(tmp_path: Path) -> None:
