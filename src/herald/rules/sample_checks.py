@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from herald.rules.cel_hints import explained
+from herald.rules.condition_work import product_work
 from herald.rules.conditions import Condition, ConditionError, bound_variables
 from herald.rules.definition import EventType
 from herald.rules.literal_checks import (
@@ -71,6 +72,8 @@ def condition_problems(
     that the rule file does not declare (unless guarded by ``has()``), or else what fails
     on samples of every declared value; empty when nothing does."""
     shown = f"`when: {condition.source}`"
+    # Said whatever else is wrong with it: what its work costs, no sample shows.
+    costly = [f"{shown} {said}" for said in product_work(condition.source, event_type, traits)]
     source = without_comments(condition.source)  # a name in a comment is read by no one
     reads = {path: _declared_type(path, event_type, traits) for path in condition_reads(source)}
     guarded = _guarded(source)
@@ -84,19 +87,19 @@ def condition_problems(
     ]
     if unknown:
         hint = ", or test it first with has({})"
-        return [
+        return costly + [
             f"{shown} uses {undeclared(path, event_type.name, hint.format(path), anchor)}"
             for path in unknown
         ]
     if refused:
         # Without the type its declaration failed to give, the samples would only report
         # that mistake again, as a condition that cannot be evaluated.
-        return []
+        return costly
     known = [f"{path} is {with_article(kind)}" for path, kind in reads.items() if kind is not None]
     where = f", where {', '.join(known)}" if known else ""
     found = never_equal(condition.source, event_type, traits)
     found += unreadable_literals(condition.source)
-    problems = [f"{shown} {said}" for said in found]
+    problems = costly + [f"{shown} {said}" for said in found]
     problem = _problem_on_samples(condition, event_type, traits, where)
     return [*problems, f"{shown} {problem}"] if problem else problems
 
