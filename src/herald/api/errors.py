@@ -27,9 +27,11 @@ _RECURSION = "recursion limit exceeded"
 
 def nested_too_deep(exc: ValidationError) -> bool:
     """Whether ``exc`` is pydantic's parser refusing JSON nested deeper than it reads."""
-    return any(
-        error["type"] == "json_invalid" and _RECURSION in error["msg"] for error in exc.errors()
-    )
+    return any(_too_deep(error) for error in exc.errors())
+
+
+def _too_deep(error: Any) -> bool:
+    return error["type"] == "json_invalid" and _RECURSION in error["msg"]
 
 
 def field_errors(
@@ -39,7 +41,7 @@ def field_errors(
     ``fields``: those the body (or batch item) takes, named to a client that sent another."""
     return [
         {"loc": [*prefix, *error["loc"]], "msg": TOO_DEEP, "type": "too_deep"}
-        if error["type"] == "json_invalid" and _RECURSION in error["msg"]
+        if _too_deep(error)
         else {
             "loc": [*prefix, *error["loc"]],
             "msg": _unknown_field(str(error["loc"][0]), fields)

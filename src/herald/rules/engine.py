@@ -107,19 +107,23 @@ def evaluate(
     return decisions
 
 
+# A trigger's ``event``, its ``user``, and the ``user`` its conditions see.
+_TriggerViews = tuple[dict[str, object], dict[str, object], dict[str, object]]
+
+
 class _Views:
     """What conditions see of a trigger (``event``, ``user``), built once per trigger
     however many rules read it."""
 
     def __init__(self, user: UserProfile) -> None:
         self._user = user
-        self._built: dict[str, tuple[dict[str, object], ...]] = {}
+        self._built: dict[str, _TriggerViews] = {}
 
     @property
     def profile(self) -> UserProfile:
         return self._user
 
-    def of(self, trigger: Event) -> tuple[dict[str, object], ...]:
+    def of(self, trigger: Event) -> _TriggerViews:
         """``trigger``'s ``event``, its ``user``, and the ``user`` its conditions see:
         without the traits sent as null, which are no value there, as a property sent as
         null is (`!has(user.country) || ...` takes in a user whose country is null), while
