@@ -101,6 +101,10 @@ class Settings(WorkerSettings):
     # the API's event loop
     dispatcher_process: bool = True
     workers: int = Field(1, ge=1, le=64)
+    # Seconds an event's time may be ahead of this server's clock: a sender's clock running
+    # fast. A later event is refused (422), as its traits would win over those of every
+    # event dated before it, and so over what the user says until that time comes.
+    clock_skew: float = Field(300.0, ge=0, le=366 * 86_400, allow_inf_nan=False)
     # FastAPI's own OpenTelemetry spans, metrics and logs for each request, through the
     # providers the process configured. Off: Herald's metrics are Prometheus, and with it
     # on every request looks the providers up again, a few percent of ingestion's CPU.

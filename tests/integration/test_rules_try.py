@@ -226,3 +226,13 @@ def test_unreadable_input_is_an_error_naming_it(tmp_path: Path) -> None:
     assert "cannot read" in missing.output and "No such file or directory" in missing.output
     assert garbled.exit_code == 2
     assert "events.json, line 2: not JSON" in garbled.output
+
+
+def test_a_sample_dated_in_the_future_is_rejected_as_the_server_would(tmp_path: Path) -> None:
+    ahead = {**SIGNUP, "event_timestamp": "2099-01-01T00:00:00Z"}
+
+    result = try_rules(tmp_path, [ahead])
+
+    assert result.exit_code == 1
+    assert "1. rejected s1:" in result.output
+    assert "days ahead of Herald's clock" in result.output

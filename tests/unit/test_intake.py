@@ -13,7 +13,7 @@ from herald.domain.properties import PropertySpec, validate_properties
 from herald.rules import engine
 from herald.rules.definition import RuleSet
 from herald.rules.loader import load_ruleset, parse_ruleset
-from herald.service.intake import Rejection, to_event
+from herald.service.intake import Rejection, horizon, to_event
 
 GOOD_PROPERTIES = {"amount": 14.25, "attempt_number": 2, "failure_reason": "INSUFFICIENT_FUNDS"}
 
@@ -493,3 +493,35 @@ def test_an_integer_trait_sent_as_a_whole_double_is_taken_as_the_integer(
     if kept == 30:
         [decision] = engine.evaluate(event, UserProfile(event.user_id), [], rules)
         assert decision.outcome is Outcome.TRIGGERED, decision.reason
+
+
+NOW = datetime(2025, 11, 3, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("given", "ahead"),
+    [
+        ("2025-11-03T12:05:00.000001Z", "more than 5 minutes"),
+        ("2025-11-03T15:00:00+00:00", "3 hours"),
+        ("2025-11-03T13:30:00+01:00", "30 minutes"),  # 12:30 UTC
+        ("2026-11-03T12:00:00Z", "365 days"),
+    ],
+)
+def test_an_event_later_than_the_horizon_is_refused_saying_how_far_ahead(
+    ruleset: RuleSet, given: str, ahead: str
+) -> None:
+    [error] = rejected(to_event(payload(event_timestamp=given), ruleset, horizon(NOW, 300)))
+
+    assert error["loc"] == ["event_timestamp"] and error["type"] == "future_timestamp"
+    assert error["msg"].startswith(
+        f"{given!r} is {ahead} ahead of Herald's clock (2025-11-03T12:00:00Z); an event may be "
+        "at most 5 minutes in the future (HERALD_CLOCK_SKEW)"
+    )
+
+
+def test_an_event_at_the_horizon_itself_is_accepted(ruleset: RuleSet) -> None:
+    at_most = payload(event_timestamp="2025-11-03T12:05:00Z")
+
+    assert accepted(to_event(at_most, ruleset, horizon(NOW, 300))).timestamp == NOW.replace(
+        minute=5
+    )

@@ -20,7 +20,8 @@ from herald.api.schemas.requests import (
     LooseBatchIn,
 )
 from herald.bootstrap import Runtime
-from herald.service.intake import Rejection, to_event
+from herald.config import Settings
+from herald.service.intake import Horizon, Rejection, horizon, to_event
 
 EVENT = TypeAdapter(EventIn)
 BATCH = TypeAdapter(BatchIn)
@@ -48,7 +49,14 @@ def inline_schema(adapter: TypeAdapter[Any]) -> dict[str, Any]:
     return resolved
 
 
-def read_batch(raw: bytes, runtime: Runtime) -> tuple[list[dict[str, Any]], list[tuple[int, Any]]]:
+def ingest_horizon(runtime: Runtime[Settings]) -> Horizon:
+    """The latest event time the API takes now."""
+    return horizon(runtime.clock(), runtime.settings.clock_skew)
+
+
+def read_batch(
+    raw: bytes, runtime: Runtime[Settings]
+) -> tuple[list[dict[str, Any]], list[tuple[int, Any]]]:
     """A result item per event in the body (those refused already say why), and the
     events to store with their index."""
     deep: list[Any] | None = None
@@ -69,6 +77,7 @@ def read_batch(raw: bytes, runtime: Runtime) -> tuple[list[dict[str, Any]], list
     valid: list[tuple[int, Any]] = []
     # A body within one event's limit holds no event beyond it: only a larger one is measured.
     measure = len(raw) > MAX_EVENT_BYTES
+    latest = ingest_horizon(runtime)
     for index, envelope in enumerate(envelopes):
         given_id = envelope.get("event_id") if isinstance(envelope, dict) else None
         # Echo the id only when it is one: a rejected event's field can be any JSON value.
@@ -88,7 +97,7 @@ def read_batch(raw: bytes, runtime: Runtime) -> tuple[list[dict[str, Any]], list
                 runtime.metrics.count_event("unknown", "rejected")
                 reject(items[index], field_errors(exc, fields=EVENT_FIELDS))
                 continue
-        event = to_event(envelope, runtime.ruleset)
+        event = to_event(envelope, runtime.ruleset, latest)
         if isinstance(event, Rejection):
             count_rejected(runtime, envelope["event_type"])
             reject(items[index], event.errors)

@@ -96,7 +96,9 @@ def serve(
     Other settings come from the environment alone: HERALD_METRICS_PORT and
     HERALD_METRICS_HOST (the delivering process's metrics), HERALD_LOG_LEVEL,
     HERALD_LOG_FORMAT, HERALD_OUTBOX_FILE, HERALD_OPENTELEMETRY,
-    HERALD_SQLITE_FLUSH_EACH_COMMIT and HERALD_POSTGRES_STATEMENT_TIMEOUT: see the README.
+    HERALD_SQLITE_FLUSH_EACH_COMMIT, HERALD_POSTGRES_STATEMENT_TIMEOUT and
+    HERALD_CLOCK_SKEW (seconds an event's time may be ahead of this server's clock, 300
+    by default): see the README.
     """
     from herald.observability.logging import configure_logging
 

@@ -17,12 +17,12 @@ from rich.console import Console
 from herald.cli.options import RulesOpt, settings_from
 from herald.cli.output import counted, fail
 from herald.cli.preflight import checked_rules
-from herald.config import RuleFileSettings
+from herald.config import RuleFileSettings, Settings
 
 if TYPE_CHECKING:
     from herald.domain.model import Event
     from herald.rules.definition import RuleSet
-    from herald.service.intake import Rejection
+    from herald.service.intake import Horizon, Rejection
     from herald.service.rule_trial import TrialResult
 
 _BODY_LINES = 6  # of a message's text shown; --json has it whole
@@ -52,6 +52,7 @@ def rules_try(
     from herald.bootstrap import utc_now
     from herald.delivery.quiet_hours import hold_policy
     from herald.json_lines import json_line
+    from herald.service.intake import horizon
     from herald.service.rule_trial import try_rules
 
     settings = settings_from(RuleFileSettings)
@@ -65,17 +66,20 @@ def rules_try(
     if not as_json:
         out.print(f"{ruleset.source} (version {ruleset.version})", markup=False)
     ids_given: list[bool] = []  # by index: whether each sample gave its event_id
+    now = utc_now()
+    # The latest event time the server takes with HERALD_CLOCK_SKEW at its default.
+    latest = horizon(now, Settings.model_fields["clock_skew"].default)
 
     def checked() -> Iterator[tuple[str | None, Event | Rejection]]:
         for payload in payloads:
-            given_id, event = _checked(payload, ruleset)
+            given_id, event = _checked(payload, ruleset, latest)
             ids_given.append(given_id is not None)
             yield given_id, event
 
     alert = _alert_goes(plan.providers["internal"].name)
     decided = rejected = messages = 0
     # Each shown as it is decided: a long file shows its progress.
-    for tried in try_rules(ruleset, checked(), now=utc_now(), hold=hold_policy(plan.quiet_hours)):
+    for tried in try_rules(ruleset, checked(), now=now, hold=hold_policy(plan.quiet_hours)):
         result = _as_a_batch_answers(tried, id_given=ids_given[tried.index])
         if as_json:
             sys.stdout.buffer.write(json_line(result) + b"\n")
@@ -126,7 +130,9 @@ def _as_a_batch_answers(result: TrialResult, *, id_given: bool) -> TrialResult:
     return result if error is None else replace(result, status="rejected", errors=[error])
 
 
-def _checked(payload: Any, ruleset: RuleSet) -> tuple[str | None, Event | Rejection]:
+def _checked(
+    payload: Any, ruleset: RuleSet, latest: Horizon
+) -> tuple[str | None, Event | Rejection]:
     """The id ``payload`` gives, if any, and its event, or why the API would refuse it."""
     from pydantic import ValidationError
 
@@ -141,7 +147,7 @@ def _checked(payload: Any, ruleset: RuleSet) -> tuple[str | None, Event | Reject
         envelope = EVENT.validate_python(payload)  # the check POST /events makes
     except ValidationError as exc:
         return given, Rejection(field_errors(exc, fields=EVENT_FIELDS))
-    return given, to_event(envelope, ruleset)
+    return given, to_event(envelope, ruleset, latest)
 
 
 def _read_events(path: Path) -> list[Any]:

@@ -7,14 +7,15 @@ import re
 import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple
 
 import orjson
 
 from herald.domain.bidi import BIDI_FORMATTING_CLASS
 from herald.domain.model import Event, derived_event_id
 from herald.domain.properties import validate_properties, with_integers
-from herald.domain.timeutil import InvalidTimestamp, parse_timestamp
+from herald.domain.timeutil import InvalidTimestamp, iso, parse_timestamp
 from herald.rules.definition import RuleSet
 
 
@@ -30,11 +31,27 @@ def _error(loc: tuple[str | int, ...], msg: str, kind: str) -> dict[str, Any]:
     return {"loc": list(loc), "msg": msg, "type": kind}
 
 
-def to_event(payload: Mapping[str, Any], ruleset: RuleSet) -> Event | Rejection:
+class Horizon(NamedTuple):
+    """The latest event time ingestion takes: ``now`` on Herald's clock, plus the ``skew``
+    a sender's clock may be ahead of it."""
+
+    now: datetime
+    skew: timedelta
+    latest: datetime
+
+
+def horizon(now: datetime, skew_s: float) -> Horizon:
+    skew = timedelta(seconds=skew_s)
+    return Horizon(now, skew, now + skew)
+
+
+def to_event(
+    payload: Mapping[str, Any], ruleset: RuleSet, horizon: Horizon | None = None
+) -> Event | Rejection:
     """Validate what the envelope model cannot know: the event type, its timestamp (in
-    the supported range), the properties declared for that type in the rule file, and
-    that every value can be stored. Traits and undeclared properties are kept as they
-    are."""
+    the supported range, and no later than ``horizon`` when one is given), the properties
+    declared for that type in the rule file, and that every value can be stored. Traits
+    and undeclared properties are kept as they are."""
     errors = []
     event_type = payload["event_type"]
     spec = ruleset.event_types.get(event_type)
@@ -51,6 +68,10 @@ def to_event(payload: Mapping[str, Any], ruleset: RuleSet) -> Event | Rejection:
         timestamp = parse_timestamp(payload["event_timestamp"])
     except InvalidTimestamp as exc:
         errors.append(_error(("event_timestamp",), str(exc), "invalid_timestamp"))
+    else:
+        if horizon is not None and timestamp > horizon.latest:
+            why = _ahead(payload["event_timestamp"], timestamp, horizon)
+            errors.append(_error(("event_timestamp",), why, "future_timestamp"))
     properties = payload.get("properties") or {}
     if spec is not None:
         for problem in validate_properties(properties, spec.properties):
@@ -81,6 +102,30 @@ def to_event(payload: Mapping[str, Any], ruleset: RuleSet) -> Event | Rejection:
         properties=properties,
         user_traits=traits,
     )
+
+
+def _ahead(given: str, timestamp: datetime, horizon: Horizon) -> str:
+    # Refused, not stored: an event's traits win over those of every event dated before
+    # it, so one dated next year by a wrong clock would keep a user's opt-in, or email,
+    # against anything they said until then; and its day would hold a daily limit.
+    ahead, most = _span(timestamp - horizon.now), _span(horizon.skew)
+    return (
+        f"{given!r} is {'more than ' if ahead == most else ''}{ahead} ahead of Herald's clock "
+        f"({iso(horizon.now)}); an event may be at most {most} in the "
+        "future (HERALD_CLOCK_SKEW): check the sending host's clock"
+    )
+
+
+def _span(delta: timedelta) -> str:
+    """``delta`` in the unit a reader takes in at once: ``90 seconds``, ``5 minutes``,
+    ``26 hours``, ``26,689 days``."""
+    seconds = delta.total_seconds()
+    for unit, size in (("day", 86_400), ("hour", 3_600), ("minute", 60)):
+        if seconds >= 2 * size:
+            count = int(seconds // size)
+            return f"{count:,} {unit}s"
+    whole = int(seconds)
+    return f"{whole} second{'' if whole == 1 else 's'}"
 
 
 _NUL = "contains the character U+0000, which cannot be stored"

@@ -18,6 +18,7 @@ from herald.api.event_bodies import (
     EVENT_SHAPE,
     count_rejected,
     in_body,
+    ingest_horizon,
     inline_schema,
     parse_body,
     read_batch,
@@ -120,7 +121,7 @@ async def post_event(request: Request) -> Response:
     except RequestValidationError:
         runtime.metrics.count_event("unknown", "rejected")
         raise
-    event = to_event(body, runtime.ruleset)
+    event = to_event(body, runtime.ruleset, ingest_horizon(runtime))
     if isinstance(event, Rejection):
         count_rejected(runtime, body["event_type"])
         raise HTTPException(422, in_body(event.errors))
