@@ -8,7 +8,7 @@ way the outbox does, so arrival order can be tested without a database.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from herald.domain.model import Decision, Event, UserProfile
@@ -17,6 +17,8 @@ from herald.rules import engine
 from herald.rules.definition import RuleSet
 
 USER = "u_1"
+# When the replay decides: after every event the tests replay, as the server's clock is.
+DECIDED_AT = datetime(2025, 11, 10, tzinfo=UTC)
 TRAITS: dict[str, Any] = {
     "email": "maria@example.com",
     "phone": "+351912345678",
@@ -61,9 +63,10 @@ def replay(
     *,
     profile_traits: Mapping[str, Any] | None = None,
     unsubscribed: Iterable[str] = (),
+    now: datetime = DECIDED_AT,
 ) -> list[Decision]:
-    """Every decision made while ``arrivals`` come in one by one, limits applied;
-    ``unsubscribed``: what the user unsubscribed from through the API."""
+    """Every decision made while ``arrivals`` come in one by one at ``now``, limits
+    applied; ``unsubscribed``: what the user unsubscribed from through the API."""
     known: list[Event] = []
     held: dict[str, str] = {}
     profile = UserProfile(USER, dict(profile_traits or {}), unsubscribed=frozenset(unsubscribed))
@@ -77,7 +80,7 @@ def replay(
             if other.event_type == window.event_type
             and window.start <= other.timestamp <= window.end
         ]
-        candidates = engine.evaluate(arriving, profile, history, ruleset)
+        candidates = engine.evaluate(arriving, profile, history, ruleset, now)
         for decision in engine.apply_limits(candidates, held):
             if decision.draft is not None:
                 held[decision.draft.dedup_key] = decision.draft.message_id

@@ -491,7 +491,7 @@ def test_an_integer_trait_sent_as_a_whole_double_is_taken_as_the_integer(
 
     assert event.user_traits["age"] == kept and type(event.user_traits["age"]) is type(kept)
     if kept == 30:
-        [decision] = engine.evaluate(event, UserProfile(event.user_id), [], rules)
+        [decision] = engine.evaluate(event, UserProfile(event.user_id), [], rules, NOW)
         assert decision.outcome is Outcome.TRIGGERED, decision.reason
 
 

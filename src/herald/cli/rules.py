@@ -55,6 +55,8 @@ def rules_check(
         )
         if rule.after:
             out.print(f"  after {rule.after.event_type} within {rule.after.span}", markup=False)
+        if rule.max_age:
+            out.print(f"  only for a trigger at most {rule.max_age.span} old", markup=False)
         if rule.condition:
             out.print(f"  when {rule.condition.source}", markup=False)
     out.print("\n[bold]delivery[/]")

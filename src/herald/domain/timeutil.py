@@ -103,3 +103,14 @@ def next_utc_midnight(moment: datetime) -> datetime:
 def utc_day(moment: datetime) -> str:
     """The calendar day (UTC) of a moment, e.g. ``2025-11-03``."""
     return moment.astimezone(UTC).date().isoformat()
+
+
+def readable_span(delta: timedelta) -> str:
+    """``delta`` in the unit a reader takes in at once: ``90 seconds``, ``5 minutes``,
+    ``26 hours``, ``26,689 days``."""
+    seconds = delta.total_seconds()
+    for unit, size in (("day", 86_400), ("hour", 3_600), ("minute", 60)):
+        if seconds >= 2 * size:
+            return f"{int(seconds // size):,} {unit}s"
+    whole = int(seconds)
+    return f"{whole} second{'' if whole == 1 else 's'}"

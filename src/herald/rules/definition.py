@@ -37,6 +37,16 @@ class After:
 
 
 @dataclass(frozen=True, slots=True)
+class MaxAge:
+    """The rule messages about a trigger only while it is at most ``age`` old (by the
+    server's clock when it is decided): a message about a payment that failed last
+    month, or a welcome a year after the signup, comes too late to help."""
+
+    age: timedelta
+    span: str  # as the rule file wrote it (72h, 7d), for explanations
+
+
+@dataclass(frozen=True, slots=True)
 class Rule:
     id: str
     trigger: str  # the event type that triggers it
@@ -46,6 +56,7 @@ class Rule:
     version: str
     condition: Condition | None = None
     after: After | None = None
+    max_age: MaxAge | None = None
     template: str | None = None
     description: str = ""
 

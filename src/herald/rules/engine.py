@@ -21,8 +21,8 @@ from herald.domain.model import (
     UserProfile,
     message_id_for,
 )
-from herald.domain.timeutil import from_micros, iso, to_micros, utc_day
-from herald.rules.definition import Limit, Rule, RuleSet
+from herald.domain.timeutil import from_micros, iso, readable_span, to_micros, utc_day
+from herald.rules.definition import Limit, MaxAge, Rule, RuleSet
 from herald.rules.eligibility import consent_problem, delivery_note, recipient_of
 
 # An event decides at most this many earlier triggers of one rule (e.g. bank links that
@@ -91,19 +91,21 @@ def dedup_key(rule: Rule, trigger: Event) -> str:
 
 
 def evaluate(
-    event: Event, user: UserProfile, history: Sequence[Event], ruleset: RuleSet
+    event: Event, user: UserProfile, history: Sequence[Event], ruleset: RuleSet, now: datetime
 ) -> list[Decision]:
-    """Candidate decisions for ``event``; ``history`` holds the events ``history_windows``
-    asked for. Triggered candidates carry a dedup key but have not met their limit yet."""
+    """Candidate decisions for ``event``, decided at ``now`` (the server's clock, against
+    which a rule's ``max_age`` is counted); ``history`` holds the events
+    ``history_windows`` asked for. Triggered candidates carry a dedup key but have not met
+    their limit yet."""
     if user.pruned_before_us is not None and to_micros(event.timestamp) < user.pruned_before_us:
         return _before_pruned_history(event, user.pruned_before_us, ruleset)
     decisions = []
     views = _Views(user)
     for rule in ruleset.triggered_by(event.event_type):
-        decisions.append(_decide_on_trigger(rule, event, views, history))
+        decisions.append(_decide_on_trigger(rule, event, views, history, now))
     # Event time, not arrival order: a trigger that came before its anchor is decided now.
     for rule in ruleset.anchored_on(event.event_type):
-        decisions.extend(_decide_on_anchor(rule, event, views, history))
+        decisions.extend(_decide_on_anchor(rule, event, views, history, now))
     return decisions
 
 
@@ -183,7 +185,7 @@ def apply_limits(candidates: Iterable[Decision], held: Mapping[str, str]) -> lis
 
 
 def _decide_on_trigger(
-    rule: Rule, event: Event, views: _Views, history: Sequence[Event]
+    rule: Rule, event: Event, views: _Views, history: Sequence[Event], now: datetime
 ) -> Decision:
     """``rule`` on ``event``, one of its triggers: a rule with an ``after`` window needs
     an anchor in ``history`` within it (the decision names the latest)."""
@@ -207,11 +209,11 @@ def _decide_on_trigger(
             f"{rule.after.event_type} {anchor.event_id} at {iso(anchor.timestamp)} "
             f"is within {_span(rule)}"
         )
-    return _decide_rule(rule, event, views, window)
+    return _decide_rule(rule, event, views, window, now)
 
 
 def _decide_on_anchor(
-    rule: Rule, anchor: Event, views: _Views, history: Sequence[Event]
+    rule: Rule, anchor: Event, views: _Views, history: Sequence[Event], now: datetime
 ) -> list[Decision]:
     """``rule`` on each of its triggers in ``history`` that came within its window after
     ``anchor`` (which arrived later): the earliest ``MAX_TRIGGERS_PER_ANCHOR`` of them."""
@@ -234,6 +236,7 @@ def _decide_on_anchor(
             views,
             f"{rule.trigger} {trigger.event_id} at {iso(trigger.timestamp)} came within "
             f"{_span(rule)} after this {anchor.event_type}",
+            now,
         )
         for trigger in triggers[:MAX_TRIGGERS_PER_ANCHOR]
     ]
@@ -249,10 +252,13 @@ def _decide_on_anchor(
     return decisions
 
 
-def _decide_rule(rule: Rule, trigger: Event, views: _Views, window: str) -> Decision:
+def _decide_rule(rule: Rule, trigger: Event, views: _Views, window: str, now: datetime) -> Decision:
     """``rule`` on ``trigger``, whose window held (``window`` says how; empty for a rule
-    without one): triggered when its condition, the user's consent and a recipient hold
-    too; else skipped, saying all it found."""
+    without one): triggered when it is young enough for the rule's ``max_age`` at
+    ``now``, and its condition, the user's consent and a recipient hold too; else
+    skipped, saying all it found."""
+    if rule.max_age is not None and now - trigger.timestamp > rule.max_age.age:
+        return _skip(rule, _too_old(rule.max_age, trigger, now))
     event_view, user_view, stated = views.of(trigger)
     clauses = [window] if window else []
     if rule.condition is not None:
@@ -296,6 +302,14 @@ def _withdrawn_later(rule: Rule, profile: UserProfile) -> str | None:
     asks again before sending: deciding otherwise created a message only to cancel it."""
     problem = consent_problem(rule, profile.traits)
     return f"{problem}, as an event later than this one says" if problem else None
+
+
+def _too_old(max_age: MaxAge, trigger: Event, now: datetime) -> str:
+    return (
+        f"{trigger.event_type} {trigger.event_id} at {iso(trigger.timestamp)} is "
+        f"{readable_span(now - trigger.timestamp)} old, past the rule's max_age of "
+        f"{max_age.span}: a message about it would come too late"
+    )
 
 
 def _span(rule: Rule) -> str:

@@ -1,4 +1,4 @@
-"""Readers of a rule's keys (limit, category, after, template), each telling ``bad`` what
+"""Readers of a rule's keys (limit, category, after, max_age, template), each telling ``bad`` what
 is wrong with the value it was given and returning None for it."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
-from herald.rules.definition import After, Category, EventType
+from herald.rules.definition import After, Category, EventType, MaxAge
 
 Problem = Callable[[str], None]  # takes what is wrong, without the rule's name
 
@@ -81,20 +81,33 @@ def read_after(
 
 def _read_window(within: Any, bad: Problem) -> tuple[timedelta, str] | None:
     """An ``after.within`` as a timedelta and as written (``24h``); None when it is none."""
-    match = _DURATION.match(str(within))
+    # Only an anchor at the trigger's very microsecond would be in a window of 0s: a slip.
+    no_window = "is no window: only an event at the trigger's very instant would be in it"
+    return _read_duration(within, "after.within", "window", no_window, bad)
+
+
+def read_max_age(raw: Any, bad: Problem) -> MaxAge | None:
+    if raw is None:
+        return None
+    age = _read_duration(raw, "max_age", "age", "is no age: every trigger would be too old", bad)
+    return MaxAge(*age) if age is not None else None
+
+
+def _read_duration(
+    value: Any, key: str, noun: str, if_zero: str, bad: Problem
+) -> tuple[timedelta, str] | None:
+    """The duration ``key`` holds (a ``noun``, from 1s to 3650d) as a timedelta and as
+    written (``24h``); None when it is none (said to ``bad``)."""
+    match = _DURATION.match(str(value))
     if not match:
-        bad(f"`after.within: {within}` is not a duration like 30m, 24h or 7d{_instead(within)}")
+        bad(f"`{key}: {value}` is not a duration like 30m, 24h or 7d{_instead(value)}")
         return None
     seconds = int(match[1]) * _UNITS[match[2]]
     if seconds == 0:
-        # Only an anchor at the trigger's very microsecond would be in it: a slip, surely.
-        bad(
-            f"`after.within: {within}` is no window: only an event at the trigger's very "
-            "instant would be in it (the shortest window is 1s; write 1s, 30m, 24h or 7d)"
-        )
+        bad(f"`{key}: {value}` {if_zero} (the shortest {noun} is 1s; write 1s, 30m, 24h or 7d)")
         return None
     if seconds > _LONGEST_WINDOW_S:
-        bad(f"`after.within: {within}` is longer than the longest window, 3650d")
+        bad(f"`{key}: {value}` is longer than the longest {noun}, 3650d")
         return None
     return timedelta(seconds=seconds), f"{int(match[1])}{match[2]}"
 

@@ -19,6 +19,7 @@ from herald.rules.rule_keys import (
     read_after,
     read_category,
     read_enum,
+    read_max_age,
 )
 
 RULE_KEYS = {
@@ -26,6 +27,7 @@ RULE_KEYS = {
     "trigger",
     "when",
     "after",
+    "max_age",
     "channel",
     "limit",
     "category",
@@ -148,6 +150,9 @@ def _read_rule(
     if "after" in spec and spec["after"] is None:
         bad("`after` is empty: give {event: TYPE, within: DURATION}, or remove the key")
     after = read_after(spec.get("after"), event_types, refused_types, bad)
+    if "max_age" in spec and spec["max_age"] is None:
+        bad("`max_age` is empty: give a duration (72h, 7d), or remove the key")
+    max_age = read_max_age(spec.get("max_age"), bad)
     template = _read_template(spec.get("template"), channel, bad)
     description = spec.get("description")
     said = description_problem(description)
@@ -168,6 +173,7 @@ def _read_rule(
         version=digest(spec)[:8],
         condition=condition,
         after=after,
+        max_age=max_age,
         template=template,
         description=description_text(description).strip(),
     )

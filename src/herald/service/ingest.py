@@ -71,7 +71,7 @@ def ingest(
     write; last, cancel the marketing that the batch's traits closed a channel to."""
     uow.lock([e.user_id for e in events] + [e.event_id for e in events])
     stored_profiles = uow.users.get_many(e.user_id for e in events)
-    batch = _Batch(uow, ruleset, dict(stored_profiles))  # a copy: the batch changes it
+    batch = _Batch(uow, ruleset, dict(stored_profiles), now)  # a copy: the batch changes it
     results: list[IngestResult | None] = [None] * len(events)
     fresh, duplicates = _screen(uow, events, results)
     plans = []
@@ -185,10 +185,13 @@ class _Batch:
     """The users' profiles as this batch changes them, and its events not yet written,
     so that later events in it see earlier ones."""
 
-    def __init__(self, uow: UnitOfWork, ruleset: RuleSet, profiles: dict[str, UserProfile]) -> None:
+    def __init__(
+        self, uow: UnitOfWork, ruleset: RuleSet, profiles: dict[str, UserProfile], now: datetime
+    ) -> None:
         self._uow = uow
         self._ruleset = ruleset
         self._profiles = profiles
+        self._now = now
         self._by_user: dict[str, list[Event]] = defaultdict(list)
         self._sizes: dict[str, int] = {}  # each profile's traits, in bytes of JSON
 
@@ -214,7 +217,8 @@ class _Batch:
             elif growth < 0 and event.user_id in self._sizes:
                 self._sizes[event.user_id] += growth
         self._profiles[event.user_id] = profile
-        candidates = engine.evaluate(event, profile, self._history(event), self._ruleset)
+        history = self._history(event)
+        candidates = engine.evaluate(event, profile, history, self._ruleset, self._now)
         self._by_user[event.user_id].append(event)
         return candidates
 

@@ -15,7 +15,7 @@ import orjson
 from herald.domain.bidi import BIDI_FORMATTING_CLASS
 from herald.domain.model import Event, derived_event_id
 from herald.domain.properties import validate_properties, with_integers
-from herald.domain.timeutil import InvalidTimestamp, iso, parse_timestamp
+from herald.domain.timeutil import InvalidTimestamp, iso, parse_timestamp, readable_span
 from herald.rules.definition import RuleSet
 
 
@@ -108,24 +108,12 @@ def _ahead(given: str, timestamp: datetime, horizon: Horizon) -> str:
     # Refused, not stored: an event's traits win over those of every event dated before
     # it, so one dated next year by a wrong clock would keep a user's opt-in, or email,
     # against anything they said until then; and its day would hold a daily limit.
-    ahead, most = _span(timestamp - horizon.now), _span(horizon.skew)
+    ahead, most = readable_span(timestamp - horizon.now), readable_span(horizon.skew)
     return (
         f"{given!r} is {'more than ' if ahead == most else ''}{ahead} ahead of Herald's clock "
         f"({iso(horizon.now)}); an event may be at most {most} in the "
         "future (HERALD_CLOCK_SKEW): check the sending host's clock"
     )
-
-
-def _span(delta: timedelta) -> str:
-    """``delta`` in the unit a reader takes in at once: ``90 seconds``, ``5 minutes``,
-    ``26 hours``, ``26,689 days``."""
-    seconds = delta.total_seconds()
-    for unit, size in (("day", 86_400), ("hour", 3_600), ("minute", 60)):
-        if seconds >= 2 * size:
-            count = int(seconds // size)
-            return f"{count:,} {unit}s"
-    whole = int(seconds)
-    return f"{whole} second{'' if whole == 1 else 's'}"
 
 
 _NUL = "contains the character U+0000, which cannot be stored"

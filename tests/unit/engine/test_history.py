@@ -14,6 +14,7 @@ from herald.rules import engine
 from herald.rules.definition import RuleSet
 from herald.rules.loader import load_ruleset
 from tests.support.engine_replay import (
+    DECIDED_AT,
     SIGNUP_AT,
     TRAITS,
     USER,
@@ -56,7 +57,7 @@ def test_an_event_older_than_the_pruned_history_is_skipped_by_every_rule_saying_
     )
     late = payment_failed("2025-11-01T21:00:00+00:00", attempt=3)
 
-    decisions = engine.evaluate(late, user, [], ruleset)
+    decisions = engine.evaluate(late, user, [], ruleset, DECIDED_AT)
 
     assert [(d.rule, d.outcome) for d in decisions] == [
         ("INSUFFICIENT_FUNDS_EMAIL", Outcome.SKIPPED),
@@ -74,7 +75,9 @@ def test_an_event_since_the_pruned_history_is_decided_as_usual(ruleset: RuleSet)
         USER, TRAITS, {}, pruned_before_us=to_micros(at("2025-11-02T00:00:00+00:00"))
     )
 
-    decisions = engine.evaluate(payment_failed("2025-11-02T00:00:00+00:00"), user, [], ruleset)
+    decisions = engine.evaluate(
+        payment_failed("2025-11-02T00:00:00+00:00"), user, [], ruleset, DECIDED_AT
+    )
 
     assert decisions[0].outcome is Outcome.TRIGGERED
 

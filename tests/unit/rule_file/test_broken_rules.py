@@ -74,6 +74,19 @@ BROKEN_RULES = {
         "rule BROKEN: `after.within: 0s` is no window: only an event at the trigger's very "
         "instant would be in it (the shortest window is 1s; write 1s, 30m, 24h or 7d)",
     ),
+    "bad_max_age": (
+        "  - id: BROKEN\n    trigger: payment_failed\n    channel: internal\n    max_age: 3 days\n",
+        "rule BROKEN: `max_age: 3 days` is not a duration like 30m, 24h or 7d: write 3d",
+    ),
+    "max_age_of_zero": (
+        "  - id: BROKEN\n    trigger: payment_failed\n    channel: internal\n    max_age: 0h\n",
+        "rule BROKEN: `max_age: 0h` is no age: every trigger would be too old (the shortest "
+        "age is 1s; write 1s, 30m, 24h or 7d)",
+    ),
+    "empty_max_age": (
+        "  - id: BROKEN\n    trigger: payment_failed\n    channel: internal\n    max_age:\n",
+        "rule BROKEN: `max_age` is empty: give a duration (72h, 7d), or remove the key",
+    ),
     "unknown_key_in_after": (
         "  - id: BROKEN\n    trigger: payment_failed\n    channel: internal\n"
         "    after: {event: signup_completed, within: 24h, whithin: 1h}\n",

@@ -141,3 +141,12 @@ def test_rules_check_says_where_messages_go_as_the_server_would_send_them(
         "  internal: log, WARNING lines in the log",
     ]
     assert delivery[3].startswith("  retries: 5 attempts at most")
+
+
+def test_rules_check_lists_a_rules_max_age(tmp_path: Path) -> None:
+    path = write_rule_file(tmp_path, GOOD_RULE + "    max_age: 7d\n")
+
+    result = CliRunner().invoke(app, ["rules", "check", str(path)], env=WIDE)
+
+    assert result.exit_code == 0, result.output
+    assert "\n  only for a trigger at most 7d old\n" in result.output

@@ -73,6 +73,12 @@ def get_rules(runtime: RuntimeDep) -> dict[str, Any]:
                 }
                 if rule.after
                 else None,
+                "max_age": {
+                    "age": rule.max_age.span,
+                    "age_seconds": rule.max_age.age.total_seconds(),
+                }
+                if rule.max_age
+                else None,
                 "channel": rule.channel,
                 "category": rule.category.value,
                 "limit": rule.limit.value,

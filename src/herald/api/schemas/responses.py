@@ -223,6 +223,11 @@ class WindowOut(_Answer):
     within_seconds: float
 
 
+class MaxAgeOut(_Answer):
+    age: str = Field(description="As the rule file wrote it, e.g. 72h")
+    age_seconds: float
+
+
 class RuleOut(_Answer):
     id: str
     version: str
@@ -230,6 +235,10 @@ class RuleOut(_Answer):
     trigger: str
     when: str | None = Field(description="The CEL condition")
     after: WindowOut | None
+    max_age: MaxAgeOut | None = Field(
+        description="A trigger older than this when it is decided is skipped: its message "
+        "would come too late"
+    )
     channel: str
     category: str
     limit: str
