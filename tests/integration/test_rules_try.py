@@ -236,3 +236,31 @@ def test_a_sample_dated_in_the_future_is_rejected_as_the_server_would(tmp_path: 
     assert result.exit_code == 1
     assert "1. rejected s1:" in result.output
     assert "days ahead of Herald's clock" in result.output
+
+
+def test_a_rule_whose_map_is_too_long_to_evaluate_is_shown_skipped_saying_why(
+    tmp_path: Path,
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "events:\n  order_placed:\n    properties:\n      items: {type: array}\n"
+        "rules:\n  - id: MANY_DOUBLED\n    trigger: order_placed\n    channel: internal\n"
+        "    when: event.properties.items.map(i, i * 2).filter(d, d > 10).size() > 2\n",
+        encoding="utf-8",
+    )
+    order = {
+        "event_id": "o1",
+        "user_id": "u_1",
+        "event_type": "order_placed",
+        "event_timestamp": "2025-11-03T10:00:00Z",
+        "properties": {"items": list(range(50_000))},
+    }
+
+    result = try_rules(tmp_path, order, "--rules", str(rules))
+
+    assert result.exit_code == 0, result.output
+    assert (
+        "was not evaluated: its `event.properties.items.map(i, ...)` would take "
+        "2,500,000,000 steps over the 50,000 items of event.properties.items, more than the "
+        "250,000 a condition may take" in result.output
+    )

@@ -59,6 +59,8 @@ def rules_check(
             out.print(f"  only for a trigger at most {rule.max_age.span} old", markup=False)
         if rule.condition:
             out.print(f"  when {rule.condition.source}", markup=False)
+            for loop in rule.condition.costly_loops:
+                out.print(f"  {loop.described()}", markup=False)
     out.print("\n[bold]delivery[/]")
     for line in (*plan.channels_described(), *plan.policy_described()):
         out.print(f"  {line}", markup=False)

@@ -12,6 +12,7 @@ import orjson
 from herald.domain.immutable import immutable
 from herald.domain.properties import json_kind, type_matches
 from herald.rules.comparison import parse_comparison
+from herald.rules.condition_size import Loop, costly_loops, over_budget
 
 CONDITION_VARIABLES = frozenset({"event", "user"})
 # The fields a condition reads, for its reason to show their values: a method called on
@@ -89,6 +90,9 @@ class Condition:
             name: _attributes_used(self.source, name)
             for name in sorted(CONDITION_VARIABLES & set(self._program.variables()))
         }
+        # Its parts whose work the sizes of a client's values square, weighed on each event
+        # before CEL runs: most conditions have none, and pay one test of an empty tuple.
+        self.costly_loops: tuple[Loop, ...] = costly_loops(self.source)
         # The traits it reads that the rule file declares, with their types (``declare``).
         self._traits: list[tuple[str, tuple[str, str], str]] = []
         self._comparison = parse_comparison(self.source)
@@ -128,6 +132,10 @@ class Condition:
 
     def evaluate_in_cel(self, context: dict[str, Any]) -> ConditionResult:
         """``evaluate`` without the fast path for plain comparisons."""
+        if self.costly_loops:
+            too_costly = over_budget(self.costly_loops, context)
+            if too_costly is not None:
+                return ConditionResult(False, f"`{self.source}` was {too_costly}")
         try:
             value = self.value_on(context)
         except KeyError as exc:
