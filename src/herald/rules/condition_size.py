@@ -21,7 +21,6 @@ them costs nothing more.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,11 +57,11 @@ class Loop:
     def steps(self, context: dict[str, Any]) -> tuple[int, int]:
         """The items it goes through in ``context`` (``{"event": ..., "user": ...}``),
         and the steps it takes: the items times the size of the largest it copies."""
-        items = sum(_size(value) for path in self.over for value in _values(context, path))
-        copied = sum(
-            max((_size(value) for value in _values(context, path)), default=0)
-            for path in self.copied
-        )
+        sizes = [list(map(_size, _values(context, path))) for path in self.over]
+        items = sum(map(sum, sizes))
+        if self.copied != self.over:  # a map's or a filter's are the same: read them once
+            sizes = [list(map(_size, _values(context, path))) for path in self.copied]
+        copied = sum(max(found, default=0) for found in sizes)
         return items, items * copied
 
     def described(self) -> str:
@@ -193,18 +192,27 @@ def _is_macro(node: Node) -> bool:
     )
 
 
-def _values(context: Any, path: Path) -> Iterator[Any]:
-    """The values at ``path`` in ``context``: many when it goes through a list's items."""
-    if not path:
-        yield context
-        return
-    part, rest = path[0], path[1:]
-    if part == "[]":
-        items = context.values() if isinstance(context, dict) else context
-        for item in items if isinstance(context, (dict, list)) else ():
-            yield from _values(item, rest)
-    elif isinstance(context, dict) and part in context:
-        yield from _values(context[part], rest)
+def _values(context: Any, path: Path) -> list[Any]:
+    """The values at ``path`` in ``context``: many when it goes through a list's items.
+    A list a step, not a generator an item: it is read for each event."""
+    if "[]" not in path:  # one value, the usual case: 0.3 us, where the loop takes 1.6
+        for part in path:
+            if not isinstance(context, dict) or part not in context:
+                return []
+            context = context[part]
+        return [context]
+    found = [context]
+    for part in path:
+        if part == "[]":
+            found = [
+                item
+                for value in found
+                if isinstance(value, (list, dict))
+                for item in (value.values() if isinstance(value, dict) else value)
+            ]
+        else:
+            found = [value[part] for value in found if isinstance(value, dict) and part in value]
+    return found
 
 
 def _size(value: Any) -> int:
