@@ -198,5 +198,15 @@ def test_rules_check_says_when_a_condition_is_skipped_unevaluated(tmp_path: Path
     assert (
         "  skipped when `event.properties.items.map(i, ...)` would take more than 250,000 "
         "steps (the items of event.properties.items, squared: a map or filter over 500 "
-        "items)\n" in result.output
+        "items); `exists`, `all` and `exists_one` go through a list once\n" in result.output
+    )
+
+
+def test_a_join_in_a_loop_is_described_by_what_it_goes_through_and_copies() -> None:
+    [loop] = costly_loops(WEIGHED["a_string_bound_before_a_loop_and_joined_in_it"][0])
+
+    assert loop.described() == (
+        "skipped when `n + x` would take more than 250,000 steps (the items of "
+        "event.properties.items times the size of event.properties.note: a map or filter "
+        "over 500 items)"
     )

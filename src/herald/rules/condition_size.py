@@ -67,14 +67,15 @@ class Loop:
     def described(self) -> str:
         """When it skips its rule, for ``herald rules check``."""
         over = ", ".join(_shown(path) for path in self.over)
-        if self.over == self.copied:
-            size = f"the items of {over}, squared"
+        size, instead = f"the items of {over}, squared", ""
+        if self.over == self.copied:  # a map or a filter
+            instead = "; `exists`, `all` and `exists_one` go through a list once"
         else:
             copied = ", ".join(_shown(path) for path in self.copied)
             size = f"the items of {over} times the size of {copied}"
         return (
             f"skipped when `{self.shown}` would take more than {MAX_CONDITION_STEPS:,} steps "
-            f"({size}: a map or filter over {MAX_COPIED_ITEMS:,} items)"
+            f"({size}: a map or filter over {MAX_COPIED_ITEMS:,} items){instead}"
         )
 
 
