@@ -5,7 +5,7 @@ methods whose body Herald reads: POST, PUT, PATCH), and clear
 refusals of compressed bodies (read as JSON they would be a puzzling 422), of bodies
 that do not say they are JSON, and of JSON in another charset than UTF-8 (read as UTF-8,
 a Latin-1 body could be stored with other characters than it holds), and a quiet end,
-one log line, for a request whose client left before sending its whole body. A path
+one log line, for a request whose connection closed before its whole body arrived. A path
 whose %-escapes are not UTF-8 is refused, rather than read with replacement characters,
 and so, on a server without both tokens, is a request addressed to another host than
 a loopback one."""
@@ -119,11 +119,14 @@ class RequestEdge:
             else:
                 await self._counting(scope, receive, send_with_id, limit)
         except ClientDisconnect:
-            # The client left before its whole body arrived (a timeout, a lost network):
-            # nothing was read or stored, and no one is left to answer. Not a server
-            # error, which uvicorn would log it as, with a traceback.
+            # The connection closed before the whole body arrived: the client left (a
+            # timeout, a lost network), or the server closed it, the body being late
+            # (see herald.cli.http_protocol). Nothing was read or stored, and no one is
+            # left to answer. Not a server error, which uvicorn would log it as, with a
+            # traceback.
             log.info(
-                "the client closed the connection before sending the whole body of %s %s",
+                "the connection closed before the whole body of %s %s arrived "
+                "(the client left, or sent it too slowly)",
                 scope["method"],
                 scope["path"],
             )

@@ -148,7 +148,7 @@ def _run_uvicorn(settings: Settings, *, dispatcher_process: bool) -> None:
     import uvicorn
 
     from herald.cli.dispatcher_process import DispatcherProcess
-    from herald.cli.http_protocol import HeaderDeadlineProtocol
+    from herald.cli.http_protocol import RequestDeadlineProtocol
 
     # uvicorn re-raises the signal that stopped it once it has shut down: let SIGTERM then
     # unwind as an exception, not end the process at once, so the dispatcher stops too.
@@ -166,7 +166,7 @@ def _run_uvicorn(settings: Settings, *, dispatcher_process: bool) -> None:
             log_config=None,
             access_log=False,
             lifespan="on",
-            http=HeaderDeadlineProtocol,
+            http=RequestDeadlineProtocol,
         )
 
 

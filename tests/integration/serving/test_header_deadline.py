@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 import uvicorn
 
-from herald.cli.http_protocol import HeaderDeadlineProtocol
+from herald.cli.http_protocol import RequestDeadlineProtocol
 from tests.support.ports import free_port
 
 
-class _QuickDeadline(HeaderDeadlineProtocol):
+class _QuickDeadline(RequestDeadlineProtocol):
     headers_seconds = 0.5
 
 

@@ -207,9 +207,10 @@ def test_a_client_gone_before_its_body_arrived_is_one_info_line_not_a_server_err
             [
                 line
                 for line in json_lines(server.output())
-                if line["message"].startswith("the client closed the connection")
+                if line["message"].startswith("the connection closed before the whole body")
             ]
-            if server.output().count("the client closed the connection") >= len(cut_short)
+            if server.output().count("the connection closed before the whole body")
+            >= len(cut_short)
             else None
         ),
         "a line for each request cut short",
