@@ -78,6 +78,11 @@ class RequestDeadlineProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def _look(self) -> None:
+        if self.transport.get_protocol() is not self:
+            # Upgraded to a WebSocket, whose protocol now has the connection (and times
+            # it itself): this one's connection_lost will never come to stop the timer.
+            self._watch = None
+            return
         now = self.loop.time()
         due = self._due
         if due is not None and now >= due:

@@ -4,6 +4,7 @@ requests whose headers arrive in time are answered as before."""
 
 from __future__ import annotations
 
+import gc
 import socket
 import threading
 import time
@@ -108,3 +109,21 @@ def test_a_request_whose_headers_stall_on_a_connection_kept_alive_is_closed_in_t
 
         # Its own 0.5 s, not what was left of the connection's: closed no sooner.
         assert 0.4 < _closed_after(connection) < 2
+
+
+def test_a_connection_upgraded_to_a_websocket_leaves_no_timer_behind(port: int) -> None:
+    """The WebSocket protocol takes the connection over, and this one is never told when
+    it closes: its timer looked again every `headers_seconds` for ever, keeping it alive,
+    one more for every upgrade any client asked for."""
+    upgrade = (
+        b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", port)) as connection:
+            connection.sendall(upgrade)
+            assert connection.recv(1000).startswith(b"HTTP/1.1 ")  # refused: no such route
+    time.sleep(3 * _QuickDeadline.headers_seconds)
+    gc.collect()
+
+    assert not [found for found in gc.get_objects() if isinstance(found, _QuickDeadline)]
