@@ -10,6 +10,7 @@ import signal
 import sqlite3
 import stat
 import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -185,6 +186,54 @@ def test_an_interrupted_backup_says_nothing_was_written_and_leaves_nothing(
 
     assert backup.returncode == code, said
     assert "error: interrupted: nothing was written" in said
+    assert list(folder.iterdir()) == []
+
+
+# `herald db backup`, signalled by the given signal as soon as its temporary copy exists,
+# before the command has returned from creating it.
+_SIGNALLED_ONCE_ITS_COPY_EXISTS = """
+import signal, sys, tempfile
+from herald.cli.main import main
+
+created = tempfile.mkstemp
+stop = getattr(signal, sys.argv.pop(1))
+
+def created_then_stopped(*args, **kwargs):
+    made = created(*args, **kwargs)
+    if kwargs.get("suffix") == ".partial":
+        signal.raise_signal(stop)
+    return made
+
+tempfile.mkstemp = created_then_stopped
+sys.argv[0] = "herald"
+main()
+"""
+
+
+@pytest.mark.parametrize(
+    ("stop", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"]
+)
+def test_a_backup_stopped_as_its_copy_is_created_leaves_nothing(
+    tmp_path: Path, stop: signal.Signals, code: int
+) -> None:
+    """Stopped between creating its temporary copy and the step that would remove it,
+    the command left the copy behind (SIGTERM killed it without a word)."""
+    url = a_stored_database(tmp_path / "herald.db")
+    folder = tmp_path / "backups"
+    folder.mkdir()
+
+    backup = ["db", "backup", str(folder / "b.db"), "--database", url]
+
+    stopped = subprocess.run(
+        [sys.executable, "-c", _SIGNALLED_ONCE_ITS_COPY_EXISTS, stop.name, *backup],
+        env=herald_environment(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert stopped.returncode == code, stopped.stderr
+    assert "error: interrupted: nothing was written" in stopped.stderr
     assert list(folder.iterdir()) == []
 
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 import typer
 
 from herald.cli.database_opening import open_database
-from herald.cli.interrupts import Terminated, terminating_as_interrupted
+from herald.cli.interrupts import Terminated, interrupts_deferred, terminating_as_interrupted
 from herald.cli.options import DatabaseOpt, database_url_from
 from herald.cli.output import console, counted, fail
 
@@ -69,11 +69,18 @@ def _back_up(db: Database, dest: Path, *, force: bool) -> None:
     if revision is None:
         fail(f"{source} holds no Herald schema: there is nothing to back up")
     started = time.monotonic()
-    temporary = _temporary_beside(dest)
-    copy_inode = temporary.stat().st_ino
-    snapshot = Snapshot(db, temporary)
-    try:
-        with terminating_as_interrupted():
+    # Every way out below removes the temporary copy, the copy placed as DEST or not: a
+    # signal that came between its creation and the ``try`` (SIGTERM killed the process
+    # there) left it behind, a hidden file as large as the database, each time.
+    temporary: Path | None = None
+    copy_inode: int | None = None
+    snapshot: Snapshot | None = None
+    with terminating_as_interrupted():
+        try:
+            with interrupts_deferred():
+                temporary = _temporary_beside(dest)
+            copy_inode = temporary.stat().st_ino
+            snapshot = Snapshot(db, temporary)
             snapshot.start()
             _wait_saying_progress(snapshot, estimated_size(db), started)
             contents = snapshot.contents()
@@ -84,19 +91,19 @@ def _back_up(db: Database, dest: Path, *, force: bool) -> None:
                 )
             _flush(temporary)
             _move_into_place(temporary, dest, force=force)
-    except KeyboardInterrupt as stopped:
-        snapshot.interrupt()
-        _remove(temporary)
-        # Stopped as the copy was being renamed: it may be in place already.
-        placed = dest.exists() and dest.stat().st_ino == copy_inode
-        left = f"{dest} is complete" if placed else "nothing was written"
-        fail(f"interrupted: {left}", code=143 if isinstance(stopped, Terminated) else 130)
-    except SnapshotFailed as exc:
-        _remove(temporary)
-        fail(f"the backup failed, and nothing was written: {exc}")
-    except OSError as exc:  # flushing or renaming the copy: a full disk, an I/O error
-        _remove(temporary)
-        fail(f"the backup failed, and nothing was written: {exc}")
+        except KeyboardInterrupt as stopped:
+            if snapshot is not None:
+                snapshot.interrupt()
+            # Stopped as the copy was being renamed: it may be in place already.
+            placed = dest.exists() and dest.stat().st_ino == copy_inode
+            left = f"{dest} is complete" if placed else "nothing was written"
+            fail(f"interrupted: {left}", code=143 if isinstance(stopped, Terminated) else 130)
+        except (SnapshotFailed, OSError) as exc:  # OSError: flushing or renaming the copy
+            fail(f"the backup failed, and nothing was written: {exc}")
+        finally:
+            if temporary is not None:  # once renamed, no file has its name: nothing to do
+                with interrupts_deferred():
+                    _remove(temporary)
     _say_written(source, dest, contents, time.monotonic() - started)
 
 

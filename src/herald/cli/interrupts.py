@@ -25,3 +25,24 @@ def terminating_as_interrupted() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Within the block, Ctrl-C and SIGTERM wait for its end, then act as they would have:
+    for steps that must not be cut in two, such as creating a file and noting its name, so
+    that whatever stops the command next knows which file to remove."""
+    received: list[int] = []
+
+    def noted(signum: int, _frame: object) -> None:
+        received.append(signum)
+
+    stopping = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.signal(signum, noted) for signum in stopping}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if received:  # sent again, to the handler in force again
+        signal.raise_signal(received[0])
