@@ -1,13 +1,14 @@
-"""The dispatcher: claims due messages from the outbox and delivers them through providers
-(sending a round: round_sending.py; recording it: round_recording.py).
+"""The dispatcher: claims due messages from the outbox and delivers them through providers,
+in rounds, one a claim, that overlap (a round: dispatch_round.py; sending it:
+round_sending.py; recording it: round_recording.py).
 
 Delivery is at least once with the message id as idempotency key: a claim has a lease,
 and a dispatcher that dies mid-send leaves its messages to be claimed again when the
 lease runs out. A message whose provider answered ``sent`` is never claimed again.
 
 A live dispatcher never lets a lease run out under a send: a send starts only while its
-claim's lease has time left, is cut off before the lease ends, and the round's results
-are recorded while the leases still hold. Otherwise another dispatcher would claim the
+claim's lease has time left, is cut off before the lease ends, and its outcome is
+recorded while the lease still holds. Otherwise another dispatcher would claim the
 message again while (or after) it was being sent, and the first one's result would be
 dropped as no longer its own.
 """
@@ -16,26 +17,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import astuple
 from datetime import datetime
+from functools import partial
 from typing import TypeVar
 
 from herald.delivery.backoff import RetryPolicy
-from herald.delivery.cancel_watch import CancelWatch
+from herald.delivery.dispatch_round import Claim, Round
 from herald.delivery.outcomes import DispatchReport
 from herald.delivery.provider import DeliveryStatus, Provider
 from herald.delivery.quiet_hours import HoldPolicy
 from herald.delivery.ratelimit import ChannelRateLimits
+from herald.delivery.round_failures import RoundFailures
 from herald.delivery.round_recording import RoundRecorder
 from herald.delivery.round_sending import RoundSender
 from herald.delivery.send_gates import SendGates
 from herald.domain.model import UserProfile
 from herald.domain.timeutil import to_micros
 from herald.store.database import Database
-from herald.store.database_errors import database_said
-from herald.store.outbox import FAILED, ClaimedMessage
+from herald.store.outbox import ClaimedMessage
 from herald.store.sqlite_connections import SQLITE_BUSY_TIMEOUT_MS
 from herald.store.unit_of_work import ReadOnly, UnitOfWork, when_unlocked
 
@@ -55,6 +55,9 @@ _POLL_S = 0.25
 _GATHER_S = 0.05
 # Failing rounds (the database is down) are tried again further and further apart, up to this.
 _LONGEST_PAUSE_S = 30.0
+# At most this many rounds under way at once: each one's recording waits for the database,
+# and one that is slow to answer must not let claims pile up behind it.
+_ROUNDS = 32
 
 
 class Dispatcher:
@@ -69,7 +72,7 @@ class Dispatcher:
         rate_limits: ChannelRateLimits | None = None,
         batch_size: int = 200,
         lease_seconds: float = LEASE_S,
-        concurrency: int = 16,
+        concurrency: int = 16,  # sends at once on each channel
         on_result: Callable[[str, DeliveryStatus], None] = lambda _c, _s: None,
         inline_storage: bool = False,
         hold: HoldPolicy | None = None,
@@ -104,6 +107,8 @@ class Dispatcher:
             longest_pause_s=self._retry.max_backoff,
         )
         self._batch_size = batch_size
+        self._concurrency = concurrency
+        self._failures = RoundFailures()
         self._lease_s = lease_seconds
         self._lease_us = int(lease_seconds * 1_000_000)
         # What a round leaves itself, of each lease, to record its results.
@@ -118,6 +123,7 @@ class Dispatcher:
         # The lease ends of claims whose commit failed, as far as this dispatcher heard:
         # one may have gone through, its messages claimed but never sent.
         self._unanswered_claims: set[int] = set()
+        self._last_lease_end = 0  # microseconds
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()  # ``run``'s: once set, no send starts
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -147,38 +153,63 @@ class Dispatcher:
             self._loop.call_soon_threadsafe(self._wake.set)
 
     async def run(self, stopping: asyncio.Event) -> None:
-        """Deliver until ``stopping`` is set; a failing database pauses, never ends, the loop."""
+        """Deliver until ``stopping`` is set, then let the sends under way end and be
+        recorded; a failing database pauses, never ends, the loop.
+
+        Rounds overlap: the next one is claimed once the local sends of the last are done
+        and its remote ones under way or waiting for a slot of their channel, not once its
+        slowest receiver has answered. The claims leave fewer than a round's worth of
+        messages waiting for a slot, as one round did."""
         self._loop = asyncio.get_running_loop()
         self._stopping = stopping
         self._gates.say_rate_limits_are_this_process_own()
-        failures = 0
-        while not stopping.is_set():
-            try:
-                report = await self.run_once()
-            except Exception as exc:
-                failures += 1
-                report = DispatchReport()
-                # The whole traceback once; then a line per try, further and further apart,
-                # so that an outage of the database does not flood the log.
-                # The driver's first line, not SQLAlchemy's statement and link: the first
-                # line of an outage says why, as the lines after it do.
-                said = database_said(exc)
-                if failures == 1:
-                    log.exception("dispatch round failed: %s; retrying", said)
-                else:
-                    log.warning("dispatch round failed again (%d in a row): %s", failures, said)
-            else:
-                if failures:
-                    log.info("dispatch rounds succeed again after %d failure(s)", failures)
-                failures = 0
-            self._say_if_its_file_is_gone()
-            if report.claimed >= self._batch_size:
-                continue  # more is waiting
-            if report.claimed:
-                await asyncio.sleep(_GATHER_S)
-            pause = min(_POLL_S * 2 ** min(failures, 7), _LONGEST_PAUSE_S)
-            # While rounds fail, a commit's wake-up must not cut the pause short.
-            await self._idle(stopping, pause, wakeable=not failures)
+        rounds: set[asyncio.Task[None]] = set()
+        try:
+            while not stopping.is_set():
+                room = self._batch_size - self._sender.waiting
+                if room < min(self._concurrency, self._batch_size) or len(rounds) >= _ROUNDS:
+                    # Receivers slow to answer: a claim now would only wait, its leases running.
+                    await self._idle(stopping, _POLL_S, wakeable=False)
+                    continue
+                claimed = await self._start_round(room, rounds)
+                self._say_if_its_file_is_gone()
+                if claimed >= room:
+                    continue  # more is waiting
+                if claimed:
+                    await asyncio.sleep(_GATHER_S)
+                pause = min(_POLL_S * 2 ** min(self._failures.count, 7), _LONGEST_PAUSE_S)
+                # While rounds fail, a commit's wake-up must not cut the pause short.
+                await self._idle(stopping, pause, wakeable=not self._failures.count)
+        finally:
+            # Stopping: no send starts, those under way end and are recorded.
+            await asyncio.gather(*rounds, return_exceptions=True)
+
+    async def _start_round(self, limit: int, rounds: set[asyncio.Task[None]]) -> int:
+        """Claim up to ``limit`` messages and start their round, added to ``rounds`` until
+        it ends; returns once what is left of it waits for receivers. How many it claimed."""
+        try:
+            round_ = await self._claim_round(limit)
+        except Exception as exc:
+            self._failures.failed(exc)
+            return 0
+        if round_ is None:
+            self._failures.succeeded()
+            return 0
+        task = asyncio.ensure_future(self._deliver_said(round_))
+        rounds.add(task)
+        task.add_done_callback(rounds.discard)
+        handed_over = asyncio.ensure_future(round_.handed_over.wait())
+        await asyncio.wait({task, handed_over}, return_when=asyncio.FIRST_COMPLETED)
+        handed_over.cancel()
+        return round_.claimed
+
+    async def _deliver_said(self, round_: Round) -> None:
+        try:
+            await round_.deliver()
+        except Exception as exc:
+            self._failures.failed(exc)
+        else:
+            self._failures.succeeded()
 
     def _say_if_its_file_is_gone(self) -> None:
         """Say, once, that the SQLite file at the database's path is no longer the one this
@@ -207,64 +238,34 @@ class Dispatcher:
             wait.cancel()
 
     async def run_once(self) -> DispatchReport:
-        """Claim one batch of due messages and deliver it."""
+        """Claim one batch of due messages, deliver it and record it, all of it."""
+        round_ = await self._claim_round(self._batch_size)
+        return DispatchReport() if round_ is None else await round_.deliver()
+
+    async def _claim_round(self, limit: int) -> Round | None:
+        """A round of up to ``limit`` due messages, claimed; None when none is due."""
         # On the loop's own clock: the injected one may stand still (tests), time may not.
         # Read before the claim, whose leases therefore end no sooner than this says.
         started = asyncio.get_running_loop().time()
-        leases_end = started + self._lease_s
-        claimed, interrupted, profiles = await self._storage(self._claim)
+        claimed, interrupted, profiles = await self._storage(partial(self._claim, limit))
         if not claimed:
-            return DispatchReport()
-        # A lease that ran out (its dispatcher died or stalled mid-send) is an attempt that
-        # may have gone out: counted and logged as a retry, sent again now; when it was the
-        # last one, the message comes back a dead letter.
-        given_up = [row for row in claimed if row.status == FAILED]
-        self._recorder.announce_claimed(interrupted, given_up)
-        to_send = [row for row in claimed if row.status != FAILED] if given_up else claimed
-        # From the same reading: a claim slow to commit (a locked table, a slow disk) has
-        # used part of the leases, and timed from its end the sends could outlast them.
-        sends_end = started + self._send_window_s
-        cancels = CancelWatch(
-            lambda: self._storage(self._cancels_asked),
-            started=started,
-            clock=asyncio.get_running_loop().time,
+            return None
+        return Round(
+            Claim(claimed, interrupted, profiles, started),
+            sender=self._sender,
+            recorder=self._recorder,
+            lease_s=self._lease_s,
+            send_window_s=self._send_window_s,
+            read_cancels=lambda: self._storage(self._cancels_asked),
+            stopping=self._stopping,
         )
-        outcomes = await self._sender.deliver_all(
-            to_send, sends_end, profiles, self._stopping, cancels
-        )
-        cancelled = await self._recorder.record(outcomes, leases_end)
-        # A message whose rule an operator cancelled while it was claimed ended cancelled,
-        # not to retry, failed nor deferred (unless it was sent).
-        cancelled |= cancels.seen
-        counts = Counter(
-            "cancelled"
-            if outcome.status != "sent" and outcome.row.message_id in cancelled
-            else outcome.status
-            for outcome in outcomes
-        )
-        counts["failed"] += len(given_up)
-        report = DispatchReport(
-            len(claimed),
-            counts["sent"],
-            counts["retry"],
-            counts["failed"],
-            counts["deferred"],
-            counts["cancelled"],
-        )
-        # Not "delivered": a round against a receiver that is down sends none of them.
-        log.info(
-            "round of %d message(s): %d sent, %d to retry, %d failed, %d deferred, %d cancelled",
-            *astuple(report),  # in the order of the report's fields
-            extra={"worker": self.worker_id},
-        )
-        return report
 
     def _cancels_asked(self) -> set[str]:
         with ReadOnly(self._database) as read:
             return read.outbox.cancels_asked(worker=self.worker_id)
 
     def _claim(
-        self,
+        self, limit: int
     ) -> tuple[list[ClaimedMessage], list[ClaimedMessage], dict[str, UserProfile]]:
         """The claimed rows, those among them whose earlier claim ran out (that attempt
         counted), and the profiles of their users whose messages may hold (quiet hours)
@@ -283,18 +284,22 @@ class Dispatcher:
                 uow.outbox.release_unanswered(
                     worker=self.worker_id, lease_ends=self._unanswered_claims
                 )
+            # Each claim's leases end at a time of their own, by which an unanswered claim
+            # is known: rounds overlap, and one still sending must not be given back with it.
+            lease_us = max(self._lease_us, self._last_lease_end + 1 - now_us)
+            self._last_lease_end = now_us + lease_us
             interrupted: list[ClaimedMessage] = []
             rows = uow.outbox.claim_due(
                 now_us=now_us,
-                limit=self._batch_size,
+                limit=limit,
                 worker=self.worker_id,
-                lease_us=self._lease_us,
+                lease_us=lease_us,
                 max_attempts=self._retry.max_attempts,
                 interrupted=interrupted,
             )
             asked = {row.user_id for row in rows if self._gates.needs_profile(row)}
             profiles = uow.users.get_many(asked) if asked else {}
-            self._unanswered_claims.add(now_us + self._lease_us)  # until the commit answers
+            self._unanswered_claims.add(now_us + lease_us)  # until the commit answers
             uow.commit()
         self._unanswered_claims.clear()
         return rows, interrupted, profiles

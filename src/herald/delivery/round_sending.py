@@ -1,6 +1,7 @@
 """Sending a dispatcher's round: each claimed message through its channel's provider,
-within its claim's lease, the remote ones concurrently; what each attempt came to, for
-the round's recording.
+within its claim's lease, the remote ones concurrently (up to ``concurrency`` at once on
+each channel, so that a slow receiver's sends take no slot of another's); what each
+attempt came to, for the round's recording, handed over as each send ends.
 
 A send starts only while its claim's lease has time left and is cut off before the lease
 ends: sent later, the message could already be another dispatcher's, claimed again."""
@@ -33,8 +34,8 @@ _TRACEBACK_EVERY_S = 60.0
 
 class RoundSender:
     """Sends claimed messages through ``providers`` (by channel), at most ``concurrency``
-    at once, asking ``gates`` first; a transient failure is given its retry's due time
-    by ``retry``."""
+    at once on each channel, asking ``gates`` first; a transient failure is given its
+    retry's due time by ``retry``. Shared by the rounds a dispatcher has under way."""
 
     def __init__(
         self,
@@ -51,11 +52,22 @@ class RoundSender:
         self._local = {name: provider.local for name, provider in self._providers.items()}
         self._gates = gates
         self._retry = retry
-        self._semaphore = asyncio.Semaphore(concurrency)
+        self._concurrency = concurrency
+        # Each channel's own slots: a receiver answering slowly fills its channel's, and
+        # the other channels' messages go on being sent meanwhile.
+        self._slots: dict[str, asyncio.Semaphore] = {}
+        # The remote sends handed to this sender that have not yet taken a slot: what the
+        # dispatcher has claimed and not begun to send, which it keeps under a round's worth.
+        self._waiting: set[str] = set()
         self._rng = random.Random()  # the jitter of retry backoffs
         self._clock = clock
         # When each provider's error of each type was last logged with its traceback.
         self._traceback_logged: dict[tuple[str, type[BaseException]], float] = {}
+
+    @property
+    def waiting(self) -> int:
+        """How many remote sends handed over wait for a slot of their channel."""
+        return len(self._waiting)
 
     async def deliver_all(
         self,
@@ -64,28 +76,53 @@ class RoundSender:
         profiles: Mapping[str, UserProfile],
         stopping: asyncio.Event,
         cancels: CancelWatch | None = None,
+        *,
+        ended: Callable[[Outcome], None] = lambda _outcome: None,
+        handed_over: Callable[[], None] = lambda: None,
     ) -> list[Outcome]:
-        """Each row's outcome, in no promised order. A remote send starts only before
-        ``sends_end`` (the event loop's time) and is cut off there; once ``stopping`` is
-        set, no send starts, nor one whose rule ``cancels`` says was cancelled.
-        ``profiles``: the users' whose messages may be held or withdrawn (see
-        ``SendGates``)."""
+        """Each row's outcome, in no promised order, each also given to ``ended`` as soon
+        as it is known. A remote send starts only before ``sends_end`` (the event loop's
+        time) and is cut off there; once ``stopping`` is set, no send starts, nor one whose
+        rule ``cancels`` says was cancelled. ``profiles``: the users' whose messages may be
+        held or withdrawn (see ``SendGates``). ``handed_over`` is called, when there are
+        remote sends, once the local ones are done and the remote ones are about to start
+        or wait for a slot: what is left waits for receivers."""
         # A local provider (a file, the log) never waits, so its sends are awaited in turn:
         # a task per message would cost more than the send. Remote ones run concurrently.
         outcomes, remote = [], []
         for row in rows:
             kept = self._gates.kept(row, profiles)
             if kept is not None:
-                outcomes.append(self._stamped(kept))
+                outcome = self._stamped(kept)
             elif self._local.get(row.channel, False):
-                outcomes.append(await self._deliver(row, None, stopping, cancels))
+                outcome = await self._deliver(row, None, stopping, cancels)
             else:
                 remote.append(row)
+                continue
+            outcomes.append(outcome)
+            ended(outcome)
         if remote:
+            self._waiting.update(row.message_id for row in remote)
+            handed_over()
             outcomes += await asyncio.gather(
-                *(self._deliver(row, sends_end, stopping, cancels) for row in remote)
+                *(self._deliver_remote(row, sends_end, stopping, cancels, ended) for row in remote)
             )
         return outcomes
+
+    async def _deliver_remote(
+        self,
+        row: ClaimedMessage,
+        sends_end: float,
+        stopping: asyncio.Event,
+        cancels: CancelWatch | None,
+        ended: Callable[[Outcome], None],
+    ) -> Outcome:
+        try:
+            outcome = await self._deliver(row, sends_end, stopping, cancels)
+        finally:
+            self._waiting.discard(row.message_id)  # if it never took a slot
+        ended(outcome)
+        return outcome
 
     async def _deliver(
         self,
@@ -117,7 +154,8 @@ class RoundSender:
         provider = self._providers.get(row.channel)
         if provider is None:
             return Outcome(row, DeliveryResult.failed(f"no provider for channel {row.channel}"))
-        async with self._semaphore:
+        async with self._slots_of(row.channel):
+            self._waiting.discard(row.message_id)
             if stopping.is_set():
                 # Sends under way finish and are recorded; one not begun would only make
                 # the stop wait longer, or be cut off by it and be sent again later.
@@ -150,6 +188,12 @@ class RoundSender:
         self._gates.pause_if_asked(row.channel, result, answered)
         retried = after_attempt(result, row.attempts + 1, self._retry, self._rng)
         return Outcome(row, *retried, decided_at=answered)
+
+    def _slots_of(self, channel: str) -> asyncio.Semaphore:
+        slots = self._slots.get(channel)
+        if slots is None:
+            slots = self._slots[channel] = asyncio.Semaphore(self._concurrency)
+        return slots
 
     def _log_raised(self, provider: str, exc: Exception) -> None:
         """The traceback of ``exc``, raised by ``provider``'s send: at ERROR the first time

@@ -1,7 +1,7 @@
 """A message a round gives back for later (its channel's rate limit, a receiver's pause,
 its user's quiet hours) is due when its gate said, however long the round's other sends
-took (a round is recorded only once its slowest send has answered), and those a pause
-held go out in the order they were made."""
+took (it may be recorded with them, once its slowest send has answered), and those a
+pause held go out in the order they were made."""
 
 from __future__ import annotations
 

@@ -1,0 +1,218 @@
+"""A receiver slow to answer one message holds back neither the other channels nor the
+other messages of its own: the dispatcher claims, sends and records them meanwhile, its
+rate limits drain a backlog at their rate, and a stop still waits for the slow send and
+records it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from herald.delivery.dispatcher import Dispatcher
+from herald.delivery.ratelimit import ChannelRateLimits
+from herald.delivery.stub import StubProvider
+from herald.delivery.webhook import WebhookProvider
+from herald.store.database import Database
+from herald.store.unit_of_work import ReadOnly
+from tests.conftest import FixedClock
+from tests.support.delivery import dispatcher, funds_failure, link_after_signup, store
+from tests.support.http_receiver import CannedResponse, HttpReceiver
+
+# Long beside what the other sends need (a claim every quarter second, a recording every
+# quarter second), so that a busy machine does not make them look late.
+SLOW_S = 3.0
+
+
+class WallClock(FixedClock):
+    """The time now: the rate limits and the receivers' delays are in real seconds."""
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC)
+
+
+def statuses(database: Database) -> dict[tuple[str, str], tuple[str, int | None]]:
+    """Each message's status and time sent (microseconds), by its user and channel."""
+    with ReadOnly(database) as read:
+        rows = read.connection.exec_driver_sql(
+            "SELECT user_id, channel, status, sent_us FROM messages"
+        ).all()
+    return {(user, channel): (status, sent_us) for user, channel, status, sent_us in rows}
+
+
+async def until(done: Callable[[], bool], within_s: float) -> None:
+    deadline = time.monotonic() + within_s
+    while not done():
+        assert time.monotonic() < deadline, "not done in time"
+        await asyncio.sleep(0.02)
+
+
+def delivering(worker: Dispatcher, scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run ``scenario`` while ``worker`` delivers; then stop it, as Ctrl-C does."""
+
+    async def run() -> None:
+        stopping = asyncio.Event()
+        running = asyncio.create_task(worker.run(stopping))
+        try:
+            await scenario()
+        finally:
+            stopping.set()
+            await running
+
+    asyncio.run(run())
+
+
+def test_a_slow_receiver_holds_back_no_other_channel(database: Database, clock: FixedClock) -> None:
+    """The SMS gateway takes seconds over one message; emails arriving meanwhile go to
+    their own receiver and are recorded sent while it has not answered, and the stop
+    waits for its answer and records it."""
+    store(database, clock, link_after_signup("slow"))  # an SMS (and no email: no address)
+    with (
+        HttpReceiver([CannedResponse(delay=SLOW_S)]) as gateway,
+        HttpReceiver() as mail,
+    ):
+        worker = dispatcher(
+            database,
+            WallClock(),
+            {
+                "sms": WebhookProvider("sms", gateway.url, secret=None),
+                "email": WebhookProvider("email", mail.url, secret=None),
+            },
+        )
+
+        async def scenario() -> None:
+            await until(lambda: len(gateway.requests) == 1, within_s=SLOW_S)
+            store(database, clock, [funds_failure(f"u{i}") for i in range(5)])
+            worker.wake()
+            await until(
+                lambda: (
+                    [statuses(database)[(f"u{i}", "email")][0] for i in range(5)] == ["sent"] * 5
+                ),
+                within_s=SLOW_S,
+            )
+            # The emails were sent and recorded before the gateway's answer came.
+            assert len(mail.requests) == 5
+            assert statuses(database)[("slow", "sms")][0] == "sending"
+
+        delivering(worker, scenario)
+
+    assert statuses(database)[("slow", "sms")][0] == "sent"
+
+
+def test_a_slow_answer_holds_back_no_other_message_of_its_channel(
+    database: Database, clock: FixedClock
+) -> None:
+    """The receiver takes seconds over the first email; those stored after it was sent
+    go to the same receiver and are recorded sent before that answer comes."""
+    store(database, clock, [funds_failure("slow")])
+    with HttpReceiver([CannedResponse(delay=SLOW_S)]) as receiver:
+        worker = dispatcher(
+            database,
+            WallClock(),
+            {"email": WebhookProvider("email", receiver.url, secret=None)},
+        )
+
+        async def scenario() -> None:
+            await until(lambda: len(receiver.requests) == 1, within_s=SLOW_S)
+            store(database, clock, [funds_failure(f"u{i}") for i in range(5)])
+            worker.wake()
+            await until(
+                lambda: (
+                    [statuses(database)[(f"u{i}", "email")][0] for i in range(5)] == ["sent"] * 5
+                ),
+                within_s=SLOW_S,
+            )
+            assert statuses(database)[("slow", "email")][0] == "sending"
+
+        delivering(worker, scenario)
+
+    assert statuses(database)[("slow", "email")][0] == "sent"
+    assert len(receiver.requests) == 6  # each once
+
+
+def test_a_rate_limited_backlog_drains_at_its_rate_behind_a_slow_send(
+    database: Database, clock: FixedClock, tmp_path: Path
+) -> None:
+    """30 SMS at 5 a second, behind an email whose receiver takes 8 s to answer: all
+    are sent before that answer, and no faster than the rate allows. A round used to
+    last as long as its slowest send: those left after the burst waited for the answer."""
+    slow_s, rate, count = 8.0, 5.0, 30
+    store(database, clock, [funds_failure("slow")])
+    limits = ChannelRateLimits.from_rates({"sms": (rate, int(rate))}, time.monotonic)
+    with HttpReceiver([CannedResponse(delay=slow_s)]) as receiver:
+        worker = dispatcher(
+            database,
+            WallClock(),
+            {
+                "email": WebhookProvider("email", receiver.url, secret=None),
+                "sms": StubProvider(tmp_path / "sms.jsonl"),
+            },
+            rate_limits=limits,
+        )
+
+        async def scenario() -> None:
+            await until(lambda: len(receiver.requests) == 1, within_s=slow_s)
+            store(database, clock, [e for i in range(count) for e in link_after_signup(f"s{i}")])
+            worker.wake()
+            await until(
+                lambda: (
+                    sum(
+                        status == "sent"
+                        for (_, channel), (status, _) in statuses(database).items()
+                        if channel == "sms"
+                    )
+                    == count
+                ),
+                within_s=slow_s,
+            )
+            assert statuses(database)[("slow", "email")][0] == "sending"
+
+        delivering(worker, scenario)
+
+    sent = sorted(
+        sent_us or 0
+        for (_, channel), (_, sent_us) in statuses(database).items()
+        if channel == "sms"
+    )
+    # The burst at once, then the other 25 a fifth of a second apart: 5 s.
+    assert (sent[-1] - sent[0]) / 1e6 >= (count - rate) / rate - 1
+    assert len((tmp_path / "sms.jsonl").read_text().splitlines()) == count
+
+
+def test_a_slow_receiver_with_every_slot_of_its_channel_taken_holds_back_no_other(
+    database: Database, clock: FixedClock
+) -> None:
+    """Sends one at a time on each channel: the SMS gateway's slow answer takes its
+    channel's only slot, and the emails claimed with it still go out at once, each
+    channel having slots of its own."""
+    store(database, clock, link_after_signup("slow"))
+    store(database, clock, [funds_failure(f"u{i}") for i in range(3)])
+    with (
+        HttpReceiver(default=CannedResponse(delay=SLOW_S)) as gateway,
+        HttpReceiver() as mail,
+    ):
+        worker = dispatcher(
+            database,
+            WallClock(),
+            {
+                "sms": WebhookProvider("sms", gateway.url, secret=None),
+                "email": WebhookProvider("email", mail.url, secret=None),
+            },
+            concurrency=1,
+        )
+
+        async def scenario() -> None:
+            await until(
+                lambda: (
+                    [statuses(database)[(f"u{i}", "email")][0] for i in range(3)] == ["sent"] * 3
+                ),
+                within_s=SLOW_S,
+            )
+            assert statuses(database)[("slow", "sms")][0] == "sending"
+
+        delivering(worker, scenario)
+
+    assert statuses(database)[("slow", "sms")][0] == "sent"
