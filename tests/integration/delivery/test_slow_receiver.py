@@ -20,7 +20,7 @@ from herald.store.database import Database
 from herald.store.unit_of_work import ReadOnly
 from tests.conftest import FixedClock
 from tests.support.delivery import dispatcher, funds_failure, link_after_signup, store
-from tests.support.http_receiver import CannedResponse, HttpReceiver
+from tests.support.http_receiver import CannedResponse, HttpReceiver, ReceivedRequest
 
 # Long beside what the other sends need (a claim every quarter second, a recording every
 # quarter second), so that a busy machine does not make them look late.
@@ -32,6 +32,21 @@ class WallClock(FixedClock):
 
     def __call__(self) -> datetime:
         return datetime.now(UTC)
+
+
+class SlowForOneUser(HttpReceiver):
+    """Answers the messages to ``user`` after ``SLOW_S``, the others at once, in whatever
+    order the concurrent requests arrive."""
+
+    def __init__(self, user: str) -> None:
+        super().__init__()
+        self._slow_user = user
+
+    def _record(self, request: ReceivedRequest) -> CannedResponse:
+        super()._record(request)
+        if request.json()["user_id"] == self._slow_user:
+            return CannedResponse(delay=SLOW_S)
+        return self.default
 
 
 def statuses(database: Database) -> dict[tuple[str, str], tuple[str, int | None]]:
@@ -136,10 +151,10 @@ def test_a_slow_answer_holds_back_no_other_message_of_its_channel(
 def test_a_rate_limited_backlog_drains_at_its_rate_behind_a_slow_send(
     database: Database, clock: FixedClock, tmp_path: Path
 ) -> None:
-    """30 SMS at 5 a second, behind an email whose receiver takes 8 s to answer: all
+    """30 SMS at 5 a second, behind an email whose receiver takes 10 s to answer: all
     are sent before that answer, and no faster than the rate allows. A round used to
     last as long as its slowest send: those left after the burst waited for the answer."""
-    slow_s, rate, count = 8.0, 5.0, 30
+    slow_s, rate, count = 10.0, 5.0, 30
     store(database, clock, [funds_failure("slow")])
     limits = ChannelRateLimits.from_rates({"sms": (rate, int(rate))}, time.monotonic)
     with HttpReceiver([CannedResponse(delay=slow_s)]) as receiver:
@@ -216,3 +231,66 @@ def test_a_slow_receiver_with_every_slot_of_its_channel_taken_holds_back_no_othe
         delivering(worker, scenario)
 
     assert statuses(database)[("slow", "sms")][0] == "sent"
+
+
+def test_the_sends_of_a_round_that_ended_are_recorded_before_its_slowest_answers(
+    database: Database, clock: FixedClock
+) -> None:
+    """One round, its first send slow: the others are recorded sent while it is still
+    under way, rather than all together once it has answered (a dispatcher killed
+    meanwhile would have sent them all again)."""
+    store(database, clock, [funds_failure("slow"), *(funds_failure(f"u{i}") for i in range(5))])
+    with SlowForOneUser("slow") as receiver:
+        worker = dispatcher(
+            database,
+            WallClock(),
+            {"email": WebhookProvider("email", receiver.url, secret=None)},
+        )
+
+        async def one_round() -> None:
+            sending = asyncio.create_task(worker.run_once())
+            await until(
+                lambda: (
+                    [statuses(database)[(f"u{i}", "email")][0] for i in range(5)] == ["sent"] * 5
+                ),
+                within_s=SLOW_S,
+            )
+            assert statuses(database)[("slow", "email")][0] == "sending"
+            report = await sending
+            assert (report.claimed, report.sent) == (6, 6)
+
+        asyncio.run(one_round())
+
+    assert statuses(database)[("slow", "email")][0] == "sent"
+
+
+def test_a_dispatcher_claims_no_more_than_a_round_beyond_the_sends_under_way(
+    database: Database, clock: FixedClock
+) -> None:
+    """Rounds of 4 at one send at a time, every answer slow: it claims the first round,
+    then one more message, and no more until the receiver answers; claimed further, the
+    messages would only wait while their leases ran. Stopped, it sends none of those
+    waiting."""
+    store(database, clock, [funds_failure(f"u{i}") for i in range(10)])
+    with HttpReceiver(default=CannedResponse(delay=SLOW_S)) as receiver:
+        worker = dispatcher(
+            database,
+            WallClock(),
+            {"email": WebhookProvider("email", receiver.url, secret=None)},
+            batch_size=4,
+            concurrency=1,
+        )
+
+        def claimed() -> int:
+            return sum(status == "sending" for status, _ in statuses(database).values())
+
+        async def scenario() -> None:
+            await until(lambda: len(receiver.requests) == 1, within_s=SLOW_S)
+            await until(lambda: claimed() == 5, within_s=SLOW_S)
+            await asyncio.sleep(1)  # four claims' worth of time
+            assert claimed() == 5
+
+        delivering(worker, scenario)
+        assert len(receiver.requests) == 1
+
+    assert sorted(status for status, _ in statuses(database).values()) == ["pending"] * 9 + ["sent"]
