@@ -18,11 +18,13 @@ from herald.delivery.dispatcher import Dispatcher
 from herald.delivery.outcomes import Outcome
 from herald.delivery.provider import DeliveryResult, DeliveryStatus, SendRequest
 from herald.delivery.round_recording import RoundRecorder
+from herald.delivery.webhook import WebhookProvider
 from herald.domain.timeutil import to_micros
 from herald.store.database import Database
 from herald.store.unit_of_work import ReadOnly, UnitOfWork
 from tests.conftest import FixedClock
 from tests.support.delivery import funds_failure, store
+from tests.support.http_receiver import CannedResponse, HttpReceiver
 
 T = TypeVar("T")
 
@@ -140,3 +142,46 @@ def test_a_claim_whose_commit_answer_was_lost_is_sent_by_the_next_round(
         attempts = read.outbox.attempts_for([row.message_id])[row.message_id]
     assert (row.status, row.attempts) == ("sent", 1)
     assert [a.outcome for a in attempts] == ["sent"]
+
+
+def test_a_claim_whose_answer_was_lost_gives_back_none_of_an_earlier_round_still_sending(
+    database: Database, clock: FixedClock
+) -> None:
+    """Rounds overlap: the first is still sending (its receiver slow) when the second's
+    claim goes through unheard, and the third gives the second's message back. Both
+    claims were made at the same time of the clock (it stands still here; a coarse one
+    does the same), and their leases ended together: the third gave back the first
+    round's message too, claimed it again and sent it a second time while the first
+    send was still under way."""
+    store(database, clock, [funds_failure("slow")])
+
+    async def scenario(receiver: HttpReceiver) -> None:
+        worker = Dispatcher(
+            database,
+            {"email": WebhookProvider("email", receiver.url, secret=None)},
+            worker_id="w1",
+            clock=clock,
+        )
+        stopping = asyncio.Event()
+        running = asyncio.create_task(worker.run(stopping))
+        try:
+            while not receiver.requests:
+                await asyncio.sleep(0.02)
+            store(database, clock, [funds_failure("lost")])
+            answer = AnswerLostAfterCommit(database)
+            worker.wake()
+            while len(receiver.requests) < 2 or not answer.lost:
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.5)  # two claims' worth: a second send would have come
+        finally:
+            stopping.set()
+            await running
+
+    with HttpReceiver([CannedResponse(delay=2.0)]) as receiver:
+        asyncio.run(asyncio.wait_for(scenario(receiver), timeout=10))
+        users = sorted(request.json()["user_id"] for request in receiver.requests)
+
+    assert users == ["lost", "slow"]
+    with ReadOnly(database) as read:
+        rows = read.connection.exec_driver_sql("SELECT status, attempts FROM messages").all()
+    assert sorted(tuple(row) for row in rows) == [("sent", 1), ("sent", 1)]
