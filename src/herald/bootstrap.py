@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import secrets
 import socket
@@ -12,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Generic, TypeVar
+
+from sqlalchemy.exc import DBAPIError
 
 from herald.config import RuleFileSettings, WorkerSettings
 from herald.delivery.dispatcher import Dispatcher
@@ -26,8 +29,11 @@ from herald.service.outbox_gauges import outbox_snapshot
 from herald.service.writer import LoopWriter, ThreadWriter, Writer
 from herald.store.checkpoints import Checkpointer
 from herald.store.database import Database
+from herald.store.database_errors import database_said, unavailable
 from herald.store.database_url import normalise_url
 from herald.store.migrate import ensure_current
+
+log = logging.getLogger(__name__)
 
 # The settings a runtime was built from: every setting for an API process, those of
 # delivery alone for `herald worker`.
@@ -141,9 +147,12 @@ def build_runtime(
     *,
     clock: Callable[[], datetime] = utc_now,
     ingests: bool = True,
+    database_may_be_away: bool = False,
 ) -> Runtime[SettingsT]:
     """Everything a process needs, built from ``settings``; nothing is started yet.
     ``ingests``: the process serves the API (not so for `herald worker`).
+    ``database_may_be_away``: a database that cannot be reached to check its schema is
+    said and left for later, not refused (see ``_check_schema``).
 
     Raises ``RuleFileError`` for a rule file with problems, ``DatabaseUrlError`` for a
     database URL Herald cannot use, and ``SchemaMismatch`` for a schema it cannot run on."""
@@ -153,7 +162,7 @@ def build_runtime(
         statement_timeout_s=settings.postgres_statement_timeout,
     )
     ruleset, plan = load_rules_and_delivery(settings.rules, outbox=outbox_path(settings))
-    ensure_current(database, auto_upgrade=database.is_sqlite)
+    _check_schema(database, away_ok=database_may_be_away)
     metrics = Metrics(ingests=ingests, delivers=settings.dispatcher)
     hold = hold_policy(plan.quiet_hours)
     dispatcher = _dispatcher(database, plan, metrics, clock, hold) if settings.dispatcher else None
@@ -170,6 +179,25 @@ def build_runtime(
     writer = _writer(database, ruleset, clock, hold, on_commit)
     metrics.watch_outbox(lambda: outbox_snapshot(database, now=clock()))
     return Runtime(settings, database, ruleset, plan, metrics, writer, dispatcher, clock)
+
+
+def _check_schema(database: Database, *, away_ok: bool) -> None:
+    """Make sure the schema is current (an SQLite one is upgraded). With ``away_ok``, a
+    database that does not answer now is logged and the check left to /readyz: an API
+    process that uvicorn restarts (one of ``--workers N`` that died) during an outage
+    otherwise failed its start-up, and uvicorn then stopped the whole server, the other
+    processes with it, for an outage the running ones were riding out with 503s."""
+    try:
+        ensure_current(database, auto_upgrade=database.is_sqlite)
+    except DBAPIError as exc:
+        if not (away_ok and unavailable(exc)):
+            raise
+        log.warning(
+            "the database cannot be reached to check its schema (%s): serving anyway; "
+            "requests that need it answer 503 until it answers, and /readyz says whether "
+            "its schema is current",
+            database_said(exc),
+        )
 
 
 def _dispatcher(

@@ -88,7 +88,9 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextMan
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = build_runtime(settings)
+        # `herald serve` checked the database before starting this process: a database
+        # away now is an outage to answer 503 through, as it would be a second later.
+        runtime = build_runtime(settings, database_may_be_away=True)
         app.state.runtime = runtime
         # Delivering on this loop, the process serves the metrics port that a dispatcher
         # process would: the same registry as /metrics, delivery counters included.
