@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -63,12 +64,16 @@ class RoundRecorder:
         # lost is then known by its attempts' time when the next try finds its claims gone.
         now_us = to_micros(self._clock())
         retries = RoundRetries(now_us)
-        cancelled: set[str] = set()
+        ended = _Ended(retries, set(), set())
         try:
-            await self._record_round(outcomes, now_us, _Ended(retries, cancelled), leases_end)
+            await self._record_round(outcomes, now_us, ended, leases_end)
+        except Exception as exc:
+            if not _refused(exc):
+                _say_unrecorded([o for o in outcomes if o.row.message_id not in ended.recorded])
+            raise
         finally:  # those recorded, even when the rest could not be
             retries.say()
-        return cancelled
+        return ended.cancelled
 
     async def _record_round(
         self, outcomes: list[Outcome], now_us: int, ended: _Ended, leases_end: float
@@ -122,6 +127,7 @@ class RoundRecorder:
         with UnitOfWork(self._database, wait=self._wait_for_lock) as uow:
             recorded = self._write(uow.outbox, outcomes, now_us, cancels)
             uow.commit()
+        ended.recorded.update(recorded)
         ended.cancelled.update(cancels)
         for outcome in outcomes:
             row, result = outcome.row, outcome.result
@@ -292,10 +298,31 @@ class RoundRecorder:
 class _Ended:
     """How a round's messages ended, other than sent: put back for a retry (``retries``,
     said once the round is recorded) or, their rule cancelled while they were being sent,
-    cancelled (their ids)."""
+    cancelled (their ids); and the ids of those whose outcome is recorded."""
 
     retries: RoundRetries
     cancelled: set[str]
+    recorded: set[str]
+
+
+def _say_unrecorded(outcomes: list[Outcome]) -> None:
+    """Say that ``outcomes`` could not be recorded before their claims ran out, and that
+    the sent ones among them will be sent again: the one line that explains a recipient's
+    repeat, which the dispatcher that sends it again can only call "interrupted"."""
+    if not outcomes:
+        return
+    by_status = Counter(outcome.status for outcome in outcomes)
+    sent = [outcome.row.message_id for outcome in outcomes if outcome.status == "sent"]
+    log.error(
+        "could not record the outcomes of %d message(s) (%s) before their claims ran out: "
+        "they will be claimed and sent again, with the same message ids; %s",
+        len(outcomes),
+        ", ".join(f"{count} {status}" for status, count in sorted(by_status.items())),
+        f"sent already, so sent twice unless the provider drops the repeat: {', '.join(sent)}"
+        if sent
+        else "none was sent",
+        extra={"message_ids": sent},
+    )
 
 
 def _fields(row: ClaimedMessage) -> dict[str, str]:
