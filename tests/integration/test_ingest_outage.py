@@ -9,13 +9,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
 
 from herald.api.app import create_app
 from herald.config import Settings
@@ -92,6 +96,58 @@ def test_an_outage_answers_503_with_retry_after_and_logs_one_traceback_then_its_
     assert len(lines) <= 3
     assert lines[-1].getMessage().startswith("ingestion succeeds again")
     assert "20 request(s) failed" in lines[-1].getMessage()
+
+
+@contextmanager
+def read_only(admin_url: str, url: str) -> Iterator[None]:
+    """The database of ``url`` takes no writes, as a standby: its sessions are ended as
+    a failover ends them, at the start and at the end, and those made meanwhile are
+    read-only."""
+    name = make_url(url).database
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+
+    def switch(setting: str) -> None:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'ALTER DATABASE "{name}" {setting}')
+            connection.exec_driver_sql(
+                f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+            )
+
+    switch("SET default_transaction_read_only = on")
+    try:
+        yield
+    finally:
+        switch("RESET default_transaction_read_only")
+        admin.dispose()
+
+
+@pytest.mark.postgres
+def test_a_read_only_postgresql_is_an_outage_not_a_bug_and_not_ready(
+    postgres_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failover whose URL still reaches the old primary, now a standby: every event
+    was answered without a Retry-After, as for a bug, its traceback logged each time,
+    and /readyz said ready, so the load balancer went on sending events there."""
+    with scratch_postgres_database(postgres_url) as url:
+        settings = api_settings(url, tmp_path)
+        with TestClient(create_app(settings)) as client:
+            assert client.post("/events", json=signup_payload("u_0")).status_code == 202
+            with caplog.at_level(logging.INFO, logger=WRITER), read_only(postgres_url, url):
+                refused = [
+                    client.post("/events", json=signup_payload(f"u_{n}")) for n in range(1, 6)
+                ]
+                ready = client.get("/readyz")
+            with caplog.at_level(logging.INFO, logger=WRITER):
+                stored = client.post("/events", json=signup_payload("u_6"))
+            ready_again = client.get("/readyz")
+
+    assert {answer.status_code for answer in refused} == {503}
+    assert {answer.headers.get("retry-after") for answer in refused} == {"5"}
+    assert ready.status_code == 503 and "read-only" in ready.json()["database"]
+    assert stored.status_code == 202 and ready_again.status_code == 200
+    tracebacks = [line for line in writer_lines(caplog) if line.exc_info]
+    assert len(tracebacks) == 1
+    assert "read-only transaction" in tracebacks[0].getMessage()
 
 
 def test_a_failure_that_is_a_bug_logs_its_traceback_every_time_and_no_retry_after(

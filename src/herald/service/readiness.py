@@ -17,16 +17,27 @@ class Readiness(NamedTuple):
 
 
 def readiness(database: Database) -> Readiness:
-    """Ready when the database answers, its schema is current and, on SQLite, the file at
-    the database's path is still the one this process writes to."""
+    """Ready when the database answers and takes writes, its schema is current and, on
+    SQLite, the file at the database's path is still the one this process writes to."""
     try:
         with database.reader.connect() as connection:
-            connection.execute(text("SELECT 1"))
+            if database.is_sqlite:
+                connection.execute(text("SELECT 1"))
+                read_only = False
+            else:
+                # A standby, or a server set read-only, answers reads and refuses every
+                # event: ready, the process would be sent requests it can only answer 503.
+                shown = connection.execute(text("SHOW transaction_read_only")).scalar()
+                read_only = shown == "on"
         revision = current_revision(database)
     except Exception as exc:
         # The error's type alone: /readyz asks for no token, and the database's own
         # message names its host and port.
         return Readiness(False, {"database": f"unreachable: {type(exc).__name__}"})
+    if read_only:
+        return Readiness(
+            False, {"database": "read-only: a standby, or a server set read-only, takes no events"}
+        )
     gone = database.sqlite_file_problem()
     if gone is not None:
         return Readiness(False, {"database": gone})

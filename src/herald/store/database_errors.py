@@ -12,6 +12,10 @@ from herald.observability.logging import first_line
 # resources, operator intervention (a shutdown, a restart, a statement cancelled by the
 # statement timeout).
 _UNAVAILABLE_SQLSTATES = ("08", "53", "57")
+# A server that takes no writes now: a standby, the old primary of a failover the URL
+# still reaches, one set read-only for maintenance (read_only_sql_transaction), as a
+# read-only SQLite file is.
+_READ_ONLY_SQLSTATE = "25006"
 # What SQLite says when it cannot write now, rather than of a statement that is wrong.
 _SQLITE_UNAVAILABLE = ("locked", "busy", "readonly", "disk i/o", "disk is full", "unable to open")
 
@@ -23,7 +27,7 @@ def database_said(exc: BaseException) -> str:
 
 def unavailable(exc: BaseException) -> bool:
     """Whether ``exc`` says the database cannot serve now (down, unreachable, locked,
-    read-only, out of room, every pooled connection busy for the pool's whole timeout),
+    read-only, a standby, out of room, every pooled connection busy for the pool's whole timeout),
     as opposed to a statement that is wrong whenever it runs."""
     if isinstance(exc, PoolTimeout):
         return True
@@ -33,7 +37,8 @@ def unavailable(exc: BaseException) -> bool:
         return True
     sqlstate = getattr(exc.orig, "sqlstate", None)
     if sqlstate:
-        return str(sqlstate)[:2] in _UNAVAILABLE_SQLSTATES
+        code = str(sqlstate)
+        return code[:2] in _UNAVAILABLE_SQLSTATES or code == _READ_ONLY_SQLSTATE
     said = str(exc.orig).lower()
     # psycopg raises a connection failure with no SQLSTATE: the server never answered.
     return "connection" in said or any(word in said for word in _SQLITE_UNAVAILABLE)
