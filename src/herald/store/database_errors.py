@@ -25,6 +25,13 @@ def database_said(exc: BaseException) -> str:
     return first_line(getattr(exc, "orig", None) or exc)
 
 
+def takes_no_writes(exc: BaseException) -> bool:
+    """Whether ``exc`` is PostgreSQL refusing a write because the session is read-only
+    (a standby, a server or database set read-only)."""
+    orig = getattr(exc, "orig", None)
+    return str(getattr(orig, "sqlstate", "")) == _READ_ONLY_SQLSTATE
+
+
 def unavailable(exc: BaseException) -> bool:
     """Whether ``exc`` says the database cannot serve now (down, unreachable, locked,
     read-only, a standby, out of room, every pooled connection busy for the pool's whole timeout),

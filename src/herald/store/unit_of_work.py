@@ -13,6 +13,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.exc import OperationalError
 
 from herald.store.database import Database
+from herald.store.database_errors import takes_no_writes
 from herald.store.erasure import ErasureRepository
 from herald.store.events import EventRepository
 from herald.store.outbox import OutboxRepository
@@ -130,7 +131,13 @@ class UnitOfWork:
     ) -> None:
         assert self._connection is not None
         try:
-            if self._connection.in_transaction():
+            if exc is not None and takes_no_writes(exc):
+                # A session keeps the read-only default it started with (a database set
+                # read-only for a cutover, then back): pooled, it would refuse every
+                # write for ever. Its replacement reads the server's default anew, or,
+                # with a multi-host URL's target_session_attrs=read-write, the primary.
+                self._connection.invalidate()
+            elif self._connection.in_transaction():
                 self._connection.rollback()
         finally:
             self._connection.close()
