@@ -156,6 +156,25 @@ def test_a_read_only_postgresql_is_an_outage_not_a_bug_and_not_ready(
     assert "read-only transaction" in tracebacks[0].getMessage()
 
 
+@pytest.mark.postgres
+def test_readiness_comes_back_once_the_database_takes_writes_again_without_events(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """A process not ready gets no events from its load balancer: its readiness must
+    not wait for a write to replace the read-only sessions it pooled meanwhile, which
+    it reported read-only, probe after probe, for ever."""
+    with scratch_postgres_database(postgres_url) as url:
+        settings = api_settings(url, tmp_path)
+        with TestClient(create_app(settings)) as client:
+            with read_only(postgres_url, url):
+                for n in range(5):
+                    client.post("/events", json=signup_payload(f"u_{n}"))
+                assert client.get("/readyz").status_code == 503
+            probes = [client.get("/readyz").status_code for _ in range(20)]
+
+    assert 200 in probes
+
+
 def test_a_failure_that_is_a_bug_logs_its_traceback_every_time_and_no_retry_after(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

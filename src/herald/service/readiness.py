@@ -29,6 +29,12 @@ def readiness(database: Database) -> Readiness:
                 # event: ready, the process would be sent requests it can only answer 503.
                 shown = connection.execute(text("SHOW transaction_read_only")).scalar()
                 read_only = shown == "on"
+                if read_only:
+                    # A session keeps the default it started with: replaced, so that a
+                    # probe after the database takes writes again finds it does. Kept,
+                    # the sessions made meanwhile said read-only for ever, and a process
+                    # not ready got no event that would have replaced them.
+                    connection.invalidate()
         revision = current_revision(database)
     except Exception as exc:
         # The error's type alone: /readyz asks for no token, and the database's own
