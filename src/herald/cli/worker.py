@@ -115,7 +115,17 @@ async def _deliver_until_stopped(
     finally:
         watch.cancel()
     # Said, or a clean stop and a process that vanished mid-round look alike in the log.
-    say(settings, "stopped: the sends under way were recorded")
+    left = runtime.dispatcher.left_unrecorded
+    if left:
+        # Not "recorded": an operator would take the repeats that follow for a bug.
+        say(
+            settings,
+            f"stopped: {left} message(s) of the last round could not be recorded, the "
+            "database away until their claims ran out; they will be sent again",
+            level=logging.WARNING,
+        )
+    else:
+        say(settings, "stopped: the sends under way were recorded")
 
 
 def _on_stop_signal(settings: WorkerSettings, stopping: asyncio.Event, sig: signal.Signals) -> None:

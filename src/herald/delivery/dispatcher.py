@@ -147,6 +147,12 @@ class Dispatcher:
         # sharing the loop would wait too.
         return await when_unlocked(work, timeout_s=self._lock_wait_s)
 
+    @property
+    def left_unrecorded(self) -> int:
+        """How many messages its latest round sent or tried but could not record before
+        their claims ran out (the database away): they go again once claimed again."""
+        return self._recorder.left_unrecorded
+
     def wake(self) -> None:
         """Thread-safe nudge: new messages were committed."""
         if self._loop is not None:

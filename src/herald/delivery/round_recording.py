@@ -53,6 +53,9 @@ class RoundRecorder:
         self._storage = storage
         self._wait_for_lock = wait_for_lock
         self._on_result = on_result
+        # How many messages of the latest round were left unrecorded, their claims run
+        # out: sent again later, those sent included.
+        self.left_unrecorded = 0
 
     async def record(self, outcomes: list[Outcome], leases_end: float) -> set[str]:
         """Record the round; if the database refuses it (one message's record it will not
@@ -69,10 +72,13 @@ class RoundRecorder:
             await self._record_round(outcomes, now_us, ended, leases_end)
         except Exception as exc:
             if not _refused(exc):
-                _say_unrecorded([o for o in outcomes if o.row.message_id not in ended.recorded])
+                left = [o for o in outcomes if o.row.message_id not in ended.recorded]
+                self.left_unrecorded = len(left)
+                _say_unrecorded(left)
             raise
         finally:  # those recorded, even when the rest could not be
             retries.say()
+        self.left_unrecorded = 0
         return ended.cancelled
 
     async def _record_round(

@@ -7,10 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from herald.bootstrap import build_runtime, utc_now
+from herald.cli.worker import _deliver_until_stopped
+from herald.config import WorkerSettings
 from herald.delivery.dispatcher import Dispatcher
 from herald.delivery.provider import DeliveryResult, SendRequest
 from herald.store.database import Database
@@ -47,13 +53,18 @@ class CutsTheDatabaseOff:
         pass
 
 
+def migrated(url: str) -> str:
+    database = Database(url)
+    upgrade(database)
+    database.dispose()
+    return url
+
+
 @pytest.fixture
 def database_and_proxy(postgres_url: str) -> Iterator[tuple[Database, TcpProxy]]:
     """A migrated database of its own, and a Database that reaches it through a proxy."""
     with scratch_postgres_database(postgres_url) as url, proxied(url) as (proxy, through):
-        direct = Database(url)
-        upgrade(direct)
-        direct.dispose()
+        migrated(url)
         database = Database(through)
         try:
             yield database, proxy
@@ -88,3 +99,36 @@ def test_a_round_unrecorded_when_its_claims_run_out_says_which_sent_messages_go_
     assert "could not record the outcomes of 2 message(s) (2 sent)" in line
     assert "sent again" in line
     assert all(message_id in line for message_id in provider.sent)
+
+
+class CutsOffAndStops(CutsTheDatabaseOff):
+    """Its send goes out, then the database is cut off and the worker told to stop
+    (SIGTERM, as a deployment stops it)."""
+
+    async def send(self, request: SendRequest) -> DeliveryResult:
+        result = await super().send(request)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return result
+
+
+def test_a_worker_stopped_with_its_round_unrecorded_does_not_say_it_was_recorded(
+    postgres_url: str, tmp_path: Path, clock: FixedClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Its last line said "stopped: the sends under way were recorded" whatever became
+    of them: an operator stopping workers through a database failover read that the
+    messages it had sent were recorded, and then saw them sent again."""
+    with scratch_postgres_database(postgres_url) as url, proxied(url) as (proxy, through):
+        settings = WorkerSettings(database_url=migrated(url), outbox_file=str(tmp_path / "o"))
+        runtime = build_runtime(settings.model_copy(update={"database_url": through}))
+        store(runtime.database, clock, [funds_failure("stopping")])
+        provider = CutsOffAndStops(proxy, sends=1)
+        runtime.dispatcher = Dispatcher(
+            runtime.database, {"email": provider}, worker_id="w1", clock=utc_now, lease_seconds=3.0
+        )
+
+        asyncio.run(_deliver_until_stopped(settings, runtime, None))
+
+    said = capsys.readouterr().err
+    assert provider.sent
+    assert "the sends under way were recorded" not in said
+    assert "stopped: 1 message(s) of the last round could not be recorded" in said
