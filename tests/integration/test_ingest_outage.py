@@ -175,6 +175,31 @@ def test_readiness_comes_back_once_the_database_takes_writes_again_without_event
     assert 200 in probes
 
 
+@pytest.mark.postgres
+def test_readiness_failing_for_the_database_says_why_in_the_log(
+    postgres_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """/readyz answers the error's type alone (it asks for no token, and the database's
+    words name its host). A process its load balancer took out for it gets no other
+    request, so nothing in its log said why: a refused password and a host gone both
+    read "unreachable: OperationalError"."""
+    with scratch_postgres_database(postgres_url) as url:
+        settings = api_settings(url, tmp_path)
+        with TestClient(create_app(settings)) as client, caplog.at_level(logging.INFO, APP):
+            assert client.get("/readyz").status_code == 200
+            with connections_refused(postgres_url, url):
+                probes = [client.get("/readyz") for _ in range(3)]
+            back = client.get("/readyz")
+
+    assert {probe.status_code for probe in probes} == {503}
+    assert back.status_code == 200
+    lines = app_lines(caplog)
+    assert [line.levelname for line in lines if line.exc_info] == ["ERROR"]
+    assert "the readiness check (/readyz) failed" in lines[0].getMessage()
+    assert "not currently accepting connections" in lines[0].getMessage()
+    assert lines[-1].getMessage().startswith("the readiness check (/readyz) succeeds again")
+
+
 def test_a_failure_that_is_a_bug_logs_its_traceback_every_time_and_no_retry_after(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

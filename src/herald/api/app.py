@@ -60,6 +60,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.routes_outage = OutageLog(
         log, "reading the audit, setting preferences or forgetting a user"
     )
+    # /readyz's own: a process its load balancer took out gets no other request whose
+    # failure would say why the database does not answer.
+    app.state.readiness_outage = OutageLog(log, "the readiness check (/readyz)")
     _add_routes(app, settings)
     # Added first, so it runs inside RequestEdge: the request id and size limit still apply.
     app.add_middleware(

@@ -14,6 +14,8 @@ class Readiness(NamedTuple):
     ready: bool
     # What is wrong, by part ("database" or "schema"); when ready, the schema's revision.
     said: dict[str, str]
+    # The database's error, for the log alone: its words name its host and port.
+    error: Exception | None = None
 
 
 def readiness(database: Database) -> Readiness:
@@ -39,7 +41,7 @@ def readiness(database: Database) -> Readiness:
     except Exception as exc:
         # The error's type alone: /readyz asks for no token, and the database's own
         # message names its host and port.
-        return Readiness(False, {"database": f"unreachable: {type(exc).__name__}"})
+        return Readiness(False, {"database": f"unreachable: {type(exc).__name__}"}, exc)
     if read_only:
         return Readiness(
             False, {"database": "read-only: a standby, or a server set read-only, takes no events"}

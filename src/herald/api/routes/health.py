@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from herald.api.deps import RuntimeDep
 from herald.api.schemas.responses import ReadinessOut
+from herald.observability.outage import OutageLog
 from herald.service.readiness import readiness
 
 router = APIRouter(tags=["operations"])
@@ -32,10 +33,16 @@ async def healthz() -> dict[str, str]:
         },
     },
 )
-def readyz(runtime: RuntimeDep, response: Response) -> dict[str, Any]:
+def readyz(runtime: RuntimeDep, request: Request, response: Response) -> dict[str, Any]:
     """The database answers, its schema is current and, on SQLite, the file at the
     database's path is still the one this process writes to."""
     found = readiness(runtime.database)
+    # The answer names the error's type alone; the log says what the database said.
+    outage: OutageLog = request.app.state.readiness_outage
+    if found.error is not None:
+        outage.failed(found.error)
+    elif found.ready:
+        outage.succeeded()
     if not found.ready:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
         return {"status": "unavailable", **found.said}
