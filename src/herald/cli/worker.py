@@ -120,8 +120,8 @@ async def _deliver_until_stopped(
         # Not "recorded": an operator would take the repeats that follow for a bug.
         say(
             settings,
-            f"stopped: {left} message(s) of the last round could not be recorded, the "
-            "database away until their claims ran out; they will be sent again",
+            f"stopped: {left} message(s) under way could not be recorded, the database "
+            "away until their claims ran out; they will be sent again",
             level=logging.WARNING,
         )
     else:

@@ -124,6 +124,9 @@ class Dispatcher:
         # one may have gone through, its messages claimed but never sent.
         self._unanswered_claims: set[int] = set()
         self._last_lease_end = 0  # microseconds
+        # The recorder's count of unrecorded messages when the stop was asked for: those
+        # of the rounds then under way are what the stop leaves to be sent again.
+        self._unrecorded_at_stop = 0
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()  # ``run``'s: once set, no send starts
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -149,9 +152,10 @@ class Dispatcher:
 
     @property
     def left_unrecorded(self) -> int:
-        """How many messages its latest round sent or tried but could not record before
-        their claims ran out (the database away): they go again once claimed again."""
-        return self._recorder.left_unrecorded
+        """How many messages the rounds under way when ``run`` was told to stop sent or
+        tried but could not record before their claims ran out (the database away): they
+        go again once claimed again."""
+        return self._recorder.unrecorded - self._unrecorded_at_stop
 
     def wake(self) -> None:
         """Thread-safe nudge: new messages were committed."""
@@ -169,6 +173,10 @@ class Dispatcher:
         self._loop = asyncio.get_running_loop()
         self._stopping = stopping
         self._gates.say_rate_limits_are_this_process_own()
+        # Noted as the stop is asked for, not once the loop sees it: a round it awaits may
+        # fail its recording in between.
+        stop_noted = asyncio.ensure_future(stopping.wait())
+        stop_noted.add_done_callback(self._note_stop)
         rounds: set[asyncio.Task[None]] = set()
         try:
             while not stopping.is_set():
@@ -189,6 +197,10 @@ class Dispatcher:
         finally:
             # Stopping: no send starts, those under way end and are recorded.
             await asyncio.gather(*rounds, return_exceptions=True)
+            stop_noted.cancel()
+
+    def _note_stop(self, _stopped: object) -> None:
+        self._unrecorded_at_stop = self._recorder.unrecorded
 
     async def _start_round(self, limit: int, rounds: set[asyncio.Task[None]]) -> int:
         """Claim up to ``limit`` messages and start their round, added to ``rounds`` until

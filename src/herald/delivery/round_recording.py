@@ -53,9 +53,9 @@ class RoundRecorder:
         self._storage = storage
         self._wait_for_lock = wait_for_lock
         self._on_result = on_result
-        # How many messages of the latest round were left unrecorded, their claims run
-        # out: sent again later, those sent included.
-        self.left_unrecorded = 0
+        # How many messages were left unrecorded, their claims run out, since this recorder
+        # began: sent again later, those sent included.
+        self.unrecorded = 0
 
     async def record(self, outcomes: list[Outcome], leases_end: float) -> set[str]:
         """Record the round; if the database refuses it (one message's record it will not
@@ -73,12 +73,11 @@ class RoundRecorder:
         except Exception as exc:
             if not _refused(exc):
                 left = [o for o in outcomes if o.row.message_id not in ended.recorded]
-                self.left_unrecorded = len(left)
+                self.unrecorded += len(left)
                 _say_unrecorded(left)
             raise
         finally:  # those recorded, even when the rest could not be
             retries.say()
-        self.left_unrecorded = 0
         return ended.cancelled
 
     async def _record_round(

@@ -131,4 +131,4 @@ def test_a_worker_stopped_with_its_round_unrecorded_does_not_say_it_was_recorded
     said = capsys.readouterr().err
     assert provider.sent
     assert "the sends under way were recorded" not in said
-    assert "stopped: 1 message(s) of the last round could not be recorded" in said
+    assert "stopped: 1 message(s) under way could not be recorded" in said
