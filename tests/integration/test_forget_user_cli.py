@@ -3,6 +3,7 @@ said and not done; an unknown user, an error."""
 
 from __future__ import annotations
 
+import pytest
 from typer.testing import CliRunner
 
 from herald.cli.main import app as cli
@@ -72,3 +73,28 @@ def test_forgetting_an_unknown_user_is_an_error(database: Database, database_url
 
     assert code == 1
     assert said == "error: no user 'nobody' in the database: nothing to forget"
+
+
+def test_a_forgotten_user_s_data_is_left_in_no_file_of_the_sqlite_database(
+    database: Database, database_url: str, clock: FixedClock
+) -> None:
+    """SQLite writes each change to its write-ahead log (`herald.db-wal`) first, and a
+    log that has been copied into the database is not emptied but written over from its
+    start by later commits: on a quiet server, the frames holding the user's email and
+    texts stayed in the file for as long as it took the log to be filled again."""
+    if not database.is_sqlite:
+        pytest.skip("the files of a SQLite database")
+    store(database, clock, [opted_in_signup("ana"), funds_failure("ana")])
+    assert database.sqlite_path is not None
+    files = [
+        database.sqlite_path,
+        database.sqlite_path.with_name(database.sqlite_path.name + "-wal"),
+    ]
+    assert any(b"ana@example.com" in f.read_bytes() for f in files if f.exists())
+
+    code, _ = _forget(database_url, "ana")
+
+    assert code == 0
+    for file in files:
+        if file.exists():
+            assert b"ana@example.com" not in file.read_bytes(), file.name

@@ -3,12 +3,16 @@ ingestion for the user waits for it and then finds nothing of theirs but their l
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 
 from herald.domain.timeutil import iso, to_micros
+from herald.store.checkpoints import empty_write_ahead_log
 from herald.store.database import Database
 from herald.store.erasure import Forgotten
 from herald.store.unit_of_work import ReadOnly, UnitOfWork
+
+log = logging.getLogger(__name__)
 
 
 def forget_user(
@@ -29,4 +33,12 @@ def forget_user(
             user_id, reason=f"the user was forgotten at {iso(now)} ({how})", now_us=to_micros(now)
         )
         uow.commit()
+    if not empty_write_ahead_log(database):
+        log.warning(
+            "user %s was forgotten, but readers kept SQLite's write-ahead log (%s-wal) from "
+            "being emptied: it may still hold earlier copies of their data until it is "
+            "written over; run `herald users forget` for them again to empty it",
+            user_id,
+            database.sqlite_path,
+        )
     return done

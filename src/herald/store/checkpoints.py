@@ -121,6 +121,26 @@ class Checkpointer:
                 failures = 0
 
 
+def empty_write_ahead_log(database: Database, *, tries: int = 5) -> bool:
+    """Copy SQLite's write-ahead log into the database file and cut the log to nothing,
+    so that the -wal file keeps no earlier version of a page: a log once copied is not
+    emptied but written over from its start, and on a quiet server the frames of rows
+    since deleted (a forgotten user's) stayed in it for weeks. True once done, and on
+    PostgreSQL, which has no such file; False when readers stayed in the way through
+    ``tries`` attempts, each holding writers back for at most ``_RESTART_PATIENCE_MS``."""
+    if not database.is_sqlite:
+        return True
+    for attempt in range(tries):
+        if attempt:
+            time.sleep(0.1)  # writers go on meanwhile
+        with database.reader.connect() as connection:
+            set_busy_timeout(connection, _RESTART_PATIENCE_MS)  # until back in the pool
+            busy, _ = _checkpoint(connection, "TRUNCATE")
+        if not busy:
+            return True
+    return False
+
+
 def _checkpoint(connection: Connection, mode: str) -> tuple[bool, int]:
     """Run a checkpoint; returns whether it could not finish, and how many frames the
     log held."""
