@@ -104,17 +104,19 @@ def user_audit(
 
 
 def _messages_of(read: ReadOnly, user: Any, page: list[Any], *, first_page: bool) -> list[Any]:
-    """The messages the events of ``page`` explain, and on the first page those whose
-    event was pruned."""
+    """The messages the events of ``page`` explain or name, and on the first page those
+    whose event was pruned."""
     # A message is about its trigger, but another event may have created it (the
-    # signup that decides a bank link which came before it): the page lists both.
-    created = [
+    # signup that decides a bank link which came before it): the page lists both. A
+    # suppression names the message holding its limit, made by an event on another page
+    # perhaps: listed too, as whether it reached the user is what explains the silence.
+    named = [
         decision["message_id"]
         for row in page
         for decision in row.decisions
-        if decision["outcome"] == "triggered" and "message_id" in decision
+        if "message_id" in decision and decision["outcome"] != "skipped"
     ]
-    messages = read.outbox.for_events(user.user_id, [row.event_id for row in page], created)
+    messages = read.outbox.for_events(user.user_id, [row.event_id for row in page], named)
     if first_page and user.pruned_before_us is not None:
         # Their events are gone, but the messages still explain something: one not yet
         # delivered, or the redacted one that holds a lifetime limit.

@@ -195,6 +195,29 @@ def test_each_audit_page_lists_the_messages_its_decisions_created(client: TestCl
     ]
 
 
+def test_an_audit_page_lists_the_message_a_suppression_names_with_its_status(
+    client: TestClient,
+) -> None:
+    """A support agent reading why today's second failure sent nothing is told "held by
+    message msg_...": whether that message reached the user (sent, or a dead letter, or
+    cancelled) is the answer they need, and it was on another page, or none."""
+    first_failure = payment_failed(user="u_9", event_id="pf1")
+    again = payment_failed(user="u_9", event_id="pf2", event_timestamp="2025-10-31T20:00:00Z")
+    client.post("/events", json=first_failure)
+    client.post("/events", json=again)
+
+    page = client.get("/audit/u_9?limit=1").json()
+
+    assert [e["event_id"] for e in page["events"]] == ["pf2"]
+    suppressed = [d for d in page["events"][0]["decisions"] if d["outcome"] == "suppressed"]
+    assert [d["rule"] for d in suppressed] == ["INSUFFICIENT_FUNDS_EMAIL"]
+    holder = suppressed[0]["message_id"]
+    assert holder in suppressed[0]["reason"]
+    listed = {m["message_id"]: m for m in page["messages"]}
+    assert listed[holder]["event_id"] == "pf1"
+    assert listed[holder]["status"] in {"pending", "sending", "sent"}
+
+
 def test_an_unknown_user_has_no_audit(client: TestClient) -> None:
     assert client.get("/audit/nobody").status_code == 404
 

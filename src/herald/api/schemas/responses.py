@@ -199,7 +199,8 @@ class AuditOut(_Answer):
     user: UserOut
     events: list[AuditEventOut] = Field(description="Newest first (event time)")
     messages: list[MessageOut] = Field(
-        description="The messages this page's events created or are about"
+        description="The messages this page's events created or are about, and those "
+        "holding the limits their suppressions name"
     )
     next_cursor: str | None = Field(description="Pass as ?cursor= for the next page")
 
