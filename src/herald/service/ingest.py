@@ -3,6 +3,7 @@ the messages they create, or recognise it as a duplicate."""
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import field
@@ -13,7 +14,7 @@ from typing import Any
 from herald.delivery.quiet_hours import HoldPolicy, no_hold
 from herald.domain.immutable import immutable
 from herald.domain.model import Decision, Event, Outcome, UserProfile
-from herald.domain.timeutil import iso, to_micros
+from herald.domain.timeutil import from_micros, iso, to_micros
 from herald.rules import engine
 from herald.rules.definition import Category, RuleSet
 from herald.rules.eligibility import closed_to_marketing
@@ -124,10 +125,44 @@ def _cancel_withdrawn_marketing(
             uow.outbox.cancel_marketing(
                 profile.user_id,
                 closed,
-                reason=f"the user's traits closed {', '.join(sorted(closed))} to marketing "
-                f"at {iso(rows.now)}",
+                reason=f"{_withdrawn_by(profile, rows)}closed {', '.join(sorted(closed))} "
+                f"to marketing at {iso(rows.now)}",
                 now_us=rows.now_us,
             )
+
+
+def _withdrawn_by(profile: UserProfile, rows: BatchRows) -> str:
+    """Which of this batch's events withdrew the consent, and what its traits said
+    (``event e9 (link_bank_success at ...) set marketing_opt_in to false, which ``): a
+    support agent reading why a message was cancelled otherwise had only the time it was
+    decided, and the event that did it listed no decision about the message."""
+    said = []
+    for name in _CONSENT_TRAITS:
+        if name not in profile.traits or not closed_to_marketing({name: profile.traits[name]}):
+            continue
+        at = profile.trait_times.get(name)
+        # The event the stored value came from: the latest in event time, the later
+        # arrival on a tie, as the profile merges them.
+        source = next(
+            (
+                row
+                for row in reversed(rows.events)
+                if row["user_id"] == profile.user_id
+                and row["event_time_us"] == at
+                and name in row["user_traits"]
+            ),
+            None,
+        )
+        if source is not None:
+            value = json.dumps(profile.traits[name], default=str)[:80]
+            said.append(
+                f"event {source['event_id']} ({source['event_type']} at "
+                f"{iso(from_micros(source['event_time_us']))}) set {name} to {value}"
+            )
+    return f"{'; '.join(said)}, which " if said else "the user's traits "
+
+
+_CONSENT_TRAITS = ("marketing_opt_in", "unsubscribed")
 
 
 def _screen(

@@ -4,6 +4,7 @@ cancel the marketing still waiting, dead letters and retries included."""
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import time, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from herald.delivery.quiet_hours import QuietHours, hold_policy
 from herald.delivery.stub import StubProvider
 from herald.delivery.webhook import WebhookProvider
 from herald.domain.model import Event
+from herald.domain.timeutil import iso
 from herald.service.audit import user_audit
 from herald.service.ingest import ingest
 from herald.service.preferences import set_unsubscribes
@@ -101,7 +103,12 @@ def test_traits_that_withdraw_consent_cancel_the_marketing_still_waiting(
         ("INSUFFICIENT_FUNDS_EMAIL", "pending"),  # transactional: consent is not asked
         ("WELCOME_EMAIL", "cancelled"),
     ]
-    assert rows[1].last_error.startswith("the user's traits closed email")
+    # Which event withdrew it, and what it said: the reason a support agent reads.
+    said = json.dumps(next(iter(withdrawn.values())))
+    assert rows[1].last_error.startswith(
+        f"event link-q3 (link_bank_success at {iso(later.timestamp)}) set "
+        f"{next(iter(withdrawn))} to {said}, which closed email"
+    ), rows[1].last_error
 
 
 def test_an_older_event_saying_no_consent_cancels_nothing(
