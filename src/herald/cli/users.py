@@ -31,7 +31,8 @@ def users_forget(
     Their messages not yet sent are cancelled. The message rows stay, without personal
     data, because they hold the user's limits (a replayed signup sends no second welcome
     email), and so do the user's id and unsubscribes. An event of theirs sent again
-    afterwards is stored, but no rule acts on one dated before this. Copies outside the
+    afterwards is stored without its properties and traits, and no rule acts on one
+    dated before this. Copies outside the
     database (the stub's file, the logs, what providers received) are not touched."""
     from herald.bootstrap import utc_now
     from herald.service.erasure import forget_user

@@ -146,7 +146,8 @@ def _before_pruned_history(event: Event, pruned_before_us: int, ruleset: RuleSet
     reason = (
         f"the user's history before {iso(from_micros(pruned_before_us))} was deleted "
         f"(pruned, or the user forgotten), and this {event.event_type} at "
-        f"{iso(event.timestamp)} is older: its limits cannot be checked"
+        f"{iso(event.timestamp)} is older: its limits cannot be checked, and its "
+        "properties and traits are not kept"
     )
     rules = [*ruleset.triggered_by(event.event_type), *ruleset.anchored_on(event.event_type)]
     return [_skip(rule, reason) for rule in rules]

@@ -76,7 +76,8 @@ def ingest(
     results: list[IngestResult | None] = [None] * len(events)
     fresh, duplicates = _screen(uow, events, results)
     plans = []
-    for index, event, fingerprint in fresh:
+    for index, sent, fingerprint in fresh:
+        event = batch.kept_of(sent)
         candidates = batch.decide(event)
         if candidates is None:
             results[index] = IngestResult(event.event_id, IngestStatus.PROFILE_FULL)
@@ -229,6 +230,17 @@ class _Batch:
         self._now = now
         self._by_user: dict[str, list[Event]] = defaultdict(list)
         self._sizes: dict[str, int] = {}  # each profile's traits, in bytes of JSON
+
+    def kept_of(self, event: Event) -> Event:
+        """``event`` as it is kept: without its properties and traits when it is dated
+        before its user's deleted history (pruned, or the user forgotten). Every rule
+        skips such an event, and a forgotten user's retried signup otherwise put their
+        email back into their profile and the stored event, undoing the erasure."""
+        profile = self._profiles.get(event.user_id)
+        fence = profile.pruned_before_us if profile is not None else None
+        if fence is None or to_micros(event.timestamp) >= fence:
+            return event
+        return Event(event.event_id, event.user_id, event.event_type, event.timestamp)
 
     def decide(self, event: Event) -> list[Decision] | None:
         """``event``'s candidate decisions, its traits merged into the user's profile; None,

@@ -66,6 +66,37 @@ def test_a_forgotten_user_s_event_sent_again_sends_nothing(client: TestClient) -
     assert len(client.get("/audit/u_gone").json()["messages"]) == 1  # the redacted one
 
 
+def test_a_forgotten_user_s_old_event_sent_again_brings_none_of_their_data_back(
+    client: TestClient,
+) -> None:
+    """A client's retry, or a replayed queue, after the erasure: its email went back into
+    the forgotten user's profile and the stored event, undoing the erasure for it."""
+    client.post("/events", json=signup(user="u_gone", event_id="s1"))
+    client.post("/events", json=payment_failed(user="u_gone", event_id="p1", properties=ATTEMPT_3))
+    client.delete("/users/u_gone")
+
+    again = client.post("/events", json=signup(user="u_gone", event_id="s1"))
+    late = client.post("/events", json=payment_failed(user="u_gone", properties=ATTEMPT_3))
+
+    assert (again.status_code, late.status_code) == (202, 202)
+    audit = client.get("/audit/u_gone").json()
+    assert audit["user"]["traits"] == {}
+    assert [(e["event_id"], e["properties"], e["user_traits"]) for e in audit["events"]] == [
+        ("s1", {}, {}),
+        (late.json()["event_id"], {}, {}),
+    ]
+    text = json.dumps(audit)
+    for personal in ("u_gone@example.com", "12.5", 'INSUFFICIENT_FUNDS"'):
+        assert personal not in text, personal
+    for event in audit["events"]:
+        for decision in event["decisions"]:
+            assert decision["outcome"] == "skipped"
+            assert "its properties and traits are not kept" in decision["reason"]
+    # Still the same event to the client's next retry: a duplicate, not a conflict.
+    repeat = client.post("/events", json=signup(user="u_gone", event_id="s1"))
+    assert (repeat.status_code, repeat.json()["status"]) == (200, "duplicate")
+
+
 def test_forgetting_an_unknown_user_is_a_404_and_creates_nobody(client: TestClient) -> None:
     answer = client.delete("/users/nobody")
 
