@@ -75,6 +75,7 @@ def test_every_option_the_command_table_names_exists_and_every_option_is_named()
         ("messages", "retry"),
         ("messages", "cancel"),
         ("prune",),
+        ("users", "audit"),
         ("users", "forget"),
     }
     for path, row in rows.items():

@@ -11,10 +11,49 @@ from herald.cli.options import DatabaseOpt, database_url_from
 from herald.cli.output import console, counted, fail
 
 users_app = typer.Typer(
-    help="Users: `forget` deletes what Herald holds of a user, at their request.",
+    help="Users: `audit` explains what Herald sent a user and why; `forget` deletes what "
+    "Herald holds of a user, at their request.",
     no_args_is_help=True,
     rich_markup_mode="markdown",
 )
+
+
+@users_app.command("audit")
+def users_audit(
+    user_id: Annotated[str, typer.Argument(metavar="USER_ID", help="the user to explain")],
+    limit: Annotated[
+        int, typer.Option(min=1, max=1000, metavar="N", help="events on the page at most")
+    ] = 100,
+    cursor: Annotated[
+        str | None, typer.Option(metavar="CURSOR", help="next_cursor of the previous page")
+    ] = None,
+    database: DatabaseOpt = None,
+) -> None:
+    """Write a page of the user's audit as `GET /audit/{user_id}` answers it, as JSON on
+    one line: their profile, their events newest first with each decision and its
+    reason, and the messages those events created or name, with every delivery attempt.
+
+    Reads only, so it runs with the server down or on a read-only database; stderr says
+    how many events and messages the page holds, and the `--cursor` of the next page."""
+    from herald.json_lines import json_line
+    from herald.service.audit import BadCursor, user_audit
+
+    db = open_database(database_url_from(database), schema="current", writes=False)
+    try:
+        page = user_audit(db, user_id, limit=limit, cursor=cursor)
+    except BadCursor as exc:
+        fail(str(exc))
+    finally:
+        db.dispose()
+    if page is None:
+        fail(f"no user {user_id!r} in the database")
+    typer.echo(json_line(page).decode())
+    more = page["next_cursor"]
+    console.print(
+        f"{counted(len(page['events']), 'event')} and {counted(len(page['messages']), 'message')}"
+        + (f"; next page: --cursor {more}" if more else "; the last page"),
+        markup=False,
+    )
 
 
 @users_app.command("forget")
