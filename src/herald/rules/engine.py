@@ -302,7 +302,19 @@ def _withdrawn_later(rule: Rule, profile: UserProfile) -> str | None:
     own traits allowed, or None. What the user says now wins for consent, as the dispatcher
     asks again before sending: deciding otherwise created a message only to cancel it."""
     problem = consent_problem(rule, profile.traits)
-    return f"{problem}, as an event later than this one says" if problem else None
+    if not problem:
+        return None
+    # Which trait said so, and the time of the event it came from: the one to look for
+    # among the user's events, none of whose decisions is about this rule.
+    opt_in = profile.traits.get("marketing_opt_in", True)
+    name = "marketing_opt_in" if opt_in is not True else "unsubscribed"
+    when = profile.trait_times.get(name)
+    if when is None:
+        return f"{problem}, as an event later than this one says"
+    return (
+        f"{problem}, as the user's {name} from an event at {iso(from_micros(when))}, "
+        "later than this one, says"
+    )
 
 
 def _too_old(max_age: MaxAge, trigger: Event, now: datetime) -> str:

@@ -162,3 +162,36 @@ def test_a_bank_link_nudge_needs_no_stated_opt_in(ruleset: RuleSet) -> None:
     nudge = the_one(replay([signup, link], ruleset), "BANK_LINK_NUDGE_SMS")
 
     assert nudge.outcome is Outcome.TRIGGERED
+
+
+@pytest.mark.parametrize(
+    "withdrawn",
+    [{"marketing_opt_in": False}, {"unsubscribed": ["email"]}],
+    ids=["opt-in false", "unsubscribed"],
+)
+def test_a_signup_skipped_for_a_later_withdrawal_says_when_that_event_was(
+    ruleset: RuleSet, withdrawn: dict[str, object]
+) -> None:
+    # The opt-out, dated an hour after the signup, arrived first: "as an event later than
+    # this one says" left a support agent to search the user's events for which one.
+    later = event(
+        "payment_initiated",
+        at(SIGNUP_AT) + timedelta(hours=1),
+        properties={"amount": 5},
+        traits=withdrawn,
+    )
+    # Its own traits consent: opted in, unsubscribed from nothing.
+    signup = event("signup_completed", SIGNUP_AT, traits={**TRAITS, "unsubscribed": []})
+
+    welcome = the_one(replay([later, signup], ruleset), "WELCOME_EMAIL")
+
+    assert welcome.outcome is Outcome.SKIPPED
+    when = (at(SIGNUP_AT) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert welcome.reason.endswith(
+        f", as the user's {withdrawn_name(withdrawn)} from an event at {when}, later than "
+        "this one, says"
+    ), welcome.reason
+
+
+def withdrawn_name(withdrawn: dict[str, object]) -> str:
+    return next(iter(withdrawn))
