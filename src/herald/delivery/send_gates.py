@@ -13,8 +13,9 @@ from herald.delivery.provider import DeliveryResult, DeliveryStatus
 from herald.delivery.quiet_hours import HoldPolicy
 from herald.delivery.ratelimit import ChannelPauses, ChannelRateLimits
 from herald.domain.model import UserProfile
+from herald.domain.timeutil import iso
 from herald.rules.definition import Category
-from herald.rules.eligibility import closed_now
+from herald.rules.eligibility import closed_by, closed_now
 from herald.store.outbox import ClaimedMessage
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ class SendGates:
     def kept(self, row: ClaimedMessage, profiles: Mapping[str, UserProfile]) -> Outcome | None:
         """``row`` cancelled, for consent withdrawn since it was decided, or given back
         until its user's quiet hours end; None to send it."""
-        return _withdrawn(row, profiles) or self._held(row, profiles)
+        return _withdrawn(row, profiles, self._clock) or self._held(row, profiles)
 
     def paused(self, row: ClaimedMessage) -> Outcome | None:
         """``row`` given back until its channel's pause ends, or None to send it now."""
@@ -126,7 +127,9 @@ class SendGates:
         return Outcome(row, Deferred(reason), max(0.0, (release - now).total_seconds()))
 
 
-def _withdrawn(row: ClaimedMessage, profiles: Mapping[str, UserProfile]) -> Outcome | None:
+def _withdrawn(
+    row: ClaimedMessage, profiles: Mapping[str, UserProfile], clock: Callable[[], datetime]
+) -> Outcome | None:
     """``row`` cancelled unsent when it is marketing and its user has closed its channel
     to marketing since it was decided (a later event's traits, an unsubscribe racing a
     retry): consent is asked again before every send, not only when deciding."""
@@ -134,5 +137,9 @@ def _withdrawn(row: ClaimedMessage, profiles: Mapping[str, UserProfile]) -> Outc
         return None
     if row.channel not in closed_now(profiles[row.user_id]):
         return None
-    reason = f"not sent: the user closed {row.channel} to marketing after it was decided"
+    # What closed it and when it was found: the audit keeps this as the message's reason.
+    reason = (
+        f"not sent: the user closed {row.channel} to marketing after it was decided "
+        f"({closed_by(profiles[row.user_id], row.channel)}); cancelled at {iso(clock())}"
+    )
     return Outcome(row, Withdrawn(reason))

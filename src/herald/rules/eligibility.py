@@ -15,6 +15,7 @@ from herald.domain.recipients import (
     mask_recipient,
     phone_problem,
 )
+from herald.domain.timeutil import from_micros, iso
 from herald.rules.definition import Category, Rule
 
 RECIPIENT_TRAIT = {"email": "email", "sms": "phone"}
@@ -85,6 +86,24 @@ def closed_now(profile: UserProfile) -> frozenset[str]:
     api = profile.unsubscribed
     by_api = MARKETING_CHANNELS if "marketing" in api or "all" in api else MARKETING_CHANNELS & api
     return closed_to_marketing(profile.traits) | by_api
+
+
+def closed_by(profile: UserProfile, channel: str) -> str:
+    """What closes ``channel`` to marketing for the user, as ``closed_now`` finds it: an
+    unsubscribe through the API, or a trait with the time of the event it came from."""
+    api = profile.unsubscribed
+    if "marketing" in api or "all" in api or channel in api:
+        return "they unsubscribed through POST /users/{id}/preferences"
+    name = (
+        "marketing_opt_in"
+        if profile.traits.get("marketing_opt_in", True) is not True
+        else ("unsubscribed")
+    )
+    said = _shown(profile.traits.get(name))
+    when = profile.trait_times.get(name)
+    return f"their {name} is {said}" + (
+        f", from an event at {iso(from_micros(when))}" if when else ""
+    )
 
 
 def _unsubscribed_names(said: object) -> set[str] | None:

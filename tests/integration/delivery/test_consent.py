@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from datetime import time, timedelta
 from pathlib import Path
 from typing import Any
@@ -204,4 +205,12 @@ def test_a_marketing_retry_is_not_sent_once_the_user_has_unsubscribed(
     row = message(database)
     assert provider.sends == [row.message_id]
     assert row.status == "cancelled"
-    assert row.last_error == "not sent: the user closed sms to marketing after it was decided"
+    # How it was closed, and when the message was stopped: the audit's reason for it.
+    assert re.fullmatch(
+        re.escape(
+            "not sent: the user closed sms to marketing after it was decided (they "
+            "unsubscribed through POST /users/{id}/preferences); cancelled at "
+        )
+        + r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ",
+        row.last_error,
+    ), row.last_error

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from herald.domain.model import Outcome
+from herald.domain.model import Outcome, UserProfile
+from herald.domain.timeutil import to_micros
 from herald.rules.definition import RuleSet
+from herald.rules.eligibility import closed_by
 from herald.rules.loader import load_ruleset
 from tests.support.engine_replay import SIGNUP_AT, TRAITS, at, event, replay, the_one
 
@@ -195,3 +197,18 @@ def test_a_signup_skipped_for_a_later_withdrawal_says_when_that_event_was(
 
 def withdrawn_name(withdrawn: dict[str, object]) -> str:
     return next(iter(withdrawn))
+
+
+def test_what_closed_a_channel_names_the_api_unsubscribe_or_the_trait_and_its_time() -> None:
+    at_noon = to_micros(at("2025-11-03T12:00:00+00:00"))
+    by_trait = UserProfile("u", {"marketing_opt_in": False}, {"marketing_opt_in": at_noon})
+    by_api = UserProfile("u", {"marketing_opt_in": True}, unsubscribed=frozenset({"sms"}))
+    by_list = UserProfile("u", {"unsubscribed": ["email"]}, {"unsubscribed": at_noon})
+
+    assert closed_by(by_trait, "sms") == (
+        "their marketing_opt_in is false, from an event at 2025-11-03T12:00:00Z"
+    )
+    assert closed_by(by_api, "sms") == "they unsubscribed through POST /users/{id}/preferences"
+    assert closed_by(by_list, "email") == (
+        'their unsubscribed is ["email"], from an event at 2025-11-03T12:00:00Z'
+    )
