@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from herald.domain.timeutil import to_micros
+from herald.domain.timeutil import iso, to_micros
 from herald.store.database import Database
 from herald.store.unit_of_work import UnitOfWork
 
@@ -52,7 +52,9 @@ def cancel_rule_messages(
     """Cancel ``rule``'s messages waiting to be sent and its dead letters, and mark those
     being sent to end cancelled; ``how`` (the command) is named in their reason."""
     with UnitOfWork(database) as uow:
-        done = uow.outbox.cancel_rule(rule, reason=f"cancelled by `{how}`", now_us=to_micros(now))
+        # When, too: a cancelled message keeps no other time of its cancel than this.
+        reason = f"cancelled by `{how}` at {iso(now)}"
+        done = uow.outbox.cancel_rule(rule, reason=reason, now_us=to_micros(now))
         nothing = not done.cancelled and not done.in_flight
         others = uow.outbox.cancellable_by_rule() if nothing else {}
         uow.commit()
