@@ -132,6 +132,7 @@ def _user(row: Any) -> dict[str, Any]:
         "first_seen_at": _when(row.first_seen_us),
         "updated_at": _when(row.updated_us),
         "history_pruned_before": _when(row.pruned_before_us),
+        "forgotten_at": _when(row.forgotten_us),
     }
 
 

@@ -72,6 +72,7 @@ class ErasureRepository:
                 traits={},
                 trait_times={},
                 updated_us=now_us,
+                forgotten_us=now_us,
                 pruned_before_us=case(
                     (users.c.pruned_before_us > fence, users.c.pruned_before_us), else_=fence
                 ),

@@ -32,6 +32,7 @@ users = Table(
     Column("first_seen_us", BigInteger, nullable=False),
     Column("updated_us", BigInteger, nullable=False),
     Column("pruned_before_us", BigInteger, nullable=True),  # history older than this was pruned
+    Column("forgotten_us", BigInteger, nullable=True),  # when last forgotten at their request
 )
 
 events = Table(

@@ -41,6 +41,9 @@ def test_a_forgotten_user_s_audit_holds_nothing_personal(client: TestClient) -> 
     audit = client.get("/audit/u_gone").json()
     assert audit["events"] == [] and audit["user"]["traits"] == {}
     assert audit["user"]["history_pruned_before"] is not None
+    # Told apart from a retention prune, which leaves an audit much like it: the user asked.
+    assert audit["user"]["forgotten_at"] == audit["user"]["history_pruned_before"]
+    assert client.get("/audit/u_kept").json()["user"]["forgotten_at"] is None
     text = json.dumps(audit)
     # The amount as a property and as the email wrote it: "12.5" alone is in a time such
     # as 11:16:12.53Z now and then.

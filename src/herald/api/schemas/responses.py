@@ -141,7 +141,14 @@ class UserOut(_Answer):
     preferences: Preferences = Field(description="Set through POST /users/{id}/preferences")
     first_seen_at: str
     updated_at: str
-    history_pruned_before: str | None = Field(description="Events before this were pruned")
+    history_pruned_before: str | None = Field(
+        description="Events before this were deleted: by a prune, or when the user was forgotten"
+    )
+    forgotten_at: str | None = Field(
+        description="When the user was last forgotten at their request (DELETE /users/{id} or "
+        "`herald users forget`): their events, traits and delivery attempts deleted, their "
+        "messages redacted. Null when never"
+    )
 
 
 class AuditEventOut(_Answer):
