@@ -31,7 +31,7 @@ def test_forget_says_what_it_would_do_then_does_it(
 
     assert code == 0
     assert said == (
-        "would delete 2 events and 0 delivery attempts of user 'ana'; would redact 2 "
+        "would delete 2 events, 2 traits and 0 delivery attempts of user 'ana'; would redact 2 "
         "messages and would cancel the 2 of them not sent yet (dry run: nothing changed)"
     )
     with ReadOnly(database) as read:
@@ -41,7 +41,7 @@ def test_forget_says_what_it_would_do_then_does_it(
 
     assert code == 0
     assert said == (
-        "deleted 2 events and 0 delivery attempts of user 'ana'; redacted 2 messages and "
+        "deleted 2 events, 2 traits and 0 delivery attempts of user 'ana'; redacted 2 messages and "
         "cancelled the 2 of them not sent yet"
     )
     with ReadOnly(database) as read:
@@ -49,7 +49,7 @@ def test_forget_says_what_it_would_do_then_does_it(
         assert read.erasure.count("bo").events == 1
     assert _forget(database_url, "ana") == (
         0,
-        "deleted 0 events and 0 delivery attempts of user 'ana'; redacted 0 messages",
+        "deleted 0 events, 0 traits and 0 delivery attempts of user 'ana'; redacted 0 messages",
     )
 
 

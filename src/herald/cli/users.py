@@ -91,7 +91,7 @@ def users_forget(
         else ("deleted", "redacted", "cancelled")
     )
     console.print(
-        f"{delete} {counted(done.events, 'event')} and "
+        f"{delete} {counted(done.events, 'event')}, {counted(done.traits, 'trait')} and "
         f"{counted(done.attempts, 'delivery attempt')} of user {user_id!r}; {redact} "
         f"{counted(done.messages, 'message')}"
         + (f" and {cancel} the {done.cancelled} of them not sent yet" if done.cancelled else "")

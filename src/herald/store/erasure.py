@@ -24,6 +24,7 @@ class Forgotten(NamedTuple):
     cancelled: int  # of those, waiting to be sent (or dead letters): cancelled
     in_flight: int  # of those, being sent: cancelled when the attempt ends, unless sent
     attempts: int  # delivery attempts deleted
+    traits: int = 0  # names in the user's profile deleted, with their values
 
 
 class ErasureRepository:
@@ -46,6 +47,7 @@ class ErasureRepository:
             select(func.max(events.c.event_time_us)).where(events.c.user_id == user_id)
         ).scalar_one()
         fence = max(now_us, (latest or now_us) + 1)
+        traits = self._trait_count(user_id)
         attempts = self._conn.execute(
             delete(delivery_attempts).where(
                 delivery_attempts.c.message_id.in_(_messages_of(user_id))
@@ -79,7 +81,7 @@ class ErasureRepository:
             )
         )
         return Forgotten(
-            int(deleted), int(redacted), ended[CANCELLED], ended[SENDING], int(attempts)
+            int(deleted), int(redacted), ended[CANCELLED], ended[SENDING], int(attempts), traits
         )
 
     def count(self, user_id: str) -> Forgotten:
@@ -97,7 +99,20 @@ class ErasureRepository:
             select(func.count()).where(delivery_attempts.c.message_id.in_(_messages_of(user_id))),
         )
         stored, attempts = (int(self._conn.execute(query).scalar_one()) for query in counts)
-        return Forgotten(stored, int(redactable), int(waiting), int(in_flight), attempts)
+        return Forgotten(
+            stored,
+            int(redactable),
+            int(waiting),
+            int(in_flight),
+            attempts,
+            self._trait_count(user_id),
+        )
+
+    def _trait_count(self, user_id: str) -> int:
+        traits = self._conn.execute(
+            select(users.c.traits).where(users.c.user_id == user_id)
+        ).scalar_one_or_none()
+        return len(traits or {})
 
 
 def _messages_of(user_id: str) -> Select[tuple[str]]:

@@ -33,6 +33,7 @@ def test_a_forgotten_user_s_audit_holds_nothing_personal(client: TestClient) -> 
     assert answer.json() == {
         "user_id": "u_gone",
         "events_deleted": 2,
+        "traits_deleted": 3,  # email, country, marketing_opt_in: said, not left to guess
         "delivery_attempts_deleted": 3,
         "messages_redacted": 3,
         "messages_cancelled": 0,

@@ -104,7 +104,11 @@ def test_forgetting_a_user_leaves_nothing_personal_of_theirs_and_says_what_it_di
 
     done = _forget(database)
 
-    assert done == foreseen == Forgotten(events=2, messages=4, cancelled=2, in_flight=1, attempts=2)
+    assert (
+        done
+        == foreseen
+        == Forgotten(events=2, messages=4, cancelled=2, in_flight=1, attempts=2, traits=1)
+    )
     assert _rows(database, "events", "gone") == []
     assert _rows(database, "delivery_attempts", "gone") == []
     with ReadOnly(database) as read:

@@ -167,8 +167,9 @@ def delete_user(user_id: UserIdPath, runtime: RuntimeDep, request: Request) -> d
     """Forget the user, at their request: delete their events, traits and delivery
     attempts, and redact their messages, cancelling those not sent yet. The message rows
     stay without personal data, holding the user's limits, and so do the user's id and
-    unsubscribes. An event of theirs sent again is stored, but no rule acts on one dated
-    before this. Asked again, it answers 200 with what was left."""
+    unsubscribes. An event of theirs sent again is stored without its properties and
+    traits, and no rule acts on one dated before this. Asked again, it answers 200 with
+    what was left."""
     done = forget_user(
         runtime.database, user_id, now=runtime.clock(), how="DELETE /users/{user_id}"
     )
@@ -178,6 +179,7 @@ def delete_user(user_id: UserIdPath, runtime: RuntimeDep, request: Request) -> d
     return {
         "user_id": user_id,
         "events_deleted": done.events,
+        "traits_deleted": done.traits,
         "delivery_attempts_deleted": done.attempts,
         "messages_redacted": done.messages,
         "messages_cancelled": done.cancelled,

@@ -122,6 +122,9 @@ class PreferencesOut(_Answer):
 class ForgottenOut(_Answer):
     user_id: str
     events_deleted: int = Field(description="The user's events, with their decisions")
+    traits_deleted: int = Field(
+        description="The names in the user's profile (email, phone, ...), with their values"
+    )
     delivery_attempts_deleted: int = Field(
         description="Of the user's messages (a receiver's answer may quote them)"
     )
