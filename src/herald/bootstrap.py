@@ -16,7 +16,7 @@ from typing import Any, Generic, TypeVar
 
 from sqlalchemy.exc import DBAPIError
 
-from herald.config import RuleFileSettings, WorkerSettings
+from herald.config import StubFileSettings, WorkerSettings
 from herald.delivery.dispatcher import Dispatcher
 from herald.delivery.provider import DeliveryStatus
 from herald.delivery.quiet_hours import HoldPolicy, hold_policy
@@ -119,7 +119,7 @@ class Runtime(Generic[SettingsT]):
             await self.stop()
 
 
-def outbox_path(settings: RuleFileSettings) -> Path:
+def outbox_path(settings: StubFileSettings) -> Path:
     """The stub provider's file, as an absolute path: ``HERALD_OUTBOX_FILE``, else beside
     the database (an SQLite file's folder; the working directory for PostgreSQL). Raises
     ``DatabaseUrlError`` for a URL Herald cannot use."""

@@ -19,20 +19,26 @@ HANDED_DOWN = frozenset({"server_pid", "loopback_requests_only"})
 # not refuse to start for a bad HERALD_PORT, which only `herald serve` reads.
 class DatabaseSettings(BaseSettings):
     """The one setting of the commands that only open the database (``db upgrade``,
-    ``db current``, ``db backup``, ``messages``, ``users forget``)."""
+    ``db current``, ``db backup``, ``messages``, ``users audit``)."""
 
     model_config = SettingsConfigDict(env_prefix="HERALD_", extra="ignore")
 
     database_url: str = "sqlite:///./herald.db"
 
 
-class RuleFileSettings(DatabaseSettings):
+class StubFileSettings(DatabaseSettings):
+    """The settings of the commands that find the stub provider's file as the server
+    does (``users forget``, which removes the user's sends from it)."""
+
+    outbox_file: str | None = None  # the stub provider's file; beside the database by default
+
+
+class RuleFileSettings(StubFileSettings):
     """The settings of the commands that also read the rule file (``prune``, ``rules
     try``, and ``rules check``, which names the stub provider's file as the server would
     write it)."""
 
     rules: str | None = Field(None, description="rule file; the packaged default when unset")
-    outbox_file: str | None = None  # the stub provider's file; beside the database by default
 
     @field_validator("rules")
     @classmethod

@@ -3,6 +3,8 @@ said and not done; an unknown user, an error."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
@@ -98,3 +100,28 @@ def test_a_forgotten_user_s_data_is_left_in_no_file_of_the_sqlite_database(
     for file in files:
         if file.exists():
             assert b"ana@example.com" not in file.read_bytes(), file.name
+
+
+def test_forget_removes_the_user_s_sends_from_the_stub_s_file_and_says_so(
+    database: Database, database_url: str, clock: FixedClock, tmp_path: Path
+) -> None:
+    store(database, clock, [funds_failure("ana")])
+    outbox = tmp_path / "sent.jsonl"
+    outbox.write_text(
+        '{"user_id": "ana", "recipient": "ana@example.com"}\n{"user_id": "bo"}\n',
+        encoding="utf-8",
+    )
+    command = ["users", "forget", "ana", "--database", database_url]
+    env = {"HERALD_OUTBOX_FILE": str(outbox)}
+
+    dry = CliRunner().invoke(cli, [*command, "--dry-run"], env=env)
+    done = CliRunner().invoke(cli, command, env=env)
+
+    assert (dry.exit_code, done.exit_code) == (0, 0), done.output
+    assert f"would remove 1 send of theirs from the stub provider's file {outbox}" in (
+        " ".join(dry.output.split())
+    )
+    assert f"removed 1 send of theirs from the stub provider's file {outbox}" in (
+        " ".join(done.output.split())
+    )
+    assert outbox.read_text(encoding="utf-8") == '{"user_id": "bo"}\n'

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from herald.cli.database_opening import one_write, open_database
-from herald.cli.options import DatabaseOpt, database_url_from
+from herald.cli.options import DatabaseOpt, database_url_from, settings_from
 from herald.cli.output import console, counted, fail
 
 users_app = typer.Typer(
@@ -72,17 +72,34 @@ def users_forget(
     email), and so do the user's id and unsubscribes. An event of theirs sent again
     afterwards is stored without its properties and traits, and no rule acts on one
     dated before this. Copies outside the
-    database (the stub's file, the logs, what providers received) are not touched."""
-    from herald.bootstrap import utc_now
+    database are not touched (the logs, what providers received), except the stub
+    provider's file (`HERALD_OUTBOX_FILE`, else `outbox.jsonl` beside the database), from
+    which their sends are removed."""
+    from herald.bootstrap import outbox_path, utc_now
+    from herald.config import StubFileSettings
     from herald.service.erasure import forget_user
 
-    db = open_database(database_url_from(database), schema="current")
+    settings = settings_from(StubFileSettings, database_url=database)
+    db = open_database(settings.database_url, schema="current")
     with one_write(
         db,
         interrupted="interrupted before the user was forgotten: nothing was changed",
         left="nothing was changed; run the same command again",
     ):
-        done = forget_user(db, user_id, now=utc_now(), how="herald users forget", dry_run=dry_run)
+        try:
+            done = forget_user(
+                db,
+                user_id,
+                now=utc_now(),
+                how="herald users forget",
+                stub_file=outbox_path(settings),
+                dry_run=dry_run,
+            )
+        except OSError as exc:  # the stub's file, read or rewritten after the commit
+            fail(
+                f"the user's sends could not be removed from {exc.filename}: {exc.strerror}"
+                + ("" if dry_run else "; the database's part is done: run this again")
+            )
     if done is None:
         fail(f"no user {user_id!r} in the database: nothing to forget")
     delete, redact, cancel = (
@@ -98,6 +115,13 @@ def users_forget(
         + (" (dry run: nothing changed)" if dry_run else ""),
         markup=False,
     )
+    if done.outbox_lines:
+        console.print(
+            f"{'would remove' if dry_run else 'removed'} "
+            f"{counted(done.outbox_lines, 'send')} of theirs from the stub provider's file "
+            f"{outbox_path(settings)}",
+            markup=False,
+        )
     if done.in_flight:
         console.print(
             f"{counted(done.in_flight, 'message')} being sent now: cancelled when the attempt "

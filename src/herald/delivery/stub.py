@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from herald.delivery.provider import DeliveryResult, DeliveryStatus, Provider, SendRequest
+from herald.delivery.stub_file import identity, locked
 from herald.json_lines import json_line
 from herald.observability.masking import mask_recipient
 
@@ -53,27 +54,35 @@ class StubProvider:
 
     def _append(self, line: bytes) -> None:
         with self._lock:
-            if self._file is not None and self._moved():
-                self._file.close()
-                self._file = None
-            if self._file is None:
-                # Only its owner may read it: it holds every recipient and message in full.
-                flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
-                self._file = os.fdopen(os.open(self._path, flags, 0o600), "ab")
-                opened = os.fstat(self._file.fileno())
-                self._identity = (opened.st_dev, opened.st_ino)
-            self._file.write(line)
-            self._file.flush()  # in the OS's hands before the message is marked sent
+            while True:
+                file = self._open()
+                # Under the file's lock, which forgetting a user takes to rewrite it: once
+                # it is ours, the path still names this file, or the rewrite replaced it.
+                with locked(file):
+                    if not self._moved():
+                        file.write(line)
+                        file.flush()  # in the OS's hands before the message is marked sent
+                        return
+
+    def _open(self) -> BinaryIO:
+        """The file the path names now, opened again if it was moved since."""
+        if self._file is not None and self._moved():
+            self._file.close()
+            self._file = None
+        if self._file is None:
+            # Only its owner may read it: it holds every recipient and message in full.
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+            self._file = os.fdopen(os.open(self._path, flags, 0o600), "ab")
+            opened = os.fstat(self._file.fileno())
+            self._identity = (opened.st_dev, opened.st_ino)
+        return self._file
 
     def _moved(self) -> bool:
         """Whether ``path`` no longer names the open file: someone deleted it to start
-        afresh, or rotated it. Written on, the file would take every later send where
-        no one can read it, each recorded as sent."""
-        try:
-            named = os.stat(self._path)
-        except FileNotFoundError:
-            return True
-        return (named.st_dev, named.st_ino) != self._identity
+        afresh, rotated it, or rewrote it without a forgotten user's lines. Written on,
+        the file would take every later send where no one can read it, each recorded as
+        sent."""
+        return identity(self._path) != self._identity
 
     async def aclose(self) -> None:
         with self._lock:

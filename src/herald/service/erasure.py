@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from pathlib import Path
 
+from herald.delivery.stub_file import erase_user
 from herald.domain.timeutil import iso, to_micros
 from herald.store.checkpoints import empty_write_ahead_log
 from herald.store.database import Database
@@ -16,15 +18,36 @@ log = logging.getLogger(__name__)
 
 
 def forget_user(
-    database: Database, user_id: str, *, now: datetime, how: str, dry_run: bool = False
+    database: Database,
+    user_id: str,
+    *,
+    now: datetime,
+    how: str,
+    stub_file: Path | None = None,
+    dry_run: bool = False,
 ) -> Forgotten | None:
-    """Delete what Herald holds of the user (events, traits, delivery attempts) and redact
-    their messages, cancelling those not yet sent; ``how`` (the command or request) is
-    named in the cancelled messages' reason. None for a user Herald has never seen.
-    ``dry_run``: say what it would do, changing nothing."""
+    """Delete what Herald holds of the user (events, traits, delivery attempts, and their
+    sends in the stub provider's ``stub_file``) and redact their messages, cancelling
+    those not yet sent; ``how`` (the command or request) is named in the cancelled
+    messages' reason. None for a user Herald has never seen. ``dry_run``: say what it
+    would do, changing nothing."""
     if dry_run:
         with ReadOnly(database) as read:
-            return read.erasure.count(user_id) if read.erasure.exists(user_id) else None
+            found = read.erasure.count(user_id) if read.erasure.exists(user_id) else None
+        if found is None or stub_file is None:
+            return found
+        return found._replace(outbox_lines=erase_user(stub_file, user_id, dry_run=True))
+    done = _forget_in_database(database, user_id, now=now, how=how)
+    if done is None or stub_file is None:
+        return done
+    # After the commit: a send the stub records meanwhile is of a message the erasure
+    # found being sent, which forgetting the user again removes, as its attempt.
+    return done._replace(outbox_lines=erase_user(stub_file, user_id))
+
+
+def _forget_in_database(
+    database: Database, user_id: str, *, now: datetime, how: str
+) -> Forgotten | None:
     with UnitOfWork(database) as uow:
         uow.lock([user_id])  # as ingestion does: its events for the user wait, then see this
         if not uow.erasure.exists(user_id):

@@ -25,6 +25,7 @@ class Forgotten(NamedTuple):
     in_flight: int  # of those, being sent: cancelled when the attempt ends, unless sent
     attempts: int  # delivery attempts deleted
     traits: int = 0  # names in the user's profile deleted, with their values
+    outbox_lines: int = 0  # the user's sends removed from the stub provider's file
 
 
 class ErasureRepository:

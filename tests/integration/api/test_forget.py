@@ -9,6 +9,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from herald.api.app import create_app
+from herald.config import Settings
 from tests.support.api_requests import ATTEMPT_3, guarded, payment_failed, signup
 from tests.support.processes import wait_for
 
@@ -38,6 +39,7 @@ def test_a_forgotten_user_s_audit_holds_nothing_personal(client: TestClient) -> 
         "messages_redacted": 3,
         "messages_cancelled": 0,
         "messages_in_flight": 0,
+        "outbox_file_lines_deleted": 2,
     }
     audit = client.get("/audit/u_gone").json()
     assert audit["events"] == [] and audit["user"]["traits"] == {}
@@ -101,6 +103,28 @@ def test_a_forgotten_user_s_old_event_sent_again_brings_none_of_their_data_back(
     # Still the same event to the client's next retry: a duplicate, not a conflict.
     repeat = client.post("/events", json=signup(user="u_gone", event_id="s1"))
     assert (repeat.status_code, repeat.json()["status"]) == (200, "duplicate")
+
+
+def test_forgetting_a_user_removes_their_sends_from_the_stub_s_file(
+    client: TestClient, settings: Settings
+) -> None:
+    """The development stub writes every send in full to outbox.jsonl: the user's email
+    address, phone number, name and texts stayed there after the erasure."""
+    client.post("/events", json=signup(user="u_gone", event_id="s1"))
+    client.post("/events", json=payment_failed(user="u_gone", properties=ATTEMPT_3))
+    client.post("/events", json=signup(user="u_kept", event_id="s2"))
+    _sent(client, "u_gone", 3)
+    _sent(client, "u_kept", 1)
+    outbox = Path(str(settings.outbox_file))
+    assert "u_gone@example.com" in outbox.read_text(encoding="utf-8")
+
+    answer = client.delete("/users/u_gone")
+
+    assert answer.json()["outbox_file_lines_deleted"] == 2  # the alert is only logged
+    lines = [json.loads(line) for line in outbox.read_text(encoding="utf-8").splitlines()]
+    assert [line["user_id"] for line in lines] == ["u_kept"]
+    assert "u_gone" not in outbox.read_text(encoding="utf-8")
+    assert client.delete("/users/u_gone").json()["outbox_file_lines_deleted"] == 0
 
 
 def test_forgetting_an_unknown_user_is_a_404_and_creates_nobody(client: TestClient) -> None:

@@ -22,6 +22,7 @@ from herald.api.schemas.responses import (
     RulesOut,
     ValidationErrors,
 )
+from herald.bootstrap import outbox_path
 from herald.service.erasure import forget_user
 from herald.service.intake import id_problem
 from herald.service.preferences import set_unsubscribes
@@ -171,7 +172,11 @@ def delete_user(user_id: UserIdPath, runtime: RuntimeDep, request: Request) -> d
     traits, and no rule acts on one dated before this. Asked again, it answers 200 with
     what was left."""
     done = forget_user(
-        runtime.database, user_id, now=runtime.clock(), how="DELETE /users/{user_id}"
+        runtime.database,
+        user_id,
+        now=runtime.clock(),
+        how="DELETE /users/{user_id}",
+        stub_file=outbox_path(runtime.settings),
     )
     database_served(request)
     if done is None:
@@ -184,4 +189,5 @@ def delete_user(user_id: UserIdPath, runtime: RuntimeDep, request: Request) -> d
         "messages_redacted": done.messages,
         "messages_cancelled": done.cancelled,
         "messages_in_flight": done.in_flight,
+        "outbox_file_lines_deleted": done.outbox_lines,
     }

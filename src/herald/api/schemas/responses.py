@@ -136,6 +136,10 @@ class ForgottenOut(_Answer):
         description="Being sent now: cancelled when the attempt ends, unless sent. Its "
         "record is written then; forgetting the user again deletes it"
     )
+    outbox_file_lines_deleted: int = Field(
+        description="The user's sends removed from the stub provider's file (outbox.jsonl), "
+        "which holds each in full: 0 without one"
+    )
 
 
 class UserOut(_Answer):

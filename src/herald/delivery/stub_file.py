@@ -1,0 +1,84 @@
+"""The stub provider's file (``outbox.jsonl``) shared by the processes that write it and
+the erasure that rewrites it without a user's lines.
+
+Both hold an exclusive ``flock`` on the file while they touch it. The erasure writes the
+lines it keeps to a new file and renames it over the old one before letting go, so an
+append that waited for the lock finds that the path names another file, and writes to
+that one: appended to the old file, its line would be lost with it."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+import orjson
+
+
+def identity(path: Path) -> tuple[int, int] | None:
+    """The (device, inode) of the file ``path`` names now, or None when there is none."""
+    try:
+        named = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return named.st_dev, named.st_ino
+
+
+@contextmanager
+def locked(file: BinaryIO) -> Iterator[None]:
+    """Hold the file's exclusive lock (shared with every process that opens it)."""
+    fcntl.flock(file.fileno(), fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(file.fileno(), fcntl.LOCK_UN)
+
+
+def erase_user(path: Path, user_id: str, *, dry_run: bool = False) -> int:
+    """Remove the lines of ``user_id``'s sends from the stub's file at ``path``; how many
+    there were (0 without a file). ``dry_run``: count them, changing nothing. A line that
+    is not a JSON object, which the stub never writes, is kept."""
+    while True:
+        try:
+            file = open(path, "rb")  # noqa: SIM115 - held through the rename below
+        except FileNotFoundError:
+            return 0
+        with file, locked(file):
+            opened = os.fstat(file.fileno())
+            if identity(path) != (opened.st_dev, opened.st_ino):
+                continue  # rewritten by another erasure meanwhile: read the new file
+            if dry_run:
+                return sum(1 for line in file if _of_user(line, user_id))
+            return _rewrite_without(file, path, user_id)
+
+
+def _rewrite_without(file: BinaryIO, path: Path, user_id: str) -> int:
+    """Write ``file``'s lines but ``user_id``'s beside ``path``, and rename the result over
+    it when any were left out; the caller holds the lock."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.erasing")
+    removed = 0
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    with os.fdopen(os.open(temporary, flags, 0o600), "wb") as kept:
+        for line in file:
+            if _of_user(line, user_id):
+                removed += 1
+            else:
+                kept.write(line)
+        kept.flush()
+        os.fsync(kept.fileno())
+    if removed:
+        os.replace(temporary, path)
+    else:
+        temporary.unlink()
+    return removed
+
+
+def _of_user(line: bytes, user_id: str) -> bool:
+    try:
+        sent = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(sent, dict) and sent.get("user_id") == user_id

@@ -1,0 +1,74 @@
+"""The stub provider's file rewritten without a forgotten user's sends, while a
+dispatcher may be appending to it: no line of another user is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+from herald.delivery.provider import SendRequest
+from herald.delivery.stub import StubProvider
+from herald.delivery.stub_file import erase_user, locked
+
+
+def _request(user: str, n: int = 1) -> SendRequest:
+    return SendRequest(
+        message_id=f"msg_{user}_{n}",
+        channel="email",
+        recipient=f"{user}@example.com",
+        rule="WELCOME_EMAIL",
+        dedup_key=f"WELCOME_EMAIL:{user}",
+        user_id=user,
+        event_id=f"e_{user}",
+        subject="Welcome",
+        body=f"Hi {user}",
+    )
+
+
+def _users(path: Path) -> list[str]:
+    return [json.loads(line)["user_id"] for line in path.read_text().splitlines()]
+
+
+def test_erasing_a_user_keeps_every_other_line_and_a_dry_run_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "outbox.jsonl"
+    stub = StubProvider(path)
+    for user in ("ana", "bo", "ana"):
+        asyncio.run(stub.send(_request(user)))
+
+    assert erase_user(path, "ana", dry_run=True) == 2
+    assert _users(path) == ["ana", "bo", "ana"]
+    assert erase_user(path, "ana") == 2
+    assert _users(path) == ["bo"]
+    assert os.stat(path).st_mode & 0o777 == 0o600  # it holds recipients in full
+    assert erase_user(path, "ana") == 0
+    assert erase_user(tmp_path / "none.jsonl", "ana") == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["outbox.jsonl"]
+
+    asyncio.run(stub.send(_request("cy")))  # the stub goes on in the rewritten file
+    assert _users(path) == ["bo", "cy"]
+
+
+def test_a_send_waiting_for_the_rewrite_is_written_to_the_new_file_not_lost(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "outbox.jsonl"
+    stub = StubProvider(path)
+    asyncio.run(stub.send(_request("ana")))
+    sending = threading.Thread(target=lambda: asyncio.run(stub.send(_request("bo"))))
+
+    # An erasure holding the lock while it renames the rewritten file in.
+    with open(path, "rb") as old, locked(old):
+        sending.start()
+        time.sleep(0.2)  # the send waits for the lock
+        rewritten = tmp_path / ".rewritten"
+        rewritten.write_bytes(b"")
+        os.replace(rewritten, path)
+    sending.join(5)
+
+    assert _users(path) == ["bo"]
