@@ -92,6 +92,8 @@ class UserProfile:
     # Channels (or "marketing") the user unsubscribed from through Herald's API. Kept
     # apart from the traits, which the app's events overwrite: an event cannot undo it.
     unsubscribed: frozenset[str] = frozenset()
+    # When the user was last forgotten at their request (microseconds), if ever.
+    forgotten_us: int | None = None
 
     def merged(self, traits: Mapping[str, Any], at_micros: int) -> UserProfile:
         """Merge traits from an event at ``at_micros``; the later event time wins per trait.
@@ -108,7 +110,12 @@ class UserProfile:
                 new_traits[key] = value
                 new_times[key] = at_micros
         return UserProfile(
-            self.user_id, new_traits, new_times, self.pruned_before_us, self.unsubscribed
+            self.user_id,
+            new_traits,
+            new_times,
+            self.pruned_before_us,
+            self.unsubscribed,
+            self.forgotten_us,
         )
 
     def seen_by(self, event: Event) -> dict[str, Any]:

@@ -98,7 +98,7 @@ def evaluate(
     ``history_windows`` asked for. Triggered candidates carry a dedup key but have not met
     their limit yet."""
     if user.pruned_before_us is not None and to_micros(event.timestamp) < user.pruned_before_us:
-        return _before_pruned_history(event, user.pruned_before_us, ruleset)
+        return _before_pruned_history(event, user, user.pruned_before_us, ruleset)
     decisions = []
     views = _Views(user)
     for rule in ruleset.triggered_by(event.event_type):
@@ -139,13 +139,21 @@ class _Views:
         return views
 
 
-def _before_pruned_history(event: Event, pruned_before_us: int, ruleset: RuleSet) -> list[Decision]:
+def _before_pruned_history(
+    event: Event, user: UserProfile, pruned_before_us: int, ruleset: RuleSet
+) -> list[Decision]:
     """An event older than the user's pruned history (or a forgotten user's): the messages
     that held its limits may be gone, so deciding it again could send one twice; and a
-    forgotten user is not to be messaged for what they did before. Every rule skips it."""
+    forgotten user is not to be messaged for what they did before. Every rule skips it,
+    saying which of the two deleted the history."""
+    forgotten = user.forgotten_us
+    if forgotten is not None and to_micros(event.timestamp) < forgotten:
+        how = f"the user was forgotten at their request at {iso(from_micros(forgotten))}"
+    else:
+        how = "pruned"
     reason = (
         f"the user's history before {iso(from_micros(pruned_before_us))} was deleted "
-        f"(pruned, or the user forgotten), and this {event.event_type} at "
+        f"({how}), and this {event.event_type} at "
         f"{iso(event.timestamp)} is older: its limits cannot be checked, and its "
         "properties and traits are not kept"
     )

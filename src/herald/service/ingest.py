@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import field
+from dataclasses import field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -230,6 +230,7 @@ class _Batch:
         self._now = now
         self._by_user: dict[str, list[Event]] = defaultdict(list)
         self._sizes: dict[str, int] = {}  # each profile's traits, in bytes of JSON
+        self._fences_read: set[str] = set()  # users whose forgotten_us was read
 
     def kept_of(self, event: Event) -> Event:
         """``event`` as it is kept: without its properties and traits when it is dated
@@ -238,8 +239,14 @@ class _Batch:
         email back into their profile and the stored event, undoing the erasure."""
         profile = self._profiles.get(event.user_id)
         fence = profile.pruned_before_us if profile is not None else None
-        if fence is None or to_micros(event.timestamp) >= fence:
+        if profile is None or fence is None or to_micros(event.timestamp) >= fence:
             return event
+        if event.user_id not in self._fences_read:
+            # Read for such an event alone, not with every profile: the rules' reason then
+            # says whether an erasure or a prune deleted the history.
+            self._fences_read.add(event.user_id)
+            forgotten = self._uow.users.forgotten_us(event.user_id)
+            self._profiles[event.user_id] = replace(profile, forgotten_us=forgotten)
         return Event(event.event_id, event.user_id, event.event_type, event.timestamp)
 
     def decide(self, event: Event) -> list[Decision] | None:

@@ -44,6 +44,11 @@ class UserRepository:
             )
         }
 
+    def forgotten_us(self, user_id: str) -> int | None:
+        """When the user was last forgotten at their request (microseconds), or None."""
+        query = select(users.c.forgotten_us).where(users.c.user_id == user_id)
+        return self._conn.execute(query).scalar_one_or_none()
+
     def get_row(self, user_id: str) -> Any | None:
         """The user's row as stored (for the audit), or None."""
         return self._conn.execute(select(users).where(users.c.user_id == user_id)).first()

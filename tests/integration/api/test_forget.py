@@ -100,6 +100,11 @@ def test_a_forgotten_user_s_old_event_sent_again_brings_none_of_their_data_back(
         for decision in event["decisions"]:
             assert decision["outcome"] == "skipped"
             assert "its properties and traits are not kept" in decision["reason"]
+            # Not to be read as a retention prune: the user asked, and when.
+            forgotten = audit["user"]["forgotten_at"]
+            assert (
+                f"(the user was forgotten at their request at {forgotten})" in (decision["reason"])
+            )
     # Still the same event to the client's next retry: a duplicate, not a conflict.
     repeat = client.post("/events", json=signup(user="u_gone", event_id="s1"))
     assert (repeat.status_code, repeat.json()["status"]) == (200, "duplicate")

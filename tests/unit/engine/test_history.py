@@ -64,8 +64,8 @@ def test_an_event_older_than_the_pruned_history_is_skipped_by_every_rule_saying_
         ("HIGH_RISK_ALERT", Outcome.SKIPPED),
     ]
     assert decisions[0].reason == (
-        "the user's history before 2025-11-02T00:00:00Z was deleted (pruned, or the user "
-        "forgotten), and this payment_failed at 2025-11-01T21:00:00Z is older: its limits "
+        "the user's history before 2025-11-02T00:00:00Z was deleted (pruned), and this "
+        "payment_failed at 2025-11-01T21:00:00Z is older: its limits "
         "cannot be checked, and its properties and traits are not kept"
     )
 
