@@ -29,7 +29,13 @@ def requeue_dead_letters(
     """Put the dead letters (all, or the one of ``message_id``) back in the queue, due
     ``now``; those a prune redacted cannot be sent again, and stay."""
     with UnitOfWork(database) as uow:
-        count = uow.outbox.requeue(now_us=to_micros(now), message_id=message_id)
+        # Kept in the audit, as the reason the send came late and its attempts count
+        # from 1 again: without it a dead letter later sent looked like any other send.
+        reason = (
+            f"re-queued by `herald messages retry` at {iso(now)} after it was "
+            "dead-lettered: its attempts count from 1 again"
+        )
+        count = uow.outbox.requeue(now_us=to_micros(now), message_id=message_id, reason=reason)
         row = uow.outbox.get(message_id) if message_id and count == 0 else None
         left = 0 if message_id else uow.outbox.count_redacted_dead_letters()
         uow.commit()

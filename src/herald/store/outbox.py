@@ -117,17 +117,25 @@ class OutboxRepository(OutboxReads, OutboxClaims, OutboxClaimOutcomes):
             [_message_values(row) for row in rows],
         )
 
-    def requeue(self, *, now_us: int, message_id: str | None = None) -> int:
+    def requeue(
+        self, *, now_us: int, message_id: str | None = None, reason: str | None = None
+    ) -> int:
         """Put dead letters (all, or one) back in the queue, due now, with as many attempts
-        ahead of them as a new message (those made stay in the attempts' history).
-        Returns how many."""
+        ahead of them as a new message (those made stay in the attempts' history), and
+        ``reason`` as their ``hold_reason``, when given. Returns how many."""
         # A dead letter a prune redacted is a shell (no recipient, no text): it stays.
         statement = update(messages).where(messages.c.status == FAILED, ~_REDACTED)
         if message_id is not None:
             statement = statement.where(messages.c.message_id == message_id)
-        result = self._conn.execute(
-            statement.values(status=PENDING, due_us=now_us, last_error=None, attempts=0)
-        )
+        values: dict[str, object] = {
+            "status": PENDING,
+            "due_us": now_us,
+            "last_error": None,
+            "attempts": 0,
+        }
+        if reason is not None:
+            values["hold_reason"] = reason
+        result = self._conn.execute(statement.values(values))
         return int(result.rowcount)
 
     def count_redacted_dead_letters(self) -> int:

@@ -70,6 +70,16 @@ def test_a_permanent_failure_is_a_dead_letter_until_retried_by_command(
         receiver.respond_with(CannedResponse(200))
         assert asyncio.run(worker.run_once()).sent == 1
     assert message(database).status == "sent"
+    # The audit says why a send that had failed for good went out after all, and why its
+    # attempts count from 1 again: the re-queue left no trace of its own.
+    [sent] = user_audit(database, "u4", limit=10, cursor=None)["messages"]
+    assert [a["attempt"] for a in sent["delivery_attempts"]] == [1, 1]
+    assert sent["hold_reason"].startswith("re-queued by `herald messages retry` at "), sent[
+        "hold_reason"
+    ]
+    assert sent["hold_reason"].endswith(
+        "after it was dead-lettered: its attempts count from 1 again"
+    )
 
 
 def test_dead_letters_are_listed_latest_first_with_their_errors(

@@ -193,8 +193,9 @@ class MessageOut(_Answer):
     sent_at: str | None
     hold_reason: str | None = Field(
         description="Why it last waited without an attempt: quiet hours when it was "
-        "created, or its channel's rate limit or pause when put back. Kept once sent, as "
-        "the reason a send came late"
+        "created, its channel's rate limit or pause when put back, or a dead letter "
+        "re-queued by `herald messages retry`. Kept once sent, as the reason a send came "
+        "late"
     )
     attempts: int
     last_error: str | None
