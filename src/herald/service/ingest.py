@@ -25,6 +25,7 @@ from herald.service.profile_limit import (
     growth_of,
     json_size,
 )
+from herald.store.events import EventRow
 from herald.store.unit_of_work import UnitOfWork
 
 
@@ -115,6 +116,9 @@ def _cancel_withdrawn_marketing(
     does: a nudge held until 08:00 must not reach a user who opted out at 22:00."""
     marketing = Category.MARKETING  # looked up once: an enum member's lookup is slow
     made_here = {row["user_id"] for row in rows.messages if row["category"] == marketing}
+    # Each user's event rows, gathered once and only for a batch that closes a channel:
+    # looked through for every user who closed one, a batch of opt-outs went quadratic.
+    events_of: dict[str, list[EventRow]] | None = None
     for profile in profiles:
         earlier = stored.get(profile.user_id)
         if earlier is None and profile.user_id not in made_here:
@@ -123,17 +127,21 @@ def _cancel_withdrawn_marketing(
         if earlier is not None:
             closed -= closed_to_marketing(earlier.traits)
         if closed:
+            if events_of is None:
+                events_of = defaultdict(list)
+                for row in rows.events:
+                    events_of[row["user_id"]].append(row)
+            said = _withdrawn_by(profile, events_of.get(profile.user_id, []))
             uow.outbox.cancel_marketing(
                 profile.user_id,
                 closed,
-                reason=f"{_withdrawn_by(profile, rows)}closed {', '.join(sorted(closed))} "
-                f"to marketing at {iso(rows.now)}",
+                reason=f"{said}closed {', '.join(sorted(closed))} to marketing at {iso(rows.now)}",
                 now_us=rows.now_us,
             )
 
 
-def _withdrawn_by(profile: UserProfile, rows: BatchRows) -> str:
-    """Which of this batch's events withdrew the consent, and what its traits said
+def _withdrawn_by(profile: UserProfile, events: list[EventRow]) -> str:
+    """Which of ``events`` (this batch's of the user) withdrew the consent, and what its traits said
     (``event e9 (link_bank_success at ...) set marketing_opt_in to false, which ``): a
     support agent reading why a message was cancelled otherwise had only the time it was
     decided, and the event that did it listed no decision about the message."""
@@ -147,10 +155,8 @@ def _withdrawn_by(profile: UserProfile, rows: BatchRows) -> str:
         source = next(
             (
                 row
-                for row in reversed(rows.events)
-                if row["user_id"] == profile.user_id
-                and row["event_time_us"] == at
-                and name in row["user_traits"]
+                for row in reversed(events)
+                if row["event_time_us"] == at and name in row["user_traits"]
             ),
             None,
         )
