@@ -108,6 +108,10 @@ class Dispatcher:
         )
         self._batch_size = batch_size
         self._concurrency = concurrency
+        # A claim takes at least half a round (a channel's slots' worth, when more):
+        # claimed as each slot freed, a fast receiver's messages went a few at a time,
+        # each few a claim and a recording of its own.
+        self._least_claim = max(1, min(concurrency, batch_size), batch_size // 2)
         self._failures = RoundFailures()
         self._lease_s = lease_seconds
         self._lease_us = int(lease_seconds * 1_000_000)
@@ -181,9 +185,9 @@ class Dispatcher:
         try:
             while not stopping.is_set():
                 room = self._batch_size - self._sender.waiting
-                if room < min(self._concurrency, self._batch_size) or len(rounds) >= _ROUNDS:
+                if room < self._least_claim or len(rounds) >= _ROUNDS:
                     # Receivers slow to answer: a claim now would only wait, its leases running.
-                    await self._idle(stopping, _POLL_S, wakeable=False)
+                    await self._sender.fewer_waiting(_POLL_S)
                     continue
                 claimed = await self._start_round(room, rounds)
                 self._say_if_its_file_is_gone()

@@ -9,6 +9,7 @@ ends: sent later, the message could already be another dispatcher's, claimed aga
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -59,6 +60,8 @@ class RoundSender:
         # The remote sends handed to this sender that have not yet taken a slot: what the
         # dispatcher has claimed and not begun to send, which it keeps under a round's worth.
         self._waiting: set[str] = set()
+        # Set as one of them stops waiting, for a dispatcher waiting for room to claim more.
+        self._fewer_waiting = asyncio.Event()
         self._rng = random.Random()  # the jitter of retry backoffs
         self._clock = clock
         # When each provider's error of each type was last logged with its traceback.
@@ -68,6 +71,19 @@ class RoundSender:
     def waiting(self) -> int:
         """How many remote sends handed over wait for a slot of their channel."""
         return len(self._waiting)
+
+    async def fewer_waiting(self, timeout_s: float) -> None:
+        """Return once a send that waited for a slot has taken one (or been kept back), or
+        after ``timeout_s``. Polled instead, a dispatcher whose claims filled the slots of
+        a fast receiver waited out its poll with them free: webhook delivery fell by half."""
+        self._fewer_waiting.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._fewer_waiting.wait(), timeout_s)
+
+    def _no_longer_waiting(self, message_id: str) -> None:
+        if message_id in self._waiting:
+            self._waiting.discard(message_id)
+            self._fewer_waiting.set()
 
     async def deliver_all(
         self,
@@ -120,7 +136,7 @@ class RoundSender:
         try:
             outcome = await self._deliver(row, sends_end, stopping, cancels)
         finally:
-            self._waiting.discard(row.message_id)  # if it never took a slot
+            self._no_longer_waiting(row.message_id)  # if it never took a slot
         ended(outcome)
         return outcome
 
@@ -155,7 +171,7 @@ class RoundSender:
         if provider is None:
             return Outcome(row, DeliveryResult.failed(f"no provider for channel {row.channel}"))
         async with self._slots_of(row.channel):
-            self._waiting.discard(row.message_id)
+            self._no_longer_waiting(row.message_id)
             if stopping.is_set():
                 # Sends under way finish and are recorded; one not begun would only make
                 # the stop wait longer, or be cut off by it and be sent again later.
