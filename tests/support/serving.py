@@ -1,10 +1,19 @@
 """What the tests of `herald serve` as an operator runs it share: a signup event, the
-CLI's message unwrapped, and a SQLite file in the test's folder."""
+CLI's message unwrapped, a SQLite file in the test's folder, and an app served by uvicorn
+on a thread with a protocol of the test's."""
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import uvicorn
+
+from tests.support.ports import free_port
 
 
 def signup(user: str, email: str) -> dict[str, Any]:
@@ -24,3 +33,20 @@ def one_line(text: str) -> str:
 
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'herald.db'}"
+
+
+@contextmanager
+def served_on_a_thread(app: Any, protocol: type, **config: Any) -> Iterator[int]:
+    """``app`` served by uvicorn speaking ``protocol`` (e.g. the request deadlines with
+    test-sized times), on a thread of this process; yields its port, stops it after."""
+    chosen = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, port=chosen, http=protocol, **config))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    try:
+        yield chosen
+    finally:
+        server.should_exit = True
+        thread.join(10)

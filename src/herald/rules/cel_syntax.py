@@ -42,6 +42,21 @@ class Node:
     args: tuple[Node, ...] = ()
 
 
+# CEL's macros that bind a name to each item of a list (or key of a map) in their body.
+MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
+
+
+def is_macro(node: Node) -> bool:
+    """Whether ``node`` is a macro call, ``list.map(x, body)``: its target, the name it
+    binds, then its body."""
+    return (
+        node.kind == "method"
+        and node.name in MACROS
+        and len(node.args) >= 3
+        and node.args[1].kind == "ident"
+    )
+
+
 def parse(source: str) -> Node:
     """The tree of ``source``, a CEL expression; raises ``SyntaxError`` if unreadable."""
     return _Parser(source).whole()

@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from herald.rules.cel_syntax import Node, parse
+from herald.rules.cel_syntax import MACROS, Node, is_macro, parse
 
 # Steps a condition may take, a step being the copy of one item of a list: `map` over 500
 # items takes 250,000 (7.6 ms measured; 1,000 items 29 ms, 2,000 items 114 ms).
@@ -35,7 +35,6 @@ MAX_COPIED_ITEMS = math.isqrt(MAX_CONDITION_STEPS)
 # 28 ns (both measured): a step of a string is this many characters.
 CHARACTERS_PER_STEP = 256
 
-_MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
 _COPYING = frozenset({"map", "filter"})
 # Functions whose result is as large as their argument; any other gives a scalar.
 _SAME_SIZE = frozenset({"string", "bytes", "dyn"})
@@ -123,7 +122,7 @@ class _Walk:
 
     def add(self, node: Node, over: tuple[Path, ...], copied: tuple[Path, ...]) -> None:
         shown = self.source[node.start : node.end]
-        if node.kind == "method" and node.name in _MACROS:
+        if node.kind == "method" and node.name in MACROS:
             target = self.source[node.args[0].start : node.args[0].end]
             if node.args[0].kind == "op":  # the tree keeps no parentheses: put them back
                 target = f"({target})"
@@ -134,7 +133,7 @@ class _Walk:
     def visit(self, node: Node, bound: _Bound, over: tuple[Path, ...], depth: int) -> None:
         """Look through ``node``, in ``depth`` loops over a client's values, the innermost
         going through the values at ``over``."""
-        if _is_macro(node):
+        if is_macro(node):
             self.macro(node, bound, over, depth)
             return
         if depth and node.kind == "op" and node.name == "+":
@@ -175,22 +174,13 @@ def _paths(node: Node, bound: _Bound, below: int | None = None) -> tuple[Path, .
     if node.kind in ("select", "index"):
         part = node.name if node.kind == "select" else "[]"
         return tuple((*path, part) for path in _paths(node.args[0], bound, below))
-    if _is_macro(node):
+    if is_macro(node):
         return _paths(node.args[0], bound, below) if node.name in _COPYING else ()
     if node.kind == "op" and node.name in ("+", "?:"):
         return tuple(p for arg in node.args[-2:] for p in _paths(arg, bound, below))
     if node.kind in ("call", "method") and node.name in _SAME_SIZE:
         return tuple(p for arg in node.args for p in _paths(arg, bound, below))
     return ()
-
-
-def _is_macro(node: Node) -> bool:
-    return (
-        node.kind == "method"
-        and node.name in _MACROS
-        and len(node.args) >= 3
-        and node.args[1].kind == "ident"
-    )
 
 
 def _values(context: Any, path: Path) -> list[Any]:

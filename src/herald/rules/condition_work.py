@@ -18,10 +18,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from herald.rules.cel_syntax import Node, parse
+from herald.rules.cel_syntax import Node, is_macro, parse
 from herald.rules.definition import EventType
 
-_MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
 _CLIENT = frozenset({"event", "user"})
 _PRODUCT = (
     "once for each item of {outer}: its work grows as the product of two sizes the "
@@ -99,7 +98,7 @@ class _Walk:
                 f": {_READ_FIX}"
             )
             return  # what else is wrong with it would be said of the same read
-        if _is_macro(node):
+        if is_macro(node):
             self.macro(node, bound, outer)
             return
         if outer is not None and node.kind == "op" and node.name == "in":
@@ -166,15 +165,6 @@ class _Walk:
             self.problems.append(problem)
 
 
-def _is_macro(node: Node) -> bool:
-    return (
-        node.kind == "method"
-        and node.name in _MACROS
-        and len(node.args) >= 3
-        and node.args[1].kind == "ident"
-    )
-
-
 def _root(node: Node) -> str | None:
     """The name a read (``event.properties.items[0]``) starts from; None if no read."""
     while node.kind in ("select", "index"):
@@ -186,7 +176,7 @@ def _reads(node: Node, bound: _Bound, kinds: set[str]) -> bool:
     """Whether ``node`` reads ``event`` or ``user``, or a name bound as one of ``kinds``."""
     if node.kind == "ident":
         return bound[node.name] in kinds if node.name in bound else node.name in _CLIENT
-    if _is_macro(node):
+    if is_macro(node):
         target, *rest = node.args
         inner = {**bound, **{arg.name: "item" for arg in rest[:-1] if arg.kind == "ident"}}
         return _reads(target, bound, kinds) or any(_reads(body, inner, kinds) for body in rest)

@@ -10,21 +10,18 @@ import json
 import logging
 import select
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 
 from herald.api.app import create_app
 from herald.cli.http_protocol import RequestDeadlineProtocol
 from herald.config import Settings
 from herald.store.database import Database
 from herald.store.migrate import upgrade
-from tests.support.ports import free_port
-from tests.support.serving import signup, sqlite_url
+from tests.support.serving import served_on_a_thread, signup, sqlite_url
 
 
 class _QuickDeadlines(RequestDeadlineProtocol):
@@ -41,18 +38,8 @@ def port(tmp_path: Path) -> Iterator[int]:
     settings = Settings(
         database_url=url, outbox_file=str(tmp_path / "outbox.jsonl"), dispatcher=False
     )
-    chosen = free_port()
-    config = uvicorn.Config(
-        create_app(settings), port=chosen, http=_QuickDeadlines, log_config=None
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.01)
-    yield chosen
-    server.should_exit = True
-    thread.join(10)
+    with served_on_a_thread(create_app(settings), _QuickDeadlines, log_config=None) as chosen:
+        yield chosen
 
 
 def _post(path: str, body: bytes) -> bytes:

@@ -8,15 +8,13 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import uvicorn
 
 from herald.cli.http_protocol import RequestDeadlineProtocol
-from tests.support.ports import free_port
+from tests.support.serving import served_on_a_thread
 
 APP_DELAY = 2.5  # longer than a whole request's deadline
 
@@ -46,16 +44,8 @@ async def _length_of_body(scope: dict[str, Any], receive: Any, send: Any) -> Non
 
 @pytest.fixture
 def port() -> Iterator[int]:
-    chosen = free_port()
-    config = uvicorn.Config(_length_of_body, port=chosen, http=_QuickDeadlines, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.01)
-    yield chosen
-    server.should_exit = True
-    thread.join(10)
+    with served_on_a_thread(_length_of_body, _QuickDeadlines, log_level="warning") as chosen:
+        yield chosen
 
 
 def _post(path: str, length: int, *, expect_continue: bool = False) -> bytes:

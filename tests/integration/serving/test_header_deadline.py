@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import gc
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import uvicorn
 
 from herald.cli.http_protocol import RequestDeadlineProtocol
-from tests.support.ports import free_port
+from tests.support.serving import served_on_a_thread
 
 
 class _QuickDeadline(RequestDeadlineProtocol):
@@ -32,16 +30,8 @@ async def _hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 @pytest.fixture
 def port() -> Iterator[int]:
-    chosen = free_port()
-    config = uvicorn.Config(_hello, port=chosen, http=_QuickDeadline, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.01)
-    yield chosen
-    server.should_exit = True
-    thread.join(10)
+    with served_on_a_thread(_hello, _QuickDeadline, log_level="warning") as chosen:
+        yield chosen
 
 
 def _closed_after(connection: socket.socket) -> float:
