@@ -111,7 +111,7 @@ class Dispatcher:
         # A claim takes at least half a round (a channel's slots' worth, when more):
         # claimed as each slot freed, a fast receiver's messages went a few at a time,
         # each few a claim and a recording of its own.
-        self._least_claim = max(1, min(concurrency, batch_size), batch_size // 2)
+        self._least_claim = max(min(concurrency, batch_size), batch_size // 2)
         self._failures = RoundFailures()
         self._lease_s = lease_seconds
         self._lease_us = int(lease_seconds * 1_000_000)

@@ -88,19 +88,23 @@ def closed_now(profile: UserProfile) -> frozenset[str]:
     return closed_to_marketing(profile.traits) | by_api
 
 
+def withdrawing_trait(profile: UserProfile) -> tuple[str, int | None]:
+    """The trait that withdraws the user's consent to marketing, when their traits do:
+    ``marketing_opt_in`` unless it says yes, else ``unsubscribed``; and the time
+    (microseconds) of the event it came from, when known."""
+    opted_in = profile.traits.get("marketing_opt_in", True) is True
+    name = "unsubscribed" if opted_in else "marketing_opt_in"
+    return name, profile.trait_times.get(name)
+
+
 def closed_by(profile: UserProfile, channel: str) -> str:
     """What closes ``channel`` to marketing for the user, as ``closed_now`` finds it: an
     unsubscribe through the API, or a trait with the time of the event it came from."""
     api = profile.unsubscribed
     if "marketing" in api or "all" in api or channel in api:
         return "they unsubscribed through POST /users/{id}/preferences"
-    name = (
-        "marketing_opt_in"
-        if profile.traits.get("marketing_opt_in", True) is not True
-        else ("unsubscribed")
-    )
+    name, when = withdrawing_trait(profile)
     said = _shown(profile.traits.get(name))
-    when = profile.trait_times.get(name)
     return f"their {name} is {said}" + (
         f", from an event at {iso(from_micros(when))}" if when else ""
     )

@@ -23,7 +23,12 @@ from herald.domain.model import (
 )
 from herald.domain.timeutil import from_micros, iso, readable_span, to_micros, utc_day
 from herald.rules.definition import Limit, MaxAge, Rule, RuleSet
-from herald.rules.eligibility import consent_problem, delivery_note, recipient_of
+from herald.rules.eligibility import (
+    consent_problem,
+    delivery_note,
+    recipient_of,
+    withdrawing_trait,
+)
 
 # An event decides at most this many earlier triggers of one rule (e.g. bank links that
 # came before their signup). Without a bound, a client replaying thousands of them made
@@ -314,9 +319,7 @@ def _withdrawn_later(rule: Rule, profile: UserProfile) -> str | None:
         return None
     # Which trait said so, and the time of the event it came from: the one to look for
     # among the user's events, none of whose decisions is about this rule.
-    opt_in = profile.traits.get("marketing_opt_in", True)
-    name = "marketing_opt_in" if opt_in is not True else "unsubscribed"
-    when = profile.trait_times.get(name)
+    name, when = withdrawing_trait(profile)
     if when is None:
         return f"{problem}, as an event later than this one says"
     return (

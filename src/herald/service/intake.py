@@ -37,7 +37,7 @@ class Horizon(NamedTuple):
 
     now: datetime
     skew: timedelta
-    latest: datetime
+    latest: datetime  # now + skew, added once per request rather than once per event
 
 
 def horizon(now: datetime, skew_s: float) -> Horizon:
