@@ -19,6 +19,7 @@ import threading
 import time
 
 from herald.delivery.dispatcher import LEASE_S
+from herald.observability.shared_metrics import without_shared_metrics
 
 log = logging.getLogger("herald.dispatcher")
 
@@ -104,7 +105,9 @@ class DispatcherProcess:
         """Start the child; what went wrong if it could not be (no process, too many
         open files): tried again like a child that died, not the end of delivery."""
         try:
-            self._process = subprocess.Popen(self._command, start_new_session=True)
+            self._process = subprocess.Popen(
+                self._command, start_new_session=True, env=without_shared_metrics(os.environ)
+            )
         except OSError as exc:
             self._process = None
             return f"could not be started ({exc})"

@@ -149,11 +149,15 @@ def _run_uvicorn(settings: Settings, *, dispatcher_process: bool) -> None:
 
     from herald.cli.dispatcher_process import DispatcherProcess
     from herald.cli.http_protocol import RequestDeadlineProtocol
+    from herald.observability.shared_metrics import metrics_shared_by
 
     # uvicorn re-raises the signal that stopped it once it has shut down: let SIGTERM then
     # unwind as an exception, not end the process at once, so the dispatcher stops too.
     signal.signal(signal.SIGTERM, _exit_on_signal)
-    with DispatcherProcess() if dispatcher_process else nullcontext():
+    with (
+        metrics_shared_by(settings.workers),
+        DispatcherProcess() if dispatcher_process else nullcontext(),
+    ):
         uvicorn.run(
             "herald.api.factory:app_from_environment",
             factory=True,

@@ -16,9 +16,11 @@ from prometheus_client import (
     start_http_server,
 )
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from herald.observability.logging import first_line
+from herald.observability.shared_metrics import shared_metrics_folder
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +37,8 @@ class Metrics:
     """The metrics of one process. Those of what the process does not do (ingestion in a
     `herald worker`, delivery in an API whose dispatcher runs elsewhere) are counted on
     but not served: a scrape showing them at zero would say that nothing was received,
-    or sent, where they are counted in another process."""
+    or sent, where they are counted in another process. Among the API processes of one
+    server, the counts served are those of all of them (see ``shared_metrics``)."""
 
     def __init__(self, *, ingests: bool = True, delivers: bool = True) -> None:
         # Each counter and histogram would also be served as a `*_created` series, the
@@ -43,7 +46,13 @@ class Metrics:
         # Process-wide in prometheus_client, and the same for every Metrics.
         disable_created_metrics()
         self.registry = CollectorRegistry(auto_describe=True)
-        ingestion = self.registry if ingests else None
+        # Shared, the counts are served from the files of every process, this one's
+        # among them, not from the counters themselves.
+        shared = shared_metrics_folder()
+        counted_here = None if shared else self.registry
+        if shared:
+            MultiProcessCollector(self.registry, path=shared)
+        ingestion = counted_here if ingests else None
         self.events = Counter(
             "herald_events_total",
             "Events received, by type and status",
@@ -60,7 +69,7 @@ class Metrics:
             "herald_deliveries_total",
             "Delivery attempts, by channel and status (sent, retry, failed)",
             ["channel", "status"],
-            registry=self.registry if delivers else None,
+            registry=counted_here if delivers else None,
         )
         self.ingest_latency = Histogram(
             "herald_ingest_seconds",

@@ -1,0 +1,53 @@
+"""Metrics summed over the API processes of ``herald serve --workers N``.
+
+Each process counts its own requests. Served as they were, a scrape of ``/metrics``
+showed the process that happened to answer it: a counter jumped from one process's
+figure to another's between scrapes, and Prometheus read every drop as a restart, so a
+rate over it was meaningless. prometheus_client's multiprocess mode keeps each
+process's counts in a file of a folder they share, and a scrape of any process sums
+them all.
+
+The mode is chosen when prometheus_client is first imported, from the variable below:
+the server sets it before the API processes start, and they import it afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+
+FOLDER_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+
+
+@contextmanager
+def metrics_shared_by(processes: int) -> Iterator[None]:
+    """While it lasts, processes started from this one share their counts when there
+    are several of them; the folder is removed at the end. The counts of a process that
+    died and was replaced stay in it, so the sums never go back."""
+    if processes == 1:
+        # One left by the caller's environment would make a lone process read counts
+        # of processes of another server.
+        os.environ.pop(FOLDER_VARIABLE, None)
+        yield
+        return
+    folder = tempfile.mkdtemp(prefix="herald-metrics-")
+    os.environ[FOLDER_VARIABLE] = folder
+    try:
+        yield
+    finally:
+        os.environ.pop(FOLDER_VARIABLE, None)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def shared_metrics_folder() -> str | None:
+    """The folder where this process's counts join those of its fellow processes."""
+    return os.environ.get(FOLDER_VARIABLE) or None
+
+
+def without_shared_metrics(environment: Mapping[str, str]) -> dict[str, str]:
+    """``environment`` for a process that counts apart (the dispatcher: its delivery
+    metrics are served on a port of its own)."""
+    return {name: value for name, value in environment.items() if name != FOLDER_VARIABLE}
