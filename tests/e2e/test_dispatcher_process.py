@@ -227,3 +227,20 @@ def test_api_processes_of_a_server_killed_outright_stop_and_free_the_port(
         post_signup(base, "u_after")
     finally:
         restarted.stop()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_server_stopped_with_sigterm_exits_0_with_one_api_process_or_several(
+    tmp_path: Path, workers: str
+) -> None:
+    """A deployment stops it with SIGTERM: an exit status of 143 is a failure to systemd,
+    which then marked the service failed at each stop of a single-process server."""
+    server, _base = start_server(tmp_path, "--workers", workers)
+    try:
+        eventually(lambda: len(dispatcher_pids(server)) == 1, "the dispatcher starts")
+        assert server.pid is not None
+        os.kill(server.pid, signal.SIGTERM)
+        assert server.wait(timeout=30) == 0
+        assert "stopped: the sends under way were recorded" in server.output()
+    finally:
+        server.stop()

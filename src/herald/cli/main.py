@@ -153,6 +153,7 @@ def _run_uvicorn(settings: Settings, *, dispatcher_process: bool) -> None:
 
     # uvicorn re-raises the signal that stopped it once it has shut down: let SIGTERM then
     # unwind as an exception, not end the process at once, so the dispatcher stops too.
+    # (A single process only: with --workers N, uvicorn's supervisor returns.)
     signal.signal(signal.SIGTERM, _exit_on_signal)
     with (
         metrics_shared_by(settings.workers),
@@ -237,8 +238,13 @@ def _say_where_metrics_go(settings: Settings, *, inline: bool) -> None:
         )
 
 
-def _exit_on_signal(signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signum)
+def _exit_on_signal(_signum: int, _frame: object) -> None:
+    """A server asked to stop has done as asked: exit 0, as it does with ``--workers N``
+    (whose supervisor takes the signal itself) and as ``herald worker`` does. An exit
+    status of 143 (128 + SIGTERM) is a failure to systemd, which takes a death by the
+    signal itself as clean but not that status: every deployment's stop marked the
+    service failed."""
+    raise SystemExit(0)
 
 
 app.command()(prune)  # after serve and worker, so --help lists them first
