@@ -14,6 +14,12 @@ or of the request's first byte on a connection kept alive, and its body by
 ``BODY_SECONDS`` after that. ``BODY_SECONDS`` lets the largest body Herald reads, an 8 MiB
 batch, arrive at 1.1 Mbit/s even after headers that took their whole time. A connection
 that misses either is closed; one whose answer has not begun is first answered ``408``.
+
+An answer, too, must be taken: a client that stopped reading one larger than the
+network's buffers hold (an audit page can be 16 MiB) kept its connection, and the unsent
+rest of the answer in this process's memory, for as long as it stayed connected. Once
+the answer fills the buffers, the client must take some of it in every
+``ANSWER_STALL_SECONDS``, or the connection is dropped with what it held.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 HEADERS_SECONDS = 30.0
 BODY_SECONDS = 60.0
+# However slowly a client takes an answer, it takes some of it within this.
+ANSWER_STALL_SECONDS = 60.0
 
 
 class RequestDeadlineProtocol(HttpToolsProtocol):
@@ -43,9 +51,13 @@ class RequestDeadlineProtocol(HttpToolsProtocol):
 
     headers_seconds = HEADERS_SECONDS
     body_seconds = BODY_SECONDS
+    answer_stall_seconds = ANSWER_STALL_SECONDS
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # Running while the answer being sent fills the buffers; rare (a large answer
+        # to a slow or stopped client), so a timer of its own each time.
+        self._stall: asyncio.TimerHandle | None = None
         # When the request now arriving must have arrived, its headers and then its body
         # (loop time); None while none is arriving (a request being answered, or idle
         # between requests, which uvicorn's keep-alive timeout bounds).
@@ -61,7 +73,39 @@ class RequestDeadlineProtocol(HttpToolsProtocol):
         if self._watch is not None:
             self._watch.cancel()
             self._watch = None
+        self._end_stall()
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._stall is None:
+            self._watch_answer(self.transport.get_write_buffer_size())
+
+    def resume_writing(self) -> None:
+        self._end_stall()
+        super().resume_writing()
+
+    def _end_stall(self) -> None:
+        if self._stall is not None:
+            self._stall.cancel()
+            self._stall = None
+
+    def _watch_answer(self, unsent: int) -> None:
+        self._stall = self.loop.call_later(self.answer_stall_seconds, self._look_at_answer, unsent)
+
+    def _look_at_answer(self, unsent_before: int) -> None:
+        """Drop the connection of a client that took none of its answer since the last
+        look, and the answer's unsent rest with it: closing it would wait for the client
+        to take that rest first, as long as the client liked. The buffers staying full is
+        not enough: the app writes an answer whole, and they stay so until its last 16 KiB
+        however fast the client reads. (The app writes nothing more meanwhile: it waits
+        for the buffers to empty.)"""
+        unsent = self.transport.get_write_buffer_size()
+        if unsent < unsent_before:
+            self._watch_answer(unsent)
+            return
+        self._stall = None
+        self.transport.abort()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
