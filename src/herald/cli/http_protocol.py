@@ -31,7 +31,8 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 HEADERS_SECONDS = 30.0
 BODY_SECONDS = 60.0
-# However slowly a client takes an answer, it takes some of it within this.
+# A client reading a few kilobytes a second makes room in the socket's buffer, which is
+# what is watched, well within this.
 ANSWER_STALL_SECONDS = 60.0
 
 
