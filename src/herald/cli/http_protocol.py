@@ -31,7 +31,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 HEADERS_SECONDS = 30.0
 BODY_SECONDS = 60.0
-# A client reading a few kilobytes a second makes room in the socket's buffer, which is
+# A client reading tens of kilobytes a second makes room in the socket's buffer, which is
 # what is watched, well within this.
 ANSWER_STALL_SECONDS = 60.0
 
