@@ -164,7 +164,9 @@ class RoundSender:
         stopping: asyncio.Event,
         cancels: CancelWatch | None,
     ) -> Outcome:
-        kept = self._gates.paused(row) or self._gates.rate_limited(row)
+        # A channel paused is given back before it waits for a slot; its rate is asked
+        # only once it has one, just before sending (below).
+        kept = self._gates.paused(row)
         if kept is not None:
             return kept
         provider = self._providers.get(row.channel)
@@ -185,9 +187,12 @@ class RoundSender:
                 # round, here or in another dispatcher, sends it under a fresh lease.
                 return Outcome(row, Deferred("its claim's lease ran out before its turn"))
             # Asked again: a send ahead of it in the round may have paused the channel.
-            paused = self._gates.paused(row)
-            if paused is not None:
-                return paused
+            # The rate's turn is taken here, as it goes out: taken before waiting for a
+            # slot, the turns of the messages waiting behind a stalled receiver were all
+            # spent in the instant it caught up, a burst past the rate.
+            kept = self._gates.paused(row) or self._gates.rate_limited(row)
+            if kept is not None:
+                return kept
             lease = asyncio.timeout(left)  # no deadline for a local send (None)
             try:
                 async with lease:

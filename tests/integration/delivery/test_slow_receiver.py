@@ -294,3 +294,51 @@ def test_a_dispatcher_claims_no_more_than_a_round_beyond_the_sends_under_way(
         assert len(receiver.requests) == 1
 
     assert sorted(status for status, _ in statuses(database).values()) == ["pending"] * 9 + ["sent"]
+
+
+class StalledUntil(HttpReceiver):
+    """Holds every request that arrives before ``release_at`` (``time.monotonic``) until
+    then, and answers those after at once: a receiver that stalls, then catches up."""
+
+    def __init__(self, release_at: float) -> None:
+        super().__init__()
+        self._release_at = release_at
+        self.arrivals: list[float] = []
+
+    def _record(self, request: ReceivedRequest) -> CannedResponse:
+        super()._record(request)
+        now = time.monotonic()
+        with self._lock:
+            self.arrivals.append(now)
+        return CannedResponse(delay=max(0.0, self._release_at - now))
+
+
+def test_a_receiver_that_stalls_then_catches_up_gets_no_burst_past_the_rate(
+    database: Database, clock: FixedClock
+) -> None:
+    """At 1 SMS a second with four sends at once, the gateway stalls: four sends wait on
+    it, and the messages due meanwhile wait for a slot. When it answers them all at once,
+    those waiting go out at the rate, not together: a message used to take its turn of
+    the rate before it waited for a slot, and the turns taken during the stall were all
+    spent in the same instant, four requests at a gateway that allows one a second."""
+    rate, slots, stall_s = 1.0, 4, 7.0
+    store(database, clock, [e for i in range(8) for e in link_after_signup(f"s{i}")])
+    limits = ChannelRateLimits.from_rates({"sms": (rate, int(rate))}, time.monotonic)
+    with StalledUntil(time.monotonic() + stall_s) as gateway:
+        worker = dispatcher(
+            database,
+            WallClock(),
+            {"sms": WebhookProvider("sms", gateway.url, secret=None)},
+            rate_limits=limits,
+            concurrency=slots,
+        )
+
+        async def scenario() -> None:
+            await until(lambda: len(gateway.requests) == 8, within_s=stall_s + 8 / rate + 3)
+
+        delivering(worker, scenario)
+
+    arrivals = sorted(gateway.arrivals)
+    # In any half second the gateway gets at most the burst (one) and one more turn.
+    crowded = max(sum(1 for t in arrivals if first <= t < first + 0.5) for first in arrivals)
+    assert crowded <= 2, [round(t - arrivals[0], 2) for t in arrivals]
