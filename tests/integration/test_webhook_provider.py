@@ -185,6 +185,37 @@ def test_other_client_errors_and_redirects_fail_for_good(
     assert result.detail == f'HTTP {status}: {{"error": "bad payload"}}'
 
 
+def test_a_redirect_names_the_origin_it_points_to_and_not_its_path(
+    receiver: HttpReceiver,
+) -> None:
+    # "HTTP 301" alone left the operator to find out where the receiver had moved; its
+    # path is left out, as a hook's path often holds its token.
+    moved = "https://hooks.example.com:8443/T01/B02/token-abc?key=k"
+    receiver.respond_with(CannedResponse(301, b"", {"Location": moved}))
+
+    result = send_once(receiver.url, secret=None)
+
+    assert result.status is DeliveryStatus.FAILED
+    assert result.detail == (
+        "HTTP 301 (redirects to https://hooks.example.com:8443/..., not followed: point the "
+        "rule file's url at the receiver's new address)"
+    )
+
+
+def test_a_redirect_to_another_path_of_the_same_receiver_says_so(
+    receiver: HttpReceiver,
+) -> None:
+    receiver.respond_with(CannedResponse(308, b"moved", {"Location": "/v2/hook"}))
+
+    result = send_once(receiver.url, secret=None)
+
+    assert result.status is DeliveryStatus.FAILED
+    assert result.detail == (
+        f"HTTP 308: moved (redirects to another path of http://127.0.0.1:{receiver.port}, "
+        "not followed: point the rule file's url at the receiver's new address)"
+    )
+
+
 def test_the_detail_quotes_at_most_200_characters_of_the_answer(receiver: HttpReceiver) -> None:
     receiver.respond_with(CannedResponse(500, b"x" * 5_000))
 

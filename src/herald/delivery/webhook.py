@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 from urllib.request import getproxies, proxy_bypass
 
 import aiohttp
@@ -115,7 +115,11 @@ class WebhookProvider:
                 allow_redirects=False,
             ) as response:
                 content = await _head_of(response)
-                return _classify(response, content, now=self._clock())
+                result = _classify(response, content, now=self._clock())
+                location = response.headers.get("Location", "").strip()
+                if 300 <= response.status < 400 and location:
+                    return DeliveryResult.failed(f"{result.detail} ({self._redirect(location)})")
+                return result
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             return DeliveryResult.retry(f"timeout after {self.timeout:g} s ({type(exc).__name__})")
         except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError) as exc:
@@ -155,6 +159,20 @@ class WebhookProvider:
             self._session_loop = loop
         assert self._session is not None
         return self._session
+
+    def _redirect(self, location: str) -> str:
+        """Where an unfollowed redirect points, by its origin alone (a hook's path often
+        holds its token, as ``target`` leaves out): "HTTP 301" alone left the operator to
+        find out where the receiver had moved."""
+        fix = "not followed: point the rule file's url at the receiver's new address"
+        try:
+            parts = urlsplit(urljoin(self.url, location))
+            origin = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+        except ValueError:  # a Location no URL parser reads
+            return f"redirects to a Location that is not a URL, {fix}"
+        if origin == self.target:
+            return f"redirects to another path of {origin}, {fix}"
+        return f"redirects to {origin}/..., {fix}"
 
     def _describe(self, exc: Exception) -> str:
         # Client errors often carry an empty message; the class name still says what
