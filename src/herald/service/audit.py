@@ -10,6 +10,7 @@ from typing import Any
 from herald.domain.timeutil import from_micros, iso
 from herald.service.preferences import as_shown
 from herald.store.database import Database
+from herald.store.outbox import SENDING
 from herald.store.unit_of_work import ReadOnly
 
 _INT64 = (-(2**63), 2**63)
@@ -171,6 +172,11 @@ def _message(row: Any, attempts: list[Any]) -> dict[str, Any]:
         # Still "sending" (its attempt goes on), but it will not be tried again: without
         # this, the audit showed a message its rule's cancel had reached as any other send.
         "cancel_requested": row.cancel_requested,
+        # Who is sending it, and until when: a dispatcher killed mid-send leaves it
+        # `sending` until its claim runs out, which the audit did not otherwise say.
+        "claim": {"dispatcher": row.claimed_by, "until": _when(row.lease_until_us)}
+        if row.status == SENDING and row.claimed_by is not None and row.lease_until_us is not None
+        else None,
         "delivery_attempts": [
             {"attempt": a.attempt, "at": _when(a.at_us), "outcome": a.outcome, "detail": a.detail}
             for a in attempts

@@ -176,6 +176,18 @@ class DeliveryAttemptOut(_Answer):
     detail: str
 
 
+class ClaimOut(_Answer):
+    dispatcher: str = Field(
+        description="The dispatcher that claimed it, as it names itself when it starts "
+        "(`dispatcher vm:8073-804f2e193bb5 on ...`)"
+    )
+    until: str = Field(
+        description="When its claim runs out (on PostgreSQL, by the database server's "
+        "clock): a dispatcher that stopped or died mid-send leaves the message `sending` "
+        "until then; another then takes it over, counting the attempt as interrupted"
+    )
+
+
 class MessageOut(_Answer):
     message_id: str
     rule: str
@@ -205,6 +217,10 @@ class MessageOut(_Answer):
         "claim is given back or runs out) it ends `cancelled`, with this as its "
         "`last_error`, and is not tried again, unless it was sent: a send that succeeds is "
         "beyond recall. Null otherwise"
+    )
+    claim: ClaimOut | None = Field(
+        description="While it is being sent (`sending`): which dispatcher has it and until "
+        "when. Null otherwise"
     )
     delivery_attempts: list[DeliveryAttemptOut]
     event_id: str
