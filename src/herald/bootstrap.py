@@ -217,6 +217,7 @@ def _dispatcher(
         retry=plan.retry,
         rate_limits=plan.rate_limits(time.monotonic),
         on_result=lambda channel, status: _count_delivery(metrics, channel, status),
+        on_send_seconds=metrics.observe_delivery,
         inline_storage=database.is_sqlite,
         # Workers on several hosts share a PostgreSQL database, and its clock, not theirs,
         # times their leases. SQLite's dispatchers all share their host's.

@@ -20,6 +20,7 @@ def labels_in_code() -> dict[str, tuple[str, ...]]:
     metrics.count_event("signup_completed", "accepted")
     metrics.count_many(metrics.decisions, [("WELCOME_EMAIL", "triggered")])
     metrics.count_delivery("email", "sent")
+    metrics.observe_delivery("email", 0.1)
     metrics.observe_ingest("event", 0.001)
     labelled: dict[str, tuple[str, ...]] = {}
     for family in metrics.registry.collect():

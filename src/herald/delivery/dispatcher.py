@@ -74,6 +74,7 @@ class Dispatcher:
         lease_seconds: float = LEASE_S,
         concurrency: int = 16,  # sends at once on each channel
         on_result: Callable[[str, DeliveryStatus], None] = lambda _c, _s: None,
+        on_send_seconds: Callable[[str, float], None] = lambda _c, _s: None,
         inline_storage: bool = False,
         hold: HoldPolicy | None = None,
         hold_channels: frozenset[str] = frozenset(),
@@ -123,6 +124,7 @@ class Dispatcher:
             retry=self._retry,
             concurrency=concurrency,
             clock=lambda: clock().timestamp(),
+            on_send_seconds=on_send_seconds,
         )
         # The lease ends of claims whose commit failed, as far as this dispatcher heard:
         # one may have gone through, its messages claimed but never sent.

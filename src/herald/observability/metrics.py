@@ -71,6 +71,14 @@ class Metrics:
             ["channel", "status"],
             registry=counted_here if delivers else None,
         )
+        self.delivery_latency = Histogram(
+            "herald_delivery_seconds",
+            "Time each delivery attempt took, from the provider's request to its answer "
+            "(or the cut-off), by channel",
+            ["channel"],
+            registry=self.registry if delivers else None,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
         self.ingest_latency = Histogram(
             "herald_ingest_seconds",
             "Time from request to committed answer, per request",
@@ -109,6 +117,9 @@ class Metrics:
 
     def count_delivery(self, channel: str, status: str) -> None:
         self._series_of(self.deliveries, (channel, status)).inc()
+
+    def observe_delivery(self, channel: str, seconds: float) -> None:
+        self._series_of(self.delivery_latency, (channel,)).observe(seconds)
 
     def observe_ingest(self, endpoint: str, seconds: float) -> None:
         self._series_of(self.ingest_latency, (endpoint,)).observe(seconds)
