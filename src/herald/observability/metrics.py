@@ -53,6 +53,7 @@ class Metrics:
         if shared:
             MultiProcessCollector(self.registry, path=shared)
         ingestion = counted_here if ingests else None
+        delivery = counted_here if delivers else None
         self.events = Counter(
             "herald_events_total",
             "Events received, by type and status",
@@ -69,14 +70,14 @@ class Metrics:
             "herald_deliveries_total",
             "Delivery attempts, by channel and status (sent, retry, failed)",
             ["channel", "status"],
-            registry=counted_here if delivers else None,
+            registry=delivery,
         )
         self.delivery_latency = Histogram(
             "herald_delivery_seconds",
             "Time each delivery attempt took, from the provider's request to its answer "
             "(or the cut-off), by channel",
             ["channel"],
-            registry=self.registry if delivers else None,
+            registry=delivery,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
         self.ingest_latency = Histogram(
