@@ -259,7 +259,8 @@ def test_cancelling_a_rule_id_with_no_messages_names_the_rules_that_have_some(
     database: Database, database_url: str
 ) -> None:
     """A rule id typed wrong (in another case, say) cancels nothing: said as "cancelled 0"
-    alone, it would read as if the rule had nothing waiting."""
+    alone, with exit code 0, it would read as if the rule had nothing waiting. A rule whose
+    messages have all gone is not a mistake: asked again, the cancel succeeds."""
     decide(database, ["waiting"])
     command = ["messages", "cancel", "--database", database_url, "--rule"]
 
@@ -268,12 +269,13 @@ def test_cancelling_a_rule_id_with_no_messages_names_the_rules_that_have_some(
     CliRunner().invoke(cli, [*command, "INSUFFICIENT_FUNDS_EMAIL"], env={"COLUMNS": "1000"})
     nothing_left = CliRunner().invoke(cli, [*command, "WELCOME_EMAIL"], env={"COLUMNS": "1000"})
 
-    assert mistyped.exit_code == 0, mistyped.output
+    assert mistyped.exit_code == 1, mistyped.output
     assert mistyped.output.splitlines() == [
         "cancelled 0 message(s) of welcome_email",
-        "no message of welcome_email was waiting to be sent or a dead letter; rules that "
-        "have some: INSUFFICIENT_FUNDS_EMAIL (1), WELCOME_EMAIL (1)",
+        "no message of welcome_email was ever stored (rule ids are case-sensitive); rules "
+        "that have some: INSUFFICIENT_FUNDS_EMAIL (1), WELCOME_EMAIL (1)",
     ]
+    assert nothing_left.exit_code == 0, nothing_left.output
     assert nothing_left.output.splitlines() == [
         "cancelled 0 message(s) of WELCOME_EMAIL",
         "no message of WELCOME_EMAIL was waiting to be sent or a dead letter; no rule has any",

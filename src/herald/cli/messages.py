@@ -146,14 +146,20 @@ def messages_cancel(
         )
     console.print(f"cancelled {done.cancelled} message(s) of {rule}", markup=False)
     if not done.cancelled and not done.in_flight:
-        # Nothing of the rule: a mistyped id (ids are case-sensitive) looks the same.
         others = done.others
         listed = ", ".join(f"{name} ({others[name]})" for name in sorted(others))
+        said = (
+            f"no message of {rule} was waiting to be sent or a dead letter"
+            if done.known
+            else f"no message of {rule} was ever stored (rule ids are case-sensitive)"
+        )
         console.print(
-            f"no message of {rule} was waiting to be sent or a dead letter; "
-            + (f"rules that have some: {listed}" if others else "no rule has any"),
+            f"{said}; " + (f"rules that have some: {listed}" if others else "no rule has any"),
             markup=False,
         )
+        if not done.known:
+            # Likely a mistyped id: a script must not take it for the rule's messages gone.
+            raise typer.Exit(1)
     if done.in_flight:
         console.print(
             f"{done.in_flight} message(s) of {rule} being sent now will be cancelled when "

@@ -48,8 +48,11 @@ class RuleCancelled:
 
     cancelled: int  # waiting to be sent, or dead letters: cancelled
     in_flight: int  # being sent: cancelled when their attempt ends, unless sent
-    # When it found nothing of the rule: how many each rule that has some would cancel.
+    # When it found nothing of the rule: how many each rule that has some would cancel,
+    # and whether the database holds any message of the rule at all (else its id is
+    # likely typed wrong).
     others: dict[str, int] = field(default_factory=dict)
+    known: bool = True
 
 
 def cancel_rule_messages(
@@ -63,5 +66,6 @@ def cancel_rule_messages(
         done = uow.outbox.cancel_rule(rule, reason=reason, now_us=to_micros(now))
         nothing = not done.cancelled and not done.in_flight
         others = uow.outbox.cancellable_by_rule() if nothing else {}
+        known = not nothing or uow.outbox.has_rule(rule)
         uow.commit()
-    return RuleCancelled(done.cancelled, done.in_flight, others)
+    return RuleCancelled(done.cancelled, done.in_flight, others, known)

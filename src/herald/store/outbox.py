@@ -156,6 +156,13 @@ class OutboxRepository(OutboxReads, OutboxClaims, OutboxClaimOutcomes):
         )
         return RuleCancel(cancelled=ended[CANCELLED], in_flight=ended[SENDING])
 
+    def has_rule(self, rule: str) -> bool:
+        """Whether any message of ``rule`` is stored, whatever its status. No index serves
+        it: asked only of a cancel that found nothing, where it tells a rule id typed wrong
+        from a rule whose messages have all gone."""
+        query = select(messages.c.message_id).where(messages.c.rule == rule).limit(1)
+        return self._conn.execute(query).first() is not None
+
     def cancellable_by_rule(self) -> dict[str, int]:
         """How many messages ``cancel_rule`` would cancel, for each rule that has any: a
         rule id typed wrong cancels nothing, and these are the ids it may have meant."""
