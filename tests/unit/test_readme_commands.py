@@ -112,19 +112,57 @@ def test_every_setting_is_named_as_its_variable_and_every_variable_named_is_a_se
     assert named - settings - TEST_VARIABLES == set()
 
 
-def test_the_defaults_the_readme_states_are_the_settings_defaults() -> None:
-    text = flat(readme())
-    defaults = {name: field.default for name, field in Settings.model_fields.items()}
+def settings_table() -> dict[str, list[str]]:
+    """The README's table of settings: each row's cells after the first (option, default,
+    read by, what it sets), by the variable the row is about."""
+    rows = {}
+    for line in section("Command line").splitlines():
+        found = re.match(r"\| `(HERALD_[A-Z_]+)` \|(.*)\|$", line)
+        if found:
+            rows[found[1]] = [cell.strip() for cell in found[2].split(" | ")]
+    return rows
 
-    database = re.search(r"`HERALD_DATABASE_URL` \(default `([^`]+)`\)", text)
-    assert database and database[1] == defaults["database_url"]
-    timeout = re.search(r"`HERALD_POSTGRES_STATEMENT_TIMEOUT` \([^)]*default (\d+)", text)
-    assert timeout and float(timeout[1]) == defaults["postgres_statement_timeout"]
-    level = re.search(r"`HERALD_LOG_LEVEL` \(([^)]*)\)", text)
-    assert level and f"`{defaults['log_level']}`, the default" in level[1]
+
+def test_every_setting_has_a_row_in_the_settings_table_and_no_other() -> None:
+    table = settings_table()
+    settings = {f"HERALD_{name.upper()}" for name in Settings.model_fields.keys() - HANDED_DOWN}
+
+    assert set(table) == settings
+
+
+def test_the_defaults_the_settings_table_states_are_the_settings_defaults() -> None:
+    table = settings_table()
+    for name, field in Settings.model_fields.items():
+        if name in HANDED_DOWN:
+            continue
+        said = table[f"HERALD_{name.upper()}"][1]
+        default = field.default
+        if default is None:
+            # Unset: no value, or the one the code works out (the packaged rule file,
+            # the stub's file beside the database).
+            assert not said.startswith("`") or name == "outbox_file", (name, said)
+        elif isinstance(default, bool):
+            assert said == f"`{str(default).lower()}`", name
+        elif isinstance(default, int | float):
+            assert float(said.strip("`")) == default, name
+        else:
+            assert said == f"`{default}`", name
     # `make run` serves with herald serve's own defaults.
+    defaults = {name: field.default for name, field in Settings.model_fields.items()}
     where = f"http://{defaults['host']}:{defaults['port']}"
+    text = flat(readme())
     assert f"{where} with SQLite at {defaults['database_url'].removeprefix('sqlite:///')}" in text
+
+
+def test_each_option_the_settings_table_names_is_one_of_its_command() -> None:
+    for variable, (option, *_) in settings_table().items():
+        if not option:
+            continue  # a setting of the environment alone
+        *command, name = option.strip("`").split()
+        commands = [tuple(command)] if command else list(command_rows())
+        assert any(
+            name in {*p.opts, *p.secondary_opts} for path in commands for p in options_of(path)
+        ), variable
 
 
 _LIMITS = {
