@@ -167,3 +167,22 @@ def test_the_command_list_names_every_command_of_each_group() -> None:
         [line] = [line for line in output.splitlines() if line.startswith(f"│ {group} ")]
         for command in groups.commands[group].commands:
             assert command in line, (group, command)
+
+
+def test_rules_try_help_names_every_exit_status() -> None:
+    # It named 1 (an event rejected, a rule file with a problem) and not 2, which a
+    # script checking a change to the rules gets for an events file it cannot read.
+    result = CliRunner().invoke(app, ["rules", "try", "--help"], env={"COLUMNS": "400"})
+
+    assert result.exit_code == 0, result.output
+    assert "Exit 1 if an event is rejected" in result.output
+    assert "2 if EVENTS cannot be read" in result.output
+
+
+def test_herald_help_names_each_command_that_reads_the_stub_provider_s_file() -> None:
+    # It named `rules check` alone, though `users forget` removes the user's sends from
+    # the file HERALD_OUTBOX_FILE names.
+    text = " ".join(help_of([]).split())
+    said = text.split("HERALD_OUTBOX_FILE", 1)[0].rsplit("(", 1)[1]
+
+    assert "rules check" in said and "users forget" in said

@@ -34,8 +34,8 @@ app = typer.Typer(
     help="Herald: event-triggered messaging with an audit.\n\n"
     "`serve` reads every HERALD_* setting, `worker` those of delivery (see their --help); "
     "the other commands read only the few they use (HERALD_DATABASE_URL, HERALD_RULES "
-    "and, for `rules check`, HERALD_OUTBOX_FILE), so a bad value of a setting only the "
-    "server reads, such as HERALD_PORT, stops none of them.",
+    "and, for `rules check` and `users forget`, HERALD_OUTBOX_FILE), so a bad value of a "
+    "setting only the server reads, such as HERALD_PORT, stops none of them.",
     # Help texts are reflowed to the terminal's width; `code` shows as code.
     rich_markup_mode="markdown",
     no_args_is_help=True,

@@ -48,7 +48,7 @@ def rules_try(
     The server's own checks and ingestion decide them, in a database of their own that is
     thrown away: limits, windows and arrival order work as they would live. Nothing is
     stored or sent. Exit 1 if an event is rejected (each says why) or the rule file has
-    a problem."""
+    a problem, 2 if EVENTS cannot be read."""
     from herald.bootstrap import utc_now
     from herald.delivery.quiet_hours import hold_policy
     from herald.json_lines import json_line
