@@ -235,6 +235,10 @@ def test_the_benchmark_s_how_to_run_commands_and_options_are_the_harness_s() -> 
     assert parsed.returncode == 0, parsed.stderr
     options = set(re.findall(r"--[a-z][a-z-]*", parsed.stdout))
     assert set(re.findall(r"--[a-z][a-z-]*", how_to_run)) - options == set()
+    # And every option of the harness is described there: --warmup, --connections,
+    # --threads, --batch-clients, --batch-size, --batch-duration and --startup-timeout
+    # were not.
+    assert options - set(re.findall(r"--[a-z][a-z-]*", how_to_run)) == {"--help"}
 
 
 # Parses each argv of argv[1] (JSON) as `bench/run.py` would, then prints its --help.
