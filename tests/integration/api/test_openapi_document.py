@@ -327,3 +327,18 @@ def test_the_request_schemas_in_the_openapi_document_stand_alone(client: TestCli
         assert "$ref" not in json.dumps(schema), path
     batch = paths["/events/batch"]["post"]["requestBody"]["content"]["application/json"]
     assert "user_id" in batch["schema"]["properties"]["events"]["items"]["properties"]
+
+
+def test_the_openapi_document_lists_the_metrics_a_scrape_answers(client: TestClient) -> None:
+    # /metrics was left out of the document, the one route the README's API table names
+    # that /docs did not show.
+    operation = client.get("/openapi.json").json()["paths"]["/metrics"]["get"]
+    scrape = client.get("/metrics")
+
+    assert scrape.status_code == 200
+    documented = operation["responses"]["200"]
+    [content_type] = documented["content"]
+    assert scrape.headers["content-type"].partition(";")[0] == content_type == "text/plain"
+    assert documented["content"][content_type]["schema"] == {"type": "string"}
+    assert "X-Request-Id" in documented["headers"] and "x-request-id" in scrape.headers
+    assert "herald_events_total" in scrape.text

@@ -66,6 +66,18 @@ router.add_api_route(
 )
 
 
-@router.get("/metrics", include_in_schema=False)
+# Listed in the document too, as the README's API table lists it: /docs is where a
+# newcomer looks for what the server answers.
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "Prometheus metrics, in its text format",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    },
+)
 def metrics(runtime: RuntimeDep) -> Response:
+    """This process's metrics (see the README's table of metrics)."""
     return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
