@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.routing import BaseRoute, Match, Route, Router
@@ -76,6 +77,7 @@ def create_app(settings: Settings) -> FastAPI:
         RequestEdge,
         body_limit=MAX_EVENT_BYTES,
         body_limit_by_path={"/events/batch": MAX_BATCH_BYTES},
+        reads_body=_body_readers(app.router.routes),
         loopback_only=settings.loopback_requests_only,
     )
     for error in (OperationalError, InterfaceError, PoolTimeout):
@@ -152,6 +154,26 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
     _match_whole_paths(app.router.routes)
     _no_slash_redirects(app.router)
     _describe_answers(app)
+
+
+def _body_readers(routes: list[BaseRoute]) -> Callable[[str, str], bool]:
+    """Whether a route reads the body of a request of this method to this path: only
+    those requests' bodies are checked for their size, type and encoding. The others'
+    are never read, and a request a route does not take is answered 404 or 405, as
+    without its body, not told to send JSON."""
+    reading = [
+        route for route in routes if isinstance(route, APIRoute) and "POST" in (route.methods or ())
+    ]
+    # Looked up by the whole path first: the ingestion routes', every event's request.
+    fixed = {route.path for route in reading if not route.param_convertors}
+    patterns = [route.path_regex for route in reading if route.param_convertors]
+
+    def reads_body(method: str, path: str) -> bool:
+        return method == "POST" and (
+            path in fixed or any(pattern.match(path) for pattern in patterns)
+        )
+
+    return reads_body
 
 
 def _describe_answers(app: FastAPI) -> None:

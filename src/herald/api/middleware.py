@@ -1,7 +1,7 @@
 """The edge of every request, as one pure ASGI middleware (cheaper per request than
 Starlette's BaseHTTPMiddleware or a stack of small ones): a request id for the
 response and the logs, a body-size limit enforced before the body is read (on the
-methods whose body Herald reads: POST, PUT, PATCH), and clear
+requests whose body a route reads), and clear
 refusals of compressed bodies (read as JSON they would be a puzzling 422), of bodies
 that do not say they are JSON, and of JSON in another charset than UTF-8 (read as UTF-8,
 a Latin-1 body could be stored with other characters than it holds), and a quiet end,
@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -35,13 +36,18 @@ class RequestEdge:
         *,
         body_limit: int,
         body_limit_by_path: dict[str, int],
+        reads_body: Callable[[str, str], bool],
         loopback_only: bool = False,
     ) -> None:
-        """``loopback_only``: refuse requests whose ``Host`` is not a loopback name (see
+        """``reads_body(method, path)``: whether a route reads the body of such a request;
+        the others' bodies are neither checked nor read, so a request to a path or with a
+        method no route takes is answered 404 or 405 whatever its body. ``loopback_only``:
+        refuse requests whose ``Host`` is not a loopback name (see
         ``Settings.loopback_requests_only``)."""
         self.app = app
         self.body_limit = body_limit
         self.body_limit_by_path = body_limit_by_path
+        self.reads_body = reads_body
         self.loopback_only = loopback_only
         self._loopback_hosts: set[bytes] = set()  # Host values found loopback: a few
         # A random per-process prefix and a counter: unique, and cheaper than uuid4 per request.
@@ -96,7 +102,7 @@ class RequestEdge:
             # HTTP/1.1 frames a body by its Content-Length or Transfer-Encoding: a request
             # with neither has none (a bare POST to a GET route is a 405, not a 415).
             framed = length != 0 if length is not None else chunked
-            has_body = scope["method"] in _WITH_BODY and framed
+            has_body = framed and self.reads_body(scope["method"], scope["path"])
             if has_body and encoding not in (b"identity", b""):
                 detail = f"Content-Encoding {encoding.decode('latin-1')!r} is not supported: "
                 await _reply(send_with_id, 415, detail + "send the body uncompressed")
@@ -113,8 +119,9 @@ class RequestEdge:
                 # so a 413 there would refuse a request for what it does not use (and no
                 # GET route's document lists one).
                 await _too_large(send_with_id, limit)
-            elif length is not None or scope["method"] in ("GET", "HEAD", "DELETE", "OPTIONS"):
-                # The server delivers no more than the declared length: nothing to count.
+            elif length is not None or not has_body:
+                # The server delivers no more than the declared length, and a route that
+                # reads no body reads none of it: nothing to count.
                 await self.app(scope, receive, send_with_id)
             else:
                 await self._counting(scope, receive, send_with_id, limit)
@@ -177,8 +184,6 @@ class RequestEdge:
             if not refused:
                 raise
 
-
-_WITH_BODY = ("POST", "PUT", "PATCH")
 
 _NOT_LOOPBACK = (
     "without both HERALD_ADMIN_TOKEN and HERALD_INGEST_TOKEN, Herald answers only requests "

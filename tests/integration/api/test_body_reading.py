@@ -342,6 +342,35 @@ def test_a_post_without_a_body_is_not_refused_for_its_content_type(
     assert answers == [answer]
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "answer"),
+    [
+        ("POST", "/rules", 405),
+        ("POST", "/healthz", 405),
+        ("PUT", "/events", 405),
+        ("PATCH", "/users/u_1/preferences", 405),
+        ("POST", "/event", 404),
+        ("POST", "/user/u_1/preferences", 404),
+    ],
+)
+def test_a_body_sent_where_no_route_reads_one_is_answered_as_a_request_without_it(
+    client: TestClient, method: str, path: str, answer: int
+) -> None:
+    """Only the POST routes read a body, and so only they answer 413 and 415 for one, as
+    the README says: a form posted to a mistyped path was told to send JSON (415), and
+    then, sent as JSON, that the path does not exist."""
+    refused_bodies = [
+        ({"content-type": "text/plain"}, b"x"),
+        ({"content-type": "application/json", "content-encoding": "gzip"}, b"x"),
+        ({"content-type": "application/json; charset=latin-1"}, b"{}"),
+        ({"content-type": "application/json"}, b" " * (2**20 + 1)),
+    ]
+    for headers, body in refused_bodies:
+        response = client.request(method, path, content=body, headers=headers)
+
+        assert response.status_code == answer, (headers, response.text)
+
+
 def test_a_chunked_event_within_the_limit_is_accepted(client: TestClient) -> None:
     body = json.dumps(payment_failed(event_id="chunked")).encode()
 
