@@ -89,6 +89,25 @@ def test_every_option_the_command_table_names_exists_and_every_option_is_named()
                 assert {*option.opts, *option.secondary_opts} & named, (path, option.opts)
 
 
+def commands_of(group: Any, path: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    """Every command a user can run under ``group``, by the words after ``herald``."""
+    found: set[tuple[str, ...]] = set()
+    for name, command in group.commands.items():
+        if command.hidden:
+            continue
+        if hasattr(command, "commands"):
+            found |= commands_of(command, (*path, name))
+        else:
+            found.add((*path, name))
+    return found
+
+
+def test_every_command_of_the_cli_has_a_row_in_the_command_table() -> None:
+    # The test above lists the rows it expects: a command added to the CLI and not to
+    # the README would have passed it.
+    assert commands_of(typer.main.get_command(app)) == set(command_rows())
+
+
 def test_each_placeholder_the_command_table_shows_is_the_one_help_shows() -> None:
     # The README wrote `--database URL` and `--limit N`, --help `--database <str>` and
     # `--limit <int range>`.
