@@ -9,7 +9,7 @@ import typer.main
 from typer.testing import CliRunner
 
 from herald.cli.main import app
-from herald.config import HANDED_DOWN, Settings
+from herald.config import HANDED_DOWN, Settings, WorkerSettings
 
 
 @pytest.mark.parametrize(
@@ -51,6 +51,27 @@ def test_help_names_the_environment_variables(command: list[str], variables: lis
     assert result.exit_code == 0, result.output
     for variable in variables:
         assert variable in result.output
+
+
+@pytest.mark.parametrize(
+    ("command", "settings"),
+    [(["serve"], Settings), (["worker"], WorkerSettings)],
+    ids=["serve", "worker"],
+)
+def test_help_names_the_variable_of_every_setting_the_command_reads(
+    command: list[str], settings: type[WorkerSettings]
+) -> None:
+    # Read from the settings, so that a setting added later is named too (the test
+    # above lists those there were).
+    text = " ".join(help_of(command).split())
+    # A worker always delivers, whatever HERALD_DISPATCHER says: it reads no such setting.
+    read = (
+        settings.model_fields.keys()
+        - HANDED_DOWN
+        - ({"dispatcher"} if command == ["worker"] else set())
+    )
+
+    assert [name for name in sorted(read) if f"HERALD_{name.upper()}" not in text] == []
 
 
 def test_prune_help_shows_both_forms_of_an_age() -> None:
