@@ -342,3 +342,24 @@ def test_the_openapi_document_lists_the_metrics_a_scrape_answers(client: TestCli
     assert documented["content"][content_type]["schema"] == {"type": "string"}
     assert "X-Request-Id" in documented["headers"] and "x-request-id" in scrape.headers
     assert "herald_events_total" in scrape.text
+
+
+def test_every_operation_says_what_it_does_and_readyz_names_every_reason_it_is_not_ready(
+    client: TestClient,
+) -> None:
+    # /docs showed the audit and the rules with no word of what they hold, and the 503 of
+    # /readyz named an unreachable database, an old schema and a moved file, but not a
+    # database taking no writes (a PostgreSQL standby), which it answers 503 for too.
+    paths = client.get("/openapi.json").json()["paths"]
+
+    undescribed = [
+        (method, path)
+        for path, operations in paths.items()
+        for method, operation in operations.items()
+        if not operation.get("description")
+    ]
+    assert undescribed == []
+    for method in ("get", "head"):
+        readyz = paths["/readyz"][method]
+        assert "read-only" in readyz["description"], method
+    assert "read-only" in paths["/readyz"]["get"]["responses"]["503"]["description"]

@@ -39,6 +39,8 @@ router = APIRouter(tags=["admin"], dependencies=[AdminOnly])
     },
 )
 def get_rules(runtime: RuntimeDep) -> dict[str, Any]:
+    """The rule set in force: its version (a content hash), its file (`source`), its event
+    types with their property schemas, its declared traits and its rules."""
     ruleset = runtime.ruleset
     return {
         "version": ruleset.version,

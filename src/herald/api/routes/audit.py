@@ -54,6 +54,9 @@ def get_audit(
     ] = 100,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> dict[str, Any]:
+    """Why each message was sent, suppressed or skipped: the user's profile, their events
+    newest first (event time) with each decision and its reason, and the messages those
+    events created or name, with every delivery attempt; a page at a time."""
     try:
         audit = user_audit(runtime.database, user_id, limit=limit, cursor=cursor)
     except BadCursor as exc:

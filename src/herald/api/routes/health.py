@@ -28,13 +28,15 @@ async def healthz() -> dict[str, str]:
         200: {"model": ReadinessOut, "description": "Ready"},
         503: {
             "model": ReadinessOut,
-            "description": "The database does not answer, its schema is not current, or "
-            "its SQLite file is no longer at its path",
+            "description": "The database does not answer or is read-only (a PostgreSQL "
+            "standby, or a server set read-only), its schema is not current, or its SQLite "
+            "file is no longer at its path",
         },
     },
 )
 def readyz(runtime: RuntimeDep, request: Request, response: Response) -> dict[str, Any]:
-    """The database answers, its schema is current and, on SQLite, the file at the
+    """The database answers and takes writes (it is not read-only: a PostgreSQL standby,
+    or a server set read-only), its schema is current and, on SQLite, the file at the
     database's path is still the one this process writes to."""
     found = readiness(runtime.database)
     # The answer names the error's type alone; the log says what the database said.
