@@ -278,3 +278,13 @@ def test_the_rule_file_argument_is_spelt_as_the_readme_spells_it() -> None:
     )
 
     assert f"herald rules check [OPTIONS] {argument}" in result.output
+
+
+def test_every_make_target_is_in_the_readme() -> None:
+    makefile = (REPOSITORY / "Makefile").read_text(encoding="utf-8")
+    [phony] = re.findall(r"^\.PHONY: (.+)$", makefile, re.M)
+    named = set(re.findall(r"`make (\w+)", readme())) | set(
+        re.findall(r"^make (\w+)", readme(), re.M)
+    )
+
+    assert set(phony.split()) - named == set()
