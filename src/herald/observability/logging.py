@@ -23,8 +23,14 @@ _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
 
 
 # The same separators and bidirectional characters escaped in a JSON line, where JSON
-# allows them raw in a string (and reads the escapes back as the same characters).
-_JSON_ESCAPES = {code: f"\\u{code:04x}" for code in (0x85, 0x2028, 0x2029)} | BIDI_ESCAPES
+# allows them raw in a string (and reads the escapes back as the same characters); and
+# DEL and the C1 controls, which JSON also allows raw, but of which U+009B is CSI, the
+# start of a terminal's escape sequence (ESC [) in one character: a request's id or path
+# holding it could clear or recolour the screen of an operator reading the log in a
+# terminal. The controls below U+0020 orjson escapes itself.
+_JSON_ESCAPES = {
+    code: f"\\u{code:04x}" for code in (*range(0x7F, 0xA0), 0x2028, 0x2029)
+} | BIDI_ESCAPES
 
 
 # Ids a line names on purpose, passed as fields of the record: an alert must say which user

@@ -220,3 +220,35 @@ def test_a_client_gone_before_its_body_arrived_is_one_info_line_not_a_server_err
     assert {line["level"] for line in gone} == {"INFO"}
     assert "Exception in ASGI application" not in server.output()
     assert "Traceback" not in server.output()
+
+
+def test_a_c1_control_a_client_sent_is_escaped_in_its_json_log_line(
+    json_logging_server: tuple[HeraldProcess, str],
+) -> None:
+    """U+009B is CSI, one character, which terminals such as xterm read as ESC [ in
+    UTF-8: raw in a JSON line, a request's id or path could clear an operator's screen
+    running `tail -f` on the log, or colour it to hide what followed. JSON itself escapes
+    only the controls below U+0020."""
+    server, base = json_logging_server
+    port = int(base.rsplit(":", 1)[1])
+    request = (
+        b"POST /users/u%C2%9B2J%7F/preferences HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"X-Request-Id: r\x9b31m\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 100\r\n\r\n{"unsub'
+    )
+    with socket.create_connection(("127.0.0.1", port)) as connection:
+        connection.sendall(request)
+
+    gone = wait_for(
+        lambda: [
+            line
+            for line in server.output().splitlines()
+            if "the connection closed before the whole body" in line and line.endswith("}")
+        ],
+        "the line of the request cut short",
+    )
+    assert "\x9b" not in gone[0] and "\x7f" not in gone[0]
+    assert "\\u009b" in gone[0]
+    entry = json.loads(gone[0])  # the escapes read back as the characters sent
+    assert entry["request_id"] == "r\x9b31m"
+    assert "/users/u\x9b2J\x7f/preferences" in entry["message"]
