@@ -72,3 +72,34 @@ def test_a_send_waiting_for_the_rewrite_is_written_to_the_new_file_not_lost(
     sending.join(5)
 
     assert _users(path) == ["bo"]
+
+
+def test_a_file_planted_at_a_guessable_name_beside_the_outbox_is_left_alone(
+    tmp_path: Path,
+) -> None:
+    """The outbox may sit in a folder others can write to (the working folder, with
+    PostgreSQL). A name made of the process id alone could be taken in advance: a link
+    there had the rewrite truncate and fill the file it points to, and a file another
+    user made readable by all became the outbox, recipients and texts in it."""
+    path = tmp_path / "outbox.jsonl"
+    stub = StubProvider(path)
+    for user in ("ana", "bo"):
+        asyncio.run(stub.send(_request(user)))
+    victim = tmp_path / "victim.txt"
+    victim.write_text("not the outbox's\n")
+    planted = tmp_path / f".outbox.jsonl.{os.getpid()}.erasing"
+    planted.symlink_to(victim)
+
+    assert erase_user(path, "ana") == 1
+
+    assert victim.read_text() == "not the outbox's\n"
+    assert _users(path) == ["bo"]
+    planted.unlink()
+    readable = tmp_path / f".outbox.jsonl.{os.getpid()}.erasing"
+    readable.write_text("")
+    readable.chmod(0o644)
+
+    assert erase_user(path, "bo") == 1
+
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    assert path.read_text() == ""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -58,10 +59,14 @@ def erase_user(path: Path, user_id: str, *, dry_run: bool = False) -> int:
 def _rewrite_without(file: BinaryIO, path: Path, user_id: str) -> int:
     """Write ``file``'s lines but ``user_id``'s beside ``path``, and rename the result over
     it when any were left out; the caller holds the lock."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.erasing")
+    # A new file of a name no one can guess (mkstemp: created, never found, readable by
+    # its owner alone): the folder may be one others write to, and a name they could
+    # foresee (``.outbox.jsonl.<pid>.erasing``) let them plant a link there, through
+    # which the rewrite filled another file, or a file of theirs that became the outbox.
+    descriptor, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".erasing", dir=path.parent)
+    temporary = Path(name)
     removed = 0
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-    with os.fdopen(os.open(temporary, flags, 0o600), "wb") as kept:
+    with os.fdopen(descriptor, "wb") as kept:
         for line in file:
             if _of_user(line, user_id):
                 removed += 1
