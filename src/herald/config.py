@@ -147,12 +147,30 @@ class Settings(WorkerSettings):
                 "so every client that sends events could read the audit's personal data "
                 "and change users' preferences; give the admin a token of its own"
             )
-        if is_loopback_host(self.host) or (self.admin_token and self.ingest_token):
+        if is_loopback_host(self.host):
             return None
-        return (
-            f"refusing to listen on {self.host}: the audit exposes personal data. Set both "
-            "HERALD_ADMIN_TOKEN and HERALD_INGEST_TOKEN, or bind to 127.0.0.1"
-        )
+        if not (self.admin_token and self.ingest_token):
+            return (
+                f"refusing to listen on {self.host}: the audit exposes personal data. Set "
+                "both HERALD_ADMIN_TOKEN and HERALD_INGEST_TOKEN, or bind to 127.0.0.1"
+            )
+        for name, token in (
+            ("HERALD_ADMIN_TOKEN", self.admin_token),
+            ("HERALD_INGEST_TOKEN", self.ingest_token),
+        ):
+            if len(token) < MIN_PUBLIC_TOKEN_CHARS:
+                return (
+                    f"refusing to listen on {self.host}: {name} has {len(token)} characters, "
+                    f"too few for a token anyone on the network may try to guess: give it "
+                    f"at least {MIN_PUBLIC_TOKEN_CHARS} random ones (`python -c 'import "
+                    "secrets; print(secrets.token_urlsafe(32))'`), or bind to 127.0.0.1"
+                )
+        return None
+
+
+# Nothing slows down a client trying tokens: beyond loopback, a token must be too long to
+# find by trying (16 characters from `token_urlsafe` are 96 bits), not a word.
+MIN_PUBLIC_TOKEN_CHARS = 16
 
 
 def is_loopback_host(host: str) -> bool:

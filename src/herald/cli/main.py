@@ -91,7 +91,8 @@ def serve(
     """Run the HTTP API and, by default, a dispatcher in a child process.
 
     With HERALD_ADMIN_TOKEN set, /audit, /rules and /users ask for it as a bearer token;
-    with HERALD_INGEST_TOKEN, /events does. Binding beyond loopback needs both.
+    with HERALD_INGEST_TOKEN, /events does. Binding beyond loopback needs both, each of
+    16 characters at least.
 
     Other settings come from the environment alone: HERALD_METRICS_PORT and
     HERALD_METRICS_HOST (the delivering process's metrics), HERALD_LOG_LEVEL,

@@ -16,6 +16,10 @@ from tests.support.ports import free_port
 from tests.support.processes import HeraldProcess, herald_environment, run_herald
 from tests.support.serving import one_line, sqlite_url
 
+# Long enough for a server on a public host (16 characters at least).
+ADMIN_TOKEN = "admin-secret-7f3a9c2e"
+INGEST_TOKEN = "ingest-secret-b41d08e6"
+
 
 @pytest.mark.parametrize(
     "tokens",
@@ -51,7 +55,7 @@ def test_serve_on_a_public_host_starts_when_both_tokens_are_set_and_guards_the_a
     tmp_path: Path,
 ) -> None:
     port = free_port()
-    env = herald_environment(HERALD_ADMIN_TOKEN="admin-secret", HERALD_INGEST_TOKEN="ingest-secret")
+    env = herald_environment(HERALD_ADMIN_TOKEN=ADMIN_TOKEN, HERALD_INGEST_TOKEN=INGEST_TOKEN)
     with HeraldProcess("public", log_dir=tmp_path) as server:
         server.start(
             ["serve", "--host", "0.0.0.0", "--port", str(port), "--database", sqlite_url(tmp_path)],
@@ -63,7 +67,7 @@ def test_serve_on_a_public_host_starts_when_both_tokens_are_set_and_guards_the_a
 
         anonymous = httpx.get(base + "/audit/u_1", timeout=5)
         admin = httpx.get(
-            base + "/audit/u_1", headers={"Authorization": "Bearer admin-secret"}, timeout=5
+            base + "/audit/u_1", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=5
         )
 
         # With both tokens, any name may reach it (a proxy's, a load balancer's).
@@ -120,6 +124,59 @@ def test_serve_without_tokens_answers_only_requests_addressed_to_loopback(
     assert direct.status_code == 200
 
 
+@pytest.mark.parametrize(
+    ("short", "long"),
+    [("HERALD_ADMIN_TOKEN", "HERALD_INGEST_TOKEN"), ("HERALD_INGEST_TOKEN", "HERALD_ADMIN_TOKEN")],
+)
+def test_serve_refuses_a_public_host_with_a_token_short_enough_to_guess(
+    tmp_path: Path, short: str, long: str
+) -> None:
+    """Nothing slows a client trying tokens over the network down: one of a few
+    characters, `secret`, would be found by trying, and the audit read."""
+    guessable = "s3cret-tok"
+    env = herald_environment(**{short: guessable, long: "L" * 32})
+    result = run_herald(
+        [
+            "serve",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(free_port()),
+            "--database",
+            sqlite_url(tmp_path),
+        ],
+        env=env,
+        cwd=tmp_path,
+        timeout=10,
+    )
+
+    assert result.returncode == 2, result.stderr
+    message = one_line(result.stderr)
+    assert message.startswith(
+        f"error: refusing to listen on 0.0.0.0: {short} has 10 characters, too few"
+    )
+    assert guessable not in result.stderr
+    assert not (tmp_path / "herald.db").exists()
+
+
+def test_a_short_token_is_enough_on_loopback(tmp_path: Path) -> None:
+    """Only this machine's users can try tokens there."""
+    port = free_port()
+    env = herald_environment(HERALD_ADMIN_TOKEN="adm", HERALD_INGEST_TOKEN="ing")
+    with HeraldProcess("loopback", log_dir=tmp_path) as server:
+        server.start(
+            ["serve", "--port", str(port), "--database", sqlite_url(tmp_path)],
+            env=env,
+            cwd=tmp_path,
+        )
+        base = f"http://127.0.0.1:{port}"
+        server.wait_healthy(base + "/healthz", timeout=10)
+
+        admin = httpx.get(base + "/audit/u_1", headers={"Authorization": "Bearer adm"}, timeout=5)
+
+    assert admin.status_code == 404
+
+
 @pytest.mark.parametrize("host", ["0.0.0.0", "127.0.0.1"])
 def test_serve_refuses_an_admin_token_that_is_the_ingest_token(tmp_path: Path, host: str) -> None:
     """Every client allowed to send events would hold the key to the audit."""
@@ -155,8 +212,8 @@ def test_serve_refuses_a_metrics_port_that_is_the_api_s_own_before_announcing(
         HERALD_PORT=str(port),
         HERALD_METRICS_PORT=str(port),
         HERALD_METRICS_HOST=metrics_host,
-        HERALD_ADMIN_TOKEN="admin-secret",
-        HERALD_INGEST_TOKEN="ingest-secret",
+        HERALD_ADMIN_TOKEN=ADMIN_TOKEN,
+        HERALD_INGEST_TOKEN=INGEST_TOKEN,
     )
 
     result = run_herald(
