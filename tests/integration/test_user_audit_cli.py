@@ -4,6 +4,7 @@ page by page as the API gives it; an unknown user or a bad cursor, an error."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 from typer.testing import CliRunner
 
@@ -56,3 +57,25 @@ def test_the_audit_of_an_unknown_user_or_with_another_user_s_cursor_is_an_error(
     code, _, said = _audit(database_url, "bo", "--cursor", cursor)
     assert code == 1
     assert said.startswith("error: this cursor is from another user's audit")
+
+
+def test_a_terminal_showing_the_audit_gets_no_control_or_reordering_character_a_client_sent(
+    database: Database, database_url: str, clock: FixedClock
+) -> None:
+    """The audit is the client's data, written to the support agent's terminal: raw,
+    U+009B (CSI, ESC [ in one character) in a trait would have it clear the screen or
+    hide what follows, and U+202E display the rest of its line reversed. As JSON escapes,
+    they read back as the same characters."""
+    name = "Ana\x9b2J\x7f\u202eevil\u2066"
+    signup = opted_in_signup("ana")
+    store(
+        database, clock, [replace(signup, user_traits={**signup.user_traits, "first_name": name})]
+    )
+
+    code, shown, said = _audit(database_url, "ana")
+
+    assert code == 0, said
+    for raw in ("\x9b", "\x7f", "\u202e", "\u2066"):
+        assert raw not in shown
+    assert "\\u009b2J\\u007f\\u202eevil\\u2066" in shown
+    assert json.loads(shown)["user"]["traits"]["first_name"] == name

@@ -41,10 +41,10 @@ def messages_failed(
     db.dispose()
     letters = [_dead_letter(row) for row in rows]
     if as_json:
-        from herald.json_lines import json_line
+        from herald.json_lines import shown_json_line
 
         for letter in letters:
-            typer.echo(json_line(letter).decode())
+            typer.echo(shown_json_line(letter))
     else:
         from herald.observability.escapes import escaped
 

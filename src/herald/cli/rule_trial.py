@@ -51,7 +51,7 @@ def rules_try(
     a problem, 2 if EVENTS cannot be read."""
     from herald.bootstrap import utc_now
     from herald.delivery.quiet_hours import hold_policy
-    from herald.json_lines import json_line
+    from herald.json_lines import shown_json_line
     from herald.service.intake import horizon
     from herald.service.rule_trial import try_rules
 
@@ -82,7 +82,7 @@ def rules_try(
     for tried in try_rules(ruleset, checked(), now=now, hold=hold_policy(plan.quiet_hours)):
         result = _as_a_batch_answers(tried, id_given=ids_given[tried.index])
         if as_json:
-            sys.stdout.buffer.write(json_line(result) + b"\n")
+            sys.stdout.buffer.write(shown_json_line(result).encode() + b"\n")
             sys.stdout.buffer.flush()
         else:
             _show(out, result, alert)

@@ -35,7 +35,7 @@ def users_audit(
 
     Reads only, so it runs with the server down or on a read-only database; stderr says
     how many events and messages the page holds, and the `--cursor` of the next page."""
-    from herald.json_lines import json_line
+    from herald.json_lines import shown_json_line
     from herald.service.audit import BadCursor, user_audit
 
     db = open_database(database_url_from(database), schema="current", writes=False)
@@ -47,7 +47,7 @@ def users_audit(
         db.dispose()
     if page is None:
         fail(f"no user {user_id!r} in the database")
-    typer.echo(json_line(page).decode())
+    typer.echo(shown_json_line(page))
     more = page["next_cursor"]
     console.print(
         f"{counted(len(page['events']), 'event')} and {counted(len(page['messages']), 'message')}"

@@ -10,7 +10,8 @@ from typing import Any
 
 import orjson
 
-from herald.observability.escapes import BIDI_ESCAPES, LINE_ESCAPES
+from herald.json_lines import shown_json
+from herald.observability.escapes import LINE_ESCAPES
 from herald.observability.masking import mask_text
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
@@ -20,17 +21,6 @@ _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
     "asctime",
     "color_message",
 }
-
-
-# The same separators and bidirectional characters escaped in a JSON line, where JSON
-# allows them raw in a string (and reads the escapes back as the same characters); and
-# DEL and the C1 controls, which JSON also allows raw, but of which U+009B is CSI, the
-# start of a terminal's escape sequence (ESC [) in one character: a request's id or path
-# holding it could clear or recolour the screen of an operator reading the log in a
-# terminal. The controls below U+0020 orjson escapes itself.
-_JSON_ESCAPES = {
-    code: f"\\u{code:04x}" for code in (*range(0x7F, 0xA0), 0x2028, 0x2029)
-} | BIDI_ESCAPES
 
 
 # Ids a line names on purpose, passed as fields of the record: an alert must say which user
@@ -112,7 +102,8 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = mask_text(value) if masks else value
         if record.exc_info:
             entry["exc"] = mask_text(self.formatException(record.exc_info))
-        return orjson.dumps(entry, default=str).decode().translate(_JSON_ESCAPES)
+        # The separators, C1 controls and bidirectional characters JSON leaves raw, escaped.
+        return shown_json(orjson.dumps(entry, default=str).decode())
 
 
 def first_line(exc: BaseException) -> str:
