@@ -3,6 +3,7 @@ stub provider's file."""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -57,6 +58,7 @@ def preflight(settings: WorkerSettings, *, create_database: bool) -> tuple[RuleS
         create=create_database,
         progress=lambda step: say(settings, f"schema upgrade: {step}"),
     )
+    sqlite_path = database.sqlite_path
     database.dispose()
     stubbed = any(isinstance(p, StubProvider) for p in plan.providers.values())
     if settings.dispatcher and stubbed:
@@ -66,7 +68,36 @@ def preflight(settings: WorkerSettings, *, create_database: bool) -> tuple[RuleS
                 f"the stub provider cannot write {outbox}: {problem} (set HERALD_OUTBOX_FILE, "
                 "or give the channels real providers in the rule file)"
             )
+    holding_personal_data = [] if sqlite_path is None else _sqlite_files(sqlite_path)
+    if settings.dispatcher and stubbed:
+        holding_personal_data.append(outbox)
+    _warn_of_files_others_can_read(settings, holding_personal_data)
     return ruleset, plan
+
+
+def _sqlite_files(path: Path) -> list[Path]:
+    """An SQLite database's file and the log files beside it, which hold its latest rows."""
+    return [path, *(path.with_name(path.name + end) for end in ("-wal", "-shm", "-journal"))]
+
+
+def _warn_of_files_others_can_read(settings: WorkerSettings, paths: list[Path]) -> None:
+    """Say which of ``paths`` users other than their owner may read. Herald creates them
+    readable by their owner alone, but one another tool made (`sqlite3`, a copy, a
+    `touch`) follows the umask, often readable by every user of the machine, who could
+    then read every user's traits and messages. Said, not changed: a group may have been
+    let in on purpose (a backup's)."""
+    for path in paths:
+        try:
+            mode = path.stat().st_mode & 0o777
+        except OSError:  # not there (yet): Herald will create it privately
+            continue
+        if mode & 0o077:
+            say(
+                settings,
+                f"{path.resolve()} can be read by other users of this machine (mode "
+                f"{mode:04o}), though it holds personal data: `chmod 600 {path.resolve()}`",
+                level=logging.WARNING,
+            )
 
 
 def _unwritable(path: Path) -> str | None:
