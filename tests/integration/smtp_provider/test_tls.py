@@ -61,6 +61,25 @@ def test_starttls_upgrades_before_sending(certificate: Certificate) -> None:
         assert sink.messages[0].tls
 
 
+def test_starttls_with_a_relay_that_does_not_offer_it_sends_nothing_in_clear(
+    certificate: Certificate,
+) -> None:
+    """One on the path that strips STARTTLS from the relay's EHLO answer must not get the
+    message, or the password, in clear text: the send fails, nothing is sent."""
+    with SmtpSink(credentials=("herald", "s3cret")) as sink:  # offers AUTH, not STARTTLS
+        result = send_once(
+            sink.port,
+            tls="starttls",
+            tls_context=trusting(certificate),
+            username="herald",
+            password="s3cret",
+        )
+
+        assert result.status is DeliveryStatus.FAILED
+        assert "STARTTLS" in result.detail
+        assert sink.logins == [] and sink.messages == []
+
+
 def test_implicit_tls_with_an_untrusted_certificate_sends_nothing(smtps_sink: SmtpSink) -> None:
     result = send_once(smtps_sink.port, tls="implicit")  # the system's trust store
 
