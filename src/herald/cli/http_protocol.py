@@ -30,6 +30,13 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 HEADERS_SECONDS = 30.0
+# The most bytes a request's line and headers may take (a bearer token, a request id and
+# the usual few take well under 1 KiB). The parser keeps a header whole until it ends, and
+# joins its pieces as they come, so without a limit a client sending one header for its
+# 30 s had the server hold hundreds of megabytes, and parse them while every other request
+# waited. Counted from each read of the socket after the first of a request's head: the
+# first one may also hold the end of the request before it.
+MOST_HEADER_BYTES = 64 * 1024
 BODY_SECONDS = 60.0
 # A client reading tens of kilobytes a second makes room in the socket's buffer, which is
 # what is watched, well within this.
@@ -53,6 +60,7 @@ class RequestDeadlineProtocol(HttpToolsProtocol):
     headers_seconds = HEADERS_SECONDS
     body_seconds = BODY_SECONDS
     answer_stall_seconds = ANSWER_STALL_SECONDS
+    most_header_bytes = MOST_HEADER_BYTES
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -64,6 +72,11 @@ class RequestDeadlineProtocol(HttpToolsProtocol):
         # between requests, which uvicorn's keep-alive timeout bounds).
         self._due: float | None = None
         self._watch: asyncio.TimerHandle | None = None
+        # Whether the request now arriving is still in its line and headers, which
+        # request that is (counted from the connection's first), and its bytes so far.
+        self._in_head = False
+        self._heads_begun = 0
+        self._head_bytes = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -108,12 +121,27 @@ class RequestDeadlineProtocol(HttpToolsProtocol):
         self._stall = None
         self.transport.abort()
 
+    def data_received(self, data: bytes) -> None:
+        if self.transport.is_closing():  # refused already: the rest is not read
+            return
+        head = self._heads_begun if self._in_head else None
+        super().data_received(data)
+        # All of ``data`` was the head of one request, begun in an earlier read.
+        if head is not None and self._in_head and self._heads_begun == head:
+            self._head_bytes += len(data)
+            if self._head_bytes > self.most_header_bytes:
+                self._refuse_head()
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._in_head = True
+        self._heads_begun += 1
+        self._head_bytes = 0
         if self._due is None:  # the first request's time began with the connection
             self._due = self.loop.time() + self.headers_seconds
 
     def on_headers_complete(self) -> None:
+        self._in_head = False
         if self._due is not None:
             self._due += self.body_seconds
         super().on_headers_complete()
@@ -157,12 +185,33 @@ class RequestDeadlineProtocol(HttpToolsProtocol):
             self.transport.write(self._late_body_answer())
         self.transport.close()
 
+    def _refuse_head(self) -> None:
+        """Answer ``431`` and close the connection: what more the client sends is not read.
+        Only closed while the answer to a request before it (pipelined) is under way: the
+        431 would land in the middle of that answer."""
+        if self.transport.is_closing():
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.transport.close()
+            return
+        text = (
+            f"the request's line and headers take more than {self.most_header_bytes:,} bytes: "
+            f"Herald reads at most {self.most_header_bytes:,} bytes of them"
+        )
+        self.transport.write(self._plain_answer(431, text))
+        self.transport.close()
+
     def _late_body_answer(self) -> bytes:
         text = (
             f"the request's body did not arrive in time: Herald waits {self.headers_seconds:g} s "
             f"for a request's headers and {self.body_seconds:g} s more for its body"
-        ).encode()
-        lines = [STATUS_LINE[408]]
+        )
+        return self._plain_answer(408, text)
+
+    def _plain_answer(self, status: int, said: str) -> bytes:
+        """A whole answer of ``status`` with ``said`` as plain text, closing the connection."""
+        text = said.encode()
+        lines = [STATUS_LINE[status]]
         # The headers uvicorn puts on every answer (date, server).
         lines += [
             name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers

@@ -1,0 +1,67 @@
+"""Headers past their limit are refused as they arrive: a client sending a header of
+hundreds of megabytes within the time headers have made the server hold it all (twice
+over, as it was joined), and its parsing held up every other request meanwhile."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from herald.cli.http_protocol import MOST_HEADER_BYTES, RequestDeadlineProtocol
+from tests.support.serving import served_on_a_thread
+
+
+async def _hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    headers = [(b"content-length", b"5")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b"hello"})
+
+
+@pytest.fixture
+def port() -> Iterator[int]:
+    with served_on_a_thread(_hello, RequestDeadlineProtocol, log_level="warning") as chosen:
+        yield chosen
+
+
+def _answer(connection: socket.socket) -> bytes:
+    """What the server sends until it closes ``connection`` (at most 10 s)."""
+    connection.settimeout(10)
+    received = b""
+    while chunk := connection.recv(65536):
+        received += chunk
+    return received
+
+
+def test_headers_past_the_limit_are_refused_with_431_as_they_arrive(port: int) -> None:
+    began = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port)) as connection:
+        connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Padding: ")
+        try:
+            for _ in range(64):  # 4 MiB, a chunk at a time, the headers never ending
+                connection.sendall(b"a" * 65536)
+                time.sleep(0.005)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # closed once refused: what arrives after is not read
+        answer = _answer(connection)
+
+    assert answer.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+    assert f"at most {MOST_HEADER_BYTES:,} bytes".encode() in answer
+    assert time.monotonic() - began < 10  # not the 30 s the headers are given
+
+
+def test_headers_within_the_limit_are_answered_on_a_connection_kept_alive(port: int) -> None:
+    padding = b"b" * (MOST_HEADER_BYTES // 2)
+    request = b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Padding: " + padding + b"\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port)) as connection:
+        connection.settimeout(10)
+        for _ in range(3):
+            for start in range(0, len(request), 4096):  # in many small chunks
+                connection.sendall(request[start : start + 4096])
+            answer = connection.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b"hello")
