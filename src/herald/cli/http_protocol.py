@@ -1,5 +1,6 @@
 """The HTTP protocol ``herald serve`` speaks: uvicorn's, with a deadline for each request to
-arrive whole.
+arrive whole, a limit on the size of its head (``MOST_HEADER_BYTES``, answered ``431``),
+and one on how long an answer may wait to be taken.
 
 uvicorn times a connection out only while it idles between requests. A client that
 connects and sends nothing, or a request line and then a header a minute, or headers
