@@ -51,8 +51,9 @@ NEVER_WORKS = {
     "misspelt_property": (
         "trigger: payment_failed, when: event.properties.amont > 5",
         "rule R0: `when: event.properties.amont > 5` uses event.properties.amont, which the "
-        "rule file does not declare for payment_failed events (declare it under events: "
-        "payment_failed: properties:, or test it first with has(event.properties.amont))",
+        "rule file does not declare for payment_failed events: did you mean "
+        "event.properties.amount? (or declare it under events: payment_failed: properties:, "
+        "or test it first with has(event.properties.amont))",
     ),
     "undeclared_trait": (
         "trigger: payment_failed, when: 'user.nickname == \"Al\"'",

@@ -88,7 +88,7 @@ def condition_problems(
     if unknown:
         hint = ", or test it first with has({})"
         return costly + [
-            f"{shown} uses {undeclared(path, event_type.name, hint.format(path), anchor)}"
+            f"{shown} uses {undeclared(path, event_type, traits, hint.format(path), anchor)}"
             for path in unknown
         ]
     if refused:

@@ -3,7 +3,8 @@ sent, and the words for a name a check found undeclared."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import difflib
+from collections.abc import Collection, Mapping
 from copy import copy
 from typing import Any
 
@@ -70,29 +71,72 @@ def path_in(sample: Mapping[str, Any], owner: Any, name: Any) -> str | None:
 
 
 def undeclared(
-    path: str, event_type: str, alternative: str = "", anchor: EventType | None = None
+    path: str,
+    event_type: EventType,
+    traits: Collection[str],
+    alternative: str = "",
+    anchor: EventType | None = None,
 ) -> str:
     """``path`` (as ``path_in`` gives it), a name the samples lack, and how to declare it;
     ``alternative`` is added to the advice (e.g. ", or test it first with ..."). A property
-    the rule's ``anchor`` (its `after` event type) declares is said to be that event's."""
+    the rule's ``anchor`` (its `after` event type) declares is said to be that event's; a
+    declared name ``path`` looks mistyped from is named first."""
     if path.startswith("user."):
+        meant = _meant(path, event_type, traits)
+        declare = "or declare" if meant else "declare"
         return (
-            f"{path}, which the rule file does not declare (declare it under traits:{alternative})"
+            f"{path}, which the rule file does not declare{meant}"
+            f" ({declare} it under traits:{alternative})"
         )
     if path.startswith("event.properties."):
         name = path.removeprefix("event.properties.")
         anchored = ""
+        meant = ""
         if anchor is not None and name in anchor.properties:
             anchored = (
                 f"{name} is a property of {anchor.name}, the rule's `after` event, but a"
                 f" rule's condition and template read its trigger's event alone; "
             )
+        else:
+            meant = _meant(path, event_type, traits)
+        declare = "or declare" if meant else "declare"
         return (
-            f"{path}, which the rule file does not declare for {event_type} events "
-            f"({anchored}declare it under events: {event_type}: properties:{alternative})"
+            f"{path}, which the rule file does not declare for {event_type.name} events{meant} "
+            f"({anchored}{declare} it under events: {event_type.name}: properties:{alternative})"
         )
     fields = list(EVENT_FIELDS)
-    return f"{path}, which no event has (an event has {', '.join(fields[:-1])} and {fields[-1]})"
+    return (
+        f"{path}, which no event has (an event has {', '.join(fields[:-1])} and {fields[-1]})"
+        f"{_meant(path, event_type, traits)}"
+    )
+
+
+# How alike a mistyped name and the declared one it was meant as are, at least (difflib's
+# ratio, of the names in lower case): `amout` and `amount` are 0.91, `firstname` and
+# `first_name` 0.95, `coupon` and `country` 0.62, which are two names.
+_ALIKE = 0.75
+
+
+def _meant(path: str, event_type: EventType, traits: Collection[str]) -> str:
+    """``: did you mean PATH?`` naming the declared name ``path`` looks like a slip from:
+    the same name read from another part (`event.amount` for a property, a trait read
+    from the properties), else a close spelling of one of its own part's; empty when none
+    is."""
+    owner, _, name = path.rpartition(".")
+    declared = {
+        **{f"event.{field}": field for field in EVENT_FIELDS},
+        **{f"event.properties.{prop}": prop for prop in event_type.properties},
+        "user.id": "id",
+        **{f"user.{trait}": trait for trait in traits},
+    }
+    same = [other for other, its in declared.items() if its == name and other != path]
+    if same:
+        return f": did you mean {same[0]}?"
+    own = {
+        its.lower(): other for other, its in declared.items() if other.rpartition(".")[0] == owner
+    }
+    close = difflib.get_close_matches(name.lower(), own, n=1, cutoff=_ALIKE)
+    return f": did you mean {own[close[0]]}?" if close else ""
 
 
 def is_refused(path: str, event_type: EventType, refused_traits: frozenset[str]) -> bool:

@@ -34,7 +34,7 @@ def template_problems(
     ``refused``) are left out: their own problem is said already."""
     # Read in the text first: a render reads only the branches the sample's values take.
     problems = [
-        f"template {template}/{part} uses {undeclared(path, event_type.name, anchor=anchor)}"
+        f"template {template}/{part} uses {undeclared(path, event_type, traits, anchor=anchor)}"
         for part, source in templates.source(template).items()
         for path in undeclared_paths(source, event_type, traits)
         if not is_refused(path, event_type, refused_traits)
@@ -62,7 +62,7 @@ def template_problems(
                     break
                 return [*problems, str(exc)]
             problem = (
-                f"template {exc.where} uses {undeclared(path, event_type.name, anchor=anchor)}"
+                f"template {exc.where} uses {undeclared(path, event_type, traits, anchor=anchor)}"
             )
             if not is_refused(path, event_type, refused_traits) and problem not in said:
                 problems.append(problem)

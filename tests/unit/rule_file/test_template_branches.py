@@ -45,8 +45,8 @@ def test_an_undeclared_property_in_an_untaken_branch_names_the_event_type(tmp_pa
 
     assert problems_of(path) == [
         "rule ORDER: template order/body.txt uses event.properties.amout, which the rule file"
-        " does not declare for payment_failed events (declare it under events: payment_failed:"
-        " properties:)"
+        " does not declare for payment_failed events: did you mean event.properties.amount?"
+        " (or declare it under events: payment_failed: properties:)"
     ]
 
 
@@ -94,8 +94,8 @@ def test_a_loop_over_a_misspelt_list_is_not_also_said_to_fail_on_its_items(
 
     assert problems_of(path) == [
         "rule ORDER: template order/body.txt uses event.properties.lines, which the rule file"
-        " does not declare for payment_failed events (declare it under events: payment_failed:"
-        " properties:)"
+        " does not declare for payment_failed events: did you mean event.properties.lnes?"
+        " (or declare it under events: payment_failed: properties:)"
     ]
 
 

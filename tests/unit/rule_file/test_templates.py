@@ -148,10 +148,10 @@ def test_every_undeclared_name_of_a_template_is_listed_in_one_check(tmp_path: Pa
 
     assert problems_of(path) == [
         "rule TYPOS: template typos/subject.txt uses user.frist_name, which the rule file does"
-        " not declare (declare it under traits:)",
+        " not declare: did you mean user.first_name? (or declare it under traits:)",
         "rule TYPOS: template typos/body.txt uses event.properties.amout, which the rule file"
-        " does not declare for payment_failed events (declare it under events: payment_failed:"
-        " properties:)",
+        " does not declare for payment_failed events: did you mean event.properties.amount?"
+        " (or declare it under events: payment_failed: properties:)",
     ]
 
 

@@ -1,0 +1,75 @@
+"""A condition or template that reads a name the file does not declare, but one it does
+declares under a close spelling (or under another owner: `event.amount` for
+`event.properties.amount`), is said to be that name mistyped: advised only to declare it,
+an author would declare the misspelling, and the rule would never see the value its
+events send."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.support.rule_file_writing import checked_problems, problems_of, write_rule_file
+
+
+def _condition_rule(when: str) -> str:
+    return f"  - {{id: R1, trigger: payment_failed, channel: internal, when: '{when}'}}\n"
+
+
+def test_a_misspelt_property_in_a_condition_names_the_declared_one(tmp_path: Path) -> None:
+    path = write_rule_file(tmp_path, _condition_rule("event.properties.amout > 5"))
+
+    assert problems_of(path) == [
+        "rule R1: `when: event.properties.amout > 5` uses event.properties.amout, which the"
+        " rule file does not declare for payment_failed events: did you mean"
+        " event.properties.amount? (or declare it under events: payment_failed: properties:,"
+        " or test it first with has(event.properties.amout))"
+    ]
+
+
+def test_a_misspelt_trait_in_a_condition_names_the_declared_one(tmp_path: Path) -> None:
+    path = write_rule_file(tmp_path, _condition_rule('user.FirstName == "Ada"'))
+
+    (problem,) = problems_of(path)
+    assert "uses user.FirstName, which the rule file does not declare: did you mean" in problem
+    assert "did you mean user.first_name? (or declare it under traits:" in problem
+
+
+def test_a_misspelt_trait_in_a_template_names_the_declared_one(tmp_path: Path) -> None:
+    path = write_rule_file(
+        tmp_path,
+        "  - {id: R1, trigger: signup_completed, channel: email, category: transactional,"
+        " template: hi}\n",
+        {"hi": {"subject.txt": "Hi {{ user.frist_name }}", "body.txt": "Welcome."}},
+    )
+
+    assert checked_problems(path) == [
+        "rule R1: template hi/subject.txt uses user.frist_name, which the rule file does not"
+        " declare: did you mean user.first_name? (or declare it under traits:)"
+    ]
+
+
+def test_a_property_read_from_the_event_itself_names_it_under_properties(
+    tmp_path: Path,
+) -> None:
+    path = write_rule_file(tmp_path, _condition_rule("event.amount > 5"))
+
+    assert problems_of(path) == [
+        "rule R1: `when: event.amount > 5` uses event.amount, which no event has (an event has"
+        " id, type, user_id, timestamp and properties): did you mean event.properties.amount?"
+    ]
+
+
+def test_a_trait_read_as_a_property_names_the_trait(tmp_path: Path) -> None:
+    path = write_rule_file(tmp_path, _condition_rule('event.properties.first_name == "Ada"'))
+
+    (problem,) = problems_of(path)
+    assert "for payment_failed events: did you mean user.first_name? (or declare it" in problem
+
+
+def test_a_name_like_none_declared_gets_no_guess(tmp_path: Path) -> None:
+    path = write_rule_file(tmp_path, _condition_rule('user.nickname == "Al"'))
+
+    assert problems_of(path) == [
+        'rule R1: `when: user.nickname == "Al"` uses user.nickname, which the rule file does'
+        " not declare (declare it under traits:, or test it first with has(user.nickname))"
+    ]
