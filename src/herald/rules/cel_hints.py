@@ -55,3 +55,32 @@ def explained(said: str) -> str:
     if name in _EXTENSIONS:
         return f"{unknown[0]}: {name} is one of CEL's extensions, {_EXTENSIONS[name]}"
     return said
+
+
+# What other languages write where CEL writes something else, found outside strings and
+# comments: SQL's and Python's words (`and`, `not`, `is`), an assignment's `=` or
+# JavaScript's `===` for a comparison, SQL's `<>`, Python's `True` and `None`. CEL's parser
+# names only the token it stopped at and the tokens it expected there.
+_STRING_OR_COMMENT = re.compile(
+    r'"""[\s\S]*?"""|' r"'''[\s\S]*?'''|" r'"(?:\\.|[^"\\\n])*"|' r"'(?:\\.|[^'\\\n])*'|//[^\n]*"
+)
+_OTHER_SYNTAX = (
+    (
+        re.compile(r"(?<![\w.])(?:and|or|not)(?!\w)", re.IGNORECASE),
+        "CEL writes and, or and not as `&&`, `||` and `!`",
+    ),
+    (re.compile(r"(?<![=!<>])=(?!=)|===|<>|(?<![\w.])is(?!\w)"), "CEL compares with `==` and `!=`"),
+    (
+        re.compile(r"(?<![\w.])(?:True|False|None|TRUE|FALSE|NULL|Null)(?!\w)"),
+        "CEL writes `true`, `false` and `null`, in lower case",
+    ),
+)
+
+
+def other_syntax(source: str) -> str:
+    """How CEL writes what ``source``, a condition that does not compile or reads an
+    unknown variable, wrote as another language does (on a line of its own, in
+    parentheses); empty when it wrote nothing so."""
+    code = _STRING_OR_COMMENT.sub('""', source)
+    said = [hint for found, hint in _OTHER_SYNTAX if found.search(code)]
+    return f"\n({'; '.join(said)})" if said else ""

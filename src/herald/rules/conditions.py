@@ -11,6 +11,7 @@ import orjson
 
 from herald.domain.immutable import immutable
 from herald.domain.properties import json_kind, type_matches
+from herald.rules.cel_hints import other_syntax
 from herald.rules.comparison import parse_comparison
 from herald.rules.condition_size import Loop, costly_loops, over_budget
 
@@ -71,13 +72,14 @@ class Condition:
         try:
             self._program = cel.compile(self.source)
         except (ValueError, RuntimeError) as exc:
-            raise ConditionError(f"does not compile: {exc}") from None
+            raise ConditionError(f"does not compile: {exc}{other_syntax(self.source)}") from None
         unknown = (
             set(self._program.variables()) - CONDITION_VARIABLES - bound_variables(self.source)
         )
         if unknown:
             raise ConditionError(
                 f"uses unknown variable(s) {sorted(unknown)}; only `event` and `user` exist"
+                f"{other_syntax(self.source)}"
             )
         # Each path with its parts, split once: a condition is evaluated for every event.
         self._paths = [
