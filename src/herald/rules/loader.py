@@ -158,6 +158,12 @@ def _yaml_problem(exc: yaml.YAMLError, text: str, source: str) -> str:
             " the keys of one mapping, such as one rule's or one event's, start at the same"
             " column, and what a key holds is indented further than the key)"
         )
+    elif problem is not None and found.startswith("found character '\\t'"):
+        # An editor shows a tab as spaces: YAML's words name a character no one sees.
+        said += (
+            f"\n(line {problem.line + 1} holds a tab where YAML reads indentation or the start"
+            " of a value: YAML indents with spaces alone; replace the tab with spaces)"
+        )
     elif problem is not None and found.startswith("mapping values are not allowed"):
         said += (
             f"\n(YAML read a `: ` on line {problem.line + 1} as a key's, where none can start:"
@@ -219,12 +225,24 @@ def _read_document(text: str, source: str) -> dict[Any, Any]:
     except RecursionError:  # PyYAML recurses once per level of nesting
         raise RuleFileError(source, ["nested too deeply for YAML to read"]) from None
     if not isinstance(data, dict):
-        raise RuleFileError(source, ["must be a mapping with `events` and `rules`"])
+        raise RuleFileError(source, [_not_a_mapping(data, text)])
     try:
         digest(data)
     except TypeError as exc:  # the versions are digests of the content
         raise RuleFileError(source, [f"holds a value that cannot be hashed: {exc}"]) from None
     return data
+
+
+def _not_a_mapping(data: Any, text: str) -> str:
+    """What to say of a file whose YAML is no mapping: an empty one (saved before it was
+    written, or truncated by a failed copy) is said to be so, not to be the wrong shape."""
+    expected = "a rule file is a YAML mapping with `events` and `rules`"
+    if data is None and not text.strip():
+        return f"the file is empty: {expected}"
+    if data is None:
+        return f"the file holds no YAML but comments: {expected}"
+    kind = "a list" if isinstance(data, list) else "text" if isinstance(data, str) else "a value"
+    return f"must be a mapping with `events` and `rules`, but YAML read {kind}"
 
 
 def _templates(

@@ -261,3 +261,26 @@ def test_a_key_yaml_cannot_start_there_is_refused_saying_how_to_write_it(
         "as a key's, where none can start: a key there is indented further than the keys"
         " beside it, or a value holding `: ` must be quoted)"
     )
+
+
+@pytest.mark.parametrize(
+    ("rule", "line"),
+    [
+        ("  - id: R\n\ttrigger: signup_completed\n    channel: internal\n", 12),
+        ("  - id: R\n    trigger:\tsignup_completed\n    channel: internal\n", 12),
+    ],
+)
+def test_a_tab_in_the_indentation_is_refused_saying_yaml_indents_with_spaces(
+    rule: str, line: int, tmp_path: Path
+) -> None:
+    # YAML says "found character '\t' that cannot start any token": an editor shows a tab
+    # as spaces, and no character to look for.
+    path = write_rule_file(tmp_path, rule)
+
+    [problem] = problems_of(path)
+
+    assert problem.startswith("not valid YAML: while scanning for the next token")
+    assert problem.endswith(
+        f"(line {line} holds a tab where YAML reads indentation or the start of a value:"
+        " YAML indents with spaces alone; replace the tab with spaces)"
+    )

@@ -281,3 +281,25 @@ def test_a_file_loads_alike_whatever_was_checked_before_it(tmp_path: Path) -> No
         )
 
         assert [rule.id for rule in load_ruleset(path).rules] == ["ORDER"]
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("", "the file is empty: a rule file is a YAML mapping with `events` and `rules`"),
+        (
+            "# rules to come\n\n",
+            "the file holds no YAML but comments: a rule file is a YAML mapping with `events`"
+            " and `rules`",
+        ),
+        (
+            "- id: WELCOME\n  trigger: signup_completed\n",
+            "must be a mapping with `events` and `rules`, but YAML read a list",
+        ),
+    ],
+)
+def test_a_file_with_no_mapping_says_what_it_holds(text: str, problem: str, tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(text, encoding="utf-8")
+
+    assert problems_of(path) == [problem]
