@@ -485,3 +485,39 @@ def test_a_method_called_on_an_absent_value_says_it_is_absent() -> None:
     assert str(caught.value).startswith(
         "template hi: user.nickname is absent, and the template uses it in a method call "
     )
+
+
+def test_an_absent_value_given_to_tojson_says_it_is_absent_not_what_python_calls_it() -> None:
+    # It said "TypeError: Object of type Absent is not JSON serializable".
+    body = "{{ event.properties.meta | tojson }}"
+    templates = TemplateSet({"alert": {"subject.txt": "Alert", "body.txt": body}})
+
+    with pytest.raises(TemplateProblem) as caught:
+        templates.render("alert", {"user": {}, "event": {"properties": {}}})
+
+    assert str(caught.value) == (
+        "template alert: event.properties.meta is absent, and the template uses it in the"
+        " `tojson` filter: test it first with `{% if event.properties.meta is defined %}`, or"
+        " give it a default with `| default(...)`"
+    )
+
+
+def test_a_trait_not_of_its_declared_type_given_to_tojson_names_the_trait() -> None:
+    sources = {"alert": {"subject.txt": "Alert", "body.txt": "{{ user.prefs | tojson }}"}}
+    templates = TemplateSet(sources, traits={"prefs": "object"})
+
+    with pytest.raises(TemplateProblem) as caught:
+        templates.render("alert", {"user": {"prefs": "dark"}, "event": {}})
+
+    assert str(caught.value) == (
+        "template alert: user.prefs is a string, not the object the rule file declares"
+    )
+
+
+def test_tojson_still_prints_the_clients_values() -> None:
+    sources = {"alert": {"subject.txt": "Alert", "body.txt": "{{ user.prefs | tojson }}"}}
+    templates = TemplateSet(sources, traits={"prefs": "object"})
+
+    rendered = templates.render("alert", {"user": {"prefs": {"b": [1, None], "a": 1}}})
+
+    assert rendered.body == '{"a": 1, "b": [1, null]}'

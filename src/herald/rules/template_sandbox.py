@@ -38,6 +38,7 @@ from herald.rules.template_printing import (
     printing_operand,
     printing_string,
 )
+from herald.rules.template_values import Absent, AbsentUsed
 
 
 class DataSandbox(SandboxedEnvironment):
@@ -63,6 +64,10 @@ class DataSandbox(SandboxedEnvironment):
         super().__init__(*args, **kwargs)
         self._absent_method = _method_or_absent(self.undefined)
         self.globals = {**self.globals, "lipsum": bounded_lipsum(generate_lorem_ipsum)}
+        self.policies["json.dumps_kwargs"] = {
+            **self.policies["json.dumps_kwargs"],
+            "default": _json_of_undefined,
+        }
         # Filters are called directly, not through `call`: the padding ones check here.
         self.filters = {
             **self.filters,
@@ -141,6 +146,22 @@ class DataSandbox(SandboxedEnvironment):
 
 
 _DICT_ATTRIBUTES = frozenset(dir(dict))
+
+
+def _json_of_undefined(value: Any) -> Any:
+    """What ``tojson`` makes of a value JSON has no spelling for: an undefined (an absent
+    value, a trait not of its declared type) fails saying which and why, as it does
+    printed or in arithmetic, where JSON's error named its Python class."""
+    if isinstance(value, Absent):
+        raise AbsentUsed(
+            value._undefined_obj,
+            value._undefined_name,
+            "the `tojson` filter",
+            value._undefined_hint,
+        )
+    if isinstance(value, Undefined):
+        value._fail_with_undefined_error()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def _method_or_absent(undefined: type[Undefined]) -> Callable[[Any, str, Any], Undefined]:
