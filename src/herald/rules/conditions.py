@@ -155,7 +155,7 @@ class Condition:
                 False, f"`{self.source}` could not be evaluated{self._values(context)}: {said}"
             )
         if not isinstance(value, bool):
-            return ConditionResult(False, f"`{self.source}` returned {value!r}, not a bool")
+            return ConditionResult(False, self._not_a_test(value, context))
         return ConditionResult(
             value, f"`{self.source}` is {_cel_literal(value)}{self._values(context)}"
         )
@@ -169,6 +169,17 @@ class Condition:
                 for name, attrs in self._projection.items()
             }
         )
+
+    def _not_a_test(self, value: Any, context: dict[str, Any]) -> str:
+        """Why a condition that gave ``value``, not true or false, does not hold: a trait
+        of another type than declared (`user.vip` sent as "true") is the client's mistake,
+        said as a failure on such a trait is; else the value, in CEL's spelling."""
+        values = self._values(context)
+        mistyped = self._mistyped(context)
+        if mistyped is not None:
+            return f"`{self.source}` could not be evaluated{values}: {mistyped}"
+        said = f"{_cel_literal(value)}, {json_kind(value)}, not true or false"
+        return f"`{self.source}` gives {said}{values}"
 
     def _mistyped(self, context: dict[str, Any]) -> str | None:
         """What a trait the condition reads holds instead of its declared type, if one

@@ -257,3 +257,45 @@ def test_once_per_event_keys_of_users_whose_ids_hold_a_colon_stay_apart(
 
     assert one != other
     assert one == engine.dedup_key(rule, Event("c", "a:b", "plan_changed", at(SIGNUP_AT)))
+
+
+FLAG_RULES = """
+events:
+  plan_changed:
+    properties:
+      meta: {type: object}
+traits:
+  vip: boolean
+rules:
+  - id: VIP
+    trigger: plan_changed
+    when: user.vip
+    channel: internal
+  - id: META_FLAG
+    trigger: plan_changed
+    when: event.properties.meta.beta
+    channel: internal
+"""
+
+
+def test_a_condition_that_is_a_value_of_another_type_says_so_as_cel_and_the_file_do(
+    tmp_path: Path,
+) -> None:
+    # It said "`user.vip` returned 'true', not a bool": Python's spelling and type name,
+    # where `!user.vip` said the trait was not of its declared type.
+    (tmp_path / "rules.yaml").write_text(FLAG_RULES, encoding="utf-8")
+    ruleset = load_ruleset(tmp_path / "rules.yaml")
+    changed = event(
+        "plan_changed", SIGNUP_AT, properties={"meta": {"beta": "yes"}}, traits={"vip": "true"}
+    )
+
+    decisions = replay([changed], ruleset)
+
+    assert the_one(decisions, "VIP").reason == (
+        '`user.vip` could not be evaluated (user.vip is "true"): '
+        "user.vip is a string, not the boolean the rule file declares"
+    )
+    assert the_one(decisions, "META_FLAG").reason == (
+        '`event.properties.meta.beta` gives "yes", a string, not true or false'
+        ' (event.properties.meta.beta is "yes")'
+    )
