@@ -112,18 +112,44 @@ def _read_duration(
     return timedelta(seconds=seconds), f"{int(match[1])}{match[2]}"
 
 
-# A duration as people write it (`24 hours`, `2 days`, `90min`), and its unit's letter.
-_SPELT_OUT = re.compile(r"\s*(\d+)\s*(second|sec|minute|min|hour|hr|day)s?\s*", re.IGNORECASE)
-_LETTER = {"second": "s", "sec": "s", "minute": "m", "min": "m", "hour": "h", "hr": "h", "day": "d"}
+# A duration as people write it (`24 hours`, `2 weeks`, `1.5h`, `1h30m`): each part a
+# number and a unit, spelt out or not.
+_PART = r"(\d+(?:\.\d+)?)\s*([a-z]+)"
+_PARTS = re.compile(rf"\s*(?:{_PART}\s*)+", re.IGNORECASE)
+_PART_ONE = re.compile(_PART, re.IGNORECASE)
+_UNIT_SECONDS = {
+    **dict.fromkeys(["s", "sec", "secs", "second", "seconds"], 1),
+    **dict.fromkeys(["m", "min", "mins", "minute", "minutes"], 60),
+    **dict.fromkeys(["h", "hr", "hrs", "hour", "hours"], 3600),
+    **dict.fromkeys(["d", "day", "days"], 86_400),
+    **dict.fromkeys(["w", "wk", "wks", "week", "weeks"], 7 * 86_400),
+}
+_WHOLE_NUMBER = re.compile(r"\s*(\d+)\s*")
 
 
 def _instead(within: Any) -> str:
-    """``: write 24h`` for a window written ``24 hours``, a bare number of hours or days
-    being anyone's guess; empty for anything else."""
-    spelt = _SPELT_OUT.fullmatch(str(within))
-    if spelt is None:
+    """``: write 24h`` for a duration written as people do (``24 hours``, ``2w``,
+    ``1h30m``, ``1.5h``), in the one unit the rule file takes; what to add to a number
+    alone, whose unit is anyone's guess; empty for anything else."""
+    text = str(within)
+    bare = _WHOLE_NUMBER.fullmatch(text)
+    if bare is not None:
+        n = int(bare[1])
+        return f": a number alone has no unit: write {n}s, {n}m, {n}h or {n}d"
+    if _PARTS.fullmatch(text) is None:
         return ""
-    return f": write {int(spelt[1])}{_LETTER[spelt[2].lower()]}"
+    parts = [(number, unit.lower()) for number, unit in _PART_ONE.findall(text)]
+    if any(unit not in _UNIT_SECONDS for _, unit in parts):
+        return ""
+    seconds = sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
+    if seconds < 1 or seconds != int(seconds):
+        return ""
+    # In the unit it was written in (24 hours: 24h), else the largest that holds it whole.
+    (number, unit), *others = parts
+    as_written = not others and number.isdigit() and unit[0] in _UNITS
+    units = unit[0] if as_written else "dhms"
+    letter = next(letter for letter in units if seconds % _UNITS[letter] == 0)
+    return f": write {int(seconds) // _UNITS[letter]}{letter}"
 
 
 def is_undeclared(name: Any, event_types: Mapping[str, EventType], refused: frozenset[str]) -> bool:

@@ -134,7 +134,9 @@ def _read_rule(
     for key in sorted(str(key) for key in unknown if key is not True):
         bad(f"unknown key `{key}` (known: {sorted(RULE_KEYS)})")
     given = spec.get("trigger")
-    if given is None:
+    if isinstance(given, list):
+        bad(_one_not_a_list("trigger", "event type", given))
+    elif given is None:
         if not trigger_as_on:  # said above
             bad(f"needs `trigger`: the event type that triggers it ({sorted(event_types)})")
     elif is_undeclared(given, event_types, refused_types):
@@ -142,9 +144,18 @@ def _read_rule(
     channel = spec.get("channel")
     if channel is None:
         bad(f"needs `channel` (one of {list(CHANNELS)})")
+    elif isinstance(channel, list):
+        bad(_one_not_a_list("channel", "channel", channel))
     elif not isinstance(channel, str) or channel not in CHANNELS:
         bad(f"unknown channel {channel!r} (known: {list(CHANNELS)})")
-    limit = read_enum(Limit, spec.get("limit", Limit.ONCE_PER_EVENT.value), "limit", bad)
+    if "limit" in spec and spec["limit"] is None:
+        bad(
+            "`limit` is empty: write once_per_event (the default), once_per_user or"
+            " once_per_user_per_day, or remove the key"
+        )
+        limit = None
+    else:
+        limit = read_enum(Limit, spec.get("limit", Limit.ONCE_PER_EVENT.value), "limit", bad)
     category = read_category(spec.get("category"), channel, bad)
     condition = _read_condition(spec, bad)
     if "after" in spec and spec["after"] is None:
@@ -178,6 +189,17 @@ def _read_rule(
         description=description_text(description).strip(),
     )
     return rule, use
+
+
+def _one_not_a_list(key: str, noun: str, given: list[Any]) -> str:
+    """What to say of ``key`` given a list: a rule has one, and each of several is a rule
+    of its own (its id part of its messages' keys, its decisions told apart)."""
+    named = [str(item) for item in given]
+    each = " and ".join(named) if len(named) < 3 else ", ".join(named[:-1]) + f" and {named[-1]}"
+    return (
+        f"`{key}` takes one {noun}, not a list: write a rule for each of {each},"
+        " each with an id of its own"
+    )
 
 
 def _read_condition(spec: dict[Any, Any], bad: Problem) -> Condition | None:

@@ -32,13 +32,26 @@ def test_both_keys_of_a_window_are_checked_in_one_run(tmp_path: Path) -> None:
         # Named with the declared ones, as a trigger is: which spelling is it?
         "rule NUDGE: `after.event: bank_linked` is not a declared event type"
         " (['payment_failed', 'signup_completed'])",
-        "rule NUDGE: `after.within: 2w` is not a duration like 30m, 24h or 7d",
+        "rule NUDGE: `after.within: 2w` is not a duration like 30m, 24h or 7d: write 14d",
     ]
 
 
 @pytest.mark.parametrize(
     ("within", "instead"),
-    [("24 hours", "24h"), ("2 Days", "2d"), ("90min", "90m"), ("1 sec", "1s")],
+    [
+        ("24 hours", "24h"),
+        ("2 Days", "2d"),
+        ("90min", "90m"),
+        ("1 sec", "1s"),
+        # Weeks, fractions and two units, which CEL's durations and people write.
+        ("1w", "7d"),
+        ("2 weeks", "14d"),
+        ("1.5h", "90m"),
+        ("0.5d", "12h"),
+        ("1h30m", "90m"),
+        ("1d 12h", "36h"),
+        ("2h0m", "2h"),
+    ],
 )
 def test_a_window_spelt_out_is_refused_saying_how_to_write_it(
     within: str, instead: str, tmp_path: Path
@@ -53,6 +66,53 @@ def test_a_window_spelt_out_is_refused_saying_how_to_write_it(
         f"rule NUDGE: `after.within: {within}` is not a duration like 30m, 24h or 7d:"
         f" write {instead}"
     ]
+
+
+def test_a_window_of_a_number_alone_is_refused_asking_for_its_unit(tmp_path: Path) -> None:
+    path = write_rule_file(
+        tmp_path,
+        "  - {id: NUDGE, trigger: signup_completed, channel: internal,"
+        " after: {event: payment_failed, within: 24}}\n",
+    )
+
+    assert problems_of(path) == [
+        "rule NUDGE: `after.within: 24` is not a duration like 30m, 24h or 7d: a number"
+        " alone has no unit: write 24s, 24m, 24h or 24d"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "said"),
+    [
+        (
+            "channel",
+            "[email, sms]",
+            "`channel` takes one channel, not a list: write a rule for each of email and sms,"
+            " each with an id of its own",
+        ),
+        (
+            "trigger",
+            "[signup_completed, payment_failed]",
+            "`trigger` takes one event type, not a list: write a rule for each of"
+            " signup_completed and payment_failed, each with an id of its own",
+        ),
+        (
+            "limit",
+            "",
+            "`limit` is empty: write once_per_event (the default), once_per_user or"
+            " once_per_user_per_day, or remove the key",
+        ),
+    ],
+)
+def test_a_key_given_a_list_or_nothing_says_what_it_takes(
+    key: str, value: str, said: str, tmp_path: Path
+) -> None:
+    rule = {"trigger": "signup_completed", "channel": "internal", key: value}
+    path = write_rule_file(
+        tmp_path, "  - id: ALERT\n" + "".join(f"    {k}: {v}\n" for k, v in rule.items())
+    )
+
+    assert problems_of(path) == [f"rule ALERT: {said}"]
 
 
 @pytest.mark.parametrize("channel", ["email", "sms"])
