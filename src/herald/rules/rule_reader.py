@@ -3,6 +3,7 @@ every rule listed (prefixed with the rule's id), the rules that hold none return
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 from collections import Counter
 from typing import Any, NamedTuple
@@ -75,7 +76,10 @@ def read_rules(
     seen: dict[str, int] = {}  # each id, with the position of the first rule holding it
     duplicated = _duplicated_ids(raw)
     for index, spec in enumerate(raw):
-        if not isinstance(spec, dict) or spec.get("id") in (None, ""):
+        if not isinstance(spec, dict):
+            problems.append(f"rule #{index + 1}: {_not_a_mapping(spec)}")
+            continue
+        if spec.get("id") in (None, ""):
             problems.append(f"rule #{index + 1}: needs an `id`")
             continue
         rule_id = str(spec["id"])
@@ -101,6 +105,13 @@ def read_rules(
         if rule is not None and len(problems) == before:
             rules.append(rule)
     return rules, uses
+
+
+def _not_a_mapping(spec: Any) -> str:
+    said = "must be a mapping of its keys (id, trigger, channel, ...)"
+    if isinstance(spec, str) and NAME.fullmatch(spec):  # the rule's name alone
+        return f"{said}, but YAML read {spec!r}: write `- id: {spec}` and its other keys beneath"
+    return f"{said}, but YAML read {spec!r}"
 
 
 def _duplicated_ids(raw: list[Any]) -> set[str]:
@@ -131,8 +142,18 @@ def _read_rule(
             "a key YAML reads as true (`on`, `yes`, `y`): the event type that triggers a "
             "rule goes under `trigger`"
         )
+    meant: dict[str, Any] = {}
     for key in sorted(str(key) for key in unknown if key is not True):
-        bad(f"unknown key `{key}` (known: {sorted(RULE_KEYS)})")
+        others = RULE_KEYS - set(spec) - set(meant)
+        close = difflib.get_close_matches(key.lower(), others, n=1, cutoff=_ALIKE)
+        if close:
+            meant[close[0]] = spec[key]
+            bad(f"unknown key `{key}`: did you mean `{close[0]}`? (known: {sorted(RULE_KEYS)})")
+        else:
+            bad(f"unknown key `{key}` (known: {sorted(RULE_KEYS)})")
+    # A misspelt key's value is read as the key it looks like: not said to be missing as
+    # well, and its own mistakes found in the same run.
+    spec = {**spec, **meant}
     given = spec.get("trigger")
     if isinstance(given, list):
         bad(_one_not_a_list("trigger", "event type", given))
@@ -189,6 +210,11 @@ def _read_rule(
         description=description_text(description).strip(),
     )
     return rule, use
+
+
+# How alike a rule's unknown key and the key it was meant as are, at least (difflib's
+# ratio, in lower case): `triger` and `trigger` are 0.92, `when_` and `when` 0.89.
+_ALIKE = 0.75
 
 
 def _one_not_a_list(key: str, noun: str, given: list[Any]) -> str:

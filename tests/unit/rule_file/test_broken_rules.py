@@ -284,3 +284,40 @@ def test_a_tab_in_the_indentation_is_refused_saying_yaml_indents_with_spaces(
         f"(line {line} holds a tab where YAML reads indentation or the start of a value:"
         " YAML indents with spaces alone; replace the tab with spaces)"
     )
+
+
+@pytest.mark.parametrize(
+    ("key", "meant"),
+    [("triger", "trigger"), ("chanel", "channel"), ("Template", "template"), ("when_", "when")],
+)
+def test_a_misspelt_rule_key_is_said_once_naming_the_key_it_looks_like(
+    key: str, meant: str, tmp_path: Path
+) -> None:
+    # It was said twice, an unknown key and a needed one missing, naming neither as the
+    # other: "unknown key `triger`" and "needs `trigger`".
+    rule = {
+        "trigger": "signup_completed",
+        "channel": "email",
+        "category": "transactional",
+        "template": "hello",
+        "when": "true",
+    }
+    rule[key] = rule.pop(meant)
+    path = write_rule_file(
+        tmp_path, "  - id: R1\n" + "".join(f"    {k}: {v}\n" for k, v in rule.items())
+    )
+
+    assert problems_of(path) == [
+        f"rule R1: unknown key `{key}`: did you mean `{meant}`? (known: ['after', 'category',"
+        " 'channel', 'description', 'id', 'limit', 'max_age', 'template', 'trigger', 'when'])"
+    ]
+
+
+def test_a_rule_that_is_no_mapping_says_what_yaml_read(tmp_path: Path) -> None:
+    # It said "needs an `id`" of a rule written as its name alone.
+    path = write_rule_file(tmp_path, "  - WELCOME\n")
+
+    assert problems_of(path) == [
+        "rule #1: must be a mapping of its keys (id, trigger, channel, ...), but YAML read"
+        " 'WELCOME': write `- id: WELCOME` and its other keys beneath"
+    ]
