@@ -80,6 +80,33 @@ def derived_event_id(user_id: str, event_type: str, timestamp: datetime) -> str:
     return f"evt_{digest[:32]}"
 
 
+# The names of an `unsubscribed` trait that Herald reads itself, in any case (the API
+# stores them in lower case): a rule's condition sees them as Herald does.
+_HERALD_UNSUBSCRIBE_NAMES = frozenset({"email", "sms", "marketing", "all"})
+
+
+def _herald_names_lowered(said: list[Any]) -> list[Any]:
+    """``said``, an ``unsubscribed`` trait's list, with Herald's names in lower case, each
+    once: ``["EMAIL", "Push"]`` is ``["email", "Push"]``, so that a condition's
+    ``"email" in user.unsubscribed`` holds where Herald's own consent check does. The
+    app's other names (``Push``) and anything else the list holds stay as they are."""
+    if not any(
+        type(item) is str
+        and item not in _HERALD_UNSUBSCRIBE_NAMES
+        and item.casefold() in _HERALD_UNSUBSCRIBE_NAMES
+        for item in said
+    ):
+        return said  # the usual list, already as Herald writes it
+    lowered: list[Any] = []
+    for item in said:
+        if type(item) is str and item.casefold() in _HERALD_UNSUBSCRIBE_NAMES:
+            item = item.casefold()
+            if item in lowered:
+                continue
+        lowered.append(item)
+    return lowered
+
+
 @immutable
 class UserProfile:
     """What Herald knows about a user: traits, each stamped with the event time it came from."""
@@ -127,8 +154,10 @@ class UserProfile:
         view = dict(self.traits)
         view.update(event.user_traits)
         view["id"] = self.user_id
+        said = view.get("unsubscribed")
+        if type(said) is list and said:
+            said = view["unsubscribed"] = _herald_names_lowered(said)
         if self.unsubscribed:
-            said = view.get("unsubscribed")
             if said is None or said is False or type(said) is list:
                 # The trait's names join the API's; what else a list holds is for the
                 # consent check to judge, so it stays.

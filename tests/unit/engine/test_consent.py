@@ -212,3 +212,33 @@ def test_what_closed_a_channel_names_the_api_unsubscribe_or_the_trait_and_its_ti
     assert closed_by(by_list, "email") == (
         'their unsubscribed is ["email"], from an event at 2025-11-03T12:00:00Z'
     )
+
+
+@pytest.mark.parametrize(
+    ("said", "api", "seen", "outcome"),
+    [
+        (["EMAIL", "Push"], [], ["email", "Push"], Outcome.SKIPPED),
+        (["Email"], ["email"], ["email"], Outcome.SKIPPED),
+        (["ALL"], ["sms"], ["sms", "all"], Outcome.TRIGGERED),
+    ],
+    ids=["trait_alone", "trait_and_api_alike", "trait_and_api"],
+)
+def test_a_condition_sees_herald_s_unsubscribe_names_in_lower_case_as_herald_reads_them(
+    said: list[str], api: list[str], seen: list[str], outcome: Outcome, tmp_path: Path
+) -> None:
+    # Herald reads them in any case, and so stopped marketing email for ["EMAIL"]; but a
+    # rule's `"email" in user.unsubscribed` was false, and sent the user its message.
+    (tmp_path / "rules.yaml").write_text(UNSUBSCRIBED_RULES, encoding="utf-8")
+    folder = tmp_path / "templates" / "device"
+    folder.mkdir(parents=True)
+    (folder / "subject.txt").write_text("New device")
+    (folder / "body.txt").write_text("Was it you?")
+    traits = {"email": "maria@example.com", "unsubscribed": said}
+    login = event("login_new_device", SIGNUP_AT, traits=traits)
+
+    ruleset = load_ruleset(tmp_path / "rules.yaml")
+    decision = the_one(replay([login], ruleset, unsubscribed=api), "NEW_DEVICE_EMAIL")
+
+    assert decision.outcome is outcome
+    shown = ",".join(f'"{name}"' for name in seen)
+    assert f"(user.unsubscribed is [{shown}])" in decision.reason
