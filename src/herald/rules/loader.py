@@ -270,9 +270,10 @@ def _templates(
     for use in uses:
         if use.template is not None:
             rules_by_template.setdefault(use.template, []).append(use.label)
-    # One template at a time, so a broken one does not hide the problems of the others.
+    # One template at a time, so a broken one does not hide the problems of the others;
+    # in the order the rules name them, as the author reads the file.
     loadable = set()
-    for name, labels in sorted(rules_by_template.items()):
+    for name, labels in rules_by_template.items():
         try:
             loaded = TemplateSet.from_directory(directory, [name])
         except TemplateProblem as exc:

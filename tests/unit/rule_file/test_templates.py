@@ -292,3 +292,19 @@ def test_a_part_failing_only_on_what_the_client_sends_inside_an_object_is_left_t
     path = payment_email_rule_file(tmp_path, parts, "meta: object")
 
     assert [rule.id for rule in load_ruleset(path).rules] == ["ORDER"]
+
+
+def test_missing_templates_are_listed_in_the_order_of_their_rules(tmp_path: Path) -> None:
+    # They were listed by the template's name: R1, R3, R2 for one, two, three.
+    rules = "".join(
+        f"  - {{id: {rule}, trigger: signup_completed, channel: email, category: transactional,"
+        f" template: {template}}}\n"
+        for rule, template in [("R1", "one"), ("R2", "two"), ("R3", "three")]
+    )
+    path = write_rule_file(tmp_path, rules)
+
+    assert [problem.split(":")[0] for problem in problems_of(path)] == [
+        "rule R1",
+        "rule R2",
+        "rule R3",
+    ]
