@@ -7,6 +7,7 @@ the rule file loads, so a broken one stops ``herald rules check`` and start-up, 
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
@@ -125,7 +126,9 @@ class TemplateSet:
         for name in names:
             folder = directory / name
             if not folder.is_dir():
-                raise TemplateProblem(f"template {name!r} not found (no folder {folder})")
+                raise TemplateProblem(
+                    f"template {name!r} not found (no folder {folder}){_meant(directory, name)}"
+                )
             _refuse_misnamed_parts(name, folder)
             sources[name] = {
                 part: _read_part(folder / part, f"{name}/{part}")
@@ -191,6 +194,18 @@ class TemplateSet:
                 # A macro calling itself fails whatever the values, as a type error does.
                 on_types = isinstance(exc, TypeError | RecursionError)
                 raise TemplateFailed(f"template {where}: {_python_error(exc)}", on_types) from None
+
+
+def _meant(directory: Path, name: str) -> str:
+    """``: did you mean 'welcome'?`` naming the folder of ``directory`` that ``name``, a
+    template not found, looks like: misspelt, or in another case, which a case-insensitive
+    disk (the author's) finds and a server's does not; empty when none does."""
+    try:
+        folders = {e.name.casefold(): e.name for e in directory.iterdir() if e.is_dir()}
+    except OSError:  # no templates folder at all: the path said shows it
+        return ""
+    close = difflib.get_close_matches(name.casefold(), folders, n=1, cutoff=0.75)
+    return f": did you mean {folders[close[0]]!r}?" if close else ""
 
 
 # A part's name as an author may slip on it: another case (which a case-insensitive disk

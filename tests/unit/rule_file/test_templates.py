@@ -308,3 +308,34 @@ def test_missing_templates_are_listed_in_the_order_of_their_rules(tmp_path: Path
         "rule R2",
         "rule R3",
     ]
+
+
+@pytest.mark.parametrize(
+    ("named", "folder"), [("welcom", "welcome"), ("Welcome", "welcome"), ("welcome", "Welcome")]
+)
+def test_a_template_not_found_names_the_folder_it_looks_like(
+    named: str, folder: str, tmp_path: Path
+) -> None:
+    # A misspelt name, or one in another case (which a case-insensitive disk finds on the
+    # author's machine, and a server's does not), said only that there was no folder.
+    path = write_rule_file(
+        tmp_path,
+        "  - {id: HI, trigger: signup_completed, channel: email, category: transactional,"
+        f" template: {named}}}\n",
+        {folder: HELLO},
+    )
+
+    [problem] = problems_of(path)
+    assert problem.startswith(f"rule HI: template '{named}' not found (no folder ")
+    assert problem.endswith(f"/{named}): did you mean '{folder}'?")
+
+
+def test_a_template_not_found_like_no_folder_gets_no_guess(tmp_path: Path) -> None:
+    path = write_rule_file(
+        tmp_path,
+        "  - {id: HI, trigger: signup_completed, channel: email, category: transactional,"
+        " template: farewell}\n",
+    )
+
+    [problem] = problems_of(path)
+    assert problem.endswith("/farewell)")
