@@ -59,8 +59,9 @@ def explained(said: str) -> str:
 
 # What other languages write where CEL writes something else, found outside strings and
 # comments: SQL's and Python's words (`and`, `not`, `is`), an assignment's `=` or
-# JavaScript's `===` for a comparison, SQL's `<>`, Python's `True` and `None`. CEL's parser
-# names only the token it stopped at and the tokens it expected there.
+# JavaScript's `===` for a comparison, SQL's `<>`, Python's `True` and `None`, and a
+# `#` comment, which YAML takes out of a plain value but leaves in a quoted or block one.
+# CEL's parser names only the token it stopped at and the tokens it expected there.
 _STRING_OR_COMMENT = re.compile(
     r'"""[\s\S]*?"""|' r"'''[\s\S]*?'''|" r'"(?:\\.|[^"\\\n])*"|' r"'(?:\\.|[^'\\\n])*'|//[^\n]*"
 )
@@ -73,6 +74,11 @@ _OTHER_SYNTAX = (
     (
         re.compile(r"(?<![\w.])(?:True|False|None|TRUE|FALSE|NULL|Null)(?!\w)"),
         "CEL writes `true`, `false` and `null`, in lower case",
+    ),
+    (
+        re.compile(r"#"),
+        "a comment in a condition starts with `//`: YAML reads `#` as its own only outside"
+        " quotes and block scalars (`|`, `>`)",
     ),
 )
 

@@ -13,6 +13,10 @@ from tests.support.rule_file_writing import problems_of, write_rule_file
 AND_OR_NOT = "CEL writes and, or and not as `&&`, `||` and `!`"
 EQUALS = "CEL compares with `==` and `!=`"
 LITERALS = "CEL writes `true`, `false` and `null`, in lower case"
+COMMENT = (
+    "a comment in a condition starts with `//`: YAML reads `#` as its own only outside"
+    " quotes and block scalars (`|`, `>`)"
+)
 
 
 def _problem(tmp_path: Path, when: str) -> str:
@@ -33,6 +37,7 @@ def _problem(tmp_path: Path, when: str) -> str:
         ("user.first_name is 'Ada'", EQUALS),
         ("event.properties.amount > 5 && True", LITERALS),
         ("user.first_name != None", LITERALS),
+        ("'user.first_name == \"Ada\" # first customer'", COMMENT),
     ],
 )
 def test_another_language_s_syntax_is_refused_saying_how_cel_writes_it(
@@ -54,3 +59,15 @@ def test_words_inside_a_string_or_a_name_give_no_hint(tmp_path: Path) -> None:
     assert "does not compile" in problem
     assert "CEL writes" not in problem
     assert "CEL compares" not in problem
+
+
+def test_a_hash_comment_in_a_block_condition_is_refused_saying_how_cel_writes_one(
+    tmp_path: Path,
+) -> None:
+    rule = (
+        "  - id: R1\n    trigger: payment_failed\n    channel: internal\n"
+        "    when: |\n      # big ones only\n      event.properties.amount > 100\n"
+    )
+    (problem,) = problems_of(write_rule_file(tmp_path, rule))
+
+    assert problem.endswith(f"({COMMENT})")
