@@ -19,6 +19,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from herald.domain.immutable import immutable
 from herald.domain.properties import PYTHON_TYPES, type_matches
+from herald.rules.template_hints import other_syntax
 from herald.rules.template_limits import bounded_render
 from herald.rules.template_sandbox import sandbox
 from herald.rules.template_values import (
@@ -189,7 +190,7 @@ class TemplateSet:
                     f"template {where}: {exc}", where, exc.owner, exc.name
                 ) from None
             except TemplateError as exc:
-                raise TemplateProblem(f"template {where}{_said(exc)}") from None
+                raise TemplateProblem(f"template {where}{_said(exc, source)}") from None
             except Exception as exc:  # the template's own arithmetic, filters and calls
                 # A macro calling itself fails whatever the values, as a type error does.
                 on_types = isinstance(exc, TypeError | RecursionError)
@@ -229,10 +230,11 @@ def _refuse_misnamed_parts(name: str, folder: Path) -> None:
             )
 
 
-def _said(exc: TemplateError) -> str:
-    """Jinja's error, after its part's name: a syntax error with the line it is on."""
+def _said(exc: TemplateError, source: str) -> str:
+    """Jinja's error, after its part's name: a syntax error with the line it is on, and
+    how Jinja writes what that line wrote as Liquid or Handlebars does."""
     if isinstance(exc, TemplateSyntaxError):
-        return f" line {exc.lineno}: {exc.message}"
+        return f" line {exc.lineno}: {exc.message}{other_syntax(source, exc.lineno)}"
     return f": {exc}"
 
 
@@ -280,7 +282,7 @@ class _OnePass:
             try:
                 self._parts[part] = env.from_string(source)
             except TemplateError as exc:
-                raise TemplateProblem(f"template {name}/{part}{_said(exc)}") from None
+                raise TemplateProblem(f"template {name}/{part}{_said(exc, source)}") from None
             except RecursionError:  # Jinja's parser recurses once per level of nesting
                 raise TemplateProblem(
                     f"template {name}/{part}: nested too deeply for Jinja to compile"
