@@ -123,12 +123,7 @@ def _meant(path: str, event_type: EventType, traits: Collection[str]) -> str:
     from the properties), else a close spelling of one of its own part's; empty when none
     is."""
     owner, _, name = path.rpartition(".")
-    declared = {
-        **{f"event.{field}": field for field in EVENT_FIELDS},
-        **{f"event.properties.{prop}": prop for prop in event_type.properties},
-        "user.id": "id",
-        **{f"user.{trait}": trait for trait in traits},
-    }
+    declared = _declared(event_type, traits)
     same = [other for other, its in declared.items() if its == name and other != path]
     if same:
         return f": did you mean {same[0]}?"
@@ -137,6 +132,33 @@ def _meant(path: str, event_type: EventType, traits: Collection[str]) -> str:
     }
     close = difflib.get_close_matches(name.lower(), own, n=1, cutoff=_ALIKE)
     return f": did you mean {own[close[0]]}?" if close else ""
+
+
+def unknown_name(name: str, event_type: EventType, traits: Collection[str]) -> str:
+    """What to say of ``name``, read alone by a template (``{{ first_name }}``, as other
+    tools print a trait), with the declared name it is, or looks like, if any."""
+    declared = _declared(event_type, traits)
+    meant = [path for path, its in declared.items() if its == name]
+    if not meant:
+        by_name = {its.lower(): path for path, its in declared.items()}
+        close = difflib.get_close_matches(name.lower(), by_name, n=1, cutoff=_ALIKE)
+        meant = [by_name[found] for found in close]
+    return (
+        f"{name}, which a template does not have (it has user, with the traits, and event,"
+        f" with the properties under event.properties)"
+        + (f": did you mean {meant[0]}?" if meant else "")
+    )
+
+
+def _declared(event_type: EventType, traits: Collection[str]) -> dict[str, str]:
+    """Each name a rule on ``event_type`` may read, by its path: the traits first, as a
+    name read alone is most often one."""
+    return {
+        "user.id": "id",
+        **{f"user.{trait}": trait for trait in traits},
+        **{f"event.properties.{prop}": prop for prop in event_type.properties},
+        **{f"event.{field}": field for field in EVENT_FIELDS},
+    }
 
 
 def is_refused(path: str, event_type: EventType, refused_traits: frozenset[str]) -> bool:

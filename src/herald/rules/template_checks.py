@@ -11,8 +11,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from jinja2.utils import missing
+
 from herald.rules.definition import EventType
-from herald.rules.samples import is_refused, path_in, sample_context, undeclared
+from herald.rules.samples import (
+    is_refused,
+    path_in,
+    sample_context,
+    undeclared,
+    unknown_name,
+)
 from herald.rules.template_reads import undeclared_paths
 from herald.rules.templates import TemplateFailed, TemplateProblem, TemplateSet, UndeclaredName
 
@@ -55,6 +63,18 @@ def template_problems(
                     continue
                 if exc.owner is _STAND_IN:  # read inside a stand-in: the client's value too
                     break
+                if exc.owner is missing and isinstance(exc.name, str):
+                    # A name read alone (`{{ first_name }}`, as other tools print a trait):
+                    # said with where it is, and stood in for, as an undeclared one is.
+                    alone = (
+                        f"template {exc.where} uses {unknown_name(exc.name, event_type, traits)}"
+                    )
+                    if alone not in said:
+                        problems.append(alone)
+                        said.add(alone)
+                    sample[exc.name] = _STAND_IN
+                    stood_in = True
+                    continue
                 if stood_in:
                     # Read from what a stand-in gave (an item of its text, looped over
                     # where a list was meant): the stand-in's, not the template's.

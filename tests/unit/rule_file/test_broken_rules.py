@@ -129,7 +129,7 @@ BROKEN_RULES = {
     "template_uses_a_name_that_is_neither_event_nor_user": (
         "  - {id: BROKEN, trigger: payment_failed, channel: email, category: transactional,"
         " template: bare}\n",
-        "rule BROKEN: template bare/body.txt: 'nickname' is undefined",
+        "rule BROKEN: template bare/body.txt uses nickname, which a template does not have",
     ),
 }
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.support.rule_file_writing import checked_problems, problems_of, write_rule_file
 
 
@@ -72,4 +74,63 @@ def test_a_name_like_none_declared_gets_no_guess(tmp_path: Path) -> None:
     assert problems_of(path) == [
         'rule R1: `when: user.nickname == "Al"` uses user.nickname, which the rule file does'
         " not declare (declare it under traits:, or test it first with has(user.nickname))"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("printed", "meant"),
+    [
+        ("first_name", "user.first_name"),
+        ("amount", "event.properties.amount"),
+        ("timestamp", "event.timestamp"),
+        ("firstname", "user.first_name"),
+    ],
+)
+def test_a_template_reading_a_name_alone_names_where_it_is(
+    printed: str, meant: str, tmp_path: Path
+) -> None:
+    # Other tools print a trait as {{ first_name }}; Jinja said "'first_name' is undefined".
+    path = write_rule_file(
+        tmp_path,
+        "  - {id: R1, trigger: payment_failed, channel: email, category: transactional,"
+        " template: hi}\n",
+        {"hi": {"subject.txt": f"Hi {{{{ {printed} }}}}", "body.txt": "Welcome."}},
+    )
+
+    assert problems_of(path) == [
+        f"rule R1: template hi/subject.txt uses {printed}, which a template does not have"
+        " (it has user, with the traits, and event, with the properties under"
+        f" event.properties): did you mean {meant}?"
+    ]
+
+
+def test_a_template_reading_an_unknown_name_alone_says_which_it_has(tmp_path: Path) -> None:
+    path = write_rule_file(
+        tmp_path,
+        "  - {id: R1, trigger: payment_failed, channel: email, category: transactional,"
+        " template: hi}\n",
+        {"hi": {"subject.txt": "Hi {{ customer.first_name }}", "body.txt": "Welcome."}},
+    )
+
+    assert problems_of(path) == [
+        "rule R1: template hi/subject.txt uses customer, which a template does not have"
+        " (it has user, with the traits, and event, with the properties under"
+        " event.properties)"
+    ]
+
+
+def test_every_name_a_template_gets_wrong_is_listed_in_one_check(tmp_path: Path) -> None:
+    path = write_rule_file(
+        tmp_path,
+        "  - {id: R1, trigger: payment_failed, channel: email, category: transactional,"
+        " template: hi}\n",
+        {"hi": {"subject.txt": "Hi {{ user.frist_name }}", "body.txt": "{{ amount }} {{ vip }}"}},
+    )
+
+    problems = problems_of(path)
+
+    assert [problem.split(" uses ")[1].split(",")[0] for problem in problems] == [
+        "user.frist_name",
+        "amount",
+        "vip",
     ]
