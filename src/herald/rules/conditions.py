@@ -28,7 +28,12 @@ _MACRO_VARIABLES = re.compile(
 
 
 class ConditionError(ValueError):
-    pass
+    """A condition that cannot be compiled; ``unknown``, the names it reads alone (not
+    from ``event`` or ``user``), when that is why."""
+
+    def __init__(self, message: str, unknown: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.unknown = unknown
 
 
 @immutable
@@ -79,7 +84,8 @@ class Condition:
         if unknown:
             raise ConditionError(
                 f"uses unknown variable(s) {sorted(unknown)}; only `event` and `user` exist"
-                f"{other_syntax(self.source)}"
+                f"{other_syntax(self.source)}",
+                tuple(sorted(unknown)),
             )
         # Each path with its parts, split once: a condition is evaluated for every event.
         self._paths = [

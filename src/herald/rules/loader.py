@@ -183,7 +183,7 @@ def _parse(
     problems = [_unknown_section(key) for key in data if not _is_section(key)]
     event_types, refused_types = read_event_types(data.get("events"), problems)
     traits, refused_traits = read_traits(data.get("traits"), problems)
-    rules, uses = read_rules(data.get("rules"), event_types, refused_types, problems)
+    rules, uses = read_rules(data.get("rules"), event_types, refused_types, problems, traits)
     for use in uses:
         if use.condition is not None:
             use.condition.declare(traits)

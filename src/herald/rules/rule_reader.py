@@ -6,6 +6,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 from collections import Counter
+from collections.abc import Collection
 from typing import Any, NamedTuple
 
 import orjson
@@ -22,6 +23,7 @@ from herald.rules.rule_keys import (
     read_enum,
     read_max_age,
 )
+from herald.rules.samples import meant_alone
 
 RULE_KEYS = {
     "id",
@@ -60,7 +62,11 @@ def digest(value: Any) -> str:
 
 
 def read_rules(
-    raw: Any, event_types: dict[str, EventType], refused_types: frozenset[str], problems: list[str]
+    raw: Any,
+    event_types: dict[str, EventType],
+    refused_types: frozenset[str],
+    problems: list[str],
+    traits: Collection[str] = (),
 ) -> tuple[list[Rule], list[RuleUse]]:
     """The rules of the `rules` section that hold no problem, and what every rule's
     condition and template are to be checked with, the faulty ones' too. Each problem is
@@ -100,7 +106,7 @@ def read_rules(
         if rule_id in seen:
             bad(f"duplicate id: rules #{seen[rule_id]} and #{index + 1} both have it")
         seen.setdefault(rule_id, index + 1)
-        rule, use = _read_rule(rule_id, label, spec, event_types, refused_types, bad)
+        rule, use = _read_rule(rule_id, label, spec, event_types, refused_types, traits, bad)
         uses.append(use)
         if rule is not None and len(problems) == before:
             rules.append(rule)
@@ -130,6 +136,7 @@ def _read_rule(
     spec: dict[Any, Any],
     event_types: dict[str, EventType],
     refused_types: frozenset[str],
+    traits: Collection[str],
     bad: Problem,
 ) -> tuple[Rule | None, RuleUse]:
     """The rule ``spec`` describes, None when a key is wrong (each said to ``bad``); and
@@ -178,7 +185,8 @@ def _read_rule(
     else:
         limit = read_enum(Limit, spec.get("limit", Limit.ONCE_PER_EVENT.value), "limit", bad)
     category = read_category(spec.get("category"), channel, bad)
-    condition = _read_condition(spec, bad)
+    trigger_type = event_types.get(given) if isinstance(given, str) else None
+    condition = _read_condition(spec, bad, trigger_type, traits)
     if "after" in spec and spec["after"] is None:
         bad("`after` is empty: give {event: TYPE, within: DURATION}, or remove the key")
     after = read_after(spec.get("after"), event_types, refused_types, bad)
@@ -228,7 +236,9 @@ def _one_not_a_list(key: str, noun: str, given: list[Any]) -> str:
     )
 
 
-def _read_condition(spec: dict[Any, Any], bad: Problem) -> Condition | None:
+def _read_condition(
+    spec: dict[Any, Any], bad: Problem, trigger: EventType | None, traits: Collection[str]
+) -> Condition | None:
     when = spec.get("when")
     if isinstance(when, bool):  # YAML reads `when: true` as its own true, not as text
         when = "true" if when else "false"
@@ -242,7 +252,9 @@ def _read_condition(spec: dict[Any, Any], bad: Problem) -> Condition | None:
         try:
             return Condition(str(when))
         except ConditionError as exc:
-            bad(f"`when: {when}` {exc}{_cut_by_yaml(str(when))}")
+            # A name read alone (`amount > 5`): said with where it is declared.
+            meant = meant_alone(exc.unknown, trigger, traits) if exc.unknown and trigger else ""
+            bad(f"`when: {when}` {exc}{meant}{_cut_by_yaml(str(when))}")
     return None
 
 

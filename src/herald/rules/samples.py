@@ -137,17 +137,26 @@ def _meant(path: str, event_type: EventType, traits: Collection[str]) -> str:
 def unknown_name(name: str, event_type: EventType, traits: Collection[str]) -> str:
     """What to say of ``name``, read alone by a template (``{{ first_name }}``, as other
     tools print a trait), with the declared name it is, or looks like, if any."""
-    declared = _declared(event_type, traits)
-    meant = [path for path, its in declared.items() if its == name]
-    if not meant:
-        by_name = {its.lower(): path for path, its in declared.items()}
-        close = difflib.get_close_matches(name.lower(), by_name, n=1, cutoff=_ALIKE)
-        meant = [by_name[found] for found in close]
     return (
         f"{name}, which a template does not have (it has user, with the traits, and event,"
-        f" with the properties under event.properties)"
-        + (f": did you mean {meant[0]}?" if meant else "")
+        f" with the properties under event.properties){meant_alone([name], event_type, traits)}"
     )
+
+
+def meant_alone(names: Collection[str], event_type: EventType, traits: Collection[str]) -> str:
+    """``: did you mean user.first_name?`` naming where each of ``names``, read alone (not
+    from ``user`` or ``event``), is declared, or the declared name it looks like; empty
+    when none is anywhere."""
+    declared = _declared(event_type, traits)
+    by_name = {its.lower(): path for path, its in declared.items()}
+    by_name.setdefault("properties", "event.properties")
+    meant = []
+    for name in names:
+        same = [path for path, its in declared.items() if its == name]
+        close = same or difflib.get_close_matches(name.lower(), by_name, n=1, cutoff=_ALIKE)
+        if close:
+            meant.append(same[0] if same else by_name[close[0]])
+    return f": did you mean {', '.join(meant)}?" if meant else ""
 
 
 def _declared(event_type: EventType, traits: Collection[str]) -> dict[str, str]:

@@ -134,3 +134,20 @@ def test_every_name_a_template_gets_wrong_is_listed_in_one_check(tmp_path: Path)
         "amount",
         "vip",
     ]
+
+
+@pytest.mark.parametrize(
+    ("when", "meant"),
+    [
+        ("amount > 5", "event.properties.amount"),
+        ('first_name == "Ada"', "user.first_name"),
+        ('properties.amount > 5 && first_name == "Ada"', "user.first_name, event.properties"),
+    ],
+)
+def test_a_condition_reading_a_name_alone_names_where_it_is(
+    when: str, meant: str, tmp_path: Path
+) -> None:
+    path = write_rule_file(tmp_path, _condition_rule(when))
+
+    [problem] = problems_of(path)
+    assert problem.endswith(f"only `event` and `user` exist: did you mean {meant}?")
