@@ -53,12 +53,14 @@ def rules_check(
                 + (f", template {rule.template}" if rule.template else "")
             )
         )
+        if rule.description:
+            out.print(_indented("  ", rule.description), markup=False)
         if rule.after:
             out.print(f"  after {rule.after.event_type} within {rule.after.span}", markup=False)
         if rule.max_age:
             out.print(f"  only for a trigger at most {rule.max_age.span} old", markup=False)
         if rule.condition:
-            out.print(f"  when {rule.condition.source}", markup=False)
+            out.print(_indented("  when ", rule.condition.source), markup=False)
             for loop in rule.condition.costly_loops:
                 out.print(f"  {loop.described()}", markup=False)
     out.print("\n[bold]delivery[/]")
@@ -69,6 +71,13 @@ def rules_check(
         f"\nOK: {rules} rule{'' if rules == 1 else 's'} over "
         f"{types} event type{'' if types == 1 else 's'}"
     )
+
+
+def _indented(head: str, text: str) -> str:
+    """``text`` after ``head``, each further line of it under the first (a condition or a
+    description written over many lines), so that it reads as its rule's, not at the
+    margin as the next thing listed."""
+    return head + text.replace("\n", "\n" + " " * len(head))
 
 
 def _outbox(settings: RuleFileSettings) -> Path:

@@ -150,3 +150,28 @@ def test_rules_check_lists_a_rules_max_age(tmp_path: Path) -> None:
 
     assert result.exit_code == 0, result.output
     assert "\n  only for a trigger at most 7d old\n" in result.output
+
+
+def test_rules_check_lists_a_rule_s_description_and_a_condition_of_many_lines_under_it(
+    tmp_path: Path,
+) -> None:
+    # The description, which GET /rules shows, was not listed; and a condition's second
+    # line started at the margin, where it read as no part of the rule.
+    rule = (
+        GOOD_RULE
+        + "    description: Welcome a new user [beta]\n"
+        + "    when: |\n      // named users only\n      has(user.first_name)\n"
+        + '        && user.first_name != ""\n'
+    )
+    path = write_rule_file(tmp_path, rule)
+
+    result = CliRunner().invoke(app, ["rules", "check", str(path)], env=WIDE)
+
+    assert result.exit_code == 0, result.output
+    assert (
+        "once_per_event, template hello\n"
+        "  Welcome a new user [beta]\n"
+        "  when // named users only\n"
+        "       has(user.first_name)\n"
+        '         && user.first_name != ""\n'
+    ) in result.output
