@@ -264,3 +264,22 @@ def test_a_rule_whose_map_is_too_long_to_evaluate_is_shown_skipped_saying_why(
         "2,500,000,000 steps over the 50,000 items of event.properties.items, more than the "
         "250,000 a condition may take" in result.output
     )
+
+
+def test_a_condition_of_many_lines_is_shown_under_its_decision(tmp_path: Path) -> None:
+    # Its further lines started at the margin, where they read as no part of the decision.
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "events:\n  ping: {}\nrules:\n  - id: R\n    trigger: ping\n    channel: internal\n"
+        "    when: |\n      // the user's own pings\n      event.user_id == user.id\n",
+        encoding="utf-8",
+    )
+    ping = {"user_id": "u_1", "event_type": "ping", "event_timestamp": "2025-11-03T10:00:00Z"}
+
+    result = try_rules(tmp_path, ping, "--rules", str(rules))
+
+    assert result.exit_code == 0, result.output
+    assert (
+        "   R triggered: `// the user's own pings\n"
+        "     event.user_id == user.id` is true (event.user_id is"
+    ) in result.output

@@ -202,9 +202,10 @@ def _show(out: Console, result: Any, alert: str) -> None:
         return
     out.print(f"{head}{result.status}{_id(result)}", markup=False)
     for decision in result.decisions:
-        out.print(
-            f"   {decision['rule']} {decision['outcome']}: {decision['reason']}", markup=False
-        )
+        # A condition written over many lines is in its reason so: each further line
+        # indented under the decision, not at the margin as the next thing shown.
+        reason = decision["reason"].replace("\n", "\n     ")
+        out.print(f"   {decision['rule']} {decision['outcome']}: {reason}", markup=False)
     for message in result.messages:
         to = (
             alert
