@@ -122,16 +122,29 @@ def _meant(path: str, event_type: EventType, traits: Collection[str]) -> str:
     the same name read from another part (`event.amount` for a property, a trait read
     from the properties), else a close spelling of one of its own part's; empty when none
     is."""
-    owner, _, name = path.rpartition(".")
+    name = path.rpartition(".")[2]
     declared = _declared(event_type, traits)
     same = [other for other, its in declared.items() if its == name and other != path]
     if same:
         return f": did you mean {same[0]}?"
+    close = misspelt_from(path, event_type, traits)
+    return f": did you mean {close}?" if close else ""
+
+
+def misspelt_from(
+    path: str, event_type: EventType, traits: Collection[str], alike: float = _ALIKE
+) -> str | None:
+    """The declared name of ``path``'s own part (``user``, ``event.properties``) whose
+    spelling ``path``'s is at least ``alike`` close to (``user.firstname``:
+    ``user.first_name``), if any."""
+    owner, _, name = path.rpartition(".")
     own = {
-        its.lower(): other for other, its in declared.items() if other.rpartition(".")[0] == owner
+        its.lower(): other
+        for other, its in _declared(event_type, traits).items()
+        if other.rpartition(".")[0] == owner and other != path
     }
-    close = difflib.get_close_matches(name.lower(), own, n=1, cutoff=_ALIKE)
-    return f": did you mean {own[close[0]]}?" if close else ""
+    close = difflib.get_close_matches(name.lower(), own, n=1, cutoff=alike)
+    return own[close[0]] if close else None
 
 
 def unknown_name(name: str, event_type: EventType, traits: Collection[str]) -> str:

@@ -29,11 +29,12 @@ _PARSER = Environment()
 _DICT_METHODS = frozenset(name for name in dir(dict) if not name.startswith("_"))
 
 
-def read_paths(source: str) -> list[str]:
+def read_paths(source: str, *, with_guarded: bool = False) -> list[str]:
     """The declared-name reads of ``source`` as ``user.x``, ``event.x`` or
     ``event.properties.x``, in order and once each, leaving out the reads that are only
     tested with ``is defined`` or given a ``default``, or of a root the template assigns
-    (a loop variable or a macro argument called ``user``)."""
+    (a loop variable or a macro argument called ``user``); with ``with_guarded``, those
+    tested or given a default alone."""
     try:
         tree = _PARSER.parse(source)
     except TemplateSyntaxError:
@@ -49,7 +50,8 @@ def read_paths(source: str) -> list[str]:
             found[path] = found.get(path, True) and guarded
     # A name tested anywhere with `is defined` may be read where the test let it through.
     tested = {path for path, guarded in _reads(tree, guarded=False) if guarded}
-    return [path for path, guarded in found.items() if not guarded and path not in tested]
+    wanted = [path for path, guarded in found.items() if not guarded and path not in tested]
+    return wanted if not with_guarded else [path for path in found if path not in wanted]
 
 
 def _reads(node: nodes.Node, guarded: bool, called: bool = False) -> Iterator[tuple[str, bool]]:
@@ -81,19 +83,24 @@ def _declared_part(node: nodes.Node) -> str | None:
     return ".".join(path) if len(path) == wanted else None
 
 
-def undeclared_paths(source: str, event_type: EventType, traits: Mapping[str, str]) -> list[str]:
+def undeclared_paths(
+    source: str, event_type: EventType, traits: Mapping[str, str], *, guarded: bool = False
+) -> list[str]:
     """The paths ``source`` reads that the rule file does not declare: a trait not in
     ``traits`` (``user.id`` is every user's), a field no event has, a property
-    ``event_type`` does not declare."""
-    unknown = []
-    for path in read_paths(source):
-        root, _, rest = path.partition(".")
-        if root == "user":
-            known = rest == "id" or rest in traits
-        elif rest.startswith("properties."):
-            known = rest.removeprefix("properties.") in event_type.properties
-        else:
-            known = rest in EVENT_FIELDS
-        if not known:
-            unknown.append(path)
-    return unknown
+    ``event_type`` does not declare; with ``guarded``, those it only tests with ``is
+    defined`` or gives a ``default``, which are left to the events."""
+    return [
+        path
+        for path in read_paths(source, with_guarded=guarded)
+        if not _is_declared(path, event_type, traits)
+    ]
+
+
+def _is_declared(path: str, event_type: EventType, traits: Mapping[str, str]) -> bool:
+    root, _, rest = path.partition(".")
+    if root == "user":
+        return rest == "id" or rest in traits
+    if rest.startswith("properties."):
+        return rest.removeprefix("properties.") in event_type.properties
+    return rest in EVENT_FIELDS

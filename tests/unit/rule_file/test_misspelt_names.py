@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from herald.rules.loader import load_ruleset
 from tests.support.rule_file_writing import checked_problems, problems_of, write_rule_file
 
 
@@ -151,3 +152,55 @@ def test_a_condition_reading_a_name_alone_names_where_it_is(
 
     [problem] = problems_of(path)
     assert problem.endswith(f"only `event` and `user` exist: did you mean {meant}?")
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        'Hi {{ user.firstname | default("there") }}',
+        "Hi {% if user.frist_name is defined %}{{ user.frist_name }}{% endif %}",
+    ],
+)
+def test_a_misspelt_name_given_a_default_is_a_problem_naming_the_declared_one(
+    subject: str, tmp_path: Path
+) -> None:
+    # Left to the events as any name given a default is, it printed "there" to every
+    # user: no event sends the misspelling.
+    path = write_rule_file(
+        tmp_path,
+        "  - {id: R1, trigger: payment_failed, channel: email, category: transactional,"
+        " template: hi}\n",
+        {"hi": {"subject.txt": subject, "body.txt": "Welcome."}},
+    )
+
+    [problem] = problems_of(path)
+    assert problem.startswith("rule R1: template hi/subject.txt tests for user.")
+    assert problem.endswith(
+        ", which the rule file does not declare, and no event will send: did you mean"
+        " user.first_name? (declare it under traits: if it is meant)"
+    )
+
+
+def test_a_name_given_a_default_like_none_declared_is_left_to_the_events(tmp_path: Path) -> None:
+    path = write_rule_file(
+        tmp_path,
+        "  - {id: R1, trigger: payment_failed, channel: email, category: transactional,"
+        " template: hi}\n",
+        {"hi": {"subject.txt": 'Hi {{ user.nickname | default("there") }}', "body.txt": "W"}},
+    )
+
+    load_ruleset(path)
+
+
+def test_a_name_given_a_default_that_extends_a_declared_one_is_left_to_the_events(
+    tmp_path: Path,
+) -> None:
+    subject = "Hi {{ user.first_name_local | default(user.first_name) }}"
+    path = write_rule_file(
+        tmp_path,
+        "  - {id: R1, trigger: payment_failed, channel: email, category: transactional,"
+        " template: hi}\n",
+        {"hi": {"subject.txt": subject, "body.txt": "Welcome."}},
+    )
+
+    load_ruleset(path)
