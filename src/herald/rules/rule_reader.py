@@ -24,6 +24,7 @@ from herald.rules.rule_keys import (
     read_max_age,
 )
 from herald.rules.samples import meant_alone
+from herald.rules.templates import PARTS
 
 RULE_KEYS = {
     "id",
@@ -258,6 +259,19 @@ def _read_condition(
     return None
 
 
+def _template_named(written: Any) -> str:
+    """``: write `template: hello``` for a template given as a path to its folder or to
+    one of its parts (`templates/hello`, `hello/body.txt`); empty for anything else."""
+    if not isinstance(written, str):
+        return ""
+    parts = [part for part in written.replace("\\", "/").split("/") if part not in ("", ".")]
+    if parts and parts[-1] in PARTS:
+        parts = parts[:-1]
+    if len(parts) > 1 and parts[0] == "templates":
+        parts = parts[1:]
+    return f": write `template: {parts[0]}`" if len(parts) == 1 else ""
+
+
 def _cut_by_yaml(when: str) -> str:
     """A hint when a condition that does not compile ends inside a string: YAML ends an
     unquoted value at ` #` and reads the rest as a comment (`user.name == "a #b"`)."""
@@ -275,7 +289,7 @@ def _read_template(template: Any, channel: Any, bad: Problem) -> str | None:
         # The folder is looked up in templates/ (or templates_dir), not beside the file.
         bad(
             f"`template: {template!r}` must be the name of a folder in templates/ (or in the "
-            "folder templates_dir names), not a path"
+            f"folder templates_dir names), not a path{_template_named(template)}"
         )
         return None
     if template is None and channel in ("email", "sms"):

@@ -339,3 +339,22 @@ def test_a_template_not_found_like_no_folder_gets_no_guess(tmp_path: Path) -> No
 
     [problem] = problems_of(path)
     assert problem.endswith("/farewell)")
+
+
+@pytest.mark.parametrize(
+    "written",
+    ["templates/hello", "./templates/hello/", "hello/body.txt", "templates/hello/subject.txt"],
+)
+def test_a_template_given_as_a_path_is_refused_saying_its_name(
+    written: str, tmp_path: Path
+) -> None:
+    path = write_rule_file(
+        tmp_path,
+        "  - {id: HI, trigger: signup_completed, channel: email, category: transactional,"
+        f" template: '{written}'}}\n",
+    )
+
+    assert problems_of(path) == [
+        f"rule HI: `template: {written!r}` must be the name of a folder in templates/ (or in the"
+        " folder templates_dir names), not a path: write `template: hello`"
+    ]
