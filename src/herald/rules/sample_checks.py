@@ -27,7 +27,15 @@ from herald.rules.literal_checks import (
     with_article,
     without_comments,
 )
-from herald.rules.samples import EVENT_FIELDS, is_refused, sample_context, undeclared
+from herald.rules.samples import (
+    EVENT_FIELDS,
+    MISSPELT,
+    declare_under,
+    is_refused,
+    misspelt_from,
+    sample_context,
+    undeclared,
+)
 
 # A read of a name the rule file declares or not: `user.x`, `event.x`,
 # `event.properties.x`, or the same with ["x"]; not a macro or a method called on the
@@ -72,8 +80,9 @@ def condition_problems(
     that the rule file does not declare (unless guarded by ``has()``), or else what fails
     on samples of every declared value; empty when nothing does."""
     shown = f"`when: {condition.source}`"
-    # Said whatever else is wrong with it: what its work costs, no sample shows.
-    costly = [f"{shown} {said}" for said in product_work(condition.source, event_type, traits)]
+    # Said whatever else is wrong with it, as no sample shows them: what its work costs,
+    # and a misspelt name it tests for.
+    foremost = [f"{shown} {said}" for said in product_work(condition.source, event_type, traits)]
     source = without_comments(condition.source)  # a name in a comment is read by no one
     reads = {path: _declared_type(path, event_type, traits) for path in condition_reads(source)}
     guarded = _guarded(source)
@@ -85,21 +94,31 @@ def condition_problems(
         for path, kind in reads.items()
         if kind is None and path not in guarded and path not in refused
     ]
+    # A name tested for is left to the events, unless it is a misspelling of a declared
+    # one: then no event sends it, and the rule never holds.
+    foremost += [
+        f"{shown} tests for {path}, which the rule file does not declare, and no event will"
+        f" send: did you mean {meant}? (declare it under {declare_under(path, event_type)}"
+        " if it is meant)"
+        for path, kind in reads.items()
+        if kind is None and path in guarded
+        if (meant := misspelt_from(path, event_type, traits, MISSPELT)) is not None
+    ]
     if unknown:
         hint = ", or test it first with has({})"
-        return costly + [
+        return foremost + [
             f"{shown} uses {undeclared(path, event_type, traits, hint.format(path), anchor)}"
             for path in unknown
         ]
     if refused:
         # Without the type its declaration failed to give, the samples would only report
         # that mistake again, as a condition that cannot be evaluated.
-        return costly
+        return foremost
     known = [f"{path} is {with_article(kind)}" for path, kind in reads.items() if kind is not None]
     where = f", where {', '.join(known)}" if known else ""
     found = never_equal(condition.source, event_type, traits)
     found += unreadable_literals(condition.source)
-    problems = costly + [f"{shown} {said}" for said in found]
+    problems = foremost + [f"{shown} {said}" for said in found]
     problem = _problem_on_samples(condition, event_type, traits, where)
     return [*problems, f"{shown} {problem}"] if problem else problems
 

@@ -131,6 +131,20 @@ def _meant(path: str, event_type: EventType, traits: Collection[str]) -> str:
     return f": did you mean {close}?" if close else ""
 
 
+# How alike a name tested for (or given a default) must be to a declared one to be taken
+# for it misspelt: more than a name read bare, as one tested for is often another on
+# purpose (`user.first_name_local | default(user.first_name)`, 0.77 alike; `firstname`,
+# 0.95).
+MISSPELT = 0.85
+
+
+def declare_under(path: str, event_type: EventType) -> str:
+    """Where the rule file declares ``path``: under traits, or its event type's properties."""
+    if path.startswith("user."):
+        return "traits:"
+    return f"events: {event_type.name}: properties:"
+
+
 def misspelt_from(
     path: str, event_type: EventType, traits: Collection[str], alike: float = _ALIKE
 ) -> str | None:

@@ -15,6 +15,8 @@ from jinja2.utils import missing
 
 from herald.rules.definition import EventType
 from herald.rules.samples import (
+    MISSPELT,
+    declare_under,
     is_refused,
     misspelt_from,
     path_in,
@@ -27,10 +29,6 @@ from herald.rules.templates import TemplateFailed, TemplateProblem, TemplateSet,
 
 _MOST_UNDECLARED = 20
 _STAND_IN = "x"  # prints, compares and filters as text would
-# How alike a name given a default must be to a declared one to be taken for it misspelt:
-# more than a name read bare, as one given a default is often another on purpose
-# (`user.first_name_local | default(user.first_name)`, 0.77 alike; `firstname`, 0.95).
-_MISSPELT = 0.85
 
 
 def template_problems(
@@ -57,10 +55,10 @@ def template_problems(
     problems += [
         f"template {template}/{part} tests for {path} (or gives it a default), which the"
         f" rule file does not declare, and no event will send: did you mean {meant}?"
-        f" (declare it under {_declare_under(path, event_type)} if it is meant)"
+        f" (declare it under {declare_under(path, event_type)} if it is meant)"
         for part, source in templates.source(template).items()
         for path in undeclared_paths(source, event_type, traits, guarded=True)
-        if (meant := misspelt_from(path, event_type, traits, _MISSPELT)) is not None
+        if (meant := misspelt_from(path, event_type, traits, MISSPELT)) is not None
     ]
     said = set(problems)
     sample = sample_context(event_type, traits)
@@ -174,12 +172,6 @@ def _fails_on_every_number(
     except TemplateProblem:
         return True
     return False
-
-
-def _declare_under(path: str, event_type: EventType) -> str:
-    if path.startswith("user."):
-        return "traits:"
-    return f"events: {event_type.name}: properties:"
 
 
 def _stand_in(owner: Any, name: Any) -> bool:

@@ -204,3 +204,29 @@ def test_a_name_given_a_default_that_extends_a_declared_one_is_left_to_the_event
     )
 
     load_ruleset(path)
+
+
+def test_a_misspelt_name_a_condition_tests_for_is_a_problem_naming_the_declared_one(
+    tmp_path: Path,
+) -> None:
+    # Left to the events as any name tested with has() is, the rule never held: no event
+    # sends the misspelling.
+    path = write_rule_file(
+        tmp_path, _condition_rule('has(user.firstname) && user.firstname == "Ada"')
+    )
+
+    assert problems_of(path) == [
+        'rule R1: `when: has(user.firstname) && user.firstname == "Ada"` tests for'
+        " user.firstname, which the rule file does not declare, and no event will send: did"
+        " you mean user.first_name? (declare it under traits: if it is meant)"
+    ]
+
+
+def test_a_name_a_condition_tests_for_like_none_declared_is_left_to_the_events(
+    tmp_path: Path,
+) -> None:
+    path = write_rule_file(
+        tmp_path, _condition_rule('has(user.first_name_local) && user.first_name_local == "A"')
+    )
+
+    load_ruleset(path)
