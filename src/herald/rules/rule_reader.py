@@ -230,6 +230,8 @@ def _one_not_a_list(key: str, noun: str, given: list[Any]) -> str:
     """What to say of ``key`` given a list: a rule has one, and each of several is a rule
     of its own (its id part of its messages' keys, its decisions told apart)."""
     named = [str(item) for item in given]
+    if len(named) == 1:  # the one it has, written as a list
+        return f"`{key}` takes one {noun}, not a list: write `{key}: {named[0]}`"
     each = " and ".join(named) if len(named) < 3 else ", ".join(named[:-1]) + f" and {named[-1]}"
     return (
         f"`{key}` takes one {noun}, not a list: write a rule for each of {each},"

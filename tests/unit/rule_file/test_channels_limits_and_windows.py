@@ -97,6 +97,11 @@ def test_a_window_of_a_number_alone_is_refused_asking_for_its_unit(tmp_path: Pat
             " signup_completed and payment_failed, each with an id of its own",
         ),
         (
+            "channel",
+            "[email]",
+            "`channel` takes one channel, not a list: write `channel: email`",
+        ),
+        (
             "limit",
             "",
             "`limit` is empty: write once_per_event (the default), once_per_user or"
