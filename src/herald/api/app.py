@@ -252,9 +252,9 @@ async def _database_unavailable(request: Request, exc: Exception) -> Response:
     )
 
 
-async def _stop_without(server_pid: int, every_s: float = 0.5) -> None:
+async def _stop_without(server_pid: int) -> None:
     """Stop this process as uvicorn stops it (SIGTERM: requests finish, the writer drains)
     once ``server_pid``, the process that started it, is gone (or was before it looked)."""
-    await parent_gone(server_pid, every_s=every_s)
+    await parent_gone(server_pid, every_s=0.5)
     log.warning("the herald serve process that started this API process is gone; stopping")
     os.kill(os.getpid(), signal.SIGTERM)

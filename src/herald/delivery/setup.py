@@ -63,11 +63,10 @@ def build_delivery(
     *,
     outbox: Path,
     env: Mapping[str, str] | None = None,
-    folder: Path | None = None,
 ) -> DeliveryPlan:
     """The plan of ``plan_delivery``; raises ``DeliveryConfigError`` listing every problem."""
     problems: list[str] = []
-    plan = plan_delivery(document, problems, outbox=outbox, env=env, folder=folder)
+    plan = plan_delivery(document, problems, outbox=outbox, env=env)
     if problems:
         raise DeliveryConfigError(problems)
     return plan

@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 _CATCH_UP_PASSES = 3
 _CATCH_UP_FRAMES = 256
 _RESTART_PATIENCE_MS = 200
+_EMPTYING_TRIES = 5
 
 
 class Checkpointer:
@@ -121,16 +122,16 @@ class Checkpointer:
                 failures = 0
 
 
-def empty_write_ahead_log(database: Database, *, tries: int = 5) -> bool:
+def empty_write_ahead_log(database: Database) -> bool:
     """Copy SQLite's write-ahead log into the database file and cut the log to nothing,
     so that the -wal file keeps no earlier version of a page: a log once copied is not
     emptied but written over from its start, and on a quiet server the frames of rows
     since deleted (a forgotten user's) stayed in it for weeks. True once done, and on
     PostgreSQL, which has no such file; False when readers stayed in the way through
-    ``tries`` attempts, each holding writers back for at most ``_RESTART_PATIENCE_MS``."""
+    ``_EMPTYING_TRIES`` attempts, each holding writers back for at most ``_RESTART_PATIENCE_MS``."""
     if not database.is_sqlite:
         return True
-    for attempt in range(tries):
+    for attempt in range(_EMPTYING_TRIES):
         if attempt:
             time.sleep(0.1)  # writers go on meanwhile
         with database.reader.connect() as connection:
