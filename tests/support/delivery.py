@@ -76,10 +76,11 @@ def run_rounds(worker: Dispatcher, clock: FixedClock, rounds: int) -> None:
         clock.now += timedelta(minutes=10)
 
 
-def message(database: Database, message_id: str | None = None) -> Any:
+def message(database: Database) -> Any:
+    """The outbox row of the first message stored (the only one, in most tests)."""
     with ReadOnly(database) as read:
         rows = read.connection.exec_driver_sql("SELECT message_id FROM messages").all()
-        return read.outbox.get(message_id or rows[0][0])
+        return read.outbox.get(rows[0][0])
 
 
 class GatedProvider:

@@ -61,7 +61,6 @@ def replay(
     arrivals: Iterable[Event],
     ruleset: RuleSet,
     *,
-    profile_traits: Mapping[str, Any] | None = None,
     unsubscribed: Iterable[str] = (),
     now: datetime = DECIDED_AT,
 ) -> list[Decision]:
@@ -69,7 +68,7 @@ def replay(
     applied; ``unsubscribed``: what the user unsubscribed from through the API."""
     known: list[Event] = []
     held: dict[str, str] = {}
-    profile = UserProfile(USER, dict(profile_traits or {}), unsubscribed=frozenset(unsubscribed))
+    profile = UserProfile(USER, {}, unsubscribed=frozenset(unsubscribed))
     decisions: list[Decision] = []
     for arriving in arrivals:
         profile = profile.merged(arriving.user_traits, to_micros(arriving.timestamp))

@@ -210,18 +210,18 @@ class HeraldProcess:
         if code is not None:
             raise RuntimeError(f"{self.name} exited with {code} {doing}\n{self._tail()}")
 
-    def _tail(self, lines: int = 40) -> str:
-        tail = self.output().splitlines()[-lines:]
+    def _tail(self) -> str:
+        tail = self.output().splitlines()[-40:]
         return f"--- last lines of {self.log_path} ---\n" + "\n".join(tail)
 
 
-def stop_all(processes: Iterable[HeraldProcess], timeout: float = 10.0) -> None:
+def stop_all(processes: Iterable[HeraldProcess]) -> None:
     """Stop processes together: all get SIGTERM first, so their shutdowns overlap."""
     processes = list(processes)
     for process in processes:
         process.terminate()
     for process in processes:
-        process.stop(timeout)
+        process.stop()
 
 
 @contextmanager
