@@ -1,4 +1,5 @@
-"""The ``herald users`` command: forget a user at their request."""
+"""The ``herald users`` commands: what Herald sent a user and why (``audit``), and
+forgetting a user at their request (``forget``)."""
 
 from __future__ import annotations
 
