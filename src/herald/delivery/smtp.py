@@ -211,13 +211,7 @@ class SmtpProvider:
         try:
             attempt.use(smtp)
             if reused is None:
-                code, greeting = smtp.connect(self.host, self.port)
-                if code != 220:
-                    raise smtplib.SMTPConnectError(code, greeting)
-                if self.tls == "starttls":
-                    smtp.starttls(context=context)
-                if self.username is not None:
-                    smtp.login(self.username, self._password or "")
+                self._open(smtp, context)
             refused = smtp.send_message(message, to_addrs=[recipient])
             if not refused:
                 attempt.accepted = DeliveryResult.sent(
@@ -227,34 +221,53 @@ class SmtpProvider:
                 kept = self._keep(attempt, smtp)
                 if not kept:
                     _say_goodbye(smtp)
-        except smtplib.SMTPRecipientsRefused as exc:
-            return classify_refused(exc.recipients)
-        except smtplib.SMTPResponseException as exc:
-            if reused is not None and exc.smtp_code == 421 and not smtp.mail_accepted:
-                return None  # MAIL answered "closing": the relay let the idle one go
-            return classify_reply(exc.smtp_code, exc.smtp_error)
-        except smtplib.SMTPServerDisconnected as exc:
-            # smtplib reports a read timeout as a disconnect; say which it was.
-            if isinstance(exc.__context__, TimeoutError):
-                return DeliveryResult.retry(f"timeout after {self.timeout:g} s talking to {where}")
-            if reused is not None and not smtp.mail_answered and not attempt.aborted:
-                return None
-            return DeliveryResult.retry(f"SMTP server {where} disconnected: {exc}")
-        except smtplib.SMTPException as exc:
-            # What is left are capability mismatches (no STARTTLS, no usable AUTH
-            # mechanism, no SMTPUTF8): configuration, not a passing problem.
-            return DeliveryResult.failed(f"SMTP server {where}: {exc}")
-        except TimeoutError:
-            return DeliveryResult.retry(f"timeout after {self.timeout:g} s talking to {where}")
-        except OSError as exc:
-            # Refused connections, unreachable hosts, DNS and TLS trouble.
-            return DeliveryResult.retry(f"cannot connect to {where}: {exc}")
+        except OSError as exc:  # smtplib's errors included
+            return self._failure(exc, attempt, smtp, reused=reused is not None)
         finally:
             if not kept:
                 smtp.close()
         if refused or attempt.accepted is None:  # only possible with several recipients
             return classify_refused(refused)
         return attempt.accepted
+
+    def _failure(
+        self, exc: OSError, attempt: SendAttempt, smtp: AbortableSMTP, *, reused: bool
+    ) -> DeliveryResult | None:
+        """What ``exc``, raised while sending on ``smtp``, makes of the attempt; None when a
+        ``reused`` connection turned out dropped before MAIL was accepted."""
+        where = f"{self.host}:{self.port}"
+        if isinstance(exc, smtplib.SMTPRecipientsRefused):
+            return classify_refused(exc.recipients)
+        if isinstance(exc, smtplib.SMTPResponseException):
+            if reused and exc.smtp_code == 421 and not smtp.mail_accepted:
+                return None  # MAIL answered "closing": the relay let the idle one go
+            return classify_reply(exc.smtp_code, exc.smtp_error)
+        if isinstance(exc, smtplib.SMTPServerDisconnected):
+            # smtplib reports a read timeout as a disconnect; say which it was.
+            if isinstance(exc.__context__, TimeoutError):
+                return DeliveryResult.retry(f"timeout after {self.timeout:g} s talking to {where}")
+            if reused and not smtp.mail_answered and not attempt.aborted:
+                return None
+            return DeliveryResult.retry(f"SMTP server {where} disconnected: {exc}")
+        if isinstance(exc, smtplib.SMTPException):
+            # What is left are capability mismatches (no STARTTLS, no usable AUTH
+            # mechanism, no SMTPUTF8): configuration, not a passing problem.
+            return DeliveryResult.failed(f"SMTP server {where}: {exc}")
+        if isinstance(exc, TimeoutError):
+            return DeliveryResult.retry(f"timeout after {self.timeout:g} s talking to {where}")
+        # Refused connections, unreachable hosts, DNS and TLS trouble.
+        return DeliveryResult.retry(f"cannot connect to {where}: {exc}")
+
+    def _open(self, smtp: AbortableSMTP, context: ssl.SSLContext | None) -> None:
+        """Connect a new connection, and take it through STARTTLS and login as configured;
+        ``context`` checks the relay's certificate when TLS is on."""
+        code, greeting = smtp.connect(self.host, self.port)
+        if code != 220:
+            raise smtplib.SMTPConnectError(code, greeting)
+        if self.tls == "starttls":
+            smtp.starttls(context=context)
+        if self.username is not None:
+            smtp.login(self.username, self._password or "")
 
     def _take_idle(self) -> AbortableSMTP | None:
         """The connection given back last, if any; those idle for too long are closed."""
