@@ -197,19 +197,8 @@ class RoundSender:
             kept = self._gates.paused(row) or self._gates.rate_limited(row)
             if kept is not None:
                 return kept
-            lease = asyncio.timeout(left)  # no deadline for a local send (None)
             started = time.monotonic() if sends_end is not None else 0.0
-            try:
-                async with lease:
-                    result = await provider.send(_request(row))
-            except Exception as exc:
-                if isinstance(exc, TimeoutError) and lease.expired():
-                    result = DeliveryResult.retry(
-                        f"no answer within its claim's lease ({left:.0f} s)"
-                    )
-                else:  # a provider bug must not stop the dispatcher
-                    self._log_raised(provider.name, exc)
-                    result = DeliveryResult.retry(f"provider error: {type(exc).__name__}: {exc}")
+            result = await self._send_within(provider, row, left)
             if sends_end is not None:
                 # A remote receiver's time alone: a local send (a file, the log) says
                 # nothing of one, and timing it cost 6% of the stub's rate. Timed by the
@@ -219,6 +208,23 @@ class RoundSender:
         self._gates.pause_if_asked(row.channel, result, answered)
         retried = after_attempt(result, row.attempts + 1, self._retry, self._rng)
         return Outcome(row, *retried, decided_at=answered)
+
+    async def _send_within(
+        self, provider: Provider, row: ClaimedMessage, left: float | None
+    ) -> DeliveryResult:
+        """``provider``'s answer for ``row``, cut off after ``left`` seconds, what is left of
+        the claim's lease (no deadline for a local send: None); a send cut off, or one that
+        raised, is to be retried."""
+        lease = asyncio.timeout(left)
+        try:
+            async with lease:
+                return await provider.send(_request(row))
+        except Exception as exc:
+            if isinstance(exc, TimeoutError) and lease.expired():
+                return DeliveryResult.retry(f"no answer within its claim's lease ({left:.0f} s)")
+            # A provider bug must not stop the dispatcher.
+            self._log_raised(provider.name, exc)
+            return DeliveryResult.retry(f"provider error: {type(exc).__name__}: {exc}")
 
     def _slots_of(self, channel: str) -> asyncio.Semaphore:
         slots = self._slots.get(channel)
