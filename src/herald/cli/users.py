@@ -3,13 +3,17 @@ forgetting a user at their request (``forget``)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from herald.cli.database_opening import one_write, open_database
 from herald.cli.options import DatabaseOpt, database_url_from, settings_from
 from herald.cli.output import console, counted, fail
+
+if TYPE_CHECKING:
+    from herald.store.erasure import Forgotten
 
 users_app = typer.Typer(
     help="Users: `audit` explains what Herald sent a user and why; `forget` deletes what "
@@ -103,6 +107,12 @@ def users_forget(
             )
     if done is None:
         fail(f"no user {user_id!r} in the database: nothing to forget")
+    _say_forgotten(done, user_id, dry_run=dry_run, stub_file=outbox_path(settings))
+
+
+def _say_forgotten(done: Forgotten, user_id: str, *, dry_run: bool, stub_file: Path) -> None:
+    """What ``herald users forget`` deleted, redacted and cancelled (or would have, in a
+    dry run), and what it could not yet reach."""
     delete, redact, cancel = (
         ("would delete", "would redact", "would cancel")
         if dry_run
@@ -120,7 +130,7 @@ def users_forget(
         console.print(
             f"{'would remove' if dry_run else 'removed'} "
             f"{counted(done.outbox_lines, 'send')} of theirs from the stub provider's file "
-            f"{outbox_path(settings)}",
+            f"{stub_file}",
             markup=False,
         )
     if done.in_flight:
