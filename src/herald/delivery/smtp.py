@@ -212,23 +212,22 @@ class SmtpProvider:
             attempt.use(smtp)
             if reused is None:
                 self._open(smtp, context)
-            refused = smtp.send_message(message, to_addrs=[recipient])
-            if not refused:
-                attempt.accepted = DeliveryResult.sent(
-                    f"accepted by {where}", reference=message["Message-ID"]
-                )
-                smtp.messages_sent += 1
-                kept = self._keep(attempt, smtp)
-                if not kept:
-                    _say_goodbye(smtp)
+            # One recipient: refused, it raises SMTPRecipientsRefused (smtplib returns
+            # the refused ones only when others were accepted), so returning is accepting.
+            smtp.send_message(message, to_addrs=[recipient])
+            accepted = attempt.accepted = DeliveryResult.sent(
+                f"accepted by {where}", reference=message["Message-ID"]
+            )
+            smtp.messages_sent += 1
+            kept = self._keep(attempt, smtp)
+            if not kept:
+                _say_goodbye(smtp)
         except OSError as exc:  # smtplib's errors included
             return self._failure(exc, attempt, smtp, reused=reused is not None)
         finally:
             if not kept:
                 smtp.close()
-        if refused or attempt.accepted is None:  # only possible with several recipients
-            return classify_refused(refused)
-        return attempt.accepted
+        return accepted
 
     def _failure(
         self, exc: OSError, attempt: SendAttempt, smtp: AbortableSMTP, *, reused: bool
