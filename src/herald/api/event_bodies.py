@@ -114,10 +114,32 @@ def _deep_batch(raw: bytes) -> list[Any] | None:
     orjson, which reads an integer beyond 64 bits as a float, storing another number than
     the one sent where the intake would have refused it."""
     try:
-        events: list[Any] = _LOOSE_BATCH.validate_python(json.loads(raw))["events"]
-    except (ValueError, RecursionError, ValidationError):  # JSONDecodeError is a ValueError
+        parsed = json.loads(raw)
+    except (ValueError, RecursionError):  # JSONDecodeError is a ValueError
+        return None
+    try:
+        json.dumps(parsed, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        # Unlike pydantic's, this parser takes a lone surrogate ("\\ud800"), which no
+        # UTF-8 answer or column holds: an id or value echoed in an error made the answer
+        # a server error. Refused whole, as pydantic's parser refuses it in a shallower
+        # batch, and for that reason: its own would name the depth.
+        raise RequestValidationError([_LONE_SURROGATE]) from None
+    except RecursionError:
+        return None
+    try:
+        events: list[Any] = _LOOSE_BATCH.validate_python(parsed)["events"]
+    except ValidationError:
         return None
     return events
+
+
+_LONE_SURROGATE = {
+    "loc": ["body"],
+    "msg": "Invalid JSON: a string escapes half of a UTF-16 surrogate pair alone "
+    "(e.g. \\ud800), which UTF-8 cannot hold",
+    "type": "json_invalid",
+}
 
 
 def _deeper_than(value: Any, levels: int) -> bool:
