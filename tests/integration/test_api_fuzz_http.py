@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import random
 import sqlite3
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -330,3 +333,64 @@ def test_a_lone_surrogate_beside_a_too_deep_event_refuses_the_batch_whole(
     [error] = answer.json()["detail"]
     assert error["type"] == "json_invalid" and "surrogate" in error["msg"], error
     assert served.counts() == before
+
+
+def _written_otherwise(value: Any, rewrite: random.Random) -> Any:
+    """``value`` as another client could write the same JSON: each object's keys in
+    another order, and some whole numbers an integer could hold written the other way
+    (``10`` as ``10.0``, ``10.0`` as ``10``)."""
+    if isinstance(value, dict):
+        items = list(value.items())
+        rewrite.shuffle(items)
+        return {key: _written_otherwise(item, rewrite) for key, item in items}
+    if isinstance(value, list):
+        return [_written_otherwise(item, rewrite) for item in value]
+    whole = -(2**63) <= value < 2**64 if type(value) in (int, float) else False
+    if type(value) is int and whole and float(value) == value and rewrite.random() < 0.7:
+        return float(value)
+    if type(value) is float and whole and value.is_integer() and rewrite.random() < 0.7:
+        return int(value)
+    return value
+
+
+storable_strings = st.text(max_size=10).filter(lambda text: "\x00" not in text)
+storable_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.sampled_from([-(2**63), 2**63, 2**64 - 1, -0.0, 2**53 + 1]),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(storable_strings, inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@example(properties={"low": -(2**63)}, traits={}, seed=0, zone=ZoneInfo("UTC"))
+@example(properties={"high": 2**63}, traits={"top": 2**64 - 1}, seed=0, zone=ZoneInfo("UTC"))
+@given(
+    properties=st.dictionaries(storable_strings, storable_values, max_size=4),
+    traits=st.dictionaries(storable_strings, storable_values, max_size=4),
+    seed=st.integers(min_value=0, max_value=2**16),
+    zone=st.timezones(),
+)
+@fuzzed(60)
+def test_an_event_sent_again_written_otherwise_is_a_duplicate(
+    served: Served, properties: Any, traits: Any, seed: int, zone: ZoneInfo
+) -> None:
+    moment = datetime(2025, 10, 31, 19, 24, 11, 123456, tzinfo=UTC)
+    event = {
+        "user_id": next(users),
+        "event_type": "payment_initiated",
+        "event_timestamp": moment.isoformat(),
+        "properties": properties,
+        "user_traits": traits,
+    }
+    first = served.send("POST", "/events", json.dumps(event).encode())
+    assert first.status_code == 202, first.text
+    again = _written_otherwise(event, random.Random(seed))
+    again["event_timestamp"] = moment.astimezone(zone).isoformat()
+    answer = served.send("POST", "/events", json.dumps(again).encode())
+    assert answer.status_code == 200, (event, again, answer.text)
+    assert answer.json()["status"] == "duplicate"

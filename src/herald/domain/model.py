@@ -63,12 +63,14 @@ _AS_IS = frozenset({str, int, bool, type(None)})
 
 
 def _by_value(value: Any) -> Any:
-    """``value`` with each whole float as an int (10.0 as 10, -0.0 as 0)."""
+    """``value`` with each whole float as an int (10.0 as 10, -0.0 as 0), over the whole
+    range of integers an event may hold, signed and unsigned 64 bits: -2**63 and
+    2**63..2**64-1 sent again as floats were a conflict with themselves."""
     kind = type(value)  # JSON's own types only: what the API hands over
     if kind is dict:
         return {k: v if type(v) in _AS_IS else _by_value(v) for k, v in value.items()}
     if kind is float:
-        return int(value) if value.is_integer() and abs(value) < 2**63 else value
+        return int(value) if value.is_integer() and -(2**63) <= value < 2**64 else value
     if kind is list:
         return [_by_value(item) for item in value]
     return value
