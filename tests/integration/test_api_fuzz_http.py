@@ -92,7 +92,7 @@ def fuzzed(examples: int) -> Any:
 users = (f"h{n}" for n in itertools.count())
 # Strings a client could send that tests every check on text: empty, blank, NUL and other
 # controls, bidirectional marks, a byte order mark, line separators, astral characters,
-# escapes, long ones.
+# lone surrogates, escapes, long ones.
 odd_strings = st.sampled_from(
     [
         "",
@@ -110,6 +110,8 @@ odd_strings = st.sampled_from(
         "x" * 20_000,
         "\\u0000",
         "null",
+        "\ud800",  # half a surrogate pair: sent escaped, as JSON can
+        "a\udc00",
     ]
 ) | st.text(max_size=20)
 odd_numbers = (
