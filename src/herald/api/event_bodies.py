@@ -112,7 +112,8 @@ def _deep_batch(raw: bytes) -> list[Any] | None:
     posted alone, rather than one such event making the whole batch "Invalid JSON". None
     if this is no batch that parser reads either (the loose parse then says why). Not
     orjson, which reads an integer beyond 64 bits as a float, storing another number than
-    the one sent where the intake would have refused it."""
+    the one sent where the intake would have refused it. A lone surrogate anywhere in it
+    is a ``RequestValidationError``, the batch refused whole."""
     try:
         parsed = json.loads(raw)
     except (ValueError, RecursionError):  # JSONDecodeError is a ValueError
