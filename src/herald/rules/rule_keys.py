@@ -3,8 +3,9 @@ is wrong with the value it was given and returning None for it."""
 
 from __future__ import annotations
 
+import difflib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -17,11 +18,27 @@ _LONGEST_WINDOW_S = 3650 * 86_400  # ten years; event times are bounded to suit 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+# How alike a value and the one it was meant as are, at least (difflib's ratio, in lower
+# case): `triger` and `trigger` are 0.92, `emial` and `email` 0.8.
+ALIKE = 0.75
+
+
+def did_you_mean(given: Any, known: Iterable[str]) -> str:
+    """``: did you mean `email`?`` naming the one of ``known`` that ``given``, a value a
+    rule file does not know, looks mistyped from (case aside), or nothing."""
+    if not isinstance(given, str):
+        return ""
+    by_lower = {value.lower(): value for value in known}
+    close = difflib.get_close_matches(given.lower(), by_lower, n=1, cutoff=ALIKE)
+    return f": did you mean `{by_lower[close[0]]}`?" if close else ""
+
+
 def read_enum(kind: Any, value: Any, field: str, bad: Problem) -> Any:
     try:
         return kind(value)
     except (ValueError, TypeError):
-        bad(f"unknown {field} {value!r} (known: {[m.value for m in kind]})")
+        known = [m.value for m in kind]
+        bad(f"unknown {field} {value!r}{did_you_mean(value, known)} (known: {known})")
         return None
 
 
@@ -72,7 +89,10 @@ def read_after(
     declared = isinstance(anchor, str) and anchor in event_types
     # One declared wrongly is reported as such, not again as each anchor naming it.
     if not declared and is_undeclared(anchor, event_types, refused_types):
-        bad(f"`after.event: {anchor}` is not a declared event type ({sorted(event_types)})")
+        bad(
+            f"`after.event: {anchor}` is not a declared event type"
+            f"{did_you_mean(anchor, event_types)} ({sorted(event_types)})"
+        )
     window = _read_window(raw["within"], bad)
     if not declared or window is None:
         return None

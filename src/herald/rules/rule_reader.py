@@ -15,7 +15,9 @@ from herald.rules.conditions import Condition, ConditionError
 from herald.rules.declarations import NAME, description_problem, description_text
 from herald.rules.definition import CHANNELS, EventType, Limit, Rule
 from herald.rules.rule_keys import (
+    ALIKE,
     Problem,
+    did_you_mean,
     is_folder_name,
     is_undeclared,
     read_after,
@@ -153,7 +155,7 @@ def _read_rule(
     meant: dict[str, Any] = {}
     for key in sorted(str(key) for key in unknown if key is not True):
         others = RULE_KEYS - set(spec) - set(meant)
-        close = difflib.get_close_matches(key.lower(), others, n=1, cutoff=_ALIKE)
+        close = difflib.get_close_matches(key.lower(), others, n=1, cutoff=ALIKE)
         if close:
             meant[close[0]] = spec[key]
             bad(f"unknown key `{key}`: did you mean `{close[0]}`? (known: {sorted(RULE_KEYS)})")
@@ -169,14 +171,20 @@ def _read_rule(
         if not trigger_as_on:  # said above
             bad(f"needs `trigger`: the event type that triggers it ({sorted(event_types)})")
     elif is_undeclared(given, event_types, refused_types):
-        bad(f"`trigger: {given}` is not a declared event type ({sorted(event_types)})")
+        bad(
+            f"`trigger: {given}` is not a declared event type"
+            f"{did_you_mean(given, event_types)} ({sorted(event_types)})"
+        )
     channel = spec.get("channel")
     if channel is None:
         bad(f"needs `channel` (one of {list(CHANNELS)})")
     elif isinstance(channel, list):
         bad(_one_not_a_list("channel", "channel", channel))
     elif not isinstance(channel, str) or channel not in CHANNELS:
-        bad(f"unknown channel {channel!r} (known: {list(CHANNELS)})")
+        bad(
+            f"unknown channel {channel!r}{did_you_mean(channel, CHANNELS)}"
+            f" (known: {list(CHANNELS)})"
+        )
     if "limit" in spec and spec["limit"] is None:
         bad(
             "`limit` is empty: write once_per_event (the default), once_per_user or"
@@ -219,11 +227,6 @@ def _read_rule(
         description=description_text(description).strip(),
     )
     return rule, use
-
-
-# How alike a rule's unknown key and the key it was meant as are, at least (difflib's
-# ratio, in lower case): `triger` and `trigger` are 0.92, `when_` and `when` 0.89.
-_ALIKE = 0.75
 
 
 def _one_not_a_list(key: str, noun: str, given: list[Any]) -> str:

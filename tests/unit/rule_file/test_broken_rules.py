@@ -321,3 +321,41 @@ def test_a_rule_that_is_no_mapping_says_what_yaml_read(tmp_path: Path) -> None:
         "rule #1: must be a mapping of its keys (id, trigger, channel, ...), but YAML read"
         " 'WELCOME': write `- id: WELCOME` and its other keys beneath"
     ]
+
+
+@pytest.mark.parametrize(
+    ("rule", "said"),
+    [
+        (
+            "{id: R, trigger: signup_complete, channel: internal}",
+            "rule R: `trigger: signup_complete` is not a declared event type: did you mean "
+            "`signup_completed`?",
+        ),
+        (
+            "{id: R, trigger: payment_failed, channel: internal,"
+            " after: {event: Signup_Completed, within: 24h}}",
+            "rule R: `after.event: Signup_Completed` is not a declared event type: did you "
+            "mean `signup_completed`?",
+        ),
+        (
+            "{id: R, trigger: signup_completed, channel: emial, category: transactional,"
+            " template: hello}",
+            "rule R: unknown channel 'emial': did you mean `email`?",
+        ),
+        (
+            "{id: R, trigger: signup_completed, channel: internal, limit: once_per_usr}",
+            "rule R: unknown limit 'once_per_usr': did you mean `once_per_user`?",
+        ),
+        (
+            "{id: R, trigger: signup_completed, channel: email, category: Marketting,"
+            " template: hello}",
+            "rule R: unknown category 'Marketting': did you mean `marketing`?",
+        ),
+    ],
+    ids=["trigger", "anchor", "channel", "limit", "category"],
+)
+def test_a_value_spelt_like_a_known_one_names_it(tmp_path: Path, rule: str, said: str) -> None:
+    """The known values are listed too, but the one meant is easy to miss among them."""
+    assert any(
+        said in problem for problem in problems_of(write_rule_file(tmp_path, f"  - {rule}\n"))
+    )
