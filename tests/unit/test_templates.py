@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import pytest
 
 from herald.rules.templates import Rendered, TemplateProblem, TemplateSet
@@ -521,3 +523,53 @@ def test_tojson_still_prints_the_clients_values() -> None:
     rendered = templates.render("alert", {"user": {"prefs": {"b": [1, None], "a": 1}}})
 
     assert rendered.body == '{"a": 1, "b": [1, null]}'
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        (
+            "{{ event.text | replace('x', event.pad) }}",
+            "replace would make a text of 9,000,000 characters",
+        ),
+        ("{{ event.text.replace('x', event.pad) }}", "replace would make a text of 9,000,000"),
+        ("{{ event.items | join(event.pad) }}", "join would make a text of 8,997,000 characters"),
+        ("{{ event.pad.join(event.items) }}", "join would make a text of 8,997,000 characters"),
+        (
+            "{{ ('\\t' * 3000).expandtabs(event.width) }}",
+            "expandtabs would make a text of 9,000,000 characters",
+        ),
+    ],
+    ids=["replace", "replace-method", "join", "join-method", "expandtabs"],
+)
+def test_two_client_values_cannot_make_a_text_of_gigabytes_in_one_step(
+    body: str, said: str
+) -> None:
+    """Each value within the bounds, one replaced into every letter of the other, or
+    joining each item of a list, made gigabytes before the message's limit could refuse
+    them (3,000 and 3,000 characters here make 9 million; 100,000 each made 10 billion).
+    Refused before the text is built."""
+    sources = {"big": {"subject.txt": "Hi", "body.txt": body}}
+    event = {"text": "x" * 3000, "pad": "y" * 3000, "items": ["i"] * 3000, "width": 3000}
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(TemplateProblem) as refused:
+            TemplateSet(sources).render("big", {"event": event, "user": {}})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert f"template big: SecurityError: {said}" in str(refused.value)
+    assert peak < 4_000_000  # the 9 million characters were never made
+
+
+def test_a_text_replaced_or_joined_within_the_limit_renders() -> None:
+    body = "{{ event.text | replace('x', 'yy') }} {{ event.items | join(', ') }}"
+    sources = {"ok": {"subject.txt": "Hi", "body.txt": body}}
+
+    rendered = TemplateSet(sources).render(
+        "ok", {"event": {"text": "axbx", "items": ["a", "b"]}, "user": {}}
+    )
+
+    assert rendered.body == "ayybyy a, b"

@@ -220,6 +220,68 @@ def bounded_indent(indent: Callable[..., str]) -> Callable[..., str]:
     return bounded
 
 
+def check_replace(text: Any, old: Any, new: Any, count: Any = None) -> None:
+    """Refuse ``text.replace(old, new)`` when its result would pass ``MOST_RENDERED``
+    characters, before it is built: a client's text and a client's value put in for each
+    letter of it (``note | replace("a", user.pad)``) made gigabytes, each piece within the
+    bounds above."""
+    if not (type(text) is str and type(old) is str and type(new) is str):
+        return  # another type's replace (Markup's is str's) or an error of its own
+    grows = len(new) - len(old)
+    if grows <= 0:
+        return
+    times = text.count(old) if old else len(text) + 1
+    if is_whole(count) and count >= 0:
+        times = min(times, count)
+    _check_made("replace", len(text) + times * grows)
+
+
+def check_join(items: Any, separator: Any) -> None:
+    """Refuse joining ``items`` with ``separator`` when the separators alone would pass
+    ``MOST_RENDERED`` characters: a client's list joined by a client's text (``xs |
+    join(user.pad)``). What the items hold is there already; the separator is repeated."""
+    if isinstance(separator, str) and hasattr(items, "__len__"):
+        _check_made("join", len(separator) * max(len(items) - 1, 0))
+
+
+def check_tabs(text: Any, tabsize: Any) -> None:
+    """Refuse ``text.expandtabs(tabsize)`` past ``MOST_RENDERED`` characters."""
+    if type(text) is str and is_whole(tabsize) and tabsize > 0:
+        tabs = text.count("\t")
+        _check_made("expandtabs", len(text) - tabs + tabs * tabsize)  # each tab at most
+
+
+def _check_made(how: str, size: int) -> None:
+    if size > MOST_RENDERED:
+        raise SecurityError(
+            f"{how} would make a text of {size:,} characters, more than the "
+            f"{MOST_RENDERED:,} a message may hold"
+        )
+
+
+def bounded_replace(replace: Callable[..., str]) -> Callable[..., str]:
+    """Jinja's ``replace`` filter, refusing what ``check_replace`` refuses."""
+
+    def bounded(eval_ctx: Any, s: Any, old: Any, new: Any, count: Any = None) -> str:
+        check_replace(str(s), old, new, count)
+        return replace(eval_ctx, s, old, new, count)
+
+    # Jinja hands the filter its evaluation context, as it did the one wrapped.
+    bounded.jinja_pass_arg = replace.jinja_pass_arg  # type: ignore[attr-defined]
+    return bounded
+
+
+def bounded_join(join: Callable[..., str]) -> Callable[..., str]:
+    """The ``join`` filter, refusing what ``check_join`` refuses."""
+
+    def bounded(eval_ctx: Any, value: Any, d: str = "", attribute: Any = None) -> str:
+        check_join(value, d)
+        return join(eval_ctx, value, d, attribute)
+
+    bounded.jinja_pass_arg = join.jinja_pass_arg  # type: ignore[attr-defined]
+    return bounded
+
+
 def is_whole(value: Any) -> bool:
     return type(value) is int
 

@@ -22,9 +22,14 @@ from herald.rules.template_limits import (
     bounded_count,
     bounded_format,
     bounded_indent,
+    bounded_join,
     bounded_lipsum,
+    bounded_replace,
+    check_join,
     check_padding,
     check_printf_sizes,
+    check_replace,
+    check_tabs,
     counted_items,
     is_repeated,
     is_whole,
@@ -75,16 +80,16 @@ class DataSandbox(SandboxedEnvironment):
             "center": bounded_center(self.filters["center"]),
             "format": bounded_format(printing_format),
             "indent": bounded_indent(self.filters["indent"]),
-            "join": printing_join,
+            "join": bounded_join(printing_join),
+            "replace": bounded_replace(self.filters["replace"]),
             "slice": bounded_count("slice", sync_do_slice),  # ours render synchronously
             "string": printing_string,
         }
 
     def call(self, context: Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
         text = getattr(obj, "__self__", None)
-        if type(text) is str and getattr(obj, "__name__", None) in PADDING_METHODS:
-            width = args[0] if args else kwargs.get("width")
-            check_padding(obj.__name__, width, lines=1)
+        if type(text) is str:
+            _check_text_method(text, getattr(obj, "__name__", None), args, kwargs)
         return super().call(context, obj, *args, **kwargs)
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
@@ -195,3 +200,16 @@ def sandbox(undefined: type[Undefined], autoescape: bool) -> SandboxedEnvironmen
         keep_trailing_newline=False,
         finalize=as_printed,
     )
+
+
+def _check_text_method(text: str, name: str | None, args: Any, kwargs: Any) -> None:
+    """Refuse a text method whose result a client's values could make past the limits,
+    before it runs: padding, ``replace``, ``join`` and ``expandtabs``."""
+    if name in PADDING_METHODS:
+        check_padding(name, args[0] if args else kwargs.get("width"), lines=1)
+    elif name == "replace" and len(args) >= 2:
+        check_replace(text, args[0], args[1], args[2] if len(args) > 2 else kwargs.get("count"))
+    elif name == "join" and args:
+        check_join(args[0], text)
+    elif name == "expandtabs":
+        check_tabs(text, args[0] if args else kwargs.get("tabsize", 8))
