@@ -10,6 +10,7 @@ from typing import Any
 
 from herald.domain.properties import PROPERTY_TYPES, PropertySpec, type_matches
 from herald.rules.definition import EventType
+from herald.rules.rule_keys import did_you_mean
 
 # Event types and rule ids: short identifiers, safe in metrics labels and dedup keys.
 NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
@@ -45,7 +46,10 @@ def read_event_types(raw: Any, problems: list[str]) -> tuple[dict[str, EventType
             refused_types.add(name)
             continue
         for key in _unknown_keys(spec, EVENT_KEYS):
-            problems.append(f"event {name}: unknown key `{key}` (known: {', '.join(EVENT_KEYS)})")
+            problems.append(
+                f"event {name}: unknown key `{key}`{did_you_mean(key, EVENT_KEYS)}"
+                f" (known: {', '.join(EVENT_KEYS)})"
+            )
         props = {}
         refused = set()
         for prop, pspec in (spec.get("properties") or {}).items():
@@ -107,7 +111,9 @@ def _property_problem(name: Any, spec: Any) -> str | None:
     spec = spec if isinstance(spec, dict) else {"type": spec}
     unknown = _unknown_keys(spec, PROPERTY_KEYS)
     if unknown:
-        return f"unknown key `{unknown[0]}` (known: {', '.join(PROPERTY_KEYS)})"
+        # Each of them: fixing one only to be told of the next took a check per key.
+        said = [f"unknown key `{key}`{did_you_mean(key, PROPERTY_KEYS)}" for key in unknown]
+        return f"{'; '.join(said)} (known: {', '.join(PROPERTY_KEYS)})"
     kind = spec.get("type")
     if kind is None:
         return f"needs a `type`: one of {', '.join(PROPERTY_TYPES)}"

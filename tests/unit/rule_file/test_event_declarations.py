@@ -64,11 +64,20 @@ def test_rule_ids_and_event_type_names_must_be_short_identifiers(tmp_path: Path)
         ("  signup_completed: [one, two]\n", "event signup_completed: must be a mapping"),
         (
             "  signup_completed:\n    propertes:\n      amount: {type: number}\n",
-            "event signup_completed: unknown key `propertes` (known: description, properties)",
+            "event signup_completed: unknown key `propertes`: did you mean `properties`? "
+            "(known: description, properties)",
         ),
         (
             "  signup_completed:\n    properties:\n      amount: {type: number, minimun: 0}\n",
-            "event signup_completed: property amount: unknown key `minimun`",
+            "event signup_completed: property amount: unknown key `minimun`: did you mean "
+            "`minimum`?",
+        ),
+        (
+            "  signup_completed:\n    properties:\n"
+            "      amount: {type: number, min: 0, requried: true}\n",
+            "event signup_completed: property amount: unknown key `min`; unknown key "
+            "`requried`: did you mean `required`? (known: type, required, minimum, maximum, "
+            "enum)",
         ),
         (
             "  signup_completed:\n    properties:\n      plan: {type: string, required: 'false'}\n",
