@@ -247,6 +247,15 @@ def _trait_problem(name: Any, kind: Any) -> str | None:
     if name == "id":
         # Conditions and templates see the user's id there, whatever a trait says.
         return "`user.id` is the user's id (the event's user_id), not a trait: name it otherwise"
+    herald_spelling = name.lower()
+    if name not in HERALD_TRAITS and herald_spelling in HERALD_TRAITS:
+        # Traits are case-sensitive: a client sending `Email` gives Herald no recipient,
+        # and a rule reading `user.Email` would read what Herald never does.
+        meaning = HERALD_TRAITS[herald_spelling][1]
+        return (
+            f"Herald reads the trait `{herald_spelling}` ({meaning}), in lower case: "
+            f"declare `{herald_spelling}`, and have clients send it so"
+        )
     if name in HERALD_TRAITS and kind != HERALD_TRAITS[name][0]:
         read_as, meaning = HERALD_TRAITS[name]
         article = "an" if read_as[0] in "aeiou" else "a"

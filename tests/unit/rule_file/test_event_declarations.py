@@ -283,6 +283,22 @@ def test_a_trait_herald_reads_itself_must_be_declared_of_the_type_it_reads(
     assert problem.startswith(f"trait {name}: Herald reads it as {read_as} (")
 
 
+@pytest.mark.parametrize("name", ["Email", "PHONE", "Marketing_Opt_In"])
+def test_a_trait_herald_reads_itself_declared_in_another_case_is_refused(
+    name: str, tmp_path: Path
+) -> None:
+    """Traits are case-sensitive: declared and sent as `Email`, no message would have a
+    recipient, and every email rule would be skipped for the want of one."""
+    path = write_rule_file(tmp_path, GOOD_RULE)
+    redeclare(path, "first_name: string", f"first_name: string\n  {name}: string")
+
+    [problem] = problems_of(path)
+
+    assert problem.startswith(
+        f"trait {name}: Herald reads the trait `{name.lower()}` ("
+    ) and problem.endswith(f"in lower case: declare `{name.lower()}`, and have clients send it so")
+
+
 def test_a_trait_named_id_is_refused_as_user_id_is_the_user_s_id(tmp_path: Path) -> None:
     # Checked as an integer, `user.id > 5` would pass and then fail on every event, whose
     # user.id is the user's id.
