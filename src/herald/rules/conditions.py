@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -213,7 +214,20 @@ def _missing(context: dict[str, Any], keys: tuple[str, ...], source: str) -> str
         return (
             f"{absent} is missing, and has({path}) needs it to be there: test has({absent}) first"
         )
-    return f"{absent} is missing"
+    return f"{absent} is missing{_sent_instead(context, keys[:length])}"
+
+
+def _sent_instead(context: dict[str, Any], keys: tuple[str, ...]) -> str:
+    """``, but the event sends referer`` where what holds the missing name holds one spelt
+    like it: a client's typo, kept as an undeclared property, that the rule never reads."""
+    found, holder = _lookup(context, keys[:-1])
+    if not found or not isinstance(holder, dict):
+        return ""
+    by_lower = {str(key).lower(): str(key) for key in holder}
+    close = difflib.get_close_matches(keys[-1].lower(), by_lower, n=1, cutoff=0.8)
+    if not close:
+        return ""
+    return f", but {'.'.join(keys[:-1])} holds {by_lower[close[0]]}, spelt like it"
 
 
 def bound_variables(source: str) -> set[str]:

@@ -57,6 +57,35 @@ def test_a_condition_over_a_missing_value_is_skipped_with_the_error_not_raised(
     assert decision.reason.endswith(f"could not be evaluated: {missing} is missing")
 
 
+@pytest.mark.parametrize(
+    ("properties", "traits", "said"),
+    [
+        (
+            {"Plan": "pro"},
+            {"seats": 3},
+            "event.properties.plan is missing, but event.properties holds Plan, spelt like it",
+        ),
+        (
+            {"plan": "pro"},
+            {"seat": 3},
+            "user.seats is missing, but user holds seat, spelt like it",
+        ),
+    ],
+    ids=["property", "trait"],
+)
+def test_a_missing_value_the_event_sends_spelt_otherwise_is_named_in_the_reason(
+    properties: dict[str, Any], traits: dict[str, Any], said: str, custom_ruleset: RuleSet
+) -> None:
+    """Kept as an undeclared property or trait, a client's typo is what the rule never
+    reads: said only to be missing, the value looked not sent at all."""
+    changed = event("plan_changed", SIGNUP_AT, properties=properties, traits=traits)
+
+    decision = the_one(replay([changed], custom_ruleset), "PRO_UPGRADE_ALERT")
+
+    assert decision.outcome is Outcome.SKIPPED
+    assert decision.reason.endswith(f"could not be evaluated: {said}")
+
+
 ABROAD_RULES = """
 events:
   plan_changed: {}
