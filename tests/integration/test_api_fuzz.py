@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from herald.api.app import create_app
 from herald.config import Settings
 from herald.service.audit import encode_cursor
+from tests.support.api_requests import payment_failed_by
 
 CLIENT_ANSWERS = {200, 202, 409, 422}
 FIELDS = ("event_id", "user_id", "event_type", "event_timestamp", "properties", "user_traits")
@@ -58,16 +59,6 @@ event_types = st.sampled_from(
 )
 
 
-def valid_event(user: str) -> dict[str, Any]:
-    return {
-        "user_id": user,
-        "event_type": "payment_failed",
-        "event_timestamp": "2025-10-31T19:24:11Z",
-        "properties": {"amount": 10.5, "attempt_number": 3, "failure_reason": "INSUFFICIENT_FUNDS"},
-        "user_traits": {"email": f"{user}@example.com", "marketing_opt_in": True},
-    }
-
-
 @st.composite
 def mutations(draw: st.DrawFn) -> list[tuple[str, str | None, Any]]:
     """Changes to apply: (field, property or None, new value or MISSING to delete). The
@@ -86,7 +77,7 @@ def mutations(draw: st.DrawFn) -> list[tuple[str, str | None, Any]]:
 
 
 def mutated(user: str, changes: list[tuple[str, str | None, Any]]) -> dict[str, Any]:
-    event = valid_event(user)
+    event = payment_failed_by(user)
     for field, name, value in changes:
         target: Any = event
         key: str = field
@@ -176,7 +167,7 @@ def test_any_user_id_in_a_path_is_answered_without_a_server_error(client: TestCl
 
 
 def test_any_audit_cursor_is_a_page_or_a_400(client: TestClient) -> None:
-    client.post("/events", json=valid_event("cursor_user"))
+    client.post("/events", json=payment_failed_by("cursor_user"))
 
     @given(
         cursor=st.text(min_size=1, max_size=60)

@@ -28,6 +28,7 @@ from herald.config import Settings
 from herald.domain.timeutil import iso, parse_timestamp
 from herald.store.database import Database
 from herald.store.migrate import upgrade
+from tests.support.api_requests import payment_failed_by
 from tests.support.serving import served_on_a_thread, sqlite_url
 
 TABLES = ("events", "messages", "users")
@@ -159,21 +160,11 @@ ids = (
 )
 
 
-def payment_failed(user: str) -> dict[str, Any]:
-    return {
-        "user_id": user,
-        "event_type": "payment_failed",
-        "event_timestamp": "2025-10-31T19:24:11Z",
-        "properties": {"amount": 10.5, "attempt_number": 3, "failure_reason": "INSUFFICIENT_FUNDS"},
-        "user_traits": {"email": f"{user}@example.com", "marketing_opt_in": True},
-    }
-
-
 @st.composite
 def near_events(draw: st.DrawFn) -> dict[str, Any]:
     """A valid event of any type, then up to four of its fields, properties or traits
     replaced (or removed) by values of the wrong type, size or form."""
-    event = payment_failed(next(users))
+    event = payment_failed_by(next(users))
     event["event_type"] = draw(st.sampled_from(EVENT_TYPES))
     for _ in range(draw(st.integers(min_value=0, max_value=4))):
         field = draw(st.sampled_from((*FIELDS, "property", "trait", "unknown")))
@@ -208,13 +199,15 @@ def assert_in_the_audit(served: Served, sent: dict[str, Any], event_id: str) -> 
     assert stored["user_traits"] == (sent.get("user_traits") or {})
 
 
-@example(event={**payment_failed("h_leap"), "event_timestamp": "2016-12-31T18:59:60-05:00"})
-@example(event={**payment_failed("h_nanos"), "event_timestamp": "2025-10-31t19:24:11.123456789z"})
-@example(event={**payment_failed("h_far_east"), "event_timestamp": "2025-10-31 19:24:11+14:00"})
-@example(event={**payment_failed("h_id"), "event_id": "\U0001d7d8" * 128})
+@example(event={**payment_failed_by("h_leap"), "event_timestamp": "2016-12-31T18:59:60-05:00"})
+@example(
+    event={**payment_failed_by("h_nanos"), "event_timestamp": "2025-10-31t19:24:11.123456789z"}
+)
+@example(event={**payment_failed_by("h_far_east"), "event_timestamp": "2025-10-31 19:24:11+14:00"})
+@example(event={**payment_failed_by("h_id"), "event_id": "\U0001d7d8" * 128})
 @example(
     event={
-        **payment_failed("h_numbers"),
+        **payment_failed_by("h_numbers"),
         "properties": {
             "amount": 1e308,
             "attempt_number": 2**64 - 1,
@@ -246,12 +239,12 @@ def _nested(levels: int) -> Any:
 # An event nested past what the JSON parser reads makes the batch be read by another
 # parser, one that takes a lone surrogate (\ud800), which cannot be written back as
 # UTF-8: one in an event after it made the whole batch a 500.
-TOO_DEEP = {**payment_failed("h_deep"), "properties": {"deep": _nested(205)}}
+TOO_DEEP = {**payment_failed_by("h_deep"), "properties": {"deep": _nested(205)}}
 
 
-@example(batch=[TOO_DEEP, {**payment_failed("h_s1"), "event_id": "e\ud800"}])
-@example(batch=[TOO_DEEP, {**payment_failed("h_s2"), "properties": {"amount": "\ud800"}}])
-@example(batch=[TOO_DEEP, {**payment_failed("h_s3"), "user_traits": {"\udc00": 1}}])
+@example(batch=[TOO_DEEP, {**payment_failed_by("h_s1"), "event_id": "e\ud800"}])
+@example(batch=[TOO_DEEP, {**payment_failed_by("h_s2"), "properties": {"amount": "\ud800"}}])
+@example(batch=[TOO_DEEP, {**payment_failed_by("h_s3"), "user_traits": {"\udc00": 1}}])
 @given(batch=st.lists(near_events() | json_values, min_size=1, max_size=6))
 @fuzzed(60)
 def test_a_batch_answers_each_event_and_stores_exactly_the_accepted_ones(
@@ -327,8 +320,8 @@ def test_a_lone_surrogate_beside_a_too_deep_event_refuses_the_batch_whole(
     before = served.counts()
     batch = [
         TOO_DEEP,
-        payment_failed("h_beside"),
-        {**payment_failed("h_lone"), "event_id": "\ud800"},
+        payment_failed_by("h_beside"),
+        {**payment_failed_by("h_lone"), "event_id": "\ud800"},
     ]
     answer = served.send("POST", "/events/batch", json.dumps(batch_of(batch)).encode())
     assert answer.status_code == 422, answer.text

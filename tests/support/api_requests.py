@@ -44,3 +44,15 @@ def guarded(database_url: str, tmp_path: Path, **tokens: str) -> Settings:
     """Settings on the test database with the bearer ``tokens`` set (``admin_token``,
     ``ingest_token``)."""
     return Settings(database_url=database_url, outbox_file=str(tmp_path / "o.jsonl"), **tokens)
+
+
+def payment_failed_by(user: str) -> dict[str, Any]:
+    """A ``payment_failed`` event of ``user``, with an email of the user's own, that both
+    rules on it decide: the event the fuzz tests vary."""
+    return {
+        "user_id": user,
+        "event_type": "payment_failed",
+        "event_timestamp": "2025-10-31T19:24:11Z",
+        "properties": {"amount": 10.5, "attempt_number": 3, "failure_reason": "INSUFFICIENT_FUNDS"},
+        "user_traits": {"email": f"{user}@example.com", "marketing_opt_in": True},
+    }

@@ -35,6 +35,16 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'herald.db'}"
 
 
+async def hello_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """An ASGI app answering every HTTP request 200 ``hello``: the server's protocol is
+    what a test of it tries."""
+    if scope["type"] != "http":
+        return
+    headers = [(b"content-length", b"5")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b"hello"})
+
+
 @contextmanager
 def served_on_a_thread(app: Any, protocol: type, **config: Any) -> Iterator[int]:
     """``app`` served by uvicorn speaking ``protocol`` (e.g. the request deadlines with

@@ -8,29 +8,20 @@ import gc
 import socket
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from herald.cli.http_protocol import RequestDeadlineProtocol
-from tests.support.serving import served_on_a_thread
+from tests.support.serving import hello_app, served_on_a_thread
 
 
 class _QuickDeadline(RequestDeadlineProtocol):
     headers_seconds = 0.5
 
 
-async def _hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    if scope["type"] != "http":
-        return
-    headers = [(b"content-length", b"5")]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": b"hello"})
-
-
 @pytest.fixture
 def port() -> Iterator[int]:
-    with served_on_a_thread(_hello, _QuickDeadline, log_level="warning") as chosen:
+    with served_on_a_thread(hello_app, _QuickDeadline, log_level="warning") as chosen:
         yield chosen
 
 
