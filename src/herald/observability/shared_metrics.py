@@ -18,6 +18,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 
 FOLDER_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -33,13 +34,38 @@ def metrics_shared_by(processes: int) -> Iterator[None]:
         os.environ.pop(FOLDER_VARIABLE, None)
         yield
         return
-    folder = tempfile.mkdtemp(prefix="herald-metrics-")
+    _remove_folders_of_servers_gone()
+    folder = tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-")
     os.environ[FOLDER_VARIABLE] = folder
     try:
         yield
     finally:
         os.environ.pop(FOLDER_VARIABLE, None)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+_PREFIX = "herald-metrics-"
+
+
+def _remove_folders_of_servers_gone() -> None:
+    """Remove the folders of servers killed outright (SIGKILL), which could not remove
+    their own: each is named by its server's process id, and one whose process is gone
+    is no one's. One whose id a process of another user now has is left: it cannot be
+    told apart from one in use."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{_PREFIX}*-*"):
+        pid = folder.name.removeprefix(_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and folder.is_dir() and not _running(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's
+    return True
 
 
 def shared_metrics_folder() -> str | None:
