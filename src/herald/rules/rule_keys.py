@@ -18,8 +18,9 @@ _LONGEST_WINDOW_S = 3650 * 86_400  # ten years; event times are bounded to suit 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-# How alike a value and the one it was meant as are, at least (difflib's ratio, in lower
-# case): `triger` and `trigger` are 0.92, `emial` and `email` 0.8.
+# How alike a mistyped name or value and the one it was meant as are, at least (difflib's
+# ratio, in lower case): `triger` and `trigger` are 0.92, `emial` and `email` 0.8, `amout`
+# and `amount` 0.91, `coupon` and `country` 0.62, which are two names.
 ALIKE = 0.75
 
 

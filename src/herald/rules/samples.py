@@ -9,6 +9,7 @@ from copy import copy
 from typing import Any
 
 from herald.rules.definition import EventType
+from herald.rules.rule_keys import ALIKE
 
 # What every event holds, whatever its type, as conditions and templates see it.
 EVENT_FIELDS = {
@@ -111,12 +112,6 @@ def undeclared(
     )
 
 
-# How alike a mistyped name and the declared one it was meant as are, at least (difflib's
-# ratio, of the names in lower case): `amout` and `amount` are 0.91, `firstname` and
-# `first_name` 0.95, `coupon` and `country` 0.62, which are two names.
-_ALIKE = 0.75
-
-
 def _meant(path: str, event_type: EventType, traits: Collection[str]) -> str:
     """``: did you mean PATH?`` naming the declared name ``path`` looks like a slip from:
     the same name read from another part (`event.amount` for a property, a trait read
@@ -146,7 +141,7 @@ def declare_under(path: str, event_type: EventType) -> str:
 
 
 def misspelt_from(
-    path: str, event_type: EventType, traits: Collection[str], alike: float = _ALIKE
+    path: str, event_type: EventType, traits: Collection[str], alike: float = ALIKE
 ) -> str | None:
     """The declared name of ``path``'s own part (``user``, ``event.properties``) whose
     spelling ``path``'s is at least ``alike`` close to (``user.firstname``:
@@ -180,7 +175,7 @@ def meant_alone(names: Collection[str], event_type: EventType, traits: Collectio
     meant = []
     for name in names:
         same = [path for path, its in declared.items() if its == name]
-        close = same or difflib.get_close_matches(name.lower(), by_name, n=1, cutoff=_ALIKE)
+        close = same or difflib.get_close_matches(name.lower(), by_name, n=1, cutoff=ALIKE)
         if close:
             meant.append(same[0] if same else by_name[close[0]])
     return f": did you mean {', '.join(meant)}?" if meant else ""

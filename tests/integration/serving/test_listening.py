@@ -21,6 +21,19 @@ ADMIN_TOKEN = "admin-secret-7f3a9c2e"
 INGEST_TOKEN = "ingest-secret-b41d08e6"
 
 
+def serve_publicly(tmp_path: Path) -> list[str]:
+    """`herald serve` on every address, on a free port and a database in ``tmp_path``."""
+    return [
+        "serve",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(free_port()),
+        "--database",
+        sqlite_url(tmp_path),
+    ]
+
+
 @pytest.mark.parametrize(
     "tokens",
     [{}, {"HERALD_ADMIN_TOKEN": "a" * 32}, {"HERALD_INGEST_TOKEN": "i" * 32}],
@@ -30,15 +43,7 @@ def test_serve_refuses_a_public_host_without_both_tokens_before_touching_anythin
     tmp_path: Path, tokens: dict[str, str]
 ) -> None:
     result = run_herald(
-        [
-            "serve",
-            "--host",
-            "0.0.0.0",
-            "--port",
-            str(free_port()),
-            "--database",
-            sqlite_url(tmp_path),
-        ],
+        serve_publicly(tmp_path),
         env=herald_environment(**tokens),
         cwd=tmp_path,
         timeout=10,
@@ -136,15 +141,7 @@ def test_serve_refuses_a_public_host_with_a_token_short_enough_to_guess(
     guessable = "s3cret-tok"
     env = herald_environment(**{short: guessable, long: "L" * 32})
     result = run_herald(
-        [
-            "serve",
-            "--host",
-            "0.0.0.0",
-            "--port",
-            str(free_port()),
-            "--database",
-            sqlite_url(tmp_path),
-        ],
+        serve_publicly(tmp_path),
         env=env,
         cwd=tmp_path,
         timeout=10,

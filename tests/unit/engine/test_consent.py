@@ -108,6 +108,16 @@ rules:
 """
 
 
+def unsubscribed_ruleset(tmp_path: Path) -> RuleSet:
+    """UNSUBSCRIBED_RULES, written with its template in ``tmp_path`` and loaded."""
+    (tmp_path / "rules.yaml").write_text(UNSUBSCRIBED_RULES, encoding="utf-8")
+    folder = tmp_path / "templates" / "device"
+    folder.mkdir(parents=True)
+    (folder / "subject.txt").write_text("New device")
+    (folder / "body.txt").write_text("Was it you?")
+    return load_ruleset(tmp_path / "rules.yaml")
+
+
 @pytest.mark.parametrize("said", [{}, {"unsubscribed": None}], ids=["absent", "null"])
 def test_a_user_who_never_unsubscribed_has_an_empty_unsubscribed_list(
     said: dict[str, object], tmp_path: Path
@@ -115,14 +125,9 @@ def test_a_user_who_never_unsubscribed_has_an_empty_unsubscribed_list(
     # Herald keeps the list from the API and the trait together; with neither, a condition
     # reading it failed ("user.unsubscribed is missing") and skipped every such user. A
     # trait sent as null holds no name either.
-    (tmp_path / "rules.yaml").write_text(UNSUBSCRIBED_RULES, encoding="utf-8")
-    folder = tmp_path / "templates" / "device"
-    folder.mkdir(parents=True)
-    (folder / "subject.txt").write_text("New device")
-    (folder / "body.txt").write_text("Was it you?")
     login = event("login_new_device", SIGNUP_AT, traits={"email": "maria@example.com", **said})
 
-    decision = the_one(replay([login], load_ruleset(tmp_path / "rules.yaml")), "NEW_DEVICE_EMAIL")
+    decision = the_one(replay([login], unsubscribed_ruleset(tmp_path)), "NEW_DEVICE_EMAIL")
 
     assert decision.outcome is Outcome.TRIGGERED
     assert decision.reason.startswith(
@@ -228,15 +233,10 @@ def test_a_condition_sees_herald_s_unsubscribe_names_in_lower_case_as_herald_rea
 ) -> None:
     # Herald reads them in any case, and so stopped marketing email for ["EMAIL"]; but a
     # rule's `"email" in user.unsubscribed` was false, and sent the user its message.
-    (tmp_path / "rules.yaml").write_text(UNSUBSCRIBED_RULES, encoding="utf-8")
-    folder = tmp_path / "templates" / "device"
-    folder.mkdir(parents=True)
-    (folder / "subject.txt").write_text("New device")
-    (folder / "body.txt").write_text("Was it you?")
     traits = {"email": "maria@example.com", "unsubscribed": said}
     login = event("login_new_device", SIGNUP_AT, traits=traits)
 
-    ruleset = load_ruleset(tmp_path / "rules.yaml")
+    ruleset = unsubscribed_ruleset(tmp_path)
     decision = the_one(replay([login], ruleset, unsubscribed=api), "NEW_DEVICE_EMAIL")
 
     assert decision.outcome is outcome
