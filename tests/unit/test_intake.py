@@ -163,7 +163,7 @@ def test_an_integer_written_with_a_zero_fraction_is_taken_as_that_integer(
     assert type(event.properties["attempt_number"]) is int
 
 
-@pytest.mark.parametrize("value", [2.5, 1e19, -1e300])
+@pytest.mark.parametrize("value", [2.5, 2e19, -1e300])
 def test_a_float_that_is_no_64_bit_integer_is_refused_for_an_integer(
     value: float, ruleset: RuleSet
 ) -> None:
@@ -173,6 +173,22 @@ def test_a_float_that_is_no_64_bit_integer_is_refused_for_an_integer(
 
     assert error["loc"] == ["properties", "attempt_number"]
     assert error["msg"].startswith("must be of type integer")
+
+
+@pytest.mark.parametrize("value", [2.0**63, 1e19, 2.0**64 - 2048])
+def test_a_whole_float_in_the_64_bit_range_is_the_integer_sent_as_an_int_would_be(
+    value: float, ruleset: RuleSet
+) -> None:
+    # An integer from 2**63 to 2**64-1 is accepted as unsigned 64 bits; the same number
+    # from a client whose numbers are all doubles must be too.
+    as_float = {**GOOD_PROPERTIES, "attempt_number": value}
+    as_int = {**GOOD_PROPERTIES, "attempt_number": int(value)}
+
+    from_float = accepted(to_event(payload(properties=as_float), ruleset))
+    from_int = accepted(to_event(payload(properties=as_int), ruleset))
+
+    assert from_float.properties["attempt_number"] == from_int.properties["attempt_number"]
+    assert type(from_float.properties["attempt_number"]) is int
 
 
 def test_a_missing_required_property_is_refused_naming_it(ruleset: RuleSet) -> None:

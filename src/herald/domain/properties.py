@@ -66,8 +66,9 @@ def type_matches(value: Any, type_name: str) -> bool:
 
 def _whole(value: Any) -> bool:
     """Whether ``value`` is a float with no fraction (``3.0``): an integer to JSON Schema,
-    and how a client whose numbers are all doubles may write one."""
-    return type(value) is float and value.is_integer() and -(2**63) <= value < 2**63
+    and how a client whose numbers are all doubles may write one. In the range an integer
+    sent as such may take, signed and unsigned 64 bits."""
+    return type(value) is float and value.is_integer() and -(2**63) <= value < 2**64
 
 
 def with_integers(properties: Mapping[str, Any], integers: Iterable[str]) -> Mapping[str, Any]:

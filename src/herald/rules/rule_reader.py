@@ -77,8 +77,17 @@ def read_rules(
     own problem is said already."""
     if not isinstance(raw, list):
         # Left out, or written with nothing under it, it is None: no list to find fault in.
-        said = "is missing or empty" if raw is None else f"must be a list, got {raw!r}"
-        problems.append(f"`rules` {said}: list the rules, each starting with `- id:`")
+        # An empty list is said on purpose (events recorded, nothing sent); nothing under
+        # `rules:` is more likely a file not finished.
+        if raw is None:
+            problems.append(
+                "`rules` is missing or has nothing under it: list the rules, each starting "
+                "with `- id:`, or write `rules: []` for a file that sends nothing"
+            )
+        else:
+            problems.append(
+                f"`rules` must be a list, got {raw!r}: list the rules, each starting with `- id:`"
+            )
         return [], []
     rules: list[Rule] = []
     uses: list[RuleUse] = []

@@ -163,6 +163,12 @@ def test_a_key_starting_with_x_is_left_alone_for_yaml_anchors(tmp_path: Path) ->
     assert [rule.id for rule in load_ruleset(path).rules] == ["GOOD"]
 
 
+NO_RULES = (
+    "`rules` is missing or has nothing under it: list the rules, each starting with "
+    "`- id:`, or write `rules: []` for a file that sends nothing"
+)
+
+
 @pytest.mark.parametrize(
     ("rules", "problem"),
     [
@@ -172,8 +178,8 @@ def test_a_key_starting_with_x_is_left_alone_for_yaml_anchors(tmp_path: Path) ->
             "`rules` must be a list, got {'id': 'GOOD', 'trigger': 'signup_completed'}: list "
             "the rules, each starting with `- id:`",
         ),
-        ("rules:\n", "`rules` is missing or empty: list the rules, each starting with `- id:`"),
-        ("", "`rules` is missing or empty: list the rules, each starting with `- id:`"),
+        ("rules:\n", NO_RULES),
+        ("", NO_RULES),
     ],
 )
 def test_a_rules_section_that_is_no_list_says_how_to_write_one(
@@ -192,6 +198,19 @@ def test_the_error_message_starts_with_the_file(tmp_path: Path) -> None:
         load_ruleset(path)
 
     assert str(caught.value).startswith(f"{path}: rule BROKEN: unknown channel 'fax'")
+
+
+def test_an_empty_list_of_rules_is_a_file_that_records_events_and_sends_nothing(
+    tmp_path: Path,
+) -> None:
+    # Said on purpose, unlike a `rules:` left with nothing under it.
+    path = tmp_path / "rules.yaml"
+    path.write_text("events:\n  signup_completed: {}\nrules: []\n", encoding="utf-8")
+
+    ruleset = load_ruleset(path)
+
+    assert list(ruleset.rules) == []
+    assert list(ruleset.event_types) == ["signup_completed"]
 
 
 def test_a_missing_rule_file_is_reported_not_raised_as_a_crash(tmp_path: Path) -> None:
