@@ -525,6 +525,24 @@ def test_tojson_still_prints_the_clients_values() -> None:
     assert rendered.body == '{"a": 1, "b": [1, null]}'
 
 
+def test_tojson_writes_text_as_it_is_in_a_text_part_and_escaped_for_html_in_html() -> None:
+    # Jinja's own escapes <, >, & and ' for HTML everywhere: a text alert read AT\u0026T.
+    sources = {
+        "alert": {
+            "subject.txt": "{{ event.note | tojson }}",
+            "body.txt": "{{ event | tojson }}",
+            "body.html": "<p>{{ {'note': 'AT&T <b>'} | tojson }}</p>",
+        }
+    }
+    event = {"note": "AT&T <b>'s</b>", "n": 1}
+
+    rendered = TemplateSet(sources).render("alert", {"user": {}, "event": event})
+
+    assert rendered.subject == '"AT&T <b>\'s</b>"'
+    assert rendered.body == '{"n": 1, "note": "AT&T <b>\'s</b>"}'
+    assert rendered.html == '<p>{"note": "AT\\u0026T \\u003cb\\u003e"}</p>'
+
+
 @pytest.mark.parametrize(
     ("body", "said"),
     [

@@ -4,12 +4,13 @@ a text's ``format`` and ``%``."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
 from jinja2 import nodes, pass_eval_context
 from jinja2.compiler import CodeGenerator, Frame
-from jinja2.filters import do_format, do_join, make_attrgetter
+from jinja2.filters import do_format, do_join, do_tojson, make_attrgetter
 from jinja2.nodes import EvalContext
 from markupsafe import soft_str
 
@@ -39,6 +40,21 @@ def printing_join(
     if attribute is not None:
         value = map(make_attrgetter(eval_ctx.environment, attribute), value)
     return do_join(eval_ctx, [as_printed(item) for item in value], d)
+
+
+@pass_eval_context
+def printing_tojson(eval_ctx: EvalContext, value: Any, indent: int | None = None) -> str:
+    """Jinja's ``tojson`` where the output is HTML; elsewhere (a subject, ``body.txt``)
+    the JSON as it is. Jinja's own escapes <, >, & and ' for HTML everywhere, and a text
+    alert read ``AT\\u0026T``."""
+    if eval_ctx.autoescape:
+        return do_tojson(eval_ctx, value, indent)
+    policies = eval_ctx.environment.policies
+    dumps = policies["json.dumps_function"] or json.dumps
+    options = dict(policies["json.dumps_kwargs"])
+    if indent is not None:
+        options["indent"] = indent
+    return str(dumps(value, **options))
 
 
 def printing_string(value: Any) -> str:

@@ -42,6 +42,7 @@ from herald.rules.template_printing import (
     printing_join,
     printing_operand,
     printing_string,
+    printing_tojson,
 )
 from herald.rules.template_values import Absent, AbsentUsed
 
@@ -84,6 +85,7 @@ class DataSandbox(SandboxedEnvironment):
             "replace": bounded_replace(self.filters["replace"]),
             "slice": bounded_count("slice", sync_do_slice),  # ours render synchronously
             "string": printing_string,
+            "tojson": printing_tojson,
         }
 
     def call(self, context: Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
