@@ -107,6 +107,11 @@ class Settings(WorkerSettings):
     # the API's event loop
     dispatcher_process: bool = True
     workers: int = Field(1, ge=1, le=64)
+    # The most connections each API process keeps open; one past it is answered 503 and
+    # closed (see cli/connection_cap.py). Each holds a file descriptor: the default stays
+    # within a usual `ulimit -n` of 1024 with the process's own files beside it, and far
+    # above what a server behind a proxy or a pool of clients keeps open.
+    max_connections: int = Field(512, ge=1, le=1_000_000)
     # Seconds an event's time may be ahead of this server's clock: a sender's clock running
     # fast. A later event is refused (422), as its traits would win over those of every
     # event dated before it, and so over what the user says until that time comes.

@@ -34,6 +34,7 @@ from herald.bootstrap import build_runtime
 from herald.config import Settings
 from herald.observability.metrics import serve_metrics
 from herald.observability.outage import OutageLog
+from herald.observability.server_state import CONNECTIONS_REFUSED
 from herald.orphans import parent_gone
 from herald.store.database_errors import unavailable
 from herald.store.database_url import shown_url
@@ -86,13 +87,16 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
-def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+def _lifespan(
+    settings: Settings,
+) -> Callable[[FastAPI], AbstractAsyncContextManager[dict[str, Any]]]:
     """What the application does as it starts and stops: the runtime (kept in
     ``app.state.runtime``), the metrics port of a process that delivers, and the watch
-    on the ``herald serve`` process that started this one."""
+    on the ``herald serve`` process that started this one. The state it gives the
+    server holds the counter of the connections the server refuses."""
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         # `herald serve` checked the database before starting this process: a database
         # away now is an outage to answer 503 through, as it would be a second later.
         runtime = build_runtime(settings, database_may_be_away=True)
@@ -124,7 +128,7 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextMan
         server = settings.server_pid
         watchdog = asyncio.create_task(_stop_without(server)) if server is not None else None
         try:
-            yield
+            yield {CONNECTIONS_REFUSED: runtime.metrics.connections_refused}
         finally:
             if watchdog is not None:
                 watchdog.cancel()

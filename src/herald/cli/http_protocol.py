@@ -21,6 +21,9 @@ network's buffers hold (an audit page can be 16 MiB) kept its connection, and th
 rest of the answer in this process's memory, for as long as it stayed connected. Once
 the answer fills the buffers, the client must take some of it in every
 ``ANSWER_STALL_SECONDS``, or the connection is dropped with what it held.
+
+And a process keeps at most so many connections open: one more is refused at once
+(see ``connection_cap``).
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ import asyncio
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from herald.cli.connection_cap import REFUSAL_LINGER_SECONDS, REFUSALS_AT_ONCE, refuse
 
 HEADERS_SECONDS = 30.0
 # The most bytes a request's line and headers may take (a bearer token, a request id and
@@ -62,9 +67,19 @@ class RequestDeadlineProtocol(HttpToolsProtocol):
     body_seconds = BODY_SECONDS
     answer_stall_seconds = ANSWER_STALL_SECONDS
     most_header_bytes = MOST_HEADER_BYTES
+    refusals_at_once = REFUSALS_AT_ONCE
+    refusal_linger_seconds = REFUSAL_LINGER_SECONDS
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # The most connections the process keeps open (see ``connection_cap``), given as
+        # uvicorn's ``limit_concurrency``, which its config carries to every API process.
+        # uvicorn would check it for each request, and answer 503 once the process has
+        # that many connections, its own among them: one fewer than the cap served, and
+        # a flood of connections that send nothing still accepted. Checked here once a
+        # connection, uvicorn's own check is off.
+        self.most_connections = self.limit_concurrency
+        self.limit_concurrency = None
         # Running while the answer being sent fills the buffers; rare (a large answer
         # to a slow or stopped client), so a timer of its own each time.
         self._stall: asyncio.TimerHandle | None = None
@@ -80,6 +95,15 @@ class RequestDeadlineProtocol(HttpToolsProtocol):
         self._head_bytes = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        if self.most_connections is not None and len(self.connections) >= self.most_connections:
+            refuse(
+                transport,
+                self.app_state,
+                self.server_state.default_headers,
+                at_once=self.refusals_at_once,
+                linger_seconds=self.refusal_linger_seconds,
+            )
+            return
         super().connection_made(transport)
         self._due = self.loop.time() + self.headers_seconds
         self._watch = self.loop.call_later(self.headers_seconds, self._look)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from herald.cli.descriptors import make_room_for_connections
 from herald.cli.listening import check_serve_ports, http_url
 from herald.cli.maintenance import db_app, prune
 from herald.cli.messages import messages_app
@@ -72,6 +73,14 @@ def serve(
             metavar="N", help=f"API processes (default {default_of('workers')}; env HERALD_WORKERS)"
         ),
     ] = None,
+    max_connections: Annotated[
+        int | None,
+        typer.Option(
+            metavar="N",
+            help="the most connections each API process keeps open; one more is answered "
+            f"503 (default {default_of('max_connections')}; env HERALD_MAX_CONNECTIONS)",
+        ),
+    ] = None,
     dispatcher: Annotated[
         bool | None,
         typer.Option(
@@ -110,6 +119,7 @@ def serve(
         database_url=database,
         rules=rules,
         workers=workers,
+        max_connections=max_connections,
         dispatcher=dispatcher,
         dispatcher_process=dispatcher_process,
     )
@@ -119,6 +129,7 @@ def serve(
     problem = settings.exposure_problem()
     if problem:
         fail(problem, code=2)
+    make_room_for_connections(settings)
     check_serve_ports(settings)
     ruleset, plan = preflight(settings, create_database=True)
     apart = settings.dispatcher and settings.dispatcher_process
@@ -173,6 +184,9 @@ def _run_uvicorn(settings: Settings, *, dispatcher_process: bool) -> None:
             access_log=False,
             lifespan="on",
             http=RequestDeadlineProtocol,
+            # Applied by the protocol to each connection (see its __init__), carried by
+            # uvicorn's config to every API process.
+            limit_concurrency=settings.max_connections,
         )
 
 

@@ -87,6 +87,12 @@ class Metrics:
             registry=ingestion,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
+        self.connections_refused = Counter(
+            "herald_connections_refused",
+            "Connections refused, answered 503 or closed at once, as the API process "
+            "had as many open as HERALD_MAX_CONNECTIONS allows",
+            registry=ingestion,
+        )
         self.commit_events = Histogram(
             "herald_commit_events",
             "Events per ingestion transaction: how well concurrent requests share commits",

@@ -1,0 +1,98 @@
+"""`herald serve --max-connections N` as an operator runs it: each API process keeps at
+most N connections open, answers one more `503` and counts it in
+`herald_connections_refused_total`; and it starts only where the process may open as
+many files as N connections need."""
+
+from __future__ import annotations
+
+import re
+import socket
+from contextlib import ExitStack
+from pathlib import Path
+
+import httpx
+
+from herald.cli.descriptors import OWN_DESCRIPTORS
+from tests.support.ports import free_port
+from tests.support.processes import (
+    HeraldProcess,
+    herald_command,
+    herald_environment,
+    run_herald,
+    wait_for,
+)
+from tests.support.serving import one_line, sqlite_url
+
+
+def _connect(port: int) -> socket.socket:
+    connection = socket.create_connection(("127.0.0.1", port))
+    connection.settimeout(5)
+    return connection
+
+
+def _refused_count(base: str) -> float | None:
+    """The count a scrape shows; None while the scrape itself is refused (the server
+    notes closed connections a moment after their clients close them)."""
+    scraped = httpx.get(base + "/metrics", timeout=5)
+    if scraped.status_code == 503:
+        return None
+    [count] = re.findall(r"^herald_connections_refused_total (\S+)$", scraped.text, re.M)
+    return float(count)
+
+
+def test_serve_answers_503_past_its_cap_and_counts_the_refused(tmp_path: Path) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    args = ["serve", "--port", str(port), "--database", sqlite_url(tmp_path)]
+    env = herald_environment(HERALD_OUTBOX_FILE=str(tmp_path / "outbox.jsonl"))
+    with HeraldProcess("capped", log_dir=tmp_path) as server:
+        server.start([*args, "--max-connections", "3"], env=env, cwd=tmp_path)
+        server.wait_healthy(base + "/readyz", timeout=20)
+        assert _refused_count(base) == 0
+
+        with ExitStack() as held:
+            for _ in range(3):
+                held.enter_context(_connect(port))
+            for _ in range(2):
+                with _connect(port) as extra:
+                    answer = extra.recv(4096)
+                    assert answer.startswith(b"HTTP/1.1 503 "), answer
+                    assert b"\r\nretry-after: 1\r\n" in answer
+
+        # Once they are closed, a scrape is a connection like another: served again.
+        assert wait_for(lambda: _refused_count(base) == 2, "the refusals counted") is True
+
+
+def test_serve_refuses_a_cap_the_open_files_limit_cannot_hold(tmp_path: Path) -> None:
+    result = run_herald(
+        ["serve", "--port", str(free_port()), "--database", sqlite_url(tmp_path)],
+        env=herald_environment(HERALD_MAX_CONNECTIONS="2000"),
+        cwd=tmp_path,
+        timeout=10,
+        prefix=["prlimit", "--nofile=1024:1024"],
+    )
+
+    assert result.returncode == 1, result.stderr
+    message = one_line(result.stderr)
+    assert "HERALD_MAX_CONNECTIONS (--max-connections) is 2,000" in message
+    assert "may open at most 1,024" in message
+    assert not (tmp_path / "herald.db").exists()
+
+
+def test_serve_raises_its_open_files_limit_within_the_hard_one(tmp_path: Path) -> None:
+    port = free_port()
+    env = herald_environment(HERALD_OUTBOX_FILE=str(tmp_path / "outbox.jsonl"))
+    needed = 600 + OWN_DESCRIPTORS
+    args = ["serve", "--port", str(port), "--database", sqlite_url(tmp_path)]
+    with HeraldProcess("raised", log_dir=tmp_path) as server:
+        server.start(
+            [*args, "--max-connections", "600"],
+            env=env,
+            cwd=tmp_path,
+            command=["prlimit", "--nofile=500:4096", *herald_command()],
+        )
+        server.wait_healthy(f"http://127.0.0.1:{port}/readyz", timeout=20)
+        limits = Path(f"/proc/{server.pid}/limits").read_text()
+
+        assert f"open files limit raised from 500 to {needed}" in one_line(server.output())
+        assert re.search(rf"^Max open files\s+{needed}\s+4096\s", limits, re.M), limits
