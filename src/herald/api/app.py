@@ -32,7 +32,7 @@ from herald.api.schemas.requests import MAX_BATCH_BYTES, MAX_EVENT_BYTES
 from herald.api.schemas.responses import REQUEST_ID
 from herald.bootstrap import build_runtime
 from herald.config import Settings
-from herald.observability.metrics import serve_metrics
+from herald.observability.metrics_port import serve_metrics
 from herald.observability.outage import OutageLog
 from herald.observability.server_state import CONNECTIONS_REFUSED
 from herald.orphans import parent_gone

@@ -215,7 +215,7 @@ def _serve_metrics(
     stops them."""
     if settings.metrics_port is None:
         return None
-    from herald.observability.metrics import serve_metrics
+    from herald.observability.metrics_port import serve_metrics
 
     host, port = settings.metrics_host, settings.metrics_port
     try:

@@ -13,7 +13,6 @@ from prometheus_client import (
     Counter,
     Histogram,
     disable_created_metrics,
-    start_http_server,
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -138,20 +137,6 @@ class Metrics:
         age in seconds of the oldest due message); one that takes longer than
         ``time_limit_s`` is reported as the database down."""
         self.registry.register(_OutboxCollector(read, time_limit_s))
-
-
-def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> Callable[[], None]:
-    """Serve ``registry`` at ``http://host:port/metrics`` on a thread of its own; returns
-    what stops the server and frees the port. Raises ``OSError`` when the port cannot
-    be had."""
-    server, thread = start_http_server(port, addr=host, registry=registry)
-
-    def stop() -> None:
-        server.shutdown()
-        server.server_close()
-        thread.join()
-
-    return stop
 
 
 class _OutboxCollector(Collector):
