@@ -63,6 +63,33 @@ def test_serve_answers_503_past_its_cap_and_counts_the_refused(tmp_path: Path) -
         assert wait_for(lambda: _refused_count(base) == 2, "the refusals counted") is True
 
 
+def test_each_api_process_of_several_keeps_to_the_cap(tmp_path: Path) -> None:
+    # The cap reaches the API processes uvicorn starts through the config it hands them:
+    # two of them, capped at 2 each, cannot hold 5 connections between them.
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    args = ["serve", "--port", str(port), "--database", sqlite_url(tmp_path)]
+    env = herald_environment(HERALD_OUTBOX_FILE=str(tmp_path / "outbox.jsonl"))
+    with HeraldProcess("capped-workers", log_dir=tmp_path) as server:
+        server.start([*args, "--workers", "2", "--max-connections", "2"], env=env, cwd=tmp_path)
+        server.wait_healthy(base + "/readyz", timeout=30)
+
+        with ExitStack() as held:
+            connections = [held.enter_context(_connect(port)) for _ in range(5)]
+            answers = []
+            for connection in connections:
+                connection.settimeout(1)
+                try:
+                    answers.append(connection.recv(4096))
+                except TimeoutError:
+                    answers.append(b"")  # held open, waiting for its request
+        refused = [answer for answer in answers if answer.startswith(b"HTTP/1.1 503 ")]
+
+        assert all(answer == b"" or answer in refused for answer in answers), answers
+        assert answers.count(b"") <= 4  # held open: two by each process at most
+        assert wait_for(lambda: _refused_count(base) == len(refused), "the refusals summed") is True
+
+
 def test_serve_refuses_a_cap_the_open_files_limit_cannot_hold(tmp_path: Path) -> None:
     result = run_herald(
         ["serve", "--port", str(free_port()), "--database", sqlite_url(tmp_path)],
