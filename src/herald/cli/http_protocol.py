@@ -98,8 +98,9 @@ class RequestDeadlineProtocol(HttpToolsProtocol):
         if self.most_connections is not None and len(self.connections) >= self.most_connections:
             refuse(
                 transport,
+                self.server_state,
                 self.app_state,
-                self.server_state.default_headers,
+                cap=self.most_connections,
                 at_once=self.refusals_at_once,
                 linger_seconds=self.refusal_linger_seconds,
             )

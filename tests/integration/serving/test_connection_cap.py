@@ -6,6 +6,7 @@ served as before, and new ones again once some have closed."""
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 from collections.abc import Iterator
@@ -126,3 +127,20 @@ def test_a_flood_past_the_refusals_at_once_is_closed_unanswered_and_the_server_s
 
             assert all(_served(connection) for connection in under)
         assert _served_again(chosen)
+
+
+def test_the_refusals_are_said_in_the_log_once_and_not_for_each_connection(
+    port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The operator learns why clients get 503 from the log, not from a line a refusal:
+    # a flood would bury everything else.
+    with caplog.at_level(logging.WARNING, logger="herald"), ExitStack() as held:
+        for _ in range(CAP):
+            held.enter_context(_connect(port))
+        for _ in range(3):
+            with _connect(port) as extra:
+                assert _everything_from(extra).startswith(b"HTTP/1.1 503 ")
+
+    said = [record.getMessage() for record in caplog.records if record.name.startswith("herald")]
+    assert len(said) == 1, said
+    assert f"{CAP} connections open, the most HERALD_MAX_CONNECTIONS allows" in said[0]
