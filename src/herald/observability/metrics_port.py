@@ -42,15 +42,15 @@ def serve_metrics(
     """Serve ``registry`` at ``http://host:port/metrics`` on a thread of its own; returns
     what stops the server and frees the port. Raises ``OSError`` when the port cannot
     be had."""
-    # The family of the address, as prometheus_client finds it: an IPv6 one, ::1 say,
-    # cannot be bound by a server of the default family.
+    # The address and its family, as prometheus_client's server finds them: an IPv6
+    # one, ::1 say, cannot be bound by a server of the default family.
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    family = infos[0][0]
+    family, _type, _proto, _name, address = infos[0]
 
     class Server(_BoundedServer):
         address_family = family
 
-    server = make_server(host, port, make_wsgi_app(registry), Server, _QuietHandler)
+    server = make_server(str(address[0]), port, make_wsgi_app(registry), Server, _QuietHandler)
     assert isinstance(server, _BoundedServer)
     server.limit(connection_seconds, connections_at_once)
     thread = threading.Thread(target=server.serve_forever, name="metrics port", daemon=True)
