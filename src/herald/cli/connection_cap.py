@@ -57,8 +57,9 @@ class Refusals:
         if self.said_at is None or now - self.said_at >= REFUSALS_SAID_EVERY_SECONDS:
             log.warning(
                 "refusing connections: this API process has %d connections open, the "
-                "most HERALD_MAX_CONNECTIONS allows; %d refused (answered 503) since the "
-                "last line, and a line every %g s while they go on",
+                "most HERALD_MAX_CONNECTIONS allows; %d refused (answered 503, or closed "
+                "at once in a flood) since the last line, and a line every %g s while "
+                "they go on",
                 cap,
                 self.unsaid,
                 REFUSALS_SAID_EVERY_SECONDS,
