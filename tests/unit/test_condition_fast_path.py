@@ -60,6 +60,23 @@ def test_fast_path_agrees_with_cel(path: str, op: str, literal: str, value: Any)
     assert condition.evaluate(context) == condition.evaluate_in_cel(context)
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    op=st.sampled_from(OPERATORS),
+    literal=literals,
+    sent=st.lists(st.one_of(values, st.sampled_from([0.0, -0.0, 0, False, ""])), max_size=8),
+)
+def test_one_condition_explains_each_event_as_cel_does_whatever_came_before(
+    op: str, literal: str, sent: list[Any]
+) -> None:
+    # A condition remembers what it decided for a value: events repeating an equal value
+    # (0.0 after -0.0, 1 after true) must still read as CEL reads each.
+    condition = Condition(f"event.properties.amount {op} {literal}")
+    for value in [*sent, *sent]:
+        context = context_with("event.properties.amount", value)
+        assert condition.evaluate(context) == condition.evaluate_in_cel(context)
+
+
 @pytest.mark.parametrize(
     "source",
     [

@@ -53,6 +53,8 @@ def _lookup(context: dict[str, Any], keys: tuple[str, ...]) -> tuple[bool, Any]:
     return True, node
 
 
+# Values of its field whose result a comparison keeps (see ``Condition.evaluate``).
+_RESULTS_KEPT = 1_000
 # Characters of a value a reason shows: a client's 1 MiB string, shown whole, was stored
 # again in the reason of every decision that read it, and answered back as many times.
 _SHOWN = 200
@@ -68,6 +70,13 @@ def _cel_literal(value: Any) -> str:
     if len(text) <= _SHOWN:
         return text
     return f"{text[:_SHOWN]}... ({len(text):,} characters)"
+
+
+def _keeps(value: Any) -> bool:
+    """Whether a comparison keeps its result for ``value``: not for a float (-0.0 is
+    equal to 0.0, and written apart), nor for a long text (a client's megabyte)."""
+    kind = type(value)
+    return kind is not float and (kind is not str or len(value) <= _SHOWN)
 
 
 class Condition:
@@ -115,6 +124,10 @@ class Condition:
                 holds: f"`{self.source}` is {_cel_literal(holds)} ({path} is "
                 for holds in (True, False)
             }
+            # The result for each value the field was found to hold, up to a number of
+            # values: most fields hold a few (a reason, an attempt number), and writing
+            # the explanation again cost each event several thousand instructions.
+            self._decided: dict[Any, ConditionResult] = {}
 
     def declare(self, traits: Mapping[str, str]) -> None:
         """Give the rule file's trait types (``traits``, name to type), so that a failure
@@ -136,7 +149,14 @@ class Condition:
             found, value = _lookup(context, self._keys)
             holds = self._comparison.decide(value) if found else None
             if holds is not None:
-                return ConditionResult(holds, f"{self._said[holds]}{_cel_literal(value)})")
+                # Decided, ``value`` is of the literal's type: a key never mixes True with 1.
+                kept = _keeps(value)
+                result = self._decided.get(value) if kept else None
+                if result is None:
+                    result = ConditionResult(holds, f"{self._said[holds]}{_cel_literal(value)})")
+                    if kept and len(self._decided) < _RESULTS_KEPT:
+                        self._decided[value] = result
+                return result
         return self.evaluate_in_cel(context)
 
     def evaluate_in_cel(self, context: dict[str, Any]) -> ConditionResult:
