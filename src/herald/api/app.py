@@ -22,7 +22,7 @@ from starlette.routing import BaseRoute, Match, Route, Router
 from starlette.types import Receive, Scope, Send
 
 from herald import __version__
-from herald.api.deps import RETRY_AFTER_UNAVAILABLE, routes_outage
+from herald.api.deps import RETRY_AFTER_UNAVAILABLE, RUNTIME, routes_outage
 from herald.api.direct import DirectRoutes
 from herald.api.errors import validation_errors
 from herald.api.middleware import RequestEdge
@@ -93,7 +93,7 @@ def _lifespan(
     """What the application does as it starts and stops: the runtime (kept in
     ``app.state.runtime``), the metrics port of a process that delivers, and the watch
     on the ``herald serve`` process that started this one. The state it gives the
-    server holds the counter of the connections the server refuses."""
+    server holds the counter of the connections the server refuses, and the runtime."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
@@ -128,7 +128,11 @@ def _lifespan(
         server = settings.server_pid
         watchdog = asyncio.create_task(_stop_without(server)) if server is not None else None
         try:
-            yield {CONNECTIONS_REFUSED: runtime.metrics.connections_refused}
+            yield {
+                CONNECTIONS_REFUSED: runtime.metrics.connections_refused,
+                # Also in each request's scope (see ingest_runtime).
+                RUNTIME: runtime,
+            }
         finally:
             if watchdog is not None:
                 watchdog.cancel()
