@@ -101,6 +101,9 @@ class Metrics:
         # Looking up a labelled series costs more than counting on it; label values are
         # few (event types, rules, statuses), so each series is looked up once.
         self._series: dict[tuple[int, tuple[str, ...]], Any] = {}
+        # Made on first use, as those of _series: a series made is served, at zero.
+        self._events_series: dict[tuple[str, str], Any] = {}
+        self._ingest_series: dict[str, Any] = {}
 
     def _series_of(self, metric: Any, labels: tuple[str, ...]) -> Any:
         key = (id(metric), labels)
@@ -110,7 +113,14 @@ class Metrics:
         return series
 
     def count_event(self, event_type: str, status: str) -> None:
-        self._series_of(self.events, (event_type, status)).inc()
+        # Every event's: looked up in a table of its own, without _series_of's call and
+        # its key of the metric's id (measured with observe_ingest's: about 2,500
+        # instructions of a POST /events).
+        labels = (event_type, status)
+        series = self._events_series.get(labels)
+        if series is None:
+            series = self._events_series[labels] = self.events.labels(*labels)
+        series.inc()
 
     def observe_commit(self, events: int) -> None:
         self.commit_events.observe(events)
@@ -128,7 +138,10 @@ class Metrics:
         self._series_of(self.delivery_latency, (channel,)).observe(seconds)
 
     def observe_ingest(self, endpoint: str, seconds: float) -> None:
-        self._series_of(self.ingest_latency, (endpoint,)).observe(seconds)
+        series = self._ingest_series.get(endpoint)
+        if series is None:
+            series = self._ingest_series[endpoint] = self.ingest_latency.labels(endpoint)
+        series.observe(seconds)
 
     def watch_outbox(
         self, read: Callable[[], OutboxSnapshot], *, time_limit_s: float = OUTBOX_READ_LIMIT_S
