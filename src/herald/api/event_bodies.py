@@ -191,7 +191,11 @@ def parse_body(
     the other route's fields, is told the ``shape`` it should have, and one with another
     field than ``fields`` is told them."""
     try:
-        return adapter.validate_json(raw)
+        # The adapter's validator itself: TypeAdapter.validate_json is a Python call more,
+        # passing six options at their defaults, that pydantic's core then reads one by
+        # one (measured: about 3,000 instructions of a POST /events).
+        parsed: Body = adapter.validator.validate_json(raw)
+        return parsed
     except ValidationError as exc:
         errors = body_errors(exc, raw, fields)
         array = raw.lstrip()[:1] == b"["
