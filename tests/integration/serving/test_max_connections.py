@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import re
 import socket
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
@@ -30,6 +31,21 @@ def _connect(port: int) -> socket.socket:
     return connection
 
 
+@contextmanager
+def _serving(
+    tmp_path: Path, name: str, options: list[str], command: list[str] | None = None
+) -> Iterator[tuple[HeraldProcess, int]]:
+    """A `herald serve` with ``options``, ready; and its port."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    args = ["serve", "--port", str(port), "--database", sqlite_url(tmp_path), *options]
+    env = herald_environment(HERALD_OUTBOX_FILE=str(tmp_path / "outbox.jsonl"))
+    with HeraldProcess(name, log_dir=tmp_path) as server:
+        server.start(args, env=env, cwd=tmp_path, command=command)
+        server.wait_healthy(base + "/readyz", timeout=30)
+        yield server, port
+
+
 def _refused_count(base: str) -> float | None:
     """The count a scrape shows; None while the scrape itself is refused (the server
     notes closed connections a moment after their clients close them)."""
@@ -41,13 +57,8 @@ def _refused_count(base: str) -> float | None:
 
 
 def test_serve_answers_503_past_its_cap_and_counts_the_refused(tmp_path: Path) -> None:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    args = ["serve", "--port", str(port), "--database", sqlite_url(tmp_path)]
-    env = herald_environment(HERALD_OUTBOX_FILE=str(tmp_path / "outbox.jsonl"))
-    with HeraldProcess("capped", log_dir=tmp_path) as server:
-        server.start([*args, "--max-connections", "3"], env=env, cwd=tmp_path)
-        server.wait_healthy(base + "/readyz", timeout=20)
+    with _serving(tmp_path, "capped", ["--max-connections", "3"]) as (_server, port):
+        base = f"http://127.0.0.1:{port}"
         assert _refused_count(base) == 0
 
         with ExitStack() as held:
@@ -66,13 +77,9 @@ def test_serve_answers_503_past_its_cap_and_counts_the_refused(tmp_path: Path) -
 def test_each_api_process_of_several_keeps_to_the_cap(tmp_path: Path) -> None:
     # The cap reaches the API processes uvicorn starts through the config it hands them:
     # two of them, capped at 2 each, cannot hold 5 connections between them.
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    args = ["serve", "--port", str(port), "--database", sqlite_url(tmp_path)]
-    env = herald_environment(HERALD_OUTBOX_FILE=str(tmp_path / "outbox.jsonl"))
-    with HeraldProcess("capped-workers", log_dir=tmp_path) as server:
-        server.start([*args, "--workers", "2", "--max-connections", "2"], env=env, cwd=tmp_path)
-        server.wait_healthy(base + "/readyz", timeout=30)
+    options = ["--workers", "2", "--max-connections", "2"]
+    with _serving(tmp_path, "capped-workers", options) as (_server, port):
+        base = f"http://127.0.0.1:{port}"
 
         with ExitStack() as held:
             connections = [held.enter_context(_connect(port)) for _ in range(5)]
@@ -107,18 +114,9 @@ def test_serve_refuses_a_cap_the_open_files_limit_cannot_hold(tmp_path: Path) ->
 
 
 def test_serve_raises_its_open_files_limit_within_the_hard_one(tmp_path: Path) -> None:
-    port = free_port()
-    env = herald_environment(HERALD_OUTBOX_FILE=str(tmp_path / "outbox.jsonl"))
     needed = 600 + OWN_DESCRIPTORS
-    args = ["serve", "--port", str(port), "--database", sqlite_url(tmp_path)]
-    with HeraldProcess("raised", log_dir=tmp_path) as server:
-        server.start(
-            [*args, "--max-connections", "600"],
-            env=env,
-            cwd=tmp_path,
-            command=["prlimit", "--nofile=500:4096", *herald_command()],
-        )
-        server.wait_healthy(f"http://127.0.0.1:{port}/readyz", timeout=20)
+    limited = ["prlimit", "--nofile=500:4096", *herald_command()]
+    with _serving(tmp_path, "raised", ["--max-connections", "600"], limited) as (server, _port):
         limits = Path(f"/proc/{server.pid}/limits").read_text()
 
         assert f"open files limit raised from 500 to {needed}" in one_line(server.output())
