@@ -150,6 +150,35 @@ def test_an_event_nested_deeper_than_herald_reads_is_refused_alone_and_in_its_ba
     ]  # fmt: skip
 
 
+def test_an_event_over_a_mebibyte_of_compact_json_is_rejected_whatever_its_batch_holds(
+    client: TestClient,
+) -> None:
+    # A batch counts an event in compact JSON, where `1e15` is `1000000000000000.0`: this
+    # event's 350 KB are 1.3 MB. It was measured only in a body over 1 MiB, so accepted
+    # in a small batch and rejected beside a large event.
+    as_json = {"content-type": "application/json"}
+    numbers = b"[" + b",".join([b"1e15"] * 70_000) + b"]"
+
+    def written_short(event_id: str) -> bytes:
+        event = signup(user="u_exp", event_id=event_id, properties={"n": "NUMBERS"})
+        return json.dumps(event).encode().replace(b'"NUMBERS"', numbers)
+
+    large = json.dumps(signup(user="u_pad", properties={"p": "x" * 800_000})).encode()
+    answers = [
+        client.post("/events/batch", content=b'{"events": [' + body + b"]}", headers=as_json)
+        for body in (written_short("e_alone"), written_short("e_beside") + b", " + large)
+    ]
+
+    results = [answer.json()["results"] for answer in answers]
+    assert [[item["status"] for item in items] for items in results] == [
+        ["rejected"],
+        ["rejected", "accepted"],
+    ]
+    assert results[0][0]["errors"] == results[1][0]["errors"]
+    assert [error["type"] for error in results[0][0]["errors"]] == ["too_large"]
+    assert client.get("/audit/u_exp").status_code == 404
+
+
 @pytest.mark.parametrize("number", [b"1e400", b"-1e400", b"Infinity", b"NaN"])
 def test_a_number_beyond_a_double_or_not_a_number_is_refused_not_stored_as_null(
     client: TestClient, number: bytes
