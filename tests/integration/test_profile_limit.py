@@ -104,3 +104,26 @@ def test_an_event_sent_twice_in_a_batch_past_the_limit_is_refused_both_times(
 
     statuses = [r["status"] for r in results.json()["results"]]
     assert statuses == ["accepted"] * 3 + ["rejected", "rejected"]
+
+
+def test_an_event_refused_in_a_batch_past_the_limit_leaves_its_id_to_another_payload(
+    client: TestClient,
+) -> None:
+    # The refused event stored nothing, yet its id was taken for the rest of the batch:
+    # the client's corrected event with that id was rejected as a conflict, and accepted
+    # once sent alone.
+    events = [signup(number, {f"note_{number}": "x" * QUARTER}) for number in range(3)]
+    too_many = signup(3, {"note_3": "x" * QUARTER})
+    corrected = signup(3, {"note_0": "y"})
+    batch = [*events, too_many, corrected, corrected, too_many]
+
+    results = client.post("/events/batch", json={"events": batch}).json()["results"]
+
+    statuses = [r["status"] for r in results]
+    assert statuses == ["accepted"] * 3 + ["rejected", "accepted", "duplicate", "rejected"]
+    assert [e["type"] for e in results[3]["errors"]] == ["profile_full"]
+    assert results[5]["decisions"] == results[4]["decisions"]
+    assert [e["type"] for e in results[6]["errors"]] == ["conflict"]
+    audit = client.get("/audit/u_1").json()
+    assert [event["event_id"] for event in audit["events"]] == ["e3", "e2", "e1", "e0"]
+    assert audit["user"]["traits"]["note_0"] == "y"

@@ -44,6 +44,7 @@ class IngestStatus(StrEnum):
 # Read for every event, looked up once: an enum member read through its class goes
 # through the enum metaclass's ``__getattr__`` hook (about 900 instructions).
 _ACCEPTED, _TRIGGERED = IngestStatus.ACCEPTED, Outcome.TRIGGERED
+_DUPLICATE = IngestStatus.DUPLICATE
 
 
 @immutable
@@ -77,12 +78,24 @@ def ingest(
     results: list[IngestResult | None] = [None] * len(events)
     fresh, duplicates = _screen(uow, events, results)
     plans = []
+    taken: dict[str, str] = {}  # the fingerprint of the event this batch takes, by its id
+    refused: dict[str, str] = {}  # and of the one it refused, whose id stays free
     for index, sent, fingerprint in fresh:
+        if sent.event_id in taken or sent.event_id in refused:
+            repeated = _repeat_of(sent.event_id, fingerprint, taken, refused)
+            if repeated is _DUPLICATE:
+                duplicates.append(index)
+                continue
+            if repeated is not None:
+                results[index] = IngestResult(sent.event_id, repeated)
+                continue
         event = batch.kept_of(sent)
         candidates = batch.decide(event)
         if candidates is None:
+            refused[event.event_id] = fingerprint
             results[index] = IngestResult(event.event_id, IngestStatus.PROFILE_FULL)
         else:
+            taken[event.event_id] = fingerprint
             plans.append((index, event, fingerprint, candidates))
     # The messages already holding the dedup keys the candidates want.
     held = uow.outbox.holders(
@@ -175,23 +188,40 @@ _CONSENT_TRAITS = ("marketing_opt_in", "unsubscribed")
 def _screen(
     uow: UnitOfWork, events: Sequence[Event], results: list[IngestResult | None]
 ) -> tuple[list[tuple[int, Event, str]], list[int]]:
-    """Split ``events`` into the new ones (index, event, fingerprint) and the indexes of
-    the duplicates; a conflict (an id taken by another payload) gets its result here."""
+    """Split ``events`` into those not stored (index, event, fingerprint), repeats of one
+    another among them, and the indexes of the duplicates of stored ones; a conflict with
+    a stored event (its id taken by another payload) gets its result here."""
     stored = uow.events.fingerprints(e.event_id for e in events)
-    seen: dict[str, str] = {}
     fresh: list[tuple[int, Event, str]] = []
     duplicates: list[int] = []
     for index, event in enumerate(events):
         fingerprint = event.fingerprint()
-        prior = stored.get(event.event_id) or seen.get(event.event_id)
+        prior = stored.get(event.event_id)
         if prior is None:
-            seen[event.event_id] = fingerprint
             fresh.append((index, event, fingerprint))
         elif prior == fingerprint:
             duplicates.append(index)
         else:
             results[index] = IngestResult(event.event_id, IngestStatus.CONFLICT)
     return fresh, duplicates
+
+
+def _repeat_of(
+    event_id: str, fingerprint: str, taken: Mapping[str, str], refused: Mapping[str, str]
+) -> IngestStatus | None:
+    """What an event is that repeats the id of one earlier in its batch, by the
+    fingerprints of those the batch took (``taken``) and refused (``refused``): a
+    duplicate of the one taken with its payload, a conflict with one of another, refused
+    alike as a repeat of one refused; None, to be decided, while its id is free. A
+    refused event stores nothing, so another payload may take its id: decided as a
+    conflict with it, the client's corrected event was rejected in the batch and
+    accepted alone."""
+    holder = taken.get(event_id)
+    if holder is not None:
+        return _DUPLICATE if holder == fingerprint else IngestStatus.CONFLICT
+    if refused.get(event_id) == fingerprint:
+        return IngestStatus.PROFILE_FULL
+    return None
 
 
 def _answer_duplicates(
@@ -201,26 +231,18 @@ def _answer_duplicates(
     results: list[IngestResult | None],
 ) -> None:
     """Fill in the results of the ``duplicates`` (indexes into ``events``) with the
-    decisions of the event they repeat: stored, or accepted earlier in this batch. One
-    that repeats an event this batch refused is refused alike: nothing of it is stored."""
+    decisions of the event they repeat: stored, or accepted earlier in this batch."""
     if not duplicates:
         return
-    here = {r.event_id: r for r in results if r is not None and r.status in _TAKEN_HERE}
+    here = {r.event_id: r for r in results if r is not None and r.status is _ACCEPTED}
     stored = uow.events.decisions_of(
         events[i].event_id for i in duplicates if events[i].event_id not in here
     )
     for index in duplicates:
         event_id = events[index].event_id
         twin = here.get(event_id)
-        if twin is not None and twin.status is not _ACCEPTED:
-            results[index] = IngestResult(event_id, twin.status)
-            continue
         earlier = [d.as_json() for d in twin.decisions] if twin else stored.get(event_id, [])
         results[index] = IngestResult(event_id, IngestStatus.DUPLICATE, earlier=earlier)
-
-
-# What an event earlier in a batch can have become, for a repeat of it later in the batch.
-_TAKEN_HERE = frozenset({IngestStatus.ACCEPTED, IngestStatus.PROFILE_FULL})
 
 
 class _Batch:
