@@ -45,6 +45,7 @@ def _check_bearer(request: Request, expected: str | None, which: str) -> None:
         return
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
+    token = token.lstrip(" ")  # RFC 6750: "Bearer", one space or more, the token
     if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), expected.encode()):
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,

@@ -32,6 +32,19 @@ def test_tokens_guard_ingestion_and_the_audit(database_url: str, tmp_path: Path)
         assert client.get("/healthz").status_code == 200
 
 
+@pytest.mark.parametrize("authorization", ["Bearer  admin-secret", "bearer admin-secret"])
+def test_a_token_is_read_as_rfc_6750_writes_it(
+    database_url: str, tmp_path: Path, authorization: str
+) -> None:
+    # The scheme in any case, then one space or more: a client writing two was refused
+    # with "missing or wrong bearer token" though its token was right.
+    settings = guarded(database_url, tmp_path, admin_token="admin-secret")
+    with TestClient(create_app(settings)) as client:
+        answer = client.get("/rules", headers={"Authorization": authorization})
+
+    assert answer.status_code == 200, answer.text
+
+
 @pytest.mark.parametrize(
     ("host", "answered"),
     [
