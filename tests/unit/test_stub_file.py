@@ -6,11 +6,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import resource
+import signal
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from herald.delivery.provider import SendRequest
+from herald.delivery.provider import DeliveryStatus, SendRequest
 from herald.delivery.stub import StubProvider
 from herald.delivery.stub_file import erase_user, locked
 
@@ -103,3 +107,35 @@ def test_a_file_planted_at_a_guessable_name_beside_the_outbox_is_left_alone(
 
     assert os.stat(path).st_mode & 0o777 == 0o600
     assert path.read_text() == ""
+
+
+@contextmanager
+def _disk_full_past(size: int) -> Iterator[None]:
+    """This process can write no file past ``size`` bytes, as on a full disk: a write
+    there fails (EFBIG rather than ENOSPC), after writing what fits."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    ignored = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else it kills the process
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, ignored)
+
+
+def test_a_send_that_failed_on_a_full_disk_leaves_no_line_behind(tmp_path: Path) -> None:
+    """A line the disk had no room for stayed in the file's buffer, and went out with the
+    next send: once its retry was written too, the message was in the outbox twice, and
+    a process stopped before then left half a line."""
+    path = tmp_path / "outbox.jsonl"
+    stub = StubProvider(path)
+    asyncio.run(stub.send(_request("ana")))
+
+    with _disk_full_past(path.stat().st_size + 10):
+        refused = asyncio.run(stub.send(_request("bo")))
+    assert refused.status is DeliveryStatus.RETRY
+    assert _users(path) == ["ana"]
+
+    assert asyncio.run(stub.send(_request("bo"))).status is DeliveryStatus.SENT
+    assert asyncio.run(stub.send(_request("cy"))).status is DeliveryStatus.SENT
+    assert _users(path) == ["ana", "bo", "cy"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -60,8 +61,7 @@ class StubProvider:
                 # it is ours, the path still names this file, or the rewrite replaced it.
                 with locked(file):
                     if not self._moved():
-                        file.write(line)
-                        file.flush()  # in the OS's hands before the message is marked sent
+                        _write_whole(file, line)
                         return
 
     def _open(self) -> BinaryIO:
@@ -72,7 +72,9 @@ class StubProvider:
         if self._file is None:
             # Only its owner may read it: it holds every recipient and message in full.
             flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
-            self._file = os.fdopen(os.open(self._path, flags, 0o600), "ab")
+            # Unbuffered: each write is in the OS's hands before the message is marked
+            # sent, and one that fails leaves nothing behind to go out with the next.
+            self._file = os.fdopen(os.open(self._path, flags, 0o600), "ab", buffering=0)
             opened = os.fstat(self._file.fileno())
             self._identity = (opened.st_dev, opened.st_ino)
         return self._file
@@ -89,6 +91,21 @@ class StubProvider:
             if self._file is not None:
                 self._file.close()
                 self._file = None
+
+
+def _write_whole(file: BinaryIO, line: bytes) -> None:
+    """Append ``line`` whole, or nothing of it: a write the disk has no room for (a full
+    disk, a quota) writes what fits before it fails, and half a line left there would
+    run into the line of the message's retry. The caller holds the file's lock."""
+    written = 0
+    try:
+        while written < len(line):
+            written += file.write(line[written:])
+    except OSError:
+        if written:
+            with contextlib.suppress(OSError):  # the write's own error says more
+                os.ftruncate(file.fileno(), os.fstat(file.fileno()).st_size - written)
+        raise
 
 
 class LogAlertProvider:
