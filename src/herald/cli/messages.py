@@ -99,6 +99,12 @@ def messages_retry(
 
     if (message_id is None) == (not failed):
         fail("give either --message-id ID or --failed", code=2)
+    if message_id is not None and not message_id.strip():
+        # Likely a script's variable left unset: "re-queued 0" would read as done.
+        fail(
+            "--message-id needs the id of a dead letter, as `herald messages failed` lists it",
+            code=2,
+        )
     db = open_database(database_url_from(database), schema="current")
     with one_write(
         db,

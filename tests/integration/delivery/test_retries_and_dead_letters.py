@@ -183,6 +183,27 @@ def test_retrying_a_message_that_is_no_dead_letter_says_what_it_is(
     assert "no message msg_unknown" in retry("msg_unknown")
 
 
+def test_retrying_an_empty_message_id_is_refused_not_taken_for_nothing_to_do(
+    database: Database, database_url: str, clock: FixedClock
+) -> None:
+    """A script's ``--message-id "$ID"`` with ``ID`` unset was told "re-queued 0
+    message(s)" and exit 0, as if the dead letter it meant had been dealt with."""
+    store(database, clock, [funds_failure("u6")])
+    with HttpReceiver([CannedResponse(400)]) as receiver:
+        worker = dispatcher(
+            database, clock, {"email": WebhookProvider("email", receiver.url, secret=None)}
+        )
+        assert asyncio.run(worker.run_once()).failed == 1
+
+    result = CliRunner().invoke(
+        cli, ["messages", "retry", "--message-id", "", "--database", database_url]
+    )
+
+    assert result.exit_code == 2, result.output
+    assert "--message-id needs the id of a dead letter" in " ".join(result.output.split())
+    assert message(database).status == "failed"
+
+
 def test_a_retried_dead_letter_gets_every_attempt_again_with_its_backoff(
     database: Database, database_url: str, clock: FixedClock
 ) -> None:
