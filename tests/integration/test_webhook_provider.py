@@ -2,6 +2,8 @@
 
 import asyncio
 import logging
+import socket
+import threading
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -264,6 +266,42 @@ def test_a_url_that_is_not_http_fails_for_good_without_repeating_it() -> None:
     assert result.status is DeliveryStatus.FAILED
     assert result.detail.startswith("the webhook URL is not usable")
     assert "s3cr3tT0ken" not in result.detail
+
+
+@pytest.fixture
+def garbled_receiver() -> Iterator[int]:
+    """A port whose server answers every request with a status line HTTP cannot read."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def answer() -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:  # closed: the test is over
+                return
+            with connection:
+                connection.recv(65536)
+                connection.sendall(b"HTTP/1.1 2x0 OK\r\nContent-Length: 0\r\n\r\n")
+
+    threading.Thread(target=answer, daemon=True).start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()
+
+
+def test_an_error_quoting_the_url_as_the_client_rewrote_it_leaves_its_token_out(
+    garbled_receiver: int,
+) -> None:
+    """The HTTP client quotes the URL in its own spelling (an escape's hex in capitals, a
+    default port left out, the scheme in lower case): only the URL as written was taken
+    out of the detail, which the audit shows and the log says, so the token went there."""
+    result = send_once(f"http://127.0.0.1:{garbled_receiver}/hooks/s3cr3t%2fT0ken", secret=None)
+
+    assert result.status is DeliveryStatus.RETRY
+    assert "Bad status line" in result.detail
+    assert "s3cr3t" not in result.detail
+    assert f"http://127.0.0.1:{garbled_receiver}" in result.detail
 
 
 def test_a_sent_message_leaves_the_webhook_url_out_of_the_log(

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import socket
 import ssl
 import time
@@ -177,7 +178,7 @@ class WebhookProvider:
     def _describe(self, exc: Exception) -> str:
         # Client errors often carry an empty message; the class name still says what
         # happened. One quoting the URL shows its origin alone, as `target` does.
-        return (str(exc) or type(exc).__name__).replace(self.url, self.target)
+        return _origins_only(str(exc) or type(exc).__name__)
 
     def _connect_failure(self, exc: aiohttp.ClientConnectorError) -> str:
         """Why no connection was made, in the system's words: aiohttp's own, `Cannot
@@ -205,6 +206,18 @@ class WebhookProvider:
             timestamp = int(self._clock())
             headers[SIGNATURE_HEADER] = signature_header(self._secret, timestamp, body)
         return headers
+
+
+# A URL in an HTTP client error's words, up to the quote or space that ends it.
+_URL_IN_WORDS = re.compile(r"(https?://)([^\s'\"/?#]*)[^\s'\"]*", re.IGNORECASE)
+
+
+def _origins_only(words: str) -> str:
+    """``words`` with each URL in them cut to its origin, without a user part: a hook's
+    path and query often hold its token. The client quotes the URL as it rewrote it (an
+    escape's hex in capitals, a default port left out), not as the rule file has it, so
+    the URL as written is not what to look for."""
+    return _URL_IN_WORDS.sub(lambda url: url[1] + url[2].rpartition("@")[2], words)
 
 
 def _proxy_for(url: str) -> str | None:
