@@ -271,7 +271,9 @@ class Dispatcher:
         # On the loop's own clock: the injected one may stand still (tests), time may not.
         # Read before the claim, whose leases therefore end no sooner than this says.
         started = asyncio.get_running_loop().time()
-        claimed, interrupted, profiles = await self._storage(partial(self._claim, limit))
+        claimed, interrupted, profiles, cancelled = await self._storage(partial(self._claim, limit))
+        # Ended by the claim itself, not sent: said now, as they are in no round.
+        self._recorder.announce_cancelled_at_claim(cancelled)
         if not claimed:
             return None
         return Round(
@@ -290,10 +292,13 @@ class Dispatcher:
 
     def _claim(
         self, limit: int
-    ) -> tuple[list[ClaimedMessage], list[ClaimedMessage], dict[str, UserProfile]]:
+    ) -> tuple[
+        list[ClaimedMessage], list[ClaimedMessage], dict[str, UserProfile], list[ClaimedMessage]
+    ]:
         """The claimed rows, those among them whose earlier claim ran out (that attempt
-        counted), and the profiles of their users whose messages may hold (quiet hours)
-        or be withdrawn (marketing)."""
+        counted), the profiles of their users whose messages may hold (quiet hours) or be
+        withdrawn (marketing), and the messages whose claim ran out after their rule's
+        cancel, which the claim ended cancelled (that attempt counted) rather than took."""
         with UnitOfWork(self._database, wait=not self._inline_storage) as uow:
             # The time the leases start from is read with the write lock held: read before
             # waiting for it, the leases would end that much sooner than the sends meant
@@ -313,6 +318,7 @@ class Dispatcher:
             lease_us = max(self._lease_us, self._last_lease_end + 1 - now_us)
             self._last_lease_end = now_us + lease_us
             interrupted: list[ClaimedMessage] = []
+            cancelled: list[ClaimedMessage] = []
             rows = uow.outbox.claim_due(
                 now_us=now_us,
                 limit=limit,
@@ -320,10 +326,11 @@ class Dispatcher:
                 lease_us=lease_us,
                 max_attempts=self._retry.max_attempts,
                 interrupted=interrupted,
+                cancelled=cancelled,
             )
             asked = {row.user_id for row in rows if self._gates.needs_profile(row)}
             profiles = uow.users.get_many(asked) if asked else {}
             self._unanswered_claims.add(now_us + lease_us)  # until the commit answers
             uow.commit()
         self._unanswered_claims.clear()
-        return rows, interrupted, profiles
+        return rows, interrupted, profiles, cancelled

@@ -256,6 +256,13 @@ class RoundRecorder:
         for row in given_up:
             self._announce(row, DeliveryStatus.FAILED, row.last_error, retries, now_us)
 
+    def announce_cancelled_at_claim(self, cancelled: list[ClaimedMessage]) -> None:
+        """Count and log the attempts a claim recorded for ``cancelled``, whose earlier
+        claim ran out after their rule's cancel: the claim ended them cancelled, the
+        attempt cut off counted (it may have gone out), as a retry's would be."""
+        for row in cancelled:
+            self._announce_cancelled(row, DeliveryStatus.RETRY, INTERRUPTED, row.last_error or "")
+
     def _announce(
         self,
         row: ClaimedMessage,

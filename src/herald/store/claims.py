@@ -80,6 +80,7 @@ class OutboxClaims:
         lease_us: int,
         max_attempts: int = 0,
         interrupted: list[ClaimedMessage] | None = None,
+        cancelled: list[ClaimedMessage] | None = None,
     ) -> list[ClaimedMessage]:
         """Atomically claim up to ``limit`` due messages for ``worker`` until the lease ends;
         they come in turn: the earliest due first, then the oldest.
@@ -98,7 +99,9 @@ class OutboxClaims:
         claimer tells of them, as of any retry.
 
         A message whose lease ran out after an operator cancelled its rule while it was
-        being sent is cancelled, not claimed (its attempt counted as above), nor returned.
+        being sent is cancelled, not claimed (its attempt counted as above), nor returned;
+        it is appended to ``cancelled``, if given, as it ended (the cancel's reason its
+        ``last_error``), for the claimer to count and tell of that attempt.
         """
         mark = marks(self._dialect, 1)
         # Two statements, each walking the (status, due_us) index in order and stopping at
@@ -108,7 +111,9 @@ class OutboxClaims:
             f"status = '{SENDING}' AND lease_until_us < {mark}", now_us, limit, worker, lease_us
         )
         if any(row.cancel_requested is not None for row in expired):
-            expired = self._end_cancelled(expired, now_us, worker, max_attempts)
+            expired, ended = self._end_cancelled(expired, now_us, worker, max_attempts)
+            if cancelled is not None:
+                cancelled += ended
         if expired and max_attempts:
             expired = self._count_interrupted(expired, now_us, worker, max_attempts)
             if interrupted is not None:
@@ -152,10 +157,11 @@ class OutboxClaims:
 
     def _end_cancelled(
         self, rows: list[ClaimedMessage], now_us: int, worker: str, max_attempts: int
-    ) -> list[ClaimedMessage]:
+    ) -> tuple[list[ClaimedMessage], list[ClaimedMessage]]:
         """Cancel those of ``rows``, whose leases ran out, whose rule's cancel was asked
         while they were being sent, with its reason (the attempt cut off counted, with
-        ``max_attempts``: it may have gone out); the others."""
+        ``max_attempts``: it may have gone out); the others, and those cancelled, as they
+        ended."""
         ending = [row for row in rows if row.cancel_requested is not None]
         counted = 1 if max_attempts else 0
         mark = marks(self._dialect, 1)
@@ -178,7 +184,19 @@ class OutboxClaims:
                 ],
                 worker,
             )
-        return [row for row in rows if row.cancel_requested is None]
+        ended = [
+            row._replace(
+                status=CANCELLED,
+                attempts=row.attempts + counted,
+                last_error=row.cancel_requested,
+                due_us=now_us,
+                cancel_requested=None,
+                claimed_by=None,
+                lease_until_us=None,
+            )
+            for row in ending
+        ]
+        return [row for row in rows if row.cancel_requested is None], ended
 
     def _count_interrupted(
         self, rows: list[ClaimedMessage], now_us: int, worker: str, max_attempts: int

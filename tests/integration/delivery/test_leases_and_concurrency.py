@@ -23,6 +23,7 @@ from herald.delivery.smtp import SmtpProvider
 from herald.delivery.stub import StubProvider
 from herald.delivery.webhook import WebhookProvider
 from herald.domain.timeutil import to_micros
+from herald.service.outbox_changes import cancel_rule_messages
 from herald.store.database import Database
 from herald.store.migrate import upgrade
 from herald.store.unit_of_work import ReadOnly, UnitOfWork
@@ -355,6 +356,45 @@ def test_an_expired_claim_is_delivered_by_another_dispatcher(
         "email: 1 message(s) will be retried: interrupted: its claim ran out"
     )
     assert said.getMessage().endswith("; next attempt now")
+
+
+def test_an_expired_claim_whose_rule_was_cancelled_is_counted_and_said_as_it_ends(
+    database: Database, clock: FixedClock, tmp_path: Path, caplog: Any
+) -> None:
+    """Its cut-off attempt is in the audit, as any lease run out is; it went without a
+    word from the dispatcher that ended it, and uncounted by the deliveries' metric, so
+    the metric and the audit disagreed on the attempts made."""
+    store(database, clock, [funds_failure("c2")])
+    with UnitOfWork(database) as uow:  # a dispatcher claims it, then dies
+        uow.outbox.claim_due(
+            now_us=to_micros(clock()), limit=10, worker="dead", lease_us=60_000_000
+        )
+        uow.commit()
+    done = cancel_rule_messages(
+        database, "INSUFFICIENT_FUNDS_EMAIL", now=clock(), how="herald messages cancel"
+    )
+    assert done.in_flight == 1
+    counted: list[tuple[str, str]] = []
+    alive = dispatcher(
+        database,
+        clock,
+        {"email": StubProvider(tmp_path / "outbox.jsonl")},
+        worker_id="alive",
+        on_result=lambda channel, status: counted.append((channel, status.value)),
+    )
+    clock.now += timedelta(minutes=2)
+    caplog.set_level("INFO", logger="herald.delivery")
+
+    assert asyncio.run(alive.run_once()).claimed == 0
+
+    row = message(database)
+    assert row.status == "cancelled"
+    assert counted == [("email", "retry")]
+    [said] = [r for r in caplog.records if row.message_id in r.getMessage()]
+    assert said.getMessage().startswith(
+        f"message {row.message_id} cancelled, not sent: cancelled by `herald messages cancel`"
+    )
+    assert "(its attempt: interrupted: its claim ran out" in said.getMessage()
 
 
 def test_an_email_cut_off_at_its_claims_deadline_is_not_sent_after_it(
