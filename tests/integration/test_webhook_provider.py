@@ -1,6 +1,8 @@
 """WebhookProvider against a real HTTP server on 127.0.0.1."""
 
 import asyncio
+import dataclasses
+import json
 import logging
 import socket
 import threading
@@ -38,6 +40,7 @@ REQUEST = SendRequest(
     html="<p>Order 42 is on its way</p>",
     category="transactional",
 )
+REQUEST2 = dataclasses.replace(REQUEST, message_id="msg-0002")
 
 
 @pytest.fixture
@@ -302,6 +305,59 @@ def test_an_error_quoting_the_url_as_the_client_rewrote_it_leaves_its_token_out(
     assert "Bad status line" in result.detail
     assert "s3cr3t" not in result.detail
     assert f"http://127.0.0.1:{garbled_receiver}" in result.detail
+
+
+@pytest.fixture
+def receiver_dropping_kept_connections() -> Iterator[tuple[int, list[str]]]:
+    """A port whose server answers the first request of each connection, keeps it open,
+    and closes it unanswered at the next one, as a receiver does that drops a connection
+    idle for longer than it keeps them just as a request comes; and what it was sent."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    received: list[str] = []
+
+    def serve(connection: socket.socket) -> None:
+        with connection, connection.makefile("rb") as stream:
+            for answered in (True, False):
+                head = b"".join(iter(stream.readline, b"\r\n"))
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                received.append(json.loads(stream.read(length))["message_id"])
+                if answered:
+                    connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+
+    def accept() -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:  # closed: the test is over
+                return
+            threading.Thread(target=serve, args=(connection,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield listener.getsockname()[1], received
+    finally:
+        listener.close()
+
+
+def test_a_kept_connection_the_receiver_dropped_is_replaced_within_the_send(
+    receiver_dropping_kept_connections: tuple[int, list[str]],
+) -> None:
+    """Sent on a kept connection the receiver had just closed, the next message failed,
+    "connection error", using an attempt (a dead letter with ``max_attempts: 1``) though
+    it could go at once on a new connection, as an email does."""
+    port, received = receiver_dropping_kept_connections
+
+    async def scenario() -> list[DeliveryResult]:
+        provider = WebhookProvider("partner", f"http://127.0.0.1:{port}/hook", secret=None)
+        try:
+            return [await provider.send(REQUEST), await provider.send(REQUEST2)]
+        finally:
+            await provider.aclose()
+
+    results = asyncio.run(scenario())
+
+    assert [result.status for result in results] == [DeliveryStatus.SENT] * 2
+    assert received == ["msg-0001", "msg-0002", "msg-0002"]
 
 
 def test_a_sent_message_leaves_the_webhook_url_out_of_the_log(

@@ -106,21 +106,17 @@ class WebhookProvider:
         # Serialise once: the signature covers these exact bytes.
         body = json.dumps(request.as_json(), ensure_ascii=False, separators=(",", ":")).encode()
         try:
-            async with self._get_session().post(
-                self.url,
-                data=body,
-                headers=self._headers_for(request, body),
-                timeout=self._timeouts,
-                ssl=self._tls,
-                proxy=self._proxy,
-                allow_redirects=False,
-            ) as response:
-                content = await _head_of(response)
-                result = _classify(response, content, now=self._clock())
-                location = response.headers.get("Location", "").strip()
-                if 300 <= response.status < 400 and location:
-                    return DeliveryResult.failed(f"{result.detail} ({self._redirect(location)})")
-                return result
+            for _ in range(_KEPT_CONNECTIONS_TRIED):
+                kept = _KeptConnection()
+                try:
+                    return await self._post(request, body, kept)
+                except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                    # A kept connection the receiver closed while idle (as it ends those
+                    # idle for longer than it keeps them) just as it was taken: nothing was
+                    # answered on it, so the message goes on another, as an email does.
+                    if not kept.reused:
+                        raise
+            return await self._post(request, body, _KeptConnection())
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             return DeliveryResult.retry(f"timeout after {self.timeout:g} s ({type(exc).__name__})")
         except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError) as exc:
@@ -133,6 +129,28 @@ class WebhookProvider:
             # The connection broke mid-exchange: the receiver may or may not
             # have the message, and the idempotency key covers the retry.
             return DeliveryResult.retry(f"connection error: {self._describe(exc)}")
+
+    async def _post(
+        self, request: SendRequest, body: bytes, kept: _KeptConnection
+    ) -> DeliveryResult:
+        """POST ``body`` once and classify the answer; a connection error raises, and
+        ``kept`` says whether the post went on a kept connection."""
+        async with self._get_session().post(
+            self.url,
+            data=body,
+            headers=self._headers_for(request, body),
+            timeout=self._timeouts,
+            ssl=self._tls,
+            proxy=self._proxy,
+            allow_redirects=False,
+            trace_request_ctx=kept,
+        ) as response:
+            content = await _head_of(response)
+            result = _classify(response, content, now=self._clock())
+            location = response.headers.get("Location", "").strip()
+            if 300 <= response.status < 400 and location:
+                return DeliveryResult.failed(f"{result.detail} ({self._redirect(location)})")
+            return result
 
     async def aclose(self) -> None:
         """Close the HTTP session if this provider created it; idempotent. A session made
@@ -156,7 +174,7 @@ class WebhookProvider:
         if self._owns_session and self._session_loop is not loop:
             if self._session is not None:
                 self._session.detach()
-            self._session = aiohttp.ClientSession()
+            self._session = aiohttp.ClientSession(trace_configs=[_kept_connections_noted()])
             self._session_loop = loop
         assert self._session is not None
         return self._session
@@ -206,6 +224,30 @@ class WebhookProvider:
             timestamp = int(self._clock())
             headers[SIGNATURE_HEADER] = signature_header(self._secret, timestamp, body)
         return headers
+
+
+# Posts of one send on kept connections found closed, before one on a new connection.
+_KEPT_CONNECTIONS_TRIED = 2
+
+
+class _KeptConnection:
+    """Whether a post went on a connection kept from an earlier one (the client's tracing
+    says so), rather than on one opened for it."""
+
+    def __init__(self) -> None:
+        self.reused = False
+
+
+def _kept_connections_noted() -> aiohttp.TraceConfig:
+    """Tracing that marks a post's ``_KeptConnection`` when it takes a kept connection."""
+
+    async def noted(_session: Any, context: Any, _params: Any) -> None:
+        if isinstance(context.trace_request_ctx, _KeptConnection):
+            context.trace_request_ctx.reused = True
+
+    tracing = aiohttp.TraceConfig()
+    tracing.on_connection_reuseconn.append(noted)
+    return tracing
 
 
 # A URL in an HTTP client error's words, up to the quote or space that ends it.
