@@ -228,6 +228,41 @@ def test_unreadable_input_is_an_error_naming_it(tmp_path: Path) -> None:
     assert "events.json, line 2: not JSON" in garbled.output
 
 
+def test_a_pretty_printed_file_that_is_not_json_names_the_line_at_fault(tmp_path: Path) -> None:
+    # A comma left after the last key, as one written by hand often has: the file is one
+    # document, so the line to fix is the document's, not its first line read alone.
+    written = json.dumps([SIGNUP], indent=2).replace('"timezone": "Europe/Lisbon"', '"tz": 1,')
+    at_fault = next(n for n, line in enumerate(written.splitlines(), 1) if '"tz": 1,' in line)
+
+    result = try_rules(tmp_path, None, raw=written)
+
+    assert result.exit_code == 2
+    assert f"events.json, line {at_fault}: not JSON (trailing comma" in result.output
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "latin-1"])
+def test_a_file_not_saved_as_utf8_is_said_to_be_so(tmp_path: Path, encoding: str) -> None:
+    path = tmp_path / "events.json"
+    path.write_bytes(json.dumps({**SIGNUP, "user_id": "u_é"}, ensure_ascii=False).encode(encoding))
+
+    result = CliRunner().invoke(cli, ["rules", "try", str(path)])
+
+    assert result.exit_code == 2
+    assert "events.json is not UTF-8 text" in result.output
+    assert "save it as UTF-8" in result.output
+
+
+def test_a_file_saved_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    # Some editors save UTF-8 with a byte order mark, as they do a template.
+    path = tmp_path / "events.json"
+    path.write_bytes(json.dumps(SIGNUP).encode("utf-8-sig"))
+
+    result = CliRunner().invoke(cli, ["rules", "try", str(path), "--json"])
+
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["event_id"] == "s1"
+
+
 def test_a_sample_dated_in_the_future_is_rejected_as_the_server_would(tmp_path: Path) -> None:
     ahead = {**SIGNUP, "event_timestamp": "2099-01-01T00:00:00Z"}
 

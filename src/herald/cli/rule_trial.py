@@ -3,6 +3,7 @@ would send, before it goes live."""
 
 from __future__ import annotations
 
+import codecs
 import os
 import sys
 from collections.abc import Iterator, Mapping
@@ -152,14 +153,22 @@ def _checked(
 
 def _read_events(path: Path) -> list[Any]:
     """The events of the file at ``path`` (``-``: stdin), in order."""
+    from herald.rules.templates import not_utf8
+
     try:
         raw = sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes()
     except OSError as exc:
         fail(f"cannot read {path}: {exc.strerror}", code=2)
+    # A byte order mark some editors save, as they do in a template, is no part of it.
+    raw = raw.removeprefix(codecs.BOM_UTF8)
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:  # saved as UTF-16 or Latin-1, say
+        fail(f"{path} {not_utf8(exc)}", code=2)
     try:
         data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        data = _json_lines(raw, path)
+    except orjson.JSONDecodeError as exc:
+        data = _json_lines(raw, path, exc)
     else:
         if isinstance(data, dict) and list(data) == ["events"]:
             data = data["events"]
@@ -169,15 +178,19 @@ def _read_events(path: Path) -> list[Any]:
     return events
 
 
-def _json_lines(raw: bytes, path: Path) -> list[Any]:
+def _json_lines(raw: bytes, path: Path, as_one: orjson.JSONDecodeError) -> list[Any]:
+    """The events of ``raw``, one a line; ``as_one`` is what was wrong with it read as
+    one document, said instead when its first line is no JSON alone: a document over many
+    lines (a list written with indents) is at fault where the document says, not at its
+    first line, `[`, read alone."""
+    lines = [(number, line) for number, line in enumerate(raw.splitlines(), 1) if line.strip()]
     events = []
-    for number, line in enumerate(raw.splitlines(), start=1):
-        if not line.strip():
-            continue
+    for number, line in lines:
         try:
             events.append(orjson.loads(line))
         except orjson.JSONDecodeError as exc:
-            fail(f"{path}, line {number}: not JSON ({exc})", code=2)
+            said, at = (as_one, as_one.lineno) if number == lines[0][0] else (exc, number)
+            fail(f"{path}, line {at}: not JSON ({said})", code=2)
     return events
 
 
