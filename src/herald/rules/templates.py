@@ -20,7 +20,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from herald.domain.immutable import immutable
 from herald.domain.properties import PYTHON_TYPES, type_matches
 from herald.rules.template_hints import other_syntax
-from herald.rules.template_limits import bounded_render
+from herald.rules.template_limits import MOST_RENDERED, bounded_render
 from herald.rules.template_sandbox import sandbox
 from herald.rules.template_values import (
     Absent,
@@ -177,14 +177,17 @@ class TemplateSet:
     ) -> None:
         """Render strictly against a sample context (only ``parts`` when given): a name it
         lacks raises UndeclaredName, an error of Python's TemplateFailed, any other failure
-        TemplateProblem."""
+        TemplateProblem. Rendered within the bounds an event's message is
+        (``bounded_render``), so that one past them on the sample is said here, not left to
+        skip the rule at each event."""
+        rendered = 0
         for part, source in self._sources[name].items():
             if parts is not None and part not in parts:
                 continue
             env = sandbox(NamingUndefined, autoescape=part.endswith(".html"))
             where = f"{name}/{part}"
             try:
-                env.from_string(source).render(sample)
+                rendered += len(bounded_render(env.from_string(source), sample))
             except UndefinedRead as exc:
                 raise UndeclaredName(
                     f"template {where}: {exc}", where, exc.owner, exc.name
@@ -192,9 +195,14 @@ class TemplateSet:
             except TemplateError as exc:
                 raise TemplateProblem(f"template {where}{_said(exc, source)}") from None
             except Exception as exc:  # the template's own arithmetic, filters and calls
-                # A macro calling itself fails whatever the values, as a type error does.
-                on_types = isinstance(exc, TypeError | RecursionError)
+                # A macro calling itself fails whatever the values, as a type error does,
+                # and so does a range past the sandbox's bound (range(200000)).
+                on_types = isinstance(exc, TypeError | RecursionError | OverflowError)
                 raise TemplateFailed(f"template {where}: {_python_error(exc)}", on_types) from None
+        if rendered > MOST_RENDERED:  # the parts are one message, rendered in one pass
+            raise TemplateProblem(
+                f"template {name}: the message would be more than {MOST_RENDERED:,} characters"
+            )
 
 
 def _meant(directory: Path, name: str) -> str:

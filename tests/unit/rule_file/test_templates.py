@@ -88,6 +88,46 @@ def test_a_template_nested_too_deeply_to_compile_is_a_problem_not_a_traceback(
 
 
 @pytest.mark.parametrize(
+    ("parts", "problem"),
+    [
+        (
+            {
+                "subject.txt": "Hi",
+                "body.txt": "{% for i in range(20) %}{{ 'x' * 60000 }}{% endfor %}",
+            },
+            "template long/body.txt: the message would be more than 1,000,000 characters",
+        ),
+        (
+            {
+                "subject.txt": "Hi",
+                "body.txt": "{{ 'x' * 90000 }}" * 7,
+                "body.html": "{{ 'x' * 90000 }}" * 7,
+            },
+            "template long: the message would be more than 1,000,000 characters",
+        ),
+        (
+            {"subject.txt": "Hi", "body.txt": "{% for i in range(200000) %}.{% endfor %}"},
+            "template long/body.txt: OverflowError: Range too big. The sandbox blocks ranges"
+            " larger than MAX_RANGE (100000).",
+        ),
+    ],
+    ids=["one_part", "the_parts_together", "range"],
+)
+def test_a_template_past_a_render_bound_whatever_the_values_is_a_problem(
+    parts: dict[str, str], problem: str, tmp_path: Path
+) -> None:
+    # Each event would skip the rule with this reason: the check said the file was fine.
+    path = write_rule_file(
+        tmp_path,
+        "  - {id: LONG, trigger: payment_failed, channel: email, category: transactional,"
+        " template: long}\n",
+        {"long": parts},
+    )
+
+    assert checked_problems(path) == [f"rule LONG: {problem}"]
+
+
+@pytest.mark.parametrize(
     "body",
     ["{{ 100 // (event.properties.amount - 1.5) }}", "{{ range(event.properties.amount) | list }}"],
     ids=["zero_on_the_sample", "whole_numbers_only"],
