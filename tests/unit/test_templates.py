@@ -5,6 +5,7 @@ from __future__ import annotations
 import tracemalloc
 
 import pytest
+from markupsafe import escape
 
 from herald.rules.templates import Rendered, TemplateProblem, TemplateSet
 
@@ -411,6 +412,33 @@ def test_a_clients_values_print_in_json_spelling_and_null_prints_nothing() -> No
 
     assert rendered.body == 'true/false//["a","b"]/{"tier":2}/1425.5'
     assert rendered.html == "true/false//[&#34;a&#34;,&#34;b&#34;]/{&#34;tier&#34;:2}/1425.5"
+
+
+def test_what_a_filter_makes_of_a_clients_list_prints_in_json_spelling() -> None:
+    # A `map` left without `| join` sent "Items: <generator object sync_do_map at 0x7f...>".
+    body = "{% set p = event.properties %}{{ p.items | map(attribute='name') }}|"
+    body += "{{ p.tags | unique }}|{{ p.tags | reverse }}|{{ p.tags | select }}|"
+    body += "{{ p.tags | batch(2) }}|{{ p.meta.keys() }}|{{ p.meta.items() }}|"
+    body += "{{ p.meta | dictsort | first }}|{{ 'Tags: ' ~ (p.tags | unique) }}|"
+    body += "{{ '{}'.format(p.tags | unique) }}|{{ '%s' | format(p.tags | unique) }}|"
+    # A loop printed is no list to take: the loop goes on over every item.
+    body += (
+        "{% for t in p.tags %}{{ loop.index }}{% if loop.first %}{{ loop }}{% endif %}{% endfor %}"
+    )
+    sources = {"t": {"subject.txt": "s", "body.txt": body, "body.html": body}}
+    properties = {
+        "items": [{"name": "a"}, {"name": True}],
+        "tags": ["x", "y", "x"],
+        "meta": {"k": None},
+    }
+
+    rendered = TemplateSet(sources).render("t", {"event": {"properties": properties}, "user": {}})
+
+    assert rendered.body == (
+        '["a",true]|["x","y"]|["x","y","x"]|["x","y","x"]|[["x","y"],["x"]]|["k"]|'
+        '[["k",null]]|["k",null]|Tags: ["x","y"]|["x","y"]|["x","y"]|1<LoopContext 1/3>23'
+    )
+    assert rendered.html == escape(rendered.body)
 
 
 def test_a_clients_values_joined_or_concatenated_print_in_json_spelling() -> None:

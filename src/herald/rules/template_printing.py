@@ -5,6 +5,7 @@ a text's ``format`` and ``%``."""
 from __future__ import annotations
 
 import json
+from types import GeneratorType
 from typing import Any
 
 import orjson
@@ -28,7 +29,33 @@ def as_printed(value: Any) -> Any:
         return "true" if value else "false"
     if kind is list or kind is dict:
         return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    if kind in _MADE_LISTS:
+        # What a filter or a method makes of a client's list or object (`map`, `unique`,
+        # `reverse`, `keys()`, a `dictsort` pair) is a list too: Python's spelling of it,
+        # `<generator object sync_do_map at 0x7f...>`, went to every customer.
+        return orjson.dumps(list(value), option=orjson.OPT_NON_STR_KEYS).decode()
     return value
+
+
+# Made by a template, never sent by a client: a generator (`map`, `select`, `unique`,
+# `batch`), a reversed list, tuple or object's keys (`reverse`), a dict's views, a tuple, a
+# range. Named one by one: a loop's `loop` and a `cycler` are iterators too, and printing
+# one must not take its items.
+_MADE_LISTS = frozenset(
+    {
+        GeneratorType,
+        type(reversed([])),
+        type(reversed(())),
+        type(reversed({})),
+        type({}.keys()),
+        type({}.values()),
+        type({}.items()),
+        tuple,
+        range,
+    }
+)
+# The kinds ``as_printed`` spells otherwise than Python does.
+_PRINTED_OTHERWISE = frozenset({bool, list, dict, *_MADE_LISTS})
 
 
 @pass_eval_context
@@ -98,7 +125,7 @@ _NUMERIC_PRESENTATIONS = frozenset("bcdoxXneEfFgG%")
 
 
 def _printed_for_format(value: Any) -> Any:
-    return _Printed(value) if value is None or type(value) in (bool, list, dict) else value
+    return _Printed(value) if value is None or type(value) in _PRINTED_OTHERWISE else value
 
 
 def printing_arguments(
