@@ -152,7 +152,8 @@ def _property_problem(name: Any, spec: Any) -> str | None:
                 "data, keys that are not text, NaN and infinities): it could never be sent"
             )
         if not type_matches(value, kind):
-            return f"`enum` value {value!r} is not of type {kind}{yaml_text_hint(value)}"
+            hint = _unquoted_text_hint(value) if kind == "string" else yaml_text_hint(value)
+            return f"`enum` value {value!r} is not of type {kind}{hint}"
         if (low is not None and value < low) or (high is not None and value > high):
             return f"`enum` value {value!r} is outside `minimum`/`maximum`: it could never be sent"
     return None
@@ -186,6 +187,20 @@ def yaml_text_hint(value: Any) -> str:
     if "e" not in value.lower():  # YAML reads any other number as one, unless quoted
         return " (it is in quotes, which make it text: write it without them)"
     return " (YAML reads a number like 1e9 as text: write it in full, or as 1.0e+9)"
+
+
+def _unquoted_text_hint(value: Any) -> str:
+    """Why a value the file holds for a text was read as another type: YAML 1.1 reads
+    `yes`, `no`, `on` and `off` as booleans, and digits as a number, unless quoted (an
+    answer's `enum: [yes, no]`, a postcode's `enum: [10115]`)."""
+    if isinstance(value, bool):
+        return (
+            " (YAML reads yes, no, on, off, true and false unquoted as true or false: quote"
+            ' each value as clients send it, e.g. "yes")'
+        )
+    if isinstance(value, int | float):
+        return " (YAML reads digits unquoted as a number: quote each value as clients send it)"
+    return ""
 
 
 def _unknown_keys(spec: dict[Any, Any], known: tuple[str, ...]) -> list[str]:

@@ -90,7 +90,15 @@ def test_rule_ids_and_event_type_names_must_be_short_identifiers(tmp_path: Path)
         ),
         (
             "  signup_completed:\n    properties:\n      answer: {type: string, enum: [yes, no]}\n",
-            "event signup_completed: property answer: `enum` value True is not of type string",
+            "event signup_completed: property answer: `enum` value True is not of type string"
+            " (YAML reads yes, no, on, off, true and false unquoted as true or false: quote"
+            ' each value as clients send it, e.g. "yes")',
+        ),
+        (
+            "  signup_completed:\n    properties:\n"
+            "      zip: {type: string, enum: [10115, '75008']}\n",
+            "event signup_completed: property zip: `enum` value 10115 is not of type string"
+            " (YAML reads digits unquoted as a number: quote each value as clients send it)",
         ),
         (
             "  signup_completed:\n    properties:\n      amount: {type: number, maximum: 1e6}\n",
