@@ -200,3 +200,22 @@ def test_a_value_bound_once_outside_the_loop_loads(tmp_path: Path) -> None:
     ruleset = load_ruleset(path)
 
     assert [rule.id for rule in ruleset.rules] == ["PRICEY_ITEM"]
+
+
+def test_a_condition_of_a_thousand_clauses_is_checked_not_a_traceback(tmp_path: Path) -> None:
+    # Written by a script, as a list of codes a client may send: CEL takes it, and the
+    # readers of its work, nested once a clause, ran out of Python's recursion.
+    codes = " || ".join(f'event.properties.note == "C{n}"' for n in range(1_000))
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        "events:\n  order_placed:\n    properties:\n      note: {type: string, required: true}\n"
+        f"rules:\n  - id: CODED\n    trigger: order_placed\n    channel: internal\n"
+        f"    when: '{codes}'\n",
+        encoding="utf-8",
+    )
+
+    result = CliRunner().invoke(app, ["rules", "check", str(path)], env={"COLUMNS": "1000"})
+
+    assert result.exit_code == 0, result.output
+    assert result.output.endswith("OK: 1 rule over 1 event type\n")
+    assert product_work(codes, ORDER, TRAITS) == []

@@ -83,12 +83,11 @@ def costly_loops(source: str) -> tuple[Loop, ...]:
     a client's values: a ``map`` or ``filter`` over one, and, in the body of a loop over
     one, a ``+`` of a value that is the same for each of its items (bound before it, or
     read from the item of a loop around it)."""
-    try:
-        tree = parse(source)
-    except (SyntaxError, RecursionError):  # CEL compiled it: a form this reader lacks
-        return ()
     found: _Found = {}
-    _Walk(source, found).visit(tree, {}, (), 0)
+    try:
+        _Walk(source, found).visit(parse(source), {}, (), 0)
+    except (SyntaxError, RecursionError):  # CEL compiled it: a form this reader lacks,
+        return ()  # or one nested deeper than it reads (a chain of a thousand `&&`)
     return tuple(found.values())
 
 

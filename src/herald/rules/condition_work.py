@@ -54,17 +54,16 @@ def product_work(source: str, event_type: EventType, traits: Mapping[str, str]) 
     as what the condition reads of it), or, read from them before the macro, a list
     looped over by another macro or looked through by ``in`` (a map, whose lookup is one
     step, aside), or a string searched (``contains``, ``matches``)."""
-    try:
-        tree = parse(source)
-    except (SyntaxError, RecursionError):  # CEL compiled it: a form this reader lacks
-        return []
     maps = {"event", "event.properties", "user"}
     maps |= {
         f"event.properties.{p.name}" for p in event_type.properties.values() if p.type == "object"
     }
     maps |= {f"user.{name}" for name, kind in traits.items() if kind == "object"}
     problems: list[str] = []
-    _Walk(source, maps, problems).visit(tree, {}, None)
+    try:
+        _Walk(source, maps, problems).visit(parse(source), {}, None)
+    except (SyntaxError, RecursionError):  # CEL compiled it: a form this reader lacks,
+        return []  # or one nested deeper than it reads (a chain of a thousand `&&`)
     return problems
 
 
