@@ -291,7 +291,9 @@ class _OnePass:
                 self._parts[part] = env.from_string(source)
             except TemplateError as exc:
                 raise TemplateProblem(f"template {name}/{part}{_said(exc, source)}") from None
-            except RecursionError:  # Jinja's parser recurses once per level of nesting
+            # Jinja's parser recurses once per level of nesting, and Python's refuses the
+            # code Jinja writes for 200 levels (`a or b or ...`, a chain of filters).
+            except (RecursionError, SyntaxError):
                 raise TemplateProblem(
                     f"template {name}/{part}: nested too deeply for Jinja to compile"
                 ) from None

@@ -87,6 +87,23 @@ def test_a_template_nested_too_deeply_to_compile_is_a_problem_not_a_traceback(
     ]
 
 
+def test_a_template_python_cannot_compile_for_its_nesting_is_a_problem_not_a_traceback(
+    tmp_path: Path,
+) -> None:
+    # Jinja reads it, and writes Python code nested deeper than Python's parser takes.
+    body = "{{ " + " or ".join(["user.first_name"] * 200) + " }}"
+    path = write_rule_file(
+        tmp_path,
+        "  - {id: DEEP, trigger: payment_failed, channel: email, category: transactional,"
+        " template: deep}\n",
+        {"deep": {"subject.txt": "Payment failed", "body.txt": body}},
+    )
+
+    assert checked_problems(path) == [
+        "rule DEEP: template deep/body.txt: nested too deeply for Jinja to compile"
+    ]
+
+
 @pytest.mark.parametrize(
     ("parts", "problem"),
     [
