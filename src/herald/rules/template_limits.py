@@ -127,7 +127,13 @@ class SizeCheckingFormatter(SandboxedFormatter):
     def format_field(self, value: Any, format_spec: str) -> str:
         for size in _DIGITS.findall(format_spec):
             _check_size("format", size)
-        return str(super().format_field(value, format_spec))
+        try:
+            return str(super().format_field(value, format_spec))
+        except ValueError as exc:
+            # A spec the value's type does not take (`{:,.2f}` of a text): Python's
+            # ValueError, but a failure of the type, as `"%.2f" % text` is a TypeError, so
+            # that the rule file's check refuses what every event of the type would fail.
+            raise TypeError(str(exc)) from None
 
 
 _DIGITS = re.compile(r"[0-9]+")

@@ -55,8 +55,13 @@ def test_a_templates_dir_that_is_no_folder_name_is_the_one_problem(
             "{% macro again() %}{{ again() }}{% endmacro %}{{ again() }}",
             "template failed/body.txt: RecursionError: maximum recursion depth exceeded",
         ),
+        (
+            # A trait declared a string, formatted as a number: every event failed.
+            'Total: {{ "{:,.2f}".format(user.first_name) }}',
+            "template failed/body.txt: TypeError: Unknown format code 'f' for object of type 'str'",
+        ),
     ],
-    ids=["types", "include", "recursion"],
+    ids=["types", "include", "recursion", "format_spec"],
 )
 def test_a_template_raising_an_error_on_its_declared_types_is_a_problem_not_a_traceback(
     body: str, problem: str, tmp_path: Path
@@ -146,8 +151,12 @@ def test_a_template_past_a_render_bound_whatever_the_values_is_a_problem(
 
 @pytest.mark.parametrize(
     "body",
-    ["{{ 100 // (event.properties.amount - 1.5) }}", "{{ range(event.properties.amount) | list }}"],
-    ids=["zero_on_the_sample", "whole_numbers_only"],
+    [
+        "{{ 100 // (event.properties.amount - 1.5) }}",
+        "{{ range(event.properties.amount) | list }}",
+        '{{ "{:d}".format(event.properties.amount) }}',
+    ],
+    ids=["zero_on_the_sample", "whole_numbers_only", "whole_numbers_formatted"],
 )
 def test_a_template_failing_only_on_some_values_is_left_to_the_events(
     body: str, tmp_path: Path
