@@ -229,8 +229,40 @@ def _read_document(text: str, source: str) -> dict[Any, Any]:
     try:
         digest(data)
     except TypeError as exc:  # the versions are digests of the content
-        raise RuleFileError(source, [f"holds a value that cannot be hashed: {exc}"]) from None
+        raise RuleFileError(source, [_not_digested(data, exc)]) from None
     return data
+
+
+# The whole numbers a digest holds: 64 bits, signed or not, as JSON parsers read them.
+_DIGESTED_WHOLE_NUMBERS = range(-(2**63), 2**64)
+
+
+def _not_digested(data: dict[Any, Any], exc: TypeError) -> str:
+    """What to say of a document that cannot be digested into versions: a whole number
+    past 64 bits (an amount in cents given a bound of twenty digits), with where it is."""
+    found = _too_large(data, "")
+    if found is None:
+        return f"holds a value that cannot be hashed: {exc}"
+    where, number = found
+    return f"{where}: {number} is a whole number larger than a rule file may hold (64 bits)"
+
+
+def _too_large(value: Any, where: str) -> tuple[str, int] | None:
+    """The place (``providers.email.port``) and value of the first whole number in
+    ``value`` past what a digest holds, if any."""
+    if type(value) is int and value not in _DIGESTED_WHOLE_NUMBERS:
+        return where, value
+    if isinstance(value, dict):
+        items = [(f"{where}.{key}" if where else str(key), item) for key, item in value.items()]
+    elif isinstance(value, list):
+        items = [(f"{where}[{index}]", item) for index, item in enumerate(value)]
+    else:
+        return None
+    for place, item in items:
+        found = _too_large(item, place)
+        if found is not None:
+            return found
+    return None
 
 
 def _not_a_mapping(data: Any, text: str) -> str:

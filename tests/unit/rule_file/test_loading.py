@@ -90,6 +90,28 @@ def test_a_rule_file_nested_too_deeply_to_read_is_a_problem_not_a_traceback(
     assert checked_problems(path) == ["nested too deeply for YAML to read"]
 
 
+@pytest.mark.parametrize(
+    ("declared", "where"),
+    [
+        ("{type: number, maximum: 100000000000000000000}", "events.payment_failed"),
+        ("{type: number, enum: [1, -10000000000000000000]}", "events.payment_failed"),
+    ],
+)
+def test_a_whole_number_too_large_to_hold_is_said_where_it_is(
+    declared: str, where: str, tmp_path: Path
+) -> None:
+    # An amount in cents given a bound of twenty digits: "holds a value that cannot be
+    # hashed: Integer exceeds 64-bit range" named neither the value nor its place.
+    path = write_rule_file(tmp_path, GOOD_RULE)
+    redeclare(path, "{type: number, required: true}", declared)
+    number = declared.split(": ")[-1].strip("[]}").split(", ")[-1]
+
+    [problem] = checked_problems(path)
+
+    assert problem.startswith(f"{where}.properties.amount.")
+    assert f": {number} is a whole number larger than a rule file may hold" in problem
+
+
 def test_a_duplicate_rule_id_is_refused(tmp_path: Path) -> None:
     path = write_rule_file(tmp_path, GOOD_RULE + GOOD_RULE)
 
