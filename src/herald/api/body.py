@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
+import orjson
 from starlette.requests import ClientDisconnect, Request
 
 _UTF8_BOM = b"\xef\xbb\xbf"
@@ -30,3 +34,14 @@ async def _whole_body(request: Request) -> bytes:
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
         elif message["type"] == "http.disconnect":
             raise ClientDisconnect()
+
+
+def json_value(raw: bytes) -> Any:
+    """``raw`` parsed as JSON, for a body pydantic's parser read but refused: to find what
+    to tell of it, not to store (orjson reads an integer beyond 64 bits as a float).
+    orjson's parser is the fastest, and the standard library's reads some bodies it
+    refuses (a lone surrogate). A ``ValueError`` or ``RecursionError`` if neither does."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)

@@ -9,8 +9,8 @@ echoed: the client has it, and a log or proxy that records error bodies need not
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import orjson
 from fastapi import Request, Response
@@ -26,40 +26,110 @@ _RECURSION = "recursion limit exceeded"
 
 
 def nested_too_deep(exc: ValidationError) -> bool:
-    """Whether ``exc`` is pydantic's parser refusing JSON nested deeper than it reads."""
-    return any(_too_deep(error) for error in exc.errors())
+    """Whether ``exc`` is pydantic's parser refusing JSON nested deeper than it reads: its
+    one error, as a body it could not parse has no other (and one with many is not
+    converted whole to be asked)."""
+    return exc.error_count() == 1 and _too_deep(exc.errors()[0])
 
 
 def _too_deep(error: Any) -> bool:
     return error["type"] == "json_invalid" and _RECURSION in error["msg"]
 
 
+# The most errors a 422 lists, of a body or of an event in a batch; one more entry then
+# says how many were left out. A body of 600,000 unknown fields was answered with an
+# error each (56 MiB, a "did you mean" worked out for every one) after blocking its
+# process for 16 s: the first errors say what is wrong as well.
+MOST_ERRORS = 100
+
+
 def field_errors(
-    exc: ValidationError, prefix: tuple[str, ...] = (), fields: Sequence[str] = ()
+    exc: ValidationError,
+    prefix: tuple[str, ...] = (),
+    fields: Sequence[str] = (),
+    again: Revalidation | None = None,
 ) -> list[dict[str, Any]]:
-    """pydantic's errors as the API gives them: where (under ``prefix``), what, which kind.
-    ``fields``: those the body (or batch item) takes, named to a client that sent another."""
-    return [
-        {"loc": [*prefix, *error["loc"]], "msg": TOO_DEEP, "type": "too_deep"}
-        if _too_deep(error)
-        else {
-            "loc": [*prefix, *error["loc"]],
-            "msg": _unknown_field(str(error["loc"][0]), fields)
-            if error["type"] == "extra_forbidden" and len(error["loc"]) == 1 and fields
-            else _IN_JSON_TERMS.get(error["msg"], error["msg"]),
-            "type": error["type"],
-        }
-        for error in exc.errors(include_url=False, include_input=False)
-    ]
+    """pydantic's errors as the API gives them: where (under ``prefix``), what, which kind;
+    the first ``MOST_ERRORS``, then how many more. ``fields``: those the body (or batch
+    item) takes, named to a client that sent another. ``again``: how to find the errors
+    of a value with too many to list without converting each of pydantic's."""
+    total = exc.error_count()
+    found = _unknown_fields_apart(again, fields) if total > MOST_ERRORS and again else None
+    listed = (found or exc.errors(include_url=False, include_input=False))[:MOST_ERRORS]
+    errors = [_api_error(error, prefix, fields) for error in listed]
+    if total > len(errors):
+        errors.append(_unlisted(total - len(errors), prefix))
+    return errors
 
 
-def body_errors(exc: ValidationError, raw: bytes, fields: Sequence[str]) -> list[dict[str, Any]]:
+class Revalidation(NamedTuple):
+    """A value that failed validation, read again (``value``, called once), and the
+    ``validate`` that refused it, to validate its known fields alone."""
+
+    value: Callable[[], Any]
+    validate: Callable[[Any], object]
+
+
+def _unknown_fields_apart(again: Revalidation, fields: Sequence[str]) -> list[Any] | None:
+    """The errors of ``again``'s value as pydantic lists them (its known fields' first,
+    then each unknown field in the order sent), found by validating the known fields
+    alone and naming the others: an error object per unknown field, built by pydantic
+    and converted, was most of the time a body of many took. None where the value, read
+    again, is no object or has no unknown field (the caller then converts pydantic's
+    errors: validating its known fields again would only make as many)."""
+    try:
+        value = again.value()
+    except (ValueError, RecursionError):  # read differently from pydantic's parser
+        return None
+    if not isinstance(value, dict) or not fields:
+        return None
+    known = set(fields)
+    unknown = [name for name in value if name not in known]
+    if not unknown:
+        return None
+    errors: list[Any] = []
+    try:
+        again.validate({name: item for name, item in value.items() if name in known})
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False)[:MOST_ERRORS]
+    listed = unknown[: MOST_ERRORS - len(errors)]
+    return errors + [{"loc": (name,), "msg": _EXTRA, "type": "extra_forbidden"} for name in listed]
+
+
+_EXTRA = "Extra inputs are not permitted"
+
+
+def _api_error(error: Any, prefix: tuple[str, ...], fields: Sequence[str]) -> dict[str, Any]:
+    if _too_deep(error):
+        return {"loc": [*prefix, *error["loc"]], "msg": TOO_DEEP, "type": "too_deep"}
+    unknown = error["type"] == "extra_forbidden" and len(error["loc"]) == 1 and fields
+    return {
+        "loc": [*prefix, *error["loc"]],
+        "msg": _unknown_field(str(error["loc"][0]), fields)
+        if unknown
+        else _IN_JSON_TERMS.get(error["msg"], error["msg"]),
+        "type": error["type"],
+    }
+
+
+def _unlisted(count: int, prefix: tuple[str, ...]) -> dict[str, Any]:
+    return {
+        "loc": list(prefix),
+        "msg": f"and {count:,} more {'error' if count == 1 else 'errors'}, not listed "
+        f"(a 422 lists the first {MOST_ERRORS})",
+        "type": "too_many_errors",
+    }
+
+
+def body_errors(
+    exc: ValidationError, raw: bytes, fields: Sequence[str], again: Revalidation | None = None
+) -> list[dict[str, Any]]:
     """``field_errors`` of a request body ``raw``, located in it. An empty one (a POST
     sent without its data) is told so, where the parser said "Invalid JSON: EOF while
     parsing a value at line 1 column 0"."""
     if not raw.strip():
         return [{"loc": ["body"], "msg": "the body is empty: send it as JSON", "type": "missing"}]
-    return field_errors(exc, prefix=("body",), fields=fields)
+    return field_errors(exc, prefix=("body",), fields=fields, again=again)
 
 
 def _unknown_field(name: str, fields: Sequence[str]) -> str:

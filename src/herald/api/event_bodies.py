@@ -11,7 +11,15 @@ import orjson
 from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
 
-from herald.api.errors import MOST_LEVELS, TOO_DEEP, body_errors, field_errors, nested_too_deep
+from herald.api.body import json_value
+from herald.api.errors import (
+    MOST_LEVELS,
+    TOO_DEEP,
+    Revalidation,
+    body_errors,
+    field_errors,
+    nested_too_deep,
+)
 from herald.api.schemas.requests import (
     EVENT_FIELDS,
     MAX_EVENT_BYTES,
@@ -94,7 +102,7 @@ def read_batch(
                 envelope = EVENT.validate_python(envelope)
             except ValidationError as exc:
                 runtime.metrics.count_event("unknown", "rejected")
-                reject(items[index], field_errors(exc, fields=EVENT_FIELDS))
+                reject(items[index], _event_errors(exc, envelope))
                 continue
         event = to_event(envelope, runtime.ruleset, latest)
         if isinstance(event, Rejection):
@@ -103,6 +111,12 @@ def read_batch(
             continue
         valid.append((index, event))
     return items, valid
+
+
+def _event_errors(exc: ValidationError, envelope: Any) -> list[dict[str, Any]]:
+    """The errors of a batch's event, ``envelope``, that pydantic refused with ``exc``."""
+    again = Revalidation(lambda: envelope, EVENT.validate_python)
+    return field_errors(exc, fields=EVENT_FIELDS, again=again)
 
 
 def _deep_batch(raw: bytes) -> list[Any] | None:
@@ -204,7 +218,8 @@ def parse_body(
         parsed: Body = adapter.validator.validate_json(raw)
         return parsed
     except ValidationError as exc:
-        errors = body_errors(exc, raw, fields)
+        again = Revalidation(lambda: json_value(raw), adapter.validator.validate_python)
+        errors = body_errors(exc, raw, fields, again)
         array = raw.lstrip()[:1] == b"["
         for error in errors:
             if array and error["loc"] == ["body"] and error["type"] == "dict_type":

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
 
-from herald.api.body import json_body
+from herald.api.body import json_body, json_value
 from herald.api.deps import AdminOnly, RuntimeDep, database_served
-from herald.api.errors import body_errors
+from herald.api.errors import Revalidation, body_errors
 from herald.api.schemas.requests import PreferencesIn, UserIdPath, UserIdToSet
 from herald.api.schemas.responses import (
     ADMIN_UNAUTHORIZED,
@@ -103,7 +103,8 @@ async def _preferences_body(request: Request) -> PreferencesIn:
     try:
         return _preferences.validate_json(raw)
     except ValidationError as exc:
-        errors = body_errors(exc, raw, fields=tuple(PreferencesIn.model_fields))
+        again = Revalidation(lambda: json_value(raw), _preferences.validate_python)
+        errors = body_errors(exc, raw, tuple(PreferencesIn.model_fields), again)
         raise RequestValidationError(errors) from None
 
 
