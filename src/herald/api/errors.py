@@ -36,6 +36,22 @@ def _too_deep(error: Any) -> bool:
     return error["type"] == "json_invalid" and _RECURSION in error["msg"]
 
 
+# Python reads integers of at most 4,300 digits (sys.int_info.default_max_str_digits), and
+# pydantic's parser no number whose whole part is longer: "number out of range", it says.
+NUMBER_DIGITS = 4300
+_OUT_OF_RANGE = "number out of range"
+_TOO_LONG = f"a number has more than {NUMBER_DIGITS:,} digits before its decimal point"
+
+
+def number_too_long(exc: ValidationError) -> bool:
+    """Whether ``exc`` is pydantic's parser refusing a number of more digits than it reads."""
+    return exc.error_count() == 1 and _too_long(exc.errors()[0])
+
+
+def _too_long(error: Any) -> bool:
+    return error["type"] == "json_invalid" and _OUT_OF_RANGE in error["msg"]
+
+
 # The most errors a 422 lists, of a body or of an event in a batch; one more entry then
 # says how many were left out. A body of 600,000 unknown fields was answered with an
 # error each (56 MiB, a "did you mean" worked out for every one) after blocking its
@@ -102,6 +118,10 @@ _EXTRA = "Extra inputs are not permitted"
 def _api_error(error: Any, prefix: tuple[str, ...], fields: Sequence[str]) -> dict[str, Any]:
     if _too_deep(error):
         return {"loc": [*prefix, *error["loc"]], "msg": TOO_DEEP, "type": "too_deep"}
+    if _too_long(error):
+        # The parser's words alone named no limit: the body looked like valid JSON.
+        message = f"{error['msg']}: {_TOO_LONG}, the most Herald reads"
+        return {"loc": [*prefix, *error["loc"]], "msg": message, "type": error["type"]}
     unknown = error["type"] == "extra_forbidden" and len(error["loc"]) == 1 and fields
     return {
         "loc": [*prefix, *error["loc"]],

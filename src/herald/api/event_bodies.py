@@ -19,6 +19,7 @@ from herald.api.errors import (
     body_errors,
     field_errors,
     nested_too_deep,
+    number_too_long,
 )
 from herald.api.schemas.requests import (
     EVENT_FIELDS,
@@ -67,17 +68,18 @@ def read_batch(
 ) -> tuple[list[dict[str, Any]], list[tuple[int, Any]]]:
     """A result item per event in the body (those refused already say why), and the
     events to store with their index."""
-    deep: list[Any] | None = None
+    read: list[Any] | None = None
     try:
         envelopes: list[Any] = BATCH.validate_json(raw)["events"]
         checked = True
     except ValidationError as exc:
         # Not every event is well formed (or this is no batch, which the loose parse
         # says): validate them one by one, so that each is accepted or rejected alone.
-        deep = _deep_batch(raw) if nested_too_deep(exc) else None
+        unread = nested_too_deep(exc) or number_too_long(exc)
+        read = _batch_read_again(raw) if unread else None
         envelopes = (
-            deep
-            if deep is not None
+            read
+            if read is not None
             else parse_body(_LOOSE_BATCH, raw, shape=_BATCH_SHAPE, fields=("events",))["events"]
         )
         checked = False
@@ -93,7 +95,7 @@ def read_batch(
             runtime.metrics.count_event("unknown", "rejected")
             reject(items[index], [_TOO_LARGE])
             continue
-        if deep is not None and _deeper_than(envelope, MOST_LEVELS):
+        if read is not None and _deeper_than(envelope, MOST_LEVELS):
             runtime.metrics.count_event("unknown", "rejected")
             reject(items[index], [{"loc": [], "msg": TOO_DEEP, "type": "too_deep"}])
             continue
@@ -119,16 +121,30 @@ def _event_errors(exc: ValidationError, envelope: Any) -> list[dict[str, Any]]:
     return field_errors(exc, fields=EVENT_FIELDS, again=again)
 
 
-def _deep_batch(raw: bytes) -> list[Any] | None:
-    """The events of a batch that pydantic's parser found nested too deep, read by the
-    standard library's, which reads deeper: each is then held to the depth of an event
-    posted alone, rather than one such event making the whole batch "Invalid JSON". None
-    if this is no batch that parser reads either (the loose parse then says why). Not
-    orjson, which reads an integer beyond 64 bits as a float, storing another number than
-    the one sent where the intake would have refused it. A lone surrogate anywhere in it
-    is a ``RequestValidationError``, the batch refused whole."""
+def _batch_read_again(raw: bytes) -> list[Any] | None:
+    """The events of a batch that pydantic's parser could not read (nested too deep, or
+    a number too long), read by the standard library's: each is then refused alone, as
+    when posted alone, rather than one such event making the whole batch "Invalid JSON".
+    None if this is no batch that parser reads either (the loose parse then says why)."""
+    parsed = read_again(raw)
+    if parsed is None:
+        return None
     try:
-        parsed = json.loads(raw)
+        events: list[Any] = _LOOSE_BATCH.validate_python(parsed)["events"]
+    except ValidationError:
+        return None
+    return events
+
+
+def read_again(raw: bytes) -> Any | None:
+    """``raw`` read by the standard library's parser, which reads deeper than pydantic's,
+    and an integer of more than 4,300 digits as one beyond 64 bits (the intake refuses
+    both, naming the field: its digits are not needed to say so). None if it does not
+    read it. Not orjson, which reads an integer beyond 64 bits as a float, storing another
+    number than the one sent where the intake would have refused it. A lone surrogate
+    anywhere in it is a ``RequestValidationError``, the body refused whole."""
+    try:
+        parsed = json.loads(raw, parse_int=_integer)
     except (ValueError, RecursionError):  # JSONDecodeError is a ValueError
         return None
     try:
@@ -136,16 +152,19 @@ def _deep_batch(raw: bytes) -> list[Any] | None:
     except UnicodeEncodeError:
         # Unlike pydantic's, this parser takes a lone surrogate ("\\ud800"), which no
         # UTF-8 answer or column holds: an id or value echoed in an error made the answer
-        # a server error. Refused whole, as pydantic's parser refuses it in a shallower
-        # batch, and for that reason: its own would name the depth.
+        # a server error. Refused whole, as pydantic's parser refuses it in a simpler
+        # body, and for that reason: its own would name the depth or the number.
         raise RequestValidationError([_LONE_SURROGATE]) from None
     except RecursionError:
         return None
+    return parsed
+
+
+def _integer(digits: str) -> int:
     try:
-        events: list[Any] = _LOOSE_BATCH.validate_python(parsed)["events"]
-    except ValidationError:
-        return None
-    return events
+        return int(digits)
+    except ValueError:  # over Python's limit of digits, so far beyond 64 bits
+        return -(2**63) - 1 if digits.startswith("-") else 2**64
 
 
 _LONE_SURROGATE = {
@@ -218,15 +237,25 @@ def parse_body(
         parsed: Body = adapter.validator.validate_json(raw)
         return parsed
     except ValidationError as exc:
-        again = Revalidation(lambda: json_value(raw), adapter.validator.validate_python)
-        errors = body_errors(exc, raw, fields, again)
-        array = raw.lstrip()[:1] == b"["
-        for error in errors:
-            if array and error["loc"] == ["body"] and error["type"] == "dict_type":
-                error["msg"] += f": {shape.array}"
-            elif error["type"] == "extra_forbidden" and _field_of(error) in shape.other_fields:
-                error["msg"] = shape.misrouted
-        raise RequestValidationError(errors) from None
+        refused = exc
+    # A number too long for pydantic's parser: read by the standard library's, the intake
+    # then refuses it naming its field, rather than the whole body as "Invalid JSON".
+    value = read_again(raw) if number_too_long(refused) else None
+    if value is not None:
+        try:
+            validated: Body = adapter.validator.validate_python(value)
+            return validated
+        except ValidationError as exc:
+            refused = exc
+    again = Revalidation(lambda: json_value(raw), adapter.validator.validate_python)
+    errors = body_errors(refused, raw, fields, again)
+    array = raw.lstrip()[:1] == b"["
+    for error in errors:
+        if array and error["loc"] == ["body"] and error["type"] == "dict_type":
+            error["msg"] += f": {shape.array}"
+        elif error["type"] == "extra_forbidden" and _field_of(error) in shape.other_fields:
+            error["msg"] = shape.misrouted
+    raise RequestValidationError(errors) from None
 
 
 def _field_of(error: dict[str, Any]) -> object:

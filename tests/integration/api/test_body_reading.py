@@ -419,3 +419,41 @@ def test_a_compressed_body_is_refused_with_415_saying_so(client: TestClient) -> 
     assert response.status_code == 415
     assert "Content-Encoding 'gzip' is not supported" in response.json()["detail"]
     assert client.get("/audit/u_gz").status_code == 404
+
+
+def test_an_integer_of_more_digits_than_python_reads_is_refused_alone_naming_its_field(
+    client: TestClient,
+) -> None:
+    # Python reads integers of at most 4,300 digits: the parser refused the whole body as
+    # "Invalid JSON: number out of range", naming no field, and a batch holding such an
+    # event was refused with every valid event in it.
+    as_json = {"content-type": "application/json"}
+    long = json.dumps(signup(user="u_long", event_id="e_long", properties={"n": "DIGITS"}))
+    long = long.replace('"DIGITS"', "-" + "9" * 5000)
+    plain = json.dumps(signup(user="u_long", event_id="e_plain"))
+
+    alone = client.post("/events", content=long.encode(), headers=as_json)
+    batch = client.post(
+        "/events/batch", content=f'{{"events": [{plain}, {long}]}}'.encode(), headers=as_json
+    )
+    # A body with no field to name it in is refused whole, told which limit it is over.
+    unsubscribed = b'{"unsubscribed": [' + b"9" * 5000 + b"]}"
+    preferences = client.post("/users/u_long/preferences", content=unsubscribed, headers=as_json)
+
+    assert alone.status_code == 422
+    assert [(e["loc"], e["type"]) for e in alone.json()["detail"]] == [
+        (["body", "properties", "n"], "unstorable_value")
+    ]
+    assert batch.status_code == 200
+    accepted, rejected = batch.json()["results"]
+    assert (accepted["status"], rejected["status"], rejected["event_id"]) == (
+        "accepted", "rejected", "e_long"
+    )  # fmt: skip
+    assert [(e["loc"], e["type"]) for e in rejected["errors"]] == [
+        (["properties", "n"], "unstorable_value")
+    ]
+    [whole] = preferences.json()["detail"]
+    assert preferences.status_code == 422 and whole["loc"] == ["body"]
+    assert "a number has more than 4,300 digits" in whole["msg"]
+    events = client.get("/audit/u_long").json()["events"]
+    assert [event["event_id"] for event in events] == ["e_plain"]
