@@ -291,3 +291,23 @@ def test_a_backup_of_one_event_says_so_in_the_singular(tmp_path: Path) -> None:
 
     assert written.exit_code == 0, written.output
     assert "1 event and 1 message, in" in written.output.replace("\n", " ")
+
+
+def test_a_destination_written_as_a_folder_that_does_not_exist_is_refused(
+    tmp_path: Path,
+) -> None:
+    """``backups/`` names a folder: the copy was written as a file of that name, in the
+    place of the folder the operator meant (one not created yet, a volume not mounted)."""
+    url = a_stored_database(tmp_path / "herald.db")
+    meant = tmp_path / "backups"
+
+    refused = CliRunner().invoke(
+        app, ["db", "backup", f"{meant}/", "--database", url], env={"COLUMNS": "1000"}
+    )
+
+    assert refused.exit_code == 1, refused.output
+    assert (
+        f"error: the folder {meant} does not exist: create it, or correct the path"
+        in refused.output
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["herald.db"]

@@ -28,8 +28,9 @@ _BESIDE = ("-wal", "-shm", "-journal")
 
 
 def db_backup(
+    # Taken as given: a Path drops the final "/" that says the operator named a folder.
     dest: Annotated[
-        Path,
+        str,
         typer.Argument(metavar="DEST", help="the file to write the copy to", show_default=False),
     ],
     database: DatabaseOpt = None,
@@ -49,10 +50,10 @@ def db_backup(
         fail(str(exc))
     if normalised.get_backend_name() == "postgresql":
         _refer_to_pg_dump(url)
-    dest = _checked_destination(dest, force=force)
+    checked = _checked_destination(dest, force=force)
     db = open_database(url, schema="any", writes=False)
     try:
-        _back_up(db, dest, force=force)
+        _back_up(db, checked, force=force)
     finally:
         db.dispose()
 
@@ -107,12 +108,16 @@ def _back_up(db: Database, dest: Path, *, force: bool) -> None:
     _say_written(source, dest, contents, time.monotonic() - started)
 
 
-def _checked_destination(dest: Path, *, force: bool) -> Path:
-    """``dest`` absolute, once it is known to be a file the copy may take the place of;
-    otherwise exit 1 saying why, before anything is copied."""
-    dest = dest.absolute()
+def _checked_destination(given: str, *, force: bool) -> Path:
+    """``given`` as an absolute path, once it is known to be a file the copy may take the
+    place of; otherwise exit 1 saying why, before anything is copied."""
+    dest = Path(given).absolute()
     if dest.is_dir():
         fail(f"{dest} is a folder: name a file in it")
+    if given.endswith(("/", os.sep)):
+        # A folder that does not exist (not created yet, a volume not mounted): the copy
+        # would take its name as a file.
+        fail(f"the folder {dest} does not exist: create it, or correct the path")
     if not dest.parent.is_dir():
         fail(f"the folder {dest.parent} does not exist: create it, or correct the path")
     if dest.exists() and not force:
