@@ -79,11 +79,11 @@ def db_current(
 ) -> None:
     """Say which schema revision the database is at, and what `herald db upgrade` would
     apply to it; changes nothing."""
-    from herald.store.migrate import SchemaMismatch, current_revision, head_revision, pending_steps
+    from herald.store.migrate import SchemaMismatch, head_revision, herald_revision, pending_steps
 
     db = open_database(database_url_from(database), schema="any", writes=False)
     try:
-        current = current_revision(db)
+        current = herald_revision(db)
         steps = pending_steps(current)
     except SchemaMismatch as exc:
         fail(str(exc))

@@ -53,6 +53,16 @@ def current_revision(database: Database) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
+def herald_revision(database: Database) -> str | None:
+    """The schema revision ``database`` is at, None for an empty one; raises
+    ``SchemaMismatch`` for an SQLite file of another program (tables, but no revision),
+    which is no empty database to upgrade: ``upgrade`` refuses to add Herald's tables."""
+    current = current_revision(database)
+    if current is None and database.is_sqlite:
+        _refuse_a_file_of_another_program(database)
+    return current
+
+
 def pending_steps(current: str | None) -> list[str]:
     """The revisions from ``current`` to the newest, oldest first, each with what it does.
     Raises ``SchemaMismatch`` when ``current`` is no revision this Herald knows: the
@@ -177,7 +187,7 @@ def ensure_current(
     """Return when the schema is current. One behind is upgraded with ``auto_upgrade``
     (callers set it for SQLite), else refused; one newer than this Herald is always
     refused. Refusals raise ``SchemaMismatch``."""
-    current = current_revision(database)
+    current = herald_revision(database)
     if current == head_revision():
         return
     pending_steps(current)  # raises for a schema this Herald does not know

@@ -100,6 +100,38 @@ def test_an_sqlite_file_of_another_program_is_refused_not_given_herald_s_tables(
     assert tables == ["customers"]
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["db", "current", "--check"],
+        ["users", "audit", "u_1"],
+        ["prune", "--older-than", "400d"],
+        ["messages", "failed"],
+    ],
+    ids=["db current", "users audit", "prune", "messages failed"],
+)
+def test_an_sqlite_file_of_another_program_is_named_so_by_every_command(
+    command: list[str], tmp_path: Path
+) -> None:
+    """They called it an empty database to upgrade (`db current --check` exited 3,
+    "upgrade pending"), and `herald db upgrade` then refused it."""
+    path = tmp_path / "shop.db"
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE TABLE customers (id INTEGER)")
+    connection.close()
+
+    result = run_herald(
+        [*command, "--database", f"sqlite:///{path}"], env=herald_environment(), cwd=tmp_path
+    )
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert one_line(result.stderr) == (
+        f"error: {path} holds tables that are not Herald's (customers): Herald keeps a "
+        "database of its own; name a new file"
+    )
+    assert result.stdout == ""
+
+
 @pytest.mark.postgres
 @pytest.mark.parametrize("command", ["serve", "worker"])
 def test_herald_refuses_an_unmigrated_postgresql_database_and_says_how_to_fix_it(
