@@ -14,6 +14,8 @@ from herald.store.unit_of_work import ReadOnly
 from tests.conftest import FixedClock
 from tests.support.delivery import funds_failure, store
 from tests.support.events import opted_in_signup
+from tests.support.processes import herald_environment, run_herald
+from tests.support.read_only import read_only
 from tests.support.store_rows import claim
 
 
@@ -127,3 +129,27 @@ def test_forget_removes_the_user_s_sends_from_the_stub_s_file_and_says_so(
         " ".join(done.output.split())
     )
     assert outbox.read_text(encoding="utf-8") == '{"user_id": "bo"}\n'
+
+
+def test_a_dry_run_counts_on_a_database_that_refuses_writes(
+    database: Database, database_url: str, clock: FixedClock, tmp_path: Path
+) -> None:
+    """It changes nothing, yet it was refused as a forget would be: a compliance officer
+    with read access alone (a standby, a copy of the file) could not learn what it holds."""
+    store(database, clock, [funds_failure("ana")])
+
+    with read_only(database_url) as (url, prefix):
+        command = ["users", "forget", "ana", "--database", url]
+        env = herald_environment(HERALD_OUTBOX_FILE=str(tmp_path / "outbox.jsonl"))
+        dry = run_herald([*command, "--dry-run"], env=env, cwd=tmp_path, prefix=prefix)
+        done = run_herald(command, env=env, cwd=tmp_path, prefix=prefix)
+
+    assert dry.returncode == 0, dry.stderr
+    assert " ".join(dry.stderr.split()) == (
+        "would delete 1 event, 1 trait and 0 delivery attempts of user 'ana'; would redact 1 "
+        "message and would cancel the 1 of them not sent yet (dry run: nothing changed)"
+    )
+    assert done.returncode == 1
+    assert "error: the database refuses writes" in done.stderr
+    with ReadOnly(database) as read:
+        assert read.erasure.count("ana").events == 1

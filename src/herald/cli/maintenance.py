@@ -206,7 +206,8 @@ def prune(
     except RuleFileError as exc:
         fail_on_rule_file(exc)
     # Deleting from a schema this version does not know could delete the wrong rows.
-    db = open_database(settings.database_url, schema="current")
+    # A dry run only reads: it may count on a standby or a read-only file.
+    db = open_database(settings.database_url, schema="current", writes=not dry_run)
     # Whole seconds: the moment printed is the one applied.
     cutoff = (utc_now() - age).replace(microsecond=0)
     lifetime = ruleset.lifetime_rules() | _rules_not_in(ruleset, db, cutoff)

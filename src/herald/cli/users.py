@@ -85,7 +85,8 @@ def users_forget(
     from herald.service.erasure import forget_user
 
     settings = settings_from(StubFileSettings, database_url=database)
-    db = open_database(settings.database_url, schema="current")
+    # A dry run only reads: it may count on a standby or a read-only file.
+    db = open_database(settings.database_url, schema="current", writes=not dry_run)
     with one_write(
         db,
         interrupted="interrupted before the user was forgotten: nothing was changed",

@@ -19,6 +19,8 @@ from herald.service.audit import user_audit
 from herald.store.database import Database
 from herald.store.migrate import upgrade
 from herald.store.outbox import FAILED, SENT
+from tests.support.processes import herald_environment, run_herald
+from tests.support.read_only import read_only
 from tests.support.retention import (
     OLD,
     deliver,
@@ -143,6 +145,27 @@ def test_herald_prune_dry_run_reports_what_it_would_prune_and_changes_nothing(
     assert "pruned 3 events and 0 messages" in done.output  # as the dry run said
     assert "redacted 2 messages" in done.output
     assert f"were pruned: history_pruned_before {would} in their audit" in done.output
+
+
+def test_a_dry_run_counts_on_a_database_that_refuses_writes(
+    database: Database, database_url: str, ruleset: RuleSet, tmp_path: Path
+) -> None:
+    """It changes nothing, yet it was refused as a prune would be: on a standby or a
+    read-only copy of the file, an operator could not see what a prune would take."""
+    long_ago = datetime.now(UTC) - timedelta(days=500)
+    store(database, ruleset, [signup("u_a", long_ago)], now=long_ago)
+
+    with read_only(database_url) as (url, prefix):
+        command = ["prune", "--older-than", "400d", "--database", url]
+        env = herald_environment()
+        dry = run_herald([*command, "--dry-run"], env=env, cwd=tmp_path, prefix=prefix)
+        done = run_herald(command, env=env, cwd=tmp_path, prefix=prefix)
+
+    assert dry.returncode == 0, dry.stderr
+    assert "would prune 1 event and 0 messages" in dry.stderr
+    assert done.returncode == 1
+    assert "error: the database refuses writes" in done.stderr
+    assert event_ids(database) == {"evt_u_a_signup"}
 
 
 @pytest.mark.parametrize(
