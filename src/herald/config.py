@@ -25,6 +25,18 @@ class DatabaseSettings(BaseSettings):
 
     database_url: str = "sqlite:///./herald.db"
 
+    @field_validator("database_url")
+    @classmethod
+    def _names_a_database(cls, value: str) -> str:
+        # Set from a variable the deployment never filled (HERALD_DATABASE_URL=$DB_URL),
+        # it was read as a URL, and refused as one naming neither setting nor default.
+        if not value.strip():
+            raise ValueError(
+                "must name a database (leave it unset for the default, "
+                f"{cls.model_fields['database_url'].default})"
+            )
+        return value
+
 
 class StubFileSettings(DatabaseSettings):
     """The settings of the commands that find the stub provider's file as the server

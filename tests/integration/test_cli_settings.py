@@ -135,6 +135,33 @@ def test_a_command_that_opens_the_database_refuses_a_bad_herald_database_url(
     assert "error: unsupported database 'mysql': use sqlite or postgresql" in output
 
 
+@pytest.mark.parametrize("command", [*MAINTENANCE, "worker", "serve"])
+def test_an_empty_herald_database_url_is_named_not_read_as_a_url(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Set from a variable the deployment never filled (HERALD_DATABASE_URL=$DB_URL), it
+    was refused as "not a database URL: ''", naming neither the variable nor the way back
+    to the default."""
+    monkeypatch.chdir(tmp_path)
+    args = MAINTENANCE.get(command, [command])
+
+    code, output = herald(args, HERALD_DATABASE_URL="")
+
+    assert code == 1, output
+    assert (
+        "error: invalid settings: HERALD_DATABASE_URL: must name a database (leave it "
+        "unset for the default, sqlite:///./herald.db)"
+    ) in output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_empty_database_option_is_named_as_given() -> None:
+    code, output = herald(["db", "current", "--database", " "])
+
+    assert code == 1, output
+    assert "error: invalid settings: --database: must name a database" in output
+
+
 @pytest.mark.parametrize(
     ("command", "host_given"),
     [
