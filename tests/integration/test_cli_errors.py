@@ -317,6 +317,50 @@ def test_a_wrong_option_is_named_as_given_not_as_its_variable(
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize(
+    ("role", "said"),
+    [
+        (
+            "herald_no_such_role",
+            'error: the PostgreSQL server refused the connection: role "herald_no_such_role" '
+            "does not exist: check the user and password in the URL",
+        ),
+        (
+            # A role the server has, with no right on Herald's tables (set as the session
+            # starts: the URL's user stays one that may log in).
+            "pg_monitor",
+            "error: the database refused the role access: permission denied for table "
+            "alembic_version: connect as the role Herald's tables belong to, or grant this "
+            "one access to them",
+        ),
+    ],
+    ids=["unknown role", "no rights"],
+)
+@pytest.mark.parametrize("command", ["db current", "prune", "worker"])
+def test_a_server_that_answers_but_refuses_the_role_is_not_said_to_be_out_of_reach(
+    command: str, role: str, said: str, postgres_url: str
+) -> None:
+    """An operator told "cannot reach the database" goes looking for a network problem,
+    where the server answered and refused the login or the role's access."""
+    url = make_url(postgres_url)
+    if role == "pg_monitor":
+        url = url.update_query_dict({"options": f"-c role={role}"})
+    else:
+        url = url.set(username=role)
+    args = {"db current": ["db", "current"], "worker": ["worker"]}.get(command) or COMMANDS[command]
+
+    result = CliRunner().invoke(
+        app,
+        [*args, "--database", url.render_as_string(hide_password=False)],
+        env={"COLUMNS": "1000"},
+    )
+
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert result.output.splitlines() == [said]
+
+
+@pytest.mark.postgres
 def test_dead_letters_are_listed_from_a_read_only_database_others_refuse_it(
     postgres_url: str,
 ) -> None:

@@ -96,15 +96,44 @@ def _cannot_open(exc: Exception, path: Path | None) -> NoReturn:
             f"{path.resolve()} is not an SQLite database: name Herald's database with "
             "--database or HERALD_DATABASE_URL"
         )
+    if path is None:  # PostgreSQL: the server may have answered, refusing what was asked
+        _refused_by_postgres(exc, said)
+    fail(f"cannot reach the database: {type(exc).__name__}: {said}")
+
+
+# What a PostgreSQL server says as it refuses a login (after "FATAL:"): psycopg gives
+# these connection failures no SQLSTATE.
+_LOGIN_REFUSED = re.compile(
+    r'FATAL:\s+((?:role ".*" (?:does not exist|is not permitted to log in)'
+    r"|.*authentication failed|no pg_hba\.conf entry).*)"
+)
+_INSUFFICIENT_PRIVILEGE = "42501"
+
+
+def _refused_by_postgres(exc: Exception, said: str) -> None:
+    """Exit 1 when a PostgreSQL server answered and refused: no such database, a login
+    refused, a role without rights on Herald's tables. "cannot reach the database" would
+    send an operator looking for a network problem. Otherwise return."""
     missing = re.search(r'database "(.+)" does not exist', said)
-    if path is None and missing:  # PostgreSQL: the server answered, without that database
+    if missing:
         name = missing.group(1)
         fail(
             f"the PostgreSQL server has no database {name!r}: check the name in the URL; "
             f"Herald creates its tables but not the database, so create a new one first "
             f"(`createdb {name}`, or CREATE DATABASE), then run `herald db upgrade --database URL`"
         )
-    fail(f"cannot reach the database: {type(exc).__name__}: {said}")
+    login = _LOGIN_REFUSED.search(said)
+    if login:
+        refusal = " ".join(login.group(1).split())
+        fail(
+            f"the PostgreSQL server refused the connection: {refusal}: check the user and "
+            "password in the URL"
+        )
+    if str(getattr(getattr(exc, "orig", None), "sqlstate", "")) == _INSUFFICIENT_PRIVILEGE:
+        fail(
+            f"the database refused the role access: {said}: connect as the role Herald's "
+            "tables belong to, or grant this one access to them"
+        )
 
 
 @contextmanager
