@@ -282,6 +282,44 @@ def test_a_database_this_user_may_not_open_is_named_with_the_reason_and_what_to_
     ]
 
 
+@pytest.mark.parametrize(
+    "command",
+    [["db", "current"], ["users", "audit", "u_1"], ["messages", "failed"], ["db", "backup"]],
+    ids=["db current", "users audit", "messages failed", "db backup"],
+)
+def test_a_command_that_only_reads_says_why_sqlite_needs_to_write_beside_the_file(
+    command: list[str], tmp_path: Path
+) -> None:
+    """Run by a user who may read the database but not write to its folder, a command
+    that only reads was told "the database refuses writes": SQLite reads a database in
+    WAL mode with its -wal and -shm files, which it could not create there."""
+    folder = tmp_path / "herald"
+    folder.mkdir()
+    database = folder / "herald.db"
+    url = f"sqlite:///{database}"
+    assert CliRunner().invoke(app, ["db", "upgrade", "--database", url]).exit_code == 0
+    if command == ["db", "backup"]:
+        command = [*command, str(tmp_path / "backup.db")]
+    database.chmod(0o444)
+    folder.chmod(0o555)
+    try:
+        result = run_herald(
+            [*command, "--database", url],
+            env=herald_environment(),
+            cwd=tmp_path,
+            prefix=without_file_powers(),
+        )
+    finally:
+        folder.chmod(0o755)
+
+    assert result.returncode == 1, result.stdout
+    assert result.stderr.splitlines() == [
+        f"error: SQLite cannot read {database} without its -wal and -shm files, which this "
+        f"user may not create in {folder}: run as the user who owns the database, or let "
+        "this one write to its folder"
+    ]
+
+
 @pytest.mark.parametrize("command", [["worker"], COMMANDS["prune"]], ids=["worker", "prune"])
 def test_an_empty_rules_variable_is_named_not_read_as_the_current_folder(
     command: list[str], tmp_path: Path

@@ -67,7 +67,7 @@ def open_database(
         _interrupted_opening(database, upgrading=schema == "upgrade")
     except Exception as exc:
         database.dispose()
-        _cannot_open(exc, path)
+        _cannot_open(exc, path, reading=not writes)
     # A command that writes must not start on a read-only database: a server would say
     # it is ready, and then refuse every event.
     try:
@@ -80,13 +80,21 @@ def open_database(
     return database
 
 
-def _cannot_open(exc: Exception, path: Path | None) -> NoReturn:
+def _cannot_open(exc: Exception, path: Path | None, *, reading: bool) -> NoReturn:
     """Exit 1 with one line saying why the database (at ``path``, for SQLite) could not be
     opened: what the driver said, with the file and the likely cause where SQLite's own
-    words name neither."""
+    words name neither. ``reading``: the command only reads."""
     from herald.store.database_errors import database_said
 
     said = database_said(exc)
+    if "readonly" in said and reading and path is not None:
+        # "Refuses writes" of a command that writes nothing: SQLite reads a database in WAL
+        # mode through the -wal and -shm files beside it, even to read.
+        fail(
+            f"SQLite cannot read {path.resolve()} without its -wal and -shm files, which "
+            f"this user may not create in {path.parent.resolve()}: run as the user who owns "
+            "the database, or let this one write to its folder"
+        )
     if "readonly" in said:  # SQLite in a folder it cannot write its log to
         _refuses_writes(said, path)
     if path is not None and "unable to open" in said:  # SQLite's SQLITE_CANTOPEN
