@@ -100,6 +100,11 @@ class WorkerSettings(RuleFileSettings):
             )
         return level
 
+    @field_validator("metrics_host")
+    @classmethod
+    def _metrics_address(cls, value: str) -> str:
+        return names_an_address(value)
+
     @field_validator("log_format", mode="before")
     @classmethod
     def _log_format_in_any_case(cls, value: object) -> object:
@@ -142,6 +147,11 @@ class Settings(WorkerSettings):
     # them reading the audit or posting events.
     loopback_requests_only: bool = False
 
+    @field_validator("host")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        return names_an_address(value)
+
     @field_validator("admin_token", "ingest_token")
     @classmethod
     def _usable_token(cls, value: str | None) -> str | None:
@@ -183,6 +193,16 @@ class Settings(WorkerSettings):
                     "secrets; print(secrets.token_urlsafe(32))'`), or bind to 127.0.0.1"
                 )
         return None
+
+
+def names_an_address(host: str) -> str:
+    """``host``, unless it is blank: set from a variable a deployment never filled, it was
+    taken as an address to bind, and refused in words that named neither setting."""
+    if not host.strip():
+        raise ValueError(
+            "must name an address, such as 127.0.0.1 or 0.0.0.0 (leave it unset for 127.0.0.1)"
+        )
+    return host
 
 
 # Nothing slows down a client trying tokens: beyond loopback, a token must be too long to

@@ -62,6 +62,35 @@ def test_an_unknown_log_format_is_refused_naming_the_formats(tmp_path: Path) -> 
     ) in one_line(result.stderr)
 
 
+@pytest.mark.parametrize(
+    ("command", "variable"),
+    [
+        (["serve", "--port", "0"], "HERALD_HOST"),
+        (["serve", "--port", "0"], "HERALD_METRICS_HOST"),
+        (["worker"], "HERALD_METRICS_HOST"),
+    ],
+    ids=["serve host", "serve metrics host", "worker metrics host"],
+)
+def test_an_empty_address_is_refused_naming_its_variable(
+    tmp_path: Path, command: list[str], variable: str
+) -> None:
+    """Set from a variable the deployment never filled: an empty HERALD_HOST was "refusing
+    to listen on : the audit exposes personal data", or, with tokens, "cannot serve the
+    API on :8000"; an empty HERALD_METRICS_HOST went unsaid until the port was set."""
+    result = run_herald(
+        [*command, "--database", sqlite_url(tmp_path)],
+        env=herald_environment(**{variable: " "}),
+        cwd=tmp_path,
+        timeout=10,
+    )
+
+    assert result.returncode == 1, result.stderr
+    assert one_line(result.stderr) == (
+        f"error: invalid settings: {variable}: must name an address, such as 127.0.0.1 or "
+        "0.0.0.0 (leave it unset for 127.0.0.1) (got ' ')"
+    )
+
+
 def test_serve_refuses_a_sqlite_file_in_a_missing_folder_and_creates_no_folder(
     tmp_path: Path,
 ) -> None:
