@@ -153,3 +153,27 @@ def test_a_dry_run_counts_on_a_database_that_refuses_writes(
     assert "error: the database refuses writes" in done.stderr
     with ReadOnly(database) as read:
         assert read.erasure.count("ana").events == 1
+
+
+def test_a_stub_file_that_cannot_be_read_stops_the_forget_before_it_changes_anything(
+    database: Database, database_url: str, clock: FixedClock, tmp_path: Path
+) -> None:
+    """HERALD_OUTBOX_FILE naming a folder: the user was forgotten in the database, then
+    the command failed on the file and said to run it again, which failed the same way."""
+    store(database, clock, [funds_failure("ana")])
+    folder = tmp_path / "outbox"
+    folder.mkdir()
+
+    result = CliRunner().invoke(
+        cli,
+        ["users", "forget", "ana", "--database", database_url],
+        env={"HERALD_OUTBOX_FILE": str(folder), "COLUMNS": "1000"},
+    )
+
+    assert result.exit_code == 1, result.output
+    assert result.output.splitlines() == [
+        f"error: cannot read the stub provider's file {folder}: Is a directory: nothing was "
+        "changed; set HERALD_OUTBOX_FILE to the file the server writes, or unset it"
+    ]
+    with ReadOnly(database) as read:
+        assert read.erasure.count("ana").events == 1

@@ -87,6 +87,10 @@ def users_forget(
     settings = settings_from(StubFileSettings, database_url=database)
     # A dry run only reads: it may count on a standby or a read-only file.
     db = open_database(settings.database_url, schema="current", writes=not dry_run)
+    unreadable = _stub_file_problem(outbox_path(settings))
+    if unreadable:
+        db.dispose()
+        fail(unreadable)
     with one_write(
         db,
         interrupted="interrupted before the user was forgotten: nothing was changed",
@@ -109,6 +113,24 @@ def users_forget(
     if done is None:
         fail(f"no user {user_id!r} in the database: nothing to forget")
     _say_forgotten(done, user_id, dry_run=dry_run, stub_file=outbox_path(settings))
+
+
+def _stub_file_problem(path: Path) -> str | None:
+    """Why the stub provider's file is there but cannot be read (a folder, another user's
+    file), found before the database is changed: read after the erasure's commit, it
+    failed the command with the user forgotten in the database alone, and running it
+    again failed the same way."""
+    try:
+        with open(path, "rb"):  # opened only to learn that it can be
+            pass
+    except FileNotFoundError:  # nothing sent through the stub yet: nothing to remove
+        return None
+    except OSError as exc:
+        return (
+            f"cannot read the stub provider's file {path}: {exc.strerror}: nothing was "
+            "changed; set HERALD_OUTBOX_FILE to the file the server writes, or unset it"
+        )
+    return None
 
 
 def _say_forgotten(done: Forgotten, user_id: str, *, dry_run: bool, stub_file: Path) -> None:
