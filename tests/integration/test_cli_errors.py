@@ -51,6 +51,13 @@ COMMANDS = {
             "herald.db",  # a file's path as it is, not a URL
             "not a database URL: 'herald.db': name an SQLite file as sqlite:///herald.db",
         ),
+        (
+            # SQLAlchemy's reading of the value failed with a traceback; `mode=ro` was
+            # ignored, with a warning, and the file opened for writing all the same.
+            "sqlite:///herald.db?timeout=abc&mode=ro",
+            "an SQLite URL takes no parameters (mode, timeout): Herald sets the connection's "
+            "own; name the file alone, e.g. sqlite:///./herald.db",
+        ),
     ],
     ids=[
         "unsupported",
@@ -59,6 +66,7 @@ COMMANDS = {
         "port parameter",
         "sqlite with a host",
         "a bare path",
+        "sqlite parameters",
     ],
 )
 @pytest.mark.parametrize("command", list(COMMANDS))

@@ -85,6 +85,13 @@ def normalise_url(raw: str) -> URL:
                 "an in-memory SQLite database would lose every event; use a file, "
                 "e.g. sqlite:///./herald.db"
             )
+        if url.query:
+            # SQLAlchemy hands them to the driver: a bad value failed with a traceback, and
+            # `mode=ro` was ignored with a warning, the file opened for writing all the same.
+            raise DatabaseUrlError(
+                f"an SQLite URL takes no parameters ({', '.join(sorted(url.query))}): Herald "
+                "sets the connection's own; name the file alone, e.g. sqlite:///./herald.db"
+            )
         return url
     raise DatabaseUrlError(
         f"unsupported database {url.get_backend_name()!r}: use sqlite or postgresql"
