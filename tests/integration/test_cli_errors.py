@@ -407,6 +407,40 @@ def test_a_server_that_answers_but_refuses_the_role_is_not_said_to_be_out_of_rea
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize(
+    ("parameters", "said"),
+    [
+        ({"sslmode": "sometimes"}, 'invalid sslmode value: "sometimes"'),
+        (
+            {"keepalives_idle": "x"},
+            'invalid integer value "x" for connection option "keepalives_idle"',
+        ),
+        ({"sslmod": "require"}, 'invalid connection option "sslmod"'),
+        (
+            {"options": "-c statement_timeout=soon"},
+            'invalid value for parameter "statement_timeout": "soon"',
+        ),
+    ],
+    ids=["bad value", "bad number", "unknown parameter", "bad server setting"],
+)
+def test_a_bad_parameter_of_a_postgresql_url_is_named_as_the_url_s_not_as_out_of_reach(
+    parameters: dict[str, str], said: str, postgres_url: str
+) -> None:
+    url = make_url(postgres_url).update_query_dict(parameters)
+
+    result = CliRunner().invoke(
+        app,
+        ["db", "current", "--database", url.render_as_string(hide_password=False)],
+        env={"COLUMNS": "1000"},
+    )
+
+    assert result.exit_code == 1, result.output
+    [line] = result.output.splitlines()
+    assert line.startswith("error: a parameter of the database URL is wrong: ")
+    assert line.endswith(f"{said}: correct it in the URL")
+
+
+@pytest.mark.postgres
 def test_dead_letters_are_listed_from_a_read_only_database_others_refuse_it(
     postgres_url: str,
 ) -> None:

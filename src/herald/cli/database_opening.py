@@ -116,12 +116,20 @@ _LOGIN_REFUSED = re.compile(
     r"|.*authentication failed|no pg_hba\.conf entry).*)"
 )
 _INSUFFICIENT_PRIVILEGE = "42501"
+# What libpq (or the server, of `options`) says of a parameter of the URL it cannot take.
+_BAD_PARAMETER = re.compile(r"invalid (?:connection option|\w+ value|value for parameter)\b.*")
 
 
 def _refused_by_postgres(exc: Exception, said: str) -> None:
-    """Exit 1 when a PostgreSQL server answered and refused: no such database, a login
-    refused, a role without rights on Herald's tables. "cannot reach the database" would
-    send an operator looking for a network problem. Otherwise return."""
+    """Exit 1 when a PostgreSQL server answered and refused (no such database, a login
+    refused, a role without rights on Herald's tables), or libpq refused a parameter of
+    the URL: "cannot reach the database" would send an operator looking for a network
+    problem. Otherwise return."""
+    parameter = _BAD_PARAMETER.search(said)
+    if parameter:
+        fail(
+            f"a parameter of the database URL is wrong: {parameter.group(0)}: correct it in the URL"
+        )
     missing = re.search(r'database "(.+)" does not exist', said)
     if missing:
         name = missing.group(1)
