@@ -98,7 +98,9 @@ def _postgres_server() -> str | None:
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for this test session, migrated, dropped at the end."""
+    """A PostgreSQL database for this test session, migrated, dropped at the end: shared by
+    every test, it holds what the tests before wrote, so a test that counts rows takes
+    ``emptied_postgres_url`` instead."""
     problem = _postgres_server()
     if problem:
         if UNDER_CI:
@@ -126,6 +128,14 @@ def _empty_postgres(url: str) -> None:
     engine.dispose()
 
 
+@pytest.fixture
+def emptied_postgres_url(postgres_url: str) -> str:
+    """The session's PostgreSQL database with its tables emptied, for a test that reads
+    what is in it: a test before may have left rows there (a dead letter, say)."""
+    _empty_postgres(postgres_url)
+    return postgres_url
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """The URL of an empty, migrated database: every backend Herald supports."""
@@ -135,8 +145,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         upgrade(database)
         database.dispose()
         return url
-    url: str = request.getfixturevalue("postgres_url")
-    _empty_postgres(url)
+    url: str = request.getfixturevalue("emptied_postgres_url")
     return url
 
 

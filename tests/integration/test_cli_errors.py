@@ -442,11 +442,11 @@ def test_a_bad_parameter_of_a_postgresql_url_is_named_as_the_url_s_not_as_out_of
 
 @pytest.mark.postgres
 def test_dead_letters_are_listed_from_a_read_only_database_others_refuse_it(
-    postgres_url: str,
+    emptied_postgres_url: str,
 ) -> None:
     """A replica, say: listing reads, and needs no write; retry and prune write."""
     read_only = (
-        make_url(postgres_url)
+        make_url(emptied_postgres_url)
         .update_query_dict({"options": "-c default_transaction_read_only=on"})
         .render_as_string(hide_password=False)
     )
@@ -462,9 +462,10 @@ def test_dead_letters_are_listed_from_a_read_only_database_others_refuse_it(
 
 
 @pytest.mark.postgres
-def test_a_postgres_url_as_hosts_hand_them_out_is_postgresql(postgres_url: str) -> None:
+def test_a_postgres_url_as_hosts_hand_them_out_is_postgresql(emptied_postgres_url: str) -> None:
     """Many hosts give PostgreSQL's URL as ``postgres://``, SQLAlchemy's name for none."""
-    url = make_url(postgres_url).set(drivername="postgres").render_as_string(hide_password=False)
+    as_hosts_give_it = make_url(emptied_postgres_url).set(drivername="postgres")
+    url = as_hosts_give_it.render_as_string(hide_password=False)
     assert url.startswith("postgres://")
 
     listed = CliRunner().invoke(app, ["messages", "failed", "--database", url])
