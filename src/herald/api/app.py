@@ -30,7 +30,8 @@ from herald.api.openapi_security import ADMIN_SCHEME, INGEST_SCHEME, declare_gua
 from herald.api.routes import admin, audit, events, health
 from herald.api.schemas.requests import MAX_BATCH_BYTES, MAX_EVENT_BYTES
 from herald.api.schemas.responses import REQUEST_ID
-from herald.bootstrap import build_runtime
+from herald.bootstrap import Runtime, build_runtime
+from herald.cli.stop_lines import say_stopped, say_stopping
 from herald.config import Settings
 from herald.observability.metrics_port import serve_metrics
 from herald.observability.outage import OutageLog
@@ -138,9 +139,20 @@ def _lifespan(
                 watchdog.cancel()
             if stop_metrics is not None:
                 await asyncio.to_thread(stop_metrics)
-            await runtime.stop()
+            await _stop_saying_so(settings, runtime)
 
     return lifespan
+
+
+async def _stop_saying_so(settings: Settings, runtime: Runtime[Settings]) -> None:
+    """Stop ``runtime``; delivering inline, say so as ``herald worker`` does, before and
+    after the sends under way are finished and recorded."""
+    if runtime.dispatcher is None:
+        await runtime.stop()
+        return
+    say_stopping(settings, ctrl_c_again_stops_at_once=False)
+    await runtime.stop()
+    say_stopped(settings, runtime.dispatcher)
 
 
 def _add_routes(app: FastAPI, settings: Settings) -> None:

@@ -22,6 +22,7 @@ from herald.cli.options import (
 )
 from herald.cli.output import fail, say
 from herald.cli.preflight import preflight
+from herald.cli.stop_lines import say_stopped, say_stopping
 from herald.config import WorkerSettings
 from herald.orphans import parent_gone
 
@@ -114,24 +115,11 @@ async def _deliver_until_stopped(
         await runtime.deliver(stopping)
     finally:
         watch.cancel()
-    # Said, or a clean stop and a process that vanished mid-round look alike in the log.
-    left = runtime.dispatcher.left_unrecorded
-    if left:
-        # Not "recorded": an operator would take the repeats that follow for a bug.
-        say(
-            settings,
-            f"stopped: {left} message(s) under way could not be recorded, the database "
-            "away until their claims ran out; they will be sent again",
-            level=logging.WARNING,
-        )
-    else:
-        say(settings, "stopped: the sends under way were recorded")
+    say_stopped(settings, runtime.dispatcher)
 
 
 def _on_stop_signal(settings: WorkerSettings, stopping: asyncio.Event, sig: signal.Signals) -> None:
     """The first SIGINT or SIGTERM sets ``stopping``; a second SIGINT ends the process."""
-    from herald.delivery.dispatcher import LEASE_S
-
     if stopping.is_set():
         if sig is signal.SIGINT:
             # A second Ctrl-C: the operator would rather not wait. Gone now, as if
@@ -140,14 +128,7 @@ def _on_stop_signal(settings: WorkerSettings, stopping: asyncio.Event, sig: sign
             sys.stderr.flush()  # os._exit flushes nothing
             os._exit(128 + signal.SIGINT)
         return
-    # Said, as a stop can take up to a lease: an operator met with silence would kill
-    # the process, and the sends it cut off would be made again later.
-    say(
-        settings,
-        "stopping: the sends under way finish and are recorded first (within "
-        f"{LEASE_S:.0f} s; Ctrl-C again stops at once); killed before, it leaves them to "
-        "be sent again once their claims run out",
-    )
+    say_stopping(settings, ctrl_c_again_stops_at_once=True)
     stopping.set()
 
 
