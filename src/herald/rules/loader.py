@@ -103,10 +103,35 @@ def _unknown_section(key: Any) -> str:
     )
 
 
+# The values (each text, number, list and mapping) a rule file's YAML aliases may expand
+# it to. Each alias repeats all its anchor holds, so nine levels of ten aliases of the
+# level below read as a billion values from a few hundred bytes, which the file's version
+# (a digest of all of it) walked for over a minute. A shared `properties` block reused by
+# a few event types adds hundreds; a file of a thousand rules holds some tens of thousands.
+MAX_ALIASED_VALUES = 100_000
+
+
+class _AliasBomb(yaml.YAMLError):
+    """The document's aliases expand it past ``MAX_ALIASED_VALUES``, or into itself."""
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
     """YAML as ``safe_load`` reads it, but a key given twice in one mapping is an error
     (as YAML itself says), not the last one silently winning: a second `when:` in a rule,
-    or a second `rules:` section, would otherwise replace the first without a word."""
+    or a second `rules:` section, would otherwise replace the first without a word. And a
+    document its aliases expand past ``MAX_ALIASED_VALUES`` is refused before it is built."""
+
+    def compose_document(self) -> yaml.Node | None:
+        node = super().compose_document()
+        if node is not None:
+            values = _expanded_size(node, {}, set())
+            if values > MAX_ALIASED_VALUES and values > _distinct_size(node, set()):
+                raise _AliasBomb(
+                    f"its YAML aliases expand it to more than {MAX_ALIASED_VALUES:,} values "
+                    f"({values:,}: each alias repeats all that its anchor holds): "
+                    "write out what is shared, or share less of it"
+                )
+        return node
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
@@ -127,6 +152,41 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [child for pair in node.value for child in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int]) -> int:
+    """How many values ``node`` reads as, each alias counted as all its anchor holds: an
+    alias is the very node of its anchor, so each node is counted once and its size reused.
+    Raises ``_AliasBomb`` for an alias inside what its anchor holds, endless once built."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_nodes:
+        raise _AliasBomb(
+            f"the YAML anchor on line {node.start_mark.line + 1} holds an alias of itself:"
+            " what it reads as would never end"
+        )
+    open_nodes.add(key)
+    size = 1 + sum(_expanded_size(child, sizes, open_nodes) for child in _children(node))
+    open_nodes.discard(key)
+    sizes[key] = size
+    return size
+
+
+def _distinct_size(node: yaml.Node, seen: set[int]) -> int:
+    """How many values ``node`` holds as written, each aliased one counted once."""
+    if id(node) in seen:
+        return 0
+    seen.add(id(node))
+    return 1 + sum(_distinct_size(child, seen) for child in _children(node))
 
 
 _WHEN_KEY = re.compile(r"\bwhen\s*:")
@@ -220,6 +280,8 @@ def _read_document(text: str, source: str) -> dict[Any, Any]:
     that cannot be digested into versions. Nothing in it is checked yet."""
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)
+    except _AliasBomb as exc:
+        raise RuleFileError(source, [str(exc)]) from None
     except yaml.YAMLError as exc:
         raise RuleFileError(source, [_yaml_problem(exc, text, source)]) from None
     except RecursionError:  # PyYAML recurses once per level of nesting

@@ -81,6 +81,57 @@ def test_a_description_yaml_reads_as_a_number_or_a_date_is_shown_as_written(
     assert ruleset.rules[0].description == "2026-01-15"
 
 
+def _alias_bomb(levels: int) -> str:
+    """YAML whose aliases expand it tenfold at each of ``levels`` levels: a few hundred
+    bytes that read as ten to the power of ``levels`` values."""
+    lines = ["x-level0: &level0 [lol]\n"]
+    for level in range(1, levels + 1):
+        aliases = ", ".join([f"*level{level - 1}"] * 10)
+        lines.append(f"x-level{level}: &level{level} [{aliases}]\n")
+    return "".join(lines)
+
+
+def test_a_rule_file_its_aliases_expand_past_a_bound_is_refused_quickly(
+    tmp_path: Path,
+) -> None:
+    # Nine levels of ten aliases each: `rules check` and `serve` worked out the file's
+    # version for over a minute, walking the billion values they expand to.
+    path = tmp_path / "rules.yaml"
+    path.write_text(EVENTS + "rules: []\n" + _alias_bomb(9), encoding="utf-8")
+
+    result = CliRunner().invoke(app, ["rules", "check", str(path)], env=WIDE)
+
+    assert result.exit_code == 1
+    assert f"{path}: 1 problem(s)" in result.output
+    [problem] = listed_problems(result.output)
+    assert problem.startswith("its YAML aliases expand it to more than 100,000 values")
+    assert "Traceback" not in result.output
+
+
+def test_an_alias_that_holds_itself_is_refused_not_a_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(EVENTS + "rules: []\nx-loop: &loop [*loop]\n", encoding="utf-8")
+
+    [problem] = checked_problems(path)
+
+    assert problem.startswith("the YAML anchor on line 11 holds an alias of itself")
+
+
+def test_properties_shared_through_an_anchor_by_several_event_types_load(
+    tmp_path: Path,
+) -> None:
+    path = write_rule_file(tmp_path, GOOD_RULE)
+    shared = "{properties: &money {amount: {type: number, required: true}}}"
+    redeclare(path, "signup_completed: {}", f"signup_completed: {shared}")
+    written_out = "properties:\n      amount: {type: number, required: true}"
+    redeclare(path, written_out, "properties: *money")
+
+    ruleset = load_ruleset(path)
+
+    assert set(ruleset.event_types["signup_completed"].properties) == {"amount"}
+    assert set(ruleset.event_types["payment_failed"].properties) == {"amount"}
+
+
 def test_a_rule_file_nested_too_deeply_to_read_is_a_problem_not_a_traceback(
     tmp_path: Path,
 ) -> None:
