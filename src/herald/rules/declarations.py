@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import date, datetime
 from typing import Any
 
 from herald.domain.properties import PROPERTY_TYPES, PropertySpec, type_matches
@@ -79,15 +80,31 @@ def read_event_types(raw: Any, problems: list[str]) -> tuple[dict[str, EventType
 def description_problem(description: Any) -> str | None:
     """What is wrong with a ``description``, free text, if anything: YAML reads `yes`,
     `[beta]` or `{a: b}` as something else than text, which would be shown in Python's
-    spelling (``True``, ``['beta']``)."""
-    kinds = {bool: "a boolean", list: "a list", dict: "a mapping"}
-    kind = kinds.get(type(description))
-    return None if kind is None else f"`description` must be text, but YAML read {kind}: quote it"
+    spelling (``True``, ``['beta']``), and `0x10`, `12:30:00` or `1.50` as a number, which
+    would be shown as YAML read it (16, 45000, 1.5), not as written."""
+    if description is None or isinstance(description, str):
+        return None
+    return f"`description` must be text, but YAML read {_yaml_kind(description)}: quote it"
+
+
+def _yaml_kind(value: Any) -> str:
+    """What YAML read ``value`` as, with the value for a number or a date, whose YAML
+    spelling may differ from how it was written."""
+    kinds = {bool: "a boolean", list: "a list", dict: "a mapping", bytes: "binary data"}
+    if type(value) in kinds:
+        return kinds[type(value)]
+    if isinstance(value, int | float):
+        return f"a number ({value})"
+    if isinstance(value, datetime):
+        return f"a date and time ({value})"
+    if isinstance(value, date):
+        return f"a date ({value})"
+    return "a value of another type"
 
 
 def description_text(description: Any) -> str:
-    """A ``description`` as shown: text, a number or a date as written."""
-    return "" if description is None or description_problem(description) else str(description)
+    """A ``description`` as shown: its text, or none."""
+    return description if isinstance(description, str) else ""
 
 
 def _event_type_problem(spec: Any) -> str | None:

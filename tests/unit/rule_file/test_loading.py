@@ -69,16 +69,31 @@ def test_a_description_yaml_reads_as_other_than_text_is_refused_asking_to_quote_
     ]
 
 
-def test_a_description_yaml_reads_as_a_number_or_a_date_is_shown_as_written(
-    tmp_path: Path,
+@pytest.mark.parametrize(
+    ("written", "read"),
+    [
+        ("0x10", "a number (16)"),
+        ("12:30:00", "a number (45000)"),
+        ("1.50", "a number (1.5)"),
+        ("2026", "a number (2026)"),
+        ("2026-01-15", "a date (2026-01-15)"),
+    ],
+)
+def test_a_description_yaml_reads_as_a_number_or_a_date_is_refused_asking_to_quote_it(
+    written: str, read: str, tmp_path: Path
 ) -> None:
-    path = write_rule_file(tmp_path, GOOD_RULE + "    description: 2026-01-15\n")
-    redeclare(path, "signup_completed: {}", "signup_completed: {description: 2026}")
+    # Accepted, it was shown as YAML read it, not as written: 0x10 as 16, 12:30:00 as 45000.
+    path = write_rule_file(tmp_path, GOOD_RULE + f"    description: {written}\n")
+    redeclare(path, "signup_completed: {}", f"signup_completed: {{description: {written}}}")
 
-    ruleset = load_ruleset(path)
+    result = CliRunner().invoke(app, ["rules", "check", str(path)], env=WIDE)
 
-    assert ruleset.event_types["signup_completed"].description == "2026"
-    assert ruleset.rules[0].description == "2026-01-15"
+    assert result.exit_code == 1
+    assert f"{path}: 2 problem(s)" in result.output
+    assert listed_problems(result.output) == [
+        f"event signup_completed: `description` must be text, but YAML read {read}: quote it",
+        f"rule GOOD: `description` must be text, but YAML read {read}: quote it",
+    ]
 
 
 def _alias_bomb(levels: int) -> str:
