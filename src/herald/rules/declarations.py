@@ -135,7 +135,7 @@ def _property_problem(name: Any, spec: Any) -> str | None:
     if kind is None:
         return f"needs a `type`: one of {', '.join(PROPERTY_TYPES)}"
     if not isinstance(kind, str) or kind not in PROPERTY_TYPES:
-        return f"`type` must be one of {', '.join(PROPERTY_TYPES)}, got {kind!r}"
+        return f"`type` must be {_one_of_the_types(kind)}"
     # Not read as truthy: `required: "false"` would make the property required.
     if spec.get("required") is not None and not isinstance(spec["required"], bool):
         return f"`required` must be true or false, got {spec['required']!r}"
@@ -174,6 +174,34 @@ def _property_problem(name: Any, spec: Any) -> str | None:
         if (low is not None and value < low) or (high is not None and value > high):
             return f"`enum` value {value!r} is outside `minimum`/`maximum`: it could never be sent"
     return None
+
+
+# Other languages' names for the types, too unlike them for a misspelling: `int` is
+# 0.6 alike `integer`, `str` 0.67 alike `string`.
+_TYPES_ELSEWHERE = {
+    "str": "string",
+    "text": "string",
+    "int": "integer",
+    "bool": "boolean",
+    "float": "number",
+    "double": "number",
+    "decimal": "number",
+    "dict": "object",
+    "map": "object",
+    "list": "array",
+}
+
+
+def _one_of_the_types(kind: Any) -> str:
+    return f"one of {', '.join(PROPERTY_TYPES)}, got {kind!r}{_type_meant(kind)}"
+
+
+def _type_meant(kind: Any) -> str:
+    """``: did you mean `string`?`` naming the type ``kind``, not one, was meant as: one
+    spelt near it (`String`, `nummber`), or its name in another language (`int`)."""
+    if isinstance(kind, str) and kind.lower() in _TYPES_ELSEWHERE:
+        return f": did you mean `{_TYPES_ELSEWHERE[kind.lower()]}`?"
+    return did_you_mean(kind, PROPERTY_TYPES)
 
 
 def _is_json(value: Any) -> bool:
@@ -275,7 +303,7 @@ def _trait_problem(name: Any, kind: Any) -> str | None:
         # optional, and a client's traits are not refused for their values).
         return f"a trait takes its type alone: write `{name}: {kind['type']}`"
     if not isinstance(kind, str) or kind not in PROPERTY_TYPES:
-        return f"the type must be one of {', '.join(PROPERTY_TYPES)}, got {kind!r}"
+        return f"the type must be {_one_of_the_types(kind)}"
     if name == "id":
         # Conditions and templates see the user's id there, whatever a trait says.
         return "`user.id` is the user's id (the event's user_id), not a trait: name it otherwise"

@@ -168,7 +168,7 @@ def test_an_event_type_that_would_fail_at_intake_is_refused_at_load(
         (
             "{type: nummber, required: true}",
             "event payment_failed: property amount: `type` must be one of string, number, "
-            "integer, boolean, object, array, got 'nummber'",
+            "integer, boolean, object, array, got 'nummber': did you mean `number`?",
         ),
         (
             "{type: number, minimum: none}",
@@ -201,6 +201,48 @@ def test_rules_check_reports_a_broken_property_declaration_not_its_reads_as_unde
     assert checked_problems(path) == [problem]
 
 
+ONE_OF_THE_TYPES = "one of string, number, integer, boolean, object, array"
+
+
+@pytest.mark.parametrize(
+    ("declared", "meant"),
+    [
+        ("{type: String, required: true}", "string"),
+        ("{type: Integer}", "integer"),
+        ("{type: nummber}", "number"),
+        ("{type: int}", "integer"),
+        ("{type: bool}", "boolean"),
+        ("float", "number"),
+        ("{type: dict}", "object"),
+    ],
+)
+def test_a_property_type_spelt_near_a_known_one_names_it(
+    declared: str, meant: str, tmp_path: Path
+) -> None:
+    # `type: String` was said to be none of the types, with `string` among them to find.
+    path = write_rule_file(tmp_path, "  []\n")
+    redeclare(path, "{type: number, required: true}", declared)
+    given = declared.strip("{}").split(",")[0].removeprefix("type: ")
+
+    assert checked_problems(path) == [
+        f"event payment_failed: property amount: `type` must be {ONE_OF_THE_TYPES}, "
+        f"got {given!r}: did you mean `{meant}`?"
+    ]
+
+
+@pytest.mark.parametrize(("given", "meant"), [("String", "string"), ("str", "string")])
+def test_a_trait_type_spelt_near_a_known_one_names_it(
+    given: str, meant: str, tmp_path: Path
+) -> None:
+    path = write_rule_file(tmp_path, "  []\n")
+    redeclare(path, "first_name: string", f"first_name: {given}")
+
+    assert checked_problems(path) == [
+        f"trait first_name: the type must be {ONE_OF_THE_TYPES}, got {given!r}:"
+        f" did you mean `{meant}`?"
+    ]
+
+
 def test_a_broken_property_declaration_leaves_the_rule_s_other_mistakes_listed(
     tmp_path: Path,
 ) -> None:
@@ -231,7 +273,7 @@ def test_a_broken_property_declaration_leaves_the_rule_s_other_mistakes_listed(
         (
             "email: strng",
             "trait email: the type must be one of string, number, integer, boolean, object, "
-            "array, got 'strng'",
+            "array, got 'strng': did you mean `string`?",
         ),
         (
             "email:",
