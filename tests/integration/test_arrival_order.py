@@ -1,7 +1,8 @@
 """Arrival order does not change which messages a user gets.
 
-For one user's events in any order, one request at a time or all in one batch, the
-messages stored are those the rule file asks for, reckoned from event times alone.
+For one user's events in any order, one request at a time, all in one batch or cut into
+batches of any sizes, the messages stored are those the rule file asks for, reckoned from
+event times alone.
 """
 
 from __future__ import annotations
@@ -67,32 +68,41 @@ def make_event(
     return Event(f"evt_{index}", USER, event_type, at, properties, traits)
 
 
-# Gaps around the 24-hour nudge window and moments around UTC midnight, plus any other.
-LINK_GAPS = st.sampled_from([-1, 0, 1, 3600, 86_399, 86_400, 86_401]) | st.integers(
-    -86_400, 2 * 86_400
-)
+# Gaps around the 24-hour nudge window (to the microsecond, as timestamps are kept) and
+# moments around UTC midnight, plus any other.
+MICROSECOND = timedelta(microseconds=1)
+LINK_GAPS = st.sampled_from(
+    [-MICROSECOND, timedelta(0), MICROSECOND, DAY - MICROSECOND, DAY, DAY + MICROSECOND]
+) | st.builds(timedelta, seconds=st.integers(-86_400, 2 * 86_400))
 SECOND_OF_DAY = st.sampled_from([0, 1, 86_398, 86_399]) | st.integers(0, 86_399)
+SUBSECOND = st.sampled_from([0, 999_999]) | st.integers(0, 999_999)
+# What the user's signups say of marketing: each says the same, or none says anything
+# (a user who never stated it gets the nudge but no welcome email).
+OPT_IN = st.sampled_from([True, False, None])
 
 
 @st.composite
 def one_users_events(draw: st.DrawFn) -> list[Event]:
-    """At most one signup, some bank links around it and some failed payments over 3 days."""
+    """Up to two signups, some bank links around them and some failed payments over 3 days."""
     found: list[Event] = []
-    signup_at = START + timedelta(seconds=draw(st.integers(0, 2 * 86_400)))
-    opt_in = draw(st.sampled_from([None, True, True, False]))  # None: no signup
-    if opt_in is not None:
-        found.append(make_event(0, "signup_completed", signup_at, marketing_opt_in=opt_in))
+    opt_in = draw(OPT_IN)
+    signup_seconds = draw(st.lists(st.integers(0, 2 * 86_400), max_size=2))
+    for second in signup_seconds:
+        signup_at = START + timedelta(seconds=second, microseconds=draw(SUBSECOND))
+        found.append(make_event(len(found), "signup_completed", signup_at, marketing_opt_in=opt_in))
+    anchors = [e.timestamp for e in found] or [START]
     for gap in draw(st.lists(LINK_GAPS, max_size=3)):
-        link_at = signup_at + timedelta(seconds=gap)
+        link_at = draw(st.sampled_from(anchors)) + gap
         found.append(make_event(len(found), "link_bank_success", link_at))
     payments = st.tuples(
         st.integers(0, 2),
         SECOND_OF_DAY,
+        SUBSECOND,
         st.sampled_from(["INSUFFICIENT_FUNDS", "CARD_EXPIRED"]),
         st.integers(1, 4),
     )
-    for day, second, reason, attempt in draw(st.lists(payments, max_size=5)):
-        failed_at = START + day * DAY + timedelta(seconds=second)
+    for day, second, microsecond, reason, attempt in draw(st.lists(payments, max_size=5)):
+        failed_at = START + day * DAY + timedelta(seconds=second, microseconds=microsecond)
         found.append(
             make_event(
                 len(found),
@@ -108,16 +118,29 @@ def one_users_events(draw: st.DrawFn) -> list[Event]:
 
 @st.composite
 def one_users_events_as_they_arrive(draw: st.DrawFn) -> list[Event]:
-    """One user's events (see ``one_users_events``) in any order."""
-    return draw(st.permutations(draw(one_users_events())))
+    """One user's events (see ``one_users_events``) in any order, some sent twice, as a
+    client retrying after a lost answer does."""
+    events = draw(one_users_events())
+    retried = draw(st.lists(st.sampled_from(events), max_size=2)) if events else []
+    return draw(st.permutations(events + retried))
 
 
-def signup_then(*gaps: int) -> list[Event]:
-    """Links ``gaps`` seconds after an opted-in signup, arriving before it."""
+def cut_into_batches(arrivals: list[Event], cuts: Sequence[bool]) -> list[list[Event]]:
+    """``arrivals`` in order, cut into batches as a client's requests may hold them: a new
+    batch before the event where ``cuts`` says so."""
+    batches: list[list[Event]] = []
+    for index, event in enumerate(arrivals):
+        if not batches or (index < len(cuts) and cuts[index]):
+            batches.append([])
+        batches[-1].append(event)
+    return batches
+
+
+def signup_then(*gaps: timedelta) -> list[Event]:
+    """Links ``gaps`` after an opted-in signup, arriving before it."""
     signup_at = START + timedelta(hours=9)
     links = [
-        make_event(n, "link_bank_success", signup_at + timedelta(seconds=gap))
-        for n, gap in enumerate(gaps, start=1)
+        make_event(n, "link_bank_success", signup_at + gap) for n, gap in enumerate(gaps, start=1)
     ]
     return [*links, make_event(0, "signup_completed", signup_at, marketing_opt_in=True)]
 
@@ -142,12 +165,14 @@ def expected_messages(history: Iterable[Event]) -> set[Message]:
     history = list(history)
     signups = [e for e in history if e.event_type == "signup_completed"]
     wanted: set[Message] = set()
-    opted_in = [s for s in signups if s.user_traits["marketing_opt_in"] is True]
-    if opted_in:
+    said = {s.user_traits.get("marketing_opt_in") for s in signups}
+    if True in said:
         wanted.add(("WELCOME_EMAIL", f"WELCOME_EMAIL:{USER}"))
-    for link in (e for e in history if e.event_type == "link_bank_success"):
-        if any(s.timestamp <= link.timestamp <= s.timestamp + DAY for s in opted_in):
-            wanted.add(("BANK_LINK_NUDGE_SMS", f"BANK_LINK_NUDGE_SMS:{USER}"))
+    # Marketing: the nudge asks for no opt-in, but one stated as anything but true refuses it.
+    if False not in said:
+        for link in (e for e in history if e.event_type == "link_bank_success"):
+            if any(s.timestamp <= link.timestamp <= s.timestamp + DAY for s in signups):
+                wanted.add(("BANK_LINK_NUDGE_SMS", f"BANK_LINK_NUDGE_SMS:{USER}"))
     for failed in (e for e in history if e.event_type == "payment_failed"):
         day = failed.timestamp.astimezone(UTC).date().isoformat()
         if failed.properties["failure_reason"] == "INSUFFICIENT_FUNDS":
@@ -168,7 +193,10 @@ def stored_after(batches: Sequence[Sequence[Event]], migrated_file: Path) -> set
                 with UnitOfWork(database) as uow:
                     results = ingest(uow, batch, default_ruleset(), now=NOW)
                     uow.commit()
-                assert {r.status for r in results} <= {IngestStatus.ACCEPTED}
+                assert {r.status for r in results} <= {
+                    IngestStatus.ACCEPTED,
+                    IngestStatus.DUPLICATE,
+                }
             with database.reader.connect() as connection:
                 rows = connection.execute(select(messages.c.rule, messages.c.dedup_key))
                 return {(row.rule, row.dedup_key) for row in rows}
@@ -177,19 +205,25 @@ def stored_after(batches: Sequence[Sequence[Event]], migrated_file: Path) -> set
 
 
 # The window's edges, which 40 drawn examples seldom hit, are always tried.
-@example(arrivals=signup_then(86_400)).via("a link at the end of the window, arriving first")
-@example(arrivals=signup_then(86_401)).via("a link a second too late, arriving first")
-@example(arrivals=signup_then(-1)).via("a link a second before the signup, arriving first")
-@example(arrivals=failed_payments_around_midnight()).via("two days a second apart")
+@example(arrivals=signup_then(DAY), cuts=[]).via("a link at the end of the window, arriving first")
+@example(arrivals=signup_then(DAY + MICROSECOND), cuts=[]).via(
+    "a link just too late, arriving first"
+)
+@example(arrivals=signup_then(-MICROSECOND), cuts=[]).via(
+    "a link just before the signup, arriving first"
+)
+@example(arrivals=failed_payments_around_midnight(), cuts=[]).via("two days a second apart")
 @settings(max_examples=40, deadline=None)
-@given(arrivals=one_users_events_as_they_arrive())
+@given(arrivals=one_users_events_as_they_arrive(), cuts=st.lists(st.booleans()))
 def test_any_arrival_order_sends_the_messages_the_event_times_call_for(
-    arrivals: list[Event], migrated_file: Path
+    arrivals: list[Event], cuts: list[bool], migrated_file: Path
 ) -> None:
     expected = expected_messages(arrivals)
 
     one_per_request = stored_after([[e] for e in arrivals], migrated_file)
     all_in_one_batch = stored_after([arrivals], migrated_file) if arrivals else set()
+    in_some_batches = stored_after(cut_into_batches(arrivals, cuts), migrated_file)
 
     assert one_per_request == expected
     assert all_in_one_batch == expected
+    assert in_some_batches == expected
