@@ -183,9 +183,15 @@ class Condition:
             )
         if not isinstance(value, bool):
             return ConditionResult(False, self._not_a_test(value, context))
-        return ConditionResult(
-            value, f"`{self.source}` is {_cel_literal(value)}{self._values(context)}"
-        )
+        said = f"`{self.source}` is {_cel_literal(value)}{self._values(context)}"
+        if not value:
+            # CEL finds `"true" == true` false without an error: a trait an event gave
+            # another type than declared is the client's mistake, and the reason says so
+            # rather than show "true" beside false.
+            mistyped = self._mistyped(context)
+            if mistyped is not None:
+                said = f"{said}: {mistyped}"
+        return ConditionResult(value, said)
 
     def value_on(self, context: dict[str, Any]) -> Any:
         """What the expression gives on ``context``, a bool or not; raises what the CEL

@@ -78,3 +78,19 @@ def test_a_second_signup_of_the_same_user_is_suppressed_by_the_first_welcome(
     assert "once_per_user" in second_decision.reason
     assert f"WELCOME_EMAIL:{USER}" in second_decision.reason
     assert str(first_decision.message_id) in second_decision.reason
+
+
+def test_an_opt_in_sent_as_the_string_true_is_skipped_saying_it_is_not_the_boolean_declared(
+    ruleset: RuleSet,
+) -> None:
+    # CEL finds "true" unequal to true without an error: the reason showed "true" beside
+    # false, and read as Herald's mistake where it is the client's.
+    signup = event("signup_completed", SIGNUP_AT, traits={**TRAITS, "marketing_opt_in": "true"})
+
+    decision = the_one(replay([signup], ruleset), "WELCOME_EMAIL")
+
+    assert decision.outcome is Outcome.SKIPPED
+    assert decision.reason == (
+        '`user.marketing_opt_in == true` is false (user.marketing_opt_in is "true"): '
+        "user.marketing_opt_in is a string, not the boolean the rule file declares"
+    )
