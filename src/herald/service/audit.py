@@ -120,8 +120,14 @@ def _messages_of(read: ReadOnly, user: Any, page: list[Any], *, first_page: bool
     messages = read.outbox.for_events(user.user_id, [row.event_id for row in page], named)
     if first_page and user.pruned_before_us is not None:
         # Their events are gone, but the messages still explain something: one not yet
-        # delivered, or the redacted one that holds a lifetime limit.
-        messages += read.outbox.of_pruned_events(user.user_id)
+        # delivered, or the redacted one that holds a lifetime limit. One a suppression on
+        # this page names is listed already: listed again, it read as two messages.
+        listed = {message.message_id for message in messages}
+        messages += [
+            message
+            for message in read.outbox.of_pruned_events(user.user_id)
+            if message.message_id not in listed
+        ]
     return messages
 
 

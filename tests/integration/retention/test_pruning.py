@@ -247,6 +247,32 @@ def test_the_audit_still_lists_the_messages_whose_events_were_pruned_on_its_firs
     assert second["messages"] == []
 
 
+def test_a_pruned_event_s_message_a_suppression_names_is_listed_once(
+    database: Database, database_url: str, ruleset: RuleSet, tmp_path: Path
+) -> None:
+    store(database, ruleset, [signup("u_twice", OLD)], now=OLD)
+    deliver(database, at=OLD, outcome_by_user={"u_twice": SENT})
+    second_signup = Event(
+        "evt_u_twice_signup_again",
+        "u_twice",
+        "signup_completed",
+        RECENT,
+        user_traits={"email": "u_twice@example.com", "marketing_opt_in": True},
+    )
+    store(database, ruleset, [second_signup], now=RECENT)  # suppressed by the first's email
+    prune_history(database, cutoff=CUTOFF, keep_rules={"WELCOME_EMAIL"})
+    settings = Settings(
+        database_url=database_url, outbox_file=str(tmp_path / "outbox.jsonl"), dispatcher=False
+    )
+
+    with TestClient(create_app(settings)) as client:
+        page = client.get("/audit/u_twice").json()
+
+    (decision,) = page["events"][0]["decisions"]
+    assert decision["outcome"] == "suppressed"
+    assert [m["message_id"] for m in page["messages"]] == [decision["message_id"]]
+
+
 def test_a_message_is_pruned_only_with_its_event(database: Database, ruleset: RuleSet) -> None:
     """An event dated after the cutoff stays, and so does the message it created before
     the cutoff: that message holds its day's limit."""
