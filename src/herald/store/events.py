@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from operator import itemgetter
 from typing import Any, TypedDict
 
-from sqlalchemy import Connection, Text, and_, cast, func, or_, select
+from sqlalchemy import ColumnElement, Connection, LargeBinary, Text, and_, cast, func, or_, select
 
 from herald.domain.model import Event
 from herald.domain.timeutil import from_micros
@@ -114,7 +114,7 @@ class EventRepository:
         follow). With ``before``, the (event time, seq) of the previous page's last
         event, those after it in that order."""
         json_columns = (events.c.properties, events.c.user_traits, events.c.decisions)
-        lengths = [func.length(cast(column, Text)) for column in json_columns]
+        lengths = [self._stored_bytes(column) for column in json_columns]
         stored_bytes = lengths[0] + lengths[1] + lengths[2]
         query = select(events, stored_bytes.label("stored_bytes")).where(
             events.c.user_id == user_id
@@ -138,3 +138,11 @@ class EventRepository:
                 return page, True
             page.append(row)
         return page, False
+
+    def _stored_bytes(self, column: ColumnElement[Any]) -> ColumnElement[int]:
+        """The bytes of ``column``'s JSON as stored (UTF-8): ``length`` of text counts
+        characters, and a page of text beyond ASCII held up to four times its bound."""
+        text = cast(column, Text)
+        if self._dialect == "postgresql":
+            return func.octet_length(text)
+        return func.length(cast(text, LargeBinary))  # SQLite: a blob's length is its bytes

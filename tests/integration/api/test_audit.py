@@ -124,6 +124,27 @@ def test_an_audit_page_of_large_events_stops_at_its_byte_bound(client: TestClien
     assert second["next_cursor"] is None
 
 
+def test_an_audit_page_of_text_beyond_ascii_stops_at_its_byte_bound_not_its_characters(
+    client: TestClient,
+) -> None:
+    """Two bytes a character in UTF-8: counted by characters, a page of such events held
+    twice the MAX_PAGE_BYTES of JSON the README promises."""
+    note = "\u00e9" * 450_000  # 900,000 bytes of UTF-8
+    per_page = MAX_PAGE_BYTES // len(note.encode())
+    for n in range(per_page + 3):
+        timestamp = f"2025-10-01T10:{n:02d}:00Z"
+        properties = {**payment_failed()["properties"], "note": note}
+        answer = client.post(
+            "/events", json=payment_failed(event_timestamp=timestamp, properties=properties)
+        )
+        assert answer.status_code == 202, answer.text
+
+    first = client.get("/audit/u_1?limit=1000")
+
+    assert len(first.json()["events"]) == per_page
+    assert len(first.content) < MAX_PAGE_BYTES + 1024 * 1024
+
+
 def altered(cursor: str) -> list[str]:
     """``cursor`` written in ways a lenient decoder reads as the same position, or nearly."""
     time_us, seq, owner = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).split(b":")
