@@ -179,9 +179,11 @@ class OutboxRepository(OutboxReads, OutboxClaims, OutboxClaimOutcomes):
         """Cancel the user's marketing messages still waiting to be claimed (pending: due,
         held for quiet hours, or waiting for a retry) on ``channels`` (None: every one);
         their ids. One being sent is beyond recall. A dead letter is waiting too: left
-        failed, ``requeue`` would send it to the user who unsubscribed."""
+        failed, ``requeue`` would send it to the user who unsubscribed; not one a prune
+        redacted, which ``requeue`` leaves: it waits for nothing, and the answer named it
+        as cancelled."""
         statement = update(messages).where(
-            messages.c.user_id == user_id, messages.c.category == "marketing"
+            messages.c.user_id == user_id, messages.c.category == "marketing", ~_REDACTED
         )
         if channels is not None:
             statement = statement.where(messages.c.channel.in_(sorted(channels)))

@@ -273,6 +273,26 @@ def test_a_pruned_event_s_message_a_suppression_names_is_listed_once(
     assert [m["message_id"] for m in page["messages"]] == [decision["message_id"]]
 
 
+def test_an_unsubscribe_leaves_a_dead_letter_a_prune_redacted_as_it_was(
+    database: Database, database_url: str, ruleset: RuleSet, tmp_path: Path
+) -> None:
+    """A redacted dead letter holds no recipient or text: `messages retry` leaves it, so
+    it is not waiting to go, and an unsubscribe has nothing of it to cancel."""
+    store(database, ruleset, [signup("u_dead", OLD)], now=OLD)
+    deliver(database, at=OLD, outcome_by_user={"u_dead": FAILED})
+    prune_history(database, cutoff=CUTOFF, keep_rules={"WELCOME_EMAIL"})
+    settings = Settings(
+        database_url=database_url, outbox_file=str(tmp_path / "outbox.jsonl"), dispatcher=False
+    )
+
+    with TestClient(create_app(settings)) as client:
+        answer = client.post("/users/u_dead/preferences", json={"unsubscribed": ["email"]})
+        (message,) = client.get("/audit/u_dead").json()["messages"]
+
+    assert answer.json()["cancelled_messages"] == []
+    assert (message["status"], message["body"]) == (FAILED, "(pruned)")
+
+
 def test_a_message_is_pruned_only_with_its_event(database: Database, ruleset: RuleSet) -> None:
     """An event dated after the cutoff stays, and so does the message it created before
     the cutoff: that message holds its day's limit."""
