@@ -84,11 +84,13 @@ def user_audit(
     ``MAX_PAGE_BYTES``), newest first, from ``cursor`` on (the first page when None),
     with the messages they explain; None for an unknown user. Raises ``BadCursor`` for a
     cursor Herald did not make."""
-    before = decode_cursor(cursor, user_id) if cursor else None
     with ReadOnly(database) as read:
         user = read.users.get_row(user_id)
         if user is None:
             return None
+        # Read once the user is known: a mistyped id sent with the cursor of the user meant
+        # was told the cursor was another user's, as if Herald knew the id.
+        before = decode_cursor(cursor, user_id) if cursor else None
         page, more = read.events.page_for_user(
             user_id, limit=limit, before=before, max_bytes=MAX_PAGE_BYTES
         )

@@ -243,6 +243,21 @@ def test_an_unknown_user_has_no_audit(client: TestClient) -> None:
     assert client.get("/audit/nobody").status_code == 404
 
 
+def test_an_unknown_user_has_no_audit_whatever_cursor_comes_with_the_id(
+    client: TestClient,
+) -> None:
+    """A mistyped id sent with the cursor of the user meant: told the cursor was another
+    user's, a support agent could take the id for one Herald knows."""
+    for day in range(1, 4):
+        client.post("/events", json=payment_failed(event_timestamp=f"2025-10-0{day}T10:00:00Z"))
+    cursor = client.get("/audit/u_1?limit=1").json()["next_cursor"]
+
+    answer = client.get("/audit/u_l", params={"cursor": cursor})
+
+    assert answer.status_code == 404, answer.text
+    assert answer.json()["detail"] == "unknown user 'u_l'"
+
+
 def test_a_database_out_of_reach_under_the_audit_is_a_503_to_retry_not_a_500(
     client: TestClient,
 ) -> None:
