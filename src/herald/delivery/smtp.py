@@ -266,7 +266,14 @@ class SmtpProvider:
         if self.tls == "starttls":
             smtp.starttls(context=context)
         if self.username is not None:
-            smtp.login(self.username, self._password or "")
+            try:
+                smtp.login(self.username, self._password or "")
+            except UnicodeEncodeError:
+                # smtplib encodes the login in ASCII; its error quotes the character.
+                raise smtplib.SMTPException(
+                    "the user name or password has characters beyond ASCII, "
+                    "which an SMTP login cannot send"
+                ) from None
 
     def _take_idle(self) -> AbortableSMTP | None:
         """The connection given back last, if any; those idle for too long are closed."""

@@ -182,3 +182,17 @@ def test_a_send_cut_off_by_its_caller_ends_its_connection(sink: SmtpSink) -> Non
     wait_for(lambda: sink.mail_sessions_ended == 1, "the connection to be closed")
 
     assert sink.messages == []  # and, closed, it can bring none
+
+
+def test_a_password_beyond_ascii_fails_without_quoting_it() -> None:
+    # The login cannot send it: the send raised, and each attempt was retried with an
+    # audit quoting the password's first such character and its position.
+    with SmtpSink(credentials=("herald", "pässwort")) as sink:
+        result = send_once(sink.port, username="herald", password="pässwort")
+
+        assert result.status is DeliveryStatus.FAILED
+        assert result.detail == (
+            f"SMTP server 127.0.0.1:{sink.port}: the user name or password has characters "
+            "beyond ASCII, which an SMTP login cannot send"
+        )
+        assert sink.messages == []

@@ -1,15 +1,16 @@
-"""Logging in to an SMTP server: never in clear text unless on loopback or asked for, and
-with both a name and a password."""
+"""Logging in to an SMTP server: never in clear text unless on loopback or asked for, with
+both a name and a password, each in ASCII."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from herald.delivery.setup import DeliveryConfigError
+from herald.delivery.setup import DeliveryConfigError, build_delivery
 from herald.delivery.smtp import SmtpProvider
-from tests.support.delivery_config import PLAINTEXT_AUTH, build, smtp_settings
+from tests.support.delivery_config import ENV, PLAINTEXT_AUTH, build, smtp_settings
 
 
 @pytest.mark.parametrize(
@@ -66,3 +67,20 @@ def test_plaintext_auth_must_be_true_or_false() -> None:
     assert caught.value.problems == [
         "providers.email: `plaintext_auth` must be true or false, got 'yes'"
     ]
+
+
+@pytest.mark.parametrize("variable", ["SMTP_USER", "SMTP_PASSWORD"])
+def test_credentials_beyond_ascii_are_a_problem_that_does_not_quote_them(variable: str) -> None:
+    # The login cannot send them: every email was retried with a traceback quoting the
+    # password's first such character, then dead-lettered.
+    env = {**ENV, variable: "pässwort"}
+
+    with pytest.raises(DeliveryConfigError) as caught:
+        build_delivery(smtp_settings(), outbox=Path("outbox.jsonl"), env=env)
+
+    key = "username" if variable == "SMTP_USER" else "password"
+    assert caught.value.problems == [
+        f"providers.email: environment variable {variable} (for {key}) has characters "
+        "beyond ASCII, which an SMTP login cannot send"
+    ]
+    assert "ä" not in str(caught.value)
