@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from email import policy
+from email.header import Header
 from email.message import EmailMessage
+from email.policy import Policy
 from email.utils import format_datetime, formataddr, parseaddr
 
 import idna
@@ -37,7 +39,8 @@ def build_message(
     if reply_to:
         message["Reply-To"] = ascii_sender(reply_to)
     # Rendered templates often end with a newline, which a header cannot hold.
-    message["Subject"] = " ".join(request.subject.split())
+    subject = " ".join(request.subject.split())
+    message["Subject"] = subject if subject.isascii() else EncodedHeader("Subject", subject)
     message["Date"] = format_datetime(date)
     message["Message-ID"] = f"<{request.message_id}@{_id_domain(sender)}>"
     message["X-Herald-Message-Id"] = request.message_id
@@ -47,6 +50,27 @@ def build_message(
     if request.html:
         message.add_alternative(request.html, subtype="html")
     return message
+
+
+class EncodedHeader(str):
+    """A header beyond ASCII, written as encoded words (RFC 2047) that hold its spaces.
+
+    The email package's own folding (before Python 3.13) put the space at a fold between
+    two encoded words, where a reader drops it (RFC 2047, 6.2): a long subject reached its
+    reader with two words run together wherever a fold fell on a space (``12,50 €`` read
+    ``12,50€``). A value with a ``name`` is a header object to the email package, which
+    writes it with its ``fold``; read back, it is the text itself."""
+
+    name: str
+
+    def __new__(cls, name: str, text: str) -> EncodedHeader:
+        header = super().__new__(cls, text)
+        header.name = name
+        return header
+
+    def fold(self, *, policy: Policy) -> str:
+        encoded = Header(str(self), "utf-8", header_name=self.name).encode(linesep=policy.linesep)
+        return f"{self.name}: {encoded}{policy.linesep}"
 
 
 def _id_domain(sender: str) -> str:

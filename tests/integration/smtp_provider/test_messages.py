@@ -82,6 +82,22 @@ def test_text_beyond_ascii_reaches_the_relay_in_7_bit_as_no_body_8bitmime_is_dec
     assert html.get_content().splitlines() == ["<p>Hello <b>Ada</b> — welcome aboard.</p>"]
 
 
+def test_a_long_subject_beyond_ascii_keeps_every_space_between_its_words(sink: SmtpSink) -> None:
+    """Folded into encoded words (RFC 2047), a space at a fold went between two of them,
+    where a reader drops it (6.2): ``12,50 €`` read ``12,50€``."""
+    subject = (
+        "Bom dia Conceição, o seu pagamento de 12,50 € foi recusado por saldo insuficiente "
+        "no cartão terminado em 4242 — atualize o cartão na sua área de cliente"
+    )
+
+    send_once(sink.port, request=replace(REQUEST, subject=subject))
+
+    [received] = sink.messages
+    assert received.content.isascii()
+    assert received.message["Subject"] == subject
+    assert all(len(line) <= 78 for line in received.content.split(b"\r\n"))
+
+
 def test_a_message_without_html_is_plain_text(sink: SmtpSink) -> None:
     send_once(sink.port, request=TEXT_ONLY)
 
