@@ -11,6 +11,7 @@ from typing import Any
 from herald.config import is_loopback_host
 from herald.delivery import readers
 from herald.delivery.smtp import SmtpProvider, TlsMode
+from herald.rules.rule_keys import did_you_mean
 
 SMTP_KEYS = {
     "type",
@@ -94,12 +95,28 @@ def _smtp_tls(spec: Mapping[str, Any], where: str, problems: list[str]) -> TlsMo
         return "starttls" if starttls else "none"
     mode = next((known for known in _TLS_MODES if known == tls), None)
     if mode is None:
-        problems.append(f"{where}: `tls` must be one of {', '.join(_TLS_MODES)}, got {tls!r}")
+        problems.append(
+            f"{where}: `tls` must be one of {', '.join(_TLS_MODES)}, got {_tls_as_written(tls)}"
+        )
         return None
     if starttls and mode != "starttls":
         problems.append(f"{where}: `starttls: true` contradicts `tls: {mode}`; keep `tls` alone")
         return None
     return mode
+
+
+def _tls_as_written(tls: Any) -> str:
+    """An unknown ``tls`` as the file has it: YAML reads an unquoted ``off`` or ``on`` as
+    false or true, which a problem quoting ``False`` did not show; a near miss, with the
+    mode it looks mistyped from."""
+    if tls is False:
+        return "false (YAML reads an unquoted off, no or false so): for no TLS write `tls: none`"
+    if tls is True:
+        return (
+            "true (YAML reads an unquoted on, yes or true so): write `tls: starttls` or "
+            "`tls: implicit`"
+        )
+    return f"{tls!r}{did_you_mean(tls, _TLS_MODES)}"
 
 
 def _tls_context(

@@ -32,6 +32,34 @@ def test_the_smtp_connection_is_protected_as_tls_says(
     assert isinstance(email, SmtpProvider) and (email.tls, email.port) == (tls, port)
 
 
+@pytest.mark.parametrize(
+    ("tls", "problem"),
+    [
+        # What YAML makes of `tls: off` and `tls: on`: the problem said `got False`, a
+        # value the file does not hold.
+        (
+            False,
+            "got false (YAML reads an unquoted off, no or false so): for no TLS write `tls: none`",
+        ),
+        (
+            True,
+            "got true (YAML reads an unquoted on, yes or true so): write `tls: starttls` "
+            "or `tls: implicit`",
+        ),
+        ("STARTTLS", "got 'STARTTLS': did you mean `starttls`?"),
+        ("implict", "got 'implict': did you mean `implicit`?"),
+        ("ssl", "got 'ssl'"),
+    ],
+)
+def test_a_tls_mode_the_file_does_not_know_is_named_as_written(tls: Any, problem: str) -> None:
+    with pytest.raises(DeliveryConfigError) as caught:
+        build(smtp_settings(starttls=None, tls=tls))
+
+    assert caught.value.problems == [
+        f"providers.email: `tls` must be one of none, starttls, implicit, {problem}"
+    ]
+
+
 def test_a_ca_file_without_tls_is_a_problem(tmp_path: Path) -> None:
     ca_file = tmp_path / "ca.pem"
     ca_file.write_text("not read")
