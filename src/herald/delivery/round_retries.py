@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 
+from herald.delivery.email_message import ascii_domain
 from herald.domain.recipients import INTERNAL_RECIPIENT
 from herald.domain.timeutil import from_micros, iso
 from herald.store.outbox import ClaimedMessage
@@ -106,8 +107,11 @@ def _second(micros: int) -> str:
 
 def _shared_error(row: ClaimedMessage, error: str) -> str:
     """``error`` as the round's other messages refused alike have it: a relay quotes each
-    recipient in its refusal (``ana@example.com refused: SMTP 451 ...``), a receiver may
-    echo the message's id. (Not the internal channel's recipient, a plain word.)"""
+    recipient in its refusal (``ana@example.com refused: SMTP 451 ...``), an address at a
+    domain beyond ASCII in the form it was given (``ana@xn--bcher-kva.example``), and a
+    receiver may echo the message's id. (Not the internal channel's recipient, a plain
+    word.)"""
     if row.recipient and row.recipient != INTERNAL_RECIPIENT:
-        error = error.replace(row.recipient, "<recipient>")
+        for written in {row.recipient, ascii_domain(row.recipient)}:
+            error = error.replace(written, "<recipient>")
     return error.replace(row.message_id, "<message id>")

@@ -143,3 +143,25 @@ def test_a_relay_refusing_each_recipient_is_one_line_for_the_round(
     # captured too once an earlier test has turned its level to INFO).
     said = [r.getMessage() for r in caplog.records if r.name.startswith("herald")]
     assert not any("greylisted0@example.com" in line for line in said)
+
+
+def test_a_relay_refusing_each_recipient_at_an_international_domain_is_one_line_for_the_round(
+    database: Database, clock: FixedClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The relay is given, and quotes, the domain's ASCII form (``xn--...``), not the one the
+    trait holds: each recipient had a line of its own."""
+    events = [funds_failure(f"u{i}", email=f"greylisted{i}@bücher.example") for i in range(4)]
+    store(database, clock, events)
+    caplog.set_level(logging.INFO, logger="herald.delivery")
+    with SmtpSink() as sink:
+        sink.rcpt_reply = "451 4.7.1 greylisted, try again later"
+        smtp = SmtpProvider("email", sink.host, sink.port, sender="herald@example.com")
+        assert asyncio.run(dispatcher(database, clock, {"email": smtp}).run_once()).retried == 4
+
+    assert retried(caplog) == (
+        4,
+        {
+            "<recipient> refused: SMTP 451: 4.7.1 greylisted, try again later; next attempt "
+            "due in 10 s, at 2025-11-03T12:00:10Z"
+        },
+    )
