@@ -53,6 +53,9 @@ def test_a_recipient_is_masked_down_to_a_hint(recipient: str, masked: str) -> No
         ("phone 912345678 on file", "912345678", "***78"),
         ("call 00351912345678", "00351912345678", "***78"),
         ('{"phone": "+447700900123"}', "7700900123", "***23"),
+        ("HTTP 400: no such number 555.123.4567", "123.4567", "number ***67"),
+        ("sms to +33.6.12.34.56.78 failed", "12.34.56", "to ***78 failed"),
+        ("sms to 06.12.34.56.78.", "34.56.78", "to ***78."),
         ("no postgresql://herald:hunter2@db:5432/herald", "hunter2", "herald:***@db:5432"),
         ("POST https://bot:tok@en@hooks.example.com/x", "tok@en", "bot:***@hooks.example.com"),
     ],
@@ -79,8 +82,9 @@ def test_every_address_in_a_line_is_masked() -> None:
         "x@" + "a." * 500_000,  # an "@" before a long run of labels
         "a." * 500_000 + " see https://x/@",  # a long run before a URL with no password
         "a.b@" * 250_000,
+        "1234." * 200_000,  # a long dotted run of digits, a phone number's groups
     ],
-    ids=["run-then-at", "at-then-labels", "run-then-url", "many-ats"],
+    ids=["run-then-at", "at-then-labels", "run-then-url", "many-ats", "dotted-digits"],
 )
 def test_a_megabyte_line_is_masked_in_one_pass(line: str) -> None:
     # Guards against patterns that re-read the rest of a run from each of its characters:
@@ -111,6 +115,10 @@ def test_a_long_run_of_address_characters_still_has_its_address_masked() -> None
         "message msg_3f2a9c1e0b4d5a6978",
         "amount 1425.00 EUR",
         "amount 1234567.89",
+        "cannot connect to 192.168.100.200:8080",
+        "from 10.120.130.140, and 192.168.100.200.",
+        "total 12.345.678.901,50 EUR",
+        "dated 2025.11.03",
         "attempt 2 of 5, next in 86400 s",
     ],
 )
