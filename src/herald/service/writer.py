@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import queue
 import threading
@@ -24,6 +25,7 @@ from typing import Protocol
 
 from herald.delivery.quiet_hours import HoldPolicy, no_hold
 from herald.domain.model import Event
+from herald.observability.logging import request_id
 from herald.observability.outage import OutageLog
 from herald.rules.definition import RuleSet
 from herald.service.ingest import IngestResult, ingest
@@ -66,12 +68,14 @@ class _Reply:
     """Where a request's results go: its future, asyncio's (``LoopWriter``) or a thread's
     (``ThreadWriter``), answered once. A request cancelled meanwhile (its client gone, the
     server stopping) has cancelled it: answering it then must not raise in the writer,
-    which would end a writer thread."""
+    which would end a writer thread. Made in the request's own context, it keeps the
+    request's id for the lines written of it alone."""
 
     def __init__(
         self, future: asyncio.Future[list[IngestResult]] | Future[list[IngestResult]]
     ) -> None:
         self._future = future
+        self.request_id = request_id.get()
 
     def set_result(self, value: list[IngestResult]) -> None:
         with contextlib.suppress(InvalidStateError, asyncio.InvalidStateError):
@@ -110,6 +114,14 @@ class _Committer:
         done nothing, if another connection holds SQLite's write lock. ``arrived`` (the
         monotonic time the first of them came): their statements may run for what is left
         of PostgreSQL's statement timeout counted from then."""
+        # The lines written of one request carry its id; those of several, none.
+        said_for = request_id.set(jobs[0][1].request_id if len(jobs) == 1 else None)
+        try:
+            self._write(jobs, wait, arrived)
+        finally:
+            request_id.reset(said_for)
+
+    def _write(self, jobs: list[_Job], wait: bool, arrived: float | None) -> None:
         try:
             results = self._commit([e for events, _ in jobs for e in events], wait, arrived)
         except WriteLockBusy:
@@ -167,7 +179,7 @@ class LoopWriter:
         self._committer = _Committer(database, ruleset, clock=clock, hold=hold, on_commit=on_commit)
         self._lock_wait_s = lock_wait_s
         # Each request with the time it arrived, which bounds its wait for the lock.
-        self._pending: list[tuple[Sequence[Event], asyncio.Future[list[IngestResult]], float]] = []
+        self._pending: list[_Queued] = []
         self._flusher: asyncio.Task[None] | None = None
         self._running = False
 
@@ -183,9 +195,11 @@ class LoopWriter:
         if not self._running:
             raise IngestFailed("Herald is not taking events: it is stopping")
         future: asyncio.Future[list[IngestResult]] = asyncio.get_running_loop().create_future()
-        self._pending.append((events, future, time.monotonic()))
+        self._pending.append((events, _Reply(future), time.monotonic()))
         if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
+            # Not in the context of the request that happened to start it: its lines would
+            # carry that request's id for as long as requests keep it writing.
+            self._flusher = asyncio.create_task(self._flush(), context=contextvars.Context())
         return await future
 
     async def _flush(self) -> None:
@@ -195,8 +209,8 @@ class LoopWriter:
             size = 0
             first_arrived = self._pending[0][2]
             while self._pending and size < _MAX_EVENTS:
-                events, future, _ = self._pending.pop(0)
-                jobs.append((events, _Reply(future)))
+                events, reply, _ = self._pending.pop(0)
+                jobs.append((events, reply))
                 size += len(events)
             await self._write_when_unlocked(jobs, first_arrived)
 

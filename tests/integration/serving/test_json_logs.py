@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import socket
+import sqlite3
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +161,40 @@ def test_the_log_lines_of_a_request_carry_its_request_id(
     )
     assert [line.get("request_id") for line in failures] == ["req-poison-1"]
     assert failures[0]["level"] == "ERROR"
+
+
+def test_a_request_stored_after_another_s_logs_its_own_request_id(
+    json_logging_server: tuple[HeraldProcess, str], tmp_path: Path
+) -> None:
+    # One request waits for SQLite's write lock, held as another process would; a second
+    # comes meanwhile, to be written once the first is: its failure is its own line.
+    server, base = json_logging_server
+    holder = sqlite3.connect(tmp_path / "herald.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+
+    def post(user: str, email: str, rid: str) -> httpx.Response:
+        headers = {"X-Request-Id": rid}
+        return httpx.post(base + "/events", json=signup(user, email), headers=headers, timeout=20)
+
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(post, "u_first", DISTINCTIVE_EMAIL, "req-first")
+        time.sleep(0.5)  # the first is waiting for the lock
+        second = pool.submit(post, "u_poison", POISONED_EMAIL, "req-poison-2")
+        time.sleep(0.5)  # the second is waiting behind it
+        holder.execute("COMMIT")
+        holder.close()
+        assert first.result().status_code == 202
+        assert second.result().status_code == 503
+
+    failures = wait_for(
+        lambda: [
+            line
+            for line in json_lines(server.output())
+            if line["message"].startswith("ingestion failed")
+        ],
+        "the ingestion failure in the log",
+    )
+    assert [line.get("request_id") for line in failures] == ["req-poison-2"]
 
 
 def test_json_logs_never_contain_a_raw_email_address_from_an_event(
