@@ -124,13 +124,14 @@ class LogAlertProvider:
         # A later attempt follows one that was logged but not recorded as done (a webhook
         # beside the log cut off at its claim's deadline): it must not read as a new alert.
         repeat = f", again (attempt {request.attempt})" if request.attempt > 1 else ""
-        log.warning(
+        line = log.makeRecord(
+            log.name,
+            logging.WARNING,
+            __file__,
+            0,
             "internal alert %s for user %s (event %s)%s: %s",
-            request.rule,
-            request.user_id,
-            request.event_id,
-            repeat,
-            request.subject,
+            (request.rule, request.user_id, request.event_id, repeat, request.subject),
+            None,
             extra={
                 "alert": request.rule,
                 "user_id": request.user_id,
@@ -139,6 +140,9 @@ class LogAlertProvider:
                 "attempt": request.attempt,
             },
         )
+        # Handed to the handlers whatever HERALD_LOG_LEVEL is: the line is the alert's
+        # delivery, recorded as sent, and at ERROR it was dropped, leaving the alert nowhere.
+        log.handle(line)
         return DeliveryResult.sent("logged")
 
     async def aclose(self) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -19,6 +20,7 @@ from herald.delivery.smtp import SmtpProvider
 from herald.delivery.stub import LogAlertProvider, StubProvider
 from herald.delivery.webhook import WebhookProvider
 from herald.domain.model import Event
+from herald.observability.logging import configure_logging
 from herald.store.database import Database
 from herald.store.unit_of_work import ReadOnly
 from tests.conftest import FixedClock
@@ -161,6 +163,30 @@ def test_internal_alerts_are_logged_and_never_sent_to_the_user(
         and record.event_id == alert.event_id
     )
     assert message(database).recipient == "internal"
+
+
+def test_an_internal_alert_is_logged_whatever_the_log_level(
+    database: Database, clock: FixedClock, capsys: Any
+) -> None:
+    # Logging the alert is its delivery, recorded as sent: at HERALD_LOG_LEVEL=ERROR the
+    # WARNING line was dropped, and an alert the audit showed as sent was nowhere.
+    alert = high_risk_alert("h3")
+    store(database, clock, [alert])
+    root = logging.getLogger()
+    handlers, root_level = root.handlers[:], root.level
+    try:
+        configure_logging("ERROR", "json")
+        report = asyncio.run(
+            dispatcher(database, clock, {"internal": LogAlertProvider()}).run_once()
+        )
+    finally:
+        root.handlers[:], root.level = handlers, root_level
+
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    [line] = [line for line in lines if line.get("alert") == "HIGH_RISK_ALERT"]
+    assert report.sent == 1
+    assert line["level"] == "WARNING" and line["user_id"] == "h3"
+    assert line["event_id"] == alert.event_id
 
 
 def test_a_webhook_added_to_internal_alerts_keeps_the_log_line_of_record(
