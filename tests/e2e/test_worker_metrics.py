@@ -62,6 +62,39 @@ def test_a_worker_serves_its_delivery_counters_and_the_outbox_gauges(tmp_path: P
         assert "herald_commit_events" not in text
 
 
+def test_a_worker_counts_alone_whatever_prometheus_folder_its_environment_names(
+    tmp_path: Path,
+) -> None:
+    """prometheus_client sums the counts of every process that wrote to the folder
+    PROMETHEUS_MULTIPROC_DIR names: set in the environment of two workers (as guides to
+    prometheus_client have it set), each served the deliveries of both, so the sum
+    Prometheus made of them counted each twice, and a worker restarted served those of
+    its predecessors."""
+    folder = tmp_path / "prometheus"
+    folder.mkdir()
+    env = herald_environment(PROMETHEUS_MULTIPROC_DIR=str(folder))
+    busy = database_with_welcome_emails(tmp_path / "busy.db", users=3)
+    idle = database_with_welcome_emails(tmp_path / "idle.db", users=0)
+    busy_port, idle_port = free_port(), free_port()
+    with (
+        HeraldProcess("busy-worker", log_dir=tmp_path) as busy_worker,
+        HeraldProcess("idle-worker", log_dir=tmp_path) as idle_worker,
+    ):
+        busy_worker.start(
+            ["worker", "--database", busy, "--metrics-port", str(busy_port)], env, cwd=tmp_path
+        )
+        idle_worker.start(
+            ["worker", "--database", idle, "--metrics-port", str(idle_port)], env, cwd=tmp_path
+        )
+        busy_worker.wait_for_output(f"metrics on http://127.0.0.1:{busy_port}/metrics")
+        idle_worker.wait_for_output(f"metrics on http://127.0.0.1:{idle_port}/metrics")
+        sent = 'herald_deliveries_total{channel="email",status="sent"}'
+        scrape_until(f"http://127.0.0.1:{busy_port}/metrics", f"{sent} 3.0")
+        idle_text = scrape_until(f"http://127.0.0.1:{idle_port}/metrics", "herald_database_up")
+
+    assert sent not in idle_text  # it sent nothing
+
+
 @pytest.mark.parametrize(
     ("command", "chosen_by"),
     [

@@ -24,6 +24,7 @@ from herald.cli.output import fail, say
 from herald.cli.preflight import preflight
 from herald.cli.stop_lines import say_stopped, say_stopping
 from herald.config import WorkerSettings
+from herald.observability.shared_metrics import count_alone
 from herald.orphans import parent_gone
 
 if TYPE_CHECKING:
@@ -65,6 +66,10 @@ def worker(
     HERALD_SQLITE_FLUSH_EACH_COMMIT and HERALD_POSTGRES_STATEMENT_TIMEOUT apply here as
     they do to `herald serve`; the settings of the API alone (HERALD_HOST, HERALD_PORT,
     the tokens, HERALD_WORKERS, ...) are not read."""
+    # Before prometheus_client is imported (with the runtime): a worker beside others
+    # would serve their deliveries as its own, and Prometheus, summing the workers,
+    # count each several times.
+    count_alone()
     from herald.bootstrap import build_runtime
     from herald.observability.logging import configure_logging
 

@@ -29,9 +29,7 @@ def metrics_shared_by(processes: int) -> Iterator[None]:
     are several of them; the folder is removed at the end. The counts of a process that
     died and was replaced stay in it, so the sums never go back."""
     if processes == 1:
-        # One left by the caller's environment would make a lone process read counts
-        # of processes of another server.
-        os.environ.pop(FOLDER_VARIABLE, None)
+        count_alone()
         yield
         return
     _remove_folders_of_servers_gone()
@@ -66,6 +64,14 @@ def _running(pid: int) -> bool:
     except PermissionError:
         return True  # another user's
     return True
+
+
+def count_alone() -> None:
+    """This process counts on its own, whatever folder the caller's environment names:
+    one left there would make it count into, and serve, the counts of other processes
+    (another server's, another worker's). Called before prometheus_client is imported,
+    which reads the variable then."""
+    os.environ.pop(FOLDER_VARIABLE, None)
 
 
 def shared_metrics_folder() -> str | None:
