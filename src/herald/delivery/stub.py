@@ -133,6 +133,9 @@ class LogAlertProvider:
             (request.rule, request.user_id, request.event_id, repeat, request.subject),
             None,
             extra={
+                # `rule` as on the retry and dead-letter lines, so that a query on the rule
+                # finds the alert itself; `alert` kept for the queries that read it.
+                "rule": request.rule,
                 "alert": request.rule,
                 "user_id": request.user_id,
                 "event_id": request.event_id,
@@ -194,5 +197,5 @@ def _say_not_sent(request: SendRequest, provider: str, detail: str) -> None:
         request.event_id,
         provider,
         detail,
-        extra={"message_id": request.message_id, "provider": provider},
+        extra={"message_id": request.message_id, "rule": request.rule, "provider": provider},
     )

@@ -189,6 +189,25 @@ def test_an_internal_alert_is_logged_whatever_the_log_level(
     assert line["event_id"] == alert.event_id
 
 
+def test_an_internal_alert_line_names_its_rule_as_retry_and_dead_letter_lines_do(
+    database: Database, clock: FixedClock, capsys: Any
+) -> None:
+    # The alert named its rule in `alert` alone, while the retry and dead-letter lines use
+    # `rule`: a log query on rule="HIGH_RISK_ALERT" found every line but the alert itself.
+    store(database, clock, [high_risk_alert("h4")])
+    root = logging.getLogger()
+    handlers, root_level = root.handlers[:], root.level
+    try:
+        configure_logging("INFO", "json")
+        asyncio.run(dispatcher(database, clock, {"internal": LogAlertProvider()}).run_once())
+    finally:
+        root.handlers[:], root.level = handlers, root_level
+
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    [line] = [line for line in lines if line.get("rule") == "HIGH_RISK_ALERT"]
+    assert line["alert"] == "HIGH_RISK_ALERT" and line["user_id"] == "h4"
+
+
 def test_a_webhook_added_to_internal_alerts_keeps_the_log_line_of_record(
     database: Database, clock: FixedClock, caplog: Any, tmp_path: Path
 ) -> None:
