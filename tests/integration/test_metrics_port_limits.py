@@ -89,3 +89,13 @@ def test_a_connection_past_those_at_once_is_closed_and_scrapes_resume_after(port
 
     time.sleep(LIMIT_S)  # the silent ones are dropped by then, if not already closed
     assert "herald_test_scrapes_total 3.0" in _scraped(port)
+
+
+@pytest.mark.parametrize("path", ["/", "/healthz", "/favicon.ico", "/metricsx"])
+def test_a_path_other_than_metrics_is_not_found(port: int, path: str) -> None:
+    # The README names `/metrics`; the metrics answered on any path, so a probe of
+    # `/healthz` at this port passed whatever the process's health.
+    answer = httpx.get(f"http://127.0.0.1:{port}{path}", timeout=5)
+
+    assert answer.status_code == 404 and "herald_test_scrapes" not in answer.text
+    assert "herald_test_scrapes_total 3.0" in _scraped(port)

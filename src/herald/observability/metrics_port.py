@@ -14,10 +14,11 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import suppress
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
@@ -50,7 +51,9 @@ def serve_metrics(
     class Server(_BoundedServer):
         address_family = family
 
-    server = make_server(str(address[0]), port, make_wsgi_app(registry), Server, _QuietHandler)
+    server = make_server(
+        str(address[0]), port, _at_metrics_only(make_wsgi_app(registry)), Server, _QuietHandler
+    )
     assert isinstance(server, _BoundedServer)
     server.limit(connection_seconds, connections_at_once)
     thread = threading.Thread(target=server.serve_forever, name="metrics port", daemon=True)
@@ -62,6 +65,20 @@ def serve_metrics(
         thread.join()
 
     return stop
+
+
+def _at_metrics_only(metrics: WSGIApplication) -> WSGIApplication:
+    """``metrics`` at ``/metrics``, and 404 on any other path: prometheus_client's app
+    answered the metrics on every one, so a probe of ``/healthz`` here passed whatever
+    the process's health."""
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == "/metrics":
+            return metrics(environ, start_response)
+        start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+        return [b"Not Found: the metrics are at /metrics\n"]
+
+    return app
 
 
 class _BoundedServer(ThreadingWSGIServer):
