@@ -59,6 +59,7 @@ class RequestEdge:
             await self.app(scope, receive, send)
             return
         rid: str | None = None
+        sent_id = b""  # the id as the client sent it, up to its 64th character
         length: int | None = None
         chunked = False
         encoding = b"identity"
@@ -69,7 +70,7 @@ class RequestEdge:
             if name == b"host":
                 host = value
             elif name == b"x-request-id":
-                rid = value.decode("latin-1")[:64]
+                rid, sent_id = _request_id(value)
             elif name == b"content-length" and value.isdigit():
                 length = int(value)
             elif name == b"transfer-encoding":
@@ -80,8 +81,10 @@ class RequestEdge:
                 media_type, _, parameters = value.partition(b";")
                 media_type = media_type.strip().lower()
                 charset = _charset(parameters) if parameters else None
-        rid = rid or f"{self._prefix}-{next(self._counter):x}"
-        header = (b"x-request-id", rid.encode("latin-1"))
+        if not rid:
+            rid = f"{self._prefix}-{next(self._counter):x}"
+            sent_id = rid.encode("ascii")
+        header = (b"x-request-id", sent_id)
 
         async def send_with_id(message: Any) -> None:
             if message["type"] == "http.response.start":
@@ -233,6 +236,21 @@ def _is_json(media_type: bytes) -> bool:
 
 async def _too_large(send: Any, limit: int) -> None:
     await _reply(send, 413, f"request body larger than {limit} bytes")
+
+
+def _request_id(value: bytes) -> tuple[str, bytes]:
+    """The first 64 characters of a client's ``X-Request-Id``, read as UTF-8 when it is,
+    and those characters as the client sent them, for the answer's header. Read as
+    Latin-1 alone, `café` sent in UTF-8 was logged `cafÃ©`, and a search of the log for
+    the id the client holds found nothing. One not UTF-8 is read as Latin-1, the
+    characters HTTP first gave header bytes, so that it is never refused or lost."""
+    if value.isascii():  # nearly every id: no decoding to try and fail
+        return value[:64].decode("ascii"), value[:64]
+    try:
+        rid = value.decode("utf-8")[:64]
+        return rid, rid.encode("utf-8")
+    except UnicodeDecodeError:
+        return value[:64].decode("latin-1"), value[:64]
 
 
 async def _reply(send: Any, status: int, detail: str) -> None:

@@ -163,6 +163,34 @@ def test_the_log_lines_of_a_request_carry_its_request_id(
     assert failures[0]["level"] == "ERROR"
 
 
+def test_a_request_id_beyond_ascii_is_logged_as_the_client_wrote_it(
+    json_logging_server: tuple[HeraldProcess, str],
+) -> None:
+    # Read as Latin-1, `café` sent in UTF-8 was logged `cafÃ©`: a search of the log for
+    # the id the client holds found nothing, though the answer gave it back unchanged.
+    server, base = json_logging_server
+    sent = "req-café-1".encode()
+
+    response = httpx.post(
+        base + "/events",
+        json=signup("u_poison", POISONED_EMAIL),
+        headers={"X-Request-Id": sent},
+        timeout=5,
+    )
+
+    assert response.status_code == 503
+    assert dict(response.headers.raw)[b"x-request-id"] == sent
+    failures = wait_for(
+        lambda: [
+            line
+            for line in json_lines(server.output())
+            if line["message"].startswith("ingestion failed")
+        ],
+        "the ingestion failure in the log",
+    )
+    assert [line.get("request_id") for line in failures] == ["req-café-1"]
+
+
 def test_a_request_stored_after_another_s_logs_its_own_request_id(
     json_logging_server: tuple[HeraldProcess, str], tmp_path: Path
 ) -> None:

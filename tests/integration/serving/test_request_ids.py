@@ -6,12 +6,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from herald.api.app import create_app
+from herald.cli.http_protocol import RequestDeadlineProtocol
 from herald.config import Settings
-from tests.support.serving import signup, sqlite_url
+from tests.support.serving import served_on_a_thread, signup, sqlite_url
 
 
 @pytest.fixture
@@ -59,3 +61,34 @@ def test_error_responses_carry_the_request_id_too(
 
     assert response.status_code == status
     assert response.headers["x-request-id"] == "trace-err"
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[str]:
+    """The app on a real server: the test client cannot read an answer's header beyond
+    ASCII."""
+    settings = Settings(
+        database_url=sqlite_url(tmp_path),
+        outbox_file=str(tmp_path / "outbox.jsonl"),
+        dispatcher=False,
+    )
+    app = create_app(settings)
+    with served_on_a_thread(app, RequestDeadlineProtocol, log_config=None) as port:
+        yield f"http://127.0.0.1:{port}"
+
+
+def _answered_id(base: str, sent: bytes) -> bytes:
+    answer = httpx.get(base + "/healthz", headers={"X-Request-Id": sent}, timeout=5)
+    return dict(answer.headers.raw)[b"x-request-id"]
+
+
+def test_a_request_id_beyond_ascii_is_cut_at_64_characters_not_64_bytes(served: str) -> None:
+    # Read as Latin-1, an id of two-byte characters was cut at 32 of them, or in the
+    # middle of one, and the answer's id was not the first 64 characters of the client's.
+    assert _answered_id(served, ("é" * 70).encode()) == ("é" * 64).encode()
+
+
+def test_a_request_id_not_in_utf8_is_read_as_latin1_and_echoed_as_sent(served: str) -> None:
+    sent = "caf\xe9-2".encode("latin-1")
+
+    assert _answered_id(served, sent) == sent
