@@ -176,3 +176,21 @@ def test_every_refused_event_is_counted_alone_or_in_a_batch(client: TestClient) 
     assert 'herald_events_total{event_type="unknown",status="rejected"} 3.0' in metrics
     assert 'herald_events_total{event_type="payment_failed",status="rejected"} 1.0' in metrics
     assert 'herald_events_total{event_type="payment_failed",status="accepted"} 1.0' in metrics
+
+
+def test_a_batch_refused_whole_counts_one_rejected_as_a_malformed_event_does(
+    client: TestClient,
+) -> None:
+    # The README counts a 422 as rejected: a malformed body to /events was, but a batch
+    # refused whole counted nothing, so a client sending broken batches showed no errors.
+    refused = [
+        client.post("/events/batch", content=b"{", headers={"Content-Type": "application/json"}),
+        client.post("/events/batch", json={"events": []}),
+        client.post("/events/batch", json=payment_failed()),
+    ]
+
+    metrics = client.get("/metrics").text
+
+    assert [answer.status_code for answer in refused] == [422, 422, 422]
+    assert 'herald_events_total{event_type="unknown",status="rejected"} 3.0' in metrics
+    assert 'status="accepted"' not in metrics

@@ -182,7 +182,13 @@ async def post_batch(request: Request) -> Response:
     """Up to 1,000 events; each is accepted, a duplicate or rejected on its own."""
     started = time.perf_counter()
     runtime = ingest_runtime(request)
-    items, valid = read_batch(await json_body(request), runtime)
+    try:
+        items, valid = read_batch(await json_body(request), runtime)
+    except RequestValidationError:
+        # Refused whole (no batch, no events, or malformed JSON): one rejected, as such a
+        # body to /events is, else a client sending only broken batches showed no errors.
+        runtime.metrics.count_event("unknown", "rejected")
+        raise
     results = await _store(runtime, [event for _, event in valid]) if valid else []
     outcomes = []
     for (index, event), result in zip(valid, results, strict=True):
