@@ -181,7 +181,9 @@ def _run_uvicorn(settings: Settings, *, dispatcher_process: bool) -> None:
             # uvicorn's own lines go through Herald's handler, so that they share its
             # format (one JSON object a line with HERALD_LOG_FORMAT=json).
             log_config=None,
-            access_log=False,
+            # A line a request, at DEBUG alone: an operator asking for every line looks
+            # for the requests too, and at INFO each cost ingestion time for no reader.
+            access_log=settings.log_level == "DEBUG",
             lifespan="on",
             http=RequestDeadlineProtocol,
             # Applied by the protocol to each connection (see its __init__), carried by

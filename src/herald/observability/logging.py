@@ -122,5 +122,8 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    # uvicorn's access lines only at DEBUG, where `herald serve` turns them on; above it,
+    # dropped, whoever serves the app with them on.
+    access = logging.NOTSET if root.level <= logging.DEBUG else logging.WARNING
+    logging.getLogger("uvicorn.access").setLevel(access)
     logging.getLogger("alembic").setLevel(logging.WARNING)  # "Context impl ..." at each start

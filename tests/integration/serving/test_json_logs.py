@@ -138,6 +138,46 @@ def test_uvicorn_s_own_lines_are_json_lines_too(
     assert not any("\x1b" in json.dumps(line) or "\\u001b" in json.dumps(line) for line in started)
 
 
+def test_at_debug_each_request_has_an_access_line_with_its_request_id(
+    json_logging_server: tuple[HeraldProcess, str],
+) -> None:
+    # uvicorn's access log was off whatever HERALD_LOG_LEVEL said: at DEBUG, where an
+    # operator looks for every request, a request that logged nothing left no line.
+    server, base = json_logging_server
+
+    answer = httpx.get(base + "/healthz", headers={"X-Request-Id": "req-access-1"}, timeout=5)
+
+    assert answer.status_code == 200
+    access = wait_for(
+        lambda: [
+            line
+            for line in json_lines(server.output())
+            if line["logger"] == "uvicorn.access"
+            and '"GET /healthz HTTP/1.1" 200' in line["message"]
+        ],
+        "the request's access line",
+    )
+    assert [line.get("request_id") for line in access] == ["req-access-1"]
+
+
+def test_at_info_no_request_has_an_access_line(tmp_path: Path) -> None:
+    """The default keeps them off: a line a request cost ingestion time for nothing an
+    operator reads."""
+    port = free_port()
+    env = herald_environment(HERALD_LOG_FORMAT="json", HERALD_LOG_LEVEL="INFO")
+    command = ["serve", "--port", str(port), "--database", sqlite_url(tmp_path)]
+    with HeraldProcess("info-logs", log_dir=tmp_path) as server:
+        server.start([*command, "--no-dispatcher"], env=env, cwd=tmp_path)
+        base = f"http://127.0.0.1:{port}"
+        server.wait_healthy(base + "/readyz", timeout=10)
+        for _ in range(3):
+            assert httpx.get(base + "/healthz", timeout=5).status_code == 200
+        server.stop()
+
+        assert "uvicorn.access" not in server.output()
+        assert "/healthz" not in server.output()
+
+
 def test_the_log_lines_of_a_request_carry_its_request_id(
     json_logging_server: tuple[HeraldProcess, str],
 ) -> None:
