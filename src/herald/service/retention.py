@@ -158,6 +158,8 @@ def _finished_pages(
             return
         after = (page[-1].due_us, page[-1].message_id)
         doomed = [row.message_id for row in page if row.rule not in keep_rules]
-        kept = [row.message_id for row in page if row.rule in keep_rules and row.body != REDACTED]
+        kept = [
+            row.message_id for row in page if row.rule in keep_rules and row.body not in REDACTED
+        ]
         if doomed or kept:
             yield doomed, kept

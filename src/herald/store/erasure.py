@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 from sqlalchemy import Connection, Select, case, delete, func, select, update
 
-from herald.store.message_status import CANCELLED, FAILED, PENDING, REDACTED, SENDING
+from herald.store.message_status import CANCELLED, FAILED, FORGOTTEN, PENDING, REDACTED, SENDING
 from herald.store.outbox import end_waiting
 from herald.store.tables import delivery_attempts, events, messages, users
 
@@ -64,8 +64,8 @@ class ErasureRepository:
         )
         redacted = self._conn.execute(
             update(messages)
-            .where(messages.c.user_id == user_id, messages.c.body != REDACTED)
-            .values(subject="", body=REDACTED, html=None, recipient="", hold_reason=None)
+            .where(messages.c.user_id == user_id, messages.c.body.not_in(REDACTED))
+            .values(subject="", body=FORGOTTEN, html=None, recipient="", hold_reason=None)
         ).rowcount
         deleted = self._conn.execute(delete(events).where(events.c.user_id == user_id)).rowcount
         self._conn.execute(
@@ -90,7 +90,7 @@ class ErasureRepository:
         c = messages.c
         redactable, waiting, in_flight = self._conn.execute(
             select(
-                func.count().filter(c.body != REDACTED),
+                func.count().filter(c.body.not_in(REDACTED)),
                 func.count().filter(c.status.in_(_WAITING)),
                 func.count().filter(c.status == SENDING),
             ).where(c.user_id == user_id)

@@ -77,7 +77,7 @@ _message_values = itemgetter(*_MESSAGE_COLUMNS)  # in C: a batch runs it for eve
 
 # A message redacted (by a prune, or by forgetting its user): a shell holding its limit,
 # with no recipient or text to send.
-_REDACTED = messages.c.body == REDACTED
+_REDACTED = messages.c.body.in_(REDACTED)
 
 
 class OutboxRepository(OutboxReads, OutboxClaims, OutboxClaimOutcomes):

@@ -19,7 +19,7 @@ from sqlalchemy import (
     update,
 )
 
-from herald.store.outbox import CANCELLED, FAILED, REDACTED, SENT
+from herald.store.message_status import CANCELLED, FAILED, PRUNED, REDACTED, SENT
 from herald.store.tables import delivery_attempts, events, messages, users
 
 FINISHED = (SENT, FAILED, CANCELLED)
@@ -100,8 +100,8 @@ class RetentionRepository:
         deleted = self._conn.execute(delete(messages).where(*finished, ids.in_(doomed))).rowcount
         redacted = self._conn.execute(
             update(messages)
-            .where(*finished, ids.in_(kept), messages.c.body != REDACTED)
-            .values(subject="", body=REDACTED, html=None, recipient="", last_error=None)
+            .where(*finished, ids.in_(kept), messages.c.body.not_in(REDACTED))
+            .values(subject="", body=PRUNED, html=None, recipient="", last_error=None)
         ).rowcount
         return int(deleted), int(redacted)
 
@@ -125,7 +125,7 @@ class RetentionRepository:
         )
         kept = messages.c.rule.in_(rules)
         if of_rules:
-            return _count(self._conn, messages, *finished, kept, messages.c.body != REDACTED)
+            return _count(self._conn, messages, *finished, kept, messages.c.body.not_in(REDACTED))
         return _count(self._conn, messages, *finished, ~kept)
 
 

@@ -53,6 +53,9 @@ def test_a_forgotten_user_s_audit_holds_nothing_personal(client: TestClient) -> 
     for personal in ("u_gone@example.com", "maria@example.com", '"amount"', "of 12.50", "PT"):
         assert personal not in text, personal
     assert [m["status"] for m in audit["messages"]] == ["sent"] * 3
+    # Their texts say what happened to them: forgotten, not pruned.
+    for message in audit["messages"]:
+        assert (message["subject"], message["body"]) == ("", "(forgotten at the user's request)")
     assert "u_kept@example.com" in json.dumps(client.get("/audit/u_kept").json())
 
 

@@ -15,7 +15,8 @@ from herald.service.erasure import forget_user
 from herald.service.ingest import ingest
 from herald.store.claim_outcomes import RETRY
 from herald.store.erasure import Forgotten
-from herald.store.outbox import CANCELLED, FAILED, REDACTED, SENDING, SENT
+from herald.store.message_status import FORGOTTEN, PRUNED
+from herald.store.outbox import CANCELLED, FAILED, SENDING, SENT
 from herald.store.sql import json_value
 from herald.store.unit_of_work import ReadOnly, UnitOfWork
 from tests.support.store_rows import (
@@ -119,7 +120,7 @@ def test_forgetting_a_user_leaves_nothing_personal_of_theirs_and_says_what_it_di
     messages = {row.message_id: row for row in _rows(database, "messages", "gone")}
     assert len(messages) == 4  # kept: they hold the limits
     for row in messages.values():
-        assert (row.recipient, row.subject, row.body, row.html) == ("", "", REDACTED, None)
+        assert (row.recipient, row.subject, row.body, row.html) == ("", "", FORGOTTEN, None)
     assert messages[SENT_ID].status == SENT
     for waiting in (DEAD_ID, WAITING_ID):
         assert (messages[waiting].status, messages[waiting].last_error) == (CANCELLED, REASON)
@@ -152,6 +153,19 @@ def test_a_message_being_sent_ends_cancelled_and_forgetting_again_removes_its_at
         events=0, messages=0, cancelled=0, in_flight=0, attempts=1
     )
     assert _rows(database, "delivery_attempts", "gone") == []
+
+
+def test_a_message_a_prune_redacted_stays_as_it_was(database: Any) -> None:
+    """A message a prune redacted before (or before its text said which) holds nothing
+    personal: it is not counted as redacted again, and still says it was pruned."""
+    add_messages(database, {**message_row("S:gone", user_id="gone"), "body": PRUNED})
+    with UnitOfWork(database) as uow:
+        uow.users.upsert_many([UserProfile("gone")], T0)
+        uow.commit()
+
+    assert _count(database).messages == 0
+    assert _forget(database).messages == 0
+    assert stored_message(database, SENT_ID).body == PRUNED
 
 
 def test_a_fence_already_later_than_the_user_s_events_stays(database: Any) -> None:

@@ -13,11 +13,11 @@ import pytest
 
 from herald.domain.model import message_id_for
 from herald.store.database import Database
+from herald.store.message_status import PRUNED
 from herald.store.outbox import (
     CANCELLED,
     FAILED,
     PENDING,
-    REDACTED,
     SENDING,
     SENT,
     AttemptRecord,
@@ -290,7 +290,7 @@ class TestOutboxRepository:
 
     def test_requeue_leaves_a_dead_letter_a_prune_redacted(self, database: Database) -> None:
         # Requeued, the shell (no recipient, "(pruned)" for text) was sent as it was.
-        add_messages(database, {**message_row("shell", status=FAILED), "body": REDACTED})
+        add_messages(database, {**message_row("shell", status=FAILED), "body": PRUNED})
 
         with UnitOfWork(database) as uow:
             by_id = uow.outbox.requeue(now_us=T0, message_id=message_id_for("shell"))
