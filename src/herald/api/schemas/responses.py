@@ -207,7 +207,8 @@ class MessageOut(_Answer):
         description="Why it last waited without an attempt: quiet hours when it was "
         "created, its channel's rate limit or pause when put back, or a dead letter "
         "re-queued by `herald messages retry`. Kept once sent, as the reason a send came "
-        "late"
+        "late, and once cancelled, as what it was waiting for: `status` says whether it "
+        "still waits, and `last_error` why a cancelled one never will"
     )
     attempts: int
     last_error: str | None
