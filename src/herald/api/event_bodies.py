@@ -5,7 +5,7 @@ each accepted or rejected on its own."""
 from __future__ import annotations
 
 import json
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, NoReturn, TypeVar
 
 import orjson
 from fastapi.exceptions import RequestValidationError
@@ -125,14 +125,18 @@ def _batch_read_again(raw: bytes) -> list[Any] | None:
     """The events of a batch that pydantic's parser could not read (nested too deep, or
     a number too long), read by the standard library's: each is then refused alone, as
     when posted alone, rather than one such event making the whole batch "Invalid JSON".
-    None if this is no batch that parser reads either (the loose parse then says why)."""
+    None if that parser does not read it either (the loose parse then says why). A body
+    it reads that is no batch (over 1,000 events, an unknown field) is refused whole as
+    any such body is, whatever its events hold: told only of the event's depth, a client
+    that fixed it was told of the batch's size only when sending it again."""
     parsed = read_again(raw)
     if parsed is None:
         return None
     try:
         events: list[Any] = _LOOSE_BATCH.validate_python(parsed)["events"]
-    except ValidationError:
-        return None
+    except ValidationError as exc:
+        again = Revalidation(lambda: parsed, _LOOSE_BATCH.validator.validate_python)
+        _refuse_body(exc, raw, again, shape=_BATCH_SHAPE, fields=("events",))
     return events
 
 
@@ -248,6 +252,18 @@ def parse_body(
         except ValidationError as exc:
             refused = exc
     again = Revalidation(lambda: json_value(raw), adapter.validator.validate_python)
+    _refuse_body(refused, raw, again, shape=shape, fields=fields)
+
+
+def _refuse_body(
+    refused: ValidationError,
+    raw: bytes,
+    again: Revalidation,
+    *,
+    shape: BodyShape,
+    fields: tuple[str, ...],
+) -> NoReturn:
+    """Refuse the body ``raw`` with the errors of ``refused``, as ``parse_body`` says them."""
     errors = body_errors(refused, raw, fields, again)
     array = raw.lstrip()[:1] == b"["
     for error in errors:

@@ -150,6 +150,31 @@ def test_an_event_nested_deeper_than_herald_reads_is_refused_alone_and_in_its_ba
     ]  # fmt: skip
 
 
+def test_a_batch_over_a_thousand_events_is_told_so_though_one_is_nested_too_deep(
+    client: TestClient,
+) -> None:
+    # It was told only "too_deep", which a client fixing that event sent again to be told
+    # only then that the batch was too large: refused whole, it is told what a batch of
+    # that size is told whatever its events hold.
+    as_json = {"content-type": "application/json"}
+    plain = [json.dumps(signup(event_id=f"x{i}")).encode() for i in range(1000)]
+    too_many = b'{"events": [' + b", ".join(plain) + b"]}"
+    with_deep = b'{"events": [' + b", ".join([*plain, nested(MOST_LEVELS + 1, "deep")]) + b"]}"
+    one_more = b'{"events": [' + b", ".join([*plain, plain[0]]) + b"]}"
+
+    answers = [
+        client.post("/events/batch", content=body, headers=as_json)
+        for body in (with_deep, one_more)
+    ]
+
+    assert [answer.status_code for answer in answers] == [422, 422]
+    assert answers[0].json() == answers[1].json()
+    [error] = answers[0].json()["detail"]
+    assert (error["loc"], error["type"]) == (["body", "events"], "too_long")
+    assert "1000" in error["msg"] and "1001" in error["msg"]
+    assert client.post("/events/batch", content=too_many, headers=as_json).status_code == 200
+
+
 def test_an_event_over_a_mebibyte_of_compact_json_is_rejected_whatever_its_batch_holds(
     client: TestClient,
 ) -> None:
