@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from herald.delivery.dispatcher import Dispatcher
@@ -24,9 +25,12 @@ from herald.service.ingest import IngestStatus, ingest
 from herald.service.writer import DatabaseUnavailable, LoopWriter
 from herald.store.database import Database
 from herald.store.migrate import upgrade
+from herald.store.sqlite_connections import SQLITE_BUSY_TIMEOUT_MS
 from herald.store.unit_of_work import ReadOnly, UnitOfWork, WriteLockBusy, when_unlocked
 from tests.support.events import opted_in_signup
-from tests.support.processes import herald_command, herald_environment
+from tests.support.ports import free_port
+from tests.support.processes import HeraldProcess, herald_command, herald_environment
+from tests.support.serving import signup
 
 RULES = load_ruleset()
 NOW = datetime(2025, 11, 3, 12, tzinfo=UTC)
@@ -35,6 +39,8 @@ FALLBACK_S = 10.0
 # Timer ticks of 10 ms a loop must fire while the lock is held: a loop blocked in
 # SQLite's busy handler fires none until the lock is released.
 TICKS = 10
+# How long an ingestion waits for another process's write lock before it answers 503.
+LOCK_WAIT_S = SQLITE_BUSY_TIMEOUT_MS / 1000
 
 
 @pytest.fixture
@@ -427,3 +433,29 @@ def test_ctrl_c_on_a_worker_waiting_to_upgrade_its_schema_says_where_the_schema_
         "error: interrupted while opening the database (waiting for it to answer, or for a "
         "lock another process holds, or upgrading its schema): the schema is at revision 0001"
     )
+
+
+def test_readyz_says_so_while_ingestion_gives_up_waiting_for_another_process_s_lock(
+    sqlite_path: Path, tmp_path: Path
+) -> None:
+    # Every event was answered 503 after its wait while /readyz said ready: a probe, or an
+    # operator, saw a server taking writes that took none.
+    url, port = f"sqlite:///{sqlite_path}", free_port()
+    env = herald_environment(HERALD_OUTBOX_FILE=str(tmp_path / "outbox.jsonl"))
+    with HeraldProcess("locked-out", log_dir=tmp_path) as server:
+        server.start(["serve", "--port", str(port), "--database", url], env=env, cwd=tmp_path)
+        base = f"http://127.0.0.1:{port}"
+        server.wait_healthy(base + "/readyz", timeout=10)
+        holder = LockHolder(sqlite_path, fallback_s=LOCK_WAIT_S + 20)
+
+        refused = httpx.post(base + "/events", json=signup("u_1", "a@example.org"), timeout=60)
+        locked = httpx.get(base + "/readyz", timeout=5)
+        holder.join()
+        stored = httpx.post(base + "/events", json=signup("u_2", "b@example.org"), timeout=10)
+        ready = httpx.get(base + "/readyz", timeout=5)
+
+    assert holder.released_on_time
+    assert refused.status_code == 503
+    assert locked.status_code == 503
+    assert locked.json()["database"].startswith("locked by another process:")
+    assert (stored.status_code, ready.status_code) == (202, 200)

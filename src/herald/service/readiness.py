@@ -18,9 +18,11 @@ class Readiness(NamedTuple):
     error: Exception | None = None
 
 
-def readiness(database: Database) -> Readiness:
+def readiness(database: Database, *, locked_out: bool = False) -> Readiness:
     """Ready when the database answers and takes writes, its schema is current and, on
-    SQLite, the file at the database's path is still the one this process writes to."""
+    SQLite, the file at the database's path is still the one this process writes to.
+    ``locked_out``: this process's ingestion lately gave up waiting for another
+    process's write lock (SQLite's one writer), and none has had it since."""
     try:
         with database.reader.connect() as connection:
             if database.is_sqlite:
@@ -49,7 +51,16 @@ def readiness(database: Database) -> Readiness:
     gone = database.sqlite_file_problem()
     if gone is not None:
         return Readiness(False, {"database": gone})
+    if locked_out:
+        # Reads still answer; every event waits for the lock and is then answered 503.
+        return Readiness(False, {"database": _LOCKED_OUT})
     head = head_revision()
     if revision != head:
         return Readiness(False, {"schema": f"at {revision}, need {head}"})
     return Readiness(True, {"schema": head})
+
+
+_LOCKED_OUT = (
+    "locked by another process: events waited for its write lock and were refused (a "
+    "herald worker or prune, a checkpoint, a shell left in a write transaction)"
+)

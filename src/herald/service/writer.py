@@ -63,6 +63,11 @@ class Writer(Protocol):
         ``IngestFailed`` when they could not be."""
         ...
 
+    def locked_out(self) -> bool:
+        """Whether ingestion lately gave up waiting for another process's write lock, and
+        none has had it since: what /readyz says of SQLite's one writer."""
+        ...
+
 
 class _Reply:
     """Where a request's results go: its future, asyncio's (``LoopWriter``) or a thread's
@@ -178,6 +183,8 @@ class LoopWriter:
         before it fails (as a wait in SQLite's busy handler would)."""
         self._committer = _Committer(database, ruleset, clock=clock, hold=hold, on_commit=on_commit)
         self._lock_wait_s = lock_wait_s
+        # When a batch last gave up waiting for the lock (monotonic), until one gets it.
+        self._gave_up_at: float | None = None
         # Each request with the time it arrived, which bounds its wait for the lock.
         self._pending: list[_Queued] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -190,6 +197,13 @@ class LoopWriter:
         """Refuse new requests. A batch being written finishes on the loop: there is no
         thread to wait for, so ``timeout`` has nothing to bound."""
         self._running = False
+
+    def locked_out(self) -> bool:
+        """For one lock wait after a batch gave up waiting, unless one has had the lock
+        since. Not for ever: a process its load balancer took out gets no request that
+        would find the lock free again, and is put back to try."""
+        gave_up_at = self._gave_up_at
+        return gave_up_at is not None and time.monotonic() - gave_up_at < self._lock_wait_s
 
     async def ingest(self, events: Sequence[Event]) -> list[IngestResult]:
         if not self._running:
@@ -226,7 +240,9 @@ class LoopWriter:
             await when_unlocked(
                 lambda: self._committer.write(jobs, wait=False), timeout_s=max(left, 0.0)
             )
+            self._gave_up_at = None
         except WriteLockBusy:
+            self._gave_up_at = time.monotonic()
             log.error("the database stayed locked by another process; requests fail")
             for _, answer in jobs:
                 answer.set_exception(
@@ -276,6 +292,10 @@ class ThreadWriter:
         for thread in self._threads:
             thread.join(timeout)
         self._threads = []
+
+    def locked_out(self) -> bool:
+        """Never: PostgreSQL has no lock on the whole database, and each writes its rows."""
+        return False
 
     async def ingest(self, events: Sequence[Event]) -> list[IngestResult]:
         future: Future[list[IngestResult]] = Future()

@@ -30,15 +30,17 @@ async def healthz() -> dict[str, str]:
             "model": ReadinessOut,
             "description": "The database does not answer or is read-only (a PostgreSQL "
             "standby, or a server set read-only), its schema is not current, or its SQLite "
-            "file is no longer at its path",
+            "file is no longer at its path or lately locked by another process past an "
+            "event's wait",
         },
     },
 )
 def readyz(runtime: RuntimeDep, request: Request, response: Response) -> dict[str, Any]:
     """The database answers and takes writes (it is not read-only: a PostgreSQL standby,
     or a server set read-only), its schema is current and, on SQLite, the file at the
-    database's path is still the one this process writes to."""
-    found = readiness(runtime.database)
+    database's path is still the one this process writes to, and another process's
+    write lock did not lately keep its events waiting until they were refused."""
+    found = readiness(runtime.database, locked_out=runtime.writer.locked_out())
     # The answer names the error's type alone; the log says what the database said.
     outage: OutageLog = request.app.state.readiness_outage
     if found.error is not None:
