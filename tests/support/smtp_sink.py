@@ -6,6 +6,7 @@ Usage::
         ...  # send to sink.host, sink.port
         message = sink.messages[0].message  # an email.message.EmailMessage
 
+    sink.auth_reply = "454 4.7.0 try later"   # refuse every login with this
     sink.rcpt_reply = "451 4.3.0 try later"   # answer every RCPT TO with this
     sink.data_reply = "550 5.7.1 rejected"    # answer DATA with this
     sink.rcpt_delay = 2.0                      # wait this long before answering RCPT TO
@@ -14,7 +15,8 @@ Usage::
     sink.hang_up("421 4.4.2 idle too long")    # close every open connection now
 
 With ``credentials=("user", "secret")`` the sink offers AUTH (with or without TLS) and
-refuses mail from clients that have not logged in with exactly those.
+refuses mail from clients that have not logged in with exactly those; with
+``auth_after_starttls=True`` too, it offers AUTH only once STARTTLS is done, as many relays do.
 
 With ``tls="starttls"`` it offers STARTTLS, with ``tls="implicit"`` it speaks TLS from the
 first byte (SMTPS, as on port 465), both with ``tls_context`` (see ``tests.support.tls``);
@@ -67,9 +69,13 @@ class SmtpSink:
         tls: Literal["starttls", "implicit"] | None = None,
         tls_context: SSLContext | None = None,
         smtputf8: bool = True,
+        auth_after_starttls: bool = False,
     ) -> None:
         if (tls is None) != (tls_context is None):
             raise ValueError("tls and tls_context go together")
+        if auth_after_starttls and (credentials is None or tls != "starttls"):
+            raise ValueError("auth_after_starttls needs credentials and tls='starttls'")
+        self.auth_reply: str | None = None
         self.rcpt_reply: str | None = None
         self.data_reply: str | None = None
         self.rcpt_delay = 0.0
@@ -79,6 +85,7 @@ class SmtpSink:
         self.tls = tls
         self.tls_context = tls_context
         self.smtputf8 = smtputf8
+        self.auth_after_starttls = auth_after_starttls
         self._messages: list[ReceivedEmail] = []
         self._logins: list[str] = []
         self._mail_sessions_ended = 0
@@ -143,7 +150,9 @@ class SmtpSink:
         options: dict[str, Any] = {"enable_SMTPUTF8": self.smtputf8}
         if self.credentials is not None:
             # aiosmtpd does not count implicit TLS as TLS, so it cannot insist on it.
-            options.update(authenticator=self._authenticate, auth_require_tls=False)
+            options.update(
+                authenticator=self._authenticate, auth_require_tls=self.auth_after_starttls
+            )
         if self.tls == "starttls":
             options.update(tls_context=self.tls_context)
         elif self.tls == "implicit":
@@ -198,6 +207,8 @@ class SmtpSink:
     ) -> AuthResult:
         if not isinstance(auth_data, LoginPassword) or self.credentials is None:
             return AuthResult(success=False, handled=False)
+        if self.auth_reply is not None:
+            return AuthResult(success=False, handled=False, message=self.auth_reply)
         login, password = auth_data.login.decode(), auth_data.password.decode()
         if (login, password) != self.credentials:
             return AuthResult(success=False, handled=False)

@@ -70,6 +70,8 @@ class SmtpProvider:
             the envelope sender is its address part.
         reply_to: the ``Reply-To`` header, if any.
         username, password: log in with these (inside TLS when there is TLS).
+        credential_names: the environment variables the user name and password came
+            from, named (their values never) when the relay refuses the login.
         tls: ``"starttls"`` upgrades the connection after the greeting,
             ``"implicit"`` speaks TLS from the first byte (``smtplib.SMTP_SSL``),
             ``"none"`` sends in clear text.
@@ -103,6 +105,7 @@ class SmtpProvider:
         clock: Callable[[], float] = time.time,
         messages_per_connection: int = 100,
         idle_seconds: float = 30.0,
+        credential_names: tuple[str, str] | None = None,
     ) -> None:
         self.name = name
         self.local = False
@@ -112,6 +115,7 @@ class SmtpProvider:
         self.reply_to = reply_to
         self.username = username
         self._password = password
+        self.credential_names = credential_names
         self.tls = tls
         self._tls_context = tls_context
         self.timeout = timeout
@@ -237,6 +241,8 @@ class SmtpProvider:
         where = f"{self.host}:{self.port}"
         if isinstance(exc, smtplib.SMTPRecipientsRefused):
             return classify_refused(exc.recipients)
+        if isinstance(exc, smtplib.SMTPAuthenticationError):  # only AUTH raises it
+            return classify_reply(exc.smtp_code, exc.smtp_error, prefix=self._login_refused(exc))
         if isinstance(exc, smtplib.SMTPResponseException):
             if reused and exc.smtp_code == 421 and not smtp.mail_accepted:
                 return None  # MAIL answered "closing": the relay let the idle one go
@@ -268,12 +274,32 @@ class SmtpProvider:
         if self.username is not None:
             try:
                 smtp.login(self.username, self._password or "")
+            except smtplib.SMTPNotSupportedError:
+                raise smtplib.SMTPException(self._no_login_offered()) from None
             except UnicodeEncodeError:
                 # smtplib encodes the login in ASCII; its error quotes the character.
                 raise smtplib.SMTPException(
                     "the user name or password has characters beyond ASCII, "
                     "which an SMTP login cannot send"
                 ) from None
+
+    def _login_refused(self, exc: smtplib.SMTPAuthenticationError) -> str:
+        """What an attempt whose login the relay refused says before the relay's words,
+        which alone did not say it was the login, not the message, that was refused."""
+        if not 500 <= exc.smtp_code < 600:
+            return "the relay cannot take the login for now: "
+        where = ""
+        if self.credential_names is not None:
+            where = " in {} and {}".format(*self.credential_names)
+        return f"the relay refused the login (check the user name and password{where}): "
+
+    def _no_login_offered(self) -> str:
+        """Why a login was not tried: the relay's EHLO answer named no AUTH. Many relays
+        offer it only once the connection is encrypted, which smtplib's words did not say."""
+        hint = ""
+        if self.tls == "none":
+            hint = " (without TLS: try `tls: starttls`, as many relays offer it only then)"
+        return f"the relay offers no login on this connection{hint}"
 
     def _take_idle(self) -> AbortableSMTP | None:
         """The connection given back last, if any; those idle for too long are closed."""

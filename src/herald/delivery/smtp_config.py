@@ -84,7 +84,15 @@ def smtp_provider(
         tls=tls,
         tls_context=tls_context,
         timeout=timeout,
+        credential_names=_credential_names(spec),
     )
+
+
+def _credential_names(spec: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The variables the login is read from, for a refused login to name."""
+    if "username_env" not in spec:
+        return None
+    return str(spec["username_env"]), str(spec["password_env"])
 
 
 def _smtp_tls(spec: Mapping[str, Any], where: str, problems: list[str]) -> TlsMode | None:

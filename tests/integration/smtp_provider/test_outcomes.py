@@ -4,14 +4,16 @@ listening or not greeting, logging in, and a send cut off by its caller."""
 import asyncio
 import socket
 import threading
+from pathlib import Path
 
 import pytest
 
 from herald.delivery.provider import DeliveryResult, DeliveryStatus
+from herald.delivery.setup import build_delivery
 from herald.delivery.smtp import SmtpProvider
 from tests.support.ports import refused_port
 from tests.support.processes import wait_for
-from tests.support.smtp_sending import REQUEST, SENDER, send_once
+from tests.support.smtp_sending import REQUEST, SENDER, send_all, send_once
 from tests.support.smtp_sink import SmtpSink
 
 
@@ -120,12 +122,50 @@ def test_credentials_are_used_to_log_in() -> None:
         assert len(sink.messages) == 1
 
 
-def test_wrong_credentials_fail_for_good() -> None:
+def test_wrong_credentials_fail_for_good_saying_the_login_was_refused() -> None:
+    # The relay's own words alone (`SMTP 535: 5.7.8 Authentication credentials invalid`)
+    # did not say that it was the login, not the message, that was refused.
     with SmtpSink(credentials=("herald", "s3cret")) as sink:
         result = send_once(sink.port, username="herald", password="guess")
 
         assert result.status is DeliveryStatus.FAILED
-        assert result.detail.startswith("SMTP 535")
+        assert result.detail == (
+            "the relay refused the login (check the user name and password): "
+            "SMTP 535: 5.7.8 Authentication credentials invalid"
+        )
+        assert sink.messages == []
+
+
+def test_a_refused_login_names_the_variables_of_the_rule_file_not_their_values(
+    tmp_path: Path,
+) -> None:
+    spec = {"type": "smtp", "host": "127.0.0.1", "sender": SENDER}
+    spec.update(username_env="RELAY_USER", password_env="RELAY_PASSWORD")
+    env = {"RELAY_USER": "herald", "RELAY_PASSWORD": "guess-Xq7"}
+    with SmtpSink(credentials=("herald", "s3cret")) as sink:
+        spec["port"] = sink.port
+        plan = build_delivery({"providers": {"email": spec}}, outbox=tmp_path / "o.jsonl", env=env)
+
+        [result] = send_all(plan.providers["email"], [REQUEST])
+
+    assert result.status is DeliveryStatus.FAILED
+    assert result.detail.startswith(
+        "the relay refused the login (check the user name and password in RELAY_USER and "
+        "RELAY_PASSWORD): SMTP 535"
+    )
+    assert "guess-Xq7" not in result.detail
+
+
+def test_a_login_the_relay_cannot_take_for_now_is_retried() -> None:
+    with SmtpSink(credentials=("herald", "s3cret")) as sink:
+        sink.auth_reply = "454 4.7.0 Temporary authentication failure"
+        result = send_once(sink.port, username="herald", password="s3cret")
+
+        assert result.status is DeliveryStatus.RETRY
+        assert result.detail == (
+            "the relay cannot take the login for now: "
+            "SMTP 454: 4.7.0 Temporary authentication failure"
+        )
         assert sink.messages == []
 
 

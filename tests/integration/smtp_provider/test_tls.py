@@ -206,3 +206,43 @@ def test_a_relative_ca_file_is_found_beside_the_rule_file_wherever_herald_runs(
     [result] = send_all(plan.providers["email"], [REQUEST])
 
     assert result.status is DeliveryStatus.SENT
+
+
+def test_a_relay_offering_no_login_before_starttls_says_to_use_it(
+    certificate: Certificate,
+) -> None:
+    # smtplib's words alone, "SMTP AUTH extension not supported by server", did not say
+    # that the relay offers it once the connection is upgraded.
+    with SmtpSink(
+        credentials=("herald", "s3cret"),
+        tls="starttls",
+        tls_context=certificate.server_context(),
+        auth_after_starttls=True,
+    ) as sink:
+        result = send_once(sink.port, username="herald", password="s3cret")
+
+        assert result.status is DeliveryStatus.FAILED
+        assert result.detail == (
+            f"SMTP server 127.0.0.1:{sink.port}: the relay offers no login on this "
+            "connection (without TLS: try `tls: starttls`, as many relays offer it only then)"
+        )
+        assert sink.messages == []
+
+
+def test_a_relay_offering_login_after_starttls_takes_it_there(certificate: Certificate) -> None:
+    with SmtpSink(
+        credentials=("herald", "s3cret"),
+        tls="starttls",
+        tls_context=certificate.server_context(),
+        auth_after_starttls=True,
+    ) as sink:
+        result = send_once(
+            sink.port,
+            tls="starttls",
+            tls_context=trusting(certificate),
+            username="herald",
+            password="s3cret",
+        )
+
+        assert result.status is DeliveryStatus.SENT
+        assert sink.logins == ["herald"]
