@@ -197,6 +197,35 @@ def is_host(host: str) -> bool:
     return True
 
 
+def dns_name_problem(host: str) -> str | None:
+    """Why ``host``, which ``is_host`` passed, is no name DNS can look up, or None. The
+    socket writes a name in its ASCII form (IDNA, ``xn--...`` for a label beyond ASCII)
+    before looking it up, and a label it cannot write, or one over DNS's 63 characters,
+    raised UnicodeError at every send rather than failing the rule file's check."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return None
+    for label in host.removesuffix(".").split("."):
+        # The punycode length is the ASCII form's, give or take IDNA's mapping of the label
+        # (to lower case, mostly), which keeps its length.
+        ascii_form = label if label.isascii() else "xn--" + label.encode("punycode").decode()
+        if len(ascii_form) > _LONGEST_LABEL:
+            in_ascii = "" if label.isascii() else " (in its ASCII form, xn--...)"
+            return f"a label is over {_LONGEST_LABEL} characters{in_ascii}"
+        try:
+            label.encode("idna")
+        except UnicodeError:
+            return f"the label {label!r} has no ASCII form (IDNA)"
+    return None
+
+
+# RFC 1035, 2.3.4.
+_LONGEST_LABEL = 63
+
+
 def _as_base_60(number: int) -> str:
     """How a time of day could have become ``number``: YAML 1.1 reads an unquoted 21:00
     (or 21:00:00) as a number in base 60, 1260, which no one would guess from the number."""

@@ -266,7 +266,12 @@ class SmtpProvider:
     def _open(self, smtp: AbortableSMTP, context: ssl.SSLContext | None) -> None:
         """Connect a new connection, and take it through STARTTLS and login as configured;
         ``context`` checks the relay's certificate when TLS is on."""
-        code, greeting = smtp.connect(self.host, self.port)
+        try:
+            code, greeting = smtp.connect(self.host, self.port)
+        except UnicodeError as exc:
+            # The socket writes the host in ASCII (IDNA) before looking it up: a label over
+            # 63 characters, or one IDNA cannot write, is refused on every attempt.
+            raise smtplib.SMTPException(f"the host cannot be a DNS name ({exc})") from None
         if code != 220:
             raise smtplib.SMTPConnectError(code, greeting)
         if self.tls == "starttls":

@@ -50,6 +50,8 @@ def smtp_provider(
             f"{where}: `host` must be a host name or an IP address alone (no scheme, port, "
             f"brackets or spaces; the port goes in `port`), got {host!r}"
         )
+    elif host is not None and (problem := readers.dns_name_problem(host)) is not None:
+        problems.append(f"{where}: `host` cannot be a DNS name: {problem}, got {host!r}")
     tls = _smtp_tls(spec, where, problems)
     tls_context = _tls_context(spec, tls, where, problems, folder)
     # SMTPS listens on 465, plain SMTP (and STARTTLS to a relay) on 25.

@@ -103,6 +103,24 @@ def test_a_server_that_is_not_listening_is_retried() -> None:
     assert result.detail.startswith(f"cannot connect to 127.0.0.1:{port}")
 
 
+def test_a_host_no_dns_name_can_be_fails_for_good_without_raising() -> None:
+    # Made without the rule file's check: the send raised UnicodeError (from the name's
+    # IDNA encoding), logged with a traceback and retried until the message was a dead letter.
+    host = "a" * 64 + ".example"
+
+    async def scenario() -> DeliveryResult:
+        provider = SmtpProvider(name="mail", host=host, port=25, sender=SENDER)
+        try:
+            return await provider.send(REQUEST)
+        finally:
+            await provider.aclose()
+
+    result = asyncio.run(scenario())
+
+    assert result.status is DeliveryStatus.FAILED
+    assert result.detail.startswith(f"SMTP server {host}:25: the host cannot be a DNS name (")
+
+
 def test_a_server_that_never_greets_is_retried_after_the_timeout() -> None:
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))

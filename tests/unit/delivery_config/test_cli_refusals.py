@@ -81,3 +81,21 @@ def test_rules_check_and_serve_refuse_a_broken_delivery_section(tmp_path: Path) 
     for result in (checked, served):
         assert result.exit_code == 1, result.output
         assert "delivery.max_attempts: 'many' is not a number" in result.output
+
+
+def test_rules_check_and_serve_refuse_an_smtp_host_with_a_label_over_63_characters(
+    tmp_path: Path,
+) -> None:
+    # It passed the check, and then every send raised UnicodeError, each message retried
+    # with a traceback in the log until it was a dead letter.
+    host = "a" * 64 + ".example"
+    email = f"{{type: smtp, host: {host}, sender: hello@example.com}}"
+
+    checked, served = check_and_serve(tmp_path, f"providers: {{email: {email}}}")
+
+    for result in (checked, served):
+        assert result.exit_code == 1, result.output
+        assert (
+            "providers.email: `host` cannot be a DNS name: a label is over 63 characters, "
+            f"got {host!r}"
+        ) in result.output

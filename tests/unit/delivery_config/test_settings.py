@@ -57,6 +57,24 @@ def test_the_documented_configuration_builds_every_provider() -> None:
         (("providers", "email", "host"), "smtp://smtp.example.com", "must be a host name"),
         (("providers", "email", "host"), "[2001:db8::25]", "must be a host name"),
         (("providers", "email", "host"), "smtp.example.com ", "must be a host name"),
+        # Names no socket can look up: each send raised UnicodeError, and was retried.
+        (
+            ("providers", "email", "host"),
+            "smtp." + "a" * 64 + ".example",
+            "providers.email: `host` cannot be a DNS name: a label is over 63 characters, "
+            f"got 'smtp.{'a' * 64}.example'",
+        ),
+        (
+            ("providers", "email", "host"),
+            "ü" * 60 + ".example",
+            "`host` cannot be a DNS name: a label is over 63 characters (in its ASCII form, "
+            "xn--...)",
+        ),
+        (
+            ("providers", "email", "host"),
+            "mailא.example",
+            "`host` cannot be a DNS name: the label 'mailא' has no ASCII form (IDNA)",
+        ),
         (("providers", "sms", "url"), "sms.example.com", "must be an http:// or https:// URL"),
         (("providers", "sms", "secret_env"), "NOPE", "environment variable NOPE (for secret)"),
         (("providers", "sms", "type"), "carrier-pigeon", "unknown type 'carrier-pigeon'"),
@@ -274,7 +292,17 @@ def test_a_secret_set_to_nothing_is_a_problem() -> None:
     ]
 
 
-@pytest.mark.parametrize("host", ["smtp.example.com", "mail_relay", "2001:db8::25", "10.0.0.25"])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "smtp.example.com",
+        "mail_relay",
+        "2001:db8::25",
+        "10.0.0.25",
+        "a" * 63 + ".example.",  # as long as a label can be
+        "bücher.example",
+    ],
+)
 def test_a_host_may_be_any_name_or_address(host: str) -> None:
     email = build(changed(("providers", "email", "host"), host)).providers["email"]
 
