@@ -8,7 +8,7 @@ from email import policy
 from email.header import Header
 from email.message import EmailMessage
 from email.policy import Policy
-from email.utils import format_datetime, formataddr, parseaddr
+from email.utils import format_datetime, formataddr, parseaddr, quote
 
 import idna
 
@@ -34,10 +34,10 @@ def build_message(
     if problem is not None:
         raise ValueError(f"the recipient is not one plain address ({problem})")
     message = EmailMessage(policy=_SEVEN_BIT)
-    message["From"] = ascii_sender(sender)
+    message["From"] = _address_header("From", sender)
     message["To"] = ascii_domain(request.recipient)
     if reply_to:
-        message["Reply-To"] = ascii_sender(reply_to)
+        message["Reply-To"] = _address_header("Reply-To", reply_to)
     # Rendered templates often end with a newline, which a header cannot hold.
     subject = " ".join(request.subject.split())
     message["Subject"] = subject if subject.isascii() else EncodedHeader("Subject", subject)
@@ -71,6 +71,45 @@ class EncodedHeader(str):
     def fold(self, *, policy: Policy) -> str:
         encoded = Header(str(self), "utf-8", header_name=self.name).encode(linesep=policy.linesep)
         return f"{self.name}: {encoded}{policy.linesep}"
+
+
+class EncodedAddress(str):
+    """An address header whose display name is beyond ASCII, the name written as encoded
+    words that hold its spaces, as ``EncodedHeader`` writes a subject: the email package's
+    folding lost a space of a long name as it did a subject's. Read back, it is the address
+    with its name quoted, as ``smtplib`` reads the envelope sender from it."""
+
+    name: str
+    display_name: str
+    address: str
+
+    def __new__(cls, name: str, display_name: str, address: str) -> EncodedAddress:
+        header = super().__new__(cls, f'"{quote(display_name)}" <{address}>')
+        header.name, header.display_name, header.address = name, display_name, address
+        return header
+
+    def fold(self, *, policy: Policy) -> str:
+        linesep = policy.linesep
+        encoded = Header(self.display_name, "utf-8", header_name=self.name).encode(linesep=linesep)
+        # The address on a line of its own when the last one has no room for it: a line of
+        # a header should not be over 78 characters (RFC 5322, 2.1.1).
+        folded = f"{self.name}: {encoded}"
+        last_line = folded.rpartition(linesep)[2]
+        gap = " " if len(last_line) + len(self.address) + 3 <= _LINE_LENGTH else f"{linesep} "
+        return f"{folded}{gap}<{self.address}>{linesep}"
+
+
+_LINE_LENGTH = 78
+
+
+def _address_header(name: str, value: str) -> str:
+    """The rule file's ``sender`` or ``reply_to`` as the header ``name``: its domain in
+    ASCII (see ``ascii_sender``), and a display name beyond ASCII as encoded words that
+    hold its spaces (see ``EncodedAddress``)."""
+    display_name, address = parseaddr(value)
+    if display_name.isascii():
+        return ascii_sender(value)
+    return EncodedAddress(name, display_name, ascii_domain(address))
 
 
 def _id_domain(sender: str) -> str:

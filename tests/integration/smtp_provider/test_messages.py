@@ -2,7 +2,10 @@
 ASCII or that are not one plain address."""
 
 from dataclasses import replace
+from email import message_from_bytes
+from email.header import decode_header, make_header
 from email.message import EmailMessage
+from email.utils import parseaddr
 
 from herald.delivery.provider import DeliveryStatus
 from tests.support.smtp_sending import REQUEST, SENDER, send_once
@@ -138,6 +141,36 @@ def test_a_recipient_at_an_international_domain_reaches_a_relay_without_smtputf8
         [received] = ascii_only.messages
     assert received.rcpt_tos == ["ada@xn--bcher-kva.example"]
     assert received.message["To"] == "ada@xn--bcher-kva.example"
+
+
+def display_name_as_read(header: str) -> str:
+    """The display name of an address header as it came, decoded as RFC 2047 (6.2) says a
+    reader does: the space that folds a line between two encoded words is no part of the
+    text. (The email package's address parser keeps it, so it is not the reader here.)"""
+    return str(make_header(decode_header(parseaddr(header)[0])))
+
+
+def test_a_long_display_name_beyond_ascii_keeps_every_space_between_its_words(
+    sink: SmtpSink,
+) -> None:
+    """As a long subject's: folded into encoded words, a space at a fold went between two
+    of them, where a reader drops it: ``Société Noël`` read ``SociétéNoël``."""
+    name = "Pâtisserie Müller et Söhne — Société Noël des clients, Genève"
+
+    result = send_once(
+        sink.port, sender=f'"{name}" <noreply@herald.test>', reply_to=f'"{name}" <help@herald.test>'
+    )
+
+    assert result.status is DeliveryStatus.SENT, result.detail
+    [received] = sink.messages
+    assert received.content.isascii()
+    assert received.mail_from == "noreply@herald.test"
+    headers = message_from_bytes(received.content)  # each header as it came
+    assert display_name_as_read(headers["From"]) == name
+    assert display_name_as_read(headers["Reply-To"]) == name
+    assert received.message["From"].addresses[0].addr_spec == "noreply@herald.test"
+    assert received.message["Reply-To"].addresses[0].addr_spec == "help@herald.test"
+    assert all(len(line) <= 78 for line in received.content.split(b"\r\n"))
 
 
 def test_a_sender_and_reply_to_at_an_international_domain_go_in_their_ascii_form() -> None:
