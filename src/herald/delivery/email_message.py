@@ -69,8 +69,7 @@ class EncodedHeader(str):
         return header
 
     def fold(self, *, policy: Policy) -> str:
-        encoded = Header(str(self), "utf-8", header_name=self.name).encode(linesep=policy.linesep)
-        return f"{self.name}: {encoded}{policy.linesep}"
+        return f"{self.name}: {_encoded_words(self.name, self, policy.linesep)}{policy.linesep}"
 
 
 class EncodedAddress(str):
@@ -90,7 +89,7 @@ class EncodedAddress(str):
 
     def fold(self, *, policy: Policy) -> str:
         linesep = policy.linesep
-        encoded = Header(self.display_name, "utf-8", header_name=self.name).encode(linesep=linesep)
+        encoded = _encoded_words(self.name, self.display_name, linesep)
         # The address on a line of its own when the last one has no room for it: a line of
         # a header should not be over 78 characters (RFC 5322, 2.1.1).
         folded = f"{self.name}: {encoded}"
@@ -100,6 +99,12 @@ class EncodedAddress(str):
 
 
 _LINE_LENGTH = 78
+
+
+def _encoded_words(name: str, text: str, linesep: str) -> str:
+    """``text`` as the value of the header ``name``: UTF-8 encoded words, folded by
+    ``email.header.Header``, which keeps each space inside a word."""
+    return Header(str(text), "utf-8", header_name=name).encode(linesep=linesep)
 
 
 def _address_header(name: str, value: str) -> str:

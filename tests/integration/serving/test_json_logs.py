@@ -59,6 +59,18 @@ def json_lines(output: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in whole.splitlines() if line.strip()]
 
 
+def ingestion_failures(server: HeraldProcess) -> list[dict[str, Any]]:
+    """The server's JSON lines that say an ingestion failed, once there is one."""
+    return wait_for(
+        lambda: [
+            line
+            for line in json_lines(server.output())
+            if line["message"].startswith("ingestion failed")
+        ],
+        "the ingestion failure in the log",
+    )
+
+
 def test_with_json_logs_every_line_the_server_writes_is_json_the_banner_too(
     json_logging_server: tuple[HeraldProcess, str],
 ) -> None:
@@ -191,14 +203,7 @@ def test_the_log_lines_of_a_request_carry_its_request_id(
     )
 
     assert response.status_code == 503
-    failures = wait_for(
-        lambda: [
-            line
-            for line in json_lines(server.output())
-            if line["message"].startswith("ingestion failed")
-        ],
-        "the ingestion failure in the log",
-    )
+    failures = ingestion_failures(server)
     assert [line.get("request_id") for line in failures] == ["req-poison-1"]
     assert failures[0]["level"] == "ERROR"
 
@@ -220,14 +225,7 @@ def test_a_request_id_beyond_ascii_is_logged_as_the_client_wrote_it(
 
     assert response.status_code == 503
     assert dict(response.headers.raw)[b"x-request-id"] == sent
-    failures = wait_for(
-        lambda: [
-            line
-            for line in json_lines(server.output())
-            if line["message"].startswith("ingestion failed")
-        ],
-        "the ingestion failure in the log",
-    )
+    failures = ingestion_failures(server)
     assert [line.get("request_id") for line in failures] == ["req-café-1"]
 
 
@@ -254,14 +252,7 @@ def test_a_request_stored_after_another_s_logs_its_own_request_id(
         assert first.result().status_code == 202
         assert second.result().status_code == 503
 
-    failures = wait_for(
-        lambda: [
-            line
-            for line in json_lines(server.output())
-            if line["message"].startswith("ingestion failed")
-        ],
-        "the ingestion failure in the log",
-    )
+    failures = ingestion_failures(server)
     assert [line.get("request_id") for line in failures] == ["req-poison-2"]
 
 
