@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from herald.rules.comparison import parse_comparison
-from herald.rules.conditions import Condition
+from herald.rules.conditions.comparison import parse_comparison
+from herald.rules.conditions.condition import Condition
 
 OPERATORS = ("==", "!=", "<", "<=", ">", ">=")
 plain_text = st.text(

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from herald.cli.main import app
 from herald.domain.model import Outcome
-from herald.rules.condition_size import MAX_CONDITION_STEPS, costly_loops
+from herald.rules.conditions.size import MAX_CONDITION_STEPS, costly_loops
 from herald.rules.loader import load_ruleset
 from tests.support.engine_replay import event as an_event
 from tests.support.engine_replay import replay, the_one

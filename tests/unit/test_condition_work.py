@@ -11,10 +11,10 @@ from typer.testing import CliRunner
 
 from herald.cli.main import app
 from herald.domain.properties import PropertySpec
-from herald.rules.condition_work import product_work
-from herald.rules.conditions import Condition
+from herald.rules.conditions.condition import Condition
 from herald.rules.definition import EventType
 from herald.rules.loader import RuleFileError, load_ruleset
+from herald.rules.rule_file.condition_work import product_work
 
 ORDER = EventType(
     "order_placed",

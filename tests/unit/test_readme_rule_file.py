@@ -12,11 +12,11 @@ from typer.testing import CliRunner
 
 from herald.cli.main import app
 from herald.domain.properties import PROPERTY_TYPES
-from herald.rules.declarations import HERALD_TRAITS, PROPERTY_KEYS
 from herald.rules.definition import Limit
 from herald.rules.loader import SECTIONS
-from herald.rules.rule_reader import RULE_KEYS
-from herald.rules.templates import TemplateSet
+from herald.rules.rendering.template_set import TemplateSet
+from herald.rules.rule_file.declarations import HERALD_TRAITS, PROPERTY_KEYS
+from herald.rules.rule_file.reader import RULE_KEYS
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 # A template's file is named in the sentence before its code block: `templates/x/body.txt`.

@@ -7,7 +7,7 @@ import tracemalloc
 import pytest
 from markupsafe import escape
 
-from herald.rules.templates import Rendered, TemplateProblem, TemplateSet
+from herald.rules.rendering.template_set import Rendered, TemplateProblem, TemplateSet
 
 SOURCES = {
     "note": {

@@ -153,7 +153,7 @@ def _checked(
 
 def _read_events(path: Path) -> list[Any]:
     """The events of the file at ``path`` (``-``: stdin), in order."""
-    from herald.rules.templates import not_utf8
+    from herald.rules.rendering.template_set import not_utf8
 
     try:
         raw = sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes()

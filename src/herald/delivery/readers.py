@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import yarl
 
-from herald.rules.declarations import yaml_text_hint
+from herald.rules.rule_file.declarations import yaml_text_hint
 
 ADDRESS = re.compile(r"[^@\s<>]+@[^@\s<>]+")
 # A send must end well within the dispatcher's 60 s claim on its message: a longer one is

@@ -8,8 +8,8 @@ from datetime import timedelta
 from enum import StrEnum
 
 from herald.domain.properties import PropertySpec
-from herald.rules.conditions import Condition
-from herald.rules.templates import TemplateSet
+from herald.rules.conditions.condition import Condition
+from herald.rules.rendering.template_set import TemplateSet
 
 CHANNELS = ("email", "sms", "internal")
 

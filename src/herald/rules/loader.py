@@ -17,15 +17,15 @@ from typing import Any, TypeVar
 
 import yaml
 
-from herald.rules.declarations import read_event_types, read_traits
 from herald.rules.definition import EventType, Rule, RuleSet
-from herald.rules.literal_checks import without_comments
-from herald.rules.rule_reader import RuleUse, digest, read_rules
-from herald.rules.sample_checks import condition_problems, condition_reads
-from herald.rules.template_absence import absence_problems, always_present
-from herald.rules.template_checks import template_problems
-from herald.rules.template_escaping import unescaped_values
-from herald.rules.templates import TemplateProblem, TemplateSet, not_utf8
+from herald.rules.rendering.escaping import unescaped_values
+from herald.rules.rendering.template_set import TemplateProblem, TemplateSet, not_utf8
+from herald.rules.rule_file.condition_checks import condition_problems, condition_reads
+from herald.rules.rule_file.declarations import read_event_types, read_traits
+from herald.rules.rule_file.literal_checks import without_comments
+from herald.rules.rule_file.reader import RuleUse, digest, read_rules
+from herald.rules.rule_file.template_absence import absence_problems, always_present
+from herald.rules.rule_file.template_checks import template_problems
 
 T = TypeVar("T")  # what a caller's ``read_settings`` makes of the rule file
 

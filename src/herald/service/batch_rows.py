@@ -11,7 +11,7 @@ from herald.domain.model import Decision, Event, MessageDraft, Outcome
 from herald.domain.timeutil import to_micros
 from herald.rules import engine
 from herald.rules.definition import Rule, RuleSet
-from herald.rules.templates import TemplateProblem
+from herald.rules.rendering.template_set import TemplateProblem
 from herald.store.events import EventRow
 from herald.store.outbox import PENDING, MessageRow
 

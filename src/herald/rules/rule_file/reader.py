@@ -11,10 +11,11 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from herald.rules.conditions import Condition, ConditionError
-from herald.rules.declarations import NAME, description_problem, description_text
+from herald.rules.conditions.condition import Condition, ConditionError
 from herald.rules.definition import CHANNELS, EventType, Limit, Rule
-from herald.rules.rule_keys import (
+from herald.rules.rendering.template_set import PARTS
+from herald.rules.rule_file.declarations import NAME, description_problem, description_text
+from herald.rules.rule_file.keys import (
     ALIKE,
     Problem,
     did_you_mean,
@@ -25,8 +26,7 @@ from herald.rules.rule_keys import (
     read_enum,
     read_max_age,
 )
-from herald.rules.samples import meant_alone
-from herald.rules.templates import PARTS
+from herald.rules.rule_file.samples import meant_alone
 
 RULE_KEYS = {
     "id",

@@ -16,18 +16,18 @@ from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from herald.rules.cel_hints import explained
-from herald.rules.condition_work import product_work
-from herald.rules.conditions import Condition, ConditionError, bound_variables
+from herald.rules.conditions.condition import Condition, ConditionError, bound_variables
+from herald.rules.conditions.hints import explained
 from herald.rules.definition import EventType
-from herald.rules.literal_checks import (
+from herald.rules.rule_file.condition_work import product_work
+from herald.rules.rule_file.literal_checks import (
     STRING_LITERAL,
     never_equal,
     unreadable_literals,
     with_article,
     without_comments,
 )
-from herald.rules.samples import (
+from herald.rules.rule_file.samples import (
     EVENT_FIELDS,
     MISSPELT,
     declare_under,

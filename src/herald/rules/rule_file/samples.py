@@ -9,7 +9,7 @@ from copy import copy
 from typing import Any
 
 from herald.rules.definition import EventType
-from herald.rules.rule_keys import ALIKE
+from herald.rules.rule_file.keys import ALIKE
 
 # What every event holds, whatever its type, as conditions and templates see it.
 EVENT_FIELDS = {

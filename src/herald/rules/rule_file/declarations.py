@@ -11,7 +11,7 @@ from typing import Any
 
 from herald.domain.properties import PROPERTY_TYPES, PropertySpec, type_matches
 from herald.rules.definition import EventType
-from herald.rules.rule_keys import did_you_mean
+from herald.rules.rule_file.keys import did_you_mean
 
 # Event types and rule ids: short identifiers, safe in metrics labels and dedup keys.
 NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")

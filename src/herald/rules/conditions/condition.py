@@ -12,9 +12,9 @@ import orjson
 
 from herald.domain.immutable import immutable
 from herald.domain.properties import json_kind, type_matches
-from herald.rules.cel_hints import other_syntax
-from herald.rules.comparison import parse_comparison
-from herald.rules.condition_size import Loop, costly_loops, over_budget
+from herald.rules.conditions.comparison import parse_comparison
+from herald.rules.conditions.hints import other_syntax
+from herald.rules.conditions.size import Loop, costly_loops, over_budget
 
 CONDITION_VARIABLES = frozenset({"event", "user"})
 # The fields a condition reads, for its reason to show their values: a method called on

@@ -14,7 +14,13 @@ from typing import Any
 from jinja2.utils import missing
 
 from herald.rules.definition import EventType
-from herald.rules.samples import (
+from herald.rules.rendering.template_set import (
+    TemplateFailed,
+    TemplateProblem,
+    TemplateSet,
+    UndeclaredName,
+)
+from herald.rules.rule_file.samples import (
     MISSPELT,
     declare_under,
     is_refused,
@@ -24,8 +30,7 @@ from herald.rules.samples import (
     undeclared,
     unknown_name,
 )
-from herald.rules.template_reads import undeclared_paths
-from herald.rules.templates import TemplateFailed, TemplateProblem, TemplateSet, UndeclaredName
+from herald.rules.rule_file.template_reads import undeclared_paths
 
 _MOST_UNDECLARED = 20
 _STAND_IN = "x"  # prints, compares and filters as text would

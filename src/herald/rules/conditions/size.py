@@ -3,7 +3,7 @@ CEL runs it.
 
 A condition has no time limit, and on SQLite it is decided on the thread that answers
 requests. The rule file check refuses a loop over a client's list inside a loop over
-another (``condition_work``), but two forms it accepts still take the product of two
+another (``rule_file.condition_work``), but two forms it accepts still take the product of two
 sizes a client chooses: CEL's ``map`` and ``filter`` copy the list they have built so
 far once for each item, so their work is the square of the list's size (500 items took
 7.6 ms, 4,000 items 0.7 s, and a 1 MiB event holds 100,000); and ``+`` in the body of a
@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from herald.rules.cel_syntax import MACROS, Node, is_macro, parse
+from herald.rules.conditions.syntax import MACROS, Node, is_macro, parse
 
 # Steps a condition may take, a step being the copy of one item of a list: `map` over 500
 # items takes 250,000 (7.6 ms measured; 1,000 items 29 ms, 2,000 items 114 ms).

@@ -14,7 +14,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedFormatter
 
-from herald.rules.template_printing import PrintingConcatenation
+from herald.rules.rendering.printing import PrintingConcatenation
 
 # The largest text or list a template may make by repetition (`"*" * n`) or padding
 # (`name.ljust(n)`, `text | indent(n)`), and the largest number, in bits, by a power

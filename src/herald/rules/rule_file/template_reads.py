@@ -15,8 +15,8 @@ from collections.abc import Iterator, Mapping
 from jinja2 import Environment, TemplateSyntaxError, nodes
 
 from herald.rules.definition import EventType
-from herald.rules.samples import EVENT_FIELDS
-from herald.rules.template_client_values import read_names
+from herald.rules.rendering.client_values import read_names
+from herald.rules.rule_file.samples import EVENT_FIELDS
 
 # The roots a rule file declares the names of.
 _ROOTS = ("user", "event")

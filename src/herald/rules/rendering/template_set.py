@@ -19,10 +19,10 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from herald.domain.immutable import immutable
 from herald.domain.properties import PYTHON_TYPES, type_matches
-from herald.rules.template_hints import other_syntax
-from herald.rules.template_limits import MOST_RENDERED, bounded_render
-from herald.rules.template_sandbox import sandbox
-from herald.rules.template_values import (
+from herald.rules.rendering.hints import other_syntax
+from herald.rules.rendering.limits import MOST_RENDERED, bounded_render
+from herald.rules.rendering.sandbox import sandbox
+from herald.rules.rendering.values import (
     Absent,
     AbsentUsed,
     Mistyped,

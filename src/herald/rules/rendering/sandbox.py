@@ -12,7 +12,7 @@ from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
 from jinja2.utils import generate_lorem_ipsum
 
-from herald.rules.template_limits import (
+from herald.rules.rendering.limits import (
     MOST_POWER_BITS,
     MOST_REPEATED,
     PADDING_METHODS,
@@ -35,7 +35,7 @@ from herald.rules.template_limits import (
     is_whole,
     loop_step,
 )
-from herald.rules.template_printing import (
+from herald.rules.rendering.printing import (
     as_printed,
     printing_arguments,
     printing_format,
@@ -44,7 +44,7 @@ from herald.rules.template_printing import (
     printing_string,
     printing_tojson,
 )
-from herald.rules.template_values import Absent, AbsentUsed
+from herald.rules.rendering.values import Absent, AbsentUsed
 
 
 class DataSandbox(SandboxedEnvironment):

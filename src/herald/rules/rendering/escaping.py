@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 from jinja2 import Environment, TemplateSyntaxError, nodes
 
-from herald.rules.template_client_values import ClientValues, read_path
+from herald.rules.rendering.client_values import ClientValues, read_path
 
 _PARSER = Environment()
 # Filters whose result is printed as it is, HTML and all.

@@ -16,8 +16,8 @@ from collections.abc import Iterable, Mapping
 
 from herald.rules.definition import EventType
 from herald.rules.eligibility import RECIPIENT_TRAIT
-from herald.rules.samples import sample_context
-from herald.rules.templates import TemplateProblem, TemplateSet
+from herald.rules.rendering.template_set import TemplateProblem, TemplateSet
+from herald.rules.rule_file.samples import sample_context
 
 
 def absence_problems(

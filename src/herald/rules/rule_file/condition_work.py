@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from herald.rules.cel_syntax import Node, is_macro, parse
+from herald.rules.conditions.syntax import Node, is_macro, parse
 from herald.rules.definition import EventType
 
 _CLIENT = frozenset({"event", "user"})
