@@ -162,19 +162,32 @@ async def batch_load(
     ``reconnect`` sends each batch on a new connection (``Connection: close``), so that
     several server processes sharing one socket each get their share of the batches.
     """
+    # Bodies are made before the clock starts, for a rate above the 20,000 events/s
+    # target: made during the load, at about 10 us an event, the generator took a share
+    # of the very cores the server is measured on. Past them, it makes more as it goes.
+    ahead = [factory.batch_body(batch_size) for _ in range(_bodies_for(duration_s, batch_size))]
+    ahead.reverse()  # taken from the end, in the order they were made
     stats = BatchStats()
     started = time.perf_counter()
     deadline = started + duration_s
 
     async def loop(client: httpx.AsyncClient) -> None:
         while time.perf_counter() < deadline:
-            body = factory.batch_body(batch_size)
+            body = ahead.pop() if ahead else factory.batch_body(batch_size)
             await _post_batch(client, body, batch_size, stats, close=reconnect)
 
     async with _client(base_url, clients) as client:
         await asyncio.gather(*(loop(client) for _ in range(clients)))
     stats.duration_s = time.perf_counter() - started
     return stats
+
+
+# The rate the bodies made ahead of a timed load suffice for.
+AHEAD_EVENTS_PER_S = 30_000
+
+
+def _bodies_for(duration_s: float, batch_size: int) -> int:
+    return max(1, round(duration_s * AHEAD_EVENTS_PER_S / batch_size))
 
 
 async def preload(
