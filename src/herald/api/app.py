@@ -24,6 +24,7 @@ from starlette.types import Receive, Scope, Send
 from herald import __version__
 from herald.api.deps import RETRY_AFTER_UNAVAILABLE, RUNTIME, routes_outage
 from herald.api.direct import DirectRoutes
+from herald.api.docs_pages import serve_docs_pages
 from herald.api.errors import validation_errors
 from herald.api.middleware import RequestEdge
 from herald.api.openapi_security import ADMIN_SCHEME, INGEST_SCHEME, declare_guards
@@ -53,6 +54,9 @@ def create_app(settings: Settings) -> FastAPI:
         description="Event-triggered messaging: declarative rules, limits, a transactional "
         "outbox, and an audit that explains every decision.",
         lifespan=_lifespan(settings),
+        # Served by serve_docs_pages instead: FastAPI's load their scripts from a CDN.
+        docs_url=None,
+        redoc_url=None,
         telemetry={
             "tracing": settings.opentelemetry,
             "metrics": settings.opentelemetry,
@@ -66,6 +70,7 @@ def create_app(settings: Settings) -> FastAPI:
     # /readyz's own: a process its load balancer took out gets no other request whose
     # failure would say why the database does not answer.
     app.state.readiness_outage = OutageLog(log, "the readiness check (/readyz)")
+    serve_docs_pages(app)
     _add_routes(app, settings)
     # Added first, so it runs inside RequestEdge: the request id and size limit still apply.
     app.add_middleware(

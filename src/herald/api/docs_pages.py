@@ -1,0 +1,74 @@
+"""/docs (Swagger UI) and /redoc, with their scripts, stylesheet and icon served by
+Herald itself: FastAPI's own pages load them from a CDN, and on a host without internet
+access (a back office's, often) they stayed blank. Whoever types a token into /docs'
+"Authorize" also runs only the code this server ships, not what a CDN serves that day.
+
+The files are those of the ``fastapi-offline`` package (Swagger UI 5, which renders the
+OpenAPI 3.1 document FastAPI writes, and ReDoc 2); only its files are used, through
+FastAPI's own page builders.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+
+from fastapi import FastAPI
+from fastapi.openapi.docs import (
+    get_redoc_html,
+    get_swagger_ui_html,
+    get_swagger_ui_oauth2_redirect_html,
+)
+from fastapi.staticfiles import StaticFiles
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+
+DOCS_URL = "/docs"
+REDOC_URL = "/redoc"
+OAUTH2_REDIRECT_URL = "/docs/oauth2-redirect"
+# Under /docs, so a proxy that lets /docs through lets its assets through too.
+ASSETS_URL = "/docs/assets"
+
+
+def serve_docs_pages(app: FastAPI) -> None:
+    """Add /docs, its OAuth2 redirect page, /redoc and the files they load to ``app``
+    (made with ``docs_url=None, redoc_url=None``); nothing to an app without a document
+    (``openapi_url=None``), as FastAPI does. Like /openapi.json, none asks for a
+    token: they hold no personal data, and a page whose files asked for one would stay
+    blank. A path is prefixed with the request's ``root_path``, as FastAPI's pages do."""
+    openapi_url = app.openapi_url
+    if openapi_url is None:
+        return
+    assets = files("fastapi_offline") / "static"
+    app.mount(ASSETS_URL, StaticFiles(directory=str(assets)), name="docs-assets")
+
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "").rstrip("/")
+        return get_swagger_ui_html(
+            openapi_url=root + openapi_url,
+            title=f"{app.title} - Swagger UI",
+            swagger_js_url=f"{root}{ASSETS_URL}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{ASSETS_URL}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{ASSETS_URL}/favicon.png",
+            oauth2_redirect_url=root + OAUTH2_REDIRECT_URL,
+            init_oauth=app.swagger_ui_init_oauth,
+            swagger_ui_parameters=app.swagger_ui_parameters,
+        )
+
+    async def oauth2_redirect(request: Request) -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    async def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "").rstrip("/")
+        return get_redoc_html(
+            openapi_url=root + openapi_url,
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{root}{ASSETS_URL}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{ASSETS_URL}/favicon.png",
+            # Google's fonts are a request to the internet too; ReDoc falls back to the
+            # browser's own.
+            with_google_fonts=False,
+        )
+
+    app.add_route(DOCS_URL, swagger_ui, include_in_schema=False)
+    app.add_route(OAUTH2_REDIRECT_URL, oauth2_redirect, include_in_schema=False)
+    app.add_route(REDOC_URL, redoc, include_in_schema=False)
