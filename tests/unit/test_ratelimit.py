@@ -101,17 +101,82 @@ def test_waiting_exactly_the_reported_delay_is_always_enough(rate: float) -> Non
         assert limiter.try_acquire() is True
 
 
-def test_turns_are_booked_one_slot_apart_and_start_over_once_they_have_passed() -> None:
+def test_turns_are_booked_one_slot_apart_in_the_order_they_are_asked_for() -> None:
     clock = FakeClock()
     limiter = RateLimiter(rate_per_second=4.0, burst=1, clock=clock)
-    limiter.try_acquire()
 
-    assert [limiter.book_turn() for _ in range(3)] == pytest.approx([0.25, 0.5, 0.75])
+    assert limiter.turn("m0") == 0.0  # the bucket's token
+    assert [limiter.turn(m) for m in ("m1", "m2", "m3")] == pytest.approx([0.25, 0.5, 0.75])
     clock.advance(0.5)
-    assert limiter.book_turn() == pytest.approx(0.5)  # after the last promised, at 0.75
+    assert limiter.turn("m4") == pytest.approx(0.5)  # after the last booked, at 0.75
+
+
+def test_a_message_back_in_its_turn_is_sent_and_none_asking_after_it_takes_it() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(rate_per_second=1.0, burst=1, clock=clock)
+    limiter.turn("first")
+    assert limiter.turn("early") == pytest.approx(1.0)
+
+    clock.advance(1.0)
+    assert limiter.turn("late") == pytest.approx(1.0)  # the token that came is early's
+    assert limiter.try_acquire() is False
+    assert limiter.turn("early") == 0.0
+    assert limiter.turn("early") == pytest.approx(2.0)  # sent: asked again, a new turn
+
+
+def test_a_message_back_before_its_turn_keeps_it() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(rate_per_second=1.0, burst=1, clock=clock)
+    limiter.turn("first")
+    limiter.turn("second")
+    limiter.turn("third")
+
+    clock.advance(0.5)
+    assert limiter.turn("second") == pytest.approx(0.5)
+    assert limiter.turn("third") == pytest.approx(1.5)
+    clock.advance(0.5)
+    assert limiter.turn("second") == 0.0
+
+
+def test_a_turn_missed_by_more_than_a_second_is_asked_for_again() -> None:
+    """A dispatcher that stalled must not send every turn it held back at once."""
+    clock = FakeClock()
+    limiter = RateLimiter(rate_per_second=1.0, burst=1, clock=clock)
+    limiter.turn("first")
+    for n in range(5):
+        limiter.turn(f"m{n}")  # turns 1 to 5 s from now, their tokens taken
+
+    clock.advance(5.5)
+    assert limiter.turn("m4") == 0.0  # its turn passed half a second ago
+    # The others' passed more than a second ago: booked again, from the tokens to come.
+    assert [limiter.turn(f"m{n}") for n in range(4)] == pytest.approx([0.5, 1.5, 2.5, 3.5])
+
+
+def test_a_hold_moves_the_turns_booked_back_by_its_length() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(rate_per_second=1.0, burst=1, clock=clock)
+    limiter.turn("first")
+    limiter.turn("second")  # its turn in 1 s
+
+    limiter.hold(10.0)
     clock.advance(10.0)
-    assert limiter.book_turn() == 0.0  # the bucket refilled: a token is there now
-    assert limiter.try_acquire() is True  # booking took none
+    assert limiter.turn("second") == pytest.approx(1.0)
+    assert limiter.turn("later") == pytest.approx(2.0)
+    limiter.hold(1.0)  # within the first hold's ten seconds, it adds one
+    assert limiter.turn("second") == pytest.approx(2.0)
+
+
+def test_a_hold_keeps_the_bucket_from_filling_up_meanwhile() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(rate_per_second=1.0, burst=3, clock=clock)
+    acquire_all(limiter)
+
+    limiter.hold(5.0)
+    clock.advance(4.0)
+    assert limiter.try_acquire() is False
+    assert limiter.delay_until_available() == pytest.approx(2.0)
+    clock.advance(3.0)
+    assert acquire_all(limiter) == 2
 
 
 def test_a_clock_that_steps_backwards_adds_no_tokens() -> None:

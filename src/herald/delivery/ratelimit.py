@@ -14,13 +14,33 @@ from collections.abc import Callable, Mapping
 # Waiting exactly ``delay_until_available()`` seconds must be enough, but the
 # refill arithmetic can land a hair below one token; count that as a token.
 _TOKEN_EPSILON = 1e-9
+# A message back this little before its booked turn is in it: its due time was counted by
+# the dispatcher's (or the database's) clock, not this one, and a hair early by this one
+# it would be claimed again for nothing.
+_TURN_EARLY_S = 0.001
+# A message asked for again after its booked turn has passed by more than this lost it (its
+# dispatcher stalled, waited for the database or for a slow receiver): honoured that late,
+# every turn held back meanwhile would go out at once, a burst past the rate; it asks
+# again as a message with no turn does. A round takes up a turn well within it (a poll is
+# a quarter of a second), and the turns it honours late are at most a second's worth.
+_TURN_KEPT_S = 1.0
+# A turn passed by this long is forgotten: its message went to another dispatcher, was held
+# for quiet hours or was cancelled; kept, the turns booked would grow for ever.
+_TURN_FORGOTTEN_S = 300.0
 
 
 class RateLimiter:
-    """A token bucket: ``burst`` sends at once, then ``rate_per_second`` on average.
+    """A token bucket: ``burst`` sends at once, then ``rate_per_second`` on average, each
+    message in its turn.
 
     The bucket starts full. It refills continuously at ``rate_per_second``
     tokens per second up to ``burst`` tokens; each send takes one token.
+
+    ``turn`` hands an empty bucket's next tokens out in the order they are asked for: the
+    message that finds no token is booked the next slot and its token taken in advance,
+    leaving the bucket owing it, so that a message asking later (made later, or claimed
+    before it with an earlier due time) finds no token free before that slot and is
+    booked after it.
 
     ``clock`` returns seconds as a float from any fixed origin, and should be
     monotonic (``time.monotonic``). If it ever steps backwards the bucket simply
@@ -37,14 +57,21 @@ class RateLimiter:
         self.rate_per_second = rate_per_second
         self.burst = burst
         self._clock = clock
-        self._tokens = float(burst)
+        self._tokens = float(burst)  # below zero: owed to the turns booked
         self._updated_at = clock()
-        self._promised = float("-inf")  # the last slot ``book_turn`` promised
+        self._held_until = float("-inf")  # the bucket gains nothing before then (``hold``)
+        # Each booked message's slot, less ``_moved`` as it was booked: a hold moves every
+        # turn booked before it back by adding to ``_moved`` alone.
+        self._turns: dict[str, float] = {}
+        self._moved = 0.0
+        self._forget_at = float("-inf")
 
     def try_acquire(self) -> bool:
         """Take one token if one is available now; True when it was taken."""
-        self._refill()
-        if self._tokens >= 1.0 - _TOKEN_EPSILON:
+        return self._take(self._refill())
+
+    def _take(self, now: float) -> bool:
+        if self._tokens >= 1.0 - _TOKEN_EPSILON and now >= self._held_until:
             self._tokens -= 1.0
             return True
         return False
@@ -55,32 +82,67 @@ class RateLimiter:
         Takes no token: a caller that waits this long must still call
         ``try_acquire``, since another sender may have taken the token first.
         """
-        self._refill()
+        return self._wait(self._refill())
+
+    def turn(self, key: str) -> float:
+        """Seconds until ``key`` (a message) may be sent; 0.0: send it now, its token taken.
+
+        A message with no turn booked takes a token if the bucket has one, else is booked
+        the next slot no earlier message holds, its token taken in advance. Asked again, a
+        message sends in its turn: 0.0 once its slot has come, else the seconds until it.
+        A turn passed by more than ``_TURN_KEPT_S`` is lost, and asked for again."""
+        now = self._refill()
+        booked = self._turns.pop(key, None)
+        if booked is not None:
+            slot = booked + self._moved
+            if slot - now > _TURN_EARLY_S:  # back before its turn (another clock's due time)
+                self._turns[key] = booked
+                return slot - now
+            if now - slot <= _TURN_KEPT_S:
+                return 0.0
+        if self._take(now):
+            return 0.0
+        wait = self._wait(now)
+        self._tokens -= 1.0
+        self._turns[key] = now + wait - self._moved
+        if now >= self._forget_at:
+            self._forget_turns_passed(now)
+        return wait
+
+    def hold(self, seconds: float) -> None:
+        """Send nothing for ``seconds`` from now (a receiver asked to be left alone): the
+        bucket gains nothing meanwhile and every turn booked moves back by as much as this
+        adds to a hold already on, so that the messages booked go out after it in the
+        order they were booked, at the rate, not all at its end."""
+        now = self._refill()
+        added = now + seconds - max(now, self._held_until)
+        if added > 0:
+            self._moved += added
+            self._held_until = now + seconds
+
+    def _wait(self, now: float) -> float:
+        """Seconds from ``now`` until the bucket has a token free, past any hold."""
+        held = max(0.0, self._held_until - now)
         missing = 1.0 - self._tokens
         if missing <= _TOKEN_EPSILON:
-            return 0.0
-        return missing / self.rate_per_second
+            return held
+        return held + missing / self.rate_per_second
 
-    def book_turn(self) -> float:
-        """Seconds until the next send slot that no earlier caller was promised, and
-        promise it: the n-th message deferred while the bucket is empty is told to come
-        back n slots later, not all of them at the first one (where one would be sent and
-        the rest deferred again, every slot, the whole backlog rewritten to send one).
+    def _forget_turns_passed(self, now: float) -> None:
+        self._forget_at = now + _TURN_FORGOTTEN_S
+        oldest = now - _TURN_FORGOTTEN_S - self._moved
+        self._turns = {key: slot for key, slot in self._turns.items() if slot > oldest}
 
-        Takes no token, like ``delay_until_available``."""
+    def _refill(self) -> float:
+        """Credit the tokens earned since last asked; the clock's time now."""
         now = self._clock()
-        turn = max(now + self.delay_until_available(), self._promised + 1.0 / self.rate_per_second)
-        self._promised = turn
-        return turn - now
-
-    def _refill(self) -> None:
-        now = self._clock()
-        elapsed = now - self._updated_at
+        elapsed = now - max(self._updated_at, self._held_until)
         if elapsed > 0:
             self._tokens = min(float(self.burst), self._tokens + elapsed * self.rate_per_second)
         # Moving the reference point even when the clock went backwards avoids
         # crediting the same interval twice once it moves forward again.
         self._updated_at = now
+        return now
 
 
 class ChannelRateLimits:
@@ -130,11 +192,17 @@ class ChannelRateLimits:
         limiter = self.limiter_for(channel)
         return 0.0 if limiter is None else limiter.delay_until_available()
 
-    def book_turn(self, channel: str) -> float:
-        """Seconds until a slot of ``channel`` promised to the caller alone (see
-        ``RateLimiter.book_turn``); 0.0 for an unlimited channel."""
+    def turn(self, channel: str, key: str) -> float:
+        """Seconds until ``key``, a message of ``channel``, may be sent in its turn (see
+        ``RateLimiter.turn``); 0.0 to send it now, always for an unlimited channel."""
         limiter = self.limiter_for(channel)
-        return 0.0 if limiter is None else limiter.book_turn()
+        return 0.0 if limiter is None else limiter.turn(key)
+
+    def hold(self, channel: str, seconds: float) -> None:
+        """Hold ``channel``'s bucket and turns back ``seconds`` (see ``RateLimiter.hold``)."""
+        limiter = self.limiter_for(channel)
+        if limiter is not None:
+            limiter.hold(seconds)
 
 
 class ChannelPauses:

@@ -71,11 +71,12 @@ class SendGates:
         return Outcome(row, Deferred(reason), seconds, decided_at=since)
 
     def rate_limited(self, row: ClaimedMessage) -> Outcome | None:
-        """``row`` given back for its turn under its channel's rate, or None (a token
-        taken) to send it now."""
-        if self._limits.try_acquire(row.channel):
+        """``row`` given back for its turn under its channel's rate, or None to send it now
+        (a token taken, or its turn come). A message deferred keeps its turn: one asking
+        after it, however early its due time, is given a later one."""
+        delay = self._limits.turn(row.channel, row.message_id)
+        if delay <= 0.0:
             return None
-        delay = self._limits.book_turn(row.channel)
         return Outcome(
             row, Deferred(f"{row.channel} rate limit: its turn is in {delay:.1f} s"), delay
         )
@@ -93,6 +94,9 @@ class SendGates:
         seconds = min(result.retry_after, self._longest_pause_s)
         already = self._pauses.remaining(channel)
         self._pauses.pause(channel, seconds, since=answered_at)
+        # The turns booked move back with the pause: due in it, they would all come out
+        # at its end together, each in its turn by then.
+        self._limits.hold(channel, self._pauses.remaining(channel))
         if seconds < already + _LONGER_PAUSE_S:
             # The round's other sends, under way when the first answer came, are answered
             # alike: their pause was said once, as it began.
