@@ -22,7 +22,7 @@ import pytest
 from hypothesis import settings
 from sqlalchemy import create_engine, text
 
-from herald.delivery.webhook import WebhookProvider
+from herald.delivery.providers.webhook import WebhookProvider
 from herald.store.database import Database
 from herald.store.migrate import upgrade
 from herald.store.tables import metadata

@@ -17,8 +17,8 @@ from sqlalchemy.exc import OperationalError
 from herald.delivery.dispatcher import Dispatcher
 from herald.delivery.outcomes import Outcome
 from herald.delivery.provider import DeliveryResult, DeliveryStatus, SendRequest
+from herald.delivery.providers.webhook import WebhookProvider
 from herald.delivery.round_recording import RoundRecorder
-from herald.delivery.webhook import WebhookProvider
 from herald.domain.timeutil import to_micros
 from herald.store.database import Database
 from herald.store.unit_of_work import ReadOnly, UnitOfWork

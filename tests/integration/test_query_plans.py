@@ -19,7 +19,7 @@ from sqlalchemy import event
 from herald.delivery.dispatcher import Dispatcher
 from herald.delivery.outcomes import DispatchReport
 from herald.delivery.provider import Provider
-from herald.delivery.stub import LogAlertProvider, StubProvider
+from herald.delivery.providers.stub import LogAlertProvider, StubProvider
 from herald.domain.model import Event
 from herald.rules.loader import load_ruleset
 from herald.service.audit import user_audit

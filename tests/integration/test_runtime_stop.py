@@ -10,7 +10,7 @@ import pytest
 
 from herald.bootstrap import build_runtime
 from herald.config import Settings
-from herald.delivery.stub import StubProvider
+from herald.delivery.providers.stub import StubProvider
 
 
 class ClosingRecorded(StubProvider):

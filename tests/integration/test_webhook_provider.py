@@ -16,9 +16,9 @@ import pytest
 
 from herald import __version__
 from herald.delivery.provider import DeliveryResult, DeliveryStatus, SendRequest
+from herald.delivery.providers.signing import verify
+from herald.delivery.providers.webhook import WebhookProvider
 from herald.delivery.setup import build_delivery
-from herald.delivery.signing import verify
-from herald.delivery.webhook import WebhookProvider
 from herald.observability.logging import configure_logging
 from tests.support.http_receiver import CannedResponse, HttpReceiver
 from tests.support.ports import refused_port

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from herald.delivery.provider import SendRequest
-from herald.delivery.webhook_config import webhook_provider
+from herald.delivery.providers.webhook_config import webhook_provider
 from tests.support.http_receiver import HttpReceiver, ReceivedRequest
 
 README = Path(__file__).resolve().parents[2] / "README.md"

@@ -5,7 +5,7 @@ import asyncio
 import ssl
 
 from herald.delivery.provider import DeliveryResult, Provider, SendRequest
-from herald.delivery.smtp import SmtpProvider
+from herald.delivery.providers.smtp import SmtpProvider
 from tests.support.tls import Certificate
 
 SENDER = "Herald <noreply@herald.test>"

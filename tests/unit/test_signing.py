@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from herald.delivery.signing import SIGNATURE_HEADER, sign, signature_header, verify
+from herald.delivery.providers.signing import SIGNATURE_HEADER, sign, signature_header, verify
 
 SECRET = b"whsec_test"
 BODY = b'{"message_id":"m-1","subject":"Hello"}'

@@ -15,8 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from herald.delivery.provider import DeliveryStatus, SendRequest
-from herald.delivery.stub import StubProvider
-from herald.delivery.stub_file import erase_user, locked
+from herald.delivery.providers.stub import StubProvider
+from herald.delivery.providers.stub_file import erase_user, locked
 
 
 def _request(user: str, n: int = 1) -> SendRequest:

@@ -44,7 +44,7 @@ def preflight(settings: WorkerSettings, *, create_database: bool) -> tuple[RuleS
     that delivers also needs the stub provider's file, if a channel uses it, writable.
     Returns the rule set and its delivery plan, the stub provider on that file."""
     from herald.bootstrap import outbox_path
-    from herald.delivery.stub import StubProvider
+    from herald.delivery.providers.stub import StubProvider
     from herald.store.database_url import DatabaseUrlError
 
     try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 
-from herald.delivery.email_message import ascii_domain
+from herald.delivery.providers.email_message import ascii_domain
 from herald.domain.recipients import INTERNAL_RECIPIENT
 from herald.domain.timeutil import from_micros, iso
 from herald.store.outbox import ClaimedMessage

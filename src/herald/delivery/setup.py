@@ -16,10 +16,10 @@ from herald.delivery import readers
 from herald.delivery.backoff import RetryPolicy
 from herald.delivery.plan import DeliveryPlan
 from herald.delivery.provider import Provider
+from herald.delivery.providers.smtp_config import SMTP_KEYS, smtp_provider
+from herald.delivery.providers.stub import FanOutProvider, LogAlertProvider, StubProvider
+from herald.delivery.providers.webhook_config import WEBHOOK_KEYS, webhook_provider
 from herald.delivery.quiet_hours import QuietHours
-from herald.delivery.smtp_config import SMTP_KEYS, smtp_provider
-from herald.delivery.stub import FanOutProvider, LogAlertProvider, StubProvider
-from herald.delivery.webhook_config import WEBHOOK_KEYS, webhook_provider
 from herald.rules.definition import CHANNELS
 
 _DEFAULT_PROVIDERS = {

@@ -7,7 +7,7 @@ import logging
 from datetime import datetime
 from pathlib import Path
 
-from herald.delivery.stub_file import erase_user
+from herald.delivery.providers.stub_file import erase_user
 from herald.domain.timeutil import iso, to_micros
 from herald.store.checkpoints import empty_write_ahead_log
 from herald.store.database import Database

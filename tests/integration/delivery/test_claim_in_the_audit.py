@@ -9,7 +9,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from herald.delivery.webhook import WebhookProvider
+from herald.delivery.providers.webhook import WebhookProvider
 from herald.service.audit import user_audit
 from herald.store.database import Database
 from tests.conftest import FixedClock

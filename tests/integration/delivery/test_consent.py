@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 from herald.api.schemas.responses import AuditOut
 from herald.cli.main import app as cli
 from herald.delivery.provider import DeliveryResult, SendRequest
+from herald.delivery.providers.stub import StubProvider
+from herald.delivery.providers.webhook import WebhookProvider
 from herald.delivery.quiet_hours import QuietHours, hold_policy
-from herald.delivery.stub import StubProvider
-from herald.delivery.webhook import WebhookProvider
 from herald.domain.model import Event
 from herald.domain.timeutil import iso
 from herald.service.audit import user_audit

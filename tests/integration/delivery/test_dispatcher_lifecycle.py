@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from herald.delivery.stub import StubProvider
+from herald.delivery.providers.stub import StubProvider
 from herald.service.writer import IngestFailed
 from herald.store.database import Database
 from herald.store.migrate import upgrade

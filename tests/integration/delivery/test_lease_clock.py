@@ -13,7 +13,7 @@ from herald.bootstrap import build_runtime
 from herald.config import Settings
 from herald.delivery.dispatcher import Dispatcher
 from herald.delivery.outcomes import DispatchReport
-from herald.delivery.stub import StubProvider
+from herald.delivery.providers.stub import StubProvider
 from herald.store.database import Database
 from herald.store.migrate import upgrade
 from tests.conftest import FixedClock

@@ -19,9 +19,9 @@ from herald.delivery.backoff import RetryPolicy
 from herald.delivery.dispatcher import Dispatcher
 from herald.delivery.outcomes import DispatchReport
 from herald.delivery.provider import DeliveryResult, DeliveryStatus, Provider, SendRequest
-from herald.delivery.smtp import SmtpProvider
-from herald.delivery.stub import StubProvider
-from herald.delivery.webhook import WebhookProvider
+from herald.delivery.providers.smtp import SmtpProvider
+from herald.delivery.providers.stub import StubProvider
+from herald.delivery.providers.webhook import WebhookProvider
 from herald.domain.timeutil import to_micros
 from herald.service.outbox_changes import cancel_rule_messages
 from herald.store.database import Database

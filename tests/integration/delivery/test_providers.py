@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
+from herald.delivery.providers.signing import SIGNATURE_HEADER, verify
+from herald.delivery.providers.smtp import SmtpProvider
+from herald.delivery.providers.stub import LogAlertProvider, StubProvider
+from herald.delivery.providers.webhook import WebhookProvider
 from herald.delivery.setup import build_delivery
-from herald.delivery.signing import SIGNATURE_HEADER, verify
-from herald.delivery.smtp import SmtpProvider
-from herald.delivery.stub import LogAlertProvider, StubProvider
-from herald.delivery.webhook import WebhookProvider
 from herald.domain.model import Event
 from herald.observability.logging import configure_logging
 from herald.store.database import Database

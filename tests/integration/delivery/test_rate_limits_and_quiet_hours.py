@@ -11,9 +11,9 @@ from typing import Any
 
 from herald.delivery.dispatcher import Dispatcher
 from herald.delivery.outcomes import DispatchReport
+from herald.delivery.providers.stub import StubProvider
+from herald.delivery.providers.webhook import WebhookProvider
 from herald.delivery.ratelimit import ChannelRateLimits
-from herald.delivery.stub import StubProvider
-from herald.delivery.webhook import WebhookProvider
 from herald.domain.model import Event
 from herald.domain.timeutil import parse_timestamp
 from herald.rules.loader import default_rules_path

@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from herald.cli.main import app as cli
-from herald.delivery.webhook import WebhookProvider
+from herald.delivery.providers.webhook import WebhookProvider
 from herald.domain.timeutil import to_micros
 from herald.service.audit import user_audit
 from herald.store.database import Database

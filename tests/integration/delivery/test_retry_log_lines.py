@@ -16,8 +16,8 @@ from datetime import timedelta
 import pytest
 
 from herald.delivery.provider import DeliveryStatus
-from herald.delivery.smtp import SmtpProvider
-from herald.delivery.webhook import WebhookProvider
+from herald.delivery.providers.smtp import SmtpProvider
+from herald.delivery.providers.webhook import WebhookProvider
 from herald.store.database import Database
 from herald.store.unit_of_work import ReadOnly
 from tests.conftest import FixedClock

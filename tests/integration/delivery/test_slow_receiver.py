@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from herald.delivery.dispatcher import Dispatcher
+from herald.delivery.providers.stub import StubProvider
+from herald.delivery.providers.webhook import WebhookProvider
 from herald.delivery.ratelimit import ChannelRateLimits
-from herald.delivery.stub import StubProvider
-from herald.delivery.webhook import WebhookProvider
 from herald.store.database import Database
 from herald.store.unit_of_work import ReadOnly
 from tests.conftest import FixedClock

@@ -10,8 +10,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from herald.delivery.outcomes import DispatchReport
+from herald.delivery.providers.webhook import WebhookProvider
 from herald.delivery.ratelimit import ChannelRateLimits
-from herald.delivery.webhook import WebhookProvider
 from herald.domain.timeutil import from_micros, iso
 from herald.store.database import Database
 from herald.store.unit_of_work import ReadOnly

@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from herald.delivery.provider import DeliveryResult, DeliveryStatus, SendRequest
-from herald.delivery.smtp import SmtpProvider
+from herald.delivery.providers.smtp import SmtpProvider
 from tests.support.processes import wait_for
 from tests.support.smtp_sending import REQUEST, SENDER, send_all, trusting
 from tests.support.smtp_sink import SmtpSink

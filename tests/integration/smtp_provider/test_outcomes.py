@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from herald.delivery.provider import DeliveryResult, DeliveryStatus
+from herald.delivery.providers.smtp import SmtpProvider
 from herald.delivery.setup import build_delivery
-from herald.delivery.smtp import SmtpProvider
 from tests.support.ports import refused_port
 from tests.support.processes import wait_for
 from tests.support.smtp_sending import REQUEST, SENDER, send_all, send_once

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from herald.delivery.providers.smtp import SmtpProvider
 from herald.delivery.setup import DeliveryConfigError, build_delivery
-from herald.delivery.smtp import SmtpProvider
 from tests.support.delivery_config import ENV, FULL, build, changed
 
 

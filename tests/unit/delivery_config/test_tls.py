@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from herald.delivery.providers.smtp import SmtpProvider
 from herald.delivery.setup import DeliveryConfigError
-from herald.delivery.smtp import SmtpProvider
 from tests.support.delivery_config import FULL, build, smtp_settings
 
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from herald.delivery import readers
 
 if TYPE_CHECKING:
-    from herald.delivery.webhook import WebhookProvider
+    from herald.delivery.providers.webhook import WebhookProvider
 
 WEBHOOK_KEYS = {"type", "url", "secret_env", "ca_file", "timeout"}
 
@@ -45,7 +45,7 @@ def webhook_provider(
     assert url is not None and timeout is not None
     # Imported here: its HTTP client takes longer to import than the rest of the rule
     # file's reading, which every command does and few with a webhook.
-    from herald.delivery.webhook import WebhookProvider
+    from herald.delivery.providers.webhook import WebhookProvider
 
     return WebhookProvider(
         name=f"{channel}:webhook",

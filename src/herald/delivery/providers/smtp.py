@@ -20,11 +20,11 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Literal
 
-from herald.delivery.email_message import ascii_domain, build_message
 from herald.delivery.provider import DeliveryResult, SendRequest
-from herald.delivery.smtp_connection import AbortableSMTP, SendAttempt, quit_and_close
-from herald.delivery.smtp_pool import IdleConnections
-from herald.delivery.smtp_replies import classify_refused, classify_reply
+from herald.delivery.providers.email_message import ascii_domain, build_message
+from herald.delivery.providers.smtp_connection import AbortableSMTP, SendAttempt, quit_and_close
+from herald.delivery.providers.smtp_pool import IdleConnections
+from herald.delivery.providers.smtp_replies import classify_refused, classify_reply
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import threading
 import time
 from collections import deque
 
-from herald.delivery.smtp_connection import AbortableSMTP, SendAttempt
+from herald.delivery.providers.smtp_connection import AbortableSMTP, SendAttempt
 
 
 class IdleConnections:

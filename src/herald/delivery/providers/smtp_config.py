@@ -10,7 +10,7 @@ from typing import Any
 
 from herald.config import is_loopback_host
 from herald.delivery import readers
-from herald.delivery.smtp import SmtpProvider, TlsMode
+from herald.delivery.providers.smtp import SmtpProvider, TlsMode
 from herald.rules.rule_file.keys import did_you_mean
 
 SMTP_KEYS = {

@@ -7,7 +7,7 @@ What the receiver gets, per request:
 - ``Idempotency-Key: <message_id>``, the same on every retry of a message,
   because delivery is at-least-once and the receiver must de-duplicate;
 - ``Herald-Signature: t=<unix seconds>,v1=<hex>`` when a secret is set
-  (see ``herald.delivery.signing`` for how to verify it);
+  (see ``herald.delivery.providers.signing`` for how to verify it);
 - ``User-Agent: herald/<version>``;
 - ``Accept-Encoding: identity``: the answer is read raw, never inflated.
 
@@ -38,7 +38,7 @@ import aiohttp
 
 from herald import __version__
 from herald.delivery.provider import DeliveryResult, SendRequest
-from herald.delivery.signing import SIGNATURE_HEADER, signature_header
+from herald.delivery.providers.signing import SIGNATURE_HEADER, signature_header
 
 _RETRYABLE_STATUSES = frozenset({408, 429})
 _DETAIL_BODY_CHARS = 200

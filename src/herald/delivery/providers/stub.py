@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from herald.delivery.provider import DeliveryResult, DeliveryStatus, Provider, SendRequest
-from herald.delivery.stub_file import identity, locked
+from herald.delivery.providers.stub_file import identity, locked
 from herald.json_lines import json_line
 from herald.observability.masking import mask_recipient
 
