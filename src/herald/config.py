@@ -45,10 +45,10 @@ class StubFileSettings(DatabaseSettings):
     outbox_file: str | None = None  # the stub provider's file; beside the database by default
 
 
-class RuleFileSettings(StubFileSettings):
-    """The settings of the commands that also read the rule file (``prune``, ``rules
-    try``, and ``rules check``, which names the stub provider's file as the server would
-    write it)."""
+class RulesSettings(BaseSettings):
+    """The one setting of ``rules try``, which decides in a database of its own."""
+
+    model_config = SettingsConfigDict(env_prefix="HERALD_", extra="ignore")
 
     rules: str | None = Field(None, description="rule file; the packaged default when unset")
 
@@ -61,6 +61,11 @@ class RuleFileSettings(StubFileSettings):
                 "must name a rule file (unset the variable for the packaged default rules)"
             )
         return value
+
+
+class RuleFileSettings(StubFileSettings, RulesSettings):
+    """The settings of the commands that also read the rule file (``prune``, and ``rules
+    check``, which names the stub provider's file as the server would write it)."""
 
 
 class WorkerSettings(RuleFileSettings):

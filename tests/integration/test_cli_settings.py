@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from herald.cli.main import app
+from herald.rules.loader import default_rules_path
 from tests.support.processes import HeraldProcess, herald_environment
 
 # Every setting only the API reads that has a value `herald serve` refuses, with such a
@@ -184,3 +185,39 @@ def test_a_metrics_host_without_a_port_is_said_to_serve_nothing(
         "warning: the metrics host 0.0.0.0 is ignored without a metrics port: set "
         "HERALD_METRICS_PORT (a worker's --metrics-port) to serve the metrics"
     ) in output
+
+
+SIGNUP = (
+    '{"user_id": "u_1", "event_type": "signup_completed", '
+    '"event_timestamp": "2025-10-31T19:24:11Z", "user_traits": {"marketing_opt_in": false}}'
+)
+
+
+def test_rules_try_decides_in_its_own_database_whatever_herald_database_url_holds(
+    tmp_path: Path,
+) -> None:
+    """It reads no database setting: one the server's environment left empty stopped it."""
+    events = tmp_path / "events.json"
+    events.write_text(SIGNUP)
+
+    code, output = herald(["rules", "try", str(events)], HERALD_DATABASE_URL="")
+
+    assert code == 0, output
+    assert "1 event: 0 messages would be sent, 0 rejected" in output
+
+
+@pytest.mark.parametrize("command", ["rules check", "rules try"])
+def test_a_rule_file_given_wins_over_an_empty_herald_rules(command: str, tmp_path: Path) -> None:
+    """As an option given wins over its variable: the file named was refused for the
+    variable it replaces."""
+    events = tmp_path / "events.json"
+    events.write_text(SIGNUP)
+    rules = str(default_rules_path())
+    args = ["rules", "check", rules] if command == "rules check" else ["rules", "try"]
+    if command == "rules try":
+        args += [str(events), "--rules", rules]
+
+    code, output = herald(args, HERALD_RULES="")
+
+    assert code == 0, output
+    assert "invalid settings" not in output

@@ -12,6 +12,7 @@ from typing import Annotated, TypeVar
 import typer
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
+from pydantic_settings import BaseSettings
 
 from herald.cli.output import fail, say
 from herald.config import DatabaseSettings, Settings, WorkerSettings
@@ -41,7 +42,7 @@ RulesOpt = Annotated[
 ]
 
 
-SettingsT = TypeVar("SettingsT", bound=DatabaseSettings)
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 
 
 def settings_from(kind: type[SettingsT], **overrides: object) -> SettingsT:

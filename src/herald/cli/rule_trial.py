@@ -18,7 +18,7 @@ from rich.console import Console
 from herald.cli.options import RulesOpt, settings_from
 from herald.cli.output import counted, fail
 from herald.cli.preflight import checked_rules
-from herald.config import RuleFileSettings, Settings
+from herald.config import RulesSettings, Settings
 
 if TYPE_CHECKING:
     from herald.domain.model import Event
@@ -56,10 +56,10 @@ def rules_try(
     from herald.service.intake import horizon
     from herald.service.rule_trial import try_rules
 
-    settings = settings_from(RuleFileSettings)
+    settings = settings_from(RulesSettings, rules=rules)
     # Nothing is sent, so the providers' secrets are not needed: a file tried where they
     # are not set (an author's machine, a CI job) is not refused for lacking them.
-    ruleset, plan = checked_rules(rules or settings.rules, env=_SecretsUnread(os.environ))
+    ruleset, plan = checked_rules(settings.rules, env=_SecretsUnread(os.environ))
     payloads = _read_events(events)
     # emoji=False: a message shows as it would be sent, and a user id `b` in a dedup key
     # (`RULE:b:...`) stays text, where Rich would print `:b:` as an emoji.

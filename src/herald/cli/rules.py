@@ -36,8 +36,8 @@ def rules_check(
     and list its rules; exit 1 listing every problem."""
     # Without a path, the file the server would load: HERALD_RULES read as `herald serve`
     # reads it, so that one set but empty is refused here too, not taken as unset.
-    settings = settings_from(RuleFileSettings)
-    ruleset, plan = checked_rules(path or settings.rules, outbox=_outbox(settings))
+    settings = settings_from(RuleFileSettings, rules=str(path) if path else None)
+    ruleset, plan = checked_rules(settings.rules, outbox=_outbox(settings))
     # A list rather than a table: it stays readable at any width and through a pipe.
     # emoji=False: a condition's `":x:"` is listed as written, not as an emoji.
     out = Console(highlight=False, soft_wrap=True, emoji=False)
