@@ -194,3 +194,16 @@ def test_a_batch_refused_whole_counts_one_rejected_as_a_malformed_event_does(
     assert [answer.status_code for answer in refused] == [422, 422, 422]
     assert 'herald_events_total{event_type="unknown",status="rejected"} 3.0' in metrics
     assert 'status="accepted"' not in metrics
+
+
+def test_health_and_readiness_answer_the_bodies_the_readme_s_api_table_gives(
+    client: TestClient,
+) -> None:
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text(encoding="utf-8")
+    [row] = [line for line in readme.splitlines() if line.startswith("| `GET /healthz`")]
+    ready = client.get("/readyz").json()
+
+    assert '`{"status": "ok"}`' in row and client.get("/healthz").json() == {"status": "ok"}
+    assert f'`{{"status": "{ready["status"]}", "schema", "rules"}}`' in row
+    assert sorted(ready) == ["rules", "schema", "status"]
+    assert '`{"status": "unavailable"}` with what is wrong in `database` or `schema`' in row
