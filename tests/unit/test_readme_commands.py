@@ -173,6 +173,20 @@ def test_the_defaults_the_settings_table_states_are_the_settings_defaults() -> N
     assert f"{where} with SQLite at {defaults['database_url'].removeprefix('sqlite:///')}" in text
 
 
+def test_the_settings_table_gives_each_whole_number_setting_s_range() -> None:
+    table = settings_table()
+    for name, field in Settings.model_fields.items():
+        bounds = {type(rule).__name__: rule for rule in field.metadata}
+        if "Ge" not in bounds or "Le" not in bounds or name in HANDED_DOWN:
+            continue
+        if field.annotation not in (int, int | None):
+            continue  # a number of seconds: "at most", as its bound is in other words
+        low, high = bounds["Ge"].ge, bounds["Le"].le
+        said = table[f"HERALD_{name.upper()}"][3]
+        # A port as ports are written (65535), a count with its thousands (1,000,000).
+        assert f"{low:,} to {high:,}" in said or f"{low} to {high}" in said, (name, said)
+
+
 def test_each_option_the_settings_table_names_is_one_of_its_command() -> None:
     for variable, (option, *_) in settings_table().items():
         if not option:
