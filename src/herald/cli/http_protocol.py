@@ -40,8 +40,9 @@ HEADERS_SECONDS = 30.0
 # the usual few take well under 1 KiB). The parser keeps a header whole until it ends, and
 # joins its pieces as they come, so without a limit a client sending one header for its
 # 30 s had the server hold hundreds of megabytes, and parse them while every other request
-# waited. Counted from each read of the socket after the first of a request's head: the
-# first one may also hold the end of the request before it.
+# waited. Counted from the read of the socket the head begins in when that read begins
+# with it, else from the next read: one that also holds the end of the request before it
+# cannot say where the head begins.
 MOST_HEADER_BYTES = 64 * 1024
 BODY_SECONDS = 60.0
 # A client reading tens of kilobytes a second makes room in the socket's buffer, which is
@@ -93,6 +94,14 @@ class RequestDeadlineProtocol(HttpToolsProtocol):
         self._in_head = False
         self._heads_begun = 0
         self._head_bytes = 0
+        # Whether a request has begun and not yet arrived whole (its head or its body).
+        self._in_message = False
+        # The bytes of the request's line and headers the parser has given whole: a head
+        # that arrived in the reads that ended the request before it escapes the count
+        # by reads, not this one.
+        self._head_size = 0
+        # Once a head is refused, nothing more the connection brings is served.
+        self._head_refused = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         if self.most_connections is not None and len(self.connections) >= self.most_connections:
@@ -151,30 +160,55 @@ class RequestDeadlineProtocol(HttpToolsProtocol):
         if self.transport.is_closing():  # refused already: the rest is not read
             return
         head = self._heads_begun if self._in_head else None
+        begun, between_requests = self._heads_begun, not self._in_message
         super().data_received(data)
-        # All of ``data`` was the head of one request, begun in an earlier read.
-        if head is not None and self._in_head and self._heads_begun == head:
+        if not self._in_head:
+            return
+        if head is not None and self._heads_begun == head:
+            # All of ``data`` was the head of one request, begun in an earlier read.
             self._head_bytes += len(data)
-            if self._head_bytes > self.most_header_bytes:
-                self._refuse_head()
+        elif between_requests and self._heads_begun == begun + 1:
+            # ``data`` began the head, and is all of it so far: a head sent whole in one
+            # write was otherwise let through at up to twice the limit.
+            self._head_bytes = len(data)
+        if self._head_bytes > self.most_header_bytes:
+            self._refuse_head()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._in_head = True
+        self._in_head = self._in_message = True
         self._heads_begun += 1
-        self._head_bytes = 0
+        self._head_bytes = self._head_size = 0
         if self._due is None:  # the first request's time began with the connection
             self._due = self.loop.time() + self.headers_seconds
 
+    def on_url(self, url: bytes) -> None:
+        self._head_size += len(url)
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_size += len(name) + len(value) + 4  # ": " and the line's end
+        super().on_header(name, value)
+
     def on_headers_complete(self) -> None:
+        if self._head_refused or self._head_size > self.most_header_bytes:
+            # Not handed to the app: the 431 is its answer, and the connection closes.
+            self._refuse_head()
+            return
         self._in_head = False
         if self._due is not None:
             self._due += self.body_seconds
         super().on_headers_complete()
 
+    def on_body(self, body: bytes) -> None:
+        if not self._head_refused:  # else there is no request of the app's to take it
+            super().on_body(body)
+
     def on_message_complete(self) -> None:
         self._due = None
-        super().on_message_complete()
+        self._in_message = False
+        if not self._head_refused:
+            super().on_message_complete()
 
     def _look(self) -> None:
         if self.transport.get_protocol() is not self:
@@ -215,6 +249,7 @@ class RequestDeadlineProtocol(HttpToolsProtocol):
         """Answer ``431`` and close the connection: what more the client sends is not read.
         Only closed while the answer to a request before it (pipelined) is under way: the
         431 would land in the middle of that answer."""
+        self._head_refused = True
         if self.transport.is_closing():
             return
         if self.cycle is not None and not self.cycle.response_complete:

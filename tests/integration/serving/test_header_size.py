@@ -56,3 +56,15 @@ def test_headers_within_the_limit_are_answered_on_a_connection_kept_alive(port: 
                 connection.sendall(request[start : start + 4096])
             answer = connection.recv(65536)
             assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b"hello")
+
+
+def test_headers_past_the_limit_are_refused_though_they_arrive_at_once(port: int) -> None:
+    """Counted from the second read of the socket on, a head sent whole in one write
+    passed at nearly twice the limit the README gives."""
+    padding = b"c" * (MOST_HEADER_BYTES + 10_000)
+    request = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Padding: " + padding + b"\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port)) as connection:
+        connection.sendall(request)
+        answer = _answer(connection)
+
+    assert answer.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
