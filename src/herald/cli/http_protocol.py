@@ -14,7 +14,8 @@ So a request's headers must arrive whole within ``HEADERS_SECONDS`` of the conne
 or of the request's first byte on a connection kept alive, and its body by
 ``BODY_SECONDS`` after that. ``BODY_SECONDS`` lets the largest body Herald reads, an 8 MiB
 batch, arrive at 1.1 Mbit/s even after headers that took their whole time. A connection
-that misses either is closed; one whose answer has not begun is first answered ``408``.
+that misses either is closed; one whose body is late and whose answer has not begun is
+first answered ``408`` (late headers make no request to answer).
 
 An answer, too, must be taken: a client that stopped reading one larger than the
 network's buffers hold (an audit page can be 16 MiB) kept its connection, and the unsent

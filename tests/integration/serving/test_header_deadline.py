@@ -46,6 +46,15 @@ def test_a_connection_without_whole_headers_in_time_is_closed(port: int, sent: b
         assert _closed_after(connection) < 5
 
 
+def test_a_connection_whose_headers_are_late_is_closed_unanswered(port: int) -> None:
+    """As the README says: the 408 answers a late body, once there is a request."""
+    with socket.create_connection(("127.0.0.1", port)) as connection:
+        connection.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n")
+        connection.settimeout(10)
+
+        assert connection.recv(1000) == b""
+
+
 def test_a_header_now_and_then_does_not_keep_the_connection(port: int) -> None:
     with socket.create_connection(("127.0.0.1", port)) as connection:
         connection.sendall(b"GET / HTTP/1.1\r\n")
