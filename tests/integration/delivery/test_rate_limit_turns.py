@@ -10,9 +10,9 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+from herald.delivery.providers.stub import StubProvider
+from herald.delivery.providers.webhook import WebhookProvider
 from herald.delivery.ratelimit import ChannelRateLimits
-from herald.delivery.stub import StubProvider
-from herald.delivery.webhook import WebhookProvider
 from herald.store.database import Database
 from tests.conftest import FixedClock
 from tests.support.delivery import dispatcher, funds_failure, store
