@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import pytest
 
 from herald.cli.options import warn_of_unknown_variables
-from herald.cli.output import say
 from herald.config import Settings
 from herald.observability.logging import configure_logging
+from herald.observability.operator_lines import say
 
 
 @pytest.fixture

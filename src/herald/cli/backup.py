@@ -14,7 +14,8 @@ import typer
 from herald.cli.database_opening import open_database
 from herald.cli.interrupts import Terminated, interrupts_deferred, terminating_as_interrupted
 from herald.cli.options import DatabaseOpt, database_url_from
-from herald.cli.output import console, counted, fail
+from herald.cli.output import counted, fail
+from herald.observability.operator_lines import console
 
 if TYPE_CHECKING:
     from herald.store.database import Database

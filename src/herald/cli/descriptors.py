@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import resource
 
-from herald.cli.output import fail, say
+from herald.cli.output import fail
 from herald.config import Settings
+from herald.observability.operator_lines import say
 
 # The descriptors an API process holds beside its clients' connections: about 20 in
 # one that has served a few requests (the interpreter's, the event loop's, the outbox

@@ -20,12 +20,13 @@ from herald.cli.options import (
     settings_from,
     warn_of_unknown_variables,
 )
-from herald.cli.output import fail, say
+from herald.cli.output import fail
 from herald.cli.preflight import preflight
 from herald.cli.rules import rules_app
 from herald.cli.users import users_app
 from herald.cli.worker import say_waiting_of_rules_gone, warn_of_a_metrics_host_alone, worker
 from herald.config import Settings
+from herald.observability.operator_lines import say
 
 if TYPE_CHECKING:
     from herald.delivery.plan import DeliveryPlan

@@ -12,8 +12,9 @@ from herald.cli.backup import db_backup
 from herald.cli.database_opening import fail_if_unavailable, open_database
 from herald.cli.interrupts import Terminated, terminating_as_interrupted
 from herald.cli.options import DatabaseOpt, database_url_from, settings_from
-from herald.cli.output import console, counted, fail, fail_on_rule_file
+from herald.cli.output import counted, fail, fail_on_rule_file
 from herald.config import RuleFileSettings
+from herald.observability.operator_lines import console
 
 if TYPE_CHECKING:
     from herald.rules.definition import RuleSet

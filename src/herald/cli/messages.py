@@ -9,7 +9,8 @@ import typer
 
 from herald.cli.database_opening import one_write, open_database
 from herald.cli.options import DatabaseOpt, database_url_from
-from herald.cli.output import console, fail
+from herald.cli.output import fail
+from herald.observability.operator_lines import console
 
 messages_app = typer.Typer(
     help="Messages: `failed` lists dead letters (those that failed for good), `retry` "

@@ -14,8 +14,9 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings
 
-from herald.cli.output import fail, say
+from herald.cli.output import fail
 from herald.config import DatabaseSettings, Settings, WorkerSettings
+from herald.observability.operator_lines import say
 
 
 def default_of(setting: str) -> object:

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from herald.cli.database_opening import open_database
-from herald.cli.output import fail, fail_on_rule_file, say
+from herald.cli.output import fail, fail_on_rule_file
 from herald.config import WorkerSettings
+from herald.observability.operator_lines import say
 
 if TYPE_CHECKING:
     from herald.delivery.setup import DeliveryPlan

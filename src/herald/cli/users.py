@@ -10,7 +10,8 @@ import typer
 
 from herald.cli.database_opening import one_write, open_database
 from herald.cli.options import DatabaseOpt, database_url_from, settings_from
-from herald.cli.output import console, counted, fail
+from herald.cli.output import counted, fail
+from herald.observability.operator_lines import console
 
 if TYPE_CHECKING:
     from herald.store.erasure import Forgotten

@@ -20,11 +20,12 @@ from herald.cli.options import (
     settings_from,
     warn_of_unknown_variables,
 )
-from herald.cli.output import fail, say
+from herald.cli.output import fail
 from herald.cli.preflight import preflight
-from herald.cli.stop_lines import say_stopped, say_stopping
 from herald.config import WorkerSettings
+from herald.observability.operator_lines import say
 from herald.observability.shared_metrics import count_alone
+from herald.observability.stop_lines import say_stopped, say_stopping
 from herald.orphans import parent_gone
 
 if TYPE_CHECKING:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from herald.cli.output import say
+from herald.observability.operator_lines import say
 
 if TYPE_CHECKING:
     from herald.config import WorkerSettings
