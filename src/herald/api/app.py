@@ -85,6 +85,7 @@ def create_app(settings: Settings) -> FastAPI:
         body_limit=MAX_EVENT_BYTES,
         body_limit_by_path={"/events/batch": MAX_BATCH_BYTES},
         reads_body=_body_readers(app.router.routes),
+        body_refused=_count_refused_events,
         loopback_only=settings.loopback_requests_only,
     )
     for error in (OperationalError, InterfaceError, PoolTimeout):
@@ -199,6 +200,21 @@ def _body_readers(routes: list[BaseRoute]) -> Callable[[str, str], bool]:
         )
 
     return reads_body
+
+
+def _count_refused_events(scope: Scope) -> None:
+    """Count a body refused at the request edge (a 413 or a 415) to an ingestion route as
+    one rejected event of no type read, as the route counts a body it refuses with a 422:
+    counted nowhere, a client whose every event was too large or not JSON showed no
+    rejections."""
+    if scope["path"] not in _INGESTION_PATHS:
+        return
+    state = scope.get("state") or {}
+    runtime = state[RUNTIME] if RUNTIME in state else scope["app"].state.runtime
+    runtime.metrics.count_event("unknown", "rejected")
+
+
+_INGESTION_PATHS = frozenset({"/events", "/events/batch"})
 
 
 def _describe_answers(app: FastAPI) -> None:

@@ -37,17 +37,20 @@ class RequestEdge:
         body_limit: int,
         body_limit_by_path: dict[str, int],
         reads_body: Callable[[str, str], bool],
+        body_refused: Callable[[Scope], None] = lambda scope: None,
         loopback_only: bool = False,
     ) -> None:
         """``reads_body(method, path)``: whether a route reads the body of such a request;
         the others' bodies are neither checked nor read, so a request to a path or with a
-        method no route takes is answered 404 or 405 whatever its body. ``loopback_only``:
-        refuse requests whose ``Host`` is not a loopback name (see
-        ``Settings.loopback_requests_only``)."""
+        method no route takes is answered 404 or 405 whatever its body. ``body_refused``
+        is told of each request whose body is refused here (a 413 or a 415), which no
+        route then sees. ``loopback_only``: refuse requests whose ``Host`` is not a
+        loopback name (see ``Settings.loopback_requests_only``)."""
         self.app = app
         self.body_limit = body_limit
         self.body_limit_by_path = body_limit_by_path
         self.reads_body = reads_body
+        self.body_refused = body_refused
         self.loopback_only = loopback_only
         self._loopback_hosts: set[bytes] = set()  # Host values found loopback: a few
         # A random per-process prefix and a counter: unique, and cheaper than uuid4 per request.
@@ -110,19 +113,23 @@ class RequestEdge:
             has_body = framed and self.reads_body(scope["method"], scope["path"])
             if has_body and encoding not in (b"identity", b""):
                 detail = f"Content-Encoding {encoding.decode('latin-1')!r} is not supported: "
+                self.body_refused(scope)
                 await _reply(send_with_id, 415, detail + "send the body uncompressed")
             elif has_body and not _is_json(media_type):
                 # Also what keeps a web page from posting here: a browser sends another
                 # origin JSON only after asking (CORS), but text/plain without asking.
                 got = f"Content-Type {media_type.decode('latin-1')!r}" if media_type else "none"
+                self.body_refused(scope)
                 await _reply(send_with_id, 415, f"send JSON as application/json (got {got})")
             elif has_body and charset is not None and charset not in _UTF_8:
                 said = charset.decode("latin-1")
+                self.body_refused(scope)
                 await _reply(send_with_id, 415, f"send JSON in UTF-8 (got charset {said!r})")
             elif has_body and length is not None and length > limit:
                 # Only where a body is read: a GET's is discarded unread whatever its size,
                 # so a 413 there would refuse a request for what it does not use (and no
                 # GET route's document lists one).
+                self.body_refused(scope)
                 await _too_large(send_with_id, limit)
             elif length is not None or not has_body:
                 # The server delivers no more than the declared length, and a route that
@@ -175,6 +182,7 @@ class RequestEdge:
                 seen += len(message.get("body", b""))
                 if seen > limit:
                     refused = True
+                    self.body_refused(scope)
                     await _too_large(send, limit)
                     return {"type": "http.disconnect"}
             return message

@@ -3,6 +3,7 @@ metrics of events, decisions and the outbox."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 from fastapi.testclient import TestClient
@@ -207,3 +208,43 @@ def test_health_and_readiness_answer_the_bodies_the_readme_s_api_table_gives(
     assert f'`{{"status": "{ready["status"]}", "schema", "rules"}}`' in row
     assert sorted(ready) == ["rules", "schema", "status"]
     assert '`{"status": "unavailable"}` with what is wrong in `database` or `schema`' in row
+
+
+def _chunked(body: bytes) -> Iterator[bytes]:
+    """``body`` sent with no declared length (Transfer-Encoding: chunked)."""
+    for start in range(0, len(body), 64 * 1024):
+        yield body[start : start + 64 * 1024]
+
+
+def test_a_body_refused_as_too_large_or_not_json_counts_one_rejected_as_a_422_does(
+    client: TestClient,
+) -> None:
+    # Answered at the edge, before the routes: counted nowhere, an operator watching
+    # rejections missed a client whose every event was too large or sent as text/plain.
+    json_type = {"Content-Type": "application/json"}
+    too_large = b'{"padding": "' + b"x" * 9_000_000 + b'"}'
+    refused = [
+        client.post("/events", content=too_large, headers=json_type),
+        client.post("/events/batch", content=too_large, headers=json_type),
+        client.post("/events", content=_chunked(too_large), headers=json_type),
+        client.post("/events", content=b"{}", headers={"Content-Type": "text/plain"}),
+        client.post("/events/batch", content=b"{}", headers={"Content-Type": "text/plain"}),
+        client.post("/events", content=b"{}", headers={**json_type, "Content-Encoding": "gzip"}),
+        client.post(
+            "/events", content=b"{}", headers={"Content-Type": "application/json; charset=latin-1"}
+        ),
+    ]
+
+    metrics = client.get("/metrics").text
+
+    assert [answer.status_code for answer in refused] == [413, 413, 413, 415, 415, 415, 415]
+    assert 'herald_events_total{event_type="unknown",status="rejected"} 7.0' in metrics
+
+
+def test_a_body_refused_on_another_route_is_no_event(client: TestClient) -> None:
+    answer = client.post(
+        "/users/u_1/preferences", content=b"{}", headers={"Content-Type": "text/plain"}
+    )
+
+    assert answer.status_code == 415
+    assert "herald_events_total{" not in client.get("/metrics").text
