@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from herald.domain.model import Event, Outcome
@@ -96,8 +98,13 @@ rules:
 """
 
 
+@pytest.mark.parametrize(
+    ("properties", "read", "used"),
+    [({}, "missing", "absent"), ({"fee": None}, "null", "null")],
+    ids=["absent", "sent_as_null"],
+)
 def test_arithmetic_on_an_absent_optional_property_names_it_and_what_was_tried(
-    database: Database, tmp_path: Path
+    properties: dict[str, Any], read: str, used: str, database: Database, tmp_path: Path
 ) -> None:
     # The condition reads the fee, so the check leaves it to the condition to keep events
     # without one away from the template; this one lets them through.
@@ -112,6 +119,7 @@ def test_arithmetic_on_an_absent_optional_property_names_it_and_what_was_tried(
         user_id="u_1",
         event_type="payment_failed",
         timestamp=datetime(2025, 11, 2, 10, tzinfo=UTC),
+        properties=properties,
         user_traits={"email": "u_1@example.com"},
     )
 
@@ -123,8 +131,8 @@ def test_arithmetic_on_an_absent_optional_property_names_it_and_what_was_tried(
     assert email.outcome is Outcome.SKIPPED and email.message_id is None
     assert email.reason == (
         "`!has(event.properties.fee) || event.properties.fee > 0` is true "
-        "(event.properties.fee is missing); "
-        "the message could not be rendered: template fee: event.properties.fee is absent, "
+        f"(event.properties.fee is {read}); "
+        f"the message could not be rendered: template fee: event.properties.fee is {used}, "
         "and the template uses it in a multiplication (*): test it first with "
         "`{% if event.properties.fee is defined %}`, or give it a default with `| default(...)`"
     )

@@ -11,6 +11,7 @@ import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
 from herald.domain.model import (
     MAX_DEDUP_KEY,
@@ -116,6 +117,9 @@ def evaluate(
 
 # A trigger's ``event``, its ``user``, and the ``user`` its conditions see.
 _TriggerViews = tuple[dict[str, object], dict[str, object], dict[str, object]]
+# What a condition sees of a trigger (``event`` and ``user``) and, when the client sent a
+# value as null, which a condition does not see, the same with those values.
+_ConditionViews = tuple[dict[str, Any], dict[str, Any] | None]
 
 
 class _Views:
@@ -125,6 +129,7 @@ class _Views:
     def __init__(self, user: UserProfile) -> None:
         self._user = user
         self._built: dict[str, _TriggerViews] = {}
+        self._seen: dict[str, _ConditionViews] = {}
 
     @property
     def profile(self) -> UserProfile:
@@ -146,6 +151,19 @@ class _Views:
             views = (trigger.as_context(), user, stated)
             self._built[trigger.event_id] = views
         return views
+
+    def of_condition(self, trigger: Event) -> _ConditionViews:
+        """What a condition sees of ``trigger``, and what the client sent, nulls and all,
+        when that differs: so that a value sent as null is said to be null, not missing."""
+        seen = self._seen.get(trigger.event_id)
+        if seen is None:
+            event_view, user, stated = self.of(trigger)
+            context = {"event": event_view, "user": stated}
+            sent = None
+            if stated is not user or None in trigger.properties.values():
+                sent = {"event": {**event_view, "properties": trigger.properties}, "user": user}
+            seen = self._seen[trigger.event_id] = (context, sent)
+        return seen
 
 
 def _before_pruned_history(
@@ -277,10 +295,10 @@ def _decide_rule(rule: Rule, trigger: Event, views: _Views, window: str, now: da
     skipped, saying all it found."""
     if rule.max_age is not None and now - trigger.timestamp > rule.max_age.age:
         return _skip(rule, _too_old(rule.max_age, trigger, now))
-    event_view, user_view, stated = views.of(trigger)
+    event_view, user_view, _ = views.of(trigger)
     clauses = [window] if window else []
     if rule.condition is not None:
-        result = rule.condition.evaluate({"event": event_view, "user": stated})
+        result = rule.condition.evaluate(*views.of_condition(trigger))
         clauses.append(result.explanation)
         if not result.holds:
             return _skip(rule, "; ".join(clauses))

@@ -98,7 +98,9 @@ def _message_row(
     subject, body, html = rule.id, "", None
     if rule.template:
         rendered = ruleset.templates.render(
-            rule.template, {"event": draft.event_view, "user": draft.user_view}
+            rule.template,
+            {"event": draft.event_view, "user": draft.user_view},
+            draft.trigger.properties,
         )
         subject, body, html = rendered.subject, rendered.body, rendered.html
     # A channel's quiet hours in the user's zone make the message due when they end.

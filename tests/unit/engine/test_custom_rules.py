@@ -105,9 +105,13 @@ rules:
 """
 
 
-@pytest.mark.parametrize("traits", [{}, {"country": None}], ids=["absent", "sent_as_null"])
+@pytest.mark.parametrize(
+    ("traits", "said"),
+    [({}, "missing"), ({"country": None}, "null")],
+    ids=["absent", "sent_as_null"],
+)
 def test_an_absent_trait_skips_even_an_inequality_unless_the_condition_tests_it_first(
-    traits: dict[str, Any], tmp_path: Path
+    traits: dict[str, Any], said: str, tmp_path: Path
 ) -> None:
     # As the README's `when` row says: CEL fails on the absent value, whatever the
     # comparison, and the rule skips; `!has(...) ||` is how to include such users. A
@@ -121,7 +125,9 @@ def test_an_absent_trait_skips_even_an_inequality_unless_the_condition_tests_it_
 
     skipped = the_one(decisions, "NOT_US")
     assert skipped.outcome is Outcome.SKIPPED
-    assert skipped.reason.endswith("could not be evaluated: user.country is missing")
+    # A trait sent as null is said so: "missing" sent a support agent looking for a client
+    # that left it out, when it sent it, as null.
+    assert skipped.reason.endswith(f"could not be evaluated: user.country is {said}")
     assert the_one(decisions, "NOT_US_OR_UNKNOWN").outcome is Outcome.TRIGGERED
 
 
@@ -198,6 +204,46 @@ def test_an_optional_property_sent_as_null_is_absent_to_conditions_and_templates
     assert decision.draft is not None
     context = {"event": decision.draft.event_view, "user": decision.draft.user_view}
     assert ruleset.templates.render("plan", context).subject == "Your plan: free"
+
+
+def test_a_property_sent_as_null_is_said_to_be_null_not_missing(
+    custom_ruleset: RuleSet,
+) -> None:
+    changed = event("plan_changed", SIGNUP_AT, properties={"plan": None}, traits={"seats": 3})
+
+    decision = the_one(replay([changed], custom_ruleset), "PRO_UPGRADE_ALERT")
+
+    assert decision.outcome is Outcome.SKIPPED
+    assert decision.reason.endswith("could not be evaluated: event.properties.plan is null")
+
+
+def test_the_values_a_condition_read_say_which_was_sent_as_null(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(ABROAD_RULES, encoding="utf-8")
+    changed = event("plan_changed", SIGNUP_AT, traits={"country": None})
+
+    decision = the_one(replay([changed], load_ruleset(path)), "NOT_US_OR_UNKNOWN")
+
+    assert decision.outcome is Outcome.TRIGGERED
+    assert decision.reason.startswith(
+        '`!has(user.country) || user.country != "US"` is true (user.country is null)'
+    )
+
+
+def test_a_has_test_of_a_key_inside_an_object_sent_as_null_says_it_is_null(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(NESTED_RULES, encoding="utf-8")
+    changed = event("plan_changed", SIGNUP_AT, properties={"meta": None}, traits={})
+
+    decision = the_one(replay([changed], load_ruleset(path)), "REFERRED_ALERT")
+
+    assert decision.reason == (
+        "`has(event.properties.meta.referrer)` could not be evaluated: event.properties.meta"
+        " is null, and has(event.properties.meta.referrer) needs it to be there: test"
+        " has(event.properties.meta) first"
+    )
 
 
 def test_a_has_test_of_a_key_inside_an_absent_object_names_what_to_test_first(

@@ -49,6 +49,21 @@ def test_a_signup_that_does_not_mention_opt_in_is_skipped_naming_the_missing_tra
     )
 
 
+def test_a_signup_whose_opt_in_was_sent_as_null_is_skipped_saying_it_is_null(
+    ruleset: RuleSet,
+) -> None:
+    traits = {"email": "maria@example.com", "marketing_opt_in": None}
+
+    decision = the_one(
+        replay([event("signup_completed", SIGNUP_AT, traits=traits)], ruleset), "WELCOME_EMAIL"
+    )
+
+    assert decision.outcome is Outcome.SKIPPED
+    assert decision.reason == (
+        "`user.marketing_opt_in == true` could not be evaluated: user.marketing_opt_in is null"
+    )
+
+
 def test_a_user_without_an_email_address_gets_no_welcome_and_the_reason_names_the_trait(
     ruleset: RuleSet,
 ) -> None:

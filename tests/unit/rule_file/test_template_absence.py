@@ -19,9 +19,11 @@ def test_arithmetic_on_an_optional_property_is_a_problem_naming_it_and_the_cure(
     path = payment_email_rule_file(tmp_path, template, "fee: number")
 
     # "a sample", as a condition's problem says it: "a account_opened event" read wrong.
+    # A null is named too: an event sending the fee as null has none either, which
+    # "without" alone did not say.
     assert problems_of(path) == [
         "rule ORDER: template order fails on a sample payment_failed event without its optional"
-        " property fee (declare it `required: true` if every event has it):"
+        " property fee, or with it null (declare it `required: true` if every event has it):"
         " event.properties.fee is absent, and the template uses it in a multiplication (*):"
         " test it first with `{% if event.properties.fee is defined %}`, or give it a default"
         " with `| default(...)`"

@@ -139,11 +139,15 @@ class Condition:
             if name in traits
         ]
 
-    def evaluate(self, context: dict[str, Any]) -> ConditionResult:
-        """Evaluate against ``{"event": ..., "user": ...}``.
+    def evaluate(
+        self, context: dict[str, Any], sent: dict[str, Any] | None = None
+    ) -> ConditionResult:
+        """Evaluate against ``{"event": ..., "user": ...}``, which holds no value sent as
+        null; ``sent``, the same with them, when the client sent any.
 
         Never raises: an expression that cannot be evaluated (a missing field, a type
-        mismatch) does not hold, and the explanation says why.
+        mismatch) does not hold, and the explanation says why, a value ``sent`` as null
+        said to be null rather than missing.
         """
         if self._comparison is not None:
             found, value = _lookup(context, self._keys)
@@ -157,9 +161,11 @@ class Condition:
                     if kept and len(self._decided) < _RESULTS_KEPT:
                         self._decided[value] = result
                 return result
-        return self.evaluate_in_cel(context)
+        return self.evaluate_in_cel(context, sent)
 
-    def evaluate_in_cel(self, context: dict[str, Any]) -> ConditionResult:
+    def evaluate_in_cel(
+        self, context: dict[str, Any], sent: dict[str, Any] | None = None
+    ) -> ConditionResult:
         """``evaluate`` without the fast path for plain comparisons."""
         if self.costly_loops:
             too_costly = over_budget(self.costly_loops, context)
@@ -170,7 +176,7 @@ class Condition:
         except KeyError as exc:
             # CEL names the key alone ('seats'); the reader wants the path they wrote.
             missing = [keys for _, keys in self._paths if not _lookup(context, keys)[0]]
-            said = _missing(context, missing[0], self.source) if missing else f"{exc} missing"
+            said = _missing(context, missing[0], self.source, sent) if missing else f"{exc} missing"
             return ConditionResult(False, f"`{self.source}` could not be evaluated: {said}")
         except Exception as exc:
             # CEL names no operand ("No such overload"): the values it was given show which
@@ -179,11 +185,12 @@ class Condition:
                 (str(exc).splitlines() or [type(exc).__name__])[0].rstrip(":")
             )
             return ConditionResult(
-                False, f"`{self.source}` could not be evaluated{self._values(context)}: {said}"
+                False,
+                f"`{self.source}` could not be evaluated{self._values(context, sent)}: {said}",
             )
         if not isinstance(value, bool):
-            return ConditionResult(False, self._not_a_test(value, context))
-        said = f"`{self.source}` is {_cel_literal(value)}{self._values(context)}"
+            return ConditionResult(False, self._not_a_test(value, context, sent))
+        said = f"`{self.source}` is {_cel_literal(value)}{self._values(context, sent)}"
         if not value:
             # CEL finds `"true" == true` false without an error: a trait an event gave
             # another type than declared is the client's mistake, and the reason says so
@@ -203,11 +210,11 @@ class Condition:
             }
         )
 
-    def _not_a_test(self, value: Any, context: dict[str, Any]) -> str:
+    def _not_a_test(self, value: Any, context: dict[str, Any], sent: dict[str, Any] | None) -> str:
         """Why a condition that gave ``value``, not true or false, does not hold: a trait
         of another type than declared (`user.vip` sent as "true") is the client's mistake,
         said as a failure on such a trait is; else the value, in CEL's spelling."""
-        values = self._values(context)
+        values = self._values(context, sent)
         mistyped = self._mistyped(context)
         if mistyped is not None:
             return f"`{self.source}` could not be evaluated{values}: {mistyped}"
@@ -223,23 +230,37 @@ class Condition:
                 return f"{path} is {json_kind(value)}, not the {kind} the rule file declares"
         return None
 
-    def _values(self, context: dict[str, Any]) -> str:
+    def _values(self, context: dict[str, Any], sent: dict[str, Any] | None) -> str:
         parts = []
         for path, keys in self._paths:
             found, value = _lookup(context, keys)
-            parts.append(f"{path} is {_cel_literal(value) if found else 'missing'}")
+            parts.append(f"{path} is {_cel_literal(value) if found else _absence(keys, sent)}")
         return f" ({', '.join(parts)})" if parts else ""
 
 
-def _missing(context: dict[str, Any], keys: tuple[str, ...], source: str) -> str:
+def _absence(keys: tuple[str, ...], sent: dict[str, Any] | None) -> str:
+    """How a value the condition did not see is said: ``null`` where the client sent it
+    as null, which a condition sees as absent too, else ``missing``. "missing" alone had
+    a support agent looking for a client that left out a trait it sent, as null."""
+    if sent is not None:
+        found, value = _lookup(sent, keys)
+        if found and value is None:
+            return "null"
+    return "missing"
+
+
+def _missing(
+    context: dict[str, Any], keys: tuple[str, ...], source: str, sent: dict[str, Any] | None
+) -> str:
     """What is missing of the path ``keys``: its first part the context lacks, which is
     the one to test (`has(event.properties.meta.plan)` fails when `meta` is absent)."""
     length = next((n for n in range(1, len(keys)) if not _lookup(context, keys[:n])[0]), len(keys))
     absent, path = ".".join(keys[:length]), ".".join(keys)
+    how = _absence(keys[:length], sent)
     if absent != path and re.search(rf"\bhas\(\s*{re.escape(path)}\s*\)", source):
-        return (
-            f"{absent} is missing, and has({path}) needs it to be there: test has({absent}) first"
-        )
+        return f"{absent} is {how}, and has({path}) needs it to be there: test has({absent}) first"
+    if how == "null":  # the name is there, as the client spelt it
+        return f"{absent} is null"
     return f"{absent} is missing{_sent_instead(context, keys[:length])}"
 
 

@@ -142,9 +142,16 @@ class TemplateSet:
         """The text of each part of template ``name``."""
         return dict(self._sources[name])
 
-    def render(self, name: str, context: Mapping[str, Any]) -> Rendered:
+    def render(
+        self,
+        name: str,
+        context: Mapping[str, Any],
+        sent_properties: Mapping[str, Any] | None = None,
+    ) -> Rendered:
         """Render all parts; ``TemplateProblem`` when the data makes a part fail (e.g. a
-        trait of an unexpected type given to a filter)."""
+        trait of an unexpected type given to a filter). ``sent_properties``: the event's
+        properties as the client sent them, those sent as null among them, which
+        ``context`` leaves out: a failure on one says it is null, not absent."""
         user = context.get("user")
         if self._traits and isinstance(user, dict):
             declared = self._as_declared(user)
@@ -153,7 +160,8 @@ class TemplateSet:
         try:
             return self._templates[name].render(context)
         except AbsentUsed as exc:  # an optional value this event does not have
-            raise TemplateProblem(f"template {name}: {absent_use(exc, context)}") from None
+            said = absent_use(exc, context, sent_properties or {})
+            raise TemplateProblem(f"template {name}: {said}") from None
         except UndefinedError as exc:  # a trait not of its declared type, printed
             raise TemplateProblem(f"template {name}: {exc}") from None
         except Exception as exc:  # the template is the operator's, the data the client's

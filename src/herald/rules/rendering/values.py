@@ -167,7 +167,12 @@ class Absent(ChainableUndefined):
     __call__ = _refused_use("a method call (such as `.title()`)")
 
 
-def absent_use(exc: AbsentUsed, context: Mapping[str, Any]) -> str:
+def absent_use(
+    exc: AbsentUsed, context: Mapping[str, Any], sent_properties: Mapping[str, Any]
+) -> str:
+    """What to say of ``exc``: the value named and what the template tried with it. A
+    property in ``sent_properties`` as null is said to be null: "absent" had a reader
+    looking for a client that left it out."""
     path = _read_path(context, exc.owner, exc.name)
     if exc.name is None and exc.hint:  # what a filter gave for nothing, none read by name
         said, test = f"the value a filter gave ({exc.hint.rstrip('.')})", "`is defined`"
@@ -176,8 +181,13 @@ def absent_use(exc: AbsentUsed, context: Mapping[str, Any]) -> str:
         said, test = f"the {part} {exc.name!r}", "`is defined`"
     else:
         said, test = path, f"`{{% if {path} is defined %}}`"
+    sent_null = (
+        path == f"event.properties.{exc.name}"
+        and exc.name in sent_properties
+        and sent_properties[exc.name] is None
+    )
     return (
-        f"{said} is absent, and the template uses it in {exc.what}: "
+        f"{said} is {'null' if sent_null else 'absent'}, and the template uses it in {exc.what}: "
         f"test it first with {test}, or give it a default with `| default(...)`"
     )
 

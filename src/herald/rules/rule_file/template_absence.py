@@ -70,6 +70,6 @@ def _without(owner: str, name: str, event_type: str) -> str:
     if owner == "user":
         return f"fails for a user without the trait {name} (all traits are optional)"
     return (
-        f"fails on a sample {event_type} event without its optional property {name}"
-        " (declare it `required: true` if every event has it)"
+        f"fails on a sample {event_type} event without its optional property {name}, or with"
+        " it null (declare it `required: true` if every event has it)"
     )
