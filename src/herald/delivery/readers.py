@@ -198,16 +198,18 @@ def is_host(host: str) -> bool:
 
 
 def dns_name_problem(host: str) -> str | None:
-    """Why ``host``, which ``is_host`` passed, is no name DNS can look up, or None. The
-    socket writes a name in its ASCII form (IDNA, ``xn--...`` for a label beyond ASCII)
-    before looking it up, and a label it cannot write, or one over DNS's 63 characters,
-    raised UnicodeError at every send rather than failing the rule file's check."""
+    """Why ``host``, which ``is_host`` passed (or a URL's host), is no name DNS can look
+    up, or None. The socket writes a name in its ASCII form (IDNA, ``xn--...`` for a
+    label beyond ASCII) before looking it up, and a label it cannot write, or one over
+    DNS's 63 characters, raised UnicodeError at every send rather than failing the rule
+    file's check; a name over DNS's 253 characters failed every send at connect time."""
     try:
         ipaddress.ip_address(host)
     except ValueError:
         pass
     else:
         return None
+    length = -1  # no dot before the first label
     for label in host.removesuffix(".").split("."):
         # The punycode length is the ASCII form's, give or take IDNA's mapping of the label
         # (to lower case, mostly), which keeps its length.
@@ -219,11 +221,16 @@ def dns_name_problem(host: str) -> str | None:
             label.encode("idna")
         except UnicodeError:
             return f"the label {label!r} has no ASCII form (IDNA)"
+        length += 1 + len(ascii_form)
+    if length > _LONGEST_NAME:
+        in_ascii = "" if host.isascii() else " (in its ASCII form, xn--...)"
+        return f"the name is over {_LONGEST_NAME} characters{in_ascii}"
     return None
 
 
-# RFC 1035, 2.3.4.
+# RFC 1035, 2.3.4 (a name's 255 octets on the wire hold 253 characters, a final dot aside).
 _LONGEST_LABEL = 63
+_LONGEST_NAME = 253
 
 
 def _as_base_60(number: int) -> str:

@@ -99,3 +99,22 @@ def test_rules_check_and_serve_refuse_an_smtp_host_with_a_label_over_63_characte
             "providers.email: `host` cannot be a DNS name: a label is over 63 characters, "
             f"got {host!r}"
         ) in result.output
+
+
+def test_rules_check_and_serve_refuse_hosts_over_what_dns_can_look_up(tmp_path: Path) -> None:
+    # They passed the check, and then every send failed at connect time.
+    name = ".".join(["a" * 63] * 4)
+    email = f"{{type: smtp, host: {name}, sender: hello@example.com}}"
+    sms = f"{{type: webhook, url: 'https://{'a' * 64}.example/send'}}"
+
+    checked, served = check_and_serve(tmp_path, f"providers: {{email: {email}, sms: {sms}}}")
+
+    for result in (checked, served):
+        assert result.exit_code == 1, result.output
+        assert "providers.email: `host` cannot be a DNS name: the name is over 253 characters" in (
+            result.output
+        )
+        assert (
+            "providers.sms: `url` has a host that cannot be a DNS name: a label is over 63 "
+            "characters"
+        ) in result.output

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from herald.delivery.providers.smtp import SmtpProvider
+from herald.delivery.providers.webhook import WebhookProvider
 from herald.delivery.setup import DeliveryConfigError, build_delivery
 from tests.support.delivery_config import ENV, FULL, build, changed
 
@@ -74,6 +75,32 @@ def test_the_documented_configuration_builds_every_provider() -> None:
             ("providers", "email", "host"),
             "mailא.example",
             "`host` cannot be a DNS name: the label 'mailא' has no ASCII form (IDNA)",
+        ),
+        # Over DNS's 253 characters, in labels of 63: every send failed at connect time.
+        (
+            ("providers", "email", "host"),
+            ".".join(["a" * 63] * 4),
+            "providers.email: `host` cannot be a DNS name: the name is over 253 characters, "
+            f"got {'.'.join(['a' * 63] * 4)!r}",
+        ),
+        (
+            ("providers", "email", "host"),
+            ".".join(["ü" * 45] * 5),
+            "`host` cannot be a DNS name: the name is over 253 characters (in its ASCII form, "
+            "xn--...)",
+        ),
+        # A webhook's host is looked up as an SMTP host is: the check let these through.
+        (
+            ("providers", "sms", "url"),
+            f"https://{'a' * 64}.example/t0k",
+            "providers.sms: `url` has a host that cannot be a DNS name: a label is over 63 "
+            "characters",
+        ),
+        (
+            ("providers", "sms", "url"),
+            f"https://{'.'.join(['a' * 63] * 4)}/t0k",
+            "providers.sms: `url` has a host that cannot be a DNS name: the name is over 253 "
+            "characters",
         ),
         (("providers", "sms", "url"), "sms.example.com", "must be an http:// or https:// URL"),
         (("providers", "sms", "secret_env"), "NOPE", "environment variable NOPE (for secret)"),
@@ -300,6 +327,7 @@ def test_a_secret_set_to_nothing_is_a_problem() -> None:
         "2001:db8::25",
         "10.0.0.25",
         "a" * 63 + ".example.",  # as long as a label can be
+        ".".join(["a" * 63] * 3 + ["a" * 61]) + ".",  # as long as a name can be, 253
         "bücher.example",
     ],
 )
@@ -337,3 +365,18 @@ def test_quiet_hours_take_an_hour_written_with_one_digit(given: str, hour: int) 
     plan = build(changed(("delivery", "quiet_hours", "sms", "end"), given))
 
     assert plan.quiet_hours["sms"].end.hour == hour
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"https://{'a' * 63}.example/t0k",
+        f"https://{'.'.join(['a' * 63] * 3 + ['a' * 61])}/t0k",
+        "https://bücher.example/t0k",
+        "https://[2001:db8::25]:8443/t0k",
+    ],
+)
+def test_a_webhook_host_may_be_any_name_dns_can_look_up(url: str) -> None:
+    sms = build(changed(("providers", "sms", "url"), url)).providers["sms"]
+
+    assert isinstance(sms, WebhookProvider) and sms.url == url

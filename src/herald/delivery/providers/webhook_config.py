@@ -7,6 +7,7 @@ import ssl
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from herald.delivery import readers
 
@@ -37,6 +38,8 @@ def webhook_provider(
             f"{where}: `url` must be an http:// or https:// URL with a host, a numeric port "
             "if any, and no whitespace"
         )
+    elif url is not None and (problem := _host_problem(url)) is not None:
+        problems.append(f"{where}: `url` has a host that cannot be a DNS name: {problem}")
     secret = readers.secret(spec, "secret", env, where, problems)
     tls_context = _tls_context(spec, url, where, problems, folder)
     timeout = readers.send_timeout(spec, where, problems)
@@ -54,6 +57,14 @@ def webhook_provider(
         timeout=timeout,
         tls_context=tls_context,
     )
+
+
+def _host_problem(url: str) -> str | None:
+    """Why the host of ``url``, an http(s) URL, is no name DNS can look up, or None: the
+    HTTP client accepts it, and every send failed at connect time. The host alone is
+    checked, never echoed with the rest: a webhook URL often carries its own token."""
+    host = urlsplit(url).hostname
+    return readers.dns_name_problem(host) if host else None
 
 
 def _tls_context(
