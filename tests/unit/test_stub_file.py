@@ -139,3 +139,22 @@ def test_a_send_that_failed_on_a_full_disk_leaves_no_line_behind(tmp_path: Path)
     assert asyncio.run(stub.send(_request("bo"))).status is DeliveryStatus.SENT
     assert asyncio.run(stub.send(_request("cy"))).status is DeliveryStatus.SENT
     assert _users(path) == ["ana", "bo", "cy"]
+
+
+def test_a_send_to_a_path_swapped_for_a_fifo_is_retried_not_left_hanging(tmp_path: Path) -> None:
+    """Opened as a file, a FIFO with no reader held the dispatcher's loop for good: every
+    channel's sends stopped, not only the stub's."""
+    path = tmp_path / "outbox.jsonl"
+    stub = StubProvider(path)
+    asyncio.run(stub.send(_request("ana")))
+    path.unlink()
+    os.mkfifo(path)
+
+    outcome: list[DeliveryStatus] = []
+    sender = threading.Thread(
+        target=lambda: outcome.append(asyncio.run(stub.send(_request("bo"))).status), daemon=True
+    )
+    sender.start()
+    sender.join(timeout=5)
+
+    assert outcome == [DeliveryStatus.RETRY]

@@ -102,11 +102,19 @@ def _warn_of_files_others_can_read(settings: WorkerSettings, paths: list[Path]) 
 
 
 def _unwritable(path: Path) -> str | None:
+    from herald.delivery.stub_file import not_a_file
+
     folder = path.parent
     if not folder.is_dir():
         return "its folder does not exist"
-    if path.is_dir():  # HERALD_OUTBOX_FILE naming the folder the file should go in
-        return "it is a folder; name a file in it"
+    try:
+        # A folder (HERALD_OUTBOX_FILE naming the one the file should go in), a FIFO
+        # or a device: stat alone, as opening a FIFO to learn it is one waits for a reader.
+        problem = not_a_file(path.stat().st_mode)
+    except FileNotFoundError:
+        problem = None
+    if problem is not None:
+        return problem
     if path.exists() and not os.access(path, os.W_OK):
         return "the file is read-only"
     if not path.exists() and not os.access(folder, os.W_OK):

@@ -4,6 +4,7 @@ outbox they cannot write, a broken rule file."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -167,6 +168,34 @@ def test_serve_refuses_a_stub_outbox_file_that_is_a_folder(tmp_path: Path) -> No
         f"error: the stub provider cannot write {outbox}: it is a folder; name a file in it"
         in one_line(result.stderr)
     )
+
+
+@pytest.mark.parametrize("command", [["serve", "--port", "0"], ["worker"]], ids=["serve", "worker"])
+def test_a_stub_outbox_file_that_is_a_fifo_is_refused_at_start(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """Opened to write, a FIFO no one reads holds the process at start or at the first
+    send, for good."""
+    outbox = tmp_path / "outbox.jsonl"
+    os.mkfifo(outbox)
+    run_herald(
+        ["db", "upgrade", "--database", sqlite_url(tmp_path)],
+        env=herald_environment(),
+        cwd=tmp_path,
+    )
+
+    result = run_herald(
+        [*command, "--database", sqlite_url(tmp_path)],
+        env=herald_environment(HERALD_OUTBOX_FILE=str(outbox)),
+        cwd=tmp_path,
+        timeout=20,
+    )
+
+    assert result.returncode == 1, result.stderr
+    assert (
+        f"error: the stub provider cannot write {outbox}: it is a FIFO (a named pipe), not a "
+        "regular file; name a file"
+    ) in one_line(result.stderr)
 
 
 @pytest.mark.parametrize(("flush", "level"), [(False, "NORMAL"), (True, "FULL")])

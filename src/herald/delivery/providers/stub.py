@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from herald.delivery.provider import DeliveryResult, DeliveryStatus, Provider, SendRequest
-from herald.delivery.providers.stub_file import identity, locked
+from herald.delivery.providers.stub_file import identity, locked, open_to_append
 from herald.json_lines import json_line
 from herald.observability.masking import mask_recipient
 
@@ -70,11 +70,9 @@ class StubProvider:
             self._file.close()
             self._file = None
         if self._file is None:
-            # Only its owner may read it: it holds every recipient and message in full.
-            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
             # Unbuffered: each write is in the OS's hands before the message is marked
             # sent, and one that fails leaves nothing behind to go out with the next.
-            self._file = os.fdopen(os.open(self._path, flags, 0o600), "ab", buffering=0)
+            self._file = os.fdopen(open_to_append(self._path), "ab", buffering=0)
             opened = os.fstat(self._file.fileno())
             self._identity = (opened.st_dev, opened.st_ino)
         return self._file

@@ -8,8 +8,10 @@ that one: appended to the old file, its line would be lost with it."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +19,45 @@ from pathlib import Path
 from typing import BinaryIO
 
 import orjson
+
+
+def not_a_file(mode: int) -> str | None:
+    """What a file of ``mode`` (``st_mode``) is when it is no regular file the stub can
+    append to, as a problem says it; None for a regular file. Opened to write, a FIFO no
+    one reads holds the process for good, and a device takes every line where no one
+    reads it, each recorded as sent."""
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "it is a folder; name a file in it"
+    kinds = (
+        (stat.S_ISFIFO, "a FIFO (a named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    kind = next((said for test, said in kinds if test(mode)), "no regular file")
+    return f"it is {kind}, not a regular file; name a file"
+
+
+def open_to_append(path: Path) -> int:
+    """A descriptor appending to the regular file ``path``, created readable by its owner
+    alone (it holds every recipient and message in full); ``OSError`` saying what it is
+    when it is no regular file. Opened without waiting: a FIFO with no reader fails at
+    once (ENXIO) rather than hold the dispatcher until one comes."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as exc:
+        if exc.errno != errno.ENXIO:
+            raise
+        raise OSError(exc.errno, not_a_file(stat.S_IFIFO), str(path)) from None
+    problem = not_a_file(os.fstat(fd).st_mode)
+    if problem is not None:
+        os.close(fd)
+        raise OSError(errno.EINVAL, problem, str(path))
+    # O_NONBLOCK is nothing to a regular file's writes: left on.
+    return fd
 
 
 def identity(path: Path) -> tuple[int, int] | None:
