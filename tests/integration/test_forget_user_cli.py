@@ -3,8 +3,11 @@ said and not done; an unknown user, an error."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from herald.cli.main import app as cli
@@ -155,24 +158,38 @@ def test_a_dry_run_counts_on_a_database_that_refuses_writes(
         assert read.erasure.count("ana").events == 1
 
 
+@pytest.mark.parametrize(
+    ("make", "what"),
+    [
+        (Path.mkdir, "it is a folder; name a file in it"),
+        # Opened to read, a FIFO no one wrote held the command for good.
+        (os.mkfifo, "it is a FIFO (a named pipe), not a regular file; name a file"),
+    ],
+    ids=["folder", "fifo"],
+)
 def test_a_stub_file_that_cannot_be_read_stops_the_forget_before_it_changes_anything(
-    database: Database, database_url: str, clock: FixedClock, tmp_path: Path
+    make: Callable[[Path], None],
+    what: str,
+    database: Database,
+    database_url: str,
+    clock: FixedClock,
+    tmp_path: Path,
 ) -> None:
     """HERALD_OUTBOX_FILE naming a folder: the user was forgotten in the database, then
     the command failed on the file and said to run it again, which failed the same way."""
     store(database, clock, [funds_failure("ana")])
-    folder = tmp_path / "outbox"
-    folder.mkdir()
+    outbox = tmp_path / "outbox"
+    make(outbox)
 
     result = CliRunner().invoke(
         cli,
         ["users", "forget", "ana", "--database", database_url],
-        env={"HERALD_OUTBOX_FILE": str(folder), "COLUMNS": "1000"},
+        env={"HERALD_OUTBOX_FILE": str(outbox), "COLUMNS": "1000"},
     )
 
     assert result.exit_code == 1, result.output
     assert result.output.splitlines() == [
-        f"error: cannot read the stub provider's file {folder}: Is a directory: nothing was "
+        f"error: cannot read the stub provider's file {outbox}: {what}: nothing was "
         "changed; set HERALD_OUTBOX_FILE to the file the server writes, or unset it"
     ]
     with ReadOnly(database) as read:

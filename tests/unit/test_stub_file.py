@@ -158,3 +158,26 @@ def test_a_send_to_a_path_swapped_for_a_fifo_is_retried_not_left_hanging(tmp_pat
     sender.join(timeout=5)
 
     assert outcome == [DeliveryStatus.RETRY]
+
+
+def test_erasing_a_user_from_a_fifo_says_what_it_is_rather_than_wait(tmp_path: Path) -> None:
+    """Opened to read, a FIFO no one writes held `herald users forget`, or the forget
+    route's request, for good."""
+    path = tmp_path / "outbox.jsonl"
+    os.mkfifo(path)
+
+    raised: list[OSError] = []
+
+    def erase() -> None:
+        try:
+            erase_user(path, "ana")
+        except OSError as exc:
+            raised.append(exc)
+
+    eraser = threading.Thread(target=erase, daemon=True)
+    eraser.start()
+    eraser.join(timeout=5)
+
+    assert [exc.strerror for exc in raised] == [
+        "it is a FIFO (a named pipe), not a regular file; name a file"
+    ]

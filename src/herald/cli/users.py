@@ -121,8 +121,10 @@ def _stub_file_problem(path: Path) -> str | None:
     file), found before the database is changed: read after the erasure's commit, it
     failed the command with the user forgotten in the database alone, and running it
     again failed the same way."""
+    from herald.delivery.stub_file import open_to_read
+
     try:
-        with open(path, "rb"):  # opened only to learn that it can be
+        with open_to_read(path):  # opened only to learn that it can be
             pass
     except FileNotFoundError:  # nothing sent through the stub yet: nothing to remove
         return None

@@ -60,6 +60,18 @@ def open_to_append(path: Path) -> int:
     return fd
 
 
+def open_to_read(path: Path) -> BinaryIO:
+    """The regular file ``path``, opened to read; ``FileNotFoundError`` when there is
+    none, and ``OSError`` saying what it is when it is no regular file. Opened without
+    waiting: a FIFO opened to read waits for a writer, for good when none comes."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    problem = not_a_file(os.fstat(fd).st_mode)
+    if problem is not None:
+        os.close(fd)
+        raise OSError(errno.EINVAL, problem, str(path))
+    return os.fdopen(fd, "rb")  # O_NONBLOCK is nothing to a regular file's reads
+
+
 def identity(path: Path) -> tuple[int, int] | None:
     """The (device, inode) of the file ``path`` names now, or None when there is none."""
     try:
@@ -85,7 +97,7 @@ def erase_user(path: Path, user_id: str, *, dry_run: bool = False) -> int:
     is not a JSON object, which the stub never writes, is kept."""
     while True:
         try:
-            file = open(path, "rb")  # noqa: SIM115 - held through the rename below
+            file = open_to_read(path)  # held through the rename below
         except FileNotFoundError:
             return 0
         with file, locked(file):
