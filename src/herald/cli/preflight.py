@@ -102,7 +102,7 @@ def _warn_of_files_others_can_read(settings: WorkerSettings, paths: list[Path]) 
 
 
 def _unwritable(path: Path) -> str | None:
-    from herald.delivery.stub_file import not_a_file
+    from herald.delivery.providers.stub_file import not_a_file
 
     folder = path.parent
     if not folder.is_dir():

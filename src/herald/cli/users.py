@@ -121,7 +121,7 @@ def _stub_file_problem(path: Path) -> str | None:
     file), found before the database is changed: read after the erasure's commit, it
     failed the command with the user forgotten in the database alone, and running it
     again failed the same way."""
-    from herald.delivery.stub_file import open_to_read
+    from herald.delivery.providers.stub_file import open_to_read
 
     try:
         with open_to_read(path):  # opened only to learn that it can be
