@@ -25,7 +25,7 @@ from herald.service.ingest import IngestStatus, ingest
 from herald.service.writer import DatabaseUnavailable, LoopWriter
 from herald.store.database import Database
 from herald.store.migrate import upgrade
-from herald.store.sqlite_connections import SQLITE_BUSY_TIMEOUT_MS
+from herald.store.sqlite_connections import SQLITE_BUSY_TIMEOUT_MS, set_busy_timeout
 from herald.store.unit_of_work import ReadOnly, UnitOfWork, WriteLockBusy, when_unlocked
 from tests.support.events import opted_in_signup
 from tests.support.ports import free_port
@@ -121,6 +121,38 @@ def test_a_connection_back_in_the_pool_waits_for_the_lock_again(sqlite_path: Pat
     with database.writer.begin() as connection:
         connection.exec_driver_sql("CREATE TABLE waited (id INTEGER)")
     assert holder.released.is_set()  # it waited for the release, and did not give up
+    holder.join()
+    database.dispose()
+
+
+def test_a_connection_that_stopped_waiting_waits_again_once_back_in_the_pool(
+    sqlite_path: Path,
+) -> None:
+    """As a checkpoint's restart does: a shorter wait is for the one who set it."""
+    database = Database(f"sqlite:///{sqlite_path}")
+    with database.writer.connect() as connection:
+        set_busy_timeout(connection, 0)
+    holder = LockHolder(sqlite_path)
+    threading.Timer(0.3, holder.release).start()
+    with database.writer.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE waited (id INTEGER)")
+    assert holder.released.is_set()
+    holder.join()
+    database.dispose()
+
+
+def test_a_writer_that_does_not_wait_leaves_the_next_one_that_does_not_wait_alike(
+    sqlite_path: Path,
+) -> None:
+    database = Database(f"sqlite:///{sqlite_path}")
+    for _ in range(2):
+        with UnitOfWork(database, wait=False) as uow:
+            uow.commit()
+    holder = LockHolder(sqlite_path)
+    with pytest.raises(WriteLockBusy), UnitOfWork(database, wait=False):
+        pass
+    assert not holder.released.is_set()
+    holder.release()
     holder.join()
     database.dispose()
 

@@ -18,7 +18,7 @@ from herald.store.erasure import ErasureRepository
 from herald.store.events import EventRepository
 from herald.store.outbox import OutboxRepository
 from herald.store.retention import RetentionRepository
-from herald.store.sqlite_connections import SQLITE_BUSY_TIMEOUT_MS, set_busy_timeout
+from herald.store.sqlite_connections import SQLITE_BUSY_TIMEOUT_MS, connect_without_waiting
 from herald.store.users import UserRepository
 
 T = TypeVar("T")
@@ -108,10 +108,11 @@ class UnitOfWork:
 
     def __enter__(self) -> UnitOfWork:
         since = time.monotonic() if self._since is None else self._since
-        self._connection = self._database.writer.connect()
+        if self._database.is_sqlite and not self._wait:
+            self._connection = connect_without_waiting(self._database.writer)
+        else:
+            self._connection = self._database.writer.connect()
         try:
-            if self._database.is_sqlite and not self._wait:
-                set_busy_timeout(self._connection, 0)  # the pool restores it on return
             self._connection.begin()
         except OperationalError as exc:
             self._connection.close()
