@@ -18,11 +18,14 @@ _TOKEN_EPSILON = 1e-9
 # the dispatcher's (or the database's) clock, not this one, and a hair early by this one
 # it would be claimed again for nothing.
 _TURN_EARLY_S = 0.001
-# A message asked for again after its booked turn has passed by more than this lost it (its
-# dispatcher stalled, waited for the database or for a slow receiver): honoured that late,
-# every turn held back meanwhile would go out at once, a burst past the rate; it asks
-# again as a message with no turn does. A round takes up a turn well within it (a poll is
-# a quarter of a second), and the turns it honours late are at most a second's worth.
+# A message asked for again after its booked turn has passed by more than this is late for
+# it (its dispatcher stalled, waited for the database or for a slow receiver, or the
+# database's clock, which says what is due, runs behind this one). Every late turn
+# honoured at once would be a burst past the rate, so one is honoured only while this
+# bucket's sends, counted together, keep to the rate with a second's worth of slack; the
+# others ask again as a message with no turn does. Booked again behind turns that would be
+# missed alike, none of a backlog that always came back late was ever sent. A round takes
+# up a turn well within it (a poll is a quarter of a second).
 _TURN_KEPT_S = 1.0
 # A turn passed by this long is forgotten: its message went to another dispatcher, was held
 # for quiet hours or was cancelled; kept, the turns booked would grow for ever.
@@ -65,6 +68,9 @@ class RateLimiter:
         self._turns: dict[str, float] = {}
         self._moved = 0.0
         self._forget_at = float("-inf")
+        # When this bucket's sends, at the rate from the last, would send the next (within
+        # ``_TURN_KEPT_S``): whether a late turn may still be honoured.
+        self._sends_paced_to = float("-inf")
 
     def try_acquire(self) -> bool:
         """Take one token if one is available now; True when it was taken."""
@@ -90,7 +96,8 @@ class RateLimiter:
         A message with no turn booked takes a token if the bucket has one, else is booked
         the next slot no earlier message holds, its token taken in advance. Asked again, a
         message sends in its turn: 0.0 once its slot has come, else the seconds until it.
-        A turn passed by more than ``_TURN_KEPT_S`` is lost, and asked for again."""
+        A turn passed by more than ``_TURN_KEPT_S`` is honoured only while the sends keep
+        to the rate; else it is lost, and asked for again."""
         now = self._refill()
         booked = self._turns.pop(key, None)
         if booked is not None:
@@ -98,16 +105,28 @@ class RateLimiter:
             if slot - now > _TURN_EARLY_S:  # back before its turn (another clock's due time)
                 self._turns[key] = booked
                 return slot - now
-            if now - slot <= _TURN_KEPT_S:
-                return 0.0
+            if now - slot <= _TURN_KEPT_S or self._late_honoured(now):
+                return self._sent(now)
         if self._take(now):
-            return 0.0
+            return self._sent(now)
         wait = self._wait(now)
         self._tokens -= 1.0
         self._turns[key] = now + wait - self._moved
         if now >= self._forget_at:
             self._forget_turns_passed(now)
         return wait
+
+    def _late_honoured(self, now: float) -> bool:
+        return now >= self._held_until and self._paced(now) <= now
+
+    def _paced(self, now: float) -> float:
+        """When the sends, at the rate from the last, allow the next one."""
+        slack = max(0.0, _TURN_KEPT_S - 1.0 / self.rate_per_second)
+        return max(self._sends_paced_to, now - slack)
+
+    def _sent(self, now: float) -> float:
+        self._sends_paced_to = self._paced(now) + 1.0 / self.rate_per_second
+        return 0.0
 
     def hold(self, seconds: float) -> None:
         """Send nothing for ``seconds`` from now (a receiver asked to be left alone): the
