@@ -4,6 +4,7 @@ over, as it was joined), and its parsing held up every other request meanwhile."
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from collections.abc import Iterator
@@ -68,3 +69,55 @@ def test_headers_past_the_limit_are_refused_though_they_arrive_at_once(port: int
         answer = _answer(connection)
 
     assert answer.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+
+
+def _head_of(size: int) -> bytes:
+    """A GET whose line and headers take exactly ``size`` bytes."""
+    start, end = b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Padding: ", b"\r\n\r\n"
+    return start + b"c" * (size - len(start) - len(end)) + end
+
+
+def test_a_head_of_exactly_the_limit_is_answered_sent_whole_or_in_pieces(port: int) -> None:
+    request = _head_of(MOST_HEADER_BYTES)
+    with socket.create_connection(("127.0.0.1", port)) as connection:
+        connection.settimeout(10)
+        connection.sendall(request)
+        assert connection.recv(65536).startswith(b"HTTP/1.1 200 OK\r\n")
+        for start in range(0, len(request), 1000):
+            connection.sendall(request[start : start + 1000])
+        assert connection.recv(65536).startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+def test_requests_pipelined_in_one_write_are_each_answered(port: int) -> None:
+    small = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port)) as connection:
+        connection.sendall(
+            small
+            + _head_of(MOST_HEADER_BYTES // 2)
+            + small
+            + b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        answers = _answer(connection)
+    assert answers.count(b"HTTP/1.1 200 OK\r\n") == 4
+
+
+def test_a_refused_head_is_answered_once_and_what_follows_it_is_not_served(port: int) -> None:
+    refused = _head_of(MOST_HEADER_BYTES + 1000)
+    with socket.create_connection(("127.0.0.1", port)) as connection:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # closed once refused
+            connection.sendall(refused + b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        answer = _answer(connection)
+    assert answer.startswith(b"HTTP/1.1 431 ") and answer.count(b"HTTP/1.1") == 1
+
+
+def test_a_post_waiting_for_100_continue_is_answered(port: int) -> None:
+    with socket.create_connection(("127.0.0.1", port)) as connection:
+        connection.settimeout(10)
+        connection.sendall(
+            b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n"
+            b"Expect: 100-continue\r\nConnection: close\r\n\r\n"
+        )
+        time.sleep(0.2)
+        connection.sendall(b"hello")
+        answer = _answer(connection)
+    assert b"HTTP/1.1 200 OK\r\n" in answer
