@@ -10,9 +10,13 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from herald.delivery.providers.stub import StubProvider
 from herald.delivery.providers.webhook import WebhookProvider
 from herald.delivery.ratelimit import ChannelRateLimits
+from herald.domain.timeutil import to_micros
+from herald.store.claims import OutboxClaims
 from herald.store.database import Database
 from tests.conftest import FixedClock
 from tests.support.delivery import dispatcher, funds_failure, store
@@ -107,3 +111,39 @@ def test_a_receiver_s_pause_moves_a_rate_limited_backlog_back_in_its_order(
     times = [seconds for seconds, _ in receiver.received]
     assert min(later - earlier for earlier, later in pairwise(times)) >= 1.0
     assert times == [0.0, 1.0, *range(7, 16)]  # b2's turn, at 2 s, came after the pause
+
+
+def test_a_rate_limited_backlog_drains_when_the_database_s_clock_runs_behind(
+    database: Database, clock: FixedClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database's clock, which says what is due, runs 1.5 s behind the dispatcher's:
+    each message deferred is claimed 1.5 s after its turn. Each such turn was lost and
+    booked again behind the others, which would be missed alike: of a backlog of twelve,
+    one was sent, and the channel sent nothing more for as long as it lasted."""
+    behind_us = 1_500_000
+    monkeypatch.setattr(
+        OutboxClaims, "database_time_us", lambda _claims: to_micros(clock.now) - behind_us
+    )
+    users = [f"l{n:02d}" for n in range(12)]
+    for user in users:
+        store(database, clock, [funds_failure(user)])
+        clock.now += timedelta(milliseconds=1)
+    clock.now += timedelta(microseconds=behind_us)  # due by the database's clock too
+    limits = ChannelRateLimits.from_rates({"email": (1.0, 1)}, lambda: clock.now.timestamp())
+    outbox = tmp_path / "outbox.jsonl"
+    worker = dispatcher(
+        database,
+        clock,
+        {"email": StubProvider(outbox)},
+        rate_limits=limits,
+        database_time=True,
+    )
+    sent_at = []
+    for step in range(160):  # 40 s
+        asyncio.run(worker.run_once())
+        sent_at += [step * ROUND_S] * (len(outbox.read_text().splitlines()) - len(sent_at))
+        clock.now += timedelta(seconds=ROUND_S)
+
+    sent = [json.loads(line)["user_id"] for line in outbox.read_text().splitlines()]
+    assert sent == users  # in their order
+    assert min(later - earlier for earlier, later in pairwise(sent_at)) >= 1.0  # at the rate
