@@ -201,6 +201,13 @@ class RequestDeadlineProtocol(HttpToolsProtocol):
             self._due += self.body_seconds
         super().on_headers_complete()
 
+    def handle_websocket_upgrade(self) -> None:
+        # The parser asks for the upgrade once the head has ended, refused or not: the
+        # refused one has no request (uvicorn's upgrade read its method, and failed with a
+        # traceback), and its 431 is its answer.
+        if not self._head_refused:
+            super().handle_websocket_upgrade()
+
     def on_body(self, body: bytes) -> None:
         if not self._head_refused:  # else there is no request of the app's to take it
             super().on_body(body)

@@ -5,6 +5,7 @@ over, as it was joined), and its parsing held up every other request meanwhile."
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import time
 from collections.abc import Iterator
@@ -121,3 +122,24 @@ def test_a_post_waiting_for_100_continue_is_answered(port: int) -> None:
         connection.sendall(b"hello")
         answer = _answer(connection)
     assert b"HTTP/1.1 200 OK\r\n" in answer
+
+
+def test_a_websocket_upgrade_past_the_limit_is_refused_with_431_and_no_error(
+    port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The parser asks for the upgrade once the head has ended: handed the refused head,
+    uvicorn's upgrade read the request's method, which only the app's request has, and
+    every such request logged a traceback as a fatal error of the connection."""
+    upgrade = (
+        b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+    )
+    with (
+        caplog.at_level(logging.WARNING),
+        socket.create_connection(("127.0.0.1", port)) as connection,
+    ):
+        connection.sendall(upgrade + b"X-Padding: " + b"e" * MOST_HEADER_BYTES + b"\r\n\r\n")
+        answer = _answer(connection)
+
+    assert answer.startswith(b"HTTP/1.1 431 ")
+    assert [record.getMessage() for record in caplog.records] == []
