@@ -22,11 +22,14 @@ _TURN_EARLY_S = 0.001
 # it (its dispatcher stalled, waited for the database or for a slow receiver, or the
 # database's clock, which says what is due, runs behind this one). Every late turn
 # honoured at once would be a burst past the rate, so one is honoured only while this
-# bucket's sends, counted together, keep to the rate with a second's worth of slack; the
-# others ask again as a message with no turn does. Booked again behind turns that would be
+# bucket's sends, counted together, keep to the rate (with ``_LATE_SLACK_S``); the others
+# ask again as a message with no turn does. Booked again behind turns that would be
 # missed alike, none of a backlog that always came back late was ever sent. A round takes
 # up a turn well within it (a poll is a quarter of a second).
 _TURN_KEPT_S = 1.0
+# How far ahead of the rate the sends may be and a late turn still be honoured: a poll's
+# worth, so that the late turns claimed together in a round go out in it, not one a round.
+_LATE_SLACK_S = 0.25
 # A turn passed by this long is forgotten: its message went to another dispatcher, was held
 # for quiet hours or was cancelled; kept, the turns booked would grow for ever.
 _TURN_FORGOTTEN_S = 300.0
@@ -68,8 +71,8 @@ class RateLimiter:
         self._turns: dict[str, float] = {}
         self._moved = 0.0
         self._forget_at = float("-inf")
-        # When this bucket's sends, at the rate from the last, would send the next (within
-        # ``_TURN_KEPT_S``): whether a late turn may still be honoured.
+        # When this bucket's sends, at the rate from the last, would send the next (less
+        # ``_LATE_SLACK_S``): whether a late turn may still be honoured.
         self._sends_paced_to = float("-inf")
 
     def try_acquire(self) -> bool:
@@ -96,8 +99,8 @@ class RateLimiter:
         A message with no turn booked takes a token if the bucket has one, else is booked
         the next slot no earlier message holds, its token taken in advance. Asked again, a
         message sends in its turn: 0.0 once its slot has come, else the seconds until it.
-        A turn passed by more than ``_TURN_KEPT_S`` is honoured only while the sends keep
-        to the rate; else it is lost, and asked for again."""
+        A turn passed by more than ``_TURN_KEPT_S`` is honoured only when the bucket has a
+        token free or the sends keep to the rate; else it is lost, and asked for again."""
         now = self._refill()
         booked = self._turns.pop(key, None)
         if booked is not None:
@@ -105,9 +108,9 @@ class RateLimiter:
             if slot - now > _TURN_EARLY_S:  # back before its turn (another clock's due time)
                 self._turns[key] = booked
                 return slot - now
-            if now - slot <= _TURN_KEPT_S or self._late_honoured(now):
+            if now - slot <= _TURN_KEPT_S:
                 return self._sent(now)
-        if self._take(now):
+        if self._take(now) or (booked is not None and self._late_honoured(now)):
             return self._sent(now)
         wait = self._wait(now)
         self._tokens -= 1.0
@@ -121,7 +124,7 @@ class RateLimiter:
 
     def _paced(self, now: float) -> float:
         """When the sends, at the rate from the last, allow the next one."""
-        slack = max(0.0, _TURN_KEPT_S - 1.0 / self.rate_per_second)
+        slack = max(0.0, _LATE_SLACK_S - 1.0 / self.rate_per_second)
         return max(self._sends_paced_to, now - slack)
 
     def _sent(self, now: float) -> float:
