@@ -158,7 +158,7 @@ class RequestDeadlineProtocol(HttpToolsProtocol):
         self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
-        if self.transport.is_closing():  # refused already: the rest is not read
+        if self._head_refused or self.transport.is_closing():  # the rest is not read
             return
         head = self._heads_begun if self._in_head else None
         begun, between_requests = self._heads_begun, not self._in_message
@@ -253,15 +253,21 @@ class RequestDeadlineProtocol(HttpToolsProtocol):
             self.transport.write(self._late_body_answer())
         self.transport.close()
 
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._head_refused and self.cycle.response_complete:
+            self._answer_refused_head()
+
     def _refuse_head(self) -> None:
         """Answer ``431`` and close the connection: what more the client sends is not read.
-        Only closed while the answer to a request before it (pipelined) is under way: the
-        431 would land in the middle of that answer."""
+        While the requests before it (pipelined) are still being answered, once they are:
+        the 431 would land in the middle of their answers, and closing at once lost them."""
         self._head_refused = True
+        if self.cycle is None or self.cycle.response_complete:
+            self._answer_refused_head()
+
+    def _answer_refused_head(self) -> None:
         if self.transport.is_closing():
-            return
-        if self.cycle is not None and not self.cycle.response_complete:
-            self.transport.close()
             return
         text = (
             f"the request's line and headers take more than {self.most_header_bytes:,} bytes: "

@@ -4,11 +4,13 @@ over, as it was joined), and its parsing held up every other request meanwhile."
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import socket
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -143,3 +145,26 @@ def test_a_websocket_upgrade_past_the_limit_is_refused_with_431_and_no_error(
 
     assert answer.startswith(b"HTTP/1.1 431 ")
     assert [record.getMessage() for record in caplog.records] == []
+
+
+async def _slow_hello_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """``hello_app``, answering each request a tenth of a second late."""
+    await asyncio.sleep(0.1)
+    await hello_app(scope, receive, send)
+
+
+def test_a_head_past_the_limit_pipelined_behind_a_request_is_refused_after_its_answer() -> None:
+    """The request before it, still being answered, lost its answer: the connection was
+    closed at once, with neither that answer nor the 431."""
+    request = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    refused = _head_of(MOST_HEADER_BYTES + 1000)
+    with (
+        served_on_a_thread(_slow_hello_app, RequestDeadlineProtocol, log_level="warning") as port,
+        socket.create_connection(("127.0.0.1", port)) as connection,
+    ):
+        connection.sendall(request + request + refused + request)
+        answer = _answer(connection)
+
+    assert answer.count(b"HTTP/1.1 200 OK\r\n") == 2
+    assert answer.index(b"HTTP/1.1 431 ") > answer.rindex(b"hello")
+    assert answer.count(b"HTTP/1.1 ") == 3  # nothing after the 431
