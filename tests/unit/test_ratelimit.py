@@ -274,3 +274,16 @@ def test_a_late_turn_sent_with_the_bucket_full_counts_within_its_burst() -> None
     clock.advance(30.0)  # missed by far: the bucket is full again
     assert limiter.turn("booked") == 0.0
     assert sum(limiter.turn(f"new{n}") == 0.0 for n in range(5)) == 2  # three in all
+
+
+def test_turns_never_taken_up_hold_the_rate_back_only_until_they_pass() -> None:
+    """Messages given turns, then claimed by another dispatcher, held for quiet hours or
+    cancelled, never ask again: the tokens taken for them are owed only until their turns."""
+    clock = FakeClock()
+    limiter = RateLimiter(rate_per_second=2.0, burst=2, clock=clock)
+    for n in range(100):
+        limiter.turn(f"gone{n}")  # two at once, then turns over 49 s
+
+    clock.advance(50.0)
+    assert [limiter.turn(f"new{n}") for n in range(2)] == [0.0, 0.0]  # a burst again
+    assert limiter.turn("next") == pytest.approx(0.5)  # and then the rate
