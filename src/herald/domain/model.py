@@ -132,6 +132,9 @@ class UserProfile:
     unsubscribed: frozenset[str] = frozenset()
     # When the user was last forgotten at their request (microseconds), if ever.
     forgotten_us: int | None = None
+    # When ``unsubscribed`` was last set through the API (microseconds); None when never,
+    # or set before Herald kept the time.
+    unsubscribed_us: int | None = None
 
     def merged(self, traits: Mapping[str, Any], at_micros: int) -> UserProfile:
         """Merge traits from an event at ``at_micros``; the later event time wins per trait.
@@ -154,6 +157,7 @@ class UserProfile:
             self.pruned_before_us,
             self.unsubscribed,
             self.forgotten_us,
+            self.unsubscribed_us,
         )
 
     def seen_by(self, event: Event) -> dict[str, Any]:

@@ -6,9 +6,10 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from herald.domain.timeutil import iso, to_micros
+from herald.domain.timeutil import from_micros, iso, to_micros
 from herald.store.database import Database
 from herald.store.unit_of_work import UnitOfWork
+from herald.store.users import preferences_set_us
 
 
 def set_unsubscribes(
@@ -20,7 +21,7 @@ def set_unsubscribes(
     cancelled: an unsubscribe at 22:00 must not be answered by the nudge held until 08:00.
     Returns their preferences and the ids of the messages cancelled."""
     names = sorted(set(channels))
-    preferences = as_shown({"unsubscribed": names})
+    preferences = {"unsubscribed": names}
     reach = None if "marketing" in names else names  # None: every channel
     with UnitOfWork(database) as uow:
         uow.lock([user_id])  # as ingestion does: one writer per user at a time
@@ -36,12 +37,17 @@ def set_unsubscribes(
             else []
         )
         uow.commit()
-    return preferences, cancelled
+    return {**preferences, "updated_at": iso(now)}, cancelled
 
 
 def as_shown(stored: dict[str, Any] | None) -> dict[str, Any]:
-    """The user's preferences as the API shows them, ``{"unsubscribed": [...]}``, the list
-    empty when none: a user an event created has none stored, and a client reading
-    ``{}`` there but ``{"unsubscribed": []}`` after an empty unsubscribe would have two
-    shapes of one meaning to handle."""
-    return {"unsubscribed": list((stored or {}).get("unsubscribed") or [])}
+    """The user's preferences as the API shows them, ``{"unsubscribed": [...],
+    "updated_at": ...}``, the list empty when none: a user an event created has none
+    stored, and a client reading ``{}`` there but ``{"unsubscribed": []}`` after an empty
+    unsubscribe would have two shapes of one meaning to handle. ``updated_at`` is when
+    they were last set (UTC ISO 8601), null when never, or before Herald kept the time."""
+    set_us = preferences_set_us(stored)
+    return {
+        "unsubscribed": list((stored or {}).get("unsubscribed") or []),
+        "updated_at": None if set_us is None else iso(from_micros(set_us)),
+    }

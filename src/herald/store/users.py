@@ -20,8 +20,24 @@ def _profile(
     preferences: dict[str, Any] | None,
     pruned_before_us: int | None,
 ) -> UserProfile:
-    unsubscribed = frozenset((preferences or {}).get("unsubscribed") or ())
-    return UserProfile(user_id, traits, times, pruned_before_us, unsubscribed)
+    if not preferences:  # most users: none set through the API
+        return UserProfile(user_id, traits, times, pruned_before_us)
+    unsubscribed = frozenset(preferences.get("unsubscribed") or ())
+    return UserProfile(
+        user_id,
+        traits,
+        times,
+        pruned_before_us,
+        unsubscribed,
+        unsubscribed_us=preferences_set_us(preferences),
+    )
+
+
+def preferences_set_us(preferences: dict[str, Any] | None) -> int | None:
+    """When ``preferences``, as stored, were last set (microseconds since the epoch), or
+    None: they are stored without it when set before Herald kept the time."""
+    set_us = (preferences or {}).get("set_us")
+    return set_us if type(set_us) is int else None
 
 
 class UserRepository:
@@ -79,12 +95,13 @@ class UserRepository:
 
     def set_preferences(self, user_id: str, preferences: dict[str, Any], now_us: int) -> None:
         """Replace the user's preferences (a user not seen yet is created with no traits)
-        at ``now_us``, microseconds since the epoch. The caller commits."""
+        at ``now_us``, microseconds since the epoch, kept with them as ``set_us`` (in the
+        preferences' JSON: it needs no column of its own). The caller commits."""
         statement = insert_for(self._dialect, users).values(
             user_id=user_id,
             traits={},
             trait_times={},
-            preferences=preferences,
+            preferences={**preferences, "set_us": now_us},
             first_seen_us=now_us,
             updated_us=now_us,
         )

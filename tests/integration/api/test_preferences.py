@@ -3,6 +3,8 @@ stop, cancel or leave alone."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
@@ -28,7 +30,7 @@ def test_an_unsubscribe_takes_the_names_the_unsubscribed_trait_takes(client: Tes
     here was refused with a 422."""
     answer = client.post("/users/u_all/preferences", json={"unsubscribed": ["ALL", "Email"]})
     assert answer.status_code == 200, answer.text
-    assert answer.json()["preferences"] == {"unsubscribed": ["email", "marketing"]}
+    assert answer.json()["preferences"]["unsubscribed"] == ["email", "marketing"]
     traits = {"email": "u_all@example.com", "phone": "+351912345678", "marketing_opt_in": True}
     signup_decisions = client.post("/events", json=signup(user="u_all", user_traits=traits))
     welcome = signup_decisions.json()["decisions"][0]
@@ -65,15 +67,35 @@ def test_the_preferences_have_one_shape_whether_set_here_or_never(client: TestCl
     emptied = client.post("/users/u_empty/preferences", json={"unsubscribed": []}).json()
     client.post("/users/u_sms/preferences", json={"unsubscribed": ["SMS"]})
 
-    assert never_set == {"unsubscribed": []}
-    assert emptied["preferences"] == {"unsubscribed": []}
-    assert client.get("/audit/u_empty").json()["user"]["preferences"] == {"unsubscribed": []}
-    assert client.get("/audit/u_sms").json()["user"]["preferences"] == {"unsubscribed": ["sms"]}
+    def unsubscribed(user: str) -> object:
+        return client.get(f"/audit/{user}").json()["user"]["preferences"]["unsubscribed"]
+
+    assert never_set == {"unsubscribed": [], "updated_at": None}
+    assert emptied["preferences"]["unsubscribed"] == []
+    assert (unsubscribed("u_empty"), unsubscribed("u_sms")) == ([], ["sms"])
     schemas = client.get("/openapi.json").json()["components"]["schemas"]
-    assert schemas["Preferences"]["required"] == ["unsubscribed"]
+    assert schemas["Preferences"]["required"] == ["unsubscribed", "updated_at"]
     for answer in ("UserOut", "PreferencesOut"):
         documented = schemas[answer]["properties"]["preferences"]
         assert "#/components/schemas/Preferences" in str(documented), answer
+
+
+def test_the_audit_says_since_when_the_preferences_were_set(client: TestClient) -> None:
+    """Asked why a user got no welcome and since when they opted out, support could read
+    the time only from a message the unsubscribe happened to cancel."""
+    client.post("/events", json=signup(user="u_events_only"))
+    before = datetime.now(UTC)
+    answer = client.post("/users/u_since/preferences", json={"unsubscribed": ["email"]}).json()
+    after = datetime.now(UTC)
+
+    set_at = answer["preferences"]["updated_at"]
+    assert set_at.endswith("Z") and before <= datetime.fromisoformat(set_at) <= after
+    audited = client.get("/audit/u_since").json()["user"]["preferences"]
+    assert audited == {"unsubscribed": ["email"], "updated_at": set_at}
+    never_set = client.get("/audit/u_events_only").json()["user"]["preferences"]
+    assert never_set == {"unsubscribed": [], "updated_at": None}
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    assert "updated_at" in schemas["Preferences"]["required"]
 
 
 def test_an_event_saying_unsubscribed_is_empty_does_not_undo_an_unsubscribe_made_here(

@@ -251,5 +251,23 @@ class TestUserRepository:
             row = read.users.get_row("u_1")
         assert profile.traits == {"email": "a@b.c"}
         assert profile.unsubscribed == {"email", "sms"}
+        assert profile.unsubscribed_us == T0  # when they were set, for the skip reason
         assert row.traits == {"email": "a@b.c"}
-        assert row.preferences == {"unsubscribed": ["sms", "email"]}
+        assert row.preferences == {"unsubscribed": ["sms", "email"], "set_us": T0}
+
+    @pytest.mark.parametrize("stored", [{"unsubscribed": ["sms"]}, {"set_us": "soon"}])
+    def test_preferences_stored_without_a_readable_time_are_read_with_none(
+        self, database: Database, stored: dict[str, object]
+    ) -> None:
+        """Rows set before the time was kept hold none: their unsubscribes still count."""
+        with UnitOfWork(database) as uow:
+            uow.users.set_preferences("u_old", {"unsubscribed": ["sms"]}, T0)
+            uow.commit()
+        with database.writer.begin() as connection:
+            connection.execute(
+                tables.users.update().values(preferences={"unsubscribed": ["sms"], **stored})
+            )
+
+        with ReadOnly(database) as read:
+            profile = read.users.get_many(["u_old"])["u_old"]
+        assert (profile.unsubscribed, profile.unsubscribed_us) == ({"sms"}, None)

@@ -107,6 +107,10 @@ class Preferences(_Answer):
         description="The channels (`email`, `sms`) and `marketing` (all of them) the user "
         "unsubscribed from through POST /users/{id}/preferences, sorted; empty when none"
     )
+    updated_at: str | None = Field(
+        description="When they were last set through POST /users/{id}/preferences (UTC "
+        "ISO 8601); null when never, or set before Herald kept the time"
+    )
 
 
 class PreferencesOut(_Answer):
