@@ -62,13 +62,17 @@ def replay(
     ruleset: RuleSet,
     *,
     unsubscribed: Iterable[str] = (),
+    unsubscribed_us: int | None = None,
     now: datetime = DECIDED_AT,
 ) -> list[Decision]:
     """Every decision made while ``arrivals`` come in one by one at ``now``, limits
-    applied; ``unsubscribed``: what the user unsubscribed from through the API."""
+    applied; ``unsubscribed``: what the user unsubscribed from through the API, and
+    ``unsubscribed_us`` when (microseconds), if known."""
     known: list[Event] = []
     held: dict[str, str] = {}
-    profile = UserProfile(USER, {}, unsubscribed=frozenset(unsubscribed))
+    profile = UserProfile(
+        USER, {}, unsubscribed=frozenset(unsubscribed), unsubscribed_us=unsubscribed_us
+    )
     decisions: list[Decision] = []
     for arriving in arrivals:
         profile = profile.merged(arriving.user_traits, to_micros(arriving.timestamp))

@@ -24,6 +24,8 @@ _EXAMPLE = {"email": '"maria@example.com"', "phone": '"+351 912 345 678"'}
 # What a recipient of each channel must be, and an example of one for the reason.
 # Looked up once: an enum member read through its class costs about 900 instructions.
 _MARKETING = Category.MARKETING
+_UNSUBSCRIBED_FROM = "marketing rule and the user unsubscribed from "
+_UNSUBSCRIBED_FROM_ALL = f"{_UNSUBSCRIBED_FROM}all marketing"
 _RECIPIENT_SHAPE = {
     "email": (email_problem, "one plain address like maria@example.com"),
     "sms": (phone_problem, "one phone number like +351 912 345 678"),
@@ -38,7 +40,7 @@ def consent_problem(rule: Rule, view: Mapping[str, object]) -> str | None:
     closed, why = _closure(view)
     if rule.channel not in closed:
         return None
-    return why or f"marketing rule and the user unsubscribed from {rule.channel}"
+    return why or f"{_UNSUBSCRIBED_FROM}{rule.channel}"
 
 
 def closed_to_marketing(traits: Mapping[str, object]) -> frozenset[str]:
@@ -70,8 +72,27 @@ def _closure(traits: Mapping[str, object]) -> tuple[frozenset[str], str]:
         )
         return MARKETING_CHANNELS, why
     if "marketing" in names or "all" in names:
-        return MARKETING_CHANNELS, "marketing rule and the user unsubscribed from all marketing"
+        return MARKETING_CHANNELS, _UNSUBSCRIBED_FROM_ALL
     return MARKETING_CHANNELS & names, ""
+
+
+def with_unsubscribe_time(problem: str, rule: Rule, profile: UserProfile) -> str:
+    """``problem``, the consent problem of a marketing ``rule`` for the user, saying when
+    they unsubscribed when it is their unsubscribe through the API that it names and
+    Herald knows when they set it: asked since when a user has opted out, the audit
+    answered only for a message the unsubscribe happened to cancel. A problem about the
+    opt-in, or an unsubscribe the API's does not cover (the trait says all marketing, the
+    API only email), is returned as it is."""
+    when = profile.unsubscribed_us
+    if when is None:
+        return problem
+    api = profile.unsubscribed
+    everything = "marketing" in api or "all" in api
+    if problem == _UNSUBSCRIBED_FROM_ALL and everything:
+        return f"{problem} at {iso(from_micros(when))}"
+    if problem == f"{_UNSUBSCRIBED_FROM}{rule.channel}" and (everything or rule.channel in api):
+        return f"{problem} at {iso(from_micros(when))}"
+    return problem
 
 
 def _shown(value: object) -> str:

@@ -28,6 +28,7 @@ from herald.rules.eligibility import (
     consent_problem,
     delivery_note,
     recipient_of,
+    with_unsubscribe_time,
     withdrawing_trait,
 )
 
@@ -302,7 +303,11 @@ def _decide_rule(rule: Rule, trigger: Event, views: _Views, window: str, now: da
         clauses.append(result.explanation)
         if not result.holds:
             return _skip(rule, "; ".join(clauses))
-    consent = consent_problem(rule, user_view) or _withdrawn_later(rule, views.profile)
+    consent = consent_problem(rule, user_view)
+    if consent:
+        consent = with_unsubscribe_time(consent, rule, views.profile)
+    else:
+        consent = _withdrawn_later(rule, views.profile)
     if consent:
         return _skip(rule, "; ".join([*clauses, consent]))
     recipient, missing = recipient_of(rule, user_view)

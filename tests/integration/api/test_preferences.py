@@ -94,6 +94,8 @@ def test_the_audit_says_since_when_the_preferences_were_set(client: TestClient) 
     assert audited == {"unsubscribed": ["email"], "updated_at": set_at}
     never_set = client.get("/audit/u_events_only").json()["user"]["preferences"]
     assert never_set == {"unsubscribed": [], "updated_at": None}
+    welcome = client.post("/events", json=signup(user="u_since")).json()["decisions"][0]
+    assert welcome["reason"].endswith(f"the user unsubscribed from email at {set_at}")
     schemas = client.get("/openapi.json").json()["components"]["schemas"]
     assert "updated_at" in schemas["Preferences"]["required"]
 

@@ -92,6 +92,31 @@ def test_an_unsubscribed_welcome_says_which_unsubscribe_stopped_it(ruleset: Rule
     assert "unsubscribed from email" in decision.reason
 
 
+UNSUBSCRIBED_AT = "2025-11-02T09:30:00Z"
+
+
+@pytest.mark.parametrize(
+    ("api", "trait", "since", "why"),
+    [
+        (["email"], [], UNSUBSCRIBED_AT, f"unsubscribed from email at {UNSUBSCRIBED_AT}"),
+        (["marketing"], [], UNSUBSCRIBED_AT, f"from all marketing at {UNSUBSCRIBED_AT}"),
+        (["email"], [], None, "marketing rule and the user unsubscribed from email"),
+        # The trait closes all of marketing, the API only email: the time is not of that.
+        (["email"], ["all"], UNSUBSCRIBED_AT, "the user unsubscribed from all marketing"),
+    ],
+    ids=["channel", "all_marketing", "time_unknown", "trait_says_more"],
+)
+def test_a_welcome_skipped_for_an_api_unsubscribe_says_since_when_when_known(
+    api: list[str], trait: list[str], since: str | None, why: str, ruleset: RuleSet
+) -> None:
+    signup = event("signup_completed", SIGNUP_AT, traits={**TRAITS, "unsubscribed": trait})
+    when = None if since is None else to_micros(at(since))
+
+    decisions = replay([signup], ruleset, unsubscribed=api, unsubscribed_us=when)
+
+    assert the_one(decisions, "WELCOME_EMAIL").reason.endswith(why)
+
+
 UNSUBSCRIBED_RULES = """
 events:
   login_new_device: {}
