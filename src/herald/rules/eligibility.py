@@ -120,10 +120,13 @@ def withdrawing_trait(profile: UserProfile) -> tuple[str, int | None]:
 
 def closed_by(profile: UserProfile, channel: str) -> str:
     """What closes ``channel`` to marketing for the user, as ``closed_now`` finds it: an
-    unsubscribe through the API, or a trait with the time of the event it came from."""
+    unsubscribe through the API, with when it was set if known, or a trait with the time
+    of the event it came from."""
     api = profile.unsubscribed
     if "marketing" in api or "all" in api or channel in api:
-        return "they unsubscribed through POST /users/{id}/preferences"
+        when = profile.unsubscribed_us
+        since = "" if when is None else f" at {iso(from_micros(when))}"
+        return f"they unsubscribed through POST /users/{{id}}/preferences{since}"
     name, when = withdrawing_trait(profile)
     said = _shown(profile.traits.get(name))
     return f"their {name} is {said}" + (

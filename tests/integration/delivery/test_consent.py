@@ -205,11 +205,12 @@ def test_a_marketing_retry_is_not_sent_once_the_user_has_unsubscribed(
     row = message(database)
     assert provider.sends == [row.message_id]
     assert row.status == "cancelled"
-    # How it was closed, and when the message was stopped: the audit's reason for it.
+    # How and when it was closed, and when the message was stopped: the audit's reason.
     assert re.fullmatch(
         re.escape(
             "not sent: the user closed sms to marketing after it was decided (they "
-            "unsubscribed through POST /users/{id}/preferences); cancelled at "
+            "unsubscribed through POST /users/{id}/preferences at 2025-11-03T12:00:00Z); "
+            "cancelled at "
         )
         + r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ",
         row.last_error,
