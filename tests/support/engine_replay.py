@@ -13,7 +13,7 @@ from typing import Any
 
 from herald.domain.model import Decision, Event, UserProfile
 from herald.domain.timeutil import to_micros
-from herald.rules import engine
+from herald.rules import engine, limits
 from herald.rules.definition import RuleSet
 
 USER = "u_1"
@@ -84,7 +84,7 @@ def replay(
             and window.start <= other.timestamp <= window.end
         ]
         candidates = engine.evaluate(arriving, profile, history, ruleset, now)
-        for decision in engine.apply_limits(candidates, held):
+        for decision in limits.apply_limits(candidates, held):
             if decision.draft is not None:
                 held[decision.draft.dedup_key] = decision.draft.message_id
             decisions.append(decision)

@@ -2,19 +2,18 @@
 
 It reads no clock and no database. The service asks it which history it needs
 (``history_windows``), fetches that, calls ``evaluate`` for candidate decisions, looks
-up which dedup keys are already held, and calls ``apply_limits`` for the final word.
+up which dedup keys are already held, and calls ``limits.apply_limits`` for the final
+word.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from herald.domain.model import (
-    MAX_DEDUP_KEY,
     Decision,
     Event,
     MessageDraft,
@@ -22,8 +21,8 @@ from herald.domain.model import (
     UserProfile,
     message_id_for,
 )
-from herald.domain.timeutil import from_micros, iso, readable_span, to_micros, utc_day
-from herald.rules.definition import Limit, MaxAge, Rule, RuleSet
+from herald.domain.timeutil import from_micros, iso, readable_span, to_micros
+from herald.rules.definition import MaxAge, Rule, RuleSet
 from herald.rules.eligibility import (
     consent_problem,
     delivery_note,
@@ -31,6 +30,7 @@ from herald.rules.eligibility import (
     with_unsubscribe_time,
     withdrawing_trait,
 )
+from herald.rules.limits import dedup_key
 
 # An event decides at most this many earlier triggers of one rule (e.g. bank links that
 # came before their signup). Without a bound, a client replaying thousands of them made
@@ -40,8 +40,7 @@ MAX_TRIGGERS_PER_ANCHOR = 100
 # The enum members read for every decision, looked up once: reading one through its class
 # (``Outcome.TRIGGERED``) goes through the enum metaclass's ``__getattr__`` hook and cost
 # about 900 instructions each time, several times per event.
-_TRIGGERED, _SUPPRESSED, _SKIPPED = Outcome.TRIGGERED, Outcome.SUPPRESSED, Outcome.SKIPPED
-_ONCE_PER_USER, _ONCE_PER_USER_PER_DAY = Limit.ONCE_PER_USER, Limit.ONCE_PER_USER_PER_DAY
+_TRIGGERED, _SKIPPED = Outcome.TRIGGERED, Outcome.SKIPPED
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,29 +71,6 @@ def history_windows(event: Event, ruleset: RuleSet) -> list[HistoryWindow]:
             HistoryWindow(rule.trigger, event.timestamp, end, earliest=MAX_TRIGGERS_PER_ANCHOR + 1)
         )
     return windows
-
-
-def dedup_key(rule: Rule, trigger: Event) -> str:
-    """The key that holds ``rule``'s limit for ``trigger``: the rule and the user, plus the
-    trigger's UTC day (once per day) or its event id (once per event, a digest when the
-    ids would be ambiguous or too long). Two users, or two events the limit tells apart,
-    never share one; the ids the API accepts keep it within ``MAX_DEDUP_KEY``."""
-    if rule.limit is _ONCE_PER_USER:
-        return f"{rule.id}:{trigger.user_id}"
-    if rule.limit is _ONCE_PER_USER_PER_DAY:
-        return f"{rule.id}:{trigger.user_id}:{utc_day(trigger.timestamp)}"
-    if ":" in trigger.user_id:
-        # User "a:b" with event "c" and user "a" with event "b:c" would share one key, and
-        # one user's message suppress the other's: the digest of both ids tells them apart.
-        both = f"{trigger.user_id}\x1f{trigger.event_id}"
-        return f"{rule.id}:{trigger.user_id}:#{hashlib.sha256(both.encode()).hexdigest()[:32]}"
-    key = f"{rule.id}:{trigger.user_id}:{trigger.event_id}"
-    if len(key) <= MAX_DEDUP_KEY:
-        return key
-    # Ids of the longest allowed lengths overflow the stored key: the event id's digest
-    # is as unique and as stable.
-    digest = hashlib.sha256(trigger.event_id.encode()).hexdigest()[:32]
-    return f"{rule.id}:{trigger.user_id}:#{digest}"
 
 
 def evaluate(
@@ -187,38 +163,6 @@ def _before_pruned_history(
     )
     rules = [*ruleset.triggered_by(event.event_type), *ruleset.anchored_on(event.event_type)]
     return [_skip(rule, reason) for rule in rules]
-
-
-def apply_limits(candidates: Iterable[Decision], held: Mapping[str, str]) -> list[Decision]:
-    """Turn triggered candidates whose dedup key is already held into suppressions.
-
-    ``held`` maps dedup keys to the message id holding them. Candidates are taken in
-    order, so the second of two candidates with one key is suppressed by the first.
-    """
-    # Keys taken by these candidates, apart from ``held``: a batch passes every key it
-    # has seen so far, and copying that for each event made a batch quadratic.
-    taken_here: dict[str, str] = {}
-    final = []
-    for decision in candidates:
-        key = decision.dedup_key
-        if decision.outcome is _TRIGGERED and key is not None:
-            holder = held.get(key, taken_here.get(key))
-            if holder is not None:
-                draft = decision.draft
-                limit = draft.limit if draft else "limit"
-                if draft and draft.why:
-                    limit = f"{draft.why}; {limit}"
-                decision = replace(
-                    decision,
-                    outcome=_SUPPRESSED,
-                    reason=f"{limit}: dedup key {key} is held by message {holder}",
-                    message_id=holder,
-                    draft=None,
-                )
-            else:
-                taken_here[key] = decision.message_id or ""
-        final.append(decision)
-    return final
 
 
 def _decide_on_trigger(

@@ -9,7 +9,7 @@ from datetime import datetime
 from herald.delivery.quiet_hours import HoldPolicy
 from herald.domain.model import Decision, Event, MessageDraft, Outcome
 from herald.domain.timeutil import to_micros
-from herald.rules import engine
+from herald.rules import limits
 from herald.rules.definition import Rule, RuleSet
 from herald.rules.rendering.template_set import TemplateProblem
 from herald.store.events import EventRow
@@ -34,7 +34,7 @@ class BatchRows:
     ) -> list[Decision]:
         """Apply limits to ``event``'s ``candidates`` (``held``: dedup key -> holder, which
         the messages created here join), build its rows, return its final decisions."""
-        decisions = engine.apply_limits(candidates, held)
+        decisions = limits.apply_limits(candidates, held)
         for position, decision in enumerate(decisions):
             if decision.draft is None:
                 continue

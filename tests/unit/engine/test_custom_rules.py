@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from herald.domain.model import Event, Outcome
-from herald.rules import engine
+from herald.rules import limits
 from herald.rules.definition import RuleSet
 from herald.rules.loader import load_ruleset
 from tests.support.engine_replay import SIGNUP_AT, USER, at, event, replay, the_one
@@ -312,12 +312,12 @@ def test_a_once_per_event_key_of_the_longest_ids_still_fits_and_stays_distinct(
 ) -> None:
     [rule] = custom_ruleset.rules
     long_user, ids = "u" * 128, ("e" * 127 + "1", "e" * 127 + "2")
-    keys = [engine.dedup_key(rule, Event(i, long_user, "plan_changed", at(SIGNUP_AT))) for i in ids]
-    again = engine.dedup_key(rule, Event(ids[0], long_user, "plan_changed", at(SIGNUP_AT)))
+    keys = [limits.dedup_key(rule, Event(i, long_user, "plan_changed", at(SIGNUP_AT))) for i in ids]
+    again = limits.dedup_key(rule, Event(ids[0], long_user, "plan_changed", at(SIGNUP_AT)))
 
     assert all(len(key) <= 300 for key in keys)
     assert keys[0] != keys[1] and keys[0] == again
-    assert engine.dedup_key(rule, event("plan_changed", SIGNUP_AT, event_id="e1")) == (
+    assert limits.dedup_key(rule, event("plan_changed", SIGNUP_AT, event_id="e1")) == (
         f"PRO_UPGRADE_ALERT:{USER}:e1"
     )
 
@@ -327,11 +327,11 @@ def test_once_per_event_keys_of_users_whose_ids_hold_a_colon_stay_apart(
 ) -> None:
     [rule] = custom_ruleset.rules
 
-    one = engine.dedup_key(rule, Event("c", "a:b", "plan_changed", at(SIGNUP_AT)))
-    other = engine.dedup_key(rule, Event("b:c", "a", "plan_changed", at(SIGNUP_AT)))
+    one = limits.dedup_key(rule, Event("c", "a:b", "plan_changed", at(SIGNUP_AT)))
+    other = limits.dedup_key(rule, Event("b:c", "a", "plan_changed", at(SIGNUP_AT)))
 
     assert one != other
-    assert one == engine.dedup_key(rule, Event("c", "a:b", "plan_changed", at(SIGNUP_AT)))
+    assert one == limits.dedup_key(rule, Event("c", "a:b", "plan_changed", at(SIGNUP_AT)))
 
 
 FLAG_RULES = """
