@@ -42,7 +42,7 @@ def serve_docs_pages(app: FastAPI) -> None:
     app.mount(ASSETS_URL, StaticFiles(directory=str(assets)), name="docs-assets")
 
     async def swagger_ui(request: Request) -> HTMLResponse:
-        root = request.scope.get("root_path", "").rstrip("/")
+        root = _root(request)
         return get_swagger_ui_html(
             openapi_url=root + openapi_url,
             title=f"{app.title} - Swagger UI",
@@ -58,7 +58,7 @@ def serve_docs_pages(app: FastAPI) -> None:
         return get_swagger_ui_oauth2_redirect_html()
 
     async def redoc(request: Request) -> HTMLResponse:
-        root = request.scope.get("root_path", "").rstrip("/")
+        root = _root(request)
         return get_redoc_html(
             openapi_url=root + openapi_url,
             title=f"{app.title} - ReDoc",
@@ -72,3 +72,9 @@ def serve_docs_pages(app: FastAPI) -> None:
     app.add_route(DOCS_URL, swagger_ui, include_in_schema=False)
     app.add_route(OAUTH2_REDIRECT_URL, oauth2_redirect, include_in_schema=False)
     app.add_route(REDOC_URL, redoc, include_in_schema=False)
+
+
+def _root(request: Request) -> str:
+    """The path the app is mounted at behind a proxy (``root_path``), which the pages'
+    own URLs begin with, as FastAPI's do."""
+    return str(request.scope.get("root_path", "")).rstrip("/")

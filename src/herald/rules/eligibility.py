@@ -32,15 +32,34 @@ _RECIPIENT_SHAPE = {
 }
 
 
-def consent_problem(rule: Rule, view: Mapping[str, object]) -> str | None:
+def consent_problem(
+    rule: Rule, view: Mapping[str, object], profile: UserProfile | None = None
+) -> str | None:
     """Why a marketing ``rule`` may not message this user, or None (and always None for
-    a transactional or internal rule)."""
+    a transactional or internal rule). ``profile``, the user's: an unsubscribe of theirs
+    through the API that closes the channel is said with when it was made, so that asked
+    since when a user has opted out, the audit answers without a message it cancelled."""
     if rule.category is not _MARKETING:
         return None
     closed, why = _closure(view)
     if rule.channel not in closed:
         return None
-    return why or f"{_UNSUBSCRIBED_FROM}{rule.channel}"
+    if not why:  # an unsubscribe naming channels one by one
+        return f"{_UNSUBSCRIBED_FROM}{rule.channel}{_made_at(profile, {rule.channel})}"
+    if why == _UNSUBSCRIBED_FROM_ALL:
+        return f"{why}{_made_at(profile, set())}"
+    return why
+
+
+def _made_at(profile: UserProfile | None, names: set[str]) -> str:
+    """`` at <time>`` when the user's unsubscribe through the API names one of ``names``
+    or all marketing and Herald knows when it was made (not for an unsubscribe the
+    trait's alone covers: the trait says all marketing, the API only email); else ""."""
+    if profile is None or profile.unsubscribed_us is None:
+        return ""
+    if not profile.unsubscribed & {*names, "marketing", "all"}:
+        return ""
+    return f" at {iso(from_micros(profile.unsubscribed_us))}"
 
 
 def closed_to_marketing(traits: Mapping[str, object]) -> frozenset[str]:
@@ -74,25 +93,6 @@ def _closure(traits: Mapping[str, object]) -> tuple[frozenset[str], str]:
     if "marketing" in names or "all" in names:
         return MARKETING_CHANNELS, _UNSUBSCRIBED_FROM_ALL
     return MARKETING_CHANNELS & names, ""
-
-
-def with_unsubscribe_time(problem: str, rule: Rule, profile: UserProfile) -> str:
-    """``problem``, the consent problem of a marketing ``rule`` for the user, saying when
-    they unsubscribed when it is their unsubscribe through the API that it names and
-    Herald knows when they set it: asked since when a user has opted out, the audit
-    answered only for a message the unsubscribe happened to cancel. A problem about the
-    opt-in, or an unsubscribe the API's does not cover (the trait says all marketing, the
-    API only email), is returned as it is."""
-    when = profile.unsubscribed_us
-    if when is None:
-        return problem
-    api = profile.unsubscribed
-    everything = "marketing" in api or "all" in api
-    if problem == _UNSUBSCRIBED_FROM_ALL and everything:
-        return f"{problem} at {iso(from_micros(when))}"
-    if problem == f"{_UNSUBSCRIBED_FROM}{rule.channel}" and (everything or rule.channel in api):
-        return f"{problem} at {iso(from_micros(when))}"
-    return problem
 
 
 def _shown(value: object) -> str:

@@ -27,7 +27,6 @@ from herald.rules.eligibility import (
     consent_problem,
     delivery_note,
     recipient_of,
-    with_unsubscribe_time,
     withdrawing_trait,
 )
 from herald.rules.limits import dedup_key
@@ -247,11 +246,9 @@ def _decide_rule(rule: Rule, trigger: Event, views: _Views, window: str, now: da
         clauses.append(result.explanation)
         if not result.holds:
             return _skip(rule, "; ".join(clauses))
-    consent = consent_problem(rule, user_view)
-    if consent:
-        consent = with_unsubscribe_time(consent, rule, views.profile)
-    else:
-        consent = _withdrawn_later(rule, views.profile)
+    consent = consent_problem(rule, user_view, views.profile) or _withdrawn_later(
+        rule, views.profile
+    )
     if consent:
         return _skip(rule, "; ".join([*clauses, consent]))
     recipient, missing = recipient_of(rule, user_view)
