@@ -21,6 +21,7 @@ from herald.delivery.dispatcher import Dispatcher
 from herald.delivery.provider import DeliveryStatus
 from herald.delivery.quiet_hours import HoldPolicy, hold_policy
 from herald.delivery.setup import DeliveryPlan, plan_delivery
+from herald.observability.logging import database_said
 from herald.observability.metrics import Metrics
 from herald.rules.definition import RuleSet
 from herald.rules.loader import load_rule_file
@@ -29,7 +30,7 @@ from herald.service.outbox_gauges import outbox_snapshot
 from herald.service.writer import LoopWriter, ThreadWriter, Writer
 from herald.store.checkpoints import Checkpointer
 from herald.store.database import Database
-from herald.store.database_errors import database_said, unavailable
+from herald.store.database_errors import unavailable
 from herald.store.database_url import normalise_url
 from herald.store.migrate import ensure_current
 

@@ -33,10 +33,10 @@ from herald.api.schemas.requests import MAX_BATCH_BYTES, MAX_EVENT_BYTES
 from herald.api.schemas.responses import REQUEST_ID
 from herald.bootstrap import Runtime, build_runtime
 from herald.config import Settings
+from herald.delivery.stop_lines import say_stopped, say_stopping
 from herald.observability.metrics_port import serve_metrics
 from herald.observability.outage import OutageLog
 from herald.observability.server_state import CONNECTIONS_REFUSED
-from herald.observability.stop_lines import say_stopped, say_stopping
 from herald.orphans import parent_gone
 from herald.store.database_errors import unavailable
 from herald.store.database_url import shown_url

@@ -84,7 +84,7 @@ def _cannot_open(exc: Exception, path: Path | None, *, reading: bool) -> NoRetur
     """Exit 1 with one line saying why the database (at ``path``, for SQLite) could not be
     opened: what the driver said, with the file and the likely cause where SQLite's own
     words name neither. ``reading``: the command only reads."""
-    from herald.store.database_errors import database_said
+    from herald.observability.logging import database_said
 
     said = database_said(exc)
     if "readonly" in said and reading and path is not None:
@@ -176,8 +176,9 @@ def fail_if_unavailable(exc: BaseException, *, left: str) -> None:
     now (SQLite's write lock held by another process for the whole wait, a server gone),
     saying what that ``left``. Any other error returns, for the caller to raise again: a
     bug, shown whole."""
+    from herald.observability.logging import database_said
     from herald.store import sqlite_connections
-    from herald.store.database_errors import database_said, unavailable
+    from herald.store.database_errors import unavailable
 
     if not unavailable(exc):
         return

@@ -23,9 +23,9 @@ from herald.cli.options import (
 from herald.cli.output import fail
 from herald.cli.preflight import preflight
 from herald.config import WorkerSettings
+from herald.delivery.stop_lines import say_stopped, say_stopping
 from herald.observability.operator_lines import say
 from herald.observability.shared_metrics import count_alone
-from herald.observability.stop_lines import say_stopped, say_stopping
 from herald.orphans import parent_gone
 
 if TYPE_CHECKING:

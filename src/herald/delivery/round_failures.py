@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from herald.store.database_errors import database_said
+from herald.observability.logging import database_said
 
 # Its lines are the dispatcher's, under the same name, which operators filter on.
 log = logging.getLogger("herald.delivery.dispatcher")

@@ -19,8 +19,9 @@ from herald.delivery.outcomes import Deferred, Outcome, Withdrawn
 from herald.delivery.provider import DeliveryStatus
 from herald.delivery.round_retries import RoundRetries
 from herald.domain.timeutil import to_micros
+from herald.observability.logging import database_said
 from herald.store.database import Database
-from herald.store.database_errors import database_said, unavailable
+from herald.store.database_errors import unavailable
 from herald.store.outbox import INTERRUPTED, AttemptRecord, ClaimedMessage, OutboxRepository
 from herald.store.unit_of_work import UnitOfWork, WriteLockBusy
 

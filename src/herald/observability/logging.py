@@ -111,6 +111,12 @@ def first_line(exc: BaseException) -> str:
     return (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
+def database_said(exc: BaseException) -> str:
+    """The first line of what the database driver said, under SQLAlchemy's wrapping of
+    ``exc`` (which keeps the driver's own error as ``orig``)."""
+    return first_line(getattr(exc, "orig", None) or exc)
+
+
 def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from herald.store.database_errors import database_said
+from herald.observability.logging import database_said
 
 
 class OutageLog:

@@ -6,8 +6,6 @@ from __future__ import annotations
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from herald.observability.logging import first_line
-
 # SQLSTATE classes of an unavailable PostgreSQL: connection exception, insufficient
 # resources, operator intervention (a shutdown, a restart, a statement cancelled by the
 # statement timeout).
@@ -18,11 +16,6 @@ _UNAVAILABLE_SQLSTATES = ("08", "53", "57")
 _READ_ONLY_SQLSTATE = "25006"
 # What SQLite says when it cannot write now, rather than of a statement that is wrong.
 _SQLITE_UNAVAILABLE = ("locked", "busy", "readonly", "disk i/o", "disk is full", "unable to open")
-
-
-def database_said(exc: BaseException) -> str:
-    """The first line of what the driver said under SQLAlchemy's wrapping of ``exc``."""
-    return first_line(getattr(exc, "orig", None) or exc)
 
 
 def takes_no_writes(exc: BaseException) -> bool:
