@@ -337,6 +337,30 @@ def test_a_request_held_up_by_a_lock_logs_the_statement_timeout_not_an_unavailab
     assert "unavailable" not in first.getMessage()
 
 
+@pytest.mark.postgres
+def test_readyz_says_so_while_events_give_up_waiting_on_postgresql(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    # Every event was answered 503 after the statement timeout while /readyz said ready:
+    # a load balancer kept sending events to a process that could store none.
+    with scratch_postgres_database(postgres_url) as url:
+        settings = api_settings(url, tmp_path, postgres_statement_timeout=0.5)
+        with TestClient(create_app(settings)) as client:
+            with tables_locked(url, "events"):
+                refused = client.post("/events", json=signup_payload("u_1"))
+                held_up = client.get("/readyz")
+            stored = client.post("/events", json=signup_payload("u_2"))
+            ready = client.get("/readyz")
+
+    assert (refused.status_code, held_up.status_code) == (503, 503)
+    assert held_up.json()["database"] == (
+        "events waited the statement timeout and were refused: a lock held on Herald's "
+        "tables (LOCK TABLE, a migration, a session left in a transaction), or a server "
+        "too busy to answer"
+    )
+    assert (stored.status_code, ready.status_code) == (202, 200)
+
+
 def requests_timed(writer: ThreadWriter, *, spaced_s: float, count: int) -> list[Outcome]:
     """``count`` single-event requests, one every ``spaced_s``: how long each waited for
     its answer, and the error it got, if any."""

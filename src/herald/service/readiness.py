@@ -21,8 +21,9 @@ class Readiness(NamedTuple):
 def readiness(database: Database, *, locked_out: bool = False) -> Readiness:
     """Ready when the database answers and takes writes, its schema is current and, on
     SQLite, the file at the database's path is still the one this process writes to.
-    ``locked_out``: this process's ingestion lately gave up waiting for another
-    process's write lock (SQLite's one writer), and none has had it since."""
+    ``locked_out``: this process's ingestion lately gave up waiting, for another
+    process's write lock (SQLite's one writer) or past PostgreSQL's statement timeout, and
+    no write has succeeded since."""
     try:
         with database.reader.connect() as connection:
             if database.is_sqlite:
@@ -53,7 +54,8 @@ def readiness(database: Database, *, locked_out: bool = False) -> Readiness:
         return Readiness(False, {"database": gone})
     if locked_out:
         # Reads still answer; every event waits for the lock and is then answered 503.
-        return Readiness(False, {"database": _LOCKED_OUT})
+        said = _LOCKED_OUT if database.is_sqlite else _GAVE_UP_WAITING
+        return Readiness(False, {"database": said})
     head = head_revision()
     if revision != head:
         return Readiness(False, {"schema": f"at {revision}, need {head}"})
@@ -63,4 +65,9 @@ def readiness(database: Database, *, locked_out: bool = False) -> Readiness:
 _LOCKED_OUT = (
     "locked by another process: events waited for its write lock and were refused (a "
     "herald worker or prune, a checkpoint, a shell left in a write transaction)"
+)
+_GAVE_UP_WAITING = (
+    "events waited the statement timeout and were refused: a lock held on Herald's tables "
+    "(LOCK TABLE, a migration, a session left in a transaction), or a server too busy to "
+    "answer"
 )

@@ -30,7 +30,7 @@ from herald.observability.outage import OutageLog
 from herald.rules.definition import RuleSet
 from herald.service.ingest import IngestResult, ingest
 from herald.store.database import Database
-from herald.store.database_errors import unavailable
+from herald.store.database_errors import gave_up_waiting, unavailable
 from herald.store.sqlite_connections import SQLITE_BUSY_TIMEOUT_MS
 from herald.store.unit_of_work import UnitOfWork, WriteLockBusy, when_unlocked
 
@@ -113,6 +113,9 @@ class _Committer:
         self._hold = hold
         self._on_commit = on_commit
         self._outage = OutageLog(log, "ingestion")
+        # When a write last failed for having waited past PostgreSQL's timeout (monotonic),
+        # until one succeeds. Set by writer threads, read by /readyz: a float assigned.
+        self.gave_up_waiting_at: float | None = None
 
     def write(self, jobs: list[_Job], *, wait: bool = True, arrived: float | None = None) -> None:
         """Commit ``jobs`` and answer them. ``wait=False``: raise ``WriteLockBusy``, having
@@ -133,6 +136,8 @@ class _Committer:
             raise
         except Exception as exc:
             if unavailable(exc):
+                if gave_up_waiting(exc):
+                    self.gave_up_waiting_at = time.monotonic()
                 # Each request would fail alike: one at a time would only knock again.
                 self._outage.failed(exc, requests=len(jobs))
                 for _, answer in jobs:
@@ -148,6 +153,7 @@ class _Committer:
                 self.write([job], arrived=arrived)
             return
         self._outage.succeeded()
+        self.gave_up_waiting_at = None
         offset = 0
         for events, answer in jobs:
             answer.set_result(results[offset : offset + len(events)])
@@ -266,17 +272,20 @@ class ThreadWriter:
         on_commit: Callable[[list[IngestResult]], None] = lambda _results: None,
         gather_seconds: float = 0.0,
         threads: int = 1,
+        locked_out_s: float = 30.0,
     ) -> None:
         """``gather_seconds``: how long a small batch waits for more requests to join it.
         ``threads`` > 1 keeps that many transactions in flight, which is safe where the
         database's locks, not the writer, serialise work on one user (PostgreSQL's
-        advisory locks)."""
+        advisory locks). ``locked_out_s``: how long ``locked_out`` holds after a write
+        gave up waiting, unless one succeeds meanwhile."""
         self._committer = _Committer(database, ruleset, clock=clock, hold=hold, on_commit=on_commit)
         self._gather_seconds = gather_seconds
         # Each request with the time it arrived, from which its statement timeout counts.
         self._queue: queue.SimpleQueue[_Queued | object] = queue.SimpleQueue()
         self._thread_count = threads
         self._threads: list[threading.Thread] = []
+        self._locked_out_s = locked_out_s
 
     def start(self) -> None:
         self._threads = [
@@ -294,8 +303,11 @@ class ThreadWriter:
         self._threads = []
 
     def locked_out(self) -> bool:
-        """Never: PostgreSQL has no lock on the whole database, and each writes its rows."""
-        return False
+        """For ``locked_out_s`` after a write waited past PostgreSQL's timeout (a table
+        locked, a server too busy), unless one has succeeded since: as on SQLite, not for
+        ever, so that a process its load balancer took out is put back to try."""
+        gave_up_at = self._committer.gave_up_waiting_at
+        return gave_up_at is not None and time.monotonic() - gave_up_at < self._locked_out_s
 
     async def ingest(self, events: Sequence[Event]) -> list[IngestResult]:
         future: Future[list[IngestResult]] = Future()

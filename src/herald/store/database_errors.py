@@ -14,6 +14,9 @@ _UNAVAILABLE_SQLSTATES = ("08", "53", "57")
 # still reaches, one set read-only for maintenance (read_only_sql_transaction), as a
 # read-only SQLite file is.
 _READ_ONLY_SQLSTATE = "25006"
+# PostgreSQL cancelling a statement that waited too long: the statement timeout (or an
+# operator's cancel), or a lock timeout.
+_GAVE_UP_SQLSTATES = ("57014", "55P03")
 # What SQLite says when it cannot write now, rather than of a statement that is wrong.
 _SQLITE_UNAVAILABLE = ("locked", "busy", "readonly", "disk i/o", "disk is full", "unable to open")
 
@@ -23,6 +26,12 @@ def takes_no_writes(exc: BaseException) -> bool:
     (a standby, a server or database set read-only)."""
     orig = getattr(exc, "orig", None)
     return str(getattr(orig, "sqlstate", "")) == _READ_ONLY_SQLSTATE
+
+
+def gave_up_waiting(exc: BaseException) -> bool:
+    """Whether ``exc`` is PostgreSQL cancelling a statement that ran past its statement or
+    lock timeout: most often one waiting on a lock another session holds."""
+    return str(getattr(getattr(exc, "orig", None), "sqlstate", "")) in _GAVE_UP_SQLSTATES
 
 
 def unavailable(exc: BaseException) -> bool:
