@@ -15,16 +15,17 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.routing import BaseRoute, Match, Route, Router
 from starlette.types import Receive, Scope, Send
 
 from herald import __version__
+from herald.api.bearer import Guarded, token_refusal
 from herald.api.deps import RETRY_AFTER_UNAVAILABLE, RUNTIME, routes_outage
 from herald.api.direct import DirectRoutes
 from herald.api.docs_pages import serve_docs_pages
+from herald.api.edge_hooks import body_readers, count_refused_event
 from herald.api.errors import validation_errors
 from herald.api.middleware import RequestEdge
 from herald.api.openapi_security import ADMIN_SCHEME, INGEST_SCHEME, declare_guards
@@ -71,7 +72,8 @@ def create_app(settings: Settings) -> FastAPI:
     # failure would say why the database does not answer.
     app.state.readiness_outage = OutageLog(log, "the readiness check (/readyz)")
     serve_docs_pages(app)
-    _add_routes(app, settings)
+    guarded = _guarded(settings)
+    _add_routes(app, settings, guarded)
     # Added first, so it runs inside RequestEdge: the request id and size limit still apply.
     app.add_middleware(
         DirectRoutes,
@@ -84,8 +86,9 @@ def create_app(settings: Settings) -> FastAPI:
         RequestEdge,
         body_limit=MAX_EVENT_BYTES,
         body_limit_by_path={"/events/batch": MAX_BATCH_BYTES},
-        reads_body=_body_readers(app.router.routes),
-        body_refused=_count_refused_events,
+        reads_body=body_readers(app.router.routes),
+        body_refused=count_refused_event,
+        token_refusal=token_refusal(guarded),
         loopback_only=settings.loopback_requests_only,
     )
     for error in (OperationalError, InterfaceError, PoolTimeout):
@@ -161,7 +164,15 @@ async def _stop_saying_so(settings: Settings, runtime: Runtime[Settings]) -> Non
     say_stopped(settings, runtime.dispatcher)
 
 
-def _add_routes(app: FastAPI, settings: Settings) -> None:
+def _guarded(settings: Settings) -> Guarded:
+    """Each bearer token (None when not set) and the routes it guards."""
+    return {
+        ADMIN_SCHEME: (settings.admin_token, admin.router.routes + audit.router.routes),
+        INGEST_SCHEME: (settings.ingest_token, events.router.routes),
+    }
+
+
+def _add_routes(app: FastAPI, settings: Settings, guarded: Guarded) -> None:
     """Every route, and in the OpenAPI document the bearer token each group asks for and
     the Host the server refuses."""
     # Mounted route by route, ingestion first: an included router costs a second route
@@ -169,52 +180,10 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
     app.router.routes[0:0] = [
         route for module in (events, audit, admin, health) for route in module.router.routes
     ]
-    declare_guards(
-        app,
-        {
-            ADMIN_SCHEME: (settings.admin_token, admin.router.routes + audit.router.routes),
-            INGEST_SCHEME: (settings.ingest_token, events.router.routes),
-        },
-        loopback_only=settings.loopback_requests_only,
-    )
+    declare_guards(app, guarded, loopback_only=settings.loopback_requests_only)
     _match_whole_paths(app.router.routes)
     _no_slash_redirects(app.router)
     _describe_answers(app)
-
-
-def _body_readers(routes: list[BaseRoute]) -> Callable[[str, str], bool]:
-    """Whether a route reads the body of a request of this method to this path: only
-    those requests' bodies are checked for their size, type and encoding. The others'
-    are never read, and a request a route does not take is answered 404 or 405, as
-    without its body, not told to send JSON."""
-    reading = [
-        route for route in routes if isinstance(route, APIRoute) and "POST" in (route.methods or ())
-    ]
-    # Looked up by the whole path first: the ingestion routes', every event's request.
-    fixed = {route.path for route in reading if not route.param_convertors}
-    patterns = [route.path_regex for route in reading if route.param_convertors]
-
-    def reads_body(method: str, path: str) -> bool:
-        return method == "POST" and (
-            path in fixed or any(pattern.match(path) for pattern in patterns)
-        )
-
-    return reads_body
-
-
-def _count_refused_events(scope: Scope) -> None:
-    """Count a body refused at the request edge (a 413 or a 415) to an ingestion route as
-    one rejected event of no type read, as the route counts a body it refuses with a 422:
-    counted nowhere, a client whose every event was too large or not JSON showed no
-    rejections."""
-    if scope["path"] not in _INGESTION_PATHS:
-        return
-    state = scope.get("state") or {}
-    runtime = state[RUNTIME] if RUNTIME in state else scope["app"].state.runtime
-    runtime.metrics.count_event("unknown", "rejected")
-
-
-_INGESTION_PATHS = frozenset({"/events", "/events/batch"})
 
 
 def _describe_answers(app: FastAPI) -> None:

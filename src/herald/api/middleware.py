@@ -8,7 +8,8 @@ a Latin-1 body could be stored with other characters than it holds), and a quiet
 one log line, for a request whose connection closed before its whole body arrived. A path
 whose %-escapes are not UTF-8 is refused, rather than read with replacement characters,
 and so, on a server without both tokens, is a request addressed to another host than
-a loopback one."""
+a loopback one. A body that would be refused, of a request without the bearer token its
+route asks for, is answered that route's 401 instead."""
 
 from __future__ import annotations
 
@@ -38,19 +39,25 @@ class RequestEdge:
         body_limit_by_path: dict[str, int],
         reads_body: Callable[[str, str], bool],
         body_refused: Callable[[Scope], None] = lambda scope: None,
+        token_refusal: Callable[[Scope], str | None] = lambda scope: None,
         loopback_only: bool = False,
     ) -> None:
         """``reads_body(method, path)``: whether a route reads the body of such a request;
         the others' bodies are neither checked nor read, so a request to a path or with a
         method no route takes is answered 404 or 405 whatever its body. ``body_refused``
         is told of each request whose body is refused here (a 413 or a 415), which no
-        route then sees. ``loopback_only``: refuse requests whose ``Host`` is not a
-        loopback name (see ``Settings.loopback_requests_only``)."""
+        route then sees. ``token_refusal(scope)``: why a request lacks the bearer token
+        its route asks for (the detail of a 401), else None; asked only of a request
+        whose body would be refused, which is then answered that 401 instead, as its
+        route would answer it, and is not told to ``body_refused``. ``loopback_only``:
+        refuse requests whose ``Host`` is not a loopback name (see
+        ``Settings.loopback_requests_only``)."""
         self.app = app
         self.body_limit = body_limit
         self.body_limit_by_path = body_limit_by_path
         self.reads_body = reads_body
         self.body_refused = body_refused
+        self.token_refusal = token_refusal
         self.loopback_only = loopback_only
         self._loopback_hosts: set[bytes] = set()  # Host values found loopback: a few
         # A random per-process prefix and a counter: unique, and cheaper than uuid4 per request.
@@ -113,24 +120,22 @@ class RequestEdge:
             has_body = framed and self.reads_body(scope["method"], scope["path"])
             if has_body and encoding not in (b"identity", b""):
                 detail = f"Content-Encoding {encoding.decode('latin-1')!r} is not supported: "
-                self.body_refused(scope)
-                await _reply(send_with_id, 415, detail + "send the body uncompressed")
+                await self._refuse(scope, send_with_id, 415, detail + "send the body uncompressed")
             elif has_body and not _is_json(media_type):
                 # Also what keeps a web page from posting here: a browser sends another
                 # origin JSON only after asking (CORS), but text/plain without asking.
                 got = f"Content-Type {media_type.decode('latin-1')!r}" if media_type else "none"
-                self.body_refused(scope)
-                await _reply(send_with_id, 415, f"send JSON as application/json (got {got})")
+                detail = f"send JSON as application/json (got {got})"
+                await self._refuse(scope, send_with_id, 415, detail)
             elif has_body and charset is not None and charset not in _UTF_8:
                 said = charset.decode("latin-1")
-                self.body_refused(scope)
-                await _reply(send_with_id, 415, f"send JSON in UTF-8 (got charset {said!r})")
+                detail = f"send JSON in UTF-8 (got charset {said!r})"
+                await self._refuse(scope, send_with_id, 415, detail)
             elif has_body and length is not None and length > limit:
                 # Only where a body is read: a GET's is discarded unread whatever its size,
                 # so a 413 there would refuse a request for what it does not use (and no
                 # GET route's document lists one).
-                self.body_refused(scope)
-                await _too_large(send_with_id, limit)
+                await self._refuse(scope, send_with_id, 413, _too_large(limit))
             elif length is not None or not has_body:
                 # The server delivers no more than the declared length, and a route that
                 # reads no body reads none of it: nothing to count.
@@ -151,6 +156,18 @@ class RequestEdge:
             )
         finally:
             request_id.reset(token)
+
+    async def _refuse(self, scope: Scope, send: Any, status: int, detail: str) -> None:
+        """Refuse the body of a request, answering ``status`` with ``detail``, unless the
+        request lacks the token its route asks for: then the 401 its route would answer.
+        A client without the token learns nothing of what the route takes, and counts
+        as no event (see ``herald_events_total``): it is no client of this server's."""
+        missing_token = self.token_refusal(scope)
+        if missing_token is not None:
+            await _reply(send, 401, missing_token, _ASKS_FOR_BEARER)
+            return
+        self.body_refused(scope)
+        await _reply(send, status, detail)
 
     def _addressed_to_loopback(self, host: bytes) -> bool:
         """Whether ``host`` (a Host header, with or without its port) names a loopback
@@ -182,8 +199,9 @@ class RequestEdge:
                 seen += len(message.get("body", b""))
                 if seen > limit:
                     refused = True
+                    # The route checked the token before reading: no 401 to answer.
                     self.body_refused(scope)
-                    await _too_large(send, limit)
+                    await _reply(send, 413, _too_large(limit))
                     return {"type": "http.disconnect"}
             return message
 
@@ -242,8 +260,8 @@ def _is_json(media_type: bytes) -> bool:
     )
 
 
-async def _too_large(send: Any, limit: int) -> None:
-    await _reply(send, 413, f"request body larger than {limit} bytes")
+def _too_large(limit: int) -> str:
+    return f"request body larger than {limit} bytes"
 
 
 def _request_id(value: bytes) -> tuple[str, bytes]:
@@ -261,7 +279,12 @@ def _request_id(value: bytes) -> tuple[str, bytes]:
         return value[:64].decode("latin-1"), value[:64]
 
 
-async def _reply(send: Any, status: int, detail: str) -> None:
+_ASKS_FOR_BEARER = ((b"www-authenticate", b"Bearer"),)
+
+
+async def _reply(
+    send: Any, status: int, detail: str, headers: tuple[tuple[bytes, bytes], ...] = ()
+) -> None:
     body = orjson.dumps({"detail": detail})
     await send(
         {
@@ -270,6 +293,7 @@ async def _reply(send: Any, status: int, detail: str) -> None:
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
+                *headers,
             ],
         }
     )
