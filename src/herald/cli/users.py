@@ -83,7 +83,7 @@ def users_forget(
     which their sends are removed."""
     from herald.bootstrap import outbox_path, utc_now
     from herald.config import StubFileSettings
-    from herald.service.erasure import forget_user
+    from herald.service.erasure import SendsNotRemoved, forget_user
 
     settings = settings_from(StubFileSettings, database_url=database)
     # A dry run only reads: it may count on a standby or a read-only file.
@@ -106,11 +106,13 @@ def users_forget(
                 stub_file=outbox_path(settings),
                 dry_run=dry_run,
             )
-        except OSError as exc:  # the stub's file, read or rewritten after the commit
+        except SendsNotRemoved as exc:  # the stub's file, rewritten after the commit
             fail(
-                f"the user's sends could not be removed from {exc.filename}: {exc.strerror}"
-                + ("" if dry_run else "; the database's part is done: run this again")
+                f"the user's sends could not be removed from {exc.path}: {exc.problem}; "
+                "the database's part is done: run this again"
             )
+        except OSError as exc:  # the stub's file, read by a dry run
+            fail(f"the user's sends could not be removed from {exc.filename}: {exc.strerror}")
     if done is None:
         fail(f"no user {user_id!r} in the database: nothing to forget")
     _say_forgotten(done, user_id, dry_run=dry_run, stub_file=outbox_path(settings))

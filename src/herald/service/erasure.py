@@ -17,6 +17,19 @@ from herald.store.unit_of_work import ReadOnly, UnitOfWork
 log = logging.getLogger(__name__)
 
 
+class SendsNotRemoved(Exception):
+    """The user was forgotten in the database, committed, but their sends could not be
+    removed from the stub provider's file at ``path``: ``problem`` says why (it is a
+    FIFO, a folder, unreadable). Forgetting the user again once the file is fixed
+    removes them; ``forgotten`` is what the database's part did."""
+
+    def __init__(self, forgotten: Forgotten, path: Path, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.forgotten = forgotten
+        self.path = path
+        self.problem = problem
+
+
 def forget_user(
     database: Database,
     user_id: str,
@@ -30,7 +43,9 @@ def forget_user(
     sends in the stub provider's ``stub_file``) and redact their messages, cancelling
     those not yet sent; ``how`` (the command or request) is named in the cancelled
     messages' reason. None for a user Herald has never seen. ``dry_run``: say what it
-    would do, changing nothing."""
+    would do, changing nothing. Raises ``SendsNotRemoved`` when the database's part is
+    committed but the stub's file could not be rewritten, and ``OSError`` when a dry run
+    cannot read it."""
     if dry_run:
         with ReadOnly(database) as read:
             found = read.erasure.count(user_id) if read.erasure.exists(user_id) else None
@@ -42,7 +57,10 @@ def forget_user(
         return done
     # After the commit: a send the stub records meanwhile is of a message the erasure
     # found being sent, which forgetting the user again removes, as its attempt.
-    return done._replace(outbox_lines=erase_user(stub_file, user_id))
+    try:
+        return done._replace(outbox_lines=erase_user(stub_file, user_id))
+    except OSError as exc:  # the path swapped for a FIFO or a folder since the start
+        raise SendsNotRemoved(done, stub_file, exc.strerror or str(exc)) from exc
 
 
 def _forget_in_database(

@@ -4,14 +4,19 @@ it when a user closes their account or invokes their right to erasure."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
+import httpx
 from fastapi.testclient import TestClient
 
 from herald.api.app import create_app
 from herald.config import Settings
 from tests.support.api_requests import ATTEMPT_3, guarded, payment_failed, signup
-from tests.support.processes import wait_for
+from tests.support.json_schema import schema_problems
+from tests.support.ports import free_port
+from tests.support.processes import HeraldProcess, herald_environment, run_herald, wait_for
+from tests.support.serving import sqlite_url
 
 
 def _sent(client: TestClient, user: str, count: int) -> None:
@@ -152,3 +157,62 @@ def test_forgetting_takes_the_admin_token(database_url: str, tmp_path: Path) -> 
         forgotten = client.delete("/users/u_1", headers={"Authorization": "Bearer admin-secret"})
 
     assert (refused.status_code, forgotten.status_code) == (401, 200)
+
+
+def test_a_stub_file_replaced_by_a_fifo_after_start_is_said_in_the_answer(tmp_path: Path) -> None:
+    """`herald serve` refuses a FIFO for its outbox at start, but the path may be swapped
+    for one while it runs: the erasure, committed, then failed on the file and the client
+    got a bare `500 Internal Server Error`, not knowing the user was forgotten in the
+    database, nor why the rest was not done. Through a real server, so that a request
+    held on the FIFO would show as one with no answer."""
+    outbox = tmp_path / "outbox.jsonl"
+    url = sqlite_url(tmp_path)
+    env = herald_environment(HERALD_OUTBOX_FILE=str(outbox))
+    assert run_herald(["db", "upgrade", "--database", url], env=env, cwd=tmp_path).returncode == 0
+    port = free_port()
+    with HeraldProcess("api", log_dir=tmp_path) as api:
+        api.start(["serve", "--port", str(port), "--database", url], env, cwd=tmp_path)
+        base = f"http://127.0.0.1:{port}"
+        api.wait_healthy(f"{base}/readyz")
+        stored = httpx.post(f"{base}/events", json=signup(user="u_gone"), timeout=10)
+        assert stored.status_code == 202, stored.text
+        wait_for(outbox.exists, "the welcome email in the stub's file")
+        outbox.unlink()
+        os.mkfifo(outbox)
+
+        answer = httpx.delete(f"{base}/users/u_gone", timeout=10)
+        audit = httpx.get(f"{base}/audit/u_gone", timeout=10).json()
+
+        assert answer.status_code == 500, answer.text
+        assert answer.json()["detail"] == (
+            "user 'u_gone' was forgotten in the database, but their sends could not be "
+            f"removed from the stub provider's file {outbox}: it is a FIFO (a named pipe), "
+            "not a regular file; name a file. Asked again once the file is fixed, Herald "
+            "removes them"
+        )
+        assert answer.json()["forgotten"] == {
+            "user_id": "u_gone",
+            "events_deleted": 1,
+            "traits_deleted": 2,
+            "delivery_attempts_deleted": 1,
+            "messages_redacted": 1,
+            "messages_cancelled": 0,
+            "messages_in_flight": 0,
+            "outbox_file_lines_deleted": 0,
+        }
+        assert audit["events"] == [] and audit["user"]["forgotten_at"] is not None
+        document = httpx.get(f"{base}/openapi.json", timeout=10).json()
+        documented = document["paths"]["/users/{user_id}"]["delete"]["responses"]["500"]
+        schema = documented["content"]["application/json"]["schema"]
+        assert schema_problems(document, schema, answer.json()) == []
+        # Fixed, with a send of theirs in it: asked again, the erasure reaches it.
+        outbox.unlink()
+        outbox.write_text('{"user_id": "u_gone"}\n{"user_id": "u_kept"}\n', encoding="utf-8")
+        again = httpx.delete(f"{base}/users/u_gone", timeout=10)
+        assert (again.status_code, again.json()["outbox_file_lines_deleted"]) == (200, 1)
+        assert outbox.read_text(encoding="utf-8") == '{"user_id": "u_kept"}\n'
+        # The operator, who can fix the file, is told as well.
+        wait_for(
+            lambda: "could not be removed from the stub provider's file" in api.output(),
+            "the server's error line",
+        )

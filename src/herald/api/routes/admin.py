@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from pydantic import TypeAdapter, ValidationError
 
 from herald.api.body import json_body, json_value
@@ -17,15 +19,19 @@ from herald.api.schemas.responses import (
     DATABASE_UNAVAILABLE,
     UNSUPPORTED_BODY,
     ClientError,
+    ForgottenInDatabaseOnly,
     ForgottenOut,
     PreferencesOut,
     RulesOut,
     ValidationErrors,
 )
 from herald.bootstrap import outbox_path
-from herald.service.erasure import forget_user
+from herald.service.erasure import SendsNotRemoved, forget_user
 from herald.service.intake import id_problem
 from herald.service.preferences import set_unsubscribes
+from herald.store.erasure import Forgotten
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["admin"], dependencies=[AdminOnly])
 
@@ -164,26 +170,56 @@ def set_preferences(
             "description": "Unknown user: Herald has no event or preference of theirs",
         },
         422: {"model": ValidationErrors, "description": "Invalid id"},
+        500: {
+            "model": ForgottenInDatabaseOnly,
+            "description": "Forgotten in the database, but the user's sends are still in "
+            "the stub provider's file, which is no longer a regular file",
+        },
         503: DATABASE_UNAVAILABLE,
     },
 )
-def delete_user(user_id: UserIdPath, runtime: RuntimeDep, request: Request) -> dict[str, Any]:
+def delete_user(
+    user_id: UserIdPath, runtime: RuntimeDep, request: Request
+) -> dict[str, Any] | JSONResponse:
     """Forget the user, at their request: delete their events, traits and delivery
     attempts, and redact their messages, cancelling those not sent yet. The message rows
     stay without personal data, holding the user's limits, and so do the user's id and
     unsubscribes. An event of theirs sent again is stored without its properties and
     traits, and no rule acts on one dated before this. Asked again, it answers 200 with
     what was left."""
-    done = forget_user(
-        runtime.database,
-        user_id,
-        now=runtime.clock(),
-        how="DELETE /users/{user_id}",
-        stub_file=outbox_path(runtime.settings),
-    )
+    try:
+        done = forget_user(
+            runtime.database,
+            user_id,
+            now=runtime.clock(),
+            how="DELETE /users/{user_id}",
+            stub_file=outbox_path(runtime.settings),
+        )
+    except SendsNotRemoved as exc:
+        database_served(request)
+        return _forgotten_in_database_only(user_id, exc)
     database_served(request)
     if done is None:
         raise HTTPException(404, f"unknown user {user_id!r}")
+    return _forgotten_out(user_id, done)
+
+
+def _forgotten_in_database_only(user_id: str, exc: SendsNotRemoved) -> JSONResponse:
+    """The 500 of an erasure committed in the database whose sends stay in the stub's
+    file: it says both, as a bare 500 left the client unsure whether anything was done,
+    and the operator, who can fix the file, gets the same line in the log."""
+    said = (
+        f"user {user_id!r} was forgotten in the database, but their sends could not be "
+        f"removed from the stub provider's file {exc.path}: {exc.problem}"
+    )
+    log.error("%s; forget them again once it is fixed", said)
+    detail = f"{said}. Asked again once the file is fixed, Herald removes them"
+    return JSONResponse(
+        {"detail": detail, "forgotten": _forgotten_out(user_id, exc.forgotten)}, status_code=500
+    )
+
+
+def _forgotten_out(user_id: str, done: Forgotten) -> dict[str, Any]:
     return {
         "user_id": user_id,
         "events_deleted": done.events,

@@ -146,6 +146,15 @@ class ForgottenOut(_Answer):
     )
 
 
+class ForgottenInDatabaseOnly(_Answer):
+    detail: str = Field(
+        description="That the user was forgotten in the database, and why their sends "
+        "could not be removed from the stub provider's file (the path swapped for a FIFO "
+        "or a folder since the server started): asked again once it is fixed, it removes them"
+    )
+    forgotten: ForgottenOut = Field(description="What the database's part did, committed")
+
+
 class UserOut(_Answer):
     user_id: str
     traits: dict[str, Any] = Field(description="Merged from events; the latest event time wins")
