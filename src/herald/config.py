@@ -63,9 +63,15 @@ class RulesSettings(BaseSettings):
         return value
 
 
+class RetentionSettings(DatabaseSettings, RulesSettings):
+    """The settings of ``prune``: the database, and the rule file whose once-per-user
+    rules decide which messages are redacted. Not the stub provider's file, which a
+    prune never opens (the sends it recorded stay until a user is forgotten)."""
+
+
 class RuleFileSettings(StubFileSettings, RulesSettings):
-    """The settings of the commands that also read the rule file (``prune``, and ``rules
-    check``, which names the stub provider's file as the server would write it)."""
+    """The settings of the commands that read the rule file and find the stub provider's
+    file as the server does (``rules check``, which names it as the server would write it)."""
 
 
 class WorkerSettings(RuleFileSettings):

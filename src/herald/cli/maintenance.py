@@ -13,7 +13,7 @@ from herald.cli.database_opening import fail_if_unavailable, open_database
 from herald.cli.interrupts import Terminated, terminating_as_interrupted
 from herald.cli.options import DatabaseOpt, database_url_from, settings_from
 from herald.cli.output import counted, fail, fail_on_rule_file
-from herald.config import RuleFileSettings
+from herald.config import RetentionSettings
 from herald.observability.operator_lines import console
 
 if TYPE_CHECKING:
@@ -201,7 +201,7 @@ def prune(
     from herald.rules.loader import RuleFileError, load_ruleset
     from herald.service.retention import history_fence
 
-    settings = settings_from(RuleFileSettings, database_url=database, rules=rules)
+    settings = settings_from(RetentionSettings, database_url=database, rules=rules)
     try:
         ruleset = load_ruleset(settings.rules)
     except RuleFileError as exc:

@@ -3,9 +3,11 @@ it refuses, the write-ahead log it keeps short, and what it says when interrupte
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import sqlite3
+import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -145,6 +147,31 @@ def test_herald_prune_dry_run_reports_what_it_would_prune_and_changes_nothing(
     assert "pruned 3 events and 0 messages" in done.output  # as the dry run said
     assert "redacted 2 messages" in done.output
     assert f"were pruned: history_pruned_before {would} in their audit" in done.output
+
+
+def test_herald_prune_neither_reads_nor_refuses_the_stub_provider_s_file(
+    database: Database, database_url: str, ruleset: RuleSet, tmp_path: Path
+) -> None:
+    """A prune run by a cron job that shares the server's environment: it deletes from
+    the database alone, so a HERALD_OUTBOX_FILE the server would refuse (a FIFO, whose
+    opening waits for good) neither stops it nor holds it, and the file is left as it was."""
+    now = datetime.now(UTC)
+    long_ago = now - timedelta(days=500)
+    store(database, ruleset, [signup("u_a", long_ago)], now=long_ago)
+    deliver(database, at=long_ago, outcome_by_user={"u_a": SENT})
+    fifo = tmp_path / "outbox.jsonl"
+    os.mkfifo(fifo)
+
+    result = CliRunner().invoke(
+        cli,
+        ["prune", "--older-than", "400d", "--database", database_url],
+        env={"HERALD_OUTBOX_FILE": str(fifo)},
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "pruned 1 event and 0 messages" in result.output
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+    assert event_ids(database) == set()
 
 
 def test_a_dry_run_counts_on_a_database_that_refuses_writes(
