@@ -67,12 +67,12 @@ def replay(
 ) -> list[Decision]:
     """Every decision made while ``arrivals`` come in one by one at ``now``, limits
     applied; ``unsubscribed``: what the user unsubscribed from through the API, and
-    ``unsubscribed_us`` when (microseconds), if known."""
+    ``unsubscribed_us`` when (microseconds), if known, the same for each."""
     known: list[Event] = []
     held: dict[str, str] = {}
-    profile = UserProfile(
-        USER, {}, unsubscribed=frozenset(unsubscribed), unsubscribed_us=unsubscribed_us
-    )
+    names = frozenset(unsubscribed)
+    times = {} if unsubscribed_us is None else dict.fromkeys(names, unsubscribed_us)
+    profile = UserProfile(USER, {}, unsubscribed=names, unsubscribed_times=times)
     decisions: list[Decision] = []
     for arriving in arrivals:
         profile = profile.merged(arriving.user_traits, to_micros(arriving.timestamp))

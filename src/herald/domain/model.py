@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import field
 from datetime import datetime
 from enum import StrEnum
@@ -132,9 +133,9 @@ class UserProfile:
     unsubscribed: frozenset[str] = frozenset()
     # When the user was last forgotten at their request (microseconds), if ever.
     forgotten_us: int | None = None
-    # When ``unsubscribed`` was last set through the API (microseconds); None when never,
-    # or set before Herald kept the time.
-    unsubscribed_us: int | None = None
+    # When each name of ``unsubscribed`` was unsubscribed from through the API
+    # (microseconds), by name; absent when Herald did not keep the time.
+    unsubscribed_times: Mapping[str, int] = field(default_factory=dict)
 
     def merged(self, traits: Mapping[str, Any], at_micros: int) -> UserProfile:
         """Merge traits from an event at ``at_micros``; the later event time wins per trait.
@@ -157,8 +158,16 @@ class UserProfile:
             self.pruned_before_us,
             self.unsubscribed,
             self.forgotten_us,
-            self.unsubscribed_us,
+            self.unsubscribed_times,
         )
+
+    def unsubscribed_since(self, names: AbstractSet[str]) -> int | None:
+        """When the earliest of the user's unsubscribes through the API from any of
+        ``names`` was made (microseconds), or None when they made none, or Herald did
+        not keep its time: each channel has its own, so that the email unsubscribe of
+        Monday is not said to be Tuesday's, when sms was added."""
+        known = [when for name, when in self.unsubscribed_times.items() if name in names]
+        return min(known) if known else None
 
     def seen_by(self, event: Event) -> dict[str, Any]:
         """The ``user`` variable for a rule about ``event``: the profile overlaid with the

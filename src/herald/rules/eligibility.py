@@ -53,13 +53,13 @@ def consent_problem(
 
 def _made_at(profile: UserProfile | None, names: set[str]) -> str:
     """`` at <time>`` when the user's unsubscribe through the API names one of ``names``
-    or all marketing and Herald knows when it was made (not for an unsubscribe the
-    trait's alone covers: the trait says all marketing, the API only email); else ""."""
-    if profile is None or profile.unsubscribed_us is None:
+    or all marketing and Herald knows when it was made, that unsubscribe's own (not for
+    an unsubscribe the trait's alone covers: the trait says all marketing, the API only
+    email); else ""."""
+    if profile is None or not profile.unsubscribed_times:
         return ""
-    if not profile.unsubscribed & {*names, "marketing", "all"}:
-        return ""
-    return f" at {iso(from_micros(profile.unsubscribed_us))}"
+    when = profile.unsubscribed_since({*names, "marketing", "all"})
+    return "" if when is None else f" at {iso(from_micros(when))}"
 
 
 def closed_to_marketing(traits: Mapping[str, object]) -> frozenset[str]:
@@ -120,11 +120,11 @@ def withdrawing_trait(profile: UserProfile) -> tuple[str, int | None]:
 
 def closed_by(profile: UserProfile, channel: str) -> str:
     """What closes ``channel`` to marketing for the user, as ``closed_now`` finds it: an
-    unsubscribe through the API, with when it was set if known, or a trait with the time
+    unsubscribe through the API, with when it was made if known, or a trait with the time
     of the event it came from."""
     api = profile.unsubscribed
     if "marketing" in api or "all" in api or channel in api:
-        when = profile.unsubscribed_us
+        when = profile.unsubscribed_since({channel, "marketing", "all"})
         since = "" if when is None else f" at {iso(from_micros(when))}"
         return f"they unsubscribed through POST /users/{{id}}/preferences{since}"
     name, when = withdrawing_trait(profile)

@@ -29,7 +29,7 @@ def _profile(
         times,
         pruned_before_us,
         unsubscribed,
-        unsubscribed_us=preferences_set_us(preferences),
+        unsubscribed_times=unsubscribe_times(preferences),
     )
 
 
@@ -38,6 +38,23 @@ def preferences_set_us(preferences: dict[str, Any] | None) -> int | None:
     None: they are stored without it when set before Herald kept the time."""
     set_us = (preferences or {}).get("set_us")
     return set_us if type(set_us) is int else None
+
+
+def unsubscribe_times(preferences: dict[str, Any] | None) -> dict[str, int]:
+    """When each unsubscribe of ``preferences``, as stored, was made (microseconds), by
+    name: its own time (``unsubscribed_us``, null when not known), or, in preferences
+    stored before each name kept one, when they were last set (``set_us``), the time
+    they then gave them all. A name whose time is not known is left out."""
+    stored = preferences or {}
+    own = stored.get("unsubscribed_us")
+    own = own if isinstance(own, dict) else {}
+    set_us = preferences_set_us(stored)
+    times = {}
+    for name in stored.get("unsubscribed") or ():
+        when = own.get(name, set_us) if isinstance(name, str) else None  # null: not known
+        if type(when) is int:
+            times[name] = when
+    return times
 
 
 class UserRepository:
@@ -96,7 +113,9 @@ class UserRepository:
     def set_preferences(self, user_id: str, preferences: dict[str, Any], now_us: int) -> None:
         """Replace the user's preferences (a user not seen yet is created with no traits)
         at ``now_us``, microseconds since the epoch, kept with them as ``set_us`` (in the
-        preferences' JSON: it needs no column of its own). The caller commits."""
+        preferences' JSON: it needs no column of its own), as are the times of each
+        unsubscribe (``unsubscribed_us``) when ``preferences`` hold them. The caller
+        commits."""
         statement = insert_for(self._dialect, users).values(
             user_id=user_id,
             traits={},

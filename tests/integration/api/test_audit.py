@@ -49,7 +49,7 @@ def test_an_id_escaped_in_another_encoding_than_utf8_is_refused_not_stored_for_a
     assert "Jos%C3%A9" in unsubscribe.json()["detail"]
     assert client.get("/audit/Jos\ufffd").status_code == 404  # no user was made of it
     untouched = client.get("/audit/Jos%C3%A9").json()["user"]["preferences"]
-    assert untouched == {"unsubscribed": [], "updated_at": None}
+    assert untouched == {"unsubscribed": [], "updated_at": None, "unsubscribed_at": {}}
 
 
 def test_a_nul_in_a_path_id_is_refused_as_in_an_event_not_with_a_regular_expression(

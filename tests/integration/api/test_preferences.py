@@ -6,8 +6,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from fastapi.testclient import TestClient
-from sqlalchemy import text
+from sqlalchemy import text, update
 
+from herald.store.tables import users
 from tests.support.api_requests import payment_failed, signup
 from tests.support.processes import wait_for
 
@@ -59,6 +60,33 @@ def test_an_unsubscribe_cancels_a_marketing_dead_letter_as_its_answer_documents(
     assert "dead letter" in documented["properties"]["cancelled_messages"]["description"]
 
 
+def test_a_message_an_unsubscribe_cancels_says_when_each_channel_was_unsubscribed_from(
+    client: TestClient,
+) -> None:
+    """Unsubscribed from sms first, then from email too: the welcome email it cancels
+    said both were made at the second request."""
+    sms = client.post("/users/u_apart/preferences", json={"unsubscribed": ["sms"]}).json()
+    welcome = client.post("/events", json=signup(user="u_apart")).json()["decisions"][0]
+    database = client.app.state.runtime.database  # type: ignore[attr-defined]
+    wait_for(lambda: client.get("/audit/u_apart").json()["messages"][0]["status"] == "sent", "sent")
+    with database.writer.begin() as connection:  # as if every attempt had failed
+        connection.execute(
+            text("UPDATE messages SET status = 'failed' WHERE message_id = :id"),
+            {"id": welcome["message_id"]},
+        )
+
+    both = client.post("/users/u_apart/preferences", json={"unsubscribed": ["email", "sms"]})
+
+    assert both.json()["cancelled_messages"] == [welcome["message_id"]]
+    sms_at, email_at = sms["preferences"]["updated_at"], both.json()["preferences"]["updated_at"]
+    [message] = client.get("/audit/u_apart").json()["messages"]
+    assert message["status"] == "cancelled"
+    assert (
+        f"the user unsubscribed from sms at {sms_at}, email at {email_at}"
+        in (message["last_error"])
+    )
+
+
 def test_the_preferences_have_one_shape_whether_set_here_or_never(client: TestClient) -> None:
     """A user an event created has no preferences stored: the audit showed ``{}`` there,
     and ``{"unsubscribed": []}`` once an empty list was set, two shapes of one meaning."""
@@ -70,11 +98,11 @@ def test_the_preferences_have_one_shape_whether_set_here_or_never(client: TestCl
     def unsubscribed(user: str) -> object:
         return client.get(f"/audit/{user}").json()["user"]["preferences"]["unsubscribed"]
 
-    assert never_set == {"unsubscribed": [], "updated_at": None}
+    assert never_set == {"unsubscribed": [], "updated_at": None, "unsubscribed_at": {}}
     assert emptied["preferences"]["unsubscribed"] == []
     assert (unsubscribed("u_empty"), unsubscribed("u_sms")) == ([], ["sms"])
     schemas = client.get("/openapi.json").json()["components"]["schemas"]
-    assert schemas["Preferences"]["required"] == ["unsubscribed", "updated_at"]
+    assert schemas["Preferences"]["required"] == ["unsubscribed", "updated_at", "unsubscribed_at"]
     for answer in ("UserOut", "PreferencesOut"):
         documented = schemas[answer]["properties"]["preferences"]
         assert "#/components/schemas/Preferences" in str(documented), answer
@@ -91,13 +119,78 @@ def test_the_audit_says_since_when_the_preferences_were_set(client: TestClient) 
     set_at = answer["preferences"]["updated_at"]
     assert set_at.endswith("Z") and before <= datetime.fromisoformat(set_at) <= after
     audited = client.get("/audit/u_since").json()["user"]["preferences"]
-    assert audited == {"unsubscribed": ["email"], "updated_at": set_at}
+    assert audited == {
+        "unsubscribed": ["email"],
+        "updated_at": set_at,
+        "unsubscribed_at": {"email": set_at},
+    }
     never_set = client.get("/audit/u_events_only").json()["user"]["preferences"]
-    assert never_set == {"unsubscribed": [], "updated_at": None}
+    assert never_set == {"unsubscribed": [], "updated_at": None, "unsubscribed_at": {}}
     welcome = client.post("/events", json=signup(user="u_since")).json()["decisions"][0]
     assert welcome["reason"].endswith(f"the user unsubscribed from email at {set_at}")
     schemas = client.get("/openapi.json").json()["components"]["schemas"]
     assert "updated_at" in schemas["Preferences"]["required"]
+
+
+def test_each_channel_s_unsubscribe_is_said_at_its_own_time(client: TestClient) -> None:
+    """An unsubscribe from email, then one from sms as well: the skipped welcome email
+    said the user unsubscribed from email when they added sms, as the preferences kept
+    one time, that of the last change, for every channel."""
+    email = client.post("/users/u_two/preferences", json={"unsubscribed": ["email"]}).json()
+    email_at = email["preferences"]["updated_at"]
+    both = client.post("/users/u_two/preferences", json={"unsubscribed": ["sms", "email"]}).json()
+    sms_at = both["preferences"]["updated_at"]
+    assert datetime.fromisoformat(email_at) < datetime.fromisoformat(sms_at)
+
+    welcome = client.post("/events", json=signup(user="u_two")).json()["decisions"][0]
+
+    assert welcome["rule"] == "WELCOME_EMAIL" and welcome["outcome"] == "skipped"
+    assert welcome["reason"].endswith(f"the user unsubscribed from email at {email_at}")
+    shown = {
+        "unsubscribed": ["email", "sms"],
+        "updated_at": sms_at,  # still when they were last set
+        "unsubscribed_at": {"email": email_at, "sms": sms_at},
+    }
+    assert both["preferences"] == shown
+    assert client.get("/audit/u_two").json()["user"]["preferences"] == shown
+    # Dropped and made again, an unsubscribe is as new as its second making.
+    client.post("/users/u_two/preferences", json={"unsubscribed": ["sms"]})
+    again = client.post("/users/u_two/preferences", json={"unsubscribed": ["email", "sms"]}).json()
+    made_again = again["preferences"]["updated_at"]
+    assert again["preferences"]["unsubscribed_at"] == {"email": made_again, "sms": sms_at}
+
+
+def test_preferences_stored_with_one_time_give_it_to_each_of_their_channels(
+    client: TestClient,
+) -> None:
+    """Stored before each channel kept its own time, preferences hold only when they were
+    last set: that time stays each of their channels' own once another channel is added,
+    rather than becoming the new one's."""
+    client.post("/users/u_old/preferences", json={"unsubscribed": ["email"]})
+    database = client.app.state.runtime.database  # type: ignore[attr-defined]
+    with database.writer.begin() as connection:  # as an earlier Herald stored them
+        connection.execute(
+            update(users)
+            .where(users.c.user_id == "u_old")
+            .values(preferences={"unsubscribed": ["email"], "set_us": OLD_SET_US})
+        )
+    old_at = "2026-01-02T03:04:05Z"
+    before = client.get("/audit/u_old").json()["user"]["preferences"]
+    assert before == {
+        "unsubscribed": ["email"],
+        "updated_at": old_at,
+        "unsubscribed_at": {"email": old_at},
+    }
+
+    both = client.post("/users/u_old/preferences", json={"unsubscribed": ["email", "sms"]}).json()
+
+    sms_at = both["preferences"]["updated_at"]
+    assert both["preferences"]["unsubscribed_at"] == {"email": old_at, "sms": sms_at}
+    welcome = client.post("/events", json=signup(user="u_old")).json()["decisions"][0]
+    assert welcome["reason"].endswith(f"the user unsubscribed from email at {old_at}")
+
+
+OLD_SET_US = 1_767_323_045_000_000  # 2026-01-02T03:04:05Z
 
 
 def test_an_event_saying_unsubscribed_is_empty_does_not_undo_an_unsubscribe_made_here(

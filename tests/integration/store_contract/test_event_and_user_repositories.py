@@ -251,7 +251,9 @@ class TestUserRepository:
             row = read.users.get_row("u_1")
         assert profile.traits == {"email": "a@b.c"}
         assert profile.unsubscribed == {"email", "sms"}
-        assert profile.unsubscribed_us == T0  # when they were set, for the skip reason
+        # When they were set, for the skip reason: stored without each name's own time,
+        # as preferences set before Herald kept it, each has that of the whole list.
+        assert profile.unsubscribed_times == {"email": T0, "sms": T0}
         assert row.traits == {"email": "a@b.c"}
         assert row.preferences == {"unsubscribed": ["sms", "email"], "set_us": T0}
 
@@ -270,4 +272,4 @@ class TestUserRepository:
 
         with ReadOnly(database) as read:
             profile = read.users.get_many(["u_old"])["u_old"]
-        assert (profile.unsubscribed, profile.unsubscribed_us) == ({"sms"}, None)
+        assert (profile.unsubscribed, profile.unsubscribed_times) == ({"sms"}, {})

@@ -239,10 +239,20 @@ def test_what_closed_a_channel_names_the_api_unsubscribe_or_the_trait_and_its_ti
         "their marketing_opt_in is false, from an event at 2025-11-03T12:00:00Z"
     )
     assert closed_by(by_api, "sms") == "they unsubscribed through POST /users/{id}/preferences"
-    by_api_since = UserProfile("u", unsubscribed=frozenset({"sms"}), unsubscribed_us=at_noon)
+    by_api_since = UserProfile(
+        "u", unsubscribed=frozenset({"sms"}), unsubscribed_times={"sms": at_noon}
+    )
     assert closed_by(by_api_since, "sms") == (
         "they unsubscribed through POST /users/{id}/preferences at 2025-11-03T12:00:00Z"
     )
+    at_one = to_micros(at("2025-11-03T13:00:00+00:00"))
+    apart = UserProfile(
+        "u",
+        unsubscribed=frozenset({"email", "sms"}),
+        unsubscribed_times={"email": at_noon, "sms": at_one},
+    )
+    assert closed_by(apart, "email").endswith(" at 2025-11-03T12:00:00Z")  # its own, not sms's
+    assert closed_by(apart, "sms").endswith(" at 2025-11-03T13:00:00Z")
     assert closed_by(by_list, "email") == (
         'their unsubscribed is ["email"], from an event at 2025-11-03T12:00:00Z'
     )

@@ -111,6 +111,12 @@ class Preferences(_Answer):
         description="When they were last set through POST /users/{id}/preferences (UTC "
         "ISO 8601); null when never, or set before Herald kept the time"
     )
+    unsubscribed_at: dict[str, str | None] = Field(
+        description="When the user unsubscribed from each name of `unsubscribed` (UTC ISO "
+        "8601): the request that first listed it, kept while later ones list it too. For a "
+        "list set before Herald kept each name's time, when it was set; null when that is "
+        "not known either"
+    )
 
 
 class PreferencesOut(_Answer):
