@@ -45,7 +45,9 @@ def unsubscribe_times(preferences: dict[str, Any] | None) -> dict[str, int]:
     name: its own time (``unsubscribed_us``, null when not known), or, in preferences
     stored before each name kept one, when they were last set (``set_us``), the time
     they then gave them all. A name whose time is not known is left out."""
-    stored = preferences or {}
+    if not preferences:  # most users: read with every event of theirs
+        return {}
+    stored = preferences
     own = stored.get("unsubscribed_us")
     own = own if isinstance(own, dict) else {}
     set_us = preferences_set_us(stored)
