@@ -1,5 +1,7 @@
 """Events to deliver, stored as the service stores them, a dispatcher whose providers are
-closed once the test ends, and a provider whose sends wait until the test lets them go."""
+closed once the test ends, the messages waiting with their due times and reasons, a
+database clock that follows the test's, and a provider whose sends wait until the test lets
+them go."""
 
 from __future__ import annotations
 
@@ -8,13 +10,16 @@ from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
+import pytest
+
 from herald.delivery.backoff import RetryPolicy
 from herald.delivery.dispatcher import Dispatcher
 from herald.delivery.provider import DeliveryResult, Provider, SendRequest
 from herald.domain.model import Event
-from herald.domain.timeutil import parse_timestamp
+from herald.domain.timeutil import from_micros, iso, parse_timestamp, to_micros
 from herald.rules.loader import load_ruleset
 from herald.service.ingest import ingest
+from herald.store.claims import OutboxClaims
 from herald.store.database import Database
 from herald.store.unit_of_work import ReadOnly, UnitOfWork
 from tests.conftest import FixedClock
@@ -74,6 +79,27 @@ def run_rounds(worker: Dispatcher, clock: FixedClock, rounds: int) -> None:
     for _ in range(rounds):
         asyncio.run(worker.run_once())
         clock.now += timedelta(minutes=10)
+
+
+def pending(database: Database) -> list[tuple[str, str]]:
+    """The messages waiting, as ``(due time, hold_reason)``, the earliest due first."""
+    with ReadOnly(database) as read:
+        rows = read.connection.exec_driver_sql(
+            "SELECT due_us, hold_reason FROM messages WHERE status = 'pending' "
+            "ORDER BY due_us, created_us"
+        ).all()
+    return [(iso(from_micros(due_us)), reason) for due_us, reason in rows]
+
+
+def database_clock_follows(
+    monkeypatch: pytest.MonkeyPatch, clock: FixedClock, ahead: timedelta = timedelta()
+) -> None:
+    """The database's clock, which dispatchers timing claims by it (``database_time``) read,
+    made the test's ``clock`` moved by ``ahead`` (behind when negative): a test that moves
+    its clock by hours moves the database's with it, as time would move both."""
+    monkeypatch.setattr(
+        OutboxClaims, "database_time_us", lambda _claims: to_micros(clock.now + ahead)
+    )
 
 
 def message(database: Database) -> Any:

@@ -95,7 +95,9 @@ class Dispatcher:
         not ``clock``: every dispatcher's leases are then written and judged by one clock,
         whichever host it runs on. Judged by each host's own, a dispatcher whose clock ran
         ahead of another's by more than a lease's margin took over messages the other was
-        still sending, and sent them again."""
+        still sending, and sent them again. The due times it writes (a turn, a pause's or
+        quiet hours' end, a retry's backoff) are then moved by as much as that clock runs
+        ahead of ``clock``, since it is that clock that finds them due."""
         self._database = database
         self.worker_id = worker_id
         self._clock = clock
@@ -304,7 +306,12 @@ class Dispatcher:
             # waiting for it, the leases would end that much sooner than the sends meant
             # to fit in them, and another dispatcher could claim a message being sent.
             if self._database_time:
+                # Read first, the difference errs towards due times written a hair late
+                # (by the statement's time), never early: a turn claimed before it comes
+                # is only given back again.
+                asked_us = to_micros(self._clock())
                 now_us = uow.outbox.database_time_us()
+                self._recorder.due_clock_ahead_us = now_us - asked_us
             else:
                 now_us = to_micros(self._clock())
             if self._unanswered_claims:

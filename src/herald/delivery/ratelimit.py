@@ -19,11 +19,10 @@ _TOKEN_EPSILON = 1e-9
 # it would be claimed again for nothing.
 _TURN_EARLY_S = 0.001
 # A message asked for again after its booked turn has passed by more than this is late for
-# it (its dispatcher stalled, waited for the database or for a slow receiver, or the
-# database's clock, which says what is due, runs behind this one). Every late turn
-# honoured at once would be a burst past the rate, so one is honoured only while this
-# bucket's sends, counted together, keep to the rate (with ``_LATE_SLACK_S``); the others
-# ask again as a message with no turn does. Booked again behind turns that would be
+# it (its dispatcher stalled, or waited for the database or for a slow receiver). Every
+# late turn honoured at once would be a burst past the rate, so one is honoured only while
+# this bucket's sends, counted together, keep to the rate (with ``_LATE_SLACK_S``); the
+# others ask again as a message with no turn does. Booked again behind turns that would be
 # missed alike, none of a backlog that always came back late was ever sent. A round takes
 # up a turn well within it (a poll is a quarter of a second).
 _TURN_KEPT_S = 1.0

@@ -54,6 +54,12 @@ class RoundRecorder:
         self._storage = storage
         self._wait_for_lock = wait_for_lock
         self._on_result = on_result
+        # How far the clock that judges what is due (the database's, when claims are timed
+        # by it) runs ahead of ``clock`` (negative: behind), as the dispatcher last
+        # measured it. Added to each due time written: counted by ``clock`` alone, a turn
+        # was claimed that much early, and deferred again for nothing (or a backoff cut
+        # short), while the database's clock ran ahead; late, while it ran behind.
+        self.due_clock_ahead_us = 0
         # How many messages were left unrecorded, their claims run out, since this recorder
         # began: sent again later, those sent included.
         self.unrecorded = 0
@@ -205,7 +211,7 @@ class RoundRecorder:
         records = []
         for outcome in outcomes:
             row, result = outcome.row, outcome.result
-            due_us = outcome.due_us(now_us)
+            due_us = outcome.due_us(now_us) + self.due_clock_ahead_us
             if isinstance(result, Deferred):
                 cancel = outbox.release(
                     row.message_id, worker=self.worker_id, due_us=due_us, reason=result.reason

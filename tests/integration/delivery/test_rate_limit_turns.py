@@ -15,11 +15,16 @@ import pytest
 from herald.delivery.providers.stub import StubProvider
 from herald.delivery.providers.webhook import WebhookProvider
 from herald.delivery.ratelimit import ChannelRateLimits
-from herald.domain.timeutil import to_micros
-from herald.store.claims import OutboxClaims
+from herald.domain.timeutil import iso
 from herald.store.database import Database
 from tests.conftest import FixedClock
-from tests.support.delivery import dispatcher, funds_failure, store
+from tests.support.delivery import (
+    database_clock_follows,
+    dispatcher,
+    funds_failure,
+    pending,
+    store,
+)
 from tests.support.http_receiver import CannedResponse, HttpReceiver
 
 ROUND_S = 0.25  # a busy dispatcher's rounds, as it polls
@@ -117,13 +122,11 @@ def test_a_rate_limited_backlog_drains_when_the_database_s_clock_runs_behind(
     database: Database, clock: FixedClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The database's clock, which says what is due, runs 1.5 s behind the dispatcher's:
-    each message deferred is claimed 1.5 s after its turn. Each such turn was lost and
+    each message deferred was claimed 1.5 s after its turn. Each such turn was lost and
     booked again behind the others, which would be missed alike: of a backlog of twelve,
     one was sent, and the channel sent nothing more for as long as it lasted."""
     behind_us = 1_500_000
-    monkeypatch.setattr(
-        OutboxClaims, "database_time_us", lambda _claims: to_micros(clock.now) - behind_us
-    )
+    database_clock_follows(monkeypatch, clock, -timedelta(microseconds=behind_us))
     users = [f"l{n:02d}" for n in range(12)]
     for user in users:
         store(database, clock, [funds_failure(user)])
@@ -147,3 +150,48 @@ def test_a_rate_limited_backlog_drains_when_the_database_s_clock_runs_behind(
     sent = [json.loads(line)["user_id"] for line in outbox.read_text().splitlines()]
     assert sent == users  # in their order
     assert min(later - earlier for earlier, later in pairwise(sent_at)) >= 1.0  # at the rate
+
+
+def test_a_rate_limited_backlog_is_deferred_once_when_the_database_s_clock_runs_ahead(
+    database: Database, clock: FixedClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database's clock, which says what is due, runs 1.5 s ahead of the dispatcher's.
+    Each turn was written as due by the dispatcher's clock, so the database gave every
+    message back 1.5 s before its turn, and it was deferred again, round after round
+    (``its turn is in 1.5 s``, then ``1.2 s``, down to ``0.2 s``; ``0.0 s`` with clocks a
+    few milliseconds apart), each time a claim and a write for nothing. A message
+    deferred for its turn is due at that turn by the database's clock: claimed then, it
+    is sent."""
+    ahead = timedelta(seconds=1.5)
+    database_clock_follows(monkeypatch, clock, ahead)
+    users = [f"a{n:02d}" for n in range(12)]
+    for user in users:
+        store(database, clock, [funds_failure(user)])
+        clock.now += timedelta(milliseconds=1)
+    limits = ChannelRateLimits.from_rates({"email": (1.0, 1)}, lambda: clock.now.timestamp())
+    outbox = tmp_path / "outbox.jsonl"
+    worker = dispatcher(
+        database,
+        clock,
+        {"email": StubProvider(outbox)},
+        rate_limits=limits,
+        database_time=True,
+    )
+    first = asyncio.run(worker.run_once())
+    database_now = clock.now + ahead
+    assert (first.sent, first.deferred) == (1, 11)
+    assert pending(database) == [  # each due at its turn by the database's clock
+        (iso(database_now + timedelta(seconds=n)), f"email rate limit: its turn is in {n}.0 s")
+        for n in range(1, 12)
+    ]
+    deferred, sent_at = first.deferred, [0.0]
+    for step in range(1, 80):  # 20 s
+        clock.now += timedelta(seconds=ROUND_S)
+        report = asyncio.run(worker.run_once())
+        deferred += report.deferred
+        sent_at += [step * ROUND_S] * report.sent
+
+    sent = [json.loads(line)["user_id"] for line in outbox.read_text().splitlines()]
+    assert sent == users  # in their order
+    assert sent_at == [float(n) for n in range(12)]  # each in its turn, at the rate
+    assert deferred == 11  # once each, for its turn

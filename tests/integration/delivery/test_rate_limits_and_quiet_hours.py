@@ -9,6 +9,8 @@ from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from herald.delivery.dispatcher import Dispatcher
 from herald.delivery.outcomes import DispatchReport
 from herald.delivery.providers.stub import StubProvider
@@ -24,6 +26,7 @@ from tests.conftest import FixedClock
 from tests.support.delivery import (
     RULES,
     close_after_test,
+    database_clock_follows,
     dispatcher,
     funds_failure,
     link_after_signup,
@@ -252,7 +255,7 @@ def test_a_receiver_s_429_pauses_the_whole_channel_without_using_attempts(
 
 
 def test_a_retry_due_in_quiet_hours_waits_for_the_morning(
-    database: Database, database_url: str, tmp_path: Path
+    database: Database, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An SMS first tried at 20:59:50 in Lisbon, answered 503: its retry falls due at
     21:00, inside the user's quiet hours (21:00-08:00), and must wait until 08:00 like a
@@ -263,6 +266,7 @@ def test_a_retry_due_in_quiet_hours_waits_for_the_morning(
     from herald.delivery.quiet_hours import hold_policy
 
     evening = FixedClock(parse_timestamp("2025-11-03T20:59:50Z"))  # Lisbon is UTC+0 then
+    database_clock_follows(monkeypatch, evening)  # on PostgreSQL, its clock finds what is due
     with HttpReceiver() as receiver:
         receiver.respond_with(CannedResponse(503))
         rules = tmp_path / "rules.yaml"

@@ -12,11 +12,10 @@ from typing import Any
 from herald.delivery.outcomes import DispatchReport
 from herald.delivery.providers.webhook import WebhookProvider
 from herald.delivery.ratelimit import ChannelRateLimits
-from herald.domain.timeutil import from_micros, iso
+from herald.domain.timeutil import iso
 from herald.store.database import Database
-from herald.store.unit_of_work import ReadOnly
 from tests.conftest import FixedClock
-from tests.support.delivery import dispatcher, funds_failure, store
+from tests.support.delivery import dispatcher, funds_failure, pending, store
 from tests.support.http_receiver import CannedResponse, HttpReceiver
 
 SLOW_S = 3
@@ -35,16 +34,6 @@ class SlowReceiver(HttpReceiver):
         with self._lock:
             self._clock.now += timedelta(seconds=SLOW_S)
         return response
-
-
-def pending(database: Database) -> list[tuple[str, str]]:
-    """The messages waiting, as ``(due time, hold_reason)``, the earliest due first."""
-    with ReadOnly(database) as read:
-        rows = read.connection.exec_driver_sql(
-            "SELECT due_us, hold_reason FROM messages WHERE status = 'pending' "
-            "ORDER BY due_us, created_us"
-        ).all()
-    return [(iso(from_micros(due_us)), reason) for due_us, reason in rows]
 
 
 def test_a_rate_limited_message_keeps_its_turn_through_a_slow_send(
