@@ -49,7 +49,7 @@ def test_an_audit_read_during_a_delivery_shows_the_message_and_its_attempts_as_o
                 cwd=tmp_path,
             )
             base = f"http://127.0.0.1:{port}"
-            api.wait_healthy(f"{base}/readyz", timeout=45)
+            api.wait_healthy(f"{base}/readyz")
             accepted = httpx.post(f"{base}/events", json=SIGNUP, timeout=10)
             assert accepted.status_code == 202, accepted.text
             (message_id,) = [

@@ -19,7 +19,6 @@ from tests.support.processes import (
     herald_environment,
     run_herald,
     scratch_postgres_database,
-    wait_for,
 )
 from tests.support.tcp_proxy import proxied
 
@@ -68,17 +67,16 @@ def test_an_api_process_restarted_during_an_outage_does_not_stop_the_server(
             )
             api.wait_healthy(f"{base}/readyz")
             assert api.pid is not None
-            wait_for(lambda: api.output().count(STARTED) == 2, "both API processes started")
+            api.wait_until(lambda: api.output().count(STARTED) == 2, "both API processes to start")
             victim = api_processes(api.pid)[0]
 
             proxy.cut()
             outage = httpx.post(f"{base}/events", json=signup_payload("u1"))
             assert outage.status_code == 503
             os.kill(victim, signal.SIGKILL)
-            wait_for(
+            api.wait_until(
                 lambda: api.output().count(STARTED) + api.output().count(FAILED) == 3,
                 "the replacement API process's start-up to end",
-                timeout=30,
             )
             time.sleep(1)  # uvicorn's supervisor looks at its processes every 0.5 s
             assert api.running, api.output()

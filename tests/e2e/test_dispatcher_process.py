@@ -76,7 +76,7 @@ def test_serve_delivers_from_a_dispatcher_process_and_starts_another_when_it_die
     server, base = start_server(tmp_path, HERALD_METRICS_PORT=str(metrics_port))
     try:
         assert "delivery by a dispatcher process" in server.output()
-        eventually(lambda: len(dispatcher_pids(server)) == 1, "the dispatcher starts")
+        server.wait_until(lambda: len(dispatcher_pids(server)) == 1, "the dispatcher to start")
         [first] = dispatcher_pids(server)
         assert first != server.pid
         # Where messages go, said as delivery starts: a new user finds the stub's file.
@@ -90,7 +90,7 @@ def test_serve_delivers_from_a_dispatcher_process_and_starts_another_when_it_die
 
         os.kill(first, signal.SIGKILL)
         server.wait_for_output("the dispatcher process was killed by SIGKILL; starting another")
-        eventually(lambda: len(dispatcher_pids(server)) == 2, "another dispatcher starts")
+        server.wait_until(lambda: len(dispatcher_pids(server)) == 2, "another dispatcher to start")
         second = dispatcher_pids(server)[1]
 
         post_signup(base, "u2")
@@ -106,7 +106,7 @@ def test_serve_delivers_from_a_dispatcher_process_and_starts_another_when_it_die
 def test_a_server_killed_outright_takes_its_dispatcher_process_with_it(tmp_path: Path) -> None:
     server, _ = start_server(tmp_path)
     try:
-        eventually(lambda: len(dispatcher_pids(server)) == 1, "the dispatcher starts")
+        server.wait_until(lambda: len(dispatcher_pids(server)) == 1, "the dispatcher to start")
         [dispatcher] = dispatcher_pids(server)
         assert server.pid is not None
         os.kill(server.pid, signal.SIGKILL)
@@ -175,7 +175,6 @@ def test_inline_dispatchers_in_several_api_processes_refuse_one_metrics_port(
         ["serve", "--dispatcher-inline", "--workers", "2", "--port", str(port)],
         env=herald_environment(HERALD_METRICS_PORT=str(free_port())),
         cwd=tmp_path,
-        timeout=10,
     )
 
     assert result.returncode == 1
@@ -204,7 +203,7 @@ def test_api_processes_of_a_server_killed_outright_stop_and_free_the_port(
     server, base = start_server(tmp_path, "--workers", "2", "--no-dispatcher")
     try:
         assert server.pid is not None
-        eventually(lambda: len(children(server.pid or 0)) >= 2, "the API processes start")
+        server.wait_until(lambda: len(children(server.pid or 0)) >= 2, "the API processes to start")
         api_processes = children(server.pid)
         os.kill(server.pid, signal.SIGKILL)
         eventually(
@@ -237,7 +236,7 @@ def test_a_server_stopped_with_sigterm_exits_0_with_one_api_process_or_several(
     which then marked the service failed at each stop of a single-process server."""
     server, _base = start_server(tmp_path, "--workers", workers)
     try:
-        eventually(lambda: len(dispatcher_pids(server)) == 1, "the dispatcher starts")
+        server.wait_until(lambda: len(dispatcher_pids(server)) == 1, "the dispatcher to start")
         assert server.pid is not None
         os.kill(server.pid, signal.SIGTERM)
         assert server.wait(timeout=30) == 0

@@ -32,7 +32,7 @@ def test_make_run_takes_its_port_and_database_from_the_environment(tmp_path: Pat
             cwd=REPOSITORY,
             command=["make"],
         )
-        server.wait_healthy(f"http://127.0.0.1:{port}/readyz", timeout=30)
+        server.wait_healthy(f"http://127.0.0.1:{port}/readyz")
         ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).json()
 
     assert ready["status"] == "ready"

@@ -103,9 +103,9 @@ def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]
                 processes.append(worker)
                 worker.start(["worker", "--database", url], env, cwd=tmp_path)
             for api, api_url in zip(processes, api_urls, strict=False):
-                api.wait_healthy(f"{api_url}/readyz", timeout=45)
+                api.wait_healthy(f"{api_url}/readyz")
             for worker in processes[API_PROCESSES:]:
-                worker.wait_for_output("dispatcher ", timeout=45)
+                worker.wait_for_output("dispatcher ")
             yield Cluster(url, api_urls, outbox, processes, started)
         finally:
             stop_all(processes)

@@ -112,7 +112,7 @@ def serve(tmp_path: Path, name: str, database: Path) -> tuple[HeraldProcess, str
         cwd=tmp_path,
     )
     url = f"http://127.0.0.1:{port}"
-    server.wait_healthy(url + "/readyz", timeout=45)
+    server.wait_healthy(url + "/readyz")
     return server, url
 
 

@@ -74,13 +74,11 @@ def test_a_refusal_at_start_names_the_missing_folder_by_absolute_path(tmp_path: 
         ["serve", "--port", str(free_port()), "--database", "sqlite:///no/such/herald.db"],
         env=herald_environment(),
         cwd=tmp_path,
-        timeout=20,
     )
     outbox = run_herald(
         ["serve", "--port", str(free_port()), "--database", RELATIVE_URL],
         env=herald_environment(HERALD_OUTBOX_FILE="no/outbox.jsonl"),
         cwd=tmp_path,
-        timeout=20,
     )
 
     folder = tmp_path.resolve()

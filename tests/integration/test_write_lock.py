@@ -477,7 +477,7 @@ def test_readyz_says_so_while_ingestion_gives_up_waiting_for_another_process_s_l
     with HeraldProcess("locked-out", log_dir=tmp_path) as server:
         server.start(["serve", "--port", str(port), "--database", url], env=env, cwd=tmp_path)
         base = f"http://127.0.0.1:{port}"
-        server.wait_healthy(base + "/readyz", timeout=10)
+        server.wait_healthy(base + "/readyz")
         holder = LockHolder(sqlite_path, fallback_s=LOCK_WAIT_S + 20)
 
         refused = httpx.post(base + "/events", json=signup("u_1", "a@example.org"), timeout=60)

@@ -37,6 +37,12 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+# How long a test waits for a process to start: to answer, to print its start-up line, to
+# start the processes it runs, or to refuse to start. A second or two on an idle machine,
+# many times that while the whole suite shares two cores; every wait on a process fails at
+# once when the process exits, so a limit this generous costs time only on a real hang.
+START_TIMEOUT_S = 60.0
+
 
 def herald_command() -> list[str]:
     """The ``herald`` script of the running virtualenv (``python -m herald`` without one)."""
@@ -60,7 +66,7 @@ def run_herald(
     *,
     env: Mapping[str, str],
     cwd: Path,
-    timeout: float = 60.0,
+    timeout: float = START_TIMEOUT_S,
     prefix: Sequence[str] = (),
 ) -> subprocess.CompletedProcess[str]:
     """Run a one-shot ``herald`` command to its end; stdout and stderr are captured.
@@ -136,7 +142,7 @@ class HeraldProcess:
         except FileNotFoundError:
             return ""
 
-    def wait_healthy(self, url: str, timeout: float = 30.0) -> None:
+    def wait_healthy(self, url: str, timeout: float = START_TIMEOUT_S) -> None:
         """Wait until ``GET url`` answers 200; fail at once, with the log, if the process ends."""
         deadline = time.monotonic() + timeout
         last = "no answer yet"
@@ -154,15 +160,24 @@ class HeraldProcess:
             f"{self.name}: {url} not healthy after {timeout}s ({last})\n{self._tail()}"
         )
 
-    def wait_for_output(self, needle: str, timeout: float = 30.0) -> None:
+    def wait_for_output(self, needle: str, timeout: float = START_TIMEOUT_S) -> None:
         """Wait until the process has written ``needle`` (e.g. a startup line)."""
+        self.wait_until(lambda: needle in self.output(), f"{needle!r} in its output", timeout)
+
+    def wait_until(
+        self, check: Callable[[], Any], what: str, timeout: float = START_TIMEOUT_S
+    ) -> Any:
+        """``check``'s first true value, asked every 100 ms while the process runs (e.g.
+        that the processes it starts are up); fail at once, with the log, if it ends, and
+        after ``timeout`` seconds naming ``what``."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if needle in self.output():
-                return
-            self._check_alive(f"while waiting for {needle!r}")
+            value = check()
+            if value:
+                return value
+            self._check_alive(f"while waiting for {what}")
             time.sleep(0.1)
-        raise TimeoutError(f"{self.name}: no {needle!r} after {timeout}s\n{self._tail()}")
+        raise TimeoutError(f"{self.name}: {what}: not within {timeout}s\n{self._tail()}")
 
     def wait(self, timeout: float) -> int:
         """Wait for the process to end by itself; its exit code."""

@@ -14,6 +14,7 @@ from typing import Any
 import uvicorn
 
 from tests.support.ports import free_port
+from tests.support.processes import START_TIMEOUT_S
 
 
 def signup(user: str, email: str) -> dict[str, Any]:
@@ -53,7 +54,14 @@ def served_on_a_thread(app: Any, protocol: type, **config: Any) -> Iterator[int]
     server = uvicorn.Server(uvicorn.Config(app, port=chosen, http=protocol, **config))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
+    deadline = time.monotonic() + START_TIMEOUT_S
     while not server.started:
+        # A server that could not start (its port taken meanwhile) ends its thread: waited
+        # for until it started, the test hung for ever.
+        if not thread.is_alive():
+            raise RuntimeError(f"uvicorn did not start on port {chosen} (see its log)")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"uvicorn not started on port {chosen} in {START_TIMEOUT_S}s")
         time.sleep(0.01)
     try:
         yield chosen

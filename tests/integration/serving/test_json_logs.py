@@ -48,7 +48,7 @@ def json_logging_server(tmp_path: Path) -> Iterator[tuple[HeraldProcess, str]]:
     with HeraldProcess("json-logs", log_dir=tmp_path) as server:
         server.start(["serve", "--port", str(port), "--database", url], env=env, cwd=tmp_path)
         base = f"http://127.0.0.1:{port}"
-        server.wait_healthy(base + "/readyz", timeout=10)
+        server.wait_healthy(base + "/readyz")
         yield server, base
 
 
@@ -181,7 +181,7 @@ def test_at_info_no_request_has_an_access_line(tmp_path: Path) -> None:
     with HeraldProcess("info-logs", log_dir=tmp_path) as server:
         server.start([*command, "--no-dispatcher"], env=env, cwd=tmp_path)
         base = f"http://127.0.0.1:{port}"
-        server.wait_healthy(base + "/readyz", timeout=10)
+        server.wait_healthy(base + "/readyz")
         for _ in range(3):
             assert httpx.get(base + "/healthz", timeout=5).status_code == 200
         server.stop()

@@ -46,7 +46,6 @@ def test_serve_refuses_a_public_host_without_both_tokens_before_touching_anythin
         serve_publicly(tmp_path),
         env=herald_environment(**tokens),
         cwd=tmp_path,
-        timeout=10,
     )
 
     assert result.returncode == 2, result.stderr
@@ -68,7 +67,7 @@ def test_serve_on_a_public_host_starts_when_both_tokens_are_set_and_guards_the_a
             cwd=tmp_path,
         )
         base = f"http://127.0.0.1:{port}"
-        server.wait_healthy(base + "/healthz", timeout=10)
+        server.wait_healthy(base + "/healthz")
 
         anonymous = httpx.get(base + "/audit/u_1", timeout=5)
         admin = httpx.get(
@@ -99,7 +98,7 @@ def test_serve_with_one_api_process_ignores_a_server_pid_left_in_the_environment
             cwd=tmp_path,
         )
         base = f"http://127.0.0.1:{port}"
-        server.wait_healthy(base + "/healthz", timeout=10)
+        server.wait_healthy(base + "/healthz")
         time.sleep(2)  # the watch looks every half second
 
         assert httpx.get(base + "/healthz", timeout=5).status_code == 200
@@ -119,7 +118,7 @@ def test_serve_without_tokens_answers_only_requests_addressed_to_loopback(
             cwd=tmp_path,
         )
         base = f"http://127.0.0.1:{port}"
-        server.wait_healthy(base + "/healthz", timeout=10)
+        server.wait_healthy(base + "/healthz")
 
         rebound = httpx.get(base + "/rules", headers={"Host": f"rebound.example:{port}"}, timeout=5)
         direct = httpx.get(base + "/rules", timeout=5)
@@ -144,7 +143,6 @@ def test_serve_refuses_a_public_host_with_a_token_short_enough_to_guess(
         serve_publicly(tmp_path),
         env=env,
         cwd=tmp_path,
-        timeout=10,
     )
 
     assert result.returncode == 2, result.stderr
@@ -167,7 +165,7 @@ def test_a_short_token_is_enough_on_loopback(tmp_path: Path) -> None:
             cwd=tmp_path,
         )
         base = f"http://127.0.0.1:{port}"
-        server.wait_healthy(base + "/healthz", timeout=10)
+        server.wait_healthy(base + "/healthz")
 
         admin = httpx.get(base + "/audit/u_1", headers={"Authorization": "Bearer adm"}, timeout=5)
 
@@ -182,7 +180,6 @@ def test_serve_refuses_an_admin_token_that_is_the_ingest_token(tmp_path: Path, h
         ["serve", "--host", host, "--port", str(free_port()), "--database", sqlite_url(tmp_path)],
         env=herald_environment(HERALD_ADMIN_TOKEN=same, HERALD_INGEST_TOKEN=same),
         cwd=tmp_path,
-        timeout=10,
     )
 
     assert result.returncode == 2, result.stderr
@@ -217,7 +214,6 @@ def test_serve_refuses_a_metrics_port_that_is_the_api_s_own_before_announcing(
         ["serve", "--host", api_host, "--database", sqlite_url(tmp_path)],
         env=env,
         cwd=tmp_path,
-        timeout=10,
     )
 
     assert result.returncode == 1, result.stderr
@@ -237,7 +233,6 @@ def test_serve_refuses_an_api_port_already_taken_before_announcing(tmp_path: Pat
             ["serve", "--port", str(port), "--database", sqlite_url(tmp_path)],
             env=herald_environment(),
             cwd=tmp_path,
-            timeout=10,
         )
 
     assert result.returncode == 1, result.stderr

@@ -42,7 +42,7 @@ def _serving(
     env = herald_environment(HERALD_OUTBOX_FILE=str(tmp_path / "outbox.jsonl"))
     with HeraldProcess(name, log_dir=tmp_path) as server:
         server.start(args, env=env, cwd=tmp_path, command=command)
-        server.wait_healthy(base + "/readyz", timeout=30)
+        server.wait_healthy(base + "/readyz")
         yield server, port
 
 
@@ -102,7 +102,6 @@ def test_serve_refuses_a_cap_the_open_files_limit_cannot_hold(tmp_path: Path) ->
         ["serve", "--port", str(free_port()), "--database", sqlite_url(tmp_path)],
         env=herald_environment(HERALD_MAX_CONNECTIONS="2000"),
         cwd=tmp_path,
-        timeout=10,
         prefix=["prlimit", "--nofile=1024:1024"],
     )
 

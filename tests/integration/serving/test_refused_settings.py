@@ -21,7 +21,6 @@ def test_serve_refuses_an_in_memory_sqlite_database(tmp_path: Path) -> None:
         ["serve", "--port", str(free_port()), "--database", "sqlite:///:memory:"],
         env=herald_environment(),
         cwd=tmp_path,
-        timeout=10,
     )
 
     assert result.returncode == 1, result.stderr
@@ -36,7 +35,6 @@ def test_an_unknown_log_level_is_refused_in_one_line_naming_the_levels(
         [*command, "--database", sqlite_url(tmp_path)],
         env=herald_environment(HERALD_LOG_LEVEL="verbose"),
         cwd=tmp_path,
-        timeout=10,
     )
 
     assert result.returncode == 1, result.stderr
@@ -54,7 +52,6 @@ def test_an_unknown_log_format_is_refused_naming_the_formats(tmp_path: Path) -> 
         ["serve", "--database", sqlite_url(tmp_path)],
         env=herald_environment(HERALD_LOG_FORMAT="xml"),
         cwd=tmp_path,
-        timeout=10,
     )
 
     assert result.returncode == 1, result.stderr
@@ -82,7 +79,6 @@ def test_an_empty_address_is_refused_naming_its_variable(
         [*command, "--database", sqlite_url(tmp_path)],
         env=herald_environment(**{variable: " "}),
         cwd=tmp_path,
-        timeout=10,
     )
 
     assert result.returncode == 1, result.stderr
@@ -101,7 +97,6 @@ def test_serve_refuses_a_sqlite_file_in_a_missing_folder_and_creates_no_folder(
         ["serve", "--port", str(free_port()), "--database", f"sqlite:///{folder / 'h.db'}"],
         env=herald_environment(),
         cwd=tmp_path,
-        timeout=10,
     )
 
     assert result.returncode == 1, result.stderr
@@ -122,7 +117,6 @@ def test_serve_refuses_a_database_it_cannot_write_instead_of_starting_ready(
             ["serve", "--port", str(free_port()), "--database", url],
             env=herald_environment(),
             cwd=tmp_path,
-            timeout=20,
             prefix=without_file_powers(),
         )
     finally:
@@ -142,7 +136,6 @@ def test_serve_refuses_a_stub_outbox_file_in_a_missing_folder(tmp_path: Path) ->
         ["serve", "--port", str(free_port()), "--database", sqlite_url(tmp_path)],
         env=herald_environment(HERALD_OUTBOX_FILE=str(outbox)),
         cwd=tmp_path,
-        timeout=20,
     )
 
     assert result.returncode == 1, result.stderr
@@ -160,7 +153,6 @@ def test_serve_refuses_a_stub_outbox_file_that_is_a_folder(tmp_path: Path) -> No
         ["serve", "--port", str(free_port()), "--database", sqlite_url(tmp_path)],
         env=herald_environment(HERALD_OUTBOX_FILE=str(outbox)),
         cwd=tmp_path,
-        timeout=20,
     )
 
     assert result.returncode == 1, result.stderr
@@ -188,7 +180,6 @@ def test_a_stub_outbox_file_that_is_a_fifo_is_refused_at_start(
         [*command, "--database", sqlite_url(tmp_path)],
         env=herald_environment(HERALD_OUTBOX_FILE=str(outbox)),
         cwd=tmp_path,
-        timeout=20,
     )
 
     assert result.returncode == 1, result.stderr
@@ -218,7 +209,6 @@ def test_a_worker_refuses_a_sqlite_file_that_does_not_exist_and_creates_nothing(
         ["worker", "--database", sqlite_url(tmp_path)],
         env=herald_environment(),
         cwd=tmp_path,
-        timeout=10,
     )
 
     assert result.returncode == 1, result.stderr
@@ -253,7 +243,6 @@ def test_serve_refuses_a_broken_rule_file_naming_the_file_and_the_problem(tmp_pa
         ],
         env=herald_environment(),
         cwd=tmp_path,
-        timeout=10,
     )
 
     assert result.returncode == 1, result.stderr

@@ -88,4 +88,4 @@ def test_the_startup_line_writes_an_ipv6_address_as_a_url_takes_it(tmp_path: Pat
         [announced] = re.findall(r"Herald on (\S+) ", server.output())
 
         assert announced == f"http://[::1]:{port}"
-        server.wait_healthy(announced + "/healthz", timeout=10)  # the URL as printed works
+        server.wait_healthy(announced + "/healthz")  # the URL as printed works
