@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from herald.cli.main import app
 from herald.rules.loader import default_rules_path
 from tests.support.delivery_config import ENV, PLAINTEXT_AUTH
+from tests.support.ports import free_port
 
 
 def check_and_serve(
@@ -25,7 +26,12 @@ def check_and_serve(
     runner, wide = CliRunner(), {"COLUMNS": "1000", **(env or {})}
     checked = runner.invoke(app, ["rules", "check", str(rules)], env=wide)
     database = f"sqlite:///{tmp_path / 'h.db'}"
-    served = runner.invoke(app, ["serve", "--rules", str(rules), "--database", database], env=wide)
+    # On a free port: serve checks its port before the rule file, and a developer's own
+    # `make run` holds the default one.
+    port = str(free_port())
+    served = runner.invoke(
+        app, ["serve", "--rules", str(rules), "--database", database, "--port", port], env=wide
+    )
     return checked, served
 
 
