@@ -44,6 +44,18 @@ class StubFileSettings(DatabaseSettings):
 
     outbox_file: str | None = None  # the stub provider's file; beside the database by default
 
+    @field_validator("outbox_file")
+    @classmethod
+    def _names_an_outbox_file(cls, value: str | None) -> str | None:
+        # Set from a variable the deployment never filled (HERALD_OUTBOX_FILE=$OUTBOX), it
+        # was taken as unset, and the stub wrote personal data to a file no one named.
+        if value is not None and not value.strip():
+            raise ValueError(
+                "must name a file (unset the variable for the default: outbox.jsonl beside "
+                "an SQLite database, else in the working folder)"
+            )
+        return value
+
 
 class RulesSettings(BaseSettings):
     """The one setting of ``rules try``, which decides in a database of its own."""

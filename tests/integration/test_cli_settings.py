@@ -221,3 +221,22 @@ def test_a_rule_file_given_wins_over_an_empty_herald_rules(command: str, tmp_pat
 
     assert code == 0, output
     assert "invalid settings" not in output
+
+
+@pytest.mark.parametrize("command", ["rules check", "users forget"])
+def test_an_empty_herald_outbox_file_is_refused_rather_than_read_as_the_default(
+    command: str, migrated: str, tmp_path: Path
+) -> None:
+    """Set from a variable the deployment never filled (HERALD_OUTBOX_FILE=$OUTBOX), it
+    was taken as unset: the stub wrote the sends, personal data, to outbox.jsonl beside
+    the database, a file the operator never named, and said nothing."""
+    args = MAINTENANCE.get(command, [command])
+
+    code, output = herald(args, HERALD_DATABASE_URL=migrated, HERALD_OUTBOX_FILE="")
+
+    assert code == 1, output
+    assert (
+        "error: invalid settings: HERALD_OUTBOX_FILE: must name a file (unset the variable "
+        "for the default: outbox.jsonl beside an SQLite database, else in the working folder)"
+    ) in output
+    assert not (tmp_path / "outbox.jsonl").exists()
