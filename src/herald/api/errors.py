@@ -52,6 +52,25 @@ def _too_long(error: Any) -> bool:
     return error["type"] == "json_invalid" and _OUT_OF_RANGE in error["msg"]
 
 
+# JSON may escape half of a UTF-16 surrogate pair alone ("\ud800"), which no UTF-8 text
+# holds. pydantic's parser refuses it as "unexpected end of hex escape" (a high half) or
+# "lone leading surrogate in hex escape" (a low half), words that send a client looking
+# for a broken escape in a well-formed one.
+LONE_SURROGATE = (
+    "a string escapes half of a UTF-16 surrogate pair alone (e.g. \\ud800), which UTF-8 cannot hold"
+)
+_HALF_SURROGATE_SAID = ("unexpected end of hex escape", "lone leading surrogate in hex escape")
+
+
+def _in_plain_words(message: str) -> str:
+    """pydantic's words for malformed JSON, with a lone surrogate named as such (its place
+    in the body kept)."""
+    for said in _HALF_SURROGATE_SAID:
+        if said in message:
+            return message.replace(said, f"{LONE_SURROGATE},")
+    return message
+
+
 # The most errors a 422 lists, of a body or of an event in a batch; one more entry then
 # says how many were left out. A body of 600,000 unknown fields was answered with an
 # error each (56 MiB, a "did you mean" worked out for every one) after blocking its
@@ -122,6 +141,9 @@ def _api_error(error: Any, prefix: tuple[str, ...], fields: Sequence[str]) -> di
         # The parser's words alone named no limit: the body looked like valid JSON.
         message = f"{error['msg']}: {_TOO_LONG}, the most Herald reads"
         return {"loc": [*prefix, *error["loc"]], "msg": message, "type": error["type"]}
+    if error["type"] == "json_invalid":
+        message = _in_plain_words(error["msg"])
+        return {"loc": [*prefix, *error["loc"]], "msg": message, "type": error["type"]}
     unknown = error["type"] == "extra_forbidden" and len(error["loc"]) == 1 and fields
     return {
         "loc": [*prefix, *error["loc"]],
@@ -177,6 +199,6 @@ async def validation_errors(_request: Request, exc: Exception) -> Response:
 def _field_error(error: dict[str, Any]) -> dict[str, Any]:
     message = error.get("msg", "invalid")
     said = (error.get("ctx") or {}).get("error")
-    if error.get("type") == "json_invalid" and said:
-        message = f"{message}: {said}"
+    if error.get("type") == "json_invalid":
+        message = _in_plain_words(f"{message}: {said}" if said else message)
     return {"loc": list(error.get("loc", ())), "msg": message, "type": error.get("type", "invalid")}

@@ -13,6 +13,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from herald.api.body import json_value
 from herald.api.errors import (
+    LONE_SURROGATE,
     MOST_LEVELS,
     TOO_DEEP,
     Revalidation,
@@ -173,8 +174,7 @@ def _integer(digits: str) -> int:
 
 _LONE_SURROGATE = {
     "loc": ["body"],
-    "msg": "Invalid JSON: a string escapes half of a UTF-16 surrogate pair alone "
-    "(e.g. \\ud800), which UTF-8 cannot hold",
+    "msg": f"Invalid JSON: {LONE_SURROGATE}",
     "type": "json_invalid",
 }
 

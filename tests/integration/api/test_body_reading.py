@@ -54,6 +54,35 @@ def test_malformed_json_on_another_route_says_where_it_broke(client: TestClient)
 
 
 @pytest.mark.parametrize(
+    ("path", "raw", "column"),
+    [
+        ("/events", b'{"user_id": "u\\ud800", "event_type": "signup_completed"}', 21),
+        ("/events", b'{"user_id": "u\\udc00", "event_type": "signup_completed"}', 20),
+        ("/events/batch", b'{"events": [{"user_id": "u\\ud800x"}]}', 33),
+        ("/users/u_1/preferences", b'{"unsubscribed": ["\\ud800"]}', 26),
+    ],
+    ids=["high half", "low half", "batch", "preferences"],
+)
+def test_half_a_surrogate_pair_is_named_where_the_parser_said_a_hex_escape_ended(
+    client: TestClient, path: str, raw: bytes, column: int
+) -> None:
+    """pydantic's parser said "unexpected end of hex escape" or "lone leading surrogate in
+    hex escape", which left a client looking for a broken escape in a well-formed one."""
+    headers = {"content-type": "application/json"}
+
+    response = client.post(path, content=raw, headers=headers)
+
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert error == {
+        "loc": ["body"],
+        "msg": "Invalid JSON: a string escapes half of a UTF-16 surrogate pair alone (e.g. "
+        f"\\ud800), which UTF-8 cannot hold, at line 1 column {column}",
+        "type": "json_invalid",
+    }
+
+
+@pytest.mark.parametrize(
     "raw",
     [b'{"unsubscribed": ["\xc3\x28"]}', b"\x80", b"[" * 100_000],
     ids=["utf8", "byte", "deep"],
