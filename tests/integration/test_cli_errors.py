@@ -462,6 +462,28 @@ def test_dead_letters_are_listed_from_a_read_only_database_others_refuse_it(
 
 
 @pytest.mark.postgres
+def test_a_read_only_postgres_server_is_refused_saying_where_writes_go(
+    emptied_postgres_url: str,
+) -> None:
+    """PostgreSQL's own words, "cannot execute UPDATE in a read-only transaction", named
+    neither the likely cause (a standby a failover left the URL on, a server set
+    read-only) nor what to do."""
+    read_only = (
+        make_url(emptied_postgres_url)
+        .update_query_dict({"options": "-c default_transaction_read_only=on"})
+        .render_as_string(hide_password=False)
+    )
+
+    retried = CliRunner().invoke(app, ["messages", "retry", "--failed", "--database", read_only])
+
+    assert retried.exit_code == 1
+    assert retried.output.strip().endswith(
+        "read-only transaction (a standby, or a server, database or role set "
+        "default_transaction_read_only): name the primary in the URL, or make it take writes"
+    ), retried.output
+
+
+@pytest.mark.postgres
 def test_a_postgres_url_as_hosts_hand_them_out_is_postgresql(emptied_postgres_url: str) -> None:
     """Many hosts give PostgreSQL's URL as ``postgres://``, SQLAlchemy's name for none."""
     as_hosts_give_it = make_url(emptied_postgres_url).set(drivername="postgres")

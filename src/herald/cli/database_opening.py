@@ -248,5 +248,13 @@ def _why_unopenable(path: Path) -> str:
 
 
 def _refuses_writes(said: str, sqlite_path: Path | None) -> NoReturn:
-    where = f" ({sqlite_path.resolve()} and its folder must be writable)" if sqlite_path else ""
-    fail(f"the database refuses writes: {said}{where}")
+    if sqlite_path is not None:
+        fail(
+            f"the database refuses writes: {said} ({sqlite_path.resolve()} and its folder "
+            "must be writable)"
+        )
+    # PostgreSQL's words name no cause: the usual one is a URL a failover left on a standby.
+    fail(
+        f"the database refuses writes: {said} (a standby, or a server, database or role set "
+        "default_transaction_read_only): name the primary in the URL, or make it take writes"
+    )
