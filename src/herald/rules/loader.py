@@ -235,7 +235,7 @@ def _templates(
         try:
             loaded = TemplateSet.from_directory(directory, [name])
         except TemplateProblem as exc:
-            problems.extend(f"rule {label}: {exc}" for label in labels)
+            problems.extend(f"rule {label}: {said}" for label in labels for said in exc.said)
         else:
             loadable.add(name)
             html = loaded.source(name).get("body.html")

@@ -54,3 +54,29 @@ def test_a_jinja_mistake_gets_no_other_language_s_hint(tmp_path: Path) -> None:
     assert problems_of(path) == [
         "rule HI: template hi/body.txt line 1: unexpected '}', expected ')'"
     ]
+
+
+def test_each_part_that_does_not_compile_is_said_in_one_check(tmp_path: Path) -> None:
+    """The check stopped at the first part that did not compile: an author who wrote all
+    three in Liquid fixed the subject, ran the check again to hear of the body, and again
+    for the HTML."""
+    path = write_rule_file(
+        tmp_path,
+        "  - {id: HI, trigger: signup_completed, channel: email, category: transactional,"
+        " template: hi}\n",
+        {
+            "hi": {
+                "subject.txt": 'Hi {{ user.first_name | default: "there" }}',
+                "body.txt": "{% unless user.first_name %}Hi{% endunless %}",
+                "body.html": "<p>Hello</p>",
+            }
+        },
+    )
+
+    problems = problems_of(path)
+
+    assert [problem.split(" line 1: ")[0] for problem in problems] == [
+        "rule HI: template hi/subject.txt",
+        "rule HI: template hi/body.txt",
+    ]
+    assert problems[0].endswith(f"({FILTER})") and problems[1].endswith(f"({UNLESS})")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,12 @@ PARTS = ("subject.txt", "body.txt", "body.html")
 
 
 class TemplateProblem(ValueError):
-    pass
+    """What is wrong with a template, as one message, or as one a part (``said``) where
+    several parts are wrong at once."""
+
+    def __init__(self, message: str, said: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.said = list(said) or [message]
 
 
 def not_utf8(exc: UnicodeDecodeError) -> str:
@@ -293,18 +298,21 @@ class _OnePass:
         if any(self._SEPARATOR in source for source in parts.values()):
             raise TemplateProblem(f"template {name!r} contains the control character U+001E")
         self._parts = {}
+        # Every part that does not compile, not the first alone: an author who wrote them
+        # all in another template language hears of each in one check.
+        broken = []
         for part, source in parts.items():
             env = html_env if part.endswith(".html") else text_env
             try:
                 self._parts[part] = env.from_string(source)
             except TemplateError as exc:
-                raise TemplateProblem(f"template {name}/{part}{_said(exc, source)}") from None
+                broken.append(f"template {name}/{part}{_said(exc, source)}")
             # Jinja's parser recurses once per level of nesting, and Python's refuses the
             # code Jinja writes for 200 levels (`a or b or ...`, a chain of filters).
             except (RecursionError, SyntaxError):
-                raise TemplateProblem(
-                    f"template {name}/{part}: nested too deeply for Jinja to compile"
-                ) from None
+                broken.append(f"template {name}/{part}: nested too deeply for Jinja to compile")
+        if broken:
+            raise TemplateProblem("; ".join(broken), broken)
         source = _alone(parts["subject.txt"]) + self._SEPARATOR
         if "body.html" in parts:
             html = _alone(parts["body.html"])
