@@ -233,19 +233,25 @@ def _prune(
     """Prune ``db`` at ``cutoff``, saying each batch's progress; ``db`` is disposed of.
     Interrupted (Ctrl-C, SIGTERM), or the database gone mid-way, it exits saying that the
     batches done stay done."""
+    from herald.cli.progress_lines import ThrottledProgress
     from herald.service.retention import prune_history
 
+    progress = ThrottledProgress(
+        console.print,
+        lambda kind, n: f"  {kind}: {n:,} {'redacted' if kind == 'redacted' else 'deleted'} so far",
+    )
     try:
         with terminating_as_interrupted():
-            return prune_history(
-                db,
-                cutoff=cutoff,
-                batch_size=batch_size,
-                progress=lambda kind, n: console.print(
-                    f"  {kind}: {n:,} {'redacted' if kind == 'redacted' else 'deleted'} so far"
-                ),
-                keep_rules=keep_rules,
-            )
+            try:
+                return prune_history(
+                    db,
+                    cutoff=cutoff,
+                    batch_size=batch_size,
+                    progress=progress,
+                    keep_rules=keep_rules,
+                )
+            finally:
+                progress.flush()  # the counts above what follows are those done
     except KeyboardInterrupt as stopped:
         # Each batch is a transaction of its own: those counted above are done, the one
         # under way was rolled back, and the messages of pruned events still wait.

@@ -341,3 +341,23 @@ def test_an_interrupted_prune_says_what_stays_done_and_how_to_finish(
     # The same command again: the rest, and only the rest.
     assert f"pruned {3000 - deleted:,} events" in again.output
     assert left == set()
+
+
+def test_a_prune_of_many_small_batches_says_its_progress_every_few_seconds_not_each_batch(
+    tmp_path: Path, ruleset: RuleSet
+) -> None:
+    """A line a batch: 3,000 lines for 3,000 events at --batch-size 1, and thousands in a
+    cron job's mail for a large history at the default size."""
+    path = tmp_path / "history.db"
+    old_history(path, ruleset).dispose()
+    url = f"sqlite:///{path}"
+
+    result = CliRunner().invoke(
+        cli, ["prune", "--older-than", "400d", "--database", url, "--batch-size", "1"]
+    )
+
+    assert result.exit_code == 0, result.output
+    progress = [line for line in result.output.splitlines() if "so far" in line]
+    assert progress[0] == "  events: 1 deleted so far"  # the first batch, at once
+    assert progress[-1] == "  events: 3,000 deleted so far"  # the last, however soon
+    assert len(progress) < 20, len(progress)
