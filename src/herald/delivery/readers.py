@@ -43,7 +43,7 @@ def mapping(value: Any, where: str, problems: list[str]) -> Mapping[Any, Any] | 
 
 def unknown_keys(spec: Mapping[Any, Any], known: set[str], where: str, problems: list[str]) -> None:
     for key in sorted(map(str, set(spec) - known)):
-        problems.append(f"{where}: unknown key `{key}` (known: {sorted(known)})")
+        problems.append(f"{where}: unknown key `{key}` (known: {', '.join(sorted(known))})")
 
 
 def text(

@@ -282,5 +282,5 @@ def _quiet_hours(raw: Any, problems: list[str]) -> dict[str, QuietHours]:
 def _is_channel(name: Any, where: str, problems: list[str]) -> bool:
     if name in CHANNELS:
         return True
-    problems.append(f"{where}: unknown channel {name!r} (known: {list(CHANNELS)})")
+    problems.append(f"{where}: unknown channel {name!r} (known: {', '.join(CHANNELS)})")
     return False

@@ -308,8 +308,8 @@ def test_a_misspelt_rule_key_is_said_once_naming_the_key_it_looks_like(
     )
 
     assert problems_of(path) == [
-        f"rule R1: unknown key `{key}`: did you mean `{meant}`? (known: ['after', 'category',"
-        " 'channel', 'description', 'id', 'limit', 'max_age', 'template', 'trigger', 'when'])"
+        f"rule R1: unknown key `{key}`: did you mean `{meant}`? (known: after, category,"
+        " channel, description, id, limit, max_age, template, trigger, when)"
     ]
 
 
@@ -359,3 +359,33 @@ def test_a_value_spelt_like_a_known_one_names_it(tmp_path: Path, rule: str, said
     assert any(
         said in problem for problem in problems_of(write_rule_file(tmp_path, f"  - {rule}\n"))
     )
+
+
+@pytest.mark.parametrize(
+    ("rule", "known"),
+    [
+        (
+            "{id: R, trigger: signup_completed, channel: emial, category: transactional,"
+            " template: hello}",
+            "(known: email, sms, internal)",
+        ),
+        (
+            "{id: R, trigger: signup_completed, channel: internal, limit: once_per_usr}",
+            "(known: once_per_user, once_per_user_per_day, once_per_event)",
+        ),
+        (
+            "{id: R, trigger: signup_completed, channel: internal, tempalte: hello}",
+            "(known: after, category, channel, description, id, limit, max_age, template, "
+            "trigger, when)",
+        ),
+    ],
+    ids=["channel", "limit", "key"],
+)
+def test_the_known_values_are_listed_as_the_rule_file_writes_them(
+    tmp_path: Path, rule: str, known: str
+) -> None:
+    """They were listed as Python prints a list, `(known: ['email', 'sms', 'internal'])`,
+    where the other lists of the check read `(known: name, description, ...)`."""
+    [problem] = problems_of(write_rule_file(tmp_path, f"  - {rule}\n"))
+
+    assert problem.endswith(known), problem

@@ -39,7 +39,7 @@ def read_enum(kind: Any, value: Any, field: str, bad: Problem) -> Any:
         return kind(value)
     except (ValueError, TypeError):
         known = [m.value for m in kind]
-        bad(f"unknown {field} {value!r}{did_you_mean(value, known)} (known: {known})")
+        bad(f"unknown {field} {value!r}{did_you_mean(value, known)} (known: {', '.join(known)})")
         return None
 
 

@@ -162,14 +162,15 @@ def _read_rule(
             "rule goes under `trigger`"
         )
     meant: dict[str, Any] = {}
+    known = ", ".join(sorted(RULE_KEYS))
     for key in sorted(str(key) for key in unknown if key is not True):
         others = RULE_KEYS - set(spec) - set(meant)
         close = difflib.get_close_matches(key.lower(), others, n=1, cutoff=ALIKE)
         if close:
             meant[close[0]] = spec[key]
-            bad(f"unknown key `{key}`: did you mean `{close[0]}`? (known: {sorted(RULE_KEYS)})")
+            bad(f"unknown key `{key}`: did you mean `{close[0]}`? (known: {known})")
         else:
-            bad(f"unknown key `{key}` (known: {sorted(RULE_KEYS)})")
+            bad(f"unknown key `{key}` (known: {known})")
     # A misspelt key's value is read as the key it looks like: not said to be missing as
     # well, and its own mistakes found in the same run.
     spec = {**spec, **meant}
@@ -192,7 +193,7 @@ def _read_rule(
     elif not isinstance(channel, str) or channel not in CHANNELS:
         bad(
             f"unknown channel {channel!r}{did_you_mean(channel, CHANNELS)}"
-            f" (known: {list(CHANNELS)})"
+            f" (known: {', '.join(CHANNELS)})"
         )
     if "limit" in spec and spec["limit"] is None:
         bad(
