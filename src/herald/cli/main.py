@@ -113,6 +113,14 @@ def serve(
     """
     from herald.observability.logging import configure_logging
 
+    if dispatcher is False and dispatcher_process is False:
+        # Given together on the command line, one is a mistake: which, only its author knows.
+        # (Their variables may still say so together, as a deployment's shared defaults.)
+        fail(
+            "--no-dispatcher delivers nothing and --dispatcher-inline delivers on the API's "
+            "event loop: give one of them",
+            code=2,
+        )
     settings = settings_from(
         Settings,
         host=host,

@@ -5,6 +5,7 @@ outbox they cannot write, a broken rule file."""
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -249,3 +250,26 @@ def test_serve_refuses_a_broken_rule_file_naming_the_file_and_the_problem(tmp_pa
     message = one_line(result.stderr)
     assert str(rules) in message
     assert "signup_exploded" in message and "not a declared event type" in message
+
+
+BOTH = ("--no-dispatcher", "--dispatcher-inline")
+
+
+def test_serve_refuses_no_dispatcher_beside_dispatcher_inline(tmp_path: Path) -> None:
+    """Given both, the server started with delivery off, the --dispatcher-inline asked for
+    dropped without a word but the opening line's "delivery off"."""
+    try:
+        result = run_herald(
+            ["serve", "--port", "0", "--database", sqlite_url(tmp_path), *BOTH],
+            env=herald_environment(),
+            cwd=tmp_path,
+            timeout=15,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("herald serve started with both --no-dispatcher and --dispatcher-inline")
+
+    assert result.returncode == 2, result.stderr
+    assert one_line(result.stderr) == (
+        "error: --no-dispatcher delivers nothing and --dispatcher-inline delivers on the "
+        "API's event loop: give one of them"
+    )
