@@ -41,4 +41,4 @@ bench: $(DEV_STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache herald.db herald.db-* outbox.jsonl
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache herald.db herald.db-wal herald.db-shm herald.db-journal outbox.jsonl
