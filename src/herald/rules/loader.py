@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 
 from herald.rules.definition import EventType, Rule, RuleSet
 from herald.rules.rendering.escaping import unescaped_values
-from herald.rules.rendering.template_set import TemplateProblem, TemplateSet, not_utf8
+from herald.rules.rendering.template_folder import read_template
+from herald.rules.rendering.template_set import TemplateSet, not_utf8
 from herald.rules.rule_file.condition_checks import condition_problems, condition_reads
 from herald.rules.rule_file.declarations import read_event_types, read_traits
 from herald.rules.rule_file.literal_checks import without_comments
@@ -223,25 +224,23 @@ def _templates(
             f"templates_dir: must name the templates' folder, relative to the rule file's "
             f"(e.g. templates_dir: templates), got {named!r}"
         )
-        return TemplateSet.from_directory(directory, [], traits), set()
+        return TemplateSet({}, traits), set()
     rules_by_template: dict[str, list[str]] = {}  # each template, with the rules naming it
     for use in uses:
         if use.template is not None:
             rules_by_template.setdefault(use.template, []).append(use.label)
     # One template at a time, so a broken one does not hide the problems of the others;
     # in the order the rules name them, as the author reads the file.
-    loadable = set()
+    loadable: dict[str, dict[str, str]] = {}
     for name, labels in rules_by_template.items():
-        try:
-            loaded = TemplateSet.from_directory(directory, [name])
-        except TemplateProblem as exc:
-            problems.extend(f"rule {label}: {said}" for label in labels for said in exc.said)
-        else:
-            loadable.add(name)
-            html = loaded.source(name).get("body.html")
+        sources, said = read_template(directory, name)
+        problems.extend(f"rule {label}: {one}" for label in labels for one in said)
+        if sources is not None:
+            loadable[name] = sources
+            html = sources.get("body.html")
             unescaped = unescaped_values(f"{name}/body.html", html) if html else []
-            problems.extend(f"rule {label}: {said}" for said in unescaped for label in labels)
-    return TemplateSet.from_directory(directory, sorted(loadable), traits), loadable
+            problems.extend(f"rule {label}: {one}" for one in unescaped for label in labels)
+    return TemplateSet(loadable, traits), set(loadable)
 
 
 def _sample_problems(

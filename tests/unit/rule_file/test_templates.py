@@ -192,6 +192,65 @@ def test_a_template_file_named_as_a_part_misspelt_is_refused_naming_the_part(
     ]
 
 
+def test_a_misnamed_part_does_not_stop_the_check_of_the_parts_there(tmp_path: Path) -> None:
+    # The check stopped at the misnamed file: the body's typo was heard of once renamed.
+    parts = {
+        "subject.txt": "Hi",
+        "body.txt": "{{ event.properties.amout }}",
+        "body.htm": "<p>Hello</p>",
+    }
+    path = write_rule_file(
+        tmp_path,
+        "  - {id: NOTE, trigger: payment_failed, channel: email, category: transactional,"
+        " template: note}\n",
+        {"note": parts},
+    )
+
+    assert checked_problems(path) == [
+        "rule NOTE: template note: body.htm is not read (a template's parts are subject.txt,"
+        " body.txt and body.html): rename it body.html",
+        "rule NOTE: template note/body.txt uses event.properties.amout, which the rule file"
+        " does not declare for payment_failed events: did you mean event.properties.amount?"
+        " (or declare it under events: payment_failed: properties:)",
+    ]
+
+
+@pytest.mark.parametrize("misnamed", ["subject.text", "SUBJECT.TXT"])
+def test_a_misnamed_required_part_is_named_beside_the_problems_of_the_other_parts(
+    misnamed: str, tmp_path: Path
+) -> None:
+    # Not said to lack subject.txt as well: renaming the file is the one fix.
+    parts = {misnamed: "Hi", "body.txt": "Hello {{ user.first_name }", "body.html": "{{ x"}
+    path = write_rule_file(
+        tmp_path,
+        "  - {id: NOTE, trigger: signup_completed, channel: email, category: transactional,"
+        " template: note}\n",
+        {"note": parts},
+    )
+
+    assert checked_problems(path) == [
+        f"rule NOTE: template note: {misnamed} is not read (a template's parts are "
+        "subject.txt, body.txt and body.html): rename it subject.txt",
+        "rule NOTE: template note/body.txt line 1: unexpected '}'",
+        "rule NOTE: template note/body.html line 1: unexpected end of template, expected 'end"
+        " of print statement'.",
+    ]
+
+
+def test_a_missing_part_is_named_beside_the_problems_of_the_parts_there(tmp_path: Path) -> None:
+    path = write_rule_file(
+        tmp_path,
+        "  - {id: NOTE, trigger: signup_completed, channel: email, category: transactional,"
+        " template: note}\n",
+        {"note": {"body.txt": "Hello {{ user.first_name }"}},
+    )
+
+    assert checked_problems(path) == [
+        "rule NOTE: template 'note' needs subject.txt and body.txt",
+        "rule NOTE: template note/body.txt line 1: unexpected '}'",
+    ]
+
+
 def test_every_undeclared_name_of_a_template_is_listed_in_one_check(tmp_path: Path) -> None:
     # Only the first was: an author with two typos needed two runs to learn of both.
     typos = {"subject.txt": "Hi {{ user.frist_name }}", "body.txt": "{{ event.properties.amout }}"}
@@ -232,6 +291,21 @@ def test_a_template_not_saved_as_utf8_is_reported_with_its_rule(tmp_path: Path) 
     assert problems_of(path) == [
         "rule GOOD: template hello/body.txt is not UTF-8 text (byte 0xe1 on line 1): "
         "save it as UTF-8"
+    ]
+
+
+def test_a_part_not_saved_as_utf8_is_named_beside_the_problems_of_the_others(
+    tmp_path: Path,
+) -> None:
+    path = write_rule_file(
+        tmp_path, GOOD_RULE, {"hello": {"subject.txt": "Hello {{ user.first_name }"}}
+    )
+    (tmp_path / "templates" / "hello" / "body.txt").write_bytes(b"Ol\xe1")
+
+    assert problems_of(path) == [
+        "rule GOOD: template hello/body.txt is not UTF-8 text (byte 0xe1 on line 1): "
+        "save it as UTF-8",
+        "rule GOOD: template hello/subject.txt line 1: unexpected '}'",
     ]
 
 

@@ -1,19 +1,18 @@
 """Message templates: Jinja2 in a sandbox, a subject, a text body and an optional HTML body.
 
-A template lives in a folder named after it: ``subject.txt``, ``body.txt`` and
-optionally ``body.html`` (autoescaped). Templates are compiled and test-rendered when
-the rule file loads, so a broken one stops ``herald rules check`` and start-up, not a send.
+A template lives in a folder named after it (read by ``template_folder``):
+``subject.txt``, ``body.txt`` and optionally ``body.html`` (autoescaped). Templates are
+compiled and test-rendered when the rule file loads, so a broken one stops ``herald rules
+check`` and start-up, not a send.
 """
 
 from __future__ import annotations
 
-import difflib
 import re
-from collections.abc import Collection, Iterable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from jinja2 import TemplateError, TemplateSyntaxError
+from jinja2 import Template, TemplateError, TemplateSyntaxError
 from jinja2.exceptions import UndefinedError
 from jinja2.sandbox import SandboxedEnvironment
 
@@ -50,17 +49,6 @@ def not_utf8(exc: UnicodeDecodeError) -> str:
     return (
         f"is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} on line {line}): save it as UTF-8"
     )
-
-
-def _read_part(path: Path, where: str) -> str:
-    try:
-        # utf-8-sig: a byte order mark some editors save at the start of the file would
-        # otherwise be sent, invisible, at the start of every subject and body.
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise TemplateProblem(f"template {where} {not_utf8(exc)}") from None
-    except OSError as exc:
-        raise TemplateProblem(f"template {where}: cannot read: {exc.strerror}") from None
 
 
 class UndeclaredName(TemplateProblem):
@@ -123,25 +111,6 @@ class TemplateSet:
         self._templates = {
             name: _OnePass(name, parts, text_env, html_env) for name, parts in self._sources.items()
         }
-
-    @classmethod
-    def from_directory(
-        cls, directory: Path, names: Iterable[str], traits: Mapping[str, str] | None = None
-    ) -> TemplateSet:
-        sources: dict[str, dict[str, str]] = {}
-        for name in names:
-            folder = directory / name
-            if not folder.is_dir():
-                raise TemplateProblem(
-                    f"template {name!r} not found (no folder {folder}){_meant(directory, name)}"
-                )
-            _refuse_misnamed_parts(name, folder)
-            sources[name] = {
-                part: _read_part(folder / part, f"{name}/{part}")
-                for part in PARTS
-                if (folder / part).is_file()
-            }
-        return cls(sources, traits)
 
     def source(self, name: str) -> dict[str, str]:
         """The text of each part of template ``name``."""
@@ -218,37 +187,34 @@ class TemplateSet:
             )
 
 
-def _meant(directory: Path, name: str) -> str:
-    """``: did you mean 'welcome'?`` naming the folder of ``directory`` that ``name``, a
-    template not found, looks like: misspelt, or in another case, which a case-insensitive
-    disk (the author's) finds and a server's does not; empty when none does."""
-    try:
-        folders = {e.name.casefold(): e.name for e in directory.iterdir() if e.is_dir()}
-    except OSError:  # no templates folder at all: the path said shows it
-        return ""
-    close = difflib.get_close_matches(name.casefold(), folders, n=1, cutoff=0.75)
-    return f": did you mean {folders[close[0]]!r}?" if close else ""
+def compile_problems(name: str, parts: Mapping[str, str]) -> list[str]:
+    """What stops each of ``parts`` of template ``name`` compiling, one problem a part:
+    the parts a template has, checked alone where it lacks one it needs."""
+    text_env = sandbox(Absent, autoescape=False)
+    html_env = sandbox(Absent, autoescape=True)
+    return _compiled(name, parts, text_env, html_env)[1]
 
 
-# A part's name as an author may slip on it: another case (which a case-insensitive disk
-# on the author's machine reads as the part, a server's does not) or `.htm`.
-_MISNAMED = {**{part.upper(): part for part in PARTS}, "BODY.HTM": "body.html"}
-
-
-def _refuse_misnamed_parts(name: str, folder: Path) -> None:
-    """Refuse a file of ``folder`` named as a part, misspelt: it would not be read, and
-    the message would go without its HTML, or the template be said to lack a part it has."""
-    try:
-        files = sorted(entry.name for entry in folder.iterdir())
-    except OSError as exc:
-        raise TemplateProblem(f"template {name}: cannot list its folder: {exc.strerror}") from None
-    for file in files:
-        part = _MISNAMED.get(file.upper())
-        if part is not None and file != part:
-            raise TemplateProblem(
-                f"template {name}: {file} is not read (a template's parts are subject.txt, "
-                f"body.txt and body.html): rename it {part}"
-            )
+def _compiled(
+    name: str,
+    parts: Mapping[str, str],
+    text_env: SandboxedEnvironment,
+    html_env: SandboxedEnvironment,
+) -> tuple[dict[str, Template], list[str]]:
+    """Each part of ``parts`` that compiles, and what stops each other one compiling."""
+    compiled = {}
+    broken = []
+    for part, source in parts.items():
+        env = html_env if part.endswith(".html") else text_env
+        try:
+            compiled[part] = env.from_string(source)
+        except TemplateError as exc:
+            broken.append(f"template {name}/{part}{_said(exc, source)}")
+        # Jinja's parser recurses once per level of nesting, and Python's refuses the
+        # code Jinja writes for 200 levels (`a or b or ...`, a chain of filters).
+        except (RecursionError, SyntaxError):
+            broken.append(f"template {name}/{part}: nested too deeply for Jinja to compile")
+    return compiled, broken
 
 
 def _said(exc: TemplateError, source: str) -> str:
@@ -293,24 +259,15 @@ class _OnePass:
         text_env: SandboxedEnvironment,
         html_env: SandboxedEnvironment,
     ) -> None:
-        if "subject.txt" not in parts or "body.txt" not in parts:
-            raise TemplateProblem(f"template {name!r} needs subject.txt and body.txt")
-        if any(self._SEPARATOR in source for source in parts.values()):
-            raise TemplateProblem(f"template {name!r} contains the control character U+001E")
-        self._parts = {}
-        # Every part that does not compile, not the first alone: an author who wrote them
-        # all in another template language hears of each in one check.
+        # Every problem of the parts at once, not the first alone: an author who wrote
+        # them all in another template language hears of each in one check.
         broken = []
-        for part, source in parts.items():
-            env = html_env if part.endswith(".html") else text_env
-            try:
-                self._parts[part] = env.from_string(source)
-            except TemplateError as exc:
-                broken.append(f"template {name}/{part}{_said(exc, source)}")
-            # Jinja's parser recurses once per level of nesting, and Python's refuses the
-            # code Jinja writes for 200 levels (`a or b or ...`, a chain of filters).
-            except (RecursionError, SyntaxError):
-                broken.append(f"template {name}/{part}: nested too deeply for Jinja to compile")
+        if "subject.txt" not in parts or "body.txt" not in parts:
+            broken.append(f"template {name!r} needs subject.txt and body.txt")
+        if any(self._SEPARATOR in source for source in parts.values()):
+            broken.append(f"template {name!r} contains the control character U+001E")
+        self._parts, unbuilt = _compiled(name, parts, text_env, html_env)
+        broken += unbuilt
         if broken:
             raise TemplateProblem("; ".join(broken), broken)
         source = _alone(parts["subject.txt"]) + self._SEPARATOR
