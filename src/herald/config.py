@@ -12,6 +12,9 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # Fields `herald serve` sets for the processes it starts, not settings an operator gives:
 # --help and the README name every other field as its HERALD_* variable.
 HANDED_DOWN = frozenset({"server_pid", "loopback_requests_only"})
+# Settings given in seconds, whose bounds a refusal says in days, hours or minutes as well:
+# "at most 366 days (31,622,400 s)", not the bare number of seconds.
+IN_SECONDS = frozenset({"postgres_statement_timeout", "clock_skew"})
 
 
 # Each command validates the settings it reads, and those alone: a maintenance command

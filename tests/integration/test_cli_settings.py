@@ -89,6 +89,41 @@ def refused_names(output: str) -> set[str]:
     return {part.split(":")[0] for part in refused.split("; ")}
 
 
+@pytest.mark.parametrize(
+    ("command", "variable", "value", "said"),
+    [
+        # Said as pydantic says it, "Input should be less than or equal to 31622400":
+        # which the operator had to divide by 86,400 to learn it meant a year.
+        (["serve"], "HERALD_CLOCK_SKEW", "99999999", "must be at most 366 days (31,622,400 s)"),
+        (["serve"], "HERALD_CLOCK_SKEW", "-5", "must not be negative"),
+        (
+            ["worker"],
+            "HERALD_POSTGRES_STATEMENT_TIMEOUT",
+            "86401",
+            "must be at most 1 day (86,400 s)",
+        ),
+        (["worker"], "HERALD_POSTGRES_STATEMENT_TIMEOUT", "-1", "must not be negative"),
+    ],
+)
+def test_a_setting_in_seconds_out_of_its_bounds_is_refused_in_human_units(
+    command: list[str], variable: str, value: str, said: str, migrated: str
+) -> None:
+    code, output = herald(command, HERALD_DATABASE_URL=migrated, **{variable: value})
+
+    assert code == 1, output
+    assert f"error: invalid settings: {variable}: {said} (got '{value}')" in output
+
+
+def test_a_bound_of_a_setting_not_in_seconds_is_said_as_it_was(migrated: str) -> None:
+    code, output = herald(["serve"], HERALD_DATABASE_URL=migrated, HERALD_WORKERS="65")
+
+    assert code == 1, output
+    assert (
+        "error: invalid settings: HERALD_WORKERS: Input should be less than or equal to 64 "
+        "(got '65')"
+    ) in output
+
+
 def test_a_worker_delivers_whatever_the_api_s_settings_hold(migrated: str, tmp_path: Path) -> None:
     env = herald_environment(
         HERALD_DATABASE_URL=migrated,

@@ -15,7 +15,7 @@ from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings
 
 from herald.cli.output import fail
-from herald.config import DatabaseSettings, Settings, WorkerSettings
+from herald.config import IN_SECONDS, DatabaseSettings, Settings, WorkerSettings
 from herald.observability.operator_lines import say
 
 
@@ -98,6 +98,8 @@ def warn_of_unknown_variables(settings: WorkerSettings, environ: Mapping[str, st
 def _setting_problem(error: ErrorDetails, given: Mapping[str, object]) -> str:
     name = str(error["loc"][0]) if error["loc"] else "settings"
     said = error["msg"].removeprefix("Value error, ")
+    if name in IN_SECONDS:
+        said = _bound_in_seconds(error) or said
     # Never echo a token: a wrong one is still somebody's secret.
     if "token" not in name and "input" in error:
         said += f" (got {error['input']!r})"
@@ -108,3 +110,36 @@ def _setting_problem(error: ErrorDetails, given: Mapping[str, object]) -> str:
 def _option_of(setting: str) -> str:
     """The command-line option that gives ``setting``."""
     return "--database" if setting == "database_url" else f"--{setting.replace('_', '-')}"
+
+
+# How a bound's error is said of a setting in seconds, by pydantic's type of the error.
+_BOUNDS = {
+    "less_than_equal": ("le", "must be at most"),
+    "less_than": ("lt", "must be less than"),
+    "greater_than_equal": ("ge", "must be at least"),
+    "greater_than": ("gt", "must be more than"),
+}
+_UNITS = (("day", 86_400), ("hour", 3_600), ("minute", 60))
+
+
+def _bound_in_seconds(error: ErrorDetails) -> str | None:
+    """The bound a setting in seconds is past, in days, hours or minutes as well as in
+    seconds ("must be at most 366 days (31,622,400 s)"); None for any other error."""
+    said = _BOUNDS.get(error["type"])
+    bound = error.get("ctx", {}).get(said[0]) if said else None
+    if said is None or not isinstance(bound, int | float):
+        return None
+    if bound == 0 and said[0] == "ge":
+        return "must not be negative"
+    return f"{said[1]} {_in_human_units(bound)}"
+
+
+def _in_human_units(seconds: float) -> str:
+    """``seconds`` in the largest unit that counts it whole, with the seconds themselves:
+    ``366 days (31,622,400 s)``, ``90 s``."""
+    plain = f"{int(seconds):,} s" if seconds == int(seconds) else f"{seconds:,} s"
+    for unit, size in _UNITS:
+        if seconds >= size and seconds % size == 0:
+            count = int(seconds // size)
+            return f"{count:,} {unit}{'' if count == 1 else 's'} ({plain})"
+    return plain
