@@ -113,14 +113,15 @@ def serve(
     """
     from herald.observability.logging import configure_logging
 
-    if dispatcher is False and dispatcher_process is False:
+    if dispatcher is False and dispatcher_process is not None:
         # Given together on the command line, one is a mistake: which, only its author knows.
         # (Their variables may still say so together, as a deployment's shared defaults.)
-        fail(
-            "--no-dispatcher delivers nothing and --dispatcher-inline delivers on the API's "
-            "event loop: give one of them",
-            code=2,
+        delivery = (
+            "--dispatcher-process delivers from a child process"
+            if dispatcher_process
+            else "--dispatcher-inline delivers on the API's event loop"
         )
+        fail(f"--no-dispatcher delivers nothing and {delivery}: give one of them", code=2)
     settings = settings_from(
         Settings,
         host=host,

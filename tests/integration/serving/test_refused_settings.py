@@ -252,24 +252,31 @@ def test_serve_refuses_a_broken_rule_file_naming_the_file_and_the_problem(tmp_pa
     assert "signup_exploded" in message and "not a declared event type" in message
 
 
-BOTH = ("--no-dispatcher", "--dispatcher-inline")
-
-
-def test_serve_refuses_no_dispatcher_beside_dispatcher_inline(tmp_path: Path) -> None:
-    """Given both, the server started with delivery off, the --dispatcher-inline asked for
+@pytest.mark.parametrize(
+    ("delivery", "said"),
+    [
+        ("--dispatcher-inline", "on the API's event loop"),
+        # The default given as well: the child process asked for was dropped alike.
+        ("--dispatcher-process", "from a child process"),
+    ],
+)
+def test_serve_refuses_no_dispatcher_beside_a_way_to_deliver(
+    delivery: str, said: str, tmp_path: Path
+) -> None:
+    """Given both, the server started with delivery off, the way of delivering asked for
     dropped without a word but the opening line's "delivery off"."""
+    args = ["serve", "--port", "0", "--database", sqlite_url(tmp_path), "--no-dispatcher", delivery]
     try:
         result = run_herald(
-            ["serve", "--port", "0", "--database", sqlite_url(tmp_path), *BOTH],
+            args,
             env=herald_environment(),
             cwd=tmp_path,
             timeout=15,
         )
     except subprocess.TimeoutExpired:
-        pytest.fail("herald serve started with both --no-dispatcher and --dispatcher-inline")
+        pytest.fail(f"herald serve started with both --no-dispatcher and {delivery}")
 
     assert result.returncode == 2, result.stderr
     assert one_line(result.stderr) == (
-        "error: --no-dispatcher delivers nothing and --dispatcher-inline delivers on the "
-        "API's event loop: give one of them"
+        f"error: --no-dispatcher delivers nothing and {delivery} delivers {said}: give one of them"
     )
