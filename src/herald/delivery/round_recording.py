@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from typing import Any
 
+from herald.delivery.attempt_lines import AttemptLines, say_unrecorded
 from herald.delivery.outcomes import Deferred, Outcome, Withdrawn
 from herald.delivery.provider import DeliveryStatus
 from herald.delivery.round_retries import RoundRetries
@@ -53,7 +53,7 @@ class RoundRecorder:
         self._clock = clock
         self._storage = storage
         self._wait_for_lock = wait_for_lock
-        self._on_result = on_result
+        self._lines = AttemptLines(on_result)
         # How far the clock that judges what is due (the database's, when claims are timed
         # by it) runs ahead of ``clock`` (negative: behind), as the dispatcher last
         # measured it. Added to each due time written: counted by ``clock`` alone, a turn
@@ -81,7 +81,7 @@ class RoundRecorder:
             if not _refused(exc):
                 left = [o for o in outcomes if o.row.message_id not in ended.recorded]
                 self.unrecorded += len(left)
-                _say_unrecorded(left)
+                say_unrecorded(left)
             raise
         finally:  # those recorded, even when the rest could not be
             retries.say()
@@ -147,9 +147,9 @@ class RoundRecorder:
                 due_us = outcome.due_us(now_us)
                 cancel = cancels.get(row.message_id)
                 if cancel is not None:
-                    self._announce_cancelled(row, result.status, result.detail, cancel)
+                    self._lines.cancelled(row, result.status, result.detail, cancel)
                 else:
-                    self._announce(row, result.status, result.detail, ended.retries, due_us)
+                    self._lines.recorded(row, result.status, result.detail, ended.retries, due_us)
 
     def _record_alone(self, outcome: Outcome, now_us: int, ended: _Ended) -> None:
         """Record one message's outcome in a transaction of its own; one the database
@@ -258,59 +258,17 @@ class RoundRecorder:
         now_us = to_micros(self._clock())
         retries = RoundRetries(now_us)
         for row in interrupted:
-            self._announce(row, DeliveryStatus.RETRY, INTERRUPTED, retries, now_us)
+            self._lines.recorded(row, DeliveryStatus.RETRY, INTERRUPTED, retries, now_us)
         retries.say()
         for row in given_up:
-            self._announce(row, DeliveryStatus.FAILED, row.last_error, retries, now_us)
+            self._lines.recorded(row, DeliveryStatus.FAILED, row.last_error, retries, now_us)
 
     def announce_cancelled_at_claim(self, cancelled: list[ClaimedMessage]) -> None:
         """Count and log the attempts a claim recorded for ``cancelled``, whose earlier
         claim ran out after their rule's cancel: the claim ended them cancelled, the
         attempt cut off counted (it may have gone out), as a retry's would be."""
         for row in cancelled:
-            self._announce_cancelled(row, DeliveryStatus.RETRY, INTERRUPTED, row.last_error or "")
-
-    def _announce(
-        self,
-        row: ClaimedMessage,
-        status: DeliveryStatus,
-        detail: str | None,
-        retries: RoundRetries,
-        due_us: int,
-    ) -> None:
-        """Count ``row``'s recorded outcome; log a dead letter on a line of its own, each
-        a message lost until an operator re-queues it, and a retry at DEBUG, added to
-        ``retries`` (due again at ``due_us``) to be said with the round's others."""
-        self._on_result(row.channel, status)
-        about = _fields(row)
-        if status is DeliveryStatus.FAILED:
-            # Its rule and user too: an operator deciding whether to re-queue it asks both.
-            log.error(
-                "message %s (%s for user %s) dead-lettered: %s",
-                row.message_id,
-                row.rule,
-                row.user_id,
-                detail,
-                extra=about,
-            )
-        elif status is DeliveryStatus.RETRY:
-            log.debug("message %s will be retried: %s", row.message_id, detail, extra=about)
-            retries.add(row, detail or "", due_us)
-
-    def _announce_cancelled(
-        self, row: ClaimedMessage, status: DeliveryStatus, detail: str | None, reason: str
-    ) -> None:
-        """Count ``row``'s recorded attempt, and log that its rule's cancel (``reason``),
-        asked while it was being sent, ended the message rather than a retry or a dead
-        letter."""
-        self._on_result(row.channel, status)  # the attempt's own result: metrics count attempts
-        log.info(
-            "message %s cancelled, not sent: %s (its attempt: %s)",
-            row.message_id,
-            reason,
-            detail,
-            extra=_fields(row),
-        )
+            self._lines.cancelled(row, DeliveryStatus.RETRY, INTERRUPTED, row.last_error or "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,37 +280,6 @@ class _Ended:
     retries: RoundRetries
     cancelled: set[str]
     recorded: set[str]
-
-
-def _say_unrecorded(outcomes: list[Outcome]) -> None:
-    """Say that ``outcomes`` could not be recorded before their claims ran out, and that
-    the sent ones among them will be sent again: the one line that explains a recipient's
-    repeat, which the dispatcher that sends it again can only call "interrupted"."""
-    if not outcomes:
-        return
-    by_status = Counter(outcome.status for outcome in outcomes)
-    sent = [outcome.row.message_id for outcome in outcomes if outcome.status == "sent"]
-    log.error(
-        "could not record the outcomes of %d message(s) (%s) before their claims ran out: "
-        "they will be claimed and sent again, with the same message ids; %s",
-        len(outcomes),
-        ", ".join(f"{count} {status}" for status, count in sorted(by_status.items())),
-        f"sent already, so sent twice unless the provider drops the repeat: {', '.join(sent)}"
-        if sent
-        else "none was sent",
-        extra={"message_ids": sent},
-    )
-
-
-def _fields(row: ClaimedMessage) -> dict[str, str]:
-    # As fields too, as the stub's and the alerts' lines have them: a JSON log is searched
-    # by message, not by the words of a line.
-    return {
-        "message_id": row.message_id,
-        "channel": row.channel,
-        "rule": row.rule,
-        "user_id": row.user_id,
-    }
 
 
 def _refused(exc: BaseException) -> bool:
