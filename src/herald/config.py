@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -113,6 +114,11 @@ class WorkerSettings(RuleFileSettings):
     # is kept. Maintenance commands (db upgrade, prune, messages retry), which may run for
     # minutes, and the checks made before a process serves run without one.
     postgres_statement_timeout: float = Field(30.0, ge=0, le=86_400, allow_inf_nan=False)
+    # Unsubscribe links in marketing email (List-Unsubscribe, RFC 2369 and 8058): the base
+    # URL recipients reach this Herald at, and the key that signs each link. Read by the
+    # process that sends (the links it writes) and by the API (the links it answers).
+    public_url: str | None = None
+    unsubscribe_key: str | None = None
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -130,6 +136,49 @@ class WorkerSettings(RuleFileSettings):
     @classmethod
     def _metrics_address(cls, value: str) -> str:
         return names_an_address(value)
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_base_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                "must be the absolute http(s) URL recipients reach Herald at, such as "
+                "https://herald.example.com"
+            )
+        if parts.query or parts.fragment or "?" in value or "#" in value:
+            raise ValueError("must be a base URL without a query or fragment")
+        # Links are the base and /unsubscribe/...: a trailing slash would double it.
+        return value.strip().rstrip("/")
+
+    @field_validator("unsubscribe_key")
+    @classmethod
+    def _long_enough_key(cls, value: str | None) -> str | None:
+        # Anyone who finds the key can unsubscribe anyone: it must be too long to guess.
+        if value is not None and len(value) < MIN_UNSUBSCRIBE_KEY_CHARS:
+            raise ValueError(
+                f"must hold at least {MIN_UNSUBSCRIBE_KEY_CHARS} characters, random ones "
+                "(as Python's secrets.token_urlsafe(32) makes)"
+            )
+        return value
+
+    def unsubscribe_problem(self) -> str | None:
+        """Why the unsubscribe link settings cannot be used, if one is set without the
+        other: a deployment that set one meant marketing email to carry links, and would
+        otherwise send it without them, unnoticed."""
+        if (self.public_url is None) == (self.unsubscribe_key is None):
+            return None
+        given, missing = (
+            ("HERALD_PUBLIC_URL", "HERALD_UNSUBSCRIBE_KEY")
+            if self.unsubscribe_key is None
+            else ("HERALD_UNSUBSCRIBE_KEY", "HERALD_PUBLIC_URL")
+        )
+        return (
+            f"refusing to start: {given} is set without {missing}; unsubscribe links need "
+            "both (or unset both to send marketing email without them)"
+        )
 
     @field_validator("log_format", mode="before")
     @classmethod
@@ -229,6 +278,10 @@ def names_an_address(host: str) -> str:
             "must name an address, such as 127.0.0.1 or 0.0.0.0 (leave it unset for 127.0.0.1)"
         )
     return host
+
+
+# 32 characters from `token_urlsafe` are 192 bits: no one finds the key by trying links.
+MIN_UNSUBSCRIBE_KEY_CHARS = 32
 
 
 # Nothing slows down a client trying tokens: beyond loopback, a token must be too long to

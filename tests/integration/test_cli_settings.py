@@ -34,6 +34,8 @@ DELIVERY_SETTINGS_GONE_WRONG = {
     "HERALD_LOG_FORMAT": "xml",
     "HERALD_SQLITE_FLUSH_EACH_COMMIT": "maybe",
     "HERALD_POSTGRES_STATEMENT_TIMEOUT": "-1",
+    "HERALD_PUBLIC_URL": "herald.example.com",
+    "HERALD_UNSUBSCRIBE_KEY": "short",
 }
 SERVER_SETTINGS_GONE_WRONG = API_SETTINGS_GONE_WRONG | DELIVERY_SETTINGS_GONE_WRONG
 MAINTENANCE = {
@@ -275,3 +277,55 @@ def test_an_empty_herald_outbox_file_is_refused_rather_than_read_as_the_default(
         "for the default: outbox.jsonl beside an SQLite database, else in the working folder)"
     ) in output
     assert not (tmp_path / "outbox.jsonl").exists()
+
+
+KEY = "k" * 32
+
+
+@pytest.mark.parametrize("command", ["serve", "worker"])
+@pytest.mark.parametrize(
+    ("given", "missing", "value"),
+    [
+        ("HERALD_PUBLIC_URL", "HERALD_UNSUBSCRIBE_KEY", "https://herald.example.com"),
+        ("HERALD_UNSUBSCRIBE_KEY", "HERALD_PUBLIC_URL", KEY),
+    ],
+)
+def test_one_unsubscribe_link_setting_without_the_other_is_refused_at_start(
+    command: str, given: str, missing: str, value: str, migrated: str
+) -> None:
+    code, output = herald([command], HERALD_DATABASE_URL=migrated, **{given: value})
+
+    assert code == 1, output
+    assert f"refusing to start: {given} is set without {missing}" in output
+    assert KEY not in output
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("herald.example.com", "must be the absolute http(s) URL"),
+        ("ftp://herald.example.com", "must be the absolute http(s) URL"),
+        ("https://herald.example.com/?a=1", "must be a base URL without a query or fragment"),
+        ("https://herald.example.com/#top", "must be a base URL without a query or fragment"),
+    ],
+)
+def test_a_public_url_that_is_no_base_url_is_refused(url: str, said: str, migrated: str) -> None:
+    code, output = herald(
+        ["worker"], HERALD_DATABASE_URL=migrated, HERALD_PUBLIC_URL=url, HERALD_UNSUBSCRIBE_KEY=KEY
+    )
+
+    assert code == 1, output
+    assert f"HERALD_PUBLIC_URL: {said}" in output
+
+
+def test_a_short_unsubscribe_key_is_refused_without_being_shown(migrated: str) -> None:
+    code, output = herald(
+        ["worker"],
+        HERALD_DATABASE_URL=migrated,
+        HERALD_PUBLIC_URL="https://herald.example.com",
+        HERALD_UNSUBSCRIBE_KEY="s3cret-but-short",
+    )
+
+    assert code == 1, output
+    assert "HERALD_UNSUBSCRIBE_KEY: must hold at least 32 characters" in output
+    assert "s3cret-but-short" not in output

@@ -107,9 +107,10 @@ def serve(
     Other settings come from the environment alone: HERALD_METRICS_PORT and
     HERALD_METRICS_HOST (the delivering process's metrics), HERALD_LOG_LEVEL,
     HERALD_LOG_FORMAT, HERALD_OUTBOX_FILE, HERALD_OPENTELEMETRY,
-    HERALD_SQLITE_FLUSH_EACH_COMMIT, HERALD_POSTGRES_STATEMENT_TIMEOUT and
+    HERALD_SQLITE_FLUSH_EACH_COMMIT, HERALD_POSTGRES_STATEMENT_TIMEOUT,
     HERALD_CLOCK_SKEW (seconds an event's time may be ahead of this server's clock, 300
-    by default): see the README.
+    by default), and HERALD_PUBLIC_URL with HERALD_UNSUBSCRIBE_KEY (unsubscribe links in
+    marketing email): see the README.
     """
     from herald.observability.logging import configure_logging
 
@@ -139,6 +140,9 @@ def serve(
     problem = settings.exposure_problem()
     if problem:
         fail(problem, code=2)
+    problem = settings.unsubscribe_problem()
+    if problem:
+        fail(problem)
     make_room_for_connections(settings)
     check_serve_ports(settings)
     ruleset, plan = preflight(settings, create_database=True)

@@ -100,8 +100,8 @@ def _setting_problem(error: ErrorDetails, given: Mapping[str, object]) -> str:
     said = error["msg"].removeprefix("Value error, ")
     if name in IN_SECONDS:
         said = _bound_in_seconds(error) or said
-    # Never echo a token: a wrong one is still somebody's secret.
-    if "token" not in name and "input" in error:
+    # Never echo a token or a key: a wrong one is still somebody's secret.
+    if "token" not in name and "key" not in name and "input" in error:
         said += f" (got {error['input']!r})"
     # Named as the operator gave it: `--port 70000` is not a HERALD_PORT to look for.
     return f"{_option_of(name) if name in given else f'HERALD_{name.upper()}'}: {said}"

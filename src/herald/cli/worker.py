@@ -64,7 +64,8 @@ def worker(
     PostgreSQL).
 
     HERALD_LOG_LEVEL, HERALD_LOG_FORMAT, HERALD_OUTBOX_FILE,
-    HERALD_SQLITE_FLUSH_EACH_COMMIT and HERALD_POSTGRES_STATEMENT_TIMEOUT apply here as
+    HERALD_SQLITE_FLUSH_EACH_COMMIT, HERALD_POSTGRES_STATEMENT_TIMEOUT, HERALD_PUBLIC_URL
+    and HERALD_UNSUBSCRIBE_KEY (the unsubscribe links of marketing email) apply here as
     they do to `herald serve`; the settings of the API alone (HERALD_HOST, HERALD_PORT,
     the tokens, HERALD_WORKERS, ...) are not read."""
     # Before prometheus_client is imported (with the runtime): a worker beside others
@@ -83,6 +84,9 @@ def worker(
         metrics_host=metrics_host,
     )
     configure_logging(settings.log_level, settings.log_format)
+    problem = settings.unsubscribe_problem()
+    if problem:
+        fail(problem)
     if parent_pid is None:  # serve's own dispatcher: serve has said so already
         warn_of_unknown_variables(settings, os.environ)
         warn_of_a_metrics_host_alone(settings)
