@@ -29,7 +29,7 @@ from herald.api.edge_hooks import body_readers, count_refused_event
 from herald.api.errors import validation_errors
 from herald.api.middleware import RequestEdge
 from herald.api.openapi_security import ADMIN_SCHEME, INGEST_SCHEME, declare_guards
-from herald.api.routes import admin, audit, events, health
+from herald.api.routes import admin, audit, events, health, unsubscribe
 from herald.api.schemas.requests import MAX_BATCH_BYTES, MAX_EVENT_BYTES
 from herald.api.schemas.responses import REQUEST_ID
 from herald.bootstrap import Runtime, build_runtime
@@ -90,6 +90,7 @@ def create_app(settings: Settings) -> FastAPI:
         body_refused=count_refused_event,
         token_refusal=token_refusal(guarded),
         loopback_only=settings.loopback_requests_only,
+        for_recipients=unsubscribe.for_recipients,
     )
     for error in (OperationalError, InterfaceError, PoolTimeout):
         app.add_exception_handler(error, _database_unavailable)
@@ -177,10 +178,18 @@ def _add_routes(app: FastAPI, settings: Settings, guarded: Guarded) -> None:
     the Host the server refuses."""
     # Mounted route by route, ingestion first: an included router costs a second route
     # match per request, and every route tried before /events costs a regex.
+    # The unsubscribe links' routes only where links are made: without them, no path of
+    # the API changes.
+    links = (unsubscribe,) if settings.unsubscribe_key is not None else ()
     app.router.routes[0:0] = [
-        route for module in (events, audit, admin, health) for route in module.router.routes
+        route for module in (events, audit, admin, health, *links) for route in module.router.routes
     ]
-    declare_guards(app, guarded, loopback_only=settings.loopback_requests_only)
+    declare_guards(
+        app,
+        guarded,
+        loopback_only=settings.loopback_requests_only,
+        any_host=unsubscribe.for_recipients,
+    )
     _match_whole_paths(app.router.routes)
     _no_slash_redirects(app.router)
     _describe_answers(app)

@@ -41,6 +41,7 @@ class RequestEdge:
         body_refused: Callable[[Scope], None] = lambda scope: None,
         token_refusal: Callable[[Scope], str | None] = lambda scope: None,
         loopback_only: bool = False,
+        for_recipients: Callable[[str], bool] = lambda path: False,
     ) -> None:
         """``reads_body(method, path)``: whether a route reads the body of such a request;
         the others' bodies are neither checked nor read, so a request to a path or with a
@@ -51,7 +52,11 @@ class RequestEdge:
         whose body would be refused, which is then answered that 401 instead, as its
         route would answer it, and is not told to ``body_refused``. ``loopback_only``:
         refuse requests whose ``Host`` is not a loopback name (see
-        ``Settings.loopback_requests_only``)."""
+        ``Settings.loopback_requests_only``). ``for_recipients(path)``: whether the path
+        is a route recipients reach from an email (an unsubscribe link), whose own token
+        authenticates it: it takes a form's body (as a mail client's one-click POST sends
+        it) as well as JSON, and any ``Host``, as it is reached through a proxy by the
+        public name the links carry."""
         self.app = app
         self.body_limit = body_limit
         self.body_limit_by_path = body_limit_by_path
@@ -59,6 +64,7 @@ class RequestEdge:
         self.body_refused = body_refused
         self.token_refusal = token_refusal
         self.loopback_only = loopback_only
+        self.for_recipients = for_recipients
         self._loopback_hosts: set[bytes] = set()  # Host values found loopback: a few
         # A random per-process prefix and a counter: unique, and cheaper than uuid4 per request.
         self._prefix = uuid.uuid4().hex[:12]
@@ -103,7 +109,13 @@ class RequestEdge:
 
         token = request_id.set(rid)
         try:
-            if self.loopback_only and not self._addressed_to_loopback(host):
+            # A page that reached this server by DNS rebinding gains nothing from a route
+            # for recipients: without a link's token, it is answered 404.
+            if (
+                self.loopback_only
+                and not self._addressed_to_loopback(host)
+                and not self.for_recipients(scope["path"])
+            ):
                 said = host.decode("latin-1")
                 await _reply(send_with_id, 421, f"{_NOT_LOOPBACK} (got Host {said!r})")
                 return
@@ -121,7 +133,11 @@ class RequestEdge:
             if has_body and encoding not in (b"identity", b""):
                 detail = f"Content-Encoding {encoding.decode('latin-1')!r} is not supported: "
                 await self._refuse(scope, send_with_id, 415, detail + "send the body uncompressed")
-            elif has_body and not _is_json(media_type):
+            elif (
+                has_body
+                and not _is_json(media_type)
+                and not (media_type in _FORMS and self.for_recipients(scope["path"]))
+            ):
                 # Also what keeps a web page from posting here: a browser sends another
                 # origin JSON only after asking (CORS), but text/plain without asking.
                 got = f"Content-Type {media_type.decode('latin-1')!r}" if media_type else "none"
@@ -221,6 +237,10 @@ _NOT_LOOPBACK = (
     "addressed to localhost or a loopback address: a web page could otherwise reach it by "
     "DNS rebinding. Set both tokens to serve it under another name"
 )
+
+
+# The bodies RFC 8058 lets a mail client's one-click unsubscribe send.
+_FORMS = (b"application/x-www-form-urlencoded", b"multipart/form-data")
 
 
 # JSON is UTF-8 (RFC 8259); US-ASCII is a part of it.

@@ -8,7 +8,7 @@ request edge the Host (``middleware``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI
@@ -30,11 +30,13 @@ def declare_guards(
     guarded: Mapping[str, tuple[str | None, Sequence[BaseRoute]]],
     *,
     loopback_only: bool,
+    any_host: Callable[[str], bool] = lambda path: False,
 ) -> None:
     """Make ``app``'s document declare each scheme of ``guarded`` (name -> its token and
     the routes it guards) whose token is set, and attach it to those routes; drop the 401
     the routes list from those of a token not set; with ``loopback_only`` (the request
-    edge refuses another Host), list that refusal, a 421, on every operation.
+    edge refuses another Host), list that refusal, a 421, on every operation but those
+    of the paths ``any_host`` names, which the edge answers under any name.
 
     Only what this server does is declared: a padlock, and an "Authorize" field, for a
     token it does not ask for would send users looking for one that does not exist, and
@@ -52,7 +54,7 @@ def declare_guards(
                 else:
                     _drop_unauthorized(document, routes)
             if loopback_only:
-                _declare_misdirected(document)
+                _declare_misdirected(document, any_host)
         return document
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -86,7 +88,9 @@ _MISDIRECTED = {
 }
 
 
-def _declare_misdirected(document: dict[str, Any]) -> None:
-    for operations in document["paths"].values():
+def _declare_misdirected(document: dict[str, Any], any_host: Callable[[str], bool]) -> None:
+    for path, operations in document["paths"].items():
+        if any_host(path):
+            continue
         for operation in operations.values():
             operation["responses"]["421"] = _MISDIRECTED

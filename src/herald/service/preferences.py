@@ -46,6 +46,41 @@ def set_unsubscribes(
     return as_shown({**preferences, "set_us": now_us}), cancelled
 
 
+def add_unsubscribes(
+    database: Database, user_id: str, channels: Iterable[str], *, now: datetime, how: str
+) -> tuple[dict[str, Any], list[str]]:
+    """Add ``channels`` to the user's unsubscribes (creating the user if Herald has not
+    seen them yet), keeping those they have with the times they were made: a click on a
+    link in one email must not undo an unsubscribe made through the API, as replacing the
+    list would. Their marketing messages waiting on those channels are cancelled, the
+    reason saying ``how`` the user unsubscribed. Returns what ``set_unsubscribes``
+    returns."""
+    added = sorted(set(channels))
+    now_us = to_micros(now)
+    with UnitOfWork(database) as uow:
+        # The list is read and written under the user's lock: two clicks at once (a mail
+        # client's one-click POST beside the page's button) must not lose either.
+        uow.lock([user_id])
+        before = uow.users.get_many([user_id]).get(user_id)
+        names = sorted(set(before.unsubscribed if before is not None else ()) | set(added))
+        times = _times_made(names, before, now_us)
+        preferences = {"unsubscribed": names, "unsubscribed_us": times}
+        uow.users.set_preferences(user_id, preferences, now_us)
+        made = {name: times[name] for name in added}
+        cancelled = (
+            uow.outbox.cancel_marketing(
+                user_id,
+                None if "marketing" in added else added,
+                reason=f"the user unsubscribed from {_with_times(made)} {how}",
+                now_us=now_us,
+            )
+            if added
+            else []
+        )
+        uow.commit()
+    return as_shown({**preferences, "set_us": now_us}), cancelled
+
+
 def _times_made(names: list[str], before: UserProfile | None, now_us: int) -> dict[str, int | None]:
     """When each of ``names`` was unsubscribed from, by name: now for a new one, and for
     one the user had already, the time it was made (None when Herald did not keep it).
