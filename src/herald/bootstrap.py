@@ -21,6 +21,7 @@ from herald.delivery.dispatcher import Dispatcher
 from herald.delivery.provider import DeliveryStatus
 from herald.delivery.quiet_hours import HoldPolicy, hold_policy
 from herald.delivery.setup import DeliveryPlan, plan_delivery
+from herald.domain.unsubscribe_tokens import UnsubscribeLinks
 from herald.observability.logging import database_said
 from herald.observability.metrics import Metrics
 from herald.rules.definition import RuleSet
@@ -166,7 +167,10 @@ def build_runtime(
     _check_schema(database, away_ok=database_may_be_away)
     metrics = Metrics(ingests=ingests, delivers=settings.dispatcher)
     hold = hold_policy(plan.quiet_hours)
-    dispatcher = _dispatcher(database, plan, metrics, clock, hold) if settings.dispatcher else None
+    links = _unsubscribe_links(settings)
+    dispatcher = (
+        _dispatcher(database, plan, metrics, clock, hold, links) if settings.dispatcher else None
+    )
 
     def on_commit(results: list[IngestResult]) -> None:
         metrics.observe_commit(len(results))
@@ -207,6 +211,7 @@ def _dispatcher(
     metrics: Metrics,
     clock: Callable[[], datetime],
     hold: HoldPolicy,
+    links: UnsubscribeLinks | None,
 ) -> Dispatcher:
     """The dispatcher delivering with ``plan``'s providers and policy, counting each
     outcome in ``metrics``."""
@@ -226,7 +231,16 @@ def _dispatcher(
         # Quiet hours hold a retry or a re-queued message too, not only a new one.
         hold=hold,
         hold_channels=frozenset(plan.quiet_hours),
+        unsubscribe_links=links,
     )
+
+
+def _unsubscribe_links(settings: WorkerSettings) -> UnsubscribeLinks | None:
+    """The links marketing messages carry, when both of their settings are set (the
+    command refused one without the other before building anything)."""
+    if settings.public_url is None or settings.unsubscribe_key is None:
+        return None
+    return UnsubscribeLinks(settings.public_url, settings.unsubscribe_key)
 
 
 def _writer(

@@ -117,7 +117,9 @@ class WorkerSettings(RuleFileSettings):
     # Unsubscribe links in marketing email (List-Unsubscribe, RFC 2369 and 8058): the base
     # URL recipients reach this Herald at, and the key that signs each link. Read by the
     # process that sends (the links it writes) and by the API (the links it answers).
-    public_url: str | None = None
+    # At most 200 characters: with the longest token, a link's header stays within the
+    # 998 characters a line of an email may hold.
+    public_url: str | None = Field(None, max_length=200)
     unsubscribe_key: str | None = None
 
     @field_validator("log_level", mode="before")

@@ -307,6 +307,7 @@ def test_one_unsubscribe_link_setting_without_the_other_is_refused_at_start(
         ("ftp://herald.example.com", "must be the absolute http(s) URL"),
         ("https://herald.example.com/?a=1", "must be a base URL without a query or fragment"),
         ("https://herald.example.com/#top", "must be a base URL without a query or fragment"),
+        (f"https://{'a' * 200}.example", "String should have at most 200 characters"),
     ],
 )
 def test_a_public_url_that_is_no_base_url_is_refused(url: str, said: str, migrated: str) -> None:

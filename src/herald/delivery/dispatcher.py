@@ -34,6 +34,7 @@ from herald.delivery.round_sending import RoundSender
 from herald.delivery.send_gates import SendGates
 from herald.domain.model import UserProfile
 from herald.domain.timeutil import to_micros
+from herald.domain.unsubscribe_tokens import UnsubscribeLinks
 from herald.store.database import Database
 from herald.store.outbox import ClaimedMessage
 from herald.store.sqlite_connections import SQLITE_BUSY_TIMEOUT_MS
@@ -80,6 +81,7 @@ class Dispatcher:
         hold_channels: frozenset[str] = frozenset(),
         lock_wait_s: float = SQLITE_BUSY_TIMEOUT_MS / 1000,
         database_time: bool = False,
+        unsubscribe_links: UnsubscribeLinks | None = None,
     ) -> None:
         """``inline_storage``: run the outbox's statements on the event loop rather than on
         a thread. Right for SQLite, whose statements take microseconds and whose writes
@@ -97,7 +99,10 @@ class Dispatcher:
         ahead of another's by more than a lease's margin took over messages the other was
         still sending, and sent them again. The due times it writes (a turn, a pause's or
         quiet hours' end, a retry's backoff) are then moved by as much as that clock runs
-        ahead of ``clock``, since it is that clock that finds them due."""
+        ahead of ``clock``, since it is that clock that finds them due.
+
+        ``unsubscribe_links``: give each marketing message the link that unsubscribes its
+        user from its channel (``SendRequest.unsubscribe_url``)."""
         self._database = database
         self.worker_id = worker_id
         self._clock = clock
@@ -127,6 +132,7 @@ class Dispatcher:
             concurrency=concurrency,
             clock=lambda: clock().timestamp(),
             on_send_seconds=on_send_seconds,
+            unsubscribe_links=unsubscribe_links,
         )
         # The lease ends of claims whose commit failed, as far as this dispatcher heard:
         # one may have gone through, its messages claimed but never sent.

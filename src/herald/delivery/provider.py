@@ -21,6 +21,8 @@ class SendRequest:
     idempotency key so that a retried delivery is not delivered twice. ``attempt``
     counts from 1 (again after a dead letter is re-queued); it is not sent on, only
     said where a repeat cannot be dropped by its key (the log line of an alert).
+    ``unsubscribe_url``: the link that unsubscribes the user from marketing on this
+    channel, for a marketing message when Herald makes such links (else None).
     """
 
     message_id: str
@@ -35,6 +37,7 @@ class SendRequest:
     html: str | None = None
     category: str = "transactional"
     attempt: int = 1
+    unsubscribe_url: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {

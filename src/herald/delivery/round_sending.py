@@ -22,6 +22,8 @@ from herald.delivery.outcomes import Deferred, Outcome
 from herald.delivery.provider import DeliveryResult, Provider, SendRequest
 from herald.delivery.send_gates import SendGates
 from herald.domain.model import UserProfile
+from herald.domain.unsubscribe_tokens import UnsubscribeLinks
+from herald.rules.definition import Category
 from herald.store.outbox import ClaimedMessage
 
 # Its lines are the dispatcher's, under the same name, which operators filter on.
@@ -47,8 +49,10 @@ class RoundSender:
         concurrency: int,
         clock: Callable[[], float] = time.time,
         on_send_seconds: Callable[[str, float], None] = lambda _c, _s: None,
+        unsubscribe_links: UnsubscribeLinks | None = None,
     ) -> None:
-        """``clock``: Unix seconds, the dispatcher's clock: the time each outcome's delay
+        """``unsubscribe_links``: give each marketing message its user's unsubscribe link.
+        ``clock``: Unix seconds, the dispatcher's clock: the time each outcome's delay
         counts from (see ``Outcome``), and the spacing of a raising provider's tracebacks.
         ``on_send_seconds``: told the channel and the seconds of each remote provider's
         send, whatever it came to (a metric)."""
@@ -68,6 +72,7 @@ class RoundSender:
         self._rng = random.Random()  # the jitter of retry backoffs
         self._clock = clock
         self._on_send_seconds = on_send_seconds
+        self._links = unsubscribe_links
         # When each provider's error of each type was last logged with its traceback.
         self._traceback_logged: dict[tuple[str, type[BaseException]], float] = {}
 
@@ -218,7 +223,7 @@ class RoundSender:
         lease = asyncio.timeout(left)
         try:
             async with lease:
-                return await provider.send(_request(row))
+                return await provider.send(_request(row, self._links))
         except Exception as exc:
             if isinstance(exc, TimeoutError) and lease.expired():
                 return DeliveryResult.retry(f"no answer within its claim's lease ({left:.0f} s)")
@@ -251,7 +256,8 @@ class RoundSender:
         )
 
 
-def _request(row: ClaimedMessage) -> SendRequest:
+def _request(row: ClaimedMessage, links: UnsubscribeLinks | None) -> SendRequest:
+    marketing = row.category == Category.MARKETING
     return SendRequest(
         message_id=row.message_id,
         channel=row.channel,
@@ -265,4 +271,5 @@ def _request(row: ClaimedMessage) -> SendRequest:
         html=row.html,
         category=row.category,
         attempt=row.attempts + 1,
+        unsubscribe_url=links.url(row.user_id, row.channel) if marketing and links else None,
     )

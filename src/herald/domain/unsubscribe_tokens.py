@@ -15,6 +15,8 @@ import hmac
 
 from herald.domain.immutable import immutable
 
+# Where the API answers a link: the public URL, this, and the token.
+LINK_PATH = "/unsubscribe/"
 # Keeps a MAC of this kind from ever being taken for one the same key made for another use.
 _PURPOSE = b"herald unsubscribe link v1\x00"
 
@@ -25,6 +27,18 @@ class Unsubscriber:
 
     user_id: str
     channel: str
+
+
+@immutable
+class UnsubscribeLinks:
+    """The links of one Herald: its public base URL (no trailing slash) and its key."""
+
+    base_url: str
+    key: str
+
+    def url(self, user_id: str, channel: str) -> str:
+        """The link that unsubscribes ``user_id`` from marketing on ``channel``."""
+        return f"{self.base_url}{LINK_PATH}{unsubscribe_token(self.key, user_id, channel)}"
 
 
 def unsubscribe_token(key: str, user_id: str, channel: str) -> str:

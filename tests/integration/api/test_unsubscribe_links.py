@@ -4,6 +4,7 @@ from marketing on its channel, and a link this Herald did not make is refused.""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,6 +17,7 @@ from herald.api.app import create_app
 from herald.config import Settings
 from herald.domain.unsubscribe_tokens import unsubscribe_token
 from tests.support.api_requests import payment_failed, signup
+from tests.support.processes import wait_for
 
 KEY = "an-unsubscribe-key-of-32-characters-or-more"
 ADMIN = {"Authorization": "Bearer an-admin-token-of-some-length"}
@@ -23,15 +25,14 @@ ONE_CLICK = {"List-Unsubscribe": "One-Click"}
 
 
 def _settings(database_url: str, tmp_path: Path, **more: Any) -> Settings:
-    # No dispatcher: the messages stay waiting, for an unsubscribe to cancel.
+    # No dispatcher unless asked: the messages stay waiting, for an unsubscribe to cancel.
     return Settings(
         database_url=database_url,
         outbox_file=str(tmp_path / "outbox.jsonl"),
-        dispatcher=False,
         admin_token=ADMIN["Authorization"].removeprefix("Bearer "),
         public_url="https://herald.example.com",
         unsubscribe_key=KEY,
-        **more,
+        **{"dispatcher": False, **more},
     )
 
 
@@ -176,3 +177,25 @@ def test_a_server_answering_loopback_names_alone_takes_a_link_by_its_public_name
         paths = client.get("/openapi.json", headers={"Host": "127.0.0.1"}).json()["paths"]
         assert "421" in paths["/healthz"]["get"]["responses"]
         assert "421" not in paths["/unsubscribe/{token}"]["post"]["responses"]
+
+
+def test_the_link_a_sent_welcome_carries_unsubscribes_its_user(
+    database_url: str, tmp_path: Path
+) -> None:
+    """From the settings to the click: the dispatcher writes the link into the stub's
+    line, and posting to it unsubscribes the user it was sent to."""
+    settings = _settings(database_url, tmp_path, dispatcher=True)
+    outbox = Path(settings.outbox_file or "")
+    with TestClient(create_app(settings)) as client:
+        client.post("/events", json=signup(user="u_sent"))
+        client.post("/events", json=payment_failed(user="u_sent"))
+        wait_for(lambda: outbox.exists() and len(outbox.read_text().splitlines()) == 2, "sent")
+        lines = {line["rule"]: line for line in map(json.loads, outbox.read_text().splitlines())}
+        link = lines["WELCOME_EMAIL"]["unsubscribe_url"]
+        assert "unsubscribe_url" not in lines["INSUFFICIENT_FUNDS_EMAIL"]
+        assert link.startswith("https://herald.example.com/unsubscribe/")
+
+        answer = client.post(link.removeprefix("https://herald.example.com"), data=ONE_CLICK)
+
+        assert answer.status_code == 200
+        assert _audit(client, "u_sent")["user"]["preferences"]["unsubscribed"] == ["email"]

@@ -15,17 +15,16 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from herald.api.deps import RuntimeDep, database_served
-from herald.domain.unsubscribe_tokens import Unsubscriber, read_token
+from herald.domain.unsubscribe_tokens import LINK_PATH, Unsubscriber, read_token
 from herald.service.preferences import add_unsubscribes
 
 router = APIRouter(tags=["unsubscribe"])
-_PREFIX = "/unsubscribe/"
 
 
 def for_recipients(path: str) -> bool:
     """Whether ``path`` is one of these routes, which the request edge lets take a form's
     body and any ``Host`` (see ``RequestEdge``)."""
-    return path.startswith(_PREFIX)
+    return path.startswith(LINK_PATH)
 
 
 _ANSWERS: dict[int | str, dict[str, Any]] = {
@@ -45,7 +44,7 @@ _HEADERS = {
 
 
 @router.get(
-    _PREFIX + "{token}",
+    LINK_PATH + "{token}",
     response_class=HTMLResponse,
     responses={200: {"description": "A page with a button that unsubscribes"}, **_ANSWERS},
 )
@@ -65,7 +64,7 @@ def unsubscribe_page(token: str, runtime: RuntimeDep) -> HTMLResponse:
 
 
 @router.post(
-    _PREFIX + "{token}",
+    LINK_PATH + "{token}",
     response_class=HTMLResponse,
     openapi_extra={
         "requestBody": {

@@ -46,6 +46,13 @@ def build_message(
     message["X-Herald-Message-Id"] = request.message_id
     # RFC 3834: tells vacation responders not to answer an automated message.
     message["Auto-Submitted"] = "auto-generated"
+    if request.unsubscribe_url:
+        # RFC 2369's link, and RFC 8058's word that a POST to it unsubscribes at once,
+        # which large mailbox providers require of marketing email to show their button.
+        message["List-Unsubscribe"] = UnfoldedHeader(
+            "List-Unsubscribe", f"<{request.unsubscribe_url}>"
+        )
+        message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     message.set_content(request.body)
     if request.html:
         message.add_alternative(request.html, subtype="html")
@@ -70,6 +77,23 @@ class EncodedHeader(str):
 
     def fold(self, *, policy: Policy) -> str:
         return f"{self.name}: {_encoded_words(self.name, self, policy.linesep)}{policy.linesep}"
+
+
+class UnfoldedHeader(str):
+    """An ASCII header written on one line as it is. Left to the email package, a value
+    longer than a line without a space to fold at (a link) was written as encoded words
+    (``=?utf-8?q?=3Chttps...``), which no mail client reads as a URL. A line may hold
+    998 characters (RFC 5322, 2.1.1): the link's token is at most about 730."""
+
+    name: str
+
+    def __new__(cls, name: str, text: str) -> UnfoldedHeader:
+        header = super().__new__(cls, text)
+        header.name = name
+        return header
+
+    def fold(self, *, policy: Policy) -> str:
+        return f"{self.name}: {self}{policy.linesep}"
 
 
 class EncodedAddress(str):

@@ -36,7 +36,10 @@ class StubProvider:
         return str(self._path)
 
     async def send(self, request: SendRequest) -> DeliveryResult:
-        line = json_line(request.as_json()) + b"\n"
+        shown = request.as_json()
+        if request.unsubscribe_url:  # as an email would carry it, for a developer to try
+            shown["unsubscribe_url"] = request.unsubscribe_url
+        line = json_line(shown) + b"\n"
         try:
             # An append to a local file takes microseconds: cheaper inline than on a thread.
             self._append(line)
