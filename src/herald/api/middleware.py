@@ -142,6 +142,8 @@ class RequestEdge:
                 # origin JSON only after asking (CORS), but text/plain without asking.
                 got = f"Content-Type {media_type.decode('latin-1')!r}" if media_type else "none"
                 detail = f"send JSON as application/json (got {got})"
+                if self.for_recipients(scope["path"]):
+                    detail = f"send a form, {' or '.join(map(bytes.decode, _FORMS))} (got {got})"
                 await self._refuse(scope, send_with_id, 415, detail)
             elif has_body and charset is not None and charset not in _UTF_8:
                 said = charset.decode("latin-1")

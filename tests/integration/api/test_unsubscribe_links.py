@@ -147,6 +147,10 @@ def test_a_body_neither_form_nor_json_is_refused(client: TestClient) -> None:
     )
 
     assert answer.status_code == 415
+    assert answer.json()["detail"] == (
+        "send a form, application/x-www-form-urlencoded or multipart/form-data "
+        "(got Content-Type 'text/plain')"
+    )
 
 
 def test_the_links_routes_are_documented_and_ask_for_no_token(client: TestClient) -> None:
