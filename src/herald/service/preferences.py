@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from itertools import groupby
 from typing import Any
@@ -25,25 +25,7 @@ def set_unsubscribes(
     Returns their preferences, as ``as_shown`` gives them, and the ids of the messages
     cancelled."""
     names = sorted(set(channels))
-    reach = None if "marketing" in names else names  # None: every channel
-    now_us = to_micros(now)
-    with UnitOfWork(database) as uow:
-        uow.lock([user_id])  # as ingestion does: one writer per user at a time
-        times = _times_made(names, uow.users.get_many([user_id]).get(user_id), now_us)
-        preferences = {"unsubscribed": names, "unsubscribed_us": times}
-        uow.users.set_preferences(user_id, preferences, now_us)
-        cancelled = (
-            uow.outbox.cancel_marketing(
-                user_id,
-                reach,
-                reason=f"the user unsubscribed from {_with_times(times)}",
-                now_us=now_us,
-            )
-            if names
-            else []
-        )
-        uow.commit()
-    return as_shown({**preferences, "set_us": now_us}), cancelled
+    return _unsubscribe(database, user_id, lambda _before: names, names, now=now, how="")
 
 
 def add_unsubscribes(
@@ -56,27 +38,45 @@ def add_unsubscribes(
     reason saying ``how`` the user unsubscribed. Returns what ``set_unsubscribes``
     returns."""
     added = sorted(set(channels))
+
+    def with_added(before: UserProfile | None) -> list[str]:
+        return sorted(set(before.unsubscribed if before is not None else ()) | set(added))
+
+    return _unsubscribe(database, user_id, with_added, added, now=now, how=f" {how}")
+
+
+def _unsubscribe(
+    database: Database,
+    user_id: str,
+    names_of: Callable[[UserProfile | None], list[str]],
+    closing: list[str],
+    *,
+    now: datetime,
+    how: str,
+) -> tuple[dict[str, Any], list[str]]:
+    """Store the user's unsubscribes, ``names_of`` their profile as stored (None for a
+    user not seen yet), each with the time it was made, and cancel their marketing
+    waiting on the channels of ``closing`` (all of them for ``marketing``), the reason
+    ending with ``how``."""
     now_us = to_micros(now)
     with UnitOfWork(database) as uow:
-        # The list is read and written under the user's lock: two clicks at once (a mail
-        # client's one-click POST beside the page's button) must not lose either.
+        # Read and written under the user's lock, as ingestion writes: two unsubscribes at
+        # once (a mail client's one-click POST beside the page's button) lose neither.
         uow.lock([user_id])
         before = uow.users.get_many([user_id]).get(user_id)
-        names = sorted(set(before.unsubscribed if before is not None else ()) | set(added))
+        names = names_of(before)
         times = _times_made(names, before, now_us)
         preferences = {"unsubscribed": names, "unsubscribed_us": times}
         uow.users.set_preferences(user_id, preferences, now_us)
-        made = {name: times[name] for name in added}
-        cancelled = (
-            uow.outbox.cancel_marketing(
+        cancelled = []
+        if closing:
+            made = {name: times[name] for name in closing}
+            cancelled = uow.outbox.cancel_marketing(
                 user_id,
-                None if "marketing" in added else added,
-                reason=f"the user unsubscribed from {_with_times(made)} {how}",
+                None if "marketing" in closing else closing,  # None: every channel
+                reason=f"the user unsubscribed from {_with_times(made)}{how}",
                 now_us=now_us,
             )
-            if added
-            else []
-        )
         uow.commit()
     return as_shown({**preferences, "set_us": now_us}), cancelled
 
