@@ -59,38 +59,35 @@ def build_message(
     return message
 
 
-class EncodedHeader(str):
+class _WrittenHeader(str):
+    """A header Herald writes itself: a value with a ``name`` is a header object to the
+    email package, which writes it with its ``fold``; read back, it is the text itself."""
+
+    name: str
+
+    def __new__(cls, name: str, text: str) -> _WrittenHeader:
+        header = super().__new__(cls, text)
+        header.name = name
+        return header
+
+
+class EncodedHeader(_WrittenHeader):
     """A header beyond ASCII, written as encoded words (RFC 2047) that hold its spaces.
 
     The email package's own folding (before Python 3.13) put the space at a fold between
     two encoded words, where a reader drops it (RFC 2047, 6.2): a long subject reached its
     reader with two words run together wherever a fold fell on a space (``12,50 €`` read
-    ``12,50€``). A value with a ``name`` is a header object to the email package, which
-    writes it with its ``fold``; read back, it is the text itself."""
-
-    name: str
-
-    def __new__(cls, name: str, text: str) -> EncodedHeader:
-        header = super().__new__(cls, text)
-        header.name = name
-        return header
+    ``12,50€``)."""
 
     def fold(self, *, policy: Policy) -> str:
         return f"{self.name}: {_encoded_words(self.name, self, policy.linesep)}{policy.linesep}"
 
 
-class UnfoldedHeader(str):
+class UnfoldedHeader(_WrittenHeader):
     """An ASCII header written on one line as it is. Left to the email package, a value
     longer than a line without a space to fold at (a link) was written as encoded words
     (``=?utf-8?q?=3Chttps...``), which no mail client reads as a URL. A line may hold
     998 characters (RFC 5322, 2.1.1): the link's token is at most about 730."""
-
-    name: str
-
-    def __new__(cls, name: str, text: str) -> UnfoldedHeader:
-        header = super().__new__(cls, text)
-        header.name = name
-        return header
 
     def fold(self, *, policy: Policy) -> str:
         return f"{self.name}: {self}{policy.linesep}"
